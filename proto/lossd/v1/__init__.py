@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for the ``lossd.v1`` contract (see lossd.proto)."""

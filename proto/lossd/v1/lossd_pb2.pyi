@@ -1,0 +1,180 @@
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TensorEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TENSOR_ENCODING_UNSPECIFIED: _ClassVar[TensorEncoding]
+    TENSOR_ENCODING_RAW: _ClassVar[TensorEncoding]
+    TENSOR_ENCODING_VALUES: _ClassVar[TensorEncoding]
+TENSOR_ENCODING_UNSPECIFIED: TensorEncoding
+TENSOR_ENCODING_RAW: TensorEncoding
+TENSOR_ENCODING_VALUES: TensorEncoding
+
+class Tensor(_message.Message):
+    __slots__ = ("dtype", "shape", "raw", "values")
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    raw: bytes
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., raw: _Optional[bytes] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class EvaluateLossRequest(_message.Message):
+    __slots__ = ("loss", "inputs", "params", "grad_inputs", "grad_output", "output_encoding")
+    class InputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    GRAD_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    GRAD_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    loss: str
+    inputs: _containers.MessageMap[str, Tensor]
+    params: _struct_pb2.Struct
+    grad_inputs: _containers.RepeatedScalarFieldContainer[str]
+    grad_output: Tensor
+    output_encoding: TensorEncoding
+    def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., grad_inputs: _Optional[_Iterable[str]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., output_encoding: _Optional[_Union[TensorEncoding, str]] = ...) -> None: ...
+
+class Timing(_message.Message):
+    __slots__ = ("decode_ms", "forward_ms", "backward_ms", "encode_ms")
+    DECODE_MS_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_MS_FIELD_NUMBER: _ClassVar[int]
+    BACKWARD_MS_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_MS_FIELD_NUMBER: _ClassVar[int]
+    decode_ms: float
+    forward_ms: float
+    backward_ms: float
+    encode_ms: float
+    def __init__(self, decode_ms: _Optional[float] = ..., forward_ms: _Optional[float] = ..., backward_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ...) -> None: ...
+
+class EvaluateLossResponse(_message.Message):
+    __slots__ = ("value", "loss", "grads", "loss_name", "timing")
+    class GradsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    GRADS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_NAME_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    loss: Tensor
+    grads: _containers.MessageMap[str, Tensor]
+    loss_name: str
+    timing: Timing
+    def __init__(self, value: _Optional[float] = ..., loss: _Optional[_Union[Tensor, _Mapping]] = ..., grads: _Optional[_Mapping[str, Tensor]] = ..., loss_name: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class EvaluateLossStreamRequest(_message.Message):
+    __slots__ = ("id", "request")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    request: EvaluateLossRequest
+    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[EvaluateLossRequest, _Mapping]] = ...) -> None: ...
+
+class EvaluateLossStreamResponse(_message.Message):
+    __slots__ = ("id", "response", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    response: EvaluateLossResponse
+    error: Error
+    def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[EvaluateLossResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message", "field")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    field: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
+
+class ListLossesRequest(_message.Message):
+    __slots__ = ("filter",)
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    filter: str
+    def __init__(self, filter: _Optional[str] = ...) -> None: ...
+
+class ListLossesResponse(_message.Message):
+    __slots__ = ("losses",)
+    LOSSES_FIELD_NUMBER: _ClassVar[int]
+    losses: _containers.RepeatedCompositeFieldContainer[LossInfo]
+    def __init__(self, losses: _Optional[_Iterable[_Union[LossInfo, _Mapping]]] = ...) -> None: ...
+
+class LossInfo(_message.Message):
+    __slots__ = ("name", "aliases", "description", "inputs", "params", "source", "dtypes", "notes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DTYPES_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    inputs: _containers.RepeatedCompositeFieldContainer[InputInfo]
+    params: _containers.RepeatedCompositeFieldContainer[ParamInfo]
+    source: str
+    dtypes: _containers.RepeatedScalarFieldContainer[str]
+    notes: str
+    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputInfo, _Mapping]]] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., source: _Optional[str] = ..., dtypes: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ...) -> None: ...
+
+class InputInfo(_message.Message):
+    __slots__ = ("name", "role", "dtype_kind", "differentiable", "required", "aliases", "doc")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_KIND_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENTIABLE_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    DOC_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    dtype_kind: str
+    differentiable: bool
+    required: bool
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    doc: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., dtype_kind: _Optional[str] = ..., differentiable: _Optional[bool] = ..., required: _Optional[bool] = ..., aliases: _Optional[_Iterable[str]] = ..., doc: _Optional[str] = ...) -> None: ...
+
+class ParamInfo(_message.Message):
+    __slots__ = ("name", "type", "default", "choices", "range", "doc")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    DOC_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    default: _struct_pb2.Value
+    choices: _containers.RepeatedScalarFieldContainer[str]
+    range: str
+    doc: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., choices: _Optional[_Iterable[str]] = ..., range: _Optional[str] = ..., doc: _Optional[str] = ...) -> None: ...

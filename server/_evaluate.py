@@ -1,0 +1,273 @@
+"""One EvaluateLoss request, from message to message: the rules in one place.
+
+:func:`evaluate` works on torch tensors (the engine); :func:`handle_evaluate`
+wraps it with decoding, encoding and timing. Both raise
+:class:`~lossd.server.losses.LossError` naming the field and the rule::
+
+    >>> import torch
+    >>> from lossd.server.losses import REGISTRY
+    >>> r = evaluate(REGISTRY, "mse", {"y_pred": torch.tensor([1.0]), "y_true": torch.tensor([0.0])}, {})
+    >>> float(r.loss), r.grads["y_pred"].tolist()
+    (1.0, [2.0])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from google.protobuf import json_format
+
+from .._wire import DEFAULT_MAX_TENSOR_ELEMENTS, WireError
+from ..v1 import lossd_pb2
+from ._tensors import WIRE_NAMES, decode_tensor, encode_tensor
+from .losses import LossError, LossSpec, Registry
+
+__all__ = ["Evaluation", "evaluate", "handle_evaluate", "resolve_device"]
+
+_DEPRECATED = {
+    "size_average": "size_average is deprecated in torch and refused here; use reduction "
+    "('mean' for size_average=true, 'sum' for false)",
+    "reduce": "reduce is deprecated in torch and refused here; use reduction ('none' for reduce=false)",
+}
+
+
+@dataclass
+class Evaluation:
+    """The outcome of :func:`evaluate`: the loss and gradients by sent name."""
+
+    spec: LossSpec
+    loss: torch.Tensor
+    grads: dict[str, torch.Tensor]
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def evaluate(
+    registry: Registry,
+    loss: str,
+    inputs: Mapping[str, torch.Tensor],
+    params: Mapping[str, Any],
+    grad_inputs: Sequence[str] = (),
+    grad_output: torch.Tensor | None = None,
+    device: torch.device | None = None,
+) -> Evaluation:
+    """Validate, run the loss forward, and backward for the requested inputs."""
+    spec = registry.get(loss)
+    tensors, sent_as = _bind_inputs(spec, inputs)
+    kwargs = _bind_params(spec, params)
+    wanted = _grad_targets(spec, tensors, sent_as, grad_inputs)
+
+    if device is not None and device.type != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+    leaves = {}
+    for name, t in tensors.items():
+        if name in wanted:
+            t = t.detach().requires_grad_(True)
+            leaves[name] = t
+        tensors[name] = t
+    for i in spec.inputs:
+        tensors.setdefault(i.name, None)  # type: ignore[arg-type]
+
+    start = time.perf_counter()
+    with torch.enable_grad():
+        out = _call(spec, tensors, kwargs)
+    forward_s = time.perf_counter() - start
+
+    grads: dict[str, torch.Tensor] = {}
+    start = time.perf_counter()
+    if leaves:
+        upstream = _grad_output(out, grad_output)
+        if out.requires_grad:
+            found = torch.autograd.grad(out, list(leaves.values()), upstream, allow_unused=True)
+        else:
+            found = (None,) * len(leaves)
+        for (name, leaf), g in zip(leaves.items(), found):
+            grads[sent_as[name]] = torch.zeros_like(leaf) if g is None else g
+    elif grad_output is not None:
+        _grad_output(out, grad_output)  # still validate it
+    backward_s = time.perf_counter() - start
+    return Evaluation(spec, out.detach(), grads, forward_s, backward_s)
+
+
+def _bind_inputs(
+    spec: LossSpec, inputs: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Map sent names onto canonical ones and check dtype kinds."""
+    tensors: dict[str, torch.Tensor] = {}
+    sent_as: dict[str, str] = {}
+    for sent, t in inputs.items():
+        spec_input = spec.input(sent)
+        if spec_input is None:
+            raise LossError(f"inputs.{sent}", f"{spec.name} has no input {sent!r}; {_input_list(spec)}")
+        name = spec_input.name
+        if name in tensors:
+            raise LossError(f"inputs.{sent}", f"input {name!r} was sent twice (as {sent_as[name]!r} and {sent!r})")
+        tensors[name], sent_as[name] = t, sent
+    for i in spec.inputs:
+        if i.required and i.name not in tensors:
+            also = f" (or {', '.join(i.aliases)})" if i.aliases else ""
+            raise LossError(f"inputs.{i.name}", f"is required by {spec.name}{also}: {i.doc or i.role}")
+    float_dtypes: dict[str, str] = {}
+    for name, t in tensors.items():
+        i = spec.input(name)
+        assert i is not None
+        field = f"inputs.{sent_as[name]}"
+        dt = WIRE_NAMES.get(t.dtype, str(t.dtype))
+        if i.kind == "float":
+            if not t.is_floating_point():
+                raise LossError(field, f"must have a floating-point dtype ({i.role}), got {dt}")
+        elif i.kind == "int":
+            if t.is_floating_point() or t.dtype == torch.bool:
+                raise LossError(field, f"must have an integer dtype ({i.role}), got {dt}")
+            tensors[name] = t.to(torch.int64)
+        elif t.dtype == torch.bool:
+            raise LossError(field, f"must have a floating-point or integer dtype, got {dt}")
+        elif not t.is_floating_point():
+            tensors[name] = t.to(torch.int64)
+        if tensors[name].is_floating_point():
+            float_dtypes[field] = dt
+    if len(set(float_dtypes.values())) > 1:
+        listed = ", ".join(f"{f} is {d}" for f, d in float_dtypes.items())
+        raise LossError(next(iter(float_dtypes)), f"floating-point inputs must share one dtype; {listed}")
+    for dt in set(float_dtypes.values()):
+        if dt not in spec.float_dtypes:
+            raise LossError(
+                next(iter(float_dtypes)),
+                f"{spec.name} does not support {dt} on this server; supported: {', '.join(spec.float_dtypes)}",
+                "UNIMPLEMENTED",
+            )
+    return tensors, sent_as
+
+
+def _input_list(spec: LossSpec) -> str:
+    parts = []
+    for i in spec.inputs:
+        alias = f" alias {'/'.join(i.aliases)}" if i.aliases else ""
+        parts.append(f"{i.name} ({i.role}, {i.kind}{', optional' if not i.required else ''}{alias})")
+    return "valid inputs: " + ", ".join(parts)
+
+
+def _bind_params(spec: LossSpec, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Coerce sent params against the schema and fill in defaults."""
+    out = {p.name: p.default for p in spec.params}
+    for name, value in params.items():
+        p = spec.param(name)
+        if p is None:
+            if name in _DEPRECATED:
+                raise LossError(f"params.{name}", _DEPRECATED[name])
+            valid = ", ".join(q.describe() for q in spec.params) or "none"
+            raise LossError(f"params.{name}", f"{spec.name} has no parameter {name!r}; valid parameters: {valid}")
+        out[name] = p.coerce(value)
+    return out
+
+
+def _grad_targets(
+    spec: LossSpec, tensors: Mapping[str, torch.Tensor], sent_as: Mapping[str, str], grad_inputs: Sequence[str]
+) -> set[str]:
+    if not grad_inputs:
+        return {
+            n for n, t in tensors.items() if spec.input(n).differentiable and t.is_floating_point()  # type: ignore[union-attr]
+        }
+    wanted = set()
+    for k, sent in enumerate(grad_inputs):
+        i = spec.input(sent)
+        field = f"grad_inputs[{k}]"
+        if i is None or i.name not in tensors:
+            raise LossError(field, f"{sent!r} is not an input of this request; sent: {', '.join(sent_as.values())}")
+        if not i.differentiable:
+            diff = [x.name for x in spec.inputs if x.differentiable]
+            raise LossError(field, f"input {sent!r} of {spec.name} is not differentiable; differentiable: {', '.join(diff)}")
+        if not tensors[i.name].is_floating_point():
+            raise LossError(field, f"input {sent!r} has an integer dtype and cannot have a gradient")
+        wanted.add(i.name)
+    return wanted
+
+
+_UNSUPPORTED_MARKERS = ("not implemented for", "\"_vml_cpu\" not implemented", "unsupported dtype")
+
+
+def _call(spec: LossSpec, tensors: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:
+    try:
+        out = spec.fn(**tensors, **kwargs)
+    except LossError:
+        raise
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if any(m in text for m in _UNSUPPORTED_MARKERS):
+            raise LossError("inputs", f"{spec.name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED") from e
+        raise LossError("inputs", f"{spec.name} rejected the inputs: {text}") from e
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"loss {spec.name} returned {type(out).__name__}, not a tensor")
+    return out
+
+
+def _grad_output(out: torch.Tensor, grad_output: torch.Tensor | None) -> torch.Tensor:
+    if grad_output is None:
+        return torch.ones_like(out)
+    if tuple(grad_output.shape) != tuple(out.shape):
+        raise LossError("grad_output", f"has shape {list(grad_output.shape)}; the loss has shape {list(out.shape)}")
+    if not grad_output.is_floating_point():
+        raise LossError("grad_output", "must have a floating-point dtype")
+    return grad_output.to(device=out.device, dtype=out.dtype)
+
+
+def handle_evaluate(
+    registry: Registry,
+    request: lossd_pb2.EvaluateLossRequest,
+    device: torch.device | None = None,
+    max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS,
+) -> lossd_pb2.EvaluateLossResponse:
+    """Serve one ``EvaluateLossRequest``; raises ``LossError`` for a bad request."""
+    start = time.perf_counter()
+    registry.get(request.loss)  # an unknown loss is the first thing to report
+    inputs: dict[str, torch.Tensor] = {}
+    encodings = set()
+    try:
+        for name in sorted(request.inputs):
+            inputs[name], enc = decode_tensor(request.inputs[name], f"inputs.{name}", max_tensor_elements)
+            encodings.add(enc)
+        grad_output = None
+        if request.HasField("grad_output"):
+            grad_output, enc = decode_tensor(request.grad_output, "grad_output", max_tensor_elements)
+    except WireError as e:
+        raise LossError(e.field, e.message) from e
+    params = json_format.MessageToDict(request.params) if request.HasField("params") else {}
+    decode_s = time.perf_counter() - start
+
+    result = evaluate(registry, request.loss, inputs, params, list(request.grad_inputs), grad_output, device)
+
+    start = time.perf_counter()
+    if request.output_encoding == lossd_pb2.TENSOR_ENCODING_RAW:
+        encoding = "raw"
+    elif request.output_encoding == lossd_pb2.TENSOR_ENCODING_VALUES:
+        encoding = "values"
+    else:
+        encoding = "values" if "values" in encodings else "raw"
+    reply = lossd_pb2.EvaluateLossResponse(
+        loss=encode_tensor(result.loss, encoding),
+        grads={k: encode_tensor(g, encoding) for k, g in result.grads.items()},
+        loss_name=result.spec.name,
+    )
+    if result.loss.dim() == 0:
+        reply.value = float(result.loss)
+    encode_s = time.perf_counter() - start
+    reply.timing.CopyFrom(
+        lossd_pb2.Timing(
+            decode_ms=decode_s * 1e3,
+            forward_ms=result.forward_s * 1e3,
+            backward_ms=result.backward_s * 1e3,
+            encode_ms=encode_s * 1e3,
+        )
+    )
+    return reply

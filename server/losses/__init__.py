@@ -1,0 +1,37 @@
+"""The loss registry and the built-in losses (every loss ``torch.nn`` ships).
+
+>>> from lossd.server.losses import REGISTRY
+>>> REGISTRY.get("CrossEntropyLoss").name
+'cross_entropy'
+"""
+
+from __future__ import annotations
+
+from . import _classification, _regression  # noqa: F401  (register the built-ins)
+from ._registry import (
+    REDUCTION,
+    REGISTRY,
+    Input,
+    LossError,
+    LossSpec,
+    Param,
+    Registry,
+    reduce,
+    register_loss,
+    require,
+    require_finite,
+)
+
+__all__ = [
+    "REDUCTION",
+    "REGISTRY",
+    "Input",
+    "LossError",
+    "LossSpec",
+    "Param",
+    "Registry",
+    "reduce",
+    "register_loss",
+    "require",
+    "require_finite",
+]

@@ -1,0 +1,326 @@
+"""The loss registry: one entry per loss, with its inputs, parameters and rules.
+
+Registering a loss is one decorator. The function receives its input tensors
+by canonical name (``None`` for an absent optional input) and its parameters,
+already coerced to their declared types, as keyword arguments::
+
+    >>> import torch
+    >>> @register_loss(
+    ...     "my_abs_loss",
+    ...     inputs=(Input("input", "prediction", differentiable=True),
+    ...             Input("target", "target")),
+    ...     params=(REDUCTION,),
+    ...     description="Mean absolute error, hand-written.",
+    ...     example=lambda dt: {"input": torch.tensor([1.0, 2.0], dtype=dt),
+    ...                         "target": torch.tensor([0.0, 0.0], dtype=dt)},
+    ...     registry=Registry(),
+    ... )
+    ... def my_abs_loss(input, target, *, reduction):
+    ...     return reduce((input - target).abs(), reduction)
+
+The function validates what torch does not (with :func:`require`) and then
+calls torch. Everything the registry knows is published by ``ListLosses``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+__all__ = [
+    "Input",
+    "Param",
+    "LossSpec",
+    "Registry",
+    "REGISTRY",
+    "REDUCTION",
+    "LossError",
+    "register_loss",
+    "require",
+    "require_finite",
+    "reduce",
+]
+
+ParamType = Literal["float", "int", "bool", "string", "int_list"]
+InputKind = Literal["float", "int", "float|int"]
+
+
+class LossError(ValueError):
+    """A request breaks a rule. ``field`` names the request field at fault.
+
+    ``code`` is the gRPC status code name the server answers with.
+    """
+
+    def __init__(self, field: str, message: str, code: str = "INVALID_ARGUMENT") -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+        self.code = code
+
+
+def require(condition: bool | torch.Tensor, field: str, message: str) -> None:
+    """Raise :class:`LossError` for ``field`` with ``message`` unless ``condition``.
+
+    >>> require(1 > 0, "params.margin", "must be positive")
+    """
+    if not bool(condition):
+        raise LossError(field, message)
+
+
+def require_finite(tensor: torch.Tensor, field: str) -> None:
+    """Refuse NaN or infinite elements in ``tensor`` (torch silently drops some)."""
+    if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+        raise LossError(field, "contains NaN or infinite values; they must be finite")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One loss parameter: its type, default, allowed values and doc."""
+
+    name: str
+    type: ParamType
+    default: Any
+    doc: str
+    choices: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    max_exclusive: bool = False
+    nullable: bool = False
+
+    def range_text(self) -> str:
+        """The allowed range as people write it, e.g. ``[0, 1]`` or ``> 0``."""
+        lo, hi = self.min, self.max
+        if lo is None and hi is None:
+            return ""
+        if lo is not None and hi is not None:
+            return f"{'(' if self.min_exclusive else '['}{_num(lo)}, {_num(hi)}{')' if self.max_exclusive else ']'}"
+        if lo is not None:
+            return f"{'>' if self.min_exclusive else '>='} {_num(lo)}"
+        return f"{'<' if self.max_exclusive else '<='} {_num(hi)}"
+
+    def describe(self) -> str:
+        """``name (type)``, for error messages that list valid parameters."""
+        extra = f" one of {list(self.choices)}" if self.choices else ""
+        rng = f" in {self.range_text()}" if self.range_text() else ""
+        return f"{self.name} ({self.type}{extra}{rng})"
+
+    def coerce(self, value: Any) -> Any:
+        """Check a value decoded from ``google.protobuf.Struct`` and give it its type."""
+        field_name = f"params.{self.name}"
+        if value is None:
+            if self.nullable:
+                return None
+            raise LossError(field_name, f"must be a {self.type}, not null")
+        if self.type == "bool":
+            if not isinstance(value, bool):
+                raise LossError(field_name, f"must be true or false, got {value!r}")
+            return value
+        if self.type == "string":
+            if not isinstance(value, str):
+                raise LossError(field_name, f"must be a string, got {value!r}")
+            if self.choices and value not in self.choices:
+                raise LossError(field_name, f"is {value!r}; must be one of {list(self.choices)}")
+            return value
+        if self.type == "int_list":
+            if not isinstance(value, (list, tuple)):
+                raise LossError(field_name, f"must be a list of integers, got {value!r}")
+            return [self._number(v, f"{field_name}[{i}]", integral=True) for i, v in enumerate(value)]
+        return self._number(value, field_name, integral=self.type == "int")
+
+    def _number(self, value: Any, field_name: str, integral: bool) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            kind = "an integer" if integral else "a number"
+            raise LossError(field_name, f"must be {kind}, got {value!r}")
+        if integral:
+            if not float(value).is_integer():
+                raise LossError(field_name, f"must be an integer, got {value!r}")
+            number: int | float = int(value)
+        else:
+            number = float(value)
+            if math.isnan(number):
+                raise LossError(field_name, "must be a number, got NaN")
+        lo, hi = self.min, self.max
+        if (lo is not None and (number < lo or (self.min_exclusive and number == lo))) or (
+            hi is not None and (number > hi or (self.max_exclusive and number == hi))
+        ):
+            raise LossError(field_name, f"is {value!r}; must be in {self.range_text()}")
+        return number
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input tensor of a loss.
+
+    ``kind`` is the dtype kind accepted: ``float`` (must be floating point),
+    ``int`` (class indices, lengths: any integer dtype, passed to the loss
+    as int64) or ``float|int``.
+    """
+
+    name: str
+    role: str
+    kind: InputKind = "float"
+    differentiable: bool = False
+    required: bool = True
+    aliases: tuple[str, ...] = ()
+    doc: str = ""
+
+
+#: The ``reduction`` parameter shared by most torch losses.
+REDUCTION = Param(
+    "reduction",
+    "string",
+    "mean",
+    "How to reduce the per-element losses: 'none', 'mean' or 'sum'.",
+    choices=("none", "mean", "sum"),
+)
+
+
+def reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Apply a torch-style ``reduction`` to per-element losses."""
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+Example = Callable[[torch.dtype], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A registered loss: everything ``ListLosses`` publishes, plus the function."""
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    inputs: tuple[Input, ...]
+    params: tuple[Param, ...]
+    description: str
+    example: Example
+    aliases: tuple[str, ...] = ()
+    source: str = ""
+    notes: str = ""
+    float_dtypes: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
+    _by_input: dict[str, Input] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for i in self.inputs:
+            self._by_input[i.name] = i
+            for a in i.aliases:
+                self._by_input[a] = i
+
+    def input(self, name: str) -> Input | None:
+        """The input called ``name`` (canonical or alias), or ``None``."""
+        return self._by_input.get(name)
+
+    def param(self, name: str) -> Param | None:
+        """The parameter called ``name``, or ``None``."""
+        return next((p for p in self.params if p.name == name), None)
+
+    def example_inputs(self, dtype: torch.dtype = torch.float64) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The example's tensors and params, split; floats in ``dtype``."""
+        ex = dict(self.example(dtype))
+        params = ex.pop("params", {})
+        return ex, params
+
+
+class Registry:
+    """Losses by canonical name and alias. Aliases are case-insensitive."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, LossSpec] = {}
+        self._names: dict[str, str] = {}
+
+    def add(self, spec: LossSpec) -> LossSpec:
+        """Add ``spec``; a name or alias that is already taken is refused."""
+        for n in (spec.name, *spec.aliases):
+            key = _key(n)
+            if key in self._names:
+                raise ValueError(f"loss name {n!r} is already registered (by {self._names[key]!r})")
+        self._specs[spec.name] = spec
+        for n in (spec.name, *spec.aliases):
+            self._names[_key(n)] = spec.name
+        return spec
+
+    def get(self, name: str) -> LossSpec:
+        """The loss called ``name`` or one of its aliases.
+
+        Raises :class:`LossError` (NOT_FOUND) listing the closest names.
+        """
+        canonical = self._names.get(_key(name))
+        if canonical is None:
+            if not name:
+                raise LossError("loss", "is empty; name a loss (see ListLosses)")
+            close = difflib.get_close_matches(_key(name), list(self._names), n=4, cutoff=0.5)
+            hint = f"; did you mean: {', '.join(sorted({self._names[c] for c in close}))}?" if close else ""
+            raise LossError("loss", f"no loss named {name!r}{hint} (ListLosses lists them all)", "NOT_FOUND")
+        return self._specs[canonical]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(sorted(self._specs.values(), key=lambda s: s.name))
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and _key(name) in self._names
+
+
+def _key(name: str) -> str:
+    key = name.strip().lower()
+    for prefix in ("torch.nn.functional.", "torch.nn.", "nn.functional.", "nn.", "f."):
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+#: The registry the server uses.
+REGISTRY = Registry()
+
+
+def register_loss(
+    name: str,
+    *,
+    inputs: Sequence[Input],
+    params: Sequence[Param] = (),
+    description: str,
+    example: Example,
+    aliases: Sequence[str] = (),
+    source: str = "",
+    notes: str = "",
+    float_dtypes: Sequence[str] = ("float32", "float64", "float16", "bfloat16"),
+    registry: Registry | None = None,
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Decorator that registers a loss function under ``name``.
+
+    ``example`` maps a float dtype to a small valid call (input tensors by name,
+    plus an optional ``"params"`` dict); it feeds the docs and the test suite.
+    """
+
+    def decorate(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        spec = LossSpec(
+            name=name,
+            fn=fn,
+            inputs=tuple(inputs),
+            params=tuple(params),
+            description=description,
+            example=example,
+            aliases=tuple(aliases),
+            source=source,
+            notes=notes,
+            float_dtypes=tuple(float_dtypes),
+        )
+        (REGISTRY if registry is None else registry).add(spec)
+        return fn
+
+    return decorate

@@ -1,0 +1,39 @@
+"""Shared fixtures: a real lossd server on an ephemeral loopback port.
+
+``server_address`` runs the server in this process (a background thread with
+its own event loop) — fast, and the same code path as ``lossd serve``.
+``served_process`` runs ``python -m lossd.server`` as a separate process, for
+tests that need the real entry point (grpcurl, CLI, signals).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/support is importable as `support`
+
+from support.servers import ServedProcess, start_in_process  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def server_address() -> Iterator[str]:
+    with start_in_process() as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def served_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedProcess]:
+    with ServedProcess.start(tmp_path_factory.mktemp("served")) as proc:
+        yield proc
+
+
+@pytest.fixture()
+def client(server_address: str):  # type: ignore[no-untyped-def]
+    from lossd.client import Client
+
+    with Client(server_address) as c:
+        yield c

@@ -1,0 +1,90 @@
+"""Start real lossd servers for tests: in-process (thread) or as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def start_in_process(**config: object) -> Iterator[str]:
+    """Serve on 127.0.0.1:<ephemeral> in a background thread; yields the address."""
+    from lossd.server import ServerConfig, create_server
+
+    loop = asyncio.new_event_loop()
+    ready: dict[str, object] = {}
+    started = threading.Event()
+
+    async def main() -> None:
+        server, port = await create_server(ServerConfig(host="127.0.0.1", port=0, **config))  # type: ignore[arg-type]
+        await server.start()
+        stop = asyncio.Event()
+        ready["stop"], ready["port"] = stop, port
+        started.set()
+        await stop.wait()
+        await server.stop(None)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    if not started.wait(30):
+        raise RuntimeError("in-process server did not start")
+    try:
+        yield f"127.0.0.1:{ready['port']}"
+    finally:
+        loop.call_soon_threadsafe(ready["stop"].set)  # type: ignore[attr-defined]
+        thread.join(10)
+        if thread.is_alive():
+            raise RuntimeError("in-process server did not stop within 10 s")
+
+
+@dataclass
+class ServedProcess:
+    """``python -m lossd.server`` on an ephemeral port, with its output."""
+
+    proc: subprocess.Popen[str]
+    address: str
+    log: list[str]
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, workdir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[ServedProcess]:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lossd.server", "--port", "0", *args],
+            cwd=workdir, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        log: list[str] = []
+        assert proc.stdout is not None
+        address = None
+        for line in proc.stdout:
+            log.append(line)
+            m = re.search(r"listening on (\S+:\d+)", line)
+            if m:
+                address = m.group(1)
+                break
+        if address is None:
+            proc.kill()
+            raise RuntimeError("server did not start:\n" + "".join(log))
+        reader = threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        served = cls(proc, address, log)
+        try:
+            yield served
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            reader.join(5)
