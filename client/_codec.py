@@ -92,6 +92,6 @@ def decode(msg: lossd_pb2.Tensor, as_torch: bool = False) -> Any:
         arr = np.frombuffer(msg.raw, dtype=np.dtype(info.numpy)).reshape(layout.shape).copy()
     if as_torch:
         torch = sys.modules["torch"]
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = torch.from_numpy(np.require(arr, requirements=["C", "W"]))  # 0-d stays 0-d
         return t.to(torch.bfloat16) if layout.dtype == "bfloat16" else t
     return arr

@@ -32,7 +32,7 @@ def _ce_example(dt: torch.dtype) -> dict[str, object]:
               doc="unnormalized logits, (C), (N, C) or (N, C, d1, ..., dK)"),
         Input("target", "target", kind="float|int", differentiable=True, aliases=("y_true",),
               doc="class indices (int, shape (N) or (N, d1, ..., dK)) or class probabilities (float, same shape as input)"),
-        Input("weight", "class weight", differentiable=True, required=False, doc="rescaling weight per class, shape (C)"),
+        Input("weight", "class weight", required=False, doc="rescaling weight per class, shape (C)"),
     ),
     params=(
         REDUCTION,
