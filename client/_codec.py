@@ -58,7 +58,7 @@ def encode(x: ArrayLike, encoding: str = "raw") -> lossd_pb2.Tensor:
         raise TypeError(f"cannot send dtype {arr.dtype}; supported: {', '.join(DTYPES)}")
     if encoding == "values":
         return lossd_pb2.Tensor(dtype=name, shape=list(arr.shape), values=arr.astype(np.float64).ravel().tolist())
-    arr = np.ascontiguousarray(arr, dtype=np.dtype(DTYPES[name].numpy))
+    arr = np.require(arr, dtype=np.dtype(DTYPES[name].numpy), requirements="C")  # 0-d stays 0-d
     return lossd_pb2.Tensor(dtype=name, shape=list(arr.shape), raw=arr.tobytes())
 
 
@@ -83,7 +83,7 @@ def decode(msg: lossd_pb2.Tensor, as_torch: bool = False) -> Any:
     layout = check_tensor(msg, "tensor", max_elements=sys.maxsize)
     info = DTYPES[layout.dtype]
     if layout.encoding == "values":
-        arr = np.asarray(msg.values, dtype=np.float64)
+        arr: np.ndarray[Any, Any] = np.asarray(msg.values, dtype=np.float64)
         arr = arr.astype(np.float32 if info.numpy is None else np.dtype(info.numpy)).reshape(layout.shape)
     elif info.numpy is None:  # bfloat16: the top half of a float32
         bits = np.frombuffer(msg.raw, dtype="<u2").astype(np.uint32) << 16

@@ -1,0 +1,105 @@
+"""EvaluateLossStream, health, reflection-free listing, concurrency and shutdown."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lossd.client import Client, InvalidArgument, LossdError, NotFound, build_request
+from lossd.server.losses import REGISTRY
+
+
+def test_stream_replies_in_order_with_per_item_errors(client):
+    requests = []
+    expected = []
+    for i in range(30):
+        x = torch.randn(5, generator=torch.Generator().manual_seed(i))
+        requests.append(build_request("mse", x, torch.zeros(5))[0])
+        expected.append(torch.nn.functional.mse_loss(x, torch.zeros(5)).item())
+    requests[7] = build_request("nope", [1.0], [1.0])[0]
+    requests[11] = build_request("mse", [1.0], [1.0], reduction="avg")[0]
+    results = list(client.evaluate_stream(requests))
+    assert len(results) == 30
+    assert isinstance(results[7], NotFound)
+    assert isinstance(results[11], InvalidArgument) and results[11].field == "params.reduction"
+    for i, r in enumerate(results):
+        if i not in (7, 11):
+            assert r.value == expected[i]
+
+
+def test_list_losses_is_the_registry(client):
+    infos = client.list_losses()
+    assert [i.name for i in infos] == [s.name for s in REGISTRY]
+    ce = next(i for i in infos if i.name == "cross_entropy")
+    assert "CrossEntropyLoss" in ce.aliases
+    assert [i.name for i in ce.inputs][:2] == ["input", "target"]
+    assert ce.inputs[0].differentiable and "y_pred" in ce.inputs[0].aliases
+    ls = next(p for p in ce.params if p.name == "label_smoothing")
+    assert ls.type == "float" and ls.range == "[0, 1]" and ls.default.number_value == 0.0
+    filtered = client.list_losses("CROSSENTROPY")
+    assert "cross_entropy" in [i.name for i in filtered]
+    assert all(any("crossentropy" in n.lower() for n in (i.name, *i.aliases)) for i in filtered)
+    assert len(filtered) < len(infos)
+
+
+def test_health_is_serving(server_address):
+    with grpc.insecure_channel(server_address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        for service in ("", "lossd.v1.LossService"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_concurrent_clients_get_their_own_answers(server_address):
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        try:
+            with Client(server_address) as c:
+                for k in range(10):
+                    x = torch.randn(50, 4, generator=torch.Generator().manual_seed(seed * 100 + k))
+                    t = torch.randint(0, 4, (50,), generator=torch.Generator().manual_seed(k))
+                    r = c.evaluate("ce", x, t)
+                    assert r.value == torch.nn.functional.cross_entropy(x, t).item()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+
+
+def test_million_element_evaluation(client):
+    x = np.random.default_rng(0).standard_normal(10**6).astype(np.float32)
+    y = np.zeros(10**6, np.float32)
+    r = client.evaluate("mse", x, y)
+    expected = torch.nn.functional.mse_loss(torch.from_numpy(x), torch.from_numpy(y))
+    assert r.value == expected.item() and r.grads["y_pred"].shape == (10**6,)
+
+
+def test_unreachable_server_is_unavailable():
+    with Client("127.0.0.1:1", timeout=2) as c:
+        with pytest.raises(LossdError) as err:
+            c.list_losses()
+    assert err.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_served_process_stops_cleanly_on_signal(tmp_path, sig):
+    from support.servers import ServedProcess
+
+    with ServedProcess.start(tmp_path) as served:
+        with Client(served.address) as c:
+            assert c.evaluate("mse", [1.0], [0.0]).value == 1.0
+        served.proc.send_signal(sig)
+        assert served.proc.wait(20) == 0
+    assert any("lossd stopped" in line for line in served.log), "".join(served.log)
