@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from . import _classification, _embedding, _projection, _regression, _sequence  # noqa: F401  (register the built-ins)
+from . import _classification, _custom, _embedding, _focal, _projection, _regression, _sequence  # noqa: F401  (register the built-ins)
 from ._registry import (
     REDUCTION,
     REGISTRY,

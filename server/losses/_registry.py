@@ -46,7 +46,7 @@ __all__ = [
     "reduce",
 ]
 
-ParamType = Literal["float", "int", "bool", "string", "int_list"]
+ParamType = Literal["float", "int", "bool", "string", "int_list", "float_list"]
 InputKind = Literal["float", "int", "float|int"]
 
 
@@ -127,10 +127,12 @@ class Param:
             if self.choices and value not in self.choices:
                 raise LossError(field_name, f"is {value!r}; must be one of {list(self.choices)}")
             return value
-        if self.type == "int_list":
-            if not isinstance(value, (list, tuple)):
-                raise LossError(field_name, f"must be a list of integers, got {value!r}")
-            return [self._number(v, f"{field_name}[{i}]", integral=True) for i, v in enumerate(value)]
+        if self.type in ("int_list", "float_list"):
+            integral = self.type == "int_list"
+            if not isinstance(value, (list, tuple)) or not value:
+                kind = "integers" if integral else "numbers"
+                raise LossError(field_name, f"must be a non-empty list of {kind}, got {value!r}")
+            return [self._number(v, f"{field_name}[{i}]", integral) for i, v in enumerate(value)]
         return self._number(value, field_name, integral=self.type == "int")
 
     def _number(self, value: Any, field_name: str, integral: bool) -> int | float:

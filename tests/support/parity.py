@@ -38,10 +38,14 @@ class Reference:
 
     ``module`` builds the ``torch.nn`` class with the params (and tensor ctor
     args such as ``weight``) and calls it; ``None`` only when torch has no class form.
+    ``exact``: torch's own losses must match bit for bit; losses lossd defines
+    are checked against a formula written independently in the test, to a
+    tolerance (float64: 1e-12 relative).
     """
 
     functional: Call
     module: Call | None
+    exact: bool = True
 
 
 def seeded(seed: int) -> torch.Generator:

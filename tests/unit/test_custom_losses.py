@@ -1,0 +1,115 @@
+"""Losses lossd defines: gradcheck in float64, the focal traps, and their input rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lossd.server import evaluate
+from lossd.server.losses import REGISTRY, LossError
+from support.refs import CASES
+from support.refs.custom import REFERENCES as CUSTOM
+
+GRADCHECK = [
+    pytest.param(name, case, id=f"{name}-{case.id}") for name in CUSTOM for case in CASES[name]
+]
+
+
+def _hard_labels(t: torch.Tensor) -> bool:
+    """0/1 labels sit on the edge of their domain; finite differences would leave it."""
+    return bool(((t == 0) | (t == 1)).all())
+
+
+@pytest.mark.parametrize(("name", "case"), GRADCHECK)
+def test_gradcheck_float64(name: str, case: Any) -> None:
+    spec = REGISTRY.get(name)
+    tensors = case.make(torch.float64)
+    params = {p.name: p.default for p in spec.params} | case.params
+    diff = [n for n, t in tensors.items() if spec.input(n).differentiable and t.is_floating_point()  # type: ignore[union-attr]
+            and not _hard_labels(t)]
+    fixed = {n: t for n, t in tensors.items() if n not in diff}
+
+    def fn(*leaves: torch.Tensor) -> torch.Tensor:
+        kwargs = {i.name: None for i in spec.inputs} | fixed | dict(zip(diff, leaves))
+        return spec.fn(**kwargs, **params)
+
+    leaves = tuple(tensors[n].clone().requires_grad_() for n in diff)
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("gamma", [0.25, 0.5, 0.9])
+def test_fractional_gamma_with_saturated_logits_has_finite_gradients(gamma: float) -> None:
+    logits = torch.tensor([40.0, -40.0, 20.0, 0.3], dtype=torch.float32)
+    target = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    r = evaluate(REGISTRY, "focal", {"input": logits, "target": target}, {"gamma": gamma})
+    assert torch.isfinite(r.loss) and torch.isfinite(r.grads["input"]).all()
+    probs = torch.tensor([1.0, 0.0, 0.999999, 0.6])
+    r = evaluate(REGISTRY, "binary_focal_loss", {"input": probs, "target": target}, {"gamma": gamma})
+    assert torch.isfinite(r.grads["input"]).all()
+    r = evaluate(REGISTRY, "softmax_focal_loss", {"input": torch.tensor([[60.0, -60.0]]), "target": torch.tensor([0])},
+                 {"gamma": gamma})
+    assert torch.isfinite(r.grads["input"]).all()
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sigmoid_focal_with_gamma0_no_alpha_is_exactly_bce_with_logits(reduction: str, dtype: torch.dtype) -> None:
+    x = torch.randn(7, 3, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    t = (torch.rand(7, 3, generator=torch.Generator().manual_seed(1)) > 0.5).to(dtype)
+    r = evaluate(REGISTRY, "sigmoid_focal_loss", {"input": x, "target": t},
+                 {"gamma": 0.0, "alpha": -1.0, "reduction": reduction})
+    xl = x.clone().requires_grad_()
+    expected = F.binary_cross_entropy_with_logits(xl, t, reduction=reduction)
+    (g,) = torch.autograd.grad(expected, xl, torch.ones_like(expected))
+    assert torch.equal(r.loss, expected.detach()) and torch.equal(r.grads["input"], g)
+
+
+def test_binary_focal_is_the_seed_formula() -> None:
+    y_pred = torch.tensor([0.9, 0.2, 0.6, 0.05])
+    y_true = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    bce = F.binary_cross_entropy(y_pred, y_true, reduction="none")
+    p_t = y_true * y_pred + (1 - y_true) * (1 - y_pred)
+    alpha_factor = y_true * 0.75 + (1 - y_true) * 0.25
+    expected = torch.mean(alpha_factor * torch.pow(1.0 - p_t, 2.0) * bce)
+    r = evaluate(REGISTRY, "binary_focal_loss", {"y_pred": y_pred, "y_true": y_true}, {})
+    torch.testing.assert_close(r.loss, expected)
+
+
+def test_tversky_with_half_weights_is_dice() -> None:
+    tensors, _ = REGISTRY.get("dice_loss").example_inputs()
+    dice = evaluate(REGISTRY, "dice_loss", tensors, {})
+    tversky = evaluate(REGISTRY, "tversky_loss", tensors, {"alpha": 0.5, "beta": 0.5})
+    torch.testing.assert_close(dice.loss, tversky.loss)
+
+
+@pytest.mark.parametrize(
+    ("name", "inputs", "params", "field", "rule"),
+    [
+        ("binary_focal_loss", {"input": torch.tensor([1.5]), "target": torch.tensor([1.0])}, {}, "inputs.input", "[0, 1]"),
+        ("binary_focal_loss", {"input": torch.tensor([0.5]), "target": torch.tensor([2.0])}, {}, "inputs.target", "[0, 1]"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2), "target": torch.zeros(3)}, {}, "inputs.target", "must equal"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2), "target": torch.zeros(2)}, {"gamma": -1.0}, "params.gamma", ">= 0"),
+        ("softmax_focal_loss", {"input": torch.zeros(2, 3), "target": torch.tensor([0, 3])}, {}, "inputs.target", "[0, 3)"),
+        ("softmax_focal_loss", {"input": torch.zeros(2, 3), "target": torch.tensor([0, 1]), "alpha": torch.ones(2)}, {},
+         "inputs.alpha", "[3]"),
+        ("dice_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(2, 3)}, {"mode": "multiclass"},
+         "inputs.target", "integer class indices"),
+        ("dice_loss", {"input": torch.zeros(2, 3, 4), "target": torch.zeros(2, 4, dtype=torch.long) + 5},
+         {"mode": "multiclass"}, "inputs.target", "[0, 3)"),
+        ("quantile_loss", {"input": torch.zeros(4, 2), "target": torch.zeros(4)}, {"quantiles": [0.1, 0.5, 0.9]},
+         "inputs.input", "[4, 3]"),
+        ("quantile_loss", {"input": torch.zeros(4), "target": torch.zeros(4)}, {"quantiles": [1.5]},
+         "params.quantiles[0]", "(0, 1)"),
+        ("info_nce_loss", {"query": torch.ones(3, 4), "positive_key": torch.ones(3, 4), "negative_keys": torch.ones(5, 3)},
+         {}, "inputs.negative_keys", "(M, 4)"),
+        ("info_nce_loss", {"query": torch.ones(3, 4), "positive_key": torch.ones(3, 4)}, {"temperature": 0.0},
+         "params.temperature", "> 0"),
+    ],
+)
+def test_rules_name_field(name: str, inputs: dict[str, torch.Tensor], params: dict[str, Any], field: str, rule: str) -> None:
+    with pytest.raises(LossError) as err:
+        evaluate(REGISTRY, name, inputs, params)
+    assert err.value.field == field and rule in err.value.message, str(err.value)
