@@ -38,6 +38,12 @@ class EvaluateResult:
     grads: dict[str, Any]
     loss_name: str
     timing: dict[str, float] = field(default_factory=dict)
+    #: Parts of a composite/regularized objective: each term, "loss", "l1", "l2".
+    parts: dict[str, float] = field(default_factory=dict)
+    #: Gradients of the objective for each sent parameter tensor.
+    parameter_grads: dict[str, Any] = field(default_factory=dict)
+    #: Parameters the regularization covered.
+    regularized: list[str] = field(default_factory=list)
 
     @classmethod
     def from_response(cls, reply: lossd_pb2.EvaluateLossResponse, as_torch: bool = False) -> EvaluateResult:
@@ -48,6 +54,9 @@ class EvaluateResult:
             grads={k: decode(v, as_torch) for k, v in reply.grads.items()},
             loss_name=reply.loss_name,
             timing=json_format.MessageToDict(reply.timing, preserving_proto_field_name=True),
+            parts=dict(reply.parts),
+            parameter_grads={k: decode(v, as_torch) for k, v in reply.parameter_grads.items()},
+            regularized=list(reply.regularized),
         )
 
 
@@ -61,6 +70,9 @@ def build_request(
     grad_inputs: Sequence[str] = (),
     grad_output: ArrayLike | None = None,
     encoding: str = "raw",
+    terms: Sequence[Mapping[str, Any]] = (),
+    parameters: Mapping[str, ArrayLike] | None = None,
+    regularization: Mapping[str, Any] | None = None,
     **params_and_inputs: Any,
 ) -> tuple[lossd_pb2.EvaluateLossRequest, bool]:
     """Build an ``EvaluateLossRequest``; also says whether any input was torch.
@@ -92,7 +104,20 @@ def build_request(
     )
     if grad_output is not None:
         request.grad_output.CopyFrom(encode(grad_output, encoding))
-    as_torch = any(is_torch_tensor(v) for v in tensors.values())
+    for term in terms:
+        unknown = set(term) - {"loss", "weight", "params", "name"}
+        if unknown:
+            raise TypeError(f"unknown term keys {sorted(unknown)}; use loss, weight, params, name")
+        t = request.terms.add(loss=term["loss"], name=term.get("name", ""))
+        if "weight" in term:
+            t.weight = float(term["weight"])
+        if term.get("params"):
+            t.params.update(dict(term["params"]))
+    for name, value in (parameters or {}).items():
+        request.parameters[name].CopyFrom(encode(value, encoding))
+    if regularization is not None:
+        request.regularization.CopyFrom(lossd_pb2.Regularization(**regularization))
+    as_torch = any(is_torch_tensor(v) for v in [*tensors.values(), *(parameters or {}).values()])
     return request, as_torch
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -44,6 +44,9 @@ class Evaluation:
     grads: dict[str, torch.Tensor]
     forward_s: float = 0.0
     backward_s: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)
+    parameter_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    regularized: list[str] = field(default_factory=list)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -229,23 +232,47 @@ def handle_evaluate(
     max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS,
 ) -> lossd_pb2.EvaluateLossResponse:
     """Serve one ``EvaluateLossRequest``; raises ``LossError`` for a bad request."""
+    from ._objective import Regularization, Term, evaluate_objective
+
     start = time.perf_counter()
-    registry.get(request.loss)  # an unknown loss is the first thing to report
-    inputs: dict[str, torch.Tensor] = {}
+    objective = bool(request.terms) or bool(request.parameters) or request.HasField("regularization")
+    if request.terms and (request.loss or request.params.fields):
+        raise LossError("terms", "set either loss/params or terms, not both")
+    if not request.terms:
+        registry.get(request.loss)  # an unknown loss is the first thing to report
     encodings = set()
     try:
+        inputs = {}
         for name in sorted(request.inputs):
             inputs[name], enc = decode_tensor(request.inputs[name], f"inputs.{name}", max_tensor_elements)
+            encodings.add(enc)
+        parameters = {}
+        for name in sorted(request.parameters):
+            parameters[name], enc = decode_tensor(request.parameters[name], f"parameters.{name}", max_tensor_elements)
             encodings.add(enc)
         grad_output = None
         if request.HasField("grad_output"):
             grad_output, enc = decode_tensor(request.grad_output, "grad_output", max_tensor_elements)
     except WireError as e:
         raise LossError(e.field, e.message) from e
-    params = json_format.MessageToDict(request.params) if request.HasField("params") else {}
     decode_s = time.perf_counter() - start
 
-    result = evaluate(registry, request.loss, inputs, params, list(request.grad_inputs), grad_output, device)
+    if objective:
+        if grad_output is not None:
+            raise LossError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
+        if request.terms:
+            terms = [
+                Term(t.loss, t.weight if t.HasField("weight") else 1.0, _struct(t.params), t.name)
+                for t in request.terms
+            ]
+        else:
+            terms = [Term(request.loss, 1.0, _struct(request.params))]
+        r = request.regularization
+        reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
+        result = evaluate_objective(registry, terms, inputs, parameters, reg, list(request.grad_inputs), device)
+    else:
+        result = evaluate(registry, request.loss, inputs, _struct(request.params), list(request.grad_inputs),
+                          grad_output, device)
 
     start = time.perf_counter()
     if request.output_encoding == lossd_pb2.TENSOR_ENCODING_RAW:
@@ -258,7 +285,12 @@ def handle_evaluate(
         loss=encode_tensor(result.loss, encoding),
         grads={k: encode_tensor(g, encoding) for k, g in result.grads.items()},
         loss_name=result.spec.name,
+        parts=result.parts,
+        parameter_grads={k: encode_tensor(g, encoding) for k, g in result.parameter_grads.items()},
+        regularized=result.regularized,
     )
+    if request.terms:
+        reply.loss_name = "+".join(registry.get(t.loss).name for t in request.terms)
     if result.loss.dim() == 0:
         reply.value = float(result.loss)
     encode_s = time.perf_counter() - start
@@ -271,3 +303,7 @@ def handle_evaluate(
         )
     )
     return reply
+
+
+def _struct(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message) if message.ByteSize() else {}

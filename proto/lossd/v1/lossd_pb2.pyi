@@ -30,8 +30,15 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., raw: _Optional[bytes] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class EvaluateLossRequest(_message.Message):
-    __slots__ = ("loss", "inputs", "params", "grad_inputs", "grad_output", "output_encoding")
+    __slots__ = ("loss", "inputs", "params", "grad_inputs", "grad_output", "output_encoding", "terms", "parameters", "regularization")
     class InputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -44,13 +51,43 @@ class EvaluateLossRequest(_message.Message):
     GRAD_INPUTS_FIELD_NUMBER: _ClassVar[int]
     GRAD_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    REGULARIZATION_FIELD_NUMBER: _ClassVar[int]
     loss: str
     inputs: _containers.MessageMap[str, Tensor]
     params: _struct_pb2.Struct
     grad_inputs: _containers.RepeatedScalarFieldContainer[str]
     grad_output: Tensor
     output_encoding: TensorEncoding
-    def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., grad_inputs: _Optional[_Iterable[str]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., output_encoding: _Optional[_Union[TensorEncoding, str]] = ...) -> None: ...
+    terms: _containers.RepeatedCompositeFieldContainer[LossTerm]
+    parameters: _containers.MessageMap[str, Tensor]
+    regularization: Regularization
+    def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., grad_inputs: _Optional[_Iterable[str]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., output_encoding: _Optional[_Union[TensorEncoding, str]] = ..., terms: _Optional[_Iterable[_Union[LossTerm, _Mapping]]] = ..., parameters: _Optional[_Mapping[str, Tensor]] = ..., regularization: _Optional[_Union[Regularization, _Mapping]] = ...) -> None: ...
+
+class LossTerm(_message.Message):
+    __slots__ = ("loss", "weight", "params", "name")
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    loss: str
+    weight: float
+    params: _struct_pb2.Struct
+    name: str
+    def __init__(self, loss: _Optional[str] = ..., weight: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
+
+class Regularization(_message.Message):
+    __slots__ = ("l1", "l2", "include", "exclude")
+    L1_FIELD_NUMBER: _ClassVar[int]
+    L2_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    l1: float
+    l2: float
+    include: _containers.RepeatedScalarFieldContainer[str]
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, l1: _Optional[float] = ..., l2: _Optional[float] = ..., include: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("decode_ms", "forward_ms", "backward_ms", "encode_ms")
@@ -65,8 +102,22 @@ class Timing(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., forward_ms: _Optional[float] = ..., backward_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ...) -> None: ...
 
 class EvaluateLossResponse(_message.Message):
-    __slots__ = ("value", "loss", "grads", "loss_name", "timing")
+    __slots__ = ("value", "loss", "grads", "loss_name", "timing", "parts", "parameter_grads", "regularized")
     class GradsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class PartsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ParameterGradsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -78,12 +129,18 @@ class EvaluateLossResponse(_message.Message):
     GRADS_FIELD_NUMBER: _ClassVar[int]
     LOSS_NAME_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_GRADS_FIELD_NUMBER: _ClassVar[int]
+    REGULARIZED_FIELD_NUMBER: _ClassVar[int]
     value: float
     loss: Tensor
     grads: _containers.MessageMap[str, Tensor]
     loss_name: str
     timing: Timing
-    def __init__(self, value: _Optional[float] = ..., loss: _Optional[_Union[Tensor, _Mapping]] = ..., grads: _Optional[_Mapping[str, Tensor]] = ..., loss_name: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+    parts: _containers.ScalarMap[str, float]
+    parameter_grads: _containers.MessageMap[str, Tensor]
+    regularized: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, value: _Optional[float] = ..., loss: _Optional[_Union[Tensor, _Mapping]] = ..., grads: _Optional[_Mapping[str, Tensor]] = ..., loss_name: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., parts: _Optional[_Mapping[str, float]] = ..., parameter_grads: _Optional[_Mapping[str, Tensor]] = ..., regularized: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EvaluateLossStreamRequest(_message.Message):
     __slots__ = ("id", "request")

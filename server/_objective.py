@@ -1,0 +1,211 @@
+"""Composite and regularized objectives: Objective = sum_i w_i * loss_i + L1 + L2.
+
+The seed's convention: ``objective = loss + l1 * sum|theta| + 0.5 * l2 * sum theta^2``
+over the covered parameters, so the L2 gradient ``l2 * theta`` is exactly what
+``torch.optim.SGD(weight_decay=l2)`` adds::
+
+    >>> import torch
+    >>> from lossd.server.losses import REGISTRY
+    >>> r = evaluate_objective(
+    ...     REGISTRY, [Term("mse")], {"y_pred": torch.tensor([1.0]), "y_true": torch.tensor([0.0])},
+    ...     parameters={"fc.weight": torch.tensor([[2.0]])}, regularization=Regularization(l2=0.5))
+    >>> r.parts, r.parameter_grads["fc.weight"].tolist()
+    ({'loss': 1.0, 'l2': 1.0}, [[1.0]])
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ._evaluate import Evaluation, _bind_inputs, _bind_params, _call
+from .losses import LossError, LossSpec, Registry
+
+__all__ = ["Term", "Regularization", "evaluate_objective", "covered_parameters"]
+
+
+@dataclass(frozen=True)
+class Term:
+    """One weighted loss of an objective; ``name`` labels it in ``parts``."""
+
+    loss: str
+    weight: float = 1.0
+    params: Mapping[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Regularization:
+    """L1/L2 coefficients and which parameters they cover (see :func:`covered_parameters`)."""
+
+    l1: float = 0.0
+    l2: float = 0.0
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+def covered_parameters(parameters: Mapping[str, torch.Tensor], reg: Regularization) -> list[str]:
+    """Names the regularization applies to, sorted.
+
+    With ``include`` empty: every parameter except those matching ``exclude``;
+    when ``exclude`` is empty too, except biases (names ending in ``bias``) and
+    tensors with fewer than 2 dims. With ``include``: the matches, minus ``exclude``.
+
+    >>> covered_parameters({"fc.weight": torch.ones(2, 2), "fc.bias": torch.ones(2)}, Regularization(l2=1))
+    ['fc.weight']
+    """
+
+    def matches(name: str, patterns: Sequence[str]) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    names = []
+    for name, t in parameters.items():
+        if reg.include:
+            keep = matches(name, reg.include) and not matches(name, reg.exclude)
+        elif reg.exclude:
+            keep = not matches(name, reg.exclude)
+        else:
+            keep = not name.endswith("bias") and t.dim() >= 2
+        if keep:
+            names.append(name)
+    return sorted(names)
+
+
+def _term_names(terms: Sequence[Term], specs: Sequence[LossSpec]) -> list[str]:
+    names: list[str] = []
+    for i, (term, spec) in enumerate(zip(terms, specs)):
+        base = term.name or spec.name
+        name, k = base, 1
+        while name in names:
+            k += 1
+            name = f"{base}#{k}"
+        if term.name and name != base:
+            raise LossError(f"terms[{i}].name", f"{term.name!r} is used by two terms; names must be unique")
+        names.append(name)
+    return names
+
+
+def evaluate_objective(
+    registry: Registry,
+    terms: Sequence[Term],
+    inputs: Mapping[str, torch.Tensor],
+    parameters: Mapping[str, torch.Tensor] | None = None,
+    regularization: Regularization | None = None,
+    grad_inputs: Sequence[str] = (),
+    device: torch.device | None = None,
+) -> Evaluation:
+    """Evaluate a weighted sum of scalar losses plus L1/L2 penalties, with gradients.
+
+    Every request input must be used by at least one term; a term receives the
+    inputs it declares. Gradients are returned for inputs that some term can
+    differentiate, and for every parameter.
+    """
+    parameters = dict(parameters or {})
+    reg = regularization or Regularization()
+    if not terms:
+        raise LossError("terms", "name at least one loss")
+    prefix = (lambda i: f"terms[{i}].") if len(terms) > 1 or terms[0].name else (lambda i: "")
+    specs = []
+    for i, term in enumerate(terms):
+        try:
+            specs.append(registry.get(term.loss))
+        except LossError as e:
+            raise LossError(f"{prefix(i)}loss" if prefix(i) else e.field, e.message, e.code) from e
+        if not math.isfinite(term.weight):
+            raise LossError(f"terms[{i}].weight", "must be a finite number")
+    names = _term_names(terms, specs)
+    _check_regularization(reg, parameters)
+
+    for sent in inputs:
+        if not any(spec.input(sent) for spec in specs):
+            raise LossError(f"inputs.{sent}", f"no term uses an input called {sent!r}")
+    differentiable = {s for s, t in inputs.items() if t.is_floating_point()
+                      and any((i := spec.input(s)) is not None and i.differentiable for spec in specs)}
+    wanted = set(differentiable)
+    if grad_inputs:
+        wanted = set()
+        for k, sent in enumerate(grad_inputs):
+            if sent not in differentiable:
+                raise LossError(f"grad_inputs[{k}]", f"{sent!r} is not a differentiable input of this request")
+            wanted.add(sent)
+
+    def place(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device) if device is not None and device.type != "cpu" else t
+
+    leaves = {s: place(t).detach().requires_grad_(True) for s, t in inputs.items() if s in wanted}
+    tensors = {s: leaves.get(s, place(t)) for s, t in inputs.items()}
+    param_leaves = {n: place(t).detach().requires_grad_(True) for n, t in parameters.items()}
+
+    start = time.perf_counter()
+    parts: dict[str, float] = {}
+    total: torch.Tensor | None = None
+    with torch.enable_grad():
+        for i, (term, spec, name) in enumerate(zip(terms, specs, names)):
+            mine = {s: t for s, t in tensors.items() if spec.input(s) is not None}
+            try:
+                bound, _ = _bind_inputs(spec, mine)
+                kwargs = _bind_params(spec, term.params)
+            except LossError as e:
+                raise LossError(prefix(i) + e.field, e.message, e.code) from e
+            for inp in spec.inputs:
+                bound.setdefault(inp.name, None)  # type: ignore[arg-type]
+            out = _call(spec, bound, kwargs)
+            if out.dim() != 0:
+                raise LossError(f"{prefix(i)}params.reduction",
+                                f"{spec.name} gives shape {list(out.shape)}; objectives need scalar losses "
+                                "(use reduction 'mean' or 'sum')")
+            parts[name] = out.detach().item()
+            weighted = out if term.weight == 1.0 else term.weight * out
+            total = weighted if total is None else total + weighted
+        assert total is not None
+        data_loss = total
+        covered = covered_parameters(param_leaves, reg) if (reg.l1 or reg.l2) else []
+        objective = data_loss
+        if reg.l1 or reg.l2 or parameters:
+            parts["loss"] = data_loss.detach().item()
+        if reg.l1:
+            l1 = reg.l1 * sum(param_leaves[n].abs().sum() for n in covered)
+            parts["l1"] = float(l1.detach())
+            objective = objective + l1
+        if reg.l2:
+            l2 = 0.5 * reg.l2 * sum(param_leaves[n].pow(2).sum() for n in covered)
+            parts["l2"] = float(l2.detach())
+            objective = objective + l2
+    if len(terms) == 1 and not terms[0].name:
+        parts.pop(names[0], None)  # one plain term: its value is the "loss" part
+    forward_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    targets = list(leaves.values()) + list(param_leaves.values())
+    grads: dict[str, torch.Tensor] = {}
+    parameter_grads: dict[str, torch.Tensor] = {}
+    if targets:
+        if objective.requires_grad:
+            found = torch.autograd.grad(objective, targets, allow_unused=True)
+        else:
+            found = (None,) * len(targets)
+        for k, ((name, leaf), g) in enumerate(zip([*leaves.items(), *param_leaves.items()], found)):
+            into = grads if k < len(leaves) else parameter_grads
+            into[name] = torch.zeros_like(leaf) if g is None else g
+    backward_s = time.perf_counter() - start
+    return Evaluation(specs[0], objective.detach(), grads, forward_s, backward_s, parts, parameter_grads, covered)
+
+
+def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Tensor]) -> None:
+    for key in ("l1", "l2"):
+        value = getattr(reg, key)
+        if not math.isfinite(value) or value < 0:
+            raise LossError(f"regularization.{key}", f"is {value}; must be a finite number >= 0")
+    if (reg.l1 or reg.l2) and not parameters:
+        raise LossError("parameters", "regularization needs the parameter tensors it applies to")
+    for name, t in parameters.items():
+        if not t.is_floating_point():
+            raise LossError(f"parameters.{name}", "must have a floating-point dtype")
+    if (reg.l1 or reg.l2) and not covered_parameters(parameters, reg):
+        raise LossError("regularization.include", f"covers none of the parameters sent ({', '.join(sorted(parameters))})")

@@ -1,0 +1,131 @@
+"""Composite objectives and L1/L2 regularization through a real server."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lossd.client import InvalidArgument, NotFound
+
+X = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], dtype=torch.float64)
+Y = torch.tensor([[1.0, -1.0, 0.0], [2.0, 0.5, -2.0]], dtype=torch.float64)
+
+
+def test_weighted_sum_of_losses_matches_local_torch(client):
+    r = client.evaluate("", X, Y, terms=[{"loss": "mse", "weight": 0.3},
+                                         {"loss": "huber_loss", "weight": 0.7, "params": {"delta": 0.5}}])
+    x = X.clone().requires_grad_()
+    mse, huber = F.mse_loss(x, Y), F.huber_loss(x, Y, delta=0.5)
+    total = 0.3 * mse + 0.7 * huber
+    (gx,) = torch.autograd.grad(total, x)
+    assert r.value == total.item()
+    assert r.parts == {"mse_loss": mse.item(), "huber_loss": huber.item()}
+    assert torch.equal(r.grads["y_pred"], gx)
+    assert r.loss_name == "mse_loss+huber_loss"
+
+
+def test_composite_bce_plus_dice(client):
+    logits = torch.tensor([[1.5, -0.5, 0.2, -2.0]])
+    mask = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    r = client.evaluate("", logits, mask, terms=[{"loss": "bce_with_logits", "weight": 0.5},
+                                                 {"loss": "dice_loss", "weight": 0.5}])
+    bce = F.binary_cross_entropy_with_logits(logits, mask)
+    p = torch.sigmoid(logits)
+    dice = 1 - 2 * (p * mask).sum() / (p.sum() + mask.sum())
+    assert r.parts["binary_cross_entropy_with_logits"] == pytest.approx(bce.item(), rel=1e-6)
+    assert r.parts["dice_loss"] == pytest.approx(dice.item(), rel=1e-6)
+    assert r.value == pytest.approx(0.5 * bce.item() + 0.5 * dice.item(), rel=1e-6)
+    assert set(r.grads) == {"y_pred", "y_true"}  # bce's target is differentiable, so y_true gets one
+
+
+def test_same_loss_twice_gets_numbered_parts(client):
+    r = client.evaluate("", X, Y, terms=[{"loss": "mse"}, {"loss": "mse", "params": {"reduction": "sum"}}])
+    assert set(r.parts) == {"mse_loss", "mse_loss#2"}
+
+
+def _model() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+
+
+def test_regularization_parts_and_parameter_grads(client):
+    model = _model()
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    r = client.evaluate("mse", X[:, :1], Y[:, :1], parameters=params, regularization={"l1": 0.01, "l2": 0.1})
+    weights = ["0.weight", "2.weight"]
+    assert r.regularized == weights  # biases and 1-d tensors are left out by default
+    l1 = 0.01 * sum(params[n].abs().sum() for n in weights)
+    l2 = 0.5 * 0.1 * sum(params[n].pow(2).sum() for n in weights)
+    data = F.mse_loss(X[:, :1], Y[:, :1])
+    assert r.parts["loss"] == data.item()
+    assert r.parts["l1"] == pytest.approx(l1.item(), rel=1e-12) and r.parts["l2"] == pytest.approx(l2.item(), rel=1e-12)
+    assert r.value == pytest.approx((data + l1 + l2).item(), rel=1e-12)
+    for n, p in params.items():
+        expected = 0.01 * torch.sign(p) + 0.1 * p if n in weights else torch.zeros_like(p)
+        torch.testing.assert_close(r.parameter_grads[n], expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(("reg", "covered"), [
+    ({"l2": 1.0, "include": ["*"]}, ["0.bias", "0.weight", "2.bias", "2.weight"]),
+    ({"l2": 1.0, "exclude": ["2.*"]}, ["0.bias", "0.weight"]),
+    ({"l2": 1.0, "include": ["*.weight", "0.bias"], "exclude": ["2.*"]}, ["0.bias", "0.weight"]),
+])
+def test_regularization_patterns(client, reg, covered):
+    params = {n: p.detach() for n, p in _model().named_parameters()}
+    r = client.evaluate("mse", X[:, :1], Y[:, :1], parameters=params, regularization=reg)
+    assert r.regularized == covered
+
+
+def test_one_sgd_step_with_weight_decay_equals_step_on_l2_objective(client):
+    """SGD(weight_decay=λ) on the weights == SGD on loss + ½λΣθ² over the weights (seed's convention)."""
+    lam, lr = 0.05, 0.1
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.randn(8, 1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    local = _model()
+    weights = [p for n, p in local.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in local.named_parameters() if n.endswith("bias")]
+    opt = torch.optim.SGD([{"params": weights, "weight_decay": lam}, {"params": biases, "weight_decay": 0.0}], lr=lr)
+    F.mse_loss(local(x), y).backward()
+    opt.step()
+
+    remote = _model()
+    y_pred = remote(x)
+    params = {n: p.detach() for n, p in remote.named_parameters()}
+    r = client.evaluate("mse", y_pred.detach(), y, parameters=params, regularization={"l2": lam}, grad_inputs=["y_pred"])
+    y_pred.backward(r.grads["y_pred"])  # data-loss gradient flows through the local model
+    with torch.no_grad():
+        for n, p in remote.named_parameters():
+            p -= lr * (p.grad + r.parameter_grads[n])
+    for (n, a), (_, b) in zip(local.named_parameters(), remote.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15, msg=n)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "field"), [
+    ({"loss": "mse", "terms": [{"loss": "mse"}]}, InvalidArgument, "terms"),
+    ({"loss": "", "terms": [{"loss": "mse"}, {"loss": "nope"}]}, NotFound, "terms[1].loss"),
+    ({"loss": "", "terms": [{"loss": "mse"}, {"loss": "mse", "params": {"reduction": "none"}}]}, InvalidArgument,
+     "terms[1].params.reduction"),
+    ({"loss": "", "terms": [{"loss": "mse"}, {"loss": "l1_loss", "params": {"beta": 1}}]}, InvalidArgument,
+     "terms[1].params.beta"),
+    ({"loss": "mse", "regularization": {"l1": -1.0}, "parameters": {"w": torch.ones(2, 2)}}, InvalidArgument,
+     "regularization.l1"),
+    ({"loss": "mse", "regularization": {"l2": 1.0}}, InvalidArgument, "parameters"),
+    ({"loss": "mse", "regularization": {"l2": 1.0}, "parameters": {"w": torch.ones(2, 2, dtype=torch.long)}},
+     InvalidArgument, "parameters.w"),
+    ({"loss": "mse", "regularization": {"l2": 1.0}, "parameters": {"b": torch.ones(2)}}, InvalidArgument,
+     "regularization.include"),
+    ({"loss": "mse", "parameters": {"w": torch.ones(2)}, "grad_output": torch.ones(2, 3)}, InvalidArgument,
+     "grad_output"),
+])
+def test_objective_errors_name_the_field(client, kwargs, error, field):
+    loss = kwargs.pop("loss")
+    with pytest.raises(error) as err:
+        client.evaluate(loss, X, Y, **kwargs)
+    assert err.value.message.startswith(field + ":"), err.value.message
+
+
+def test_input_no_term_uses_is_refused(client):
+    with pytest.raises(InvalidArgument, match="inputs.var: no term uses"):
+        client.evaluate("", X, Y, var=torch.ones(2, 3, dtype=torch.float64), terms=[{"loss": "mse"}, {"loss": "l1_loss"}])
