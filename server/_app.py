@@ -31,6 +31,7 @@ from ..v1 import lossd_pb2, lossd_pb2_grpc
 from ._evaluate import resolve_device
 from ._service import LossService
 from .losses import REGISTRY, Registry
+from .losses._plugins import load_plugins
 
 __all__ = ["ServerConfig", "create_server", "serve", "main"]
 
@@ -59,12 +60,18 @@ class ServerConfig:
     )
     reflection: bool = field(default_factory=lambda: os.environ.get("LOSSD_REFLECTION", "1") != "0")
     grace_s: float = field(default_factory=lambda: float(os.environ.get("LOSSD_GRACE_S", "10")))
+    #: Loss plugins to load: "all" (default), "none", or comma-separated entry point names.
+    plugins: str = field(default_factory=lambda: os.environ.get("LOSSD_PLUGINS", "all"))
 
 
 async def create_server(
     config: ServerConfig, registry: Registry = REGISTRY
 ) -> tuple[grpc.aio.Server, int]:
     """A configured, not yet started server and the port it bound (``port=0``: ephemeral)."""
+    if config.plugins.strip().lower() != "none":
+        names = None if config.plugins.strip().lower() == "all" else [
+            n.strip() for n in config.plugins.split(",") if n.strip()]
+        load_plugins(registry, names)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -135,6 +142,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="turn off server reflection (env LOSSD_REFLECTION=0)")
     parser.add_argument("--grace", dest="grace_s", type=float, default=d.grace_s,
                         help="seconds to drain in-flight calls on shutdown (env LOSSD_GRACE_S)")
+    parser.add_argument("--plugins", default=d.plugins,
+                        help="loss plugins (entry point group lossd.losses) to load: all, none, or a "
+                        "comma-separated list of names (env LOSSD_PLUGINS; default %(default)s)")
     parser.add_argument("--log-level", default=os.environ.get("LOSSD_LOG_LEVEL", "INFO"))
     return parser
 
@@ -146,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = ServerConfig(
         host=args.host, port=args.port, device=args.device, workers=args.workers,
         max_message_bytes=args.max_message_bytes, max_tensor_elements=args.max_tensor_elements,
-        reflection=args.reflection, grace_s=args.grace_s,
+        reflection=args.reflection, grace_s=args.grace_s, plugins=args.plugins,
     )
     asyncio.run(serve(config))
     return 0

@@ -24,9 +24,12 @@ calls torch. Everything the registry knows is published by ``ListLosses``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
+import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -289,6 +292,36 @@ def _key(name: str) -> str:
 #: The registry the server uses.
 REGISTRY = Registry()
 
+# Where ``register_loss`` without an explicit registry adds entries: REGISTRY,
+# except while a plugin loads (see ``staging``), so a plugin is taken whole or not at all.
+_TARGET: contextvars.ContextVar[Registry] = contextvars.ContextVar("lossd_registry_target", default=REGISTRY)
+
+
+@contextlib.contextmanager
+def staging() -> Iterator[Registry]:
+    """Collect the ``register_loss`` calls made inside the block into a fresh registry."""
+    staged = Registry()
+    token = _TARGET.set(staged)
+    try:
+        yield staged
+    finally:
+        _TARGET.reset(token)
+
+
+def _module_loss(cls: type, inputs: Sequence[Input], params: Sequence[Param]) -> Callable[..., torch.Tensor]:
+    """Adapt an ``nn.Module`` loss class: params go to ``__init__``, inputs to ``forward`` in order."""
+
+    def call(**kwargs: Any) -> torch.Tensor:
+        module = cls(**{p.name: kwargs[p.name] for p in params})
+        args = [kwargs[i.name] for i in inputs]
+        while args and args[-1] is None:
+            args.pop()  # absent trailing optional inputs use forward's defaults
+        return module(*args)
+
+    call.__name__ = cls.__name__
+    call.__doc__ = cls.__doc__
+    return call
+
 
 def register_loss(
     name: str,
@@ -307,12 +340,16 @@ def register_loss(
 
     ``example`` maps a float dtype to a small valid call (input tensors by name,
     plus an optional ``"params"`` dict); it feeds the docs and the test suite.
+    The decorated object is a function ``(inputs..., *, params...) -> Tensor``
+    or an ``nn.Module`` subclass (params to ``__init__``, inputs to ``forward``);
+    it is returned unchanged.
     """
 
-    def decorate(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def decorate(fn: Any) -> Any:
+        is_module = inspect.isclass(fn) and issubclass(fn, torch.nn.Module)
         spec = LossSpec(
             name=name,
-            fn=fn,
+            fn=_module_loss(fn, inputs, params) if is_module else fn,
             inputs=tuple(inputs),
             params=tuple(params),
             description=description,
@@ -322,7 +359,7 @@ def register_loss(
             notes=notes,
             float_dtypes=tuple(float_dtypes),
         )
-        (REGISTRY if registry is None else registry).add(spec)
+        (_TARGET.get() if registry is None else registry).add(spec)
         return fn
 
     return decorate

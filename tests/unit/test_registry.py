@@ -95,3 +95,34 @@ def test_param_rules_name_field_and_rule(param, value, rule):
         param.coerce(value)
     assert rule in str(err.value)
     assert err.value.field.startswith(f"params.{param.name}")
+
+
+def test_module_class_registers_with_params_to_init_and_inputs_to_forward():
+    from lossd.server import evaluate
+
+    reg = Registry()
+
+    @register_loss("scaled_l1", inputs=(Input("input", "prediction", differentiable=True, aliases=("y_pred",)),
+                                        Input("target", "target", aliases=("y_true",))),
+                   params=(Param("scale", "float", 1.0, "factor"),), description="d", example=_example, registry=reg)
+    class ScaledL1(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, input, target):
+            return self.scale * (input - target).abs().sum()
+
+    assert isinstance(ScaledL1, type)  # the decorator returns the class unchanged
+    r = evaluate(reg, "scaled_l1", {"y_pred": torch.tensor([1.0, -2.0]), "y_true": torch.zeros(2)}, {"scale": 2.0})
+    assert r.loss.item() == 6.0 and r.grads["y_pred"].tolist() == [2.0, -2.0]
+
+
+def test_staging_collects_registrations_without_touching_the_registry():
+    from lossd.server.losses._registry import staging
+
+    before = len(REGISTRY)
+    with staging() as staged:
+        register_loss("staged_only", inputs=(Input("input", "prediction"),), description="d", example=_example)(
+            lambda input: input.sum())
+    assert "staged_only" in staged and "staged_only" not in REGISTRY and len(REGISTRY) == before

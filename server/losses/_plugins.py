@@ -1,0 +1,88 @@
+"""Operator plugins: losses added by installed packages, never by clients.
+
+A plugin package registers losses with :func:`~lossd.server.losses.register_loss`
+in a module named by an entry point of the group ``lossd.losses``::
+
+    # pyproject.toml of the plugin package
+    [project.entry-points."lossd.losses"]
+    my_losses = "my_package.losses"
+
+At start the server imports each entry point (``lossd serve --plugins``
+chooses which; ``none`` disables them). A plugin is taken whole or refused:
+if any of its names or aliases clashes with a loss already registered, none
+of its losses are added and the server logs why.
+
+>>> [r.name for r in load_plugins(only=["no-such-plugin"])]
+[]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from ._registry import REGISTRY, Registry, staging
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginResult", "load_plugins"]
+
+ENTRY_POINT_GROUP = "lossd.losses"
+
+log = logging.getLogger("lossd.server.plugins")
+
+_loaded: dict[str, PluginResult] = {}
+
+
+@dataclass(frozen=True)
+class PluginResult:
+    """What loading one entry point did: the losses it added, or why it was refused."""
+
+    name: str
+    value: str
+    losses: tuple[str, ...] = ()
+    error: str = ""
+
+
+def load_plugins(registry: Registry = REGISTRY, only: Sequence[str] | None = None) -> list[PluginResult]:
+    """Load the ``lossd.losses`` entry points (all, or those named in ``only``) into ``registry``.
+
+    Idempotent per process: an entry point already loaded is reported, not reloaded.
+    """
+    results = []
+    wanted = set(only) if only is not None else None
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if wanted is not None and ep.name not in wanted:
+            continue
+        if ep.name in _loaded:
+            results.append(_loaded[ep.name])
+            continue
+        result = _load_one(registry, ep)
+        _loaded[ep.name] = result
+        results.append(result)
+    for missing in sorted((wanted or set()) - {r.name for r in results}):
+        log.error("plugin %r is not installed (entry point group %s)", missing, ENTRY_POINT_GROUP)
+    return results
+
+
+def _load_one(registry: Registry, ep: object) -> PluginResult:
+    name, value = ep.name, ep.value  # type: ignore[attr-defined]
+    dist = getattr(getattr(ep, "dist", None), "name", None) or name
+    try:
+        with staging() as staged:
+            ep.load()  # type: ignore[attr-defined]
+    except Exception as e:  # noqa: BLE001 - a broken plugin must not stop the server
+        log.error("plugin %r (%s) failed to load: %s", name, value, e)
+        return PluginResult(name, value, error=f"failed to load: {e}")
+    specs = list(staged)
+    clashes = sorted(n for s in specs for n in (s.name, *s.aliases) if n in registry)
+    if clashes:
+        error = f"refused: names already registered: {', '.join(clashes)}"
+        log.error("plugin %r (%s) %s", name, value, error)
+        return PluginResult(name, value, error=error)
+    for spec in specs:
+        registry.add(dataclasses.replace(spec, source=spec.source or f"plugin {dist} ({value})"))
+    added = tuple(s.name for s in specs)
+    log.info("plugin %r (%s) added losses: %s", name, value, ", ".join(added) or "none")
+    return PluginResult(name, value, added)

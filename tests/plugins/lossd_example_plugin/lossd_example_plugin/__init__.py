@@ -1,0 +1,1 @@
+"""Example lossd plugin (test fixture)."""
