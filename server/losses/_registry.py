@@ -267,7 +267,8 @@ class Registry:
             if not name:
                 raise LossError("loss", "is empty; name a loss (see ListLosses)")
             close = difflib.get_close_matches(_key(name), list(self._names), n=4, cutoff=0.5)
-            hint = f"; did you mean: {', '.join(sorted({self._names[c] for c in close}))}?" if close else ""
+            best_first = list(dict.fromkeys(self._names[c] for c in close))
+            hint = f"; did you mean: {', '.join(best_first)}?" if close else ""
             raise LossError("loss", f"no loss named {name!r}{hint} (ListLosses lists them all)", "NOT_FOUND")
         return self._specs[canonical]
 
