@@ -161,10 +161,13 @@ class Client:
         """Close the channel."""
         self._channel.close()
 
+    def _deadline(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else timeout
+
     def list_losses(self, filter: str = "", *, timeout: float | None = None) -> list[lossd_pb2.LossInfo]:
         """Every loss the server offers (``LossInfo`` messages), sorted by name."""
         try:
-            reply = self._stub.ListLosses(lossd_pb2.ListLossesRequest(filter=filter), timeout=timeout or self.timeout)
+            reply = self._stub.ListLosses(lossd_pb2.ListLossesRequest(filter=filter), timeout=self._deadline(timeout))
         except grpc.RpcError as e:
             raise from_rpc_error(e) from e
         return list(reply.losses)
@@ -191,21 +194,28 @@ class Client:
     ) -> EvaluateResult:
         """Send a prepared ``EvaluateLossRequest``."""
         try:
-            reply = self._stub.EvaluateLoss(request, timeout=timeout or self.timeout)
+            reply = self._stub.EvaluateLoss(request, timeout=self._deadline(timeout))
         except grpc.RpcError as e:
             raise from_rpc_error(e) from e
         return EvaluateResult.from_response(reply, as_torch)
 
     def evaluate_stream(
-        self, requests: Iterable[lossd_pb2.EvaluateLossRequest], *, timeout: float | None = None
+        self,
+        requests: Iterable[lossd_pb2.EvaluateLossRequest],
+        *,
+        as_torch: bool = False,
+        timeout: float | None = None,
     ) -> Iterator[EvaluateResult | LossdError]:
-        """Pipeline many requests over one stream; yields a result or an error per request, in order."""
+        """Pipeline many requests over one stream; yields a result or an error per request, in order.
+
+        ``timeout`` bounds the whole stream (default: the client's timeout).
+        """
         items = (lossd_pb2.EvaluateLossStreamRequest(id=str(i), request=r) for i, r in enumerate(requests))
         try:
-            for reply in self._stub.EvaluateLossStream(items, timeout=timeout):
+            for reply in self._stub.EvaluateLossStream(items, timeout=self._deadline(timeout)):
                 if reply.HasField("error"):
                     yield from_status_name(reply.error.code, reply.error.message, reply.error.field)
                 else:
-                    yield EvaluateResult.from_response(reply.response)
+                    yield EvaluateResult.from_response(reply.response, as_torch)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from e

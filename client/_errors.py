@@ -24,6 +24,7 @@ __all__ = [
     "Internal",
     "error_class",
     "from_rpc_error",
+    "from_status_name",
 ]
 
 

@@ -254,7 +254,7 @@ def handle_evaluate(
         if request.HasField("grad_output"):
             grad_output, enc = decode_tensor(request.grad_output, "grad_output", max_tensor_elements)
     except WireError as e:
-        raise LossError(e.field, e.message) from e
+        raise LossError(e.field, e.message, e.code) from e
     decode_s = time.perf_counter() - start
 
     if objective:
@@ -262,8 +262,8 @@ def handle_evaluate(
             raise LossError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
         if request.terms:
             terms = [
-                Term(t.loss, t.weight if t.HasField("weight") else 1.0, _struct(t.params), t.name)
-                for t in request.terms
+                Term(t.loss, t.weight if t.HasField("weight") else 1.0, _struct(t.params, f"terms[{i}].params"), t.name)
+                for i, t in enumerate(request.terms)
             ]
         else:
             terms = [Term(request.loss, 1.0, _struct(request.params))]
@@ -305,5 +305,11 @@ def handle_evaluate(
     return reply
 
 
-def _struct(message: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(message) if message.ByteSize() else {}
+def _struct(message: Any, field: str = "params") -> dict[str, Any]:
+    """A ``google.protobuf.Struct`` as a dict; NaN/Infinity numbers are refused."""
+    if not message.ByteSize():
+        return {}
+    try:
+        return json_format.MessageToDict(message)
+    except ValueError as e:
+        raise LossError(field, f"numbers must be finite (NaN and Infinity cannot be parameters): {e}") from e

@@ -73,12 +73,17 @@ DTYPES: dict[str, DTypeInfo] = {
 
 
 class WireError(ValueError):
-    """A tensor message breaks a wire rule; ``field`` names the culprit."""
+    """A tensor message breaks a wire rule; ``field`` names the culprit.
 
-    def __init__(self, field: str, message: str) -> None:
+    ``code`` is the gRPC status code name: ``INVALID_ARGUMENT`` for a malformed
+    tensor, ``RESOURCE_EXHAUSTED`` for one over a size limit.
+    """
+
+    def __init__(self, field: str, message: str, code: str = "INVALID_ARGUMENT") -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ def check_tensor(
         raise WireError(
             f"{field}.shape",
             f"shape {list(shape)} has {numel} elements; the limit is {max_elements} per tensor",
+            "RESOURCE_EXHAUSTED",
         )
     raw_len = len(tensor.raw)  # type: ignore[attr-defined]
     n_values = len(tensor.values)  # type: ignore[attr-defined]

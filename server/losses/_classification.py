@@ -1,20 +1,83 @@
-"""Classification losses from ``torch.nn``: cross entropy, NLL, BCE, KL, margin losses."""
+"""Classification losses from ``torch.nn``: cross entropy, NLL, BCE, KL, margin losses.
+
+Each entry calls torch's own functional, so values and gradients are bit-identical
+to local torch. What torch leaves unchecked is refused first (seen on torch 2.13
+CPU): class indices out of range; probability / label targets outside [0, 1];
+soft-margin targets other than +-1 (NaN included); targets whose shape differs from
+the input's where torch would broadcast silently; and an empty batch for
+multi_margin_loss / multilabel_margin_loss, where torch reduces uninitialised memory.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ._registry import REDUCTION, Input, Param, register_loss, require
+from ._registry import REDUCTION, Input, Param, register_loss, require, require_finite
 
 __all__: list[str] = []
 
 
-def _class_targets(input: torch.Tensor, target: torch.Tensor, ignore_index: int, field: str = "inputs.target") -> None:
+# --------------------------------------------------------------------------- shared checks
+
+
+def _n_classes(input: torch.Tensor) -> int:
+    """C for inputs shaped (C), (N, C) or (N, C, d1, ..., dK); a 0-dim input counts as one class."""
+    if input.dim() == 0:
+        return 1
+    return input.shape[1] if input.dim() > 1 else input.shape[0]
+
+
+def _class_targets(input: torch.Tensor, target: torch.Tensor, ignore_index: int | None,
+                   field: str = "inputs.target") -> None:
     """Class-index targets must lie in [0, C) (or equal ignore_index)."""
-    n_classes = input.shape[1] if input.dim() > 1 else input.shape[0]
-    valid = ((target >= 0) & (target < n_classes)) | (target == ignore_index)
-    require(valid.all(), field, f"class indices must lie in [0, {n_classes}) or equal ignore_index ({ignore_index})")
+    n_classes = _n_classes(input)
+    valid = (target >= 0) & (target < n_classes)
+    if ignore_index is not None:
+        valid |= target == ignore_index
+    also = f" or equal ignore_index ({ignore_index})" if ignore_index is not None else ""
+    require(valid.all(), field, f"class indices must lie in [0, {n_classes}){also}")
+
+
+def _class_weight(input: torch.Tensor, weight: torch.Tensor | None, field: str = "inputs.weight") -> None:
+    """A per-class weight has shape (C)."""
+    if weight is not None:
+        n_classes = _n_classes(input)
+        require(weight.dim() == 1 and weight.shape[0] == n_classes, field,
+                f"must have shape [{n_classes}] (one weight per class), got {list(weight.shape)}")
+
+
+def _same_shape(input: torch.Tensor, target: torch.Tensor, why: str = "torch would broadcast them silently") -> None:
+    require(target.shape == input.shape, "inputs.target",
+            f"must have the same shape as input: got {list(target.shape)} for input {list(input.shape)} ({why})")
+
+
+def _unit_interval(t: torch.Tensor, field: str, what: str) -> None:
+    """Values in [0, 1]; NaN fails too."""
+    require(bool(((t >= 0) & (t <= 1)).all()), field, f"{what} must lie in [0, 1] (NaN is refused)")
+
+
+def _broadcasts_to(t: torch.Tensor | None, input: torch.Tensor, field: str, usual: str) -> None:
+    if t is None:
+        return
+    try:
+        ok = torch.broadcast_shapes(t.shape, input.shape) == input.shape
+    except RuntimeError:
+        ok = False
+    require(ok, field, f"must broadcast to the input's shape {list(input.shape)} (usually {usual}), "
+                       f"got {list(t.shape)}")
+
+
+def _nonempty_batch(input: torch.Tensor, reduction: str, name: str) -> None:
+    require(
+        reduction == "none" or input.dim() < 2 or input.shape[0] > 0,
+        "inputs.input",
+        f"has an empty batch (shape {list(input.shape)}); {name} with reduction {reduction!r} would return "
+        "uninitialised memory on torch's CPU kernel, so it is refused (reduction 'none' returns an empty loss)",
+    )
+
+
+# --------------------------------------------------------------------------- cross entropy, NLL
 
 
 def _ce_example(dt: torch.dtype) -> dict[str, object]:
@@ -24,6 +87,10 @@ def _ce_example(dt: torch.dtype) -> dict[str, object]:
     }
 
 
+_IGNORE_INDEX = Param("ignore_index", "int", -100,
+                      "Class-index target value that is ignored and does not count towards the mean.")
+
+
 @register_loss(
     "cross_entropy",
     aliases=("CrossEntropyLoss", "ce", "softmax_cross_entropy"),
@@ -31,16 +98,19 @@ def _ce_example(dt: torch.dtype) -> dict[str, object]:
         Input("input", "prediction", differentiable=True, aliases=("y_pred",),
               doc="unnormalized logits, (C), (N, C) or (N, C, d1, ..., dK)"),
         Input("target", "target", kind="float|int", differentiable=True, aliases=("y_true",),
-              doc="class indices (int, shape (N) or (N, d1, ..., dK)) or class probabilities (float, same shape as input)"),
+              doc="class indices (int, shape (), (N) or (N, d1, ..., dK)) or class probabilities "
+                  "(float in [0, 1], same shape as input)"),
         Input("weight", "class weight", required=False, doc="rescaling weight per class, shape (C)"),
     ),
     params=(
         REDUCTION,
-        Param("ignore_index", "int", -100, "Target value that is ignored (class-index targets only)."),
+        _IGNORE_INDEX,
         Param("label_smoothing", "float", 0.0, "Amount of smoothing towards the uniform distribution.", min=0.0, max=1.0),
     ),
     description="Cross entropy between logits and class indices or class probabilities.",
     source="torch.nn.functional.cross_entropy",
+    notes="ignore_index applies to class-index targets only (torch refuses it with probability targets). "
+          "With class-index targets the weighted 'mean' divides by the sum of the targets' weights.",
     example=_ce_example,
 )
 def cross_entropy(
@@ -52,7 +122,321 @@ def cross_entropy(
     ignore_index: int,
     label_smoothing: float,
 ) -> torch.Tensor:
-    if not target.is_floating_point():
+    r"""``l_n = -sum_c w_c y_{n,c} log softmax(x_n)_c``; class indices: ``-w_{y_n} log softmax(x_n)_{y_n}``.
+
+    With label smoothing ``e`` the targets become ``(1 - e) y + e / C``.
+    Shapes: input (C), (N, C) or (N, C, d1..dK); target (), (N) or (N, d1..dK) of
+    class indices, or the input's shape of probabilities; weight (C).
+    """
+    _class_weight(input, weight)
+    if target.is_floating_point():
+        _same_shape(input, target, "class-probability targets have one probability per class")
+        _unit_interval(target, "inputs.target", "class probabilities")
+        require(ignore_index == _IGNORE_INDEX.default, "params.ignore_index",
+                "applies to class-index targets only; leave it at -100 with class-probability targets")
+    else:
         _class_targets(input, target, ignore_index)
     return F.cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
                            label_smoothing=label_smoothing)
+
+
+def _nll_example(dt: torch.dtype) -> dict[str, object]:
+    return {
+        "input": torch.log_softmax(torch.tensor([[10.0, 0.0, -10.0], [8.0, 8.0, 8.0]], dtype=torch.float64), 1).to(dt),
+        "target": torch.tensor([0, 2]),
+    }
+
+
+@register_loss(
+    "nll_loss",
+    aliases=("NLLLoss", "nll"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred",),
+              doc="log-probabilities, (C), (N, C) or (N, C, d1, ..., dK)"),
+        Input("target", "target", kind="int", aliases=("y_true",),
+              doc="class indices in [0, C), shape (), (N) or (N, d1, ..., dK)"),
+        Input("weight", "class weight", required=False, doc="rescaling weight per class, shape (C)"),
+    ),
+    params=(REDUCTION, _IGNORE_INDEX),
+    description="Negative log-likelihood of class indices given log-probabilities.",
+    source="torch.nn.functional.nll_loss",
+    notes="The weighted 'mean' divides by the sum of the targets' weights.",
+    example=_nll_example,
+)
+def nll_loss(
+    input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str, ignore_index: int
+) -> torch.Tensor:
+    r"""``l_n = -w_{y_n} x_{n, y_n}`` (0 where ``y_n == ignore_index``); 'mean' divides by ``sum_n w_{y_n}``.
+
+    Shapes: input (C), (N, C) or (N, C, d1..dK); target (), (N) or (N, d1..dK); weight (C).
+    """
+    _class_weight(input, weight)
+    _class_targets(input, target, ignore_index)
+    return F.nll_loss(input, target, weight, ignore_index=ignore_index, reduction=reduction)
+
+
+# --------------------------------------------------------------------------- binary cross entropy
+
+
+def _bce_example(dt: torch.dtype) -> dict[str, object]:
+    return {
+        "input": torch.tensor([[0.9, 0.2, 0.6], [0.1, 0.7, 0.5]], dtype=dt),
+        "target": torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.25]], dtype=dt),
+    }
+
+
+@register_loss(
+    "binary_cross_entropy",
+    aliases=("BCELoss", "bce"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="probabilities in [0, 1], any shape"),
+        Input("target", "target", differentiable=True, aliases=("y_true",),
+              doc="labels or probabilities in [0, 1], same shape as input"),
+        Input("weight", "element weight", required=False, doc="rescaling weight, broadcastable to the input's shape"),
+    ),
+    params=(REDUCTION,),
+    description="Binary cross entropy between predicted probabilities and targets in [0, 1].",
+    source="torch.nn.functional.binary_cross_entropy",
+    notes="Log terms are clamped at -100, as in torch.",
+    example=_bce_example,
+)
+def binary_cross_entropy(
+    input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str
+) -> torch.Tensor:
+    r"""``l_i = -w_i (y_i log x_i + (1 - y_i) log(1 - x_i))``, logs clamped at -100.
+
+    Shapes: input (*), target (*) the same, weight broadcastable to them.
+    """
+    _same_shape(input, target, "torch refuses a different shape")
+    _unit_interval(input, "inputs.input", "probabilities")
+    _unit_interval(target, "inputs.target", "targets")
+    _broadcasts_to(weight, input, "inputs.weight", "the input's shape")
+    return F.binary_cross_entropy(input, target, weight, reduction=reduction)
+
+
+def _bce_logits_example(dt: torch.dtype) -> dict[str, object]:
+    return {
+        "input": torch.tensor([[2.0, -1.0, 0.5], [-3.0, 1.0, 0.0]], dtype=dt),
+        "target": torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.25]], dtype=dt),
+    }
+
+
+@register_loss(
+    "binary_cross_entropy_with_logits",
+    aliases=("BCEWithLogitsLoss", "bce_with_logits", "bce_logits"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits, any shape"),
+        Input("target", "target", differentiable=True, aliases=("y_true",),
+              doc="labels or probabilities in [0, 1], same shape as input"),
+        Input("weight", "element weight", required=False, doc="rescaling weight, broadcastable to the input's shape"),
+        Input("pos_weight", "positive-class weight", required=False,
+              doc="weight of positive examples per class, broadcastable to the input's shape (usually (C))"),
+    ),
+    params=(REDUCTION,),
+    description="Sigmoid plus binary cross entropy in one numerically stable step, with pos_weight.",
+    source="torch.nn.functional.binary_cross_entropy_with_logits",
+    example=_bce_logits_example,
+)
+def binary_cross_entropy_with_logits(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    pos_weight: torch.Tensor | None,
+    *,
+    reduction: str,
+) -> torch.Tensor:
+    r"""``l_i = -w_i (p_i y_i log sigmoid(x_i) + (1 - y_i) log(1 - sigmoid(x_i)))``, ``p`` = pos_weight.
+
+    Shapes: input (*), target (*) the same; weight and pos_weight broadcastable to them.
+    """
+    _same_shape(input, target, "torch refuses a different shape")
+    _unit_interval(target, "inputs.target", "targets")
+    _broadcasts_to(weight, input, "inputs.weight", "the input's shape")
+    _broadcasts_to(pos_weight, input, "inputs.pos_weight", "(C), one weight per class")
+    return F.binary_cross_entropy_with_logits(input, target, weight, reduction=reduction, pos_weight=pos_weight)
+
+
+# --------------------------------------------------------------------------- KL divergence
+
+
+def _kl_example(dt: torch.dtype) -> dict[str, object]:
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 1.0]], dtype=torch.float64)
+    return {
+        "input": torch.log_softmax(logits, 1).to(dt),
+        "target": torch.tensor([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]], dtype=dt),
+        "params": {"reduction": "batchmean"},
+    }
+
+
+@register_loss(
+    "kl_div",
+    aliases=("KLDivLoss", "kl", "kl_div_loss"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="log-probabilities, any shape"),
+        Input("target", "target", differentiable=True, aliases=("y_true",),
+              doc="probabilities (or log-probabilities with log_target), same shape as input"),
+    ),
+    params=(
+        Param("reduction", "string", "mean",
+              "'batchmean' (sum / batch size: the KL divergence), 'sum', 'mean' (over all elements) or 'none'.",
+              choices=("none", "batchmean", "sum", "mean")),
+        Param("log_target", "bool", False, "The target is given as log-probabilities."),
+    ),
+    description="Kullback-Leibler divergence KL(target || exp(input)), pointwise, reduced.",
+    source="torch.nn.functional.kl_div",
+    notes="'mean' divides by the number of elements; 'batchmean' (the KL divergence) by the batch size.",
+    example=_kl_example,
+)
+def kl_div(input: torch.Tensor, target: torch.Tensor, *, reduction: str, log_target: bool) -> torch.Tensor:
+    r"""``l_i = y_i (log y_i - x_i)``, or ``exp(y_i) (y_i - x_i)`` with log_target.
+
+    Shapes: input (*), target (*) the same.
+    """
+    _same_shape(input, target)
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+# --------------------------------------------------------------------------- margin losses
+
+
+def _mlsm_example(dt: torch.dtype) -> dict[str, object]:
+    return {
+        "input": torch.tensor([[2.0, -1.0, 0.5], [-3.0, 1.0, 0.0]], dtype=dt),
+        "target": torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=dt),
+    }
+
+
+@register_loss(
+    "multilabel_soft_margin_loss",
+    aliases=("MultiLabelSoftMarginLoss", "multilabel_soft_margin"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits, (N, C)"),
+        Input("target", "target", kind="float|int", differentiable=True, aliases=("y_true",),
+              doc="0/1 labels (float or int) per class, same shape as input"),
+        Input("weight", "class weight", differentiable=True, required=False,
+              doc="rescaling weight per class, broadcastable to the input's shape (usually (C))"),
+    ),
+    params=(REDUCTION,),
+    description="Multi-label one-versus-all logistic loss, averaged over classes.",
+    source="torch.nn.functional.multilabel_soft_margin_loss",
+    example=_mlsm_example,
+)
+def multilabel_soft_margin_loss(
+    input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str
+) -> torch.Tensor:
+    r"""``l_n = -(1/C) sum_c w_c (y_{nc} log sigmoid(x_{nc}) + (1 - y_{nc}) log sigmoid(-x_{nc}))``.
+
+    Shapes: input (N, C), target (N, C), weight (C); 'none' gives (N).
+    """
+    require(input.dim() >= 1, "inputs.input", "must have a class dimension: shape (N, C) or (C)")
+    _same_shape(input, target)
+    _unit_interval(target, "inputs.target", "labels")
+    _broadcasts_to(weight, input, "inputs.weight", "(C), one weight per class")
+    return F.multilabel_soft_margin_loss(input, target, weight, reduction=reduction)
+
+
+def _mlm_example(dt: torch.dtype) -> dict[str, object]:
+    return {
+        "input": torch.tensor([[0.1, 0.2, 0.4, 0.8], [0.5, -0.3, 0.2, 0.0]], dtype=dt),
+        "target": torch.tensor([[3, 0, -1, 1], [1, 2, 3, -1]]),
+    }
+
+
+@register_loss(
+    "multilabel_margin_loss",
+    aliases=("MultiLabelMarginLoss", "multilabel_margin"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="scores, (C) or (N, C)"),
+        Input("target", "target", kind="int", aliases=("y_true",),
+              doc="class indices of each sample's labels, padded with -1, same shape as input"),
+    ),
+    params=(REDUCTION,),
+    description="Multi-label hinge loss between every target class and every non-target class.",
+    source="torch.nn.functional.multilabel_margin_loss",
+    notes="Only the labels before the first -1 of each row count. An empty batch is refused "
+          "unless reduction is 'none' (torch's CPU kernel returns uninitialised memory). "
+          "float16/bfloat16: torch's CPU kernel has none (UNIMPLEMENTED on a CPU server).",
+    example=_mlm_example,
+)
+def multilabel_margin_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str) -> torch.Tensor:
+    r"""``l_n = sum_{j in labels, i not in labels} max(0, 1 - (x_{n,j} - x_{n,i})) / C``.
+
+    Shapes: input (C) or (N, C); target the same, labels first, then -1; 'none' gives (N) or ().
+    """
+    n_classes = input.shape[-1] if input.dim() else 1
+    require(target.shape == input.shape, "inputs.target",
+            f"must have the input's shape (labels padded with -1): got {list(target.shape)} "
+            f"for input {list(input.shape)}")
+    require(bool(((target >= -1) & (target < n_classes)).all()), "inputs.target",
+            f"labels must lie in [0, {n_classes}), padded with -1")
+    _nonempty_batch(input, reduction, "multilabel_margin_loss")
+    return F.multilabel_margin_loss(input, target, reduction=reduction)
+
+
+def _mm_example(dt: torch.dtype) -> dict[str, object]:
+    return {
+        "input": torch.tensor([[0.1, 0.2, 0.4, 0.8], [0.5, -0.3, 0.2, 0.0]], dtype=dt),
+        "target": torch.tensor([3, 1]),
+    }
+
+
+@register_loss(
+    "multi_margin_loss",
+    aliases=("MultiMarginLoss", "multi_margin"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="scores, (C) or (N, C)"),
+        Input("target", "target", kind="int", aliases=("y_true",), doc="class indices in [0, C), () or (N)"),
+        Input("weight", "class weight", required=False, doc="rescaling weight per class, shape (C)"),
+    ),
+    params=(
+        Param("p", "int", 1, "Exponent of the hinge: 1 or 2.", min=1, max=2),
+        Param("margin", "float", 1.0, "The margin the target score must beat every other score by."),
+        REDUCTION,
+    ),
+    description="Multi-class hinge loss (one target class per sample).",
+    source="torch.nn.functional.multi_margin_loss",
+    notes="An empty batch is refused unless reduction is 'none' (torch's CPU kernel returns uninitialised memory). "
+          "float16/bfloat16: torch's CPU kernel has none (UNIMPLEMENTED on a CPU server).",
+    example=_mm_example,
+)
+def multi_margin_loss(
+    input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, p: int, margin: float, reduction: str
+) -> torch.Tensor:
+    r"""``l_n = sum_{i != y_n} w_{y_n} max(0, margin - x_{n,y_n} + x_{n,i})^p / C``.
+
+    Shapes: input (C) or (N, C); target () or (N); weight (C); 'none' gives the target's shape.
+    """
+    _class_weight(input, weight)
+    _class_targets(input, target, None)
+    _nonempty_batch(input, reduction, "multi_margin_loss")
+    return F.multi_margin_loss(input, target, p=p, margin=margin, weight=weight, reduction=reduction)
+
+
+def _sm_example(dt: torch.dtype) -> dict[str, object]:
+    return {
+        "input": torch.tensor([[2.0, -1.0, 0.5], [-3.0, 1.0, 0.0]], dtype=dt),
+        "target": torch.tensor([[1.0, -1.0, 1.0], [-1.0, 1.0, -1.0]], dtype=dt),
+    }
+
+
+@register_loss(
+    "soft_margin_loss",
+    aliases=("SoftMarginLoss", "soft_margin"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="scores, any shape"),
+        Input("target", "target", kind="float|int", aliases=("y_true",), doc="labels +1 or -1, same shape as input"),
+    ),
+    params=(REDUCTION,),
+    description="Two-class logistic loss log(1 + exp(-target * input)) with targets +-1.",
+    source="torch.nn.functional.soft_margin_loss",
+    example=_sm_example,
+)
+def soft_margin_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str) -> torch.Tensor:
+    r"""``l_i = log(1 + exp(-y_i x_i))``.
+
+    Shapes: input (*), target (*) the same.
+    """
+    _same_shape(input, target)
+    require_finite(target, "inputs.target")
+    require(bool(((target == 1) | (target == -1)).all()), "inputs.target", "labels must be +1 or -1")
+    return F.soft_margin_loss(input, target, reduction=reduction)

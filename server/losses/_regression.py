@@ -1,16 +1,30 @@
-"""Regression losses from ``torch.nn``: l1, mse, smooth L1, Huber, Poisson and Gaussian NLL."""
+"""Regression losses from ``torch.nn``: l1, mse, smooth L1, Huber, Poisson and Gaussian NLL.
+
+Each entry calls torch's own functional, so values and gradients are bit-identical
+to local torch. What torch leaves unchecked is refused first: a target whose shape
+differs from the input's (torch only warns, or broadcasts silently, and the warning
+never reaches a remote caller), negative Poisson counts, negative rates when
+``log_input`` is false.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ._registry import REDUCTION, Input, register_loss
+from ._registry import REDUCTION, Input, LossError, Param, register_loss, require
 
 __all__: list[str] = []
 
 _PRED = Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="predictions, any shape")
 _TARGET = Input("target", "target", differentiable=True, aliases=("y_true",), doc="targets, same shape as input")
+_WEIGHT = Input(
+    "weight",
+    "element weight",
+    differentiable=True,
+    required=False,
+    doc="optional per-element weights, same shape as input (functional form only; torch.nn's class has no weight)",
+)
 
 
 def _pair(dt: torch.dtype) -> dict[str, torch.Tensor]:
@@ -20,14 +34,203 @@ def _pair(dt: torch.dtype) -> dict[str, torch.Tensor]:
     }
 
 
+def _same_shape(input: torch.Tensor, target: torch.Tensor, why: str = "torch would broadcast them silently") -> None:
+    require(
+        target.shape == input.shape,
+        "inputs.target",
+        f"must have the same shape as input: got {list(target.shape)} for input {list(input.shape)} ({why})",
+    )
+
+
+def _check_weight(input: torch.Tensor, weight: torch.Tensor | None) -> None:
+    if weight is not None:
+        require(
+            weight.shape == input.shape,
+            "inputs.weight",
+            f"must have the same shape as input: got {list(weight.shape)} for input {list(input.shape)}",
+        )
+
+
+_WARNS = "torch only warns and broadcasts"
+
+
+@register_loss(
+    "l1_loss",
+    aliases=("L1Loss", "l1", "mae"),
+    inputs=(_PRED, _TARGET, _WEIGHT),
+    params=(REDUCTION,),
+    description="Mean absolute error: |input - target|, optionally weighted, reduced.",
+    source="torch.nn.functional.l1_loss",
+    example=_pair,
+)
+def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str) -> torch.Tensor:
+    r"""``l_i = w_i |x_i - y_i|`` (``w_i = 1`` without weight).
+
+    'mean' divides by the number of elements, or by ``sum(w)`` when weighted.
+    Shapes: input (*), target (*) and weight (*) all the same.
+    """
+    _same_shape(input, target, _WARNS)
+    _check_weight(input, weight)
+    return F.l1_loss(input, target, reduction=reduction, weight=weight)
+
+
 @register_loss(
     "mse_loss",
     aliases=("MSELoss", "mse", "l2_loss"),
-    inputs=(_PRED, _TARGET),
+    inputs=(_PRED, _TARGET, _WEIGHT),
     params=(REDUCTION,),
-    description="Mean squared error: (input - target)^2, reduced.",
+    description="Mean squared error: (input - target)^2, optionally weighted, reduced.",
     source="torch.nn.functional.mse_loss",
     example=_pair,
 )
-def mse_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str) -> torch.Tensor:
-    return F.mse_loss(input, target, reduction=reduction)
+def mse_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str) -> torch.Tensor:
+    r"""``l_i = w_i (x_i - y_i)^2`` (``w_i = 1`` without weight).
+
+    'mean' divides by the number of elements, or by ``sum(w)`` when weighted.
+    Shapes: input (*), target (*) and weight (*) all the same.
+    """
+    _same_shape(input, target, _WARNS)
+    _check_weight(input, weight)
+    return F.mse_loss(input, target, reduction=reduction, weight=weight)
+
+
+@register_loss(
+    "smooth_l1_loss",
+    aliases=("SmoothL1Loss", "smooth_l1"),
+    inputs=(_PRED, _TARGET),
+    params=(
+        REDUCTION,
+        Param("beta", "float", 1.0, "Where the loss changes from L2 to L1; 0 gives plain L1.", min=0.0),
+    ),
+    description="Smooth L1: squared below beta, absolute above, reduced.",
+    source="torch.nn.functional.smooth_l1_loss",
+    example=_pair,
+)
+def smooth_l1_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str, beta: float) -> torch.Tensor:
+    r"""``l_i = 0.5 (x_i - y_i)^2 / beta`` if ``|x_i - y_i| < beta``, else ``|x_i - y_i| - 0.5 beta``.
+
+    Shapes: input (*), target (*) the same.
+    """
+    _same_shape(input, target, _WARNS)
+    return F.smooth_l1_loss(input, target, reduction=reduction, beta=beta)
+
+
+@register_loss(
+    "huber_loss",
+    aliases=("HuberLoss", "huber"),
+    inputs=(_PRED, _TARGET, _WEIGHT),
+    params=(
+        REDUCTION,
+        Param("delta", "float", 1.0, "Where the loss changes from quadratic to delta-scaled L1.", min=0.0,
+              min_exclusive=True),
+    ),
+    description="Huber loss: squared below delta, delta-scaled absolute above, optionally weighted, reduced.",
+    source="torch.nn.functional.huber_loss",
+    notes="With weight, 'mean' is the plain mean of the weighted losses (torch's rule; l1/mse divide by sum(weight)).",
+    example=_pair,
+)
+def huber_loss(
+    input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str, delta: float
+) -> torch.Tensor:
+    r"""``l_i = w_i 0.5 (x_i - y_i)^2`` if ``|x_i - y_i| < delta``, else ``w_i delta (|x_i - y_i| - 0.5 delta)``.
+
+    'mean' is the mean over elements (also when weighted). Shapes: input, target, weight (*), the same.
+    """
+    _same_shape(input, target, _WARNS)
+    _check_weight(input, weight)
+    return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)
+
+
+def _poisson_example(dt: torch.dtype) -> dict[str, object]:
+    return {
+        "input": torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], dtype=dt),
+        "target": torch.tensor([[1.0, 0.0, 6.0], [4.0, 1.0, 0.0]], dtype=dt),
+    }
+
+
+@register_loss(
+    "poisson_nll_loss",
+    aliases=("PoissonNLLLoss", "poisson_nll"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred",),
+              doc="log-rate (log_input=true) or rate >= 0 (log_input=false), any shape"),
+        Input("target", "target", differentiable=True, aliases=("y_true",),
+              doc="observed counts >= 0, same shape as input"),
+    ),
+    params=(
+        Param("log_input", "bool", True, "Input is the log of the rate: loss exp(input) - target*input."),
+        Param("full", "bool", False, "Add the Stirling term target*log(target) - target + 0.5*log(2*pi*target)."),
+        Param("eps", "float", 1e-8, "Added to the rate inside the log when log_input is false.", min=0.0),
+        REDUCTION,
+    ),
+    description="Poisson negative log-likelihood of counts given a (log-)rate.",
+    source="torch.nn.functional.poisson_nll_loss",
+    example=_poisson_example,
+)
+def poisson_nll_loss(
+    input: torch.Tensor, target: torch.Tensor, *, log_input: bool, full: bool, eps: float, reduction: str
+) -> torch.Tensor:
+    r"""``l_i = exp(x_i) - y_i x_i`` (log_input) or ``x_i - y_i log(x_i + eps)``,
+    plus ``y_i log y_i - y_i + 0.5 log(2 pi y_i)`` for ``y_i > 1`` when ``full``.
+
+    Shapes: input (*), target (*) the same.
+    """
+    _same_shape(input, target)
+    require(not bool((target < 0).any()), "inputs.target", "counts must be non-negative (a Poisson target is >= 0)")
+    if not log_input:
+        require(not bool((input < 0).any()), "inputs.input",
+                "must be non-negative when log_input is false (it is the Poisson rate)")
+    return F.poisson_nll_loss(input, target, log_input=log_input, full=full, eps=eps, reduction=reduction)
+
+
+def _gaussian_example(dt: torch.dtype) -> dict[str, object]:
+    return {**_pair(dt), "var": torch.tensor([[0.5, 1.0, 2.0], [1.0, 0.25, 1.5]], dtype=dt)}
+
+
+@register_loss(
+    "gaussian_nll_loss",
+    aliases=("GaussianNLLLoss", "gaussian_nll"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="predicted means, (N, *) or (*)"),
+        Input("target", "target", differentiable=True, aliases=("y_true",),
+              doc="samples, the input's shape or that shape with one dimension equal to 1"),
+        Input("var", "variance", differentiable=True,
+              doc="predicted variances >= 0: the input's shape, that shape with one dimension equal to 1, "
+                  "or that shape without its last dimension"),
+    ),
+    params=(
+        Param("full", "bool", False, "Add the constant 0.5*log(2*pi)."),
+        Param("eps", "float", 1e-6, "Variances are clamped to at least eps (the clamp passes gradients through).",
+              min=0.0),
+        REDUCTION,
+    ),
+    description="Gaussian negative log-likelihood of targets given predicted means and variances.",
+    source="torch.nn.functional.gaussian_nll_loss",
+    notes="A constant variance is sent as a tensor (e.g. the input's shape); torch's float var has no gradient.",
+    example=_gaussian_example,
+)
+def gaussian_nll_loss(
+    input: torch.Tensor, target: torch.Tensor, var: torch.Tensor, *, full: bool, eps: float, reduction: str
+) -> torch.Tensor:
+    r"""``l_i = 0.5 (log(max(var_i, eps)) + (x_i - y_i)^2 / max(var_i, eps))`` (+ ``0.5 log(2 pi)`` when full).
+
+    Shapes: input (N, *) or (*); target the same, or with one dimension 1;
+    var the same, with one dimension 1, or with one dimension fewer.
+    """
+    ok = target.dim() == input.dim() and all(t == i or t == 1 for t, i in zip(target.shape, input.shape)) and (
+        sum(t != i for t, i in zip(target.shape, input.shape)) <= 1
+    )
+    require(ok, "inputs.target",
+            f"must have the input's shape, or that shape with one dimension equal to 1: got {list(target.shape)} "
+            f"for input {list(input.shape)}")
+    require(not bool((var < 0).any()), "inputs.var", "variances must be non-negative")
+    try:
+        return F.gaussian_nll_loss(input, target, var, full=full, eps=eps, reduction=reduction)
+    except ValueError as e:
+        if str(e).startswith("var"):
+            raise LossError(
+                "inputs.var",
+                f"{e}: got {list(var.shape)} for input {list(input.shape)}; var must have the input's shape, "
+                "that shape with one dimension equal to 1, or that shape without its last dimension",
+            ) from e
+        raise

@@ -8,7 +8,7 @@ import pytest
 import torch
 from google.protobuf import struct_pb2
 
-from lossd.client import InvalidArgument, NotFound, build_request, encode
+from lossd.client import InvalidArgument, NotFound, ResourceExhausted, build_request, encode
 from lossd.v1 import lossd_pb2, lossd_pb2_grpc
 
 LOGITS = np.array([[10.0, 0.0, -10.0], [8.0, 8.0, 8.0]], np.float32)
@@ -114,5 +114,12 @@ def test_element_cap_refuses_before_allocating(client):
     huge = lossd_pb2.EvaluateLossRequest(
         loss="mse", inputs={"input": lossd_pb2.Tensor(dtype="float32", shape=[10**9, 10**9]),
                             "target": encode([1.0])})
-    with pytest.raises(InvalidArgument, match=r"inputs.input.shape.*limit"):
+    with pytest.raises(ResourceExhausted, match=r"inputs.input.shape.*limit"):
         client.evaluate_request(huge)
+
+
+def test_non_finite_parameter_numbers_are_refused(client):
+    request, _ = build_request("pairwise_distance", inputs={"x1": [[1.0, 2.0]], "x2": [[0.0, 0.0]]},
+                               params={"p": float("inf")})
+    with pytest.raises(InvalidArgument, match="params: numbers must be finite"):
+        client.evaluate_request(request)

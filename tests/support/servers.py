@@ -26,7 +26,10 @@ def start_in_process(**config: object) -> Iterator[str]:
     started = threading.Event()
 
     async def main() -> None:
-        server, port = await create_server(ServerConfig(host="127.0.0.1", port=0, **config))  # type: ignore[arg-type]
+        # The suite compares with local CPU torch bit for bit, so the server computes on the CPU too.
+        # Plugins installed in the venv must not leak into the registry the tests read.
+        settings = {"device": "cpu", "plugins": "none", **config}
+        server, port = await create_server(ServerConfig(host="127.0.0.1", port=0, **settings))  # type: ignore[arg-type]
         await server.start()
         stop = asyncio.Event()
         ready["stop"], ready["port"] = stop, port
@@ -58,7 +61,7 @@ class ServedProcess:
     @classmethod
     @contextlib.contextmanager
     def start(cls, workdir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[ServedProcess]:
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOSSD_DEVICE": "cpu", **(env or {})}
         proc = subprocess.Popen(
             [sys.executable, "-m", "lossd.server", "--port", "0", *args],
             cwd=workdir, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -1,0 +1,88 @@
+# lossd developer commands. `make help` lists them.
+#
+#   make run     create .venv if missing, install pinned, serve on 127.0.0.1:50051
+#   make test    same bootstrap plus dev tools (buf), then the whole test suite
+#
+# Variables (make VAR=value ...):
+#   VENV         virtualenv to use/create (default .venv; absolute paths work)
+#   PYTHON       interpreter that creates it (default python3)
+#   HOST, PORT   where `make run` binds (default: the server's, 127.0.0.1:50051,
+#                or LOSSD_HOST / LOSSD_PORT)
+#   ARGS         more `lossd serve` arguments for `make run`, e.g. ARGS="--workers 8"
+#   PYTEST_ARGS  arguments for pytest, e.g. PYTEST_ARGS="-x -k codec"
+#   BUF_VERSION  npm @bufbuild/buf version installed under .tools/buf
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Reinstall only when the dependency declarations change.
+STAMP := $(VENV)/.lossd-installed
+PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check
+
+BUF_VERSION ?= 1.75.0
+TOOLS ?= .tools
+BUF_DIR := $(TOOLS)/buf
+BUF := $(BUF_DIR)/node_modules/.bin/buf
+BUF_STAMP := $(BUF_DIR)/.installed-$(BUF_VERSION)
+
+HOST ?=
+PORT ?=
+ARGS ?=
+PYTEST_ARGS ?=
+
+PROTOS := $(shell find proto -name '*.proto' -not -path '*/node_modules/*')
+
+.PHONY: help venv run test lint buf buf-lint proto clean distclean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## create the venv (VENV, default .venv) if missing; install lossd[server,dev] pinned
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) -e '.[server,dev]' -c constraints.txt
+	@touch $@
+
+run: venv ## serve on HOST:PORT (default 127.0.0.1:50051); Ctrl-C stops it cleanly
+	exec $(BIN)/python -m lossd.server $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(ARGS)
+
+test: venv buf ## the whole test suite (what CI runs)
+	BUF="$(abspath $(BUF))" $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv buf ## ruff (client, server, proto/lossd), mypy --strict (lossd.client, lossd._wire), buf lint
+	$(BIN)/python tests/support/lint.py
+	cd proto && "$(abspath $(BUF))" lint
+
+buf: $(BUF_STAMP) ## install buf (npm @bufbuild/buf, BUF_VERSION) under .tools/buf
+
+$(BUF_STAMP):
+	@command -v npm >/dev/null || { echo "npm is needed to install buf (apt-get install npm)"; exit 1; }
+	rm -rf $(BUF_DIR)
+	mkdir -p $(BUF_DIR)
+	npm install --no-save --no-audit --no-fund --ignore-scripts --loglevel=error \
+		--prefix $(BUF_DIR) @bufbuild/buf@$(BUF_VERSION)
+	$(BUF) --version
+	@touch $@
+
+buf-lint: buf ## buf lint on proto/ (rules in proto/buf.yaml)
+	cd proto && "$(abspath $(BUF))" lint
+
+docs: venv ## regenerate docs/losses.md from the loss registry
+	$(BIN)/python -m lossd.server._docs --out docs/losses.md
+
+proto: venv ## regenerate the committed stubs next to each .proto
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=proto --pyi_out=proto --grpc_python_out=proto $(PROTOS)
+
+clean: ## remove build outputs and caches (keeps the venv and buf)
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -path ./$(TOOLS) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
+
+distclean: clean ## also remove the venv and the tools
+	rm -rf $(VENV) $(TOOLS)

@@ -1,0 +1,405 @@
+"""The ``lossd`` command line: serve, list losses, evaluate one, check health.
+
+::
+
+    lossd serve [--host H] [--port P] ...        run the server (needs lossd[server])
+    lossd losses [--filter TEXT] [--json]        what the server offers
+    lossd eval LOSS --y-pred JSON --y-true JSON [--param k=v ...]
+    lossd health [--service NAME]                exit 0 when SERVING, 1 otherwise
+
+Every command but ``serve`` talks to ``--target`` (env ``LOSSD_TARGET``, default
+``127.0.0.1:50051``). This module never imports torch: only ``lossd serve``
+loads the server, lazily.
+
+>>> parse_param("reduction=sum"), parse_param("label_smoothing=0.1"), parse_param("log_target=true")
+(('reduction', 'sum'), ('label_smoothing', 0.1), ('log_target', True))
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+
+from .. import __version__
+from .._wire import DTYPES
+from ..v1 import lossd_pb2
+from ._client import DEFAULT_TARGET, Client, EvaluateResult
+from ._codec import encode
+from ._errors import LossdError, from_rpc_error
+
+__all__ = ["main", "build_parser", "parse_param", "format_losses_table", "result_to_json"]
+
+#: Modules that only ``pip install 'lossd[server]'`` provides.
+_SERVER_EXTRA_MODULES = {"torch", "grpc_health", "grpc_reflection"}
+_SERVER_EXTRA_HINT = "lossd serve needs the server extra: pip install 'lossd[server]'"
+
+#: grpc.health.v1.HealthCheckResponse.ServingStatus, by number.
+_HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+class CliError(Exception):
+    """A usage problem found after argument parsing (bad JSON, unknown dtype)."""
+
+
+# ---------------------------------------------------------------------------
+# argument parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lossd`` argument parser (``serve`` arguments belong to the server)."""
+    parser = argparse.ArgumentParser(
+        prog="lossd",
+        description="PyTorch loss functions as a gRPC service: values and gradients, remotely.",
+    )
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("LOSSD_TARGET") or DEFAULT_TARGET,
+        help="server address host:port (env LOSSD_TARGET; default %(default)s)",
+    )
+    parser.add_argument("--timeout", type=float, default=None, help="deadline of each call in seconds")
+    parser.add_argument("--version", action="version", version=f"lossd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser(
+        "serve", add_help=False, help="run the server (see 'lossd serve --help'; needs lossd[server])"
+    )
+
+    losses = sub.add_parser("losses", help="list the losses the server offers")
+    losses.add_argument("--filter", default="", help="only losses whose name or an alias contains this text")
+    losses.add_argument("--json", action="store_true", help="print the LossInfo messages as JSON")
+
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate one loss and its gradients",
+        description="Evaluate LOSS(y_pred, y_true, ...) on the server and print the value and gradients "
+        "as JSON. Arrays are JSON: an array with any decimal point or exponent is float32, one of "
+        "whole numbers int64 (write 1.0, not 1, for a float input), one of true/false bool; "
+        "--dtype overrides.",
+    )
+    ev.add_argument("loss", help="loss name or alias, e.g. cross_entropy, CrossEntropyLoss, ce")
+    ev.add_argument("--y-pred", metavar="JSON", help="the prediction (torch's first argument, 'input')")
+    ev.add_argument("--y-true", metavar="JSON", help="the target (torch's second argument, 'target')")
+    ev.add_argument(
+        "--input", action="append", default=[], metavar="NAME=JSON",
+        help="another input tensor by torch's argument name, e.g. weight='[1.0, 2.0]' (repeatable)",
+    )
+    ev.add_argument(
+        "--dtype", action="append", default=[], metavar="NAME=DTYPE",
+        help="dtype of an input (y_pred, y_true, an --input NAME or grad_output), e.g. "
+        f"y_pred=float64; one of {', '.join(DTYPES)} (repeatable)",
+    )
+    ev.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE",
+        help="loss parameter; VALUE is JSON when it parses (0.1, true, [2, 4]), else a string (repeatable)",
+    )
+    ev.add_argument(
+        "--grad-input", action="append", default=[], metavar="NAME",
+        help="only return the gradient of this input (repeatable; default: every differentiable input)",
+    )
+    ev.add_argument(
+        "--grad-output", metavar="JSON",
+        help="upstream gradient shaped like the loss (for reduction=none): grads become a "
+        "vector-Jacobian product",
+    )
+
+    health = sub.add_parser("health", help="grpc.health.v1 check: exit 0 when SERVING, 1 otherwise")
+    health.add_argument("--service", default="", help="service to check (default: the whole server)")
+    return parser
+
+
+def _split_command(argv: list[str]) -> tuple[int, str | None]:
+    """Index and name of the subcommand, skipping global options (and their values)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--target", "--timeout"):
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        return i, arg
+    return len(argv), None
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``key=value`` with ``value`` parsed as JSON when it parses, else kept as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise CliError(f"--param {text!r}: expected KEY=VALUE, e.g. reduction=sum")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip(), value
+
+
+def _parse_json_array(option: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise CliError(f"{option}: not valid JSON ({e}): {text!r}") from None
+
+
+def _tensor(option: str, value: Any, dtype: str | None) -> lossd_pb2.Tensor:
+    """A ``values``-encoded Tensor: the server converts and validates the numbers.
+
+    Default dtypes follow :func:`lossd.client.encode` (floats -> float32, ints
+    -> int64, bools -> bool); ``dtype`` overrides and keeps full precision.
+    """
+    try:
+        msg = encode(value, "values")
+        if dtype is not None:
+            exact = np.asarray(value)
+            if exact.dtype.kind not in "biuf":
+                raise TypeError(f"cannot send {exact.dtype} elements")
+            msg = lossd_pb2.Tensor(
+                dtype=dtype, shape=list(exact.shape), values=exact.astype(np.float64).ravel().tolist()
+            )
+    except (TypeError, ValueError) as e:
+        raise CliError(f"{option}: not a rectangular array of numbers or booleans ({e})") from None
+    return msg
+
+
+def _build_eval_request(args: argparse.Namespace) -> lossd_pb2.EvaluateLossRequest:
+    arrays: dict[str, tuple[str, Any]] = {}
+    if args.y_pred is not None:
+        arrays["y_pred"] = ("--y-pred", _parse_json_array("--y-pred", args.y_pred))
+    if args.y_true is not None:
+        arrays["y_true"] = ("--y-true", _parse_json_array("--y-true", args.y_true))
+    for item in args.input:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"--input {item!r}: expected NAME=JSON, e.g. weight='[1.0, 2.0]'")
+        if name in arrays:
+            raise CliError(f"--input {name}: given twice")
+        arrays[name] = (f"--input {name}", _parse_json_array(f"--input {name}", text))
+    if args.grad_output is not None:
+        grad_output = ("--grad-output", _parse_json_array("--grad-output", args.grad_output))
+
+    dtypes: dict[str, str] = {}
+    for item in args.dtype:
+        name, sep, dtype = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"--dtype {item!r}: expected NAME=DTYPE, e.g. y_pred=float64")
+        if dtype not in DTYPES:
+            raise CliError(f"--dtype {name}: {dtype!r} is not a dtype; one of: {', '.join(DTYPES)}")
+        if name not in arrays and not (name == "grad_output" and args.grad_output is not None):
+            given = ", ".join([*arrays, *(["grad_output"] if args.grad_output is not None else [])])
+            raise CliError(f"--dtype {name}: no such input given (given: {given or 'none'})")
+        dtypes[name] = dtype
+
+    params = dict(parse_param(p) for p in args.param)
+    request = lossd_pb2.EvaluateLossRequest(
+        loss=args.loss,
+        inputs={name: _tensor(opt, value, dtypes.get(name)) for name, (opt, value) in arrays.items()},
+        grad_inputs=args.grad_input,
+    )
+    if params:
+        request.params.update(params)
+    if args.grad_output is not None:
+        request.grad_output.CopyFrom(_tensor(grad_output[0], grad_output[1], dtypes.get("grad_output")))
+    return request
+
+
+# ---------------------------------------------------------------------------
+# output
+
+
+def _default_text(param: lossd_pb2.ParamInfo) -> str:
+    """A parameter default as a user types it after ``--param name=``."""
+    kind = param.default.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return "null"
+    if kind == "string_value":
+        return param.default.string_value
+    if kind == "bool_value":
+        return "true" if param.default.bool_value else "false"
+    if kind == "number_value":
+        x = param.default.number_value
+        return str(int(x)) if param.type in ("int", "int_list") and x.is_integer() else repr(x)
+    value = json_format.MessageToDict(param.default)
+    if isinstance(value, list):
+        value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
+    return json.dumps(value)
+
+
+def _input_text(i: lossd_pb2.InputInfo) -> str:
+    return i.name if i.required else f"[{i.name}]"
+
+
+def format_losses_table(losses: Sequence[lossd_pb2.LossInfo]) -> str:
+    """A readable table: name, aliases, inputs (``[optional]``) and params with defaults."""
+    header = ("NAME", "ALIASES", "INPUTS", "PARAMS (defaults)")
+    rows = [
+        (
+            info.name,
+            ", ".join(info.aliases) or "-",
+            ", ".join(_input_text(i) for i in info.inputs) or "-",
+            ", ".join(f"{p.name}={_default_text(p)}" for p in info.params) or "-",
+        )
+        for info in losses
+    ]
+    widths = [max(len(r[k]) for r in (header, *rows)) for k in range(3)]
+    lines = [
+        "  ".join(cell.ljust(widths[k]) if k < 3 else cell for k, cell in enumerate(row)).rstrip()
+        for row in (header, *rows)
+    ]
+    lines.append(f"{len(rows)} loss{'es' if len(rows) != 1 else ''}; [name] marks an optional input")
+    return "\n".join(lines)
+
+
+def _json_array(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def result_to_json(result: EvaluateResult) -> str:
+    """``{"loss", "value", "loss_tensor", "grads"}`` as JSON: keys one per line, arrays on one."""
+    fields = {
+        "loss": json.dumps(result.loss_name),
+        "value": json.dumps(result.value),
+        "loss_tensor": json.dumps(_json_array(result.loss)),
+    }
+    grads = [f'    {json.dumps(k)}: {json.dumps(_json_array(v))}' for k, v in sorted(result.grads.items())]
+    fields["grads"] = "{\n" + ",\n".join(grads) + "\n  }" if grads else "{}"
+    return "{\n" + ",\n".join(f"  {json.dumps(k)}: {v}" for k, v in fields.items()) + "\n}"
+
+
+# ---------------------------------------------------------------------------
+# commands
+
+
+def _serve(rest: list[str]) -> int:
+    try:
+        from ..server._app import main as serve_main
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] in _SERVER_EXTRA_MODULES:
+            print(_SERVER_EXTRA_HINT, file=sys.stderr)
+            return 2
+        raise
+    return int(serve_main(rest))
+
+
+def _losses(client: Client, args: argparse.Namespace) -> int:
+    losses = client.list_losses(args.filter)
+    if args.json:
+        dicts = [
+            json_format.MessageToDict(
+                info, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+            for info in losses
+        ]
+        print(json.dumps(dicts, indent=2))
+    else:
+        print(format_losses_table(losses))
+    return 0
+
+
+def _eval(client: Client, args: argparse.Namespace) -> int:
+    request = _build_eval_request(args)
+    result = client.evaluate_request(request, timeout=args.timeout)
+    print(result_to_json(result))
+    return 0
+
+
+def _health_request(service: str) -> bytes:
+    """A serialized ``grpc.health.v1.HealthCheckRequest`` (field 1: service).
+
+    Hand-encoded so that the client needs no grpcio-health-checking.
+    """
+    data = service.encode()
+    if not data:
+        return b""
+    n, length = len(data), bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        length.append(byte | (0x80 if n else 0))
+        if not n:
+            break
+    return b"\x0a" + bytes(length) + data
+
+
+def _health_status(reply: bytes) -> int:
+    """The ``status`` (field 1, varint) of a serialized ``HealthCheckResponse``."""
+    pos, status = 0, 0
+    while pos < len(reply):
+        key, pos = _varint(reply, pos)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, pos = _varint(reply, pos)
+            if number == 1:
+                status = value
+        elif wire_type == 2:
+            size, pos = _varint(reply, pos)
+            pos += size
+        elif wire_type in (1, 5):
+            pos += 8 if wire_type == 1 else 4
+        else:
+            raise ValueError(f"unexpected wire type {wire_type} in HealthCheckResponse")
+    return status
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated varint in HealthCheckResponse")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return result, pos
+
+
+def _health(args: argparse.Namespace) -> int:
+    with grpc.insecure_channel(args.target) as channel:
+        check: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/grpc.health.v1.Health/Check")
+        try:
+            reply = check(_health_request(args.service), timeout=args.timeout or 5.0)
+        except grpc.RpcError as e:
+            error = from_rpc_error(e)
+            if error.code == grpc.StatusCode.NOT_FOUND:
+                error.message = f"the server has no health status for service {args.service!r}"
+            raise error from e
+    status = _HEALTH_STATUS.get(_health_status(reply), "UNKNOWN")
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lossd`` console script; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    index, command = _split_command(args_list)
+    if command == "serve":
+        return _serve(args_list[index + 1:])
+
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    try:
+        if args.command == "health":
+            return _health(args)
+        with Client(args.target, timeout=args.timeout or 60.0) as client:
+            if args.command == "losses":
+                return _losses(client, args)
+            return _eval(client, args)
+    except CliError as e:
+        parser.exit(2, f"lossd {args.command}: error: {e}\n")
+    except LossdError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

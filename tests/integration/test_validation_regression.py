@@ -1,0 +1,112 @@
+"""Regression losses: what torch leaves unchecked is refused, naming the field and the rule.
+
+Each case was seen on torch 2.13 CPU: torch either computes a misleading number
+(broadcasting a mis-shaped target with only a warning, Poisson NLL of negative
+counts) or fails with a message that does not name the input. Every test also
+checks that the server still answers afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from support.refusals import assert_refused, assert_still_serves
+
+f64 = torch.float64
+
+
+def _x(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=f64)
+
+
+_still_serves = assert_still_serves
+_refused = assert_refused
+
+
+@pytest.mark.parametrize("loss", ["l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss", "poisson_nll_loss"])
+def test_target_with_another_shape_is_refused(client: Any, loss: str) -> None:
+    # torch broadcasts (4, 1) against (4, 3) with at most a warning and returns a number
+    _refused(client, loss, "inputs.target", "must have the same shape as input",
+             y_pred=_x(4, 3), y_true=_x(4, 1).abs())
+
+
+@pytest.mark.parametrize("loss", ["l1_loss", "mse_loss", "huber_loss"])
+def test_weight_with_another_shape_is_refused(client: Any, loss: str) -> None:
+    _refused(client, loss, "inputs.weight", "must have the same shape as input",
+             y_pred=_x(4, 3), y_true=_x(4, 3, seed=1), weight=torch.ones(3, dtype=f64))
+
+
+@pytest.mark.parametrize("loss", ["l1", "mae", "L1Loss", "nn.MSELoss", "huber", "HuberLoss", "smooth_l1",
+                                  "SmoothL1Loss", "poisson_nll", "PoissonNLLLoss", "gaussian_nll", "GaussianNLLLoss"])
+def test_aliases(client: Any, loss: str) -> None:
+    kw = {"var": torch.ones(3, dtype=f64)} if "gaussian" in loss.lower() else {}
+    r = client.evaluate(loss, _x(3), _x(3, seed=1).abs(), **kw)
+    assert r.value is not None and set(r.grads) >= {"y_pred", "y_true"}
+
+
+def test_weighted_l1_returns_weight_gradient(client: Any) -> None:
+    x, y, w = _x(2, 3), _x(2, 3, seed=1), torch.rand(2, 3, dtype=f64) + 0.5
+    r = client.evaluate("l1_loss", x, y, weight=w)
+    assert set(r.grads) == {"y_pred", "y_true", "weight"}
+    assert r.value == pytest.approx(float(((x - y).abs() * w).sum() / w.sum()))
+
+
+def test_negative_beta_is_refused(client: Any) -> None:
+    _refused(client, "smooth_l1_loss", "params.beta", ">= 0", y_pred=_x(3), y_true=_x(3, seed=1), beta=-0.5)
+
+
+def test_nonpositive_delta_is_refused(client: Any) -> None:
+    _refused(client, "huber_loss", "params.delta", "> 0", y_pred=_x(3), y_true=_x(3, seed=1), delta=0.0)
+
+
+def test_poisson_negative_counts_are_refused(client: Any) -> None:
+    # torch returns a finite loss for a negative Poisson count
+    _refused(client, "poisson_nll_loss", "inputs.target", "non-negative",
+             y_pred=_x(3), y_true=torch.tensor([1.0, -2.0, 0.0], dtype=f64))
+
+
+def test_poisson_negative_rate_is_refused(client: Any) -> None:
+    # with log_input=false the input is the rate; -eps < rate < 0 gives a finite, meaningless loss
+    _refused(client, "poisson_nll_loss", "inputs.input", "non-negative when log_input is false",
+             y_pred=torch.tensor([-1e-9, 1.0, 2.0], dtype=f64), y_true=torch.tensor([1.0, 2.0, 0.0], dtype=f64),
+             log_input=False)
+
+
+@pytest.mark.parametrize("loss", ["poisson_nll_loss", "gaussian_nll_loss"])
+def test_negative_eps_is_refused(client: Any, loss: str) -> None:
+    kw = {"var": torch.ones(3, dtype=f64)} if loss.startswith("gaussian") else {}
+    _refused(client, loss, "params.eps", ">= 0", y_pred=_x(3), y_true=_x(3, seed=1).abs(), eps=-1e-3, **kw)
+
+
+def test_gaussian_negative_var_is_refused(client: Any) -> None:
+    _refused(client, "gaussian_nll_loss", "inputs.var", "non-negative",
+             y_pred=_x(3), y_true=_x(3, seed=1), var=torch.tensor([1.0, -0.5, 2.0], dtype=f64))
+
+
+def test_gaussian_var_of_wrong_shape_names_var(client: Any) -> None:
+    _refused(client, "gaussian_nll_loss", "inputs.var", "var must have the input's shape",
+             y_pred=_x(4, 3), y_true=_x(4, 3, seed=1), var=torch.ones(2, 2, dtype=f64))
+
+
+def test_gaussian_target_of_wrong_shape_is_refused(client: Any) -> None:
+    # torch broadcasts a (4, 1, 3) target against a (4, 3) input into a (4, 4, 3) loss
+    _refused(client, "gaussian_nll_loss", "inputs.target", "one dimension equal to 1",
+             y_pred=_x(4, 3), y_true=_x(4, 1, 3, seed=1), var=torch.ones(4, 3, dtype=f64))
+
+
+def test_gaussian_var_gets_a_gradient(client: Any) -> None:
+    r = client.evaluate("gaussian_nll_loss", _x(4, 3), _x(4, 3, seed=1), var=torch.rand(4, 1, dtype=f64) + 0.1)
+    assert set(r.grads) == {"y_pred", "y_true", "var"} and r.grads["var"].shape == (4, 1)
+
+
+def test_deprecated_size_average_points_to_reduction(client: Any) -> None:
+    _refused(client, "l1_loss", "params.size_average", "use reduction", y_pred=_x(3), y_true=_x(3, seed=1),
+             size_average=False)
+
+
+def test_integer_prediction_is_refused(client: Any) -> None:
+    _refused(client, "mse_loss", "inputs.y_pred", "floating-point", y_pred=torch.tensor([1, 2]),
+             y_true=torch.tensor([1.0, 2.0]))
