@@ -60,8 +60,12 @@ class EvaluateResult:
         )
 
 
+#: A loss name, or the terms of a composite objective: ``[{"loss": "bce", "weight": 0.5}, ...]``.
+LossSpecifier = str | Sequence[Mapping[str, Any]]
+
+
 def build_request(
-    loss: str,
+    loss: LossSpecifier,
     y_pred: ArrayLike | None = None,
     y_true: ArrayLike | None = None,
     *,
@@ -70,7 +74,6 @@ def build_request(
     grad_inputs: Sequence[str] = (),
     grad_output: ArrayLike | None = None,
     encoding: str = "raw",
-    terms: Sequence[Mapping[str, Any]] = (),
     parameters: Mapping[str, ArrayLike] | None = None,
     regularization: Mapping[str, Any] | None = None,
     **params_and_inputs: Any,
@@ -96,12 +99,14 @@ def build_request(
     struct = struct_pb2.Struct()
     if all_params:
         struct.update(all_params)
+    terms: Sequence[Mapping[str, Any]] = () if isinstance(loss, str) else loss
     request = lossd_pb2.EvaluateLossRequest(
-        loss=loss,
+        loss=loss if isinstance(loss, str) else "",
         inputs={k: encode(v, encoding) for k, v in tensors.items()},
-        params=struct,
         grad_inputs=list(grad_inputs),
     )
+    if all_params:
+        request.params.CopyFrom(struct)
     if grad_output is not None:
         request.grad_output.CopyFrom(encode(grad_output, encoding))
     for term in terms:
@@ -174,7 +179,7 @@ class Client:
 
     def evaluate(
         self,
-        loss: str,
+        loss: LossSpecifier,
         y_pred: ArrayLike | None = None,
         y_true: ArrayLike | None = None,
         *,

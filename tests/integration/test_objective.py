@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lossd.client import InvalidArgument, NotFound
+from lossd.client import InvalidArgument, NotFound, build_request
+from lossd.v1 import lossd_pb2_grpc
 
 X = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], dtype=torch.float64)
 Y = torch.tensor([[1.0, -1.0, 0.0], [2.0, 0.5, -2.0]], dtype=torch.float64)
 
 
 def test_weighted_sum_of_losses_matches_local_torch(client):
-    r = client.evaluate("", X, Y, terms=[{"loss": "mse", "weight": 0.3},
-                                         {"loss": "huber_loss", "weight": 0.7, "params": {"delta": 0.5}}])
+    r = client.evaluate([{"loss": "mse", "weight": 0.3},
+                        {"loss": "huber_loss", "weight": 0.7, "params": {"delta": 0.5}}], X, Y)
     x = X.clone().requires_grad_()
     mse, huber = F.mse_loss(x, Y), F.huber_loss(x, Y, delta=0.5)
     total = 0.3 * mse + 0.7 * huber
@@ -28,8 +30,8 @@ def test_weighted_sum_of_losses_matches_local_torch(client):
 def test_composite_bce_plus_dice(client):
     logits = torch.tensor([[1.5, -0.5, 0.2, -2.0]])
     mask = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
-    r = client.evaluate("", logits, mask, terms=[{"loss": "bce_with_logits", "weight": 0.5},
-                                                 {"loss": "dice_loss", "weight": 0.5}])
+    r = client.evaluate([{"loss": "bce_with_logits", "weight": 0.5}, {"loss": "dice_loss", "weight": 0.5}],
+                        logits, mask)
     bce = F.binary_cross_entropy_with_logits(logits, mask)
     p = torch.sigmoid(logits)
     dice = 1 - 2 * (p * mask).sum() / (p.sum() + mask.sum())
@@ -40,7 +42,7 @@ def test_composite_bce_plus_dice(client):
 
 
 def test_same_loss_twice_gets_numbered_parts(client):
-    r = client.evaluate("", X, Y, terms=[{"loss": "mse"}, {"loss": "mse", "params": {"reduction": "sum"}}])
+    r = client.evaluate([{"loss": "mse"}, {"loss": "mse", "params": {"reduction": "sum"}}], X, Y)
     assert set(r.parts) == {"mse_loss", "mse_loss#2"}
 
 
@@ -103,12 +105,13 @@ def test_one_sgd_step_with_weight_decay_equals_step_on_l2_objective(client):
 
 
 @pytest.mark.parametrize(("kwargs", "error", "field"), [
-    ({"loss": "mse", "terms": [{"loss": "mse"}]}, InvalidArgument, "terms"),
-    ({"loss": "", "terms": [{"loss": "mse"}, {"loss": "nope"}]}, NotFound, "terms[1].loss"),
-    ({"loss": "", "terms": [{"loss": "mse"}, {"loss": "mse", "params": {"reduction": "none"}}]}, InvalidArgument,
+    ({"loss": [{"loss": "mse"}, {"loss": "nope"}]}, NotFound, "terms[1].loss"),
+    ({"loss": [{"loss": "mse"}, {"loss": "mse", "params": {"reduction": "none"}}]}, InvalidArgument,
      "terms[1].params.reduction"),
-    ({"loss": "", "terms": [{"loss": "mse"}, {"loss": "l1_loss", "params": {"beta": 1}}]}, InvalidArgument,
+    ({"loss": [{"loss": "mse"}, {"loss": "l1_loss", "params": {"beta": 1}}]}, InvalidArgument,
      "terms[1].params.beta"),
+    ({"loss": [{"loss": "mse", "name": "a"}, {"loss": "l1_loss", "name": "a"}]}, InvalidArgument, "terms[1].name"),
+    ({"loss": [{"loss": "mse", "weight": float("nan")}]}, InvalidArgument, "terms[0].weight"),
     ({"loss": "mse", "regularization": {"l1": -1.0}, "parameters": {"w": torch.ones(2, 2)}}, InvalidArgument,
      "regularization.l1"),
     ({"loss": "mse", "regularization": {"l2": 1.0}}, InvalidArgument, "parameters"),
@@ -128,4 +131,14 @@ def test_objective_errors_name_the_field(client, kwargs, error, field):
 
 def test_input_no_term_uses_is_refused(client):
     with pytest.raises(InvalidArgument, match="inputs.var: no term uses"):
-        client.evaluate("", X, Y, var=torch.ones(2, 3, dtype=torch.float64), terms=[{"loss": "mse"}, {"loss": "l1_loss"}])
+        client.evaluate([{"loss": "mse"}, {"loss": "l1_loss"}], X, Y, var=torch.ones(2, 3, dtype=torch.float64))
+
+
+def test_loss_and_terms_together_are_refused(server_address):
+    request, _ = build_request([{"loss": "mse"}], X, Y)
+    request.loss = "mse"
+    with grpc.insecure_channel(server_address) as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            lossd_pb2_grpc.LossServiceStub(ch).EvaluateLoss(request)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("terms: set either loss/params or terms")
