@@ -20,6 +20,8 @@ from ._registry import (
     register_loss,
     require,
     require_finite,
+    require_same_shape,
+    require_unit_interval,
 )
 
 __all__ = [
@@ -34,4 +36,6 @@ __all__ = [
     "register_loss",
     "require",
     "require_finite",
+    "require_same_shape",
+    "require_unit_interval",
 ]

@@ -13,7 +13,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._registry import REDUCTION, Input, Param, register_loss, require, require_finite
+from ._registry import (
+    REDUCTION,
+    Input,
+    Param,
+    register_loss,
+    require,
+    require_finite,
+    require_same_shape,
+    require_unit_interval,
+)
 
 __all__: list[str] = []
 
@@ -47,14 +56,8 @@ def _class_weight(input: torch.Tensor, weight: torch.Tensor | None, field: str =
                 f"must have shape [{n_classes}] (one weight per class), got {list(weight.shape)}")
 
 
-def _same_shape(input: torch.Tensor, target: torch.Tensor, why: str = "torch would broadcast them silently") -> None:
-    require(target.shape == input.shape, "inputs.target",
-            f"must have the same shape as input: got {list(target.shape)} for input {list(input.shape)} ({why})")
 
 
-def _unit_interval(t: torch.Tensor, field: str, what: str) -> None:
-    """Values in [0, 1]; NaN fails too."""
-    require(bool(((t >= 0) & (t <= 1)).all()), field, f"{what} must lie in [0, 1] (NaN is refused)")
 
 
 def _broadcasts_to(t: torch.Tensor | None, input: torch.Tensor, field: str, usual: str) -> None:
@@ -130,8 +133,8 @@ def cross_entropy(
     """
     _class_weight(input, weight)
     if target.is_floating_point():
-        _same_shape(input, target, "class-probability targets have one probability per class")
-        _unit_interval(target, "inputs.target", "class probabilities")
+        require_same_shape(input, target, "class-probability targets have one probability per class")
+        require_unit_interval(target, "inputs.target", "class probabilities")
         require(ignore_index == _IGNORE_INDEX.default, "params.ignore_index",
                 "applies to class-index targets only; leave it at -100 with class-probability targets")
     else:
@@ -207,9 +210,9 @@ def binary_cross_entropy(
 
     Shapes: input (*), target (*) the same, weight broadcastable to them.
     """
-    _same_shape(input, target, "torch refuses a different shape")
-    _unit_interval(input, "inputs.input", "probabilities")
-    _unit_interval(target, "inputs.target", "targets")
+    require_same_shape(input, target, "torch refuses a different shape")
+    require_unit_interval(input, "inputs.input", "probabilities")
+    require_unit_interval(target, "inputs.target", "targets")
     _broadcasts_to(weight, input, "inputs.weight", "the input's shape")
     return F.binary_cross_entropy(input, target, weight, reduction=reduction)
 
@@ -249,8 +252,8 @@ def binary_cross_entropy_with_logits(
 
     Shapes: input (*), target (*) the same; weight and pos_weight broadcastable to them.
     """
-    _same_shape(input, target, "torch refuses a different shape")
-    _unit_interval(target, "inputs.target", "targets")
+    require_same_shape(input, target, "torch refuses a different shape")
+    require_unit_interval(target, "inputs.target", "targets")
     _broadcasts_to(weight, input, "inputs.weight", "the input's shape")
     _broadcasts_to(pos_weight, input, "inputs.pos_weight", "(C), one weight per class")
     return F.binary_cross_entropy_with_logits(input, target, weight, reduction=reduction, pos_weight=pos_weight)
@@ -292,7 +295,7 @@ def kl_div(input: torch.Tensor, target: torch.Tensor, *, reduction: str, log_tar
 
     Shapes: input (*), target (*) the same.
     """
-    _same_shape(input, target)
+    require_same_shape(input, target)
     return F.kl_div(input, target, reduction=reduction, log_target=log_target)
 
 
@@ -329,8 +332,8 @@ def multilabel_soft_margin_loss(
     Shapes: input (N, C), target (N, C), weight (C); 'none' gives (N).
     """
     require(input.dim() >= 1, "inputs.input", "must have a class dimension: shape (N, C) or (C)")
-    _same_shape(input, target)
-    _unit_interval(target, "inputs.target", "labels")
+    require_same_shape(input, target)
+    require_unit_interval(target, "inputs.target", "labels")
     _broadcasts_to(weight, input, "inputs.weight", "(C), one weight per class")
     return F.multilabel_soft_margin_loss(input, target, weight, reduction=reduction)
 
@@ -436,7 +439,7 @@ def soft_margin_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: st
 
     Shapes: input (*), target (*) the same.
     """
-    _same_shape(input, target)
+    require_same_shape(input, target)
     require_finite(target, "inputs.target")
     require(bool(((target == 1) | (target == -1)).all()), "inputs.target", "labels must be +1 or -1")
     return F.soft_margin_loss(input, target, reduction=reduction)

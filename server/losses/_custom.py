@@ -10,7 +10,16 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._registry import REDUCTION, Input, Param, reduce, register_loss, require
+from ._registry import (
+    REDUCTION,
+    Input,
+    Param,
+    reduce,
+    register_loss,
+    require,
+    require_same_shape,
+    require_unit_interval,
+)
 
 __all__: list[str] = []
 
@@ -48,10 +57,9 @@ def _overlap_stats(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
         probs = input.softmax(dim=1) if from_logits else input
         onehot = F.one_hot(target, n_classes).movedim(-1, 1).to(input.dtype)
     else:
-        require(list(target.shape) == list(input.shape), "inputs.target",
-                f"shape {list(target.shape)} must equal input's {list(input.shape)}")
+        require_same_shape(input, target, f"{mode} targets are a mask shaped like input")
         target = target.to(input.dtype)
-        require(((target >= 0) & (target <= 1)).all(), "inputs.target", "values must lie in [0, 1]")
+        require_unit_interval(target, "inputs.target", "mask values")
         probs = torch.sigmoid(input) if from_logits else input
         onehot = target
         if mode == "binary" or input.dim() == 1:
@@ -155,8 +163,7 @@ def quantile_loss(input: torch.Tensor, target: torch.Tensor, *, quantiles: list[
     """``e = target - input``; per element ``max(q * e, (q - 1) * e)``. With several quantiles
     input has a trailing dimension Q and target is broadcast along it."""
     if len(quantiles) == 1:
-        require(input.shape == target.shape, "inputs.target",
-                f"shape {list(target.shape)} must equal input's {list(input.shape)} (one quantile)")
+        require_same_shape(input, target, "one quantile: one prediction per target")
         q = torch.tensor(quantiles[0], dtype=input.dtype, device=input.device)
         error = target - input
     else:
@@ -186,7 +193,7 @@ def _pair_example(dt: torch.dtype) -> dict[str, object]:
 )
 def log_cosh_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str) -> torch.Tensor:
     """``log(cosh(x))`` computed as ``|x| + softplus(-2|x|) - log 2`` (no overflow for large x)."""
-    require(input.shape == target.shape, "inputs.target", f"shape {list(target.shape)} must equal input's {list(input.shape)}")
+    require_same_shape(input, target, "the loss is elementwise")
     x = input - target
     return reduce(x.abs() + F.softplus(-2 * x.abs()) - math.log(2.0), reduction)
 

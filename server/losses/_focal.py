@@ -12,7 +12,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._registry import REDUCTION, Input, Param, reduce, register_loss, require
+from ._registry import (
+    REDUCTION,
+    Input,
+    Param,
+    reduce,
+    register_loss,
+    require,
+    require_same_shape,
+    require_unit_interval,
+)
 
 __all__ = ["modulating_factor"]
 
@@ -32,9 +41,6 @@ def modulating_factor(q: torch.Tensor, gamma: float) -> torch.Tensor:
 
 _GAMMA = Param("gamma", "float", 2.0, "Focusing parameter: how strongly easy examples are down-weighted.", min=0.0)
 
-
-def _unit_interval(t: torch.Tensor, field: str) -> None:
-    require(((t >= 0) & (t <= 1)).all(), field, "values must lie in [0, 1]")
 
 
 def _binary_example(dt: torch.dtype) -> dict[str, object]:
@@ -66,9 +72,9 @@ def binary_focal_loss(input: torch.Tensor, target: torch.Tensor, *, gamma: float
 
     Shape: input and target any shape, equal; output scalar, or input's shape for 'none'.
     """
-    require(input.shape == target.shape, "inputs.target", f"shape {list(target.shape)} must equal input's {list(input.shape)}")
-    _unit_interval(input, "inputs.input")
-    _unit_interval(target, "inputs.target")
+    require_same_shape(input, target, "the loss is elementwise")
+    require_unit_interval(input, "inputs.input", "probabilities")
+    require_unit_interval(target, "inputs.target", "labels")
     bce = F.binary_cross_entropy(input, target, reduction="none")
     p_t = target * input + (1 - target) * (1 - input)
     alpha_t = target * alpha + (1 - target) * (1 - alpha)
@@ -105,8 +111,8 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
 
     With ``gamma=0`` and ``alpha<0`` this is exactly ``binary_cross_entropy_with_logits``.
     """
-    require(input.shape == target.shape, "inputs.target", f"shape {list(target.shape)} must equal input's {list(input.shape)}")
-    _unit_interval(target, "inputs.target")
+    require_same_shape(input, target, "the loss is elementwise")
+    require_unit_interval(target, "inputs.target", "labels")
     if gamma == 0 and alpha < 0:  # plain BCE-with-logits: let torch reduce, so grads match it bit for bit
         return F.binary_cross_entropy_with_logits(input, target, reduction=reduction)
     loss = F.binary_cross_entropy_with_logits(input, target, reduction="none")

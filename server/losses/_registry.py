@@ -46,6 +46,8 @@ __all__ = [
     "register_loss",
     "require",
     "require_finite",
+    "require_same_shape",
+    "require_unit_interval",
     "reduce",
 ]
 
@@ -73,6 +75,23 @@ def require(condition: bool | torch.Tensor, field: str, message: str) -> None:
     """
     if not bool(condition):
         raise LossError(field, message)
+
+
+def require_same_shape(
+    input: torch.Tensor, target: torch.Tensor, why: str = "torch would broadcast them silently",
+    field: str = "inputs.target",
+) -> None:
+    """``target`` (named by ``field``) must have ``input``'s shape; ``why`` says what torch would do.
+
+    >>> require_same_shape(torch.zeros(2), torch.zeros(2))
+    """
+    require(target.shape == input.shape, field,
+            f"must have the same shape as input: got {list(target.shape)} for input {list(input.shape)} ({why})")
+
+
+def require_unit_interval(tensor: torch.Tensor, field: str, what: str = "values") -> None:
+    """Every element in [0, 1] (probabilities, soft labels); NaN fails too."""
+    require(bool(((tensor >= 0) & (tensor <= 1)).all()), field, f"{what} must lie in [0, 1] (NaN is refused)")
 
 
 def require_finite(tensor: torch.Tensor, field: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._registry import REDUCTION, Input, LossError, Param, register_loss, require
+from ._registry import REDUCTION, Input, LossError, Param, register_loss, require, require_same_shape
 
 __all__: list[str] = []
 
@@ -34,12 +34,6 @@ def _pair(dt: torch.dtype) -> dict[str, torch.Tensor]:
     }
 
 
-def _same_shape(input: torch.Tensor, target: torch.Tensor, why: str = "torch would broadcast them silently") -> None:
-    require(
-        target.shape == input.shape,
-        "inputs.target",
-        f"must have the same shape as input: got {list(target.shape)} for input {list(input.shape)} ({why})",
-    )
 
 
 def _check_weight(input: torch.Tensor, weight: torch.Tensor | None) -> None:
@@ -69,7 +63,7 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | No
     'mean' divides by the number of elements, or by ``sum(w)`` when weighted.
     Shapes: input (*), target (*) and weight (*) all the same.
     """
-    _same_shape(input, target, _WARNS)
+    require_same_shape(input, target, _WARNS)
     _check_weight(input, weight)
     return F.l1_loss(input, target, reduction=reduction, weight=weight)
 
@@ -89,7 +83,7 @@ def mse_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
     'mean' divides by the number of elements, or by ``sum(w)`` when weighted.
     Shapes: input (*), target (*) and weight (*) all the same.
     """
-    _same_shape(input, target, _WARNS)
+    require_same_shape(input, target, _WARNS)
     _check_weight(input, weight)
     return F.mse_loss(input, target, reduction=reduction, weight=weight)
 
@@ -111,7 +105,7 @@ def smooth_l1_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str,
 
     Shapes: input (*), target (*) the same.
     """
-    _same_shape(input, target, _WARNS)
+    require_same_shape(input, target, _WARNS)
     return F.smooth_l1_loss(input, target, reduction=reduction, beta=beta)
 
 
@@ -136,7 +130,7 @@ def huber_loss(
 
     'mean' is the mean over elements (also when weighted). Shapes: input, target, weight (*), the same.
     """
-    _same_shape(input, target, _WARNS)
+    require_same_shape(input, target, _WARNS)
     _check_weight(input, weight)
     return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)
 
@@ -175,7 +169,7 @@ def poisson_nll_loss(
 
     Shapes: input (*), target (*) the same.
     """
-    _same_shape(input, target)
+    require_same_shape(input, target)
     require(not bool((target < 0).any()), "inputs.target", "counts must be non-negative (a Poisson target is >= 0)")
     if not log_input:
         require(not bool((input < 0).any()), "inputs.input",
