@@ -10,7 +10,10 @@
 #                or LOSSD_HOST / LOSSD_PORT)
 #   ARGS         more `lossd serve` arguments for `make run`, e.g. ARGS="--workers 8"
 #   PYTEST_ARGS  arguments for pytest, e.g. PYTEST_ARGS="-x -k codec"
+#   BENCH_ARGS   arguments for `make bench`, e.g. BENCH_ARGS="--only wire,memory" or "--quick"
 #   BUF_VERSION  npm @bufbuild/buf version installed under .tools/buf
+#   IMAGE        tag that `make image` builds (default lossd:latest)
+#   ENGINE       container engine for `make image` (default docker if its daemon runs, else podman)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -34,10 +37,15 @@ HOST ?=
 PORT ?=
 ARGS ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 PROTOS := $(shell find proto -name '*.proto' -not -path '*/node_modules/*')
 
-.PHONY: help venv run test lint buf buf-lint proto clean distclean
+.PHONY: help venv run test lint buf buf-lint proto clean distclean image image-test image-clean bench
+
+IMAGE ?= lossd:latest
+# docker when its daemon answers, else podman (evaluated only by `make image`)
+ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,15 +82,28 @@ $(BUF_STAMP):
 buf-lint: buf ## buf lint on proto/ (rules in proto/buf.yaml)
 	cd proto && "$(abspath $(BUF))" lint
 
+bench: venv ## benchmarks side by side (~2 min; not in make test): bench/results/, docs/performance.md
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 docs: venv ## regenerate docs/losses.md from the loss registry
 	$(BIN)/python -m lossd.server._docs --out docs/losses.md
 
 proto: venv ## regenerate the committed stubs next to each .proto
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=proto --pyi_out=proto --grpc_python_out=proto $(PROTOS)
 
+image: ## build the container image IMAGE with ENGINE (docker or podman), installing from the package indexes
+	$(ENGINE) build $(if $(findstring podman,$(ENGINE)),--format docker) -t $(IMAGE) .
+
+image-test: venv ## build the image with podman (offline wheels) and run it: health, grpcurl, TrainJob, SIGTERM, restart
+	PYTHON="$(abspath $(BIN))/python" bash deploy/image_test.sh
+
+image-clean: ## remove the image test's podman storage and caches (.cache/image-test)
+	-podman --root "$(abspath .cache/image-test/storage)" --runroot "$(abspath .cache/image-test/run)" rm -a -f
+	rm -rf .cache/image-test
+
 clean: ## remove build outputs and caches (keeps the venv and buf)
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
-	find . -path ./$(VENV) -prune -o -path ./$(TOOLS) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
+	find . -path ./$(VENV) -prune -o -path ./$(TOOLS) -prune -o -path ./.cache -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
 
 distclean: clean ## also remove the venv and the tools
 	rm -rf $(VENV) $(TOOLS)

@@ -8,30 +8,42 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from .._wire import DEFAULT_MAX_MESSAGE_BYTES
-from ..v1 import lossd_pb2, lossd_pb2_grpc
+from ..v1 import lossd_pb2
+from ._calls import EVALUATE_LOSS, EVALUATE_LOSS_STREAM, HEALTH_CHECK, LIST_LOSSES, ClientBase, Method, stream_requests
 from ._codec import ArrayLike, decode, encode, is_torch_tensor
-from ._errors import LossdError, from_rpc_error, from_status_name
+from ._config import DEFAULT_TARGET
+from ._errors import LossdError, from_status_name, raising_lossd_errors
+from ._health import health_request, health_status
+from ._jobs import Jobs
 
-__all__ = ["Client", "EvaluateResult", "build_request", "DEFAULT_TARGET"]
+__all__ = [
+    "Client", "EvaluateResult", "Evaluating", "LossSpecifier", "ManyRequests", "build_request", "prepare_many",
+    "stream_outcome", "DEFAULT_TARGET",
+]
 
-#: Where the SDK connects unless told otherwise (env ``LOSSD_TARGET``).
-DEFAULT_TARGET = "127.0.0.1:50051"
+R = TypeVar("R")
+T = TypeVar("T")
+ResultT = TypeVar("ResultT")
 
 
 @dataclass
 class EvaluateResult:
     """One evaluation: ``value`` (float, or ``None`` for a non-scalar loss),
     ``loss`` (array) and ``grads`` (arrays by input name), as numpy arrays or
-    torch tensors (when the inputs were torch tensors)."""
+    torch tensors (when the inputs were torch tensors).
+
+    >>> r = client.evaluate("mse", [0.5, 2.0], [1.0, 1.0])   # doctest: +SKIP
+    >>> r.value, r.loss_name, r.grads["y_pred"]               # doctest: +SKIP
+    (0.625, 'mse_loss', array([-0.5,  1. ], dtype=float32))
+    """
 
     value: float | None
     loss: Any
@@ -47,15 +59,15 @@ class EvaluateResult:
 
     @classmethod
     def from_response(cls, reply: lossd_pb2.EvaluateLossResponse, as_torch: bool = False) -> EvaluateResult:
-        """Decode a reply message."""
+        """Decode a reply message. Its maps come sorted by name (protobuf map order is random)."""
         return cls(
             value=reply.value if reply.HasField("value") else None,
             loss=decode(reply.loss, as_torch),
-            grads={k: decode(v, as_torch) for k, v in reply.grads.items()},
+            grads={k: decode(reply.grads[k], as_torch) for k in sorted(reply.grads)},
             loss_name=reply.loss_name,
             timing=json_format.MessageToDict(reply.timing, preserving_proto_field_name=True),
-            parts=dict(reply.parts),
-            parameter_grads={k: decode(v, as_torch) for k, v in reply.parameter_grads.items()},
+            parts=dict(sorted(reply.parts.items())),
+            parameter_grads={k: decode(reply.parameter_grads[k], as_torch) for k in sorted(reply.parameter_grads)},
             regularized=list(reply.regularized),
         )
 
@@ -84,6 +96,10 @@ def build_request(
     (``weight=...``, ``var=...``); scalars and strings are loss parameters.
     List-valued parameters (``cutoffs``) go in ``params=``.
     ``y_pred``/``y_true`` go first, in PyTorch's order.
+
+    >>> request, as_torch = build_request("ce", [[2.0, 0.5]], [0], label_smoothing=0.1)
+    >>> request.loss, sorted(request.inputs), dict(request.params), as_torch
+    ('ce', ['y_pred', 'y_true'], {'label_smoothing': 0.1}, False)
     """
     tensors: dict[str, ArrayLike] = dict(inputs or {})
     if y_pred is not None:
@@ -131,51 +147,56 @@ def _is_array(v: Any) -> bool:
     return is_torch_tensor(v) or hasattr(v, "__array_interface__") or isinstance(v, (list, tuple))
 
 
-class Client:
-    """A connection to a lossd server.
+def stream_outcome(
+    reply: lossd_pb2.EvaluateLossStreamResponse, as_torch: bool, raise_on_error: bool
+) -> EvaluateResult | LossdError:
+    """A stream reply as its result, or its error (raised when ``raise_on_error``)."""
+    if not reply.HasField("error"):
+        return EvaluateResult.from_response(reply.response, as_torch)
+    item = int(reply.id) if reply.id.isdigit() else None
+    error = from_status_name(reply.error.code, reply.error.message, reply.error.field, item)
+    if raise_on_error:
+        raise error
+    return error
 
-    ``target`` defaults to ``LOSSD_TARGET`` or ``127.0.0.1:50051``;
-    ``timeout`` (seconds) is the default deadline of every call.
+
+#: What ``evaluate_many`` takes: prepared requests, or dicts of ``evaluate`` arguments.
+ManyRequests = Iterable[lossd_pb2.EvaluateLossRequest | Mapping[str, Any]]
+
+
+def prepare_many(
+    requests: ManyRequests, as_torch: bool = False
+) -> tuple[list[lossd_pb2.EvaluateLossRequest], list[bool]]:
+    """The requests of an ``evaluate_many`` call, and whether each decodes to torch.
+
+    A dict holds :meth:`~lossd.client.Client.evaluate` arguments, ``loss``
+    included; it decodes to torch when its inputs are torch tensors (or
+    ``as_torch``). A prepared ``EvaluateLossRequest`` decodes as ``as_torch`` says.
+
+    >>> reqs, torch_flags = prepare_many([{"loss": "mse", "y_pred": [1.0], "y_true": [0.0]}])
+    >>> reqs[0].loss, torch_flags
+    ('mse', [False])
     """
+    prepared: list[lossd_pb2.EvaluateLossRequest] = []
+    flags: list[bool] = []
+    for i, item in enumerate(requests):
+        if isinstance(item, lossd_pb2.EvaluateLossRequest):
+            prepared.append(item)
+            flags.append(as_torch)
+            continue
+        kwargs = dict(item)
+        if "loss" not in kwargs:
+            raise TypeError(f"requests[{i}]: a dict of evaluate() arguments needs 'loss'")
+        request, is_torch = build_request(kwargs.pop("loss"), **kwargs)
+        prepared.append(request)
+        flags.append(as_torch or is_torch)
+    return prepared, flags
 
-    def __init__(
-        self,
-        target: str | None = None,
-        *,
-        timeout: float | None = 60.0,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        options: Iterable[tuple[str, Any]] = (),
-    ) -> None:
-        self.target = target or os.environ.get("LOSSD_TARGET", DEFAULT_TARGET)
-        self.timeout = timeout
-        channel_options = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            *options,
-        ]
-        self._channel = grpc.insecure_channel(self.target, options=channel_options)
-        self._stub = lossd_pb2_grpc.LossServiceStub(self._channel)
 
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
-
-    def _deadline(self, timeout: float | None) -> float | None:
-        return self.timeout if timeout is None else timeout
-
-    def list_losses(self, filter: str = "", *, timeout: float | None = None) -> list[lossd_pb2.LossInfo]:
-        """Every loss the server offers (``LossInfo`` messages), sorted by name."""
-        try:
-            reply = self._stub.ListLosses(lossd_pb2.ListLossesRequest(filter=filter), timeout=self._deadline(timeout))
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from e
-        return list(reply.losses)
+class Evaluating(ClientBase, Generic[ResultT]):
+    """``evaluate``, written once for both clients: it builds the request and hands it to
+    the client's ``evaluate_request``, which returns a result (``Client``) or an
+    awaitable of one (``AsyncClient``)."""
 
     def evaluate(
         self,
@@ -185,10 +206,11 @@ class Client:
         *,
         timeout: float | None = None,
         **kwargs: Any,
-    ) -> EvaluateResult:
-        """Evaluate ``loss(y_pred, y_true, ...)`` remotely; see :func:`build_request`.
+    ) -> ResultT:
+        """Evaluate ``loss(y_pred, y_true, ...)`` remotely; arguments as in :func:`build_request`
+        (``await`` it on an ``AsyncClient``). The request is built, and checked, at once.
 
-        >>> c.evaluate("mse", [1.0, 2.0], [0.0, 0.0], reduction="sum").value  # doctest: +SKIP
+        >>> client.evaluate("mse", [1.0, 2.0], [0.0, 0.0], reduction="sum").value  # doctest: +SKIP
         5.0
         """
         request, as_torch = build_request(loss, y_pred, y_true, **kwargs)
@@ -196,13 +218,93 @@ class Client:
 
     def evaluate_request(
         self, request: lossd_pb2.EvaluateLossRequest, *, as_torch: bool = False, timeout: float | None = None
-    ) -> EvaluateResult:
+    ) -> ResultT:
         """Send a prepared ``EvaluateLossRequest``."""
+        raise NotImplementedError
+
+
+class Client(Evaluating[EvaluateResult], Jobs):
+    """A connection to a lossd server; calls block until the reply arrives.
+
+    ``target`` is ``host:port``, several IP addresses (a list, balanced
+    ``round_robin``) or any gRPC target; it defaults to ``LOSSD_TARGET`` or
+    ``127.0.0.1:50051``. ``timeout`` (seconds) is the default deadline of a
+    call (60; ``math.inf``: none). TLS, token, compression, keepalive,
+    message size and retry settings are described in
+    :class:`~lossd.client.ClientConfig`; each has a ``LOSSD_*`` variable.
+
+    >>> with Client("127.0.0.1:50051", timeout=5) as c:   # connects on first call
+    ...     c.timeout
+    5.0
+    """
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The underlying ``grpc.Channel`` (opened on first use), for other stubs."""
+        channel: grpc.Channel = self._open(grpc)
+        return channel
+
+    def close(self) -> None:
+        """Close the channel; in-flight calls are cancelled."""
+        if self._channel is not None:
+            self._channel.close()
+
+    def _unary(self, method: Method[R], request: Any, timeout: float | None) -> R:
+        with raising_lossd_errors():
+            reply: R = self._callable(self.channel, method)(request, **self._call_options(method, timeout))
+        return reply
+
+    def _stream(
+        self, method: Method[R], request: Any, timeout: float | None, decode: Callable[[R], T]
+    ) -> Iterator[T]:
+        """Decoded replies of a server- or bidi-streaming call, which is cancelled when
+        the caller stops iterating or ``decode`` raises."""
+        call = self._callable(self.channel, method)(request, **self._call_options(method, timeout))
         try:
-            reply = self._stub.EvaluateLoss(request, timeout=self._deadline(timeout))
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from e
-        return EvaluateResult.from_response(reply, as_torch)
+            with raising_lossd_errors():
+                for reply in call:
+                    yield decode(reply)
+        finally:
+            call.cancel()
+
+    def list_losses(self, filter: str = "", *, timeout: float | None = None) -> list[lossd_pb2.LossInfo]:
+        """Every loss the server offers (``LossInfo`` messages), sorted by name.
+
+        ``filter`` keeps the losses whose name or an alias contains it (any case).
+
+        >>> [info.name for info in client.list_losses("mse")]  # doctest: +SKIP
+        ['mse_loss']
+        """
+        return list(self._unary(LIST_LOSSES, lossd_pb2.ListLossesRequest(filter=filter), timeout).losses)
+
+    def evaluate_request(
+        self, request: lossd_pb2.EvaluateLossRequest, *, as_torch: bool = False, timeout: float | None = None
+    ) -> EvaluateResult:
+        """Send a prepared ``EvaluateLossRequest`` (see :func:`build_request`).
+
+        >>> request, as_torch = build_request("mse", [3.0], [0.0])
+        >>> client.evaluate_request(request, as_torch=as_torch).value   # doctest: +SKIP
+        9.0
+        """
+        return EvaluateResult.from_response(self._unary(EVALUATE_LOSS, request, timeout), as_torch)
+
+    @overload
+    def evaluate_stream(
+        self, requests: Iterable[lossd_pb2.EvaluateLossRequest], *, as_torch: bool = ...,
+        timeout: float | None = ..., raise_on_error: Literal[True] = ...,
+    ) -> Iterator[EvaluateResult]: ...
+
+    @overload
+    def evaluate_stream(
+        self, requests: Iterable[lossd_pb2.EvaluateLossRequest], *, as_torch: bool = ...,
+        timeout: float | None = ..., raise_on_error: bool,
+    ) -> Iterator[EvaluateResult | LossdError]: ...
 
     def evaluate_stream(
         self,
@@ -210,17 +312,61 @@ class Client:
         *,
         as_torch: bool = False,
         timeout: float | None = None,
+        raise_on_error: bool = True,
     ) -> Iterator[EvaluateResult | LossdError]:
-        """Pipeline many requests over one stream; yields a result or an error per request, in order.
+        """Pipeline many requests over one stream; yields one result per request, in order.
 
-        ``timeout`` bounds the whole stream (default: the client's timeout).
+        A failed item raises its :class:`LossdError` (``err.item`` is its index)
+        as soon as it arrives, and the stream is cancelled; with
+        ``raise_on_error=False`` the error is yielded in its place and the
+        stream goes on. ``timeout`` bounds the whole stream (default: the
+        client's). A stream is not retried: reopen it on ``Unavailable``.
+
+        >>> reqs = [build_request("mse", [x], [0.0])[0] for x in (1.0, 2.0)]
+        >>> [r.value for r in client.evaluate_stream(reqs)]  # doctest: +SKIP
+        [1.0, 4.0]
         """
-        items = (lossd_pb2.EvaluateLossStreamRequest(id=str(i), request=r) for i, r in enumerate(requests))
-        try:
-            for reply in self._stub.EvaluateLossStream(items, timeout=self._deadline(timeout)):
-                if reply.HasField("error"):
-                    yield from_status_name(reply.error.code, reply.error.message, reply.error.field)
-                else:
-                    yield EvaluateResult.from_response(reply.response, as_torch)
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from e
+        outcome = functools.partial(stream_outcome, as_torch=as_torch, raise_on_error=raise_on_error)
+        return self._stream(EVALUATE_LOSS_STREAM, stream_requests(requests), timeout, outcome)
+
+    def evaluate_many(
+        self,
+        requests: ManyRequests,
+        *,
+        as_torch: bool = False,
+        timeout: float | None = None,
+        raise_on_error: bool = False,
+    ) -> list[EvaluateResult | LossdError]:
+        """Evaluate many requests with few round trips; a list of outcomes in request order.
+
+        Items are prepared requests (:func:`build_request`) or dicts of
+        :meth:`evaluate` arguments. They travel over one ``EvaluateLossStream``,
+        which the server pipelines. A failed item does not stop the others: its
+        :class:`LossdError` (``err.item`` is its index) takes its place in the
+        list; ``raise_on_error=True`` raises the first one instead. A failure of
+        the call itself (``Unavailable``, ``DeadlineExceeded``: ``timeout`` bounds
+        the whole batch) raises. For batches too large to hold at once, iterate
+        :meth:`evaluate_stream` over a generator.
+
+        >>> out = client.evaluate_many([{"loss": "mse", "y_pred": [2.0], "y_true": [0.0]},
+        ...                             {"loss": "mse", "y_pred": [1.0], "y_true": [0]}])  # doctest: +SKIP
+        >>> out[0].value, type(out[1]).__name__, out[1].item  # doctest: +SKIP
+        (4.0, 'InvalidArgument', 1)
+        """
+        prepared, flags = prepare_many(requests, as_torch)
+
+        def outcome(reply: lossd_pb2.EvaluateLossStreamResponse) -> EvaluateResult | LossdError:
+            return stream_outcome(reply, flags[int(reply.id)], raise_on_error)
+
+        return list(self._stream(EVALUATE_LOSS_STREAM, stream_requests(prepared), timeout, outcome))
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The server's ``grpc.health.v1`` status: ``SERVING``, ``NOT_SERVING``, ...
+
+        ``service`` is ``""`` (the whole server) or ``"lossd.v1.LossService"``;
+        a service the server does not know raises ``NotFound``.
+
+        >>> client.health()  # doctest: +SKIP
+        'SERVING'
+        """
+        return health_status(self._unary(HEALTH_CHECK, health_request(service), timeout))

@@ -1,4 +1,4 @@
-"""The ``lossd`` command line: serve, list losses, evaluate one, check health.
+"""The ``lossd`` command line: serve, list losses, evaluate one, check health, train and plot jobs.
 
 ::
 
@@ -6,10 +6,16 @@
     lossd losses [--filter TEXT] [--json]        what the server offers
     lossd eval LOSS --y-pred JSON --y-true JSON [--param k=v ...]
     lossd health [--service NAME]                exit 0 when SERVING, 1 otherwise
+    lossd train SPEC [--detach] [--no-progress]  run a training job (JSON or YAML spec file)
+    lossd jobs [--state S ...] [--limit N]       list training jobs, newest first
+    lossd watch JOB_ID [--after-seq N]           follow a job's events (JSON lines)
+    lossd cancel JOB_ID                          stop a job
+    lossd plot JOB_ID --out curve.png            draw a job's curves (needs lossd[plot])
 
 Every command but ``serve`` talks to ``--target`` (env ``LOSSD_TARGET``, default
-``127.0.0.1:50051``). This module never imports torch: only ``lossd serve``
-loads the server, lazily.
+``127.0.0.1:50051``) with the SDK's connection settings (``--token``,
+``--ca-file``, ... or their ``LOSSD_*`` variables). This module never imports
+torch: only ``lossd serve`` loads the server, lazily.
 
 >>> parse_param("reduction=sum"), parse_param("label_smoothing=0.1"), parse_param("log_target=true")
 (('reduction', 'sum'), ('label_smoothing', 0.1), ('log_target', True))
@@ -24,7 +30,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
 import numpy as np
 from google.protobuf import json_format
 
@@ -33,16 +38,17 @@ from .._wire import DTYPES
 from ..v1 import lossd_pb2
 from ._client import DEFAULT_TARGET, Client, EvaluateResult
 from ._codec import encode
-from ._errors import LossdError, from_rpc_error
+from ._errors import LossdError, NotFound
+from ._training import TrainResult, jobs_table, state_name
 
-__all__ = ["main", "build_parser", "parse_param", "format_losses_table", "result_to_json"]
+__all__ = ["main", "build_parser", "parse_param", "format_losses_table", "format_result", "result_to_json"]
 
 #: Modules that only ``pip install 'lossd[server]'`` provides.
 _SERVER_EXTRA_MODULES = {"torch", "grpc_health", "grpc_reflection"}
 _SERVER_EXTRA_HINT = "lossd serve needs the server extra: pip install 'lossd[server]'"
 
-#: grpc.health.v1.HealthCheckResponse.ServingStatus, by number.
-_HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+#: Global options that take a value (``_split_command`` skips them).
+_VALUE_OPTIONS = ("--target", "--timeout", "--token", "--ca-file", "--cert-file", "--key-file", "--server-name")
 
 
 class CliError(Exception):
@@ -64,7 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("LOSSD_TARGET") or DEFAULT_TARGET,
         help="server address host:port (env LOSSD_TARGET; default %(default)s)",
     )
-    parser.add_argument("--timeout", type=float, default=None, help="deadline of each call in seconds")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="deadline of each call in seconds (env LOSSD_TIMEOUT; default 60, health 5)")
+    parser.add_argument("--token", default=None, help="bearer token sent as authorization metadata (env LOSSD_TOKEN)")
+    parser.add_argument("--tls", action="store_true", default=None,
+                        help="use TLS with the system's root certificates (env LOSSD_TLS=1)")
+    parser.add_argument("--ca-file", default=None, help="PEM CA bundle to verify the server; implies TLS (env LOSSD_CA_FILE)")
+    parser.add_argument("--cert-file", default=None, help="PEM client certificate for mTLS (env LOSSD_CERT_FILE)")
+    parser.add_argument("--key-file", default=None, help="PEM client private key for mTLS (env LOSSD_KEY_FILE)")
+    parser.add_argument("--server-name", default=None,
+                        help="name to verify in the server's certificate (env LOSSD_SERVER_NAME)")
     parser.add_argument("--version", action="version", version=f"lossd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -112,6 +127,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = sub.add_parser("health", help="grpc.health.v1 check: exit 0 when SERVING, 1 otherwise")
     health.add_argument("--service", default="", help="service to check (default: the whole server)")
+
+    train = sub.add_parser("train", help="run a training job to its end and print its metrics",
+                           description="Submit the job spec in SPEC (a TrainJobRequest as JSON, or YAML with "
+                           "PyYAML), show its progress on stderr and print the final metrics.")
+    train.add_argument("spec", help="path of the job spec (.json, .yaml, .yml)")
+    train.add_argument("--detach", action="store_true", help="only submit: print the job id and return")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+    train.add_argument("--json", action="store_true", help="print the terminal event as JSON instead of a table")
+
+    jobs = sub.add_parser("jobs", help="list training jobs, newest first")
+    jobs.add_argument("--state", action="append", default=[], metavar="STATE",
+                      help="only jobs in this state, e.g. RUNNING (repeatable)")
+    jobs.add_argument("--limit", type=int, default=0, help="at most this many jobs (default 100)")
+
+    watch = sub.add_parser("watch", help="follow a job's events to its end, one JSON object per line")
+    watch.add_argument("job_id")
+    watch.add_argument("--after-seq", type=int, default=0, help="only events after this sequence number")
+
+    cancel = sub.add_parser("cancel", help="stop a training job")
+    cancel.add_argument("job_id")
+
+    plot = sub.add_parser("plot", help="draw a job's loss, metrics and learning rate per epoch (lossd[plot])")
+    plot.add_argument("job_id")
+    plot.add_argument("--out", required=True, metavar="PATH", help="image file to write, e.g. curve.png")
     return parser
 
 
@@ -120,7 +159,7 @@ def _split_command(argv: list[str]) -> tuple[int, str | None]:
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg in ("--target", "--timeout"):
+        if arg in _VALUE_OPTIONS:
             i += 2
             continue
         if arg.startswith("-"):
@@ -310,69 +349,81 @@ def _eval(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def _health_request(service: str) -> bytes:
-    """A serialized ``grpc.health.v1.HealthCheckRequest`` (field 1: service).
-
-    Hand-encoded so that the client needs no grpcio-health-checking.
-    """
-    data = service.encode()
-    if not data:
-        return b""
-    n, length = len(data), bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        length.append(byte | (0x80 if n else 0))
-        if not n:
-            break
-    return b"\x0a" + bytes(length) + data
-
-
-def _health_status(reply: bytes) -> int:
-    """The ``status`` (field 1, varint) of a serialized ``HealthCheckResponse``."""
-    pos, status = 0, 0
-    while pos < len(reply):
-        key, pos = _varint(reply, pos)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            value, pos = _varint(reply, pos)
-            if number == 1:
-                status = value
-        elif wire_type == 2:
-            size, pos = _varint(reply, pos)
-            pos += size
-        elif wire_type in (1, 5):
-            pos += 8 if wire_type == 1 else 4
-        else:
-            raise ValueError(f"unexpected wire type {wire_type} in HealthCheckResponse")
-    return status
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated varint in HealthCheckResponse")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, pos
-
-
-def _health(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.target) as channel:
-        check: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/grpc.health.v1.Health/Check")
-        try:
-            reply = check(_health_request(args.service), timeout=args.timeout or 5.0)
-        except grpc.RpcError as e:
-            error = from_rpc_error(e)
-            if error.code == grpc.StatusCode.NOT_FOUND:
-                error.message = f"the server has no health status for service {args.service!r}"
-            raise error from e
-    status = _HEALTH_STATUS.get(_health_status(reply), "UNKNOWN")
+def _health(client: Client, args: argparse.Namespace) -> int:
+    try:
+        status = client.health(args.service, timeout=args.timeout or 5.0)
+    except NotFound as e:
+        e.message = f"the server has no health status for service {args.service!r}"
+        raise
     print(status)
     return 0 if status == "SERVING" else 1
+
+
+def format_result(result: TrainResult) -> str:
+    """The final table of ``lossd train``: state, loss and every metric."""
+    rows = [("job", result.job_id), ("state", result.state), ("epochs", str(len(result.history))),
+            ("loss", f"{result.loss:.6g}")]
+    rows += [(k, f"{v:.6g}") for k, v in result.metrics.items()]
+    if result.message:
+        rows.append(("message", result.message))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _event_json(message: Any) -> str:
+    return json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True), sort_keys=True)
+
+
+def _train(client: Client, args: argparse.Namespace) -> int:
+    try:
+        if args.detach:
+            print(client.submit(args.spec, timeout=args.timeout))
+            return 0
+        result = client.train(args.spec, progress=not args.no_progress, timeout=args.timeout)
+    except (OSError, ValueError) as e:
+        raise CliError(str(e)) from None
+    print(_event_json(result.event) if args.json else format_result(result))
+    return 0 if result.succeeded else 1
+
+
+def _jobs(client: Client, args: argparse.Namespace) -> int:
+    try:
+        found = client.jobs(args.state, args.limit, timeout=args.timeout)
+    except ValueError as e:
+        raise CliError(f"--state: {e}") from None
+    print(jobs_table(found))
+    return 0
+
+
+def _watch(client: Client, args: argparse.Namespace) -> int:
+    last = None
+    for event in client.watch(args.job_id, args.after_seq, timeout=args.timeout):
+        print(_event_json(event), flush=True)
+        last = event
+    return 0 if last is None or state_name(last.state) in ("SUCCEEDED", "QUEUED", "RUNNING") else 1
+
+
+def _cancel(client: Client, args: argparse.Namespace) -> int:
+    job = client.cancel(args.job_id, timeout=args.timeout)
+    print(f"{job.job_id} {state_name(job.state)}")
+    return 0
+
+
+def _plot(client: Client, args: argparse.Namespace) -> int:
+    from ._plot import plot_history
+
+    job = client.get_job(args.job_id, timeout=args.timeout)
+    history = client.history(args.job_id, timeout=args.timeout)
+    try:
+        plot_history(history, title=f"job {job.job_id} {job.name} ({state_name(job.state)})".replace("  ", " "),
+                     path=args.out)
+    except (ModuleNotFoundError, ValueError, OSError) as e:
+        raise CliError(str(e)) from None
+    print(args.out)
+    return 0
+
+
+_JOB_COMMANDS = {"train": _train, "jobs": _jobs, "watch": _watch, "cancel": _cancel, "plot": _plot}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -385,11 +436,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(args_list)
     try:
-        if args.command == "health":
-            return _health(args)
-        with Client(args.target, timeout=args.timeout or 60.0) as client:
+        client = Client(
+            args.target, timeout=args.timeout, token=args.token, tls=args.tls, ca_file=args.ca_file,
+            cert_file=args.cert_file, key_file=args.key_file, server_name=args.server_name,
+        )
+    except ValueError as e:  # a connection setting (--ca-file, LOSSD_TIMEOUT, ...)
+        parser.exit(2, f"lossd: error: {e}\n")
+    try:
+        with client:
+            if args.command == "health":
+                return _health(client, args)
             if args.command == "losses":
                 return _losses(client, args)
+            if args.command in _JOB_COMMANDS:
+                return _JOB_COMMANDS[args.command](client, args)
             return _eval(client, args)
     except CliError as e:
         parser.exit(2, f"lossd {args.command}: error: {e}\n")

@@ -21,12 +21,21 @@ from typing import Any
 import torch
 from google.protobuf import json_format
 
+from .._framing import field_number, join, length_delimited, map_entry
 from .._wire import DEFAULT_MAX_TENSOR_ELEMENTS, WireError
 from ..v1 import lossd_pb2
-from ._tensors import WIRE_NAMES, decode_tensor, encode_tensor
+from ._tensors import WIRE_NAMES, decode_tensor, encode_tensor, tensor_parts
 from .losses import LossError, LossSpec, Registry
 
-__all__ = ["Evaluation", "evaluate", "handle_evaluate", "resolve_device"]
+__all__ = ["Evaluation", "evaluate", "handle_evaluate", "handle_evaluate_bytes", "resolve_device"]
+
+#: Replies with at least this many tensor bytes are framed around the tensors' memory.
+FRAME_FROM_BYTES = 1 << 16
+#: Field numbers of the reply's framed fields.
+_REPLY = {
+    name: field_number(lossd_pb2.EvaluateLossResponse, name)
+    for name in ("loss", "grads", "parameter_grads", "timing")
+}
 
 _DEPRECATED = {
     "size_average": "size_average is deprecated in torch and refused here; use reduction "
@@ -231,7 +240,32 @@ def handle_evaluate(
     device: torch.device | None = None,
     max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS,
 ) -> lossd_pb2.EvaluateLossResponse:
-    """Serve one ``EvaluateLossRequest``; raises ``LossError`` for a bad request."""
+    """Serve one ``EvaluateLossRequest``; raises ``LossError`` for a bad request.
+
+    The reply as a message: :func:`handle_evaluate_bytes` parsed. The server
+    sends the bytes themselves.
+    """
+    return lossd_pb2.EvaluateLossResponse.FromString(
+        handle_evaluate_bytes(registry, request, device, max_tensor_elements))
+
+
+def handle_evaluate_bytes(
+    registry: Registry,
+    request: lossd_pb2.EvaluateLossRequest,
+    device: torch.device | None = None,
+    max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS,
+    payloads: dict[str, memoryview] | None = None,
+) -> bytes:
+    """Serve one ``EvaluateLossRequest``: the serialized ``EvaluateLossResponse``.
+
+    Raises ``LossError`` for a bad request. The reply is bytes, framed around
+    the gradients' own memory, so a large reply is copied once (see
+    :mod:`lossd._framing`); ``EvaluateLossResponse.FromString`` reads it.
+    ``payloads`` holds the ``raw`` bytes of tensors that were left out of
+    ``request`` (:func:`lossd._framing.split_payloads`), by field path; they
+    are wrapped without a copy, and the dict is emptied once the loss is
+    computed so that the received bytes can be freed before the reply is built.
+    """
     from ._objective import Regularization, Term, evaluate_objective
 
     start = time.perf_counter()
@@ -241,18 +275,22 @@ def handle_evaluate(
     if not request.terms:
         registry.get(request.loss)  # an unknown loss is the first thing to report
     encodings = set()
+    sent = payloads if payloads is not None else {}
     try:
         inputs = {}
         for name in sorted(request.inputs):
-            inputs[name], enc = decode_tensor(request.inputs[name], f"inputs.{name}", max_tensor_elements)
+            path = f"inputs.{name}"
+            inputs[name], enc = decode_tensor(request.inputs[name], path, max_tensor_elements, sent.get(path))
             encodings.add(enc)
         parameters = {}
         for name in sorted(request.parameters):
-            parameters[name], enc = decode_tensor(request.parameters[name], f"parameters.{name}", max_tensor_elements)
+            path = f"parameters.{name}"
+            parameters[name], enc = decode_tensor(request.parameters[name], path, max_tensor_elements, sent.get(path))
             encodings.add(enc)
         grad_output = None
         if request.HasField("grad_output"):
-            grad_output, enc = decode_tensor(request.grad_output, "grad_output", max_tensor_elements)
+            grad_output, enc = decode_tensor(request.grad_output, "grad_output", max_tensor_elements,
+                                             sent.get("grad_output"))
     except WireError as e:
         raise LossError(e.field, e.message, e.code) from e
     decode_s = time.perf_counter() - start
@@ -273,6 +311,8 @@ def handle_evaluate(
     else:
         result = evaluate(registry, request.loss, inputs, _struct(request.params), list(request.grad_inputs),
                           grad_output, device)
+    del inputs, parameters, grad_output
+    sent.clear()  # the received bytes can go before the reply is built
 
     start = time.perf_counter()
     if request.output_encoding == lossd_pb2.TENSOR_ENCODING_RAW:
@@ -281,28 +321,34 @@ def handle_evaluate(
         encoding = "values"
     else:
         encoding = "values" if "values" in encodings else "raw"
-    reply = lossd_pb2.EvaluateLossResponse(
-        loss=encode_tensor(result.loss, encoding),
-        grads={k: encode_tensor(g, encoding) for k, g in result.grads.items()},
-        loss_name=result.spec.name,
-        parts=result.parts,
-        parameter_grads={k: encode_tensor(g, encoding) for k, g in result.parameter_grads.items()},
-        regularized=result.regularized,
-    )
+    head = lossd_pb2.EvaluateLossResponse(loss_name=result.spec.name, parts=result.parts, regularized=result.regularized)
     if request.terms:
-        reply.loss_name = "+".join(registry.get(t.loss).name for t in request.terms)
+        head.loss_name = "+".join(registry.get(t.loss).name for t in request.terms)
     if result.loss.dim() == 0:
-        reply.value = float(result.loss)
+        head.value = float(result.loss)
+    tensors = {"loss": {"": result.loss}, "grads": result.grads, "parameter_grads": result.parameter_grads}
+    itemsize = 8 if encoding == "values" else None
+    nbytes = sum(t.numel() * (itemsize or t.element_size()) for group in tensors.values() for t in group.values())
+    if nbytes < FRAME_FROM_BYTES:  # small: upb builds it faster than Python frames it
+        head.loss.CopyFrom(encode_tensor(result.loss, encoding))
+        for name in ("grads", "parameter_grads"):
+            for key, t in tensors[name].items():
+                getattr(head, name)[key].CopyFrom(encode_tensor(t, encoding))
+        pieces = [head.SerializeToString()]
+    else:  # large: framed straight from the tensors' memory (lossd._framing), copied once by join
+        pieces = [head.SerializeToString(), *length_delimited(_REPLY["loss"], tensor_parts(result.loss, encoding))]
+        for name in ("grads", "parameter_grads"):
+            for key, t in tensors[name].items():
+                pieces += map_entry(_REPLY[name], key, tensor_parts(t, encoding))
     encode_s = time.perf_counter() - start
-    reply.timing.CopyFrom(
-        lossd_pb2.Timing(
-            decode_ms=decode_s * 1e3,
-            forward_ms=result.forward_s * 1e3,
-            backward_ms=result.backward_s * 1e3,
-            encode_ms=encode_s * 1e3,
-        )
+    timing = lossd_pb2.Timing(
+        decode_ms=decode_s * 1e3,
+        forward_ms=result.forward_s * 1e3,
+        backward_ms=result.backward_s * 1e3,
+        encode_ms=encode_s * 1e3,
     )
-    return reply
+    pieces += length_delimited(_REPLY["timing"], [timing.SerializeToString()])
+    return join(pieces)
 
 
 def _struct(message: Any, field: str = "params") -> dict[str, Any]:

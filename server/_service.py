@@ -2,26 +2,43 @@
 
 Evaluations run on a thread pool so the event loop keeps serving health
 checks and other calls while torch computes (torch releases the GIL).
+``EvaluateLossStream`` pipelines: it keeps reading and evaluating the next
+items while earlier replies are sent, and answers in request order.
+
+Register the servicer with :func:`add_loss_service`: EvaluateLoss then sends
+the reply bytes :func:`~lossd.server._evaluate.handle_evaluate_bytes` framed
+around the gradients' memory, without parsing and re-serializing them.
+(Registered with the generated ``add_LossServiceServicer_to_server`` it still
+works, at the price of that round trip.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
+from typing import Any
 
 import grpc
 import torch
 from google.protobuf import struct_pb2
 
+from .._framing import field_number, join, length_delimited, split_payloads
+from .._wire import DEFAULT_MAX_MESSAGE_BYTES, DTYPES, reply_too_large
 from ..v1 import lossd_pb2, lossd_pb2_grpc
-from ._evaluate import handle_evaluate
+from ._evaluate import handle_evaluate_bytes
+from ._status import rich_status
 from .losses import LossError, LossSpec, Registry
 
-__all__ = ["LossService", "describe_loss"]
+__all__ = ["LossService", "add_loss_service", "describe_loss"]
 
 log = logging.getLogger("lossd.server")
+
+#: Requests with at most this many tensor bytes are evaluated on the event loop: for a small
+#: evaluation the hop to a worker thread costs more CPU than the evaluation (docs/performance.md).
+INLINE_MAX_BYTES = 16 * 1024
 
 
 def describe_loss(spec: LossSpec) -> lossd_pb2.LossInfo:
@@ -67,12 +84,30 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
     """Serves ListLosses, EvaluateLoss and EvaluateLossStream from a registry."""
 
     def __init__(
-        self, registry: Registry, executor: Executor, device: torch.device | None, max_tensor_elements: int
+        self,
+        registry: Registry,
+        executor: Executor,
+        device: torch.device | None,
+        max_tensor_elements: int,
+        *,
+        stream_window: int = 8,
+        stream_window_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        inline_max_bytes: int = INLINE_MAX_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._registry = registry
         self._executor = executor
         self._device = device
         self._max_elements = max_tensor_elements
+        #: EvaluateLossStream: items in flight at most, and their tensor bytes at most
+        #: (an item larger than that still runs, alone).
+        self._stream_window = max(1, stream_window)
+        self._stream_window_bytes = stream_window_bytes
+        self._inline_max_bytes = inline_max_bytes
+        #: Replies over this size are refused with RESOURCE_EXHAUSTED saying how to raise it.
+        self._max_message_bytes = max_message_bytes
+        #: Set by add_loss_service: EvaluateLoss may answer with serialized bytes.
+        self.replies_as_bytes = False
 
     async def ListLosses(
         self, request: lossd_pb2.ListLossesRequest, context: grpc.aio.ServicerContext
@@ -84,19 +119,27 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         ]
         return lossd_pb2.ListLossesResponse(losses=[describe_loss(s) for s in specs])
 
-    async def _run(self, request: lossd_pb2.EvaluateLossRequest) -> lossd_pb2.EvaluateLossResponse:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, handle_evaluate, self._registry, request, self._device, self._max_elements
-        )
+    async def _run(self, request: lossd_pb2.EvaluateLossRequest | ReceivedRequest) -> bytes:
+        """The serialized reply: computed right here when small, else on the thread pool."""
+        message, payloads = (request.message, request.payloads) if isinstance(request, ReceivedRequest) else (
+            request, None)
+        args = (self._registry, message, self._device, self._max_elements, payloads)
+        if payload_bytes(message) <= self._inline_max_bytes:
+            reply = handle_evaluate_bytes(*args)
+        else:
+            reply = await asyncio.get_running_loop().run_in_executor(self._executor, handle_evaluate_bytes, *args)
+        if len(reply) > self._max_message_bytes:
+            raise LossError("", reply_too_large(len(reply), self._max_message_bytes), "RESOURCE_EXHAUSTED")
+        return reply
 
     async def EvaluateLoss(
-        self, request: lossd_pb2.EvaluateLossRequest, context: grpc.aio.ServicerContext
-    ) -> lossd_pb2.EvaluateLossResponse:
+        self, request: lossd_pb2.EvaluateLossRequest | ReceivedRequest, context: grpc.aio.ServicerContext
+    ) -> lossd_pb2.EvaluateLossResponse | bytes:
         try:
-            return await self._run(request)
+            reply = await self._run(request)
+            return reply if self.replies_as_bytes else lossd_pb2.EvaluateLossResponse.FromString(reply)
         except LossError as e:
-            await context.abort(grpc.StatusCode[e.code], str(e))
+            await context.abort_with_status(rich_status(e))
         except Exception:
             log.exception("EvaluateLoss failed for loss %r", request.loss)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error evaluating {request.loss!r}; see server log")
@@ -107,17 +150,151 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         request_iterator: AsyncIterator[lossd_pb2.EvaluateLossStreamRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[lossd_pb2.EvaluateLossStreamResponse]:
-        async for item in request_iterator:
+        """Pipelined: a reader task starts each item as it arrives (up to the window), small
+        ones right away on the loop, others on the thread pool, while this generator sends
+        finished replies in request order. A failed item becomes an ``Error`` reply; the
+        stream goes on."""
+        loop = asyncio.get_running_loop()
+        Reply = lossd_pb2.EvaluateLossStreamResponse  # noqa: N806
+        in_flight: asyncio.Queue[tuple[Reply | asyncio.Future[Reply], int] | None] = asyncio.Queue(
+            self._stream_window)
+        budget = _ByteBudget(self._stream_window_bytes)
+
+        async def read() -> None:
             try:
-                reply = await self._run(item.request)
-                yield lossd_pb2.EvaluateLossStreamResponse(id=item.id, response=reply)
-            except LossError as e:
-                yield lossd_pb2.EvaluateLossStreamResponse(
-                    id=item.id, error=lossd_pb2.Error(code=e.code, message=str(e), field=e.field)
-                )
-            except Exception:
-                log.exception("EvaluateLossStream item %r failed", item.id)
-                yield lossd_pb2.EvaluateLossStreamResponse(
-                    id=item.id,
-                    error=lossd_pb2.Error(code="INTERNAL", message="internal error; see server log"),
-                )
+                async for item in request_iterator:
+                    size = payload_bytes(item.request)
+                    if size <= self._inline_max_bytes:
+                        await in_flight.put((self._stream_reply(item), 0))
+                    else:
+                        await budget.acquire(size)
+                        await in_flight.put((loop.run_in_executor(self._executor, self._stream_reply, item), size))
+            finally:
+                if not in_flight.full():  # when full, the sender sees the reader done once it drains
+                    in_flight.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                if in_flight.empty() and reader.done():
+                    break
+                entry = await in_flight.get()
+                if entry is None:
+                    break
+                reply, size = entry
+                if isinstance(reply, asyncio.Future):
+                    reply = await reply
+                    budget.release(size)
+                yield reply
+            await reader  # a failed read (say, a malformed message) ends the call with its error
+        finally:
+            reader.cancel()
+
+    def _stream_reply(self, item: lossd_pb2.EvaluateLossStreamRequest) -> lossd_pb2.EvaluateLossStreamResponse:
+        """One stream item's reply (on the thread pool): its response, or its error."""
+        try:
+            reply = handle_evaluate_bytes(self._registry, item.request, self._device, self._max_elements)
+        except LossError as e:
+            error = lossd_pb2.Error(code=e.code, message=str(e), field=e.field)
+            return lossd_pb2.EvaluateLossStreamResponse(id=item.id, error=error)
+        except Exception:
+            log.exception("EvaluateLossStream item %r failed", item.id)
+            error = lossd_pb2.Error(code="INTERNAL", message="internal error; see server log")
+            return lossd_pb2.EvaluateLossStreamResponse(id=item.id, error=error)
+        if len(reply) + len(item.id) + 16 > self._max_message_bytes:  # 16: the item's own framing
+            message = reply_too_large(len(reply), self._max_message_bytes)
+            error = lossd_pb2.Error(code="RESOURCE_EXHAUSTED", message=message)
+            return lossd_pb2.EvaluateLossStreamResponse(id=item.id, error=error)
+        # Wrap the framed reply without re-encoding it: id, then the response's bytes.
+        head = lossd_pb2.EvaluateLossStreamResponse(id=item.id).SerializeToString()
+        return lossd_pb2.EvaluateLossStreamResponse.FromString(
+            join([head, *length_delimited(_STREAM_RESPONSE, [reply])]))
+
+
+_STREAM_RESPONSE = field_number(lossd_pb2.EvaluateLossStreamResponse, "response")
+
+
+class ReceivedRequest:
+    """An ``EvaluateLossRequest`` parsed with its tensors' ``raw`` bytes left in the
+    received message (:func:`lossd._framing.split_payloads`); attributes read
+    through to the message, so interceptors and logs see a request."""
+
+    __slots__ = ("message", "payloads")
+
+    def __init__(self, message: lossd_pb2.EvaluateLossRequest, payloads: dict[str, memoryview]) -> None:
+        self.message = message
+        self.payloads = payloads
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.message, name)
+
+
+def _parse_evaluate_request(data: bytes) -> ReceivedRequest:
+    return ReceivedRequest(*split_payloads(data, lossd_pb2.EvaluateLossRequest))
+_TENSOR_FIELDS = ("inputs", "parameters")
+
+
+def payload_bytes(request: lossd_pb2.EvaluateLossRequest) -> int:
+    """Tensor bytes a request carries, from shapes and dtypes (payloads untouched)."""
+    tensors = [t for name in _TENSOR_FIELDS for t in getattr(request, name).values()]
+    if request.HasField("grad_output"):
+        tensors.append(request.grad_output)
+    total = 0
+    for t in tensors:
+        info = DTYPES.get(t.dtype)
+        total += math.prod(max(0, int(d)) for d in t.shape) * (info.itemsize if info else 8)
+    return total
+
+
+class _ByteBudget:
+    """At most ``limit`` bytes in flight; an item larger than that runs alone.
+
+    One task acquires (the stream's reader), the sender releases; both on the loop.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._freed = asyncio.Event()
+
+    async def acquire(self, size: int) -> None:
+        while self._used and self._used + size > self._limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self._used += size
+
+    def release(self, size: int) -> None:
+        self._used -= size
+        self._freed.set()
+
+
+def add_loss_service(service: LossService, server: Any) -> None:
+    """Register ``service`` on a grpc.aio ``server``, like the generated
+    ``add_LossServiceServicer_to_server``, except that EvaluateLoss reads its
+    request's tensor payloads in place (:class:`ReceivedRequest`) and sends the
+    reply bytes the service framed as they are."""
+    service.replies_as_bytes = True
+    handlers = {
+        "ListLosses": grpc.unary_unary_rpc_method_handler(
+            service.ListLosses,
+            request_deserializer=lossd_pb2.ListLossesRequest.FromString,
+            response_serializer=lossd_pb2.ListLossesResponse.SerializeToString,
+        ),
+        "EvaluateLoss": grpc.unary_unary_rpc_method_handler(
+            service.EvaluateLoss,
+            request_deserializer=_parse_evaluate_request,
+            response_serializer=_serialized,
+        ),
+        "EvaluateLossStream": grpc.stream_stream_rpc_method_handler(
+            service.EvaluateLossStream,
+            request_deserializer=lossd_pb2.EvaluateLossStreamRequest.FromString,
+            response_serializer=lossd_pb2.EvaluateLossStreamResponse.SerializeToString,
+        ),
+    }
+    name = lossd_pb2.DESCRIPTOR.services_by_name["LossService"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
+
+
+def _serialized(reply: lossd_pb2.EvaluateLossResponse | bytes) -> bytes:
+    return reply if isinstance(reply, bytes) else reply.SerializeToString()

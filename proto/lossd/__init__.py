@@ -10,12 +10,12 @@ without importing torch::
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "Client", "EvaluateResult", "LossdError"]
+__all__ = ["__version__", "Client", "AsyncClient", "EvaluateResult", "LossdError"]
 
 
 def __getattr__(name: str) -> object:
     # Lazy so that ``import lossd.server`` does not pay for the client.
-    if name in ("Client", "EvaluateResult", "LossdError"):
+    if name in ("Client", "AsyncClient", "EvaluateResult", "LossdError"):
         from . import client
 
         return getattr(client, name)

@@ -13,8 +13,9 @@ its elements either as ``raw`` little-endian bytes or as ``values`` numbers.
 from __future__ import annotations
 
 import math
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "TensorLayout",
     "WireError",
     "check_tensor",
+    "explain_message_limit",
+    "reply_too_large",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_MAX_TENSOR_ELEMENTS",
 ]
@@ -31,8 +34,40 @@ if sys.byteorder != "little":  # pragma: no cover - every supported platform is 
     raise ImportError("lossd's raw tensor encoding assumes a little-endian host")
 
 #: Message size limit used by both server and SDK unless configured (256 MiB):
-#: a 10**7-element float32 tensor pair plus gradients fits.
+#: a 10**7-element float32 tensor pair plus gradients fits (80 MB each way), and
+#: so does a 3 x 10**7-element one.
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+#: How to raise each side's message limit.
+_RAISE_LIMIT = {
+    "server": "raise the server's limit with lossd serve --max-message-bytes (env LOSSD_MAX_MESSAGE_BYTES)",
+    "client": "raise the SDK's limit with Client(max_message_bytes=...) (env LOSSD_MAX_MESSAGE_BYTES)",
+}
+_GRPC_LIMIT = re.compile(r"(CLIENT|SERVER): (?:Sent|Received) message larger than max \(\d+ vs\. \d+\)")
+
+
+def explain_message_limit(text: str) -> str:
+    """gRPC's "message larger than max" error text, with how to raise that limit.
+
+    Other text comes back unchanged.
+
+    >>> explain_message_limit("SERVER: Received message larger than max (300 vs. 200)").split("; ")[1]
+    "raise the server's limit with lossd serve --max-message-bytes (env LOSSD_MAX_MESSAGE_BYTES)"
+    """
+    m = _GRPC_LIMIT.search(text)
+    if m is None or "max-message-bytes" in text or "max_message_bytes" in text:
+        return text
+    return f"{text}; {_RAISE_LIMIT[m.group(1).lower()]}; both sides must allow a message"
+
+
+def reply_too_large(size: int, limit: int) -> str:
+    """The message for a reply the server cannot send: its size, the limit, the fix.
+
+    >>> reply_too_large(300, 200).split("; ")[0]
+    'the reply is 300 bytes, over the message limit of 200 bytes'
+    """
+    return (f"the reply is {size} bytes, over the message limit of {limit} bytes; {_RAISE_LIMIT['server']}, "
+            f"and the client's if it is lower, or ask for fewer gradients (grad_inputs)")
 #: Largest number of elements accepted in one tensor unless configured.
 DEFAULT_MAX_TENSOR_ELEMENTS = 50_000_000
 
@@ -88,23 +123,35 @@ class WireError(ValueError):
 
 @dataclass(frozen=True)
 class TensorLayout:
-    """What a valid tensor message holds, before its elements are touched."""
+    """What a valid tensor message holds, before its elements are touched.
+
+    ``raw`` is the tensor's ``raw`` payload, read once: upb copies a bytes
+    field on every read, so decoders use this one rather than read it again.
+    It is a ``memoryview`` when the caller passed the payload in (see
+    :func:`lossd._framing.split_payloads`).
+    """
 
     dtype: str
     shape: tuple[int, ...]
     numel: int
     encoding: Literal["raw", "values"]
+    raw: bytes | memoryview = field(default=b"", repr=False, compare=False)
 
 
 def check_tensor(
-    tensor: object, field: str, max_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS
+    tensor: object,
+    field: str,
+    max_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS,
+    raw: bytes | memoryview | None = None,
 ) -> TensorLayout:
     """Validate a ``lossd.v1.Tensor`` message's header and payload size.
 
     Checks the dtype name, that dims are non-negative, the element cap, that
     exactly one of ``raw``/``values`` is used and that its length matches the
     shape. Shape arithmetic uses Python ints, so it cannot overflow. Raises
-    :class:`WireError` naming ``field`` and the rule.
+    :class:`WireError` naming ``field`` and the rule. ``raw``, when given, is
+    the tensor's payload kept outside the message (its ``raw`` field is then
+    not read).
     """
     dtype = tensor.dtype  # type: ignore[attr-defined]
     info = DTYPES.get(dtype)
@@ -112,10 +159,10 @@ def check_tensor(
         allowed = ", ".join(DTYPES)
         shown = repr(dtype) if dtype else "empty"
         raise WireError(f"{field}.dtype", f"dtype is {shown}; must be one of: {allowed}")
-    shape = tuple(int(d) for d in tensor.shape)  # type: ignore[attr-defined]
-    for i, d in enumerate(shape):
-        if d < 0:
-            raise WireError(f"{field}.shape", f"dimension {i} is {d}; dimensions must be >= 0")
+    shape: tuple[int, ...] = tuple(tensor.shape)  # type: ignore[attr-defined]
+    if shape and min(shape) < 0:
+        i, d = next((i, d) for i, d in enumerate(shape) if d < 0)
+        raise WireError(f"{field}.shape", f"dimension {i} is {d}; dimensions must be >= 0")
     numel = math.prod(shape)
     if numel > max_elements:
         raise WireError(
@@ -123,7 +170,9 @@ def check_tensor(
             f"shape {list(shape)} has {numel} elements; the limit is {max_elements} per tensor",
             "RESOURCE_EXHAUSTED",
         )
-    raw_len = len(tensor.raw)  # type: ignore[attr-defined]
+    if raw is None:
+        raw = tensor.raw  # type: ignore[attr-defined]  # a copy: read it once
+    raw_len = raw.nbytes if isinstance(raw, memoryview) else len(raw)
     n_values = len(tensor.values)  # type: ignore[attr-defined]
     if raw_len and n_values:
         raise WireError(field, "set either raw or values, not both")
@@ -142,5 +191,5 @@ def check_tensor(
                 f"has {raw_len} bytes; shape {list(shape)} of {dtype} needs "
                 f"{numel} x {info.itemsize} = {numel * info.itemsize}",
             )
-    return TensorLayout(dtype, shape, numel, encoding)
+    return TensorLayout(dtype, shape, numel, encoding, raw)
 

@@ -1,6 +1,6 @@
 """The README's examples run, against a real server, and print what the README says.
 
-Conventions in README.md:
+Conventions (the machinery is shared with docs/sdk.md: tests/support/markdown.py):
 
 - A ```python block runs as a script (``Client()`` finds the server through
   ``LOSSD_TARGET``). A ```text block right after it is its expected stdout.
@@ -17,138 +17,26 @@ CPUs); ``...`` matches anything.
 
 from __future__ import annotations
 
-import math
 import re
 import shlex
 import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from support.markdown import Example, fenced_blocks, markdown_examples, output_matches, report, run_python_example
 from support.tools import tool_env
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 README_ADDRESS = "127.0.0.1:50051"
 
-_NUMBER = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_TOKEN = re.compile(r"(\.\.\.|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
-
-
-@dataclass
-class Block:
-    lang: str
-    text: str
-    line: int  # 1-based line of the opening fence
-    end: int  # 1-based line of the closing fence
-
-
-def fenced_blocks(markdown: str) -> list[Block]:
-    """Every fenced code block, in order."""
-    blocks: list[Block] = []
-    lines = markdown.splitlines()
-    i = 0
-    while i < len(lines):
-        m = re.match(r"^```(\S*)\s*$", lines[i])
-        if m:
-            start = i
-            i += 1
-            body = []
-            while i < len(lines) and lines[i].rstrip() != "```":
-                body.append(lines[i])
-                i += 1
-            assert i < len(lines), f"README.md:{start + 1}: unclosed code fence"
-            blocks.append(Block(m.group(1), "\n".join(body) + "\n", start + 1, i + 1))
-        i += 1
-    return blocks
-
-
-@dataclass
-class Example:
-    kind: str  # "python" or "console"
-    code: str
-    expected: str | None
-    line: int
-
-    @property
-    def id(self) -> str:
-        first = self.code.strip().splitlines()[-1 if self.kind == "python" else 0][:50]
-        return f"L{self.line}-{self.kind}: {first}"
-
-
-def readme_examples(markdown: str) -> list[Example]:
-    blocks = fenced_blocks(markdown)
-    lines = markdown.splitlines()
-    examples = []
-    for k, b in enumerate(blocks):
-        if b.lang == "python":
-            nxt = blocks[k + 1] if k + 1 < len(blocks) else None
-            follows = nxt is not None and nxt.lang == "text" and not any(
-                lines[j].strip() for j in range(b.end, nxt.line - 1)
-            )
-            examples.append(Example("python", b.text, nxt.text if follows and nxt else None, b.line))
-        elif b.lang == "console":
-            examples += _console_examples(b)
-    return examples
-
-
-def _console_examples(block: Block) -> list[Example]:
-    examples: list[Example] = []
-    for offset, line in enumerate(block.text.splitlines()):
-        if line.startswith("$ "):
-            examples.append(Example("console", line[2:], "", block.line + 1 + offset))
-        else:
-            assert examples, f"README.md:{block.line}: console block must start with a '$ ' command"
-            examples[-1].expected = (examples[-1].expected or "") + line + "\n"
-    return examples
-
-
-def _pattern(expected: str) -> tuple[re.Pattern[str], list[str]]:
-    parts, numbers = [], []
-    for k, token in enumerate(_TOKEN.split(expected)):
-        if k % 2:  # a number or "..."
-            if token == "...":
-                parts.append(r".*?")
-            else:
-                parts.append(f"({_NUMBER})")
-                numbers.append(token)
-        else:
-            parts += [re.escape(word) for word in token.split()]
-    return re.compile(r"\s*" + r"\s*".join(parts) + r"\s*", re.DOTALL), numbers
-
-
-def output_matches(expected: str, actual: str) -> bool:
-    """Text equal up to whitespace runs, numbers to rel 1e-5, ``...`` as a wildcard."""
-    pattern, numbers = _pattern(expected)
-    m = pattern.fullmatch(actual)
-    if m is None:
-        return False
-    return all(
-        math.isclose(float(e), float(a), rel_tol=1e-5, abs_tol=1e-12) for e, a in zip(numbers, m.groups())
-    )
-
-
-EXAMPLES = readme_examples(README.read_text(encoding="utf-8"))
-
-
-def _report(ex: Example, proc: subprocess.CompletedProcess[str]) -> str:
-    return (
-        f"README.md:{ex.line}: {ex.kind} example\n--- code\n{ex.code}\n--- expected\n{ex.expected}"
-        f"--- got (exit {proc.returncode})\n{proc.stdout}{proc.stderr or ''}"
-    )
+EXAMPLES = markdown_examples(README.read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("ex", [e for e in EXAMPLES if e.kind == "python"], ids=lambda e: e.id)
 def test_python_example(ex: Example, served_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    proc = subprocess.run(
-        [sys.executable, "-c", ex.code], cwd=tmp_path, env=tool_env(LOSSD_TARGET=served_process.address),
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, _report(ex, proc)
-    if ex.expected is not None:
-        assert output_matches(ex.expected, proc.stdout), _report(ex, proc)
+    run_python_example(ex, tmp_path, tool_env(LOSSD_TARGET=served_process.address))
 
 
 @pytest.mark.parametrize("ex", [e for e in EXAMPLES if e.kind == "console"], ids=lambda e: e.id)
@@ -160,8 +48,8 @@ def test_console_example(ex: Example, served_process, tmp_path) -> None:  # type
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
     )
     expected = ex.expected or ""
-    assert proc.returncode == (1 if expected.startswith(("error:", "ERROR:")) else 0), _report(ex, proc)
-    assert output_matches(expected, proc.stdout), _report(ex, proc)
+    assert proc.returncode == (1 if expected.startswith(("error:", "ERROR:")) else 0), report(ex, proc)
+    assert output_matches(expected, proc.stdout), report(ex, proc)
 
 
 def test_readme_has_examples_of_each_kind() -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lossd.client import Client, InvalidArgument, LossdError, NotFound, build_request
+from lossd.client import Client, EvaluateResult, InvalidArgument, LossdError, NotFound, build_request
 from lossd.server.losses import REGISTRY
 
 
@@ -24,13 +24,19 @@ def test_stream_replies_in_order_with_per_item_errors(client):
         expected.append(torch.nn.functional.mse_loss(x, torch.zeros(5)).item())
     requests[7] = build_request("nope", [1.0], [1.0])[0]
     requests[11] = build_request("mse", [1.0], [1.0], reduction="avg")[0]
-    results = list(client.evaluate_stream(requests))
+    results = list(client.evaluate_stream(requests, raise_on_error=False))
     assert len(results) == 30
-    assert isinstance(results[7], NotFound)
+    assert isinstance(results[7], NotFound) and results[7].item == 7
     assert isinstance(results[11], InvalidArgument) and results[11].field == "params.reduction"
     for i, r in enumerate(results):
         if i not in (7, 11):
-            assert r.value == expected[i]
+            assert isinstance(r, EvaluateResult) and r.value == expected[i]
+    # By default the first failed item raises, as soon as it arrives, and the stream ends.
+    seen = []
+    with pytest.raises(NotFound) as err:
+        for r in client.evaluate_stream(requests):
+            seen.append(r.value)
+    assert err.value.item == 7 and seen == expected[:7]
 
 
 def test_list_losses_is_the_registry(client):

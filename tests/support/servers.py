@@ -8,10 +8,12 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,28 +23,51 @@ def start_in_process(**config: object) -> Iterator[str]:
     """Serve on 127.0.0.1:<ephemeral> in a background thread; yields the address."""
     from lossd.server import ServerConfig, create_server
 
+    async def build() -> tuple[Any, int]:
+        # The suite compares with local CPU torch bit for bit, so the server computes on the CPU too.
+        # Plugins installed in the venv must not leak into the registry the tests read.
+        # Training jobs get a fresh data directory unless the test names one.
+        settings = {"device": "cpu", "plugins": "none", "data_dir": tempfile.mkdtemp(prefix="lossd-data-"), **config}
+        return await create_server(ServerConfig(host="127.0.0.1", port=0, **settings))  # type: ignore[arg-type]
+
+    with serve_in_thread(build) as port:
+        yield f"127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def serve_in_thread(build: Callable[[], Awaitable[tuple[Any, int]]]) -> Iterator[int]:
+    """Run the ``grpc.aio`` server that ``build()`` makes (with the port it bound) on its own
+    event loop in a background thread; yields the port, stops the server on exit."""
     loop = asyncio.new_event_loop()
     ready: dict[str, object] = {}
     started = threading.Event()
 
     async def main() -> None:
-        # The suite compares with local CPU torch bit for bit, so the server computes on the CPU too.
-        # Plugins installed in the venv must not leak into the registry the tests read.
-        settings = {"device": "cpu", "plugins": "none", **config}
-        server, port = await create_server(ServerConfig(host="127.0.0.1", port=0, **settings))  # type: ignore[arg-type]
-        await server.start()
+        try:
+            server, port = await build()
+            await server.start()
+        except BaseException as e:  # reported in the caller's thread
+            ready["error"] = e
+            started.set()
+            return
         stop = asyncio.Event()
         ready["stop"], ready["port"] = stop, port
         started.set()
         await stop.wait()
+        jobs = getattr(server, "lossd_jobs", None)
+        if jobs is not None:  # running training jobs checkpoint and stop; the data dir is released
+            await jobs.close()
         await server.stop(None)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()
     if not started.wait(30):
         raise RuntimeError("in-process server did not start")
+    if "error" in ready:
+        thread.join(10)
+        raise RuntimeError("in-process server did not start") from ready["error"]  # type: ignore[misc]
     try:
-        yield f"127.0.0.1:{ready['port']}"
+        yield ready["port"]  # type: ignore[misc]
     finally:
         loop.call_soon_threadsafe(ready["stop"].set)  # type: ignore[attr-defined]
         thread.join(10)

@@ -10,7 +10,7 @@ import pytest
 
 
 SKIP = {"lossd.server.__main__", "lossd.client.__main__"}
-PACKAGES = ["lossd", "lossd.client", "lossd.server", "lossd.server.losses"]
+PACKAGES = ["lossd", "lossd.client", "lossd.server", "lossd.server.losses", "lossd.server.training"]
 
 
 def _modules() -> list[str]:

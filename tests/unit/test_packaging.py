@@ -27,8 +27,11 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 #: The source folders and what they are called once installed (pyproject's package-dir).
 SOURCE_ROOTS = {"proto/lossd": "lossd", "client": "lossd/client", "server": "lossd/server"}
-BASE_DEPS = {"grpcio", "protobuf", "numpy"}
-SERVER_EXTRA = {"torch", "grpcio-reflection", "grpcio-health-checking"}
+# googleapis-common-protos (pure Python, needs only protobuf): the SDK decodes the
+# google.rpc.Status / BadRequest details of errors into err.field / err.violations.
+BASE_DEPS = {"grpcio", "protobuf", "numpy", "googleapis-common-protos"}
+# grpcio-status: the server attaches google.rpc.BadRequest details to request errors.
+SERVER_EXTRA = {"torch", "grpcio-reflection", "grpcio-health-checking", "grpcio-status"}
 
 
 def _run(cmd: list[str], timeout: float, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -138,6 +141,15 @@ CLIENT_CHECK = textwrap.dedent(
     assert lossd.Client is lossd.client.Client
     c = lossd.client.Client("127.0.0.1:1")
     c.close()
+    lossd.client.AsyncClient("127.0.0.1:1")
+    from lossd.client._errors import from_status_name  # google.rpc (googleapis-common-protos) is there
+    assert from_status_name("INVALID_ARGUMENT", "x: y", "x").violations[0].field == "x"
+    try:
+        import lossd.client.torch
+    except ModuleNotFoundError as e:
+        assert e.name == "torch", e
+    else:
+        raise AssertionError("lossd.client.torch imported without torch")
     assert "torch" not in sys.modules
     print("client-ok", lossd.__version__, lossd.__file__)
     """

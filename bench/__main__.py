@@ -1,0 +1,106 @@
+"""``python -m bench`` (``make bench``): lossd's performance, side by side, in one run.
+
+Sections (all by default; ``--only wire,memory`` picks some):
+
+- ``wire``: EvaluateLoss next to a bare gRPC echo of the same bytes, through
+  the same server process (10^2 ... 10^7 float32; mse_loss, cross_entropy);
+- ``encodings``: raw bytes vs ``values`` numbers;
+- ``batching``: ``evaluate_many`` vs an in-process torch loop (10,000 x 100);
+- ``concurrency``: 1, 4, 16 concurrent clients (calls/s, p50, p99);
+- ``memory``: server peak RSS during a 10^7 evaluation;
+- ``malloc``: what the server's malloc tuning buys.
+
+It writes ``bench/results/latest.json`` and ``latest.md`` and rewrites the
+results part of ``docs/performance.md`` (``--no-docs``: leave it).
+``--quick`` runs small sizes and few repetitions (a smoke test, ~1 minute).
+The bench client process applies the same malloc tuning as the server
+(``--no-client-malloc-tuning`` to not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ._measure import REPO
+
+SECTIONS = ("wire", "encodings", "batching", "concurrency", "memory", "malloc")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run")
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="folder for the results")
+    parser.add_argument("--docs", type=Path, default=REPO / "docs" / "performance.md")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
+    parser.add_argument("--no-client-malloc-tuning", action="store_true")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+
+    if not args.no_client_malloc_tuning:
+        from lossd._malloc import tune_malloc
+
+        tune_malloc()
+    from . import _sections
+    from ._measure import BenchServer
+    from ._report import machine, markdown, targets, update_docs
+
+    big = 10**5 if args.quick else 10**7
+    sizes = [10**2, 10**4, 10**5] if args.quick else [10**2, 10**4, 10**6, 10**7]
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(), "quick": args.quick, "load_before": list(os.getloadavg()),
+    }
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    with BenchServer.start() as server:
+        if "wire" in only:
+            log("wire: EvaluateLoss vs echo")
+            results["wire"] = _sections.wire(server, sizes, ["mse_loss", "cross_entropy"], args.quick)
+        if "encodings" in only:
+            log("encodings: raw vs values")
+            results["encodings"] = _sections.encodings(server, [10**4, 10**5 if args.quick else 10**6], args.quick)
+        if "batching" in only:
+            log("batching: evaluate_many vs in-process torch")
+            results["batching"] = _sections.batching(server, 10_000, 100, args.quick)
+        if "concurrency" in only:
+            log("concurrency: 1, 4, 16 clients")
+            results["concurrency"] = _sections.concurrency(server, [1, 4, 16], 4.0, args.quick)
+        if "malloc" in only:
+            log("malloc: tuned vs untuned server")
+            results["malloc"] = _sections.malloc(server, [10**6 if not args.quick else 10**5, big], args.quick)
+    if "memory" in only:
+        log("memory: peak RSS of lossd serve during one large evaluation")
+        results["memory"] = _sections.memory(big, args.quick)
+
+    results["seconds"] = time.perf_counter() - started
+    results["load_after"] = list(os.getloadavg())
+    results["targets"] = targets(results)
+    table = markdown(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.out / "latest.md").write_text(table)
+    print(table)
+    if not args.no_docs and not args.quick and set(only) == set(SECTIONS):
+        if update_docs(args.docs, table):
+            log(f"updated {args.docs.relative_to(REPO)}")
+    log(f"wrote {(args.out / 'latest.json').relative_to(REPO)} and latest.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Timing and process helpers for the benchmarks: servers, samples, percentiles, RSS."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["REPO", "BenchServer", "cpu_seconds", "interleaved", "percentile", "proc_status_kib", "summary"]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class BenchServer:
+    """A server subprocess (``python -m bench._server`` or ``python -m lossd.server``)."""
+
+    proc: subprocess.Popen[str]
+    address: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, *args: str, module: str = "bench._server", env: Mapping[str, str] | None = None
+              ) -> Iterator[BenchServer]:
+        cmd = [sys.executable, "-m", module, *args]
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOSSD_DEVICE": "cpu", **(env or {})}
+        proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        assert proc.stdout is not None
+        address = None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            m = re.fullmatch(r"(\d+)\n", line) or re.search(r"listening on \S+:(\d+)", line)
+            if m:
+                address = f"127.0.0.1:{m.group(1)}"
+                break
+        if address is None:
+            proc.kill()
+            raise RuntimeError(f"{' '.join(cmd)} did not start:\n{''.join(seen)}")
+        try:
+            yield cls(proc, address)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def proc_status_kib(pid: int, key: str) -> int:
+    """A ``/proc/<pid>/status`` figure in KiB (``VmRSS``, ``VmHWM``)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def interleaved(calls: Mapping[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call for each of ``calls``, sampled in turn (A, B, C, A, B, C, ...)
+    so that load on the machine affects every contender alike."""
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    out: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(reps):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - start)
+    return out
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100), nearest rank."""
+    ordered = sorted(samples)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+def summary(samples: Sequence[float]) -> dict[str, float]:
+    """Median, p10 and p90 of ``samples`` in milliseconds."""
+    return {
+        "median_ms": statistics.median(samples) * 1e3,
+        "p10_ms": percentile(samples, 10) * 1e3,
+        "p90_ms": percentile(samples, 90) * 1e3,
+        "n": len(samples),
+    }

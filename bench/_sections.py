@@ -1,0 +1,268 @@
+"""The benchmark sections. Each takes the running bench server and returns plain data.
+
+Every comparison is measured in one run, contenders sampled in turn
+(:func:`bench._measure.interleaved`), so a busy machine slows all of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._measure import BenchServer, cpu_seconds, interleaved, percentile, proc_status_kib, summary
+from ._server import BATCH, ECHO, echo_payload
+from ._workloads import local_loop, workload
+
+__all__ = ["batching", "concurrency", "encodings", "malloc", "memory", "wire"]
+
+EVALUATE = "/lossd.v1.LossService/EvaluateLoss"
+
+
+def _reps(n: int, quick: bool) -> int:
+    reps = 200 if n <= 10**4 else 15 if n <= 10**6 else 5
+    return max(3, reps // 10) if quick else reps
+
+
+def _median_timing(replies: list[bytes]) -> dict[str, float]:
+    from lossd.v1 import lossd_pb2
+
+    timings = [lossd_pb2.EvaluateLossResponse.FromString(r).timing for r in replies]
+    return {k: statistics.median(getattr(t, k) for t in timings)
+            for k in ("decode_ms", "forward_ms", "backward_ms", "encode_ms")}
+
+
+def _keep(into: list[Any], fn: Callable[[Any], Any], arg: Any) -> None:
+    into.append(fn(arg))
+
+
+def wire(server: BenchServer, sizes: list[int], losses: list[str], quick: bool) -> list[dict[str, Any]]:
+    """EvaluateLoss next to a bare echo of the same bytes, per loss and size.
+
+    ``echo``: the request's size in, the reply's size out, through the same server.
+    ``evaluate``: EvaluateLoss with the request already serialized and the reply
+    left as bytes, as the echo client does: what the server adds. ``sdk``:
+    ``Client.evaluate`` from numpy arrays to numpy results, client work included.
+    ``torch``: the same forward and backward in this process.
+    """
+    from lossd.client import Client, build_request
+
+    rows = []
+    with Client(server.address, timeout=600) as client:
+        echo = client.channel.unary_unary(ECHO)
+        evaluate = client.channel.unary_unary(EVALUATE)
+        for loss in losses:
+            for n in sizes:
+                w = workload(loss, n)
+                request = build_request(loss, w.y_pred, w.y_true)[0].SerializeToString()
+                reply = evaluate(request)
+                payload = echo_payload(len(request), len(reply))
+                replies: list[bytes] = []
+                samples = interleaved({
+                    "echo": functools.partial(echo, payload),
+                    "evaluate": functools.partial(_keep, replies, evaluate, request),
+                    "sdk": functools.partial(client.evaluate, w.loss, w.y_pred, w.y_true),
+                    "torch": local_loop(w),
+                }, _reps(n, quick))
+                med = {k: summary(v)["median_ms"] for k, v in samples.items()}
+                rows.append({
+                    "loss": loss, "n": n, "request_bytes": len(request), "reply_bytes": len(reply),
+                    "echo_ms": med["echo"], "evaluate_ms": med["evaluate"], "sdk_ms": med["sdk"],
+                    "torch_ms": med["torch"], "server_timing_ms": _median_timing(replies),
+                    "evaluate_over_echo": med["evaluate"] / med["echo"], "sdk_over_echo": med["sdk"] / med["echo"],
+                    "samples": {k: summary(v) for k, v in samples.items()},
+                })
+    return rows
+
+
+def encodings(server: BenchServer, sizes: list[int], quick: bool) -> list[dict[str, Any]]:
+    """``Client.evaluate`` with raw bytes next to ``values`` numbers (mse_loss, both ways)."""
+    from lossd.client import Client
+
+    rows = []
+    with Client(server.address, timeout=600) as client:
+        for n in sizes:
+            w = workload("mse_loss", n)
+            samples = interleaved({
+                "raw": functools.partial(client.evaluate, w.loss, w.y_pred, w.y_true),
+                "values": functools.partial(client.evaluate, w.loss, w.y_pred, w.y_true, encoding="values"),
+            }, max(3, _reps(n, quick) // 2))
+            med = {k: summary(v)["median_ms"] for k, v in samples.items()}
+            rows.append({"n": n, "raw_ms": med["raw"], "values_ms": med["values"],
+                         "values_over_raw": med["values"] / med["raw"]})
+    return rows
+
+
+def batching(server: BenchServer, count: int, n: int, quick: bool) -> dict[str, Any]:
+    """``count`` mse_loss evaluations of ``n`` elements: in-process torch, ``evaluate_many``,
+    one unary call each, and the Batch prototype (100 evaluations per message)."""
+    from lossd._framing import _fields, join, length_delimited
+    from lossd.client import Client, build_request
+    from lossd.client._client import stream_outcome
+    from lossd.v1 import lossd_pb2
+
+    if quick:
+        count = max(200, count // 20)
+    rng = np.random.default_rng(1)
+    pairs = [(rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32))
+             for _ in range(count)]
+    result: dict[str, Any] = {"count": count, "n": n}
+
+    import torch
+    import torch.nn.functional as F
+
+    def torch_loop() -> None:
+        for p, t in pairs:
+            x = torch.from_numpy(p).requires_grad_(True)
+            y = torch.from_numpy(t).requires_grad_(True)
+            loss = F.mse_loss(x, y)
+            torch.autograd.grad(loss, [x, y])
+            loss.item()
+
+    with Client(server.address, timeout=600) as client:
+        batch_call = client.channel.unary_unary(BATCH)
+        client.evaluate_many([{"loss": "mse_loss", "y_pred": p, "y_true": t} for p, t in pairs[:50]])
+
+        def many() -> None:
+            out = client.evaluate_many([{"loss": "mse_loss", "y_pred": p, "y_true": t} for p, t in pairs])
+            assert len(out) == count and not any(isinstance(r, Exception) for r in out)
+
+        unary_count = max(50, count // 5)
+
+        def unary() -> None:
+            for p, t in pairs[:unary_count]:
+                client.evaluate("mse_loss", p, t)
+
+        def prototype(per_message: int = 100) -> None:
+            for start in range(0, count, per_message):
+                chunk = pairs[start:start + per_message]
+                data = join([piece for p, t in chunk for piece in length_delimited(
+                    1, [build_request("mse_loss", p, t)[0].SerializeToString()])])
+                view = memoryview(batch_call(data))
+                for _, _, _, s, e in _fields(view, 0, len(view)):
+                    stream_outcome(lossd_pb2.EvaluateLossStreamResponse.FromString(view[s:e]), False, True)
+
+        for name, fn, done in (("torch", torch_loop, count), ("evaluate_many", many, count),
+                               ("unary", unary, unary_count), ("batch_prototype", prototype, count)):
+            start, server_cpu, client_cpu = time.perf_counter(), cpu_seconds(server.pid), time.process_time()
+            fn()
+            elapsed = time.perf_counter() - start
+            result[f"{name}_per_s"] = done / elapsed
+            result[f"{name}_cpu_ms"] = {"server": (cpu_seconds(server.pid) - server_cpu) / done * 1e3,
+                                        "client": (time.process_time() - client_cpu) / done * 1e3}
+    result["many_over_torch"] = result["evaluate_many_per_s"] / result["torch_per_s"]
+    result["prototype_over_torch"] = result["batch_prototype_per_s"] / result["torch_per_s"]
+    return result
+
+
+def concurrency(server: BenchServer, levels: list[int], seconds: float, quick: bool) -> list[dict[str, Any]]:
+    """``k`` client threads, each with its own ``Client`` (channel), calling
+    ``evaluate("mse_loss", 100 elements)`` back to back; and the echo at the top level."""
+    from lossd.client import Client
+
+    if quick:
+        seconds = min(seconds, 1.0)
+    w = workload("mse_loss", 100)
+    rows = []
+
+    def run(k: int, call_factory: Callable[[Any], Callable[[], object]], label: str) -> None:
+        clients = [Client(server.address, timeout=60) for _ in range(k)]
+        calls = [call_factory(c) for c in clients]
+        for c in calls:
+            c()
+        latencies: list[list[float]] = [[] for _ in range(k)]
+        stop = time.perf_counter() + seconds
+        barrier = threading.Barrier(k + 1)
+
+        def worker(i: int) -> None:
+            barrier.wait()
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                calls[i]()
+                latencies[i].append(time.perf_counter() - t0)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(k)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        start, server_cpu, client_cpu = time.perf_counter(), cpu_seconds(server.pid), time.process_time()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+        flat = [x for lat in latencies for x in lat]
+        rows.append({"what": label, "clients": k, "calls_per_s": len(flat) / elapsed,
+                     "p50_ms": percentile(flat, 50) * 1e3, "p99_ms": percentile(flat, 99) * 1e3,
+                     "server_cpu_ms_per_call": (cpu_seconds(server.pid) - server_cpu) / len(flat) * 1e3,
+                     "client_cpu_ms_per_call": (time.process_time() - client_cpu) / len(flat) * 1e3})
+        for c in clients:
+            c.close()
+
+    for k in levels:
+        run(k, lambda c: (lambda: c.evaluate(w.loss, w.y_pred, w.y_true)), "evaluate")
+    from lossd.client import build_request
+
+    size = len(build_request(w.loss, w.y_pred, w.y_true)[0].SerializeToString())
+    payload = echo_payload(size, size)
+    run(max(levels), lambda c: functools.partial(c.channel.unary_unary(ECHO), payload), "echo")
+    return rows
+
+
+def memory(n: int, quick: bool) -> list[dict[str, Any]]:
+    """Peak RSS of a fresh ``python -m lossd.server`` while it evaluates ``mse_loss`` on
+    ``n``-element float32 tensors, above its RSS after a small warm-up call; with the
+    default malloc tuning and with ``--no-malloc-tuning``."""
+    from lossd.client import Client
+
+    w = workload("mse_loss", n)
+    rows = []
+    for tuned in (True, False):
+        with tempfile.TemporaryDirectory(prefix="lossd-bench-") as data_dir:
+            args = ["--port", "0", "--data-dir", data_dir, "--plugins", "none"]
+            if not tuned:
+                args.append("--no-malloc-tuning")
+            with BenchServer.start(*args, module="lossd.server") as server, \
+                    Client(server.address, timeout=600) as client:
+                small = workload("mse_loss", 100)
+                client.evaluate(small.loss, small.y_pred, small.y_true)
+                time.sleep(0.3)
+                baseline = proc_status_kib(server.pid, "VmRSS") * 1024
+                start = time.perf_counter()
+                client.evaluate(w.loss, w.y_pred, w.y_true)
+                elapsed = time.perf_counter() - start
+                peak = proc_status_kib(server.pid, "VmHWM") * 1024
+                after = proc_status_kib(server.pid, "VmRSS") * 1024
+        rows.append({"malloc_tuning": tuned, "n": n, "payload_bytes": w.payload_bytes, "baseline_bytes": baseline,
+                     "peak_bytes": peak, "after_bytes": after, "first_call_s": elapsed,
+                     "peak_over_payload": (peak - baseline) / w.payload_bytes})
+    return rows
+
+
+def malloc(tuned: BenchServer, sizes: list[int], quick: bool) -> list[dict[str, Any]]:
+    """Echo and EvaluateLoss (mse_loss) on the tuned bench server and on a second one
+    started with ``--no-malloc-tuning``, sampled in turn."""
+    from lossd.client import Client, build_request
+
+    rows = []
+    with BenchServer.start("--no-malloc-tuning") as untuned, \
+            Client(tuned.address, timeout=600) as a, Client(untuned.address, timeout=600) as b:
+        for n in sizes:
+            w = workload("mse_loss", n)
+            request = build_request(w.loss, w.y_pred, w.y_true)[0].SerializeToString()
+            reply = a.channel.unary_unary(EVALUATE)(request)
+            payload = echo_payload(len(request), len(reply))
+            calls = {}
+            for label, c in (("tuned", a), ("untuned", b)):
+                calls[f"{label}_echo"] = functools.partial(c.channel.unary_unary(ECHO), payload)
+                calls[f"{label}_evaluate"] = functools.partial(c.channel.unary_unary(EVALUATE), request)
+            samples = interleaved(calls, max(3, _reps(n, quick)))
+            med = {k: summary(v)["median_ms"] for k, v in samples.items()}
+            rows.append({"n": n, **{f"{k}_ms": v for k, v in med.items()},
+                         "echo_speedup": med["untuned_echo"] / med["tuned_echo"],
+                         "evaluate_speedup": med["untuned_evaluate"] / med["tuned_evaluate"]})
+    return rows

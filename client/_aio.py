@@ -1,0 +1,156 @@
+"""The asyncio SDK client: :class:`AsyncClient`, the ``await`` twin of :class:`~lossd.client.Client`.
+
+Same constructor, same settings (``LOSSD_*``), same methods, same results and
+errors; only the waiting differs. The channel opens on first use, inside the
+running event loop::
+
+    >>> import asyncio
+    >>> async def main():
+    ...     async with AsyncClient("127.0.0.1:50051") as c:   # doctest: +SKIP
+    ...         r = await c.evaluate("mse", [1.0, 2.0], [0.0, 0.0], reduction="sum")
+    ...         return r.value
+    >>> asyncio.run(main())  # doctest: +SKIP
+    5.0
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Literal, TypeVar, overload
+
+import grpc
+import grpc.aio
+
+from ..v1 import lossd_pb2
+from ._calls import (
+    EVALUATE_LOSS,
+    EVALUATE_LOSS_STREAM,
+    HEALTH_CHECK,
+    LIST_LOSSES,
+    Method,
+    async_stream_requests,
+    stream_requests,
+)
+from ._client import EvaluateResult, Evaluating, ManyRequests, prepare_many, stream_outcome
+from ._errors import LossdError, raising_lossd_errors
+from ._health import health_request, health_status
+from ._jobs import AsyncJobs
+
+__all__ = ["AsyncClient"]
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
+    """A ``grpc.aio`` connection to a lossd server; every call is awaited.
+
+    Arguments and settings are those of :class:`~lossd.client.Client`. Use it
+    as ``async with AsyncClient() as c:`` or call :meth:`close`. Its channel
+    belongs to the event loop of its first call: use one client per loop.
+
+    >>> async def main():
+    ...     async with AsyncClient() as c:
+    ...         return [i.name for i in await c.list_losses("mse")], await c.health()
+    >>> asyncio.run(main())  # doctest: +SKIP
+    (['mse_loss'], 'SERVING')
+    """
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The underlying ``grpc.aio.Channel`` (opened on first use, in the running loop)."""
+        channel: grpc.aio.Channel = self._open(grpc.aio)
+        return channel
+
+    async def close(self) -> None:
+        """Close the channel; in-flight calls are cancelled."""
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def _unary(self, method: Method[R], request: Any, timeout: float | None) -> R:
+        with raising_lossd_errors():
+            reply: R = await self._callable(self.channel, method)(request, **self._call_options(method, timeout))
+        return reply
+
+    async def _stream(
+        self, method: Method[R], request: Any, timeout: float | None, decode: Callable[[R], T]
+    ) -> AsyncIterator[T]:
+        """Decoded replies of a server- or bidi-streaming call, which is cancelled when
+        the caller stops iterating or ``decode`` raises."""
+        call = self._callable(self.channel, method)(request, **self._call_options(method, timeout))
+        try:
+            with raising_lossd_errors():
+                async for reply in call:
+                    yield decode(reply)
+        finally:
+            call.cancel()
+
+    async def list_losses(self, filter: str = "", *, timeout: float | None = None) -> list[lossd_pb2.LossInfo]:
+        """Every loss the server offers, like :meth:`Client.list_losses <lossd.client.Client.list_losses>`."""
+        return list((await self._unary(LIST_LOSSES, lossd_pb2.ListLossesRequest(filter=filter), timeout)).losses)
+
+    async def evaluate_request(
+        self, request: lossd_pb2.EvaluateLossRequest, *, as_torch: bool = False, timeout: float | None = None
+    ) -> EvaluateResult:
+        """Send a prepared ``EvaluateLossRequest``: ``await c.evaluate_request(request)``."""
+        return EvaluateResult.from_response(await self._unary(EVALUATE_LOSS, request, timeout), as_torch)
+
+    @overload
+    def evaluate_stream(
+        self, requests: Iterable[lossd_pb2.EvaluateLossRequest] | AsyncIterable[lossd_pb2.EvaluateLossRequest],
+        *, as_torch: bool = ..., timeout: float | None = ..., raise_on_error: Literal[True] = ...,
+    ) -> AsyncIterator[EvaluateResult]: ...
+
+    @overload
+    def evaluate_stream(
+        self, requests: Iterable[lossd_pb2.EvaluateLossRequest] | AsyncIterable[lossd_pb2.EvaluateLossRequest],
+        *, as_torch: bool = ..., timeout: float | None = ..., raise_on_error: bool,
+    ) -> AsyncIterator[EvaluateResult | LossdError]: ...
+
+    def evaluate_stream(
+        self,
+        requests: Iterable[lossd_pb2.EvaluateLossRequest] | AsyncIterable[lossd_pb2.EvaluateLossRequest],
+        *,
+        as_torch: bool = False,
+        timeout: float | None = None,
+        raise_on_error: bool = True,
+    ) -> AsyncIterator[EvaluateResult | LossdError]:
+        """Pipeline requests (an iterable or async iterable) over one stream: ``async for r in ...``.
+
+        Results come in request order; errors behave as in
+        :meth:`Client.evaluate_stream <lossd.client.Client.evaluate_stream>`.
+
+        >>> [r.value async for r in c.evaluate_stream(requests)]  # doctest: +SKIP
+        [1.0, 4.0]
+        """
+        items = async_stream_requests(requests) if isinstance(requests, AsyncIterable) else stream_requests(requests)
+        outcome = functools.partial(stream_outcome, as_torch=as_torch, raise_on_error=raise_on_error)
+        return self._stream(EVALUATE_LOSS_STREAM, items, timeout, outcome)
+
+    async def evaluate_many(
+        self,
+        requests: ManyRequests,
+        *,
+        as_torch: bool = False,
+        timeout: float | None = None,
+        raise_on_error: bool = False,
+    ) -> list[EvaluateResult | LossdError]:
+        """Many evaluations over one pipelined stream, outcomes in request order, like
+        :meth:`Client.evaluate_many <lossd.client.Client.evaluate_many>`: ``await c.evaluate_many(items)``."""
+        prepared, flags = prepare_many(requests, as_torch)
+
+        def outcome(reply: lossd_pb2.EvaluateLossStreamResponse) -> EvaluateResult | LossdError:
+            return stream_outcome(reply, flags[int(reply.id)], raise_on_error)
+
+        return [r async for r in self._stream(EVALUATE_LOSS_STREAM, stream_requests(prepared), timeout, outcome)]
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The server's ``grpc.health.v1`` status, like :meth:`Client.health <lossd.client.Client.health>`."""
+        return health_status(await self._unary(HEALTH_CHECK, health_request(service), timeout))

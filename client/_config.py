@@ -1,0 +1,341 @@
+"""Connection settings shared by :class:`~lossd.client.Client` and :class:`~lossd.client.AsyncClient`.
+
+Each setting comes from an argument, else from its ``LOSSD_*`` environment
+variable, else from the default. Retries and load balancing are not a loop in
+the SDK: they are gRPC's own, configured through the channel's service config
+(``grpc.service_config``)::
+
+    >>> cfg = ClientConfig.from_env(["127.0.0.1:50051", "127.0.0.1:50052"], timeout=5, environ={})
+    >>> cfg.target, cfg.timeout, cfg.tls
+    ('ipv4:127.0.0.1:50051,127.0.0.1:50052', 5.0, False)
+    >>> sc = cfg.service_config()
+    >>> sc["loadBalancingConfig"], sc["methodConfig"][0]["retryPolicy"]["retryableStatusCodes"]
+    ([{'round_robin': {}}], ['UNAVAILABLE'])
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from .. import __version__
+from .._wire import DEFAULT_MAX_MESSAGE_BYTES
+
+__all__ = [
+    "ClientConfig",
+    "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_MAX_ATTEMPTS",
+    "RETRIED_METHODS",
+    "ENVIRONMENT",
+    "normalize_target",
+]
+
+#: Where the SDK connects unless told otherwise (env ``LOSSD_TARGET``).
+DEFAULT_TARGET = "127.0.0.1:50051"
+#: Default deadline of a call, in seconds (env ``LOSSD_TIMEOUT``; training streams have none).
+DEFAULT_TIMEOUT = 60.0
+#: Attempts of an idempotent call that fails UNAVAILABLE (env ``LOSSD_MAX_ATTEMPTS``; gRPC caps it at 5).
+DEFAULT_MAX_ATTEMPTS = 5
+
+#: Idempotent methods gRPC retries on UNAVAILABLE. ``EvaluateLossStream`` is not here:
+#: gRPC can replay a stream only until its first reply (or 256 KiB of requests),
+#: so a retry policy would promise what a long pipeline cannot get; the SDK raises
+#: ``Unavailable`` and the caller reopens the stream. TrainingService entries match
+#: nothing until that service exists (names in a service config are not checked).
+RETRIED_METHODS: tuple[tuple[str, str], ...] = (
+    ("lossd.v1.LossService", "ListLosses"),
+    ("lossd.v1.LossService", "EvaluateLoss"),
+    ("lossd.v1.TrainingService", "GetJob"),
+    ("lossd.v1.TrainingService", "ListJobs"),
+    ("grpc.health.v1.Health", "Check"),
+)
+
+#: Every setting's environment variable.
+ENVIRONMENT: dict[str, str] = {
+    "target": "LOSSD_TARGET",
+    "timeout": "LOSSD_TIMEOUT",
+    "token": "LOSSD_TOKEN",
+    "tls": "LOSSD_TLS",
+    "ca_file": "LOSSD_CA_FILE",
+    "cert_file": "LOSSD_CERT_FILE",
+    "key_file": "LOSSD_KEY_FILE",
+    "server_name": "LOSSD_SERVER_NAME",
+    "compression": "LOSSD_COMPRESSION",
+    "keepalive_s": "LOSSD_KEEPALIVE_S",
+    "max_message_bytes": "LOSSD_MAX_MESSAGE_BYTES",
+    "max_attempts": "LOSSD_MAX_ATTEMPTS",
+    "load_balancing": "LOSSD_LOAD_BALANCING",
+}
+
+_COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip,
+                "deflate": grpc.Compression.Deflate}
+_BALANCERS = ("pick_first", "round_robin")
+
+
+def _ip_scheme(address: str) -> str | None:
+    """``ipv4``/``ipv6`` for ``1.2.3.4:p`` / ``[::1]:p``; ``None`` for a host name or no port."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        ip = ipaddress.ip_address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    except ValueError:
+        return None
+    return f"ipv{ip.version}"
+
+
+def normalize_target(target: str | Sequence[str]) -> tuple[str, int]:
+    """The gRPC target for one address or several, and how many addresses it names.
+
+    Several addresses (a list, or ``a,b`` without a scheme) must be IP
+    literals of one family: they become an ``ipv4:``/``ipv6:`` target, which
+    gRPC balances over. A host name that resolves to several addresses is one
+    target (``dns:///name:port``).
+
+    >>> normalize_target("localhost:50051")
+    ('localhost:50051', 1)
+    >>> normalize_target("127.0.0.1:1,127.0.0.1:2")
+    ('ipv4:127.0.0.1:1,127.0.0.1:2', 2)
+    >>> normalize_target(["[::1]:1", "[::1]:2"])
+    ('ipv6:[::1]:1,[::1]:2', 2)
+    """
+    if isinstance(target, str):
+        scheme, sep, rest = target.partition(":")
+        if sep and scheme in ("ipv4", "ipv6", "unix", "dns", "unix-abstract", "vsock"):
+            return target, rest.count(",") + 1
+        addresses = [a.strip() for a in target.split(",") if a.strip()]
+    else:
+        addresses = [a.strip() for a in target]
+    if not addresses:
+        raise ValueError("target: no address given")
+    if len(addresses) == 1:
+        return addresses[0], 1
+    schemes = {_ip_scheme(a) for a in addresses}
+    if len(schemes) != 1 or None in schemes:
+        raise ValueError(
+            f"target: several addresses must be IP:port literals of one family (got {addresses}); "
+            "for a host name that resolves to several addresses give it once, as dns:///name:port"
+        )
+    return f"{schemes.pop()}:{','.join(addresses)}", len(addresses)
+
+
+def _read(path: str | None, setting: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"{setting} ({ENVIRONMENT[setting]}): cannot read {path!r}: {e.strerror}") from None
+
+
+def _env_value(setting: str, text: str) -> Any:
+    """A setting's value parsed from its environment variable's text."""
+    var = ENVIRONMENT[setting]
+    try:
+        if setting == "timeout" and text.strip().lower() in ("inf", "none"):
+            return math.inf
+        if setting in ("timeout", "keepalive_s"):
+            return float(text)
+        if setting in ("max_message_bytes", "max_attempts"):
+            return int(text)
+        if setting == "tls":
+            if text.strip().lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError("expected 1 or 0")
+            return text.strip().lower() in ("1", "true", "yes")
+    except ValueError as e:
+        raise ValueError(f"{var}={text!r}: {e}") from None
+    return text
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Resolved connection settings; build one with :meth:`from_env`.
+
+    ``timeout`` is the default deadline in seconds (``None``: no deadline);
+    ``tls`` is on when asked for or when a CA file or client certificate is
+    given; ``token`` is sent as ``authorization: Bearer <token>`` on every
+    call; ``max_attempts`` is how often gRPC tries an idempotent call that
+    fails ``UNAVAILABLE`` (1: no retries); ``load_balancing`` defaults to
+    ``round_robin`` when the target names several addresses.
+
+    >>> ClientConfig.from_env("10.0.0.7:443", token="s3cret", environ={}).metadata()
+    (('authorization', 'Bearer s3cret'),)
+    """
+
+    target: str = DEFAULT_TARGET
+    timeout: float | None = DEFAULT_TIMEOUT
+    token: str | None = field(default=None, repr=False)
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    compression: str | None = None
+    keepalive_s: float | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    load_balancing: str | None = None
+    #: Number of addresses in ``target``.
+    addresses: int = 1
+    #: Extra gRPC channel arguments, applied last.
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def from_env(
+        cls,
+        target: str | Sequence[str] | None = None,
+        *,
+        options: Sequence[tuple[str, Any]] = (),
+        environ: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> ClientConfig:
+        """Settings from arguments, else ``LOSSD_*`` variables (:data:`ENVIRONMENT`), else defaults.
+
+        ``settings`` are the keyword arguments of :class:`~lossd.client.Client`
+        (``timeout``, ``token``, ``ca_file``, ...; ``None`` means unset).
+        ``timeout=math.inf`` (or ``LOSSD_TIMEOUT=inf``) means no deadline.
+        ``environ`` defaults to ``os.environ``.
+
+        >>> cfg = ClientConfig.from_env(timeout=5, environ={"LOSSD_TARGET": "10.0.0.7:50051", "LOSSD_TIMEOUT": "9"})
+        >>> cfg.target, cfg.timeout
+        ('10.0.0.7:50051', 5.0)
+        """
+        unknown = set(settings) - set(ENVIRONMENT)
+        if unknown:
+            raise TypeError(f"unknown client settings {sorted(unknown)}; known: {', '.join(ENVIRONMENT)}")
+        env = os.environ if environ is None else environ
+        given: dict[str, Any] = {setting: settings.get(setting) for setting in ENVIRONMENT}
+        given["target"] = target
+        for setting, value in given.items():
+            text = env.get(ENVIRONMENT[setting], "")
+            if value is None and text.strip():
+                given[setting] = _env_value(setting, text)
+        resolved, addresses = normalize_target(DEFAULT_TARGET if given["target"] is None else given["target"])
+        timeout_s = DEFAULT_TIMEOUT if given["timeout"] is None else float(given["timeout"])
+        if timeout_s <= 0 or math.isnan(timeout_s):
+            raise ValueError(f"timeout: must be > 0 seconds (math.inf for no deadline), got {timeout_s}")
+        compression_name = given["compression"]
+        if compression_name is not None and compression_name.lower() not in _COMPRESSION:
+            raise ValueError(f"compression: {compression_name!r} is not one of {', '.join(_COMPRESSION)}")
+        balancer = given["load_balancing"]
+        if balancer is not None and balancer not in _BALANCERS:
+            raise ValueError(f"load_balancing: {balancer!r} is not one of {', '.join(_BALANCERS)}")
+        attempts = DEFAULT_MAX_ATTEMPTS if given["max_attempts"] is None else int(given["max_attempts"])
+        if attempts < 1:
+            raise ValueError(f"max_attempts: must be >= 1 (1 turns retries off), got {attempts}")
+        if (given["cert_file"] is None) != (given["key_file"] is None):
+            raise ValueError("cert_file and key_file (LOSSD_CERT_FILE, LOSSD_KEY_FILE) go together, for mTLS")
+        keepalive = given["keepalive_s"]
+        if keepalive is not None and not keepalive > 0:
+            raise ValueError(f"keepalive_s: must be > 0 seconds, got {keepalive}")
+        uses_tls = bool(given["tls"]) or given["ca_file"] is not None or given["cert_file"] is not None
+        if given["tls"] is False and (given["ca_file"] or given["cert_file"]):
+            raise ValueError("tls=False contradicts ca_file/cert_file")
+        return cls(
+            target=resolved,
+            timeout=None if math.isinf(timeout_s) else timeout_s,
+            token=given["token"] or None,
+            tls=uses_tls,
+            ca_file=given["ca_file"],
+            cert_file=given["cert_file"],
+            key_file=given["key_file"],
+            server_name=given["server_name"],
+            compression=None if compression_name is None else compression_name.lower(),
+            keepalive_s=None if keepalive is None else float(keepalive),
+            max_message_bytes=(DEFAULT_MAX_MESSAGE_BYTES if given["max_message_bytes"] is None
+                               else int(given["max_message_bytes"])),
+            max_attempts=attempts,
+            load_balancing=balancer,
+            addresses=addresses,
+            options=tuple(options),
+        )
+
+    def deadline(self, timeout: float | None, default: bool = True) -> float | None:
+        """A call's deadline in seconds: ``timeout`` when given (``math.inf``: none), else the
+        client's default for calls that take one (``default``), else none.
+
+        >>> cfg = ClientConfig(timeout=60.0)
+        >>> cfg.deadline(None), cfg.deadline(5), cfg.deadline(float("inf")), cfg.deadline(None, default=False)
+        (60.0, 5, None, None)
+        """
+        if timeout is None:
+            return self.timeout if default else None
+        return None if math.isinf(timeout) else timeout
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Metadata sent with every call: the bearer token, when set."""
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    def service_config(self) -> dict[str, Any]:
+        """The gRPC service config: retry policy for :data:`RETRIED_METHODS`, load balancing.
+
+        ``retryThrottling`` stops retrying once failed attempts outnumber
+        successful calls by 10 (a token bucket of 20, refilled one token per
+        success), so an outage does not multiply the load on a server that is
+        coming back; retries resume as calls succeed.
+        """
+        config: dict[str, Any] = {}
+        balancer = self.load_balancing or ("round_robin" if self.addresses > 1 else None)
+        if balancer:
+            config["loadBalancingConfig"] = [{balancer: {}}]
+        if self.max_attempts > 1:
+            config["methodConfig"] = [{
+                "name": [{"service": s, "method": m} for s, m in RETRIED_METHODS],
+                "retryPolicy": {
+                    "maxAttempts": self.max_attempts,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }]
+            config["retryThrottling"] = {"maxTokens": 20, "tokenRatio": 1.0}
+        return config
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        """gRPC channel arguments: message sizes, service config, keepalive, TLS name, extras.
+
+        >>> dict(ClientConfig(keepalive_s=30).channel_options())["grpc.keepalive_time_ms"]
+        30000
+        """
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.primary_user_agent", f"lossd-python/{__version__}"),
+            ("grpc.enable_retries", 1 if self.max_attempts > 1 else 0),
+            ("grpc.service_config", json.dumps(self.service_config())),
+            # Ours, not one a DNS TXT record might carry.
+            ("grpc.service_config_disable_resolution", 1),
+        ]
+        if self.keepalive_s is not None:
+            options += [
+                ("grpc.keepalive_time_ms", int(self.keepalive_s * 1000)),
+                ("grpc.keepalive_timeout_ms", 20_000),
+                ("grpc.http2.max_pings_without_data", 0),
+            ]
+        if self.server_name:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
+        return [*options, *self.options]
+
+    def channel_compression(self) -> grpc.Compression | None:
+        """The compression of every request, or ``None`` for gRPC's default (none)."""
+        return None if self.compression is None else _COMPRESSION[self.compression]
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS credentials (CA file or system roots; client certificate for mTLS), or ``None``."""
+        if not self.tls:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca_file, "ca_file"),
+            private_key=_read(self.key_file, "key_file"),
+            certificate_chain=_read(self.cert_file, "cert_file"),
+        )

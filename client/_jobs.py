@@ -1,0 +1,285 @@
+"""TrainingService methods of both clients: ``train``, ``submit``, ``watch``, ``jobs``, ``get_job``,
+``get_result``, ``history``, ``cancel``.
+
+:class:`Jobs` (mixed into :class:`~lossd.client.Client`) and :class:`AsyncJobs`
+(into :class:`~lossd.client.AsyncClient`) differ only in how they wait; specs,
+results, progress and the re-attach bookkeeping are in ``_training.py``. A stream
+that fails with ``Unavailable`` after the job id is known is re-attached with
+``WatchJob(after_seq=<last seq seen>)`` (up to ``MAX_REATTACH`` times, with
+backoff), so a server restart or a dropped connection does not lose the job.
+
+>>> with Client() as c:                                     # doctest: +SKIP
+...     job_id = c.submit("spec.json")
+...     for event in c.watch(job_id):
+...         print(event.seq, event.state)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from ..v1 import training_pb2
+from ._calls import ClientBase, Method
+from ._errors import Unavailable
+from ._training import (
+    CANCEL_JOB,
+    GET_JOB,
+    LIST_JOBS,
+    TERMINAL_STATES,
+    TRAIN_JOB,
+    WATCH_JOB,
+    JobFollower,
+    Progress,
+    SpecLike,
+    TrainResult,
+    epoch_summary,
+    load_spec,
+)
+
+__all__ = ["Jobs", "AsyncJobs", "list_jobs_request"]
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+#: A job state by name (``"RUNNING"``, ``"JOB_STATE_RUNNING"``) or number.
+StateLike = str | int
+
+
+def _event(reply: training_pb2.TrainJobResponse | training_pb2.WatchJobResponse) -> training_pb2.JobEvent:
+    return reply.event
+
+
+def _state(state: StateLike) -> int:
+    if isinstance(state, int):
+        return state
+    name = state.upper()
+    return int(training_pb2.JobState.Value(name if name.startswith("JOB_STATE_") else f"JOB_STATE_{name}"))
+
+
+def list_jobs_request(states: Iterable[StateLike] = (), limit: int = 0) -> training_pb2.ListJobsRequest:
+    """A ``ListJobsRequest``; states by name or number.
+
+    >>> list_jobs_request(["running", "QUEUED"], limit=5).states
+    [2, 1]
+    """
+    return training_pb2.ListJobsRequest(states=[_state(s) for s in states], limit=limit)  # type: ignore[misc]
+
+
+def _progress(progress: bool | Progress) -> Progress | None:
+    if isinstance(progress, Progress):
+        return progress
+    return Progress() if progress else None
+
+
+def _train_request(spec: SpecLike, detach: bool) -> training_pb2.TrainJobRequest:
+    request = load_spec(spec)
+    request.detach = detach
+    return request
+
+
+class Jobs(ClientBase):
+    """The training methods of :class:`~lossd.client.Client`."""
+
+    def _unary(self, method: Method[R], request: Any, timeout: float | None) -> R:
+        raise NotImplementedError
+
+    def _stream(self, method: Method[R], request: Any, timeout: float | None,
+                decode: Callable[[R], T]) -> Iterator[T]:
+        raise NotImplementedError
+
+    def _follow(self, follower: JobFollower, events: Iterator[training_pb2.JobEvent], reattach: bool,
+                timeout: float | None) -> Iterator[training_pb2.JobEvent]:
+        """New events of ``events`` and, after ``Unavailable``, of re-attached WatchJob streams."""
+        while True:
+            try:
+                for event in events:
+                    if follower.is_new(event):
+                        terminal = follower.feed(event)
+                        yield event
+                        if terminal:
+                            return
+                return
+            except Unavailable:
+                if not reattach or not follower.may_reattach():
+                    raise
+                time.sleep(follower.backoff_s())
+                events = self._stream(WATCH_JOB, follower.watch_request(), timeout, _event)
+
+    def train(self, spec: SpecLike, *, progress: bool | Progress = True, as_torch: bool = False,
+              timeout: float | None = None) -> TrainResult:
+        """Run a job to its end and return its :class:`~lossd.client.TrainResult`.
+
+        ``spec`` is a ``TrainJobRequest``, a JSON-style dict or a JSON/YAML file path.
+        ``progress`` shows a tqdm bar (``lossd[progress]``; without tqdm, a line per
+        epoch on stderr). ``as_torch`` decodes the parameters to torch tensors.
+        ``timeout`` bounds the whole run (default: none). A FAILED job is returned,
+        not raised: check ``result.state``.
+
+        >>> result = client.train({"model": {"linear": {}}, ...}, progress=False)  # doctest: +SKIP
+        >>> result.state, result.metrics["val_accuracy"]                          # doctest: +SKIP
+        ('SUCCEEDED', 0.93)
+        """
+        request = _train_request(spec, detach=False)
+        follower, bar = JobFollower(), _progress(progress)
+        try:
+            for event in self._follow(follower, self._stream(TRAIN_JOB, request, timeout, _event), True, timeout):
+                if bar is not None:
+                    bar.update(event)
+        finally:
+            if bar is not None:
+                bar.close()
+        if follower.final is None:
+            raise Unavailable(f"the stream of job {follower.job_id or '?'} ended before the job did; "
+                              f"watch it with after_seq={follower.after_seq}")
+        return TrainResult.from_event(follower.final, request, as_torch)
+
+    def submit(self, spec: SpecLike, *, timeout: float | None = None) -> str:
+        """Submit a job without waiting (``detach``); returns its id.
+
+        >>> job_id = client.submit("spec.yaml")   # doctest: +SKIP
+        """
+        for event in self._stream(TRAIN_JOB, _train_request(spec, detach=True), timeout, _event):
+            return event.job_id
+        raise Unavailable("TrainJob ended without its QUEUED event")
+
+    def watch(self, job_id: str, after_seq: int = 0, *, reattach: bool = True,
+              timeout: float | None = None) -> Iterator[training_pb2.JobEvent]:
+        """The job's ``JobEvent`` messages after ``after_seq`` (stored ones first, then live ones)
+        up to the terminal one; re-attaches after ``Unavailable`` unless ``reattach=False``.
+
+        >>> [training_pb2.JobState.Name(e.state) for e in client.watch(job_id)][-1]  # doctest: +SKIP
+        'JOB_STATE_SUCCEEDED'
+        """
+        follower = JobFollower(job_id, after_seq)
+        return self._follow(follower, self._stream(WATCH_JOB, follower.watch_request(), timeout, _event),
+                            reattach, timeout)
+
+    def jobs(self, states: Iterable[StateLike] = (), limit: int = 0, *,
+             timeout: float | None = None) -> list[training_pb2.Job]:
+        """Jobs, newest first (``Job`` messages without specs), optionally only in ``states``.
+
+        >>> [j.job_id for j in client.jobs(["RUNNING"])]   # doctest: +SKIP
+        ['3fa85f6457a1']
+        """
+        return list(self._unary(LIST_JOBS, list_jobs_request(states, limit), timeout).jobs)
+
+    def get_job(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
+        """One job's summary and spec (a ``Job`` message)."""
+        return self._unary(GET_JOB, training_pb2.GetJobRequest(job_id=job_id), timeout).job
+
+    def get_result(self, job_id: str, *, as_torch: bool = False, timeout: float | None = None) -> TrainResult:
+        """The :class:`~lossd.client.TrainResult` of a job, waiting for its end if it still runs."""
+        job = self.get_job(job_id, timeout=timeout)
+        final = None
+        for event in self.watch(job_id, max(0, job.last_seq - 1)):
+            final = event
+        if final is None or final.state not in TERMINAL_STATES:
+            raise Unavailable(f"job {job_id}: the stream ended before the job did")
+        return TrainResult.from_event(final, job.spec, as_torch)
+
+    def history(self, job_id: str, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The per-epoch rows of a job so far (the terminal event's ``history`` once it ended)."""
+        job = self.get_job(job_id, timeout=timeout)
+        if job.state in TERMINAL_STATES:
+            return self.get_result(job_id, timeout=timeout).history
+        rows: dict[int, dict[str, Any]] = {}
+        for event in self.watch(job_id, reattach=False, timeout=timeout):
+            if event.kind == training_pb2.JOB_EVENT_KIND_EPOCH:
+                rows[event.epoch] = epoch_summary(event)
+            if event.seq >= job.last_seq:
+                break
+        return [rows[k] for k in sorted(rows)]
+
+    def cancel(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
+        """Stop a job; returns it once CANCELLED (or in the terminal state it reached first)."""
+        return self._unary(CANCEL_JOB, training_pb2.CancelJobRequest(job_id=job_id), timeout).job
+
+
+class AsyncJobs(ClientBase):
+    """The training methods of :class:`~lossd.client.AsyncClient`: ``await`` them, and
+    ``async for event in client.watch(job_id)``."""
+
+    async def _unary(self, method: Method[R], request: Any, timeout: float | None) -> R:
+        raise NotImplementedError
+
+    def _stream(self, method: Method[R], request: Any, timeout: float | None,
+                decode: Callable[[R], T]) -> AsyncIterator[T]:
+        raise NotImplementedError
+
+    async def _follow(self, follower: JobFollower, events: AsyncIterator[training_pb2.JobEvent], reattach: bool,
+                      timeout: float | None) -> AsyncIterator[training_pb2.JobEvent]:
+        while True:
+            try:
+                async for event in events:
+                    if follower.is_new(event):
+                        terminal = follower.feed(event)
+                        yield event
+                        if terminal:
+                            return
+                return
+            except Unavailable:
+                if not reattach or not follower.may_reattach():
+                    raise
+                await asyncio.sleep(follower.backoff_s())
+                events = self._stream(WATCH_JOB, follower.watch_request(), timeout, _event)
+
+    async def train(self, spec: SpecLike, *, progress: bool | Progress = False, as_torch: bool = False,
+                    timeout: float | None = None) -> TrainResult:
+        """Like :meth:`Client.train <lossd.client.Client.train>` (progress off by default)."""
+        request = _train_request(spec, detach=False)
+        follower, bar = JobFollower(), _progress(progress)
+        try:
+            async for event in self._follow(follower, self._stream(TRAIN_JOB, request, timeout, _event), True,
+                                            timeout):
+                if bar is not None:
+                    bar.update(event)
+        finally:
+            if bar is not None:
+                bar.close()
+        if follower.final is None:
+            raise Unavailable(f"the stream of job {follower.job_id or '?'} ended before the job did; "
+                              f"watch it with after_seq={follower.after_seq}")
+        return TrainResult.from_event(follower.final, request, as_torch)
+
+    async def submit(self, spec: SpecLike, *, timeout: float | None = None) -> str:
+        """Submit without waiting; returns the job id."""
+        stream = self._stream(TRAIN_JOB, _train_request(spec, detach=True), timeout, _event)
+        try:
+            async for event in stream:
+                return event.job_id
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        raise Unavailable("TrainJob ended without its QUEUED event")
+
+    def watch(self, job_id: str, after_seq: int = 0, *, reattach: bool = True,
+              timeout: float | None = None) -> AsyncIterator[training_pb2.JobEvent]:
+        """``async for event in client.watch(job_id)``, like :meth:`Client.watch <lossd.client.Client.watch>`."""
+        follower = JobFollower(job_id, after_seq)
+        return self._follow(follower, self._stream(WATCH_JOB, follower.watch_request(), timeout, _event),
+                            reattach, timeout)
+
+    async def jobs(self, states: Iterable[StateLike] = (), limit: int = 0, *,
+                   timeout: float | None = None) -> list[training_pb2.Job]:
+        """Jobs, newest first."""
+        return list((await self._unary(LIST_JOBS, list_jobs_request(states, limit), timeout)).jobs)
+
+    async def get_job(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
+        """One job's summary and spec."""
+        return (await self._unary(GET_JOB, training_pb2.GetJobRequest(job_id=job_id), timeout)).job
+
+    async def get_result(self, job_id: str, *, as_torch: bool = False, timeout: float | None = None) -> TrainResult:
+        """A job's result, waiting for its end."""
+        job = await self.get_job(job_id, timeout=timeout)
+        final = None
+        async for event in self.watch(job_id, max(0, job.last_seq - 1)):
+            final = event
+        if final is None or final.state not in TERMINAL_STATES:
+            raise Unavailable(f"job {job_id}: the stream ended before the job did")
+        return TrainResult.from_event(final, job.spec, as_torch)
+
+    async def cancel(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
+        """Stop a job; returns it once it ended."""
+        return (await self._unary(CANCEL_JOB, training_pb2.CancelJobRequest(job_id=job_id), timeout)).job

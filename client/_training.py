@@ -1,0 +1,328 @@
+"""Training jobs in the SDK: specs, results, progress display and re-attaching, for both clients.
+
+:class:`~lossd.client.Client` and :class:`~lossd.client.AsyncClient` only move
+events; what the events mean lives here. :class:`JobFollower` keeps the last
+``seq`` seen, so a dropped stream (``Unavailable``) is resumed with
+``WatchJob(after_seq)``, and recognizes the terminal event.
+
+>>> load_spec({"epochs": 2, "optimizer": {"name": "adam"}}).epochs
+2
+>>> load_spec({"epoch": 2})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+ValueError: spec: Message type "lossd.v1.TrainJobRequest" has no field named "epoch"...
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from google.protobuf import json_format
+
+from ..v1 import training_pb2
+from ._calls import Method
+from ._codec import decode
+
+__all__ = [
+    "CANCEL_JOB", "GET_JOB", "LIST_JOBS", "TRAIN_JOB", "WATCH_JOB", "TERMINAL_STATES", "JobFollower",
+    "Progress", "SpecLike", "TrainResult", "build_module", "epoch_summary", "jobs_table", "load_spec",
+    "state_name",
+]
+
+TRAIN_JOB = Method("/lossd.v1.TrainingService/TrainJob", training_pb2.TrainJobResponse.FromString, "unary_stream",
+                   default_deadline=False)
+WATCH_JOB = Method("/lossd.v1.TrainingService/WatchJob", training_pb2.WatchJobResponse.FromString, "unary_stream",
+                   default_deadline=False)
+GET_JOB = Method("/lossd.v1.TrainingService/GetJob", training_pb2.GetJobResponse.FromString)
+LIST_JOBS = Method("/lossd.v1.TrainingService/ListJobs", training_pb2.ListJobsResponse.FromString)
+CANCEL_JOB = Method("/lossd.v1.TrainingService/CancelJob", training_pb2.CancelJobResponse.FromString)
+
+TERMINAL_STATES = frozenset(
+    {training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED, training_pb2.JOB_STATE_CANCELLED}
+)
+#: How many times a stream is re-attached after ``Unavailable`` before the error is raised.
+MAX_REATTACH = 10
+
+#: A job spec: the message, a JSON-style dict, or the path of a JSON or YAML file.
+SpecLike = training_pb2.TrainJobRequest | Mapping[str, Any] | str | os.PathLike[str]
+
+
+def state_name(state: int) -> str:
+    """``JOB_STATE_SUCCEEDED`` → ``"SUCCEEDED"``.
+
+    >>> state_name(training_pb2.JOB_STATE_RUNNING)
+    'RUNNING'
+    """
+    return training_pb2.JobState.Name(state).removeprefix("JOB_STATE_")
+
+
+def load_spec(spec: SpecLike) -> training_pb2.TrainJobRequest:
+    """A ``TrainJobRequest`` from a message (copied), a dict (``json_format.ParseDict``: an
+    unknown or mistyped field is a ``ValueError`` naming it) or a ``.json``/``.yaml``/``.yml`` file
+    (YAML needs PyYAML)."""
+    if isinstance(spec, training_pb2.TrainJobRequest):
+        copy = training_pb2.TrainJobRequest()
+        copy.CopyFrom(spec)
+        return copy
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        text = path.read_text()
+        if path.suffix.lower() in (".yaml", ".yml"):
+            try:
+                yaml: Any = importlib.import_module("yaml")
+            except ModuleNotFoundError:
+                raise ValueError(f"{path}: reading a YAML spec needs PyYAML (pip install pyyaml), "
+                                 "or write the spec as JSON") from None
+            data = yaml.safe_load(text)
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON: {e}") from None
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{path}: a spec is a JSON/YAML object, got {type(data).__name__}")
+        spec = data
+    try:
+        return json_format.ParseDict(dict(spec), training_pb2.TrainJobRequest())
+    except json_format.ParseError as e:
+        raise ValueError(f"spec: {e}") from None
+
+
+def epoch_summary(summary: training_pb2.EpochSummary | training_pb2.JobEvent) -> dict[str, Any]:
+    """One row of a history: ``epoch``, ``loss``, ``loss_parts``, ``metrics``, ``lr`` (maps sorted)."""
+    return {
+        "epoch": summary.epoch,
+        "loss": summary.loss,
+        "loss_parts": dict(sorted(summary.loss_parts.items())),
+        "metrics": dict(sorted(summary.metrics.items())),
+        "lr": summary.lr,
+    }
+
+
+def build_module(spec: training_pb2.TrainJobRequest, in_features: int, out_features: int) -> Any:
+    """The server's ``nn.Sequential`` for ``spec.model`` (needs torch), untrained.
+
+    Layer names are the contract's: ``fc1``, ``act1``, (``drop1``), ..., ``out``, ``out_act``.
+    """
+    import torch
+    from torch import nn
+
+    hidden_acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
+    out_acts: dict[str, Any] = {
+        "": None, "none": None, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
+        "softmax": lambda: nn.Softmax(dim=1), "log_softmax": lambda: nn.LogSoftmax(dim=1),
+    }
+    kind = spec.model.WhichOneof("kind")
+    mlp = spec.model.mlp
+    layers: OrderedDict[str, Any] = OrderedDict()
+    width = in_features
+    for i, size in enumerate(mlp.hidden if kind == "mlp" else (), start=1):
+        layers[f"fc{i}"] = nn.Linear(width, size)
+        layers[f"act{i}"] = hidden_acts[mlp.activation or "relu"]()
+        if mlp.dropout > 0:
+            layers[f"drop{i}"] = nn.Dropout(mlp.dropout)
+        width = size
+    layers["out"] = nn.Linear(width, out_features)
+    out_act = mlp.output_activation if kind == "mlp" else spec.model.linear.output_activation
+    make = out_acts[out_act]
+    if make is not None:
+        layers["out_act"] = make()
+    return torch.nn.Sequential(layers)
+
+
+@dataclass
+class TrainResult:
+    """A finished job: its ``state`` (``"SUCCEEDED"``, ``"FAILED"``, ``"CANCELLED"``), final
+    ``metrics``, per-epoch ``history`` (dicts, see :func:`epoch_summary`) and trained
+    ``parameters`` by name (numpy arrays, or torch tensors with ``as_torch=True``).
+
+    >>> r = client.train("spec.json")                        # doctest: +SKIP
+    >>> model = r.build_model()   # doctest: +SKIP
+    >>> r.plot(path="curve.png")                             # doctest: +SKIP
+    """
+
+    job_id: str
+    state: str
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    parameters: dict[str, Any]
+    loss: float = 0.0
+    message: str = ""
+    spec: training_pb2.TrainJobRequest | None = None
+    #: The terminal event as received.
+    event: training_pb2.JobEvent = field(default_factory=training_pb2.JobEvent, repr=False)
+
+    @classmethod
+    def from_event(cls, event: training_pb2.JobEvent, spec: training_pb2.TrainJobRequest | None = None,
+                   as_torch: bool = False) -> TrainResult:
+        """Decode a terminal event."""
+        return cls(
+            job_id=event.job_id,
+            state=state_name(event.state),
+            metrics=dict(sorted(event.metrics.items())),
+            history=[epoch_summary(h) for h in event.history],
+            parameters={k: decode(event.parameters[k], as_torch) for k in sorted(event.parameters)},
+            loss=event.loss,
+            message=event.message,
+            spec=spec,
+            event=event,
+        )
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the job finished all its epochs."""
+        return self.state == "SUCCEEDED"
+
+    def state_dict(self) -> dict[str, Any]:
+        """The parameters as torch tensors, for ``module.load_state_dict`` (needs torch)."""
+        import torch
+
+        return {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(v.copy()) for k, v in self.parameters.items()}
+
+    def load_into(self, module: Any) -> Any:
+        """Load the parameters into ``module`` (strictly: names and shapes must match); returns it."""
+        module.load_state_dict(self.state_dict())
+        return module
+
+    def build_model(self) -> Any:
+        """A fresh ``nn.Sequential`` like the server's, with the trained parameters (needs torch
+        and the job's spec, which ``train`` and ``get_result`` keep)."""
+        if self.spec is None:
+            raise ValueError("build_model needs the job's spec; use client.get_result(job_id)")
+        if not self.parameters:
+            raise ValueError(f"job {self.job_id} ended {self.state} without parameters: {self.message}")
+        first = self.parameters["fc1.weight" if "fc1.weight" in self.parameters else "out.weight"]
+        out = self.parameters["out.weight"]
+        return self.load_into(build_module(self.spec, int(first.shape[1]), int(out.shape[0])))
+
+    def plot(self, path: str | os.PathLike[str] | None = None) -> Any:
+        """The job's curves as a matplotlib ``Figure`` (needs ``lossd[plot]``); saved when ``path``."""
+        from ._plot import plot_history
+
+        return plot_history(self.history, title=f"job {self.job_id} ({self.state})", path=path)
+
+
+class JobFollower:
+    """Follows one job across streams: the last ``seq``, the job id, the terminal event.
+
+    >>> f = JobFollower()
+    >>> f.feed(training_pb2.JobEvent(job_id="ab", seq=1, state=training_pb2.JOB_STATE_QUEUED))
+    False
+    >>> f.job_id, f.after_seq, f.done
+    ('ab', 1, False)
+    """
+
+    def __init__(self, job_id: str = "", after_seq: int = 0) -> None:
+        self.job_id = job_id
+        self.after_seq = after_seq
+        self.final: training_pb2.JobEvent | None = None
+        self.reattached = 0
+
+    @property
+    def done(self) -> bool:
+        """Whether the terminal event arrived."""
+        return self.final is not None
+
+    def feed(self, event: training_pb2.JobEvent) -> bool:
+        """Take one event; returns whether it is the terminal one (an already-seen ``seq`` is ignored)."""
+        if event.seq <= self.after_seq:
+            return False
+        self.job_id = self.job_id or event.job_id
+        self.after_seq = event.seq
+        if event.kind == training_pb2.JOB_EVENT_KIND_STATE and event.state in TERMINAL_STATES:
+            self.final = event
+            return True
+        return False
+
+    def is_new(self, event: training_pb2.JobEvent) -> bool:
+        """Whether ``event`` has not been seen yet (call before :meth:`feed`)."""
+        return event.seq > self.after_seq
+
+    def watch_request(self, output_encoding: int = 0) -> training_pb2.WatchJobRequest:
+        """The ``WatchJob`` request that resumes after the last event seen."""
+        return training_pb2.WatchJobRequest(job_id=self.job_id, after_seq=self.after_seq,
+                                            output_encoding=output_encoding)  # type: ignore[arg-type]
+
+    def may_reattach(self) -> bool:
+        """Whether one more re-attach is allowed (counts it)."""
+        if not self.job_id or self.reattached >= MAX_REATTACH:
+            return False
+        self.reattached += 1
+        return True
+
+    def backoff_s(self) -> float:
+        """Seconds to wait before the current re-attach: 0.2, 0.4, ... up to 5."""
+        return float(min(5.0, 0.2 * 2 ** (self.reattached - 1)))
+
+
+def _format_metrics(values: Mapping[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in sorted(values.items()))
+
+
+class Progress:
+    """Shows a job's events: a tqdm bar over its steps when tqdm is installed (``lossd[progress]``),
+    else one line per epoch on ``stream`` (stderr).
+
+    >>> import io
+    >>> out = io.StringIO()
+    >>> p = Progress(stream=out, use_tqdm=False)
+    >>> p.update(training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_EPOCH, epoch=1, epochs=2, loss=0.5,
+    ...                                metrics={"val_accuracy": 0.9}))
+    >>> out.getvalue()
+    'epoch 1/2  loss=0.5  val_accuracy=0.9\\n'
+    """
+
+    def __init__(self, stream: IO[str] | None = None, use_tqdm: bool | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self._tqdm: Any = None
+        if use_tqdm is None or use_tqdm:
+            try:
+                self._tqdm = importlib.import_module("tqdm.auto").tqdm
+            except ModuleNotFoundError:
+                if use_tqdm:
+                    raise
+        self._bar: Any = None
+
+    def update(self, event: training_pb2.JobEvent) -> None:
+        """Show one event."""
+        if self._tqdm is None:
+            if event.kind == training_pb2.JOB_EVENT_KIND_EPOCH:
+                metrics = _format_metrics(event.metrics)
+                print(f"epoch {event.epoch}/{event.epochs}  loss={event.loss:.4g}" + (f"  {metrics}" if metrics else ""),
+                      file=self.stream, flush=True)
+            elif event.kind == training_pb2.JOB_EVENT_KIND_WARNING or event.state in TERMINAL_STATES:
+                print(f"{state_name(event.state)}: {event.message}".rstrip(": "), file=self.stream, flush=True)
+            return
+        if event.total_steps and self._bar is None:
+            self._bar = self._tqdm(total=event.total_steps, unit="step", file=self.stream, leave=True)
+        if self._bar is None:
+            return
+        self._bar.n = event.step
+        self._bar.set_description(f"epoch {event.epoch}/{event.epochs}", refresh=False)
+        self._bar.set_postfix_str(f"loss={event.loss:.4g} {_format_metrics(event.metrics)}".strip(), refresh=False)
+        self._bar.refresh()
+        if event.kind == training_pb2.JOB_EVENT_KIND_WARNING:
+            self._bar.write(f"warning: {event.message}", file=self.stream)
+
+    def close(self) -> None:
+        """Close the bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def jobs_table(jobs: Sequence[training_pb2.Job]) -> str:
+    """A text table of jobs (``lossd jobs``)."""
+    rows = [("JOB", "STATE", "EPOCH", "LOSS", "NAME")]
+    for j in jobs:
+        rows.append((j.job_id, state_name(j.state), f"{j.epoch}/{j.epochs}", f"{j.loss:.4g}", j.name))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

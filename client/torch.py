@@ -1,0 +1,210 @@
+"""Remote losses as ``torch.nn`` modules: drop :class:`RemoteLoss` into a training loop.
+
+This module imports torch (``import lossd.client`` does not). The forward pass
+asks the server for the loss *and* its gradients; backward hands them to
+autograd, scaled by the incoming gradient::
+
+    >>> import torch
+    >>> from lossd.client import Client
+    >>> from lossd.client.torch import RemoteLoss
+    >>> criterion = RemoteLoss("cross_entropy", client=Client(), label_smoothing=0.1)  # doctest: +SKIP
+    >>> loss = criterion(model(x), y)      # one EvaluateLoss call           # doctest: +SKIP
+    >>> loss.backward()                    # no call: the gradients came with the loss  # doctest: +SKIP
+
+Round trips per forward + backward:
+
+* a scalar loss (``reduction`` ``mean``/``sum``, composite objectives,
+  regularization): **one** call; backward multiplies the returned gradients by
+  ``grad_output`` (a scalar).
+* a non-scalar loss (``reduction='none'``): the forward call returns the loss
+  (and gradients for an all-ones ``grad_output``); backward reuses them when
+  ``grad_output`` is all ones (``loss.sum().backward()``), else makes **one
+  more** call that sends ``grad_output`` and gets the vector-Jacobian product.
+  That call resends the inputs as they were at forward time.
+
+Double backward (gradients of gradients) is not supported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeAlias
+
+import torch
+from torch import nn
+
+from ..v1 import lossd_pb2
+from ._client import Client, EvaluateResult, LossSpecifier, build_request
+from ._codec import encode
+
+__all__ = ["RemoteLoss", "remote_loss"]
+
+#: Where regularized parameters come from: a model, ``named_parameters()``, or a name -> tensor mapping.
+ParameterSource: TypeAlias = nn.Module | Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]
+
+
+class _Call:
+    """One evaluation: what is sent (names, the prepared request) and what came back."""
+
+    def __init__(self, client: Client, timeout: float | None) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.input_names: list[str] = []
+        self.parameter_names: list[str] = []
+        self.request = lossd_pb2.EvaluateLossRequest()
+        self.result: EvaluateResult | None = None
+
+    def evaluate(self, grad_output: torch.Tensor | None = None) -> EvaluateResult:
+        request = self.request
+        if grad_output is not None:
+            request = lossd_pb2.EvaluateLossRequest()
+            request.CopyFrom(self.request)
+            request.grad_output.CopyFrom(encode(grad_output))
+        return self.client.evaluate_request(request, as_torch=True, timeout=self.timeout)
+
+
+class _RemoteLossFunction(torch.autograd.Function):  # type: ignore[misc]
+    """Autograd node: forward calls the server, backward scales (or asks for) the gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, call: _Call, *tensors: torch.Tensor) -> torch.Tensor:
+        call.result = call.evaluate()
+        ctx.call = call
+        ctx.placement = [(t.device, t.dtype) for t in tensors]
+        loss: torch.Tensor = call.result.loss
+        return loss.to(device=tensors[0].device)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable  # type: ignore[untyped-decorator]
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        call: _Call = ctx.call
+        result = call.result
+        assert result is not None
+        scale: torch.Tensor | None = None
+        if result.value is not None:  # a scalar loss: d(loss)/dx, times the scalar grad_output
+            scale = grad_output
+        elif not bool((grad_output == 1).all()):  # else the forward's grads (for ones) are the VJP
+            result = call.evaluate(grad_output.detach().cpu())
+        found = [result.grads.get(n) for n in call.input_names]
+        found += [result.parameter_grads.get(n) for n in call.parameter_names]
+        grads: list[torch.Tensor | None] = [None]  # for `call`
+        for needed, g, (device, dtype) in zip(ctx.needs_input_grad[1:], found, ctx.placement):
+            if not needed or g is None:
+                grads.append(None)
+            else:  # back where the input lives (the server's replies are CPU tensors)
+                g = g.to(device=device, dtype=dtype)
+                grads.append(g if scale is None else g * scale.to(device))
+        return tuple(grads)
+
+
+def _named_parameters(source: ParameterSource | None) -> dict[str, torch.Tensor]:
+    if source is None:
+        return {}
+    if isinstance(source, nn.Module):
+        return dict(source.named_parameters())
+    return dict(source.items() if isinstance(source, Mapping) else source)
+
+
+def remote_loss(
+    loss: LossSpecifier,
+    y_pred: torch.Tensor,
+    y_true: torch.Tensor | None = None,
+    *,
+    client: Client,
+    inputs: Mapping[str, torch.Tensor] | None = None,
+    params: Mapping[str, Any] | None = None,
+    parameters: ParameterSource | None = None,
+    regularization: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
+) -> torch.Tensor:
+    """``loss(y_pred, y_true, **inputs)`` computed by the server, differentiable by autograd.
+
+    ``loss`` is a name (``"cross_entropy"``) or the terms of a composite
+    objective (``[{"loss": "bce_with_logits", "weight": 0.5}, ...]``);
+    ``params`` are its parameters; ``inputs`` more tensors by torch's argument
+    names (``weight``, ``var``, ...). Every floating-point tensor that requires
+    grad gets its gradient. ``parameters`` (a module, a mapping or
+    ``named_parameters()``) with ``regularization`` (``{"l2": 1e-4}``, see
+    ``docs/objectives.md``) adds L1/L2 terms whose gradients flow into those
+    parameters.
+
+    >>> w = torch.tensor([0.5, 2.0], requires_grad=True)
+    >>> out = remote_loss("mse", w, torch.ones(2), client=client)  # doctest: +SKIP
+    >>> out.backward(); w.grad                                      # doctest: +SKIP
+    tensor([-0.5000,  1.0000])
+    """
+    named_inputs = {"y_pred": y_pred, **({} if y_true is None else {"y_true": y_true}), **dict(inputs or {})}
+    named_params = _named_parameters(parameters)
+    call = _Call(client, timeout)
+    call.input_names = list(named_inputs)
+    call.parameter_names = list(named_params)
+    call.request, _ = build_request(
+        loss, inputs=named_inputs, params=params,
+        # Only the gradients autograd needs; none (torch.no_grad, frozen inputs) sends [], which
+        # the server reads as "all" -- the protocol cannot ask for none.
+        grad_inputs=[n for n, t in named_inputs.items() if t.requires_grad and t.is_floating_point()],
+        parameters=named_params or None, regularization=regularization,
+    )
+    tensors = [*named_inputs.values(), *named_params.values()]
+    out: torch.Tensor = _RemoteLossFunction.apply(call, *tensors)
+    return out
+
+
+class RemoteLoss(nn.Module):  # type: ignore[misc]
+    """A loss computed by a lossd server, usable like ``nn.CrossEntropyLoss()``.
+
+    Args:
+        loss: a loss name or alias (``"cross_entropy"``, ``"CrossEntropyLoss"``,
+            ``"focal"``) or the terms of a composite objective
+            (``[{"loss": "bce_with_logits", "weight": 0.5}, {"loss": "dice"}]``).
+        client: the :class:`~lossd.client.Client` to call (default: a new
+            ``Client()`` configured from ``LOSSD_*`` variables).
+        parameters: a model (or ``named_parameters()``, or a mapping) whose
+            parameters ``regularization`` covers.
+        regularization: ``{"l1": ..., "l2": ..., "include": [...], "exclude": [...]}``
+            (see ``docs/objectives.md``).
+        timeout: deadline of each call in seconds (default: the client's).
+        **params: the loss's parameters (``reduction="sum"``, ``label_smoothing=0.1``);
+            tensors (``weight=torch.tensor(...)``) are extra inputs, sent with every call.
+
+    Shape: as the server's loss; ``forward(y_pred, y_true, **inputs)`` takes
+    torch's argument order (prediction first) and extra inputs by name.
+
+    Example::
+
+        >>> criterion = RemoteLoss("cross_entropy", client=client)      # doctest: +SKIP
+        >>> loss = criterion(model(x), y); loss.backward()                # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        loss: LossSpecifier,
+        *,
+        client: Client | None = None,
+        parameters: ParameterSource | None = None,
+        regularization: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> None:
+        super().__init__()
+        self.loss = loss
+        self.client = client if client is not None else Client()
+        self.params = {k: v for k, v in params.items() if not isinstance(v, torch.Tensor)}
+        self.constant_inputs = {k: v.detach() for k, v in params.items() if isinstance(v, torch.Tensor)}
+        # In a tuple so that nn.Module does not adopt the model as a submodule.
+        self._parameter_source: tuple[ParameterSource | None] = (parameters,)
+        self.regularization = None if regularization is None else dict(regularization)
+        self.timeout = timeout
+
+    def forward(self, y_pred: torch.Tensor, y_true: torch.Tensor | None = None, **inputs: torch.Tensor) -> torch.Tensor:
+        """The loss of ``y_pred`` against ``y_true``; differentiable."""
+        return remote_loss(
+            self.loss, y_pred, y_true, client=self.client, inputs={**self.constant_inputs, **inputs},
+            params=self.params, parameters=self._parameter_source[0], regularization=self.regularization,
+            timeout=self.timeout,
+        )
+
+    def extra_repr(self) -> str:
+        return f"{self.loss!r}, target={self.client.target!r}" + "".join(
+            f", {k}={v!r}" for k, v in self.params.items()
+        )

@@ -1,0 +1,105 @@
+"""Server logs: plain text (default) or one JSON object per line.
+
+``lossd serve --log-format json`` (env ``LOSSD_LOG_FORMAT=json``) makes every
+log record one line of JSON, for a log collector; the fields an access line
+adds (``method``, ``loss``, ``status``, ``duration_ms``, ``request_id``, ...)
+become top-level keys. Nothing here logs tensor contents, request metadata or
+tokens: an access line carries only the fields :mod:`._observability` picks.
+
+>>> import io, json, logging
+>>> stream = io.StringIO()
+>>> logger = configure_logging("INFO", "json", stream=stream, logger=logging.getLogger("doctest"))
+>>> logger.info("evaluated", extra=access_fields(method="EvaluateLoss", status="OK"))
+>>> line = json.loads(stream.getvalue())
+>>> line["message"], line["method"], line["status"], line["level"]
+('evaluated', 'EvaluateLoss', 'OK', 'INFO')
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import sys
+from typing import IO, Any
+
+__all__ = ["LOG_FORMATS", "PLAIN_FORMAT", "JsonFormatter", "configure_logging", "access_fields", "emit"]
+
+#: The values of ``--log-format``.
+LOG_FORMATS = ("plain", "json")
+
+#: The plain-text line format (the default).
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: Attribute of a LogRecord that carries structured fields (see :func:`access_fields`).
+_FIELDS = "lossd_fields"
+
+#: The format chosen by :func:`configure_logging` (read by :func:`emit`).
+_current_format = "plain"
+
+
+def access_fields(**fields: Any) -> dict[str, Any]:
+    """``extra=`` for a log call: ``fields`` become top-level JSON keys (plain: ``k=v`` pairs)."""
+    return {_FIELDS: fields}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update(getattr(record, _FIELDS, None) or {})
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+class _PlainFormatter(logging.Formatter):
+    """The plain format, with structured fields appended as ``key=value``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = getattr(record, _FIELDS, None)
+        if fields:
+            pairs = " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, ""))
+            text = f"{text} {pairs}" if pairs else text
+        return text
+
+
+def configure_logging(
+    level: str = "INFO", fmt: str = "plain", *, stream: IO[str] | None = None,
+    logger: logging.Logger | None = None,
+) -> logging.Logger:
+    """Send ``logger`` (default: the root logger) to ``stream`` (stderr) in ``fmt``.
+
+    Replaces the handlers it had, so calling it twice does not double lines.
+    """
+    global _current_format
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"log format {fmt!r}: must be one of {', '.join(LOG_FORMATS)}")
+    _current_format = fmt
+    target = logger if logger is not None else logging.getLogger()
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else _PlainFormatter(PLAIN_FORMAT))
+    for old in list(target.handlers):
+        target.removeHandler(old)
+    target.addHandler(handler)
+    target.setLevel(level.upper())
+    return target
+
+
+def emit(message: str) -> None:
+    """Print a lifecycle line on stdout ("listening on", "stopped"): as is, or as JSON.
+
+    Tools and tests read these lines; in JSON mode they stay parseable and keep
+    the same ``message``.
+    """
+    if _current_format == "json":
+        record = logging.LogRecord("lossd.server", logging.INFO, __file__, 0, message, None, None)
+        message = JsonFormatter().format(record)
+    print(message, flush=True)

@@ -1,0 +1,352 @@
+"""Per-RPC metrics and access logs: a grpc.aio server interceptor.
+
+:func:`build_observability` makes it from the server settings: with
+``metrics_port`` set it records the Prometheus metrics of :mod:`._metrics` and
+serves them; with ``log_format="json"`` it logs one access line per RPC
+(logger ``lossd.access``) with ``method``, ``loss``, ``status``,
+``duration_ms``, ``request_id``, ``peer`` and, for jobs, ``job_id``. With
+neither, no interceptor is installed and calls pay nothing.
+
+The request id is the client's ``x-request-id`` metadata when it is a short
+token (letters, digits, ``.``, ``_``, ``-``; at most 64), else a fresh one.
+Nothing else from the request is logged: no tensor contents, no parameters,
+no metadata, no token.
+
+>>> request_id_from([("x-request-id", "job-42.a")]), len(request_id_from([("x-request-id", "bad id!")]))
+('job-42.a', 16)
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from ._logging import access_fields
+from ._metrics import Metrics
+from .losses import Registry
+
+__all__ = ["Observability", "ObservabilityInterceptor", "build_observability", "request_id_from"]
+
+access_log = logging.getLogger("lossd.access")
+log = logging.getLogger("lossd.server")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+#: Methods whose requests name a loss evaluation (counted in lossd_evaluations_total).
+_EVALUATE = "/lossd.v1.LossService/EvaluateLoss"
+_EVALUATE_STREAM = "/lossd.v1.LossService/EvaluateLossStream"
+
+
+def request_id_from(metadata: Iterable[tuple[str, Any]] | None) -> str:
+    """The client's ``x-request-id`` if it is a short plain token, else 16 random hex digits."""
+    for key, value in metadata or ():
+        if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.fullmatch(value):
+            return value
+    return secrets.token_hex(8)
+
+
+def _code_name(code: Any) -> str:
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):
+        for c in grpc.StatusCode:
+            if c.value[0] == code:
+                return c.name
+    return "UNKNOWN"
+
+
+@dataclass
+class _Method:
+    """What is fixed per method: names, labels and its metric children."""
+
+    path: str
+    service: str
+    name: str
+    kind: str  # unary, server_stream, client_stream, bidi_stream
+    children: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Call:
+    """One RPC in flight."""
+
+    method: _Method
+    start: float
+    request_id: str
+    peer: str
+    loss: str = ""
+    job_id: str = ""
+    error: BaseException | None = None
+    items: int = 0
+    pending: deque[str] = field(default_factory=deque)  # stream items' losses awaiting replies
+    losses: dict[str, None] = field(default_factory=dict)  # every loss seen (streams), in order
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every async handler: counts, times and logs each call."""
+
+    def __init__(self, metrics: Metrics | None, access: bool, registry: Registry) -> None:
+        self._metrics = metrics
+        self._access = access
+        self._registry = registry
+        self._methods: dict[str, _Method] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        return self._wrap(handler, handler_call_details)
+
+    # -- per method ---------------------------------------------------------
+
+    def _method(self, path: str, kind: str) -> _Method:
+        m = self._methods.get(path)
+        if m is None:
+            service, _, name = path.lstrip("/").rpartition("/")
+            m = _Method(path, service, name, kind)
+            if self._metrics is not None:
+                rpc = {"grpc_type": kind, "grpc_service": service, "grpc_method": name}
+                io = {"grpc_service": service, "grpc_method": name}
+                mt = self._metrics
+                m.children = {
+                    "started": mt.started.labels(**rpc), "msg_in": mt.msg_received.labels(**rpc),
+                    "msg_out": mt.msg_sent.labels(**rpc), "bytes_in": mt.bytes_received.labels(**io),
+                    "bytes_out": mt.bytes_sent.labels(**io), "rpc": rpc,
+                }
+            self._methods[path] = m
+        return m
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        if handler.unary_unary is not None:
+            kind, behavior, factory = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
+        elif handler.unary_stream is not None:
+            kind, behavior, factory = "server_stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        elif handler.stream_unary is not None:
+            kind, behavior, factory = "client_stream", handler.stream_unary, grpc.stream_unary_rpc_method_handler
+        else:
+            kind, behavior, factory = "bidi_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler
+        is_gen = inspect.isasyncgenfunction(behavior)
+        if not (is_gen or inspect.iscoroutinefunction(behavior)):
+            return handler  # a synchronous handler (none in lossd): left as it is
+        method = self._method(details.method, kind)
+        new = self._behavior(method, behavior, is_gen, streaming_in=kind in ("client_stream", "bidi_stream"))
+        return factory(  # type: ignore[no-any-return]
+            new,
+            request_deserializer=self._counting(method, handler.request_deserializer, "in"),
+            response_serializer=self._counting(method, handler.response_serializer, "out"),
+        )
+
+    def _counting(self, method: _Method, fn: Callable[[Any], Any] | None, way: str) -> Callable[[Any], Any] | None:
+        """The (de)serializer, counting messages and bytes on the way."""
+        if self._metrics is None:
+            return fn
+        msgs, size = method.children[f"msg_{way}"], method.children[f"bytes_{way}"]
+        if way == "in":
+            def deserialize(data: bytes) -> Any:
+                msgs.inc()
+                size.inc(len(data))
+                return fn(data) if fn is not None else data
+            return deserialize
+
+        def serialize(message: Any) -> bytes:
+            data: bytes = fn(message) if fn is not None else message
+            msgs.inc()
+            size.inc(len(data))
+            return data
+        return serialize
+
+    # -- per call -----------------------------------------------------------
+
+    def _behavior(self, method: _Method, behavior: Any, is_gen: bool, streaming_in: bool) -> Any:
+        begin, observe = self._begin, self._observe_request
+
+        def prepare(request: Any, context: grpc.aio.ServicerContext) -> tuple[_Call, Any]:
+            call = begin(method, context)
+            if streaming_in:
+                return call, self._observed_iterator(call, request)
+            observe(call, request)
+            return call, request
+
+        if is_gen:
+            async def gen_behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                call, request = prepare(request, context)
+                agen = behavior(request, context)
+                try:
+                    async for reply in agen:
+                        self._observe_reply(call, reply)
+                        yield reply
+                except BaseException as e:
+                    call.error = e
+                    raise
+                finally:
+                    await agen.aclose()
+            return gen_behavior
+
+        async def coro_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call, request = prepare(request, context)
+            try:
+                return await behavior(request, context)
+            except BaseException as e:
+                call.error = e
+                raise
+        return coro_behavior
+
+    def _begin(self, method: _Method, context: grpc.aio.ServicerContext) -> _Call:
+        call = _Call(method, time.perf_counter(), request_id_from(context.invocation_metadata()), context.peer())
+        if self._metrics is not None:
+            method.children["started"].inc()
+        context.add_done_callback(lambda ctx: self._finish(call, ctx))
+        return call
+
+    async def _observed_iterator(self, call: _Call, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for item in requests:
+            self._observe_request(call, item)
+            yield item
+
+    def _loss_label(self, request: Any) -> str:
+        """Canonical loss name of an EvaluateLossRequest: bounded label values only."""
+        if not hasattr(request, "loss"):
+            return ""  # not a loss request (ListLosses, health, jobs by id)
+        if getattr(request, "terms", None):
+            return "objective"
+        name = getattr(request, "loss", "")
+        if isinstance(name, str):
+            return self._registry.get(name).name if name in self._registry else "unknown"
+        name = getattr(name, "name", "")  # e.g. TrainJobRequest.loss is a message with a name
+        return self._registry.get(name).name if isinstance(name, str) and name in self._registry else ""
+
+    def _observe_request(self, call: _Call, request: Any) -> None:
+        call.items += 1
+        try:
+            self._read_request(call, request)
+        except Exception:  # observing must never break a call
+            log.debug("could not read %s request for metrics", call.method.name, exc_info=True)
+
+    def _read_request(self, call: _Call, request: Any) -> None:
+        inner = getattr(request, "request", None)  # EvaluateLossStreamRequest wraps the evaluation
+        loss = self._loss_label(inner if inner is not None and call.method.path == _EVALUATE_STREAM else request)
+        if call.method.path == _EVALUATE_STREAM:
+            call.pending.append(loss)
+            call.losses[loss] = None
+        else:
+            call.loss = loss
+        job_id = getattr(request, "job_id", "")
+        if isinstance(job_id, str) and job_id:
+            call.job_id = job_id
+
+    def _observe_reply(self, call: _Call, reply: Any) -> None:
+        try:
+            self._read_reply(call, reply)
+        except Exception:  # observing must never break a call
+            log.debug("could not read %s reply for metrics", call.method.name, exc_info=True)
+
+    def _read_reply(self, call: _Call, reply: Any) -> None:
+        if call.method.path == _EVALUATE_STREAM and call.pending:
+            loss = call.pending.popleft()
+            error = reply.error.code if not isinstance(reply, bytes) and reply.HasField("error") else ""
+            if self._metrics is not None:
+                self._metrics.evaluations.labels(loss=loss, code=error or "OK").inc()
+        elif not call.job_id:
+            event = getattr(reply, "event", None)  # TrainJobResponse: the job id arrives with the first event
+            job_id = getattr(event, "job_id", "") if event is not None else ""
+            if isinstance(job_id, str) and job_id:
+                call.job_id = job_id
+
+    def _finish(self, call: _Call, context: Any) -> None:
+        try:
+            self._record(call, context)
+        except Exception:  # observing must never break a call
+            log.debug("could not record %s", call.method.name, exc_info=True)
+
+    def _record(self, call: _Call, context: Any) -> None:
+        code = _status(context, call.error)
+        elapsed = time.perf_counter() - call.start
+        method = call.method
+        if self._metrics is not None:
+            rpc = method.children["rpc"]
+            self._metrics.handled.labels(**rpc, grpc_code=code).inc()
+            self._metrics.latency.labels(**rpc, grpc_code=code).observe(elapsed)
+            if method.path == _EVALUATE and call.loss:
+                self._metrics.evaluations.labels(loss=call.loss, code=code).inc()
+        if self._access:
+            loss = call.loss or ",".join(call.losses)
+            fields: dict[str, Any] = {
+                "method": method.name, "service": method.service, "status": code,
+                "duration_ms": round(elapsed * 1000, 3), "request_id": call.request_id, "peer": call.peer,
+            }
+            if loss:
+                fields["loss"] = loss
+            if method.kind in ("client_stream", "bidi_stream"):
+                fields["items"] = call.items
+            if call.job_id:
+                fields["job_id"] = call.job_id
+            access_log.info("%s %s", method.name, code, extra=access_fields(**fields))
+
+
+def _status(context: Any, error: BaseException | None) -> str:
+    """The call's final status code name."""
+    code = context.code()
+    if code is not None:
+        return _code_name(code)
+    if error is not None and not isinstance(error, GeneratorExit):
+        import asyncio
+
+        if isinstance(error, asyncio.CancelledError):
+            return "CANCELLED"
+        return "UNKNOWN"
+    if context.cancelled():
+        return "CANCELLED"
+    return "OK"
+
+
+class Observability:
+    """The interceptor and the metrics endpoint of one server."""
+
+    def __init__(self, metrics: Metrics | None, access: bool, registry: Registry, metrics_port: int | None) -> None:
+        self.metrics = metrics
+        self.interceptor = ObservabilityInterceptor(metrics, access, registry)
+        self._metrics_port = metrics_port
+
+    def start(self, host: str) -> None:
+        """Serve ``/metrics`` on ``host`` and the configured port (0: ephemeral), if metrics are on."""
+        if self.metrics is not None and self._metrics_port is not None and self.metrics.port is None:
+            self.metrics.serve(host, self._metrics_port)
+
+    @property
+    def metrics_port(self) -> int | None:
+        """Where ``/metrics`` is served (None: off)."""
+        return self.metrics.port if self.metrics is not None else None
+
+    def close(self) -> None:
+        """Stop serving metrics."""
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+def build_observability(registry: Registry, *, metrics_port: int | None, log_format: str) -> Observability | None:
+    """The observability of a server, or None when neither metrics nor JSON logs are asked for.
+
+    Metrics are collected from the start; :meth:`Observability.start` serves them.
+    Raises RuntimeError (naming ``lossd[metrics]``) when metrics are asked for
+    without prometheus-client installed.
+    """
+    access = log_format == "json"
+    if metrics_port is None and not access:
+        return None
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        raise ValueError(f"metrics_port: {metrics_port} is not a TCP port (0..65535; 0 picks a free one)")
+    metrics = Metrics() if metrics_port is not None else None
+    return Observability(metrics, access, registry, metrics_port)

@@ -1,0 +1,61 @@
+"""Checkpoints: written atomically (temp file, fsync, rename, fsync of the folder), read with ``weights_only``.
+
+A checkpoint is a dict of tensors and plain values (model, optimizer and
+scheduler state, RNG state, position in the run). It is only ever read from
+the server's own data directory, at a path made from a server-generated job
+id, and with ``torch.load(weights_only=True)``, which refuses anything but
+tensors and primitive containers::
+
+    >>> import tempfile, torch
+    >>> path = Path(tempfile.mkdtemp()) / "job.pt"
+    >>> save_checkpoint(path, {"epoch": 3, "w": torch.ones(2)})
+    >>> load_checkpoint(path)["epoch"], sorted(p.name for p in path.parent.iterdir())
+    (3, ['job.pt'])
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["save_checkpoint", "load_checkpoint", "remove_checkpoint"]
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Replace ``path`` with ``state`` so that a crash at any moment leaves the old or the new file, whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at ``path``, or ``None`` when there is none."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path.name} is not a dict")
+    return state
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete the checkpoint and any temp file a killed writer left next to it."""
+    path.unlink(missing_ok=True)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)

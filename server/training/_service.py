@@ -1,0 +1,113 @@
+"""The gRPC servicer for ``lossd.v1.TrainingService`` (grpc.aio); the work is in :mod:`._manager`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+from typing import NoReturn
+
+import grpc
+
+from ...v1 import training_pb2, training_pb2_grpc
+from .._status import rich_status
+from ..losses import LossError, Registry
+from ._manager import JobManager, TrainingConfig
+
+__all__ = ["TrainingService", "add_training_service"]
+
+log = logging.getLogger("lossd.server.training")
+
+#: ListJobs' default and largest ``limit``.
+DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 100, 1000
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: LossError) -> NoReturn:
+    await context.abort_with_status(rich_status(error))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class TrainingService(training_pb2_grpc.TrainingServiceServicer):
+    """Serves TrainJob, WatchJob, GetJob, ListJobs and CancelJob from a :class:`JobManager`."""
+
+    def __init__(self, manager: JobManager) -> None:
+        self._jobs = manager
+
+    async def _follow(self, job_id: str, after_seq: int, encoding: int,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[training_pb2.JobEvent]:
+        last = after_seq
+        try:
+            async for event in self._jobs.watch(job_id, after_seq, encoding):
+                last = event.seq
+                yield event
+                if event.kind == training_pb2.JOB_EVENT_KIND_STATE and event.state in (
+                        training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED,
+                        training_pb2.JOB_STATE_CANCELLED):
+                    return
+        except LossError as e:
+            await _abort(context, e)
+        if not self._jobs.closing:
+            return  # nothing after `after_seq`: the job had already ended
+        # The watch ended before the job did: the server is shutting down.
+        await _abort(context, LossError("", f"the server is shutting down; job {job_id} goes on after it restarts: "
+                                        f"re-attach with WatchJob(job_id={job_id!r}, after_seq={last})", "UNAVAILABLE"))
+
+    async def TrainJob(self, request: training_pb2.TrainJobRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[training_pb2.TrainJobResponse]:
+        try:
+            job_id = await self._jobs.submit(request)
+        except LossError as e:
+            await _abort(context, e)
+        except Exception:
+            log.exception("TrainJob: validating the spec failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error validating the job spec; see server log")
+        async for event in self._follow(job_id, 0, request.output_encoding, context):
+            yield training_pb2.TrainJobResponse(event=event)
+            if request.detach:
+                return
+
+    async def WatchJob(self, request: training_pb2.WatchJobRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[training_pb2.WatchJobResponse]:
+        async for event in self._follow(request.job_id, request.after_seq, request.output_encoding, context):
+            yield training_pb2.WatchJobResponse(event=event)
+
+    async def GetJob(self, request: training_pb2.GetJobRequest,
+                     context: grpc.aio.ServicerContext) -> training_pb2.GetJobResponse:
+        try:
+            row = await self._jobs.job(request.job_id, with_spec=True)
+            reply = training_pb2.GetJobResponse(job=row.to_proto(with_spec=True))
+            if request.include_parameters:
+                for name, t in (await self._jobs.parameters(row, request.output_encoding)).items():
+                    reply.parameters[name].CopyFrom(t)
+            return reply
+        except LossError as e:
+            await _abort(context, e)
+
+    async def ListJobs(self, request: training_pb2.ListJobsRequest,
+                       context: grpc.aio.ServicerContext) -> training_pb2.ListJobsResponse:
+        if request.limit < 0 or request.limit > MAX_LIST_LIMIT:
+            await _abort(context, LossError("limit", f"is {request.limit}; must be in [1, {MAX_LIST_LIMIT}] "
+                                            f"(0: {DEFAULT_LIST_LIMIT})"))
+        states = list(request.states)
+        for i, s in enumerate(states):
+            if s not in training_pb2.JobState.values() or s == training_pb2.JOB_STATE_UNSPECIFIED:
+                await _abort(context, LossError(f"states[{i}]", f"{s} is not a job state"))
+        rows = await self._jobs.list_jobs(states, request.limit or DEFAULT_LIST_LIMIT)
+        return training_pb2.ListJobsResponse(jobs=[r.to_proto() for r in rows])
+
+    async def CancelJob(self, request: training_pb2.CancelJobRequest,
+                        context: grpc.aio.ServicerContext) -> training_pb2.CancelJobResponse:
+        try:
+            row = await self._jobs.cancel(request.job_id)
+        except LossError as e:
+            await _abort(context, e)
+        return training_pb2.CancelJobResponse(job=row.to_proto())
+
+
+async def add_training_service(server: grpc.aio.Server, config: TrainingConfig, registry: Registry,
+                               executor: Executor) -> JobManager:
+    """Open the job store under ``config.data_dir``, recover unfinished jobs, and serve TrainingService."""
+    manager = JobManager(config, registry, executor)
+    await manager.start()
+    training_pb2_grpc.add_TrainingServiceServicer_to_server(TrainingService(manager), server)
+    return manager

@@ -1,0 +1,493 @@
+"""Validate a ``TrainJobRequest`` into a :class:`JobPlan`: every rule of a job spec, in one place.
+
+Each refusal is a :class:`~lossd.server.losses.LossError` naming the request
+field (``optimizer.param_groups[1].patterns``, ``data.builtin.params.noise``)
+and the rule; limits answer ``RESOURCE_EXHAUSTED`` and name the server flag.
+The plan holds the generated data, so the server (to validate) and the worker
+(to train) build exactly the same job from the same request::
+
+    >>> from google.protobuf import json_format
+    >>> from lossd.v1 import training_pb2
+    >>> from lossd.server.losses import REGISTRY
+    >>> request = json_format.ParseDict({
+    ...     "model": {"mlp": {"hidden": [4], "output_activation": "sigmoid"}},
+    ...     "data": {"builtin": {"name": "rings", "params": {"n_positive": 20, "n_negative": 60}},
+    ...              "validation_fraction": 0.25},
+    ...     "loss": {"name": "binary_focal_loss"}, "optimizer": {"name": "adam", "lr": 0.01},
+    ...     "epochs": 2, "batch_size": 16, "metrics": ["accuracy"]}, training_pb2.TrainJobRequest())
+    >>> plan = plan_job(request, REGISTRY)
+    >>> plan.out_features, len(plan.train_index), len(plan.val_index), plan.steps_per_epoch, plan.total_steps
+    (1, 60, 20, 4, 8)
+    >>> plan_job(training_pb2.TrainJobRequest(epochs=1), REGISTRY)
+    Traceback (most recent call last):
+    ...
+    lossd.server.losses._registry.LossError: model: choose a model: {"linear": {}} or {"mlp": {"hidden": [...]}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from ..._wire import DEFAULT_MAX_TENSOR_ELEMENTS, WireError
+from ...v1 import lossd_pb2, training_pb2
+from .._evaluate import _bind_params, _struct
+from .._objective import Regularization, covered_parameters
+from .._tensors import decode_tensor
+from ..losses import LossError, LossSpec, Registry
+from ._data import BUILTINS, Dataset, bind_builtin_params, make_inline, split
+from ._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
+from ._optim import OPTIMIZERS, GroupPlan, OptimizerPlan, SchedulePlan, assign_groups
+
+__all__ = ["METRICS", "JobPlan", "LossPlan", "TrainingLimits", "check_loss_accepts_model", "plan_job"]
+
+#: Metrics a job can ask for.
+METRICS = ("accuracy", "mae", "rmse")
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_STEP_EVENTS_PER_SECOND = 10.0
+
+
+@dataclass(frozen=True)
+class TrainingLimits:
+    """Server limits on a job; each names its ``lossd serve`` flag in errors."""
+
+    max_epochs: int = 10_000
+    max_steps: int = 1_000_000
+    max_parameters: int = 10_000_000
+    max_samples: int = 1_000_000
+    max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS
+
+
+def _limit(field: str, what: str, value: int, limit: int, flag: str) -> LossError:
+    return LossError(field, f"{what} is {value}; the server's limit is {limit} (--{flag})", "RESOURCE_EXHAUSTED")
+
+
+@dataclass(frozen=True)
+class LossPlan:
+    """The data loss: the registry entry, its bound parameters, constant extra inputs, and input names."""
+
+    spec: LossSpec
+    kwargs: Mapping[str, Any]
+    prediction: str
+    target: str
+    extras: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch (a 0-d tensor)."""
+        tensors: dict[str, torch.Tensor | None] = {i.name: None for i in self.spec.inputs}
+        tensors.update(self.extras)
+        tensors[self.prediction] = output
+        tensors[self.target] = target
+        out: torch.Tensor = self.spec.fn(**tensors, **self.kwargs)
+        return out
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """A validated job: settings, data (tensors) and derived sizes."""
+
+    model: ModelPlan
+    loss: LossPlan
+    regularization: Regularization
+    optimizer: OptimizerPlan
+    schedule: SchedulePlan | None
+    data: Dataset
+    target: torch.Tensor  # what the loss gets as target, all samples
+    in_features: int
+    out_features: int
+    train_index: torch.Tensor
+    val_index: torch.Tensor
+    epochs: int
+    batch_size: int
+    seed: int
+    metrics: tuple[str, ...]
+    step_events_per_second: float
+    encoding: str  # "values" or "raw": how parameters are encoded in replies
+    name: str = ""
+    covered: tuple[str, ...] = ()  # parameter names the L1/L2 terms cover
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch (the last batch may be smaller)."""
+        return -(-len(self.train_index) // self.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole job."""
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def classification_threshold(self) -> float:
+        """Decision threshold of a one-output classifier: 0.5 after a sigmoid, else 0."""
+        return 0.5 if self.model.output_activation == "sigmoid" else 0.0
+
+
+def _finite(value: float, field: str, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False, hi_open: bool = False) -> float:
+    """``value`` if finite and in range, else a LossError naming ``field`` and the range."""
+    ok = math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value < hi if hi_open else value <= hi
+    if not ok:
+        if lo is not None and hi is not None:
+            rng = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        elif lo is not None:
+            rng = f"{'>' if lo_open else '>='} {lo:g}"
+        elif hi is not None:
+            rng = f"{'<' if hi_open else '<='} {hi:g}"
+        else:
+            rng = "finite"
+        raise LossError(field, f"is {value!r}; must be {rng}")
+    return value
+
+
+def _model(request: training_pb2.TrainJobRequest) -> ModelPlan:
+    kind = request.model.WhichOneof("kind")
+    if kind is None:
+        raise LossError("model", 'choose a model: {"linear": {}} or {"mlp": {"hidden": [...]}}')
+    outputs = ", ".join(repr(k) for k in OUTPUT_ACTIVATIONS if k)
+    if kind == "linear":
+        out_act = request.model.linear.output_activation
+        if out_act not in OUTPUT_ACTIVATIONS:
+            raise LossError("model.linear.output_activation", f"is {out_act!r}; must be one of {outputs}")
+        return ModelPlan("linear", output_activation=out_act)
+    mlp = request.model.mlp
+    if not mlp.hidden:
+        raise LossError("model.mlp.hidden", "give at least one hidden layer size, e.g. [16]")
+    for i, h in enumerate(mlp.hidden):
+        if h < 1:
+            raise LossError(f"model.mlp.hidden[{i}]", f"is {h}; layer sizes must be >= 1")
+    activation = mlp.activation or "relu"
+    if activation not in ACTIVATIONS:
+        raise LossError("model.mlp.activation", f"is {activation!r}; must be one of {', '.join(map(repr, ACTIVATIONS))}")
+    if mlp.output_activation not in OUTPUT_ACTIVATIONS:
+        raise LossError("model.mlp.output_activation", f"is {mlp.output_activation!r}; must be one of {outputs}")
+    _finite(mlp.dropout, "model.mlp.dropout", 0.0, 1.0, hi_open=True)
+    return ModelPlan("mlp", tuple(mlp.hidden), activation, mlp.output_activation, mlp.dropout)
+
+
+def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tuple[Dataset, str]:
+    """The data set and how its tensors were sent (``values``, ``raw`` or ``""`` for a built-in)."""
+    data = request.data
+    source = data.WhichOneof("source")
+    if source is None:
+        raise LossError("data", f'choose a source: {{"builtin": {{"name": ...}}}} ({", ".join(sorted(BUILTINS))}) '
+                                'or {"inline": {"x": ..., "y": ...}}')
+    if source == "builtin":
+        builtin, params = bind_builtin_params(data.builtin.name, _struct(data.builtin.params, "data.builtin.params"))
+        n = builtin.samples(params)
+        if n > limits.max_samples:
+            raise _limit("data.builtin.params", "the number of samples", n, limits.max_samples, "max-samples")
+        if n < 2:
+            raise LossError("data.builtin.params", f"asks for {n} samples; a job needs at least 2")
+        elements = n * builtin.features(params)
+        if elements > limits.max_tensor_elements:
+            raise _limit("data.builtin.params", "the number of feature values", elements,
+                         limits.max_tensor_elements, "max-tensor-elements")
+        seed = params["seed"] if params["seed"] is not None else request.seed
+        return builtin.make(params, torch.Generator().manual_seed(seed)), ""
+    inline = data.inline
+    encodings = set()
+    tensors = {}
+    for key in ("x", "y"):
+        if not inline.HasField(key):
+            raise LossError(f"data.inline.{key}", "is required")
+        try:
+            tensors[key], enc = decode_tensor(getattr(inline, key), f"data.inline.{key}", limits.max_tensor_elements)
+        except WireError as e:
+            raise LossError(e.field, e.message, e.code) from e
+        encodings.add(enc)
+    n = int(tensors["x"].shape[0]) if tensors["x"].dim() else 0
+    if n > limits.max_samples:
+        raise _limit("data.inline.x", "the number of samples", n, limits.max_samples, "max-samples")
+    dataset = make_inline(tensors["x"], tensors["y"], inline.num_classes)
+    return dataset, "raw" if "raw" in encodings and "values" not in encodings else "values"
+
+
+def _loss(request: training_pb2.TrainJobRequest, registry: Registry, limits: TrainingLimits) -> tuple[LossSpec, dict[str, Any], str, str, dict[str, torch.Tensor]]:
+    name = request.loss.name
+    if not name:
+        raise LossError("loss.name", "name a registered loss, e.g. \"cross_entropy\" (ListLosses lists them)")
+    try:
+        spec = registry.get(name)
+    except LossError as e:
+        raise LossError("loss.name", e.message, e.code) from e
+    prediction = spec.inputs[0]
+    target = next((i for i in spec.inputs if i.role == "target"), None)
+    extra_required = [i.name for i in spec.inputs if i.required and i is not prediction and i is not target]
+    if prediction.role != "prediction" or target is None or extra_required:
+        needs = ", ".join(f"{i.name} ({i.role})" for i in spec.inputs if i.required)
+        raise LossError("loss.name", f"{spec.name} takes {needs}; a training loss must take the model output "
+                        "(prediction) and a target, plus optional constant inputs")
+    try:
+        kwargs = _bind_params(spec, _struct(request.loss.params, "loss.params"))
+    except LossError as e:
+        raise LossError(f"loss.{e.field}", e.message, e.code) from e
+    if kwargs.get("reduction") == "none":
+        raise LossError("loss.params.reduction", "is 'none'; training needs a scalar loss ('mean' or 'sum')")
+    extras: dict[str, torch.Tensor] = {}
+    for sent in sorted(request.loss.inputs):
+        field = f"loss.inputs.{sent}"
+        inp = spec.input(sent)
+        if inp is None or inp is prediction or inp is target:
+            optional = [i.name for i in spec.inputs if not i.required]
+            raise LossError(field, f"is not a constant input of {spec.name}; constant inputs: "
+                            f"{', '.join(optional) or 'none'} (the model output and the target come from the job)")
+        try:
+            t, _ = decode_tensor(request.loss.inputs[sent], field, limits.max_tensor_elements)
+        except WireError as e:
+            raise LossError(e.field, e.message, e.code) from e
+        if inp.kind == "float":
+            if not t.is_floating_point() and t.dtype != torch.bool:
+                raise LossError(field, f"must be floating-point ({inp.role})")
+            t = t.to(torch.float32)
+        extras[inp.name] = t
+    return spec, kwargs, prediction.name, target.name, extras
+
+
+def _target(spec: LossSpec, target_input: str, dataset: Dataset) -> tuple[torch.Tensor, int]:
+    """The loss's target for every sample, and the model's output size.
+
+    Class labels go to the loss as indices when its target may be an integer
+    (``cross_entropy``: one output per class); a float-target loss gets 0/1
+    in one output for two classes (``binary_focal_loss``), one-hot otherwise.
+    """
+    inp = spec.input(target_input)
+    assert inp is not None
+    if dataset.labels is not None:
+        if inp.kind in ("int", "float|int"):
+            return dataset.labels, dataset.num_classes
+        if dataset.num_classes == 2:
+            return dataset.labels.to(torch.float32).unsqueeze(1), 1
+        return torch.nn.functional.one_hot(dataset.labels, dataset.num_classes).to(torch.float32), dataset.num_classes
+    assert dataset.y is not None
+    if inp.kind == "int":
+        raise LossError("loss.name", f"{spec.name} needs integer class labels as its target; this job's data "
+                        "has a floating-point (regression) target")
+    return dataset.y, int(dataset.y.shape[1])
+
+
+def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> OptimizerPlan:
+    o = request.optimizer
+    name = (o.name or "").lower()
+    if name not in OPTIMIZERS:
+        raise LossError("optimizer.name", f"is {o.name!r}; must be one of {', '.join(OPTIMIZERS)}")
+    _, accepted = OPTIMIZERS[name]
+    present = {f.name for f, _ in o.ListFields()} - {"name", "param_groups"}
+    for key in sorted(present - accepted - {"lr", "weight_decay"}):
+        takers = [n for n, (_, acc) in OPTIMIZERS.items() if key in acc]
+        raise LossError(f"optimizer.{key}", f"{name} has no setting {key!r} (it is for {', '.join(takers)})")
+    settings: dict[str, Any] = {}
+    if o.HasField("lr"):
+        settings["lr"] = _finite(o.lr, "optimizer.lr", 0.0, lo_open=True)
+    if o.HasField("weight_decay"):
+        settings["weight_decay"] = _finite(o.weight_decay, "optimizer.weight_decay", 0.0)
+    if o.HasField("momentum"):
+        settings["momentum"] = _finite(o.momentum, "optimizer.momentum", 0.0)
+    if o.HasField("dampening"):
+        settings["dampening"] = _finite(o.dampening, "optimizer.dampening", 0.0, 1.0)
+    if o.nesterov:
+        settings["nesterov"] = True
+        if settings.get("momentum", 0.0) <= 0 or settings.get("dampening", 0.0) != 0:
+            raise LossError("optimizer.nesterov", "needs momentum > 0 and dampening 0")
+    if o.betas:
+        if len(o.betas) != 2:
+            raise LossError("optimizer.betas", f"has {len(o.betas)} numbers; give two, e.g. [0.9, 0.999]")
+        settings["betas"] = tuple(_finite(b, f"optimizer.betas[{i}]", 0.0, 1.0, hi_open=True) for i, b in enumerate(o.betas))
+    if o.HasField("eps"):
+        settings["eps"] = _finite(o.eps, "optimizer.eps", 0.0, lo_open=True)
+    if o.HasField("alpha"):
+        settings["alpha"] = _finite(o.alpha, "optimizer.alpha", 0.0, 1.0)
+    if o.centered:
+        settings["centered"] = True
+    if o.amsgrad:
+        settings["amsgrad"] = True
+    if o.HasField("lr_decay"):
+        settings["lr_decay"] = _finite(o.lr_decay, "optimizer.lr_decay", 0.0)
+
+    groups = []
+    for i, g in enumerate(o.param_groups):
+        field = f"optimizer.param_groups[{i}]"
+        if not g.patterns:
+            raise LossError(f"{field}.patterns", 'give at least one name pattern, e.g. ["*.weight"]')
+        for k, p in enumerate(g.patterns):
+            if not p:
+                raise LossError(f"{field}.patterns[{k}]", "is empty")
+        overrides: dict[str, float] = {}
+        if g.HasField("lr"):
+            overrides["lr"] = _finite(g.lr, f"{field}.lr", 0.0, lo_open=True)
+        if g.HasField("weight_decay"):
+            overrides["weight_decay"] = _finite(g.weight_decay, f"{field}.weight_decay", 0.0)
+        if g.HasField("momentum"):
+            if "momentum" not in accepted:
+                raise LossError(f"{field}.momentum", f"{name} has no momentum")
+            overrides["momentum"] = _finite(g.momentum, f"{field}.momentum", 0.0)
+            if settings.get("nesterov") and overrides["momentum"] <= 0:
+                raise LossError(f"{field}.momentum", "must be > 0 with nesterov")
+        groups.append(GroupPlan(g.name or f"param_groups[{i}]", tuple(g.patterns), overrides))
+    labels = [g.name for g in groups]
+    for i, label in enumerate(labels):
+        if label == "default" or label in labels[:i]:
+            raise LossError(f"optimizer.param_groups[{i}].name", f"{label!r} is taken; group names must be unique "
+                            "and not 'default'")
+    _, per_group, clashes = assign_groups(names, groups)
+    for i, matched in enumerate(per_group):
+        if not matched and not any(c[2] == i for c in clashes):
+            raise LossError(f"optimizer.param_groups[{i}].patterns",
+                            f"{list(groups[i].patterns)} matches no parameter; the model's parameters: {', '.join(names)}")
+    if clashes:
+        pname, i, j = clashes[0]
+        raise LossError(f"optimizer.param_groups[{j}].patterns",
+                        f"{pname} is also matched by param_groups[{i}]; every parameter must land in exactly one group")
+    return OptimizerPlan(name, settings, tuple(groups))
+
+
+def _schedule(request: training_pb2.TrainJobRequest, epochs: int) -> SchedulePlan | None:
+    kind = request.schedule.WhichOneof("kind")
+    if kind is None:
+        return None
+    if kind == "step":
+        s = request.schedule.step
+        if s.step_size < 1:
+            raise LossError("schedule.step.step_size", f"is {s.step_size}; must be >= 1 (epochs)")
+        gamma = _finite(s.gamma, "schedule.step.gamma", 0.0, 1.0, lo_open=True) if s.HasField("gamma") else 0.1
+        return SchedulePlan("step", {"step_size": s.step_size, "gamma": gamma})
+    if kind == "cosine":
+        c = request.schedule.cosine
+        if c.t_max < 0:
+            raise LossError("schedule.cosine.t_max", f"is {c.t_max}; must be >= 1 (epochs), or 0 for the job's epochs")
+        return SchedulePlan("cosine", {"T_max": c.t_max or epochs,
+                                       "eta_min": _finite(c.eta_min, "schedule.cosine.eta_min", 0.0)})
+    e = request.schedule.exponential
+    return SchedulePlan("exponential", {"gamma": _finite(e.gamma, "schedule.exponential.gamma", 0.0, 1.0, lo_open=True)})
+
+
+def _metrics(request: training_pb2.TrainJobRequest, dataset: Dataset, target: torch.Tensor) -> tuple[str, ...]:
+    seen: list[str] = []
+    for i, m in enumerate(request.metrics):
+        field = f"metrics[{i}]"
+        if m not in METRICS:
+            raise LossError(field, f"is {m!r}; metrics are {', '.join(METRICS)}")
+        if m in seen:
+            raise LossError(field, f"{m!r} is listed twice")
+        if m == "accuracy" and not dataset.classification:
+            raise LossError(field, "accuracy needs class labels; this job's data is regression (use mae or rmse)")
+        if m in ("mae", "rmse") and not target.is_floating_point():
+            raise LossError(field, f"{m} compares the output with a floating-point target; this loss takes class "
+                            "indices (use accuracy)")
+        seen.append(m)
+    return tuple(seen)
+
+
+def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: TrainingLimits | None = None) -> JobPlan:
+    """Validate ``request`` and build its data; raises :class:`LossError` naming the field at fault."""
+    limits = limits or TrainingLimits()
+    model = _model(request)
+    if request.epochs < 1:
+        raise LossError("epochs", f"is {request.epochs}; must be >= 1")
+    if request.epochs > limits.max_epochs:
+        raise _limit("epochs", "epochs", request.epochs, limits.max_epochs, "max-epochs")
+    if request.batch_size < 0:
+        raise LossError("batch_size", f"is {request.batch_size}; must be >= 1 (0: the default, {DEFAULT_BATCH_SIZE})")
+    if request.seed < 0:
+        raise LossError("seed", f"is {request.seed}; must be >= 0")
+    spec, kwargs, pred_name, target_name, extras = _loss(request, registry, limits)
+    dataset, sent_as = _data(request, limits)
+    target, out_features = _target(spec, target_name, dataset)
+    in_features = int(dataset.x.shape[1])
+    n_params = count_parameters(model, in_features, out_features)
+    if n_params > limits.max_parameters:
+        raise _limit("model", f"the model ({in_features} inputs, {out_features} outputs) has {n_params} parameters; "
+                     "its size", n_params, limits.max_parameters, "max-parameters")
+
+    fraction = _finite(request.data.validation_fraction, "data.validation_fraction", 0.0, 1.0, hi_open=True)
+    train_index, val_index = split(len(dataset), fraction, request.seed)
+    if len(train_index) < 1:
+        raise LossError("data.validation_fraction", f"leaves no training sample out of {len(dataset)}")
+    batch_size = min(request.batch_size or DEFAULT_BATCH_SIZE, len(train_index))
+    steps = request.epochs * -(-len(train_index) // batch_size)
+    if steps > limits.max_steps:
+        raise _limit("epochs", f"{request.epochs} epochs of {len(train_index)} samples in batches of {batch_size} "
+                     "make a total of optimizer steps that", steps, limits.max_steps, "max-steps")
+
+    shapes = dict(build_model(model, in_features, out_features, device="meta").named_parameters())
+    names = list(shapes)
+    r = request.regularization
+    reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
+    for key in ("l1", "l2"):
+        _finite(getattr(reg, key), f"regularization.{key}", 0.0)
+    covered = covered_parameters(shapes, reg) if (reg.l1 or reg.l2) else []
+    if (reg.l1 or reg.l2) and not covered:
+        raise LossError("regularization.include", f"covers none of the model's parameters ({', '.join(names)})")
+    optimizer = _optimizer(request, names)
+    schedule = _schedule(request, request.epochs)
+    metrics = _metrics(request, dataset, target)
+    rate = DEFAULT_STEP_EVENTS_PER_SECOND
+    if request.HasField("step_events_per_second"):
+        rate = _finite(request.step_events_per_second, "step_events_per_second", 0.0)
+
+    if request.output_encoding == lossd_pb2.TENSOR_ENCODING_RAW:
+        encoding = "raw"
+    elif request.output_encoding == lossd_pb2.TENSOR_ENCODING_VALUES:
+        encoding = "values"
+    else:
+        encoding = sent_as or "values"
+
+    plan = JobPlan(
+        model=model, loss=LossPlan(spec, kwargs, pred_name, target_name, extras), regularization=reg,
+        optimizer=optimizer, schedule=schedule, data=dataset, target=target, in_features=in_features,
+        out_features=out_features, train_index=train_index, val_index=val_index, epochs=request.epochs,
+        batch_size=batch_size, seed=request.seed, metrics=metrics, step_events_per_second=rate,
+        encoding=encoding, name=request.name, covered=tuple(covered),
+    )
+    return _with_warnings(plan)
+
+
+def _with_warnings(plan: JobPlan) -> JobPlan:
+    """Warn when an L2 term and optimizer weight decay apply to the same parameters (they stack)."""
+    if not plan.regularization.l2:
+        return plan
+    default, per_group, _ = assign_groups(list(plan.covered), plan.optimizer.groups)
+    base = plan.optimizer.settings.get("weight_decay", 0.01 if plan.optimizer.name == "adamw" else 0.0)
+    decayed = [n for n in default if base > 0]
+    for g, names in zip(plan.optimizer.groups, per_group):
+        if g.overrides.get("weight_decay", base) > 0:
+            decayed += names
+    if not decayed:
+        return plan
+    text = (f"regularization.l2 ({plan.regularization.l2:g}) and the optimizer's weight_decay both apply to "
+            f"{', '.join(sorted(decayed))}: they stack (for {plan.optimizer.name}, the gradient gets "
+            "l2*theta + weight_decay*theta); use one of them")
+    return dataclasses.replace(plan, warnings=(*plan.warnings, text))
+
+
+def check_loss_accepts_model(plan: JobPlan) -> None:
+    """Run the loss once on the model's output for a few samples (zero weights, no RNG), so that a
+    shape or dtype mismatch is refused at submission rather than failing the job."""
+    model = build_model(plan.model, plan.in_features, plan.out_features, device="meta").to_empty(device="cpu")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    model.eval()
+    index = plan.train_index[: min(4, len(plan.train_index))]
+    out = model(plan.data.x[index])
+    try:
+        with torch.enable_grad():
+            value = plan.loss(out.detach().requires_grad_(True), plan.target[index])
+    except LossError as e:
+        raise LossError("loss.name", f"{plan.loss.spec.name} refuses the model output {list(out.shape)} with the "
+                        f"target {list(plan.target[index].shape)}: {e}") from e
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LossError("loss.name", f"{plan.loss.spec.name} fails on the model output {list(out.shape)} with the "
+                        f"target {list(plan.target[index].shape)}: {text}") from e
+    if value.dim() != 0:
+        raise LossError("loss.params.reduction", f"{plan.loss.spec.name} gives shape {list(value.shape)}; training "
+                        "needs a scalar loss ('mean' or 'sum')")

@@ -1,0 +1,114 @@
+"""The worker process that runs one job, outside the server's serving path.
+
+The server starts it through :mod:`multiprocessing` (the ``forkserver``
+context where the platform has it: this module is preloaded there, so a job
+starts in tens of milliseconds instead of paying torch's imports; ``spawn``
+elsewhere) with two one-way pipes:
+
+- events, worker -> server: each message is one serialized ``JobEvent``
+  (protobuf bytes, never pickles); the server numbers and stores them.
+- control, server -> worker: ``b"cancel"`` (stop before the next step, end
+  CANCELLED) or ``b"interrupt"`` (checkpoint at the next step boundary, end
+  INTERRUPTED; the server is shutting down).
+
+The worker dies with the server: end-of-file on the control pipe (the server
+is gone, even after ``kill -9``) ends the process at once, and on Linux the
+kernel also kills it when its parent dies (``PR_SET_PDEATHSIG``). Nothing is
+lost by that: the job resumes from its last checkpoint at the next start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import torch
+import torch._dynamo  # noqa: F401  (torch.optim imports it on the first step: ~2 s; pay it in the preload)
+
+from ...v1 import training_pb2
+from ..losses import REGISTRY, LossError
+from ..losses._plugins import load_plugins
+from ._engine import Control, run_job, spec_digest
+from ._spec import plan_job
+
+__all__ = ["worker_main"]
+
+#: Threads per job: one keeps CPU kernels deterministic and leaves cores to other jobs and the server.
+JOB_THREADS = 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent exits (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _listen(control_conn: Connection, control: Control, done: threading.Event) -> None:
+    """Turn control messages into flags; exit the process when the server is gone."""
+    while True:
+        try:
+            message = control_conn.recv_bytes()
+        except (EOFError, OSError):
+            if not done.is_set():
+                os._exit(3)  # the server died: stop now, the checkpoint on disk is the job's state
+            return
+        if message == b"cancel":
+            control.cancel.set()
+        elif message == b"interrupt":
+            control.interrupt.set()
+
+
+def worker_main(
+    job_id: str,
+    spec_bytes: bytes,
+    checkpoint: str,
+    plugins: str,
+    control_conn: Connection,
+    events_conn: Connection,
+) -> None:
+    """Run job ``job_id`` (its spec as serialized ``TrainJobRequest`` bytes) and report through ``events_conn``."""
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:
+        os._exit(3)
+    torch.set_num_threads(JOB_THREADS)
+    control, done = Control(), threading.Event()
+    threading.Thread(target=_listen, args=(control_conn, control, done), daemon=True, name="lossd-control").start()
+
+    def emit(event: training_pb2.JobEvent) -> None:
+        event.job_id = job_id
+        try:
+            events_conn.send_bytes(event.SerializeToString())
+        except (BrokenPipeError, ConnectionError, OSError):
+            os._exit(3)  # nobody is listening: the server is gone
+
+    try:
+        if plugins.strip().lower() != "none":
+            names = None if plugins.strip().lower() == "all" else [n.strip() for n in plugins.split(",") if n.strip()]
+            load_plugins(REGISTRY, names)
+        request = training_pb2.TrainJobRequest.FromString(spec_bytes)
+        plan = plan_job(request, REGISTRY)
+        run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes))
+    except LossError as e:
+        emit(training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_STATE, state=training_pb2.JOB_STATE_FAILED,
+                                   message=str(e)))
+    except Exception as e:
+        traceback.print_exc()
+        emit(training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_STATE, state=training_pb2.JOB_STATE_FAILED,
+                                   message=f"internal error in the training worker ({type(e).__name__}); "
+                                   "see the server log"))
+    finally:
+        done.set()
+        events_conn.close()

@@ -1,0 +1,221 @@
+"""Metrics and JSON logs of a served process (``lossd serve --metrics-port 0 --log-format json``).
+
+Real calls through real gRPC, then: the Prometheus endpoint is scraped and
+parsed (counts, codes, canonical loss names, exact message bytes), and the
+process's output is parsed line by line as JSON (access lines with method,
+loss, status, duration and request id; no tensor values, no token).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lossd.v1 import lossd_pb2, lossd_pb2_grpc, training_pb2, training_pb2_grpc
+from support.servers import ServedProcess
+
+#: Distinctive values that must never reach the log.
+SECRET_VALUE = 31415.92
+TOKEN = "sekrit-token-do-not-log"
+
+
+def _tensor(values: list[float]) -> lossd_pb2.Tensor:
+    return lossd_pb2.Tensor(dtype="float32", shape=[len(values)], values=values)
+
+
+def _mse(loss: str = "mse_loss") -> lossd_pb2.EvaluateLossRequest:
+    return lossd_pb2.EvaluateLossRequest(
+        loss=loss, inputs={"input": _tensor([SECRET_VALUE, 2.0]), "target": _tensor([0.0, 0.0])})
+
+
+class Scenario:
+    """The served process, what was sent, and what came back."""
+
+    def __init__(self, proc: ServedProcess, metrics_url: str) -> None:
+        self.proc = proc
+        self.metrics_url = metrics_url
+        self.sent_bytes = 0  # EvaluateLoss request bytes
+        self.received_bytes = 0  # EvaluateLoss reply bytes
+        self.job_id = ""
+        self.training = False
+        self.metrics_text = ""
+        self.lines: list[str] = []
+
+
+def _metadata(request_id: str) -> tuple[tuple[str, str], ...]:
+    return (("x-request-id", request_id), ("authorization", f"Bearer {TOKEN}"))
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    workdir: Path = tmp_path_factory.mktemp("observed")
+    with ServedProcess.start(workdir, "--metrics-port", "0", "--log-format", "json") as proc:
+        deadline = time.monotonic() + 30
+        url = None
+        while url is None and time.monotonic() < deadline:
+            m = re.search(r"metrics on (http://\S+/metrics)", "".join(proc.log))
+            url = m.group(1) if m else None
+            time.sleep(0.05)
+        assert url, "no 'metrics on' line:\n" + "".join(proc.log)
+        s = Scenario(proc, url)
+        with grpc.insecure_channel(proc.address) as channel:
+            loss = lossd_pb2_grpc.LossServiceStub(channel)
+            for request_id, request in (("obs-ok-1", _mse()), ("obs-alias-2", _mse("MSELoss"))):
+                reply = loss.EvaluateLoss(request, metadata=_metadata(request_id), timeout=60)
+                s.sent_bytes += request.ByteSize()
+                s.received_bytes += reply.ByteSize()
+            bad = lossd_pb2.EvaluateLossRequest(loss="no_such_loss")
+            with pytest.raises(grpc.RpcError) as e:
+                loss.EvaluateLoss(bad, metadata=_metadata("obs-missing-3"), timeout=60)
+            assert e.value.code() == grpc.StatusCode.NOT_FOUND
+            s.sent_bytes += bad.ByteSize()
+            items = [
+                lossd_pb2.EvaluateLossStreamRequest(id="a", request=_mse("l1_loss")),
+                lossd_pb2.EvaluateLossStreamRequest(id="b", request=lossd_pb2.EvaluateLossRequest(loss="zzz")),
+            ]
+            replies = list(loss.EvaluateLossStream(iter(items), metadata=_metadata("obs-stream-4"), timeout=60))
+            assert [r.HasField("error") for r in replies] == [False, True]
+            loss.ListLosses(lossd_pb2.ListLossesRequest(), timeout=60)
+
+            listed = "TrainingService" in training_pb2.DESCRIPTOR.services_by_name
+            if listed:
+                s.training = True
+                spec = training_pb2.TrainJobRequest(
+                    name="observed", epochs=1, batch_size=32,
+                    model=training_pb2.ModelSpec(linear=training_pb2.LinearModel()),
+                    data=training_pb2.DataSpec(builtin=training_pb2.BuiltinData(name="rings")),
+                    loss=training_pb2.TrainingLoss(name="binary_cross_entropy_with_logits"),
+                    optimizer=training_pb2.OptimizerSpec(name="sgd", lr=0.1),
+                )
+                spec.data.builtin.params.update({"n_positive": 32, "n_negative": 32})
+                events = list(training_pb2_grpc.TrainingServiceStub(channel).TrainJob(
+                    spec, metadata=_metadata("obs-job-5"), timeout=120))
+                assert events[-1].event.state == training_pb2.JOB_STATE_SUCCEEDED
+                s.job_id = events[-1].event.job_id
+        s.metrics_text = urllib.request.urlopen(url, timeout=10).read().decode()
+        proc.proc.terminate()
+        assert proc.proc.wait(30) == 0
+    s.lines = [line for line in "".join(proc.log).splitlines() if line.strip()]
+    yield s
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+EVALUATE = {"grpc_service": "lossd.v1.LossService", "grpc_method": "EvaluateLoss", "grpc_type": "unary"}
+STREAM = {"grpc_service": "lossd.v1.LossService", "grpc_method": "EvaluateLossStream", "grpc_type": "bidi_stream"}
+
+
+def test_rpc_counts_and_latency_by_method_and_code(scenario: Scenario) -> None:
+    s = _samples(scenario.metrics_text)
+    assert _value(s, "grpc_server_started_total", **EVALUATE) == 3
+    assert _value(s, "grpc_server_handled_total", **EVALUATE, grpc_code="OK") == 2
+    assert _value(s, "grpc_server_handled_total", **EVALUATE, grpc_code="NOT_FOUND") == 1
+    assert _value(s, "grpc_server_handling_seconds_count", **EVALUATE, grpc_code="OK") == 2
+    assert _value(s, "grpc_server_handling_seconds_sum", **EVALUATE, grpc_code="OK") > 0
+    assert _value(s, "grpc_server_handling_seconds_bucket", **EVALUATE, grpc_code="OK", le="+Inf") == 2
+    assert _value(s, "grpc_server_handled_total", **STREAM, grpc_code="OK") == 1
+    assert _value(s, "grpc_server_msg_received_total", **STREAM) == 2
+    assert _value(s, "grpc_server_msg_sent_total", **STREAM) == 2
+    list_losses = {"grpc_service": "lossd.v1.LossService", "grpc_method": "ListLosses", "grpc_type": "unary"}
+    assert _value(s, "grpc_server_handled_total", **list_losses, grpc_code="OK") == 1
+
+
+def test_evaluations_per_canonical_loss(scenario: Scenario) -> None:
+    s = _samples(scenario.metrics_text)
+    assert _value(s, "lossd_evaluations_total", loss="mse_loss", code="OK") == 2  # "MSELoss" is an alias
+    assert _value(s, "lossd_evaluations_total", loss="l1_loss", code="OK") == 1  # a stream item
+    assert _value(s, "lossd_evaluations_total", loss="unknown", code="NOT_FOUND") == 2  # unary + stream item
+    assert not any(name == "lossd_evaluations_total" and ("loss", "zzz") in labels for name, labels in s)
+
+
+def test_message_bytes_are_exact(scenario: Scenario) -> None:
+    s = _samples(scenario.metrics_text)
+    io = {"grpc_service": "lossd.v1.LossService", "grpc_method": "EvaluateLoss"}
+    assert _value(s, "lossd_rpc_received_bytes_total", **io) == scenario.sent_bytes
+    assert _value(s, "lossd_rpc_sent_bytes_total", **io) == scenario.received_bytes
+
+
+def test_job_metrics_are_exposed(scenario: Scenario) -> None:
+    s = _samples(scenario.metrics_text)
+    states = {dict(labels)["state"] for name, labels in s if name == "lossd_jobs"}
+    assert {"QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "INTERRUPTED"} <= states
+    assert ("lossd_job_steps_total", frozenset()) in s
+    assert _value(s, "lossd_build_info", version=__import__("lossd").__version__) == 1
+    if scenario.training:
+        job = {"grpc_service": "lossd.v1.TrainingService", "grpc_method": "TrainJob", "grpc_type": "server_stream"}
+        assert _value(s, "grpc_server_handled_total", **job, grpc_code="OK") == 1
+
+
+def test_every_output_line_is_json(scenario: Scenario) -> None:
+    records = [json.loads(line) for line in scenario.lines]  # raises on any plain line
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("lossd ") and " listening on " in m for m in messages)
+    assert "lossd stopped" in messages
+
+
+def _access(scenario: Scenario, request_id: str) -> dict[str, Any]:
+    found = [r for r in map(json.loads, scenario.lines) if r.get("request_id") == request_id]
+    assert len(found) == 1, (request_id, found)
+    return found[0]
+
+
+def test_access_lines(scenario: Scenario) -> None:
+    ok = _access(scenario, "obs-ok-1")
+    assert ok["logger"] == "lossd.access"
+    assert (ok["method"], ok["service"], ok["loss"], ok["status"]) == (
+        "EvaluateLoss", "lossd.v1.LossService", "mse_loss", "OK")
+    assert isinstance(ok["duration_ms"], float) and ok["duration_ms"] >= 0
+    assert ok["peer"].startswith("ipv4:127.0.0.1:")
+    assert _access(scenario, "obs-alias-2")["loss"] == "mse_loss"
+    missing = _access(scenario, "obs-missing-3")
+    assert (missing["loss"], missing["status"]) == ("unknown", "NOT_FOUND")
+    stream = _access(scenario, "obs-stream-4")
+    assert (stream["method"], stream["status"], stream["items"], stream["loss"]) == (
+        "EvaluateLossStream", "OK", 2, "l1_loss,unknown")
+    if scenario.training:
+        job = _access(scenario, "obs-job-5")
+        assert (job["method"], job["status"], job["job_id"]) == ("TrainJob", "OK", scenario.job_id)
+        assert job["loss"] == "binary_cross_entropy_with_logits"
+
+
+def test_generated_request_ids_are_unique(scenario: Scenario) -> None:
+    records = [json.loads(line) for line in scenario.lines]
+    generated = [r["request_id"] for r in records if r.get("logger") == "lossd.access"
+                 and not r["request_id"].startswith("obs-")]
+    assert generated and all(re.fullmatch(r"[0-9a-f]{16}", g) for g in generated)
+    assert len(set(generated)) == len(generated)
+
+
+def test_no_tensor_values_and_no_token_in_logs(scenario: Scenario) -> None:
+    text = "\n".join(scenario.lines)
+    assert TOKEN not in text
+    assert "Bearer" not in text
+    assert "31415" not in text
+
+
+def test_off_by_default(served_process: ServedProcess) -> None:
+    """A plain `lossd serve`: no metrics endpoint, no access lines, plain text."""
+    text = "".join(served_process.log)
+    assert "metrics on" not in text
+    assert "lossd.access" not in text
+    assert not text.lstrip().startswith("{")

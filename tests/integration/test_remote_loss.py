@@ -1,0 +1,186 @@
+"""RemoteLoss / remote_loss: autograd through the server equals local torch autograd.
+
+The parity test trains a small model with ``RemoteLoss("cross_entropy")`` and
+with ``nn.CrossEntropyLoss()`` and compares the parameters (float64, 1e-10).
+Round trips are counted on a client that counts its EvaluateLoss calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lossd.client import Client, InvalidArgument
+from lossd.client.torch import RemoteLoss, remote_loss
+
+TOL = 1e-10
+
+
+class CountingClient(Client):
+    """A Client that counts its EvaluateLoss calls."""
+
+    calls = 0
+
+    def evaluate_request(self, request, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return super().evaluate_request(request, **kwargs)
+
+
+@pytest.fixture()
+def counting(server_address: str) -> Iterator[CountingClient]:
+    with CountingClient(server_address) as c:
+        yield c
+
+
+def _model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+
+
+def _train(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], steps: int) -> list[float]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(24, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (24,), generator=g)
+    opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _assert_same_parameters(a: nn.Module, b: nn.Module, tol: float = TOL) -> None:
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.allclose(p, q, rtol=0, atol=tol), f"{name}: max diff {(p - q).abs().max().item()}"
+
+
+def test_training_with_remote_cross_entropy_matches_local(counting: CountingClient) -> None:
+    steps = 15
+    remote, local = _model(), _model()
+    remote_losses = _train(remote, RemoteLoss("cross_entropy", client=counting), steps)
+    local_losses = _train(local, nn.CrossEntropyLoss(), steps)
+    _assert_same_parameters(remote, local)
+    assert remote_losses == pytest.approx(local_losses, rel=0, abs=TOL)
+    assert local_losses[-1] < 0.7 * local_losses[0]  # it did learn
+    assert counting.calls == steps  # one round trip per forward + backward
+
+
+def test_loss_parameters_and_constant_tensor_inputs(counting: CountingClient) -> None:
+    weight = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    remote, local = _model(), _model()
+    _train(remote, RemoteLoss("CrossEntropyLoss", client=counting, weight=weight, label_smoothing=0.1), 5)
+    _train(local, nn.CrossEntropyLoss(weight=weight, label_smoothing=0.1), 5)
+    _assert_same_parameters(remote, local)
+
+
+def _xy(*shape: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g, dtype=torch.float64),
+            torch.randn(*shape, generator=g, dtype=torch.float64))
+
+
+def test_reduction_none_is_a_vector_jacobian_product(counting: CountingClient) -> None:
+    x, t = _xy(4, 3)
+    w = torch.rand(4, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    xr, xl = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = remote_loss("smooth_l1_loss", xr, t, client=counting, params={"reduction": "none", "beta": 0.5})
+    assert out.shape == (4, 3) and counting.calls == 1
+    (out * w).mean().backward()
+    assert counting.calls == 2  # the backward sent grad_output
+    (F.smooth_l1_loss(xl, t, reduction="none", beta=0.5) * w).mean().backward()
+    assert torch.allclose(xr.grad, xl.grad, rtol=0, atol=TOL)
+
+
+def test_reduction_none_then_sum_reuses_the_forward_gradients(counting: CountingClient) -> None:
+    x, t = _xy(6)
+    xr, xl = x.clone().requires_grad_(), x.clone().requires_grad_()
+    remote_loss("mse", xr, t, client=counting, params={"reduction": "none"}).sum().backward()
+    F.mse_loss(xl, t, reduction="none").sum().backward()
+    assert counting.calls == 1
+    assert torch.equal(xr.grad, xl.grad)
+
+
+def test_gradcheck_reduction_none(client: Client) -> None:
+    x, t = _xy(2, 3, seed=3)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a: remote_loss("huber_loss", a, t, client=client, params={"reduction": "none"}), (x,)
+    )
+
+
+def test_several_differentiable_inputs(counting: CountingClient) -> None:
+    a, b = _xy(5, seed=4)
+    target = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0], dtype=torch.float64)
+    ar, br, al, bl = (v.clone().requires_grad_() for v in (a, b, a, b))
+    remote_loss("margin_ranking_loss", ar, br, client=counting, inputs={"target": target},
+                params={"margin": 0.1}).backward(torch.tensor(3.0, dtype=torch.float64))
+    F.margin_ranking_loss(al, bl, target, margin=0.1).backward(torch.tensor(3.0, dtype=torch.float64))
+    assert torch.allclose(ar.grad, al.grad, rtol=0, atol=TOL)
+    assert torch.allclose(br.grad, bl.grad, rtol=0, atol=TOL)
+    # Only what requires grad: a frozen second input gets none, and is not asked for.
+    x, t = _xy(5, seed=5)
+    var = torch.full((5,), 0.5, dtype=torch.float64, requires_grad=True)
+    xr = x.clone().requires_grad_()
+    remote_loss("gaussian_nll_loss", xr, t, client=counting, inputs={"var": var}).backward()
+    xl, vl = x.clone().requires_grad_(), var.detach().clone().requires_grad_()
+    F.gaussian_nll_loss(xl, t, vl).backward()
+    assert torch.allclose(xr.grad, xl.grad, rtol=0, atol=TOL) and torch.allclose(var.grad, vl.grad, rtol=0, atol=TOL)
+
+
+def test_composite_objective(counting: CountingClient) -> None:
+    x, t = _xy(8, seed=6)
+    xr, xl = x.clone().requires_grad_(), x.clone().requires_grad_()
+    terms = [{"loss": "mse", "weight": 0.3}, {"loss": "l1_loss", "weight": 0.7}]
+    out = RemoteLoss(terms, client=counting)(xr, t)
+    out.backward()
+    expected = 0.3 * F.mse_loss(xl, t) + 0.7 * F.l1_loss(xl, t)
+    expected.backward()
+    assert out.item() == pytest.approx(expected.item(), abs=TOL)
+    assert torch.allclose(xr.grad, xl.grad, rtol=0, atol=TOL)
+    assert counting.calls == 1
+
+
+def test_regularization_gradients_reach_the_model_parameters(counting: CountingClient) -> None:
+    l1, l2 = 1e-3, 1e-2
+    remote, local = _model(7), _model(7)
+    criterion = RemoteLoss("cross_entropy", client=counting, parameters=remote, regularization={"l1": l1, "l2": l2})
+    assert list(criterion.parameters()) == []  # the model is not adopted as a submodule
+
+    def local_objective(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        weights = [p for n, p in local.named_parameters() if not n.endswith("bias")]  # the default coverage
+        return (F.cross_entropy(out, y) + l1 * sum(p.abs().sum() for p in weights)
+                + 0.5 * l2 * sum(p.pow(2).sum() for p in weights))
+
+    remote_losses = _train(remote, criterion, 8)
+    local_losses = _train(local, local_objective, 8)
+    _assert_same_parameters(remote, local)
+    assert remote_losses == pytest.approx(local_losses, rel=0, abs=TOL)
+
+
+def test_no_grad_forward_and_errors(client: Client) -> None:
+    x, t = _xy(3, seed=8)
+    with torch.no_grad():
+        out = RemoteLoss("mse", client=client)(x, t)
+    assert not out.requires_grad and out.item() == pytest.approx(F.mse_loss(x, t).item(), abs=TOL)
+    with pytest.raises(InvalidArgument) as err:
+        RemoteLoss("mse", client=client, reduction="avg")(x.requires_grad_(), t)
+    assert err.value.field == "params.reduction"
+
+
+def test_float32_and_repr(client: Client) -> None:
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(9), requires_grad=True)
+    y = torch.tensor([0, 2, 1, 0])
+    criterion = RemoteLoss("ce", client=client, label_smoothing=0.2)
+    out = criterion(x, y)
+    out.backward()
+    x2 = x.detach().clone().requires_grad_()
+    F.cross_entropy(x2, y, label_smoothing=0.2).backward()
+    assert out.dtype == torch.float32 and torch.equal(x.grad, x2.grad)
+    assert "label_smoothing=0.2" in repr(criterion) and client.target in repr(criterion)

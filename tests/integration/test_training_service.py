@@ -1,0 +1,247 @@
+"""lossd.v1.TrainingService over real gRPC: TrainJob streams, WatchJob replay, GetJob, ListJobs,
+CancelJob, the queue and its limit, disconnects, encodings, errors, health and reflection."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lossd.client import encode
+from lossd.v1 import lossd_pb2, training_pb2_grpc
+from lossd.v1 import training_pb2 as pb
+from support.servers import start_in_process
+from support.training import request, small_spec
+
+TERMINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+#: A job that runs for minutes unless cancelled.
+LONG = small_spec(data={"builtin": {"name": "rings"}}, epochs=500, batch_size=100, metrics=[])
+#: About a second or two of training.
+MEDIUM = small_spec(data={"builtin": {"name": "rings"}, "validation_fraction": 0.2}, epochs=12, batch_size=100)
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[str]:
+    with start_in_process(max_jobs=2, max_queued_jobs=2) as addr:
+        yield addr
+
+
+@pytest.fixture(scope="module")
+def channel(address: str) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(address) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="module")
+def stub(channel: grpc.Channel) -> training_pb2_grpc.TrainingServiceStub:
+    return training_pb2_grpc.TrainingServiceStub(channel)
+
+
+def run(stub: training_pb2_grpc.TrainingServiceStub, spec: dict[str, Any], **fields: Any) -> list[pb.JobEvent]:
+    req = request(spec)
+    for k, v in fields.items():
+        setattr(req, k, v)
+    return [r.event for r in stub.TrainJob(req, timeout=120)]
+
+
+def submit(stub: training_pb2_grpc.TrainingServiceStub, spec: dict[str, Any]) -> str:
+    (event,) = run(stub, spec, detach=True)
+    assert event.seq == 1 and event.state == pb.JOB_STATE_QUEUED
+    return event.job_id
+
+
+def watch(stub: training_pb2_grpc.TrainingServiceStub, job_id: str, after_seq: int = 0,
+          **fields: Any) -> list[pb.JobEvent]:
+    return [r.event for r in stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=after_seq, **fields),
+                                           timeout=120)]
+
+
+def wait_running(stub: training_pb2_grpc.TrainingServiceStub, job_id: str, timeout: float = 60) -> None:
+    for r in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=timeout):
+        if r.event.kind in (pb.JOB_EVENT_KIND_STEP, pb.JOB_EVENT_KIND_EPOCH):
+            return
+    raise AssertionError(f"job {job_id} ended before it made progress")
+
+
+def test_reflection_and_health_know_the_training_service(channel: grpc.Channel, address: str) -> None:
+    from support.tools import run_tool, tool_path
+    listed = run_tool([tool_path("grpcurl", "make test installs it"), "-plaintext", address, "list"]).stdout.split()
+    assert "lossd.v1.TrainingService" in listed
+    health = health_pb2_grpc.HealthStub(channel)
+    reply = health.Check(health_pb2.HealthCheckRequest(service="lossd.v1.TrainingService"), timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_train_job_streams_from_queued_to_succeeded(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    events = run(stub, small_spec(step_events_per_second=1000, name="smoke"))
+    job_id = events[0].job_id
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert all(e.job_id == job_id for e in events)
+    assert [e.state for e in events[:2]] == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING]
+    assert "queued: 12 steps (2 epochs of 300 samples, batch 50)" in events[0].message
+    final = events[-1]
+    assert final.state == pb.JOB_STATE_SUCCEEDED and final.kind == pb.JOB_EVENT_KIND_STATE
+    assert sum(e.kind == pb.JOB_EVENT_KIND_EPOCH for e in events) == 2
+    assert final.step == final.total_steps == 12 and final.epoch == final.epochs == 2
+    assert {"train_accuracy", "val_accuracy", "val_loss"} == set(final.metrics)
+    assert [h.epoch for h in final.history] == [1, 2]
+    # builtin data: the parameters come as numbers, like EvaluateLoss answers a `values` request
+    w = final.parameters["fc1.weight"]
+    assert (w.dtype, list(w.shape), len(w.values), w.raw) == ("float32", [8, 2], 16, b"")
+
+    got = stub.GetJob(pb.GetJobRequest(job_id=job_id, include_parameters=True), timeout=10)
+    assert got.job.state == pb.JOB_STATE_SUCCEEDED and got.job.name == "smoke"
+    assert got.job.last_seq == final.seq and got.job.step == 12 and got.job.epochs == 2
+    assert dict(got.job.metrics) == dict(final.metrics)
+    assert got.job.spec == request(small_spec(step_events_per_second=1000, name="smoke"))
+    assert got.parameters["fc1.weight"] == w
+    raw = stub.GetJob(pb.GetJobRequest(job_id=job_id, include_parameters=True,
+                                       output_encoding=lossd_pb2.TENSOR_ENCODING_RAW), timeout=10)
+    assert np.frombuffer(raw.parameters["fc1.weight"].raw, "<f4").tolist() == list(w.values)
+
+
+def test_watch_job_replays_exactly_what_the_stream_sent(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    events = run(stub, small_spec(step_events_per_second=1000))
+    job_id = events[0].job_id
+    assert watch(stub, job_id) == events
+    assert watch(stub, job_id, after_seq=3) == events[3:]
+    assert watch(stub, job_id, after_seq=events[-1].seq) == []  # nothing after the end: the stream just ends
+    raw = watch(stub, job_id, after_seq=events[-1].seq - 1, output_encoding=lossd_pb2.TENSOR_ENCODING_RAW)
+    assert raw[0].parameters["out.bias"].raw and not raw[0].parameters["out.bias"].values
+
+
+def test_a_client_that_disconnects_does_not_stop_its_job(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    call = stub.TrainJob(request(MEDIUM), timeout=120)
+    seen = []
+    for reply in call:
+        seen.append(reply.event)
+        if reply.event.kind == pb.JOB_EVENT_KIND_EPOCH:
+            break
+    call.cancel()
+    job_id = seen[0].job_id
+    assert stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10).job.state == pb.JOB_STATE_RUNNING
+    rest = watch(stub, job_id, after_seq=seen[-1].seq)
+    assert rest[0].seq == seen[-1].seq + 1
+    assert rest[-1].state == pb.JOB_STATE_SUCCEEDED and len(rest[-1].history) == 12
+
+
+def test_detach_returns_at_once_and_the_job_runs(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    job_id = submit(stub, small_spec())
+    assert watch(stub, job_id)[-1].state == pb.JOB_STATE_SUCCEEDED
+
+
+def test_cancel_a_running_job(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    job_id = submit(stub, LONG)
+    wait_running(stub, job_id)
+    start = time.monotonic()
+    reply = stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30)
+    took = time.monotonic() - start
+    assert reply.job.state == pb.JOB_STATE_CANCELLED and took < 5, (reply, took)
+    events = watch(stub, job_id)
+    final = events[-1]
+    assert final.state == pb.JOB_STATE_CANCELLED and "cancelled after step" in final.message
+    assert 0 < final.step < final.total_steps and final.parameters  # the parameters so far
+    with pytest.raises(grpc.RpcError) as info:
+        stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already ended CANCELLED" in info.value.details()
+
+
+def test_the_queue_its_limit_and_cancelling_a_queued_job(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    running = [submit(stub, LONG) for _ in range(2)]
+    queued = [submit(stub, LONG) for _ in range(2)]
+    try:
+        for job_id in running:
+            wait_running(stub, job_id)
+        states = {j.job_id: j.state for j in stub.ListJobs(pb.ListJobsRequest(), timeout=10).jobs}
+        assert [states[j] for j in running + queued] == [pb.JOB_STATE_RUNNING] * 2 + [pb.JOB_STATE_QUEUED] * 2
+        with pytest.raises(grpc.RpcError) as info:
+            run(stub, LONG, detach=True)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--max-queued-jobs" in info.value.details() and "2 are queued" in info.value.details()
+        only_queued = stub.ListJobs(pb.ListJobsRequest(states=[pb.JOB_STATE_QUEUED]), timeout=10).jobs
+        assert {j.job_id for j in only_queued} == set(queued)
+        reply = stub.CancelJob(pb.CancelJobRequest(job_id=queued[0]), timeout=10)
+        assert reply.job.state == pb.JOB_STATE_CANCELLED and reply.job.message == "cancelled before it ran"
+        assert [e.state for e in watch(stub, queued[0])] == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_CANCELLED]
+        stub.CancelJob(pb.CancelJobRequest(job_id=running[0]), timeout=30)
+        wait_running(stub, queued[1])  # the freed slot goes to the next queued job
+    finally:
+        for job_id in running + queued:
+            try:
+                stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_inline_raw_data_gets_raw_parameters(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5], dtype=np.float32)).reshape(-1, 1)
+    req = request(small_spec(model={"linear": {}}, loss={"name": "mse"}, metrics=["mae", "rmse"],
+                             optimizer={"name": "sgd", "lr": 0.1}, epochs=20, batch_size=16))
+    req.data.ClearField("builtin")
+    req.data.inline.x.CopyFrom(encode(x))
+    req.data.inline.y.CopyFrom(encode(y))
+    final = [r.event for r in stub.TrainJob(req, timeout=60)][-1]
+    assert final.state == pb.JOB_STATE_SUCCEEDED
+    assert set(final.metrics) == {"train_mae", "train_rmse", "val_mae", "val_rmse", "val_loss"}
+    w = np.frombuffer(final.parameters["out.weight"].raw, "<f4")
+    assert np.allclose(w, [1.0, -2.0, 0.5], atol=0.05) and final.metrics["val_rmse"] < 0.05
+
+
+@pytest.mark.parametrize("spec, code, details", [
+    (small_spec(optimizer={"name": "sgd", "param_groups": [{"patterns": ["*.weight"]}, {"patterns": ["x*"]}]}),
+     grpc.StatusCode.INVALID_ARGUMENT, "optimizer.param_groups[1].patterns: ['x*'] matches no parameter"),
+    (small_spec(loss={"name": "focall"}), grpc.StatusCode.NOT_FOUND, "loss.name: "),
+    (small_spec(epochs=10**6), grpc.StatusCode.RESOURCE_EXHAUSTED, "epochs: epochs is 1000000; the server's limit"),
+])
+def test_bad_specs_are_refused_before_anything_runs(stub: training_pb2_grpc.TrainingServiceStub,
+                                                    spec: dict[str, Any], code: grpc.StatusCode, details: str) -> None:
+    before = len(stub.ListJobs(pb.ListJobsRequest(limit=1000), timeout=10).jobs)
+    with pytest.raises(grpc.RpcError) as info:
+        run(stub, spec)
+    assert info.value.code() == code and info.value.details().startswith(details), info.value.details()
+    assert len(stub.ListJobs(pb.ListJobsRequest(limit=1000), timeout=10).jobs) == before
+
+
+@pytest.mark.parametrize("call, code, details", [
+    (lambda s: s.GetJob(pb.GetJobRequest(job_id="0123456789ab"), timeout=10), grpc.StatusCode.NOT_FOUND,
+     "job_id: no job '0123456789ab'"),
+    (lambda s: s.GetJob(pb.GetJobRequest(job_id="../../etc"), timeout=10), grpc.StatusCode.INVALID_ARGUMENT,
+     "job_id: '../../etc' is not a job id"),
+    (lambda s: list(s.WatchJob(pb.WatchJobRequest(job_id="0123456789ab"), timeout=10)), grpc.StatusCode.NOT_FOUND,
+     "job_id: no job"),
+    (lambda s: s.CancelJob(pb.CancelJobRequest(job_id=""), timeout=10), grpc.StatusCode.INVALID_ARGUMENT,
+     "job_id: '' is not a job id"),
+    (lambda s: s.ListJobs(pb.ListJobsRequest(limit=5000), timeout=10), grpc.StatusCode.INVALID_ARGUMENT,
+     "limit: is 5000"),
+])
+def test_bad_job_requests(stub: training_pb2_grpc.TrainingServiceStub, call: Any, code: grpc.StatusCode,
+                          details: str) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        call(stub)
+    assert info.value.code() == code and info.value.details().startswith(details), info.value.details()
+
+
+def test_a_watcher_that_joins_late_sees_everything(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    job_id = submit(stub, MEDIUM)
+    results: dict[str, list[pb.JobEvent]] = {}
+
+    def follow(name: str, delay: float) -> None:
+        time.sleep(delay)
+        results[name] = watch(stub, job_id)
+
+    threads = [threading.Thread(target=follow, args=(f"w{i}", 0.3 * i)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results["w0"] == results["w1"] == results["w2"]
+    assert results["w0"][-1].state == pb.JOB_STATE_SUCCEEDED

@@ -1,0 +1,170 @@
+"""Client settings (arguments, LOSSD_* variables, defaults), the service config, and error decoding."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+
+import grpc
+import pytest
+from google.protobuf import any_pb2, descriptor_pool
+from google.rpc import error_details_pb2, status_pb2
+
+from lossd.client import Client, ClientConfig, FieldViolation, InvalidArgument, LossdError, NotFound
+from lossd.client._config import ENVIRONMENT, RETRIED_METHODS, normalize_target
+from lossd.client._errors import STATUS_DETAILS_KEY, error_class, from_rpc_error
+
+
+def test_defaults_without_environment() -> None:
+    cfg = ClientConfig.from_env(environ={})
+    assert (cfg.target, cfg.timeout, cfg.tls, cfg.token, cfg.max_attempts) == ("127.0.0.1:50051", 60.0, False, None, 5)
+    assert cfg.metadata() == () and cfg.channel_credentials() is None and cfg.channel_compression() is None
+    assert "loadBalancingConfig" not in cfg.service_config()
+
+
+def test_every_setting_has_an_environment_variable() -> None:
+    env = {
+        "LOSSD_TARGET": "10.0.0.1:1,10.0.0.2:2", "LOSSD_TIMEOUT": "2.5", "LOSSD_TOKEN": "t",
+        "LOSSD_SERVER_NAME": "lossd.internal", "LOSSD_COMPRESSION": "GZIP", "LOSSD_KEEPALIVE_S": "30",
+        "LOSSD_MAX_MESSAGE_BYTES": "1024", "LOSSD_MAX_ATTEMPTS": "3", "LOSSD_LOAD_BALANCING": "pick_first",
+        "LOSSD_TLS": "1",
+    }
+    cfg = ClientConfig.from_env(environ=env)
+    assert cfg.target == "ipv4:10.0.0.1:1,10.0.0.2:2" and cfg.addresses == 2
+    assert (cfg.timeout, cfg.token, cfg.server_name, cfg.compression) == (2.5, "t", "lossd.internal", "gzip")
+    assert (cfg.keepalive_s, cfg.max_message_bytes, cfg.max_attempts, cfg.load_balancing) == (30, 1024, 3, "pick_first")
+    assert cfg.tls and cfg.channel_compression() == grpc.Compression.Gzip
+    options = dict(cfg.channel_options())
+    assert options["grpc.max_receive_message_length"] == options["grpc.max_send_message_length"] == 1024
+    assert options["grpc.keepalive_time_ms"] == 30_000 and options["grpc.ssl_target_name_override"] == "lossd.internal"
+    assert json.loads(options["grpc.service_config"])["loadBalancingConfig"] == [{"pick_first": {}}]
+    # The file settings are read when credentials are made (see test_unreadable...); all are named here.
+    assert set(ENVIRONMENT) == {f for f in ClientConfig.__dataclass_fields__ if f not in ("addresses", "options")}
+    assert all(v.startswith("LOSSD_") for v in ENVIRONMENT.values())
+
+
+def test_arguments_win_over_the_environment() -> None:
+    cfg = ClientConfig.from_env("h:1", timeout=3, token="arg", environ={"LOSSD_TARGET": "e:2", "LOSSD_TOKEN": "env",
+                                                                          "LOSSD_TIMEOUT": "9"})
+    assert (cfg.target, cfg.timeout, cfg.token) == ("h:1", 3.0, "arg")
+
+
+def test_no_deadline_and_per_call_deadlines() -> None:
+    assert ClientConfig.from_env(timeout=math.inf, environ={}).timeout is None
+    assert ClientConfig.from_env(environ={"LOSSD_TIMEOUT": "inf"}).timeout is None
+    cfg = ClientConfig.from_env(timeout=7, environ={})
+    assert cfg.deadline(None) == 7 and cfg.deadline(1.5) == 1.5 and cfg.deadline(math.inf) is None
+    assert cfg.deadline(None, default=False) is None  # e.g. a training stream
+
+
+@pytest.mark.parametrize(("kwargs", "env", "message"), [
+    ({"timeout": 0}, {}, "timeout: must be > 0"),
+    ({}, {"LOSSD_TIMEOUT": "soon"}, "LOSSD_TIMEOUT='soon'"),
+    ({}, {"LOSSD_TLS": "maybe"}, "LOSSD_TLS='maybe'"),
+    ({}, {"LOSSD_MAX_ATTEMPTS": "x"}, "LOSSD_MAX_ATTEMPTS='x'"),
+    ({"max_attempts": 0}, {}, "max_attempts: must be >= 1"),
+    ({"compression": "br"}, {}, "compression: 'br' is not one of"),
+    ({"load_balancing": "random"}, {}, "load_balancing: 'random'"),
+    ({"cert_file": "c.pem"}, {}, "cert_file and key_file"),
+    ({"keepalive_s": -1}, {}, "keepalive_s: must be > 0"),
+    ({"tls": False, "ca_file": "ca.pem"}, {}, "tls=False contradicts"),
+    ({"target": ["a:1", "b:2"]}, {}, "several addresses must be IP:port literals"),
+    ({"target": ["127.0.0.1:1", "[::1]:2"]}, {}, "of one family"),
+    ({"target": []}, {}, "no address"),
+])
+def test_bad_settings_name_the_setting(kwargs: dict[str, object], env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        ClientConfig.from_env(environ=env, **kwargs)  # type: ignore[arg-type]
+
+
+def test_targets() -> None:
+    assert normalize_target("dns:///lossd.internal:443") == ("dns:///lossd.internal:443", 1)
+    assert normalize_target("ipv4:127.0.0.1:1,127.0.0.1:2,127.0.0.1:3") == ("ipv4:127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", 3)
+    assert normalize_target(["lossd.internal:443"]) == ("lossd.internal:443", 1)
+    assert normalize_target("127.0.0.1:1, 127.0.0.1:2") == ("ipv4:127.0.0.1:1,127.0.0.1:2", 2)
+
+
+def test_service_config_retries_idempotent_methods_only() -> None:
+    sc = ClientConfig.from_env(environ={}).service_config()
+    (method_config,) = sc["methodConfig"]
+    names = {(n["service"], n["method"]) for n in method_config["name"]}
+    assert names == set(RETRIED_METHODS)
+    assert ("lossd.v1.LossService", "EvaluateLoss") in names and ("grpc.health.v1.Health", "Check") in names
+    assert not any(m == "EvaluateLossStream" for _, m in names)
+    policy = method_config["retryPolicy"]
+    assert policy["retryableStatusCodes"] == ["UNAVAILABLE"] and policy["maxAttempts"] == 5
+    # Every lossd name is a real method of the contract (TrainingService: once its stubs exist).
+    for module in ("lossd_pb2", "training_pb2"):
+        try:
+            importlib.import_module(f"lossd.v1.{module}")
+        except ModuleNotFoundError:
+            continue
+    pool = descriptor_pool.Default()
+    for service_name, method in names:
+        if service_name.startswith("lossd.v1."):
+            try:
+                service = pool.FindServiceByName(service_name)
+            except KeyError:
+                assert service_name == "lossd.v1.TrainingService", service_name
+                continue
+            assert method in service.methods_by_name, (service_name, method)
+    off = ClientConfig.from_env(max_attempts=1, environ={})
+    assert "methodConfig" not in off.service_config() and dict(off.channel_options())["grpc.enable_retries"] == 0
+
+
+def test_token_is_bearer_metadata_and_not_in_repr() -> None:
+    cfg = ClientConfig.from_env(token="s3cret", environ={})
+    assert cfg.metadata() == (("authorization", "Bearer s3cret"),)
+    assert "s3cret" not in repr(cfg) and "s3cret" not in repr(Client(token="s3cret"))
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: tuple[tuple[str, bytes], ...] = ()) -> None:
+        self._code, self._details, self._trailing = code, details, trailing
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        return self._trailing
+
+
+def _status(*details: object) -> bytes:
+    status = status_pb2.Status(code=3, message="m")
+    for d in details:
+        packed = any_pb2.Any()
+        packed.Pack(d)  # type: ignore[arg-type]
+        status.details.append(packed)
+    return status.SerializeToString()
+
+
+def test_rich_details_become_violations() -> None:
+    bad = error_details_pb2.BadRequest(field_violations=[
+        error_details_pb2.BadRequest.FieldViolation(field="inputs.target", description="bad"),
+        error_details_pb2.BadRequest.FieldViolation(field="params.margin", description="worse"),
+    ])
+    info = error_details_pb2.ErrorInfo(reason="X")
+    err = from_rpc_error(FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "m", ((STATUS_DETAILS_KEY, _status(bad, info)),)))
+    assert isinstance(err, InvalidArgument) and err.field == "inputs.target"
+    assert err.violations == [FieldViolation("inputs.target", "bad"), FieldViolation("params.margin", "worse")]
+    assert err.details == [bad, info]
+
+
+def test_missing_or_garbled_details_are_tolerated() -> None:
+    plain = from_rpc_error(FakeRpcError(grpc.StatusCode.NOT_FOUND, "no such loss"))
+    assert isinstance(plain, NotFound) and (plain.field, plain.violations, plain.details) == ("", [], [])
+    garbled = from_rpc_error(FakeRpcError(grpc.StatusCode.NOT_FOUND, "x", ((STATUS_DETAILS_KEY, b"\xff\xff"),)))
+    assert garbled.details == []
+    unknown = from_rpc_error(FakeRpcError(grpc.StatusCode.DATA_LOSS, ""))
+    assert type(unknown) is LossdError and unknown.message == "DATA_LOSS"
+
+
+def test_one_class_per_code_the_server_uses() -> None:
+    for code in ("INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED", "PERMISSION_DENIED",
+                 "UNAVAILABLE", "DEADLINE_EXCEEDED", "FAILED_PRECONDITION", "CANCELLED", "UNIMPLEMENTED", "INTERNAL"):
+        cls = error_class(grpc.StatusCode[code])
+        assert cls is not LossdError and issubclass(cls, LossdError) and cls.code.name == code

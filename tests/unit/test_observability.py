@@ -1,0 +1,197 @@
+"""The observability pieces on their own: JSON log lines, request ids, job hooks,
+and the interceptor's status codes on a small grpc.aio server of its own
+(an uncaught exception, an abort, a cancelled call, a streaming handler)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import sys
+
+import grpc
+import pytest
+
+from lossd.server import _metrics
+from lossd.server._logging import JsonFormatter, access_fields, configure_logging
+from lossd.server._metrics import Metrics, add_job_steps, set_jobs_by_state
+from lossd.server._observability import ObservabilityInterceptor, build_observability, request_id_from
+from lossd.server.losses import REGISTRY
+from lossd.v1 import training_pb2
+
+
+def test_json_formatter_one_line_with_fields_and_exception() -> None:
+    try:
+        raise ValueError("boom\nsecond line")
+    except ValueError:
+        record = logging.LogRecord("lossd.x", logging.ERROR, __file__, 1, "failed: %s", ("ü",), sys.exc_info())
+    record.lossd_fields = {"method": "EvaluateLoss", "duration_ms": 1.5}
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    out = json.loads(line)
+    assert out["message"] == "failed: ü" and out["level"] == "ERROR" and out["logger"] == "lossd.x"
+    assert out["method"] == "EvaluateLoss" and out["duration_ms"] == 1.5
+    assert "ValueError: boom" in out["exception"]
+    assert out["time"].endswith("+00:00")
+
+
+def test_plain_format_appends_fields() -> None:
+    stream = io.StringIO()
+    logger = configure_logging("INFO", "plain", stream=stream, logger=logging.getLogger("lossd.test.plain"))
+    logger.info("EvaluateLoss OK", extra=access_fields(status="OK", loss="", request_id="r1"))
+    assert stream.getvalue().rstrip().endswith("EvaluateLoss OK status=OK request_id=r1")
+    with pytest.raises(ValueError, match="plain, json"):
+        configure_logging("INFO", "yaml", logger=logging.getLogger("lossd.test.plain"))
+
+
+@pytest.mark.parametrize(("metadata", "expected"), [
+    ([("x-request-id", "abc-123_X.y")], "abc-123_X.y"),
+    ([("other", "v"), ("x-request-id", "a" * 64)], "a" * 64),
+])
+def test_request_id_from_client(metadata: list[tuple[str, str]], expected: str) -> None:
+    assert request_id_from(metadata) == expected
+
+
+@pytest.mark.parametrize("value", ["a" * 65, "has space", "new\nline", "", "é"])
+def test_request_id_generated_when_unusable(value: str) -> None:
+    rid = request_id_from([("x-request-id", value)])
+    assert rid != value and len(rid) == 16 and int(rid, 16) >= 0
+
+
+def test_off_by_default_builds_nothing() -> None:
+    assert build_observability(REGISTRY, metrics_port=None, log_format="plain") is None
+    with pytest.raises(ValueError, match="metrics_port"):
+        build_observability(REGISTRY, metrics_port=70000, log_format="plain")
+
+
+def test_metrics_without_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    with pytest.raises(RuntimeError, match=r"lossd\[metrics\]"):
+        Metrics()
+
+
+def test_job_hooks_reach_live_metrics_only() -> None:
+    add_job_steps(5)  # no server with metrics yet: a no-op, no error
+    m = Metrics()
+    try:
+        set_jobs_by_state({"RUNNING": 2, training_pb2.JOB_STATE_QUEUED: 1, "JOB_STATE_FAILED": 3})
+        add_job_steps(7)
+        add_job_steps(0)
+        text = m.exposition()
+        assert 'lossd_jobs{state="RUNNING"} 2.0' in text
+        assert 'lossd_jobs{state="QUEUED"} 1.0' in text
+        assert 'lossd_jobs{state="FAILED"} 3.0' in text
+        assert 'lossd_jobs{state="SUCCEEDED"} 0.0' in text
+        assert "lossd_job_steps_total 7.0" in text
+        set_jobs_by_state({"SUCCEEDED": 1})  # states left out drop to 0
+        text = m.exposition()
+        assert 'lossd_jobs{state="RUNNING"} 0.0' in text and 'lossd_jobs{state="SUCCEEDED"} 1.0' in text
+    finally:
+        m.close()
+    add_job_steps(3)
+    assert "lossd_job_steps_total 7.0" in m.exposition()
+
+
+def test_metrics_endpoint_serves_and_closes() -> None:
+    import urllib.request
+
+    m = Metrics()
+    port = m.serve("127.0.0.1", 0)
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert "lossd_build_info" in body
+    finally:
+        m.close()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_metrics_port_in_use_names_the_flag() -> None:
+    first = Metrics()
+    port = first.serve("127.0.0.1", 0)
+    second = Metrics()
+    try:
+        with pytest.raises(OSError, match=rf"127.0.0.1:{port} \(--metrics-port\)"):
+            second.serve("127.0.0.1", port)
+    finally:
+        first.close()
+        second.close()
+
+
+# --- the interceptor on a server of its own -----------------------------------
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+async def _raise(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    raise RuntimeError("a bug")
+
+
+async def _abort(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad")
+    raise AssertionError("unreachable")
+
+
+async def _slow(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    await asyncio.sleep(10)
+    return request
+
+
+async def _echo_stream(request: bytes, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+    for _ in range(3):
+        yield request
+
+
+async def _served_statuses() -> tuple[str, dict[str, grpc.StatusCode]]:
+    metrics = Metrics()
+    server = grpc.aio.server(interceptors=[ObservabilityInterceptor(metrics, True, REGISTRY)])
+    handlers = {
+        "Raise": grpc.unary_unary_rpc_method_handler(_raise, _identity, _identity),
+        "Abort": grpc.unary_unary_rpc_method_handler(_abort, _identity, _identity),
+        "Slow": grpc.unary_unary_rpc_method_handler(_slow, _identity, _identity),
+        "Echo": grpc.unary_stream_rpc_method_handler(_echo_stream, _identity, _identity),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.T", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    codes: dict[str, grpc.StatusCode] = {}
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            for name in ("Raise", "Abort"):
+                try:
+                    await channel.unary_unary(f"/test.T/{name}")(b"x", timeout=10)
+                except grpc.aio.AioRpcError as e:
+                    codes[name] = e.code()
+            call = channel.unary_unary("/test.T/Slow")(b"x", timeout=10)
+            await asyncio.sleep(0.2)
+            call.cancel()
+            replies = [r async for r in channel.unary_stream("/test.T/Echo")(b"abc", timeout=10)]
+            assert replies == [b"abc"] * 3
+        await asyncio.sleep(0.3)  # done callbacks
+    finally:
+        await server.stop(None)
+        metrics.close()
+    return metrics.exposition(), codes
+
+
+def test_interceptor_status_codes() -> None:
+    text, codes = asyncio.run(_served_statuses())
+    assert codes == {"Raise": grpc.StatusCode.UNKNOWN, "Abort": grpc.StatusCode.INVALID_ARGUMENT}
+
+    def handled(method: str, kind: str, code: str) -> str:
+        return (f'grpc_server_handled_total{{grpc_code="{code}",grpc_method="{method}",'
+                f'grpc_service="test.T",grpc_type="{kind}"}} 1.0')
+
+    assert handled("Raise", "unary", "UNKNOWN") in text
+    assert handled("Abort", "unary", "INVALID_ARGUMENT") in text
+    assert handled("Slow", "unary", "CANCELLED") in text
+    assert handled("Echo", "server_stream", "OK") in text
+    assert ('grpc_server_msg_sent_total{grpc_method="Echo",grpc_service="test.T",'
+            'grpc_type="server_stream"} 3.0') in text
+    assert 'lossd_rpc_sent_bytes_total{grpc_method="Echo",grpc_service="test.T"} 9.0' in text
+
+
+def test_metrics_module_all() -> None:
+    assert set(_metrics.__all__) >= {"Metrics", "set_jobs_by_state", "add_job_steps"}

@@ -1,0 +1,91 @@
+"""The job store (real SQLite, WAL) and checkpoints (atomic, weights_only)."""
+
+from __future__ import annotations
+
+import pickle
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+
+from lossd.server.training import JobStore
+from lossd.server.training._checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
+from lossd.v1 import lossd_pb2
+from lossd.v1 import training_pb2 as pb
+
+
+def _state(state: int, **kw: object) -> pb.JobEvent:
+    return pb.JobEvent(kind=pb.JOB_EVENT_KIND_STATE, state=state, **kw)  # type: ignore[arg-type]
+
+
+def test_events_are_numbered_per_job_without_gaps_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    for job in ("aaaaaaaaaaaa", "bbbbbbbbbbbb"):
+        store.create_job(job, job[:1], b"spec-" + job.encode(), epochs=3, total_steps=30, encoding="values")
+    store.append_event("aaaaaaaaaaaa", _state(pb.JOB_STATE_QUEUED))
+    store.append_event("bbbbbbbbbbbb", _state(pb.JOB_STATE_QUEUED))
+    store.append_event("aaaaaaaaaaaa", _state(pb.JOB_STATE_RUNNING))
+    store.close()
+    store = JobStore(path)
+    e = store.append_event("aaaaaaaaaaaa", pb.JobEvent(kind=pb.JOB_EVENT_KIND_EPOCH, state=pb.JOB_STATE_RUNNING,
+                                                       epoch=1, step=10, loss=0.5, metrics={"val_accuracy": 0.75}))
+    assert (e.seq, e.job_id) == (3, "aaaaaaaaaaaa") and e.time.seconds > 0
+    assert [x.seq for x in store.events_after("aaaaaaaaaaaa", 0)] == [1, 2, 3]
+    assert [x.seq for x in store.events_after("aaaaaaaaaaaa", 1)] == [2, 3]
+    assert [x.seq for x in store.events_after("bbbbbbbbbbbb", 0)] == [1]
+    row = store.get_job("aaaaaaaaaaaa", with_spec=True)
+    assert row is not None and row.spec == b"spec-aaaaaaaaaaaa"
+    assert (row.state, row.epoch, row.step, row.loss, row.metrics, row.last_seq) == (
+        pb.JOB_STATE_RUNNING, 1, 10, 0.5, {"val_accuracy": 0.75}, 3)
+    assert store.get_job("cccccccccccc") is None
+    assert store.integrity_check() == "ok"
+    mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_resumes_results_and_unfinished_jobs(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    ids = ["000000000001", "000000000002", "000000000003"]
+    for job in ids:
+        store.create_job(job, "", b"", epochs=1, total_steps=1, encoding="raw")
+        store.append_event(job, _state(pb.JOB_STATE_QUEUED))
+    store.append_event(ids[0], _state(pb.JOB_STATE_RUNNING))
+    store.append_event(ids[0], _state(pb.JOB_STATE_INTERRUPTED))
+    store.append_event(ids[0], _state(pb.JOB_STATE_RUNNING, message="resumed"))
+    assert store.get_job(ids[0]).resumes == 1  # type: ignore[union-attr]
+    result = pb.JobEvent()
+    result.parameters["w"].CopyFrom(lossd_pb2.Tensor(dtype="float32", shape=[1], raw=b"\x00\x00\x80?"))
+    store.append_event(ids[1], _state(pb.JOB_STATE_SUCCEEDED), parameters=result)
+    assert store.result(ids[1]).parameters["w"].raw == b"\x00\x00\x80?"  # type: ignore[union-attr]
+    assert store.result(ids[0]) is None
+    assert [r.job_id for r in store.unfinished()] == [ids[0], ids[2]]
+    assert [r.job_id for r in store.list_jobs([pb.JOB_STATE_SUCCEEDED])] == [ids[1]]
+    assert {r.job_id for r in store.list_jobs()} == set(ids)
+    job = store.get_job(ids[0])
+    assert job is not None and job.to_proto().state == pb.JOB_STATE_RUNNING and not job.to_proto().HasField("spec")
+
+
+def test_checkpoints_are_replaced_whole(tmp_path: Path) -> None:
+    path = tmp_path / "0123456789ab.pt"
+    save_checkpoint(path, {"epoch": 1, "w": torch.zeros(3)})
+    (tmp_path / ".0123456789ab.pt.999.tmp").write_bytes(b"half a checkpoint")  # a writer killed mid-write
+    state = load_checkpoint(path)
+    assert state is not None and state["epoch"] == 1
+    save_checkpoint(path, {"epoch": 2, "w": torch.ones(3)})
+    assert load_checkpoint(path)["epoch"] == 2  # type: ignore[index]
+    remove_checkpoint(path)
+    assert list(tmp_path.iterdir()) == [] and load_checkpoint(path) is None
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("pickled code ran",))
+
+
+def test_checkpoints_load_weights_only(tmp_path: Path) -> None:
+    path = tmp_path / "0123456789ab.pt"
+    torch.save({"epoch": 1, "evil": _Payload()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(path)
