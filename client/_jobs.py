@@ -280,6 +280,21 @@ class AsyncJobs(ClientBase):
             raise Unavailable(f"job {job_id}: the stream ended before the job did")
         return TrainResult.from_event(final, job.spec, as_torch)
 
+    async def history(self, job_id: str, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The per-epoch rows of a job so far, like :meth:`Client.history <lossd.client.Client.history>`."""
+        job = await self.get_job(job_id, timeout=timeout)
+        if job.state in TERMINAL_STATES:
+            return (await self.get_result(job_id, timeout=timeout)).history
+        rows: dict[int, dict[str, Any]] = {}
+        events = self.watch(job_id, reattach=False, timeout=timeout)
+        async for event in events:
+            if event.kind == training_pb2.JOB_EVENT_KIND_EPOCH:
+                rows[event.epoch] = epoch_summary(event)
+            if event.seq >= job.last_seq:
+                break
+        await events.aclose()  # type: ignore[attr-defined]
+        return [rows[k] for k in sorted(rows)]
+
     async def cancel(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
         """Stop a job; returns it once it ended."""
         return (await self._unary(CANCEL_JOB, training_pb2.CancelJobRequest(job_id=job_id), timeout)).job

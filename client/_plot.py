@@ -62,8 +62,10 @@ def plot_history(history: Sequence[Mapping[str, Any]], title: str = "",
     ax_lr.plot(epochs, [h.get("lr", float("nan")) for h in history], marker=".")
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("epoch")
+    ticker: Any = importlib.import_module("matplotlib.ticker")
     for ax in (ax_loss, ax_metrics, ax_lr):
         ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

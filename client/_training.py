@@ -67,7 +67,11 @@ def state_name(state: int) -> str:
 def load_spec(spec: SpecLike) -> training_pb2.TrainJobRequest:
     """A ``TrainJobRequest`` from a message (copied), a dict (``json_format.ParseDict``: an
     unknown or mistyped field is a ``ValueError`` naming it) or a ``.json``/``.yaml``/``.yml`` file
-    (YAML needs PyYAML)."""
+    (YAML needs PyYAML).
+
+    >>> load_spec({"epochs": 3, "data": {"builtin": {"name": "rings"}}}).data.builtin.name
+    'rings'
+    """
     if isinstance(spec, training_pb2.TrainJobRequest):
         copy = training_pb2.TrainJobRequest()
         copy.CopyFrom(spec)

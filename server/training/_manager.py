@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ...v1 import lossd_pb2, training_pb2
+from .. import _metrics
 from .._tensors import decode_tensor, encode_tensor
 from ..losses import LossError, Registry
 from ._checkpoint import remove_checkpoint
@@ -136,6 +137,7 @@ class JobManager:
         self._queue: deque[str] = deque()
         self._running: dict[str, _Running] = {}
         self._waiters: dict[str, asyncio.Event] = {}
+        self._steps_seen: dict[str, int] = {}  # last step reported per job, for the step-rate metric
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False  # no new jobs or starts
         self._drained = False  # workers gone: watchers send what is stored and end
@@ -336,8 +338,27 @@ class JobManager:
                 parameters.parameters[name].CopyFrom(event.parameters[name])
             event.ClearField("parameters")
         stored = self.store.append_event(job_id, event, parameters)
+        self._count(job_id, stored)
         self._wake(job_id)
         return stored
+
+    def _count(self, job_id: str, event: training_pb2.JobEvent) -> None:
+        """Feed the job metrics (no-ops while metrics are off): jobs by state, steps done.
+
+        Steps are counted from a job's QUEUED event on; a job resumed after a restart
+        counts from its first event in this process.
+        """
+        if event.kind == STATE and event.state == training_pb2.JOB_STATE_QUEUED:
+            self._steps_seen[job_id] = 0
+        if event.step:
+            previous = self._steps_seen.get(job_id)
+            if previous is not None:
+                _metrics.add_job_steps(event.step - previous)
+            self._steps_seen[job_id] = event.step
+        if event.kind == STATE:
+            _metrics.set_jobs_by_state(self.store.count_by_state())
+            if event.state in TERMINAL_STATES:
+                self._steps_seen.pop(job_id, None)
 
     def _wake(self, job_id: str) -> None:
         loop = self._loop

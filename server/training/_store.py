@@ -239,6 +239,12 @@ class JobStore:
             rows = self._db.execute("SELECT job_id FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
         return [r[0] for r in rows]
 
+    def count_by_state(self) -> dict[int, int]:
+        """How many jobs are in each state (for the ``lossd_jobs`` metric)."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {int(state): int(n) for state, n in rows}
+
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``"ok"`` for a sound database."""
         with self._lock:

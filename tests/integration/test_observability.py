@@ -47,6 +47,7 @@ class Scenario:
         self.received_bytes = 0  # EvaluateLoss reply bytes
         self.job_id = ""
         self.training = False
+        self.job_steps = 0
         self.metrics_text = ""
         self.lines: list[str] = []
 
@@ -100,6 +101,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                 events = list(training_pb2_grpc.TrainingServiceStub(channel).TrainJob(
                     spec, metadata=_metadata("obs-job-5"), timeout=120))
                 assert events[-1].event.state == training_pb2.JOB_STATE_SUCCEEDED
+                s.job_steps = events[-1].event.total_steps
                 s.job_id = events[-1].event.job_id
         s.metrics_text = urllib.request.urlopen(url, timeout=10).read().decode()
         proc.proc.terminate()
@@ -163,6 +165,9 @@ def test_job_metrics_are_exposed(scenario: Scenario) -> None:
     if scenario.training:
         job = {"grpc_service": "lossd.v1.TrainingService", "grpc_method": "TrainJob", "grpc_type": "server_stream"}
         assert _value(s, "grpc_server_handled_total", **job, grpc_code="OK") == 1
+        # The engine feeds the job metrics: one job, ended SUCCEEDED, every optimizer step counted.
+        assert _value(s, "lossd_jobs", state="SUCCEEDED") == 1 and _value(s, "lossd_jobs", state="RUNNING") == 0
+        assert _value(s, "lossd_job_steps_total") == scenario.job_steps > 0
 
 
 def test_every_output_line_is_json(scenario: Scenario) -> None:

@@ -171,6 +171,8 @@ def test_async_client_trains_and_watches(address: str, result: TrainResult) -> N
             events = [e async for e in c.watch(job_id)]
             job = await c.get_job(job_id)
             assert job_id in [j.job_id for j in await c.jobs()]
+            assert [h["epoch"] for h in await c.history(job_id)] == [1, 2]
+            assert (await c.get_result(job_id)).history == await c.history(job_id)
             return r, events, pb.JobState.Name(job.state)
 
     r, events, state = asyncio.run(main())
