@@ -20,7 +20,7 @@ import os
 import signal
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import grpc
@@ -37,7 +37,7 @@ from ._logging import LOG_FORMATS, configure_logging, emit
 from ._observability import build_observability
 from ._service import LossService, add_loss_service
 from .losses import REGISTRY, Registry
-from .losses._plugins import load_plugins
+from .losses._plugins import load_plugin_setting
 from .training import TrainingConfig, TrainingLimits, add_training_service
 
 __all__ = ["ServerConfig", "create_server", "serve", "main"]
@@ -99,10 +99,7 @@ async def create_server(
     config: ServerConfig, registry: Registry = REGISTRY
 ) -> tuple[grpc.aio.Server, int]:
     """A configured, not yet started server and the port it bound (``port=0``: ephemeral)."""
-    if config.plugins.strip().lower() != "none":
-        names = None if config.plugins.strip().lower() == "all" else [
-            n.strip() for n in config.plugins.split(",") if n.strip()]
-        load_plugins(registry, names)
+    load_plugin_setting(config.plugins, registry)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -234,13 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.malloc_tuning:
         tune_malloc()  # before the server's threads start allocating
     configure_logging(args.log_level, args.log_format)
-    config = ServerConfig(
-        host=args.host, port=args.port, device=args.device, workers=args.workers,
-        max_message_bytes=args.max_message_bytes, max_tensor_elements=args.max_tensor_elements,
-        reflection=args.reflection, grace_s=args.grace_s, plugins=args.plugins,
-        malloc_tuning=args.malloc_tuning, data_dir=args.data_dir, max_jobs=args.max_jobs, max_queued_jobs=args.max_queued_jobs,
-        max_epochs=args.max_epochs, max_steps=args.max_steps, max_parameters=args.max_parameters,
-        max_samples=args.max_samples, metrics_port=args.metrics_port, log_format=args.log_format,
-    )
+    config = ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig)})
     asyncio.run(serve(config))
     return 0

@@ -56,6 +56,11 @@ class Evaluation:
     parts: dict[str, float] = field(default_factory=dict)
     parameter_grads: dict[str, torch.Tensor] = field(default_factory=dict)
     regularized: list[str] = field(default_factory=list)
+    #: What the reply calls the loss: the canonical name, or "a+b" for a composite objective.
+    loss_name: str = ""
+
+    def __post_init__(self) -> None:
+        self.loss_name = self.loss_name or self.spec.name
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -321,9 +326,7 @@ def handle_evaluate_bytes(
         encoding = "values"
     else:
         encoding = "values" if "values" in encodings else "raw"
-    head = lossd_pb2.EvaluateLossResponse(loss_name=result.spec.name, parts=result.parts, regularized=result.regularized)
-    if request.terms:
-        head.loss_name = "+".join(registry.get(t.loss).name for t in request.terms)
+    head = lossd_pb2.EvaluateLossResponse(loss_name=result.loss_name, parts=result.parts, regularized=result.regularized)
     if result.loss.dim() == 0:
         head.value = float(result.loss)
     tensors = {"loss": {"": result.loss}, "grads": result.grads, "parameter_grads": result.parameter_grads}

@@ -194,7 +194,8 @@ def evaluate_objective(
             into = grads if k < len(leaves) else parameter_grads
             into[name] = torch.zeros_like(leaf) if g is None else g
     backward_s = time.perf_counter() - start
-    return Evaluation(specs[0], objective.detach(), grads, forward_s, backward_s, parts, parameter_grads, covered)
+    return Evaluation(specs[0], objective.detach(), grads, forward_s, backward_s, parts, parameter_grads, covered,
+                      "+".join(spec.name for spec in specs))
 
 
 def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Tensor]) -> None:

@@ -19,6 +19,7 @@ from ._registry import (
     Param,
     register_loss,
     require,
+    require_class_indices,
     require_finite,
     require_same_shape,
     require_unit_interval,
@@ -37,15 +38,9 @@ def _n_classes(input: torch.Tensor) -> int:
     return input.shape[1] if input.dim() > 1 else input.shape[0]
 
 
-def _class_targets(input: torch.Tensor, target: torch.Tensor, ignore_index: int | None,
-                   field: str = "inputs.target") -> None:
-    """Class-index targets must lie in [0, C) (or equal ignore_index)."""
-    n_classes = _n_classes(input)
-    valid = (target >= 0) & (target < n_classes)
-    if ignore_index is not None:
-        valid |= target == ignore_index
-    also = f" or equal ignore_index ({ignore_index})" if ignore_index is not None else ""
-    require(valid.all(), field, f"class indices must lie in [0, {n_classes}){also}")
+def _class_targets(input: torch.Tensor, target: torch.Tensor, ignore_index: int | None) -> None:
+    """Class-index targets must lie in [0, C) (or equal ignore_index), C taken from the input."""
+    require_class_indices(target, _n_classes(input), ignore_index)
 
 
 def _class_weight(input: torch.Tensor, weight: torch.Tensor | None, field: str = "inputs.weight") -> None:

@@ -17,6 +17,7 @@ from ._registry import (
     reduce,
     register_loss,
     require,
+    require_class_indices,
     require_same_shape,
     require_unit_interval,
 )
@@ -52,8 +53,7 @@ def _overlap_stats(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
         expected = [input.shape[0], *input.shape[2:]]
         require(not target.is_floating_point(), "inputs.target", "multiclass needs integer class indices")
         require(list(target.shape) == expected, "inputs.target", f"shape {list(target.shape)} must be {expected}")
-        require(((target >= 0) & (target < n_classes)).all(), "inputs.target",
-                f"class indices must lie in [0, {n_classes})")
+        require_class_indices(target, n_classes)
         probs = input.softmax(dim=1) if from_logits else input
         onehot = F.one_hot(target, n_classes).movedim(-1, 1).to(input.dtype)
     else:

@@ -19,6 +19,7 @@ from ._registry import (
     reduce,
     register_loss,
     require,
+    require_class_indices,
     require_same_shape,
     require_unit_interval,
 )
@@ -161,9 +162,8 @@ def softmax_focal_loss(
     n_classes = input.shape[1]
     expected = [input.shape[0], *input.shape[2:]]
     require(list(target.shape) == expected, "inputs.target", f"shape {list(target.shape)} must be {expected}")
+    require_class_indices(target, n_classes, ignore_index)
     keep = target != ignore_index
-    require((~keep | ((target >= 0) & (target < n_classes))).all(), "inputs.target",
-            f"class indices must lie in [0, {n_classes}) or equal ignore_index ({ignore_index})")
     if alpha is not None:
         require(list(alpha.shape) == [n_classes], "inputs.alpha", f"shape {list(alpha.shape)} must be [{n_classes}]")
     safe_target = torch.where(keep, target, torch.zeros_like(target))

@@ -26,7 +26,7 @@ from importlib.metadata import entry_points
 
 from ._registry import REGISTRY, Registry, staging
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginResult", "load_plugins"]
+__all__ = ["ENTRY_POINT_GROUP", "PluginResult", "load_plugins", "load_plugin_setting"]
 
 ENTRY_POINT_GROUP = "lossd.losses"
 
@@ -64,6 +64,19 @@ def load_plugins(registry: Registry = REGISTRY, only: Sequence[str] | None = Non
     for missing in sorted((wanted or set()) - {r.name for r in results}):
         log.error("plugin %r is not installed (entry point group %s)", missing, ENTRY_POINT_GROUP)
     return results
+
+
+def load_plugin_setting(setting: str, registry: Registry = REGISTRY) -> list[PluginResult]:
+    """Load the plugins a ``--plugins`` / ``LOSSD_PLUGINS`` value names: ``all``, ``none`` or ``a,b``.
+
+    >>> load_plugin_setting("none")
+    []
+    """
+    choice = setting.strip().lower()
+    if choice == "none":
+        return []
+    names = None if choice == "all" else [n.strip() for n in setting.split(",") if n.strip()]
+    return load_plugins(registry, names)
 
 
 def _load_one(registry: Registry, ep: object) -> PluginResult:

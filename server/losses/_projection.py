@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ._registry import REDUCTION, Input, LossError, Param, register_loss, require
+from ._registry import REDUCTION, Input, LossError, Param, register_loss, require, require_class_indices
 
 __all__ = ["MAX_CLUSTERS"]
 
@@ -166,8 +166,7 @@ def adaptive_log_softmax_with_loss(
     else:
         require(target.dim() == 0, "inputs.target",
                 f"must be a scalar for unbatched input (in_features); got {list(target.shape)}")
-    require(((target >= 0) & (target < n_classes)).all(), "inputs.target",
-            f"class indices must lie in [0, {n_classes}) (n_classes)")
+    require_class_indices(target, n_classes)
 
     bounds = [*cutoffs, n_classes]
     n_clusters = len(cutoffs)
@@ -295,10 +294,7 @@ def linear_cross_entropy(
                 f"class-probability targets must have the logits' shape {list(logits_shape)}; "
                 f"got {list(target.shape)}")
     else:
-        ignored = -100 if ignore_index is None else ignore_index
-        valid = ((target >= 0) & (target < n_classes)) | (target == ignored)
-        require(valid.all(), "inputs.target",
-                f"class indices must lie in [0, {n_classes}) or equal ignore_index ({ignored})")
+        require_class_indices(target, n_classes, -100 if ignore_index is None else ignore_index)
     return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias, weight=weight,
                                   reduction=reduction, ignore_index=ignore_index,
                                   label_smoothing=label_smoothing)

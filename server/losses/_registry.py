@@ -45,6 +45,7 @@ __all__ = [
     "LossError",
     "register_loss",
     "require",
+    "require_class_indices",
     "require_finite",
     "require_same_shape",
     "require_unit_interval",
@@ -92,6 +93,20 @@ def require_same_shape(
 def require_unit_interval(tensor: torch.Tensor, field: str, what: str = "values") -> None:
     """Every element in [0, 1] (probabilities, soft labels); NaN fails too."""
     require(bool(((tensor >= 0) & (tensor <= 1)).all()), field, f"{what} must lie in [0, 1] (NaN is refused)")
+
+
+def require_class_indices(
+    target: torch.Tensor, n_classes: int, ignore_index: int | None = None, field: str = "inputs.target"
+) -> None:
+    """Class-index targets must lie in [0, n_classes) or equal ``ignore_index`` (torch does not always check).
+
+    >>> require_class_indices(torch.tensor([0, 2, -100]), 3, ignore_index=-100)
+    """
+    valid = (target >= 0) & (target < n_classes)
+    if ignore_index is not None:
+        valid |= target == ignore_index
+    also = f" or equal ignore_index ({ignore_index})" if ignore_index is not None else ""
+    require(valid.all(), field, f"class indices must lie in [0, {n_classes}){also}")
 
 
 def require_finite(tensor: torch.Tensor, field: str) -> None:

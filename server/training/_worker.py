@@ -32,7 +32,7 @@ import torch._dynamo  # noqa: F401  (torch.optim imports it on the first step: ~
 
 from ...v1 import training_pb2
 from ..losses import REGISTRY, LossError
-from ..losses._plugins import load_plugins
+from ..losses._plugins import load_plugin_setting
 from ._engine import Control, run_job, spec_digest
 from ._spec import plan_job
 
@@ -95,9 +95,7 @@ def worker_main(
             os._exit(3)  # nobody is listening: the server is gone
 
     try:
-        if plugins.strip().lower() != "none":
-            names = None if plugins.strip().lower() == "all" else [n.strip() for n in plugins.split(",") if n.strip()]
-            load_plugins(REGISTRY, names)
+        load_plugin_setting(plugins, REGISTRY)
         request = training_pb2.TrainJobRequest.FromString(spec_bytes)
         plan = plan_job(request, REGISTRY)
         run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes))
