@@ -2,7 +2,12 @@
 # lossd server image: `lossd serve` on 0.0.0.0:50051, CPU torch, non-root, data in /data.
 #
 #   docker build -t lossd .                     (or: podman build --format docker -t lossd .)
-#   docker run --rm -p 127.0.0.1:50051:50051 -v lossd-data:/data lossd
+#   docker run --rm -p 127.0.0.1:50051:50051 -v lossd-data:/data -e LOSSD_TOKEN="$(openssl rand -hex 32)" lossd
+#
+# Bound to 0.0.0.0, the server refuses to start without authentication: pass
+# LOSSD_TOKEN (or mount a file and set LOSSD_TOKEN_FILE, or mutual TLS:
+# LOSSD_TLS_CERT, LOSSD_TLS_KEY, LOSSD_TLS_CLIENT_CA), or LOSSD_INSECURE=1 to do
+# without (a warning is logged). docs/security.md
 #
 # Needs BuildKit (docker 23+ by default) or podman/buildah: RUN --mount.
 #

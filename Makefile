@@ -2,6 +2,8 @@
 #
 #   make run     create .venv if missing, install pinned, serve on 127.0.0.1:50051
 #   make test    same bootstrap plus dev tools (buf), then the whole test suite
+#   make fuzz    over 10,000 generated requests against a real server (not in make test)
+#   make soak    16 clients for 60 s, 20 kill -9 restarts during training (not in make test)
 #
 # Variables (make VAR=value ...):
 #   VENV         virtualenv to use/create (default .venv; absolute paths work)
@@ -11,6 +13,7 @@
 #   ARGS         more `lossd serve` arguments for `make run`, e.g. ARGS="--workers 8"
 #   PYTEST_ARGS  arguments for pytest, e.g. PYTEST_ARGS="-x -k codec"
 #   BENCH_ARGS   arguments for `make bench`, e.g. BENCH_ARGS="--only wire,memory" or "--quick"
+#   FUZZ_EXAMPLES  generated requests per fuzz test for `make fuzz` (default 2500: over 10,000 in all)
 #   BUF_VERSION  npm @bufbuild/buf version installed under .tools/buf
 #   IMAGE        tag that `make image` builds (default lossd:latest)
 #   ENGINE       container engine for `make image` (default docker if its daemon runs, else podman)
@@ -38,10 +41,11 @@ PORT ?=
 ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+FUZZ_EXAMPLES ?= 2500
 
 PROTOS := $(shell find proto -name '*.proto' -not -path '*/node_modules/*')
 
-.PHONY: help venv run test lint buf buf-lint proto clean distclean image image-test image-clean bench
+.PHONY: help venv run test lint buf buf-lint proto clean distclean image image-test image-clean bench fuzz soak
 
 IMAGE ?= lossd:latest
 # docker when its daemon answers, else podman (evaluated only by `make image`)
@@ -63,6 +67,12 @@ run: venv ## serve on HOST:PORT (default 127.0.0.1:50051); Ctrl-C stops it clean
 
 test: venv buf ## the whole test suite (what CI runs)
 	BUF="$(abspath $(BUF))" $(BIN)/pytest $(PYTEST_ARGS)
+
+fuzz: venv ## hypothesis-generated requests against a real server, FUZZ_EXAMPLES per test (not in make test)
+	LOSSD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/robustness/test_fuzz.py $(PYTEST_ARGS)
+
+soak: venv ## 16 clients for 60 s, and 20 kill -9 restarts during training jobs (not in make test)
+	LOSSD_SOAK=1 $(BIN)/pytest tests/robustness/test_soak.py tests/robustness/test_crash.py $(PYTEST_ARGS)
 
 lint: venv buf ## ruff (client, server, proto/lossd), mypy --strict (lossd.client, lossd._wire), buf lint
 	$(BIN)/python tests/support/lint.py

@@ -8,7 +8,8 @@ Sections (all by default; ``--only wire,memory`` picks some):
 - ``batching``: ``evaluate_many`` vs an in-process torch loop (10,000 x 100);
 - ``concurrency``: 1, 4, 16 concurrent clients (calls/s, p50, p99);
 - ``memory``: server peak RSS during a 10^7 evaluation;
-- ``malloc``: what the server's malloc tuning buys.
+- ``malloc``: what the server's malloc tuning buys;
+- ``training``: a TrainJob's samples/s at world_size 1 and 2 (data-parallel ranks), and the ratio.
 
 It writes ``bench/results/latest.json`` and ``latest.md`` and rewrites the
 results part of ``docs/performance.md`` (``--no-docs``: leave it).
@@ -30,7 +31,7 @@ from typing import Any
 
 from ._measure import REPO
 
-SECTIONS = ("wire", "encodings", "batching", "concurrency", "memory", "malloc")
+SECTIONS = ("wire", "encodings", "batching", "concurrency", "memory", "malloc", "training")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         if "malloc" in only:
             log("malloc: tuned vs untuned server")
             results["malloc"] = _sections.malloc(server, [10**6 if not args.quick else 10**5, big], args.quick)
+        if "training" in only:
+            log("training: samples/s at world_size 1 and 2")
+            results["training"] = _sections.training(server, args.quick)
     if "memory" in only:
         log("memory: peak RSS of lossd serve during one large evaluation")
         results["memory"] = _sections.memory(big, args.quick)

@@ -148,6 +148,15 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_mib(r['baseline_bytes'])} | {_mib(r['peak_bytes'])} | "
                          f"{r['peak_over_payload']:.2f}× payload | {_mib(r['after_bytes'])} | "
                          f"{r['first_call_s']:.2f} |")
+    t = results.get("training")
+    if t:
+        sps, wall = t["samples_per_s"], t["wall_s"]
+        lines += ["", f"**Data-parallel training** (one TrainJob: MLP {t['hidden']}, {t['samples']} samples, batch "
+                  f"{t['batch_size']}, {t['epochs']} epoch; world_size 1 and 2 alternating, medians; samples/s as "
+                  "the job reports it, wall time from submission)", "",
+                  "| world_size | samples/s | ÷ world_size 1 | job wall s |", "|---|---|---|---|"]
+        for ws in sorted(sps, key=int):
+            lines.append(f"| {ws} | {sps[ws]:.0f} | {sps[ws] / sps[min(sps, key=int)]:.2f} | {wall[ws]:.2f} |")
     if results.get("malloc"):
         lines += ["", "**What the malloc tuning buys** (mse_loss, median ms, tuned and untuned servers side by side)",
                   "", "| elements | echo tuned | echo untuned | EvaluateLoss tuned | EvaluateLoss untuned | "

@@ -20,7 +20,7 @@ from ._measure import BenchServer, cpu_seconds, interleaved, percentile, proc_st
 from ._server import BATCH, ECHO, echo_payload
 from ._workloads import local_loop, workload
 
-__all__ = ["batching", "concurrency", "encodings", "malloc", "memory", "wire"]
+__all__ = ["batching", "concurrency", "encodings", "malloc", "memory", "training", "wire"]
 
 EVALUATE = "/lossd.v1.LossService/EvaluateLoss"
 
@@ -266,3 +266,34 @@ def malloc(tuned: BenchServer, sizes: list[int], quick: bool) -> list[dict[str, 
                          "echo_speedup": med["untuned_echo"] / med["tuned_echo"],
                          "evaluate_speedup": med["untuned_evaluate"] / med["tuned_evaluate"]})
     return rows
+
+
+def training(server: BenchServer, quick: bool) -> dict[str, Any]:
+    """One TrainJob at world_size 1 and at 2 (torch.distributed ranks, gloo, DDP), alternating, through
+    the bench server: samples/s as the job reports it (rank 0's training loop, from its first step) and
+    the job's wall time from submission (process starts included); medians."""
+    from lossd.client import Client
+
+    n = 4096 if quick else 20480
+    spec = {
+        "name": "bench-scaling", "model": {"mlp": {"hidden": [256, 256]}},
+        "data": {"builtin": {"name": "blobs", "params": {"n_samples": n, "n_features": 32, "centers": 10}}},
+        "loss": {"name": "cross_entropy"}, "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9},
+        "epochs": 1, "batch_size": 256, "seed": 1, "step_events_per_second": 0,
+    }
+    per_s: dict[int, list[float]] = {1: [], 2: []}
+    wall: dict[int, list[float]] = {1: [], 2: []}
+    with Client(server.address, timeout=600) as client:
+        client.train({**spec, "epochs": 1, "data": {"builtin": {"name": "blobs", "params": {"n_samples": 512}}}},
+                     progress=False)  # starts the server's worker pool (torch imports) outside the timings
+        for _ in range(1 if quick else 3):
+            for ws in (1, 2):
+                start = time.perf_counter()
+                result = client.train(spec, world_size=ws, progress=False)
+                wall[ws].append(time.perf_counter() - start)
+                assert result.state == "SUCCEEDED", result.message
+                per_s[ws].append(result.event.samples_per_second)
+    med = {ws: statistics.median(v) for ws, v in per_s.items()}
+    return {"samples": n, "batch_size": spec["batch_size"], "hidden": [256, 256], "epochs": 1,
+            "samples_per_s": med, "wall_s": {ws: statistics.median(v) for ws, v in wall.items()},
+            "ratio": med[2] / med[1], "runs": per_s}

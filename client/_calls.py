@@ -99,6 +99,7 @@ class ClientBase:
         *,
         timeout: float | None = None,
         token: str | None = None,
+        token_file: str | None = None,
         tls: bool | None = None,
         ca_file: str | None = None,
         cert_file: str | None = None,
@@ -112,8 +113,8 @@ class ClientBase:
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.config = ClientConfig.from_env(
-            target, timeout=timeout, token=token, tls=tls, ca_file=ca_file, cert_file=cert_file,
-            key_file=key_file, server_name=server_name, compression=compression, keepalive_s=keepalive_s,
+            target, timeout=timeout, token=token, token_file=token_file, tls=tls, ca_file=ca_file,
+            cert_file=cert_file, key_file=key_file, server_name=server_name, compression=compression, keepalive_s=keepalive_s,
             max_message_bytes=max_message_bytes, max_attempts=max_attempts, load_balancing=load_balancing,
             options=options,
         )

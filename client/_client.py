@@ -88,6 +88,7 @@ def build_request(
     encoding: str = "raw",
     parameters: Mapping[str, ArrayLike] | None = None,
     regularization: Mapping[str, Any] | None = None,
+    allow_non_finite: bool = False,
     **params_and_inputs: Any,
 ) -> tuple[lossd_pb2.EvaluateLossRequest, bool]:
     """Build an ``EvaluateLossRequest``; also says whether any input was torch.
@@ -95,7 +96,9 @@ def build_request(
     Keyword arguments that are arrays (numpy, torch, lists) are inputs
     (``weight=...``, ``var=...``); scalars and strings are loss parameters.
     List-valued parameters (``cutoffs``) go in ``params=``.
-    ``y_pred``/``y_true`` go first, in PyTorch's order.
+    ``y_pred``/``y_true`` go first, in PyTorch's order. The server refuses NaN
+    and infinite values in the tensors unless ``allow_non_finite=True``, which
+    has it compute them as torch would.
 
     >>> request, as_torch = build_request("ce", [[2.0, 0.5]], [0], label_smoothing=0.1)
     >>> request.loss, sorted(request.inputs), dict(request.params), as_torch
@@ -120,6 +123,7 @@ def build_request(
         loss=loss if isinstance(loss, str) else "",
         inputs={k: encode(v, encoding) for k, v in tensors.items()},
         grad_inputs=list(grad_inputs),
+        allow_non_finite=allow_non_finite,
     )
     if all_params:
         request.params.CopyFrom(struct)

@@ -74,9 +74,11 @@ def _progress(progress: bool | Progress) -> Progress | None:
     return Progress() if progress else None
 
 
-def _train_request(spec: SpecLike, detach: bool) -> training_pb2.TrainJobRequest:
+def _train_request(spec: SpecLike, detach: bool, world_size: int | None = None) -> training_pb2.TrainJobRequest:
     request = load_spec(spec)
     request.detach = detach
+    if world_size is not None:  # overrides the spec's; the server checks it (divisibility, --max-world-size)
+        request.world_size = world_size
     return request
 
 
@@ -109,20 +111,21 @@ class Jobs(ClientBase):
                 events = self._stream(WATCH_JOB, follower.watch_request(), timeout, _event)
 
     def train(self, spec: SpecLike, *, progress: bool | Progress = True, as_torch: bool = False,
-              timeout: float | None = None) -> TrainResult:
+              world_size: int | None = None, timeout: float | None = None) -> TrainResult:
         """Run a job to its end and return its :class:`~lossd.client.TrainResult`.
 
         ``spec`` is a ``TrainJobRequest``, a JSON-style dict or a JSON/YAML file path.
         ``progress`` shows a tqdm bar (``lossd[progress]``; without tqdm, a line per
         epoch on stderr). ``as_torch`` decodes the parameters to torch tensors.
-        ``timeout`` bounds the whole run (default: none). A FAILED job is returned,
+        ``world_size`` (overriding the spec's) trains on that many data-parallel
+        processes (docs/scaling.md). ``timeout`` bounds the whole run (default: none). A FAILED job is returned,
         not raised: check ``result.state``.
 
         >>> result = client.train({"model": {"linear": {}}, ...}, progress=False)  # doctest: +SKIP
         >>> result.state, result.metrics["val_accuracy"]                          # doctest: +SKIP
         ('SUCCEEDED', 0.93)
         """
-        request = _train_request(spec, detach=False)
+        request = _train_request(spec, detach=False, world_size=world_size)
         follower, bar = JobFollower(), _progress(progress)
         try:
             for event in self._follow(follower, self._stream(TRAIN_JOB, request, timeout, _event), True, timeout):
@@ -136,12 +139,13 @@ class Jobs(ClientBase):
                               f"watch it with after_seq={follower.after_seq}")
         return TrainResult.from_event(follower.final, request, as_torch)
 
-    def submit(self, spec: SpecLike, *, timeout: float | None = None) -> str:
-        """Submit a job without waiting (``detach``); returns its id.
+    def submit(self, spec: SpecLike, *, world_size: int | None = None, timeout: float | None = None) -> str:
+        """Submit a job without waiting (``detach``); returns its id (``world_size`` as for :meth:`train`).
 
         >>> job_id = client.submit("spec.yaml")   # doctest: +SKIP
         """
-        for event in self._stream(TRAIN_JOB, _train_request(spec, detach=True), timeout, _event):
+        for event in self._stream(TRAIN_JOB, _train_request(spec, detach=True, world_size=world_size), timeout,
+                                  _event):
             return event.job_id
         raise Unavailable("TrainJob ended without its QUEUED event")
 
@@ -227,9 +231,9 @@ class AsyncJobs(ClientBase):
                 events = self._stream(WATCH_JOB, follower.watch_request(), timeout, _event)
 
     async def train(self, spec: SpecLike, *, progress: bool | Progress = False, as_torch: bool = False,
-                    timeout: float | None = None) -> TrainResult:
+                    world_size: int | None = None, timeout: float | None = None) -> TrainResult:
         """Like :meth:`Client.train <lossd.client.Client.train>` (progress off by default)."""
-        request = _train_request(spec, detach=False)
+        request = _train_request(spec, detach=False, world_size=world_size)
         follower, bar = JobFollower(), _progress(progress)
         try:
             async for event in self._follow(follower, self._stream(TRAIN_JOB, request, timeout, _event), True,
@@ -244,9 +248,9 @@ class AsyncJobs(ClientBase):
                               f"watch it with after_seq={follower.after_seq}")
         return TrainResult.from_event(follower.final, request, as_torch)
 
-    async def submit(self, spec: SpecLike, *, timeout: float | None = None) -> str:
+    async def submit(self, spec: SpecLike, *, world_size: int | None = None, timeout: float | None = None) -> str:
         """Submit without waiting; returns the job id."""
-        stream = self._stream(TRAIN_JOB, _train_request(spec, detach=True), timeout, _event)
+        stream = self._stream(TRAIN_JOB, _train_request(spec, detach=True, world_size=world_size), timeout, _event)
         try:
             async for event in stream:
                 return event.job_id

@@ -325,8 +325,9 @@ class Progress:
 
 def jobs_table(jobs: Sequence[training_pb2.Job]) -> str:
     """A text table of jobs (``lossd jobs``)."""
-    rows = [("JOB", "STATE", "EPOCH", "LOSS", "NAME")]
+    rows = [("JOB", "STATE", "EPOCH", "LOSS", "RANKS", "NAME")]
     for j in jobs:
-        rows.append((j.job_id, state_name(j.state), f"{j.epoch}/{j.epochs}", f"{j.loss:.4g}", j.name))
+        rows.append((j.job_id, state_name(j.state), f"{j.epoch}/{j.epochs}", f"{j.loss:.4g}", str(j.world_size or 1),
+                     j.name))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -7,9 +7,11 @@
     lossd eval LOSS --y-pred JSON --y-true JSON [--param k=v ...]
     lossd health [--service NAME]                exit 0 when SERVING, 1 otherwise
     lossd train SPEC [--detach] [--no-progress]  run a training job (JSON or YAML spec file)
+    lossd train SPEC --world-size N              ... on N data-parallel processes (docs/scaling.md)
     lossd jobs [--state S ...] [--limit N]       list training jobs, newest first
     lossd watch JOB_ID [--after-seq N]           follow a job's events (JSON lines)
     lossd cancel JOB_ID                          stop a job
+    lossd join JOB_ID --rdzv-endpoint HOST:PORT  run this machine's ranks of a job on several machines
     lossd plot JOB_ID --out curve.png            draw a job's curves (needs lossd[plot])
 
 Every command but ``serve`` talks to ``--target`` (env ``LOSSD_TARGET``, default
@@ -24,6 +26,7 @@ torch: only ``lossd serve`` loads the server, lazily.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -48,7 +51,7 @@ _SERVER_EXTRA_MODULES = {"torch", "grpc_health", "grpc_reflection"}
 _SERVER_EXTRA_HINT = "lossd serve needs the server extra: pip install 'lossd[server]'"
 
 #: Global options that take a value (``_split_command`` skips them).
-_VALUE_OPTIONS = ("--target", "--timeout", "--token", "--ca-file", "--cert-file", "--key-file", "--server-name")
+_VALUE_OPTIONS = ("--target", "--timeout", "--token", "--token-file", "--ca-file", "--cert-file", "--key-file", "--server-name")
 
 
 class CliError(Exception):
@@ -72,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--timeout", type=float, default=None,
                         help="deadline of each call in seconds (env LOSSD_TIMEOUT; default 60, health 5)")
-    parser.add_argument("--token", default=None, help="bearer token sent as authorization metadata (env LOSSD_TOKEN)")
+    parser.add_argument("--token", default=None,
+                        help="bearer token sent as authorization metadata (env LOSSD_TOKEN); visible in `ps`: "
+                        "prefer --token-file or the variable")
+    parser.add_argument("--token-file", default=None, metavar="FILE",
+                        help="file holding the bearer token (env LOSSD_TOKEN_FILE)")
     parser.add_argument("--tls", action="store_true", default=None,
                         help="use TLS with the system's root certificates (env LOSSD_TLS=1)")
     parser.add_argument("--ca-file", default=None, help="PEM CA bundle to verify the server; implies TLS (env LOSSD_CA_FILE)")
@@ -120,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="only return the gradient of this input (repeatable; default: every differentiable input)",
     )
     ev.add_argument(
+        "--allow-non-finite", action="store_true",
+        help="let NaN and Infinity (JSON NaN, Infinity, -Infinity) through to the loss; the server "
+        "refuses them by default",
+    )
+    ev.add_argument(
         "--grad-output", metavar="JSON",
         help="upstream gradient shaped like the loss (for reduction=none): grads become a "
         "vector-Jacobian product",
@@ -133,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "PyYAML), show its progress on stderr and print the final metrics.")
     train.add_argument("spec", help="path of the job spec (.json, .yaml, .yml)")
     train.add_argument("--detach", action="store_true", help="only submit: print the job id and return")
+    train.add_argument("--world-size", type=int, default=None, metavar="N",
+                       help="train on N data-parallel processes (overrides the spec's world_size; docs/scaling.md)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
     train.add_argument("--json", action="store_true", help="print the terminal event as JSON instead of a table")
 
@@ -147,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = sub.add_parser("cancel", help="stop a training job")
     cancel.add_argument("job_id")
+
+    join = sub.add_parser("join", help="run this machine's ranks of a training job with nodes > 1 "
+                          "(needs lossd[server]; docs/scaling.md)")
+    join.add_argument("job_id")
+    join.add_argument("--rdzv-endpoint", required=True, metavar="HOST:PORT",
+                      help="the server's --rdzv-endpoint (the c10d store the machines meet on)")
 
     plot = sub.add_parser("plot", help="draw a job's loss, metrics and learning rate per epoch (lossd[plot])")
     plot.add_argument("job_id")
@@ -241,6 +261,7 @@ def _build_eval_request(args: argparse.Namespace) -> lossd_pb2.EvaluateLossReque
         loss=args.loss,
         inputs={name: _tensor(opt, value, dtypes.get(name)) for name, (opt, value) in arrays.items()},
         grad_inputs=args.grad_input,
+        allow_non_finite=args.allow_non_finite,
     )
     if params:
         request.params.update(params)
@@ -377,9 +398,10 @@ def _event_json(message: Any) -> str:
 def _train(client: Client, args: argparse.Namespace) -> int:
     try:
         if args.detach:
-            print(client.submit(args.spec, timeout=args.timeout))
+            print(client.submit(args.spec, world_size=args.world_size, timeout=args.timeout))
             return 0
-        result = client.train(args.spec, progress=not args.no_progress, timeout=args.timeout)
+        result = client.train(args.spec, progress=not args.no_progress, world_size=args.world_size,
+                              timeout=args.timeout)
     except (OSError, ValueError) as e:
         raise CliError(str(e)) from None
     print(_event_json(result.event) if args.json else format_result(result))
@@ -423,7 +445,24 @@ def _plot(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-_JOB_COMMANDS = {"train": _train, "jobs": _jobs, "watch": _watch, "cancel": _cancel, "plot": _plot}
+def _join(client: Client, args: argparse.Namespace) -> int:
+    try:
+        distributed = importlib.import_module("lossd.server.training._distributed")
+    except ModuleNotFoundError as e:
+        raise CliError(f"joining a job runs training ranks here: it needs the server package "
+                       f"(pip install 'lossd[server]'): {e}") from None
+    job = client.get_job(args.job_id, timeout=args.timeout)
+    print(f"joining job {job.job_id} ({job.spec.world_size} ranks on {job.spec.nodes} machines) through "
+          f"{args.rdzv_endpoint}", file=sys.stderr, flush=True)
+    message = distributed.join_job(job.spec, job.job_id, args.rdzv_endpoint,
+                                   os.environ.get("LOSSD_PLUGINS", "all"))
+    if message:
+        raise CliError(message)
+    print(f"{job.job_id} joined: this machine's ranks finished")
+    return 0
+
+
+_JOB_COMMANDS = {"train": _train, "jobs": _jobs, "watch": _watch, "cancel": _cancel, "plot": _plot, "join": _join}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -437,8 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     try:
         client = Client(
-            args.target, timeout=args.timeout, token=args.token, tls=args.tls, ca_file=args.ca_file,
-            cert_file=args.cert_file, key_file=args.key_file, server_name=args.server_name,
+            args.target, timeout=args.timeout, token=args.token, token_file=args.token_file, tls=args.tls,
+            ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file, server_name=args.server_name,
         )
     except ValueError as e:  # a connection setting (--ca-file, LOSSD_TIMEOUT, ...)
         parser.exit(2, f"lossd: error: {e}\n")

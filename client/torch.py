@@ -116,6 +116,7 @@ def remote_loss(
     parameters: ParameterSource | None = None,
     regularization: Mapping[str, Any] | None = None,
     timeout: float | None = None,
+    allow_non_finite: bool = False,
 ) -> torch.Tensor:
     """``loss(y_pred, y_true, **inputs)`` computed by the server, differentiable by autograd.
 
@@ -126,7 +127,8 @@ def remote_loss(
     grad gets its gradient. ``parameters`` (a module, a mapping or
     ``named_parameters()``) with ``regularization`` (``{"l2": 1e-4}``, see
     ``docs/objectives.md``) adds L1/L2 terms whose gradients flow into those
-    parameters.
+    parameters. NaN or infinite values are refused (``InvalidArgument``) unless
+    ``allow_non_finite=True``.
 
     >>> w = torch.tensor([0.5, 2.0], requires_grad=True)
     >>> out = remote_loss("mse", w, torch.ones(2), client=client)  # doctest: +SKIP
@@ -143,7 +145,7 @@ def remote_loss(
         # Only the gradients autograd needs; none (torch.no_grad, frozen inputs) sends [], which
         # the server reads as "all" -- the protocol cannot ask for none.
         grad_inputs=[n for n, t in named_inputs.items() if t.requires_grad and t.is_floating_point()],
-        parameters=named_params or None, regularization=regularization,
+        parameters=named_params or None, regularization=regularization, allow_non_finite=allow_non_finite,
     )
     tensors = [*named_inputs.values(), *named_params.values()]
     out: torch.Tensor = _RemoteLossFunction.apply(call, *tensors)
@@ -164,6 +166,8 @@ class RemoteLoss(nn.Module):  # type: ignore[misc]
         regularization: ``{"l1": ..., "l2": ..., "include": [...], "exclude": [...]}``
             (see ``docs/objectives.md``).
         timeout: deadline of each call in seconds (default: the client's).
+        allow_non_finite: let NaN and infinite values through to the loss (the server refuses
+            them by default, naming the tensor and the first such element).
         **params: the loss's parameters (``reduction="sum"``, ``label_smoothing=0.1``);
             tensors (``weight=torch.tensor(...)``) are extra inputs, sent with every call.
 
@@ -184,6 +188,7 @@ class RemoteLoss(nn.Module):  # type: ignore[misc]
         parameters: ParameterSource | None = None,
         regularization: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        allow_non_finite: bool = False,
         **params: Any,
     ) -> None:
         super().__init__()
@@ -195,13 +200,14 @@ class RemoteLoss(nn.Module):  # type: ignore[misc]
         self._parameter_source: tuple[ParameterSource | None] = (parameters,)
         self.regularization = None if regularization is None else dict(regularization)
         self.timeout = timeout
+        self.allow_non_finite = allow_non_finite
 
     def forward(self, y_pred: torch.Tensor, y_true: torch.Tensor | None = None, **inputs: torch.Tensor) -> torch.Tensor:
         """The loss of ``y_pred`` against ``y_true``; differentiable."""
         return remote_loss(
             self.loss, y_pred, y_true, client=self.client, inputs={**self.constant_inputs, **inputs},
             params=self.params, parameters=self._parameter_source[0], regularization=self.regularization,
-            timeout=self.timeout,
+            timeout=self.timeout, allow_non_finite=self.allow_non_finite,
         )
 
     def extra_repr(self) -> str:

@@ -10,7 +10,8 @@
 #      Dockerfile installs from it offline (build arg WHEELS).
 #   4. podman build --isolation chroot --format docker (HEALTHCHECK needs the
 #      docker format; plain `podman build` fails on this machine's cgroups).
-#   5. podman run --runtime runc --ulimit ... --read-only, the data volume mounted,
+#   5. podman run without a token: refused (exit 2, the message). Then podman run
+#      --runtime runc --ulimit ... --read-only, the data volume mounted,
 #      JSON logs and metrics on; then, from the host: the HEALTHCHECK command,
 #      `lossd health`, grpcurl list, an EvaluateLoss, a short TrainJob, a metrics
 #      scrape, the JSON access log; `podman stop` -> SIGTERM -> exit 0 within the
@@ -37,8 +38,8 @@ NAME=lossd-image-test
 VOLUME=lossd-image-test-data
 STOP_TIMEOUT=10                      # podman stop's default: SIGKILL after this
 REQUEST_ID=image-test-1
-# A bearer token for the server (issue "Hardening": a server bound beyond loopback
-# wants one); sent with every call, and looked for in the logs, where it must not be.
+# A bearer token for the server: bound to 0.0.0.0 it refuses to start without one (or
+# mTLS; checked below); sent with every call, and looked for in the logs, where it must not be.
 TOKEN=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
 AUTH="authorization: Bearer $TOKEN"
 
@@ -158,6 +159,18 @@ start_container() {
     done
     echo "healthy after $((SECONDS - deadline + 120)) s"
 }
+
+step "without a token the image refuses to start (it binds 0.0.0.0; docs/security.md)"
+if refusal=$(podman run --rm --runtime runc --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 \
+        --read-only "$IMAGE" 2>&1); then
+    code=0
+else
+    code=$?
+fi
+tail -1 <<<"$refusal"
+[[ $code == 2 ]] || fail "exit code $code without a token (want 2: refused to start)"
+grep -q "refusing to serve on 0.0.0.0 without authentication" <<<"$refusal" || fail "no refusal message"
+grep -q "LOSSD_TOKEN" <<<"$refusal" || fail "the refusal does not say how to set a token"
 
 step "podman run (read-only root, volume $VOLUME at /data, JSON logs, metrics)"
 podman volume create "$VOLUME" >/dev/null 2>&1 || true

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -30,11 +31,31 @@ from grpc_reflection.v1alpha import reflection
 
 from .. import __version__
 from .._malloc import tune_malloc
-from .._wire import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TENSOR_ELEMENTS
+from .._wire import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_REQUEST_ELEMENTS,
+    DEFAULT_MAX_TENSOR_ELEMENTS,
+    DEFAULT_MAX_TENSORS,
+    DEFAULT_MAX_TERMS,
+    TensorLimits,
+)
 from ..v1 import lossd_pb2, training_pb2
+from ._auth import BearerTokenInterceptor
+from ._connections import (
+    DEFAULT_KEEPALIVE_TIME_S,
+    DEFAULT_KEEPALIVE_TIMEOUT_S,
+    DEFAULT_MAX_CONCURRENT_RPCS,
+    DEFAULT_MAX_CONCURRENT_STREAMS,
+    DEFAULT_MIN_PING_INTERVAL_S,
+    ConcurrencyLimiter,
+    connection_options,
+)
+from ._drain import DrainGate, drain
 from ._evaluate import resolve_device
 from ._logging import LOG_FORMATS, configure_logging, emit
+from ._malformed import MalformedRequests
 from ._observability import build_observability
+from ._security import Security, SecurityError, describe, resolve_security
 from ._service import LossService, add_loss_service
 from .losses import REGISTRY, Registry
 from .losses._plugins import load_plugin_setting
@@ -66,6 +87,12 @@ class ServerConfig:
     max_tensor_elements: int = field(
         default_factory=lambda: _env_int("LOSSD_MAX_TENSOR_ELEMENTS", DEFAULT_MAX_TENSOR_ELEMENTS)
     )
+    #: Elements in all the tensors of one request; and tensors per request (lossd._wire.check_tensors).
+    max_request_elements: int = field(
+        default_factory=lambda: _env_int("LOSSD_MAX_REQUEST_ELEMENTS", DEFAULT_MAX_REQUEST_ELEMENTS))
+    max_tensors: int = field(default_factory=lambda: _env_int("LOSSD_MAX_TENSORS", DEFAULT_MAX_TENSORS))
+    #: Terms of one composite objective (each evaluates a loss over the request's inputs).
+    max_terms: int = field(default_factory=lambda: _env_int("LOSSD_MAX_TERMS", DEFAULT_MAX_TERMS))
     reflection: bool = field(default_factory=lambda: os.environ.get("LOSSD_REFLECTION", "1") != "0")
     grace_s: float = field(default_factory=lambda: float(os.environ.get("LOSSD_GRACE_S", "10")))
     #: Loss plugins to load: "all" (default), "none", or comma-separated entry point names.
@@ -87,28 +114,82 @@ class ServerConfig:
     max_parameters: int = field(
         default_factory=lambda: _env_int("LOSSD_MAX_PARAMETERS", TrainingLimits.max_parameters))
     max_samples: int = field(default_factory=lambda: _env_int("LOSSD_MAX_SAMPLES", TrainingLimits.max_samples))
+    #: Data-parallel processes (torch.distributed ranks) one training job may ask for (its world_size).
+    max_world_size: int = field(
+        default_factory=lambda: _env_int("LOSSD_MAX_WORLD_SIZE", TrainingLimits.max_world_size))
+    #: HOST:PORT where this server hosts the rendezvous (a c10d TCPStore) of jobs on several machines.
+    rdzv_endpoint: str = field(default_factory=lambda: os.environ.get("LOSSD_RDZV_ENDPOINT", ""))
+    # -- security (server/_security.py; docs/security.md) --
+    #: Bearer token every call but health must carry; env only (a flag would show it in `ps`). Never shown.
+    token: str | None = field(default_factory=lambda: os.environ.get("LOSSD_TOKEN") or None, repr=False)
+    #: A file holding the bearer token, read once at start.
+    token_file: str | None = field(default_factory=lambda: os.environ.get("LOSSD_TOKEN_FILE") or None)
+    #: PEM certificate chain and private key: serve TLS.
+    tls_cert: str | None = field(default_factory=lambda: os.environ.get("LOSSD_TLS_CERT") or None)
+    tls_key: str | None = field(default_factory=lambda: os.environ.get("LOSSD_TLS_KEY") or None)
+    #: PEM CA bundle: require client certificates it signed (mutual TLS).
+    tls_client_ca: str | None = field(default_factory=lambda: os.environ.get("LOSSD_TLS_CLIENT_CA") or None)
+    #: Serve beyond loopback without authentication (logged as a warning).
+    insecure: bool = field(  # only an explicit yes counts: LOSSD_INSECURE=1 (true, yes, on)
+        default_factory=lambda: os.environ.get("LOSSD_INSECURE", "").strip().lower() in ("1", "true", "yes", "on"))
+    # -- concurrency and connections (server/_connections.py) --
+    max_concurrent_rpcs: int = field(
+        default_factory=lambda: _env_int("LOSSD_MAX_CONCURRENT_RPCS", DEFAULT_MAX_CONCURRENT_RPCS))
+    max_concurrent_streams: int = field(
+        default_factory=lambda: _env_int("LOSSD_MAX_CONCURRENT_STREAMS", DEFAULT_MAX_CONCURRENT_STREAMS))
+    keepalive_time_s: float = field(
+        default_factory=lambda: float(os.environ.get("LOSSD_KEEPALIVE_TIME_S", DEFAULT_KEEPALIVE_TIME_S)))
+    keepalive_timeout_s: float = field(
+        default_factory=lambda: float(os.environ.get("LOSSD_KEEPALIVE_TIMEOUT_S", DEFAULT_KEEPALIVE_TIMEOUT_S)))
+    min_ping_interval_s: float = field(
+        default_factory=lambda: float(os.environ.get("LOSSD_MIN_PING_INTERVAL_S", DEFAULT_MIN_PING_INTERVAL_S)))
+
+    def tensor_limits(self) -> TensorLimits:
+        """The size limits on one request's tensors."""
+        return TensorLimits(self.max_tensor_elements, self.max_request_elements, self.max_tensors, self.max_terms)
 
     def training(self) -> TrainingConfig:
         """The training part of the settings."""
         limits = TrainingLimits(self.max_epochs, self.max_steps, self.max_parameters, self.max_samples,
-                                self.max_tensor_elements)
-        return TrainingConfig(Path(self.data_dir), self.max_jobs, self.max_queued_jobs, limits, self.plugins)
+                                self.max_tensor_elements, self.max_request_elements, self.max_tensors,
+                                max_world_size=self.max_world_size)
+        return TrainingConfig(Path(self.data_dir), self.max_jobs, self.max_queued_jobs, limits, self.plugins,
+                              rdzv_endpoint=self.rdzv_endpoint)
+
+    def security(self) -> Security:
+        """The security part, checked (the exposure rule); raises :class:`SecurityError`."""
+        return resolve_security(self.host, token=self.token, token_file=self.token_file, tls_cert=self.tls_cert,
+                                tls_key=self.tls_key, tls_client_ca=self.tls_client_ca, insecure=self.insecure)
 
 
 async def create_server(
     config: ServerConfig, registry: Registry = REGISTRY
 ) -> tuple[grpc.aio.Server, int]:
     """A configured, not yet started server and the port it bound (``port=0``: ephemeral)."""
+    security = config.security()  # first: a server that may not start should not load anything
     load_plugin_setting(config.plugins, registry)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
+        *connection_options(config.max_concurrent_rpcs, config.max_concurrent_streams, config.keepalive_time_s,
+                            config.keepalive_timeout_s, config.min_ping_interval_s),
     ]
     observability = build_observability(registry, metrics_port=config.metrics_port, log_format=config.log_format)
-    server = grpc.aio.server(options=options, interceptors=[observability.interceptor] if observability else None)
+    # Outermost first: observability sees (logs, counts) every call, refused ones included;
+    # the drain gate (server/_drain.py); then authentication, so that unauthenticated calls
+    # take no concurrency slot; innermost, requests that do not parse are answered.
+    limiter = ConcurrencyLimiter(config.max_concurrent_rpcs, config.max_concurrent_streams)
+    interceptors: list[grpc.aio.ServerInterceptor] = [observability.interceptor] if observability else []
+    gate = DrainGate()  # counts calls in flight; refuses new ones once serve() drains (UNAVAILABLE)
+    interceptors.append(gate)
+    if security.token is not None:
+        interceptors.append(BearerTokenInterceptor(security.token))
+    interceptors.append(limiter)
+    interceptors.append(MalformedRequests())  # innermost: a request that does not parse is INVALID_ARGUMENT
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lossd-eval")
     device = resolve_device(config.device)
-    service = LossService(registry, executor, device, config.max_tensor_elements,
+    service = LossService(registry, executor, device, config.tensor_limits(),
                           max_message_bytes=config.max_message_bytes)
     add_loss_service(service, server)  # EvaluateLoss replies go out as framed bytes
 
@@ -125,16 +206,23 @@ async def create_server(
     # The first backward pass starts torch's autograd engine (~0.4 s here): pay it now, not on a call.
     await asyncio.get_running_loop().run_in_executor(executor, _warm_up, device)
 
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    if security.credentials is not None:
+        port = server.add_secure_port(address, security.credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     # Training: the job store under data_dir, unfinished jobs resumed, workers outside the serving path.
     server.lossd_jobs = await add_training_service(server, config.training(), registry, executor)  # type: ignore[attr-defined]
     server.lossd_health = health_servicer  # type: ignore[attr-defined]
+    server.lossd_drain = gate  # type: ignore[attr-defined]
     if observability is not None:
         observability.start(config.host)  # the metrics endpoint, if any
     server.lossd_observability = observability  # type: ignore[attr-defined]
     server.lossd_executor = executor  # type: ignore[attr-defined]
+    server.lossd_security = security  # type: ignore[attr-defined]
+    server.lossd_limiter = limiter  # type: ignore[attr-defined]
     return server, port
 
 
@@ -149,12 +237,14 @@ async def _set_health(servicer: object, name: str, status: int) -> None:
         await result
 
 
-async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> None:
-    """Serve until SIGTERM or SIGINT, then drain in-flight calls for ``grace_s``."""
+async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
+    """Serve until SIGTERM or SIGINT, then drain (server/_drain.py) for at most ``grace_s``
+    seconds; True when every call in flight had ended by itself by then."""
     server, port = await create_server(config, registry)
     await server.start()
     device = resolve_device(config.device)
     log.info("lossd %s serving %d losses on %s:%d (device %s)", __version__, len(registry), config.host, port, device)
+    log.info("security: %s", describe(server.lossd_security))  # type: ignore[attr-defined]
     emit(f"lossd {__version__} listening on {config.host}:{port}")
     observability = server.lossd_observability  # type: ignore[attr-defined]
     if observability is not None and observability.metrics_port is not None:
@@ -166,15 +256,21 @@ async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: draining for up to %.1fs", config.grace_s)
-    for name in ("", LOSS_SERVICE, TRAINING_SERVICE):
-        await _set_health(server.lossd_health, name, health_pb2.HealthCheckResponse.NOT_SERVING)  # type: ignore[attr-defined]
-    # Running jobs checkpoint and stop (INTERRUPTED; resumed at the next start), ending their streams.
-    await server.lossd_jobs.close(config.grace_s)  # type: ignore[attr-defined]
-    await server.stop(config.grace_s)
-    server.lossd_executor.shutdown(wait=False, cancel_futures=True)  # type: ignore[attr-defined]
+
+    async def not_serving() -> None:
+        for name in ("", LOSS_SERVICE, TRAINING_SERVICE):
+            await _set_health(server.lossd_health, name, health_pb2.HealthCheckResponse.NOT_SERVING)  # type: ignore[attr-defined]
+
+    # New calls refused, health NOT_SERVING, running jobs checkpoint (INTERRUPTED; resumed at the
+    # next start), calls in flight finish, then the server stops: all within grace_s (server/_drain.py).
+    clean = await drain(server, server.lossd_drain, server.lossd_jobs, server.lossd_executor,  # type: ignore[attr-defined]
+                        not_serving, config.grace_s)
+    if not clean:
+        log.warning("calls still running after the %.1fs grace period were cancelled", config.grace_s)
     if observability is not None:
         observability.close()
     emit("lossd stopped")
+    return clean
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -188,7 +284,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
                         help="gRPC message size limit, both ways (env LOSSD_MAX_MESSAGE_BYTES)")
     parser.add_argument("--max-tensor-elements", type=int, default=d.max_tensor_elements,
-                        help="largest tensor accepted (env LOSSD_MAX_TENSOR_ELEMENTS)")
+                        help="most elements in one tensor (env LOSSD_MAX_TENSOR_ELEMENTS; default %(default)s)")
+    parser.add_argument("--max-request-elements", type=int, default=d.max_request_elements,
+                        help="most elements in all the tensors of one request (env LOSSD_MAX_REQUEST_ELEMENTS; "
+                        "default %(default)s)")
+    parser.add_argument("--max-tensors", type=int, default=d.max_tensors,
+                        help="most tensors in one request: inputs, parameters, grad_output; a TrainJob's inline "
+                        "data and constant loss inputs (env LOSSD_MAX_TENSORS; default %(default)s)")
+    parser.add_argument("--max-terms", type=int, default=d.max_terms,
+                        help="most terms in one composite objective (env LOSSD_MAX_TERMS; default %(default)s)")
     parser.add_argument("--no-reflection", dest="reflection", action="store_false", default=d.reflection,
                         help="turn off server reflection (env LOSSD_REFLECTION=0)")
     parser.add_argument("--grace", dest="grace_s", type=float, default=d.grace_s,
@@ -215,6 +319,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="largest model, in parameters (env LOSSD_MAX_PARAMETERS; default %(default)s)")
     parser.add_argument("--max-samples", type=int, default=d.max_samples,
                         help="largest training data set, in samples (env LOSSD_MAX_SAMPLES; default %(default)s)")
+    parser.add_argument("--max-world-size", type=int, default=d.max_world_size,
+                        help="most data-parallel processes (world_size) per training job "
+                        "(env LOSSD_MAX_WORLD_SIZE; default %(default)s)")
+    parser.add_argument("--rdzv-endpoint", default=d.rdzv_endpoint, metavar="HOST:PORT",
+                        help="host the rendezvous (c10d TCPStore) that other machines join for training jobs "
+                        "with nodes > 1 (`lossd join`); off by default; unauthenticated: a trusted network "
+                        "only (env LOSSD_RDZV_ENDPOINT)")
     parser.add_argument("--metrics-port", type=int, default=d.metrics_port,
                         help="serve Prometheus metrics on this HTTP port; off by default; needs "
                         "lossd[metrics] (env LOSSD_METRICS_PORT)")
@@ -222,6 +333,44 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="plain text, or json: one JSON object per line and an access line per RPC "
                         "(env LOSSD_LOG_FORMAT; default %(default)s)")
     parser.add_argument("--log-level", default=os.environ.get("LOSSD_LOG_LEVEL", "INFO"))
+    security = parser.add_argument_group(
+        "security", "who may call (docs/security.md). A server bound beyond loopback refuses to start without "
+        "a bearer token or mutual TLS, unless --insecure. The token itself comes from the environment "
+        "(LOSSD_TOKEN) or a file, never from a flag: arguments show in `ps`.")
+    security.add_argument("--token-file", default=d.token_file, metavar="FILE",
+                          help="file holding the bearer token that every call but health must send as "
+                          "`authorization: Bearer <token>`; read at start (env LOSSD_TOKEN_FILE; or the token "
+                          "itself in LOSSD_TOKEN)")
+    security.add_argument("--tls-cert", default=d.tls_cert, metavar="PEM",
+                          help="serve TLS with this certificate chain (env LOSSD_TLS_CERT)")
+    security.add_argument("--tls-key", default=d.tls_key, metavar="PEM",
+                          help="private key of --tls-cert (env LOSSD_TLS_KEY)")
+    security.add_argument("--tls-client-ca", default=d.tls_client_ca, metavar="PEM",
+                          help="require client certificates signed by this CA: mutual TLS (env LOSSD_TLS_CLIENT_CA)")
+    security.add_argument("--insecure", action="store_true", default=d.insecure,
+                          help="serve beyond loopback without authentication; logged as a warning "
+                          "(env LOSSD_INSECURE=1)")
+    connections = parser.add_argument_group("concurrency and connections", "server-wide limits on calls in "
+                                            "flight (health checks exempt) and HTTP/2 keepalive")
+    connections.add_argument("--max-concurrent-rpcs", type=int, default=d.max_concurrent_rpcs, metavar="N",
+                          help="unary calls in flight at once, server-wide; more are refused with "
+                          "RESOURCE_EXHAUSTED; health checks are exempt (env LOSSD_MAX_CONCURRENT_RPCS; "
+                          "default %(default)s)")
+    connections.add_argument("--max-concurrent-streams", type=int, default=d.max_concurrent_streams, metavar="N",
+                          help="streaming calls open at once (EvaluateLossStream, TrainJob, WatchJob), "
+                          "server-wide (env LOSSD_MAX_CONCURRENT_STREAMS; default %(default)s)")
+    connections.add_argument("--keepalive-time", dest="keepalive_time_s", type=float, default=d.keepalive_time_s,
+                          metavar="S", help="ping a connection after this many idle seconds, to find dead "
+                          "peers (env LOSSD_KEEPALIVE_TIME_S; default %(default)s)")
+    connections.add_argument("--keepalive-timeout", dest="keepalive_timeout_s", type=float,
+                          default=d.keepalive_timeout_s, metavar="S",
+                          help="drop a connection whose ping is not answered within this many seconds "
+                          "(env LOSSD_KEEPALIVE_TIMEOUT_S; default %(default)s)")
+    connections.add_argument("--min-ping-interval", dest="min_ping_interval_s", type=float,
+                          default=d.min_ping_interval_s, metavar="S",
+                          help="accept client keepalive pings this often at most; clients that ping more "
+                          "often are disconnected (GOAWAY too_many_pings) (env LOSSD_MIN_PING_INTERVAL_S; "
+                          "default %(default)s)")
     return parser
 
 
@@ -231,6 +380,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.malloc_tuning:
         tune_malloc()  # before the server's threads start allocating
     configure_logging(args.log_level, args.log_format)
-    config = ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig)})
-    asyncio.run(serve(config))
-    return 0
+    # Every field has a flag but the token, which comes from LOSSD_TOKEN only (arguments show in `ps`).
+    config = ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig) if f.name != "token"})
+    try:
+        asyncio.run(serve(config))
+    except SecurityError as e:
+        print(f"lossd serve: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    # The drain closed what the server owns (jobs, store, listener, metrics). Exit now: calls
+    # cancelled at the end of the grace period may leave evaluations on threads that nothing can
+    # interrupt, and the interpreter's and libtorch's teardown takes seconds on a loaded machine;
+    # neither may hold the exit past the grace period (docs/deployment.md).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

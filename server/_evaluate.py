@@ -22,9 +22,9 @@ import torch
 from google.protobuf import json_format
 
 from .._framing import field_number, join, length_delimited, map_entry
-from .._wire import DEFAULT_MAX_TENSOR_ELEMENTS, WireError
+from .._wire import TensorLimits, WireError
 from ..v1 import lossd_pb2
-from ._tensors import WIRE_NAMES, decode_tensor, encode_tensor, tensor_parts
+from ._tensors import WIRE_NAMES, check_finite, decode_tensors, encode_tensor, tensor_parts
 from .losses import LossError, LossSpec, Registry
 
 __all__ = ["Evaluation", "evaluate", "handle_evaluate", "handle_evaluate_bytes", "resolve_device"]
@@ -36,6 +36,10 @@ _REPLY = {
     name: field_number(lossd_pb2.EvaluateLossResponse, name)
     for name in ("loss", "grads", "parameter_grads", "timing")
 }
+
+#: How a client lets NaN and infinite values through (named when they are refused).
+_ALLOW_NON_FINITE = ("set allow_non_finite in the request to evaluate them as torch would "
+                     "(SDK: allow_non_finite=True; CLI: lossd eval --allow-non-finite)")
 
 _DEPRECATED = {
     "size_average": "size_average is deprecated in torch and refused here; use reduction "
@@ -243,7 +247,7 @@ def handle_evaluate(
     registry: Registry,
     request: lossd_pb2.EvaluateLossRequest,
     device: torch.device | None = None,
-    max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS,
+    limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
 ) -> lossd_pb2.EvaluateLossResponse:
     """Serve one ``EvaluateLossRequest``; raises ``LossError`` for a bad request.
 
@@ -251,14 +255,14 @@ def handle_evaluate(
     sends the bytes themselves.
     """
     return lossd_pb2.EvaluateLossResponse.FromString(
-        handle_evaluate_bytes(registry, request, device, max_tensor_elements))
+        handle_evaluate_bytes(registry, request, device, limits))
 
 
 def handle_evaluate_bytes(
     registry: Registry,
     request: lossd_pb2.EvaluateLossRequest,
     device: torch.device | None = None,
-    max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS,
+    limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
     payloads: dict[str, memoryview] | None = None,
 ) -> bytes:
     """Serve one ``EvaluateLossRequest``: the serialized ``EvaluateLossResponse``.
@@ -270,6 +274,9 @@ def handle_evaluate_bytes(
     ``request`` (:func:`lossd._framing.split_payloads`), by field path; they
     are wrapped without a copy, and the dict is emptied once the loss is
     computed so that the received bytes can be freed before the reply is built.
+    ``limits`` bound the request's tensors before any is decoded
+    (:func:`lossd._wire.check_tensors`; an int is the per-tensor element limit).
+    NaN and infinite values are refused unless the request sets ``allow_non_finite``.
     """
     from ._objective import Regularization, Term, evaluate_objective
 
@@ -281,23 +288,24 @@ def handle_evaluate_bytes(
         registry.get(request.loss)  # an unknown loss is the first thing to report
     encodings = set()
     sent = payloads if payloads is not None else {}
+    wire = [(f"{group}.{name}", getattr(request, group)[name]) for group in ("inputs", "parameters")
+            for name in sorted(getattr(request, group))]
+    if request.HasField("grad_output"):
+        wire.append(("grad_output", request.grad_output))
     try:
-        inputs = {}
-        for name in sorted(request.inputs):
-            path = f"inputs.{name}"
-            inputs[name], enc = decode_tensor(request.inputs[name], path, max_tensor_elements, sent.get(path))
+        decoded = decode_tensors([(path, msg, sent.get(path)) for path, msg in wire], limits, len(request.terms))
+        for (path, _), (tensor, enc) in zip(wire, decoded):
             encodings.add(enc)
-        parameters = {}
-        for name in sorted(request.parameters):
-            path = f"parameters.{name}"
-            parameters[name], enc = decode_tensor(request.parameters[name], path, max_tensor_elements, sent.get(path))
-            encodings.add(enc)
-        grad_output = None
-        if request.HasField("grad_output"):
-            grad_output, enc = decode_tensor(request.grad_output, "grad_output", max_tensor_elements,
-                                             sent.get("grad_output"))
+            if not request.allow_non_finite:
+                check_finite(tensor, path, _ALLOW_NON_FINITE)
     except WireError as e:
         raise LossError(e.field, e.message, e.code) from e
+    tensors = {path: tensor for (path, _), (tensor, _) in zip(wire, decoded)}
+    del decoded
+    inputs = {path.partition(".")[2]: t for path, t in tensors.items() if path.startswith("inputs.")}
+    parameters = {path.partition(".")[2]: t for path, t in tensors.items() if path.startswith("parameters.")}
+    grad_output = tensors.pop("grad_output", None)
+    del tensors
     decode_s = time.perf_counter() - start
 
     if objective:

@@ -27,7 +27,11 @@ import torch
 from ._evaluate import Evaluation, _bind_inputs, _bind_params, _call
 from .losses import LossError, LossSpec, Registry
 
-__all__ = ["Term", "Regularization", "evaluate_objective", "covered_parameters"]
+__all__ = ["MAX_PATTERNS", "Term", "Regularization", "check_patterns", "evaluate_objective", "covered_parameters"]
+
+#: Most glob patterns in ``regularization.include`` (and in ``exclude``): each is matched against
+#: every parameter name, so the count bounds the work of a small request.
+MAX_PATTERNS = 256
 
 
 @dataclass(frozen=True)
@@ -79,15 +83,21 @@ def covered_parameters(parameters: Mapping[str, torch.Tensor], reg: Regularizati
 
 def _term_names(terms: Sequence[Term], specs: Sequence[LossSpec]) -> list[str]:
     names: list[str] = []
+    taken: set[str] = set()
+    last: dict[str, int] = {}  # base -> the last "#k" tried: the ones before it are all taken (linear time)
     for i, (term, spec) in enumerate(zip(terms, specs)):
         base = term.name or spec.name
-        name, k = base, 1
-        while name in names:
+        name, k = base, last.get(base, 1)
+        if k > 1:
+            name = f"{base}#{k}"
+        while name in taken:
             k += 1
             name = f"{base}#{k}"
+        last[base] = k
         if term.name and name != base:
             raise LossError(f"terms[{i}].name", f"{term.name!r} is used by two terms; names must be unique")
         names.append(name)
+        taken.add(name)
     return names
 
 
@@ -198,7 +208,22 @@ def evaluate_objective(
                       "+".join(spec.name for spec in specs))
 
 
+def check_patterns(reg: Regularization) -> None:
+    """Refuse more than :data:`MAX_PATTERNS` include or exclude patterns.
+
+    >>> check_patterns(Regularization(include=("*",) * 300))
+    Traceback (most recent call last):
+    ...
+    lossd.server.losses._registry.LossError: regularization.include: has 300 patterns; at most 256 are allowed
+    """
+    for key in ("include", "exclude"):
+        n = len(getattr(reg, key))
+        if n > MAX_PATTERNS:
+            raise LossError(f"regularization.{key}", f"has {n} patterns; at most {MAX_PATTERNS} are allowed")
+
+
 def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Tensor]) -> None:
+    check_patterns(reg)
     for key in ("l1", "l2"):
         value = getattr(reg, key)
         if not math.isfinite(value) or value < 0:

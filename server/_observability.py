@@ -4,16 +4,20 @@
 ``metrics_port`` set it records the Prometheus metrics of :mod:`._metrics` and
 serves them; with ``log_format="json"`` it logs one access line per RPC
 (logger ``lossd.access``) with ``method``, ``loss``, ``status``,
-``duration_ms``, ``request_id``, ``peer`` and, for jobs, ``job_id``. With
-neither, no interceptor is installed and calls pay nothing.
+``duration_ms``, ``request_id``, ``peer``, for jobs ``job_id``, and for a
+call gRPC retried (a replica failed over, a refusal) ``attempt`` (2 and up,
+from the ``grpc-previous-rpc-attempts`` header). With neither, no interceptor
+is installed and calls pay nothing.
 
 The request id is the client's ``x-request-id`` metadata when it is a short
 token (letters, digits, ``.``, ``_``, ``-``; at most 64), else a fresh one.
 Nothing else from the request is logged: no tensor contents, no parameters,
-no metadata, no token.
+no other metadata, no token.
 
 >>> request_id_from([("x-request-id", "job-42.a")]), len(request_id_from([("x-request-id", "bad id!")]))
 ('job-42.a', 16)
+>>> attempt_from([("grpc-previous-rpc-attempts", "1")]), attempt_from([])
+(2, 1)
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from ._logging import access_fields
 from ._metrics import Metrics
 from .losses import Registry
 
-__all__ = ["Observability", "ObservabilityInterceptor", "build_observability", "request_id_from"]
+__all__ = ["Observability", "ObservabilityInterceptor", "attempt_from", "build_observability", "request_id_from"]
 
 access_log = logging.getLogger("lossd.access")
 log = logging.getLogger("lossd.server")
@@ -52,6 +56,14 @@ def request_id_from(metadata: Iterable[tuple[str, Any]] | None) -> str:
         if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.fullmatch(value):
             return value
     return secrets.token_hex(8)
+
+
+def attempt_from(metadata: Iterable[tuple[str, Any]] | None) -> int:
+    """Which attempt of the client's call this is: 1 + gRPC's ``grpc-previous-rpc-attempts`` header."""
+    for key, value in metadata or ():
+        if key == "grpc-previous-rpc-attempts" and isinstance(value, str) and value.isdigit() and len(value) <= 2:
+            return int(value) + 1
+    return 1
 
 
 def _code_name(code: Any) -> str:
@@ -83,6 +95,7 @@ class _Call:
     start: float
     request_id: str
     peer: str
+    attempt: int = 1
     loss: str = ""
     job_id: str = ""
     error: BaseException | None = None
@@ -205,7 +218,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         return coro_behavior
 
     def _begin(self, method: _Method, context: grpc.aio.ServicerContext) -> _Call:
-        call = _Call(method, time.perf_counter(), request_id_from(context.invocation_metadata()), context.peer())
+        metadata = context.invocation_metadata()
+        call = _Call(method, time.perf_counter(), request_id_from(metadata), context.peer(), attempt_from(metadata))
         if self._metrics is not None:
             method.children["started"].inc()
         context.add_done_callback(lambda ctx: self._finish(call, ctx))
@@ -293,6 +307,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 fields["items"] = call.items
             if call.job_id:
                 fields["job_id"] = call.job_id
+            if call.attempt > 1:
+                fields["attempt"] = call.attempt
             access_log.info("%s %s", method.name, code, extra=access_fields(**fields))
 
 

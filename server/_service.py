@@ -26,10 +26,10 @@ import torch
 from google.protobuf import struct_pb2
 
 from .._framing import field_number, join, length_delimited, split_payloads
-from .._wire import DEFAULT_MAX_MESSAGE_BYTES, DTYPES, reply_too_large
+from .._wire import DEFAULT_MAX_MESSAGE_BYTES, DTYPES, TensorLimits, reply_too_large
 from ..v1 import lossd_pb2, lossd_pb2_grpc
 from ._evaluate import handle_evaluate_bytes
-from ._status import rich_status
+from ._status import clip, rich_status
 from .losses import LossError, LossSpec, Registry
 
 __all__ = ["LossService", "add_loss_service", "describe_loss"]
@@ -88,7 +88,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         registry: Registry,
         executor: Executor,
         device: torch.device | None,
-        max_tensor_elements: int,
+        max_tensor_elements: TensorLimits | int,
         *,
         stream_window: int = 8,
         stream_window_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -98,7 +98,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self._registry = registry
         self._executor = executor
         self._device = device
-        self._max_elements = max_tensor_elements
+        #: Size limits on a request's tensors (an int: the per-tensor element limit).
+        self._limits = TensorLimits.of(max_tensor_elements)
         #: EvaluateLossStream: items in flight at most, and their tensor bytes at most
         #: (an item larger than that still runs, alone).
         self._stream_window = max(1, stream_window)
@@ -123,7 +124,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         """The serialized reply: computed right here when small, else on the thread pool."""
         message, payloads = (request.message, request.payloads) if isinstance(request, ReceivedRequest) else (
             request, None)
-        args = (self._registry, message, self._device, self._max_elements, payloads)
+        args = (self._registry, message, self._device, self._limits, payloads)
         if payload_bytes(message) <= self._inline_max_bytes:
             reply = handle_evaluate_bytes(*args)
         else:
@@ -142,7 +143,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
             await context.abort_with_status(rich_status(e))
         except Exception:
             log.exception("EvaluateLoss failed for loss %r", request.loss)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error evaluating {request.loss!r}; see server log")
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"internal error evaluating {clip(repr(request.loss), 200)}; see server log")
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def EvaluateLossStream(
@@ -189,11 +191,17 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
             await reader  # a failed read (say, a malformed message) ends the call with its error
         finally:
             reader.cancel()
+            # A call that ends early (cancelled, past its deadline, failed) leaves no work behind:
+            # items still waiting for a thread are dropped (one already computing finishes).
+            while not in_flight.empty():
+                entry = in_flight.get_nowait()
+                if entry is not None and isinstance(entry[0], asyncio.Future):
+                    entry[0].cancel()
 
     def _stream_reply(self, item: lossd_pb2.EvaluateLossStreamRequest) -> lossd_pb2.EvaluateLossStreamResponse:
         """One stream item's reply (on the thread pool): its response, or its error."""
         try:
-            reply = handle_evaluate_bytes(self._registry, item.request, self._device, self._max_elements)
+            reply = handle_evaluate_bytes(self._registry, item.request, self._device, self._limits)
         except LossError as e:
             error = lossd_pb2.Error(code=e.code, message=str(e), field=e.field)
             return lossd_pb2.EvaluateLossStreamResponse(id=item.id, error=error)

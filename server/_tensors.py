@@ -24,10 +24,12 @@ import numpy as np
 import torch
 
 from .._framing import Buffer, tensor_body, tensor_message
-from .._wire import DEFAULT_MAX_TENSOR_ELEMENTS, DTYPES, WireError, check_tensor
+from .._wire import DEFAULT_MAX_TENSOR_ELEMENTS, DTYPES, TensorLayout, TensorLimits, WireError, check_tensor, check_tensors
 from ..v1 import lossd_pb2
 
-__all__ = ["TORCH_DTYPES", "WIRE_NAMES", "decode_tensor", "encode_tensor", "tensor_parts"]
+__all__ = [
+    "TORCH_DTYPES", "WIRE_NAMES", "check_finite", "decode_tensor", "decode_tensors", "encode_tensor", "tensor_parts",
+]
 
 #: torch dtype for every wire dtype name.
 TORCH_DTYPES: dict[str, torch.dtype] = {
@@ -62,7 +64,25 @@ def decode_tensor(
     immutable ``bytes``: lossd never writes to its inputs, and
     ``tests/integration/test_performance.py`` checks that no registered loss does.
     """
-    layout = check_tensor(msg, field, max_elements, raw)
+    return _decode(msg, field, check_tensor(msg, field, max_elements, raw))
+
+
+def decode_tensors(
+    tensors: list[tuple[str, lossd_pb2.Tensor, bytes | memoryview | None]], limits: TensorLimits | int, terms: int = 0
+) -> list[tuple[torch.Tensor, str]]:
+    """Decode every tensor of one request, each as :func:`decode_tensor` does, after checking them
+    all against the per-request limits (:func:`lossd._wire.check_tensors`): nothing is built for a
+    request that is refused (``terms``: the objective's term count, checked with them).
+
+    >>> t = lossd_pb2.Tensor(dtype="float32", shape=[2], values=[1.0, 2.0])
+    >>> [x.tolist() for x, _ in decode_tensors([("inputs.input", t, None)], TensorLimits())]
+    [[1.0, 2.0]]
+    """
+    layouts = check_tensors(tensors, limits, terms)
+    return [_decode(msg, field, layout) for (field, msg, _), layout in zip(tensors, layouts)]
+
+
+def _decode(msg: lossd_pb2.Tensor, field: str, layout: TensorLayout) -> tuple[torch.Tensor, str]:
     dtype = TORCH_DTYPES[layout.dtype]
     if layout.numel == 0:
         return torch.empty(layout.shape, dtype=dtype), layout.encoding
@@ -79,12 +99,39 @@ def decode_tensor(
     if info.kind != "float":
         if not np.all(np.isfinite(values)) or not np.all(values == np.floor(values)):
             raise WireError(f"{field}.values", f"{layout.dtype} tensors need whole numbers")
-        if values.min() < info.min or values.max() > info.max:
+        if float(values.min()) < info.min or float(values.max()) > info.max:  # exact: 2.0**63 > 2**63 - 1
             raise WireError(
                 f"{field}.values",
                 f"values must lie in [{int(info.min)}, {int(info.max)}] for {layout.dtype}",
             )
     return torch.from_numpy(values).to(dtype).reshape(layout.shape), "values"
+
+
+def check_finite(tensor: torch.Tensor, field: str, allow: str) -> None:
+    """Refuse a floating-point ``tensor`` holding NaN or infinity: the one non-finite rule.
+
+    The message names ``field``, what was found and its first flat index, and
+    ``allow`` (how to let such values through, or that nothing can). One pass
+    over the memory, without allocating: the sum of finite numbers is finite
+    unless it overflows, and NaN or infinity makes it NaN or infinite; only a
+    non-finite sum pays for the exact scan.
+
+    >>> check_finite(torch.tensor([0.0, float("inf"), float("nan")]), "inputs.input", "no way")
+    Traceback (most recent call last):
+    ...
+    lossd._wire.WireError: inputs.input: contains Inf at flat index 1 (the first non-finite value); \
+NaN and infinite values are refused: no way
+    """
+    if not tensor.is_floating_point() or tensor.numel() == 0 or bool(torch.isfinite(tensor.sum())):
+        return
+    flat = tensor.reshape(-1)
+    bad = torch.logical_not(torch.isfinite(flat)).nonzero()
+    if not len(bad):
+        return  # finite numbers whose sum overflows
+    i = int(bad[0])
+    found = "NaN" if bool(torch.isnan(flat[i])) else ("Inf" if float(flat[i]) > 0 else "-Inf")
+    raise WireError(field, f"contains {found} at flat index {i} (the first non-finite value); "
+                    f"NaN and infinite values are refused: {allow}")
 
 
 def _payload(tensor: torch.Tensor, encoding: str) -> tuple[str, np.ndarray]:

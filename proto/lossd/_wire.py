@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,7 +28,13 @@ __all__ = [
     "explain_message_limit",
     "reply_too_large",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_MAX_REQUEST_ELEMENTS",
+    "DEFAULT_MAX_TENSORS",
     "DEFAULT_MAX_TENSOR_ELEMENTS",
+    "DEFAULT_MAX_TERMS",
+    "MAX_DIMS",
+    "TensorLimits",
+    "check_tensors",
 ]
 
 if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
@@ -70,6 +77,51 @@ def reply_too_large(size: int, limit: int) -> str:
             f"and the client's if it is lower, or ask for fewer gradients (grad_inputs)")
 #: Largest number of elements accepted in one tensor unless configured.
 DEFAULT_MAX_TENSOR_ELEMENTS = 50_000_000
+#: Largest number of elements in all the tensors of one request unless configured: two
+#: tensors of the per-tensor limit. (Decoded integer inputs widen to int64, so elements,
+#: not bytes, bound what a request makes the server allocate.)
+DEFAULT_MAX_REQUEST_ELEMENTS = 2 * DEFAULT_MAX_TENSOR_ELEMENTS
+#: Most tensors in one request unless configured (inputs + parameters + grad_output; a
+#: TrainJob's inline data and constant loss inputs): room for a large model's parameters.
+DEFAULT_MAX_TENSORS = 1024
+#: Most terms in one composite objective unless configured: each term evaluates a loss over
+#: the request's inputs, so the count bounds the work one small request can ask for.
+DEFAULT_MAX_TERMS = 64
+#: Most dimensions a tensor may have (numpy's own limit): a wire rule, not a setting.
+MAX_DIMS = 64
+
+#: The ``lossd serve`` flag and environment variable of each limit, named in refusals.
+_FLAGS = {
+    "max_tensor_elements": "--max-tensor-elements, env LOSSD_MAX_TENSOR_ELEMENTS",
+    "max_request_elements": "--max-request-elements, env LOSSD_MAX_REQUEST_ELEMENTS",
+    "max_tensors": "--max-tensors, env LOSSD_MAX_TENSORS",
+    "max_terms": "--max-terms, env LOSSD_MAX_TERMS",
+}
+
+
+@dataclass(frozen=True)
+class TensorLimits:
+    """The server's size limits on the tensors (and objective terms) of one request (``lossd serve`` flags).
+
+    >>> TensorLimits.of(1000)
+    TensorLimits(max_tensor_elements=1000, max_request_elements=100000000, max_tensors=1024, max_terms=64)
+    """
+
+    max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS
+    max_request_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS
+    max_tensors: int = DEFAULT_MAX_TENSORS
+    max_terms: int = DEFAULT_MAX_TERMS
+
+    @classmethod
+    def of(cls, limits: TensorLimits | int) -> TensorLimits:
+        """``limits`` itself, or the defaults with a per-tensor element limit of ``limits``."""
+        return limits if isinstance(limits, TensorLimits) else cls(max_tensor_elements=limits)
+
+
+def _over(field: str, what: str, limit: int, unit: str, setting: str) -> WireError:
+    """A RESOURCE_EXHAUSTED refusal naming the field, the limit, its value and its flag."""
+    return WireError(field, f"{what}; the server's limit is {limit} {unit} ({_FLAGS[setting]})",
+                     "RESOURCE_EXHAUSTED")
 
 
 @dataclass(frozen=True)
@@ -146,12 +198,21 @@ def check_tensor(
 ) -> TensorLayout:
     """Validate a ``lossd.v1.Tensor`` message's header and payload size.
 
-    Checks the dtype name, that dims are non-negative, the element cap, that
-    exactly one of ``raw``/``values`` is used and that its length matches the
-    shape. Shape arithmetic uses Python ints, so it cannot overflow. Raises
-    :class:`WireError` naming ``field`` and the rule. ``raw``, when given, is
-    the tensor's payload kept outside the message (its ``raw`` field is then
-    not read).
+    Checks the dtype name, the number of dims (at most :data:`MAX_DIMS`), that
+    dims are non-negative, the element cap, that exactly one of
+    ``raw``/``values`` is used and that its length matches the shape. Shape
+    arithmetic uses Python ints, so it cannot overflow: ``[2**40, 2**40]`` is
+    refused as over the cap, and so is an empty tensor whose other dims
+    multiply past it (``[0, 2**62, 2**62]``: torch cannot even compute its
+    strides). Raises :class:`WireError` naming ``field`` and the rule. ``raw``,
+    when given, is the tensor's payload kept outside the message (its ``raw``
+    field is then not read).
+
+    >>> from lossd.v1 import lossd_pb2
+    >>> check_tensor(lossd_pb2.Tensor(dtype="float32", shape=[2**40, 2**40]), "x", 10**6)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    lossd._wire.WireError: x.shape: shape [1099511627776, 1099511627776] has 1208925819614629174706176 elements; ...
     """
     dtype = tensor.dtype  # type: ignore[attr-defined]
     info = DTYPES.get(dtype)
@@ -159,17 +220,21 @@ def check_tensor(
         allowed = ", ".join(DTYPES)
         shown = repr(dtype) if dtype else "empty"
         raise WireError(f"{field}.dtype", f"dtype is {shown}; must be one of: {allowed}")
+    if len(tensor.shape) > MAX_DIMS:  # type: ignore[attr-defined]
+        raise WireError(f"{field}.shape", f"has {len(tensor.shape)} dimensions; "  # type: ignore[attr-defined]
+                        f"a tensor may have at most {MAX_DIMS}")
     shape: tuple[int, ...] = tuple(tensor.shape)  # type: ignore[attr-defined]
     if shape and min(shape) < 0:
         i, d = next((i, d) for i, d in enumerate(shape) if d < 0)
         raise WireError(f"{field}.shape", f"dimension {i} is {d}; dimensions must be >= 0")
     numel = math.prod(shape)
     if numel > max_elements:
-        raise WireError(
-            f"{field}.shape",
-            f"shape {list(shape)} has {numel} elements; the limit is {max_elements} per tensor",
-            "RESOURCE_EXHAUSTED",
-        )
+        raise _over(f"{field}.shape", f"shape {list(shape)} has {numel} elements", max_elements,
+                    "elements per tensor", "max_tensor_elements")
+    span = math.prod(d for d in shape if d)
+    if numel == 0 and span > max_elements:
+        raise _over(f"{field}.shape", f"shape {list(shape)} is empty, but its other dimensions multiply to {span}",
+                    max_elements, "elements per tensor", "max_tensor_elements")
     if raw is None:
         raw = tensor.raw  # type: ignore[attr-defined]  # a copy: read it once
     raw_len = raw.nbytes if isinstance(raw, memoryview) else len(raw)
@@ -193,3 +258,49 @@ def check_tensor(
             )
     return TensorLayout(dtype, shape, numel, encoding, raw)
 
+
+def check_tensors(
+    tensors: Sequence[tuple[str, object, bytes | memoryview | None]],
+    limits: TensorLimits | int | None = None,
+    terms: int = 0,
+) -> list[TensorLayout]:
+    """Validate every tensor of one request before any is decoded: the per-request rules.
+
+    ``tensors`` lists ``(field, message, raw)`` (``raw`` as in :func:`check_tensor`);
+    ``terms`` is the number of terms of a composite objective (``max_terms``).
+    First the counts (``max_terms``, ``max_tensors``), then each tensor (:func:`check_tensor`),
+    then their elements in all (``max_request_elements``): sizes come from the
+    shapes, so nothing is allocated for a request that is refused.
+
+    >>> from lossd.v1 import lossd_pb2
+    >>> t = lossd_pb2.Tensor(dtype="float32", shape=[3], values=[1.0, 2.0, 3.0])
+    >>> [x.numel for x in check_tensors([("inputs.input", t, None), ("inputs.target", t, None)])]
+    [3, 3]
+    >>> check_tensors([("inputs.input", t, None), ("inputs.target", t, None)],
+    ...               TensorLimits(max_request_elements=5))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    lossd._wire.WireError: inputs.target: ... the server's limit is 5 elements per request (--max-request-elements, ...)
+    """
+    limits = TensorLimits.of(limits if limits is not None else TensorLimits())
+    if terms > limits.max_terms:
+        raise _over("terms", f"the objective has {terms} terms", limits.max_terms, "terms per request", "max_terms")
+    if len(tensors) > limits.max_tensors:
+        groups: dict[str, int] = {}
+        for name, _, _ in tensors:
+            groups[name.split(".")[0]] = groups.get(name.split(".")[0], 0) + 1
+        listed = ", ".join(f"{n} in {g}" for g, n in groups.items())
+        raise _over(tensors[limits.max_tensors][0], f"the request carries {len(tensors)} tensors ({listed})",
+                    limits.max_tensors, "tensors per request", "max_tensors")
+    layouts = [check_tensor(msg, name, limits.max_tensor_elements, raw) for name, msg, raw in tensors]
+    total = sum(layout.numel for layout in layouts)
+    if total > limits.max_request_elements:
+        running, k = 0, 0
+        while running + layouts[k].numel <= limits.max_request_elements:  # find the tensor that crosses it
+            running += layouts[k].numel
+            k += 1
+        name = tensors[k][0]
+        raise _over(name, f"the request's tensors hold {total} elements in all ({name}, with {layouts[k].numel}, "
+                    "goes past the limit)", limits.max_request_elements, "elements per request",
+                    "max_request_elements")
+    return layouts

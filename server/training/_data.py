@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from ..._wire import WireError
+from .._tensors import check_finite
 from ..losses import LossError, Param
 
 __all__ = ["BUILTINS", "Builtin", "Dataset", "make_builtin", "make_inline", "split"]
@@ -193,6 +195,10 @@ def make_builtin(name: str, params: Mapping[str, Any], default_seed: int = 0) ->
     return builtin.make(bound, torch.Generator().manual_seed(seed))
 
 
+#: Why a training job's NaN or infinite tensor cannot be let through (named when refused).
+NO_NON_FINITE = "a training job's data and constant inputs must be finite (TrainJob has no allow_non_finite)"
+
+
 def make_inline(x: torch.Tensor, y: torch.Tensor, num_classes: int = 0, field: str = "data.inline") -> Dataset:
     """A data set from decoded tensors: integer/bool ``y`` are class labels, float ``y`` a regression target.
 
@@ -210,8 +216,7 @@ def make_inline(x: torch.Tensor, y: torch.Tensor, num_classes: int = 0, field: s
     if x.dtype == torch.bool:
         x = x.to(torch.float32)
     x = x.to(torch.float32)
-    if not bool(torch.isfinite(x).all()):
-        raise LossError(f"{field}.x", "contains NaN or infinite values; they must be finite")
+    _finite(x, f"{field}.x")
     if y.dim() == 0 or y.shape[0] != n:
         raise LossError(f"{field}.y", f"must have N = {n} samples first (like x); got shape {list(y.shape)}")
     if y.is_floating_point():
@@ -222,8 +227,7 @@ def make_inline(x: torch.Tensor, y: torch.Tensor, num_classes: int = 0, field: s
         if y.dim() != 2:
             raise LossError(f"{field}.y", f"a floating-point (regression) y must be (N,) or (N, K); got {list(y.shape)}")
         y = y.to(torch.float32)
-        if not bool(torch.isfinite(y).all()):
-            raise LossError(f"{field}.y", "contains NaN or infinite values; they must be finite")
+        _finite(y, f"{field}.y")
         return Dataset(x, y=y)
     if y.dim() != 1:
         raise LossError(f"{field}.y", f"class labels must have shape (N,); got {list(y.shape)}")
@@ -239,6 +243,14 @@ def make_inline(x: torch.Tensor, y: torch.Tensor, num_classes: int = 0, field: s
     if top >= k:
         raise LossError(f"{field}.y", f"class labels must lie in [0, {k}) (num_classes {k}); found {top}")
     return Dataset(x, labels, k)
+
+
+def _finite(t: torch.Tensor, field: str) -> None:
+    """Training data must be finite (after conversion to float32)."""
+    try:
+        check_finite(t, field, NO_NON_FINITE)
+    except WireError as e:
+        raise LossError(e.field, e.message, e.code) from e
 
 
 def split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,15 @@ have taken and ends with the same parameters, bit for bit. The worker runs
 torch with one thread (CPU kernels are then deterministic, and concurrent
 jobs do not fight over cores).
 
+Data-parallel (``world=World(rank, size)``, torch.distributed initialised by
+the caller, see ``_distributed``): the model is wrapped in
+``DistributedDataParallel``; each epoch's permutation is split by a
+``DistributedSampler`` (the same permutation as one process), rank ``r``
+taking its ``batch_size / size`` samples of every global batch; the step's
+loss terms and the cancel/interrupt flags are summed across the ranks in one
+``all_reduce`` after the forward pass, so every rank stops at the same step;
+only rank 0 reports and writes checkpoints (with every rank's RNG state).
+
     >>> from google.protobuf import json_format
     >>> from lossd.v1 import training_pb2
     >>> from lossd.server.losses import REGISTRY
@@ -30,6 +39,7 @@ jobs do not fight over cores).
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import threading
 import time
@@ -39,6 +49,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
 
 from ...v1 import training_pb2
 from .._tensors import encode_tensor
@@ -49,7 +62,7 @@ from ._model import build_model
 from ._optim import build_optimizer, build_scheduler
 from ._spec import JobPlan
 
-__all__ = ["Control", "run_job", "spec_digest", "epoch_seed"]
+__all__ = ["Control", "RankFailure", "World", "run_job", "spec_digest", "epoch_seed", "rank_indices", "rank_seed"]
 
 State = training_pb2.JobState
 Kind = training_pb2.JobEventKind
@@ -64,6 +77,18 @@ class Control:
     interrupt: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass(frozen=True)
+class World:
+    """This process's place among a data-parallel job's ranks (``torch.distributed`` is initialised)."""
+
+    rank: int
+    size: int
+
+
+class RankFailure(RuntimeError):
+    """A rank cannot go on (e.g. the loss refused its shard); the launcher ends the job FAILED with this text."""
+
+
 def spec_digest(spec_bytes: bytes) -> str:
     """Identifies the spec a checkpoint belongs to."""
     return hashlib.sha256(spec_bytes).hexdigest()
@@ -76,6 +101,37 @@ def epoch_seed(seed: int, epoch: int) -> int:
     (42000126, 42000127)
     """
     return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Seed of rank ``rank``'s global RNG (dropout) after the model's initialisation; rank 0 keeps the
+    one-process RNG stream.
+
+    >>> rank_seed(42, 1)
+    42000125
+    """
+    return (seed * 1_000_003 - rank) % (2**63)
+
+
+def rank_indices(n: int, seed: int, epoch: int, rank: int = 0, size: int = 1) -> torch.Tensor:
+    """Rank ``rank``'s positions of epoch ``epoch``'s shuffle of ``n`` training samples.
+
+    A ``DistributedSampler`` whose ``seed + epoch`` is :func:`epoch_seed`, so the one-process
+    permutation is ``torch.randperm(n, generator=manual_seed(epoch_seed(seed, epoch)))`` and rank
+    ``r`` of ``size`` gets its elements ``r, r + size, ...``; with ``n`` and the batch size divisible
+    by ``size`` the ranks' shares of batch ``b`` make up exactly the one-process batch ``b``:
+
+    >>> perm = rank_indices(8, 3, 0)
+    >>> bool((perm == torch.randperm(8, generator=torch.Generator().manual_seed(epoch_seed(3, 0)))).all())
+    True
+    >>> r0, r1 = rank_indices(8, 3, 0, 0, 2), rank_indices(8, 3, 0, 1, 2)
+    >>> sorted(torch.cat([r0[:2], r1[:2]]).tolist()) == sorted(perm[:4].tolist())
+    True
+    """
+    sampler = DistributedSampler(range(n), num_replicas=size, rank=rank, shuffle=True,
+                                 seed=epoch_seed(seed, epoch) - epoch, drop_last=False)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.long)
 
 
 @dataclass
@@ -97,22 +153,30 @@ def run_job(
     emit: Callable[[training_pb2.JobEvent], None],
     control: Control,
     digest: str = "",
+    world: World | None = None,
 ) -> None:
     """Train ``plan`` to its end (or a cancel/interrupt), calling ``emit`` with every event.
 
     With ``checkpoint`` set, resumes from it when it exists (and belongs to
     ``digest``), writes it at every epoch end and on an interrupt. Returns
-    after emitting the terminal (or INTERRUPTED) event; a failure is a FAILED event, not an exception.
+    after emitting the terminal (or INTERRUPTED) event; a failure is a FAILED event, not an exception
+    (with ``world``, a failure of this rank alone raises :class:`RankFailure`). With ``world``, only
+    rank 0 emits and writes the checkpoint.
     """
-    _Run(plan, checkpoint, emit, control, digest).run()
+    _Run(plan, checkpoint, emit, control, digest, world).run()
 
 
 class _Run:
     def __init__(self, plan: JobPlan, checkpoint: Path | None, emit: Callable[[training_pb2.JobEvent], None],
-                 control: Control, digest: str) -> None:
-        self.plan, self.checkpoint, self.emit, self.control, self.digest = plan, checkpoint, emit, control, digest
+                 control: Control, digest: str, world: World | None = None) -> None:
+        self.plan, self.checkpoint, self.control, self.digest, self.world = plan, checkpoint, control, digest, world
+        self.reporter = world is None or world.rank == 0
+        self.emit = emit if self.reporter else (lambda event: None)
         torch.manual_seed(plan.seed)
         self.model = build_model(plan.model, plan.in_features, plan.out_features)
+        self.net: torch.nn.Module = self.model  # what the forward pass goes through: the DDP wrapper with a world
+        if world is not None and world.rank:
+            torch.manual_seed(rank_seed(plan.seed, world.rank))
         self.optimizer = build_optimizer(plan.optimizer, self.model)
         self.scheduler = build_scheduler(plan.schedule, self.optimizer)
         params = dict(self.model.named_parameters())
@@ -161,43 +225,83 @@ class _Run:
         ev.eta_s = 0.0
         for h in self.progress.history:
             ev.history.add(epoch=h["epoch"], loss=h["loss"], loss_parts=h["loss_parts"], metrics=h["metrics"], lr=h["lr"])
-        if parameters:
-            for name, t in self.model.state_dict().items():
+        if parameters and self.reporter:
+            for name, t in self.model.state_dict().items():  # the module's own names, no "module." prefix
                 ev.parameters[name].CopyFrom(encode_tensor(t, "raw"))
         self.emit(ev)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
     def _save(self) -> None:
-        if self.checkpoint is None:
+        if self.checkpoint is None and self.world is None:
             return
+        rng = torch.get_rng_state()
+        extra: dict[str, Any] = {}
+        if self.world is not None:  # collective: every rank's RNG state goes into rank 0's file
+            states = [torch.empty_like(rng) for _ in range(self.world.size)]
+            dist.all_gather(states, rng)
+            if not self.reporter or self.checkpoint is None:
+                return
+            extra = {"world_size": self.world.size, "rng_ranks": states}
         p = self.progress
-        save_checkpoint(self.checkpoint, {
+        save_checkpoint(self.checkpoint, {**extra,
             "format": CHECKPOINT_FORMAT, "digest": self.digest,
             "epoch": p.epoch, "step_in_epoch": p.step_in_epoch, "global_step": p.global_step,
             "sums": dict(p.sums), "metrics": dict(p.metrics), "history": list(p.history), "elapsed": self._elapsed(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
-            "rng": torch.get_rng_state(),
+            "rng": rng,
         })
 
-    def _restore(self) -> str:
-        """Load the checkpoint if there is one; returns a note for the RUNNING event."""
+    def _checked(self) -> tuple[dict[str, Any] | None, str]:
+        """This process's checkpoint, if there is one and it belongs to this spec; else why not."""
         if self.checkpoint is None:
-            return "started"
+            return None, "started"
         try:
             state = load_checkpoint(self.checkpoint)
         except Exception as e:  # a damaged file: the run is deterministic, so starting over gives the same result
-            return f"started over: the checkpoint could not be read ({type(e).__name__})"
+            return None, f"started over: the checkpoint could not be read ({type(e).__name__})"
         if state is None:
-            return "started"
+            return None, "started"
         if state.get("format") != CHECKPOINT_FORMAT or state.get("digest") != self.digest:
-            return "started over: the checkpoint belongs to another spec or format"
+            return None, "started over: the checkpoint belongs to another spec or format"
+        if self.world is not None and (state.get("world_size") != self.world.size
+                                       or not isinstance(state.get("rng_ranks"), list)):
+            return None, "started over: the checkpoint was written by another number of ranks"
+        return state, ""
+
+    def _shared(self, state: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Rank 0's checked checkpoint on every rank (collective): its bytes are broadcast, so ranks on
+        other machines resume from it too, and every rank takes rank 0's decision."""
+        data = b""
+        if self.reporter and state is not None:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            data = buffer.getvalue()
+        size = torch.tensor([len(data)], dtype=torch.int64)
+        dist.broadcast(size, 0)
+        if not int(size):
+            return None
+        tensor = (torch.frombuffer(bytearray(data), dtype=torch.uint8) if self.reporter
+                  else torch.empty(int(size), dtype=torch.uint8))
+        dist.broadcast(tensor, 0)
+        if self.reporter:
+            return state
+        shared = torch.load(io.BytesIO(tensor.numpy().tobytes()), map_location="cpu", weights_only=True)
+        return shared if isinstance(shared, dict) else None
+
+    def _restore(self) -> str:
+        """Load the checkpoint if there is one; returns a note for the RUNNING event."""
+        state, note = self._checked() if self.reporter else (None, "")
+        if self.world is not None:
+            state = self._shared(state)
+        if state is None:
+            return note
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"] if self.world is None else state["rng_ranks"][self.world.rank])
         self.progress = _Progress(
             epoch=state["epoch"], step_in_epoch=state["step_in_epoch"], global_step=state["global_step"],
             sums=dict(state["sums"]), metrics=dict(state["metrics"]), history=list(state["history"]),
@@ -212,6 +316,12 @@ class _Run:
     def run(self) -> None:
         plan = self.plan
         note = self._restore()
+        world = self.world
+        if world is not None:
+            # After the restore (DDP broadcasts rank 0's parameters); the forward goes through the wrapper,
+            # never .module, so that backward averages the gradients over the ranks.
+            self.net = DistributedDataParallel(self.model)
+            note += f" ({world.size} data-parallel ranks)"
         p = self.progress
         self.run_start = time.perf_counter()
         self.emit(self._event(Kind.JOB_EVENT_KIND_STATE, State.JOB_STATE_RUNNING, note))
@@ -221,12 +331,18 @@ class _Run:
         interval = 1.0 / plan.step_events_per_second if plan.step_events_per_second > 0 else math.inf
         last_emit = time.perf_counter()
         n_train, bs, steps_per_epoch = len(self.x_train), plan.batch_size, plan.steps_per_epoch
+        size = world.size if world is not None else 1
+        local_bs = bs // size  # plan_job refuses a batch size (or a training split) that size does not divide
+        # A sum-reduced loss: DDP averages the ranks' gradients, so each rank's shard sum counts size times.
+        loss_scale = float(size) if plan.reduction == "sum" else 1.0
         reg = plan.regularization
         while p.epoch < plan.epochs:
-            perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(epoch_seed(plan.seed, p.epoch)))
-            self.model.train()
+            mine = rank_indices(n_train, plan.seed, p.epoch, world.rank if world else 0, size)
+            self.net.train()
             for b in range(p.step_in_epoch, steps_per_epoch):
-                if self.control.cancel.is_set():
+                if world is not None:
+                    rng_before = torch.get_rng_state()
+                elif self.control.cancel.is_set():
                     self._terminal(State.JOB_STATE_CANCELLED,
                                    f"cancelled after step {p.global_step} (epoch {p.epoch + 1})", parameters=True)
                     return
@@ -236,12 +352,14 @@ class _Run:
                                           f"server shutting down: checkpoint at step {p.global_step}; the job "
                                           "resumes when the server restarts"))
                     return
-                index = perm[b * bs:(b + 1) * bs]
+                index = mine[b * local_bs:(b + 1) * local_bs]
                 step = p.global_step + 1
-                output = self.model(self.x_train[index])
+                output = self.net(self.x_train[index])
                 try:
                     data_loss = plan.loss(output, self.t_train[index])
                 except LossError as e:
+                    if world is not None:
+                        raise RankFailure(f"the loss refused the batch at step {step} on rank {world.rank}: {e}") from e
                     if not bool(torch.isfinite(output).all()):
                         self._fail(f"loss became NaN at step {step}: the model output is not finite")
                     else:
@@ -260,6 +378,22 @@ class _Run:
                         parts["l2"] = float(l2.detach())
                         objective = objective + l2
                 value = float(objective.detach())
+                if world is not None:
+                    stop = self._reduce_step(parts, size, loss_scale)
+                    if stop == "cancel":
+                        self._terminal(State.JOB_STATE_CANCELLED,
+                                       f"cancelled after step {p.global_step} (epoch {p.epoch + 1})", parameters=True)
+                        return
+                    if stop == "interrupt":
+                        torch.set_rng_state(rng_before)  # the checkpoint's RNG is the one before this step
+                        self._save()
+                        self.emit(self._event(Kind.JOB_EVENT_KIND_STATE, State.JOB_STATE_INTERRUPTED,
+                                              f"server shutting down: checkpoint at step {p.global_step}; the job "
+                                              "resumes when the server restarts"))
+                        return
+                    value = sum(parts.values())
+                    if loss_scale != 1.0:
+                        objective = objective + (loss_scale - 1.0) * data_loss
                 if not math.isfinite(value):
                     self._fail(f"loss became {'NaN' if math.isnan(value) else 'infinite'} at step {step} "
                                f"(epoch {p.epoch + 1})")
@@ -273,7 +407,7 @@ class _Run:
                 for k, v in parts.items():
                     p.sums[k] = p.sums.get(k, 0.0) + v
                 self.run_steps += 1
-                self.run_samples += len(index)
+                self.run_samples += len(index) * size
                 now = time.perf_counter()
                 if b + 1 < steps_per_epoch and now - last_emit >= interval:
                     last_emit = now
@@ -282,6 +416,22 @@ class _Run:
         self._terminal(State.JOB_STATE_SUCCEEDED, f"finished {plan.epochs} epochs ({p.global_step} steps)",
                        parameters=True)
 
+    def _reduce_step(self, parts: dict[str, float], size: int, loss_scale: float) -> str:
+        """Sum this step's loss terms and the cancel/interrupt flags over the ranks (one ``all_reduce``);
+        ``parts`` becomes the global batch's terms. Returns ``"cancel"``, ``"interrupt"`` or ``""``: the same
+        on every rank."""
+        keys = [k for k in ("loss", "l1", "l2") if k in parts]
+        flags = [float(self.control.cancel.is_set()), float(self.control.interrupt.is_set())]
+        vec = torch.tensor([parts[k] for k in keys] + flags, dtype=torch.float64)
+        dist.all_reduce(vec)
+        if vec[-2] > 0:
+            return "cancel"
+        if vec[-1] > 0:
+            return "interrupt"
+        for i, k in enumerate(keys):  # shard means average to the batch mean; shard sums add up; l1/l2 are equal
+            parts[k] = float(vec[i]) / (1.0 if (k == "loss" and loss_scale != 1.0) else size)
+        return ""
+
     def _end_epoch(self) -> None:
         plan, p = self.plan, self.progress
         lr = float(self.optimizer.param_groups[0]["lr"])
@@ -289,9 +439,12 @@ class _Run:
         if self.scheduler is not None:
             self.scheduler.step()
         threshold = plan.classification_threshold
-        metrics = evaluate_split(self.model, self.x_train, self.t_train, self.l_train, plan.metrics, "train", threshold)
-        metrics.update(evaluate_split(self.model, self.x_val, self.t_val, self.l_val, plan.metrics, "val", threshold,
-                                      loss=plan.loss))
+        metrics: dict[str, float] = {}
+        if self.reporter:  # the ranks hold the same model: rank 0 evaluates it once
+            metrics = evaluate_split(self.model, self.x_train, self.t_train, self.l_train, plan.metrics, "train",
+                                     threshold)
+            metrics.update(evaluate_split(self.model, self.x_val, self.t_val, self.l_val, plan.metrics, "val",
+                                          threshold, loss=plan.loss))
         steps = p.sums.get("steps", 1.0)
         summary = {
             "epoch": p.epoch + 1, "loss": p.sums.get("objective", 0.0) / steps,

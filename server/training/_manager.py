@@ -67,6 +67,8 @@ class TrainingConfig:
     max_queued_jobs: int = 32
     limits: TrainingLimits = field(default_factory=TrainingLimits)
     plugins: str = "none"
+    #: HOST:PORT of the c10d TCPStore this server hosts for jobs with ``nodes`` > 1 ("": none).
+    rdzv_endpoint: str = ""
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -132,6 +134,7 @@ class JobManager:
         self._lock_file = _DataDirLock(data_dir)
         self._checkpoints = data_dir / "checkpoints"
         self.store = JobStore(data_dir / "jobs.sqlite3")
+        self._rdzv_store = _rendezvous_store(config.rdzv_endpoint) if config.rdzv_endpoint else None
         self._ctx = _mp_context()
         self._lock = threading.RLock()
         self._queue: deque[str] = deque()
@@ -206,6 +209,10 @@ class JobManager:
 
     def _submit(self, request: training_pb2.TrainJobRequest) -> str:
         plan = plan_job(request, self._registry, self.config.limits)
+        if plan.nodes > 1 and self._rdzv_store is None:
+            raise LossError("nodes", f"is {plan.nodes}: a job on several machines needs a server started with "
+                            "--rdzv-endpoint HOST:PORT (the rendezvous the other machines join)",
+                            "FAILED_PRECONDITION")
         check_loss_accepts_model(plan)
         with self._lock:
             waiting = len(self._queue)
@@ -217,11 +224,14 @@ class JobManager:
             while self.store.get_job(job_id) is not None:
                 job_id = secrets.token_hex(6)
             self.store.create_job(job_id, request.name, request.SerializeToString(), epochs=plan.epochs,
-                                  total_steps=plan.total_steps, encoding=plan.encoding)
+                                  total_steps=plan.total_steps, encoding=plan.encoding, world_size=plan.world_size)
             self._record(job_id, training_pb2.JobEvent(
                 kind=STATE, state=training_pb2.JOB_STATE_QUEUED, epochs=plan.epochs, total_steps=plan.total_steps,
                 message=f"queued: {plan.total_steps} steps ({plan.epochs} epochs of {len(plan.train_index)} "
-                f"samples, batch {plan.batch_size}); {len(plan.val_index)} validation samples"))
+                f"samples, batch {plan.batch_size}); {len(plan.val_index)} validation samples"
+                + (f"; {plan.world_size} data-parallel ranks" if plan.world_size > 1 else "")
+                + (f" on {plan.nodes} machines (the others join with: lossd join {job_id} --rdzv-endpoint "
+                   f"{self.config.rdzv_endpoint})" if plan.nodes > 1 else "")))
             self._queue.append(job_id)
             self._schedule()
         return job_id
@@ -247,7 +257,7 @@ class JobManager:
             process = self._ctx.Process(  # type: ignore[attr-defined]
                 target=worker_main, name=f"lossd-job-{row.job_id}", daemon=True,
                 args=(row.job_id, row.spec, str(self._checkpoint(row.job_id)), self.config.plugins, control_r,
-                      events_w),
+                      events_w, self.config.rdzv_endpoint),
             )
             process.start()
         except Exception as e:  # e.g. the OS refused a process
@@ -480,10 +490,25 @@ class JobManager:
         return self._closing
 
     @property
+    def watchers(self) -> int:
+        """Event streams (TrainJob, WatchJob) being served now."""
+        return self._watchers
+
+    @property
     def running(self) -> list[str]:
         """Ids of the jobs running now."""
         with self._lock:
             return list(self._running)
+
+
+def _rendezvous_store(endpoint: str) -> Any:
+    """Host the c10d ``TCPStore`` that the machines of multi-node jobs meet on (keys by job id)."""
+    import torch.distributed as dist
+
+    host, _, port = endpoint.rpartition(":")
+    store = dist.TCPStore(host, int(port), None, True, wait_for_workers=False, multi_tenant=True)
+    log.info("rendezvous for multi-node jobs on %s (c10d TCPStore)", endpoint)
+    return store
 
 
 async def _ended(job: _Running, timeout: float) -> bool:

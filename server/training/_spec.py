@@ -28,18 +28,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from ..._wire import DEFAULT_MAX_TENSOR_ELEMENTS, WireError
+from ..._wire import (
+    DEFAULT_MAX_REQUEST_ELEMENTS,
+    DEFAULT_MAX_TENSOR_ELEMENTS,
+    DEFAULT_MAX_TENSORS,
+    TensorLimits,
+    WireError,
+    check_tensors,
+)
 from ...v1 import lossd_pb2, training_pb2
 from .._evaluate import _bind_params, _struct
-from .._objective import Regularization, covered_parameters
-from .._tensors import decode_tensor
+from .._objective import Regularization, check_patterns, covered_parameters
+from .._tensors import check_finite, decode_tensor
 from ..losses import LossError, LossSpec, Registry
-from ._data import BUILTINS, Dataset, bind_builtin_params, make_inline, split
+from ._data import BUILTINS, NO_NON_FINITE, Dataset, bind_builtin_params, make_inline, split
 from ._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
 from ._optim import OPTIMIZERS, GroupPlan, OptimizerPlan, SchedulePlan, assign_groups
 
@@ -60,6 +68,25 @@ class TrainingLimits:
     max_parameters: int = 10_000_000
     max_samples: int = 1_000_000
     max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS
+    max_request_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS
+    max_tensors: int = DEFAULT_MAX_TENSORS
+    max_world_size: int = 8  # data-parallel ranks of one job (keyword only: fields are added above it)
+
+    @property
+    def tensors(self) -> TensorLimits:
+        """The limits on the request's tensors (inline data, constant loss inputs)."""
+        return TensorLimits(self.max_tensor_elements, self.max_request_elements, self.max_tensors)
+
+    @classmethod
+    def accepted(cls, **overrides: int) -> TrainingLimits:
+        """No size limits: for re-planning a job the server already accepted under its own limits
+        (a worker does not know them, and a restarted server's may be lower than they were).
+
+        >>> TrainingLimits.accepted(max_world_size=2).max_samples > 10**18
+        True
+        """
+        unbounded = {f.name: sys.maxsize for f in dataclasses.fields(cls)}
+        return cls(**{**unbounded, **overrides})
 
 
 def _limit(field: str, what: str, value: int, limit: int, flag: str) -> LossError:
@@ -110,6 +137,14 @@ class JobPlan:
     name: str = ""
     covered: tuple[str, ...] = ()  # parameter names the L1/L2 terms cover
     warnings: tuple[str, ...] = ()
+    world_size: int = 1  # data-parallel ranks; each trains on batch_size // world_size samples of every batch
+    nodes: int = 1  # machines the ranks run on (world_size // nodes each); the server's runs rank 0
+
+    @property
+    def reduction(self) -> str:
+        """The data loss's reduction: ``mean`` or ``sum`` (``""`` for a loss without the parameter)."""
+        param = self.loss.spec.param("reduction")
+        return str(self.loss.kwargs.get("reduction", param.default if param else "") or "")
 
     @property
     def steps_per_epoch(self) -> int:
@@ -248,8 +283,24 @@ def _loss(request: training_pb2.TrainJobRequest, registry: Registry, limits: Tra
             if not t.is_floating_point() and t.dtype != torch.bool:
                 raise LossError(field, f"must be floating-point ({inp.role})")
             t = t.to(torch.float32)
+        try:
+            check_finite(t, field, NO_NON_FINITE)
+        except WireError as e:
+            raise LossError(e.field, e.message, e.code) from e
         extras[inp.name] = t
     return spec, kwargs, prediction.name, target.name, extras
+
+
+def _check_tensor_limits(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> None:
+    """The request's tensors against the per-request limits, from their shapes: before any is decoded."""
+    tensors = [(f"loss.inputs.{k}", request.loss.inputs[k], None) for k in sorted(request.loss.inputs)]
+    if request.data.WhichOneof("source") == "inline":
+        tensors += [(f"data.inline.{k}", getattr(request.data.inline, k), None) for k in ("x", "y")
+                    if request.data.inline.HasField(k)]
+    try:
+        check_tensors(tensors, limits.tensors)
+    except WireError as e:
+        raise LossError(e.field, e.message, e.code) from e
 
 
 def _target(spec: LossSpec, target_input: str, dataset: Dataset) -> tuple[torch.Tensor, int]:
@@ -389,6 +440,7 @@ def _metrics(request: training_pb2.TrainJobRequest, dataset: Dataset, target: to
 def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: TrainingLimits | None = None) -> JobPlan:
     """Validate ``request`` and build its data; raises :class:`LossError` naming the field at fault."""
     limits = limits or TrainingLimits()
+    _check_tensor_limits(request, limits)
     model = _model(request)
     if request.epochs < 1:
         raise LossError("epochs", f"is {request.epochs}; must be >= 1")
@@ -398,6 +450,10 @@ def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: 
         raise LossError("batch_size", f"is {request.batch_size}; must be >= 1 (0: the default, {DEFAULT_BATCH_SIZE})")
     if request.seed < 0:
         raise LossError("seed", f"is {request.seed}; must be >= 0")
+    world_size = _world_size(request, limits)
+    if request.nodes < 0 or (request.nodes > 1 and world_size % request.nodes):
+        raise LossError("nodes", f"is {request.nodes}; must be >= 1 (0: one machine) and divide world_size "
+                        f"({world_size}): every machine runs world_size / nodes ranks")
     spec, kwargs, pred_name, target_name, extras = _loss(request, registry, limits)
     dataset, sent_as = _data(request, limits)
     target, out_features = _target(spec, target_name, dataset)
@@ -412,6 +468,7 @@ def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: 
     if len(train_index) < 1:
         raise LossError("data.validation_fraction", f"leaves no training sample out of {len(dataset)}")
     batch_size = min(request.batch_size or DEFAULT_BATCH_SIZE, len(train_index))
+    _check_divisible(world_size, len(train_index), batch_size)
     steps = request.epochs * -(-len(train_index) // batch_size)
     if steps > limits.max_steps:
         raise _limit("epochs", f"{request.epochs} epochs of {len(train_index)} samples in batches of {batch_size} "
@@ -423,6 +480,7 @@ def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: 
     reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
     for key in ("l1", "l2"):
         _finite(getattr(reg, key), f"regularization.{key}", 0.0)
+    check_patterns(reg)
     covered = covered_parameters(shapes, reg) if (reg.l1 or reg.l2) else []
     if (reg.l1 or reg.l2) and not covered:
         raise LossError("regularization.include", f"covers none of the model's parameters ({', '.join(names)})")
@@ -445,9 +503,64 @@ def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: 
         optimizer=optimizer, schedule=schedule, data=dataset, target=target, in_features=in_features,
         out_features=out_features, train_index=train_index, val_index=val_index, epochs=request.epochs,
         batch_size=batch_size, seed=request.seed, metrics=metrics, step_events_per_second=rate,
-        encoding=encoding, name=request.name, covered=tuple(covered),
+        encoding=encoding, name=request.name, covered=tuple(covered), world_size=world_size,
+        nodes=max(request.nodes, 1),
     )
+    _check_shardable_loss(plan)
     return _with_warnings(plan)
+
+
+#: Losses with a ``reduction`` whose value on a batch still is not the mean of per-sample terms
+#: (in-batch negatives): data-parallel ranks would each see other negatives.
+_BATCH_COUPLED_LOSSES = frozenset({"info_nce_loss"})
+#: Losses whose ``mean`` divides by the batch's total class weight (or its count of non-ignored samples).
+_WEIGHT_NORMALIZED_LOSSES = frozenset({"cross_entropy", "nll_loss", "linear_cross_entropy", "softmax_focal_loss"})
+
+
+def _world_size(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> int:
+    """``world_size`` (0 means 1), within the server's ``--max-world-size``."""
+    if request.world_size < 0:
+        raise LossError("world_size", f"is {request.world_size}; must be >= 1 (0: one process)")
+    world_size = request.world_size or 1
+    if world_size > limits.max_world_size:
+        raise _limit("world_size", "world_size", world_size, limits.max_world_size, "max-world-size")
+    return world_size
+
+
+def _check_divisible(world_size: int, n_train: int, batch_size: int) -> None:
+    """Every rank trains on the same number of samples of every batch: refused, never padded (padding
+    repeats samples, so the run would differ from the one-process run)."""
+    if world_size == 1:
+        return
+    if n_train % world_size:
+        raise LossError("world_size", f"the training split has {n_train} samples, which world_size {world_size} "
+                        "does not divide: every rank must get the same number of samples (lossd refuses rather "
+                        "than pads with repeated samples); change the data size or data.validation_fraction")
+    if batch_size % world_size:
+        raise LossError("batch_size", f"is {batch_size}, which world_size {world_size} does not divide: each rank "
+                        "trains on batch_size / world_size samples of every batch")
+
+
+def _check_shardable_loss(plan: JobPlan) -> None:
+    """With several ranks, each computes the loss on its shard of a batch and DDP averages the gradients:
+    that equals the whole batch's gradient only when the loss is a mean (or sum) of per-sample terms."""
+    if plan.world_size == 1:
+        return
+    name, reduction = plan.loss.spec.name, plan.reduction
+    if reduction not in ("mean", "sum") or name in _BATCH_COUPLED_LOSSES:
+        raise LossError("loss.name", f"{name} is not a mean or sum of per-sample terms, so its gradient on a "
+                        f"batch is not the average of its gradients on the batch's shards; world_size "
+                        f"{plan.world_size} would train another objective: use world_size 1")
+    if reduction == "mean" and name in _WEIGHT_NORMALIZED_LOSSES:
+        if "weight" in plan.loss.extras:
+            raise LossError("loss.inputs.weight", f"{name} with class weights and reduction 'mean' divides by the "
+                            "batch's total weight, which differs between the ranks' shards; with world_size "
+                            f"{plan.world_size} use reduction 'sum' or world_size 1")
+        ignore_index = plan.loss.kwargs.get("ignore_index")
+        if isinstance(ignore_index, int) and ignore_index >= 0:
+            raise LossError("loss.params.ignore_index", f"{name} with an ignore_index and reduction 'mean' divides "
+                            "by the batch's count of kept samples, which differs between the ranks' shards; with "
+                            f"world_size {plan.world_size} use reduction 'sum' or world_size 1")
 
 
 def _with_warnings(plan: JobPlan) -> JobPlan:

@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_seq    INTEGER NOT NULL DEFAULT 0,
     resumes     INTEGER NOT NULL DEFAULT 0,
     encoding    TEXT NOT NULL,
-    spec        BLOB NOT NULL
+    spec        BLOB NOT NULL,
+    world_size  INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created);
 CREATE TABLE IF NOT EXISTS events (
@@ -93,6 +94,7 @@ class JobRow:
     last_seq: int
     resumes: int
     encoding: str
+    world_size: int = 1
     spec: bytes = field(repr=False, default=b"")
 
     @property
@@ -105,7 +107,7 @@ class JobRow:
         job = training_pb2.Job(
             job_id=self.job_id, name=self.name, state=self.state, message=self.message, epoch=self.epoch,
             epochs=self.epochs, step=self.step, total_steps=self.total_steps, loss=self.loss, metrics=self.metrics,
-            last_seq=self.last_seq, resumes=self.resumes,
+            last_seq=self.last_seq, resumes=self.resumes, world_size=self.world_size,
         )
         job.created_at.FromNanoseconds(int(self.created * 1e9))
         job.updated_at.FromNanoseconds(int(self.updated * 1e9))
@@ -115,12 +117,12 @@ class JobRow:
 
 
 _COLUMNS = ("job_id, name, state, message, created, updated, epochs, total_steps, epoch, step, loss, metrics, "
-            "last_seq, resumes, encoding")
+            "last_seq, resumes, encoding, world_size")
 
 
 def _row(r: Sequence[object], spec: bytes = b"") -> JobRow:
     return JobRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],  # type: ignore[arg-type]
-                  json.loads(r[11]), r[12], r[13], r[14], spec)  # type: ignore[arg-type]
+                  json.loads(r[11]), r[12], r[13], r[14], r[15], spec)  # type: ignore[arg-type]
 
 
 class JobStore:
@@ -138,6 +140,9 @@ class JobStore:
             raise RuntimeError(f"{path.name} has job store schema {version}; this lossd knows {SCHEMA_VERSION}")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            if "world_size" not in columns:  # a store from before data-parallel jobs: every job had one process
+                self._db.execute("ALTER TABLE jobs ADD COLUMN world_size INTEGER NOT NULL DEFAULT 1")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -145,13 +150,15 @@ class JobStore:
         with self._lock:
             self._db.close()
 
-    def create_job(self, job_id: str, name: str, spec: bytes, *, epochs: int, total_steps: int, encoding: str) -> None:
+    def create_job(self, job_id: str, name: str, spec: bytes, *, epochs: int, total_steps: int, encoding: str,
+                   world_size: int = 1) -> None:
         """Insert a new job (state unspecified until its first event)."""
         now = time.time()
         with self._lock:
             self._db.execute(
-                "INSERT INTO jobs (job_id, name, state, created, updated, epochs, total_steps, encoding, spec) "
-                "VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?)", (job_id, name, now, now, epochs, total_steps, encoding, spec))
+                "INSERT INTO jobs (job_id, name, state, created, updated, epochs, total_steps, encoding, spec, "
+                "world_size) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, name, now, now, epochs, total_steps, encoding, spec, world_size))
 
     def append_event(self, job_id: str, event: training_pb2.JobEvent,
                      parameters: training_pb2.JobEvent | None = None) -> training_pb2.JobEvent:
@@ -214,7 +221,7 @@ class JobStore:
             r = self._db.execute(f"SELECT {cols} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if r is None:
             return None
-        return _row(r, r[15] if with_spec else b"")
+        return _row(r, r[16] if with_spec else b"")
 
     def list_jobs(self, states: Iterable[int] = (), limit: int = 100) -> list[JobRow]:
         """Jobs, newest first, optionally only those in ``states``."""
@@ -231,7 +238,7 @@ class JobStore:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS}, spec FROM jobs WHERE state NOT IN (?, ?, ?) ORDER BY created, job_id",
                 tuple(TERMINAL_STATES)).fetchall()
-        return [_row(r, r[15]) for r in rows]
+        return [_row(r, r[16]) for r in rows]
 
     def job_ids(self, limit: int = 1000) -> list[str]:
         """Recent job ids (for "did you mean" in NOT_FOUND errors)."""

@@ -19,6 +19,7 @@ lost by that: the job resumes from its last checkpoint at the next start.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
@@ -33,8 +34,9 @@ import torch._dynamo  # noqa: F401  (torch.optim imports it on the first step: ~
 from ...v1 import training_pb2
 from ..losses import REGISTRY, LossError
 from ..losses._plugins import load_plugin_setting
+from ._distributed import run_data_parallel
 from ._engine import Control, run_job, spec_digest
-from ._spec import plan_job
+from ._spec import TrainingLimits, plan_job
 
 __all__ = ["worker_main"]
 
@@ -77,6 +79,7 @@ def worker_main(
     plugins: str,
     control_conn: Connection,
     events_conn: Connection,
+    rdzv_endpoint: str = "",
 ) -> None:
     """Run job ``job_id`` (its spec as serialized ``TrainJobRequest`` bytes) and report through ``events_conn``."""
     parent = os.getppid()
@@ -87,18 +90,27 @@ def worker_main(
     control, done = Control(), threading.Event()
     threading.Thread(target=_listen, args=(control_conn, control, done), daemon=True, name="lossd-control").start()
 
-    def emit(event: training_pb2.JobEvent) -> None:
-        event.job_id = job_id
+    def send(data: bytes) -> None:
         try:
-            events_conn.send_bytes(event.SerializeToString())
+            events_conn.send_bytes(data)
         except (BrokenPipeError, ConnectionError, OSError):
             os._exit(3)  # nobody is listening: the server is gone
+
+    def emit(event: training_pb2.JobEvent) -> None:
+        event.job_id = job_id
+        send(event.SerializeToString())
 
     try:
         load_plugin_setting(plugins, REGISTRY)
         request = training_pb2.TrainJobRequest.FromString(spec_bytes)
-        plan = plan_job(request, REGISTRY)
-        run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes))
+        plan = plan_job(request, REGISTRY, TrainingLimits.accepted(max_world_size=max(request.world_size, 1)))
+        if plan.world_size > 1:
+            # This process starts the ranks: the server starts it as a daemon (so that it never outlives
+            # the server's exit), and a daemonic process may not have children. The ranks die with it.
+            multiprocessing.current_process().daemon = False
+            run_data_parallel(plan, Path(checkpoint), send, control, spec_digest(spec_bytes), job_id, rdzv_endpoint)
+        else:
+            run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes))
     except LossError as e:
         emit(training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_STATE, state=training_pb2.JOB_STATE_FAILED,
                                    message=str(e)))

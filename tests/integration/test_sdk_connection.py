@@ -3,7 +3,8 @@ round_robin over several addresses, deadlines, TLS, mTLS, bearer tokens, compres
 message limits, and rich error details.
 
 TLS, tokens and fault injection use the test-only gated server (tests/support/gated.py:
-the real LossService behind server interceptors), since ``lossd serve`` has no TLS yet.
+the real LossService behind server interceptors), which can fail calls on purpose; the
+server's own TLS, mTLS and token checks are tested in test_security.py.
 """
 
 from __future__ import annotations

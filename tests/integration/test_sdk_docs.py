@@ -2,8 +2,8 @@
 
 Machinery and conventions are the README's (tests/support/markdown.py). The
 examples run against ``python -m lossd.server`` (``LOSSD_TARGET``), except the
-one that talks to ``127.0.0.1:50443``: that address is replaced by a gated test
-server with mutual TLS and a bearer token (tests/support/gated.py), and the
+one that talks to ``127.0.0.1:50443``: that address is replaced by a real server
+with mutual TLS and a bearer token (``--tls-client-ca`` and ``LOSSD_TOKEN``), and the
 examples' working directory holds its ``ca.pem``, ``client.pem`` and ``client.key``.
 """
 
@@ -14,20 +14,19 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 import lossd.client
 import lossd.client.torch
 from support.certs import make_pki
-from support.gated import RequireToken, start_gated
 from support.markdown import Example, markdown_examples, run_python_example
+from support.servers import start_in_process
 from support.tools import tool_env
 
 REPO = Path(__file__).resolve().parents[2]
 SDK_DOC = REPO / "docs" / "sdk.md"
 TLS_ADDRESS = "127.0.0.1:50443"
-TOKEN = "s3cret"
+TOKEN = "s3cret-0123456789abcdef"
 
 EXAMPLES = markdown_examples(SDK_DOC.read_text(encoding="utf-8"), "docs/sdk.md")
 PYTHON = [e for e in EXAMPLES if e.kind == "python"]
@@ -37,11 +36,8 @@ PYTHON = [e for e in EXAMPLES if e.kind == "python"]
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     pki_dir = tmp_path_factory.mktemp("sdk-pki")
     pki = make_pki(pki_dir)
-    credentials = grpc.ssl_server_credentials(
-        [(pki.read("server_key"), pki.read("server_cert"))], root_certificates=pki.read("ca"),
-        require_client_auth=True,
-    )
-    with start_gated([RequireToken(TOKEN)], credentials=credentials) as address:
+    with start_in_process(tls_cert=str(pki.server_cert), tls_key=str(pki.server_key), tls_client_ca=str(pki.ca),
+                          token=TOKEN) as address:
         yield address, pki_dir
 
 

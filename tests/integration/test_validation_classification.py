@@ -136,8 +136,11 @@ def test_nll_equals_cross_entropy_of_log_softmax(client: Any) -> None:
 
 @pytest.mark.parametrize("bad", [1.5, -0.1, NAN], ids=["above-1", "negative", "nan"])
 def test_bce_probability_input_outside_unit_interval(client: Any, bad: float) -> None:
+    # allow_non_finite: the loss's own rule, which holds when the request lets NaN through the
+    # server's general non-finite check (tests/integration/test_non_finite.py); likewise below.
     _refused(client, "binary_cross_entropy", "inputs.input", "must lie in [0, 1]",
-             y_pred=torch.tensor([0.5, bad], dtype=f64), y_true=torch.tensor([1.0, 0.0], dtype=f64))
+             y_pred=torch.tensor([0.5, bad], dtype=f64), y_true=torch.tensor([1.0, 0.0], dtype=f64),
+             allow_non_finite=True)
 
 
 @pytest.mark.parametrize("loss", ["binary_cross_entropy", "binary_cross_entropy_with_logits", "multilabel_soft_margin_loss"])
@@ -145,7 +148,8 @@ def test_bce_probability_input_outside_unit_interval(client: Any, bad: float) ->
 def test_binary_targets_outside_unit_interval(client: Any, loss: str, bad: float) -> None:
     # BCE-with-logits and multilabel soft margin return a finite loss for targets 2 or -1
     _refused(client, loss, "inputs.target", "must lie in [0, 1]",
-             y_pred=torch.tensor([[0.5, 0.25]], dtype=f64), y_true=torch.tensor([[1.0, bad]], dtype=f64))
+             y_pred=torch.tensor([[0.5, 0.25]], dtype=f64), y_true=torch.tensor([[1.0, bad]], dtype=f64),
+             allow_non_finite=True)
 
 
 @pytest.mark.parametrize("loss", ["binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div",
@@ -232,7 +236,7 @@ def test_soft_margin_targets_must_be_plus_minus_one(client: Any, bad: float) -> 
 
 def test_soft_margin_nan_target_is_refused(client: Any) -> None:
     _refused(client, "soft_margin_loss", "inputs.target", "NaN or infinite",
-             y_pred=_x(3), y_true=torch.tensor([1.0, NAN, -1.0], dtype=f64))
+             y_pred=_x(3), y_true=torch.tensor([1.0, NAN, -1.0], dtype=f64), allow_non_finite=True)
 
 
 def test_multilabel_soft_margin_needs_a_class_dimension(client: Any) -> None:

@@ -1,8 +1,9 @@
 """A test-only lossd server with gates in front: the real LossService and health service on a
 ``grpc.aio`` server built here, with server interceptors and optional TLS.
 
-``lossd serve`` has no TLS, auth or fault injection (yet); the SDK's retries,
-TLS/mTLS and token handling are tested against this server instead:
+``lossd serve`` has no fault injection; the SDK's retries are tested against
+this server (its TLS/mTLS and tokens also against the real server:
+tests/integration/test_security.py):
 
 - :class:`RefuseFirst` answers the first ``k`` calls of each method with a
   status (``UNAVAILABLE``) and counts every call the server sees, so a test can

@@ -168,3 +168,22 @@ def test_one_class_per_code_the_server_uses() -> None:
                  "UNAVAILABLE", "DEADLINE_EXCEEDED", "FAILED_PRECONDITION", "CANCELLED", "UNIMPLEMENTED", "INTERNAL"):
         cls = error_class(grpc.StatusCode[code])
         assert cls is not LossdError and issubclass(cls, LossdError) and cls.code.name == code
+
+
+def test_replica_settings_balancing_retry_buffer_and_overrides() -> None:
+    """dns: targets balance round_robin; the retry buffer holds a whole message; a caller's
+    channel argument replaces the SDK's (gRPC would keep the first of two)."""
+    dns = ClientConfig.from_env("dns:///lossd-eval.default.svc:50051", environ={})
+    assert dns.service_config()["loadBalancingConfig"] == [{"round_robin": {}}]
+    assert dns.service_config()["healthCheckConfig"] == {"serviceName": ""}
+    assert "loadBalancingConfig" not in ClientConfig.from_env("lossd.example:50051", environ={}).service_config()
+    pinned = ClientConfig.from_env("dns:///lossd-eval:50051", load_balancing="pick_first", environ={})
+    assert pinned.service_config()["loadBalancingConfig"] == [{"pick_first": {}}]
+    assert "healthCheckConfig" not in pinned.service_config()
+    cfg = ClientConfig.from_env("10.0.0.1:1", max_message_bytes=1 << 20, environ={})
+    assert dict(cfg.channel_options())["grpc.per_rpc_retry_buffer_size"] == 1 << 20
+    assert cfg.service_config()["retryThrottling"] == {"maxTokens": 200, "tokenRatio": 1.0}
+    mine = ClientConfig.from_env("10.0.0.1:1", options=[("grpc.per_rpc_retry_buffer_size", 7)], environ={})
+    names = [name for name, _ in mine.channel_options()]
+    assert names.count("grpc.per_rpc_retry_buffer_size") == 1
+    assert dict(mine.channel_options())["grpc.per_rpc_retry_buffer_size"] == 7

@@ -158,11 +158,9 @@ def test_drain_fits_the_termination_grace_period(
 
 
 def test_env_names_are_server_settings(container: dict[str, Any]) -> None:
-    """Every LOSSD_* variable set is one the server reads (LOSSD_TOKEN_FILE: see the Hardening issue)."""
+    """Every LOSSD_* variable set is one the server reads (LOSSD_TOKEN_FILE: --token-file)."""
     from lossd.server._app import build_parser
 
     helps = json.dumps([a.help for a in build_parser()._actions])
     for name in _env(container):
-        if name == "LOSSD_TOKEN_FILE":
-            continue  # read once authentication lands; documented in docs/deployment.md
         assert name in helps, f"{name} is not a `lossd serve` setting"

@@ -30,7 +30,7 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., raw: _Optional[bytes] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class EvaluateLossRequest(_message.Message):
-    __slots__ = ("loss", "inputs", "params", "grad_inputs", "grad_output", "output_encoding", "terms", "parameters", "regularization")
+    __slots__ = ("loss", "inputs", "params", "grad_inputs", "grad_output", "output_encoding", "terms", "parameters", "regularization", "allow_non_finite")
     class InputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class EvaluateLossRequest(_message.Message):
     TERMS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     REGULARIZATION_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_NON_FINITE_FIELD_NUMBER: _ClassVar[int]
     loss: str
     inputs: _containers.MessageMap[str, Tensor]
     params: _struct_pb2.Struct
@@ -63,7 +64,8 @@ class EvaluateLossRequest(_message.Message):
     terms: _containers.RepeatedCompositeFieldContainer[LossTerm]
     parameters: _containers.MessageMap[str, Tensor]
     regularization: Regularization
-    def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., grad_inputs: _Optional[_Iterable[str]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., output_encoding: _Optional[_Union[TensorEncoding, str]] = ..., terms: _Optional[_Iterable[_Union[LossTerm, _Mapping]]] = ..., parameters: _Optional[_Mapping[str, Tensor]] = ..., regularization: _Optional[_Union[Regularization, _Mapping]] = ...) -> None: ...
+    allow_non_finite: bool
+    def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., grad_inputs: _Optional[_Iterable[str]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., output_encoding: _Optional[_Union[TensorEncoding, str]] = ..., terms: _Optional[_Iterable[_Union[LossTerm, _Mapping]]] = ..., parameters: _Optional[_Mapping[str, Tensor]] = ..., regularization: _Optional[_Union[Regularization, _Mapping]] = ..., allow_non_finite: _Optional[bool] = ...) -> None: ...
 
 class LossTerm(_message.Message):
     __slots__ = ("loss", "weight", "params", "name")

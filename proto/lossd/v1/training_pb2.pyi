@@ -43,7 +43,7 @@ JOB_EVENT_KIND_EPOCH: JobEventKind
 JOB_EVENT_KIND_WARNING: JobEventKind
 
 class TrainJobRequest(_message.Message):
-    __slots__ = ("model", "data", "loss", "regularization", "optimizer", "schedule", "epochs", "batch_size", "seed", "metrics", "step_events_per_second", "name", "output_encoding", "detach")
+    __slots__ = ("model", "data", "loss", "regularization", "optimizer", "schedule", "epochs", "batch_size", "seed", "metrics", "step_events_per_second", "name", "output_encoding", "detach", "world_size", "nodes")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,8 @@ class TrainJobRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_ENCODING_FIELD_NUMBER: _ClassVar[int]
     DETACH_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
     model: ModelSpec
     data: DataSpec
     loss: TrainingLoss
@@ -72,7 +74,9 @@ class TrainJobRequest(_message.Message):
     name: str
     output_encoding: _lossd_pb2.TensorEncoding
     detach: bool
-    def __init__(self, model: _Optional[_Union[ModelSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., loss: _Optional[_Union[TrainingLoss, _Mapping]] = ..., regularization: _Optional[_Union[_lossd_pb2.Regularization, _Mapping]] = ..., optimizer: _Optional[_Union[OptimizerSpec, _Mapping]] = ..., schedule: _Optional[_Union[ScheduleSpec, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., metrics: _Optional[_Iterable[str]] = ..., step_events_per_second: _Optional[float] = ..., name: _Optional[str] = ..., output_encoding: _Optional[_Union[_lossd_pb2.TensorEncoding, str]] = ..., detach: _Optional[bool] = ...) -> None: ...
+    world_size: int
+    nodes: int
+    def __init__(self, model: _Optional[_Union[ModelSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., loss: _Optional[_Union[TrainingLoss, _Mapping]] = ..., regularization: _Optional[_Union[_lossd_pb2.Regularization, _Mapping]] = ..., optimizer: _Optional[_Union[OptimizerSpec, _Mapping]] = ..., schedule: _Optional[_Union[ScheduleSpec, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., metrics: _Optional[_Iterable[str]] = ..., step_events_per_second: _Optional[float] = ..., name: _Optional[str] = ..., output_encoding: _Optional[_Union[_lossd_pb2.TensorEncoding, str]] = ..., detach: _Optional[bool] = ..., world_size: _Optional[int] = ..., nodes: _Optional[int] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
     __slots__ = ("linear", "mlp")
@@ -344,7 +348,7 @@ class WatchJobResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[JobEvent, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "name", "state", "message", "created_at", "updated_at", "epoch", "epochs", "step", "total_steps", "loss", "metrics", "last_seq", "resumes", "spec")
+    __slots__ = ("job_id", "name", "state", "message", "created_at", "updated_at", "epoch", "epochs", "step", "total_steps", "loss", "metrics", "last_seq", "resumes", "spec", "world_size")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -367,6 +371,7 @@ class Job(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     RESUMES_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     name: str
     state: JobState
@@ -382,7 +387,8 @@ class Job(_message.Message):
     last_seq: int
     resumes: int
     spec: TrainJobRequest
-    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., message: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., resumes: _Optional[int] = ..., spec: _Optional[_Union[TrainJobRequest, _Mapping]] = ...) -> None: ...
+    world_size: int
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., message: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., resumes: _Optional[int] = ..., spec: _Optional[_Union[TrainJobRequest, _Mapping]] = ..., world_size: _Optional[int] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id", "include_parameters", "output_encoding")

@@ -1,0 +1,176 @@
+"""Graceful drain: a grpc.aio server interceptor that counts the calls in flight and, once the
+server starts shutting down, refuses new ones.
+
+``lossd serve`` installs a :class:`DrainGate` in front of every other interceptor. On SIGTERM
+(or SIGINT) :func:`lossd.server.serve` closes the gate, turns health ``NOT_SERVING``, lets
+running training jobs checkpoint, then waits (:meth:`DrainGate.wait_idle`) until the calls
+already running have finished — at most the grace period — while the listener stays open:
+health checks keep answering (``NOT_SERVING``), and every other new call ends at once with
+``UNAVAILABLE`` and a message saying so (a client with several targets retries elsewhere).
+Only then does the server stop. A refused call's request is not parsed.
+
+>>> import asyncio
+>>> gate = DrainGate()
+>>> gate.draining, gate.in_flight
+(False, 0)
+>>> gate.close()
+>>> gate.draining, asyncio.run(gate.wait_idle(0.1))
+(True, True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
+from typing import Any, Protocol
+
+import grpc
+
+from ._auth import OPEN_PREFIXES, refusing_handler
+
+__all__ = ["DRAINING_MESSAGE", "DrainGate", "drain"]
+
+#: What a call refused during the drain is told.
+DRAINING_MESSAGE = ("the server is shutting down and takes no new calls; retry on another server "
+                    "or after it restarts (health reports NOT_SERVING)")
+
+_KINDS = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler),
+)
+
+
+class DrainGate(grpc.aio.ServerInterceptor):
+    """Counts calls in flight (the health service's aside); after :meth:`close`, refuses new
+    calls with ``UNAVAILABLE`` but those whose method starts with one of ``open_prefixes``."""
+
+    def __init__(self, open_prefixes: tuple[str, ...] = OPEN_PREFIXES) -> None:
+        self._open = open_prefixes
+        self._in_flight = 0
+        self._changed: asyncio.Event | None = None  # made on the server's loop when first needed
+        self.draining = False
+        #: Calls refused because the server was draining.
+        self.refused = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Calls running now (health calls not counted)."""
+        return self._in_flight
+
+    def close(self) -> None:
+        """Refuse every new call from now on (health aside)."""
+        self.draining = True
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no counted call runs; False if some still do after ``timeout`` seconds."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while self._in_flight:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            changed = self._event()
+            changed.clear()
+            try:
+                await asyncio.wait_for(changed.wait(), left)
+            except asyncio.TimeoutError:
+                return not self._in_flight
+        return True
+
+    def _event(self) -> asyncio.Event:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def _enter(self) -> None:
+        self._in_flight += 1
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if self._changed is not None:
+            self._changed.set()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        if isinstance(method, str) and method.startswith(self._open):
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        if self.draining:
+            self.refused += 1
+            return refusing_handler(handler, grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE)
+        return self._counted(handler) if handler is not None else handler
+
+    def _counted(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` with its behavior counted from its start to its end (however it ends)."""
+        kinds = [(getattr(handler, attr), factory) for attr, factory in _KINDS if getattr(handler, attr) is not None]
+        if not kinds:  # pragma: no cover - a handler always has one behavior
+            return handler
+        behavior, factory = kinds[0]
+        enter, leave = self._enter, self._leave
+        if inspect.isasyncgenfunction(behavior):
+            async def counted_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                enter()
+                replies = behavior(request, context)
+                try:
+                    async for reply in replies:
+                        yield reply
+                finally:
+                    leave()
+                    await replies.aclose()
+            new: Any = counted_stream
+        elif inspect.iscoroutinefunction(behavior):
+            async def counted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                enter()
+                try:
+                    return await behavior(request, context)
+                finally:
+                    leave()
+            new = counted
+        else:
+            return handler  # a synchronous handler (none in lossd) is not counted
+        return factory(  # type: ignore[no-any-return, operator]
+            new,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class _Jobs(Protocol):
+    async def close(self, timeout: float) -> None: ...
+
+
+#: Once no counted call runs, what is left (health watchers, a call that has not started its
+#: handler yet) gets at most this long before the server cancels it.
+STRAGGLER_S = 1.0
+
+
+async def drain(server: grpc.aio.Server, gate: DrainGate, jobs: _Jobs, executor: Executor,
+                not_serving: Callable[[], Awaitable[None]], grace_s: float) -> bool:
+    """Shut ``server`` down gracefully within ``grace_s`` seconds; True when every call
+    in flight had ended by itself (none was cancelled by the deadline).
+
+    In order: new calls refused (``gate``), health ``NOT_SERVING`` (``not_serving``);
+    running training jobs checkpoint and stop, INTERRUPTED (``jobs.close``), which ends
+    their TrainJob/WatchJob streams; calls in flight finish; the server stops (what still
+    runs at the deadline is cancelled); the evaluation threads take no more work.
+    """
+    deadline = time.monotonic() + max(0.0, grace_s)
+
+    def left() -> float:
+        return max(0.0, deadline - time.monotonic())
+
+    gate.close()
+    await not_serving()
+    await jobs.close(left())
+    idle = await gate.wait_idle(left())
+    await server.stop(min(left(), STRAGGLER_S) if idle else left())
+    executor.shutdown(wait=False, cancel_futures=True)
+    return idle

@@ -1,0 +1,136 @@
+"""Requests that are not protobuf: answered ``INVALID_ARGUMENT``, not gRPC's own ``UNKNOWN``.
+
+gRPC answers a request its deserializer cannot parse with ``UNKNOWN`` and the text
+``Unexpected <class 'google.protobuf.message.DecodeError'>: ...``: the wrong code (the client
+sent something wrong; retrying it will not help) and a look at the server's insides.
+:class:`MalformedRequests` (the innermost server interceptor) parses each request itself;
+a message that does not parse — a unary request, or any item of a request stream — ends the
+call ``INVALID_ARGUMENT`` naming the message type and the parser's reason. No servicer code
+runs for it.
+
+>>> from lossd.v1 import lossd_pb2
+>>> parse = parsing(lossd_pb2.ListLossesRequest.FromString, "lossd.v1.ListLossesRequest message")
+>>> parse(b"\\x0a\\x03mse").filter
+'mse'
+>>> print(parse(b"\\xff\\xff"))
+the request is not a valid lossd.v1.ListLossesRequest message: Error parsing message...
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+__all__ = ["Malformed", "MalformedRequests", "parsing"]
+
+
+class Malformed:
+    """Stands for a request that did not parse; ``str()`` is what the client is told."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def parsing(deserialize: Callable[[bytes], Any], what: str) -> Callable[[bytes], Any]:
+    """``deserialize``, returning a :class:`Malformed` (which names ``what`` was expected) in place
+    of raising."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as e:  # protobuf's DecodeError, or a framing check of lossd's own
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return Malformed(f"the request is not a valid {what}: {reason[:300]}")
+
+    return parse
+
+
+_KINDS = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler),
+)
+
+
+class _MalformedItem(Exception):
+    """Raised into the servicer by a request stream at an item that did not parse; the handler's
+    own task turns it into the call's status (aborting from the task that reads the stream could
+    collide with a reply being sent)."""
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for item in requests:
+        if isinstance(item, Malformed):
+            raise _MalformedItem(str(item))
+        yield item
+
+
+class MalformedRequests(grpc.aio.ServerInterceptor):
+    """Answer requests that do not parse with ``INVALID_ARGUMENT`` (see the module docstring)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        return _guarded(handler, str(handler_call_details.method))
+
+
+def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    kinds = [(getattr(handler, attr), factory) for attr, factory in _KINDS if getattr(handler, attr) is not None]
+    if not kinds:  # pragma: no cover - a handler always has one behavior
+        return handler
+    behavior, factory = kinds[0]
+    streaming_in = handler.request_streaming
+    if inspect.isasyncgenfunction(behavior):
+        async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if streaming_in:
+                request = _checked(request)
+            elif isinstance(request, Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+            try:
+                async for reply in behavior(request, context):
+                    yield reply
+            except _MalformedItem as e:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        new: Any = guarded_stream
+    elif inspect.iscoroutinefunction(behavior):
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if streaming_in:
+                request = _checked(request)
+            elif isinstance(request, Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+            try:
+                return await behavior(request, context)
+            except _MalformedItem as e:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        new = guarded
+    else:
+        return handler  # a synchronous handler (none in lossd) keeps gRPC's own answer
+    return factory(  # type: ignore[no-any-return, operator]
+        new,
+        request_deserializer=parsing(handler.request_deserializer, _expected(handler.request_deserializer, method)),
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _expected(deserialize: Callable[[bytes], Any], method: str) -> str:
+    """What the request should have been: its message type when the deserializer is a
+    message's ``FromString``, else the method's request."""
+    descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+    name = getattr(descriptor, "full_name", None)
+    if isinstance(name, str):
+        return f"{name} message"
+    return f"{method.lstrip('/')} request" if method else "request message"

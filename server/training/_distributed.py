@@ -1,0 +1,338 @@
+"""Data-parallel jobs: the job's worker process starts ``world_size`` ranks and reports for them.
+
+A job with ``world_size`` N > 1 runs like this (one host)::
+
+    server ──pipes──▶ worker (the local agent: torch.distributed.elastic start_processes, fork)
+                         ├── rank 0 ─ DDP ─┐  events ──▶ worker ──▶ server
+                         └── rank 1 ─ DDP ─┘  (gloo process group, c10d TCPStore on 127.0.0.1 held by the worker)
+
+- The worker (:func:`run_data_parallel`) hosts the ``TCPStore`` the ranks
+  rendezvous on (127.0.0.1, an ephemeral port: no race for a free port), and
+  forks the ranks with ``torch.distributed.elastic.multiprocessing.start_processes``
+  (``fork``: the worker already imported torch, so a rank starts in
+  milliseconds and inherits the validated plan instead of rebuilding the data).
+- Rank 0 sends its events over a pipe; the worker forwards them to the server.
+  Other ranks emit nothing.
+- Cancel and interrupt reach the ranks as two shared flags the worker sets;
+  the ranks sum them in their per-step ``all_reduce``, so all stop at the same step.
+- Every rank dies with the worker: ``PR_SET_PDEATHSIG`` (SIGKILL) and end of
+  file on its own lifeline socket to the worker, which itself dies with the
+  server. So ``kill -9`` of the server leaves no rank behind.
+- A rank that fails reports its error on that socket (with a timestamp) before
+  it exits; the worker stops the other ranks and ends the job FAILED with the
+  earliest error: the cause, not the other ranks' "connection closed" that follows.
+
+Several machines (``nodes`` M > 1): the server hosts a c10d ``TCPStore`` at its
+``--rdzv-endpoint``; the job's worker runs ranks ``0 … N/M − 1`` and waits
+until M − 1 machines have joined (:func:`join_job`, ``lossd join``: each takes
+the next index from the counter ``lossd/<job>/joined`` and runs its N/M ranks);
+all ranks form one process group under the prefix the worker put in
+``lossd/<job>/group``. Store keys are plain bytes (torch's c10d rendezvous
+backend pickles its state, so it is not used). See docs/scaling.md.
+
+    >>> plan = plan_job(request_with_world_size_2, REGISTRY)               # doctest: +SKIP
+    >>> run_data_parallel(plan, None, events.append, Control(), "", "0123456789ab")  # doctest: +SKIP
+    >>> training_pb2.JobEvent.FromString(events[-1]).message                 # doctest: +SKIP
+    'finished 3 epochs (18 steps)'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, start_processes
+
+from ...v1 import training_pb2
+from ._engine import Control, RankFailure, World, run_job
+from ._spec import JobPlan
+
+__all__ = ["JOIN_TIMEOUT", "RANK_TIMEOUT", "Rendezvous", "join_data_parallel", "join_job", "run_data_parallel"]
+
+log = logging.getLogger("lossd.server.training")
+
+#: How long a collective waits for a rank that neither answers nor dies (a dead rank is noticed at once).
+RANK_TIMEOUT = timedelta(seconds=300)
+#: How long a multi-node job waits for its other machines (and a joining machine for its job to start).
+JOIN_TIMEOUT = timedelta(seconds=600)
+#: Threads per rank (as for one-process jobs).
+RANK_THREADS = 1
+
+
+class _SharedFlag:
+    """``threading.Event``'s ``is_set`` over one byte of shared memory, set by the worker."""
+
+    def __init__(self, flags: Any, index: int) -> None:
+        self._flags, self._index = flags, index
+
+    def is_set(self) -> bool:
+        return bool(self._flags[self._index])
+
+
+class _SharedControl:
+    def __init__(self, flags: Any) -> None:
+        self.cancel, self.interrupt = _SharedFlag(flags, 0), _SharedFlag(flags, 1)
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _lifeline(conn: Connection) -> None:
+    """End the rank when the worker is gone (end of file on its socket)."""
+    try:
+        while True:
+            conn.recv_bytes()
+    except (EOFError, OSError):
+        os._exit(3)
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where this machine's ranks meet the others: a c10d store, a key prefix, and their global ranks."""
+
+    host: str
+    port: int
+    prefix: str  # of the process group's keys in the store ("" for a store of its own)
+    first_rank: int  # global rank of this machine's first rank
+    local: int  # ranks on this machine
+
+
+def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint: str | None, digest: str,
+               flags: Any, life: Connection, events: Connection | None, inherited: list[Connection]) -> None:
+    """One rank (a forked child of the worker): join the process group, train, report errors on ``life``."""
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:
+        os._exit(3)
+    for conn in inherited:  # the worker's ends and the other ranks' ends, copied by fork
+        with contextlib.suppress(OSError):
+            conn.close()
+    threading.Thread(target=_lifeline, args=(life,), daemon=True, name="lossd-rank-lifeline").start()
+    torch.set_num_threads(RANK_THREADS)
+
+    def emit(event: training_pb2.JobEvent) -> None:
+        assert events is not None
+        try:
+            events.send_bytes(event.SerializeToString())
+        except OSError:
+            os._exit(3)  # the worker is gone
+
+    try:
+        store: Any = dist.TCPStore(rdzv.host, rdzv.port, is_master=False, timeout=RANK_TIMEOUT)
+        if rdzv.prefix:
+            store = dist.PrefixStore(rdzv.prefix, store)
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=size, timeout=RANK_TIMEOUT)
+        try:
+            run_job(plan, Path(checkpoint) if checkpoint else None, emit, _SharedControl(flags), digest,  # type: ignore[arg-type]
+                    World(rank, size))
+        finally:
+            dist.destroy_process_group()
+    except BaseException as e:
+        text = str(e) if isinstance(e, RankFailure) else f"rank {rank}: {type(e).__name__}: {e}".strip()
+        with contextlib.suppress(OSError):
+            life.send_bytes(json.dumps({"t": time.time_ns(), "rank": rank, "error": text,
+                                        "trace": traceback.format_exc()}).encode())
+        raise
+
+
+def _keys(job_id: str) -> tuple[str, str]:
+    """The store keys of a multi-node job's rendezvous: the joined-machines counter, the group's prefix."""
+    return f"lossd/{job_id}/joined", f"lossd/{job_id}/group"
+
+
+def _endpoint(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"rendezvous endpoint {endpoint!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def _failed(job_id: str, message: str) -> bytes:
+    return training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_STATE, state=training_pb2.JOB_STATE_FAILED,
+                                 job_id=job_id, message=message).SerializeToString()
+
+
+def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], None],
+                      control: Any, digest: str, job_id: str, rdzv_endpoint: str = "") -> None:
+    """Train ``plan`` on ``plan.world_size`` ranks; ``send`` forwards rank 0's serialized events.
+
+    With ``plan.nodes`` > 1, this machine runs ranks ``0 … world_size/nodes − 1`` and waits (up to
+    :data:`JOIN_TIMEOUT`, or a cancel) for ``nodes − 1`` machines to join on ``rdzv_endpoint``.
+    Returns after the job's terminal (or INTERRUPTED) event was sent; when a rank fails first, sends a
+    FAILED event naming the rank and its error, after stopping the other ranks.
+    """
+    if plan.nodes == 1:
+        store = dist.TCPStore("127.0.0.1", 0, None, True, timeout=RANK_TIMEOUT, wait_for_workers=False)
+        _run_ranks(plan, checkpoint, send, control, digest, job_id,
+                   Rendezvous("127.0.0.1", store.port, "", 0, plan.world_size))
+        return
+    host, port = _endpoint(rdzv_endpoint)
+    store = dist.TCPStore(host, port, is_master=False, timeout=RANK_TIMEOUT)
+    joined, group = _keys(job_id)
+    store.set(group, f"lossd/{job_id}/{os.urandom(6).hex()}/")  # a fresh prefix per start of the job
+    deadline = time.monotonic() + JOIN_TIMEOUT.total_seconds()
+    log.info("job %s: waiting for %d machines to join on %s", job_id, plan.nodes - 1, rdzv_endpoint)
+    while (count := store.add(joined, 0)) < plan.nodes - 1:
+        if control.cancel.is_set() or control.interrupt.is_set():
+            state = training_pb2.JOB_STATE_CANCELLED if control.cancel.is_set() else training_pb2.JOB_STATE_INTERRUPTED
+            send(training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_STATE, state=state, job_id=job_id,
+                                       message=f"stopped while waiting for machines to join ({count} of "
+                                       f"{plan.nodes - 1})").SerializeToString())
+            return
+        if time.monotonic() > deadline:
+            send(_failed(job_id, f"{count} of the {plan.nodes - 1} other machines joined within "
+                         f"{JOIN_TIMEOUT.total_seconds():.0f} s (lossd join {job_id} --rdzv-endpoint "
+                         f"{rdzv_endpoint})"))
+            return
+        time.sleep(0.2)
+    local = plan.world_size // plan.nodes
+    _run_ranks(plan, checkpoint, send, control, digest, job_id,
+               Rendezvous(host, port, store.get(group).decode(), 0, local))
+
+
+def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str) -> str:
+    """Run this machine's share of a multi-node job (``lossd join``); returns ``""`` once the ranks ended
+    well, else why not. The job's events and checkpoints stay with the server's rank 0."""
+    host, port = _endpoint(rdzv_endpoint)
+    store = dist.TCPStore(host, port, is_master=False, timeout=JOIN_TIMEOUT)
+    joined, group = _keys(job_id)
+    node = int(store.add(joined, 1))
+    if node > plan.nodes - 1:
+        return f"job {job_id} already has its {plan.nodes} machines"
+    local = plan.world_size // plan.nodes
+    prefix = store.get(group).decode()  # set by the server's worker when the job starts (waits until then)
+    failures: list[bytes] = []
+    _run_ranks(plan, None, failures.append, Control(), "", job_id, Rendezvous(host, port, prefix, node * local, local))
+    return training_pb2.JobEvent.FromString(failures[-1]).message if failures else ""
+
+
+def join_job(spec: training_pb2.TrainJobRequest, job_id: str, rdzv_endpoint: str, plugins: str = "all") -> str:
+    """``lossd join``: validate the job's spec as the server did (same data, same model), then run this
+    machine's ranks of it; returns ``""`` when they ended well, else why not."""
+    from ..losses import REGISTRY
+    from ..losses._plugins import load_plugin_setting
+    from ._spec import TrainingLimits, plan_job
+
+    load_plugin_setting(plugins, REGISTRY)
+    plan = plan_job(spec, REGISTRY, TrainingLimits.accepted(max_world_size=max(spec.world_size, 1)))
+    if plan.nodes < 2:
+        return f"job {job_id} runs on one machine (nodes {spec.nodes or 1}): there is nothing to join"
+    torch.set_num_threads(RANK_THREADS)
+    return join_data_parallel(plan, job_id, rdzv_endpoint)
+
+
+def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], None], control: Any, digest: str,
+               job_id: str, rdzv: Rendezvous) -> None:
+    """Fork this machine's ranks and relay for them (see the module docstring)."""
+    size, local = plan.world_size, rdzv.local
+    ctx = multiprocessing.get_context("fork")
+    flags = ctx.RawArray("b", 2)
+    lives = [ctx.Pipe(duplex=True) for _ in range(local)]  # (worker end, rank end)
+    events_r, events_w = ctx.Pipe(duplex=False)
+    # Whatever a rank inherits and must not keep: a held copy would hide the other side's end of file.
+    ours = [w for w, _ in lives] + [events_r]
+    args = {}
+    for r in range(local):
+        rank = rdzv.first_rank + r
+        others = [c for i, (_, c) in enumerate(lives) if i != r] + ([] if rank == 0 else [events_w])
+        args[r] = (rank, size, rdzv, plan, str(checkpoint) if checkpoint else None, digest, flags,
+                   lives[r][1], events_w if rank == 0 else None, ours + others)
+    log_dir = tempfile.mkdtemp(prefix=f"lossd-ranks-{job_id}-")
+    sent_final = False
+
+    def forward(data: bytes) -> None:
+        nonlocal sent_final
+        event = training_pb2.JobEvent.FromString(data)
+        event.job_id = job_id
+        if event.kind == training_pb2.JOB_EVENT_KIND_STATE and event.state in (
+                training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED, training_pb2.JOB_STATE_CANCELLED,
+                training_pb2.JOB_STATE_INTERRUPTED):
+            sent_final = True
+        send(event.SerializeToString())
+
+    def drain(budget: float, idle: float) -> None:
+        """Forward events for up to ``budget`` seconds, or until none came for ``idle`` seconds."""
+        deadline = time.monotonic() + budget
+        with contextlib.suppress(EOFError, OSError):
+            while (left := deadline - time.monotonic()) > 0 and events_r.poll(min(left, idle)):
+                forward(events_r.recv_bytes())
+
+    started = time.perf_counter()
+    context = start_processes(name=f"lossd-job-{job_id}", entrypoint=_rank_main, args=args,
+                              envs={r: {"LOCAL_RANK": str(r), "RANK": str(rdzv.first_rank + r),
+                                        "WORLD_SIZE": str(size)} for r in range(local)},
+                              logs_specs=DefaultLogsSpecs(log_dir=log_dir), start_method="fork")
+    for _, rank_end in lives:
+        rank_end.close()
+    events_w.close()
+    log.info("job %s: ranks %d-%d of %d started in %.0f ms, pids %s", job_id, rdzv.first_rank,
+             rdzv.first_rank + local - 1, size, (time.perf_counter() - started) * 1e3,
+             " ".join(str(p) for p in context.pids().values()))
+    result = None
+    try:
+        while result is None:
+            flags[0], flags[1] = int(control.cancel.is_set()), int(control.interrupt.is_set())
+            drain(0.05, 0.05)  # bounded: the flags and the ranks' health are looked at every 50 ms
+            result = context.wait(0)
+        drain(30.0, 0.2)
+    finally:
+        context.close()
+        # Exit codes as the ranks left (elastic's ``_poll`` stops the others when it sees the first failure).
+        processes = getattr(getattr(context, "_pc", None), "processes", None) or []
+        exits = {r: (p.pid, p.exitcode) for r, p in enumerate(processes)}
+        errors = []
+        for worker_end, _ in lives:
+            with contextlib.suppress(EOFError, OSError):
+                while worker_end.poll(0):
+                    errors.append(json.loads(worker_end.recv_bytes()))
+            worker_end.close()
+        events_r.close()
+        shutil.rmtree(log_dir, ignore_errors=True)
+    if sent_final:
+        return
+    if result is not None and not result.is_failed() and rdzv.first_rank:
+        return  # another machine's ranks: rank 0, on the server, reports
+    send(_failed(job_id, _failure(job_id, errors, exits, rdzv.first_rank)))
+
+
+def _failure(job_id: str, errors: list[dict[str, Any]], exits: dict[int, tuple[int, int | None]],
+             first_rank: int = 0) -> str:
+    """Why the ranks failed: a rank killed by a signal without a word (a crash, the OOM killer; SIGTERM is
+    how the launcher stops the others), else the earliest error a rank reported (the other ranks' errors
+    follow from it: their peer went away), else a rank's exit code."""
+    reported = {e["rank"] for e in errors}
+    silent = [(first_rank + r, pid, code) for r, (pid, code) in sorted(exits.items())
+              if first_rank + r not in reported and code]
+    for r, pid, code in silent:
+        if code is not None and code < 0 and -code != signal.SIGTERM:
+            return f"rank {r} (pid {pid}) was killed by signal {-code}; the other ranks were stopped"
+    if errors:
+        first = min(errors, key=lambda e: e["t"])
+        log.error("job %s: rank %s failed:\n%s", job_id, first["rank"], first["trace"])
+        return str(first["error"])
+    for r, pid, code in silent:
+        return f"rank {r} (pid {pid}) exited with code {code}; the other ranks were stopped"
+    return "the ranks ended without a result"

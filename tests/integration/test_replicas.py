@@ -1,0 +1,343 @@
+"""EvaluateLoss replicas: one Client balanced over real ``lossd serve`` processes, and failover.
+
+Four servers (``python -m lossd.server``, each with its own ``--data-dir``, JSON
+access logs) serve ``Client``s that name two of them. The access logs say which
+replica served each call, and ``attempt`` (from gRPC's
+``grpc-previous-rpc-attempts`` header) which calls gRPC's retries sent again.
+
+- Every way to name several targets balances ``round_robin`` over both.
+- A request above gRPC's default 256 KiB retry buffer is retried (gated server).
+- A replica killed while it computes a ~2 s evaluation: the call moves on (lossd
+  sends no response headers before the reply, so gRPC has not committed it).
+- A replica drained by SIGTERM leaves the rotation (client-side health checking).
+- 1,000 evaluations from 4 threads; at call 500 one replica is stopped (SIGSTOP,
+  so calls pile up in flight on it: progress halts only once every thread waits
+  on it), then killed with SIGKILL. Every call must succeed with the value and
+  gradients of local torch, the calls in flight on the dead replica must reappear
+  on the survivor as second attempts, and none may be sent to the dead one
+  afterwards. Streams (``EvaluateLossStream``) are not retried by gRPC
+  (docs/scaling.md): the test opens them after the failover only, where they must
+  go to the survivor.
+
+The last three tests each end one replica, so they come last, in this order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lossd.client import Client, EvaluateResult, Unavailable, build_request
+from lossd.v1 import lossd_pb2_grpc
+from support.gated import RefuseFirst, start_gated
+from support.servers import ServedProcess
+from support.slow_eval import BIG_REPLIES, calibrated_ctc, ctc_request, torch_ctc_value
+
+EVALUATE = "/lossd.v1.LossService/EvaluateLoss"
+THREADS, PER_THREAD = 4, 250
+BIG = 70_000  # float32 elements per input: a 560 KB request, above gRPC's default 256 KiB retry buffer
+
+
+def served_calls(proc: ServedProcess) -> Counter[tuple[str, int]]:
+    """EvaluateLoss access lines of one replica by (status, attempt)."""
+    counts: Counter[tuple[str, int]] = Counter()
+    for line in "".join(proc.log).splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("logger") == "lossd.access" and record.get("method") == "EvaluateLoss":
+            counts[(record["status"], record.get("attempt", 1))] += 1
+    return counts
+
+
+def settled(proc: ServedProcess, expected: int, timeout: float = 10) -> Counter[tuple[str, int]]:
+    """The access counts once at least ``expected`` lines arrived (the reader thread is async)."""
+    deadline = time.monotonic() + timeout
+    counts = served_calls(proc)
+    while sum(counts.values()) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        counts = served_calls(proc)
+    return counts
+
+
+@contextlib.contextmanager
+def replicas(tmp: Path, n: int = 2) -> Iterator[list[ServedProcess]]:
+    """``n`` servers, each with its own working and data directory, logging JSON access lines;
+    started side by side (most of a start is importing torch)."""
+    managers = []
+    for i in range(n):
+        (tmp / f"r{i}").mkdir()
+        managers.append(ServedProcess.start(tmp / f"r{i}", "--data-dir", str(tmp / f"r{i}" / "data"),
+                                            "--log-format", "json"))
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(m.__enter__) for m in managers]
+        for m, f in zip(managers, futures):
+            if f.exception() is None:
+                stack.push(m.__exit__)  # stopped on exit, also when another one failed to start
+        yield [f.result() for f in futures]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServedProcess]]:
+    """Four replicas: the first two serve every test; the last three tests each end one."""
+    with replicas(tmp_path_factory.mktemp("replicas"), 4) as procs:
+        yield procs
+
+
+# --- one evaluation and its local torch reference ------------------------------------------
+
+
+@dataclass
+class Case:
+    loss: str
+    args: tuple[Any, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def expected(self) -> tuple[float, np.ndarray]:
+        y_pred = torch.tensor(self.args[0], requires_grad=True)
+        y_true = torch.tensor(self.args[1])
+        fn = {"mse": F.mse_loss, "l1": F.l1_loss, "cross_entropy": F.cross_entropy}[self.loss]
+        value = fn(y_pred, y_true, **self.params)
+        value.backward()
+        assert y_pred.grad is not None
+        return value.item(), y_pred.grad.numpy()
+
+    def check(self, result: EvaluateResult) -> None:
+        value, grad = self.expected()
+        # float32 sums over 70,000 elements may split differently over the server's threads
+        assert result.value == pytest.approx(value, rel=1e-6, abs=0), self.loss
+        np.testing.assert_array_equal(result.grads["y_pred"], grad)
+
+
+def case(rng: np.random.Generator, i: int, big: bool) -> Case:
+    if big:
+        return Case("mse", (rng.standard_normal(BIG, np.float32), rng.standard_normal(BIG, np.float32)))
+    if i % 3 == 0:
+        return Case("cross_entropy", (rng.standard_normal((8, 5), np.float32), rng.integers(0, 5, 8)),
+                    {"label_smoothing": 0.1})
+    loss = "mse" if i % 3 == 1 else "l1"
+    return Case(loss, (rng.standard_normal(16, np.float32), rng.standard_normal(16, np.float32)))
+
+
+# --- balancing: every way to name several replicas ------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["list", "comma", "ipv4", "env"])
+def test_every_target_form_balances_over_both(servers: list[ServedProcess], form: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = servers[:2]
+    before = [sum(served_calls(p).values()) for p in servers[:2]]
+    target: Any = {"list": [a.address, b.address], "comma": f"{a.address},{b.address}",
+                   "ipv4": f"ipv4:{a.address},{b.address}", "env": None}[form]
+    if form == "env":
+        monkeypatch.setenv("LOSSD_TARGET", f"{a.address}, {b.address}")
+    rng = np.random.default_rng(7)
+    with Client(target) as client:
+        assert client.target == f"ipv4:{a.address},{b.address}"
+        assert client.config.service_config()["loadBalancingConfig"] == [{"round_robin": {}}]
+        for i in range(40):
+            c = case(rng, i, big=False)
+            c.check(client.evaluate(c.loss, *c.args, **c.params))
+    deadline = time.monotonic() + 10
+    while True:  # access lines reach the log through each server's reader thread
+        served = [sum(served_calls(p).values()) - n for p, n in zip(servers[:2], before)]
+        if sum(served) >= 40 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert sum(served) == 40 and min(served) >= 10, served
+
+
+def test_dns_target_uses_round_robin(servers: list[ServedProcess]) -> None:
+    """A ``dns:///`` name balances round_robin over what it resolves to. Here ``localhost`` is
+    one address (127.0.0.1 on this machine; two replicas would need two A/AAAA records), so
+    this checks the configuration and the call, not the spread."""
+    port = servers[0].address.rpartition(":")[2]
+    with Client(f"dns:///localhost:{port}") as client:
+        assert client.config.service_config()["loadBalancingConfig"] == [{"round_robin": {}}]
+        assert client.evaluate("mse", [3.0], [1.0]).value == 4.0
+        assert client.health() == "SERVING"
+    resolved = {info[4][0] for info in socket.getaddrinfo("localhost", int(port), type=socket.SOCK_STREAM)}
+    assert "127.0.0.1" in resolved
+
+
+# --- retries of large requests --------------------------------------------------------------
+
+
+def test_a_large_request_is_retried() -> None:
+    """gRPC retries only while it holds the whole request: 256 KiB unless raised. The SDK raises
+    it to ``max_message_bytes``, so a 560 KB EvaluateLoss refused UNAVAILABLE is sent again;
+    with gRPC's default the same call fails after one attempt."""
+    rng = np.random.default_rng(3)
+    c = case(rng, 0, big=True)
+    gate = RefuseFirst(1)
+    with start_gated([gate]) as address:
+        with Client(address) as client:
+            c.check(client.evaluate(c.loss, *c.args))
+        assert gate.calls[EVALUATE] == 2
+        gate.calls.clear()
+        with Client(address, options=[("grpc.per_rpc_retry_buffer_size", 256 * 1024)]) as client:
+            with pytest.raises(Unavailable):
+                client.evaluate(c.loss, *c.args)
+        assert gate.calls[EVALUATE] == 1
+
+
+@pytest.mark.slow
+def test_a_call_killed_mid_evaluation_moves_on(servers: list[ServedProcess]) -> None:
+    """gRPC retries a call only until response headers arrive; lossd's unary handlers send none
+    before the reply. So a replica killed while it computes leaves the call retryable: two
+    ~2 s ctc_loss evaluations go out together (round_robin: one per replica), the third replica
+    is killed 0.5 s in, and both calls return the value of local torch, one as a second attempt.
+    Kills the module's third replica."""
+    victim, survivor = servers[2], servers[1]
+    with grpc.insecure_channel(victim.address, options=BIG_REPLIES) as channel:
+        batch, took = calibrated_ctc(lossd_pb2_grpc.LossServiceStub(channel), target_s=2.0)
+    expected = torch_ctc_value(batch)
+    before = served_calls(survivor)
+    with Client([victim.address, survivor.address]) as client:
+        for _ in range(4):  # both subchannels connected, so the next two picks differ
+            client.evaluate("mse", [1.0], [0.0])
+        results: list[Any] = [None, None]
+
+        def slow(i: int) -> None:
+            try:
+                results[i] = client.evaluate_request(ctc_request(batch)).value
+            except Exception as e:  # reported below
+                results[i] = e
+
+        threads = [threading.Thread(target=slow, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(min(0.5, took / 4))
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        for t in threads:
+            t.join(120)
+    assert results == [pytest.approx(expected, rel=1e-5)] * 2, (results, expected, batch, took)
+    assert victim.proc.wait(10) == -signal.SIGKILL
+    after = settled(survivor, sum(before.values()) + 4) - before
+    assert after[("OK", 2)] == 1, after
+
+
+@pytest.mark.slow
+def test_a_draining_replica_leaves_the_rotation(servers: list[ServedProcess]) -> None:
+    """SIGTERM: the replica refuses new calls (UNAVAILABLE) and reports NOT_SERVING while a long
+    call finishes. Clients watch each server's health (healthCheckConfig), so round_robin stops
+    picking it within moments instead of having half the calls refused and retried. Kills the
+    module's fourth replica."""
+    victim, survivor = servers[3], servers[1]
+    with grpc.insecure_channel(victim.address, options=BIG_REPLIES) as pinned:
+        stub = lossd_pb2_grpc.LossServiceStub(pinned)
+        batch, took = calibrated_ctc(stub, target_s=2.0)
+        before = [served_calls(victim), served_calls(survivor)]
+        with Client([victim.address, survivor.address]) as client:
+            for _ in range(4):
+                client.evaluate("mse", [1.0], [0.0])
+            slow = stub.EvaluateLoss.future(ctc_request(batch), timeout=120)  # keeps the drain open
+            time.sleep(min(0.5, took / 4))
+            os.kill(victim.proc.pid, signal.SIGTERM)
+            failures: list[str] = []
+            calls = 0
+            while victim.proc.poll() is None and calls < 5000:
+                try:
+                    assert client.evaluate("mse", [2.0], [0.0]).value == 4.0
+                except Exception as e:
+                    failures.append(repr(e))
+                calls += 1
+        assert slow.result().HasField("loss"), "the call in flight was not let finish"
+    assert victim.proc.wait(30) == 0
+    assert failures == [], failures[:3]
+    refused = (settled(victim, 1) - before[0])[("UNAVAILABLE", 1)]
+    served = settled(survivor, sum(before[1].values()) + calls) - before[1]
+    # Without health checking, 11 of 27 calls during the drain were refused (and retried).
+    assert refused <= 3 and served[("OK", 2)] == refused, (refused, served, calls)
+    assert calls >= 20, (calls, took)  # the drain lasted as long as the pinned call
+
+
+# --- failover -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_1000_evaluations_survive_a_replica_killed_halfway(servers: list[ServedProcess]) -> None:
+    """Kills the module's first replica: the last test of this module."""
+    victim, survivor = servers[:2]
+    before = [served_calls(p) for p in (victim, survivor)]
+    with Client([victim.address, survivor.address]) as client:
+        lock = threading.Lock()
+        done = [0]
+        halfway = threading.Event()
+        failures: list[str] = []
+
+        def work(k: int) -> None:
+            rng = np.random.default_rng(100 + k)
+            for i in range(PER_THREAD):
+                c = case(rng, i, big=k == 0)  # thread 0 sends requests above 256 KiB
+                try:
+                    c.check(client.evaluate(c.loss, *c.args, **c.params))
+                except Exception as e:  # counted, not raised: every failure shows in the message
+                    failures.append(f"thread {k} call {i}: {e!r}")
+                with lock:
+                    done[0] += 1
+                    if done[0] == THREADS * PER_THREAD // 2:
+                        halfway.set()
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(THREADS)]
+        for t in threads:
+            t.start()
+        assert halfway.wait(120), "the first 500 calls did not finish"
+        os.kill(victim.proc.pid, signal.SIGSTOP)
+        # Calls still go to the stopped replica (its connection is up) and wait there. Progress
+        # halts once every thread waits on it: then THREADS calls are in flight on it.
+        stopped, last = time.monotonic(), -1
+        while time.monotonic() - stopped < 60:
+            with lock:
+                now = done[0]
+            if now == last:
+                break
+            last = now
+            time.sleep(1.0)
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads)
+        assert failures == [], failures[:5]
+        assert done[0] == THREADS * PER_THREAD
+
+        # New streams go to the survivor (a stream open on the dead replica would raise Unavailable).
+        rng = np.random.default_rng(9)
+        items = [case(rng, i, big=False) for i in range(20)]
+        outcomes = client.evaluate_many([build_request(c.loss, *c.args, **c.params)[0] for c in items])
+        for c, r in zip(items, outcomes):
+            assert isinstance(r, EvaluateResult), r
+            c.check(r)
+
+        assert victim.proc.wait(10) == -signal.SIGKILL
+        first = settled(victim, 1) - before[0]
+        second = settled(survivor, sum(before[1].values()) + THREADS * PER_THREAD - sum(first.values())) - before[1]
+        # Both served a substantial share; the victim's in-flight calls were never logged there.
+        assert set(first) == {("OK", 1)} and first[("OK", 1)] >= 150, first
+        retried = second[("OK", 2)]
+        assert set(second) <= {("OK", 1), ("OK", 2)}, second
+        assert second[("OK", 1)] >= 450, second
+        # Every call in flight on the dead replica moved on once; none was sent there afterwards.
+        assert THREADS <= retried <= 2 * THREADS, second
+        # Each call is logged once where it was answered, give or take the victim's last ones: a
+        # reply sent just before SIGSTOP has its access line written after it (never, once killed).
+        total = first[("OK", 1)] + second[("OK", 1)] + retried
+        assert abs(total - THREADS * PER_THREAD) <= THREADS, (first, second)

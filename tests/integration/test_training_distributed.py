@@ -1,0 +1,379 @@
+"""Data-parallel TrainJobs (``world_size`` > 1) against real servers: torch.distributed ranks (gloo, DDP).
+
+- equivalence: the same spec and seed at world_size 2 ends within 1e-5 of world_size 1 (L1 and L2
+  terms, SGD with momentum, weight decay and a per-parameter group; a ``sum``-reduced loss too);
+- refusals: sizes that world_size does not divide, losses that are not per-sample means, the limit;
+- GetJob and ListJobs show world_size;
+- cancel ends CANCELLED with no rank left; a rank killed mid-job ends the job FAILED naming it;
+- ``kill -9`` of the server mid-job: no rank outlives it, and the restarted server resumes the job
+  from its checkpoint to exactly the parameters of an uninterrupted world_size 2 run (with dropout:
+  every rank's RNG state is restored).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from lossd.client import Client
+from lossd.v1 import training_pb2_grpc
+from lossd.v1 import training_pb2 as pb
+from support.servers import ServedProcess, start_in_process
+from support.tools import run_tool, tool_env, tool_path
+from support.training import request, small_spec
+
+#: L1 and L2 terms, SGD with momentum and weight decay, a group for the biases (its own lr, no decay).
+SPEC = small_spec(
+    model={"mlp": {"hidden": [8, 4], "output_activation": "sigmoid"}},
+    regularization={"l1": 0.001, "l2": 0.002},
+    optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.001,
+               "param_groups": [{"patterns": ["*.bias"], "lr": 0.05, "weight_decay": 0.0, "name": "biases"}]},
+    schedule={"step": {"step_size": 2, "gamma": 0.5}},
+    epochs=4, batch_size=50, step_events_per_second=0,
+)
+#: Runs for minutes unless stopped (60,000 steps).
+LONG = small_spec(epochs=10_000, batch_size=10, metrics=[], world_size=2, step_events_per_second=50)
+TOLERANCE = 1e-5
+
+
+def _params(event: pb.JobEvent) -> dict[str, np.ndarray]:
+    return {name: np.asarray(t.values, dtype=np.float32).reshape(tuple(t.shape))
+            for name, t in event.parameters.items()}
+
+
+def _max_diff(a: pb.JobEvent, b: pb.JobEvent) -> float:
+    pa, pb_ = _params(a), _params(b)
+    assert sorted(pa) == sorted(pb_)
+    return max(float(np.abs(pa[k] - pb_[k]).max()) for k in pa)
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
+
+
+def _gone(pids: list[int], timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                alive.append(pid)
+        if not alive:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _worker_pid(log: Any, job_id: str) -> int:
+    """The job's worker pid from the server's log: ``ServedProcess.log`` lines, or pytest's ``caplog``."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        lines = list(log) if isinstance(log, list) else [r.getMessage() for r in log.records]
+        for line in lines:
+            m = re.search(rf"job {job_id} started in worker pid (\d+)", line)
+            if m:
+                return int(m.group(1))
+        time.sleep(0.05)
+    raise AssertionError(f"no worker pid for {job_id} in the log")
+
+
+def _ranks(worker: int, n: int, timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ranks = _children(worker)
+        if len(ranks) >= n:
+            return ranks
+        time.sleep(0.05)
+    raise AssertionError(f"worker {worker} has children {_children(worker)}, expected {n} ranks")
+
+
+def _until_step(stream: Any, step: int) -> list[pb.JobEvent]:
+    events = []
+    for reply in stream:
+        events.append(reply.event)
+        if reply.event.step >= step:
+            return events
+    raise AssertionError(f"the job ended before step {step}: {events[-1]}")
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[str]:
+    with start_in_process(max_jobs=2, max_world_size=4) as addr:
+        yield addr
+
+
+@pytest.fixture(scope="module")
+def stub(address: str) -> Iterator[training_pb2_grpc.TrainingServiceStub]:
+    with grpc.insecure_channel(address) as channel:
+        yield training_pb2_grpc.TrainingServiceStub(channel)
+
+
+def _run(stub: training_pb2_grpc.TrainingServiceStub, spec: dict[str, Any]) -> list[pb.JobEvent]:
+    events = [r.event for r in stub.TrainJob(request(spec), timeout=180)]
+    assert events[-1].state == pb.JOB_STATE_SUCCEEDED, events[-1].message
+    return events
+
+
+def test_world_size_2_trains_the_parameters_of_world_size_1(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    one = _run(stub, SPEC)
+    two = _run(stub, {**SPEC, "world_size": 2})
+    assert _max_diff(one[-1], two[-1]) < TOLERANCE
+    assert two[0].message.endswith("; 2 data-parallel ranks")
+    running = [e for e in two if e.state == pb.JOB_STATE_RUNNING and e.kind == pb.JOB_EVENT_KIND_STATE]
+    assert running[0].message == "started (2 data-parallel ranks)"
+    # One report per epoch, from rank 0, with the reduced (global) objective and the metrics.
+    epochs = [e for e in two if e.kind == pb.JOB_EVENT_KIND_EPOCH]
+    assert [e.epoch for e in epochs] == [1, 2, 3, 4] and [e.step for e in epochs] == [6, 12, 18, 24]
+    for a, b in zip(one[-1].history, two[-1].history):
+        assert a.loss == pytest.approx(b.loss, rel=1e-5)
+        assert set(a.loss_parts) == set(b.loss_parts) == {"loss", "l1", "l2"}
+        for k in a.loss_parts:
+            assert a.loss_parts[k] == pytest.approx(b.loss_parts[k], rel=1e-5)
+        assert a.metrics["val_accuracy"] == pytest.approx(b.metrics["val_accuracy"], abs=1e-6)
+    assert dict(one[-1].lrs) == dict(two[-1].lrs)
+    assert sorted(two[-1].parameters) == ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight", "out.bias",
+                                          "out.weight"]  # the module's names, not DDP's "module." ones
+
+    # GetJob and ListJobs show the job's world size; GetJob's spec has it too.
+    job = stub.GetJob(pb.GetJobRequest(job_id=two[0].job_id), timeout=10).job
+    assert (job.world_size, job.spec.world_size) == (2, 2)
+    listed = {j.job_id: j.world_size for j in stub.ListJobs(pb.ListJobsRequest(), timeout=10).jobs}
+    assert (listed[one[0].job_id], listed[two[0].job_id]) == (1, 2)
+
+
+def test_a_sum_reduced_loss_counts_every_shard_once(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    spec = small_spec(model={"linear": {}}, metrics=["rmse"], epochs=3, batch_size=20, step_events_per_second=0,
+                      data={"builtin": {"name": "linear_regression", "params": {"n_samples": 200}}},
+                      loss={"name": "mse_loss", "params": {"reduction": "sum"}}, optimizer={"name": "sgd", "lr": 0.001},
+                      regularization={"l2": 0.01})
+    one, two = _run(stub, spec)[-1], _run(stub, {**spec, "world_size": 2})[-1]
+    assert _max_diff(one, two) < TOLERANCE
+    assert two.history[-1].loss_parts["loss"] == pytest.approx(one.history[-1].loss_parts["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize(("overrides", "field", "words"), [
+    ({"world_size": 2, "data": {"builtin": {"name": "rings", "params": {"n_positive": 101, "n_negative": 300}}}},
+     "world_size", "the training split has 401 samples, which world_size 2 does not divide"),
+    ({"world_size": 4, "batch_size": 30}, "batch_size", "is 30, which world_size 4 does not divide"),
+    ({"world_size": -1}, "world_size", "must be >= 1"),
+    ({"world_size": 2, "loss": {"name": "dice_loss"}}, "loss.name", "not a mean or sum of per-sample terms"),
+    ({"world_size": 2, "loss": {"name": "cross_entropy", "inputs": {"weight": {"values": [1, 3], "shape": [2], "dtype": "float32"}}},
+      "model": {"mlp": {"hidden": [8]}}}, "loss.inputs.weight", "divides by the batch's total weight"),
+])
+def test_specs_world_size_cannot_shard_exactly_are_refused(stub: training_pb2_grpc.TrainingServiceStub,
+                                                            overrides: dict[str, Any], field: str, words: str) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        _run(stub, small_spec(**overrides))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith(f"{field}: ") and words in info.value.details(), info.value.details()
+
+
+def test_world_size_over_the_limit_names_the_flag(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        _run(stub, small_spec(world_size=6))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert info.value.details() == "world_size: world_size is 6; the server's limit is 4 (--max-world-size)"
+
+
+def test_cancel_and_a_killed_rank_leave_no_rank_running(stub: training_pb2_grpc.TrainingServiceStub,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="lossd.server.training")
+    # Cancel: every rank stops at the same step; the parameters so far come back.
+    stream = stub.TrainJob(request(LONG), timeout=120)
+    job_id = _until_step(stream, 20)[0].job_id
+    worker = _worker_pid(caplog, job_id)
+    ranks = _ranks(worker, 2)
+    job = stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30).job
+    assert job.state == pb.JOB_STATE_CANCELLED
+    final = [r.event for r in stream][-1]
+    assert final.state == pb.JOB_STATE_CANCELLED and final.message.startswith("cancelled after step")
+    assert sorted(final.parameters) == ["fc1.bias", "fc1.weight", "out.bias", "out.weight"]
+    assert _gone([worker, *ranks]), "a rank outlived its cancelled job"
+
+    # A rank that dies (SIGKILL: a crash, the OOM killer) fails the job, naming it; no rank is left.
+    stream = stub.TrainJob(request(LONG), timeout=120)
+    job_id = _until_step(stream, 20)[0].job_id
+    worker = _worker_pid(caplog, job_id)
+    ranks = _ranks(worker, 2)
+    os.kill(max(ranks), signal.SIGKILL)  # rank 1 (forked after rank 0)
+    final = [r.event for r in stream][-1]
+    assert final.state == pb.JOB_STATE_FAILED
+    assert re.fullmatch(rf"rank 1 \(pid {max(ranks)}\) was killed by signal 9; the other ranks were stopped",
+                        final.message), final.message
+    assert _gone([worker, *ranks])
+
+
+def test_a_nan_on_the_ranks_fails_the_job_at_one_step(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    spec = small_spec(model={"linear": {}}, metrics=[], world_size=2, step_events_per_second=0,
+                      data={"builtin": {"name": "linear_regression", "params": {"n_samples": 200}}},
+                      loss={"name": "mse_loss"}, optimizer={"name": "sgd", "lr": 1e6})
+    final = [r.event for r in stub.TrainJob(request(spec), timeout=120)][-1]
+    assert final.state == pb.JOB_STATE_FAILED
+    assert re.fullmatch(r"loss became (NaN|infinite) at step \d+ \(epoch 1\)", final.message), final.message
+
+
+#: Dropout (every rank's RNG is in the checkpoint), momentum, a schedule, L1/L2: 6 epochs of 30 steps.
+RESUMED = {**SPEC, "model": {"mlp": {"hidden": [8, 4], "dropout": 0.1, "output_activation": "sigmoid"}},
+           "world_size": 2, "epochs": 6, "batch_size": 10}
+
+
+def test_a_graceful_stop_checkpoints_mid_epoch_and_the_next_start_resumes_exactly(
+        stub: training_pb2_grpc.TrainingServiceStub, tmp_path: Path) -> None:
+    spec = {**RESUMED, "step_events_per_second": 1000}
+    data = str(tmp_path / "data")
+    with start_in_process(data_dir=data) as address, grpc.insecure_channel(address) as channel:
+        job_id = _until_step(training_pb2_grpc.TrainingServiceStub(channel).TrainJob(request(spec), timeout=60),
+                             45)[0].job_id
+    # Leaving the block stopped the server: the ranks checkpointed at a step boundary (mid-epoch 2).
+    with start_in_process(data_dir=data) as address, grpc.insecure_channel(address) as channel:
+        history = [r.event for r in training_pb2_grpc.TrainingServiceStub(channel).WatchJob(
+            pb.WatchJobRequest(job_id=job_id), timeout=120)]
+    states = [(e.state, e.message) for e in history if e.kind == pb.JOB_EVENT_KIND_STATE]
+    assert [s for s, _ in states] == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_INTERRUPTED,
+                                      pb.JOB_STATE_RUNNING, pb.JOB_STATE_SUCCEEDED], states
+    step = int(re.search(r"checkpoint at step (\d+)", states[2][1]).group(1))  # type: ignore[union-attr]
+    assert step % 30 and states[3][1].startswith(f"resumed from the checkpoint at step {step}: "), states
+    reference = _run(stub, spec)[-1]
+    assert history[-1].parameters == reference.parameters  # every float, exactly
+    assert list(history[-1].history) == list(reference.history)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_job_then_restart_resumes_to_the_uninterrupted_result(
+        stub: training_pb2_grpc.TrainingServiceStub, tmp_path: Path) -> None:
+    spec = {**RESUMED, "epochs": 20}  # long enough that the kill comes before the end on a loaded machine
+    data = tmp_path / "data"
+    with ServedProcess.start(tmp_path, "--data-dir", str(data)) as served, \
+            grpc.insecure_channel(served.address) as channel:
+        before = []
+        for reply in training_pb2_grpc.TrainingServiceStub(channel).TrainJob(request(spec), timeout=120):
+            before.append(reply.event)
+            if reply.event.kind == pb.JOB_EVENT_KIND_EPOCH and reply.event.epoch == 2:
+                break  # the epoch-2 checkpoint is on disk before this event is sent
+        job_id = before[0].job_id
+        worker = _worker_pid(served.log, job_id)
+        ranks = _ranks(worker, 2)
+        served.proc.send_signal(signal.SIGKILL)
+        served.proc.wait(10)
+    assert _gone([worker, *ranks]), "a rank outlived the server"
+    assert (data / "checkpoints" / f"{job_id}.pt").is_file()
+
+    with ServedProcess.start(tmp_path, "--data-dir", str(data)) as served, \
+            grpc.insecure_channel(served.address) as channel:
+        history = [r.event for r in training_pb2_grpc.TrainingServiceStub(channel).WatchJob(
+            pb.WatchJobRequest(job_id=job_id), timeout=120)]
+        states = [(e.state, e.message) for e in history if e.kind == pb.JOB_EVENT_KIND_STATE]
+        assert [s for s, _ in states] == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_INTERRUPTED,
+                                          pb.JOB_STATE_RUNNING, pb.JOB_STATE_SUCCEEDED], states
+        m = re.fullmatch(r"resumed from the checkpoint at step (\d+): continuing with epoch (\d+) "
+                         r"\(2 data-parallel ranks\)", states[3][1])
+        assert m and int(m.group(1)) == 30 * (int(m.group(2)) - 1) >= 60, states[3][1]  # an epoch end
+        deadline = time.monotonic() + 20  # removed once the worker has gone, just after the terminal event
+        while (data / "checkpoints" / f"{job_id}.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not (data / "checkpoints" / f"{job_id}.pt").exists()
+    reference = _run(stub, spec)[-1]  # uninterrupted, on the module's (in-process) server
+    assert history[-1].parameters == reference.parameters  # every float, exactly
+    assert list(history[-1].history) == list(reference.history)
+
+
+def test_sdk_and_cli_take_a_world_size(address: str, tmp_path: Path) -> None:
+    with Client(address) as client:
+        result = client.train(SPEC, world_size=2, progress=False)
+        assert result.state == "SUCCEEDED"
+        assert client.get_job(result.job_id).world_size == 2
+    (tmp_path / "spec.json").write_text(json.dumps(SPEC))
+    lossd = tool_path("lossd", "pip install -e . creates it")
+    proc = run_tool([lossd, "--target", address, "train", str(tmp_path / "spec.json"), "--world-size", "2",
+                     "--detach"], env=tool_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    proc = run_tool([lossd, "--target", address, "jobs"], env=tool_env(), timeout=60)
+    header, *rows = proc.stdout.splitlines()
+    assert header.split()[:5] == ["JOB", "STATE", "EPOCH", "LOSS", "RANKS"]
+    assert any(r.split()[0] == job_id and r.split()[4] == "2" for r in rows), proc.stdout
+    proc = run_tool([lossd, "--target", address, "train", str(tmp_path / "spec.json"), "--world-size", "3"],
+                    env=tool_env(), timeout=60)
+    assert proc.returncode != 0 and "world_size" in proc.stderr and "does not divide" in proc.stderr, proc.stderr
+
+
+def test_nodes_need_a_rendezvous_and_must_divide_world_size(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        _run(stub, small_spec(world_size=2, nodes=2))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.details().startswith("nodes: is 2: a job on several machines needs a server started with "
+                                           "--rdzv-endpoint HOST:PORT"), info.value.details()
+    with pytest.raises(grpc.RpcError) as info:
+        _run(stub, small_spec(world_size=2, nodes=3))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("nodes: is 3; must be >= 1 (0: one machine) and divide world_size (2)")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_two_machines_on_loopback_train_what_one_machine_does(stub: training_pb2_grpc.TrainingServiceStub,
+                                                              tmp_path: Path) -> None:
+    """The second "machine" is a separate process: ``lossd join``, as on another host."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    spec = {**SPEC, "world_size": 2, "nodes": 2}
+    with start_in_process(rdzv_endpoint=endpoint, data_dir=str(tmp_path / "data")) as address, \
+            grpc.insecure_channel(address) as channel:
+        remote = training_pb2_grpc.TrainingServiceStub(channel)
+        # A job waiting for its machines can be cancelled.
+        stream = remote.TrainJob(request(spec), timeout=60)
+        queued = next(stream).event
+        assert queued.message.endswith(f"; 2 data-parallel ranks on 2 machines (the others join with: lossd join "
+                                       f"{queued.job_id} --rdzv-endpoint {endpoint})"), queued.message
+        time.sleep(1.0)
+        assert remote.CancelJob(pb.CancelJobRequest(job_id=queued.job_id), timeout=30).job.state == \
+            pb.JOB_STATE_CANCELLED
+        final = [r.event for r in stream][-1]
+        assert final.message == "stopped while waiting for machines to join (0 of 1)", final.message
+
+        job_id = [r.event for r in remote.TrainJob(request({**spec, "detach": True}), timeout=30)][0].job_id
+        joiner = run_tool([tool_path("lossd", "pip install -e . creates it"), "--target", address, "join", job_id,
+                           "--rdzv-endpoint", endpoint], env=tool_env(), timeout=180)
+        assert joiner.returncode == 0, joiner.stderr
+        assert joiner.stdout.strip() == f"{job_id} joined: this machine's ranks finished"
+        final = [r.event for r in remote.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=60)][-1]
+        assert final.state == pb.JOB_STATE_SUCCEEDED, final.message
+        # Once the job has its machines, a third one is turned away.
+        late = run_tool([tool_path("lossd", ""), "--target", address, "join", job_id, "--rdzv-endpoint", endpoint],
+                        env=tool_env(), timeout=120)
+        assert late.returncode == 2 and f"job {job_id} already has its 2 machines" in late.stderr, late.stderr
+    one_machine = _run(stub, {**SPEC, "world_size": 2})[-1]
+    assert final.parameters == one_machine.parameters  # the same two ranks, over TCP between "machines"
+    assert _max_diff(final, _run(stub, SPEC)[-1]) < TOLERANCE
