@@ -34,6 +34,12 @@ from ._measure import REPO
 SECTIONS = ("wire", "encodings", "batching", "concurrency", "memory", "malloc", "training")
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (``--out`` may point anywhere)."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if not args.no_docs and not args.quick and set(only) == set(SECTIONS):
         if update_docs(args.docs, table):
-            log(f"updated {args.docs.relative_to(REPO)}")
-    log(f"wrote {(args.out / 'latest.json').relative_to(REPO)} and latest.md")
+            log(f"updated {_shown(args.docs)}")
+    log(f"wrote {_shown(args.out / 'latest.json')} and latest.md")
     return 0
 
 

@@ -8,8 +8,8 @@ metadata is expected; it never echoes what was sent. The token is compared
 as SHA-256 digests with :func:`hmac.compare_digest`: constant time, and its
 length does not leak either.
 
-A refused call gets a handler that parses nothing: its request bytes are not
-deserialized and no servicer code runs.
+A refused call gets a handler that parses nothing (``refusing_handler``): its
+request bytes are not deserialized and no servicer code runs.
 
 >>> from types import SimpleNamespace as Details
 >>> gate = BearerTokenInterceptor(b"0123456789abcdef")
@@ -23,40 +23,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
 
-__all__ = ["OPEN_PREFIXES", "BearerTokenInterceptor", "refusing_handler"]
+from ._handlers import OPEN_PREFIXES, is_open, refusing_handler
 
-#: Methods callable without a token: the standard health service, for probes.
-OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+__all__ = ["BearerTokenInterceptor"]
 
 _EXPECTED = ("this server wants the metadata `authorization: Bearer <token>` (SDK and lossd command: "
              "LOSSD_TOKEN or LOSSD_TOKEN_FILE, token=/token_file=, --token-file; "
              "grpcurl -H 'authorization: Bearer ...')")
-
-
-def refusing_handler(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode,
-                     message: str) -> grpc.RpcMethodHandler:
-    """A handler of ``handler``'s shape (bidirectional streaming when unknown) that ends
-    every call with ``code`` and ``message`` without reading or parsing its request."""
-
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
-
-    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        await context.abort(code, message)
-        yield  # pragma: no cover - makes this an async generator
-
-    streaming_in = handler is None or handler.request_streaming
-    streaming_out = handler is None or handler.response_streaming
-    if streaming_out:
-        make = grpc.stream_stream_rpc_method_handler if streaming_in else grpc.unary_stream_rpc_method_handler
-        return make(refuse_stream)  # type: ignore[no-any-return]
-    make = grpc.stream_unary_rpc_method_handler if streaming_in else grpc.unary_unary_rpc_method_handler
-    return make(refuse)  # type: ignore[no-any-return]
 
 
 def _digest(value: bytes) -> bytes:
@@ -96,8 +74,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        if isinstance(method, str) and method.startswith(self._open):
+        if is_open(handler_call_details.method, self._open):
             return await continuation(handler_call_details)
         problem = self.problem(handler_call_details.invocation_metadata)
         handler = await continuation(handler_call_details)

@@ -28,14 +28,13 @@ makes some pings early — measured).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from ._auth import OPEN_PREFIXES
+from ._handlers import OPEN_PREFIXES, is_open, shape_of
 from ._security import SecurityError
 
 __all__ = [
@@ -107,7 +106,7 @@ class ConcurrencyLimiter(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(self._exempt):
+        if handler is None or is_open(handler_call_details.method, self._exempt):
             return handler
         streaming = handler.request_streaming or handler.response_streaming
         return _limited(handler, self.streams if streaming else self.rpcs)
@@ -115,17 +114,10 @@ class ConcurrencyLimiter(grpc.aio.ServerInterceptor):
 
 def _limited(handler: grpc.RpcMethodHandler, slots: Slots) -> grpc.RpcMethodHandler:
     """``handler`` holding one of ``slots`` for the duration of each call."""
-    if handler.unary_unary is not None:
-        behavior, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
-    elif handler.unary_stream is not None:
-        behavior, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
-    elif handler.stream_unary is not None:
-        behavior, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
-    else:
-        behavior, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
-    is_gen = inspect.isasyncgenfunction(behavior)
-    if not (is_gen or inspect.iscoroutinefunction(behavior)):
-        return handler  # a synchronous handler (none in lossd): not counted
+    shape = shape_of(handler)
+    if shape is None:
+        return handler
+    behavior = shape.behavior
 
     def take(context: grpc.aio.ServicerContext) -> Callable[[], None] | None:
         release = slots.acquire()
@@ -133,7 +125,7 @@ def _limited(handler: grpc.RpcMethodHandler, slots: Slots) -> grpc.RpcMethodHand
             context.add_done_callback(lambda _context: release())
         return release
 
-    if is_gen:
+    if shape.is_gen:
         async def limited_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             release = take(context)
             if release is None:
@@ -146,19 +138,17 @@ def _limited(handler: grpc.RpcMethodHandler, slots: Slots) -> grpc.RpcMethodHand
             finally:
                 release()
                 await replies.aclose()
-        new: Any = limited_stream
-    else:
-        async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            release = take(context)
-            if release is None:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, slots.refusal())
-            try:
-                return await behavior(request, context)
-            finally:
-                release()  # type: ignore[misc]
-        new = limited
-    return factory(  # type: ignore[no-any-return]
-        new, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+        return shape.rebuild(limited_stream)
+
+    async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        release = take(context)
+        if release is None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, slots.refusal())
+        try:
+            return await behavior(request, context)
+        finally:
+            release()  # type: ignore[misc]
+    return shape.rebuild(limited)
 
 
 def connection_options(max_rpcs: int, max_streams: int, keepalive_time_s: float, keepalive_timeout_s: float,

@@ -21,7 +21,6 @@ Only then does the server stop. A refused call's request is not parsed.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
@@ -29,21 +28,13 @@ from typing import Any, Protocol
 
 import grpc
 
-from ._auth import OPEN_PREFIXES, refusing_handler
+from ._handlers import OPEN_PREFIXES, is_open, refusing_handler, shape_of
 
 __all__ = ["DRAINING_MESSAGE", "DrainGate", "drain"]
 
 #: What a call refused during the drain is told.
 DRAINING_MESSAGE = ("the server is shutting down and takes no new calls; retry on another server "
                     "or after it restarts (health reports NOT_SERVING)")
-
-_KINDS = (
-    ("unary_unary", grpc.unary_unary_rpc_method_handler),
-    ("unary_stream", grpc.unary_stream_rpc_method_handler),
-    ("stream_unary", grpc.stream_unary_rpc_method_handler),
-    ("stream_stream", grpc.stream_stream_rpc_method_handler),
-)
-
 
 class DrainGate(grpc.aio.ServerInterceptor):
     """Counts calls in flight (the health service's aside); after :meth:`close`, refuses new
@@ -99,8 +90,7 @@ class DrainGate(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        if isinstance(method, str) and method.startswith(self._open):
+        if is_open(handler_call_details.method, self._open):
             return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)
         if self.draining:
@@ -110,12 +100,11 @@ class DrainGate(grpc.aio.ServerInterceptor):
 
     def _counted(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """``handler`` with its behavior counted from its start to its end (however it ends)."""
-        kinds = [(getattr(handler, attr), factory) for attr, factory in _KINDS if getattr(handler, attr) is not None]
-        if not kinds:  # pragma: no cover - a handler always has one behavior
+        shape = shape_of(handler)
+        if shape is None:
             return handler
-        behavior, factory = kinds[0]
-        enter, leave = self._enter, self._leave
-        if inspect.isasyncgenfunction(behavior):
+        behavior, enter, leave = shape.behavior, self._enter, self._leave
+        if shape.is_gen:
             async def counted_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 enter()
                 replies = behavior(request, context)
@@ -125,22 +114,15 @@ class DrainGate(grpc.aio.ServerInterceptor):
                 finally:
                     leave()
                     await replies.aclose()
-            new: Any = counted_stream
-        elif inspect.iscoroutinefunction(behavior):
-            async def counted(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                enter()
-                try:
-                    return await behavior(request, context)
-                finally:
-                    leave()
-            new = counted
-        else:
-            return handler  # a synchronous handler (none in lossd) is not counted
-        return factory(  # type: ignore[no-any-return, operator]
-            new,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            return shape.rebuild(counted_stream)
+
+        async def counted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            enter()
+            try:
+                return await behavior(request, context)
+            finally:
+                leave()
+        return shape.rebuild(counted)
 
 
 class _Jobs(Protocol):

@@ -18,11 +18,12 @@ the request is not a valid lossd.v1.ListLossesRequest message: Error parsing mes
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+
+from ._handlers import shape_of
 
 __all__ = ["Malformed", "MalformedRequests", "parsing"]
 
@@ -53,14 +54,6 @@ def parsing(deserialize: Callable[[bytes], Any], what: str) -> Callable[[bytes],
     return parse
 
 
-_KINDS = (
-    ("unary_unary", grpc.unary_unary_rpc_method_handler),
-    ("unary_stream", grpc.unary_stream_rpc_method_handler),
-    ("stream_unary", grpc.stream_unary_rpc_method_handler),
-    ("stream_stream", grpc.stream_stream_rpc_method_handler),
-)
-
-
 class _MalformedItem(Exception):
     """Raised into the servicer by a request stream at an item that did not parse; the handler's
     own task turns it into the call's status (aborting from the task that reads the stream could
@@ -89,41 +82,38 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
 
 
 def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-    kinds = [(getattr(handler, attr), factory) for attr, factory in _KINDS if getattr(handler, attr) is not None]
-    if not kinds:  # pragma: no cover - a handler always has one behavior
-        return handler
-    behavior, factory = kinds[0]
-    streaming_in = handler.request_streaming
-    if inspect.isasyncgenfunction(behavior):
+    shape = shape_of(handler)
+    if shape is None:
+        return handler  # a synchronous handler (none in lossd) keeps gRPC's own answer
+    behavior, streaming_in = shape.behavior, shape.streaming_in
+
+    async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """The request, or a stream of them that raises ``_MalformedItem`` at a bad item."""
+        if streaming_in:
+            return _checked(request)
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+        return request
+
+    if shape.is_gen:
         async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            if streaming_in:
-                request = _checked(request)
-            elif isinstance(request, Malformed):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+            request = await checked(request, context)
             try:
                 async for reply in behavior(request, context):
                     yield reply
             except _MalformedItem as e:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         new: Any = guarded_stream
-    elif inspect.iscoroutinefunction(behavior):
+    else:
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if streaming_in:
-                request = _checked(request)
-            elif isinstance(request, Malformed):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+            request = await checked(request, context)
             try:
                 return await behavior(request, context)
             except _MalformedItem as e:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         new = guarded
-    else:
-        return handler  # a synchronous handler (none in lossd) keeps gRPC's own answer
-    return factory(  # type: ignore[no-any-return, operator]
-        new,
-        request_deserializer=parsing(handler.request_deserializer, _expected(handler.request_deserializer, method)),
-        response_serializer=handler.response_serializer,
-    )
+    expected = _expected(handler.request_deserializer, method)
+    return shape.rebuild(new, request_deserializer=parsing(handler.request_deserializer, expected))
 
 
 def _expected(deserialize: Callable[[bytes], Any], method: str) -> str:

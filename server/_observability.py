@@ -22,7 +22,6 @@ no other metadata, no token.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 import secrets
@@ -34,6 +33,7 @@ from typing import Any
 
 import grpc
 
+from ._handlers import shape_of
 from ._logging import access_fields
 from ._metrics import Metrics
 from .losses import Registry
@@ -143,20 +143,12 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         return m
 
     def _wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        if handler.unary_unary is not None:
-            kind, behavior, factory = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
-        elif handler.unary_stream is not None:
-            kind, behavior, factory = "server_stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler
-        elif handler.stream_unary is not None:
-            kind, behavior, factory = "client_stream", handler.stream_unary, grpc.stream_unary_rpc_method_handler
-        else:
-            kind, behavior, factory = "bidi_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler
-        is_gen = inspect.isasyncgenfunction(behavior)
-        if not (is_gen or inspect.iscoroutinefunction(behavior)):
+        shape = shape_of(handler)
+        if shape is None:
             return handler  # a synchronous handler (none in lossd): left as it is
-        method = self._method(details.method, kind)
-        new = self._behavior(method, behavior, is_gen, streaming_in=kind in ("client_stream", "bidi_stream"))
-        return factory(  # type: ignore[no-any-return]
+        method = self._method(details.method, shape.kind)
+        new = self._behavior(method, shape.behavior, shape.is_gen, streaming_in=shape.streaming_in)
+        return shape.rebuild(
             new,
             request_deserializer=self._counting(method, handler.request_deserializer, "in"),
             response_serializer=self._counting(method, handler.response_serializer, "out"),

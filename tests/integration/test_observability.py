@@ -103,7 +103,18 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                 assert events[-1].event.state == training_pb2.JOB_STATE_SUCCEEDED
                 s.job_steps = events[-1].event.total_steps
                 s.job_id = events[-1].event.job_id
-        s.metrics_text = urllib.request.urlopen(url, timeout=10).read().decode()
+        # A stream's handled count is recorded when its handler returns, which may be just after
+        # the client has read the last event: wait for it (bounded).
+        deadline = time.monotonic() + 10
+        while True:
+            s.metrics_text = urllib.request.urlopen(url, timeout=10).read().decode()
+            if not s.training or 'grpc_method="TrainJob"' not in s.metrics_text:
+                break
+            if re.search(r'grpc_server_handled_total\{[^}]*grpc_method="TrainJob"', s.metrics_text):
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         proc.proc.terminate()
         assert proc.proc.wait(30) == 0
     s.lines = [line for line in "".join(proc.log).splitlines() if line.strip()]

@@ -1,0 +1,114 @@
+"""The one place that knows a grpc.aio method handler's four shapes.
+
+Every lossd server interceptor (observability, the drain gate, bearer-token
+auth, concurrency limits, malformed requests) does the same thing: take the
+handler gRPC found for a call, and return one whose behavior does something
+around the original. :func:`shape_of` says which of the four kinds a handler
+is and holds its behavior; :meth:`Shape.rebuild` makes the new handler of the
+same kind. :func:`refusing_handler` ends a call without parsing its request,
+and :func:`is_open` says whether a method is one of those callable without
+credentials and never limited or refused (the standard health service).
+
+>>> import grpc
+>>> async def echo(request, context):
+...     return request
+>>> shape = shape_of(grpc.unary_unary_rpc_method_handler(echo))
+>>> shape.kind, shape.is_gen, shape.streaming_in
+('unary', False, False)
+>>> is_open("/grpc.health.v1.Health/Check"), is_open("/lossd.v1.LossService/EvaluateLoss")
+(True, False)
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+__all__ = ["OPEN_PREFIXES", "Shape", "is_open", "refusing_handler", "shape_of"]
+
+#: Methods callable without credentials, never limited and never refused while draining:
+#: the standard health service, for probes and load balancers.
+OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+
+#: (kind, handler attribute, factory), in the order gRPC's handlers are checked.
+_KINDS = (
+    ("unary", "unary_unary", grpc.unary_unary_rpc_method_handler),
+    ("server_stream", "unary_stream", grpc.unary_stream_rpc_method_handler),
+    ("client_stream", "stream_unary", grpc.stream_unary_rpc_method_handler),
+    ("bidi_stream", "stream_stream", grpc.stream_stream_rpc_method_handler),
+)
+
+_SAME: Any = object()
+
+
+def is_open(method: object, prefixes: tuple[str, ...] = OPEN_PREFIXES) -> bool:
+    """Whether ``method`` (a call's full method name) is one of the open ones."""
+    return isinstance(method, str) and method.startswith(prefixes)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A handler's kind, its behavior and how to make another handler of that kind."""
+
+    kind: str  # unary, server_stream, client_stream or bidi_stream
+    behavior: Callable[..., Any]
+    handler: grpc.RpcMethodHandler
+    factory: Callable[..., grpc.RpcMethodHandler]
+
+    @property
+    def is_gen(self) -> bool:
+        """Whether the behavior is an async generator (it streams its replies)."""
+        return inspect.isasyncgenfunction(self.behavior)
+
+    @property
+    def streaming_in(self) -> bool:
+        """Whether the call streams its requests."""
+        return bool(self.handler.request_streaming)
+
+    def rebuild(self, behavior: Callable[..., Any], *, request_deserializer: Any = _SAME,
+                response_serializer: Any = _SAME) -> grpc.RpcMethodHandler:
+        """A handler of this kind running ``behavior``; the (de)serializers stay unless given."""
+        return self.factory(
+            behavior,
+            request_deserializer=(self.handler.request_deserializer if request_deserializer is _SAME
+                                  else request_deserializer),
+            response_serializer=(self.handler.response_serializer if response_serializer is _SAME
+                                 else response_serializer),
+        )
+
+
+def shape_of(handler: grpc.RpcMethodHandler) -> Shape | None:
+    """``handler``'s shape; ``None`` when its behavior is synchronous (none in lossd), which the
+    interceptors then leave as it is."""
+    for kind, attr, factory in _KINDS:
+        behavior = getattr(handler, attr)
+        if behavior is not None:
+            if not (inspect.isasyncgenfunction(behavior) or inspect.iscoroutinefunction(behavior)):
+                return None
+            return Shape(kind, behavior, handler, factory)
+    return None  # pragma: no cover - a handler always has one behavior
+
+
+def refusing_handler(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode,
+                     message: str) -> grpc.RpcMethodHandler:
+    """A handler of ``handler``'s kind (bidirectional streaming when unknown) that ends every
+    call with ``code`` and ``message`` without reading or parsing its request."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await context.abort(code, message)
+        yield  # pragma: no cover - makes this an async generator
+
+    streaming_in = handler is None or handler.request_streaming
+    streaming_out = handler is None or handler.response_streaming
+    if streaming_out:
+        make = grpc.stream_stream_rpc_method_handler if streaming_in else grpc.unary_stream_rpc_method_handler
+        return make(refuse_stream)  # type: ignore[no-any-return]
+    make = grpc.stream_unary_rpc_method_handler if streaming_in else grpc.unary_unary_rpc_method_handler
+    return make(refuse)  # type: ignore[no-any-return]
