@@ -4,11 +4,13 @@ A job with ``world_size`` N > 1 runs like this (one host)::
 
     server ──pipes──▶ worker (the local agent: torch.distributed.elastic start_processes, fork)
                          ├── rank 0 ─ DDP ─┐  events ──▶ worker ──▶ server
-                         └── rank 1 ─ DDP ─┘  (gloo process group, c10d TCPStore on 127.0.0.1 held by the worker)
+                         └── rank 1 ─ DDP ─┘  (gloo process group on 127.0.0.1, c10d FileStore)
 
-- The worker (:func:`run_data_parallel`) hosts the ``TCPStore`` the ranks
-  rendezvous on (127.0.0.1, an ephemeral port: no race for a free port), and
-  forks the ranks with ``torch.distributed.elastic.multiprocessing.start_processes``
+- The ranks rendezvous on a c10d ``FileStore`` in a private temporary folder
+  the worker (:func:`run_data_parallel`) makes, and their gloo group binds
+  127.0.0.1 only: a one-machine job opens no port beyond loopback (a
+  ``TCPStore`` would listen on every interface, whatever host it is given;
+  measured). The worker forks the ranks with ``torch.distributed.elastic.multiprocessing.start_processes``
   (``fork``: the worker already imported torch, so a rank starts in
   milliseconds and inherits the validated plan instead of rebuilding the data).
 - Rank 0 sends its events over a pipe; the worker forwards them to the server.
@@ -118,6 +120,24 @@ class Rendezvous:
     prefix: str  # of the process group's keys in the store ("" for a store of its own)
     first_rank: int  # global rank of this machine's first rank
     local: int  # ranks on this machine
+    #: One machine: the FileStore's file (then host and port are unused), and gloo on 127.0.0.1.
+    store_file: str = ""
+
+    def store(self) -> Any:
+        """This rank's c10d store."""
+        if self.store_file:
+            return dist.FileStore(self.store_file, self.local)
+        store: Any = dist.TCPStore(self.host, self.port, is_master=False, timeout=RANK_TIMEOUT)
+        return dist.PrefixStore(self.prefix, store) if self.prefix else store
+
+    def gloo_options(self) -> Any:
+        """Process-group options: on one machine, gloo's sockets on 127.0.0.1 (by default gloo binds
+        the address the host name resolves to); across machines, gloo's default (GLOO_SOCKET_IFNAME)."""
+        if not self.store_file:
+            return None
+        options = dist.ProcessGroupGloo._Options()
+        options._devices = [dist.ProcessGroupGloo.create_device(hostname="127.0.0.1")]
+        return options
 
 
 def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint: str | None, digest: str,
@@ -141,10 +161,8 @@ def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint
             os._exit(3)  # the worker is gone
 
     try:
-        store: Any = dist.TCPStore(rdzv.host, rdzv.port, is_master=False, timeout=RANK_TIMEOUT)
-        if rdzv.prefix:
-            store = dist.PrefixStore(rdzv.prefix, store)
-        dist.init_process_group("gloo", store=store, rank=rank, world_size=size, timeout=RANK_TIMEOUT)
+        dist.init_process_group("gloo", store=rdzv.store(), rank=rank, world_size=size, timeout=RANK_TIMEOUT,
+                                pg_options=rdzv.gloo_options())
         try:
             run_job(plan, Path(checkpoint) if checkpoint else None, emit, _SharedControl(flags), digest,  # type: ignore[arg-type]
                     World(rank, size))
@@ -185,9 +203,12 @@ def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[by
     FAILED event naming the rank and its error, after stopping the other ranks.
     """
     if plan.nodes == 1:
-        store = dist.TCPStore("127.0.0.1", 0, None, True, timeout=RANK_TIMEOUT, wait_for_workers=False)
-        _run_ranks(plan, checkpoint, send, control, digest, job_id,
-                   Rendezvous("127.0.0.1", store.port, "", 0, plan.world_size))
+        folder = tempfile.mkdtemp(prefix=f"lossd-store-{job_id}-")  # mode 0700: this user's only
+        try:
+            _run_ranks(plan, checkpoint, send, control, digest, job_id,
+                       Rendezvous("", 0, "", 0, plan.world_size, store_file=os.path.join(folder, "store")))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         return
     host, port = _endpoint(rdzv_endpoint)
     store = dist.TCPStore(host, port, is_master=False, timeout=RANK_TIMEOUT)

@@ -159,6 +159,7 @@ class JobManager:
         await self._loop.run_in_executor(self._executor, self._recover)
 
     def _recover(self) -> None:
+        self._sweep_checkpoints()
         with self._lock:
             for row in self.store.unfinished():
                 if row.state == training_pb2.JOB_STATE_RUNNING:
@@ -169,6 +170,18 @@ class JobManager:
                 self._queue.append(row.job_id)
                 log.info("job %s (%s) queued to resume", row.job_id, training_pb2.JobState.Name(row.state))
             self._schedule()
+
+    def _sweep_checkpoints(self) -> None:
+        """Delete checkpoints (and temp files) of jobs that ended or are unknown: a server stopped
+        just as a job ended, or killed while a worker wrote, leaves them behind."""
+        for path in self._checkpoints.iterdir():
+            job_id = path.name.lstrip(".").split(".", 1)[0]
+            if not JOB_ID.fullmatch(job_id):
+                continue  # not a name this server makes: not ours to delete
+            row = self.store.get_job(job_id)
+            if row is None or row.terminal:
+                remove_checkpoint(self._checkpoint(job_id))
+                log.info("removed the leftover checkpoint of job %s", job_id)
 
     async def close(self, timeout: float = STOP_GRACE_S) -> None:
         """Stop: running workers checkpoint and end INTERRUPTED (killed after ``timeout``); watchers end."""

@@ -29,6 +29,7 @@ import pytest
 from lossd.client import Client
 from lossd.v1 import training_pb2_grpc
 from lossd.v1 import training_pb2 as pb
+from support.procstat import listening
 from support.servers import ServedProcess, start_in_process
 from support.tools import run_tool, tool_env, tool_path
 from support.training import request, small_spec
@@ -209,6 +210,9 @@ def test_cancel_and_a_killed_rank_leave_no_rank_running(stub: training_pb2_grpc.
     job_id = _until_step(stream, 20)[0].job_id
     worker = _worker_pid(caplog, job_id)
     ranks = _ranks(worker, 2)
+    # A one-machine job listens on loopback only (its store is a file; gloo binds 127.0.0.1).
+    ports = listening([worker, *ranks])
+    assert ports and all(p.startswith("127.") for p in ports), ports
     job = stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30).job
     assert job.state == pb.JOB_STATE_CANCELLED
     final = [r.event for r in stream][-1]

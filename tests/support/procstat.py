@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["children", "cpu_seconds", "rss_mb", "settle", "threads", "wait_for"]
+__all__ = ["children", "cpu_seconds", "listening", "rss_mb", "settle", "threads", "wait_for"]
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -71,3 +71,50 @@ def settle(read: Callable[[], int], target: int, timeout: float) -> int:
         time.sleep(0.05)
         value = read()
     return value
+
+
+def _address(hex_address: str) -> str:
+    """``/proc/net/tcp{,6}``'s ``HEX:PORT`` as ``ip:port`` (the kernel writes 32-bit words in host order)."""
+    import ipaddress
+    import socket
+    import struct
+
+    address, port = hex_address.split(":")
+    words = struct.pack("<" + "I" * (len(address) // 8), *(int(address[i:i + 8], 16)
+                                                             for i in range(0, len(address), 8)))
+    if len(words) == 4:
+        return f"{socket.inet_ntop(socket.AF_INET, words)}:{int(port, 16)}"
+    ip = ipaddress.IPv6Address(words)
+    return f"{ip.ipv4_mapped or ip}:{int(port, 16)}"
+
+
+def listening(pids: set[int] | list[int]) -> list[str]:
+    """``ip:port`` of every TCP socket the processes ``pids`` hold in the LISTEN state.
+
+    >>> listening([]) == []
+    True
+    """
+    inodes = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: TCP_LISTEN
+                found.append(_address(fields[1]))
+    return found

@@ -89,3 +89,26 @@ def test_checkpoints_load_weights_only(tmp_path: Path) -> None:
     torch.save({"epoch": 1, "evil": _Payload()}, path)
     with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(path)
+
+
+def test_leftover_checkpoints_of_ended_or_unknown_jobs_are_swept_at_start(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lossd.server.losses import REGISTRY
+    from lossd.server.training import TrainingConfig
+    from lossd.server.training._manager import JobManager
+
+    with ThreadPoolExecutor(1) as executor:
+        manager = JobManager(TrainingConfig(tmp_path), REGISTRY, executor)
+        ended, unfinished, unknown = "00000000000a", "00000000000b", "00000000000c"
+        for job in (ended, unfinished):
+            manager.store.create_job(job, "", b"", epochs=1, total_steps=1, encoding="raw")
+            manager.store.append_event(job, _state(pb.JOB_STATE_QUEUED))
+        manager.store.append_event(ended, _state(pb.JOB_STATE_SUCCEEDED))
+        folder = tmp_path / "checkpoints"
+        for name in (f"{ended}.pt", f".{ended}.pt.123.tmp", f"{unfinished}.pt", f"{unknown}.pt", "notes.txt"):
+            (folder / name).write_bytes(b"x")
+        manager._sweep_checkpoints()
+        assert sorted(p.name for p in folder.iterdir()) == [f"{unfinished}.pt", "notes.txt"]
+        manager.store.close()
+        manager._lock_file.release()
