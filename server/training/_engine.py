@@ -340,17 +340,13 @@ class _Run:
             mine = rank_indices(n_train, plan.seed, p.epoch, world.rank if world else 0, size)
             self.net.train()
             for b in range(p.step_in_epoch, steps_per_epoch):
-                if world is not None:
+                if world is not None:  # the ranks look at the flags together, in the step's all_reduce
                     rng_before = torch.get_rng_state()
                 elif self.control.cancel.is_set():
-                    self._terminal(State.JOB_STATE_CANCELLED,
-                                   f"cancelled after step {p.global_step} (epoch {p.epoch + 1})", parameters=True)
+                    self._cancelled()
                     return
-                if self.control.interrupt.is_set():
-                    self._save()
-                    self.emit(self._event(Kind.JOB_EVENT_KIND_STATE, State.JOB_STATE_INTERRUPTED,
-                                          f"server shutting down: checkpoint at step {p.global_step}; the job "
-                                          "resumes when the server restarts"))
+                elif self.control.interrupt.is_set():
+                    self._interrupted()
                     return
                 index = mine[b * local_bs:(b + 1) * local_bs]
                 step = p.global_step + 1
@@ -381,15 +377,11 @@ class _Run:
                 if world is not None:
                     stop = self._reduce_step(parts, size, loss_scale)
                     if stop == "cancel":
-                        self._terminal(State.JOB_STATE_CANCELLED,
-                                       f"cancelled after step {p.global_step} (epoch {p.epoch + 1})", parameters=True)
+                        self._cancelled()
                         return
                     if stop == "interrupt":
                         torch.set_rng_state(rng_before)  # the checkpoint's RNG is the one before this step
-                        self._save()
-                        self.emit(self._event(Kind.JOB_EVENT_KIND_STATE, State.JOB_STATE_INTERRUPTED,
-                                              f"server shutting down: checkpoint at step {p.global_step}; the job "
-                                              "resumes when the server restarts"))
+                        self._interrupted()
                         return
                     value = sum(parts.values())
                     if loss_scale != 1.0:
@@ -415,6 +407,18 @@ class _Run:
             self._end_epoch()
         self._terminal(State.JOB_STATE_SUCCEEDED, f"finished {plan.epochs} epochs ({p.global_step} steps)",
                        parameters=True)
+
+    def _cancelled(self) -> None:
+        p = self.progress
+        self._terminal(State.JOB_STATE_CANCELLED, f"cancelled after step {p.global_step} (epoch {p.epoch + 1})",
+                       parameters=True)
+
+    def _interrupted(self) -> None:
+        """Checkpoint at this step boundary and end INTERRUPTED (the server is shutting down)."""
+        self._save()
+        self.emit(self._event(Kind.JOB_EVENT_KIND_STATE, State.JOB_STATE_INTERRUPTED,
+                              f"server shutting down: checkpoint at step {self.progress.global_step}; the job "
+                              "resumes when the server restarts"))
 
     def _reduce_step(self, parts: dict[str, float], size: int, loss_scale: float) -> str:
         """Sum this step's loss terms and the cancel/interrupt flags over the ranks (one ``all_reduce``);
