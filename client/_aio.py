@@ -32,7 +32,7 @@ from ._calls import (
     async_stream_requests,
     stream_requests,
 )
-from ._client import EvaluateResult, Evaluating, ManyRequests, prepare_many, stream_outcome
+from ._client import EvaluateResult, Evaluating, ManyRequests, outcome_by_id, prepare_many, stream_outcome
 from ._errors import LossdError, raising_lossd_errors
 from ._health import health_request, health_status
 from ._jobs import AsyncJobs
@@ -145,10 +145,7 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
         """Many evaluations over one pipelined stream, outcomes in request order, like
         :meth:`Client.evaluate_many <lossd.client.Client.evaluate_many>`: ``await c.evaluate_many(items)``."""
         prepared, flags = prepare_many(requests, as_torch)
-
-        def outcome(reply: lossd_pb2.EvaluateLossStreamResponse) -> EvaluateResult | LossdError:
-            return stream_outcome(reply, flags[int(reply.id)], raise_on_error)
-
+        outcome = outcome_by_id(flags, raise_on_error)
         return [r async for r in self._stream(EVALUATE_LOSS_STREAM, stream_requests(prepared), timeout, outcome)]
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:

@@ -25,8 +25,8 @@ from ._health import health_request, health_status
 from ._jobs import Jobs
 
 __all__ = [
-    "Client", "EvaluateResult", "Evaluating", "LossSpecifier", "ManyRequests", "build_request", "prepare_many",
-    "stream_outcome", "DEFAULT_TARGET",
+    "Client", "EvaluateResult", "Evaluating", "LossSpecifier", "ManyRequests", "build_request", "outcome_by_id",
+    "prepare_many", "stream_outcome", "DEFAULT_TARGET",
 ]
 
 R = TypeVar("R")
@@ -162,6 +162,13 @@ def stream_outcome(
     if raise_on_error:
         raise error
     return error
+
+
+def outcome_by_id(
+    flags: Sequence[bool], raise_on_error: bool
+) -> Callable[[lossd_pb2.EvaluateLossStreamResponse], EvaluateResult | LossdError]:
+    """:func:`stream_outcome` of ``evaluate_many``'s replies, each decoding to torch as ``flags[id]`` says."""
+    return lambda reply: stream_outcome(reply, flags[int(reply.id)], raise_on_error)
 
 
 #: What ``evaluate_many`` takes: prepared requests, or dicts of ``evaluate`` arguments.
@@ -358,10 +365,7 @@ class Client(Evaluating[EvaluateResult], Jobs):
         (4.0, 'InvalidArgument', 1)
         """
         prepared, flags = prepare_many(requests, as_torch)
-
-        def outcome(reply: lossd_pb2.EvaluateLossStreamResponse) -> EvaluateResult | LossdError:
-            return stream_outcome(reply, flags[int(reply.id)], raise_on_error)
-
+        outcome = outcome_by_id(flags, raise_on_error)
         return list(self._stream(EVALUATE_LOSS_STREAM, stream_requests(prepared), timeout, outcome))
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:

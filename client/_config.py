@@ -159,14 +159,11 @@ def _read_token(path: str) -> str:
 def _resolve_token(arguments: Mapping[str, Any], given: Mapping[str, Any]) -> str | None:
     """The bearer token: an argument (``token``, else ``token_file``) wins over the
     environment (``LOSSD_TOKEN``, else ``LOSSD_TOKEN_FILE``); a file is read now."""
-    if arguments.get("token"):
-        return str(arguments["token"])
-    if arguments.get("token_file"):
-        return _read_token(str(arguments["token_file"]))
-    if given["token"]:
-        return str(given["token"])
-    if given["token_file"]:
-        return _read_token(str(given["token_file"]))
+    for source in (arguments, given):
+        if source.get("token"):
+            return str(source["token"])
+        if source.get("token_file"):
+            return _read_token(str(source["token_file"]))
     return None
 
 

@@ -8,6 +8,8 @@ b'\\n\\x14lossd.v1.LossService'
 
 from __future__ import annotations
 
+from .._framing import varint
+
 __all__ = ["health_request", "health_status", "HEALTH_STATUS"]
 
 #: grpc.health.v1.HealthCheckResponse.ServingStatus, by number.
@@ -17,15 +19,7 @@ HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNO
 def health_request(service: str) -> bytes:
     """A serialized ``HealthCheckRequest`` (field 1: service)."""
     data = service.encode()
-    if not data:
-        return b""
-    n, length = len(data), bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        length.append(byte | (0x80 if n else 0))
-        if not n:
-            break
-    return b"\x0a" + bytes(length) + data
+    return b"\x0a" + varint(len(data)) + data if data else b""
 
 
 def health_status(reply: bytes) -> str:

@@ -462,7 +462,8 @@ def _join(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-_JOB_COMMANDS = {"train": _train, "jobs": _jobs, "watch": _watch, "cancel": _cancel, "plot": _plot, "join": _join}
+_COMMANDS = {"health": _health, "losses": _losses, "eval": _eval, "train": _train, "jobs": _jobs, "watch": _watch,
+             "cancel": _cancel, "plot": _plot, "join": _join}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -483,13 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"lossd: error: {e}\n")
     try:
         with client:
-            if args.command == "health":
-                return _health(client, args)
-            if args.command == "losses":
-                return _losses(client, args)
-            if args.command in _JOB_COMMANDS:
-                return _JOB_COMMANDS[args.command](client, args)
-            return _eval(client, args)
+            return _COMMANDS[args.command](client, args)
     except CliError as e:
         parser.exit(2, f"lossd {args.command}: error: {e}\n")
     except LossdError as e:

@@ -19,10 +19,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import grpc
 import torch
@@ -55,7 +56,7 @@ from ._evaluate import resolve_device
 from ._logging import LOG_FORMATS, configure_logging, emit
 from ._malformed import MalformedRequests
 from ._observability import build_observability
-from ._security import Security, SecurityError, describe, resolve_security
+from ._security import ConfigError, Security, describe, resolve_security
 from ._service import LossService, add_loss_service
 from .losses import REGISTRY, Registry
 from .losses._plugins import load_plugin_setting
@@ -69,80 +70,87 @@ LOSS_SERVICE = lossd_pb2.DESCRIPTOR.services_by_name["LossService"].full_name
 TRAINING_SERVICE = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+def _env(name: str, default: Any, parse: Callable[[str], Any] = str, **kwargs: Any) -> Any:
+    """A dataclass field read from the environment variable ``name`` when each config is made:
+    ``parse`` of its text when it is set, else ``default``."""
+    def read() -> Any:
+        text = os.environ.get(name)
+        return default if text is None else parse(text)
+    return field(default_factory=read, **kwargs)
+
+
+def _not_zero(text: str) -> bool:
+    return text != "0"
+
+
+def _yes(text: str) -> bool:  # only an explicit yes counts: 1, true, yes, on
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _or_none(text: str) -> str | None:
+    return text or None
+
+
+def _int_or_none(text: str) -> int | None:
+    return int(text) if text else None
 
 
 @dataclass
 class ServerConfig:
     """Server settings; every field has a ``LOSSD_*`` environment variable."""
 
-    host: str = field(default_factory=lambda: os.environ.get("LOSSD_HOST", "127.0.0.1"))
-    port: int = field(default_factory=lambda: _env_int("LOSSD_PORT", 50051))
-    device: str = field(default_factory=lambda: os.environ.get("LOSSD_DEVICE", "auto"))
-    workers: int = field(default_factory=lambda: _env_int("LOSSD_WORKERS", min(4, os.cpu_count() or 1)))
-    max_message_bytes: int = field(
-        default_factory=lambda: _env_int("LOSSD_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES)
-    )
-    max_tensor_elements: int = field(
-        default_factory=lambda: _env_int("LOSSD_MAX_TENSOR_ELEMENTS", DEFAULT_MAX_TENSOR_ELEMENTS)
-    )
+    host: str = _env("LOSSD_HOST", "127.0.0.1")
+    port: int = _env("LOSSD_PORT", 50051, int)
+    device: str = _env("LOSSD_DEVICE", "auto")
+    workers: int = _env("LOSSD_WORKERS", min(4, os.cpu_count() or 1), int)
+    max_message_bytes: int = _env("LOSSD_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, int)
+    max_tensor_elements: int = _env("LOSSD_MAX_TENSOR_ELEMENTS", DEFAULT_MAX_TENSOR_ELEMENTS, int)
     #: Elements in all the tensors of one request; and tensors per request (lossd._wire.check_tensors).
-    max_request_elements: int = field(
-        default_factory=lambda: _env_int("LOSSD_MAX_REQUEST_ELEMENTS", DEFAULT_MAX_REQUEST_ELEMENTS))
-    max_tensors: int = field(default_factory=lambda: _env_int("LOSSD_MAX_TENSORS", DEFAULT_MAX_TENSORS))
+    max_request_elements: int = _env("LOSSD_MAX_REQUEST_ELEMENTS", DEFAULT_MAX_REQUEST_ELEMENTS, int)
+    max_tensors: int = _env("LOSSD_MAX_TENSORS", DEFAULT_MAX_TENSORS, int)
     #: Terms of one composite objective (each evaluates a loss over the request's inputs).
-    max_terms: int = field(default_factory=lambda: _env_int("LOSSD_MAX_TERMS", DEFAULT_MAX_TERMS))
-    reflection: bool = field(default_factory=lambda: os.environ.get("LOSSD_REFLECTION", "1") != "0")
-    grace_s: float = field(default_factory=lambda: float(os.environ.get("LOSSD_GRACE_S", "10")))
+    max_terms: int = _env("LOSSD_MAX_TERMS", DEFAULT_MAX_TERMS, int)
+    reflection: bool = _env("LOSSD_REFLECTION", True, _not_zero)
+    grace_s: float = _env("LOSSD_GRACE_S", 10.0, float)
     #: Loss plugins to load: "all" (default), "none", or comma-separated entry point names.
-    plugins: str = field(default_factory=lambda: os.environ.get("LOSSD_PLUGINS", "all"))
+    plugins: str = _env("LOSSD_PLUGINS", "all")
     #: glibc malloc keeps freed large buffers for reuse (lossd._malloc); applied by main() only.
-    malloc_tuning: bool = field(default_factory=lambda: os.environ.get("LOSSD_MALLOC_TUNING", "1") != "0")
+    malloc_tuning: bool = _env("LOSSD_MALLOC_TUNING", True, _not_zero)
     #: Prometheus metrics on this HTTP port (same host as gRPC); None: off. Needs lossd[metrics].
-    metrics_port: int | None = field(
-        default_factory=lambda: int(os.environ["LOSSD_METRICS_PORT"]) if os.environ.get("LOSSD_METRICS_PORT") else None)
+    metrics_port: int | None = _env("LOSSD_METRICS_PORT", None, _int_or_none)
     #: "plain" (default) or "json": one JSON object per log line, plus an access line per RPC.
-    log_format: str = field(default_factory=lambda: os.environ.get("LOSSD_LOG_FORMAT", "plain"))
+    log_format: str = _env("LOSSD_LOG_FORMAT", "plain")
     #: Where training jobs live: SQLite (jobs, events, results) and checkpoints; created if missing.
-    data_dir: str = field(default_factory=lambda: os.environ.get("LOSSD_DATA_DIR", ".lossd"))
+    data_dir: str = _env("LOSSD_DATA_DIR", ".lossd")
     #: Training jobs running at once (each in its own worker process, one thread); more wait in a queue.
-    max_jobs: int = field(default_factory=lambda: _env_int("LOSSD_MAX_JOBS", max(1, (os.cpu_count() or 2) // 2)))
-    max_queued_jobs: int = field(default_factory=lambda: _env_int("LOSSD_MAX_QUEUED_JOBS", 32))
-    max_epochs: int = field(default_factory=lambda: _env_int("LOSSD_MAX_EPOCHS", TrainingLimits.max_epochs))
-    max_steps: int = field(default_factory=lambda: _env_int("LOSSD_MAX_STEPS", TrainingLimits.max_steps))
-    max_parameters: int = field(
-        default_factory=lambda: _env_int("LOSSD_MAX_PARAMETERS", TrainingLimits.max_parameters))
-    max_samples: int = field(default_factory=lambda: _env_int("LOSSD_MAX_SAMPLES", TrainingLimits.max_samples))
+    max_jobs: int = _env("LOSSD_MAX_JOBS", max(1, (os.cpu_count() or 2) // 2), int)
+    max_queued_jobs: int = _env("LOSSD_MAX_QUEUED_JOBS", 32, int)
+    max_epochs: int = _env("LOSSD_MAX_EPOCHS", TrainingLimits.max_epochs, int)
+    max_steps: int = _env("LOSSD_MAX_STEPS", TrainingLimits.max_steps, int)
+    max_parameters: int = _env("LOSSD_MAX_PARAMETERS", TrainingLimits.max_parameters, int)
+    max_samples: int = _env("LOSSD_MAX_SAMPLES", TrainingLimits.max_samples, int)
     #: Data-parallel processes (torch.distributed ranks) one training job may ask for (its world_size).
-    max_world_size: int = field(
-        default_factory=lambda: _env_int("LOSSD_MAX_WORLD_SIZE", TrainingLimits.max_world_size))
+    max_world_size: int = _env("LOSSD_MAX_WORLD_SIZE", TrainingLimits.max_world_size, int)
     #: HOST:PORT where this server hosts the rendezvous (a c10d TCPStore) of jobs on several machines.
-    rdzv_endpoint: str = field(default_factory=lambda: os.environ.get("LOSSD_RDZV_ENDPOINT", ""))
+    rdzv_endpoint: str = _env("LOSSD_RDZV_ENDPOINT", "")
     # -- security (server/_security.py; docs/security.md) --
     #: Bearer token every call but health must carry; env only (a flag would show it in `ps`). Never shown.
-    token: str | None = field(default_factory=lambda: os.environ.get("LOSSD_TOKEN") or None, repr=False)
+    token: str | None = _env("LOSSD_TOKEN", None, _or_none, repr=False)
     #: A file holding the bearer token, read once at start.
-    token_file: str | None = field(default_factory=lambda: os.environ.get("LOSSD_TOKEN_FILE") or None)
+    token_file: str | None = _env("LOSSD_TOKEN_FILE", None, _or_none)
     #: PEM certificate chain and private key: serve TLS.
-    tls_cert: str | None = field(default_factory=lambda: os.environ.get("LOSSD_TLS_CERT") or None)
-    tls_key: str | None = field(default_factory=lambda: os.environ.get("LOSSD_TLS_KEY") or None)
+    tls_cert: str | None = _env("LOSSD_TLS_CERT", None, _or_none)
+    tls_key: str | None = _env("LOSSD_TLS_KEY", None, _or_none)
     #: PEM CA bundle: require client certificates it signed (mutual TLS).
-    tls_client_ca: str | None = field(default_factory=lambda: os.environ.get("LOSSD_TLS_CLIENT_CA") or None)
-    #: Serve beyond loopback without authentication (logged as a warning).
-    insecure: bool = field(  # only an explicit yes counts: LOSSD_INSECURE=1 (true, yes, on)
-        default_factory=lambda: os.environ.get("LOSSD_INSECURE", "").strip().lower() in ("1", "true", "yes", "on"))
+    tls_client_ca: str | None = _env("LOSSD_TLS_CLIENT_CA", None, _or_none)
+    #: Serve beyond loopback without authentication (logged as a warning): LOSSD_INSECURE=1 (true, yes, on).
+    insecure: bool = _env("LOSSD_INSECURE", False, _yes)
     # -- concurrency and connections (server/_connections.py) --
-    max_concurrent_rpcs: int = field(
-        default_factory=lambda: _env_int("LOSSD_MAX_CONCURRENT_RPCS", DEFAULT_MAX_CONCURRENT_RPCS))
-    max_concurrent_streams: int = field(
-        default_factory=lambda: _env_int("LOSSD_MAX_CONCURRENT_STREAMS", DEFAULT_MAX_CONCURRENT_STREAMS))
-    keepalive_time_s: float = field(
-        default_factory=lambda: float(os.environ.get("LOSSD_KEEPALIVE_TIME_S", DEFAULT_KEEPALIVE_TIME_S)))
-    keepalive_timeout_s: float = field(
-        default_factory=lambda: float(os.environ.get("LOSSD_KEEPALIVE_TIMEOUT_S", DEFAULT_KEEPALIVE_TIMEOUT_S)))
-    min_ping_interval_s: float = field(
-        default_factory=lambda: float(os.environ.get("LOSSD_MIN_PING_INTERVAL_S", DEFAULT_MIN_PING_INTERVAL_S)))
+    max_concurrent_rpcs: int = _env("LOSSD_MAX_CONCURRENT_RPCS", DEFAULT_MAX_CONCURRENT_RPCS, int)
+    max_concurrent_streams: int = _env("LOSSD_MAX_CONCURRENT_STREAMS", DEFAULT_MAX_CONCURRENT_STREAMS, int)
+    keepalive_time_s: float = _env("LOSSD_KEEPALIVE_TIME_S", DEFAULT_KEEPALIVE_TIME_S, float)
+    keepalive_timeout_s: float = _env("LOSSD_KEEPALIVE_TIMEOUT_S", DEFAULT_KEEPALIVE_TIMEOUT_S, float)
+    min_ping_interval_s: float = _env("LOSSD_MIN_PING_INTERVAL_S", DEFAULT_MIN_PING_INTERVAL_S, float)
 
     def tensor_limits(self) -> TensorLimits:
         """The size limits on one request's tensors."""
@@ -384,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig) if f.name != "token"})
     try:
         asyncio.run(serve(config))
-    except SecurityError as e:
+    except ConfigError as e:  # SecurityError included
         print(f"lossd serve: error: {e}", file=sys.stderr, flush=True)
         return 2
     # The drain closed what the server owns (jobs, store, listener, metrics). Exit now: calls

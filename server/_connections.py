@@ -35,7 +35,7 @@ from typing import Any
 import grpc
 
 from ._handlers import OPEN_PREFIXES, is_open, shape_of
-from ._security import SecurityError
+from ._security import ConfigError
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENT_RPCS",
@@ -95,7 +95,7 @@ class ConcurrencyLimiter(grpc.aio.ServerInterceptor):
     def __init__(self, max_rpcs: int, max_streams: int, exempt: tuple[str, ...] = OPEN_PREFIXES) -> None:
         for name, value in (("max_concurrent_rpcs", max_rpcs), ("max_concurrent_streams", max_streams)):
             if value < 1:
-                raise SecurityError(f"{name}: must be >= 1, got {value}")
+                raise ConfigError(f"{name}: must be >= 1, got {value}")
         self.rpcs = Slots("max_concurrent_rpcs", max_rpcs, "calls")
         self.streams = Slots("max_concurrent_streams", max_streams, "streams")
         self._exempt = exempt
@@ -161,7 +161,7 @@ def connection_options(max_rpcs: int, max_streams: int, keepalive_time_s: float,
     for name, value in (("keepalive_time_s", keepalive_time_s), ("keepalive_timeout_s", keepalive_timeout_s),
                         ("min_ping_interval_s", min_ping_interval_s)):
         if not value > 0:
-            raise SecurityError(f"{name}: must be > 0 seconds, got {value}")
+            raise ConfigError(f"{name}: must be > 0 seconds, got {value}")
     return [
         ("grpc.max_concurrent_streams", max_rpcs + max_streams + HEALTH_HEADROOM),
         ("grpc.keepalive_time_ms", int(keepalive_time_s * 1000)),

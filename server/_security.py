@@ -32,6 +32,7 @@ import grpc
 
 __all__ = [
     "MIN_TOKEN_LENGTH",
+    "ConfigError",
     "Security",
     "SecurityError",
     "describe",
@@ -54,7 +55,12 @@ HOW_TO_AUTHENTICATE = (
 )
 
 
-class SecurityError(ValueError):
+class ConfigError(ValueError):
+    """A setting the server refuses to start with (security, concurrency, keepalive); the message
+    says what to set. :func:`lossd.server.main` reports it and exits 2."""
+
+
+class SecurityError(ConfigError):
     """A security setting the server refuses to start with; the message says what to set."""
 
 

@@ -7,7 +7,8 @@ items while earlier replies are sent, and answers in request order.
 
 Register the servicer with :func:`add_loss_service`: EvaluateLoss then sends
 the reply bytes :func:`~lossd.server._evaluate.handle_evaluate_bytes` framed
-around the gradients' memory, without parsing and re-serializing them.
+around the gradients' memory (EvaluateLossStream, each item's), without parsing
+and re-serializing them.
 (Registered with the generated ``add_LossServiceServicer_to_server`` it still
 works, at the price of that round trip.)
 """
@@ -151,14 +152,14 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self,
         request_iterator: AsyncIterator[lossd_pb2.EvaluateLossStreamRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[lossd_pb2.EvaluateLossStreamResponse]:
+    ) -> AsyncIterator[lossd_pb2.EvaluateLossStreamResponse | bytes]:
         """Pipelined: a reader task starts each item as it arrives (up to the window), small
         ones right away on the loop, others on the thread pool, while this generator sends
         finished replies in request order. A failed item becomes an ``Error`` reply; the
         stream goes on."""
         loop = asyncio.get_running_loop()
         Reply = lossd_pb2.EvaluateLossStreamResponse  # noqa: N806
-        in_flight: asyncio.Queue[tuple[Reply | asyncio.Future[Reply], int] | None] = asyncio.Queue(
+        in_flight: asyncio.Queue[tuple[Reply | bytes | asyncio.Future[Reply | bytes], int] | None] = asyncio.Queue(
             self._stream_window)
         budget = _ByteBudget(self._stream_window_bytes)
 
@@ -198,8 +199,11 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                 if entry is not None and isinstance(entry[0], asyncio.Future):
                     entry[0].cancel()
 
-    def _stream_reply(self, item: lossd_pb2.EvaluateLossStreamRequest) -> lossd_pb2.EvaluateLossStreamResponse:
-        """One stream item's reply (on the thread pool): its response, or its error."""
+    def _stream_reply(
+        self, item: lossd_pb2.EvaluateLossStreamRequest
+    ) -> lossd_pb2.EvaluateLossStreamResponse | bytes:
+        """One stream item's reply (on the thread pool): its response, or its error; a response
+        stays the framed bytes when the service was registered by :func:`add_loss_service`."""
         try:
             reply = handle_evaluate_bytes(self._registry, item.request, self._device, self._limits)
         except LossError as e:
@@ -215,8 +219,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
             return lossd_pb2.EvaluateLossStreamResponse(id=item.id, error=error)
         # Wrap the framed reply without re-encoding it: id, then the response's bytes.
         head = lossd_pb2.EvaluateLossStreamResponse(id=item.id).SerializeToString()
-        return lossd_pb2.EvaluateLossStreamResponse.FromString(
-            join([head, *length_delimited(_STREAM_RESPONSE, [reply])]))
+        framed = join([head, *length_delimited(_STREAM_RESPONSE, [reply])])
+        return framed if self.replies_as_bytes else lossd_pb2.EvaluateLossStreamResponse.FromString(framed)
 
 
 _STREAM_RESPONSE = field_number(lossd_pb2.EvaluateLossStreamResponse, "response")
@@ -239,6 +243,8 @@ class ReceivedRequest:
 
 def _parse_evaluate_request(data: bytes) -> ReceivedRequest:
     return ReceivedRequest(*split_payloads(data, lossd_pb2.EvaluateLossRequest))
+
+
 _TENSOR_FIELDS = ("inputs", "parameters")
 
 
@@ -279,8 +285,8 @@ class _ByteBudget:
 def add_loss_service(service: LossService, server: Any) -> None:
     """Register ``service`` on a grpc.aio ``server``, like the generated
     ``add_LossServiceServicer_to_server``, except that EvaluateLoss reads its
-    request's tensor payloads in place (:class:`ReceivedRequest`) and sends the
-    reply bytes the service framed as they are."""
+    request's tensor payloads in place (:class:`ReceivedRequest`), and EvaluateLoss and
+    EvaluateLossStream send the reply bytes the service framed as they are."""
     service.replies_as_bytes = True
     handlers = {
         "ListLosses": grpc.unary_unary_rpc_method_handler(
@@ -296,7 +302,7 @@ def add_loss_service(service: LossService, server: Any) -> None:
         "EvaluateLossStream": grpc.stream_stream_rpc_method_handler(
             service.EvaluateLossStream,
             request_deserializer=lossd_pb2.EvaluateLossStreamRequest.FromString,
-            response_serializer=lossd_pb2.EvaluateLossStreamResponse.SerializeToString,
+            response_serializer=_serialized,
         ),
     }
     name = lossd_pb2.DESCRIPTOR.services_by_name["LossService"].full_name

@@ -66,6 +66,7 @@ from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, start_pr
 from ...v1 import training_pb2
 from ._engine import Control, RankFailure, World, run_job
 from ._spec import JobPlan
+from ._store import FINAL_STATES
 
 __all__ = ["JOIN_TIMEOUT", "RANK_TIMEOUT", "Rendezvous", "join_data_parallel", "join_job", "run_data_parallel"]
 
@@ -95,11 +96,15 @@ class _SharedControl:
 
 
 def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent exits (no-op elsewhere); exit now if it already has."""
+    parent = os.getppid()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             import ctypes
 
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(3)
 
 
 def _lifeline(conn: Connection) -> None:
@@ -143,10 +148,7 @@ class Rendezvous:
 def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint: str | None, digest: str,
                flags: Any, life: Connection, events: Connection | None, inherited: list[Connection]) -> None:
     """One rank (a forked child of the worker): join the process group, train, report errors on ``life``."""
-    parent = os.getppid()
     _die_with_parent()
-    if os.getppid() != parent:
-        os._exit(3)
     for conn in inherited:  # the worker's ends and the other ranks' ends, copied by fork
         with contextlib.suppress(OSError):
             conn.close()
@@ -288,9 +290,7 @@ def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], N
         nonlocal sent_final
         event = training_pb2.JobEvent.FromString(data)
         event.job_id = job_id
-        if event.kind == training_pb2.JOB_EVENT_KIND_STATE and event.state in (
-                training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED, training_pb2.JOB_STATE_CANCELLED,
-                training_pb2.JOB_STATE_INTERRUPTED):
+        if event.kind == training_pb2.JOB_EVENT_KIND_STATE and event.state in FINAL_STATES:
             sent_final = True
         send(event.SerializeToString())
 

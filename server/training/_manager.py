@@ -45,7 +45,7 @@ from .._tensors import decode_tensor, encode_tensor
 from ..losses import LossError, Registry
 from ._checkpoint import remove_checkpoint
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
-from ._store import TERMINAL_STATES, JobRow, JobStore
+from ._store import FINAL_STATES, TERMINAL_STATES, JobRow, JobStore
 
 __all__ = ["JobManager", "TrainingConfig", "JOB_ID"]
 
@@ -307,8 +307,7 @@ class JobManager:
         try:
             while True:
                 event = training_pb2.JobEvent.FromString(job.events.recv_bytes())
-                final = event.kind == STATE and (event.state in TERMINAL_STATES
-                                                 or event.state == training_pb2.JOB_STATE_INTERRUPTED)
+                final = event.kind == STATE and event.state in FINAL_STATES
                 with self._lock:
                     self._record(job.job_id, event)
                 if final:

@@ -31,11 +31,13 @@ from pathlib import Path
 
 from ...v1 import training_pb2
 
-__all__ = ["JobRow", "JobStore", "TERMINAL_STATES"]
+__all__ = ["FINAL_STATES", "JobRow", "JobStore", "TERMINAL_STATES"]
 
 #: States a job never leaves.
 TERMINAL_STATES = frozenset({training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED,
                              training_pb2.JOB_STATE_CANCELLED})
+#: States a worker's run ends in: the terminal ones, and INTERRUPTED (the job resumes at the next start).
+FINAL_STATES = TERMINAL_STATES | {training_pb2.JOB_STATE_INTERRUPTED}
 
 SCHEMA_VERSION = 1
 _SCHEMA = """

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
-import sys
 import threading
 import traceback
 from multiprocessing.connection import Connection
@@ -34,7 +32,7 @@ import torch._dynamo  # noqa: F401  (torch.optim imports it on the first step: ~
 from ...v1 import training_pb2
 from ..losses import REGISTRY, LossError
 from ..losses._plugins import load_plugin_setting
-from ._distributed import run_data_parallel
+from ._distributed import _die_with_parent, _failed, run_data_parallel
 from ._engine import Control, run_job, spec_digest
 from ._spec import TrainingLimits, plan_job
 
@@ -42,19 +40,6 @@ __all__ = ["worker_main"]
 
 #: Threads per job: one keeps CPU kernels deterministic and leaves cores to other jobs and the server.
 JOB_THREADS = 1
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent exits (no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _listen(control_conn: Connection, control: Control, done: threading.Event) -> None:
@@ -82,10 +67,7 @@ def worker_main(
     rdzv_endpoint: str = "",
 ) -> None:
     """Run job ``job_id`` (its spec as serialized ``TrainJobRequest`` bytes) and report through ``events_conn``."""
-    parent = os.getppid()
     _die_with_parent()
-    if os.getppid() != parent:
-        os._exit(3)
     torch.set_num_threads(JOB_THREADS)
     control, done = Control(), threading.Event()
     threading.Thread(target=_listen, args=(control_conn, control, done), daemon=True, name="lossd-control").start()
@@ -112,13 +94,10 @@ def worker_main(
         else:
             run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes))
     except LossError as e:
-        emit(training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_STATE, state=training_pb2.JOB_STATE_FAILED,
-                                   message=str(e)))
+        send(_failed(job_id, str(e)))
     except Exception as e:
         traceback.print_exc()
-        emit(training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_STATE, state=training_pb2.JOB_STATE_FAILED,
-                                   message=f"internal error in the training worker ({type(e).__name__}); "
-                                   "see the server log"))
+        send(_failed(job_id, f"internal error in the training worker ({type(e).__name__}); see the server log"))
     finally:
         done.set()
         events_conn.close()

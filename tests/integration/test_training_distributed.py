@@ -29,7 +29,7 @@ import pytest
 from lossd.client import Client
 from lossd.v1 import training_pb2_grpc
 from lossd.v1 import training_pb2 as pb
-from support.procstat import listening
+from support.procstat import alive, children, listening, wait_for
 from support.servers import ServedProcess, start_in_process
 from support.tools import run_tool, tool_env, tool_path
 from support.training import request, small_spec
@@ -59,36 +59,8 @@ def _max_diff(a: pb.JobEvent, b: pb.JobEvent) -> float:
     return max(float(np.abs(pa[k] - pb_[k]).max()) for k in pa)
 
 
-def _children(pid: int) -> list[int]:
-    """Live processes whose parent is ``pid`` (Linux /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(entry.name))
-    return out
-
-
 def _gone(pids: list[int], timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = []
-        for pid in pids:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state != "Z":
-                alive.append(pid)
-        if not alive:
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_for(lambda: not any(alive(pid) for pid in pids), timeout, 0.05)
 
 
 def _worker_pid(log: Any, job_id: str) -> int:
@@ -107,11 +79,11 @@ def _worker_pid(log: Any, job_id: str) -> int:
 def _ranks(worker: int, n: int, timeout: float = 30) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ranks = _children(worker)
+        ranks = sorted(children(worker))
         if len(ranks) >= n:
             return ranks
         time.sleep(0.05)
-    raise AssertionError(f"worker {worker} has children {_children(worker)}, expected {n} ranks")
+    raise AssertionError(f"worker {worker} has children {sorted(children(worker))}, expected {n} ranks")
 
 
 def _until_step(stream: Any, step: int) -> list[pb.JobEvent]:

@@ -4,11 +4,9 @@ run; SIGTERM checkpoints and exits 0; WatchJob replays the history; two servers 
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 
 from lossd.v1 import training_pb2_grpc
 from lossd.v1 import training_pb2 as pb
+from support.procstat import alive, wait_for
 from support.servers import ServedProcess
 from support.training import request, small_spec
 
@@ -57,22 +56,6 @@ def _worker_pid(served: ServedProcess, job_id: str) -> int:
     raise AssertionError(f"no worker pid for {job_id} in the log:\n{''.join(served.log)}")
 
 
-def _gone(pid: int, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        try:  # a zombie is gone too
-            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-                return True
-        except OSError:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_kill_9_mid_job_then_restart_resumes_with_identical_parameters(tmp_path: Path) -> None:
     """Also: a second server on the same data directory refuses to start."""
     data = tmp_path / "data"
@@ -88,7 +71,7 @@ def test_kill_9_mid_job_then_restart_resumes_with_identical_parameters(tmp_path:
         served.proc.send_signal(signal.SIGKILL)
         served.proc.wait(10)
         channel.close()
-    assert _gone(worker), "the worker outlived its server"
+    assert wait_for(lambda: not alive(worker), 10, 0.05), "the worker outlived its server"
     assert (data / "checkpoints" / f"{job_id}.pt").is_file()
 
     with ServedProcess.start(tmp_path, "--data-dir", str(data)) as served:

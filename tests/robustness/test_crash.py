@@ -21,7 +21,7 @@ import pytest
 
 from lossd.v1 import training_pb2 as pb
 from lossd.v1 import training_pb2_grpc
-from support.procstat import children, wait_for
+from support.procstat import alive, children, wait_for
 from support.servers import ServedProcess
 from support.training import request, small_spec
 
@@ -59,14 +59,6 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _submit(address: str, seed: int) -> str | None:
     """TrainJob(detach) of the spec with ``seed``; its id once the server acknowledged it."""
     with grpc.insecure_channel(address) as channel:
@@ -98,7 +90,7 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_job(tmp_path: Path) -> N
             served.proc.send_signal(signal.SIGKILL)
             served.proc.wait(10)
         # Nothing the server started outlives it (a worker left behind could write to the next one's files).
-        assert wait_for(lambda gone=family: not any(_alive(p) for p in gone), 15), f"left behind: {family}"
+        assert wait_for(lambda gone=family: not any(alive(p) for p in gone), 15), f"left behind: {family}"
     assert acknowledged, "no job was acknowledged"
 
     with ServedProcess.start(tmp_path, "--data-dir", str(data), "--max-jobs", "1") as served:
