@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._methods import EVALUATE_LOSS, LIST_LOSSES
 from ._tensors import WIRE_NAMES
 from .losses import REGISTRY, Input, LossSpec, Param, Registry
 
@@ -33,7 +34,7 @@ __all__ = ["render_losses_markdown", "example_request", "example_request_json", 
 
 #: Address used in the generated examples: what ``make run`` serves on.
 EXAMPLE_ADDRESS = "127.0.0.1:50051"
-EVALUATE_METHOD = "lossd.v1.LossService/EvaluateLoss"
+EVALUATE_METHOD = EVALUATE_LOSS.path.lstrip("/")
 
 
 def _number(x: float, dtype: torch.dtype) -> int | float | str:
@@ -185,7 +186,7 @@ def render_losses_markdown(registry: Registry = REGISTRY) -> str:
         "",
         f"lossd serves {len(specs)} loss{'es' if len(specs) != 1 else ''}. This page is generated from the same registry that",
         "`ListLosses` publishes (`lossd losses`, or `grpcurl -plaintext 127.0.0.1:50051",
-        "lossd.v1.LossService/ListLosses`), so the two always agree.",
+        f"{LIST_LOSSES.path.lstrip('/')}`), so the two always agree.",
         "",
         "How to read it:",
         "",

@@ -33,6 +33,7 @@ from typing import Any
 
 import grpc
 
+from .._methods import BY_PATH, EVALUATE_LOSS, EVALUATE_LOSS_STREAM
 from ._handlers import shape_of
 from ._logging import access_fields
 from ._metrics import Metrics
@@ -46,8 +47,8 @@ log = logging.getLogger("lossd.server")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 #: Methods whose requests name a loss evaluation (counted in lossd_evaluations_total).
-_EVALUATE = "/lossd.v1.LossService/EvaluateLoss"
-_EVALUATE_STREAM = "/lossd.v1.LossService/EvaluateLossStream"
+_EVALUATE = EVALUATE_LOSS.path
+_EVALUATE_STREAM = EVALUATE_LOSS_STREAM.path
 
 
 def request_id_from(metadata: Iterable[tuple[str, Any]] | None) -> str:
@@ -126,9 +127,14 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     # -- per method ---------------------------------------------------------
 
     def _method(self, path: str, kind: str) -> _Method:
+        """Labels from lossd's method table; health and reflection: from the path and handler."""
         m = self._methods.get(path)
         if m is None:
-            service, _, name = path.lstrip("/").rpartition("/")
+            rpc = BY_PATH.get(path)
+            if rpc is not None:
+                service, name, kind = rpc.service, rpc.name, rpc.grpc_type
+            else:
+                service, _, name = path.lstrip("/").rpartition("/")
             m = _Method(path, service, name, kind)
             if self._metrics is not None:
                 rpc = {"grpc_type": kind, "grpc_service": service, "grpc_method": name}
