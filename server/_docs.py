@@ -3,7 +3,7 @@
 The reference is generated, never edited by hand, so it cannot drift from
 what ``ListLosses`` publishes. Regenerate with ``make docs`` (which runs
 ``python -m lossd.server._docs --out docs/losses.md``); ``--check`` exits 1
-when the file on disk is stale, and so does ``tests/unit/test_docs.py``.
+when the file on disk is stale, and so does ``tests/repo/test_docs.py``.
 
 Every loss gets an example request in grpcurl's JSON, built from the
 registry entry's own example tensors with ``values`` encoding::
@@ -182,7 +182,7 @@ def render_losses_markdown(registry: Registry = REGISTRY) -> str:
         "# Loss reference",
         "",
         "<!-- Generated from the server's loss registry by `python -m lossd.server._docs`",
-        "     (`make docs`). Do not edit by hand: tests/unit/test_docs.py fails when it is stale. -->",
+        "     (`make docs`). Do not edit by hand: tests/repo/test_docs.py fails when it is stale. -->",
         "",
         f"lossd serves {len(specs)} loss{'es' if len(specs) != 1 else ''}. This page is generated from the same registry that",
         "`ListLosses` publishes (`lossd losses`, or `grpcurl -plaintext 127.0.0.1:50051",

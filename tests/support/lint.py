@@ -1,8 +1,10 @@
-"""ruff and mypy over the lossd sources; shared by ``make lint`` and tests/unit/test_lint.py.
+"""ruff and mypy over the lossd sources; shared by make, pre-commit and tests/repo/test_lint.py.
 
-Run as a script (``python tests/support/lint.py``) it runs both and exits
-non-zero on any finding. Settings live in pyproject.toml (``[tool.ruff]``,
-``[tool.mypy]``); this file only says *what* is checked and *how mypy finds it*.
+Run as a script (``python tests/support/lint.py [ruff|mypy]``) it runs the
+named checks (default: both) and exits non-zero on any finding; ``make check``,
+``make lint`` and the pre-commit hooks (``.pre-commit-config.yaml``) call it.
+Settings live in pyproject.toml (``[tool.ruff]``, ``[tool.mypy]``); this file
+only says *what* is checked and *how mypy finds it*.
 
 Why the staging: setuptools ``package-dir`` maps ``proto/lossd`` -> ``lossd``,
 ``client/`` -> ``lossd.client`` and ``server/`` -> ``lossd.server``. The editable
@@ -98,10 +100,17 @@ def run_mypy() -> subprocess.CompletedProcess[str]:
         return result
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Run the named checks (``ruff``, ``mypy``; default both); 1 if any finds something."""
+    checks = {"ruff": run_ruff, "mypy": run_mypy}
+    names = argv if argv else list(checks)
+    unknown = [n for n in names if n not in checks]
+    if unknown:
+        print(f"usage: lint.py [{'|'.join(checks)} ...]; unknown: {' '.join(unknown)}", file=sys.stderr)
+        return 2
     failed = False
-    for name, run in (("ruff", run_ruff), ("mypy", run_mypy)):
-        result = run()
+    for name in names:
+        result = checks[name]()
         output = (result.stdout + result.stderr).strip()
         print(f"== {name}: {'ok' if result.returncode == 0 else 'FAILED'}")
         if output:
@@ -111,4 +120,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
