@@ -52,7 +52,7 @@ def _serialize(request: message.Message | bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Method(Generic[R]):
-    """One RPC as the SDK calls it: its entry in ``lossd._methods`` and how its reply bytes are read."""
+    """One RPC as the SDK calls it: its ``lossd._methods`` entry and how its reply bytes are read."""
 
     rpc: Rpc
     deserialize: Callable[[bytes], R]
@@ -64,7 +64,7 @@ class Method(Generic[R]):
 
     @property
     def kind(self) -> Kind:
-        """The channel's multi-callable for it: ``unary_unary``, ``unary_stream``, ``stream_stream``."""
+        """The channel's multi-callable for it: ``unary_unary``, ``unary_stream``, ..."""
         return self.rpc.kind
 
     @property
@@ -75,7 +75,9 @@ class Method(Generic[R]):
 
 LIST_LOSSES = Method(_methods.LIST_LOSSES, lossd_pb2.ListLossesResponse.FromString)
 EVALUATE_LOSS = Method(_methods.EVALUATE_LOSS, lossd_pb2.EvaluateLossResponse.FromString)
-EVALUATE_LOSS_STREAM = Method(_methods.EVALUATE_LOSS_STREAM, lossd_pb2.EvaluateLossStreamResponse.FromString)
+EVALUATE_LOSS_STREAM = Method(
+    _methods.EVALUATE_LOSS_STREAM, lossd_pb2.EvaluateLossStreamResponse.FromString
+)
 #: grpc.health.v1 messages are hand-encoded (``_health.py``): the SDK needs no grpcio-health-checking.
 HEALTH_CHECK = Method(_methods.HEALTH_CHECK, bytes)
 
