@@ -140,7 +140,8 @@ class Rendezvous:
         the address the host name resolves to); across machines, gloo's default (GLOO_SOCKET_IFNAME)."""
         if not self.store_file:
             return None
-        options = dist.ProcessGroupGloo._Options()
+        # Private in torch's stubs, but the only way to choose gloo's device (its address).
+        options = dist.ProcessGroupGloo._Options()  # type: ignore[attr-defined]
         options._devices = [dist.ProcessGroupGloo.create_device(hostname="127.0.0.1")]
         return options
 

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -411,7 +411,7 @@ class JobManager:
             raise LossError("job_id", f"no job {job_id!r}{hint}", "NOT_FOUND")
         return row
 
-    async def list_jobs(self, states: list[int], limit: int) -> list[JobRow]:
+    async def list_jobs(self, states: Sequence[int], limit: int) -> list[JobRow]:
         """Jobs, newest first."""
         rows: list[JobRow] = await self._io(self.store.list_jobs, states, limit)
         return rows

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from ...v1 import training_pb2
 
@@ -107,7 +108,7 @@ class JobRow:
     def to_proto(self, with_spec: bool = False) -> training_pb2.Job:
         """The ``Job`` message (with the spec when asked)."""
         job = training_pb2.Job(
-            job_id=self.job_id, name=self.name, state=self.state, message=self.message, epoch=self.epoch,
+            job_id=self.job_id, name=self.name, state=cast(training_pb2.JobState, self.state), message=self.message, epoch=self.epoch,
             epochs=self.epochs, step=self.step, total_steps=self.total_steps, loss=self.loss, metrics=self.metrics,
             last_seq=self.last_seq, resumes=self.resumes, world_size=self.world_size,
         )
