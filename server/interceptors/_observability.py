@@ -22,6 +22,7 @@ no other metadata, no token.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -33,11 +34,11 @@ from typing import Any
 
 import grpc
 
-from .._methods import BY_PATH, EVALUATE_LOSS, EVALUATE_LOSS_STREAM
+from ..._methods import BY_PATH, EVALUATE_LOSS, EVALUATE_LOSS_STREAM
+from .._logging import access_fields
+from .._metrics import Metrics
+from ..losses import Registry
 from ._handlers import shape_of
-from ._logging import access_fields
-from ._metrics import Metrics
-from .losses import Registry
 
 __all__ = ["Observability", "ObservabilityInterceptor", "attempt_from", "build_observability", "request_id_from"]
 
@@ -316,8 +317,6 @@ def _status(context: Any, error: BaseException | None) -> str:
     if code is not None:
         return _code_name(code)
     if error is not None and not isinstance(error, GeneratorExit):
-        import asyncio
-
         if isinstance(error, asyncio.CancelledError):
             return "CANCELLED"
         return "UNKNOWN"

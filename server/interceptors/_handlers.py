@@ -28,11 +28,13 @@ from typing import Any
 
 import grpc
 
+from ..._methods import HEALTH_CHECK
+
 __all__ = ["OPEN_PREFIXES", "Shape", "is_open", "refusing_handler", "shape_of"]
 
 #: Methods callable without credentials, never limited and never refused while draining:
 #: the standard health service, for probes and load balancers.
-OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+OPEN_PREFIXES = (f"/{HEALTH_CHECK.service}/",)
 
 #: (kind, handler attribute, factory), in the order gRPC's handlers are checked.
 _KINDS = (
