@@ -85,7 +85,7 @@ fuzz: venv ## hypothesis-generated requests against a real server, FUZZ_EXAMPLES
 soak: venv ## 16 clients for 60 s, and 20 kill -9 restarts during training jobs (not in make test)
 	LOSSD_SOAK=1 $(BIN)/pytest tests/robustness/test_soak.py tests/robustness/test_crash.py $(PYTEST_ARGS)
 
-lint: venv buf ## ruff (client, server, proto/lossd), mypy --strict (lossd.client, lossd._wire), buf lint
+lint: venv buf ## ruff (client, server, proto/lossd), mypy --strict (the whole lossd package), buf lint
 	$(BIN)/python tests/support/lint.py
 	cd proto && "$(abspath $(BUF))" lint
 

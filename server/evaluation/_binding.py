@@ -85,10 +85,11 @@ def bind_inputs(
         if name in tensors:
             raise LossError(f"inputs.{sent}", f"input {name!r} was sent twice (as {sent_as[name]!r} and {sent!r})")
         tensors[name], sent_as[name] = t, sent
-    for i in spec.inputs:
-        if i.required and i.name not in tensors:
-            also = f" (or {', '.join(i.aliases)})" if i.aliases else ""
-            raise LossError(f"inputs.{i.name}", f"is required by {spec.name}{also}: {i.doc or i.role}")
+    for declared in spec.inputs:
+        if declared.required and declared.name not in tensors:
+            also = f" (or {', '.join(declared.aliases)})" if declared.aliases else ""
+            raise LossError(f"inputs.{declared.name}",
+                            f"is required by {spec.name}{also}: {declared.doc or declared.role}")
     float_dtypes: dict[str, str] = {}
     for name, t in tensors.items():
         i = spec.input(name)

@@ -87,6 +87,7 @@ def evaluate(
     start = time.perf_counter()
     if leaves:
         upstream = _grad_output(out, grad_output)
+        found: Sequence[torch.Tensor | None]
         if out.requires_grad:
             found = torch.autograd.grad(out, list(leaves.values()), upstream, allow_unused=True)
         else:

@@ -149,7 +149,11 @@ def evaluate_objective(
     reg = regularization or Regularization()
     if not terms:
         raise LossError("terms", "name at least one loss")
-    prefix = (lambda i: f"terms[{i}].") if len(terms) > 1 or terms[0].name else (lambda i: "")
+    named = len(terms) > 1 or bool(terms[0].name)
+
+    def prefix(i: int) -> str:
+        return f"terms[{i}]." if named else ""
+
     specs = []
     for i, term in enumerate(terms):
         try:
@@ -165,7 +169,7 @@ def evaluate_objective(
         if not any(spec.input(sent) for spec in specs):
             raise LossError(f"inputs.{sent}", f"no term uses an input called {sent!r}")
     differentiable = {s for s, t in inputs.items() if t.is_floating_point()
-                      and any((i := spec.input(s)) is not None and i.differentiable for spec in specs)}
+                      and any((d := spec.input(s)) is not None and d.differentiable for spec in specs)}
     wanted = set(differentiable)
     if grad_inputs:
         wanted = set()
@@ -218,6 +222,7 @@ def evaluate_objective(
     grads: dict[str, torch.Tensor] = {}
     parameter_grads: dict[str, torch.Tensor] = {}
     if targets:
+        found: Sequence[torch.Tensor | None]
         if objective.requires_grad:
             found = torch.autograd.grad(objective, targets, allow_unused=True)
         else:

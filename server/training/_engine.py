@@ -129,8 +129,10 @@ def rank_indices(n: int, seed: int, epoch: int, rank: int = 0, size: int = 1) ->
     >>> sorted(torch.cat([r0[:2], r1[:2]]).tolist()) == sorted(perm[:4].tolist())
     True
     """
-    sampler = DistributedSampler(range(n), num_replicas=size, rank=rank, shuffle=True,
-                                 seed=epoch_seed(seed, epoch) - epoch, drop_last=False)
+    # DistributedSampler reads only len() of its data set: a range is enough.
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(n), num_replicas=size, rank=rank, shuffle=True,  # type: ignore[arg-type]
+        seed=epoch_seed(seed, epoch) - epoch, drop_last=False)
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler), dtype=torch.long)
 
@@ -198,7 +200,8 @@ class _Run:
     def _elapsed(self) -> float:
         return self.progress.elapsed + (time.perf_counter() - self.run_start)
 
-    def _event(self, kind: int, state: int, message: str = "") -> training_pb2.JobEvent:
+    def _event(self, kind: training_pb2.JobEventKind, state: training_pb2.JobState,
+               message: str = "") -> training_pb2.JobEvent:
         p, plan = self.progress, self.plan
         now = time.perf_counter() - self.run_start
         ev = training_pb2.JobEvent(
@@ -221,7 +224,7 @@ class _Run:
         ev.time.GetCurrentTime()
         return ev
 
-    def _terminal(self, state: int, message: str, parameters: bool) -> None:
+    def _terminal(self, state: training_pb2.JobState, message: str, parameters: bool) -> None:
         ev = self._event(Kind.JOB_EVENT_KIND_STATE, state, message)
         ev.eta_s = 0.0
         for h in self.progress.history:
@@ -244,6 +247,7 @@ class _Run:
             if not self.reporter or self.checkpoint is None:
                 return
             extra = {"world_size": self.world.size, "rng_ranks": states}
+        assert self.checkpoint is not None  # without one, a return above was taken
         p = self.progress
         save_checkpoint(self.checkpoint, {**extra,
             "format": CHECKPOINT_FORMAT, "digest": self.digest,

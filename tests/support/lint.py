@@ -11,15 +11,16 @@ Why the staging: setuptools ``package-dir`` maps ``proto/lossd`` -> ``lossd``,
 install realises that with an import hook that mypy cannot follow, and
 ``mypy client/`` would call the package ``client``. :func:`stage_packages` lays
 out ``<dir>/lossd/`` as symlinks to the real files under their import names,
-and mypy runs with ``MYPYPATH=<dir>``.
+and mypy runs with ``MYPYPATH=<dir>`` (``<dir>`` is ``.mypy_cache/stage``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 __all__ = ["MYPY_MODULES", "REPO", "RUFF_PATHS", "run_mypy", "run_ruff", "stage_packages"]
@@ -29,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: Source folders ruff checks (generated stubs are excluded in pyproject.toml).
 RUFF_PATHS = ("client", "server", "proto/lossd")
 #: Modules mypy checks, by import name, under ``--strict`` (pyproject.toml).
-MYPY_MODULES = ("lossd.client", "lossd._wire")
+MYPY_MODULES = ("lossd",)
 
 
 def _package_dirs() -> dict[str, str]:
@@ -80,23 +81,35 @@ def run_ruff() -> subprocess.CompletedProcess[str]:
 
 
 def run_mypy() -> subprocess.CompletedProcess[str]:
-    """``mypy`` (strict, per pyproject.toml) over :data:`MYPY_MODULES`."""
-    with tempfile.TemporaryDirectory(prefix="lossd-mypy-") as tmp:
-        stage = stage_packages(Path(tmp))
+    """``mypy`` (strict, per pyproject.toml) over :data:`MYPY_MODULES`.
+
+    The staged tree lives at one path, ``.mypy_cache/stage``, relaid on every run:
+    mypy's cache records file paths, so a fresh temporary folder per run would leave
+    cached modules reporting the paths of an earlier run. A lock file serialises
+    concurrent runs (say ``make check`` beside the test suite), which share the cache.
+    """
+    cache = REPO / ".mypy_cache"
+    cache.mkdir(exist_ok=True)
+    with open(cache / "stage.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stage = cache / "stage"
+        shutil.rmtree(stage, ignore_errors=True)  # links only: their targets stay
+        stage_packages(stage)
         packages = [arg for m in MYPY_MODULES for arg in ("-p", m)]
         env = {**os.environ, "MYPYPATH": str(stage)}
         result = subprocess.run(
             [sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"),
-             "--cache-dir", str(REPO / ".mypy_cache"), *packages],
+             "--cache-dir", str(cache), *packages],
             cwd=REPO, env=env, capture_output=True, text=True, check=False,
         )
         # Report the real files (client/_codec.py), not the staged links.
         mapping = _package_dirs()
         for name in sorted(mapping, key=lambda n: -n.count(".")):
-            staged = str(stage.joinpath(*name.split("."))) + os.sep
+            staged = stage.joinpath(*name.split("."))
             real = mapping[name].rstrip("/") + "/"
-            result.stdout = result.stdout.replace(staged, real)
-            result.stderr = result.stderr.replace(staged, real)
+            for shown in (f"{staged}{os.sep}", f"{staged.relative_to(REPO)}{os.sep}"):  # mypy shows either
+                result.stdout = result.stdout.replace(shown, real)
+                result.stderr = result.stderr.replace(shown, real)
         return result
 
 
