@@ -2,11 +2,10 @@
 
 >>> import asyncio, tempfile
 >>> async def demo():
-...     server, port = await create_server(ServerConfig(port=0, data_dir=tempfile.mkdtemp()))
+...     server = await create_server(ServerConfig(port=0, data_dir=tempfile.mkdtemp()))
 ...     await server.start()
-...     await server.stop(None)
-...     await server.lossd_jobs.close()
-...     return port > 0
+...     await server.close()
+...     return server.port > 0
 >>> asyncio.run(demo())
 True
 """
@@ -18,8 +17,10 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import grpc
 import torch
@@ -33,15 +34,15 @@ from ..v1 import lossd_pb2, training_pb2
 from ._config import ServerConfig, build_parser, config_from_args
 from ._connections import connection_options
 from ._logging import configure_logging, emit
-from ._security import describe
+from ._security import Security, describe
 from .evaluation import resolve_device
-from .interceptors import ConcurrencyLimiter, DrainGate, build_interceptors, build_observability, drain
+from .interceptors import ConcurrencyLimiter, DrainGate, Observability, build_interceptors, build_observability
 from .losses import REGISTRY, Registry
 from .losses._plugins import load_plugin_setting
 from .rpc import LossService, add_loss_service
-from .training import add_training_service
+from .training import JobManager, add_training_service
 
-__all__ = ["ServerConfig", "build_parser", "create_server", "serve", "main"]
+__all__ = ["LossdServer", "ServerConfig", "build_parser", "create_server", "serve", "main"]
 
 log = logging.getLogger("lossd.server")
 
@@ -49,10 +50,76 @@ LOSS_SERVICE = lossd_pb2.DESCRIPTOR.services_by_name["LossService"].full_name
 TRAINING_SERVICE = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
 
 
-async def create_server(
-    config: ServerConfig, registry: Registry = REGISTRY
-) -> tuple[grpc.aio.Server, int]:
-    """A configured, not yet started server and the port it bound (``port=0``: ephemeral)."""
+@dataclass
+class LossdServer:
+    """A built lossd server and what it owns: :func:`create_server` makes it, :meth:`start` serves,
+    :meth:`drain` shuts it down gracefully (SIGTERM), :meth:`close` at once (tests, bench).
+
+    Its parts are plain attributes, for ``serve`` and for tests that look inside: ``jobs`` (the
+    training job manager), ``gate`` (the drain gate), ``limiter`` (concurrency limits), ``health``.
+    """
+
+    #: The grpc.aio server (interceptors, services, bound port); not started by create_server.
+    grpc_server: grpc.aio.Server
+    #: The port bound (the config's, or the ephemeral one ``port=0`` picked).
+    port: int
+    config: ServerConfig
+    device: torch.device
+    security: Security
+    #: The evaluation thread pool (``--workers``); training's validation runs on it too.
+    executor: ThreadPoolExecutor
+    health: health.aio.HealthServicer
+    gate: DrainGate
+    limiter: ConcurrencyLimiter
+    jobs: JobManager
+    observability: Observability | None = None
+
+    async def start(self) -> None:
+        """Start serving (the listener was bound by :func:`create_server`)."""
+        await self.grpc_server.start()
+
+    async def drain(self, grace_s: float) -> bool:
+        """Shut down gracefully within ``grace_s`` seconds; True when every call in flight had ended
+        by itself (none was cancelled by the deadline).
+
+        In order: new calls refused ``UNAVAILABLE`` (the drain gate), health ``NOT_SERVING``
+        (``HealthServicer.enter_graceful_shutdown``); running training jobs checkpoint and stop,
+        INTERRUPTED (resumed at the next start), which ends their TrainJob/WatchJob streams; calls
+        in flight finish; the server stops (what still runs at the deadline is cancelled); the
+        evaluation threads take no more work; the metrics endpoint closes.
+        """
+        deadline = time.monotonic() + max(0.0, grace_s)
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        self.gate.close()
+        await self.health.enter_graceful_shutdown()
+        await self.jobs.close(left())
+        idle = await self.gate.wait_idle(left())
+        await self.grpc_server.stop(min(left(), STRAGGLER_S) if idle else left())
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.observability is not None:
+            self.observability.close()
+        return idle
+
+    async def close(self, grace_s: float | None = None) -> None:
+        """Stop at once: running jobs checkpoint and stop, then the server stops (calls still running
+        after ``grace_s`` are cancelled; ``None``: at once), the threads take no more work."""
+        await self.jobs.close()
+        await self.grpc_server.stop(grace_s)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.observability is not None:
+            self.observability.close()
+
+
+#: Once no counted call runs, what is left (health watchers, a call that has not started its
+#: handler yet) gets at most this long before the server cancels it.
+STRAGGLER_S = 1.0
+
+
+async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> LossdServer:
+    """A configured server, bound (``port=0``: ephemeral) but not yet started."""
     security = config.security()  # first: a server that may not start should not load anything
     load_plugin_setting(config.plugins, registry)
     options = [
@@ -63,7 +130,7 @@ async def create_server(
     ]
     observability = build_observability(registry, metrics_port=config.metrics_port, log_format=config.log_format)
     limiter = ConcurrencyLimiter(config.max_concurrent_rpcs, config.max_concurrent_streams)
-    gate = DrainGate()  # counts calls in flight; refuses new ones once serve() drains (UNAVAILABLE)
+    gate = DrainGate()  # counts calls in flight; refuses new ones once the server drains (UNAVAILABLE)
     # The order is fixed and explained in one place: lossd.server.interceptors.build_interceptors.
     interceptors = build_interceptors(gate, limiter, token=security.token,
                                       observability=observability.interceptor if observability else None)
@@ -74,10 +141,10 @@ async def create_server(
                           max_message_bytes=config.max_message_bytes)
     add_loss_service(service, server)  # EvaluateLoss replies go out as framed bytes
 
-    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", LOSS_SERVICE, TRAINING_SERVICE):
-        await _set_health(health_servicer, name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     names = [LOSS_SERVICE, TRAINING_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     if config.reflection:
@@ -95,16 +162,11 @@ async def create_server(
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     # Training: the job store under data_dir, unfinished jobs resumed, workers outside the serving path.
-    server.lossd_jobs = await add_training_service(server, config.training(), registry, executor)  # type: ignore[attr-defined]
-    server.lossd_health = health_servicer  # type: ignore[attr-defined]
-    server.lossd_drain = gate  # type: ignore[attr-defined]
+    jobs = await add_training_service(server, config.training(), registry, executor)
     if observability is not None:
         observability.start(config.host)  # the metrics endpoint, if any
-    server.lossd_observability = observability  # type: ignore[attr-defined]
-    server.lossd_executor = executor  # type: ignore[attr-defined]
-    server.lossd_security = security  # type: ignore[attr-defined]
-    server.lossd_limiter = limiter  # type: ignore[attr-defined]
-    return server, port
+    return LossdServer(server, port, config, device, security, executor, health_servicer, gate, limiter, jobs,
+                       observability)
 
 
 def _warm_up(device: torch.device) -> None:
@@ -112,24 +174,17 @@ def _warm_up(device: torch.device) -> None:
     torch.autograd.grad((x * x).sum(), x)
 
 
-async def _set_health(servicer: object, name: str, status: int) -> None:
-    result = servicer.set(name, status)  # type: ignore[attr-defined]
-    if asyncio.iscoroutine(result):
-        await result
-
-
 async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
-    """Serve until SIGTERM or SIGINT, then drain (server/interceptors/_drain.py) for at most ``grace_s``
+    """Serve until SIGTERM or SIGINT, then drain (:meth:`LossdServer.drain`) for at most ``grace_s``
     seconds; True when every call in flight had ended by itself by then."""
-    server, port = await create_server(config, registry)
+    server = await create_server(config, registry)
     await server.start()
-    device = resolve_device(config.device)
-    log.info("lossd %s serving %d losses on %s:%d (device %s)", __version__, len(registry), config.host, port, device)
-    log.info("security: %s", describe(server.lossd_security))  # type: ignore[attr-defined]
-    emit(f"lossd {__version__} listening on {config.host}:{port}")
-    observability = server.lossd_observability  # type: ignore[attr-defined]
-    if observability is not None and observability.metrics_port is not None:
-        emit(f"lossd metrics on http://{config.host}:{observability.metrics_port}/metrics")
+    log.info("lossd %s serving %d losses on %s:%d (device %s)", __version__, len(registry), config.host,
+             server.port, server.device)
+    log.info("security: %s", describe(server.security))
+    emit(f"lossd {__version__} listening on {config.host}:{server.port}")
+    if server.observability is not None and server.observability.metrics_port is not None:
+        emit(f"lossd metrics on http://{config.host}:{server.observability.metrics_port}/metrics")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -137,19 +192,9 @@ async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: draining for up to %.1fs", config.grace_s)
-
-    async def not_serving() -> None:
-        for name in ("", LOSS_SERVICE, TRAINING_SERVICE):
-            await _set_health(server.lossd_health, name, health_pb2.HealthCheckResponse.NOT_SERVING)  # type: ignore[attr-defined]
-
-    # New calls refused, health NOT_SERVING, running jobs checkpoint (INTERRUPTED; resumed at the
-    # next start), calls in flight finish, then the server stops: all within grace_s (interceptors/_drain.py).
-    clean = await drain(server, server.lossd_drain, server.lossd_jobs, server.lossd_executor,  # type: ignore[attr-defined]
-                        not_serving, config.grace_s)
+    clean = await server.drain(config.grace_s)
     if not clean:
         log.warning("calls still running after the %.1fs grace period were cancelled", config.grace_s)
-    if observability is not None:
-        observability.close()
     emit("lossd stopped")
     return clean
 
