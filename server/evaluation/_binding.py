@@ -137,7 +137,8 @@ def grad_targets(
     floating-point input when it is empty."""
     if not grad_inputs:
         return {
-            n for n, t in tensors.items() if spec.input(n).differentiable and t.is_floating_point()  # type: ignore[union-attr]
+            n for n, t in tensors.items()
+            if (declared := spec.input(n)) is not None and declared.differentiable and t.is_floating_point()
         }
     wanted = set()
     for k, sent in enumerate(grad_inputs):

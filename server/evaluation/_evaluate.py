@@ -75,8 +75,6 @@ def evaluate(
             t = t.detach().requires_grad_(True)
             leaves[name] = t
         tensors[name] = t
-    for i in spec.inputs:
-        tensors.setdefault(i.name, None)  # type: ignore[arg-type]
 
     start = time.perf_counter()
     with torch.enable_grad():
@@ -103,11 +101,14 @@ def evaluate(
 _UNSUPPORTED_MARKERS = ("not implemented for", "\"_vml_cpu\" not implemented", "unsupported dtype")
 
 
-def call_loss(spec: LossSpec, tensors: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:
-    """``spec``'s function on bound inputs and params; torch's own errors become ``LossError``
-    (``UNIMPLEMENTED`` for what torch cannot do on this server, else ``INVALID_ARGUMENT``)."""
+def call_loss(spec: LossSpec, tensors: Mapping[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:
+    """``spec``'s function on bound inputs (``None`` for each absent optional one) and params;
+    torch's own errors become ``LossError`` (``UNIMPLEMENTED`` for what torch cannot do on this
+    server, else ``INVALID_ARGUMENT``)."""
+    inputs: dict[str, torch.Tensor | None] = {i.name: None for i in spec.inputs}
+    inputs.update(tensors)
     try:
-        out = spec.fn(**tensors, **kwargs)
+        out = spec.fn(**inputs, **kwargs)
     except LossError:
         raise
     except (RuntimeError, ValueError, IndexError, TypeError) as e:

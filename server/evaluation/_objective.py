@@ -196,8 +196,6 @@ def evaluate_objective(
                 kwargs = bind_params(spec, term.params, refused=DEPRECATED_PARAMS)
             except LossError as e:
                 raise LossError(prefix(i) + e.field, e.message, e.code) from e
-            for inp in spec.inputs:
-                bound.setdefault(inp.name, None)  # type: ignore[arg-type]
             out = call_loss(spec, bound, kwargs)
             if out.dim() != 0:
                 raise LossError(f"{prefix(i)}params.reduction",

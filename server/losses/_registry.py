@@ -307,7 +307,7 @@ class Registry:
             raise LossError("loss", f"no loss named {name!r}{hint} (ListLosses lists them all)", "NOT_FOUND")
         return self._specs[canonical]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[LossSpec]:
         return iter(sorted(self._specs.values(), key=lambda s: s.name))
 
     def __len__(self) -> int:

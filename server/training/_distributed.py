@@ -167,7 +167,7 @@ def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint
         dist.init_process_group("gloo", store=rdzv.store(), rank=rank, world_size=size, timeout=RANK_TIMEOUT,
                                 pg_options=rdzv.gloo_options())
         try:
-            run_job(plan, Path(checkpoint) if checkpoint else None, emit, _SharedControl(flags), digest,  # type: ignore[arg-type]
+            run_job(plan, Path(checkpoint) if checkpoint else None, emit, _SharedControl(flags), digest,
                     World(rank, size))
         finally:
             dist.destroy_process_group()

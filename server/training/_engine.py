@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -63,7 +63,7 @@ from ._model import build_model
 from ._optim import build_optimizer, build_scheduler
 from ._spec import JobPlan
 
-__all__ = ["Control", "RankFailure", "World", "run_job", "spec_digest", "epoch_seed", "rank_indices", "rank_seed"]
+__all__ = ["Control", "Controls", "Flag", "RankFailure", "World", "run_job", "spec_digest", "epoch_seed", "rank_indices", "rank_seed"]
 
 State = training_pb2.JobState
 Kind = training_pb2.JobEventKind
@@ -76,6 +76,23 @@ class Control:
 
     cancel: threading.Event = field(default_factory=threading.Event)
     interrupt: threading.Event = field(default_factory=threading.Event)
+
+
+class Flag(Protocol):
+    """What the loop reads of a request: ``threading.Event.is_set``, or a data-parallel
+    rank's view of a flag in shared memory (``_distributed.py``)."""
+
+    def is_set(self) -> bool: ...
+
+
+class Controls(Protocol):
+    """What :func:`run_job` reads: a :class:`Control`, or a rank's shared flags."""
+
+    @property
+    def cancel(self) -> Flag: ...
+
+    @property
+    def interrupt(self) -> Flag: ...
 
 
 @dataclass(frozen=True)
@@ -154,7 +171,7 @@ def run_job(
     plan: JobPlan,
     checkpoint: Path | None,
     emit: Callable[[training_pb2.JobEvent], None],
-    control: Control,
+    control: Controls,
     digest: str = "",
     world: World | None = None,
 ) -> None:
@@ -171,7 +188,7 @@ def run_job(
 
 class _Run:
     def __init__(self, plan: JobPlan, checkpoint: Path | None, emit: Callable[[training_pb2.JobEvent], None],
-                 control: Control, digest: str, world: World | None = None) -> None:
+                 control: Controls, digest: str, world: World | None = None) -> None:
         self.plan, self.checkpoint, self.control, self.digest, self.world = plan, checkpoint, control, digest, world
         self.reporter = world is None or world.rank == 0
         self.emit = emit if self.reporter else (lambda event: None)

@@ -71,7 +71,7 @@ class TrainingConfig:
     rdzv_endpoint: str = ""
 
 
-def _mp_context() -> multiprocessing.context.BaseContext:
+def _mp_context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
     """``forkserver`` where available (torch preloaded once, then a job starts in ~20 ms), else ``spawn``.
 
     Like every spawn/forkserver user, a program that embeds the server must guard its entry
@@ -267,7 +267,7 @@ class JobManager:
         try:
             control_r, control_w = self._ctx.Pipe(duplex=False)
             events_r, events_w = self._ctx.Pipe(duplex=False)
-            process = self._ctx.Process(  # type: ignore[attr-defined]
+            process = self._ctx.Process(
                 target=worker_main, name=f"lossd-job-{row.job_id}", daemon=True,
                 args=(row.job_id, row.spec, str(self._checkpoint(row.job_id)), self.config.plugins, control_r,
                       events_w, self.config.rdzv_endpoint),
