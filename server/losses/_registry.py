@@ -35,6 +35,8 @@ from typing import Any, Literal
 
 import torch
 
+from ..._wire import FieldError
+
 __all__ = [
     "Input",
     "Param",
@@ -56,26 +58,18 @@ ParamType = Literal["float", "int", "bool", "string", "int_list", "float_list"]
 InputKind = Literal["float", "int", "float|int"]
 
 
-class LossError(ValueError):
-    """A request breaks a rule. ``field`` names the request field at fault.
-
-    ``code`` is the gRPC status code name the server answers with.
-    """
-
-    def __init__(self, field: str, message: str, code: str = "INVALID_ARGUMENT") -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-        self.message = message
-        self.code = code
+#: The error a loss raises for a refused field: the one field error type,
+#: :class:`lossd._wire.FieldError`, by the name loss modules and operator plugins import.
+LossError = FieldError
 
 
 def require(condition: bool | torch.Tensor, field: str, message: str) -> None:
-    """Raise :class:`LossError` for ``field`` with ``message`` unless ``condition``.
+    """Raise :class:`FieldError` for ``field`` with ``message`` unless ``condition``.
 
     >>> require(1 > 0, "params.margin", "must be positive")
     """
     if not bool(condition):
-        raise LossError(field, message)
+        raise FieldError(field, message)
 
 
 def require_same_shape(
@@ -112,7 +106,7 @@ def require_class_indices(
 def require_finite(tensor: torch.Tensor, field: str) -> None:
     """Refuse NaN or infinite elements in ``tensor`` (torch silently drops some)."""
     if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
-        raise LossError(field, "contains NaN or infinite values; they must be finite")
+        raise FieldError(field, "contains NaN or infinite values; they must be finite")
 
 
 @dataclass(frozen=True)
@@ -153,42 +147,42 @@ class Param:
         if value is None:
             if self.nullable:
                 return None
-            raise LossError(field_name, f"must be a {self.type}, not null")
+            raise FieldError(field_name, f"must be a {self.type}, not null")
         if self.type == "bool":
             if not isinstance(value, bool):
-                raise LossError(field_name, f"must be true or false, got {value!r}")
+                raise FieldError(field_name, f"must be true or false, got {value!r}")
             return value
         if self.type == "string":
             if not isinstance(value, str):
-                raise LossError(field_name, f"must be a string, got {value!r}")
+                raise FieldError(field_name, f"must be a string, got {value!r}")
             if self.choices and value not in self.choices:
-                raise LossError(field_name, f"is {value!r}; must be one of {list(self.choices)}")
+                raise FieldError(field_name, f"is {value!r}; must be one of {list(self.choices)}")
             return value
         if self.type in ("int_list", "float_list"):
             integral = self.type == "int_list"
             if not isinstance(value, (list, tuple)) or not value:
                 kind = "integers" if integral else "numbers"
-                raise LossError(field_name, f"must be a non-empty list of {kind}, got {value!r}")
+                raise FieldError(field_name, f"must be a non-empty list of {kind}, got {value!r}")
             return [self._number(v, f"{field_name}[{i}]", integral) for i, v in enumerate(value)]
         return self._number(value, field_name, integral=self.type == "int")
 
     def _number(self, value: Any, field_name: str, integral: bool) -> int | float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             kind = "an integer" if integral else "a number"
-            raise LossError(field_name, f"must be {kind}, got {value!r}")
+            raise FieldError(field_name, f"must be {kind}, got {value!r}")
         if integral:
             if not float(value).is_integer():
-                raise LossError(field_name, f"must be an integer, got {value!r}")
+                raise FieldError(field_name, f"must be an integer, got {value!r}")
             number: int | float = int(value)
         else:
             number = float(value)
             if math.isnan(number):
-                raise LossError(field_name, "must be a number, got NaN")
+                raise FieldError(field_name, "must be a number, got NaN")
         lo, hi = self.min, self.max
         if (lo is not None and (number < lo or (self.min_exclusive and number == lo))) or (
             hi is not None and (number > hi or (self.max_exclusive and number == hi))
         ):
-            raise LossError(field_name, f"is {value!r}; must be in {self.range_text()}")
+            raise FieldError(field_name, f"is {value!r}; must be in {self.range_text()}")
         return number
 
 
@@ -294,16 +288,16 @@ class Registry:
     def get(self, name: str) -> LossSpec:
         """The loss called ``name`` or one of its aliases.
 
-        Raises :class:`LossError` (NOT_FOUND) listing the closest names.
+        Raises :class:`FieldError` (NOT_FOUND) listing the closest names.
         """
         canonical = self._names.get(_key(name))
         if canonical is None:
             if not name:
-                raise LossError("loss", "is empty; name a loss (see ListLosses)")
+                raise FieldError("loss", "is empty; name a loss (see ListLosses)")
             close = difflib.get_close_matches(_key(name), list(self._names), n=4, cutoff=0.5)
             best_first = list(dict.fromkeys(self._names[c] for c in close))
             hint = f"; did you mean: {', '.join(best_first)}?" if close else ""
-            raise LossError("loss", f"no loss named {name!r}{hint} (ListLosses lists them all)", "NOT_FOUND")
+            raise FieldError("loss", f"no loss named {name!r}{hint} (ListLosses lists them all)", "NOT_FOUND")
         return self._specs[canonical]
 
     def __iter__(self):  # type: ignore[no-untyped-def]
