@@ -39,6 +39,8 @@ from ..._wire import FieldError
 
 __all__ = [
     "Input",
+    "InputRole",
+    "MeanNormalizer",
     "Param",
     "LossSpec",
     "Registry",
@@ -56,6 +58,20 @@ __all__ = [
 
 ParamType = Literal["float", "int", "bool", "string", "int_list", "float_list"]
 InputKind = Literal["float", "int", "float|int"]
+#: What an input is to its loss; ListLosses and the docs publish it. Training reads two:
+#: a training loss takes the model output as its first input, role ``prediction``, and one
+#: ``target``. (Typed for loss authors; not checked at run time, so plugins may name others.)
+InputRole = Literal[
+    "prediction", "target", "class weight", "element weight", "positive-class weight", "variance",
+    "anchor", "positive example", "negative example", "negatives", "input lengths", "target lengths",
+    "first embedding", "second embedding", "first score", "second score", "first tensor", "second tensor",
+    "projection weight", "projection bias", "head weight", "head bias", "tail projection weight",
+    "tail output weight",
+]
+#: What ``reduction='mean'`` divides by: ``count``, the number of per-sample terms; ``weight``,
+#: the total class weight of the samples kept (a ``weight`` input, a non-negative
+#: ``ignore_index``), which differs from one shard of a batch to another.
+MeanNormalizer = Literal["count", "weight"]
 
 
 #: The error a loss raises for a refused field: the one field error type,
@@ -200,7 +216,7 @@ class Input:
     """
 
     name: str
-    role: str
+    role: InputRole
     kind: InputKind = "float"
     differentiable: bool = False
     required: bool = True
@@ -244,6 +260,12 @@ class LossSpec:
     source: str = ""
     notes: str = ""
     float_dtypes: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
+    #: The value on a batch is not a mean or sum of per-sample terms, whatever the reduction
+    #: (in-batch negatives): data-parallel training refuses it.
+    batch_coupled: bool = False
+    #: What ``reduction='mean'`` divides by (:data:`MeanNormalizer`); data-parallel training
+    #: refuses ``weight`` with class weights or an ignore_index.
+    mean_normalizer: MeanNormalizer = "count"
     _by_input: dict[str, Input] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -363,12 +385,19 @@ def register_loss(
     source: str = "",
     notes: str = "",
     float_dtypes: Sequence[str] = ("float32", "float64", "float16", "bfloat16"),
+    batch_coupled: bool = False,
+    mean_normalizer: MeanNormalizer = "count",
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a loss function under ``name``.
 
     ``example`` maps a float dtype to a small valid call (input tensors by name,
     plus an optional ``"params"`` dict); it feeds the docs and the test suite.
+    Two facts data-parallel training needs (a loss that gets them wrong trains
+    another objective with ``world_size > 1``): ``batch_coupled`` — the loss of
+    a batch is not a mean or sum of per-sample terms (in-batch negatives);
+    ``mean_normalizer`` — ``"weight"`` when ``reduction='mean'`` divides by the
+    kept samples' total class weight rather than their count.
     The decorated object is a function ``(inputs..., *, params...) -> Tensor``
     or an ``nn.Module`` subclass (params to ``__init__``, inputs to ``forward``);
     it is returned unchanged.
@@ -387,6 +416,8 @@ def register_loss(
             source=source,
             notes=notes,
             float_dtypes=tuple(float_dtypes),
+            batch_coupled=batch_coupled,
+            mean_normalizer=mean_normalizer,
         )
         (_TARGET.get() if registry is None else registry).add(spec)
         return fn

@@ -497,13 +497,6 @@ def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: 
     return _with_warnings(plan)
 
 
-#: Losses with a ``reduction`` whose value on a batch still is not the mean of per-sample terms
-#: (in-batch negatives): data-parallel ranks would each see other negatives.
-_BATCH_COUPLED_LOSSES = frozenset({"info_nce_loss"})
-#: Losses whose ``mean`` divides by the batch's total class weight (or its count of non-ignored samples).
-_WEIGHT_NORMALIZED_LOSSES = frozenset({"cross_entropy", "nll_loss", "linear_cross_entropy", "softmax_focal_loss"})
-
-
 def _world_size(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> int:
     """``world_size`` (0 means 1), within the server's ``--max-world-size``."""
     if request.world_size < 0:
@@ -530,15 +523,17 @@ def _check_divisible(world_size: int, n_train: int, batch_size: int) -> None:
 
 def _check_shardable_loss(plan: JobPlan) -> None:
     """With several ranks, each computes the loss on its shard of a batch and DDP averages the gradients:
-    that equals the whole batch's gradient only when the loss is a mean (or sum) of per-sample terms."""
+    that equals the whole batch's gradient only when the loss is a mean (or sum) of per-sample terms:
+    the registration says which losses are not (``batch_coupled``, ``mean_normalizer``)."""
     if plan.world_size == 1:
         return
-    name, reduction = plan.loss.spec.name, plan.reduction
-    if reduction not in ("mean", "sum") or name in _BATCH_COUPLED_LOSSES:
+    spec, reduction = plan.loss.spec, plan.reduction
+    name = spec.name
+    if reduction not in ("mean", "sum") or spec.batch_coupled:
         raise FieldError("loss.name", f"{name} is not a mean or sum of per-sample terms, so its gradient on a "
                         f"batch is not the average of its gradients on the batch's shards; world_size "
                         f"{plan.world_size} would train another objective: use world_size 1")
-    if reduction == "mean" and name in _WEIGHT_NORMALIZED_LOSSES:
+    if reduction == "mean" and spec.mean_normalizer == "weight":
         if "weight" in plan.loss.extras:
             raise FieldError("loss.inputs.weight", f"{name} with class weights and reduction 'mean' divides by the "
                             "batch's total weight, which differs between the ranks' shards; with world_size "
