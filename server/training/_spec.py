@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from ..._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
 from ..._wire import (
     DEFAULT_MAX_REQUEST_ELEMENTS,
     DEFAULT_MAX_TENSOR_ELEMENTS,
@@ -47,7 +48,6 @@ from ..evaluation import DEPRECATED_PARAMS, Regularization, bind_params, check_p
 from ..rpc import check_finite, decode_tensor, struct_to_dict
 from ..losses import LossSpec, Registry
 from ._data import BUILTINS, NO_NON_FINITE, Dataset, bind_builtin_params, make_inline, split
-from ._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
 from ._optim import OPTIMIZERS, GroupPlan, OptimizerPlan, SchedulePlan, assign_groups
 
 __all__ = ["METRICS", "JobPlan", "LossPlan", "TrainingLimits", "check_loss_accepts_model", "plan_job"]
