@@ -47,6 +47,7 @@ from ..losses import Registry
 from ._checkpoint import remove_checkpoint
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
 from ._store import FINAL_STATES, TERMINAL_STATES, JobRow, JobStore
+from ._worker import worker_main
 
 __all__ = ["JobManager", "TrainingConfig", "JOB_ID"]
 
@@ -263,8 +264,6 @@ class JobManager:
 
     def _launch(self, job: _Running, row: JobRow) -> None:
         """Start the worker process for ``job``, then relay its events (this thread becomes its monitor)."""
-        from ._worker import worker_main
-
         try:
             control_r, control_w = self._ctx.Pipe(duplex=False)
             events_r, events_w = self._ctx.Pipe(duplex=False)
