@@ -102,11 +102,11 @@ def add_penalties(
     """
     if reg.l1:
         l1 = reg.l1 * sum(t.abs().sum() for t in covered)
-        parts["l1"] = float(l1.detach())  # type: ignore[union-attr]
+        parts["l1"] = float(l1)
         objective = objective + l1
     if reg.l2:
         l2 = 0.5 * reg.l2 * sum(t.pow(2).sum() for t in covered)
-        parts["l2"] = float(l2.detach())  # type: ignore[union-attr]
+        parts["l2"] = float(l2)
         objective = objective + l2
     return objective
 
