@@ -154,3 +154,34 @@ def test_docs_show_the_example_as_it_runs(node: str, server_address: str) -> Non
         assert result.returncode == 0, result.stdout + result.stderr
         assert output_matches(ex.expected, result.stdout + result.stderr), (
             f"docs/clients.md: `{ex.code}` printed\n{result.stdout}{result.stderr}\nexpected\n{ex.expected}")
+
+
+SECURE_SCRIPT = """
+import { readFileSync } from "node:fs";
+import { createLossdClient, describeError, tensor } from "@lossd/client";
+const { target, token, ca, cert, key } = JSON.parse(readFileSync(0, "utf8"));
+const tls = { ca: readFileSync(ca), cert: readFileSync(cert), key: readFileSync(key) };
+const request = { loss: "mse", inputs: { input: tensor("float32", [1], [3]), target: tensor("float32", [1], [1]) } };
+const outcome = async (options) => {
+  try { return { value: (await createLossdClient({ target, tls, ...options }).evaluateLoss(request)).value }; }
+  catch (err) { return describeError(err); }
+};
+console.log(JSON.stringify([await outcome({ token }), await outcome({ token: "wrong-token-0123456789" })]));
+"""
+
+
+def test_token_and_mutual_tls(node: str, tmp_path: Path) -> None:
+    """The client's `token` and `tls` options against a server that wants both."""
+    from support.certs import make_pki
+    from support.servers import start_in_process
+
+    pki, token = make_pki(tmp_path), "js-client-test-token-5e1b"
+    with start_in_process(token=token, tls_cert=str(pki.server_cert), tls_key=str(pki.server_key),
+                          tls_client_ca=str(pki.ca)) as address:
+        request = {"target": address, "token": token, "ca": str(pki.ca), "cert": str(pki.client_cert),
+                   "key": str(pki.client_key)}
+        result = _run([node, "--input-type=module", "-e", SECURE_SCRIPT], stdin=json.dumps(request))
+    assert result.returncode == 0, result.stdout + result.stderr
+    good, wrong = json.loads(result.stdout)
+    assert good == {"value": 4.0}
+    assert wrong["code"] == "UNAUTHENTICATED" and wrong["fieldViolations"] == []
