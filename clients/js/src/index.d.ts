@@ -72,5 +72,5 @@ export interface ErrorDescription {
   fieldViolations: { field: string; description: string }[];
 }
 
-/** A failed call as plain data. */
+/** A failed call (a ConnectError) as plain data; anything else is thrown again. */
 export declare function describeError(err: unknown): ErrorDescription;

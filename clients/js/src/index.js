@@ -298,9 +298,9 @@ const LITTLE_ENDIAN = endianness() === "LE";
 function checkedShape(shape) {
   if (!Array.isArray(shape)) throw new TypeError("tensor: shape must be an array of non-negative integers");
   return shape.map((d) => {
-    const n = BigInt(d);
-    if (n < 0n || (typeof d === "number" && !Number.isSafeInteger(d))) throw new TypeError(`tensor: bad dimension ${String(d)}`);
-    return n;
+    const whole = typeof d === "bigint" || (typeof d === "number" && Number.isSafeInteger(d));
+    if (!whole || d < 0) throw new TypeError(`tensor: dimensions must be non-negative integers, got ${String(d)}`);
+    return BigInt(d);
   });
 }
 
@@ -390,6 +390,7 @@ const GRPC_CODE_NAMES = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEAD
 /**
  * A failed call as plain data: the gRPC code name, the server's message and the
  * google.rpc.BadRequest field violations from the `grpc-status-details-bin` trailer.
+ * Anything else (the TypeError of a request that failed its check) is thrown again.
  *
  * @param {unknown} err what a client method threw
  * @returns {{code: string, message: string, fieldViolations: {field: string, description: string}[]}}
@@ -399,7 +400,8 @@ const GRPC_CODE_NAMES = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEAD
  *   //  fieldViolations: [{field: "params.label_smoothing", description: "..."}]}
  */
 export function describeError(err) {
-  const e = ConnectError.from(err);
+  if (!(err instanceof ConnectError)) throw err;
+  const e = err;
   const fieldViolations = e.findDetails(BadRequestSchema)
     .flatMap((b) => b.fieldViolations.map(({ field, description }) => ({ field, description })));
   return { code: GRPC_CODE_NAMES[e.code] ?? Code[e.code] ?? String(e.code), message: e.rawMessage, fieldViolations };

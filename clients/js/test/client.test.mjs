@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
-  checkRequest, createLossdClient, EvaluateLossRequestSchema, TensorEncoding, tensor, toArray, TrainJobRequestSchema,
+  checkRequest, createLossdClient, describeError, EvaluateLossRequestSchema, TensorEncoding, tensor, toArray, TrainJobRequestSchema,
 } from "@lossd/client";
 
 const seed = () => ({
@@ -60,7 +60,9 @@ test("oneof fields take {case, value}", () => {
 
 test("client methods check before sending (no server needed)", async () => {
   const client = createLossdClient({ target: "127.0.0.1:9" });
-  await assert.rejects(client.evaluateLoss({ ...seed(), grad_inputs: ["input"] }), { name: "TypeError", message: /gradInputs/ });
+  const refused = await client.evaluateLoss({ ...seed(), grad_inputs: ["input"] }).catch((err) => err);
+  assert.ok(refused instanceof TypeError && /gradInputs/.test(refused.message), String(refused));
+  assert.throws(() => describeError(refused), TypeError); // not a failed call: thrown again
   assert.throws(() => createLossdClient({ target: "http://127.0.0.1:9" }), /target must be "host:port"/);
   assert.throws(() => createLossdClient({ adress: "x" }), /unknown option "adress"/);
 });
@@ -77,6 +79,8 @@ test("typed arrays travel as raw little-endian bytes and come back exactly", () 
   assert.deepEqual(tensor("float32", [], [1.5]), { dtype: "float32", shape: [], values: [1.5] });
   assert.throws(() => tensor("float32", [3], new Float32Array(2)), /shape \[3\] has 3 elements, data has 2/);
   assert.throws(() => tensor("float32", [2], new Float64Array(2)), /float32 data must be Float32Array/);
+  assert.throws(() => tensor("float32", [2.5], [1, 2]), /dimensions must be non-negative integers, got 2.5/);
+  assert.throws(() => tensor("float32", [-1n], []), /got -1/);
 });
 
 test("float16 and bfloat16 raw bytes decode to float32 exactly", () => {
