@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Evaluate the seed's cross-entropy on a lossd server and print the reply as JSON.
+// Evaluate the README's cross-entropy example on a lossd server, with parameters,
+// and print the reply as JSON.
 //
 //   node examples/evaluate.mjs --target 127.0.0.1:50051
 //
