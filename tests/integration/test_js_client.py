@@ -14,6 +14,7 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -142,6 +143,8 @@ def test_raw_tensors_travel_bit_for_bit(node: str, server_address: str) -> None:
 def test_docs_show_the_example_as_it_runs(node: str, server_address: str) -> None:
     """docs/clients.md shows examples/evaluate.mjs verbatim, and its console session runs as written."""
     doc = (REPO / "docs" / "clients.md").read_text(encoding="utf-8")
+    for link in re.findall(r"\]\(((?!https?://)[^)#]+)", doc):
+        assert (REPO / "docs" / link).exists(), f"docs/clients.md links to {link}, which does not exist"
     blocks = fenced_blocks(doc, "docs/clients.md")
     shown = [b.text for b in blocks if b.lang == "javascript"]
     assert shown == [(JS / "examples" / "evaluate.mjs").read_text(encoding="utf-8")], (
