@@ -102,7 +102,7 @@ export function createLossdClient(options = {}) {
 }
 
 function checkedMethod(method, call) {
-  const where = `${method.parent.typeName}/${method.name}`;
+  const where = method.input.name; // error paths read EvaluateLossRequest.grad_inputs
   if (method.methodKind === "unary") {
     return async (request, callOptions) => {
       checkRequest(method.input, request, where);
