@@ -39,6 +39,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from ..._settings import flag_name
 from ..._wire import FieldError
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
@@ -233,8 +234,8 @@ class JobManager:
             waiting = len(self._queue)
             if len(self._running) >= self.config.max_jobs and waiting >= self.config.max_queued_jobs:
                 raise FieldError("", f"{len(self._running)} jobs are running and {waiting} are queued; the server "
-                                f"queues at most {self.config.max_queued_jobs} (--max-queued-jobs) behind "
-                                f"{self.config.max_jobs} running (--max-jobs): retry later", "RESOURCE_EXHAUSTED")
+                                f"queues at most {self.config.max_queued_jobs} ({flag_name('max_queued_jobs')}) behind "
+                                f"{self.config.max_jobs} running ({flag_name('max_jobs')}): retry later", "RESOURCE_EXHAUSTED")
             job_id = secrets.token_hex(6)
             while self.store.get_job(job_id) is not None:
                 job_id = secrets.token_hex(6)
