@@ -16,8 +16,13 @@ Outermost first (each sees only the calls the ones before it let through):
 The health service passes 2–4 untouched. Every interceptor wraps handlers through
 :mod:`._handlers`, the one place that knows a handler's four shapes.
 
+The server installs them as one :class:`InterceptorChain` (:mod:`._chain`): one
+``intercept_service`` per call, and each method's wrapped handler built once and reused
+(each interceptor is a stage: a per-call ``admit`` and a per-method ``wrap``).
+
 >>> gate, limiter = DrainGate(), ConcurrencyLimiter(max_rpcs=4, max_streams=2)
->>> [type(i).__name__ for i in build_interceptors(gate, limiter, token=b"secret-token-1234")]
+>>> [chain] = build_interceptors(gate, limiter, token=b"secret-token-1234")
+>>> [type(stage).__name__ for stage in chain.stages]
 ['DrainGate', 'BearerTokenInterceptor', 'ConcurrencyLimiter', 'MalformedRequests']
 """
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 import grpc
 
 from ._auth import BearerTokenInterceptor
+from ._chain import InterceptorChain, Stage, StageInterceptor
 from ._concurrency import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONCURRENT_STREAMS, ConcurrencyLimiter, Slots
 from ._drain import DRAINING_MESSAGE, DrainGate
 from ._handlers import OPEN_PREFIXES, is_open, refusing_handler, shape_of
@@ -40,10 +46,13 @@ __all__ = [
     "BearerTokenInterceptor",
     "ConcurrencyLimiter",
     "DrainGate",
+    "InterceptorChain",
     "MalformedRequests",
     "Observability",
     "ObservabilityInterceptor",
     "Slots",
+    "Stage",
+    "StageInterceptor",
     "build_interceptors",
     "build_observability",
     "is_open",
@@ -59,14 +68,15 @@ def build_interceptors(
     token: bytes | None = None,
     observability: ObservabilityInterceptor | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The server's interceptors, outermost first, in the order the module docstring gives and
-    explains; ``token`` adds authentication, ``observability`` metrics and access logs."""
-    interceptors: list[grpc.aio.ServerInterceptor] = []
+    """The server's interceptors: one :class:`InterceptorChain` of the stages, outermost first, in
+    the order the module docstring gives and explains; ``token`` adds authentication,
+    ``observability`` metrics and access logs."""
+    stages: list[Stage] = []
     if observability is not None:
-        interceptors.append(observability)
-    interceptors.append(gate)
+        stages.append(observability)
+    stages.append(gate)
     if token is not None:
-        interceptors.append(BearerTokenInterceptor(token))
-    interceptors.append(limiter)
-    interceptors.append(MalformedRequests())
-    return interceptors
+        stages.append(BearerTokenInterceptor(token))
+    stages.append(limiter)
+    stages.append(MalformedRequests())
+    return [InterceptorChain(stages)]

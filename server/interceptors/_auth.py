@@ -28,7 +28,8 @@ from typing import Any
 
 import grpc
 
-from ._handlers import Continuation, Handler, OPEN_PREFIXES, is_open, refusing_handler
+from ._chain import Refusal, StageInterceptor
+from ._handlers import OPEN_PREFIXES, is_open
 
 __all__ = ["BearerTokenInterceptor"]
 
@@ -41,7 +42,7 @@ def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
 
-class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+class BearerTokenInterceptor(StageInterceptor):
     """Refuse (``UNAUTHENTICATED``) every call without the right bearer token, but
     those whose method starts with one of ``open_prefixes``."""
 
@@ -69,16 +70,12 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
             return "the bearer token is not valid (metadata `authorization: Bearer <token>`)"
         return None
 
-    async def intercept_service(
-        self,
-        continuation: Continuation,
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        if is_open(handler_call_details.method, self._open):
-            return await continuation(handler_call_details)
-        problem = self.problem(handler_call_details.invocation_metadata)
-        handler = await continuation(handler_call_details)
+    def admit(self, details: grpc.HandlerCallDetails) -> Refusal | None:
+        """``UNAUTHENTICATED`` with :meth:`problem` for a call without the right token (open methods aside)."""
+        if is_open(details.method, self._open):
+            return None
+        problem = self.problem(details.invocation_metadata)
         if problem is None:
-            return handler
+            return None
         self.refused += 1
-        return refusing_handler(handler, grpc.StatusCode.UNAUTHENTICATED, problem)
+        return grpc.StatusCode.UNAUTHENTICATED, problem

@@ -28,7 +28,8 @@ import grpc
 
 from ..._settings import env_name, flag_name
 from .._security import ConfigError
-from ._handlers import Context, Continuation, Handler, OPEN_PREFIXES, is_open, shape_of
+from ._chain import StageInterceptor
+from ._handlers import Context, Handler, OPEN_PREFIXES, is_open, shape_of
 
 __all__ = ["DEFAULT_MAX_CONCURRENT_RPCS", "DEFAULT_MAX_CONCURRENT_STREAMS", "ConcurrencyLimiter", "Slots"]
 
@@ -67,7 +68,7 @@ class Slots:
                 "or raise the limit")
 
 
-class ConcurrencyLimiter(grpc.aio.ServerInterceptor):
+class ConcurrencyLimiter(StageInterceptor):
     """Server-wide limits on unary calls and on streaming calls in flight; health is exempt."""
 
     def __init__(self, max_rpcs: int, max_streams: int, exempt: tuple[str, ...] = OPEN_PREFIXES) -> None:
@@ -78,13 +79,9 @@ class ConcurrencyLimiter(grpc.aio.ServerInterceptor):
         self.streams = Slots("max_concurrent_streams", max_streams, "streams")
         self._exempt = exempt
 
-    async def intercept_service(
-        self,
-        continuation: Continuation,
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or is_open(handler_call_details.method, self._exempt):
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        """``handler`` holding a slot while it runs (exempt methods: as it is)."""
+        if is_open(method, self._exempt):
             return handler
         streaming = handler.request_streaming or handler.response_streaming
         return _limited(handler, self.streams if streaming else self.rpcs)

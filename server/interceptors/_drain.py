@@ -27,7 +27,8 @@ from typing import Any
 
 import grpc
 
-from ._handlers import Context, Continuation, Handler, OPEN_PREFIXES, is_open, refusing_handler, shape_of
+from ._chain import Refusal, StageInterceptor
+from ._handlers import Context, Handler, OPEN_PREFIXES, is_open, shape_of
 
 __all__ = ["DRAINING_MESSAGE", "DrainGate"]
 
@@ -35,7 +36,7 @@ __all__ = ["DRAINING_MESSAGE", "DrainGate"]
 DRAINING_MESSAGE = ("the server is shutting down and takes no new calls; retry on another server "
                     "or after it restarts (health reports NOT_SERVING)")
 
-class DrainGate(grpc.aio.ServerInterceptor):
+class DrainGate(StageInterceptor):
     """Counts calls in flight (the health service's aside); after :meth:`close`, refuses new
     calls with ``UNAVAILABLE`` but those whose method starts with one of ``open_prefixes``."""
 
@@ -84,18 +85,16 @@ class DrainGate(grpc.aio.ServerInterceptor):
         if self._changed is not None:
             self._changed.set()
 
-    async def intercept_service(
-        self,
-        continuation: Continuation,
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        if is_open(handler_call_details.method, self._open):
-            return await continuation(handler_call_details)
-        handler = await continuation(handler_call_details)
-        if self.draining:
+    def admit(self, details: grpc.HandlerCallDetails) -> Refusal | None:
+        """``UNAVAILABLE`` once draining (open methods aside)."""
+        if self.draining and not is_open(details.method, self._open):
             self.refused += 1
-            return refusing_handler(handler, grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE)
-        return self._counted(handler) if handler is not None else handler
+            return grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE
+        return None
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        """``handler`` counted in flight (open methods are not)."""
+        return handler if is_open(method, self._open) else self._counted(handler)
 
     def _counted(self, handler: Handler) -> Handler:
         """``handler`` with its behavior counted from its start to its end (however it ends)."""

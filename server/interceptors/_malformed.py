@@ -23,7 +23,8 @@ from typing import Any
 
 import grpc
 
-from ._handlers import Context, Continuation, Handler, shape_of
+from ._chain import StageInterceptor
+from ._handlers import Context, Handler, shape_of
 
 __all__ = ["Malformed", "MalformedRequests", "parsing"]
 
@@ -67,18 +68,14 @@ async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield item
 
 
-class MalformedRequests(grpc.aio.ServerInterceptor):
+class MalformedRequests(StageInterceptor):
     """Answer requests that do not parse with ``INVALID_ARGUMENT`` (see the module docstring)."""
 
-    async def intercept_service(
-        self,
-        continuation: Continuation,
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        """``handler`` parsing its requests itself (handlers that parse nothing: as they are)."""
+        if handler.request_deserializer is None:
             return handler
-        return _guarded(handler, str(handler_call_details.method))
+        return _guarded(handler, method)
 
 
 def _guarded(handler: Handler, method: str) -> Handler:

@@ -38,7 +38,8 @@ from ..._methods import BY_PATH, EVALUATE_LOSS, EVALUATE_LOSS_STREAM
 from .._logging import access_fields
 from .._metrics import Metrics
 from ..losses import Registry
-from ._handlers import Context, Continuation, Handler, shape_of
+from ._chain import StageInterceptor
+from ._handlers import Context, Handler, shape_of
 
 __all__ = ["Observability", "ObservabilityInterceptor", "attempt_from", "build_observability", "request_id_from"]
 
@@ -106,7 +107,7 @@ class _Call:
     losses: dict[str, None] = field(default_factory=dict)  # every loss seen (streams), in order
 
 
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+class ObservabilityInterceptor(StageInterceptor):
     """Wraps every async handler: counts, times and logs each call."""
 
     def __init__(self, metrics: Metrics | None, access: bool, registry: Registry) -> None:
@@ -115,15 +116,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         self._registry = registry
         self._methods: dict[str, _Method] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Continuation,
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return self._wrap(handler, handler_call_details)
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        """``handler`` counted, timed and logged per call."""
+        return self._wrap(handler, method)
 
     # -- per method ---------------------------------------------------------
 
@@ -149,11 +144,11 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             self._methods[path] = m
         return m
 
-    def _wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
+    def _wrap(self, handler: Handler, path: str) -> Handler:
         shape = shape_of(handler)
         if shape is None:
             return handler  # a synchronous handler (none in lossd): left as it is
-        method = self._method(details.method, shape.kind)
+        method = self._method(path, shape.kind)
         new = self._behavior(method, shape.behavior, shape.is_gen, streaming_in=shape.streaming_in)
         return shape.rebuild(
             new,
