@@ -15,7 +15,7 @@ decoded tensors::
 from __future__ import annotations
 
 from ._binding import DEPRECATED_PARAMS, HasParams, bind_inputs, bind_params, grad_targets
-from ._evaluate import Evaluation, call_loss, evaluate, resolve_device
+from ._evaluate import Binding, Evaluation, bind, call_loss, evaluate, resolve_device, run_bound
 from ._objective import (
     MAX_PATTERNS,
     Regularization,
@@ -29,11 +29,13 @@ from ._objective import (
 __all__ = [
     "DEPRECATED_PARAMS",
     "MAX_PATTERNS",
+    "Binding",
     "Evaluation",
     "HasParams",
     "Regularization",
     "Term",
     "add_penalties",
+    "bind",
     "bind_inputs",
     "bind_params",
     "call_loss",
@@ -43,4 +45,5 @@ __all__ = [
     "evaluate_objective",
     "grad_targets",
     "resolve_device",
+    "run_bound",
 ]

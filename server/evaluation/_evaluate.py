@@ -24,7 +24,7 @@ from ..._wire import FieldError
 from ..losses import LossSpec, Registry
 from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets
 
-__all__ = ["Evaluation", "call_loss", "evaluate", "resolve_device"]
+__all__ = ["Binding", "Evaluation", "bind", "call_loss", "evaluate", "resolve_device", "run_bound"]
 
 
 @dataclass
@@ -63,11 +63,44 @@ def evaluate(
     device: torch.device | None = None,
 ) -> Evaluation:
     """Validate, run the loss forward, and backward for the requested inputs."""
+    binding, tensors = bind(registry, loss, inputs, params, grad_inputs)
+    return run_bound(binding, tensors, grad_output, device)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What validating a call decided, which depends only on its loss, parameters, input names,
+    dtypes and shapes (not on the values): so a server may keep it for the next call of the
+    same signature (:mod:`lossd.server.rpc._plan`)."""
+
+    spec: LossSpec
+    #: Canonical input name -> the name it was sent as.
+    sent_as: dict[str, str]
+    #: The loss's keyword arguments: the bound params, defaults filled in.
+    kwargs: dict[str, Any]
+    #: Canonical names of the inputs to differentiate.
+    wanted: frozenset[str]
+
+
+def bind(
+    registry: Registry, loss: str, inputs: Mapping[str, torch.Tensor], params: Mapping[str, Any],
+    grad_inputs: Sequence[str] = (),
+) -> tuple[Binding, dict[str, torch.Tensor]]:
+    """Validate a call: its :class:`Binding` and the inputs by canonical name (integer inputs as int64)."""
     spec = registry.get(loss)
     tensors, sent_as = bind_inputs(spec, inputs)
     kwargs = bind_params(spec, params, refused=DEPRECATED_PARAMS)
     wanted = grad_targets(spec, tensors, sent_as, grad_inputs)
+    return Binding(spec, sent_as, kwargs, frozenset(wanted)), tensors
 
+
+def run_bound(
+    binding: Binding, tensors: dict[str, torch.Tensor], grad_output: torch.Tensor | None = None,
+    device: torch.device | None = None,
+) -> Evaluation:
+    """The loss forward and backward of a bound call (``tensors`` by canonical name, as :func:`bind`
+    returns them)."""
+    spec, sent_as, kwargs, wanted = binding.spec, binding.sent_as, binding.kwargs, binding.wanted
     if device is not None and device.type != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
     leaves = {}
@@ -79,7 +112,7 @@ def evaluate(
 
     start = time.perf_counter()
     with torch.enable_grad():
-        out = call_loss(spec, tensors, kwargs)
+        out = call_loss(spec, tensors, dict(kwargs))
     forward_s = time.perf_counter() - start
 
     grads: dict[str, torch.Tensor] = {}

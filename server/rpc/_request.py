@@ -28,9 +28,10 @@ from google.protobuf import json_format
 from ..._framing import Buffer, field_number, join, length_delimited, map_entry
 from ..._wire import FieldError, TensorLimits
 from ...v1 import lossd_pb2
-from ..evaluation import Regularization, Term, evaluate, evaluate_objective
+from ..evaluation import Binding, Evaluation, Regularization, Term, bind, evaluate_objective, run_bound
 from ..losses import Registry
-from ._tensors import check_finite, decode_tensors, encode_tensor, tensor_parts
+from ._plan import Plan, PlanInput, Plans, signature
+from ._tensors import check_finite, decode_tensors, encode_tensor, from_raw, tensor_parts
 
 __all__ = ["FRAME_FROM_BYTES", "handle_evaluate", "handle_evaluate_bytes", "struct_to_dict"]
 
@@ -68,6 +69,7 @@ def handle_evaluate_bytes(
     device: torch.device | None = None,
     limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
     payloads: dict[str, memoryview] | None = None,
+    plans: Plans | None = None,
 ) -> bytes:
     """Serve one ``EvaluateLossRequest``: the serialized ``EvaluateLossResponse``.
 
@@ -81,8 +83,16 @@ def handle_evaluate_bytes(
     ``limits`` bound the request's tensors before any is decoded
     (:func:`lossd._wire.check_tensors`; an int is the per-tensor element limit).
     NaN and infinite values are refused unless the request sets ``allow_non_finite``.
+    ``plans`` (a service's :class:`~lossd.server.rpc._plan.Plans`) lets a request whose
+    signature was validated before skip straight to decoding and computing.
     """
     start = time.perf_counter()
+    key = signature(request, payloads) if plans is not None else None
+    if key is not None:
+        assert plans is not None
+        plan = plans.get(key)
+        if plan is not None:
+            return _run_plan(plan, request, payloads, device, start)
     objective = bool(request.terms) or bool(request.parameters) or request.HasField("regularization")
     if request.terms and (request.loss or request.params.fields):
         raise FieldError("terms", "set either loss/params or terms, not both")
@@ -121,18 +131,61 @@ def handle_evaluate_bytes(
         reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
         result = evaluate_objective(registry, terms, inputs, parameters, reg, list(request.grad_inputs), device)
     else:
-        result = evaluate(registry, request.loss, inputs, struct_to_dict(request.params), list(request.grad_inputs),
-                          grad_output, device)
+        binding, bound = bind(registry, request.loss, inputs, struct_to_dict(request.params), list(request.grad_inputs))
+        plan = _plan(binding, inputs, bound, _encoding(request, encodings)) if key is not None else None
+        result = run_bound(binding, bound, grad_output, device)
+        del bound
+        if plan is not None and plans is not None and key is not None:
+            plans.put(key, plan)
     del inputs, parameters, grad_output
     sent.clear()  # the received bytes can go before the reply is built
+    return _reply(result, _encoding(request, encodings), decode_s)
 
-    start = time.perf_counter()
+
+def _encoding(request: lossd_pb2.EvaluateLossRequest, sent: set[str]) -> str:
+    """The reply's tensor encoding: the request's ``output_encoding``, else ``values`` when any
+    input came as values."""
     if request.output_encoding == lossd_pb2.TENSOR_ENCODING_RAW:
-        encoding = "raw"
-    elif request.output_encoding == lossd_pb2.TENSOR_ENCODING_VALUES:
-        encoding = "values"
-    else:
-        encoding = "values" if "values" in encodings else "raw"
+        return "raw"
+    if request.output_encoding == lossd_pb2.TENSOR_ENCODING_VALUES:
+        return "values"
+    return "values" if "values" in sent else "raw"
+
+
+def _plan(binding: Binding, inputs: Mapping[str, torch.Tensor], bound: Mapping[str, torch.Tensor],
+          encoding: str) -> Plan:
+    """What this request's validation decided (see :mod:`._plan`)."""
+    planned = []
+    for name, sent in sorted(binding.sent_as.items(), key=lambda item: item[1]):
+        t = inputs[sent]
+        to = bound[name].dtype if bound[name].dtype != t.dtype else None
+        planned.append(PlanInput(f"inputs.{sent}", sent, t.dtype, tuple(t.shape), to))
+    return Plan(tuple(planned), binding, encoding)
+
+
+def _run_plan(plan: Plan, request: lossd_pb2.EvaluateLossRequest, payloads: dict[str, memoryview] | None,
+              device: torch.device | None, start: float) -> bytes:
+    """A request of a planned signature: decoded from its payloads, evaluated with the plan's binding."""
+    check = not request.allow_non_finite
+    tensors: dict[str, torch.Tensor] = {}
+    names = {sent: name for name, sent in plan.binding.sent_as.items()}
+    for i in plan.inputs:
+        raw = payloads.get(i.path) if payloads else None
+        t = from_raw(request.inputs[i.sent].raw if raw is None else raw, i.dtype, i.shape)
+        if check:
+            check_finite(t, i.path, _ALLOW_NON_FINITE)
+        tensors[names[i.sent]] = t if i.to is None else t.to(i.to)
+    decode_s = time.perf_counter() - start
+    result = run_bound(plan.binding, tensors, None, device)
+    del tensors
+    if payloads:
+        payloads.clear()  # the received bytes can go before the reply is built
+    return _reply(result, plan.encoding, decode_s)
+
+
+def _reply(result: Evaluation, encoding: str, decode_s: float) -> bytes:
+    """The serialized ``EvaluateLossResponse`` of ``result``."""
+    start = time.perf_counter()
     head = lossd_pb2.EvaluateLossResponse(loss_name=result.loss_name, parts=result.parts, regularized=result.regularized)
     if result.loss.dim() == 0:
         head.value = float(result.loss)

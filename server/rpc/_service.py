@@ -31,6 +31,7 @@ from ..._methods import EVALUATE_LOSS, EVALUATE_LOSS_STREAM, LIST_LOSSES
 from ..._wire import DEFAULT_MAX_MESSAGE_BYTES, DTYPES, FieldError, TensorLimits, reply_too_large
 from ...v1 import lossd_pb2, lossd_pb2_grpc
 from ..losses import LossSpec, Registry
+from ._plan import Plans
 from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
 
@@ -113,6 +114,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self._max_message_bytes = max_message_bytes
         #: Set by add_loss_service: EvaluateLoss may answer with serialized bytes.
         self.replies_as_bytes = False
+        #: Validated signatures, reused by later requests of the same signature (docs/performance.md).
+        self.plans = Plans()
 
     async def ListLosses(
         self, request: lossd_pb2.ListLossesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -128,7 +131,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         """The serialized reply: computed right here when small, else on the thread pool."""
         message, payloads = (request.message, request.payloads) if isinstance(request, ReceivedRequest) else (
             request, None)
-        args = (self._registry, message, self._device, self._limits, payloads)
+        args = (self._registry, message, self._device, self._limits, payloads, self.plans)
         if payload_bytes(message) <= self._inline_max_bytes:
             reply = handle_evaluate_bytes(*args)
         else:
@@ -206,7 +209,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         """One stream item's reply (on the thread pool): its response, or its error; a response
         stays the framed bytes when the service was registered by :func:`add_loss_service`."""
         try:
-            reply = handle_evaluate_bytes(self._registry, item.request, self._device, self._limits)
+            reply = handle_evaluate_bytes(self._registry, item.request, self._device, self._limits, None, self.plans)
         except FieldError as e:
             error = lossd_pb2.Error(code=e.code, message=str(e), field=e.field)
             return lossd_pb2.EvaluateLossStreamResponse(id=item.id, error=error)

@@ -36,7 +36,7 @@ from ..._wire import (
 from ...v1 import lossd_pb2
 from ..losses import TORCH_DTYPES, WIRE_NAMES
 
-__all__ = ["check_finite", "decode_tensor", "decode_tensors", "encode_tensor", "tensor_parts"]
+__all__ = ["check_finite", "decode_tensor", "decode_tensors", "encode_tensor", "from_raw", "tensor_parts"]
 
 #: Payloads smaller than this are copied on decode, larger ones wrapped in place.
 _COPY_BELOW = 1 << 16
@@ -79,13 +79,7 @@ def _decode(msg: lossd_pb2.Tensor, field: str, layout: TensorLayout) -> tuple[to
     if layout.numel == 0:
         return torch.empty(layout.shape, dtype=dtype), layout.encoding
     if layout.encoding == "raw":
-        if len(layout.raw) < _COPY_BELOW:  # a small copy costs less than silencing the warning
-            flat = torch.frombuffer(bytearray(layout.raw), dtype=dtype)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": see above
-                flat = torch.frombuffer(layout.raw, dtype=dtype)
-        return flat.reshape(layout.shape), "raw"
+        return from_raw(layout.raw, dtype, layout.shape), "raw"
     values = np.asarray(msg.values, dtype=np.float64)
     info = DTYPES[layout.dtype]
     if info.kind != "float":
@@ -97,6 +91,24 @@ def _decode(msg: lossd_pb2.Tensor, field: str, layout: TensorLayout) -> tuple[to
                 f"values must lie in [{int(info.min)}, {int(info.max)}] for {layout.dtype}",
             )
     return torch.from_numpy(values).to(dtype).reshape(layout.shape), "values"
+
+
+def from_raw(raw: bytes | memoryview, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """The tensor over a checked, non-empty ``raw`` payload: small ones copied, larger ones
+    wrapped in place (read-only memory: see :func:`decode_tensor`)."""
+    if len(raw) < _COPY_BELOW:  # a small copy costs less than silencing the warning
+        flat = torch.frombuffer(bytearray(raw), dtype=dtype)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": see decode_tensor
+            flat = torch.frombuffer(raw, dtype=dtype)
+    return flat.reshape(shape)
+
+
+#: Below this many elements :func:`check_finite` asks numpy (a few microseconds) rather than
+#: torch (three dispatches); above it torch's sum, which allocates nothing.
+_NUMPY_FINITE_BELOW = 1 << 14
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
 def check_finite(tensor: torch.Tensor, field: str, allow: str) -> None:
@@ -114,7 +126,13 @@ def check_finite(tensor: torch.Tensor, field: str, allow: str) -> None:
     lossd._wire.FieldError: inputs.input: contains Inf at flat index 1 (the first non-finite value); \
 NaN and infinite values are refused: no way
     """
-    if not tensor.is_floating_point() or tensor.numel() == 0 or bool(torch.isfinite(tensor.sum())):
+    n = tensor.numel()
+    if n == 0 or not tensor.is_floating_point():
+        return
+    if n < _NUMPY_FINITE_BELOW and tensor.dtype in _NUMPY_FLOATS and tensor.device.type == "cpu":
+        if np.isfinite(tensor.detach().numpy()).all():
+            return
+    elif bool(torch.isfinite(tensor.sum())):
         return
     flat = tensor.reshape(-1)
     bad = torch.logical_not(torch.isfinite(flat)).nonzero()
