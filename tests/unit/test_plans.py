@@ -1,0 +1,83 @@
+"""Per-signature plans (server/rpc/_plan.py): a planned request gives the very bytes of the full
+path, the per-value rules still run, and only plain raw requests are planned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lossd.client import build_request
+from lossd.server.losses import REGISTRY, LossError
+from lossd.server.rpc import handle_evaluate_bytes
+from lossd.server.rpc._plan import Plans, signature
+from lossd.v1 import lossd_pb2
+
+
+def _reply(request: lossd_pb2.EvaluateLossRequest, plans: Plans | None) -> lossd_pb2.EvaluateLossResponse:
+    reply = lossd_pb2.EvaluateLossResponse.FromString(handle_evaluate_bytes(REGISTRY, request, plans=plans))
+    reply.ClearField("timing")
+    return reply
+
+
+CASES = [
+    ("mse_loss", np.float32, {}, {}),
+    ("huber_loss", np.float64, {"delta": 0.5, "reduction": "sum"}, {}),
+    ("cross_entropy", np.float32, {"label_smoothing": 0.1}, {"int_target": np.int32}),
+    ("smooth_l1_loss", np.float32, {"reduction": "none"}, {}),
+]
+
+
+@pytest.mark.parametrize(("loss", "dtype", "params", "extra"), CASES, ids=[c[0] for c in CASES])
+def test_planned_replies_are_the_full_paths_bytes(loss: str, dtype: type, params: dict, extra: dict) -> None:
+    rng = np.random.default_rng(0)
+    plans = Plans()
+    for seed in range(3):  # the first request makes the plan, the others use it
+        rng = np.random.default_rng(seed)
+        if "int_target" in extra:
+            y_pred = rng.standard_normal((4, 3)).astype(dtype)
+            y_true = rng.integers(0, 3, 4).astype(extra["int_target"])  # bound as int64 by the plan too
+        else:
+            y_pred, y_true = rng.standard_normal(5).astype(dtype), rng.standard_normal(5).astype(dtype)
+        kwargs = {"grad_output": np.ones(5, dtype)} if params.get("reduction") == "none" else {}
+        request, _ = build_request(loss, y_pred, y_true, **params, **kwargs)
+        assert _reply(request, plans) == _reply(request, None)
+        planned = signature(request, None) is not None
+        assert len(plans) == (1 if planned else 0)
+        if not planned:
+            assert "grad_output" in kwargs  # the only case here that is not planned
+
+
+def test_plan_still_refuses_non_finite_values() -> None:
+    plans = Plans()
+    ok, _ = build_request("mse_loss", np.ones(3, np.float32), np.zeros(3, np.float32))
+    _reply(ok, plans)
+    bad, _ = build_request("mse_loss", np.array([1, np.nan, 1], np.float32), np.zeros(3, np.float32))
+    assert signature(bad, None) == signature(ok, None)
+    with pytest.raises(LossError, match="inputs.y_pred: contains NaN at flat index 1"):
+        handle_evaluate_bytes(REGISTRY, bad, plans=plans)
+    allowed, _ = build_request("mse_loss", np.array([1, np.nan, 1], np.float32), np.zeros(3, np.float32),
+                               allow_non_finite=True)
+    assert np.isnan(_reply(allowed, plans).value)
+
+
+def test_only_plain_raw_requests_are_planned() -> None:
+    x, y = np.ones(3, np.float32), np.zeros(3, np.float32)
+    assert signature(build_request("mse_loss", x, y)[0], None) is not None
+    assert signature(build_request("mse_loss", x, y, encoding="values")[0], None) is None
+    assert signature(build_request([{"loss": "mse_loss"}], x, y)[0], None) is None
+    assert signature(build_request("mse_loss", x, y, reduction="none", grad_output=x)[0], None) is None
+    assert signature(build_request("mse_loss", x[:0], y[:0])[0], None) is None  # empty: no payload
+    # The signature tells apart what validation depends on: params, shapes, flags.
+    assert signature(build_request("mse_loss", x, y, reduction="sum")[0], None) != signature(
+        build_request("mse_loss", x, y)[0], None)
+    assert signature(build_request("mse_loss", x[:2], y[:2])[0], None) != signature(
+        build_request("mse_loss", x, y)[0], None)
+
+
+def test_plans_keep_the_most_recent() -> None:
+    plans = Plans(size=2)
+    for n in (1, 2, 3):
+        _reply(build_request("mse_loss", np.ones(n, np.float32), np.zeros(n, np.float32))[0], plans)
+    assert len(plans) == 2
+    assert plans.get(signature(build_request("mse_loss", np.ones(1, np.float32), np.zeros(1, np.float32))[0],
+                               None) or ()) is None
