@@ -97,10 +97,10 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
         return list((await self._unary(LIST_LOSSES, lossd_pb2.ListLossesRequest(filter=filter), timeout)).losses)
 
     async def evaluate_request(
-        self, request: lossd_pb2.EvaluateLossRequest, *, as_torch: bool = False, timeout: float | None = None
+        self, request: lossd_pb2.EvaluateLossRequest | bytes, *, as_torch: bool = False, timeout: float | None = None
     ) -> EvaluateResult:
-        """Send a prepared ``EvaluateLossRequest``: ``await c.evaluate_request(request)``."""
-        return EvaluateResult.from_response(await self._unary(EVALUATE_LOSS, request, timeout), as_torch)
+        """Send a prepared ``EvaluateLossRequest`` (or its bytes): ``await c.evaluate_request(request)``."""
+        return EvaluateResult.from_bytes(await self._unary(EVALUATE_LOSS, request, timeout), as_torch)
 
     @overload
     def evaluate_stream(

@@ -74,7 +74,8 @@ class Method(Generic[R]):
 
 
 LIST_LOSSES = Method(_methods.LIST_LOSSES, lossd_pb2.ListLossesResponse.FromString)
-EVALUATE_LOSS = Method(_methods.EVALUATE_LOSS, lossd_pb2.EvaluateLossResponse.FromString)
+#: The reply stays bytes: ``EvaluateResult.from_bytes`` parses it with the gradients' payloads left in place.
+EVALUATE_LOSS = Method(_methods.EVALUATE_LOSS, bytes)
 EVALUATE_LOSS_STREAM = Method(
     _methods.EVALUATE_LOSS_STREAM, lossd_pb2.EvaluateLossStreamResponse.FromString
 )

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from .._framing import tensor_body, tensor_message
+from .._framing import Buffer, tensor_body, tensor_message
 from .._wire import DTYPES, check_tensor
 from ..v1 import lossd_pb2
 
-__all__ = ["ArrayLike", "encode", "decode", "is_torch_tensor"]
+__all__ = ["ArrayLike", "encode", "decode", "is_torch_tensor", "raw_parts"]
 
 ArrayLike = Any  # numpy array, torch tensor, nested list or scalar
 
@@ -56,8 +56,40 @@ def encode(x: ArrayLike, encoding: str = "raw") -> lossd_pb2.Tensor:
     >>> m.dtype, list(m.shape), list(m.values)
     ('int64', [1, 3], [1.0, 2.0, 3.0])
     """
+    if encoding == "values":
+        name, shape, values = _wire_array(x, values=True)
+        return tensor_message(tensor_body(name, shape, values, "values"))
+    name, shape, arr = _wire_array(x)
+    return lossd_pb2.Tensor(dtype=name, shape=shape, raw=arr.tobytes())
+
+
+def raw_parts(x: ArrayLike) -> list[Buffer]:
+    """The fields of ``x``'s ``raw`` Tensor message as wire pieces over the array's own memory
+    (copied only when ``x`` is not already C-contiguous little-endian in its wire dtype):
+    the bytes upb would serialize for :func:`encode`'s message, without the copies.
+
+    >>> b"".join(raw_parts([1.0])) == encode([1.0]).SerializeToString()
+    True
+    """
+    name, shape, arr = _wire_array(x)
+    return tensor_body(name, shape, arr, "raw")
+
+
+def _wire_array(x: ArrayLike, values: bool = False) -> tuple[str, tuple[int, ...], np.ndarray]:
+    """``x``'s wire dtype name, shape and C-contiguous little-endian array of elements: in the
+    wire dtype (bfloat16 as its int16 bits), or float64 when ``values``. The one place for the
+    SDK's dtype rules."""
     if is_torch_tensor(x):
-        return _encode_torch(x, encoding)
+        torch = sys.modules["torch"]
+        t = x.detach().cpu()
+        name = str(t.dtype).removeprefix("torch.")
+        if name not in DTYPES:
+            raise TypeError(f"cannot send dtype {t.dtype}; supported: {', '.join(DTYPES)}")
+        if values:
+            t = t.to(torch.float64)
+        elif t.dtype == torch.bfloat16:
+            t = t.view(torch.int16)  # numpy has no bfloat16; the bytes are the same
+        return name, tuple(x.shape), t.contiguous().numpy()
     if isinstance(x, np.ndarray):
         arr = x
     else:
@@ -68,38 +100,25 @@ def encode(x: ArrayLike, encoding: str = "raw") -> lossd_pb2.Tensor:
     name = _NUMPY_TO_WIRE.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
     if name is None:
         raise TypeError(f"cannot send dtype {arr.dtype}; supported: {', '.join(DTYPES)}")
-    if encoding == "values":
-        return tensor_message(tensor_body(name, arr.shape, np.ascontiguousarray(arr, dtype="<f8"), "values"))
-    arr = np.require(arr, dtype=np.dtype(DTYPES[name].numpy), requirements="C")  # 0-d stays 0-d
-    return lossd_pb2.Tensor(dtype=name, shape=arr.shape, raw=arr.tobytes())
+    if values:
+        return name, arr.shape, np.ascontiguousarray(arr, dtype="<f8")
+    return name, arr.shape, np.require(arr, dtype=np.dtype(DTYPES[name].numpy), requirements="C")  # 0-d stays 0-d
 
 
-def _encode_torch(x: Any, encoding: str) -> lossd_pb2.Tensor:
-    torch = sys.modules["torch"]
-    t = x.detach().cpu()
-    name = str(t.dtype).removeprefix("torch.")
-    if name not in DTYPES:
-        raise TypeError(f"cannot send dtype {t.dtype}; supported: {', '.join(DTYPES)}")
-    if encoding == "values":
-        return tensor_message(tensor_body(name, tuple(t.shape), t.to(torch.float64).contiguous().numpy(), "values"))
-    if t.dtype == torch.bfloat16:
-        t = t.view(torch.int16)  # numpy has no bfloat16; the bytes are the same
-    return lossd_pb2.Tensor(dtype=name, shape=tuple(t.shape), raw=t.contiguous().numpy().tobytes())
-
-
-def decode(msg: lossd_pb2.Tensor, as_torch: bool = False) -> Any:
+def decode(msg: lossd_pb2.Tensor, as_torch: bool = False, raw: bytes | memoryview | None = None) -> Any:
     """Decode a Tensor message to numpy (or torch with ``as_torch``).
 
     numpy results are read-only: ``raw`` payloads are wrapped without a copy
     (``np.frombuffer``), and ``values`` results are marked the same way so
     that every array behaves alike; ``np.array(x)`` gives a writable copy.
-    torch results are writable copies. numpy has no bfloat16: such a tensor
+    torch results are writable copies. ``raw``: the payload when it was kept outside
+    ``msg`` (:func:`lossd._framing.split_payloads`). numpy has no bfloat16: such a tensor
     decodes to float32 in numpy (exact), or to bfloat16 in torch.
 
     >>> decode(encode([0.5, 2.0])).tolist()
     [0.5, 2.0]
     """
-    layout = check_tensor(msg, "tensor", max_elements=sys.maxsize)
+    layout = check_tensor(msg, "tensor", max_elements=sys.maxsize, raw=raw)
     info = DTYPES[layout.dtype]
     if layout.encoding == "values":
         arr: np.ndarray[Any, Any] = np.asarray(msg.values, dtype=np.float64)
