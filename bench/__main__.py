@@ -9,7 +9,12 @@ Sections (all by default; ``--only wire,memory`` picks some):
 - ``concurrency``: 1, 4, 16 concurrent clients (calls/s, p50, p99);
 - ``memory``: server peak RSS during a 10^7 evaluation;
 - ``malloc``: what the server's malloc tuning buys;
-- ``training``: a TrainJob's samples/s at world_size 1 and 2 (data-parallel ranks), and the ratio.
+- ``training``: a TrainJob's samples/s at world_size 1 and 2 (data-parallel ranks), and the ratio;
+- ``processes``: the ``--processes`` prototype, 1 and 2 server processes sharing one port
+  (SO_REUSEPORT), loaded from a client process of its own.
+
+A new section adds its run here, its target rows to ``_report.TARGETS`` and its
+table to ``_report.TABLES``.
 
 It writes ``bench/results/latest.json`` and ``latest.md`` and rewrites the
 results part of ``docs/performance.md`` (``--no-docs``: leave it).
@@ -31,7 +36,7 @@ from typing import Any
 
 from ._measure import REPO
 
-SECTIONS = ("wire", "encodings", "batching", "concurrency", "memory", "malloc", "training")
+SECTIONS = ("wire", "encodings", "batching", "concurrency", "memory", "malloc", "training", "processes")
 
 
 def _shown(path: Path) -> str:
@@ -93,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         if "training" in only:
             log("training: samples/s at world_size 1 and 2")
             results["training"] = _sections.training(server, args.quick)
+    if "processes" in only:
+        log("processes: 1 and 2 server processes on one port, the client in its own process")
+        results["processes"] = _sections.processes([1, 2], 16, 4.0, args.quick)
     if "memory" in only:
         log("memory: peak RSS of lossd serve during one large evaluation")
         results["memory"] = _sections.memory(big, args.quick)

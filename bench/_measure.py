@@ -31,11 +31,12 @@ class BenchServer:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, *args: str, module: str = "bench._server", env: Mapping[str, str] | None = None
-              ) -> Iterator[BenchServer]:
-        cmd = [sys.executable, "-m", module, *args]
+    def start(cls, *args: str, module: str = "bench._server", env: Mapping[str, str] | None = None,
+              python: str = sys.executable, repo: Path = REPO) -> Iterator[BenchServer]:
+        """Start ``python -m module args`` in ``repo`` (another checkout: ``bench._compare``)."""
+        cmd = [python, "-m", module, *args]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOSSD_DEVICE": "cpu", **(env or {})}
-        proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, cwd=repo, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
         assert proc.stdout is not None
         address = None

@@ -6,6 +6,7 @@ Every comparison is measured in one run, contenders sampled in turn
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import statistics
 import tempfile
@@ -18,11 +19,11 @@ import numpy as np
 
 from lossd._methods import EVALUATE_LOSS
 
-from ._measure import BenchServer, cpu_seconds, interleaved, percentile, proc_status_kib, summary
+from ._measure import REPO, BenchServer, cpu_seconds, interleaved, percentile, proc_status_kib, summary
 from ._server import BATCH, ECHO, echo_payload
 from ._workloads import local_loop, workload
 
-__all__ = ["batching", "concurrency", "encodings", "malloc", "memory", "training", "wire"]
+__all__ = ["batching", "concurrency", "encodings", "malloc", "memory", "processes", "training", "wire"]
 
 EVALUATE = EVALUATE_LOSS.path
 
@@ -207,6 +208,16 @@ def concurrency(server: BenchServer, levels: list[int], seconds: float, quick: b
 
     for k in levels:
         run(k, lambda c: (lambda: c.evaluate(w.loss, w.y_pred, w.y_true)), "evaluate")
+    # The reference: the same forward and backward in this process, one thread, as fast as it goes.
+    loop, done = local_loop(w), 0
+    start, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds / 2:
+        loop()
+        done += 1
+    elapsed = time.perf_counter() - start
+    rows.append({"what": "torch", "clients": 1, "calls_per_s": done / elapsed, "p50_ms": elapsed / done * 1e3,
+                 "p99_ms": elapsed / done * 1e3, "server_cpu_ms_per_call": 0.0,
+                 "client_cpu_ms_per_call": (time.process_time() - cpu) / done * 1e3})
     from lossd.client import build_request
 
     size = len(build_request(w.loss, w.y_pred, w.y_true)[0].SerializeToString())
@@ -299,3 +310,32 @@ def training(server: BenchServer, quick: bool) -> dict[str, Any]:
     return {"samples": n, "batch_size": spec["batch_size"], "hidden": [256, 256], "epochs": 1,
             "samples_per_s": med, "wall_s": {ws: statistics.median(v) for ws, v in wall.items()},
             "ratio": med[2] / med[1], "runs": per_s}
+
+
+def processes(counts: list[int], clients: int, seconds: float, quick: bool) -> list[dict[str, Any]]:
+    """The ``--processes`` prototype: ``n`` bench server processes sharing one port
+    (``grpc.so_reuseport`` set deliberately, ``bench._server --reuseport``), loaded by ``clients``
+    threads of a client process of its own (``bench._load``): EvaluateLoss (mse_loss, 100 elements)
+    and the echo, calls/s and the servers' CPU per call, for each ``n``."""
+    import json
+    import subprocess
+    import sys
+
+    if quick:
+        seconds = min(seconds, 1.0)
+    rows: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(BenchServer.start("--reuseport"))]
+        port = servers[0].address.rsplit(":", 1)[1]
+        for n in sorted(counts):
+            while len(servers) < n:
+                servers.append(stack.enter_context(BenchServer.start("--reuseport", "--also-port", port)))
+            for what in ("evaluate", "echo"):
+                before = sum(cpu_seconds(s.pid) for s in servers)
+                out = subprocess.run([sys.executable, "-m", "bench._load", servers[0].address, str(clients),
+                                      str(seconds), what], cwd=REPO, capture_output=True, text=True, check=True)
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+                row["processes"] = n
+                row["server_cpu_ms_per_call"] = (sum(cpu_seconds(s.pid) for s in servers) - before) / row["calls"] * 1e3
+                rows.append(row)
+    return rows

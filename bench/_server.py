@@ -16,7 +16,11 @@ takes many evaluations in one message (the wire format of a message with
 ``EvaluateLossStreamResponse`` per item (``repeated ... = 1``). It exists to
 measure what several evaluations per message would buy (docs/performance.md).
 
-Run: ``python -m bench._server [--no-malloc-tuning]``; it prints its port.
+``--reuseport`` (the ``--processes`` prototype, docs/performance.md) sets
+``grpc.so_reuseport`` deliberately, and ``--also-port P`` listens on ``P`` too:
+several such processes share one port, the kernel spreading connections among them.
+
+Run: ``python -m bench._server [--no-malloc-tuning] [--reuseport [--also-port P]]``; it prints its port.
 """
 
 from __future__ import annotations
@@ -88,7 +92,8 @@ async def _serve(args: argparse.Namespace) -> None:
         config = ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none", data_dir=data_dir)
         if args.workers:
             config.workers = args.workers
-        server = await create_server(config)
+        options = [("grpc.so_reuseport", 1)] if args.reuseport else []
+        server = await create_server(config, options=options)
         handlers = {
             "Echo": grpc.unary_unary_rpc_method_handler(_echo),
             "EchoStream": grpc.stream_stream_rpc_method_handler(_echo_stream),
@@ -98,8 +103,13 @@ async def _serve(args: argparse.Namespace) -> None:
             grpc.method_handlers_generic_handler(
                 "lossd.bench.Batch", {"Evaluate": grpc.unary_unary_rpc_method_handler(_batch)}),
         ))
+        port = server.port
+        if args.also_port:
+            port = server.grpc_server.add_insecure_port(f"127.0.0.1:{args.also_port}")
+            if port != args.also_port:
+                raise SystemExit(f"could not share port {args.also_port}")
         await server.start()
-        print(server.port, flush=True)
+        print(port, flush=True)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -111,6 +121,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench._server")
     parser.add_argument("--no-malloc-tuning", action="store_true")
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--reuseport", action="store_true", help="set grpc.so_reuseport (the --processes prototype)")
+    parser.add_argument("--also-port", type=int, default=0, help="listen on this port too (with --reuseport)")
     args = parser.parse_args()
     if not args.no_malloc_tuning:
         from lossd._malloc import tune_malloc

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import torch
@@ -118,8 +119,11 @@ class LossdServer:
 STRAGGLER_S = 1.0
 
 
-async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> LossdServer:
-    """A configured server, bound (``port=0``: ephemeral) but not yet started."""
+async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
+                        options: Sequence[tuple[str, Any]] = ()) -> LossdServer:
+    """A configured server, bound (``port=0``: ephemeral) but not yet started. ``options``: more
+    gRPC server arguments, after lossd's own (the later wins): the bench's ``--processes``
+    prototype sets ``grpc.so_reuseport`` there, deliberately (docs/performance.md)."""
     security = config.security()  # first: a server that may not start should not load anything
     load_plugin_setting(config.plugins, registry)
     options = [
@@ -127,6 +131,7 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> 
         ("grpc.max_send_message_length", config.max_message_bytes),
         *connection_options(config.max_concurrent_rpcs, config.max_concurrent_streams, config.keepalive_time_s,
                             config.keepalive_timeout_s, config.min_ping_interval_s),
+        *options,
     ]
     observability = build_observability(registry, metrics_port=config.metrics_port, log_format=config.log_format)
     limiter = ConcurrencyLimiter(config.max_concurrent_rpcs, config.max_concurrent_streams)
