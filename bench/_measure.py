@@ -24,6 +24,11 @@ class BenchServer:
 
     proc: subprocess.Popen[str]
     address: str
+    #: The bare echo server's address (the bench server prints it); else ``address``.
+    echo_address: str = ""
+
+    def __post_init__(self) -> None:
+        self.echo_address = self.echo_address or self.address
 
     @property
     def pid(self) -> int:
@@ -39,11 +44,14 @@ class BenchServer:
         proc = subprocess.Popen(cmd, cwd=repo, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
         assert proc.stdout is not None
-        address = None
+        address = echo = None
         seen = []
         for line in proc.stdout:
             seen.append(line)
-            m = re.fullmatch(r"(\d+)\n", line) or re.search(r"listening on \S+:(\d+)", line)
+            m = re.fullmatch(r"(\d+)(?: (\d+))?\n", line)
+            if m and m.group(2):
+                echo = f"127.0.0.1:{m.group(2)}"
+            m = m or re.search(r"listening on \S+:(\d+)", line)
             if m:
                 address = f"127.0.0.1:{m.group(1)}"
                 break
@@ -51,7 +59,7 @@ class BenchServer:
             proc.kill()
             raise RuntimeError(f"{' '.join(cmd)} did not start:\n{''.join(seen)}")
         try:
-            yield cls(proc, address)
+            yield cls(proc, address, echo or "")
         finally:
             proc.terminate()
             try:

@@ -57,8 +57,8 @@ def wire(server: BenchServer, sizes: list[int], losses: list[str], quick: bool) 
     from lossd.client import Client, build_request
 
     rows = []
-    with Client(server.address, timeout=600) as client:
-        echo = client.channel.unary_unary(ECHO)
+    with Client(server.address, timeout=600) as client, Client(server.echo_address, timeout=600) as bare:
+        echo = bare.channel.unary_unary(ECHO)
         evaluate = client.channel.unary_unary(EVALUATE)
         for loss in losses:
             for n in sizes:
@@ -174,8 +174,9 @@ def concurrency(server: BenchServer, levels: list[int], seconds: float, quick: b
     w = workload("mse_loss", 100)
     rows = []
 
-    def run(k: int, call_factory: Callable[[Any], Callable[[], object]], label: str) -> None:
-        clients = [Client(server.address, timeout=60) for _ in range(k)]
+    def run(k: int, call_factory: Callable[[Any], Callable[[], object]], label: str, address: str = server.address
+            ) -> None:
+        clients = [Client(address, timeout=60) for _ in range(k)]
         calls = [call_factory(c) for c in clients]
         for c in calls:
             c()
@@ -222,7 +223,7 @@ def concurrency(server: BenchServer, levels: list[int], seconds: float, quick: b
 
     size = len(build_request(w.loss, w.y_pred, w.y_true)[0].SerializeToString())
     payload = echo_payload(size, size)
-    run(max(levels), lambda c: functools.partial(c.channel.unary_unary(ECHO), payload), "echo")
+    run(max(levels), lambda c: functools.partial(c.channel.unary_unary(ECHO), payload), "echo", server.echo_address)
     return rows
 
 
@@ -263,15 +264,16 @@ def malloc(tuned: BenchServer, sizes: list[int], quick: bool) -> list[dict[str, 
 
     rows = []
     with BenchServer.start("--no-malloc-tuning") as untuned, \
-            Client(tuned.address, timeout=600) as a, Client(untuned.address, timeout=600) as b:
+            Client(tuned.address, timeout=600) as a, Client(untuned.address, timeout=600) as b, \
+            Client(tuned.echo_address, timeout=600) as a_echo, Client(untuned.echo_address, timeout=600) as b_echo:
         for n in sizes:
             w = workload("mse_loss", n)
             request = build_request(w.loss, w.y_pred, w.y_true)[0].SerializeToString()
             reply = a.channel.unary_unary(EVALUATE)(request)
             payload = echo_payload(len(request), len(reply))
             calls = {}
-            for label, c in (("tuned", a), ("untuned", b)):
-                calls[f"{label}_echo"] = functools.partial(c.channel.unary_unary(ECHO), payload)
+            for label, c, e in (("tuned", a, a_echo), ("untuned", b, b_echo)):
+                calls[f"{label}_echo"] = functools.partial(e.channel.unary_unary(ECHO), payload)
                 calls[f"{label}_evaluate"] = functools.partial(c.channel.unary_unary(EVALUATE), request)
             samples = interleaved(calls, max(3, _reps(n, quick)))
             med = {k: summary(v)["median_ms"] for k, v in samples.items()}

@@ -1,9 +1,11 @@
 """The benchmark's server process: lossd as ``lossd serve`` builds it, plus a bare echo.
 
-Both services share one ``grpc.aio`` server, one process, one set of channel
-options and the same glibc malloc settings as ``lossd serve`` (unless
-``--no-malloc-tuning``), so "EvaluateLoss ÷ echo" measures what lossd adds
-to moving the bytes, nothing else.
+The echo runs on a bare ``grpc.aio`` server (no interceptors) in the same process, on the
+same event loop, with the same server options and the same glibc malloc settings as
+``lossd serve`` (unless ``--no-malloc-tuning``), so "EvaluateLoss ÷ echo" measures all
+that lossd adds to moving the bytes, its interceptors included. (The echo is also served by
+the lossd server itself, through its interceptors, for the ``processes`` section, whose
+servers share one port.)
 
 The echo method takes raw bytes whose first 8 (little-endian) say how many
 bytes to answer with, and answers with that many bytes of the request (the
@@ -20,7 +22,8 @@ measure what several evaluations per message would buy (docs/performance.md).
 ``grpc.so_reuseport`` deliberately, and ``--also-port P`` listens on ``P`` too:
 several such processes share one port, the kernel spreading connections among them.
 
-Run: ``python -m bench._server [--no-malloc-tuning] [--reuseport [--also-port P]]``; it prints its port.
+Run: ``python -m bench._server [--no-malloc-tuning] [--reuseport [--also-port P]]``; it prints its port
+and the bare echo's.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ async def _batch(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
 
 async def _serve(args: argparse.Namespace) -> None:
     from lossd.server import ServerConfig, create_server
+    from lossd.server._connections import connection_options
 
     with tempfile.TemporaryDirectory(prefix="lossd-bench-") as data_dir:
         config = ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none", data_dir=data_dir)
@@ -103,17 +107,27 @@ async def _serve(args: argparse.Namespace) -> None:
             grpc.method_handlers_generic_handler(
                 "lossd.bench.Batch", {"Evaluate": grpc.unary_unary_rpc_method_handler(_batch)}),
         ))
+        bare = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            *connection_options(config.max_concurrent_rpcs, config.max_concurrent_streams, config.keepalive_time_s,
+                                config.keepalive_timeout_s, config.min_ping_interval_s),
+        ])
+        bare.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("lossd.bench.Echo", handlers),))
+        echo_port = bare.add_insecure_port("127.0.0.1:0")
+        await bare.start()
         port = server.port
         if args.also_port:
             port = server.grpc_server.add_insecure_port(f"127.0.0.1:{args.also_port}")
             if port != args.also_port:
                 raise SystemExit(f"could not share port {args.also_port}")
         await server.start()
-        print(port, flush=True)
+        print(port, echo_port, flush=True)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         await stop.wait()
+        await bare.stop(1)
         await server.close(1)
 
 
