@@ -23,6 +23,8 @@ from ._config import DEFAULT_TARGET
 from ._errors import LossdError, from_status_name, raising_lossd_errors
 from ._health import health_request, health_status
 from ._jobs import Jobs
+from ._modules import accepted, is_module, module_request
+from ._warnings import emit_server_warnings
 
 __all__ = [
     "Client", "EvaluateResult", "Evaluating", "LossSpecifier", "ManyRequests", "build_request", "outcome_by_id",
@@ -56,10 +58,17 @@ class EvaluateResult:
     parameter_grads: dict[str, Any] = field(default_factory=dict)
     #: Parameters the regularization covered.
     regularized: list[str] = field(default_factory=list)
+    #: The server's warnings for this evaluation (torch's and lossd's), also re-emitted as
+    #: :class:`~lossd.client.ServerWarning` when the reply is decoded.
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def from_response(cls, reply: lossd_pb2.EvaluateLossResponse, as_torch: bool = False) -> EvaluateResult:
-        """Decode a reply message. Its maps come sorted by name (protobuf map order is random)."""
+        """Decode a reply message. Its maps come sorted by name (protobuf map order is random).
+
+        Each of the reply's ``warnings`` is re-emitted with ``warnings.warn(msg, ServerWarning)``.
+        """
+        emit_server_warnings(reply.warnings)
         return cls(
             value=reply.value if reply.HasField("value") else None,
             loss=decode(reply.loss, as_torch),
@@ -69,6 +78,7 @@ class EvaluateResult:
             parts=dict(sorted(reply.parts.items())),
             parameter_grads={k: decode(reply.parameter_grads[k], as_torch) for k in sorted(reply.parameter_grads)},
             regularized=list(reply.regularized),
+            warnings=list(reply.warnings),
         )
 
 
@@ -89,9 +99,17 @@ def build_request(
     parameters: Mapping[str, ArrayLike] | None = None,
     regularization: Mapping[str, Any] | None = None,
     allow_non_finite: bool = False,
+    strict: bool = False,
     **params_and_inputs: Any,
 ) -> tuple[lossd_pb2.EvaluateLossRequest, bool]:
     """Build an ``EvaluateLossRequest``; also says whether any input was torch.
+
+    ``loss`` is a name or alias, the terms of a composite objective, or a
+    configured ``torch.nn`` loss module (``nn.CrossEntropyLoss(weight=w,
+    label_smoothing=0.1)``): its settings become parameters and its buffers
+    (``weight``, ``pos_weight``) inputs; explicit arguments override them.
+    ``strict=True`` has the server refuse inputs outside a loss's documented
+    domain instead of computing them with a warning.
 
     Keyword arguments that are arrays (numpy, torch, lists) are inputs
     (``weight=...``, ``var=...``); scalars and strings are loss parameters.
@@ -104,6 +122,14 @@ def build_request(
     >>> request.loss, sorted(request.inputs), dict(request.params), as_torch
     ('ce', ['y_pred', 'y_true'], {'label_smoothing': 0.1}, False)
     """
+    if is_module(loss):
+        loss, module_params, module_tensors = module_request(loss)
+        params = {**module_params, **(params or {})}
+        inputs = {**module_tensors, **(inputs or {})}
+    elif not isinstance(loss, str) and not (
+            isinstance(loss, Sequence) and all(isinstance(t, Mapping) for t in loss)):
+        raise TypeError(f"cannot send a {type(loss).__module__}.{type(loss).__qualname__} as a loss; "
+                        f"the loss must be {accepted()}")
     tensors: dict[str, ArrayLike] = dict(inputs or {})
     if y_pred is not None:
         tensors["y_pred"] = y_pred
@@ -124,6 +150,7 @@ def build_request(
         inputs={k: encode(v, encoding) for k, v in tensors.items()},
         grad_inputs=list(grad_inputs),
         allow_non_finite=allow_non_finite,
+        strict=strict,
     )
     if all_params:
         request.params.CopyFrom(struct)

@@ -37,6 +37,8 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
     "float64": torch.float64,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
+    "complex64": torch.complex64,
+    "complex128": torch.complex128,
     "int64": torch.int64,
     "int32": torch.int32,
     "int16": torch.int16,
@@ -96,6 +98,8 @@ def _decode(msg: lossd_pb2.Tensor, field: str, layout: TensorLayout) -> tuple[to
         return flat.reshape(layout.shape), "raw"
     values = np.asarray(msg.values, dtype=np.float64)
     info = DTYPES[layout.dtype]
+    if info.kind == "complex":  # (real, imaginary) pairs
+        return torch.from_numpy(values.view(np.complex128)).to(dtype).reshape(layout.shape), "values"
     if info.kind != "float":
         if not np.all(np.isfinite(values)) or not np.all(values == np.floor(values)):
             raise WireError(f"{field}.values", f"{layout.dtype} tensors need whole numbers")
@@ -122,26 +126,33 @@ def check_finite(tensor: torch.Tensor, field: str, allow: str) -> None:
     lossd._wire.WireError: inputs.input: contains Inf at flat index 1 (the first non-finite value); \
 NaN and infinite values are refused: no way
     """
-    if not tensor.is_floating_point() or tensor.numel() == 0 or bool(torch.isfinite(tensor.sum())):
+    if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0 \
+            or bool(torch.isfinite(tensor.sum())):
         return
     flat = tensor.reshape(-1)
     bad = torch.logical_not(torch.isfinite(flat)).nonzero()
     if not len(bad):
         return  # finite numbers whose sum overflows
     i = int(bad[0])
-    found = "NaN" if bool(torch.isnan(flat[i])) else ("Inf" if float(flat[i]) > 0 else "-Inf")
+    if tensor.is_complex():
+        found = "NaN" if bool(torch.isnan(flat[i])) else "Inf"
+    else:
+        found = "NaN" if bool(torch.isnan(flat[i])) else ("Inf" if float(flat[i]) > 0 else "-Inf")
     raise WireError(field, f"contains {found} at flat index {i} (the first non-finite value); "
                     f"NaN and infinite values are refused: {allow}")
 
 
 def _payload(tensor: torch.Tensor, encoding: str) -> tuple[str, np.ndarray]:
-    """The wire dtype name and the C-contiguous CPU array of elements to send."""
+    """The wire dtype name and the C-contiguous CPU array of elements to send.
+
+    ``values``: float64, a (real, imaginary) pair per element for complex.
+    """
     t = tensor.detach()
     if t.device.type != "cpu":
         t = t.cpu()
     name = WIRE_NAMES[t.dtype]
     if encoding == "values":
-        t = t.to(torch.float64)
+        t = torch.view_as_real(t.to(torch.complex128)) if t.is_complex() else t.to(torch.float64)
     elif t.dtype == torch.bfloat16:
         t = t.view(torch.int16)  # numpy has no bfloat16; the bytes are the same
     return name, t.contiguous().numpy()
@@ -155,7 +166,7 @@ def tensor_parts(tensor: torch.Tensor, encoding: str) -> list[Buffer]:
     until the pieces are joined.
     """
     name, arr = _payload(tensor, encoding)
-    return tensor_body(name, arr.shape, arr, "values" if encoding == "values" else "raw")
+    return tensor_body(name, tuple(tensor.shape), arr, "values" if encoding == "values" else "raw")
 
 
 def encode_tensor(tensor: torch.Tensor, encoding: str) -> lossd_pb2.Tensor:
@@ -167,5 +178,5 @@ def encode_tensor(tensor: torch.Tensor, encoding: str) -> lossd_pb2.Tensor:
     """
     name, arr = _payload(tensor, encoding)
     if encoding == "values":
-        return tensor_message(tensor_body(name, arr.shape, arr, "values"))
+        return tensor_message(tensor_body(name, tuple(tensor.shape), arr, "values"))
     return lossd_pb2.Tensor(dtype=name, shape=arr.shape, raw=arr.tobytes())

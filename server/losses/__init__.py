@@ -10,6 +10,8 @@ from __future__ import annotations
 from . import _classification, _custom, _embedding, _focal, _projection, _regression, _sequence  # noqa: F401  (register the built-ins)
 from ._registry import (
     REDUCTION,
+    Domain,
+    DomainWarning,
     REGISTRY,
     Input,
     LossError,
@@ -23,10 +25,13 @@ from ._registry import (
     require_finite,
     require_same_shape,
     require_unit_interval,
+    strictness,
 )
 
 __all__ = [
     "REDUCTION",
+    "Domain",
+    "DomainWarning",
     "REGISTRY",
     "Input",
     "LossError",
@@ -40,4 +45,5 @@ __all__ = [
     "require_finite",
     "require_same_shape",
     "require_unit_interval",
+    "strictness",
 ]
