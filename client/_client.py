@@ -23,7 +23,7 @@ from ._config import DEFAULT_TARGET
 from ._errors import LossdError, from_status_name, raising_lossd_errors
 from ._health import health_request, health_status
 from ._jobs import Jobs
-from ._modules import accepted, is_module, module_request
+from ._modules import accepted, is_module, module_request, param_value
 from ._warnings import emit_server_warnings
 
 __all__ = [
@@ -141,6 +141,7 @@ def build_request(
             tensors[k] = v
         else:
             all_params[k] = v
+    all_params = {k: param_value(k, v) for k, v in all_params.items()}
     struct = struct_pb2.Struct()
     if all_params:
         struct.update(all_params)

@@ -15,12 +15,13 @@ only reached with a module in hand::
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["KNOWN_MODULES", "is_module", "module_request"]
+__all__ = ["KNOWN_MODULES", "accepted", "is_module", "module_request", "param_value"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ KNOWN_MODULES: dict[str, _Known] = {
     "CTCLoss": _Known("ctc_loss", _same("blank", "reduction", "zero_infinity")),
     "CosineSimilarity": _Known("cosine_similarity", _same("dim", "eps")),
     "PairwiseDistance": _Known("pairwise_distance", {"norm": "p", "eps": "eps", "keepdim": "keepdim"}),
+    "LinearCrossEntropyLoss": _Known("linear_cross_entropy",
+                                     _same("reduction", "ignore_index", "label_smoothing", "options"), ("weight",)),
 }
 
 _ACCEPTED = ("a loss name (str), a list of objective terms, or an instance of one of these torch.nn classes "
@@ -91,11 +94,36 @@ def module_request(module: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
     if torch is None or known is None or cls is not getattr(torch.nn, cls.__name__, None):
         what = f"{cls.__module__}.{cls.__qualname__}"
         raise TypeError(f"cannot send a {what} as a loss; the loss must be {_ACCEPTED}")
-    params = {param: getattr(module, attr) for attr, param in known.params.items()}
+    params = {param: param_value(param, getattr(module, attr)) for attr, param in known.params.items()}
     if cls.__name__ == "TripletMarginWithDistanceLoss":
-        params["distance_function"] = _distance_name(module.distance_function, torch)
-    tensors = {name: getattr(module, name).detach() for name in known.tensors if getattr(module, name) is not None}
+        params["distance_function"] = param_value("distance_function", module.distance_function)
+    tensors = {name: getattr(module, name) for name in known.tensors if getattr(module, name) is not None}
+    if cls.__name__ == "LinearCrossEntropyLoss":  # its projection is a parameter: sent, with its gradient
+        linear = module.linear
+        tensors["linear_weight"] = linear.weight.reshape((module.num_classes, *module.out_features,
+                                                          linear.in_features))
+        if linear.bias is not None:
+            tensors["linear_bias"] = linear.bias.reshape((module.num_classes, *module.out_features))
     return known.loss, params, tensors
+
+
+def param_value(name: str, value: Any) -> Any:
+    """A parameter as JSON can carry it: torch's option dataclasses (``LinearCrossEntropyOptions``) as
+    objects, dtypes by name, a ``TripletMarginWithDistanceLoss`` distance by the server's name for it.
+
+    >>> param_value("reduction", "sum")
+    'sum'
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return value
+    if name == "distance_function" and not isinstance(value, str):
+        return _distance_name(value, torch)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: param_value(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    return value
 
 
 def _distance_name(fn: Any, torch: Any) -> str:

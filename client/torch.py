@@ -142,7 +142,12 @@ def remote_loss(
     >>> out.backward(); w.grad                                      # doctest: +SKIP
     tensor([-0.5000,  1.0000])
     """
-    named_inputs = {"y_pred": y_pred, **({} if y_true is None else {"y_true": y_true}), **dict(inputs or {})}
+    module_inputs: dict[str, torch.Tensor] = {}
+    if isinstance(loss, nn.Module):  # its buffers and parameters are inputs: parameters get their gradients
+        loss, module_params, module_inputs = module_request(loss)
+        params = {**module_params, **(params or {})}
+    named_inputs = {"y_pred": y_pred, **({} if y_true is None else {"y_true": y_true}), **module_inputs,
+                    **dict(inputs or {})}
     named_params = _named_parameters(parameters)
     call = _Call(client, timeout)
     call.input_names = list(named_inputs)

@@ -25,7 +25,8 @@ from .._framing import field_number, join, length_delimited, map_entry
 from .._wire import TensorLimits, WireError
 from ..v1 import lossd_pb2
 from ._tensors import WIRE_NAMES, check_finite, decode_tensors, encode_tensor, tensor_parts
-from .losses import LossError, LossSpec, Registry
+from ._warnings import capture
+from .losses import LossError, LossSpec, Registry, strictness
 
 __all__ = ["Evaluation", "evaluate", "handle_evaluate", "handle_evaluate_bytes", "resolve_device"]
 
@@ -62,6 +63,8 @@ class Evaluation:
     regularized: list[str] = field(default_factory=list)
     #: What the reply calls the loss: the canonical name, or "a+b" for a composite objective.
     loss_name: str = ""
+    #: Warnings raised while evaluating (torch's and lossd's domain warnings), each once, in order.
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.loss_name = self.loss_name or self.spec.name
@@ -82,15 +85,37 @@ def evaluate(
     grad_inputs: Sequence[str] = (),
     grad_output: torch.Tensor | None = None,
     device: torch.device | None = None,
+    strict: bool = False,
 ) -> Evaluation:
-    """Validate, run the loss forward, and backward for the requested inputs."""
+    """Validate, run the loss forward, and backward for the requested inputs.
+
+    Warnings raised meanwhile (torch's, and lossd's :class:`~lossd.server.losses.Domain`
+    warnings) are captured for this call alone and returned in ``warnings``;
+    ``strict`` turns the domain warnings into refusals.
+    """
+    with capture() as seen, strictness(strict):
+        result = _evaluate(registry, loss, inputs, params, grad_inputs, grad_output, device)
+    result.warnings = seen
+    return result
+
+
+def _evaluate(
+    registry: Registry,
+    loss: str,
+    inputs: Mapping[str, torch.Tensor],
+    params: Mapping[str, Any],
+    grad_inputs: Sequence[str],
+    grad_output: torch.Tensor | None,
+    device: torch.device | None,
+) -> Evaluation:
     spec = registry.get(loss)
-    tensors, sent_as = _bind_inputs(spec, inputs)
+    params, scalars = _split_scalars(spec, params)
+    tensors, sent_as = _bind_inputs(spec, inputs, scalars)
     kwargs = _bind_params(spec, params)
     wanted = _grad_targets(spec, tensors, sent_as, grad_inputs)
 
     if device is not None and device.type != "cpu":
-        tensors = {k: v.to(device) for k, v in tensors.items()}
+        tensors = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}
     leaves = {}
     for name, t in tensors.items():
         if name in wanted:
@@ -102,7 +127,7 @@ def evaluate(
 
     start = time.perf_counter()
     with torch.enable_grad():
-        out = _call(spec, tensors, kwargs)
+        out = _call(spec, {**tensors, **scalars}, kwargs)
     forward_s = time.perf_counter() - start
 
     grads: dict[str, torch.Tensor] = {}
@@ -121,10 +146,36 @@ def evaluate(
     return Evaluation(spec, out.detach(), grads, forward_s, backward_s)
 
 
+def _split_scalars(spec: LossSpec, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Params named like an input: its Python form (``var=0.5``, CTC lengths as lists), passed to torch
+    as it is, or ``null`` for an absent optional input. Returns ``(params, scalars)``."""
+    rest: dict[str, Any] = {}
+    scalars: dict[str, Any] = {}
+    for name, value in params.items():
+        i = spec.input(name) if spec.param(name) is None else None
+        if i is None:
+            rest[name] = value
+        elif value is None and not i.required:
+            continue  # torch's default for an optional tensor
+        elif i.scalar is None:
+            raise LossError(f"params.{name}", f"{name!r} is an input of {spec.name} ({i.doc or i.role}); "
+                            "send it as a tensor in inputs")
+        else:
+            scalars[i.name] = i.scalar_param().coerce(value)
+    return rest, scalars
+
+
 def _bind_inputs(
-    spec: LossSpec, inputs: Mapping[str, torch.Tensor]
+    spec: LossSpec, inputs: Mapping[str, torch.Tensor], scalars: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Map sent names onto canonical ones and check dtype kinds."""
+    """Map sent names onto canonical ones and check dtype kinds.
+
+    Inputs of kind ``float`` take any dtype torch may compute with (floating,
+    complex, integer, bool): torch's type promotion decides the result, and
+    torch's own refusal becomes the error. Only a floating dtype the loss does
+    not list is refused here (UNIMPLEMENTED).
+    """
+    scalars = scalars or {}
     tensors: dict[str, torch.Tensor] = {}
     sent_as: dict[str, str] = {}
     for sent, t in inputs.items():
@@ -134,37 +185,25 @@ def _bind_inputs(
         name = spec_input.name
         if name in tensors:
             raise LossError(f"inputs.{sent}", f"input {name!r} was sent twice (as {sent_as[name]!r} and {sent!r})")
+        if name in scalars:
+            raise LossError(f"inputs.{sent}", f"input {name!r} was sent twice (as a tensor and in params)")
         tensors[name], sent_as[name] = t, sent
     for i in spec.inputs:
-        if i.required and i.name not in tensors:
+        if i.required and i.name not in tensors and i.name not in scalars:
             also = f" (or {', '.join(i.aliases)})" if i.aliases else ""
             raise LossError(f"inputs.{i.name}", f"is required by {spec.name}{also}: {i.doc or i.role}")
-    float_dtypes: dict[str, str] = {}
     for name, t in tensors.items():
         i = spec.input(name)
         assert i is not None
         field = f"inputs.{sent_as[name]}"
         dt = WIRE_NAMES.get(t.dtype, str(t.dtype))
-        if i.kind == "float":
-            if not t.is_floating_point():
-                raise LossError(field, f"must have a floating-point dtype ({i.role}), got {dt}")
-        elif i.kind == "int":
-            if t.is_floating_point() or t.dtype == torch.bool:
+        if i.kind == "int":
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
                 raise LossError(field, f"must have an integer dtype ({i.role}), got {dt}")
             tensors[name] = t.to(torch.int64)
-        elif t.dtype == torch.bool:
-            raise LossError(field, f"must have a floating-point or integer dtype, got {dt}")
-        elif not t.is_floating_point():
-            tensors[name] = t.to(torch.int64)
-        if tensors[name].is_floating_point():
-            float_dtypes[field] = dt
-    if len(set(float_dtypes.values())) > 1:
-        listed = ", ".join(f"{f} is {d}" for f, d in float_dtypes.items())
-        raise LossError(next(iter(float_dtypes)), f"floating-point inputs must share one dtype; {listed}")
-    for dt in set(float_dtypes.values()):
-        if dt not in spec.float_dtypes:
+        if t.is_floating_point() and dt not in spec.float_dtypes:
             raise LossError(
-                next(iter(float_dtypes)),
+                field,
                 f"{spec.name} does not support {dt} on this server; supported: {', '.join(spec.float_dtypes)}",
                 "UNIMPLEMENTED",
             )
@@ -198,7 +237,7 @@ def _grad_targets(
 ) -> set[str]:
     if not grad_inputs:
         return {
-            n for n, t in tensors.items() if spec.input(n).differentiable and t.is_floating_point()  # type: ignore[union-attr]
+            n for n, t in tensors.items() if spec.input(n).differentiable and _has_grad(t)  # type: ignore[union-attr]
         }
     wanted = set()
     for k, sent in enumerate(grad_inputs):
@@ -209,10 +248,17 @@ def _grad_targets(
         if not i.differentiable:
             diff = [x.name for x in spec.inputs if x.differentiable]
             raise LossError(field, f"input {sent!r} of {spec.name} is not differentiable; differentiable: {', '.join(diff)}")
-        if not tensors[i.name].is_floating_point():
-            raise LossError(field, f"input {sent!r} has an integer dtype and cannot have a gradient")
+        t = tensors[i.name]
+        if not _has_grad(t):
+            raise LossError(field, f"input {sent!r} has dtype {WIRE_NAMES.get(t.dtype, str(t.dtype))} and cannot "
+                                   "have a gradient (only floating-point and complex inputs can, as in torch)")
         wanted.add(i.name)
     return wanted
+
+
+def _has_grad(t: torch.Tensor) -> bool:
+    """Whether autograd can differentiate ``t``: floating-point or complex, as in torch."""
+    return t.is_floating_point() or t.is_complex()
 
 
 _UNSUPPORTED_MARKERS = ("not implemented for", "\"_vml_cpu\" not implemented", "unsupported dtype")
@@ -238,8 +284,10 @@ def _grad_output(out: torch.Tensor, grad_output: torch.Tensor | None) -> torch.T
         return torch.ones_like(out)
     if tuple(grad_output.shape) != tuple(out.shape):
         raise LossError("grad_output", f"has shape {list(grad_output.shape)}; the loss has shape {list(out.shape)}")
-    if not grad_output.is_floating_point():
-        raise LossError("grad_output", "must have a floating-point dtype")
+    if not _has_grad(grad_output):
+        raise LossError("grad_output", "must have a floating-point or complex dtype")
+    if grad_output.is_complex() and not out.is_complex():
+        raise LossError("grad_output", f"is complex; the loss is {WIRE_NAMES.get(out.dtype, str(out.dtype))}")
     return grad_output.to(device=out.device, dtype=out.dtype)
 
 
@@ -320,10 +368,11 @@ def handle_evaluate_bytes(
             terms = [Term(request.loss, 1.0, _struct(request.params))]
         r = request.regularization
         reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
-        result = evaluate_objective(registry, terms, inputs, parameters, reg, list(request.grad_inputs), device)
+        result = evaluate_objective(registry, terms, inputs, parameters, reg, list(request.grad_inputs), device,
+                                    request.strict)
     else:
         result = evaluate(registry, request.loss, inputs, _struct(request.params), list(request.grad_inputs),
-                          grad_output, device)
+                          grad_output, device, request.strict)
     del inputs, parameters, grad_output
     sent.clear()  # the received bytes can go before the reply is built
 
@@ -334,8 +383,9 @@ def handle_evaluate_bytes(
         encoding = "values"
     else:
         encoding = "values" if "values" in encodings else "raw"
-    head = lossd_pb2.EvaluateLossResponse(loss_name=result.loss_name, parts=result.parts, regularized=result.regularized)
-    if result.loss.dim() == 0:
+    head = lossd_pb2.EvaluateLossResponse(loss_name=result.loss_name, parts=result.parts, regularized=result.regularized,
+                                          warnings=result.warnings)
+    if result.loss.dim() == 0 and not result.loss.is_complex():
         head.value = float(result.loss)
     tensors = {"loss": {"": result.loss}, "grads": result.grads, "parameter_grads": result.parameter_grads}
     itemsize = 8 if encoding == "values" else None

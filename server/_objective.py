@@ -24,8 +24,9 @@ from typing import Any
 
 import torch
 
-from ._evaluate import Evaluation, _bind_inputs, _bind_params, _call
-from .losses import LossError, LossSpec, Registry
+from ._evaluate import Evaluation, _bind_inputs, _bind_params, _call, _has_grad, _split_scalars
+from ._warnings import capture
+from .losses import LossError, LossSpec, Registry, strictness
 
 __all__ = ["MAX_PATTERNS", "Term", "Regularization", "check_patterns", "evaluate_objective", "covered_parameters"]
 
@@ -109,13 +110,30 @@ def evaluate_objective(
     regularization: Regularization | None = None,
     grad_inputs: Sequence[str] = (),
     device: torch.device | None = None,
+    strict: bool = False,
 ) -> Evaluation:
     """Evaluate a weighted sum of scalar losses plus L1/L2 penalties, with gradients.
 
     Every request input must be used by at least one term; a term receives the
     inputs it declares. Gradients are returned for inputs that some term can
-    differentiate, and for every parameter.
+    differentiate, and for every parameter. Warnings are captured and
+    ``strict`` applies as in :func:`~lossd.server._evaluate.evaluate`.
     """
+    with capture() as seen, strictness(strict):
+        result = _evaluate_objective(registry, terms, inputs, parameters, regularization, grad_inputs, device)
+    result.warnings = seen
+    return result
+
+
+def _evaluate_objective(
+    registry: Registry,
+    terms: Sequence[Term],
+    inputs: Mapping[str, torch.Tensor],
+    parameters: Mapping[str, torch.Tensor] | None,
+    regularization: Regularization | None,
+    grad_inputs: Sequence[str],
+    device: torch.device | None,
+) -> Evaluation:
     parameters = dict(parameters or {})
     reg = regularization or Regularization()
     if not terms:
@@ -135,7 +153,7 @@ def evaluate_objective(
     for sent in inputs:
         if not any(spec.input(sent) for spec in specs):
             raise LossError(f"inputs.{sent}", f"no term uses an input called {sent!r}")
-    differentiable = {s for s, t in inputs.items() if t.is_floating_point()
+    differentiable = {s for s, t in inputs.items() if _has_grad(t)
                       and any((i := spec.input(s)) is not None and i.differentiable for spec in specs)}
     wanted = set(differentiable)
     if grad_inputs:
@@ -159,13 +177,14 @@ def evaluate_objective(
         for i, (term, spec, name) in enumerate(zip(terms, specs, names)):
             mine = {s: t for s, t in tensors.items() if spec.input(s) is not None}
             try:
-                bound, _ = _bind_inputs(spec, mine)
-                kwargs = _bind_params(spec, term.params)
+                term_params, scalars = _split_scalars(spec, term.params)
+                bound, _ = _bind_inputs(spec, mine, scalars)
+                kwargs = _bind_params(spec, term_params)
             except LossError as e:
                 raise LossError(prefix(i) + e.field, e.message, e.code) from e
             for inp in spec.inputs:
                 bound.setdefault(inp.name, None)  # type: ignore[arg-type]
-            out = _call(spec, bound, kwargs)
+            out = _call(spec, {**bound, **scalars}, kwargs)
             if out.dim() != 0:
                 raise LossError(f"{prefix(i)}params.reduction",
                                 f"{spec.name} gives shape {list(out.shape)}; objectives need scalar losses "

@@ -18,14 +18,13 @@ callers that want one.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
 from .._framing import Buffer, tensor_body, tensor_message
 from .._wire import DEFAULT_MAX_TENSOR_ELEMENTS, DTYPES, TensorLayout, TensorLimits, WireError, check_tensor, check_tensors
 from ..v1 import lossd_pb2
+from ._warnings import capture
 
 __all__ = [
     "TORCH_DTYPES", "WIRE_NAMES", "check_finite", "decode_tensor", "decode_tensors", "encode_tensor", "tensor_parts",
@@ -92,8 +91,7 @@ def _decode(msg: lossd_pb2.Tensor, field: str, layout: TensorLayout) -> tuple[to
         if len(layout.raw) < _COPY_BELOW:  # a small copy costs less than silencing the warning
             flat = torch.frombuffer(bytearray(layout.raw), dtype=dtype)
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": see above
+            with capture():  # drops torch's "buffer is not writable" (see above), on this thread only
                 flat = torch.frombuffer(layout.raw, dtype=dtype)
         return flat.reshape(layout.shape), "raw"
     values = np.asarray(msg.values, dtype=np.float64)

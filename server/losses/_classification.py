@@ -143,6 +143,7 @@ def cross_entropy(
         require(ignore_index == _IGNORE_INDEX.default, "params.ignore_index",
                 "applies to class-index targets only; leave it at -100 with class-probability targets")
     else:
+        target = target.to(torch.int64)  # torch takes int64 or uint8 class indices; lossd any integer dtype
         _class_targets(input, target, ignore_index)
     return F.cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
                            label_smoothing=label_smoothing)

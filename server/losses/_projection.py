@@ -304,6 +304,7 @@ def linear_cross_entropy(
                 f"class-probability targets must have the logits' shape {list(logits_shape)}; "
                 f"got {list(target.shape)}")
     else:
+        target = target.to(torch.int64)  # torch takes int64 class indices; lossd any integer dtype
         require_class_indices(target, n_classes, -100 if ignore_index is None else ignore_index)
     return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias, weight=weight,
                                   reduction=reduction, ignore_index=ignore_index,
