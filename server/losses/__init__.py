@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from . import _classification, _custom, _embedding, _focal, _projection, _regression, _sequence  # noqa: F401  (register the built-ins)
+from ._dtypes import TORCH_DTYPES, WIRE_NAMES
 from ._registry import (
     REDUCTION,
     Domain,
@@ -33,6 +34,8 @@ __all__ = [
     "Domain",
     "DomainWarning",
     "REGISTRY",
+    "TORCH_DTYPES",
+    "WIRE_NAMES",
     "Input",
     "LossError",
     "LossSpec",

@@ -24,11 +24,15 @@ from typing import Any
 
 import torch
 
-from ._evaluate import Evaluation, _bind_inputs, _bind_params, _call, _has_grad, _split_scalars
+from ..losses import LossError, LossSpec, Registry, strictness
+from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, has_grad, split_scalars
+from ._evaluate import Evaluation, call_loss
 from ._warnings import capture
-from .losses import LossError, LossSpec, Registry, strictness
 
-__all__ = ["MAX_PATTERNS", "Term", "Regularization", "check_patterns", "evaluate_objective", "covered_parameters"]
+__all__ = [
+    "MAX_PATTERNS", "Regularization", "Term", "add_penalties", "check_patterns", "covered_parameters",
+    "evaluate_objective",
+]
 
 #: Most glob patterns in ``regularization.include`` (and in ``exclude``): each is matched against
 #: every parameter name, so the count bounds the work of a small request.
@@ -82,6 +86,31 @@ def covered_parameters(parameters: Mapping[str, torch.Tensor], reg: Regularizati
     return sorted(names)
 
 
+def add_penalties(
+    objective: torch.Tensor, covered: Sequence[torch.Tensor], reg: Regularization, parts: dict[str, float]
+) -> torch.Tensor:
+    """``objective + l1 * sum|theta| + 0.5 * l2 * sum theta^2`` over ``covered``: the one place
+    for the L1/L2 convention (EvaluateLoss objectives and training steps). Each penalty that is
+    on is recorded in ``parts`` (``"l1"``, ``"l2"``). Sums run tensor by tensor, in order;
+    a caller that wants one sum over every entry passes one flattened tensor.
+
+    >>> parts = {}
+    >>> add_penalties(torch.tensor(1.0), [torch.tensor([1.0, -2.0])], Regularization(l1=0.5, l2=1.0), parts)
+    tensor(5.)
+    >>> parts
+    {'l1': 1.5, 'l2': 2.5}
+    """
+    if reg.l1:
+        l1 = reg.l1 * sum(t.abs().sum() for t in covered)
+        parts["l1"] = float(l1.detach())  # type: ignore[union-attr]
+        objective = objective + l1
+    if reg.l2:
+        l2 = 0.5 * reg.l2 * sum(t.pow(2).sum() for t in covered)
+        parts["l2"] = float(l2.detach())  # type: ignore[union-attr]
+        objective = objective + l2
+    return objective
+
+
 def _term_names(terms: Sequence[Term], specs: Sequence[LossSpec]) -> list[str]:
     names: list[str] = []
     taken: set[str] = set()
@@ -117,7 +146,7 @@ def evaluate_objective(
     Every request input must be used by at least one term; a term receives the
     inputs it declares. Gradients are returned for inputs that some term can
     differentiate, and for every parameter. Warnings are captured and
-    ``strict`` applies as in :func:`~lossd.server._evaluate.evaluate`.
+    ``strict`` applies as in :func:`~lossd.server.evaluation.evaluate`.
     """
     with capture() as seen, strictness(strict):
         result = _evaluate_objective(registry, terms, inputs, parameters, regularization, grad_inputs, device)
@@ -153,7 +182,7 @@ def _evaluate_objective(
     for sent in inputs:
         if not any(spec.input(sent) for spec in specs):
             raise LossError(f"inputs.{sent}", f"no term uses an input called {sent!r}")
-    differentiable = {s for s, t in inputs.items() if _has_grad(t)
+    differentiable = {s for s, t in inputs.items() if has_grad(t)
                       and any((i := spec.input(s)) is not None and i.differentiable for spec in specs)}
     wanted = set(differentiable)
     if grad_inputs:
@@ -177,14 +206,14 @@ def _evaluate_objective(
         for i, (term, spec, name) in enumerate(zip(terms, specs, names)):
             mine = {s: t for s, t in tensors.items() if spec.input(s) is not None}
             try:
-                term_params, scalars = _split_scalars(spec, term.params)
-                bound, _ = _bind_inputs(spec, mine, scalars)
-                kwargs = _bind_params(spec, term_params)
+                term_params, scalars = split_scalars(spec, term.params)
+                bound, _ = bind_inputs(spec, mine, scalars)
+                kwargs = bind_params(spec, term_params, refused=DEPRECATED_PARAMS)
             except LossError as e:
                 raise LossError(prefix(i) + e.field, e.message, e.code) from e
             for inp in spec.inputs:
                 bound.setdefault(inp.name, None)  # type: ignore[arg-type]
-            out = _call(spec, {**bound, **scalars}, kwargs)
+            out = call_loss(spec, {**bound, **scalars}, kwargs)
             if out.dim() != 0:
                 raise LossError(f"{prefix(i)}params.reduction",
                                 f"{spec.name} gives shape {list(out.shape)}; objectives need scalar losses "
@@ -198,14 +227,7 @@ def _evaluate_objective(
         objective = data_loss
         if reg.l1 or reg.l2 or parameters:
             parts["loss"] = data_loss.detach().item()
-        if reg.l1:
-            l1 = reg.l1 * sum(param_leaves[n].abs().sum() for n in covered)
-            parts["l1"] = float(l1.detach())
-            objective = objective + l1
-        if reg.l2:
-            l2 = 0.5 * reg.l2 * sum(param_leaves[n].pow(2).sum() for n in covered)
-            parts["l2"] = float(l2.detach())
-            objective = objective + l2
+        objective = add_penalties(objective, [param_leaves[n] for n in covered], reg, parts)
     if len(terms) == 1 and not terms[0].name:
         parts.pop(names[0], None)  # one plain term: its value is the "loss" part
     forward_s = time.perf_counter() - start

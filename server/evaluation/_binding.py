@@ -1,0 +1,187 @@
+"""Binding: what a caller sent, checked against what a loss (or a data set) declares.
+
+:func:`bind_inputs` maps sent tensor names (aliases included) onto a loss's
+canonical inputs and checks their dtypes; :func:`bind_params` coerces sent
+parameters against declared :class:`~lossd.server.losses.Param` s and fills in
+the defaults — for a loss's ``params`` and for a training data set's alike::
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> bind_params(REGISTRY.get("huber_loss"), {"delta": 2})
+    {'reduction': 'mean', 'delta': 2.0}
+    >>> bind_params(REGISTRY.get("huber_loss"), {"size_average": True}, refused=DEPRECATED_PARAMS)
+    Traceback (most recent call last):
+    ...
+    lossd.server.losses._registry.LossError: params.size_average: size_average is deprecated in torch and \
+refused here; use reduction ('mean' for size_average=true, 'sum' for false)
+
+Every refusal is a :class:`~lossd.server.losses.LossError` naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import torch
+
+from ..losses import WIRE_NAMES, LossError, LossSpec, Param
+
+__all__ = ["DEPRECATED_PARAMS", "HasParams", "bind_inputs", "bind_params", "grad_targets", "has_grad", "split_scalars"]
+
+#: Loss parameters torch deprecated: refused with what to send instead.
+DEPRECATED_PARAMS = {
+    "size_average": "size_average is deprecated in torch and refused here; use reduction "
+    "('mean' for size_average=true, 'sum' for false)",
+    "reduce": "reduce is deprecated in torch and refused here; use reduction ('none' for reduce=false)",
+}
+
+
+class HasParams(Protocol):
+    """Something with a name and declared parameters: a ``LossSpec``, a training data set."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def params(self) -> tuple[Param, ...]: ...
+
+
+def bind_params(
+    owner: HasParams, sent: Mapping[str, Any], prefix: str = "", refused: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """``sent`` coerced against ``owner.params``, with the defaults of those not sent.
+
+    Errors name ``{prefix}params.<name>``; a name in ``refused`` is refused with its text.
+    """
+    out = {p.name: p.default for p in owner.params}
+    for name, value in sent.items():
+        p = next((q for q in owner.params if q.name == name), None)
+        if p is None:
+            if refused and name in refused:
+                raise LossError(f"{prefix}params.{name}", refused[name])
+            valid = ", ".join(q.describe() for q in owner.params) or "none"
+            raise LossError(f"{prefix}params.{name}",
+                            f"{owner.name} has no parameter {name!r}; valid parameters: {valid}")
+        try:
+            out[name] = p.coerce(value)
+        except LossError as e:
+            if not prefix:
+                raise
+            raise LossError(prefix + e.field, e.message, e.code) from e
+    return out
+
+
+def split_scalars(spec: LossSpec, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Params named like an input: ``(params, scalars)``.
+
+    A scalar is an input's Python form (gaussian_nll_loss ``var=0.5``, CTC lengths as
+    lists; see :class:`~lossd.server.losses.Input` ``scalar``), coerced and passed to
+    torch as it is; ``null`` for an optional input means absent (torch's default).
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> split_scalars(REGISTRY.get("gaussian_nll_loss"), {"var": 1, "full": True})
+    ({'full': True}, {'var': 1.0})
+    """
+    rest: dict[str, Any] = {}
+    scalars: dict[str, Any] = {}
+    for name, value in params.items():
+        i = spec.input(name) if spec.param(name) is None else None
+        if i is None:
+            rest[name] = value
+        elif value is None and not i.required:
+            continue
+        elif i.scalar is None:
+            raise LossError(f"params.{name}", f"{name!r} is an input of {spec.name} ({i.doc or i.role}); "
+                            "send it as a tensor in inputs")
+        else:
+            scalars[i.name] = i.scalar_param().coerce(value)
+    return rest, scalars
+
+
+def bind_inputs(
+    spec: LossSpec, inputs: Mapping[str, torch.Tensor], scalars: Mapping[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Map sent names onto canonical ones and check dtype kinds: ``(tensors, sent_as)``.
+
+    Inputs of kind ``float`` take any dtype torch may compute with (floating,
+    complex, integer, bool): torch's type promotion decides the result's dtype
+    and torch's own refusal becomes the error, as locally. Only a floating dtype
+    the loss does not list is refused here (UNIMPLEMENTED). ``scalars`` (from
+    :func:`split_scalars`) count as sent.
+    """
+    scalars = scalars or {}
+    tensors: dict[str, torch.Tensor] = {}
+    sent_as: dict[str, str] = {}
+    for sent, t in inputs.items():
+        spec_input = spec.input(sent)
+        if spec_input is None:
+            raise LossError(f"inputs.{sent}", f"{spec.name} has no input {sent!r}; {_input_list(spec)}")
+        name = spec_input.name
+        if name in tensors:
+            raise LossError(f"inputs.{sent}", f"input {name!r} was sent twice (as {sent_as[name]!r} and {sent!r})")
+        if name in scalars:
+            raise LossError(f"inputs.{sent}", f"input {name!r} was sent twice (as a tensor and in params)")
+        tensors[name], sent_as[name] = t, sent
+    for i in spec.inputs:
+        if i.required and i.name not in tensors and i.name not in scalars:
+            also = f" (or {', '.join(i.aliases)})" if i.aliases else ""
+            raise LossError(f"inputs.{i.name}", f"is required by {spec.name}{also}: {i.doc or i.role}")
+    for name, t in tensors.items():
+        i = spec.input(name)
+        assert i is not None
+        field = f"inputs.{sent_as[name]}"
+        dt = WIRE_NAMES.get(t.dtype, str(t.dtype))
+        if i.kind == "int":
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                raise LossError(field, f"must have an integer dtype ({i.role}), got {dt}")
+            tensors[name] = t.to(torch.int64)
+        elif t.is_floating_point() and dt not in spec.float_dtypes:
+            raise LossError(
+                field,
+                f"{spec.name} does not support {dt} on this server; supported: {', '.join(spec.float_dtypes)}",
+                "UNIMPLEMENTED",
+            )
+    return tensors, sent_as
+
+
+def _input_list(spec: LossSpec) -> str:
+    parts = []
+    for i in spec.inputs:
+        alias = f" alias {'/'.join(i.aliases)}" if i.aliases else ""
+        parts.append(f"{i.name} ({i.role}, {i.kind}{', optional' if not i.required else ''}{alias})")
+    return "valid inputs: " + ", ".join(parts)
+
+
+def grad_targets(
+    spec: LossSpec, tensors: Mapping[str, torch.Tensor], sent_as: Mapping[str, str], grad_inputs: Sequence[str]
+) -> set[str]:
+    """Canonical names of the inputs to differentiate: ``grad_inputs``, or every differentiable
+    floating-point or complex input when it is empty."""
+    if not grad_inputs:
+        return {
+            n for n, t in tensors.items() if spec.input(n).differentiable and has_grad(t)  # type: ignore[union-attr]
+        }
+    wanted = set()
+    for k, sent in enumerate(grad_inputs):
+        i = spec.input(sent)
+        field = f"grad_inputs[{k}]"
+        if i is None or i.name not in tensors:
+            raise LossError(field, f"{sent!r} is not an input of this request; sent: {', '.join(sent_as.values())}")
+        if not i.differentiable:
+            diff = [x.name for x in spec.inputs if x.differentiable]
+            raise LossError(field, f"input {sent!r} of {spec.name} is not differentiable; differentiable: {', '.join(diff)}")
+        t = tensors[i.name]
+        if not has_grad(t):
+            raise LossError(field, f"input {sent!r} has dtype {WIRE_NAMES.get(t.dtype, str(t.dtype))} and cannot "
+                                   "have a gradient (only floating-point and complex inputs can, as in torch)")
+        wanted.add(i.name)
+    return wanted
+
+
+def has_grad(t: torch.Tensor) -> bool:
+    """Whether autograd can differentiate ``t``: floating-point or complex, as in torch.
+
+    >>> has_grad(torch.tensor([1])), has_grad(torch.tensor([1j]))
+    (False, True)
+    """
+    return t.is_floating_point() or t.is_complex()
