@@ -24,7 +24,18 @@ __all__ = ["ServerWarning", "emit_server_warnings"]
 
 
 class ServerWarning(UserWarning):
-    """A warning the lossd server raised while evaluating a request."""
+    """A warning the lossd server raised while evaluating a request (torch's or lossd's).
+
+    A ``UserWarning``, so ``-W error``, filters and ``pytest.warns`` apply:
+
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", ServerWarning)
+    ...     client.evaluate("kl_div", [-1.0, -2.0], [0.3, 0.7])   # doctest: +SKIP
+    Traceback (most recent call last):
+    ...
+    lossd.client._warnings.ServerWarning: reduction: 'mean' divides the total loss by ...
+    """
 
 
 def emit_server_warnings(messages: Iterable[str]) -> None:

@@ -130,6 +130,8 @@ def _evaluate(
     return Evaluation(spec, out.detach(), grads, forward_s, backward_s)
 
 
+#: torch's C++ names of the integer and bool dtypes, as its "not implemented for 'Long'" errors spell them.
+_INTEGER_NAMES = ("Long", "Int", "Short", "Char", "Byte", "Bool")
 _UNSUPPORTED_MARKERS = ("not implemented for", "\"_vml_cpu\" not implemented", "unsupported dtype")
 
 
@@ -142,6 +144,9 @@ def call_loss(spec: LossSpec, tensors: dict[str, torch.Tensor], kwargs: dict[str
         raise
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if any(f"'{name}'" in text for name in _INTEGER_NAMES):  # torch has no kernel for any server
+            raise LossError("inputs", f"{spec.name}: torch does not compute this for integer or bool inputs: "
+                                      f"{text}") from e
         if any(m in text for m in _UNSUPPORTED_MARKERS):
             raise LossError("inputs", f"{spec.name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED") from e
         raise LossError("inputs", f"{spec.name} rejected the inputs: {text}") from e

@@ -212,9 +212,8 @@ def _bce_example(dt: torch.dtype) -> dict[str, object]:
     source="torch.nn.functional.binary_cross_entropy",
     notes="Log terms are clamped at -100, as in torch.",
     example=_bce_example,
-    domain=(_BCE_TARGETS,),
-    refuses=("input probabilities outside [0, 1] (torch's own error)", "a target shaped unlike the input "
-             "(torch's own error)", "a weight that does not broadcast to the input"),
+    refuses=("input probabilities or targets outside [0, 1] (torch's own errors)", "a target shaped unlike the "
+             "input (torch's own error)", "a weight that does not broadcast to the input"),
 )
 def binary_cross_entropy(
     input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str
@@ -225,7 +224,7 @@ def binary_cross_entropy(
     """
     require_same_shape(input, target, "torch refuses a different shape")
     require_unit_interval(input, "inputs.input", "probabilities")
-    _BCE_TARGETS.check(((target >= 0) & (target <= 1)).all())
+    require_unit_interval(target, "inputs.target", "targets")
     _broadcasts_to(weight, input, "inputs.weight", "the input's shape")
     return F.binary_cross_entropy(input, target, weight, reduction=reduction)
 

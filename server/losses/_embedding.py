@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ._classification import SIGNS
-from ._registry import REDUCTION, Input, Param, register_loss, require
+from ._registry import REDUCTION, Domain, Input, Param, register_loss, require
 
 __all__ = ["DISTANCE_FUNCTIONS"]
 
@@ -94,6 +94,9 @@ def hinge_embedding_loss(
 # cosine_embedding_loss
 
 
+_COSINE_MARGIN = Domain("params.margin", "a margin in [-1, 1]", "torch compares the cosine with any margin")
+
+
 def _cosine_embedding_example(dt: torch.dtype) -> dict[str, object]:
     return {
         "input1": torch.tensor([[1.0, 0.5, -0.5], [0.2, -1.0, 0.3]], dtype=dt),
@@ -115,13 +118,12 @@ def _cosine_embedding_example(dt: torch.dtype) -> dict[str, object]:
     ),
     params=(
         REDUCTION,
-        Param("margin", "float", 0.0, "Margin for the dissimilar pairs; 0 to 0.5 is suggested.",
-              min=-1.0, max=1.0),
+        Param("margin", "float", 0.0, "Margin for the dissimilar pairs; in [-1, 1], 0 to 0.5 is suggested."),
     ),
     description="Cosine embedding loss: 1 - cos(x1, x2) where y=1, max(0, cos(x1, x2) - margin) where y=-1.",
     source="torch.nn.functional.cosine_embedding_loss",
     example=_cosine_embedding_example,
-    domain=(SIGNS,),
+    domain=(SIGNS, _COSINE_MARGIN),
     refuses=("shapes torch cannot match (torch's own error)",),
 )
 def cosine_embedding_loss(
@@ -133,6 +135,7 @@ def cosine_embedding_loss(
     {1, -1}; output scalar, or ``(N)`` / ``()`` for ``reduction='none'``.
     """
     _pm_one(target)
+    _COSINE_MARGIN.check(-1.0 <= margin <= 1.0)
     return F.cosine_embedding_loss(input1, input2, target, margin=margin, reduction=reduction)
 
 

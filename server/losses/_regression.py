@@ -178,6 +178,10 @@ def poisson_nll_loss(
     return F.poisson_nll_loss(input, target, log_input=log_input, full=full, eps=eps, reduction=reduction)
 
 
+_GAUSSIAN_TARGET = Domain("inputs.target", "the input's shape, or that shape with one dimension equal to 1",
+                          "torch broadcasts other shapes against the input")
+
+
 def _gaussian_example(dt: torch.dtype) -> dict[str, object]:
     return {**_pair(dt), "var": torch.tensor([[0.5, 1.0, 2.0], [1.0, 0.25, 1.5]], dtype=dt)}
 
@@ -203,6 +207,7 @@ def _gaussian_example(dt: torch.dtype) -> dict[str, object]:
     source="torch.nn.functional.gaussian_nll_loss",
     notes="A constant variance is a tensor input or a number in params.var (torch's float var; no gradient).",
     example=_gaussian_example,
+    domain=(_GAUSSIAN_TARGET,),
     refuses=("negative variances, a var shape torch cannot match to the input (torch's own errors)",),
 )
 def gaussian_nll_loss(
@@ -213,6 +218,9 @@ def gaussian_nll_loss(
     Shapes: input (N, *) or (*); target the same, or with one dimension 1;
     var the same, with one dimension 1, or with one dimension fewer.
     """
+    _GAUSSIAN_TARGET.check(target.dim() == input.dim() and sum(
+        t != i for t, i in zip(target.shape, input.shape)) <= 1 and all(
+        t == i or t == 1 for t, i in zip(target.shape, input.shape)))
     field = "params.var" if isinstance(var, float) else "inputs.var"
     try:
         return F.gaussian_nll_loss(input, target, var, full=full, eps=eps, reduction=reduction)

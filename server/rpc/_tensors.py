@@ -18,19 +18,33 @@ callers that want one.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from ..._framing import Buffer, tensor_body, tensor_message
 from ..._wire import DEFAULT_MAX_TENSOR_ELEMENTS, DTYPES, TensorLayout, TensorLimits, WireError, check_tensor, check_tensors
 from ...v1 import lossd_pb2
-from ..evaluation import capture_warnings
 from ..losses import TORCH_DTYPES, WIRE_NAMES
 
 __all__ = ["check_finite", "decode_tensor", "decode_tensors", "encode_tensor", "tensor_parts"]
 
 #: Payloads smaller than this are copied on decode, larger ones wrapped in place.
 _COPY_BELOW = 1 << 16
+
+
+def _spend_readonly_warning() -> None:
+    """Wrapping read-only bytes makes torch warn once per process ("The given buffer is not
+    writable"); lossd does it on purpose (it never writes to inputs), so the one warning is
+    spent here, at import, rather than under a filter swapped while other threads evaluate
+    (``warnings.catch_warnings`` is process-global)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.frombuffer(bytes(4), dtype=torch.float32)
+
+
+_spend_readonly_warning()
 
 
 def decode_tensor(
@@ -72,9 +86,8 @@ def _decode(msg: lossd_pb2.Tensor, field: str, layout: TensorLayout) -> tuple[to
     if layout.encoding == "raw":
         if len(layout.raw) < _COPY_BELOW:  # a small copy costs less than silencing the warning
             flat = torch.frombuffer(bytearray(layout.raw), dtype=dtype)
-        else:
-            with capture_warnings():  # drops torch's "buffer is not writable" (see above), on this thread only
-                flat = torch.frombuffer(layout.raw, dtype=dtype)
+        else:  # torch's one "buffer is not writable" warning was spent at import (_spend_readonly_warning)
+            flat = torch.frombuffer(layout.raw, dtype=dtype)
         return flat.reshape(layout.shape), "raw"
     values = np.asarray(msg.values, dtype=np.float64)
     info = DTYPES[layout.dtype]
