@@ -172,8 +172,9 @@ def poisson_nll_loss(
     Shapes: input (*), target (*) the same.
     """
     same_shape(torch_warns=False).check(target.shape == input.shape)
-    _COUNTS.check(not bool((target < 0).any()))
-    if not log_input:
+    if not target.is_complex():  # torch computes complex Poisson NLL too; "negative" means nothing there
+        _COUNTS.check(not bool((target < 0).any()))
+    if not log_input and not input.is_complex():
         _RATES.check(not bool((input < 0).any()))
     return F.poisson_nll_loss(input, target, log_input=log_input, full=full, eps=eps, reduction=reduction)
 
