@@ -14,7 +14,7 @@ decoded tensors::
 
 from __future__ import annotations
 
-from ._binding import DEPRECATED_PARAMS, HasParams, bind_inputs, bind_params, grad_targets, has_grad, split_scalars
+from ._binding import DEPRECATED_PARAMS, HasParams, bind_inputs, bind_params, grad_targets, has_grad, legacy_reduction, split_scalars
 from ._evaluate import Evaluation, call_loss, evaluate, resolve_device
 from ._warnings import capture as capture_warnings
 from ._objective import (
@@ -45,6 +45,7 @@ __all__ = [
     "evaluate_objective",
     "grad_targets",
     "has_grad",
+    "legacy_reduction",
     "resolve_device",
     "split_scalars",
 ]

@@ -26,7 +26,10 @@ import torch
 
 from ..losses import WIRE_NAMES, LossError, LossSpec, Param
 
-__all__ = ["DEPRECATED_PARAMS", "HasParams", "bind_inputs", "bind_params", "grad_targets", "has_grad", "split_scalars"]
+__all__ = [
+    "DEPRECATED_PARAMS", "HasParams", "bind_inputs", "bind_params", "grad_targets", "has_grad", "legacy_reduction",
+    "split_scalars",
+]
 
 #: Loss parameters torch deprecated: refused with what to send instead.
 DEPRECATED_PARAMS = {
@@ -69,6 +72,34 @@ def bind_params(
                 raise
             raise LossError(prefix + e.field, e.message, e.code) from e
     return out
+
+
+def legacy_reduction(spec: LossSpec, params: Mapping[str, Any]) -> dict[str, Any]:
+    """torch's deprecated ``size_average`` / ``reduce`` turned into ``reduction`` as torch turns
+    them (they override ``reduction``), with torch's own deprecation warning.
+
+    Only for a loss whose ``reduction`` takes 'none', 'mean' and 'sum'; elsewhere they stay
+    unknown parameters (:data:`DEPRECATED_PARAMS` says what to send instead).
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     legacy_reduction(REGISTRY.get("mse_loss"), {"size_average": False})
+    {'reduction': 'sum'}
+    """
+    legacy = {k: params[k] for k in DEPRECATED_PARAMS if k in params}
+    p = spec.param("reduction")
+    if not legacy or p is None or not {"none", "mean", "sum"} <= set(p.choices):
+        return dict(params)
+    for name, value in legacy.items():
+        if value is not None and not isinstance(value, bool):
+            raise LossError(f"params.{name}", f"must be true, false or null, got {value!r} ({DEPRECATED_PARAMS[name]})")
+    from torch.nn import _reduction
+
+    rest = {k: v for k, v in params.items() if k not in legacy}
+    rest["reduction"] = _reduction.legacy_get_string(legacy.get("size_average"), legacy.get("reduce"))
+    return rest
 
 
 def split_scalars(spec: LossSpec, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

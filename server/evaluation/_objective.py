@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..losses import LossError, LossSpec, Registry, strictness
-from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, has_grad, split_scalars
+from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, has_grad, legacy_reduction, split_scalars
 from ._evaluate import Evaluation, call_loss
 from ._warnings import capture
 
@@ -206,7 +206,7 @@ def _evaluate_objective(
         for i, (term, spec, name) in enumerate(zip(terms, specs, names)):
             mine = {s: t for s, t in tensors.items() if spec.input(s) is not None}
             try:
-                term_params, scalars = split_scalars(spec, term.params)
+                term_params, scalars = split_scalars(spec, legacy_reduction(spec, term.params))
                 bound, _ = bind_inputs(spec, mine, scalars)
                 kwargs = bind_params(spec, term_params, refused=DEPRECATED_PARAMS)
             except LossError as e:

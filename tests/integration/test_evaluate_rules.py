@@ -24,9 +24,9 @@ TARGET = np.array([0, 2])
         # torch's own refusal, as locally: cross_entropy has no integer kernel
         ({"inputs": {"input": np.array([[1, 0], [0, 1]]), "target": np.array([0, 1])}}, "inputs",
          "integer or bool inputs"),
-        ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"size_average": True}}, "params.size_average",
+        ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"size_average": "yes"}}, "params.size_average",
          "use reduction"),
-        ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"reduce": False}}, "params.reduce", "use reduction"),
+        ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"reduce": 0}}, "params.reduce", "use reduction"),
         ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"smoothing": 0.1}}, "params.smoothing",
          "label_smoothing (float in [0, 1])"),
         ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"label_smoothing": -0.5}},

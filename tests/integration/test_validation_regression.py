@@ -118,9 +118,14 @@ def test_gaussian_var_gets_a_gradient(client: Any) -> None:
     assert set(r.grads) == {"y_pred", "y_true", "var"} and r.grads["var"].shape == (4, 1)
 
 
-def test_deprecated_size_average_points_to_reduction(client: Any) -> None:
+def test_deprecated_size_average_works_as_in_torch_with_its_warning(client: Any) -> None:
+    with pytest.warns(ServerWarning, match="please use reduction='sum'"):
+        r = client.evaluate("l1_loss", _x(3), _x(3, seed=1), size_average=False, reduction="none")
+    with pytest.warns(UserWarning, match="please use reduction='sum'"):
+        expected = torch.nn.functional.l1_loss(_x(3), _x(3, seed=1), size_average=False, reduction="none")
+    assert r.value == expected.item()
     _refused(client, "l1_loss", "params.size_average", "use reduction", y_pred=_x(3), y_true=_x(3, seed=1),
-             size_average=False)
+             size_average=0)
 
 
 def test_promotion_as_in_torch(client: Any) -> None:
