@@ -124,6 +124,9 @@ def _check_shape(t: torch.Tensor, name: str, expected: tuple[int, ...], why: str
     "keys. reduction: 'mean' is the module's .loss, 'none' is -.output (per sample), 'sum' is "
     f"-.output summed. At most {MAX_CLUSTERS} tail clusters.",
     example=_asm_example,
+    refuses=("class indices outside [0, n_classes)", "missing n_classes or cutoffs, cutoffs not increasing in "
+             "[1, n_classes - 1]", "weights missing, unused or shaped unlike the module's",
+             f"more than {MAX_CLUSTERS} tail clusters"),
 )
 def adaptive_log_softmax_with_loss(
     input: torch.Tensor,
