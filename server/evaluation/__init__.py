@@ -14,7 +14,7 @@ decoded tensors::
 
 from __future__ import annotations
 
-from ._binding import DEPRECATED_PARAMS, HasParams, bind_inputs, bind_params, grad_targets, has_grad, legacy_reduction, split_scalars
+from ._binding import DEPRECATED_PARAMS, HasParams, bind_inputs, bind_params, grad_targets, has_grad, legacy_reduction, params_from_tensors, split_scalars
 from ._evaluate import Evaluation, call_loss, evaluate, resolve_device
 from ._warnings import capture as capture_warnings
 from ._objective import (
@@ -46,6 +46,7 @@ __all__ = [
     "grad_targets",
     "has_grad",
     "legacy_reduction",
+    "params_from_tensors",
     "resolve_device",
     "split_scalars",
 ]

@@ -28,7 +28,7 @@ from ..losses import WIRE_NAMES, LossError, LossSpec, Param
 
 __all__ = [
     "DEPRECATED_PARAMS", "HasParams", "bind_inputs", "bind_params", "grad_targets", "has_grad", "legacy_reduction",
-    "split_scalars",
+    "params_from_tensors", "split_scalars",
 ]
 
 #: Loss parameters torch deprecated: refused with what to send instead.
@@ -100,6 +100,32 @@ def legacy_reduction(spec: LossSpec, params: Mapping[str, Any]) -> dict[str, Any
     rest = {k: v for k, v in params.items() if k not in legacy}
     rest["reduction"] = _reduction.legacy_get_string(legacy.get("size_average"), legacy.get("reduce"))
     return rest
+
+
+def params_from_tensors(
+    spec: LossSpec, inputs: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors sent for a *parameter* (``margin=torch.tensor(0.5)``, a numpy scalar): torch takes a
+    one-element tensor where it takes a number, so lossd does too. Returns ``(inputs, params)``.
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> params_from_tensors(REGISTRY.get("huber_loss"), {"input": torch.zeros(1), "delta": torch.tensor(2.0)})[1]
+    {'delta': 2.0}
+    """
+    rest: dict[str, torch.Tensor] = {}
+    params: dict[str, Any] = {}
+    for name, t in inputs.items():
+        p = spec.param(name) if spec.input(name) is None else None
+        if p is None:
+            rest[name] = t
+        elif p.type in ("int_list", "float_list") and t.dim() == 1:
+            params[name] = t.tolist()
+        elif t.numel() == 1 and not t.is_complex():
+            params[name] = t.item()
+        else:
+            raise LossError(f"inputs.{name}", f"{name!r} is a parameter of {spec.name} ({p.describe()}); "
+                            f"send it in params (a tensor of shape {list(t.shape)} is not one number)")
+    return rest, params
 
 
 def split_scalars(spec: LossSpec, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..losses import WIRE_NAMES, LossError, LossSpec, Registry, strictness
-from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets, has_grad, legacy_reduction, split_scalars
+from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets, has_grad, legacy_reduction, params_from_tensors, split_scalars
 from ._warnings import capture
 
 __all__ = ["Evaluation", "call_loss", "evaluate", "resolve_device"]
@@ -93,7 +93,8 @@ def _evaluate(
     device: torch.device | None,
 ) -> Evaluation:
     spec = registry.get(loss)
-    params, scalars = split_scalars(spec, legacy_reduction(spec, params))
+    inputs, sent_params = params_from_tensors(spec, inputs)
+    params, scalars = split_scalars(spec, legacy_reduction(spec, {**params, **sent_params}))
     tensors, sent_as = bind_inputs(spec, inputs, scalars)
     kwargs = bind_params(spec, params, refused=DEPRECATED_PARAMS)
     wanted = grad_targets(spec, tensors, sent_as, grad_inputs)

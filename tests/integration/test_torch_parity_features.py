@@ -228,3 +228,21 @@ def test_domain_warning_and_strict_for_an_objective(client: Any) -> None:
     assert r.value == (F.soft_margin_loss(x, y) + 0.5 * F.mse_loss(x, y)).item()
     with pytest.raises(InvalidArgument, match="strict"):
         client.evaluate(terms, x, y, grad_inputs=["y_pred"], strict=True)
+
+
+def test_numbers_as_numpy_scalars_or_tensors_and_optional_tensors_as_none(client: Any) -> None:
+    """Both ways: a number torch takes may come as a numpy scalar or a one-element tensor; a tensor
+    argument torch also takes as a number (gaussian var, CTC lengths) as a number or a list."""
+    x, y = _x(4), _x(4, seed=1)
+    expected = F.huber_loss(x, y, delta=2.0).item()
+    assert client.evaluate("huber_loss", x, y, delta=np.float64(2.0)).value == expected
+    assert client.evaluate("huber_loss", x, y, delta=torch.tensor(2.0)).value == expected
+    assert client.evaluate("cross_entropy", _x(2, 3), torch.tensor([0, 2]), weight=None).value == \
+        F.cross_entropy(_x(2, 3), torch.tensor([0, 2]), weight=None).item()
+    lp = _x(5, 2, 4).log_softmax(-1)
+    tg = torch.tensor([[1, 2], [3, 1]])
+    local = F.ctc_loss(lp, tg, [5, 4], [2, 1])
+    r = client.evaluate("ctc_loss", lp, tg, params={"input_lengths": [5, 4], "target_lengths": [2, 1]})
+    assert r.value == local.item()
+    with pytest.raises(InvalidArgument, match="inputs.delta: 'delta' is a parameter"):
+        client.evaluate("huber_loss", x, y, delta=torch.ones(2))
