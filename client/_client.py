@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, overload
@@ -174,6 +175,29 @@ def build_request(
     return request, as_torch
 
 
+def _shared_inputs(named: Mapping[str, Any]) -> list[list[str]]:
+    """Groups of input names bound to one and the same array object (``loss(x, x)``)."""
+    groups: dict[int, list[str]] = {}
+    for name, value in named.items():
+        if value is not None and _is_array(value) and not isinstance(value, (list, tuple)):
+            groups.setdefault(id(value), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _sum_shared(result: EvaluateResult, shared: list[list[str]]) -> EvaluateResult:
+    """Each name of a shared array gets the sum of the group's gradients, as autograd accumulates them."""
+    for names in shared:
+        found = [result.grads[n] for n in names if n in result.grads]
+        if len(found) > 1:
+            total = found[0]
+            for g in found[1:]:
+                total = total + g
+            for n in names:
+                if n in result.grads:
+                    result.grads[n] = total
+    return result
+
+
 def _is_array(v: Any) -> bool:
     """Arrays, tensors and lists are inputs; scalars and strings are parameters."""
     return is_torch_tensor(v) or hasattr(v, "__array_interface__") or isinstance(v, (list, tuple))
@@ -251,9 +275,21 @@ class Evaluating(ClientBase, Generic[ResultT]):
 
         >>> client.evaluate("mse", [1.0, 2.0], [0.0, 0.0], reduction="sum").value  # doctest: +SKIP
         5.0
+
+        The same array object passed as several inputs (``evaluate("kl_div", x, x)``) gets, under
+        each of its names, the sum of their gradients: what local autograd puts in ``x.grad``.
         """
         request, as_torch = build_request(loss, y_pred, y_true, **kwargs)
-        return self.evaluate_request(request, as_torch=as_torch, timeout=timeout)
+        outcome = self.evaluate_request(request, as_torch=as_torch, timeout=timeout)
+        shared = _shared_inputs({"y_pred": y_pred, "y_true": y_true, **dict(kwargs.get("inputs") or {}),
+                                 **{k: v for k, v in kwargs.items() if _is_array(v)}})
+        if not shared:
+            return outcome
+        if inspect.isawaitable(outcome):
+            async def summed() -> Any:
+                return _sum_shared(await outcome, shared)
+            return summed()  # type: ignore[return-value]
+        return _sum_shared(outcome, shared)  # type: ignore[arg-type,return-value]
 
     def evaluate_request(
         self, request: lossd_pb2.EvaluateLossRequest, *, as_torch: bool = False, timeout: float | None = None

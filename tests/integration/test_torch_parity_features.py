@@ -246,3 +246,12 @@ def test_numbers_as_numpy_scalars_or_tensors_and_optional_tensors_as_none(client
     assert r.value == local.item()
     with pytest.raises(InvalidArgument, match="inputs.delta: 'delta' is a parameter"):
         client.evaluate("huber_loss", x, y, delta=torch.ones(2))
+
+
+def test_evaluate_sums_the_gradients_of_a_tensor_passed_twice(client: Any) -> None:
+    x = _x(3, 4).log_softmax(-1)
+    leaf = x.clone().requires_grad_(True)
+    F.kl_div(leaf, leaf, log_target=True, reduction="sum").backward()
+    r = client.evaluate("kl_div", x, x, log_target=True, reduction="sum")
+    _same(r.grads["y_pred"], leaf.grad)
+    _same(r.grads["y_true"], leaf.grad)
