@@ -9,8 +9,9 @@ hook in front of both ways a warning is raised:
   target-size broadcasting, kl_div's ``reduction='mean'``), and lossd's own
   domain warnings: on a thread inside :func:`capture` the warning is recorded
   there, before any filter or once-per-location registry could drop it (the
-  caller's own filters decide when the SDK re-emits it); elsewhere it goes to
-  the original function.
+  caller's own filters decide when the SDK re-emits it; the categories Python
+  hides by default, such as ``DeprecationWarning``, are dropped); elsewhere it
+  goes to the original function.
 * ``warnings.showwarning``, reached by warnings raised from C (torch's
   ``TORCH_WARN``): recorded on a capturing thread, else shown as before.
 
@@ -45,9 +46,15 @@ def _sink() -> list[str] | None:
     return getattr(_local, "sink", None)
 
 
+#: Categories Python's default filters hide from a local user (library chatter): not sent either.
+_HIDDEN: tuple[type[Warning], ...] = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
 def _record(sink: list[str], message: Any, category: type[Warning] | None) -> None:
     if isinstance(message, Warning):
         category, message = type(message), str(message)
+    if category is not None and issubclass(category, _HIDDEN):
+        return
     text = str(message)
     if category is not None and not issubclass(category, UserWarning):  # UserWarnings read as plain sentences
         text = f"{category.__name__}: {text}"
