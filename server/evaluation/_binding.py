@@ -11,10 +11,10 @@ the defaults — for a loss's ``params`` and for a training data set's alike::
     >>> bind_params(REGISTRY.get("huber_loss"), {"size_average": True}, refused=DEPRECATED_PARAMS)
     Traceback (most recent call last):
     ...
-    lossd.server.losses._registry.LossError: params.size_average: size_average is deprecated in torch and \
+    lossd._wire.FieldError: params.size_average: size_average is deprecated in torch and \
 refused here; use reduction ('mean' for size_average=true, 'sum' for false)
 
-Every refusal is a :class:`~lossd.server.losses.LossError` naming the field.
+Every refusal is a :class:`~lossd.server.losses.FieldError` naming the field.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any, Protocol
 
 import torch
 
-from ..losses import WIRE_NAMES, LossError, LossSpec, Param
+from ..._wire import FieldError
+from ..losses import WIRE_NAMES, LossSpec, Param
 
 __all__ = [
     "DEPRECATED_PARAMS", "HasParams", "bind_inputs", "bind_params", "grad_targets", "has_grad", "legacy_reduction",
@@ -61,16 +62,16 @@ def bind_params(
         p = next((q for q in owner.params if q.name == name), None)
         if p is None:
             if refused and name in refused:
-                raise LossError(f"{prefix}params.{name}", refused[name])
+                raise FieldError(f"{prefix}params.{name}", refused[name])
             valid = ", ".join(q.describe() for q in owner.params) or "none"
-            raise LossError(f"{prefix}params.{name}",
+            raise FieldError(f"{prefix}params.{name}",
                             f"{owner.name} has no parameter {name!r}; valid parameters: {valid}")
         try:
             out[name] = p.coerce(value)
-        except LossError as e:
+        except FieldError as e:
             if not prefix:
                 raise
-            raise LossError(prefix + e.field, e.message, e.code) from e
+            raise FieldError(prefix + e.field, e.message, e.code) from e
     return out
 
 
@@ -94,7 +95,7 @@ def legacy_reduction(spec: LossSpec, params: Mapping[str, Any]) -> dict[str, Any
         return dict(params)
     for name, value in legacy.items():
         if value is not None and not isinstance(value, bool):
-            raise LossError(f"params.{name}", f"must be true, false or null, got {value!r} ({DEPRECATED_PARAMS[name]})")
+            raise FieldError(f"params.{name}", f"must be true, false or null, got {value!r} ({DEPRECATED_PARAMS[name]})")
     from torch.nn import _reduction
 
     rest = {k: v for k, v in params.items() if k not in legacy}
@@ -123,7 +124,7 @@ def params_from_tensors(
         elif t.numel() == 1 and not t.is_complex():
             params[name] = t.item()
         else:
-            raise LossError(f"inputs.{name}", f"{name!r} is a parameter of {spec.name} ({p.describe()}); "
+            raise FieldError(f"inputs.{name}", f"{name!r} is a parameter of {spec.name} ({p.describe()}); "
                             f"send it in params (a tensor of shape {list(t.shape)} is not one number)")
     return rest, params
 
@@ -148,7 +149,7 @@ def split_scalars(spec: LossSpec, params: Mapping[str, Any]) -> tuple[dict[str, 
         elif value is None and not i.required:
             continue
         elif i.scalar is None:
-            raise LossError(f"params.{name}", f"{name!r} is an input of {spec.name} ({i.doc or i.role}); "
+            raise FieldError(f"params.{name}", f"{name!r} is an input of {spec.name} ({i.doc or i.role}); "
                             "send it as a tensor in inputs")
         else:
             scalars[i.name] = i.scalar_param().coerce(value)
@@ -172,17 +173,18 @@ def bind_inputs(
     for sent, t in inputs.items():
         spec_input = spec.input(sent)
         if spec_input is None:
-            raise LossError(f"inputs.{sent}", f"{spec.name} has no input {sent!r}; {_input_list(spec)}")
+            raise FieldError(f"inputs.{sent}", f"{spec.name} has no input {sent!r}; {_input_list(spec)}")
         name = spec_input.name
         if name in tensors:
-            raise LossError(f"inputs.{sent}", f"input {name!r} was sent twice (as {sent_as[name]!r} and {sent!r})")
+            raise FieldError(f"inputs.{sent}", f"input {name!r} was sent twice (as {sent_as[name]!r} and {sent!r})")
         if name in scalars:
-            raise LossError(f"inputs.{sent}", f"input {name!r} was sent twice (as a tensor and in params)")
+            raise FieldError(f"inputs.{sent}", f"input {name!r} was sent twice (as a tensor and in params)")
         tensors[name], sent_as[name] = t, sent
-    for i in spec.inputs:
-        if i.required and i.name not in tensors and i.name not in scalars:
-            also = f" (or {', '.join(i.aliases)})" if i.aliases else ""
-            raise LossError(f"inputs.{i.name}", f"is required by {spec.name}{also}: {i.doc or i.role}")
+    for declared in spec.inputs:
+        if declared.required and declared.name not in tensors and declared.name not in scalars:
+            also = f" (or {', '.join(declared.aliases)})" if declared.aliases else ""
+            raise FieldError(f"inputs.{declared.name}",
+                             f"is required by {spec.name}{also}: {declared.doc or declared.role}")
     for name, t in tensors.items():
         i = spec.input(name)
         assert i is not None
@@ -190,10 +192,10 @@ def bind_inputs(
         dt = WIRE_NAMES.get(t.dtype, str(t.dtype))
         if i.kind == "int":
             if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-                raise LossError(field, f"must have an integer dtype ({i.role}), got {dt}")
+                raise FieldError(field, f"must have an integer dtype ({i.role}), got {dt}")
             tensors[name] = t.to(torch.int64)
         elif t.is_floating_point() and dt not in spec.float_dtypes:
-            raise LossError(
+            raise FieldError(
                 field,
                 f"{spec.name} does not support {dt} on this server; supported: {', '.join(spec.float_dtypes)}",
                 "UNIMPLEMENTED",
@@ -216,20 +218,21 @@ def grad_targets(
     floating-point or complex input when it is empty."""
     if not grad_inputs:
         return {
-            n for n, t in tensors.items() if spec.input(n).differentiable and has_grad(t)  # type: ignore[union-attr]
+            n for n, t in tensors.items()
+            if (declared := spec.input(n)) is not None and declared.differentiable and has_grad(t)
         }
     wanted = set()
     for k, sent in enumerate(grad_inputs):
         i = spec.input(sent)
         field = f"grad_inputs[{k}]"
         if i is None or i.name not in tensors:
-            raise LossError(field, f"{sent!r} is not an input of this request; sent: {', '.join(sent_as.values())}")
+            raise FieldError(field, f"{sent!r} is not an input of this request; sent: {', '.join(sent_as.values())}")
         if not i.differentiable:
             diff = [x.name for x in spec.inputs if x.differentiable]
-            raise LossError(field, f"input {sent!r} of {spec.name} is not differentiable; differentiable: {', '.join(diff)}")
+            raise FieldError(field, f"input {sent!r} of {spec.name} is not differentiable; differentiable: {', '.join(diff)}")
         t = tensors[i.name]
         if not has_grad(t):
-            raise LossError(field, f"input {sent!r} has dtype {WIRE_NAMES.get(t.dtype, str(t.dtype))} and cannot "
+            raise FieldError(field, f"input {sent!r} has dtype {WIRE_NAMES.get(t.dtype, str(t.dtype))} and cannot "
                                    "have a gradient (only floating-point and complex inputs can, as in torch)")
         wanted.add(i.name)
     return wanted

@@ -2,7 +2,7 @@
 
 :func:`evaluate` is what the RPC layer (:mod:`lossd.server.rpc`), the unit
 tests and the parity harness call; it raises
-:class:`~lossd.server.losses.LossError` naming the field and the rule::
+:class:`~lossd.server.losses.FieldError` naming the field and the rule::
 
     >>> import torch
     >>> from lossd.server.losses import REGISTRY
@@ -20,8 +20,11 @@ from typing import Any
 
 import torch
 
-from ..losses import WIRE_NAMES, LossError, LossSpec, Registry, strictness
-from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets, has_grad, legacy_reduction, params_from_tensors, split_scalars
+from ..._wire import FieldError
+from ..losses import WIRE_NAMES, LossSpec, Registry, strictness
+from ._binding import (
+    DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets, has_grad, legacy_reduction, params_from_tensors, split_scalars,
+)
 from ._warnings import capture
 
 __all__ = ["Evaluation", "call_loss", "evaluate", "resolve_device"]
@@ -107,8 +110,6 @@ def _evaluate(
             t = t.detach().requires_grad_(True)
             leaves[name] = t
         tensors[name] = t
-    for i in spec.inputs:
-        tensors.setdefault(i.name, None)  # type: ignore[arg-type]
 
     start = time.perf_counter()
     with torch.enable_grad():
@@ -119,6 +120,7 @@ def _evaluate(
     start = time.perf_counter()
     if leaves:
         upstream = _grad_output(out, grad_output)
+        found: Sequence[torch.Tensor | None]
         if out.requires_grad:
             found = torch.autograd.grad(out, list(leaves.values()), upstream, allow_unused=True)
         else:
@@ -136,21 +138,25 @@ _INTEGER_NAMES = ("Long", "Int", "Short", "Char", "Byte", "Bool")
 _UNSUPPORTED_MARKERS = ("not implemented for", "\"_vml_cpu\" not implemented", "unsupported dtype")
 
 
-def call_loss(spec: LossSpec, tensors: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:
-    """``spec``'s function on bound inputs and params; torch's own errors become ``LossError``
-    (``UNIMPLEMENTED`` for what torch cannot do on this server, else ``INVALID_ARGUMENT``)."""
+def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
+    """``spec``'s function on bound inputs — tensors, or an input's Python form from
+    :func:`split_scalars` — (``None`` for each absent optional one) and params; torch's own
+    errors become ``FieldError`` (``UNIMPLEMENTED`` for what torch cannot do on this server,
+    else ``INVALID_ARGUMENT``)."""
+    inputs: dict[str, Any] = {i.name: None for i in spec.inputs}
+    inputs.update(tensors)
     try:
-        out = spec.fn(**tensors, **kwargs)
-    except LossError:
+        out = spec.fn(**inputs, **kwargs)
+    except FieldError:
         raise
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if any(f"'{name}'" in text for name in _INTEGER_NAMES):  # torch has no kernel for any server
-            raise LossError("inputs", f"{spec.name}: torch does not compute this for integer or bool inputs: "
+            raise FieldError("inputs", f"{spec.name}: torch does not compute this for integer or bool inputs: "
                                       f"{text}") from e
         if any(m in text for m in _UNSUPPORTED_MARKERS):
-            raise LossError("inputs", f"{spec.name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED") from e
-        raise LossError("inputs", f"{spec.name} rejected the inputs: {text}") from e
+            raise FieldError("inputs", f"{spec.name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED") from e
+        raise FieldError("inputs", f"{spec.name} rejected the inputs: {text}") from e
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"loss {spec.name} returned {type(out).__name__}, not a tensor")
     return out
@@ -160,9 +166,9 @@ def _grad_output(out: torch.Tensor, grad_output: torch.Tensor | None) -> torch.T
     if grad_output is None:
         return torch.ones_like(out)
     if tuple(grad_output.shape) != tuple(out.shape):
-        raise LossError("grad_output", f"has shape {list(grad_output.shape)}; the loss has shape {list(out.shape)}")
+        raise FieldError("grad_output", f"has shape {list(grad_output.shape)}; the loss has shape {list(out.shape)}")
     if not has_grad(grad_output):
-        raise LossError("grad_output", "must have a floating-point or complex dtype")
+        raise FieldError("grad_output", "must have a floating-point or complex dtype")
     if grad_output.is_complex() and not out.is_complex():
-        raise LossError("grad_output", f"is complex; the loss is {WIRE_NAMES.get(out.dtype, str(out.dtype))}")
+        raise FieldError("grad_output", f"is complex; the loss is {WIRE_NAMES.get(out.dtype, str(out.dtype))}")
     return grad_output.to(device=out.device, dtype=out.dtype)

@@ -12,6 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# torch's functional.pyi lags its functional.py: the `weight=` of l1_loss, mse_loss and
+# huber_loss is missing there, hence the `type: ignore[call-arg]` on those calls.
+
 from ._registry import REDUCTION, Domain, Input, LossError, Param, register_loss, same_shape
 
 __all__: list[str] = []
@@ -56,7 +59,7 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | No
     Shapes: input (*), target (*) and weight (*) all the same.
     """
     _SAME_SHAPE.check(target.shape == input.shape)
-    return F.l1_loss(input, target, reduction=reduction, weight=weight)
+    return F.l1_loss(input, target, reduction=reduction, weight=weight)  # type: ignore[call-arg]
 
 
 @register_loss(
@@ -77,7 +80,7 @@ def mse_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
     Shapes: input (*), target (*) and weight (*) all the same.
     """
     _SAME_SHAPE.check(target.shape == input.shape)
-    return F.mse_loss(input, target, reduction=reduction, weight=weight)
+    return F.mse_loss(input, target, reduction=reduction, weight=weight)  # type: ignore[call-arg]
 
 
 @register_loss(
@@ -127,7 +130,7 @@ def huber_loss(
     'mean' is the mean over elements (also when weighted). Shapes: input, target, weight (*), the same.
     """
     _SAME_SHAPE.check(target.shape == input.shape)
-    return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)
+    return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)  # type: ignore[call-arg]
 
 
 _COUNTS = Domain("inputs.target", "counts are >= 0", "torch's formula takes negative values as they are")

@@ -136,8 +136,9 @@ def ctc_loss(
     _labels(labels, n_classes, blank)
     _normalized(log_probs, in_len, batched)
 
-    return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=blank,
-                      reduction=reduction, zero_infinity=zero_infinity)
+    # torch's functional.pyi types the lengths as Tensor only; the lists torch also takes are passed as sent.
+    return F.ctc_loss(log_probs, targets, input_lengths, target_lengths,  # type: ignore[arg-type]
+                      blank=blank, reduction=reduction, zero_infinity=zero_infinity)
 
 
 def _normalized(log_probs: torch.Tensor, in_len: torch.Tensor, batched: bool) -> None:

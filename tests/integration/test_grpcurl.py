@@ -168,7 +168,7 @@ def test_list_losses_filter(grpcurl):  # type: ignore[no-untyped-def]
             '{"loss":"cross_entropy","inputs":{"input":{"dtype":"float32","shape":[2,3],"values":[10,0,-10,8,8]},'
             '"target":{"dtype":"int64","shape":[2],"values":[0,2]}}}',
             "InvalidArgument",
-            "inputs.input.values: has 5 numbers; shape [2, 3] needs 6",
+            "inputs.input.values: has 5 numbers; shape [2, 3] of float32 needs 6",
         ),
         (
             '{"loss":"cross_entropy","inputs":{"input":{"dtype":"float32","shape":[1,2],"values":[1,2]},'
