@@ -15,7 +15,7 @@ decoded tensors::
 from __future__ import annotations
 
 from ._binding import DEPRECATED_PARAMS, HasParams, bind_inputs, bind_params, grad_targets, has_grad, legacy_reduction, params_from_tensors, split_scalars
-from ._evaluate import Evaluation, call_loss, evaluate, resolve_device
+from ._evaluate import Evaluation, call_backward, call_loss, evaluate, resolve_device
 from ._warnings import capture as capture_warnings
 from ._objective import (
     MAX_PATTERNS,
@@ -37,6 +37,7 @@ __all__ = [
     "add_penalties",
     "bind_inputs",
     "bind_params",
+    "call_backward",
     "call_loss",
     "capture_warnings",
     "check_patterns",

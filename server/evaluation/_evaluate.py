@@ -27,7 +27,7 @@ from ._binding import (
 )
 from ._warnings import capture
 
-__all__ = ["Evaluation", "call_loss", "evaluate", "resolve_device"]
+__all__ = ["Evaluation", "call_backward", "call_loss", "evaluate", "resolve_device"]
 
 
 @dataclass
@@ -119,14 +119,8 @@ def _evaluate(
     grads: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
     if leaves:
-        upstream = _grad_output(out, grad_output)
-        found: Sequence[torch.Tensor | None]
-        if out.requires_grad:
-            found = torch.autograd.grad(out, list(leaves.values()), upstream, allow_unused=True)
-        else:
-            found = (None,) * len(leaves)
-        for (name, leaf), g in zip(leaves.items(), found):
-            grads[sent_as[name]] = torch.zeros_like(leaf) if g is None else g
+        found = call_backward(spec.name, out, list(leaves.values()), _grad_output(out, grad_output))
+        grads = {sent_as[name]: g for name, g in zip(leaves, found)}
     elif grad_output is not None:
         _grad_output(out, grad_output)  # still validate it
     backward_s = time.perf_counter() - start
@@ -150,16 +144,44 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
     except FieldError:
         raise
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if any(f"'{name}'" in text for name in _INTEGER_NAMES):  # torch has no kernel for any server
-            raise FieldError("inputs", f"{spec.name}: torch does not compute this for integer or bool inputs: "
-                                      f"{text}") from e
-        if any(m in text for m in _UNSUPPORTED_MARKERS):
-            raise FieldError("inputs", f"{spec.name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED") from e
-        raise FieldError("inputs", f"{spec.name} rejected the inputs: {text}") from e
+        raise _torch_refusal(spec.name, "rejected the inputs", e) from e
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"loss {spec.name} returned {type(out).__name__}, not a tensor")
     return out
+
+
+def call_backward(
+    name: str, out: torch.Tensor, leaves: Sequence[torch.Tensor], upstream: torch.Tensor | None = None
+) -> list[torch.Tensor]:
+    """The gradients of ``out`` for ``leaves`` (zeros for a leaf it does not depend on), with
+    ``upstream`` as the gradient of ``out`` (ones when None). Where torch's backward fails
+    (``mse_loss(float32 input, float64 target)``: forward promotes, backward refuses, as locally)
+    the error is a ``FieldError`` on ``grad_inputs``, never an internal one.
+
+    >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+    >>> call_backward("demo", (x * x).sum(), [x, torch.zeros(1, requires_grad=True)])
+    [tensor([2., 4.]), tensor([0.])]
+    """
+    found: Sequence[torch.Tensor | None] = (None,) * len(leaves)
+    if out.requires_grad:
+        try:
+            found = torch.autograd.grad(out, list(leaves), upstream, allow_unused=True)
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise _torch_refusal(name, "has no gradient for these inputs (torch's backward fails, as it would "
+                                       "locally; inputs of one dtype avoid it)", e, "grad_inputs") from e
+    return [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, found)]
+
+
+def _torch_refusal(name: str, what: str, e: Exception, field: str = "inputs") -> FieldError:
+    """torch's own error as a ``FieldError``: ``UNIMPLEMENTED`` for what torch on this server
+    lacks (a floating dtype's kernel), else ``INVALID_ARGUMENT`` (no server computes integer
+    or bool inputs where torch has no kernel for them)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if any(f"'{n}'" in text for n in _INTEGER_NAMES):  # torch has no kernel for any server
+        return FieldError(field, f"{name}: torch does not compute this for integer or bool inputs: {text}")
+    if any(m in text for m in _UNSUPPORTED_MARKERS):
+        return FieldError(field, f"{name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED")
+    return FieldError(field, f"{name} {what}: {text}")
 
 
 def _grad_output(out: torch.Tensor, grad_output: torch.Tensor | None) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch
 from ..._wire import FieldError
 from ..losses import LossSpec, Registry, strictness
 from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, has_grad, legacy_reduction, split_scalars
-from ._evaluate import Evaluation, call_loss
+from ._evaluate import Evaluation, call_backward, call_loss
 from ._warnings import capture
 
 __all__ = [
@@ -236,21 +236,18 @@ def _evaluate_objective(
     forward_s = time.perf_counter() - start
 
     start = time.perf_counter()
+    loss_name = "+".join(spec.name for spec in specs)
     targets = list(leaves.values()) + list(param_leaves.values())
     grads: dict[str, torch.Tensor] = {}
     parameter_grads: dict[str, torch.Tensor] = {}
     if targets:
-        found: Sequence[torch.Tensor | None]
-        if objective.requires_grad:
-            found = torch.autograd.grad(objective, targets, allow_unused=True)
-        else:
-            found = (None,) * len(targets)
-        for k, ((name, leaf), g) in enumerate(zip([*leaves.items(), *param_leaves.items()], found)):
+        found = call_backward(loss_name, objective, targets)
+        for k, (name, g) in enumerate(zip([*leaves, *param_leaves], found)):
             into = grads if k < len(leaves) else parameter_grads
-            into[name] = torch.zeros_like(leaf) if g is None else g
+            into[name] = g
     backward_s = time.perf_counter() - start
     return Evaluation(specs[0], objective.detach(), grads, forward_s, backward_s, parts, parameter_grads, covered,
-                      "+".join(spec.name for spec in specs))
+                      loss_name)
 
 
 def check_patterns(reg: Regularization) -> None:

@@ -255,3 +255,20 @@ def test_evaluate_sums_the_gradients_of_a_tensor_passed_twice(client: Any) -> No
     r = client.evaluate("kl_div", x, x, log_target=True, reduction="sum")
     _same(r.grads["y_pred"], leaf.grad)
     _same(r.grads["y_true"], leaf.grad)
+
+
+def test_a_backward_torch_refuses_is_a_clear_refusal(client: Any) -> None:
+    """huber_loss(float32, float64): torch's forward promotes, its backward refuses; so does lossd
+    (INVALID_ARGUMENT on grad_inputs, never INTERNAL). mse_loss's backward takes them: computed."""
+    x, y = _x(4, dtype=torch.float32), _x(4, seed=1)
+    lx, ly = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    with pytest.raises(RuntimeError, match="Found dtype Double but expected Float"):
+        torch.autograd.grad(F.huber_loss(lx, ly), (lx, ly))
+    with pytest.raises(InvalidArgument, match=r"grad_inputs: huber_loss has no gradient .*Found dtype Double"):
+        client.evaluate("huber_loss", x, y)
+    expected = F.mse_loss(lx, ly)
+    gx, gy = torch.autograd.grad(expected, (lx, ly))
+    r = client.evaluate("mse_loss", x, y)
+    _same(r.loss, expected.detach())
+    _same(r.grads["y_pred"], gx)
+    _same(r.grads["y_true"], gy)
