@@ -48,9 +48,10 @@ def _default_int(values: np.ndarray) -> np.ndarray:
 def encode(x: ArrayLike, encoding: str = "raw") -> lossd_pb2.Tensor:
     """Encode an array-like as a Tensor message.
 
-    Python floats become float32 (torch's default dtype) and Python ints
-    int64; numpy and torch arrays keep their dtype. ``encoding`` is ``raw``
-    (bytes) or ``values`` (numbers).
+    Python floats become float32 (torch's default dtype), Python complex
+    numbers complex64 and Python ints int64; numpy and torch arrays keep
+    their dtype. ``encoding`` is ``raw`` (bytes) or ``values`` (numbers; a
+    complex element is two, real then imaginary).
 
     >>> m = encode([[1, 2, 3]], "values")
     >>> m.dtype, list(m.shape), list(m.values)
@@ -77,7 +78,8 @@ def raw_parts(x: ArrayLike) -> list[Buffer]:
 
 def _wire_array(x: ArrayLike, values: bool = False) -> tuple[str, tuple[int, ...], np.ndarray]:
     """``x``'s wire dtype name, shape and C-contiguous little-endian array of elements: in the
-    wire dtype (bfloat16 as its int16 bits), or float64 when ``values``. The one place for the
+    wire dtype (bfloat16 as its int16 bits), or float64 when ``values`` (complex: real and imaginary
+    parts). The one place for the
     SDK's dtype rules."""
     if is_torch_tensor(x):
         torch = sys.modules["torch"]
@@ -86,7 +88,7 @@ def _wire_array(x: ArrayLike, values: bool = False) -> tuple[str, tuple[int, ...
         if name not in DTYPES:
             raise TypeError(f"cannot send dtype {t.dtype}; supported: {', '.join(DTYPES)}")
         if values:
-            t = t.to(torch.float64)
+            t = torch.view_as_real(t.to(torch.complex128)) if t.is_complex() else t.to(torch.float64)
         elif t.dtype == torch.bfloat16:
             t = t.view(torch.int16)  # numpy has no bfloat16; the bytes are the same
         return name, tuple(x.shape), t.contiguous().numpy()
@@ -96,13 +98,22 @@ def _wire_array(x: ArrayLike, values: bool = False) -> tuple[str, tuple[int, ...
         arr = np.asarray(x)
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
+        elif arr.dtype == np.complex128:
+            arr = arr.astype(np.complex64)
     arr = _default_int(arr)
     name = _NUMPY_TO_WIRE.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
     if name is None:
         raise TypeError(f"cannot send dtype {arr.dtype}; supported: {', '.join(DTYPES)}")
     if values:
-        return name, arr.shape, np.ascontiguousarray(arr, dtype="<f8")
+        return name, arr.shape, _values(arr)
     return name, arr.shape, np.require(arr, dtype=np.dtype(DTYPES[name].numpy), requirements="C")  # 0-d stays 0-d
+
+
+def _values(arr: np.ndarray) -> np.ndarray:
+    """The float64 numbers ``values`` carries: one per element, two (real, imaginary) for complex."""
+    if arr.dtype.kind == "c":
+        return np.ascontiguousarray(arr, dtype="<c16").view("<f8")
+    return np.ascontiguousarray(arr, dtype="<f8")
 
 
 def decode(msg: lossd_pb2.Tensor, as_torch: bool = False, raw: bytes | memoryview | None = None) -> Any:
@@ -122,6 +133,8 @@ def decode(msg: lossd_pb2.Tensor, as_torch: bool = False, raw: bytes | memoryvie
     info = DTYPES[layout.dtype]
     if layout.encoding == "values":
         arr: np.ndarray[Any, Any] = np.asarray(msg.values, dtype=np.float64)
+        if info.kind == "complex":
+            arr = arr.view(np.complex128)
         arr = arr.astype(np.float32 if info.numpy is None else np.dtype(info.numpy)).reshape(layout.shape)
     elif info.numpy is None:  # bfloat16: the top half of a float32
         bits = np.frombuffer(layout.raw, dtype="<u2").astype(np.uint32) << 16

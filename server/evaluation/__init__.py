@@ -14,8 +14,9 @@ decoded tensors::
 
 from __future__ import annotations
 
-from ._binding import DEPRECATED_PARAMS, HasParams, bind_inputs, bind_params, grad_targets
-from ._evaluate import Binding, Evaluation, bind, call_loss, evaluate, resolve_device, run_bound
+from ._binding import DEPRECATED_PARAMS, HasParams, bind_inputs, bind_params, grad_targets, has_grad, legacy_reduction, params_from_tensors, split_scalars
+from ._evaluate import Binding, Evaluation, bind, call_backward, call_loss, evaluate, resolve_device, run_bound
+from ._warnings import capture as capture_warnings
 from ._objective import (
     MAX_PATTERNS,
     Regularization,
@@ -38,12 +39,18 @@ __all__ = [
     "bind",
     "bind_inputs",
     "bind_params",
+    "call_backward",
     "call_loss",
+    "capture_warnings",
     "check_patterns",
     "covered_parameters",
     "evaluate",
     "evaluate_objective",
     "grad_targets",
+    "has_grad",
+    "legacy_reduction",
+    "params_from_tensors",
     "resolve_device",
     "run_bound",
+    "split_scalars",
 ]

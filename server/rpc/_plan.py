@@ -3,7 +3,7 @@ request of the same signature.
 
 Everything :func:`~lossd.server.rpc.handle_evaluate_bytes` checks before it computes depends
 on the request's *signature* — loss, params, input names, dtypes, shapes and payload sizes,
-``grad_inputs``, ``allow_non_finite``, ``output_encoding`` — and not on the tensors' values:
+``grad_inputs``, ``allow_non_finite``, ``output_encoding``, ``strict`` — and not on the tensors' values:
 the wire rules and limits, the loss lookup, the Struct→dict conversion and coercion of the
 params, the binding of input names, the gradient targets, the reply's encoding. A
 :class:`Plan` records those decisions; :class:`Plans` keeps the most recent ones of a service
@@ -18,7 +18,7 @@ and every other request, takes the full path, which also raises every refusal.
 >>> from lossd.v1 import lossd_pb2
 >>> t = lossd_pb2.Tensor(dtype="float32", shape=[1], raw=bytes(4))
 >>> signature(lossd_pb2.EvaluateLossRequest(loss="mse", inputs={"y_pred": t, "y_true": t}), None)
-('mse', b'', (('y_pred', 'float32', (1,), 4), ('y_true', 'float32', (1,), 4)), (), False, 0)
+('mse', b'', (('y_pred', 'float32', (1,), 4), ('y_true', 'float32', (1,), 4)), (), False, 0, False)
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class Plan:
     inputs: tuple[PlanInput, ...]
     binding: Binding
     encoding: str
+    #: Warnings binding raised (torch's deprecation of size_average, say): each planned reply has them too.
+    warnings: tuple[str, ...] = ()
 
 
 Signature = tuple[Any, ...]
@@ -79,7 +81,7 @@ def signature(request: lossd_pb2.EvaluateLossRequest, payloads: dict[str, memory
             return None
         inputs.append((name, t.dtype, tuple(t.shape), size))
     return request.loss, params, tuple(inputs), tuple(request.grad_inputs), request.allow_non_finite, \
-        request.output_encoding
+        request.output_encoding, request.strict
 
 
 class Plans:

@@ -28,8 +28,8 @@ from google.protobuf import json_format
 from ..._framing import Buffer, field_number, join, length_delimited, map_entry
 from ..._wire import FieldError, TensorLimits
 from ...v1 import lossd_pb2
-from ..evaluation import Binding, Evaluation, Regularization, Term, bind, evaluate_objective, run_bound
-from ..losses import Registry
+from ..evaluation import Binding, Evaluation, Regularization, Term, bind, capture_warnings, evaluate_objective, run_bound
+from ..losses import Registry, strictness
 from ._plan import Plan, PlanInput, Plans, signature
 from ._tensors import check_finite, decode_tensors, encode_tensor, from_raw, tensor_parts
 
@@ -129,11 +129,15 @@ def handle_evaluate_bytes(
             terms = [Term(request.loss, 1.0, struct_to_dict(request.params))]
         r = request.regularization
         reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
-        result = evaluate_objective(registry, terms, inputs, parameters, reg, list(request.grad_inputs), device)
+        result = evaluate_objective(registry, terms, inputs, parameters, reg, list(request.grad_inputs), device,
+                                    request.strict)
     else:
-        binding, bound = bind(registry, request.loss, inputs, struct_to_dict(request.params), list(request.grad_inputs))
-        plan = _plan(binding, inputs, bound, _encoding(request, encodings)) if key is not None else None
-        result = run_bound(binding, bound, grad_output, device)
+        with capture_warnings() as seen, strictness(request.strict):
+            binding, bound = bind(registry, request.loss, inputs, struct_to_dict(request.params),
+                                  list(request.grad_inputs))
+            plan = _plan(binding, inputs, bound, _encoding(request, encodings), seen) if key is not None else None
+            result = run_bound(binding, bound, grad_output, device)
+        result.warnings = seen
         del bound
         if plan is not None and plans is not None and key is not None:
             plans.put(key, plan)
@@ -153,14 +157,17 @@ def _encoding(request: lossd_pb2.EvaluateLossRequest, sent: set[str]) -> str:
 
 
 def _plan(binding: Binding, inputs: Mapping[str, torch.Tensor], bound: Mapping[str, torch.Tensor],
-          encoding: str) -> Plan:
-    """What this request's validation decided (see :mod:`._plan`)."""
+          encoding: str, warned: list[str]) -> Plan | None:
+    """What this request's validation decided (see :mod:`._plan`), with the warnings binding raised
+    (``warned`` so far); None when the binding read a tensor's values (a tensor sent for a parameter)."""
+    if binding.tensor_params:
+        return None
     planned = []
     for name, sent in sorted(binding.sent_as.items(), key=lambda item: item[1]):
         t = inputs[sent]
         to = bound[name].dtype if bound[name].dtype != t.dtype else None
         planned.append(PlanInput(f"inputs.{sent}", sent, t.dtype, tuple(t.shape), to))
-    return Plan(tuple(planned), binding, encoding)
+    return Plan(tuple(planned), binding, encoding, tuple(warned))
 
 
 def _run_plan(plan: Plan, request: lossd_pb2.EvaluateLossRequest, payloads: dict[str, memoryview] | None,
@@ -176,7 +183,9 @@ def _run_plan(plan: Plan, request: lossd_pb2.EvaluateLossRequest, payloads: dict
             check_finite(t, i.path, _ALLOW_NON_FINITE)
         tensors[names[i.sent]] = t if i.to is None else t.to(i.to)
     decode_s = time.perf_counter() - start
-    result = run_bound(plan.binding, tensors, None, device)
+    with capture_warnings() as seen, strictness(request.strict):
+        result = run_bound(plan.binding, tensors, None, device)
+    result.warnings = [*plan.warnings, *(w for w in seen if w not in plan.warnings)]
     del tensors
     if payloads:
         payloads.clear()  # the received bytes can go before the reply is built
@@ -186,8 +195,9 @@ def _run_plan(plan: Plan, request: lossd_pb2.EvaluateLossRequest, payloads: dict
 def _reply(result: Evaluation, encoding: str, decode_s: float) -> bytes:
     """The serialized ``EvaluateLossResponse`` of ``result``."""
     start = time.perf_counter()
-    head = lossd_pb2.EvaluateLossResponse(loss_name=result.loss_name, parts=result.parts, regularized=result.regularized)
-    if result.loss.dim() == 0:
+    head = lossd_pb2.EvaluateLossResponse(loss_name=result.loss_name, parts=result.parts, regularized=result.regularized,
+                                          warnings=result.warnings)
+    if result.loss.dim() == 0 and not result.loss.is_complex():  # a complex loss is in `loss` only
         head.value = float(result.loss)
     outputs: dict[str, Mapping[str, torch.Tensor]] = {
         "loss": {"": result.loss}, "grads": result.grads, "parameter_grads": result.parameter_grads,

@@ -42,6 +42,19 @@ __all__ = ["check_finite", "decode_tensor", "decode_tensors", "encode_tensor", "
 _COPY_BELOW = 1 << 16
 
 
+def _spend_readonly_warning() -> None:
+    """Wrapping read-only bytes makes torch warn once per process ("The given buffer is not
+    writable"); lossd does it on purpose (it never writes to inputs), so the one warning is
+    spent here, at import, rather than under a filter swapped while other threads evaluate
+    (``warnings.catch_warnings`` is process-global)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.frombuffer(bytes(4), dtype=torch.float32)
+
+
+_spend_readonly_warning()
+
+
 def decode_tensor(
     msg: lossd_pb2.Tensor,
     field: str,
@@ -82,6 +95,8 @@ def _decode(msg: lossd_pb2.Tensor, field: str, layout: TensorLayout) -> tuple[to
         return from_raw(layout.raw, dtype, layout.shape), "raw"
     values = np.asarray(msg.values, dtype=np.float64)
     info = DTYPES[layout.dtype]
+    if info.kind == "complex":  # (real, imaginary) pairs
+        return torch.from_numpy(values.view(np.complex128)).to(dtype).reshape(layout.shape), "values"
     if info.kind != "float":
         if not np.all(np.isfinite(values)) or not np.all(values == np.floor(values)):
             raise FieldError(f"{field}.values", f"{layout.dtype} tensors need whole numbers")
@@ -96,19 +111,17 @@ def _decode(msg: lossd_pb2.Tensor, field: str, layout: TensorLayout) -> tuple[to
 def from_raw(raw: bytes | memoryview, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
     """The tensor over a checked, non-empty ``raw`` payload: small ones copied, larger ones
     wrapped in place (read-only memory: see :func:`decode_tensor`)."""
-    if len(raw) < _COPY_BELOW:  # a small copy costs less than silencing the warning
+    if len(raw) < _COPY_BELOW:  # a small copy costs less than a read-only view's bookkeeping
         flat = torch.frombuffer(bytearray(raw), dtype=dtype)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": see decode_tensor
-            flat = torch.frombuffer(raw, dtype=dtype)
+    else:  # torch's one "buffer is not writable" warning was spent at import (_spend_readonly_warning)
+        flat = torch.frombuffer(raw, dtype=dtype)
     return flat.reshape(shape)
 
 
 #: Below this many elements :func:`check_finite` asks numpy (a few microseconds) rather than
 #: torch (three dispatches); above it torch's sum, which allocates nothing.
 _NUMPY_FINITE_BELOW = 1 << 14
-_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
 def check_finite(tensor: torch.Tensor, field: str, allow: str) -> None:
@@ -127,7 +140,7 @@ def check_finite(tensor: torch.Tensor, field: str, allow: str) -> None:
 NaN and infinite values are refused: no way
     """
     n = tensor.numel()
-    if n == 0 or not tensor.is_floating_point():
+    if n == 0 or not (tensor.is_floating_point() or tensor.is_complex()):
         return
     if n < _NUMPY_FINITE_BELOW and tensor.dtype in _NUMPY_FLOATS and tensor.device.type == "cpu":
         if np.isfinite(tensor.detach().numpy()).all():
@@ -139,19 +152,25 @@ NaN and infinite values are refused: no way
     if not len(bad):
         return  # finite numbers whose sum overflows
     i = int(bad[0])
-    found = "NaN" if bool(torch.isnan(flat[i])) else ("Inf" if float(flat[i]) > 0 else "-Inf")
+    if tensor.is_complex():
+        found = "NaN" if bool(torch.isnan(flat[i])) else "Inf"
+    else:
+        found = "NaN" if bool(torch.isnan(flat[i])) else ("Inf" if float(flat[i]) > 0 else "-Inf")
     raise FieldError(field, f"contains {found} at flat index {i} (the first non-finite value); "
                     f"NaN and infinite values are refused: {allow}")
 
 
 def _payload(tensor: torch.Tensor, encoding: str) -> tuple[str, np.ndarray]:
-    """The wire dtype name and the C-contiguous CPU array of elements to send."""
+    """The wire dtype name and the C-contiguous CPU array of elements to send.
+
+    ``values``: float64, a (real, imaginary) pair per element for complex.
+    """
     t = tensor.detach()
     if t.device.type != "cpu":
         t = t.cpu()
     name = WIRE_NAMES[t.dtype]
     if encoding == "values":
-        t = t.to(torch.float64)
+        t = torch.view_as_real(t.to(torch.complex128)) if t.is_complex() else t.to(torch.float64)
     elif t.dtype == torch.bfloat16:
         t = t.view(torch.int16)  # numpy has no bfloat16; the bytes are the same
     return name, t.contiguous().numpy()
@@ -165,7 +184,7 @@ def tensor_parts(tensor: torch.Tensor, encoding: str) -> list[Buffer]:
     until the pieces are joined.
     """
     name, arr = _payload(tensor, encoding)
-    return tensor_body(name, arr.shape, arr, "values" if encoding == "values" else "raw")
+    return tensor_body(name, tuple(tensor.shape), arr, "values" if encoding == "values" else "raw")
 
 
 def encode_tensor(tensor: torch.Tensor, encoding: str) -> lossd_pb2.Tensor:
@@ -177,5 +196,5 @@ def encode_tensor(tensor: torch.Tensor, encoding: str) -> lossd_pb2.Tensor:
     """
     name, arr = _payload(tensor, encoding)
     if encoding == "values":
-        return tensor_message(tensor_body(name, arr.shape, arr, "values"))
+        return tensor_message(tensor_body(name, tuple(tensor.shape), arr, "values"))
     return lossd_pb2.Tensor(dtype=name, shape=arr.shape, raw=arr.tobytes())
