@@ -81,3 +81,36 @@ def test_plans_keep_the_most_recent() -> None:
     assert len(plans) == 2
     assert plans.get(signature(build_request("mse_loss", np.ones(1, np.float32), np.zeros(1, np.float32))[0],
                                None) or ()) is None
+
+
+def test_a_tensor_sent_for_a_parameter_is_read_by_value_never_planned() -> None:
+    import torch
+
+    plans = Plans()
+    x, y = np.linspace(-3, 3, 7).astype(np.float32), np.zeros(7, np.float32)
+    values = []
+    for delta in (1.0, 2.0):  # same names, dtypes and shapes: only the value differs
+        request, _ = build_request("huber_loss", x, y, delta=torch.tensor(delta))
+        assert "delta" in request.inputs
+        values.append(_reply(request, plans).value)
+        assert _reply(request, plans) == _reply(request, None)
+    assert len(plans) == 0 and values[0] != values[1]
+
+
+def test_planned_replies_keep_the_warnings() -> None:
+    plans = Plans()
+    legacy, _ = build_request("mse_loss", np.ones(3, np.float32), np.zeros(3, np.float32), size_average=False)
+    broadcast, _ = build_request("mse_loss", np.ones(3, np.float32), np.zeros(1, np.float32))
+    for request in (legacy, broadcast):
+        first, second = _reply(request, plans), _reply(request, plans)
+        assert list(first.warnings) and first == second == _reply(request, None)
+    assert len(plans) == 2
+
+
+def test_complex_inputs_are_planned_bit_identically() -> None:
+    plans = Plans()
+    rng = np.random.default_rng(3)
+    for _ in range(2):
+        z = (rng.standard_normal(4) + 1j * rng.standard_normal(4)).astype(np.complex64)
+        request, _ = build_request("l1_loss", z, np.zeros(4, np.complex64))
+        assert _reply(request, plans) == _reply(request, None)
