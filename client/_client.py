@@ -217,8 +217,11 @@ def frame_request(
     return join(pieces), as_torch
 
 
-#: build_request's keyword arguments that are neither inputs nor loss parameters.
-_NOT_PARAMS = frozenset({"grad_inputs", "regularization", "allow_non_finite"})
+#: build_request's keyword arguments that frame_request passes on as they are (neither tensors
+#: nor loss parameters): its keyword-only parameters but those frame_request handles itself.
+_NOT_PARAMS = frozenset(
+    name for name, p in inspect.signature(build_request).parameters.items() if p.kind is p.KEYWORD_ONLY
+) - {"inputs", "params", "grad_output", "encoding", "parameters"}
 _INPUTS, _GRAD_OUTPUT, _PARAMETERS = (field_number(lossd_pb2.EvaluateLossRequest, name)
                                       for name in ("inputs", "grad_output", "parameters"))
 

@@ -25,7 +25,7 @@ CASES: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
     (("mse", BIG, BIG[::-1]), {}),  # a non-contiguous array is copied once
     (("ce", X, rng.integers(0, 4, 3)), {"label_smoothing": 0.1, "weight": np.ones(4, np.float32)}),
     (("mse", X, X), {"reduction": "none", "grad_output": np.ones((3, 4), np.float32), "grad_inputs": ["y_pred"]}),
-    (("mse", torch.tensor(X), torch.tensor(X)), {"allow_non_finite": True}),
+    (("mse", torch.tensor(X), torch.tensor(X)), {"allow_non_finite": True, "strict": True}),
     (("mse", torch.tensor(X, dtype=torch.bfloat16), torch.tensor(X, dtype=torch.bfloat16)), {}),
     (("mse", X.astype(">f4"), X.astype(np.float64)), {}),
     (([{"loss": "mse", "weight": 0.5}, {"loss": "l1", "params": {"reduction": "sum"}}], X, X),
