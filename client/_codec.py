@@ -101,12 +101,12 @@ def _wire_array(x: ArrayLike, values: bool = False) -> tuple[str, tuple[int, ...
         elif arr.dtype == np.complex128:
             arr = arr.astype(np.complex64)
     arr = _default_int(arr)
-    name = _NUMPY_TO_WIRE.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
-    if name is None:
+    wire = _NUMPY_TO_WIRE.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
+    if wire is None:
         raise TypeError(f"cannot send dtype {arr.dtype}; supported: {', '.join(DTYPES)}")
     if values:
-        return name, arr.shape, _values(arr)
-    return name, arr.shape, np.require(arr, dtype=np.dtype(DTYPES[name].numpy), requirements="C")  # 0-d stays 0-d
+        return wire, arr.shape, _values(arr)
+    return wire, arr.shape, np.require(arr, dtype=np.dtype(DTYPES[wire].numpy), requirements="C")  # 0-d stays 0-d
 
 
 def _values(arr: np.ndarray) -> np.ndarray:
