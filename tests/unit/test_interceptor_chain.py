@@ -1,0 +1,85 @@
+"""InterceptorChain: one interceptor for all of lossd's stages, each method's wrapped handler built
+once; refusals keep the order the nested interceptors had (the real server's behaviour is covered by
+test_security, test_concurrency_limits, test_observability and the drain and malformed tests)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+
+from lossd.server.interceptors import (
+    BearerTokenInterceptor,
+    ConcurrencyLimiter,
+    DrainGate,
+    InterceptorChain,
+    MalformedRequests,
+    build_interceptors,
+)
+
+EVALUATE = "/lossd.v1.LossService/EvaluateLoss"
+HEALTH = "/grpc.health.v1.Health/Check"
+TOKEN = b"0123456789abcdef"
+
+
+async def _behavior(request: Any, context: Any) -> Any:
+    return request
+
+
+HANDLER = grpc.unary_unary_rpc_method_handler(_behavior, request_deserializer=bytes.decode)
+
+
+def _details(method: str, token: bytes | None = TOKEN) -> Any:
+    metadata = (("authorization", f"Bearer {token.decode()}"),) if token else ()
+    return SimpleNamespace(method=method, invocation_metadata=metadata)
+
+
+def _intercept(chain: InterceptorChain, details: Any, handler: Any = HANDLER) -> Any:
+    async def continuation(_: Any) -> Any:
+        return handler
+    return asyncio.run(chain.intercept_service(continuation, details))
+
+
+def test_the_server_installs_one_interceptor_whose_handlers_are_built_once_per_method() -> None:
+    gate = DrainGate()
+    [chain] = build_interceptors(gate, ConcurrencyLimiter(4, 2), token=TOKEN)
+    assert isinstance(chain, InterceptorChain)
+    first, second = _intercept(chain, _details(EVALUATE)), _intercept(chain, _details(EVALUATE))
+    assert first is second and first is not HANDLER
+    assert _intercept(chain, _details(HEALTH, token=None)) is _intercept(chain, _details(HEALTH, token=None))
+    other = grpc.unary_unary_rpc_method_handler(_behavior)  # a new handler for the method: wrapped anew
+    assert _intercept(chain, _details(EVALUATE), other) is not first
+
+
+def test_refusals_are_decided_per_call_in_stage_order() -> None:
+    gate, auth = DrainGate(), BearerTokenInterceptor(TOKEN)
+    chain = InterceptorChain([gate, auth, ConcurrencyLimiter(4, 2), MalformedRequests()])
+    ok = _intercept(chain, _details(EVALUATE))
+    refused = _intercept(chain, _details(EVALUATE, token=b"wrong-token-0000"))
+    assert refused is not ok and refused.request_deserializer is None  # parses nothing
+    assert auth.refused == 1 and gate.refused == 0
+    gate.close()
+    _intercept(chain, _details(EVALUATE, token=b"wrong-token-0000"))
+    assert gate.refused == 1 and auth.refused == 1  # the drain gate, outer, refuses first
+    assert _intercept(chain, _details(HEALTH, token=None)) is not None  # health stays open while draining
+    assert _intercept(chain, _details("/no.Such/Method"), None).request_deserializer is None
+
+
+def test_a_refused_call_is_still_counted_by_the_stages_outside_the_refusing_one() -> None:
+    gate, auth = DrainGate(), BearerTokenInterceptor(TOKEN)
+    chain = InterceptorChain([gate, auth])
+    handler = _intercept(chain, _details(EVALUATE, token=b"wrong-token-0000"))
+    seen = []
+
+    class Context:
+        async def abort(self, code: grpc.StatusCode, message: str) -> None:
+            seen.append((gate.in_flight, code))
+            raise RuntimeError("aborted")
+
+    try:
+        asyncio.run(handler.unary_unary(b"", Context()))
+    except RuntimeError:
+        pass
+    assert seen == [(1, grpc.StatusCode.UNAUTHENTICATED)] and gate.in_flight == 0
