@@ -149,7 +149,9 @@ def grad_targets(
             raise FieldError(field, f"{sent!r} is not an input of this request; sent: {', '.join(sent_as.values())}")
         if not i.differentiable:
             diff = [x.name for x in spec.inputs if x.differentiable]
-            raise FieldError(field, f"input {sent!r} of {spec.name} is not differentiable; differentiable: {', '.join(diff)}")
+            raise FieldError(
+                field, f"input {sent!r} of {spec.name} is not differentiable; differentiable: {', '.join(diff)}"
+            )
         if not tensors[i.name].is_floating_point():
             raise FieldError(field, f"input {sent!r} has an integer dtype and cannot have a gradient")
         wanted.add(i.name)

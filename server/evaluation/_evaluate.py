@@ -115,7 +115,9 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, torch.Tensor], kwargs: dict[
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if any(m in text for m in _UNSUPPORTED_MARKERS):
-            raise FieldError("inputs", f"{spec.name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED") from e
+            raise FieldError(
+                "inputs", f"{spec.name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED"
+            ) from e
         raise FieldError("inputs", f"{spec.name} rejected the inputs: {text}") from e
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"loss {spec.name} returned {type(out).__name__}, not a tensor")
