@@ -30,6 +30,7 @@ from ._errors import (
     Unimplemented,
 )
 from ._training import Progress, TrainResult, load_spec
+from ._warnings import ServerWarning
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -38,6 +39,7 @@ __all__ = [
     "AsyncClient",
     "ClientConfig",
     "EvaluateResult",
+    "ServerWarning",
     "TrainResult",
     "Progress",
     "load_spec",
