@@ -3,13 +3,13 @@
 #   make run     create .venv if missing, install pinned, serve on 127.0.0.1:50051
 #   make check   ruff, mypy --strict and tests/unit: the fast loop before a commit (under a
 #                minute; .pre-commit-config.yaml runs the same three steps)
-#   make fix     sort import blocks and re-wrap over-long statements, those only (what ruff
-#                reports; no file is reformatted whole); lists what needs a hand
 #   make test    same bootstrap plus dev tools (buf), then the whole test suite (tests/unit,
 #                tests/integration, tests/robustness, and tests/repo: lint, packaging,
 #                Dockerfile, manifests, generated files)
 #   make fuzz    over 10,000 generated requests against a real server (not in make test)
 #   make soak    16 clients for 60 s, 20 kill -9 restarts during training (not in make test)
+#   make fix     sort import blocks and re-wrap over-long statements, those only (what ruff
+#                reports; no file is reformatted whole); lists what needs a hand
 #
 # Variables (make VAR=value ...):
 #   VENV         virtualenv to use/create (default .venv; absolute paths work)
@@ -51,7 +51,7 @@ FUZZ_EXAMPLES ?= 2500
 
 PROTOS := $(shell find proto -name '*.proto' -not -path '*/node_modules/*')
 
-.PHONY: help venv run check fix test lint buf buf-lint proto clean distclean image image-test image-clean bench fuzz soak
+.PHONY: help venv run check test lint buf buf-lint proto clean distclean image image-test image-clean bench fuzz soak
 
 IMAGE ?= lossd:latest
 # docker when its daemon answers, else podman (evaluated only by `make image`)
@@ -78,6 +78,7 @@ check: venv ## ruff + mypy --strict + tests/unit: the fast loop before a commit 
 	$(BIN)/python tests/support/lint.py mypy
 	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
+.PHONY: fix
 fix: venv ## sort import blocks, re-wrap over-long statements (only those); lists what needs a hand
 	$(BIN)/python tests/support/lint.py fix
 
