@@ -8,8 +8,6 @@
 #                Dockerfile, manifests, generated files)
 #   make fuzz    over 10,000 generated requests against a real server (not in make test)
 #   make soak    16 clients for 60 s, 20 kill -9 restarts during training (not in make test)
-#   make fix     sort import blocks and re-wrap over-long statements, those only (what ruff
-#                reports; no file is reformatted whole); lists what needs a hand
 #
 # Variables (make VAR=value ...):
 #   VENV         virtualenv to use/create (default .venv; absolute paths work)
