@@ -17,9 +17,9 @@ from typing import Any, Generic, Literal, TypeVar, overload
 import grpc
 from google.protobuf import json_format, struct_pb2
 
+from .._framing import Buffer, _fields, field_number, join, length_delimited, map_entry, split_payloads
 from ..v1 import lossd_pb2
 from ._calls import EVALUATE_LOSS, EVALUATE_LOSS_STREAM, HEALTH_CHECK, LIST_LOSSES, ClientBase, Method, stream_requests
-from .._framing import Buffer, _fields, field_number, join, length_delimited, map_entry, split_payloads
 from ._codec import ArrayLike, decode, encode, is_torch_tensor, raw_parts
 from ._config import DEFAULT_TARGET
 from ._errors import LossdError, from_status_name, raising_lossd_errors
@@ -29,8 +29,17 @@ from ._modules import accepted, is_module, module_request, param_value
 from ._warnings import emit_server_warnings
 
 __all__ = [
-    "Client", "EvaluateResult", "Evaluating", "LossSpecifier", "ManyRequests", "build_request", "frame_request", "outcome_by_id",
-    "prepare_many", "stream_outcome", "DEFAULT_TARGET",
+    "Client",
+    "EvaluateResult",
+    "Evaluating",
+    "LossSpecifier",
+    "ManyRequests",
+    "build_request",
+    "frame_request",
+    "outcome_by_id",
+    "prepare_many",
+    "stream_outcome",
+    "DEFAULT_TARGET",
 ]
 
 R = TypeVar("R")

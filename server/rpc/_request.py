@@ -28,7 +28,16 @@ from google.protobuf import json_format
 from ..._framing import Buffer, field_number, join, length_delimited, map_entry
 from ..._wire import FieldError, TensorLimits
 from ...v1 import lossd_pb2
-from ..evaluation import Binding, Evaluation, Regularization, Term, bind, capture_warnings, evaluate_objective, run_bound
+from ..evaluation import (
+    Binding,
+    Evaluation,
+    Regularization,
+    Term,
+    bind,
+    capture_warnings,
+    evaluate_objective,
+    run_bound,
+)
 from ..losses import Registry, strictness
 from ._plan import Plan, PlanInput, Plans, signature
 from ._tensors import check_finite, decode_tensors, encode_tensor, from_raw, tensor_parts
@@ -122,7 +131,12 @@ def handle_evaluate_bytes(
             raise FieldError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
         if request.terms:
             terms = [
-                Term(t.loss, t.weight if t.HasField("weight") else 1.0, struct_to_dict(t.params, f"terms[{i}].params"), t.name)
+                Term(
+                    t.loss,
+                    t.weight if t.HasField("weight") else 1.0,
+                    struct_to_dict(t.params, f"terms[{i}].params"),
+                    t.name,
+                )
                 for i, t in enumerate(request.terms)
             ]
         else:
@@ -195,8 +209,9 @@ def _run_plan(plan: Plan, request: lossd_pb2.EvaluateLossRequest, payloads: dict
 def _reply(result: Evaluation, encoding: str, decode_s: float) -> bytes:
     """The serialized ``EvaluateLossResponse`` of ``result``."""
     start = time.perf_counter()
-    head = lossd_pb2.EvaluateLossResponse(loss_name=result.loss_name, parts=result.parts, regularized=result.regularized,
-                                          warnings=result.warnings)
+    head = lossd_pb2.EvaluateLossResponse(
+        loss_name=result.loss_name, parts=result.parts, regularized=result.regularized, warnings=result.warnings
+    )
     if result.loss.dim() == 0 and not result.loss.is_complex():  # a complex loss is in `loss` only
         head.value = float(result.loss)
     outputs: dict[str, Mapping[str, torch.Tensor]] = {
