@@ -19,6 +19,11 @@ then a dictionary hit. A refused call gets a refusing handler wrapped by the
 stages before the one that refused it (observability sees refused calls),
 exactly as the interceptors nested one in another did.
 
+A plain ``grpc.aio.ServerInterceptor`` (no ``admit``/``wrap``) may sit among the
+stages too: it is run per call, as gRPC would run it, around what the stages
+inside it made (those are still built once per method). It works, but costs its
+own per-call wrapping: make it a :class:`StageInterceptor` to have it built once.
+
 >>> from ._drain import DrainGate
 >>> chain = InterceptorChain([DrainGate()])
 >>> [type(s).__name__ for s in chain.stages]
@@ -28,7 +33,7 @@ exactly as the interceptors nested one in another did.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import grpc
 
@@ -74,32 +79,65 @@ class StageInterceptor(grpc.aio.ServerInterceptor):
 class InterceptorChain(grpc.aio.ServerInterceptor):
     """``stages``, outermost first, as one interceptor whose wrapped handlers are built once per method."""
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    def __init__(self, stages: Sequence[Stage | grpc.aio.ServerInterceptor]) -> None:
         self.stages = tuple(stages)
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        #: The stages inside the innermost plain interceptor (all of them when there is none): their
+        #: wrapping is built once per method; the plain ones and those outside them run per call.
+        plain = [i for i, stage in enumerate(self.stages) if not _is_stage(stage)]
+        self._cut = plain[-1] + 1 if plain else 0
+        #: Each stage's admission check (None for a plain interceptor), looked up once.
+        self._admits = tuple(stage.admit if isinstance(stage, _StageLike) else None for stage in self.stages)
 
     def __repr__(self) -> str:
         return f"InterceptorChain({', '.join(type(s).__name__ for s in self.stages)})"
 
-    def _wrap(self, handler: Handler, method: str, stages: Sequence[Stage]) -> Handler:
+    async def _wrap(self, handler: Handler | None, details: grpc.HandlerCallDetails, stages: Sequence[Any]
+                    ) -> Handler | None:
+        method = str(details.method)
         for stage in reversed(stages):  # innermost first: the outermost stage wraps last
-            handler = stage.wrap(handler, method)
+            if not _is_stage(stage):
+                handler = await stage.intercept_service(_returning(handler), details)
+            elif handler is not None:
+                handler = stage.wrap(handler, method)
         return handler
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        method = str(handler_call_details.method)
-        for i, stage in enumerate(self.stages):
-            refusal = stage.admit(handler_call_details)
+        for i, admit in enumerate(self._admits):
+            refusal = admit(handler_call_details) if admit is not None else None
             if refusal is not None:
-                return self._wrap(refusing_handler(handler, *refusal), method, self.stages[:i])
+                return await self._wrap(refusing_handler(handler, *refusal), handler_call_details, self.stages[:i])
         if handler is None:
-            return None
+            return await self._wrap(None, handler_call_details, self.stages[:self._cut])
+        method = str(handler_call_details.method)
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method, self.stages)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+            wrapped = cached[1]
+        else:
+            inner = await self._wrap(handler, handler_call_details, self.stages[self._cut:])
+            assert inner is not None  # stages wrap a handler into a handler
+            wrapped = inner
+            self._wrapped[method] = (handler, wrapped)
+        if not self._cut:
+            return wrapped
+        return await self._wrap(wrapped, handler_call_details, self.stages[:self._cut])
+
+
+@runtime_checkable
+class _StageLike(Protocol):
+    def admit(self, details: grpc.HandlerCallDetails) -> Refusal | None: ...
+
+    def wrap(self, handler: Handler, method: str) -> Handler: ...
+
+
+def _is_stage(stage: object) -> bool:
+    return isinstance(stage, _StageLike)
+
+
+def _returning(handler: Handler | None) -> Continuation:
+    async def continuation(details: grpc.HandlerCallDetails) -> Handler | None:
+        return handler
+    return continuation

@@ -83,3 +83,23 @@ def test_a_refused_call_is_still_counted_by_the_stages_outside_the_refusing_one(
     except RuntimeError:
         pass
     assert seen == [(1, grpc.StatusCode.UNAUTHENTICATED)] and gate.in_flight == 0
+
+
+def test_a_plain_interceptor_among_the_stages_runs_per_call_around_the_stages_inside_it() -> None:
+    seen: list[Any] = []
+
+    class Plain(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation: Any, details: Any) -> Any:
+            handler = await continuation(details)
+            seen.append(handler)
+            return handler
+
+    gate = DrainGate()
+    chain = InterceptorChain([Plain(), gate, MalformedRequests()])
+    first, second = _intercept(chain, _details(EVALUATE)), _intercept(chain, _details(EVALUATE))
+    assert first is second is seen[0] is seen[1]  # the stages inside it: built once
+    assert first is not HANDLER and first.request_deserializer is not HANDLER.request_deserializer
+    gate.close()
+    refused = _intercept(chain, _details(EVALUATE))
+    assert seen[-1] is refused and refused.request_deserializer is None  # the plain one sees the refusal
+    assert _intercept(chain, _details("/no.Such/Method"), None) is not None and seen[-1] is not None
