@@ -97,7 +97,7 @@ async def _serve(args: argparse.Namespace) -> None:
         if args.workers:
             config.workers = args.workers
         options = [("grpc.so_reuseport", 1)] if args.reuseport else []
-        server = await create_server(config, options=options)
+        server = await create_server(config, extra_options=options)
         handlers = {
             "Echo": grpc.unary_unary_rpc_method_handler(_echo),
             "EchoStream": grpc.stream_stream_rpc_method_handler(_echo_stream),

@@ -120,18 +120,19 @@ STRAGGLER_S = 1.0
 
 
 async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
-                        options: Sequence[tuple[str, Any]] = ()) -> LossdServer:
-    """A configured server, bound (``port=0``: ephemeral) but not yet started. ``options``: more
-    gRPC server arguments, after lossd's own (the later wins): the bench's ``--processes``
+                        extra_options: Sequence[tuple[str, Any]] = ()) -> LossdServer:
+    """A configured server, bound (``port=0``: ephemeral) but not yet started. ``extra_options``: more
+    gRPC server arguments, placed before lossd's own because gRPC takes the first occurrence of an
+    argument (measured: ``so_reuseport`` 0 then 1 is 0), so these win: the bench's ``--processes``
     prototype sets ``grpc.so_reuseport`` there, deliberately (docs/performance.md)."""
     security = config.security()  # first: a server that may not start should not load anything
     load_plugin_setting(config.plugins, registry)
     options = [
+        *extra_options,  # first: gRPC takes an argument's first occurrence
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         *connection_options(config.max_concurrent_rpcs, config.max_concurrent_streams, config.keepalive_time_s,
                             config.keepalive_timeout_s, config.min_ping_interval_s),
-        *options,
     ]
     observability = build_observability(registry, metrics_port=config.metrics_port, log_format=config.log_format)
     limiter = ConcurrencyLimiter(config.max_concurrent_rpcs, config.max_concurrent_streams)
