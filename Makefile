@@ -107,7 +107,7 @@ $(BUF_STAMP):
 buf-lint: buf ## buf lint on proto/ (rules in proto/buf.yaml)
 	cd proto && "$(abspath $(BUF))" lint
 
-bench: venv ## benchmarks side by side (~2 min; not in make test): bench/results/, docs/performance.md
+bench: venv ## benchmarks side by side (~4 min; not in make test): bench/results/, docs/performance.md
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 docs: venv ## regenerate docs/losses.md from the loss registry
