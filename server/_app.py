@@ -54,6 +54,7 @@ from ._connections import (
 from ._drain import DrainGate, drain
 from ._evaluate import resolve_device
 from ._logging import LOG_FORMATS, configure_logging, emit
+from ._large_requests import LargeRequests
 from ._malformed import MalformedRequests
 from ._observability import build_observability
 from ._security import ConfigError, Security, describe, resolve_security
@@ -65,6 +66,9 @@ from .training import TrainingConfig, TrainingLimits, add_training_service
 __all__ = ["ServerConfig", "create_server", "serve", "main"]
 
 log = logging.getLogger("lossd.server")
+
+#: How long a Python thread may hold the GIL while another waits for it (Python's default: 5 ms).
+SWITCH_INTERVAL_S = 0.0005
 
 LOSS_SERVICE = lossd_pb2.DESCRIPTOR.services_by_name["LossService"].full_name
 TRAINING_SERVICE = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
@@ -131,6 +135,10 @@ class ServerConfig:
     max_samples: int = _env("LOSSD_MAX_SAMPLES", TrainingLimits.max_samples, int)
     #: Data-parallel processes (torch.distributed ranks) one training job may ask for (its world_size).
     max_world_size: int = _env("LOSSD_MAX_WORLD_SIZE", TrainingLimits.max_world_size, int)
+    #: Classes of a job's classification data (and so outputs of its model); hidden layers of an MLP; units per layer.
+    max_classes: int = _env("LOSSD_MAX_CLASSES", TrainingLimits.max_classes, int)
+    max_layers: int = _env("LOSSD_MAX_LAYERS", TrainingLimits.max_layers, int)
+    max_layer_width: int = _env("LOSSD_MAX_LAYER_WIDTH", TrainingLimits.max_layer_width, int)
     #: HOST:PORT where this server hosts the rendezvous (a c10d TCPStore) of jobs on several machines.
     rdzv_endpoint: str = _env("LOSSD_RDZV_ENDPOINT", "")
     # -- security (server/_security.py; docs/security.md) --
@@ -160,7 +168,8 @@ class ServerConfig:
         """The training part of the settings."""
         limits = TrainingLimits(self.max_epochs, self.max_steps, self.max_parameters, self.max_samples,
                                 self.max_tensor_elements, self.max_request_elements, self.max_tensors,
-                                max_world_size=self.max_world_size)
+                                max_world_size=self.max_world_size, max_classes=self.max_classes,
+                                max_layers=self.max_layers, max_layer_width=self.max_layer_width)
         return TrainingConfig(Path(self.data_dir), self.max_jobs, self.max_queued_jobs, limits, self.plugins,
                               rdzv_endpoint=self.rdzv_endpoint)
 
@@ -187,7 +196,11 @@ async def create_server(
     # the drain gate (server/_drain.py); then authentication, so that unauthenticated calls
     # take no concurrency slot; innermost, requests that do not parse are answered.
     limiter = ConcurrencyLimiter(config.max_concurrent_rpcs, config.max_concurrent_streams)
-    interceptors: list[grpc.aio.ServerInterceptor] = [observability.interceptor] if observability else []
+    # Outermost of all: large requests are parsed off the event loop, and every request's strings and
+    # repeated fields are checked against their caps before anything else reads them (server/_large_requests.py).
+    interceptors: list[grpc.aio.ServerInterceptor] = [LargeRequests()]
+    if observability:
+        interceptors.append(observability.interceptor)
     gate = DrainGate()  # counts calls in flight; refuses new ones once serve() drains (UNAVAILABLE)
     interceptors.append(gate)
     if security.token is not None:
@@ -330,6 +343,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--max-world-size", type=int, default=d.max_world_size,
                         help="most data-parallel processes (world_size) per training job "
                         "(env LOSSD_MAX_WORLD_SIZE; default %(default)s)")
+    parser.add_argument("--max-classes", type=int, default=d.max_classes,
+                        help="most classes in a training job's classification data (env LOSSD_MAX_CLASSES; "
+                        "default %(default)s)")
+    parser.add_argument("--max-layers", type=int, default=d.max_layers,
+                        help="most hidden layers of a training job's MLP (env LOSSD_MAX_LAYERS; default %(default)s)")
+    parser.add_argument("--max-layer-width", type=int, default=d.max_layer_width,
+                        help="most units in one hidden layer of a training job's MLP (env LOSSD_MAX_LAYER_WIDTH; "
+                        "default %(default)s)")
     parser.add_argument("--rdzv-endpoint", default=d.rdzv_endpoint, metavar="HOST:PORT",
                         help="host the rendezvous (c10d TCPStore) that other machines join for training jobs "
                         "with nodes > 1 (`lossd join`); off by default; unauthenticated: a trusted network "
@@ -387,6 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.malloc_tuning:
         tune_malloc()  # before the server's threads start allocating
+    # A thread parsing a large request (server/_large_requests.py) holds the GIL for up to this long
+    # before the event loop gets it back: 5 ms by default, which a health check pays once per step.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     configure_logging(args.log_level, args.log_format)
     # Every field has a flag but the token, which comes from LOSSD_TOKEN only (arguments show in `ps`).
     config = ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig) if f.name != "token"})

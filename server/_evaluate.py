@@ -22,8 +22,9 @@ import torch
 from google.protobuf import json_format
 
 from .._framing import field_number, join, length_delimited, map_entry
-from .._wire import TensorLimits, WireError
+from .._wire import TensorLimits, WireError, reply_encoding
 from ..v1 import lossd_pb2
+from ._request_caps import check_request
 from ._tensors import WIRE_NAMES, check_finite, decode_tensors, encode_tensor, tensor_parts
 from .losses import LossError, LossSpec, Registry
 
@@ -281,11 +282,16 @@ def handle_evaluate_bytes(
     from ._objective import Regularization, Term, evaluate_objective
 
     start = time.perf_counter()
+    check_request(request)  # strings and repeated fields within their caps, before anything reads them
     objective = bool(request.terms) or bool(request.parameters) or request.HasField("regularization")
     if request.terms and (request.loss or request.params.fields):
         raise LossError("terms", "set either loss/params or terms, not both")
     if not request.terms:
         registry.get(request.loss)  # an unknown loss is the first thing to report
+    try:
+        reply_encoding(request.output_encoding, "raw")  # an unknown number is refused before any work
+    except WireError as e:
+        raise LossError(e.field, e.message, e.code) from e
     encodings = set()
     sent = payloads if payloads is not None else {}
     wire = [(f"{group}.{name}", getattr(request, group)[name]) for group in ("inputs", "parameters")
@@ -328,12 +334,7 @@ def handle_evaluate_bytes(
     sent.clear()  # the received bytes can go before the reply is built
 
     start = time.perf_counter()
-    if request.output_encoding == lossd_pb2.TENSOR_ENCODING_RAW:
-        encoding = "raw"
-    elif request.output_encoding == lossd_pb2.TENSOR_ENCODING_VALUES:
-        encoding = "values"
-    else:
-        encoding = "values" if "values" in encodings else "raw"
+    encoding = reply_encoding(request.output_encoding, "values" if "values" in encodings else "raw")
     head = lossd_pb2.EvaluateLossResponse(loss_name=result.loss_name, parts=result.parts, regularized=result.regularized)
     if result.loss.dim() == 0:
         head.value = float(result.loss)

@@ -121,12 +121,22 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         ]
         return lossd_pb2.ListLossesResponse(losses=[describe_loss(s) for s in specs])
 
+    def _inline(self, message: lossd_pb2.EvaluateLossRequest, size: int | None = None) -> bool:
+        """Whether to evaluate ``message`` on the event loop: a single loss (no objective: its terms,
+        parameters and patterns can be many) with at most ``inline_max_bytes`` of tensors and as
+        much of everything else; anything more may take over a millisecond and goes to the pool."""
+        if message.terms or message.parameters or message.HasField("regularization"):
+            return False
+        if (payload_bytes(message) if size is None else size) > self._inline_max_bytes:
+            return False
+        return message.ByteSize() <= self._inline_max_bytes
+
     async def _run(self, request: lossd_pb2.EvaluateLossRequest | ReceivedRequest) -> bytes:
         """The serialized reply: computed right here when small, else on the thread pool."""
         message, payloads = (request.message, request.payloads) if isinstance(request, ReceivedRequest) else (
             request, None)
         args = (self._registry, message, self._device, self._limits, payloads)
-        if payload_bytes(message) <= self._inline_max_bytes:
+        if self._inline(message):
             reply = handle_evaluate_bytes(*args)
         else:
             reply = await asyncio.get_running_loop().run_in_executor(self._executor, handle_evaluate_bytes, *args)
@@ -167,7 +177,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
             try:
                 async for item in request_iterator:
                     size = payload_bytes(item.request)
-                    if size <= self._inline_max_bytes:
+                    if self._inline(item.request, size):
                         await in_flight.put((self._stream_reply(item), 0))
                     else:
                         await budget.acquire(size)

@@ -39,6 +39,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from ..._wire import WireError, reply_encoding
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
 from .._tensors import decode_tensor, encode_tensor
@@ -403,13 +404,18 @@ class JobManager:
     async def job(self, job_id: str, with_spec: bool = False) -> JobRow:
         """The job's row; ``LossError`` INVALID_ARGUMENT / NOT_FOUND for a bad or unknown id."""
         if not JOB_ID.fullmatch(job_id):
-            raise LossError("job_id", f"{job_id!r} is not a job id (12 lowercase hex digits, as in the job's events)")
+            shown = repr(job_id) if len(job_id) <= 64 else f"{job_id[:64]!r}... ({len(job_id)} characters)"
+            raise LossError("job_id", f"{shown} is not a job id (12 lowercase hex digits, as in the job's events)")
         row: JobRow | None = await self._io(self.store.get_job, job_id, with_spec)
         if row is None:
-            close = difflib.get_close_matches(job_id, await self._io(self.store.job_ids), n=3, cutoff=0.5)
+            close = await self._io(self._close_ids, job_id)
             hint = f"; did you mean {', '.join(close)}?" if close else " (ListJobs lists the jobs)"
             raise LossError("job_id", f"no job {job_id!r}{hint}", "NOT_FOUND")
         return row
+
+    def _close_ids(self, job_id: str) -> list[str]:
+        """Up to three stored job ids like ``job_id`` (off the event loop: the store may hold many)."""
+        return difflib.get_close_matches(job_id, self.store.job_ids(), n=3, cutoff=0.5)
 
     async def list_jobs(self, states: list[int], limit: int) -> list[JobRow]:
         """Jobs, newest first."""
@@ -533,11 +539,10 @@ async def _ended(job: _Running, timeout: float) -> bool:
 
 
 def _encoding(requested: int, default: str) -> str:
-    if requested == lossd_pb2.TENSOR_ENCODING_RAW:
-        return "raw"
-    if requested == lossd_pb2.TENSOR_ENCODING_VALUES:
-        return "values"
-    return default
+    try:
+        return reply_encoding(requested, default)
+    except WireError as e:
+        raise LossError(e.field, e.message, e.code) from e
 
 
 def _encoded(parameters: Any, encoding: str) -> dict[str, lossd_pb2.Tensor]:

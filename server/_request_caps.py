@@ -1,0 +1,109 @@
+"""Caps on every string and repeated field of a request, checked before any work is done with it.
+
+A name, a pattern, a map key or a string in ``params`` is at most :data:`MAX_STRING_BYTES`
+(1 KiB) of UTF-8; a repeated field or map holds at most :data:`MAX_ITEMS` entries (fewer where
+:data:`ITEM_CAPS` says so), and a repeated enum at most one entry per value of the enum. Tensor
+contents (``shape``, ``values``, ``raw``) are left to the wire rules (:mod:`lossd._wire`), other
+numeric lists to the rule that reads them (``hidden``: ``--max-layers``). One walk over the
+message's set fields, without copying anything: a 100 MB loss name or 2,000,000 ``states`` are
+refused from their lengths, before a lookup, a suggestion, a query or a job plan sees them.
+
+>>> from lossd.v1 import lossd_pb2, training_pb2
+>>> check_request(lossd_pb2.EvaluateLossRequest(loss="mse", grad_inputs=["input"]))
+>>> check_request(lossd_pb2.EvaluateLossRequest(loss="m" * 5000))
+Traceback (most recent call last):
+...
+lossd.server.losses._registry.LossError: loss: is 5000 characters long; names, patterns and other strings are at most 1024 bytes
+>>> check_request(training_pb2.ListJobsRequest(states=[1] * 10))
+Traceback (most recent call last):
+...
+lossd.server.losses._registry.LossError: states: has 10 entries; at most 7 (one per JobState value)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from .losses import LossError
+
+__all__ = ["ITEM_CAPS", "MAX_ITEMS", "MAX_STRING_BYTES", "check_request"]
+
+#: Longest string (UTF-8 bytes) in a request: names, patterns, map keys, strings in ``params``.
+MAX_STRING_BYTES = 1024
+#: Most entries in a repeated field or map without a cap of its own.
+MAX_ITEMS = 1024
+#: Repeated fields with a smaller cap (full field name: cap): each costs work per entry and per
+#: model parameter (``param_groups``' patterns are matched against every parameter name).
+ITEM_CAPS = {
+    "lossd.v1.OptimizerSpec.param_groups": 64,
+    "lossd.v1.ParamGroup.patterns": 256,  # as regularization's include/exclude (server/_objective.py)
+}
+#: Messages whose numbers the wire rules check (``check_tensor``); only their strings are capped here.
+_TENSOR = "lossd.v1.Tensor"
+
+_STRING = FieldDescriptor.TYPE_STRING
+_MESSAGE = FieldDescriptor.TYPE_MESSAGE
+_ENUM = FieldDescriptor.TYPE_ENUM
+
+
+def _string(value: str, field: str, what: str = "") -> None:
+    if len(value) > MAX_STRING_BYTES:  # from the length alone, whatever the size of the string
+        shown = f"{len(value)} characters"
+    elif len(value) * 4 > MAX_STRING_BYTES and len(value.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES:
+        shown = f"{len(value.encode('utf-8', 'surrogatepass'))} bytes of UTF-8"  # a character is 1 to 4 bytes
+    else:
+        return
+    raise LossError(field, f"{what}is {shown} long; names, patterns and other strings are at most "
+                    f"{MAX_STRING_BYTES} bytes")
+
+
+def _key(key: Any) -> str:
+    return str(key) if len(str(key)) <= 64 else f"{str(key)[:64]}..."
+
+
+def check_request(message: Message, field: str = "") -> None:
+    """Raise :class:`LossError` (``INVALID_ARGUMENT``, naming the field) at the first string or
+    repeated field of ``message`` over its cap; see the module docstring."""
+    for fd, value in message.ListFields():
+        path = f"{field}.{fd.name}" if field else fd.name
+        if fd.is_repeated:
+            is_map = fd.message_type is not None and fd.message_type.GetOptions().map_entry
+            if fd.type not in (_STRING, _MESSAGE, _ENUM):
+                continue  # numbers: the wire rules (tensors) or the field's own rule
+            cap = ITEM_CAPS.get(fd.full_name, MAX_ITEMS)
+            if fd.type == _ENUM:
+                cap = len(fd.enum_type.values)
+            if len(value) > cap:
+                per = f" (one per {fd.enum_type.name} value)" if fd.type == _ENUM else ""
+                raise LossError(path, f"has {len(value)} entries; at most {cap}{per}")
+            if fd.type == _ENUM:
+                continue
+            if is_map:
+                key_fd, value_fd = fd.message_type.fields_by_name["key"], fd.message_type.fields_by_name["value"]
+                for key in value:
+                    if key_fd.type == _STRING:
+                        _string(key, path, f"the key {_key(key)!r} ")
+                    if value_fd.type == _MESSAGE:
+                        _check_message(value[key], f"{path}.{_key(key)}")
+                    elif value_fd.type == _STRING:
+                        _string(value[key], f"{path}.{_key(key)}")
+            elif fd.type == _STRING:
+                for i, item in enumerate(value):
+                    _string(item, f"{path}[{i}]")
+            else:
+                for i, item in enumerate(value):
+                    _check_message(item, f"{path}[{i}]")
+        elif fd.type == _STRING:
+            _string(value, path)
+        elif fd.type == _MESSAGE:
+            _check_message(value, path)
+
+
+def _check_message(message: Message, field: str) -> None:
+    if message.DESCRIPTOR.full_name == _TENSOR:
+        _string(message.dtype, f"{field}.dtype")
+        return
+    check_request(message, field)
