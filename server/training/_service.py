@@ -10,7 +10,7 @@ from typing import NoReturn
 import grpc
 
 from ...v1 import training_pb2, training_pb2_grpc
-from .._status import rich_status
+from ..rpc import rich_status
 from ..losses import LossError, Registry
 from ._manager import JobManager, TrainingConfig
 
@@ -88,7 +88,7 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
         if request.limit < 0 or request.limit > MAX_LIST_LIMIT:
             await _abort(context, LossError("limit", f"is {request.limit}; must be in [1, {MAX_LIST_LIMIT}] "
                                             f"(0: {DEFAULT_LIST_LIMIT})"))
-        # At most one entry per JobState value (server/_request_caps.py, before the call got here).
+        # At most one entry per JobState value (server/rpc/_caps.py, before the call got here).
         for i, s in enumerate(request.states):
             if s not in training_pb2.JobState.values() or s == training_pb2.JOB_STATE_UNSPECIFIED:
                 await _abort(context, LossError(f"states[{i}]", f"{s} is not a job state"))

@@ -2,7 +2,7 @@
 
 gRPC calls a method's request deserializer on the event loop. For a large message that is
 slow: protobuf validates every string as UTF-8 (a 100 MB loss name: 0.3 s; lossd's
-``split_payloads``, 0.7 s), and :func:`~lossd.server._request_caps.check_request` walks
+``split_payloads``, 0.7 s), and :func:`~lossd.server.rpc._caps.check_request` walks
 every field. :class:`LargeRequests`, the outermost server interceptor, gives gRPC a
 deserializer that keeps a message of more than :data:`INLINE_PARSE_BYTES` as it came
 (:class:`Unparsed`) and parses it on a thread of the default executor, where the caps are
@@ -27,10 +27,10 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from ..losses import LossError
+from ..rpc._caps import check_request
+from ..rpc._status import rich_status
 from ._handlers import shape_of
-from ._request_caps import check_request
-from ._status import rich_status
-from .losses import LossError
 
 __all__ = ["INLINE_PARSE_BYTES", "LargeRequests", "TENSOR_METHODS", "Unparsed", "deferring"]
 

@@ -27,7 +27,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from .losses import LossError
+from ..losses import LossError
 
 __all__ = ["ITEM_CAPS", "MAX_ITEMS", "MAX_STRING_BYTES", "check_request"]
 
@@ -39,7 +39,7 @@ MAX_ITEMS = 1024
 #: model parameter (``param_groups``' patterns are matched against every parameter name).
 ITEM_CAPS = {
     "lossd.v1.OptimizerSpec.param_groups": 64,
-    "lossd.v1.ParamGroup.patterns": 256,  # as regularization's include/exclude (server/_objective.py)
+    "lossd.v1.ParamGroup.patterns": 256,  # as regularization's include/exclude (server/evaluation/_objective.py)
 }
 #: Messages whose numbers the wire rules check (``check_tensor``); only their strings are capped here.
 _TENSOR = "lossd.v1.Tensor"
