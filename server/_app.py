@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -185,8 +187,15 @@ async def create_server(
 ) -> tuple[grpc.aio.Server, int]:
     """A configured, not yet started server and the port it bound (``port=0``: ephemeral)."""
     security = config.security()  # first: a server that may not start should not load anything
+    if config.port:  # a busy address: one line and exit 2, before anything loads (gRPC would log its own errors)
+        reason = _why_not_bindable(config.host, config.port, probe=True)
+        if reason:
+            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {reason}")
     load_plugin_setting(config.plugins, registry)
     options = [
+        # gRPC sets SO_REUSEPORT by default: a second server on the same address would share the port
+        # silently, clients alternating between two servers with different jobs. Refused instead.
+        ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         *connection_options(config.max_concurrent_rpcs, config.max_concurrent_streams, config.keepalive_time_s,
@@ -219,12 +228,15 @@ async def create_server(
     await asyncio.get_running_loop().run_in_executor(executor, _warm_up, device)
 
     address = f"{config.host}:{config.port}"
-    if security.credentials is not None:
-        port = server.add_secure_port(address, security.credentials)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if security.credentials is not None:
+            port = server.add_secure_port(address, security.credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc: "Failed to bind to address ..."
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {config.host}:{config.port}")
+        raise ConfigError(f"cannot listen on {address}: {_why_not_bindable(config.host, config.port)}")
     # Training: the job store under data_dir, unfinished jobs resumed, workers outside the serving path.
     server.lossd_jobs = await add_training_service(server, config.training(), registry, executor)  # type: ignore[attr-defined]
     server.lossd_health = health_servicer  # type: ignore[attr-defined]
@@ -236,6 +248,32 @@ async def create_server(
     server.lossd_security = security  # type: ignore[attr-defined]
     server.lossd_limiter = limiter  # type: ignore[attr-defined]
     return server, port
+
+
+def _why_not_bindable(host: str, port: int, probe: bool = False) -> str:
+    """Why ``host:port`` cannot be listened on (``""`` when it can, with ``probe``): a plain socket
+    bound the way gRPC binds (``SO_REUSEADDR``, no ``SO_REUSEPORT``), then closed.
+
+    >>> import socket
+    >>> with socket.create_server(("127.0.0.1", 0)) as busy:
+    ...     _why_not_bindable("127.0.0.1", busy.getsockname()[1], probe=True)
+    'the address is already in use (another lossd server, or another program, listens there); choose another --port (LOSSD_PORT) or stop that process'
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        return f"cannot resolve the host {host!r} ({e.strerror or e})"
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(sockaddr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return ("the address is already in use (another lossd server, or another program, listens "
+                        "there); choose another --port (LOSSD_PORT) or stop that process")
+            return f"{e.strerror or e} (choose another --host/--port)"
+    return "" if probe else "gRPC could not bind it (see the log above)"
 
 
 def _warm_up(device: torch.device) -> None:
@@ -407,9 +445,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig) if f.name != "token"})
     try:
         asyncio.run(serve(config))
-    except ConfigError as e:  # SecurityError included
+    except ConfigError as e:  # SecurityError, a busy address, a data directory in use included
         print(f"lossd serve: error: {e}", file=sys.stderr, flush=True)
-        return 2
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(2)  # at once: threads started before the refusal (evaluation pool, gRPC) must not hold the exit
     # The drain closed what the server owns (jobs, store, listener, metrics). Exit now: calls
     # cancelled at the end of the grace period may leave evaluations on threads that nothing can
     # interrupt, and the interpreter's and libtorch's teardown takes seconds on a loaded machine;

@@ -42,6 +42,7 @@ from typing import Any
 from ..._wire import WireError, reply_encoding
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
+from .._security import ConfigError
 from ..rpc import decode_tensor, encode_tensor
 from ..losses import LossError, Registry
 from ._checkpoint import remove_checkpoint
@@ -111,8 +112,8 @@ class _DataDirLock:
             self._file.seek(0)
             holder = self._file.read().strip() or "another process"
             self._file.close()
-            raise RuntimeError(f"data directory {data_dir} is in use by another lossd server ({holder}); "
-                               "give each server its own --data-dir") from None
+            raise ConfigError(f"data directory {data_dir} is in use by another lossd server ({holder}); "
+                              "give each server its own --data-dir (LOSSD_DATA_DIR)") from None
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"pid {os.getpid()}\n")
