@@ -142,6 +142,8 @@ class ServerConfig:
     max_classes: int = _env("LOSSD_MAX_CLASSES", TrainingLimits.max_classes, int)
     max_layers: int = _env("LOSSD_MAX_LAYERS", TrainingLimits.max_layers, int)
     max_layer_width: int = _env("LOSSD_MAX_LAYER_WIDTH", TrainingLimits.max_layer_width, int)
+    #: Times a job whose worker was killed by SIGKILL (the OOM killer) resumes from its checkpoint before failing.
+    max_job_restarts: int = _env("LOSSD_MAX_JOB_RESTARTS", 1, int)
     #: HOST:PORT where this server hosts the rendezvous (a c10d TCPStore) of jobs on several machines.
     rdzv_endpoint: str = _env("LOSSD_RDZV_ENDPOINT", "")
     # -- security (server/_security.py; docs/security.md) --
@@ -174,7 +176,7 @@ class ServerConfig:
                                 max_world_size=self.max_world_size, max_classes=self.max_classes,
                                 max_layers=self.max_layers, max_layer_width=self.max_layer_width)
         return TrainingConfig(Path(self.data_dir), self.max_jobs, self.max_queued_jobs, limits, self.plugins,
-                              rdzv_endpoint=self.rdzv_endpoint)
+                              rdzv_endpoint=self.rdzv_endpoint, max_job_restarts=self.max_job_restarts)
 
     def security(self) -> Security:
         """The security part, checked (the exposure rule); raises :class:`SecurityError`."""
@@ -239,6 +241,13 @@ async def create_server(
         raise ConfigError(f"cannot listen on {address}: {_why_not_bindable(config.host, config.port)}")
     # Training: the job store under data_dir, unfinished jobs resumed, workers outside the serving path.
     server.lossd_jobs = await add_training_service(server, config.training(), registry, executor)  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+
+    def storage(writable: bool) -> None:  # a full data directory: TrainingService alone turns NOT_SERVING
+        status = health_pb2.HealthCheckResponse.SERVING if writable else health_pb2.HealthCheckResponse.NOT_SERVING
+        if not server.lossd_jobs.closing:  # type: ignore[attr-defined]
+            asyncio.run_coroutine_threadsafe(_set_health(health_servicer, TRAINING_SERVICE, status), loop)
+    server.lossd_jobs.on_storage = storage  # type: ignore[attr-defined]
     server.lossd_health = health_servicer  # type: ignore[attr-defined]
     server.lossd_drain = gate  # type: ignore[attr-defined]
     if observability is not None:
@@ -380,6 +389,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--max-layer-width", type=int, default=d.max_layer_width,
                         help="most units in one hidden layer of a training job's MLP (env LOSSD_MAX_LAYER_WIDTH; "
                         "default %(default)s)")
+    parser.add_argument("--max-job-restarts", type=int, default=d.max_job_restarts,
+                        help="times a job whose worker process was killed (SIGKILL, e.g. the OOM killer) resumes from "
+                        "its checkpoint before it fails (env LOSSD_MAX_JOB_RESTARTS; default %(default)s)")
     parser.add_argument("--rdzv-endpoint", default=d.rdzv_endpoint, metavar="HOST:PORT",
                         help="host the rendezvous (c10d TCPStore) that other machines join for training jobs "
                         "with nodes > 1 (`lossd join`); off by default; unauthenticated: a trusted network "

@@ -32,6 +32,7 @@ import torch._dynamo  # noqa: F401  (torch.optim imports it on the first step: ~
 from ...v1 import training_pb2
 from ..losses import REGISTRY, LossError
 from ..losses._plugins import load_plugin_setting
+from ._checkpoint import DISK_FULL, disk_full
 from ._distributed import _die_with_parent, _failed, run_data_parallel
 from ._engine import Control, run_job, spec_digest
 from ._spec import TrainingLimits, plan_job
@@ -95,6 +96,15 @@ def worker_main(
             run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes))
     except LossError as e:
         send(_failed(job_id, str(e)))
+    except OSError as e:
+        if not disk_full(e):
+            traceback.print_exc()
+            send(_failed(job_id, f"internal error in the training worker ({type(e).__name__}); see the server log"))
+        else:  # the server holds the job until space returns, then it resumes from its last checkpoint
+            send(training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
+                                       job_id=job_id, message=f"{DISK_FULL}: the checkpoint could not be written; "
+                                       "the job resumes from its last checkpoint once space is freed"
+                                       ).SerializeToString())
     except Exception as e:
         traceback.print_exc()
         send(_failed(job_id, f"internal error in the training worker ({type(e).__name__}); see the server log"))
