@@ -61,6 +61,8 @@ JOB_ID = re.compile(r"[0-9a-f]{12}")
 STATE = training_pb2.JOB_EVENT_KIND_STATE
 #: Seconds a worker gets to act on a cancel (or, on shutdown, an interrupt) before it is killed.
 STOP_GRACE_S = 10.0
+#: On shutdown, the last seconds of the grace period left for killing workers that did not stop and recording it.
+KILL_MARGIN_S = 1.0
 #: Seconds between attempts to write held events while the data directory is full.
 STORAGE_RETRY_S = 1.0
 def is_disk_full(error: BaseException) -> bool:
@@ -222,11 +224,15 @@ class JobManager:
                 if job.control is not None:
                     with contextlib.suppress(OSError):
                         job.control.send_bytes(b"interrupt")
+        # Workers get the time up to the last part of ``timeout``; what still runs then is killed, and
+        # that part is for the kill to be noticed and recorded: the whole stays within ``timeout``.
         deadline = time.monotonic() + timeout
+        margin = min(KILL_MARGIN_S, timeout / 4)
         for job in running:
-            if not await _ended(job, max(0.0, deadline - time.monotonic())) and job.process is not None:
+            if not await _ended(job, max(0.0, deadline - margin - time.monotonic())) and job.process is not None:
                 job.process.kill()
-                await _ended(job, 5.0)
+        for job in running:
+            await _ended(job, max(0.0, deadline - time.monotonic()))
         # Watchers send the events stored so far (the INTERRUPTED ones included), then end their streams.
         self._drained = True
         for event in self._waiters.values():
