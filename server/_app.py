@@ -261,9 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingError as e:  # a LOSSD_* variable that does not parse; ConfigError, SecurityError, a busy
         # address, a data directory in use
         print(f"lossd serve: error: {e}", file=sys.stderr, flush=True)
-        logging.shutdown()
-        sys.stdout.flush()
-        os._exit(2)  # at once: threads started before the refusal (evaluation pool, gRPC) must not hold the exit
+        return 2
     # The drain closed what the server owns (jobs, store, listener, metrics). Exit now: calls
     # cancelled at the end of the grace period may leave evaluations on threads that nothing can
     # interrupt, and the interpreter's and libtorch's teardown takes seconds on a loaded machine;
