@@ -21,16 +21,16 @@ left as they are.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 
-from ..losses import LossError
+from ..._wire import FieldError
 from ..rpc._caps import check_request
 from ..rpc._status import rich_status
-from ._handlers import shape_of
+from ._handlers import Context, Continuation, Handler, shape_of
 
 __all__ = ["INLINE_PARSE_BYTES", "LargeRequests", "TENSOR_METHODS", "Unparsed", "deferring"]
 
@@ -67,7 +67,7 @@ def deferring(deserialize: Callable[[bytes], Any], carries_tensors: bool = True)
 
 def _parse_and_check(item: Unparsed, check: bool) -> Any:
     if item.parse is None:
-        raise LossError("", f"the request is {len(item.data)} bytes; a request of this method, which carries no "
+        raise FieldError("", f"the request is {len(item.data)} bytes; a request of this method, which carries no "
                         f"tensors, is at most {INLINE_PARSE_BYTES} bytes")
     request = item.parse(item.data)
     if check:
@@ -83,7 +83,7 @@ def _check(request: Any) -> None:
 
 async def _ready(request: Any, check: bool) -> Any:
     """``request`` parsed (off the loop when it came as :class:`Unparsed`) and, when ``check``, its
-    caps checked; raises :class:`LossError` over a cap."""
+    caps checked; raises :class:`FieldError` over a cap."""
     if isinstance(request, Unparsed) and request.parse is None:
         return _parse_and_check(request, check)  # refused from its length
     if isinstance(request, Unparsed):
@@ -103,9 +103,9 @@ class LargeRequests(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
@@ -114,21 +114,21 @@ class LargeRequests(grpc.aio.ServerInterceptor):
             return handler
         behavior, streaming_in = shape.behavior, shape.streaming_in
 
-        async def ready(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def ready(request: Any, context: Context) -> Any:
             if streaming_in:
                 return _parsed_items(request)
             try:
                 return await _ready(request, check=True)
-            except LossError as e:
+            except FieldError as e:
                 await context.abort_with_status(rich_status(e))
 
         if shape.is_gen:
-            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def stream_behavior(request: Any, context: Context) -> AsyncIterator[Any]:
                 async for reply in behavior(await ready(request, context), context):
                     yield reply
             new: Any = stream_behavior
         else:
-            async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary_behavior(request: Any, context: Context) -> Any:
                 return await behavior(await ready(request, context), context)
             new = unary_behavior
         carries_tensors = handler_call_details.method in TENSOR_METHODS

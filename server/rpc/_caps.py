@@ -13,11 +13,11 @@ refused from their lengths, before a lookup, a suggestion, a query or a job plan
 >>> check_request(lossd_pb2.EvaluateLossRequest(loss="m" * 5000))
 Traceback (most recent call last):
 ...
-lossd.server.losses._registry.LossError: loss: is 5000 characters long; names, patterns and other strings are at most 1024 bytes
+lossd._wire.FieldError: loss: is 5000 characters long; names, patterns and other strings are at most 1024 bytes
 >>> check_request(training_pb2.ListJobsRequest(states=[1] * 10))
 Traceback (most recent call last):
 ...
-lossd.server.losses._registry.LossError: states: has 10 entries; at most 7 (one per JobState value)
+lossd._wire.FieldError: states: has 10 entries; at most 7 (one per JobState value)
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from ..losses import LossError
+from ..._wire import FieldError
+from ...v1 import lossd_pb2
 
 __all__ = ["ITEM_CAPS", "MAX_ITEMS", "MAX_STRING_BYTES", "check_request"]
 
@@ -41,8 +42,6 @@ ITEM_CAPS = {
     "lossd.v1.OptimizerSpec.param_groups": 64,
     "lossd.v1.ParamGroup.patterns": 256,  # as regularization's include/exclude (server/evaluation/_objective.py)
 }
-#: Messages whose numbers the wire rules check (``check_tensor``); only their strings are capped here.
-_TENSOR = "lossd.v1.Tensor"
 
 _STRING = FieldDescriptor.TYPE_STRING
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
@@ -56,7 +55,7 @@ def _string(value: str, field: str, what: str = "") -> None:
         shown = f"{len(value.encode('utf-8', 'surrogatepass'))} bytes of UTF-8"  # a character is 1 to 4 bytes
     else:
         return
-    raise LossError(field, f"{what}is {shown} long; names, patterns and other strings are at most "
+    raise FieldError(field, f"{what}is {shown} long; names, patterns and other strings are at most "
                     f"{MAX_STRING_BYTES} bytes")
 
 
@@ -65,7 +64,7 @@ def _key(key: Any) -> str:
 
 
 def check_request(message: Message, field: str = "") -> None:
-    """Raise :class:`LossError` (``INVALID_ARGUMENT``, naming the field) at the first string or
+    """Raise :class:`FieldError` (``INVALID_ARGUMENT``, naming the field) at the first string or
     repeated field of ``message`` over its cap; see the module docstring."""
     for fd, value in message.ListFields():
         path = f"{field}.{fd.name}" if field else fd.name
@@ -74,14 +73,16 @@ def check_request(message: Message, field: str = "") -> None:
             if fd.type not in (_STRING, _MESSAGE, _ENUM):
                 continue  # numbers: the wire rules (tensors) or the field's own rule
             cap = ITEM_CAPS.get(fd.full_name, MAX_ITEMS)
-            if fd.type == _ENUM:
-                cap = len(fd.enum_type.values)
+            enum = fd.enum_type if fd.type == _ENUM else None
+            if enum is not None:
+                cap = len(enum.values)
             if len(value) > cap:
-                per = f" (one per {fd.enum_type.name} value)" if fd.type == _ENUM else ""
-                raise LossError(path, f"has {len(value)} entries; at most {cap}{per}")
+                per = f" (one per {enum.name} value)" if enum is not None else ""
+                raise FieldError(path, f"has {len(value)} entries; at most {cap}{per}")
             if fd.type == _ENUM:
                 continue
             if is_map:
+                assert fd.message_type is not None
                 key_fd, value_fd = fd.message_type.fields_by_name["key"], fd.message_type.fields_by_name["value"]
                 for key in value:
                     if key_fd.type == _STRING:
@@ -103,7 +104,7 @@ def check_request(message: Message, field: str = "") -> None:
 
 
 def _check_message(message: Message, field: str) -> None:
-    if message.DESCRIPTOR.full_name == _TENSOR:
+    if isinstance(message, lossd_pb2.Tensor):  # its numbers: the wire rules (check_tensor); its dtype here
         _string(message.dtype, f"{field}.dtype")
         return
     check_request(message, field)

@@ -35,22 +35,24 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ..._wire import WireError, reply_encoding
+from ..._settings import flag_name
+from ..._wire import FieldError, reply_encoding
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
 from .._security import ConfigError
 from ..rpc import decode_tensor, encode_tensor
-from ..losses import LossError, Registry
+from ..losses import Registry
 from ._checkpoint import DISK_FULL, disk_full, remove_checkpoint
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
 from ._store import FINAL_STATES, TERMINAL_STATES, JobRow, JobStore
+from ._worker import worker_main
 
 __all__ = ["JobManager", "TrainingConfig", "JOB_ID"]
 
@@ -91,7 +93,7 @@ class TrainingConfig:
     max_job_restarts: int = 1
 
 
-def _mp_context() -> multiprocessing.context.BaseContext:
+def _mp_context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
     """``forkserver`` where available (torch preloaded once, then a job starts in ~20 ms), else ``spawn``.
 
     Like every spawn/forkserver user, a program that embeds the server must guard its entry
@@ -247,9 +249,9 @@ class JobManager:
     # -- submit, schedule, run ------------------------------------------------------------------
 
     async def submit(self, request: training_pb2.TrainJobRequest) -> str:
-        """Validate and store a job; returns its id. Raises ``LossError`` for a bad spec or a full queue."""
+        """Validate and store a job; returns its id. Raises ``FieldError`` for a bad spec or a full queue."""
         if self._closing:
-            raise LossError("", "the server is shutting down; submit the job again after it restarts", "UNAVAILABLE")
+            raise FieldError("", "the server is shutting down; submit the job again after it restarts", "UNAVAILABLE")
         if self._full:
             raise _full_error()
         assert self._loop is not None
@@ -258,16 +260,16 @@ class JobManager:
     def _submit(self, request: training_pb2.TrainJobRequest) -> str:
         plan = plan_job(request, self._registry, self.config.limits)
         if plan.nodes > 1 and self._rdzv_store is None:
-            raise LossError("nodes", f"is {plan.nodes}: a job on several machines needs a server started with "
+            raise FieldError("nodes", f"is {plan.nodes}: a job on several machines needs a server started with "
                             "--rdzv-endpoint HOST:PORT (the rendezvous the other machines join)",
                             "FAILED_PRECONDITION")
         check_loss_accepts_model(plan)
         with self._lock:
             waiting = len(self._queue)
             if len(self._running) >= self.config.max_jobs and waiting >= self.config.max_queued_jobs:
-                raise LossError("", f"{len(self._running)} jobs are running and {waiting} are queued; the server "
-                                f"queues at most {self.config.max_queued_jobs} (--max-queued-jobs) behind "
-                                f"{self.config.max_jobs} running (--max-jobs): retry later", "RESOURCE_EXHAUSTED")
+                raise FieldError("", f"{len(self._running)} jobs are running and {waiting} are queued; the server "
+                                f"queues at most {self.config.max_queued_jobs} ({flag_name('max_queued_jobs')}) behind "
+                                f"{self.config.max_jobs} running ({flag_name('max_jobs')}): retry later", "RESOURCE_EXHAUSTED")
             if self._full:
                 raise _full_error()
             job_id = secrets.token_hex(6)
@@ -306,12 +308,10 @@ class JobManager:
 
     def _launch(self, job: _Running, row: JobRow) -> None:
         """Start the worker process for ``job``, then relay its events (this thread becomes its monitor)."""
-        from ._worker import worker_main
-
         try:
             control_r, control_w = self._ctx.Pipe(duplex=False)
             events_r, events_w = self._ctx.Pipe(duplex=False)
-            process = self._ctx.Process(  # type: ignore[attr-defined]
+            process = self._ctx.Process(
                 target=worker_main, name=f"lossd-job-{row.job_id}", daemon=True,
                 args=(row.job_id, row.spec, str(self._checkpoint(row.job_id)), self.config.plugins, control_r,
                       events_w, self.config.rdzv_endpoint),
@@ -391,7 +391,7 @@ class JobManager:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
                                                   message=f"the worker process was killed (signal 9: out of memory?); "
                                                   f"restart {self._restarts[job.job_id]} of at most "
-                                                  f"{self.config.max_job_restarts} (--max-job-restarts): the job "
+                                                  f"{self.config.max_job_restarts} ({flag_name('max_job_restarts')}): the job "
                                                   "resumes from its last checkpoint")
                     job.restart = True
                 else:
@@ -562,17 +562,17 @@ class JobManager:
         return await self._loop.run_in_executor(None, fn, *args)
 
     async def job(self, job_id: str, with_spec: bool = False) -> JobRow:
-        """The job's row; ``LossError`` INVALID_ARGUMENT / NOT_FOUND for a bad or unknown id."""
+        """The job's row; ``FieldError`` INVALID_ARGUMENT / NOT_FOUND for a bad or unknown id."""
         if not JOB_ID.fullmatch(job_id):
             shown = repr(job_id) if len(job_id) <= 64 else f"{job_id[:64]!r}... ({len(job_id)} characters)"
-            raise LossError("job_id", f"{shown} is not a job id (12 lowercase hex digits, as in the job's events)")
+            raise FieldError("job_id", f"{shown} is not a job id (12 lowercase hex digits, as in the job's events)")
         row: JobRow | None = await self._io(self.store.get_job, job_id, with_spec)
         if row is not None and self._held:
             row = self._with_held(row)
         if row is None:
             close = await self._io(self._close_ids, job_id)
             hint = f"; did you mean {', '.join(close)}?" if close else " (ListJobs lists the jobs)"
-            raise LossError("job_id", f"no job {job_id!r}{hint}", "NOT_FOUND")
+            raise FieldError("job_id", f"no job {job_id!r}{hint}", "NOT_FOUND")
         return row
 
     def _with_held(self, row: JobRow) -> JobRow:
@@ -589,7 +589,7 @@ class JobManager:
         """Up to three stored job ids like ``job_id`` (off the event loop: the store may hold many)."""
         return difflib.get_close_matches(job_id, self.store.job_ids(), n=3, cutoff=0.5)
 
-    async def list_jobs(self, states: list[int], limit: int) -> list[JobRow]:
+    async def list_jobs(self, states: Sequence[int], limit: int) -> list[JobRow]:
         """Jobs, newest first."""
         rows: list[JobRow] = await self._io(self.store.list_jobs, states, limit)
         return rows
@@ -599,14 +599,14 @@ class JobManager:
         result: training_pb2.JobEvent | None = await self._io(self.store.result, row.job_id)
         if result is None:
             return {}
-        return _encoded(result.parameters, _encoding(encoding, row.encoding))
+        return _encoded(result.parameters, reply_encoding(encoding, row.encoding))
 
     async def watch(self, job_id: str, after_seq: int, encoding: int = 0) -> AsyncIterator[training_pb2.JobEvent]:
         """Stored events after ``after_seq``, then live ones, until the terminal event (or the server stops)."""
         row = await self.job(job_id)
         if after_seq < 0:
-            raise LossError("after_seq", f"is {after_seq}; must be >= 0")
-        wanted = _encoding(encoding, row.encoding)
+            raise FieldError("after_seq", f"is {after_seq}; must be >= 0")
+        wanted = reply_encoding(encoding, row.encoding)
         self._watchers += 1
         self._no_watchers.clear()
         try:
@@ -651,7 +651,7 @@ class JobManager:
         """Cancel a job that has not ended; returns its row once it has."""
         row = await self.job(job_id)
         if row.terminal:
-            raise LossError("job_id", f"job {job_id} already ended {training_pb2.JobState.Name(row.state)[10:]}; "
+            raise FieldError("job_id", f"job {job_id} already ended {training_pb2.JobState.Name(row.state)[10:]}; "
                             "only queued, running or interrupted jobs can be cancelled", "FAILED_PRECONDITION")
         assert self._loop is not None
         job = await self._loop.run_in_executor(None, self._cancel, job_id)
@@ -693,8 +693,8 @@ class JobManager:
             return list(self._running)
 
 
-def _full_error() -> LossError:
-    return LossError("", f"{DISK_FULL}: the server cannot store new jobs until space is freed in its data directory "
+def _full_error() -> FieldError:
+    return FieldError("", f"{DISK_FULL}: the server cannot store new jobs until space is freed in its data directory "
                      "(--data-dir); running jobs resume then", "RESOURCE_EXHAUSTED")
 
 
@@ -727,13 +727,6 @@ async def _ended(job: _Running, timeout: float) -> bool:
     except asyncio.TimeoutError:
         return False
     return True
-
-
-def _encoding(requested: int, default: str) -> str:
-    try:
-        return reply_encoding(requested, default)
-    except WireError as e:
-        raise LossError(e.field, e.message, e.code) from e
 
 
 def _encoded(parameters: Any, encoding: str) -> dict[str, lossd_pb2.Tensor]:

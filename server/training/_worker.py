@@ -29,8 +29,9 @@ from pathlib import Path
 import torch
 import torch._dynamo  # noqa: F401  (torch.optim imports it on the first step: ~2 s; pay it in the preload)
 
+from ..._wire import FieldError
 from ...v1 import training_pb2
-from ..losses import REGISTRY, LossError
+from ..losses import REGISTRY
 from ..losses._plugins import load_plugin_setting
 from ._checkpoint import DISK_FULL, disk_full
 from ._distributed import _die_with_parent, _failed, run_data_parallel
@@ -103,7 +104,7 @@ def worker_main(
             run_data_parallel(plan, Path(checkpoint), send, control, spec_digest(spec_bytes), job_id, rdzv_endpoint)
         else:
             run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes))
-    except LossError as e:
+    except FieldError as e:
         send(_failed(job_id, str(e)))
     except OSError as e:
         if not disk_full(e):
