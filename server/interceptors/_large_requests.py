@@ -6,7 +6,8 @@ slow: protobuf validates every string as UTF-8 (a 100 MB loss name: 0.3 s; lossd
 every field. :class:`LargeRequests`, the outermost server interceptor, gives gRPC a
 deserializer that keeps a message of more than :data:`INLINE_PARSE_BYTES` as it came
 (:class:`Unparsed`) and parses it on a thread of the default executor, where the caps are
-checked too, before the call's first interceptor sees it; smaller messages are parsed and
+checked too, before the call's first interceptor sees it (an over-long string is refused from its
+length prefix before the parse: :func:`~lossd.server.rpc._caps.check_wire`); smaller messages are parsed and
 checked right away, in well under a millisecond. A request over a cap ends the call with
 ``INVALID_ARGUMENT`` naming the field. Stream items (EvaluateLossStream) are parsed the same
 way; their caps are checked as each is evaluated (a refused item is an ``Error`` reply).
@@ -25,10 +26,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
+from ..._methods import SERVICES
 from ..._wire import FieldError
-from ..rpc._caps import check_request
+from ..rpc._caps import check_request, check_wire
 from ..rpc._status import rich_status
 from ._handlers import Context, Continuation, Handler, shape_of
 
@@ -41,26 +44,31 @@ INLINE_PARSE_BYTES = 64 * 1024
 #: Methods whose requests carry tensors (up to --max-message-bytes).
 TENSOR_METHODS = frozenset({"/lossd.v1.LossService/EvaluateLoss", "/lossd.v1.LossService/EvaluateLossStream",
                             "/lossd.v1.TrainingService/TrainJob"})
+#: The request message of each of lossd's methods, by path.
+_REQUESTS: dict[str, Descriptor] = {f"/{s.full_name}/{m.name}": m.input_type for s in SERVICES for m in s.methods}
 
 
 class Unparsed:
     """A received message left as bytes, with the deserializer that will parse it (``None``: the
-    message is too large for its method and is refused)."""
+    message is too large for its method and is refused) and its type (``None``: unknown, its
+    strings are checked after the parse only)."""
 
-    __slots__ = ("data", "parse")
+    __slots__ = ("data", "parse", "message")
 
-    def __init__(self, data: bytes, parse: Callable[[bytes], Any] | None) -> None:
+    def __init__(self, data: bytes, parse: Callable[[bytes], Any] | None, message: Descriptor | None = None) -> None:
         self.data = data
         self.parse = parse
+        self.message = message
 
 
-def deferring(deserialize: Callable[[bytes], Any], carries_tensors: bool = True) -> Callable[[bytes], Any]:
+def deferring(deserialize: Callable[[bytes], Any], carries_tensors: bool = True,
+              message: Descriptor | None = None) -> Callable[[bytes], Any]:
     """``deserialize`` for small messages; larger ones come back as :class:`Unparsed`."""
 
     def parse(data: bytes) -> Any:
         if len(data) <= INLINE_PARSE_BYTES:
             return deserialize(data)
-        return Unparsed(data, deserialize if carries_tensors else None)
+        return Unparsed(data, deserialize if carries_tensors else None, message)
 
     return parse
 
@@ -69,6 +77,8 @@ def _parse_and_check(item: Unparsed, check: bool) -> Any:
     if item.parse is None:
         raise FieldError("", f"the request is {len(item.data)} bytes; a request of this method, which carries no "
                         f"tensors, is at most {INLINE_PARSE_BYTES} bytes")
+    if check and item.message is not None:
+        check_wire(item.data, item.message)  # an over-long string, before protobuf validates it holding the GIL
     request = item.parse(item.data)
     if check:
         _check(request)
@@ -120,7 +130,12 @@ class LargeRequests(grpc.aio.ServerInterceptor):
             try:
                 return await _ready(request, check=True)
             except FieldError as e:
-                await context.abort_with_status(rich_status(e))
+                status = rich_status(e)
+            # The refusal's traceback holds this call's frames in a reference cycle, which lives until the
+            # next garbage collection: drop the received bytes now (else 100 MB per refused 100 MB request).
+            if isinstance(request, Unparsed):
+                request.data = b""
+            await context.abort_with_status(status)
 
         if shape.is_gen:
             async def stream_behavior(request: Any, context: Context) -> AsyncIterator[Any]:
@@ -131,5 +146,6 @@ class LargeRequests(grpc.aio.ServerInterceptor):
             async def unary_behavior(request: Any, context: Context) -> Any:
                 return await behavior(await ready(request, context), context)
             new = unary_behavior
-        carries_tensors = handler_call_details.method in TENSOR_METHODS
-        return shape.rebuild(new, request_deserializer=deferring(handler.request_deserializer, carries_tensors))
+        method = handler_call_details.method
+        return shape.rebuild(new, request_deserializer=deferring(handler.request_deserializer, method in TENSOR_METHODS,
+                                                                 _REQUESTS.get(method)))

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from ..._framing import wire_fields
 from ..._wire import FieldError
 from ...v1 import lossd_pb2
 
-__all__ = ["ITEM_CAPS", "MAX_ITEMS", "MAX_STRING_BYTES", "check_request"]
+__all__ = ["ITEM_CAPS", "MAX_ITEMS", "MAX_SCANNED_FIELDS", "MAX_STRING_BYTES", "check_request", "check_wire"]
 
 #: Longest string (UTF-8 bytes) in a request: names, patterns, map keys, strings in ``params``.
 MAX_STRING_BYTES = 1024
@@ -42,6 +43,12 @@ ITEM_CAPS = {
     "lossd.v1.OptimizerSpec.param_groups": 64,
     "lossd.v1.ParamGroup.patterns": 256,  # as regularization's include/exclude (server/evaluation/_objective.py)
 }
+
+#: Most wire fields :func:`check_wire` reads (about half a second of Python, which lets other threads
+#: run) before it leaves the rest of a message to protobuf's parser and :func:`check_request`.
+MAX_SCANNED_FIELDS = 500_000
+_LEN = 2  # wire type of strings, bytes and messages
+_MAX_DEPTH = 100  # protobuf's own recursion limit
 
 _STRING = FieldDescriptor.TYPE_STRING
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
@@ -108,3 +115,91 @@ def _check_message(message: Message, field: str) -> None:
         _string(message.dtype, f"{field}.dtype")
         return
     check_request(message, field)
+
+
+def check_wire(data: bytes, message: Descriptor) -> None:
+    """Refuse a serialized ``message`` whose strings (map keys included, at any depth) are over
+    :data:`MAX_STRING_BYTES`, from their length prefixes: before protobuf parses it, which validates
+    every string as UTF-8 holding the GIL (a 100 MB loss name: 0.3 s in which no other thread runs).
+
+    Only strings are checked here, and only within the first :data:`MAX_SCANNED_FIELDS` fields;
+    bytes it cannot read (malformed, groups) are left to the parser, and everything else to
+    :func:`check_request` on the parsed message.
+
+    >>> from lossd.v1 import lossd_pb2
+    >>> check_wire(lossd_pb2.EvaluateLossRequest(loss="mse_loss").SerializeToString(), lossd_pb2.EvaluateLossRequest.DESCRIPTOR)
+    >>> check_wire(lossd_pb2.EvaluateLossRequest(loss="x" * 2000).SerializeToString(), lossd_pb2.EvaluateLossRequest.DESCRIPTOR)
+    Traceback (most recent call last):
+    ...
+    lossd._wire.FieldError: loss: is 2000 bytes long; names, patterns and other strings are at most 1024 bytes
+    """
+    view = memoryview(data)
+    budget = [MAX_SCANNED_FIELDS]
+    try:
+        _scan(view, 0, len(view), message, "", budget, 0)
+    except FieldError:
+        raise
+    except (ValueError, IndexError):  # FieldError is a ValueError too
+        return  # not well-formed: protobuf's parser says so
+
+
+def _scan(view: memoryview, start: int, end: int, message: Descriptor, path: str, budget: list[int],
+          depth: int) -> bool:
+    """Walk one message's fields; ``False`` once the budget is spent (stop everywhere)."""
+    if depth > _MAX_DEPTH:
+        return False
+    seen: dict[int, int] = {}  # entries per repeated field so far: the index in the path
+    by_number = message.fields_by_number
+    for number, wire_type, _, value_start, after in wire_fields(view, start, end):
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        fd = by_number.get(number)
+        if fd is None or wire_type != _LEN or fd.type not in (_STRING, _MESSAGE):
+            continue  # numbers, bytes (tensor payloads), packed lists, unknown fields
+        name = f"{path}.{fd.name}" if path else fd.name
+        if fd.is_repeated:
+            index = seen.get(number, 0)
+            seen[number] = index + 1
+        if fd.type == _STRING:
+            if after - value_start > MAX_STRING_BYTES:
+                where = f"{name}[{index}]" if fd.is_repeated else name
+                raise FieldError(where, f"is {after - value_start} bytes long; names, patterns and other strings "
+                                 f"are at most {MAX_STRING_BYTES} bytes")
+            continue
+        entry = fd.message_type
+        assert entry is not None
+        if entry.GetOptions().map_entry:
+            if not _scan_map_entry(view, value_start, after, entry, name, budget, depth):
+                return False
+            continue
+        where = f"{name}[{index}]" if fd.is_repeated else name
+        if not _scan(view, value_start, after, entry, where, budget, depth + 1):
+            return False
+    return True
+
+
+def _scan_map_entry(view: memoryview, start: int, end: int, entry: Descriptor, path: str, budget: list[int],
+                    depth: int) -> bool:
+    key_fd, value_fd = entry.fields_by_name["key"], entry.fields_by_name["value"]
+    key = ""
+    for number, wire_type, _, value_start, after in wire_fields(view, start, end):
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        if wire_type != _LEN:
+            continue
+        if number == 1 and key_fd.type == _STRING:
+            key = bytes(view[value_start:min(after, value_start + 64)]).decode("utf-8", "replace")
+            if after - value_start > MAX_STRING_BYTES:
+                shown = key + "..." if after - value_start > 64 else key
+                raise FieldError(path, f"the key {shown!r} is {after - value_start} bytes long; names, patterns "
+                                 f"and other strings are at most {MAX_STRING_BYTES} bytes")
+        elif number == 2 and value_fd.type == _STRING and after - value_start > MAX_STRING_BYTES:
+            raise FieldError(f"{path}.{key}", f"is {after - value_start} bytes long; names, patterns and other "
+                             f"strings are at most {MAX_STRING_BYTES} bytes")
+        elif number == 2 and value_fd.type == _MESSAGE:
+            assert value_fd.message_type is not None
+            if not _scan(view, value_start, after, value_fd.message_type, f"{path}.{key}", budget, depth + 1):
+                return False
+    return True
