@@ -96,6 +96,12 @@ def test_reply_encoding_follows_request_unless_asked(server_address):
         forced = stub.EvaluateLoss(raw)
         assert forced.grads["input"].values and forced.loss_name == "cross_entropy"
         assert forced.timing.forward_ms > 0
+        for unknown in (3, 7, -1):  # protobuf keeps an unknown enum number: refused, not taken as "as sent"
+            raw.output_encoding = unknown  # type: ignore[assignment]
+            with pytest.raises(grpc.RpcError) as info:
+                stub.EvaluateLoss(raw)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details().startswith(f"output_encoding: is {unknown}; must be"), info.value.details()
 
 
 def test_params_struct_accepts_json_numbers(server_address):

@@ -337,7 +337,7 @@ def test_an_overlong_echo_is_clipped_so_the_error_still_arrives(client: Client) 
     with pytest.raises(LossdError) as info:  # over the cap: refused from its length, not echoed
         client.evaluate("x" * 100_000, torch.zeros(1), torch.zeros(1))
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and info.value.field == "loss", info.value
-    assert "100000 characters" in info.value.message and len(info.value.message) < 200
+    assert "is 100000 bytes long" in info.value.message and len(info.value.message) < 200
     request = lossd_pb2.EvaluateLossRequest(loss="mse", inputs={"é" * 50_000: lossd_pb2.Tensor(dtype="float32")})
     with pytest.raises(LossdError) as info:
         client.evaluate_request(request)
