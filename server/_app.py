@@ -196,8 +196,9 @@ def _why_not_bindable(host: str, port: int, probe: bool = False) -> str:
 
     >>> import socket
     >>> with socket.create_server(("127.0.0.1", 0)) as busy:
-    ...     _why_not_bindable("127.0.0.1", busy.getsockname()[1], probe=True)
-    'the address is already in use (another lossd server, or another program, listens there); choose another --port (LOSSD_PORT) or stop that process'
+    ...     _why_not_bindable("127.0.0.1", busy.getsockname()[1], probe=True).split("; ")
+    ['the address is already in use (another lossd server, or another program, listens there)',
+     'choose another --port (LOSSD_PORT) or stop that process']
     """
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

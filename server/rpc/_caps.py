@@ -127,8 +127,9 @@ def check_wire(data: bytes, message: Descriptor) -> None:
     :func:`check_request` on the parsed message.
 
     >>> from lossd.v1 import lossd_pb2
-    >>> check_wire(lossd_pb2.EvaluateLossRequest(loss="mse_loss").SerializeToString(), lossd_pb2.EvaluateLossRequest.DESCRIPTOR)
-    >>> check_wire(lossd_pb2.EvaluateLossRequest(loss="x" * 2000).SerializeToString(), lossd_pb2.EvaluateLossRequest.DESCRIPTOR)
+    >>> request = lossd_pb2.EvaluateLossRequest
+    >>> check_wire(request(loss="mse_loss").SerializeToString(), request.DESCRIPTOR)
+    >>> check_wire(request(loss="x" * 2000).SerializeToString(), request.DESCRIPTOR)
     Traceback (most recent call last):
     ...
     lossd._wire.FieldError: loss: is 2000 bytes long; names, patterns and other strings are at most 1024 bytes

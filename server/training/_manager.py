@@ -47,8 +47,8 @@ from ..._wire import FieldError, reply_encoding
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
 from .._security import ConfigError
-from ..rpc import decode_tensor, encode_tensor
 from ..losses import Registry
+from ..rpc import decode_tensor, encode_tensor
 from ._checkpoint import DISK_FULL, disk_full, remove_checkpoint
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
 from ._store import FINAL_STATES, TERMINAL_STATES, JobRow, JobStore
@@ -267,9 +267,13 @@ class JobManager:
         with self._lock:
             waiting = len(self._queue)
             if len(self._running) >= self.config.max_jobs and waiting >= self.config.max_queued_jobs:
-                raise FieldError("", f"{len(self._running)} jobs are running and {waiting} are queued; the server "
-                                f"queues at most {self.config.max_queued_jobs} ({flag_name('max_queued_jobs')}) behind "
-                                f"{self.config.max_jobs} running ({flag_name('max_jobs')}): retry later", "RESOURCE_EXHAUSTED")
+                raise FieldError(
+                    "",
+                    f"{len(self._running)} jobs are running and {waiting} are queued; the server "
+                    f"queues at most {self.config.max_queued_jobs} ({flag_name('max_queued_jobs')}) behind "
+                    f"{self.config.max_jobs} running ({flag_name('max_jobs')}): retry later",
+                    "RESOURCE_EXHAUSTED",
+                )
             if self._full:
                 raise _full_error()
             job_id = secrets.token_hex(6)
@@ -388,11 +392,14 @@ class JobManager:
                                                   "checkpoint when the server restarts")
                 elif code == -signal.SIGKILL and self._restarts.get(job.job_id, 0) < self.config.max_job_restarts:
                     self._restarts[job.job_id] = self._restarts.get(job.job_id, 0) + 1
-                    event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
-                                                  message=f"the worker process was killed (signal 9: out of memory?); "
-                                                  f"restart {self._restarts[job.job_id]} of at most "
-                                                  f"{self.config.max_job_restarts} ({flag_name('max_job_restarts')}): the job "
-                                                  "resumes from its last checkpoint")
+                    event = training_pb2.JobEvent(
+                        kind=STATE,
+                        state=training_pb2.JOB_STATE_INTERRUPTED,
+                        message=f"the worker process was killed (signal 9: out of memory?); "
+                        f"restart {self._restarts[job.job_id]} of at most "
+                        f"{self.config.max_job_restarts} ({flag_name('max_job_restarts')}): the job "
+                        "resumes from its last checkpoint",
+                    )
                     job.restart = True
                 else:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_FAILED,

@@ -34,21 +34,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from ..._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
 from ..._settings import flag_name
 from ..._wire import (
     DEFAULT_MAX_REQUEST_ELEMENTS,
     DEFAULT_MAX_TENSOR_ELEMENTS,
     DEFAULT_MAX_TENSORS,
-    TensorLimits,
     FieldError,
+    TensorLimits,
     check_tensors,
     reply_encoding,
 )
 from ...v1 import training_pb2
 from ..evaluation import DEPRECATED_PARAMS, Regularization, bind_params, check_patterns, covered_parameters
-from ..rpc import check_finite, decode_tensor, struct_to_dict
 from ..losses import LossSpec, Registry
+from ..rpc import check_finite, decode_tensor, struct_to_dict
 from ._data import BUILTINS, NO_NON_FINITE, Dataset, bind_builtin_params, make_inline, split
 from ._metrics import CHUNK
 from ._optim import OPTIMIZERS, GroupPlan, OptimizerPlan, SchedulePlan, assign_groups
@@ -214,7 +215,9 @@ def _model(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> Mod
             raise _limit(f"model.mlp.hidden[{i}]", "the layer's width", h, limits.max_layer_width, "max_layer_width")
     activation = mlp.activation or "relu"
     if activation not in ACTIVATIONS:
-        raise FieldError("model.mlp.activation", f"is {activation!r}; must be one of {', '.join(map(repr, ACTIVATIONS))}")
+        raise FieldError(
+            "model.mlp.activation", f"is {activation!r}; must be one of {', '.join(map(repr, ACTIVATIONS))}"
+        )
     if mlp.output_activation not in OUTPUT_ACTIVATIONS:
         raise FieldError("model.mlp.output_activation", f"is {mlp.output_activation!r}; must be one of {outputs}")
     _finite(mlp.dropout, "model.mlp.dropout", 0.0, 1.0, hi_open=True)
@@ -232,7 +235,9 @@ class _DataSize:
     targets: int = 0
 
 
-def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tuple[_DataSize, Callable[[], Dataset], str]:
+def _data(
+    request: training_pb2.TrainJobRequest, limits: TrainingLimits
+) -> tuple[_DataSize, Callable[[], Dataset], str]:
     """The data set's sizes, a function that makes it, and how its tensors were sent (``values``, ``raw``
     or ``""`` for a built-in). A built-in set is sized from its parameters, not generated; inline data is
     decoded (its tensors passed the request limits), labels counted against ``--max-classes``."""
@@ -242,7 +247,9 @@ def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tupl
         raise FieldError("data", f'choose a source: {{"builtin": {{"name": ...}}}} ({", ".join(sorted(BUILTINS))}) '
                                 'or {"inline": {"x": ..., "y": ...}}')
     if source == "builtin":
-        builtin, params = bind_builtin_params(data.builtin.name, struct_to_dict(data.builtin.params, "data.builtin.params"))
+        builtin, params = bind_builtin_params(
+            data.builtin.name, struct_to_dict(data.builtin.params, "data.builtin.params")
+        )
         n = builtin.samples(params)
         if n > limits.max_samples:
             raise _limit("data.builtin.params", "the number of samples", n, limits.max_samples, "max_samples")
@@ -282,7 +289,9 @@ def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tupl
     return size, lambda: dataset, "raw" if "raw" in encodings and "values" not in encodings else "values"
 
 
-def _loss(request: training_pb2.TrainJobRequest, registry: Registry, limits: TrainingLimits) -> tuple[LossSpec, dict[str, Any], str, str, dict[str, torch.Tensor]]:
+def _loss(
+    request: training_pb2.TrainJobRequest, registry: Registry, limits: TrainingLimits
+) -> tuple[LossSpec, dict[str, Any], str, str, dict[str, torch.Tensor]]:
     name = request.loss.name
     if not name:
         raise FieldError("loss.name", "name a registered loss, e.g. \"cross_entropy\" (ListLosses lists them)")
@@ -414,7 +423,9 @@ def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> Optim
     if o.betas:
         if len(o.betas) != 2:
             raise FieldError("optimizer.betas", f"has {len(o.betas)} numbers; give two, e.g. [0.9, 0.999]")
-        settings["betas"] = tuple(_finite(b, f"optimizer.betas[{i}]", 0.0, 1.0, hi_open=True) for i, b in enumerate(o.betas))
+        settings["betas"] = tuple(
+            _finite(b, f"optimizer.betas[{i}]", 0.0, 1.0, hi_open=True) for i, b in enumerate(o.betas)
+        )
     if o.HasField("eps"):
         settings["eps"] = _finite(o.eps, "optimizer.eps", 0.0, lo_open=True)
     if o.HasField("alpha"):
@@ -454,8 +465,10 @@ def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> Optim
     _, per_group, clashes = assign_groups(names, groups)
     for i, matched in enumerate(per_group):
         if not matched and not any(c[2] == i for c in clashes):
-            raise FieldError(f"optimizer.param_groups[{i}].patterns",
-                            f"{list(groups[i].patterns)} matches no parameter; the model's parameters: {', '.join(names)}")
+            raise FieldError(
+                f"optimizer.param_groups[{i}].patterns",
+                f"{list(groups[i].patterns)} matches no parameter; the model's parameters: {', '.join(names)}",
+            )
     if clashes:
         pname, i, j = clashes[0]
         raise FieldError(f"optimizer.param_groups[{j}].patterns",
@@ -480,7 +493,9 @@ def _schedule(request: training_pb2.TrainJobRequest, epochs: int) -> SchedulePla
         return SchedulePlan("cosine", {"T_max": c.t_max or epochs,
                                        "eta_min": _finite(c.eta_min, "schedule.cosine.eta_min", 0.0)})
     e = request.schedule.exponential
-    return SchedulePlan("exponential", {"gamma": _finite(e.gamma, "schedule.exponential.gamma", 0.0, 1.0, lo_open=True)})
+    return SchedulePlan(
+        "exponential", {"gamma": _finite(e.gamma, "schedule.exponential.gamma", 0.0, 1.0, lo_open=True)}
+    )
 
 
 def _metrics(request: training_pb2.TrainJobRequest, dataset: Dataset, target: torch.Tensor) -> tuple[str, ...]:
@@ -500,7 +515,9 @@ def _metrics(request: training_pb2.TrainJobRequest, dataset: Dataset, target: to
     return tuple(seen)
 
 
-def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: TrainingLimits | None = None) -> JobPlan:
+def plan_job(
+    request: training_pb2.TrainJobRequest, registry: Registry, limits: TrainingLimits | None = None
+) -> JobPlan:
     """Validate ``request`` and build its data; raises :class:`FieldError` naming the field at fault."""
     limits = limits or TrainingLimits()
     reply_encoding(request.output_encoding, "values")  # an unknown number: refused before any work
