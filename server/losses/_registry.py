@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 
 __all__ = [
+    "Equivalent",
     "Input",
     "Param",
     "LossSpec",
@@ -44,6 +45,7 @@ __all__ = [
     "REDUCTION",
     "LossError",
     "register_loss",
+    "register_split_name",
     "require",
     "require_class_indices",
     "require_finite",
@@ -237,6 +239,23 @@ Example = Callable[[torch.dtype], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
+class Equivalent:
+    """A library call and the lossd params that give the same numbers (a row of the docs' table).
+
+    ``call`` is the library's class or function with its arguments, as a user writes it;
+    ``params`` the lossd request's ``params``; ``note`` what else to send (inputs, shapes).
+    ``tests/support/refs/libraries.py`` checks every row, against the library where it installs.
+
+    >>> Equivalent("kornia.losses.dice_loss(pred, target, eps=1e-8)", {"mode": "multiclass"}).params
+    {'mode': 'multiclass'}
+    """
+
+    call: str
+    params: Mapping[str, Any]
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class LossSpec:
     """A registered loss: everything ``ListLosses`` publishes, plus the function."""
 
@@ -250,6 +269,7 @@ class LossSpec:
     source: str = ""
     notes: str = ""
     float_dtypes: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
+    equivalents: tuple[Equivalent, ...] = ()
     _by_input: dict[str, Input] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -279,11 +299,21 @@ class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, LossSpec] = {}
         self._names: dict[str, str] = {}
+        self._split: dict[str, str] = {}
+
+    def add_split_name(self, name: str, why: str) -> None:
+        """Refuse ``name`` as an alias because the field uses it for different losses; ``why`` names them."""
+        key = _key(name)
+        if key in self._names:
+            raise ValueError(f"loss name {name!r} is already registered (by {self._names[key]!r})")
+        self._split[key] = why
 
     def add(self, spec: LossSpec) -> LossSpec:
         """Add ``spec``; a name or alias that is already taken is refused."""
         for n in (spec.name, *spec.aliases):
             key = _key(n)
+            if key in self._split:
+                raise ValueError(f"loss name {n!r} is a split name ({self._split[key]})")
             if key in self._names:
                 raise ValueError(f"loss name {n!r} is already registered (by {self._names[key]!r})")
         self._specs[spec.name] = spec
@@ -298,6 +328,9 @@ class Registry:
         """
         canonical = self._names.get(_key(name))
         if canonical is None:
+            if _key(name) in self._split:
+                raise LossError("loss", f"{name!r} names different losses in different libraries: "
+                                f"{self._split[_key(name)]} (ListLosses lists them all)", "NOT_FOUND")
             if not name:
                 raise LossError("loss", "is empty; name a loss (see ListLosses)")
             close = difflib.get_close_matches(_key(name), list(self._names), n=4, cutoff=0.5)
@@ -313,7 +346,7 @@ class Registry:
         return len(self._specs)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and _key(name) in self._names
+        return isinstance(name, str) and (_key(name) in self._names or _key(name) in self._split)
 
 
 def _key(name: str) -> str:
@@ -343,6 +376,14 @@ def staging() -> Iterator[Registry]:
         _TARGET.reset(token)
 
 
+def register_split_name(name: str, why: str, registry: Registry | None = None) -> None:
+    """Make ``name`` a NOT_FOUND whose message says which lossd losses it may mean (``why``).
+
+    For names the field uses for different losses (``FocalLoss``): no alias, a pointer.
+    """
+    (_TARGET.get() if registry is None else registry).add_split_name(name, why)
+
+
 def _module_loss(cls: type, inputs: Sequence[Input], params: Sequence[Param]) -> Callable[..., torch.Tensor]:
     """Adapt an ``nn.Module`` loss class: params go to ``__init__``, inputs to ``forward`` in order."""
 
@@ -369,12 +410,14 @@ def register_loss(
     source: str = "",
     notes: str = "",
     float_dtypes: Sequence[str] = ("float32", "float64", "float16", "bfloat16"),
+    equivalents: Sequence[Equivalent] = (),
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a loss function under ``name``.
 
     ``example`` maps a float dtype to a small valid call (input tensors by name,
     plus an optional ``"params"`` dict); it feeds the docs and the test suite.
+    ``equivalents`` lists library calls that give the same numbers (the docs' table).
     The decorated object is a function ``(inputs..., *, params...) -> Tensor``
     or an ``nn.Module`` subclass (params to ``__init__``, inputs to ``forward``);
     it is returned unchanged.
@@ -393,6 +436,7 @@ def register_loss(
             source=source,
             notes=notes,
             float_dtypes=tuple(float_dtypes),
+            equivalents=tuple(equivalents),
         )
         (_TARGET.get() if registry is None else registry).add(spec)
         return fn

@@ -1,0 +1,253 @@
+"""Image losses: SSIM, MS-SSIM and the distance-transform Hausdorff loss.
+
+SSIM uses a Gaussian window (separable, per channel); ``padding='same'`` reflects the
+borders (kornia), ``'valid'`` keeps only full windows (MONAI, pytorch-msssim).
+The Hausdorff loss needs Euclidean distance transforms of binary masks; they are
+computed here in torch, exactly (squared distances are separable: one brute-force
+pass per spatial dimension), and the input size is checked first so the work is bounded.
+
+>>> import torch
+>>> x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+>>> float(ssim_loss(x, x, window_size=3, sigma=1.5, max_val=1.0, k1=0.01, k2=0.03, eps=1e-12,
+...                 padding="same", form="half", reduction="mean"))
+0.0
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ._overlap import _probabilities  # the masks and activations of the overlap losses
+from ._registry import Equivalent, Input, LossError, Param, register_loss, require
+
+__all__ = ["ssim_loss", "ms_ssim_loss", "hausdorff_dt_loss", "distance_field", "MAX_DISTANCE_WORK"]
+
+_IMAGES = (
+    Input("input", "prediction", differentiable=True, aliases=("y_pred", "img1"), doc="images (N, C, H, W)"),
+    Input("target", "target", differentiable=True, aliases=("y_true", "img2"), doc="images, same shape"),
+)
+
+
+def _gaussian(window_size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    x = torch.arange(window_size, dtype=like.dtype, device=like.device) - (window_size - 1) / 2
+    g = torch.exp(-(x * x) / (2 * sigma * sigma))
+    return g / g.sum()
+
+
+def _blur(x: torch.Tensor, g: torch.Tensor, padding: str) -> torch.Tensor:
+    """Separable Gaussian filter per channel; 'same' reflects the borders, 'valid' crops."""
+    n, c, h, w = x.shape
+    k = g.shape[0]
+    y = x.reshape(n * c, 1, h, w)
+    if padding == "same":
+        y = F.pad(y, (k // 2, (k - 1) // 2, k // 2, (k - 1) // 2), mode="reflect")
+    y = F.conv2d(y, g.view(1, 1, k, 1))
+    y = F.conv2d(y, g.view(1, 1, 1, k))
+    return y.reshape(n, c, y.shape[-2], y.shape[-1])
+
+
+def _ssim_maps(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, c1: float, c2: float, eps: float, padding: str
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(SSIM map, contrast-structure map)."""
+    mu_x, mu_y = _blur(x, g, padding), _blur(y, g, padding)
+    sxx = _blur(x * x, g, padding) - mu_x * mu_x
+    syy = _blur(y * y, g, padding) - mu_y * mu_y
+    sxy = _blur(x * y, g, padding) - mu_x * mu_y
+    cs = (2 * sxy + c2) / (sxx + syy + c2)
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (sxx + syy + c2) + eps)
+    return ssim, cs
+
+
+def _check_images(input: torch.Tensor, target: torch.Tensor, window_size: int, padding: str, scales: int = 1) -> None:
+    require(input.dim() == 4, "inputs.input", f"must be images (N, C, H, W), got shape {list(input.shape)}")
+    require(target.shape == input.shape, "inputs.target", f"shape {list(target.shape)} must equal input's {list(input.shape)}")
+    require(window_size % 2 == 1, "params.window_size", f"must be odd, got {window_size}")
+    smallest = (window_size - 1) * 2 ** (scales - 1) + 1 if padding == "valid" or scales > 1 else window_size // 2 + 1
+    require(min(input.shape[-2:]) >= smallest, "inputs.input",
+            f"height and width must be at least {smallest} for window_size {window_size}"
+            + (f" and {scales} scales" if scales > 1 else "") + f", got {list(input.shape[-2:])}")
+
+
+_WINDOW = (
+    Param("window_size", "int", 11, "Side of the Gaussian window (odd).", min=1),
+    Param("sigma", "float", 1.5, "Standard deviation of the Gaussian window.", min=0.0, min_exclusive=True),
+    Param("max_val", "float", 1.0, "Dynamic range L of the images (kornia max_val, MONAI data_range).",
+          min=0.0, min_exclusive=True),
+    Param("k1", "float", 0.01, "c1 = (k1·L)².", min=0.0),
+    Param("k2", "float", 0.03, "c2 = (k2·L)².", min=0.0),
+)
+
+
+@register_loss(
+    "ssim_loss",
+    aliases=("SSIMLoss", "ssim"),
+    inputs=_IMAGES,
+    params=(
+        *_WINDOW,
+        Param("eps", "float", 1e-12, "Added to SSIM's denominator (kornia).", min=0.0),
+        Param("padding", "string", "same", "'same': reflected borders, one value per pixel (kornia); 'valid': full "
+              "windows only (MONAI).", choices=("same", "valid")),
+        Param("form", "string", "half", "'half': clamp((1 - SSIM) / 2, 0, 1) (kornia); 'one_minus': 1 - SSIM (MONAI).",
+              choices=("half", "one_minus")),
+        Param("reduction", "string", "mean", "'mean' or 'sum' over the map, or 'none' (the map).",
+              choices=("none", "mean", "sum")),
+    ),
+    description="Structural dissimilarity: 1 - SSIM (Wang et al. 2004) with a Gaussian window, per pixel.",
+    source="lossd (Wang et al. 2004; kornia ssim_loss and MONAI SSIMLoss conventions)",
+    example=lambda dt: {"input": torch.linspace(0, 1, 50, dtype=torch.float64).reshape(1, 2, 5, 5).to(dt),
+                        "target": torch.linspace(0, 1, 50, dtype=torch.float64).flip(0).reshape(1, 2, 5, 5).to(dt),
+                        "params": {"window_size": 3}},
+    equivalents=(
+        Equivalent("kornia.losses.ssim_loss(img1, img2, window_size=5)", {"window_size": 5}, ""),
+        Equivalent("monai.losses.SSIMLoss(spatial_dims=2, win_size=5)",
+                   {"window_size": 5, "padding": "valid", "form": "one_minus", "eps": 0.0}, ""),
+    ),
+)
+def ssim_loss(input: torch.Tensor, target: torch.Tensor, *, window_size: int, sigma: float, max_val: float, k1: float,
+              k2: float, eps: float, padding: str, form: str, reduction: str) -> torch.Tensor:
+    """``SSIM = (2μxμy + c1)(2σxy + c2) / ((μx² + μy² + c1)(σx² + σy² + c2) + eps)`` per pixel."""
+    _check_images(input, target, window_size, padding)
+    ssim, _ = _ssim_maps(input, target, _gaussian(window_size, sigma, input), (k1 * max_val) ** 2,
+                         (k2 * max_val) ** 2, eps, padding)
+    loss = torch.clamp((1 - ssim) / 2, 0, 1) if form == "half" else 1 - ssim
+    return loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
+
+
+_MS_WEIGHTS = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]
+
+
+@register_loss(
+    "ms_ssim_loss",
+    aliases=("MSSSIMLoss", "ms_ssim", "multiscale_ssim_loss"),
+    inputs=_IMAGES,
+    params=(
+        *_WINDOW,
+        Param("weights", "float_list", _MS_WEIGHTS, "One exponent per scale (Wang et al. 2003); the image is halved "
+              "(2×2 average) between scales.", min=0.0),
+        Param("reduction", "string", "mean", "'mean' or 'sum' over images and channels, or 'none' (N, C).",
+              choices=("none", "mean", "sum")),
+    ),
+    description="1 - MS-SSIM (Wang et al. 2003): contrast-structure at each scale, luminance at the coarsest.",
+    source="lossd (Wang et al. 2003; valid windows, per image and channel as pytorch-msssim)",
+    notes="kornia's MS_SSIMLoss is a different loss (MS-SSIM blended with L1, Zhao et al. 2017). Needs images of at "
+          "least (window_size - 1)·2^(scales-1) + 1 pixels a side.",
+    example=lambda dt: {"input": torch.linspace(0, 1, 72, dtype=torch.float64).reshape(1, 2, 6, 6).to(dt),
+                        "target": torch.linspace(0, 1, 72, dtype=torch.float64).pow(2).reshape(1, 2, 6, 6).to(dt),
+                        "params": {"window_size": 3, "weights": [0.4, 0.6]}},
+    equivalents=(
+        Equivalent("monai.losses.SSIMLoss with monai.metrics.MultiScaleSSIMMetric(spatial_dims=2, kernel_size=3, "
+                   "weights=(0.4, 0.6)): 1 - metric", {"window_size": 3, "weights": [0.4, 0.6]},
+                   "one channel: MONAI averages over the channels before the product"),
+    ),
+)
+def ms_ssim_loss(input: torch.Tensor, target: torch.Tensor, *, window_size: int, sigma: float, max_val: float,
+                 k1: float, k2: float, weights: list[float], reduction: str) -> torch.Tensor:
+    """Per image and channel ``Π_{j<M} relu(mean cs_j)^w_j · relu(mean ssim_M)^w_M``; loss ``1 -`` that."""
+    _check_images(input, target, window_size, "valid", scales=len(weights))
+    g = _gaussian(window_size, sigma, input)
+    c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
+    x, y = input, target
+    factors = []
+    for j, w in enumerate(weights):
+        ssim, cs = _ssim_maps(x, y, g, c1, c2, 0.0, "valid")
+        last = j == len(weights) - 1
+        value = torch.relu((ssim if last else cs).mean(dim=(-2, -1)))
+        factors.append(value.pow(w))
+        if not last:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    loss = 1 - torch.stack(factors).prod(0)
+    return loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
+
+
+#: Most elementary steps (elements × window length, summed over passes) one request's distance
+#: transforms may take; past it the request is refused before any work.
+MAX_DISTANCE_WORK = 2**27
+_CHUNK = 2**22
+
+
+def _squared_distance_to(targets: torch.Tensor) -> torch.Tensor:
+    """For (B, *spatial) booleans: squared Euclidean distance of each pixel to the nearest True pixel
+    (inf where there is none). Exact: one brute-force min per spatial dimension."""
+    f = torch.where(targets, 0.0, math.inf).to(torch.float64)
+    for d in range(1, f.dim()):
+        length = f.shape[d]
+        offsets = torch.arange(length, dtype=torch.float64, device=f.device)
+        cost = (offsets.view(-1, 1) - offsets.view(1, -1)) ** 2  # (out index, source index)
+        moved = f.movedim(d, -1)
+        flat = moved.reshape(-1, length)
+        rows = max(1, _CHUNK // (length * length))
+        out = torch.cat([(flat[i:i + rows].unsqueeze(1) + cost).amin(-1) for i in range(0, flat.shape[0], rows)])
+        f = out.reshape(moved.shape).movedim(-1, d)
+    return f
+
+
+def distance_field(mask: torch.Tensor) -> torch.Tensor:
+    """For (B, *spatial) booleans: each pixel's distance to the nearest pixel of the other kind;
+    all zeros for a mask that is all True or all False (MONAI's HausdorffDTLoss)."""
+    inside = _squared_distance_to(~mask)
+    outside = _squared_distance_to(mask)
+    field = torch.where(mask, inside, outside).sqrt()
+    flat = mask.reshape(mask.shape[0], -1)
+    mixed = (flat.any(1) & ~flat.all(1)).view(-1, *([1] * (mask.dim() - 1)))
+    return torch.where(mixed, field, torch.zeros_like(field))
+
+
+@register_loss(
+    "hausdorff_dt_loss",
+    aliases=("HausdorffDTLoss", "hausdorff_dt", "hausdorff_loss"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred",),
+              doc="probabilities (or logits with from_logits) (N, C, H, W) or (N, C, H, W, D)"),
+        Input("target", "target", kind="float|int", aliases=("y_true",),
+              doc="0/1 masks shaped like input, or class indices (N, *spatial) with mode 'multiclass'"),
+    ),
+    params=(
+        Param("alpha", "float", 2.0, "Exponent of the distances.", min=0.0),
+        Param("mode", "string", "multilabel", "'multilabel' (channels independent, sigmoid), 'multiclass' (softmax, "
+              "class-index or one-hot targets) or 'binary' (C = 1).", choices=("binary", "multiclass", "multilabel")),
+        Param("from_logits", "bool", False, "Apply sigmoid/softmax first (MONAI sigmoid/softmax; default: none)."),
+        Param("include_background", "bool", True, "false: leave channel 0 out (MONAI's default is false)."),
+        Param("aggregation", "string", "per_sample", "'per_sample': mean over space per sample and channel (MONAI "
+              "batch=False); 'pooled': over batch and space per channel (batch=True).", choices=("per_sample", "pooled")),
+        Param("reduction", "string", "mean", "'mean', 'sum', or 'none': (N, C) per_sample, (C) pooled.",
+              choices=("none", "mean", "sum")),
+    ),
+    description="Hausdorff distance loss (Karimi & Salcudean 2019): (p - t)² weighted by distance transforms "
+                "of the thresholded prediction and of the target.",
+    source="lossd (Karimi & Salcudean 2019; MONAI HausdorffDTLoss conventions; distance transforms in torch)",
+    notes=f"Distance transforms are exact Euclidean, of (p > 0.5) and (t > 0.5), without gradient. The work is "
+          f"bounded: N·C·pixels·(H + W [+ D]) at most {MAX_DISTANCE_WORK} (INVALID_ARGUMENT past it).",
+    example=lambda dt: {"input": torch.tensor([[[[0.9, 0.8, 0.1], [0.7, 0.3, 0.2], [0.1, 0.2, 0.6]]]], dtype=dt),
+                        "target": torch.tensor([[[[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]], dtype=dt)},
+    equivalents=(
+        Equivalent("monai.losses.HausdorffDTLoss(include_background=True)", {}, ""),
+        Equivalent("monai.losses.HausdorffDTLoss(softmax=True, to_onehot_y=True, batch=True)",
+                   {"mode": "multiclass", "from_logits": True, "aggregation": "pooled", "include_background": False},
+                   "MONAI's include_background default is False"),
+    ),
+)
+def hausdorff_dt_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float, mode: str, from_logits: bool,
+                      include_background: bool, aggregation: str, reduction: str) -> torch.Tensor:
+    """``mean((p - t)² · (dt(p > 0.5)^alpha + dt(t > 0.5)^alpha))`` per sample and channel (or channel)."""
+    require(input.dim() in (4, 5), "inputs.input", f"must be (N, C, H, W) or (N, C, H, W, D), got shape {list(input.shape)}")
+    require(mode != "binary" or input.shape[1] == 1, "inputs.input", f"mode 'binary' needs one channel, got {input.shape[1]}")
+    spatial = list(input.shape[2:])
+    work = input.numel() * sum(spatial)
+    if work > MAX_DISTANCE_WORK:
+        raise LossError("inputs.input", f"distance transforms of shape {list(input.shape)} take {work} steps "
+                        f"(N·C·pixels·Σ sides); at most {MAX_DISTANCE_WORK} are allowed")
+    probs, onehot = _probabilities(input, target, mode, from_logits, None)
+    if not include_background:
+        require(probs.shape[1] > 1, "params.include_background", "needs more than one channel")
+        probs, onehot = probs[:, 1:], onehot[:, 1:]
+    n, c = probs.shape[:2]
+    with torch.no_grad():
+        pred_dt = distance_field((probs.detach() > 0.5).reshape(n * c, *spatial)).reshape(n, c, -1)
+        target_dt = distance_field((onehot > 0.5).reshape(n * c, *spatial)).reshape(n, c, -1)
+        distance = (pred_dt.pow(alpha) + target_dt.pow(alpha)).to(input.dtype)
+    per_pixel = (probs - onehot) ** 2 * distance
+    loss = per_pixel.mean(dim=2) if aggregation == "per_sample" else per_pixel.mean(dim=(0, 2))
+    return loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
