@@ -1,0 +1,123 @@
+"""SSIM, MS-SSIM and the distance-transform Hausdorff loss: independent references
+(a full 2-D Gaussian window; distances by brute force over all pixel pairs)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from support.parity import Case, Reference, rand
+
+
+def _window(size, sigma, dt):
+    r = [i - (size - 1) / 2 for i in range(size)]
+    w = torch.tensor([[math.exp(-(a * a + b * b) / (2 * sigma * sigma)) for b in r] for a in r], dtype=dt)
+    return w / w.sum()
+
+
+def _ssim(x, y, p, padding, eps):
+    size, sigma, L = p.get("window_size", 11), p.get("sigma", 1.5), p.get("max_val", 1.0)
+    c1, c2 = (p.get("k1", 0.01) * L) ** 2, (p.get("k2", 0.03) * L) ** 2
+    ch = x.shape[1]
+    w = _window(size, sigma, x.dtype).expand(ch, 1, size, size)
+
+    def filt(z):
+        if padding == "same":
+            z = F.pad(z, [size // 2] * 4, mode="reflect")
+        return F.conv2d(z, w, groups=ch)
+
+    mx, my = filt(x), filt(y)
+    vx, vy, cxy = filt(x * x) - mx ** 2, filt(y * y) - my ** 2, filt(x * y) - mx * my
+    ssim = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2) + eps)
+    return ssim, (2 * cxy + c2) / (vx + vy + c2)
+
+
+def _red(loss, p):
+    red = p.get("reduction", "mean")
+    return loss.mean() if red == "mean" else (loss.sum() if red == "sum" else loss)
+
+
+def ssim(t, p):
+    s, _ = _ssim(t["input"], t["target"], p, p.get("padding", "same"), p.get("eps", 1e-12))
+    loss = torch.clamp((1 - s) / 2, 0, 1) if p.get("form", "half") == "half" else 1 - s
+    return _red(loss, p)
+
+
+def ms_ssim(t, p):
+    weights = p.get("weights", [0.0448, 0.2856, 0.3001, 0.2363, 0.1333])
+    x, y = t["input"], t["target"]
+    value = 1
+    for j, w in enumerate(weights):
+        s, cs = _ssim(x, y, p, "valid", 0.0)
+        m = (s if j == len(weights) - 1 else cs).mean(dim=(2, 3))
+        value = value * torch.relu(m) ** w
+        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    return _red(1 - value, p)
+
+
+def _field(mask):
+    """Brute force: each pixel's distance to the nearest pixel of the other kind (0 if none)."""
+    shape = mask.shape
+    points = list(itertools.product(*[range(s) for s in shape]))
+    out = torch.zeros(shape, dtype=torch.float64)
+    if bool(mask.all()) or not bool(mask.any()):
+        return out
+    for a in points:
+        out[a] = min(math.dist(a, b) for b in points if mask[b] != mask[a])
+    return out
+
+
+def hausdorff(t, p):
+    x, y = t["input"], t["target"]
+    probs = x
+    if p.get("from_logits", False):
+        probs = torch.softmax(x, 1) if p.get("mode") == "multiclass" else torch.sigmoid(x)
+    if not y.is_floating_point():
+        y = torch.stack([(y == c) for c in range(x.shape[1])], 1)
+    y = y.to(x.dtype)
+    if not p.get("include_background", True):
+        probs, y = probs[:, 1:], y[:, 1:]
+    alpha = p.get("alpha", 2.0)
+    n, c = probs.shape[:2]
+    dist = torch.zeros_like(probs)
+    for i in range(n):
+        for k in range(c):
+            dist[i, k] = (_field(probs[i, k].detach() > 0.5) ** alpha + _field(y[i, k] > 0.5) ** alpha).to(x.dtype)
+    per = ((probs - y) ** 2 * dist).reshape(n, c, -1)
+    loss = per.mean(2) if p.get("aggregation", "per_sample") == "per_sample" else per.transpose(0, 1).reshape(c, -1).mean(1)
+    return _red(loss, p)
+
+
+REFERENCES = {
+    "ssim_loss": Reference(ssim, None, exact=False),
+    "ms_ssim_loss": Reference(ms_ssim, None, exact=False),
+    "hausdorff_dt_loss": Reference(hausdorff, None, exact=False),
+}
+
+
+def _img(seed, dt, *shape):
+    return rand(*shape, dtype=dt, seed=seed)
+
+
+CASES = {
+    "ssim_loss": [
+        Case("same", lambda dt: {"input": _img(1, dt, 2, 2, 7, 6), "target": _img(2, dt, 2, 2, 7, 6)},
+             params={"window_size": 5}),
+        Case("valid-one-minus", lambda dt: {"input": _img(3, dt, 1, 1, 6, 6), "target": _img(4, dt, 1, 1, 6, 6)},
+             params={"window_size": 3, "padding": "valid", "form": "one_minus", "max_val": 2.0}, reductions=("mean", "none")),
+    ],
+    "ms_ssim_loss": [
+        Case("two-scales", lambda dt: {"input": _img(5, dt, 2, 1, 8, 8), "target": _img(5, dt, 2, 1, 8, 8) * 0.7 + 0.1},
+             params={"window_size": 3, "weights": [0.4, 0.6]}),
+    ],
+    "hausdorff_dt_loss": [
+        Case("multilabel", lambda dt: {"input": _img(6, dt, 2, 2, 4, 3), "target": (_img(7, dt, 2, 2, 4, 3) > 0.5).to(dt)}),
+        Case("multiclass-pooled", lambda dt: {"input": _img(8, dt, 1, 3, 3, 3) * 4 - 2,
+                                              "target": torch.tensor([[[0, 1, 1], [2, 2, 1], [0, 0, 1]]])},
+             params={"mode": "multiclass", "from_logits": True, "aggregation": "pooled", "include_background": False,
+                     "alpha": 1.0}),
+    ],
+}
