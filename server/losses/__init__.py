@@ -21,6 +21,7 @@ from . import (  # noqa: F401  (register the built-ins)
     _robust,
     _sequence,
 )
+from ._dtypes import TORCH_DTYPES, WIRE_NAMES
 from ._registry import (
     REDUCTION,
     REGISTRY,
@@ -41,6 +42,8 @@ from ._registry import (
 __all__ = [
     "REDUCTION",
     "REGISTRY",
+    "TORCH_DTYPES",
+    "WIRE_NAMES",
     "Input",
     "LossError",
     "LossSpec",
