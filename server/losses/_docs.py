@@ -169,6 +169,11 @@ def _loss_section(spec: LossSpec) -> list[str]:
         out += _table(("Name", "Type", "Default", "Allowed", "Description"), (_param_row(p) for p in spec.params))
     else:
         out += ["**Parameters:** none."]
+    if spec.equivalents:
+        out += ["", "**Same numbers as the libraries** (checked by `tests/unit/test_loss_libraries.py`)", ""]
+        out += _table(("Library call", "lossd `params`", "Note"),
+                      ([_code(e.call), _code(json.dumps(_plain(dict(e.params)))) if e.params else "defaults",
+                        _cell(e.note)] for e in spec.equivalents))
     out += ["", "**Example** (float32, `values` encoding; the reply uses `values` too)", "", "```bash",
             grpcurl_command(spec), "```", ""]
     return out

@@ -259,10 +259,10 @@ def _softmax_example(dt: torch.dtype) -> dict[str, object]:
     source="lossd (Lin et al. 2017, softmax form)",
     example=_softmax_example,
     equivalents=(
-        Equivalent("kornia.losses.focal_loss(pred, target, alpha=None, gamma=2.0, reduction='mean')", {},
-                   "no target equal to ignore_index -100: kornia's mean counts ignored elements"),
-        Equivalent("kornia.losses.focal_loss(pred, target, alpha=0.5, weight=w)", {},
-                   "send input alpha = 0.5 · w (one per class)"),
+        Equivalent("kornia.losses.focal_loss(pred, target, alpha=None, gamma=2.0, reduction='sum')", {"reduction": "sum"},
+                   ""),
+        Equivalent("kornia.losses.focal_loss(pred, target, alpha=0.5, weight=w, reduction='mean')", {},
+                   "kornia's mean divides by N·C·pixels: send input alpha = [1 - 0.5, 0.5, …] · w / C"),
     ),
 )
 def softmax_focal_loss(

@@ -269,7 +269,7 @@ _DICE_EQUIVALENTS = (
     Equivalent("monai.losses.DiceLoss(sigmoid=True, soft_label=True, reduction='none')",
                {"mode": "multilabel", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0,
                 "soft_label": True, "reduction": "none"}, "MONAI's shape is (N, C, 1, ...); lossd's (N, C)"),
-    Equivalent("monai.losses.DiceLoss(softmax=True, weight=w)",
+    Equivalent("monai.losses.DiceLoss(softmax=True, to_onehot_y=True, weight=w)",
                {"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0,
                 "class_weights": [0.25, 0.5, 1.0], "reduction": "sum"},
                "MONAI's mean of w·loss over N·C: class_weights = w / (N·C) with reduction 'sum' (here N=2, C=3, w=[1.5, 3, 6])"),
