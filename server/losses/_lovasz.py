@@ -105,12 +105,12 @@ def _softmax_flat(probs: torch.Tensor, labels: torch.Tensor, classes: str) -> to
     ),
     description="Lovász-softmax loss (multi-class): per class, the Lovász extension of the Jaccard loss on |fg - p|.",
     source="lossd (Berman et al. 2018)",
-    notes="kornia.losses.lovasz_softmax_loss sorts the class indices instead of each class's foreground: it "
-          "agrees with this loss only for two classes; not expressible in general.",
     example=lambda dt: {"input": torch.tensor([[[1.5, -0.5], [0.2, -2.0], [0.3, 0.9]]], dtype=dt),
                         "target": torch.tensor([[0, 2]])},
     equivalents=(
         Equivalent("segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass')", {}, ""),
+        Equivalent("kornia.losses.lovasz_softmax_loss(pred, target)", {"per_image": True, "classes": "all"},
+                   "pred (N, C, H, W), target (N, H, W)"),
         Equivalent("segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass', per_image=True, ignore_index=-1)",
                    {"per_image": True, "ignore_index": -1}, ""),
     ),

@@ -67,9 +67,10 @@ _AGGREGATION = Param("aggregation", "string", "pooled",
                      "(MONAI batch=False, kornia macro); 'micro': one per sample over all classes (kornia micro).",
                      choices=("pooled", "per_sample", "micro"))
 _EMPTY = Param("empty_classes", "string", "score",
-               "A class (or sample, with per_sample/micro) with no target pixels: 'score' it like any other, or count "
-               "its loss as 0 ('zero', smp and pytorch-toolbelt); it stays in the mean either way.",
-               choices=("score", "zero"))
+               "A class (or sample, with per_sample/micro) with no target pixels: 'score' it like any other, count "
+               "its loss as 0 ('zero', smp and pytorch-toolbelt; it stays in the mean), or 'skip' it in the class mean "
+               "(kornia 0.9 tversky_loss; a sample with no class present scores 0, loss 1; 'sum'/'none' count it as 0).",
+               choices=("score", "zero", "skip"))
 _LOG_LOSS = Param("log_loss", "bool", False, "Loss -log(max(score, eps)) instead of 1 - score (smp's log_loss).")
 _OVERLAP_REDUCTION = Param("reduction", "string", "mean",
                            "'mean' over classes (weighted) and samples, 'sum', or 'none': per class (pooled), per sample "
@@ -216,9 +217,16 @@ def _finish(score: torch.Tensor, stats: OverlapStats, *, eps: float, log_loss: b
     loss = -torch.log(score.clamp_min(eps)) if log_loss else 1 - score
     if gamma_on == "each":
         loss = guarded_power(loss, gamma)
-    if empty_classes == "zero":
-        loss = loss * (stats.t > 0).to(loss.dtype)
+    present = (stats.t > 0).to(loss.dtype)
+    if empty_classes in ("zero", "skip"):
+        loss = loss * present
     w = stats.weights
+    if empty_classes == "skip" and reduction == "mean":
+        wp = present if w is None else present * w
+        count = wp.sum(-1)
+        per = (loss * (1 if w is None else w)).sum(-1) / count.clamp_min(torch.finfo(loss.dtype).tiny)
+        out = torch.where(count > 0, per, torch.ones_like(per)).mean()
+        return guarded_power(out, gamma) if gamma_on == "mean" else out
     if reduction == "none":
         return loss if w is None else loss * w
     if reduction == "sum":
@@ -373,8 +381,9 @@ register_loss(
                    {"mode": "multiclass", "alpha": 0.3, "beta": 0.7, "gamma": 1.5, "gamma_on": "mean",
                     "soft_label": True, "empty_classes": "zero"}, ""),
         Equivalent("kornia.losses.tversky_loss(pred, target, alpha=0.3, beta=0.7)",
-                   {"mode": "multiclass", "alpha": 0.3, "beta": 0.7, "aggregation": "micro", "smooth_nr": 0.0,
-                    "smooth_dr": 1e-8, "eps": 0.0, "ignore_index": -100}, "pred (N, C, H, W), target (N, H, W)"),
+                   {"mode": "multiclass", "alpha": 0.3, "beta": 0.7, "aggregation": "per_sample", "smooth_nr": 0.0,
+                    "smooth_dr": 1e-8, "eps": 0.0, "ignore_index": -100, "empty_classes": "skip"},
+                   "pred (N, C, H, W), target (N, H, W)"),
         Equivalent("monai.losses.TverskyLoss(softmax=True, to_onehot_y=True, alpha=0.3, beta=0.7)",
                    {"mode": "multiclass", "alpha": 0.3, "beta": 0.7, "aggregation": "per_sample", "smooth_nr": 1e-5,
                     "smooth_dr": 1e-5, "eps": 0.0}, ""),

@@ -32,7 +32,8 @@ def test_row_gives_the_library_numbers(name, row) -> None:
     leaves = {n: (t.clone().requires_grad_(n == first)) for n, t in tensors.items()}
     expected = library(leaves)
     (grad,) = torch.autograd.grad(expected, leaves[first], torch.ones_like(expected))
-    rtol = 1e-5 if row.call.startswith("monai.losses.FocalLoss") else 1e-9  # MONAI's FocalLoss computes in float32
+    # MONAI computes FocalLoss, its SSIM windows and its distance transforms in float32
+    rtol = 2e-5 if row.call.startswith("monai") and any(k in row.call for k in ("Focal", "SSIM", "Hausdorff")) else 1e-9
     torch.testing.assert_close(result.loss, expected.detach().to(result.loss.dtype), rtol=rtol, atol=rtol)
     go = torch.ones_like(result.loss)
     if result.loss.dim() == 0:

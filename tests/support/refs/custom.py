@@ -145,7 +145,7 @@ def overlap(kind):
             loss = -torch.log(torch.clamp(score, min=eps)) if p.get("log_loss") else 1 - score
             if kind in ("tversky", "focal_tversky") and gamma_on == "each":
                 loss = loss ** g
-            if p.get("empty_classes") == "zero" and tt == 0:
+            if p.get("empty_classes") in ("zero", "skip") and tt == 0:
                 loss = loss * 0
             return loss
 

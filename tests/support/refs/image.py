@@ -104,13 +104,13 @@ def _img(seed, dt, *shape):
 
 CASES = {
     "ssim_loss": [
-        Case("same", lambda dt: {"input": _img(1, dt, 2, 2, 7, 6), "target": _img(2, dt, 2, 2, 7, 6)},
+        Case("same", lambda dt: {"input": _img(1, dt, 1, 2, 5, 4), "target": _img(2, dt, 1, 2, 5, 4)},
              params={"window_size": 5}),
-        Case("valid-one-minus", lambda dt: {"input": _img(3, dt, 1, 1, 6, 6), "target": _img(4, dt, 1, 1, 6, 6)},
+        Case("valid-one-minus", lambda dt: {"input": _img(3, dt, 1, 1, 5, 5), "target": _img(4, dt, 1, 1, 5, 5)},
              params={"window_size": 3, "padding": "valid", "form": "one_minus", "max_val": 2.0}, reductions=("mean", "none")),
     ],
     "ms_ssim_loss": [
-        Case("two-scales", lambda dt: {"input": _img(5, dt, 2, 1, 8, 8), "target": _img(5, dt, 2, 1, 8, 8) * 0.7 + 0.1},
+        Case("two-scales", lambda dt: {"input": _img(5, dt, 1, 1, 6, 6), "target": _img(5, dt, 1, 1, 6, 6) * 0.7 + 0.1},
              params={"window_size": 3, "weights": [0.4, 0.6]}),
     ],
     "hausdorff_dt_loss": [

@@ -180,7 +180,7 @@ CHECKS = {
     "segmentation_models_pytorch.losses.TverskyLoss(mode='multiclass', alpha=0.3, beta=0.7, gamma=1.5)":
         lambda: (_seg(), lambda t: smp_overlap(t["input"], t["target"], mode="multiclass", alpha=0.3, beta=0.7, gamma=1.5)),
     "kornia.losses.tversky_loss(pred, target, alpha=0.3, beta=0.7)":
-        lambda: (_seg(), lambda t: _kornia().losses.tversky_loss(t["input"], t["target"], alpha=0.3, beta=0.7)),
+        lambda: ({"input": randn(3, 3, 2, 2, dtype=F64, seed=44), "target": torch.tensor([[[0, 0], [1, 1]], [[2, 2], [2, 0]], [[1, 1], [1, 1]]])}, lambda t: _kornia().losses.tversky_loss(t["input"], t["target"], alpha=0.3, beta=0.7)),
     "monai.losses.TverskyLoss(softmax=True, to_onehot_y=True, alpha=0.3, beta=0.7)":
         lambda: (_seg(), lambda t: _monai_losses().TverskyLoss(softmax=True, to_onehot_y=True, alpha=0.3, beta=0.7)(
             t["input"], t["target"].unsqueeze(1))),
@@ -258,6 +258,8 @@ CHECKS = {
     "segmentation_models_pytorch.losses.LovaszLoss(mode='binary', per_image=True, ignore_index=255)":
         lambda: ({"input": randn(2, 4, dtype=F64, seed=33), "target": torch.tensor([[1, 255, 0, 1], [0, 1, 255, 1]])},
                  lambda t: lovasz_refs.hinge(t, {"per_image": True, "ignore_index": 255})),
+    "kornia.losses.lovasz_softmax_loss(pred, target)":
+        lambda: (_seg(), lambda t: _kornia().losses.lovasz_softmax_loss(t["input"], t["target"])),
     "segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass')":
         lambda: (_seg(), lambda t: lovasz_refs.softmax(t, {})),
     "segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass', per_image=True, ignore_index=-1)":

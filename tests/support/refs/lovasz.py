@@ -9,7 +9,7 @@ from support.parity import Case, Reference, randint, randn
 
 def _lovasz(errors, fg):
     """Σ_i e_(i) · (J(i) - J(i-1)), J(i) the Jaccard loss of the i largest errors counted as wrong."""
-    order = sorted(range(len(errors)), key=lambda i: -float(errors[i]))
+    order = sorted(range(len(errors)), key=lambda i: -float(errors[i].detach()))
     total = float(fg.sum())
     loss, previous, inter, union = errors.sum() * 0, 0.0, total, total
     for i in order:
