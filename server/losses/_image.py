@@ -145,11 +145,13 @@ _MS_WEIGHTS = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]
 )
 def ms_ssim_loss(input: torch.Tensor, target: torch.Tensor, *, window_size: int, sigma: float, max_val: float,
                  k1: float, k2: float, weights: list[float], reduction: str) -> torch.Tensor:
-    """Per image and channel ``Π_{j<M} relu(mean cs_j)^w_j · relu(mean ssim_M)^w_M``; loss ``1 -`` that."""
+    """Per image and channel ``Π_{j<M} relu(mean cs_j)^w_j · relu(mean ssim_M)^w_M``; loss ``1 -`` that.
+    Half-precision inputs are computed in float32 and the loss cast back."""
     _check_images(input, target, window_size, "valid", scales=len(weights))
-    g = _gaussian(window_size, sigma, input)
+    half = input.dtype in (torch.float16, torch.bfloat16)  # variances of small windows cancel in 8-11 bits
+    x, y = (input.float(), target.float()) if half else (input, target)
+    g = _gaussian(window_size, sigma, x)
     c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
-    x, y = input, target
     factors = []
     for j, w in enumerate(weights):
         ssim, cs = _ssim_maps(x, y, g, c1, c2, 0.0, "valid")
@@ -158,7 +160,7 @@ def ms_ssim_loss(input: torch.Tensor, target: torch.Tensor, *, window_size: int,
         factors.append(value.pow(w))
         if not last:
             x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
-    loss = 1 - torch.stack(factors).prod(0)
+    loss = (1 - torch.stack(factors).prod(0)).to(input.dtype)
     return loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
 
 
