@@ -130,10 +130,11 @@ def build_request(
     if grad_output is not None:
         request.grad_output.CopyFrom(encode(grad_output, encoding))
     for term in terms:
-        unknown = set(term) - {"loss", "weight", "params", "name"}
+        unknown = set(term) - {"loss", "weight", "params", "name", "inputs", "transforms"}
         if unknown:
-            raise TypeError(f"unknown term keys {sorted(unknown)}; use loss, weight, params, name")
-        t = request.terms.add(loss=term["loss"], name=term.get("name", ""))
+            raise TypeError(f"unknown term keys {sorted(unknown)}; use loss, weight, params, name, inputs, transforms")
+        t = request.terms.add(loss=term["loss"], name=term.get("name", ""), inputs=dict(term.get("inputs", {})),
+                              transforms=dict(term.get("transforms", {})))
         if "weight" in term:
             t.weight = float(term["weight"])
         if term.get("params"):

@@ -114,7 +114,8 @@ def handle_evaluate_bytes(
             raise LossError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
         if request.terms:
             terms = [
-                Term(t.loss, t.weight if t.HasField("weight") else 1.0, struct_to_dict(t.params, f"terms[{i}].params"), t.name)
+                Term(t.loss, t.weight if t.HasField("weight") else 1.0, struct_to_dict(t.params, f"terms[{i}].params"), t.name,
+                     dict(t.inputs), dict(t.transforms))
                 for i, t in enumerate(request.terms)
             ]
         else:

@@ -68,16 +68,34 @@ class EvaluateLossRequest(_message.Message):
     def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., grad_inputs: _Optional[_Iterable[str]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., output_encoding: _Optional[_Union[TensorEncoding, str]] = ..., terms: _Optional[_Iterable[_Union[LossTerm, _Mapping]]] = ..., parameters: _Optional[_Mapping[str, Tensor]] = ..., regularization: _Optional[_Union[Regularization, _Mapping]] = ..., allow_non_finite: _Optional[bool] = ...) -> None: ...
 
 class LossTerm(_message.Message):
-    __slots__ = ("loss", "weight", "params", "name")
+    __slots__ = ("loss", "weight", "params", "name", "inputs", "transforms")
+    class InputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class TransformsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     LOSS_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
     loss: str
     weight: float
     params: _struct_pb2.Struct
     name: str
-    def __init__(self, loss: _Optional[str] = ..., weight: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
+    inputs: _containers.ScalarMap[str, str]
+    transforms: _containers.ScalarMap[str, str]
+    def __init__(self, loss: _Optional[str] = ..., weight: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., name: _Optional[str] = ..., inputs: _Optional[_Mapping[str, str]] = ..., transforms: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Regularization(_message.Message):
     __slots__ = ("l1", "l2", "include", "exclude")
