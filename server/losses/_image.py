@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._overlap import _probabilities  # the masks and activations of the overlap losses
+from ._overlap import _probabilities, guarded_power  # the masks and activations of the overlap losses
 from ._registry import Equivalent, Input, LossError, Param, register_loss, require
 
 __all__ = ["ssim_loss", "ms_ssim_loss", "hausdorff_dt_loss", "distance_field", "MAX_DISTANCE_WORK"]
@@ -157,7 +157,7 @@ def ms_ssim_loss(input: torch.Tensor, target: torch.Tensor, *, window_size: int,
         ssim, cs = _ssim_maps(x, y, g, c1, c2, 0.0, "valid")
         last = j == len(weights) - 1
         value = torch.relu((ssim if last else cs).mean(dim=(-2, -1)))
-        factors.append(value.pow(w))
+        factors.append(guarded_power(value, w))  # relu may give 0: a finite gradient there
         if not last:
             x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
     loss = (1 - torch.stack(factors).prod(0)).to(input.dtype)

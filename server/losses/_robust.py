@@ -34,7 +34,7 @@ def _example(dt: torch.dtype) -> dict[str, object]:
 
 
 def _register(name: str, aliases: tuple[str, ...], description: str, formula: str, kornia: str,
-              rho: Callable[[torch.Tensor], torch.Tensor]) -> None:
+              rho: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
     def loss(input: torch.Tensor, target: torch.Tensor, *, scale: float, reduction: str) -> torch.Tensor:
         require_same_shape(input, target, "the loss is elementwise")
         x = input - target
@@ -47,21 +47,25 @@ def _register(name: str, aliases: tuple[str, ...], description: str, formula: st
         source=f"lossd (Barron 2019; {kornia} formula)", example=_example,
         equivalents=(Equivalent(f"{kornia}(img1, img2, reduction='mean')", {}, ""),),
     )(loss)
-    globals()[name] = loss
+    return loss
 
 
-_register("charbonnier_loss", ("CharbonnierLoss", "charbonnier", "pseudo_huber_loss"),
-          "Charbonnier (L1-L2, pseudo-Huber): sqrt(x² + 1) - 1.", "``sqrt(x² + 1) - 1``",
-          "kornia.losses.charbonnier_loss", lambda x: torch.sqrt(x * x + 1) - 1)
-_register("welsch_loss", ("WelschLoss", "welsch", "leclerc_loss"),
-          "Welsch (Leclerc): 1 - exp(-x²/2); bounded, ignores outliers.", "``1 - exp(-x²/2)``",
-          "kornia.losses.welsch_loss", lambda x: -torch.expm1(-0.5 * x * x))
-_register("cauchy_loss", ("CauchyLoss", "cauchy", "lorentzian_loss"),
-          "Cauchy (Lorentzian): log(1 + x²/2).", "``log(1 + x²/2)``",
-          "kornia.losses.cauchy_loss", lambda x: torch.log1p(0.5 * x * x))
-_register("geman_mcclure_loss", ("GemanMcclureLoss", "geman_mcclure"),
-          "Geman-McClure: 2x² / (x² + 4); bounded.", "``2x² / (x² + 4)``",
-          "kornia.losses.geman_mcclure_loss", lambda x: 2 * x * x / (x * x + 4))
+charbonnier_loss = _register(
+    "charbonnier_loss", ("CharbonnierLoss", "charbonnier", "pseudo_huber_loss"),
+    "Charbonnier (L1-L2, pseudo-Huber): sqrt(x² + 1) - 1.", "``sqrt(x² + 1) - 1``",
+    "kornia.losses.charbonnier_loss", lambda x: torch.sqrt(x * x + 1) - 1)
+welsch_loss = _register(
+    "welsch_loss", ("WelschLoss", "welsch", "leclerc_loss"),
+    "Welsch (Leclerc): 1 - exp(-x²/2); bounded, ignores outliers.", "``1 - exp(-x²/2)``",
+    "kornia.losses.welsch_loss", lambda x: -torch.expm1(-0.5 * x * x))
+cauchy_loss = _register(
+    "cauchy_loss", ("CauchyLoss", "cauchy", "lorentzian_loss"),
+    "Cauchy (Lorentzian): log(1 + x²/2).", "``log(1 + x²/2)``",
+    "kornia.losses.cauchy_loss", lambda x: torch.log1p(0.5 * x * x))
+geman_mcclure_loss = _register(
+    "geman_mcclure_loss", ("GemanMcclureLoss", "geman_mcclure"),
+    "Geman-McClure: 2x² / (x² + 4); bounded.", "``2x² / (x² + 4)``",
+    "kornia.losses.geman_mcclure_loss", lambda x: 2 * x * x / (x * x + 4))
 
 
 @register_loss(

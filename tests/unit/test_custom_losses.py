@@ -114,6 +114,13 @@ def test_overlap_defaults_keep_the_previous_numbers() -> None:
     torch.testing.assert_close(evaluate(REGISTRY, "dice_loss", tensors, {}).loss, expected)
 
 
+def test_ms_ssim_with_anticorrelated_images_has_finite_gradients() -> None:
+    """relu clips a negative contrast-structure mean to 0, where x**w (w < 1) has an infinite derivative."""
+    x = torch.linspace(0, 1, 36, dtype=torch.float64).reshape(1, 1, 6, 6)
+    r = evaluate(REGISTRY, "ms_ssim_loss", {"input": x, "target": 1 - x}, {"window_size": 3, "weights": [0.4, 0.6]})
+    assert r.loss.item() == 1.0 and torch.isfinite(r.grads["input"]).all()
+
+
 def test_distance_field_is_exact_euclidean() -> None:
     from lossd.server.losses._image import distance_field
 
