@@ -157,6 +157,15 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
                    {"focal_form": "logit"}, "MONAI's reduction 'sum' first averages space: not expressible"),
         Equivalent("monai.losses.FocalLoss(gamma=2.0, weight=w)",
                    {"focal_form": "logit", "alpha": -1.0, "weight": [1.0, 2.0, 0.5]}, "weight = w"),
+        Equivalent("monai.losses.FocalLoss(gamma=2.0, reduction='sum')",
+                   {"focal_form": "logit", "alpha": -1.0, "reduction": "sum", "weight": [0.25, 0.25, 0.25]},
+                   "MONAI's sum first averages space: weight = 1 / pixels per class (here 4 pixels, 3 classes)"),
+        Equivalent("segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', class_weights=w)",
+                   {"alpha": -1.0, "focal_form": "exp_bce", "weight": [0.5, 1.5, 1.0]},
+                   "smp's Σ w·(class mean) / Σ w: weight = w · C / Σ w (here w = [1, 3, 2])"),
+        Equivalent("kornia.losses.binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2.0, reduction='mean')",
+                   {"focal_form": "split", "ignore_index": -100, "reduction": "sum", "weight": [0.125, 0.125]},
+                   "kornia's mean counts ignored (-100) elements: reduction 'sum' with weight = 1 / elements (here 8)"),
     ),
 )
 def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float, gamma: float, reduction: str,
@@ -263,6 +272,8 @@ def _softmax_example(dt: torch.dtype) -> dict[str, object]:
                    ""),
         Equivalent("kornia.losses.focal_loss(pred, target, alpha=0.5, weight=w, reduction='mean')", {},
                    "kornia's mean divides by N·C·pixels: send input alpha = [1 - 0.5, 0.5, …] · w / C"),
+        Equivalent("monai.losses.FocalLoss(use_softmax=True, to_onehot_y=True, gamma=2.0)", {},
+                   "MONAI's mean divides by N·C·pixels: send input alpha = [1/C, …, 1/C]"),
     ),
 )
 def softmax_focal_loss(

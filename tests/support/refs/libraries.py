@@ -218,6 +218,21 @@ CHECKS = {
                  lambda t: _monai_losses().FocalLoss(gamma=2.0, alpha=0.25)(t["input"], t["target"])),
     "monai.losses.FocalLoss(gamma=2.0, weight=w)":
         lambda: (_ml(), lambda t: _monai_losses().FocalLoss(gamma=2.0, weight=[1.0, 2.0, 0.5])(t["input"], t["target"])),
+    "monai.losses.FocalLoss(gamma=2.0, reduction='sum')":
+        lambda: ({"input": randn(2, 3, 2, 2, dtype=F64, seed=45), "target": _mask(2, 3, 2, 2, seed=46)},
+                 lambda t: _monai_losses().FocalLoss(gamma=2.0, reduction="sum")(t["input"], t["target"])),
+    "segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', class_weights=w)":
+        lambda: (_ml(), lambda t: sum(w * smp_focal(t["input"][:, c], t["target"][:, c])
+                                      for c, w in enumerate([1.0, 3.0, 2.0])) / 6.0),
+    "kornia.losses.binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2.0, reduction='mean')":
+        lambda: ({"input": randn(2, 2, 2, dtype=F64, seed=47),
+                  "target": torch.tensor([[[1.0, -100], [0, 1]], [[-100, 0], [1, 0.5]]], dtype=F64)},
+                 lambda t: _kornia().losses.binary_focal_loss_with_logits(t["input"], t["target"], alpha=0.25, gamma=2.0,
+                                                                          reduction="mean")),
+    "monai.losses.FocalLoss(use_softmax=True, to_onehot_y=True, gamma=2.0)":
+        lambda: (_seg() | {"alpha": torch.full((3,), 1 / 3, dtype=F64)},
+                 lambda t: _monai_losses().FocalLoss(use_softmax=True, to_onehot_y=True, gamma=2.0)(
+                     t["input"], t["target"].unsqueeze(1))),
     "kornia.losses.focal_loss(pred, target, alpha=None, gamma=2.0, reduction='sum')":
         lambda: (_seg(), lambda t: _kornia().losses.focal_loss(t["input"], t["target"], alpha=None, gamma=2.0, reduction="sum")),
     "kornia.losses.focal_loss(pred, target, alpha=0.5, weight=w, reduction='mean')":
