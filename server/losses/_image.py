@@ -216,6 +216,7 @@ def distance_field(mask: torch.Tensor) -> torch.Tensor:
               "batch=False); 'pooled': over batch and space per channel (batch=True).", choices=("per_sample", "pooled")),
         Param("reduction", "string", "mean", "'mean', 'sum', or 'none': (N, C) per_sample, (C) pooled.",
               choices=("none", "mean", "sum")),
+        Param("log", "bool", False, "log(1 + loss) after the reduction (MONAI's LogHausdorffDTLoss)."),
     ),
     description="Hausdorff distance loss (Karimi & Salcudean 2019): (p - t)² weighted by distance transforms "
                 "of the thresholded prediction and of the target.",
@@ -226,13 +227,15 @@ def distance_field(mask: torch.Tensor) -> torch.Tensor:
                         "target": torch.tensor([[[[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]], dtype=dt)},
     equivalents=(
         Equivalent("monai.losses.HausdorffDTLoss(include_background=True)", {}, ""),
+        Equivalent("monai.losses.LogHausdorffDTLoss(sigmoid=True, include_background=True)",
+                   {"from_logits": True, "log": True}, ""),
         Equivalent("monai.losses.HausdorffDTLoss(softmax=True, to_onehot_y=True, batch=True)",
                    {"mode": "multiclass", "from_logits": True, "aggregation": "pooled", "include_background": False},
                    "MONAI's include_background default is False"),
     ),
 )
 def hausdorff_dt_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float, mode: str, from_logits: bool,
-                      include_background: bool, aggregation: str, reduction: str) -> torch.Tensor:
+                      include_background: bool, aggregation: str, reduction: str, log: bool) -> torch.Tensor:
     """``mean((p - t)² · (dt(p > 0.5)^alpha + dt(t > 0.5)^alpha))`` per sample and channel (or channel)."""
     require(input.dim() in (4, 5), "inputs.input", f"must be (N, C, H, W) or (N, C, H, W, D), got shape {list(input.shape)}")
     require(mode != "binary" or input.shape[1] == 1, "inputs.input", f"mode 'binary' needs one channel, got {input.shape[1]}")
@@ -252,4 +255,5 @@ def hausdorff_dt_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float
         distance = (pred_dt.pow(alpha) + target_dt.pow(alpha)).to(input.dtype)
     per_pixel = (probs - onehot) ** 2 * distance
     loss = per_pixel.mean(dim=2) if aggregation == "per_sample" else per_pixel.mean(dim=(0, 2))
-    return loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
+    loss = loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
+    return torch.log1p(loss) if log else loss

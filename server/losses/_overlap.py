@@ -47,6 +47,8 @@ _OVERLAP_INPUTS = (
     Input("target", "target", kind="float|int", aliases=("y_true",),
           doc="binary/multilabel: mask in [0, 1] shaped like input; multiclass: class indices (N, *) "
               "or one-hot/class probabilities shaped like input"),
+    Input("mask", "weight", required=False,
+          doc="(N or 1, 1, *): multiplies probabilities and targets after the activation (MONAI's MaskedDiceLoss)"),
 )
 
 _MODE = Param("mode", "string", "binary", "'binary', 'multiclass' (softmax over dim 1) or 'multilabel' (sigmoid).",
@@ -104,9 +106,9 @@ class OverlapStats:
     weights: torch.Tensor | None
 
 
-def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_logits: bool, ignore_index: int | None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probs, target) as (N, C, S) with ignored elements zeroed in both."""
+def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_logits: bool, ignore_index: int | None,
+                   mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probs, target) as (N, C, S) with ignored elements zeroed in both, both times ``mask``."""
     require(input.dim() >= 1 and input.shape[0] > 0, "inputs.input", "needs a non-empty batch dimension")
     n = input.shape[0]
     keep: torch.Tensor | None = None
@@ -128,6 +130,8 @@ def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
                 target = torch.where(target == ignore_index, torch.zeros_like(target), target)
             onehot = F.one_hot(target, n_classes).movedim(-1, 1).to(input.dtype)
         probs = input.softmax(dim=1) if from_logits else input
+        if mask is not None:
+            probs, onehot = _masked(probs, onehot, mask, input)
     else:
         require_same_shape(input, target, f"{mode} targets are a mask shaped like input")
         if ignore_index is not None:
@@ -137,6 +141,8 @@ def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
         also = f" or equal ignore_index ({ignore_index})" if ignore_index is not None else ""
         require(bool(((onehot >= 0) & (onehot <= 1)).all()), "inputs.target", f"mask values must lie in [0, 1]{also} (NaN is refused)")
         probs = torch.sigmoid(input) if from_logits else input
+        if mask is not None:
+            probs, onehot = _masked(probs, onehot, mask, input)
         if mode == "binary" or input.dim() == 1:
             probs, onehot = probs.reshape(n, 1, -1), onehot.reshape(n, 1, -1)
             keep = keep.reshape(n, 1, -1) if keep is not None else None
@@ -148,6 +154,15 @@ def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
         keep = keep.reshape(n, keep.shape[1], -1).to(input.dtype)
         probs, onehot = probs * keep, onehot * keep
     return probs, onehot
+
+
+def _masked(probs: torch.Tensor, onehot: torch.Tensor, mask: torch.Tensor, input: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    expected = f"[{input.shape[0]} or 1, 1, {', '.join(map(str, input.shape[2:]))}]"
+    require(input.dim() >= 2 and mask.dim() == input.dim() and mask.shape[0] in (1, input.shape[0])
+            and mask.shape[1] == 1 and mask.shape[2:] == input.shape[2:], "inputs.mask",
+            f"shape {list(mask.shape)} must be {expected} (one value per pixel, every class)")
+    return probs * mask, onehot * mask
 
 
 def _kept_classes(n_classes: int, mode: str, include_background: bool, classes: Sequence[int] | None,
@@ -174,9 +189,10 @@ def _kept_classes(n_classes: int, mode: str, include_background: bool, classes: 
 
 def overlap_stats(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, ignore_index: int | None,
                   include_background: bool, classes: Sequence[int] | None, class_weights: Sequence[float] | None,
-                  soft_label: bool, squared_pred: bool, aggregation: str) -> OverlapStats:
+                  soft_label: bool, squared_pred: bool, aggregation: str, mask: torch.Tensor | None = None
+                  ) -> OverlapStats:
     """Intersection and sums per unit of ``aggregation``: (C,) pooled, (N, C) per_sample, (N,) micro."""
-    probs, onehot = _probabilities(input, target, mode, from_logits, ignore_index)
+    probs, onehot = _probabilities(input, target, mode, from_logits, ignore_index, mask)
     kept = _kept_classes(probs.shape[1], mode, include_background, classes, class_weights)
     weights = None
     if class_weights is not None:
@@ -277,6 +293,10 @@ _DICE_EQUIVALENTS = (
     Equivalent("monai.losses.DiceLoss(sigmoid=True, soft_label=True, reduction='none')",
                {"mode": "multilabel", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0,
                 "soft_label": True, "reduction": "none"}, "MONAI's shape is (N, C, 1, ...); lossd's (N, C)"),
+    Equivalent("monai.losses.MaskedDiceLoss(softmax=True)",
+               {"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0},
+               "one-hot target; send MONAI's mask as input mask (N, 1, *). (With to_onehot_y MONAI masks the class "
+               "indices, so masked pixels count as class 0: not expressible.)"),
     Equivalent("monai.losses.DiceLoss(softmax=True, to_onehot_y=True, weight=w)",
                {"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0,
                 "class_weights": [0.25, 0.5, 1.0], "reduction": "sum"},
@@ -294,14 +314,14 @@ _DICE_EQUIVALENTS = (
     example=_overlap_example,
     equivalents=_DICE_EQUIVALENTS,
 )
-def dice_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float,
+def dice_loss(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *, mode: str, from_logits: bool, smooth: float,
               smooth_nr: float | None, smooth_dr: float | None, eps: float, ignore_index: int | None,
               include_background: bool, classes: list[int] | None, class_weights: list[float] | None, soft_label: bool,
               squared_pred: bool, aggregation: str, empty_classes: str, log_loss: bool, reduction: str) -> torch.Tensor:
     """Per unit ``1 - (2*I + smooth_nr) / max(P + T + smooth_dr, eps)``; units and their mean per ``aggregation``."""
     s = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
                       include_background=include_background, classes=classes, class_weights=class_weights,
-                      soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation)
+                      soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation, mask=mask)
     nr, dr = _smooths(smooth, smooth_nr, smooth_dr)
     score = (2 * s.tp + nr) / (s.p + s.t + dr).clamp_min(eps)
     return _finish(score, s, eps=eps, log_loss=log_loss, empty_classes=empty_classes, reduction=reduction)
@@ -325,7 +345,7 @@ def dice_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logi
                    "MONAI's Jaccard is (2I + nr) / (2(P + T - I) + dr): half its smoothing here"),
     ),
 )
-def jaccard_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float,
+def jaccard_loss(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *, mode: str, from_logits: bool, smooth: float,
                  smooth_nr: float | None, smooth_dr: float | None, eps: float, ignore_index: int | None,
                  include_background: bool, classes: list[int] | None, class_weights: list[float] | None,
                  soft_label: bool, squared_pred: bool, aggregation: str, empty_classes: str, log_loss: bool,
@@ -333,7 +353,7 @@ def jaccard_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_l
     """Per unit ``1 - (I + smooth_nr) / max(P + T - I + smooth_dr, eps)``."""
     s = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
                       include_background=include_background, classes=classes, class_weights=class_weights,
-                      soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation)
+                      soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation, mask=mask)
     nr, dr = _smooths(smooth, smooth_nr, smooth_dr)
     score = (s.tp + nr) / (s.p + s.t - s.tp + dr).clamp_min(eps)
     return _finish(score, s, eps=eps, log_loss=log_loss, empty_classes=empty_classes, reduction=reduction)
@@ -351,7 +371,7 @@ def _tversky_params(alpha: float, beta: float, gamma: float) -> tuple[Param, ...
     )
 
 
-def _tversky(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float,
+def _tversky(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *, mode: str, from_logits: bool, smooth: float,
              smooth_nr: float | None, smooth_dr: float | None, eps: float, alpha: float, beta: float, gamma: float,
              gamma_on: str, ignore_index: int | None, include_background: bool, classes: list[int] | None,
              class_weights: list[float] | None, soft_label: bool, squared_pred: bool, aggregation: str,
@@ -361,7 +381,7 @@ def _tversky(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logit
     require(gamma_on == "each" or reduction == "mean", "params.gamma_on", "'mean' needs reduction 'mean'")
     s = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
                       include_background=include_background, classes=classes, class_weights=class_weights,
-                      soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation)
+                      soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation, mask=mask)
     nr, dr = _smooths(smooth, smooth_nr, smooth_dr)
     score = (s.tp + nr) / (s.tp + alpha * (s.p - s.tp) + beta * (s.t - s.tp) + dr).clamp_min(eps)
     return _finish(score, s, eps=eps, log_loss=log_loss, empty_classes=empty_classes, reduction=reduction,
@@ -437,13 +457,13 @@ register_loss(
                    {"mode": "multilabel", "w_type": "simple", "aggregation": "pooled"}, ""),
     ),
 )
-def generalized_dice_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, w_type: str,
+def generalized_dice_loss(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *, mode: str, from_logits: bool, w_type: str,
                           smooth_nr: float, smooth_dr: float, aggregation: str, ignore_index: int | None,
                           include_background: bool, soft_label: bool, reduction: str) -> torch.Tensor:
     """``w_c = 1/T_c²`` (square); per sample ``1 - (2 Σ_c w_c I_c + nr) / (Σ_c w_c (P_c + T_c) + dr)``."""
     s = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
                       include_background=include_background, classes=None, class_weights=None,
-                      soft_label=soft_label, squared_pred=False, aggregation=aggregation)
+                      soft_label=soft_label, squared_pred=False, aggregation=aggregation, mask=mask)
     t = s.t.detach()
     if w_type == "uniform":
         w = torch.ones_like(t)

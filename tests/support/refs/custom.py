@@ -111,6 +111,9 @@ def _overlap_inputs(t, p):
             probs, onehot, keep = (v.reshape(x.shape[0], 1, -1) for v in (probs, onehot, keep))
     n, c = probs.shape[:2]
     probs, onehot, keep = (v.reshape(n, c, -1) for v in (probs, onehot, keep))
+    if t.get("mask") is not None:  # (N or 1, 1, *): after the activation
+        m = t["mask"].reshape(t["mask"].shape[0], 1, -1)
+        probs, onehot = probs * m, onehot * m
     return probs * keep, onehot * keep
 
 
@@ -325,6 +328,9 @@ _OVERLAP_CONVENTIONS = [
                                                    "target": torch.tensor([[0, 0, 1, 1], [2, 2, 2, 2], [0, 1, 0, 1]])},
          params={"mode": "multiclass", "aggregation": "per_sample", "empty_classes": "skip", "smooth": 0.1},
          reductions=("mean",)),
+    Case("monai-mask", lambda dt: {"input": randn(2, 3, 2, 3, dtype=dt, seed=21), "target": randint(3, 2, 2, 3, seed=22),
+                                   "mask": _mask(1, 1, 2, 3, dt=dt, seed=23)},
+         params={"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0}),
     Case("softmax-one-hot-target", lambda dt: {"input": randn(2, 3, 4, dtype=dt, seed=18),
                                                "target": torch.nn.functional.one_hot(randint(3, 2, 4, seed=19), 3).movedim(-1, 1).to(dt)},
          params={"mode": "multiclass", "aggregation": "per_sample"}),

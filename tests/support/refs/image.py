@@ -88,7 +88,8 @@ def hausdorff(t, p):
             dist[i, k] = (_field(probs[i, k].detach() > 0.5) ** alpha + _field(y[i, k] > 0.5) ** alpha).to(x.dtype)
     per = ((probs - y) ** 2 * dist).reshape(n, c, -1)
     loss = per.mean(2) if p.get("aggregation", "per_sample") == "per_sample" else per.transpose(0, 1).reshape(c, -1).mean(1)
-    return _red(loss, p)
+    loss = _red(loss, p)
+    return torch.log(loss + 1) if p.get("log") else loss
 
 
 REFERENCES = {
@@ -118,6 +119,6 @@ CASES = {
         Case("multiclass-pooled", lambda dt: {"input": _img(8, dt, 1, 3, 3, 3) * 4 - 2,
                                               "target": torch.tensor([[[0, 1, 1], [2, 2, 1], [0, 0, 1]]])},
              params={"mode": "multiclass", "from_logits": True, "aggregation": "pooled", "include_background": False,
-                     "alpha": 1.0}),
+                     "alpha": 1.0, "log": True}),
     ],
 }

@@ -166,6 +166,13 @@ CHECKS = {
         lambda: ({"input": randn(2, 3, 4, 4, dtype=F64, seed=5), "target": rand(2, 3, 4, 4, dtype=F64, seed=6)},
                  lambda t: _monai_losses().DiceLoss(sigmoid=True, soft_label=True, reduction="none")(
                      t["input"], t["target"]).reshape(2, 3)),
+    "monai.losses.MaskedDiceLoss(softmax=True)":
+        lambda: ({"input": randn(2, 3, 4, 4, dtype=F64, seed=1), "target": _onehot(randint(3, 2, 4, 4, seed=2), 3),
+                  "mask": _mask(2, 1, 4, 4, seed=48)},
+                 lambda t: _monai_losses().MaskedDiceLoss(softmax=True)(t["input"], t["target"], mask=t["mask"])),
+    "monai.losses.LogHausdorffDTLoss(sigmoid=True, include_background=True)":
+        lambda: ({"input": randn(2, 2, 5, 4, dtype=F64, seed=49), "target": _mask(2, 2, 5, 4, seed=50)},
+                 lambda t: _monai_losses().LogHausdorffDTLoss(sigmoid=True, include_background=True)(t["input"], t["target"])),
     "monai.losses.DiceLoss(softmax=True, to_onehot_y=True, weight=w)":
         lambda: (_seg(), lambda t: _monai_losses().DiceLoss(softmax=True, to_onehot_y=True, weight=[1.5, 3.0, 6.0])(
             t["input"], t["target"].unsqueeze(1))),
