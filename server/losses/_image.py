@@ -26,7 +26,8 @@ from ._registry import Equivalent, Input, LossError, Param, register_loss, requi
 __all__ = ["ssim_loss", "ms_ssim_loss", "hausdorff_dt_loss", "distance_field", "MAX_DISTANCE_WORK"]
 
 _IMAGES = (
-    Input("input", "prediction", differentiable=True, aliases=("y_pred", "img1"), doc="images (N, C, H, W)"),
+    Input("input", "prediction", differentiable=True, aliases=("y_pred", "img1"),
+          doc="images (N, C, H, W); ssim_loss also volumes (N, C, D, H, W)"),
     Input("target", "target", differentiable=True, aliases=("y_true", "img2"), doc="images, same shape"),
 )
 
@@ -38,15 +39,19 @@ def _gaussian(window_size: int, sigma: float, like: torch.Tensor) -> torch.Tenso
 
 
 def _blur(x: torch.Tensor, g: torch.Tensor, padding: str) -> torch.Tensor:
-    """Separable Gaussian filter per channel; 'same' reflects the borders, 'valid' crops."""
-    n, c, h, w = x.shape
+    """Separable Gaussian filter per channel over the 2 or 3 spatial dims; 'same' reflects the borders,
+    'valid' keeps full windows only."""
+    n, c, *spatial = x.shape
     k = g.shape[0]
-    y = x.reshape(n * c, 1, h, w)
+    y = x.reshape(n * c, 1, *spatial)
     if padding == "same":
-        y = F.pad(y, (k // 2, (k - 1) // 2, k // 2, (k - 1) // 2), mode="reflect")
-    y = F.conv2d(y, g.view(1, 1, k, 1))
-    y = F.conv2d(y, g.view(1, 1, 1, k))
-    return y.reshape(n, c, y.shape[-2], y.shape[-1])
+        y = F.pad(y, (k // 2, (k - 1) // 2) * len(spatial), mode="reflect")
+    conv = F.conv2d if len(spatial) == 2 else F.conv3d
+    for axis in range(len(spatial)):
+        shape = [1] * (2 + len(spatial))
+        shape[2 + axis] = k
+        y = conv(y, g.view(shape))
+    return y.reshape(n, c, *y.shape[2:])
 
 
 def _ssim_maps(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, c1: float, c2: float, eps: float, padding: str
@@ -61,14 +66,17 @@ def _ssim_maps(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, c1: float, c2:
     return ssim, cs
 
 
-def _check_images(input: torch.Tensor, target: torch.Tensor, window_size: int, padding: str, scales: int = 1) -> None:
-    require(input.dim() == 4, "inputs.input", f"must be images (N, C, H, W), got shape {list(input.shape)}")
+def _check_images(input: torch.Tensor, target: torch.Tensor, window_size: int, padding: str, scales: int = 1,
+                  volumes: bool = False) -> None:
+    shapes = "(N, C, H, W) or (N, C, D, H, W)" if volumes else "(N, C, H, W)"
+    require(input.dim() == 4 or (volumes and input.dim() == 5), "inputs.input",
+            f"must be images {shapes}, got shape {list(input.shape)}")
     require(target.shape == input.shape, "inputs.target", f"shape {list(target.shape)} must equal input's {list(input.shape)}")
     require(window_size % 2 == 1, "params.window_size", f"must be odd, got {window_size}")
     smallest = (window_size - 1) * 2 ** (scales - 1) + 1 if padding == "valid" or scales > 1 else window_size // 2 + 1
-    require(min(input.shape[-2:]) >= smallest, "inputs.input",
-            f"height and width must be at least {smallest} for window_size {window_size}"
-            + (f" and {scales} scales" if scales > 1 else "") + f", got {list(input.shape[-2:])}")
+    require(min(input.shape[2:]) >= smallest, "inputs.input",
+            f"each spatial size must be at least {smallest} for window_size {window_size}"
+            + (f" and {scales} scales" if scales > 1 else "") + f", got {list(input.shape[2:])}")
 
 
 _WINDOW = (
@@ -95,7 +103,7 @@ _WINDOW = (
         Param("reduction", "string", "mean", "'mean' or 'sum' over the map, or 'none' (the map).",
               choices=("none", "mean", "sum")),
     ),
-    description="Structural dissimilarity: 1 - SSIM (Wang et al. 2004) with a Gaussian window, per pixel.",
+    description="Structural dissimilarity: 1 - SSIM (Wang et al. 2004) with a Gaussian window, per pixel (2-D or 3-D).",
     source="lossd (Wang et al. 2004; kornia ssim_loss and MONAI SSIMLoss conventions)",
     example=lambda dt: {"input": torch.linspace(0, 1, 50, dtype=torch.float64).reshape(1, 2, 5, 5).to(dt),
                         "target": torch.linspace(0, 1, 50, dtype=torch.float64).flip(0).reshape(1, 2, 5, 5).to(dt),
@@ -104,12 +112,15 @@ _WINDOW = (
         Equivalent("kornia.losses.ssim_loss(img1, img2, window_size=5)", {"window_size": 5}, ""),
         Equivalent("monai.losses.SSIMLoss(spatial_dims=2, win_size=5)",
                    {"window_size": 5, "padding": "valid", "form": "one_minus", "eps": 0.0}, ""),
+        Equivalent("kornia.losses.ssim3d_loss(img1, img2, window_size=3)", {"window_size": 3}, "volumes (N, C, D, H, W)"),
+        Equivalent("monai.losses.SSIMLoss(spatial_dims=3, win_size=3)",
+                   {"window_size": 3, "padding": "valid", "form": "one_minus", "eps": 0.0}, "volumes (N, C, D, H, W)"),
     ),
 )
 def ssim_loss(input: torch.Tensor, target: torch.Tensor, *, window_size: int, sigma: float, max_val: float, k1: float,
               k2: float, eps: float, padding: str, form: str, reduction: str) -> torch.Tensor:
     """``SSIM = (2μxμy + c1)(2σxy + c2) / ((μx² + μy² + c1)(σx² + σy² + c2) + eps)`` per pixel."""
-    _check_images(input, target, window_size, padding)
+    _check_images(input, target, window_size, padding, volumes=True)
     ssim, _ = _ssim_maps(input, target, _gaussian(window_size, sigma, input), (k1 * max_val) ** 2,
                          (k2 * max_val) ** 2, eps, padding)
     loss = torch.clamp((1 - ssim) / 2, 0, 1) if form == "half" else 1 - ssim

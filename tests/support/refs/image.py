@@ -12,22 +12,26 @@ import torch.nn.functional as F
 from support.parity import Case, Reference, rand
 
 
-def _window(size, sigma, dt):
-    r = [i - (size - 1) / 2 for i in range(size)]
-    w = torch.tensor([[math.exp(-(a * a + b * b) / (2 * sigma * sigma)) for b in r] for a in r], dtype=dt)
-    return w / w.sum()
+def _window(size, sigma, dt, dims):
+    r = [math.exp(-((i - (size - 1) / 2) ** 2) / (2 * sigma * sigma)) for i in range(size)]
+    w = torch.tensor(r, dtype=dt)
+    full = w
+    for _ in range(dims - 1):
+        full = full.unsqueeze(-1) * w
+    return full / full.sum()
 
 
 def _ssim(x, y, p, padding, eps):
     size, sigma, L = p.get("window_size", 11), p.get("sigma", 1.5), p.get("max_val", 1.0)
     c1, c2 = (p.get("k1", 0.01) * L) ** 2, (p.get("k2", 0.03) * L) ** 2
-    ch = x.shape[1]
-    w = _window(size, sigma, x.dtype).expand(ch, 1, size, size)
+    ch, dims = x.shape[1], x.dim() - 2
+    w = _window(size, sigma, x.dtype, dims).expand(ch, 1, *([size] * dims))
+    conv = F.conv2d if dims == 2 else F.conv3d
 
     def filt(z):
         if padding == "same":
-            z = F.pad(z, [size // 2] * 4, mode="reflect")
-        return F.conv2d(z, w, groups=ch)
+            z = F.pad(z, [size // 2] * (2 * dims), mode="reflect")
+        return conv(z, w, groups=ch)
 
     mx, my = filt(x), filt(y)
     vx, vy, cxy = filt(x * x) - mx ** 2, filt(y * y) - my ** 2, filt(x * y) - mx * my
@@ -109,6 +113,8 @@ CASES = {
              params={"window_size": 5}),
         Case("valid-one-minus", lambda dt: {"input": _img(3, dt, 1, 1, 5, 5), "target": _img(4, dt, 1, 1, 5, 5)},
              params={"window_size": 3, "padding": "valid", "form": "one_minus", "max_val": 2.0}, reductions=("mean", "none")),
+        Case("volume", lambda dt: {"input": _img(9, dt, 1, 1, 3, 4, 3), "target": _img(10, dt, 1, 1, 3, 4, 3)},
+             params={"window_size": 3}, reductions=("mean",)),
     ],
     "ms_ssim_loss": [
         Case("two-scales", lambda dt: {"input": _img(5, dt, 1, 1, 6, 6), "target": _img(5, dt, 1, 1, 6, 6) * 0.7 + 0.1},

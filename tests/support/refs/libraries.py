@@ -291,6 +291,12 @@ CHECKS = {
     "kornia.losses.ssim_loss(img1, img2, window_size=5)":
         lambda: ({"input": rand(2, 2, 7, 6, dtype=F64, seed=35), "target": rand(2, 2, 7, 6, dtype=F64, seed=36)},
                  lambda t: _kornia().losses.ssim_loss(t["input"], t["target"], window_size=5)),
+    "kornia.losses.ssim3d_loss(img1, img2, window_size=3)":
+        lambda: ({"input": rand(1, 2, 4, 5, 3, dtype=F64, seed=51), "target": rand(1, 2, 4, 5, 3, dtype=F64, seed=52)},
+                 lambda t: _kornia().losses.ssim3d_loss(t["input"], t["target"], window_size=3)),
+    "monai.losses.SSIMLoss(spatial_dims=3, win_size=3)":
+        lambda: ({"input": rand(2, 1, 4, 5, 4, dtype=F64, seed=53), "target": rand(2, 1, 4, 5, 4, dtype=F64, seed=54)},
+                 lambda t: _monai_losses().SSIMLoss(spatial_dims=3, win_size=3)(t["input"], t["target"])),
     "monai.losses.SSIMLoss(spatial_dims=2, win_size=5)":
         lambda: ({"input": rand(2, 1, 8, 8, dtype=F64, seed=37), "target": rand(2, 1, 8, 8, dtype=F64, seed=38)},
                  lambda t: _monai_losses().SSIMLoss(spatial_dims=2, win_size=5)(t["input"], t["target"])),
