@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from ._overlap import _probabilities, guarded_power  # the masks and activations of the overlap losses
-from ._registry import Equivalent, Input, LossError, Param, register_loss, require
+from ._registry import Equivalent, Input, LossError, Param, register_loss, require, require_class_indices
 
-__all__ = ["ssim_loss", "ms_ssim_loss", "hausdorff_dt_loss", "distance_field", "MAX_DISTANCE_WORK"]
+__all__ = ["ssim_loss", "ms_ssim_loss", "hausdorff_dt_loss", "hausdorff_er_loss", "distance_field", "MAX_DISTANCE_WORK"]
 
 _IMAGES = (
     Input("input", "prediction", differentiable=True, aliases=("y_pred", "img1"),
@@ -268,3 +268,69 @@ def hausdorff_dt_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float
     loss = per_pixel.mean(dim=2) if aggregation == "per_sample" else per_pixel.mean(dim=(0, 2))
     loss = loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
     return torch.log1p(loss) if log else loss
+
+
+def _erosion_kernel(dims: int, like: torch.Tensor) -> torch.Tensor:
+    """The pixel and its face neighbours, weights summing to 1 (kornia's cross kernel)."""
+    cross = torch.tensor([[0.0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=like.dtype, device=like.device)
+    if dims == 2:
+        return (cross * 0.2).view(1, 1, 3, 3)
+    centre = torch.zeros_like(cross)
+    centre[1, 1] = 1
+    return (torch.stack([centre, cross, centre]) / 7).view(1, 1, 3, 3, 3)
+
+
+@register_loss(
+    "hausdorff_er_loss",
+    aliases=("HausdorffERLoss", "hausdorff_er", "HausdorffERLoss3D"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred",),
+              doc="probabilities per class (N, C, H, W) or (N, C, D, H, W)"),
+        Input("target", "target", kind="int", aliases=("y_true",),
+              doc="class indices (N, 1, *spatial) or (N, *spatial)"),
+    ),
+    params=(
+        Param("alpha", "float", 2.0, "Exponent of the weight (i + 1)^alpha of erosion i.", min=0.0),
+        Param("k", "int", 10, "Number of erosions.", min=1, max=100),
+        Param("reduction", "string", "mean", "'mean', 'sum', or 'none' (N, C, *spatial).",
+              choices=("none", "mean", "sum")),
+    ),
+    description="Hausdorff distance loss by morphological erosion (Karimi & Salcudean 2019): weighted sum of "
+                "k erosions of (p - t)², each rescaled to [0, 1].",
+    source="lossd (Karimi & Salcudean 2019; kornia HausdorffERLoss formula)",
+    example=lambda dt: {"input": torch.tensor([[[[0.9, 0.8, 0.1], [0.7, 0.3, 0.2], [0.1, 0.2, 0.6]],
+                                                [[0.1, 0.2, 0.9], [0.3, 0.7, 0.8], [0.9, 0.8, 0.4]]]], dtype=dt),
+                        "target": torch.tensor([[[0, 0, 1], [0, 1, 1], [1, 1, 1]]]), "params": {"k": 3}},
+    equivalents=(
+        Equivalent("kornia.losses.HausdorffERLoss(alpha=2.0, k=3)", {"k": 3}, "target (N, 1, H, W) class indices"),
+        Equivalent("kornia.losses.HausdorffERLoss3D(alpha=2.0, k=2)", {"k": 2}, "volumes; target (N, 1, D, H, W)"),
+    ),
+)
+def hausdorff_er_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float, k: int, reduction: str) -> torch.Tensor:
+    """Per class c: ``b = (p_c - [t = c])²``; k times: ``e = relu'(conv(b, cross) - 0.5)`` rescaled to [0, 1]
+    per image, accumulated with weight ``(i + 1)^alpha``, ``b = e``."""
+    require(input.dim() in (4, 5), "inputs.input", f"must be (N, C, H, W) or (N, C, D, H, W), got shape {list(input.shape)}")
+    if target.dim() == input.dim():
+        require(target.shape[1] == 1, "inputs.target", f"class indices have one channel, got shape {list(target.shape)}")
+        target = target.squeeze(1)
+    expected = [input.shape[0], *input.shape[2:]]
+    require(list(target.shape) == expected, "inputs.target", f"shape {list(target.shape)} must be {expected} (or with a channel of 1)")
+    require_class_indices(target, input.shape[1])
+    spatial = tuple(range(2, input.dim()))
+    onehot = F.one_hot(target, input.shape[1]).movedim(-1, 1).to(input.dtype)
+    n, c = input.shape[:2]
+    bound = ((input - onehot) ** 2).reshape(n * c, 1, *input.shape[2:])
+    kernel = _erosion_kernel(input.dim() - 2, input)
+    conv = F.conv2d if input.dim() == 4 else F.conv3d
+    eroded = torch.zeros_like(bound)
+    for i in range(k):
+        dilation = conv(bound, kernel, padding=1)
+        erosion = torch.where(dilation < 0.5, torch.zeros_like(dilation), dilation - 0.5)
+        top, bottom = erosion.amax(dim=spatial, keepdim=True), erosion.amin(dim=spatial, keepdim=True)
+        spread = top - bottom
+        erosion = torch.where(spread != 0, (erosion - bottom) / torch.where(spread != 0, spread, torch.ones_like(spread)),
+                              erosion)
+        eroded = eroded + erosion * (i + 1) ** alpha
+        bound = erosion
+    loss = eroded.reshape(input.shape)
+    return loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)

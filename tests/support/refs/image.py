@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from support.parity import Case, Reference, rand
+from support.parity import Case, Reference, rand, randint
 
 
 def _window(size, sigma, dt, dims):
@@ -96,7 +96,44 @@ def hausdorff(t, p):
     return torch.log(loss + 1) if p.get("log") else loss
 
 
+def _neighbours_mean(b):
+    """Each pixel plus its face neighbours (zero outside), weighted 1/(2·dims + 1)."""
+    dims = b.dim() - 2
+    total = b.clone()
+    for axis in range(2, b.dim()):
+        for step in (1, -1):
+            shifted = torch.roll(b, step, axis)
+            edge = [slice(None)] * b.dim()
+            edge[axis] = 0 if step == 1 else -1
+            shifted[tuple(edge)] = 0
+            total = total + shifted
+    return total / (2 * dims + 1)
+
+
+def hausdorff_er(t, p):
+    x, y = t["input"], t["target"]
+    if y.dim() == x.dim():
+        y = y[:, 0]
+    alpha, k = p.get("alpha", 2.0), p.get("k", 10)
+    channels = []
+    for c in range(x.shape[1]):
+        b = (x[:, c:c + 1] - (y == c).unsqueeze(1).to(x.dtype)) ** 2
+        out = torch.zeros_like(b)
+        for i in range(k):
+            d = _neighbours_mean(b)
+            e = torch.where(d < 0.5, torch.zeros_like(d), d - 0.5)
+            flat = e.reshape(e.shape[0], -1)
+            lo, hi = flat.min(1).values, flat.max(1).values
+            shape = [-1] + [1] * (e.dim() - 1)
+            e = torch.where((hi - lo).view(shape) != 0, (e - lo.view(shape)) / torch.where(hi != lo, hi - lo, 1.0).view(shape), e)
+            out = out + e * (i + 1) ** alpha
+            b = e
+        channels.append(out[:, 0])
+    return _red(torch.stack(channels, 1), p)
+
+
 REFERENCES = {
+    "hausdorff_er_loss": Reference(hausdorff_er, None, exact=False),
     "ssim_loss": Reference(ssim, None, exact=False),
     "ms_ssim_loss": Reference(ms_ssim, None, exact=False),
     "hausdorff_dt_loss": Reference(hausdorff, None, exact=False),
@@ -107,7 +144,18 @@ def _img(seed, dt, *shape):
     return rand(*shape, dtype=dt, seed=seed)
 
 
+def _near_binary(seed, dt, n, c, *spatial):
+    return (torch.nn.functional.one_hot(randint(c, n, *spatial, seed=seed), c).movedim(-1, 1) * 0.8
+            + rand(n, c, *spatial, dtype=torch.float64, seed=seed + 1) * 0.15).to(dt)
+
+
 CASES = {
+    "hausdorff_er_loss": [
+        Case("2d", lambda dt: {"input": _near_binary(11, dt, 2, 3, 5, 4), "target": randint(3, 2, 1, 5, 4, seed=13)},
+             params={"k": 3}),
+        Case("3d", lambda dt: {"input": _near_binary(14, dt, 1, 2, 3, 4, 3), "target": randint(2, 1, 3, 4, 3, seed=16)},
+             params={"k": 2, "alpha": 1.0}, reductions=("mean",)),
+    ],
     "ssim_loss": [
         Case("same", lambda dt: {"input": _img(1, dt, 1, 2, 5, 4), "target": _img(2, dt, 1, 2, 5, 4)},
              params={"window_size": 5}),

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from support.parity import rand, randint, randn
 from support.refs import boxes as box_refs
+from support.refs import image as image_refs
 from support.refs import lovasz as lovasz_refs
 from support.refs.custom import mcc as mcc_ref
 
@@ -297,6 +298,12 @@ CHECKS = {
     "monai.losses.SSIMLoss(spatial_dims=3, win_size=3)":
         lambda: ({"input": rand(2, 1, 4, 5, 4, dtype=F64, seed=53), "target": rand(2, 1, 4, 5, 4, dtype=F64, seed=54)},
                  lambda t: _monai_losses().SSIMLoss(spatial_dims=3, win_size=3)(t["input"], t["target"])),
+    "kornia.losses.HausdorffERLoss(alpha=2.0, k=3)":
+        lambda: ({"input": image_refs._near_binary(55, F64, 2, 3, 6, 5), "target": randint(3, 2, 1, 6, 5, seed=57)},
+                 lambda t: _kornia().losses.HausdorffERLoss(alpha=2.0, k=3)(t["input"], t["target"])),
+    "kornia.losses.HausdorffERLoss3D(alpha=2.0, k=2)":
+        lambda: ({"input": image_refs._near_binary(58, F64, 2, 2, 4, 5, 4), "target": randint(2, 2, 1, 4, 5, 4, seed=60)},
+                 lambda t: _kornia().losses.HausdorffERLoss3D(alpha=2.0, k=2)(t["input"], t["target"])),
     "monai.losses.SSIMLoss(spatial_dims=2, win_size=5)":
         lambda: ({"input": rand(2, 1, 8, 8, dtype=F64, seed=37), "target": rand(2, 1, 8, 8, dtype=F64, seed=38)},
                  lambda t: _monai_losses().SSIMLoss(spatial_dims=2, win_size=5)(t["input"], t["target"])),
