@@ -75,8 +75,8 @@ def lovasz_hinge_loss(input: torch.Tensor, target: torch.Tensor, *, per_image: b
     return torch.stack([_hinge_flat(x[k], y[k]) for x, y, k in zip(input, labels, keep)]).mean()
 
 
-def _softmax_flat(probs: torch.Tensor, labels: torch.Tensor, classes: str) -> torch.Tensor:
-    """probs (P, C), labels (P,): mean over classes of the Lovász extension of |fg - p|."""
+def _softmax_flat(probs: torch.Tensor, labels: torch.Tensor, classes: str, weights: list[float] | None) -> torch.Tensor:
+    """probs (P, C), labels (P,): mean over classes of (weight ×) the Lovász extension of |fg - p|."""
     if labels.numel() == 0:
         return probs.sum() * 0
     losses = []
@@ -85,7 +85,8 @@ def _softmax_flat(probs: torch.Tensor, labels: torch.Tensor, classes: str) -> to
         if classes == "present" and not bool(fg.any()):
             continue
         errors_sorted, order = torch.sort((fg - probs[:, c]).abs(), descending=True)
-        losses.append(torch.dot(errors_sorted, _jaccard_steps(fg[order])))
+        loss = torch.dot(errors_sorted, _jaccard_steps(fg[order]))
+        losses.append(loss if weights is None else weights[c] * loss)
     return torch.stack(losses).mean() if losses else probs.sum() * 0
 
 
@@ -102,6 +103,8 @@ def _softmax_flat(probs: torch.Tensor, labels: torch.Tensor, classes: str) -> to
               choices=("present", "all")),
         Param("from_logits", "bool", True, "Apply softmax over dim 1 first (false: input holds probabilities)."),
         _IGNORE,
+        Param("class_weights", "float_list", None, "One weight per class: each class's loss is multiplied before the "
+              "mean over classes (kornia's weight). null: none.", nullable=True),
     ),
     description="Lovász-softmax loss (multi-class): per class, the Lovász extension of the Jaccard loss on |fg - p|.",
     source="lossd (Berman et al. 2018)",
@@ -111,17 +114,21 @@ def _softmax_flat(probs: torch.Tensor, labels: torch.Tensor, classes: str) -> to
         Equivalent("segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass')", {}, ""),
         Equivalent("kornia.losses.lovasz_softmax_loss(pred, target)", {"per_image": True, "classes": "all"},
                    "pred (N, C, H, W), target (N, H, W)"),
+        Equivalent("kornia.losses.lovasz_softmax_loss(pred, target, weight=w)",
+                   {"per_image": True, "classes": "all", "class_weights": [1.0, 2.0, 0.5]}, "class_weights = w"),
         Equivalent("segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass', per_image=True, ignore_index=-1)",
                    {"per_image": True, "ignore_index": -1}, ""),
     ),
 )
 def lovasz_softmax_loss(input: torch.Tensor, target: torch.Tensor, *, per_image: bool, classes: str, from_logits: bool,
-                        ignore_index: int | None) -> torch.Tensor:
+                        ignore_index: int | None, class_weights: list[float] | None) -> torch.Tensor:
     """``p = softmax(x)``; per class c: errors ``|[y = c] - p_c|`` sorted, dotted with the Jaccard steps."""
     require(input.dim() >= 2 and input.shape[0] > 0, "inputs.input", f"must be (N, C, *), got shape {list(input.shape)}")
     expected = [input.shape[0], *input.shape[2:]]
     require(list(target.shape) == expected, "inputs.target", f"shape {list(target.shape)} must be {expected}")
     require_class_indices(target, input.shape[1], ignore_index)
+    require(class_weights is None or len(class_weights) == input.shape[1], "params.class_weights",
+            f"needs one weight per class: {input.shape[1]}")
     if not from_logits:
         require(bool(((input >= 0) & (input <= 1)).all()), "inputs.input", "probabilities must lie in [0, 1] (from_logits=false)")
     probs = input.softmax(1) if from_logits else input
@@ -129,5 +136,5 @@ def lovasz_softmax_loss(input: torch.Tensor, target: torch.Tensor, *, per_image:
     labels = target.reshape(input.shape[0], -1)
     keep = torch.ones_like(labels, dtype=torch.bool) if ignore_index is None else labels != ignore_index
     if not per_image:
-        return _softmax_flat(probs[keep], labels[keep], classes)
-    return torch.stack([_softmax_flat(p[k], y[k], classes) for p, y, k in zip(probs, labels, keep)]).mean()
+        return _softmax_flat(probs[keep], labels[keep], classes, class_weights)
+    return torch.stack([_softmax_flat(p[k], y[k], classes, class_weights) for p, y, k in zip(probs, labels, keep)]).mean()

@@ -283,6 +283,9 @@ CHECKS = {
                  lambda t: lovasz_refs.hinge(t, {"per_image": True, "ignore_index": 255})),
     "kornia.losses.lovasz_softmax_loss(pred, target)":
         lambda: (_seg(), lambda t: _kornia().losses.lovasz_softmax_loss(t["input"], t["target"])),
+    "kornia.losses.lovasz_softmax_loss(pred, target, weight=w)":
+        lambda: (_seg(), lambda t: _kornia().losses.lovasz_softmax_loss(t["input"], t["target"],
+                                                                        weight=torch.tensor([1.0, 2.0, 0.5], dtype=F64))),
     "segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass')":
         lambda: (_seg(), lambda t: lovasz_refs.softmax(t, {})),
     "segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass', per_image=True, ignore_index=-1)":

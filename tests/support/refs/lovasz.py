@@ -52,7 +52,8 @@ def softmax(t, p):
             fg = (ys == c).to(x.dtype)
             if present and fg.sum() == 0:
                 continue
-            per_class.append(_lovasz((fg - pr[c]).abs(), fg))
+            w = p["class_weights"][c] if p.get("class_weights") else 1.0
+            per_class.append(w * _lovasz((fg - pr[c]).abs(), fg))
         losses.append(torch.stack(per_class).mean() if per_class else pr.sum() * 0)
     return torch.stack(losses).mean()
 
@@ -73,6 +74,6 @@ CASES = {
         Case("present", lambda dt: {"input": randn(2, 4, 5, dtype=dt, seed=4), "target": randint(3, 2, 5, seed=5)}),
         Case("per-image-all-ignore", lambda dt: {"input": randn(2, 3, 4, dtype=dt, seed=6),
                                                  "target": torch.tensor([[0, 2, -1, 2], [1, -1, 1, 1]])},
-             params={"per_image": True, "classes": "all", "ignore_index": -1}),
+             params={"per_image": True, "classes": "all", "ignore_index": -1, "class_weights": [1.0, 0.5, 2.0]}),
     ],
 }
