@@ -129,6 +129,8 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
               "torch's BCE pos_weight).", nullable=True),
         Param("weight", "float_list", None, "Per class (dim 1): multiplies the loss (kornia's weight, MONAI's weight).",
               nullable=True),
+        Param("label_smoothing", "float", 0.0, "Targets become t(1 - s) + (1 - t)s (smp's and pytorch-toolbelt's "
+              "SoftBCEWithLogitsLoss smooth_factor).", min=0.0, max=1.0, max_exclusive=True),
         Param("normalized", "bool", False, "Divide by the sum of the focal factors (smp; Lin et al.'s normalized "
               "focal loss, arXiv:1909.07829)."),
         Param("reduced_threshold", "float", None, "Reduced focal loss (arXiv:1903.01347, smp): factor "
@@ -153,6 +155,10 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
         Equivalent("segmentation_models_pytorch.losses.FocalLoss(mode='binary', reduced_threshold=0.5, "
                    "reduction='sum')",
                    {"alpha": -1.0, "focal_form": "exp_bce", "reduced_threshold": 0.5, "reduction": "sum"}, ""),
+        Equivalent("segmentation_models_pytorch.losses.SoftBCEWithLogitsLoss(smooth_factor=0.1, pos_weight=pw)",
+                   {"gamma": 0.0, "alpha": -1.0, "label_smoothing": 0.1, "pos_weight": [2.0, 0.5, 1.0]},
+                   "pw shaped (C, 1, …) so it is per class; pytorch-toolbelt's SoftBCEWithLogitsLoss too; with "
+                   "ignore_index they average over every element: reduction 'sum' with weight = 1 / elements"),
         Equivalent("monai.losses.FocalLoss(gamma=2.0, alpha=0.25)",
                    {"focal_form": "logit"}, "MONAI's reduction 'sum' first averages space: not expressible"),
         Equivalent("monai.losses.FocalLoss(gamma=2.0, weight=w)",
@@ -170,8 +176,8 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
 )
 def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float, gamma: float, reduction: str,
                        focal_form: str, from_logits: bool, eps: float, ignore_index: int | None,
-                       pos_weight: list[float] | None, weight: list[float] | None, normalized: bool,
-                       reduced_threshold: float | None) -> torch.Tensor:
+                       pos_weight: list[float] | None, weight: list[float] | None, label_smoothing: float,
+                       normalized: bool, reduced_threshold: float | None) -> torch.Tensor:
     """``ce = BCEWithLogits(x, t)``, ``p = sigmoid(x)``, ``p_t = p*t + (1-p)*(1-t)``;
     loss = ``ce * (1-p_t)^gamma``, times ``alpha*t + (1-alpha)*(1-t)`` when ``alpha >= 0``.
 
@@ -186,6 +192,8 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
     require_unit_interval(target, "inputs.target", "labels" + (f" (other than ignore_index {ignore_index})" if keep is not None else ""))
     require(not (focal_form == "split" and (normalized or reduced_threshold is not None)), "params.focal_form",
             "'split' has no single focal factor: normalized and reduced_threshold need another form")
+    if label_smoothing:
+        target = target * (1 - label_smoothing) + (1 - target) * label_smoothing
     pw = _class_vector(pos_weight, input, "params.pos_weight")
     w = _class_vector(weight, input, "params.weight")
     simple = keep is None and pw is None and w is None and not normalized and reduced_threshold is None and from_logits

@@ -34,6 +34,8 @@ def sigmoid_focal(t, p):
     ignore, thr = p.get("ignore_index"), p.get("reduced_threshold")
     keep = torch.ones_like(y, dtype=torch.bool) if ignore is None else y != ignore
     y = torch.where(keep, y, torch.zeros_like(y))
+    sf = p.get("label_smoothing", 0.0)
+    y = (1 - y) * sf + y * (1 - sf)
     if not p.get("from_logits", True):
         eps = p.get("eps", 1e-7)
         x = torch.logit(x.clamp(eps, 1 - eps))
@@ -358,6 +360,8 @@ CASES = {
              params={"focal_form": "exp_bce", "from_logits": False, "normalized": True, "ignore_index": -1, "alpha": -1.0}),
         Case("reduced", lambda dt: {"input": randn(6, dtype=dt, seed=10), "target": _mask(6, dt=dt, seed=11)},
              params={"focal_form": "exp_bce", "reduced_threshold": 0.5, "alpha": -1.0}),
+        Case("label-smoothing", lambda dt: {"input": randn(2, 3, dtype=dt, seed=12), "target": _mask(2, 3, dt=dt, seed=13)},
+             params={"label_smoothing": 0.1, "gamma": 0.0, "alpha": -1.0, "pos_weight": [2.0, 0.5, 1.0]}),
     ],
     "softmax_focal_loss": [
         Case("defaults", lambda dt: {"input": randn(5, 4, dtype=dt, seed=1), "target": randint(4, 5, seed=2)}),

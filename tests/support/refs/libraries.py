@@ -221,6 +221,8 @@ CHECKS = {
     "segmentation_models_pytorch.losses.FocalLoss(mode='binary', reduced_threshold=0.5, reduction='sum')":
         lambda: ({"input": randn(8, dtype=F64, seed=15), "target": _mask(8, seed=16)},
                  lambda t: smp_focal(t["input"], t["target"], reduced_threshold=0.5, reduction="sum")),
+    "segmentation_models_pytorch.losses.SoftBCEWithLogitsLoss(smooth_factor=0.1, pos_weight=pw)":
+        lambda: (_ml(), lambda t: _smp_soft_bce(t["input"], t["target"], 0.1, [2.0, 0.5, 1.0])),
     "monai.losses.FocalLoss(gamma=2.0, alpha=0.25)":
         lambda: ({"input": randn(2, 3, 4, dtype=F64, seed=17), "target": rand(2, 3, 4, dtype=F64, seed=18)},
                  lambda t: _monai_losses().FocalLoss(gamma=2.0, alpha=0.25)(t["input"], t["target"])),
@@ -322,6 +324,13 @@ CHECKS = {
                  lambda t: _monai_losses().HausdorffDTLoss(softmax=True, to_onehot_y=True, batch=True)(
                      t["input"], t["target"].unsqueeze(1))),
 }
+
+
+def _smp_soft_bce(x, y, smooth_factor, pos_weight):
+    """smp / pytorch-toolbelt SoftBCEWithLogitsLoss: smoothed targets, BCE with logits, mean."""
+    soft = (1 - y) * smooth_factor + y * (1 - smooth_factor)
+    pw = torch.tensor(pos_weight, dtype=x.dtype).view(-1, 1, 1)
+    return F.binary_cross_entropy_with_logits(x, soft, pos_weight=pw, reduction="mean")
 
 
 def _tv_focal(x, y, alpha=0.25, gamma=2.0):
