@@ -21,9 +21,18 @@ import torch
 import torch.nn.functional as F
 
 from ._overlap import _probabilities, guarded_power  # the masks and activations of the overlap losses
-from ._registry import Equivalent, Input, LossError, Param, register_loss, require, require_class_indices
+from ._registry import (
+    Equivalent,
+    Input,
+    LossError,
+    Param,
+    register_loss,
+    register_split_name,
+    require,
+    require_class_indices,
+)
 
-__all__ = ["ssim_loss", "ms_ssim_loss", "hausdorff_dt_loss", "hausdorff_er_loss", "distance_field", "MAX_DISTANCE_WORK"]
+__all__ = ["ssim_loss", "ms_ssim_loss", "ms_ssim_l1_loss", "hausdorff_dt_loss", "hausdorff_er_loss", "distance_field", "MAX_DISTANCE_WORK"]
 
 _IMAGES = (
     Input("input", "prediction", differentiable=True, aliases=("y_pred", "img1"),
@@ -132,7 +141,7 @@ _MS_WEIGHTS = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]
 
 @register_loss(
     "ms_ssim_loss",
-    aliases=("MSSSIMLoss", "ms_ssim", "multiscale_ssim_loss"),
+    aliases=("ms_ssim", "multiscale_ssim_loss"),
     inputs=_IMAGES,
     params=(
         *_WINDOW,
@@ -143,7 +152,7 @@ _MS_WEIGHTS = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]
     ),
     description="1 - MS-SSIM (Wang et al. 2003): contrast-structure at each scale, luminance at the coarsest.",
     source="lossd (Wang et al. 2003; valid windows, per image and channel as pytorch-msssim)",
-    notes="kornia's MS_SSIMLoss is a different loss (MS-SSIM blended with L1, Zhao et al. 2017). Needs images of at "
+    notes="kornia's MS_SSIMLoss is a different loss (MS-SSIM blended with L1, Zhao et al. 2017): ms_ssim_l1_loss. Needs images of at "
           "least (window_size - 1)·2^(scales-1) + 1 pixels a side.",
     example=lambda dt: {"input": torch.linspace(0, 1, 72, dtype=torch.float64).reshape(1, 2, 6, 6).to(dt),
                         "target": torch.linspace(0, 1, 72, dtype=torch.float64).pow(2).reshape(1, 2, 6, 6).to(dt),
@@ -334,3 +343,68 @@ def hausdorff_er_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float
         bound = erosion
     loss = eroded.reshape(input.shape)
     return loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
+
+
+@register_loss(
+    "ms_ssim_l1_loss",
+    aliases=("ms_ssim_l1", "MSSSIML1Loss"),
+    inputs=_IMAGES,
+    params=(
+        Param("sigmas", "float_list", [0.5, 1.0, 2.0, 4.0, 8.0], "Gaussian scales (one window each, no down-sampling); "
+              "windows are 2·int(2·max σ) + 1 wide, zero-padded.", min=0.0, min_exclusive=True),
+        Param("max_val", "float", 1.0, "Dynamic range L of the images (kornia's data_range).", min=0.0, min_exclusive=True),
+        Param("k1", "float", 0.01, "c1 = (k1·L)².", min=0.0),
+        Param("k2", "float", 0.03, "c2 = (k2·L)².", min=0.0),
+        Param("alpha", "float", 0.025, "Weight of the MS-SSIM term; 1 - alpha weighs the Gaussian-weighted L1 term.",
+              min=0.0, max=1.0),
+        Param("compensation", "float", 200.0, "Factor on the whole loss.", min=0.0),
+        Param("reduction", "string", "mean", "'mean' or 'sum' over images and pixels, or 'none' (N, H, W).",
+              choices=("none", "mean", "sum")),
+    ),
+    description="MS-SSIM + L1 mix (Zhao et al. 2017): alpha·(1 - MS-SSIM) + (1 - alpha)·Gaussian-weighted L1 / L, per pixel.",
+    source="lossd (Zhao et al. 2017; kornia MS_SSIMLoss formula)",
+    example=lambda dt: {"input": torch.linspace(0, 1, 50, dtype=torch.float64).reshape(1, 2, 5, 5).to(dt),
+                        "target": torch.linspace(0, 1, 50, dtype=torch.float64).pow(2).reshape(1, 2, 5, 5).to(dt),
+                        "params": {"sigmas": [0.5, 1.0]}},
+    equivalents=(Equivalent("kornia.losses.MS_SSIMLoss(sigmas=(0.5, 1.0, 2.0))", {"sigmas": [0.5, 1.0, 2.0]}, ""),),
+)
+def ms_ssim_l1_loss(input: torch.Tensor, target: torch.Tensor, *, sigmas: list[float], max_val: float, k1: float,
+                    k2: float, alpha: float, compensation: float, reduction: str) -> torch.Tensor:
+    """Per pixel: ``l`` at the largest σ times ``Π_σ cs_σ``, averaged over channels: MS-SSIM;
+    ``|x - y|`` blurred by the largest window, averaged over channels: L1;
+    loss = ``compensation · (alpha · (1 - MS-SSIM) + (1 - alpha) · L1 / L)``."""
+    _check_images(input, target, 1, "same")
+    half = input.dtype in (torch.float16, torch.bfloat16)
+    x, y = (input.float(), target.float()) if half else (input, target)
+    pad = int(2 * sigmas[-1])
+    size = 2 * pad + 1
+    coords = torch.arange(size, dtype=x.dtype, device=x.device) - size // 2
+    windows = []
+    for sigma in sigmas:
+        g = torch.exp(-(coords * coords) / (2 * sigma * sigma))
+        g = g / g.sum()
+        windows.append(g)
+    n, c, h, w = x.shape
+    c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
+
+    def blur(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        z = F.conv2d(z.reshape(n * c, 1, h, w), g.view(1, 1, size, 1), padding=(pad, 0))
+        return F.conv2d(z, g.view(1, 1, 1, size), padding=(0, pad)).reshape(n, c, h, w)
+
+    contrast = torch.ones_like(x)
+    luminance = torch.ones_like(x)
+    for j, g in enumerate(windows):
+        mx, my = blur(x, g), blur(y, g)
+        sxx, syy, sxy = blur(x * x, g) - mx * mx, blur(y * y, g) - my * my, blur(x * y, g) - mx * my
+        contrast = contrast * (2 * sxy + c2) / (sxx + syy + c2)
+        if j == len(windows) - 1:
+            luminance = (2 * mx * my + c1) / (mx * mx + my * my + c1)
+    ms_ssim = 1 - (luminance * contrast).mean(dim=1)
+    l1 = blur((x - y).abs(), windows[-1]).mean(dim=1)
+    loss = (compensation * (alpha * ms_ssim + (1 - alpha) * l1 / max_val)).to(input.dtype)
+    return loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
+
+
+for _name in ("MS_SSIMLoss", "MSSSIMLoss"):
+    register_split_name(_name, "ms_ssim_loss (1 - MS-SSIM, Wang et al. 2003: pytorch-msssim, MONAI's metric) or "
+                        "ms_ssim_l1_loss (MS-SSIM blended with L1, Zhao et al. 2017: kornia.losses.MS_SSIMLoss)")

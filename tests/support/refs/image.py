@@ -132,7 +132,38 @@ def hausdorff_er(t, p):
     return _red(torch.stack(channels, 1), p)
 
 
+def ms_ssim_l1(t, p):
+    """Zhao et al. 2017 as kornia computes it: full-resolution Gaussian windows, zero padding."""
+    x, y = t["input"], t["target"]
+    sigmas, L = p.get("sigmas", [0.5, 1.0, 2.0, 4.0, 8.0]), p.get("max_val", 1.0)
+    c1, c2 = (p.get("k1", 0.01) * L) ** 2, (p.get("k2", 0.03) * L) ** 2
+    pad = int(2 * sigmas[-1])
+    size, ch = 2 * pad + 1, x.shape[1]
+
+    def window(sigma):
+        r = [math.exp(-((i - size // 2) ** 2) / (2 * sigma * sigma)) for i in range(size)]
+        w = torch.tensor(r, dtype=x.dtype)
+        w = w.unsqueeze(1) * w.unsqueeze(0)
+        return (w / w.sum()).expand(ch, 1, size, size)
+
+    def filt(z, w):
+        return F.conv2d(z, w, groups=ch, padding=pad)
+
+    cs_prod = 1
+    for sigma in sigmas:
+        w = window(sigma)
+        mx, my = filt(x, w), filt(y, w)
+        vx, vy, cxy = filt(x * x, w) - mx ** 2, filt(y * y, w) - my ** 2, filt(x * y, w) - mx * my
+        cs_prod = cs_prod * (2 * cxy + c2) / (vx + vy + c2)
+    lum = (2 * mx * my + c1) / (mx ** 2 + my ** 2 + c1)
+    ms = 1 - (lum * cs_prod).mean(1)
+    l1 = filt((x - y).abs(), window(sigmas[-1])).mean(1)
+    a = p.get("alpha", 0.025)
+    return _red(p.get("compensation", 200.0) * (a * ms + (1 - a) * l1 / L), p)
+
+
 REFERENCES = {
+    "ms_ssim_l1_loss": Reference(ms_ssim_l1, None, exact=False),
     "hausdorff_er_loss": Reference(hausdorff_er, None, exact=False),
     "ssim_loss": Reference(ssim, None, exact=False),
     "ms_ssim_loss": Reference(ms_ssim, None, exact=False),
@@ -150,6 +181,10 @@ def _near_binary(seed, dt, n, c, *spatial):
 
 
 CASES = {
+    "ms_ssim_l1_loss": [
+        Case("two-sigmas", lambda dt: {"input": _img(17, dt, 1, 2, 5, 4), "target": _img(18, dt, 1, 2, 5, 4)},
+             params={"sigmas": [0.5, 1.0], "alpha": 0.5, "compensation": 1.0}),
+    ],
     "hausdorff_er_loss": [
         Case("2d", lambda dt: {"input": _near_binary(11, dt, 2, 3, 5, 4), "target": randint(3, 2, 1, 5, 4, seed=13)},
              params={"k": 3}),

@@ -309,6 +309,9 @@ CHECKS = {
     "kornia.losses.HausdorffERLoss3D(alpha=2.0, k=2)":
         lambda: ({"input": image_refs._near_binary(58, F64, 2, 2, 4, 5, 4), "target": randint(2, 2, 1, 4, 5, 4, seed=60)},
                  lambda t: _kornia().losses.HausdorffERLoss3D(alpha=2.0, k=2)(t["input"], t["target"])),
+    "kornia.losses.MS_SSIMLoss(sigmas=(0.5, 1.0, 2.0))":
+        lambda: ({"input": rand(2, 2, 7, 6, dtype=F64, seed=61), "target": rand(2, 2, 7, 6, dtype=F64, seed=62)},
+                 lambda t: _kornia().losses.MS_SSIMLoss(sigmas=(0.5, 1.0, 2.0))(t["input"], t["target"])),
     "monai.losses.SSIMLoss(spatial_dims=2, win_size=5)":
         lambda: ({"input": rand(2, 1, 8, 8, dtype=F64, seed=37), "target": rand(2, 1, 8, 8, dtype=F64, seed=38)},
                  lambda t: _monai_losses().SSIMLoss(spatial_dims=2, win_size=5)(t["input"], t["target"])),
