@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from ..losses import LossError, LossSpec, Registry
+from ..._wire import FieldError
+from ..losses import LossSpec, Registry
 from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params
 from ._evaluate import Evaluation, call_loss
 
@@ -114,11 +115,11 @@ def add_penalties(
     """
     if reg.l1:
         l1 = reg.l1 * sum(t.abs().sum() for t in covered)
-        parts["l1"] = float(l1.detach())  # type: ignore[union-attr]
+        parts["l1"] = float(l1)
         objective = objective + l1
     if reg.l2:
         l2 = 0.5 * reg.l2 * sum(t.pow(2).sum() for t in covered)
-        parts["l2"] = float(l2.detach())  # type: ignore[union-attr]
+        parts["l2"] = float(l2)
         objective = objective + l2
     return objective
 
@@ -137,7 +138,7 @@ def _term_names(terms: Sequence[Term], specs: Sequence[LossSpec]) -> list[str]:
             name = f"{base}#{k}"
         last[base] = k
         if term.name and name != base:
-            raise LossError(f"terms[{i}].name", f"{term.name!r} is used by two terms; names must be unique")
+            raise FieldError(f"terms[{i}].name", f"{term.name!r} is used by two terms; names must be unique")
         names.append(name)
         taken.add(name)
     return names
@@ -161,23 +162,23 @@ def evaluate_objective(
     parameters = dict(parameters or {})
     reg = regularization or Regularization()
     if not terms:
-        raise LossError("terms", "name at least one loss")
+        raise FieldError("terms", "name at least one loss")
     prefix = (lambda i: f"terms[{i}].") if len(terms) > 1 or terms[0].name else (lambda i: "")
     specs = []
     for i, term in enumerate(terms):
         try:
             specs.append(registry.get(term.loss))
-        except LossError as e:
-            raise LossError(f"{prefix(i)}loss" if prefix(i) else e.field, e.message, e.code) from e
+        except FieldError as e:
+            raise FieldError(f"{prefix(i)}loss" if prefix(i) else e.field, e.message, e.code) from e
         if not math.isfinite(term.weight):
-            raise LossError(f"terms[{i}].weight", "must be a finite number")
+            raise FieldError(f"terms[{i}].weight", "must be a finite number")
     names = _term_names(terms, specs)
     _check_regularization(reg, parameters)
     reads = [_term_reads(i, term, spec, inputs) for i, (term, spec) in enumerate(zip(terms, specs))]
 
     for sent in inputs:
         if not any(sent in plan for plan in reads):
-            raise LossError(f"inputs.{sent}", f"no term uses an input called {sent!r}")
+            raise FieldError(f"inputs.{sent}", f"no term uses an input called {sent!r}")
     differentiable = {s for s, t in inputs.items() if t.is_floating_point()
                       and any(s in plan and spec.input(plan[s][0]).differentiable  # type: ignore[union-attr]
                               for plan, spec in zip(reads, specs))}
@@ -186,7 +187,7 @@ def evaluate_objective(
         wanted = set()
         for k, sent in enumerate(grad_inputs):
             if sent not in differentiable:
-                raise LossError(f"grad_inputs[{k}]", f"{sent!r} is not a differentiable input of this request")
+                raise FieldError(f"grad_inputs[{k}]", f"{sent!r} is not a differentiable input of this request")
             wanted.add(sent)
 
     def place(t: torch.Tensor) -> torch.Tensor:
@@ -205,13 +206,13 @@ def evaluate_objective(
                 mine = _term_tensors(spec, reads[i], tensors)
                 bound, _ = bind_inputs(spec, mine)
                 kwargs = bind_params(spec, term.params, refused=DEPRECATED_PARAMS)
-            except LossError as e:
-                raise LossError(prefix(i) + e.field, e.message, e.code) from e
+            except FieldError as e:
+                raise FieldError(prefix(i) + e.field, e.message, e.code) from e
             for inp in spec.inputs:
                 bound.setdefault(inp.name, None)  # type: ignore[arg-type]
             out = call_loss(spec, bound, kwargs)
             if out.dim() != 0:
-                raise LossError(f"{prefix(i)}params.reduction",
+                raise FieldError(f"{prefix(i)}params.reduction",
                                 f"{spec.name} gives shape {list(out.shape)}; objectives need scalar losses "
                                 "(use reduction 'mean' or 'sum')")
             parts[name] = out.detach().item()
@@ -253,12 +254,12 @@ def _term_reads(i: int, term: Term, spec: LossSpec, inputs: Mapping[str, torch.T
     for own, sent in term.inputs.items():
         inp = spec.input(own)
         if inp is None:
-            raise LossError(f"terms[{i}].inputs.{own}", f"{spec.name} has no input called {own!r} "
+            raise FieldError(f"terms[{i}].inputs.{own}", f"{spec.name} has no input called {own!r} "
                             f"(its inputs: {', '.join(x.name for x in spec.inputs)})")
         if sent not in inputs:
-            raise LossError(f"terms[{i}].inputs.{own}", f"reads {sent!r}, which the request does not send")
+            raise FieldError(f"terms[{i}].inputs.{own}", f"reads {sent!r}, which the request does not send")
         if inp.name in renamed.values():
-            raise LossError(f"terms[{i}].inputs.{own}", f"{inp.name!r} is named twice")
+            raise FieldError(f"terms[{i}].inputs.{own}", f"{inp.name!r} is named twice")
         renamed[sent] = inp.name
     for sent in inputs:
         if sent in renamed:
@@ -269,12 +270,12 @@ def _term_reads(i: int, term: Term, spec: LossSpec, inputs: Mapping[str, torch.T
         inp = spec.input(own)
         field_name = f"terms[{i}].transforms.{own}"
         if inp is None:
-            raise LossError(field_name, f"{spec.name} has no input called {own!r}")
+            raise FieldError(field_name, f"{spec.name} has no input called {own!r}")
         if transform not in TRANSFORMS:
-            raise LossError(field_name, f"is {transform!r}; must be one of {list(TRANSFORMS)}")
+            raise FieldError(field_name, f"is {transform!r}; must be one of {list(TRANSFORMS)}")
         source = next((s for s, (name, _) in plan.items() if (spec.input(name) or inp).name == inp.name), None)
         if source is None:
-            raise LossError(field_name, f"{inp.name!r} reads no request input")
+            raise FieldError(field_name, f"{inp.name!r} reads no request input")
         plan[source] = (plan[source][0], transform)
     return plan
 
@@ -288,23 +289,23 @@ def _term_tensors(spec: LossSpec, plan: Mapping[str, tuple[str, str]], tensors: 
         field_name = f"transforms.{name}"  # the caller adds the term's prefix
         if transform in ("softmax", "log_softmax", "sigmoid"):
             if not t.is_floating_point():
-                raise LossError(field_name, f"{transform} needs a floating-point input, got {str(t.dtype)[6:]}")
+                raise FieldError(field_name, f"{transform} needs a floating-point input, got {str(t.dtype)[6:]}")
             if transform != "sigmoid" and t.dim() < 2:
-                raise LossError(field_name, f"{transform} is over dim 1: needs (N, C, *), got shape {list(t.shape)}")
+                raise FieldError(field_name, f"{transform} is over dim 1: needs (N, C, *), got shape {list(t.shape)}")
             t = torch.sigmoid(t) if transform == "sigmoid" else getattr(t, transform)(dim=1)
         elif transform == "one_hot":
             first = next((tensors[s] for s, (n, _) in plan.items()
                           if (spec.input(n) or spec.inputs[-1]).name == spec.inputs[0].name), None)
             if t.is_floating_point() or t.dtype == torch.bool:
-                raise LossError(field_name, f"one_hot needs integer class indices, got {str(t.dtype)[6:]}")
+                raise FieldError(field_name, f"one_hot needs integer class indices, got {str(t.dtype)[6:]}")
             if first is None or first.dim() < 2 or not first.is_floating_point():
-                raise LossError(field_name, f"one_hot takes the class count from {spec.inputs[0].name!r} (N, C, *)")
+                raise FieldError(field_name, f"one_hot takes the class count from {spec.inputs[0].name!r} (N, C, *)")
             n_classes = first.shape[1]
             if list(t.shape) != [first.shape[0], *first.shape[2:]]:
-                raise LossError(field_name, f"class indices of shape {list(t.shape)} must be "
+                raise FieldError(field_name, f"class indices of shape {list(t.shape)} must be "
                                 f"{[first.shape[0], *first.shape[2:]]} to match {spec.inputs[0].name!r}")
             if t.numel() and not bool(((t >= 0) & (t < n_classes)).all()):
-                raise LossError(field_name, f"class indices must lie in [0, {n_classes})")
+                raise FieldError(field_name, f"class indices must lie in [0, {n_classes})")
             t = torch.nn.functional.one_hot(t.long(), n_classes).movedim(-1, 1).to(first.dtype)
         out[name] = t
     return out
@@ -316,12 +317,12 @@ def check_patterns(reg: Regularization) -> None:
     >>> check_patterns(Regularization(include=("*",) * 300))
     Traceback (most recent call last):
     ...
-    lossd.server.losses._registry.LossError: regularization.include: has 300 patterns; at most 256 are allowed
+    lossd._wire.FieldError: regularization.include: has 300 patterns; at most 256 are allowed
     """
     for key in ("include", "exclude"):
         n = len(getattr(reg, key))
         if n > MAX_PATTERNS:
-            raise LossError(f"regularization.{key}", f"has {n} patterns; at most {MAX_PATTERNS} are allowed")
+            raise FieldError(f"regularization.{key}", f"has {n} patterns; at most {MAX_PATTERNS} are allowed")
 
 
 def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Tensor]) -> None:
@@ -329,11 +330,11 @@ def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Te
     for key in ("l1", "l2"):
         value = getattr(reg, key)
         if not math.isfinite(value) or value < 0:
-            raise LossError(f"regularization.{key}", f"is {value}; must be a finite number >= 0")
+            raise FieldError(f"regularization.{key}", f"is {value}; must be a finite number >= 0")
     if (reg.l1 or reg.l2) and not parameters:
-        raise LossError("parameters", "regularization needs the parameter tensors it applies to")
+        raise FieldError("parameters", "regularization needs the parameter tensors it applies to")
     for name, t in parameters.items():
         if not t.is_floating_point():
-            raise LossError(f"parameters.{name}", "must have a floating-point dtype")
+            raise FieldError(f"parameters.{name}", "must have a floating-point dtype")
     if (reg.l1 or reg.l2) and not covered_parameters(parameters, reg):
-        raise LossError("regularization.include", f"covers none of the parameters sent ({', '.join(sorted(parameters))})")
+        raise FieldError("regularization.include", f"covers none of the parameters sent ({', '.join(sorted(parameters))})")

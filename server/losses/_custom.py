@@ -97,6 +97,7 @@ def _info_nce_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "info_nce_loss",
+    batch_coupled=True,  # each query's negatives are the batch's other keys
     aliases=("InfoNCE", "InfoNCELoss", "info_nce"),
     inputs=(
         Input("query", "prediction", differentiable=True, aliases=("y_pred", "input"), doc="embeddings (N, D)"),
@@ -171,6 +172,7 @@ def _require_two_views(input: torch.Tensor, target: torch.Tensor, min_rows: int)
 
 @register_loss(
     "nt_xent_loss",
+    batch_coupled=True,  # each embedding's negatives are the batch's other embeddings
     aliases=("NTXentLoss", "nt_xent", "simclr_loss"),
     inputs=_TWO_VIEWS,
     params=(
@@ -199,6 +201,7 @@ def nt_xent_loss(input: torch.Tensor, target: torch.Tensor, *, temperature: floa
 
 @register_loss(
     "barlow_twins_loss",
+    batch_coupled=True,  # the cross-correlation is standardised over the batch
     aliases=("BarlowTwinsLoss", "barlow_twins"),
     inputs=_TWO_VIEWS,
     params=(

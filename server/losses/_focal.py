@@ -105,6 +105,7 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
 
 @register_loss(
     "sigmoid_focal_loss",
+    mean_normalizer="weight",  # with ignore_index, 'mean' divides by the count of kept elements
     aliases=("SigmoidFocalLoss", "focal", "BinaryFocalLossWithLogits", "binary_focal_loss_with_logits"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits (probabilities with from_logits=false), any shape; (N, C, *) for per-class weights"),
@@ -260,6 +261,7 @@ def _softmax_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "softmax_focal_loss",
+    mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
     aliases=("SoftmaxFocalLoss", "multiclass_focal_loss"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits, (N, C) or (N, C, d1, ..., dK)"),

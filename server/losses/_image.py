@@ -219,6 +219,7 @@ def distance_field(mask: torch.Tensor) -> torch.Tensor:
 
 @register_loss(
     "hausdorff_dt_loss",
+    batch_coupled=True,  # log=true takes the log of the batch mean
     aliases=("HausdorffDTLoss", "hausdorff_dt", "hausdorff_loss"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",),

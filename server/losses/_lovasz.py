@@ -41,6 +41,7 @@ def _hinge_flat(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 @register_loss(
     "lovasz_hinge_loss",
+    batch_coupled=True,  # sorts the errors of the batch as one image with per_image false
     aliases=("LovaszHingeLoss", "lovasz_hinge"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits (N, *) or (N, 1, *)"),
@@ -92,6 +93,7 @@ def _softmax_flat(probs: torch.Tensor, labels: torch.Tensor, classes: str, weigh
 
 @register_loss(
     "lovasz_softmax_loss",
+    batch_coupled=True,  # sorts the errors of the batch as one image (per_image false, the default)
     aliases=("LovaszSoftmaxLoss", "lovasz_softmax"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits (or probabilities) (N, C, *)"),

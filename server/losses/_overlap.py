@@ -47,7 +47,7 @@ _OVERLAP_INPUTS = (
     Input("target", "target", kind="float|int", aliases=("y_true",),
           doc="binary/multilabel: mask in [0, 1] shaped like input; multiclass: class indices (N, *) "
               "or one-hot/class probabilities shaped like input"),
-    Input("mask", "weight", required=False,
+    Input("mask", "element weight", required=False,
           doc="(N or 1, 1, *): multiplies probabilities and targets after the activation (MONAI's MaskedDiceLoss)"),
 )
 
@@ -306,6 +306,7 @@ _DICE_EQUIVALENTS = (
 
 @register_loss(
     "dice_loss",
+    batch_coupled=True,  # pooled over the batch by default (aggregation); per_sample/micro would shard
     aliases=("DiceLoss", "dice"),
     inputs=_OVERLAP_INPUTS,
     params=_overlap_params(),
@@ -329,6 +330,7 @@ def dice_loss(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
 
 @register_loss(
     "jaccard_loss",
+    batch_coupled=True,  # pooled over the batch by default (aggregation); per_sample/micro would shard
     aliases=("JaccardLoss", "jaccard", "iou_loss"),
     inputs=_OVERLAP_INPUTS,
     params=_overlap_params(),
@@ -390,6 +392,7 @@ def _tversky(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | Non
 
 register_loss(
     "tversky_loss",
+    batch_coupled=True,  # pooled over the batch by default (aggregation); per_sample/micro would shard
     aliases=("TverskyLoss", "tversky"),
     inputs=_OVERLAP_INPUTS,
     params=_tversky_params(0.5, 0.5, 1.0),
@@ -412,6 +415,7 @@ register_loss(
 
 register_loss(
     "focal_tversky_loss",
+    batch_coupled=True,  # pooled over the batch by default (aggregation); per_sample/micro would shard
     aliases=("FocalTverskyLoss", "focal_tversky"),
     inputs=_OVERLAP_INPUTS,
     params=_tversky_params(0.3, 0.7, 0.75),
@@ -430,6 +434,7 @@ register_loss(
 
 @register_loss(
     "generalized_dice_loss",
+    batch_coupled=True,  # aggregation "pooled" sums over the batch before dividing
     aliases=("GeneralizedDiceLoss", "generalised_dice_loss", "generalized_dice"),
     inputs=_OVERLAP_INPUTS,
     params=(
@@ -479,6 +484,7 @@ def generalized_dice_loss(input: torch.Tensor, target: torch.Tensor, mask: torch
 
 @register_loss(
     "mcc_loss",
+    batch_coupled=True,  # one coefficient over the whole batch
     aliases=("MCCLoss", "mcc"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",),
