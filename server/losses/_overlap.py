@@ -33,6 +33,7 @@ from ._registry import (
     Equivalent,
     Input,
     Param,
+    reduce,
     register_loss,
     require,
     require_class_indices,
@@ -484,35 +485,58 @@ def generalized_dice_loss(input: torch.Tensor, target: torch.Tensor, mask: torch
 
 @register_loss(
     "mcc_loss",
-    batch_coupled=True,  # one coefficient over the whole batch
+    batch_coupled=True,  # pooled over the batch by default (aggregation)
     aliases=("MCCLoss", "mcc"),
-    inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",),
-              doc="probabilities (or logits with from_logits), (N, *)"),
-        Input("target", "target", aliases=("y_true",), doc="mask in [0, 1], shaped like input"),
-    ),
+    inputs=_OVERLAP_INPUTS[:2],
     params=(
-        Param("from_logits", "bool", False, "Apply sigmoid to input first (smp's MCCLoss takes probabilities)."),
-        Param("eps", "float", 1e-5, "Added to each of TP, TN, FP, FN.", min=0.0),
+        _MODE,
+        Param("from_logits", "bool", False, "Apply sigmoid/softmax to input first (smp's MCCLoss takes probabilities; "
+              "MONAI's sigmoid/softmax)."),
+        Param("eps", "float", 1e-5, "Added to each of TP, TN, FP, FN (smp).", min=0.0),
+        Param("smooth_nr", "float", 0.0, "Added to the numerator TP·TN - FP·FN (MONAI's smooth_nr).", min=0.0),
+        Param("smooth_dr", "float", 0.0, "Added under the square root of the denominator (MONAI's smooth_dr).", min=0.0),
+        _INCLUDE_BG,
+        Param("aggregation", "string", "pooled",
+              "'pooled': one coefficient per class over the whole batch (smp; MONAI batch=True); 'per_sample': one "
+              "per sample and class (MONAI batch=False).", choices=("pooled", "per_sample")),
+        Param("reduction", "string", "mean", "'mean' or 'sum' over units, or 'none': per class (C) pooled, (N, C) "
+              "per_sample.", choices=("none", "mean", "sum")),
     ),
-    description="1 - Matthews correlation coefficient of soft TP, TN, FP, FN over the batch (binary).",
-    source="lossd (Abhishek & Hamarneh 2021; smp MCCLoss conventions)",
+    description="1 - Matthews correlation coefficient of soft TP, TN, FP, FN, per class (binary: one class).",
+    source="lossd (Abhishek & Hamarneh 2021; smp and MONAI MCCLoss conventions as parameters)",
+    notes="A unit with FP = FN = 0 (a perfect prediction, counts after eps) has loss 0, the coefficient's limit "
+          "(MONAI); eps or smooth_dr must be > 0, else the coefficient is 0/0 where a prediction or target is empty.",
     example=lambda dt: {"input": torch.tensor([[0.9, 0.2, 0.6], [0.1, 0.7, 0.4]], dtype=dt),
                         "target": torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=dt)},
-    equivalents=(Equivalent("segmentation_models_pytorch.losses.MCCLoss()", {}, "input holds probabilities"),),
+    equivalents=(
+        Equivalent("segmentation_models_pytorch.losses.MCCLoss()", {}, "input holds probabilities"),
+        Equivalent("monai.losses.MCCLoss(sigmoid=True)",
+                   {"mode": "multilabel", "from_logits": True, "eps": 0.0, "smooth_dr": 1e-5,
+                    "aggregation": "per_sample"}, "input and target (N, C, *)"),
+        Equivalent("monai.losses.MCCLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True, "
+                   "reduction='none')",
+                   {"mode": "multiclass", "from_logits": True, "eps": 0.0, "smooth_dr": 1e-5,
+                    "include_background": False, "reduction": "none"}, "target (N, *) class indices"),
+    ),
 )
-def mcc_loss(input: torch.Tensor, target: torch.Tensor, *, from_logits: bool, eps: float) -> torch.Tensor:
-    """``TP = Σ p·t + eps``, ``TN = Σ (1-p)(1-t) + eps``, ``FP``, ``FN`` likewise;
-    ``1 - (TP·TN - FP·FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN))``."""
-    require_same_shape(input, target, "the mask is per element")
-    require(input.numel() > 0, "inputs.input", "needs at least one element")
-    require(bool(((target >= 0) & (target <= 1)).all()), "inputs.target", "mask values must lie in [0, 1] (NaN is refused)")
-    p = torch.sigmoid(input) if from_logits else input
-    if not from_logits:
-        require(bool(((input >= 0) & (input <= 1)).all()), "inputs.input", "probabilities must lie in [0, 1] (from_logits=false)")
-    tp = (p * target).sum() + eps
-    tn = ((1 - p) * (1 - target)).sum() + eps
-    fp = (p * (1 - target)).sum() + eps
-    fn = ((1 - p) * target).sum() + eps
-    denominator = torch.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return 1 - (tp * tn - fp * fn) / denominator
+def mcc_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, eps: float, smooth_nr: float,
+             smooth_dr: float, include_background: bool, aggregation: str, reduction: str) -> torch.Tensor:
+    """Per unit ``TP = Σ p·t + eps``, ``TN = Σ (1-p)(1-t) + eps``, ``FP``, ``FN`` likewise;
+    ``1 - (TP·TN - FP·FN + smooth_nr) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN) + smooth_dr)``, 0 where FP = FN = 0."""
+    require(eps > 0 or smooth_dr > 0, "params.smooth_dr",
+            "eps or smooth_dr must be > 0 (otherwise the coefficient is 0/0 where a prediction or target is empty)")
+    probs, onehot = _probabilities(input, target, mode, from_logits, None)
+    kept = _kept_classes(probs.shape[1], mode, include_background, None, None)
+    if kept is not None:
+        index = torch.tensor(kept, device=input.device)
+        probs, onehot = probs.index_select(1, index), onehot.index_select(1, index)
+    dims = (0, 2) if aggregation == "pooled" else (2,)
+    tp = (probs * onehot).sum(dims) + eps
+    tn = ((1 - probs) * (1 - onehot)).sum(dims) + eps
+    fp = (probs * (1 - onehot)).sum(dims) + eps
+    fn = ((1 - probs) * onehot).sum(dims) + eps
+    perfect = (fp == 0) & (fn == 0)
+    denominator = torch.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn) + smooth_dr)
+    safe = torch.where(perfect, torch.ones_like(denominator), denominator)
+    loss = torch.where(perfect, torch.zeros_like(safe), 1 - (tp * tn - fp * fn + smooth_nr) / safe)
+    return reduce(loss, reduction)

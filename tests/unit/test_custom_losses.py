@@ -122,6 +122,17 @@ def test_ms_ssim_with_anticorrelated_images_has_finite_gradients() -> None:
     assert r.loss.item() == 1.0 and torch.isfinite(r.grads["input"]).all()
 
 
+@pytest.mark.parametrize("params", [{"eps": 0.0, "smooth_dr": 1e-5}, {}])
+def test_mcc_on_a_perfect_prediction_is_zero_with_finite_gradients(params: dict[str, Any]) -> None:
+    """MONAI's convention (FP = FN = 0: loss 0) once eps is 0; with smp's eps the counts are never 0."""
+    target = torch.tensor([[[1.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]]], dtype=torch.float64)
+    r = evaluate(REGISTRY, "mcc_loss", {"input": target.clone(), "target": target},
+                 {"mode": "multilabel", "aggregation": "per_sample", "reduction": "none"} | params)
+    assert torch.isfinite(r.grads["input"]).all()
+    if params:
+        assert r.loss.tolist() == [[0.0], [0.0]]
+
+
 def test_distance_field_is_exact_euclidean() -> None:
     from lossd.server.losses._image import distance_field
 
@@ -199,6 +210,8 @@ def test_tversky_with_half_weights_is_dice() -> None:
          "params.quantiles[0]", "(0, 1)"),
         ("info_nce_loss", {"query": torch.ones(3, 4), "positive_key": torch.ones(3, 4), "negative_keys": torch.ones(5, 3)},
          {}, "inputs.negative_keys", "(M, 4)"),
+        ("mcc_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(2, 3)}, {"eps": 0.0},
+         "params.smooth_dr", "eps or smooth_dr must be > 0"),
         ("info_nce_loss", {"query": torch.ones(3, 4), "positive_key": torch.ones(3, 4)}, {"temperature": 0.0},
          "params.temperature", "> 0"),
     ],

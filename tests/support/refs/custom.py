@@ -247,11 +247,25 @@ def generalized_dice(t, p):
 
 
 def mcc(t, p):
-    y_pred = torch.sigmoid(t["input"]) if p.get("from_logits", False) else t["input"]
-    y, eps = t["target"], p.get("eps", 1e-5)
-    tp, tn = (y_pred * y).sum() + eps, ((1 - y_pred) * (1 - y)).sum() + eps
-    fp, fn = (y_pred * (1 - y)).sum() + eps, ((1 - y_pred) * y).sum() + eps
-    return 1 - (tp * tn - fp * fn) / torch.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    """smp's MCCLoss (eps on each count, pooled) and MONAI's (smooth_nr, smooth_dr under the root, per sample
+    and class, 0 where FP = FN = 0), one unit at a time."""
+    probs, onehot = _overlap_inputs(t, p | {"from_logits": p.get("from_logits", False)})
+    eps, nr, dr = p.get("eps", 1e-5), p.get("smooth_nr", 0.0), p.get("smooth_dr", 0.0)
+    classes = [c for c in range(probs.shape[1]) if p.get("include_background", True) or c != 0]
+
+    def unit(pk, yk):
+        tp, tn = (pk * yk).sum() + eps, ((1 - pk) * (1 - yk)).sum() + eps
+        fp, fn = (pk * (1 - yk)).sum() + eps, ((1 - pk) * yk).sum() + eps
+        if fp == 0 and fn == 0:
+            return tp * 0
+        return 1 - (tp * tn - fp * fn + nr) / torch.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn) + dr)
+
+    if p.get("aggregation", "pooled") == "pooled":
+        losses = torch.stack([unit(probs[:, c], onehot[:, c]) for c in classes])
+    else:
+        losses = torch.stack([torch.stack([unit(probs[i, c], onehot[i, c]) for c in classes])
+                              for i in range(probs.shape[0])])
+    return _reduce(losses, p.get("reduction", "mean"))
 
 
 def nt_xent(t, p):
@@ -410,6 +424,11 @@ CASES = {
         Case("probs", lambda dt: {"input": _probs(2, 6, dt=dt, seed=1), "target": _mask(2, 6, dt=dt, seed=2)}),
         Case("logits", lambda dt: {"input": randn(3, 1, 4, dtype=dt, seed=3), "target": _mask(3, 1, 4, dt=dt, seed=4)},
              params={"from_logits": True, "eps": 1e-3}),
+        Case("monai-multilabel", lambda dt: {"input": randn(2, 3, 4, dtype=dt, seed=5), "target": _mask(2, 3, 4, dt=dt, seed=6)},
+             params={"mode": "multilabel", "from_logits": True, "eps": 0.0, "smooth_nr": 1e-3, "smooth_dr": 1e-5,
+                     "aggregation": "per_sample"}, reductions=("none", "mean", "sum")),
+        Case("multiclass", lambda dt: {"input": randn(2, 3, 5, dtype=dt, seed=7), "target": randint(3, 2, 5, seed=8)},
+             params={"mode": "multiclass", "from_logits": True, "include_background": False}, reductions=("none", "sum")),
     ],
     "nt_xent_loss": [
         Case("simclr", lambda dt: {"input": randn(3, 4, dtype=dt, seed=1), "target": randn(3, 4, dtype=dt, seed=2)}),

@@ -204,6 +204,11 @@ CHECKS = {
     "segmentation_models_pytorch.losses.MCCLoss()":
         lambda: ({"input": rand(2, 1, 3, 3, dtype=F64, seed=7), "target": _mask(2, 1, 3, 3, seed=8)},
                  lambda t: mcc_ref(t, {})),
+    "monai.losses.MCCLoss(sigmoid=True)":
+        lambda: (_ml(), lambda t: _monai_losses().MCCLoss(sigmoid=True)(t["input"], t["target"])),
+    "monai.losses.MCCLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True, reduction='none')":
+        lambda: (_seg(), lambda t: _monai_losses().MCCLoss(softmax=True, to_onehot_y=True, include_background=False,
+                                                          batch=True, reduction="none")(t["input"], t["target"].unsqueeze(1))),
     # ---- sigmoid_focal_loss, softmax_focal_loss
     "torchvision.ops.sigmoid_focal_loss(inputs, targets, reduction='mean')":
         lambda: (_ml(), lambda t: _tv_focal(t["input"], t["target"])),
