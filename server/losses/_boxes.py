@@ -82,7 +82,9 @@ def _center_term(boxes1: torch.Tensor, boxes2: torch.Tensor, corners: tuple[torc
     description="1 - GIoU: 1 - IoU + (area of the enclosing box not covered by the union) / (enclosing area).",
     source="lossd (Rezatofighi et al. 2019; torchvision.ops.generalized_box_iou_loss formula)",
     example=_example,
-    equivalents=(Equivalent("torchvision.ops.generalized_box_iou_loss(boxes1, boxes2, reduction='mean')", {}, ""),),
+    equivalents=(Equivalent("torchvision.ops.generalized_box_iou_loss(boxes1, boxes2, reduction='mean')", {}, ""),
+                 Equivalent("monai.losses.BoxGIoULoss()", {"eps": 1.1920928955078125e-07},
+                            "2-D boxes (N, 4) in MONAI's StandardMode (x1 y1 x2 y2); MONAI computes in float32")),
 )
 def generalized_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, reduction: str, eps: float) -> torch.Tensor:
     """``1 - (IoU - (C - U) / (C + eps))``, ``IoU = I / (U + eps)``; C the enclosing box's area."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,3 +184,22 @@ def test_every_documented_example_runs_through_grpcurl(grpcurl, loss):  # type: 
         assert name in request["inputs"]
         assert "raw" not in grad
 
+
+def test_objectives_doc_composite_with_term_inputs_and_transforms(grpcurl):  # type: ignore[no-untyped-def]
+    """docs/objectives.md's grpcurl call (MONAI's DiceFocal with class indices) as printed; numbers from torch."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "objectives.md").read_text()
+    (line,) = [ln for ln in doc.splitlines() if ln.startswith("$ grpcurl") and '"transforms"' in ln]
+    request = json.loads(line.split("-d '", 1)[1].split("' ", 1)[0])
+    reply = json.loads(_ok(grpcurl("-d", "@", "{addr}", EVALUATE_METHOD, input=json.dumps(request))))
+    x = torch.tensor(request["inputs"]["input"]["values"]).reshape(1, 3, 3).requires_grad_()
+    onehot = F.one_hot(torch.tensor([[0, 1, 2]]), 3).movedim(-1, 1).float()
+    p = torch.softmax(x, 1)
+    dice = (1 - 2 * (p * onehot).sum((0, 2)) / (p + onehot).sum((0, 2))).mean()
+    q = torch.sigmoid(x) * (1 - onehot) + (1 - torch.sigmoid(x)) * onehot
+    ce = F.binary_cross_entropy_with_logits(x, onehot, reduction="none")
+    focal = ((0.25 * onehot + 0.75 * (1 - onehot)) * q ** 2 * ce).mean()
+    (g,) = torch.autograd.grad(dice + focal, x)
+    assert reply["value"] == pytest.approx((dice + focal).item(), rel=1e-6)
+    assert reply["parts"] == pytest.approx({"dice_loss": dice.item(), "sigmoid_focal_loss": focal.item()}, rel=1e-6)
+    assert f"{reply['value']:.5f}" in doc and set(reply["grads"]) == {"input"}
+    torch.testing.assert_close(torch.tensor(reply["grads"]["input"]["values"]).reshape(1, 3, 3), g)

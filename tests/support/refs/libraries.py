@@ -271,6 +271,9 @@ CHECKS = {
                           lambda t: box_refs._per_box(k)(t, {})))
        for n, k in (("generalized_box_iou_loss", "giou"), ("distance_box_iou_loss", "diou"),
                     ("complete_box_iou_loss", "ciou"))},
+    "monai.losses.BoxGIoULoss()":
+        lambda: ({"boxes1": box_refs._boxes(4, 5, F64), "boxes2": box_refs._boxes(4, 6, F64)},
+                 lambda t: _monai_losses().BoxGIoULoss()(t["boxes1"], t["boxes2"])),
     # ---- contrastive
     "monai.losses.ContrastiveLoss(temperature=0.5)":
         lambda: ({"input": randn(4, 3, dtype=F64, seed=25), "target": randn(4, 3, dtype=F64, seed=26)},

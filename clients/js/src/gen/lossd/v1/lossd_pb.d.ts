@@ -197,6 +197,25 @@ export declare type LossTerm = Message<"lossd.v1.LossTerm"> & {
    * @generated from field: string name = 4;
    */
   name: string;
+
+  /**
+   * Which request input each of this term's loss inputs reads, by the loss's
+   * input name (or alias): {"target": "labels"}. Inputs not named here read the
+   * request input of the same name or alias.
+   *
+   * @generated from field: map<string, string> inputs = 5;
+   */
+  inputs: { [key: string]: string };
+
+  /**
+   * A transform applied to what a loss input reads, before the loss sees it:
+   * "softmax" or "log_softmax" (over dim 1), "sigmoid", or "one_hot" (class
+   * indices to a float (N, C, *) one-hot, C from the term's first input's
+   * dim 1). Example (MONAI DiceFocal): {"target": "one_hot"}.
+   *
+   * @generated from field: map<string, string> transforms = 6;
+   */
+  transforms: { [key: string]: string };
 };
 
 /**
@@ -735,6 +754,10 @@ export declare const TensorEncodingSchema: GenEnum<TensorEncoding>;
 
 /**
  * LossService evaluates loss functions and their gradients.
+ *
+ * A method marked NO_SIDE_EFFECTS (here and in TrainingService) may be
+ * repeated freely; the SDK retries those that take one request message when
+ * a server is UNAVAILABLE.
  *
  * @generated from service lossd.v1.LossService
  */
