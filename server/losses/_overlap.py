@@ -35,6 +35,7 @@ from ._registry import (
     Param,
     reduce,
     register_loss,
+    register_split_name,
     require,
     require_class_indices,
     require_same_shape,
@@ -332,7 +333,7 @@ def dice_loss(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
 @register_loss(
     "jaccard_loss",
     batch_coupled=True,  # pooled over the batch by default (aggregation); per_sample/micro would shard
-    aliases=("JaccardLoss", "jaccard", "iou_loss"),
+    aliases=("JaccardLoss", "jaccard"),
     inputs=_OVERLAP_INPUTS,
     params=_overlap_params(),
     description="1 - Jaccard index (|X∩Y| / |X∪Y|, soft IoU), averaged over classes.",
@@ -360,6 +361,12 @@ def jaccard_loss(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor |
     nr, dr = _smooths(smooth, smooth_nr, smooth_dr)
     score = (s.tp + nr) / (s.p + s.t - s.tp + dr).clamp_min(eps)
     return _finish(score, s, eps=eps, log_loss=log_loss, empty_classes=empty_classes, reduction=reduction)
+
+
+# Segmentation calls the soft Jaccard "IoU loss"; detection (mmdetection's IoULoss, UnitBox) calls a box loss so.
+for _name in ("iou_loss", "IoULoss"):
+    register_split_name(_name, "jaccard_loss (soft IoU of masks: smp and pytorch-toolbelt JaccardLoss) or, for boxes, "
+                        "generalized_box_iou_loss, distance_box_iou_loss, complete_box_iou_loss")
 
 
 def _tversky_params(alpha: float, beta: float, gamma: float) -> tuple[Param, ...]:
