@@ -220,7 +220,7 @@ def distance_field(mask: torch.Tensor) -> torch.Tensor:
 @register_loss(
     "hausdorff_dt_loss",
     batch_coupled=True,  # log=true takes the log of the batch mean
-    aliases=("HausdorffDTLoss", "hausdorff_dt", "hausdorff_loss"),
+    aliases=("HausdorffDTLoss", "hausdorff_dt"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",),
               doc="probabilities (or logits with from_logits) (N, C, H, W) or (N, C, H, W, D)"),
@@ -406,6 +406,9 @@ def ms_ssim_l1_loss(input: torch.Tensor, target: torch.Tensor, *, sigmas: list[f
     return loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
 
 
+for _name in ("hausdorff_loss", "HausdorffLoss"):
+    register_split_name(_name, "hausdorff_dt_loss (distance transforms: MONAI HausdorffDTLoss) or hausdorff_er_loss "
+                        "(morphological erosion: kornia HausdorffERLoss), both Karimi & Salcudean 2019")
 for _name in ("MS_SSIMLoss", "MSSSIMLoss"):
     register_split_name(_name, "ms_ssim_loss (1 - MS-SSIM, Wang et al. 2003: pytorch-msssim, MONAI's metric) or "
                         "ms_ssim_l1_loss (MS-SSIM blended with L1, Zhao et al. 2017: kornia.losses.MS_SSIMLoss)")
