@@ -55,7 +55,6 @@ def _binary_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "binary_focal_loss",
-    aliases=("BinaryFocalLoss",),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="probabilities in [0, 1], any shape"),
         Input("target", "target", differentiable=True, aliases=("y_true",), doc="labels in [0, 1], same shape"),
@@ -147,6 +146,7 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
                    "reduction='mean', pos_weight=pw)",
                    {"focal_form": "split", "ignore_index": -100, "pos_weight": [2.0, 0.5, 1.0]},
                    "pred and target (N, C, *); pos_weight = pw"),
+        Equivalent("pytorch_toolbelt.losses.BinaryFocalLoss()", {"alpha": -1.0, "focal_form": "exp_bce"}, ""),
         Equivalent("segmentation_models_pytorch.losses.FocalLoss(mode='binary')",
                    {"alpha": -1.0, "focal_form": "exp_bce"}, ""),
         Equivalent("segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', alpha=0.25, from_logits=False, "
@@ -248,6 +248,8 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
 register_split_name("FocalLoss", "sigmoid_focal_loss (logits, one probability per element: torchvision, smp, "
                     "pytorch-toolbelt, MONAI), softmax_focal_loss (logits over classes, class-index targets: kornia) "
                     "or binary_focal_loss (probabilities, the seed's FocalLoss)")
+register_split_name("BinaryFocalLoss", "sigmoid_focal_loss (logits: pytorch-toolbelt BinaryFocalLoss; with "
+                    "focal_form 'exp_bce', alpha -1) or binary_focal_loss (probabilities, the seed's FocalLoss)")
 register_split_name("focal_loss", "sigmoid_focal_loss (torchvision.ops.sigmoid_focal_loss) or softmax_focal_loss "
                     "(kornia.losses.focal_loss)")
 

@@ -79,7 +79,8 @@ def test_fractional_gamma_tversky_on_a_perfect_prediction_has_finite_gradients(
                                              ("MS_SSIMLoss", ("ms_ssim_loss", "ms_ssim_l1_loss")),
                                              ("iou_loss", ("jaccard_loss", "generalized_box_iou_loss")),
                                              ("IoULoss", ("jaccard_loss", "complete_box_iou_loss")),
-                                             ("hausdorff_loss", ("hausdorff_dt_loss", "hausdorff_er_loss"))])
+                                             ("hausdorff_loss", ("hausdorff_dt_loss", "hausdorff_er_loss")),
+                                             ("BinaryFocalLoss", ("sigmoid_focal_loss", "binary_focal_loss"))])
 def test_split_names_are_not_found_and_name_each_meaning(name: str, means: tuple[str, ...]) -> None:
     with pytest.raises(LossError) as err:
         REGISTRY.get(name)

@@ -217,6 +217,9 @@ CHECKS = {
                  lambda t: _kornia().losses.binary_focal_loss_with_logits(
                      t["input"], t["target"], alpha=0.25, gamma=2.0, reduction="mean",
                      pos_weight=torch.tensor([2.0, 0.5, 1.0], dtype=F64))),
+    "pytorch_toolbelt.losses.BinaryFocalLoss()":
+        lambda: ({"input": randn(2, 1, 5, dtype=F64, seed=63), "target": _mask(2, 1, 5, seed=64)},
+                 lambda t: smp_focal(t["input"], t["target"])),
     "segmentation_models_pytorch.losses.FocalLoss(mode='binary')":
         lambda: ({"input": randn(2, 1, 5, dtype=F64, seed=11), "target": rand(2, 1, 5, dtype=F64, seed=12)},
                  lambda t: smp_focal(t["input"], t["target"])),
