@@ -79,6 +79,7 @@ def _pair_example(dt: torch.dtype) -> dict[str, object]:
     description="log(cosh(input - target)): quadratic near 0, linear far away; overflow-free.",
     source="lossd",
     example=_pair_example,
+    equivalents=(Equivalent("pytorch_toolbelt.losses.LogCoshLoss()", {}, ""),),
 )
 def log_cosh_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str) -> torch.Tensor:
     """``log(cosh(x))`` computed as ``|x| + softplus(-2|x|) - log 2`` (no overflow for large x)."""

@@ -175,6 +175,9 @@ def _loss_section(spec: LossSpec) -> list[str]:
         out += _table(("Library call", "lossd `params`", "Note"),
                       ([_code(e.call), _code(json.dumps(_plain(dict(e.params)))) if e.params else "defaults",
                         _cell(e.note)] for e in spec.equivalents))
+    elif spec.source.startswith("lossd"):
+        out += ["", "**Same numbers as the libraries:** none of kornia, segmentation_models_pytorch, MONAI, "
+                "torchvision and pytorch-toolbelt ships this loss."]
     out += ["", "**Example** (float32, `values` encoding; the reply uses `values` too)", "", "```bash",
             grpcurl_command(spec), "```", ""]
     return out

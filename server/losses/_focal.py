@@ -67,6 +67,9 @@ def _binary_example(dt: torch.dtype) -> dict[str, object]:
     description="Focal loss on probabilities (the seed's FocalLoss): alpha_t * (1 - p_t)^gamma * BCE.",
     source="lossd (seed's FocalLoss)",
     example=_binary_example,
+    equivalents=(Equivalent("segmentation_models_pytorch.losses.FocalLoss(mode='binary', alpha=0.75, from_logits=False)",
+                            {}, "0/1 labels, probabilities in [1e-7, 1 - 1e-7] (smp clamps them there; soft labels "
+                            "differ: smp's p_t is exp(-BCE))"),),
 )
 def binary_focal_loss(input: torch.Tensor, target: torch.Tensor, *, gamma: float, alpha: float, reduction: str) -> torch.Tensor:
     """``bce = BCE(input, target)``, ``p_t = t*p + (1-t)*(1-p)``,

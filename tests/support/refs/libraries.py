@@ -220,6 +220,9 @@ CHECKS = {
     "pytorch_toolbelt.losses.BinaryFocalLoss()":
         lambda: ({"input": randn(2, 1, 5, dtype=F64, seed=63), "target": _mask(2, 1, 5, seed=64)},
                  lambda t: smp_focal(t["input"], t["target"])),
+    "segmentation_models_pytorch.losses.FocalLoss(mode='binary', alpha=0.75, from_logits=False)":
+        lambda: ({"input": rand(2, 1, 6, dtype=F64, seed=67, low=0.02, high=0.98), "target": _mask(2, 1, 6, seed=68)},
+                 lambda t: smp_focal(t["input"], t["target"], alpha=0.75, from_logits=False)),
     "segmentation_models_pytorch.losses.FocalLoss(mode='binary')":
         lambda: ({"input": randn(2, 1, 5, dtype=F64, seed=11), "target": rand(2, 1, 5, dtype=F64, seed=12)},
                  lambda t: smp_focal(t["input"], t["target"])),
@@ -262,6 +265,9 @@ CHECKS = {
        (lambda n=n: ({"input": 2 * randn(2, 3, dtype=F64, seed=19), "target": randn(2, 3, dtype=F64, seed=20)},
                      lambda t: getattr(_kornia().losses, n)(t["input"], t["target"], reduction="mean")))
        for n in ("charbonnier_loss", "welsch_loss", "cauchy_loss", "geman_mcclure_loss")},
+    "pytorch_toolbelt.losses.LogCoshLoss()":
+        lambda: ({"input": 30 * randn(3, 4, dtype=F64, seed=65), "target": randn(3, 4, dtype=F64, seed=66)},
+                 lambda t: (lambda d: (d + F.softplus(-2.0 * d) - math.log(2.0)).mean())(t["input"] - t["target"])),
     "pytorch_toolbelt.losses.WingLoss(width=5, curvature=0.5, reduction='mean')":
         lambda: ({"input": 4 * randn(3, 4, dtype=F64, seed=21), "target": randn(3, 4, dtype=F64, seed=22)},
                  lambda t: wing(t["input"], t["target"], 5.0, 0.5)),
