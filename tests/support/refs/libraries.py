@@ -237,6 +237,8 @@ CHECKS = {
     "monai.losses.FocalLoss(gamma=2.0, alpha=0.25)":
         lambda: ({"input": randn(2, 3, 4, dtype=F64, seed=17), "target": rand(2, 3, 4, dtype=F64, seed=18)},
                  lambda t: _monai_losses().FocalLoss(gamma=2.0, alpha=0.25)(t["input"], t["target"])),
+    "monai.losses.FocalLoss(gamma=2.0, alpha=[0.25, 0.5, 0.75])":
+        lambda: (_ml(seed=69), lambda t: _monai_losses().FocalLoss(gamma=2.0, alpha=[0.25, 0.5, 0.75])(t["input"], t["target"])),
     "monai.losses.FocalLoss(gamma=2.0, weight=w)":
         lambda: (_ml(), lambda t: _monai_losses().FocalLoss(gamma=2.0, weight=[1.0, 2.0, 0.5])(t["input"], t["target"])),
     "monai.losses.FocalLoss(gamma=2.0, reduction='sum')":
