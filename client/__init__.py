@@ -15,6 +15,7 @@ from ._client import Client, EvaluateResult, build_request
 from ._codec import decode, encode
 from ._config import DEFAULT_TARGET, DEFAULT_TIMEOUT, ClientConfig
 from ._training import Progress, TrainResult, load_spec
+from ._warnings import ServerWarning
 from ._errors import (
     Cancelled,
     DeadlineExceeded,
@@ -38,6 +39,7 @@ __all__ = [
     "AsyncClient",
     "ClientConfig",
     "EvaluateResult",
+    "ServerWarning",
     "TrainResult",
     "Progress",
     "load_spec",

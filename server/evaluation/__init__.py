@@ -14,8 +14,9 @@ decoded tensors::
 
 from __future__ import annotations
 
-from ._binding import DEPRECATED_PARAMS, HasParams, bind_inputs, bind_params, grad_targets
-from ._evaluate import Evaluation, call_loss, evaluate, resolve_device
+from ._binding import DEPRECATED_PARAMS, HasParams, bind_inputs, bind_params, grad_targets, has_grad, legacy_reduction, params_from_tensors, split_scalars
+from ._evaluate import Evaluation, call_backward, call_loss, evaluate, resolve_device
+from ._warnings import capture as capture_warnings
 from ._objective import (
     MAX_PATTERNS,
     Regularization,
@@ -36,11 +37,17 @@ __all__ = [
     "add_penalties",
     "bind_inputs",
     "bind_params",
+    "call_backward",
     "call_loss",
+    "capture_warnings",
     "check_patterns",
     "covered_parameters",
     "evaluate",
     "evaluate_objective",
     "grad_targets",
+    "has_grad",
+    "legacy_reduction",
+    "params_from_tensors",
     "resolve_device",
+    "split_scalars",
 ]

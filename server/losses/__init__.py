@@ -24,6 +24,8 @@ from . import (  # noqa: F401  (register the built-ins)
 from ._dtypes import TORCH_DTYPES, WIRE_NAMES
 from ._registry import (
     REDUCTION,
+    Domain,
+    DomainWarning,
     REGISTRY,
     Input,
     InputRole,
@@ -38,10 +40,13 @@ from ._registry import (
     require_finite,
     require_same_shape,
     require_unit_interval,
+    strictness,
 )
 
 __all__ = [
     "REDUCTION",
+    "Domain",
+    "DomainWarning",
     "REGISTRY",
     "TORCH_DTYPES",
     "WIRE_NAMES",
@@ -58,4 +63,5 @@ __all__ = [
     "require_finite",
     "require_same_shape",
     "require_unit_interval",
+    "strictness",
 ]
