@@ -56,6 +56,20 @@ def test_a_term_reads_its_own_inputs_and_transforms_the_prediction() -> None:
     assert set(r.grads) == {"input", "soft"}
 
 
+def test_smp_multiclass_focal_is_one_term_with_a_one_hot_target() -> None:
+    """smp / pytorch-toolbelt FocalLoss(mode='multiclass'): a sigmoid focal per class on the one-hot target,
+    each class's mean summed; the term's weight is the class count (docs/objectives.md)."""
+    from support.refs.libraries import smp_focal
+
+    x = X.clone().requires_grad_()
+    expected = sum(smp_focal(x[:, c], (Y == c).to(X.dtype), alpha=0.25) for c in range(3))
+    (g,) = torch.autograd.grad(expected, x)
+    term = Term("sigmoid_focal_loss", 3.0, {"focal_form": "exp_bce"}, transforms={"target": "one_hot"})
+    r = evaluate_objective(REGISTRY, [term], {"input": X, "target": Y})
+    torch.testing.assert_close(r.loss, expected.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(r.grads["input"], g, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize(("term", "field", "rule"), [
     (Term("dice_loss", inputs={"label": "target"}), "terms[1].inputs.label", "no input called"),
     (Term("dice_loss", inputs={"target": "nope"}), "terms[1].inputs.target", "does not send"),
