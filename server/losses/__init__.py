@@ -24,9 +24,9 @@ from . import (  # noqa: F401  (register the built-ins)
 from ._dtypes import TORCH_DTYPES, WIRE_NAMES
 from ._registry import (
     REDUCTION,
+    REGISTRY,
     Domain,
     DomainWarning,
-    REGISTRY,
     Input,
     InputRole,
     LossError,

@@ -18,7 +18,9 @@ from ._registry import Equivalent, Input, Param, register_loss, require
 __all__ = ["generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"]
 
 _INPUTS = (
-    Input("boxes1", "prediction", differentiable=True, aliases=("y_pred", "input"), doc="boxes (N, 4) or (4), x1 y1 x2 y2"),
+    Input(
+        "boxes1", "prediction", differentiable=True, aliases=("y_pred", "input"), doc="boxes (N, 4) or (4), x1 y1 x2 y2"
+    ),
     Input("boxes2", "target", differentiable=True, aliases=("y_true", "target"), doc="boxes, same shape"),
 )
 _PARAMS = (
@@ -66,7 +68,9 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     return loss.sum() if reduction == "sum" else loss
 
 
-def _center_term(boxes1: torch.Tensor, boxes2: torch.Tensor, corners: tuple[torch.Tensor, ...], eps: float) -> torch.Tensor:
+def _center_term(
+    boxes1: torch.Tensor, boxes2: torch.Tensor, corners: tuple[torch.Tensor, ...], eps: float
+) -> torch.Tensor:
     """Squared distance of the centres over the squared diagonal of the enclosing box."""
     cx1, cy1, cx2, cy2 = corners
     diagonal = (cx2 - cx1) ** 2 + (cy2 - cy1) ** 2 + eps

@@ -102,16 +102,31 @@ def _info_nce_example(dt: torch.dtype) -> dict[str, object]:
     aliases=("InfoNCE", "InfoNCELoss", "info_nce"),
     inputs=(
         Input("query", "prediction", differentiable=True, aliases=("y_pred", "input"), doc="embeddings (N, D)"),
-        Input("positive_key", "target", differentiable=True, aliases=("y_true", "target"),
-              doc="matching embeddings (N, D); row i is query i's positive"),
-        Input("negative_keys", "negatives", differentiable=True, required=False,
-              doc="unpaired (M, D) or paired (N, M, D); absent: the other rows of positive_key are the negatives"),
+        Input(
+            "positive_key",
+            "target",
+            differentiable=True,
+            aliases=("y_true", "target"),
+            doc="matching embeddings (N, D); row i is query i's positive",
+        ),
+        Input(
+            "negative_keys",
+            "negatives",
+            differentiable=True,
+            required=False,
+            doc="unpaired (M, D) or paired (N, M, D); absent: the other rows of positive_key are the negatives",
+        ),
     ),
     params=(
         Param("temperature", "float", 0.1, "Softmax temperature.", min=0.0, min_exclusive=True),
         REDUCTION,
-        Param("negative_mode", "string", "unpaired", "'unpaired': negatives shared (M, D); 'paired': per query (N, M, D).",
-              choices=("unpaired", "paired")),
+        Param(
+            "negative_mode",
+            "string",
+            "unpaired",
+            "'unpaired': negatives shared (M, D); 'paired': per query (N, M, D).",
+            choices=("unpaired", "paired"),
+        ),
     ),
     description="InfoNCE contrastive loss on L2-normalised embeddings (in-batch negatives by default).",
     source="lossd (van den Oord et al. 2018; info-nce-pytorch conventions)",
@@ -137,8 +152,11 @@ def info_nce_loss(query: torch.Tensor, positive_key: torch.Tensor, negative_keys
             require(negative_keys.dim() == 2 and negative_keys.shape[1] == d, "inputs.negative_keys",
                     f"unpaired negatives must be (M, {d}), got shape {list(negative_keys.shape)}")
         else:
-            require(negative_keys.dim() == 3 and negative_keys.shape[0] == n and negative_keys.shape[2] == d,
-                    "inputs.negative_keys", f"paired negatives must be ({n}, M, {d}), got shape {list(negative_keys.shape)}")
+            require(
+                negative_keys.dim() == 3 and negative_keys.shape[0] == n and negative_keys.shape[2] == d,
+                "inputs.negative_keys",
+                f"paired negatives must be ({n}, M, {d}), got shape {list(negative_keys.shape)}",
+            )
         neg = F.normalize(negative_keys, dim=-1)
         positive_logit = (q * k).sum(dim=1, keepdim=True)
         if negative_mode == "unpaired":
@@ -158,9 +176,20 @@ def _two_views_example(dt: torch.dtype) -> dict[str, object]:
 
 
 _TWO_VIEWS = (
-    Input("input", "prediction", differentiable=True, aliases=("y_pred", "z_i", "z1"), doc="first view's embeddings (N, D)"),
-    Input("target", "target", differentiable=True, aliases=("y_true", "z_j", "z2"),
-          doc="second view's embeddings (N, D); row i is the same sample as input's row i"),
+    Input(
+        "input",
+        "prediction",
+        differentiable=True,
+        aliases=("y_pred", "z_i", "z1"),
+        doc="first view's embeddings (N, D)",
+    ),
+    Input(
+        "target",
+        "target",
+        differentiable=True,
+        aliases=("y_true", "z_j", "z2"),
+        doc="second view's embeddings (N, D); row i is the same sample as input's row i",
+    ),
 )
 
 

@@ -56,7 +56,9 @@ def _binary_example(dt: torch.dtype) -> dict[str, object]:
 @register_loss(
     "binary_focal_loss",
     inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="probabilities in [0, 1], any shape"),
+        Input(
+            "input", "prediction", differentiable=True, aliases=("y_pred",), doc="probabilities in [0, 1], any shape"
+        ),
         Input("target", "target", differentiable=True, aliases=("y_true",), doc="labels in [0, 1], same shape"),
     ),
     params=(
@@ -67,11 +69,18 @@ def _binary_example(dt: torch.dtype) -> dict[str, object]:
     description="Focal loss on probabilities (the seed's FocalLoss): alpha_t * (1 - p_t)^gamma * BCE.",
     source="lossd (seed's FocalLoss)",
     example=_binary_example,
-    equivalents=(Equivalent("segmentation_models_pytorch.losses.FocalLoss(mode='binary', alpha=0.75, from_logits=False)",
-                            {}, "0/1 labels, probabilities in [1e-7, 1 - 1e-7] (smp clamps them there; soft labels "
-                            "differ: smp's p_t is exp(-BCE))"),),
+    equivalents=(
+        Equivalent(
+            "segmentation_models_pytorch.losses.FocalLoss(mode='binary', alpha=0.75, from_logits=False)",
+            {},
+            "0/1 labels, probabilities in [1e-7, 1 - 1e-7] (smp clamps them there; soft labels "
+            "differ: smp's p_t is exp(-BCE))",
+        ),
+    ),
 )
-def binary_focal_loss(input: torch.Tensor, target: torch.Tensor, *, gamma: float, alpha: float, reduction: str) -> torch.Tensor:
+def binary_focal_loss(
+    input: torch.Tensor, target: torch.Tensor, *, gamma: float, alpha: float, reduction: str
+) -> torch.Tensor:
     """``bce = BCE(input, target)``, ``p_t = t*p + (1-t)*(1-p)``,
     ``alpha_t = t*alpha + (1-t)*(1-alpha)``; loss = ``alpha_t * (1-p_t)^gamma * bce``.
 
@@ -101,7 +110,9 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
     if values is None:
         return None
     require(input.dim() >= 2, field, f"per-class values need input (N, C, *), got shape {list(input.shape)}")
-    require(len(values) == input.shape[1], field, f"needs one value per class (dim 1): {input.shape[1]}, got {len(values)}")
+    require(
+        len(values) == input.shape[1], field, f"needs one value per class (dim 1): {input.shape[1]}, got {len(values)}"
+    )
     return torch.tensor(values, dtype=input.dtype, device=input.device).view(-1, *([1] * (input.dim() - 2)))
 
 
@@ -110,75 +121,166 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
     mean_normalizer="weight",  # with ignore_index, 'mean' divides by the count of kept elements
     aliases=("SigmoidFocalLoss", "focal", "BinaryFocalLossWithLogits", "binary_focal_loss_with_logits"),
     inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits (probabilities with from_logits=false), any shape; (N, C, *) for per-class weights"),
-        Input("target", "target", differentiable=True, aliases=("y_true",), doc="labels in [0, 1] (or ignore_index), same shape"),
+        Input(
+            "input",
+            "prediction",
+            differentiable=True,
+            aliases=("y_pred",),
+            doc="logits (probabilities with from_logits=false), any shape; (N, C, *) for per-class weights",
+        ),
+        Input(
+            "target",
+            "target",
+            differentiable=True,
+            aliases=("y_true",),
+            doc="labels in [0, 1] (or ignore_index), same shape",
+        ),
     ),
     params=(
         Param("alpha", "float", 0.25, "Weight of positives in [0, 1]; negative disables weighting.", max=1.0),
         _GAMMA,
-        Param("reduction", "string", "mean", "'none', 'mean' (default here; torchvision's default is 'none') or 'sum'.",
-              choices=("none", "mean", "sum")),
-        Param("focal_form", "string", "linear",
-              "How soft targets enter (all equal for 0/1 targets): 'linear' p_t = p·t + (1-p)(1-t) (torchvision); "
-              "'split' -α(1-p)^γ·t·log p - (1-α)p^γ·(1-t)·log(1-p) (kornia); 'exp_bce' p_t = exp(-BCE) "
-              "(smp, pytorch-toolbelt); 'logit' 1 - p_t = sigmoid(-x(2t-1)) (MONAI).", choices=_FOCAL_FORMS),
-        Param("from_logits", "bool", True, "false: input holds probabilities, clamped to [eps, 1 - eps] and turned "
-              "into logits (smp's from_logits=False)."),
-        Param("eps", "float", 1e-7, "The clamp of probabilities when from_logits is false.", min=0.0, max=0.5,
-              max_exclusive=True),
-        Param("ignore_index", "int", None, "Target value whose elements are left out ('mean' divides by the rest); "
-              "null: none.", nullable=True),
-        Param("pos_weight", "float_list", None, "Per class (dim 1): multiplies the positive term (kornia's pos_weight, "
-              "torch's BCE pos_weight).", nullable=True),
-        Param("weight", "float_list", None, "Per class (dim 1): multiplies the loss (kornia's weight, MONAI's weight).",
-              nullable=True),
-        Param("label_smoothing", "float", 0.0, "Targets become t(1 - s) + (1 - t)s (smp's and pytorch-toolbelt's "
-              "SoftBCEWithLogitsLoss smooth_factor).", min=0.0, max=1.0, max_exclusive=True),
-        Param("normalized", "bool", False, "Divide by the sum of the focal factors (smp; Lin et al.'s normalized "
-              "focal loss, arXiv:1909.07829)."),
-        Param("reduced_threshold", "float", None, "Reduced focal loss (arXiv:1903.01347, smp): factor "
-              "((1-p_t)/threshold)^γ, 1 where p_t < threshold. null: off.", min=0.0, max=1.0, min_exclusive=True,
-              nullable=True),
+        Param(
+            "reduction",
+            "string",
+            "mean",
+            "'none', 'mean' (default here; torchvision's default is 'none') or 'sum'.",
+            choices=("none", "mean", "sum"),
+        ),
+        Param(
+            "focal_form",
+            "string",
+            "linear",
+            "How soft targets enter (all equal for 0/1 targets): 'linear' p_t = p·t + (1-p)(1-t) (torchvision); "
+            "'split' -α(1-p)^γ·t·log p - (1-α)p^γ·(1-t)·log(1-p) (kornia); 'exp_bce' p_t = exp(-BCE) "
+            "(smp, pytorch-toolbelt); 'logit' 1 - p_t = sigmoid(-x(2t-1)) (MONAI).",
+            choices=_FOCAL_FORMS,
+        ),
+        Param(
+            "from_logits",
+            "bool",
+            True,
+            "false: input holds probabilities, clamped to [eps, 1 - eps] and turned "
+            "into logits (smp's from_logits=False).",
+        ),
+        Param(
+            "eps",
+            "float",
+            1e-7,
+            "The clamp of probabilities when from_logits is false.",
+            min=0.0,
+            max=0.5,
+            max_exclusive=True,
+        ),
+        Param(
+            "ignore_index",
+            "int",
+            None,
+            "Target value whose elements are left out ('mean' divides by the rest); null: none.",
+            nullable=True,
+        ),
+        Param(
+            "pos_weight",
+            "float_list",
+            None,
+            "Per class (dim 1): multiplies the positive term (kornia's pos_weight, torch's BCE pos_weight).",
+            nullable=True,
+        ),
+        Param(
+            "weight",
+            "float_list",
+            None,
+            "Per class (dim 1): multiplies the loss (kornia's weight, MONAI's weight).",
+            nullable=True,
+        ),
+        Param(
+            "label_smoothing",
+            "float",
+            0.0,
+            "Targets become t(1 - s) + (1 - t)s (smp's and pytorch-toolbelt's SoftBCEWithLogitsLoss smooth_factor).",
+            min=0.0,
+            max=1.0,
+            max_exclusive=True,
+        ),
+        Param(
+            "normalized",
+            "bool",
+            False,
+            "Divide by the sum of the focal factors (smp; Lin et al.'s normalized focal loss, arXiv:1909.07829).",
+        ),
+        Param(
+            "reduced_threshold",
+            "float",
+            None,
+            "Reduced focal loss (arXiv:1903.01347, smp): factor "
+            "((1-p_t)/threshold)^γ, 1 where p_t < threshold. null: off.",
+            min=0.0,
+            max=1.0,
+            min_exclusive=True,
+            nullable=True,
+        ),
     ),
     description="Focal loss on logits (torchvision.ops.sigmoid_focal_loss; RetinaNet).",
     source="torchvision.ops.sigmoid_focal_loss (formula); kornia, smp, MONAI variants as parameters",
     example=_sigmoid_example,
     equivalents=(
         Equivalent("torchvision.ops.sigmoid_focal_loss(inputs, targets, reduction='mean')", {}, ""),
-        Equivalent("kornia.losses.binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2.0, "
-                   "reduction='mean', pos_weight=pw)",
-                   {"focal_form": "split", "ignore_index": -100, "pos_weight": [2.0, 0.5, 1.0]},
-                   "pred and target (N, C, *); pos_weight = pw"),
+        Equivalent(
+            "kornia.losses.binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2.0, "
+            "reduction='mean', pos_weight=pw)",
+            {"focal_form": "split", "ignore_index": -100, "pos_weight": [2.0, 0.5, 1.0]},
+            "pred and target (N, C, *); pos_weight = pw",
+        ),
         Equivalent("pytorch_toolbelt.losses.BinaryFocalLoss()", {"alpha": -1.0, "focal_form": "exp_bce"}, ""),
-        Equivalent("segmentation_models_pytorch.losses.FocalLoss(mode='binary')",
-                   {"alpha": -1.0, "focal_form": "exp_bce"}, ""),
-        Equivalent("segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', alpha=0.25, from_logits=False, "
-                   "normalized=True)",
-                   {"focal_form": "exp_bce", "from_logits": False, "normalized": True},
-                   "smp averages each class's mean; equal to the mean over all elements"),
-        Equivalent("segmentation_models_pytorch.losses.FocalLoss(mode='binary', reduced_threshold=0.5, "
-                   "reduction='sum')",
-                   {"alpha": -1.0, "focal_form": "exp_bce", "reduced_threshold": 0.5, "reduction": "sum"}, ""),
-        Equivalent("segmentation_models_pytorch.losses.SoftBCEWithLogitsLoss(smooth_factor=0.1, pos_weight=pw)",
-                   {"gamma": 0.0, "alpha": -1.0, "label_smoothing": 0.1, "pos_weight": [2.0, 0.5, 1.0]},
-                   "pw shaped (C, 1, …) so it is per class; pytorch-toolbelt's SoftBCEWithLogitsLoss too; with "
-                   "ignore_index they average over every element: reduction 'sum' with weight = 1 / elements"),
-        Equivalent("monai.losses.FocalLoss(gamma=2.0, alpha=0.25)",
-                   {"focal_form": "logit"}, "MONAI's reduction 'sum' first averages space: not expressible"),
-        Equivalent("monai.losses.FocalLoss(gamma=2.0, alpha=[0.25, 0.5, 0.75])",
-                   {"focal_form": "logit", "alpha": -1.0, "pos_weight": [0.25, 0.5, 0.75]},
-                   "MONAI's per-class alpha weighs targets equal to 1 only: 0/1 targets"),
-        Equivalent("monai.losses.FocalLoss(gamma=2.0, weight=w)",
-                   {"focal_form": "logit", "alpha": -1.0, "weight": [1.0, 2.0, 0.5]}, "weight = w"),
-        Equivalent("monai.losses.FocalLoss(gamma=2.0, reduction='sum')",
-                   {"focal_form": "logit", "alpha": -1.0, "reduction": "sum", "weight": [0.25, 0.25, 0.25]},
-                   "MONAI's sum first averages space: weight = 1 / pixels per class (here 4 pixels, 3 classes)"),
-        Equivalent("segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', class_weights=w)",
-                   {"alpha": -1.0, "focal_form": "exp_bce", "weight": [0.5, 1.5, 1.0]},
-                   "smp's Σ w·(class mean) / Σ w: weight = w · C / Σ w (here w = [1, 3, 2])"),
-        Equivalent("kornia.losses.binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2.0, reduction='mean')",
-                   {"focal_form": "split", "ignore_index": -100, "reduction": "sum", "weight": [0.125, 0.125]},
-                   "kornia's mean counts ignored (-100) elements: reduction 'sum' with weight = 1 / elements (here 8)"),
+        Equivalent(
+            "segmentation_models_pytorch.losses.FocalLoss(mode='binary')", {"alpha": -1.0, "focal_form": "exp_bce"}, ""
+        ),
+        Equivalent(
+            "segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', alpha=0.25, from_logits=False, "
+            "normalized=True)",
+            {"focal_form": "exp_bce", "from_logits": False, "normalized": True},
+            "smp averages each class's mean; equal to the mean over all elements",
+        ),
+        Equivalent(
+            "segmentation_models_pytorch.losses.FocalLoss(mode='binary', reduced_threshold=0.5, reduction='sum')",
+            {"alpha": -1.0, "focal_form": "exp_bce", "reduced_threshold": 0.5, "reduction": "sum"},
+            "",
+        ),
+        Equivalent(
+            "segmentation_models_pytorch.losses.SoftBCEWithLogitsLoss(smooth_factor=0.1, pos_weight=pw)",
+            {"gamma": 0.0, "alpha": -1.0, "label_smoothing": 0.1, "pos_weight": [2.0, 0.5, 1.0]},
+            "pw shaped (C, 1, …) so it is per class; pytorch-toolbelt's SoftBCEWithLogitsLoss too; with "
+            "ignore_index they average over every element: reduction 'sum' with weight = 1 / elements",
+        ),
+        Equivalent(
+            "monai.losses.FocalLoss(gamma=2.0, alpha=0.25)",
+            {"focal_form": "logit"},
+            "MONAI's reduction 'sum' first averages space: not expressible",
+        ),
+        Equivalent(
+            "monai.losses.FocalLoss(gamma=2.0, alpha=[0.25, 0.5, 0.75])",
+            {"focal_form": "logit", "alpha": -1.0, "pos_weight": [0.25, 0.5, 0.75]},
+            "MONAI's per-class alpha weighs targets equal to 1 only: 0/1 targets",
+        ),
+        Equivalent(
+            "monai.losses.FocalLoss(gamma=2.0, weight=w)",
+            {"focal_form": "logit", "alpha": -1.0, "weight": [1.0, 2.0, 0.5]},
+            "weight = w",
+        ),
+        Equivalent(
+            "monai.losses.FocalLoss(gamma=2.0, reduction='sum')",
+            {"focal_form": "logit", "alpha": -1.0, "reduction": "sum", "weight": [0.25, 0.25, 0.25]},
+            "MONAI's sum first averages space: weight = 1 / pixels per class (here 4 pixels, 3 classes)",
+        ),
+        Equivalent(
+            "segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', class_weights=w)",
+            {"alpha": -1.0, "focal_form": "exp_bce", "weight": [0.5, 1.5, 1.0]},
+            "smp's Σ w·(class mean) / Σ w: weight = w · C / Σ w (here w = [1, 3, 2])",
+        ),
+        Equivalent(
+            "kornia.losses.binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2.0, reduction='mean')",
+            {"focal_form": "split", "ignore_index": -100, "reduction": "sum", "weight": [0.125, 0.125]},
+            "kornia's mean counts ignored (-100) elements: reduction 'sum' with weight = 1 / elements (here 8)",
+        ),
     ),
 )
 def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float, gamma: float, reduction: str,
@@ -196,7 +298,9 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
     if ignore_index is not None:
         keep = target != ignore_index
         target = torch.where(keep, target, torch.zeros_like(target))
-    require_unit_interval(target, "inputs.target", "labels" + (f" (other than ignore_index {ignore_index})" if keep is not None else ""))
+    require_unit_interval(
+        target, "inputs.target", "labels" + (f" (other than ignore_index {ignore_index})" if keep is not None else "")
+    )
     require(not (focal_form == "split" and (normalized or reduced_threshold is not None)), "params.focal_form",
             "'split' has no single focal factor: normalized and reduced_threshold need another form")
     if label_smoothing:
@@ -208,7 +312,11 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
         return F.binary_cross_entropy_with_logits(input, target, reduction=reduction)
     x = input
     if not from_logits:
-        require(bool(((input >= 0) & (input <= 1)).all()), "inputs.input", "probabilities must lie in [0, 1] (from_logits=false)")
+        require(
+            bool(((input >= 0) & (input <= 1)).all()),
+            "inputs.input",
+            "probabilities must lie in [0, 1] (from_logits=false)",
+        )
         p = input.clamp(eps, 1 - eps)
         x = torch.log(p / (1 - p))
     focal: torch.Tensor | None = None
@@ -272,30 +380,50 @@ def _softmax_example(dt: torch.dtype) -> dict[str, object]:
     mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
     aliases=("SoftmaxFocalLoss", "multiclass_focal_loss"),
     inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits, (N, C) or (N, C, d1, ..., dK)"),
+        Input(
+            "input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits, (N, C) or (N, C, d1, ..., dK)"
+        ),
         Input("target", "target", kind="int", aliases=("y_true",), doc="class indices, (N) or (N, d1, ..., dK)"),
         Input("alpha", "class weight", required=False, doc="weight per class, shape (C)"),
     ),
     params=(
         _GAMMA,
         Param("ignore_index", "int", -100, "Target value that is ignored (no loss, no gradient)."),
-        Param("reduction", "string", "mean", "'none', 'mean' (over non-ignored elements) or 'sum'.",
-              choices=("none", "mean", "sum")),
+        Param(
+            "reduction",
+            "string",
+            "mean",
+            "'none', 'mean' (over non-ignored elements) or 'sum'.",
+            choices=("none", "mean", "sum"),
+        ),
     ),
     description="Multi-class focal loss on logits: -alpha[t] * (1 - p_t)^gamma * log p_t.",
     source="lossd (Lin et al. 2017, softmax form)",
     example=_softmax_example,
     equivalents=(
-        Equivalent("kornia.losses.focal_loss(pred, target, alpha=None, gamma=2.0, reduction='sum')", {"reduction": "sum"},
-                   ""),
-        Equivalent("kornia.losses.focal_loss(pred, target, alpha=0.5, weight=w, reduction='mean')", {},
-                   "kornia's mean divides by N·C·pixels: send input alpha = [1 - 0.5, 0.5, …] · w / C"),
-        Equivalent("monai.losses.FocalLoss(use_softmax=True, to_onehot_y=True, gamma=2.0)", {},
-                   "MONAI's mean divides by N·C·pixels: send input alpha = [1/C, …, 1/C]"),
+        Equivalent(
+            "kornia.losses.focal_loss(pred, target, alpha=None, gamma=2.0, reduction='sum')", {"reduction": "sum"}, ""
+        ),
+        Equivalent(
+            "kornia.losses.focal_loss(pred, target, alpha=0.5, weight=w, reduction='mean')",
+            {},
+            "kornia's mean divides by N·C·pixels: send input alpha = [1 - 0.5, 0.5, …] · w / C",
+        ),
+        Equivalent(
+            "monai.losses.FocalLoss(use_softmax=True, to_onehot_y=True, gamma=2.0)",
+            {},
+            "MONAI's mean divides by N·C·pixels: send input alpha = [1/C, …, 1/C]",
+        ),
     ),
 )
 def softmax_focal_loss(
-    input: torch.Tensor, target: torch.Tensor, alpha: torch.Tensor | None, *, gamma: float, ignore_index: int, reduction: str
+    input: torch.Tensor,
+    target: torch.Tensor,
+    alpha: torch.Tensor | None,
+    *,
+    gamma: float,
+    ignore_index: int,
+    reduction: str,
 ) -> torch.Tensor:
     """``logp = log_softmax(x, dim=1)``; per element ``-alpha[t] * (1 - exp(logp_t))^gamma * logp_t``,
     zero where ``t == ignore_index``. 'mean' divides by the number of non-ignored elements.

@@ -32,7 +32,15 @@ from ._registry import (
     require_class_indices,
 )
 
-__all__ = ["ssim_loss", "ms_ssim_loss", "ms_ssim_l1_loss", "hausdorff_dt_loss", "hausdorff_er_loss", "distance_field", "MAX_DISTANCE_WORK"]
+__all__ = [
+    "ssim_loss",
+    "ms_ssim_loss",
+    "ms_ssim_l1_loss",
+    "hausdorff_dt_loss",
+    "hausdorff_er_loss",
+    "distance_field",
+    "MAX_DISTANCE_WORK",
+]
 
 _IMAGES = (
     Input("input", "prediction", differentiable=True, aliases=("y_pred", "img1"),
@@ -80,7 +88,11 @@ def _check_images(input: torch.Tensor, target: torch.Tensor, window_size: int, p
     shapes = "(N, C, H, W) or (N, C, D, H, W)" if volumes else "(N, C, H, W)"
     require(input.dim() == 4 or (volumes and input.dim() == 5), "inputs.input",
             f"must be images {shapes}, got shape {list(input.shape)}")
-    require(target.shape == input.shape, "inputs.target", f"shape {list(target.shape)} must equal input's {list(input.shape)}")
+    require(
+        target.shape == input.shape,
+        "inputs.target",
+        f"shape {list(target.shape)} must equal input's {list(input.shape)}",
+    )
     require(window_size % 2 == 1, "params.window_size", f"must be odd, got {window_size}")
     smallest = (window_size - 1) * 2 ** (scales - 1) + 1 if padding == "valid" or scales > 1 else window_size // 2 + 1
     require(min(input.shape[2:]) >= smallest, "inputs.input",
@@ -105,25 +117,50 @@ _WINDOW = (
     params=(
         *_WINDOW,
         Param("eps", "float", 1e-12, "Added to SSIM's denominator (kornia).", min=0.0),
-        Param("padding", "string", "same", "'same': reflected borders, one value per pixel (kornia); 'valid': full "
-              "windows only (MONAI).", choices=("same", "valid")),
-        Param("form", "string", "half", "'half': clamp((1 - SSIM) / 2, 0, 1) (kornia); 'one_minus': 1 - SSIM (MONAI).",
-              choices=("half", "one_minus")),
-        Param("reduction", "string", "mean", "'mean' or 'sum' over the map, or 'none' (the map).",
-              choices=("none", "mean", "sum")),
+        Param(
+            "padding",
+            "string",
+            "same",
+            "'same': reflected borders, one value per pixel (kornia); 'valid': full windows only (MONAI).",
+            choices=("same", "valid"),
+        ),
+        Param(
+            "form",
+            "string",
+            "half",
+            "'half': clamp((1 - SSIM) / 2, 0, 1) (kornia); 'one_minus': 1 - SSIM (MONAI).",
+            choices=("half", "one_minus"),
+        ),
+        Param(
+            "reduction",
+            "string",
+            "mean",
+            "'mean' or 'sum' over the map, or 'none' (the map).",
+            choices=("none", "mean", "sum"),
+        ),
     ),
     description="Structural dissimilarity: 1 - SSIM (Wang et al. 2004) with a Gaussian window, per pixel (2-D or 3-D).",
     source="lossd (Wang et al. 2004; kornia ssim_loss and MONAI SSIMLoss conventions)",
-    example=lambda dt: {"input": torch.linspace(0, 1, 50, dtype=torch.float64).reshape(1, 2, 5, 5).to(dt),
-                        "target": torch.linspace(0, 1, 50, dtype=torch.float64).flip(0).reshape(1, 2, 5, 5).to(dt),
-                        "params": {"window_size": 3}},
+    example=lambda dt: {
+        "input": torch.linspace(0, 1, 50, dtype=torch.float64).reshape(1, 2, 5, 5).to(dt),
+        "target": torch.linspace(0, 1, 50, dtype=torch.float64).flip(0).reshape(1, 2, 5, 5).to(dt),
+        "params": {"window_size": 3},
+    },
     equivalents=(
         Equivalent("kornia.losses.ssim_loss(img1, img2, window_size=5)", {"window_size": 5}, ""),
-        Equivalent("monai.losses.SSIMLoss(spatial_dims=2, win_size=5)",
-                   {"window_size": 5, "padding": "valid", "form": "one_minus", "eps": 0.0}, ""),
-        Equivalent("kornia.losses.ssim3d_loss(img1, img2, window_size=3)", {"window_size": 3}, "volumes (N, C, D, H, W)"),
-        Equivalent("monai.losses.SSIMLoss(spatial_dims=3, win_size=3)",
-                   {"window_size": 3, "padding": "valid", "form": "one_minus", "eps": 0.0}, "volumes (N, C, D, H, W)"),
+        Equivalent(
+            "monai.losses.SSIMLoss(spatial_dims=2, win_size=5)",
+            {"window_size": 5, "padding": "valid", "form": "one_minus", "eps": 0.0},
+            "",
+        ),
+        Equivalent(
+            "kornia.losses.ssim3d_loss(img1, img2, window_size=3)", {"window_size": 3}, "volumes (N, C, D, H, W)"
+        ),
+        Equivalent(
+            "monai.losses.SSIMLoss(spatial_dims=3, win_size=3)",
+            {"window_size": 3, "padding": "valid", "form": "one_minus", "eps": 0.0},
+            "volumes (N, C, D, H, W)",
+        ),
     ),
 )
 def ssim_loss(input: torch.Tensor, target: torch.Tensor, *, window_size: int, sigma: float, max_val: float, k1: float,
@@ -145,22 +182,38 @@ _MS_WEIGHTS = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]
     inputs=_IMAGES,
     params=(
         *_WINDOW,
-        Param("weights", "float_list", _MS_WEIGHTS, "One exponent per scale (Wang et al. 2003); the image is halved "
-              "(2×2 average) between scales.", min=0.0),
-        Param("reduction", "string", "mean", "'mean' or 'sum' over images and channels, or 'none' (N, C).",
-              choices=("none", "mean", "sum")),
+        Param(
+            "weights",
+            "float_list",
+            _MS_WEIGHTS,
+            "One exponent per scale (Wang et al. 2003); the image is halved (2×2 average) between scales.",
+            min=0.0,
+        ),
+        Param(
+            "reduction",
+            "string",
+            "mean",
+            "'mean' or 'sum' over images and channels, or 'none' (N, C).",
+            choices=("none", "mean", "sum"),
+        ),
     ),
     description="1 - MS-SSIM (Wang et al. 2003): contrast-structure at each scale, luminance at the coarsest.",
     source="lossd (Wang et al. 2003; valid windows, per image and channel as pytorch-msssim)",
-    notes="kornia's MS_SSIMLoss is a different loss (MS-SSIM blended with L1, Zhao et al. 2017): ms_ssim_l1_loss. Needs images of at "
-          "least (window_size - 1)·2^(scales-1) + 1 pixels a side.",
-    example=lambda dt: {"input": torch.linspace(0, 1, 72, dtype=torch.float64).reshape(1, 2, 6, 6).to(dt),
-                        "target": torch.linspace(0, 1, 72, dtype=torch.float64).pow(2).reshape(1, 2, 6, 6).to(dt),
-                        "params": {"window_size": 3, "weights": [0.4, 0.6]}},
+    notes="kornia's MS_SSIMLoss is a different loss (MS-SSIM blended with L1, Zhao et al. 2017): ms_ssim_l1_loss. "
+    "Needs images of at "
+    "least (window_size - 1)·2^(scales-1) + 1 pixels a side.",
+    example=lambda dt: {
+        "input": torch.linspace(0, 1, 72, dtype=torch.float64).reshape(1, 2, 6, 6).to(dt),
+        "target": torch.linspace(0, 1, 72, dtype=torch.float64).pow(2).reshape(1, 2, 6, 6).to(dt),
+        "params": {"window_size": 3, "weights": [0.4, 0.6]},
+    },
     equivalents=(
-        Equivalent("monai.losses.SSIMLoss with monai.metrics.MultiScaleSSIMMetric(spatial_dims=2, kernel_size=3, "
-                   "weights=(0.4, 0.6)): 1 - metric", {"window_size": 3, "weights": [0.4, 0.6]},
-                   "one channel: MONAI averages over the channels before the product"),
+        Equivalent(
+            "monai.losses.SSIMLoss with monai.metrics.MultiScaleSSIMMetric(spatial_dims=2, kernel_size=3, "
+            "weights=(0.4, 0.6)): 1 - metric",
+            {"window_size": 3, "weights": [0.4, 0.6]},
+            "one channel: MONAI averages over the channels before the product",
+        ),
     ),
 )
 def ms_ssim_loss(input: torch.Tensor, target: torch.Tensor, *, window_size: int, sigma: float, max_val: float,
@@ -222,44 +275,84 @@ def distance_field(mask: torch.Tensor) -> torch.Tensor:
     batch_coupled=True,  # log=true takes the log of the batch mean
     aliases=("HausdorffDTLoss", "hausdorff_dt"),
     inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",),
-              doc="probabilities (or logits with from_logits) (N, C, H, W) or (N, C, H, W, D)"),
-        Input("target", "target", kind="float|int", aliases=("y_true",),
-              doc="0/1 masks shaped like input, or class indices (N, *spatial) with mode 'multiclass'"),
+        Input(
+            "input",
+            "prediction",
+            differentiable=True,
+            aliases=("y_pred",),
+            doc="probabilities (or logits with from_logits) (N, C, H, W) or (N, C, H, W, D)",
+        ),
+        Input(
+            "target",
+            "target",
+            kind="float|int",
+            aliases=("y_true",),
+            doc="0/1 masks shaped like input, or class indices (N, *spatial) with mode 'multiclass'",
+        ),
     ),
     params=(
         Param("alpha", "float", 2.0, "Exponent of the distances.", min=0.0),
-        Param("mode", "string", "multilabel", "'multilabel' (channels independent, sigmoid), 'multiclass' (softmax, "
-              "class-index or one-hot targets) or 'binary' (C = 1).", choices=("binary", "multiclass", "multilabel")),
+        Param(
+            "mode",
+            "string",
+            "multilabel",
+            "'multilabel' (channels independent, sigmoid), 'multiclass' (softmax, "
+            "class-index or one-hot targets) or 'binary' (C = 1).",
+            choices=("binary", "multiclass", "multilabel"),
+        ),
         Param("from_logits", "bool", False, "Apply sigmoid/softmax first (MONAI sigmoid/softmax; default: none)."),
         Param("include_background", "bool", True, "false: leave channel 0 out (MONAI's default is false)."),
-        Param("aggregation", "string", "per_sample", "'per_sample': mean over space per sample and channel (MONAI "
-              "batch=False); 'pooled': over batch and space per channel (batch=True).", choices=("per_sample", "pooled")),
-        Param("reduction", "string", "mean", "'mean', 'sum', or 'none': (N, C) per_sample, (C) pooled.",
-              choices=("none", "mean", "sum")),
+        Param(
+            "aggregation",
+            "string",
+            "per_sample",
+            "'per_sample': mean over space per sample and channel (MONAI "
+            "batch=False); 'pooled': over batch and space per channel (batch=True).",
+            choices=("per_sample", "pooled"),
+        ),
+        Param(
+            "reduction",
+            "string",
+            "mean",
+            "'mean', 'sum', or 'none': (N, C) per_sample, (C) pooled.",
+            choices=("none", "mean", "sum"),
+        ),
         Param("log", "bool", False, "log(1 + loss) after the reduction (MONAI's LogHausdorffDTLoss)."),
     ),
     description="Hausdorff distance loss (Karimi & Salcudean 2019): (p - t)² weighted by distance transforms "
-                "of the thresholded prediction and of the target.",
+    "of the thresholded prediction and of the target.",
     source="lossd (Karimi & Salcudean 2019; MONAI HausdorffDTLoss conventions; distance transforms in torch)",
     notes=f"Distance transforms are exact Euclidean, of (p > 0.5) and (t > 0.5), without gradient. The work is "
-          f"bounded: N·C·pixels·(H + W [+ D]) at most {MAX_DISTANCE_WORK} (INVALID_ARGUMENT past it).",
-    example=lambda dt: {"input": torch.tensor([[[[0.9, 0.8, 0.1], [0.7, 0.3, 0.2], [0.1, 0.2, 0.6]]]], dtype=dt),
-                        "target": torch.tensor([[[[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]], dtype=dt)},
+    f"bounded: N·C·pixels·(H + W [+ D]) at most {MAX_DISTANCE_WORK} (INVALID_ARGUMENT past it).",
+    example=lambda dt: {
+        "input": torch.tensor([[[[0.9, 0.8, 0.1], [0.7, 0.3, 0.2], [0.1, 0.2, 0.6]]]], dtype=dt),
+        "target": torch.tensor([[[[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]], dtype=dt),
+    },
     equivalents=(
         Equivalent("monai.losses.HausdorffDTLoss(include_background=True)", {}, ""),
-        Equivalent("monai.losses.LogHausdorffDTLoss(sigmoid=True, include_background=True)",
-                   {"from_logits": True, "log": True}, ""),
-        Equivalent("monai.losses.HausdorffDTLoss(softmax=True, to_onehot_y=True, batch=True)",
-                   {"mode": "multiclass", "from_logits": True, "aggregation": "pooled", "include_background": False},
-                   "MONAI's include_background default is False"),
+        Equivalent(
+            "monai.losses.LogHausdorffDTLoss(sigmoid=True, include_background=True)",
+            {"from_logits": True, "log": True},
+            "",
+        ),
+        Equivalent(
+            "monai.losses.HausdorffDTLoss(softmax=True, to_onehot_y=True, batch=True)",
+            {"mode": "multiclass", "from_logits": True, "aggregation": "pooled", "include_background": False},
+            "MONAI's include_background default is False",
+        ),
     ),
 )
 def hausdorff_dt_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float, mode: str, from_logits: bool,
                       include_background: bool, aggregation: str, reduction: str, log: bool) -> torch.Tensor:
     """``mean((p - t)² · (dt(p > 0.5)^alpha + dt(t > 0.5)^alpha))`` per sample and channel (or channel)."""
-    require(input.dim() in (4, 5), "inputs.input", f"must be (N, C, H, W) or (N, C, H, W, D), got shape {list(input.shape)}")
-    require(mode != "binary" or input.shape[1] == 1, "inputs.input", f"mode 'binary' needs one channel, got {input.shape[1]}")
+    require(
+        input.dim() in (4, 5), "inputs.input", f"must be (N, C, H, W) or (N, C, H, W, D), got shape {list(input.shape)}"
+    )
+    require(
+        mode != "binary" or input.shape[1] == 1,
+        "inputs.input",
+        f"mode 'binary' needs one channel, got {input.shape[1]}",
+    )
     spatial = list(input.shape[2:])
     work = input.numel() * sum(spatial)
     if work > MAX_DISTANCE_WORK:
@@ -316,15 +409,25 @@ def _erosion_kernel(dims: int, like: torch.Tensor) -> torch.Tensor:
         Equivalent("kornia.losses.HausdorffERLoss3D(alpha=2.0, k=2)", {"k": 2}, "volumes; target (N, 1, D, H, W)"),
     ),
 )
-def hausdorff_er_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float, k: int, reduction: str) -> torch.Tensor:
+def hausdorff_er_loss(
+    input: torch.Tensor, target: torch.Tensor, *, alpha: float, k: int, reduction: str
+) -> torch.Tensor:
     """Per class c: ``b = (p_c - [t = c])²``; k times: ``e = relu'(conv(b, cross) - 0.5)`` rescaled to [0, 1]
     per image, accumulated with weight ``(i + 1)^alpha``, ``b = e``."""
-    require(input.dim() in (4, 5), "inputs.input", f"must be (N, C, H, W) or (N, C, D, H, W), got shape {list(input.shape)}")
+    require(
+        input.dim() in (4, 5), "inputs.input", f"must be (N, C, H, W) or (N, C, D, H, W), got shape {list(input.shape)}"
+    )
     if target.dim() == input.dim():
-        require(target.shape[1] == 1, "inputs.target", f"class indices have one channel, got shape {list(target.shape)}")
+        require(
+            target.shape[1] == 1, "inputs.target", f"class indices have one channel, got shape {list(target.shape)}"
+        )
         target = target.squeeze(1)
     expected = [input.shape[0], *input.shape[2:]]
-    require(list(target.shape) == expected, "inputs.target", f"shape {list(target.shape)} must be {expected} (or with a channel of 1)")
+    require(
+        list(target.shape) == expected,
+        "inputs.target",
+        f"shape {list(target.shape)} must be {expected} (or with a channel of 1)",
+    )
     require_class_indices(target, input.shape[1])
     spatial = tuple(range(2, input.dim()))
     onehot = F.one_hot(target, input.shape[1]).movedim(-1, 1).to(input.dtype)
@@ -338,8 +441,9 @@ def hausdorff_er_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float
         erosion = torch.where(dilation < 0.5, torch.zeros_like(dilation), dilation - 0.5)
         top, bottom = erosion.amax(dim=spatial, keepdim=True), erosion.amin(dim=spatial, keepdim=True)
         spread = top - bottom
-        erosion = torch.where(spread != 0, (erosion - bottom) / torch.where(spread != 0, spread, torch.ones_like(spread)),
-                              erosion)
+        erosion = torch.where(
+            spread != 0, (erosion - bottom) / torch.where(spread != 0, spread, torch.ones_like(spread)), erosion
+        )
         eroded = eroded + erosion * (i + 1) ** alpha
         bound = erosion
     loss = eroded.reshape(input.shape)
@@ -351,22 +455,44 @@ def hausdorff_er_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float
     aliases=("ms_ssim_l1", "MSSSIML1Loss"),
     inputs=_IMAGES,
     params=(
-        Param("sigmas", "float_list", [0.5, 1.0, 2.0, 4.0, 8.0], "Gaussian scales (one window each, no down-sampling); "
-              "windows are 2·int(2·max σ) + 1 wide, zero-padded.", min=0.0, min_exclusive=True),
-        Param("max_val", "float", 1.0, "Dynamic range L of the images (kornia's data_range).", min=0.0, min_exclusive=True),
+        Param(
+            "sigmas",
+            "float_list",
+            [0.5, 1.0, 2.0, 4.0, 8.0],
+            "Gaussian scales (one window each, no down-sampling); windows are 2·int(2·max σ) + 1 wide, zero-padded.",
+            min=0.0,
+            min_exclusive=True,
+        ),
+        Param(
+            "max_val", "float", 1.0, "Dynamic range L of the images (kornia's data_range).", min=0.0, min_exclusive=True
+        ),
         Param("k1", "float", 0.01, "c1 = (k1·L)².", min=0.0),
         Param("k2", "float", 0.03, "c2 = (k2·L)².", min=0.0),
-        Param("alpha", "float", 0.025, "Weight of the MS-SSIM term; 1 - alpha weighs the Gaussian-weighted L1 term.",
-              min=0.0, max=1.0),
+        Param(
+            "alpha",
+            "float",
+            0.025,
+            "Weight of the MS-SSIM term; 1 - alpha weighs the Gaussian-weighted L1 term.",
+            min=0.0,
+            max=1.0,
+        ),
         Param("compensation", "float", 200.0, "Factor on the whole loss.", min=0.0),
-        Param("reduction", "string", "mean", "'mean' or 'sum' over images and pixels, or 'none' (N, H, W).",
-              choices=("none", "mean", "sum")),
+        Param(
+            "reduction",
+            "string",
+            "mean",
+            "'mean' or 'sum' over images and pixels, or 'none' (N, H, W).",
+            choices=("none", "mean", "sum"),
+        ),
     ),
-    description="MS-SSIM + L1 mix (Zhao et al. 2017): alpha·(1 - MS-SSIM) + (1 - alpha)·Gaussian-weighted L1 / L, per pixel.",
+    description="MS-SSIM + L1 mix (Zhao et al. 2017): alpha·(1 - MS-SSIM) + (1 - alpha)·Gaussian-weighted L1 / L, "
+    "per pixel.",
     source="lossd (Zhao et al. 2017; kornia MS_SSIMLoss formula)",
-    example=lambda dt: {"input": torch.linspace(0, 1, 50, dtype=torch.float64).reshape(1, 2, 5, 5).to(dt),
-                        "target": torch.linspace(0, 1, 50, dtype=torch.float64).pow(2).reshape(1, 2, 5, 5).to(dt),
-                        "params": {"sigmas": [0.5, 1.0]}},
+    example=lambda dt: {
+        "input": torch.linspace(0, 1, 50, dtype=torch.float64).reshape(1, 2, 5, 5).to(dt),
+        "target": torch.linspace(0, 1, 50, dtype=torch.float64).pow(2).reshape(1, 2, 5, 5).to(dt),
+        "params": {"sigmas": [0.5, 1.0]},
+    },
     equivalents=(Equivalent("kornia.losses.MS_SSIMLoss(sigmas=(0.5, 1.0, 2.0))", {"sigmas": [0.5, 1.0, 2.0]}, ""),),
 )
 def ms_ssim_l1_loss(input: torch.Tensor, target: torch.Tensor, *, sigmas: list[float], max_val: float, k1: float,

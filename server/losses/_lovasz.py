@@ -18,7 +18,9 @@ from ._registry import Equivalent, Input, Param, register_loss, require, require
 
 __all__ = ["lovasz_hinge_loss", "lovasz_softmax_loss"]
 
-_PER_IMAGE = Param("per_image", "bool", True, "Loss per image, then the mean (true), or over the whole batch as one image.")
+_PER_IMAGE = Param(
+    "per_image", "bool", True, "Loss per image, then the mean (true), or over the whole batch as one image."
+)
 _IGNORE = Param("ignore_index", "int", None, "Target value whose pixels are left out (null: none).", nullable=True)
 
 
@@ -60,7 +62,9 @@ def _hinge_flat(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                    {"ignore_index": 255}, ""),
     ),
 )
-def lovasz_hinge_loss(input: torch.Tensor, target: torch.Tensor, *, per_image: bool, ignore_index: int | None) -> torch.Tensor:
+def lovasz_hinge_loss(
+    input: torch.Tensor, target: torch.Tensor, *, per_image: bool, ignore_index: int | None
+) -> torch.Tensor:
     """Per image (or the batch): errors ``1 - x·(2y - 1)`` sorted descending, dotted with the Jaccard steps."""
     require(input.dim() >= 1 and input.shape[0] > 0, "inputs.input", "needs a non-empty batch dimension")
     if input.dim() == target.dim() + 1 and input.shape[1] == 1:
@@ -96,47 +100,79 @@ def _softmax_flat(probs: torch.Tensor, labels: torch.Tensor, classes: str, weigh
     batch_coupled=True,  # sorts the errors of the batch as one image (per_image false, the default)
     aliases=("LovaszSoftmaxLoss", "lovasz_softmax"),
     inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits (or probabilities) (N, C, *)"),
+        Input(
+            "input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits (or probabilities) (N, C, *)"
+        ),
         Input("target", "target", kind="int", aliases=("y_true",), doc="class indices (N, *) (or ignore_index)"),
     ),
     params=(
         Param("per_image", "bool", False, "Loss per image, then the mean, or over the batch as one image (false)."),
-        Param("classes", "string", "present", "'present': average over the classes the target contains; 'all'.",
-              choices=("present", "all")),
+        Param(
+            "classes",
+            "string",
+            "present",
+            "'present': average over the classes the target contains; 'all'.",
+            choices=("present", "all"),
+        ),
         Param("from_logits", "bool", True, "Apply softmax over dim 1 first (false: input holds probabilities)."),
         _IGNORE,
-        Param("class_weights", "float_list", None, "One weight per class: each class's loss is multiplied before the "
-              "mean over classes (kornia's weight). null: none.", nullable=True),
+        Param(
+            "class_weights",
+            "float_list",
+            None,
+            "One weight per class: each class's loss is multiplied before the "
+            "mean over classes (kornia's weight). null: none.",
+            nullable=True,
+        ),
     ),
     description="Lovász-softmax loss (multi-class): per class, the Lovász extension of the Jaccard loss on |fg - p|.",
     source="lossd (Berman et al. 2018)",
-    example=lambda dt: {"input": torch.tensor([[[1.5, -0.5], [0.2, -2.0], [0.3, 0.9]]], dtype=dt),
-                        "target": torch.tensor([[0, 2]])},
+    example=lambda dt: {
+        "input": torch.tensor([[[1.5, -0.5], [0.2, -2.0], [0.3, 0.9]]], dtype=dt),
+        "target": torch.tensor([[0, 2]]),
+    },
     equivalents=(
         Equivalent("segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass')", {}, ""),
-        Equivalent("kornia.losses.lovasz_softmax_loss(pred, target)", {"per_image": True, "classes": "all"},
-                   "pred (N, C, H, W), target (N, H, W)"),
-        Equivalent("kornia.losses.lovasz_softmax_loss(pred, target, weight=w)",
-                   {"per_image": True, "classes": "all", "class_weights": [1.0, 2.0, 0.5]}, "class_weights = w"),
-        Equivalent("segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass', per_image=True, ignore_index=-1)",
-                   {"per_image": True, "ignore_index": -1}, ""),
+        Equivalent(
+            "kornia.losses.lovasz_softmax_loss(pred, target)",
+            {"per_image": True, "classes": "all"},
+            "pred (N, C, H, W), target (N, H, W)",
+        ),
+        Equivalent(
+            "kornia.losses.lovasz_softmax_loss(pred, target, weight=w)",
+            {"per_image": True, "classes": "all", "class_weights": [1.0, 2.0, 0.5]},
+            "class_weights = w",
+        ),
+        Equivalent(
+            "segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass', per_image=True, ignore_index=-1)",
+            {"per_image": True, "ignore_index": -1},
+            "",
+        ),
     ),
 )
 def lovasz_softmax_loss(input: torch.Tensor, target: torch.Tensor, *, per_image: bool, classes: str, from_logits: bool,
                         ignore_index: int | None, class_weights: list[float] | None) -> torch.Tensor:
     """``p = softmax(x)``; per class c: errors ``|[y = c] - p_c|`` sorted, dotted with the Jaccard steps."""
-    require(input.dim() >= 2 and input.shape[0] > 0, "inputs.input", f"must be (N, C, *), got shape {list(input.shape)}")
+    require(
+        input.dim() >= 2 and input.shape[0] > 0, "inputs.input", f"must be (N, C, *), got shape {list(input.shape)}"
+    )
     expected = [input.shape[0], *input.shape[2:]]
     require(list(target.shape) == expected, "inputs.target", f"shape {list(target.shape)} must be {expected}")
     require_class_indices(target, input.shape[1], ignore_index)
     require(class_weights is None or len(class_weights) == input.shape[1], "params.class_weights",
             f"needs one weight per class: {input.shape[1]}")
     if not from_logits:
-        require(bool(((input >= 0) & (input <= 1)).all()), "inputs.input", "probabilities must lie in [0, 1] (from_logits=false)")
+        require(
+            bool(((input >= 0) & (input <= 1)).all()),
+            "inputs.input",
+            "probabilities must lie in [0, 1] (from_logits=false)",
+        )
     probs = input.softmax(1) if from_logits else input
     probs = probs.movedim(1, -1).reshape(input.shape[0], -1, input.shape[1])
     labels = target.reshape(input.shape[0], -1)
     keep = torch.ones_like(labels, dtype=torch.bool) if ignore_index is None else labels != ignore_index
     if not per_image:
         return _softmax_flat(probs[keep], labels[keep], classes, class_weights)
-    return torch.stack([_softmax_flat(p[k], y[k], classes, class_weights) for p, y, k in zip(probs, labels, keep)]).mean()
+    return torch.stack(
+        [_softmax_flat(p[k], y[k], classes, class_weights) for p, y, k in zip(probs, labels, keep)]
+    ).mean()

@@ -55,11 +55,15 @@ _OVERLAP_INPUTS = (
 
 _MODE = Param("mode", "string", "binary", "'binary', 'multiclass' (softmax over dim 1) or 'multilabel' (sigmoid).",
               choices=("binary", "multiclass", "multilabel"))
-_FROM_LOGITS = Param("from_logits", "bool", True, "Apply sigmoid/softmax to input first (false: input holds probabilities).")
+_FROM_LOGITS = Param(
+    "from_logits", "bool", True, "Apply sigmoid/softmax to input first (false: input holds probabilities)."
+)
 _IGNORE = Param("ignore_index", "int", None, "Target value whose pixels count nowhere (null: none). "
                 "Binary/multilabel: per element; multiclass: the pixel, every class.", nullable=True)
 _INCLUDE_BG = Param("include_background", "bool", True, "false: leave class 0 out (MONAI's include_background).")
-_CLASSES = Param("classes", "int_list", None, "Only these class indices count (smp's classes); null: all.", nullable=True)
+_CLASSES = Param(
+    "classes", "int_list", None, "Only these class indices count (smp's classes); null: all.", nullable=True
+)
 _CLASS_WEIGHTS = Param("class_weights", "float_list", None,
                        "One weight per class of input (C, background included): 'mean' is Σ w·loss / Σ w over "
                        "classes, 'sum' and 'none' multiply. null: equal weights.", nullable=True)
@@ -70,24 +74,45 @@ _AGGREGATION = Param("aggregation", "string", "pooled",
                      "'pooled': sums over batch and space, one score per class; 'per_sample': one per sample and class "
                      "(MONAI batch=False, kornia macro); 'micro': one per sample over all classes (kornia micro).",
                      choices=("pooled", "per_sample", "micro"))
-_EMPTY = Param("empty_classes", "string", "score",
-               "A class (or sample, with per_sample/micro) with no target pixels: 'score' it like any other, count "
-               "its loss as 0 ('zero', smp and pytorch-toolbelt; it stays in the mean), or 'skip' it in the class mean "
-               "(kornia 0.9 tversky_loss; a sample with no class present scores 0, loss 1; 'sum'/'none' count it as 0).",
-               choices=("score", "zero", "skip"))
+_EMPTY = Param(
+    "empty_classes",
+    "string",
+    "score",
+    "A class (or sample, with per_sample/micro) with no target pixels: 'score' it like any other, count "
+    "its loss as 0 ('zero', smp and pytorch-toolbelt; it stays in the mean), or 'skip' it in the class mean "
+    "(kornia 0.9 tversky_loss; a sample with no class present scores 0, loss 1; 'sum'/'none' count it as 0).",
+    choices=("score", "zero", "skip"),
+)
 _LOG_LOSS = Param("log_loss", "bool", False, "Loss -log(max(score, eps)) instead of 1 - score (smp's log_loss).")
-_OVERLAP_REDUCTION = Param("reduction", "string", "mean",
-                           "'mean' over classes (weighted) and samples, 'sum', or 'none': per class (pooled), per sample "
-                           "and class (N, C) (per_sample) or per sample (micro).", choices=("none", "mean", "sum"))
+_OVERLAP_REDUCTION = Param(
+    "reduction",
+    "string",
+    "mean",
+    "'mean' over classes (weighted) and samples, 'sum', or 'none': per class (pooled), per sample "
+    "and class (N, C) (per_sample) or per sample (micro).",
+    choices=("none", "mean", "sum"),
+)
 
 
 def _smoothing(smooth_doc: str, smooth_default: float = 0.0, eps_default: float = 1e-7) -> tuple[Param, ...]:
     return (
         Param("smooth", "float", smooth_default, smooth_doc, min=0.0),
-        Param("smooth_nr", "float", None, "Added to the numerator instead of smooth (MONAI's smooth_nr); null: smooth.",
-              min=0.0, nullable=True),
-        Param("smooth_dr", "float", None, "Added to the denominator instead of smooth (MONAI's smooth_dr; kornia's eps); "
-              "null: smooth.", min=0.0, nullable=True),
+        Param(
+            "smooth_nr",
+            "float",
+            None,
+            "Added to the numerator instead of smooth (MONAI's smooth_nr); null: smooth.",
+            min=0.0,
+            nullable=True,
+        ),
+        Param(
+            "smooth_dr",
+            "float",
+            None,
+            "Added to the denominator instead of smooth (MONAI's smooth_dr; kornia's eps); null: smooth.",
+            min=0.0,
+            nullable=True,
+        ),
         Param("eps", "float", eps_default, "Lower bound of the denominator.", min=0.0),
     )
 
@@ -121,7 +146,11 @@ def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
             require_same_shape(input, target, "a float multiclass target is one-hot or class probabilities (N, C, *)")
             require(ignore_index is None, "params.ignore_index", "needs class-index targets in multiclass mode")
             onehot = target
-            require(bool(((onehot >= 0) & (onehot <= 1)).all()), "inputs.target", "values must lie in [0, 1] (NaN is refused)")
+            require(
+                bool(((onehot >= 0) & (onehot <= 1)).all()),
+                "inputs.target",
+                "values must lie in [0, 1] (NaN is refused)",
+            )
         else:
             expected = [n, *input.shape[2:]]
             require(list(target.shape) == expected, "inputs.target",
@@ -141,7 +170,11 @@ def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
             target = torch.where(keep, target, torch.zeros_like(target))
         onehot = target.to(input.dtype)
         also = f" or equal ignore_index ({ignore_index})" if ignore_index is not None else ""
-        require(bool(((onehot >= 0) & (onehot <= 1)).all()), "inputs.target", f"mask values must lie in [0, 1]{also} (NaN is refused)")
+        require(
+            bool(((onehot >= 0) & (onehot <= 1)).all()),
+            "inputs.target",
+            f"mask values must lie in [0, 1]{also} (NaN is refused)",
+        )
         probs = torch.sigmoid(input) if from_logits else input
         if mask is not None:
             probs, onehot = _masked(probs, onehot, mask, input)
@@ -149,7 +182,11 @@ def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
             probs, onehot = probs.reshape(n, 1, -1), onehot.reshape(n, 1, -1)
             keep = keep.reshape(n, 1, -1) if keep is not None else None
     if not from_logits:
-        require(bool(((input >= 0) & (input <= 1)).all()), "inputs.input", "probabilities must lie in [0, 1] (from_logits=false)")
+        require(
+            bool(((input >= 0) & (input <= 1)).all()),
+            "inputs.input",
+            "probabilities must lie in [0, 1] (from_logits=false)",
+        )
     probs = probs.reshape(n, probs.shape[1], -1)
     onehot = onehot.reshape(n, onehot.shape[1], -1)
     if keep is not None:
@@ -269,40 +306,111 @@ _SMP_DICE_NOTE = ("smp's soft_dice_score is (I + s) / (P/2 + T/2 + s): smooth = 
                   "empty_classes='zero' because smp zeroes classes absent from the target")
 
 _DICE_EQUIVALENTS = (
-    Equivalent("segmentation_models_pytorch.losses.DiceLoss(mode='multiclass')",
-               {"mode": "multiclass", "soft_label": True, "empty_classes": "zero", "eps": 2e-7}, _SMP_DICE_NOTE),
-    Equivalent("segmentation_models_pytorch.losses.DiceLoss(mode='binary', smooth=1.0, log_loss=True)",
-               {"mode": "binary", "soft_label": True, "empty_classes": "zero", "smooth": 2.0, "eps": 2e-7,
-                "log_loss": True}, _SMP_DICE_NOTE),
-    Equivalent("segmentation_models_pytorch.losses.DiceLoss(mode='multilabel', classes=[1, 2], ignore_index=-1, "
-               "class_weights=[1.0, 2.0, 3.0])",
-               {"mode": "multilabel", "soft_label": True, "empty_classes": "zero", "eps": 2e-7, "classes": [1, 2],
-                "ignore_index": -1, "class_weights": [1.0, 2.0, 3.0]}, _SMP_DICE_NOTE),
-    Equivalent("pytorch_toolbelt.losses.DiceLoss(mode='multiclass')",
-               {"mode": "multiclass", "empty_classes": "zero"}, "hard labels; toolbelt intersects with Σ p·t"),
-    Equivalent("kornia.losses.dice_loss(pred, target)",
-               {"mode": "multiclass", "aggregation": "micro", "smooth_nr": 0.0, "smooth_dr": 1e-8, "eps": 0.0,
-                "ignore_index": -100}, "pred (N, C, H, W) logits, target (N, H, W) class indices"),
-    Equivalent("kornia.losses.dice_loss(pred, target, average='macro', weight=w)",
-               {"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 0.0, "smooth_dr": 1e-8, "eps": 0.0,
-                "ignore_index": -100, "class_weights": [1.0, 2.0, 0.5]}, "class_weights = w"),
-    Equivalent("monai.losses.DiceLoss(softmax=True, to_onehot_y=True)",
-               {"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0},
-               "target (N, *) class indices (MONAI: (N, 1, *))"),
-    Equivalent("monai.losses.DiceLoss(sigmoid=True, batch=True, squared_pred=True, include_background=False)",
-               {"mode": "multilabel", "aggregation": "pooled", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0,
-                "squared_pred": True, "include_background": False}, ""),
-    Equivalent("monai.losses.DiceLoss(sigmoid=True, soft_label=True, reduction='none')",
-               {"mode": "multilabel", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0,
-                "soft_label": True, "reduction": "none"}, "MONAI's shape is (N, C, 1, ...); lossd's (N, C)"),
-    Equivalent("monai.losses.MaskedDiceLoss(softmax=True)",
-               {"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0},
-               "one-hot target; send MONAI's mask as input mask (N, 1, *). (With to_onehot_y MONAI masks the class "
-               "indices, so masked pixels count as class 0: not expressible.)"),
-    Equivalent("monai.losses.DiceLoss(softmax=True, to_onehot_y=True, weight=w)",
-               {"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0,
-                "class_weights": [0.25, 0.5, 1.0], "reduction": "sum"},
-               "MONAI's mean of w·loss over N·C: class_weights = w / (N·C) with reduction 'sum' (here N=2, C=3, w=[1.5, 3, 6])"),
+    Equivalent(
+        "segmentation_models_pytorch.losses.DiceLoss(mode='multiclass')",
+        {"mode": "multiclass", "soft_label": True, "empty_classes": "zero", "eps": 2e-7},
+        _SMP_DICE_NOTE,
+    ),
+    Equivalent(
+        "segmentation_models_pytorch.losses.DiceLoss(mode='binary', smooth=1.0, log_loss=True)",
+        {"mode": "binary", "soft_label": True, "empty_classes": "zero", "smooth": 2.0, "eps": 2e-7, "log_loss": True},
+        _SMP_DICE_NOTE,
+    ),
+    Equivalent(
+        "segmentation_models_pytorch.losses.DiceLoss(mode='multilabel', classes=[1, 2], ignore_index=-1, "
+        "class_weights=[1.0, 2.0, 3.0])",
+        {
+            "mode": "multilabel",
+            "soft_label": True,
+            "empty_classes": "zero",
+            "eps": 2e-7,
+            "classes": [1, 2],
+            "ignore_index": -1,
+            "class_weights": [1.0, 2.0, 3.0],
+        },
+        _SMP_DICE_NOTE,
+    ),
+    Equivalent(
+        "pytorch_toolbelt.losses.DiceLoss(mode='multiclass')",
+        {"mode": "multiclass", "empty_classes": "zero"},
+        "hard labels; toolbelt intersects with Σ p·t",
+    ),
+    Equivalent(
+        "kornia.losses.dice_loss(pred, target)",
+        {
+            "mode": "multiclass",
+            "aggregation": "micro",
+            "smooth_nr": 0.0,
+            "smooth_dr": 1e-8,
+            "eps": 0.0,
+            "ignore_index": -100,
+        },
+        "pred (N, C, H, W) logits, target (N, H, W) class indices",
+    ),
+    Equivalent(
+        "kornia.losses.dice_loss(pred, target, average='macro', weight=w)",
+        {
+            "mode": "multiclass",
+            "aggregation": "per_sample",
+            "smooth_nr": 0.0,
+            "smooth_dr": 1e-8,
+            "eps": 0.0,
+            "ignore_index": -100,
+            "class_weights": [1.0, 2.0, 0.5],
+        },
+        "class_weights = w",
+    ),
+    Equivalent(
+        "monai.losses.DiceLoss(softmax=True, to_onehot_y=True)",
+        {"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0},
+        "target (N, *) class indices (MONAI: (N, 1, *))",
+    ),
+    Equivalent(
+        "monai.losses.DiceLoss(sigmoid=True, batch=True, squared_pred=True, include_background=False)",
+        {
+            "mode": "multilabel",
+            "aggregation": "pooled",
+            "smooth_nr": 1e-5,
+            "smooth_dr": 1e-5,
+            "eps": 0.0,
+            "squared_pred": True,
+            "include_background": False,
+        },
+        "",
+    ),
+    Equivalent(
+        "monai.losses.DiceLoss(sigmoid=True, soft_label=True, reduction='none')",
+        {
+            "mode": "multilabel",
+            "aggregation": "per_sample",
+            "smooth_nr": 1e-5,
+            "smooth_dr": 1e-5,
+            "eps": 0.0,
+            "soft_label": True,
+            "reduction": "none",
+        },
+        "MONAI's shape is (N, C, 1, ...); lossd's (N, C)",
+    ),
+    Equivalent(
+        "monai.losses.MaskedDiceLoss(softmax=True)",
+        {"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0},
+        "one-hot target; send MONAI's mask as input mask (N, 1, *). (With to_onehot_y MONAI masks the class "
+        "indices, so masked pixels count as class 0: not expressible.)",
+    ),
+    Equivalent(
+        "monai.losses.DiceLoss(softmax=True, to_onehot_y=True, weight=w)",
+        {
+            "mode": "multiclass",
+            "aggregation": "per_sample",
+            "smooth_nr": 1e-5,
+            "smooth_dr": 1e-5,
+            "eps": 0.0,
+            "class_weights": [0.25, 0.5, 1.0],
+            "reduction": "sum",
+        },
+        "MONAI's mean of w·loss over N·C: class_weights = w / (N·C) with reduction 'sum' "
+        "(here N=2, C=3, w=[1.5, 3, 6])",
+    ),
 )
 
 
@@ -317,10 +425,28 @@ _DICE_EQUIVALENTS = (
     example=_overlap_example,
     equivalents=_DICE_EQUIVALENTS,
 )
-def dice_loss(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *, mode: str, from_logits: bool, smooth: float,
-              smooth_nr: float | None, smooth_dr: float | None, eps: float, ignore_index: int | None,
-              include_background: bool, classes: list[int] | None, class_weights: list[float] | None, soft_label: bool,
-              squared_pred: bool, aggregation: str, empty_classes: str, log_loss: bool, reduction: str) -> torch.Tensor:
+def dice_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    mode: str,
+    from_logits: bool,
+    smooth: float,
+    smooth_nr: float | None,
+    smooth_dr: float | None,
+    eps: float,
+    ignore_index: int | None,
+    include_background: bool,
+    classes: list[int] | None,
+    class_weights: list[float] | None,
+    soft_label: bool,
+    squared_pred: bool,
+    aggregation: str,
+    empty_classes: str,
+    log_loss: bool,
+    reduction: str,
+) -> torch.Tensor:
     """Per unit ``1 - (2*I + smooth_nr) / max(P + T + smooth_dr, eps)``; units and their mean per ``aggregation``."""
     s = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
                       include_background=include_background, classes=classes, class_weights=class_weights,
@@ -340,20 +466,45 @@ def dice_loss(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
     source="lossd (soft Jaccard; conventions of smp and MONAI as parameters)",
     example=_overlap_example,
     equivalents=(
-        Equivalent("segmentation_models_pytorch.losses.JaccardLoss(mode='multiclass', smooth=1.0)",
-                   {"mode": "multiclass", "soft_label": True, "empty_classes": "zero", "smooth": 1.0}, ""),
-        Equivalent("pytorch_toolbelt.losses.JaccardLoss(mode='multilabel')",
-                   {"mode": "multilabel", "empty_classes": "zero"}, "hard labels"),
-        Equivalent("monai.losses.DiceLoss(sigmoid=True, jaccard=True)",
-                   {"mode": "multilabel", "aggregation": "per_sample", "smooth_nr": 5e-6, "smooth_dr": 5e-6, "eps": 0.0},
-                   "MONAI's Jaccard is (2I + nr) / (2(P + T - I) + dr): half its smoothing here"),
+        Equivalent(
+            "segmentation_models_pytorch.losses.JaccardLoss(mode='multiclass', smooth=1.0)",
+            {"mode": "multiclass", "soft_label": True, "empty_classes": "zero", "smooth": 1.0},
+            "",
+        ),
+        Equivalent(
+            "pytorch_toolbelt.losses.JaccardLoss(mode='multilabel')",
+            {"mode": "multilabel", "empty_classes": "zero"},
+            "hard labels",
+        ),
+        Equivalent(
+            "monai.losses.DiceLoss(sigmoid=True, jaccard=True)",
+            {"mode": "multilabel", "aggregation": "per_sample", "smooth_nr": 5e-6, "smooth_dr": 5e-6, "eps": 0.0},
+            "MONAI's Jaccard is (2I + nr) / (2(P + T - I) + dr): half its smoothing here",
+        ),
     ),
 )
-def jaccard_loss(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *, mode: str, from_logits: bool, smooth: float,
-                 smooth_nr: float | None, smooth_dr: float | None, eps: float, ignore_index: int | None,
-                 include_background: bool, classes: list[int] | None, class_weights: list[float] | None,
-                 soft_label: bool, squared_pred: bool, aggregation: str, empty_classes: str, log_loss: bool,
-                 reduction: str) -> torch.Tensor:
+def jaccard_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    mode: str,
+    from_logits: bool,
+    smooth: float,
+    smooth_nr: float | None,
+    smooth_dr: float | None,
+    eps: float,
+    ignore_index: int | None,
+    include_background: bool,
+    classes: list[int] | None,
+    class_weights: list[float] | None,
+    soft_label: bool,
+    squared_pred: bool,
+    aggregation: str,
+    empty_classes: str,
+    log_loss: bool,
+    reduction: str,
+) -> torch.Tensor:
     """Per unit ``1 - (I + smooth_nr) / max(P + T - I + smooth_dr, eps)``."""
     s = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
                       include_background=include_background, classes=classes, class_weights=class_weights,
@@ -381,11 +532,32 @@ def _tversky_params(alpha: float, beta: float, gamma: float) -> tuple[Param, ...
     )
 
 
-def _tversky(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *, mode: str, from_logits: bool, smooth: float,
-             smooth_nr: float | None, smooth_dr: float | None, eps: float, alpha: float, beta: float, gamma: float,
-             gamma_on: str, ignore_index: int | None, include_background: bool, classes: list[int] | None,
-             class_weights: list[float] | None, soft_label: bool, squared_pred: bool, aggregation: str,
-             empty_classes: str, log_loss: bool, reduction: str) -> torch.Tensor:
+def _tversky(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    mode: str,
+    from_logits: bool,
+    smooth: float,
+    smooth_nr: float | None,
+    smooth_dr: float | None,
+    eps: float,
+    alpha: float,
+    beta: float,
+    gamma: float,
+    gamma_on: str,
+    ignore_index: int | None,
+    include_background: bool,
+    classes: list[int] | None,
+    class_weights: list[float] | None,
+    soft_label: bool,
+    squared_pred: bool,
+    aggregation: str,
+    empty_classes: str,
+    log_loss: bool,
+    reduction: str,
+) -> torch.Tensor:
     """Per unit ``(1 - (I + smooth_nr) / max(I + alpha*FP + beta*FN + smooth_dr, eps))^gamma``,
     ``FP = P - I``, ``FN = T - I``; the power is guarded (finite gradient where the loss is 0)."""
     require(gamma_on == "each" or reduction == "mean", "params.gamma_on", "'mean' needs reduction 'mean'")
@@ -446,33 +618,73 @@ register_loss(
     aliases=("GeneralizedDiceLoss", "generalised_dice_loss", "generalized_dice"),
     inputs=_OVERLAP_INPUTS,
     params=(
-        _MODE, _FROM_LOGITS,
-        Param("w_type", "string", "square", "Class weight from its target volume T: 'square' 1/T², 'simple' 1/T, "
-              "'uniform' 1. A class with T = 0 gets the largest finite weight (MONAI).",
-              choices=("square", "simple", "uniform")),
+        _MODE,
+        _FROM_LOGITS,
+        Param(
+            "w_type",
+            "string",
+            "square",
+            "Class weight from its target volume T: 'square' 1/T², 'simple' 1/T, "
+            "'uniform' 1. A class with T = 0 gets the largest finite weight (MONAI).",
+            choices=("square", "simple", "uniform"),
+        ),
         Param("smooth_nr", "float", 1e-5, "Added to the numerator.", min=0.0),
         Param("smooth_dr", "float", 1e-5, "Added to the denominator.", min=0.0),
-        Param("aggregation", "string", "per_sample", "'per_sample': one score per sample (MONAI batch=False); "
-              "'pooled': sums over the batch first (batch=True).", choices=("per_sample", "pooled")),
-        _IGNORE, _INCLUDE_BG, _SOFT_LABEL,
-        Param("reduction", "string", "mean", "'mean' or 'sum' over samples, or 'none' (N) per sample ((1) pooled).",
-              choices=("none", "mean", "sum")),
+        Param(
+            "aggregation",
+            "string",
+            "per_sample",
+            "'per_sample': one score per sample (MONAI batch=False); 'pooled': sums over the batch first (batch=True).",
+            choices=("per_sample", "pooled"),
+        ),
+        _IGNORE,
+        _INCLUDE_BG,
+        _SOFT_LABEL,
+        Param(
+            "reduction",
+            "string",
+            "mean",
+            "'mean' or 'sum' over samples, or 'none' (N) per sample ((1) pooled).",
+            choices=("none", "mean", "sum"),
+        ),
     ),
-    description="Generalized Dice (Sudre et al. 2017): classes weighted by inverse target volume, one score over classes.",
+    description="Generalized Dice (Sudre et al. 2017): classes weighted by inverse target volume, one score over "
+    "classes.",
     source="lossd (Sudre et al. 2017; MONAI GeneralizedDiceLoss conventions)",
-    example=lambda dt: {"input": torch.tensor([[[1.5, -0.5, 0.3], [0.2, -2.0, 0.4]], [[-1.0, 2.0, 0.0], [0.7, 0.1, -0.3]]],
-                                              dtype=dt),
-                        "target": torch.tensor([[0, 1, 1], [1, 0, 1]]), "params": {"mode": "multiclass"}},
+    example=lambda dt: {
+        "input": torch.tensor([[[1.5, -0.5, 0.3], [0.2, -2.0, 0.4]], [[-1.0, 2.0, 0.0], [0.7, 0.1, -0.3]]], dtype=dt),
+        "target": torch.tensor([[0, 1, 1], [1, 0, 1]]),
+        "params": {"mode": "multiclass"},
+    },
     equivalents=(
-        Equivalent("monai.losses.GeneralizedDiceLoss(softmax=True, to_onehot_y=True)",
-                   {"mode": "multiclass"}, "target (N, *) class indices"),
-        Equivalent("monai.losses.GeneralizedDiceLoss(sigmoid=True, w_type='simple', batch=True)",
-                   {"mode": "multilabel", "w_type": "simple", "aggregation": "pooled"}, ""),
+        Equivalent(
+            "monai.losses.GeneralizedDiceLoss(softmax=True, to_onehot_y=True)",
+            {"mode": "multiclass"},
+            "target (N, *) class indices",
+        ),
+        Equivalent(
+            "monai.losses.GeneralizedDiceLoss(sigmoid=True, w_type='simple', batch=True)",
+            {"mode": "multilabel", "w_type": "simple", "aggregation": "pooled"},
+            "",
+        ),
     ),
 )
-def generalized_dice_loss(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *, mode: str, from_logits: bool, w_type: str,
-                          smooth_nr: float, smooth_dr: float, aggregation: str, ignore_index: int | None,
-                          include_background: bool, soft_label: bool, reduction: str) -> torch.Tensor:
+def generalized_dice_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    mode: str,
+    from_logits: bool,
+    w_type: str,
+    smooth_nr: float,
+    smooth_dr: float,
+    aggregation: str,
+    ignore_index: int | None,
+    include_background: bool,
+    soft_label: bool,
+    reduction: str,
+) -> torch.Tensor:
     """``w_c = 1/T_c²`` (square); per sample ``1 - (2 Σ_c w_c I_c + nr) / (Σ_c w_c (P_c + T_c) + dr)``."""
     s = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
                       include_background=include_background, classes=None, class_weights=None,
@@ -497,33 +709,62 @@ def generalized_dice_loss(input: torch.Tensor, target: torch.Tensor, mask: torch
     inputs=_OVERLAP_INPUTS[:2],
     params=(
         _MODE,
-        Param("from_logits", "bool", False, "Apply sigmoid/softmax to input first (smp's MCCLoss takes probabilities; "
-              "MONAI's sigmoid/softmax)."),
+        Param(
+            "from_logits",
+            "bool",
+            False,
+            "Apply sigmoid/softmax to input first (smp's MCCLoss takes probabilities; MONAI's sigmoid/softmax).",
+        ),
         Param("eps", "float", 1e-5, "Added to each of TP, TN, FP, FN (smp).", min=0.0),
         Param("smooth_nr", "float", 0.0, "Added to the numerator TP·TN - FP·FN (MONAI's smooth_nr).", min=0.0),
-        Param("smooth_dr", "float", 0.0, "Added under the square root of the denominator (MONAI's smooth_dr).", min=0.0),
+        Param(
+            "smooth_dr", "float", 0.0, "Added under the square root of the denominator (MONAI's smooth_dr).", min=0.0
+        ),
         _INCLUDE_BG,
-        Param("aggregation", "string", "pooled",
-              "'pooled': one coefficient per class over the whole batch (smp; MONAI batch=True); 'per_sample': one "
-              "per sample and class (MONAI batch=False).", choices=("pooled", "per_sample")),
-        Param("reduction", "string", "mean", "'mean' or 'sum' over units, or 'none': per class (C) pooled, (N, C) "
-              "per_sample.", choices=("none", "mean", "sum")),
+        Param(
+            "aggregation",
+            "string",
+            "pooled",
+            "'pooled': one coefficient per class over the whole batch (smp; MONAI batch=True); 'per_sample': one "
+            "per sample and class (MONAI batch=False).",
+            choices=("pooled", "per_sample"),
+        ),
+        Param(
+            "reduction",
+            "string",
+            "mean",
+            "'mean' or 'sum' over units, or 'none': per class (C) pooled, (N, C) per_sample.",
+            choices=("none", "mean", "sum"),
+        ),
     ),
     description="1 - Matthews correlation coefficient of soft TP, TN, FP, FN, per class (binary: one class).",
     source="lossd (Abhishek & Hamarneh 2021; smp and MONAI MCCLoss conventions as parameters)",
     notes="A unit with FP = FN = 0 (a perfect prediction, counts after eps) has loss 0, the coefficient's limit "
-          "(MONAI); eps or smooth_dr must be > 0, else the coefficient is 0/0 where a prediction or target is empty.",
-    example=lambda dt: {"input": torch.tensor([[0.9, 0.2, 0.6], [0.1, 0.7, 0.4]], dtype=dt),
-                        "target": torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=dt)},
+    "(MONAI); eps or smooth_dr must be > 0, else the coefficient is 0/0 where a prediction or target is empty.",
+    example=lambda dt: {
+        "input": torch.tensor([[0.9, 0.2, 0.6], [0.1, 0.7, 0.4]], dtype=dt),
+        "target": torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=dt),
+    },
     equivalents=(
         Equivalent("segmentation_models_pytorch.losses.MCCLoss()", {}, "input holds probabilities"),
-        Equivalent("monai.losses.MCCLoss(sigmoid=True)",
-                   {"mode": "multilabel", "from_logits": True, "eps": 0.0, "smooth_dr": 1e-5,
-                    "aggregation": "per_sample"}, "input and target (N, C, *)"),
-        Equivalent("monai.losses.MCCLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True, "
-                   "reduction='none')",
-                   {"mode": "multiclass", "from_logits": True, "eps": 0.0, "smooth_dr": 1e-5,
-                    "include_background": False, "reduction": "none"}, "target (N, *) class indices"),
+        Equivalent(
+            "monai.losses.MCCLoss(sigmoid=True)",
+            {"mode": "multilabel", "from_logits": True, "eps": 0.0, "smooth_dr": 1e-5, "aggregation": "per_sample"},
+            "input and target (N, C, *)",
+        ),
+        Equivalent(
+            "monai.losses.MCCLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True, "
+            "reduction='none')",
+            {
+                "mode": "multiclass",
+                "from_logits": True,
+                "eps": 0.0,
+                "smooth_dr": 1e-5,
+                "include_background": False,
+                "reduction": "none",
+            },
+            "target (N, *) class indices",
+        ),
     ),
 )
 def mcc_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, eps: float, smooth_nr: float,

@@ -76,7 +76,9 @@ geman_mcclure_loss = _register(
         Input("target", "target", differentiable=True, aliases=("y_true",), doc="true coordinates, same shape"),
     ),
     params=(
-        Param("width", "float", 5.0, "w: where the loss turns from logarithmic to linear.", min=0.0, min_exclusive=True),
+        Param(
+            "width", "float", 5.0, "w: where the loss turns from logarithmic to linear.", min=0.0, min_exclusive=True
+        ),
         Param("curvature", "float", 0.5, "ε: curvature of the logarithmic part.", min=0.0, min_exclusive=True),
         REDUCTION,
     ),
@@ -85,11 +87,16 @@ geman_mcclure_loss = _register(
     example=_example,
     equivalents=(
         Equivalent("pytorch_toolbelt.losses.WingLoss(width=5, curvature=0.5, reduction='mean')", {}, ""),
-        Equivalent("segmentation_models_pytorch.losses._functional.wing_loss(output, target, width=2, curvature=1)",
-                   {"width": 2.0, "curvature": 1.0}, ""),
+        Equivalent(
+            "segmentation_models_pytorch.losses._functional.wing_loss(output, target, width=2, curvature=1)",
+            {"width": 2.0, "curvature": 1.0},
+            "",
+        ),
     ),
 )
-def wing_loss(input: torch.Tensor, target: torch.Tensor, *, width: float, curvature: float, reduction: str) -> torch.Tensor:
+def wing_loss(
+    input: torch.Tensor, target: torch.Tensor, *, width: float, curvature: float, reduction: str
+) -> torch.Tensor:
     """``|x| < w``: ``w·log(1 + |x|/ε)``; else ``|x| - C`` with ``C = w - w·log(1 + w/ε)`` (continuous at w)."""
     require_same_shape(input, target, "the loss is elementwise")
     require(width > 0 and curvature > 0, "params.width", "width and curvature must be positive")
