@@ -19,7 +19,7 @@ import ipaddress
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,10 @@ __all__ = [
     "RETRIED_METHODS",
     "RETRY_TOKENS",
     "ENVIRONMENT",
+    "SETTINGS",
+    "SETTINGS_BY_NAME",
+    "Setting",
+    "parse_bool",
     "normalize_target",
 ]
 
@@ -65,27 +69,95 @@ RETRIED_METHODS: tuple[tuple[str, str], ...] = (
 #: (docs/scaling.md). gRPC allows at most 1000.
 RETRY_TOKENS = 200
 
-#: Every setting's environment variable.
-ENVIRONMENT: dict[str, str] = {
-    "target": "LOSSD_TARGET",
-    "timeout": "LOSSD_TIMEOUT",
-    "token": "LOSSD_TOKEN",
-    "token_file": "LOSSD_TOKEN_FILE",
-    "tls": "LOSSD_TLS",
-    "ca_file": "LOSSD_CA_FILE",
-    "cert_file": "LOSSD_CERT_FILE",
-    "key_file": "LOSSD_KEY_FILE",
-    "server_name": "LOSSD_SERVER_NAME",
-    "compression": "LOSSD_COMPRESSION",
-    "keepalive_s": "LOSSD_KEEPALIVE_S",
-    "max_message_bytes": "LOSSD_MAX_MESSAGE_BYTES",
-    "max_attempts": "LOSSD_MAX_ATTEMPTS",
-    "load_balancing": "LOSSD_LOAD_BALANCING",
-}
-
 _COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip,
                 "deflate": grpc.Compression.Deflate}
 _BALANCERS = ("pick_first", "round_robin")
+
+
+# ---------------------------------------------------------------------------
+# The settings table: ClientConfig's fields, the LOSSD_* variables and the CLI's
+# connection flags (lossd.client.cli) are all built from SETTINGS.
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One client setting: its ``ClientConfig`` field, ``LOSSD_*`` variable, text parser
+    (for the variable and the CLI flag), default, help text and CLI flag (``None``: none).
+
+    >>> SETTINGS_BY_NAME["max_attempts"].parse("3"), SETTINGS_BY_NAME["tls"].parse("Yes")
+    (3, True)
+    """
+
+    name: str
+    env: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    flag: str | None = None
+
+
+def parse_bool(text: str) -> bool:
+    """``1/0``, ``true/false``, ``yes/no``, ``on/off`` in any case; anything else is refused.
+
+    >>> parse_bool("ON"), parse_bool("0")
+    (True, False)
+    """
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _parse_timeout(text: str) -> float:
+    """Seconds, or ``inf``/``none`` for no deadline."""
+    return math.inf if text.strip().lower() in ("inf", "none") else float(text)
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.strip().lower() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text.strip().lower()
+
+    return parse
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("target", "LOSSD_TARGET", str, DEFAULT_TARGET,
+            "server address host:port, several IP:port separated by commas (balanced round_robin), "
+            "or any gRPC target", "--target"),
+    Setting("timeout", "LOSSD_TIMEOUT", _parse_timeout, DEFAULT_TIMEOUT,
+            "default deadline of a call in seconds (inf: none; training streams have none)", "--timeout"),
+    Setting("token", "LOSSD_TOKEN", str, None,
+            "bearer token sent as authorization metadata; a flag shows in `ps`: prefer the variable "
+            "or --token-file", "--token"),
+    Setting("token_file", "LOSSD_TOKEN_FILE", str, None, "file holding the bearer token", "--token-file"),
+    Setting("tls", "LOSSD_TLS", parse_bool, False, "use TLS with the system's root certificates", "--tls"),
+    Setting("ca_file", "LOSSD_CA_FILE", str, None, "PEM CA bundle to verify the server; implies TLS", "--ca-file"),
+    Setting("cert_file", "LOSSD_CERT_FILE", str, None, "PEM client certificate (mutual TLS)", "--cert-file"),
+    Setting("key_file", "LOSSD_KEY_FILE", str, None, "PEM client private key (mutual TLS)", "--key-file"),
+    Setting("server_name", "LOSSD_SERVER_NAME", str, None, "name to verify in the server's certificate",
+            "--server-name"),
+    Setting("compression", "LOSSD_COMPRESSION", _choice(*_COMPRESSION), None,
+            f"compress every request: {', '.join(_COMPRESSION)}", "--compression"),
+    Setting("keepalive_s", "LOSSD_KEEPALIVE_S", float, None,
+            "ping an idle connection after this many seconds (above the server's --min-ping-interval)",
+            "--keepalive"),
+    Setting("max_message_bytes", "LOSSD_MAX_MESSAGE_BYTES", int, DEFAULT_MAX_MESSAGE_BYTES,
+            "largest message sent or received, in bytes", "--max-message-bytes"),
+    Setting("max_attempts", "LOSSD_MAX_ATTEMPTS", int, DEFAULT_MAX_ATTEMPTS,
+            "attempts of an idempotent call that fails UNAVAILABLE (1: no retries; gRPC caps it at 5)",
+            "--max-attempts"),
+    Setting("load_balancing", "LOSSD_LOAD_BALANCING", _choice(*_BALANCERS), None,
+            "pick_first or round_robin (default round_robin for several addresses or a dns: target)",
+            "--load-balancing"),
+)
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+#: Every setting's environment variable.
+ENVIRONMENT: dict[str, str] = {s.name: s.env for s in SETTINGS}
 
 
 def _ip_scheme(address: str) -> str | None:
@@ -168,22 +240,12 @@ def _resolve_token(arguments: Mapping[str, Any], given: Mapping[str, Any]) -> st
 
 
 def _env_value(setting: str, text: str) -> Any:
-    """A setting's value parsed from its environment variable's text."""
-    var = ENVIRONMENT[setting]
+    """A setting's value parsed from its environment variable's text; an error names the variable."""
+    entry = SETTINGS_BY_NAME[setting]
     try:
-        if setting == "timeout" and text.strip().lower() in ("inf", "none"):
-            return math.inf
-        if setting in ("timeout", "keepalive_s"):
-            return float(text)
-        if setting in ("max_message_bytes", "max_attempts"):
-            return int(text)
-        if setting == "tls":
-            if text.strip().lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError("expected 1 or 0")
-            return text.strip().lower() in ("1", "true", "yes")
+        return entry.parse(text)
     except ValueError as e:
-        raise ValueError(f"{var}={text!r}: {e}") from None
-    return text
+        raise ValueError(f"{entry.env}={text!r}: {e}") from None
 
 
 @dataclass(frozen=True)

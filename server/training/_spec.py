@@ -443,7 +443,8 @@ def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: 
     _check_tensor_limits(request, limits)
     model = _model(request)
     if request.epochs < 1:
-        raise LossError("epochs", f"is {request.epochs}; must be >= 1")
+        raise LossError("epochs", f"is {request.epochs}{' (not set)' if request.epochs == 0 else ''}; must be >= 1: "
+                        "how many passes over the training data, e.g. \"epochs\": 10")
     if request.epochs > limits.max_epochs:
         raise _limit("epochs", "epochs", request.epochs, limits.max_epochs, "max-epochs")
     if request.batch_size < 0:
