@@ -1,4 +1,4 @@
-"""The README's examples run, against a real server, and print what the README says.
+"""The README's examples (and docs/training.md's) run, against a real server, and print what they say.
 
 Conventions (the machinery is shared with docs/sdk.md: tests/support/markdown.py):
 
@@ -8,7 +8,10 @@ Conventions (the machinery is shared with docs/sdk.md: tests/support/markdown.py
   ``lossd`` and ``grpcurl``), the lines up to the next ``$ `` their expected
   output (stdout and stderr). ``127.0.0.1:50051`` is replaced by the test
   server's address.
-- ```bash blocks (``make run``, ``make test``) are not run.
+- ```bash blocks (``make run``, ``make test``, ``pip install``) are not run
+  (tests/integration/test_dist.py builds and installs the wheel as ``make dist`` does).
+- Examples run in an empty folder that holds the clone's ``examples/`` and
+  ``proto/`` (as links): as a user runs them from the clone.
 
 Expected output matches when its text matches, whitespace runs aside; numbers
 match to a relative 1e-5 (float32 results may differ in the last bit between
@@ -31,20 +34,34 @@ REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 README_ADDRESS = "127.0.0.1:50051"
 
+TRAINING_DOC = REPO / "docs" / "training.md"
 EXAMPLES = markdown_examples(README.read_text(encoding="utf-8"))
+#: The raw TrainJob stream and the generated-stub example live in docs/training.md, run the same way.
+ALL_EXAMPLES = EXAMPLES + markdown_examples(TRAINING_DOC.read_text(encoding="utf-8"), "docs/training.md")
 
 
-@pytest.mark.parametrize("ex", [e for e in EXAMPLES if e.kind == "python"], ids=lambda e: e.id)
+def _clone_like(tmp_path: Path) -> Path:
+    """An empty working folder with the clone's examples/ and proto/, as the docs assume."""
+    for name in ("examples", "proto"):
+        (tmp_path / name).symlink_to(REPO / name, target_is_directory=True)
+    return tmp_path
+
+
+def _id(ex: Example) -> str:
+    return ex.id if ex.source == "README.md" else f"{ex.source}:{ex.id}"
+
+
+@pytest.mark.parametrize("ex", [e for e in ALL_EXAMPLES if e.kind == "python"], ids=_id)
 def test_python_example(ex: Example, served_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    run_python_example(ex, tmp_path, tool_env(LOSSD_TARGET=served_process.address))
+    run_python_example(ex, _clone_like(tmp_path), tool_env(LOSSD_TARGET=served_process.address))
 
 
-@pytest.mark.parametrize("ex", [e for e in EXAMPLES if e.kind == "console"], ids=lambda e: e.id)
+@pytest.mark.parametrize("ex", [e for e in ALL_EXAMPLES if e.kind == "console"], ids=_id)
 def test_console_example(ex: Example, served_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
     argv = shlex.split(ex.code.replace(README_ADDRESS, served_process.address))
-    assert argv[0] in ("lossd", "grpcurl"), f"README.md:{ex.line}: only lossd and grpcurl commands are run"
+    assert argv[0] in ("lossd", "grpcurl"), f"{ex.source}:{ex.line}: only lossd and grpcurl commands are run"
     proc = subprocess.run(
-        argv, cwd=tmp_path, env=tool_env(LOSSD_TARGET=served_process.address),
+        argv, cwd=_clone_like(tmp_path), env=tool_env(LOSSD_TARGET=served_process.address),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
     )
     expected = ex.expected or ""

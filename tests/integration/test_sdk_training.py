@@ -192,7 +192,8 @@ def test_result_plot_writes_a_png(tmp_path: Path, result: TrainResult) -> None:
     pytest.importorskip("matplotlib")
     fig = result.plot(path=tmp_path / "curve.png")
     assert png_size(tmp_path / "curve.png") == (1000, 800)
-    assert len(fig.axes) == 3
+    assert len(fig.axes) == 2  # a constant learning rate has no panel of its own
+    assert "learning rate 0.01, constant" in fig._suptitle.get_text()
     labels = {line.get_label() for line in fig.axes[0].lines} | {line.get_label() for line in fig.axes[1].lines}
     assert {"objective", "loss", "l2", "val_loss", "train_accuracy", "val_accuracy"} <= labels
 
