@@ -83,6 +83,7 @@ test: venv buf ## the whole test suite (what CI runs)
 dist: venv ## build the sdist and the wheel into dist/ (python -m build: the wheel is built from the sdist)
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .
+	rm -rf *.egg-info  # the sdist step's metadata, left in the tree
 	@ls dist
 
 fuzz: venv ## hypothesis-generated requests against a real server, FUZZ_EXAMPLES per test (not in make test)
