@@ -64,12 +64,12 @@ venv: $(STAMP) ## serve-venv plus the dev tools: lossd[server,dev] pinned (what 
 $(SERVE_STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	@echo "installing lossd[server] into $(VENV) (pinned by constraints.txt; first run: about a minute)"
-	$(PIP_INSTALL) --quiet --upgrade pip
 	$(PIP_INSTALL) --quiet -e '.[server]' -c constraints.txt
 	@touch $@
 
 $(STAMP): $(SERVE_STAMP)
 	@echo "installing the dev tools into $(VENV): lossd[server,dev] (pinned by constraints.txt)"
+	$(PIP_INSTALL) --quiet --upgrade pip
 	$(PIP_INSTALL) --quiet -e '.[server,dev]' -c constraints.txt
 	@touch $@
 
