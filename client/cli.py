@@ -80,11 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_connection_flags(parser)
     parser.add_argument("--version", action="version", version=f"lossd {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # The same flags after the command: SUPPRESS leaves a value given before it in place.
     connection = argparse.ArgumentParser(add_help=False)
     add_connection_flags(connection, after_command=True)
-    sub = _WithConnectionFlags(sub, connection)
+    sub = _WithConnectionFlags(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), connection)
 
     sub.add_parser(
         "serve", add_help=False, help="run the server (see 'lossd serve --help'; needs lossd[server])"
