@@ -45,7 +45,8 @@ from .._wire import DTYPES
 from ..v1 import lossd_pb2
 from ._client import Client, EvaluateResult
 from ._codec import encode
-from ._config import SETTINGS, Setting, parse_bool
+from .._settings import Setting
+from ._config import SETTINGS
 from ._errors import LossdError, NotFound, Unavailable
 from ._extras import EXTRAS, MissingExtra
 from ._training import TrainResult, jobs_table, state_name
@@ -59,7 +60,7 @@ _SERVER_EXTRA_HINT = f"lossd serve needs the server extra: {EXTRAS['server']}"
 #: The connection flags (``--target``, ``--timeout``, ...): one per client setting that has a flag.
 _CONNECTION = tuple(s for s in SETTINGS if s.flag)
 #: Connection flags that take a value (``_split_command`` skips their values).
-_VALUE_OPTIONS = tuple(s.flag for s in _CONNECTION if s.parse is not parse_bool)
+_VALUE_OPTIONS = tuple(s.flag for s in _CONNECTION if not s.is_switch)
 #: Where ``lossd serve`` and ``make run`` listen: the hint when no server answers.
 _START_HINT = "start one with `lossd serve` (`make run` in the lossd clone), or point --target / LOSSD_TARGET at one"
 
@@ -184,7 +185,7 @@ class _WithConnectionFlags:
         return parser
 
 
-def _flag_type(setting: Setting) -> Callable[[str], Any]:
+def _flag_type(setting: Setting[Any]) -> Callable[[str], Any]:
     """An argparse ``type``: the setting's own parser, its error as argparse's."""
 
     def parse(text: str) -> Any:
@@ -209,11 +210,11 @@ def add_connection_flags(parser: argparse.ArgumentParser, after_command: bool = 
         default = argparse.SUPPRESS if after_command else None
         shown = "" if setting.default is None else f"; default {setting.default}"
         help_text = f"{setting.help} (env {setting.env}{shown})".replace("%", "%%")
-        if setting.parse is parse_bool:  # a switch: --tls
+        if setting.is_switch:  # --tls
             group.add_argument(setting.flag, dest=setting.name, action="store_true", default=default, help=help_text)
         else:
             group.add_argument(setting.flag, dest=setting.name, type=_flag_type(setting), default=default,
-                               metavar=setting.name.upper().removesuffix("_S"), help=help_text)
+                               metavar=setting.metavar, help=help_text)
 
 
 def _split_command(argv: list[str]) -> tuple[int, str | None]:
@@ -359,7 +360,7 @@ def format_losses_table(losses: Sequence[lossd_pb2.LossInfo], width: int | None 
     that is too wide, each loss becomes a block of its own (name, then inputs and params).
 
     >>> info = lossd_pb2.LossInfo(name="mse_loss", aliases=["MSELoss", "mse", "l2_loss"])
-    >>> print(format_losses_table([info], width=36))
+    >>> print(format_losses_table([info], width=45))
     NAME      ALIASES   INPUTS  PARAMS (defaults)
     mse_loss  MSELoss,  -       -
               mse,

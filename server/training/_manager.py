@@ -39,6 +39,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from ..._settings import SettingError
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
 from ..rpc import decode_tensor, encode_tensor
@@ -110,8 +111,8 @@ class _DataDirLock:
             self._file.seek(0)
             holder = self._file.read().strip() or "another process"
             self._file.close()
-            raise RuntimeError(f"data directory {data_dir} is in use by another lossd server ({holder}); "
-                               "give each server its own --data-dir") from None
+            raise SettingError(f"--data-dir {data_dir} (env LOSSD_DATA_DIR): is in use by another lossd server "
+                               f"({holder}); give each server its own --data-dir") from None
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"pid {os.getpid()}\n")

@@ -294,7 +294,7 @@ def test_client_settings_that_only_variables_reached_have_flags(served_process):
 
 
 @pytest.mark.parametrize("env, message", [
-    ({"LOSSD_TLS": "maybe"}, "LOSSD_TLS='maybe': expected one of 1/0, true/false, yes/no, on/off"),
+    ({"LOSSD_TLS": "maybe"}, "LOSSD_TLS='maybe': not a boolean; use 1/0, true/false, yes/no or on/off"),
     ({"LOSSD_TIMEOUT": "soon"}, "LOSSD_TIMEOUT='soon'"),
     ({"LOSSD_MAX_ATTEMPTS": "0"}, "max_attempts: must be >= 1"),
 ])
@@ -389,6 +389,22 @@ def test_help_lists_commands():
     out = _ok(run_tool([*_script(), "--help"]))
     for command in ("serve", "losses", "eval", "health"):
         assert command in out
+
+
+def test_serve_refuses_a_data_directory_in_use_in_one_line(tmp_path):  # type: ignore[no-untyped-def]
+    import fcntl
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(data / "lock", "a+") as held:  # what a running server holds
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242\n")
+        held.flush()
+        proc = run_tool([*_script(), "serve", "--port", "0", "--data-dir", str(data)], timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == "" and proc.stderr == (
+        f"lossd serve: error: --data-dir {data} (env LOSSD_DATA_DIR): is in use by another lossd server (pid 4242); "
+        "give each server its own --data-dir\n"), proc.stderr
 
 
 def test_serve_runs_the_server_until_sigterm(tmp_path):  # type: ignore[no-untyped-def]

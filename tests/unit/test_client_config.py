@@ -12,7 +12,8 @@ from google.protobuf import any_pb2, descriptor_pool
 from google.rpc import error_details_pb2, status_pb2
 
 from lossd.client import Client, ClientConfig, FieldViolation, InvalidArgument, LossdError, NotFound
-from lossd.client._config import ENVIRONMENT, RETRIED_METHODS, SETTINGS, normalize_target, parse_bool
+from lossd._settings import parse_bool
+from lossd.client._config import ENVIRONMENT, RETRIED_METHODS, SETTINGS, normalize_target
 from lossd.client._errors import STATUS_DETAILS_KEY, error_class, from_rpc_error
 
 
@@ -68,7 +69,7 @@ def test_one_boolean_parser(text: str, value: bool) -> None:
 
 @pytest.mark.parametrize("text", ["", "2", "y", "enabled", "truthy"])
 def test_boolean_parser_refuses_anything_else_naming_the_variable(text: str) -> None:
-    with pytest.raises(ValueError, match="expected one of 1/0, true/false, yes/no, on/off"):
+    with pytest.raises(ValueError, match="not a boolean; use 1/0, true/false, yes/no or on/off"):
         parse_bool(text)
     if text:  # an empty variable counts as unset
         with pytest.raises(ValueError, match=f"LOSSD_TLS={text!r}"):
