@@ -208,8 +208,11 @@ def add_connection_flags(parser: argparse.ArgumentParser, after_command: bool = 
     for setting in _CONNECTION:
         assert setting.flag is not None
         default = argparse.SUPPRESS if after_command else None
-        shown = "" if setting.default is None else f"; default {setting.default}"
-        help_text = f"{setting.help} (env {setting.env}{shown})".replace("%", "%%")
+        if setting.is_switch:
+            help_text = f"{setting.help} (env {setting.env}=1)"
+        else:
+            shown = "" if setting.default is None else f"; default {setting.default}"
+            help_text = f"{setting.help} (env {setting.env}{shown})".replace("%", "%%")
         if setting.is_switch:  # --tls
             group.add_argument(setting.flag, dest=setting.name, action="store_true", default=default, help=help_text)
         else:
