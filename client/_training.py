@@ -19,7 +19,6 @@ import difflib
 import json
 import os
 import sys
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import IO, Any
 
 from google.protobuf import json_format
 
+from .._model import ModelPlan, build_model
 from ..v1 import training_pb2
 from ._calls import Method
 from ._codec import decode
@@ -154,10 +154,12 @@ def epoch_summary(summary: training_pb2.EpochSummary | training_pb2.JobEvent) ->
 
 
 def build_module(spec: training_pb2.TrainJobRequest, in_features: int, out_features: int) -> Any:
-    """The server's ``nn.Sequential`` for ``spec.model`` (needs torch), untrained.
+    """The server's ``nn.Sequential`` for ``spec.model`` (needs torch), untrained: the one model
+    definition, :func:`lossd._model.build_model`.
 
     Layer names are the contract's: ``fc1``, ``act1``, (``drop1``), ..., ``out``, ``out_act``.
     """
+<<<<<<< HEAD
     torch: Any = import_extra("torch", "building the trained model")
     nn = torch.nn
 
@@ -182,6 +184,9 @@ def build_module(spec: training_pb2.TrainJobRequest, in_features: int, out_featu
     if make is not None:
         layers["out_act"] = make()
     return torch.nn.Sequential(layers)
+=======
+    return build_model(ModelPlan.from_message(spec.model), in_features, out_features)
+>>>>>>> main
 
 
 @dataclass

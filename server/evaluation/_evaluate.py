@@ -2,7 +2,7 @@
 
 :func:`evaluate` is what the RPC layer (:mod:`lossd.server.rpc`), the unit
 tests and the parity harness call; it raises
-:class:`~lossd.server.losses.LossError` naming the field and the rule::
+:class:`~lossd.server.losses.FieldError` naming the field and the rule::
 
     >>> import torch
     >>> from lossd.server.losses import REGISTRY
@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from ..losses import LossError, LossSpec, Registry
+from ..._wire import FieldError
+from ..losses import LossSpec, Registry
 from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets
 
 __all__ = ["Evaluation", "call_loss", "evaluate", "resolve_device"]
@@ -103,17 +104,17 @@ _UNSUPPORTED_MARKERS = ("not implemented for", "\"_vml_cpu\" not implemented", "
 
 
 def call_loss(spec: LossSpec, tensors: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:
-    """``spec``'s function on bound inputs and params; torch's own errors become ``LossError``
+    """``spec``'s function on bound inputs and params; torch's own errors become ``FieldError``
     (``UNIMPLEMENTED`` for what torch cannot do on this server, else ``INVALID_ARGUMENT``)."""
     try:
         out = spec.fn(**tensors, **kwargs)
-    except LossError:
+    except FieldError:
         raise
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if any(m in text for m in _UNSUPPORTED_MARKERS):
-            raise LossError("inputs", f"{spec.name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED") from e
-        raise LossError("inputs", f"{spec.name} rejected the inputs: {text}") from e
+            raise FieldError("inputs", f"{spec.name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED") from e
+        raise FieldError("inputs", f"{spec.name} rejected the inputs: {text}") from e
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"loss {spec.name} returned {type(out).__name__}, not a tensor")
     return out
@@ -123,7 +124,7 @@ def _grad_output(out: torch.Tensor, grad_output: torch.Tensor | None) -> torch.T
     if grad_output is None:
         return torch.ones_like(out)
     if tuple(grad_output.shape) != tuple(out.shape):
-        raise LossError("grad_output", f"has shape {list(grad_output.shape)}; the loss has shape {list(out.shape)}")
+        raise FieldError("grad_output", f"has shape {list(grad_output.shape)}; the loss has shape {list(out.shape)}")
     if not grad_output.is_floating_point():
-        raise LossError("grad_output", "must have a floating-point dtype")
+        raise FieldError("grad_output", "must have a floating-point dtype")
     return grad_output.to(device=out.device, dtype=out.dtype)

@@ -4,7 +4,7 @@
 before any large allocation), calls the evaluation layer
 (:func:`lossd.server.evaluation.evaluate` or ``evaluate_objective``) and
 encodes the loss and gradients in the request's encoding. Every refusal is a
-:class:`~lossd.server.losses.LossError` naming the field and the rule::
+:class:`~lossd.server.losses.FieldError` naming the field and the rule::
 
     >>> from lossd.server.losses import REGISTRY
     >>> from lossd.v1 import lossd_pb2
@@ -25,10 +25,10 @@ import torch
 from google.protobuf import json_format
 
 from ..._framing import field_number, join, length_delimited, map_entry
-from ..._wire import TensorLimits, WireError
+from ..._wire import FieldError, TensorLimits
 from ...v1 import lossd_pb2
 from ..evaluation import Regularization, Term, evaluate, evaluate_objective
-from ..losses import LossError, Registry
+from ..losses import Registry
 from ._tensors import check_finite, decode_tensors, encode_tensor, tensor_parts
 
 __all__ = ["FRAME_FROM_BYTES", "handle_evaluate", "handle_evaluate_bytes", "struct_to_dict"]
@@ -52,7 +52,7 @@ def handle_evaluate(
     device: torch.device | None = None,
     limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
 ) -> lossd_pb2.EvaluateLossResponse:
-    """Serve one ``EvaluateLossRequest``; raises ``LossError`` for a bad request.
+    """Serve one ``EvaluateLossRequest``; raises ``FieldError`` for a bad request.
 
     The reply as a message: :func:`handle_evaluate_bytes` parsed. The server
     sends the bytes themselves.
@@ -70,7 +70,7 @@ def handle_evaluate_bytes(
 ) -> bytes:
     """Serve one ``EvaluateLossRequest``: the serialized ``EvaluateLossResponse``.
 
-    Raises ``LossError`` for a bad request. The reply is bytes, framed around
+    Raises ``FieldError`` for a bad request. The reply is bytes, framed around
     the gradients' own memory, so a large reply is copied once (see
     :mod:`lossd._framing`); ``EvaluateLossResponse.FromString`` reads it.
     ``payloads`` holds the ``raw`` bytes of tensors that were left out of
@@ -84,7 +84,7 @@ def handle_evaluate_bytes(
     start = time.perf_counter()
     objective = bool(request.terms) or bool(request.parameters) or request.HasField("regularization")
     if request.terms and (request.loss or request.params.fields):
-        raise LossError("terms", "set either loss/params or terms, not both")
+        raise FieldError("terms", "set either loss/params or terms, not both")
     if not request.terms:
         registry.get(request.loss)  # an unknown loss is the first thing to report
     encodings = set()
@@ -93,14 +93,11 @@ def handle_evaluate_bytes(
             for name in sorted(getattr(request, group))]
     if request.HasField("grad_output"):
         wire.append(("grad_output", request.grad_output))
-    try:
-        decoded = decode_tensors([(path, msg, sent.get(path)) for path, msg in wire], limits, len(request.terms))
-        for (path, _), (tensor, enc) in zip(wire, decoded):
-            encodings.add(enc)
-            if not request.allow_non_finite:
-                check_finite(tensor, path, _ALLOW_NON_FINITE)
-    except WireError as e:
-        raise LossError(e.field, e.message, e.code) from e
+    decoded = decode_tensors([(path, msg, sent.get(path)) for path, msg in wire], limits, len(request.terms))
+    for (path, _), (tensor, enc) in zip(wire, decoded):
+        encodings.add(enc)
+        if not request.allow_non_finite:
+            check_finite(tensor, path, _ALLOW_NON_FINITE)
     tensors = {path: tensor for (path, _), (tensor, _) in zip(wire, decoded)}
     del decoded
     inputs = {path.partition(".")[2]: t for path, t in tensors.items() if path.startswith("inputs.")}
@@ -111,7 +108,7 @@ def handle_evaluate_bytes(
 
     if objective:
         if grad_output is not None:
-            raise LossError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
+            raise FieldError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
         if request.terms:
             terms = [
                 Term(t.loss, t.weight if t.HasField("weight") else 1.0, struct_to_dict(t.params, f"terms[{i}].params"), t.name)
@@ -170,4 +167,4 @@ def struct_to_dict(message: Any, field: str = "params") -> dict[str, Any]:
     try:
         return json_format.MessageToDict(message)
     except ValueError as e:
-        raise LossError(field, f"numbers must be finite (NaN and Infinity cannot be parameters): {e}") from e
+        raise FieldError(field, f"numbers must be finite (NaN and Infinity cannot be parameters): {e}") from e

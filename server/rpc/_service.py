@@ -27,9 +27,9 @@ import torch
 from google.protobuf import struct_pb2
 
 from ..._framing import field_number, join, length_delimited, split_payloads
-from ..._wire import DEFAULT_MAX_MESSAGE_BYTES, DTYPES, TensorLimits, reply_too_large
+from ..._wire import DEFAULT_MAX_MESSAGE_BYTES, DTYPES, FieldError, TensorLimits, reply_too_large
 from ...v1 import lossd_pb2, lossd_pb2_grpc
-from ..losses import LossError, LossSpec, Registry
+from ..losses import LossSpec, Registry
 from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
 
@@ -133,7 +133,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         else:
             reply = await asyncio.get_running_loop().run_in_executor(self._executor, handle_evaluate_bytes, *args)
         if len(reply) > self._max_message_bytes:
-            raise LossError("", reply_too_large(len(reply), self._max_message_bytes), "RESOURCE_EXHAUSTED")
+            raise FieldError("", reply_too_large(len(reply), self._max_message_bytes), "RESOURCE_EXHAUSTED")
         return reply
 
     async def EvaluateLoss(
@@ -142,7 +142,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         try:
             reply = await self._run(request)
             return reply if self.replies_as_bytes else lossd_pb2.EvaluateLossResponse.FromString(reply)
-        except LossError as e:
+        except FieldError as e:
             await context.abort_with_status(rich_status(e))
         except Exception:
             log.exception("EvaluateLoss failed for loss %r", request.loss)
@@ -208,7 +208,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         stays the framed bytes when the service was registered by :func:`add_loss_service`."""
         try:
             reply = handle_evaluate_bytes(self._registry, item.request, self._device, self._limits)
-        except LossError as e:
+        except FieldError as e:
             error = lossd_pb2.Error(code=e.code, message=str(e), field=e.field)
             return lossd_pb2.EvaluateLossStreamResponse(id=item.id, error=error)
         except Exception:

@@ -64,8 +64,10 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, start_processes
 
 from ...v1 import training_pb2
+from ..losses import REGISTRY
+from ..losses._plugins import load_plugin_setting
 from ._engine import Control, RankFailure, World, run_job
-from ._spec import JobPlan
+from ._spec import JobPlan, TrainingLimits, plan_job
 from ._store import FINAL_STATES
 
 __all__ = ["JOIN_TIMEOUT", "RANK_TIMEOUT", "Rendezvous", "join_data_parallel", "join_job", "run_data_parallel"]
@@ -255,10 +257,6 @@ def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str) -> str:
 def join_job(spec: training_pb2.TrainJobRequest, job_id: str, rdzv_endpoint: str, plugins: str = "all") -> str:
     """``lossd join``: validate the job's spec as the server did (same data, same model), then run this
     machine's ranks of it; returns ``""`` when they ended well, else why not."""
-    from ..losses import REGISTRY
-    from ..losses._plugins import load_plugin_setting
-    from ._spec import TrainingLimits, plan_job
-
     load_plugin_setting(plugins, REGISTRY)
     plan = plan_job(spec, REGISTRY, TrainingLimits.accepted(max_world_size=max(spec.world_size, 1)))
     if plan.nodes < 2:

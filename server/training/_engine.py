@@ -53,13 +53,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
+from ..._model import build_model
+from ..._wire import FieldError
 from ...v1 import training_pb2
 from ..evaluation import add_penalties
-from ..losses import LossError
 from ..rpc import encode_tensor
 from ._checkpoint import load_checkpoint, save_checkpoint
 from ._metrics import evaluate_split
-from ._model import build_model
 from ._optim import build_optimizer, build_scheduler
 from ._spec import JobPlan
 
@@ -354,7 +354,7 @@ class _Run:
                 output = self.net(self.x_train[index])
                 try:
                     data_loss = plan.loss(output, self.t_train[index])
-                except LossError as e:
+                except FieldError as e:
                     if world is not None:
                         raise RankFailure(f"the loss refused the batch at step {step} on rank {world.rank}: {e}") from e
                     if not bool(torch.isfinite(output).all()):

@@ -39,14 +39,19 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+<<<<<<< HEAD
 from ..._settings import SettingError
+=======
+from ..._wire import FieldError
+>>>>>>> main
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
 from ..rpc import decode_tensor, encode_tensor
-from ..losses import LossError, Registry
+from ..losses import Registry
 from ._checkpoint import remove_checkpoint
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
 from ._store import FINAL_STATES, TERMINAL_STATES, JobRow, JobStore
+from ._worker import worker_main
 
 __all__ = ["JobManager", "TrainingConfig", "JOB_ID"]
 
@@ -215,23 +220,23 @@ class JobManager:
     # -- submit, schedule, run ------------------------------------------------------------------
 
     async def submit(self, request: training_pb2.TrainJobRequest) -> str:
-        """Validate and store a job; returns its id. Raises ``LossError`` for a bad spec or a full queue."""
+        """Validate and store a job; returns its id. Raises ``FieldError`` for a bad spec or a full queue."""
         if self._closing:
-            raise LossError("", "the server is shutting down; submit the job again after it restarts", "UNAVAILABLE")
+            raise FieldError("", "the server is shutting down; submit the job again after it restarts", "UNAVAILABLE")
         assert self._loop is not None
         return await self._loop.run_in_executor(self._executor, self._submit, request)
 
     def _submit(self, request: training_pb2.TrainJobRequest) -> str:
         plan = plan_job(request, self._registry, self.config.limits)
         if plan.nodes > 1 and self._rdzv_store is None:
-            raise LossError("nodes", f"is {plan.nodes}: a job on several machines needs a server started with "
+            raise FieldError("nodes", f"is {plan.nodes}: a job on several machines needs a server started with "
                             "--rdzv-endpoint HOST:PORT (the rendezvous the other machines join)",
                             "FAILED_PRECONDITION")
         check_loss_accepts_model(plan)
         with self._lock:
             waiting = len(self._queue)
             if len(self._running) >= self.config.max_jobs and waiting >= self.config.max_queued_jobs:
-                raise LossError("", f"{len(self._running)} jobs are running and {waiting} are queued; the server "
+                raise FieldError("", f"{len(self._running)} jobs are running and {waiting} are queued; the server "
                                 f"queues at most {self.config.max_queued_jobs} (--max-queued-jobs) behind "
                                 f"{self.config.max_jobs} running (--max-jobs): retry later", "RESOURCE_EXHAUSTED")
             job_id = secrets.token_hex(6)
@@ -263,8 +268,6 @@ class JobManager:
 
     def _launch(self, job: _Running, row: JobRow) -> None:
         """Start the worker process for ``job``, then relay its events (this thread becomes its monitor)."""
-        from ._worker import worker_main
-
         try:
             control_r, control_w = self._ctx.Pipe(duplex=False)
             events_r, events_w = self._ctx.Pipe(duplex=False)
@@ -402,14 +405,14 @@ class JobManager:
         return await self._loop.run_in_executor(None, fn, *args)
 
     async def job(self, job_id: str, with_spec: bool = False) -> JobRow:
-        """The job's row; ``LossError`` INVALID_ARGUMENT / NOT_FOUND for a bad or unknown id."""
+        """The job's row; ``FieldError`` INVALID_ARGUMENT / NOT_FOUND for a bad or unknown id."""
         if not JOB_ID.fullmatch(job_id):
-            raise LossError("job_id", f"{job_id!r} is not a job id (12 lowercase hex digits, as in the job's events)")
+            raise FieldError("job_id", f"{job_id!r} is not a job id (12 lowercase hex digits, as in the job's events)")
         row: JobRow | None = await self._io(self.store.get_job, job_id, with_spec)
         if row is None:
             close = difflib.get_close_matches(job_id, await self._io(self.store.job_ids), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else " (ListJobs lists the jobs)"
-            raise LossError("job_id", f"no job {job_id!r}{hint}", "NOT_FOUND")
+            raise FieldError("job_id", f"no job {job_id!r}{hint}", "NOT_FOUND")
         return row
 
     async def list_jobs(self, states: list[int], limit: int) -> list[JobRow]:
@@ -428,7 +431,7 @@ class JobManager:
         """Stored events after ``after_seq``, then live ones, until the terminal event (or the server stops)."""
         row = await self.job(job_id)
         if after_seq < 0:
-            raise LossError("after_seq", f"is {after_seq}; must be >= 0")
+            raise FieldError("after_seq", f"is {after_seq}; must be >= 0")
         wanted = _encoding(encoding, row.encoding)
         self._watchers += 1
         self._no_watchers.clear()
@@ -472,7 +475,7 @@ class JobManager:
         """Cancel a job that has not ended; returns its row once it has."""
         row = await self.job(job_id)
         if row.terminal:
-            raise LossError("job_id", f"job {job_id} already ended {training_pb2.JobState.Name(row.state)[10:]}; "
+            raise FieldError("job_id", f"job {job_id} already ended {training_pb2.JobState.Name(row.state)[10:]}; "
                             "only queued, running or interrupted jobs can be cancelled", "FAILED_PRECONDITION")
         assert self._loop is not None
         job = await self._loop.run_in_executor(None, self._cancel, job_id)
