@@ -159,34 +159,8 @@ def build_module(spec: training_pb2.TrainJobRequest, in_features: int, out_featu
 
     Layer names are the contract's: ``fc1``, ``act1``, (``drop1``), ..., ``out``, ``out_act``.
     """
-<<<<<<< HEAD
-    torch: Any = import_extra("torch", "building the trained model")
-    nn = torch.nn
-
-    hidden_acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
-    out_acts: dict[str, Any] = {
-        "": None, "none": None, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
-        "softmax": lambda: nn.Softmax(dim=1), "log_softmax": lambda: nn.LogSoftmax(dim=1),
-    }
-    kind = spec.model.WhichOneof("kind")
-    mlp = spec.model.mlp
-    layers: OrderedDict[str, Any] = OrderedDict()
-    width = in_features
-    for i, size in enumerate(mlp.hidden if kind == "mlp" else (), start=1):
-        layers[f"fc{i}"] = nn.Linear(width, size)
-        layers[f"act{i}"] = hidden_acts[mlp.activation or "relu"]()
-        if mlp.dropout > 0:
-            layers[f"drop{i}"] = nn.Dropout(mlp.dropout)
-        width = size
-    layers["out"] = nn.Linear(width, out_features)
-    out_act = mlp.output_activation if kind == "mlp" else spec.model.linear.output_activation
-    make = out_acts[out_act]
-    if make is not None:
-        layers["out_act"] = make()
-    return torch.nn.Sequential(layers)
-=======
+    import_extra("torch", "building the trained model")  # a missing torch named with its pip command
     return build_model(ModelPlan.from_message(spec.model), in_features, out_features)
->>>>>>> main
 
 
 @dataclass

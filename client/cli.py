@@ -41,11 +41,11 @@ import numpy as np
 from google.protobuf import json_format
 
 from .. import __version__
+from .._settings import Setting
 from .._wire import DTYPES
 from ..v1 import lossd_pb2
 from ._client import Client, EvaluateResult
 from ._codec import encode
-from .._settings import Setting
 from ._config import SETTINGS
 from ._errors import LossdError, NotFound, Unavailable
 from ._extras import EXTRAS, MissingExtra
@@ -208,16 +208,13 @@ def add_connection_flags(parser: argparse.ArgumentParser, after_command: bool = 
     for setting in _CONNECTION:
         assert setting.flag is not None
         default = argparse.SUPPRESS if after_command else None
-        if setting.is_switch:
-            help_text = f"{setting.help} (env {setting.env}=1)"
-        else:
-            shown = "" if setting.default is None else f"; default {setting.default}"
-            help_text = f"{setting.help} (env {setting.env}{shown})".replace("%", "%%")
         if setting.is_switch:  # --tls
-            group.add_argument(setting.flag, dest=setting.name, action="store_true", default=default, help=help_text)
-        else:
-            group.add_argument(setting.flag, dest=setting.name, type=_flag_type(setting), default=default,
-                               metavar=setting.metavar, help=help_text)
+            group.add_argument(setting.flag, dest=setting.name, action="store_true", default=default,
+                               help=f"{setting.help} (env {setting.env}=1)")
+            continue
+        shown = "" if setting.default is None else f"; default {setting.default}"
+        group.add_argument(setting.flag, dest=setting.name, type=_flag_type(setting), default=default,
+                           metavar=setting.metavar, help=f"{setting.help} (env {setting.env}{shown})".replace("%", "%%"))
 
 
 def _split_command(argv: list[str]) -> tuple[int, str | None]:

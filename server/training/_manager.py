@@ -39,11 +39,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-<<<<<<< HEAD
 from ..._settings import SettingError
-=======
 from ..._wire import FieldError
->>>>>>> main
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
 from ..rpc import decode_tensor, encode_tensor
