@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from google.protobuf import json_format
 
+from .. import _methods
 from .._model import ModelPlan, build_model
 from ..v1 import training_pb2
 from ._calls import Method
@@ -38,13 +39,11 @@ __all__ = [
     "state_name", "unknown_field",
 ]
 
-TRAIN_JOB = Method("/lossd.v1.TrainingService/TrainJob", training_pb2.TrainJobResponse.FromString, "unary_stream",
-                   default_deadline=False)
-WATCH_JOB = Method("/lossd.v1.TrainingService/WatchJob", training_pb2.WatchJobResponse.FromString, "unary_stream",
-                   default_deadline=False)
-GET_JOB = Method("/lossd.v1.TrainingService/GetJob", training_pb2.GetJobResponse.FromString)
-LIST_JOBS = Method("/lossd.v1.TrainingService/ListJobs", training_pb2.ListJobsResponse.FromString)
-CANCEL_JOB = Method("/lossd.v1.TrainingService/CancelJob", training_pb2.CancelJobResponse.FromString)
+TRAIN_JOB = Method(_methods.TRAIN_JOB, training_pb2.TrainJobResponse.FromString)
+WATCH_JOB = Method(_methods.WATCH_JOB, training_pb2.WatchJobResponse.FromString)
+GET_JOB = Method(_methods.GET_JOB, training_pb2.GetJobResponse.FromString)
+LIST_JOBS = Method(_methods.LIST_JOBS, training_pb2.ListJobsResponse.FromString)
+CANCEL_JOB = Method(_methods.CANCEL_JOB, training_pb2.CancelJobResponse.FromString)
 
 TERMINAL_STATES = frozenset(
     {training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED, training_pb2.JOB_STATE_CANCELLED}

@@ -86,10 +86,11 @@ def bind_inputs(
         if name in tensors:
             raise FieldError(f"inputs.{sent}", f"input {name!r} was sent twice (as {sent_as[name]!r} and {sent!r})")
         tensors[name], sent_as[name] = t, sent
-    for i in spec.inputs:
-        if i.required and i.name not in tensors:
-            also = f" (or {', '.join(i.aliases)})" if i.aliases else ""
-            raise FieldError(f"inputs.{i.name}", f"is required by {spec.name}{also}: {i.doc or i.role}")
+    for declared in spec.inputs:
+        if declared.required and declared.name not in tensors:
+            also = f" (or {', '.join(declared.aliases)})" if declared.aliases else ""
+            raise FieldError(f"inputs.{declared.name}",
+                             f"is required by {spec.name}{also}: {declared.doc or declared.role}")
     float_dtypes: dict[str, str] = {}
     for name, t in tensors.items():
         i = spec.input(name)
@@ -137,7 +138,8 @@ def grad_targets(
     floating-point input when it is empty."""
     if not grad_inputs:
         return {
-            n for n, t in tensors.items() if spec.input(n).differentiable and t.is_floating_point()  # type: ignore[union-attr]
+            n for n, t in tensors.items()
+            if (declared := spec.input(n)) is not None and declared.differentiable and t.is_floating_point()
         }
     wanted = set()
     for k, sent in enumerate(grad_inputs):

@@ -76,8 +76,6 @@ def evaluate(
             t = t.detach().requires_grad_(True)
             leaves[name] = t
         tensors[name] = t
-    for i in spec.inputs:
-        tensors.setdefault(i.name, None)  # type: ignore[arg-type]
 
     start = time.perf_counter()
     with torch.enable_grad():
@@ -88,6 +86,7 @@ def evaluate(
     start = time.perf_counter()
     if leaves:
         upstream = _grad_output(out, grad_output)
+        found: Sequence[torch.Tensor | None]
         if out.requires_grad:
             found = torch.autograd.grad(out, list(leaves.values()), upstream, allow_unused=True)
         else:
@@ -103,11 +102,14 @@ def evaluate(
 _UNSUPPORTED_MARKERS = ("not implemented for", "\"_vml_cpu\" not implemented", "unsupported dtype")
 
 
-def call_loss(spec: LossSpec, tensors: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:
-    """``spec``'s function on bound inputs and params; torch's own errors become ``FieldError``
-    (``UNIMPLEMENTED`` for what torch cannot do on this server, else ``INVALID_ARGUMENT``)."""
+def call_loss(spec: LossSpec, tensors: Mapping[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:
+    """``spec``'s function on bound inputs (``None`` for each absent optional one) and params;
+    torch's own errors become ``FieldError`` (``UNIMPLEMENTED`` for what torch cannot do on this
+    server, else ``INVALID_ARGUMENT``)."""
+    inputs: dict[str, torch.Tensor | None] = {i.name: None for i in spec.inputs}
+    inputs.update(tensors)
     try:
-        out = spec.fn(**tensors, **kwargs)
+        out = spec.fn(**inputs, **kwargs)
     except FieldError:
         raise
     except (RuntimeError, ValueError, IndexError, TypeError) as e:

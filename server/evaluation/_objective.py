@@ -150,7 +150,11 @@ def evaluate_objective(
     reg = regularization or Regularization()
     if not terms:
         raise FieldError("terms", "name at least one loss")
-    prefix = (lambda i: f"terms[{i}].") if len(terms) > 1 or terms[0].name else (lambda i: "")
+    named = len(terms) > 1 or bool(terms[0].name)
+
+    def prefix(i: int) -> str:
+        return f"terms[{i}]." if named else ""
+
     specs = []
     for i, term in enumerate(terms):
         try:
@@ -166,7 +170,7 @@ def evaluate_objective(
         if not any(spec.input(sent) for spec in specs):
             raise FieldError(f"inputs.{sent}", f"no term uses an input called {sent!r}")
     differentiable = {s for s, t in inputs.items() if t.is_floating_point()
-                      and any((i := spec.input(s)) is not None and i.differentiable for spec in specs)}
+                      and any((d := spec.input(s)) is not None and d.differentiable for spec in specs)}
     wanted = set(differentiable)
     if grad_inputs:
         wanted = set()
@@ -193,8 +197,6 @@ def evaluate_objective(
                 kwargs = bind_params(spec, term.params, refused=DEPRECATED_PARAMS)
             except FieldError as e:
                 raise FieldError(prefix(i) + e.field, e.message, e.code) from e
-            for inp in spec.inputs:
-                bound.setdefault(inp.name, None)  # type: ignore[arg-type]
             out = call_loss(spec, bound, kwargs)
             if out.dim() != 0:
                 raise FieldError(f"{prefix(i)}params.reduction",
@@ -219,6 +221,7 @@ def evaluate_objective(
     grads: dict[str, torch.Tensor] = {}
     parameter_grads: dict[str, torch.Tensor] = {}
     if targets:
+        found: Sequence[torch.Tensor | None]
         if objective.requires_grad:
             found = torch.autograd.grad(objective, targets, allow_unused=True)
         else:

@@ -211,11 +211,13 @@ def adaptive_log_softmax_with_loss(
     module = nn.AdaptiveLogSoftmaxWithLoss(features, n_classes, cutoffs, div_value=div_value,
                                            head_bias=head_bias, device="meta", dtype=input.dtype)
     result = functional_call(module, params, (input, target), strict=True)
+    loss: torch.Tensor = result.loss  # functional_call returns Any: the module's _ASMoutput
+    output: torch.Tensor = result.output
     if reduction == "mean":
-        return result.loss
+        return loss
     if reduction == "sum":
-        return (-result.output).sum()
-    return -result.output
+        return (-output).sum()
+    return -output
 
 
 # ---------------------------------------------------------------------------------------

@@ -149,6 +149,7 @@ class Param:
             return f"{'(' if self.min_exclusive else '['}{_num(lo)}, {_num(hi)}{')' if self.max_exclusive else ']'}"
         if lo is not None:
             return f"{'>' if self.min_exclusive else '>='} {_num(lo)}"
+        assert hi is not None
         return f"{'<' if self.max_exclusive else '<='} {_num(hi)}"
 
     def describe(self) -> str:
@@ -322,7 +323,7 @@ class Registry:
             raise FieldError("loss", f"no loss named {name!r}{hint} (ListLosses lists them all)", "NOT_FOUND")
         return self._specs[canonical]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[LossSpec]:
         return iter(sorted(self._specs.values(), key=lambda s: s.name))
 
     def __len__(self) -> int:
@@ -367,7 +368,8 @@ def _module_loss(cls: type, inputs: Sequence[Input], params: Sequence[Param]) ->
         args = [kwargs[i.name] for i in inputs]
         while args and args[-1] is None:
             args.pop()  # absent trailing optional inputs use forward's defaults
-        return module(*args)
+        loss: torch.Tensor = module(*args)
+        return loss
 
     call.__name__ = cls.__name__
     call.__doc__ = cls.__doc__

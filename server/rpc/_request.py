@@ -19,12 +19,13 @@ encodes the loss and gradients in the request's encoding. Every refusal is a
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from google.protobuf import json_format
 
-from ..._framing import field_number, join, length_delimited, map_entry
+from ..._framing import Buffer, field_number, join, length_delimited, map_entry
 from ..._wire import FieldError, TensorLimits
 from ...v1 import lossd_pb2
 from ..evaluation import Regularization, Term, evaluate, evaluate_objective
@@ -135,19 +136,21 @@ def handle_evaluate_bytes(
     head = lossd_pb2.EvaluateLossResponse(loss_name=result.loss_name, parts=result.parts, regularized=result.regularized)
     if result.loss.dim() == 0:
         head.value = float(result.loss)
-    tensors = {"loss": {"": result.loss}, "grads": result.grads, "parameter_grads": result.parameter_grads}
+    outputs: dict[str, Mapping[str, torch.Tensor]] = {
+        "loss": {"": result.loss}, "grads": result.grads, "parameter_grads": result.parameter_grads,
+    }
     itemsize = 8 if encoding == "values" else None
-    nbytes = sum(t.numel() * (itemsize or t.element_size()) for group in tensors.values() for t in group.values())
+    nbytes = sum(t.numel() * (itemsize or t.element_size()) for group in outputs.values() for t in group.values())
     if nbytes < FRAME_FROM_BYTES:  # small: upb builds it faster than Python frames it
         head.loss.CopyFrom(encode_tensor(result.loss, encoding))
         for name in ("grads", "parameter_grads"):
-            for key, t in tensors[name].items():
+            for key, t in outputs[name].items():
                 getattr(head, name)[key].CopyFrom(encode_tensor(t, encoding))
-        pieces = [head.SerializeToString()]
+        pieces: list[Buffer] = [head.SerializeToString()]
     else:  # large: framed straight from the tensors' memory (lossd._framing), copied once by join
         pieces = [head.SerializeToString(), *length_delimited(_REPLY["loss"], tensor_parts(result.loss, encoding))]
         for name in ("grads", "parameter_grads"):
-            for key, t in tensors[name].items():
+            for key, t in outputs[name].items():
                 pieces += map_entry(_REPLY[name], key, tensor_parts(t, encoding))
     encode_s = time.perf_counter() - start
     timing = lossd_pb2.Timing(

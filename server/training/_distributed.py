@@ -142,7 +142,8 @@ class Rendezvous:
         the address the host name resolves to); across machines, gloo's default (GLOO_SOCKET_IFNAME)."""
         if not self.store_file:
             return None
-        options = dist.ProcessGroupGloo._Options()
+        # Private in torch's stubs, but the only way to choose gloo's device (its address).
+        options = dist.ProcessGroupGloo._Options()  # type: ignore[attr-defined]
         options._devices = [dist.ProcessGroupGloo.create_device(hostname="127.0.0.1")]
         return options
 
@@ -168,7 +169,7 @@ def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint
         dist.init_process_group("gloo", store=rdzv.store(), rank=rank, world_size=size, timeout=RANK_TIMEOUT,
                                 pg_options=rdzv.gloo_options())
         try:
-            run_job(plan, Path(checkpoint) if checkpoint else None, emit, _SharedControl(flags), digest,  # type: ignore[arg-type]
+            run_job(plan, Path(checkpoint) if checkpoint else None, emit, _SharedControl(flags), digest,
                     World(rank, size))
         finally:
             dist.destroy_process_group()

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -63,7 +63,7 @@ from ._metrics import evaluate_split
 from ._optim import build_optimizer, build_scheduler
 from ._spec import JobPlan
 
-__all__ = ["Control", "RankFailure", "World", "run_job", "spec_digest", "epoch_seed", "rank_indices", "rank_seed"]
+__all__ = ["Control", "Controls", "Flag", "RankFailure", "World", "run_job", "spec_digest", "epoch_seed", "rank_indices", "rank_seed"]
 
 State = training_pb2.JobState
 Kind = training_pb2.JobEventKind
@@ -76,6 +76,23 @@ class Control:
 
     cancel: threading.Event = field(default_factory=threading.Event)
     interrupt: threading.Event = field(default_factory=threading.Event)
+
+
+class Flag(Protocol):
+    """What the loop reads of a request: ``threading.Event.is_set``, or a data-parallel
+    rank's view of a flag in shared memory (``_distributed.py``)."""
+
+    def is_set(self) -> bool: ...
+
+
+class Controls(Protocol):
+    """What :func:`run_job` reads: a :class:`Control`, or a rank's shared flags."""
+
+    @property
+    def cancel(self) -> Flag: ...
+
+    @property
+    def interrupt(self) -> Flag: ...
 
 
 @dataclass(frozen=True)
@@ -129,8 +146,10 @@ def rank_indices(n: int, seed: int, epoch: int, rank: int = 0, size: int = 1) ->
     >>> sorted(torch.cat([r0[:2], r1[:2]]).tolist()) == sorted(perm[:4].tolist())
     True
     """
-    sampler = DistributedSampler(range(n), num_replicas=size, rank=rank, shuffle=True,
-                                 seed=epoch_seed(seed, epoch) - epoch, drop_last=False)
+    # DistributedSampler reads only len() of its data set: a range is enough.
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(n), num_replicas=size, rank=rank, shuffle=True,  # type: ignore[arg-type]
+        seed=epoch_seed(seed, epoch) - epoch, drop_last=False)
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler), dtype=torch.long)
 
@@ -152,7 +171,7 @@ def run_job(
     plan: JobPlan,
     checkpoint: Path | None,
     emit: Callable[[training_pb2.JobEvent], None],
-    control: Control,
+    control: Controls,
     digest: str = "",
     world: World | None = None,
 ) -> None:
@@ -169,7 +188,7 @@ def run_job(
 
 class _Run:
     def __init__(self, plan: JobPlan, checkpoint: Path | None, emit: Callable[[training_pb2.JobEvent], None],
-                 control: Control, digest: str, world: World | None = None) -> None:
+                 control: Controls, digest: str, world: World | None = None) -> None:
         self.plan, self.checkpoint, self.control, self.digest, self.world = plan, checkpoint, control, digest, world
         self.reporter = world is None or world.rank == 0
         self.emit = emit if self.reporter else (lambda event: None)
@@ -198,7 +217,8 @@ class _Run:
     def _elapsed(self) -> float:
         return self.progress.elapsed + (time.perf_counter() - self.run_start)
 
-    def _event(self, kind: int, state: int, message: str = "") -> training_pb2.JobEvent:
+    def _event(self, kind: training_pb2.JobEventKind, state: training_pb2.JobState,
+               message: str = "") -> training_pb2.JobEvent:
         p, plan = self.progress, self.plan
         now = time.perf_counter() - self.run_start
         ev = training_pb2.JobEvent(
@@ -221,7 +241,7 @@ class _Run:
         ev.time.GetCurrentTime()
         return ev
 
-    def _terminal(self, state: int, message: str, parameters: bool) -> None:
+    def _terminal(self, state: training_pb2.JobState, message: str, parameters: bool) -> None:
         ev = self._event(Kind.JOB_EVENT_KIND_STATE, state, message)
         ev.eta_s = 0.0
         for h in self.progress.history:
@@ -244,6 +264,7 @@ class _Run:
             if not self.reporter or self.checkpoint is None:
                 return
             extra = {"world_size": self.world.size, "rng_ranks": states}
+        assert self.checkpoint is not None  # without one, a return above was taken
         p = self.progress
         save_checkpoint(self.checkpoint, {**extra,
             "format": CHECKPOINT_FORMAT, "digest": self.digest,

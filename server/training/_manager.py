@@ -32,14 +32,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ..._settings import SettingError
+from ..._settings import SettingError, flag_name
 from ..._wire import FieldError
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
@@ -74,7 +74,7 @@ class TrainingConfig:
     rdzv_endpoint: str = ""
 
 
-def _mp_context() -> multiprocessing.context.BaseContext:
+def _mp_context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
     """``forkserver`` where available (torch preloaded once, then a job starts in ~20 ms), else ``spawn``.
 
     Like every spawn/forkserver user, a program that embeds the server must guard its entry
@@ -234,8 +234,8 @@ class JobManager:
             waiting = len(self._queue)
             if len(self._running) >= self.config.max_jobs and waiting >= self.config.max_queued_jobs:
                 raise FieldError("", f"{len(self._running)} jobs are running and {waiting} are queued; the server "
-                                f"queues at most {self.config.max_queued_jobs} (--max-queued-jobs) behind "
-                                f"{self.config.max_jobs} running (--max-jobs): retry later", "RESOURCE_EXHAUSTED")
+                                f"queues at most {self.config.max_queued_jobs} ({flag_name('max_queued_jobs')}) behind "
+                                f"{self.config.max_jobs} running ({flag_name('max_jobs')}): retry later", "RESOURCE_EXHAUSTED")
             job_id = secrets.token_hex(6)
             while self.store.get_job(job_id) is not None:
                 job_id = secrets.token_hex(6)
@@ -268,7 +268,7 @@ class JobManager:
         try:
             control_r, control_w = self._ctx.Pipe(duplex=False)
             events_r, events_w = self._ctx.Pipe(duplex=False)
-            process = self._ctx.Process(  # type: ignore[attr-defined]
+            process = self._ctx.Process(
                 target=worker_main, name=f"lossd-job-{row.job_id}", daemon=True,
                 args=(row.job_id, row.spec, str(self._checkpoint(row.job_id)), self.config.plugins, control_r,
                       events_w, self.config.rdzv_endpoint),
@@ -412,7 +412,7 @@ class JobManager:
             raise FieldError("job_id", f"no job {job_id!r}{hint}", "NOT_FOUND")
         return row
 
-    async def list_jobs(self, states: list[int], limit: int) -> list[JobRow]:
+    async def list_jobs(self, states: Sequence[int], limit: int) -> list[JobRow]:
         """Jobs, newest first."""
         rows: list[JobRow] = await self._io(self.store.list_jobs, states, limit)
         return rows

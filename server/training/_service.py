@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
@@ -23,7 +23,7 @@ log = logging.getLogger("lossd.server.training")
 DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 100, 1000
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: FieldError) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: FieldError) -> NoReturn:
     await context.abort_with_status(rich_status(error))
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -35,7 +35,7 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
         self._jobs = manager
 
     async def _follow(self, job_id: str, after_seq: int, encoding: int,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[training_pb2.JobEvent]:
+                      context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[training_pb2.JobEvent]:
         last = after_seq
         try:
             async for event in self._jobs.watch(job_id, after_seq, encoding):
@@ -54,7 +54,7 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
                                         f"re-attach with WatchJob(job_id={job_id!r}, after_seq={last})", "UNAVAILABLE"))
 
     async def TrainJob(self, request: training_pb2.TrainJobRequest,
-                       context: grpc.aio.ServicerContext) -> AsyncIterator[training_pb2.TrainJobResponse]:
+                       context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[training_pb2.TrainJobResponse]:
         try:
             job_id = await self._jobs.submit(request)
         except FieldError as e:
@@ -68,12 +68,12 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
                 return
 
     async def WatchJob(self, request: training_pb2.WatchJobRequest,
-                       context: grpc.aio.ServicerContext) -> AsyncIterator[training_pb2.WatchJobResponse]:
+                       context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[training_pb2.WatchJobResponse]:
         async for event in self._follow(request.job_id, request.after_seq, request.output_encoding, context):
             yield training_pb2.WatchJobResponse(event=event)
 
     async def GetJob(self, request: training_pb2.GetJobRequest,
-                     context: grpc.aio.ServicerContext) -> training_pb2.GetJobResponse:
+                     context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.GetJobResponse:
         try:
             row = await self._jobs.job(request.job_id, with_spec=True)
             reply = training_pb2.GetJobResponse(job=row.to_proto(with_spec=True))
@@ -85,7 +85,7 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
             await _abort(context, e)
 
     async def ListJobs(self, request: training_pb2.ListJobsRequest,
-                       context: grpc.aio.ServicerContext) -> training_pb2.ListJobsResponse:
+                       context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.ListJobsResponse:
         if request.limit < 0 or request.limit > MAX_LIST_LIMIT:
             await _abort(context, FieldError("limit", f"is {request.limit}; must be in [1, {MAX_LIST_LIMIT}] "
                                             f"(0: {DEFAULT_LIST_LIMIT})"))
@@ -97,7 +97,7 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
         return training_pb2.ListJobsResponse(jobs=[r.to_proto() for r in rows])
 
     async def CancelJob(self, request: training_pb2.CancelJobRequest,
-                        context: grpc.aio.ServicerContext) -> training_pb2.CancelJobResponse:
+                        context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.CancelJobResponse:
         try:
             row = await self._jobs.cancel(request.job_id)
         except FieldError as e:

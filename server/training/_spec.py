@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from ..._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
+from ..._settings import flag_name
 from ..._wire import (
     DEFAULT_MAX_REQUEST_ELEMENTS,
     DEFAULT_MAX_TENSOR_ELEMENTS,
@@ -88,8 +89,11 @@ class TrainingLimits:
         return cls(**{**unbounded, **overrides})
 
 
-def _limit(field: str, what: str, value: int, limit: int, flag: str) -> FieldError:
-    return FieldError(field, f"{what} is {value}; the server's limit is {limit} (--{flag})", "RESOURCE_EXHAUSTED")
+def _limit(field: str, what: str, value: int, limit: int, setting: str) -> FieldError:
+    """RESOURCE_EXHAUSTED naming the ``lossd serve`` flag of limit ``setting`` (its conventional name,
+    which the server's settings table keeps: tests/unit/test_config.py)."""
+    return FieldError(field, f"{what} is {value}; the server's limit is {limit} ({flag_name(setting)})",
+                      "RESOURCE_EXHAUSTED")
 
 
 @dataclass(frozen=True)
@@ -218,13 +222,13 @@ def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tupl
         builtin, params = bind_builtin_params(data.builtin.name, struct_to_dict(data.builtin.params, "data.builtin.params"))
         n = builtin.samples(params)
         if n > limits.max_samples:
-            raise _limit("data.builtin.params", "the number of samples", n, limits.max_samples, "max-samples")
+            raise _limit("data.builtin.params", "the number of samples", n, limits.max_samples, "max_samples")
         if n < 2:
             raise FieldError("data.builtin.params", f"asks for {n} samples; a job needs at least 2")
         elements = n * builtin.features(params)
         if elements > limits.max_tensor_elements:
             raise _limit("data.builtin.params", "the number of feature values", elements,
-                         limits.max_tensor_elements, "max-tensor-elements")
+                         limits.max_tensor_elements, "max_tensor_elements")
         seed = params["seed"] if params["seed"] is not None else request.seed
         return builtin.make(params, torch.Generator().manual_seed(seed)), ""
     inline = data.inline
@@ -237,7 +241,7 @@ def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tupl
         encodings.add(enc)
     n = int(tensors["x"].shape[0]) if tensors["x"].dim() else 0
     if n > limits.max_samples:
-        raise _limit("data.inline.x", "the number of samples", n, limits.max_samples, "max-samples")
+        raise _limit("data.inline.x", "the number of samples", n, limits.max_samples, "max_samples")
     dataset = make_inline(tensors["x"], tensors["y"], inline.num_classes)
     return dataset, "raw" if "raw" in encodings and "values" not in encodings else "values"
 
@@ -433,7 +437,7 @@ def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: 
         raise FieldError("epochs", f"is {request.epochs}{' (not set)' if request.epochs == 0 else ''}; must be >= 1: "
                          "how many passes over the training data, e.g. \"epochs\": 10")
     if request.epochs > limits.max_epochs:
-        raise _limit("epochs", "epochs", request.epochs, limits.max_epochs, "max-epochs")
+        raise _limit("epochs", "epochs", request.epochs, limits.max_epochs, "max_epochs")
     if request.batch_size < 0:
         raise FieldError("batch_size", f"is {request.batch_size}; must be >= 1 (0: the default, {DEFAULT_BATCH_SIZE})")
     if request.seed < 0:
@@ -449,7 +453,7 @@ def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: 
     n_params = count_parameters(model, in_features, out_features)
     if n_params > limits.max_parameters:
         raise _limit("model", f"the model ({in_features} inputs, {out_features} outputs) has {n_params} parameters; "
-                     "its size", n_params, limits.max_parameters, "max-parameters")
+                     "its size", n_params, limits.max_parameters, "max_parameters")
 
     fraction = _finite(request.data.validation_fraction, "data.validation_fraction", 0.0, 1.0, hi_open=True)
     train_index, val_index = split(len(dataset), fraction, request.seed)
@@ -460,7 +464,7 @@ def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: 
     steps = request.epochs * -(-len(train_index) // batch_size)
     if steps > limits.max_steps:
         raise _limit("epochs", f"{request.epochs} epochs of {len(train_index)} samples in batches of {batch_size} "
-                     "make a total of optimizer steps that", steps, limits.max_steps, "max-steps")
+                     "make a total of optimizer steps that", steps, limits.max_steps, "max_steps")
 
     shapes = dict(build_model(model, in_features, out_features, device="meta").named_parameters())
     names = list(shapes)
@@ -504,7 +508,7 @@ def _world_size(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -
         raise FieldError("world_size", f"is {request.world_size}; must be >= 1 (0: one process)")
     world_size = request.world_size or 1
     if world_size > limits.max_world_size:
-        raise _limit("world_size", "world_size", world_size, limits.max_world_size, "max-world-size")
+        raise _limit("world_size", "world_size", world_size, limits.max_world_size, "max_world_size")
     return world_size
 
 
