@@ -132,9 +132,13 @@ class JobManager:
         self._registry = registry
         self._executor = executor
         data_dir = Path(config.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        (data_dir / "checkpoints").mkdir(exist_ok=True)
-        self._lock_file = _DataDirLock(data_dir)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            (data_dir / "checkpoints").mkdir(exist_ok=True)
+            self._lock_file = _DataDirLock(data_dir)
+        except OSError as e:
+            raise SettingError(f"--data-dir {data_dir} (env LOSSD_DATA_DIR): cannot use it as the data directory "
+                               f"({e.strerror or e}); give a folder this user can create and write") from None
         self._checkpoints = data_dir / "checkpoints"
         self.store = JobStore(data_dir / "jobs.sqlite3")
         self._rdzv_store = _rendezvous_store(config.rdzv_endpoint) if config.rdzv_endpoint else None

@@ -407,6 +407,52 @@ def test_serve_refuses_a_data_directory_in_use_in_one_line(tmp_path):  # type: i
         "give each server its own --data-dir\n"), proc.stderr
 
 
+def _serve_fails_in_one_line(argv: list[str], tmp_path, needle: str, env: dict[str, str] | None = None) -> str:  # type: ignore[no-untyped-def]
+    """``lossd serve ARGV`` exits 2 with one line on stderr, ``lossd serve: error: ...NEEDLE...``."""
+    proc = subprocess.run([*_script(), "serve", *argv], cwd=tmp_path, env=env or tool_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == "" and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("lossd serve: error: ") and needle in proc.stderr, proc.stderr
+    return proc.stderr
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(served_process, tmp_path):  # type: ignore[no-untyped-def]
+    """``make run`` twice: the second server says the port is in use (it does not share it)."""
+    port = served_process.address.rsplit(":", 1)[1]
+    stderr = _serve_fails_in_one_line(["--port", port, "--data-dir", str(tmp_path / "data")], tmp_path,
+                                      f"--host 127.0.0.1 --port {port} (env LOSSD_HOST, LOSSD_PORT): cannot bind ")
+    assert "pick another --port (0: a free one)" in stderr
+    with Client(served_process.address) as c:
+        assert c.health() == "SERVING"  # the first server is untouched
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:99"])
+def test_serve_refuses_a_device_torch_cannot_use_in_one_line(device, tmp_path):  # type: ignore[no-untyped-def]
+    stderr = _serve_fails_in_one_line(["--port", "0", "--device", device, "--data-dir", str(tmp_path / "d")],
+                                      tmp_path, f"--device {device} (env LOSSD_DEVICE): torch cannot use it here (")
+    assert stderr.endswith("); use auto or cpu\n"), stderr
+
+
+def test_serve_refuses_a_data_directory_it_cannot_create_in_one_line(tmp_path):  # type: ignore[no-untyped-def]
+    (tmp_path / "file").write_text("not a folder")
+    data = tmp_path / "file" / "data"
+    _serve_fails_in_one_line(["--port", "0", "--data-dir", str(data)], tmp_path,
+                             f"--data-dir {data} (env LOSSD_DATA_DIR): cannot use it as the data directory (Not a "
+                             "directory); give a folder this user can create and write")
+
+
+def test_serve_metrics_without_prometheus_client_in_one_line(tmp_path):  # type: ignore[no-untyped-def]
+    code = ("import sys; sys.modules['prometheus_client'] = None\nfrom lossd.client.cli import main\n"
+            f"sys.exit(main(['serve', '--port', '0', '--metrics-port', '0', '--data-dir', {str(tmp_path / 'd')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=tool_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == ("lossd serve: error: --metrics-port (env LOSSD_METRICS_PORT): metrics need "
+                           "prometheus-client, which is not installed: pip install prometheus-client (or pip "
+                           "install '.[metrics]' in the lossd clone)\n"), proc.stderr
+
+
 def test_serve_runs_the_server_until_sigterm(tmp_path):  # type: ignore[no-untyped-def]
     proc = subprocess.Popen(
         [*_script(), "serve", "--port", "0", "--grace", "1"], cwd=tmp_path, env=tool_env(PYTHONUNBUFFERED="1"),

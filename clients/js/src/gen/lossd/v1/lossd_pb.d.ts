@@ -736,6 +736,10 @@ export declare const TensorEncodingSchema: GenEnum<TensorEncoding>;
 /**
  * LossService evaluates loss functions and their gradients.
  *
+ * A method marked NO_SIDE_EFFECTS (here and in TrainingService) may be
+ * repeated freely; the SDK retries those that take one request message when
+ * a server is UNAVAILABLE.
+ *
  * @generated from service lossd.v1.LossService
  */
 export declare const LossService: GenService<{
