@@ -4,7 +4,9 @@ virtualenv without torch and whose client and ``lossd`` command work against a r
 The build is ``make dist``'s (``python -m build``: an sdist, then the wheel from that
 sdist, so a file the sdist forgets fails here), from a copy of the sources so that the
 working tree gets no ``build/`` or ``*.egg-info``. The install runs in a folder that
-holds an empty ``lossd/``: a regular install is not shadowed by it (README, "Installing").
+holds an empty ``lossd/``: a regular install is not shadowed by it (README, "Installing"),
+while the editable install of ``make run`` is, from the folder above a clone named
+``lossd``, exactly as the README warns.
 Slow (two isolated builds and an install: about a minute), and part of ``make test``.
 """
 
@@ -100,3 +102,28 @@ def test_wheel_installs_without_torch_and_its_client_works(dist: Path, served_pr
     assert _run([str(lossd), "health"], timeout=60, cwd=work, env=env).stdout == "SERVING\n"
     proc = subprocess.run([str(lossd), "serve"], capture_output=True, text=True, timeout=60, cwd=work, env=env)
     assert proc.returncode == 2 and "pip install '.[server]'" in proc.stderr, proc.stderr
+
+
+SHADOWED = "import lossd; from lossd import __version__; print(__version__)"
+
+
+def test_editable_install_pitfall_is_as_the_readme_says(tmp_path: Path) -> None:
+    """README, "Installing": with the editable install (``make run``), a Python started in the
+    folder holding a clone named ``lossd`` takes that folder for the package; the clone itself,
+    or a clone named otherwise, is fine."""
+    import lossd
+
+    if not Path(lossd.__file__).resolve().is_relative_to(REPO):
+        pytest.skip(f"lossd is not an editable install of this clone here ({lossd.__file__})")
+    (tmp_path / "lossd").symlink_to(REPO, target_is_directory=True)
+    (tmp_path / "lossd-src").symlink_to(REPO, target_is_directory=True)
+    shadowed = subprocess.run([sys.executable, "-c", SHADOWED], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+    assert shadowed.returncode == 1 and shadowed.stderr.splitlines()[-1] == (
+        "ImportError: cannot import name '__version__' from 'lossd' (unknown location)"), shadowed.stderr
+    readme = (REPO / "README.md").read_text()
+    assert "from 'lossd' (unknown location)" in readme.replace("\n", " ")
+    (tmp_path / "lossd").unlink()  # the clone named otherwise, and the clone itself
+    for cwd in (tmp_path, REPO):
+        fine = subprocess.run([sys.executable, "-c", SHADOWED], cwd=cwd, capture_output=True, text=True, timeout=60)
+        assert fine.returncode == 0 and fine.stdout == f"{lossd.__version__}\n", fine.stderr

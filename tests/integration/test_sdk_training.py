@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
 import struct
 import sys
 from collections.abc import Iterator
@@ -203,6 +204,22 @@ def test_result_plot_writes_a_png(tmp_path: Path, result: TrainResult) -> None:
 def lossd(address: str, *args: str) -> Any:
     return run_tool([tool_path("lossd", "pip install -e . creates it"), "--target", address, *args],
                     env=tool_env(), timeout=120)
+
+
+def test_cli_watch_into_a_closed_pipe_exits_quietly(address: str, client: Client) -> None:
+    """``lossd watch ID | head -1``: the reader goes away while events still come; no traceback."""
+    job_id = client.submit(LONG)
+    try:
+        proc = subprocess.Popen([tool_path("lossd", "pip install -e . creates it"), "--target", address, "watch",
+                                 job_id], env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        first = json.loads(proc.stdout.readline())
+        proc.stdout.close()  # as head -1 does after its line; the running job's next event hits the closed pipe
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141, stderr  # as a shell reports a process ended by SIGPIPE
+        assert stderr == "" and first["job_id"] == job_id
+    finally:
+        client.cancel(job_id)
 
 
 def test_cli_train_jobs_watch_cancel_plot(tmp_path: Path, address: str, result: TrainResult) -> None:
