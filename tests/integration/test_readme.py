@@ -93,6 +93,26 @@ def test_readme_links_resolve() -> None:
         assert (REPO / link).exists(), f"README.md links to {link}, which does not exist"
 
 
+def test_readme_make_and_pip_commands_name_what_exists() -> None:
+    """The commands the tests do not run as written (```bash blocks, inline `make X`) name real
+    things: every `make X` a Makefile target, every `pip install '.[extras]'` pyproject's extras,
+    and no `pip install lossd` (lossd is not on PyPI)."""
+    import tomllib  # Python 3.11+
+
+    text = README.read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (REPO / "Makefile").read_text(), re.M))
+    extras = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    commands = [line.split("  #")[0].strip() for b in fenced_blocks(text) if b.lang == "bash"
+                for line in b.text.splitlines()]
+    makes = {c.split()[1] for c in commands if c.startswith("make ")} | set(re.findall(r"`make ([a-z-]+)", text))
+    assert {"run", "test", "check", "dist"} <= makes
+    assert makes <= targets, f"README names make targets the Makefile lacks: {sorted(makes - targets)}"
+    named = {e for group in re.findall(r"pip install '\.\[([a-z,]+)\]'", text) for e in group.split(",")}
+    assert {"server", "plot", "progress", "metrics"} <= named
+    assert named <= extras, f"README names extras pyproject lacks: {sorted(named - extras)}"
+    assert not re.search(r"pip install '?lossd", text), "lossd is not on PyPI: install from the clone"
+
+
 def test_configuration_table_covers_every_serve_flag_and_env_var() -> None:
     from lossd.server._config import build_parser
 
