@@ -604,7 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"lossd: error: {e}\n")
     try:
         with client:
-            return _COMMANDS[args.command](client, args)
+            status = _COMMANDS[args.command](client, args)
+            sys.stdout.flush()  # a reader gone is found here, not in the interpreter's last flush
+            return status
     except CliError as e:
         parser.exit(2, f"lossd {args.command}: error: {e}\n")
     except MissingExtra as e:

@@ -8,6 +8,7 @@ compared exactly with local torch (same build, same CPU).
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -305,15 +306,51 @@ def test_bad_setting_is_one_line_and_exit_2(env, message):  # type: ignore[no-un
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
 
 
+def _buffered_env() -> dict[str, str]:
+    """A user's environment: stdout block-buffered into a pipe (no PYTHONUNBUFFERED)."""
+    env = tool_env()
+    env.pop("PYTHONUNBUFFERED", None)
+    return env
+
+
 def test_broken_pipe_exits_quietly(served_process):  # type: ignore[no-untyped-def]
-    """``lossd losses --json | head -c 100``: the reader goes away; no traceback."""
-    proc = subprocess.Popen([*_script(), "--target", served_process.address, "losses", "--json"],
-                            env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    assert len(proc.stdout.read(100)) == 100
-    proc.stdout.close()
+    """``lossd losses --json | head -c 100``: the reader goes away mid-output; no traceback.
+
+    The pipe holds 4 KiB (F_SETPIPE_SZ) and the output is far larger, so lossd is still
+    writing when the reader closes: the broken pipe is certain, not a race with the pipe's
+    default 64 KiB."""
+    import fcntl
+
+    with Client(served_process.address) as c:
+        infos = [json_format.MessageToDict(i, preserving_proto_field_name=True,
+                                           always_print_fields_with_no_presence=True) for i in c.list_losses()]
+    assert len(json.dumps(infos, indent=2)) > 4 * 4096  # pipe + Python's 8 KiB buffer, and more
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, 4096)
+    with open(read_end, "rb", buffering=0) as reader:  # unbuffered: it takes no more than it reads
+        proc = subprocess.Popen([*_script(), "--target", served_process.address, "losses", "--json"],
+                                env=_buffered_env(), stdout=write_end, stderr=subprocess.PIPE)
+        os.close(write_end)
+        got = b""
+        while len(got) < 100:
+            chunk = reader.read(100 - len(got))
+            assert chunk, "lossd ended before writing 100 bytes"
+            got += chunk
+    assert proc.stderr is not None
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141, stderr  # as a shell reports a process ended by SIGPIPE
+    assert stderr == ""
+
+
+def test_reader_gone_before_the_output_exits_quietly(served_process):  # type: ignore[no-untyped-def]
+    """``lossd health | true``: a short output meets the closed pipe at the last flush; no
+    "Exception ignored ... BrokenPipeError" from the interpreter."""
+    proc = subprocess.Popen([*_script(), "--target", served_process.address, "health"],
+                            env=_buffered_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before lossd has written anything: it takes far longer to start
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, stderr
     assert stderr == ""
 
 
