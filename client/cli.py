@@ -34,6 +34,7 @@ import os
 import shutil
 import sys
 import textwrap
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -50,6 +51,7 @@ from ._config import SETTINGS
 from ._errors import LossdError, NotFound, Unavailable
 from ._extras import EXTRAS, MissingExtra
 from ._training import TrainResult, jobs_table, state_name
+from ._warnings import ServerWarning
 
 __all__ = ["main", "build_parser", "parse_param", "format_losses_table", "format_result", "result_to_json"]
 
@@ -128,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-non-finite", action="store_true",
         help="let NaN and Infinity (JSON NaN, Infinity, -Infinity) through to the loss; the server "
         "refuses them by default",
+    )
+    ev.add_argument(
+        "--strict", action="store_true",
+        help="refuse inputs outside the loss's documented domain (targets other than 1/-1, labels outside "
+        "[0, 1], ...) instead of computing them as torch does with a warning",
     )
     ev.add_argument(
         "--grad-output", metavar="JSON",
@@ -213,8 +220,9 @@ def add_connection_flags(parser: argparse.ArgumentParser, after_command: bool = 
                                help=f"{setting.help} (env {setting.env}=1)")
             continue
         shown = "" if setting.default is None else f"; default {setting.default}"
+        text = f"{setting.help} (env {setting.env}{shown})".replace("%", "%%")
         group.add_argument(setting.flag, dest=setting.name, type=_flag_type(setting), default=default,
-                           metavar=setting.metavar, help=f"{setting.help} (env {setting.env}{shown})".replace("%", "%%"))
+                           metavar=setting.metavar, help=text)
 
 
 def _split_command(argv: list[str]) -> tuple[int, str | None]:
@@ -263,9 +271,10 @@ def _tensor(option: str, value: Any, dtype: str | None) -> lossd_pb2.Tensor:
             exact = np.asarray(value)
             if exact.dtype.kind not in "biuf":
                 raise TypeError(f"cannot send {exact.dtype} elements")
-            msg = lossd_pb2.Tensor(
-                dtype=dtype, shape=list(exact.shape), values=exact.astype(np.float64).ravel().tolist()
-            )
+            numbers = exact.astype(np.float64)
+            if DTYPES[dtype].kind == "complex":  # real numbers: imaginary parts 0, interleaved
+                numbers = numbers.astype(np.complex128).view(np.float64)
+            msg = lossd_pb2.Tensor(dtype=dtype, shape=list(exact.shape), values=numbers.ravel().tolist())
     except (TypeError, ValueError) as e:
         raise CliError(f"{option}: not a rectangular array of numbers or booleans ({e})") from None
     return msg
@@ -305,6 +314,7 @@ def _build_eval_request(args: argparse.Namespace) -> lossd_pb2.EvaluateLossReque
         inputs={name: _tensor(opt, value, dtypes.get(name)) for name, (opt, value) in arrays.items()},
         grad_inputs=args.grad_input,
         allow_non_finite=args.allow_non_finite,
+        strict=args.strict,
     )
     if params:
         request.params.update(params)
@@ -418,6 +428,9 @@ def _loss_blocks(rows: Sequence[tuple[list[str], ...]], width: int) -> str:
 
 
 def _json_array(value: Any) -> Any:
+    """An array as JSON numbers; a complex element as its [real, imaginary] pair."""
+    if hasattr(value, "dtype") and value.dtype.kind == "c":
+        value = np.stack([value.real, value.imag], axis=-1)
     return value.tolist() if hasattr(value, "tolist") else value
 
 
@@ -465,7 +478,14 @@ def _losses(client: Client, args: argparse.Namespace) -> int:
 
 def _eval(client: Client, args: argparse.Namespace) -> int:
     request = _build_eval_request(args)
-    result = client.evaluate_request(request, timeout=args.timeout)
+    with warnings.catch_warnings(record=True) as seen:  # the CLI is one thread: safe here
+        warnings.simplefilter("always", ServerWarning)
+        result = client.evaluate_request(request, timeout=args.timeout)
+    for w in seen:
+        if issubclass(w.category, ServerWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     print(result_to_json(result))
     return 0
 
