@@ -208,11 +208,13 @@ def _device(name: str) -> torch.device:
     """The ``--device`` to compute on, refused (``SettingError``) when torch cannot use it here."""
     try:
         device = resolve_device(name)
+        if device.type == "cuda" and torch.cuda.is_available() and (device.index or 0) >= torch.cuda.device_count():
+            raise RuntimeError(f"this machine has {torch.cuda.device_count()} CUDA device(s)")
         torch.empty(0, device=device)
     # torch refuses by RuntimeError, NotImplementedError (a backend without the op), or an
     # AssertionError ("Torch not compiled with CUDA enabled")
     except (RuntimeError, NotImplementedError, AssertionError) as e:
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]  # torch's first sentence
         raise SettingError(f"--device {name} (env LOSSD_DEVICE): torch cannot use it here ({why}); "
                            "use auto or cpu") from None
     return device
