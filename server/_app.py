@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -125,6 +126,9 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> 
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
+        # gRPC sets SO_REUSEPORT by default: a second server on a port in use would start and share
+        # its connections with the first. Off, it is refused at start (one line, exit 2).
+        ("grpc.so_reuseport", 0),
         *connection_options(config.max_concurrent_rpcs, config.max_concurrent_streams, config.keepalive_time_s,
                             config.keepalive_timeout_s, config.min_ping_interval_s),
     ]
@@ -136,7 +140,7 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> 
                                       observability=observability.interceptor if observability else None)
     server = grpc.aio.server(options=options, interceptors=interceptors)
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lossd-eval")
-    device = resolve_device(config.device)
+    device = _device(config.device)
     service = LossService(registry, executor, device, config.tensor_limits(),
                           max_message_bytes=config.max_message_bytes)
     add_loss_service(service, server)  # EvaluateLoss replies go out as framed bytes
@@ -155,18 +159,65 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> 
     await asyncio.get_running_loop().run_in_executor(executor, _warm_up, device)
 
     address = f"{config.host}:{config.port}"
-    if security.credentials is not None:
-        port = server.add_secure_port(address, security.credentials)
-    else:
-        port = server.add_insecure_port(address)
+    port = 0
+    # A port in use is said here, before gRPC's bind logs an error line of its own.
+    if _port_free(config.host, config.port):
+        try:
+            if security.credentials is not None:
+                port = server.add_secure_port(address, security.credentials)
+            else:
+                port = server.add_insecure_port(address)
+        except RuntimeError:  # grpc's "Failed to bind to address ..." (a race with another process)
+            port = 0
     if port == 0:
-        raise OSError(f"could not bind {config.host}:{config.port}")
+        executor.shutdown(wait=False)
+        raise SettingError(f"--host {config.host} --port {config.port} (env LOSSD_HOST, LOSSD_PORT): cannot bind "
+                           f"{address}: the port is in use (another lossd, `make run`?) or the address is not "
+                           "this machine's; pick another --port (0: a free one)")
     # Training: the job store under data_dir, unfinished jobs resumed, workers outside the serving path.
     jobs = await add_training_service(server, config.training(), registry, executor)
     if observability is not None:
         observability.start(config.host)  # the metrics endpoint, if any
     return LossdServer(server, port, config, device, security, executor, health_servicer, gate, limiter, jobs,
                        observability)
+
+
+def _port_free(host: str, port: int) -> bool:
+    """False when ``host:port`` is in use (a listener there) or not an address of this machine.
+
+    A probe with SO_REUSEADDR, as gRPC binds, so a port that only has connections in
+    TIME_WAIT counts as free; port 0 always is.
+    """
+    if port == 0:
+        return True
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return True  # a name gRPC resolves its own way: let it decide
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError:
+                return False
+    return True
+
+
+def _device(name: str) -> torch.device:
+    """The ``--device`` to compute on, refused (``SettingError``) when torch cannot use it here."""
+    try:
+        device = resolve_device(name)
+        if device.type == "cuda" and torch.cuda.is_available() and (device.index or 0) >= torch.cuda.device_count():
+            raise RuntimeError(f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+        torch.empty(0, device=device)
+    # torch refuses by RuntimeError, NotImplementedError (a backend without the op), or an
+    # AssertionError ("Torch not compiled with CUDA enabled")
+    except (RuntimeError, NotImplementedError, AssertionError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]  # torch's first sentence
+        raise SettingError(f"--device {name} (env LOSSD_DEVICE): torch cannot use it here ({why}); "
+                           "use auto or cpu") from None
+    return device
 
 
 def _warm_up(device: torch.device) -> None:
