@@ -138,7 +138,8 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> 
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lossd-eval")
     device = resolve_device(config.device)
     service = LossService(registry, executor, device, config.tensor_limits(),
-                          max_message_bytes=config.max_message_bytes)
+                          max_message_bytes=config.max_message_bytes, batch_limits=config.batch_limits(),
+                          batch_window_us=config.batch_window_us)
     add_loss_service(service, server)  # EvaluateLoss replies go out as framed bytes
 
     health_servicer = health.aio.HealthServicer()

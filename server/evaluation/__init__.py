@@ -25,9 +25,11 @@ from ._objective import (
     covered_parameters,
     evaluate_objective,
 )
+from ._vectorized import MAX_ITEM_ELEMENTS, evaluate_stacked
 
 __all__ = [
     "DEPRECATED_PARAMS",
+    "MAX_ITEM_ELEMENTS",
     "MAX_PATTERNS",
     "Evaluation",
     "HasParams",
@@ -41,6 +43,7 @@ __all__ = [
     "covered_parameters",
     "evaluate",
     "evaluate_objective",
+    "evaluate_stacked",
     "grad_targets",
     "resolve_device",
 ]

@@ -267,6 +267,10 @@ class LossSpec:
     #: What ``reduction='mean'`` divides by (:data:`MeanNormalizer`); data-parallel training
     #: refuses ``weight`` with class weights or an ignore_index.
     mean_normalizer: MeanNormalizer = "count"
+    #: Elementwise in its inputs and reduced by a plain mean or sum: items of a batch that share
+    #: params, dtypes and shapes run as one call (EvaluateLossBatch, server/evaluation/_vectorized.py),
+    #: bit-identical to one at a time (tests/unit/test_vectorized.py proves it per loss).
+    vectorized: bool = False
     _by_input: dict[str, Input] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -389,6 +393,7 @@ def register_loss(
     float_dtypes: Sequence[str] = ("float32", "float64", "float16", "bfloat16"),
     batch_coupled: bool = False,
     mean_normalizer: MeanNormalizer = "count",
+    vectorized: bool = False,
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a loss function under ``name``.
@@ -399,7 +404,9 @@ def register_loss(
     another objective with ``world_size > 1``): ``batch_coupled`` — the loss of
     a batch is not a mean or sum of per-sample terms (in-batch negatives);
     ``mean_normalizer`` — ``"weight"`` when ``reduction='mean'`` divides by the
-    kept samples' total class weight rather than their count.
+    kept samples' total class weight rather than their count. ``vectorized``: the loss
+    is elementwise and reduced by a plain mean or sum, so a batch of same-shaped items
+    may run as one call (only once tests/unit/test_vectorized.py proves it bit-identical).
     The decorated object is a function ``(inputs..., *, params...) -> Tensor``
     or an ``nn.Module`` subclass (params to ``__init__``, inputs to ``forward``);
     it is returned unchanged.
@@ -420,6 +427,7 @@ def register_loss(
             float_dtypes=tuple(float_dtypes),
             batch_coupled=batch_coupled,
             mean_normalizer=mean_normalizer,
+            vectorized=vectorized,
         )
         (_TARGET.get() if registry is None else registry).add(spec)
         return fn

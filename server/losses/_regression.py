@@ -59,6 +59,7 @@ _WARNS = "torch only warns and broadcasts"
     description="Mean absolute error: |input - target|, optionally weighted, reduced.",
     source="torch.nn.functional.l1_loss",
     example=_pair,
+    vectorized=True,
 )
 def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str) -> torch.Tensor:
     r"""``l_i = w_i |x_i - y_i|`` (``w_i = 1`` without weight).
@@ -79,6 +80,7 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | No
     description="Mean squared error: (input - target)^2, optionally weighted, reduced.",
     source="torch.nn.functional.mse_loss",
     example=_pair,
+    vectorized=True,
 )
 def mse_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str) -> torch.Tensor:
     r"""``l_i = w_i (x_i - y_i)^2`` (``w_i = 1`` without weight).
