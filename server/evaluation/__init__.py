@@ -25,7 +25,7 @@ from ._objective import (
     covered_parameters,
     evaluate_objective,
 )
-from ._vectorized import MAX_ITEM_ELEMENTS, evaluate_stacked
+from ._vectorized import MAX_ITEM_ELEMENTS, StackedEvaluation, evaluate_stacked
 
 __all__ = [
     "DEPRECATED_PARAMS",
@@ -34,6 +34,7 @@ __all__ = [
     "Evaluation",
     "HasParams",
     "Regularization",
+    "StackedEvaluation",
     "Term",
     "add_penalties",
     "bind_inputs",

@@ -19,7 +19,7 @@ order), a ``grad_output``, a loss that raises or warns::
     >>> import torch
     >>> from lossd.server.losses import REGISTRY
     >>> x, y = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.zeros(2, 2)
-    >>> [float(e.loss) for e in evaluate_stacked(REGISTRY, "mse", {"y_pred": x, "y_true": y}, {}, ())]
+    >>> [float(e.loss) for e in evaluate_stacked(REGISTRY, "mse", {"y_pred": x, "y_true": y}, {}, ()).items()]
     [2.5, 12.5]
 """
 
@@ -27,16 +27,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..._wire import FieldError
-from ..losses import Registry
+from ..losses import LossSpec, Registry
 from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets
 from ._evaluate import Evaluation, call_loss
 
-__all__ = ["MAX_ITEM_ELEMENTS", "evaluate_stacked"]
+__all__ = ["MAX_ITEM_ELEMENTS", "StackedEvaluation", "evaluate_stacked"]
 
 #: Most elements per item of a vectorized group. torch reduces a tensor of more than
 #: 32768 elements (its grain size) in chunks across threads: one item alone would then be
@@ -46,6 +47,28 @@ MAX_ITEM_ELEMENTS = 16384
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+@dataclass
+class StackedEvaluation:
+    """The outcome of :func:`evaluate_stacked`: row ``i`` of ``loss`` and of each gradient is item ``i``'s."""
+
+    spec: LossSpec
+    loss: torch.Tensor
+    grads: dict[str, torch.Tensor]
+    forward_s: float
+    backward_s: float
+
+    def __len__(self) -> int:
+        return int(self.loss.shape[0])
+
+    def items(self) -> list[Evaluation]:
+        """One :class:`Evaluation` per item (views into the stacked tensors); times shared equally."""
+        n = len(self)
+        losses = self.loss.unbind(0)
+        grads = {k: g.unbind(0) for k, g in self.grads.items()}
+        return [Evaluation(self.spec, losses[i], {k: g[i] for k, g in grads.items()}, self.forward_s / n,
+                           self.backward_s / n) for i in range(n)]
+
+
 def evaluate_stacked(
     registry: Registry,
     loss: str,
@@ -53,10 +76,10 @@ def evaluate_stacked(
     params: Mapping[str, Any],
     grad_inputs: Sequence[str],
     device: torch.device | None = None,
-) -> list[Evaluation] | None:
+) -> StackedEvaluation | None:
     """Evaluate ``n`` items whose inputs are stacked along dimension 0 (``stacked[name][i]`` is
-    item ``i``'s tensor): one :class:`Evaluation` per item, each bit-identical to
-    :func:`~lossd.server.evaluation.evaluate` of that item alone, or ``None`` when the group
+    item ``i``'s tensor): row ``i`` of the result is bit-identical to
+    :func:`~lossd.server.evaluation.evaluate` of item ``i`` alone, or ``None`` when the group
     cannot be vectorized exactly (evaluate the items one by one then: that also reports
     each item's own error)."""
     try:
@@ -70,7 +93,6 @@ def evaluate_stacked(
         return None
     if not _exact(spec.inputs, tensors, kwargs):
         return None
-    n = next(iter(tensors.values())).shape[0]
     if device is not None and device.type != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
     leaves = {}
@@ -97,12 +119,8 @@ def evaluate_stacked(
         backward_s = time.perf_counter() - start
     except (FieldError, RuntimeError, ValueError, TypeError, IndexError):
         return None
-    out = out.detach()
     grads = {sent_as[name]: torch.zeros_like(leaf) if g is None else g for (name, leaf), g in zip(leaves.items(), found)}
-    return [
-        Evaluation(spec, out[i], {k: g[i] for k, g in grads.items()}, forward_s / n, backward_s / n)
-        for i in range(n)
-    ]
+    return StackedEvaluation(spec, out.detach(), grads, forward_s, backward_s)
 
 
 def _exact(declared: Sequence[Any], tensors: Mapping[str, torch.Tensor], kwargs: Mapping[str, Any]) -> bool:

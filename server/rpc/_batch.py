@@ -27,18 +27,21 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from ..._framing import Buffer, field_number, join, length_delimited
+from ..._framing import Buffer, field_number, join, length_delimited, map_entry, tensor_body, varint
 from ..._settings import env_name, flag_name
-from ..._wire import DTYPES, FieldError, TensorLimits
+from ..._wire import DTYPES, FieldError, TensorLimits, check_tensors
 from ...v1 import lossd_pb2
-from ..evaluation import Evaluation, evaluate_stacked
-from ..losses import Registry
-from ._request import Decoded, decode_request, encode_reply, handle_evaluate_bytes, reply_encoding, struct_to_dict
+from ..evaluation import StackedEvaluation, evaluate_stacked
+from ..losses import TORCH_DTYPES, Registry
+from ._request import handle_evaluate_bytes, reply_encoding, struct_to_dict
+from ._tensors import payload_array
 
 __all__ = [
     "DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "BatchControl", "BatchLimits", "Outcome", "batch_reply",
@@ -123,7 +126,7 @@ class BatchCancelled(Exception):
 
 def group_key(registry: Registry, item: lossd_pb2.EvaluateLossRequest) -> Hashable | None:
     """What items must share to be evaluated together: loss, params, wanted gradients, input names,
-    dtypes and shapes. ``None`` for an item that is evaluated alone (an objective, a
+    dtypes and shapes, ``allow_non_finite``. ``None`` for an item that is evaluated alone (an objective, a
     ``grad_output``, an unknown loss or one not registered ``vectorized``)."""
     if item.terms or item.parameters or item.HasField("regularization") or item.HasField("grad_output"):
         return None
@@ -134,7 +137,8 @@ def group_key(registry: Registry, item: lossd_pb2.EvaluateLossRequest) -> Hashab
     if not spec.vectorized:
         return None
     tensors = tuple(sorted((name, t.dtype, tuple(t.shape)) for name, t in item.inputs.items()))
-    return (spec.name, item.params.SerializeToString(deterministic=True), tuple(item.grad_inputs), tensors)
+    return (spec.name, item.params.SerializeToString(deterministic=True), tuple(item.grad_inputs), tensors,
+            item.allow_non_finite)
 
 
 def evaluate_batch(
@@ -194,34 +198,111 @@ def _evaluate_group(
     outcomes: list[Outcome | None],
     control: BatchControl,
 ) -> None:
-    """Decode each member (a refusal is that member's outcome), evaluate the rest in one call, and
-    encode each reply; when the group cannot be vectorized exactly, each member alone."""
-    decoded: dict[int, Decoded] = {}
-    for i in members:
-        try:
-            decoded[i] = decode_request(registry, items[i], limits)
-        except FieldError as e:
-            outcomes[i] = e
-            control.evaluated += 1
-    results: list[Evaluation] | None = None
-    if len(decoded) > 1:
-        first = items[next(iter(decoded))]
-        stacked = {name: torch.stack([d.inputs[name] for d in decoded.values()]) for name in first.inputs}
-        try:
-            results = evaluate_stacked(registry, first.loss, stacked, struct_to_dict(first.params),
-                                       list(first.grad_inputs), device)
-        except FieldError:
-            results = None
-    if results is None:
-        for i in decoded:
-            _check(control)
-            outcomes[i] = _one(lambda i=i: handle_evaluate_bytes(registry, items[i], device, limits), i)  # type: ignore[misc]
-            control.evaluated += 1
-        return
-    for (i, d), result in zip(decoded.items(), results):
-        outcomes[i] = _one(lambda d=d, i=i, result=result: encode_reply(  # type: ignore[misc]
-            result, reply_encoding(items[i], d.encodings), d.decode_s), i)
+    """Stack the members' raw payloads (the wire rules checked once for the shared dtypes and
+    shapes, and each member's payload length), evaluate them in one call and frame each reply
+    from the stacked results. A member that sent ``values`` or a payload of the wrong length,
+    and the whole group when it cannot be vectorized exactly (or holds a non-finite value),
+    is evaluated alone: that also gives each member its own refusal."""
+    start = time.perf_counter()
+    first = items[members[0]]
+    names = sorted(first.inputs)
+    alone: list[int] = []
+    payloads: dict[int, list[bytes]] = {}
+    try:
+        layouts = check_tensors([(f"inputs.{n}", first.inputs[n], None) for n in names], limits)
+    except FieldError:
+        alone = members  # the same shapes for all: each gets the refusal
+    else:
+        sizes = [layout.numel * DTYPES[layout.dtype].itemsize for layout in layouts]
+        for i in members:
+            raws = [items[i].inputs[n].raw for n in names]
+            if all(len(raw) == size for raw, size in zip(raws, sizes)) and not any(
+                    items[i].inputs[n].values for n in names):
+                payloads[i] = raws
+            else:
+                alone.append(i)
+    result = None
+    if len(payloads) > 1:
+        stacked = {
+            name: torch.frombuffer(bytearray(b"".join(p[k] for p in payloads.values())) or bytearray(1),
+                                   dtype=TORCH_DTYPES[layout.dtype])[:len(payloads) * layout.numel]
+            .reshape(len(payloads), *layout.shape)
+            for k, (name, layout) in enumerate(zip(names, layouts))
+        }
+        if first.allow_non_finite or all(_finite(t) for t in stacked.values()):
+            decode_s = (time.perf_counter() - start) / len(payloads)
+            result = evaluate_stacked(registry, first.loss, stacked, struct_to_dict(first.params),
+                                      list(first.grad_inputs), device)
+    if result is None:  # each alone, each with its own refusal if any
+        alone = sorted([*alone, *payloads])
+        payloads = {}
+    for i in alone:
+        _check(control)
+        outcomes[i] = _one(lambda i=i: handle_evaluate_bytes(registry, items[i], device, limits), i)  # type: ignore[misc]
         control.evaluated += 1
+    if result is not None:
+        encodings = [reply_encoding(items[i], {"raw"}) for i in payloads]
+        for i, reply in zip(payloads, _stacked_replies(result, encodings, decode_s)):
+            outcomes[i] = reply
+            control.evaluated += 1
+
+
+def _finite(t: torch.Tensor) -> bool:
+    """No NaN or infinity (the sum of finite numbers is finite unless it overflows: then ``False``
+    too, and the members are checked one by one)."""
+    return not t.is_floating_point() or t.numel() == 0 or bool(torch.isfinite(t.sum()))
+
+
+_REPLY_FIELDS = {name: field_number(lossd_pb2.EvaluateLossResponse, name) for name in ("loss", "grads", "timing")}
+_VALUE_TAG = varint(field_number(lossd_pb2.EvaluateLossResponse, "value") << 3 | 1)  # fixed64
+
+
+class _Rows:
+    """The framed field of one stacked tensor, row by row: a constant prefix, then row ``i``'s bytes."""
+
+    def __init__(self, tensor: torch.Tensor, encoding: str, frame: Callable[[list[Buffer]], list[Buffer]]) -> None:
+        name, arr = payload_array(tensor, encoding)
+        n = arr.shape[0]
+        self._rows = memoryview(arr.reshape(-1)).cast("B") if arr.size else memoryview(b"")
+        self._size = len(self._rows) // n if n else 0
+        pieces = frame(tensor_body(name, arr.shape[1:], arr[:1], encoding))
+        self._prefix = join(pieces[:-1]) if self._size else join(pieces)
+
+    def row(self, i: int) -> list[Buffer]:
+        if not self._size:
+            return [self._prefix]
+        return [self._prefix, self._rows[i * self._size:(i + 1) * self._size]]
+
+
+def _stacked_replies(result: StackedEvaluation, encodings: list[str], decode_s: float) -> list[bytes]:
+    """Item ``i``'s serialized ``EvaluateLossResponse`` from row ``i`` of the stacked results: the
+    message :func:`~lossd.server.rpc.encode_reply` makes for it alone (the same fields, framed
+    around the rows' memory; the group's times are shared equally)."""
+    start = time.perf_counter()
+    n = len(result)
+    head = lossd_pb2.EvaluateLossResponse(loss_name=result.spec.name).SerializeToString()
+    values = (np.ascontiguousarray(result.loss.to(torch.float64).numpy(), dtype="<f8")
+              if result.loss.dim() == 1 else None)
+    rows: dict[str, list[_Rows]] = {}
+    for encoding in set(encodings):
+        rows[encoding] = [_Rows(result.loss, encoding, lambda body: length_delimited(_REPLY_FIELDS["loss"], body))]
+        rows[encoding] += [
+            _Rows(g, encoding, lambda body, key=key: map_entry(_REPLY_FIELDS["grads"], key, body))  # type: ignore[misc]
+            for key, g in result.grads.items()
+        ]
+    bodies = []
+    for i, encoding in enumerate(encodings):
+        pieces: list[Buffer] = [head]
+        if values is not None:
+            pieces += [_VALUE_TAG, values[i:i + 1].tobytes()]
+        for field_rows in rows[encoding]:
+            pieces += field_rows.row(i)
+        bodies.append(pieces)
+    encode_s = (time.perf_counter() - start) / n
+    timing = lossd_pb2.Timing(decode_ms=decode_s * 1e3, forward_ms=result.forward_s / n * 1e3,
+                              backward_ms=result.backward_s / n * 1e3, encode_ms=encode_s * 1e3)
+    tail = join(length_delimited(_REPLY_FIELDS["timing"], [timing.SerializeToString()]))
+    return [join([*pieces, tail]) for pieces in bodies]
 
 
 _RESULTS = field_number(lossd_pb2.EvaluateLossBatchResponse, "results")
