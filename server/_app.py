@@ -73,6 +73,8 @@ class LossdServer:
     limiter: ConcurrencyLimiter
     jobs: JobManager
     observability: Observability | None = None
+    #: The LossService servicer (its dynamic batcher, the progress of its latest batch).
+    loss_service: LossService | None = None
 
     async def start(self) -> None:
         """Start serving (the listener was bound by :func:`create_server`)."""
@@ -167,7 +169,7 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> 
     if observability is not None:
         observability.start(config.host)  # the metrics endpoint, if any
     return LossdServer(server, port, config, device, security, executor, health_servicer, gate, limiter, jobs,
-                       observability)
+                       observability, service)
 
 
 def _warm_up(device: torch.device) -> None:

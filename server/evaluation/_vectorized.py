@@ -12,7 +12,8 @@ proves it bit for bit for every vectorized loss, dtype and reduction.
 
 Where the proof does not reach, :func:`evaluate_stacked` returns ``None`` and the
 caller evaluates the items one by one: an optional input sent (``weight``),
-inputs of different shapes (broadcasting), more than :data:`MAX_ITEM_ELEMENTS`
+inputs of different shapes (broadcasting), empty items (the mean of nothing is a NaN
+whose bits torch does not promise), more than :data:`MAX_ITEM_ELEMENTS`
 per item (torch splits a longer full reduction across threads, in another
 order), a ``grad_output``, a loss that raises or warns::
 
@@ -125,7 +126,7 @@ def evaluate_stacked(
 
 def _exact(declared: Sequence[Any], tensors: Mapping[str, torch.Tensor], kwargs: Mapping[str, Any]) -> bool:
     """The group is within what the bit-identity proof covers: exactly the required inputs,
-    floating-point, one dtype, one shape, at most MAX_ITEM_ELEMENTS each, a known reduction."""
+    floating-point, one dtype, one shape, 1 to MAX_ITEM_ELEMENTS elements each, a known reduction."""
     required = {i.name for i in declared if i.required}
     if set(tensors) != required or kwargs.get("reduction") not in _REDUCTIONS:
         return False
@@ -139,4 +140,4 @@ def _exact(declared: Sequence[Any], tensors: Mapping[str, torch.Tensor], kwargs:
     per_item = 1
     for d in shape[1:]:
         per_item *= d
-    return len(shape) >= 1 and per_item <= MAX_ITEM_ELEMENTS
+    return len(shape) >= 1 and 0 < per_item <= MAX_ITEM_ELEMENTS  # empty: NaN means whose bits may differ

@@ -8,9 +8,10 @@ the same path as EvaluateLossBatch (one vectorized torch call where that is
 bit-identical), when the first of these happens:
 
 - ``window_us`` microseconds have passed since its first call arrived;
-- it holds ``max_items`` calls;
-- the loop has run once since it was opened and the previous group held a single call:
-  no concurrency was seen, so a lone client does not wait for company that never comes.
+- it holds ``max_items`` calls.
+
+So a call waits at most the window (a lone client's latency grows by it, no more), and
+under concurrency the calls that arrive within one window share one torch call.
 
 Every call gets its own reply or its own error, as if it had been evaluated alone. A call
 cancelled while it waits leaves the group (its item is still evaluated with the others and
@@ -76,7 +77,6 @@ class DynamicBatcher:
         self._window_s = window_us / 1e6
         self._max_items = max(1, max_items)
         self._groups: dict[Hashable, _Group] = {}
-        self._last_size = 1
         #: The most calls evaluated together so far (tests and benchmarks read it).
         self.largest = 0
         #: Calls evaluated in groups of two or more.
@@ -93,8 +93,6 @@ class DynamicBatcher:
         if group is None:
             group = self._groups[key] = _Group()
             group.timer = loop.call_later(self._window_s, self._flush, key, group)
-            if self._last_size <= 1:  # no concurrency seen: wait one loop turn, not the window
-                loop.call_soon(self._flush_if_alone, key, group)
         waiter: asyncio.Future[bytes] = loop.create_future()
         group.items.append(request)
         group.waiters.append(waiter)
@@ -102,17 +100,12 @@ class DynamicBatcher:
             self._flush(key, group)
         return await waiter
 
-    def _flush_if_alone(self, key: Hashable, group: _Group) -> None:
-        if len(group.items) == 1:
-            self._flush(key, group)
-
     def _flush(self, key: Hashable, group: _Group) -> None:
         if self._groups.get(key) is not group:
             return  # already evaluated
         del self._groups[key]
         if group.timer is not None:
             group.timer.cancel()
-        self._last_size = len(group.items)
         self.largest = max(self.largest, len(group.items))
         if len(group.items) > 1:
             self.batched_calls += len(group.items)

@@ -119,6 +119,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         #: Dynamic batching of small concurrent EvaluateLoss calls (``--batch-window-us``; None: off).
         self.batcher = (DynamicBatcher(registry, device, self._limits, batch_window_us)
                         if batch_window_us > 0 else None)
+        #: The progress of the latest EvaluateLossBatch (tests read it).
+        self.last_batch: BatchControl | None = None
         #: Set by add_loss_service: EvaluateLoss may answer with serialized bytes.
         self.replies_as_bytes = False
 
@@ -172,6 +174,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         """Every item's outcome in order (server/rpc/_batch.py), computed on the thread pool. A call
         that ends early (cancelled, past its deadline) stops its batch before the next item."""
         control = control or BatchControl()
+        self.last_batch = control
         try:
             check_batch(request.items, self._batch_limits)
             loop = asyncio.get_running_loop()
