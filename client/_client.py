@@ -240,16 +240,19 @@ class Packed:
 
 def pack_many(
     requests: Sequence[lossd_pb2.EvaluateLossRequest],
-    max_items: int = MANY_BATCH_ITEMS,
-    max_bytes: int = MANY_BATCH_BYTES,
+    max_items: int | None = None,
+    max_bytes: int | None = None,
 ) -> Iterator[Packed]:
     """Consecutive batches of ``requests``, each at most ``max_items`` items and ``max_bytes``
-    bytes (a larger item alone), serialized by framing each item's bytes once.
+    bytes (a larger item alone; defaults :data:`MANY_BATCH_ITEMS`, :data:`MANY_BATCH_BYTES`),
+    serialized by framing each item's bytes once.
 
     >>> reqs = [build_request("mse", [float(x)], [0.0])[0] for x in range(5)]
     >>> [(p.start, p.count) for p in pack_many(reqs, max_items=2)]
     [(0, 2), (2, 2), (4, 1)]
     """
+    max_items = MANY_BATCH_ITEMS if max_items is None else max_items
+    max_bytes = MANY_BATCH_BYTES if max_bytes is None else max_bytes
     pieces: list[bytes | memoryview] = []
     start = size = 0
     for i, request in enumerate(requests):

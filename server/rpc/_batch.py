@@ -41,6 +41,7 @@ from ...v1 import lossd_pb2
 from ..evaluation import StackedEvaluation, evaluate_stacked
 from ..losses import TORCH_DTYPES, Registry
 from ._request import handle_evaluate_bytes, reply_encoding, struct_to_dict
+from ._status import MAX_FIELD_BYTES, MAX_MESSAGE_BYTES, clip
 from ._tensors import payload_array
 
 __all__ = [
@@ -312,11 +313,13 @@ _ERROR = field_number(lossd_pb2.EvaluateLossBatchResult, "error")
 
 def batch_reply(outcomes: Sequence[Outcome]) -> bytes:
     """The serialized ``EvaluateLossBatchResponse``: each reply's bytes framed as they are, each
-    refusal as an ``Error`` (code, message, field)."""
+    refusal as an ``Error`` (code, message, field; clipped as EvaluateLoss clips them)."""
     pieces: list[Buffer] = []
     for outcome in outcomes:
         if isinstance(outcome, FieldError):
-            error = lossd_pb2.Error(code=outcome.code, message=str(outcome), field=outcome.field)
+            field = clip(outcome.field, MAX_FIELD_BYTES)
+            message = clip(outcome.message, MAX_MESSAGE_BYTES)
+            error = lossd_pb2.Error(code=outcome.code, message=f"{field}: {message}" if field else message, field=field)
             body = length_delimited(_ERROR, [error.SerializeToString()])
         else:
             body = length_delimited(_RESPONSE, [outcome])
