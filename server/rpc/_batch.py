@@ -24,6 +24,7 @@ The server refuses a batch over its limits (:class:`BatchLimits`) as a whole, wi
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -169,7 +170,7 @@ def evaluate_batch(
         _evaluate_group(registry, items, members, device, limits, outcomes, control)
     for i in sorted(alone):
         _check(control)
-        outcomes[i] = _one(lambda: handle_evaluate_bytes(registry, items[i], device, limits), i)
+        outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
         control.evaluated += 1
     return [o for o in outcomes if o is not None]
 
@@ -239,7 +240,7 @@ def _evaluate_group(
         payloads = {}
     for i in alone:
         _check(control)
-        outcomes[i] = _one(lambda i=i: handle_evaluate_bytes(registry, items[i], device, limits), i)  # type: ignore[misc]
+        outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
         control.evaluated += 1
     if result is not None:
         encodings = [reply_encoding(items[i], {"raw"}) for i in payloads]
@@ -264,9 +265,9 @@ class _Rows:
     def __init__(self, tensor: torch.Tensor, encoding: str, frame: Callable[[list[Buffer]], list[Buffer]]) -> None:
         name, arr = payload_array(tensor, encoding)
         n = arr.shape[0]
-        self._rows = memoryview(arr.reshape(-1)).cast("B") if arr.size else memoryview(b"")
+        self._rows = arr.reshape(-1).data.cast("B") if arr.size else memoryview(b"")
         self._size = len(self._rows) // n if n else 0
-        pieces = frame(tensor_body(name, arr.shape[1:], arr[:1], encoding))
+        pieces = frame(tensor_body(name, arr.shape[1:], arr[:1], "values" if encoding == "values" else "raw"))
         self._prefix = join(pieces[:-1]) if self._size else join(pieces)
 
     def row(self, i: int) -> list[Buffer]:
