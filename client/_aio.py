@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Literal, TypeVar, overload
@@ -42,9 +43,10 @@ from ._client import (
     ManyRequests,
     Packed,
     batch_outcomes,
+    iter_prepared,
+    kept,
     outcome_by_id,
     pack_many,
-    prepare_many,
     stream_outcome,
 )
 from ._errors import LossdError, Unimplemented, raising_lossd_errors
@@ -159,7 +161,9 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
         """Many evaluations packed in ``EvaluateLossBatch`` calls (two in flight), outcomes in request
         order, like :meth:`Client.evaluate_many <lossd.client.Client.evaluate_many>`:
         ``await c.evaluate_many(items)``."""
-        prepared, flags = prepare_many(requests, as_torch)
+        flags: list[bool] = []
+        prepared: list[lossd_pb2.EvaluateLossRequest] = []  # kept for a server without EvaluateLossBatch
+        source = iter_prepared(requests, as_torch, flags)
         deadline = self.config.deadline(timeout, EVALUATE_LOSS_BATCH.default_deadline)
         ends = None if deadline is None else time.monotonic() + deadline
         call = self._callable(self.channel, EVALUATE_LOSS_BATCH)
@@ -172,7 +176,7 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
 
         try:
             with raising_lossd_errors():
-                for packed in pack_many(prepared):
+                for packed in pack_many(kept(source, prepared)):
                     left = None if ends is None else max(0.0, ends - time.monotonic())
                     in_flight.append((packed, call(packed.body, timeout=left, metadata=self.config.metadata() or None)))
                     if len(in_flight) >= MANY_IN_FLIGHT:
@@ -184,7 +188,8 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
                 raise
             left = None if ends is None else max(0.0, ends - time.monotonic())
             outcome = outcome_by_id(flags, raise_on_error)  # a server before EvaluateLossBatch
-            return [r async for r in self._stream(EVALUATE_LOSS_STREAM, stream_requests(prepared), left, outcome)]
+            rest = stream_requests(itertools.chain(prepared, source))
+            return [r async for r in self._stream(EVALUATE_LOSS_STREAM, rest, left, outcome)]
         finally:
             for _, pending in in_flight:
                 pending.cancel()

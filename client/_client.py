@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from ._jobs import Jobs
 
 __all__ = [
     "Client", "EvaluateResult", "Evaluating", "LossSpecifier", "ManyRequests", "Packed", "batch_outcomes",
-    "build_request", "outcome_by_id", "pack_many", "prepare_many", "stream_outcome", "DEFAULT_TARGET",
+    "build_request", "iter_prepared", "kept", "outcome_by_id", "pack_many", "prepare_many", "stream_outcome", "DEFAULT_TARGET",
     "MANY_BATCH_ITEMS", "MANY_BATCH_BYTES", "MANY_IN_FLIGHT",
 ]
 
@@ -201,20 +202,26 @@ def prepare_many(
     >>> reqs[0].loss, torch_flags
     ('mse', [False])
     """
-    prepared: list[lossd_pb2.EvaluateLossRequest] = []
     flags: list[bool] = []
+    return list(iter_prepared(requests, as_torch, flags)), flags
+
+
+def iter_prepared(
+    requests: ManyRequests, as_torch: bool, flags: list[bool]
+) -> Iterator[lossd_pb2.EvaluateLossRequest]:
+    """:func:`prepare_many` one request at a time (``evaluate_many`` packs a batch while the server
+    computes the previous one), appending each one's torch flag to ``flags``."""
     for i, item in enumerate(requests):
         if isinstance(item, lossd_pb2.EvaluateLossRequest):
-            prepared.append(item)
             flags.append(as_torch)
+            yield item
             continue
         kwargs = dict(item)
         if "loss" not in kwargs:
             raise TypeError(f"requests[{i}]: a dict of evaluate() arguments needs 'loss'")
         request, is_torch = build_request(kwargs.pop("loss"), **kwargs)
-        prepared.append(request)
         flags.append(as_torch or is_torch)
-    return prepared, flags
+        yield request
 
 
 #: ``evaluate_many`` packs at most this many items into one EvaluateLossBatch (the server's
@@ -239,7 +246,7 @@ class Packed:
 
 
 def pack_many(
-    requests: Sequence[lossd_pb2.EvaluateLossRequest],
+    requests: Iterable[lossd_pb2.EvaluateLossRequest],
     max_items: int | None = None,
     max_bytes: int | None = None,
 ) -> Iterator[Packed]:
@@ -254,8 +261,9 @@ def pack_many(
     max_items = MANY_BATCH_ITEMS if max_items is None else max_items
     max_bytes = MANY_BATCH_BYTES if max_bytes is None else max_bytes
     pieces: list[bytes | memoryview] = []
-    start = size = 0
+    start = size = count = 0
     for i, request in enumerate(requests):
+        count = i + 1
         item = length_delimited(_ITEMS, [request.SerializeToString()])
         n = sum(map(len, item))
         if pieces and (i - start >= max_items or size + n > max_bytes):
@@ -264,7 +272,7 @@ def pack_many(
         pieces += item
         size += n
     if pieces:
-        yield Packed(start, len(requests) - start, join(pieces))
+        yield Packed(start, count - start, join(pieces))
 
 
 def batch_outcomes(
@@ -282,6 +290,14 @@ def batch_outcomes(
             raise error
         out.append(error)
     return out
+
+
+def kept(requests: Iterator[lossd_pb2.EvaluateLossRequest],
+          kept: list[lossd_pb2.EvaluateLossRequest]) -> Iterator[lossd_pb2.EvaluateLossRequest]:
+    """``requests``, each also appended to ``kept`` as it goes by."""
+    for request in requests:
+        kept.append(request)
+        yield request
 
 
 class Evaluating(ClientBase, Generic[ResultT]):
@@ -447,7 +463,9 @@ class Client(Evaluating[EvaluateResult], Jobs):
         >>> out[0].value, type(out[1]).__name__, out[1].item  # doctest: +SKIP
         (4.0, 'InvalidArgument', 1)
         """
-        prepared, flags = prepare_many(requests, as_torch)
+        flags: list[bool] = []
+        prepared: list[lossd_pb2.EvaluateLossRequest] = []  # kept for a server without EvaluateLossBatch
+        source = iter_prepared(requests, as_torch, flags)
         deadline = self.config.deadline(timeout, EVALUATE_LOSS_BATCH.default_deadline)
         ends = None if deadline is None else time.monotonic() + deadline
         call = self._callable(self.channel, EVALUATE_LOSS_BATCH)
@@ -460,7 +478,7 @@ class Client(Evaluating[EvaluateResult], Jobs):
 
         try:
             with raising_lossd_errors():
-                for packed in pack_many(prepared):
+                for packed in pack_many(kept(source, prepared)):
                     left = None if ends is None else max(0.0, ends - time.monotonic())
                     in_flight.append((packed, call.future(packed.body, timeout=left,
                                                           metadata=self.config.metadata() or None)))
@@ -473,7 +491,8 @@ class Client(Evaluating[EvaluateResult], Jobs):
                 raise
             left = None if ends is None else max(0.0, ends - time.monotonic())
             outcome = outcome_by_id(flags, raise_on_error)  # a server before EvaluateLossBatch
-            return list(self._stream(EVALUATE_LOSS_STREAM, stream_requests(prepared), left, outcome))
+            rest = itertools.chain(prepared, source)
+            return list(self._stream(EVALUATE_LOSS_STREAM, stream_requests(rest), left, outcome))
         finally:
             for _, future in in_flight:
                 future.cancel()

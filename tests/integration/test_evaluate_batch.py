@@ -274,3 +274,37 @@ def test_the_batch_window_evaluates_concurrent_calls_together_each_as_alone() ->
         gx, gy = torch.autograd.grad(loss, [x, y])
         assert got.value == loss.item(), i
         assert got.grads["y_pred"].tobytes() == gx.numpy().tobytes() and got.grads["y_true"].tobytes() == gy.numpy().tobytes()
+
+
+def test_evaluate_many_falls_back_to_the_stream_on_a_server_without_evaluate_loss_batch() -> None:
+    """A server from before EvaluateLossBatch (its servicer answers UNIMPLEMENTED, as the generated
+    base class does): evaluate_many sends the same items over EvaluateLossStream, same outcomes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lossd.server.losses import REGISTRY
+    from lossd.server.rpc import LossService
+
+    class Older(LossService):
+        EvaluateLossBatch = lossd_pb2_grpc.LossServiceServicer.EvaluateLossBatch  # type: ignore[assignment]
+
+    class Bare:
+        async def start(self) -> None:
+            await self.server.start()
+
+        async def close(self) -> None:
+            await self.server.stop(None)
+
+    async def build() -> Bare:
+        bare = Bare()
+        bare.server = grpc.aio.server()  # type: ignore[attr-defined]
+        lossd_pb2_grpc.add_LossServiceServicer_to_server(
+            Older(REGISTRY, ThreadPoolExecutor(1), torch.device("cpu"), 10**6), bare.server)  # type: ignore[attr-defined]
+        bare.port = bare.server.add_insecure_port("127.0.0.1:0")  # type: ignore[attr-defined]
+        return bare
+
+    items = _many_items(30)
+    with serve_in_thread(build) as port, Client(f"127.0.0.1:{port}") as client:
+        with pytest.raises(Exception) as info:
+            client.channel.unary_unary("/lossd.v1.LossService/EvaluateLossBatch")(b"", timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+        _check_many(client, items, client.evaluate_many(items))
