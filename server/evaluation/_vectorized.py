@@ -15,7 +15,8 @@ caller evaluates the items one by one: an optional input sent (``weight``),
 inputs of different shapes (broadcasting), empty items (the mean of nothing is a NaN
 whose bits torch does not promise), more than :data:`MAX_ITEM_ELEMENTS`
 per item (torch splits a longer full reduction across threads, in another
-order), a ``grad_output``, a loss that raises or warns::
+order), a ``grad_output``, a loss that raises or warns (each item then gets its own
+error or its own warnings)::
 
     >>> import torch
     >>> from lossd.server.losses import REGISTRY
@@ -34,9 +35,10 @@ from typing import Any
 import torch
 
 from ..._wire import FieldError
-from ..losses import LossSpec, Registry
+from ..losses import LossSpec, Registry, strictness
 from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets
 from ._evaluate import Evaluation, call_loss
+from ._warnings import capture
 
 __all__ = ["MAX_ITEM_ELEMENTS", "StackedEvaluation", "evaluate_stacked"]
 
@@ -77,6 +79,7 @@ def evaluate_stacked(
     params: Mapping[str, Any],
     grad_inputs: Sequence[str],
     device: torch.device | None = None,
+    strict: bool = False,
 ) -> StackedEvaluation | None:
     """Evaluate ``n`` items whose inputs are stacked along dimension 0 (``stacked[name][i]`` is
     item ``i``'s tensor): row ``i`` of the result is bit-identical to
@@ -104,21 +107,24 @@ def evaluate_stacked(
         tensors[name] = t
     reduction = kwargs["reduction"]
     try:
-        start = time.perf_counter()
-        with torch.enable_grad():
-            each = call_loss(spec, tensors, {**kwargs, "reduction": "none"})
-            dims = tuple(range(1, each.dim()))
-            if reduction == "none" or not dims:  # 0-d items: mean and sum of one element are the element
-                out = each
-            else:
-                out = each.mean(dim=dims) if reduction == "mean" else each.sum(dim=dims)
-        forward_s = time.perf_counter() - start
-        start = time.perf_counter()
-        found: Sequence[torch.Tensor | None] = (None,) * len(leaves)
-        if leaves and out.requires_grad:
-            found = torch.autograd.grad(out, list(leaves.values()), torch.ones_like(out), allow_unused=True)
-        backward_s = time.perf_counter() - start
+        with capture() as seen, strictness(strict):
+            start = time.perf_counter()
+            with torch.enable_grad():
+                each = call_loss(spec, tensors, {**kwargs, "reduction": "none"})
+                dims = tuple(range(1, each.dim()))
+                if reduction == "none" or not dims:  # 0-d items: mean and sum of one element are the element
+                    out = each
+                else:
+                    out = each.mean(dim=dims) if reduction == "mean" else each.sum(dim=dims)
+            forward_s = time.perf_counter() - start
+            start = time.perf_counter()
+            found: Sequence[torch.Tensor | None] = (None,) * len(leaves)
+            if leaves and out.requires_grad:
+                found = torch.autograd.grad(out, list(leaves.values()), torch.ones_like(out), allow_unused=True)
+            backward_s = time.perf_counter() - start
     except (FieldError, RuntimeError, ValueError, TypeError, IndexError):
+        return None
+    if seen:  # a warning belongs to the items that raised it: evaluate one by one
         return None
     grads = {sent_as[name]: torch.zeros_like(leaf) if g is None else g for (name, leaf), g in zip(leaves.items(), found)}
     return StackedEvaluation(spec, out.detach(), grads, forward_s, backward_s)

@@ -128,7 +128,7 @@ class BatchCancelled(Exception):
 
 def group_key(registry: Registry, item: lossd_pb2.EvaluateLossRequest) -> Hashable | None:
     """What items must share to be evaluated together: loss, params, wanted gradients, input names,
-    dtypes and shapes, ``allow_non_finite``. ``None`` for an item that is evaluated alone (an objective, a
+    dtypes and shapes, ``allow_non_finite`` and ``strict``. ``None`` for an item that is evaluated alone (an objective, a
     ``grad_output``, an unknown loss or one not registered ``vectorized``)."""
     if item.terms or item.parameters or item.HasField("regularization") or item.HasField("grad_output"):
         return None
@@ -140,7 +140,7 @@ def group_key(registry: Registry, item: lossd_pb2.EvaluateLossRequest) -> Hashab
         return None
     tensors = tuple(sorted((name, t.dtype, tuple(t.shape)) for name, t in item.inputs.items()))
     return (spec.name, item.params.SerializeToString(deterministic=True), tuple(item.grad_inputs), tensors,
-            item.allow_non_finite)
+            item.allow_non_finite, item.strict)
 
 
 def evaluate_batch(
@@ -234,7 +234,7 @@ def _evaluate_group(
         if first.allow_non_finite or all(_finite(t) for t in stacked.values()):
             decode_s = (time.perf_counter() - start) / len(payloads)
             result = evaluate_stacked(registry, first.loss, stacked, struct_to_dict(first.params),
-                                      list(first.grad_inputs), device)
+                                      list(first.grad_inputs), device, first.strict)
     if result is None:  # each alone, each with its own refusal if any
         alone = sorted([*alone, *payloads])
         payloads = {}
@@ -267,7 +267,8 @@ class _Rows:
         n = arr.shape[0]
         self._rows = arr.reshape(-1).data.cast("B") if arr.size else memoryview(b"")
         self._size = len(self._rows) // n if n else 0
-        pieces = frame(tensor_body(name, arr.shape[1:], arr[:1], "values" if encoding == "values" else "raw"))
+        pieces = frame(tensor_body(name, tuple(tensor.shape[1:]), arr[:1],
+                                   "values" if encoding == "values" else "raw"))
         self._prefix = join(pieces[:-1]) if self._size else join(pieces)
 
     def row(self, i: int) -> list[Buffer]:
