@@ -20,8 +20,8 @@ from typing import Any, Generic, Literal, TypeVar, overload
 import grpc
 from google.protobuf import struct_pb2
 
-from ..v1 import lossd_pb2
 from .._framing import field_number, join, length_delimited
+from ..v1 import lossd_pb2
 from ._calls import (
     EVALUATE_LOSS,
     EVALUATE_LOSS_BATCH,
@@ -41,9 +41,24 @@ from ._modules import accepted, is_module, module_request, param_value
 from ._warnings import emit_server_warnings
 
 __all__ = [
-    "Client", "EvaluateResult", "Evaluating", "LossSpecifier", "ManyRequests", "Packed", "batch_outcomes",
-    "build_request", "iter_prepared", "kept", "outcome_by_id", "pack_many", "prepare_many", "stream_outcome", "DEFAULT_TARGET",
-    "MANY_BATCH_ITEMS", "MANY_BATCH_BYTES", "MANY_IN_FLIGHT",
+    "Client",
+    "EvaluateResult",
+    "Evaluating",
+    "LossSpecifier",
+    "ManyRequests",
+    "Packed",
+    "batch_outcomes",
+    "build_request",
+    "iter_prepared",
+    "kept",
+    "outcome_by_id",
+    "pack_many",
+    "prepare_many",
+    "stream_outcome",
+    "DEFAULT_TARGET",
+    "MANY_BATCH_ITEMS",
+    "MANY_BATCH_BYTES",
+    "MANY_IN_FLIGHT",
 ]
 
 R = TypeVar("R")

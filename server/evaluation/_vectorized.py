@@ -126,7 +126,9 @@ def evaluate_stacked(
         return None
     if seen:  # a warning belongs to the items that raised it: evaluate one by one
         return None
-    grads = {sent_as[name]: torch.zeros_like(leaf) if g is None else g for (name, leaf), g in zip(leaves.items(), found)}
+    grads = {
+        sent_as[name]: torch.zeros_like(leaf) if g is None else g for (name, leaf), g in zip(leaves.items(), found)
+    }
     return StackedEvaluation(spec, out.detach(), grads, forward_s, backward_s)
 
 

@@ -128,8 +128,8 @@ class BatchCancelled(Exception):
 
 def group_key(registry: Registry, item: lossd_pb2.EvaluateLossRequest) -> Hashable | None:
     """What items must share to be evaluated together: loss, params, wanted gradients, input names,
-    dtypes and shapes, ``allow_non_finite`` and ``strict``. ``None`` for an item that is evaluated alone (an objective, a
-    ``grad_output``, an unknown loss or one not registered ``vectorized``)."""
+    dtypes and shapes, ``allow_non_finite`` and ``strict``. ``None`` for an item that is evaluated
+    alone (an objective, a ``grad_output``, an unknown loss or one not registered ``vectorized``)."""
     if item.terms or item.parameters or item.HasField("regularization") or item.HasField("grad_output"):
         return None
     try:
