@@ -37,7 +37,7 @@ import torch
 
 from ..._framing import Buffer, field_number, join, length_delimited, map_entry, tensor_body, varint
 from ..._settings import env_name, flag_name
-from ..._wire import DTYPES, FieldError, TensorLimits, check_tensors
+from ..._wire import DTYPES, FieldError, TensorLimits, check_tensors, reply_too_large
 from ...v1 import lossd_pb2
 from ..evaluation import StackedEvaluation, evaluate_stacked
 from ..losses import TORCH_DTYPES, Registry
@@ -149,9 +149,11 @@ def evaluate_batch(
     device: torch.device | None = None,
     limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
     control: BatchControl | None = None,
+    max_reply_bytes: int | None = None,
 ) -> list[Outcome]:
     """Every item's outcome, in item order; raises :class:`BatchCancelled` when ``control`` is
-    cancelled midway."""
+    cancelled midway. An item whose reply alone would not fit in ``max_reply_bytes`` (the
+    message limit) answers ``RESOURCE_EXHAUSTED`` instead, as it would in a stream."""
     control = control or BatchControl()
     groups: dict[Hashable, list[int]] = {}
     alone: list[int] = []
@@ -172,7 +174,19 @@ def evaluate_batch(
         _check(control)
         outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
         control.evaluated += 1
+    if max_reply_bytes is not None:
+        outcomes = [_fits(o, max_reply_bytes) for o in outcomes]
     return [o for o in outcomes if o is not None]
+
+
+def _fits(outcome: Outcome | None, limit: int) -> Outcome | None:
+    if isinstance(outcome, bytes) and len(outcome) + _ITEM_FRAMING > limit:
+        return FieldError("", reply_too_large(len(outcome), limit), "RESOURCE_EXHAUSTED")
+    return outcome
+
+
+#: Bytes an item's reply takes in the batch reply besides its own: two tags and two lengths.
+_ITEM_FRAMING = 12
 
 
 def _check(control: BatchControl) -> None:

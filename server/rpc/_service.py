@@ -180,12 +180,13 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
             loop = asyncio.get_running_loop()
             try:
                 outcomes = await loop.run_in_executor(self._executor, evaluate_batch, self._registry, request.items,
-                                                      self._device, self._limits, control)
+                                                      self._device, self._limits, control, self._max_message_bytes)
             finally:
                 control.cancelled.set()  # the call is over, whichever way: no more items
             reply = batch_reply(outcomes)
-            if len(reply) > self._max_message_bytes:
-                raise FieldError("", reply_too_large(len(reply), self._max_message_bytes), "RESOURCE_EXHAUSTED")
+            if len(reply) > self._max_message_bytes:  # each item fits, all together do not
+                raise FieldError("", reply_too_large(len(reply), self._max_message_bytes)
+                                 + "; or send fewer items per batch", "RESOURCE_EXHAUSTED")
             return reply if self.replies_as_bytes else lossd_pb2.EvaluateLossBatchResponse.FromString(reply)
         except FieldError as e:
             await context.abort_with_status(rich_status(e))
