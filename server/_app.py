@@ -74,6 +74,8 @@ class LossdServer:
     limiter: ConcurrencyLimiter
     jobs: JobManager
     observability: Observability | None = None
+    #: The LossService servicer (its dynamic batcher, the progress of its latest batch).
+    loss_service: LossService | None = None
 
     async def start(self) -> None:
         """Start serving (the listener was bound by :func:`create_server`)."""
@@ -142,7 +144,8 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> 
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lossd-eval")
     device = _device(config.device)
     service = LossService(registry, executor, device, config.tensor_limits(),
-                          max_message_bytes=config.max_message_bytes)
+                          max_message_bytes=config.max_message_bytes, batch_limits=config.batch_limits(),
+                          batch_window_us=config.batch_window_us)
     add_loss_service(service, server)  # EvaluateLoss replies go out as framed bytes
 
     health_servicer = health.aio.HealthServicer()
@@ -179,7 +182,7 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> 
     if observability is not None:
         observability.start(config.host)  # the metrics endpoint, if any
     return LossdServer(server, port, config, device, security, executor, health_servicer, gate, limiter, jobs,
-                       observability)
+                       observability, service)
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -381,6 +381,10 @@ class LossSpec:
     domain: tuple[Domain, ...] = ()
     #: Rules of kind (b), as docs/losses.md lists them: always refused.
     refuses: tuple[str, ...] = ()
+    #: Elementwise in its inputs and reduced by a plain mean or sum: items of a batch that share
+    #: params, dtypes and shapes run as one call (EvaluateLossBatch, server/evaluation/_vectorized.py),
+    #: bit-identical to one at a time (tests/unit/test_vectorized.py proves it per loss).
+    vectorized: bool = False
     _by_input: dict[str, Input] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -527,6 +531,7 @@ def register_loss(
     mean_normalizer: MeanNormalizer = "count",
     domain: Sequence[Domain] = (),
     refuses: Sequence[str] = (),
+    vectorized: bool = False,
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a loss function under ``name``.
@@ -538,7 +543,9 @@ def register_loss(
     another objective with ``world_size > 1``): ``batch_coupled`` — the loss of
     a batch is not a mean or sum of per-sample terms (in-batch negatives);
     ``mean_normalizer`` — ``"weight"`` when ``reduction='mean'`` divides by the
-    kept samples' total class weight rather than their count.
+    kept samples' total class weight rather than their count. ``vectorized``: the loss
+    is elementwise and reduced by a plain mean or sum, so a batch of same-shaped items
+    may run as one call (only once tests/unit/test_vectorized.py proves it bit-identical).
     The decorated object is a function ``(inputs..., *, params...) -> Tensor``
     or an ``nn.Module`` subclass (params to ``__init__``, inputs to ``forward``);
     it is returned unchanged. ``domain`` lists the loss's rules of kind (a)
@@ -565,6 +572,7 @@ def register_loss(
             mean_normalizer=mean_normalizer,
             domain=tuple(domain),
             refuses=tuple(refuses),
+            vectorized=vectorized,
         )
         (_TARGET.get() if registry is None else registry).add(spec)
         return fn

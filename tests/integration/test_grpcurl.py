@@ -64,6 +64,7 @@ def test_list_methods(grpcurl):  # type: ignore[no-untyped-def]
     assert {
         "lossd.v1.LossService.EvaluateLoss",
         "lossd.v1.LossService.EvaluateLossStream",
+        "lossd.v1.LossService.EvaluateLossBatch",
         "lossd.v1.LossService.ListLosses",
     } <= set(methods)
 
@@ -100,6 +101,27 @@ def test_seed_call_returns_readable_numbers(grpcurl):  # type: ignore[no-untyped
     assert grad["values"] == x.grad.reshape(-1).tolist()
     assert set(reply["grads"]) == {"input"}
     assert set(reply["timing"]) <= {"decode_ms", "forward_ms", "backward_ms", "encode_ms"}
+
+
+def test_evaluate_loss_batch_from_grpcurl(grpcurl):  # type: ignore[no-untyped-def]
+    """Several evaluations in one call, answered in order; a bad item answers with its own error."""
+    pairs = [([1.0, 2.0], [0.0, 0.0]), ([3.0, -4.0], [0.5, 0.5])]
+    items = [{"loss": "mse", "inputs": {"y_pred": {"dtype": "float32", "shape": [2], "values": p},
+                                        "y_true": {"dtype": "float32", "shape": [2], "values": t}}} for p, t in pairs]
+    items.insert(1, {"loss": "no_such_loss"})
+    items.append(json.loads(SEED_REQUEST))
+    reply = json.loads(_ok(grpcurl("-d", json.dumps({"items": items}), "{addr}",
+                                   "lossd.v1.LossService/EvaluateLossBatch")))
+    results = reply["results"]
+    assert [next(iter(r)) for r in results] == ["response", "error", "response", "response"]
+    assert results[1]["error"]["code"] == "NOT_FOUND" and results[1]["error"]["field"] == "loss"
+    for (p, t), r in zip(pairs, (results[0], results[2])):
+        x = torch.tensor(p, requires_grad=True)
+        loss = F.mse_loss(x, torch.tensor(t))
+        (grad,) = torch.autograd.grad(loss, [x])
+        assert r["response"]["value"] == loss.item()
+        assert r["response"]["grads"]["y_pred"]["values"] == grad.tolist()
+    assert round(results[3]["response"]["value"], 4) == 0.5493
 
 
 def test_request_on_stdin(grpcurl):  # type: ignore[no-untyped-def]

@@ -184,6 +184,26 @@ class EvaluateLossStreamResponse(_message.Message):
     error: Error
     def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[EvaluateLossResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
 
+class EvaluateLossBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[EvaluateLossRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[EvaluateLossRequest, _Mapping]]] = ...) -> None: ...
+
+class EvaluateLossBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[EvaluateLossBatchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[EvaluateLossBatchResult, _Mapping]]] = ...) -> None: ...
+
+class EvaluateLossBatchResult(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: EvaluateLossResponse
+    error: Error
+    def __init__(self, response: _Optional[_Union[EvaluateLossResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
 class Error(_message.Message):
     __slots__ = ("code", "message", "field")
     CODE_FIELD_NUMBER: _ClassVar[int]
