@@ -77,6 +77,8 @@ class LossdServer:
     limiter: ConcurrencyLimiter
     jobs: JobManager
     observability: Observability | None = None
+    #: The LossService servicer (its dynamic batcher, the progress of its latest batch).
+    loss_service: LossService | None = None
 
     async def start(self) -> None:
         """Start serving (the listener was bound by :func:`create_server`)."""
@@ -147,9 +149,10 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> 
                                       observability=observability.interceptor if observability else None)
     server = grpc.aio.server(options=options, interceptors=interceptors)
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lossd-eval")
-    device = resolve_device(config.device)
+    device = _device(config.device)
     service = LossService(registry, executor, device, config.tensor_limits(),
-                          max_message_bytes=config.max_message_bytes)
+                          max_message_bytes=config.max_message_bytes, batch_limits=config.batch_limits(),
+                          batch_window_us=config.batch_window_us)
     add_loss_service(service, server)  # EvaluateLoss replies go out as framed bytes
 
     health_servicer = health.aio.HealthServicer()
@@ -174,6 +177,7 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> 
     except RuntimeError:  # grpc: "Failed to bind to address ..."
         port = 0
     if port == 0:
+        executor.shutdown(wait=False)
         raise ConfigError(f"cannot listen on {address}: {_why_not_bindable(config.host, config.port)}")
     # Training: the job store under data_dir, unfinished jobs resumed, workers outside the serving path.
     jobs = await add_training_service(server, config.training(), registry, executor)
@@ -187,7 +191,23 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> 
     if observability is not None:
         observability.start(config.host)  # the metrics endpoint, if any
     return LossdServer(server, port, config, device, security, executor, health_servicer, gate, limiter, jobs,
-                       observability)
+                       observability, service)
+
+
+def _device(name: str) -> torch.device:
+    """The ``--device`` to compute on, refused (``SettingError``) when torch cannot use it here."""
+    try:
+        device = resolve_device(name)
+        if device.type == "cuda" and torch.cuda.is_available() and (device.index or 0) >= torch.cuda.device_count():
+            raise RuntimeError(f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+        torch.empty(0, device=device)
+    # torch refuses by RuntimeError, NotImplementedError (a backend without the op), or an
+    # AssertionError ("Torch not compiled with CUDA enabled")
+    except (RuntimeError, NotImplementedError, AssertionError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]  # torch's first sentence
+        raise SettingError(f"--device {name} (env LOSSD_DEVICE): torch cannot use it here ({why}); "
+                           "use auto or cpu") from None
+    return device
 
 
 def _why_not_bindable(host: str, port: int, probe: bool = False) -> str:

@@ -42,6 +42,7 @@ from ._connections import DEFAULT_KEEPALIVE_TIME_S, DEFAULT_KEEPALIVE_TIMEOUT_S,
 from ._logging import LOG_FORMATS
 from ._security import Security, resolve_security
 from .interceptors import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONCURRENT_STREAMS
+from .rpc import DEFAULT_BATCH_WINDOW_US, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, BatchLimits
 from .training import TrainingConfig, TrainingLimits
 
 __all__ = ["GROUPS", "SETTING", "SETTINGS", "ServerConfig", "build_parser", "config_from_args"]
@@ -76,6 +77,15 @@ SETTINGS: tuple[Setting[Any], ...] = (
             "constant loss inputs", "--max-tensors"),
     Setting("max_terms", "LOSSD_MAX_TERMS", int, DEFAULT_MAX_TERMS, "most terms in one composite objective",
             "--max-terms"),
+    # -- EvaluateLossBatch and dynamic batching (server/rpc/_batch.py, _batching.py; docs/performance.md) --
+    Setting("max_batch_items", "LOSSD_MAX_BATCH_ITEMS", int, DEFAULT_MAX_BATCH_ITEMS,
+            "most items in one EvaluateLossBatch", "--max-batch-items"),
+    Setting("max_batch_bytes", "LOSSD_MAX_BATCH_BYTES", int, DEFAULT_MAX_BATCH_BYTES,
+            "most tensor bytes in one EvaluateLossBatch, all items together", "--max-batch-bytes"),
+    Setting("batch_window_us", "LOSSD_BATCH_WINDOW_US", int, DEFAULT_BATCH_WINDOW_US,
+            "microseconds a small EvaluateLoss call of a vectorized loss may wait for compatible concurrent "
+            "calls to be evaluated with them (dynamic batching); 0 turns it off", "--batch-window-us",
+            metavar="US"),
     Setting("reflection", "LOSSD_REFLECTION", parse_bool, True, "turn off server reflection", "--no-reflection"),
     Setting("grace_s", "LOSSD_GRACE_S", float, 10.0, "seconds to drain in-flight calls on shutdown", "--grace"),
     Setting("plugins", "LOSSD_PLUGINS", str, "all",
@@ -178,6 +188,9 @@ class ServerConfig:
     max_request_elements: int = _from_table("max_request_elements")
     max_tensors: int = _from_table("max_tensors")
     max_terms: int = _from_table("max_terms")
+    max_batch_items: int = _from_table("max_batch_items")
+    max_batch_bytes: int = _from_table("max_batch_bytes")
+    batch_window_us: int = _from_table("batch_window_us")
     reflection: bool = _from_table("reflection")
     grace_s: float = _from_table("grace_s")
     plugins: str = _from_table("plugins")
@@ -219,6 +232,10 @@ class ServerConfig:
     def tensor_limits(self) -> TensorLimits:
         """The size limits on one request's tensors."""
         return TensorLimits(self.max_tensor_elements, self.max_request_elements, self.max_tensors, self.max_terms)
+
+    def batch_limits(self) -> BatchLimits:
+        """The limits on one EvaluateLossBatch."""
+        return BatchLimits(self.max_batch_items, self.max_batch_bytes)
 
     def training(self) -> TrainingConfig:
         """The training part of the settings."""

@@ -1,7 +1,7 @@
 """Prometheus metrics of a lossd server, served over HTTP on their own port.
 
 Off by default; ``lossd serve --metrics-port 9464`` (env ``LOSSD_METRICS_PORT``)
-turns them on and needs ``pip install 'lossd[metrics]'`` (prometheus-client).
+turns them on and needs prometheus-client (``pip install '.[metrics]'`` in the lossd clone).
 Each server gets its own registry, so several servers in one process (tests)
 do not mix their numbers.
 
@@ -55,11 +55,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import __version__
+from .._settings import SettingError
 from ..v1 import training_pb2
 
 __all__ = ["METRICS_EXTRA_HINT", "Metrics", "set_jobs_by_state", "add_job_steps"]
 
-METRICS_EXTRA_HINT = "metrics need prometheus-client: pip install 'lossd[metrics]'"
+METRICS_EXTRA_HINT = ("--metrics-port (env LOSSD_METRICS_PORT): metrics need prometheus-client, which is not "
+                      "installed: pip install prometheus-client (or pip install '.[metrics]' in the lossd clone)")
 
 #: Latency buckets in seconds: sub-millisecond evaluations up to minutes-long job streams.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -82,7 +84,7 @@ class Metrics:
         try:
             import prometheus_client as prom
         except ModuleNotFoundError as e:
-            raise RuntimeError(METRICS_EXTRA_HINT) from e
+            raise SettingError(METRICS_EXTRA_HINT) from e
         self._prom = prom
         self.registry = prom.CollectorRegistry(auto_describe=True)
         r = self.registry

@@ -50,6 +50,7 @@ _SAME_SHAPE = same_shape()
     example=_pair,
     domain=(_SAME_SHAPE,),
     refuses=("shapes that do not broadcast, a weight shaped unlike the input (torch's own errors)",),
+    vectorized=True,
 )
 def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str) -> torch.Tensor:
     r"""``l_i = w_i |x_i - y_i|`` (``w_i = 1`` without weight).
@@ -71,6 +72,7 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | No
     example=_pair,
     domain=(_SAME_SHAPE,),
     refuses=("shapes that do not broadcast, a weight shaped unlike the input (torch's own errors)",),
+    vectorized=True,
 )
 def mse_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str) -> torch.Tensor:
     r"""``l_i = w_i (x_i - y_i)^2`` (``w_i = 1`` without weight).

@@ -42,11 +42,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ..._settings import flag_name
+from ..._settings import SettingError, flag_name
 from ..._wire import FieldError, reply_encoding
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
-from .._security import ConfigError
 from ..losses import Registry
 from ..rpc import decode_tensor, encode_tensor
 from ._checkpoint import DISK_FULL, disk_full, remove_checkpoint
@@ -134,8 +133,8 @@ class _DataDirLock:
             self._file.seek(0)
             holder = self._file.read().strip() or "another process"
             self._file.close()
-            raise ConfigError(f"data directory {data_dir} is in use by another lossd server ({holder}); "
-                              "give each server its own --data-dir (LOSSD_DATA_DIR)") from None
+            raise SettingError(f"--data-dir {data_dir} (env LOSSD_DATA_DIR): is in use by another lossd server "
+                               f"({holder}); give each server its own --data-dir") from None
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"pid {os.getpid()}\n")
@@ -153,9 +152,13 @@ class JobManager:
         self._registry = registry
         self._executor = executor
         data_dir = Path(config.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        (data_dir / "checkpoints").mkdir(exist_ok=True)
-        self._lock_file = _DataDirLock(data_dir)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            (data_dir / "checkpoints").mkdir(exist_ok=True)
+            self._lock_file = _DataDirLock(data_dir)
+        except OSError as e:
+            raise SettingError(f"--data-dir {data_dir} (env LOSSD_DATA_DIR): cannot use it as the data directory "
+                               f"({e.strerror or e}); give a folder this user can create and write") from None
         self._checkpoints = data_dir / "checkpoints"
         self.store = JobStore(data_dir / "jobs.sqlite3")
         self._rdzv_store = _rendezvous_store(config.rdzv_endpoint) if config.rdzv_endpoint else None

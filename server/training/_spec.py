@@ -524,7 +524,8 @@ def plan_job(
     _check_tensor_limits(request, limits)
     model = _model(request, limits)
     if request.epochs < 1:
-        raise FieldError("epochs", f"is {request.epochs}; must be >= 1")
+        raise FieldError("epochs", f"is {request.epochs}{' (not set)' if request.epochs == 0 else ''}; must be >= 1: "
+                         "how many passes over the training data, e.g. \"epochs\": 10")
     if request.epochs > limits.max_epochs:
         raise _limit("epochs", "epochs", request.epochs, limits.max_epochs, "max_epochs")
     if request.batch_size < 0:

@@ -44,5 +44,5 @@ def test_a_busy_address_and_a_locked_data_dir_exit_2_with_one_line(tmp_path: Pat
         assert locked.returncode == 2, locked
         assert len(lines) == 1, lines
         assert "is in use by another lossd server" in lines[0] and f"pid {served.proc.pid}" in lines[0], lines
-        assert lines[0].startswith("lossd serve: error: data directory"), lines
+        assert lines[0].startswith("lossd serve: error: --data-dir "), lines
         assert served.proc.poll() is None  # the first server goes on
