@@ -43,7 +43,7 @@ __all__ = ["INLINE_PARSE_BYTES", "LargeRequests", "TENSOR_METHODS", "Unparsed", 
 INLINE_PARSE_BYTES = 64 * 1024
 #: Methods whose requests carry tensors (up to --max-message-bytes).
 TENSOR_METHODS = frozenset({"/lossd.v1.LossService/EvaluateLoss", "/lossd.v1.LossService/EvaluateLossStream",
-                            "/lossd.v1.TrainingService/TrainJob"})
+                            "/lossd.v1.LossService/EvaluateLossBatch", "/lossd.v1.TrainingService/TrainJob"})
 #: The request message of each of lossd's methods, by path.
 _REQUESTS: dict[str, Descriptor] = {f"/{s.full_name}/{m.name}": m.input_type for s in SERVICES for m in s.methods}
 

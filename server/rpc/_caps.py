@@ -42,6 +42,9 @@ MAX_ITEMS = 1024
 ITEM_CAPS = {
     "lossd.v1.OptimizerSpec.param_groups": 64,
     "lossd.v1.ParamGroup.patterns": 256,  # as regularization's include/exclude (server/evaluation/_objective.py)
+    # a batch's items are bounded by --max-batch-items (RESOURCE_EXHAUSTED naming it: rpc/_batch.py),
+    # each item by the caps above; the walk is linear in the bytes received
+    "lossd.v1.EvaluateLossBatchRequest.items": 2**31 - 1,
 }
 
 #: Most wire fields :func:`check_wire` reads (about half a second of Python, which lets other threads
