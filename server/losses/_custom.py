@@ -87,6 +87,7 @@ def _overlap_example(dt: torch.dtype) -> dict[str, object]:
     description="1 - Dice coefficient (2|X∩Y| / (|X|+|Y|)), averaged over classes.",
     source="lossd (segmentation_models_pytorch DiceLoss formula)",
     example=_overlap_example,
+    refuses=("an empty batch", "multiclass: input without a class dimension (N, C, *), non-integer targets, targets not shaped (N, *), class indices outside [0, C)", "binary/multilabel: a target shaped unlike the input, mask values outside [0, 1]", "from_logits=false: probabilities outside [0, 1]"),
 )
 def dice_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float) -> torch.Tensor:
     """Per class ``1 - (2*I + smooth) / max(P + T + smooth, eps)``, mean over classes;
@@ -104,6 +105,7 @@ def dice_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logi
     description="1 - Jaccard index (|X∩Y| / |X∪Y|, soft IoU), averaged over classes.",
     source="lossd (segmentation_models_pytorch JaccardLoss formula)",
     example=_overlap_example,
+    refuses=("an empty batch", "multiclass: input without a class dimension (N, C, *), non-integer targets, targets not shaped (N, *), class indices outside [0, C)", "binary/multilabel: a target shaped unlike the input, mask values outside [0, 1]", "from_logits=false: probabilities outside [0, 1]"),
 )
 def jaccard_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float) -> torch.Tensor:
     """Per class ``1 - (I + smooth) / max(P + T - I + smooth, eps)``, mean over classes."""
@@ -124,6 +126,7 @@ def jaccard_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_l
     description="(1 - Tversky index)^gamma with FP weight alpha, FN weight beta; alpha=beta=0.5 is Dice.",
     source="lossd (segmentation_models_pytorch TverskyLoss formula)",
     example=_overlap_example,
+    refuses=("an empty batch", "multiclass: input without a class dimension (N, C, *), non-integer targets, targets not shaped (N, *), class indices outside [0, C)", "binary/multilabel: a target shaped unlike the input, mask values outside [0, 1]", "from_logits=false: probabilities outside [0, 1]"),
 )
 def tversky_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float,
                  alpha: float, beta: float, gamma: float) -> torch.Tensor:
@@ -158,6 +161,7 @@ def _quantile_example(dt: torch.dtype) -> dict[str, object]:
     description="Pinball loss max(q*(y - ŷ), (q - 1)*(y - ŷ)) for one or several quantiles.",
     source="lossd (quantile regression)",
     example=_quantile_example,
+    refuses=("one quantile: an input shaped unlike the target", "several: an input not shaped (*target.shape, Q)", "quantile levels outside (0, 1)"),
 )
 def quantile_loss(input: torch.Tensor, target: torch.Tensor, *, quantiles: list[float], reduction: str) -> torch.Tensor:
     """``e = target - input``; per element ``max(q * e, (q - 1) * e)``. With several quantiles
@@ -190,6 +194,7 @@ def _pair_example(dt: torch.dtype) -> dict[str, object]:
     description="log(cosh(input - target)): quadratic near 0, linear far away; overflow-free.",
     source="lossd",
     example=_pair_example,
+    refuses=("an input shaped unlike the target",),
 )
 def log_cosh_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str) -> torch.Tensor:
     """``log(cosh(x))`` computed as ``|x| + softplus(-2|x|) - log 2`` (no overflow for large x)."""
@@ -226,6 +231,7 @@ def _info_nce_example(dt: torch.dtype) -> dict[str, object]:
     description="InfoNCE contrastive loss on L2-normalised embeddings (in-batch negatives by default).",
     source="lossd (van den Oord et al. 2018; info-nce-pytorch conventions)",
     example=_info_nce_example,
+    refuses=("a query not (N, D) or with no rows", "a positive_key shaped unlike the query", "negative_keys not (M, D) (unpaired) or (N, M, D) (paired)", "temperature <= 0"),
 )
 def info_nce_loss(query: torch.Tensor, positive_key: torch.Tensor, negative_keys: torch.Tensor | None, *,
                   temperature: float, reduction: str, negative_mode: str) -> torch.Tensor:

@@ -269,6 +269,7 @@ def triplet_margin_loss(
     notes="torch takes any callable as distance_function; lossd never runs client code, so it "
     "offers a fixed set of named distances implemented on the server.",
     example=_triplet_example,
+    refuses=("margin <= 0 (torch's own error)", "a distance other than the named ones (lossd never runs client code)", "shapes torch cannot match (torch's own error)"),
 )
 def triplet_margin_with_distance_loss(
     anchor: torch.Tensor,
@@ -319,6 +320,7 @@ def _pair_example(dt: torch.dtype) -> dict[str, object]:
     notes="Not a loss: the output is the similarity tensor (dim squeezed), not reduced; send "
     "grad_output for a vector-Jacobian product.",
     example=lambda dt: {**_pair_example(dt), "params": {"dim": 0}},
+    refuses=("dim outside the inputs' dimensions, eps < 0, shapes that do not broadcast (torch's own errors)",),
 )
 def cosine_similarity(x1: torch.Tensor, x2: torch.Tensor, *, dim: int, eps: float) -> torch.Tensor:
     r"""``x1 . x2 / max(||x1||_2 * ||x2||_2, eps)`` along ``dim``.

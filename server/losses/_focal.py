@@ -66,6 +66,7 @@ def _binary_example(dt: torch.dtype) -> dict[str, object]:
     description="Focal loss on probabilities (the seed's FocalLoss): alpha_t * (1 - p_t)^gamma * BCE.",
     source="lossd (seed's FocalLoss)",
     example=_binary_example,
+    refuses=("an input shaped unlike the target", "probabilities or labels outside [0, 1]", "alpha outside [0, 1], gamma < 0"),
 )
 def binary_focal_loss(input: torch.Tensor, target: torch.Tensor, *, gamma: float, alpha: float, reduction: str) -> torch.Tensor:
     """``bce = BCE(input, target)``, ``p_t = t*p + (1-t)*(1-p)``,
@@ -105,6 +106,7 @@ def _sigmoid_example(dt: torch.dtype) -> dict[str, object]:
     description="Focal loss on logits (torchvision.ops.sigmoid_focal_loss; RetinaNet).",
     source="torchvision.ops.sigmoid_focal_loss (formula)",
     example=_sigmoid_example,
+    refuses=("an input shaped unlike the target", "labels outside [0, 1]", "alpha > 1, gamma < 0"),
 )
 def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float, gamma: float, reduction: str) -> torch.Tensor:
     """``ce = BCEWithLogits(x, t)``, ``p = sigmoid(x)``, ``p_t = p*t + (1-p)*(1-t)``;
@@ -152,6 +154,7 @@ def _softmax_example(dt: torch.dtype) -> dict[str, object]:
     description="Multi-class focal loss on logits: -alpha[t] * (1 - p_t)^gamma * log p_t.",
     source="lossd (Lin et al. 2017, softmax form)",
     example=_softmax_example,
+    refuses=("an input without a class dimension (N, C, *)", "targets not shaped (N, *)", "class indices outside [0, C) other than ignore_index", "an alpha not shaped (C)", "gamma < 0"),
 )
 def softmax_focal_loss(
     input: torch.Tensor, target: torch.Tensor, alpha: torch.Tensor | None, *, gamma: float, ignore_index: int, reduction: str
