@@ -14,8 +14,6 @@ from ._aio import AsyncClient
 from ._client import Client, EvaluateResult, build_request
 from ._codec import decode, encode
 from ._config import DEFAULT_TARGET, DEFAULT_TIMEOUT, ClientConfig
-from ._training import Progress, TrainResult, load_spec
-from ._warnings import ServerWarning
 from ._errors import (
     Cancelled,
     DeadlineExceeded,
@@ -31,6 +29,8 @@ from ._errors import (
     Unavailable,
     Unimplemented,
 )
+from ._training import Progress, TrainResult, load_spec
+from ._warnings import ServerWarning
 
 __all__ = [
     "DEFAULT_TARGET",

@@ -53,7 +53,16 @@ _SERVER_EXTRA_MODULES = {"torch", "grpc_health", "grpc_reflection"}
 _SERVER_EXTRA_HINT = "lossd serve needs the server extra: pip install 'lossd[server]'"
 
 #: Global options that take a value (``_split_command`` skips them).
-_VALUE_OPTIONS = ("--target", "--timeout", "--token", "--token-file", "--ca-file", "--cert-file", "--key-file", "--server-name")
+_VALUE_OPTIONS = (
+    "--target",
+    "--timeout",
+    "--token",
+    "--token-file",
+    "--ca-file",
+    "--cert-file",
+    "--key-file",
+    "--server-name",
+)
 
 
 class CliError(Exception):
@@ -84,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file holding the bearer token (env LOSSD_TOKEN_FILE)")
     parser.add_argument("--tls", action="store_true", default=None,
                         help="use TLS with the system's root certificates (env LOSSD_TLS=1)")
-    parser.add_argument("--ca-file", default=None, help="PEM CA bundle to verify the server; implies TLS (env LOSSD_CA_FILE)")
+    parser.add_argument(
+        "--ca-file", default=None, help="PEM CA bundle to verify the server; implies TLS (env LOSSD_CA_FILE)"
+    )
     parser.add_argument("--cert-file", default=None, help="PEM client certificate for mTLS (env LOSSD_CERT_FILE)")
     parser.add_argument("--key-file", default=None, help="PEM client private key for mTLS (env LOSSD_KEY_FILE)")
     parser.add_argument("--server-name", default=None,

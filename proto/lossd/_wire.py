@@ -301,7 +301,7 @@ def check_tensors(
     ...               TensorLimits(max_request_elements=5))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    lossd._wire.FieldError: inputs.target: ... the server's limit is 5 elements per request (--max-request-elements, ...)
+    lossd._wire.FieldError: inputs.target: ... limit is 5 elements per request (--max-request-elements, ...)
     """
     limits = TensorLimits.of(limits if limits is not None else TensorLimits())
     if terms > limits.max_terms:

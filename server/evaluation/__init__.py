@@ -14,9 +14,18 @@ decoded tensors::
 
 from __future__ import annotations
 
-from ._binding import DEPRECATED_PARAMS, HasParams, bind_inputs, bind_params, grad_targets, has_grad, legacy_reduction, params_from_tensors, split_scalars
+from ._binding import (
+    DEPRECATED_PARAMS,
+    HasParams,
+    bind_inputs,
+    bind_params,
+    grad_targets,
+    has_grad,
+    legacy_reduction,
+    params_from_tensors,
+    split_scalars,
+)
 from ._evaluate import Evaluation, call_backward, call_loss, evaluate, resolve_device
-from ._warnings import capture as capture_warnings
 from ._objective import (
     MAX_PATTERNS,
     Regularization,
@@ -26,6 +35,7 @@ from ._objective import (
     covered_parameters,
     evaluate_objective,
 )
+from ._warnings import capture as capture_warnings
 
 __all__ = [
     "DEPRECATED_PARAMS",

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
+from torch.nn import _reduction
 
 from ..._wire import FieldError
 from ..losses import WIRE_NAMES, LossSpec, Param
@@ -95,9 +96,9 @@ def legacy_reduction(spec: LossSpec, params: Mapping[str, Any]) -> dict[str, Any
         return dict(params)
     for name, value in legacy.items():
         if value is not None and not isinstance(value, bool):
-            raise FieldError(f"params.{name}", f"must be true, false or null, got {value!r} ({DEPRECATED_PARAMS[name]})")
-    from torch.nn import _reduction
-
+            raise FieldError(
+                f"params.{name}", f"must be true, false or null, got {value!r} ({DEPRECATED_PARAMS[name]})"
+            )
     rest = {k: v for k, v in params.items() if k not in legacy}
     rest["reduction"] = _reduction.legacy_get_string(legacy.get("size_average"), legacy.get("reduce"))
     return rest
@@ -229,7 +230,9 @@ def grad_targets(
             raise FieldError(field, f"{sent!r} is not an input of this request; sent: {', '.join(sent_as.values())}")
         if not i.differentiable:
             diff = [x.name for x in spec.inputs if x.differentiable]
-            raise FieldError(field, f"input {sent!r} of {spec.name} is not differentiable; differentiable: {', '.join(diff)}")
+            raise FieldError(
+                field, f"input {sent!r} of {spec.name} is not differentiable; differentiable: {', '.join(diff)}"
+            )
         t = tensors[i.name]
         if not has_grad(t):
             raise FieldError(field, f"input {sent!r} has dtype {WIRE_NAMES.get(t.dtype, str(t.dtype))} and cannot "

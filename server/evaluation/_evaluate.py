@@ -23,7 +23,14 @@ import torch
 from ..._wire import FieldError
 from ..losses import WIRE_NAMES, LossSpec, Registry, strictness
 from ._binding import (
-    DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets, has_grad, legacy_reduction, params_from_tensors, split_scalars,
+    DEPRECATED_PARAMS,
+    bind_inputs,
+    bind_params,
+    grad_targets,
+    has_grad,
+    legacy_reduction,
+    params_from_tensors,
+    split_scalars,
 )
 from ._warnings import capture
 

@@ -276,4 +276,6 @@ def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Te
         if not t.is_floating_point():
             raise FieldError(f"parameters.{name}", "must have a floating-point dtype")
     if (reg.l1 or reg.l2) and not covered_parameters(parameters, reg):
-        raise FieldError("regularization.include", f"covers none of the parameters sent ({', '.join(sorted(parameters))})")
+        raise FieldError(
+            "regularization.include", f"covers none of the parameters sent ({', '.join(sorted(parameters))})"
+        )

@@ -11,9 +11,9 @@ from . import _classification, _custom, _embedding, _focal, _projection, _regres
 from ._dtypes import TORCH_DTYPES, WIRE_NAMES
 from ._registry import (
     REDUCTION,
+    REGISTRY,
     Domain,
     DomainWarning,
-    REGISTRY,
     Input,
     InputRole,
     LossError,

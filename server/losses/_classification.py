@@ -106,11 +106,22 @@ _IGNORE_INDEX = Param("ignore_index", "int", -100,
     mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
     aliases=("CrossEntropyLoss", "ce", "softmax_cross_entropy"),
     inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",),
-              doc="unnormalized logits, (C), (N, C) or (N, C, d1, ..., dK)"),
-        Input("target", "target", kind="float|int", differentiable=True, aliases=("y_true",),
-              doc="class indices (int, shape (), (N) or (N, d1, ..., dK)) or class probabilities "
-                  "(float in [0, 1], same shape as input)"),
+        Input(
+            "input",
+            "prediction",
+            differentiable=True,
+            aliases=("y_pred",),
+            doc="unnormalized logits, (C), (N, C) or (N, C, d1, ..., dK)",
+        ),
+        Input(
+            "target",
+            "target",
+            kind="float|int",
+            differentiable=True,
+            aliases=("y_true",),
+            doc="class indices (int, shape (), (N) or (N, d1, ..., dK)) or class probabilities "
+            "(float in [0, 1], same shape as input)",
+        ),
         Input("weight", "class weight", required=False, doc="rescaling weight per class, shape (C)"),
     ),
     params=(
@@ -121,7 +132,7 @@ _IGNORE_INDEX = Param("ignore_index", "int", -100,
     description="Cross entropy between logits and class indices or class probabilities.",
     source="torch.nn.functional.cross_entropy",
     notes="ignore_index applies to class-index targets only (torch refuses it with probability targets). "
-          "With class-index targets the weighted 'mean' divides by the sum of the targets' weights.",
+    "With class-index targets the weighted 'mean' divides by the sum of the targets' weights.",
     example=_ce_example,
     domain=(_CE_PROBS, SMOOTHING),
     refuses=(_CLASS_INDEX, "a weight not shaped (C)", "probability targets shaped unlike the input"),
@@ -209,9 +220,16 @@ def _bce_example(dt: torch.dtype) -> dict[str, object]:
     "binary_cross_entropy",
     aliases=("BCELoss", "bce"),
     inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="probabilities in [0, 1], any shape"),
-        Input("target", "target", differentiable=True, aliases=("y_true",),
-              doc="labels or probabilities in [0, 1], same shape as input"),
+        Input(
+            "input", "prediction", differentiable=True, aliases=("y_pred",), doc="probabilities in [0, 1], any shape"
+        ),
+        Input(
+            "target",
+            "target",
+            differentiable=True,
+            aliases=("y_true",),
+            doc="labels or probabilities in [0, 1], same shape as input",
+        ),
         Input("weight", "element weight", required=False, doc="rescaling weight, broadcastable to the input's shape"),
     ),
     params=(REDUCTION,),

@@ -43,6 +43,16 @@ def _overlap_params(*extra: Param) -> tuple[Param, ...]:
     )
 
 
+#: What dice, jaccard and tversky refuse (kind b): inputs outside the losses' definition.
+_OVERLAP_REFUSES = (
+    "an empty batch",
+    "multiclass: input without a class dimension (N, C, *), non-integer targets, targets not shaped (N, *), "
+    "class indices outside [0, C)",
+    "binary/multilabel: a target shaped unlike the input, mask values outside [0, 1]",
+    "from_logits=false: probabilities outside [0, 1]",
+)
+
+
 def _overlap_stats(input: torch.Tensor, target: torch.Tensor, mode: str, from_logits: bool
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per class: (intersection, sum of probabilities, sum of targets), summed over batch and space."""
@@ -65,7 +75,9 @@ def _overlap_stats(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
         if mode == "binary" or input.dim() == 1:
             probs, onehot = probs.reshape(probs.shape[0], 1, -1), onehot.reshape(onehot.shape[0], 1, -1)
     if not from_logits:
-        require(((input >= 0) & (input <= 1)).all(), "inputs.input", "probabilities must lie in [0, 1] (from_logits=false)")
+        require(
+            ((input >= 0) & (input <= 1)).all(), "inputs.input", "probabilities must lie in [0, 1] (from_logits=false)"
+        )
     probs = probs.reshape(probs.shape[0], probs.shape[1], -1)
     onehot = onehot.reshape(onehot.shape[0], onehot.shape[1], -1)
     dims = (0, 2)
@@ -87,9 +99,11 @@ def _overlap_example(dt: torch.dtype) -> dict[str, object]:
     description="1 - Dice coefficient (2|X∩Y| / (|X|+|Y|)), averaged over classes.",
     source="lossd (segmentation_models_pytorch DiceLoss formula)",
     example=_overlap_example,
-    refuses=("an empty batch", "multiclass: input without a class dimension (N, C, *), non-integer targets, targets not shaped (N, *), class indices outside [0, C)", "binary/multilabel: a target shaped unlike the input, mask values outside [0, 1]", "from_logits=false: probabilities outside [0, 1]"),
+    refuses=_OVERLAP_REFUSES,
 )
-def dice_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float) -> torch.Tensor:
+def dice_loss(
+    input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float
+) -> torch.Tensor:
     """Per class ``1 - (2*I + smooth) / max(P + T + smooth, eps)``, mean over classes;
     I, P, T sum over batch and spatial dims."""
     inter, p, t = _overlap_stats(input, target, mode, from_logits)
@@ -105,9 +119,11 @@ def dice_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logi
     description="1 - Jaccard index (|X∩Y| / |X∪Y|, soft IoU), averaged over classes.",
     source="lossd (segmentation_models_pytorch JaccardLoss formula)",
     example=_overlap_example,
-    refuses=("an empty batch", "multiclass: input without a class dimension (N, C, *), non-integer targets, targets not shaped (N, *), class indices outside [0, C)", "binary/multilabel: a target shaped unlike the input, mask values outside [0, 1]", "from_logits=false: probabilities outside [0, 1]"),
+    refuses=_OVERLAP_REFUSES,
 )
-def jaccard_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float) -> torch.Tensor:
+def jaccard_loss(
+    input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float
+) -> torch.Tensor:
     """Per class ``1 - (I + smooth) / max(P + T - I + smooth, eps)``, mean over classes."""
     inter, p, t = _overlap_stats(input, target, mode, from_logits)
     score = (inter + smooth) / (p + t - inter + smooth).clamp_min(eps)
@@ -126,7 +142,7 @@ def jaccard_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_l
     description="(1 - Tversky index)^gamma with FP weight alpha, FN weight beta; alpha=beta=0.5 is Dice.",
     source="lossd (segmentation_models_pytorch TverskyLoss formula)",
     example=_overlap_example,
-    refuses=("an empty batch", "multiclass: input without a class dimension (N, C, *), non-integer targets, targets not shaped (N, *), class indices outside [0, C)", "binary/multilabel: a target shaped unlike the input, mask values outside [0, 1]", "from_logits=false: probabilities outside [0, 1]"),
+    refuses=_OVERLAP_REFUSES,
 )
 def tversky_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float,
                  alpha: float, beta: float, gamma: float) -> torch.Tensor:
@@ -149,19 +165,36 @@ def _quantile_example(dt: torch.dtype) -> dict[str, object]:
     "quantile_loss",
     aliases=("QuantileLoss", "pinball_loss", "pinball"),
     inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",),
-              doc="predictions: target's shape for one quantile, or (*target.shape, Q) for Q quantiles"),
+        Input(
+            "input",
+            "prediction",
+            differentiable=True,
+            aliases=("y_pred",),
+            doc="predictions: target's shape for one quantile, or (*target.shape, Q) for Q quantiles",
+        ),
         Input("target", "target", differentiable=True, aliases=("y_true",), doc="observed values"),
     ),
     params=(
-        Param("quantiles", "float_list", [0.5], "Quantile levels in (0, 1), one per last-dim column of input.",
-              min=0.0, max=1.0, min_exclusive=True, max_exclusive=True),
+        Param(
+            "quantiles",
+            "float_list",
+            [0.5],
+            "Quantile levels in (0, 1), one per last-dim column of input.",
+            min=0.0,
+            max=1.0,
+            min_exclusive=True,
+            max_exclusive=True,
+        ),
         REDUCTION,
     ),
     description="Pinball loss max(q*(y - ŷ), (q - 1)*(y - ŷ)) for one or several quantiles.",
     source="lossd (quantile regression)",
     example=_quantile_example,
-    refuses=("one quantile: an input shaped unlike the target", "several: an input not shaped (*target.shape, Q)", "quantile levels outside (0, 1)"),
+    refuses=(
+        "one quantile: an input shaped unlike the target",
+        "several: an input not shaped (*target.shape, Q)",
+        "quantile levels outside (0, 1)",
+    ),
 )
 def quantile_loss(input: torch.Tensor, target: torch.Tensor, *, quantiles: list[float], reduction: str) -> torch.Tensor:
     """``e = target - input``; per element ``max(q * e, (q - 1) * e)``. With several quantiles
@@ -217,21 +250,41 @@ def _info_nce_example(dt: torch.dtype) -> dict[str, object]:
     aliases=("InfoNCE", "InfoNCELoss", "info_nce", "nt_xent"),
     inputs=(
         Input("query", "prediction", differentiable=True, aliases=("y_pred", "input"), doc="embeddings (N, D)"),
-        Input("positive_key", "target", differentiable=True, aliases=("y_true", "target"),
-              doc="matching embeddings (N, D); row i is query i's positive"),
-        Input("negative_keys", "negatives", differentiable=True, required=False,
-              doc="unpaired (M, D) or paired (N, M, D); absent: the other rows of positive_key are the negatives"),
+        Input(
+            "positive_key",
+            "target",
+            differentiable=True,
+            aliases=("y_true", "target"),
+            doc="matching embeddings (N, D); row i is query i's positive",
+        ),
+        Input(
+            "negative_keys",
+            "negatives",
+            differentiable=True,
+            required=False,
+            doc="unpaired (M, D) or paired (N, M, D); absent: the other rows of positive_key are the negatives",
+        ),
     ),
     params=(
         Param("temperature", "float", 0.1, "Softmax temperature.", min=0.0, min_exclusive=True),
         REDUCTION,
-        Param("negative_mode", "string", "unpaired", "'unpaired': negatives shared (M, D); 'paired': per query (N, M, D).",
-              choices=("unpaired", "paired")),
+        Param(
+            "negative_mode",
+            "string",
+            "unpaired",
+            "'unpaired': negatives shared (M, D); 'paired': per query (N, M, D).",
+            choices=("unpaired", "paired"),
+        ),
     ),
     description="InfoNCE contrastive loss on L2-normalised embeddings (in-batch negatives by default).",
     source="lossd (van den Oord et al. 2018; info-nce-pytorch conventions)",
     example=_info_nce_example,
-    refuses=("a query not (N, D) or with no rows", "a positive_key shaped unlike the query", "negative_keys not (M, D) (unpaired) or (N, M, D) (paired)", "temperature <= 0"),
+    refuses=(
+        "a query not (N, D) or with no rows",
+        "a positive_key shaped unlike the query",
+        "negative_keys not (M, D) (unpaired) or (N, M, D) (paired)",
+        "temperature <= 0",
+    ),
 )
 def info_nce_loss(query: torch.Tensor, positive_key: torch.Tensor, negative_keys: torch.Tensor | None, *,
                   temperature: float, reduction: str, negative_mode: str) -> torch.Tensor:
@@ -253,8 +306,11 @@ def info_nce_loss(query: torch.Tensor, positive_key: torch.Tensor, negative_keys
             require(negative_keys.dim() == 2 and negative_keys.shape[1] == d, "inputs.negative_keys",
                     f"unpaired negatives must be (M, {d}), got shape {list(negative_keys.shape)}")
         else:
-            require(negative_keys.dim() == 3 and negative_keys.shape[0] == n and negative_keys.shape[2] == d,
-                    "inputs.negative_keys", f"paired negatives must be ({n}, M, {d}), got shape {list(negative_keys.shape)}")
+            require(
+                negative_keys.dim() == 3 and negative_keys.shape[0] == n and negative_keys.shape[2] == d,
+                "inputs.negative_keys",
+                f"paired negatives must be ({n}, M, {d}), got shape {list(negative_keys.shape)}",
+            )
         neg = F.normalize(negative_keys, dim=-1)
         positive_logit = (q * k).sum(dim=1, keepdim=True)
         if negative_mode == "unpaired":

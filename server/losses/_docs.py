@@ -189,7 +189,8 @@ def render_losses_markdown(registry: Registry = REGISTRY) -> str:
         "<!-- Generated from the server's loss registry by `python -m lossd.server.losses._docs`",
         "     (`make docs`). Do not edit by hand: tests/repo/test_docs.py fails when it is stale. -->",
         "",
-        f"lossd serves {len(specs)} loss{'es' if len(specs) != 1 else ''}. This page is generated from the same registry that",
+        f"lossd serves {len(specs)} loss{'es' if len(specs) != 1 else ''}. This page is generated from the same "
+        "registry that",
         "`ListLosses` publishes (`lossd losses`, or `grpcurl -plaintext 127.0.0.1:50051",
         f"{LIST_LOSSES.path.lstrip('/')}`), so the two always agree.",
         "",
@@ -261,7 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current != text:
-            print(f"{path} is stale: run `make docs` (python -m lossd.server.losses._docs --out {path})", file=sys.stderr)
+            print(
+                f"{path} is stale: run `make docs` (python -m lossd.server.losses._docs --out {path})", file=sys.stderr
+            )
             return 1
         print(f"{path} is up to date ({len(REGISTRY)} losses)")
         return 0

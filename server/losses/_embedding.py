@@ -256,11 +256,15 @@ def triplet_margin_loss(
     inputs=(_ANCHOR, _POSITIVE, _NEGATIVE),
     params=(
         REDUCTION,
-        Param("distance_function", "string", "pairwise_distance",
-              "Named distance: pairwise_distance (torch's default, p=2, eps=1e-6), cosine_distance "
-              "(1 - cosine_similarity over the last dim), l1 (pairwise_distance with p=1), "
-              "squared_euclidean (sum of squared differences over the last dim).",
-              choices=tuple(DISTANCE_FUNCTIONS)),
+        Param(
+            "distance_function",
+            "string",
+            "pairwise_distance",
+            "Named distance: pairwise_distance (torch's default, p=2, eps=1e-6), cosine_distance "
+            "(1 - cosine_similarity over the last dim), l1 (pairwise_distance with p=1), "
+            "squared_euclidean (sum of squared differences over the last dim).",
+            choices=tuple(DISTANCE_FUNCTIONS),
+        ),
         _TRIPLET_MARGIN,
         _SWAP,
     ),
@@ -269,7 +273,11 @@ def triplet_margin_loss(
     notes="torch takes any callable as distance_function; lossd never runs client code, so it "
     "offers a fixed set of named distances implemented on the server.",
     example=_triplet_example,
-    refuses=("margin <= 0 (torch's own error)", "a distance other than the named ones (lossd never runs client code)", "shapes torch cannot match (torch's own error)"),
+    refuses=(
+        "margin <= 0 (torch's own error)",
+        "a distance other than the named ones (lossd never runs client code)",
+        "shapes torch cannot match (torch's own error)",
+    ),
 )
 def triplet_margin_with_distance_loss(
     anchor: torch.Tensor,

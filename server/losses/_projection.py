@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
+from torch.nn.modules.linear_cross_entropy_options import LinearCrossEntropyOptions
 
 from ._classification import SMOOTHING
 from ._registry import REDUCTION, Input, LossError, Param, register_loss, require, require_class_indices
@@ -328,8 +329,6 @@ def _lce_options(options: dict[str, Any] | None) -> Any:
     """``params.options`` as torch's ``LinearCrossEntropyOptions``; each key checked, never executed."""
     if options is None:
         return None
-    from torch.nn.modules.linear_cross_entropy_options import LinearCrossEntropyOptions
-
     fields = {f.name for f in dataclasses.fields(LinearCrossEntropyOptions)}
     kwargs: dict[str, Any] = {}
     for key, value in options.items():

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 # torch's functional.pyi lags its functional.py: the `weight=` of l1_loss, mse_loss and
 # huber_loss is missing there, hence the `type: ignore[call-arg]` on those calls.
-
 from ._registry import REDUCTION, Domain, Input, LossError, Param, param_bound, register_loss, same_shape
 
 __all__: list[str] = []

@@ -112,7 +112,12 @@ def handle_evaluate_bytes(
             raise FieldError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
         if request.terms:
             terms = [
-                Term(t.loss, t.weight if t.HasField("weight") else 1.0, struct_to_dict(t.params, f"terms[{i}].params"), t.name)
+                Term(
+                    t.loss,
+                    t.weight if t.HasField("weight") else 1.0,
+                    struct_to_dict(t.params, f"terms[{i}].params"),
+                    t.name,
+                )
                 for i, t in enumerate(request.terms)
             ]
         else:
@@ -134,8 +139,9 @@ def handle_evaluate_bytes(
         encoding = "values"
     else:
         encoding = "values" if "values" in encodings else "raw"
-    head = lossd_pb2.EvaluateLossResponse(loss_name=result.loss_name, parts=result.parts, regularized=result.regularized,
-                                          warnings=result.warnings)
+    head = lossd_pb2.EvaluateLossResponse(
+        loss_name=result.loss_name, parts=result.parts, regularized=result.regularized, warnings=result.warnings
+    )
     if result.loss.dim() == 0 and not result.loss.is_complex():  # a complex loss is in `loss` only
         head.value = float(result.loss)
     outputs: dict[str, Mapping[str, torch.Tensor]] = {

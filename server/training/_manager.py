@@ -43,8 +43,8 @@ from ..._settings import flag_name
 from ..._wire import FieldError
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
-from ..rpc import decode_tensor, encode_tensor
 from ..losses import Registry
+from ..rpc import decode_tensor, encode_tensor
 from ._checkpoint import remove_checkpoint
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
 from ._store import FINAL_STATES, TERMINAL_STATES, JobRow, JobStore
@@ -233,9 +233,13 @@ class JobManager:
         with self._lock:
             waiting = len(self._queue)
             if len(self._running) >= self.config.max_jobs and waiting >= self.config.max_queued_jobs:
-                raise FieldError("", f"{len(self._running)} jobs are running and {waiting} are queued; the server "
-                                f"queues at most {self.config.max_queued_jobs} ({flag_name('max_queued_jobs')}) behind "
-                                f"{self.config.max_jobs} running ({flag_name('max_jobs')}): retry later", "RESOURCE_EXHAUSTED")
+                raise FieldError(
+                    "",
+                    f"{len(self._running)} jobs are running and {waiting} are queued; the server "
+                    f"queues at most {self.config.max_queued_jobs} ({flag_name('max_queued_jobs')}) behind "
+                    f"{self.config.max_jobs} running ({flag_name('max_jobs')}): retry later",
+                    "RESOURCE_EXHAUSTED",
+                )
             job_id = secrets.token_hex(6)
             while self.store.get_job(job_id) is not None:
                 job_id = secrets.token_hex(6)

@@ -108,9 +108,19 @@ class JobRow:
     def to_proto(self, with_spec: bool = False) -> training_pb2.Job:
         """The ``Job`` message (with the spec when asked)."""
         job = training_pb2.Job(
-            job_id=self.job_id, name=self.name, state=cast(training_pb2.JobState, self.state), message=self.message, epoch=self.epoch,
-            epochs=self.epochs, step=self.step, total_steps=self.total_steps, loss=self.loss, metrics=self.metrics,
-            last_seq=self.last_seq, resumes=self.resumes, world_size=self.world_size,
+            job_id=self.job_id,
+            name=self.name,
+            state=cast(training_pb2.JobState, self.state),
+            message=self.message,
+            epoch=self.epoch,
+            epochs=self.epochs,
+            step=self.step,
+            total_steps=self.total_steps,
+            loss=self.loss,
+            metrics=self.metrics,
+            last_seq=self.last_seq,
+            resumes=self.resumes,
+            world_size=self.world_size,
         )
         job.created_at.FromNanoseconds(int(self.created * 1e9))
         job.updated_at.FromNanoseconds(int(self.updated * 1e9))
