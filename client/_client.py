@@ -214,8 +214,9 @@ def _shared_inputs(named: Mapping[str, Any]) -> list[list[str]]:
     return [names for names in groups.values() if len(names) > 1]
 
 
-def _sum_shared(result: EvaluateResult, shared: list[list[str]]) -> EvaluateResult:
-    """Each name of a shared array gets the sum of the group's gradients, as autograd accumulates them."""
+def _sum_shared(result: EvaluateResult, shared: list[list[str]], extra: Sequence[str] = ()) -> EvaluateResult:
+    """Each name of a shared array gets the sum of the group's gradients, as autograd accumulates them;
+    the names in ``extra`` (asked for only to be summed) are then dropped."""
     for names in shared:
         found = [result.grads[n] for n in names if n in result.grads]
         if len(found) > 1:
@@ -225,6 +226,8 @@ def _sum_shared(result: EvaluateResult, shared: list[list[str]]) -> EvaluateResu
             for n in names:
                 if n in result.grads:
                     result.grads[n] = total
+    for n in extra:
+        result.grads.pop(n, None)
     return result
 
 
@@ -389,19 +392,24 @@ class Evaluating(ClientBase, Generic[ResultT]):
         5.0
 
         The same array object passed as several inputs (``evaluate("kl_div", x, x)``) gets, under
-        each of its names, the sum of their gradients: what local autograd puts in ``x.grad``.
+        each of its names, the sum of their gradients: what local autograd puts in ``x.grad``
+        (``grad_inputs`` naming one of them asks for all of them, and returns the one named).
         """
-        request, as_torch = build_request(loss, y_pred, y_true, **kwargs)
-        outcome = self.evaluate_request(request, as_torch=as_torch, timeout=timeout)
         shared = _shared_inputs({"y_pred": y_pred, "y_true": y_true, **dict(kwargs.get("inputs") or {}),
                                  **{k: v for k, v in kwargs.items() if _is_array(v)}})
+        asked = list(kwargs.get("grad_inputs") or ())
+        extra = [n for group in shared if set(group) & set(asked) for n in group if n not in asked]
+        if extra:
+            kwargs = {**kwargs, "grad_inputs": [*asked, *extra]}
+        request, as_torch = build_request(loss, y_pred, y_true, **kwargs)
+        outcome = self.evaluate_request(request, as_torch=as_torch, timeout=timeout)
         if not shared:
             return outcome
         if inspect.isawaitable(outcome):
             async def summed() -> Any:
-                return _sum_shared(await outcome, shared)
+                return _sum_shared(await outcome, shared, extra)
             return summed()  # type: ignore[return-value]
-        return _sum_shared(outcome, shared)  # type: ignore[arg-type,return-value]
+        return _sum_shared(outcome, shared, extra)  # type: ignore[arg-type,return-value]
 
     def evaluate_request(
         self, request: lossd_pb2.EvaluateLossRequest, *, as_torch: bool = False, timeout: float | None = None

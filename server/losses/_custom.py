@@ -70,6 +70,7 @@ def _pair_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "log_cosh_loss",
+    refuses=("an input shaped unlike the target",),
     aliases=("LogCoshLoss", "log_cosh", "logcosh"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="predictions, any shape"),

@@ -169,8 +169,9 @@ def _loss_section(spec: LossSpec) -> list[str]:
         out.append(f"- **Notes:** {_cell(spec.notes)}")
     out.append("- **Computed with a warning, refused when `strict`** (outside torch's documented domain): "
                + ("; ".join(_cell(d.describe()) for d in spec.domain) or "none"))
-    out.append("- **Always refused** (torch would crash, read out of bounds, hang or return a meaningless "
-               "number): " + ("; ".join(_cell(r) for r in spec.refuses) or "none declared"))
+    why = ("torch would crash, read out of bounds, hang or return a meaningless number"
+           if spec.source.startswith("torch.") else "outside the loss's definition")
+    out.append(f"- **Always refused** ({why}): " + ("; ".join(_cell(r) for r in spec.refuses) or "none"))
     out += ["", "**Inputs** (in torch's argument order)", ""]
     out += _table(("Name", "Role", "Dtype kind", "Gradient", "Required", "Aliases", "Description"),
                   (_input_row(i) for i in spec.inputs))

@@ -55,6 +55,11 @@ def _binary_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "binary_focal_loss",
+    refuses=(
+        "an input shaped unlike the target",
+        "probabilities or labels outside [0, 1]",
+        "alpha outside [0, 1], gamma < 0",
+    ),
     inputs=(
         Input(
             "input", "prediction", differentiable=True, aliases=("y_pred",), doc="probabilities in [0, 1], any shape"
@@ -118,6 +123,11 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
 
 @register_loss(
     "sigmoid_focal_loss",
+    refuses=(
+        "an input shaped unlike the target",
+        "labels outside [0, 1] other than ignore_index",
+        "alpha > 1, gamma < 0",
+    ),
     mean_normalizer="weight",  # with ignore_index, 'mean' divides by the count of kept elements
     aliases=("SigmoidFocalLoss", "focal", "BinaryFocalLossWithLogits", "binary_focal_loss_with_logits"),
     inputs=(
@@ -377,6 +387,13 @@ def _softmax_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "softmax_focal_loss",
+    refuses=(
+        "an input without a class dimension (N, C, *)",
+        "targets not shaped (N, *)",
+        "class indices outside [0, C) other than ignore_index",
+        "an alpha not shaped (C)",
+        "gamma < 0",
+    ),
     mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
     aliases=("SoftmaxFocalLoss", "multiclass_focal_loss"),
     inputs=(

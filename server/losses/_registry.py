@@ -59,6 +59,7 @@ __all__ = [
     "require_same_shape",
     "require_unit_interval",
     "reduce",
+    "param_bound",
     "same_shape",
     "unit_interval",
     "strictness",
@@ -112,6 +113,12 @@ def same_shape(field: str = "inputs.target", torch_warns: bool = True) -> Domain
     """The (a) rule "``field`` has the input's shape": torch broadcasts (and warns, for most losses)."""
     return Domain(field, "the input's shape", "torch broadcasts them" + (" and warns" if torch_warns else ""),
                   torch_warns)
+
+
+def param_bound(name: str, rule: str, outside: str) -> Domain:
+    """The (a) rule on a parameter torch documents a bound for but computes beyond it
+    (``param_bound("eps", "eps >= 0", ...)``); the loss checks it, torch computes as it is."""
+    return Domain(f"params.{name}", rule, outside)
 
 
 def unit_interval(field: str = "inputs.target", what: str = "values") -> Domain:
@@ -233,8 +240,13 @@ class Param:
     def describe(self) -> str:
         """``name (type)``, for error messages that list valid parameters."""
         extra = f" one of {list(self.choices)}" if self.choices else ""
-        rng = f" in {self.range_text()}" if self.range_text() else ""
+        rng = f" {self._within()}" if self.range_text() else ""
         return f"{self.name} ({self.type}{extra}{rng})"
+
+    def _within(self) -> str:
+        """``in [0, 1]`` for an interval, ``> 0`` for a half-line."""
+        text = self.range_text()
+        return f"in {text}" if text[:1] in "[(" else text
 
     def coerce(self, value: Any) -> Any:
         """Check a value decoded from ``google.protobuf.Struct`` and give it its type."""
@@ -281,7 +293,7 @@ class Param:
         if (lo is not None and (number < lo or (self.min_exclusive and number == lo))) or (
             hi is not None and (number > hi or (self.max_exclusive and number == hi))
         ):
-            raise FieldError(field_name, f"is {value!r}; must be in {self.range_text()}")
+            raise FieldError(field_name, f"is {value!r}; must be {self._within()}")
         return number
 
 

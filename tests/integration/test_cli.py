@@ -163,7 +163,7 @@ def test_unknown_loss_is_not_found_with_close_names(lossd):  # type: ignore[no-u
 
 
 def test_bad_param_is_invalid_argument_naming_the_field(lossd_both):  # type: ignore[no-untyped-def]
-    proc = lossd_both("eval", "ce", "--y-pred", json.dumps(LOGITS), "--y-true", "[0, 2]", "--param", "label_smoothing=-0.1")
+    proc = lossd_both("eval", "ce", "--y-pred", json.dumps(LOGITS), "--y-true", "[0, 2]", "--param", "label_smoothing=1.5")
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: INVALID_ARGUMENT: params.label_smoothing"), proc.stderr
 
