@@ -5,13 +5,14 @@ Sections (all by default; ``--only wire,memory`` picks some):
 - ``wire``: EvaluateLoss next to a bare gRPC echo of the same bytes, through
   the same server process (10^2 ... 10^7 float32; mse_loss, cross_entropy);
 - ``encodings``: raw bytes vs ``values`` numbers;
-- ``batching``: ``evaluate_many`` vs an in-process torch loop (10,000 x 100);
 - ``concurrency``: 1, 4, 16 concurrent clients (calls/s, p50, p99);
 - ``memory``: server peak RSS during a 10^7 evaluation;
 - ``malloc``: what the server's malloc tuning buys;
 - ``training``: a TrainJob's samples/s at world_size 1 and 2 (data-parallel ranks), and the ratio;
 - ``processes``: the ``--processes`` prototype, 1 and 2 server processes sharing one port
-  (SO_REUSEPORT), loaded from a client process of its own.
+  (SO_REUSEPORT), loaded from a client process of its own;
+- ``batch``: EvaluateLossBatch (``evaluate_many``, 10,000 × mse_loss 100) vs an in-process torch
+  loop, and the batch window (``--batch-window-us``) at 1 and 16 clients (``bench/_batch.py``).
 
 A new section adds its run here, its target rows to ``_report.TARGETS`` and its
 table to ``_report.TABLES``.
@@ -36,7 +37,7 @@ from typing import Any
 
 from ._measure import REPO
 
-SECTIONS = ("wire", "encodings", "batching", "concurrency", "memory", "malloc", "training", "processes")
+SECTIONS = ("wire", "encodings", "concurrency", "memory", "malloc", "training", "processes", "batch")
 
 
 def _shown(path: Path) -> str:
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         from lossd._malloc import tune_malloc
 
         tune_malloc()
-    from . import _sections
+    from . import _batch, _sections
     from ._measure import BenchServer
     from ._report import machine, markdown, targets, update_docs
 
@@ -86,9 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         if "encodings" in only:
             log("encodings: raw vs values")
             results["encodings"] = _sections.encodings(server, [10**4, 10**5 if args.quick else 10**6], args.quick)
-        if "batching" in only:
-            log("batching: evaluate_many vs in-process torch")
-            results["batching"] = _sections.batching(server, 10_000, 100, args.quick)
         if "concurrency" in only:
             log("concurrency: 1, 4, 16 clients")
             results["concurrency"] = _sections.concurrency(server, [1, 4, 16], 4.0, args.quick)
@@ -104,11 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" in only:
         log("memory: peak RSS of lossd serve during one large evaluation")
         results["memory"] = _sections.memory(big, args.quick)
+    if "batch" in only:
+        log("batch: EvaluateLossBatch vs in-process torch; the batch window at 1 and 16 clients")
+        results["batch"] = _batch.run(args.quick)
 
     results["seconds"] = time.perf_counter() - started
     results["load_after"] = list(os.getloadavg())
-    results["targets"] = targets(results)
-    table = markdown(results)
+    results["targets"] = targets(results) + _batch.targets(results)
+    table = markdown(results) + _batch.markdown(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.out / "latest.md").write_text(table)

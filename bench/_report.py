@@ -84,14 +84,6 @@ def _encoding_targets(results: dict[str, Any]) -> list[Target]:
                     row["values_over_raw"] >= 5) for row in results.get("encodings", []) if row["n"] == 10**6]
 
 
-def _batching_targets(results: dict[str, Any]) -> list[Target]:
-    b = results.get("batching")
-    if not b:
-        return []
-    return [_target("evaluate_many ÷ in-process torch loop (evaluations/s, 10,000 × 100)", "≥ 0.5 (moonshot ≥ 1.0)",
-                    f"{b['many_over_torch']:.2f}", b["many_over_torch"] >= 0.5)]
-
-
 def _memory_targets(results: dict[str, Any]) -> list[Target]:
     return [_target("server peak RSS above baseline, 10^7 mse_loss, malloc tuning on", "≤ 4× payload",
                     f"{row['peak_over_payload']:.2f}× payload", row["peak_over_payload"] <= 4)
@@ -111,7 +103,7 @@ def _process_targets(results: dict[str, Any]) -> list[Target]:
 #: The functions that turn results into rows of the targets table, in table order. A new section
 #: adds its own function here (and its table to ``TABLES``); nothing else changes.
 TARGETS: list[Callable[[dict[str, Any]], list[Target]]] = [
-    _small_call_targets, _wire_targets, _encoding_targets, _batching_targets, _memory_targets, _process_targets,
+    _small_call_targets, _wire_targets, _encoding_targets, _memory_targets, _process_targets,
 ]
 
 
@@ -167,21 +159,6 @@ def markdown(results: dict[str, Any]) -> str:
         for r in results["encodings"]:
             lines.append(f"| 10^{len(str(r['n'])) - 1} | {_ms(r['raw_ms'])} | {_ms(r['values_ms'])} | "
                          f"{r['values_over_raw']:.1f} |")
-    b = results.get("batching")
-    if b:
-        lines += [
-            "", f"**{b['count']} evaluations of {b['n']} elements** (mse_loss, evaluations/s)", "",
-            "| | in-process torch loop | evaluate_many (stream) | one unary call each | "
-            "prototype: 100 per message |",
-            "|---|---|---|---|---|",
-            f"| evaluations/s | {b['torch_per_s']:.0f} | {b['evaluate_many_per_s']:.0f} | "
-            f"{b['unary_per_s']:.0f} | {b['batch_prototype_per_s']:.0f} |",
-            f"| ÷ torch | 1 | {b['many_over_torch']:.2f} | {b['unary_per_s'] / b['torch_per_s']:.2f} | "
-            f"{b['prototype_over_torch']:.2f} |",
-            "| CPU ms per evaluation, server + client | - | "
-            + " | ".join(f"{b[k + '_cpu_ms']['server']:.2f} + {b[k + '_cpu_ms']['client']:.2f}"
-                         for k in ("evaluate_many", "unary", "batch_prototype")) + " |",
-        ]
     if results.get("concurrency"):
         echo = next((r for r in results["concurrency"] if r["what"] == "echo"), None)
         lines += ["", "**Small evaluations: concurrent clients** (threads of one process, each with its own channel; "

@@ -20,10 +20,10 @@ import numpy as np
 from lossd._methods import EVALUATE_LOSS
 
 from ._measure import REPO, BenchServer, cpu_seconds, interleaved, percentile, proc_status_kib, summary
-from ._server import BATCH, ECHO, echo_payload
+from ._server import ECHO, echo_payload
 from ._workloads import local_loop, workload
 
-__all__ = ["batching", "concurrency", "encodings", "malloc", "memory", "processes", "training", "wire"]
+__all__ = ["concurrency", "encodings", "malloc", "memory", "processes", "training", "wire"]
 
 EVALUATE = EVALUATE_LOSS.path
 
@@ -100,68 +100,6 @@ def encodings(server: BenchServer, sizes: list[int], quick: bool) -> list[dict[s
             rows.append({"n": n, "raw_ms": med["raw"], "values_ms": med["values"],
                          "values_over_raw": med["values"] / med["raw"]})
     return rows
-
-
-def batching(server: BenchServer, count: int, n: int, quick: bool) -> dict[str, Any]:
-    """``count`` mse_loss evaluations of ``n`` elements: in-process torch, ``evaluate_many``,
-    one unary call each, and the Batch prototype (100 evaluations per message)."""
-    from lossd._framing import _fields, join, length_delimited
-    from lossd.client import Client, build_request
-    from lossd.client._client import stream_outcome
-    from lossd.v1 import lossd_pb2
-
-    if quick:
-        count = max(200, count // 20)
-    rng = np.random.default_rng(1)
-    pairs = [(rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32))
-             for _ in range(count)]
-    result: dict[str, Any] = {"count": count, "n": n}
-
-    import torch
-    import torch.nn.functional as F
-
-    def torch_loop() -> None:
-        for p, t in pairs:
-            x = torch.from_numpy(p).requires_grad_(True)
-            y = torch.from_numpy(t).requires_grad_(True)
-            loss = F.mse_loss(x, y)
-            torch.autograd.grad(loss, [x, y])
-            loss.item()
-
-    with Client(server.address, timeout=600) as client:
-        batch_call = client.channel.unary_unary(BATCH)
-        client.evaluate_many([{"loss": "mse_loss", "y_pred": p, "y_true": t} for p, t in pairs[:50]])
-
-        def many() -> None:
-            out = client.evaluate_many([{"loss": "mse_loss", "y_pred": p, "y_true": t} for p, t in pairs])
-            assert len(out) == count and not any(isinstance(r, Exception) for r in out)
-
-        unary_count = max(50, count // 5)
-
-        def unary() -> None:
-            for p, t in pairs[:unary_count]:
-                client.evaluate("mse_loss", p, t)
-
-        def prototype(per_message: int = 100) -> None:
-            for start in range(0, count, per_message):
-                chunk = pairs[start:start + per_message]
-                data = join([piece for p, t in chunk for piece in length_delimited(
-                    1, [build_request("mse_loss", p, t)[0].SerializeToString()])])
-                view = memoryview(batch_call(data))
-                for _, _, _, s, e in _fields(view, 0, len(view)):
-                    stream_outcome(lossd_pb2.EvaluateLossStreamResponse.FromString(view[s:e]), False, True)
-
-        for name, fn, done in (("torch", torch_loop, count), ("evaluate_many", many, count),
-                               ("unary", unary, unary_count), ("batch_prototype", prototype, count)):
-            start, server_cpu, client_cpu = time.perf_counter(), cpu_seconds(server.pid), time.process_time()
-            fn()
-            elapsed = time.perf_counter() - start
-            result[f"{name}_per_s"] = done / elapsed
-            result[f"{name}_cpu_ms"] = {"server": (cpu_seconds(server.pid) - server_cpu) / done * 1e3,
-                                        "client": (time.process_time() - client_cpu) / done * 1e3}
-    result["many_over_torch"] = result["evaluate_many_per_s"] / result["torch_per_s"]
-    result["prototype_over_torch"] = result["batch_prototype_per_s"] / result["torch_per_s"]
-    return result
 
 
 def concurrency(server: BenchServer, levels: list[int], seconds: float, quick: bool) -> list[dict[str, Any]]:

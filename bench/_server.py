@@ -12,12 +12,6 @@ bytes to answer with, and answers with that many bytes of the request (the
 request itself when the sizes match): the same payload in and out as the
 EvaluateLoss call it stands beside.
 
-It also serves a *prototype* the contract does not have: ``Batch/Evaluate``
-takes many evaluations in one message (the wire format of a message with
-``repeated EvaluateLossRequest requests = 1``) and answers with one
-``EvaluateLossStreamResponse`` per item (``repeated ... = 1``). It exists to
-measure what several evaluations per message would buy (docs/performance.md).
-
 ``--reuseport`` (the ``--processes`` prototype, docs/performance.md) sets
 ``grpc.so_reuseport`` deliberately, and ``--also-port P`` listens on ``P`` too:
 several such processes share one port, the kernel spreading connections among them.
@@ -36,11 +30,10 @@ import tempfile
 
 import grpc
 
-__all__ = ["BATCH", "ECHO", "ECHO_STREAM", "echo_payload", "main"]
+__all__ = ["ECHO", "ECHO_STREAM", "echo_payload", "main"]
 
 ECHO = "/lossd.bench.Echo/Echo"
 ECHO_STREAM = "/lossd.bench.Echo/EchoStream"
-BATCH = "/lossd.bench.Batch/Evaluate"
 
 
 def echo_payload(request_size: int, reply_size: int) -> bytes:
@@ -64,30 +57,6 @@ async def _echo_stream(requests, context):  # type: ignore[no-untyped-def]
         yield _answer(request)
 
 
-def _evaluate_batch(data: bytes) -> bytes:
-    """The Batch prototype: every item evaluated in turn, one reply item each."""
-    from lossd._framing import _fields, join, length_delimited
-    from lossd.server.rpc import handle_evaluate_bytes
-    from lossd.server.losses import REGISTRY, LossError
-    from lossd.v1 import lossd_pb2
-
-    view = memoryview(data)
-    out: list[bytes | memoryview] = []
-    for _, _, _, start, end in _fields(view, 0, len(view)):
-        request = lossd_pb2.EvaluateLossRequest.FromString(view[start:end])
-        try:
-            item = length_delimited(2, [handle_evaluate_bytes(REGISTRY, request)])
-        except LossError as e:
-            error = lossd_pb2.Error(code=e.code, message=str(e), field=e.field).SerializeToString()
-            item = length_delimited(3, [error])
-        out += length_delimited(1, item)
-    return join(out)
-
-
-async def _batch(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-    return _evaluate_batch(request)
-
-
 async def _serve(args: argparse.Namespace) -> None:
     from lossd.server import ServerConfig, create_server
     from lossd.server._connections import connection_options
@@ -104,8 +73,6 @@ async def _serve(args: argparse.Namespace) -> None:
         }
         server.grpc_server.add_generic_rpc_handlers((
             grpc.method_handlers_generic_handler("lossd.bench.Echo", handlers),
-            grpc.method_handlers_generic_handler(
-                "lossd.bench.Batch", {"Evaluate": grpc.unary_unary_rpc_method_handler(_batch)}),
         ))
         bare = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),

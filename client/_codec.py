@@ -106,7 +106,10 @@ def _wire_array(x: ArrayLike, values: bool = False) -> tuple[str, tuple[int, ...
         raise TypeError(f"cannot send dtype {arr.dtype}; supported: {', '.join(DTYPES)}")
     if values:
         return wire, arr.shape, _values(arr)
-    return wire, arr.shape, np.require(arr, dtype=np.dtype(DTYPES[wire].numpy), requirements="C")  # 0-d stays 0-d
+    dtype = np.dtype(DTYPES[wire].numpy)
+    if arr.dtype != dtype or not arr.flags.c_contiguous:  # np.require costs microseconds even when it keeps arr
+        arr = np.require(arr, dtype=dtype, requirements="C")  # 0-d stays 0-d
+    return wire, arr.shape, arr
 
 
 def _values(arr: np.ndarray) -> np.ndarray:

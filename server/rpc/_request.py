@@ -2,7 +2,7 @@
 
 :func:`handle_evaluate_bytes` decodes the request's tensors (the wire rules,
 before any large allocation), calls the evaluation layer
-(:func:`lossd.server.evaluation.evaluate` or ``evaluate_objective``) and
+(:func:`lossd.server.evaluation.bind` and ``run_bound``, or ``evaluate_objective``) and
 encodes the loss and gradients in the request's encoding. Every refusal is a
 :class:`~lossd.server.losses.FieldError` naming the field and the rule::
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from google.protobuf import json_format
 
 from ..._framing import Buffer, field_number, join, length_delimited, map_entry
 from ..._wire import FieldError, TensorLimits
+from ..._wire import reply_encoding as wire_reply_encoding
 from ...v1 import lossd_pb2
 from ..evaluation import (
     Binding,
@@ -39,10 +41,14 @@ from ..evaluation import (
     run_bound,
 )
 from ..losses import Registry, strictness
+from ._caps import check_request
 from ._plan import Plan, PlanInput, Plans, signature
 from ._tensors import check_finite, decode_tensors, encode_tensor, from_raw, tensor_parts
 
-__all__ = ["FRAME_FROM_BYTES", "handle_evaluate", "handle_evaluate_bytes", "struct_to_dict"]
+__all__ = [
+    "FRAME_FROM_BYTES", "Decoded", "decode_request", "encode_reply", "handle_evaluate", "handle_evaluate_bytes",
+    "reply_encoding", "struct_to_dict",
+]
 
 #: Replies with at least this many tensor bytes are framed around the tensors' memory.
 FRAME_FROM_BYTES = 1 << 16
@@ -95,18 +101,85 @@ def handle_evaluate_bytes(
     ``plans`` (a service's :class:`~lossd.server.rpc._plan.Plans`) lets a request whose
     signature was validated before skip straight to decoding and computing.
     """
-    start = time.perf_counter()
     key = signature(request, payloads) if plans is not None else None
     if key is not None:
         assert plans is not None
         plan = plans.get(key)
         if plan is not None:
-            return _run_plan(plan, request, payloads, device, start)
+            # A planned signature skips the checks decode_request makes, but not the caps (strings,
+            # repeated fields): they hold on every request, and are checked before the payloads are read.
+            check_request(request)
+            return _run_plan(plan, request, payloads, device, time.perf_counter())
+    decoded = decode_request(registry, request, limits, payloads)
+    encoding = reply_encoding(request, decoded.encodings)
+    if decoded.objective:
+        if decoded.grad_output is not None:
+            raise FieldError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
+        if request.terms:
+            terms = [
+                Term(
+                    t.loss,
+                    t.weight if t.HasField("weight") else 1.0,
+                    struct_to_dict(t.params, f"terms[{i}].params"),
+                    t.name,
+                    dict(t.inputs),
+                    dict(t.transforms),
+                )
+                for i, t in enumerate(request.terms)
+            ]
+        else:
+            terms = [Term(request.loss, 1.0, struct_to_dict(request.params))]
+        r = request.regularization
+        reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
+        result = evaluate_objective(registry, terms, decoded.inputs, decoded.parameters, reg,
+                                    list(request.grad_inputs), device, request.strict)
+    else:
+        with capture_warnings() as seen, strictness(request.strict):
+            binding, bound = bind(registry, request.loss, decoded.inputs, struct_to_dict(request.params),
+                                  list(request.grad_inputs))
+            plan = _plan(binding, decoded.inputs, bound, encoding, seen) if key is not None else None
+            result = run_bound(binding, bound, decoded.grad_output, device)
+        result.warnings = seen
+        del bound
+        if plan is not None and plans is not None and key is not None:
+            plans.put(key, plan)
+    decoded.inputs = decoded.parameters = {}
+    decoded.grad_output = None
+    if payloads is not None:
+        payloads.clear()  # the received bytes can go before the reply is built
+    return encode_reply(result, encoding, decoded.decode_s)
+
+
+@dataclass
+class Decoded:
+    """A request's tensors, decoded and checked (:func:`decode_request`)."""
+
+    inputs: dict[str, torch.Tensor]
+    parameters: dict[str, torch.Tensor]
+    grad_output: torch.Tensor | None
+    #: How the request's tensors were sent: ``raw``, ``values``.
+    encodings: set[str]
+    #: A composite or regularized objective (terms, parameters or regularization set).
+    objective: bool
+    decode_s: float
+
+
+def decode_request(
+    registry: Registry,
+    request: lossd_pb2.EvaluateLossRequest,
+    limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
+    payloads: dict[str, memoryview] | None = None,
+) -> Decoded:
+    """Steps 1-2 of an evaluation: the loss is known, the tensors obey the wire rules and the
+    limits (decoded without copying ``raw`` bytes), and are finite unless ``allow_non_finite``."""
+    start = time.perf_counter()
+    check_request(request)  # strings and repeated fields within their caps, before anything reads them
     objective = bool(request.terms) or bool(request.parameters) or request.HasField("regularization")
     if request.terms and (request.loss or request.params.fields):
         raise FieldError("terms", "set either loss/params or terms, not both")
     if not request.terms:
         registry.get(request.loss)  # an unknown loss is the first thing to report
+    wire_reply_encoding(request.output_encoding, "raw")  # an unknown number is refused before any work
     encodings = set()
     sent = payloads if payloads is not None else {}
     wire = [(f"{group}.{name}", getattr(request, group)[name]) for group in ("inputs", "parameters")
@@ -123,51 +196,12 @@ def handle_evaluate_bytes(
     inputs = {path.partition(".")[2]: t for path, t in tensors.items() if path.startswith("inputs.")}
     parameters = {path.partition(".")[2]: t for path, t in tensors.items() if path.startswith("parameters.")}
     grad_output = tensors.pop("grad_output", None)
-    del tensors
-    decode_s = time.perf_counter() - start
-
-    if objective:
-        if grad_output is not None:
-            raise FieldError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
-        if request.terms:
-            terms = [
-                Term(
-                    t.loss,
-                    t.weight if t.HasField("weight") else 1.0,
-                    struct_to_dict(t.params, f"terms[{i}].params"),
-                    t.name,
-                )
-                for i, t in enumerate(request.terms)
-            ]
-        else:
-            terms = [Term(request.loss, 1.0, struct_to_dict(request.params))]
-        r = request.regularization
-        reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
-        result = evaluate_objective(registry, terms, inputs, parameters, reg, list(request.grad_inputs), device,
-                                    request.strict)
-    else:
-        with capture_warnings() as seen, strictness(request.strict):
-            binding, bound = bind(registry, request.loss, inputs, struct_to_dict(request.params),
-                                  list(request.grad_inputs))
-            plan = _plan(binding, inputs, bound, _encoding(request, encodings), seen) if key is not None else None
-            result = run_bound(binding, bound, grad_output, device)
-        result.warnings = seen
-        del bound
-        if plan is not None and plans is not None and key is not None:
-            plans.put(key, plan)
-    del inputs, parameters, grad_output
-    sent.clear()  # the received bytes can go before the reply is built
-    return _reply(result, _encoding(request, encodings), decode_s)
+    return Decoded(inputs, parameters, grad_output, encodings, objective, time.perf_counter() - start)
 
 
-def _encoding(request: lossd_pb2.EvaluateLossRequest, sent: set[str]) -> str:
-    """The reply's tensor encoding: the request's ``output_encoding``, else ``values`` when any
-    input came as values."""
-    if request.output_encoding == lossd_pb2.TENSOR_ENCODING_RAW:
-        return "raw"
-    if request.output_encoding == lossd_pb2.TENSOR_ENCODING_VALUES:
-        return "values"
-    return "values" if "values" in sent else "raw"
+def reply_encoding(request: lossd_pb2.EvaluateLossRequest, encodings: set[str]) -> str:
+    """``raw`` or ``values``: ``output_encoding``, else ``values`` if any tensor was sent as values."""
+    return wire_reply_encoding(request.output_encoding, "values" if "values" in encodings else "raw")
 
 
 def _plan(binding: Binding, inputs: Mapping[str, torch.Tensor], bound: Mapping[str, torch.Tensor],
@@ -203,11 +237,11 @@ def _run_plan(plan: Plan, request: lossd_pb2.EvaluateLossRequest, payloads: dict
     del tensors
     if payloads:
         payloads.clear()  # the received bytes can go before the reply is built
-    return _reply(result, plan.encoding, decode_s)
+    return encode_reply(result, plan.encoding, decode_s)
 
 
-def _reply(result: Evaluation, encoding: str, decode_s: float) -> bytes:
-    """The serialized ``EvaluateLossResponse`` of ``result``."""
+def encode_reply(result: Evaluation, encoding: str, decode_s: float) -> bytes:
+    """Step 8: the serialized ``EvaluateLossResponse`` of ``result``, its tensors in ``encoding``."""
     start = time.perf_counter()
     head = lossd_pb2.EvaluateLossResponse(
         loss_name=result.loss_name, parts=result.parts, regularized=result.regularized, warnings=result.warnings

@@ -15,13 +15,26 @@ tensors and primitive containers::
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "remove_checkpoint"]
+__all__ = ["DISK_FULL", "disk_full", "save_checkpoint", "load_checkpoint", "remove_checkpoint"]
+
+#: What a job's INTERRUPTED event and a refused TrainJob say while the data directory is full.
+DISK_FULL = "data directory full"
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is the file system saying it is full (ENOSPC, EDQUOT).
+
+    >>> disk_full(OSError(errno.ENOSPC, "No space left on device")), disk_full(OSError(errno.EACCES, "no"))
+    (True, False)
+    """
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

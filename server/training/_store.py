@@ -210,7 +210,8 @@ class JobStore:
                                (job_id, event.state, parameters.SerializeToString()))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # a failed COMMIT (SQLITE_FULL) has already rolled back
+                    db.execute("ROLLBACK")
                 raise
         return event
 

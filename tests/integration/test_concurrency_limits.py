@@ -136,9 +136,12 @@ def test_stream_limit_counts_streams_apart_from_unary_calls() -> None:
             assert limiter.streams.in_flight == 2
             with Client(address, max_attempts=1) as client:
                 assert client.evaluate("mse", [1.0], [0.0]).value == 1.0  # unary calls have their own limit
+                # evaluate_many's EvaluateLossBatch is a unary call too
+                assert [r.value for r in client.evaluate_many([{"loss": "mse", "y_pred": [2.0], "y_true": [0.0]}])] \
+                    == [4.0]
                 assert client.health() == "SERVING"
                 with pytest.raises(ResourceExhausted) as refused:
-                    client.evaluate_many([{"loss": "mse", "y_pred": [1.0], "y_true": [0.0]}])
+                    list(client.evaluate_stream([build_request("mse", [1.0], [0.0])[0]]))
                 message = str(refused.value)
                 assert "max_concurrent_streams is 2" in message and "--max-concurrent-streams" in message
                 # TrainJob and WatchJob are streams too; a refused TrainJob submits no job.
@@ -165,8 +168,7 @@ def test_stream_limit_counts_streams_apart_from_unary_calls() -> None:
             time.sleep(0.05)
         assert limiter.streams.in_flight == 0
         with Client(address) as client:
-            assert [r.value for r in client.evaluate_many([{"loss": "mse", "y_pred": [3.0], "y_true": [0.0]}])] \
-                == [9.0]
+            assert [r.value for r in client.evaluate_stream([build_request("mse", [3.0], [0.0])[0]])] == [9.0]
 
 
 def test_cancelled_calls_give_their_slots_back() -> None:

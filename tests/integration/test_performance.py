@@ -23,11 +23,11 @@ from lossd.v1 import lossd_pb2
 
 
 def _items(count: int) -> list[dict]:
-    """mse evaluations with value i*i, some broken: int target (INVALID_ARGUMENT), unknown loss."""
+    """mse evaluations with value i*i, some broken: a NaN target (INVALID_ARGUMENT), unknown loss."""
     items = []
     for i in range(count):
         if i % 7 == 3:
-            items.append({"loss": "mse", "y_pred": [1.0], "y_true": [0]})
+            items.append({"loss": "mse", "y_pred": [1.0], "y_true": [float("nan")]})
         elif i % 11 == 5:
             items.append({"loss": "no_such_loss", "y_pred": [1.0], "y_true": [0.0]})
         else:
@@ -87,7 +87,7 @@ def test_pipelined_stream_answers_in_order_across_inline_and_pooled_items(client
         n = big if i % 3 == 0 else 5
         p, t = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
         if i % 5 == 4:
-            t = t.astype(np.int64)  # an error in the middle of the pipeline
+            t = np.full_like(t, np.nan)  # an error in the middle of the pipeline (NaN refused)
             expected.append(None)
         else:
             expected.append(F.mse_loss(torch.from_numpy(p), torch.from_numpy(t)).item())
@@ -166,3 +166,34 @@ def test_malloc_tuning_is_a_setting():
     assert out.strip() == "True"  # glibc on Linux: the platforms the test suite runs on
     assert build_parser().parse_args([]).malloc_tuning is True
     assert build_parser().parse_args(["--no-malloc-tuning"]).malloc_tuning is False
+
+
+def test_extra_options_go_first_so_a_deliberate_so_reuseport_wins(tmp_path):
+    """create_server sets ``grpc.so_reuseport`` 0 (a second server on a port in use is refused);
+    ``extra_options`` come before lossd's own and gRPC takes an argument's first occurrence, so
+    the bench's processes prototype shares its port because it asks, and only then."""
+    from lossd.server import ServerConfig, create_server
+
+    def config(name: str) -> ServerConfig:
+        return ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none", data_dir=str(tmp_path / name))
+
+    def bound(server, port: int) -> bool:
+        try:
+            return server.grpc_server.add_insecure_port(f"127.0.0.1:{port}") == port
+        except RuntimeError:  # grpcio: "Failed to bind"
+            return False
+
+    async def run() -> tuple[bool, bool, bool]:
+        reuse = [("grpc.so_reuseport", 1)]
+        servers = [await create_server(config("shared"), extra_options=reuse),
+                   await create_server(config("asks"), extra_options=reuse),
+                   await create_server(config("default")),
+                   await create_server(config("default-owner"))]
+        try:
+            shared, asks, default, owner = servers
+            return bound(asks, shared.port), bound(default, shared.port), bound(asks, owner.port)
+        finally:
+            for server in servers:
+                await server.close()
+
+    assert asyncio.run(run()) == (True, False, False)
