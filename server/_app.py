@@ -61,6 +61,8 @@ from ._service import LossService, add_loss_service
 from .losses import REGISTRY, Registry
 from .losses._plugins import load_plugin_setting
 from .training import TrainingConfig, TrainingLimits, add_training_service
+from .training._manager import DEFAULT_LEASE_S
+from .training._store import StoreError
 
 __all__ = ["ServerConfig", "create_server", "serve", "main"]
 
@@ -122,6 +124,11 @@ class ServerConfig:
     log_format: str = _env("LOSSD_LOG_FORMAT", "plain")
     #: Where training jobs live: SQLite (jobs, events, results) and checkpoints; created if missing.
     data_dir: str = _env("LOSSD_DATA_DIR", ".lossd")
+    #: Where training jobs are stored: "" (SQLite in data_dir) or a postgresql:// URL shared by replicas.
+    #: It may hold a password: never in repr, logs or errors (masked).
+    job_store: str = _env("LOSSD_JOB_STORE", "", repr=False)
+    #: Seconds a replica's claim on a running job lasts unless renewed (docs/scaling.md).
+    job_lease_s: float = _env("LOSSD_JOB_LEASE_S", DEFAULT_LEASE_S, float)
     #: Training jobs running at once (each in its own worker process, one thread); more wait in a queue.
     max_jobs: int = _env("LOSSD_MAX_JOBS", max(1, (os.cpu_count() or 2) // 2), int)
     max_queued_jobs: int = _env("LOSSD_MAX_QUEUED_JOBS", 32, int)
@@ -158,11 +165,13 @@ class ServerConfig:
 
     def training(self) -> TrainingConfig:
         """The training part of the settings."""
+        if not self.job_lease_s > 0:
+            raise ConfigError(f"--job-lease-s is {self.job_lease_s}; must be > 0 seconds")
         limits = TrainingLimits(self.max_epochs, self.max_steps, self.max_parameters, self.max_samples,
                                 self.max_tensor_elements, self.max_request_elements, self.max_tensors,
                                 max_world_size=self.max_world_size)
         return TrainingConfig(Path(self.data_dir), self.max_jobs, self.max_queued_jobs, limits, self.plugins,
-                              rdzv_endpoint=self.rdzv_endpoint)
+                              rdzv_endpoint=self.rdzv_endpoint, job_store=self.job_store, lease_s=self.job_lease_s)
 
     def security(self) -> Security:
         """The security part, checked (the exposure rule); raises :class:`SecurityError`."""
@@ -222,8 +231,16 @@ async def create_server(
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     # Training: the job store under data_dir, unfinished jobs resumed, workers outside the serving path.
-    server.lossd_jobs = await add_training_service(server, config.training(), registry, executor)  # type: ignore[attr-defined]
+    jobs = await add_training_service(server, config.training(), registry, executor)
+    server.lossd_jobs = jobs  # type: ignore[attr-defined]
     server.lossd_health = health_servicer  # type: ignore[attr-defined]
+
+    def store_health(ok: bool) -> None:  # the job store came or went: TrainingService's health follows it
+        if not jobs.closing:
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            asyncio.ensure_future(_set_health(health_servicer, TRAINING_SERVICE, status))
+
+    jobs.on_store_health = store_health
     server.lossd_drain = gate  # type: ignore[attr-defined]
     if observability is not None:
         observability.start(config.host)  # the metrics endpoint, if any
@@ -315,6 +332,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--data-dir", default=d.data_dir,
                         help="folder for training jobs: SQLite store and checkpoints (env LOSSD_DATA_DIR; "
                         "default %(default)s)")
+    parser.add_argument("--job-store", default=d.job_store, metavar="URL",
+                        help="where training jobs are stored: unset, SQLite in --data-dir; postgresql://USER@HOST/DB "
+                        "for a database that several replicas share (needs lossd[postgres]; docs/scaling.md). "
+                        "Give a password through env LOSSD_JOB_STORE, not this flag (arguments show in `ps`)")
+    parser.add_argument("--job-lease-s", type=float, default=d.job_lease_s,
+                        help="seconds a replica's claim on a running job lasts without renewal: a dead replica's "
+                        "jobs resume elsewhere after about this long (env LOSSD_JOB_LEASE_S; default %(default)s)")
     parser.add_argument("--max-jobs", type=int, default=d.max_jobs,
                         help="training jobs running at once (env LOSSD_MAX_JOBS; default %(default)s)")
     parser.add_argument("--max-queued-jobs", type=int, default=d.max_queued_jobs,
@@ -392,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig) if f.name != "token"})
     try:
         asyncio.run(serve(config))
-    except ConfigError as e:  # SecurityError included
+    except (ConfigError, StoreError) as e:  # SecurityError included; StoreError: the job store (password masked)
         print(f"lossd serve: error: {e}", file=sys.stderr, flush=True)
         return 2
     # The drain closed what the server owns (jobs, store, listener, metrics). Exit now: calls

@@ -37,3 +37,19 @@ def client(server_address: str):  # type: ignore[no-untyped-def]
 
     with Client(server_address) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real PostgreSQL server (tests/support/postgres.py) for the session; skips, saying why, where none
+    can start (no binaries, no non-root user, no driver)."""
+    from support.postgres import PostgresServer, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer.start_new(None)
+    try:
+        yield server
+    finally:
+        server.destroy()

@@ -62,7 +62,7 @@ from ._model import build_model
 from ._optim import build_optimizer, build_scheduler
 from ._spec import JobPlan
 
-__all__ = ["Control", "RankFailure", "World", "run_job", "spec_digest", "epoch_seed", "rank_indices", "rank_seed"]
+__all__ = ["Control", "RankFailure", "World", "follows_checkpoint", "run_job", "spec_digest", "epoch_seed", "rank_indices", "rank_seed"]
 
 State = training_pb2.JobState
 Kind = training_pb2.JobEventKind
@@ -87,6 +87,13 @@ class World:
 
 class RankFailure(RuntimeError):
     """A rank cannot go on (e.g. the loss refused its shard); the launcher ends the job FAILED with this text."""
+
+
+def follows_checkpoint(event: training_pb2.JobEvent) -> bool:
+    """Whether the run wrote its checkpoint just before emitting ``event`` (an epoch's end, an interrupt), so
+    that a shared job store can keep that checkpoint with the event."""
+    return event.kind == Kind.JOB_EVENT_KIND_EPOCH or (
+        event.kind == Kind.JOB_EVENT_KIND_STATE and event.state == State.JOB_STATE_INTERRUPTED)
 
 
 def spec_digest(spec_bytes: bytes) -> str:
