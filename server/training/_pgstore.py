@@ -150,6 +150,12 @@ class PostgresJobStore:
         self._closed = threading.Event()
         self._listeners: list[Callable[[str], None]] = []
         self._listener: threading.Thread | None = None
+        # The pool logs a warning per failed reconnect attempt; the manager says once that the store is gone.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+        try:  # first one plain connection: an unreachable database is one clear error, not pool retries
+            psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT_S)).close()
+        except Exception as e:
+            raise StoreError(f"the job store {self.masked} is unreachable: {self._clean(e)}") from None
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=CONNECT_TIMEOUT_S,
                                     name="lossd-jobs", kwargs={"connect_timeout": int(CONNECT_TIMEOUT_S)})
         try:
@@ -324,13 +330,15 @@ class PostgresJobStore:
         with self._tx() as db:
             rows = db.execute(
                 f"UPDATE lossd_jobs j SET owner = %s, lease_until = {_NOW} + %s, generation = j.generation + 1 "
-                f"FROM (SELECT job_id FROM lossd_jobs WHERE state NOT IN (0, 3, 4, 5) "
+                f"FROM (SELECT job_id, owner FROM lossd_jobs WHERE state NOT IN (0, 3, 4, 5) "
                 f"AND (owner = '' OR lease_until < {_NOW}) ORDER BY created, job_id LIMIT %s "
                 "FOR UPDATE SKIP LOCKED) c "
-                f"WHERE j.job_id = c.job_id RETURNING {cols}, j.spec, j.generation",
+                f"WHERE j.job_id = c.job_id RETURNING {cols}, j.spec, j.generation, c.owner",
                 (owner, lease_s, limit)).fetchall()
         rows.sort(key=lambda r: (r[4], r[0]))
-        return [Claim(_row(r, r[_N_COLUMNS]), Lease(r[0], int(r[_N_COLUMNS + 1]))) for r in rows]
+        # The row's owner is the previous one (who ran the job, if anyone), as with SQLite.
+        return [Claim(_row((*r[:_N_COLUMNS - 1], r[_N_COLUMNS + 2]), r[_N_COLUMNS]), Lease(r[0], int(r[_N_COLUMNS + 1])))
+                for r in rows]
 
     def renew(self, owner: str, leases: Sequence[Lease], lease_s: float) -> dict[str, str]:
         """Extend ``leases``; per job ``"ok"``, ``"cancel"`` (a cancel was requested) or ``"lost"``."""

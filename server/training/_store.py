@@ -120,7 +120,8 @@ class JobRow:
 
 @dataclass
 class Claim:
-    """A job this replica now owns: its row (with the spec) and its lease."""
+    """A job this replica now owns: its row as it was before the claim (with the spec; ``owner`` is who held it
+    before, if anyone) and its lease."""
 
     row: JobRow
     lease: Lease

@@ -1,0 +1,189 @@
+"""The job store's contract, on both implementations (SQLite in a folder, PostgreSQL on a real server the tests
+start): claims, renewals, fencing by generation, cancel requests, checkpoints; schema versions; concurrent
+claims from several replicas; an unreachable database at start (exit 2, password masked)."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lossd.server.training._store import (
+    JobStore,
+    Lease,
+    LeaseLost,
+    SQLiteJobStore,
+    StoreError,
+    open_store,
+)
+from lossd.v1 import training_pb2 as pb
+
+
+def _state(state: int, **kw: Any) -> pb.JobEvent:
+    return pb.JobEvent(kind=pb.JOB_EVENT_KIND_STATE, state=state, **kw)
+
+
+def _queued(store: JobStore, job_id: str) -> None:
+    store.create_job(job_id, "", b"spec", epochs=1, total_steps=1, encoding="raw")
+    store.append_event(job_id, _state(pb.JOB_STATE_QUEUED))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    if request.param == "sqlite":
+        s: JobStore = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    else:
+        s = open_store(request.getfixturevalue("postgres").fresh_database(), tmp_path)
+    yield s
+    s.close()
+
+
+def test_claims_leases_and_fencing(store: JobStore) -> None:
+    a, b, c = "00000000000a", "00000000000b", "00000000000c"
+    for job in (a, b, c):
+        _queued(store, job)
+    first = store.claim("replica-1", 30.0, 2)
+    assert [(x.row.job_id, x.lease.generation, x.row.spec) for x in first] == [(a, 1, b"spec"), (b, 1, b"spec")]
+    assert [x.row.job_id for x in store.claim("replica-2", 30.0, 5)] == [c]  # held jobs are not claimed again
+    assert store.claim("replica-2", 30.0, 5) == [] and store.count_waiting() == 0
+    lease_a = first[0].lease
+    store.append_event(a, _state(pb.JOB_STATE_RUNNING), lease=lease_a)
+    assert store.renew("replica-1", [lease_a], 30.0) == {a: "ok"}
+    # The lease lapses (renewed for 0 s): another replica claims the job, and the first one is fenced off.
+    store.renew("replica-1", [lease_a], -1.0)
+    again = store.claim("replica-2", 30.0, 5)
+    assert [(x.row.job_id, x.row.state, x.row.owner, x.lease.generation) for x in again] == [
+        (a, pb.JOB_STATE_RUNNING, "replica-1", 2)]  # the row as it was: who held it before
+    with pytest.raises(LeaseLost):
+        store.append_event(a, pb.JobEvent(kind=pb.JOB_EVENT_KIND_EPOCH, epoch=1, step=1), lease=lease_a,
+                           checkpoint=b"stale")
+    assert store.renew("replica-1", [lease_a], 30.0) == {a: "lost"}
+    assert [e.seq for e in store.events_after(a, 0)] == [1, 2]  # the refused write left nothing
+    new = again[0].lease
+    store.append_event(a, pb.JobEvent(kind=pb.JOB_EVENT_KIND_EPOCH, epoch=1, step=1), lease=new, checkpoint=b"ck1")
+    if store.shares_checkpoints:
+        assert store.checkpoint(a) == b"ck1"
+    else:
+        assert store.checkpoint(a) is None  # files, with SQLite
+    store.append_event(a, _state(pb.JOB_STATE_SUCCEEDED), lease=new)
+    row = store.get_job(a)
+    assert row is not None and row.terminal and row.owner == "" and row.last_seq == 4
+    assert store.checkpoint(a) is None  # gone with the job's end
+
+
+def test_cancel_waiting_and_held_jobs(store: JobStore) -> None:
+    waiting, held = "00000000001a", "00000000001b"
+    _queued(store, held)
+    _queued(store, waiting)
+    claim = store.claim("owner", 30.0, 1)[0]
+    assert claim.row.job_id == held
+    assert store.request_cancel(waiting, "cancelled before it ran") == "cancelled"
+    assert [(e.state, e.message) for e in store.events_after(waiting, 1)] == [
+        (pb.JOB_STATE_CANCELLED, "cancelled before it ran")]
+    assert store.claim("other", 30.0, 5) == []  # a cancelled job is never claimed
+    assert store.request_cancel(held, "x") == "requested"  # the owner reads it with its lease
+    assert store.renew("owner", [claim.lease], 30.0) == {held: "cancel"}
+    store.append_event(held, _state(pb.JOB_STATE_CANCELLED), lease=claim.lease)
+    assert store.request_cancel(held, "x") == "ended"
+
+
+def test_released_jobs_are_claimed_at_once(store: JobStore) -> None:
+    job = "00000000002a"
+    _queued(store, job)
+    claim = store.claim("one", 300.0, 1)[0]
+    store.append_event(job, _state(pb.JOB_STATE_INTERRUPTED), lease=claim.lease)
+    store.release(claim.lease)
+    (again,) = store.claim("two", 300.0, 1)
+    assert (again.row.state, again.lease.generation) == (pb.JOB_STATE_INTERRUPTED, 2)
+
+
+def test_concurrent_claims_take_each_job_once(postgres: Any, tmp_path: Path) -> None:
+    url = postgres.fresh_database()
+    stores = [open_store(url, tmp_path) for _ in range(3)]
+    try:
+        ids = [f"{i:012x}" for i in range(60)]
+        for job in ids:
+            _queued(stores[0], job)
+        taken: dict[int, list[str]] = {i: [] for i in range(3)}
+        barrier = threading.Barrier(3)
+
+        def claimer(i: int) -> None:
+            barrier.wait()
+            while claims := stores[i].claim(f"r{i}", 60.0, 3):
+                taken[i].extend(c.row.job_id for c in claims)
+
+        threads = [threading.Thread(target=claimer, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        everything = [j for i in range(3) for j in taken[i]]
+        assert sorted(everything) == ids  # each exactly once
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_schema_newer_than_this_lossd_refuses_to_start(postgres: Any, tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    SQLiteJobStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(StoreError, match="schema version 99, newer than this lossd's"):
+        SQLiteJobStore(path)
+    import psycopg
+
+    url = postgres.fresh_database()
+    open_store(url, tmp_path).close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE lossd_schema SET version = 99")
+    with pytest.raises(StoreError, match="schema version 99, newer than this lossd's") as info:
+        open_store(url, tmp_path)
+    assert postgres.password not in str(info.value) and "***" in str(info.value)
+
+
+def test_an_old_sqlite_store_is_migrated(tmp_path: Path) -> None:
+    """A version-1 store (no lease columns) gets them; its unfinished jobs can be claimed."""
+    path = tmp_path / "jobs.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript("""
+            CREATE TABLE jobs (job_id TEXT PRIMARY KEY, name TEXT NOT NULL, state INTEGER NOT NULL,
+                message TEXT NOT NULL DEFAULT '', created REAL NOT NULL, updated REAL NOT NULL,
+                epochs INTEGER NOT NULL, total_steps INTEGER NOT NULL, epoch INTEGER NOT NULL DEFAULT 0,
+                step INTEGER NOT NULL DEFAULT 0, loss REAL NOT NULL DEFAULT 0, metrics TEXT NOT NULL DEFAULT '{}',
+                last_seq INTEGER NOT NULL DEFAULT 0, resumes INTEGER NOT NULL DEFAULT 0, encoding TEXT NOT NULL,
+                spec BLOB NOT NULL, world_size INTEGER NOT NULL DEFAULT 1);
+            CREATE TABLE events (job_id TEXT NOT NULL, seq INTEGER NOT NULL, kind INTEGER NOT NULL,
+                state INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (job_id, seq)) WITHOUT ROWID;
+            CREATE TABLE results (job_id TEXT PRIMARY KEY, state INTEGER NOT NULL, parameters BLOB NOT NULL);
+            INSERT INTO jobs (job_id, name, state, created, updated, epochs, total_steps, encoding, spec, last_seq)
+                VALUES ('0123456789ab', 'old', 2, 0, 0, 3, 30, 'values', x'', 0);
+            PRAGMA user_version=1;
+        """)
+    store = SQLiteJobStore(path)
+    (claim,) = store.claim("me", 30.0, 5)
+    assert (claim.row.name, claim.row.state, claim.lease.generation) == ("old", pb.JOB_STATE_RUNNING, 1)
+    store.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_serve_exits_2_naming_an_unreachable_store_with_its_password_masked(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://lossd:hunter2secret@127.0.0.1:{port}/jobs"
+    proc = subprocess.run([sys.executable, "-m", "lossd.server", "--port", "0", "--data-dir", str(tmp_path / "d")],
+                          env={**__import__("os").environ, "LOSSD_JOB_STORE": url, "LOSSD_DEVICE": "cpu"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "hunter2secret" not in proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lossd serve: error: the job store "
+                                                   f"postgresql://lossd:***@127.0.0.1:{port}/jobs is unreachable")
