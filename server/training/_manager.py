@@ -484,6 +484,10 @@ class JobManager:
                     if state == "lost":
                         self._lose(job, "another server claimed the job")
                         continue
+                    if started > job.lease_deadline - self.config.lease_s / 2:
+                        log.warning("job %s: lease renewed late (%.1f s of its %.1f s left); the server is "
+                                    "overloaded or the store slow", job.job_id, job.lease_deadline - started,
+                                    self.config.lease_s)
                     job.lease_deadline = started + self.config.lease_s
                     if state == "cancel" and not job.cancel_requested:
                         job.cancel_requested = True

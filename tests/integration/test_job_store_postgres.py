@@ -61,17 +61,18 @@ def _stub(served: ServedProcess) -> training_pb2_grpc.TrainingServiceStub:
     return training_pb2_grpc.TrainingServiceStub(grpc.insecure_channel(served.address))
 
 
-def _owner(servers: list[ServedProcess], job_id: str, after: int = 0) -> tuple[int, int]:
-    """(index of the server whose log says it started ``job_id``'s worker, that worker's pid); the
-    ``after``-th start counts from 0."""
+def _owner(servers: list[ServedProcess], job_id: str, which: int = -1) -> tuple[int, int]:
+    """(index of the server whose log says it started ``job_id``'s worker, that worker's pid) for the
+    ``which``-th start in time (default: the latest)."""
     starts = []
     for i, served in enumerate(servers):
         for line in list(served.log):
-            m = re.search(rf"job {job_id} started in worker pid (\d+)", line)
+            m = re.search(rf"^(\S+ \S+) .*job {job_id} started in worker pid (\d+)", line)
             if m:
-                starts.append((i, int(m.group(1))))
-    assert len(starts) > after, "".join(line for s in servers for line in s.log)
-    return starts[after]
+                starts.append((m.group(1), i, int(m.group(2))))
+    assert starts, _logs(servers)
+    _, index, pid = sorted(starts)[which]
+    return index, pid
 
 
 def _logs(servers: list[ServedProcess]) -> str:
@@ -114,10 +115,22 @@ def _reference(stub: training_pb2_grpc.TrainingServiceStub, spec: dict[str, Any]
 
 
 def _check_one_run(events: list[pb.JobEvent]) -> None:
-    """Gap-free seq from 1, one terminal event, last."""
+    """Gap-free seq from 1, one terminal event, last; each run (from a RUNNING event on) only goes forward, and
+    a run after the first follows an INTERRUPTED event (its claim): no write of a stale owner between."""
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     terminal = [e for e in events if e.kind == pb.JOB_EVENT_KIND_STATE and e.state in TERMINAL]
     assert len(terminal) == 1 and terminal[0] is events[-1]
+    states = [e.state for e in events if e.kind == pb.JOB_EVENT_KIND_STATE]
+    assert states[:2] == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING], states
+    for i in range(2, len(states) - 1, 2):
+        assert states[i:i + 2] == [pb.JOB_STATE_INTERRUPTED, pb.JOB_STATE_RUNNING], states
+    step = 0
+    for e in events:
+        if e.kind == pb.JOB_EVENT_KIND_STATE and e.state == pb.JOB_STATE_RUNNING:
+            step = 0
+        if e.step:
+            assert e.step >= step, [(x.seq, x.kind, x.state, x.step) for x in events]
+            step = e.step
 
 
 @pytest.fixture()
@@ -138,22 +151,145 @@ def test_kill_9_of_the_owner_another_replica_finishes_with_identical_parameters(
         watcher.start()
         # Mid-job: after the epoch-2 event (its checkpoint is in the store with it).
         assert wait_for(lambda: any(e.kind == pb.JOB_EVENT_KIND_EPOCH and e.epoch >= 2 for e in watched), 60, 0.05)
+        owner, worker = _owner(servers, job_id)  # the latest start (a lease can also lapse under heavy load)
+        other = 1 - owner
         servers[owner].proc.send_signal(signal.SIGKILL)
         servers[owner].proc.wait(10)
         assert wait_for(lambda: not alive(worker), 10, 0.05), "the worker outlived its server"
         watcher.join(120)
         assert not watcher.is_alive()
         _check_one_run(watched)
-        states = [e.state for e in watched if e.kind == pb.JOB_EVENT_KIND_STATE]
-        assert states == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_INTERRUPTED,
-                          pb.JOB_STATE_RUNNING, pb.JOB_STATE_SUCCEEDED], states
-        assert _owner(servers, job_id, 1)[0] == other  # the survivor claimed it after the lease lapsed
-        resumed = [e for e in watched if e.kind == pb.JOB_EVENT_KIND_STATE and e.state == pb.JOB_STATE_RUNNING][1]
+        assert watched[-1].state == pb.JOB_STATE_SUCCEEDED
+        assert _owner(servers, job_id)[0] == other  # the survivor claimed it after the lease lapsed
+        resumed = [e for e in watched if e.kind == pb.JOB_EVENT_KIND_STATE and e.state == pb.JOB_STATE_RUNNING][-1]
         assert resumed.message.startswith("resumed from the checkpoint at step"), resumed.message
         final = watched[-1]
         assert [h.epoch for h in final.history] == list(range(1, 11))
         job = stubs[other].GetJob(pb.GetJobRequest(job_id=job_id), timeout=10).job
-        assert (job.state, job.resumes, job.last_seq) == (pb.JOB_STATE_SUCCEEDED, 1, final.seq)
+        runs = sum(1 for e in watched if e.kind == pb.JOB_EVENT_KIND_STATE and e.state == pb.JOB_STATE_RUNNING)
+        assert (job.state, job.resumes, job.last_seq) == (pb.JOB_STATE_SUCCEEDED, runs - 1, final.seq)
         reference = _reference(stubs[other], SPEC)
         assert final.parameters == reference.parameters  # every float, exactly
         assert list(final.history) == list(reference.history)
+
+
+def test_sigstop_past_the_lease_then_sigcont_no_second_run_no_stale_write(tmp_path: Path, db_url: str) -> None:
+    with replicas(tmp_path, db_url, 2) as servers:
+        stubs = [_stub(s) for s in servers]
+        job_id = _submit(stubs[0], SPEC)
+        assert wait_for(lambda: _starts(servers, job_id) == 1, 120, 0.05), _logs(servers)
+        owner, worker = _owner(servers, job_id)
+        other = 1 - owner
+        watched: list[pb.JobEvent] = []
+        watcher = threading.Thread(target=_follow, args=(stubs[other], job_id, watched), daemon=True)
+        watcher.start()
+        assert wait_for(lambda: any(e.kind == pb.JOB_EVENT_KIND_EPOCH for e in watched), 60, 0.05)
+        owner, worker = _owner(servers, job_id)  # the latest start (a lease can also lapse under heavy load)
+        other, started = 1 - owner, _starts(servers, job_id)
+        servers[owner].proc.send_signal(signal.SIGSTOP)
+        try:  # past its lease: the other replica claims the job and resumes it
+            assert wait_for(lambda: _starts(servers, job_id) > started, 120, 0.05), _logs(servers)
+        finally:
+            servers[owner].proc.send_signal(signal.SIGCONT)
+        watcher.join(120)
+        assert not watcher.is_alive()
+        _check_one_run(watched)  # every event after the claim is the new owner's: no stale write between
+        assert watched[-1].state == pb.JOB_STATE_SUCCEEDED and _owner(servers, job_id)[0] == other
+        # The paused replica woke up, found its lease gone and stopped its worker without writing.
+        assert wait_for(lambda: not alive(worker), 30, 0.05), "the stale owner's worker still runs"
+        assert wait_for(lambda: any(f"job {job_id}: lease lost" in line for line in list(servers[owner].log)),
+                        30, 0.05), _logs(servers)
+        final = stubs[owner].GetJob(pb.GetJobRequest(job_id=job_id), timeout=30).job  # it answers again
+        assert (final.state, final.last_seq) == (pb.JOB_STATE_SUCCEEDED, watched[-1].seq)
+        reference = _reference(stubs[other], SPEC)
+        assert watched[-1].parameters == reference.parameters
+
+
+@pytest.fixture(scope="module")
+def trio(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServedProcess]]:
+    """Three replicas on one fresh database, for the tests that leave them running."""
+    with replicas(tmp_path_factory.mktemp("trio"), postgres.fresh_database(), 3, "--max-jobs", "2",
+                  "--max-queued-jobs", "500") as servers:
+        yield servers
+
+
+def test_cancel_sent_to_a_replica_that_does_not_own_the_job(trio: list[ServedProcess]) -> None:
+    stubs = [_stub(s) for s in trio]
+    job_id = _submit(stubs[0], {**SPEC, "epochs": 200})
+    assert wait_for(lambda: _starts(trio, job_id) == 1, 120, 0.05), _logs(trio)
+    owner, worker = _owner(trio, job_id)
+    events: list[pb.JobEvent] = []
+    watcher = threading.Thread(target=_follow, args=(stubs[owner], job_id, events), daemon=True)
+    watcher.start()
+    assert wait_for(lambda: any(e.kind == pb.JOB_EVENT_KIND_EPOCH for e in events), 60, 0.05)
+    other = (owner + 1) % 3
+    job = stubs[other].CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=60).job
+    assert job.state == pb.JOB_STATE_CANCELLED, job
+    watcher.join(30)
+    _check_one_run(events)
+    assert events[-1].state == pb.JOB_STATE_CANCELLED and events[-1].message.startswith("cancelled after step")
+    assert wait_for(lambda: not alive(worker), 30, 0.05)
+
+
+def test_200_jobs_across_3_replicas_each_run_exactly_once(trio: list[ServedProcess]) -> None:
+    stubs = [_stub(s) for s in trio]
+    with ThreadPoolExecutor(12) as pool:
+        ids = list(pool.map(lambda i: _submit(stubs[i % 3], {**TINY, "seed": i}), range(200)))
+    assert len(set(ids)) == 200
+
+    def ended() -> bool:
+        jobs = stubs[0].ListJobs(pb.ListJobsRequest(limit=1000), timeout=30).jobs
+        mine = {j.job_id: j.state for j in jobs if j.job_id in set(ids)}
+        return len(mine) == 200 and all(s in TERMINAL for s in mine.values())
+
+    assert wait_for(ended, 240, 0.5), _logs(trio)
+    for i, job_id in enumerate(ids):
+        events = [r.event for r in stubs[(i + 1) % 3].WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=30)]
+        _check_one_run(events)
+        states = [e.state for e in events if e.kind == pb.JOB_EVENT_KIND_STATE]
+        assert states == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_SUCCEEDED], (job_id, states)
+        assert _starts(trio, job_id) == 1, job_id
+    per_replica = [sum(1 for line in list(s.log) if "started in worker pid" in line) for s in trio]
+    assert all(n > 0 for n in per_replica), per_replica  # the work was shared
+
+
+def test_postgres_restart_mid_job_replicas_reconnect_and_the_job_finishes(trio: list[ServedProcess],
+                                                                          postgres: Any) -> None:
+    """While the database is down: TrainingService is NOT_SERVING and answers UNAVAILABLE, LossService serves."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from lossd.client import Client
+
+    stubs = [_stub(s) for s in trio]
+    job_id = _submit(stubs[0], SPEC)
+    assert wait_for(lambda: _starts(trio, job_id) == 1, 120, 0.05), _logs(trio)
+    events: list[pb.JobEvent] = []
+    watcher = threading.Thread(target=_follow, args=(stubs[2], job_id, events), daemon=True)
+    watcher.start()
+    assert wait_for(lambda: any(e.kind == pb.JOB_EVENT_KIND_EPOCH for e in events), 60, 0.05)
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(trio[1].address))
+
+    def training_health() -> int:
+        return int(health.Check(health_pb2.HealthCheckRequest(service="lossd.v1.TrainingService"), timeout=10).status)
+
+    postgres.stop()
+    try:
+        assert wait_for(lambda: training_health() == health_pb2.HealthCheckResponse.NOT_SERVING, 30, 0.1)
+        with pytest.raises(grpc.RpcError) as info:
+            stubs[1].ListJobs(pb.ListJobsRequest(), timeout=30)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert postgres.password not in (info.value.details() or "")
+        assert health.Check(health_pb2.HealthCheckRequest(service="lossd.v1.LossService"),
+                            timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        with Client(trio[1].address) as client:
+            assert client.evaluate("mse", [1.0, 2.0], [1.0, 0.0]).value == 2.0
+    finally:
+        postgres.start()
+    assert wait_for(lambda: training_health() == health_pb2.HealthCheckResponse.SERVING, 30, 0.1)
+    watcher.join(180)
+    assert not watcher.is_alive()
+    _check_one_run(events)
+    assert events[-1].state == pb.JOB_STATE_SUCCEEDED
+    assert events[-1].parameters == _reference(stubs[0], SPEC).parameters
+    for s in trio:
+        assert postgres.password not in "".join(s.log)
