@@ -96,7 +96,7 @@ bench: venv ## benchmarks side by side (~2 min; not in make test): bench/results
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 docs: venv ## regenerate docs/losses.md from the loss registry
-	$(BIN)/python -m lossd.server._docs --out docs/losses.md
+	$(BIN)/python -m lossd.server.losses._docs --out docs/losses.md
 
 proto: venv ## regenerate the committed stubs next to each .proto
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=proto --pyi_out=proto --grpc_python_out=proto $(PROTOS)

@@ -60,7 +60,7 @@ async def _echo_stream(requests, context):  # type: ignore[no-untyped-def]
 def _evaluate_batch(data: bytes) -> bytes:
     """The Batch prototype: every item evaluated in turn, one reply item each."""
     from lossd._framing import _fields, join, length_delimited
-    from lossd.server._evaluate import handle_evaluate_bytes
+    from lossd.server.rpc import handle_evaluate_bytes
     from lossd.server.losses import REGISTRY, LossError
     from lossd.v1 import lossd_pb2
 

@@ -6,7 +6,7 @@
 """
 
 from ._app import ServerConfig, create_server, main, serve
-from ._evaluate import evaluate
+from .evaluation import evaluate
 from .losses import REGISTRY
 
 __all__ = ["REGISTRY", "ServerConfig", "create_server", "evaluate", "main", "serve"]

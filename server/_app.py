@@ -41,25 +41,27 @@ from .._wire import (
     TensorLimits,
 )
 from ..v1 import lossd_pb2, training_pb2
-from ._auth import BearerTokenInterceptor
 from ._connections import (
     DEFAULT_KEEPALIVE_TIME_S,
     DEFAULT_KEEPALIVE_TIMEOUT_S,
-    DEFAULT_MAX_CONCURRENT_RPCS,
-    DEFAULT_MAX_CONCURRENT_STREAMS,
     DEFAULT_MIN_PING_INTERVAL_S,
-    ConcurrencyLimiter,
     connection_options,
 )
-from ._drain import DrainGate, drain
-from ._evaluate import resolve_device
 from ._logging import LOG_FORMATS, configure_logging, emit
-from ._malformed import MalformedRequests
-from ._observability import build_observability
 from ._security import ConfigError, Security, describe, resolve_security
-from ._service import LossService, add_loss_service
+from .evaluation import resolve_device
+from .interceptors import (
+    DEFAULT_MAX_CONCURRENT_RPCS,
+    DEFAULT_MAX_CONCURRENT_STREAMS,
+    ConcurrencyLimiter,
+    DrainGate,
+    build_interceptors,
+    build_observability,
+    drain,
+)
 from .losses import REGISTRY, Registry
 from .losses._plugins import load_plugin_setting
+from .rpc import LossService, add_loss_service
 from .training import TrainingConfig, TrainingLimits, add_training_service
 from .training._manager import DEFAULT_LEASE_S
 from .training._store import StoreError
@@ -152,7 +154,7 @@ class ServerConfig:
     tls_client_ca: str | None = _env("LOSSD_TLS_CLIENT_CA", None, _or_none)
     #: Serve beyond loopback without authentication (logged as a warning): LOSSD_INSECURE=1 (true, yes, on).
     insecure: bool = _env("LOSSD_INSECURE", False, _yes)
-    # -- concurrency and connections (server/_connections.py) --
+    # -- concurrency and connections (server/_connections.py, server/interceptors/_concurrency.py) --
     max_concurrent_rpcs: int = _env("LOSSD_MAX_CONCURRENT_RPCS", DEFAULT_MAX_CONCURRENT_RPCS, int)
     max_concurrent_streams: int = _env("LOSSD_MAX_CONCURRENT_STREAMS", DEFAULT_MAX_CONCURRENT_STREAMS, int)
     keepalive_time_s: float = _env("LOSSD_KEEPALIVE_TIME_S", DEFAULT_KEEPALIVE_TIME_S, float)
@@ -192,17 +194,11 @@ async def create_server(
                             config.keepalive_timeout_s, config.min_ping_interval_s),
     ]
     observability = build_observability(registry, metrics_port=config.metrics_port, log_format=config.log_format)
-    # Outermost first: observability sees (logs, counts) every call, refused ones included;
-    # the drain gate (server/_drain.py); then authentication, so that unauthenticated calls
-    # take no concurrency slot; innermost, requests that do not parse are answered.
     limiter = ConcurrencyLimiter(config.max_concurrent_rpcs, config.max_concurrent_streams)
-    interceptors: list[grpc.aio.ServerInterceptor] = [observability.interceptor] if observability else []
     gate = DrainGate()  # counts calls in flight; refuses new ones once serve() drains (UNAVAILABLE)
-    interceptors.append(gate)
-    if security.token is not None:
-        interceptors.append(BearerTokenInterceptor(security.token))
-    interceptors.append(limiter)
-    interceptors.append(MalformedRequests())  # innermost: a request that does not parse is INVALID_ARGUMENT
+    # The order is fixed and explained in one place: lossd.server.interceptors.build_interceptors.
+    interceptors = build_interceptors(gate, limiter, token=security.token,
+                                      observability=observability.interceptor if observability else None)
     server = grpc.aio.server(options=options, interceptors=interceptors)
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lossd-eval")
     device = resolve_device(config.device)
@@ -263,7 +259,7 @@ async def _set_health(servicer: object, name: str, status: int) -> None:
 
 
 async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
-    """Serve until SIGTERM or SIGINT, then drain (server/_drain.py) for at most ``grace_s``
+    """Serve until SIGTERM or SIGINT, then drain (server/interceptors/_drain.py) for at most ``grace_s``
     seconds; True when every call in flight had ended by itself by then."""
     server, port = await create_server(config, registry)
     await server.start()
@@ -287,7 +283,7 @@ async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
             await _set_health(server.lossd_health, name, health_pb2.HealthCheckResponse.NOT_SERVING)  # type: ignore[attr-defined]
 
     # New calls refused, health NOT_SERVING, running jobs checkpoint (INTERRUPTED; resumed at the
-    # next start), calls in flight finish, then the server stops: all within grace_s (server/_drain.py).
+    # next start), calls in flight finish, then the server stops: all within grace_s (interceptors/_drain.py).
     clean = await drain(server, server.lossd_drain, server.lossd_jobs, server.lossd_executor,  # type: ignore[attr-defined]
                         not_serving, config.grace_s)
     if not clean:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from . import _classification, _custom, _embedding, _focal, _projection, _regression, _sequence  # noqa: F401  (register the built-ins)
+from ._dtypes import TORCH_DTYPES, WIRE_NAMES
 from ._registry import (
     REDUCTION,
     REGISTRY,
@@ -28,6 +29,8 @@ from ._registry import (
 __all__ = [
     "REDUCTION",
     "REGISTRY",
+    "TORCH_DTYPES",
+    "WIRE_NAMES",
     "Input",
     "LossError",
     "LossSpec",

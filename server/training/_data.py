@@ -22,8 +22,9 @@ from typing import Any
 import torch
 
 from ..._wire import WireError
-from .._tensors import check_finite
+from ..evaluation import bind_params
 from ..losses import LossError, Param
+from ..rpc import check_finite
 
 __all__ = ["BUILTINS", "Builtin", "Dataset", "make_builtin", "make_inline", "split"]
 
@@ -175,17 +176,7 @@ def bind_builtin_params(name: str, params: Mapping[str, Any], field: str = "data
     if builtin is None:
         raise LossError(f"{field}.name", f"unknown data set {name!r}; built-in sets: {', '.join(sorted(BUILTINS))}",
                         "NOT_FOUND" if name else "INVALID_ARGUMENT")
-    bound = {p.name: p.default for p in builtin.params}
-    for key, value in params.items():
-        spec = next((p for p in builtin.params if p.name == key), None)
-        if spec is None:
-            valid = ", ".join(p.describe() for p in builtin.params)
-            raise LossError(f"{field}.params.{key}", f"{name} has no parameter {key!r}; valid parameters: {valid}")
-        try:
-            bound[key] = spec.coerce(value)
-        except LossError as e:
-            raise LossError(f"{field}.{e.field}", e.message) from e
-    return builtin, bound
+    return builtin, bind_params(builtin, params, prefix=f"{field}.")
 
 
 def make_builtin(name: str, params: Mapping[str, Any], default_seed: int = 0) -> Dataset:

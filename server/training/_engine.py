@@ -54,8 +54,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from ...v1 import training_pb2
-from .._tensors import encode_tensor
+from ..evaluation import add_penalties
 from ..losses import LossError
+from ..rpc import encode_tensor
 from ._checkpoint import load_checkpoint, save_checkpoint
 from ._metrics import evaluate_split
 from ._model import build_model
@@ -370,16 +371,9 @@ class _Run:
                     return
                 objective = data_loss
                 parts = {"loss": float(data_loss.detach())}
-                if reg.l1 or reg.l2:
+                if reg.l1 or reg.l2:  # one sum over every covered entry, as a plain torch loop writes it
                     flat = torch.cat([t.reshape(-1) for t in self.covered])
-                    if reg.l1:
-                        l1 = reg.l1 * flat.abs().sum()
-                        parts["l1"] = float(l1.detach())
-                        objective = objective + l1
-                    if reg.l2:
-                        l2 = 0.5 * reg.l2 * flat.pow(2).sum()
-                        parts["l2"] = float(l2.detach())
-                        objective = objective + l2
+                    objective = add_penalties(objective, [flat], reg, parts)
                 value = float(objective.detach())
                 if world is not None:
                     stop = self._reduce_step(parts, size, loss_scale)

@@ -52,7 +52,7 @@ from typing import Any
 
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
-from .._tensors import decode_tensor, encode_tensor
+from ..rpc import decode_tensor, encode_tensor
 from ..losses import LossError, Registry
 from ._checkpoint import CHECKPOINT_MESSAGE, remove_checkpoint, save_checkpoint_bytes
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job

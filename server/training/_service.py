@@ -10,7 +10,7 @@ from typing import NoReturn
 import grpc
 
 from ...v1 import training_pb2, training_pb2_grpc
-from .._status import rich_status
+from ..rpc import rich_status
 from ..losses import LossError, Registry
 from ._manager import JobManager, TrainingConfig
 

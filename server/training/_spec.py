@@ -43,9 +43,8 @@ from ..._wire import (
     check_tensors,
 )
 from ...v1 import lossd_pb2, training_pb2
-from .._evaluate import _bind_params, _struct
-from .._objective import Regularization, check_patterns, covered_parameters
-from .._tensors import check_finite, decode_tensor
+from ..evaluation import DEPRECATED_PARAMS, Regularization, bind_params, check_patterns, covered_parameters
+from ..rpc import check_finite, decode_tensor, struct_to_dict
 from ..losses import LossError, LossSpec, Registry
 from ._data import BUILTINS, NO_NON_FINITE, Dataset, bind_builtin_params, make_inline, split
 from ._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
@@ -216,7 +215,7 @@ def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tupl
         raise LossError("data", f'choose a source: {{"builtin": {{"name": ...}}}} ({", ".join(sorted(BUILTINS))}) '
                                 'or {"inline": {"x": ..., "y": ...}}')
     if source == "builtin":
-        builtin, params = bind_builtin_params(data.builtin.name, _struct(data.builtin.params, "data.builtin.params"))
+        builtin, params = bind_builtin_params(data.builtin.name, struct_to_dict(data.builtin.params, "data.builtin.params"))
         n = builtin.samples(params)
         if n > limits.max_samples:
             raise _limit("data.builtin.params", "the number of samples", n, limits.max_samples, "max-samples")
@@ -262,7 +261,7 @@ def _loss(request: training_pb2.TrainJobRequest, registry: Registry, limits: Tra
         raise LossError("loss.name", f"{spec.name} takes {needs}; a training loss must take the model output "
                         "(prediction) and a target, plus optional constant inputs")
     try:
-        kwargs = _bind_params(spec, _struct(request.loss.params, "loss.params"))
+        kwargs = bind_params(spec, struct_to_dict(request.loss.params, "loss.params"), refused=DEPRECATED_PARAMS)
     except LossError as e:
         raise LossError(f"loss.{e.field}", e.message, e.code) from e
     if kwargs.get("reduction") == "none":

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lossd.server._docs import EVALUATE_METHOD, example_request
+from lossd.server.losses._docs import EVALUATE_METHOD, example_request
 from lossd.server.losses import REGISTRY
 from support.tools import run_tool, tool_path
 

@@ -248,10 +248,10 @@ def mutated_examples(draw: st.DrawFn, losses: list[lossd_pb2.LossInfo]) -> lossd
 
 
 def _examples() -> dict[str, lossd_pb2.EvaluateLossRequest]:
-    """Each built-in loss's example request, as ``lossd.server._docs`` renders it (a fresh copy)."""
+    """Each built-in loss's example request, as ``lossd.server.losses._docs`` renders it (a fresh copy)."""
     from google.protobuf import json_format
 
-    from lossd.server._docs import example_request
+    from lossd.server.losses._docs import example_request
     from lossd.server.losses import REGISTRY
 
     global _EXAMPLES

@@ -100,7 +100,7 @@ def start_gated(
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
     from lossd._wire import DEFAULT_MAX_TENSOR_ELEMENTS
-    from lossd.server._service import LossService
+    from lossd.server.rpc import LossService
     from lossd.server.losses import REGISTRY
     from lossd.v1 import lossd_pb2_grpc
 

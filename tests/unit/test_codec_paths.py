@@ -10,8 +10,8 @@ import torch
 from lossd._framing import tensor_message
 from lossd._wire import DTYPES, check_tensor
 from lossd.client import decode, encode
-from lossd.server._evaluate import FRAME_FROM_BYTES, handle_evaluate_bytes
-from lossd.server._tensors import TORCH_DTYPES, decode_tensor, encode_tensor, tensor_parts
+from lossd.server.losses import TORCH_DTYPES
+from lossd.server.rpc import FRAME_FROM_BYTES, decode_tensor, encode_tensor, handle_evaluate_bytes, tensor_parts
 from lossd.server.losses import REGISTRY
 from lossd.v1 import lossd_pb2
 

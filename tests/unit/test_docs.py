@@ -8,8 +8,8 @@ import pytest
 import torch
 from google.protobuf import json_format
 
-from lossd.server._docs import example_request, example_request_json, main, render_losses_markdown
-from lossd.server._evaluate import handle_evaluate
+from lossd.server.losses._docs import example_request, example_request_json, main, render_losses_markdown
+from lossd.server.rpc import handle_evaluate
 from lossd.server.losses import REDUCTION, REGISTRY, Input, Param, Registry, register_loss
 from lossd.v1 import lossd_pb2
 
@@ -22,7 +22,7 @@ def test_losses_md_is_current() -> None:
     current = LOSSES_MD.read_text(encoding="utf-8") if LOSSES_MD.exists() else ""
     assert current == fresh, (
         "docs/losses.md is stale (the loss registry changed): run `make docs` "
-        "(python -m lossd.server._docs --out docs/losses.md) and commit the result"
+        "(python -m lossd.server.losses._docs --out docs/losses.md) and commit the result"
     )
 
 

@@ -10,7 +10,10 @@ import pytest
 
 
 SKIP = {"lossd.server.__main__", "lossd.client.__main__"}
-PACKAGES = ["lossd", "lossd.client", "lossd.server", "lossd.server.losses", "lossd.server.training"]
+PACKAGES = [
+    "lossd", "lossd.client", "lossd.server", "lossd.server.evaluation", "lossd.server.interceptors", "lossd.server.losses",
+    "lossd.server.rpc", "lossd.server.training",
+]
 
 
 def _modules() -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lossd.server._evaluate import evaluate
+from lossd.server.evaluation import evaluate
 from lossd.server.losses import REGISTRY
 
 

@@ -16,7 +16,7 @@ import pytest
 from lossd.server import _metrics
 from lossd.server._logging import JsonFormatter, access_fields, configure_logging
 from lossd.server._metrics import Metrics, add_job_steps, set_jobs_by_state
-from lossd.server._observability import ObservabilityInterceptor, build_observability, request_id_from
+from lossd.server.interceptors._observability import ObservabilityInterceptor, build_observability, request_id_from
 from lossd.server.losses import REGISTRY
 from lossd.v1 import training_pb2
 

@@ -21,9 +21,9 @@ from lossd._wire import (
     check_tensor,
     check_tensors,
 )
-from lossd.server import _tensors
+from lossd.server.rpc import _tensors
 from lossd.server._app import ServerConfig, build_parser
-from lossd.server._tensors import check_finite, decode_tensor, decode_tensors
+from lossd.server.rpc import check_finite, decode_tensor, decode_tensors
 from lossd.v1 import lossd_pb2
 
 INT64_MAX = 2**63 - 1
@@ -117,7 +117,7 @@ def test_many_terms_cost_linear_time() -> None:
     """Naming duplicate terms (mse_loss, mse_loss#2, ...) was cubic in their number; it is linear."""
     import time
 
-    from lossd.server._objective import Term, _term_names
+    from lossd.server.evaluation._objective import Term, _term_names
     from lossd.server.losses import REGISTRY
 
     spec = REGISTRY.get("mse")

@@ -8,7 +8,8 @@ import torch
 
 from lossd._wire import DTYPES, WireError, check_tensor
 from lossd.client import decode, encode
-from lossd.server._tensors import TORCH_DTYPES, decode_tensor, encode_tensor
+from lossd.server.losses import TORCH_DTYPES
+from lossd.server.rpc import decode_tensor, encode_tensor
 from lossd.v1 import lossd_pb2
 
 

@@ -24,10 +24,14 @@ from typing import Any
 
 import torch
 
-from ._evaluate import Evaluation, _bind_inputs, _bind_params, _call
-from .losses import LossError, LossSpec, Registry
+from ..losses import LossError, LossSpec, Registry
+from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params
+from ._evaluate import Evaluation, call_loss
 
-__all__ = ["MAX_PATTERNS", "Term", "Regularization", "check_patterns", "evaluate_objective", "covered_parameters"]
+__all__ = [
+    "MAX_PATTERNS", "Regularization", "Term", "add_penalties", "check_patterns", "covered_parameters",
+    "evaluate_objective",
+]
 
 #: Most glob patterns in ``regularization.include`` (and in ``exclude``): each is matched against
 #: every parameter name, so the count bounds the work of a small request.
@@ -79,6 +83,31 @@ def covered_parameters(parameters: Mapping[str, torch.Tensor], reg: Regularizati
         if keep:
             names.append(name)
     return sorted(names)
+
+
+def add_penalties(
+    objective: torch.Tensor, covered: Sequence[torch.Tensor], reg: Regularization, parts: dict[str, float]
+) -> torch.Tensor:
+    """``objective + l1 * sum|theta| + 0.5 * l2 * sum theta^2`` over ``covered``: the one place
+    for the L1/L2 convention (EvaluateLoss objectives and training steps). Each penalty that is
+    on is recorded in ``parts`` (``"l1"``, ``"l2"``). Sums run tensor by tensor, in order;
+    a caller that wants one sum over every entry passes one flattened tensor.
+
+    >>> parts = {}
+    >>> add_penalties(torch.tensor(1.0), [torch.tensor([1.0, -2.0])], Regularization(l1=0.5, l2=1.0), parts)
+    tensor(5.)
+    >>> parts
+    {'l1': 1.5, 'l2': 2.5}
+    """
+    if reg.l1:
+        l1 = reg.l1 * sum(t.abs().sum() for t in covered)
+        parts["l1"] = float(l1.detach())  # type: ignore[union-attr]
+        objective = objective + l1
+    if reg.l2:
+        l2 = 0.5 * reg.l2 * sum(t.pow(2).sum() for t in covered)
+        parts["l2"] = float(l2.detach())  # type: ignore[union-attr]
+        objective = objective + l2
+    return objective
 
 
 def _term_names(terms: Sequence[Term], specs: Sequence[LossSpec]) -> list[str]:
@@ -159,13 +188,13 @@ def evaluate_objective(
         for i, (term, spec, name) in enumerate(zip(terms, specs, names)):
             mine = {s: t for s, t in tensors.items() if spec.input(s) is not None}
             try:
-                bound, _ = _bind_inputs(spec, mine)
-                kwargs = _bind_params(spec, term.params)
+                bound, _ = bind_inputs(spec, mine)
+                kwargs = bind_params(spec, term.params, refused=DEPRECATED_PARAMS)
             except LossError as e:
                 raise LossError(prefix(i) + e.field, e.message, e.code) from e
             for inp in spec.inputs:
                 bound.setdefault(inp.name, None)  # type: ignore[arg-type]
-            out = _call(spec, bound, kwargs)
+            out = call_loss(spec, bound, kwargs)
             if out.dim() != 0:
                 raise LossError(f"{prefix(i)}params.reduction",
                                 f"{spec.name} gives shape {list(out.shape)}; objectives need scalar losses "
@@ -179,14 +208,7 @@ def evaluate_objective(
         objective = data_loss
         if reg.l1 or reg.l2 or parameters:
             parts["loss"] = data_loss.detach().item()
-        if reg.l1:
-            l1 = reg.l1 * sum(param_leaves[n].abs().sum() for n in covered)
-            parts["l1"] = float(l1.detach())
-            objective = objective + l1
-        if reg.l2:
-            l2 = 0.5 * reg.l2 * sum(param_leaves[n].pow(2).sum() for n in covered)
-            parts["l2"] = float(l2.detach())
-            objective = objective + l2
+        objective = add_penalties(objective, [param_leaves[n] for n in covered], reg, parts)
     if len(terms) == 1 and not terms[0].name:
         parts.pop(names[0], None)  # one plain term: its value is the "loss" part
     forward_s = time.perf_counter() - start

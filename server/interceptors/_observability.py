@@ -22,6 +22,7 @@ no other metadata, no token.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -33,10 +34,10 @@ from typing import Any
 
 import grpc
 
+from .._logging import access_fields
+from .._metrics import Metrics
+from ..losses import Registry
 from ._handlers import shape_of
-from ._logging import access_fields
-from ._metrics import Metrics
-from .losses import Registry
 
 __all__ = ["Observability", "ObservabilityInterceptor", "attempt_from", "build_observability", "request_id_from"]
 
@@ -310,8 +311,6 @@ def _status(context: Any, error: BaseException | None) -> str:
     if code is not None:
         return _code_name(code)
     if error is not None and not isinstance(error, GeneratorExit):
-        import asyncio
-
         if isinstance(error, asyncio.CancelledError):
             return "CANCELLED"
         return "UNKNOWN"

@@ -2,7 +2,7 @@
 
 The reference is generated, never edited by hand, so it cannot drift from
 what ``ListLosses`` publishes. Regenerate with ``make docs`` (which runs
-``python -m lossd.server._docs --out docs/losses.md``); ``--check`` exits 1
+``python -m lossd.server.losses._docs --out docs/losses.md``); ``--check`` exits 1
 when the file on disk is stale, and so does ``tests/unit/test_docs.py``.
 
 Every loss gets an example request in grpcurl's JSON, built from the
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._tensors import WIRE_NAMES
-from .losses import REGISTRY, Input, LossSpec, Param, Registry
+from ._dtypes import WIRE_NAMES
+from ._registry import REGISTRY, Input, LossSpec, Param, Registry
 
 __all__ = ["render_losses_markdown", "example_request", "example_request_json", "grpcurl_command", "main"]
 
@@ -180,7 +180,7 @@ def render_losses_markdown(registry: Registry = REGISTRY) -> str:
     out = [
         "# Loss reference",
         "",
-        "<!-- Generated from the server's loss registry by `python -m lossd.server._docs`",
+        "<!-- Generated from the server's loss registry by `python -m lossd.server.losses._docs`",
         "     (`make docs`). Do not edit by hand: tests/unit/test_docs.py fails when it is stale. -->",
         "",
         f"lossd serves {len(specs)} loss{'es' if len(specs) != 1 else ''}. This page is generated from the same registry that",
@@ -229,9 +229,9 @@ def render_losses_markdown(registry: Registry = REGISTRY) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lossd.server._docs [--check] [--out docs/losses.md]``."""
+    """``python -m lossd.server.losses._docs [--check] [--out docs/losses.md]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m lossd.server._docs", description="Generate the loss reference from the registry."
+        prog="python -m lossd.server.losses._docs", description="Generate the loss reference from the registry."
     )
     parser.add_argument("--out", default="docs/losses.md", help="file to write ('-': stdout; default %(default)s)")
     parser.add_argument("--check", action="store_true", help="exit 1 if the file differs from a fresh render")
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current != text:
-            print(f"{path} is stale: run `make docs` (python -m lossd.server._docs --out {path})", file=sys.stderr)
+            print(f"{path} is stale: run `make docs` (python -m lossd.server.losses._docs --out {path})", file=sys.stderr)
             return 1
         print(f"{path} is up to date ({len(REGISTRY)} losses)")
         return 0

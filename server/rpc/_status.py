@@ -5,7 +5,7 @@ the ``BadRequest`` field violation carries the same field for programs (the
 SDK's ``err.field`` / ``err.violations``), in the ``grpc-status-details-bin``
 trailer that grpcio-status reads and writes.
 
->>> from .losses import LossError
+>>> from lossd.server.losses import LossError
 >>> status = rich_status(LossError("params.margin", "must be positive"))
 >>> status.code.name, status.details, status.trailing_metadata[0][0]
 ('INVALID_ARGUMENT', 'params.margin: must be positive', 'grpc-status-details-bin')
@@ -17,7 +17,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from .losses import LossError
+from ..losses import LossError
 
 __all__ = ["MAX_FIELD_BYTES", "MAX_MESSAGE_BYTES", "clip", "rich_status"]
 

@@ -6,7 +6,7 @@ checks and other calls while torch computes (torch releases the GIL).
 items while earlier replies are sent, and answers in request order.
 
 Register the servicer with :func:`add_loss_service`: EvaluateLoss then sends
-the reply bytes :func:`~lossd.server._evaluate.handle_evaluate_bytes` framed
+the reply bytes :func:`~lossd.server.rpc.handle_evaluate_bytes` framed
 around the gradients' memory (EvaluateLossStream, each item's), without parsing
 and re-serializing them.
 (Registered with the generated ``add_LossServiceServicer_to_server`` it still
@@ -26,14 +26,16 @@ import grpc
 import torch
 from google.protobuf import struct_pb2
 
-from .._framing import field_number, join, length_delimited, split_payloads
-from .._wire import DEFAULT_MAX_MESSAGE_BYTES, DTYPES, TensorLimits, reply_too_large
-from ..v1 import lossd_pb2, lossd_pb2_grpc
-from ._evaluate import handle_evaluate_bytes
+from ..._framing import field_number, join, length_delimited, split_payloads
+from ..._wire import DEFAULT_MAX_MESSAGE_BYTES, DTYPES, TensorLimits, reply_too_large
+from ...v1 import lossd_pb2, lossd_pb2_grpc
+from ..losses import LossError, LossSpec, Registry
+from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
-from .losses import LossError, LossSpec, Registry
 
-__all__ = ["LossService", "add_loss_service", "describe_loss"]
+__all__ = [
+    "INLINE_MAX_BYTES", "LossService", "ReceivedRequest", "add_loss_service", "describe_loss", "payload_bytes",
+]
 
 log = logging.getLogger("lossd.server")
 

@@ -23,29 +23,13 @@ import warnings
 import numpy as np
 import torch
 
-from .._framing import Buffer, tensor_body, tensor_message
-from .._wire import DEFAULT_MAX_TENSOR_ELEMENTS, DTYPES, TensorLayout, TensorLimits, WireError, check_tensor, check_tensors
-from ..v1 import lossd_pb2
+from ..._framing import Buffer, tensor_body, tensor_message
+from ..._wire import DEFAULT_MAX_TENSOR_ELEMENTS, DTYPES, TensorLayout, TensorLimits, WireError, check_tensor, check_tensors
+from ...v1 import lossd_pb2
+from ..losses import TORCH_DTYPES, WIRE_NAMES
 
-__all__ = [
-    "TORCH_DTYPES", "WIRE_NAMES", "check_finite", "decode_tensor", "decode_tensors", "encode_tensor", "tensor_parts",
-]
+__all__ = ["check_finite", "decode_tensor", "decode_tensors", "encode_tensor", "tensor_parts"]
 
-#: torch dtype for every wire dtype name.
-TORCH_DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "int64": torch.int64,
-    "int32": torch.int32,
-    "int16": torch.int16,
-    "int8": torch.int8,
-    "uint8": torch.uint8,
-    "bool": torch.bool,
-}
-#: wire dtype name for every torch dtype the wire knows.
-WIRE_NAMES: dict[torch.dtype, str] = {v: k for k, v in TORCH_DTYPES.items()}
 #: Payloads smaller than this are copied on decode, larger ones wrapped in place.
 _COPY_BELOW = 1 << 16
 

@@ -1,0 +1,46 @@
+"""The evaluation layer: losses on torch tensors, no gRPC and no protobuf.
+
+Binding (sent names and params checked against a loss's declaration),
+one evaluation (:func:`evaluate`), and composite, regularized objectives
+(:func:`evaluate_objective`; the L1/L2 convention, :func:`add_penalties`, that
+training uses too). The RPC layer (:mod:`lossd.server.rpc`) calls it with
+decoded tensors::
+
+    >>> import torch
+    >>> from lossd.server.losses import REGISTRY
+    >>> evaluate(REGISTRY, "l1_loss", {"input": torch.tensor([2.0]), "target": torch.tensor([0.5])}, {}).loss
+    tensor(1.5000)
+"""
+
+from __future__ import annotations
+
+from ._binding import DEPRECATED_PARAMS, HasParams, bind_inputs, bind_params, grad_targets
+from ._evaluate import Evaluation, call_loss, evaluate, resolve_device
+from ._objective import (
+    MAX_PATTERNS,
+    Regularization,
+    Term,
+    add_penalties,
+    check_patterns,
+    covered_parameters,
+    evaluate_objective,
+)
+
+__all__ = [
+    "DEPRECATED_PARAMS",
+    "MAX_PATTERNS",
+    "Evaluation",
+    "HasParams",
+    "Regularization",
+    "Term",
+    "add_penalties",
+    "bind_inputs",
+    "bind_params",
+    "call_loss",
+    "check_patterns",
+    "covered_parameters",
+    "evaluate",
+    "evaluate_objective",
+    "grad_targets",
+    "resolve_device",
+]

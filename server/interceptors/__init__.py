@@ -1,0 +1,73 @@
+"""The server's grpc.aio interceptors, one module each, and :func:`build_interceptors`, the
+one place that fixes their order.
+
+Outermost first (each sees only the calls the ones before it let through):
+
+1. observability (:mod:`._observability`): metrics and access logs; first, so that it sees
+   every call, refused ones included. Installed only with metrics or JSON logs on.
+2. the drain gate (:mod:`._drain`): counts calls in flight; refuses new ones ``UNAVAILABLE``
+   once the server drains.
+3. bearer-token authentication (:mod:`._auth`), only with a token: ``UNAUTHENTICATED`` before
+   any other work, so an unauthenticated call takes no concurrency slot.
+4. concurrency limits (:mod:`._concurrency`): ``RESOURCE_EXHAUSTED`` past the limits.
+5. malformed requests (:mod:`._malformed`), innermost: a request that does not parse is
+   ``INVALID_ARGUMENT``, not gRPC's ``UNKNOWN``.
+
+The health service passes 2–4 untouched. Every interceptor wraps handlers through
+:mod:`._handlers`, the one place that knows a handler's four shapes.
+
+>>> gate, limiter = DrainGate(), ConcurrencyLimiter(max_rpcs=4, max_streams=2)
+>>> [type(i).__name__ for i in build_interceptors(gate, limiter, token=b"secret-token-1234")]
+['DrainGate', 'BearerTokenInterceptor', 'ConcurrencyLimiter', 'MalformedRequests']
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from ._auth import BearerTokenInterceptor
+from ._concurrency import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONCURRENT_STREAMS, ConcurrencyLimiter, Slots
+from ._drain import DRAINING_MESSAGE, DrainGate, drain
+from ._handlers import OPEN_PREFIXES, is_open, refusing_handler, shape_of
+from ._malformed import MalformedRequests
+from ._observability import Observability, ObservabilityInterceptor, build_observability
+
+__all__ = [
+    "DEFAULT_MAX_CONCURRENT_RPCS",
+    "DEFAULT_MAX_CONCURRENT_STREAMS",
+    "DRAINING_MESSAGE",
+    "OPEN_PREFIXES",
+    "BearerTokenInterceptor",
+    "ConcurrencyLimiter",
+    "DrainGate",
+    "MalformedRequests",
+    "Observability",
+    "ObservabilityInterceptor",
+    "Slots",
+    "build_interceptors",
+    "build_observability",
+    "drain",
+    "is_open",
+    "refusing_handler",
+    "shape_of",
+]
+
+
+def build_interceptors(
+    gate: DrainGate,
+    limiter: ConcurrencyLimiter,
+    *,
+    token: bytes | None = None,
+    observability: ObservabilityInterceptor | None = None,
+) -> list[grpc.aio.ServerInterceptor]:
+    """The server's interceptors, outermost first, in the order the module docstring gives and
+    explains; ``token`` adds authentication, ``observability`` metrics and access logs."""
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if observability is not None:
+        interceptors.append(observability)
+    interceptors.append(gate)
+    if token is not None:
+        interceptors.append(BearerTokenInterceptor(token))
+    interceptors.append(limiter)
+    interceptors.append(MalformedRequests())
+    return interceptors

@@ -1,0 +1,128 @@
+"""Concurrency limits: a grpc.aio server interceptor on calls in flight, server-wide.
+
+:class:`ConcurrencyLimiter` counts calls in flight across the server: unary
+calls against ``max_concurrent_rpcs``, streaming calls (``EvaluateLossStream``,
+``TrainJob``, ``WatchJob``) against ``max_concurrent_streams``. A call over
+its limit ends ``RESOURCE_EXHAUSTED`` at once, with a message naming the
+limit, its value and its flag; it takes no slot and runs no servicer code.
+The health service is exempt, so probes are never starved by a busy server.
+
+HTTP/2 streams per connection and keepalive are gRPC server arguments:
+:func:`lossd.server._connections.connection_options`.
+
+>>> limiter = ConcurrencyLimiter(max_rpcs=1, max_streams=1)
+>>> release = limiter.rpcs.acquire()
+>>> limiter.rpcs.acquire() is None, limiter.rpcs.refusal()
+(True, 'too many calls in flight: max_concurrent_rpcs is 1 (--max-concurrent-rpcs, LOSSD_MAX_CONCURRENT_RPCS); try again when calls finish, or raise the limit')
+>>> release(); release(); limiter.rpcs.in_flight
+0
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from .._security import ConfigError
+from ._handlers import OPEN_PREFIXES, is_open, shape_of
+
+__all__ = ["DEFAULT_MAX_CONCURRENT_RPCS", "DEFAULT_MAX_CONCURRENT_STREAMS", "ConcurrencyLimiter", "Slots"]
+
+DEFAULT_MAX_CONCURRENT_RPCS = 256
+DEFAULT_MAX_CONCURRENT_STREAMS = 64
+
+
+@dataclass
+class Slots:
+    """One limit: how many calls of a kind may be in flight, and how many are."""
+
+    setting: str
+    limit: int
+    what: str
+    in_flight: int = 0
+    refused: int = 0
+
+    def acquire(self) -> Callable[[], None] | None:
+        """Take a slot: its release function (idempotent), or None when all are taken."""
+        if self.in_flight >= self.limit:
+            self.refused += 1
+            return None
+        self.in_flight += 1
+        held = [True]
+
+        def release() -> None:
+            if held:
+                held.clear()
+                self.in_flight -= 1
+        return release
+
+    def refusal(self) -> str:
+        """The RESOURCE_EXHAUSTED message: the limit, its value, its flag and variable."""
+        flag = "--" + self.setting.replace("_", "-")
+        return (f"too many {self.what} in flight: {self.setting} is {self.limit} "
+                f"({flag}, LOSSD_{self.setting.upper()}); try again when calls finish, or raise the limit")
+
+
+class ConcurrencyLimiter(grpc.aio.ServerInterceptor):
+    """Server-wide limits on unary calls and on streaming calls in flight; health is exempt."""
+
+    def __init__(self, max_rpcs: int, max_streams: int, exempt: tuple[str, ...] = OPEN_PREFIXES) -> None:
+        for name, value in (("max_concurrent_rpcs", max_rpcs), ("max_concurrent_streams", max_streams)):
+            if value < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {value}")
+        self.rpcs = Slots("max_concurrent_rpcs", max_rpcs, "calls")
+        self.streams = Slots("max_concurrent_streams", max_streams, "streams")
+        self._exempt = exempt
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or is_open(handler_call_details.method, self._exempt):
+            return handler
+        streaming = handler.request_streaming or handler.response_streaming
+        return _limited(handler, self.streams if streaming else self.rpcs)
+
+
+def _limited(handler: grpc.RpcMethodHandler, slots: Slots) -> grpc.RpcMethodHandler:
+    """``handler`` holding one of ``slots`` for the duration of each call."""
+    shape = shape_of(handler)
+    if shape is None:
+        return handler
+    behavior = shape.behavior
+
+    def take(context: grpc.aio.ServicerContext) -> Callable[[], None] | None:
+        release = slots.acquire()
+        if release is not None:  # also released when the call ends any other way
+            context.add_done_callback(lambda _context: release())
+        return release
+
+    if shape.is_gen:
+        async def limited_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            release = take(context)
+            if release is None:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, slots.refusal())
+                return
+            replies = behavior(request, context)
+            try:
+                async for reply in replies:
+                    yield reply
+            finally:
+                release()
+                await replies.aclose()
+        return shape.rebuild(limited_stream)
+
+    async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        release = take(context)
+        if release is None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, slots.refusal())
+        try:
+            return await behavior(request, context)
+        finally:
+            release()  # type: ignore[misc]
+    return shape.rebuild(limited)

@@ -1,0 +1,173 @@
+"""The message layer of EvaluateLoss: request message in, serialized reply out.
+
+:func:`handle_evaluate_bytes` decodes the request's tensors (the wire rules,
+before any large allocation), calls the evaluation layer
+(:func:`lossd.server.evaluation.evaluate` or ``evaluate_objective``) and
+encodes the loss and gradients in the request's encoding. Every refusal is a
+:class:`~lossd.server.losses.LossError` naming the field and the rule::
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> from lossd.v1 import lossd_pb2
+    >>> request = lossd_pb2.EvaluateLossRequest(loss="mse", inputs={
+    ...     "y_pred": lossd_pb2.Tensor(dtype="float32", shape=[1], values=[1.0]),
+    ...     "y_true": lossd_pb2.Tensor(dtype="float32", shape=[1], values=[0.0])})
+    >>> reply = handle_evaluate(REGISTRY, request)
+    >>> reply.value, list(reply.grads["y_pred"].values)
+    (1.0, [2.0])
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from google.protobuf import json_format
+
+from ..._framing import field_number, join, length_delimited, map_entry
+from ..._wire import TensorLimits, WireError
+from ...v1 import lossd_pb2
+from ..evaluation import Regularization, Term, evaluate, evaluate_objective
+from ..losses import LossError, Registry
+from ._tensors import check_finite, decode_tensors, encode_tensor, tensor_parts
+
+__all__ = ["FRAME_FROM_BYTES", "handle_evaluate", "handle_evaluate_bytes", "struct_to_dict"]
+
+#: Replies with at least this many tensor bytes are framed around the tensors' memory.
+FRAME_FROM_BYTES = 1 << 16
+#: Field numbers of the reply's framed fields.
+_REPLY = {
+    name: field_number(lossd_pb2.EvaluateLossResponse, name)
+    for name in ("loss", "grads", "parameter_grads", "timing")
+}
+
+#: How a client lets NaN and infinite values through (named when they are refused).
+_ALLOW_NON_FINITE = ("set allow_non_finite in the request to evaluate them as torch would "
+                     "(SDK: allow_non_finite=True; CLI: lossd eval --allow-non-finite)")
+
+
+def handle_evaluate(
+    registry: Registry,
+    request: lossd_pb2.EvaluateLossRequest,
+    device: torch.device | None = None,
+    limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
+) -> lossd_pb2.EvaluateLossResponse:
+    """Serve one ``EvaluateLossRequest``; raises ``LossError`` for a bad request.
+
+    The reply as a message: :func:`handle_evaluate_bytes` parsed. The server
+    sends the bytes themselves.
+    """
+    return lossd_pb2.EvaluateLossResponse.FromString(
+        handle_evaluate_bytes(registry, request, device, limits))
+
+
+def handle_evaluate_bytes(
+    registry: Registry,
+    request: lossd_pb2.EvaluateLossRequest,
+    device: torch.device | None = None,
+    limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
+    payloads: dict[str, memoryview] | None = None,
+) -> bytes:
+    """Serve one ``EvaluateLossRequest``: the serialized ``EvaluateLossResponse``.
+
+    Raises ``LossError`` for a bad request. The reply is bytes, framed around
+    the gradients' own memory, so a large reply is copied once (see
+    :mod:`lossd._framing`); ``EvaluateLossResponse.FromString`` reads it.
+    ``payloads`` holds the ``raw`` bytes of tensors that were left out of
+    ``request`` (:func:`lossd._framing.split_payloads`), by field path; they
+    are wrapped without a copy, and the dict is emptied once the loss is
+    computed so that the received bytes can be freed before the reply is built.
+    ``limits`` bound the request's tensors before any is decoded
+    (:func:`lossd._wire.check_tensors`; an int is the per-tensor element limit).
+    NaN and infinite values are refused unless the request sets ``allow_non_finite``.
+    """
+    start = time.perf_counter()
+    objective = bool(request.terms) or bool(request.parameters) or request.HasField("regularization")
+    if request.terms and (request.loss or request.params.fields):
+        raise LossError("terms", "set either loss/params or terms, not both")
+    if not request.terms:
+        registry.get(request.loss)  # an unknown loss is the first thing to report
+    encodings = set()
+    sent = payloads if payloads is not None else {}
+    wire = [(f"{group}.{name}", getattr(request, group)[name]) for group in ("inputs", "parameters")
+            for name in sorted(getattr(request, group))]
+    if request.HasField("grad_output"):
+        wire.append(("grad_output", request.grad_output))
+    try:
+        decoded = decode_tensors([(path, msg, sent.get(path)) for path, msg in wire], limits, len(request.terms))
+        for (path, _), (tensor, enc) in zip(wire, decoded):
+            encodings.add(enc)
+            if not request.allow_non_finite:
+                check_finite(tensor, path, _ALLOW_NON_FINITE)
+    except WireError as e:
+        raise LossError(e.field, e.message, e.code) from e
+    tensors = {path: tensor for (path, _), (tensor, _) in zip(wire, decoded)}
+    del decoded
+    inputs = {path.partition(".")[2]: t for path, t in tensors.items() if path.startswith("inputs.")}
+    parameters = {path.partition(".")[2]: t for path, t in tensors.items() if path.startswith("parameters.")}
+    grad_output = tensors.pop("grad_output", None)
+    del tensors
+    decode_s = time.perf_counter() - start
+
+    if objective:
+        if grad_output is not None:
+            raise LossError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
+        if request.terms:
+            terms = [
+                Term(t.loss, t.weight if t.HasField("weight") else 1.0, struct_to_dict(t.params, f"terms[{i}].params"), t.name)
+                for i, t in enumerate(request.terms)
+            ]
+        else:
+            terms = [Term(request.loss, 1.0, struct_to_dict(request.params))]
+        r = request.regularization
+        reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
+        result = evaluate_objective(registry, terms, inputs, parameters, reg, list(request.grad_inputs), device)
+    else:
+        result = evaluate(registry, request.loss, inputs, struct_to_dict(request.params), list(request.grad_inputs),
+                          grad_output, device)
+    del inputs, parameters, grad_output
+    sent.clear()  # the received bytes can go before the reply is built
+
+    start = time.perf_counter()
+    if request.output_encoding == lossd_pb2.TENSOR_ENCODING_RAW:
+        encoding = "raw"
+    elif request.output_encoding == lossd_pb2.TENSOR_ENCODING_VALUES:
+        encoding = "values"
+    else:
+        encoding = "values" if "values" in encodings else "raw"
+    head = lossd_pb2.EvaluateLossResponse(loss_name=result.loss_name, parts=result.parts, regularized=result.regularized)
+    if result.loss.dim() == 0:
+        head.value = float(result.loss)
+    tensors = {"loss": {"": result.loss}, "grads": result.grads, "parameter_grads": result.parameter_grads}
+    itemsize = 8 if encoding == "values" else None
+    nbytes = sum(t.numel() * (itemsize or t.element_size()) for group in tensors.values() for t in group.values())
+    if nbytes < FRAME_FROM_BYTES:  # small: upb builds it faster than Python frames it
+        head.loss.CopyFrom(encode_tensor(result.loss, encoding))
+        for name in ("grads", "parameter_grads"):
+            for key, t in tensors[name].items():
+                getattr(head, name)[key].CopyFrom(encode_tensor(t, encoding))
+        pieces = [head.SerializeToString()]
+    else:  # large: framed straight from the tensors' memory (lossd._framing), copied once by join
+        pieces = [head.SerializeToString(), *length_delimited(_REPLY["loss"], tensor_parts(result.loss, encoding))]
+        for name in ("grads", "parameter_grads"):
+            for key, t in tensors[name].items():
+                pieces += map_entry(_REPLY[name], key, tensor_parts(t, encoding))
+    encode_s = time.perf_counter() - start
+    timing = lossd_pb2.Timing(
+        decode_ms=decode_s * 1e3,
+        forward_ms=result.forward_s * 1e3,
+        backward_ms=result.backward_s * 1e3,
+        encode_ms=encode_s * 1e3,
+    )
+    pieces += length_delimited(_REPLY["timing"], [timing.SerializeToString()])
+    return join(pieces)
+
+
+def struct_to_dict(message: Any, field: str = "params") -> dict[str, Any]:
+    """A ``google.protobuf.Struct`` as a dict; NaN/Infinity numbers are refused."""
+    if not message.ByteSize():
+        return {}
+    try:
+        return json_format.MessageToDict(message)
+    except ValueError as e:
+        raise LossError(field, f"numbers must be finite (NaN and Infinity cannot be parameters): {e}") from e
