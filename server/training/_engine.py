@@ -72,10 +72,21 @@ CHECKPOINT_FORMAT = 1
 
 @dataclass
 class Control:
-    """Requests from the server to a running job, checked before every step."""
+    """Requests from the server to a running job, checked before every step.
+
+    ``lease_until`` (``time.monotonic()``, the same clock in every process of the machine): the server's
+    lease on the job holds until then; a one-process run does not take a step past it until the server
+    renews it (a server frozen past its lease lets its worker compute nothing more).
+    """
 
     cancel: threading.Event = field(default_factory=threading.Event)
     interrupt: threading.Event = field(default_factory=threading.Event)
+    lease_until: float = math.inf
+
+    def wait_for_lease(self) -> None:
+        """Return once the lease holds, or a cancel or interrupt was asked for."""
+        while time.monotonic() > self.lease_until and not (self.cancel.is_set() or self.interrupt.is_set()):
+            time.sleep(0.02)
 
 
 @dataclass(frozen=True)
@@ -350,12 +361,14 @@ class _Run:
             for b in range(p.step_in_epoch, steps_per_epoch):
                 if world is not None:  # the ranks look at the flags together, in the step's all_reduce
                     rng_before = torch.get_rng_state()
-                elif self.control.cancel.is_set():
-                    self._cancelled()
-                    return
-                elif self.control.interrupt.is_set():
-                    self._interrupted()
-                    return
+                else:
+                    self.control.wait_for_lease()
+                    if self.control.cancel.is_set():
+                        self._cancelled()
+                        return
+                    if self.control.interrupt.is_set():
+                        self._interrupted()
+                        return
                 index = mine[b * local_bs:(b + 1) * local_bs]
                 step = p.global_step + 1
                 output = self.net(self.x_train[index])

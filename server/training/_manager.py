@@ -365,6 +365,7 @@ class JobManager:
         events_w.close()
         with self._lock:
             job.process, job.control, job.events = process, control_w, events_r
+            self._send_lease(job)
             for wanted, message in ((job.interrupt_requested, b"interrupt"), (job.cancel_requested, b"cancel")):
                 if wanted:
                     with contextlib.suppress(OSError):
@@ -455,6 +456,13 @@ class JobManager:
                     return False
                 time.sleep(0.2)
 
+    @staticmethod
+    def _send_lease(job: _Running) -> None:
+        """Tell the worker until when (``time.monotonic()``) the lease holds: it takes no step past that."""
+        if job.control is not None and job.lease_deadline != float("inf"):
+            with contextlib.suppress(OSError):
+                job.control.send_bytes(b"lease %r" % job.lease_deadline)
+
     def _lose(self, job: _Running, why: str) -> None:
         """The lease on ``job`` is gone (or may be): stop its worker now; nothing more is written about it."""
         if job.lost:
@@ -489,6 +497,7 @@ class JobManager:
                                     "overloaded or the store slow", job.job_id, job.lease_deadline - started,
                                     self.config.lease_s)
                     job.lease_deadline = started + self.config.lease_s
+                    self._send_lease(job)
                     if state == "cancel" and not job.cancel_requested:
                         job.cancel_requested = True
                         if job.control is not None:
@@ -663,8 +672,10 @@ class JobManager:
             await _ended(job, STOP_GRACE_S)
         if outcome == "requested":  # another replica runs it: it reads the request at its next lease tick
             deadline = time.monotonic() + STOP_GRACE_S + self.config.lease_s
-            while time.monotonic() < deadline and not (await self.job(job_id)).terminal:
-                await asyncio.sleep(0.1)
+            while not (await self.job(job_id)).terminal and (left := deadline - time.monotonic()) > 0:
+                waiter = self._waiters.setdefault(job_id, asyncio.Event())  # woken by its events (NOTIFY)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), min(left, self.store.poll_s or 0.5))
         return await self.job(job_id)
 
     def _cancel(self, job_id: str) -> tuple[_Running | None, str]:

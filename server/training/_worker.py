@@ -11,8 +11,10 @@ elsewhere) with two one-way pipes:
   event is preceded by the checkpoint written just before it
   (``_checkpoint.checkpoint_message``), which the server stores with it.
 - control, server -> worker: ``b"cancel"`` (stop before the next step, end
-  CANCELLED) or ``b"interrupt"`` (checkpoint at the next step boundary, end
-  INTERRUPTED; the server is shutting down).
+  CANCELLED), ``b"interrupt"`` (checkpoint at the next step boundary, end
+  INTERRUPTED; the server is shutting down) or ``b"lease <t>"`` (the server's
+  lease on the job holds until ``time.monotonic()`` reaches ``t``; a
+  one-process job takes no step past it until the next such message).
 
 The worker dies with the server: end-of-file on the control pipe (the server
 is gone, even after ``kill -9``) ends the process at once, and on Linux the
@@ -59,6 +61,8 @@ def _listen(control_conn: Connection, control: Control, done: threading.Event) -
             control.cancel.set()
         elif message == b"interrupt":
             control.interrupt.set()
+        elif message.startswith(b"lease "):  # b"lease <time.monotonic() until which the server holds the job>"
+            control.lease_until = float(message[6:])
 
 
 def worker_main(
