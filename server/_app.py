@@ -83,6 +83,24 @@ def _env(name: str, default: Any, parse: Callable[[str], Any] = str, **kwargs: A
     return field(default_factory=read, **kwargs)
 
 
+def parse_duration(text: str, flag: str) -> float:
+    """Seconds in ``text``: a number of seconds, or one with a unit s, m, h or d.
+
+    >>> parse_duration("30d", "--job-retention"), parse_duration("90", "--job-retention")
+    (2592000.0, 90.0)
+    """
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    scale = units.get(value[-1:], 0)
+    try:
+        seconds = float(value[:-1] if scale else value) * (scale or 1)
+    except ValueError:
+        raise ConfigError(f"{flag} is {text!r}: give seconds, or a number with s, m, h or d (e.g. 30d)") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigError(f"{flag} is {text!r}: must be a finite duration >= 0 (0 keeps ended jobs)")
+    return seconds
+
+
 def _not_zero(text: str) -> bool:
     return text != "0"
 
@@ -131,6 +149,8 @@ class ServerConfig:
     job_store: str = _env("LOSSD_JOB_STORE", "", repr=False)
     #: Seconds a replica's claim on a running job lasts unless renewed (docs/scaling.md).
     job_lease_s: float = _env("LOSSD_JOB_LEASE_S", DEFAULT_LEASE_S, float)
+    #: How long after its end an ended job is kept (then deleted with its events and parameters); 0: forever.
+    job_retention: str = _env("LOSSD_JOB_RETENTION", "30d")
     #: Training jobs running at once (each in its own worker process, one thread); more wait in a queue.
     max_jobs: int = _env("LOSSD_MAX_JOBS", max(1, (os.cpu_count() or 2) // 2), int)
     max_queued_jobs: int = _env("LOSSD_MAX_QUEUED_JOBS", 32, int)
@@ -173,7 +193,8 @@ class ServerConfig:
                                 self.max_tensor_elements, self.max_request_elements, self.max_tensors,
                                 max_world_size=self.max_world_size)
         return TrainingConfig(Path(self.data_dir), self.max_jobs, self.max_queued_jobs, limits, self.plugins,
-                              rdzv_endpoint=self.rdzv_endpoint, job_store=self.job_store, lease_s=self.job_lease_s)
+                              rdzv_endpoint=self.rdzv_endpoint, job_store=self.job_store, lease_s=self.job_lease_s,
+                              retention_s=parse_duration(self.job_retention, "--job-retention"))
 
     def security(self) -> Security:
         """The security part, checked (the exposure rule); raises :class:`SecurityError`."""
@@ -335,6 +356,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--job-lease-s", type=float, default=d.job_lease_s,
                         help="seconds a replica's claim on a running job lasts without renewal: a dead replica's "
                         "jobs resume elsewhere after about this long (env LOSSD_JOB_LEASE_S; default %(default)s)")
+    parser.add_argument("--job-retention", default=d.job_retention, metavar="DURATION",
+                        help="delete ended jobs with their events and parameters this long after they ended: "
+                        "seconds, or a number with s, m, h or d; 0 keeps them (env LOSSD_JOB_RETENTION; "
+                        "default %(default)s)")
     parser.add_argument("--max-jobs", type=int, default=d.max_jobs,
                         help="training jobs running at once (env LOSSD_MAX_JOBS; default %(default)s)")
     parser.add_argument("--max-queued-jobs", type=int, default=d.max_queued_jobs,

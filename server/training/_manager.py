@@ -79,6 +79,10 @@ STOP_GRACE_S = 10.0
 #: Default ``--job-lease-s``: how long a replica's claim on a job lasts without renewal (docs/scaling.md,
 #: "Choosing the lease"). A dead replica's jobs resume elsewhere after at most this long.
 DEFAULT_LEASE_S = 10.0
+#: Default ``--job-retention``: ended jobs, their events and parameters are deleted this long after they ended.
+DEFAULT_RETENTION_S = 30 * 86400.0
+#: Seconds between two retention sweeps (each deletes at most 1000 jobs).
+RETENTION_SWEEP_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,8 @@ class TrainingConfig:
     job_store: str = ""
     #: Seconds a claim on a job lasts unless renewed (renewed every lease_s / 4, at most every second).
     lease_s: float = DEFAULT_LEASE_S
+    #: Seconds after its end that an ended job is deleted with its events and parameters (0: never).
+    retention_s: float = DEFAULT_RETENTION_S
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -476,8 +482,15 @@ class JobManager:
     def _tick_loop(self) -> None:
         """Every tick: renew this replica's leases (acting on cancel requests and lost leases), then claim
         waiting jobs for free slots; track whether the store answers."""
+        swept = 0.0
         while not self._ticker_stop.wait(self._tick_s):
             self._tick()
+            if self.config.retention_s > 0 and time.monotonic() - swept > RETENTION_SWEEP_S:
+                swept = time.monotonic()
+                with contextlib.suppress(StoreUnavailable):
+                    if n := self.store.delete_ended_before(time.time() - self.config.retention_s):
+                        log.info("deleted %d jobs that ended over %.0f s ago (--job-retention)", n,
+                                 self.config.retention_s)
 
     def _tick(self) -> None:
         with self._lock:
@@ -693,6 +706,16 @@ class JobManager:
                 remove_checkpoint(self._checkpoint(job_id))
                 self._wake(job_id)
             return None, outcome
+
+    async def delete(self, job_id: str) -> JobRow:
+        """Delete an ended job with its events and parameters; returns it as it was."""
+        row = await self.job(job_id)
+        deleted: JobRow | None = await self._io(self.store.delete_job, job_id) if row.terminal else None
+        if deleted is None:
+            state = training_pb2.JobState.Name((await self.job(job_id)).state)[10:]
+            raise LossError("job_id", f"job {job_id} is {state}: only ended jobs (SUCCEEDED, FAILED, CANCELLED) "
+                            "can be deleted; cancel it first", "FAILED_PRECONDITION")
+        return deleted
 
     @property
     def closing(self) -> bool:

@@ -385,6 +385,21 @@ class PostgresJobStore:
             row = db.execute("SELECT data FROM lossd_checkpoints WHERE job_id = %s", (job_id,)).fetchone()
         return bytes(row[0]) if row else None
 
+    def delete_job(self, job_id: str) -> JobRow | None:
+        """Delete an ended job (its events, result and checkpoint go with it); its row as it was, or ``None``."""
+        with self._tx() as db:
+            r = db.execute(f"DELETE FROM lossd_jobs WHERE job_id = %s AND state IN (3, 4, 5) RETURNING {_COLUMNS}",
+                           (job_id,)).fetchone()
+        return _row(r) if r is not None else None
+
+    def delete_ended_before(self, cutoff: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` jobs that ended before ``cutoff`` (seconds since the epoch); how many."""
+        with self._tx() as db:
+            rows = db.execute("DELETE FROM lossd_jobs WHERE job_id IN (SELECT job_id FROM lossd_jobs WHERE "
+                              "state IN (3, 4, 5) AND updated < %s ORDER BY updated LIMIT %s "
+                              "FOR UPDATE SKIP LOCKED) RETURNING job_id", (cutoff, limit)).fetchall()
+        return len(rows)
+
     # -- notifications --------------------------------------------------------------------------
 
     def subscribe(self, wake: Callable[[str], None]) -> None:

@@ -170,6 +170,10 @@ class JobStore(Protocol):
 
     def subscribe(self, wake: Callable[[str], None]) -> None: ...
 
+    def delete_job(self, job_id: str) -> JobRow | None: ...
+
+    def delete_ended_before(self, cutoff: float, limit: int = 1000) -> int: ...
+
 
 _JOB_COLUMNS = """
     job_id      TEXT PRIMARY KEY,
@@ -489,6 +493,42 @@ class SQLiteJobStore:
 
     def subscribe(self, wake: Callable[[str], None]) -> None:
         """Nothing to subscribe to: every write comes from this process, which wakes its own watchers."""
+
+    def delete_job(self, job_id: str) -> JobRow | None:
+        """Delete an ended job with its events and result; returns its row as it was, or ``None`` when it
+        does not exist or has not ended (it stays)."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                r = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                row = _row(r) if r is not None else None
+                if row is not None and row.terminal:
+                    for table in ("events", "results", "jobs"):
+                        db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return row if row is not None and row.terminal else None
+
+    def delete_ended_before(self, cutoff: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` jobs that ended before ``cutoff`` (seconds since the epoch), with their
+        events and results (``--job-retention``); returns how many."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [r[0] for r in db.execute(
+                    "SELECT job_id FROM jobs WHERE state IN (?, ?, ?) AND updated < ? ORDER BY updated LIMIT ?",
+                    (*TERMINAL_STATES, cutoff, limit))]
+                for table in ("events", "results", "jobs"):
+                    db.executemany(f"DELETE FROM {table} WHERE job_id = ?", [(i,) for i in ids])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return len(ids)
 
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``"ok"`` for a sound database."""

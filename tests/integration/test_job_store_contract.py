@@ -187,3 +187,25 @@ def test_serve_exits_2_naming_an_unreachable_store_with_its_password_masked(tmp_
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lossd serve: error: the job store "
                                                    f"postgresql://lossd:***@127.0.0.1:{port}/jobs is unreachable")
+
+
+def test_delete_and_retention(store: JobStore) -> None:
+    ended, running, old = "00000000003a", "00000000003b", "00000000003c"
+    for job in (ended, running, old):
+        _queued(store, job)
+    result = pb.JobEvent()
+    result.parameters["w"].raw = b"\x00\x00\x80?"
+    store.append_event(ended, _state(pb.JOB_STATE_SUCCEEDED), parameters=result)
+    store.append_event(old, _state(pb.JOB_STATE_FAILED))
+    store.claim("me", 30.0, 5)  # `running` is held
+    assert store.delete_job(running) is None and store.get_job(running) is not None  # not ended: it stays
+    row = store.delete_job(ended)
+    assert row is not None and row.job_id == ended and row.state == pb.JOB_STATE_SUCCEEDED
+    assert store.get_job(ended) is None and store.events_after(ended, 0) == [] and store.result(ended) is None
+    assert store.delete_job(ended) is None
+    import time
+
+    assert store.delete_ended_before(time.time() - 3600) == 0  # ended within the hour: kept
+    assert store.delete_ended_before(time.time() + 1) == 1  # ended before now + 1 s: old goes, running stays
+    assert store.get_job(old) is None and store.events_after(old, 0) == []
+    assert [r.job_id for r in store.list_jobs()] == [running]

@@ -23,7 +23,7 @@ import pytest
 
 from lossd.v1 import training_pb2_grpc
 from lossd.v1 import training_pb2 as pb
-from support.procstat import alive, wait_for
+from support.procstat import alive, cpu_seconds, wait_for
 from support.servers import ServedProcess
 from support.training import request, small_spec
 
@@ -189,6 +189,11 @@ def test_sigstop_past_the_lease_then_sigcont_no_second_run_no_stale_write(tmp_pa
         servers[owner].proc.send_signal(signal.SIGSTOP)
         try:  # past its lease: the other replica claims the job and resumes it
             assert wait_for(lambda: _starts(servers, job_id) > started, 120, 0.05), _logs(servers)
+            # The frozen server's worker takes no step past the lease it was told of: it idles.
+            if alive(worker):
+                before = cpu_seconds(worker)
+                time.sleep(1.0)
+                assert cpu_seconds(worker) - before < 0.3, "the stale owner's worker kept training"
         finally:
             servers[owner].proc.send_signal(signal.SIGCONT)
         watcher.join(120)

@@ -79,3 +79,24 @@ def test_committed_stubs_match_regenerated(tmp_path: Path) -> None:
         "generated stubs are out of date; run `make proto` and commit the result.\n"
         f"missing: {missing}\ndiffer: {differ}\nno .proto behind them: {[str(p) for p in stale]}"
     )
+
+
+def test_buf_breaking_against_main_passes(tmp_path: Path) -> None:
+    """The contract only grows: ``buf breaking`` (FILE rules, proto/buf.yaml) against main's proto/ folder."""
+    buf = find_buf()
+    if buf is None:
+        message = "buf not found (run `make buf`, or set BUF=/path/to/buf)"
+        if _in_ci():
+            pytest.fail(f"{message}; CI=true requires the check to run")
+        pytest.skip(message)
+    git = shutil.which("git")
+    has_main = git is not None and subprocess.run(
+        [git, "rev-parse", "--verify", "--quiet", "main^{commit}"], cwd=REPO, capture_output=True).returncode == 0
+    if not has_main:
+        pytest.skip("no git branch `main` here to compare the contract with")
+    archive = subprocess.run([git, "archive", "--format=tar", "main", "proto"], cwd=REPO, capture_output=True,
+                             check=True, timeout=60).stdout
+    subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive, check=True, timeout=60)
+    result = subprocess.run([buf, "breaking", "--against", str(tmp_path / "proto")], cwd=PROTO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"buf breaking against main:\n{result.stdout}{result.stderr}"
