@@ -32,7 +32,7 @@ from ._calls import Method
 from ._codec import decode
 
 __all__ = [
-    "CANCEL_JOB", "GET_JOB", "LIST_JOBS", "TRAIN_JOB", "WATCH_JOB", "TERMINAL_STATES", "JobFollower",
+    "CANCEL_JOB", "DELETE_JOB", "GET_JOB", "LIST_JOBS", "TRAIN_JOB", "WATCH_JOB", "TERMINAL_STATES", "JobFollower",
     "Progress", "SpecLike", "TrainResult", "build_module", "epoch_summary", "jobs_table", "load_spec",
     "state_name",
 ]
@@ -44,6 +44,7 @@ WATCH_JOB = Method("/lossd.v1.TrainingService/WatchJob", training_pb2.WatchJobRe
 GET_JOB = Method("/lossd.v1.TrainingService/GetJob", training_pb2.GetJobResponse.FromString)
 LIST_JOBS = Method("/lossd.v1.TrainingService/ListJobs", training_pb2.ListJobsResponse.FromString)
 CANCEL_JOB = Method("/lossd.v1.TrainingService/CancelJob", training_pb2.CancelJobResponse.FromString)
+DELETE_JOB = Method("/lossd.v1.TrainingService/DeleteJob", training_pb2.DeleteJobResponse.FromString)
 
 TERMINAL_STATES = frozenset(
     {training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED, training_pb2.JOB_STATE_CANCELLED}

@@ -209,3 +209,10 @@ def test_delete_and_retention(store: JobStore) -> None:
     assert store.delete_ended_before(time.time() + 1) == 1  # ended before now + 1 s: old goes, running stays
     assert store.get_job(old) is None and store.events_after(old, 0) == []
     assert [r.job_id for r in store.list_jobs()] == [running]
+
+
+def test_the_config_never_shows_the_job_store_password() -> None:
+    from lossd.server import ServerConfig
+
+    config = ServerConfig(job_store="postgresql://lossd:hunter2secret@db:5432/jobs")
+    assert "hunter2secret" not in repr(config) and "hunter2secret" not in str(config)

@@ -41,6 +41,7 @@ METHODS = [
     ("/lossd.v1.TrainingService/GetJob", "unary_unary"),
     ("/lossd.v1.TrainingService/ListJobs", "unary_unary"),
     ("/lossd.v1.TrainingService/CancelJob", "unary_unary"),
+    ("/lossd.v1.TrainingService/DeleteJob", "unary_unary"),
     ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "stream_stream"),
     ("/no.such.Service/Method", "unary_unary"),
 ]

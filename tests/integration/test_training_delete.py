@@ -36,6 +36,10 @@ def test_delete_job() -> None:
                 call()
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
         assert job_id not in {j.job_id for j in stub.ListJobs(pb.ListJobsRequest(), timeout=30).jobs}
+        from lossd.client import Client
+
+        with Client(address) as client:  # the SDK's call
+            assert client.delete_job(waiting).state == pb.JOB_STATE_CANCELLED
         with pytest.raises(grpc.RpcError) as info:
             stub.DeleteJob(pb.DeleteJobRequest(job_id="../etc"), timeout=30)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
