@@ -172,7 +172,8 @@ class JobManager:
         self._checkpoints = data_dir / "checkpoints"
         try:
             self.store = open_store(config.job_store, data_dir,
-                                    max_checkpoint_bytes=_checkpoint_bound(config.limits.max_parameters))
+                                    max_checkpoint_bytes=_checkpoint_bound(config.limits.max_parameters),
+                                    timeout_s=min(5.0, config.lease_s / 2))
         except BaseException:
             self._lock_file.release()
             raise

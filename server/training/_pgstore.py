@@ -53,7 +53,8 @@ log = logging.getLogger("lossd.server.training")
 
 #: Longest a watcher waits before reading the store again when no notification came.
 POLL_S = 0.5
-#: Seconds a call waits for a pooled connection before the database counts as unavailable.
+#: Default longest wait, in seconds, for a connection, a pooled connection or an unanswered packet before
+#: the database counts as unavailable (the manager passes less when its lease is short).
 CONNECT_TIMEOUT_S = 5.0
 CHANNEL = "lossd_events"
 
@@ -136,7 +137,8 @@ class PostgresJobStore:
     shares_checkpoints = True
     poll_s: float | None = POLL_S
 
-    def __init__(self, url: str, *, max_checkpoint_bytes: int = 0, pool_size: int = 8) -> None:
+    def __init__(self, url: str, *, max_checkpoint_bytes: int = 0, pool_size: int = 16,
+                 timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         try:
             import psycopg
             from psycopg_pool import ConnectionPool
@@ -150,16 +152,24 @@ class PostgresJobStore:
         self._closed = threading.Event()
         self._listeners: list[Callable[[str], None]] = []
         self._listener: threading.Thread | None = None
+        # Bounded waits everywhere: a lost network (a partition) must end a call in timeout_s, not in the
+        # minutes TCP takes by itself, so that the manager sees its lease run out and stops its workers.
+        self._connect_args: dict[str, Any] = {
+            "connect_timeout": max(2, round(timeout_s)), "tcp_user_timeout": int(timeout_s * 1000),
+            "keepalives": 1, "keepalives_idle": max(1, round(timeout_s / 2)), "keepalives_interval": 1,
+            "keepalives_count": 3,
+        }
         # The pool logs a warning per failed reconnect attempt; the manager says once that the store is gone.
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         try:  # first one plain connection: an unreachable database is one clear error, not pool retries
-            psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT_S)).close()
+            psycopg.connect(url, **self._connect_args).close()
         except Exception as e:
             raise StoreError(f"the job store {self.masked} is unreachable: {self._clean(e)}") from None
+        # The wait for a pooled connection stays CONNECT_TIMEOUT_S: under load, calls queue for connections.
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=CONNECT_TIMEOUT_S,
-                                    name="lossd-jobs", kwargs={"connect_timeout": int(CONNECT_TIMEOUT_S)})
+                                    name="lossd-jobs", kwargs=self._connect_args)
         try:
-            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+            self._pool.open(wait=True, timeout=max(timeout_s, CONNECT_TIMEOUT_S))
             self._migrate()
         except StoreError:
             self._pool.close()
@@ -414,7 +424,7 @@ class PostgresJobStore:
         psycopg = self._psycopg
         while not self._closed.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)) as conn:
+                with psycopg.connect(self.url, autocommit=True, **self._connect_args) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while not self._closed.is_set():
                         for note in conn.notifies(timeout=1.0):

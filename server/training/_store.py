@@ -536,10 +536,11 @@ class SQLiteJobStore:
             return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
 
 
-def open_store(url: str, data_dir: Path, *, max_checkpoint_bytes: int = 0) -> JobStore:
+def open_store(url: str, data_dir: Path, *, max_checkpoint_bytes: int = 0, timeout_s: float = 5.0) -> JobStore:
     """The store ``url`` names: ``""`` (SQLite in ``data_dir``) or ``postgresql://…`` (PostgreSQL).
 
-    Raises :class:`StoreError` for a URL of another kind, a missing driver, an unreachable database (its
+    ``timeout_s`` bounds every wait on the database (connecting, an unanswered packet). Raises
+    :class:`StoreError` for a URL of another kind, a missing driver, an unreachable database (its
     message names the URL with the password masked) or a schema newer than this lossd.
     """
     if not url:
@@ -547,7 +548,7 @@ def open_store(url: str, data_dir: Path, *, max_checkpoint_bytes: int = 0) -> Jo
     if url.startswith(("postgresql://", "postgres://")):
         from ._pgstore import PostgresJobStore
 
-        return PostgresJobStore(url, max_checkpoint_bytes=max_checkpoint_bytes)
+        return PostgresJobStore(url, max_checkpoint_bytes=max_checkpoint_bytes, timeout_s=timeout_s)
     from ._pgstore import mask_url
 
     raise StoreError(f"--job-store {mask_url(url)!r} is not a postgresql:// URL (leave it unset for SQLite "
