@@ -15,6 +15,7 @@ password over TCP (scram-sha-256), so tests see a real password in the URL::
 from __future__ import annotations
 
 import glob
+import ipaddress
 import os
 import pwd
 import secrets
@@ -78,10 +79,16 @@ class PostgresServer:
     password: str
     user: str = "lossd"
     database: str = "lossd"
+    #: Addresses it listens on (the first is the one ``url`` names); others get a password rule in pg_hba.conf.
+    listen: tuple[str, ...] = ("127.0.0.1",)
 
     @property
     def url(self) -> str:
-        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+        return self.url_at(self.listen[0])
+
+    def url_at(self, host: str, database: str | None = None) -> str:
+        """The URL through ``host`` (one of ``listen``)."""
+        return f"postgresql://{self.user}:{self.password}@{host}:{self.port}/{database or self.database}"
 
     @property
     def data(self) -> Path:
@@ -94,15 +101,15 @@ class PostgresServer:
                        timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     @classmethod
-    def start_new(cls, parent: Path | None = None) -> PostgresServer:
-        """initdb a cluster in a fresh folder, start it on a free 127.0.0.1 port and create the database."""
+    def start_new(cls, parent: Path | None = None, listen: tuple[str, ...] = ("127.0.0.1",)) -> PostgresServer:
+        """initdb a cluster in a fresh folder, start it on a free port of ``listen`` and create the database."""
         reason = unavailable_reason()
         if reason:
             raise RuntimeError(reason)
         bin_dir = postgres_binaries()
         assert bin_dir is not None
         folder = Path(tempfile.mkdtemp(prefix="lossd-pg-", dir=parent))
-        server = cls(folder, _free_port(), secrets.token_hex(12))
+        server = cls(folder, _free_port(), secrets.token_hex(12), listen=listen)
         (folder / "pw").write_text(server.password + "\n")
         if os.geteuid() == 0:
             shutil.chown(folder, "postgres", "postgres")
@@ -112,6 +119,9 @@ class PostgresServer:
                         f"--pwfile={folder / 'pw'}", "--auth-host=scram-sha-256", "--auth-local=trust",
                         "-E", "UTF8", "--no-sync"],
                        check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(server.data / "pg_hba.conf", "a") as hba:
+            for address in listen[1:]:
+                hba.write(f"host all all {ipaddress.ip_interface(f'{address}/24').network} scram-sha-256\n")
         server.start()
         import psycopg
 
@@ -121,7 +131,7 @@ class PostgresServer:
 
     def start(self) -> None:
         """Start (again) on the same port; returns once it accepts connections."""
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c fsync=off "
+        options = (f"-p {self.port} -c listen_addresses={','.join(self.listen)} -k {self.folder} -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._ctl("-o", options, "-l", str(self.folder / "log"), "-w", "-t", "60", "start")
 
