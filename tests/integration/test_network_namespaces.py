@@ -1,8 +1,12 @@
-"""A real network partition between a replica and the job store: replicas in network namespaces of their own
-(``ip netns`` + veth pairs, made and removed by the test), PostgreSQL on the host side of the pairs. Cutting
-the owner's link: its lease lapses, the other replica takes the job over and finishes it with the parameters of
-an uninterrupted run, and the cut-off replica, unable to renew, stops its worker. Skips, saying why, where
-namespaces cannot be made (not root, no iproute2)."""
+"""Real networks between "machines": network namespaces of their own (``ip netns`` + veth pairs, made and
+removed by the test). Skips, saying why, where namespaces cannot be made (not root, no iproute2).
+
+- A partition between a replica and the job store (PostgreSQL on the host side of the pairs): cutting the
+  owner's link, its lease lapses, the other replica takes the job over and finishes it with the parameters
+  of an uninterrupted run, and the cut-off replica, unable to renew, stops its worker.
+- A data-parallel job on two machines: the server in one namespace, ``lossd join`` in the other, gloo and the
+  rendezvous over the link between them (the loopback version is in test_training_distributed.py).
+"""
 
 from __future__ import annotations
 
@@ -63,6 +67,17 @@ class Namespaces:
             _ip("netns", "exec", ns, "ip", "addr", "add", f"{self.inside(i)}/24", "dev", peer)
             _ip("netns", "exec", ns, "ip", "link", "set", peer, "up")
             _ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+
+    def link_between(self) -> tuple[str, str]:
+        """A veth pair between the first two namespaces (10.232.0.1 in the first, 10.232.0.2 in the second);
+        returns its two interface names."""
+        a, b = self.host_links[0].replace("lh", "la", 1), self.host_links[0].replace("lh", "lb", 1)
+        _ip("link", "add", a, "type", "veth", "peer", "name", b)
+        for ns, name, address in ((self.names[0], a, "10.232.0.1"), (self.names[1], b, "10.232.0.2")):
+            _ip("link", "set", name, "netns", ns)
+            _ip("netns", "exec", ns, "ip", "addr", "add", f"{address}/24", "dev", name)
+            _ip("netns", "exec", ns, "ip", "link", "set", name, "up")
+        return a, b
 
     def cut(self, i: int) -> None:
         _ip("link", "set", self.host_links[i], "down")
@@ -165,3 +180,33 @@ def test_a_replica_cut_off_from_the_store_loses_its_job_to_another(namespaces: N
             assert events[-1].parameters == final.parameters  # as an uninterrupted run, bit for bit
     finally:
         db.destroy()
+
+
+def test_two_machines_in_two_namespaces_train_what_one_machine_does(namespaces: Namespaces, tmp_path: Path) -> None:
+    from support.tools import run_tool, tool_env, tool_path
+    from support.training import small_spec
+
+    here, there = namespaces.link_between()
+    spec = small_spec(model={"mlp": {"hidden": [8, 4], "output_activation": "sigmoid"}},
+                      regularization={"l1": 0.001, "l2": 0.002},
+                      optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9}, epochs=3, batch_size=50,
+                      step_events_per_second=0, world_size=2)
+    endpoint = "10.232.0.1:29511"
+    with ServedProcess.start(tmp_path, "--host", "0.0.0.0", "--data-dir", str(tmp_path / "data"), "--rdzv-endpoint",
+                             endpoint, prefix=("ip", "netns", "exec", namespaces.names[0]),
+                             env={"LOSSD_TOKEN": TOKEN, "GLOO_SOCKET_IFNAME": here}) as served, \
+            grpc.insecure_channel(f"{namespaces.inside(0)}:{served.address.rsplit(':', 1)[1]}") as channel:
+        stub = training_pb2_grpc.TrainingServiceStub(channel)
+        req = request({**spec, "nodes": 2})
+        req.detach = True
+        job_id = [r.event for r in stub.TrainJob(req, timeout=60, metadata=AUTH)][0].job_id
+        port = served.address.rsplit(":", 1)[1]
+        joiner = run_tool(["ip", "netns", "exec", namespaces.names[1], tool_path("lossd", "pip install -e ."),
+                           "--target", f"10.232.0.1:{port}", "join", job_id, "--rdzv-endpoint", endpoint],
+                          env=tool_env(LOSSD_TOKEN=TOKEN, GLOO_SOCKET_IFNAME=there), timeout=240)
+        assert joiner.returncode == 0, joiner.stderr
+        assert joiner.stdout.strip() == f"{job_id} joined: this machine's ranks finished"
+        final = [r.event for r in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=120, metadata=AUTH)][-1]
+        assert final.state == pb.JOB_STATE_SUCCEEDED, final.message
+        one_machine = [r.event for r in stub.TrainJob(request(spec), timeout=240, metadata=AUTH)][-1]
+        assert final.parameters == one_machine.parameters  # the same two ranks, over a real link between machines
