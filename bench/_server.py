@@ -88,25 +88,23 @@ async def _serve(args: argparse.Namespace) -> None:
         config = ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none", data_dir=data_dir)
         if args.workers:
             config.workers = args.workers
-        server, port = await create_server(config)
+        server = await create_server(config)
         handlers = {
             "Echo": grpc.unary_unary_rpc_method_handler(_echo),
             "EchoStream": grpc.stream_stream_rpc_method_handler(_echo_stream),
         }
-        server.add_generic_rpc_handlers((
+        server.grpc_server.add_generic_rpc_handlers((
             grpc.method_handlers_generic_handler("lossd.bench.Echo", handlers),
             grpc.method_handlers_generic_handler(
                 "lossd.bench.Batch", {"Evaluate": grpc.unary_unary_rpc_method_handler(_batch)}),
         ))
         await server.start()
-        print(port, flush=True)
+        print(server.port, flush=True)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         await stop.wait()
-        await server.lossd_jobs.close()
-        await server.stop(1)
-        server.lossd_executor.shutdown(wait=False, cancel_futures=True)
+        await server.close(1)
 
 
 def main() -> int:

@@ -5,8 +5,8 @@
 '127.0.0.1'
 """
 
-from ._app import ServerConfig, create_server, main, serve
+from ._app import LossdServer, ServerConfig, create_server, main, serve
 from .evaluation import evaluate
 from .losses import REGISTRY
 
-__all__ = ["REGISTRY", "ServerConfig", "create_server", "evaluate", "main", "serve"]
+__all__ = ["REGISTRY", "LossdServer", "ServerConfig", "create_server", "evaluate", "main", "serve"]

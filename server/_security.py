@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from .._settings import SettingError
+
 __all__ = [
     "MIN_TOKEN_LENGTH",
     "ConfigError",
@@ -55,7 +57,7 @@ HOW_TO_AUTHENTICATE = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(SettingError):
     """A setting the server refuses to start with (security, concurrency, keepalive); the message
     says what to set. :func:`lossd.server.main` reports it and exits 2."""
 

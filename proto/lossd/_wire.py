@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ._settings import env_name, flag_name
+
 __all__ = [
     "DTYPES",
     "DTypeInfo",
@@ -90,13 +92,17 @@ DEFAULT_MAX_TERMS = 64
 #: Most dimensions a tensor may have (numpy's own limit): a wire rule, not a setting.
 MAX_DIMS = 64
 
-#: The ``lossd serve`` flag and environment variable of each limit, named in refusals.
-_FLAGS = {
-    "max_tensor_elements": "--max-tensor-elements, env LOSSD_MAX_TENSOR_ELEMENTS",
-    "max_request_elements": "--max-request-elements, env LOSSD_MAX_REQUEST_ELEMENTS",
-    "max_tensors": "--max-tensors, env LOSSD_MAX_TENSORS",
-    "max_terms": "--max-terms, env LOSSD_MAX_TERMS",
-}
+
+
+def _hint(setting: str) -> str:
+    """The ``lossd serve`` flag and variable of limit ``setting``, named in refusals: the
+    conventional names (:mod:`lossd._settings`), which the server's settings table keeps for
+    every limit (tests/unit/test_config.py checks it).
+
+    >>> _hint("max_tensors")
+    '--max-tensors, env LOSSD_MAX_TENSORS'
+    """
+    return f"{flag_name(setting)}, env {env_name(setting)}"
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,7 @@ class TensorLimits:
 
 def _over(field: str, what: str, limit: int, unit: str, setting: str) -> WireError:
     """A RESOURCE_EXHAUSTED refusal naming the field, the limit, its value and its flag."""
-    return WireError(field, f"{what}; the server's limit is {limit} {unit} ({_FLAGS[setting]})",
+    return WireError(field, f"{what}; the server's limit is {limit} {unit} ({_hint(setting)})",
                      "RESOURCE_EXHAUSTED")
 
 

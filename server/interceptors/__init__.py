@@ -27,7 +27,7 @@ import grpc
 
 from ._auth import BearerTokenInterceptor
 from ._concurrency import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONCURRENT_STREAMS, ConcurrencyLimiter, Slots
-from ._drain import DRAINING_MESSAGE, DrainGate, drain
+from ._drain import DRAINING_MESSAGE, DrainGate
 from ._handlers import OPEN_PREFIXES, is_open, refusing_handler, shape_of
 from ._malformed import MalformedRequests
 from ._observability import Observability, ObservabilityInterceptor, build_observability
@@ -46,7 +46,6 @@ __all__ = [
     "Slots",
     "build_interceptors",
     "build_observability",
-    "drain",
     "is_open",
     "refusing_handler",
     "shape_of",

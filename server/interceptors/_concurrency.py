@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 
+from ..._settings import env_name, flag_name
 from .._security import ConfigError
 from ._handlers import OPEN_PREFIXES, is_open, shape_of
 
@@ -61,9 +62,9 @@ class Slots:
 
     def refusal(self) -> str:
         """The RESOURCE_EXHAUSTED message: the limit, its value, its flag and variable."""
-        flag = "--" + self.setting.replace("_", "-")
         return (f"too many {self.what} in flight: {self.setting} is {self.limit} "
-                f"({flag}, LOSSD_{self.setting.upper()}); try again when calls finish, or raise the limit")
+                f"({flag_name(self.setting)}, {env_name(self.setting)}); try again when calls finish, "
+                "or raise the limit")
 
 
 class ConcurrencyLimiter(grpc.aio.ServerInterceptor):

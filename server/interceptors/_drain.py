@@ -1,9 +1,9 @@
 """Graceful drain: a grpc.aio server interceptor that counts the calls in flight and, once the
 server starts shutting down, refuses new ones.
 
-``lossd serve`` installs a :class:`DrainGate` in front of every other interceptor. On SIGTERM
-(or SIGINT) :func:`lossd.server.serve` closes the gate, turns health ``NOT_SERVING``, lets
-running training jobs checkpoint, then waits (:meth:`DrainGate.wait_idle`) until the calls
+``lossd serve`` installs a :class:`DrainGate` (:func:`lossd.server.interceptors.build_interceptors`
+gives the order). On SIGTERM (or SIGINT) :meth:`lossd.server.LossdServer.drain` closes the gate,
+turns health ``NOT_SERVING``, lets running training jobs checkpoint, then waits (:meth:`DrainGate.wait_idle`) until the calls
 already running have finished — at most the grace period — while the listener stays open:
 health checks keep answering (``NOT_SERVING``), and every other new call ends at once with
 ``UNAVAILABLE`` and a message saying so (a client with several targets retries elsewhere).
@@ -23,14 +23,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Executor
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
 from ._handlers import OPEN_PREFIXES, is_open, refusing_handler, shape_of
 
-__all__ = ["DRAINING_MESSAGE", "DrainGate", "drain"]
+__all__ = ["DRAINING_MESSAGE", "DrainGate"]
 
 #: What a call refused during the drain is told.
 DRAINING_MESSAGE = ("the server is shutting down and takes no new calls; retry on another server "
@@ -123,36 +122,3 @@ class DrainGate(grpc.aio.ServerInterceptor):
             finally:
                 leave()
         return shape.rebuild(counted)
-
-
-class _Jobs(Protocol):
-    async def close(self, timeout: float) -> None: ...
-
-
-#: Once no counted call runs, what is left (health watchers, a call that has not started its
-#: handler yet) gets at most this long before the server cancels it.
-STRAGGLER_S = 1.0
-
-
-async def drain(server: grpc.aio.Server, gate: DrainGate, jobs: _Jobs, executor: Executor,
-                not_serving: Callable[[], Awaitable[None]], grace_s: float) -> bool:
-    """Shut ``server`` down gracefully within ``grace_s`` seconds; True when every call
-    in flight had ended by itself (none was cancelled by the deadline).
-
-    In order: new calls refused (``gate``), health ``NOT_SERVING`` (``not_serving``);
-    running training jobs checkpoint and stop, INTERRUPTED (``jobs.close``), which ends
-    their TrainJob/WatchJob streams; calls in flight finish; the server stops (what still
-    runs at the deadline is cancelled); the evaluation threads take no more work.
-    """
-    deadline = time.monotonic() + max(0.0, grace_s)
-
-    def left() -> float:
-        return max(0.0, deadline - time.monotonic())
-
-    gate.close()
-    await not_serving()
-    await jobs.close(left())
-    idle = await gate.wait_idle(left())
-    await server.stop(min(left(), STRAGGLER_S) if idle else left())
-    executor.shutdown(wait=False, cancel_futures=True)
-    return idle

@@ -67,12 +67,12 @@ def serve(registry: Registry = REGISTRY, **config: Any) -> Iterator[tuple[str, A
     """A real server on 127.0.0.1:<ephemeral>; yields its address and the server object."""
     built: dict[str, Any] = {}
 
-    async def build() -> tuple[Any, int]:
+    async def build() -> Any:
         settings = {"device": "cpu", "plugins": "none", "data_dir": tempfile.mkdtemp(prefix="lossd-data-"),
                     "workers": 6, **config}
-        server, port = await create_server(ServerConfig(host="127.0.0.1", port=0, **settings), registry)
+        server = await create_server(ServerConfig(host="127.0.0.1", port=0, **settings), registry)
         built["server"] = server
-        return server, port
+        return server
 
     with serve_in_thread(build) as port:
         yield f"127.0.0.1:{port}", built["server"]
@@ -103,7 +103,7 @@ def test_unary_limit_refuses_the_next_call_keeps_health_and_recovers() -> None:
     gate = Gate()
     with serve(_registry(gate), max_concurrent_rpcs=3) as (address, server), \
             ThreadPoolExecutor(3) as pool, Client(address, max_attempts=1) as client:
-        limiter = server.lossd_limiter
+        limiter = server.limiter
         slow = [pool.submit(_gated, client) for _ in range(3)]
         gate.wait_inside(3)
         assert limiter.rpcs.in_flight == 3
@@ -130,7 +130,7 @@ def test_unary_limit_refuses_the_next_call_keeps_health_and_recovers() -> None:
 def test_stream_limit_counts_streams_apart_from_unary_calls() -> None:
     release = threading.Event()
     with serve(max_concurrent_streams=2, max_concurrent_rpcs=2) as (address, server):
-        limiter = server.lossd_limiter
+        limiter = server.limiter
         held = [_held_stream(address, release) for _ in range(2)]
         try:
             assert limiter.streams.in_flight == 2
@@ -172,7 +172,7 @@ def test_stream_limit_counts_streams_apart_from_unary_calls() -> None:
 def test_cancelled_calls_give_their_slots_back() -> None:
     gate = Gate()
     with serve(_registry(gate), max_concurrent_rpcs=2, max_concurrent_streams=2) as (address, server):
-        limiter = server.lossd_limiter
+        limiter = server.limiter
         # Two streams the client cancels mid-call, and a unary call past its deadline.
         for _ in range(3):
             release = threading.Event()
@@ -276,7 +276,7 @@ def test_keepalive_finds_a_dead_peer_and_frees_its_stream() -> None:
     """The client's side of the connection goes silent mid-stream (no FIN, no RST): the server's
     keepalive ping goes unanswered, it drops the connection, and the stream's slot comes back."""
     with serve(keepalive_time_s=1.0, keepalive_timeout_s=1.0) as (address, server):
-        limiter = server.lossd_limiter
+        limiter = server.limiter
         relay = _Blackhole(address)
         release = threading.Event()
         try:

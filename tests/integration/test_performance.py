@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from support.servers import start_in_process
 
 from lossd.client import AsyncClient, Client, LossdError, build_request
-from lossd.server._app import build_parser
+from lossd.server._config import build_parser
 from lossd.server.rpc._service import INLINE_MAX_BYTES, _ByteBudget
 from lossd.v1 import lossd_pb2
 

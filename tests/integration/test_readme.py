@@ -77,7 +77,7 @@ def test_readme_links_resolve() -> None:
 
 
 def test_configuration_table_covers_every_serve_flag_and_env_var() -> None:
-    from lossd.server._app import build_parser
+    from lossd.server._config import build_parser
 
     text = README.read_text(encoding="utf-8")
     section = text[text.index("## Configuration"):]
@@ -86,7 +86,7 @@ def test_configuration_table_covers_every_serve_flag_and_env_var() -> None:
     assert flags
     for flag in flags:
         assert f"`{flag}`" in section, f"README's Configuration section misses `lossd serve {flag}`"
-    source = (REPO / "server" / "_app.py").read_text(encoding="utf-8")
+    source = (REPO / "server" / "_config.py").read_text(encoding="utf-8")
     for env in sorted(set(re.findall(r"LOSSD_[A-Z_]+", source))):
         assert f"`{env}" in section, f"README's Configuration section misses {env}"
 

@@ -205,7 +205,7 @@ def test_token_and_token_file_together_are_refused(tmp_path: Path) -> None:
 
 def test_there_is_no_token_flag() -> None:
     """A token on the command line shows in `ps`: it comes from LOSSD_TOKEN or a file only."""
-    from lossd.server._app import build_parser
+    from lossd.server._config import build_parser
 
     flags = {s for a in build_parser()._actions for s in a.option_strings}
     assert "--token-file" in flags and "--token" not in flags
@@ -312,7 +312,7 @@ def test_token_file_as_flag_and_as_variable(tmp_path: Path) -> None:
         with Client(target, max_attempts=1) as c, pytest.raises(Unauthenticated):
             c.list_losses()
     assert TOKEN not in "".join(served.log)
-    from lossd.server._app import build_parser
+    from lossd.server._config import build_parser
 
     args = build_parser().parse_args(["--token-file", str(path)])
     assert args.token_file == str(path)
@@ -363,7 +363,7 @@ def test_grpcurl_needs_the_token_for_reflection_but_not_for_health(token_server:
 
 
 def test_reflection_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lossd.server._app import build_parser
+    from lossd.server._config import build_parser
 
     grpcurl = tool_path("grpcurl", GRPCURL_HINT)
     assert build_parser().parse_args(["--no-reflection"]).reflection is False

@@ -37,16 +37,16 @@ DEADLINE_S = 0.05
 
 @contextlib.contextmanager
 def in_process_server() -> Iterator[tuple[str, Any]]:
-    """A server in this process, and the ``grpc.aio.Server`` object (``lossd_drain``, ``lossd_jobs``)."""
+    """A server in this process, and its :class:`lossd.server.LossdServer` (``gate``, ``jobs``)."""
     from lossd.server import ServerConfig, create_server
 
     made: dict[str, Any] = {}
 
-    async def build() -> tuple[Any, int]:
+    async def build() -> Any:
         config = ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none", workers=2,
                               data_dir=tempfile.mkdtemp(prefix="lossd-cancel-"))
-        made["server"], port = await create_server(config)
-        return made["server"], port
+        made["server"] = await create_server(config)
+        return made["server"]
 
     with serve_in_thread(build) as port:
         yield f"127.0.0.1:{port}", made["server"]
@@ -96,7 +96,7 @@ def test_cancelled_calls_and_streams_end_on_the_server() -> None:
     """In-process: the drain gate counts no call in flight, the job manager serves no stream,
     and the jobs whose streams were dropped go on to SUCCEEDED."""
     with in_process_server() as (address, server):
-        gate, jobs = server.lossd_drain, server.lossd_jobs
+        gate, jobs = server.gate, server.jobs
         with grpc.insecure_channel(address, options=BIG_REPLIES) as channel:
             _cancel_everything(address)
             training = training_pb2_grpc.TrainingServiceStub(channel)

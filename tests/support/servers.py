@@ -23,7 +23,7 @@ def start_in_process(**config: object) -> Iterator[str]:
     """Serve on 127.0.0.1:<ephemeral> in a background thread; yields the address."""
     from lossd.server import ServerConfig, create_server
 
-    async def build() -> tuple[Any, int]:
+    async def build() -> Any:
         # The suite compares with local CPU torch bit for bit, so the server computes on the CPU too.
         # Plugins installed in the venv must not leak into the registry the tests read.
         # Training jobs get a fresh data directory unless the test names one.
@@ -35,29 +35,26 @@ def start_in_process(**config: object) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve_in_thread(build: Callable[[], Awaitable[tuple[Any, int]]]) -> Iterator[int]:
-    """Run the ``grpc.aio`` server that ``build()`` makes (with the port it bound) on its own
-    event loop in a background thread; yields the port, stops the server on exit."""
+def serve_in_thread(build: Callable[[], Awaitable[Any]]) -> Iterator[int]:
+    """Run the :class:`lossd.server.LossdServer` that ``build()`` makes on its own event loop in a
+    background thread; yields the port it bound, stops the server on exit."""
     loop = asyncio.new_event_loop()
     ready: dict[str, object] = {}
     started = threading.Event()
 
     async def main() -> None:
         try:
-            server, port = await build()
+            server = await build()
             await server.start()
         except BaseException as e:  # reported in the caller's thread
             ready["error"] = e
             started.set()
             return
         stop = asyncio.Event()
-        ready["stop"], ready["port"] = stop, port
+        ready["stop"], ready["port"] = stop, server.port
         started.set()
         await stop.wait()
-        jobs = getattr(server, "lossd_jobs", None)
-        if jobs is not None:  # running training jobs checkpoint and stop; the data dir is released
-            await jobs.close()
-        await server.stop(None)
+        await server.close()  # running training jobs checkpoint and stop; the data dir is released
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()

@@ -159,7 +159,7 @@ def test_drain_fits_the_termination_grace_period(
 
 def test_env_names_are_server_settings(container: dict[str, Any]) -> None:
     """Every LOSSD_* variable set is one the server reads (LOSSD_TOKEN_FILE: --token-file)."""
-    from lossd.server._app import build_parser
+    from lossd.server._config import build_parser
 
     helps = json.dumps([a.help for a in build_parser()._actions])
     for name in _env(container):

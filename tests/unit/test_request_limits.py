@@ -22,7 +22,7 @@ from lossd._wire import (
     check_tensors,
 )
 from lossd.server.rpc import _tensors
-from lossd.server._app import ServerConfig, build_parser
+from lossd.server._config import ServerConfig, build_parser
 from lossd.server.rpc import check_finite, decode_tensor, decode_tensors
 from lossd.v1 import lossd_pb2
 

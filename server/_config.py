@@ -1,0 +1,275 @@
+"""The server's settings, declared once: :data:`SETTINGS` builds :class:`ServerConfig` (each field
+read from its ``LOSSD_*`` variable), the ``lossd serve`` flags (:func:`build_parser`; the help of
+each ends with its variable and default, generated) and the hints refusals give
+(:meth:`lossd._settings.Setting.hint`).
+
+A variable whose text does not parse refuses the start (``lossd serve`` exits 2 with one line
+naming the variable); booleans take ``1/0``, ``true/false``, ``yes/no``, ``on/off`` in any case::
+
+    >>> ServerConfig.from_env({"LOSSD_REFLECTION": "off", "LOSSD_PORT": "0"}).reflection
+    False
+    >>> ServerConfig.from_env({"LOSSD_MALLOC_TUNING": "sometimes"})
+    Traceback (most recent call last):
+    ...
+    lossd._settings.SettingError: LOSSD_MALLOC_TUNING='sometimes': not a boolean; use 1/0, true/false, yes/no or on/off
+    >>> SETTING["max_terms"].hint
+    '--max-terms, env LOSSD_MAX_TERMS'
+
+To add a setting: one :class:`~lossd._settings.Setting` in :data:`SETTINGS`, one field in
+:class:`ServerConfig` (its type; the value comes from the table), one row in the README's
+Configuration table (a test checks both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .._settings import Setting, add_flags, optional, parse_bool
+from .._wire import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_REQUEST_ELEMENTS,
+    DEFAULT_MAX_TENSOR_ELEMENTS,
+    DEFAULT_MAX_TENSORS,
+    DEFAULT_MAX_TERMS,
+    TensorLimits,
+)
+from ._connections import DEFAULT_KEEPALIVE_TIME_S, DEFAULT_KEEPALIVE_TIMEOUT_S, DEFAULT_MIN_PING_INTERVAL_S
+from ._logging import LOG_FORMATS
+from ._security import Security, resolve_security
+from .interceptors import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONCURRENT_STREAMS
+from .training import TrainingConfig, TrainingLimits
+from .training._manager import DEFAULT_LEASE_S, DEFAULT_RETENTION_S
+
+__all__ = ["GROUPS", "SETTING", "SETTINGS", "ServerConfig", "build_parser", "config_from_args"]
+
+_SECURITY = "security"
+_CONNECTIONS = "concurrency and connections"
+
+#: Descriptions of the flag groups of ``lossd serve --help``.
+GROUPS = {
+    _SECURITY: "who may call (docs/security.md). A server bound beyond loopback refuses to start without "
+    "a bearer token or mutual TLS, unless --insecure. The token itself comes from the environment "
+    "(LOSSD_TOKEN) or a file, never from a flag: arguments show in `ps`.",
+    _CONNECTIONS: "server-wide limits on calls in flight (health checks exempt) and HTTP/2 keepalive",
+}
+
+_limits = TrainingLimits()
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: a number of seconds, or one with a unit s, m, h or d; finite, >= 0.
+
+    >>> parse_duration("30d"), parse_duration("90"), parse_duration("1.5h")
+    (2592000.0, 90.0, 5400.0)
+    """
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    scale = units.get(value[-1:], 0)
+    try:
+        seconds = float(value[:-1] if scale else value) * (scale or 1)
+    except ValueError:
+        raise ValueError("not a duration; give seconds, or a number with s, m, h or d (e.g. 30d)") from None
+    if not 0 <= seconds < float("inf"):
+        raise ValueError("must be a finite duration >= 0 (0: keep ended jobs)")
+    return seconds
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not 0 < seconds < float("inf"):
+        raise ValueError("must be a number of seconds > 0")
+    return seconds
+
+#: Every server setting, in the order ``lossd serve --help`` lists them.
+SETTINGS: tuple[Setting[Any], ...] = (
+    Setting("host", "LOSSD_HOST", str, "127.0.0.1", "address to bind", "--host"),
+    Setting("port", "LOSSD_PORT", int, 50051, "port; 0 picks a free one", "--port"),
+    Setting("device", "LOSSD_DEVICE", str, "auto", "torch device: auto, cpu, cuda, cuda:1", "--device"),
+    Setting("workers", "LOSSD_WORKERS", int, min(4, os.cpu_count() or 1), "evaluation threads", "--workers"),
+    Setting("max_message_bytes", "LOSSD_MAX_MESSAGE_BYTES", int, DEFAULT_MAX_MESSAGE_BYTES,
+            "gRPC message size limit, both ways", "--max-message-bytes"),
+    Setting("max_tensor_elements", "LOSSD_MAX_TENSOR_ELEMENTS", int, DEFAULT_MAX_TENSOR_ELEMENTS,
+            "most elements in one tensor", "--max-tensor-elements"),
+    Setting("max_request_elements", "LOSSD_MAX_REQUEST_ELEMENTS", int, DEFAULT_MAX_REQUEST_ELEMENTS,
+            "most elements in all the tensors of one request", "--max-request-elements"),
+    Setting("max_tensors", "LOSSD_MAX_TENSORS", int, DEFAULT_MAX_TENSORS,
+            "most tensors in one request: inputs, parameters, grad_output; a TrainJob's inline data and "
+            "constant loss inputs", "--max-tensors"),
+    Setting("max_terms", "LOSSD_MAX_TERMS", int, DEFAULT_MAX_TERMS, "most terms in one composite objective",
+            "--max-terms"),
+    Setting("reflection", "LOSSD_REFLECTION", parse_bool, True, "turn off server reflection", "--no-reflection"),
+    Setting("grace_s", "LOSSD_GRACE_S", float, 10.0, "seconds to drain in-flight calls on shutdown", "--grace"),
+    Setting("plugins", "LOSSD_PLUGINS", str, "all",
+            "loss plugins (entry point group lossd.losses) to load: all, none, or a comma-separated list of names",
+            "--plugins"),
+    # glibc malloc keeps freed large buffers for reuse (lossd._malloc); applied by main() only.
+    Setting("malloc_tuning", "LOSSD_MALLOC_TUNING", parse_bool, True,
+            "keep glibc's default malloc behaviour, which returns large freed buffers to the kernel; "
+            "see docs/performance.md", "--no-malloc-tuning"),
+    Setting("data_dir", "LOSSD_DATA_DIR", str, ".lossd",
+            "folder for training jobs: SQLite store and checkpoints", "--data-dir"),
+    Setting("job_store", "LOSSD_JOB_STORE", str, "",
+            "where training jobs are stored: unset, SQLite in --data-dir; postgresql://USER:PASSWORD@HOST/DB for "
+            "a database that several replicas share (needs lossd[postgres]; docs/scaling.md); give a password "
+            "through the variable, not the flag (arguments show in `ps`); it is masked in every message",
+            "--job-store", metavar="URL"),
+    Setting("job_lease_s", "LOSSD_JOB_LEASE_S", _positive_seconds, DEFAULT_LEASE_S,
+            "seconds a replica's claim on a running job lasts without renewal: a dead replica's jobs resume "
+            "elsewhere after about this long", "--job-lease-s"),
+    Setting("job_retention", "LOSSD_JOB_RETENTION", parse_duration, DEFAULT_RETENTION_S,
+            "delete ended jobs with their events and parameters this long after they ended: seconds, or a "
+            "number with s, m, h or d (30d); 0 keeps them", "--job-retention", metavar="DURATION"),
+    Setting("max_jobs", "LOSSD_MAX_JOBS", int, max(1, (os.cpu_count() or 2) // 2),
+            "training jobs running at once", "--max-jobs"),
+    Setting("max_queued_jobs", "LOSSD_MAX_QUEUED_JOBS", int, 32, "training jobs waiting for a slot",
+            "--max-queued-jobs"),
+    Setting("max_epochs", "LOSSD_MAX_EPOCHS", int, _limits.max_epochs, "most epochs per job", "--max-epochs"),
+    Setting("max_steps", "LOSSD_MAX_STEPS", int, _limits.max_steps, "most optimizer steps per job",
+            "--max-steps"),
+    Setting("max_parameters", "LOSSD_MAX_PARAMETERS", int, _limits.max_parameters,
+            "largest model, in parameters", "--max-parameters"),
+    Setting("max_samples", "LOSSD_MAX_SAMPLES", int, _limits.max_samples,
+            "largest training data set, in samples", "--max-samples"),
+    Setting("max_world_size", "LOSSD_MAX_WORLD_SIZE", int, _limits.max_world_size,
+            "most data-parallel processes (world_size) per training job", "--max-world-size"),
+    Setting("rdzv_endpoint", "LOSSD_RDZV_ENDPOINT", str, "",
+            "host the rendezvous (c10d TCPStore) that other machines join for training jobs with nodes > 1 "
+            "(`lossd join`); unauthenticated: a trusted network only", "--rdzv-endpoint", metavar="HOST:PORT"),
+    Setting("metrics_port", "LOSSD_METRICS_PORT", optional(int), None,
+            "serve Prometheus metrics on this HTTP port (same host as gRPC); needs lossd[metrics]",
+            "--metrics-port"),
+    Setting("log_format", "LOSSD_LOG_FORMAT", str, "plain",
+            "plain text, or json: one JSON object per line and an access line per RPC", "--log-format",
+            choices=LOG_FORMATS),
+    Setting("log_level", "LOSSD_LOG_LEVEL", str, "INFO", "Python logging level", "--log-level"),
+    # -- security (server/_security.py; docs/security.md) --
+    Setting("token", "LOSSD_TOKEN", optional(str), None,
+            "bearer token every call but health must carry; environment only: a flag would show it in `ps`",
+            group=_SECURITY),
+    Setting("token_file", "LOSSD_TOKEN_FILE", optional(str), None,
+            "file holding the bearer token that every call but health must send as "
+            "`authorization: Bearer <token>`; read at start (or the token itself in LOSSD_TOKEN)",
+            "--token-file", group=_SECURITY, metavar="FILE"),
+    Setting("tls_cert", "LOSSD_TLS_CERT", optional(str), None, "serve TLS with this certificate chain",
+            "--tls-cert", group=_SECURITY, metavar="PEM"),
+    Setting("tls_key", "LOSSD_TLS_KEY", optional(str), None, "private key of --tls-cert", "--tls-key",
+            group=_SECURITY, metavar="PEM"),
+    Setting("tls_client_ca", "LOSSD_TLS_CLIENT_CA", optional(str), None,
+            "require client certificates signed by this CA: mutual TLS", "--tls-client-ca", group=_SECURITY,
+            metavar="PEM"),
+    Setting("insecure", "LOSSD_INSECURE", parse_bool, False,
+            "serve beyond loopback without authentication; logged as a warning", "--insecure", group=_SECURITY),
+    # -- concurrency and connections (server/interceptors/_concurrency.py, server/_connections.py) --
+    Setting("max_concurrent_rpcs", "LOSSD_MAX_CONCURRENT_RPCS", int, DEFAULT_MAX_CONCURRENT_RPCS,
+            "unary calls in flight at once, server-wide; more are refused with RESOURCE_EXHAUSTED; health "
+            "checks are exempt", "--max-concurrent-rpcs", group=_CONNECTIONS, metavar="N"),
+    Setting("max_concurrent_streams", "LOSSD_MAX_CONCURRENT_STREAMS", int, DEFAULT_MAX_CONCURRENT_STREAMS,
+            "streaming calls open at once (EvaluateLossStream, TrainJob, WatchJob), server-wide",
+            "--max-concurrent-streams", group=_CONNECTIONS, metavar="N"),
+    Setting("keepalive_time_s", "LOSSD_KEEPALIVE_TIME_S", float, DEFAULT_KEEPALIVE_TIME_S,
+            "ping a connection after this many idle seconds, to find dead peers", "--keepalive-time",
+            group=_CONNECTIONS, metavar="S"),
+    Setting("keepalive_timeout_s", "LOSSD_KEEPALIVE_TIMEOUT_S", float, DEFAULT_KEEPALIVE_TIMEOUT_S,
+            "drop a connection whose ping is not answered within this many seconds", "--keepalive-timeout",
+            group=_CONNECTIONS, metavar="S"),
+    Setting("min_ping_interval_s", "LOSSD_MIN_PING_INTERVAL_S", float, DEFAULT_MIN_PING_INTERVAL_S,
+            "accept client keepalive pings this often at most; clients that ping more often are disconnected "
+            "(GOAWAY too_many_pings)", "--min-ping-interval", group=_CONNECTIONS, metavar="S"),
+)
+
+#: The settings by name.
+SETTING: dict[str, Setting[Any]] = {s.name: s for s in SETTINGS}
+
+
+def _from_table(name: str, **kwargs: Any) -> Any:
+    """A :class:`ServerConfig` field whose default is read from setting ``name``'s variable each time
+    a config is made (``SettingError`` naming the variable when it does not parse)."""
+    setting = SETTING[name]
+    return field(default_factory=setting.from_env, **kwargs)
+
+
+@dataclass
+class ServerConfig:
+    """Server settings (see :data:`SETTINGS`); a field not given comes from its ``LOSSD_*`` variable."""
+
+    host: str = _from_table("host")
+    port: int = _from_table("port")
+    device: str = _from_table("device")
+    workers: int = _from_table("workers")
+    max_message_bytes: int = _from_table("max_message_bytes")
+    max_tensor_elements: int = _from_table("max_tensor_elements")
+    max_request_elements: int = _from_table("max_request_elements")
+    max_tensors: int = _from_table("max_tensors")
+    max_terms: int = _from_table("max_terms")
+    reflection: bool = _from_table("reflection")
+    grace_s: float = _from_table("grace_s")
+    plugins: str = _from_table("plugins")
+    malloc_tuning: bool = _from_table("malloc_tuning")
+    metrics_port: int | None = _from_table("metrics_port")
+    log_format: str = _from_table("log_format")
+    log_level: str = _from_table("log_level")
+    data_dir: str = _from_table("data_dir")
+    max_jobs: int = _from_table("max_jobs")
+    max_queued_jobs: int = _from_table("max_queued_jobs")
+    max_epochs: int = _from_table("max_epochs")
+    max_steps: int = _from_table("max_steps")
+    max_parameters: int = _from_table("max_parameters")
+    max_samples: int = _from_table("max_samples")
+    max_world_size: int = _from_table("max_world_size")
+    rdzv_endpoint: str = _from_table("rdzv_endpoint")
+    job_store: str = _from_table("job_store", repr=False)  # may hold a password: never shown
+    job_lease_s: float = _from_table("job_lease_s")
+    job_retention: float = _from_table("job_retention")
+    token: str | None = _from_table("token", repr=False)  # never shown
+    token_file: str | None = _from_table("token_file")
+    tls_cert: str | None = _from_table("tls_cert")
+    tls_key: str | None = _from_table("tls_key")
+    tls_client_ca: str | None = _from_table("tls_client_ca")
+    insecure: bool = _from_table("insecure")
+    max_concurrent_rpcs: int = _from_table("max_concurrent_rpcs")
+    max_concurrent_streams: int = _from_table("max_concurrent_streams")
+    keepalive_time_s: float = _from_table("keepalive_time_s")
+    keepalive_timeout_s: float = _from_table("keepalive_timeout_s")
+    min_ping_interval_s: float = _from_table("min_ping_interval_s")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **given: Any) -> ServerConfig:
+        """A config from ``environ`` (not ``os.environ``), with ``given`` fields as they are."""
+        values = {s.name: s.from_env(environ) for s in SETTINGS if s.name not in given}
+        return cls(**values, **given)
+
+    def tensor_limits(self) -> TensorLimits:
+        """The size limits on one request's tensors."""
+        return TensorLimits(self.max_tensor_elements, self.max_request_elements, self.max_tensors, self.max_terms)
+
+    def training(self) -> TrainingConfig:
+        """The training part of the settings."""
+        limits = TrainingLimits(self.max_epochs, self.max_steps, self.max_parameters, self.max_samples,
+                                self.max_tensor_elements, self.max_request_elements, self.max_tensors,
+                                max_world_size=self.max_world_size)
+        return TrainingConfig(Path(self.data_dir), self.max_jobs, self.max_queued_jobs, limits, self.plugins,
+                              rdzv_endpoint=self.rdzv_endpoint, job_store=self.job_store, lease_s=self.job_lease_s,
+                              retention_s=self.job_retention)
+
+    def security(self) -> Security:
+        """The security part, checked (the exposure rule); raises :class:`SecurityError`."""
+        return resolve_security(self.host, token=self.token, token_file=self.token_file, tls_cert=self.tls_cert,
+                                tls_key=self.tls_key, tls_client_ca=self.tls_client_ca, insecure=self.insecure)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Arguments of ``lossd serve``, one per setting with a flag; defaults come from ``LOSSD_*``
+    variables (``SettingError`` naming the variable when one does not parse)."""
+    parser = parser or argparse.ArgumentParser(prog="lossd serve", description="Run the lossd gRPC server.")
+    add_flags(parser, SETTINGS, groups=GROUPS)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """The config of parsed ``lossd serve`` arguments (settings without a flag: from the environment)."""
+    return ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig) if hasattr(args, f.name)})
