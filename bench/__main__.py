@@ -10,6 +10,8 @@ Sections (all by default; ``--only wire,memory`` picks some):
 - ``memory``: server peak RSS during a 10^7 evaluation;
 - ``malloc``: what the server's malloc tuning buys;
 - ``training``: a TrainJob's samples/s at world_size 1 and 2 (data-parallel ranks), and the ratio.
+- ``replicas``: submit → first event and submit → RUNNING of a small TrainJob with 1 and 3 replicas on a
+  PostgreSQL job store (skipped, saying why, without PostgreSQL's binaries).
 
 It writes ``bench/results/latest.json`` and ``latest.md`` and rewrites the
 results part of ``docs/performance.md`` (``--no-docs``: leave it).
@@ -31,7 +33,7 @@ from typing import Any
 
 from ._measure import REPO
 
-SECTIONS = ("wire", "encodings", "batching", "concurrency", "memory", "malloc", "training")
+SECTIONS = ("wire", "encodings", "batching", "concurrency", "memory", "malloc", "training", "replicas")
 
 
 def _shown(path: Path) -> str:
@@ -93,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         if "training" in only:
             log("training: samples/s at world_size 1 and 2")
             results["training"] = _sections.training(server, args.quick)
+    if "replicas" in only:
+        log("replicas: submit -> first event with 1 and 3 replicas on a PostgreSQL job store")
+        results["replicas"] = _sections.replicas(args.quick)
     if "memory" in only:
         log("memory: peak RSS of lossd serve during one large evaluation")
         results["memory"] = _sections.memory(big, args.quick)
