@@ -216,3 +216,9 @@ def test_the_config_never_shows_the_job_store_password() -> None:
 
     config = ServerConfig(job_store="postgresql://lossd:hunter2secret@db:5432/jobs")
     assert "hunter2secret" not in repr(config) and "hunter2secret" not in str(config)
+
+
+def test_a_store_url_of_another_kind_is_refused_with_its_password_masked(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"is not a postgresql:// URL") as info:
+        open_store("mysql://lossd:hunter2secret@db/jobs", tmp_path)
+    assert "hunter2secret" not in str(info.value) and "***" in str(info.value)
