@@ -577,7 +577,8 @@ class JobManager:
                 _metrics.add_job_steps(event.step - previous)
             self._steps_seen[job_id] = event.step
         if event.kind == STATE:
-            _metrics.set_jobs_by_state(self.store.count_by_state())
+            with contextlib.suppress(StoreUnavailable):  # the event is stored: a lost count must not retry it
+                _metrics.set_jobs_by_state(self.store.count_by_state())
             if event.state in TERMINAL_STATES:
                 self._steps_seen.pop(job_id, None)
 
