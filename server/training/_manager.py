@@ -233,8 +233,7 @@ class JobManager:
         """Stop: running workers checkpoint and end INTERRUPTED (killed after ``timeout``); watchers end."""
         if self._closing:
             return
-        self._closing = True
-        self._ticker_stop.set()
+        self._closing = True  # the lease thread keeps renewing (and claims nothing) until the workers ended
         with self._lock:
             running = list(self._running.values())
             for job in running:
@@ -255,6 +254,7 @@ class JobManager:
         if self._watchers:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._no_watchers.wait(), 2.0)
+        self._ticker_stop.set()
         if self._ticker is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._ticker.join, 5.0)
         self.store.close()
