@@ -139,10 +139,12 @@ def db_url(postgres: Any) -> str:
 
 
 def test_kill_9_of_the_owner_another_replica_finishes_with_identical_parameters(tmp_path: Path, db_url: str) -> None:
-    """And a watcher on the replica that does not own the job sees every event, in order, without a gap."""
+    """A data-parallel job (world_size 2: rank 0's checkpoints reach the store through its worker). And a
+    watcher on the replica that does not own the job sees every event, in order, without a gap."""
+    spec = {**SPEC, "world_size": 2}
     with replicas(tmp_path, db_url, 2) as servers:
         stubs = [_stub(s) for s in servers]
-        job_id = _submit(stubs[0], SPEC)
+        job_id = _submit(stubs[0], spec)
         assert wait_for(lambda: _starts(servers, job_id) == 1, 120, 0.05), _logs(servers)
         owner, worker = _owner(servers, job_id)
         other = 1 - owner
@@ -168,7 +170,7 @@ def test_kill_9_of_the_owner_another_replica_finishes_with_identical_parameters(
         job = stubs[other].GetJob(pb.GetJobRequest(job_id=job_id), timeout=10).job
         runs = sum(1 for e in watched if e.kind == pb.JOB_EVENT_KIND_STATE and e.state == pb.JOB_STATE_RUNNING)
         assert (job.state, job.resumes, job.last_seq) == (pb.JOB_STATE_SUCCEEDED, runs - 1, final.seq)
-        reference = _reference(stubs[other], SPEC)
+        reference = _reference(stubs[other], spec)
         assert final.parameters == reference.parameters  # every float, exactly
         assert list(final.history) == list(reference.history)
 
