@@ -319,11 +319,12 @@ class JobManager:
         store, the job's checkpoint comes from the store (a local file may be stale or missing)."""
         row = claim.row
         if row.state == training_pb2.JOB_STATE_RUNNING:
-            self._record(row.job_id, training_pb2.JobEvent(
-                kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED, epochs=row.epochs, epoch=row.epoch,
-                step=row.step, total_steps=row.total_steps,
-                message=f"the server running the job stopped ({row.owner or 'unknown'}); it resumes from its "
-                "last checkpoint"), lease=claim.lease)
+            with self._lock:
+                self._record(row.job_id, training_pb2.JobEvent(
+                    kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED, epochs=row.epochs, epoch=row.epoch,
+                    step=row.step, total_steps=row.total_steps,
+                    message=f"the server running the job stopped ({row.owner or 'unknown'}); it resumes from its "
+                    "last checkpoint"), lease=claim.lease)
         log.info("job %s (%s) claimed by %s, generation %d", row.job_id, training_pb2.JobState.Name(row.state),
                  self.owner, claim.lease.generation)
         if self.store.shares_checkpoints:
@@ -341,10 +342,15 @@ class JobManager:
         row = claim.row
         try:
             self._prepare(job, claim)
-        except (LeaseLost, StoreUnavailable) as e:  # another replica has it now, or the store is gone: let go
-            log.warning("job %s: not started (%s)", job.job_id, e)
+        except Exception as e:  # another replica has it now, the store is gone, a local write failed: let go
+            if isinstance(e, (LeaseLost, StoreUnavailable)):
+                log.warning("job %s: not started (%s)", job.job_id, e)
+            else:
+                log.exception("job %s: not started", job.job_id)
             with self._lock:
                 self._running.pop(job.job_id, None)
+            with contextlib.suppress(Exception):
+                self.store.release(claim.lease)  # any replica may try again (a lost lease is not ours to free)
             self._settled(job)
             return
         try:
