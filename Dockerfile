@@ -24,7 +24,7 @@
 #                 never touches an index. Empty (default): install from the
 #                 indexes. `make image-test` uses it (deploy/image_test.sh).
 #
-# tests/unit/test_dockerfile.py checks this file's essentials, runs hadolint on
+# tests/repo/test_dockerfile.py checks this file's essentials, runs hadolint on
 # it and runs its HEALTHCHECK command against a real server; `make image-test`
 # builds and runs the image for real (docs/deployment.md).
 ARG PYTHON_IMAGE=python:3.11-slim

@@ -1,7 +1,11 @@
 # lossd developer commands. `make help` lists them.
 #
 #   make run     create .venv if missing, install pinned, serve on 127.0.0.1:50051
-#   make test    same bootstrap plus dev tools (buf), then the whole test suite
+#   make check   ruff, mypy --strict and tests/unit: the fast loop before a commit (under a
+#                minute; .pre-commit-config.yaml runs the same three steps)
+#   make test    same bootstrap plus dev tools (buf), then the whole test suite (tests/unit,
+#                tests/integration, tests/robustness, and tests/repo: lint, packaging,
+#                Dockerfile, manifests, generated files)
 #   make fuzz    over 10,000 generated requests against a real server (not in make test)
 #   make soak    16 clients for 60 s, 20 kill -9 restarts during training (not in make test)
 #
@@ -45,7 +49,7 @@ FUZZ_EXAMPLES ?= 2500
 
 PROTOS := $(shell find proto -name '*.proto' -not -path '*/node_modules/*')
 
-.PHONY: help venv run test lint buf buf-lint proto clean distclean image image-test image-clean bench fuzz soak
+.PHONY: help venv run check test lint buf buf-lint proto clean distclean image image-test image-clean bench fuzz soak
 
 IMAGE ?= lossd:latest
 # docker when its daemon answers, else podman (evaluated only by `make image`)
@@ -65,6 +69,13 @@ $(STAMP): pyproject.toml constraints.txt
 run: venv ## serve on HOST:PORT (default 127.0.0.1:50051); Ctrl-C stops it cleanly
 	exec $(BIN)/python -m lossd.server $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(ARGS)
 
+# The three steps of `make check`, one per line; .pre-commit-config.yaml runs the same
+# commands (with .venv/bin) and tests/repo/test_tools.py holds the two to each other.
+check: venv ## ruff + mypy --strict + tests/unit: the fast loop before a commit (under a minute)
+	$(BIN)/python tests/support/lint.py ruff
+	$(BIN)/python tests/support/lint.py mypy
+	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
+
 test: venv buf ## the whole test suite (what CI runs)
 	BUF="$(abspath $(BUF))" $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -74,7 +85,7 @@ fuzz: venv ## hypothesis-generated requests against a real server, FUZZ_EXAMPLES
 soak: venv ## 16 clients for 60 s, and 20 kill -9 restarts during training jobs (not in make test)
 	LOSSD_SOAK=1 $(BIN)/pytest tests/robustness/test_soak.py tests/robustness/test_crash.py $(PYTEST_ARGS)
 
-lint: venv buf ## ruff (client, server, proto/lossd), mypy --strict (lossd.client, lossd._wire), buf lint
+lint: venv buf ## ruff (client, server, proto/lossd), mypy --strict (the whole lossd package), buf lint
 	$(BIN)/python tests/support/lint.py
 	cd proto && "$(abspath $(BUF))" lint
 

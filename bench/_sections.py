@@ -16,13 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from lossd._methods import EVALUATE_LOSS
+
 from ._measure import BenchServer, cpu_seconds, interleaved, percentile, proc_status_kib, summary
 from ._server import BATCH, ECHO, echo_payload
 from ._workloads import local_loop, workload
 
 __all__ = ["batching", "concurrency", "encodings", "malloc", "memory", "replicas", "training", "wire"]
 
-EVALUATE = "/lossd.v1.LossService/EvaluateLoss"
+EVALUATE = EVALUATE_LOSS.path
 
 
 def _reps(n: int, quick: bool) -> int:

@@ -3,15 +3,16 @@
 :class:`~lossd.client.Client` and :class:`~lossd.client.AsyncClient` differ only
 in how they wait (a thread or ``await``). Everything else lives here or in
 ``_client.py`` (request building, reply decoding) and ``_errors.py`` (error
-conversion). To add an RPC (say TrainingService's ``GetJob``): describe it with
-a :class:`Method` below, then give each client a method of two lines that builds
-the request, calls ``self._unary(METHOD, request, timeout)`` (or returns
+conversion). Every RPC's path, kind, idempotency and deadline rule come from
+the contract through ``lossd._methods``; a :class:`Method` adds only how the
+SDK reads its reply. To add an RPC (say a new ``TrainingService`` method):
+declare it in the ``.proto`` (``option idempotency_level = NO_SIDE_EFFECTS``
+when repeating it is harmless: the channel then retries it), ``make proto``,
+pair its ``lossd._methods`` entry with its reply type here (or in
+``_training.py``), then give each client a method of two lines that builds the
+request, calls ``self._unary(METHOD, request, timeout)`` (or returns
 ``self._stream(METHOD, request, timeout, decode)`` for a streaming one) and
-decodes the reply. A long stream that must not inherit the client's default
-deadline (``TrainJob``, ``WatchJob``) says so with ``default_deadline=False``:
-``Method("/lossd.v1.TrainingService/WatchJob", WatchJobResponse.FromString,
-"unary_stream", default_deadline=False)``. Retries are configured by name in
-``_config.RETRIED_METHODS``.
+decodes the reply.
 
 >>> EVALUATE_LOSS.path, EVALUATE_LOSS_STREAM.kind
 ('/lossd.v1.LossService/EvaluateLoss', 'stream_stream')
@@ -22,10 +23,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 import threading
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 from google.protobuf import message
 
+from .. import _methods
+from .._methods import Kind, Rpc
 from ..v1 import lossd_pb2
 from ._config import ClientConfig
 
@@ -41,7 +44,6 @@ __all__ = [
 ]
 
 R = TypeVar("R")
-Kind = Literal["unary_unary", "unary_stream", "stream_stream"]
 
 
 def _serialize(request: message.Message | bytes) -> bytes:
@@ -50,22 +52,34 @@ def _serialize(request: message.Message | bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Method(Generic[R]):
-    """One RPC: its path, how its reply bytes are read, its shape, and whether the
-    client's default deadline applies (long training streams: no)."""
+    """One RPC as the SDK calls it: its ``lossd._methods`` entry and how its reply bytes are read."""
 
-    path: str
+    rpc: Rpc
     deserialize: Callable[[bytes], R]
-    kind: Kind = "unary_unary"
-    default_deadline: bool = True
+
+    @property
+    def path(self) -> str:
+        """The method's path, ``/lossd.v1.LossService/EvaluateLoss``."""
+        return self.rpc.path
+
+    @property
+    def kind(self) -> Kind:
+        """The channel's multi-callable for it: ``unary_unary``, ``unary_stream``, ..."""
+        return self.rpc.kind
+
+    @property
+    def default_deadline(self) -> bool:
+        """Whether the client's default deadline applies (long training streams: no)."""
+        return self.rpc.default_deadline
 
 
-LIST_LOSSES = Method("/lossd.v1.LossService/ListLosses", lossd_pb2.ListLossesResponse.FromString)
-EVALUATE_LOSS = Method("/lossd.v1.LossService/EvaluateLoss", lossd_pb2.EvaluateLossResponse.FromString)
+LIST_LOSSES = Method(_methods.LIST_LOSSES, lossd_pb2.ListLossesResponse.FromString)
+EVALUATE_LOSS = Method(_methods.EVALUATE_LOSS, lossd_pb2.EvaluateLossResponse.FromString)
 EVALUATE_LOSS_STREAM = Method(
-    "/lossd.v1.LossService/EvaluateLossStream", lossd_pb2.EvaluateLossStreamResponse.FromString, "stream_stream"
+    _methods.EVALUATE_LOSS_STREAM, lossd_pb2.EvaluateLossStreamResponse.FromString
 )
 #: grpc.health.v1 messages are hand-encoded (``_health.py``): the SDK needs no grpcio-health-checking.
-HEALTH_CHECK = Method("/grpc.health.v1.Health/Check", bytes)
+HEALTH_CHECK = Method(_methods.HEALTH_CHECK, bytes)
 
 
 def stream_requests(requests: Iterable[lossd_pb2.EvaluateLossRequest]) -> Iterator[lossd_pb2.EvaluateLossStreamRequest]:

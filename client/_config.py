@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 
 from .. import __version__
+from .._methods import BY_PATH
 from .._wire import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = [
@@ -46,17 +47,10 @@ DEFAULT_TIMEOUT = 60.0
 #: Attempts of an idempotent call that fails UNAVAILABLE (env ``LOSSD_MAX_ATTEMPTS``; gRPC caps it at 5).
 DEFAULT_MAX_ATTEMPTS = 5
 
-#: Idempotent methods gRPC retries on UNAVAILABLE. ``EvaluateLossStream`` is not here:
-#: gRPC can replay a stream only until its first reply (or 256 KiB of requests),
-#: so a retry policy would promise what a long pipeline cannot get; the SDK raises
-#: ``Unavailable`` and the caller reopens the stream. TrainingService entries match
-#: nothing until that service exists (names in a service config are not checked).
-RETRIED_METHODS: tuple[tuple[str, str], ...] = (
-    ("lossd.v1.LossService", "ListLosses"),
-    ("lossd.v1.LossService", "EvaluateLoss"),
-    ("lossd.v1.TrainingService", "GetJob"),
-    ("lossd.v1.TrainingService", "ListJobs"),
-    ("grpc.health.v1.Health", "Check"),
+#: The methods gRPC retries on UNAVAILABLE, as (service, method): the idempotent ones that
+#: take one request message (``lossd._methods``, ``Rpc.retried``, says why not streams).
+RETRIED_METHODS: tuple[tuple[str, str], ...] = tuple(
+    (m.service, m.name) for m in BY_PATH.values() if m.retried
 )
 
 #: ``retryThrottling.maxTokens``: gRPC stops retrying once failed attempts outnumber successes

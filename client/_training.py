@@ -19,7 +19,6 @@ import importlib
 import json
 import os
 import sys
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import IO, Any
 
 from google.protobuf import json_format
 
+from .. import _methods
+from .._model import ModelPlan, build_model
 from ..v1 import training_pb2
 from ._calls import Method
 from ._codec import decode
@@ -37,14 +38,12 @@ __all__ = [
     "state_name",
 ]
 
-TRAIN_JOB = Method("/lossd.v1.TrainingService/TrainJob", training_pb2.TrainJobResponse.FromString, "unary_stream",
-                   default_deadline=False)
-WATCH_JOB = Method("/lossd.v1.TrainingService/WatchJob", training_pb2.WatchJobResponse.FromString, "unary_stream",
-                   default_deadline=False)
-GET_JOB = Method("/lossd.v1.TrainingService/GetJob", training_pb2.GetJobResponse.FromString)
-LIST_JOBS = Method("/lossd.v1.TrainingService/ListJobs", training_pb2.ListJobsResponse.FromString)
-CANCEL_JOB = Method("/lossd.v1.TrainingService/CancelJob", training_pb2.CancelJobResponse.FromString)
-DELETE_JOB = Method("/lossd.v1.TrainingService/DeleteJob", training_pb2.DeleteJobResponse.FromString)
+TRAIN_JOB = Method(_methods.TRAIN_JOB, training_pb2.TrainJobResponse.FromString)
+WATCH_JOB = Method(_methods.WATCH_JOB, training_pb2.WatchJobResponse.FromString)
+GET_JOB = Method(_methods.GET_JOB, training_pb2.GetJobResponse.FromString)
+LIST_JOBS = Method(_methods.LIST_JOBS, training_pb2.ListJobsResponse.FromString)
+CANCEL_JOB = Method(_methods.CANCEL_JOB, training_pb2.CancelJobResponse.FromString)
+DELETE_JOB = Method(_methods.DELETE_JOB, training_pb2.DeleteJobResponse.FromString)
 
 TERMINAL_STATES = frozenset(
     {training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED, training_pb2.JOB_STATE_CANCELLED}
@@ -113,34 +112,12 @@ def epoch_summary(summary: training_pb2.EpochSummary | training_pb2.JobEvent) ->
 
 
 def build_module(spec: training_pb2.TrainJobRequest, in_features: int, out_features: int) -> Any:
-    """The server's ``nn.Sequential`` for ``spec.model`` (needs torch), untrained.
+    """The server's ``nn.Sequential`` for ``spec.model`` (needs torch), untrained: the one model
+    definition, :func:`lossd._model.build_model`.
 
     Layer names are the contract's: ``fc1``, ``act1``, (``drop1``), ..., ``out``, ``out_act``.
     """
-    import torch
-    from torch import nn
-
-    hidden_acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
-    out_acts: dict[str, Any] = {
-        "": None, "none": None, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
-        "softmax": lambda: nn.Softmax(dim=1), "log_softmax": lambda: nn.LogSoftmax(dim=1),
-    }
-    kind = spec.model.WhichOneof("kind")
-    mlp = spec.model.mlp
-    layers: OrderedDict[str, Any] = OrderedDict()
-    width = in_features
-    for i, size in enumerate(mlp.hidden if kind == "mlp" else (), start=1):
-        layers[f"fc{i}"] = nn.Linear(width, size)
-        layers[f"act{i}"] = hidden_acts[mlp.activation or "relu"]()
-        if mlp.dropout > 0:
-            layers[f"drop{i}"] = nn.Dropout(mlp.dropout)
-        width = size
-    layers["out"] = nn.Linear(width, out_features)
-    out_act = mlp.output_activation if kind == "mlp" else spec.model.linear.output_activation
-    make = out_acts[out_act]
-    if make is not None:
-        layers["out_act"] = make()
-    return torch.nn.Sequential(layers)
+    return build_model(ModelPlan.from_message(spec.model), in_features, out_features)
 
 
 @dataclass

@@ -63,7 +63,7 @@ class _Call:
         return self.client.evaluate_request(request, as_torch=True, timeout=self.timeout)
 
 
-class _RemoteLossFunction(torch.autograd.Function):  # type: ignore[misc]
+class _RemoteLossFunction(torch.autograd.Function):
     """Autograd node: forward calls the server, backward scales (or asks for) the gradients."""
 
     @staticmethod
@@ -75,7 +75,7 @@ class _RemoteLossFunction(torch.autograd.Function):  # type: ignore[misc]
         return loss.to(device=tensors[0].device)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable  # type: ignore[untyped-decorator]
+    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         call: _Call = ctx.call
         result = call.result
@@ -148,11 +148,11 @@ def remote_loss(
         parameters=named_params or None, regularization=regularization, allow_non_finite=allow_non_finite,
     )
     tensors = [*named_inputs.values(), *named_params.values()]
-    out: torch.Tensor = _RemoteLossFunction.apply(call, *tensors)
+    out: torch.Tensor = _RemoteLossFunction.apply(call, *tensors)  # type: ignore[no-untyped-call]
     return out
 
 
-class RemoteLoss(nn.Module):  # type: ignore[misc]
+class RemoteLoss(nn.Module):
     """A loss computed by a lossd server, usable like ``nn.CrossEntropyLoss()``.
 
     Args:

@@ -123,7 +123,7 @@ class Metrics:
         """The metrics in Prometheus' text format (what ``/metrics`` answers)."""
         return str(self._prom.generate_latest(self.registry).decode())
 
-    def set_jobs(self, counts: Mapping[str | int, int]) -> None:
+    def set_jobs(self, counts: Mapping[int, int] | Mapping[str, int]) -> None:
         """Set ``lossd_jobs``: every state to its count in ``counts``, 0 when absent."""
         given = {_state_name(k): n for k, n in counts.items()}
         for state in dict.fromkeys((*JOB_STATES, *given)):
@@ -147,7 +147,7 @@ def _state_name(state: str | int) -> str:
     return name.removeprefix("JOB_STATE_")
 
 
-def set_jobs_by_state(counts: Mapping[str | int, int]) -> None:
+def set_jobs_by_state(counts: Mapping[int, int] | Mapping[str, int]) -> None:
     """For the training engine: how many jobs are in each state.
 
     Keys are JobState numbers or names, with or without the ``JOB_STATE_``

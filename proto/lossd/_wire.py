@@ -25,7 +25,7 @@ __all__ = [
     "DTYPES",
     "DTypeInfo",
     "TensorLayout",
-    "WireError",
+    "FieldError",
     "check_tensor",
     "explain_message_limit",
     "reply_too_large",
@@ -124,9 +124,9 @@ class TensorLimits:
         return limits if isinstance(limits, TensorLimits) else cls(max_tensor_elements=limits)
 
 
-def _over(field: str, what: str, limit: int, unit: str, setting: str) -> WireError:
+def _over(field: str, what: str, limit: int, unit: str, setting: str) -> FieldError:
     """A RESOURCE_EXHAUSTED refusal naming the field, the limit, its value and its flag."""
-    return WireError(field, f"{what}; the server's limit is {limit} {unit} ({_hint(setting)})",
+    return FieldError(field, f"{what}; the server's limit is {limit} {unit} ({_hint(setting)})",
                      "RESOURCE_EXHAUSTED")
 
 
@@ -165,15 +165,21 @@ DTYPES: dict[str, DTypeInfo] = {
 }
 
 
-class WireError(ValueError):
-    """A tensor message breaks a wire rule; ``field`` names the culprit.
+class FieldError(ValueError):
+    """A request field breaks a rule: the one error type for a refused field, raised by the wire
+    rules, the server (binding, training specs) and the losses alike.
 
-    ``code`` is the gRPC status code name: ``INVALID_ARGUMENT`` for a malformed
-    tensor, ``RESOURCE_EXHAUSTED`` for one over a size limit.
+    ``field`` is the request path at fault (``inputs.target``, ``params.margin``; empty when the
+    request as a whole is refused), ``message`` the rule, ``code`` the gRPC status code name the
+    server answers with: ``INVALID_ARGUMENT`` (the default), ``RESOURCE_EXHAUSTED`` for a size
+    limit, ``NOT_FOUND``, ``UNIMPLEMENTED``, ...
+
+    >>> str(FieldError("params.margin", "must be positive")), FieldError("", "queue full", "UNAVAILABLE").code
+    ('params.margin: must be positive', 'UNAVAILABLE')
     """
 
     def __init__(self, field: str, message: str, code: str = "INVALID_ARGUMENT") -> None:
-        super().__init__(f"{field}: {message}")
+        super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
         self.code = code
@@ -210,7 +216,7 @@ def check_tensor(
     arithmetic uses Python ints, so it cannot overflow: ``[2**40, 2**40]`` is
     refused as over the cap, and so is an empty tensor whose other dims
     multiply past it (``[0, 2**62, 2**62]``: torch cannot even compute its
-    strides). Raises :class:`WireError` naming ``field`` and the rule. ``raw``,
+    strides). Raises :class:`FieldError` naming ``field`` and the rule. ``raw``,
     when given, is the tensor's payload kept outside the message (its ``raw``
     field is then not read).
 
@@ -218,21 +224,21 @@ def check_tensor(
     >>> check_tensor(lossd_pb2.Tensor(dtype="float32", shape=[2**40, 2**40]), "x", 10**6)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    lossd._wire.WireError: x.shape: shape [1099511627776, 1099511627776] has 1208925819614629174706176 elements; ...
+    lossd._wire.FieldError: x.shape: shape [1099511627776, 1099511627776] has 1208925819614629174706176 elements; ...
     """
     dtype = tensor.dtype  # type: ignore[attr-defined]
     info = DTYPES.get(dtype)
     if info is None:
         allowed = ", ".join(DTYPES)
         shown = repr(dtype) if dtype else "empty"
-        raise WireError(f"{field}.dtype", f"dtype is {shown}; must be one of: {allowed}")
+        raise FieldError(f"{field}.dtype", f"dtype is {shown}; must be one of: {allowed}")
     if len(tensor.shape) > MAX_DIMS:  # type: ignore[attr-defined]
-        raise WireError(f"{field}.shape", f"has {len(tensor.shape)} dimensions; "  # type: ignore[attr-defined]
+        raise FieldError(f"{field}.shape", f"has {len(tensor.shape)} dimensions; "  # type: ignore[attr-defined]
                         f"a tensor may have at most {MAX_DIMS}")
     shape: tuple[int, ...] = tuple(tensor.shape)  # type: ignore[attr-defined]
     if shape and min(shape) < 0:
         i, d = next((i, d) for i, d in enumerate(shape) if d < 0)
-        raise WireError(f"{field}.shape", f"dimension {i} is {d}; dimensions must be >= 0")
+        raise FieldError(f"{field}.shape", f"dimension {i} is {d}; dimensions must be >= 0")
     numel = math.prod(shape)
     if numel > max_elements:
         raise _over(f"{field}.shape", f"shape {list(shape)} has {numel} elements", max_elements,
@@ -246,18 +252,18 @@ def check_tensor(
     raw_len = raw.nbytes if isinstance(raw, memoryview) else len(raw)
     n_values = len(tensor.values)  # type: ignore[attr-defined]
     if raw_len and n_values:
-        raise WireError(field, "set either raw or values, not both")
+        raise FieldError(field, "set either raw or values, not both")
     if n_values:
         encoding: Literal["raw", "values"] = "values"
         if n_values != numel:
-            raise WireError(
+            raise FieldError(
                 f"{field}.values",
                 f"has {n_values} numbers; shape {list(shape)} needs {numel}",
             )
     else:
         encoding = "raw"
         if raw_len != numel * info.itemsize:
-            raise WireError(
+            raise FieldError(
                 f"{field}.raw",
                 f"has {raw_len} bytes; shape {list(shape)} of {dtype} needs "
                 f"{numel} x {info.itemsize} = {numel * info.itemsize}",
@@ -286,7 +292,7 @@ def check_tensors(
     ...               TensorLimits(max_request_elements=5))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    lossd._wire.WireError: inputs.target: ... the server's limit is 5 elements per request (--max-request-elements, ...)
+    lossd._wire.FieldError: inputs.target: ... the server's limit is 5 elements per request (--max-request-elements, ...)
     """
     limits = TensorLimits.of(limits if limits is not None else TensorLimits())
     if terms > limits.max_terms:

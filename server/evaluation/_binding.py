@@ -11,10 +11,10 @@ the defaults — for a loss's ``params`` and for a training data set's alike::
     >>> bind_params(REGISTRY.get("huber_loss"), {"size_average": True}, refused=DEPRECATED_PARAMS)
     Traceback (most recent call last):
     ...
-    lossd.server.losses._registry.LossError: params.size_average: size_average is deprecated in torch and \
+    lossd._wire.FieldError: params.size_average: size_average is deprecated in torch and \
 refused here; use reduction ('mean' for size_average=true, 'sum' for false)
 
-Every refusal is a :class:`~lossd.server.losses.LossError` naming the field.
+Every refusal is a :class:`~lossd.server.losses.FieldError` naming the field.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any, Protocol
 
 import torch
 
-from ..losses import WIRE_NAMES, LossError, LossSpec, Param
+from ..._wire import FieldError
+from ..losses import WIRE_NAMES, LossSpec, Param
 
 __all__ = ["DEPRECATED_PARAMS", "HasParams", "bind_inputs", "bind_params", "grad_targets"]
 
@@ -58,16 +59,16 @@ def bind_params(
         p = next((q for q in owner.params if q.name == name), None)
         if p is None:
             if refused and name in refused:
-                raise LossError(f"{prefix}params.{name}", refused[name])
+                raise FieldError(f"{prefix}params.{name}", refused[name])
             valid = ", ".join(q.describe() for q in owner.params) or "none"
-            raise LossError(f"{prefix}params.{name}",
+            raise FieldError(f"{prefix}params.{name}",
                             f"{owner.name} has no parameter {name!r}; valid parameters: {valid}")
         try:
             out[name] = p.coerce(value)
-        except LossError as e:
+        except FieldError as e:
             if not prefix:
                 raise
-            raise LossError(prefix + e.field, e.message, e.code) from e
+            raise FieldError(prefix + e.field, e.message, e.code) from e
     return out
 
 
@@ -80,15 +81,16 @@ def bind_inputs(
     for sent, t in inputs.items():
         spec_input = spec.input(sent)
         if spec_input is None:
-            raise LossError(f"inputs.{sent}", f"{spec.name} has no input {sent!r}; {_input_list(spec)}")
+            raise FieldError(f"inputs.{sent}", f"{spec.name} has no input {sent!r}; {_input_list(spec)}")
         name = spec_input.name
         if name in tensors:
-            raise LossError(f"inputs.{sent}", f"input {name!r} was sent twice (as {sent_as[name]!r} and {sent!r})")
+            raise FieldError(f"inputs.{sent}", f"input {name!r} was sent twice (as {sent_as[name]!r} and {sent!r})")
         tensors[name], sent_as[name] = t, sent
-    for i in spec.inputs:
-        if i.required and i.name not in tensors:
-            also = f" (or {', '.join(i.aliases)})" if i.aliases else ""
-            raise LossError(f"inputs.{i.name}", f"is required by {spec.name}{also}: {i.doc or i.role}")
+    for declared in spec.inputs:
+        if declared.required and declared.name not in tensors:
+            also = f" (or {', '.join(declared.aliases)})" if declared.aliases else ""
+            raise FieldError(f"inputs.{declared.name}",
+                             f"is required by {spec.name}{also}: {declared.doc or declared.role}")
     float_dtypes: dict[str, str] = {}
     for name, t in tensors.items():
         i = spec.input(name)
@@ -97,23 +99,23 @@ def bind_inputs(
         dt = WIRE_NAMES.get(t.dtype, str(t.dtype))
         if i.kind == "float":
             if not t.is_floating_point():
-                raise LossError(field, f"must have a floating-point dtype ({i.role}), got {dt}")
+                raise FieldError(field, f"must have a floating-point dtype ({i.role}), got {dt}")
         elif i.kind == "int":
             if t.is_floating_point() or t.dtype == torch.bool:
-                raise LossError(field, f"must have an integer dtype ({i.role}), got {dt}")
+                raise FieldError(field, f"must have an integer dtype ({i.role}), got {dt}")
             tensors[name] = t.to(torch.int64)
         elif t.dtype == torch.bool:
-            raise LossError(field, f"must have a floating-point or integer dtype, got {dt}")
+            raise FieldError(field, f"must have a floating-point or integer dtype, got {dt}")
         elif not t.is_floating_point():
             tensors[name] = t.to(torch.int64)
         if tensors[name].is_floating_point():
             float_dtypes[field] = dt
     if len(set(float_dtypes.values())) > 1:
         listed = ", ".join(f"{f} is {d}" for f, d in float_dtypes.items())
-        raise LossError(next(iter(float_dtypes)), f"floating-point inputs must share one dtype; {listed}")
+        raise FieldError(next(iter(float_dtypes)), f"floating-point inputs must share one dtype; {listed}")
     for dt in set(float_dtypes.values()):
         if dt not in spec.float_dtypes:
-            raise LossError(
+            raise FieldError(
                 next(iter(float_dtypes)),
                 f"{spec.name} does not support {dt} on this server; supported: {', '.join(spec.float_dtypes)}",
                 "UNIMPLEMENTED",
@@ -136,18 +138,19 @@ def grad_targets(
     floating-point input when it is empty."""
     if not grad_inputs:
         return {
-            n for n, t in tensors.items() if spec.input(n).differentiable and t.is_floating_point()  # type: ignore[union-attr]
+            n for n, t in tensors.items()
+            if (declared := spec.input(n)) is not None and declared.differentiable and t.is_floating_point()
         }
     wanted = set()
     for k, sent in enumerate(grad_inputs):
         i = spec.input(sent)
         field = f"grad_inputs[{k}]"
         if i is None or i.name not in tensors:
-            raise LossError(field, f"{sent!r} is not an input of this request; sent: {', '.join(sent_as.values())}")
+            raise FieldError(field, f"{sent!r} is not an input of this request; sent: {', '.join(sent_as.values())}")
         if not i.differentiable:
             diff = [x.name for x in spec.inputs if x.differentiable]
-            raise LossError(field, f"input {sent!r} of {spec.name} is not differentiable; differentiable: {', '.join(diff)}")
+            raise FieldError(field, f"input {sent!r} of {spec.name} is not differentiable; differentiable: {', '.join(diff)}")
         if not tensors[i.name].is_floating_point():
-            raise LossError(field, f"input {sent!r} has an integer dtype and cannot have a gradient")
+            raise FieldError(field, f"input {sent!r} has an integer dtype and cannot have a gradient")
         wanted.add(i.name)
     return wanted

@@ -2,7 +2,7 @@
 
 :func:`evaluate` is what the RPC layer (:mod:`lossd.server.rpc`), the unit
 tests and the parity harness call; it raises
-:class:`~lossd.server.losses.LossError` naming the field and the rule::
+:class:`~lossd.server.losses.FieldError` naming the field and the rule::
 
     >>> import torch
     >>> from lossd.server.losses import REGISTRY
@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from ..losses import LossError, LossSpec, Registry
+from ..._wire import FieldError
+from ..losses import LossSpec, Registry
 from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets
 
 __all__ = ["Evaluation", "call_loss", "evaluate", "resolve_device"]
@@ -75,8 +76,6 @@ def evaluate(
             t = t.detach().requires_grad_(True)
             leaves[name] = t
         tensors[name] = t
-    for i in spec.inputs:
-        tensors.setdefault(i.name, None)  # type: ignore[arg-type]
 
     start = time.perf_counter()
     with torch.enable_grad():
@@ -87,6 +86,7 @@ def evaluate(
     start = time.perf_counter()
     if leaves:
         upstream = _grad_output(out, grad_output)
+        found: Sequence[torch.Tensor | None]
         if out.requires_grad:
             found = torch.autograd.grad(out, list(leaves.values()), upstream, allow_unused=True)
         else:
@@ -102,18 +102,21 @@ def evaluate(
 _UNSUPPORTED_MARKERS = ("not implemented for", "\"_vml_cpu\" not implemented", "unsupported dtype")
 
 
-def call_loss(spec: LossSpec, tensors: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:
-    """``spec``'s function on bound inputs and params; torch's own errors become ``LossError``
-    (``UNIMPLEMENTED`` for what torch cannot do on this server, else ``INVALID_ARGUMENT``)."""
+def call_loss(spec: LossSpec, tensors: Mapping[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:
+    """``spec``'s function on bound inputs (``None`` for each absent optional one) and params;
+    torch's own errors become ``FieldError`` (``UNIMPLEMENTED`` for what torch cannot do on this
+    server, else ``INVALID_ARGUMENT``)."""
+    inputs: dict[str, torch.Tensor | None] = {i.name: None for i in spec.inputs}
+    inputs.update(tensors)
     try:
-        out = spec.fn(**tensors, **kwargs)
-    except LossError:
+        out = spec.fn(**inputs, **kwargs)
+    except FieldError:
         raise
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if any(m in text for m in _UNSUPPORTED_MARKERS):
-            raise LossError("inputs", f"{spec.name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED") from e
-        raise LossError("inputs", f"{spec.name} rejected the inputs: {text}") from e
+            raise FieldError("inputs", f"{spec.name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED") from e
+        raise FieldError("inputs", f"{spec.name} rejected the inputs: {text}") from e
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"loss {spec.name} returned {type(out).__name__}, not a tensor")
     return out
@@ -123,7 +126,7 @@ def _grad_output(out: torch.Tensor, grad_output: torch.Tensor | None) -> torch.T
     if grad_output is None:
         return torch.ones_like(out)
     if tuple(grad_output.shape) != tuple(out.shape):
-        raise LossError("grad_output", f"has shape {list(grad_output.shape)}; the loss has shape {list(out.shape)}")
+        raise FieldError("grad_output", f"has shape {list(grad_output.shape)}; the loss has shape {list(out.shape)}")
     if not grad_output.is_floating_point():
-        raise LossError("grad_output", "must have a floating-point dtype")
+        raise FieldError("grad_output", "must have a floating-point dtype")
     return grad_output.to(device=out.device, dtype=out.dtype)

@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from ..losses import LossError, LossSpec, Registry
+from ..._wire import FieldError
+from ..losses import LossSpec, Registry
 from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params
 from ._evaluate import Evaluation, call_loss
 
@@ -101,11 +102,11 @@ def add_penalties(
     """
     if reg.l1:
         l1 = reg.l1 * sum(t.abs().sum() for t in covered)
-        parts["l1"] = float(l1.detach())  # type: ignore[union-attr]
+        parts["l1"] = float(l1)
         objective = objective + l1
     if reg.l2:
         l2 = 0.5 * reg.l2 * sum(t.pow(2).sum() for t in covered)
-        parts["l2"] = float(l2.detach())  # type: ignore[union-attr]
+        parts["l2"] = float(l2)
         objective = objective + l2
     return objective
 
@@ -124,7 +125,7 @@ def _term_names(terms: Sequence[Term], specs: Sequence[LossSpec]) -> list[str]:
             name = f"{base}#{k}"
         last[base] = k
         if term.name and name != base:
-            raise LossError(f"terms[{i}].name", f"{term.name!r} is used by two terms; names must be unique")
+            raise FieldError(f"terms[{i}].name", f"{term.name!r} is used by two terms; names must be unique")
         names.append(name)
         taken.add(name)
     return names
@@ -148,30 +149,34 @@ def evaluate_objective(
     parameters = dict(parameters or {})
     reg = regularization or Regularization()
     if not terms:
-        raise LossError("terms", "name at least one loss")
-    prefix = (lambda i: f"terms[{i}].") if len(terms) > 1 or terms[0].name else (lambda i: "")
+        raise FieldError("terms", "name at least one loss")
+    named = len(terms) > 1 or bool(terms[0].name)
+
+    def prefix(i: int) -> str:
+        return f"terms[{i}]." if named else ""
+
     specs = []
     for i, term in enumerate(terms):
         try:
             specs.append(registry.get(term.loss))
-        except LossError as e:
-            raise LossError(f"{prefix(i)}loss" if prefix(i) else e.field, e.message, e.code) from e
+        except FieldError as e:
+            raise FieldError(f"{prefix(i)}loss" if prefix(i) else e.field, e.message, e.code) from e
         if not math.isfinite(term.weight):
-            raise LossError(f"terms[{i}].weight", "must be a finite number")
+            raise FieldError(f"terms[{i}].weight", "must be a finite number")
     names = _term_names(terms, specs)
     _check_regularization(reg, parameters)
 
     for sent in inputs:
         if not any(spec.input(sent) for spec in specs):
-            raise LossError(f"inputs.{sent}", f"no term uses an input called {sent!r}")
+            raise FieldError(f"inputs.{sent}", f"no term uses an input called {sent!r}")
     differentiable = {s for s, t in inputs.items() if t.is_floating_point()
-                      and any((i := spec.input(s)) is not None and i.differentiable for spec in specs)}
+                      and any((d := spec.input(s)) is not None and d.differentiable for spec in specs)}
     wanted = set(differentiable)
     if grad_inputs:
         wanted = set()
         for k, sent in enumerate(grad_inputs):
             if sent not in differentiable:
-                raise LossError(f"grad_inputs[{k}]", f"{sent!r} is not a differentiable input of this request")
+                raise FieldError(f"grad_inputs[{k}]", f"{sent!r} is not a differentiable input of this request")
             wanted.add(sent)
 
     def place(t: torch.Tensor) -> torch.Tensor:
@@ -190,13 +195,11 @@ def evaluate_objective(
             try:
                 bound, _ = bind_inputs(spec, mine)
                 kwargs = bind_params(spec, term.params, refused=DEPRECATED_PARAMS)
-            except LossError as e:
-                raise LossError(prefix(i) + e.field, e.message, e.code) from e
-            for inp in spec.inputs:
-                bound.setdefault(inp.name, None)  # type: ignore[arg-type]
+            except FieldError as e:
+                raise FieldError(prefix(i) + e.field, e.message, e.code) from e
             out = call_loss(spec, bound, kwargs)
             if out.dim() != 0:
-                raise LossError(f"{prefix(i)}params.reduction",
+                raise FieldError(f"{prefix(i)}params.reduction",
                                 f"{spec.name} gives shape {list(out.shape)}; objectives need scalar losses "
                                 "(use reduction 'mean' or 'sum')")
             parts[name] = out.detach().item()
@@ -218,6 +221,7 @@ def evaluate_objective(
     grads: dict[str, torch.Tensor] = {}
     parameter_grads: dict[str, torch.Tensor] = {}
     if targets:
+        found: Sequence[torch.Tensor | None]
         if objective.requires_grad:
             found = torch.autograd.grad(objective, targets, allow_unused=True)
         else:
@@ -236,12 +240,12 @@ def check_patterns(reg: Regularization) -> None:
     >>> check_patterns(Regularization(include=("*",) * 300))
     Traceback (most recent call last):
     ...
-    lossd.server.losses._registry.LossError: regularization.include: has 300 patterns; at most 256 are allowed
+    lossd._wire.FieldError: regularization.include: has 300 patterns; at most 256 are allowed
     """
     for key in ("include", "exclude"):
         n = len(getattr(reg, key))
         if n > MAX_PATTERNS:
-            raise LossError(f"regularization.{key}", f"has {n} patterns; at most {MAX_PATTERNS} are allowed")
+            raise FieldError(f"regularization.{key}", f"has {n} patterns; at most {MAX_PATTERNS} are allowed")
 
 
 def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Tensor]) -> None:
@@ -249,11 +253,11 @@ def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Te
     for key in ("l1", "l2"):
         value = getattr(reg, key)
         if not math.isfinite(value) or value < 0:
-            raise LossError(f"regularization.{key}", f"is {value}; must be a finite number >= 0")
+            raise FieldError(f"regularization.{key}", f"is {value}; must be a finite number >= 0")
     if (reg.l1 or reg.l2) and not parameters:
-        raise LossError("parameters", "regularization needs the parameter tensors it applies to")
+        raise FieldError("parameters", "regularization needs the parameter tensors it applies to")
     for name, t in parameters.items():
         if not t.is_floating_point():
-            raise LossError(f"parameters.{name}", "must have a floating-point dtype")
+            raise FieldError(f"parameters.{name}", "must have a floating-point dtype")
     if (reg.l1 or reg.l2) and not covered_parameters(parameters, reg):
-        raise LossError("regularization.include", f"covers none of the parameters sent ({', '.join(sorted(parameters))})")
+        raise FieldError("regularization.include", f"covers none of the parameters sent ({', '.join(sorted(parameters))})")

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
 
-from ._handlers import OPEN_PREFIXES, is_open, refusing_handler
+from ._handlers import Continuation, Handler, OPEN_PREFIXES, is_open, refusing_handler
 
 __all__ = ["BearerTokenInterceptor"]
 
@@ -71,9 +71,9 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         if is_open(handler_call_details.method, self._open):
             return await continuation(handler_call_details)
         problem = self.problem(handler_call_details.invocation_metadata)

@@ -20,7 +20,7 @@ HTTP/2 streams per connection and keepalive are gRPC server arguments:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ import grpc
 
 from ..._settings import env_name, flag_name
 from .._security import ConfigError
-from ._handlers import OPEN_PREFIXES, is_open, shape_of
+from ._handlers import Context, Continuation, Handler, OPEN_PREFIXES, is_open, shape_of
 
 __all__ = ["DEFAULT_MAX_CONCURRENT_RPCS", "DEFAULT_MAX_CONCURRENT_STREAMS", "ConcurrencyLimiter", "Slots"]
 
@@ -80,9 +80,9 @@ class ConcurrencyLimiter(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or is_open(handler_call_details.method, self._exempt):
             return handler
@@ -90,21 +90,22 @@ class ConcurrencyLimiter(grpc.aio.ServerInterceptor):
         return _limited(handler, self.streams if streaming else self.rpcs)
 
 
-def _limited(handler: grpc.RpcMethodHandler, slots: Slots) -> grpc.RpcMethodHandler:
+def _limited(handler: Handler, slots: Slots) -> Handler:
     """``handler`` holding one of ``slots`` for the duration of each call."""
     shape = shape_of(handler)
     if shape is None:
         return handler
     behavior = shape.behavior
 
-    def take(context: grpc.aio.ServicerContext) -> Callable[[], None] | None:
+    def take(context: Context) -> Callable[[], None] | None:
         release = slots.acquire()
         if release is not None:  # also released when the call ends any other way
-            context.add_done_callback(lambda _context: release())
+            # grpc's stubs type the callback as a class, not a Protocol: no function matches it.
+            context.add_done_callback(lambda _context: release())  # type: ignore[arg-type]
         return release
 
     if shape.is_gen:
-        async def limited_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def limited_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             release = take(context)
             if release is None:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, slots.refusal())
@@ -118,12 +119,12 @@ def _limited(handler: grpc.RpcMethodHandler, slots: Slots) -> grpc.RpcMethodHand
                 await replies.aclose()
         return shape.rebuild(limited_stream)
 
-    async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def limited(request: Any, context: Context) -> Any:
         release = take(context)
         if release is None:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, slots.refusal())
         try:
             return await behavior(request, context)
         finally:
-            release()  # type: ignore[misc]
+            release()
     return shape.rebuild(limited)

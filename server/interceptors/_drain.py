@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from ._handlers import OPEN_PREFIXES, is_open, refusing_handler, shape_of
+from ._handlers import Context, Continuation, Handler, OPEN_PREFIXES, is_open, refusing_handler, shape_of
 
 __all__ = ["DRAINING_MESSAGE", "DrainGate"]
 
@@ -86,9 +86,9 @@ class DrainGate(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         if is_open(handler_call_details.method, self._open):
             return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)
@@ -97,14 +97,14 @@ class DrainGate(grpc.aio.ServerInterceptor):
             return refusing_handler(handler, grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE)
         return self._counted(handler) if handler is not None else handler
 
-    def _counted(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _counted(self, handler: Handler) -> Handler:
         """``handler`` with its behavior counted from its start to its end (however it ends)."""
         shape = shape_of(handler)
         if shape is None:
             return handler
         behavior, enter, leave = shape.behavior, self._enter, self._leave
         if shape.is_gen:
-            async def counted_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def counted_stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 enter()
                 replies = behavior(request, context)
                 try:
@@ -115,7 +115,7 @@ class DrainGate(grpc.aio.ServerInterceptor):
                     await replies.aclose()
             return shape.rebuild(counted_stream)
 
-        async def counted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def counted(request: Any, context: Context) -> Any:
             enter()
             try:
                 return await behavior(request, context)

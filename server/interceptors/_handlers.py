@@ -22,17 +22,25 @@ credentials and never limited or refused (the standard health service).
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
-__all__ = ["OPEN_PREFIXES", "Shape", "is_open", "refusing_handler", "shape_of"]
+from ..._methods import HEALTH_CHECK
+
+__all__ = ["OPEN_PREFIXES", "Context", "Continuation", "Handler", "Shape", "is_open", "refusing_handler", "shape_of"]
+
+#: A method handler, a call's context and an interceptor's ``continuation``, as the interceptors
+#: see them: grpc's stubs are generic over request and reply types, which vary by method.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
 
 #: Methods callable without credentials, never limited and never refused while draining:
 #: the standard health service, for probes and load balancers.
-OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+OPEN_PREFIXES = (f"/{HEALTH_CHECK.service}/",)
 
 #: (kind, handler attribute, factory), in the order gRPC's handlers are checked.
 _KINDS = (
@@ -56,8 +64,8 @@ class Shape:
 
     kind: str  # unary, server_stream, client_stream or bidi_stream
     behavior: Callable[..., Any]
-    handler: grpc.RpcMethodHandler
-    factory: Callable[..., grpc.RpcMethodHandler]
+    handler: Handler
+    factory: Callable[..., Handler]
 
     @property
     def is_gen(self) -> bool:
@@ -70,7 +78,7 @@ class Shape:
         return bool(self.handler.request_streaming)
 
     def rebuild(self, behavior: Callable[..., Any], *, request_deserializer: Any = _SAME,
-                response_serializer: Any = _SAME) -> grpc.RpcMethodHandler:
+                response_serializer: Any = _SAME) -> Handler:
         """A handler of this kind running ``behavior``; the (de)serializers stay unless given."""
         return self.factory(
             behavior,
@@ -81,7 +89,7 @@ class Shape:
         )
 
 
-def shape_of(handler: grpc.RpcMethodHandler) -> Shape | None:
+def shape_of(handler: Handler) -> Shape | None:
     """``handler``'s shape; ``None`` when its behavior is synchronous (none in lossd), which the
     interceptors then leave as it is."""
     for kind, attr, factory in _KINDS:
@@ -93,15 +101,15 @@ def shape_of(handler: grpc.RpcMethodHandler) -> Shape | None:
     return None  # pragma: no cover - a handler always has one behavior
 
 
-def refusing_handler(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode,
-                     message: str) -> grpc.RpcMethodHandler:
+def refusing_handler(handler: Handler | None, code: grpc.StatusCode,
+                     message: str) -> Handler:
     """A handler of ``handler``'s kind (bidirectional streaming when unknown) that ends every
     call with ``code`` and ``message`` without reading or parsing its request."""
 
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def refuse(request: Any, context: Context) -> Any:
         await context.abort(code, message)
 
-    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def refuse_stream(request: Any, context: Context) -> AsyncIterator[Any]:
         await context.abort(code, message)
         yield  # pragma: no cover - makes this an async generator
 
@@ -109,6 +117,6 @@ def refusing_handler(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCod
     streaming_out = handler is None or handler.response_streaming
     if streaming_out:
         make = grpc.stream_stream_rpc_method_handler if streaming_in else grpc.unary_stream_rpc_method_handler
-        return make(refuse_stream)  # type: ignore[no-any-return]
+        return make(refuse_stream)
     make = grpc.stream_unary_rpc_method_handler if streaming_in else grpc.unary_unary_rpc_method_handler
-    return make(refuse)  # type: ignore[no-any-return]
+    return make(refuse)

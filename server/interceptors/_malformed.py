@@ -18,12 +18,12 @@ the request is not a valid lossd.v1.ListLossesRequest message: Error parsing mes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
-from ._handlers import shape_of
+from ._handlers import Context, Continuation, Handler, shape_of
 
 __all__ = ["Malformed", "MalformedRequests", "parsing"]
 
@@ -72,22 +72,22 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
         return _guarded(handler, str(handler_call_details.method))
 
 
-def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _guarded(handler: Handler, method: str) -> Handler:
     shape = shape_of(handler)
     if shape is None:
         return handler  # a synchronous handler (none in lossd) keeps gRPC's own answer
     behavior, streaming_in = shape.behavior, shape.streaming_in
 
-    async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def checked(request: Any, context: Context) -> Any:
         """The request, or a stream of them that raises ``_MalformedItem`` at a bad item."""
         if streaming_in:
             return _checked(request)
@@ -96,7 +96,7 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
         return request
 
     if shape.is_gen:
-        async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def guarded_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             request = await checked(request, context)
             try:
                 async for reply in behavior(request, context):
@@ -105,15 +105,16 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         new: Any = guarded_stream
     else:
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def guarded(request: Any, context: Context) -> Any:
             request = await checked(request, context)
             try:
                 return await behavior(request, context)
             except _MalformedItem as e:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         new = guarded
-    expected = _expected(handler.request_deserializer, method)
-    return shape.rebuild(new, request_deserializer=parsing(handler.request_deserializer, expected))
+    deserialize = handler.request_deserializer
+    assert deserialize is not None  # intercept_service guards only handlers that parse requests
+    return shape.rebuild(new, request_deserializer=parsing(deserialize, _expected(deserialize, method)))
 
 
 def _expected(deserialize: Callable[[bytes], Any], method: str) -> str:

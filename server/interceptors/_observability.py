@@ -28,16 +28,17 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from ..._methods import BY_PATH, EVALUATE_LOSS, EVALUATE_LOSS_STREAM
 from .._logging import access_fields
 from .._metrics import Metrics
 from ..losses import Registry
-from ._handlers import shape_of
+from ._handlers import Context, Continuation, Handler, shape_of
 
 __all__ = ["Observability", "ObservabilityInterceptor", "attempt_from", "build_observability", "request_id_from"]
 
@@ -47,8 +48,8 @@ log = logging.getLogger("lossd.server")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 #: Methods whose requests name a loss evaluation (counted in lossd_evaluations_total).
-_EVALUATE = "/lossd.v1.LossService/EvaluateLoss"
-_EVALUATE_STREAM = "/lossd.v1.LossService/EvaluateLossStream"
+_EVALUATE = EVALUATE_LOSS.path
+_EVALUATE_STREAM = EVALUATE_LOSS_STREAM.path
 
 
 def request_id_from(metadata: Iterable[tuple[str, Any]] | None) -> str:
@@ -116,9 +117,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -127,9 +128,14 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     # -- per method ---------------------------------------------------------
 
     def _method(self, path: str, kind: str) -> _Method:
+        """Labels from lossd's method table; health and reflection: from the path and handler."""
         m = self._methods.get(path)
         if m is None:
-            service, _, name = path.lstrip("/").rpartition("/")
+            entry = BY_PATH.get(path)
+            if entry is not None:
+                service, name, kind = entry.service, entry.name, entry.grpc_type
+            else:
+                service, _, name = path.lstrip("/").rpartition("/")
             m = _Method(path, service, name, kind)
             if self._metrics is not None:
                 rpc = {"grpc_type": kind, "grpc_service": service, "grpc_method": name}
@@ -143,7 +149,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             self._methods[path] = m
         return m
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+    def _wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
         shape = shape_of(handler)
         if shape is None:
             return handler  # a synchronous handler (none in lossd): left as it is
@@ -179,7 +185,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     def _behavior(self, method: _Method, behavior: Any, is_gen: bool, streaming_in: bool) -> Any:
         begin, observe = self._begin, self._observe_request
 
-        def prepare(request: Any, context: grpc.aio.ServicerContext) -> tuple[_Call, Any]:
+        def prepare(request: Any, context: Context) -> tuple[_Call, Any]:
             call = begin(method, context)
             if streaming_in:
                 return call, self._observed_iterator(call, request)
@@ -187,7 +193,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             return call, request
 
         if is_gen:
-            async def gen_behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def gen_behavior(request: Any, context: Context) -> AsyncIterator[Any]:
                 call, request = prepare(request, context)
                 agen = behavior(request, context)
                 try:
@@ -201,7 +207,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     await agen.aclose()
             return gen_behavior
 
-        async def coro_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def coro_behavior(request: Any, context: Context) -> Any:
             call, request = prepare(request, context)
             try:
                 return await behavior(request, context)
@@ -210,12 +216,13 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 raise
         return coro_behavior
 
-    def _begin(self, method: _Method, context: grpc.aio.ServicerContext) -> _Call:
+    def _begin(self, method: _Method, context: Context) -> _Call:
         metadata = context.invocation_metadata()
         call = _Call(method, time.perf_counter(), request_id_from(metadata), context.peer(), attempt_from(metadata))
         if self._metrics is not None:
             method.children["started"].inc()
-        context.add_done_callback(lambda ctx: self._finish(call, ctx))
+        # grpc's stubs type the callback as a class, not a Protocol: no function matches it.
+        context.add_done_callback(lambda ctx: self._finish(call, ctx))  # type: ignore[arg-type]
         return call
 
     async def _observed_iterator(self, call: _Call, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:

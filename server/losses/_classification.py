@@ -91,6 +91,7 @@ _IGNORE_INDEX = Param("ignore_index", "int", -100,
 
 @register_loss(
     "cross_entropy",
+    mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
     aliases=("CrossEntropyLoss", "ce", "softmax_cross_entropy"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",),
@@ -147,6 +148,7 @@ def _nll_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "nll_loss",
+    mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
     aliases=("NLLLoss", "nll"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",),

@@ -208,6 +208,7 @@ def _info_nce_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "info_nce_loss",
+    batch_coupled=True,  # each query's negatives are the batch's other keys
     aliases=("InfoNCE", "InfoNCELoss", "info_nce", "nt_xent"),
     inputs=(
         Input("query", "prediction", differentiable=True, aliases=("y_pred", "input"), doc="embeddings (N, D)"),

@@ -3,7 +3,7 @@
 The reference is generated, never edited by hand, so it cannot drift from
 what ``ListLosses`` publishes. Regenerate with ``make docs`` (which runs
 ``python -m lossd.server.losses._docs --out docs/losses.md``); ``--check`` exits 1
-when the file on disk is stale, and so does ``tests/unit/test_docs.py``.
+when the file on disk is stale, and so does ``tests/repo/test_docs.py``.
 
 Every loss gets an example request in grpcurl's JSON, built from the
 registry entry's own example tensors with ``values`` encoding::
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..._methods import EVALUATE_LOSS, LIST_LOSSES
 from ._dtypes import WIRE_NAMES
 from ._registry import REGISTRY, Input, LossSpec, Param, Registry
 
@@ -33,7 +34,7 @@ __all__ = ["render_losses_markdown", "example_request", "example_request_json", 
 
 #: Address used in the generated examples: what ``make run`` serves on.
 EXAMPLE_ADDRESS = "127.0.0.1:50051"
-EVALUATE_METHOD = "lossd.v1.LossService/EvaluateLoss"
+EVALUATE_METHOD = EVALUATE_LOSS.path.lstrip("/")
 
 
 def _number(x: float, dtype: torch.dtype) -> int | float | str:
@@ -181,11 +182,11 @@ def render_losses_markdown(registry: Registry = REGISTRY) -> str:
         "# Loss reference",
         "",
         "<!-- Generated from the server's loss registry by `python -m lossd.server.losses._docs`",
-        "     (`make docs`). Do not edit by hand: tests/unit/test_docs.py fails when it is stale. -->",
+        "     (`make docs`). Do not edit by hand: tests/repo/test_docs.py fails when it is stale. -->",
         "",
         f"lossd serves {len(specs)} loss{'es' if len(specs) != 1 else ''}. This page is generated from the same registry that",
         "`ListLosses` publishes (`lossd losses`, or `grpcurl -plaintext 127.0.0.1:50051",
-        "lossd.v1.LossService/ListLosses`), so the two always agree.",
+        f"{LIST_LOSSES.path.lstrip('/')}`), so the two always agree.",
         "",
         "How to read it:",
         "",

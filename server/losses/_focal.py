@@ -136,6 +136,7 @@ def _softmax_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "softmax_focal_loss",
+    mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
     aliases=("SoftmaxFocalLoss", "multiclass_focal_loss"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits, (N, C) or (N, C, d1, ..., dK)"),

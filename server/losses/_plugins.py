@@ -22,7 +22,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from ._registry import REGISTRY, Registry, staging
 
@@ -79,12 +79,12 @@ def load_plugin_setting(setting: str, registry: Registry = REGISTRY) -> list[Plu
     return load_plugins(registry, names)
 
 
-def _load_one(registry: Registry, ep: object) -> PluginResult:
-    name, value = ep.name, ep.value  # type: ignore[attr-defined]
+def _load_one(registry: Registry, ep: EntryPoint) -> PluginResult:
+    name, value = ep.name, ep.value
     dist = getattr(getattr(ep, "dist", None), "name", None) or name
     try:
         with staging() as staged:
-            ep.load()  # type: ignore[attr-defined]
+            ep.load()
     except Exception as e:  # noqa: BLE001 - a broken plugin must not stop the server
         log.error("plugin %r (%s) failed to load: %s", name, value, e)
         return PluginResult(name, value, error=f"failed to load: {e}")

@@ -41,10 +41,10 @@ def _out(i: int) -> str:
 def _tail_inputs() -> tuple[Input, ...]:
     out: list[Input] = []
     for i in range(MAX_CLUSTERS):
-        out.append(Input(_proj(i), f"tail {i} projection weight", differentiable=True, required=False,
+        out.append(Input(_proj(i), "tail projection weight", differentiable=True, required=False,
                          aliases=(f"tail_{i}_proj",),
                          doc=f"(in_features // div_value**{i + 1}, in_features); needed when len(cutoffs) > {i}"))
-        out.append(Input(_out(i), f"tail {i} output weight", differentiable=True, required=False,
+        out.append(Input(_out(i), "tail output weight", differentiable=True, required=False,
                          aliases=(f"tail_{i}_out",),
                          doc=f"(cutoffs[{i + 1}] - cutoffs[{i}], in_features // div_value**{i + 1}), "
                              f"n_classes closing the cutoffs; needed when len(cutoffs) > {i}"))
@@ -211,11 +211,13 @@ def adaptive_log_softmax_with_loss(
     module = nn.AdaptiveLogSoftmaxWithLoss(features, n_classes, cutoffs, div_value=div_value,
                                            head_bias=head_bias, device="meta", dtype=input.dtype)
     result = functional_call(module, params, (input, target), strict=True)
+    loss: torch.Tensor = result.loss  # functional_call returns Any: the module's _ASMoutput
+    output: torch.Tensor = result.output
     if reduction == "mean":
-        return result.loss
+        return loss
     if reduction == "sum":
-        return (-result.output).sum()
-    return -result.output
+        return (-output).sum()
+    return -output
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,6 +235,7 @@ def _lce_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "linear_cross_entropy",
+    mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
     aliases=("LinearCrossEntropyLoss",),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",),

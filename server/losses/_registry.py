@@ -35,8 +35,12 @@ from typing import Any, Literal
 
 import torch
 
+from ..._wire import FieldError
+
 __all__ = [
     "Input",
+    "InputRole",
+    "MeanNormalizer",
     "Param",
     "LossSpec",
     "Registry",
@@ -54,28 +58,34 @@ __all__ = [
 
 ParamType = Literal["float", "int", "bool", "string", "int_list", "float_list"]
 InputKind = Literal["float", "int", "float|int"]
+#: What an input is to its loss; ListLosses and the docs publish it. Training reads two:
+#: a training loss takes the model output as its first input, role ``prediction``, and one
+#: ``target``. (Typed for loss authors; not checked at run time, so plugins may name others.)
+InputRole = Literal[
+    "prediction", "target", "class weight", "element weight", "positive-class weight", "variance",
+    "anchor", "positive example", "negative example", "negatives", "input lengths", "target lengths",
+    "first embedding", "second embedding", "first score", "second score", "first tensor", "second tensor",
+    "projection weight", "projection bias", "head weight", "head bias", "tail projection weight",
+    "tail output weight",
+]
+#: What ``reduction='mean'`` divides by: ``count``, the number of per-sample terms; ``weight``,
+#: the total class weight of the samples kept (a ``weight`` input, a non-negative
+#: ``ignore_index``), which differs from one shard of a batch to another.
+MeanNormalizer = Literal["count", "weight"]
 
 
-class LossError(ValueError):
-    """A request breaks a rule. ``field`` names the request field at fault.
-
-    ``code`` is the gRPC status code name the server answers with.
-    """
-
-    def __init__(self, field: str, message: str, code: str = "INVALID_ARGUMENT") -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-        self.message = message
-        self.code = code
+#: The error a loss raises for a refused field: the one field error type,
+#: :class:`lossd._wire.FieldError`, by the name loss modules and operator plugins import.
+LossError = FieldError
 
 
 def require(condition: bool | torch.Tensor, field: str, message: str) -> None:
-    """Raise :class:`LossError` for ``field`` with ``message`` unless ``condition``.
+    """Raise :class:`FieldError` for ``field`` with ``message`` unless ``condition``.
 
     >>> require(1 > 0, "params.margin", "must be positive")
     """
     if not bool(condition):
-        raise LossError(field, message)
+        raise FieldError(field, message)
 
 
 def require_same_shape(
@@ -112,7 +122,7 @@ def require_class_indices(
 def require_finite(tensor: torch.Tensor, field: str) -> None:
     """Refuse NaN or infinite elements in ``tensor`` (torch silently drops some)."""
     if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
-        raise LossError(field, "contains NaN or infinite values; they must be finite")
+        raise FieldError(field, "contains NaN or infinite values; they must be finite")
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,7 @@ class Param:
             return f"{'(' if self.min_exclusive else '['}{_num(lo)}, {_num(hi)}{')' if self.max_exclusive else ']'}"
         if lo is not None:
             return f"{'>' if self.min_exclusive else '>='} {_num(lo)}"
+        assert hi is not None
         return f"{'<' if self.max_exclusive else '<='} {_num(hi)}"
 
     def describe(self) -> str:
@@ -153,42 +164,42 @@ class Param:
         if value is None:
             if self.nullable:
                 return None
-            raise LossError(field_name, f"must be a {self.type}, not null")
+            raise FieldError(field_name, f"must be a {self.type}, not null")
         if self.type == "bool":
             if not isinstance(value, bool):
-                raise LossError(field_name, f"must be true or false, got {value!r}")
+                raise FieldError(field_name, f"must be true or false, got {value!r}")
             return value
         if self.type == "string":
             if not isinstance(value, str):
-                raise LossError(field_name, f"must be a string, got {value!r}")
+                raise FieldError(field_name, f"must be a string, got {value!r}")
             if self.choices and value not in self.choices:
-                raise LossError(field_name, f"is {value!r}; must be one of {list(self.choices)}")
+                raise FieldError(field_name, f"is {value!r}; must be one of {list(self.choices)}")
             return value
         if self.type in ("int_list", "float_list"):
             integral = self.type == "int_list"
             if not isinstance(value, (list, tuple)) or not value:
                 kind = "integers" if integral else "numbers"
-                raise LossError(field_name, f"must be a non-empty list of {kind}, got {value!r}")
+                raise FieldError(field_name, f"must be a non-empty list of {kind}, got {value!r}")
             return [self._number(v, f"{field_name}[{i}]", integral) for i, v in enumerate(value)]
         return self._number(value, field_name, integral=self.type == "int")
 
     def _number(self, value: Any, field_name: str, integral: bool) -> int | float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             kind = "an integer" if integral else "a number"
-            raise LossError(field_name, f"must be {kind}, got {value!r}")
+            raise FieldError(field_name, f"must be {kind}, got {value!r}")
         if integral:
             if not float(value).is_integer():
-                raise LossError(field_name, f"must be an integer, got {value!r}")
+                raise FieldError(field_name, f"must be an integer, got {value!r}")
             number: int | float = int(value)
         else:
             number = float(value)
             if math.isnan(number):
-                raise LossError(field_name, "must be a number, got NaN")
+                raise FieldError(field_name, "must be a number, got NaN")
         lo, hi = self.min, self.max
         if (lo is not None and (number < lo or (self.min_exclusive and number == lo))) or (
             hi is not None and (number > hi or (self.max_exclusive and number == hi))
         ):
-            raise LossError(field_name, f"is {value!r}; must be in {self.range_text()}")
+            raise FieldError(field_name, f"is {value!r}; must be in {self.range_text()}")
         return number
 
 
@@ -206,7 +217,7 @@ class Input:
     """
 
     name: str
-    role: str
+    role: InputRole
     kind: InputKind = "float"
     differentiable: bool = False
     required: bool = True
@@ -250,6 +261,12 @@ class LossSpec:
     source: str = ""
     notes: str = ""
     float_dtypes: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
+    #: The value on a batch is not a mean or sum of per-sample terms, whatever the reduction
+    #: (in-batch negatives): data-parallel training refuses it.
+    batch_coupled: bool = False
+    #: What ``reduction='mean'`` divides by (:data:`MeanNormalizer`); data-parallel training
+    #: refuses ``weight`` with class weights or an ignore_index.
+    mean_normalizer: MeanNormalizer = "count"
     _by_input: dict[str, Input] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -294,19 +311,19 @@ class Registry:
     def get(self, name: str) -> LossSpec:
         """The loss called ``name`` or one of its aliases.
 
-        Raises :class:`LossError` (NOT_FOUND) listing the closest names.
+        Raises :class:`FieldError` (NOT_FOUND) listing the closest names.
         """
         canonical = self._names.get(_key(name))
         if canonical is None:
             if not name:
-                raise LossError("loss", "is empty; name a loss (see ListLosses)")
+                raise FieldError("loss", "is empty; name a loss (see ListLosses)")
             close = difflib.get_close_matches(_key(name), list(self._names), n=4, cutoff=0.5)
             best_first = list(dict.fromkeys(self._names[c] for c in close))
             hint = f"; did you mean: {', '.join(best_first)}?" if close else ""
-            raise LossError("loss", f"no loss named {name!r}{hint} (ListLosses lists them all)", "NOT_FOUND")
+            raise FieldError("loss", f"no loss named {name!r}{hint} (ListLosses lists them all)", "NOT_FOUND")
         return self._specs[canonical]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[LossSpec]:
         return iter(sorted(self._specs.values(), key=lambda s: s.name))
 
     def __len__(self) -> int:
@@ -351,7 +368,8 @@ def _module_loss(cls: type, inputs: Sequence[Input], params: Sequence[Param]) ->
         args = [kwargs[i.name] for i in inputs]
         while args and args[-1] is None:
             args.pop()  # absent trailing optional inputs use forward's defaults
-        return module(*args)
+        loss: torch.Tensor = module(*args)
+        return loss
 
     call.__name__ = cls.__name__
     call.__doc__ = cls.__doc__
@@ -369,12 +387,19 @@ def register_loss(
     source: str = "",
     notes: str = "",
     float_dtypes: Sequence[str] = ("float32", "float64", "float16", "bfloat16"),
+    batch_coupled: bool = False,
+    mean_normalizer: MeanNormalizer = "count",
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a loss function under ``name``.
 
     ``example`` maps a float dtype to a small valid call (input tensors by name,
     plus an optional ``"params"`` dict); it feeds the docs and the test suite.
+    Two facts data-parallel training needs (a loss that gets them wrong trains
+    another objective with ``world_size > 1``): ``batch_coupled`` — the loss of
+    a batch is not a mean or sum of per-sample terms (in-batch negatives);
+    ``mean_normalizer`` — ``"weight"`` when ``reduction='mean'`` divides by the
+    kept samples' total class weight rather than their count.
     The decorated object is a function ``(inputs..., *, params...) -> Tensor``
     or an ``nn.Module`` subclass (params to ``__init__``, inputs to ``forward``);
     it is returned unchanged.
@@ -393,6 +418,8 @@ def register_loss(
             source=source,
             notes=notes,
             float_dtypes=tuple(float_dtypes),
+            batch_coupled=batch_coupled,
+            mean_normalizer=mean_normalizer,
         )
         (_TARGET.get() if registry is None else registry).add(spec)
         return fn

@@ -12,6 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# torch's functional.pyi lags its functional.py: the `weight=` of l1_loss, mse_loss and
+# huber_loss is missing there, hence the `type: ignore[call-arg]` on those calls.
+
 from ._registry import REDUCTION, Input, LossError, Param, register_loss, require, require_same_shape
 
 __all__: list[str] = []
@@ -65,7 +68,7 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | No
     """
     require_same_shape(input, target, _WARNS)
     _check_weight(input, weight)
-    return F.l1_loss(input, target, reduction=reduction, weight=weight)
+    return F.l1_loss(input, target, reduction=reduction, weight=weight)  # type: ignore[call-arg]
 
 
 @register_loss(
@@ -85,7 +88,7 @@ def mse_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
     """
     require_same_shape(input, target, _WARNS)
     _check_weight(input, weight)
-    return F.mse_loss(input, target, reduction=reduction, weight=weight)
+    return F.mse_loss(input, target, reduction=reduction, weight=weight)  # type: ignore[call-arg]
 
 
 @register_loss(
@@ -132,7 +135,7 @@ def huber_loss(
     """
     require_same_shape(input, target, _WARNS)
     _check_weight(input, weight)
-    return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)
+    return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)  # type: ignore[call-arg]
 
 
 def _poisson_example(dt: torch.dtype) -> dict[str, object]:

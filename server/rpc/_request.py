@@ -4,7 +4,7 @@
 before any large allocation), calls the evaluation layer
 (:func:`lossd.server.evaluation.evaluate` or ``evaluate_objective``) and
 encodes the loss and gradients in the request's encoding. Every refusal is a
-:class:`~lossd.server.losses.LossError` naming the field and the rule::
+:class:`~lossd.server.losses.FieldError` naming the field and the rule::
 
     >>> from lossd.server.losses import REGISTRY
     >>> from lossd.v1 import lossd_pb2
@@ -19,16 +19,17 @@ encodes the loss and gradients in the request's encoding. Every refusal is a
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from google.protobuf import json_format
 
-from ..._framing import field_number, join, length_delimited, map_entry
-from ..._wire import TensorLimits, WireError
+from ..._framing import Buffer, field_number, join, length_delimited, map_entry
+from ..._wire import FieldError, TensorLimits
 from ...v1 import lossd_pb2
 from ..evaluation import Regularization, Term, evaluate, evaluate_objective
-from ..losses import LossError, Registry
+from ..losses import Registry
 from ._tensors import check_finite, decode_tensors, encode_tensor, tensor_parts
 
 __all__ = ["FRAME_FROM_BYTES", "handle_evaluate", "handle_evaluate_bytes", "struct_to_dict"]
@@ -52,7 +53,7 @@ def handle_evaluate(
     device: torch.device | None = None,
     limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
 ) -> lossd_pb2.EvaluateLossResponse:
-    """Serve one ``EvaluateLossRequest``; raises ``LossError`` for a bad request.
+    """Serve one ``EvaluateLossRequest``; raises ``FieldError`` for a bad request.
 
     The reply as a message: :func:`handle_evaluate_bytes` parsed. The server
     sends the bytes themselves.
@@ -70,7 +71,7 @@ def handle_evaluate_bytes(
 ) -> bytes:
     """Serve one ``EvaluateLossRequest``: the serialized ``EvaluateLossResponse``.
 
-    Raises ``LossError`` for a bad request. The reply is bytes, framed around
+    Raises ``FieldError`` for a bad request. The reply is bytes, framed around
     the gradients' own memory, so a large reply is copied once (see
     :mod:`lossd._framing`); ``EvaluateLossResponse.FromString`` reads it.
     ``payloads`` holds the ``raw`` bytes of tensors that were left out of
@@ -84,7 +85,7 @@ def handle_evaluate_bytes(
     start = time.perf_counter()
     objective = bool(request.terms) or bool(request.parameters) or request.HasField("regularization")
     if request.terms and (request.loss or request.params.fields):
-        raise LossError("terms", "set either loss/params or terms, not both")
+        raise FieldError("terms", "set either loss/params or terms, not both")
     if not request.terms:
         registry.get(request.loss)  # an unknown loss is the first thing to report
     encodings = set()
@@ -93,14 +94,11 @@ def handle_evaluate_bytes(
             for name in sorted(getattr(request, group))]
     if request.HasField("grad_output"):
         wire.append(("grad_output", request.grad_output))
-    try:
-        decoded = decode_tensors([(path, msg, sent.get(path)) for path, msg in wire], limits, len(request.terms))
-        for (path, _), (tensor, enc) in zip(wire, decoded):
-            encodings.add(enc)
-            if not request.allow_non_finite:
-                check_finite(tensor, path, _ALLOW_NON_FINITE)
-    except WireError as e:
-        raise LossError(e.field, e.message, e.code) from e
+    decoded = decode_tensors([(path, msg, sent.get(path)) for path, msg in wire], limits, len(request.terms))
+    for (path, _), (tensor, enc) in zip(wire, decoded):
+        encodings.add(enc)
+        if not request.allow_non_finite:
+            check_finite(tensor, path, _ALLOW_NON_FINITE)
     tensors = {path: tensor for (path, _), (tensor, _) in zip(wire, decoded)}
     del decoded
     inputs = {path.partition(".")[2]: t for path, t in tensors.items() if path.startswith("inputs.")}
@@ -111,7 +109,7 @@ def handle_evaluate_bytes(
 
     if objective:
         if grad_output is not None:
-            raise LossError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
+            raise FieldError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
         if request.terms:
             terms = [
                 Term(t.loss, t.weight if t.HasField("weight") else 1.0, struct_to_dict(t.params, f"terms[{i}].params"), t.name)
@@ -138,19 +136,21 @@ def handle_evaluate_bytes(
     head = lossd_pb2.EvaluateLossResponse(loss_name=result.loss_name, parts=result.parts, regularized=result.regularized)
     if result.loss.dim() == 0:
         head.value = float(result.loss)
-    tensors = {"loss": {"": result.loss}, "grads": result.grads, "parameter_grads": result.parameter_grads}
+    outputs: dict[str, Mapping[str, torch.Tensor]] = {
+        "loss": {"": result.loss}, "grads": result.grads, "parameter_grads": result.parameter_grads,
+    }
     itemsize = 8 if encoding == "values" else None
-    nbytes = sum(t.numel() * (itemsize or t.element_size()) for group in tensors.values() for t in group.values())
+    nbytes = sum(t.numel() * (itemsize or t.element_size()) for group in outputs.values() for t in group.values())
     if nbytes < FRAME_FROM_BYTES:  # small: upb builds it faster than Python frames it
         head.loss.CopyFrom(encode_tensor(result.loss, encoding))
         for name in ("grads", "parameter_grads"):
-            for key, t in tensors[name].items():
+            for key, t in outputs[name].items():
                 getattr(head, name)[key].CopyFrom(encode_tensor(t, encoding))
-        pieces = [head.SerializeToString()]
+        pieces: list[Buffer] = [head.SerializeToString()]
     else:  # large: framed straight from the tensors' memory (lossd._framing), copied once by join
         pieces = [head.SerializeToString(), *length_delimited(_REPLY["loss"], tensor_parts(result.loss, encoding))]
         for name in ("grads", "parameter_grads"):
-            for key, t in tensors[name].items():
+            for key, t in outputs[name].items():
                 pieces += map_entry(_REPLY[name], key, tensor_parts(t, encoding))
     encode_s = time.perf_counter() - start
     timing = lossd_pb2.Timing(
@@ -170,4 +170,4 @@ def struct_to_dict(message: Any, field: str = "params") -> dict[str, Any]:
     try:
         return json_format.MessageToDict(message)
     except ValueError as e:
-        raise LossError(field, f"numbers must be finite (NaN and Infinity cannot be parameters): {e}") from e
+        raise FieldError(field, f"numbers must be finite (NaN and Infinity cannot be parameters): {e}") from e

@@ -20,16 +20,17 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import torch
 from google.protobuf import struct_pb2
 
 from ..._framing import field_number, join, length_delimited, split_payloads
-from ..._wire import DEFAULT_MAX_MESSAGE_BYTES, DTYPES, TensorLimits, reply_too_large
+from ..._methods import EVALUATE_LOSS, EVALUATE_LOSS_STREAM, LIST_LOSSES
+from ..._wire import DEFAULT_MAX_MESSAGE_BYTES, DTYPES, FieldError, TensorLimits, reply_too_large
 from ...v1 import lossd_pb2, lossd_pb2_grpc
-from ..losses import LossError, LossSpec, Registry
+from ..losses import LossSpec, Registry
 from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
 
@@ -114,7 +115,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self.replies_as_bytes = False
 
     async def ListLosses(
-        self, request: lossd_pb2.ListLossesRequest, context: grpc.aio.ServicerContext
+        self, request: lossd_pb2.ListLossesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> lossd_pb2.ListLossesResponse:
         needle = request.filter.lower()
         specs = [
@@ -133,16 +134,17 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         else:
             reply = await asyncio.get_running_loop().run_in_executor(self._executor, handle_evaluate_bytes, *args)
         if len(reply) > self._max_message_bytes:
-            raise LossError("", reply_too_large(len(reply), self._max_message_bytes), "RESOURCE_EXHAUSTED")
+            raise FieldError("", reply_too_large(len(reply), self._max_message_bytes), "RESOURCE_EXHAUSTED")
         return reply
 
     async def EvaluateLoss(
-        self, request: lossd_pb2.EvaluateLossRequest | ReceivedRequest, context: grpc.aio.ServicerContext
+        self, request: lossd_pb2.EvaluateLossRequest | ReceivedRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> lossd_pb2.EvaluateLossResponse | bytes:
         try:
             reply = await self._run(request)
             return reply if self.replies_as_bytes else lossd_pb2.EvaluateLossResponse.FromString(reply)
-        except LossError as e:
+        except FieldError as e:
             await context.abort_with_status(rich_status(e))
         except Exception:
             log.exception("EvaluateLoss failed for loss %r", request.loss)
@@ -153,15 +155,14 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
     async def EvaluateLossStream(
         self,
         request_iterator: AsyncIterator[lossd_pb2.EvaluateLossStreamRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[lossd_pb2.EvaluateLossStreamResponse | bytes]:
         """Pipelined: a reader task starts each item as it arrives (up to the window), small
         ones right away on the loop, others on the thread pool, while this generator sends
         finished replies in request order. A failed item becomes an ``Error`` reply; the
         stream goes on."""
         loop = asyncio.get_running_loop()
-        Reply = lossd_pb2.EvaluateLossStreamResponse  # noqa: N806
-        in_flight: asyncio.Queue[tuple[Reply | bytes | asyncio.Future[Reply | bytes], int] | None] = asyncio.Queue(
+        in_flight: asyncio.Queue[tuple[_StreamReply | asyncio.Future[_StreamReply], int] | None] = asyncio.Queue(
             self._stream_window)
         budget = _ByteBudget(self._stream_window_bytes)
 
@@ -201,14 +202,12 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                 if entry is not None and isinstance(entry[0], asyncio.Future):
                     entry[0].cancel()
 
-    def _stream_reply(
-        self, item: lossd_pb2.EvaluateLossStreamRequest
-    ) -> lossd_pb2.EvaluateLossStreamResponse | bytes:
+    def _stream_reply(self, item: lossd_pb2.EvaluateLossStreamRequest) -> _StreamReply:
         """One stream item's reply (on the thread pool): its response, or its error; a response
         stays the framed bytes when the service was registered by :func:`add_loss_service`."""
         try:
             reply = handle_evaluate_bytes(self._registry, item.request, self._device, self._limits)
-        except LossError as e:
+        except FieldError as e:
             error = lossd_pb2.Error(code=e.code, message=str(e), field=e.field)
             return lossd_pb2.EvaluateLossStreamResponse(id=item.id, error=error)
         except Exception:
@@ -226,6 +225,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
 
 
 _STREAM_RESPONSE = field_number(lossd_pb2.EvaluateLossStreamResponse, "response")
+#: A stream item's reply: the message, or its serialized bytes (see ``replies_as_bytes``).
+_StreamReply: TypeAlias = "lossd_pb2.EvaluateLossStreamResponse | bytes"
 
 
 class ReceivedRequest:
@@ -290,24 +291,24 @@ def add_loss_service(service: LossService, server: Any) -> None:
     request's tensor payloads in place (:class:`ReceivedRequest`), and EvaluateLoss and
     EvaluateLossStream send the reply bytes the service framed as they are."""
     service.replies_as_bytes = True
-    handlers = {
-        "ListLosses": grpc.unary_unary_rpc_method_handler(
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        LIST_LOSSES.name: grpc.unary_unary_rpc_method_handler(
             service.ListLosses,
             request_deserializer=lossd_pb2.ListLossesRequest.FromString,
             response_serializer=lossd_pb2.ListLossesResponse.SerializeToString,
         ),
-        "EvaluateLoss": grpc.unary_unary_rpc_method_handler(
+        EVALUATE_LOSS.name: grpc.unary_unary_rpc_method_handler(
             service.EvaluateLoss,
             request_deserializer=_parse_evaluate_request,
             response_serializer=_serialized,
         ),
-        "EvaluateLossStream": grpc.stream_stream_rpc_method_handler(
+        EVALUATE_LOSS_STREAM.name: grpc.stream_stream_rpc_method_handler(
             service.EvaluateLossStream,
             request_deserializer=lossd_pb2.EvaluateLossStreamRequest.FromString,
             response_serializer=_serialized,
         ),
     }
-    name = lossd_pb2.DESCRIPTOR.services_by_name["LossService"].full_name
+    name = LIST_LOSSES.service
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     server.add_registered_method_handlers(name, handlers)
 

@@ -5,8 +5,8 @@ the ``BadRequest`` field violation carries the same field for programs (the
 SDK's ``err.field`` / ``err.violations``), in the ``grpc-status-details-bin``
 trailer that grpcio-status reads and writes.
 
->>> from lossd.server.losses import LossError
->>> status = rich_status(LossError("params.margin", "must be positive"))
+>>> from lossd._wire import FieldError
+>>> status = rich_status(FieldError("params.margin", "must be positive"))
 >>> status.code.name, status.details, status.trailing_metadata[0][0]
 ('INVALID_ARGUMENT', 'params.margin: must be positive', 'grpc-status-details-bin')
 """
@@ -17,7 +17,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from ..losses import LossError
+from ..._wire import FieldError
 
 __all__ = ["MAX_FIELD_BYTES", "MAX_MESSAGE_BYTES", "clip", "rich_status"]
 
@@ -41,7 +41,7 @@ def clip(text: str, limit: int) -> str:
     return f"{kept}... ({len(text) - len(kept)} more characters)"
 
 
-def rich_status(error: LossError) -> grpc.Status:
+def rich_status(error: FieldError) -> grpc.Status:
     """The status to abort with for ``error``; a ``BadRequest`` detail names its field, when it has one.
 
     Message and field are clipped (:func:`clip`) so that the status always reaches the client.

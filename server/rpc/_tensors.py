@@ -24,7 +24,15 @@ import numpy as np
 import torch
 
 from ..._framing import Buffer, tensor_body, tensor_message
-from ..._wire import DEFAULT_MAX_TENSOR_ELEMENTS, DTYPES, TensorLayout, TensorLimits, WireError, check_tensor, check_tensors
+from ..._wire import (
+    DEFAULT_MAX_TENSOR_ELEMENTS,
+    DTYPES,
+    FieldError,
+    TensorLayout,
+    TensorLimits,
+    check_tensor,
+    check_tensors,
+)
 from ...v1 import lossd_pb2
 from ..losses import TORCH_DTYPES, WIRE_NAMES
 
@@ -40,7 +48,7 @@ def decode_tensor(
     max_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS,
     raw: bytes | memoryview | None = None,
 ) -> tuple[torch.Tensor, str]:
-    """Validate ``msg`` and return ``(tensor, encoding)``; raises :class:`WireError`.
+    """Validate ``msg`` and return ``(tensor, encoding)``; raises :class:`FieldError`.
 
     Raw bytes are wrapped without a copy (``torch.frombuffer`` over the bytes
     the message handed out, or over ``raw``: the payload as received, see
@@ -82,9 +90,9 @@ def _decode(msg: lossd_pb2.Tensor, field: str, layout: TensorLayout) -> tuple[to
     info = DTYPES[layout.dtype]
     if info.kind != "float":
         if not np.all(np.isfinite(values)) or not np.all(values == np.floor(values)):
-            raise WireError(f"{field}.values", f"{layout.dtype} tensors need whole numbers")
+            raise FieldError(f"{field}.values", f"{layout.dtype} tensors need whole numbers")
         if float(values.min()) < info.min or float(values.max()) > info.max:  # exact: 2.0**63 > 2**63 - 1
-            raise WireError(
+            raise FieldError(
                 f"{field}.values",
                 f"values must lie in [{int(info.min)}, {int(info.max)}] for {layout.dtype}",
             )
@@ -103,7 +111,7 @@ def check_finite(tensor: torch.Tensor, field: str, allow: str) -> None:
     >>> check_finite(torch.tensor([0.0, float("inf"), float("nan")]), "inputs.input", "no way")
     Traceback (most recent call last):
     ...
-    lossd._wire.WireError: inputs.input: contains Inf at flat index 1 (the first non-finite value); \
+    lossd._wire.FieldError: inputs.input: contains Inf at flat index 1 (the first non-finite value); \
 NaN and infinite values are refused: no way
     """
     if not tensor.is_floating_point() or tensor.numel() == 0 or bool(torch.isfinite(tensor.sum())):
@@ -114,7 +122,7 @@ NaN and infinite values are refused: no way
         return  # finite numbers whose sum overflows
     i = int(bad[0])
     found = "NaN" if bool(torch.isnan(flat[i])) else ("Inf" if float(flat[i]) > 0 else "-Inf")
-    raise WireError(field, f"contains {found} at flat index {i} (the first non-finite value); "
+    raise FieldError(field, f"contains {found} at flat index {i} (the first non-finite value); "
                     f"NaN and infinite values are refused: {allow}")
 
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from ..._wire import WireError
+from ..._wire import FieldError
 from ..evaluation import bind_params
-from ..losses import LossError, Param
+from ..losses import Param
 from ..rpc import check_finite
 
 __all__ = ["BUILTINS", "Builtin", "Dataset", "make_builtin", "make_inline", "split"]
@@ -174,7 +174,7 @@ def bind_builtin_params(name: str, params: Mapping[str, Any], field: str = "data
     """The built-in set called ``name`` and its parameters, coerced and with defaults."""
     builtin = BUILTINS.get(name)
     if builtin is None:
-        raise LossError(f"{field}.name", f"unknown data set {name!r}; built-in sets: {', '.join(sorted(BUILTINS))}",
+        raise FieldError(f"{field}.name", f"unknown data set {name!r}; built-in sets: {', '.join(sorted(BUILTINS))}",
                         "NOT_FOUND" if name else "INVALID_ARGUMENT")
     return builtin, bind_params(builtin, params, prefix=f"{field}.")
 
@@ -200,48 +200,45 @@ def make_inline(x: torch.Tensor, y: torch.Tensor, num_classes: int = 0, field: s
     if x.dim() == 1:
         x = x.unsqueeze(1)
     if x.dim() != 2:
-        raise LossError(f"{field}.x", f"must have shape (N, D) or (N,); got {list(x.shape)}")
+        raise FieldError(f"{field}.x", f"must have shape (N, D) or (N,); got {list(x.shape)}")
     n = x.shape[0]
     if n < 2:
-        raise LossError(f"{field}.x", f"needs at least 2 samples, got {n}")
+        raise FieldError(f"{field}.x", f"needs at least 2 samples, got {n}")
     if x.dtype == torch.bool:
         x = x.to(torch.float32)
     x = x.to(torch.float32)
     _finite(x, f"{field}.x")
     if y.dim() == 0 or y.shape[0] != n:
-        raise LossError(f"{field}.y", f"must have N = {n} samples first (like x); got shape {list(y.shape)}")
+        raise FieldError(f"{field}.y", f"must have N = {n} samples first (like x); got shape {list(y.shape)}")
     if y.is_floating_point():
         if num_classes:
-            raise LossError(f"{field}.num_classes", "is for integer class labels; this y is floating-point (regression)")
+            raise FieldError(f"{field}.num_classes", "is for integer class labels; this y is floating-point (regression)")
         if y.dim() == 1:
             y = y.unsqueeze(1)
         if y.dim() != 2:
-            raise LossError(f"{field}.y", f"a floating-point (regression) y must be (N,) or (N, K); got {list(y.shape)}")
+            raise FieldError(f"{field}.y", f"a floating-point (regression) y must be (N,) or (N, K); got {list(y.shape)}")
         y = y.to(torch.float32)
         _finite(y, f"{field}.y")
         return Dataset(x, y=y)
     if y.dim() != 1:
-        raise LossError(f"{field}.y", f"class labels must have shape (N,); got {list(y.shape)}")
+        raise FieldError(f"{field}.y", f"class labels must have shape (N,); got {list(y.shape)}")
     labels = y.to(torch.int64)
     if int(labels.min()) < 0:
-        raise LossError(f"{field}.y", f"class labels must be >= 0; found {int(labels.min())}")
+        raise FieldError(f"{field}.y", f"class labels must be >= 0; found {int(labels.min())}")
     top = int(labels.max())
     if num_classes < 0:
-        raise LossError(f"{field}.num_classes", f"is {num_classes}; must be >= 2 (or 0 for max(y) + 1)")
+        raise FieldError(f"{field}.num_classes", f"is {num_classes}; must be >= 2 (or 0 for max(y) + 1)")
     k = num_classes or max(2, top + 1)
     if k < 2:
-        raise LossError(f"{field}.num_classes", f"is {k}; classification needs at least 2 classes")
+        raise FieldError(f"{field}.num_classes", f"is {k}; classification needs at least 2 classes")
     if top >= k:
-        raise LossError(f"{field}.y", f"class labels must lie in [0, {k}) (num_classes {k}); found {top}")
+        raise FieldError(f"{field}.y", f"class labels must lie in [0, {k}) (num_classes {k}); found {top}")
     return Dataset(x, labels, k)
 
 
 def _finite(t: torch.Tensor, field: str) -> None:
     """Training data must be finite (after conversion to float32)."""
-    try:
-        check_finite(t, field, NO_NON_FINITE)
-    except WireError as e:
-        raise LossError(e.field, e.message, e.code) from e
+    check_finite(t, field, NO_NON_FINITE)
 
 
 def split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

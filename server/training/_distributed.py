@@ -64,9 +64,11 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, start_processes
 
 from ...v1 import training_pb2
+from ..losses import REGISTRY
+from ..losses._plugins import load_plugin_setting
 from ._checkpoint import CHECKPOINT_MESSAGE, checkpoint_message
 from ._engine import Control, RankFailure, World, follows_checkpoint, run_job
-from ._spec import JobPlan
+from ._spec import JobPlan, TrainingLimits, plan_job
 from ._store import FINAL_STATES
 
 __all__ = ["JOIN_TIMEOUT", "RANK_TIMEOUT", "Rendezvous", "join_data_parallel", "join_job", "run_data_parallel"]
@@ -94,6 +96,9 @@ class _SharedFlag:
 class _SharedControl:
     def __init__(self, flags: Any) -> None:
         self.cancel, self.interrupt = _SharedFlag(flags, 0), _SharedFlag(flags, 1)
+
+    def wait_for_lease(self) -> None:
+        """Ranks do not wait on the lease: the worker that started them is stopped when it is lost."""
 
 
 def _die_with_parent() -> None:
@@ -141,7 +146,8 @@ class Rendezvous:
         the address the host name resolves to); across machines, gloo's default (GLOO_SOCKET_IFNAME)."""
         if not self.store_file:
             return None
-        options = dist.ProcessGroupGloo._Options()
+        # Private in torch's stubs, but the only way to choose gloo's device (its address).
+        options = dist.ProcessGroupGloo._Options()  # type: ignore[attr-defined]
         options._devices = [dist.ProcessGroupGloo.create_device(hostname="127.0.0.1")]
         return options
 
@@ -170,7 +176,7 @@ def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint
         dist.init_process_group("gloo", store=rdzv.store(), rank=rank, world_size=size, timeout=RANK_TIMEOUT,
                                 pg_options=rdzv.gloo_options())
         try:
-            run_job(plan, Path(checkpoint) if checkpoint else None, emit, _SharedControl(flags), digest,  # type: ignore[arg-type]
+            run_job(plan, Path(checkpoint) if checkpoint else None, emit, _SharedControl(flags), digest,
                     World(rank, size))
         finally:
             dist.destroy_process_group()
@@ -261,10 +267,6 @@ def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str) -> str:
 def join_job(spec: training_pb2.TrainJobRequest, job_id: str, rdzv_endpoint: str, plugins: str = "all") -> str:
     """``lossd join``: validate the job's spec as the server did (same data, same model), then run this
     machine's ranks of it; returns ``""`` when they ended well, else why not."""
-    from ..losses import REGISTRY
-    from ..losses._plugins import load_plugin_setting
-    from ._spec import TrainingLimits, plan_job
-
     load_plugin_setting(plugins, REGISTRY)
     plan = plan_job(spec, REGISTRY, TrainingLimits.accepted(max_world_size=max(spec.world_size, 1)))
     if plan.nodes < 2:

@@ -46,24 +46,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
+from ..._model import build_model
+from ..._wire import FieldError
 from ...v1 import training_pb2
 from ..evaluation import add_penalties
-from ..losses import LossError
 from ..rpc import encode_tensor
 from ._checkpoint import load_checkpoint, save_checkpoint
 from ._metrics import evaluate_split
-from ._model import build_model
 from ._optim import build_optimizer, build_scheduler
 from ._spec import JobPlan
 
-__all__ = ["Control", "RankFailure", "World", "follows_checkpoint", "run_job", "spec_digest", "epoch_seed", "rank_indices", "rank_seed"]
+__all__ = ["Control", "Controls", "Flag", "RankFailure", "World", "follows_checkpoint", "run_job", "spec_digest", "epoch_seed", "rank_indices", "rank_seed"]
 
 State = training_pb2.JobState
 Kind = training_pb2.JobEventKind
@@ -87,6 +87,26 @@ class Control:
         """Return once the lease holds, or a cancel or interrupt was asked for."""
         while time.monotonic() > self.lease_until and not (self.cancel.is_set() or self.interrupt.is_set()):
             time.sleep(0.02)
+
+
+class Flag(Protocol):
+    """What the loop reads of a request: ``threading.Event.is_set``, or a data-parallel
+    rank's view of a flag in shared memory (``_distributed.py``)."""
+
+    def is_set(self) -> bool: ...
+
+
+class Controls(Protocol):
+    """What :func:`run_job` reads: a :class:`Control`, or a rank's shared flags."""
+
+    @property
+    def cancel(self) -> Flag: ...
+
+    @property
+    def interrupt(self) -> Flag: ...
+
+    def wait_for_lease(self) -> None:
+        """Return once the server's lease on the job holds (or a cancel or interrupt was asked for)."""
 
 
 @dataclass(frozen=True)
@@ -147,8 +167,10 @@ def rank_indices(n: int, seed: int, epoch: int, rank: int = 0, size: int = 1) ->
     >>> sorted(torch.cat([r0[:2], r1[:2]]).tolist()) == sorted(perm[:4].tolist())
     True
     """
-    sampler = DistributedSampler(range(n), num_replicas=size, rank=rank, shuffle=True,
-                                 seed=epoch_seed(seed, epoch) - epoch, drop_last=False)
+    # DistributedSampler reads only len() of its data set: a range is enough.
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(n), num_replicas=size, rank=rank, shuffle=True,  # type: ignore[arg-type]
+        seed=epoch_seed(seed, epoch) - epoch, drop_last=False)
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler), dtype=torch.long)
 
@@ -170,7 +192,7 @@ def run_job(
     plan: JobPlan,
     checkpoint: Path | None,
     emit: Callable[[training_pb2.JobEvent], None],
-    control: Control,
+    control: Controls,
     digest: str = "",
     world: World | None = None,
 ) -> None:
@@ -187,7 +209,7 @@ def run_job(
 
 class _Run:
     def __init__(self, plan: JobPlan, checkpoint: Path | None, emit: Callable[[training_pb2.JobEvent], None],
-                 control: Control, digest: str, world: World | None = None) -> None:
+                 control: Controls, digest: str, world: World | None = None) -> None:
         self.plan, self.checkpoint, self.control, self.digest, self.world = plan, checkpoint, control, digest, world
         self.reporter = world is None or world.rank == 0
         self.emit = emit if self.reporter else (lambda event: None)
@@ -216,7 +238,8 @@ class _Run:
     def _elapsed(self) -> float:
         return self.progress.elapsed + (time.perf_counter() - self.run_start)
 
-    def _event(self, kind: int, state: int, message: str = "") -> training_pb2.JobEvent:
+    def _event(self, kind: training_pb2.JobEventKind, state: training_pb2.JobState,
+               message: str = "") -> training_pb2.JobEvent:
         p, plan = self.progress, self.plan
         now = time.perf_counter() - self.run_start
         ev = training_pb2.JobEvent(
@@ -239,7 +262,7 @@ class _Run:
         ev.time.GetCurrentTime()
         return ev
 
-    def _terminal(self, state: int, message: str, parameters: bool) -> None:
+    def _terminal(self, state: training_pb2.JobState, message: str, parameters: bool) -> None:
         ev = self._event(Kind.JOB_EVENT_KIND_STATE, state, message)
         ev.eta_s = 0.0
         for h in self.progress.history:
@@ -262,6 +285,7 @@ class _Run:
             if not self.reporter or self.checkpoint is None:
                 return
             extra = {"world_size": self.world.size, "rng_ranks": states}
+        assert self.checkpoint is not None  # without one, a return above was taken
         p = self.progress
         save_checkpoint(self.checkpoint, {**extra,
             "format": CHECKPOINT_FORMAT, "digest": self.digest,
@@ -374,7 +398,7 @@ class _Run:
                 output = self.net(self.x_train[index])
                 try:
                     data_loss = plan.loss(output, self.t_train[index])
-                except LossError as e:
+                except FieldError as e:
                     if world is not None:
                         raise RankFailure(f"the loss refused the batch at step {step} on rank {world.rank}: {e}") from e
                     if not bool(torch.isfinite(output).all()):

@@ -43,17 +43,19 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from ..._settings import flag_name
+from ..._wire import FieldError
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
 from ..rpc import decode_tensor, encode_tensor
-from ..losses import LossError, Registry
+from ..losses import Registry
 from ._checkpoint import CHECKPOINT_MESSAGE, remove_checkpoint, save_checkpoint_bytes
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
 from ._store import (
@@ -66,6 +68,7 @@ from ._store import (
     StoreUnavailable,
     open_store,
 )
+from ._worker import worker_main
 
 __all__ = ["JobManager", "TrainingConfig", "JOB_ID"]
 
@@ -104,7 +107,7 @@ class TrainingConfig:
     retention_s: float = DEFAULT_RETENTION_S
 
 
-def _mp_context() -> multiprocessing.context.BaseContext:
+def _mp_context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
     """``forkserver`` where available (torch preloaded once, then a job starts in ~20 ms), else ``spawn``.
 
     Like every spawn/forkserver user, a program that embeds the server must guard its entry
@@ -263,28 +266,28 @@ class JobManager:
     # -- submit, schedule, run ------------------------------------------------------------------
 
     async def submit(self, request: training_pb2.TrainJobRequest) -> str:
-        """Validate and store a job; returns its id. Raises ``LossError`` for a bad spec or a full queue."""
+        """Validate and store a job; returns its id. Raises ``FieldError`` for a bad spec or a full queue."""
         if self._closing:
-            raise LossError("", "the server is shutting down; submit the job again after it restarts", "UNAVAILABLE")
+            raise FieldError("", "the server is shutting down; submit the job again after it restarts", "UNAVAILABLE")
         assert self._loop is not None
         try:
             return await self._loop.run_in_executor(self._executor, self._submit, request)
         except StoreUnavailable as e:
-            raise LossError("", f"{e}; retry shortly", "UNAVAILABLE") from None
+            raise FieldError("", f"{e}; retry shortly", "UNAVAILABLE") from None
 
     def _submit(self, request: training_pb2.TrainJobRequest) -> str:
         plan = plan_job(request, self._registry, self.config.limits)
         if plan.nodes > 1 and self._rdzv_store is None:
-            raise LossError("nodes", f"is {plan.nodes}: a job on several machines needs a server started with "
+            raise FieldError("nodes", f"is {plan.nodes}: a job on several machines needs a server started with "
                             "--rdzv-endpoint HOST:PORT (the rendezvous the other machines join)",
                             "FAILED_PRECONDITION")
         check_loss_accepts_model(plan)
         with self._lock:
             waiting = self.store.count_waiting()
             if len(self._running) >= self.config.max_jobs and waiting >= self.config.max_queued_jobs:
-                raise LossError("", f"{len(self._running)} jobs are running and {waiting} are queued; the server "
-                                f"queues at most {self.config.max_queued_jobs} (--max-queued-jobs) behind "
-                                f"{self.config.max_jobs} running (--max-jobs): retry later", "RESOURCE_EXHAUSTED")
+                raise FieldError("", f"{len(self._running)} jobs are running and {waiting} are queued; the server "
+                                f"queues at most {self.config.max_queued_jobs} ({flag_name('max_queued_jobs')}) behind "
+                                f"{self.config.max_jobs} running ({flag_name('max_jobs')}): retry later", "RESOURCE_EXHAUSTED")
             job_id = secrets.token_hex(6)
             while self.store.get_job(job_id) is not None:
                 job_id = secrets.token_hex(6)
@@ -337,8 +340,6 @@ class JobManager:
 
     def _launch(self, job: _Running, claim: Claim) -> None:
         """Start the worker process for ``job``, then relay its events (this thread becomes its monitor)."""
-        from ._worker import worker_main
-
         row = claim.row
         try:
             self._prepare(job, claim)
@@ -356,7 +357,7 @@ class JobManager:
         try:
             control_r, control_w = self._ctx.Pipe(duplex=False)
             events_r, events_w = self._ctx.Pipe(duplex=False)
-            process = self._ctx.Process(  # type: ignore[attr-defined]
+            process = self._ctx.Process(
                 target=worker_main, name=f"lossd-job-{row.job_id}", daemon=True,
                 args=(row.job_id, row.spec, str(self._checkpoint(row.job_id)), self.config.plugins, control_r,
                       events_w, self.config.rdzv_endpoint, self.store.shares_checkpoints),
@@ -608,20 +609,20 @@ class JobManager:
         try:
             return await self._loop.run_in_executor(None, fn, *args)
         except StoreUnavailable as e:
-            raise LossError("", f"{e}; retry shortly", "UNAVAILABLE") from None
+            raise FieldError("", f"{e}; retry shortly", "UNAVAILABLE") from None
 
     async def job(self, job_id: str, with_spec: bool = False) -> JobRow:
-        """The job's row; ``LossError`` INVALID_ARGUMENT / NOT_FOUND for a bad or unknown id."""
+        """The job's row; ``FieldError`` INVALID_ARGUMENT / NOT_FOUND for a bad or unknown id."""
         if not JOB_ID.fullmatch(job_id):
-            raise LossError("job_id", f"{job_id!r} is not a job id (12 lowercase hex digits, as in the job's events)")
+            raise FieldError("job_id", f"{job_id!r} is not a job id (12 lowercase hex digits, as in the job's events)")
         row: JobRow | None = await self._io(self.store.get_job, job_id, with_spec)
         if row is None:
             close = difflib.get_close_matches(job_id, await self._io(self.store.job_ids), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else " (ListJobs lists the jobs)"
-            raise LossError("job_id", f"no job {job_id!r}{hint}", "NOT_FOUND")
+            raise FieldError("job_id", f"no job {job_id!r}{hint}", "NOT_FOUND")
         return row
 
-    async def list_jobs(self, states: list[int], limit: int) -> list[JobRow]:
+    async def list_jobs(self, states: Sequence[int], limit: int) -> list[JobRow]:
         """Jobs, newest first."""
         rows: list[JobRow] = await self._io(self.store.list_jobs, states, limit)
         return rows
@@ -637,7 +638,7 @@ class JobManager:
         """Stored events after ``after_seq``, then live ones, until the terminal event (or the server stops)."""
         row = await self.job(job_id)
         if after_seq < 0:
-            raise LossError("after_seq", f"is {after_seq}; must be >= 0")
+            raise FieldError("after_seq", f"is {after_seq}; must be >= 0")
         wanted = _encoding(encoding, row.encoding)
         self._watchers += 1
         self._no_watchers.clear()
@@ -685,7 +686,7 @@ class JobManager:
         """Cancel a job that has not ended; returns its row once it has."""
         row = await self.job(job_id)
         if row.terminal:
-            raise LossError("job_id", f"job {job_id} already ended {training_pb2.JobState.Name(row.state)[10:]}; "
+            raise FieldError("job_id", f"job {job_id} already ended {training_pb2.JobState.Name(row.state)[10:]}; "
                             "only queued, running or interrupted jobs can be cancelled", "FAILED_PRECONDITION")
         job, outcome = await self._io(self._cancel, job_id)
         if job is not None and not await _ended(job, STOP_GRACE_S) and job.process is not None:
@@ -721,7 +722,7 @@ class JobManager:
         deleted: JobRow | None = await self._io(self.store.delete_job, job_id) if row.terminal else None
         if deleted is None:
             state = training_pb2.JobState.Name((await self.job(job_id)).state)[10:]
-            raise LossError("job_id", f"job {job_id} is {state}: only ended jobs (SUCCEEDED, FAILED, CANCELLED) "
+            raise FieldError("job_id", f"job {job_id} is {state}: only ended jobs (SUCCEEDED, FAILED, CANCELLED) "
                             "can be deleted; cancel it first", "FAILED_PRECONDITION")
         return deleted
 

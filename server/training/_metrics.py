@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 __all__ = ["accuracy", "mae", "rmse", "evaluate_split"]
@@ -47,7 +49,7 @@ def evaluate_split(
     metrics: tuple[str, ...],
     prefix: str,
     threshold: float,
-    loss: object = None,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """``{prefix_metric: value}`` for one split in eval mode (no dropout), plus ``prefix_loss`` when ``loss`` is given."""
     if len(x) == 0:
@@ -58,7 +60,7 @@ def evaluate_split(
         output = torch.cat([model(x[i:i + CHUNK]) for i in range(0, len(x), CHUNK)])
         out: dict[str, float] = {}
         if loss is not None:
-            out[f"{prefix}_loss"] = float(loss(output, target))  # type: ignore[operator]
+            out[f"{prefix}_loss"] = float(loss(output, target))
     model.train(was_training)
     for name in metrics:
         if name == "accuracy":

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
+from ..._wire import FieldError
 from ...v1 import training_pb2, training_pb2_grpc
+from ..losses import Registry
 from ..rpc import rich_status
-from ..losses import LossError, Registry
 from ._manager import JobManager, TrainingConfig
 
 __all__ = ["TrainingService", "add_training_service"]
@@ -22,7 +23,7 @@ log = logging.getLogger("lossd.server.training")
 DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 100, 1000
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: LossError) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: FieldError) -> NoReturn:
     await context.abort_with_status(rich_status(error))
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -34,7 +35,7 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
         self._jobs = manager
 
     async def _follow(self, job_id: str, after_seq: int, encoding: int,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[training_pb2.JobEvent]:
+                      context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[training_pb2.JobEvent]:
         last = after_seq
         try:
             async for event in self._jobs.watch(job_id, after_seq, encoding):
@@ -44,19 +45,19 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
                         training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED,
                         training_pb2.JOB_STATE_CANCELLED):
                     return
-        except LossError as e:
+        except FieldError as e:
             await _abort(context, e)
         if not self._jobs.closing:
             return  # nothing after `after_seq`: the job had already ended
         # The watch ended before the job did: the server is shutting down.
-        await _abort(context, LossError("", f"the server is shutting down; job {job_id} goes on after it restarts: "
+        await _abort(context, FieldError("", f"the server is shutting down; job {job_id} goes on after it restarts: "
                                         f"re-attach with WatchJob(job_id={job_id!r}, after_seq={last})", "UNAVAILABLE"))
 
     async def TrainJob(self, request: training_pb2.TrainJobRequest,
-                       context: grpc.aio.ServicerContext) -> AsyncIterator[training_pb2.TrainJobResponse]:
+                       context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[training_pb2.TrainJobResponse]:
         try:
             job_id = await self._jobs.submit(request)
-        except LossError as e:
+        except FieldError as e:
             await _abort(context, e)
         except Exception:
             log.exception("TrainJob: validating the spec failed")
@@ -67,12 +68,12 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
                 return
 
     async def WatchJob(self, request: training_pb2.WatchJobRequest,
-                       context: grpc.aio.ServicerContext) -> AsyncIterator[training_pb2.WatchJobResponse]:
+                       context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[training_pb2.WatchJobResponse]:
         async for event in self._follow(request.job_id, request.after_seq, request.output_encoding, context):
             yield training_pb2.WatchJobResponse(event=event)
 
     async def GetJob(self, request: training_pb2.GetJobRequest,
-                     context: grpc.aio.ServicerContext) -> training_pb2.GetJobResponse:
+                     context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.GetJobResponse:
         try:
             row = await self._jobs.job(request.job_id, with_spec=True)
             reply = training_pb2.GetJobResponse(job=row.to_proto(with_spec=True))
@@ -80,37 +81,37 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
                 for name, t in (await self._jobs.parameters(row, request.output_encoding)).items():
                     reply.parameters[name].CopyFrom(t)
             return reply
-        except LossError as e:
+        except FieldError as e:
             await _abort(context, e)
 
     async def ListJobs(self, request: training_pb2.ListJobsRequest,
-                       context: grpc.aio.ServicerContext) -> training_pb2.ListJobsResponse:
+                       context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.ListJobsResponse:
         if request.limit < 0 or request.limit > MAX_LIST_LIMIT:
-            await _abort(context, LossError("limit", f"is {request.limit}; must be in [1, {MAX_LIST_LIMIT}] "
+            await _abort(context, FieldError("limit", f"is {request.limit}; must be in [1, {MAX_LIST_LIMIT}] "
                                             f"(0: {DEFAULT_LIST_LIMIT})"))
         states = list(request.states)
         for i, s in enumerate(states):
             if s not in training_pb2.JobState.values() or s == training_pb2.JOB_STATE_UNSPECIFIED:
-                await _abort(context, LossError(f"states[{i}]", f"{s} is not a job state"))
+                await _abort(context, FieldError(f"states[{i}]", f"{s} is not a job state"))
         try:
             rows = await self._jobs.list_jobs(states, request.limit or DEFAULT_LIST_LIMIT)
-        except LossError as e:  # the job store is unavailable
+        except FieldError as e:  # the job store is unavailable
             await _abort(context, e)
         return training_pb2.ListJobsResponse(jobs=[r.to_proto() for r in rows])
 
     async def CancelJob(self, request: training_pb2.CancelJobRequest,
-                        context: grpc.aio.ServicerContext) -> training_pb2.CancelJobResponse:
+                        context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.CancelJobResponse:
         try:
             row = await self._jobs.cancel(request.job_id)
-        except LossError as e:
+        except FieldError as e:
             await _abort(context, e)
         return training_pb2.CancelJobResponse(job=row.to_proto())
 
     async def DeleteJob(self, request: training_pb2.DeleteJobRequest,
-                        context: grpc.aio.ServicerContext) -> training_pb2.DeleteJobResponse:
+                        context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.DeleteJobResponse:
         try:
             row = await self._jobs.delete(request.job_id)
-        except LossError as e:
+        except FieldError as e:
             await _abort(context, e)
         return training_pb2.DeleteJobResponse(job=row.to_proto())
 

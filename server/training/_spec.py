@@ -1,6 +1,6 @@
 """Validate a ``TrainJobRequest`` into a :class:`JobPlan`: every rule of a job spec, in one place.
 
-Each refusal is a :class:`~lossd.server.losses.LossError` naming the request
+Each refusal is a :class:`~lossd.server.losses.FieldError` naming the request
 field (``optimizer.param_groups[1].patterns``, ``data.builtin.params.noise``)
 and the rule; limits answer ``RESOURCE_EXHAUSTED`` and name the server flag.
 The plan holds the generated data, so the server (to validate) and the worker
@@ -21,7 +21,7 @@ The plan holds the generated data, so the server (to validate) and the worker
     >>> plan_job(training_pb2.TrainJobRequest(epochs=1), REGISTRY)
     Traceback (most recent call last):
     ...
-    lossd.server.losses._registry.LossError: model: choose a model: {"linear": {}} or {"mlp": {"hidden": [...]}}
+    lossd._wire.FieldError: model: choose a model: {"linear": {}} or {"mlp": {"hidden": [...]}}
 """
 
 from __future__ import annotations
@@ -34,20 +34,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from ..._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
+from ..._settings import flag_name
 from ..._wire import (
     DEFAULT_MAX_REQUEST_ELEMENTS,
     DEFAULT_MAX_TENSOR_ELEMENTS,
     DEFAULT_MAX_TENSORS,
     TensorLimits,
-    WireError,
+    FieldError,
     check_tensors,
 )
 from ...v1 import lossd_pb2, training_pb2
 from ..evaluation import DEPRECATED_PARAMS, Regularization, bind_params, check_patterns, covered_parameters
 from ..rpc import check_finite, decode_tensor, struct_to_dict
-from ..losses import LossError, LossSpec, Registry
+from ..losses import LossSpec, Registry
 from ._data import BUILTINS, NO_NON_FINITE, Dataset, bind_builtin_params, make_inline, split
-from ._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
 from ._optim import OPTIMIZERS, GroupPlan, OptimizerPlan, SchedulePlan, assign_groups
 
 __all__ = ["METRICS", "JobPlan", "LossPlan", "TrainingLimits", "check_loss_accepts_model", "plan_job"]
@@ -88,8 +89,11 @@ class TrainingLimits:
         return cls(**{**unbounded, **overrides})
 
 
-def _limit(field: str, what: str, value: int, limit: int, flag: str) -> LossError:
-    return LossError(field, f"{what} is {value}; the server's limit is {limit} (--{flag})", "RESOURCE_EXHAUSTED")
+def _limit(field: str, what: str, value: int, limit: int, setting: str) -> FieldError:
+    """RESOURCE_EXHAUSTED naming the ``lossd serve`` flag of limit ``setting`` (its conventional name,
+    which the server's settings table keeps: tests/unit/test_config.py)."""
+    return FieldError(field, f"{what} is {value}; the server's limit is {limit} ({flag_name(setting)})",
+                      "RESOURCE_EXHAUSTED")
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ class JobPlan:
 
 def _finite(value: float, field: str, lo: float | None = None, hi: float | None = None,
             lo_open: bool = False, hi_open: bool = False) -> float:
-    """``value`` if finite and in range, else a LossError naming ``field`` and the range."""
+    """``value`` if finite and in range, else a FieldError naming ``field`` and the range."""
     ok = math.isfinite(value)
     if ok and lo is not None:
         ok = value > lo if lo_open else value >= lo
@@ -178,31 +182,31 @@ def _finite(value: float, field: str, lo: float | None = None, hi: float | None 
             rng = f"{'<' if hi_open else '<='} {hi:g}"
         else:
             rng = "finite"
-        raise LossError(field, f"is {value!r}; must be {rng}")
+        raise FieldError(field, f"is {value!r}; must be {rng}")
     return value
 
 
 def _model(request: training_pb2.TrainJobRequest) -> ModelPlan:
     kind = request.model.WhichOneof("kind")
     if kind is None:
-        raise LossError("model", 'choose a model: {"linear": {}} or {"mlp": {"hidden": [...]}}')
+        raise FieldError("model", 'choose a model: {"linear": {}} or {"mlp": {"hidden": [...]}}')
     outputs = ", ".join(repr(k) for k in OUTPUT_ACTIVATIONS if k)
     if kind == "linear":
         out_act = request.model.linear.output_activation
         if out_act not in OUTPUT_ACTIVATIONS:
-            raise LossError("model.linear.output_activation", f"is {out_act!r}; must be one of {outputs}")
+            raise FieldError("model.linear.output_activation", f"is {out_act!r}; must be one of {outputs}")
         return ModelPlan("linear", output_activation=out_act)
     mlp = request.model.mlp
     if not mlp.hidden:
-        raise LossError("model.mlp.hidden", "give at least one hidden layer size, e.g. [16]")
+        raise FieldError("model.mlp.hidden", "give at least one hidden layer size, e.g. [16]")
     for i, h in enumerate(mlp.hidden):
         if h < 1:
-            raise LossError(f"model.mlp.hidden[{i}]", f"is {h}; layer sizes must be >= 1")
+            raise FieldError(f"model.mlp.hidden[{i}]", f"is {h}; layer sizes must be >= 1")
     activation = mlp.activation or "relu"
     if activation not in ACTIVATIONS:
-        raise LossError("model.mlp.activation", f"is {activation!r}; must be one of {', '.join(map(repr, ACTIVATIONS))}")
+        raise FieldError("model.mlp.activation", f"is {activation!r}; must be one of {', '.join(map(repr, ACTIVATIONS))}")
     if mlp.output_activation not in OUTPUT_ACTIVATIONS:
-        raise LossError("model.mlp.output_activation", f"is {mlp.output_activation!r}; must be one of {outputs}")
+        raise FieldError("model.mlp.output_activation", f"is {mlp.output_activation!r}; must be one of {outputs}")
     _finite(mlp.dropout, "model.mlp.dropout", 0.0, 1.0, hi_open=True)
     return ModelPlan("mlp", tuple(mlp.hidden), activation, mlp.output_activation, mlp.dropout)
 
@@ -212,19 +216,19 @@ def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tupl
     data = request.data
     source = data.WhichOneof("source")
     if source is None:
-        raise LossError("data", f'choose a source: {{"builtin": {{"name": ...}}}} ({", ".join(sorted(BUILTINS))}) '
+        raise FieldError("data", f'choose a source: {{"builtin": {{"name": ...}}}} ({", ".join(sorted(BUILTINS))}) '
                                 'or {"inline": {"x": ..., "y": ...}}')
     if source == "builtin":
         builtin, params = bind_builtin_params(data.builtin.name, struct_to_dict(data.builtin.params, "data.builtin.params"))
         n = builtin.samples(params)
         if n > limits.max_samples:
-            raise _limit("data.builtin.params", "the number of samples", n, limits.max_samples, "max-samples")
+            raise _limit("data.builtin.params", "the number of samples", n, limits.max_samples, "max_samples")
         if n < 2:
-            raise LossError("data.builtin.params", f"asks for {n} samples; a job needs at least 2")
+            raise FieldError("data.builtin.params", f"asks for {n} samples; a job needs at least 2")
         elements = n * builtin.features(params)
         if elements > limits.max_tensor_elements:
             raise _limit("data.builtin.params", "the number of feature values", elements,
-                         limits.max_tensor_elements, "max-tensor-elements")
+                         limits.max_tensor_elements, "max_tensor_elements")
         seed = params["seed"] if params["seed"] is not None else request.seed
         return builtin.make(params, torch.Generator().manual_seed(seed)), ""
     inline = data.inline
@@ -232,15 +236,12 @@ def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tupl
     tensors = {}
     for key in ("x", "y"):
         if not inline.HasField(key):
-            raise LossError(f"data.inline.{key}", "is required")
-        try:
-            tensors[key], enc = decode_tensor(getattr(inline, key), f"data.inline.{key}", limits.max_tensor_elements)
-        except WireError as e:
-            raise LossError(e.field, e.message, e.code) from e
+            raise FieldError(f"data.inline.{key}", "is required")
+        tensors[key], enc = decode_tensor(getattr(inline, key), f"data.inline.{key}", limits.max_tensor_elements)
         encodings.add(enc)
     n = int(tensors["x"].shape[0]) if tensors["x"].dim() else 0
     if n > limits.max_samples:
-        raise _limit("data.inline.x", "the number of samples", n, limits.max_samples, "max-samples")
+        raise _limit("data.inline.x", "the number of samples", n, limits.max_samples, "max_samples")
     dataset = make_inline(tensors["x"], tensors["y"], inline.num_classes)
     return dataset, "raw" if "raw" in encodings and "values" not in encodings else "values"
 
@@ -248,44 +249,38 @@ def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tupl
 def _loss(request: training_pb2.TrainJobRequest, registry: Registry, limits: TrainingLimits) -> tuple[LossSpec, dict[str, Any], str, str, dict[str, torch.Tensor]]:
     name = request.loss.name
     if not name:
-        raise LossError("loss.name", "name a registered loss, e.g. \"cross_entropy\" (ListLosses lists them)")
+        raise FieldError("loss.name", "name a registered loss, e.g. \"cross_entropy\" (ListLosses lists them)")
     try:
         spec = registry.get(name)
-    except LossError as e:
-        raise LossError("loss.name", e.message, e.code) from e
+    except FieldError as e:
+        raise FieldError("loss.name", e.message, e.code) from e
     prediction = spec.inputs[0]
     target = next((i for i in spec.inputs if i.role == "target"), None)
     extra_required = [i.name for i in spec.inputs if i.required and i is not prediction and i is not target]
     if prediction.role != "prediction" or target is None or extra_required:
         needs = ", ".join(f"{i.name} ({i.role})" for i in spec.inputs if i.required)
-        raise LossError("loss.name", f"{spec.name} takes {needs}; a training loss must take the model output "
+        raise FieldError("loss.name", f"{spec.name} takes {needs}; a training loss must take the model output "
                         "(prediction) and a target, plus optional constant inputs")
     try:
         kwargs = bind_params(spec, struct_to_dict(request.loss.params, "loss.params"), refused=DEPRECATED_PARAMS)
-    except LossError as e:
-        raise LossError(f"loss.{e.field}", e.message, e.code) from e
+    except FieldError as e:
+        raise FieldError(f"loss.{e.field}", e.message, e.code) from e
     if kwargs.get("reduction") == "none":
-        raise LossError("loss.params.reduction", "is 'none'; training needs a scalar loss ('mean' or 'sum')")
+        raise FieldError("loss.params.reduction", "is 'none'; training needs a scalar loss ('mean' or 'sum')")
     extras: dict[str, torch.Tensor] = {}
     for sent in sorted(request.loss.inputs):
         field = f"loss.inputs.{sent}"
         inp = spec.input(sent)
         if inp is None or inp is prediction or inp is target:
             optional = [i.name for i in spec.inputs if not i.required]
-            raise LossError(field, f"is not a constant input of {spec.name}; constant inputs: "
+            raise FieldError(field, f"is not a constant input of {spec.name}; constant inputs: "
                             f"{', '.join(optional) or 'none'} (the model output and the target come from the job)")
-        try:
-            t, _ = decode_tensor(request.loss.inputs[sent], field, limits.max_tensor_elements)
-        except WireError as e:
-            raise LossError(e.field, e.message, e.code) from e
+        t, _ = decode_tensor(request.loss.inputs[sent], field, limits.max_tensor_elements)
         if inp.kind == "float":
             if not t.is_floating_point() and t.dtype != torch.bool:
-                raise LossError(field, f"must be floating-point ({inp.role})")
+                raise FieldError(field, f"must be floating-point ({inp.role})")
             t = t.to(torch.float32)
-        try:
-            check_finite(t, field, NO_NON_FINITE)
-        except WireError as e:
-            raise LossError(e.field, e.message, e.code) from e
+        check_finite(t, field, NO_NON_FINITE)
         extras[inp.name] = t
     return spec, kwargs, prediction.name, target.name, extras
 
@@ -296,10 +291,7 @@ def _check_tensor_limits(request: training_pb2.TrainJobRequest, limits: Training
     if request.data.WhichOneof("source") == "inline":
         tensors += [(f"data.inline.{k}", getattr(request.data.inline, k), None) for k in ("x", "y")
                     if request.data.inline.HasField(k)]
-    try:
-        check_tensors(tensors, limits.tensors)
-    except WireError as e:
-        raise LossError(e.field, e.message, e.code) from e
+    check_tensors(tensors, limits.tensors)
 
 
 def _target(spec: LossSpec, target_input: str, dataset: Dataset) -> tuple[torch.Tensor, int]:
@@ -319,7 +311,7 @@ def _target(spec: LossSpec, target_input: str, dataset: Dataset) -> tuple[torch.
         return torch.nn.functional.one_hot(dataset.labels, dataset.num_classes).to(torch.float32), dataset.num_classes
     assert dataset.y is not None
     if inp.kind == "int":
-        raise LossError("loss.name", f"{spec.name} needs integer class labels as its target; this job's data "
+        raise FieldError("loss.name", f"{spec.name} needs integer class labels as its target; this job's data "
                         "has a floating-point (regression) target")
     return dataset.y, int(dataset.y.shape[1])
 
@@ -328,12 +320,12 @@ def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> Optim
     o = request.optimizer
     name = (o.name or "").lower()
     if name not in OPTIMIZERS:
-        raise LossError("optimizer.name", f"is {o.name!r}; must be one of {', '.join(OPTIMIZERS)}")
+        raise FieldError("optimizer.name", f"is {o.name!r}; must be one of {', '.join(OPTIMIZERS)}")
     _, accepted = OPTIMIZERS[name]
     present = {f.name for f, _ in o.ListFields()} - {"name", "param_groups"}
     for key in sorted(present - accepted - {"lr", "weight_decay"}):
         takers = [n for n, (_, acc) in OPTIMIZERS.items() if key in acc]
-        raise LossError(f"optimizer.{key}", f"{name} has no setting {key!r} (it is for {', '.join(takers)})")
+        raise FieldError(f"optimizer.{key}", f"{name} has no setting {key!r} (it is for {', '.join(takers)})")
     settings: dict[str, Any] = {}
     if o.HasField("lr"):
         settings["lr"] = _finite(o.lr, "optimizer.lr", 0.0, lo_open=True)
@@ -346,10 +338,10 @@ def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> Optim
     if o.nesterov:
         settings["nesterov"] = True
         if settings.get("momentum", 0.0) <= 0 or settings.get("dampening", 0.0) != 0:
-            raise LossError("optimizer.nesterov", "needs momentum > 0 and dampening 0")
+            raise FieldError("optimizer.nesterov", "needs momentum > 0 and dampening 0")
     if o.betas:
         if len(o.betas) != 2:
-            raise LossError("optimizer.betas", f"has {len(o.betas)} numbers; give two, e.g. [0.9, 0.999]")
+            raise FieldError("optimizer.betas", f"has {len(o.betas)} numbers; give two, e.g. [0.9, 0.999]")
         settings["betas"] = tuple(_finite(b, f"optimizer.betas[{i}]", 0.0, 1.0, hi_open=True) for i, b in enumerate(o.betas))
     if o.HasField("eps"):
         settings["eps"] = _finite(o.eps, "optimizer.eps", 0.0, lo_open=True)
@@ -366,10 +358,10 @@ def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> Optim
     for i, g in enumerate(o.param_groups):
         field = f"optimizer.param_groups[{i}]"
         if not g.patterns:
-            raise LossError(f"{field}.patterns", 'give at least one name pattern, e.g. ["*.weight"]')
+            raise FieldError(f"{field}.patterns", 'give at least one name pattern, e.g. ["*.weight"]')
         for k, p in enumerate(g.patterns):
             if not p:
-                raise LossError(f"{field}.patterns[{k}]", "is empty")
+                raise FieldError(f"{field}.patterns[{k}]", "is empty")
         overrides: dict[str, float] = {}
         if g.HasField("lr"):
             overrides["lr"] = _finite(g.lr, f"{field}.lr", 0.0, lo_open=True)
@@ -377,24 +369,24 @@ def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> Optim
             overrides["weight_decay"] = _finite(g.weight_decay, f"{field}.weight_decay", 0.0)
         if g.HasField("momentum"):
             if "momentum" not in accepted:
-                raise LossError(f"{field}.momentum", f"{name} has no momentum")
+                raise FieldError(f"{field}.momentum", f"{name} has no momentum")
             overrides["momentum"] = _finite(g.momentum, f"{field}.momentum", 0.0)
             if settings.get("nesterov") and overrides["momentum"] <= 0:
-                raise LossError(f"{field}.momentum", "must be > 0 with nesterov")
+                raise FieldError(f"{field}.momentum", "must be > 0 with nesterov")
         groups.append(GroupPlan(g.name or f"param_groups[{i}]", tuple(g.patterns), overrides))
     labels = [g.name for g in groups]
     for i, label in enumerate(labels):
         if label == "default" or label in labels[:i]:
-            raise LossError(f"optimizer.param_groups[{i}].name", f"{label!r} is taken; group names must be unique "
+            raise FieldError(f"optimizer.param_groups[{i}].name", f"{label!r} is taken; group names must be unique "
                             "and not 'default'")
     _, per_group, clashes = assign_groups(names, groups)
     for i, matched in enumerate(per_group):
         if not matched and not any(c[2] == i for c in clashes):
-            raise LossError(f"optimizer.param_groups[{i}].patterns",
+            raise FieldError(f"optimizer.param_groups[{i}].patterns",
                             f"{list(groups[i].patterns)} matches no parameter; the model's parameters: {', '.join(names)}")
     if clashes:
         pname, i, j = clashes[0]
-        raise LossError(f"optimizer.param_groups[{j}].patterns",
+        raise FieldError(f"optimizer.param_groups[{j}].patterns",
                         f"{pname} is also matched by param_groups[{i}]; every parameter must land in exactly one group")
     return OptimizerPlan(name, settings, tuple(groups))
 
@@ -406,13 +398,13 @@ def _schedule(request: training_pb2.TrainJobRequest, epochs: int) -> SchedulePla
     if kind == "step":
         s = request.schedule.step
         if s.step_size < 1:
-            raise LossError("schedule.step.step_size", f"is {s.step_size}; must be >= 1 (epochs)")
+            raise FieldError("schedule.step.step_size", f"is {s.step_size}; must be >= 1 (epochs)")
         gamma = _finite(s.gamma, "schedule.step.gamma", 0.0, 1.0, lo_open=True) if s.HasField("gamma") else 0.1
         return SchedulePlan("step", {"step_size": s.step_size, "gamma": gamma})
     if kind == "cosine":
         c = request.schedule.cosine
         if c.t_max < 0:
-            raise LossError("schedule.cosine.t_max", f"is {c.t_max}; must be >= 1 (epochs), or 0 for the job's epochs")
+            raise FieldError("schedule.cosine.t_max", f"is {c.t_max}; must be >= 1 (epochs), or 0 for the job's epochs")
         return SchedulePlan("cosine", {"T_max": c.t_max or epochs,
                                        "eta_min": _finite(c.eta_min, "schedule.cosine.eta_min", 0.0)})
     e = request.schedule.exponential
@@ -424,34 +416,34 @@ def _metrics(request: training_pb2.TrainJobRequest, dataset: Dataset, target: to
     for i, m in enumerate(request.metrics):
         field = f"metrics[{i}]"
         if m not in METRICS:
-            raise LossError(field, f"is {m!r}; metrics are {', '.join(METRICS)}")
+            raise FieldError(field, f"is {m!r}; metrics are {', '.join(METRICS)}")
         if m in seen:
-            raise LossError(field, f"{m!r} is listed twice")
+            raise FieldError(field, f"{m!r} is listed twice")
         if m == "accuracy" and not dataset.classification:
-            raise LossError(field, "accuracy needs class labels; this job's data is regression (use mae or rmse)")
+            raise FieldError(field, "accuracy needs class labels; this job's data is regression (use mae or rmse)")
         if m in ("mae", "rmse") and not target.is_floating_point():
-            raise LossError(field, f"{m} compares the output with a floating-point target; this loss takes class "
+            raise FieldError(field, f"{m} compares the output with a floating-point target; this loss takes class "
                             "indices (use accuracy)")
         seen.append(m)
     return tuple(seen)
 
 
 def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: TrainingLimits | None = None) -> JobPlan:
-    """Validate ``request`` and build its data; raises :class:`LossError` naming the field at fault."""
+    """Validate ``request`` and build its data; raises :class:`FieldError` naming the field at fault."""
     limits = limits or TrainingLimits()
     _check_tensor_limits(request, limits)
     model = _model(request)
     if request.epochs < 1:
-        raise LossError("epochs", f"is {request.epochs}; must be >= 1")
+        raise FieldError("epochs", f"is {request.epochs}; must be >= 1")
     if request.epochs > limits.max_epochs:
-        raise _limit("epochs", "epochs", request.epochs, limits.max_epochs, "max-epochs")
+        raise _limit("epochs", "epochs", request.epochs, limits.max_epochs, "max_epochs")
     if request.batch_size < 0:
-        raise LossError("batch_size", f"is {request.batch_size}; must be >= 1 (0: the default, {DEFAULT_BATCH_SIZE})")
+        raise FieldError("batch_size", f"is {request.batch_size}; must be >= 1 (0: the default, {DEFAULT_BATCH_SIZE})")
     if request.seed < 0:
-        raise LossError("seed", f"is {request.seed}; must be >= 0")
+        raise FieldError("seed", f"is {request.seed}; must be >= 0")
     world_size = _world_size(request, limits)
     if request.nodes < 0 or (request.nodes > 1 and world_size % request.nodes):
-        raise LossError("nodes", f"is {request.nodes}; must be >= 1 (0: one machine) and divide world_size "
+        raise FieldError("nodes", f"is {request.nodes}; must be >= 1 (0: one machine) and divide world_size "
                         f"({world_size}): every machine runs world_size / nodes ranks")
     spec, kwargs, pred_name, target_name, extras = _loss(request, registry, limits)
     dataset, sent_as = _data(request, limits)
@@ -460,18 +452,18 @@ def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: 
     n_params = count_parameters(model, in_features, out_features)
     if n_params > limits.max_parameters:
         raise _limit("model", f"the model ({in_features} inputs, {out_features} outputs) has {n_params} parameters; "
-                     "its size", n_params, limits.max_parameters, "max-parameters")
+                     "its size", n_params, limits.max_parameters, "max_parameters")
 
     fraction = _finite(request.data.validation_fraction, "data.validation_fraction", 0.0, 1.0, hi_open=True)
     train_index, val_index = split(len(dataset), fraction, request.seed)
     if len(train_index) < 1:
-        raise LossError("data.validation_fraction", f"leaves no training sample out of {len(dataset)}")
+        raise FieldError("data.validation_fraction", f"leaves no training sample out of {len(dataset)}")
     batch_size = min(request.batch_size or DEFAULT_BATCH_SIZE, len(train_index))
     _check_divisible(world_size, len(train_index), batch_size)
     steps = request.epochs * -(-len(train_index) // batch_size)
     if steps > limits.max_steps:
         raise _limit("epochs", f"{request.epochs} epochs of {len(train_index)} samples in batches of {batch_size} "
-                     "make a total of optimizer steps that", steps, limits.max_steps, "max-steps")
+                     "make a total of optimizer steps that", steps, limits.max_steps, "max_steps")
 
     shapes = dict(build_model(model, in_features, out_features, device="meta").named_parameters())
     names = list(shapes)
@@ -482,7 +474,7 @@ def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: 
     check_patterns(reg)
     covered = covered_parameters(shapes, reg) if (reg.l1 or reg.l2) else []
     if (reg.l1 or reg.l2) and not covered:
-        raise LossError("regularization.include", f"covers none of the model's parameters ({', '.join(names)})")
+        raise FieldError("regularization.include", f"covers none of the model's parameters ({', '.join(names)})")
     optimizer = _optimizer(request, names)
     schedule = _schedule(request, request.epochs)
     metrics = _metrics(request, dataset, target)
@@ -509,20 +501,13 @@ def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: 
     return _with_warnings(plan)
 
 
-#: Losses with a ``reduction`` whose value on a batch still is not the mean of per-sample terms
-#: (in-batch negatives): data-parallel ranks would each see other negatives.
-_BATCH_COUPLED_LOSSES = frozenset({"info_nce_loss"})
-#: Losses whose ``mean`` divides by the batch's total class weight (or its count of non-ignored samples).
-_WEIGHT_NORMALIZED_LOSSES = frozenset({"cross_entropy", "nll_loss", "linear_cross_entropy", "softmax_focal_loss"})
-
-
 def _world_size(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> int:
     """``world_size`` (0 means 1), within the server's ``--max-world-size``."""
     if request.world_size < 0:
-        raise LossError("world_size", f"is {request.world_size}; must be >= 1 (0: one process)")
+        raise FieldError("world_size", f"is {request.world_size}; must be >= 1 (0: one process)")
     world_size = request.world_size or 1
     if world_size > limits.max_world_size:
-        raise _limit("world_size", "world_size", world_size, limits.max_world_size, "max-world-size")
+        raise _limit("world_size", "world_size", world_size, limits.max_world_size, "max_world_size")
     return world_size
 
 
@@ -532,32 +517,34 @@ def _check_divisible(world_size: int, n_train: int, batch_size: int) -> None:
     if world_size == 1:
         return
     if n_train % world_size:
-        raise LossError("world_size", f"the training split has {n_train} samples, which world_size {world_size} "
+        raise FieldError("world_size", f"the training split has {n_train} samples, which world_size {world_size} "
                         "does not divide: every rank must get the same number of samples (lossd refuses rather "
                         "than pads with repeated samples); change the data size or data.validation_fraction")
     if batch_size % world_size:
-        raise LossError("batch_size", f"is {batch_size}, which world_size {world_size} does not divide: each rank "
+        raise FieldError("batch_size", f"is {batch_size}, which world_size {world_size} does not divide: each rank "
                         "trains on batch_size / world_size samples of every batch")
 
 
 def _check_shardable_loss(plan: JobPlan) -> None:
     """With several ranks, each computes the loss on its shard of a batch and DDP averages the gradients:
-    that equals the whole batch's gradient only when the loss is a mean (or sum) of per-sample terms."""
+    that equals the whole batch's gradient only when the loss is a mean (or sum) of per-sample terms:
+    the registration says which losses are not (``batch_coupled``, ``mean_normalizer``)."""
     if plan.world_size == 1:
         return
-    name, reduction = plan.loss.spec.name, plan.reduction
-    if reduction not in ("mean", "sum") or name in _BATCH_COUPLED_LOSSES:
-        raise LossError("loss.name", f"{name} is not a mean or sum of per-sample terms, so its gradient on a "
+    spec, reduction = plan.loss.spec, plan.reduction
+    name = spec.name
+    if reduction not in ("mean", "sum") or spec.batch_coupled:
+        raise FieldError("loss.name", f"{name} is not a mean or sum of per-sample terms, so its gradient on a "
                         f"batch is not the average of its gradients on the batch's shards; world_size "
                         f"{plan.world_size} would train another objective: use world_size 1")
-    if reduction == "mean" and name in _WEIGHT_NORMALIZED_LOSSES:
+    if reduction == "mean" and spec.mean_normalizer == "weight":
         if "weight" in plan.loss.extras:
-            raise LossError("loss.inputs.weight", f"{name} with class weights and reduction 'mean' divides by the "
+            raise FieldError("loss.inputs.weight", f"{name} with class weights and reduction 'mean' divides by the "
                             "batch's total weight, which differs between the ranks' shards; with world_size "
                             f"{plan.world_size} use reduction 'sum' or world_size 1")
         ignore_index = plan.loss.kwargs.get("ignore_index")
         if isinstance(ignore_index, int) and ignore_index >= 0:
-            raise LossError("loss.params.ignore_index", f"{name} with an ignore_index and reduction 'mean' divides "
+            raise FieldError("loss.params.ignore_index", f"{name} with an ignore_index and reduction 'mean' divides "
                             "by the batch's count of kept samples, which differs between the ranks' shards; with "
                             f"world_size {plan.world_size} use reduction 'sum' or world_size 1")
 
@@ -593,13 +580,13 @@ def check_loss_accepts_model(plan: JobPlan) -> None:
     try:
         with torch.enable_grad():
             value = plan.loss(out.detach().requires_grad_(True), plan.target[index])
-    except LossError as e:
-        raise LossError("loss.name", f"{plan.loss.spec.name} refuses the model output {list(out.shape)} with the "
+    except FieldError as e:
+        raise FieldError("loss.name", f"{plan.loss.spec.name} refuses the model output {list(out.shape)} with the "
                         f"target {list(plan.target[index].shape)}: {e}") from e
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LossError("loss.name", f"{plan.loss.spec.name} fails on the model output {list(out.shape)} with the "
+        raise FieldError("loss.name", f"{plan.loss.spec.name} fails on the model output {list(out.shape)} with the "
                         f"target {list(plan.target[index].shape)}: {text}") from e
     if value.dim() != 0:
-        raise LossError("loss.params.reduction", f"{plan.loss.spec.name} gives shape {list(value.shape)}; training "
+        raise FieldError("loss.params.reduction", f"{plan.loss.spec.name} gives shape {list(value.shape)}; training "
                         "needs a scalar loss ('mean' or 'sum')")

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from ...v1 import training_pb2
 
@@ -107,7 +107,7 @@ class JobRow:
     def to_proto(self, with_spec: bool = False) -> training_pb2.Job:
         """The ``Job`` message (with the spec when asked)."""
         job = training_pb2.Job(
-            job_id=self.job_id, name=self.name, state=self.state, message=self.message, epoch=self.epoch,
+            job_id=self.job_id, name=self.name, state=cast(training_pb2.JobState, self.state), message=self.message, epoch=self.epoch,
             epochs=self.epochs, step=self.step, total_steps=self.total_steps, loss=self.loss, metrics=self.metrics,
             last_seq=self.last_seq, resumes=self.resumes, world_size=self.world_size,
         )
@@ -230,10 +230,11 @@ _COLUMNS = ("job_id, name, state, message, created, updated, epochs, total_steps
 _N_COLUMNS = 17
 
 
-def _row(r: Sequence[object], spec: bytes = b"") -> JobRow:
-    metrics = r[11] if isinstance(r[11], dict) else json.loads(r[11])  # type: ignore[arg-type]
-    return JobRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],  # type: ignore[arg-type]
-                  metrics, r[12], r[13], r[14], r[15], bytes(spec), r[16])  # type: ignore[arg-type]
+def _row(r: Sequence[Any], spec: bytes = b"") -> JobRow:
+    """A ``jobs`` row (columns in :data:`_COLUMNS` order) as a :class:`JobRow`."""
+    metrics = r[11] if isinstance(r[11], dict) else json.loads(r[11])
+    return JobRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
+                  metrics, r[12], r[13], r[14], r[15], bytes(spec), r[16])
 
 
 def newer_schema(found: int, where: str) -> StoreError:

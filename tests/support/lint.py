@@ -1,23 +1,26 @@
-"""ruff and mypy over the lossd sources; shared by ``make lint`` and tests/unit/test_lint.py.
+"""ruff and mypy over the lossd sources; shared by make, pre-commit and tests/repo/test_lint.py.
 
-Run as a script (``python tests/support/lint.py``) it runs both and exits
-non-zero on any finding. Settings live in pyproject.toml (``[tool.ruff]``,
-``[tool.mypy]``); this file only says *what* is checked and *how mypy finds it*.
+Run as a script (``python tests/support/lint.py [ruff|mypy]``) it runs the
+named checks (default: both) and exits non-zero on any finding; ``make check``,
+``make lint`` and the pre-commit hooks (``.pre-commit-config.yaml``) call it.
+Settings live in pyproject.toml (``[tool.ruff]``, ``[tool.mypy]``); this file
+only says *what* is checked and *how mypy finds it*.
 
 Why the staging: setuptools ``package-dir`` maps ``proto/lossd`` -> ``lossd``,
 ``client/`` -> ``lossd.client`` and ``server/`` -> ``lossd.server``. The editable
 install realises that with an import hook that mypy cannot follow, and
 ``mypy client/`` would call the package ``client``. :func:`stage_packages` lays
 out ``<dir>/lossd/`` as symlinks to the real files under their import names,
-and mypy runs with ``MYPYPATH=<dir>``.
+and mypy runs with ``MYPYPATH=<dir>`` (``<dir>`` is ``.mypy_cache/stage``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 __all__ = ["MYPY_MODULES", "REPO", "RUFF_PATHS", "run_mypy", "run_ruff", "stage_packages"]
@@ -27,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: Source folders ruff checks (generated stubs are excluded in pyproject.toml).
 RUFF_PATHS = ("client", "server", "proto/lossd")
 #: Modules mypy checks, by import name, under ``--strict`` (pyproject.toml).
-MYPY_MODULES = ("lossd.client", "lossd._wire")
+MYPY_MODULES = ("lossd",)
 
 
 def _package_dirs() -> dict[str, str]:
@@ -78,30 +81,49 @@ def run_ruff() -> subprocess.CompletedProcess[str]:
 
 
 def run_mypy() -> subprocess.CompletedProcess[str]:
-    """``mypy`` (strict, per pyproject.toml) over :data:`MYPY_MODULES`."""
-    with tempfile.TemporaryDirectory(prefix="lossd-mypy-") as tmp:
-        stage = stage_packages(Path(tmp))
+    """``mypy`` (strict, per pyproject.toml) over :data:`MYPY_MODULES`.
+
+    The staged tree lives at one path, ``.mypy_cache/stage``, relaid on every run:
+    mypy's cache records file paths, so a fresh temporary folder per run would leave
+    cached modules reporting the paths of an earlier run. A lock file serialises
+    concurrent runs (say ``make check`` beside the test suite), which share the cache.
+    """
+    cache = REPO / ".mypy_cache"
+    cache.mkdir(exist_ok=True)
+    with open(cache / "stage.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stage = cache / "stage"
+        shutil.rmtree(stage, ignore_errors=True)  # links only: their targets stay
+        stage_packages(stage)
         packages = [arg for m in MYPY_MODULES for arg in ("-p", m)]
         env = {**os.environ, "MYPYPATH": str(stage)}
         result = subprocess.run(
             [sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"),
-             "--cache-dir", str(REPO / ".mypy_cache"), *packages],
+             "--cache-dir", str(cache), *packages],
             cwd=REPO, env=env, capture_output=True, text=True, check=False,
         )
         # Report the real files (client/_codec.py), not the staged links.
         mapping = _package_dirs()
         for name in sorted(mapping, key=lambda n: -n.count(".")):
-            staged = str(stage.joinpath(*name.split("."))) + os.sep
+            staged = stage.joinpath(*name.split("."))
             real = mapping[name].rstrip("/") + "/"
-            result.stdout = result.stdout.replace(staged, real)
-            result.stderr = result.stderr.replace(staged, real)
+            for shown in (f"{staged}{os.sep}", f"{staged.relative_to(REPO)}{os.sep}"):  # mypy shows either
+                result.stdout = result.stdout.replace(shown, real)
+                result.stderr = result.stderr.replace(shown, real)
         return result
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Run the named checks (``ruff``, ``mypy``; default both); 1 if any finds something."""
+    checks = {"ruff": run_ruff, "mypy": run_mypy}
+    names = argv if argv else list(checks)
+    unknown = [n for n in names if n not in checks]
+    if unknown:
+        print(f"usage: lint.py [{'|'.join(checks)} ...]; unknown: {' '.join(unknown)}", file=sys.stderr)
+        return 2
     failed = False
-    for name, run in (("ruff", run_ruff), ("mypy", run_mypy)):
-        result = run()
+    for name in names:
+        result = checks[name]()
         output = (result.stdout + result.stderr).strip()
         print(f"== {name}: {'ok' if result.returncode == 0 else 'FAILED'}")
         if output:
@@ -111,4 +133,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

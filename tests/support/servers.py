@@ -36,8 +36,9 @@ def start_in_process(**config: object) -> Iterator[str]:
 
 @contextlib.contextmanager
 def serve_in_thread(build: Callable[[], Awaitable[Any]]) -> Iterator[int]:
-    """Run the :class:`lossd.server.LossdServer` that ``build()`` makes on its own event loop in a
-    background thread; yields the port it bound, stops the server on exit."""
+    """Run the server that ``build()`` makes (a :class:`lossd.server.LossdServer`, or anything with
+    its ``port``, ``start()`` and ``close()``) on its own event loop in a background thread; yields
+    the port it bound, stops the server on exit."""
     loop = asyncio.new_event_loop()
     ready: dict[str, object] = {}
     started = threading.Event()

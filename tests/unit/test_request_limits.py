@@ -17,7 +17,7 @@ from lossd._wire import (
     DEFAULT_MAX_TENSORS,
     MAX_DIMS,
     TensorLimits,
-    WireError,
+    FieldError,
     check_tensor,
     check_tensors,
 )
@@ -36,8 +36,8 @@ def T(shape: list[int], dtype: str = "float32", **kw: object) -> lossd_pb2.Tenso
     return lossd_pb2.Tensor(dtype=dtype, shape=shape, **kw)  # type: ignore[arg-type]
 
 
-def refusal(tensors: list[tuple[str, lossd_pb2.Tensor]], **limits: int) -> WireError:
-    with pytest.raises(WireError) as info:
+def refusal(tensors: list[tuple[str, lossd_pb2.Tensor]], **limits: int) -> FieldError:
+    with pytest.raises(FieldError) as info:
         check_tensors([(f, m, None) for f, m in tensors], TensorLimits(**limits))
     return info.value
 
@@ -105,7 +105,7 @@ def test_tensor_count_limit_lists_where_the_tensors_are() -> None:
 
 def test_objective_terms_are_counted() -> None:
     assert check_tensors([], TensorLimits(max_terms=3), terms=3) == []
-    with pytest.raises(WireError) as info:
+    with pytest.raises(FieldError) as info:
         check_tensors([], TensorLimits(max_terms=3), terms=4)
     e = info.value
     assert (e.code, e.field) == ("RESOURCE_EXHAUSTED", "terms")
@@ -140,7 +140,7 @@ def test_a_refused_request_builds_no_tensor(monkeypatch: pytest.MonkeyPatch) -> 
     real = _tensors._decode
     monkeypatch.setattr(_tensors, "_decode", lambda msg, field, layout: built.append(field) or real(msg, field, layout))
     items = [("inputs.input", T([5]), None), ("inputs.target", T([5]), None)]
-    with pytest.raises(WireError):
+    with pytest.raises(FieldError):
         decode_tensors(items, TensorLimits(max_request_elements=9))
     assert built == []  # the first tensor was fine on its own, and still was not decoded
     assert len(decode_tensors(items, TensorLimits(max_request_elements=10))) == 2 and built == [
@@ -150,7 +150,7 @@ def test_a_refused_request_builds_no_tensor(monkeypatch: pytest.MonkeyPatch) -> 
 def test_integer_values_at_the_int64_edge() -> None:
     ok, _ = decode_tensor(T([2], "int64", values=[-(2.0**63), 2.0**62]), "x")
     assert ok.tolist() == [-(2**63), 2**62]
-    with pytest.raises(WireError, match=r"\[-9223372036854775808, 9223372036854775807\]"):
+    with pytest.raises(FieldError, match=r"\[-9223372036854775808, 9223372036854775807\]"):
         decode_tensor(T([1], "int64", values=[2.0**63]), "x")  # would wrap to -2**63 in a cast
 
 
@@ -180,7 +180,7 @@ def test_check_finite_names_what_and_the_first_flat_index(dtype: torch.dtype, ba
     t = torch.zeros(3, 4, dtype=dtype)
     t[1, 2] = bad
     t[2, 3] = math.nan
-    with pytest.raises(WireError) as info:
+    with pytest.raises(FieldError) as info:
         check_finite(t, "inputs.input", "HOW")
     assert info.value.field == "inputs.input" and info.value.code == "INVALID_ARGUMENT"
     assert info.value.message.startswith(f"contains {found} at flat index 6 ") and info.value.message.endswith("HOW")
@@ -198,5 +198,5 @@ def test_check_finite_lets_finite_values_through_even_when_their_sum_overflows()
 def test_check_finite_on_a_non_contiguous_tensor() -> None:
     t = torch.zeros(4, 4)
     t[3, 1] = math.inf
-    with pytest.raises(WireError, match="Inf at flat index 7 "):
+    with pytest.raises(FieldError, match="Inf at flat index 7 "):
         check_finite(t.t(), "x", "")  # t.t()[1, 3] is flat index 7 of the transposed view

@@ -274,7 +274,7 @@ def test_weight_decay_on_weights_equals_an_l2_term_on_the_weights() -> None:
 
 
 def test_models_and_activations() -> None:
-    from lossd.server.training._model import ACTIVATIONS, ModelPlan
+    from lossd._model import ACTIVATIONS, ModelPlan
     for act in ACTIVATIONS:
         m = build_model(ModelPlan("mlp", (3,), act, "softmax", 0.5), 2, 4)
         assert [n for n, _ in m.named_children()] == ["fc1", "act1", "drop1", "out", "out_act"]

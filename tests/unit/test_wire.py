@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lossd._wire import DTYPES, WireError, check_tensor
+from lossd._wire import DTYPES, FieldError, check_tensor
 from lossd.client import decode, encode
 from lossd.server.losses import TORCH_DTYPES
 from lossd.server.rpc import decode_tensor, encode_tensor
@@ -31,7 +31,7 @@ def T(**kw):  # noqa: N802 - reads like the message
     ],
 )
 def test_check_tensor_names_field_and_rule(msg, field, rule):
-    with pytest.raises(WireError) as err:
+    with pytest.raises(FieldError) as err:
         check_tensor(msg, "x")
     assert err.value.field == field
     assert rule in err.value.message
@@ -97,7 +97,7 @@ def test_bfloat16_decodes_to_exact_float32_in_numpy():
     ],
 )
 def test_values_for_integer_dtypes_must_fit(msg, rule):
-    with pytest.raises(WireError, match=r"x\.values") as err:
+    with pytest.raises(FieldError, match=r"x\.values") as err:
         decode_tensor(msg, "x")
     assert rule in err.value.message
 

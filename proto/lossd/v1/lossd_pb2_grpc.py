@@ -27,6 +27,10 @@ if _version_not_supported:
 
 class LossServiceStub:
     """LossService evaluates loss functions and their gradients.
+
+    A method marked NO_SIDE_EFFECTS (here and in TrainingService) may be
+    repeated freely; the SDK retries those that take one request message when
+    a server is UNAVAILABLE.
     """
 
     def __init__(self, channel):
@@ -54,6 +58,10 @@ class LossServiceStub:
 
 class LossServiceServicer:
     """LossService evaluates loss functions and their gradients.
+
+    A method marked NO_SIDE_EFFECTS (here and in TrainingService) may be
+    repeated freely; the SDK retries those that take one request message when
+    a server is UNAVAILABLE.
     """
 
     def ListLosses(self, request, context):
@@ -108,6 +116,10 @@ def add_LossServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class LossService:
     """LossService evaluates loss functions and their gradients.
+
+    A method marked NO_SIDE_EFFECTS (here and in TrainingService) may be
+    repeated freely; the SDK retries those that take one request message when
+    a server is UNAVAILABLE.
     """
 
     @staticmethod

@@ -1,0 +1,408 @@
+// A thin lossd client for Node: gRPC over HTTP/2 (Connect for Node), messages
+// from the committed protoc-gen-es code in ./gen, and three things the
+// generated code does not do:
+//
+// 1. Every request is checked before it is sent: a key that is not a field
+//    (`grad_inputs` for `gradInputs`, `label_smoothing` outside `params`) or a
+//    value of the wrong kind is a TypeError naming its path, never a field
+//    silently left out. `params` is a plain JSON object (google.protobuf.Struct).
+// 2. `tensor()` / `toArray()` convert between typed arrays and the Tensor
+//    message (raw bytes are little-endian, C-contiguous).
+// 3. `describeError()` turns a failed call into {code, message, fieldViolations},
+//    decoding google.rpc.BadRequest from the `grpc-status-details-bin` trailer.
+//
+//   import { createLossdClient } from "@lossd/client";
+//   const client = createLossdClient({ target: "127.0.0.1:50051" });
+//   const reply = await client.evaluateLoss({ loss: "mse", inputs: {...}, params: { reduction: "sum" } });
+
+import { endianness } from "node:os";
+import { ScalarType } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { BadRequestSchema } from "./gen/google/rpc/error_details_pb.js";
+import { LossService } from "./gen/lossd/v1/lossd_pb.js";
+import { TrainingService } from "./gen/lossd/v1/training_pb.js";
+
+export * from "./gen/lossd/v1/lossd_pb.js";
+export * from "./gen/lossd/v1/training_pb.js";
+export { BadRequestSchema } from "./gen/google/rpc/error_details_pb.js";
+
+/** Where a client connects when neither `target` nor `$LOSSD_TARGET` says (as the Python SDK). */
+export const DEFAULT_TARGET = "127.0.0.1:50051";
+
+/** Message size limit, equal to the server's and the Python SDK's default (256 MiB). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
+
+const SERVICES = [LossService, TrainingService];
+
+/**
+ * A client for every lossd RPC (LossService and TrainingService) on one HTTP/2 connection.
+ *
+ * Methods are the RPCs in lowerCamelCase: `evaluateLoss`, `listLosses`,
+ * `evaluateLossStream`, `trainJob`, `watchJob`, `getJob`, `listJobs`, `cancelJob`.
+ * Unary methods return a promise of the reply, server-streaming ones an async
+ * iterable; each takes a plain object (checked by `checkRequest`) and Connect's
+ * call options ({timeoutMs, headers, signal}).
+ *
+ * @param {object} [options]
+ * @param {string} [options.target] "host:port"; default `$LOSSD_TARGET`, else 127.0.0.1:50051
+ * @param {string} [options.token] bearer token, sent as `authorization: Bearer <token>`
+ * @param {boolean | {ca?: string | Buffer, cert?: string | Buffer, key?: string | Buffer, serverName?: string}} [options.tls]
+ *   TLS (with an optional CA, client certificate and key for mutual TLS); default plaintext
+ * @param {number} [options.timeoutMs] default deadline of every call
+ * @param {number} [options.maxMessageBytes] largest message sent or received
+ * @example
+ *   const client = createLossdClient({ target: "127.0.0.1:50051" });
+ *   const { value } = await client.evaluateLoss({ loss: "l1", inputs: { input: tensor("float32", [2], [1, 2]), target: tensor("float32", [2], [0, 0]) } });
+ */
+export function createLossdClient(options = {}) {
+  const { target = process.env.LOSSD_TARGET || DEFAULT_TARGET, token, tls = false, timeoutMs,
+    maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES, ...rest } = options;
+  const unknown = Object.keys(rest);
+  if (unknown.length) {
+    throw new TypeError(`createLossdClient: unknown option ${unknown.map((k) => JSON.stringify(k)).join(", ")}; `
+      + "known: target, token, tls, timeoutMs, maxMessageBytes");
+  }
+  if (typeof target !== "string" || !/^[^/\s]+:\d+$/.test(target)) {
+    throw new TypeError(`createLossdClient: target must be "host:port", got ${JSON.stringify(target)}`);
+  }
+  const nodeOptions = {};
+  if (tls && typeof tls === "object") {
+    for (const [k, v] of Object.entries(tls)) {
+      if (v === undefined) continue;
+      if (k === "serverName") nodeOptions.servername = v;
+      else if (k === "ca" || k === "cert" || k === "key") nodeOptions[k] = v;
+      else throw new TypeError(`createLossdClient: unknown tls option ${JSON.stringify(k)}; known: ca, cert, key, serverName`);
+    }
+  }
+  const interceptors = [];
+  if (token !== undefined) {
+    if (typeof token !== "string" || token === "") throw new TypeError("createLossdClient: token must be a non-empty string");
+    interceptors.push((next) => (req) => {
+      req.header.set("authorization", `Bearer ${token}`);
+      return next(req);
+    });
+  }
+  const transport = createGrpcTransport({
+    baseUrl: `${tls ? "https" : "http"}://${target}`,
+    interceptors,
+    nodeOptions,
+    defaultTimeoutMs: timeoutMs,
+    readMaxBytes: maxMessageBytes,
+    writeMaxBytes: maxMessageBytes,
+  });
+  const client = {};
+  for (const service of SERVICES) {
+    const raw = createClient(service, transport);
+    for (const method of service.methods) {
+      client[method.localName] = checkedMethod(method, raw[method.localName]);
+    }
+  }
+  return client;
+}
+
+function checkedMethod(method, call) {
+  const where = method.input.name; // error paths read EvaluateLossRequest.grad_inputs
+  if (method.methodKind === "unary") {
+    return async (request, callOptions) => {
+      checkRequest(method.input, request, where);
+      return call(request, callOptions);
+    };
+  }
+  if (method.methodKind === "server_streaming") {
+    return (request, callOptions) => {
+      checkRequest(method.input, request, where); // throws at the call, before any iteration
+      return call(request, callOptions);
+    };
+  }
+  // client and bidi streaming: check each request as it is sent
+  return (requests, callOptions) => call((async function* checked() {
+    for await (const request of requests) {
+      checkRequest(method.input, request, where);
+      yield request;
+    }
+  })(), callOptions);
+}
+
+const JSON_TYPES = new Set(["google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"]);
+const INT64 = new Set([ScalarType.INT64, ScalarType.UINT64, ScalarType.SINT64, ScalarType.FIXED64, ScalarType.SFIXED64]);
+const FLOAT = new Set([ScalarType.DOUBLE, ScalarType.FLOAT]);
+
+/**
+ * Check a plain-object request against its message schema; throws a TypeError naming the path.
+ *
+ * protoc-gen-es's `create()` ignores keys that are not fields, so `{grad_inputs: [...]}`
+ * (the proto name; the JS field is `gradInputs`) would be sent as if it were absent.
+ * Here it is an error that names the right key. Struct fields (`params`) take any JSON
+ * object; their keys are the server's to check (an unknown parameter is INVALID_ARGUMENT).
+ *
+ * @param {import("@bufbuild/protobuf").DescMessage} schema e.g. EvaluateLossRequestSchema
+ * @param {unknown} init the request as a plain object (a message made by `create()` passes as is)
+ * @param {string} [path] prefix of the paths in error messages
+ * @example
+ *   checkRequest(EvaluateLossRequestSchema, { loss: "ce", grad_inputs: ["input"] });
+ *   // TypeError: EvaluateLossRequest.grad_inputs is not a field of lossd.v1.EvaluateLossRequest; did you mean "gradInputs"?
+ */
+export function checkRequest(schema, init, path = schema.name) {
+  checkMessage(schema, init, path);
+}
+
+function fail(path, what) {
+  throw new TypeError(`${path} ${what}`);
+}
+
+function isPlainObject(v) {
+  if (v === null || typeof v !== "object") return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+function checkMessage(desc, init, path) {
+  if (init === undefined || init === null) return;
+  if (JSON_TYPES.has(desc.typeName)) {
+    if (desc.typeName === "google.protobuf.Struct" && !isPlainObject(init)) fail(path, "must be a plain object (JSON)");
+    if (desc.typeName === "google.protobuf.ListValue" && !Array.isArray(init)) fail(path, "must be an array (JSON)");
+    checkJson(init, path);
+    return;
+  }
+  if (typeof init === "object" && "$typeName" in init) {
+    if (init.$typeName !== desc.typeName) fail(path, `is a ${init.$typeName}, expected ${desc.typeName}`);
+    return; // made by create(): already a message
+  }
+  if (!isPlainObject(init)) fail(path, `must be a plain object (${desc.typeName})`);
+  const byKey = new Map();
+  for (const field of desc.fields) if (!field.oneof) byKey.set(field.localName, field);
+  for (const oneof of desc.oneofs) byKey.set(oneof.localName, oneof);
+  for (const [key, value] of Object.entries(init)) {
+    const member = byKey.get(key);
+    if (member === undefined) {
+      const alike = desc.fields.find((f) => f.name === key || f.jsonName === key || f.localName.toLowerCase() === key.toLowerCase());
+      const hint = alike ? `did you mean ${JSON.stringify(alike.oneof ? alike.oneof.localName : alike.localName)}?`
+        : `fields: ${[...byKey.keys()].join(", ")}`;
+      fail(`${path}.${key}`, `is not a field of ${desc.typeName}; ${hint}`);
+    }
+    if (value === undefined || value === null) continue;
+    if (member.kind === "oneof") checkOneof(member, value, `${path}.${key}`);
+    else checkField(member, value, `${path}.${key}`);
+  }
+}
+
+function checkOneof(oneof, value, path) {
+  const cases = oneof.fields.map((f) => f.localName);
+  if (!isPlainObject(value) || !("case" in value)) fail(path, `must be {case, value} with case one of ${cases.join(", ")}`);
+  if (value.case === undefined) return;
+  const field = oneof.fields.find((f) => f.localName === value.case);
+  if (field === undefined) fail(`${path}.case`, `must be one of ${cases.join(", ")}, got ${JSON.stringify(value.case)}`);
+  for (const key of Object.keys(value)) if (key !== "case" && key !== "value") fail(`${path}.${key}`, "is not allowed; a oneof is {case, value}");
+  checkField(field, value.value, `${path}.value`);
+}
+
+function checkField(field, value, path) {
+  switch (field.fieldKind) {
+    case "message":
+      return checkMessage(field.message, value, path);
+    case "enum":
+      return checkEnum(field.enum, value, path);
+    case "scalar":
+      return checkScalar(field.scalar, value, path);
+    case "list": {
+      if (!Array.isArray(value) && !(ArrayBuffer.isView(value) && !(value instanceof DataView))) fail(path, "must be an array");
+      let i = 0;
+      for (const item of value) {
+        const p = `${path}[${i++}]`;
+        if (field.listKind === "message") checkMessage(field.message, item, p);
+        else if (field.listKind === "enum") checkEnum(field.enum, item, p);
+        else checkScalar(field.scalar, item, p);
+      }
+      return;
+    }
+    case "map": {
+      if (!isPlainObject(value)) fail(path, "must be a plain object (a map)");
+      for (const [k, item] of Object.entries(value)) {
+        const p = `${path}.${k}`;
+        if (field.mapKind === "message") checkMessage(field.message, item, p);
+        else if (field.mapKind === "enum") checkEnum(field.enum, item, p);
+        else checkScalar(field.scalar, item, p);
+      }
+      return;
+    }
+    default:
+      fail(path, `has an unsupported field kind ${field.fieldKind}`);
+  }
+}
+
+function checkEnum(desc, value, path) {
+  if (!desc.values.some((v) => v.number === value)) {
+    fail(path, `must be a ${desc.typeName} number (${desc.values.map((v) => `${v.number}: ${v.name}`).join(", ")}), got ${String(value)}`);
+  }
+}
+
+function checkScalar(type, value, path) {
+  if (INT64.has(type)) {
+    if (typeof value === "bigint" || (typeof value === "number" && Number.isSafeInteger(value))) return;
+    fail(path, `must be a bigint or a safe integer, got ${describe(value)}`);
+  }
+  if (FLOAT.has(type)) {
+    if (typeof value !== "number") fail(path, `must be a number, got ${describe(value)}`);
+    return;
+  }
+  if (type === ScalarType.BOOL) {
+    if (typeof value !== "boolean") fail(path, `must be a boolean, got ${describe(value)}`);
+    return;
+  }
+  if (type === ScalarType.STRING) {
+    if (typeof value !== "string") fail(path, `must be a string, got ${describe(value)}`);
+    return;
+  }
+  if (type === ScalarType.BYTES) {
+    if (!(value instanceof Uint8Array)) fail(path, `must be a Uint8Array, got ${describe(value)}`);
+    return;
+  }
+  if (!(typeof value === "number" && Number.isInteger(value))) fail(path, `must be an integer, got ${describe(value)}`); // 32-bit ints
+}
+
+function checkJson(value, path) {
+  if (value === null || typeof value === "string" || typeof value === "boolean") return;
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) fail(path, `must be a finite number (JSON), got ${value}`);
+    return;
+  }
+  if (Array.isArray(value)) {
+    value.forEach((item, i) => checkJson(item, `${path}[${i}]`));
+    return;
+  }
+  if (isPlainObject(value)) {
+    for (const [k, item] of Object.entries(value)) checkJson(item, `${path}.${k}`);
+    return;
+  }
+  fail(path, `must be JSON (null, boolean, number, string, array or plain object), got ${describe(value)}`);
+}
+
+function describe(value) {
+  if (value === null) return "null";
+  if (typeof value === "bigint") return `${value}n`;
+  if (typeof value === "object") return value.constructor?.name ?? "object";
+  return `${typeof value} ${JSON.stringify(value) ?? String(value)}`;
+}
+
+// ---- tensors ---------------------------------------------------------------
+
+// dtype -> [typed array that holds its elements, bytes per element]
+const DTYPES = {
+  float64: [Float64Array, 8], float32: [Float32Array, 4], float16: [null, 2], bfloat16: [null, 2],
+  int64: [BigInt64Array, 8], int32: [Int32Array, 4], int16: [Int16Array, 2], int8: [Int8Array, 1],
+  uint8: [Uint8Array, 1], bool: [Uint8Array, 1],
+};
+const LITTLE_ENDIAN = endianness() === "LE";
+
+function checkedShape(shape) {
+  if (!Array.isArray(shape)) throw new TypeError("tensor: shape must be an array of non-negative integers");
+  return shape.map((d) => {
+    const whole = typeof d === "bigint" || (typeof d === "number" && Number.isSafeInteger(d));
+    if (!whole || d < 0) throw new TypeError(`tensor: dimensions must be non-negative integers, got ${String(d)}`);
+    return BigInt(d);
+  });
+}
+
+/**
+ * A Tensor message (as a plain object) from a dtype, a shape and the elements in C order.
+ *
+ * A typed array of the dtype's own kind (Float32Array for float32, BigInt64Array for
+ * int64, ...) travels as `raw` little-endian bytes; a plain array of numbers as `values`
+ * (any dtype, including float16 and bfloat16, which have no typed array).
+ *
+ * @param {string} dtype torch spelling: float32, float64, float16, bfloat16, int64, int32, int16, int8, uint8, bool
+ * @param {Array<number | bigint>} shape e.g. [2, 3]; [] for a scalar
+ * @param {ArrayLike<number> | BigInt64Array} data numel(shape) elements in C order
+ * @example
+ *   tensor("float32", [2], new Float32Array([0.5, 2]))  // {dtype: "float32", shape: [2n], raw: Uint8Array(8)}
+ *   tensor("int64", [2], [0, 2])                         // {dtype: "int64", shape: [2n], values: [0, 2]}
+ */
+export function tensor(dtype, shape, data) {
+  const spec = DTYPES[dtype];
+  if (spec === undefined) throw new TypeError(`tensor: unknown dtype ${JSON.stringify(dtype)}; known: ${Object.keys(DTYPES).join(", ")}`);
+  const dims = checkedShape(shape);
+  const numel = dims.reduce((a, b) => a * b, 1n);
+  if (BigInt(data.length) !== numel) throw new TypeError(`tensor: shape [${dims.join(", ")}] has ${numel} elements, data has ${data.length}`);
+  if (Array.isArray(data)) return { dtype, shape: dims, values: data.map(Number) };
+  const [ArrayType, itemsize] = spec;
+  if (ArrayType === null || !(data instanceof ArrayType)) {
+    throw new TypeError(`tensor: ${dtype} data must be ${ArrayType ? ArrayType.name : "an array of numbers"}, got ${data?.constructor?.name}`);
+  }
+  const raw = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
+  if (!LITTLE_ENDIAN) swapBytes(raw, itemsize);
+  return { dtype, shape: dims, raw };
+}
+
+/**
+ * The elements of a Tensor message (a reply's `loss` or `grads[name]`) as a typed array in C order.
+ *
+ * float32/float16/bfloat16 → Float32Array (exact), float64 → Float64Array, int64 → BigInt64Array,
+ * bool → Uint8Array, other integers → their typed array.
+ *
+ * @param {{dtype: string, shape: bigint[], raw?: Uint8Array, values?: number[]}} t
+ * @example
+ *   toArray(reply.grads.input)  // Float32Array(6) [...]
+ */
+export function toArray(t) {
+  const spec = DTYPES[t.dtype];
+  if (spec === undefined) throw new TypeError(`toArray: unknown dtype ${JSON.stringify(t.dtype)}`);
+  const [ArrayType, itemsize] = spec;
+  if (t.values !== undefined && t.values.length > 0) {
+    if (ArrayType === BigInt64Array) return BigInt64Array.from(t.values, (v) => BigInt(v));
+    return (ArrayType ?? Float32Array).from(t.values);
+  }
+  const raw = (t.raw ?? new Uint8Array(0)).slice(); // a copy: aligned, and ours to swap
+  if (raw.length % itemsize !== 0) throw new TypeError(`toArray: ${raw.length} raw bytes is not a whole number of ${t.dtype}`);
+  if (!LITTLE_ENDIAN) swapBytes(raw, itemsize);
+  if (ArrayType !== null) return new ArrayType(raw.buffer, 0, raw.length / itemsize);
+  const halves = new Uint16Array(raw.buffer, 0, raw.length / 2);
+  return Float32Array.from(halves, t.dtype === "bfloat16" ? (h) => bfloat16ToFloat(h) : (h) => float16ToFloat(h));
+}
+
+function swapBytes(bytes, itemsize) {
+  for (let i = 0; i < bytes.length; i += itemsize) bytes.subarray(i, i + itemsize).reverse();
+}
+
+const F32 = new Float32Array(1);
+const U32 = new Uint32Array(F32.buffer);
+
+function bfloat16ToFloat(h) {
+  U32[0] = h << 16;
+  return F32[0];
+}
+
+function float16ToFloat(h) {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+// ---- errors ----------------------------------------------------------------
+
+const GRPC_CODE_NAMES = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+  "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+  "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"];
+
+/**
+ * A failed call as plain data: the gRPC code name, the server's message and the
+ * google.rpc.BadRequest field violations from the `grpc-status-details-bin` trailer.
+ * Anything else (the TypeError of a request that failed its check) is thrown again.
+ *
+ * @param {unknown} err what a client method threw
+ * @returns {{code: string, message: string, fieldViolations: {field: string, description: string}[]}}
+ * @example
+ *   try { await client.evaluateLoss(request) } catch (err) { describeError(err) }
+ *   // {code: "INVALID_ARGUMENT", message: "params.label_smoothing: ...",
+ *   //  fieldViolations: [{field: "params.label_smoothing", description: "..."}]}
+ */
+export function describeError(err) {
+  if (!(err instanceof ConnectError)) throw err;
+  const e = err;
+  const fieldViolations = e.findDetails(BadRequestSchema)
+    .flatMap((b) => b.fieldViolations.map(({ field, description }) => ({ field, description })));
+  return { code: GRPC_CODE_NAMES[e.code] ?? Code[e.code] ?? String(e.code), message: e.rawMessage, fieldViolations };
+}

@@ -1,0 +1,93 @@
+// The client's own rules, without a server: requests are checked before they
+// are sent (nothing is silently left out) and tensors convert exactly.
+// Run: npm test (tests/integration/test_js_client.py runs it in `make test`).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { create, toBinary } from "@bufbuild/protobuf";
+import {
+  checkRequest, createLossdClient, describeError, EvaluateLossRequestSchema, TensorEncoding, tensor, toArray, TrainJobRequestSchema,
+} from "@lossd/client";
+
+const seed = () => ({
+  loss: "cross_entropy",
+  inputs: {
+    input: { dtype: "float32", shape: [2n, 3n], values: [10, 0, -10, 8, 8, 8] },
+    target: { dtype: "int64", shape: [2n], values: [0, 2] },
+  },
+  params: { reduction: "sum", label_smoothing: 0.1 },
+});
+
+test("a well-formed request passes and params travel as a Struct", () => {
+  checkRequest(EvaluateLossRequestSchema, { ...seed(), gradInputs: ["input"], outputEncoding: TensorEncoding.RAW });
+  const bytes = toBinary(EvaluateLossRequestSchema, create(EvaluateLossRequestSchema, seed()));
+  assert.ok(Buffer.from(bytes).includes(Buffer.from("label_smoothing")));
+});
+
+test("a proto (snake_case) field name is refused with the JavaScript name", () => {
+  assert.throws(() => checkRequest(EvaluateLossRequestSchema, { ...seed(), grad_inputs: ["input"] }),
+    { name: "TypeError", message: /EvaluateLossRequest\.grad_inputs is not a field of lossd\.v1\.EvaluateLossRequest; did you mean "gradInputs"\?/ });
+  assert.throws(() => checkRequest(EvaluateLossRequestSchema, { ...seed(), allow_non_finite: true }), /did you mean "allowNonFinite"/);
+});
+
+test("a parameter outside params is refused, listing the fields", () => {
+  assert.throws(() => checkRequest(EvaluateLossRequestSchema, { ...seed(), label_smoothing: 0.1 }),
+    /EvaluateLossRequest\.label_smoothing is not a field .*fields: loss, inputs, params, gradInputs/);
+});
+
+test("nested messages, maps and lists are checked", () => {
+  const request = seed();
+  request.inputs.input.shape = "23"; // a string is iterable: create() would send shape [2, 3]
+  assert.throws(() => checkRequest(EvaluateLossRequestSchema, request), /EvaluateLossRequest\.inputs\.input\.shape must be an array/);
+  const typo = seed();
+  typo.inputs.target = { dtype: "int64", shape: [2n], value: [0, 2] };
+  assert.throws(() => checkRequest(EvaluateLossRequestSchema, typo), /inputs\.target\.value is not a field of lossd\.v1\.Tensor; fields: dtype, shape, raw, values/);
+  assert.throws(() => checkRequest(EvaluateLossRequestSchema, { ...seed(), outputEncoding: "raw" }), /outputEncoding must be a lossd\.v1\.TensorEncoding number/);
+  assert.throws(() => checkRequest(EvaluateLossRequestSchema, { ...seed(), terms: [{ loss: "mse", wieght: 2 }] }), /terms\[0\]\.wieght is not a field/);
+});
+
+test("params must be JSON: undefined, bigint and Maps are refused", () => {
+  for (const params of [{ label_smoothing: undefined }, { ignore_index: 3n }, new Map([["reduction", "sum"]])]) {
+    assert.throws(() => checkRequest(EvaluateLossRequestSchema, { ...seed(), params }), /EvaluateLossRequest\.params/);
+  }
+  checkRequest(EvaluateLossRequestSchema, { ...seed(), params: { weight: null, nested: { list: [1, "a", true] } } });
+});
+
+test("oneof fields take {case, value}", () => {
+  checkRequest(TrainJobRequestSchema, { model: { kind: { case: "mlp", value: { hidden: [4, 8] } } } });
+  assert.throws(() => checkRequest(TrainJobRequestSchema, { model: { mlp: { hidden: [4] } } }), /model\.mlp is not a field .*did you mean "kind"/);
+  assert.throws(() => checkRequest(TrainJobRequestSchema, { model: { kind: { case: "cnn", value: {} } } }), /model\.kind\.case must be one of linear, mlp/);
+});
+
+test("client methods check before sending (no server needed)", async () => {
+  const client = createLossdClient({ target: "127.0.0.1:9" });
+  const refused = await client.evaluateLoss({ ...seed(), grad_inputs: ["input"] }).catch((err) => err);
+  assert.ok(refused instanceof TypeError && /^EvaluateLossRequest\.grad_inputs .*"gradInputs"/.test(refused.message), String(refused));
+  assert.throws(() => describeError(refused), TypeError); // not a failed call: thrown again
+  assert.throws(() => createLossdClient({ target: "http://127.0.0.1:9" }), /target must be "host:port"/);
+  assert.throws(() => createLossdClient({ adress: "x" }), /unknown option "adress"/);
+});
+
+test("typed arrays travel as raw little-endian bytes and come back exactly", () => {
+  const f32 = new Float32Array([0.1, -2.5, 3e-38, 1 / 3]);
+  const t = tensor("float32", [2, 2], f32);
+  assert.deepEqual(t.shape, [2n, 2n]);
+  assert.deepEqual([...t.raw.subarray(0, 4)], [0xcd, 0xcc, 0xcc, 0x3d]); // 0.1f little-endian
+  assert.deepEqual(toArray(t), f32);
+  const i64 = new BigInt64Array([-1n, 2n ** 40n]);
+  assert.deepEqual(toArray(tensor("int64", [2], i64)), i64);
+  assert.deepEqual(toArray({ dtype: "int64", shape: [2n], values: [0, 2] }), new BigInt64Array([0n, 2n]));
+  assert.deepEqual(tensor("float32", [], [1.5]), { dtype: "float32", shape: [], values: [1.5] });
+  assert.throws(() => tensor("float32", [3], new Float32Array(2)), /shape \[3\] has 3 elements, data has 2/);
+  assert.throws(() => tensor("float32", [2], new Float64Array(2)), /float32 data must be Float32Array/);
+  assert.throws(() => tensor("float32", [2.5], [1, 2]), /dimensions must be non-negative integers, got 2.5/);
+  assert.throws(() => tensor("float32", [-1n], []), /got -1/);
+});
+
+test("float16 and bfloat16 raw bytes decode to float32 exactly", () => {
+  // float16: 1.0 = 0x3c00, -2.0 = 0xc000, 65504 = 0x7bff, smallest subnormal 2^-24 = 0x0001
+  const f16 = new Uint8Array([0x00, 0x3c, 0x00, 0xc0, 0xff, 0x7b, 0x01, 0x00]);
+  assert.deepEqual([...toArray({ dtype: "float16", shape: [4n], raw: f16 })], [1, -2, 65504, 2 ** -24]);
+  // bfloat16: 1.0 = 0x3f80, -0.5 = 0xbf00
+  const bf16 = new Uint8Array([0x80, 0x3f, 0x00, 0xbf]);
+  assert.deepEqual([...toArray({ dtype: "bfloat16", shape: [2n], raw: bf16 })], [1, -0.5]);
+});
