@@ -41,8 +41,9 @@ def client(server_address: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A real PostgreSQL server (tests/support/postgres.py) for the session; skips, saying why, where none
-    can start (no binaries, no non-root user, no driver)."""
+    """A real PostgreSQL server (tests/support/postgres.py) for the session, on a free loopback port (as the
+    ``postgres`` user under root). Skips, saying why, only where the machine has no PostgreSQL binaries;
+    any other reason it cannot start (no postgres user, no psycopg) fails the test."""
     from support.postgres import PostgresServer, unavailable_reason
 
     reason = unavailable_reason()

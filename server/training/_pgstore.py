@@ -154,10 +154,18 @@ class PostgresJobStore:
         self._listener: threading.Thread | None = None
         # Bounded waits everywhere: a lost network (a partition) must end a call in timeout_s, not in the
         # minutes TCP takes by itself, so that the manager sees its lease run out and stops its workers.
+        # And on the database's side: a replica paused or cut off inside a transaction would hold its row locks
+        # (claims skip locked rows: nobody could take its jobs over) until the server noticed the dead
+        # connection, hours later; the server ends such a session after timeout_s instead.
+        try:
+            given = psycopg.conninfo.conninfo_to_dict(url).get("options") or ""
+        except psycopg.ProgrammingError as e:
+            raise StoreError(f"the job store URL {self.masked} does not parse: {self._clean(e)}") from None
         self._connect_args: dict[str, Any] = {
             "connect_timeout": max(2, round(timeout_s)), "tcp_user_timeout": int(timeout_s * 1000),
             "keepalives": 1, "keepalives_idle": max(1, round(timeout_s / 2)), "keepalives_interval": 1,
             "keepalives_count": 3,
+            "options": f"{given} -c idle_in_transaction_session_timeout={int(timeout_s * 1000)}".strip(),
         }
         # The pool logs a warning per failed reconnect attempt; the manager says once that the store is gone.
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)

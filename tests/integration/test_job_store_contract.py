@@ -221,3 +221,94 @@ def test_a_store_url_of_another_kind_is_refused_with_its_password_masked(tmp_pat
     with pytest.raises(StoreError, match=r"is not a postgresql:// URL") as info:
         open_store("mysql://lossd:hunter2secret@db/jobs", tmp_path)
     assert "hunter2secret" not in str(info.value) and "***" in str(info.value)
+
+
+def test_an_event_stored_by_one_replica_wakes_the_listeners_of_another(postgres: Any, tmp_path: Path) -> None:
+    """LISTEN/NOTIFY: a store's ``subscribe`` callback runs for events that another store (replica) writes."""
+    url = postgres.fresh_database()
+    writer, listener = open_store(url, tmp_path), open_store(url, tmp_path)
+    woken: list[str] = []
+    ready = threading.Event()
+
+    def wake(job_id: str) -> None:
+        woken.append(job_id)
+        ready.set()
+
+    try:
+        listener.subscribe(wake)
+        job = "0000000000a1"
+        # The listener thread LISTENs on its own connection: write until it has seen one (its start is a race).
+        _queued(writer, job)
+        for _ in range(100):
+            if ready.wait(0.2):
+                break
+            writer.append_event(job, pb.JobEvent(kind=pb.JOB_EVENT_KIND_STEP, step=1))
+        assert ready.is_set() and set(woken) == {job}
+    finally:
+        writer.close()
+        listener.close()
+
+
+def test_a_watcher_whose_notifications_are_lost_reads_the_store_every_half_second(postgres: Any,
+                                                                                   tmp_path: Path) -> None:
+    """The polling fallback: a replica that gets no NOTIFY (its listener is off here) still sees another
+    replica's events, because its watchers read the store again after at most ``poll_s`` (0.5 s)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lossd.server.losses import REGISTRY
+    from lossd.server.training import TrainingConfig
+    from lossd.server.training._manager import JobManager
+
+    url = postgres.fresh_database()
+    other = open_store(url, tmp_path)  # another replica, writing
+    job = "0000000000b2"
+    _queued(other, job)
+
+    async def scenario(manager: JobManager) -> list[pb.JobEvent]:
+        manager.store.subscribe = lambda wake: None  # type: ignore[method-assign]  # no notifications at all
+        await manager.start()
+        seen: list[pb.JobEvent] = []
+        writes = [_state(pb.JOB_STATE_RUNNING), pb.JobEvent(kind=pb.JOB_EVENT_KIND_STEP, step=1),
+                  _state(pb.JOB_STATE_SUCCEEDED)]
+        try:
+            async for event in manager.watch(job, 0):
+                seen.append(event)
+                if writes:  # the next write only once the watcher waits again
+                    await asyncio.sleep(0.1)
+                    other.append_event(job, writes.pop(0))
+        finally:
+            await manager.close()
+        return seen
+
+    with ThreadPoolExecutor(2) as executor:
+        manager = JobManager(TrainingConfig(tmp_path / "replica", max_jobs=0, job_store=url), REGISTRY, executor)
+        assert manager.store.poll_s is not None and manager.store.poll_s <= 0.5
+        seen = asyncio.run(asyncio.wait_for(scenario(manager), 60))
+    other.close()
+    assert [(e.seq, e.kind, e.state) for e in seen] == [
+        (1, pb.JOB_EVENT_KIND_STATE, pb.JOB_STATE_QUEUED), (2, pb.JOB_EVENT_KIND_STATE, pb.JOB_STATE_RUNNING),
+        (3, pb.JOB_EVENT_KIND_STEP, 0), (4, pb.JOB_EVENT_KIND_STATE, pb.JOB_STATE_SUCCEEDED)]
+
+
+def test_a_replica_stalled_inside_a_transaction_does_not_keep_its_jobs(postgres: Any, tmp_path: Path) -> None:
+    """A replica paused (SIGSTOP) or cut off in the middle of a write holds the job's row lock; claims skip
+    locked rows, so the database ends such a session after the store's timeout and the job can be taken."""
+    url = postgres.fresh_database()
+    stalled, other = open_store(url, tmp_path, timeout_s=1.0), open_store(url, tmp_path, timeout_s=1.0)
+    job = "0000000000c3"
+    try:
+        _queued(stalled, job)
+        (claim,) = stalled.claim("stalled", 0.2, 1)
+        pool = stalled._pool  # type: ignore[attr-defined]  # the store's own connections and settings
+        with pytest.raises(Exception) as ended, pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT 1 FROM lossd_jobs WHERE job_id = %s FOR UPDATE", (job,))  # the lock of a write
+            assert other.claim("other", 5.0, 1) == []  # its lease lapsed, but the row is locked: skipped
+            threading.Event().wait(2.5)  # the replica stalls: no command for longer than the timeout
+            conn.execute("SELECT 1")
+        assert "idle-in-transaction" in str(ended.value) or "terminat" in str(ended.value), ended.value
+        (taken,) = other.claim("other", 5.0, 1)
+        assert taken.row.job_id == job and taken.lease.generation == claim.lease.generation + 1
+    finally:
+        stalled.close()
+        other.close()

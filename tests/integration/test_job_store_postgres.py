@@ -216,8 +216,21 @@ def test_sigstop_past_the_lease_then_sigcont_no_second_run_no_stale_write(tmp_pa
 def trio(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServedProcess]]:
     """Three replicas on one fresh database, for the tests that leave them running."""
     with replicas(tmp_path_factory.mktemp("trio"), postgres.fresh_database(), 3, "--max-jobs", "2",
-                  "--max-queued-jobs", "500") as servers:
+                  "--max-queued-jobs", "500", "--metrics-port", "0") as servers:
         yield servers
+
+
+def _metrics(served: ServedProcess) -> str:
+    """The replica's /metrics page (``--metrics-port 0``: the address is in its log)."""
+    import urllib.request
+
+    def address() -> str | None:
+        m = re.search(r"metrics on (http://\S+/metrics)", "".join(served.log))
+        return m.group(1) if m else None
+
+    assert wait_for(lambda: address() is not None, 30, 0.05), "".join(served.log)
+    with urllib.request.urlopen(str(address()), timeout=10) as reply:
+        return str(reply.read().decode())
 
 
 def test_cancel_sent_to_a_replica_that_does_not_own_the_job(trio: list[ServedProcess]) -> None:
@@ -262,10 +275,12 @@ def test_200_jobs_across_3_replicas_each_run_exactly_once(trio: list[ServedProce
 
 def test_postgres_restart_mid_job_replicas_reconnect_and_the_job_finishes(trio: list[ServedProcess],
                                                                           postgres: Any) -> None:
-    """While the database is down: TrainingService is NOT_SERVING and answers UNAVAILABLE, LossService serves."""
+    """While the database is down: TrainingService is NOT_SERVING and answers UNAVAILABLE (the SDK's
+    ``Unavailable``, which it retries), LossService serves. The database password is in no log, error or
+    metric of any replica."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from lossd.client import Client
+    from lossd.client import Client, Unavailable
 
     stubs = [_stub(s) for s in trio]
     job_id = _submit(stubs[0], SPEC)
@@ -286,6 +301,9 @@ def test_postgres_restart_mid_job_replicas_reconnect_and_the_job_finishes(trio: 
             stubs[1].ListJobs(pb.ListJobsRequest(), timeout=30)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert postgres.password not in (info.value.details() or "")
+        with Client(trio[1].address) as client, pytest.raises(Unavailable) as sdk:
+            client.get_job(job_id)
+        assert postgres.password not in str(sdk.value)
         assert health.Check(health_pb2.HealthCheckRequest(service="lossd.v1.LossService"),
                             timeout=10).status == health_pb2.HealthCheckResponse.SERVING
         with Client(trio[1].address) as client:
@@ -298,5 +316,9 @@ def test_postgres_restart_mid_job_replicas_reconnect_and_the_job_finishes(trio: 
     _check_one_run(events)
     assert events[-1].state == pb.JOB_STATE_SUCCEEDED
     assert events[-1].parameters == _reference(stubs[0], SPEC).parameters
+    with Client(trio[1].address) as client:
+        assert client.get_job(job_id).state == pb.JOB_STATE_SUCCEEDED
     for s in trio:
         assert postgres.password not in "".join(s.log)
+        page = _metrics(s)
+        assert "# TYPE lossd_" in page and postgres.password not in page

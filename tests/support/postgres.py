@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PostgresServer", "postgres_binaries", "unavailable_reason"]
+__all__ = ["PostgresServer", "postgres_binaries", "setup_problem", "unavailable_reason"]
 
 
 def postgres_binaries() -> Path | None:
@@ -46,21 +46,31 @@ def _run_as() -> list[str]:
 
 
 def unavailable_reason() -> str:
-    """Why no test server can start here ("" when one can)."""
+    """Why no test server can start here ("" when one can): only missing PostgreSQL binaries.
+
+    Anything else that stops a start (no ``postgres`` user under root, no psycopg) is a broken
+    setup, not a machine without PostgreSQL: :func:`setup_problem` names it and the tests fail.
+    """
     if postgres_binaries() is None:
         return "no PostgreSQL binaries (initdb, pg_ctl): install Debian's postgresql package (.ci/run does)"
+    return ""
+
+
+def setup_problem() -> str:
+    """What keeps the machine's PostgreSQL binaries from starting a test server ("" when nothing)."""
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            return "running as root and there is no postgres user to run PostgreSQL as"
+            return ("running as root and there is no postgres user to run PostgreSQL as (PostgreSQL refuses "
+                    "root; Debian's postgresql package makes that user)")
         if shutil.which("runuser") is None:
-            return "running as root and runuser is missing"
+            return "running as root and runuser (util-linux) is missing"
     try:
         import psycopg  # noqa: F401
         import psycopg_pool  # noqa: F401
     except ImportError:
-        return "psycopg / psycopg-pool are not installed (pip install 'lossd[postgres]')"
+        return "psycopg / psycopg-pool are not installed: they are in lossd[dev] (make venv) and lossd[postgres]"
     return ""
 
 
@@ -103,7 +113,7 @@ class PostgresServer:
     @classmethod
     def start_new(cls, parent: Path | None = None, listen: tuple[str, ...] = ("127.0.0.1",)) -> PostgresServer:
         """initdb a cluster in a fresh folder, start it on a free port of ``listen`` and create the database."""
-        reason = unavailable_reason()
+        reason = unavailable_reason() or setup_problem()
         if reason:
             raise RuntimeError(reason)
         bin_dir = postgres_binaries()
@@ -160,3 +170,30 @@ class PostgresServer:
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """For scripts (``deploy/image_test.sh``): ``start PARENT`` starts a server in a new folder under
+    PARENT and prints its URL, then that folder; ``destroy FOLDER`` stops it and deletes the folder. The folder keeps
+    what ``destroy`` needs (``server.json``, next to the password file)."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "start":
+        server = PostgresServer.start_new(Path(args[1]))
+        (server.folder / "server.json").write_text(json.dumps({"port": server.port, "password": server.password}))
+        print(server.url)
+        print(server.folder)
+        return 0
+    if len(args) == 2 and args[0] == "destroy":
+        folder = Path(args[1])
+        facts = json.loads((folder / "server.json").read_text())
+        PostgresServer(folder, facts["port"], facts["password"]).destroy()
+        return 0
+    print("usage: postgres.py start PARENT | destroy FOLDER", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
