@@ -8,6 +8,7 @@ tests that need the real entry point (grpcurl, CLI, signals).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,19 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests/support is importable as `support`
 
 from support.servers import ServedProcess, start_in_process  # noqa: E402
+
+#: The replica scenarios (``@pytest.mark.replicas``: PostgreSQL failovers, network partitions) take minutes:
+#: ``make replicas`` sets this and runs them; otherwise they skip, saying how to run them.
+REPLICA_TESTS = os.environ.get("LOSSD_REPLICA_TESTS", "") not in ("", "0")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if REPLICA_TESTS:
+        return
+    skip = pytest.mark.skip(reason="replica scenario (minutes): run with `make replicas` (LOSSD_REPLICA_TESTS=1)")
+    for item in items:
+        if item.get_closest_marker("replicas") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,8 @@ from support.procstat import alive, cpu_seconds, wait_for
 from support.servers import ServedProcess
 from support.training import request, small_spec
 
-pytestmark = pytest.mark.slow
+#: Minutes of replicas and failovers: `make replicas` runs them (LOSSD_REPLICA_TESTS=1), `make test` skips them.
+pytestmark = pytest.mark.replicas
 
 LEASE_S = 2.0
 #: Dropout, momentum, a schedule and L1/L2 (everything a resume restores); about 2 s of training.

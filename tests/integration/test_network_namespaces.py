@@ -30,7 +30,8 @@ from support.procstat import alive, wait_for
 from support.servers import ServedProcess
 from support.training import request
 
-pytestmark = pytest.mark.slow
+#: Minutes of replicas and failovers: `make replicas` runs them (LOSSD_REPLICA_TESTS=1), `make test` skips them.
+pytestmark = pytest.mark.replicas
 
 TOKEN = secrets.token_hex(16)
 AUTH = [("authorization", f"Bearer {TOKEN}")]
