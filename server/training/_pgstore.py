@@ -44,6 +44,7 @@ from ._store import (
     StoreError,
     StoreUnavailable,
     _row,
+    already_stored,
     event_updates,
 )
 
@@ -261,11 +262,15 @@ class PostgresJobStore:
                 lease: Lease | None, checkpoint: bytes | None) -> None:
         if not event.HasField("time"):
             event.time.GetCurrentTime()
-        state, last_seq, generation = db.execute(
-            "SELECT state, last_seq, generation FROM lossd_jobs WHERE job_id = %s FOR UPDATE", (job_id,)).fetchone()
+        state, last_seq, generation, updated = db.execute(
+            "SELECT state, last_seq, generation, updated FROM lossd_jobs WHERE job_id = %s FOR UPDATE",
+            (job_id,)).fetchone()
         if lease is not None and lease.generation != generation:
             raise LeaseLost(f"job {job_id} was claimed again (generation {generation}, this write's "
                             f"{lease.generation})")
+        if lease is not None and already_stored(event, job_id, last_seq, updated, lambda: bytes(db.execute(
+                "SELECT data FROM lossd_events WHERE job_id = %s AND seq = %s", (job_id, last_seq)).fetchone()[0])):
+            return  # the first attempt's commit went through: a repeat after a lost acknowledgement
         event.job_id = job_id
         event.seq = last_seq + 1
         sets, args = event_updates(event, state)

@@ -243,6 +243,24 @@ def newer_schema(found: int, where: str) -> StoreError:
                       "it was written by a newer lossd; run that version (or newer)")
 
 
+def already_stored(event: training_pb2.JobEvent, job_id: str, last_seq: int, updated: float,
+                   stored: Callable[[], bytes]) -> bool:
+    """Whether the job's last stored event (``stored()``, numbered ``last_seq``) is ``event`` itself: a write
+    repeated because the first one's commit was never acknowledged (the connection dropped just then). Then
+    ``event`` gets that seq and nothing is written again. ``updated`` (the row's, the last event's time) keeps
+    the extra read to writes that may be repeats. One rule for both stores.
+    """
+    if not last_seq or updated != event.time.ToNanoseconds() / 1e9:
+        return False
+    candidate = training_pb2.JobEvent()
+    candidate.CopyFrom(event)
+    candidate.job_id, candidate.seq = job_id, last_seq
+    if training_pb2.JobEvent.FromString(stored()) != candidate:
+        return False
+    event.job_id, event.seq = job_id, last_seq
+    return True
+
+
 def event_updates(event: training_pb2.JobEvent, state: int) -> tuple[list[str], list[object]]:
     """The ``jobs`` columns an event changes (``SET`` clauses with ``?`` placeholders) and their values.
 
@@ -348,11 +366,14 @@ class SQLiteJobStore:
         db = self._db
         if not event.HasField("time"):
             event.time.GetCurrentTime()
-        state, last_seq, generation = db.execute(
-            "SELECT state, last_seq, generation FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        state, last_seq, generation, updated = db.execute(
+            "SELECT state, last_seq, generation, updated FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if lease is not None and lease.generation != generation:
             raise LeaseLost(f"job {job_id} was claimed again (generation {generation}, this write's "
                             f"{lease.generation})")
+        if lease is not None and already_stored(event, job_id, last_seq, updated, lambda: db.execute(
+                "SELECT data FROM events WHERE job_id = ? AND seq = ?", (job_id, last_seq)).fetchone()[0]):
+            return
         event.job_id = job_id
         event.seq = last_seq + 1
         sets, args = event_updates(event, state)

@@ -312,3 +312,48 @@ def test_a_replica_stalled_inside_a_transaction_does_not_keep_its_jobs(postgres:
     finally:
         stalled.close()
         other.close()
+
+
+def test_a_checkpoint_over_the_bound_is_refused_and_nothing_is_stored(postgres: Any, tmp_path: Path) -> None:
+    """PostgreSQL keeps checkpoints in bytea, bounded by what --max-parameters allows (the manager passes it)."""
+    store = open_store(postgres.fresh_database(), tmp_path, max_checkpoint_bytes=64)
+    job = "0000000000d4"
+    try:
+        _queued(store, job)
+        (claim,) = store.claim("replica-1", 30.0, 1)
+        epoch = pb.JobEvent(kind=pb.JOB_EVENT_KIND_EPOCH, epoch=1, step=1)
+        with pytest.raises(ValueError, match="65 bytes, over the 64 that --max-parameters allows"):
+            store.append_event(job, epoch, lease=claim.lease, checkpoint=b"x" * 65)
+        assert store.checkpoint(job) is None and [e.seq for e in store.events_after(job, 0)] == [1]
+        store.append_event(job, epoch, lease=claim.lease, checkpoint=b"x" * 64)
+        assert store.checkpoint(job) == b"x" * 64
+    finally:
+        store.close()
+
+
+def test_a_write_repeated_after_a_lost_acknowledgement_is_stored_once(store: JobStore) -> None:
+    """The manager writes an event again when the store did not answer; if the first attempt had committed
+    (the connection dropped before the acknowledgement), the repeat stores nothing: seq stays gap-free and a
+    job keeps one terminal event."""
+    job = "0000000000e5"
+    _queued(store, job)
+    (claim,) = store.claim("replica-1", 30.0, 1)
+    step = pb.JobEvent(kind=pb.JOB_EVENT_KIND_STEP, step=1, loss=0.5)
+    step.time.GetCurrentTime()  # as the worker stamps its events
+    first = pb.JobEvent()
+    first.CopyFrom(step)
+    assert store.append_event(job, first, lease=claim.lease).seq == 2
+    again = pb.JobEvent()
+    again.CopyFrom(step)
+    assert store.append_event(job, again, lease=claim.lease).seq == 2  # the repeat: the stored event's seq
+    later = pb.JobEvent()
+    later.CopyFrom(step)
+    later.time.nanos = (later.time.nanos + 1) % 1_000_000_000  # the same content at another moment is new
+    assert store.append_event(job, later, lease=claim.lease).seq == 3
+    done = _state(pb.JOB_STATE_SUCCEEDED)
+    done.time.GetCurrentTime()
+    for _ in range(2):
+        repeat = pb.JobEvent()
+        repeat.CopyFrom(done)
+        assert store.append_event(job, repeat, lease=claim.lease).seq == 4
+    assert [e.seq for e in store.events_after(job, 0)] == [1, 2, 3, 4]
