@@ -65,7 +65,7 @@ quiet_systemd() { "$@" 2> >(grep -v "unable to get systemd connection" >&2); }
 step "tools: podman buildah debootstrap runc"
 missing=()
 for tool in podman buildah debootstrap runc; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
+    type -P "$tool" >/dev/null || missing+=("$tool")  # -P: a file on PATH (podman is also a function here)
 done
 # PostgreSQL's binaries for step 6 (found as tests/support/postgres.py finds them)
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
