@@ -396,6 +396,7 @@ class JobManager:
         """Relay one worker's events until it ends; then settle the job's state and start the next."""
         assert job.events is not None and job.control is not None
         ended = False
+        failure = ""  # why the store refused what the worker sent
         checkpoint: bytes | None = None
         try:
             while True:
@@ -413,6 +414,10 @@ class JobManager:
                     break
         except (EOFError, OSError):
             pass
+        except ValueError as e:  # refused by the store (a checkpoint over the --max-parameters bound)
+            failure = str(e)
+            log.error("job %s: %s", job.job_id, failure)
+            job.process.kill()
         except Exception:
             log.exception("job %s: bad message from its worker", job.job_id)
         job.process.join(STOP_GRACE_S)
@@ -436,8 +441,8 @@ class JobManager:
                                                   message="server shutting down; the job resumes from its last "
                                                   "checkpoint when the server restarts")
                 else:
-                    event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_FAILED,
-                                                  message=f"the worker process exited unexpectedly (exit code {code})")
+                    event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_FAILED, message=failure
+                                                  or f"the worker process exited unexpectedly (exit code {code})")
                 with contextlib.suppress(Exception):
                     self._record(job.job_id, event, lease=job.lease)
             row = None
