@@ -312,6 +312,9 @@ class JobManager:
             return
         started = time.monotonic()
         for claim in self.store.claim(self.owner, self.config.lease_s, free):
+            earlier = self._running.get(claim.row.job_id)
+            if earlier is not None:  # this server stalled past its own lease and claimed the job again
+                self._lose(earlier, "its lease lapsed and this server claimed the job again")
             job = self._running[claim.row.job_id] = _Running(claim.row.job_id, lease=claim.lease,
                                                                lease_deadline=started + self.config.lease_s)
             threading.Thread(target=self._launch, args=(job, claim), daemon=True,
@@ -349,11 +352,16 @@ class JobManager:
             else:
                 log.exception("job %s: not started", job.job_id)
             with self._lock:
-                self._running.pop(job.job_id, None)
+                self._forget(job)
             with contextlib.suppress(Exception):
                 self.store.release(claim.lease)  # any replica may try again (a lost lease is not ours to free)
             self._settled(job)
             return
+        with self._lock:
+            if job.lost:  # claimed anew meanwhile (by another server, or by this one after a stall)
+                self._forget(job)
+                self._settled(job)
+                return
         try:
             control_r, control_w = self._ctx.Pipe(duplex=False)
             events_r, events_w = self._ctx.Pipe(duplex=False)
@@ -366,7 +374,7 @@ class JobManager:
         except Exception as e:  # e.g. the OS refused a process
             log.exception("could not start a worker for job %s", job.job_id)
             with self._lock:
-                self._running.pop(job.job_id, None)
+                self._forget(job)
                 with contextlib.suppress(Exception):
                     self._record(job.job_id, training_pb2.JobEvent(
                         kind=STATE, state=training_pb2.JOB_STATE_FAILED,
@@ -379,6 +387,8 @@ class JobManager:
         events_w.close()
         with self._lock:
             job.process, job.control, job.events = process, control_w, events_r
+            if job.lost:  # lost while the process started: it must take no step
+                process.kill()
             self._send_lease(job)
             for wanted, message in ((job.interrupt_requested, b"interrupt"), (job.cancel_requested, b"cancel")):
                 if wanted:
@@ -427,7 +437,7 @@ class JobManager:
         job.events.close()
         job.control.close()
         with self._lock:
-            self._running.pop(job.job_id, None)
+            current = self._forget(job)
             if job.lost:
                 log.warning("job %s: this server's lease was lost; its worker was stopped and another server "
                             "resumes the job", job.job_id)
@@ -450,8 +460,8 @@ class JobManager:
                 row = self.store.get_job(job.job_id) if not self._closing else None
                 if job.lease is not None and not job.lost and (row is None or not row.terminal):
                     self.store.release(job.lease)  # INTERRUPTED: any replica may resume it now
-            if self.store.shares_checkpoints or (row is not None and row.terminal):
-                remove_checkpoint(self._checkpoint(job.job_id))
+            if current and (self.store.shares_checkpoints or (row is not None and row.terminal)):
+                remove_checkpoint(self._checkpoint(job.job_id))  # (not the working copy of a new claim)
             with contextlib.suppress(StoreUnavailable):
                 self._schedule()
         self._settled(job)
@@ -474,6 +484,14 @@ class JobManager:
                     self._lose(job, f"the store was unavailable past the lease ({e})")
                     return False
                 time.sleep(0.2)
+
+    def _forget(self, job: _Running) -> bool:
+        """Take ``job`` out of the running jobs (caller holds the lock), unless a newer claim of the same job
+        replaced it there; whether it was the current one."""
+        if self._running.get(job.job_id) is not job:
+            return False
+        del self._running[job.job_id]
+        return True
 
     @staticmethod
     def _send_lease(job: _Running) -> None:
