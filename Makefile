@@ -78,6 +78,10 @@ check: venv ## ruff + mypy --strict + tests/unit: the fast loop before a commit 
 	$(BIN)/python tests/support/lint.py mypy
 	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
+.PHONY: fix
+fix: venv ## sort import blocks, re-wrap over-long statements (only those); lists what needs a hand
+	$(BIN)/python tests/support/lint.py fix
+
 test: venv buf ## the whole test suite (what CI runs)
 	BUF="$(abspath $(BUF))" $(BIN)/pytest $(PYTEST_ARGS)
 

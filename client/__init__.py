@@ -14,7 +14,6 @@ from ._aio import AsyncClient
 from ._client import Client, EvaluateResult, build_request
 from ._codec import decode, encode
 from ._config import DEFAULT_TARGET, DEFAULT_TIMEOUT, ClientConfig
-from ._training import Progress, TrainResult, load_spec
 from ._errors import (
     Cancelled,
     DeadlineExceeded,
@@ -30,6 +29,8 @@ from ._errors import (
     Unavailable,
     Unimplemented,
 )
+from ._training import Progress, TrainResult, load_spec
+from ._warnings import ServerWarning
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -38,6 +39,7 @@ __all__ = [
     "AsyncClient",
     "ClientConfig",
     "EvaluateResult",
+    "ServerWarning",
     "TrainResult",
     "Progress",
     "load_spec",

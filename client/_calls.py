@@ -20,8 +20,8 @@ decodes the reply.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 import threading
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -127,9 +127,20 @@ class ClientBase:
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.config = ClientConfig.from_env(
-            target, timeout=timeout, token=token, token_file=token_file, tls=tls, ca_file=ca_file,
-            cert_file=cert_file, key_file=key_file, server_name=server_name, compression=compression, keepalive_s=keepalive_s,
-            max_message_bytes=max_message_bytes, max_attempts=max_attempts, load_balancing=load_balancing,
+            target,
+            timeout=timeout,
+            token=token,
+            token_file=token_file,
+            tls=tls,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            server_name=server_name,
+            compression=compression,
+            keepalive_s=keepalive_s,
+            max_message_bytes=max_message_bytes,
+            max_attempts=max_attempts,
+            load_balancing=load_balancing,
             options=options,
         )
         self._credentials = self.config.channel_credentials()  # reads the files now: errors show here

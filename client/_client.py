@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, overload
@@ -23,6 +24,8 @@ from ._config import DEFAULT_TARGET
 from ._errors import LossdError, from_status_name, raising_lossd_errors
 from ._health import health_request, health_status
 from ._jobs import Jobs
+from ._modules import accepted, is_module, module_request, param_value
+from ._warnings import emit_server_warnings
 
 __all__ = [
     "Client", "EvaluateResult", "Evaluating", "LossSpecifier", "ManyRequests", "build_request", "outcome_by_id",
@@ -56,10 +59,17 @@ class EvaluateResult:
     parameter_grads: dict[str, Any] = field(default_factory=dict)
     #: Parameters the regularization covered.
     regularized: list[str] = field(default_factory=list)
+    #: The server's warnings for this evaluation (torch's and lossd's), also re-emitted as
+    #: :class:`~lossd.client.ServerWarning` when the reply is decoded.
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def from_response(cls, reply: lossd_pb2.EvaluateLossResponse, as_torch: bool = False) -> EvaluateResult:
-        """Decode a reply message. Its maps come sorted by name (protobuf map order is random)."""
+        """Decode a reply message. Its maps come sorted by name (protobuf map order is random).
+
+        Each of the reply's ``warnings`` is re-emitted with ``warnings.warn(msg, ServerWarning)``.
+        """
+        emit_server_warnings(reply.warnings)
         return cls(
             value=reply.value if reply.HasField("value") else None,
             loss=decode(reply.loss, as_torch),
@@ -69,6 +79,7 @@ class EvaluateResult:
             parts=dict(sorted(reply.parts.items())),
             parameter_grads={k: decode(reply.parameter_grads[k], as_torch) for k in sorted(reply.parameter_grads)},
             regularized=list(reply.regularized),
+            warnings=list(reply.warnings),
         )
 
 
@@ -89,9 +100,17 @@ def build_request(
     parameters: Mapping[str, ArrayLike] | None = None,
     regularization: Mapping[str, Any] | None = None,
     allow_non_finite: bool = False,
+    strict: bool = False,
     **params_and_inputs: Any,
 ) -> tuple[lossd_pb2.EvaluateLossRequest, bool]:
     """Build an ``EvaluateLossRequest``; also says whether any input was torch.
+
+    ``loss`` is a name or alias, the terms of a composite objective, or a
+    configured ``torch.nn`` loss module (``nn.CrossEntropyLoss(weight=w,
+    label_smoothing=0.1)``): its settings become parameters and its buffers
+    (``weight``, ``pos_weight``) inputs; explicit arguments override them.
+    ``strict=True`` has the server refuse inputs outside a loss's documented
+    domain instead of computing them with a warning.
 
     Keyword arguments that are arrays (numpy, torch, lists) are inputs
     (``weight=...``, ``var=...``); scalars and strings are loss parameters.
@@ -104,6 +123,14 @@ def build_request(
     >>> request.loss, sorted(request.inputs), dict(request.params), as_torch
     ('ce', ['y_pred', 'y_true'], {'label_smoothing': 0.1}, False)
     """
+    if is_module(loss):
+        loss, module_params, module_tensors = module_request(loss)
+        params = {**module_params, **(params or {})}
+        inputs = {**module_tensors, **(inputs or {})}
+    elif not isinstance(loss, str) and not (
+            isinstance(loss, Sequence) and all(isinstance(t, Mapping) for t in loss)):
+        raise TypeError(f"cannot send a {type(loss).__module__}.{type(loss).__qualname__} as a loss; "
+                        f"the loss must be {accepted()}")
     tensors: dict[str, ArrayLike] = dict(inputs or {})
     if y_pred is not None:
         tensors["y_pred"] = y_pred
@@ -115,6 +142,7 @@ def build_request(
             tensors[k] = v
         else:
             all_params[k] = v
+    all_params = {k: param_value(k, v) for k, v in all_params.items()}
     struct = struct_pb2.Struct()
     if all_params:
         struct.update(all_params)
@@ -124,6 +152,7 @@ def build_request(
         inputs={k: encode(v, encoding) for k, v in tensors.items()},
         grad_inputs=list(grad_inputs),
         allow_non_finite=allow_non_finite,
+        strict=strict,
     )
     if all_params:
         request.params.CopyFrom(struct)
@@ -144,6 +173,29 @@ def build_request(
         request.regularization.CopyFrom(lossd_pb2.Regularization(**regularization))
     as_torch = any(is_torch_tensor(v) for v in [*tensors.values(), *(parameters or {}).values()])
     return request, as_torch
+
+
+def _shared_inputs(named: Mapping[str, Any]) -> list[list[str]]:
+    """Groups of input names bound to one and the same array object (``loss(x, x)``)."""
+    groups: dict[int, list[str]] = {}
+    for name, value in named.items():
+        if value is not None and _is_array(value) and not isinstance(value, (list, tuple)):
+            groups.setdefault(id(value), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _sum_shared(result: EvaluateResult, shared: list[list[str]]) -> EvaluateResult:
+    """Each name of a shared array gets the sum of the group's gradients, as autograd accumulates them."""
+    for names in shared:
+        found = [result.grads[n] for n in names if n in result.grads]
+        if len(found) > 1:
+            total = found[0]
+            for g in found[1:]:
+                total = total + g
+            for n in names:
+                if n in result.grads:
+                    result.grads[n] = total
+    return result
 
 
 def _is_array(v: Any) -> bool:
@@ -223,9 +275,21 @@ class Evaluating(ClientBase, Generic[ResultT]):
 
         >>> client.evaluate("mse", [1.0, 2.0], [0.0, 0.0], reduction="sum").value  # doctest: +SKIP
         5.0
+
+        The same array object passed as several inputs (``evaluate("kl_div", x, x)``) gets, under
+        each of its names, the sum of their gradients: what local autograd puts in ``x.grad``.
         """
         request, as_torch = build_request(loss, y_pred, y_true, **kwargs)
-        return self.evaluate_request(request, as_torch=as_torch, timeout=timeout)
+        outcome = self.evaluate_request(request, as_torch=as_torch, timeout=timeout)
+        shared = _shared_inputs({"y_pred": y_pred, "y_true": y_true, **dict(kwargs.get("inputs") or {}),
+                                 **{k: v for k, v in kwargs.items() if _is_array(v)}})
+        if not shared:
+            return outcome
+        if inspect.isawaitable(outcome):
+            async def summed() -> Any:
+                return _sum_shared(await outcome, shared)
+            return summed()  # type: ignore[return-value]
+        return _sum_shared(outcome, shared)  # type: ignore[arg-type,return-value]
 
     def evaluate_request(
         self, request: lossd_pb2.EvaluateLossRequest, *, as_torch: bool = False, timeout: float | None = None

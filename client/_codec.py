@@ -48,9 +48,10 @@ def _default_int(values: np.ndarray) -> np.ndarray:
 def encode(x: ArrayLike, encoding: str = "raw") -> lossd_pb2.Tensor:
     """Encode an array-like as a Tensor message.
 
-    Python floats become float32 (torch's default dtype) and Python ints
-    int64; numpy and torch arrays keep their dtype. ``encoding`` is ``raw``
-    (bytes) or ``values`` (numbers).
+    Python floats become float32 (torch's default dtype), Python complex
+    numbers complex64 and Python ints int64; numpy and torch arrays keep
+    their dtype. ``encoding`` is ``raw`` (bytes) or ``values`` (numbers; a
+    complex element is two, real then imaginary).
 
     >>> m = encode([[1, 2, 3]], "values")
     >>> m.dtype, list(m.shape), list(m.values)
@@ -64,14 +65,23 @@ def encode(x: ArrayLike, encoding: str = "raw") -> lossd_pb2.Tensor:
         arr = np.asarray(x)
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
+        elif arr.dtype == np.complex128:
+            arr = arr.astype(np.complex64)
     arr = _default_int(arr)
     name = _NUMPY_TO_WIRE.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
     if name is None:
         raise TypeError(f"cannot send dtype {arr.dtype}; supported: {', '.join(DTYPES)}")
     if encoding == "values":
-        return tensor_message(tensor_body(name, arr.shape, np.ascontiguousarray(arr, dtype="<f8"), "values"))
+        return tensor_message(tensor_body(name, arr.shape, _values(arr), "values"))
     arr = np.require(arr, dtype=np.dtype(DTYPES[name].numpy), requirements="C")  # 0-d stays 0-d
     return lossd_pb2.Tensor(dtype=name, shape=arr.shape, raw=arr.tobytes())
+
+
+def _values(arr: np.ndarray) -> np.ndarray:
+    """The float64 numbers ``values`` carries: one per element, two (real, imaginary) for complex."""
+    if arr.dtype.kind == "c":
+        return np.ascontiguousarray(arr, dtype="<c16").view("<f8")
+    return np.ascontiguousarray(arr, dtype="<f8")
 
 
 def _encode_torch(x: Any, encoding: str) -> lossd_pb2.Tensor:
@@ -81,7 +91,8 @@ def _encode_torch(x: Any, encoding: str) -> lossd_pb2.Tensor:
     if name not in DTYPES:
         raise TypeError(f"cannot send dtype {t.dtype}; supported: {', '.join(DTYPES)}")
     if encoding == "values":
-        return tensor_message(tensor_body(name, tuple(t.shape), t.to(torch.float64).contiguous().numpy(), "values"))
+        wide = torch.view_as_real(t.to(torch.complex128)) if t.is_complex() else t.to(torch.float64)
+        return tensor_message(tensor_body(name, tuple(t.shape), wide.contiguous().numpy(), "values"))
     if t.dtype == torch.bfloat16:
         t = t.view(torch.int16)  # numpy has no bfloat16; the bytes are the same
     return lossd_pb2.Tensor(dtype=name, shape=tuple(t.shape), raw=t.contiguous().numpy().tobytes())
@@ -103,6 +114,8 @@ def decode(msg: lossd_pb2.Tensor, as_torch: bool = False) -> Any:
     info = DTYPES[layout.dtype]
     if layout.encoding == "values":
         arr: np.ndarray[Any, Any] = np.asarray(msg.values, dtype=np.float64)
+        if info.kind == "complex":
+            arr = arr.view(np.complex128)
         arr = arr.astype(np.float32 if info.numpy is None else np.dtype(info.numpy)).reshape(layout.shape)
     elif info.numpy is None:  # bfloat16: the top half of a float32
         bits = np.frombuffer(layout.raw, dtype="<u2").astype(np.uint32) << 16

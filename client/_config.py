@@ -188,8 +188,8 @@ class ClientConfig:
     ``tls`` is on when asked for or when a CA file or client certificate is
     given; ``token`` is sent as ``authorization: Bearer <token>`` on every
     call (``token_file``: read from that file when the client is made, so
-    that the token shows neither in ``ps`` nor in code); ``max_attempts`` is how often gRPC tries an idempotent call that
-    fails ``UNAVAILABLE`` (1: no retries); ``load_balancing`` defaults to
+    that the token shows neither in ``ps`` nor in code); ``max_attempts`` is
+    how often gRPC tries an idempotent call that fails ``UNAVAILABLE`` (1: no retries); ``load_balancing`` defaults to
     ``round_robin`` when the target names several addresses or is a
     ``dns:`` target (whose name may resolve to several replicas).
 

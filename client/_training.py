@@ -278,8 +278,11 @@ class Progress:
         if self._tqdm is None:
             if event.kind == training_pb2.JOB_EVENT_KIND_EPOCH:
                 metrics = _format_metrics(event.metrics)
-                print(f"epoch {event.epoch}/{event.epochs}  loss={event.loss:.4g}" + (f"  {metrics}" if metrics else ""),
-                      file=self.stream, flush=True)
+                print(
+                    f"epoch {event.epoch}/{event.epochs}  loss={event.loss:.4g}" + (f"  {metrics}" if metrics else ""),
+                    file=self.stream,
+                    flush=True,
+                )
             elif event.kind == training_pb2.JOB_EVENT_KIND_WARNING or event.state in TERMINAL_STATES:
                 print(f"{state_name(event.state)}: {event.message}".rstrip(": "), file=self.stream, flush=True)
             return

@@ -30,6 +30,7 @@ import importlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +44,7 @@ from ._client import DEFAULT_TARGET, Client, EvaluateResult
 from ._codec import encode
 from ._errors import LossdError, NotFound
 from ._training import TrainResult, jobs_table, state_name
+from ._warnings import ServerWarning
 
 __all__ = ["main", "build_parser", "parse_param", "format_losses_table", "format_result", "result_to_json"]
 
@@ -51,7 +53,16 @@ _SERVER_EXTRA_MODULES = {"torch", "grpc_health", "grpc_reflection"}
 _SERVER_EXTRA_HINT = "lossd serve needs the server extra: pip install 'lossd[server]'"
 
 #: Global options that take a value (``_split_command`` skips them).
-_VALUE_OPTIONS = ("--target", "--timeout", "--token", "--token-file", "--ca-file", "--cert-file", "--key-file", "--server-name")
+_VALUE_OPTIONS = (
+    "--target",
+    "--timeout",
+    "--token",
+    "--token-file",
+    "--ca-file",
+    "--cert-file",
+    "--key-file",
+    "--server-name",
+)
 
 
 class CliError(Exception):
@@ -82,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file holding the bearer token (env LOSSD_TOKEN_FILE)")
     parser.add_argument("--tls", action="store_true", default=None,
                         help="use TLS with the system's root certificates (env LOSSD_TLS=1)")
-    parser.add_argument("--ca-file", default=None, help="PEM CA bundle to verify the server; implies TLS (env LOSSD_CA_FILE)")
+    parser.add_argument(
+        "--ca-file", default=None, help="PEM CA bundle to verify the server; implies TLS (env LOSSD_CA_FILE)"
+    )
     parser.add_argument("--cert-file", default=None, help="PEM client certificate for mTLS (env LOSSD_CERT_FILE)")
     parser.add_argument("--key-file", default=None, help="PEM client private key for mTLS (env LOSSD_KEY_FILE)")
     parser.add_argument("--server-name", default=None,
@@ -130,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-non-finite", action="store_true",
         help="let NaN and Infinity (JSON NaN, Infinity, -Infinity) through to the loss; the server "
         "refuses them by default",
+    )
+    ev.add_argument(
+        "--strict", action="store_true",
+        help="refuse inputs outside the loss's documented domain (targets other than 1/-1, labels outside "
+        "[0, 1], ...) instead of computing them as torch does with a warning",
     )
     ev.add_argument(
         "--grad-output", metavar="JSON",
@@ -220,9 +238,10 @@ def _tensor(option: str, value: Any, dtype: str | None) -> lossd_pb2.Tensor:
             exact = np.asarray(value)
             if exact.dtype.kind not in "biuf":
                 raise TypeError(f"cannot send {exact.dtype} elements")
-            msg = lossd_pb2.Tensor(
-                dtype=dtype, shape=list(exact.shape), values=exact.astype(np.float64).ravel().tolist()
-            )
+            numbers = exact.astype(np.float64)
+            if DTYPES[dtype].kind == "complex":  # real numbers: imaginary parts 0, interleaved
+                numbers = numbers.astype(np.complex128).view(np.float64)
+            msg = lossd_pb2.Tensor(dtype=dtype, shape=list(exact.shape), values=numbers.ravel().tolist())
     except (TypeError, ValueError) as e:
         raise CliError(f"{option}: not a rectangular array of numbers or booleans ({e})") from None
     return msg
@@ -262,6 +281,7 @@ def _build_eval_request(args: argparse.Namespace) -> lossd_pb2.EvaluateLossReque
         inputs={name: _tensor(opt, value, dtypes.get(name)) for name, (opt, value) in arrays.items()},
         grad_inputs=args.grad_input,
         allow_non_finite=args.allow_non_finite,
+        strict=args.strict,
     )
     if params:
         request.params.update(params)
@@ -318,6 +338,9 @@ def format_losses_table(losses: Sequence[lossd_pb2.LossInfo]) -> str:
 
 
 def _json_array(value: Any) -> Any:
+    """An array as JSON numbers; a complex element as its [real, imaginary] pair."""
+    if hasattr(value, "dtype") and value.dtype.kind == "c":
+        value = np.stack([value.real, value.imag], axis=-1)
     return value.tolist() if hasattr(value, "tolist") else value
 
 
@@ -365,7 +388,14 @@ def _losses(client: Client, args: argparse.Namespace) -> int:
 
 def _eval(client: Client, args: argparse.Namespace) -> int:
     request = _build_eval_request(args)
-    result = client.evaluate_request(request, timeout=args.timeout)
+    with warnings.catch_warnings(record=True) as seen:  # the CLI is one thread: safe here
+        warnings.simplefilter("always", ServerWarning)
+        result = client.evaluate_request(request, timeout=args.timeout)
+    for w in seen:
+        if issubclass(w.category, ServerWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     print(result_to_json(result))
     return 0
 

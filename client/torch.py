@@ -36,6 +36,7 @@ from torch import nn
 from ..v1 import lossd_pb2
 from ._client import Client, EvaluateResult, LossSpecifier, build_request
 from ._codec import encode
+from ._modules import module_request
 
 __all__ = ["RemoteLoss", "remote_loss"]
 
@@ -106,7 +107,7 @@ def _named_parameters(source: ParameterSource | None) -> dict[str, torch.Tensor]
 
 
 def remote_loss(
-    loss: LossSpecifier,
+    loss: LossSpecifier | nn.Module,
     y_pred: torch.Tensor,
     y_true: torch.Tensor | None = None,
     *,
@@ -117,25 +118,36 @@ def remote_loss(
     regularization: Mapping[str, Any] | None = None,
     timeout: float | None = None,
     allow_non_finite: bool = False,
+    strict: bool = False,
 ) -> torch.Tensor:
     """``loss(y_pred, y_true, **inputs)`` computed by the server, differentiable by autograd.
 
-    ``loss`` is a name (``"cross_entropy"``) or the terms of a composite
-    objective (``[{"loss": "bce_with_logits", "weight": 0.5}, ...]``);
+    ``loss`` is a name (``"cross_entropy"``), the terms of a composite
+    objective (``[{"loss": "bce_with_logits", "weight": 0.5}, ...]``) or a
+    configured ``torch.nn`` loss module (``nn.HuberLoss(delta=2.0)``: its
+    settings and buffers are sent, see :func:`~lossd.client.build_request`);
     ``params`` are its parameters; ``inputs`` more tensors by torch's argument
     names (``weight``, ``var``, ...). Every floating-point tensor that requires
     grad gets its gradient. ``parameters`` (a module, a mapping or
     ``named_parameters()``) with ``regularization`` (``{"l2": 1e-4}``, see
     ``docs/objectives.md``) adds L1/L2 terms whose gradients flow into those
     parameters. NaN or infinite values are refused (``InvalidArgument``) unless
-    ``allow_non_finite=True``.
+    ``allow_non_finite=True``; ``strict=True`` refuses inputs outside the loss's
+    documented domain too (by default they are computed, with a ``ServerWarning``).
+    A tensor passed as two inputs (``loss(x, x)``) gets the sum of both
+    gradients, as local autograd gives.
 
     >>> w = torch.tensor([0.5, 2.0], requires_grad=True)
     >>> out = remote_loss("mse", w, torch.ones(2), client=client)  # doctest: +SKIP
     >>> out.backward(); w.grad                                      # doctest: +SKIP
     tensor([-0.5000,  1.0000])
     """
-    named_inputs = {"y_pred": y_pred, **({} if y_true is None else {"y_true": y_true}), **dict(inputs or {})}
+    module_inputs: dict[str, torch.Tensor] = {}
+    if isinstance(loss, nn.Module):  # its buffers and parameters are inputs: parameters get their gradients
+        loss, module_params, module_inputs = module_request(loss)
+        params = {**module_params, **(params or {})}
+    named_inputs = {"y_pred": y_pred, **({} if y_true is None else {"y_true": y_true}), **module_inputs,
+                    **dict(inputs or {})}
     named_params = _named_parameters(parameters)
     call = _Call(client, timeout)
     call.input_names = list(named_inputs)
@@ -146,6 +158,7 @@ def remote_loss(
         # the server reads as "all" -- the protocol cannot ask for none.
         grad_inputs=[n for n, t in named_inputs.items() if t.requires_grad and t.is_floating_point()],
         parameters=named_params or None, regularization=regularization, allow_non_finite=allow_non_finite,
+        strict=strict,
     )
     tensors = [*named_inputs.values(), *named_params.values()]
     out: torch.Tensor = _RemoteLossFunction.apply(call, *tensors)  # type: ignore[no-untyped-call]
@@ -157,8 +170,11 @@ class RemoteLoss(nn.Module):
 
     Args:
         loss: a loss name or alias (``"cross_entropy"``, ``"CrossEntropyLoss"``,
-            ``"focal"``) or the terms of a composite objective
-            (``[{"loss": "bce_with_logits", "weight": 0.5}, {"loss": "dice"}]``).
+            ``"focal"``), the terms of a composite objective
+            (``[{"loss": "bce_with_logits", "weight": 0.5}, {"loss": "dice"}]``), or a
+            configured ``torch.nn`` loss module (``nn.CrossEntropyLoss(weight=w,
+            label_smoothing=0.1)``): its settings and buffers are read, never pickled,
+            at every call; any other object is a ``TypeError``.
         client: the :class:`~lossd.client.Client` to call (default: a new
             ``Client()`` configured from ``LOSSD_*`` variables).
         parameters: a model (or ``named_parameters()``, or a mapping) whose
@@ -168,6 +184,8 @@ class RemoteLoss(nn.Module):
         timeout: deadline of each call in seconds (default: the client's).
         allow_non_finite: let NaN and infinite values through to the loss (the server refuses
             them by default, naming the tensor and the first such element).
+        strict: refuse inputs outside the loss's documented domain (``InvalidArgument``)
+            instead of computing them as torch does with a ``ServerWarning``.
         **params: the loss's parameters (``reduction="sum"``, ``label_smoothing=0.1``);
             tensors (``weight=torch.tensor(...)``) are extra inputs, sent with every call.
 
@@ -182,16 +200,19 @@ class RemoteLoss(nn.Module):
 
     def __init__(
         self,
-        loss: LossSpecifier,
+        loss: LossSpecifier | nn.Module,
         *,
         client: Client | None = None,
         parameters: ParameterSource | None = None,
         regularization: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         allow_non_finite: bool = False,
+        strict: bool = False,
         **params: Any,
     ) -> None:
         super().__init__()
+        if isinstance(loss, nn.Module):
+            module_request(loss)  # an unknown module is a TypeError now, not at the first call
         self.loss = loss
         self.client = client if client is not None else Client()
         self.params = {k: v for k, v in params.items() if not isinstance(v, torch.Tensor)}
@@ -201,13 +222,14 @@ class RemoteLoss(nn.Module):
         self.regularization = None if regularization is None else dict(regularization)
         self.timeout = timeout
         self.allow_non_finite = allow_non_finite
+        self.strict = strict
 
     def forward(self, y_pred: torch.Tensor, y_true: torch.Tensor | None = None, **inputs: torch.Tensor) -> torch.Tensor:
         """The loss of ``y_pred`` against ``y_true``; differentiable."""
         return remote_loss(
             self.loss, y_pred, y_true, client=self.client, inputs={**self.constant_inputs, **inputs},
             params=self.params, parameters=self._parameter_source[0], regularization=self.regularization,
-            timeout=self.timeout, allow_non_finite=self.allow_non_finite,
+            timeout=self.timeout, allow_non_finite=self.allow_non_finite, strict=self.strict,
         )
 
     def extra_repr(self) -> str:

@@ -152,7 +152,9 @@ def join(parts: Sequence[Buffer]) -> bytes:
 SPLIT_MIN_BYTES = 1 << 16
 
 
-def split_payloads(data: bytes, message_class: Any, min_bytes: int = SPLIT_MIN_BYTES) -> tuple[Any, dict[str, memoryview]]:
+def split_payloads(
+    data: bytes, message_class: Any, min_bytes: int = SPLIT_MIN_BYTES
+) -> tuple[Any, dict[str, memoryview]]:
     """Parse ``data`` as ``message_class``, keeping tensor payloads out of the message.
 
     Every top-level ``Tensor`` field and ``map<string, Tensor>`` field of the

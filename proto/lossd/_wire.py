@@ -1,7 +1,8 @@
 """The tensor wire format, shared by client and server: one place for its rules.
 
 A ``lossd.v1.Tensor`` names a dtype in torch spelling, a shape, and carries
-its elements either as ``raw`` little-endian bytes or as ``values`` numbers.
+its elements either as ``raw`` little-endian bytes or as ``values`` numbers
+(a complex element is its real then its imaginary part, in both forms).
 :func:`check_tensor` validates a message before anything is allocated::
 
     >>> from lossd.v1 import lossd_pb2
@@ -136,10 +137,15 @@ class DTypeInfo:
 
     name: str
     itemsize: int
-    kind: Literal["float", "int", "bool"]
+    kind: Literal["float", "complex", "int", "bool"]
     numpy: str | None  # None: numpy has no such dtype (bfloat16)
     min: float = -math.inf
     max: float = math.inf
+
+    @property
+    def numbers(self) -> int:
+        """Numbers per element in ``values``: 2 for complex (real, imaginary), else 1."""
+        return 2 if self.kind == "complex" else 1
 
 
 def _int(name: str, bits: int, signed: bool = True) -> DTypeInfo:
@@ -155,6 +161,8 @@ DTYPES: dict[str, DTypeInfo] = {
         DTypeInfo("float64", 8, "float", "<f8"),
         DTypeInfo("float16", 2, "float", "<f2"),
         DTypeInfo("bfloat16", 2, "float", None),
+        DTypeInfo("complex64", 8, "complex", "<c8"),  # (real, imaginary) float32 pairs
+        DTypeInfo("complex128", 16, "complex", "<c16"),  # (real, imaginary) float64 pairs
         _int("int64", 64),
         _int("int32", 32),
         _int("int16", 16),
@@ -255,10 +263,11 @@ def check_tensor(
         raise FieldError(field, "set either raw or values, not both")
     if n_values:
         encoding: Literal["raw", "values"] = "values"
-        if n_values != numel:
+        if n_values != numel * info.numbers:
+            pairs = f" x 2 (real, imaginary interleaved) = {numel * 2}" if info.numbers == 2 else ""
             raise FieldError(
                 f"{field}.values",
-                f"has {n_values} numbers; shape {list(shape)} needs {numel}",
+                f"has {n_values} numbers; shape {list(shape)} of {dtype} needs {numel}{pairs}",
             )
     else:
         encoding = "raw"
@@ -292,7 +301,7 @@ def check_tensors(
     ...               TensorLimits(max_request_elements=5))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    lossd._wire.FieldError: inputs.target: ... the server's limit is 5 elements per request (--max-request-elements, ...)
+    lossd._wire.FieldError: inputs.target: ... limit is 5 elements per request (--max-request-elements, ...)
     """
     limits = TensorLimits.of(limits if limits is not None else TensorLimits())
     if terms > limits.max_terms:

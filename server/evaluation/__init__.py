@@ -14,8 +14,18 @@ decoded tensors::
 
 from __future__ import annotations
 
-from ._binding import DEPRECATED_PARAMS, HasParams, bind_inputs, bind_params, grad_targets
-from ._evaluate import Evaluation, call_loss, evaluate, resolve_device
+from ._binding import (
+    DEPRECATED_PARAMS,
+    HasParams,
+    bind_inputs,
+    bind_params,
+    grad_targets,
+    has_grad,
+    legacy_reduction,
+    params_from_tensors,
+    split_scalars,
+)
+from ._evaluate import Evaluation, call_backward, call_loss, evaluate, resolve_device
 from ._objective import (
     MAX_PATTERNS,
     Regularization,
@@ -25,6 +35,7 @@ from ._objective import (
     covered_parameters,
     evaluate_objective,
 )
+from ._warnings import capture as capture_warnings
 
 __all__ = [
     "DEPRECATED_PARAMS",
@@ -36,11 +47,17 @@ __all__ = [
     "add_penalties",
     "bind_inputs",
     "bind_params",
+    "call_backward",
     "call_loss",
+    "capture_warnings",
     "check_patterns",
     "covered_parameters",
     "evaluate",
     "evaluate_objective",
     "grad_targets",
+    "has_grad",
+    "legacy_reduction",
+    "params_from_tensors",
     "resolve_device",
+    "split_scalars",
 ]

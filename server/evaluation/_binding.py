@@ -23,11 +23,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
+from torch.nn import _reduction
 
 from ..._wire import FieldError
 from ..losses import WIRE_NAMES, LossSpec, Param
 
-__all__ = ["DEPRECATED_PARAMS", "HasParams", "bind_inputs", "bind_params", "grad_targets"]
+__all__ = [
+    "DEPRECATED_PARAMS", "HasParams", "bind_inputs", "bind_params", "grad_targets", "has_grad", "legacy_reduction",
+    "params_from_tensors", "split_scalars",
+]
 
 #: Loss parameters torch deprecated: refused with what to send instead.
 DEPRECATED_PARAMS = {
@@ -72,10 +76,99 @@ def bind_params(
     return out
 
 
-def bind_inputs(
+def legacy_reduction(spec: LossSpec, params: Mapping[str, Any]) -> dict[str, Any]:
+    """torch's deprecated ``size_average`` / ``reduce`` turned into ``reduction`` as torch turns
+    them (they override ``reduction``), with torch's own deprecation warning.
+
+    Only for a loss whose ``reduction`` takes 'none', 'mean' and 'sum'; elsewhere they stay
+    unknown parameters (:data:`DEPRECATED_PARAMS` says what to send instead).
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     legacy_reduction(REGISTRY.get("mse_loss"), {"size_average": False})
+    {'reduction': 'sum'}
+    """
+    legacy = {k: params[k] for k in DEPRECATED_PARAMS if k in params}
+    p = spec.param("reduction")
+    if not legacy or p is None or not {"none", "mean", "sum"} <= set(p.choices):
+        return dict(params)
+    for name, value in legacy.items():
+        if value is not None and not isinstance(value, bool):
+            raise FieldError(
+                f"params.{name}", f"must be true, false or null, got {value!r} ({DEPRECATED_PARAMS[name]})"
+            )
+    rest = {k: v for k, v in params.items() if k not in legacy}
+    rest["reduction"] = _reduction.legacy_get_string(legacy.get("size_average"), legacy.get("reduce"))
+    return rest
+
+
+def params_from_tensors(
     spec: LossSpec, inputs: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors sent for a *parameter* (``margin=torch.tensor(0.5)``, a numpy scalar): torch takes a
+    one-element tensor where it takes a number, so lossd does too. Returns ``(inputs, params)``.
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> params_from_tensors(REGISTRY.get("huber_loss"), {"input": torch.zeros(1), "delta": torch.tensor(2.0)})[1]
+    {'delta': 2.0}
+    """
+    rest: dict[str, torch.Tensor] = {}
+    params: dict[str, Any] = {}
+    for name, t in inputs.items():
+        p = spec.param(name) if spec.input(name) is None else None
+        if p is None:
+            rest[name] = t
+        elif p.type in ("int_list", "float_list") and t.dim() == 1:
+            params[name] = t.tolist()
+        elif t.numel() == 1 and not t.is_complex():
+            params[name] = t.item()
+        else:
+            raise FieldError(f"inputs.{name}", f"{name!r} is a parameter of {spec.name} ({p.describe()}); "
+                            f"send it in params (a tensor of shape {list(t.shape)} is not one number)")
+    return rest, params
+
+
+def split_scalars(spec: LossSpec, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Params named like an input: ``(params, scalars)``.
+
+    A scalar is an input's Python form (gaussian_nll_loss ``var=0.5``, CTC lengths as
+    lists; see :class:`~lossd.server.losses.Input` ``scalar``), coerced and passed to
+    torch as it is; ``null`` for an optional input means absent (torch's default).
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> split_scalars(REGISTRY.get("gaussian_nll_loss"), {"var": 1, "full": True})
+    ({'full': True}, {'var': 1.0})
+    """
+    rest: dict[str, Any] = {}
+    scalars: dict[str, Any] = {}
+    for name, value in params.items():
+        i = spec.input(name) if spec.param(name) is None else None
+        if i is None:
+            rest[name] = value
+        elif value is None and not i.required:
+            continue
+        elif i.scalar is None:
+            raise FieldError(f"params.{name}", f"{name!r} is an input of {spec.name} ({i.doc or i.role}); "
+                            "send it as a tensor in inputs")
+        else:
+            scalars[i.name] = i.scalar_param().coerce(value)
+    return rest, scalars
+
+
+def bind_inputs(
+    spec: LossSpec, inputs: Mapping[str, torch.Tensor], scalars: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Map sent names onto canonical ones and check dtype kinds: ``(tensors, sent_as)``."""
+    """Map sent names onto canonical ones and check dtype kinds: ``(tensors, sent_as)``.
+
+    Inputs of kind ``float`` take any dtype torch may compute with (floating,
+    complex, integer, bool): torch's type promotion decides the result's dtype
+    and torch's own refusal becomes the error, as locally. Only a floating dtype
+    the loss does not list is refused here (UNIMPLEMENTED). ``scalars`` (from
+    :func:`split_scalars`) count as sent.
+    """
+    scalars = scalars or {}
     tensors: dict[str, torch.Tensor] = {}
     sent_as: dict[str, str] = {}
     for sent, t in inputs.items():
@@ -85,38 +178,26 @@ def bind_inputs(
         name = spec_input.name
         if name in tensors:
             raise FieldError(f"inputs.{sent}", f"input {name!r} was sent twice (as {sent_as[name]!r} and {sent!r})")
+        if name in scalars:
+            raise FieldError(f"inputs.{sent}", f"input {name!r} was sent twice (as a tensor and in params)")
         tensors[name], sent_as[name] = t, sent
     for declared in spec.inputs:
-        if declared.required and declared.name not in tensors:
+        if declared.required and declared.name not in tensors and declared.name not in scalars:
             also = f" (or {', '.join(declared.aliases)})" if declared.aliases else ""
             raise FieldError(f"inputs.{declared.name}",
                              f"is required by {spec.name}{also}: {declared.doc or declared.role}")
-    float_dtypes: dict[str, str] = {}
     for name, t in tensors.items():
         i = spec.input(name)
         assert i is not None
         field = f"inputs.{sent_as[name]}"
         dt = WIRE_NAMES.get(t.dtype, str(t.dtype))
-        if i.kind == "float":
-            if not t.is_floating_point():
-                raise FieldError(field, f"must have a floating-point dtype ({i.role}), got {dt}")
-        elif i.kind == "int":
-            if t.is_floating_point() or t.dtype == torch.bool:
+        if i.kind == "int":
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
                 raise FieldError(field, f"must have an integer dtype ({i.role}), got {dt}")
             tensors[name] = t.to(torch.int64)
-        elif t.dtype == torch.bool:
-            raise FieldError(field, f"must have a floating-point or integer dtype, got {dt}")
-        elif not t.is_floating_point():
-            tensors[name] = t.to(torch.int64)
-        if tensors[name].is_floating_point():
-            float_dtypes[field] = dt
-    if len(set(float_dtypes.values())) > 1:
-        listed = ", ".join(f"{f} is {d}" for f, d in float_dtypes.items())
-        raise FieldError(next(iter(float_dtypes)), f"floating-point inputs must share one dtype; {listed}")
-    for dt in set(float_dtypes.values()):
-        if dt not in spec.float_dtypes:
+        elif t.is_floating_point() and dt not in spec.float_dtypes:
             raise FieldError(
-                next(iter(float_dtypes)),
+                field,
                 f"{spec.name} does not support {dt} on this server; supported: {', '.join(spec.float_dtypes)}",
                 "UNIMPLEMENTED",
             )
@@ -135,11 +216,11 @@ def grad_targets(
     spec: LossSpec, tensors: Mapping[str, torch.Tensor], sent_as: Mapping[str, str], grad_inputs: Sequence[str]
 ) -> set[str]:
     """Canonical names of the inputs to differentiate: ``grad_inputs``, or every differentiable
-    floating-point input when it is empty."""
+    floating-point or complex input when it is empty."""
     if not grad_inputs:
         return {
             n for n, t in tensors.items()
-            if (declared := spec.input(n)) is not None and declared.differentiable and t.is_floating_point()
+            if (declared := spec.input(n)) is not None and declared.differentiable and has_grad(t)
         }
     wanted = set()
     for k, sent in enumerate(grad_inputs):
@@ -149,8 +230,21 @@ def grad_targets(
             raise FieldError(field, f"{sent!r} is not an input of this request; sent: {', '.join(sent_as.values())}")
         if not i.differentiable:
             diff = [x.name for x in spec.inputs if x.differentiable]
-            raise FieldError(field, f"input {sent!r} of {spec.name} is not differentiable; differentiable: {', '.join(diff)}")
-        if not tensors[i.name].is_floating_point():
-            raise FieldError(field, f"input {sent!r} has an integer dtype and cannot have a gradient")
+            raise FieldError(
+                field, f"input {sent!r} of {spec.name} is not differentiable; differentiable: {', '.join(diff)}"
+            )
+        t = tensors[i.name]
+        if not has_grad(t):
+            raise FieldError(field, f"input {sent!r} has dtype {WIRE_NAMES.get(t.dtype, str(t.dtype))} and cannot "
+                                   "have a gradient (only floating-point and complex inputs can, as in torch)")
         wanted.add(i.name)
     return wanted
+
+
+def has_grad(t: torch.Tensor) -> bool:
+    """Whether autograd can differentiate ``t``: floating-point or complex, as in torch.
+
+    >>> has_grad(torch.tensor([1])), has_grad(torch.tensor([1j]))
+    (False, True)
+    """
+    return t.is_floating_point() or t.is_complex()

@@ -21,10 +21,20 @@ from typing import Any
 import torch
 
 from ..._wire import FieldError
-from ..losses import LossSpec, Registry
-from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets
+from ..losses import WIRE_NAMES, LossSpec, Registry, strictness
+from ._binding import (
+    DEPRECATED_PARAMS,
+    bind_inputs,
+    bind_params,
+    grad_targets,
+    has_grad,
+    legacy_reduction,
+    params_from_tensors,
+    split_scalars,
+)
+from ._warnings import capture
 
-__all__ = ["Evaluation", "call_loss", "evaluate", "resolve_device"]
+__all__ = ["Evaluation", "call_backward", "call_loss", "evaluate", "resolve_device"]
 
 
 @dataclass
@@ -41,6 +51,8 @@ class Evaluation:
     regularized: list[str] = field(default_factory=list)
     #: What the reply calls the loss: the canonical name, or "a+b" for a composite objective.
     loss_name: str = ""
+    #: Warnings raised while evaluating (torch's and lossd's domain warnings), each once, in order.
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.loss_name = self.loss_name or self.spec.name
@@ -61,10 +73,39 @@ def evaluate(
     grad_inputs: Sequence[str] = (),
     grad_output: torch.Tensor | None = None,
     device: torch.device | None = None,
+    strict: bool = False,
 ) -> Evaluation:
-    """Validate, run the loss forward, and backward for the requested inputs."""
+    """Validate, run the loss forward, and backward for the requested inputs.
+
+    Warnings raised meanwhile (torch's, and lossd's :class:`~lossd.server.losses.Domain`
+    warnings) are captured for this call alone, whatever other threads do, and
+    returned in ``warnings``; ``strict`` turns the domain warnings into refusals.
+
+    >>> import torch
+    >>> from lossd.server.losses import REGISTRY
+    >>> evaluate(REGISTRY, "mse", {"y_pred": torch.tensor([1.0, 2.0]), "y_true": torch.tensor([0.0])}, {}).warnings
+    ['Using a target size (torch.Size([1])) that is different to the input size (torch.Size([2])). \
+This will likely lead to incorrect results due to broadcasting. Please ensure they have the same size.']
+    """
+    with capture() as seen, strictness(strict):
+        result = _evaluate(registry, loss, inputs, params, grad_inputs, grad_output, device)
+    result.warnings = seen
+    return result
+
+
+def _evaluate(
+    registry: Registry,
+    loss: str,
+    inputs: Mapping[str, torch.Tensor],
+    params: Mapping[str, Any],
+    grad_inputs: Sequence[str],
+    grad_output: torch.Tensor | None,
+    device: torch.device | None,
+) -> Evaluation:
     spec = registry.get(loss)
-    tensors, sent_as = bind_inputs(spec, inputs)
+    inputs, sent_params = params_from_tensors(spec, inputs)
+    params, scalars = split_scalars(spec, legacy_reduction(spec, {**params, **sent_params}))
+    tensors, sent_as = bind_inputs(spec, inputs, scalars)
     kwargs = bind_params(spec, params, refused=DEPRECATED_PARAMS)
     wanted = grad_targets(spec, tensors, sent_as, grad_inputs)
 
@@ -79,47 +120,75 @@ def evaluate(
 
     start = time.perf_counter()
     with torch.enable_grad():
-        out = call_loss(spec, tensors, kwargs)
+        out = call_loss(spec, {**tensors, **scalars}, kwargs)
     forward_s = time.perf_counter() - start
 
     grads: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
     if leaves:
-        upstream = _grad_output(out, grad_output)
-        found: Sequence[torch.Tensor | None]
-        if out.requires_grad:
-            found = torch.autograd.grad(out, list(leaves.values()), upstream, allow_unused=True)
-        else:
-            found = (None,) * len(leaves)
-        for (name, leaf), g in zip(leaves.items(), found):
-            grads[sent_as[name]] = torch.zeros_like(leaf) if g is None else g
+        found = call_backward(spec.name, out, list(leaves.values()), _grad_output(out, grad_output))
+        grads = {sent_as[name]: g for name, g in zip(leaves, found)}
     elif grad_output is not None:
         _grad_output(out, grad_output)  # still validate it
     backward_s = time.perf_counter() - start
     return Evaluation(spec, out.detach(), grads, forward_s, backward_s)
 
 
+#: torch's C++ names of the integer and bool dtypes, as its "not implemented for 'Long'" errors spell them.
+_INTEGER_NAMES = ("Long", "Int", "Short", "Char", "Byte", "Bool")
 _UNSUPPORTED_MARKERS = ("not implemented for", "\"_vml_cpu\" not implemented", "unsupported dtype")
 
 
-def call_loss(spec: LossSpec, tensors: Mapping[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:
-    """``spec``'s function on bound inputs (``None`` for each absent optional one) and params;
-    torch's own errors become ``FieldError`` (``UNIMPLEMENTED`` for what torch cannot do on this
-    server, else ``INVALID_ARGUMENT``)."""
-    inputs: dict[str, torch.Tensor | None] = {i.name: None for i in spec.inputs}
+def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
+    """``spec``'s function on bound inputs — tensors, or an input's Python form from
+    :func:`split_scalars` — (``None`` for each absent optional one) and params; torch's own
+    errors become ``FieldError`` (``UNIMPLEMENTED`` for what torch cannot do on this server,
+    else ``INVALID_ARGUMENT``)."""
+    inputs: dict[str, Any] = {i.name: None for i in spec.inputs}
     inputs.update(tensors)
     try:
         out = spec.fn(**inputs, **kwargs)
     except FieldError:
         raise
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if any(m in text for m in _UNSUPPORTED_MARKERS):
-            raise FieldError("inputs", f"{spec.name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED") from e
-        raise FieldError("inputs", f"{spec.name} rejected the inputs: {text}") from e
+        raise _torch_refusal(spec.name, "rejected the inputs", e) from e
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"loss {spec.name} returned {type(out).__name__}, not a tensor")
     return out
+
+
+def call_backward(
+    name: str, out: torch.Tensor, leaves: Sequence[torch.Tensor], upstream: torch.Tensor | None = None
+) -> list[torch.Tensor]:
+    """The gradients of ``out`` for ``leaves`` (zeros for a leaf it does not depend on), with
+    ``upstream`` as the gradient of ``out`` (ones when None). Where torch's backward fails
+    (``mse_loss(float32 input, float64 target)``: forward promotes, backward refuses, as locally)
+    the error is a ``FieldError`` on ``grad_inputs``, never an internal one.
+
+    >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+    >>> call_backward("demo", (x * x).sum(), [x, torch.zeros(1, requires_grad=True)])
+    [tensor([2., 4.]), tensor([0.])]
+    """
+    found: Sequence[torch.Tensor | None] = (None,) * len(leaves)
+    if out.requires_grad:
+        try:
+            found = torch.autograd.grad(out, list(leaves), upstream, allow_unused=True)
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise _torch_refusal(name, "has no gradient for these inputs (torch's backward fails, as it would "
+                                       "locally; inputs of one dtype avoid it)", e, "grad_inputs") from e
+    return [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, found)]
+
+
+def _torch_refusal(name: str, what: str, e: Exception, field: str = "inputs") -> FieldError:
+    """torch's own error as a ``FieldError``: ``UNIMPLEMENTED`` for what torch on this server
+    lacks (a floating dtype's kernel), else ``INVALID_ARGUMENT`` (no server computes integer
+    or bool inputs where torch has no kernel for them)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if any(f"'{n}'" in text for n in _INTEGER_NAMES):  # torch has no kernel for any server
+        return FieldError(field, f"{name}: torch does not compute this for integer or bool inputs: {text}")
+    if any(m in text for m in _UNSUPPORTED_MARKERS):
+        return FieldError(field, f"{name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED")
+    return FieldError(field, f"{name} {what}: {text}")
 
 
 def _grad_output(out: torch.Tensor, grad_output: torch.Tensor | None) -> torch.Tensor:
@@ -127,6 +196,8 @@ def _grad_output(out: torch.Tensor, grad_output: torch.Tensor | None) -> torch.T
         return torch.ones_like(out)
     if tuple(grad_output.shape) != tuple(out.shape):
         raise FieldError("grad_output", f"has shape {list(grad_output.shape)}; the loss has shape {list(out.shape)}")
-    if not grad_output.is_floating_point():
-        raise FieldError("grad_output", "must have a floating-point dtype")
+    if not has_grad(grad_output):
+        raise FieldError("grad_output", "must have a floating-point or complex dtype")
+    if grad_output.is_complex() and not out.is_complex():
+        raise FieldError("grad_output", f"is complex; the loss is {WIRE_NAMES.get(out.dtype, str(out.dtype))}")
     return grad_output.to(device=out.device, dtype=out.dtype)

@@ -25,9 +25,10 @@ from typing import Any
 import torch
 
 from ..._wire import FieldError
-from ..losses import LossSpec, Registry
-from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params
-from ._evaluate import Evaluation, call_loss
+from ..losses import LossSpec, Registry, strictness
+from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, has_grad, legacy_reduction, split_scalars
+from ._evaluate import Evaluation, call_backward, call_loss
+from ._warnings import capture
 
 __all__ = [
     "MAX_PATTERNS", "Regularization", "Term", "add_penalties", "check_patterns", "covered_parameters",
@@ -102,11 +103,11 @@ def add_penalties(
     """
     if reg.l1:
         l1 = reg.l1 * sum(t.abs().sum() for t in covered)
-        parts["l1"] = float(l1)
+        parts["l1"] = float(torch.as_tensor(l1).detach())  # float() of a graph tensor warns
         objective = objective + l1
     if reg.l2:
         l2 = 0.5 * reg.l2 * sum(t.pow(2).sum() for t in covered)
-        parts["l2"] = float(l2)
+        parts["l2"] = float(torch.as_tensor(l2).detach())
         objective = objective + l2
     return objective
 
@@ -139,13 +140,30 @@ def evaluate_objective(
     regularization: Regularization | None = None,
     grad_inputs: Sequence[str] = (),
     device: torch.device | None = None,
+    strict: bool = False,
 ) -> Evaluation:
     """Evaluate a weighted sum of scalar losses plus L1/L2 penalties, with gradients.
 
     Every request input must be used by at least one term; a term receives the
     inputs it declares. Gradients are returned for inputs that some term can
-    differentiate, and for every parameter.
+    differentiate, and for every parameter. Warnings are captured and
+    ``strict`` applies as in :func:`~lossd.server.evaluation.evaluate`.
     """
+    with capture() as seen, strictness(strict):
+        result = _evaluate_objective(registry, terms, inputs, parameters, regularization, grad_inputs, device)
+    result.warnings = seen
+    return result
+
+
+def _evaluate_objective(
+    registry: Registry,
+    terms: Sequence[Term],
+    inputs: Mapping[str, torch.Tensor],
+    parameters: Mapping[str, torch.Tensor] | None,
+    regularization: Regularization | None,
+    grad_inputs: Sequence[str],
+    device: torch.device | None,
+) -> Evaluation:
     parameters = dict(parameters or {})
     reg = regularization or Regularization()
     if not terms:
@@ -169,7 +187,7 @@ def evaluate_objective(
     for sent in inputs:
         if not any(spec.input(sent) for spec in specs):
             raise FieldError(f"inputs.{sent}", f"no term uses an input called {sent!r}")
-    differentiable = {s for s, t in inputs.items() if t.is_floating_point()
+    differentiable = {s for s, t in inputs.items() if has_grad(t)
                       and any((d := spec.input(s)) is not None and d.differentiable for spec in specs)}
     wanted = set(differentiable)
     if grad_inputs:
@@ -193,11 +211,12 @@ def evaluate_objective(
         for i, (term, spec, name) in enumerate(zip(terms, specs, names)):
             mine = {s: t for s, t in tensors.items() if spec.input(s) is not None}
             try:
-                bound, _ = bind_inputs(spec, mine)
-                kwargs = bind_params(spec, term.params, refused=DEPRECATED_PARAMS)
+                term_params, scalars = split_scalars(spec, legacy_reduction(spec, term.params))
+                bound, _ = bind_inputs(spec, mine, scalars)
+                kwargs = bind_params(spec, term_params, refused=DEPRECATED_PARAMS)
             except FieldError as e:
                 raise FieldError(prefix(i) + e.field, e.message, e.code) from e
-            out = call_loss(spec, bound, kwargs)
+            out = call_loss(spec, {**bound, **scalars}, kwargs)
             if out.dim() != 0:
                 raise FieldError(f"{prefix(i)}params.reduction",
                                 f"{spec.name} gives shape {list(out.shape)}; objectives need scalar losses "
@@ -217,21 +236,18 @@ def evaluate_objective(
     forward_s = time.perf_counter() - start
 
     start = time.perf_counter()
+    loss_name = "+".join(spec.name for spec in specs)
     targets = list(leaves.values()) + list(param_leaves.values())
     grads: dict[str, torch.Tensor] = {}
     parameter_grads: dict[str, torch.Tensor] = {}
     if targets:
-        found: Sequence[torch.Tensor | None]
-        if objective.requires_grad:
-            found = torch.autograd.grad(objective, targets, allow_unused=True)
-        else:
-            found = (None,) * len(targets)
-        for k, ((name, leaf), g) in enumerate(zip([*leaves.items(), *param_leaves.items()], found)):
+        found = call_backward(loss_name, objective, targets)
+        for k, (name, g) in enumerate(zip([*leaves, *param_leaves], found)):
             into = grads if k < len(leaves) else parameter_grads
-            into[name] = torch.zeros_like(leaf) if g is None else g
+            into[name] = g
     backward_s = time.perf_counter() - start
     return Evaluation(specs[0], objective.detach(), grads, forward_s, backward_s, parts, parameter_grads, covered,
-                      "+".join(spec.name for spec in specs))
+                      loss_name)
 
 
 def check_patterns(reg: Regularization) -> None:
@@ -260,4 +276,6 @@ def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Te
         if not t.is_floating_point():
             raise FieldError(f"parameters.{name}", "must have a floating-point dtype")
     if (reg.l1 or reg.l2) and not covered_parameters(parameters, reg):
-        raise FieldError("regularization.include", f"covers none of the parameters sent ({', '.join(sorted(parameters))})")
+        raise FieldError(
+            "regularization.include", f"covers none of the parameters sent ({', '.join(sorted(parameters))})"
+        )

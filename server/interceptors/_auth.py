@@ -28,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from ._handlers import Continuation, Handler, OPEN_PREFIXES, is_open, refusing_handler
+from ._handlers import OPEN_PREFIXES, Continuation, Handler, is_open, refusing_handler
 
 __all__ = ["BearerTokenInterceptor"]
 

@@ -12,8 +12,9 @@ HTTP/2 streams per connection and keepalive are gRPC server arguments:
 
 >>> limiter = ConcurrencyLimiter(max_rpcs=1, max_streams=1)
 >>> release = limiter.rpcs.acquire()
->>> limiter.rpcs.acquire() is None, limiter.rpcs.refusal()
-(True, 'too many calls in flight: max_concurrent_rpcs is 1 (--max-concurrent-rpcs, LOSSD_MAX_CONCURRENT_RPCS); try again when calls finish, or raise the limit')
+>>> limiter.rpcs.acquire() is None, limiter.rpcs.refusal()  # doctest: +NORMALIZE_WHITESPACE
+(True, 'too many calls in flight: max_concurrent_rpcs is 1 (--max-concurrent-rpcs,
+        LOSSD_MAX_CONCURRENT_RPCS); try again when calls finish, or raise the limit')
 >>> release(); release(); limiter.rpcs.in_flight
 0
 """
@@ -28,7 +29,7 @@ import grpc
 
 from ..._settings import env_name, flag_name
 from .._security import ConfigError
-from ._handlers import Context, Continuation, Handler, OPEN_PREFIXES, is_open, shape_of
+from ._handlers import OPEN_PREFIXES, Context, Continuation, Handler, is_open, shape_of
 
 __all__ = ["DEFAULT_MAX_CONCURRENT_RPCS", "DEFAULT_MAX_CONCURRENT_STREAMS", "ConcurrencyLimiter", "Slots"]
 

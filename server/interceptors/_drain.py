@@ -3,11 +3,12 @@ server starts shutting down, refuses new ones.
 
 ``lossd serve`` installs a :class:`DrainGate` (:func:`lossd.server.interceptors.build_interceptors`
 gives the order). On SIGTERM (or SIGINT) :meth:`lossd.server.LossdServer.drain` closes the gate,
-turns health ``NOT_SERVING``, lets running training jobs checkpoint, then waits (:meth:`DrainGate.wait_idle`) until the calls
-already running have finished — at most the grace period — while the listener stays open:
-health checks keep answering (``NOT_SERVING``), and every other new call ends at once with
-``UNAVAILABLE`` and a message saying so (a client with several targets retries elsewhere).
-Only then does the server stop. A refused call's request is not parsed.
+turns health ``NOT_SERVING``, lets running training jobs checkpoint, then waits
+(:meth:`DrainGate.wait_idle`) until the calls already running have finished — at most the
+grace period — while the listener stays open: health checks keep answering (``NOT_SERVING``),
+and every other new call ends at once with ``UNAVAILABLE`` and a message saying so (a client
+with several targets retries elsewhere). Only then does the server stop. A refused call's
+request is not parsed.
 
 >>> import asyncio
 >>> gate = DrainGate()
@@ -27,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from ._handlers import Context, Continuation, Handler, OPEN_PREFIXES, is_open, refusing_handler, shape_of
+from ._handlers import OPEN_PREFIXES, Context, Continuation, Handler, is_open, refusing_handler, shape_of
 
 __all__ = ["DRAINING_MESSAGE", "DrainGate"]
 

@@ -12,6 +12,8 @@ from ._dtypes import TORCH_DTYPES, WIRE_NAMES
 from ._registry import (
     REDUCTION,
     REGISTRY,
+    Domain,
+    DomainWarning,
     Input,
     InputRole,
     LossError,
@@ -25,10 +27,13 @@ from ._registry import (
     require_finite,
     require_same_shape,
     require_unit_interval,
+    strictness,
 )
 
 __all__ = [
     "REDUCTION",
+    "Domain",
+    "DomainWarning",
     "REGISTRY",
     "TORCH_DTYPES",
     "WIRE_NAMES",
@@ -45,4 +50,5 @@ __all__ = [
     "require_finite",
     "require_same_shape",
     "require_unit_interval",
+    "strictness",
 ]

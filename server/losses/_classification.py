@@ -1,11 +1,13 @@
 """Classification losses from ``torch.nn``: cross entropy, NLL, BCE, KL, margin losses.
 
 Each entry calls torch's own functional, so values and gradients are bit-identical
-to local torch. What torch leaves unchecked is refused first (seen on torch 2.13
-CPU): class indices out of range; probability / label targets outside [0, 1];
-soft-margin targets other than +-1 (NaN included); targets whose shape differs from
-the input's where torch would broadcast silently; and an empty batch for
-multi_margin_loss / multilabel_margin_loss, where torch reduces uninitialised memory.
+to local torch. What torch leaves unchecked splits in two (seen on torch 2.13 CPU).
+Refused (kind b): class indices out of range (torch reads out of bounds or fails
+late) and an empty batch for multi_margin_loss / multilabel_margin_loss, where torch
+reduces uninitialised memory. Computed as torch does, with a warning, refused when
+the request is strict (kind a, :class:`~._registry.Domain`): probability / label
+targets outside [0, 1], soft-margin targets other than +-1, targets shaped unlike
+the input where torch broadcasts.
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ import torch.nn.functional as F
 
 from ._registry import (
     REDUCTION,
+    Domain,
     Input,
     Param,
     register_loss,
     require,
     require_class_indices,
-    require_finite,
     require_same_shape,
     require_unit_interval,
+    same_shape,
+    unit_interval,
 )
 
-__all__: list[str] = []
+__all__ = ["SIGNS"]
 
 
 # --------------------------------------------------------------------------- shared checks
@@ -36,6 +40,9 @@ def _n_classes(input: torch.Tensor) -> int:
     if input.dim() == 0:
         return 1
     return input.shape[1] if input.dim() > 1 else input.shape[0]
+
+
+_CLASS_INDEX = "class indices outside [0, C) other than ignore_index (torch reads out of bounds or fails late)"
 
 
 def _class_targets(input: torch.Tensor, target: torch.Tensor, ignore_index: int | None) -> None:
@@ -85,6 +92,7 @@ def _ce_example(dt: torch.dtype) -> dict[str, object]:
     }
 
 
+_CE_PROBS = unit_interval(what="class probabilities")
 _IGNORE_INDEX = Param("ignore_index", "int", -100,
                       "Class-index target value that is ignored and does not count towards the mean.")
 
@@ -94,23 +102,38 @@ _IGNORE_INDEX = Param("ignore_index", "int", -100,
     mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
     aliases=("CrossEntropyLoss", "ce", "softmax_cross_entropy"),
     inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",),
-              doc="unnormalized logits, (C), (N, C) or (N, C, d1, ..., dK)"),
-        Input("target", "target", kind="float|int", differentiable=True, aliases=("y_true",),
-              doc="class indices (int, shape (), (N) or (N, d1, ..., dK)) or class probabilities "
-                  "(float in [0, 1], same shape as input)"),
+        Input(
+            "input",
+            "prediction",
+            differentiable=True,
+            aliases=("y_pred",),
+            doc="unnormalized logits, (C), (N, C) or (N, C, d1, ..., dK)",
+        ),
+        Input(
+            "target",
+            "target",
+            kind="float|int",
+            differentiable=True,
+            aliases=("y_true",),
+            doc="class indices (int, shape (), (N) or (N, d1, ..., dK)) or class probabilities "
+            "(float in [0, 1], same shape as input)",
+        ),
         Input("weight", "class weight", required=False, doc="rescaling weight per class, shape (C)"),
     ),
     params=(
         REDUCTION,
         _IGNORE_INDEX,
-        Param("label_smoothing", "float", 0.0, "Amount of smoothing towards the uniform distribution.", min=0.0, max=1.0),
+        Param(
+            "label_smoothing", "float", 0.0, "Amount of smoothing towards the uniform distribution.", min=0.0, max=1.0
+        ),
     ),
     description="Cross entropy between logits and class indices or class probabilities.",
     source="torch.nn.functional.cross_entropy",
     notes="ignore_index applies to class-index targets only (torch refuses it with probability targets). "
-          "With class-index targets the weighted 'mean' divides by the sum of the targets' weights.",
+    "With class-index targets the weighted 'mean' divides by the sum of the targets' weights.",
     example=_ce_example,
+    domain=(_CE_PROBS,),
+    refuses=(_CLASS_INDEX, "a weight not shaped (C)", "probability targets shaped unlike the input"),
 )
 def cross_entropy(
     input: torch.Tensor,
@@ -130,10 +153,11 @@ def cross_entropy(
     _class_weight(input, weight)
     if target.is_floating_point():
         require_same_shape(input, target, "class-probability targets have one probability per class")
-        require_unit_interval(target, "inputs.target", "class probabilities")
+        _CE_PROBS.check(((target >= 0) & (target <= 1)).all())
         require(ignore_index == _IGNORE_INDEX.default, "params.ignore_index",
                 "applies to class-index targets only; leave it at -100 with class-probability targets")
     else:
+        target = target.to(torch.int64)  # torch takes int64 or uint8 class indices; lossd any integer dtype
         _class_targets(input, target, ignore_index)
     return F.cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
                            label_smoothing=label_smoothing)
@@ -162,6 +186,7 @@ def _nll_example(dt: torch.dtype) -> dict[str, object]:
     source="torch.nn.functional.nll_loss",
     notes="The weighted 'mean' divides by the sum of the targets' weights.",
     example=_nll_example,
+    refuses=(_CLASS_INDEX, "a weight not shaped (C)"),
 )
 def nll_loss(
     input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str, ignore_index: int
@@ -178,6 +203,9 @@ def nll_loss(
 # --------------------------------------------------------------------------- binary cross entropy
 
 
+_BCE_TARGETS = unit_interval(what="targets")
+
+
 def _bce_example(dt: torch.dtype) -> dict[str, object]:
     return {
         "input": torch.tensor([[0.9, 0.2, 0.6], [0.1, 0.7, 0.5]], dtype=dt),
@@ -189,9 +217,16 @@ def _bce_example(dt: torch.dtype) -> dict[str, object]:
     "binary_cross_entropy",
     aliases=("BCELoss", "bce"),
     inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="probabilities in [0, 1], any shape"),
-        Input("target", "target", differentiable=True, aliases=("y_true",),
-              doc="labels or probabilities in [0, 1], same shape as input"),
+        Input(
+            "input", "prediction", differentiable=True, aliases=("y_pred",), doc="probabilities in [0, 1], any shape"
+        ),
+        Input(
+            "target",
+            "target",
+            differentiable=True,
+            aliases=("y_true",),
+            doc="labels or probabilities in [0, 1], same shape as input",
+        ),
         Input("weight", "element weight", required=False, doc="rescaling weight, broadcastable to the input's shape"),
     ),
     params=(REDUCTION,),
@@ -199,6 +234,8 @@ def _bce_example(dt: torch.dtype) -> dict[str, object]:
     source="torch.nn.functional.binary_cross_entropy",
     notes="Log terms are clamped at -100, as in torch.",
     example=_bce_example,
+    refuses=("input probabilities or targets outside [0, 1] (torch's own errors)", "a target shaped unlike the "
+             "input (torch's own error)", "a weight that does not broadcast to the input"),
 )
 def binary_cross_entropy(
     input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str
@@ -236,6 +273,9 @@ def _bce_logits_example(dt: torch.dtype) -> dict[str, object]:
     description="Sigmoid plus binary cross entropy in one numerically stable step, with pos_weight.",
     source="torch.nn.functional.binary_cross_entropy_with_logits",
     example=_bce_logits_example,
+    domain=(_BCE_TARGETS,),
+    refuses=("a target shaped unlike the input (torch's own error)",
+             "a weight or pos_weight that does not broadcast to the input"),
 )
 def binary_cross_entropy_with_logits(
     input: torch.Tensor,
@@ -250,7 +290,7 @@ def binary_cross_entropy_with_logits(
     Shapes: input (*), target (*) the same; weight and pos_weight broadcastable to them.
     """
     require_same_shape(input, target, "torch refuses a different shape")
-    require_unit_interval(target, "inputs.target", "targets")
+    _BCE_TARGETS.check(((target >= 0) & (target <= 1)).all())
     _broadcasts_to(weight, input, "inputs.weight", "the input's shape")
     _broadcasts_to(pos_weight, input, "inputs.pos_weight", "(C), one weight per class")
     return F.binary_cross_entropy_with_logits(input, target, weight, reduction=reduction, pos_weight=pos_weight)
@@ -284,19 +324,25 @@ def _kl_example(dt: torch.dtype) -> dict[str, object]:
     ),
     description="Kullback-Leibler divergence KL(target || exp(input)), pointwise, reduced.",
     source="torch.nn.functional.kl_div",
-    notes="'mean' divides by the number of elements; 'batchmean' (the KL divergence) by the batch size.",
+    notes="'mean' divides by the number of elements; 'batchmean' (the KL divergence) by the batch size. "
+          "torch warns that 'mean' is not the KL divergence; the warning reaches the caller.",
     example=_kl_example,
+    domain=(same_shape(torch_warns=False),),
+    refuses=("shapes that do not broadcast (torch's own error)",),
 )
 def kl_div(input: torch.Tensor, target: torch.Tensor, *, reduction: str, log_target: bool) -> torch.Tensor:
     r"""``l_i = y_i (log y_i - x_i)``, or ``exp(y_i) (y_i - x_i)`` with log_target.
 
     Shapes: input (*), target (*) the same.
     """
-    require_same_shape(input, target)
+    same_shape(torch_warns=False).check(target.shape == input.shape)
     return F.kl_div(input, target, reduction=reduction, log_target=log_target)
 
 
 # --------------------------------------------------------------------------- margin losses
+
+
+_LABELS = unit_interval(what="labels")
 
 
 def _mlsm_example(dt: torch.dtype) -> dict[str, object]:
@@ -320,6 +366,9 @@ def _mlsm_example(dt: torch.dtype) -> dict[str, object]:
     description="Multi-label one-versus-all logistic loss, averaged over classes.",
     source="torch.nn.functional.multilabel_soft_margin_loss",
     example=_mlsm_example,
+    domain=(_LABELS,),
+    refuses=("a 0-d input (no class dimension)", "a target shaped unlike the input",
+             "a weight that does not broadcast to the input"),
 )
 def multilabel_soft_margin_loss(
     input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str
@@ -330,7 +379,7 @@ def multilabel_soft_margin_loss(
     """
     require(input.dim() >= 1, "inputs.input", "must have a class dimension: shape (N, C) or (C)")
     require_same_shape(input, target)
-    require_unit_interval(target, "inputs.target", "labels")
+    _LABELS.check(((target >= 0) & (target <= 1)).all())
     _broadcasts_to(weight, input, "inputs.weight", "(C), one weight per class")
     return F.multilabel_soft_margin_loss(input, target, weight, reduction=reduction)
 
@@ -357,6 +406,8 @@ def _mlm_example(dt: torch.dtype) -> dict[str, object]:
           "unless reduction is 'none' (torch's CPU kernel returns uninitialised memory). "
           "float16/bfloat16: torch's CPU kernel has none (UNIMPLEMENTED on a CPU server).",
     example=_mlm_example,
+    refuses=("a target shaped unlike the input", "labels outside [0, C) other than the -1 padding "
+             "(torch reads out of bounds)", "an empty batch with reduction 'mean' or 'sum' (uninitialised memory)"),
 )
 def multilabel_margin_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str) -> torch.Tensor:
     r"""``l_n = sum_{j in labels, i not in labels} max(0, 1 - (x_{n,j} - x_{n,i})) / C``.
@@ -398,6 +449,8 @@ def _mm_example(dt: torch.dtype) -> dict[str, object]:
     notes="An empty batch is refused unless reduction is 'none' (torch's CPU kernel returns uninitialised memory). "
           "float16/bfloat16: torch's CPU kernel has none (UNIMPLEMENTED on a CPU server).",
     example=_mm_example,
+    refuses=(_CLASS_INDEX, "a weight not shaped (C)",
+             "an empty batch with reduction 'mean' or 'sum' (uninitialised memory)"),
 )
 def multi_margin_loss(
     input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, p: int, margin: float, reduction: str
@@ -410,6 +463,10 @@ def multi_margin_loss(
     _class_targets(input, target, None)
     _nonempty_batch(input, reduction, "multi_margin_loss")
     return F.multi_margin_loss(input, target, p=p, margin=margin, weight=weight, reduction=reduction)
+
+
+#: The (a) rule of the +-1 target losses (soft margin, hinge/cosine embedding, margin ranking).
+SIGNS = Domain("inputs.target", "values are 1 or -1", "other values enter torch's formula as they are")
 
 
 def _sm_example(dt: torch.dtype) -> dict[str, object]:
@@ -430,13 +487,14 @@ def _sm_example(dt: torch.dtype) -> dict[str, object]:
     description="Two-class logistic loss log(1 + exp(-target * input)) with targets +-1.",
     source="torch.nn.functional.soft_margin_loss",
     example=_sm_example,
+    domain=(SIGNS, same_shape(torch_warns=False)),
+    refuses=("shapes that do not broadcast (torch's own error)",),
 )
 def soft_margin_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str) -> torch.Tensor:
     r"""``l_i = log(1 + exp(-y_i x_i))``.
 
     Shapes: input (*), target (*) the same.
     """
-    require_same_shape(input, target)
-    require_finite(target, "inputs.target")
-    require(bool(((target == 1) | (target == -1)).all()), "inputs.target", "labels must be +1 or -1")
+    same_shape(torch_warns=False).check(target.shape == input.shape)
+    SIGNS.check(((target == 1) | (target == -1)).all())
     return F.soft_margin_loss(input, target, reduction=reduction)

@@ -65,7 +65,9 @@ def _overlap_stats(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
         if mode == "binary" or input.dim() == 1:
             probs, onehot = probs.reshape(probs.shape[0], 1, -1), onehot.reshape(onehot.shape[0], 1, -1)
     if not from_logits:
-        require(((input >= 0) & (input <= 1)).all(), "inputs.input", "probabilities must lie in [0, 1] (from_logits=false)")
+        require(
+            ((input >= 0) & (input <= 1)).all(), "inputs.input", "probabilities must lie in [0, 1] (from_logits=false)"
+        )
     probs = probs.reshape(probs.shape[0], probs.shape[1], -1)
     onehot = onehot.reshape(onehot.shape[0], onehot.shape[1], -1)
     dims = (0, 2)
@@ -88,7 +90,9 @@ def _overlap_example(dt: torch.dtype) -> dict[str, object]:
     source="lossd (segmentation_models_pytorch DiceLoss formula)",
     example=_overlap_example,
 )
-def dice_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float) -> torch.Tensor:
+def dice_loss(
+    input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float
+) -> torch.Tensor:
     """Per class ``1 - (2*I + smooth) / max(P + T + smooth, eps)``, mean over classes;
     I, P, T sum over batch and spatial dims."""
     inter, p, t = _overlap_stats(input, target, mode, from_logits)
@@ -105,7 +109,9 @@ def dice_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logi
     source="lossd (segmentation_models_pytorch JaccardLoss formula)",
     example=_overlap_example,
 )
-def jaccard_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float) -> torch.Tensor:
+def jaccard_loss(
+    input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float
+) -> torch.Tensor:
     """Per class ``1 - (I + smooth) / max(P + T - I + smooth, eps)``, mean over classes."""
     inter, p, t = _overlap_stats(input, target, mode, from_logits)
     score = (inter + smooth) / (p + t - inter + smooth).clamp_min(eps)
@@ -212,16 +218,31 @@ def _info_nce_example(dt: torch.dtype) -> dict[str, object]:
     aliases=("InfoNCE", "InfoNCELoss", "info_nce", "nt_xent"),
     inputs=(
         Input("query", "prediction", differentiable=True, aliases=("y_pred", "input"), doc="embeddings (N, D)"),
-        Input("positive_key", "target", differentiable=True, aliases=("y_true", "target"),
-              doc="matching embeddings (N, D); row i is query i's positive"),
-        Input("negative_keys", "negatives", differentiable=True, required=False,
-              doc="unpaired (M, D) or paired (N, M, D); absent: the other rows of positive_key are the negatives"),
+        Input(
+            "positive_key",
+            "target",
+            differentiable=True,
+            aliases=("y_true", "target"),
+            doc="matching embeddings (N, D); row i is query i's positive",
+        ),
+        Input(
+            "negative_keys",
+            "negatives",
+            differentiable=True,
+            required=False,
+            doc="unpaired (M, D) or paired (N, M, D); absent: the other rows of positive_key are the negatives",
+        ),
     ),
     params=(
         Param("temperature", "float", 0.1, "Softmax temperature.", min=0.0, min_exclusive=True),
         REDUCTION,
-        Param("negative_mode", "string", "unpaired", "'unpaired': negatives shared (M, D); 'paired': per query (N, M, D).",
-              choices=("unpaired", "paired")),
+        Param(
+            "negative_mode",
+            "string",
+            "unpaired",
+            "'unpaired': negatives shared (M, D); 'paired': per query (N, M, D).",
+            choices=("unpaired", "paired"),
+        ),
     ),
     description="InfoNCE contrastive loss on L2-normalised embeddings (in-batch negatives by default).",
     source="lossd (van den Oord et al. 2018; info-nce-pytorch conventions)",
@@ -247,8 +268,11 @@ def info_nce_loss(query: torch.Tensor, positive_key: torch.Tensor, negative_keys
             require(negative_keys.dim() == 2 and negative_keys.shape[1] == d, "inputs.negative_keys",
                     f"unpaired negatives must be (M, {d}), got shape {list(negative_keys.shape)}")
         else:
-            require(negative_keys.dim() == 3 and negative_keys.shape[0] == n and negative_keys.shape[2] == d,
-                    "inputs.negative_keys", f"paired negatives must be ({n}, M, {d}), got shape {list(negative_keys.shape)}")
+            require(
+                negative_keys.dim() == 3 and negative_keys.shape[0] == n and negative_keys.shape[2] == d,
+                "inputs.negative_keys",
+                f"paired negatives must be ({n}, M, {d}), got shape {list(negative_keys.shape)}",
+            )
         neg = F.normalize(negative_keys, dim=-1)
         positive_logit = (q * k).sum(dim=1, keepdim=True)
         if negative_mode == "unpaired":

@@ -161,6 +161,10 @@ def _loss_section(spec: LossSpec) -> list[str]:
     out.append(f"- **Float dtypes:** {', '.join(spec.float_dtypes)}")
     if spec.notes:
         out.append(f"- **Notes:** {_cell(spec.notes)}")
+    out.append("- **Computed with a warning, refused when `strict`** (outside torch's documented domain): "
+               + ("; ".join(_cell(d.describe()) for d in spec.domain) or "none"))
+    out.append("- **Always refused** (torch would crash, read out of bounds, hang or return a meaningless "
+               "number): " + ("; ".join(_cell(r) for r in spec.refuses) or "none declared"))
     out += ["", "**Inputs** (in torch's argument order)", ""]
     out += _table(("Name", "Role", "Dtype kind", "Gradient", "Required", "Aliases", "Description"),
                   (_input_row(i) for i in spec.inputs))
@@ -184,7 +188,8 @@ def render_losses_markdown(registry: Registry = REGISTRY) -> str:
         "<!-- Generated from the server's loss registry by `python -m lossd.server.losses._docs`",
         "     (`make docs`). Do not edit by hand: tests/repo/test_docs.py fails when it is stale. -->",
         "",
-        f"lossd serves {len(specs)} loss{'es' if len(specs) != 1 else ''}. This page is generated from the same registry that",
+        f"lossd serves {len(specs)} loss{'es' if len(specs) != 1 else ''}. This page is generated from the same "
+        "registry that",
         "`ListLosses` publishes (`lossd losses`, or `grpcurl -plaintext 127.0.0.1:50051",
         f"{LIST_LOSSES.path.lstrip('/')}`), so the two always agree.",
         "",
@@ -194,19 +199,30 @@ def render_losses_markdown(registry: Registry = REGISTRY) -> str:
         "  aliases are case-insensitive and may carry a `torch.nn.` / `nn.` / `F.` prefix.",
         "- Inputs travel in `inputs`, keyed by torch's argument name; `y_pred` and `y_true`",
         "  are accepted for the first two (prediction first, as in PyTorch). A `float` input",
-        "  needs a floating-point dtype, an `int` input an integer dtype (sent to torch as",
-        "  int64); floating-point inputs of one request must share one dtype.",
-        "- Gradients are returned for every differentiable floating-point input unless",
-        "  `grad_inputs` names a subset; for `reduction: \"none\"` send `grad_output` to get a",
-        "  vector-Jacobian product.",
+        "  takes any dtype torch computes with (floating-point, complex, integer, bool) and",
+        "  torch's type promotion decides the result, as locally (`mse_loss(float32, int64)`",
+        "  is float32); an `int` input needs an integer dtype (sent to torch as int64).",
+        "  An input torch also takes as a Python number or list (gaussian_nll_loss `var`, CTC",
+        "  lengths) may be sent in `params` under its name; `null` there means an absent",
+        "  optional input.",
+        "- Gradients are returned for every differentiable floating-point or complex input",
+        "  unless `grad_inputs` names a subset (naming an integer or bool input is refused);",
+        "  for `reduction: \"none\"` send `grad_output` to get a vector-Jacobian product.",
+        "- Each loss lists two kinds of rule. Outside torch's documented domain but well",
+        "  defined (a target other than 1/-1, labels outside [0, 1], ...): computed as torch",
+        "  computes it, with a warning in the reply's `warnings` naming the field and the",
+        "  domain; a request that sets `strict` is refused instead. Where torch would crash,",
+        "  read out of bounds, hang or return a meaningless number: always `INVALID_ARGUMENT`.",
+        "  torch's own warnings (kl_div `reduction='mean'`, target-size broadcasting) reach",
+        "  the caller in `warnings` too.",
         "- Parameters travel in `params` as JSON values; unknown parameters, wrong types and",
         "  values outside the allowed range are refused with `INVALID_ARGUMENT`. The deprecated",
-        "  `size_average` and `reduce` are refused in favour of `reduction`.",
+        "  `size_average` and `reduce` (true, false or null) become `reduction` as torch makes",
+        "  them, with torch's deprecation warning.",
         "- NaN and infinite values in `inputs`, `parameters` and `grad_output` are refused",
         "  with `INVALID_ARGUMENT`, naming the tensor, what was found and its first flat index",
         "  (`inputs.input: contains NaN at flat index 3 ...`); a request that sets",
-        "  `allow_non_finite` gets torch's result as it is, NaN included, bit for bit. A loss's",
-        "  own domain rules (targets of 1 or -1, probabilities in [0, 1]) still refuse them.",
+        "  `allow_non_finite` gets torch's result as it is, NaN included, bit for bit.",
         "- Sizes are checked from the shapes before anything is allocated: elements per tensor",
         "  (`--max-tensor-elements`), elements per request (`--max-request-elements`), tensors",
         "  per request (`--max-tensors`) and objective terms (`--max-terms`) answer",
@@ -245,7 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current != text:
-            print(f"{path} is stale: run `make docs` (python -m lossd.server.losses._docs --out {path})", file=sys.stderr)
+            print(
+                f"{path} is stale: run `make docs` (python -m lossd.server.losses._docs --out {path})", file=sys.stderr
+            )
             return 1
         print(f"{path} is up to date ({len(REGISTRY)} losses)")
         return 0

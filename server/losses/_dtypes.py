@@ -18,6 +18,8 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
     "float64": torch.float64,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
+    "complex64": torch.complex64,
+    "complex128": torch.complex128,
     "int64": torch.int64,
     "int32": torch.int32,
     "int16": torch.int16,

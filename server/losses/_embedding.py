@@ -2,8 +2,9 @@
 triplet margin (with a fixed set of named distance functions), cosine similarity and
 pairwise distance.
 
-Torch accepts targets other than 1 and -1 in the ±1-target losses (and silently drops NaN
-targets), so those are refused here before torch runs.
+Torch computes the ±1-target losses for any target value; lossd does too, with a warning
+naming the field and the documented domain (refused when the request is strict). Integer,
+bool and complex inputs go to torch as they are, where torch computes them.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ._registry import REDUCTION, Input, Param, register_loss, require, require_finite
+from ._classification import SIGNS
+from ._registry import REDUCTION, Domain, Input, Param, register_loss, require
 
 __all__ = ["DISTANCE_FUNCTIONS"]
 
 
-def _pm_one(target: torch.Tensor, field: str = "inputs.target") -> None:
-    """Targets of the ±1 losses must be finite and exactly 1 or -1 (torch checks neither)."""
-    require_finite(target, field)
-    require(((target == 1) | (target == -1)).all(), field, "values must be 1 or -1")
+def _pm_one(target: torch.Tensor) -> None:
+    """Targets of the ±1 losses: 1 or -1 is the documented domain; torch computes any value."""
+    SIGNS.check(((target == 1) | (target == -1)).all())
 
 
 def _cosine_distance(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
@@ -64,7 +65,7 @@ def _hinge_example(dt: torch.dtype) -> dict[str, object]:
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",),
               doc="distances (often an L1 distance), any shape"),
-        Input("target", "target", kind="float|int", aliases=("y_true",),
+        Input("target", "target", kind="float|int", differentiable=True, aliases=("y_true",),
               doc="1 (similar) or -1 (dissimilar), same shape as input (or broadcastable)"),
     ),
     params=(
@@ -74,6 +75,8 @@ def _hinge_example(dt: torch.dtype) -> dict[str, object]:
     description="Hinge embedding loss: x where y=1, max(0, margin - x) where y=-1.",
     source="torch.nn.functional.hinge_embedding_loss",
     example=_hinge_example,
+    domain=(SIGNS,),
+    refuses=("shapes torch cannot match (torch's own error)",),
 )
 def hinge_embedding_loss(
     input: torch.Tensor, target: torch.Tensor, *, reduction: str, margin: float
@@ -89,6 +92,9 @@ def hinge_embedding_loss(
 
 # ---------------------------------------------------------------------------------------
 # cosine_embedding_loss
+
+
+_COSINE_MARGIN = Domain("params.margin", "a margin in [-1, 1]", "torch compares the cosine with any margin")
 
 
 def _cosine_embedding_example(dt: torch.dtype) -> dict[str, object]:
@@ -107,16 +113,18 @@ def _cosine_embedding_example(dt: torch.dtype) -> dict[str, object]:
               doc="embeddings, (N, D) or (D)"),
         Input("input2", "second embedding", differentiable=True, aliases=("y_true",),
               doc="embeddings, same shape as input1"),
-        Input("target", "target", kind="float|int", doc="1 (similar) or -1 (dissimilar), (N) or ()"),
+        Input("target", "target", kind="float|int", differentiable=True,
+              doc="1 (similar) or -1 (dissimilar), (N) or ()"),
     ),
     params=(
         REDUCTION,
-        Param("margin", "float", 0.0, "Margin for the dissimilar pairs; 0 to 0.5 is suggested.",
-              min=-1.0, max=1.0),
+        Param("margin", "float", 0.0, "Margin for the dissimilar pairs; in [-1, 1], 0 to 0.5 is suggested."),
     ),
     description="Cosine embedding loss: 1 - cos(x1, x2) where y=1, max(0, cos(x1, x2) - margin) where y=-1.",
     source="torch.nn.functional.cosine_embedding_loss",
     example=_cosine_embedding_example,
+    domain=(SIGNS, _COSINE_MARGIN),
+    refuses=("shapes torch cannot match (torch's own error)",),
 )
 def cosine_embedding_loss(
     input1: torch.Tensor, input2: torch.Tensor, target: torch.Tensor, *, reduction: str, margin: float
@@ -127,6 +135,7 @@ def cosine_embedding_loss(
     {1, -1}; output scalar, or ``(N)`` / ``()`` for ``reduction='none'``.
     """
     _pm_one(target)
+    _COSINE_MARGIN.check(-1.0 <= margin <= 1.0)
     return F.cosine_embedding_loss(input1, input2, target, margin=margin, reduction=reduction)
 
 
@@ -160,6 +169,8 @@ def _ranking_example(dt: torch.dtype) -> dict[str, object]:
     description="Margin ranking loss: max(0, -y * (x1 - x2) + margin).",
     source="torch.nn.functional.margin_ranking_loss",
     example=_ranking_example,
+    domain=(SIGNS,),
+    refuses=("shapes torch cannot match (torch's own error)",),
 )
 def margin_ranking_loss(
     input1: torch.Tensor, input2: torch.Tensor, target: torch.Tensor, *, reduction: str, margin: float

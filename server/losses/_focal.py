@@ -55,7 +55,9 @@ def _binary_example(dt: torch.dtype) -> dict[str, object]:
     "binary_focal_loss",
     aliases=("BinaryFocalLoss", "FocalLoss"),
     inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="probabilities in [0, 1], any shape"),
+        Input(
+            "input", "prediction", differentiable=True, aliases=("y_pred",), doc="probabilities in [0, 1], any shape"
+        ),
         Input("target", "target", differentiable=True, aliases=("y_true",), doc="labels in [0, 1], same shape"),
     ),
     params=(
@@ -67,7 +69,9 @@ def _binary_example(dt: torch.dtype) -> dict[str, object]:
     source="lossd (seed's FocalLoss)",
     example=_binary_example,
 )
-def binary_focal_loss(input: torch.Tensor, target: torch.Tensor, *, gamma: float, alpha: float, reduction: str) -> torch.Tensor:
+def binary_focal_loss(
+    input: torch.Tensor, target: torch.Tensor, *, gamma: float, alpha: float, reduction: str
+) -> torch.Tensor:
     """``bce = BCE(input, target)``, ``p_t = t*p + (1-t)*(1-p)``,
     ``alpha_t = t*alpha + (1-t)*(1-alpha)``; loss = ``alpha_t * (1-p_t)^gamma * bce``.
 
@@ -106,7 +110,9 @@ def _sigmoid_example(dt: torch.dtype) -> dict[str, object]:
     source="torchvision.ops.sigmoid_focal_loss (formula)",
     example=_sigmoid_example,
 )
-def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float, gamma: float, reduction: str) -> torch.Tensor:
+def sigmoid_focal_loss(
+    input: torch.Tensor, target: torch.Tensor, *, alpha: float, gamma: float, reduction: str
+) -> torch.Tensor:
     """``ce = BCEWithLogits(x, t)``, ``p = sigmoid(x)``, ``p_t = p*t + (1-p)*(1-t)``;
     loss = ``ce * (1-p_t)^gamma``, times ``alpha*t + (1-alpha)*(1-t)`` when ``alpha >= 0``.
 
@@ -139,22 +145,35 @@ def _softmax_example(dt: torch.dtype) -> dict[str, object]:
     mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
     aliases=("SoftmaxFocalLoss", "multiclass_focal_loss"),
     inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits, (N, C) or (N, C, d1, ..., dK)"),
+        Input(
+            "input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits, (N, C) or (N, C, d1, ..., dK)"
+        ),
         Input("target", "target", kind="int", aliases=("y_true",), doc="class indices, (N) or (N, d1, ..., dK)"),
         Input("alpha", "class weight", required=False, doc="weight per class, shape (C)"),
     ),
     params=(
         _GAMMA,
         Param("ignore_index", "int", -100, "Target value that is ignored (no loss, no gradient)."),
-        Param("reduction", "string", "mean", "'none', 'mean' (over non-ignored elements) or 'sum'.",
-              choices=("none", "mean", "sum")),
+        Param(
+            "reduction",
+            "string",
+            "mean",
+            "'none', 'mean' (over non-ignored elements) or 'sum'.",
+            choices=("none", "mean", "sum"),
+        ),
     ),
     description="Multi-class focal loss on logits: -alpha[t] * (1 - p_t)^gamma * log p_t.",
     source="lossd (Lin et al. 2017, softmax form)",
     example=_softmax_example,
 )
 def softmax_focal_loss(
-    input: torch.Tensor, target: torch.Tensor, alpha: torch.Tensor | None, *, gamma: float, ignore_index: int, reduction: str
+    input: torch.Tensor,
+    target: torch.Tensor,
+    alpha: torch.Tensor | None,
+    *,
+    gamma: float,
+    ignore_index: int,
+    reduction: str,
 ) -> torch.Tensor:
     """``logp = log_softmax(x, dim=1)``; per element ``-alpha[t] * (1 - exp(logp_t))^gamma * logp_t``,
     zero where ``t == ignore_index``. 'mean' divides by the number of non-ignored elements.

@@ -11,10 +11,14 @@ gradients are exactly the module's. Its weight inputs are named like the module'
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
+from torch.nn.modules.linear_cross_entropy_options import LinearCrossEntropyOptions
 
 from ._registry import REDUCTION, Input, LossError, Param, register_loss, require, require_class_indices
 
@@ -121,6 +125,9 @@ def _check_shape(t: torch.Tensor, name: str, expected: tuple[int, ...], why: str
     "keys. reduction: 'mean' is the module's .loss, 'none' is -.output (per sample), 'sum' is "
     f"-.output summed. At most {MAX_CLUSTERS} tail clusters.",
     example=_asm_example,
+    refuses=("class indices outside [0, n_classes)", "missing n_classes or cutoffs, cutoffs not increasing in "
+             "[1, n_classes - 1]", "weights missing, unused or shaped unlike the module's",
+             f"more than {MAX_CLUSTERS} tail clusters"),
 )
 def adaptive_log_softmax_with_loss(
     input: torch.Tensor,
@@ -256,13 +263,19 @@ def _lce_example(dt: torch.dtype) -> dict[str, object]:
               "value allowed with class-probability targets.", nullable=True),
         Param("label_smoothing", "float", 0.0, "Amount of smoothing towards the uniform distribution.",
               min=0.0, max=1.0),
+        Param("options", "object", None,
+              "torch.nn.LinearCrossEntropyOptions as an object (chunked computation): allow_retain_graph "
+              "(bool), batch_chunk_size (int > 0 or null), chunking_method ('auto', 'aspect_ratio[:k]' or "
+              "null), acc_policy ('auto', 'accurate', 'balanced', 'compact'), acc_dtype (null, 'float16', "
+              "'bfloat16', 'float32', 'float64'); null takes torch's reference path.", nullable=True),
     ),
     description="Cross entropy of a linear projection: cross_entropy(linear(input, W, b), target).",
     source="torch.nn.functional.linear_cross_entropy",
-    notes="torch's `options` (chunked computation to save memory) is not exposed: every call takes "
-    "torch's reference path (options=None). The class weight gets no gradient (torch cannot "
-    "differentiate it for class-index targets).",
+    notes="The class weight gets no gradient (torch cannot differentiate it for class-index targets).",
     example=_lce_example,
+    refuses=("class indices outside [0, C) other than ignore_index", "a weight not shaped (C)",
+             "class-probability targets not shaped like the logits, or with ignore_index set",
+             "options with unknown keys or values LinearCrossEntropyOptions refuses"),
 )
 def linear_cross_entropy(
     input: torch.Tensor,
@@ -274,6 +287,7 @@ def linear_cross_entropy(
     reduction: str,
     ignore_index: int | None,
     label_smoothing: float,
+    options: dict[str, Any] | None,
 ) -> torch.Tensor:
     r"""``cross_entropy(input @ W.T + b, target)``, the logits shaped ``(N, C, d1, ..., dK)``.
 
@@ -297,7 +311,41 @@ def linear_cross_entropy(
                 f"class-probability targets must have the logits' shape {list(logits_shape)}; "
                 f"got {list(target.shape)}")
     else:
+        target = target.to(torch.int64)  # torch takes int64 class indices; lossd any integer dtype
         require_class_indices(target, n_classes, -100 if ignore_index is None else ignore_index)
     return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias, weight=weight,
                                   reduction=reduction, ignore_index=ignore_index,
-                                  label_smoothing=label_smoothing)
+                                  label_smoothing=label_smoothing, options=_lce_options(options))
+
+
+_ACC_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+               "float64": torch.float64}
+
+
+def _lce_options(options: dict[str, Any] | None) -> Any:
+    """``params.options`` as torch's ``LinearCrossEntropyOptions``; each key checked, never executed."""
+    if options is None:
+        return None
+    fields = {f.name for f in dataclasses.fields(LinearCrossEntropyOptions)}
+    kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        field = f"params.options.{key}"
+        require(key in fields, field, f"is not an option; options: {', '.join(sorted(fields))}")
+        if key == "allow_retain_graph":
+            require(isinstance(value, bool), field, f"must be true or false, got {value!r}")
+        elif key == "batch_chunk_size":
+            require(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                      and float(value).is_integer() and value > 0),
+                    field, f"must be a positive integer or null, got {value!r}")
+            value = None if value is None else int(value)
+        elif key == "acc_dtype":
+            require(value is None or value in _ACC_DTYPES, field,
+                    f"must be null or one of {', '.join(_ACC_DTYPES)}, got {value!r}")
+            value = None if value is None else _ACC_DTYPES[value]
+        else:
+            require(value is None or isinstance(value, str), field, f"must be a string, got {value!r}")
+        kwargs[key] = value
+    try:
+        return LinearCrossEntropyOptions(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise LossError("params.options", str(e)) from e

@@ -29,6 +29,7 @@ import contextvars
 import difflib
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,6 +39,8 @@ import torch
 from ..._wire import FieldError
 
 __all__ = [
+    "Domain",
+    "DomainWarning",
     "Input",
     "InputRole",
     "MeanNormalizer",
@@ -54,9 +57,12 @@ __all__ = [
     "require_same_shape",
     "require_unit_interval",
     "reduce",
+    "same_shape",
+    "unit_interval",
+    "strictness",
 ]
 
-ParamType = Literal["float", "int", "bool", "string", "int_list", "float_list"]
+ParamType = Literal["float", "int", "bool", "string", "int_list", "float_list", "object"]
 InputKind = Literal["float", "int", "float|int"]
 #: What an input is to its loss; ListLosses and the docs publish it. Training reads two:
 #: a training loss takes the model output as its first input, role ``prediction``, and one
@@ -100,6 +106,17 @@ def require_same_shape(
             f"must have the same shape as input: got {list(target.shape)} for input {list(input.shape)} ({why})")
 
 
+def same_shape(field: str = "inputs.target", torch_warns: bool = True) -> Domain:
+    """The (a) rule "``field`` has the input's shape": torch broadcasts (and warns, for most losses)."""
+    return Domain(field, "the input's shape", "torch broadcasts them" + (" and warns" if torch_warns else ""),
+                  torch_warns)
+
+
+def unit_interval(field: str = "inputs.target", what: str = "values") -> Domain:
+    """The (a) rule "``field`` lies in [0, 1]": the formula is defined outside it."""
+    return Domain(field, f"{what} lie in [0, 1]", "other values enter torch's formula as they are")
+
+
 def require_unit_interval(tensor: torch.Tensor, field: str, what: str = "values") -> None:
     """Every element in [0, 1] (probabilities, soft labels); NaN fails too."""
     require(bool(((tensor >= 0) & (tensor <= 1)).all()), field, f"{what} must lie in [0, 1] (NaN is refused)")
@@ -123,6 +140,65 @@ def require_finite(tensor: torch.Tensor, field: str) -> None:
     """Refuse NaN or infinite elements in ``tensor`` (torch silently drops some)."""
     if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
         raise FieldError(field, "contains NaN or infinite values; they must be finite")
+
+
+class DomainWarning(UserWarning):
+    """An input outside a loss's documented domain that torch computes anyway (a :class:`Domain` rule)."""
+
+
+#: Whether the request being evaluated is ``strict`` (set by :func:`strictness`).
+_STRICT: contextvars.ContextVar[bool] = contextvars.ContextVar("lossd_strict", default=False)
+
+
+@contextlib.contextmanager
+def strictness(strict: bool) -> Iterator[None]:
+    """Evaluate the block with :class:`Domain` rules refusing (``strict``) or warning."""
+    token = _STRICT.set(strict)
+    try:
+        yield
+    finally:
+        _STRICT.reset(token)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A rule of kind (a): torch documents a domain but computes outside it, well defined.
+
+    Outside the domain the loss is computed as torch computes it, with a
+    :class:`DomainWarning` naming the field and the domain; a ``strict``
+    request is refused instead (INVALID_ARGUMENT). ``torch_warns``: torch
+    raises its own warning for this case (target-size broadcasting), so lossd
+    adds none. Rules of kind (b) (torch would crash, read out of bounds, hang
+    or return a meaningless number) are :func:`require` calls, listed in the
+    loss's ``refuses``.
+
+    >>> SIGNS = Domain("inputs.target", "values are 1 or -1", "any other value enters the formula as it is")
+    >>> with warnings.catch_warnings(record=True) as seen:
+    ...     warnings.simplefilter("always")
+    ...     SIGNS.check(torch.tensor([1.0, 0.5]).abs().eq(1).all())
+    >>> str(seen[0].message)
+    'inputs.target: values are 1 or -1 (the documented domain); any other value enters the formula as it is'
+    """
+
+    field: str
+    rule: str
+    outside: str
+    torch_warns: bool = False
+
+    def describe(self) -> str:
+        """The rule as docs/losses.md lists it."""
+        return f"`{self.field}`: {self.rule} ({self.outside})"
+
+    def check(self, ok: bool | torch.Tensor) -> None:
+        """Warn (or, for a strict request, refuse) unless ``ok``."""
+        if bool(ok):
+            return
+        if _STRICT.get():
+            raise FieldError(self.field, f"{self.rule} (the documented domain); this strict request refuses "
+                                        f"other values ({self.outside}; without strict: computed, with a warning)")
+        if not self.torch_warns:
+            warnings.warn(f"{self.field}: {self.rule} (the documented domain); {self.outside}", DomainWarning,
+                          stacklevel=2)
 
 
 @dataclass(frozen=True)
@@ -169,6 +245,10 @@ class Param:
             if not isinstance(value, bool):
                 raise FieldError(field_name, f"must be true or false, got {value!r}")
             return value
+        if self.type == "object":  # a JSON object; the loss checks its keys
+            if not isinstance(value, dict):
+                raise FieldError(field_name, f"must be an object (a JSON map), got {value!r}")
+            return value
         if self.type == "string":
             if not isinstance(value, str):
                 raise FieldError(field_name, f"must be a string, got {value!r}")
@@ -213,7 +293,11 @@ class Input:
 
     ``kind`` is the dtype kind accepted: ``float`` (must be floating point),
     ``int`` (class indices, lengths: any integer dtype, passed to the loss
-    as int64) or ``float|int``.
+    as int64) or ``float|int``. A ``float`` input also takes integer, bool and
+    complex tensors: torch decides (type promotion), and refuses what it cannot
+    compute. ``scalar``: the Python form torch also takes for this input
+    (``"float"`` for gaussian_nll_loss's ``var``, ``"int_list"`` for CTC
+    lengths), sent as a parameter of the same name and passed to torch as it is.
     """
 
     name: str
@@ -223,6 +307,12 @@ class Input:
     required: bool = True
     aliases: tuple[str, ...] = ()
     doc: str = ""
+    scalar: ParamType | None = None
+
+    def scalar_param(self) -> Param:
+        """The parameter that carries this input's Python form (see ``scalar``)."""
+        assert self.scalar is not None
+        return Param(self.name, self.scalar, None, self.doc)
 
 
 #: The ``reduction`` parameter shared by most torch losses.
@@ -267,6 +357,10 @@ class LossSpec:
     #: What ``reduction='mean'`` divides by (:data:`MeanNormalizer`); data-parallel training
     #: refuses ``weight`` with class weights or an ignore_index.
     mean_normalizer: MeanNormalizer = "count"
+    #: Rules of kind (a): computed with a warning, refused when strict.
+    domain: tuple[Domain, ...] = ()
+    #: Rules of kind (b), as docs/losses.md lists them: always refused.
+    refuses: tuple[str, ...] = ()
     _by_input: dict[str, Input] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -389,6 +483,8 @@ def register_loss(
     float_dtypes: Sequence[str] = ("float32", "float64", "float16", "bfloat16"),
     batch_coupled: bool = False,
     mean_normalizer: MeanNormalizer = "count",
+    domain: Sequence[Domain] = (),
+    refuses: Sequence[str] = (),
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a loss function under ``name``.
@@ -402,7 +498,10 @@ def register_loss(
     kept samples' total class weight rather than their count.
     The decorated object is a function ``(inputs..., *, params...) -> Tensor``
     or an ``nn.Module`` subclass (params to ``__init__``, inputs to ``forward``);
-    it is returned unchanged.
+    it is returned unchanged. ``domain`` lists the loss's rules of kind (a)
+    (:class:`Domain`: computed as torch does, with a warning; refused when the
+    request is strict) and ``refuses`` those of kind (b) (always refused), for
+    the docs.
     """
 
     def decorate(fn: Any) -> Any:
@@ -420,6 +519,8 @@ def register_loss(
             float_dtypes=tuple(float_dtypes),
             batch_coupled=batch_coupled,
             mean_normalizer=mean_normalizer,
+            domain=tuple(domain),
+            refuses=tuple(refuses),
         )
         (_TARGET.get() if registry is None else registry).add(spec)
         return fn

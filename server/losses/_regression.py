@@ -1,10 +1,10 @@
 """Regression losses from ``torch.nn``: l1, mse, smooth L1, Huber, Poisson and Gaussian NLL.
 
 Each entry calls torch's own functional, so values and gradients are bit-identical
-to local torch. What torch leaves unchecked is refused first: a target whose shape
-differs from the input's (torch only warns, or broadcasts silently, and the warning
-never reaches a remote caller), negative Poisson counts, negative rates when
-``log_input`` is false.
+to local torch, with torch's type promotion and broadcasting. Outside the documented
+domain (a target shaped unlike the input, negative Poisson counts or rates) the loss
+is computed as torch computes it, with a warning (:class:`~._registry.Domain`;
+refused for a strict request).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import torch.nn.functional as F
 
 # torch's functional.pyi lags its functional.py: the `weight=` of l1_loss, mse_loss and
 # huber_loss is missing there, hence the `type: ignore[call-arg]` on those calls.
-
-from ._registry import REDUCTION, Input, LossError, Param, register_loss, require, require_same_shape
+from ._registry import REDUCTION, Domain, Input, LossError, Param, register_loss, same_shape
 
 __all__: list[str] = []
 
@@ -37,18 +36,8 @@ def _pair(dt: torch.dtype) -> dict[str, torch.Tensor]:
     }
 
 
-
-
-def _check_weight(input: torch.Tensor, weight: torch.Tensor | None) -> None:
-    if weight is not None:
-        require(
-            weight.shape == input.shape,
-            "inputs.weight",
-            f"must have the same shape as input: got {list(weight.shape)} for input {list(input.shape)}",
-        )
-
-
-_WARNS = "torch only warns and broadcasts"
+#: Target-size broadcasting: torch warns and broadcasts (its warning reaches the caller).
+_SAME_SHAPE = same_shape()
 
 
 @register_loss(
@@ -59,6 +48,8 @@ _WARNS = "torch only warns and broadcasts"
     description="Mean absolute error: |input - target|, optionally weighted, reduced.",
     source="torch.nn.functional.l1_loss",
     example=_pair,
+    domain=(_SAME_SHAPE,),
+    refuses=("shapes that do not broadcast, a weight shaped unlike the input (torch's own errors)",),
 )
 def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str) -> torch.Tensor:
     r"""``l_i = w_i |x_i - y_i|`` (``w_i = 1`` without weight).
@@ -66,8 +57,7 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | No
     'mean' divides by the number of elements, or by ``sum(w)`` when weighted.
     Shapes: input (*), target (*) and weight (*) all the same.
     """
-    require_same_shape(input, target, _WARNS)
-    _check_weight(input, weight)
+    _SAME_SHAPE.check(target.shape == input.shape)
     return F.l1_loss(input, target, reduction=reduction, weight=weight)  # type: ignore[call-arg]
 
 
@@ -79,6 +69,8 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | No
     description="Mean squared error: (input - target)^2, optionally weighted, reduced.",
     source="torch.nn.functional.mse_loss",
     example=_pair,
+    domain=(_SAME_SHAPE,),
+    refuses=("shapes that do not broadcast, a weight shaped unlike the input (torch's own errors)",),
 )
 def mse_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str) -> torch.Tensor:
     r"""``l_i = w_i (x_i - y_i)^2`` (``w_i = 1`` without weight).
@@ -86,8 +78,7 @@ def mse_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
     'mean' divides by the number of elements, or by ``sum(w)`` when weighted.
     Shapes: input (*), target (*) and weight (*) all the same.
     """
-    require_same_shape(input, target, _WARNS)
-    _check_weight(input, weight)
+    _SAME_SHAPE.check(target.shape == input.shape)
     return F.mse_loss(input, target, reduction=reduction, weight=weight)  # type: ignore[call-arg]
 
 
@@ -102,13 +93,15 @@ def mse_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
     description="Smooth L1: squared below beta, absolute above, reduced.",
     source="torch.nn.functional.smooth_l1_loss",
     example=_pair,
+    domain=(_SAME_SHAPE,),
+    refuses=("shapes that do not broadcast (torch's own error)",),
 )
 def smooth_l1_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str, beta: float) -> torch.Tensor:
     r"""``l_i = 0.5 (x_i - y_i)^2 / beta`` if ``|x_i - y_i| < beta``, else ``|x_i - y_i| - 0.5 beta``.
 
     Shapes: input (*), target (*) the same.
     """
-    require_same_shape(input, target, _WARNS)
+    _SAME_SHAPE.check(target.shape == input.shape)
     return F.smooth_l1_loss(input, target, reduction=reduction, beta=beta)
 
 
@@ -125,6 +118,8 @@ def smooth_l1_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str,
     source="torch.nn.functional.huber_loss",
     notes="With weight, 'mean' is the plain mean of the weighted losses (torch's rule; l1/mse divide by sum(weight)).",
     example=_pair,
+    domain=(_SAME_SHAPE,),
+    refuses=("shapes that do not broadcast, a weight shaped unlike the input (torch's own errors)",),
 )
 def huber_loss(
     input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str, delta: float
@@ -133,9 +128,13 @@ def huber_loss(
 
     'mean' is the mean over elements (also when weighted). Shapes: input, target, weight (*), the same.
     """
-    require_same_shape(input, target, _WARNS)
-    _check_weight(input, weight)
+    _SAME_SHAPE.check(target.shape == input.shape)
     return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)  # type: ignore[call-arg]
+
+
+_COUNTS = Domain("inputs.target", "counts are >= 0", "torch's formula takes negative values as they are")
+_RATES = Domain("inputs.input", "rates are >= 0 when log_input is false",
+                "torch takes log(input + eps) of what it is given: NaN below -eps")
 
 
 def _poisson_example(dt: torch.dtype) -> dict[str, object]:
@@ -163,6 +162,8 @@ def _poisson_example(dt: torch.dtype) -> dict[str, object]:
     description="Poisson negative log-likelihood of counts given a (log-)rate.",
     source="torch.nn.functional.poisson_nll_loss",
     example=_poisson_example,
+    domain=(same_shape(torch_warns=False), _COUNTS, _RATES),
+    refuses=("shapes that do not broadcast (torch's own error)",),
 )
 def poisson_nll_loss(
     input: torch.Tensor, target: torch.Tensor, *, log_input: bool, full: bool, eps: float, reduction: str
@@ -172,12 +173,16 @@ def poisson_nll_loss(
 
     Shapes: input (*), target (*) the same.
     """
-    require_same_shape(input, target)
-    require(not bool((target < 0).any()), "inputs.target", "counts must be non-negative (a Poisson target is >= 0)")
-    if not log_input:
-        require(not bool((input < 0).any()), "inputs.input",
-                "must be non-negative when log_input is false (it is the Poisson rate)")
+    same_shape(torch_warns=False).check(target.shape == input.shape)
+    if not target.is_complex():  # torch computes complex Poisson NLL too; "negative" means nothing there
+        _COUNTS.check(not bool((target < 0).any()))
+    if not log_input and not input.is_complex():
+        _RATES.check(not bool((input < 0).any()))
     return F.poisson_nll_loss(input, target, log_input=log_input, full=full, eps=eps, reduction=reduction)
+
+
+_GAUSSIAN_TARGET = Domain("inputs.target", "the input's shape, or that shape with one dimension equal to 1",
+                          "torch broadcasts other shapes against the input")
 
 
 def _gaussian_example(dt: torch.dtype) -> dict[str, object]:
@@ -191,9 +196,9 @@ def _gaussian_example(dt: torch.dtype) -> dict[str, object]:
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="predicted means, (N, *) or (*)"),
         Input("target", "target", differentiable=True, aliases=("y_true",),
               doc="samples, the input's shape or that shape with one dimension equal to 1"),
-        Input("var", "variance", differentiable=True,
+        Input("var", "variance", differentiable=True, scalar="float",
               doc="predicted variances >= 0: the input's shape, that shape with one dimension equal to 1, "
-                  "or that shape without its last dimension"),
+                  "or that shape without its last dimension; or one number, sent as params.var"),
     ),
     params=(
         Param("full", "bool", False, "Add the constant 0.5*log(2*pi)."),
@@ -203,31 +208,32 @@ def _gaussian_example(dt: torch.dtype) -> dict[str, object]:
     ),
     description="Gaussian negative log-likelihood of targets given predicted means and variances.",
     source="torch.nn.functional.gaussian_nll_loss",
-    notes="A constant variance is sent as a tensor (e.g. the input's shape); torch's float var has no gradient.",
+    notes="A constant variance is a tensor input or a number in params.var (torch's float var; no gradient).",
     example=_gaussian_example,
+    domain=(_GAUSSIAN_TARGET,),
+    refuses=("negative variances, a var shape torch cannot match to the input (torch's own errors)",),
 )
 def gaussian_nll_loss(
-    input: torch.Tensor, target: torch.Tensor, var: torch.Tensor, *, full: bool, eps: float, reduction: str
+    input: torch.Tensor, target: torch.Tensor, var: torch.Tensor | float, *, full: bool, eps: float, reduction: str
 ) -> torch.Tensor:
     r"""``l_i = 0.5 (log(max(var_i, eps)) + (x_i - y_i)^2 / max(var_i, eps))`` (+ ``0.5 log(2 pi)`` when full).
 
     Shapes: input (N, *) or (*); target the same, or with one dimension 1;
     var the same, with one dimension 1, or with one dimension fewer.
     """
-    ok = target.dim() == input.dim() and all(t == i or t == 1 for t, i in zip(target.shape, input.shape)) and (
-        sum(t != i for t, i in zip(target.shape, input.shape)) <= 1
-    )
-    require(ok, "inputs.target",
-            f"must have the input's shape, or that shape with one dimension equal to 1: got {list(target.shape)} "
-            f"for input {list(input.shape)}")
-    require(not bool((var < 0).any()), "inputs.var", "variances must be non-negative")
+    _GAUSSIAN_TARGET.check(target.dim() == input.dim() and sum(
+        t != i for t, i in zip(target.shape, input.shape)) <= 1 and all(
+        t == i or t == 1 for t, i in zip(target.shape, input.shape)))
+    field = "params.var" if isinstance(var, float) else "inputs.var"
     try:
         return F.gaussian_nll_loss(input, target, var, full=full, eps=eps, reduction=reduction)
     except ValueError as e:
-        if str(e).startswith("var"):
+        if str(e).startswith("var") and isinstance(var, torch.Tensor):
             raise LossError(
-                "inputs.var",
+                field,
                 f"{e}: got {list(var.shape)} for input {list(input.shape)}; var must have the input's shape, "
                 "that shape with one dimension equal to 1, or that shape without its last dimension",
             ) from e
+        if str(e).startswith("var"):
+            raise LossError(field, f"{e}: variances must be >= 0") from e
         raise

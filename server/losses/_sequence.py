@@ -64,9 +64,10 @@ def _labels(labels: torch.Tensor, n_classes: int, blank: int) -> None:
         Input("targets", "target", kind="int", aliases=("y_true",),
               doc="labels in [0, C), never blank: padded (N, S) or concatenated (sum(target_lengths)); "
                   "unbatched: (target_length) or (1, S)"),
-        Input("input_lengths", "input lengths", kind="int", doc="length of each input, (N) or () unbatched; <= T"),
-        Input("target_lengths", "target lengths", kind="int",
-              doc="length of each target, (N) or () unbatched; <= S when padded"),
+        Input("input_lengths", "input lengths", kind="int", scalar="int_list",
+              doc="length of each input, (N) or () unbatched; <= T; or a list of integers in params"),
+        Input("target_lengths", "target lengths", kind="int", scalar="int_list",
+              doc="length of each target, (N) or () unbatched; <= S when padded; or a list of integers in params"),
     ),
     params=(
         REDUCTION,
@@ -82,12 +83,15 @@ def _labels(labels: torch.Tensor, n_classes: int, blank: int) -> None:
     "meaningless loss for raw logits.",
     float_dtypes=("float32", "float64"),
     example=_ctc_example,
+    refuses=("labels outside [0, C) or equal to blank", "lengths that are negative, over T or S, or that do not "
+             "add up (torch reads out of bounds)", "log_probs that are not normalized over C (a meaningless "
+             "number)", "blank >= C"),
 )
 def ctc_loss(
     log_probs: torch.Tensor,
     targets: torch.Tensor,
-    input_lengths: torch.Tensor,
-    target_lengths: torch.Tensor,
+    input_lengths: torch.Tensor | list[int],
+    target_lengths: torch.Tensor | list[int],
     *,
     reduction: str,
     blank: int,
@@ -109,8 +113,8 @@ def ctc_loss(
     require(blank < n_classes, "params.blank",
             f"is {blank}; must be < C = {n_classes} (the number of classes, log_probs.shape[-1])")
 
-    in_len = _lengths(input_lengths, "input_lengths", batched, n)
-    tg_len = _lengths(target_lengths, "target_lengths", batched, n)
+    in_len = _lengths(torch.as_tensor(input_lengths), "input_lengths", batched, n)
+    tg_len = _lengths(torch.as_tensor(target_lengths), "target_lengths", batched, n)
     require((in_len <= t_max).all(), "inputs.input_lengths",
             f"lengths must be <= T = {t_max} (log_probs.shape[0]); got max {int(in_len.max())}")
 
@@ -132,8 +136,9 @@ def ctc_loss(
     _labels(labels, n_classes, blank)
     _normalized(log_probs, in_len, batched)
 
-    return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=blank,
-                      reduction=reduction, zero_infinity=zero_infinity)
+    # torch's functional.pyi types the lengths as Tensor only; the lists torch also takes are passed as sent.
+    return F.ctc_loss(log_probs, targets, input_lengths, target_lengths,  # type: ignore[arg-type]
+                      blank=blank, reduction=reduction, zero_infinity=zero_infinity)
 
 
 def _normalized(log_probs: torch.Tensor, in_len: torch.Tensor, batched: bool) -> None:

@@ -112,17 +112,23 @@ def handle_evaluate_bytes(
             raise FieldError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
         if request.terms:
             terms = [
-                Term(t.loss, t.weight if t.HasField("weight") else 1.0, struct_to_dict(t.params, f"terms[{i}].params"), t.name)
+                Term(
+                    t.loss,
+                    t.weight if t.HasField("weight") else 1.0,
+                    struct_to_dict(t.params, f"terms[{i}].params"),
+                    t.name,
+                )
                 for i, t in enumerate(request.terms)
             ]
         else:
             terms = [Term(request.loss, 1.0, struct_to_dict(request.params))]
         r = request.regularization
         reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
-        result = evaluate_objective(registry, terms, inputs, parameters, reg, list(request.grad_inputs), device)
+        result = evaluate_objective(registry, terms, inputs, parameters, reg, list(request.grad_inputs), device,
+                                    request.strict)
     else:
         result = evaluate(registry, request.loss, inputs, struct_to_dict(request.params), list(request.grad_inputs),
-                          grad_output, device)
+                          grad_output, device, request.strict)
     del inputs, parameters, grad_output
     sent.clear()  # the received bytes can go before the reply is built
 
@@ -133,8 +139,10 @@ def handle_evaluate_bytes(
         encoding = "values"
     else:
         encoding = "values" if "values" in encodings else "raw"
-    head = lossd_pb2.EvaluateLossResponse(loss_name=result.loss_name, parts=result.parts, regularized=result.regularized)
-    if result.loss.dim() == 0:
+    head = lossd_pb2.EvaluateLossResponse(
+        loss_name=result.loss_name, parts=result.parts, regularized=result.regularized, warnings=result.warnings
+    )
+    if result.loss.dim() == 0 and not result.loss.is_complex():  # a complex loss is in `loss` only
         head.value = float(result.loss)
     outputs: dict[str, Mapping[str, torch.Tensor]] = {
         "loss": {"": result.loss}, "grads": result.grads, "parameter_grads": result.parameter_grads,

@@ -42,6 +42,19 @@ __all__ = ["check_finite", "decode_tensor", "decode_tensors", "encode_tensor", "
 _COPY_BELOW = 1 << 16
 
 
+def _spend_readonly_warning() -> None:
+    """Wrapping read-only bytes makes torch warn once per process ("The given buffer is not
+    writable"); lossd does it on purpose (it never writes to inputs), so the one warning is
+    spent here, at import, rather than under a filter swapped while other threads evaluate
+    (``warnings.catch_warnings`` is process-global)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.frombuffer(bytes(4), dtype=torch.float32)
+
+
+_spend_readonly_warning()
+
+
 def decode_tensor(
     msg: lossd_pb2.Tensor,
     field: str,
@@ -81,13 +94,13 @@ def _decode(msg: lossd_pb2.Tensor, field: str, layout: TensorLayout) -> tuple[to
     if layout.encoding == "raw":
         if len(layout.raw) < _COPY_BELOW:  # a small copy costs less than silencing the warning
             flat = torch.frombuffer(bytearray(layout.raw), dtype=dtype)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": see above
-                flat = torch.frombuffer(layout.raw, dtype=dtype)
+        else:  # torch's one "buffer is not writable" warning was spent at import (_spend_readonly_warning)
+            flat = torch.frombuffer(layout.raw, dtype=dtype)
         return flat.reshape(layout.shape), "raw"
     values = np.asarray(msg.values, dtype=np.float64)
     info = DTYPES[layout.dtype]
+    if info.kind == "complex":  # (real, imaginary) pairs
+        return torch.from_numpy(values.view(np.complex128)).to(dtype).reshape(layout.shape), "values"
     if info.kind != "float":
         if not np.all(np.isfinite(values)) or not np.all(values == np.floor(values)):
             raise FieldError(f"{field}.values", f"{layout.dtype} tensors need whole numbers")
@@ -114,26 +127,33 @@ def check_finite(tensor: torch.Tensor, field: str, allow: str) -> None:
     lossd._wire.FieldError: inputs.input: contains Inf at flat index 1 (the first non-finite value); \
 NaN and infinite values are refused: no way
     """
-    if not tensor.is_floating_point() or tensor.numel() == 0 or bool(torch.isfinite(tensor.sum())):
+    if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0 \
+            or bool(torch.isfinite(tensor.sum())):
         return
     flat = tensor.reshape(-1)
     bad = torch.logical_not(torch.isfinite(flat)).nonzero()
     if not len(bad):
         return  # finite numbers whose sum overflows
     i = int(bad[0])
-    found = "NaN" if bool(torch.isnan(flat[i])) else ("Inf" if float(flat[i]) > 0 else "-Inf")
+    if tensor.is_complex():
+        found = "NaN" if bool(torch.isnan(flat[i])) else "Inf"
+    else:
+        found = "NaN" if bool(torch.isnan(flat[i])) else ("Inf" if float(flat[i]) > 0 else "-Inf")
     raise FieldError(field, f"contains {found} at flat index {i} (the first non-finite value); "
                     f"NaN and infinite values are refused: {allow}")
 
 
 def _payload(tensor: torch.Tensor, encoding: str) -> tuple[str, np.ndarray]:
-    """The wire dtype name and the C-contiguous CPU array of elements to send."""
+    """The wire dtype name and the C-contiguous CPU array of elements to send.
+
+    ``values``: float64, a (real, imaginary) pair per element for complex.
+    """
     t = tensor.detach()
     if t.device.type != "cpu":
         t = t.cpu()
     name = WIRE_NAMES[t.dtype]
     if encoding == "values":
-        t = t.to(torch.float64)
+        t = torch.view_as_real(t.to(torch.complex128)) if t.is_complex() else t.to(torch.float64)
     elif t.dtype == torch.bfloat16:
         t = t.view(torch.int16)  # numpy has no bfloat16; the bytes are the same
     return name, t.contiguous().numpy()
@@ -147,7 +167,7 @@ def tensor_parts(tensor: torch.Tensor, encoding: str) -> list[Buffer]:
     until the pieces are joined.
     """
     name, arr = _payload(tensor, encoding)
-    return tensor_body(name, arr.shape, arr, "values" if encoding == "values" else "raw")
+    return tensor_body(name, tuple(tensor.shape), arr, "values" if encoding == "values" else "raw")
 
 
 def encode_tensor(tensor: torch.Tensor, encoding: str) -> lossd_pb2.Tensor:
@@ -159,5 +179,5 @@ def encode_tensor(tensor: torch.Tensor, encoding: str) -> lossd_pb2.Tensor:
     """
     name, arr = _payload(tensor, encoding)
     if encoding == "values":
-        return tensor_message(tensor_body(name, arr.shape, arr, "values"))
+        return tensor_message(tensor_body(name, tuple(tensor.shape), arr, "values"))
     return lossd_pb2.Tensor(dtype=name, shape=arr.shape, raw=arr.tobytes())

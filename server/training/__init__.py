@@ -18,10 +18,10 @@ docs/training.md describes the spec, events, states and the durability design.
 ['blobs', 'linear_regression', 'moons', 'rings']
 """
 
+from ..._model import ModelPlan, build_model
 from ._data import BUILTINS, Dataset, make_builtin
 from ._engine import Control, run_job
 from ._manager import JobManager, TrainingConfig
-from ..._model import ModelPlan, build_model
 from ._service import TrainingService, add_training_service
 from ._spec import JobPlan, TrainingLimits, plan_job
 from ._store import JobStore, SQLiteJobStore

@@ -170,7 +170,9 @@ BUILTINS: dict[str, Builtin] = {
 }
 
 
-def bind_builtin_params(name: str, params: Mapping[str, Any], field: str = "data.builtin") -> tuple[Builtin, dict[str, Any]]:
+def bind_builtin_params(
+    name: str, params: Mapping[str, Any], field: str = "data.builtin"
+) -> tuple[Builtin, dict[str, Any]]:
     """The built-in set called ``name`` and its parameters, coerced and with defaults."""
     builtin = BUILTINS.get(name)
     if builtin is None:
@@ -212,11 +214,15 @@ def make_inline(x: torch.Tensor, y: torch.Tensor, num_classes: int = 0, field: s
         raise FieldError(f"{field}.y", f"must have N = {n} samples first (like x); got shape {list(y.shape)}")
     if y.is_floating_point():
         if num_classes:
-            raise FieldError(f"{field}.num_classes", "is for integer class labels; this y is floating-point (regression)")
+            raise FieldError(
+                f"{field}.num_classes", "is for integer class labels; this y is floating-point (regression)"
+            )
         if y.dim() == 1:
             y = y.unsqueeze(1)
         if y.dim() != 2:
-            raise FieldError(f"{field}.y", f"a floating-point (regression) y must be (N,) or (N, K); got {list(y.shape)}")
+            raise FieldError(
+                f"{field}.y", f"a floating-point (regression) y must be (N,) or (N, K); got {list(y.shape)}"
+            )
         y = y.to(torch.float32)
         _finite(y, f"{field}.y")
         return Dataset(x, y=y)

@@ -63,7 +63,19 @@ from ._metrics import evaluate_split
 from ._optim import build_optimizer, build_scheduler
 from ._spec import JobPlan
 
-__all__ = ["Control", "Controls", "Flag", "RankFailure", "World", "follows_checkpoint", "run_job", "spec_digest", "epoch_seed", "rank_indices", "rank_seed"]
+__all__ = [
+    "Control",
+    "Controls",
+    "Flag",
+    "RankFailure",
+    "World",
+    "follows_checkpoint",
+    "run_job",
+    "spec_digest",
+    "epoch_seed",
+    "rank_indices",
+    "rank_seed",
+]
 
 State = training_pb2.JobState
 Kind = training_pb2.JobEventKind
@@ -266,7 +278,9 @@ class _Run:
         ev = self._event(Kind.JOB_EVENT_KIND_STATE, state, message)
         ev.eta_s = 0.0
         for h in self.progress.history:
-            ev.history.add(epoch=h["epoch"], loss=h["loss"], loss_parts=h["loss_parts"], metrics=h["metrics"], lr=h["lr"])
+            ev.history.add(
+                epoch=h["epoch"], loss=h["loss"], loss_parts=h["loss_parts"], metrics=h["metrics"], lr=h["lr"]
+            )
         if parameters and self.reporter:
             for name, t in self.model.state_dict().items():  # the module's own names, no "module." prefix
                 ev.parameters[name].CopyFrom(encode_tensor(t, "raw"))

@@ -54,8 +54,8 @@ from ..._settings import flag_name
 from ..._wire import FieldError
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
-from ..rpc import decode_tensor, encode_tensor
 from ..losses import Registry
+from ..rpc import decode_tensor, encode_tensor
 from ._checkpoint import CHECKPOINT_MESSAGE, remove_checkpoint, save_checkpoint_bytes
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
 from ._store import (
@@ -66,8 +66,8 @@ from ._store import (
     Lease,
     LeaseLost,
     StoreUnavailable,
-    open_store,
 )
+from ._stores import open_store
 from ._worker import worker_main
 
 __all__ = ["JobManager", "TrainingConfig", "JOB_ID"]
@@ -285,9 +285,13 @@ class JobManager:
         with self._lock:
             waiting = self.store.count_waiting()
             if len(self._running) >= self.config.max_jobs and waiting >= self.config.max_queued_jobs:
-                raise FieldError("", f"{len(self._running)} jobs are running and {waiting} are queued; the server "
-                                f"queues at most {self.config.max_queued_jobs} ({flag_name('max_queued_jobs')}) behind "
-                                f"{self.config.max_jobs} running ({flag_name('max_jobs')}): retry later", "RESOURCE_EXHAUSTED")
+                raise FieldError(
+                    "",
+                    f"{len(self._running)} jobs are running and {waiting} are queued; the server "
+                    f"queues at most {self.config.max_queued_jobs} ({flag_name('max_queued_jobs')}) behind "
+                    f"{self.config.max_jobs} running ({flag_name('max_jobs')}): retry later",
+                    "RESOURCE_EXHAUSTED",
+                )
             job_id = secrets.token_hex(6)
             while self.store.get_job(job_id) is not None:
                 job_id = secrets.token_hex(6)

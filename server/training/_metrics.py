@@ -51,7 +51,8 @@ def evaluate_split(
     threshold: float,
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """``{prefix_metric: value}`` for one split in eval mode (no dropout), plus ``prefix_loss`` when ``loss`` is given."""
+    """``{prefix_metric: value}`` for one split in eval mode (no dropout), plus ``prefix_loss``
+    when ``loss`` is given."""
     if len(x) == 0:
         return {}
     was_training = model.training

@@ -68,7 +68,9 @@ class SchedulePlan:
     settings: Mapping[str, Any]
 
 
-def assign_groups(names: Sequence[str], groups: Sequence[GroupPlan]) -> tuple[list[str], list[list[str]], list[tuple[str, int, int]]]:
+def assign_groups(
+    names: Sequence[str], groups: Sequence[GroupPlan]
+) -> tuple[list[str], list[list[str]], list[tuple[str, int, int]]]:
     """``(default, per_group, clashes)``: parameter names per group, in ``names`` order.
 
     ``clashes`` lists ``(name, i, j)`` for a parameter matched by groups ``i`` and ``j``.
@@ -102,7 +104,9 @@ def build_optimizer(plan: OptimizerPlan, model: torch.nn.Module) -> torch.optim.
     return cls(groups, **plan.settings)
 
 
-def build_scheduler(plan: SchedulePlan | None, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+def build_scheduler(
+    plan: SchedulePlan | None, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     """The per-epoch learning-rate scheduler, or ``None``."""
     if plan is None:
         return None

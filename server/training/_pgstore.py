@@ -360,8 +360,10 @@ class PostgresJobStore:
                 (owner, lease_s, limit)).fetchall()
         rows.sort(key=lambda r: (r[4], r[0]))
         # The row's owner is the previous one (who ran the job, if anyone), as with SQLite.
-        return [Claim(_row((*r[:_N_COLUMNS - 1], r[_N_COLUMNS + 2]), r[_N_COLUMNS]), Lease(r[0], int(r[_N_COLUMNS + 1])))
-                for r in rows]
+        return [
+            Claim(_row((*r[: _N_COLUMNS - 1], r[_N_COLUMNS + 2]), r[_N_COLUMNS]), Lease(r[0], int(r[_N_COLUMNS + 1])))
+            for r in rows
+        ]
 
     def renew(self, owner: str, leases: Sequence[Lease], lease_s: float) -> dict[str, str]:
         """Extend ``leases``; per job ``"ok"``, ``"cancel"`` (a cancel was requested) or ``"lost"``."""

@@ -34,20 +34,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from ..._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
 from ..._settings import flag_name
 from ..._wire import (
     DEFAULT_MAX_REQUEST_ELEMENTS,
     DEFAULT_MAX_TENSOR_ELEMENTS,
     DEFAULT_MAX_TENSORS,
-    TensorLimits,
     FieldError,
+    TensorLimits,
     check_tensors,
 )
 from ...v1 import lossd_pb2, training_pb2
 from ..evaluation import DEPRECATED_PARAMS, Regularization, bind_params, check_patterns, covered_parameters
-from ..rpc import check_finite, decode_tensor, struct_to_dict
 from ..losses import LossSpec, Registry
+from ..rpc import check_finite, decode_tensor, struct_to_dict
 from ._data import BUILTINS, NO_NON_FINITE, Dataset, bind_builtin_params, make_inline, split
 from ._optim import OPTIMIZERS, GroupPlan, OptimizerPlan, SchedulePlan, assign_groups
 
@@ -204,7 +205,9 @@ def _model(request: training_pb2.TrainJobRequest) -> ModelPlan:
             raise FieldError(f"model.mlp.hidden[{i}]", f"is {h}; layer sizes must be >= 1")
     activation = mlp.activation or "relu"
     if activation not in ACTIVATIONS:
-        raise FieldError("model.mlp.activation", f"is {activation!r}; must be one of {', '.join(map(repr, ACTIVATIONS))}")
+        raise FieldError(
+            "model.mlp.activation", f"is {activation!r}; must be one of {', '.join(map(repr, ACTIVATIONS))}"
+        )
     if mlp.output_activation not in OUTPUT_ACTIVATIONS:
         raise FieldError("model.mlp.output_activation", f"is {mlp.output_activation!r}; must be one of {outputs}")
     _finite(mlp.dropout, "model.mlp.dropout", 0.0, 1.0, hi_open=True)
@@ -219,7 +222,9 @@ def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tupl
         raise FieldError("data", f'choose a source: {{"builtin": {{"name": ...}}}} ({", ".join(sorted(BUILTINS))}) '
                                 'or {"inline": {"x": ..., "y": ...}}')
     if source == "builtin":
-        builtin, params = bind_builtin_params(data.builtin.name, struct_to_dict(data.builtin.params, "data.builtin.params"))
+        builtin, params = bind_builtin_params(
+            data.builtin.name, struct_to_dict(data.builtin.params, "data.builtin.params")
+        )
         n = builtin.samples(params)
         if n > limits.max_samples:
             raise _limit("data.builtin.params", "the number of samples", n, limits.max_samples, "max_samples")
@@ -246,7 +251,9 @@ def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tupl
     return dataset, "raw" if "raw" in encodings and "values" not in encodings else "values"
 
 
-def _loss(request: training_pb2.TrainJobRequest, registry: Registry, limits: TrainingLimits) -> tuple[LossSpec, dict[str, Any], str, str, dict[str, torch.Tensor]]:
+def _loss(
+    request: training_pb2.TrainJobRequest, registry: Registry, limits: TrainingLimits
+) -> tuple[LossSpec, dict[str, Any], str, str, dict[str, torch.Tensor]]:
     name = request.loss.name
     if not name:
         raise FieldError("loss.name", "name a registered loss, e.g. \"cross_entropy\" (ListLosses lists them)")
@@ -342,7 +349,9 @@ def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> Optim
     if o.betas:
         if len(o.betas) != 2:
             raise FieldError("optimizer.betas", f"has {len(o.betas)} numbers; give two, e.g. [0.9, 0.999]")
-        settings["betas"] = tuple(_finite(b, f"optimizer.betas[{i}]", 0.0, 1.0, hi_open=True) for i, b in enumerate(o.betas))
+        settings["betas"] = tuple(
+            _finite(b, f"optimizer.betas[{i}]", 0.0, 1.0, hi_open=True) for i, b in enumerate(o.betas)
+        )
     if o.HasField("eps"):
         settings["eps"] = _finite(o.eps, "optimizer.eps", 0.0, lo_open=True)
     if o.HasField("alpha"):
@@ -382,8 +391,10 @@ def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> Optim
     _, per_group, clashes = assign_groups(names, groups)
     for i, matched in enumerate(per_group):
         if not matched and not any(c[2] == i for c in clashes):
-            raise FieldError(f"optimizer.param_groups[{i}].patterns",
-                            f"{list(groups[i].patterns)} matches no parameter; the model's parameters: {', '.join(names)}")
+            raise FieldError(
+                f"optimizer.param_groups[{i}].patterns",
+                f"{list(groups[i].patterns)} matches no parameter; the model's parameters: {', '.join(names)}",
+            )
     if clashes:
         pname, i, j = clashes[0]
         raise FieldError(f"optimizer.param_groups[{j}].patterns",
@@ -408,7 +419,9 @@ def _schedule(request: training_pb2.TrainJobRequest, epochs: int) -> SchedulePla
         return SchedulePlan("cosine", {"T_max": c.t_max or epochs,
                                        "eta_min": _finite(c.eta_min, "schedule.cosine.eta_min", 0.0)})
     e = request.schedule.exponential
-    return SchedulePlan("exponential", {"gamma": _finite(e.gamma, "schedule.exponential.gamma", 0.0, 1.0, lo_open=True)})
+    return SchedulePlan(
+        "exponential", {"gamma": _finite(e.gamma, "schedule.exponential.gamma", 0.0, 1.0, lo_open=True)}
+    )
 
 
 def _metrics(request: training_pb2.TrainJobRequest, dataset: Dataset, target: torch.Tensor) -> tuple[str, ...]:
@@ -428,7 +441,9 @@ def _metrics(request: training_pb2.TrainJobRequest, dataset: Dataset, target: to
     return tuple(seen)
 
 
-def plan_job(request: training_pb2.TrainJobRequest, registry: Registry, limits: TrainingLimits | None = None) -> JobPlan:
+def plan_job(
+    request: training_pb2.TrainJobRequest, registry: Registry, limits: TrainingLimits | None = None
+) -> JobPlan:
     """Validate ``request`` and build its data; raises :class:`FieldError` naming the field at fault."""
     limits = limits or TrainingLimits()
     _check_tensor_limits(request, limits)

@@ -43,7 +43,7 @@ from typing import Any, Protocol, cast
 from ...v1 import training_pb2
 
 __all__ = ["FINAL_STATES", "Claim", "JobRow", "JobStore", "Lease", "LeaseLost", "SQLiteJobStore", "StoreError",
-           "StoreUnavailable", "TERMINAL_STATES", "WAITING_STATES", "open_store"]
+           "StoreUnavailable", "TERMINAL_STATES", "WAITING_STATES"]
 
 #: States a job never leaves.
 TERMINAL_STATES = frozenset({training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED,
@@ -107,9 +107,19 @@ class JobRow:
     def to_proto(self, with_spec: bool = False) -> training_pb2.Job:
         """The ``Job`` message (with the spec when asked)."""
         job = training_pb2.Job(
-            job_id=self.job_id, name=self.name, state=cast(training_pb2.JobState, self.state), message=self.message, epoch=self.epoch,
-            epochs=self.epochs, step=self.step, total_steps=self.total_steps, loss=self.loss, metrics=self.metrics,
-            last_seq=self.last_seq, resumes=self.resumes, world_size=self.world_size,
+            job_id=self.job_id,
+            name=self.name,
+            state=cast(training_pb2.JobState, self.state),
+            message=self.message,
+            epoch=self.epoch,
+            epochs=self.epochs,
+            step=self.step,
+            total_steps=self.total_steps,
+            loss=self.loss,
+            metrics=self.metrics,
+            last_seq=self.last_seq,
+            resumes=self.resumes,
+            world_size=self.world_size,
         )
         job.created_at.FromNanoseconds(int(self.created * 1e9))
         job.updated_at.FromNanoseconds(int(self.updated * 1e9))
@@ -556,22 +566,3 @@ class SQLiteJobStore:
         """``PRAGMA integrity_check``: ``"ok"`` for a sound database."""
         with self._lock:
             return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
-
-
-def open_store(url: str, data_dir: Path, *, max_checkpoint_bytes: int = 0, timeout_s: float = 5.0) -> JobStore:
-    """The store ``url`` names: ``""`` (SQLite in ``data_dir``) or ``postgresql://…`` (PostgreSQL).
-
-    ``timeout_s`` bounds every wait on the database (connecting, an unanswered packet). Raises
-    :class:`StoreError` for a URL of another kind, a missing driver, an unreachable database (its
-    message names the URL with the password masked) or a schema newer than this lossd.
-    """
-    if not url:
-        return SQLiteJobStore(data_dir / "jobs.sqlite3")
-    if url.startswith(("postgresql://", "postgres://")):
-        from ._pgstore import PostgresJobStore
-
-        return PostgresJobStore(url, max_checkpoint_bytes=max_checkpoint_bytes, timeout_s=timeout_s)
-    from ._pgstore import mask_url
-
-    raise StoreError(f"--job-store {mask_url(url)!r} is not a postgresql:// URL (leave it unset for SQLite "
-                     "in --data-dir)")

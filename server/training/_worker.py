@@ -38,8 +38,8 @@ from ..._wire import FieldError
 from ...v1 import training_pb2
 from ..losses import REGISTRY
 from ..losses._plugins import load_plugin_setting
-from ._distributed import _die_with_parent, _failed, run_data_parallel
 from ._checkpoint import checkpoint_message
+from ._distributed import _die_with_parent, _failed, run_data_parallel
 from ._engine import Control, follows_checkpoint, run_job, spec_digest
 from ._spec import TrainingLimits, plan_job
 

@@ -173,11 +173,22 @@ def test_param_value_true_is_a_bool_not_a_string(lossd):  # type: ignore[no-unty
     assert "params.reduction" in proc.stderr and "True" in proc.stderr, proc.stderr
 
 
-def test_integer_prediction_is_refused_by_the_server(lossd):  # type: ignore[no-untyped-def]
-    proc = lossd("eval", "mse", "--y-pred", "[1, 2]", "--y-true", "[1.0, 2.0]")
+def test_integer_prediction_is_promoted_as_in_torch(lossd):  # type: ignore[no-untyped-def]
+    out = _eval_json(lossd, "mse", "--y-pred", "[1, 2]", "--y-true", "[1.5, 2.0]")
+    assert out["value"] == F.mse_loss(torch.tensor([1, 2]), torch.tensor([1.5, 2.0])).item()
+    assert list(out["grads"]) == ["y_true"]  # an integer input has no gradient
+
+
+def test_warnings_go_to_stderr_and_strict_refuses(lossd):  # type: ignore[no-untyped-def]
+    args = ("eval", "soft_margin_loss", "--y-pred", "[0.5, -1.0]", "--y-true", "[1.0, 0.5]")
+    proc = lossd(*args)
+    assert json.loads(_ok(proc))["value"] == F.soft_margin_loss(torch.tensor([0.5, -1.0]),
+                                                                 torch.tensor([1.0, 0.5])).item()
+    assert proc.stderr.startswith("warning: inputs.target: values are 1 or -1"), proc.stderr
+    proc = lossd(*args, "--strict")
     assert proc.returncode == 1
-    assert proc.stderr.startswith("error: INVALID_ARGUMENT: inputs.y_pred"), proc.stderr
-    assert "int64" in proc.stderr
+    assert proc.stderr.startswith("error: INVALID_ARGUMENT: inputs.target: values are 1 or -1"), proc.stderr
+    assert "strict" in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -21,10 +21,12 @@ TARGET = np.array([0, 2])
         ({"inputs": {"input": LOGITS}}, "inputs.target", "is required"),
         ({"inputs": {"input": LOGITS, "target": TARGET, "bogus": LOGITS}}, "inputs.bogus", "valid inputs: input"),
         ({"inputs": {"input": LOGITS, "y_pred": LOGITS, "target": TARGET}}, "inputs.", "sent twice"),
-        ({"inputs": {"input": TARGET, "target": TARGET}}, "inputs.input", "floating-point dtype"),
-        ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"size_average": True}}, "params.size_average",
+        # torch's own refusal, as locally: cross_entropy has no integer kernel
+        ({"inputs": {"input": np.array([[1, 0], [0, 1]]), "target": np.array([0, 1])}}, "inputs",
+         "integer or bool inputs"),
+        ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"size_average": "yes"}}, "params.size_average",
          "use reduction"),
-        ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"reduce": False}}, "params.reduce", "use reduction"),
+        ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"reduce": 0}}, "params.reduce", "use reduction"),
         ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"smoothing": 0.1}}, "params.smoothing",
          "label_smoothing (float in [0, 1])"),
         ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"label_smoothing": -0.5}},
@@ -33,7 +35,7 @@ TARGET = np.array([0, 2])
          "one of"),
         ({"inputs": {"input": LOGITS, "target": np.array([0, 3])}}, "inputs.target", "[0, 3)"),
         ({"inputs": {"input": LOGITS, "target": TARGET}, "grad_inputs": ["target"]}, "grad_inputs[0]",
-         "integer dtype"),
+         "cannot have a gradient"),
         ({"inputs": {"input": LOGITS, "target": TARGET}, "grad_inputs": ["weight"]}, "grad_inputs[0]",
          "not an input"),
         ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"reduction": "none"},
@@ -48,9 +50,12 @@ def test_bad_requests_name_field_and_rule(client, kwargs, field, rule):
     assert client.evaluate("ce", LOGITS, TARGET).value == pytest.approx(0.5493, abs=1e-4)  # still serving
 
 
-def test_mixed_float_dtypes_are_refused_before_torch(client):
-    with pytest.raises(InvalidArgument, match="must share one dtype"):
-        client.evaluate("mse", np.zeros(3, np.float32), np.zeros(3, np.float64))
+def test_mixed_float_dtypes_are_promoted_as_in_torch(client):
+    x, y = np.arange(3, dtype=np.float32), np.ones(3, np.float64)
+    r = client.evaluate("mse", x, y)
+    expected = torch.nn.functional.mse_loss(torch.from_numpy(x), torch.from_numpy(y))
+    assert r.loss.dtype == np.float64 and r.value == expected.item()
+    assert r.grads["y_pred"].dtype == np.float32 and r.grads["y_true"].dtype == np.float64
 
 
 def test_unknown_loss_suggests(client):

@@ -117,6 +117,32 @@ def test_params_and_raw_output_encoding(grpcurl):  # type: ignore[no-untyped-def
     assert "raw" in reply["grads"]["input"] and "values" not in reply["grads"]["input"]
 
 
+def test_warnings_strict_and_complex_values(grpcurl):  # type: ignore[no-untyped-def]
+    """torch's warning and lossd's domain warning in the JSON reply; strict refuses; complex as pairs."""
+    kl = {"loss": "kl_div", "inputs": {"input": {"dtype": "float32", "shape": [2], "values": [-1.2, -0.4]},
+                                       "target": {"dtype": "float32", "shape": [2], "values": [0.3, 0.7]}}}
+    reply = json.loads(_ok(grpcurl("-d", json.dumps(kl), "{addr}", EVALUATE_METHOD)))
+    assert reply["warnings"][0].startswith("reduction: 'mean' divides the total loss"), reply
+    margin = {"loss": "soft_margin_loss",
+              "inputs": {"input": {"dtype": "float32", "shape": [2], "values": [0.5, -1.0]},
+                         "target": {"dtype": "float32", "shape": [2], "values": [1.0, 0.5]}}}
+    reply = json.loads(_ok(grpcurl("-d", json.dumps(margin), "{addr}", EVALUATE_METHOD)))
+    assert reply["warnings"] == ["inputs.target: values are 1 or -1 (the documented domain); other values "
+                                 "enter torch's formula as they are"]
+    proc = grpcurl("-d", json.dumps({**margin, "strict": True}), "{addr}", EVALUATE_METHOD)
+    assert proc.returncode != 0 and "InvalidArgument" in proc.stderr and "strict" in proc.stderr, proc.stderr
+    l1 = {"loss": "l1_loss", "params": {"reduction": "none"},
+          "inputs": {"input": {"dtype": "complex64", "shape": [2], "values": [3.0, 4.0, 0.0, 1.0]},
+                     "target": {"dtype": "complex64", "shape": [2], "values": [0.0, 0.0, 0.0, 0.0]}}}
+    reply = json.loads(_ok(grpcurl("-d", json.dumps(l1), "{addr}", EVALUATE_METHOD)))
+    assert reply["loss"]["values"] == [5.0, 1.0] and reply["loss"]["dtype"] == "float32"
+    x = torch.tensor([3 + 4j, 1j], dtype=torch.complex64, requires_grad=True)
+    F.l1_loss(x, torch.zeros(2, dtype=torch.complex64), reduction="none").sum().backward()
+    assert reply["grads"]["input"]["dtype"] == "complex64"
+    assert reply["grads"]["input"]["values"] == torch.view_as_real(x.grad).flatten().double().tolist()
+    assert "warnings" not in reply
+
+
 def test_list_losses(grpcurl):  # type: ignore[no-untyped-def]
     reply = json.loads(_ok(grpcurl("{addr}", "lossd.v1.LossService/ListLosses")))
     names = [loss["name"] for loss in reply["losses"]]
@@ -142,7 +168,7 @@ def test_list_losses_filter(grpcurl):  # type: ignore[no-untyped-def]
             '{"loss":"cross_entropy","inputs":{"input":{"dtype":"float32","shape":[2,3],"values":[10,0,-10,8,8]},'
             '"target":{"dtype":"int64","shape":[2],"values":[0,2]}}}',
             "InvalidArgument",
-            "inputs.input.values: has 5 numbers; shape [2, 3] needs 6",
+            "inputs.input.values: has 5 numbers; shape [2, 3] of float32 needs 6",
         ),
         (
             '{"loss":"cross_entropy","inputs":{"input":{"dtype":"float32","shape":[1,2],"values":[1,2]},'

@@ -20,8 +20,8 @@ from lossd.server.training._store import (
     LeaseLost,
     SQLiteJobStore,
     StoreError,
-    open_store,
 )
+from lossd.server.training._stores import open_store
 from lossd.v1 import training_pb2 as pb
 
 

@@ -291,7 +291,7 @@ def _bad_requests(client: Client) -> Iterator[Any]:
     yield lambda: client.evaluate("ctc_loss", x, torch.tensor([[1, 2]]), input_lengths=torch.tensor([9]),
                                   target_lengths=torch.tensor([2]))
     yield lambda: client.evaluate("nll_loss", x, torch.tensor([0.5, 1.0]))
-    yield lambda: client.evaluate("mse", x, x, reduction="bogus", size_average=True)
+    yield lambda: client.evaluate("mse", x, x, reduction="bogus", size_average="yes")
     yield lambda: client.evaluate("mse", x, x, bogus_param=1)
     yield lambda: client.evaluate("kl_div", x, x, log_target="yes")
     yield lambda: client.evaluate([{"loss": "mse", "weight": float("nan")}], x, x)

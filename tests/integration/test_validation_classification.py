@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lossd.client import Unimplemented
-from support.refusals import assert_refused, assert_still_serves
+from support.refusals import assert_domain_warning, assert_refused, assert_still_serves
 
 f64 = torch.float64
 NAN = float("nan")
@@ -96,10 +96,12 @@ def test_class_weight_needs_one_per_class(client: Any, loss: str) -> None:
              weight=torch.ones(4, dtype=f64))
 
 
-def test_probability_targets_outside_unit_interval(client: Any) -> None:
-    # torch returns a finite loss for "probabilities" like 2 and -1
-    _refused(client, "cross_entropy", "inputs.target", "class probabilities must lie in [0, 1]",
-             y_pred=_x(2, 3), y_true=torch.tensor([[2.0, -1.0, 0.0], [0.0, 0.0, 1.0]], dtype=f64))
+def test_probability_targets_outside_unit_interval_warn(client: Any) -> None:
+    # torch returns a finite loss for "probabilities" like 2 and -1: computed, with a warning
+    y = torch.tensor([[2.0, -1.0, 0.0], [0.0, 0.0, 1.0]], dtype=f64)
+    r = assert_domain_warning(client, "cross_entropy", "inputs.target", "class probabilities lie in [0, 1]",
+                              y_pred=_x(2, 3), y_true=y)
+    assert r.value == torch.nn.functional.cross_entropy(_x(2, 3), y).item()
 
 
 def test_probability_targets_need_input_shape(client: Any) -> None:
@@ -143,20 +145,39 @@ def test_bce_probability_input_outside_unit_interval(client: Any, bad: float) ->
              allow_non_finite=True)
 
 
-@pytest.mark.parametrize("loss", ["binary_cross_entropy", "binary_cross_entropy_with_logits", "multilabel_soft_margin_loss"])
 @pytest.mark.parametrize("bad", [2.0, -1.0, NAN], ids=["above-1", "negative", "nan"])
-def test_binary_targets_outside_unit_interval(client: Any, loss: str, bad: float) -> None:
-    # BCE-with-logits and multilabel soft margin return a finite loss for targets 2 or -1
-    _refused(client, loss, "inputs.target", "must lie in [0, 1]",
+def test_bce_targets_outside_unit_interval_are_refused(client: Any, bad: float) -> None:
+    # torch's binary_cross_entropy refuses them too
+    _refused(client, "binary_cross_entropy", "inputs.target", "must lie in [0, 1]",
              y_pred=torch.tensor([[0.5, 0.25]], dtype=f64), y_true=torch.tensor([[1.0, bad]], dtype=f64),
              allow_non_finite=True)
 
 
-@pytest.mark.parametrize("loss", ["binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div",
-                                  "multilabel_soft_margin_loss", "soft_margin_loss"])
+@pytest.mark.parametrize("loss", ["binary_cross_entropy_with_logits", "multilabel_soft_margin_loss"])
+@pytest.mark.parametrize("bad", [2.0, -1.0, NAN], ids=["above-1", "negative", "nan"])
+def test_binary_targets_outside_unit_interval_warn(client: Any, loss: str, bad: float) -> None:
+    # BCE-with-logits and multilabel soft margin return a finite loss for targets 2 or -1
+    x, y = torch.tensor([[0.5, 0.25]], dtype=f64), torch.tensor([[1.0, bad]], dtype=f64)
+    r = assert_domain_warning(client, loss, "inputs.target", "lie in [0, 1]", y_pred=x, y_true=y,
+                              allow_non_finite=True)
+    expected = getattr(torch.nn.functional, loss)(x, y)
+    assert r.loss.dtype == expected.dtype
+    assert torch.equal(r.loss, expected) or (bool(r.loss.isnan()) and bool(expected.isnan()))
+
+
+@pytest.mark.parametrize("loss", ["binary_cross_entropy", "binary_cross_entropy_with_logits",
+                                  "multilabel_soft_margin_loss"])
 def test_target_with_another_shape_is_refused(client: Any, loss: str) -> None:
     _refused(client, loss, "inputs.target", "must have the same shape as input",
              y_pred=torch.full((4, 3), 0.5, dtype=f64), y_true=torch.ones(4, 1, dtype=f64))
+
+
+@pytest.mark.parametrize("loss", ["kl_div", "soft_margin_loss"])
+def test_target_with_another_shape_warns(client: Any, loss: str) -> None:
+    # torch broadcasts silently: computed, with lossd's warning; strict refuses
+    assert_domain_warning(client, loss, "inputs.target", "the input's shape",
+                          y_pred=torch.full((4, 3), 0.5, dtype=f64), y_true=torch.ones(4, 1, dtype=f64),
+                          reduction="sum")
 
 
 def test_bce_weight_must_broadcast(client: Any) -> None:
@@ -228,15 +249,17 @@ def test_margin_losses_say_why_half_precision_fails_on_cpu(client: Any, loss: st
 
 
 @pytest.mark.parametrize("bad", [0.0, 2.0, 0.5], ids=["zero", "two", "half"])
-def test_soft_margin_targets_must_be_plus_minus_one(client: Any, bad: float) -> None:
-    # torch returns a finite loss for any target value
-    _refused(client, "soft_margin_loss", "inputs.target", "must be +1 or -1",
-             y_pred=_x(3), y_true=torch.tensor([1.0, -1.0, bad], dtype=f64))
+def test_soft_margin_targets_other_than_plus_minus_one_warn(client: Any, bad: float) -> None:
+    # torch returns a finite loss for any target value: computed, with a warning
+    y = torch.tensor([1.0, -1.0, bad], dtype=f64)
+    r = assert_domain_warning(client, "soft_margin_loss", "inputs.target", "values are 1 or -1", y_pred=_x(3),
+                              y_true=y)
+    assert r.value == torch.nn.functional.soft_margin_loss(_x(3), y).item()
 
 
-def test_soft_margin_nan_target_is_refused(client: Any) -> None:
-    _refused(client, "soft_margin_loss", "inputs.target", "NaN or infinite",
-             y_pred=_x(3), y_true=torch.tensor([1.0, NAN, -1.0], dtype=f64), allow_non_finite=True)
+def test_soft_margin_nan_target_warns_when_non_finite_is_allowed(client: Any) -> None:
+    assert_domain_warning(client, "soft_margin_loss", "inputs.target", "values are 1 or -1",
+                          y_pred=_x(3), y_true=torch.tensor([1.0, NAN, -1.0], dtype=f64), allow_non_finite=True)
 
 
 def test_multilabel_soft_margin_needs_a_class_dimension(client: Any) -> None:

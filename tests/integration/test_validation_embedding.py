@@ -1,14 +1,16 @@
-"""Embedding losses: what torch lets through silently is refused, naming the field and the rule."""
+"""Embedding losses: outside torch's documented domain, computed with a warning (refused when strict);
+what torch cannot compute meaningfully is refused, naming the field and the rule."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lossd.client import InvalidArgument, build_request
+from lossd.client import InvalidArgument, ServerWarning, build_request
 
 X = torch.tensor([[0.3, 1.5, -0.2], [0.8, 0.1, 2.0]])
 Y = torch.tensor([[0.5, 1.0, 0.2], [0.1, -0.4, 1.0]])
@@ -30,21 +32,43 @@ def _triplet():
     return {"anchor": X, "positive": Y, "negative": Z}
 
 
-BAD = [
-    # ±1 targets: torch accepts anything and silently drops NaN.
+# Outside the documented domain, well defined: computed as torch does, with a warning; strict refuses.
+DOMAIN = [
     ("hinge_embedding_loss", {"input": X, "target": torch.tensor([[1.0, 2.0, 1.0], [-1.0, 1.0, 1.0]])}, {},
-     "inputs.target", "must be 1 or -1"),
+     "inputs.target", "values are 1 or -1"),
     ("hinge_embedding_loss", {"input": X, "target": torch.tensor([[1, 0, 1], [-1, 1, 1]])}, {},
-     "inputs.target", "must be 1 or -1"),
+     "inputs.target", "values are 1 or -1"),
     ("hinge_embedding_loss", {"input": X, "target": torch.tensor([[1.0, NAN, 1.0], [-1.0, 1.0, 1.0]])}, {},
-     "inputs.target", "must be finite"),
-    ("cosine_embedding_loss", _pair(target=torch.tensor([1.0, 0.0])), {}, "inputs.target", "must be 1 or -1"),
-    ("cosine_embedding_loss", _pair(target=torch.tensor([NAN, 1.0])), {}, "inputs.target", "must be finite"),
+     "inputs.target", "values are 1 or -1"),
+    ("cosine_embedding_loss", _pair(target=torch.tensor([1.0, 0.0])), {}, "inputs.target", "values are 1 or -1"),
+    ("cosine_embedding_loss", _pair(target=torch.tensor([NAN, 1.0])), {}, "inputs.target", "values are 1 or -1"),
     ("cosine_embedding_loss", _pair(target=torch.tensor([1.0, -1.0])), {"margin": 1.5}, "params.margin", "[-1, 1]"),
     ("cosine_embedding_loss", _pair(target=torch.tensor([1.0, -1.0])), {"margin": -2}, "params.margin", "[-1, 1]"),
-    ("margin_ranking_loss", _ranking(target=torch.tensor([1.0, 3.0, -1.0])), {}, "inputs.target", "must be 1 or -1"),
-    ("margin_ranking_loss", _ranking(target=torch.tensor([1.0, NAN, -1.0])), {}, "inputs.target", "must be finite"),
-    ("margin_ranking_loss", _ranking(target=torch.tensor([2, 1, -1])), {}, "inputs.target", "must be 1 or -1"),
+    ("margin_ranking_loss", _ranking(target=torch.tensor([1.0, 3.0, -1.0])), {}, "inputs.target",
+     "values are 1 or -1"),
+    ("margin_ranking_loss", _ranking(target=torch.tensor([1.0, NAN, -1.0])), {}, "inputs.target",
+     "values are 1 or -1"),
+    ("margin_ranking_loss", _ranking(target=torch.tensor([2, 1, -1])), {}, "inputs.target", "values are 1 or -1"),
+]
+
+
+@pytest.mark.parametrize(("loss", "inputs", "params", "field", "rule"), DOMAIN,
+                         ids=[f"{b[0]}-{b[3]}-{i}" for i, b in enumerate(DOMAIN)])
+def test_outside_the_domain_warns_and_strict_refuses(client, loss, inputs, params, field, rule):
+    fn = getattr(F, loss)
+    expected = fn(*inputs.values(), **params)
+    request, _ = build_request(loss, inputs=inputs, params=params, allow_non_finite=True)
+    with pytest.warns(ServerWarning, match=re.escape(field)):
+        r = client.evaluate_request(request, as_torch=True)
+    assert r.loss.dtype == expected.dtype
+    torch.testing.assert_close(r.loss, expected, rtol=0, atol=0, equal_nan=True)
+    request.strict = True
+    with pytest.raises(InvalidArgument) as err:
+        client.evaluate_request(request)
+    assert field in err.value.message and rule in err.value.message and "strict" in err.value.message
+
+
+BAD = [
     # Triplet margins: torch raises a bare ValueError; the schema names the field first.
     ("triplet_margin_loss", _triplet(), {"margin": 0.0}, "params.margin", "> 0"),
     ("triplet_margin_with_distance_loss", _triplet(), {"margin": -1.0}, "params.margin", "> 0"),

@@ -95,7 +95,8 @@ BAD_ASM = [
      "params.head_bias is false"),
     (_asm_inputs(), {**ASM_PARAMS, "head_bias": True}, "inputs.head.bias", "is required when params.head_bias"),
     (_asm_inputs(**{"head.weight": None}), ASM_PARAMS, "inputs.head.weight", "is required"),
-    (_asm_inputs(**{"tail.0.1.weight": torch.zeros(3, 4)}), ASM_PARAMS, "inputs.", "must share one dtype"),
+    # torch's own error, as locally: the module's matmul needs one dtype
+    (_asm_inputs(**{"tail.0.1.weight": torch.zeros(3, 4)}), ASM_PARAMS, "inputs", "same dtype"),
 ]
 
 
@@ -144,7 +145,9 @@ BAD_LCE = [
     (_lce(linear_weight=torch.randn(5)), "inputs.linear_weight", "(C, in_features)"),
     (_lce(input=torch.randn(2, 4, 3)), "inputs.input", "(N, in_features)"),
     (_lce(linear_bias=torch.zeros(4)), "inputs", "linear_bias shape"),
-    (_lce(params={"options": {}}), "params.options", "valid parameters"),
+    (_lce(params={"options": {"bogus": 1}}), "params.options.bogus", "is not an option"),
+    (_lce(params={"options": {"batch_chunk_size": 0}}), "params.options.batch_chunk_size", "positive integer"),
+    (_lce(params={"options": {"acc_policy": "fast"}}), "params.options", "invalid acc_policy"),
 ]
 
 

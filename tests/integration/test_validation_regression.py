@@ -1,9 +1,8 @@
-"""Regression losses: what torch leaves unchecked is refused, naming the field and the rule.
+"""Regression losses: outside torch's documented domain, computed with a warning (refused when
+strict); where torch fails, refused naming the field and the rule.
 
-Each case was seen on torch 2.13 CPU: torch either computes a misleading number
-(broadcasting a mis-shaped target with only a warning, Poisson NLL of negative
-counts) or fails with a message that does not name the input. Every test also
-checks that the server still answers afterwards.
+Each case was seen on torch 2.13 CPU. Every test also checks that the server still
+answers afterwards.
 """
 
 from __future__ import annotations
@@ -13,7 +12,8 @@ from typing import Any
 import pytest
 import torch
 
-from support.refusals import assert_refused, assert_still_serves
+from lossd.client import ServerWarning
+from support.refusals import assert_domain_warning, assert_refused, assert_still_serves
 
 f64 = torch.float64
 
@@ -26,16 +26,24 @@ _still_serves = assert_still_serves
 _refused = assert_refused
 
 
-@pytest.mark.parametrize("loss", ["l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss", "poisson_nll_loss"])
-def test_target_with_another_shape_is_refused(client: Any, loss: str) -> None:
-    # torch broadcasts (4, 1) against (4, 3) with at most a warning and returns a number
-    _refused(client, loss, "inputs.target", "must have the same shape as input",
-             y_pred=_x(4, 3), y_true=_x(4, 1).abs())
+@pytest.mark.parametrize("loss", ["l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss"])
+def test_target_with_another_shape_gets_torchs_warning(client: Any, loss: str) -> None:
+    # torch broadcasts (4, 1) against (4, 3) and warns; the warning reaches the caller, strict refuses
+    with pytest.warns(ServerWarning, match="Using a target size"):
+        r = client.evaluate(loss, y_pred=_x(4, 3), y_true=_x(4, 1).abs())
+    assert r.value == getattr(torch.nn.functional, loss)(_x(4, 3), _x(4, 1).abs()).item()
+    _refused(client, loss, "inputs.target", "the input's shape", y_pred=_x(4, 3), y_true=_x(4, 1).abs(),
+             strict=True)
+
+
+def test_poisson_target_with_another_shape_warns(client: Any) -> None:
+    assert_domain_warning(client, "poisson_nll_loss", "inputs.target", "the input's shape",
+                          y_pred=_x(4, 3), y_true=_x(4, 1).abs())
 
 
 @pytest.mark.parametrize("loss", ["l1_loss", "mse_loss", "huber_loss"])
 def test_weight_with_another_shape_is_refused(client: Any, loss: str) -> None:
-    _refused(client, loss, "inputs.weight", "must have the same shape as input",
+    _refused(client, loss, "inputs", "Weights and input must have the same size",
              y_pred=_x(4, 3), y_true=_x(4, 3, seed=1), weight=torch.ones(3, dtype=f64))
 
 
@@ -62,17 +70,18 @@ def test_nonpositive_delta_is_refused(client: Any) -> None:
     _refused(client, "huber_loss", "params.delta", "> 0", y_pred=_x(3), y_true=_x(3, seed=1), delta=0.0)
 
 
-def test_poisson_negative_counts_are_refused(client: Any) -> None:
+def test_poisson_negative_counts_warn(client: Any) -> None:
     # torch returns a finite loss for a negative Poisson count
-    _refused(client, "poisson_nll_loss", "inputs.target", "non-negative",
-             y_pred=_x(3), y_true=torch.tensor([1.0, -2.0, 0.0], dtype=f64))
+    y = torch.tensor([1.0, -2.0, 0.0], dtype=f64)
+    r = assert_domain_warning(client, "poisson_nll_loss", "inputs.target", "counts are >= 0", y_pred=_x(3), y_true=y)
+    assert r.value == torch.nn.functional.poisson_nll_loss(_x(3), y).item()
 
 
-def test_poisson_negative_rate_is_refused(client: Any) -> None:
-    # with log_input=false the input is the rate; -eps < rate < 0 gives a finite, meaningless loss
-    _refused(client, "poisson_nll_loss", "inputs.input", "non-negative when log_input is false",
-             y_pred=torch.tensor([-1e-9, 1.0, 2.0], dtype=f64), y_true=torch.tensor([1.0, 2.0, 0.0], dtype=f64),
-             log_input=False)
+def test_poisson_negative_rate_warns(client: Any) -> None:
+    # with log_input=false the input is the rate; -eps < rate < 0 gives a finite loss
+    assert_domain_warning(client, "poisson_nll_loss", "inputs.input", "rates are >= 0 when log_input is false",
+                          y_pred=torch.tensor([-1e-9, 1.0, 2.0], dtype=f64),
+                          y_true=torch.tensor([1.0, 2.0, 0.0], dtype=f64), log_input=False)
 
 
 @pytest.mark.parametrize("loss", ["poisson_nll_loss", "gaussian_nll_loss"])
@@ -82,7 +91,7 @@ def test_negative_eps_is_refused(client: Any, loss: str) -> None:
 
 
 def test_gaussian_negative_var_is_refused(client: Any) -> None:
-    _refused(client, "gaussian_nll_loss", "inputs.var", "non-negative",
+    _refused(client, "gaussian_nll_loss", "inputs.var", "negative",
              y_pred=_x(3), y_true=_x(3, seed=1), var=torch.tensor([1.0, -0.5, 2.0], dtype=f64))
 
 
@@ -91,10 +100,17 @@ def test_gaussian_var_of_wrong_shape_names_var(client: Any) -> None:
              y_pred=_x(4, 3), y_true=_x(4, 3, seed=1), var=torch.ones(2, 2, dtype=f64))
 
 
-def test_gaussian_target_of_wrong_shape_is_refused(client: Any) -> None:
+def test_gaussian_target_of_another_shape_warns(client: Any) -> None:
     # torch broadcasts a (4, 1, 3) target against a (4, 3) input into a (4, 4, 3) loss
-    _refused(client, "gaussian_nll_loss", "inputs.target", "one dimension equal to 1",
-             y_pred=_x(4, 3), y_true=_x(4, 1, 3, seed=1), var=torch.ones(4, 3, dtype=f64))
+    assert_domain_warning(client, "gaussian_nll_loss", "inputs.target", "one dimension equal to 1",
+                          y_pred=_x(4, 3), y_true=_x(4, 1, 3, seed=1), var=torch.ones(4, 3, dtype=f64))
+
+
+def test_gaussian_var_as_a_number(client: Any) -> None:
+    r = client.evaluate("gaussian_nll_loss", _x(4, 3), _x(4, 3, seed=1), var=0.5, reduction="sum")
+    assert r.value == torch.nn.functional.gaussian_nll_loss(_x(4, 3), _x(4, 3, seed=1), 0.5, reduction="sum").item()
+    assert set(r.grads) == {"y_pred", "y_true"}
+    _refused(client, "gaussian_nll_loss", "params.var", "negative", y_pred=_x(3), y_true=_x(3, seed=1), var=-1.0)
 
 
 def test_gaussian_var_gets_a_gradient(client: Any) -> None:
@@ -102,11 +118,30 @@ def test_gaussian_var_gets_a_gradient(client: Any) -> None:
     assert set(r.grads) == {"y_pred", "y_true", "var"} and r.grads["var"].shape == (4, 1)
 
 
-def test_deprecated_size_average_points_to_reduction(client: Any) -> None:
+def test_deprecated_size_average_works_as_in_torch_with_its_warning(client: Any) -> None:
+    with pytest.warns(ServerWarning, match="please use reduction='sum'"):
+        r = client.evaluate("l1_loss", _x(3), _x(3, seed=1), size_average=False, reduction="none")
+    with pytest.warns(UserWarning, match="please use reduction='sum'"):
+        expected = torch.nn.functional.l1_loss(_x(3), _x(3, seed=1), size_average=False, reduction="none")
+    assert r.value == expected.item()
     _refused(client, "l1_loss", "params.size_average", "use reduction", y_pred=_x(3), y_true=_x(3, seed=1),
-             size_average=False)
+             size_average=0)
 
 
-def test_integer_prediction_is_refused(client: Any) -> None:
-    _refused(client, "mse_loss", "inputs.y_pred", "floating-point", y_pred=torch.tensor([1, 2]),
-             y_true=torch.tensor([1.0, 2.0]))
+def test_promotion_as_in_torch(client: Any) -> None:
+    """mse_loss(float32, int64) and mse_loss(float64, float32) work in torch: same value, dtype, gradients."""
+    for x, y in ((torch.tensor([1.5, 2.0]), torch.tensor([1, 3])), (_x(3), _x(3, seed=1).float())):
+        lx, ly = x.clone().requires_grad_(True), y.clone().requires_grad_(y.is_floating_point())
+        local = torch.nn.functional.mse_loss(lx, ly)
+        leaves = [t for t in (lx, ly) if t.requires_grad]
+        grads = torch.autograd.grad(local, leaves)
+        r = client.evaluate("mse_loss", x, y)
+        assert r.loss.dtype == local.dtype and r.value == local.item()
+        for name, g in zip(("y_pred", "y_true"), grads):
+            assert r.grads[name].dtype == g.dtype and torch.equal(r.grads[name], g)
+        assert set(r.grads) == {n for n, t in (("y_pred", x), ("y_true", y)) if t.is_floating_point()}
+
+
+def test_gradient_of_an_integer_input_is_refused_naming_it(client: Any) -> None:
+    _refused(client, "mse_loss", "grad_inputs[0]", "'y_true' has dtype int64", y_pred=torch.tensor([1.0, 2.0]),
+             y_true=torch.tensor([1, 2]), grad_inputs=["y_true"])

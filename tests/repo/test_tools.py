@@ -41,6 +41,7 @@ def test_make_check_is_lint_and_the_unit_tests_only() -> None:
         ".venv/bin/python tests/support/lint.py mypy",
         ".venv/bin/python -m pytest tests/unit -q",
     ]
+    assert _recipe("fix") == [".venv/bin/python tests/support/lint.py fix"]
     # The repository checks (packaging builds a wheel, the Dockerfile test starts a server...)
     # stay out of the fast loop: none of them lives in tests/unit.
     unit = {p.name for p in (REPO / "tests" / "unit").glob("test_*.py")}

@@ -6,6 +6,12 @@ named checks (default: both) and exits non-zero on any finding; ``make check``,
 Settings live in pyproject.toml (``[tool.ruff]``, ``[tool.mypy]``); this file
 only says *what* is checked and *how mypy finds it*.
 
+``python tests/support/lint.py fix`` repairs what ruff can repair mechanically
+without reformatting whole files: it sorts the import blocks (rule I001) and
+re-wraps each over-long statement (E501) with ``ruff format`` on that
+statement's lines only; it prints what is left (a long comment, docstring or
+string wants a hand) and exits 1 if anything is.
+
 Why the staging: setuptools ``package-dir`` maps ``proto/lossd`` -> ``lossd``,
 ``client/`` -> ``lossd.client`` and ``server/`` -> ``lossd.server``. The editable
 install realises that with an import hook that mypy cannot follow, and
@@ -17,13 +23,14 @@ and mypy runs with ``MYPYPATH=<dir>`` (``<dir>`` is ``.mypy_cache/stage``).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["MYPY_MODULES", "REPO", "RUFF_PATHS", "run_mypy", "run_ruff", "stage_packages"]
+__all__ = ["MYPY_MODULES", "REPO", "RUFF_PATHS", "run_fix", "run_mypy", "run_ruff", "stage_packages"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,6 +87,30 @@ def run_ruff() -> subprocess.CompletedProcess[str]:
     )
 
 
+def run_fix(paths: tuple[str, ...] = RUFF_PATHS, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Sort import blocks and re-wrap over-long statements under ``paths``; then ``ruff check``.
+
+    Only the offending import blocks and statements change (``ruff format --range``
+    per over-long line, from the bottom of each file up so that line numbers hold),
+    so the edit merges like a hand edit. Returns the final ``ruff check``: what it
+    still reports needs a hand.
+    """
+    ruff = [sys.executable, "-m", "ruff"]
+
+    def call(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*ruff, *args], cwd=cwd, capture_output=True, text=True, check=False)
+
+    call("check", "--no-cache", "--select", "I001", "--fix", "--quiet", *paths)
+    found = call("check", "--no-cache", "--select", "E501", "--output-format", "json", *paths)
+    lines: dict[str, set[int]] = {}
+    for finding in json.loads(found.stdout or "[]"):
+        lines.setdefault(finding["filename"], set()).add(finding["location"]["row"])
+    for filename, rows in lines.items():
+        for row in sorted(rows, reverse=True):
+            call("format", "--no-cache", "--quiet", f"--range={row}:1-{row + 1}:1", filename)
+    return call("check", "--no-cache", *paths)
+
+
 def run_mypy() -> subprocess.CompletedProcess[str]:
     """``mypy`` (strict, per pyproject.toml) over :data:`MYPY_MODULES`.
 
@@ -114,9 +145,9 @@ def run_mypy() -> subprocess.CompletedProcess[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the named checks (``ruff``, ``mypy``; default both); 1 if any finds something."""
-    checks = {"ruff": run_ruff, "mypy": run_mypy}
-    names = argv if argv else list(checks)
+    """Run the named checks (``ruff``, ``mypy``, ``fix``; default ruff and mypy); 1 if any finds something."""
+    checks = {"ruff": run_ruff, "mypy": run_mypy, "fix": run_fix}
+    names = argv if argv else ["ruff", "mypy"]
     unknown = [n for n in names if n not in checks]
     if unknown:
         print(f"usage: lint.py [{'|'.join(checks)} ...]; unknown: {' '.join(unknown)}", file=sys.stderr)

@@ -66,3 +66,53 @@ def rand(*shape: int, dtype: torch.dtype, seed: int = 0, low: float = 0.0, high:
 def randint(high: int, *shape: int, seed: int = 0) -> torch.Tensor:
     """int64 samples in [0, high)."""
     return torch.randint(0, high, shape, generator=seeded(seed))
+
+
+#: Every dtype the wire carries that a loss input may take: the dtype sweep's axis.
+SWEEP_DTYPES: tuple[torch.dtype, ...] = (
+    torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.complex64, torch.complex128,
+    torch.int64, torch.int32, torch.uint8, torch.bool,
+)
+
+
+def cast_case(tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """A case's floating-point tensors in ``dtype`` (integer tensors, class indices, stay as they are).
+
+    Complex gets an imaginary part (the real part rolled by one) so that it matters; integer and
+    bool dtypes truncate, as ``Tensor.to`` does. Local torch decides whether the result is valid.
+
+    >>> cast_case({"input": torch.tensor([0.5, 2.0]), "target": torch.tensor([1])}, torch.complex64)["input"]
+    tensor([0.5000+2.0000j, 2.0000+0.5000j])
+    """
+    out = {}
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            out[name] = t
+        elif dtype.is_complex:
+            wide = t.to(torch.float64)
+            out[name] = torch.complex(wide, wide.flatten().roll(1).reshape(wide.shape)).to(dtype)
+        else:
+            out[name] = t.to(dtype)
+    return out
+
+
+def local_outcome(
+    functional: Call, tensors: Mapping[str, torch.Tensor], params: Mapping[str, Any], diff: list[str]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:
+    """Local torch: the loss, the gradients of ``diff`` (ones upstream) and the warnings' texts.
+
+    Raises whatever torch raises for inputs it does not compute.
+    """
+    import warnings
+
+    leaves = {n: (t.clone().requires_grad_(True) if n in diff else t.clone()) for n, t in tensors.items()}
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = functional(leaves, params)
+        grads: dict[str, torch.Tensor] = {}
+        if diff and out.requires_grad:
+            found = torch.autograd.grad(out, [leaves[n] for n in diff], torch.ones_like(out), allow_unused=True)
+            grads = {n: torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(diff, found)}
+        elif diff:
+            grads = {n: torch.zeros_like(leaves[n]) for n in diff}
+    return out.detach(), grads, [str(w.message) for w in seen]

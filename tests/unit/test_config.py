@@ -4,9 +4,6 @@ place; boolean variables in every spelling; a variable that does not parse refus
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -72,12 +69,3 @@ def test_a_value_that_does_not_parse_refuses_the_start(monkeypatch: pytest.Monke
     assert main(["--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"lossd serve: error: {env}={text!r}: ") and err.count("\n") == 1
-
-
-def test_lossd_serve_exits_2_naming_the_variable() -> None:
-    env = {**os.environ, "LOSSD_REFLECTION": "nope", "LOSSD_PORT": "0"}
-    done = subprocess.run([sys.executable, "-m", "lossd.server"], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().splitlines() == [
-        "lossd serve: error: LOSSD_REFLECTION='nope': not a boolean; use 1/0, true/false, yes/no or on/off"]

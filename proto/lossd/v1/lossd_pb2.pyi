@@ -30,7 +30,7 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., raw: _Optional[bytes] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class EvaluateLossRequest(_message.Message):
-    __slots__ = ("loss", "inputs", "params", "grad_inputs", "grad_output", "output_encoding", "terms", "parameters", "regularization", "allow_non_finite")
+    __slots__ = ("loss", "inputs", "params", "grad_inputs", "grad_output", "output_encoding", "terms", "parameters", "regularization", "allow_non_finite", "strict")
     class InputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class EvaluateLossRequest(_message.Message):
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     REGULARIZATION_FIELD_NUMBER: _ClassVar[int]
     ALLOW_NON_FINITE_FIELD_NUMBER: _ClassVar[int]
+    STRICT_FIELD_NUMBER: _ClassVar[int]
     loss: str
     inputs: _containers.MessageMap[str, Tensor]
     params: _struct_pb2.Struct
@@ -65,7 +66,8 @@ class EvaluateLossRequest(_message.Message):
     parameters: _containers.MessageMap[str, Tensor]
     regularization: Regularization
     allow_non_finite: bool
-    def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., grad_inputs: _Optional[_Iterable[str]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., output_encoding: _Optional[_Union[TensorEncoding, str]] = ..., terms: _Optional[_Iterable[_Union[LossTerm, _Mapping]]] = ..., parameters: _Optional[_Mapping[str, Tensor]] = ..., regularization: _Optional[_Union[Regularization, _Mapping]] = ..., allow_non_finite: _Optional[bool] = ...) -> None: ...
+    strict: bool
+    def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., grad_inputs: _Optional[_Iterable[str]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., output_encoding: _Optional[_Union[TensorEncoding, str]] = ..., terms: _Optional[_Iterable[_Union[LossTerm, _Mapping]]] = ..., parameters: _Optional[_Mapping[str, Tensor]] = ..., regularization: _Optional[_Union[Regularization, _Mapping]] = ..., allow_non_finite: _Optional[bool] = ..., strict: _Optional[bool] = ...) -> None: ...
 
 class LossTerm(_message.Message):
     __slots__ = ("loss", "weight", "params", "name")
@@ -104,7 +106,7 @@ class Timing(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., forward_ms: _Optional[float] = ..., backward_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ...) -> None: ...
 
 class EvaluateLossResponse(_message.Message):
-    __slots__ = ("value", "loss", "grads", "loss_name", "timing", "parts", "parameter_grads", "regularized")
+    __slots__ = ("value", "loss", "grads", "loss_name", "timing", "parts", "parameter_grads", "regularized", "warnings")
     class GradsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +136,7 @@ class EvaluateLossResponse(_message.Message):
     PARTS_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_GRADS_FIELD_NUMBER: _ClassVar[int]
     REGULARIZED_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     value: float
     loss: Tensor
     grads: _containers.MessageMap[str, Tensor]
@@ -142,7 +145,8 @@ class EvaluateLossResponse(_message.Message):
     parts: _containers.ScalarMap[str, float]
     parameter_grads: _containers.MessageMap[str, Tensor]
     regularized: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, value: _Optional[float] = ..., loss: _Optional[_Union[Tensor, _Mapping]] = ..., grads: _Optional[_Mapping[str, Tensor]] = ..., loss_name: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., parts: _Optional[_Mapping[str, float]] = ..., parameter_grads: _Optional[_Mapping[str, Tensor]] = ..., regularized: _Optional[_Iterable[str]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, value: _Optional[float] = ..., loss: _Optional[_Union[Tensor, _Mapping]] = ..., grads: _Optional[_Mapping[str, Tensor]] = ..., loss_name: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., parts: _Optional[_Mapping[str, float]] = ..., parameter_grads: _Optional[_Mapping[str, Tensor]] = ..., regularized: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EvaluateLossStreamRequest(_message.Message):
     __slots__ = ("id", "request")

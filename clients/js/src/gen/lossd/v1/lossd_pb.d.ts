@@ -22,12 +22,15 @@ export declare const file_lossd_v1_lossd: GenFile;
  * Tensor is an n-dimensional array. Set exactly one of `raw` or `values`
  * (both may be empty only for a tensor with zero elements).
  *
+ * Complex dtypes: complex64 is a pair of float32 (real, imaginary) per
+ * element, complex128 a pair of float64, as in torch and numpy.
+ *
  * @generated from message lossd.v1.Tensor
  */
 export declare type Tensor = Message<"lossd.v1.Tensor"> & {
   /**
    * Element type in torch spelling: float32, float64, float16, bfloat16,
-   * int64, int32, int16, int8, uint8, bool.
+   * complex64, complex128, int64, int32, int16, int8, uint8, bool.
    *
    * @generated from field: string dtype = 1;
    */
@@ -42,7 +45,9 @@ export declare type Tensor = Message<"lossd.v1.Tensor"> & {
 
   /**
    * Little-endian, C-contiguous element bytes; length must be
-   * numel(shape) * itemsize(dtype).
+   * numel(shape) * itemsize(dtype). A complex element is its real part
+   * then its imaginary part, each little-endian (complex64: 8 bytes,
+   * complex128: 16 bytes), exactly torch's and numpy's memory layout.
    *
    * @generated from field: bytes raw = 3;
    */
@@ -51,6 +56,8 @@ export declare type Tensor = Message<"lossd.v1.Tensor"> & {
   /**
    * Elements as numbers in C order; length must be numel(shape). Integer
    * and bool dtypes need integral values that fit the dtype (bool: 0 or 1).
+   * Complex dtypes take two numbers per element, interleaved real then
+   * imaginary ([re0, im0, re1, im1, ...]): length 2 * numel(shape).
    *
    * @generated from field: repeated double values = 4;
    */
@@ -155,6 +162,20 @@ export declare type EvaluateLossRequest = Message<"lossd.v1.EvaluateLossRequest"
    * @generated from field: bool allow_non_finite = 10;
    */
   allowNonFinite: boolean;
+
+  /**
+   * Refuse inputs outside a loss's documented domain that torch would still
+   * compute (targets other than 1/-1 for the margin losses, labels outside
+   * [0, 1], negative Poisson counts, ...): INVALID_ARGUMENT naming the field
+   * and the domain. By default they are computed as torch computes them and
+   * the reply carries a warning naming the field and the domain. Inputs on
+   * which torch would crash, read out of bounds or return a meaningless
+   * number are refused either way (docs/losses.md lists both kinds of rule
+   * per loss).
+   *
+   * @generated from field: bool strict = 11;
+   */
+  strict: boolean;
 };
 
 /**
@@ -361,6 +382,16 @@ export declare type EvaluateLossResponse = Message<"lossd.v1.EvaluateLossRespons
    * @generated from field: repeated string regularized = 8;
    */
   regularized: string[];
+
+  /**
+   * Warnings raised while evaluating this request, in order, each once:
+   * torch's own (e.g. kl_div with reduction 'mean', target-size
+   * broadcasting) and lossd's (an input outside the loss's documented
+   * domain, see `strict`). Empty when there were none.
+   *
+   * @generated from field: repeated string warnings = 9;
+   */
+  warnings: string[];
 };
 
 /**
@@ -604,7 +635,9 @@ export declare type InputInfo = Message<"lossd.v1.InputInfo"> & {
   role: string;
 
   /**
-   * Kind of dtype: "float", "int" (class indices, lengths) or "float|int".
+   * Kind of dtype: "float" (any dtype torch computes with: floating-point,
+   * complex, integer or bool, promoted as torch promotes), "int" (class
+   * indices, lengths) or "float|int".
    *
    * @generated from field: string dtype_kind = 3;
    */
@@ -659,7 +692,8 @@ export declare type ParamInfo = Message<"lossd.v1.ParamInfo"> & {
   name: string;
 
   /**
-   * "float", "int", "bool" or "string".
+   * "float", "int", "bool", "string", "int_list", "float_list" or "object"
+   * (a JSON object, e.g. linear_cross_entropy's options).
    *
    * @generated from field: string type = 2;
    */
