@@ -1,11 +1,12 @@
 # lossd developer commands. `make help` lists them.
 #
-#   make run     create .venv if missing, install pinned, serve on 127.0.0.1:50051
-#   make check   ruff, mypy --strict and tests/unit: the fast loop before a commit (under a
-#                minute; .pre-commit-config.yaml runs the same three steps)
-#   make test    same bootstrap plus dev tools (buf), then the whole test suite (tests/unit,
-#                tests/integration, tests/robustness, and tests/repo: lint, packaging,
-#                Dockerfile, manifests, generated files)
+#   make run     create .venv if missing, install lossd[server] pinned, serve on 127.0.0.1:50051
+#   make check   add the dev tools to .venv; ruff, mypy --strict and tests/unit: the fast loop
+#                before a commit (under a minute; .pre-commit-config.yaml runs the same three steps)
+#   make test    add the dev tools (pytest, mypy, ruff, ..., buf) to .venv, then the whole test
+#                suite (tests/unit, tests/integration, tests/robustness, and tests/repo: lint,
+#                packaging, Dockerfile, manifests, generated files)
+#   make dist    build the sdist and the wheel into dist/
 #   make fuzz    over 10,000 generated requests against a real server (not in make test)
 #   make soak    16 clients for 60 s, 20 kill -9 restarts during training (not in make test)
 #   make replicas  replicas on a real PostgreSQL: kill -9, SIGSTOP, cancel, 200 jobs, a database
@@ -32,7 +33,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Reinstall only when the dependency declarations change.
+# Two install steps, each redone only when the dependency declarations change:
+# serving (lossd[server], what `make run` needs) and the dev tools on top (`make test`).
+SERVE_STAMP := $(VENV)/.lossd-server
 STAMP := $(VENV)/.lossd-installed
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check
 
@@ -51,7 +54,7 @@ FUZZ_EXAMPLES ?= 2500
 
 PROTOS := $(shell find proto -name '*.proto' -not -path '*/node_modules/*')
 
-.PHONY: help venv run check test lint buf buf-lint proto clean distclean image image-test image-clean bench fuzz soak replicas
+.PHONY: help venv serve-venv run check test dist lint buf buf-lint proto clean distclean image image-test image-clean bench fuzz soak replicas
 
 IMAGE ?= lossd:latest
 # docker when its daemon answers, else podman (evaluated only by `make image`)
@@ -60,15 +63,24 @@ ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-venv: $(STAMP) ## create the venv (VENV, default .venv) if missing; install lossd[server,dev] pinned
+serve-venv: $(SERVE_STAMP) ## create the venv if missing; install lossd[server] pinned (what `make run` needs)
 
-$(STAMP): pyproject.toml constraints.txt
+venv: $(STAMP) ## serve-venv plus the dev tools: lossd[server,dev] pinned (what `make test` needs)
+
+$(SERVE_STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
-	$(PIP_INSTALL) --upgrade pip
-	$(PIP_INSTALL) -e '.[server,dev]' -c constraints.txt
+	@echo "installing lossd[server] into $(VENV) (pinned by constraints.txt; first run: about a minute)"
+	$(PIP_INSTALL) --quiet -e '.[server]' -c constraints.txt
 	@touch $@
 
-run: venv ## serve on HOST:PORT (default 127.0.0.1:50051); Ctrl-C stops it cleanly
+$(STAMP): $(SERVE_STAMP)
+	@echo "installing the dev tools into $(VENV): lossd[server,dev] (pinned by constraints.txt)"
+	$(PIP_INSTALL) --quiet --upgrade pip
+	$(PIP_INSTALL) --quiet -e '.[server,dev]' -c constraints.txt
+	@touch $@
+
+run: serve-venv ## serve on HOST:PORT (default 127.0.0.1:50051); Ctrl-C stops it cleanly
+	@echo "lossd is $(BIN)/lossd: in another terminal, 'source $(BIN)/activate' puts it on PATH"
 	exec $(BIN)/python -m lossd.server $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(ARGS)
 
 # The three steps of `make check`, one per line; .pre-commit-config.yaml runs the same
@@ -84,6 +96,12 @@ fix: venv ## sort import blocks, re-wrap over-long statements (only those); list
 
 test: venv buf ## the whole test suite (what CI runs)
 	BUF="$(abspath $(BUF))" $(BIN)/pytest $(PYTEST_ARGS)
+
+dist: venv ## build the sdist and the wheel into dist/ (python -m build: the wheel is built from the sdist)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	rm -rf *.egg-info  # the sdist step's metadata, left in the tree
+	@ls dist
 
 fuzz: venv ## hypothesis-generated requests against a real server, FUZZ_EXAMPLES per test (not in make test)
 	LOSSD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/robustness/test_fuzz.py $(PYTEST_ARGS)

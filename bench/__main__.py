@@ -9,9 +9,11 @@ Sections (all by default; ``--only wire,memory`` picks some):
 - ``concurrency``: 1, 4, 16 concurrent clients (calls/s, p50, p99);
 - ``memory``: server peak RSS during a 10^7 evaluation;
 - ``malloc``: what the server's malloc tuning buys;
-- ``training``: a TrainJob's samples/s at world_size 1 and 2 (data-parallel ranks), and the ratio.
+- ``training``: a TrainJob's samples/s at world_size 1 and 2 (data-parallel ranks), and the ratio;
 - ``replicas``: submit → first event and submit → RUNNING of a small TrainJob with 1 and 3 replicas on a
   PostgreSQL job store (skipped, saying why, without PostgreSQL's binaries).
+- ``batch``: EvaluateLossBatch (``evaluate_many``, 10,000 × mse_loss 100) vs an in-process torch
+  loop, and the batch window (``--batch-window-us``) at 1 and 16 clients (``bench/_batch.py``).
 
 It writes ``bench/results/latest.json`` and ``latest.md`` and rewrites the
 results part of ``docs/performance.md`` (``--no-docs``: leave it).
@@ -33,7 +35,7 @@ from typing import Any
 
 from ._measure import REPO
 
-SECTIONS = ("wire", "encodings", "batching", "concurrency", "memory", "malloc", "training", "replicas")
+SECTIONS = ("wire", "encodings", "batching", "concurrency", "memory", "malloc", "training", "replicas", "batch")
 
 
 def _shown(path: Path) -> str:
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         from lossd._malloc import tune_malloc
 
         tune_malloc()
-    from . import _sections
+    from . import _batch, _sections
     from ._measure import BenchServer
     from ._report import machine, markdown, targets, update_docs
 
@@ -101,11 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" in only:
         log("memory: peak RSS of lossd serve during one large evaluation")
         results["memory"] = _sections.memory(big, args.quick)
+    if "batch" in only:
+        log("batch: EvaluateLossBatch vs in-process torch; the batch window at 1 and 16 clients")
+        results["batch"] = _batch.run(args.quick)
 
     results["seconds"] = time.perf_counter() - started
     results["load_after"] = list(os.getloadavg())
-    results["targets"] = targets(results)
-    table = markdown(results)
+    results["targets"] = targets(results) + _batch.targets(results)
+    table = markdown(results) + _batch.markdown(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.out / "latest.md").write_text(table)

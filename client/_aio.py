@@ -15,7 +15,10 @@ running event loop::
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Literal, TypeVar, overload
 
@@ -25,6 +28,7 @@ import grpc.aio
 from ..v1 import lossd_pb2
 from ._calls import (
     EVALUATE_LOSS,
+    EVALUATE_LOSS_BATCH,
     EVALUATE_LOSS_STREAM,
     HEALTH_CHECK,
     LIST_LOSSES,
@@ -32,8 +36,20 @@ from ._calls import (
     async_stream_requests,
     stream_requests,
 )
-from ._client import EvaluateResult, Evaluating, ManyRequests, outcome_by_id, prepare_many, stream_outcome
-from ._errors import LossdError, raising_lossd_errors
+from ._client import (
+    MANY_IN_FLIGHT,
+    EvaluateResult,
+    Evaluating,
+    ManyRequests,
+    Packed,
+    batch_outcomes,
+    iter_prepared,
+    kept,
+    outcome_by_id,
+    pack_many,
+    stream_outcome,
+)
+from ._errors import LossdError, Unimplemented, raising_lossd_errors
 from ._health import health_request, health_status
 from ._jobs import AsyncJobs
 
@@ -142,11 +158,42 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
         timeout: float | None = None,
         raise_on_error: bool = False,
     ) -> list[EvaluateResult | LossdError]:
-        """Many evaluations over one pipelined stream, outcomes in request order, like
-        :meth:`Client.evaluate_many <lossd.client.Client.evaluate_many>`: ``await c.evaluate_many(items)``."""
-        prepared, flags = prepare_many(requests, as_torch)
-        outcome = outcome_by_id(flags, raise_on_error)
-        return [r async for r in self._stream(EVALUATE_LOSS_STREAM, stream_requests(prepared), timeout, outcome)]
+        """Many evaluations packed in ``EvaluateLossBatch`` calls (two in flight), outcomes in request
+        order, like :meth:`Client.evaluate_many <lossd.client.Client.evaluate_many>`:
+        ``await c.evaluate_many(items)``."""
+        flags: list[bool] = []
+        prepared: list[lossd_pb2.EvaluateLossRequest] = []  # kept for a server without EvaluateLossBatch
+        source = iter_prepared(requests, as_torch, flags)
+        deadline = self.config.deadline(timeout, EVALUATE_LOSS_BATCH.default_deadline)
+        ends = None if deadline is None else time.monotonic() + deadline
+        call = self._callable(self.channel, EVALUATE_LOSS_BATCH)
+        out: list[EvaluateResult | LossdError] = []
+        in_flight: collections.deque[tuple[Packed, Any]] = collections.deque()
+
+        async def collect() -> None:
+            packed, pending = in_flight.popleft()
+            out.extend(batch_outcomes(await pending, packed.start, flags, raise_on_error))
+
+        try:
+            with raising_lossd_errors():
+                for packed in pack_many(kept(source, prepared)):
+                    left = None if ends is None else max(0.0, ends - time.monotonic())
+                    in_flight.append((packed, call(packed.body, timeout=left, metadata=self.config.metadata() or None)))
+                    if len(in_flight) >= MANY_IN_FLIGHT:
+                        await collect()
+                while in_flight:
+                    await collect()
+        except Unimplemented:
+            if out:
+                raise
+            left = None if ends is None else max(0.0, ends - time.monotonic())
+            outcome = outcome_by_id(flags, raise_on_error)  # a server before EvaluateLossBatch
+            rest = stream_requests(itertools.chain(prepared, source))
+            return [r async for r in self._stream(EVALUATE_LOSS_STREAM, rest, left, outcome)]
+        finally:
+            for _, pending in in_flight:
+                pending.cancel()
+        return out
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The server's ``grpc.health.v1`` status, like :meth:`Client.health <lossd.client.Client.health>`."""

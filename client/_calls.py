@@ -38,6 +38,7 @@ __all__ = [
     "LIST_LOSSES",
     "EVALUATE_LOSS",
     "EVALUATE_LOSS_STREAM",
+    "EVALUATE_LOSS_BATCH",
     "HEALTH_CHECK",
     "stream_requests",
     "async_stream_requests",
@@ -78,6 +79,7 @@ EVALUATE_LOSS = Method(_methods.EVALUATE_LOSS, lossd_pb2.EvaluateLossResponse.Fr
 EVALUATE_LOSS_STREAM = Method(
     _methods.EVALUATE_LOSS_STREAM, lossd_pb2.EvaluateLossStreamResponse.FromString
 )
+EVALUATE_LOSS_BATCH = Method(_methods.EVALUATE_LOSS_BATCH, lossd_pb2.EvaluateLossBatchResponse.FromString)
 #: grpc.health.v1 messages are hand-encoded (``_health.py``): the SDK needs no grpcio-health-checking.
 HEALTH_CHECK = Method(_methods.HEALTH_CHECK, bytes)
 

@@ -8,28 +8,57 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
+import itertools
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, overload
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
+from .._framing import field_number, join, length_delimited
 from ..v1 import lossd_pb2
-from ._calls import EVALUATE_LOSS, EVALUATE_LOSS_STREAM, HEALTH_CHECK, LIST_LOSSES, ClientBase, Method, stream_requests
+from ._calls import (
+    EVALUATE_LOSS,
+    EVALUATE_LOSS_BATCH,
+    EVALUATE_LOSS_STREAM,
+    HEALTH_CHECK,
+    LIST_LOSSES,
+    ClientBase,
+    Method,
+    stream_requests,
+)
 from ._codec import ArrayLike, decode, encode, is_torch_tensor
 from ._config import DEFAULT_TARGET
-from ._errors import LossdError, from_status_name, raising_lossd_errors
+from ._errors import LossdError, Unimplemented, from_status_name, raising_lossd_errors
 from ._health import health_request, health_status
 from ._jobs import Jobs
 from ._modules import accepted, is_module, module_request, param_value
 from ._warnings import emit_server_warnings
 
 __all__ = [
-    "Client", "EvaluateResult", "Evaluating", "LossSpecifier", "ManyRequests", "build_request", "outcome_by_id",
-    "prepare_many", "stream_outcome", "DEFAULT_TARGET",
+    "Client",
+    "EvaluateResult",
+    "Evaluating",
+    "LossSpecifier",
+    "ManyRequests",
+    "Packed",
+    "batch_outcomes",
+    "build_request",
+    "iter_prepared",
+    "kept",
+    "outcome_by_id",
+    "pack_many",
+    "prepare_many",
+    "stream_outcome",
+    "DEFAULT_TARGET",
+    "MANY_BATCH_ITEMS",
+    "MANY_BATCH_BYTES",
+    "MANY_IN_FLIGHT",
 ]
 
 R = TypeVar("R")
@@ -75,7 +104,7 @@ class EvaluateResult:
             loss=decode(reply.loss, as_torch),
             grads={k: decode(reply.grads[k], as_torch) for k in sorted(reply.grads)},
             loss_name=reply.loss_name,
-            timing=json_format.MessageToDict(reply.timing, preserving_proto_field_name=True),
+            timing={f.name: value for f, value in reply.timing.ListFields()},  # the fields set, as MessageToDict
             parts=dict(sorted(reply.parts.items())),
             parameter_grads={k: decode(reply.parameter_grads[k], as_torch) for k in sorted(reply.parameter_grads)},
             regularized=list(reply.regularized),
@@ -159,10 +188,11 @@ def build_request(
     if grad_output is not None:
         request.grad_output.CopyFrom(encode(grad_output, encoding))
     for term in terms:
-        unknown = set(term) - {"loss", "weight", "params", "name"}
+        unknown = set(term) - {"loss", "weight", "params", "name", "inputs", "transforms"}
         if unknown:
-            raise TypeError(f"unknown term keys {sorted(unknown)}; use loss, weight, params, name")
-        t = request.terms.add(loss=term["loss"], name=term.get("name", ""))
+            raise TypeError(f"unknown term keys {sorted(unknown)}; use loss, weight, params, name, inputs, transforms")
+        t = request.terms.add(loss=term["loss"], name=term.get("name", ""), inputs=dict(term.get("inputs", {})),
+                              transforms=dict(term.get("transforms", {})))
         if "weight" in term:
             t.weight = float(term["weight"])
         if term.get("params"):
@@ -184,8 +214,9 @@ def _shared_inputs(named: Mapping[str, Any]) -> list[list[str]]:
     return [names for names in groups.values() if len(names) > 1]
 
 
-def _sum_shared(result: EvaluateResult, shared: list[list[str]]) -> EvaluateResult:
-    """Each name of a shared array gets the sum of the group's gradients, as autograd accumulates them."""
+def _sum_shared(result: EvaluateResult, shared: list[list[str]], extra: Sequence[str] = ()) -> EvaluateResult:
+    """Each name of a shared array gets the sum of the group's gradients, as autograd accumulates them;
+    the names in ``extra`` (asked for only to be summed) are then dropped."""
     for names in shared:
         found = [result.grads[n] for n in names if n in result.grads]
         if len(found) > 1:
@@ -195,6 +226,8 @@ def _sum_shared(result: EvaluateResult, shared: list[list[str]]) -> EvaluateResu
             for n in names:
                 if n in result.grads:
                     result.grads[n] = total
+    for n in extra:
+        result.grads.pop(n, None)
     return result
 
 
@@ -240,20 +273,102 @@ def prepare_many(
     >>> reqs[0].loss, torch_flags
     ('mse', [False])
     """
-    prepared: list[lossd_pb2.EvaluateLossRequest] = []
     flags: list[bool] = []
+    return list(iter_prepared(requests, as_torch, flags)), flags
+
+
+def iter_prepared(
+    requests: ManyRequests, as_torch: bool, flags: list[bool]
+) -> Iterator[lossd_pb2.EvaluateLossRequest]:
+    """:func:`prepare_many` one request at a time (``evaluate_many`` packs a batch while the server
+    computes the previous one), appending each one's torch flag to ``flags``."""
     for i, item in enumerate(requests):
         if isinstance(item, lossd_pb2.EvaluateLossRequest):
-            prepared.append(item)
             flags.append(as_torch)
+            yield item
             continue
         kwargs = dict(item)
         if "loss" not in kwargs:
             raise TypeError(f"requests[{i}]: a dict of evaluate() arguments needs 'loss'")
         request, is_torch = build_request(kwargs.pop("loss"), **kwargs)
-        prepared.append(request)
         flags.append(as_torch or is_torch)
-    return prepared, flags
+        yield request
+
+
+#: ``evaluate_many`` packs at most this many items into one EvaluateLossBatch (the server's
+#: default limit, ``--max-batch-items``, is 10,000) ...
+MANY_BATCH_ITEMS = 2048
+#: ... and at most this many serialized bytes (an item larger than that travels alone).
+MANY_BATCH_BYTES = 8 * 1024 * 1024
+#: Batches of one ``evaluate_many`` in flight at once: the next is packed while one is computed.
+MANY_IN_FLIGHT = 2
+
+_ITEMS = field_number(lossd_pb2.EvaluateLossBatchRequest, "items")
+
+
+@dataclass(frozen=True)
+class Packed:
+    """One EvaluateLossBatch of ``evaluate_many``: its first item's index, item count and
+    serialized ``EvaluateLossBatchRequest``."""
+
+    start: int
+    count: int
+    body: bytes
+
+
+def pack_many(
+    requests: Iterable[lossd_pb2.EvaluateLossRequest],
+    max_items: int | None = None,
+    max_bytes: int | None = None,
+) -> Iterator[Packed]:
+    """Consecutive batches of ``requests``, each at most ``max_items`` items and ``max_bytes``
+    bytes (a larger item alone; defaults :data:`MANY_BATCH_ITEMS`, :data:`MANY_BATCH_BYTES`),
+    serialized by framing each item's bytes once.
+
+    >>> reqs = [build_request("mse", [float(x)], [0.0])[0] for x in range(5)]
+    >>> [(p.start, p.count) for p in pack_many(reqs, max_items=2)]
+    [(0, 2), (2, 2), (4, 1)]
+    """
+    max_items = MANY_BATCH_ITEMS if max_items is None else max_items
+    max_bytes = MANY_BATCH_BYTES if max_bytes is None else max_bytes
+    pieces: list[bytes | memoryview] = []
+    start = size = count = 0
+    for i, request in enumerate(requests):
+        count = i + 1
+        item = length_delimited(_ITEMS, [request.SerializeToString()])
+        n = sum(map(len, item))
+        if pieces and (i - start >= max_items or size + n > max_bytes):
+            yield Packed(start, i - start, join(pieces))
+            pieces, start, size = [], i, 0
+        pieces += item
+        size += n
+    if pieces:
+        yield Packed(start, count - start, join(pieces))
+
+
+def batch_outcomes(
+    reply: lossd_pb2.EvaluateLossBatchResponse, start: int, flags: Sequence[bool], raise_on_error: bool
+) -> list[EvaluateResult | LossdError]:
+    """The outcomes of one batch whose first item is ``start``: results, and errors whose
+    ``item`` is the index in the whole ``evaluate_many`` call (raised when ``raise_on_error``)."""
+    out: list[EvaluateResult | LossdError] = []
+    for k, result in enumerate(reply.results):
+        if result.HasField("response"):
+            out.append(EvaluateResult.from_response(result.response, flags[start + k]))
+            continue
+        error = from_status_name(result.error.code, result.error.message, result.error.field, start + k)
+        if raise_on_error:
+            raise error
+        out.append(error)
+    return out
+
+
+def kept(requests: Iterator[lossd_pb2.EvaluateLossRequest],
+          kept: list[lossd_pb2.EvaluateLossRequest]) -> Iterator[lossd_pb2.EvaluateLossRequest]:
+    """``requests``, each also appended to ``kept`` as it goes by."""
+    for request in requests:
+        kept.append(request)
+        yield request
 
 
 class Evaluating(ClientBase, Generic[ResultT]):
@@ -277,19 +392,24 @@ class Evaluating(ClientBase, Generic[ResultT]):
         5.0
 
         The same array object passed as several inputs (``evaluate("kl_div", x, x)``) gets, under
-        each of its names, the sum of their gradients: what local autograd puts in ``x.grad``.
+        each of its names, the sum of their gradients: what local autograd puts in ``x.grad``
+        (``grad_inputs`` naming one of them asks for all of them, and returns the one named).
         """
-        request, as_torch = build_request(loss, y_pred, y_true, **kwargs)
-        outcome = self.evaluate_request(request, as_torch=as_torch, timeout=timeout)
         shared = _shared_inputs({"y_pred": y_pred, "y_true": y_true, **dict(kwargs.get("inputs") or {}),
                                  **{k: v for k, v in kwargs.items() if _is_array(v)}})
+        asked = list(kwargs.get("grad_inputs") or ())
+        extra = [n for group in shared if set(group) & set(asked) for n in group if n not in asked]
+        if extra:
+            kwargs = {**kwargs, "grad_inputs": [*asked, *extra]}
+        request, as_torch = build_request(loss, y_pred, y_true, **kwargs)
+        outcome = self.evaluate_request(request, as_torch=as_torch, timeout=timeout)
         if not shared:
             return outcome
         if inspect.isawaitable(outcome):
             async def summed() -> Any:
-                return _sum_shared(await outcome, shared)
+                return _sum_shared(await outcome, shared, extra)
             return summed()  # type: ignore[return-value]
-        return _sum_shared(outcome, shared)  # type: ignore[arg-type,return-value]
+        return _sum_shared(outcome, shared, extra)  # type: ignore[arg-type,return-value]
 
     def evaluate_request(
         self, request: lossd_pb2.EvaluateLossRequest, *, as_torch: bool = False, timeout: float | None = None
@@ -415,22 +535,56 @@ class Client(Evaluating[EvaluateResult], Jobs):
         """Evaluate many requests with few round trips; a list of outcomes in request order.
 
         Items are prepared requests (:func:`build_request`) or dicts of
-        :meth:`evaluate` arguments. They travel over one ``EvaluateLossStream``,
-        which the server pipelines. A failed item does not stop the others: its
-        :class:`LossdError` (``err.item`` is its index) takes its place in the
-        list; ``raise_on_error=True`` raises the first one instead. A failure of
-        the call itself (``Unavailable``, ``DeadlineExceeded``: ``timeout`` bounds
-        the whole batch) raises. For batches too large to hold at once, iterate
-        :meth:`evaluate_stream` over a generator.
+        :meth:`evaluate` arguments. They travel packed in ``EvaluateLossBatch`` calls
+        (:func:`pack_many`: at most :data:`MANY_BATCH_ITEMS` items and
+        :data:`MANY_BATCH_BYTES` bytes each, two in flight), which the server
+        evaluates in vectorized groups where that is bit-identical; a server without
+        ``EvaluateLossBatch`` gets them over one ``EvaluateLossStream``. A failed item
+        does not stop the others: its :class:`LossdError` (``err.item`` is its index)
+        takes its place in the list; ``raise_on_error=True`` raises the first one
+        instead. A failure of the call itself (``Unavailable``, ``DeadlineExceeded``:
+        ``timeout`` bounds the whole of it) raises. For batches too large to hold at
+        once, iterate :meth:`evaluate_stream` over a generator.
 
         >>> out = client.evaluate_many([{"loss": "mse", "y_pred": [2.0], "y_true": [0.0]},
         ...                             {"loss": "mse", "y_pred": [1.0], "y_true": [0]}])  # doctest: +SKIP
         >>> out[0].value, type(out[1]).__name__, out[1].item  # doctest: +SKIP
         (4.0, 'InvalidArgument', 1)
         """
-        prepared, flags = prepare_many(requests, as_torch)
-        outcome = outcome_by_id(flags, raise_on_error)
-        return list(self._stream(EVALUATE_LOSS_STREAM, stream_requests(prepared), timeout, outcome))
+        flags: list[bool] = []
+        prepared: list[lossd_pb2.EvaluateLossRequest] = []  # kept for a server without EvaluateLossBatch
+        source = iter_prepared(requests, as_torch, flags)
+        deadline = self.config.deadline(timeout, EVALUATE_LOSS_BATCH.default_deadline)
+        ends = None if deadline is None else time.monotonic() + deadline
+        call = self._callable(self.channel, EVALUATE_LOSS_BATCH)
+        out: list[EvaluateResult | LossdError] = []
+        in_flight: collections.deque[tuple[Packed, Any]] = collections.deque()
+
+        def collect() -> None:
+            packed, future = in_flight.popleft()
+            out.extend(batch_outcomes(future.result(), packed.start, flags, raise_on_error))
+
+        try:
+            with raising_lossd_errors():
+                for packed in pack_many(kept(source, prepared)):
+                    left = None if ends is None else max(0.0, ends - time.monotonic())
+                    in_flight.append((packed, call.future(packed.body, timeout=left,
+                                                          metadata=self.config.metadata() or None)))
+                    if len(in_flight) >= MANY_IN_FLIGHT:
+                        collect()
+                while in_flight:
+                    collect()
+        except Unimplemented:
+            if out:
+                raise
+            left = None if ends is None else max(0.0, ends - time.monotonic())
+            outcome = outcome_by_id(flags, raise_on_error)  # a server before EvaluateLossBatch
+            rest = itertools.chain(prepared, source)
+            return list(self._stream(EVALUATE_LOSS_STREAM, stream_requests(rest), left, outcome))
+        finally:
+            for _, future in in_flight:
+                future.cancel()
+        return out
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The server's ``grpc.health.v1`` status: ``SERVING``, ``NOT_SERVING``, ...

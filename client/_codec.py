@@ -73,7 +73,9 @@ def encode(x: ArrayLike, encoding: str = "raw") -> lossd_pb2.Tensor:
         raise TypeError(f"cannot send dtype {arr.dtype}; supported: {', '.join(DTYPES)}")
     if encoding == "values":
         return tensor_message(tensor_body(name, arr.shape, _values(arr), "values"))
-    arr = np.require(arr, dtype=np.dtype(DTYPES[name].numpy), requirements="C")  # 0-d stays 0-d
+    wire = np.dtype(DTYPES[name].numpy)
+    if arr.dtype != wire or not arr.flags.c_contiguous:
+        arr = np.require(arr, dtype=wire, requirements="C")  # 0-d stays 0-d
     return lossd_pb2.Tensor(dtype=name, shape=arr.shape, raw=arr.tobytes())
 
 

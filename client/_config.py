@@ -19,7 +19,7 @@ import ipaddress
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ import grpc
 
 from .. import __version__
 from .._methods import BY_PATH
+from .._settings import Setting, parse_bool
 from .._wire import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "RETRIED_METHODS",
     "RETRY_TOKENS",
     "ENVIRONMENT",
+    "SETTINGS",
+    "SETTINGS_BY_NAME",
     "normalize_target",
 ]
 
@@ -59,27 +62,79 @@ RETRIED_METHODS: tuple[tuple[str, str], ...] = tuple(
 #: (docs/scaling.md). gRPC allows at most 1000.
 RETRY_TOKENS = 200
 
-#: Every setting's environment variable.
-ENVIRONMENT: dict[str, str] = {
-    "target": "LOSSD_TARGET",
-    "timeout": "LOSSD_TIMEOUT",
-    "token": "LOSSD_TOKEN",
-    "token_file": "LOSSD_TOKEN_FILE",
-    "tls": "LOSSD_TLS",
-    "ca_file": "LOSSD_CA_FILE",
-    "cert_file": "LOSSD_CERT_FILE",
-    "key_file": "LOSSD_KEY_FILE",
-    "server_name": "LOSSD_SERVER_NAME",
-    "compression": "LOSSD_COMPRESSION",
-    "keepalive_s": "LOSSD_KEEPALIVE_S",
-    "max_message_bytes": "LOSSD_MAX_MESSAGE_BYTES",
-    "max_attempts": "LOSSD_MAX_ATTEMPTS",
-    "load_balancing": "LOSSD_LOAD_BALANCING",
-}
-
 _COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip,
                 "deflate": grpc.Compression.Deflate}
 _BALANCERS = ("pick_first", "round_robin")
+
+
+# ---------------------------------------------------------------------------
+# The settings table: ClientConfig's fields, the LOSSD_* variables and the CLI's
+# connection flags (lossd.client.cli) are all built from SETTINGS, with the Setting
+# type and the one boolean parser the server's table uses (lossd._settings). Unlike
+# the server's flags, the CLI's default to "unset": an argument, then the variable,
+# then the default, resolved in ClientConfig.from_env like the SDK's arguments.
+
+
+def _parse_timeout(text: str) -> float:
+    """Seconds, or ``inf``/``none`` for no deadline.
+
+    >>> _parse_timeout("2.5"), _parse_timeout("inf")
+    (2.5, inf)
+    """
+    return math.inf if text.strip().lower() in ("inf", "none") else float(text)
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    """A parser that accepts one of ``choices`` in any case."""
+
+    def parse(text: str) -> str:
+        if text.strip().lower() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text.strip().lower()
+
+    return parse
+
+
+#: Every client setting: ``ClientConfig`` field, variable, parser, default, help, ``lossd`` flag.
+SETTINGS: tuple[Setting[Any], ...] = (
+    Setting("target", "LOSSD_TARGET", str, DEFAULT_TARGET,
+            "server address host:port, several IP:port separated by commas (balanced round_robin), "
+            "or any gRPC target", "--target", metavar="HOST:PORT"),
+    Setting("timeout", "LOSSD_TIMEOUT", _parse_timeout, DEFAULT_TIMEOUT,
+            "default deadline of a call in seconds (inf: none; training streams have none)", "--timeout",
+            metavar="SECONDS"),
+    Setting("token", "LOSSD_TOKEN", str, None,
+            "bearer token sent as authorization metadata; a flag shows in `ps`: prefer the variable "
+            "or --token-file", "--token", metavar="TOKEN"),
+    Setting("token_file", "LOSSD_TOKEN_FILE", str, None, "file holding the bearer token", "--token-file",
+            metavar="FILE"),
+    Setting("tls", "LOSSD_TLS", parse_bool, False, "use TLS with the system's root certificates", "--tls"),
+    Setting("ca_file", "LOSSD_CA_FILE", str, None, "PEM CA bundle to verify the server; implies TLS", "--ca-file",
+            metavar="PEM"),
+    Setting("cert_file", "LOSSD_CERT_FILE", str, None, "PEM client certificate (mutual TLS)", "--cert-file",
+            metavar="PEM"),
+    Setting("key_file", "LOSSD_KEY_FILE", str, None, "PEM client private key (mutual TLS)", "--key-file",
+            metavar="PEM"),
+    Setting("server_name", "LOSSD_SERVER_NAME", str, None, "name to verify in the server's certificate",
+            "--server-name", metavar="NAME"),
+    Setting("compression", "LOSSD_COMPRESSION", _choice(*_COMPRESSION), None,
+            f"compress every request: {', '.join(_COMPRESSION)}", "--compression", metavar="NAME"),
+    Setting("keepalive_s", "LOSSD_KEEPALIVE_S", float, None,
+            "ping an idle connection after this many seconds (above the server's --min-ping-interval)",
+            "--keepalive", metavar="SECONDS"),
+    Setting("max_message_bytes", "LOSSD_MAX_MESSAGE_BYTES", int, DEFAULT_MAX_MESSAGE_BYTES,
+            "largest message sent or received, in bytes", "--max-message-bytes", metavar="BYTES"),
+    Setting("max_attempts", "LOSSD_MAX_ATTEMPTS", int, DEFAULT_MAX_ATTEMPTS,
+            "attempts of an idempotent call that fails UNAVAILABLE (1: no retries; gRPC caps it at 5)",
+            "--max-attempts", metavar="N"),
+    Setting("load_balancing", "LOSSD_LOAD_BALANCING", _choice(*_BALANCERS), None,
+            "pick_first or round_robin (default round_robin for several addresses or a dns: target)",
+            "--load-balancing", metavar="POLICY"),
+)
+SETTINGS_BY_NAME: dict[str, Setting[Any]] = {s.name: s for s in SETTINGS}
+
+#: Every setting's environment variable.
+ENVIRONMENT: dict[str, str] = {s.name: s.env for s in SETTINGS}
 
 
 def _ip_scheme(address: str) -> str | None:
@@ -162,22 +217,9 @@ def _resolve_token(arguments: Mapping[str, Any], given: Mapping[str, Any]) -> st
 
 
 def _env_value(setting: str, text: str) -> Any:
-    """A setting's value parsed from its environment variable's text."""
-    var = ENVIRONMENT[setting]
-    try:
-        if setting == "timeout" and text.strip().lower() in ("inf", "none"):
-            return math.inf
-        if setting in ("timeout", "keepalive_s"):
-            return float(text)
-        if setting in ("max_message_bytes", "max_attempts"):
-            return int(text)
-        if setting == "tls":
-            if text.strip().lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError("expected 1 or 0")
-            return text.strip().lower() in ("1", "true", "yes")
-    except ValueError as e:
-        raise ValueError(f"{var}={text!r}: {e}") from None
-    return text
+    """A setting's value parsed from its environment variable's text; a ``SettingError``
+    (a ``ValueError``) names the variable."""
+    return SETTINGS_BY_NAME[setting].read(text)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ events; what the events mean lives here. :class:`JobFollower` keeps the last
 >>> load_spec({"epoch": 2})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-ValueError: spec: Message type "lossd.v1.TrainJobRequest" has no field named "epoch"...
+ValueError: spec: epoch: no such field (did you mean epochs?); the fields of TrainJobRequest: model, data, ...
 """
 
 from __future__ import annotations
 
-import importlib
+import difflib
 import json
 import os
 import sys
@@ -31,11 +31,12 @@ from .._model import ModelPlan, build_model
 from ..v1 import training_pb2
 from ._calls import Method
 from ._codec import decode
+from ._extras import import_extra
 
 __all__ = [
     "CANCEL_JOB", "DELETE_JOB", "GET_JOB", "LIST_JOBS", "TRAIN_JOB", "WATCH_JOB", "TERMINAL_STATES", "JobFollower",
     "Progress", "SpecLike", "TrainResult", "build_module", "epoch_summary", "jobs_table", "load_spec",
-    "state_name",
+    "state_name", "unknown_field",
 ]
 
 TRAIN_JOB = Method(_methods.TRAIN_JOB, training_pb2.TrainJobResponse.FromString)
@@ -80,11 +81,7 @@ def load_spec(spec: SpecLike) -> training_pb2.TrainJobRequest:
         path = Path(spec)
         text = path.read_text()
         if path.suffix.lower() in (".yaml", ".yml"):
-            try:
-                yaml: Any = importlib.import_module("yaml")
-            except ModuleNotFoundError:
-                raise ValueError(f"{path}: reading a YAML spec needs PyYAML (pip install pyyaml), "
-                                 "or write the spec as JSON") from None
+            yaml: Any = import_extra("yaml", f"reading the YAML spec {path}")
             data = yaml.safe_load(text)
         else:
             try:
@@ -94,10 +91,55 @@ def load_spec(spec: SpecLike) -> training_pb2.TrainJobRequest:
         if not isinstance(data, Mapping):
             raise ValueError(f"{path}: a spec is a JSON/YAML object, got {type(data).__name__}")
         spec = data
+    unknown = unknown_field(spec, training_pb2.TrainJobRequest.DESCRIPTOR)
+    if unknown:
+        raise ValueError(f"spec: {unknown}")
     try:
         return json_format.ParseDict(dict(spec), training_pb2.TrainJobRequest())
     except json_format.ParseError as e:
         raise ValueError(f"spec: {e}") from None
+
+
+def unknown_field(data: Any, descriptor: Any, path: str = "") -> str | None:
+    """The first key of ``data`` (a JSON-style dict) that is no field of the message
+    ``descriptor``, as ``path: no such field (did you mean ...?); the fields of M: a, b``
+    with the fields in snake_case, as the docs write them; ``None`` when every key is one.
+
+    Free-form fields (``google.protobuf.Struct``, such as ``params``) are not looked into.
+
+    >>> unknown_field({"optimizer": {"name": "adam", "beta": [0.9, 0.99]}}, training_pb2.TrainJobRequest.DESCRIPTOR)
+    'optimizer.beta: no such field (did you mean betas?); the fields of OptimizerSpec: name, lr, weight_decay, ...'
+    """
+    if not isinstance(data, Mapping) or descriptor.full_name.startswith("google.protobuf."):
+        return None
+    by_name = {**{f.json_name: f for f in descriptor.fields}, **{f.name: f for f in descriptor.fields}}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        found = by_name.get(key)
+        if found is None:
+            names = [f.name for f in descriptor.fields]
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            return f"{where}: no such field{hint}; the fields of {descriptor.name}: {', '.join(names)}"
+        if found.message_type is None:
+            continue
+        if found.message_type.GetOptions().map_entry:
+            value_field = found.message_type.fields_by_name["value"]
+            items = value.items() if isinstance(value, Mapping) and value_field.message_type else ()
+            for k, v in items:
+                inner = unknown_field(v, value_field.message_type, f"{where}.{k}")
+                if inner:
+                    return inner
+        elif found.is_repeated:
+            for n, item in enumerate(value if isinstance(value, list) else ()):
+                inner = unknown_field(item, found.message_type, f"{where}[{n}]")
+                if inner:
+                    return inner
+        else:
+            inner = unknown_field(value, found.message_type, where)
+            if inner:
+                return inner
+    return None
 
 
 def epoch_summary(summary: training_pb2.EpochSummary | training_pb2.JobEvent) -> dict[str, Any]:
@@ -117,6 +159,7 @@ def build_module(spec: training_pb2.TrainJobRequest, in_features: int, out_featu
 
     Layer names are the contract's: ``fc1``, ``act1``, (``drop1``), ..., ``out``, ``out_act``.
     """
+    import_extra("torch", "building the trained model")  # a missing torch named with its pip command
     return build_model(ModelPlan.from_message(spec.model), in_features, out_features)
 
 
@@ -165,7 +208,7 @@ class TrainResult:
 
     def state_dict(self) -> dict[str, Any]:
         """The parameters as torch tensors, for ``module.load_state_dict`` (needs torch)."""
-        import torch
+        torch: Any = import_extra("torch", "state_dict()")
 
         return {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(v.copy()) for k, v in self.parameters.items()}
 
@@ -267,7 +310,7 @@ class Progress:
         self._tqdm: Any = None
         if use_tqdm is None or use_tqdm:
             try:
-                self._tqdm = importlib.import_module("tqdm.auto").tqdm
+                self._tqdm = import_extra("tqdm.auto", "a progress bar", "progress").tqdm
             except ModuleNotFoundError:
                 if use_tqdm:
                     raise

@@ -16,8 +16,10 @@
 
 Every command but ``serve`` talks to ``--target`` (env ``LOSSD_TARGET``, default
 ``127.0.0.1:50051``) with the SDK's connection settings (``--token``,
-``--ca-file``, ... or their ``LOSSD_*`` variables). This module never imports
-torch: only ``lossd serve`` loads the server, lazily.
+``--ca-file``, ``--compression``, ... or their ``LOSSD_*`` variables: the flags are
+built from the SDK's settings table, ``lossd.client._config.SETTINGS``), given
+before or after the command. This module never imports torch: only ``lossd serve``
+loads the server, lazily.
 
 >>> parse_param("reduction=sum"), parse_param("label_smoothing=0.1"), parse_param("log_target=true")
 (('reduction', 'sum'), ('label_smoothing', 0.1), ('log_target', True))
@@ -29,40 +31,40 @@ import argparse
 import importlib
 import json
 import os
+import shutil
 import sys
+import textwrap
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from google.protobuf import json_format
 
 from .. import __version__
+from .._settings import Setting
 from .._wire import DTYPES
 from ..v1 import lossd_pb2
-from ._client import DEFAULT_TARGET, Client, EvaluateResult
+from ._client import Client, EvaluateResult
 from ._codec import encode
-from ._errors import LossdError, NotFound
+from ._config import SETTINGS
+from ._errors import LossdError, NotFound, Unavailable
+from ._extras import EXTRAS, MissingExtra
 from ._training import TrainResult, jobs_table, state_name
 from ._warnings import ServerWarning
 
 __all__ = ["main", "build_parser", "parse_param", "format_losses_table", "format_result", "result_to_json"]
 
-#: Modules that only ``pip install 'lossd[server]'`` provides.
+#: Modules that only the server extra provides.
 _SERVER_EXTRA_MODULES = {"torch", "grpc_health", "grpc_reflection"}
-_SERVER_EXTRA_HINT = "lossd serve needs the server extra: pip install 'lossd[server]'"
+_SERVER_EXTRA_HINT = f"lossd serve needs the server extra: {EXTRAS['server']}"
 
-#: Global options that take a value (``_split_command`` skips them).
-_VALUE_OPTIONS = (
-    "--target",
-    "--timeout",
-    "--token",
-    "--token-file",
-    "--ca-file",
-    "--cert-file",
-    "--key-file",
-    "--server-name",
-)
+#: The connection flags (``--target``, ``--timeout``, ...): one per client setting that has a flag.
+_CONNECTION = tuple(s for s in SETTINGS if s.flag)
+#: Connection flags that take a value (``_split_command`` skips their values).
+_VALUE_OPTIONS = tuple(s.flag for s in _CONNECTION if not s.is_switch)
+#: Where ``lossd serve`` and ``make run`` listen: the hint when no server answers.
+_START_HINT = "start one with `lossd serve` (`make run` in the lossd clone), or point --target / LOSSD_TARGET at one"
 
 
 class CliError(Exception):
@@ -79,29 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lossd",
         description="PyTorch loss functions as a gRPC service: values and gradients, remotely.",
     )
-    parser.add_argument(
-        "--target",
-        default=os.environ.get("LOSSD_TARGET") or DEFAULT_TARGET,
-        help="server address host:port (env LOSSD_TARGET; default %(default)s)",
-    )
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="deadline of each call in seconds (env LOSSD_TIMEOUT; default 60, health 5)")
-    parser.add_argument("--token", default=None,
-                        help="bearer token sent as authorization metadata (env LOSSD_TOKEN); visible in `ps`: "
-                        "prefer --token-file or the variable")
-    parser.add_argument("--token-file", default=None, metavar="FILE",
-                        help="file holding the bearer token (env LOSSD_TOKEN_FILE)")
-    parser.add_argument("--tls", action="store_true", default=None,
-                        help="use TLS with the system's root certificates (env LOSSD_TLS=1)")
-    parser.add_argument(
-        "--ca-file", default=None, help="PEM CA bundle to verify the server; implies TLS (env LOSSD_CA_FILE)"
-    )
-    parser.add_argument("--cert-file", default=None, help="PEM client certificate for mTLS (env LOSSD_CERT_FILE)")
-    parser.add_argument("--key-file", default=None, help="PEM client private key for mTLS (env LOSSD_KEY_FILE)")
-    parser.add_argument("--server-name", default=None,
-                        help="name to verify in the server's certificate (env LOSSD_SERVER_NAME)")
+    add_connection_flags(parser)
     parser.add_argument("--version", action="version", version=f"lossd {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # The same flags after the command: SUPPRESS leaves a value given before it in place.
+    connection = argparse.ArgumentParser(add_help=False)
+    add_connection_flags(connection, after_command=True)
+    sub = _WithConnectionFlags(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), connection)
 
     sub.add_parser(
         "serve", add_help=False, help="run the server (see 'lossd serve --help'; needs lossd[server])"
@@ -110,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     losses = sub.add_parser("losses", help="list the losses the server offers")
     losses.add_argument("--filter", default="", help="only losses whose name or an alias contains this text")
     losses.add_argument("--json", action="store_true", help="print the LossInfo messages as JSON")
+    losses.add_argument("--wide", action="store_true",
+                        help="one line per loss, however long (default: wrap to the terminal's width)")
 
     ev = sub.add_parser(
         "eval",
@@ -190,6 +177,52 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("job_id")
     plot.add_argument("--out", required=True, metavar="PATH", help="image file to write, e.g. curve.png")
     return parser
+
+
+class _WithConnectionFlags:
+    """``add_parser`` that gives every subcommand but ``serve`` the connection flags too."""
+
+    def __init__(self, sub: Any, connection: argparse.ArgumentParser) -> None:
+        self._sub, self._connection = sub, connection
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if name != "serve":
+            kwargs["parents"] = [self._connection]
+        parser: argparse.ArgumentParser = self._sub.add_parser(name, **kwargs)
+        return parser
+
+
+def _flag_type(setting: Setting[Any]) -> Callable[[str], Any]:
+    """An argparse ``type``: the setting's own parser, its error as argparse's."""
+
+    def parse(text: str) -> Any:
+        try:
+            return setting.parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+
+    return parse
+
+
+def add_connection_flags(parser: argparse.ArgumentParser, after_command: bool = False) -> None:
+    """The client settings' flags (``--target``, ``--timeout``, ``--compression``, ...).
+
+    Unset flags are ``None`` (the client then reads the ``LOSSD_*`` variable, else the
+    default); after a command they are absent unless given, so that they never undo
+    the same flag given before it.
+    """
+    group = parser.add_argument_group("connection (also after the command; each has a LOSSD_* variable)")
+    for setting in _CONNECTION:
+        assert setting.flag is not None
+        default = argparse.SUPPRESS if after_command else None
+        if setting.is_switch:  # --tls
+            group.add_argument(setting.flag, dest=setting.name, action="store_true", default=default,
+                               help=f"{setting.help} (env {setting.env}=1)")
+            continue
+        shown = "" if setting.default is None else f"; default {setting.default}"
+        text = f"{setting.help} (env {setting.env}{shown})".replace("%", "%%")
+        group.add_argument(setting.flag, dest=setting.name, type=_flag_type(setting), default=default,
+                           metavar=setting.metavar, help=text)
 
 
 def _split_command(argv: list[str]) -> tuple[int, str | None]:
@@ -316,24 +349,81 @@ def _input_text(i: lossd_pb2.InputInfo) -> str:
     return i.name if i.required else f"[{i.name}]"
 
 
-def format_losses_table(losses: Sequence[lossd_pb2.LossInfo]) -> str:
-    """A readable table: name, aliases, inputs (``[optional]``) and params with defaults."""
+def _wrap_items(items: Sequence[str], width: int) -> list[str]:
+    """Comma-separated ``items`` as lines of at most ``width`` characters (an item longer
+    than that gets a line of its own)."""
+    lines: list[str] = []
+    for k, item in enumerate(items):
+        text = item + ("," if k < len(items) - 1 else "")
+        if lines and len(lines[-1]) + 1 + len(text) <= width:
+            lines[-1] += " " + text
+        else:
+            lines.append(text)
+    return lines or ["-"]
+
+
+def format_losses_table(losses: Sequence[lossd_pb2.LossInfo], width: int | None = None) -> str:
+    """A readable table: name, aliases, inputs (``[optional]``) and params with defaults.
+
+    ``width=None``: one line per loss, however long. Otherwise lines fit in ``width``
+    characters: the aliases, inputs and params cells wrap between items, and where even
+    that is too wide, each loss becomes a block of its own (name, then inputs and params).
+
+    >>> info = lossd_pb2.LossInfo(name="mse_loss", aliases=["MSELoss", "mse", "l2_loss"])
+    >>> print(format_losses_table([info], width=45))
+    NAME      ALIASES   INPUTS  PARAMS (defaults)
+    mse_loss  MSELoss,  -       -
+              mse,
+              l2_loss
+    1 loss; [name] marks an optional input
+    >>> print(format_losses_table([info], width=30))
+    mse_loss (MSELoss, mse,
+        l2_loss)
+      inputs  -
+      params  -
+    1 loss; [name] marks an optional input
+    """
     header = ("NAME", "ALIASES", "INPUTS", "PARAMS (defaults)")
     rows = [
         (
-            info.name,
-            ", ".join(info.aliases) or "-",
-            ", ".join(_input_text(i) for i in info.inputs) or "-",
-            ", ".join(f"{p.name}={_default_text(p)}" for p in info.params) or "-",
+            [info.name],
+            list(info.aliases) or ["-"],
+            [_input_text(i) for i in info.inputs] or ["-"],
+            [f"{p.name}={_default_text(p)}" for p in info.params] or ["-"],
         )
         for info in losses
     ]
-    widths = [max(len(r[k]) for r in (header, *rows)) for k in range(3)]
-    lines = [
-        "  ".join(cell.ljust(widths[k]) if k < 3 else cell for k, cell in enumerate(row)).rstrip()
-        for row in (header, *rows)
-    ]
-    lines.append(f"{len(rows)} loss{'es' if len(rows) != 1 else ''}; [name] marks an optional input")
+    footer = f"{len(rows)} loss{'es' if len(rows) != 1 else ''}; [name] marks an optional input"
+    widths = [max(len(", ".join(r[k])) for r in ([[h] for h in header], *rows)) for k in range(4)]
+    if width is not None:
+        # The name column never wraps; the others shrink, the one with the most room
+        # above its longest item first, down to that item.
+        longest = [max(len(h), *(len(item) + 1 for r in rows for item in r[k])) for k, h in enumerate(header)]
+        while sum(widths) + 2 * 3 > width:
+            k = max(range(1, 4), key=lambda j: widths[j] - longest[j])
+            if widths[k] <= longest[k]:
+                return _loss_blocks(rows, width) + "\n" + footer
+            widths[k] -= 1
+    lines = ["  ".join(h.ljust(widths[k]) if k < 3 else h for k, h in enumerate(header)).rstrip()]
+    for row in rows:
+        cells = [row[0]] + [_wrap_items(row[k], widths[k]) if width is not None else [", ".join(row[k])]
+                            for k in range(1, 4)]
+        for n in range(max(len(c) for c in cells)):
+            parts = [c[n] if n < len(c) else "" for c in cells]
+            lines.append("  ".join(part.ljust(widths[k]) if k < 3 else part for k, part in enumerate(parts)).rstrip())
+    lines.append(footer)
+    return "\n".join(lines)
+
+
+def _loss_blocks(rows: Sequence[tuple[list[str], ...]], width: int) -> str:
+    """One block per loss, for a terminal too narrow for the table."""
+    lines: list[str] = []
+    for name, aliases, inputs, params in rows:
+        title = name[0] if aliases == ["-"] else f"{name[0]} ({', '.join(aliases)})"
+        lines += textwrap.wrap(title, width, subsequent_indent="    ", break_on_hyphens=False) or [name[0]]
+        for label, items in (("inputs", inputs), ("params", params)):
+            lines += textwrap.wrap(", ".join(items), width, initial_indent=f"  {label}  ",
+                                   subsequent_indent=" " * 10, break_on_hyphens=False)
     return "\n".join(lines)
 
 
@@ -382,7 +472,7 @@ def _losses(client: Client, args: argparse.Namespace) -> int:
         ]
         print(json.dumps(dicts, indent=2))
     else:
-        print(format_losses_table(losses))
+        print(format_losses_table(losses, None if args.wide else shutil.get_terminal_size().columns))
     return 0
 
 
@@ -432,7 +522,9 @@ def _train(client: Client, args: argparse.Namespace) -> int:
             return 0
         result = client.train(args.spec, progress=not args.no_progress, world_size=args.world_size,
                               timeout=args.timeout)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        raise CliError(f"{args.spec}: {e.strerror}") from None
+    except ValueError as e:
         raise CliError(str(e)) from None
     print(_event_json(result.event) if args.json else format_result(result))
     return 0 if result.succeeded else 1
@@ -462,14 +554,15 @@ def _cancel(client: Client, args: argparse.Namespace) -> int:
 
 
 def _plot(client: Client, args: argparse.Namespace) -> int:
-    from ._plot import plot_history
+    from ._plot import plot_history, require_matplotlib
 
+    require_matplotlib()  # before any call: a missing extra is said at once
     job = client.get_job(args.job_id, timeout=args.timeout)
     history = client.history(args.job_id, timeout=args.timeout)
     try:
         plot_history(history, title=f"job {job.job_id} {job.name} ({state_name(job.state)})".replace("  ", " "),
                      path=args.out)
-    except (ModuleNotFoundError, ValueError, OSError) as e:
+    except (MissingExtra, ValueError, OSError) as e:
         raise CliError(str(e)) from None
     print(args.out)
     return 0
@@ -479,8 +572,8 @@ def _join(client: Client, args: argparse.Namespace) -> int:
     try:
         distributed = importlib.import_module("lossd.server.training._distributed")
     except ModuleNotFoundError as e:
-        raise CliError(f"joining a job runs training ranks here: it needs the server package "
-                       f"(pip install 'lossd[server]'): {e}") from None
+        raise CliError(f"joining a job runs training ranks here: it needs the server extra "
+                       f"({EXTRAS['server']}): {e}") from None
     job = client.get_job(args.job_id, timeout=args.timeout)
     print(f"joining job {job.job_id} ({job.spec.world_size} ranks on {job.spec.nodes} machines) through "
           f"{args.rdzv_endpoint}", file=sys.stderr, flush=True)
@@ -496,6 +589,26 @@ _COMMANDS = {"health": _health, "losses": _losses, "eval": _eval, "train": _trai
              "cancel": _cancel, "plot": _plot, "join": _join}
 
 
+def _unavailable_text(e: Unavailable, target: str) -> str:
+    """An UNAVAILABLE error with the target tried and, when nothing answered, how to start a server."""
+    text = f"{e} (target {target})"
+    lowered = e.message.lower()
+    if "failed to connect" in lowered or "connection refused" in lowered or "dns resolution failed" in lowered:
+        text = f"UNAVAILABLE: no lossd server answers at {target}: {_START_HINT} ({e.message})"
+    return text
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away (``lossd losses --json | head``): stop quietly.
+
+    stdout is pointed at /dev/null so that the interpreter's last flush cannot fail
+    again; the exit status is a shell's for a process ended by SIGPIPE (128 + 13).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lossd`` console script; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -506,20 +619,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(args_list)
     try:
-        client = Client(
-            args.target, timeout=args.timeout, token=args.token, token_file=args.token_file, tls=args.tls,
-            ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file, server_name=args.server_name,
-        )
+        client = Client(**{s.name: getattr(args, s.name) for s in _CONNECTION})
     except ValueError as e:  # a connection setting (--ca-file, LOSSD_TIMEOUT, ...)
         parser.exit(2, f"lossd: error: {e}\n")
     try:
         with client:
-            return _COMMANDS[args.command](client, args)
+            status = _COMMANDS[args.command](client, args)
+            sys.stdout.flush()  # a reader gone is found here, not in the interpreter's last flush
+            return status
     except CliError as e:
         parser.exit(2, f"lossd {args.command}: error: {e}\n")
+    except MissingExtra as e:
+        parser.exit(2, f"lossd {args.command}: error: {e}\n")
+    except Unavailable as e:
+        print(f"error: {_unavailable_text(e, client.target)}", file=sys.stderr)
+        return 1
     except LossdError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except KeyboardInterrupt:
         return 130
     raise AssertionError("unreachable")  # pragma: no cover

@@ -4,7 +4,8 @@ An MLP (2 -> 4 -> 8 -> 1, ReLU, sigmoid output) learns to tell a ring of
 radius 5 (2000 positives) from a ring of radius 8 (6000 negatives) with the
 seed's focal loss (gamma 2, alpha 0.75), L1 and L2 penalties (0.001 each, on
 the weights) and Adam (lr 0.002): 30 epochs, batches of 100, seed 42. It is
-the same job as the README's grpcurl call, sent here with the SDK's
+the job of ``examples/rings.json`` (``lossd train examples/rings.json``) and of
+docs/training.md's grpcurl call, sent here with the SDK's
 ``client.train``: a progress bar (or, without tqdm, a line per epoch) on stderr,
 then every fifth epoch of the returned history.
 

@@ -13,9 +13,11 @@ True
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -34,7 +36,7 @@ from ..v1 import lossd_pb2, training_pb2
 from ._config import ServerConfig, build_parser, config_from_args
 from ._connections import connection_options
 from ._logging import configure_logging, emit
-from ._security import Security, describe
+from ._security import ConfigError, Security, describe
 from .evaluation import resolve_device
 from .interceptors import ConcurrencyLimiter, DrainGate, Observability, build_interceptors, build_observability
 from .losses import REGISTRY, Registry
@@ -49,6 +51,8 @@ log = logging.getLogger("lossd.server")
 
 LOSS_SERVICE = lossd_pb2.DESCRIPTOR.services_by_name["LossService"].full_name
 TRAINING_SERVICE = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
+#: How long a Python thread may hold the GIL while another waits for it (Python's default: 5 ms).
+SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass
@@ -74,6 +78,8 @@ class LossdServer:
     limiter: ConcurrencyLimiter
     jobs: JobManager
     observability: Observability | None = None
+    #: The LossService servicer (its dynamic batcher, the progress of its latest batch).
+    loss_service: LossService | None = None
 
     async def start(self) -> None:
         """Start serving (the listener was bound by :func:`create_server`)."""
@@ -122,8 +128,15 @@ STRAGGLER_S = 1.0
 async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> LossdServer:
     """A configured server, bound (``port=0``: ephemeral) but not yet started."""
     security = config.security()  # first: a server that may not start should not load anything
+    if config.port:  # a busy address: one line and exit 2, before anything loads (gRPC would log its own errors)
+        reason = _why_not_bindable(config.host, config.port, probe=True)
+        if reason:
+            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {reason}")
     load_plugin_setting(config.plugins, registry)
     options = [
+        # gRPC sets SO_REUSEPORT by default: a second server on the same address would share the port
+        # silently, clients alternating between two servers with different jobs. Refused instead.
+        ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         *connection_options(config.max_concurrent_rpcs, config.max_concurrent_streams, config.keepalive_time_s,
@@ -137,9 +150,10 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> 
                                       observability=observability.interceptor if observability else None)
     server = grpc.aio.server(options=options, interceptors=interceptors)
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lossd-eval")
-    device = resolve_device(config.device)
+    device = _device(config.device)
     service = LossService(registry, executor, device, config.tensor_limits(),
-                          max_message_bytes=config.max_message_bytes)
+                          max_message_bytes=config.max_message_bytes, batch_limits=config.batch_limits(),
+                          batch_window_us=config.batch_window_us)
     add_loss_service(service, server)  # EvaluateLoss replies go out as framed bytes
 
     health_servicer = health.aio.HealthServicer()
@@ -156,25 +170,80 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY) -> 
     await asyncio.get_running_loop().run_in_executor(executor, _warm_up, device)
 
     address = f"{config.host}:{config.port}"
-    if security.credentials is not None:
-        port = server.add_secure_port(address, security.credentials)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if security.credentials is not None:
+            port = server.add_secure_port(address, security.credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc: "Failed to bind to address ..."
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {config.host}:{config.port}")
+        executor.shutdown(wait=False)
+        raise ConfigError(f"cannot listen on {address}: {_why_not_bindable(config.host, config.port)}")
     # Training: the job store under data_dir, unfinished jobs resumed, workers outside the serving path.
     jobs = await add_training_service(server, config.training(), registry, executor)
+    loop = asyncio.get_running_loop()
+    trouble: set[str] = set()  # why TrainingService is NOT_SERVING: "store" unreachable, "disk" full
 
-    def store_health(ok: bool) -> None:  # the job store came or went: TrainingService's health follows it
+    async def show_training_health() -> None:  # on the loop: the status of the latest `trouble`
+        ok = not trouble
+        await health_servicer.set(TRAINING_SERVICE, health_pb2.HealthCheckResponse.SERVING if ok
+                                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def training_health(reason: str, ok: bool) -> None:  # from any thread: LossService is unaffected
+        (trouble.discard if ok else trouble.add)(reason)
         if not jobs.closing:
-            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
-            asyncio.ensure_future(health_servicer.set(TRAINING_SERVICE, status))
+            asyncio.run_coroutine_threadsafe(show_training_health(), loop)
 
-    jobs.on_store_health = store_health
+    jobs.on_store_health = lambda ok: training_health("store", ok)  # the job store came or went
+    jobs.on_storage = lambda writable: training_health("disk", writable)  # a full data directory
     if observability is not None:
         observability.start(config.host)  # the metrics endpoint, if any
     return LossdServer(server, port, config, device, security, executor, health_servicer, gate, limiter, jobs,
-                       observability)
+                       observability, service)
+
+
+def _device(name: str) -> torch.device:
+    """The ``--device`` to compute on, refused (``SettingError``) when torch cannot use it here."""
+    try:
+        device = resolve_device(name)
+        if device.type == "cuda" and torch.cuda.is_available() and (device.index or 0) >= torch.cuda.device_count():
+            raise RuntimeError(f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+        torch.empty(0, device=device)
+    # torch refuses by RuntimeError, NotImplementedError (a backend without the op), or an
+    # AssertionError ("Torch not compiled with CUDA enabled")
+    except (RuntimeError, NotImplementedError, AssertionError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]  # torch's first sentence
+        raise SettingError(f"--device {name} (env LOSSD_DEVICE): torch cannot use it here ({why}); "
+                           "use auto or cpu") from None
+    return device
+
+
+def _why_not_bindable(host: str, port: int, probe: bool = False) -> str:
+    """Why ``host:port`` cannot be listened on (``""`` when it can, with ``probe``): a plain socket
+    bound the way gRPC binds (``SO_REUSEADDR``, no ``SO_REUSEPORT``), then closed.
+
+    >>> import socket
+    >>> with socket.create_server(("127.0.0.1", 0)) as busy:
+    ...     _why_not_bindable("127.0.0.1", busy.getsockname()[1], probe=True).split("; ")
+    ['the address is already in use (another lossd server, or another program, listens there)',
+     'choose another --port (LOSSD_PORT) or stop that process']
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        return f"cannot resolve the host {host!r} ({e.strerror or e})"
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(sockaddr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return ("the address is already in use (another lossd server, or another program, listens "
+                        "there); choose another --port (LOSSD_PORT) or stop that process")
+            return f"{e.strerror or e} (choose another --host/--port)"
+    return "" if probe else "gRPC could not bind it (see the log above)"
 
 
 def _warm_up(device: torch.device) -> None:
@@ -214,10 +283,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(build_parser().parse_args(argv))
         if config.malloc_tuning:
             tune_malloc()  # before the server's threads start allocating
+        # A thread parsing a large request (server/interceptors/_large_requests.py) holds the GIL for up to
+        # this long before the event loop gets it back: 5 ms by default, which a health check pays per step.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         configure_logging(config.log_level, config.log_format)
         asyncio.run(serve(config))
-    except (SettingError, StoreError) as e:  # a LOSSD_* variable that does not parse; ConfigError, SecurityError;
-        # StoreError: the job store is unreachable, or newer than this lossd (its URL's password masked)
+    except (SettingError, StoreError) as e:  # a LOSSD_* variable that does not parse; ConfigError, SecurityError,
+        # a busy address, a data directory in use; StoreError: the job store is unreachable, or newer than
+        # this lossd (its URL's password masked)
         print(f"lossd serve: error: {e}", file=sys.stderr, flush=True)
         return 2
     # The drain closed what the server owns (jobs, store, listener, metrics). Exit now: calls

@@ -42,6 +42,7 @@ from ._connections import DEFAULT_KEEPALIVE_TIME_S, DEFAULT_KEEPALIVE_TIMEOUT_S,
 from ._logging import LOG_FORMATS
 from ._security import Security, resolve_security
 from .interceptors import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONCURRENT_STREAMS
+from .rpc import DEFAULT_BATCH_WINDOW_US, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, BatchLimits
 from .training import TrainingConfig, TrainingLimits
 from .training._manager import DEFAULT_LEASE_S, DEFAULT_RETENTION_S
 
@@ -102,6 +103,15 @@ SETTINGS: tuple[Setting[Any], ...] = (
             "constant loss inputs", "--max-tensors"),
     Setting("max_terms", "LOSSD_MAX_TERMS", int, DEFAULT_MAX_TERMS, "most terms in one composite objective",
             "--max-terms"),
+    # -- EvaluateLossBatch and dynamic batching (server/rpc/_batch.py, _batching.py; docs/performance.md) --
+    Setting("max_batch_items", "LOSSD_MAX_BATCH_ITEMS", int, DEFAULT_MAX_BATCH_ITEMS,
+            "most items in one EvaluateLossBatch", "--max-batch-items"),
+    Setting("max_batch_bytes", "LOSSD_MAX_BATCH_BYTES", int, DEFAULT_MAX_BATCH_BYTES,
+            "most tensor bytes in one EvaluateLossBatch, all items together", "--max-batch-bytes"),
+    Setting("batch_window_us", "LOSSD_BATCH_WINDOW_US", int, DEFAULT_BATCH_WINDOW_US,
+            "microseconds a small EvaluateLoss call of a vectorized loss may wait for compatible concurrent "
+            "calls to be evaluated with them (dynamic batching); 0 turns it off", "--batch-window-us",
+            metavar="US"),
     Setting("reflection", "LOSSD_REFLECTION", parse_bool, True, "turn off server reflection", "--no-reflection"),
     Setting("grace_s", "LOSSD_GRACE_S", float, 10.0, "seconds to drain in-flight calls on shutdown", "--grace"),
     Setting("plugins", "LOSSD_PLUGINS", str, "all",
@@ -137,6 +147,15 @@ SETTINGS: tuple[Setting[Any], ...] = (
             "largest training data set, in samples", "--max-samples"),
     Setting("max_world_size", "LOSSD_MAX_WORLD_SIZE", int, _limits.max_world_size,
             "most data-parallel processes (world_size) per training job", "--max-world-size"),
+    Setting("max_classes", "LOSSD_MAX_CLASSES", int, _limits.max_classes,
+            "most classes in a training job's classification data", "--max-classes"),
+    Setting("max_layers", "LOSSD_MAX_LAYERS", int, _limits.max_layers,
+            "most hidden layers of a training job's MLP", "--max-layers"),
+    Setting("max_layer_width", "LOSSD_MAX_LAYER_WIDTH", int, _limits.max_layer_width,
+            "most units in one hidden layer of a training job's MLP", "--max-layer-width"),
+    Setting("max_job_restarts", "LOSSD_MAX_JOB_RESTARTS", int, 1,
+            "times a job whose worker process was killed (SIGKILL, e.g. the OOM killer) resumes from its "
+            "checkpoint before it fails", "--max-job-restarts"),
     Setting("rdzv_endpoint", "LOSSD_RDZV_ENDPOINT", str, "",
             "host the rendezvous (c10d TCPStore) that other machines join for training jobs with nodes > 1 "
             "(`lossd join`); unauthenticated: a trusted network only", "--rdzv-endpoint", metavar="HOST:PORT"),
@@ -206,6 +225,9 @@ class ServerConfig:
     max_request_elements: int = _from_table("max_request_elements")
     max_tensors: int = _from_table("max_tensors")
     max_terms: int = _from_table("max_terms")
+    max_batch_items: int = _from_table("max_batch_items")
+    max_batch_bytes: int = _from_table("max_batch_bytes")
+    batch_window_us: int = _from_table("batch_window_us")
     reflection: bool = _from_table("reflection")
     grace_s: float = _from_table("grace_s")
     plugins: str = _from_table("plugins")
@@ -221,6 +243,10 @@ class ServerConfig:
     max_parameters: int = _from_table("max_parameters")
     max_samples: int = _from_table("max_samples")
     max_world_size: int = _from_table("max_world_size")
+    max_classes: int = _from_table("max_classes")
+    max_layers: int = _from_table("max_layers")
+    max_layer_width: int = _from_table("max_layer_width")
+    max_job_restarts: int = _from_table("max_job_restarts")
     rdzv_endpoint: str = _from_table("rdzv_endpoint")
     job_store: str = _from_table("job_store", repr=False)  # may hold a password: never shown
     job_lease_s: float = _from_table("job_lease_s")
@@ -247,14 +273,19 @@ class ServerConfig:
         """The size limits on one request's tensors."""
         return TensorLimits(self.max_tensor_elements, self.max_request_elements, self.max_tensors, self.max_terms)
 
+    def batch_limits(self) -> BatchLimits:
+        """The limits on one EvaluateLossBatch."""
+        return BatchLimits(self.max_batch_items, self.max_batch_bytes)
+
     def training(self) -> TrainingConfig:
         """The training part of the settings."""
         limits = TrainingLimits(self.max_epochs, self.max_steps, self.max_parameters, self.max_samples,
                                 self.max_tensor_elements, self.max_request_elements, self.max_tensors,
-                                max_world_size=self.max_world_size)
+                                max_world_size=self.max_world_size, max_classes=self.max_classes,
+                                max_layers=self.max_layers, max_layer_width=self.max_layer_width)
         return TrainingConfig(Path(self.data_dir), self.max_jobs, self.max_queued_jobs, limits, self.plugins,
                               rdzv_endpoint=self.rdzv_endpoint, job_store=self.job_store, lease_s=self.job_lease_s,
-                              retention_s=self.job_retention)
+                              retention_s=self.job_retention, max_job_restarts=self.max_job_restarts)
 
     def security(self) -> Security:
         """The security part, checked (the exposure rule); raises :class:`SecurityError`."""

@@ -1,7 +1,7 @@
 """Prometheus metrics of a lossd server, served over HTTP on their own port.
 
 Off by default; ``lossd serve --metrics-port 9464`` (env ``LOSSD_METRICS_PORT``)
-turns them on and needs ``pip install 'lossd[metrics]'`` (prometheus-client).
+turns them on and needs prometheus-client (``pip install '.[metrics]'`` in the lossd clone).
 Each server gets its own registry, so several servers in one process (tests)
 do not mix their numbers.
 
@@ -37,21 +37,31 @@ True
 >>> 'lossd_job_steps_total 3.0' in text, 'lossd_jobs{state="QUEUED"} 2.0' in text
 (True, True)
 >>> m.close()
+
+The ``/metrics`` endpoint is lossd's own small HTTP server (:class:`MetricsEndpoint`), not
+prometheus_client's, which starts a thread per connection and never times an idle one out
+(900 idle connections exhausted a server's threads): one thread with an asyncio loop, at most
+:data:`MAX_CONNECTIONS` connections at once (more are closed at once), each closed when its
+request has not arrived within :data:`READ_TIMEOUT_S` seconds or is larger than 16 KiB; one
+request per connection (``Connection: close``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from .. import __version__
+from .._settings import SettingError
 from ..v1 import training_pb2
 
 __all__ = ["METRICS_EXTRA_HINT", "Metrics", "set_jobs_by_state", "add_job_steps"]
 
-METRICS_EXTRA_HINT = "metrics need prometheus-client: pip install 'lossd[metrics]'"
+METRICS_EXTRA_HINT = ("--metrics-port (env LOSSD_METRICS_PORT): metrics need prometheus-client, which is not "
+                      "installed: pip install prometheus-client (or pip install '.[metrics]' in the lossd clone)")
 
 #: Latency buckets in seconds: sub-millisecond evaluations up to minutes-long job streams.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -74,7 +84,7 @@ class Metrics:
         try:
             import prometheus_client as prom
         except ModuleNotFoundError as e:
-            raise RuntimeError(METRICS_EXTRA_HINT) from e
+            raise SettingError(METRICS_EXTRA_HINT) from e
         self._prom = prom
         self.registry = prom.CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -103,8 +113,7 @@ class Metrics:
         self.job_steps = prom.Counter(
             "lossd_job_steps_total", "Optimizer steps done by training jobs.", registry=r)
         prom.Info("lossd_build", "lossd version.", registry=r).info({"version": __version__})
-        self._http: Any = None
-        self._thread: threading.Thread | None = None
+        self._http: MetricsEndpoint | None = None
         self.port: int | None = None
         with _LIVE_LOCK:
             _LIVE.add(self)
@@ -113,11 +122,14 @@ class Metrics:
         """Serve ``/metrics`` on ``host:port`` (0: ephemeral) in a daemon thread; the bound port."""
         addr = host.strip("[]")  # gRPC's "[::]" is the HTTP server's "::"
         try:
-            self._http, self._thread = self._prom.start_http_server(port, addr=addr, registry=self.registry)
+            self._http = MetricsEndpoint(addr, port, self._scrape)
         except OSError as e:
             raise OSError(f"could not serve metrics on {host}:{port} (--metrics-port): {e.strerror or e}") from e
-        self.port = int(self._http.server_port)
+        self.port = self._http.port
         return self.port
+
+    def _scrape(self) -> tuple[bytes, str]:
+        return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
 
     def exposition(self) -> str:
         """The metrics in Prometheus' text format (what ``/metrics`` answers)."""
@@ -134,12 +146,102 @@ class Metrics:
         with _LIVE_LOCK:
             _LIVE.discard(self)
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.close()
             self._http = None
-        if self._thread is not None:
+
+
+#: Connections the metrics endpoint serves at once; more are closed as they arrive.
+MAX_CONNECTIONS = 64
+#: Seconds a connection may take to send its request; then it is closed.
+READ_TIMEOUT_S = 5.0
+#: Largest request (line and headers) the endpoint reads.
+MAX_REQUEST_BYTES = 16 * 1024
+
+
+class MetricsEndpoint:
+    """``GET /metrics`` over HTTP/1.1 on its own thread and event loop, with bounded connections and a
+    read timeout (see the module docstring); ``scrape()`` gives the body and its content type.
+
+    >>> import urllib.request
+    >>> endpoint = MetricsEndpoint("127.0.0.1", 0, lambda: (b"up 1\\n", "text/plain"))
+    >>> urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/metrics", timeout=10).read()
+    b'up 1\\n'
+    >>> endpoint.close()
+    """
+
+    def __init__(self, host: str, port: int, scrape: Any, max_connections: int = MAX_CONNECTIONS,
+                 read_timeout_s: float = READ_TIMEOUT_S) -> None:
+        self._scrape = scrape
+        self._max = max_connections
+        self._timeout = read_timeout_s
+        self._open = 0
+        self._loop = asyncio.new_event_loop()
+        self._server: Any = None
+        self._error: BaseException | None = None
+        self.port = 0
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(host, port, started), name="lossd-metrics",
+                                        daemon=True)
+        self._thread.start()
+        started.wait()
+        if self._error is not None:
             self._thread.join(5)
-            self._thread = None
+            self._loop.close()
+            raise self._error
+
+    def _run(self, host: str, port: int, started: threading.Event) -> None:
+        """The endpoint's thread: bind (reporting an error to ``__init__``), then serve until closed."""
+        try:
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._handle, host or None, port, limit=MAX_REQUEST_BYTES, backlog=128))
+            self.port = int(self._server.sockets[0].getsockname()[1])
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            self._error = e
+            return
+        finally:
+            started.set()
+        self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= self._max:
+            writer.close()
+            return
+        self._open += 1
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._timeout)
+            method, _, rest = head.partition(b" ")
+            path = rest.partition(b" ")[0].partition(b"?")[0]
+            if method not in (b"GET", b"HEAD"):
+                status, body, kind = b"405 Method Not Allowed", b"only GET\n", "text/plain"
+            elif path in (b"/metrics", b"/"):
+                body, kind = self._scrape()
+                status = b"200 OK"
+            else:
+                status, body, kind = b"404 Not Found", b"try /metrics\n", "text/plain"
+            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + kind.encode() + b"\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
+                         + (body if method != b"HEAD" else b""))
+            await asyncio.wait_for(writer.drain(), self._timeout)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
+                ValueError):
+            pass  # slow, incomplete, oversized or gone: closed
+        finally:
+            self._open -= 1
+            writer.close()
+
+    def close(self) -> None:
+        """Stop listening, close every connection and the loop's thread."""
+        async def stop() -> None:
+            self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+        if self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        if not self._loop.is_running():
+            self._loop.close()
 
 
 def _state_name(state: str | int) -> str:

@@ -45,6 +45,7 @@ __all__ = [
     "LIST_LOSSES",
     "EVALUATE_LOSS",
     "EVALUATE_LOSS_STREAM",
+    "EVALUATE_LOSS_BATCH",
     "TRAIN_JOB",
     "WATCH_JOB",
     "GET_JOB",
@@ -142,6 +143,7 @@ _TRAINING = training_pb2.DESCRIPTOR.services_by_name["TrainingService"]
 LIST_LOSSES = _method(_LOSS, "ListLosses")
 EVALUATE_LOSS = _method(_LOSS, "EvaluateLoss")
 EVALUATE_LOSS_STREAM = _method(_LOSS, "EvaluateLossStream")
+EVALUATE_LOSS_BATCH = _method(_LOSS, "EvaluateLossBatch")
 TRAIN_JOB = _method(_TRAINING, "TrainJob")
 WATCH_JOB = _method(_TRAINING, "WatchJob")
 GET_JOB = _method(_TRAINING, "GetJob")

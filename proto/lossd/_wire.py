@@ -38,6 +38,7 @@ __all__ = [
     "MAX_DIMS",
     "TensorLimits",
     "check_tensors",
+    "reply_encoding",
 ]
 
 if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
@@ -325,3 +326,26 @@ def check_tensors(
                     "goes past the limit)", limits.max_request_elements, "elements per request",
                     "max_request_elements")
     return layouts
+
+
+#: ``TensorEncoding`` (lossd.proto) numbers a request may set; 0 (unspecified) means "as the request's tensors".
+_ENCODINGS = {1: "raw", 2: "values"}
+
+
+def reply_encoding(requested: int, default: str, field: str = "output_encoding") -> str:
+    """The encoding of a reply's tensors: ``requested`` (a ``TensorEncoding`` number), or ``default``
+    when it is 0; any other number is refused (protobuf keeps unknown enum values as numbers).
+
+    >>> reply_encoding(0, "raw"), reply_encoding(2, "raw")
+    ('raw', 'values')
+    >>> reply_encoding(7, "raw")
+    Traceback (most recent call last):
+    ...
+    lossd._wire.FieldError: output_encoding: is 7; must be TENSOR_ENCODING_UNSPECIFIED (0), ...
+    """
+    if requested == 0:
+        return default
+    if requested not in _ENCODINGS:
+        raise FieldError(field, f"is {requested}; must be TENSOR_ENCODING_UNSPECIFIED (0), TENSOR_ENCODING_RAW (1) "
+                        "or TENSOR_ENCODING_VALUES (2)")
+    return _ENCODINGS[requested]

@@ -35,14 +35,17 @@ from ._objective import (
     covered_parameters,
     evaluate_objective,
 )
+from ._vectorized import MAX_ITEM_ELEMENTS, StackedEvaluation, evaluate_stacked
 from ._warnings import capture as capture_warnings
 
 __all__ = [
     "DEPRECATED_PARAMS",
+    "MAX_ITEM_ELEMENTS",
     "MAX_PATTERNS",
     "Evaluation",
     "HasParams",
     "Regularization",
+    "StackedEvaluation",
     "Term",
     "add_penalties",
     "bind_inputs",
@@ -54,6 +57,7 @@ __all__ = [
     "covered_parameters",
     "evaluate",
     "evaluate_objective",
+    "evaluate_stacked",
     "grad_targets",
     "has_grad",
     "legacy_reduction",

@@ -31,7 +31,7 @@ from ._evaluate import Evaluation, call_backward, call_loss
 from ._warnings import capture
 
 __all__ = [
-    "MAX_PATTERNS", "Regularization", "Term", "add_penalties", "check_patterns", "covered_parameters",
+    "MAX_PATTERNS", "TRANSFORMS", "Regularization", "Term", "add_penalties", "check_patterns", "covered_parameters",
     "evaluate_objective",
 ]
 
@@ -42,12 +42,25 @@ MAX_PATTERNS = 256
 
 @dataclass(frozen=True)
 class Term:
-    """One weighted loss of an objective; ``name`` labels it in ``parts``."""
+    """One weighted loss of an objective; ``name`` labels it in ``parts``.
+
+    ``inputs`` maps the loss's input names to the request inputs they read (others read
+    the request input of the same name or alias); ``transforms`` maps a loss input to one
+    of :data:`TRANSFORMS`, applied to what it reads. MONAI's DiceFocal with a class-index
+    target, for instance: ``Term("dice_loss", params={"mode": "multiclass"})`` and
+    ``Term("sigmoid_focal_loss", transforms={"target": "one_hot"})``.
+    """
 
     loss: str
     weight: float = 1.0
     params: Mapping[str, Any] = field(default_factory=dict)
     name: str = ""
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    transforms: Mapping[str, str] = field(default_factory=dict)
+
+
+#: What a term may do to an input before its loss sees it.
+TRANSFORMS = ("softmax", "log_softmax", "sigmoid", "one_hot")
 
 
 @dataclass(frozen=True)
@@ -183,12 +196,14 @@ def _evaluate_objective(
             raise FieldError(f"terms[{i}].weight", "must be a finite number")
     names = _term_names(terms, specs)
     _check_regularization(reg, parameters)
+    reads = [_term_reads(i, term, spec, inputs) for i, (term, spec) in enumerate(zip(terms, specs))]
 
     for sent in inputs:
-        if not any(spec.input(sent) for spec in specs):
+        if not any(sent in plan for plan in reads):
             raise FieldError(f"inputs.{sent}", f"no term uses an input called {sent!r}")
     differentiable = {s for s, t in inputs.items() if has_grad(t)
-                      and any((d := spec.input(s)) is not None and d.differentiable for spec in specs)}
+                      and any(s in plan and (d := spec.input(plan[s][0])) is not None and d.differentiable
+                              for plan, spec in zip(reads, specs))}
     wanted = set(differentiable)
     if grad_inputs:
         wanted = set()
@@ -209,8 +224,8 @@ def _evaluate_objective(
     total: torch.Tensor | None = None
     with torch.enable_grad():
         for i, (term, spec, name) in enumerate(zip(terms, specs, names)):
-            mine = {s: t for s, t in tensors.items() if spec.input(s) is not None}
             try:
+                mine = _term_tensors(spec, reads[i], tensors)
                 term_params, scalars = split_scalars(spec, legacy_reduction(spec, term.params))
                 bound, _ = bind_inputs(spec, mine, scalars)
                 kwargs = bind_params(spec, term_params, refused=DEPRECATED_PARAMS)
@@ -248,6 +263,71 @@ def _evaluate_objective(
     backward_s = time.perf_counter() - start
     return Evaluation(specs[0], objective.detach(), grads, forward_s, backward_s, parts, parameter_grads, covered,
                       loss_name)
+
+
+def _term_reads(i: int, term: Term, spec: LossSpec, inputs: Mapping[str, torch.Tensor]
+                ) -> dict[str, tuple[str, str]]:
+    """For one term: request input name -> (the loss input name it feeds, transform or "")."""
+    plan: dict[str, tuple[str, str]] = {}
+    renamed: dict[str, str] = {}
+    for own, sent in term.inputs.items():
+        inp = spec.input(own)
+        if inp is None:
+            raise FieldError(f"terms[{i}].inputs.{own}", f"{spec.name} has no input called {own!r} "
+                            f"(its inputs: {', '.join(x.name for x in spec.inputs)})")
+        if sent not in inputs:
+            raise FieldError(f"terms[{i}].inputs.{own}", f"reads {sent!r}, which the request does not send")
+        if inp.name in renamed.values():
+            raise FieldError(f"terms[{i}].inputs.{own}", f"{inp.name!r} is named twice")
+        renamed[sent] = inp.name
+    for sent in inputs:
+        if sent in renamed:
+            plan[sent] = (renamed[sent], "")
+        elif (inp := spec.input(sent)) is not None and inp.name not in renamed.values():
+            plan[sent] = (sent, "")
+    for own, transform in term.transforms.items():
+        inp = spec.input(own)
+        field_name = f"terms[{i}].transforms.{own}"
+        if inp is None:
+            raise FieldError(field_name, f"{spec.name} has no input called {own!r}")
+        if transform not in TRANSFORMS:
+            raise FieldError(field_name, f"is {transform!r}; must be one of {list(TRANSFORMS)}")
+        source = next((s for s, (name, _) in plan.items() if (spec.input(name) or inp).name == inp.name), None)
+        if source is None:
+            raise FieldError(field_name, f"{inp.name!r} reads no request input")
+        plan[source] = (plan[source][0], transform)
+    return plan
+
+
+def _term_tensors(spec: LossSpec, plan: Mapping[str, tuple[str, str]], tensors: Mapping[str, torch.Tensor]
+                  ) -> dict[str, torch.Tensor]:
+    """The tensors one term's loss receives, transforms applied (fields name the term)."""
+    out: dict[str, torch.Tensor] = {}
+    for sent, (name, transform) in plan.items():
+        t = tensors[sent]
+        field_name = f"transforms.{name}"  # the caller adds the term's prefix
+        if transform in ("softmax", "log_softmax", "sigmoid"):
+            if not t.is_floating_point():
+                raise FieldError(field_name, f"{transform} needs a floating-point input, got {str(t.dtype)[6:]}")
+            if transform != "sigmoid" and t.dim() < 2:
+                raise FieldError(field_name, f"{transform} is over dim 1: needs (N, C, *), got shape {list(t.shape)}")
+            t = torch.sigmoid(t) if transform == "sigmoid" else getattr(t, transform)(dim=1)
+        elif transform == "one_hot":
+            first = next((tensors[s] for s, (n, _) in plan.items()
+                          if (spec.input(n) or spec.inputs[-1]).name == spec.inputs[0].name), None)
+            if t.is_floating_point() or t.dtype == torch.bool:
+                raise FieldError(field_name, f"one_hot needs integer class indices, got {str(t.dtype)[6:]}")
+            if first is None or first.dim() < 2 or not first.is_floating_point():
+                raise FieldError(field_name, f"one_hot takes the class count from {spec.inputs[0].name!r} (N, C, *)")
+            n_classes = first.shape[1]
+            if list(t.shape) != [first.shape[0], *first.shape[2:]]:
+                raise FieldError(field_name, f"class indices of shape {list(t.shape)} must be "
+                                f"{[first.shape[0], *first.shape[2:]]} to match {spec.inputs[0].name!r}")
+            if t.numel() and not bool(((t >= 0) & (t < n_classes)).all()):
+                raise FieldError(field_name, f"class indices must lie in [0, {n_classes})")
+            t = torch.nn.functional.one_hot(t.long(), n_classes).movedim(-1, 1).to(first.dtype)
+        out[name] = t
+    return out
 
 
 def check_patterns(reg: Regularization) -> None:

@@ -3,6 +3,10 @@ one place that fixes their order.
 
 Outermost first (each sees only the calls the ones before it let through):
 
+0. large requests (:mod:`._large_requests`): a request over 64 KiB is parsed off the event loop,
+   and every request's strings and repeated fields are checked against their caps
+   (:mod:`lossd.server.rpc._caps`) before anything else reads it; first, because gRPC parses a
+   request before any interceptor's behavior runs.
 1. observability (:mod:`._observability`): metrics and access logs; first, so that it sees
    every call, refused ones included. Installed only with metrics or JSON logs on.
 2. the drain gate (:mod:`._drain`): counts calls in flight; refuses new ones ``UNAVAILABLE``
@@ -18,7 +22,7 @@ The health service passes 2–4 untouched. Every interceptor wraps handlers thro
 
 >>> gate, limiter = DrainGate(), ConcurrencyLimiter(max_rpcs=4, max_streams=2)
 >>> [type(i).__name__ for i in build_interceptors(gate, limiter, token=b"secret-token-1234")]
-['DrainGate', 'BearerTokenInterceptor', 'ConcurrencyLimiter', 'MalformedRequests']
+['LargeRequests', 'DrainGate', 'BearerTokenInterceptor', 'ConcurrencyLimiter', 'MalformedRequests']
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ._auth import BearerTokenInterceptor
 from ._concurrency import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONCURRENT_STREAMS, ConcurrencyLimiter, Slots
 from ._drain import DRAINING_MESSAGE, DrainGate
 from ._handlers import OPEN_PREFIXES, is_open, refusing_handler, shape_of
+from ._large_requests import LargeRequests
 from ._malformed import MalformedRequests
 from ._observability import Observability, ObservabilityInterceptor, build_observability
 
@@ -40,6 +45,7 @@ __all__ = [
     "BearerTokenInterceptor",
     "ConcurrencyLimiter",
     "DrainGate",
+    "LargeRequests",
     "MalformedRequests",
     "Observability",
     "ObservabilityInterceptor",
@@ -61,7 +67,7 @@ def build_interceptors(
 ) -> list[grpc.aio.ServerInterceptor]:
     """The server's interceptors, outermost first, in the order the module docstring gives and
     explains; ``token`` adds authentication, ``observability`` metrics and access logs."""
-    interceptors: list[grpc.aio.ServerInterceptor] = []
+    interceptors: list[grpc.aio.ServerInterceptor] = [LargeRequests()]
     if observability is not None:
         interceptors.append(observability)
     interceptors.append(gate)

@@ -354,8 +354,8 @@ def build_observability(registry: Registry, *, metrics_port: int | None, log_for
     """The observability of a server, or None when neither metrics nor JSON logs are asked for.
 
     Metrics are collected from the start; :meth:`Observability.start` serves them.
-    Raises RuntimeError (naming ``lossd[metrics]``) when metrics are asked for
-    without prometheus-client installed.
+    Raises ``SettingError`` (naming ``--metrics-port`` and the pip command) when metrics are
+    asked for without prometheus-client installed.
     """
     access = log_format == "json"
     if metrics_port is None and not access:

@@ -7,7 +7,20 @@
 
 from __future__ import annotations
 
-from . import _classification, _custom, _embedding, _focal, _projection, _regression, _sequence  # noqa: F401  (register the built-ins)
+from . import (  # noqa: F401  (register the built-ins)
+    _boxes,
+    _classification,
+    _custom,
+    _embedding,
+    _focal,
+    _image,
+    _lovasz,
+    _overlap,
+    _projection,
+    _regression,
+    _robust,
+    _sequence,
+)
 from ._dtypes import TORCH_DTYPES, WIRE_NAMES
 from ._registry import (
     REDUCTION,

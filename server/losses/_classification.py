@@ -20,6 +20,7 @@ from ._registry import (
     Domain,
     Input,
     Param,
+    param_bound,
     register_loss,
     require,
     require_class_indices,
@@ -29,7 +30,7 @@ from ._registry import (
     unit_interval,
 )
 
-__all__ = ["SIGNS"]
+__all__ = ["SIGNS", "SMOOTHING"]
 
 
 # --------------------------------------------------------------------------- shared checks
@@ -93,6 +94,9 @@ def _ce_example(dt: torch.dtype) -> dict[str, object]:
 
 
 _CE_PROBS = unit_interval(what="class probabilities")
+#: torch refuses label_smoothing > 1; a negative one it computes as 0 (no smoothing).
+SMOOTHING = param_bound("label_smoothing", "label_smoothing >= 0",
+                        "torch computes a negative smoothing as 0: no smoothing")
 _IGNORE_INDEX = Param("ignore_index", "int", -100,
                       "Class-index target value that is ignored and does not count towards the mean.")
 
@@ -123,16 +127,14 @@ _IGNORE_INDEX = Param("ignore_index", "int", -100,
     params=(
         REDUCTION,
         _IGNORE_INDEX,
-        Param(
-            "label_smoothing", "float", 0.0, "Amount of smoothing towards the uniform distribution.", min=0.0, max=1.0
-        ),
+        Param("label_smoothing", "float", 0.0, "Amount of smoothing towards the uniform distribution.", max=1.0),
     ),
     description="Cross entropy between logits and class indices or class probabilities.",
     source="torch.nn.functional.cross_entropy",
     notes="ignore_index applies to class-index targets only (torch refuses it with probability targets). "
     "With class-index targets the weighted 'mean' divides by the sum of the targets' weights.",
     example=_ce_example,
-    domain=(_CE_PROBS,),
+    domain=(_CE_PROBS, SMOOTHING),
     refuses=(_CLASS_INDEX, "a weight not shaped (C)", "probability targets shaped unlike the input"),
 )
 def cross_entropy(
@@ -151,6 +153,7 @@ def cross_entropy(
     class indices, or the input's shape of probabilities; weight (C).
     """
     _class_weight(input, weight)
+    SMOOTHING.check(label_smoothing >= 0)
     if target.is_floating_point():
         require_same_shape(input, target, "class-probability targets have one probability per class")
         _CE_PROBS.check(((target >= 0) & (target <= 1)).all())
@@ -343,6 +346,7 @@ def kl_div(input: torch.Tensor, target: torch.Tensor, *, reduction: str, log_tar
 
 
 _LABELS = unit_interval(what="labels")
+_MLSM_SHAPE = same_shape(torch_warns=False)
 
 
 def _mlsm_example(dt: torch.dtype) -> dict[str, object]:
@@ -366,8 +370,8 @@ def _mlsm_example(dt: torch.dtype) -> dict[str, object]:
     description="Multi-label one-versus-all logistic loss, averaged over classes.",
     source="torch.nn.functional.multilabel_soft_margin_loss",
     example=_mlsm_example,
-    domain=(_LABELS,),
-    refuses=("a 0-d input (no class dimension)", "a target shaped unlike the input",
+    domain=(_LABELS, _MLSM_SHAPE),
+    refuses=("a 0-d input (no class dimension)", "a target that does not broadcast (torch's own error)",
              "a weight that does not broadcast to the input"),
 )
 def multilabel_soft_margin_loss(
@@ -378,7 +382,7 @@ def multilabel_soft_margin_loss(
     Shapes: input (N, C), target (N, C), weight (C); 'none' gives (N).
     """
     require(input.dim() >= 1, "inputs.input", "must have a class dimension: shape (N, C) or (C)")
-    require_same_shape(input, target)
+    _MLSM_SHAPE.check(target.shape == input.shape)
     _LABELS.check(((target >= 0) & (target <= 1)).all())
     _broadcasts_to(weight, input, "inputs.weight", "(C), one weight per class")
     return F.multilabel_soft_margin_loss(input, target, weight, reduction=reduction)

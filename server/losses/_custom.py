@@ -1,6 +1,6 @@
-"""Losses people most often write themselves: overlap (Dice, Jaccard, Tversky),
-quantile (pinball), log-cosh and InfoNCE. Parameter names follow
-segmentation_models_pytorch and kornia where they exist.
+"""Losses people most often write themselves: quantile (pinball), log-cosh, and the
+contrastive losses (InfoNCE, SimCLR's NT-Xent, Barlow Twins). The overlap losses
+(Dice, Jaccard, Tversky) are in ``_overlap.py``.
 """
 
 from __future__ import annotations
@@ -12,133 +12,16 @@ import torch.nn.functional as F
 
 from ._registry import (
     REDUCTION,
+    Equivalent,
     Input,
     Param,
     reduce,
     register_loss,
     require,
-    require_class_indices,
     require_same_shape,
-    require_unit_interval,
 )
 
 __all__: list[str] = []
-
-_OVERLAP_INPUTS = (
-    Input("input", "prediction", differentiable=True, aliases=("y_pred",),
-          doc="logits or probabilities: binary (N, *) or (N, 1, *); multiclass/multilabel (N, C, *)"),
-    Input("target", "target", kind="float|int", aliases=("y_true",),
-          doc="binary/multilabel: 0/1 mask shaped like input; multiclass: class indices (N, *)"),
-)
-
-
-def _overlap_params(*extra: Param) -> tuple[Param, ...]:
-    return (
-        Param("mode", "string", "binary", "'binary', 'multiclass' (softmax over dim 1) or 'multilabel' (sigmoid).",
-              choices=("binary", "multiclass", "multilabel")),
-        Param("from_logits", "bool", True, "Apply sigmoid/softmax to input first (false: input holds probabilities)."),
-        Param("smooth", "float", 0.0, "Added to numerator and denominator.", min=0.0),
-        Param("eps", "float", 1e-7, "Lower bound of the denominator.", min=0.0),
-        *extra,
-    )
-
-
-def _overlap_stats(input: torch.Tensor, target: torch.Tensor, mode: str, from_logits: bool
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per class: (intersection, sum of probabilities, sum of targets), summed over batch and space."""
-    require(input.dim() >= 1 and input.shape[0] > 0, "inputs.input", "needs a non-empty batch dimension")
-    if mode == "multiclass":
-        require(input.dim() >= 2, "inputs.input", f"multiclass needs (N, C, *), got shape {list(input.shape)}")
-        n_classes = input.shape[1]
-        expected = [input.shape[0], *input.shape[2:]]
-        require(not target.is_floating_point(), "inputs.target", "multiclass needs integer class indices")
-        require(list(target.shape) == expected, "inputs.target", f"shape {list(target.shape)} must be {expected}")
-        require_class_indices(target, n_classes)
-        probs = input.softmax(dim=1) if from_logits else input
-        onehot = F.one_hot(target, n_classes).movedim(-1, 1).to(input.dtype)
-    else:
-        require_same_shape(input, target, f"{mode} targets are a mask shaped like input")
-        target = target.to(input.dtype)
-        require_unit_interval(target, "inputs.target", "mask values")
-        probs = torch.sigmoid(input) if from_logits else input
-        onehot = target
-        if mode == "binary" or input.dim() == 1:
-            probs, onehot = probs.reshape(probs.shape[0], 1, -1), onehot.reshape(onehot.shape[0], 1, -1)
-    if not from_logits:
-        require(
-            ((input >= 0) & (input <= 1)).all(), "inputs.input", "probabilities must lie in [0, 1] (from_logits=false)"
-        )
-    probs = probs.reshape(probs.shape[0], probs.shape[1], -1)
-    onehot = onehot.reshape(onehot.shape[0], onehot.shape[1], -1)
-    dims = (0, 2)
-    return (probs * onehot).sum(dims), probs.sum(dims), onehot.sum(dims)
-
-
-def _overlap_example(dt: torch.dtype) -> dict[str, object]:
-    return {
-        "input": torch.tensor([[[1.5, -0.5], [0.2, -2.0]], [[-1.0, 2.0], [0.7, 0.1]]], dtype=dt),
-        "target": torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [1.0, 1.0]]], dtype=dt),
-    }
-
-
-@register_loss(
-    "dice_loss",
-    aliases=("DiceLoss", "dice"),
-    inputs=_OVERLAP_INPUTS,
-    params=_overlap_params(),
-    description="1 - Dice coefficient (2|X∩Y| / (|X|+|Y|)), averaged over classes.",
-    source="lossd (segmentation_models_pytorch DiceLoss formula)",
-    example=_overlap_example,
-)
-def dice_loss(
-    input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float
-) -> torch.Tensor:
-    """Per class ``1 - (2*I + smooth) / max(P + T + smooth, eps)``, mean over classes;
-    I, P, T sum over batch and spatial dims."""
-    inter, p, t = _overlap_stats(input, target, mode, from_logits)
-    score = (2 * inter + smooth) / (p + t + smooth).clamp_min(eps)
-    return (1 - score).mean()
-
-
-@register_loss(
-    "jaccard_loss",
-    aliases=("JaccardLoss", "jaccard", "iou_loss"),
-    inputs=_OVERLAP_INPUTS,
-    params=_overlap_params(),
-    description="1 - Jaccard index (|X∩Y| / |X∪Y|, soft IoU), averaged over classes.",
-    source="lossd (segmentation_models_pytorch JaccardLoss formula)",
-    example=_overlap_example,
-)
-def jaccard_loss(
-    input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float
-) -> torch.Tensor:
-    """Per class ``1 - (I + smooth) / max(P + T - I + smooth, eps)``, mean over classes."""
-    inter, p, t = _overlap_stats(input, target, mode, from_logits)
-    score = (inter + smooth) / (p + t - inter + smooth).clamp_min(eps)
-    return (1 - score).mean()
-
-
-@register_loss(
-    "tversky_loss",
-    aliases=("TverskyLoss", "tversky", "focal_tversky_loss"),
-    inputs=_OVERLAP_INPUTS,
-    params=_overlap_params(
-        Param("alpha", "float", 0.5, "Weight of false positives.", min=0.0),
-        Param("beta", "float", 0.5, "Weight of false negatives.", min=0.0),
-        Param("gamma", "float", 1.0, "Focal exponent on (1 - index); 1 is plain Tversky.", min=0.0, min_exclusive=True),
-    ),
-    description="(1 - Tversky index)^gamma with FP weight alpha, FN weight beta; alpha=beta=0.5 is Dice.",
-    source="lossd (segmentation_models_pytorch TverskyLoss formula)",
-    example=_overlap_example,
-)
-def tversky_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, smooth: float, eps: float,
-                 alpha: float, beta: float, gamma: float) -> torch.Tensor:
-    """Per class ``(1 - (I + smooth) / max(I + alpha*FP + beta*FN + smooth, eps))^gamma`` with
-    ``FP = P - I``, ``FN = T - I``; mean over classes."""
-    inter, p, t = _overlap_stats(input, target, mode, from_logits)
-    score = (inter + smooth) / (inter + alpha * (p - inter) + beta * (t - inter) + smooth).clamp_min(eps)
-    return ((1 - score) ** gamma).mean()
-
 
 def _quantile_example(dt: torch.dtype) -> dict[str, object]:
     return {
@@ -187,6 +70,7 @@ def _pair_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "log_cosh_loss",
+    refuses=("an input shaped unlike the target",),
     aliases=("LogCoshLoss", "log_cosh", "logcosh"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="predictions, any shape"),
@@ -196,6 +80,7 @@ def _pair_example(dt: torch.dtype) -> dict[str, object]:
     description="log(cosh(input - target)): quadratic near 0, linear far away; overflow-free.",
     source="lossd",
     example=_pair_example,
+    equivalents=(Equivalent("pytorch_toolbelt.losses.LogCoshLoss()", {}, ""),),
 )
 def log_cosh_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str) -> torch.Tensor:
     """``log(cosh(x))`` computed as ``|x| + softplus(-2|x|) - log 2`` (no overflow for large x)."""
@@ -215,7 +100,7 @@ def _info_nce_example(dt: torch.dtype) -> dict[str, object]:
 @register_loss(
     "info_nce_loss",
     batch_coupled=True,  # each query's negatives are the batch's other keys
-    aliases=("InfoNCE", "InfoNCELoss", "info_nce", "nt_xent"),
+    aliases=("InfoNCE", "InfoNCELoss", "info_nce"),
     inputs=(
         Input("query", "prediction", differentiable=True, aliases=("y_pred", "input"), doc="embeddings (N, D)"),
         Input(
@@ -282,3 +167,99 @@ def info_nce_loss(query: torch.Tensor, positive_key: torch.Tensor, negative_keys
         logits = torch.cat([positive_logit, negative_logits], dim=1)
         labels = torch.zeros(n, dtype=torch.long, device=q.device)
     return F.cross_entropy(logits / temperature, labels, reduction=reduction)
+
+
+def _two_views_example(dt: torch.dtype) -> dict[str, object]:
+    return {
+        "input": torch.tensor([[1.0, 0.0, 0.5], [0.2, 1.0, -0.3], [-0.5, 0.4, 1.0]], dtype=dt),
+        "target": torch.tensor([[0.9, 0.1, 0.4], [0.0, 1.2, -0.1], [-0.4, 0.5, 0.8]], dtype=dt),
+    }
+
+
+_TWO_VIEWS = (
+    Input(
+        "input",
+        "prediction",
+        differentiable=True,
+        aliases=("y_pred", "z_i", "z1"),
+        doc="first view's embeddings (N, D)",
+    ),
+    Input(
+        "target",
+        "target",
+        differentiable=True,
+        aliases=("y_true", "z_j", "z2"),
+        doc="second view's embeddings (N, D); row i is the same sample as input's row i",
+    ),
+)
+
+
+def _require_two_views(input: torch.Tensor, target: torch.Tensor, min_rows: int) -> None:
+    require(input.dim() == 2, "inputs.input", f"must be (N, D), got shape {list(input.shape)}")
+    require(input.shape[0] >= min_rows, "inputs.input", f"needs at least {min_rows} rows, got {input.shape[0]}")
+    require(target.shape == input.shape, "inputs.target",
+            f"shape {list(target.shape)} must equal input's {list(input.shape)}")
+
+
+@register_loss(
+    "nt_xent_loss",
+    batch_coupled=True,  # each embedding's negatives are the batch's other embeddings
+    aliases=("NTXentLoss", "nt_xent", "simclr_loss"),
+    inputs=_TWO_VIEWS,
+    params=(
+        Param("temperature", "float", 0.5, "Softmax temperature τ.", min=0.0, min_exclusive=True),
+        Param("reduction", "string", "mean", "'mean' over the 2N anchors, 'sum', or 'none' (2N): both views' rows.",
+              choices=("none", "mean", "sum")),
+    ),
+    description="SimCLR's NT-Xent: each of the 2N embeddings against the other 2N - 1, its other view the positive.",
+    source="lossd (Chen et al. 2020, SimCLR; MONAI ContrastiveLoss conventions)",
+    notes="Symmetric over both views; info_nce_loss is the one-directional form (queries against keys).",
+    example=_two_views_example,
+    equivalents=(Equivalent("monai.losses.ContrastiveLoss(temperature=0.5)", {}, ""),),
+)
+def nt_xent_loss(input: torch.Tensor, target: torch.Tensor, *, temperature: float, reduction: str) -> torch.Tensor:
+    """``z = normalize([input; target])``, ``s = z zᵀ / τ`` without its diagonal; anchor k's positive is
+    row ``k ± N``; loss_k = ``-s[k, pos] + logsumexp_{j≠k} s[k, j]``."""
+    _require_two_views(input, target, 1)
+    n = input.shape[0]
+    z = F.normalize(torch.cat([input, target], dim=0), dim=1)
+    logits = (z @ z.transpose(0, 1)) / temperature
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, positives, reduction=reduction)
+
+
+@register_loss(
+    "barlow_twins_loss",
+    batch_coupled=True,  # the cross-correlation is standardised over the batch
+    aliases=("BarlowTwinsLoss", "barlow_twins"),
+    inputs=_TWO_VIEWS,
+    params=(
+        Param("lambd", "float", 5e-3, "Weight of the off-diagonal (redundancy) terms.", min=0.0),
+        Param("normalization", "string", "std",
+              "How each feature is standardised over the batch: 'std' (z - mean) / (unbiased std + 1e-6) (MONAI), "
+              "or 'batch_norm' (z - mean) / sqrt(biased var + 1e-5) (the paper's BatchNorm1d(affine=False)).",
+              choices=("std", "batch_norm")),
+    ),
+    description="Barlow Twins (Zbontar et al. 2021): Σ (1 - C_ii)² + λ Σ_{i≠j} C_ij², C the batch cross-correlation.",
+    source="lossd (Zbontar et al. 2021; MONAI BarlowTwinsLoss conventions)",
+    example=_two_views_example,
+    equivalents=(Equivalent("monai.losses.BarlowTwinsLoss(lambd=5e-3)", {}, ""),),
+)
+def barlow_twins_loss(input: torch.Tensor, target: torch.Tensor, *, lambd: float, normalization: str) -> torch.Tensor:
+    """``C = ẑ1ᵀ ẑ2 / N`` of the standardised views; ``Σ_i (C_ii - 1)² + lambd · Σ_{i≠j} C_ij²``."""
+    _require_two_views(input, target, 2)
+    n = input.shape[0]
+
+    def standardise(z: torch.Tensor) -> torch.Tensor:
+        centred = z - z.mean(0)
+        if normalization == "std":
+            return centred / z.std(0).add(1e-6)
+        return centred / torch.sqrt(z.var(0, unbiased=False) + 1e-5)
+
+    c = standardise(input).transpose(0, 1) @ standardise(target) / n
+    diagonal = torch.diagonal(c)
+    on = (diagonal - 1).pow(2).sum()
+    off = c.pow(2).masked_fill(torch.eye(c.shape[0], dtype=torch.bool, device=c.device), 0).sum()
+    return on + lambd * off

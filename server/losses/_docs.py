@@ -154,17 +154,24 @@ def _param_row(p: Param) -> list[str]:
     return [_code(p.name), _code(p.type + (" or null" if p.nullable else "")), default, _allowed(p), _cell(p.doc)]
 
 
+def _batched(spec: LossSpec) -> str:
+    """How a batch evaluates the loss (EvaluateLossBatch, --batch-window-us)."""
+    return "vectorized" if spec.vectorized else "one by one"
+
+
 def _loss_section(spec: LossSpec) -> list[str]:
     out = [f"## {spec.name}", "", _cell(spec.description), ""]
     out.append(f"- **Aliases:** {', '.join(_code(a) for a in spec.aliases) or '—'}")
     out.append(f"- **Source:** {_code(spec.source) if spec.source else '—'}")
     out.append(f"- **Float dtypes:** {', '.join(spec.float_dtypes)}")
+    out.append(f"- **In a batch:** {_batched(spec)}")
     if spec.notes:
         out.append(f"- **Notes:** {_cell(spec.notes)}")
     out.append("- **Computed with a warning, refused when `strict`** (outside torch's documented domain): "
                + ("; ".join(_cell(d.describe()) for d in spec.domain) or "none"))
-    out.append("- **Always refused** (torch would crash, read out of bounds, hang or return a meaningless "
-               "number): " + ("; ".join(_cell(r) for r in spec.refuses) or "none declared"))
+    why = ("torch would crash, read out of bounds, hang or return a meaningless number"
+           if spec.source.startswith("torch.") else "outside the loss's definition")
+    out.append(f"- **Always refused** ({why}): " + ("; ".join(_cell(r) for r in spec.refuses) or "none"))
     out += ["", "**Inputs** (in torch's argument order)", ""]
     out += _table(("Name", "Role", "Dtype kind", "Gradient", "Required", "Aliases", "Description"),
                   (_input_row(i) for i in spec.inputs))
@@ -174,6 +181,14 @@ def _loss_section(spec: LossSpec) -> list[str]:
         out += _table(("Name", "Type", "Default", "Allowed", "Description"), (_param_row(p) for p in spec.params))
     else:
         out += ["**Parameters:** none."]
+    if spec.equivalents:
+        out += ["", "**Same numbers as the libraries** (checked by `tests/unit/test_loss_libraries.py`)", ""]
+        out += _table(("Library call", "lossd `params`", "Note"),
+                      ([_code(e.call), _code(json.dumps(_plain(dict(e.params)))) if e.params else "defaults",
+                        _cell(e.note)] for e in spec.equivalents))
+    elif spec.source.startswith("lossd"):
+        out += ["", "**Same numbers as the libraries:** none of kornia, segmentation_models_pytorch, MONAI, "
+                "torchvision and pytorch-toolbelt ships this loss."]
     out += ["", "**Example** (float32, `values` encoding; the reply uses `values` too)", "", "```bash",
             grpcurl_command(spec), "```", ""]
     return out
@@ -228,14 +243,20 @@ def render_losses_markdown(registry: Registry = REGISTRY) -> str:
         "  per request (`--max-tensors`) and objective terms (`--max-terms`) answer",
         "  `RESOURCE_EXHAUSTED` naming the limit and its flag.",
         "",
+        "- In an `EvaluateLossBatch` (the SDK's `evaluate_many`) or under `--batch-window-us`,",
+        "  items of a loss marked **vectorized** below that share params, dtypes and shapes",
+        "  (required inputs only, 1 to 16384 elements each) run as one torch call, bit-identical",
+        "  to one at a time (tests/unit/test_vectorized.py proves it); every other item, and",
+        "  every other loss, is evaluated one by one.",
+        "",
         "## Index",
         "",
     ]
     out += _table(
-        ("Loss", "Aliases", "Description"),
+        ("Loss", "Aliases", "In a batch", "Description"),
         (
             [f"[{_code(s.name)}](#{s.name.lower()})", ", ".join(_code(a) for a in s.aliases) or "—",
-             _cell(s.description)]
+             _batched(s), _cell(s.description)]
             for s in specs
         ),
     )

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ._classification import SIGNS
-from ._registry import REDUCTION, Domain, Input, Param, register_loss, require
+from ._registry import REDUCTION, Domain, Input, Param, param_bound, register_loss, require
 
 __all__ = ["DISTANCE_FUNCTIONS"]
 
@@ -205,6 +205,10 @@ _SWAP = Param("swap", "bool", False,
               "Use the distance swap (Balntas et al.): min(d(a, n), d(p, n)) as the negative distance.")
 _TRIPLET_MARGIN = Param("margin", "float", 1.0, "Margin between positive and negative distances.",
                         min=0.0, min_exclusive=True)
+#: torch documents the p-norm (p > 0) and eps >= 0, and computes other values as they are.
+_NORM_DEGREE = param_bound("p", "p > 0 (a norm)", "torch computes p <= 0 as it is: p = 0 counts the "
+                           "nonzero differences, p < 0 is no norm")
+_DIFF_EPS = param_bound("eps", "eps >= 0", "torch adds a negative eps to the differences as it is")
 
 
 @register_loss(
@@ -214,14 +218,15 @@ _TRIPLET_MARGIN = Param("margin", "float", 1.0, "Margin between positive and neg
     params=(
         REDUCTION,
         _TRIPLET_MARGIN,
-        Param("p", "float", 2.0, "The norm degree of the pairwise distance.", min=0.0, min_exclusive=True),
-        Param("eps", "float", 1e-6, "Small constant added to the differences for numerical stability.",
-              min=0.0),
+        Param("p", "float", 2.0, "The norm degree of the pairwise distance."),
+        Param("eps", "float", 1e-6, "Small constant added to the differences for numerical stability."),
         _SWAP,
     ),
     description="Triplet margin loss: max(0, d(a, p) - d(a, n) + margin) with the p-norm distance.",
     source="torch.nn.functional.triplet_margin_loss",
     example=_triplet_example,
+    domain=(_NORM_DEGREE, _DIFF_EPS),
+    refuses=("margin <= 0 (torch's own error)", "shapes torch cannot match (torch's own error)"),
 )
 def triplet_margin_loss(
     anchor: torch.Tensor,
@@ -237,8 +242,10 @@ def triplet_margin_loss(
     r"""``l_n = max(0, ||a_n - p_n + eps||_p - ||a_n - n_n + eps||_p + margin)``.
 
     Shapes: anchor, positive, negative ``(N, D)`` or ``(D)``; output scalar, or ``(N)`` / ``()``
-    for ``reduction='none'``. ``p <= 0`` is refused (torch computes a count or a non-norm).
+    for ``reduction='none'``. ``p <= 0`` and ``eps < 0``: computed as torch does, with a warning.
     """
+    _NORM_DEGREE.check(p > 0)
+    _DIFF_EPS.check(eps >= 0)
     return F.triplet_margin_loss(anchor, positive, negative, margin=margin, p=p, eps=eps, swap=swap,
                                  reduction=reduction)
 
@@ -249,11 +256,15 @@ def triplet_margin_loss(
     inputs=(_ANCHOR, _POSITIVE, _NEGATIVE),
     params=(
         REDUCTION,
-        Param("distance_function", "string", "pairwise_distance",
-              "Named distance: pairwise_distance (torch's default, p=2, eps=1e-6), cosine_distance "
-              "(1 - cosine_similarity over the last dim), l1 (pairwise_distance with p=1), "
-              "squared_euclidean (sum of squared differences over the last dim).",
-              choices=tuple(DISTANCE_FUNCTIONS)),
+        Param(
+            "distance_function",
+            "string",
+            "pairwise_distance",
+            "Named distance: pairwise_distance (torch's default, p=2, eps=1e-6), cosine_distance "
+            "(1 - cosine_similarity over the last dim), l1 (pairwise_distance with p=1), "
+            "squared_euclidean (sum of squared differences over the last dim).",
+            choices=tuple(DISTANCE_FUNCTIONS),
+        ),
         _TRIPLET_MARGIN,
         _SWAP,
     ),
@@ -262,6 +273,11 @@ def triplet_margin_loss(
     notes="torch takes any callable as distance_function; lossd never runs client code, so it "
     "offers a fixed set of named distances implemented on the server.",
     example=_triplet_example,
+    refuses=(
+        "margin <= 0 (torch's own error)",
+        "a distance other than the named ones (lossd never runs client code)",
+        "shapes torch cannot match (torch's own error)",
+    ),
 )
 def triplet_margin_with_distance_loss(
     anchor: torch.Tensor,
@@ -312,6 +328,7 @@ def _pair_example(dt: torch.dtype) -> dict[str, object]:
     notes="Not a loss: the output is the similarity tensor (dim squeezed), not reduced; send "
     "grad_output for a vector-Jacobian product.",
     example=lambda dt: {**_pair_example(dt), "params": {"dim": 0}},
+    refuses=("dim outside the inputs' dimensions, eps < 0, shapes that do not broadcast (torch's own errors)",),
 )
 def cosine_similarity(x1: torch.Tensor, x2: torch.Tensor, *, dim: int, eps: float) -> torch.Tensor:
     r"""``x1 . x2 / max(||x1||_2 * ||x2||_2, eps)`` along ``dim``.
@@ -333,8 +350,7 @@ def cosine_similarity(x1: torch.Tensor, x2: torch.Tensor, *, dim: int, eps: floa
     ),
     params=(
         Param("p", "float", 2.0, "The norm degree; torch allows any real value, negative included."),
-        Param("eps", "float", 1e-6, "Small value added to the differences to avoid division by zero.",
-              min=0.0),
+        Param("eps", "float", 1e-6, "Small value added to the differences to avoid division by zero."),
         Param("keepdim", "bool", False, "Keep the vector dimension (size 1) in the output."),
     ),
     description="p-norm distance ||x1 - x2 + eps||_p over the last dimension; not reduced.",
@@ -342,10 +358,13 @@ def cosine_similarity(x1: torch.Tensor, x2: torch.Tensor, *, dim: int, eps: floa
     notes="Not a loss: the output is the distance tensor, not reduced; send grad_output for a "
     "vector-Jacobian product.",
     example=_pair_example,
+    domain=(_DIFF_EPS,),
+    refuses=("shapes torch cannot match (torch's own error)",),
 )
 def pairwise_distance(x1: torch.Tensor, x2: torch.Tensor, *, p: float, eps: float, keepdim: bool) -> torch.Tensor:
     r"""``||x1 - x2 + eps||_p`` over the last dimension.
 
     Shapes: x1, x2 ``(N, D)`` or ``(D)``; output ``(N)`` or ``()`` (``(N, 1)`` / ``(1)`` with keepdim).
     """
+    _DIFF_EPS.check(eps >= 0)
     return F.pairwise_distance(x1, x2, p=p, eps=eps, keepdim=keepdim)

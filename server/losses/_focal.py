@@ -14,10 +14,12 @@ import torch.nn.functional as F
 
 from ._registry import (
     REDUCTION,
+    Equivalent,
     Input,
     Param,
     reduce,
     register_loss,
+    register_split_name,
     require,
     require_class_indices,
     require_same_shape,
@@ -53,7 +55,11 @@ def _binary_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "binary_focal_loss",
-    aliases=("BinaryFocalLoss", "FocalLoss"),
+    refuses=(
+        "an input shaped unlike the target",
+        "probabilities or labels outside [0, 1]",
+        "alpha outside [0, 1], gamma < 0",
+    ),
     inputs=(
         Input(
             "input", "prediction", differentiable=True, aliases=("y_pred",), doc="probabilities in [0, 1], any shape"
@@ -68,6 +74,14 @@ def _binary_example(dt: torch.dtype) -> dict[str, object]:
     description="Focal loss on probabilities (the seed's FocalLoss): alpha_t * (1 - p_t)^gamma * BCE.",
     source="lossd (seed's FocalLoss)",
     example=_binary_example,
+    equivalents=(
+        Equivalent(
+            "segmentation_models_pytorch.losses.FocalLoss(mode='binary', alpha=0.75, from_logits=False)",
+            {},
+            "0/1 labels, probabilities in [1e-7, 1 - 1e-7] (smp clamps them there; soft labels "
+            "differ: smp's p_t is exp(-BCE))",
+        ),
+    ),
 )
 def binary_focal_loss(
     input: torch.Tensor, target: torch.Tensor, *, gamma: float, alpha: float, reduction: str
@@ -93,44 +107,275 @@ def _sigmoid_example(dt: torch.dtype) -> dict[str, object]:
     }
 
 
+_FOCAL_FORMS = ("linear", "split", "exp_bce", "logit")
+
+
+def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -> torch.Tensor | None:
+    """A per-class list as a tensor broadcasting along dim 1 of ``input``."""
+    if values is None:
+        return None
+    require(input.dim() >= 2, field, f"per-class values need input (N, C, *), got shape {list(input.shape)}")
+    require(
+        len(values) == input.shape[1], field, f"needs one value per class (dim 1): {input.shape[1]}, got {len(values)}"
+    )
+    return torch.tensor(values, dtype=input.dtype, device=input.device).view(-1, *([1] * (input.dim() - 2)))
+
+
 @register_loss(
     "sigmoid_focal_loss",
-    aliases=("SigmoidFocalLoss", "focal", "focal_loss"),
+    refuses=(
+        "an input shaped unlike the target",
+        "labels outside [0, 1] other than ignore_index",
+        "alpha > 1, gamma < 0",
+    ),
+    mean_normalizer="weight",  # with ignore_index, 'mean' divides by the count of kept elements
+    aliases=("SigmoidFocalLoss", "focal", "BinaryFocalLossWithLogits", "binary_focal_loss_with_logits"),
     inputs=(
-        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits, any shape"),
-        Input("target", "target", differentiable=True, aliases=("y_true",), doc="labels in [0, 1], same shape"),
+        Input(
+            "input",
+            "prediction",
+            differentiable=True,
+            aliases=("y_pred",),
+            doc="logits (probabilities with from_logits=false), any shape; (N, C, *) for per-class weights",
+        ),
+        Input(
+            "target",
+            "target",
+            differentiable=True,
+            aliases=("y_true",),
+            doc="labels in [0, 1] (or ignore_index), same shape",
+        ),
     ),
     params=(
         Param("alpha", "float", 0.25, "Weight of positives in [0, 1]; negative disables weighting.", max=1.0),
         _GAMMA,
-        Param("reduction", "string", "mean", "'none', 'mean' (default here; torchvision's default is 'none') or 'sum'.",
-              choices=("none", "mean", "sum")),
+        Param(
+            "reduction",
+            "string",
+            "mean",
+            "'none', 'mean' (default here; torchvision's default is 'none') or 'sum'.",
+            choices=("none", "mean", "sum"),
+        ),
+        Param(
+            "focal_form",
+            "string",
+            "linear",
+            "How soft targets enter (all equal for 0/1 targets): 'linear' p_t = p·t + (1-p)(1-t) (torchvision); "
+            "'split' -α(1-p)^γ·t·log p - (1-α)p^γ·(1-t)·log(1-p) (kornia); 'exp_bce' p_t = exp(-BCE) "
+            "(smp, pytorch-toolbelt); 'logit' 1 - p_t = sigmoid(-x(2t-1)) (MONAI).",
+            choices=_FOCAL_FORMS,
+        ),
+        Param(
+            "from_logits",
+            "bool",
+            True,
+            "false: input holds probabilities, clamped to [eps, 1 - eps] and turned "
+            "into logits (smp's from_logits=False).",
+        ),
+        Param(
+            "eps",
+            "float",
+            1e-7,
+            "The clamp of probabilities when from_logits is false.",
+            min=0.0,
+            max=0.5,
+            max_exclusive=True,
+        ),
+        Param(
+            "ignore_index",
+            "int",
+            None,
+            "Target value whose elements are left out ('mean' divides by the rest); null: none.",
+            nullable=True,
+        ),
+        Param(
+            "pos_weight",
+            "float_list",
+            None,
+            "Per class (dim 1): multiplies the positive term (kornia's pos_weight, torch's BCE pos_weight).",
+            nullable=True,
+        ),
+        Param(
+            "weight",
+            "float_list",
+            None,
+            "Per class (dim 1): multiplies the loss (kornia's weight, MONAI's weight).",
+            nullable=True,
+        ),
+        Param(
+            "label_smoothing",
+            "float",
+            0.0,
+            "Targets become t(1 - s) + (1 - t)s (smp's and pytorch-toolbelt's SoftBCEWithLogitsLoss smooth_factor).",
+            min=0.0,
+            max=1.0,
+            max_exclusive=True,
+        ),
+        Param(
+            "normalized",
+            "bool",
+            False,
+            "Divide by the sum of the focal factors (smp; Lin et al.'s normalized focal loss, arXiv:1909.07829).",
+        ),
+        Param(
+            "reduced_threshold",
+            "float",
+            None,
+            "Reduced focal loss (arXiv:1903.01347, smp): factor "
+            "((1-p_t)/threshold)^γ, 1 where p_t < threshold. null: off.",
+            min=0.0,
+            max=1.0,
+            min_exclusive=True,
+            nullable=True,
+        ),
     ),
     description="Focal loss on logits (torchvision.ops.sigmoid_focal_loss; RetinaNet).",
-    source="torchvision.ops.sigmoid_focal_loss (formula)",
+    source="torchvision.ops.sigmoid_focal_loss (formula); kornia, smp, MONAI variants as parameters",
     example=_sigmoid_example,
+    equivalents=(
+        Equivalent("torchvision.ops.sigmoid_focal_loss(inputs, targets, reduction='mean')", {}, ""),
+        Equivalent(
+            "kornia.losses.binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2.0, "
+            "reduction='mean', pos_weight=pw)",
+            {"focal_form": "split", "ignore_index": -100, "pos_weight": [2.0, 0.5, 1.0]},
+            "pred and target (N, C, *); pos_weight = pw",
+        ),
+        Equivalent("pytorch_toolbelt.losses.BinaryFocalLoss()", {"alpha": -1.0, "focal_form": "exp_bce"}, ""),
+        Equivalent(
+            "segmentation_models_pytorch.losses.FocalLoss(mode='binary')", {"alpha": -1.0, "focal_form": "exp_bce"}, ""
+        ),
+        Equivalent(
+            "segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', alpha=0.25, from_logits=False, "
+            "normalized=True)",
+            {"focal_form": "exp_bce", "from_logits": False, "normalized": True},
+            "smp averages each class's mean; equal to the mean over all elements",
+        ),
+        Equivalent(
+            "segmentation_models_pytorch.losses.FocalLoss(mode='binary', reduced_threshold=0.5, reduction='sum')",
+            {"alpha": -1.0, "focal_form": "exp_bce", "reduced_threshold": 0.5, "reduction": "sum"},
+            "",
+        ),
+        Equivalent(
+            "segmentation_models_pytorch.losses.SoftBCEWithLogitsLoss(smooth_factor=0.1, pos_weight=pw)",
+            {"gamma": 0.0, "alpha": -1.0, "label_smoothing": 0.1, "pos_weight": [2.0, 0.5, 1.0]},
+            "pw shaped (C, 1, …) so it is per class; pytorch-toolbelt's SoftBCEWithLogitsLoss too; with "
+            "ignore_index they average over every element: reduction 'sum' with weight = 1 / elements",
+        ),
+        Equivalent(
+            "monai.losses.FocalLoss(gamma=2.0, alpha=0.25)",
+            {"focal_form": "logit"},
+            "MONAI's reduction 'sum' first averages space: not expressible",
+        ),
+        Equivalent(
+            "monai.losses.FocalLoss(gamma=2.0, alpha=[0.25, 0.5, 0.75])",
+            {"focal_form": "logit", "alpha": -1.0, "pos_weight": [0.25, 0.5, 0.75]},
+            "MONAI's per-class alpha weighs targets equal to 1 only: 0/1 targets",
+        ),
+        Equivalent(
+            "monai.losses.FocalLoss(gamma=2.0, weight=w)",
+            {"focal_form": "logit", "alpha": -1.0, "weight": [1.0, 2.0, 0.5]},
+            "weight = w",
+        ),
+        Equivalent(
+            "monai.losses.FocalLoss(gamma=2.0, reduction='sum')",
+            {"focal_form": "logit", "alpha": -1.0, "reduction": "sum", "weight": [0.25, 0.25, 0.25]},
+            "MONAI's sum first averages space: weight = 1 / pixels per class (here 4 pixels, 3 classes)",
+        ),
+        Equivalent(
+            "segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', class_weights=w)",
+            {"alpha": -1.0, "focal_form": "exp_bce", "weight": [0.5, 1.5, 1.0]},
+            "smp's Σ w·(class mean) / Σ w: weight = w · C / Σ w (here w = [1, 3, 2])",
+        ),
+        Equivalent(
+            "kornia.losses.binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2.0, reduction='mean')",
+            {"focal_form": "split", "ignore_index": -100, "reduction": "sum", "weight": [0.125, 0.125]},
+            "kornia's mean counts ignored (-100) elements: reduction 'sum' with weight = 1 / elements (here 8)",
+        ),
+    ),
 )
-def sigmoid_focal_loss(
-    input: torch.Tensor, target: torch.Tensor, *, alpha: float, gamma: float, reduction: str
-) -> torch.Tensor:
+def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float, gamma: float, reduction: str,
+                       focal_form: str, from_logits: bool, eps: float, ignore_index: int | None,
+                       pos_weight: list[float] | None, weight: list[float] | None, label_smoothing: float,
+                       normalized: bool, reduced_threshold: float | None) -> torch.Tensor:
     """``ce = BCEWithLogits(x, t)``, ``p = sigmoid(x)``, ``p_t = p*t + (1-p)*(1-t)``;
     loss = ``ce * (1-p_t)^gamma``, times ``alpha*t + (1-alpha)*(1-t)`` when ``alpha >= 0``.
 
     With ``gamma=0`` and ``alpha<0`` this is exactly ``binary_cross_entropy_with_logits``.
+    The other forms, weights, ``ignore_index`` and the smp options are in the parameter docs.
     """
     require_same_shape(input, target, "the loss is elementwise")
-    require_unit_interval(target, "inputs.target", "labels")
-    if gamma == 0 and alpha < 0:  # plain BCE-with-logits: let torch reduce, so grads match it bit for bit
+    keep = None
+    if ignore_index is not None:
+        keep = target != ignore_index
+        target = torch.where(keep, target, torch.zeros_like(target))
+    require_unit_interval(
+        target, "inputs.target", "labels" + (f" (other than ignore_index {ignore_index})" if keep is not None else "")
+    )
+    require(not (focal_form == "split" and (normalized or reduced_threshold is not None)), "params.focal_form",
+            "'split' has no single focal factor: normalized and reduced_threshold need another form")
+    if label_smoothing:
+        target = target * (1 - label_smoothing) + (1 - target) * label_smoothing
+    pw = _class_vector(pos_weight, input, "params.pos_weight")
+    w = _class_vector(weight, input, "params.weight")
+    simple = keep is None and pw is None and w is None and not normalized and reduced_threshold is None and from_logits
+    if simple and gamma == 0 and alpha < 0:  # plain BCE-with-logits: let torch reduce, so grads match it bit for bit
         return F.binary_cross_entropy_with_logits(input, target, reduction=reduction)
-    loss = F.binary_cross_entropy_with_logits(input, target, reduction="none")
-    if gamma != 0:
-        # 1 - p_t without cancellation: p + t - 2pt, with p = sigmoid(x).
-        p = torch.sigmoid(input)
-        q = (p + target - 2 * p * target).clamp_min(0)
-        loss = loss * modulating_factor(q, gamma)
-    if alpha >= 0:
-        loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    x = input
+    if not from_logits:
+        require(
+            bool(((input >= 0) & (input <= 1)).all()),
+            "inputs.input",
+            "probabilities must lie in [0, 1] (from_logits=false)",
+        )
+        p = input.clamp(eps, 1 - eps)
+        x = torch.log(p / (1 - p))
+    focal: torch.Tensor | None = None
+    if focal_form == "split":
+        log_p, log_1mp = F.logsigmoid(x), F.logsigmoid(-x)
+        pos = -modulating_factor(torch.exp(log_1mp), gamma) * target * log_p
+        neg = -modulating_factor(torch.exp(log_p), gamma) * (1 - target) * log_1mp
+        if alpha >= 0:
+            pos, neg = alpha * pos, (1 - alpha) * neg
+        loss = (pos if pw is None else pw * pos) + neg
+    else:
+        loss = F.binary_cross_entropy_with_logits(x, target, reduction="none", pos_weight=pw)
+        if gamma != 0 or reduced_threshold is not None or normalized:
+            if focal_form == "linear":  # 1 - p_t without cancellation: p + t - 2pt
+                p = torch.sigmoid(x)
+                q = (p + target - 2 * p * target).clamp_min(0)
+            elif focal_form == "exp_bce":
+                bce = loss if pw is None else F.binary_cross_entropy_with_logits(x, target, reduction="none")
+                q = -torch.expm1(-bce)
+            else:
+                q = torch.sigmoid(-x * (2 * target - 1))
+            if reduced_threshold is None:
+                focal = modulating_factor(q, gamma)
+            else:
+                focal = torch.where(1 - q < reduced_threshold, torch.ones_like(q),
+                                    modulating_factor(q / reduced_threshold, gamma))
+            loss = loss * focal
+        if alpha >= 0:
+            loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    if w is not None:
+        loss = w * loss
+    if keep is not None:
+        loss = torch.where(keep, loss, torch.zeros_like(loss))
+    if normalized:
+        assert focal is not None
+        kept_focal = focal if keep is None else torch.where(keep, focal, torch.zeros_like(focal))
+        loss = loss / kept_focal.sum().clamp_min(1e-6)
+    if reduction == "mean" and keep is not None:
+        return loss.sum() / keep.sum()
     return reduce(loss, reduction)
+
+
+register_split_name("FocalLoss", "sigmoid_focal_loss (logits, one probability per element: torchvision, smp, "
+                    "pytorch-toolbelt, MONAI), softmax_focal_loss (logits over classes, class-index targets: kornia) "
+                    "or binary_focal_loss (probabilities, the seed's FocalLoss)")
+register_split_name("BinaryFocalLoss", "sigmoid_focal_loss (logits: pytorch-toolbelt BinaryFocalLoss; with "
+                    "focal_form 'exp_bce', alpha -1) or binary_focal_loss (probabilities, the seed's FocalLoss)")
+register_split_name("focal_loss", "sigmoid_focal_loss (torchvision.ops.sigmoid_focal_loss) or softmax_focal_loss "
+                    "(kornia.losses.focal_loss)")
 
 
 def _softmax_example(dt: torch.dtype) -> dict[str, object]:
@@ -142,6 +387,13 @@ def _softmax_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "softmax_focal_loss",
+    refuses=(
+        "an input without a class dimension (N, C, *)",
+        "targets not shaped (N, *)",
+        "class indices outside [0, C) other than ignore_index",
+        "an alpha not shaped (C)",
+        "gamma < 0",
+    ),
     mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
     aliases=("SoftmaxFocalLoss", "multiclass_focal_loss"),
     inputs=(
@@ -165,6 +417,21 @@ def _softmax_example(dt: torch.dtype) -> dict[str, object]:
     description="Multi-class focal loss on logits: -alpha[t] * (1 - p_t)^gamma * log p_t.",
     source="lossd (Lin et al. 2017, softmax form)",
     example=_softmax_example,
+    equivalents=(
+        Equivalent(
+            "kornia.losses.focal_loss(pred, target, alpha=None, gamma=2.0, reduction='sum')", {"reduction": "sum"}, ""
+        ),
+        Equivalent(
+            "kornia.losses.focal_loss(pred, target, alpha=0.5, weight=w, reduction='mean')",
+            {},
+            "kornia's mean divides by N·C·pixels: send input alpha = [1 - 0.5, 0.5, …] · w / C",
+        ),
+        Equivalent(
+            "monai.losses.FocalLoss(use_softmax=True, to_onehot_y=True, gamma=2.0)",
+            {},
+            "MONAI's mean divides by N·C·pixels: send input alpha = [1/C, …, 1/C]",
+        ),
+    ),
 )
 def softmax_focal_loss(
     input: torch.Tensor,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.nn.modules.linear_cross_entropy_options import LinearCrossEntropyOptions
 
+from ._classification import SMOOTHING
 from ._registry import REDUCTION, Input, LossError, Param, register_loss, require, require_class_indices
 
 __all__ = ["MAX_CLUSTERS"]
@@ -262,7 +263,7 @@ def _lce_example(dt: torch.dtype) -> dict[str, object]:
               "Target value that is ignored; null means -100 for class-index targets and is the only "
               "value allowed with class-probability targets.", nullable=True),
         Param("label_smoothing", "float", 0.0, "Amount of smoothing towards the uniform distribution.",
-              min=0.0, max=1.0),
+              max=1.0),
         Param("options", "object", None,
               "torch.nn.LinearCrossEntropyOptions as an object (chunked computation): allow_retain_graph "
               "(bool), batch_chunk_size (int > 0 or null), chunking_method ('auto', 'aspect_ratio[:k]' or "
@@ -273,6 +274,7 @@ def _lce_example(dt: torch.dtype) -> dict[str, object]:
     source="torch.nn.functional.linear_cross_entropy",
     notes="The class weight gets no gradient (torch cannot differentiate it for class-index targets).",
     example=_lce_example,
+    domain=(SMOOTHING,),
     refuses=("class indices outside [0, C) other than ignore_index", "a weight not shaped (C)",
              "class-probability targets not shaped like the logits, or with ignore_index set",
              "options with unknown keys or values LinearCrossEntropyOptions refuses"),
@@ -300,6 +302,7 @@ def linear_cross_entropy(
     require(linear_weight.dim() >= 2, "inputs.linear_weight",
             f"must have shape (C, in_features) or (C, d1, ..., dK, in_features); got {list(linear_weight.shape)}")
     n_classes = linear_weight.shape[0]
+    SMOOTHING.check(label_smoothing >= 0)
     if weight is not None:
         require(tuple(weight.shape) == (n_classes,), "inputs.weight",
                 f"must have shape [{n_classes}] (C = linear_weight.shape[0]); got {list(weight.shape)}")

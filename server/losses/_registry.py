@@ -41,6 +41,7 @@ from ..._wire import FieldError
 __all__ = [
     "Domain",
     "DomainWarning",
+    "Equivalent",
     "Input",
     "InputRole",
     "MeanNormalizer",
@@ -51,12 +52,14 @@ __all__ = [
     "REDUCTION",
     "LossError",
     "register_loss",
+    "register_split_name",
     "require",
     "require_class_indices",
     "require_finite",
     "require_same_shape",
     "require_unit_interval",
     "reduce",
+    "param_bound",
     "same_shape",
     "unit_interval",
     "strictness",
@@ -110,6 +113,12 @@ def same_shape(field: str = "inputs.target", torch_warns: bool = True) -> Domain
     """The (a) rule "``field`` has the input's shape": torch broadcasts (and warns, for most losses)."""
     return Domain(field, "the input's shape", "torch broadcasts them" + (" and warns" if torch_warns else ""),
                   torch_warns)
+
+
+def param_bound(name: str, rule: str, outside: str) -> Domain:
+    """The (a) rule on a parameter torch documents a bound for but computes beyond it
+    (``param_bound("eps", "eps >= 0", ...)``); the loss checks it, torch computes as it is."""
+    return Domain(f"params.{name}", rule, outside)
 
 
 def unit_interval(field: str = "inputs.target", what: str = "values") -> Domain:
@@ -231,8 +240,13 @@ class Param:
     def describe(self) -> str:
         """``name (type)``, for error messages that list valid parameters."""
         extra = f" one of {list(self.choices)}" if self.choices else ""
-        rng = f" in {self.range_text()}" if self.range_text() else ""
+        rng = f" {self._within()}" if self.range_text() else ""
         return f"{self.name} ({self.type}{extra}{rng})"
+
+    def _within(self) -> str:
+        """``in [0, 1]`` for an interval, ``> 0`` for a half-line."""
+        text = self.range_text()
+        return f"in {text}" if text[:1] in "[(" else text
 
     def coerce(self, value: Any) -> Any:
         """Check a value decoded from ``google.protobuf.Struct`` and give it its type."""
@@ -279,7 +293,7 @@ class Param:
         if (lo is not None and (number < lo or (self.min_exclusive and number == lo))) or (
             hi is not None and (number > hi or (self.max_exclusive and number == hi))
         ):
-            raise FieldError(field_name, f"is {value!r}; must be in {self.range_text()}")
+            raise FieldError(field_name, f"is {value!r}; must be {self._within()}")
         return number
 
 
@@ -338,6 +352,23 @@ Example = Callable[[torch.dtype], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
+class Equivalent:
+    """A library call and the lossd params that give the same numbers (a row of the docs' table).
+
+    ``call`` is the library's class or function with its arguments, as a user writes it;
+    ``params`` the lossd request's ``params``; ``note`` what else to send (inputs, shapes).
+    ``tests/support/refs/libraries.py`` checks every row, against the library where it installs.
+
+    >>> Equivalent("kornia.losses.dice_loss(pred, target, eps=1e-8)", {"mode": "multiclass"}).params
+    {'mode': 'multiclass'}
+    """
+
+    call: str
+    params: Mapping[str, Any]
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class LossSpec:
     """A registered loss: everything ``ListLosses`` publishes, plus the function."""
 
@@ -351,6 +382,7 @@ class LossSpec:
     source: str = ""
     notes: str = ""
     float_dtypes: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
+    equivalents: tuple[Equivalent, ...] = ()
     #: The value on a batch is not a mean or sum of per-sample terms, whatever the reduction
     #: (in-batch negatives): data-parallel training refuses it.
     batch_coupled: bool = False
@@ -361,6 +393,10 @@ class LossSpec:
     domain: tuple[Domain, ...] = ()
     #: Rules of kind (b), as docs/losses.md lists them: always refused.
     refuses: tuple[str, ...] = ()
+    #: Elementwise in its inputs and reduced by a plain mean or sum: items of a batch that share
+    #: params, dtypes and shapes run as one call (EvaluateLossBatch, server/evaluation/_vectorized.py),
+    #: bit-identical to one at a time (tests/unit/test_vectorized.py proves it per loss).
+    vectorized: bool = False
     _by_input: dict[str, Input] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -390,11 +426,21 @@ class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, LossSpec] = {}
         self._names: dict[str, str] = {}
+        self._split: dict[str, str] = {}
+
+    def add_split_name(self, name: str, why: str) -> None:
+        """Refuse ``name`` as an alias because the field uses it for different losses; ``why`` names them."""
+        key = _key(name)
+        if key in self._names:
+            raise ValueError(f"loss name {name!r} is already registered (by {self._names[key]!r})")
+        self._split[key] = why
 
     def add(self, spec: LossSpec) -> LossSpec:
         """Add ``spec``; a name or alias that is already taken is refused."""
         for n in (spec.name, *spec.aliases):
             key = _key(n)
+            if key in self._split:
+                raise ValueError(f"loss name {n!r} is a split name ({self._split[key]})")
             if key in self._names:
                 raise ValueError(f"loss name {n!r} is already registered (by {self._names[key]!r})")
         self._specs[spec.name] = spec
@@ -409,6 +455,9 @@ class Registry:
         """
         canonical = self._names.get(_key(name))
         if canonical is None:
+            if _key(name) in self._split:
+                raise FieldError("loss", f"{name!r} names different losses in different libraries: "
+                                f"{self._split[_key(name)]} (ListLosses lists them all)", "NOT_FOUND")
             if not name:
                 raise FieldError("loss", "is empty; name a loss (see ListLosses)")
             close = difflib.get_close_matches(_key(name), list(self._names), n=4, cutoff=0.5)
@@ -424,7 +473,7 @@ class Registry:
         return len(self._specs)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and _key(name) in self._names
+        return isinstance(name, str) and (_key(name) in self._names or _key(name) in self._split)
 
 
 def _key(name: str) -> str:
@@ -454,6 +503,14 @@ def staging() -> Iterator[Registry]:
         _TARGET.reset(token)
 
 
+def register_split_name(name: str, why: str, registry: Registry | None = None) -> None:
+    """Make ``name`` a NOT_FOUND whose message says which lossd losses it may mean (``why``).
+
+    For names the field uses for different losses (``FocalLoss``): no alias, a pointer.
+    """
+    (_TARGET.get() if registry is None else registry).add_split_name(name, why)
+
+
 def _module_loss(cls: type, inputs: Sequence[Input], params: Sequence[Param]) -> Callable[..., torch.Tensor]:
     """Adapt an ``nn.Module`` loss class: params go to ``__init__``, inputs to ``forward`` in order."""
 
@@ -481,21 +538,26 @@ def register_loss(
     source: str = "",
     notes: str = "",
     float_dtypes: Sequence[str] = ("float32", "float64", "float16", "bfloat16"),
+    equivalents: Sequence[Equivalent] = (),
     batch_coupled: bool = False,
     mean_normalizer: MeanNormalizer = "count",
     domain: Sequence[Domain] = (),
     refuses: Sequence[str] = (),
+    vectorized: bool = False,
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a loss function under ``name``.
 
     ``example`` maps a float dtype to a small valid call (input tensors by name,
     plus an optional ``"params"`` dict); it feeds the docs and the test suite.
+    ``equivalents`` lists library calls that give the same numbers (the docs' table).
     Two facts data-parallel training needs (a loss that gets them wrong trains
     another objective with ``world_size > 1``): ``batch_coupled`` — the loss of
     a batch is not a mean or sum of per-sample terms (in-batch negatives);
     ``mean_normalizer`` — ``"weight"`` when ``reduction='mean'`` divides by the
-    kept samples' total class weight rather than their count.
+    kept samples' total class weight rather than their count. ``vectorized``: the loss
+    is elementwise and reduced by a plain mean or sum, so a batch of same-shaped items
+    may run as one call (only once tests/unit/test_vectorized.py proves it bit-identical).
     The decorated object is a function ``(inputs..., *, params...) -> Tensor``
     or an ``nn.Module`` subclass (params to ``__init__``, inputs to ``forward``);
     it is returned unchanged. ``domain`` lists the loss's rules of kind (a)
@@ -517,10 +579,12 @@ def register_loss(
             source=source,
             notes=notes,
             float_dtypes=tuple(float_dtypes),
+            equivalents=tuple(equivalents),
             batch_coupled=batch_coupled,
             mean_normalizer=mean_normalizer,
             domain=tuple(domain),
             refuses=tuple(refuses),
+            vectorized=vectorized,
         )
         (_TARGET.get() if registry is None else registry).add(spec)
         return fn

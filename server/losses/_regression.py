@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 # torch's functional.pyi lags its functional.py: the `weight=` of l1_loss, mse_loss and
 # huber_loss is missing there, hence the `type: ignore[call-arg]` on those calls.
-from ._registry import REDUCTION, Domain, Input, LossError, Param, register_loss, same_shape
+from ._registry import REDUCTION, Domain, Input, LossError, Param, param_bound, register_loss, same_shape
 
 __all__: list[str] = []
 
@@ -50,6 +50,7 @@ _SAME_SHAPE = same_shape()
     example=_pair,
     domain=(_SAME_SHAPE,),
     refuses=("shapes that do not broadcast, a weight shaped unlike the input (torch's own errors)",),
+    vectorized=True,
 )
 def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str) -> torch.Tensor:
     r"""``l_i = w_i |x_i - y_i|`` (``w_i = 1`` without weight).
@@ -71,6 +72,7 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | No
     example=_pair,
     domain=(_SAME_SHAPE,),
     refuses=("shapes that do not broadcast, a weight shaped unlike the input (torch's own errors)",),
+    vectorized=True,
 )
 def mse_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, reduction: str) -> torch.Tensor:
     r"""``l_i = w_i (x_i - y_i)^2`` (``w_i = 1`` without weight).
@@ -135,6 +137,9 @@ def huber_loss(
 _COUNTS = Domain("inputs.target", "counts are >= 0", "torch's formula takes negative values as they are")
 _RATES = Domain("inputs.input", "rates are >= 0 when log_input is false",
                 "torch takes log(input + eps) of what it is given: NaN below -eps")
+_POISSON_EPS = param_bound("eps", "eps >= 0", "torch adds a negative eps inside the log as it is")
+_GAUSSIAN_EPS = param_bound("eps", "eps >= 0", "torch clamps the variances at a negative eps as it is "
+                            "(no clamp for variances >= 0)")
 
 
 def _poisson_example(dt: torch.dtype) -> dict[str, object]:
@@ -156,13 +161,13 @@ def _poisson_example(dt: torch.dtype) -> dict[str, object]:
     params=(
         Param("log_input", "bool", True, "Input is the log of the rate: loss exp(input) - target*input."),
         Param("full", "bool", False, "Add the Stirling term target*log(target) - target + 0.5*log(2*pi*target)."),
-        Param("eps", "float", 1e-8, "Added to the rate inside the log when log_input is false.", min=0.0),
+        Param("eps", "float", 1e-8, "Added to the rate inside the log when log_input is false."),
         REDUCTION,
     ),
     description="Poisson negative log-likelihood of counts given a (log-)rate.",
     source="torch.nn.functional.poisson_nll_loss",
     example=_poisson_example,
-    domain=(same_shape(torch_warns=False), _COUNTS, _RATES),
+    domain=(same_shape(torch_warns=False), _COUNTS, _RATES, _POISSON_EPS),
     refuses=("shapes that do not broadcast (torch's own error)",),
 )
 def poisson_nll_loss(
@@ -178,6 +183,7 @@ def poisson_nll_loss(
         _COUNTS.check(not bool((target < 0).any()))
     if not log_input and not input.is_complex():
         _RATES.check(not bool((input < 0).any()))
+    _POISSON_EPS.check(eps >= 0)
     return F.poisson_nll_loss(input, target, log_input=log_input, full=full, eps=eps, reduction=reduction)
 
 
@@ -202,15 +208,14 @@ def _gaussian_example(dt: torch.dtype) -> dict[str, object]:
     ),
     params=(
         Param("full", "bool", False, "Add the constant 0.5*log(2*pi)."),
-        Param("eps", "float", 1e-6, "Variances are clamped to at least eps (the clamp passes gradients through).",
-              min=0.0),
+        Param("eps", "float", 1e-6, "Variances are clamped to at least eps (the clamp passes gradients through)."),
         REDUCTION,
     ),
     description="Gaussian negative log-likelihood of targets given predicted means and variances.",
     source="torch.nn.functional.gaussian_nll_loss",
     notes="A constant variance is a tensor input or a number in params.var (torch's float var; no gradient).",
     example=_gaussian_example,
-    domain=(_GAUSSIAN_TARGET,),
+    domain=(_GAUSSIAN_TARGET, _GAUSSIAN_EPS),
     refuses=("negative variances, a var shape torch cannot match to the input (torch's own errors)",),
 )
 def gaussian_nll_loss(
@@ -224,6 +229,7 @@ def gaussian_nll_loss(
     _GAUSSIAN_TARGET.check(target.dim() == input.dim() and sum(
         t != i for t, i in zip(target.shape, input.shape)) <= 1 and all(
         t == i or t == 1 for t, i in zip(target.shape, input.shape)))
+    _GAUSSIAN_EPS.check(eps >= 0)
     field = "params.var" if isinstance(var, float) else "inputs.var"
     try:
         return F.gaussian_nll_loss(input, target, var, full=full, eps=eps, reduction=reduction)

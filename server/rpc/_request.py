@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,12 +28,17 @@ from google.protobuf import json_format
 
 from ..._framing import Buffer, field_number, join, length_delimited, map_entry
 from ..._wire import FieldError, TensorLimits
+from ..._wire import reply_encoding as wire_reply_encoding
 from ...v1 import lossd_pb2
-from ..evaluation import Regularization, Term, evaluate, evaluate_objective
+from ..evaluation import Evaluation, Regularization, Term, evaluate, evaluate_objective
 from ..losses import Registry
+from ._caps import check_request
 from ._tensors import check_finite, decode_tensors, encode_tensor, tensor_parts
 
-__all__ = ["FRAME_FROM_BYTES", "handle_evaluate", "handle_evaluate_bytes", "struct_to_dict"]
+__all__ = [
+    "FRAME_FROM_BYTES", "Decoded", "decode_request", "encode_reply", "handle_evaluate", "handle_evaluate_bytes",
+    "reply_encoding", "struct_to_dict",
+]
 
 #: Replies with at least this many tensor bytes are framed around the tensors' memory.
 FRAME_FROM_BYTES = 1 << 16
@@ -82,12 +88,68 @@ def handle_evaluate_bytes(
     (:func:`lossd._wire.check_tensors`; an int is the per-tensor element limit).
     NaN and infinite values are refused unless the request sets ``allow_non_finite``.
     """
+    decoded = decode_request(registry, request, limits, payloads)
+    if decoded.objective:
+        if decoded.grad_output is not None:
+            raise FieldError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
+        if request.terms:
+            terms = [
+                Term(
+                    t.loss,
+                    t.weight if t.HasField("weight") else 1.0,
+                    struct_to_dict(t.params, f"terms[{i}].params"),
+                    t.name,
+                    dict(t.inputs),
+                    dict(t.transforms),
+                )
+                for i, t in enumerate(request.terms)
+            ]
+        else:
+            terms = [Term(request.loss, 1.0, struct_to_dict(request.params))]
+        r = request.regularization
+        reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
+        result = evaluate_objective(registry, terms, decoded.inputs, decoded.parameters, reg,
+                                    list(request.grad_inputs), device, request.strict)
+    else:
+        result = evaluate(registry, request.loss, decoded.inputs, struct_to_dict(request.params),
+                          list(request.grad_inputs), decoded.grad_output, device, request.strict)
+    decoded.inputs = decoded.parameters = {}
+    decoded.grad_output = None
+    if payloads is not None:
+        payloads.clear()  # the received bytes can go before the reply is built
+    return encode_reply(result, reply_encoding(request, decoded.encodings), decoded.decode_s)
+
+
+@dataclass
+class Decoded:
+    """A request's tensors, decoded and checked (:func:`decode_request`)."""
+
+    inputs: dict[str, torch.Tensor]
+    parameters: dict[str, torch.Tensor]
+    grad_output: torch.Tensor | None
+    #: How the request's tensors were sent: ``raw``, ``values``.
+    encodings: set[str]
+    #: A composite or regularized objective (terms, parameters or regularization set).
+    objective: bool
+    decode_s: float
+
+
+def decode_request(
+    registry: Registry,
+    request: lossd_pb2.EvaluateLossRequest,
+    limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
+    payloads: dict[str, memoryview] | None = None,
+) -> Decoded:
+    """Steps 1-2 of an evaluation: the loss is known, the tensors obey the wire rules and the
+    limits (decoded without copying ``raw`` bytes), and are finite unless ``allow_non_finite``."""
     start = time.perf_counter()
+    check_request(request)  # strings and repeated fields within their caps, before anything reads them
     objective = bool(request.terms) or bool(request.parameters) or request.HasField("regularization")
     if request.terms and (request.loss or request.params.fields):
         raise FieldError("terms", "set either loss/params or terms, not both")
     if not request.terms:
         registry.get(request.loss)  # an unknown loss is the first thing to report
+    wire_reply_encoding(request.output_encoding, "raw")  # an unknown number is refused before any work
     encodings = set()
     sent = payloads if payloads is not None else {}
     wire = [(f"{group}.{name}", getattr(request, group)[name]) for group in ("inputs", "parameters")
@@ -104,41 +166,17 @@ def handle_evaluate_bytes(
     inputs = {path.partition(".")[2]: t for path, t in tensors.items() if path.startswith("inputs.")}
     parameters = {path.partition(".")[2]: t for path, t in tensors.items() if path.startswith("parameters.")}
     grad_output = tensors.pop("grad_output", None)
-    del tensors
-    decode_s = time.perf_counter() - start
+    return Decoded(inputs, parameters, grad_output, encodings, objective, time.perf_counter() - start)
 
-    if objective:
-        if grad_output is not None:
-            raise FieldError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
-        if request.terms:
-            terms = [
-                Term(
-                    t.loss,
-                    t.weight if t.HasField("weight") else 1.0,
-                    struct_to_dict(t.params, f"terms[{i}].params"),
-                    t.name,
-                )
-                for i, t in enumerate(request.terms)
-            ]
-        else:
-            terms = [Term(request.loss, 1.0, struct_to_dict(request.params))]
-        r = request.regularization
-        reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
-        result = evaluate_objective(registry, terms, inputs, parameters, reg, list(request.grad_inputs), device,
-                                    request.strict)
-    else:
-        result = evaluate(registry, request.loss, inputs, struct_to_dict(request.params), list(request.grad_inputs),
-                          grad_output, device, request.strict)
-    del inputs, parameters, grad_output
-    sent.clear()  # the received bytes can go before the reply is built
 
+def reply_encoding(request: lossd_pb2.EvaluateLossRequest, encodings: set[str]) -> str:
+    """``raw`` or ``values``: ``output_encoding``, else ``values`` if any tensor was sent as values."""
+    return wire_reply_encoding(request.output_encoding, "values" if "values" in encodings else "raw")
+
+
+def encode_reply(result: Evaluation, encoding: str, decode_s: float) -> bytes:
+    """Step 8: the serialized ``EvaluateLossResponse`` of ``result``, its tensors in ``encoding``."""
     start = time.perf_counter()
-    if request.output_encoding == lossd_pb2.TENSOR_ENCODING_RAW:
-        encoding = "raw"
-    elif request.output_encoding == lossd_pb2.TENSOR_ENCODING_VALUES:
-        encoding = "values"
-    else:
-        encoding = "values" if "values" in encodings else "raw"
     head = lossd_pb2.EvaluateLossResponse(
         loss_name=result.loss_name, parts=result.parts, regularized=result.regularized, warnings=result.warnings
     )

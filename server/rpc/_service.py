@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from typing import Any, TypeAlias
@@ -27,15 +26,17 @@ import torch
 from google.protobuf import struct_pb2
 
 from ..._framing import field_number, join, length_delimited, split_payloads
-from ..._methods import EVALUATE_LOSS, EVALUATE_LOSS_STREAM, LIST_LOSSES
-from ..._wire import DEFAULT_MAX_MESSAGE_BYTES, DTYPES, FieldError, TensorLimits, reply_too_large
+from ..._methods import EVALUATE_LOSS, EVALUATE_LOSS_BATCH, EVALUATE_LOSS_STREAM, LIST_LOSSES
+from ..._wire import DEFAULT_MAX_MESSAGE_BYTES, FieldError, TensorLimits, reply_too_large
 from ...v1 import lossd_pb2, lossd_pb2_grpc
 from ..losses import LossSpec, Registry
+from ._batch import BatchCancelled, BatchControl, BatchLimits, batch_reply, check_batch, evaluate_batch, payload_bytes
+from ._batching import DEFAULT_BATCH_WINDOW_US, DynamicBatcher
 from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
 
 __all__ = [
-    "INLINE_MAX_BYTES", "LossService", "ReceivedRequest", "add_loss_service", "describe_loss", "payload_bytes",
+    "INLINE_MAX_BYTES", "LossService", "ReceivedRequest", "add_loss_service", "describe_loss",
 ]
 
 log = logging.getLogger("lossd.server")
@@ -98,6 +99,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         stream_window_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         inline_max_bytes: int = INLINE_MAX_BYTES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        batch_limits: BatchLimits = BatchLimits(),  # noqa: B008 - frozen
+        batch_window_us: int = DEFAULT_BATCH_WINDOW_US,
     ) -> None:
         self._registry = registry
         self._executor = executor
@@ -111,6 +114,13 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self._inline_max_bytes = inline_max_bytes
         #: Replies over this size are refused with RESOURCE_EXHAUSTED saying how to raise it.
         self._max_message_bytes = max_message_bytes
+        #: EvaluateLossBatch: most items and tensor bytes in one batch.
+        self._batch_limits = batch_limits
+        #: Dynamic batching of small concurrent EvaluateLoss calls (``--batch-window-us``; None: off).
+        self.batcher = (DynamicBatcher(registry, device, self._limits, batch_window_us)
+                        if batch_window_us > 0 else None)
+        #: The progress of the latest EvaluateLossBatch (tests read it).
+        self.last_batch: BatchControl | None = None
         #: Set by add_loss_service: EvaluateLoss may answer with serialized bytes.
         self.replies_as_bytes = False
 
@@ -124,12 +134,27 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         ]
         return lossd_pb2.ListLossesResponse(losses=[describe_loss(s) for s in specs])
 
+    def _inline(self, message: lossd_pb2.EvaluateLossRequest, size: int | None = None) -> bool:
+        """Whether to evaluate ``message`` on the event loop: a single loss (no objective: its terms,
+        parameters and patterns can be many) with at most ``inline_max_bytes`` of tensors and as
+        much of everything else; anything more may take over a millisecond and goes to the pool."""
+        if message.terms or message.parameters or message.HasField("regularization"):
+            return False
+        if (payload_bytes(message) if size is None else size) > self._inline_max_bytes:
+            return False
+        return message.ByteSize() <= self._inline_max_bytes
+
     async def _run(self, request: lossd_pb2.EvaluateLossRequest | ReceivedRequest) -> bytes:
         """The serialized reply: computed right here when small, else on the thread pool."""
         message, payloads = (request.message, request.payloads) if isinstance(request, ReceivedRequest) else (
             request, None)
         args = (self._registry, message, self._device, self._limits, payloads)
-        if payload_bytes(message) <= self._inline_max_bytes:
+        small = self._inline(message)
+        key = self.batcher.key(message) if self.batcher is not None and small and not payloads else None
+        if key is not None:
+            assert self.batcher is not None
+            reply = await self.batcher.submit(key, message)
+        elif small:
             reply = handle_evaluate_bytes(*args)
         else:
             reply = await asyncio.get_running_loop().run_in_executor(self._executor, handle_evaluate_bytes, *args)
@@ -152,6 +177,36 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                                 f"internal error evaluating {clip(repr(request.loss), 200)}; see server log")
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def EvaluateLossBatch(
+        self, request: lossd_pb2.EvaluateLossBatchRequest, context: grpc.aio.ServicerContext[Any, Any],
+        control: BatchControl | None = None,
+    ) -> lossd_pb2.EvaluateLossBatchResponse | bytes:
+        """Every item's outcome in order (server/rpc/_batch.py), computed on the thread pool. A call
+        that ends early (cancelled, past its deadline) stops its batch before the next item."""
+        control = control or BatchControl()
+        self.last_batch = control
+        try:
+            check_batch(request.items, self._batch_limits)
+            loop = asyncio.get_running_loop()
+            try:
+                outcomes = await loop.run_in_executor(self._executor, evaluate_batch, self._registry, request.items,
+                                                      self._device, self._limits, control, self._max_message_bytes)
+            finally:
+                control.cancelled.set()  # the call is over, whichever way: no more items
+            reply = batch_reply(outcomes)
+            if len(reply) > self._max_message_bytes:  # each item fits, all together do not
+                raise FieldError("", reply_too_large(len(reply), self._max_message_bytes)
+                                 + "; or send fewer items per batch", "RESOURCE_EXHAUSTED")
+            return reply if self.replies_as_bytes else lossd_pb2.EvaluateLossBatchResponse.FromString(reply)
+        except FieldError as e:
+            await context.abort_with_status(rich_status(e))
+        except BatchCancelled:  # pragma: no cover - only once the call is already over
+            raise asyncio.CancelledError from None
+        except Exception:
+            log.exception("EvaluateLossBatch failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error evaluating a batch; see server log")
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def EvaluateLossStream(
         self,
         request_iterator: AsyncIterator[lossd_pb2.EvaluateLossStreamRequest],
@@ -170,7 +225,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
             try:
                 async for item in request_iterator:
                     size = payload_bytes(item.request)
-                    if size <= self._inline_max_bytes:
+                    if self._inline(item.request, size):
                         await in_flight.put((self._stream_reply(item), 0))
                     else:
                         await budget.acquire(size)
@@ -248,21 +303,6 @@ def _parse_evaluate_request(data: bytes) -> ReceivedRequest:
     return ReceivedRequest(*split_payloads(data, lossd_pb2.EvaluateLossRequest))
 
 
-_TENSOR_FIELDS = ("inputs", "parameters")
-
-
-def payload_bytes(request: lossd_pb2.EvaluateLossRequest) -> int:
-    """Tensor bytes a request carries, from shapes and dtypes (payloads untouched)."""
-    tensors = [t for name in _TENSOR_FIELDS for t in getattr(request, name).values()]
-    if request.HasField("grad_output"):
-        tensors.append(request.grad_output)
-    total = 0
-    for t in tensors:
-        info = DTYPES.get(t.dtype)
-        total += math.prod(max(0, int(d)) for d in t.shape) * (info.itemsize if info else 8)
-    return total
-
-
 class _ByteBudget:
     """At most ``limit`` bytes in flight; an item larger than that runs alone.
 
@@ -302,6 +342,11 @@ def add_loss_service(service: LossService, server: Any) -> None:
             request_deserializer=_parse_evaluate_request,
             response_serializer=_serialized,
         ),
+        EVALUATE_LOSS_BATCH.name: grpc.unary_unary_rpc_method_handler(
+            service.EvaluateLossBatch,
+            request_deserializer=lossd_pb2.EvaluateLossBatchRequest.FromString,
+            response_serializer=_serialized,
+        ),
         EVALUATE_LOSS_STREAM.name: grpc.stream_stream_rpc_method_handler(
             service.EvaluateLossStream,
             request_deserializer=lossd_pb2.EvaluateLossStreamRequest.FromString,
@@ -313,5 +358,5 @@ def add_loss_service(service: LossService, server: Any) -> None:
     server.add_registered_method_handlers(name, handlers)
 
 
-def _serialized(reply: lossd_pb2.EvaluateLossResponse | bytes) -> bytes:
+def _serialized(reply: lossd_pb2.EvaluateLossResponse | lossd_pb2.EvaluateLossBatchResponse | bytes) -> bytes:
     return reply if isinstance(reply, bytes) else reply.SerializeToString()

@@ -36,7 +36,7 @@ from ..._wire import (
 from ...v1 import lossd_pb2
 from ..losses import TORCH_DTYPES, WIRE_NAMES
 
-__all__ = ["check_finite", "decode_tensor", "decode_tensors", "encode_tensor", "tensor_parts"]
+__all__ = ["check_finite", "decode_tensor", "decode_tensors", "encode_tensor", "payload_array", "tensor_parts"]
 
 #: Payloads smaller than this are copied on decode, larger ones wrapped in place.
 _COPY_BELOW = 1 << 16
@@ -143,7 +143,7 @@ NaN and infinite values are refused: no way
                     f"NaN and infinite values are refused: {allow}")
 
 
-def _payload(tensor: torch.Tensor, encoding: str) -> tuple[str, np.ndarray]:
+def payload_array(tensor: torch.Tensor, encoding: str) -> tuple[str, np.ndarray]:
     """The wire dtype name and the C-contiguous CPU array of elements to send.
 
     ``values``: float64, a (real, imaginary) pair per element for complex.
@@ -166,7 +166,7 @@ def tensor_parts(tensor: torch.Tensor, encoding: str) -> list[Buffer]:
     float64 conversion, written as one packed field. No Python list, no copy
     until the pieces are joined.
     """
-    name, arr = _payload(tensor, encoding)
+    name, arr = payload_array(tensor, encoding)
     return tensor_body(name, tuple(tensor.shape), arr, "values" if encoding == "values" else "raw")
 
 
@@ -177,7 +177,7 @@ def encode_tensor(tensor: torch.Tensor, encoding: str) -> lossd_pb2.Tensor:
     for small tensors); ``values`` parses a packed field framed over the
     float64 memory, which beats filling the field from a Python list by 5-30x.
     """
-    name, arr = _payload(tensor, encoding)
+    name, arr = payload_array(tensor, encoding)
     if encoding == "values":
         return tensor_message(tensor_body(name, tuple(tensor.shape), arr, "values"))
     return lossd_pb2.Tensor(dtype=name, shape=arr.shape, raw=arr.tobytes())

@@ -15,14 +15,15 @@ tensors and primitive containers::
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT_MESSAGE", "checkpoint_message", "save_checkpoint", "save_checkpoint_bytes",
-           "load_checkpoint", "remove_checkpoint"]
+__all__ = ["CHECKPOINT_MESSAGE", "DISK_FULL", "checkpoint_message", "disk_full", "save_checkpoint",
+           "save_checkpoint_bytes", "load_checkpoint", "remove_checkpoint"]
 
 #: Prefix of a worker's message that carries its checkpoint file's bytes (with a shared job store, which keeps
 #: checkpoints): the event that follows it is stored with it. A serialized ``JobEvent`` never starts with a zero
@@ -33,6 +34,19 @@ CHECKPOINT_MESSAGE = b"\x00"
 def checkpoint_message(path: Path) -> bytes:
     """The message that sends the checkpoint at ``path`` (just written by this process) to the server."""
     return CHECKPOINT_MESSAGE + path.read_bytes()
+
+
+#: What a job's INTERRUPTED event and a refused TrainJob say while the data directory is full.
+DISK_FULL = "data directory full"
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is the file system saying it is full (ENOSPC, EDQUOT).
+
+    >>> disk_full(OSError(errno.ENOSPC, "No space left on device")), disk_full(OSError(errno.EACCES, "no"))
+    (True, False)
+    """
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

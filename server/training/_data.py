@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..._settings import flag_name
 from ..._wire import FieldError
 from ..evaluation import bind_params
 from ..losses import Param
@@ -49,7 +50,9 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Builtin:
-    """A synthetic data set: its parameters, how many samples they ask for, and the generator."""
+    """A synthetic data set: its parameters, the sizes they ask for (computed, nothing generated), and
+    the generator. ``targets`` is the number of classes of a classification set (``classification``),
+    else the number of regression targets."""
 
     name: str
     doc: str
@@ -57,6 +60,8 @@ class Builtin:
     samples: Callable[[Mapping[str, Any]], int]
     features: Callable[[Mapping[str, Any]], int]
     make: Callable[[Mapping[str, Any], torch.Generator], Dataset]
+    targets: Callable[[Mapping[str, Any]], int]
+    classification: bool
 
 
 _SEED = Param("seed", "int", None, "Seed of the generator; default: the job's seed.", min=0, nullable=True)
@@ -127,6 +132,8 @@ BUILTINS: dict[str, Builtin] = {
             lambda p: p["n_positive"] + p["n_negative"],
             lambda p: 2,
             _rings,
+            lambda p: 2,
+            True,
         ),
         Builtin(
             "moons",
@@ -135,6 +142,8 @@ BUILTINS: dict[str, Builtin] = {
             lambda p: p["n_samples"],
             lambda p: 2,
             _moons,
+            lambda p: 2,
+            True,
         ),
         Builtin(
             "blobs",
@@ -150,6 +159,8 @@ BUILTINS: dict[str, Builtin] = {
             lambda p: p["n_samples"],
             lambda p: p["n_features"],
             _blobs,
+            lambda p: p["centers"],
+            True,
         ),
         Builtin(
             "linear_regression",
@@ -165,6 +176,8 @@ BUILTINS: dict[str, Builtin] = {
             lambda p: p["n_samples"],
             lambda p: p["n_features"],
             _linear_regression,
+            lambda p: p["n_targets"],
+            False,
         ),
     )
 }
@@ -192,8 +205,12 @@ def make_builtin(name: str, params: Mapping[str, Any], default_seed: int = 0) ->
 NO_NON_FINITE = "a training job's data and constant inputs must be finite (TrainJob has no allow_non_finite)"
 
 
-def make_inline(x: torch.Tensor, y: torch.Tensor, num_classes: int = 0, field: str = "data.inline") -> Dataset:
+def make_inline(x: torch.Tensor, y: torch.Tensor, num_classes: int = 0, field: str = "data.inline",
+                max_classes: int | None = None) -> Dataset:
     """A data set from decoded tensors: integer/bool ``y`` are class labels, float ``y`` a regression target.
+
+    The number of classes (``num_classes``, else ``max(y) + 1``) is checked against ``max_classes``
+    (``--max-classes``) before anything is sized by it.
 
     >>> d = make_inline(torch.tensor([[0.0], [1.0], [2.0]]), torch.tensor([0, 1, 1]))
     >>> d.num_classes, d.labels.tolist()
@@ -235,6 +252,14 @@ def make_inline(x: torch.Tensor, y: torch.Tensor, num_classes: int = 0, field: s
     if num_classes < 0:
         raise FieldError(f"{field}.num_classes", f"is {num_classes}; must be >= 2 (or 0 for max(y) + 1)")
     k = num_classes or max(2, top + 1)
+    if max_classes is not None and k > max_classes:
+        which = f"{field}.num_classes" if num_classes else f"{field}.y"
+        how = "num_classes" if num_classes else f"the largest label is {top}, so the number of classes (max(y) + 1)"
+        raise FieldError(
+            which,
+            f"{how} is {k}; the server's limit is {max_classes} classes ({flag_name('max_classes')})",
+            "RESOURCE_EXHAUSTED",
+        )
     if k < 2:
         raise FieldError(f"{field}.num_classes", f"is {k}; classification needs at least 2 classes")
     if top >= k:

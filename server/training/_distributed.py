@@ -23,6 +23,9 @@ A job with ``world_size`` N > 1 runs like this (one host)::
 - A rank that fails reports its error on that socket (with a timestamp) before
   it exits; the worker stops the other ranks and ends the job FAILED with the
   earliest error: the cause, not the other ranks' "connection closed" that follows.
+  The others are stopped with SIGTERM, which a rank leaves at its default action
+  (end at once), so that one blocked in a gloo collective on the dead rank ends
+  within milliseconds; a rank that ended by any other signal is the one named.
 
 Several machines (``nodes`` M > 1): the server hosts a c10d ``TCPStore`` at its
 ``--rdzv-endpoint``; the job's worker runs ranks ``0 … N/M − 1`` and waits
@@ -157,6 +160,10 @@ def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint
                share_checkpoints: bool = False) -> None:
     """One rank (a forked child of the worker): join the process group, train, report errors on ``life``."""
     _die_with_parent()
+    # SIGTERM ends a rank at once, even blocked in a gloo collective: fork copied the launcher's Python
+    # handler, which only raises between bytecodes, so a rank waiting on a dead peer ignored it for 30 s
+    # until torch's launcher sent SIGKILL, and the job then named that rank as the one that failed.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for conn in inherited:  # the worker's ends and the other ranks' ends, copied by fork
         with contextlib.suppress(OSError):
             conn.close()

@@ -31,18 +31,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import difflib
+import errno
 import logging
 import multiprocessing
 import multiprocessing.context
 import os
 import re
 import secrets
+import signal
 import socket
 import sqlite3
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -50,13 +54,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ..._settings import flag_name
-from ..._wire import FieldError
+from ..._settings import SettingError, flag_name
+from ..._wire import FieldError, reply_encoding
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
 from ..losses import Registry
 from ..rpc import decode_tensor, encode_tensor
-from ._checkpoint import CHECKPOINT_MESSAGE, remove_checkpoint, save_checkpoint_bytes
+from ._checkpoint import CHECKPOINT_MESSAGE, DISK_FULL, disk_full, remove_checkpoint, save_checkpoint_bytes
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
 from ._store import (
     FINAL_STATES,
@@ -86,6 +90,21 @@ DEFAULT_LEASE_S = 10.0
 DEFAULT_RETENTION_S = 30 * 86400.0
 #: Seconds between two retention sweeps (each deletes at most 1000 jobs).
 RETENTION_SWEEP_S = 60.0
+#: On shutdown, the last seconds of the grace period left for killing workers that did not stop and recording it.
+KILL_MARGIN_S = 1.0
+#: Seconds between attempts to write held events while the data directory is full.
+STORAGE_RETRY_S = 1.0
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` says the data directory's file system is full (SQLite's SQLITE_FULL, ENOSPC, EDQUOT).
+
+    >>> is_disk_full(sqlite3.OperationalError("database or disk is full")), is_disk_full(OSError(28, "No space"))
+    (True, True)
+    """
+    if isinstance(error, sqlite3.Error):
+        return getattr(error, "sqlite_errorcode", None) == 13 or "disk is full" in str(error)
+    return disk_full(error)
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,8 @@ class TrainingConfig:
     lease_s: float = DEFAULT_LEASE_S
     #: Seconds after its end that an ended job is deleted with its events and parameters (0: never).
     retention_s: float = DEFAULT_RETENTION_S
+    #: Times a job whose worker was killed (SIGKILL: the OOM killer) resumes from its checkpoint before it fails.
+    max_job_restarts: int = 1
 
 
 def _mp_context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
@@ -133,6 +154,8 @@ class _Running:
     #: time.monotonic() by which the lease must be renewed, else this replica stops the worker (it may lapse)
     lease_deadline: float = float("inf")
     lost: bool = False  # the lease is gone: write nothing more about the job
+    restart: bool = False  # the worker was killed (-9) and the job goes on from its checkpoint
+    disk_full: bool = False  # interrupted because the data directory filled up: re-queued, resumed when space returns
 
 
 class _DataDirLock:
@@ -150,8 +173,8 @@ class _DataDirLock:
             self._file.seek(0)
             holder = self._file.read().strip() or "another process"
             self._file.close()
-            raise RuntimeError(f"data directory {data_dir} is in use by another lossd server ({holder}); "
-                               "give each server its own --data-dir") from None
+            raise SettingError(f"--data-dir {data_dir} (env LOSSD_DATA_DIR): is in use by another lossd server "
+                               f"({holder}); give each server its own --data-dir") from None
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"pid {os.getpid()}\n")
@@ -169,9 +192,13 @@ class JobManager:
         self._registry = registry
         self._executor = executor
         data_dir = Path(config.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        (data_dir / "checkpoints").mkdir(exist_ok=True)
-        self._lock_file = _DataDirLock(data_dir)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            (data_dir / "checkpoints").mkdir(exist_ok=True)
+            self._lock_file = _DataDirLock(data_dir)
+        except OSError as e:
+            raise SettingError(f"--data-dir {data_dir} (env LOSSD_DATA_DIR): cannot use it as the data directory "
+                               f"({e.strerror or e}); give a folder this user can create and write") from None
         self._checkpoints = data_dir / "checkpoints"
         try:
             self.store = open_store(config.job_store, data_dir,
@@ -199,6 +226,13 @@ class JobManager:
         self._drained = False  # workers gone: watchers send what is stored and end
         self._watchers = 0
         self._no_watchers = asyncio.Event()
+        #: Events that could not be written while the data directory was full, in order, with their
+        #: seqs already given; written (same seqs) when space returns. Empty otherwise.
+        self._held: deque[tuple[str, training_pb2.JobEvent, training_pb2.JobEvent | None]] = deque()
+        self._full = False
+        self._restarts: dict[str, int] = {}  # worker restarts after a kill -9, per job, in this process
+        #: Called with False when the data directory fills up and True when space returns (health).
+        self.on_storage: Any = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -244,11 +278,15 @@ class JobManager:
                 if job.control is not None:
                     with contextlib.suppress(OSError):
                         job.control.send_bytes(b"interrupt")
+        # Workers get the time up to the last part of ``timeout``; what still runs then is killed, and
+        # that part is for the kill to be noticed and recorded: the whole stays within ``timeout``.
         deadline = time.monotonic() + timeout
+        margin = min(KILL_MARGIN_S, timeout / 4)
         for job in running:
-            if not await _ended(job, max(0.0, deadline - time.monotonic())) and job.process is not None:
+            if not await _ended(job, max(0.0, deadline - margin - time.monotonic())) and job.process is not None:
                 job.process.kill()
-                await _ended(job, 5.0)
+        for job in running:
+            await _ended(job, max(0.0, deadline - time.monotonic()))
         # Watchers send the events stored so far (the INTERRUPTED ones included), then end their streams.
         self._drained = True
         for event in self._waiters.values():
@@ -269,6 +307,8 @@ class JobManager:
         """Validate and store a job; returns its id. Raises ``FieldError`` for a bad spec or a full queue."""
         if self._closing:
             raise FieldError("", "the server is shutting down; submit the job again after it restarts", "UNAVAILABLE")
+        if self._full:
+            raise _full_error()
         assert self._loop is not None
         try:
             return await self._loop.run_in_executor(self._executor, self._submit, request)
@@ -292,11 +332,20 @@ class JobManager:
                     f"{self.config.max_jobs} running ({flag_name('max_jobs')}): retry later",
                     "RESOURCE_EXHAUSTED",
                 )
+            if self._full:
+                raise _full_error()
             job_id = secrets.token_hex(6)
             while self.store.get_job(job_id) is not None:
                 job_id = secrets.token_hex(6)
-            self.store.create_job(job_id, request.name, request.SerializeToString(), epochs=plan.epochs,
-                                  total_steps=plan.total_steps, encoding=plan.encoding, world_size=plan.world_size)
+            try:
+                self.store.create_job(job_id, request.name, request.SerializeToString(), epochs=plan.epochs,
+                                      total_steps=plan.total_steps, encoding=plan.encoding,
+                                      world_size=plan.world_size)
+            except Exception as e:
+                if not is_disk_full(e):
+                    raise
+                self._storage_full(e)
+                raise _full_error() from None
             self._record(job_id, training_pb2.JobEvent(
                 kind=STATE, state=training_pb2.JOB_STATE_QUEUED, epochs=plan.epochs, total_steps=plan.total_steps,
                 message=f"queued: {plan.total_steps} steps ({plan.epochs} epochs of {len(plan.train_index)} "
@@ -312,7 +361,7 @@ class JobManager:
         """Claim waiting jobs for the free slots (caller holds the lock); each starts in a launcher thread,
         so that nobody waits on a process start (seconds while the forkserver is still importing torch)."""
         free = self.config.max_jobs - len(self._running)
-        if free <= 0 or self._closing:
+        if free <= 0 or self._closing or self._full:  # a full data directory: nothing starts
             return
         started = time.monotonic()
         for claim in self.store.claim(self.owner, self.config.lease_s, free):
@@ -420,6 +469,11 @@ class JobManager:
                     continue
                 event = training_pb2.JobEvent.FromString(data)
                 final = event.kind == STATE and event.state in FINAL_STATES
+                if final and event.state == training_pb2.JOB_STATE_INTERRUPTED and \
+                        event.message.startswith(DISK_FULL) and not job.interrupt_requested:
+                    with self._lock:
+                        job.disk_full = True  # its checkpoint did not fit: the directory is full
+                        self._storage_full(OSError(errno.ENOSPC, "the worker could not write its checkpoint"))
                 if not self._record_running(job, event, checkpoint):
                     break  # the lease is lost: the worker is stopped, nothing more is written
                 checkpoint = None
@@ -450,22 +504,42 @@ class JobManager:
                 if job.cancel_requested:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_CANCELLED,
                                                   message="cancelled (the worker was stopped)")
+                elif job.disk_full and not self._closing:
+                    event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
+                                                  message=f"{DISK_FULL}: the job resumes from its last checkpoint "
+                                                  "once space is freed")
                 elif self._closing or job.interrupt_requested:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
                                                   message="server shutting down; the job resumes from its last "
                                                   "checkpoint when the server restarts")
+                elif code == -signal.SIGKILL and self._restarts.get(job.job_id, 0) < self.config.max_job_restarts:
+                    self._restarts[job.job_id] = self._restarts.get(job.job_id, 0) + 1
+                    event = training_pb2.JobEvent(
+                        kind=STATE,
+                        state=training_pb2.JOB_STATE_INTERRUPTED,
+                        message=f"the worker process was killed (signal 9: out of memory?); "
+                        f"restart {self._restarts[job.job_id]} of at most "
+                        f"{self.config.max_job_restarts} ({flag_name('max_job_restarts')}): the job "
+                        "resumes from its last checkpoint",
+                    )
+                    job.restart = True
                 else:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_FAILED, message=failure
-                                                  or f"the worker process exited unexpectedly (exit code {code})")
+                                                  or _exit_reason(code, self._restarts.get(job.job_id, 0),
+                                                                  self.config.max_job_restarts))
                 with contextlib.suppress(Exception):
                     self._record(job.job_id, event, lease=job.lease)
             row = None
             with contextlib.suppress(StoreUnavailable):
                 row = self.store.get_job(job.job_id) if not self._closing else None
+                # INTERRUPTED (shutting down, a restart after a kill -9, a full data directory): released,
+                # any replica (this one first, at the _schedule below) resumes it from its checkpoint
                 if job.lease is not None and not job.lost and (row is None or not row.terminal):
-                    self.store.release(job.lease)  # INTERRUPTED: any replica may resume it now
+                    self.store.release(job.lease)
             if current and (self.store.shares_checkpoints or (row is not None and row.terminal)):
                 remove_checkpoint(self._checkpoint(job.job_id))  # (not the working copy of a new claim)
+            if row is not None and row.terminal:
+                self._restarts.pop(job.job_id, None)
             with contextlib.suppress(StoreUnavailable):
                 self._schedule()
         self._settled(job)
@@ -592,10 +666,108 @@ class JobManager:
             for name in event.parameters:
                 parameters.parameters[name].CopyFrom(event.parameters[name])
             event = _without_parameters(event)
-        stored = self.store.append_event(job_id, event, parameters, lease=lease, checkpoint=checkpoint)
+        if self._held:  # in order: nothing is written while earlier events wait
+            return self._hold(job_id, event, parameters)
+        try:
+            stored = self.store.append_event(job_id, event, parameters, lease=lease, checkpoint=checkpoint)
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            self._storage_full(e)
+            return self._hold(job_id, event, parameters)
         self._count(job_id, stored)
         self._wake(job_id)
         return stored
+
+    # -- a full data directory --------------------------------------------------------------------
+
+    def _hold(self, job_id: str, event: training_pb2.JobEvent,
+              parameters: training_pb2.JobEvent | None) -> training_pb2.JobEvent:
+        """Keep an event that cannot be written (caller holds the lock), numbered as the store will
+        number it: watchers and GetJob see it now, the store gets it when space returns."""
+        row = self.store.get_job(job_id)
+        base = row.last_seq if row is not None else 0
+        if not event.HasField("time"):
+            event.time.GetCurrentTime()
+        event.job_id = job_id
+        event.seq = base + 1 + sum(1 for j, _, _ in self._held if j == job_id)
+        self._held.append((job_id, event, parameters))
+        self._wake(job_id)
+        return event
+
+    def _storage_full(self, error: BaseException) -> None:
+        """The data directory filled up (caller holds the lock): TrainingService turns NOT_SERVING, new
+        jobs are refused, running ones stop (INTERRUPTED, re-queued), and a thread writes what is held
+        once space returns."""
+        if self._full:
+            return
+        self._full = True
+        log.error("%s (%s): training jobs stop and resume once space is freed; TrainingService is NOT_SERVING",
+                  DISK_FULL, error)
+        for job in self._running.values():
+            job.disk_full = job.interrupt_requested = True
+            if job.control is not None:
+                with contextlib.suppress(OSError):
+                    job.control.send_bytes(b"interrupt")
+        self._notify_storage(False)
+        threading.Thread(target=self._retry_storage, daemon=True, name="lossd-storage-retry").start()
+
+    def _retry_storage(self) -> None:
+        """Every ``STORAGE_RETRY_S`` seconds, write the held events; once all are written (and a probe
+        file fits), serve again: health SERVING, queued jobs start."""
+        while not self._closing:
+            time.sleep(STORAGE_RETRY_S)
+            with self._lock:
+                if self._closing:
+                    return
+                try:
+                    while self._held:
+                        job_id, event, parameters = self._held[0]
+                        stored = self.store.append_event(job_id, event, parameters)
+                        self._held.popleft()
+                        self._count(job_id, stored)
+                        self._wake(job_id)
+                    self._probe_space()
+                except Exception as e:
+                    if not is_disk_full(e):
+                        log.exception("writing held job events failed")
+                    continue
+                self._full = False
+                log.info("the data directory has space again: held job events written, jobs resume")
+                self._notify_storage(True)
+                with contextlib.suppress(StoreUnavailable):  # else the store's own recovery schedules
+                    self._schedule()
+                return
+
+    def _probe_space(self) -> None:
+        """Raise ``OSError`` (ENOSPC) unless a 1 MiB file fits in the data directory."""
+        probe = Path(self.config.data_dir) / ".space-probe"
+        try:
+            with open(probe, "wb") as f:
+                f.write(bytes(1 << 20))
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
+    def _notify_storage(self, writable: bool) -> None:
+        callback = self.on_storage
+        if callback is not None:
+            try:
+                callback(writable)
+            except Exception:
+                log.exception("storage health callback failed")
+
+    def _held_after(self, job_id: str, after_seq: int) -> list[training_pb2.JobEvent]:
+        with self._lock:
+            return [training_pb2.JobEvent.FromString(e.SerializeToString())
+                    for j, e, _ in self._held if j == job_id and e.seq > after_seq]
+
+    @property
+    def storage_full(self) -> bool:
+        """Whether the data directory is full (events are held in memory; TrainingService NOT_SERVING)."""
+        return self._full
 
     def _count(self, job_id: str, event: training_pb2.JobEvent) -> None:
         """Feed the job metrics (no-ops while metrics are off): jobs by state, steps done.
@@ -641,13 +813,30 @@ class JobManager:
     async def job(self, job_id: str, with_spec: bool = False) -> JobRow:
         """The job's row; ``FieldError`` INVALID_ARGUMENT / NOT_FOUND for a bad or unknown id."""
         if not JOB_ID.fullmatch(job_id):
-            raise FieldError("job_id", f"{job_id!r} is not a job id (12 lowercase hex digits, as in the job's events)")
+            shown = repr(job_id) if len(job_id) <= 64 else f"{job_id[:64]!r}... ({len(job_id)} characters)"
+            raise FieldError("job_id", f"{shown} is not a job id (12 lowercase hex digits, as in the job's events)")
         row: JobRow | None = await self._io(self.store.get_job, job_id, with_spec)
+        if row is not None and self._held:
+            row = self._with_held(row)
         if row is None:
-            close = difflib.get_close_matches(job_id, await self._io(self.store.job_ids), n=3, cutoff=0.5)
+            close = await self._io(self._close_ids, job_id)
             hint = f"; did you mean {', '.join(close)}?" if close else " (ListJobs lists the jobs)"
             raise FieldError("job_id", f"no job {job_id!r}{hint}", "NOT_FOUND")
         return row
+
+    def _with_held(self, row: JobRow) -> JobRow:
+        """``row`` as its held events (a full data directory) leave it: state, message, last seq."""
+        held = self._held_after(row.job_id, row.last_seq)
+        for event in held:
+            changes: dict[str, Any] = {"last_seq": event.seq}
+            if event.kind == STATE:
+                changes.update(state=event.state, message=event.message)
+            row = dataclasses.replace(row, **changes)
+        return row
+
+    def _close_ids(self, job_id: str) -> list[str]:
+        """Up to three stored job ids like ``job_id`` (off the event loop: the store may hold many)."""
+        return difflib.get_close_matches(job_id, self.store.job_ids(), n=3, cutoff=0.5)
 
     async def list_jobs(self, states: Sequence[int], limit: int) -> list[JobRow]:
         """Jobs, newest first."""
@@ -659,14 +848,14 @@ class JobManager:
         result: training_pb2.JobEvent | None = await self._io(self.store.result, row.job_id)
         if result is None:
             return {}
-        return _encoded(result.parameters, _encoding(encoding, row.encoding))
+        return _encoded(result.parameters, reply_encoding(encoding, row.encoding))
 
     async def watch(self, job_id: str, after_seq: int, encoding: int = 0) -> AsyncIterator[training_pb2.JobEvent]:
         """Stored events after ``after_seq``, then live ones, until the terminal event (or the server stops)."""
         row = await self.job(job_id)
         if after_seq < 0:
             raise FieldError("after_seq", f"is {after_seq}; must be >= 0")
-        wanted = _encoding(encoding, row.encoding)
+        wanted = reply_encoding(encoding, row.encoding)
         self._watchers += 1
         self._no_watchers.clear()
         try:
@@ -685,6 +874,8 @@ class JobManager:
         while True:
             waiter = self._waiters.setdefault(job_id, asyncio.Event())
             events: list[training_pb2.JobEvent] = await self._io(self.store.events_after, job_id, last)
+            if not events and self._held:  # the data directory is full: events held in memory
+                events = self._held_after(job_id, last)
             for event in events:
                 last = event.seq
                 terminal = event.kind == STATE and event.state in TERMINAL_STATES
@@ -770,6 +961,23 @@ class JobManager:
             return list(self._running)
 
 
+def _full_error() -> FieldError:
+    return FieldError("", f"{DISK_FULL}: the server cannot store new jobs until space is freed in its data directory "
+                     "(--data-dir); running jobs resume then", "RESOURCE_EXHAUSTED")
+
+
+def _exit_reason(code: int | None, restarts: int, max_restarts: int) -> str:
+    """Why a job failed when its worker ended without a final event."""
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        text = f"the worker process was killed by signal {-code} ({name})"
+        if code == -signal.SIGKILL:
+            text += (f" (out of memory?) after {restarts} restart(s) from its checkpoint; --max-job-restarts is "
+                     f"{max_restarts}")
+        return text
+    return f"the worker process exited unexpectedly (exit code {code})"
+
+
 def _rendezvous_store(endpoint: str) -> Any:
     """Host the c10d ``TCPStore`` that the machines of multi-node jobs meet on (keys by job id)."""
     import torch.distributed as dist
@@ -800,14 +1008,6 @@ def _checkpoint_bound(max_parameters: int) -> int:
     """Largest checkpoint a shared store accepts: parameters, up to three optimizer tensors per parameter
     (Adam's moments and more), float64 at worst, plus 16 MiB for RNG states, history and structure."""
     return max_parameters * 8 * 4 + (16 << 20)
-
-
-def _encoding(requested: int, default: str) -> str:
-    if requested == lossd_pb2.TENSOR_ENCODING_RAW:
-        return "raw"
-    if requested == lossd_pb2.TENSOR_ENCODING_VALUES:
-        return "values"
-    return default
 
 
 def _encoded(parameters: Any, encoding: str) -> dict[str, lossd_pb2.Tensor]:

@@ -89,10 +89,11 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
         if request.limit < 0 or request.limit > MAX_LIST_LIMIT:
             await _abort(context, FieldError("limit", f"is {request.limit}; must be in [1, {MAX_LIST_LIMIT}] "
                                             f"(0: {DEFAULT_LIST_LIMIT})"))
-        states = list(request.states)
-        for i, s in enumerate(states):
+        # At most one entry per JobState value (server/rpc/_caps.py, before the call got here).
+        for i, s in enumerate(request.states):
             if s not in training_pb2.JobState.values() or s == training_pb2.JOB_STATE_UNSPECIFIED:
                 await _abort(context, FieldError(f"states[{i}]", f"{s} is not a job state"))
+        states = sorted(set(request.states))
         try:
             rows = await self._jobs.list_jobs(states, request.limit or DEFAULT_LIST_LIMIT)
         except FieldError as e:  # the job store is unavailable

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,12 +44,14 @@ from ..._wire import (
     FieldError,
     TensorLimits,
     check_tensors,
+    reply_encoding,
 )
-from ...v1 import lossd_pb2, training_pb2
+from ...v1 import training_pb2
 from ..evaluation import DEPRECATED_PARAMS, Regularization, bind_params, check_patterns, covered_parameters
 from ..losses import LossSpec, Registry
 from ..rpc import check_finite, decode_tensor, struct_to_dict
 from ._data import BUILTINS, NO_NON_FINITE, Dataset, bind_builtin_params, make_inline, split
+from ._metrics import CHUNK
 from ._optim import OPTIMIZERS, GroupPlan, OptimizerPlan, SchedulePlan, assign_groups
 
 __all__ = ["METRICS", "JobPlan", "LossPlan", "TrainingLimits", "check_loss_accepts_model", "plan_job"]
@@ -72,6 +74,9 @@ class TrainingLimits:
     max_request_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS
     max_tensors: int = DEFAULT_MAX_TENSORS
     max_world_size: int = 8  # data-parallel ranks of one job (keyword only: fields are added above it)
+    max_classes: int = 100_000  # classes of a classification data set (keyword only)
+    max_layers: int = 100  # hidden layers of an MLP (keyword only)
+    max_layer_width: int = 100_000  # units of one hidden layer (keyword only)
 
     @property
     def tensors(self) -> TensorLimits:
@@ -187,7 +192,7 @@ def _finite(value: float, field: str, lo: float | None = None, hi: float | None 
     return value
 
 
-def _model(request: training_pb2.TrainJobRequest) -> ModelPlan:
+def _model(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> ModelPlan:
     kind = request.model.WhichOneof("kind")
     if kind is None:
         raise FieldError("model", 'choose a model: {"linear": {}} or {"mlp": {"hidden": [...]}}')
@@ -200,9 +205,14 @@ def _model(request: training_pb2.TrainJobRequest) -> ModelPlan:
     mlp = request.model.mlp
     if not mlp.hidden:
         raise FieldError("model.mlp.hidden", "give at least one hidden layer size, e.g. [16]")
+    if len(mlp.hidden) > limits.max_layers:
+        raise _limit("model.mlp.hidden", "the number of hidden layers", len(mlp.hidden), limits.max_layers,
+                     "max_layers")
     for i, h in enumerate(mlp.hidden):
         if h < 1:
             raise FieldError(f"model.mlp.hidden[{i}]", f"is {h}; layer sizes must be >= 1")
+        if h > limits.max_layer_width:
+            raise _limit(f"model.mlp.hidden[{i}]", "the layer's width", h, limits.max_layer_width, "max_layer_width")
     activation = mlp.activation or "relu"
     if activation not in ACTIVATIONS:
         raise FieldError(
@@ -214,8 +224,23 @@ def _model(request: training_pb2.TrainJobRequest) -> ModelPlan:
     return ModelPlan("mlp", tuple(mlp.hidden), activation, mlp.output_activation, mlp.dropout)
 
 
-def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tuple[Dataset, str]:
-    """The data set and how its tensors were sent (``values``, ``raw`` or ``""`` for a built-in)."""
+@dataclass(frozen=True)
+class _DataSize:
+    """A data set's sizes, known before any of it is generated: samples, features, and classes
+    (classification) or regression targets."""
+
+    samples: int
+    features: int
+    classes: int = 0
+    targets: int = 0
+
+
+def _data(
+    request: training_pb2.TrainJobRequest, limits: TrainingLimits
+) -> tuple[_DataSize, Callable[[], Dataset], str]:
+    """The data set's sizes, a function that makes it, and how its tensors were sent (``values``, ``raw``
+    or ``""`` for a built-in). A built-in set is sized from its parameters, not generated; inline data is
+    decoded (its tensors passed the request limits), labels counted against ``--max-classes``."""
     data = request.data
     source = data.WhichOneof("source")
     if source is None:
@@ -230,12 +255,20 @@ def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tupl
             raise _limit("data.builtin.params", "the number of samples", n, limits.max_samples, "max_samples")
         if n < 2:
             raise FieldError("data.builtin.params", f"asks for {n} samples; a job needs at least 2")
-        elements = n * builtin.features(params)
+        d = builtin.features(params)
+        elements = n * d
         if elements > limits.max_tensor_elements:
             raise _limit("data.builtin.params", "the number of feature values", elements,
                          limits.max_tensor_elements, "max_tensor_elements")
+        k = builtin.targets(params)
+        if builtin.classification and k > limits.max_classes:
+            raise _limit("data.builtin.params", "the number of classes", k, limits.max_classes, "max_classes")
+        if not builtin.classification and n * k > limits.max_tensor_elements:
+            raise _limit("data.builtin.params", f"the number of target values ({n} samples x {k} targets)", n * k,
+                         limits.max_tensor_elements, "max_tensor_elements")
         seed = params["seed"] if params["seed"] is not None else request.seed
-        return builtin.make(params, torch.Generator().manual_seed(seed)), ""
+        size = _DataSize(n, d, k, 0) if builtin.classification else _DataSize(n, d, 0, k)
+        return size, lambda: builtin.make(params, torch.Generator().manual_seed(seed)), ""
     inline = data.inline
     encodings = set()
     tensors = {}
@@ -247,8 +280,13 @@ def _data(request: training_pb2.TrainJobRequest, limits: TrainingLimits) -> tupl
     n = int(tensors["x"].shape[0]) if tensors["x"].dim() else 0
     if n > limits.max_samples:
         raise _limit("data.inline.x", "the number of samples", n, limits.max_samples, "max_samples")
-    dataset = make_inline(tensors["x"], tensors["y"], inline.num_classes)
-    return dataset, "raw" if "raw" in encodings and "values" not in encodings else "values"
+    dataset = make_inline(tensors["x"], tensors["y"], inline.num_classes, max_classes=limits.max_classes)
+    if dataset.labels is not None:
+        size = _DataSize(len(dataset), int(dataset.x.shape[1]), dataset.num_classes, 0)
+    else:
+        assert dataset.y is not None
+        size = _DataSize(len(dataset), int(dataset.x.shape[1]), 0, int(dataset.y.shape[1]))
+    return size, lambda: dataset, "raw" if "raw" in encodings and "values" not in encodings else "values"
 
 
 def _loss(
@@ -301,8 +339,9 @@ def _check_tensor_limits(request: training_pb2.TrainJobRequest, limits: Training
     check_tensors(tensors, limits.tensors)
 
 
-def _target(spec: LossSpec, target_input: str, dataset: Dataset) -> tuple[torch.Tensor, int]:
-    """The loss's target for every sample, and the model's output size.
+def _outputs(spec: LossSpec, target_input: str, size: _DataSize) -> tuple[int, str]:
+    """The model's output size and the loss's target form: ``index`` (class labels), ``binary``
+    (0/1 floats, one column), ``one_hot`` (``N x classes`` floats) or ``values`` (regression).
 
     Class labels go to the loss as indices when its target may be an integer
     (``cross_entropy``: one output per class); a float-target loss gets 0/1
@@ -310,17 +349,52 @@ def _target(spec: LossSpec, target_input: str, dataset: Dataset) -> tuple[torch.
     """
     inp = spec.input(target_input)
     assert inp is not None
-    if dataset.labels is not None:
+    if size.classes:
         if inp.kind in ("int", "float|int"):
-            return dataset.labels, dataset.num_classes
-        if dataset.num_classes == 2:
-            return dataset.labels.to(torch.float32).unsqueeze(1), 1
-        return torch.nn.functional.one_hot(dataset.labels, dataset.num_classes).to(torch.float32), dataset.num_classes
-    assert dataset.y is not None
+            return size.classes, "index"
+        if size.classes == 2:
+            return 1, "binary"
+        return size.classes, "one_hot"
     if inp.kind == "int":
         raise FieldError("loss.name", f"{spec.name} needs integer class labels as its target; this job's data "
                         "has a floating-point (regression) target")
-    return dataset.y, int(dataset.y.shape[1])
+    return size.targets, "values"
+
+
+def _target(dataset: Dataset, form: str) -> torch.Tensor:
+    """The loss's target for every sample, in ``form`` (see :func:`_outputs`; sizes already checked)."""
+    if form == "values":
+        assert dataset.y is not None
+        return dataset.y
+    assert dataset.labels is not None
+    if form == "binary":
+        return dataset.labels.to(torch.float32).unsqueeze(1)
+    if form == "one_hot":
+        return torch.nn.functional.one_hot(dataset.labels, dataset.num_classes).to(torch.float32)
+    return dataset.labels
+
+
+def _check_sizes(request: training_pb2.TrainJobRequest, model: ModelPlan, size: _DataSize, out_features: int,
+                 limits: TrainingLimits) -> None:
+    """Everything the job would allocate, from sizes alone, against the limits: before any of it is built.
+
+    The model's output (and a one-hot target) over every sample, the model's parameters, and the
+    activations of one forward pass (a training batch, or an evaluation chunk of ``CHUNK`` samples).
+    """
+    outputs = size.samples * out_features
+    if outputs > limits.max_tensor_elements:
+        raise _limit("data", f"the model's output over the data set ({size.samples} samples x {out_features} "
+                     "outputs)", outputs, limits.max_tensor_elements, "max_tensor_elements")
+    n_params = count_parameters(model, size.features, out_features)
+    if n_params > limits.max_parameters:
+        raise _limit("model", f"the number of parameters of the model ({size.features} inputs, {out_features} "
+                     "outputs)", n_params, limits.max_parameters, "max_parameters")
+    rows = max(min(request.batch_size or DEFAULT_BATCH_SIZE, size.samples), min(CHUNK, size.samples))
+    activations = rows * (sum(model.hidden) + out_features)
+    if activations > limits.max_tensor_elements:
+        raise _limit("model", f"the activations of one forward pass ({rows} samples x "
+                     f"{sum(model.hidden) + out_features} units)", activations, limits.max_tensor_elements,
+                     "max_tensor_elements")
 
 
 def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> OptimizerPlan:
@@ -446,10 +520,12 @@ def plan_job(
 ) -> JobPlan:
     """Validate ``request`` and build its data; raises :class:`FieldError` naming the field at fault."""
     limits = limits or TrainingLimits()
+    reply_encoding(request.output_encoding, "values")  # an unknown number: refused before any work
     _check_tensor_limits(request, limits)
-    model = _model(request)
+    model = _model(request, limits)
     if request.epochs < 1:
-        raise FieldError("epochs", f"is {request.epochs}; must be >= 1")
+        raise FieldError("epochs", f"is {request.epochs}{' (not set)' if request.epochs == 0 else ''}; must be >= 1: "
+                         "how many passes over the training data, e.g. \"epochs\": 10")
     if request.epochs > limits.max_epochs:
         raise _limit("epochs", "epochs", request.epochs, limits.max_epochs, "max_epochs")
     if request.batch_size < 0:
@@ -461,13 +537,12 @@ def plan_job(
         raise FieldError("nodes", f"is {request.nodes}; must be >= 1 (0: one machine) and divide world_size "
                         f"({world_size}): every machine runs world_size / nodes ranks")
     spec, kwargs, pred_name, target_name, extras = _loss(request, registry, limits)
-    dataset, sent_as = _data(request, limits)
-    target, out_features = _target(spec, target_name, dataset)
-    in_features = int(dataset.x.shape[1])
-    n_params = count_parameters(model, in_features, out_features)
-    if n_params > limits.max_parameters:
-        raise _limit("model", f"the model ({in_features} inputs, {out_features} outputs) has {n_params} parameters; "
-                     "its size", n_params, limits.max_parameters, "max_parameters")
+    size, make_data, sent_as = _data(request, limits)
+    out_features, form = _outputs(spec, target_name, size)
+    _check_sizes(request, model, size, out_features, limits)
+    dataset = make_data()
+    target = _target(dataset, form)
+    in_features = size.features
 
     fraction = _finite(request.data.validation_fraction, "data.validation_fraction", 0.0, 1.0, hi_open=True)
     train_index, val_index = split(len(dataset), fraction, request.seed)
@@ -497,12 +572,7 @@ def plan_job(
     if request.HasField("step_events_per_second"):
         rate = _finite(request.step_events_per_second, "step_events_per_second", 0.0)
 
-    if request.output_encoding == lossd_pb2.TENSOR_ENCODING_RAW:
-        encoding = "raw"
-    elif request.output_encoding == lossd_pb2.TENSOR_ENCODING_VALUES:
-        encoding = "values"
-    else:
-        encoding = sent_as or "values"
+    encoding = reply_encoding(request.output_encoding, sent_as or "values")
 
     plan = JobPlan(
         model=model, loss=LossPlan(spec, kwargs, pred_name, target_name, extras), regularization=reg,

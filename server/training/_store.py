@@ -366,7 +366,8 @@ class SQLiteJobStore:
                 self._append(job_id, event, parameters, lease)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # a failed COMMIT (SQLITE_FULL) has already rolled back
+                    db.execute("ROLLBACK")
                 raise
         return event
 

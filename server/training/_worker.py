@@ -38,7 +38,7 @@ from ..._wire import FieldError
 from ...v1 import training_pb2
 from ..losses import REGISTRY
 from ..losses._plugins import load_plugin_setting
-from ._checkpoint import checkpoint_message
+from ._checkpoint import DISK_FULL, checkpoint_message, disk_full
 from ._distributed import _die_with_parent, _failed, run_data_parallel
 from ._engine import Control, follows_checkpoint, run_job, spec_digest
 from ._spec import TrainingLimits, plan_job
@@ -49,8 +49,10 @@ __all__ = ["worker_main"]
 JOB_THREADS = 1
 
 
-def _listen(control_conn: Connection, control: Control, done: threading.Event) -> None:
-    """Turn control messages into flags; exit the process when the server is gone."""
+def _listen(control_conn: Connection, control: Control, done: threading.Event, planning: threading.Event) -> None:
+    """Turn control messages into flags; exit the process when the server is gone, or when asked to stop
+    while it is still planning (nothing to checkpoint yet; planning a large job takes seconds and does not
+    look at the flags, and a shutdown must hold its grace period)."""
     while True:
         try:
             message = control_conn.recv_bytes()
@@ -58,6 +60,8 @@ def _listen(control_conn: Connection, control: Control, done: threading.Event) -
             if not done.is_set():
                 os._exit(3)  # the server died: stop now, the checkpoint on disk is the job's state
             return
+        if message in (b"cancel", b"interrupt") and planning.is_set():
+            os._exit(4)  # the job's state is its checkpoint on disk, if any; the server records the ending
         if message == b"cancel":
             control.cancel.set()
         elif message == b"interrupt":
@@ -79,8 +83,10 @@ def worker_main(
     """Run job ``job_id`` (its spec as serialized ``TrainJobRequest`` bytes) and report through ``events_conn``."""
     _die_with_parent()
     torch.set_num_threads(JOB_THREADS)
-    control, done = Control(), threading.Event()
-    threading.Thread(target=_listen, args=(control_conn, control, done), daemon=True, name="lossd-control").start()
+    control, done, planning = Control(), threading.Event(), threading.Event()
+    planning.set()
+    threading.Thread(target=_listen, args=(control_conn, control, done, planning), daemon=True,
+                     name="lossd-control").start()
 
     def send(data: bytes) -> None:
         try:
@@ -98,6 +104,9 @@ def worker_main(
         load_plugin_setting(plugins, REGISTRY)
         request = training_pb2.TrainJobRequest.FromString(spec_bytes)
         plan = plan_job(request, REGISTRY, TrainingLimits.accepted(max_world_size=max(request.world_size, 1)))
+        planning.clear()  # from here the engine acts on the flags at the next step
+        if control.cancel.is_set() or control.interrupt.is_set():
+            os._exit(4)  # a message that came between the check in _listen and the line above
         if plan.world_size > 1:
             # This process starts the ranks: the server starts it as a daemon (so that it never outlives
             # the server's exit), and a daemonic process may not have children. The ranks die with it.
@@ -108,6 +117,15 @@ def worker_main(
             run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes))
     except FieldError as e:
         send(_failed(job_id, str(e)))
+    except OSError as e:
+        if not disk_full(e):
+            traceback.print_exc()
+            send(_failed(job_id, f"internal error in the training worker ({type(e).__name__}); see the server log"))
+        else:  # the server holds the job until space returns, then it resumes from its last checkpoint
+            send(training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
+                                       job_id=job_id, message=f"{DISK_FULL}: the checkpoint could not be written; "
+                                       "the job resumes from its last checkpoint once space is freed"
+                                       ).SerializeToString())
     except Exception as e:
         traceback.print_exc()
         send(_failed(job_id, f"internal error in the training worker ({type(e).__name__}); see the server log"))

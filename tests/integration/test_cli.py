@@ -8,6 +8,7 @@ compared exactly with local torch (same build, same CPU).
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -162,7 +163,7 @@ def test_unknown_loss_is_not_found_with_close_names(lossd):  # type: ignore[no-u
 
 
 def test_bad_param_is_invalid_argument_naming_the_field(lossd_both):  # type: ignore[no-untyped-def]
-    proc = lossd_both("eval", "ce", "--y-pred", json.dumps(LOGITS), "--y-true", "[0, 2]", "--param", "label_smoothing=-0.1")
+    proc = lossd_both("eval", "ce", "--y-pred", json.dumps(LOGITS), "--y-true", "[0, 2]", "--param", "label_smoothing=1.5")
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: INVALID_ARGUMENT: params.label_smoothing"), proc.stderr
 
@@ -209,10 +210,12 @@ def test_usage_errors_exit_2_before_calling(lossd, args, message):  # type: igno
     assert message in proc.stderr
 
 
-def test_unreachable_server_is_unavailable(lossd):  # type: ignore[no-untyped-def]
+def test_unreachable_server_is_unavailable_naming_the_target_and_how_to_start_one(lossd):  # type: ignore[no-untyped-def]
     proc = lossd("--timeout", "5", "losses", target="127.0.0.1:1")
     assert proc.returncode == 1
-    assert proc.stderr.startswith("error: UNAVAILABLE: "), proc.stderr
+    assert proc.stderr.startswith("error: UNAVAILABLE: no lossd server answers at 127.0.0.1:1: "), proc.stderr
+    assert "`lossd serve`" in proc.stderr and "make run" in proc.stderr and "--target" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
 
 
 # ---------------------------------------------------------------------------
@@ -220,7 +223,7 @@ def test_unreachable_server_is_unavailable(lossd):  # type: ignore[no-untyped-de
 
 
 def test_losses_table_lists_every_loss_with_defaults(lossd_both, served_process):  # type: ignore[no-untyped-def]
-    out = _ok(lossd_both("losses"))
+    out = _ok(lossd_both("losses", "--wide"))
     with Client(served_process.address) as c:
         infos = c.list_losses()
     assert {i.name for i in infos} == {s.name for s in REGISTRY}
@@ -239,7 +242,7 @@ def test_losses_table_lists_every_loss_with_defaults(lossd_both, served_process)
 
 
 def test_losses_table_shows_typed_defaults(lossd):  # type: ignore[no-untyped-def]
-    line = next(x for x in _ok(lossd("losses")).splitlines() if x.startswith("cross_entropy "))
+    line = next(x for x in _ok(lossd("losses", "--wide")).splitlines() if x.startswith("cross_entropy "))
     assert "reduction=mean" in line
     assert "ignore_index=-100" in line
     assert "label_smoothing=0.0" in line
@@ -247,7 +250,7 @@ def test_losses_table_shows_typed_defaults(lossd):  # type: ignore[no-untyped-de
 
 
 def test_losses_filter(lossd):  # type: ignore[no-untyped-def]
-    lines = _ok(lossd("losses", "--filter", "MSE")).splitlines()
+    lines = _ok(lossd("losses", "--filter", "MSE", "--wide")).splitlines()
     names = [line.split()[0] for line in lines[1:-1]]
     expected = [s.name for s in REGISTRY if any("mse" in n.lower() for n in (s.name, *s.aliases))]
     assert names == expected and "mse_loss" in names
@@ -279,6 +282,132 @@ def test_health_unknown_service_and_unreachable_exit_1(lossd):  # type: ignore[n
     assert proc.returncode == 1 and proc.stderr.startswith("error: UNAVAILABLE"), proc.stderr
 
 
+def test_connection_options_before_and_after_the_command(served_process):  # type: ignore[no-untyped-def]
+    lossd = _script()
+    assert _ok(run_tool([*lossd, "health", "--target", served_process.address])) == "SERVING\n"
+    # after the command wins over before it; a flag given only before it stays
+    assert _ok(run_tool([*lossd, "--target", "127.0.0.1:1", "health", "--target", served_process.address])) == "SERVING\n"
+    assert _ok(run_tool([*lossd, "--target", served_process.address, "health", "--timeout", "5"])) == "SERVING\n"
+    out = _ok(run_tool([*lossd, "eval", "mse", "--y-pred", "[0.5, 2.0]", "--y-true", "[1.0, 1.0]",
+                        "--target", served_process.address, "--compression", "gzip", "--max-attempts", "1"]))
+    assert json.loads(out)["value"] == 0.625
+
+
+def test_client_settings_that_only_variables_reached_have_flags(served_process):  # type: ignore[no-untyped-def]
+    lossd = [*_script(), "--target", served_process.address]
+    # The flag reaches the channel: a ListLosses reply is far over 100 bytes.
+    proc = run_tool([*lossd, "losses", "--max-message-bytes", "100"])
+    assert proc.returncode == 1 and proc.stderr.startswith("error: RESOURCE_EXHAUSTED"), proc.stderr
+    for flags in (["--compression", "deflate"], ["--keepalive", "30"], ["--load-balancing", "round_robin"],
+                  ["--max-attempts", "2"]):
+        assert _ok(run_tool([*lossd, "health", *flags])) == "SERVING\n", flags
+    proc = run_tool([*lossd, "health", "--compression", "brotli"])
+    assert proc.returncode == 2 and "--compression: 'brotli': expected one of none, gzip, deflate" in proc.stderr
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"LOSSD_TLS": "maybe"}, "LOSSD_TLS='maybe': not a boolean; use 1/0, true/false, yes/no or on/off"),
+    ({"LOSSD_TIMEOUT": "soon"}, "LOSSD_TIMEOUT='soon'"),
+    ({"LOSSD_MAX_ATTEMPTS": "0"}, "max_attempts: must be >= 1"),
+])
+def test_bad_setting_is_one_line_and_exit_2(env, message):  # type: ignore[no-untyped-def]
+    proc = run_tool([*_script(), "health"], env=tool_env(**env))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("lossd: error: ") and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def _buffered_env() -> dict[str, str]:
+    """A user's environment: stdout block-buffered into a pipe (no PYTHONUNBUFFERED)."""
+    env = tool_env()
+    env.pop("PYTHONUNBUFFERED", None)
+    return env
+
+
+def test_broken_pipe_exits_quietly(served_process):  # type: ignore[no-untyped-def]
+    """``lossd losses --json | head -c 100``: the reader goes away mid-output; no traceback.
+
+    The pipe holds 4 KiB (F_SETPIPE_SZ) and the output is far larger, so lossd is still
+    writing when the reader closes: the broken pipe is certain, not a race with the pipe's
+    default 64 KiB."""
+    import fcntl
+
+    with Client(served_process.address) as c:
+        infos = [json_format.MessageToDict(i, preserving_proto_field_name=True,
+                                           always_print_fields_with_no_presence=True) for i in c.list_losses()]
+    assert len(json.dumps(infos, indent=2)) > 4 * 4096  # pipe + Python's 8 KiB buffer, and more
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, 4096)
+    with open(read_end, "rb", buffering=0) as reader:  # unbuffered: it takes no more than it reads
+        proc = subprocess.Popen([*_script(), "--target", served_process.address, "losses", "--json"],
+                                env=_buffered_env(), stdout=write_end, stderr=subprocess.PIPE)
+        os.close(write_end)
+        got = b""
+        while len(got) < 100:
+            chunk = reader.read(100 - len(got))
+            assert chunk, "lossd ended before writing 100 bytes"
+            got += chunk
+    assert proc.stderr is not None
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, stderr  # as a shell reports a process ended by SIGPIPE
+    assert stderr == ""
+
+
+def test_reader_gone_before_the_output_exits_quietly(served_process):  # type: ignore[no-untyped-def]
+    """``lossd health | true``: a short output meets the closed pipe at the last flush; no
+    "Exception ignored ... BrokenPipeError" from the interpreter."""
+    proc = subprocess.Popen([*_script(), "--target", served_process.address, "health"],
+                            env=_buffered_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before lossd has written anything: it takes far longer to start
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, stderr
+    assert stderr == ""
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_losses_fit_the_terminal_width(served_process, columns):  # type: ignore[no-untyped-def]
+    proc = run_tool([*_script(), "--target", served_process.address, "losses"], env=tool_env(COLUMNS=str(columns)))
+    lines = _ok(proc).splitlines()
+    assert max(len(line) for line in lines) <= columns, "\n".join(x for x in lines if len(x) > columns)
+    text = " ".join(lines)
+    for spec in REGISTRY:
+        assert spec.name in text
+    assert "[tail.7.1.weight]" in text  # adaptive_log_softmax_with_loss's last input, wrapped, not cut
+
+
+def test_misspelled_spec_field_lists_the_fields_in_snake_case(lossd, tmp_path):  # type: ignore[no-untyped-def]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"model": {"linear": {}}, "epoch": 3, "batch_size": 10}))
+    proc = lossd("train", str(spec))
+    assert proc.returncode == 2, proc.stderr
+    assert "spec: epoch: no such field (did you mean epochs?)" in proc.stderr
+    assert "batch_size" in proc.stderr and "batchSize" not in proc.stderr
+    spec.write_text(json.dumps({"model": {"mlp": {"hiden": [4]}}, "epochs": 1}))
+    proc = lossd("train", str(spec))
+    assert proc.returncode == 2 and "model.mlp.hiden: no such field (did you mean hidden?)" in proc.stderr
+
+
+def test_missing_epochs_says_what_it_is(lossd, tmp_path):  # type: ignore[no-untyped-def]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"model": {"linear": {}}, "data": {"builtin": {"name": "linear_regression"}},
+                                "loss": {"name": "mse"}}))
+    proc = lossd("train", str(spec), "--no-progress")
+    assert proc.returncode == 1, proc.stderr
+    assert "INVALID_ARGUMENT: epochs: is 0 (not set); must be >= 1" in proc.stderr and '"epochs": 10' in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["plot", "0123456789ab", "--out", "curve.png"]])
+def test_missing_extra_names_its_pip_command(command, tmp_path):  # type: ignore[no-untyped-def]
+    code = ("import sys; sys.modules['matplotlib'] = None\nfrom lossd.client.cli import main\n"
+            f"sys.exit(main(['--target', '127.0.0.1:1', *{command!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=tool_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == ("lossd plot: error: plotting needs matplotlib, which is not installed: "
+                                   "pip install matplotlib (or pip install '.[plot]' in the lossd clone)")
+
+
 def test_target_defaults_to_env(served_process):  # type: ignore[no-untyped-def]
     proc = run_tool([*_script(), "health"], env=tool_env(LOSSD_TARGET=served_process.address))
     assert _ok(proc) == "SERVING\n"
@@ -293,7 +422,8 @@ def test_serve_without_server_extra_says_what_to_install():
     code = "import sys; sys.modules['torch'] = None\nfrom lossd.client.cli import main\nsys.exit(main(['serve']))"
     proc = run_tool([sys.executable, "-c", code])
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "lossd serve needs the server extra: pip install 'lossd[server]'"
+    assert proc.stderr.strip() == ("lossd serve needs the server extra: pip install '.[server]' in the lossd clone "
+                                   "(torch, grpcio-reflection, grpcio-health-checking)")
 
 
 def test_serve_help_is_the_servers():
@@ -307,6 +437,68 @@ def test_help_lists_commands():
     out = _ok(run_tool([*_script(), "--help"]))
     for command in ("serve", "losses", "eval", "health"):
         assert command in out
+
+
+def test_serve_refuses_a_data_directory_in_use_in_one_line(tmp_path):  # type: ignore[no-untyped-def]
+    import fcntl
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(data / "lock", "a+") as held:  # what a running server holds
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242\n")
+        held.flush()
+        proc = run_tool([*_script(), "serve", "--port", "0", "--data-dir", str(data)], timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == "" and proc.stderr == (
+        f"lossd serve: error: --data-dir {data} (env LOSSD_DATA_DIR): is in use by another lossd server (pid 4242); "
+        "give each server its own --data-dir\n"), proc.stderr
+
+
+def _serve_fails_in_one_line(argv: list[str], tmp_path, needle: str, env: dict[str, str] | None = None) -> str:  # type: ignore[no-untyped-def]
+    """``lossd serve ARGV`` exits 2 with one line on stderr, ``lossd serve: error: ...NEEDLE...``."""
+    proc = subprocess.run([*_script(), "serve", *argv], cwd=tmp_path, env=env or tool_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == "" and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("lossd serve: error: ") and needle in proc.stderr, proc.stderr
+    return proc.stderr
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(served_process, tmp_path):  # type: ignore[no-untyped-def]
+    """``make run`` twice: the second server says the port is in use (it does not share it)."""
+    port = served_process.address.rsplit(":", 1)[1]
+    stderr = _serve_fails_in_one_line(["--port", port, "--data-dir", str(tmp_path / "data")], tmp_path,
+                                      f"cannot listen on 127.0.0.1:{port}: the address is already in use")
+    assert "choose another --port (LOSSD_PORT)" in stderr
+    with Client(served_process.address) as c:
+        assert c.health() == "SERVING"  # the first server is untouched
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:99"])
+def test_serve_refuses_a_device_torch_cannot_use_in_one_line(device, tmp_path):  # type: ignore[no-untyped-def]
+    stderr = _serve_fails_in_one_line(["--port", "0", "--device", device, "--data-dir", str(tmp_path / "d")],
+                                      tmp_path, f"--device {device} (env LOSSD_DEVICE): torch cannot use it here (")
+    assert stderr.endswith("); use auto or cpu\n"), stderr
+
+
+def test_serve_refuses_a_data_directory_it_cannot_create_in_one_line(tmp_path):  # type: ignore[no-untyped-def]
+    (tmp_path / "file").write_text("not a folder")
+    data = tmp_path / "file" / "data"
+    _serve_fails_in_one_line(["--port", "0", "--data-dir", str(data)], tmp_path,
+                             f"--data-dir {data} (env LOSSD_DATA_DIR): cannot use it as the data directory (Not a "
+                             "directory); give a folder this user can create and write")
+
+
+def test_serve_metrics_without_prometheus_client_in_one_line(tmp_path):  # type: ignore[no-untyped-def]
+    code = ("import sys; sys.modules['prometheus_client'] = None\nfrom lossd.client.cli import main\n"
+            f"sys.exit(main(['serve', '--port', '0', '--metrics-port', '0', '--data-dir', {str(tmp_path / 'd')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=tool_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == ("lossd serve: error: --metrics-port (env LOSSD_METRICS_PORT): metrics need "
+                           "prometheus-client, which is not installed: pip install prometheus-client (or pip "
+                           "install '.[metrics]' in the lossd clone)\n"), proc.stderr
 
 
 def test_serve_runs_the_server_until_sigterm(tmp_path):  # type: ignore[no-untyped-def]

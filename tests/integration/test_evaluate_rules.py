@@ -28,9 +28,9 @@ TARGET = np.array([0, 2])
          "use reduction"),
         ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"reduce": 0}}, "params.reduce", "use reduction"),
         ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"smoothing": 0.1}}, "params.smoothing",
-         "label_smoothing (float in [0, 1])"),
-        ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"label_smoothing": -0.5}},
-         "params.label_smoothing", "[0, 1]"),
+         "label_smoothing (float <= 1)"),
+        ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"label_smoothing": 1.5}},
+         "params.label_smoothing", "must be <= 1"),
         ({"inputs": {"input": LOGITS, "target": TARGET}, "params": {"reduction": "avg"}}, "params.reduction",
          "one of"),
         ({"inputs": {"input": LOGITS, "target": np.array([0, 3])}}, "inputs.target", "[0, 3)"),
@@ -101,6 +101,12 @@ def test_reply_encoding_follows_request_unless_asked(server_address):
         forced = stub.EvaluateLoss(raw)
         assert forced.grads["input"].values and forced.loss_name == "cross_entropy"
         assert forced.timing.forward_ms > 0
+        for unknown in (3, 7, -1):  # protobuf keeps an unknown enum number: refused, not taken as "as sent"
+            raw.output_encoding = unknown  # type: ignore[assignment]
+            with pytest.raises(grpc.RpcError) as info:
+                stub.EvaluateLoss(raw)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details().startswith(f"output_encoding: is {unknown}; must be"), info.value.details()
 
 
 def test_params_struct_accepts_json_numbers(server_address):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,6 +64,7 @@ def test_list_methods(grpcurl):  # type: ignore[no-untyped-def]
     assert {
         "lossd.v1.LossService.EvaluateLoss",
         "lossd.v1.LossService.EvaluateLossStream",
+        "lossd.v1.LossService.EvaluateLossBatch",
         "lossd.v1.LossService.ListLosses",
     } <= set(methods)
 
@@ -99,6 +101,27 @@ def test_seed_call_returns_readable_numbers(grpcurl):  # type: ignore[no-untyped
     assert grad["values"] == x.grad.reshape(-1).tolist()
     assert set(reply["grads"]) == {"input"}
     assert set(reply["timing"]) <= {"decode_ms", "forward_ms", "backward_ms", "encode_ms"}
+
+
+def test_evaluate_loss_batch_from_grpcurl(grpcurl):  # type: ignore[no-untyped-def]
+    """Several evaluations in one call, answered in order; a bad item answers with its own error."""
+    pairs = [([1.0, 2.0], [0.0, 0.0]), ([3.0, -4.0], [0.5, 0.5])]
+    items = [{"loss": "mse", "inputs": {"y_pred": {"dtype": "float32", "shape": [2], "values": p},
+                                        "y_true": {"dtype": "float32", "shape": [2], "values": t}}} for p, t in pairs]
+    items.insert(1, {"loss": "no_such_loss"})
+    items.append(json.loads(SEED_REQUEST))
+    reply = json.loads(_ok(grpcurl("-d", json.dumps({"items": items}), "{addr}",
+                                   "lossd.v1.LossService/EvaluateLossBatch")))
+    results = reply["results"]
+    assert [next(iter(r)) for r in results] == ["response", "error", "response", "response"]
+    assert results[1]["error"]["code"] == "NOT_FOUND" and results[1]["error"]["field"] == "loss"
+    for (p, t), r in zip(pairs, (results[0], results[2])):
+        x = torch.tensor(p, requires_grad=True)
+        loss = F.mse_loss(x, torch.tensor(t))
+        (grad,) = torch.autograd.grad(loss, [x])
+        assert r["response"]["value"] == loss.item()
+        assert r["response"]["grads"]["y_pred"]["values"] == grad.tolist()
+    assert round(results[3]["response"]["value"], 4) == 0.5493
 
 
 def test_request_on_stdin(grpcurl):  # type: ignore[no-untyped-def]
@@ -152,7 +175,7 @@ def test_list_losses(grpcurl):  # type: ignore[no-untyped-def]
     params = {p["name"]: p for p in ce["params"]}
     assert params["reduction"]["default"] == "mean"
     assert params["reduction"]["choices"] == ["none", "mean", "sum"]
-    assert params["label_smoothing"]["range"] == "[0, 1]"
+    assert params["label_smoothing"]["range"] == "<= 1"
 
 
 def test_list_losses_filter(grpcurl):  # type: ignore[no-untyped-def]
@@ -172,7 +195,7 @@ def test_list_losses_filter(grpcurl):  # type: ignore[no-untyped-def]
         ),
         (
             '{"loss":"cross_entropy","inputs":{"input":{"dtype":"float32","shape":[1,2],"values":[1,2]},'
-            '"target":{"dtype":"int64","shape":[1],"values":[0]}},"params":{"label_smoothing":-0.1}}',
+            '"target":{"dtype":"int64","shape":[1],"values":[0]}},"params":{"label_smoothing":1.5}}',
             "InvalidArgument",
             "params.label_smoothing",
         ),
@@ -209,3 +232,22 @@ def test_every_documented_example_runs_through_grpcurl(grpcurl, loss):  # type: 
         assert name in request["inputs"]
         assert "raw" not in grad
 
+
+def test_objectives_doc_composite_with_term_inputs_and_transforms(grpcurl):  # type: ignore[no-untyped-def]
+    """docs/objectives.md's grpcurl call (MONAI's DiceFocal with class indices) as printed; numbers from torch."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "objectives.md").read_text()
+    (line,) = [ln for ln in doc.splitlines() if ln.startswith("$ grpcurl") and '"transforms"' in ln]
+    request = json.loads(line.split("-d '", 1)[1].split("' ", 1)[0])
+    reply = json.loads(_ok(grpcurl("-d", "@", "{addr}", EVALUATE_METHOD, input=json.dumps(request))))
+    x = torch.tensor(request["inputs"]["input"]["values"]).reshape(1, 3, 3).requires_grad_()
+    onehot = F.one_hot(torch.tensor([[0, 1, 2]]), 3).movedim(-1, 1).float()
+    p = torch.softmax(x, 1)
+    dice = (1 - 2 * (p * onehot).sum((0, 2)) / (p + onehot).sum((0, 2))).mean()
+    q = torch.sigmoid(x) * (1 - onehot) + (1 - torch.sigmoid(x)) * onehot
+    ce = F.binary_cross_entropy_with_logits(x, onehot, reduction="none")
+    focal = ((0.25 * onehot + 0.75 * (1 - onehot)) * q ** 2 * ce).mean()
+    (g,) = torch.autograd.grad(dice + focal, x)
+    assert reply["value"] == pytest.approx((dice + focal).item(), rel=1e-6)
+    assert reply["parts"] == pytest.approx({"dice_loss": dice.item(), "sigmoid_focal_loss": focal.item()}, rel=1e-6)
+    assert f"{reply['value']:.5f}" in doc and set(reply["grads"]) == {"input"}
+    torch.testing.assert_close(torch.tensor(reply["grads"]["input"]["values"]).reshape(1, 3, 3), g)

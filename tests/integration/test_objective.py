@@ -147,3 +147,22 @@ def test_loss_and_terms_together_are_refused(server_address):
             lossd_pb2_grpc.LossServiceStub(ch).EvaluateLoss(request)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith("terms: set either loss/params or terms")
+
+
+def test_terms_with_their_own_inputs_and_transforms_over_grpc(client):
+    """MONAI's DiceFocal with a class-index target: the focal term one-hot encodes it (issue 16)."""
+    logits = torch.tensor([[[1.5, -0.5, 0.2], [0.1, 2.0, -1.0], [-0.3, 0.4, 0.9]]], dtype=torch.float64)
+    labels = torch.tensor([[0, 1, 2]])
+    r = client.evaluate([{"loss": "dice_loss", "params": {"mode": "multiclass"}},
+                         {"loss": "sigmoid_focal_loss", "transforms": {"target": "one_hot"}, "inputs": {"target": "labels"}}],
+                        inputs={"input": logits, "labels": labels, "target": labels})
+    onehot = F.one_hot(labels, 3).movedim(-1, 1).double()
+    x = logits.clone().requires_grad_()
+    p = torch.softmax(x, 1)
+    dice = (1 - 2 * (p * onehot).sum((0, 2)) / (p + onehot).sum((0, 2))).mean()
+    ce = F.binary_cross_entropy_with_logits(x, onehot, reduction="none")
+    q = torch.sigmoid(x) * (1 - onehot) + (1 - torch.sigmoid(x)) * onehot
+    focal = ((0.25 * onehot + 0.75 * (1 - onehot)) * q ** 2 * ce).mean()
+    (g,) = torch.autograd.grad(dice + focal, x)
+    assert r.value == pytest.approx((dice + focal).item(), rel=1e-12)
+    torch.testing.assert_close(r.grads["input"], g)

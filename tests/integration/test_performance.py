@@ -23,11 +23,11 @@ from lossd.v1 import lossd_pb2
 
 
 def _items(count: int) -> list[dict]:
-    """mse evaluations with value i*i, some broken: int target (INVALID_ARGUMENT), unknown loss."""
+    """mse evaluations with value i*i, some broken: a NaN target (INVALID_ARGUMENT), unknown loss."""
     items = []
     for i in range(count):
         if i % 7 == 3:
-            items.append({"loss": "mse", "y_pred": [1.0], "y_true": [0]})
+            items.append({"loss": "mse", "y_pred": [1.0], "y_true": [float("nan")]})
         elif i % 11 == 5:
             items.append({"loss": "no_such_loss", "y_pred": [1.0], "y_true": [0.0]})
         else:
@@ -87,7 +87,7 @@ def test_pipelined_stream_answers_in_order_across_inline_and_pooled_items(client
         n = big if i % 3 == 0 else 5
         p, t = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
         if i % 5 == 4:
-            t = t.astype(np.int64)  # an error in the middle of the pipeline
+            t = np.full_like(t, np.nan)  # an error in the middle of the pipeline (NaN refused)
             expected.append(None)
         else:
             expected.append(F.mse_loss(torch.from_numpy(p), torch.from_numpy(t)).item())

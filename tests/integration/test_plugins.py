@@ -34,7 +34,7 @@ def _env(site: Path) -> dict[str, str]:
 def test_plugin_losses_are_served_and_listed(plugin_site: Path, tmp_path: Path) -> None:
     with ServedProcess.start(tmp_path, env=_env(plugin_site)) as served, Client(served.address) as c:
         names = {i.name: i for i in c.list_losses()}
-        assert "rmse_loss" in names and "charbonnier_loss" in names
+        assert "rmse_loss" in names and "smooth_abs_loss" in names
         assert names["rmse_loss"].source.startswith("plugin lossd-example-plugin")
         x, y = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.5, 2.0, 3.0])
         r = c.evaluate("rmse", x, y)
@@ -42,7 +42,7 @@ def test_plugin_losses_are_served_and_listed(plugin_site: Path, tmp_path: Path) 
         expected = torch.sqrt(torch.mean((xl - y) ** 2))
         (g,) = torch.autograd.grad(expected, xl)
         assert r.value == expected.item() and torch.equal(r.grads["y_pred"], g)
-        r = c.evaluate("CharbonnierLoss", x, y, eps=0.5, reduction="sum")
+        r = c.evaluate("SmoothAbsLoss", x, y, eps=0.5, reduction="sum")
         assert r.value == pytest.approx(torch.sqrt((x - y) ** 2 + 0.25).sum().item())
         # The clashing plugin is refused whole: neither of its losses is served.
         assert "harmless_loss" not in names and "my_mse" not in names

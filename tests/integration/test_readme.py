@@ -1,4 +1,4 @@
-"""The README's examples run, against a real server, and print what the README says.
+"""The README's examples (and docs/training.md's) run, against a real server, and print what they say.
 
 Conventions (the machinery is shared with docs/sdk.md: tests/support/markdown.py):
 
@@ -8,7 +8,10 @@ Conventions (the machinery is shared with docs/sdk.md: tests/support/markdown.py
   ``lossd`` and ``grpcurl``), the lines up to the next ``$ `` their expected
   output (stdout and stderr). ``127.0.0.1:50051`` is replaced by the test
   server's address.
-- ```bash blocks (``make run``, ``make test``) are not run.
+- ```bash blocks (``make run``, ``make test``, ``pip install``) are not run
+  (tests/integration/test_dist.py builds and installs the wheel as ``make dist`` does).
+- Examples run in an empty folder that holds the clone's ``examples/`` and
+  ``proto/`` (as links): as a user runs them from the clone.
 
 Expected output matches when its text matches, whitespace runs aside; numbers
 match to a relative 1e-5 (float32 results may differ in the last bit between
@@ -31,20 +34,34 @@ REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 README_ADDRESS = "127.0.0.1:50051"
 
+TRAINING_DOC = REPO / "docs" / "training.md"
 EXAMPLES = markdown_examples(README.read_text(encoding="utf-8"))
+#: The raw TrainJob stream and the generated-stub example live in docs/training.md, run the same way.
+ALL_EXAMPLES = EXAMPLES + markdown_examples(TRAINING_DOC.read_text(encoding="utf-8"), "docs/training.md")
 
 
-@pytest.mark.parametrize("ex", [e for e in EXAMPLES if e.kind == "python"], ids=lambda e: e.id)
+def _clone_like(tmp_path: Path) -> Path:
+    """An empty working folder with the clone's examples/ and proto/, as the docs assume."""
+    for name in ("examples", "proto"):
+        (tmp_path / name).symlink_to(REPO / name, target_is_directory=True)
+    return tmp_path
+
+
+def _id(ex: Example) -> str:
+    return ex.id if ex.source == "README.md" else f"{ex.source}:{ex.id}"
+
+
+@pytest.mark.parametrize("ex", [e for e in ALL_EXAMPLES if e.kind == "python"], ids=_id)
 def test_python_example(ex: Example, served_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    run_python_example(ex, tmp_path, tool_env(LOSSD_TARGET=served_process.address))
+    run_python_example(ex, _clone_like(tmp_path), tool_env(LOSSD_TARGET=served_process.address))
 
 
-@pytest.mark.parametrize("ex", [e for e in EXAMPLES if e.kind == "console"], ids=lambda e: e.id)
+@pytest.mark.parametrize("ex", [e for e in ALL_EXAMPLES if e.kind == "console"], ids=_id)
 def test_console_example(ex: Example, served_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
     argv = shlex.split(ex.code.replace(README_ADDRESS, served_process.address))
-    assert argv[0] in ("lossd", "grpcurl"), f"README.md:{ex.line}: only lossd and grpcurl commands are run"
+    assert argv[0] in ("lossd", "grpcurl"), f"{ex.source}:{ex.line}: only lossd and grpcurl commands are run"
     proc = subprocess.run(
-        argv, cwd=tmp_path, env=tool_env(LOSSD_TARGET=served_process.address),
+        argv, cwd=_clone_like(tmp_path), env=tool_env(LOSSD_TARGET=served_process.address),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
     )
     expected = ex.expected or ""
@@ -74,6 +91,26 @@ def test_readme_links_resolve() -> None:
     assert "docs/losses.md" in links and "docs/design.md" in links
     for link in links:
         assert (REPO / link).exists(), f"README.md links to {link}, which does not exist"
+
+
+def test_readme_make_and_pip_commands_name_what_exists() -> None:
+    """The commands the tests do not run as written (```bash blocks, inline `make X`) name real
+    things: every `make X` a Makefile target, every `pip install '.[extras]'` pyproject's extras,
+    and no `pip install lossd` (lossd is not on PyPI)."""
+    import tomllib  # Python 3.11+
+
+    text = README.read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (REPO / "Makefile").read_text(), re.M))
+    extras = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    commands = [line.split("  #")[0].strip() for b in fenced_blocks(text) if b.lang == "bash"
+                for line in b.text.splitlines()]
+    makes = {c.split()[1] for c in commands if c.startswith("make ")} | set(re.findall(r"`make ([a-z-]+)", text))
+    assert {"run", "test", "check", "dist"} <= makes
+    assert makes <= targets, f"README names make targets the Makefile lacks: {sorted(makes - targets)}"
+    named = {e for group in re.findall(r"pip install '\.\[([a-z,]+)\]'", text) for e in group.split(",")}
+    assert {"server", "plot", "progress", "metrics"} <= named
+    assert named <= extras, f"README names extras pyproject lacks: {sorted(named - extras)}"
+    assert not re.search(r"pip install '?lossd", text), "lossd is not on PyPI: install from the clone"
 
 
 def test_configuration_table_covers_every_serve_flag_and_env_var() -> None:

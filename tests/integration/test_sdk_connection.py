@@ -241,7 +241,7 @@ def test_server_sends_bad_request_details(server_address: str) -> None:
 
     from lossd.v1 import lossd_pb2_grpc
 
-    request = build_request("ce", [[1.0, 2.0]], [0], label_smoothing=-0.1)[0]
+    request = build_request("ce", [[1.0, 2.0]], [0], label_smoothing=1.5)[0]
     with grpc.insecure_channel(server_address) as channel, pytest.raises(grpc.RpcError) as err:
         lossd_pb2_grpc.LossServiceStub(channel).EvaluateLoss(request, timeout=10)
     status = rpc_status.from_call(err.value)  # checks code and message agree with the trailer
@@ -249,7 +249,7 @@ def test_server_sends_bad_request_details(server_address: str) -> None:
     detail = error_details_pb2.BadRequest()
     assert status.details[0].Unpack(detail)
     assert [(v.field, v.description) for v in detail.field_violations] == [
-        ("params.label_smoothing", "is -0.1; must be in [0, 1]")
+        ("params.label_smoothing", "is 1.5; must be <= 1")
     ]
 
 

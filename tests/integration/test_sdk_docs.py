@@ -62,9 +62,13 @@ def test_every_python_example_shows_its_output() -> None:
 
 
 def test_every_client_setting_is_in_the_settings_table() -> None:
-    from lossd.client._config import ENVIRONMENT
+    from lossd.client._config import SETTINGS
 
     text = SDK_DOC.read_text(encoding="utf-8")
     section = text[text.index("## Connection settings"):]
-    for setting, variable in ENVIRONMENT.items():
-        assert f"`{setting}`" in section and f"`{variable}`" in section, (setting, variable)
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    for setting in SETTINGS:
+        (row,) = [r for r in rows if r.split("|")[1].strip().startswith(f"`{setting.name}`")
+                  or f"`{setting.name}`" in r.split("|")[1]]
+        assert f"`{setting.env}`" in row.split("|")[2], (setting.name, row)
+        assert f"`{setting.flag}`" in row.split("|")[3], (setting.name, row)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
 import struct
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from lossd.client import AsyncClient, Client, Progress, TrainResult, Unavailable, load_spec
+from lossd.client._extras import MissingExtra
 from lossd.client._training import TRAIN_JOB, build_module
 from lossd.v1 import lossd_pb2, training_pb2_grpc
 from lossd.v1 import training_pb2 as pb
@@ -99,7 +101,8 @@ def test_spec_forms_are_equivalent(tmp_path: Path, client: Client, result: Train
 
 
 def test_spec_errors_name_the_field(tmp_path: Path, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match='no field named "epoch"'):
+    with pytest.raises(ValueError, match=r"spec: epoch: no such field \(did you mean epochs\?\); the fields of "
+                                         r"TrainJobRequest: model, data, .*batch_size"):
         client.train({"epoch": 3}, progress=False)
     with pytest.raises(ValueError, match="epochs"):
         load_spec({"epochs": "three"})
@@ -108,7 +111,7 @@ def test_spec_errors_name_the_field(tmp_path: Path, client: Client, monkeypatch:
         load_spec(tmp_path / "bad.json")
     (tmp_path / "s.yml").write_text("epochs: 2\n")
     monkeypatch.setitem(sys.modules, "yaml", None)
-    with pytest.raises(ValueError, match="needs PyYAML"):
+    with pytest.raises(MissingExtra, match="s.yml needs yaml, which is not installed: pip install pyyaml"):
         load_spec(tmp_path / "s.yml")
 
 
@@ -192,7 +195,8 @@ def test_result_plot_writes_a_png(tmp_path: Path, result: TrainResult) -> None:
     pytest.importorskip("matplotlib")
     fig = result.plot(path=tmp_path / "curve.png")
     assert png_size(tmp_path / "curve.png") == (1000, 800)
-    assert len(fig.axes) == 3
+    assert len(fig.axes) == 2  # a constant learning rate has no panel of its own
+    assert "learning rate 0.01, constant" in fig._suptitle.get_text()
     labels = {line.get_label() for line in fig.axes[0].lines} | {line.get_label() for line in fig.axes[1].lines}
     assert {"objective", "loss", "l2", "val_loss", "train_accuracy", "val_accuracy"} <= labels
 
@@ -200,6 +204,22 @@ def test_result_plot_writes_a_png(tmp_path: Path, result: TrainResult) -> None:
 def lossd(address: str, *args: str) -> Any:
     return run_tool([tool_path("lossd", "pip install -e . creates it"), "--target", address, *args],
                     env=tool_env(), timeout=120)
+
+
+def test_cli_watch_into_a_closed_pipe_exits_quietly(address: str, client: Client) -> None:
+    """``lossd watch ID | head -1``: the reader goes away while events still come; no traceback."""
+    job_id = client.submit(LONG)
+    try:
+        proc = subprocess.Popen([tool_path("lossd", "pip install -e . creates it"), "--target", address, "watch",
+                                 job_id], env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        first = json.loads(proc.stdout.readline())
+        proc.stdout.close()  # as head -1 does after its line; the running job's next event hits the closed pipe
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141, stderr  # as a shell reports a process ended by SIGPIPE
+        assert stderr == "" and first["job_id"] == job_id
+    finally:
+        client.cancel(job_id)
 
 
 def test_cli_train_jobs_watch_cancel_plot(tmp_path: Path, address: str, result: TrainResult) -> None:

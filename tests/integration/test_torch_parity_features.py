@@ -272,3 +272,50 @@ def test_a_backward_torch_refuses_is_a_clear_refusal(client: Any) -> None:
     _same(r.loss, expected.detach())
     _same(r.grads["y_pred"], gx)
     _same(r.grads["y_true"], gy)
+
+
+def test_grad_inputs_naming_one_use_of_a_shared_tensor_gets_the_sum(client: Any) -> None:
+    """``kl_div(x, x)`` asking only for y_pred's gradient: still x.grad (both uses), under y_pred alone."""
+    x = _x(3, 4).log_softmax(-1)
+    leaf = x.clone().requires_grad_(True)
+    F.kl_div(leaf, leaf, log_target=True, reduction="sum").backward()
+    r = client.evaluate("kl_div", x, x, log_target=True, reduction="sum", grad_inputs=["y_pred"])
+    assert list(r.grads) == ["y_pred"]
+    _same(r.grads["y_pred"], leaf.grad)
+
+
+# ------------------------------------------------- beyond a documented bound: computed, with a warning
+
+_T = {"anchor": _x(3, 4), "positive": _x(3, 4, seed=1), "negative": _x(3, 4, seed=2)}
+BEYOND_BOUNDS = [
+    ("triplet_margin_loss", _T, {"p": 0.0}, "params.p"),
+    ("triplet_margin_loss", _T, {"p": -1.0}, "params.p"),
+    ("triplet_margin_loss", _T, {"eps": -0.5}, "params.eps"),
+    ("pairwise_distance", {"x1": _T["anchor"], "x2": _T["positive"]}, {"eps": -0.5}, "params.eps"),
+    ("poisson_nll_loss", {"input": _T["anchor"], "target": _T["positive"].abs()}, {"eps": -0.5}, "params.eps"),
+    ("gaussian_nll_loss", {"input": _T["anchor"], "target": _T["positive"], "var": _T["negative"].abs()},
+     {"eps": -0.5}, "params.eps"),
+    ("multilabel_soft_margin_loss", {"input": _T["anchor"], "target": torch.rand(1, 4, generator=_g(5),
+                                                                                dtype=torch.float64)},
+     {}, "inputs.target"),
+]
+
+
+@pytest.mark.parametrize(("loss", "inputs", "params", "field"), BEYOND_BOUNDS,
+                         ids=[f"{c[0]}-{c[3]}-{list(c[2].values())}" for c in BEYOND_BOUNDS])
+def test_beyond_a_documented_bound_torch_computes_it_and_so_does_lossd(
+        client: Any, loss: str, inputs: dict[str, torch.Tensor], params: dict[str, Any], field: str) -> None:
+    leaves = {n: t.clone().requires_grad_(True) for n, t in inputs.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch itself says nothing
+        expected = getattr(F, loss)(**leaves, **params)
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves.values(), torch.autograd.grad(
+        expected, list(leaves.values()), torch.ones_like(expected), allow_unused=True))]  # p = 0: no graph
+    with pytest.warns(ServerWarning, match=field.replace(".", r"\.")):
+        r = client.evaluate(loss, inputs=inputs, params=params,
+                            grad_output=torch.ones_like(expected) if expected.dim() else None)
+    _same(r.loss, expected.detach())
+    for n, g in zip(leaves, grads):
+        _same(r.grads[n], g)
+    with pytest.raises(InvalidArgument, match=f"{field.replace('.', '[.]')}.*strict"):
+        client.evaluate(loss, inputs=inputs, params=params, strict=True)

@@ -4,6 +4,7 @@ run; SIGTERM checkpoints and exits 0; WatchJob replays the history; two servers 
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sqlite3
@@ -131,4 +132,41 @@ def test_sigterm_checkpoints_running_jobs_and_the_next_start_resumes_them(tmp_pa
         assert len(resumed) == 1 and f"at step {step}:" in resumed[0].message, resumed
         assert history[-1].state == pb.JOB_STATE_SUCCEEDED
         assert history[-1].parameters == _reference(stub, spec).parameters
+        channel.close()
+
+
+def test_a_worker_killed_9_resumes_from_its_checkpoint_then_fails_saying_why(tmp_path: Path) -> None:
+    """The OOM killer's SIGKILL: the job resumes from its checkpoint (--max-job-restarts, default 1) with the
+    same final parameters as an uninterrupted run would reach; killed once more, it fails naming the signal
+    and the limit."""
+    long = {**SPEC, "epochs": 200}
+    with ServedProcess.start(tmp_path, "--data-dir", str(tmp_path / "data"), "--max-jobs", "1") as served:
+        channel, stub = _stub(served.address)
+        events: list[pb.JobEvent] = []
+        for reply in stub.TrainJob(request(long), timeout=180):
+            events.append(reply.event)
+            if reply.event.kind == pb.JOB_EVENT_KIND_EPOCH and reply.event.epoch == 2:
+                break  # the epoch-2 checkpoint is on disk
+        job_id = events[0].job_id
+        first = _worker_pid(served, job_id)
+        os.kill(first, signal.SIGKILL)
+
+        def worker_pids() -> list[int]:
+            return [int(m.group(1)) for line in list(served.log)
+                    if (m := re.search(rf"job {job_id} started in worker pid (\d+)", line))]
+        assert wait_for(lambda: len(worker_pids()) == 2, 60, 0.05), "".join(served.log[-20:])
+
+        def resumed() -> bool:
+            job = stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10).job
+            return job.state == pb.JOB_STATE_RUNNING and job.resumes == 1
+        assert wait_for(resumed, 60, 0.05)
+        os.kill(worker_pids()[1], signal.SIGKILL)
+        history = _events(stub, job_id)
+        states = [(e.state, e.message) for e in history if e.kind == pb.JOB_EVENT_KIND_STATE]
+        assert [s for s, _ in states] == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_INTERRUPTED,
+                                          pb.JOB_STATE_RUNNING, pb.JOB_STATE_FAILED], states
+        assert "killed (signal 9" in states[2][1] and "restart 1 of at most 1 (--max-job-restarts)" in states[2][1]
+        assert states[3][1].startswith("resumed from the checkpoint at step"), states[3][1]
+        assert re.fullmatch(r"the worker process was killed by signal 9 \(SIGKILL\) \(out of memory\?\) after 1 "
+                            r"restart\(s\) from its checkpoint; --max-job-restarts is 1", states[4][1]), states[4][1]
         channel.close()

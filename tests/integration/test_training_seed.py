@@ -5,6 +5,7 @@ cross_entropy == nll_loss(log_softmax))."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -26,9 +27,10 @@ SEED_CALL = (
 )
 
 
-def test_the_seed_call_is_the_one_the_tests_and_readme_use() -> None:
+def test_the_seed_call_is_the_one_the_tests_docs_and_examples_use() -> None:
     assert shlex.split(SEED_CALL)[3] == SEED_RINGS_JSON
-    assert SEED_CALL in (REPO / "README.md").read_text(encoding="utf-8")
+    assert SEED_CALL in (REPO / "docs" / "training.md").read_text(encoding="utf-8")
+    assert json.loads((REPO / "examples" / "rings.json").read_text(encoding="utf-8")) == json.loads(SEED_RINGS_JSON)
 
 
 def test_the_seeds_grpcurl_call_as_written_reaches_90_percent(served_process) -> None:  # type: ignore[no-untyped-def]

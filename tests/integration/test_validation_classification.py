@@ -115,9 +115,17 @@ def test_ignore_index_with_probability_targets(client: Any) -> None:
 
 
 def test_negative_label_smoothing(client: Any) -> None:
-    # torch treats a negative label_smoothing as 0
-    _refused(client, "cross_entropy", "params.label_smoothing", "[0, 1]", y_pred=_x(2, 3),
-             y_true=torch.tensor([0, 1]), label_smoothing=-0.1)
+    # torch computes a negative label_smoothing as 0: computed the same, with a warning (refused when strict)
+    x, y = _x(2, 3), torch.tensor([0, 1])
+    for loss, extra in (("cross_entropy", {}), ("linear_cross_entropy", {"linear_weight": _x(3, 3, seed=2)})):
+        expected = getattr(torch.nn.functional, loss)(
+            *((x, extra["linear_weight"], y) if extra else (x, y)), label_smoothing=-0.1)
+        assert expected.item() == getattr(torch.nn.functional, loss)(
+            *((x, extra["linear_weight"], y) if extra else (x, y))).item()
+        r = assert_domain_warning(client, loss, "params.label_smoothing", "label_smoothing >= 0",
+                                  y_pred=x, y_true=y, label_smoothing=-0.1, **extra)
+        assert r.value == expected.item()
+    _refused(client, "cross_entropy", "params.label_smoothing", "<= 1", y_pred=x, y_true=y, label_smoothing=1.5)
 
 
 def test_nll_float_target_is_refused(client: Any) -> None:
@@ -165,14 +173,13 @@ def test_binary_targets_outside_unit_interval_warn(client: Any, loss: str, bad: 
     assert torch.equal(r.loss, expected) or (bool(r.loss.isnan()) and bool(expected.isnan()))
 
 
-@pytest.mark.parametrize("loss", ["binary_cross_entropy", "binary_cross_entropy_with_logits",
-                                  "multilabel_soft_margin_loss"])
+@pytest.mark.parametrize("loss", ["binary_cross_entropy", "binary_cross_entropy_with_logits"])
 def test_target_with_another_shape_is_refused(client: Any, loss: str) -> None:
     _refused(client, loss, "inputs.target", "must have the same shape as input",
              y_pred=torch.full((4, 3), 0.5, dtype=f64), y_true=torch.ones(4, 1, dtype=f64))
 
 
-@pytest.mark.parametrize("loss", ["kl_div", "soft_margin_loss"])
+@pytest.mark.parametrize("loss", ["kl_div", "soft_margin_loss", "multilabel_soft_margin_loss"])
 def test_target_with_another_shape_warns(client: Any, loss: str) -> None:
     # torch broadcasts silently: computed, with lossd's warning; strict refuses
     assert_domain_warning(client, loss, "inputs.target", "the input's shape",

@@ -49,6 +49,11 @@ DOMAIN = [
     ("margin_ranking_loss", _ranking(target=torch.tensor([1.0, NAN, -1.0])), {}, "inputs.target",
      "values are 1 or -1"),
     ("margin_ranking_loss", _ranking(target=torch.tensor([2, 1, -1])), {}, "inputs.target", "values are 1 or -1"),
+    # p <= 0 is no norm: torch counts non-zeros (p=0) or computes a "distance" that shrinks with the gap.
+    ("triplet_margin_loss", _triplet(), {"p": 0.0}, "params.p", "p > 0"),
+    ("triplet_margin_loss", _triplet(), {"p": -1.0}, "params.p", "p > 0"),
+    ("triplet_margin_loss", _triplet(), {"eps": -0.1}, "params.eps", "eps >= 0"),
+    ("pairwise_distance", {"x1": X, "x2": Y}, {"eps": -1.0}, "params.eps", "eps >= 0"),
 ]
 
 
@@ -72,16 +77,11 @@ BAD = [
     # Triplet margins: torch raises a bare ValueError; the schema names the field first.
     ("triplet_margin_loss", _triplet(), {"margin": 0.0}, "params.margin", "> 0"),
     ("triplet_margin_with_distance_loss", _triplet(), {"margin": -1.0}, "params.margin", "> 0"),
-    # p <= 0 is no norm: torch counts non-zeros (p=0) or computes a "distance" that shrinks with the gap.
-    ("triplet_margin_loss", _triplet(), {"p": 0.0}, "params.p", "> 0"),
-    ("triplet_margin_loss", _triplet(), {"p": -1.0}, "params.p", "> 0"),
-    ("triplet_margin_loss", _triplet(), {"eps": -0.1}, "params.eps", ">= 0"),
     ("triplet_margin_with_distance_loss", _triplet(), {"distance_function": "lambda a, b: 0"},
      "params.distance_function", "'pairwise_distance', 'cosine_distance', 'l1', 'squared_euclidean'"),
     ("triplet_margin_loss", {"anchor": X, "positive": V, "negative": W}, {}, "inputs", "same number of dimensions"),
     ("cosine_similarity", {"x1": X, "x2": Y}, {"eps": -1e-8}, "params.eps", ">= 0"),
     ("cosine_similarity", {"x1": X, "x2": Y}, {"dim": 2}, "params.dim", "must be in [-2, 1]"),
-    ("pairwise_distance", {"x1": X, "x2": Y}, {"eps": -1.0}, "params.eps", ">= 0"),
     ("pairwise_distance", {"x1": X, "x2": Y}, {"keepdim": 1}, "params.keepdim", "true or false"),
 ]
 

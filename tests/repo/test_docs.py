@@ -100,7 +100,8 @@ def _toy_registry() -> Registry:
 def test_render_of_a_toy_registry() -> None:
     text = render_losses_markdown(_toy_registry())
     assert "lossd serves 1 loss. " in text
-    assert "| [`toy_loss`](#toy_loss) | `ToyLoss`, `toy` | A toy loss. |" in text
+    assert "| [`toy_loss`](#toy_loss) | `ToyLoss`, `toy` | one by one | A toy loss. |" in text
+    assert "- **In a batch:** one by one" in text
     assert "- **Notes:** float16 is slow." in text
     assert "- **Float dtypes:** float32, float64" in text
     # pipes and newlines never break a table row
@@ -118,6 +119,16 @@ def test_render_of_a_toy_registry() -> None:
     assert '"target": {"dtype": "int64", "shape": [3], "values": [1, 2, 3]}' in text
     assert '"params": {"margin": 0.5, "sizes": [1, 2]}' in text
     assert text.endswith("EOF\n```\n")
+
+
+def test_the_vectorized_losses_say_so() -> None:
+    """docs/losses.md names the losses a batch vectorizes: those registered vectorized (the ones
+    tests/unit/test_vectorized.py proves bit-identical)."""
+    text = render_losses_markdown()
+    for spec in REGISTRY:
+        assert f"- **In a batch:** {'vectorized' if spec.vectorized else 'one by one'}" in text.split(
+            f"## {spec.name}\n")[1], spec.name
+    assert {s.name for s in REGISTRY if s.vectorized} == {"mse_loss", "l1_loss"}
 
 
 def test_toy_example_parses_as_proto_json() -> None:

@@ -94,6 +94,7 @@ def test_buf_breaking_against_main_passes(tmp_path: Path) -> None:
         [git, "rev-parse", "--verify", "--quiet", "main^{commit}"], cwd=REPO, capture_output=True).returncode == 0
     if not has_main:
         pytest.skip("no git branch `main` here to compare the contract with")
+    assert git is not None
     archive = subprocess.run([git, "archive", "--format=tar", "main", "proto"], cwd=REPO, capture_output=True,
                              check=True, timeout=60).stdout
     subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive, check=True, timeout=60)

@@ -113,3 +113,24 @@ def test_sigterm_cancels_what_outlasts_the_grace_period_and_still_exits_in_time(
         channel.close()
     assert exited - sent <= grace + 1, f"exited {exited - sent:.2f}s after SIGTERM"
     assert any("were cancelled" in line for line in served.log), "".join(served.log)
+
+
+def test_sigterm_while_a_worker_plans_holds_the_grace_period(tmp_path: Path) -> None:
+    """A worker still planning a large job (generating 2·10^7 feature values, seconds) does not look at
+    its flags: on SIGTERM it exits at once (nothing to checkpoint yet), the job is INTERRUPTED, and the
+    process exits 0 within grace + 1 s."""
+    grace = 0.5
+    big = small_spec(model={"linear": {}}, metrics=[], loss={"name": "mse_loss"}, detach=True,
+                     data={"builtin": {"name": "linear_regression",
+                                       "params": {"n_samples": 500_000, "n_features": 40}}})
+    with ServedProcess.start(tmp_path, "--grace", str(grace), "--data-dir", str(tmp_path / "data")) as served:
+        with grpc.insecure_channel(served.address) as channel:
+            stub = training_pb2_grpc.TrainingServiceStub(channel)
+            job_id = next(iter(stub.TrainJob(train_request(big), timeout=120))).event.job_id
+        assert wait_for(lambda: any(f"job {job_id} started in worker pid" in line for line in list(served.log)),
+                        30, 0.01)
+        sent = time.monotonic()
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(grace + 10) == 0
+        exited = time.monotonic()
+    assert exited - sent <= grace + 1, f"exited {exited - sent:.2f}s after SIGTERM (grace {grace}s)"

@@ -15,6 +15,7 @@ GARBAGE = b"\xff\xff\xff\x07"
 @pytest.mark.parametrize(("method", "kind", "expected"), [
     ("/lossd.v1.LossService/EvaluateLoss", "unary_unary", "lossd.v1.LossService/EvaluateLoss request"),
     ("/lossd.v1.LossService/ListLosses", "unary_unary", "lossd.v1.ListLossesRequest message"),
+    ("/lossd.v1.LossService/EvaluateLossBatch", "unary_unary", "lossd.v1.EvaluateLossBatchRequest message"),
     ("/lossd.v1.TrainingService/GetJob", "unary_unary", "lossd.v1.GetJobRequest message"),
     ("/lossd.v1.TrainingService/TrainJob", "unary_stream", "lossd.v1.TrainJobRequest message"),
     ("/lossd.v1.LossService/EvaluateLossStream", "stream_stream", "lossd.v1.EvaluateLossStreamRequest message"),

@@ -12,7 +12,7 @@ from lossd.v1 import training_pb2
 
 __all__ = ["SEED_RINGS", "SEED_RINGS_JSON", "request", "small_spec", "events_from_grpcurl"]
 
-#: The seed's grpcurl request body, exactly as issue 4 (and the README) writes it.
+#: The seed's grpcurl request body, exactly as issue 4 (and docs/training.md) writes it; examples/rings.json holds it.
 SEED_RINGS_JSON = (
     '{"model":{"mlp":{"hidden":[4,8],"activation":"relu","output_activation":"sigmoid"}},'
     '"data":{"builtin":{"name":"rings"},"validation_fraction":0.3},'

@@ -12,7 +12,8 @@ from google.protobuf import any_pb2, descriptor_pool
 from google.rpc import error_details_pb2, status_pb2
 
 from lossd.client import Client, ClientConfig, FieldViolation, InvalidArgument, LossdError, NotFound
-from lossd.client._config import ENVIRONMENT, RETRIED_METHODS, normalize_target
+from lossd._settings import parse_bool
+from lossd.client._config import ENVIRONMENT, RETRIED_METHODS, SETTINGS, normalize_target
 from lossd.client._errors import STATUS_DETAILS_KEY, error_class, from_rpc_error
 
 
@@ -42,6 +43,37 @@ def test_every_setting_has_an_environment_variable() -> None:
     # The file settings are read when credentials are made (see test_unreadable...); all are named here.
     assert set(ENVIRONMENT) == {f for f in ClientConfig.__dataclass_fields__ if f not in ("addresses", "options")}
     assert all(v.startswith("LOSSD_") for v in ENVIRONMENT.values())
+
+
+def test_the_settings_table_is_the_one_source() -> None:
+    """ClientConfig's fields, the LOSSD_* variables and the CLI flags come from SETTINGS."""
+    from lossd.client.cli import build_parser
+
+    names = [s.name for s in SETTINGS]
+    assert names == [f for f in ClientConfig.__dataclass_fields__ if f not in ("addresses", "options")]
+    assert ENVIRONMENT == {s.name: s.env for s in SETTINGS}
+    assert all(s.default == ClientConfig.__dataclass_fields__[s.name].default for s in SETTINGS if s.default is not None)
+    flags = {o: a.dest for a in build_parser()._actions for o in a.option_strings}
+    for s in SETTINGS:
+        assert s.flag and flags[s.flag] == s.name, s
+
+
+@pytest.mark.parametrize("text, value", [
+    *[(t, True) for t in ("1", "true", "True", "YES", "on", " On ")],
+    *[(t, False) for t in ("0", "false", "FALSE", "no", "Off")],
+])
+def test_one_boolean_parser(text: str, value: bool) -> None:
+    assert parse_bool(text) is value
+    assert ClientConfig.from_env(environ={"LOSSD_TLS": text}).tls is value
+
+
+@pytest.mark.parametrize("text", ["", "2", "y", "enabled", "truthy"])
+def test_boolean_parser_refuses_anything_else_naming_the_variable(text: str) -> None:
+    with pytest.raises(ValueError, match="not a boolean; use 1/0, true/false, yes/no or on/off"):
+        parse_bool(text)
+    if text:  # an empty variable counts as unset
+        with pytest.raises(ValueError, match=f"LOSSD_TLS={text!r}"):
+            ClientConfig.from_env(environ={"LOSSD_TLS": text})
 
 
 def test_arguments_win_over_the_environment() -> None:

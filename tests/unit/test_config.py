@@ -26,7 +26,8 @@ def test_the_table_and_the_config_name_the_same_settings() -> None:
 
 @pytest.mark.parametrize("name", ["max_tensor_elements", "max_request_elements", "max_tensors", "max_terms",
                                   "max_concurrent_rpcs", "max_concurrent_streams", "max_samples", "max_epochs",
-                                  "max_steps", "max_parameters", "max_world_size", "max_jobs", "max_queued_jobs"])
+                                  "max_steps", "max_parameters", "max_world_size", "max_jobs", "max_queued_jobs",
+                                  "max_classes", "max_layers", "max_layer_width", "max_job_restarts"])
 def test_refusal_hints_name_the_tables_flag_and_variable(name: str) -> None:
     # lossd._wire, the concurrency limiter and training (below the settings table) name a limit by
     # the conventional flag and variable; the table must keep the convention for every such limit.

@@ -30,7 +30,7 @@ def test_table_covers_every_method_of_the_descriptors() -> None:
         for method in service.methods
     }
     table = {(m.service, m.name, m.kind.startswith("stream_"), m.kind.endswith("_stream")) for m in METHODS}
-    assert table == described and len(METHODS) == len(described) == 9
+    assert table == described and len(METHODS) == len(described) == 10
     assert set(BY_PATH) == {m.path for m in METHODS} | {HEALTH_CHECK.path}
 
 
@@ -48,7 +48,7 @@ def test_idempotency_is_the_contracts_option() -> None:
         assert m.idempotent == (level != descriptor_pb2.MethodOptions.IDEMPOTENCY_UNKNOWN), m.path
     # What the SDK retried before the table existed: the table must keep it (behaviour unchanged).
     assert {m.name for m in METHODS if m.idempotent} == {"ListLosses", "EvaluateLoss", "EvaluateLossStream",
-                                                         "GetJob", "ListJobs"}
+                                                         "EvaluateLossBatch", "GetJob", "ListJobs"}
 
 
 def test_retry_policy_is_the_idempotent_methods_with_one_request() -> None:
@@ -59,14 +59,14 @@ def test_retry_policy_is_the_idempotent_methods_with_one_request() -> None:
     assert names == set(RETRIED_METHODS) == idempotent - streams_in
     assert names == {
         ("lossd.v1.LossService", "ListLosses"), ("lossd.v1.LossService", "EvaluateLoss"),
-        ("lossd.v1.TrainingService", "GetJob"), ("lossd.v1.TrainingService", "ListJobs"),
+        ("lossd.v1.LossService", "EvaluateLossBatch"), ("lossd.v1.TrainingService", "GetJob"), ("lossd.v1.TrainingService", "ListJobs"),
         ("grpc.health.v1.Health", "Check"),
     }
 
 
 def test_sdk_calls_read_the_table() -> None:
-    calls = [_calls.LIST_LOSSES, _calls.EVALUATE_LOSS, _calls.EVALUATE_LOSS_STREAM, _training.TRAIN_JOB,
-             _training.WATCH_JOB, _training.GET_JOB, _training.LIST_JOBS, _training.CANCEL_JOB,
+    calls = [_calls.LIST_LOSSES, _calls.EVALUATE_LOSS, _calls.EVALUATE_LOSS_STREAM, _calls.EVALUATE_LOSS_BATCH,
+             _training.TRAIN_JOB, _training.WATCH_JOB, _training.GET_JOB, _training.LIST_JOBS, _training.CANCEL_JOB,
              _training.DELETE_JOB]
     assert [c.rpc for c in calls] == list(METHODS)
     for call in calls:

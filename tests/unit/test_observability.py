@@ -13,6 +13,7 @@ import sys
 import grpc
 import pytest
 
+from lossd._settings import SettingError
 from lossd.server import _metrics
 from lossd.server._logging import JsonFormatter, access_fields, configure_logging
 from lossd.server._metrics import Metrics, add_job_steps, set_jobs_by_state
@@ -67,7 +68,8 @@ def test_off_by_default_builds_nothing() -> None:
 
 def test_metrics_without_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    with pytest.raises(RuntimeError, match=r"lossd\[metrics\]"):
+    with pytest.raises(SettingError, match=r"--metrics-port .*: pip install prometheus-client \(or pip install "
+                       r"'\.\[metrics\]' in the lossd clone\)$"):
         Metrics()
 
 

@@ -3,6 +3,7 @@ the target/output-size rules, param groups and the L2 + weight_decay warning. No
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -234,6 +235,69 @@ def test_limits_answer_resource_exhausted_with_the_flag(
     e = refusal(small_spec(**overrides), **limits)
     assert (e.code, e.field) == ("RESOURCE_EXHAUSTED", field), str(e)
     assert flag in e.message and str(next(iter(limits.values()))) in e.message, str(e)
+
+
+#: Issue 18's oversized jobs, each refused from sizes alone (default limits) before anything is built:
+#: (spec overrides, field, flag).
+OVERSIZED = [
+    ({"data": _inline([0, 1, 2, 3], [4, 1], [0, 1, 2, 50_000_000]), "loss": {"name": "mse_loss"},
+      "model": {"linear": {}}, "metrics": []}, "data.inline.y", "--max-classes"),
+    ({"data": _inline([0, 1, 2, 3], [4, 1], [0, 1, 2, 1_000_000_000]), "loss": {"name": "mse_loss"},
+      "model": {"linear": {}}, "metrics": []}, "data.inline.y", "--max-classes"),
+    ({"data": {"inline": {**_inline([0, 1, 2, 3], [4, 1], [0, 1, 2, 3])["inline"], "num_classes": 2**31 - 1}},
+      "loss": {"name": "mse_loss"}, "model": {"linear": {}}, "metrics": []}, "data.inline.num_classes",
+     "--max-classes"),
+    ({"data": _inline([0, 1, 2, 3], [4, 1], [0, 1, 2, 2**62]), "loss": {"name": "cross_entropy"},
+      "model": {"linear": {}}, "metrics": []}, "data.inline.y", "--max-classes"),
+    ({"data": {"builtin": {"name": "linear_regression", "params": {"n_samples": 10**6, "n_features": 1,
+                                                                     "n_targets": 1000}}},
+      "loss": {"name": "mse_loss"}, "model": {"linear": {}}, "metrics": []}, "data.builtin.params",
+     "--max-tensor-elements"),
+    ({"data": {"builtin": {"name": "linear_regression", "params": {"n_samples": 10**6, "n_features": 1,
+                                                                     "n_targets": 100}}},
+      "loss": {"name": "mse_loss"}, "model": {"linear": {}}, "metrics": []}, "data.builtin.params",
+     "--max-tensor-elements"),
+    ({"data": {"builtin": {"name": "blobs", "params": {"n_samples": 10**6, "centers": 1000}}},
+      "loss": {"name": "mse_loss"}, "model": {"linear": {}}, "metrics": []}, "data", "--max-tensor-elements"),
+    ({"model": {"mlp": {"hidden": [1] * 100_000}}}, "model.mlp.hidden", "--max-layers"),
+    ({"model": {"mlp": {"hidden": [8, 10**9]}}}, "model.mlp.hidden[1]", "--max-layer-width"),
+    ({"model": {"mlp": {"hidden": [20_000]}}, "batch_size": 5000,
+      "data": {"builtin": {"name": "blobs", "params": {"n_samples": 20_000, "centers": 3}}},
+      "loss": {"name": "cross_entropy"}, "metrics": []}, "model", "--max-tensor-elements"),  # activations
+]
+
+
+@pytest.mark.parametrize("overrides, field, flag", OVERSIZED, ids=lambda v: v if isinstance(v, str) else None)
+def test_oversized_jobs_are_refused_from_their_sizes(overrides: dict[str, Any], field: str, flag: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from lossd.server.training import _data, _spec
+
+    def built(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a tensor was built before the sizes were checked")
+    monkeypatch.setattr(torch.nn.functional, "one_hot", built)
+    monkeypatch.setattr(_spec, "build_model", built)
+    for name, builtin in list(_data.BUILTINS.items()):
+        monkeypatch.setitem(_data.BUILTINS, name, dataclasses.replace(builtin, make=built))
+    with pytest.raises(LossError) as info:
+        plan_job(request(small_spec(**overrides)), REGISTRY)
+    e = info.value
+    assert (e.code, e.field) == ("RESOURCE_EXHAUSTED", field), str(e)
+    assert flag in e.message, str(e)
+
+
+def test_the_parameter_limit_says_each_number_once() -> None:
+    e = refusal(small_spec(model={"mlp": {"hidden": [100, 100]}}), max_parameters=5000)
+    assert e.message.count("10501") == 1 and "5000" in e.message and "--max-parameters" in e.message, str(e)
+
+
+@pytest.mark.parametrize("value", [3, 7, 2**31 - 1, -1])
+def test_an_unknown_output_encoding_is_refused(value: int) -> None:
+    req = request(small_spec())
+    req.output_encoding = value  # type: ignore[assignment]  # protobuf keeps unknown enum numbers
+    with pytest.raises(LossError) as info:
+        plan_job(req, REGISTRY)
+    assert (info.value.code, info.value.field) == ("INVALID_ARGUMENT", "output_encoding"), str(info.value)
+    assert str(value) in info.value.message and "TENSOR_ENCODING_VALUES" in info.value.message
 
 
 def test_nan_in_the_data_is_refused() -> None:

@@ -66,7 +66,7 @@ export declare function toArray(
 export interface ErrorDescription {
   /** gRPC code name, e.g. "INVALID_ARGUMENT". */
   code: string;
-  /** The server's message, e.g. "params.label_smoothing: is 1.5; must be in [0, 1]". */
+  /** The server's message, e.g. "params.label_smoothing: is 1.5; must be <= 1". */
   message: string;
   /** google.rpc.BadRequest field violations from the grpc-status-details-bin trailer. */
   fieldViolations: { field: string; description: string }[];

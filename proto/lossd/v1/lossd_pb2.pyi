@@ -70,16 +70,34 @@ class EvaluateLossRequest(_message.Message):
     def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., grad_inputs: _Optional[_Iterable[str]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., output_encoding: _Optional[_Union[TensorEncoding, str]] = ..., terms: _Optional[_Iterable[_Union[LossTerm, _Mapping]]] = ..., parameters: _Optional[_Mapping[str, Tensor]] = ..., regularization: _Optional[_Union[Regularization, _Mapping]] = ..., allow_non_finite: _Optional[bool] = ..., strict: _Optional[bool] = ...) -> None: ...
 
 class LossTerm(_message.Message):
-    __slots__ = ("loss", "weight", "params", "name")
+    __slots__ = ("loss", "weight", "params", "name", "inputs", "transforms")
+    class InputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class TransformsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     LOSS_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
     loss: str
     weight: float
     params: _struct_pb2.Struct
     name: str
-    def __init__(self, loss: _Optional[str] = ..., weight: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
+    inputs: _containers.ScalarMap[str, str]
+    transforms: _containers.ScalarMap[str, str]
+    def __init__(self, loss: _Optional[str] = ..., weight: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., name: _Optional[str] = ..., inputs: _Optional[_Mapping[str, str]] = ..., transforms: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Regularization(_message.Message):
     __slots__ = ("l1", "l2", "include", "exclude")
@@ -165,6 +183,26 @@ class EvaluateLossStreamResponse(_message.Message):
     response: EvaluateLossResponse
     error: Error
     def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[EvaluateLossResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class EvaluateLossBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[EvaluateLossRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[EvaluateLossRequest, _Mapping]]] = ...) -> None: ...
+
+class EvaluateLossBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[EvaluateLossBatchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[EvaluateLossBatchResult, _Mapping]]] = ...) -> None: ...
+
+class EvaluateLossBatchResult(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: EvaluateLossResponse
+    error: Error
+    def __init__(self, response: _Optional[_Union[EvaluateLossResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "field")

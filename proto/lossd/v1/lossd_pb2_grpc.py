@@ -54,6 +54,11 @@ class LossServiceStub:
                 request_serializer=lossd_dot_v1_dot_lossd__pb2.EvaluateLossStreamRequest.SerializeToString,
                 response_deserializer=lossd_dot_v1_dot_lossd__pb2.EvaluateLossStreamResponse.FromString,
                 _registered_method=True)
+        self.EvaluateLossBatch = channel.unary_unary(
+                '/lossd.v1.LossService/EvaluateLossBatch',
+                request_serializer=lossd_dot_v1_dot_lossd__pb2.EvaluateLossBatchRequest.SerializeToString,
+                response_deserializer=lossd_dot_v1_dot_lossd__pb2.EvaluateLossBatchResponse.FromString,
+                _registered_method=True)
 
 
 class LossServiceServicer:
@@ -88,6 +93,18 @@ class LossServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateLossBatch(self, request, context):
+        """EvaluateLossBatch evaluates many requests sent in one message: exactly
+        one result per item, in item order. A bad item yields a result carrying
+        an error; the other items are evaluated. Items that share loss,
+        parameters, dtypes and shapes are evaluated together in one vectorized
+        torch call where that is bit-identical to evaluating them one at a time
+        (docs/losses.md says which losses do); the others one by one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LossServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +122,11 @@ def add_LossServiceServicer_to_server(servicer, server):
                     servicer.EvaluateLossStream,
                     request_deserializer=lossd_dot_v1_dot_lossd__pb2.EvaluateLossStreamRequest.FromString,
                     response_serializer=lossd_dot_v1_dot_lossd__pb2.EvaluateLossStreamResponse.SerializeToString,
+            ),
+            'EvaluateLossBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateLossBatch,
+                    request_deserializer=lossd_dot_v1_dot_lossd__pb2.EvaluateLossBatchRequest.FromString,
+                    response_serializer=lossd_dot_v1_dot_lossd__pb2.EvaluateLossBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -193,6 +215,33 @@ class LossService:
             '/lossd.v1.LossService/EvaluateLossStream',
             lossd_dot_v1_dot_lossd__pb2.EvaluateLossStreamRequest.SerializeToString,
             lossd_dot_v1_dot_lossd__pb2.EvaluateLossStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateLossBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lossd.v1.LossService/EvaluateLossBatch',
+            lossd_dot_v1_dot_lossd__pb2.EvaluateLossBatchRequest.SerializeToString,
+            lossd_dot_v1_dot_lossd__pb2.EvaluateLossBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

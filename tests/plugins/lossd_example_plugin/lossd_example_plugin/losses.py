@@ -20,10 +20,10 @@ def rmse_loss(input, target):
     return torch.sqrt(torch.mean((input - target) ** 2))
 
 
-@register_loss("charbonnier_loss", aliases=("CharbonnierLoss",), inputs=(PRED, TARGET),
+@register_loss("smooth_abs_loss", aliases=("SmoothAbsLoss",), inputs=(PRED, TARGET),
                params=(Param("eps", "float", 1e-3, "Smoothing constant.", min=0.0, min_exclusive=True), REDUCTION),
-               description="Charbonnier (smooth L1-like) loss sqrt((x - y)^2 + eps^2).", example=_example)
-class CharbonnierLoss(torch.nn.Module):
+               description="A smooth |x - y|: sqrt((x - y)^2 + eps^2).", example=_example)
+class SmoothAbsLoss(torch.nn.Module):
     """sqrt((input - target)^2 + eps^2), reduced."""
 
     def __init__(self, eps, reduction):

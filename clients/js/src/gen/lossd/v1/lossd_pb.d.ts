@@ -218,6 +218,25 @@ export declare type LossTerm = Message<"lossd.v1.LossTerm"> & {
    * @generated from field: string name = 4;
    */
   name: string;
+
+  /**
+   * Which request input each of this term's loss inputs reads, by the loss's
+   * input name (or alias): {"target": "labels"}. Inputs not named here read the
+   * request input of the same name or alias.
+   *
+   * @generated from field: map<string, string> inputs = 5;
+   */
+  inputs: { [key: string]: string };
+
+  /**
+   * A transform applied to what a loss input reads, before the loss sees it:
+   * "softmax" or "log_softmax" (over dim 1), "sigmoid", or "one_hot" (class
+   * indices to a float (N, C, *) one-hot, C from the term's first input's
+   * dim 1). Example (MONAI DiceFocal): {"target": "one_hot"}.
+   *
+   * @generated from field: map<string, string> transforms = 6;
+   */
+  transforms: { [key: string]: string };
 };
 
 /**
@@ -471,7 +490,85 @@ export declare type EvaluateLossStreamResponse = Message<"lossd.v1.EvaluateLossS
 export declare const EvaluateLossStreamResponseSchema: GenMessage<EvaluateLossStreamResponse>;
 
 /**
- * Error describes a failed item in a stream, mirroring a gRPC status.
+ * EvaluateLossBatchRequest is many evaluations in one message.
+ *
+ * @generated from message lossd.v1.EvaluateLossBatchRequest
+ */
+export declare type EvaluateLossBatchRequest = Message<"lossd.v1.EvaluateLossBatchRequest"> & {
+  /**
+   * The evaluations, each as EvaluateLoss takes it. A server takes at most
+   * --max-batch-items items and --max-batch-bytes of tensor bytes in one
+   * batch; more is refused with RESOURCE_EXHAUSTED naming the flag.
+   *
+   * @generated from field: repeated lossd.v1.EvaluateLossRequest items = 1;
+   */
+  items: EvaluateLossRequest[];
+};
+
+/**
+ * Describes the message lossd.v1.EvaluateLossBatchRequest.
+ * Use `create(EvaluateLossBatchRequestSchema)` to create a new message.
+ */
+export declare const EvaluateLossBatchRequestSchema: GenMessage<EvaluateLossBatchRequest>;
+
+/**
+ * EvaluateLossBatchResponse carries one result per item, in item order.
+ *
+ * @generated from message lossd.v1.EvaluateLossBatchResponse
+ */
+export declare type EvaluateLossBatchResponse = Message<"lossd.v1.EvaluateLossBatchResponse"> & {
+  /**
+   * results[i] answers items[i].
+   *
+   * @generated from field: repeated lossd.v1.EvaluateLossBatchResult results = 1;
+   */
+  results: EvaluateLossBatchResult[];
+};
+
+/**
+ * Describes the message lossd.v1.EvaluateLossBatchResponse.
+ * Use `create(EvaluateLossBatchResponseSchema)` to create a new message.
+ */
+export declare const EvaluateLossBatchResponseSchema: GenMessage<EvaluateLossBatchResponse>;
+
+/**
+ * EvaluateLossBatchResult is the outcome of one item of a batch.
+ *
+ * @generated from message lossd.v1.EvaluateLossBatchResult
+ */
+export declare type EvaluateLossBatchResult = Message<"lossd.v1.EvaluateLossBatchResult"> & {
+  /**
+   * Exactly one of `response` or `error` is set.
+   *
+   * @generated from oneof lossd.v1.EvaluateLossBatchResult.outcome
+   */
+  outcome: {
+    /**
+     * The evaluation's result.
+     *
+     * @generated from field: lossd.v1.EvaluateLossResponse response = 1;
+     */
+    value: EvaluateLossResponse;
+    case: "response";
+  } | {
+    /**
+     * Why this item failed; the other items are unaffected.
+     *
+     * @generated from field: lossd.v1.Error error = 2;
+     */
+    value: Error;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message lossd.v1.EvaluateLossBatchResult.
+ * Use `create(EvaluateLossBatchResultSchema)` to create a new message.
+ */
+export declare const EvaluateLossBatchResultSchema: GenMessage<EvaluateLossBatchResult>;
+
+/**
+ * Error describes a failed item in a stream or a batch, mirroring a gRPC status.
  *
  * @generated from message lossd.v1.Error
  */
@@ -809,6 +906,21 @@ export declare const LossService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof EvaluateLossStreamRequestSchema;
     output: typeof EvaluateLossStreamResponseSchema;
+  },
+  /**
+   * EvaluateLossBatch evaluates many requests sent in one message: exactly
+   * one result per item, in item order. A bad item yields a result carrying
+   * an error; the other items are evaluated. Items that share loss,
+   * parameters, dtypes and shapes are evaluated together in one vectorized
+   * torch call where that is bit-identical to evaluating them one at a time
+   * (docs/losses.md says which losses do); the others one by one.
+   *
+   * @generated from rpc lossd.v1.LossService.EvaluateLossBatch
+   */
+  evaluateLossBatch: {
+    methodKind: "unary";
+    input: typeof EvaluateLossBatchRequestSchema;
+    output: typeof EvaluateLossBatchResponseSchema;
   },
 }>;
 

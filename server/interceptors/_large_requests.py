@@ -1,0 +1,151 @@
+"""Large requests are parsed, and their strings and repeated fields checked, off the event loop.
+
+gRPC calls a method's request deserializer on the event loop. For a large message that is
+slow: protobuf validates every string as UTF-8 (a 100 MB loss name: 0.3 s; lossd's
+``split_payloads``, 0.7 s), and :func:`~lossd.server.rpc._caps.check_request` walks
+every field. :class:`LargeRequests`, the outermost server interceptor, gives gRPC a
+deserializer that keeps a message of more than :data:`INLINE_PARSE_BYTES` as it came
+(:class:`Unparsed`) and parses it on a thread of the default executor, where the caps are
+checked too, before the call's first interceptor sees it (an over-long string is refused from its
+length prefix before the parse: :func:`~lossd.server.rpc._caps.check_wire`); smaller messages are parsed and
+checked right away, in well under a millisecond. A request over a cap ends the call with
+``INVALID_ARGUMENT`` naming the field. Stream items (EvaluateLossStream) are parsed the same
+way; their caps are checked as each is evaluated (a refused item is an ``Error`` reply).
+Handlers without a deserializer (calls refused before parsing: authentication, drain) are
+left as they are.
+
+>>> parse = deferring(bytes.decode)
+>>> parse(b"small"), type(parse(bytes(INLINE_PARSE_BYTES + 1))).__name__
+('small', 'Unparsed')
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message
+
+from ..._methods import SERVICES
+from ..._wire import FieldError
+from ..rpc._caps import check_request, check_wire
+from ..rpc._status import rich_status
+from ._handlers import Context, Continuation, Handler, shape_of
+
+__all__ = ["INLINE_PARSE_BYTES", "LargeRequests", "TENSOR_METHODS", "Unparsed", "deferring"]
+
+#: Messages up to this size are parsed (and their caps checked) on the event loop; it is also the
+#: largest request of a method that carries no tensors (all but :data:`TENSOR_METHODS`): within the
+#: caps such a request is a few KiB, so a larger one is refused from its length, unparsed.
+INLINE_PARSE_BYTES = 64 * 1024
+#: Methods whose requests carry tensors (up to --max-message-bytes).
+TENSOR_METHODS = frozenset({"/lossd.v1.LossService/EvaluateLoss", "/lossd.v1.LossService/EvaluateLossStream",
+                            "/lossd.v1.LossService/EvaluateLossBatch", "/lossd.v1.TrainingService/TrainJob"})
+#: The request message of each of lossd's methods, by path.
+_REQUESTS: dict[str, Descriptor] = {f"/{s.full_name}/{m.name}": m.input_type for s in SERVICES for m in s.methods}
+
+
+class Unparsed:
+    """A received message left as bytes, with the deserializer that will parse it (``None``: the
+    message is too large for its method and is refused) and its type (``None``: unknown, its
+    strings are checked after the parse only)."""
+
+    __slots__ = ("data", "parse", "message")
+
+    def __init__(self, data: bytes, parse: Callable[[bytes], Any] | None, message: Descriptor | None = None) -> None:
+        self.data = data
+        self.parse = parse
+        self.message = message
+
+
+def deferring(deserialize: Callable[[bytes], Any], carries_tensors: bool = True,
+              message: Descriptor | None = None) -> Callable[[bytes], Any]:
+    """``deserialize`` for small messages; larger ones come back as :class:`Unparsed`."""
+
+    def parse(data: bytes) -> Any:
+        if len(data) <= INLINE_PARSE_BYTES:
+            return deserialize(data)
+        return Unparsed(data, deserialize if carries_tensors else None, message)
+
+    return parse
+
+
+def _parse_and_check(item: Unparsed, check: bool) -> Any:
+    if item.parse is None:
+        raise FieldError("", f"the request is {len(item.data)} bytes; a request of this method, which carries no "
+                        f"tensors, is at most {INLINE_PARSE_BYTES} bytes")
+    if check and item.message is not None:
+        check_wire(item.data, item.message)  # an over-long string, before protobuf validates it holding the GIL
+    request = item.parse(item.data)
+    if check:
+        _check(request)
+    return request
+
+
+def _check(request: Any) -> None:
+    message = getattr(request, "message", request)  # EvaluateLoss: a ReceivedRequest around the message
+    if isinstance(message, Message):
+        check_request(message)
+
+
+async def _ready(request: Any, check: bool) -> Any:
+    """``request`` parsed (off the loop when it came as :class:`Unparsed`) and, when ``check``, its
+    caps checked; raises :class:`FieldError` over a cap."""
+    if isinstance(request, Unparsed) and request.parse is None:
+        return _parse_and_check(request, check)  # refused from its length
+    if isinstance(request, Unparsed):
+        return await asyncio.get_running_loop().run_in_executor(None, _parse_and_check, request, check)
+    if check:
+        _check(request)
+    return request
+
+
+async def _parsed_items(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for item in requests:
+        yield await _ready(item, check=False)
+
+
+class LargeRequests(grpc.aio.ServerInterceptor):
+    """Parse large requests off the event loop and check every request's caps (module docstring)."""
+
+    async def intercept_service(
+        self,
+        continuation: Continuation,
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        shape = shape_of(handler)
+        if shape is None:
+            return handler
+        behavior, streaming_in = shape.behavior, shape.streaming_in
+
+        async def ready(request: Any, context: Context) -> Any:
+            if streaming_in:
+                return _parsed_items(request)
+            try:
+                return await _ready(request, check=True)
+            except FieldError as e:
+                status = rich_status(e)
+            # The refusal's traceback holds this call's frames in a reference cycle, which lives until the
+            # next garbage collection: drop the received bytes now (else 100 MB per refused 100 MB request).
+            if isinstance(request, Unparsed):
+                request.data = b""
+            await context.abort_with_status(status)
+
+        if shape.is_gen:
+            async def stream_behavior(request: Any, context: Context) -> AsyncIterator[Any]:
+                async for reply in behavior(await ready(request, context), context):
+                    yield reply
+            new: Any = stream_behavior
+        else:
+            async def unary_behavior(request: Any, context: Context) -> Any:
+                return await behavior(await ready(request, context), context)
+            new = unary_behavior
+        method = handler_call_details.method
+        return shape.rebuild(new, request_deserializer=deferring(handler.request_deserializer, method in TENSOR_METHODS,
+                                                                 _REQUESTS.get(method)))

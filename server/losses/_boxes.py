@@ -1,0 +1,135 @@
+"""Bounding-box regression losses with torchvision.ops' formulas: generalized, distance and
+complete IoU. Boxes are ``(x1, y1, x2, y2)`` with ``x1 <= x2`` and ``y1 <= y2``.
+
+>>> import torch
+>>> b = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+>>> generalized_box_iou_loss(b, b, eps=1e-7, reduction="mean").item() < 1e-6
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._registry import Equivalent, Input, Param, register_loss, require
+
+__all__ = ["generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"]
+
+_INPUTS = (
+    Input(
+        "boxes1", "prediction", differentiable=True, aliases=("y_pred", "input"), doc="boxes (N, 4) or (4), x1 y1 x2 y2"
+    ),
+    Input("boxes2", "target", differentiable=True, aliases=("y_true", "target"), doc="boxes, same shape"),
+)
+_PARAMS = (
+    Param("reduction", "string", "mean", "'none' (one loss per box), 'mean' (default here; torchvision's is 'none'; "
+          "0 for no boxes) or 'sum'.", choices=("none", "mean", "sum")),
+    Param("eps", "float", 1e-7, "Keeps the divisions finite.", min=0.0),
+)
+
+
+def _example(dt: torch.dtype) -> dict[str, object]:
+    return {"boxes1": torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 4.0], [0.0, 0.0, 1.0, 1.0]], dtype=dt),
+            "boxes2": torch.tensor([[1.0, 1.0, 3.0, 3.0], [1.5, 0.5, 3.0, 3.5], [2.0, 2.0, 3.0, 3.0]], dtype=dt)}
+
+
+def _check(boxes1: torch.Tensor, boxes2: torch.Tensor, strict: bool) -> None:
+    require(boxes1.shape[-1:] == (4,) and boxes1.dim() <= 2, "inputs.boxes1",
+            f"must be (N, 4) or (4), got shape {list(boxes1.shape)}")
+    require(boxes2.shape == boxes1.shape, "inputs.boxes2",
+            f"shape {list(boxes2.shape)} must equal boxes1's {list(boxes1.shape)} (one target per box)")
+    for name, b in (("boxes1", boxes1), ("boxes2", boxes2)):
+        x1, y1, x2, y2 = b.unbind(-1)
+        ok = ((x2 > x1) & (y2 > y1)) if strict else ((x2 >= x1) & (y2 >= y1))
+        rule = "x1 < x2 and y1 < y2" if strict else "x1 <= x2 and y1 <= y2"
+        require(bool(ok.all()), f"inputs.{name}", f"boxes must be (x1, y1, x2, y2) with {rule}")
+
+
+def _iou_and_enclosure(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """(iou, union, enclosing box area, enclosing box corners)."""
+    x1, y1, x2, y2 = boxes1.unbind(-1)
+    u1, v1, u2, v2 = boxes2.unbind(-1)
+    w = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp_min(0)
+    h = (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp_min(0)
+    inter = w * h
+    union = (x2 - x1) * (y2 - y1) + (u2 - u1) * (v2 - v1) - inter
+    iou = inter / (union + eps)
+    corners = (torch.minimum(x1, u1), torch.minimum(y1, v1), torch.maximum(x2, u2), torch.maximum(y2, v2))
+    area_c = (corners[2] - corners[0]) * (corners[3] - corners[1])
+    return iou, union, area_c, corners
+
+
+def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return loss.mean() if loss.numel() else loss.sum() * 0
+    return loss.sum() if reduction == "sum" else loss
+
+
+def _center_term(
+    boxes1: torch.Tensor, boxes2: torch.Tensor, corners: tuple[torch.Tensor, ...], eps: float
+) -> torch.Tensor:
+    """Squared distance of the centres over the squared diagonal of the enclosing box."""
+    cx1, cy1, cx2, cy2 = corners
+    diagonal = (cx2 - cx1) ** 2 + (cy2 - cy1) ** 2 + eps
+    x1, y1, x2, y2 = boxes1.unbind(-1)
+    u1, v1, u2, v2 = boxes2.unbind(-1)
+    return (((x1 + x2) - (u1 + u2)) ** 2 + ((y1 + y2) - (v1 + v2)) ** 2) / 4 / diagonal
+
+
+@register_loss(
+    "generalized_box_iou_loss",
+    aliases=("GIoULoss", "giou_loss", "generalized_iou_loss"),
+    inputs=_INPUTS, params=_PARAMS,
+    description="1 - GIoU: 1 - IoU + (area of the enclosing box not covered by the union) / (enclosing area).",
+    source="lossd (Rezatofighi et al. 2019; torchvision.ops.generalized_box_iou_loss formula)",
+    example=_example,
+    equivalents=(Equivalent("torchvision.ops.generalized_box_iou_loss(boxes1, boxes2, reduction='mean')", {}, ""),
+                 Equivalent("monai.losses.BoxGIoULoss()", {"eps": 1.1920928955078125e-07},
+                            "2-D boxes (N, 4) in MONAI's StandardMode (x1 y1 x2 y2); MONAI computes in float32")),
+)
+def generalized_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, reduction: str, eps: float) -> torch.Tensor:
+    """``1 - (IoU - (C - U) / (C + eps))``, ``IoU = I / (U + eps)``; C the enclosing box's area."""
+    _check(boxes1, boxes2, strict=False)
+    iou, union, area_c, _ = _iou_and_enclosure(boxes1, boxes2, eps)
+    return _reduce(1 - iou + (area_c - union) / (area_c + eps), reduction)
+
+
+@register_loss(
+    "distance_box_iou_loss",
+    aliases=("DIoULoss", "diou_loss", "distance_iou_loss"),
+    inputs=_INPUTS, params=_PARAMS,
+    description="1 - DIoU: 1 - IoU + (distance of the centres)² / (diagonal of the enclosing box)².",
+    source="lossd (Zheng et al. 2020; torchvision.ops.distance_box_iou_loss formula)",
+    example=_example,
+    equivalents=(Equivalent("torchvision.ops.distance_box_iou_loss(boxes1, boxes2, reduction='mean')", {}, ""),),
+)
+def distance_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, reduction: str, eps: float) -> torch.Tensor:
+    """``1 - IoU + d² / (c² + eps)``: d between the centres, c the enclosing box's diagonal."""
+    _check(boxes1, boxes2, strict=False)
+    iou, _, _, corners = _iou_and_enclosure(boxes1, boxes2, eps)
+    return _reduce(1 - iou + _center_term(boxes1, boxes2, corners, eps), reduction)
+
+
+@register_loss(
+    "complete_box_iou_loss",
+    aliases=("CIoULoss", "ciou_loss", "complete_iou_loss"),
+    inputs=_INPUTS, params=_PARAMS,
+    description="1 - CIoU: DIoU loss + alpha·v, v the aspect-ratio mismatch, alpha = v / (1 - IoU + v) (no gradient).",
+    source="lossd (Zheng et al. 2020; torchvision.ops.complete_box_iou_loss formula)",
+    example=_example,
+    equivalents=(Equivalent("torchvision.ops.complete_box_iou_loss(boxes1, boxes2, reduction='mean')", {}, ""),),
+)
+def complete_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, reduction: str, eps: float) -> torch.Tensor:
+    """DIoU loss ``+ alpha·v``, ``v = 4/π² (atan(w2/h2) - atan(w1/h1))²``, ``alpha = v / (1 - IoU + v + eps)``
+    treated as a constant (no gradient), as in the paper and torchvision."""
+    _check(boxes1, boxes2, strict=True)
+    iou, _, _, corners = _iou_and_enclosure(boxes1, boxes2, eps)
+    x1, y1, x2, y2 = boxes1.unbind(-1)
+    u1, v1, u2, v2 = boxes2.unbind(-1)
+    v = (4 / math.pi**2) * (torch.atan((u2 - u1) / (v2 - v1)) - torch.atan((x2 - x1) / (y2 - y1))) ** 2
+    with torch.no_grad():
+        alpha = v / (1 - iou + v + eps)
+    return _reduce(1 - iou + _center_term(boxes1, boxes2, corners, eps) + alpha * v, reduction)

@@ -1,0 +1,105 @@
+"""Robust regression losses: Barron's family members kornia ships (Charbonnier, Welsch, Cauchy,
+Geman-McClure) with a scale ``c``, and the Wing loss for landmarks.
+
+Each is elementwise on ``x = input - target``; with ``scale = 1`` they are kornia's
+functions (``kornia.losses.charbonnier_loss`` …) exactly.
+
+>>> import torch
+>>> round(cauchy_loss(torch.tensor([2.0]), torch.tensor([0.0]), scale=1.0, reduction="mean").item(), 6)  # log(1 + 2)
+1.098612
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ._registry import REDUCTION, Equivalent, Input, Param, reduce, register_loss, require, require_same_shape
+
+__all__ = ["charbonnier_loss", "welsch_loss", "cauchy_loss", "geman_mcclure_loss", "wing_loss"]
+
+_INPUTS = (
+    Input("input", "prediction", differentiable=True, aliases=("y_pred", "img1"), doc="predictions, any shape"),
+    Input("target", "target", differentiable=True, aliases=("y_true", "img2"), doc="targets, same shape"),
+)
+_SCALE = Param("scale", "float", 1.0, "Scale c: the loss of (input - target) / c (Barron 2019); kornia's is 1.",
+               min=0.0, min_exclusive=True)
+
+
+def _example(dt: torch.dtype) -> dict[str, object]:
+    return {"input": torch.tensor([[0.5, -1.0, 3.0], [0.2, 2.5, -0.7]], dtype=dt),
+            "target": torch.tensor([[1.0, -1.5, 0.0], [0.0, 0.5, 0.3]], dtype=dt)}
+
+
+def _register(name: str, aliases: tuple[str, ...], description: str, formula: str, kornia: str,
+              rho: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def loss(input: torch.Tensor, target: torch.Tensor, *, scale: float, reduction: str) -> torch.Tensor:
+        require_same_shape(input, target, "the loss is elementwise")
+        x = input - target
+        return reduce(rho(x if scale == 1 else x / scale), reduction)
+
+    loss.__name__ = name
+    loss.__doc__ = f"Per element {formula}, ``x = (input - target) / scale``."
+    register_loss(
+        name, aliases=aliases, inputs=_INPUTS, params=(_SCALE, REDUCTION), description=description,
+        source=f"lossd (Barron 2019; {kornia} formula)", example=_example,
+        equivalents=(Equivalent(f"{kornia}(img1, img2, reduction='mean')", {}, ""),),
+    )(loss)
+    return loss
+
+
+charbonnier_loss = _register(
+    "charbonnier_loss", ("CharbonnierLoss", "charbonnier", "pseudo_huber_loss"),
+    "Charbonnier (L1-L2, pseudo-Huber): sqrt(x² + 1) - 1.", "``sqrt(x² + 1) - 1``",
+    "kornia.losses.charbonnier_loss", lambda x: torch.sqrt(x * x + 1) - 1)
+welsch_loss = _register(
+    "welsch_loss", ("WelschLoss", "welsch", "leclerc_loss"),
+    "Welsch (Leclerc): 1 - exp(-x²/2); bounded, ignores outliers.", "``1 - exp(-x²/2)``",
+    "kornia.losses.welsch_loss", lambda x: -torch.expm1(-0.5 * x * x))
+cauchy_loss = _register(
+    "cauchy_loss", ("CauchyLoss", "cauchy", "lorentzian_loss"),
+    "Cauchy (Lorentzian): log(1 + x²/2).", "``log(1 + x²/2)``",
+    "kornia.losses.cauchy_loss", lambda x: torch.log1p(0.5 * x * x))
+geman_mcclure_loss = _register(
+    "geman_mcclure_loss", ("GemanMcclureLoss", "geman_mcclure"),
+    "Geman-McClure: 2x² / (x² + 4); bounded.", "``2x² / (x² + 4)``",
+    "kornia.losses.geman_mcclure_loss", lambda x: 2 * x * x / (x * x + 4))
+
+
+@register_loss(
+    "wing_loss",
+    aliases=("WingLoss", "wing"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="predicted coordinates, any shape"),
+        Input("target", "target", differentiable=True, aliases=("y_true",), doc="true coordinates, same shape"),
+    ),
+    params=(
+        Param(
+            "width", "float", 5.0, "w: where the loss turns from logarithmic to linear.", min=0.0, min_exclusive=True
+        ),
+        Param("curvature", "float", 0.5, "ε: curvature of the logarithmic part.", min=0.0, min_exclusive=True),
+        REDUCTION,
+    ),
+    description="Wing loss for landmark regression (Feng et al. 2018): w·log(1 + |x|/ε) near 0, |x| - C beyond w.",
+    source="lossd (Feng et al. 2018; smp/pytorch-toolbelt wing_loss conventions)",
+    example=_example,
+    equivalents=(
+        Equivalent("pytorch_toolbelt.losses.WingLoss(width=5, curvature=0.5, reduction='mean')", {}, ""),
+        Equivalent(
+            "segmentation_models_pytorch.losses._functional.wing_loss(output, target, width=2, curvature=1)",
+            {"width": 2.0, "curvature": 1.0},
+            "",
+        ),
+    ),
+)
+def wing_loss(
+    input: torch.Tensor, target: torch.Tensor, *, width: float, curvature: float, reduction: str
+) -> torch.Tensor:
+    """``|x| < w``: ``w·log(1 + |x|/ε)``; else ``|x| - C`` with ``C = w - w·log(1 + w/ε)`` (continuous at w)."""
+    require_same_shape(input, target, "the loss is elementwise")
+    require(width > 0 and curvature > 0, "params.width", "width and curvature must be positive")
+    d = (target - input).abs()
+    c = width - width * math.log1p(width / curvature)
+    return reduce(torch.where(d < width, width * torch.log1p(d / curvature), d - c), reduction)

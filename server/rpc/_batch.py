@@ -1,0 +1,343 @@
+"""EvaluateLossBatch: many ``EvaluateLossRequest`` s in one message, one outcome per item, in order.
+
+:func:`evaluate_batch` groups the items that share loss, params, dtypes, shapes and
+wanted gradients (:func:`group_key`) and evaluates each group of two or more in one
+vectorized torch call (:func:`lossd.server.evaluation.evaluate_stacked`) where the
+loss is registered ``vectorized`` and the call is bit-identical to one at a time;
+every other item goes through :func:`~lossd.server.rpc.handle_evaluate_bytes`, as
+EvaluateLoss would. An item's refusal is its own outcome; the batch goes on.
+:func:`batch_reply` frames the outcomes as an ``EvaluateLossBatchResponse``
+around each item's reply bytes (no re-encoding)::
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> from lossd.v1 import lossd_pb2
+    >>> t = lambda *v: lossd_pb2.Tensor(dtype="float32", shape=[len(v)], values=v)
+    >>> items = [lossd_pb2.EvaluateLossRequest(loss="mse", inputs={"y_pred": t(x), "y_true": t(0.0)})
+    ...          for x in (1.0, 2.0)] + [lossd_pb2.EvaluateLossRequest(loss="nope")]
+    >>> reply = lossd_pb2.EvaluateLossBatchResponse.FromString(batch_reply(evaluate_batch(REGISTRY, items)))
+    >>> [r.response.value if r.HasField("response") else r.error.code for r in reply.results]
+    [1.0, 4.0, 'NOT_FOUND']
+
+The server refuses a batch over its limits (:class:`BatchLimits`) as a whole, with
+``RESOURCE_EXHAUSTED`` naming the flag (:func:`check_batch`), before decoding any item.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..._framing import Buffer, field_number, join, length_delimited, map_entry, tensor_body, varint
+from ..._settings import env_name, flag_name
+from ..._wire import DTYPES, FieldError, TensorLimits, check_tensors, reply_too_large
+from ...v1 import lossd_pb2
+from ..evaluation import StackedEvaluation, evaluate_stacked
+from ..losses import TORCH_DTYPES, Registry
+from ._request import handle_evaluate_bytes, reply_encoding, struct_to_dict
+from ._status import MAX_FIELD_BYTES, MAX_MESSAGE_BYTES, clip
+from ._tensors import payload_array
+
+__all__ = [
+    "DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "BatchControl", "BatchLimits", "Outcome", "batch_reply",
+    "check_batch", "evaluate_batch", "group_key", "payload_bytes",
+]
+
+log = logging.getLogger("lossd.server")
+
+#: Most items in one EvaluateLossBatch unless configured (``--max-batch-items``).
+DEFAULT_MAX_BATCH_ITEMS = 10_000
+#: Most tensor bytes (from shapes and dtypes) in one EvaluateLossBatch unless configured (``--max-batch-bytes``).
+DEFAULT_MAX_BATCH_BYTES = 128 * 1024 * 1024
+
+#: One item's outcome: its serialized ``EvaluateLossResponse``, or its refusal.
+Outcome = bytes | FieldError
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """The server's limits on one EvaluateLossBatch (``--max-batch-items``, ``--max-batch-bytes``)."""
+
+    max_items: int = DEFAULT_MAX_BATCH_ITEMS
+    max_bytes: int = DEFAULT_MAX_BATCH_BYTES
+
+
+def _limit_text(setting: str) -> str:
+    return f"{flag_name(setting)}, env {env_name(setting)}"
+
+
+def check_batch(items: Sequence[lossd_pb2.EvaluateLossRequest], limits: BatchLimits) -> None:
+    """Refuse a batch over ``limits`` (``RESOURCE_EXHAUSTED`` naming the flag), from counts and
+    shapes alone: nothing is decoded first.
+
+    >>> check_batch([lossd_pb2.EvaluateLossRequest()] * 3, BatchLimits(max_items=2))
+    Traceback (most recent call last):
+    ...
+    lossd._wire.FieldError: items: 3 items in one batch; the server takes at most 2 \
+(--max-batch-items, env LOSSD_MAX_BATCH_ITEMS): send fewer per batch (the SDK's evaluate_many packs them)
+    """
+    if len(items) > limits.max_items:
+        raise FieldError("items", f"{len(items)} items in one batch; the server takes at most {limits.max_items} "
+                                  f"({_limit_text('max_batch_items')}): send fewer per batch "
+                                  "(the SDK's evaluate_many packs them)", "RESOURCE_EXHAUSTED")
+    total = 0
+    for item in items:
+        total += payload_bytes(item)
+        if total > limits.max_bytes:
+            raise FieldError("items", f"the batch carries over {limits.max_bytes} bytes of tensors; the server "
+                                      f"takes at most {limits.max_bytes} ({_limit_text('max_batch_bytes')}): "
+                                      "send fewer per batch (the SDK's evaluate_many packs them)",
+                             "RESOURCE_EXHAUSTED")
+
+
+_TENSOR_FIELDS = ("inputs", "parameters")
+
+
+def payload_bytes(request: lossd_pb2.EvaluateLossRequest) -> int:
+    """Tensor bytes a request carries, from shapes and dtypes (payloads untouched)."""
+    tensors = [t for name in _TENSOR_FIELDS for t in getattr(request, name).values()]
+    if request.HasField("grad_output"):
+        tensors.append(request.grad_output)
+    total = 0
+    for t in tensors:
+        info = DTYPES.get(t.dtype)
+        total += math.prod(max(0, int(d)) for d in t.shape) * (info.itemsize if info else 8)
+    return total
+
+
+@dataclass
+class BatchControl:
+    """Shared with the thread evaluating a batch: set ``cancelled`` and it stops before the next
+    group or item (the call was cancelled or ran past its deadline); ``evaluated`` counts the
+    items done."""
+
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    evaluated: int = 0
+
+
+class BatchCancelled(Exception):
+    """The batch's call ended (cancelled, past its deadline) before every item was evaluated."""
+
+
+def group_key(registry: Registry, item: lossd_pb2.EvaluateLossRequest) -> Hashable | None:
+    """What items must share to be evaluated together: loss, params, wanted gradients, input names,
+    dtypes and shapes, ``allow_non_finite`` and ``strict``. ``None`` for an item that is evaluated
+    alone (an objective, a ``grad_output``, an unknown loss or one not registered ``vectorized``)."""
+    if item.terms or item.parameters or item.HasField("regularization") or item.HasField("grad_output"):
+        return None
+    try:
+        spec = registry.get(item.loss)
+    except FieldError:
+        return None
+    if not spec.vectorized:
+        return None
+    tensors = tuple(sorted((name, t.dtype, tuple(t.shape)) for name, t in item.inputs.items()))
+    return (spec.name, item.params.SerializeToString(deterministic=True), tuple(item.grad_inputs), tensors,
+            item.allow_non_finite, item.strict)
+
+
+def evaluate_batch(
+    registry: Registry,
+    items: Sequence[lossd_pb2.EvaluateLossRequest],
+    device: torch.device | None = None,
+    limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
+    control: BatchControl | None = None,
+    max_reply_bytes: int | None = None,
+) -> list[Outcome]:
+    """Every item's outcome, in item order; raises :class:`BatchCancelled` when ``control`` is
+    cancelled midway. An item whose reply alone would not fit in ``max_reply_bytes`` (the
+    message limit) answers ``RESOURCE_EXHAUSTED`` instead, as it would in a stream."""
+    control = control or BatchControl()
+    groups: dict[Hashable, list[int]] = {}
+    alone: list[int] = []
+    for i, item in enumerate(items):
+        key = group_key(registry, item)
+        if key is None:
+            alone.append(i)
+        else:
+            groups.setdefault(key, []).append(i)
+    outcomes: list[Outcome | None] = [None] * len(items)
+    for members in groups.values():
+        if len(members) == 1:
+            alone.append(members[0])
+            continue
+        _check(control)
+        _evaluate_group(registry, items, members, device, limits, outcomes, control)
+    for i in sorted(alone):
+        _check(control)
+        outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
+        control.evaluated += 1
+    if max_reply_bytes is not None:
+        outcomes = [_fits(o, max_reply_bytes) for o in outcomes]
+    return [o for o in outcomes if o is not None]
+
+
+def _fits(outcome: Outcome | None, limit: int) -> Outcome | None:
+    if isinstance(outcome, bytes) and len(outcome) + _ITEM_FRAMING > limit:
+        return FieldError("", reply_too_large(len(outcome), limit), "RESOURCE_EXHAUSTED")
+    return outcome
+
+
+#: Bytes an item's reply takes in the batch reply besides its own: two tags and two lengths.
+_ITEM_FRAMING = 12
+
+
+def _check(control: BatchControl) -> None:
+    if control.cancelled.is_set():
+        raise BatchCancelled
+
+
+def _one(work: Callable[[], bytes], index: int) -> Outcome:
+    """``work()``'s reply, or its refusal; an unexpected failure is logged and answers ``INTERNAL``."""
+    try:
+        return work()
+    except FieldError as e:
+        return e
+    except Exception:
+        log.exception("EvaluateLossBatch item %d failed", index)
+        return FieldError("", "internal error; see server log", "INTERNAL")
+
+
+def _evaluate_group(
+    registry: Registry,
+    items: Sequence[lossd_pb2.EvaluateLossRequest],
+    members: list[int],
+    device: torch.device | None,
+    limits: TensorLimits | int,
+    outcomes: list[Outcome | None],
+    control: BatchControl,
+) -> None:
+    """Stack the members' raw payloads (the wire rules checked once for the shared dtypes and
+    shapes, and each member's payload length), evaluate them in one call and frame each reply
+    from the stacked results. A member that sent ``values`` or a payload of the wrong length,
+    and the whole group when it cannot be vectorized exactly (or holds a non-finite value),
+    is evaluated alone: that also gives each member its own refusal."""
+    start = time.perf_counter()
+    first = items[members[0]]
+    names = sorted(first.inputs)
+    alone: list[int] = []
+    payloads: dict[int, list[bytes]] = {}
+    try:
+        layouts = check_tensors([(f"inputs.{n}", first.inputs[n], None) for n in names], limits)
+    except FieldError:
+        alone = members  # the same shapes for all: each gets the refusal
+    else:
+        sizes = [layout.numel * DTYPES[layout.dtype].itemsize for layout in layouts]
+        for i in members:
+            raws = [items[i].inputs[n].raw for n in names]
+            if all(len(raw) == size for raw, size in zip(raws, sizes)) and not any(
+                    items[i].inputs[n].values for n in names):
+                payloads[i] = raws
+            else:
+                alone.append(i)
+    result = None
+    if len(payloads) > 1:
+        stacked = {
+            name: torch.frombuffer(bytearray(b"".join(p[k] for p in payloads.values())) or bytearray(1),
+                                   dtype=TORCH_DTYPES[layout.dtype])[:len(payloads) * layout.numel]
+            .reshape(len(payloads), *layout.shape)
+            for k, (name, layout) in enumerate(zip(names, layouts))
+        }
+        if first.allow_non_finite or all(_finite(t) for t in stacked.values()):
+            decode_s = (time.perf_counter() - start) / len(payloads)
+            result = evaluate_stacked(registry, first.loss, stacked, struct_to_dict(first.params),
+                                      list(first.grad_inputs), device, first.strict)
+    if result is None:  # each alone, each with its own refusal if any
+        alone = sorted([*alone, *payloads])
+        payloads = {}
+    for i in alone:
+        _check(control)
+        outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
+        control.evaluated += 1
+    if result is not None:
+        encodings = [reply_encoding(items[i], {"raw"}) for i in payloads]
+        for i, reply in zip(payloads, _stacked_replies(result, encodings, decode_s)):
+            outcomes[i] = reply
+            control.evaluated += 1
+
+
+def _finite(t: torch.Tensor) -> bool:
+    """No NaN or infinity (the sum of finite numbers is finite unless it overflows: then ``False``
+    too, and the members are checked one by one)."""
+    return not t.is_floating_point() or t.numel() == 0 or bool(torch.isfinite(t.sum()))
+
+
+_REPLY_FIELDS = {name: field_number(lossd_pb2.EvaluateLossResponse, name) for name in ("loss", "grads", "timing")}
+_VALUE_TAG = varint(field_number(lossd_pb2.EvaluateLossResponse, "value") << 3 | 1)  # fixed64
+
+
+class _Rows:
+    """The framed field of one stacked tensor, row by row: a constant prefix, then row ``i``'s bytes."""
+
+    def __init__(self, tensor: torch.Tensor, encoding: str, frame: Callable[[list[Buffer]], list[Buffer]]) -> None:
+        name, arr = payload_array(tensor, encoding)
+        n = arr.shape[0]
+        self._rows = arr.reshape(-1).data.cast("B") if arr.size else memoryview(b"")
+        self._size = len(self._rows) // n if n else 0
+        pieces = frame(tensor_body(name, tuple(tensor.shape[1:]), arr[:1],
+                                   "values" if encoding == "values" else "raw"))
+        self._prefix = join(pieces[:-1]) if self._size else join(pieces)
+
+    def row(self, i: int) -> list[Buffer]:
+        if not self._size:
+            return [self._prefix]
+        return [self._prefix, self._rows[i * self._size:(i + 1) * self._size]]
+
+
+def _stacked_replies(result: StackedEvaluation, encodings: list[str], decode_s: float) -> list[bytes]:
+    """Item ``i``'s serialized ``EvaluateLossResponse`` from row ``i`` of the stacked results: the
+    message :func:`~lossd.server.rpc.encode_reply` makes for it alone (the same fields, framed
+    around the rows' memory; the group's times are shared equally)."""
+    start = time.perf_counter()
+    n = len(result)
+    head = lossd_pb2.EvaluateLossResponse(loss_name=result.spec.name).SerializeToString()
+    values = (np.ascontiguousarray(result.loss.to(torch.float64).numpy(), dtype="<f8")
+              if result.loss.dim() == 1 else None)
+    rows: dict[str, list[_Rows]] = {}
+    for encoding in set(encodings):
+        rows[encoding] = [_Rows(result.loss, encoding, lambda body: length_delimited(_REPLY_FIELDS["loss"], body))]
+        rows[encoding] += [
+            _Rows(g, encoding, lambda body, key=key: map_entry(_REPLY_FIELDS["grads"], key, body))  # type: ignore[misc]
+            for key, g in result.grads.items()
+        ]
+    bodies = []
+    for i, encoding in enumerate(encodings):
+        pieces: list[Buffer] = [head]
+        if values is not None:
+            pieces += [_VALUE_TAG, values[i:i + 1].tobytes()]
+        for field_rows in rows[encoding]:
+            pieces += field_rows.row(i)
+        bodies.append(pieces)
+    encode_s = (time.perf_counter() - start) / n
+    timing = lossd_pb2.Timing(decode_ms=decode_s * 1e3, forward_ms=result.forward_s / n * 1e3,
+                              backward_ms=result.backward_s / n * 1e3, encode_ms=encode_s * 1e3)
+    tail = join(length_delimited(_REPLY_FIELDS["timing"], [timing.SerializeToString()]))
+    return [join([*pieces, tail]) for pieces in bodies]
+
+
+_RESULTS = field_number(lossd_pb2.EvaluateLossBatchResponse, "results")
+_RESPONSE = field_number(lossd_pb2.EvaluateLossBatchResult, "response")
+_ERROR = field_number(lossd_pb2.EvaluateLossBatchResult, "error")
+
+
+def batch_reply(outcomes: Sequence[Outcome]) -> bytes:
+    """The serialized ``EvaluateLossBatchResponse``: each reply's bytes framed as they are, each
+    refusal as an ``Error`` (code, message, field; clipped as EvaluateLoss clips them)."""
+    pieces: list[Buffer] = []
+    for outcome in outcomes:
+        if isinstance(outcome, FieldError):
+            field = clip(outcome.field, MAX_FIELD_BYTES)
+            message = clip(outcome.message, MAX_MESSAGE_BYTES)
+            error = lossd_pb2.Error(code=outcome.code, message=f"{field}: {message}" if field else message, field=field)
+            body = length_delimited(_ERROR, [error.SerializeToString()])
+        else:
+            body = length_delimited(_RESPONSE, [outcome])
+        pieces += length_delimited(_RESULTS, body)
+    return join(pieces)

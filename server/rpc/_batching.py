@@ -1,0 +1,122 @@
+"""Dynamic batching of concurrent EvaluateLoss calls (``--batch-window-us``), after Triton's batcher.
+
+A small EvaluateLoss call (tensors evaluated on the event loop, see ``INLINE_MAX_BYTES``)
+of a loss registered ``vectorized`` joins the pending group of calls that share its
+:func:`~lossd.server.rpc._batch.group_key` (loss, params, dtypes, shapes, wanted
+gradients). A group is evaluated, by :func:`~lossd.server.rpc._batch.evaluate_batch`,
+the same path as EvaluateLossBatch (one vectorized torch call where that is
+bit-identical), when the first of these happens:
+
+- ``window_us`` microseconds have passed since its first call arrived;
+- it holds ``max_items`` calls.
+
+So a call waits at most the window (a lone client's latency grows by it, no more), and
+under concurrency the calls that arrive within one window share one torch call.
+
+Every call gets its own reply or its own error, as if it had been evaluated alone. A call
+cancelled while it waits leaves the group (its item is still evaluated with the others and
+its reply dropped). With ``window_us=0`` the batcher is off and nothing here runs.
+
+    >>> import asyncio
+    >>> from lossd.server.losses import REGISTRY
+    >>> from lossd.v1 import lossd_pb2
+    >>> t = lambda x: lossd_pb2.Tensor(dtype="float32", shape=[1], values=[x])
+    >>> async def two_calls():
+    ...     batcher = DynamicBatcher(REGISTRY, None, 10, window_us=2000)
+    ...     calls = [lossd_pb2.EvaluateLossRequest(loss="mse", inputs={"y_pred": t(x), "y_true": t(0.0)})
+    ...              for x in (1.0, 3.0)]
+    ...     replies = await asyncio.gather(*(batcher.submit(batcher.key(c), c) for c in calls))
+    ...     return [lossd_pb2.EvaluateLossResponse.FromString(r).value for r in replies], batcher.largest
+    >>> asyncio.run(two_calls())
+    ([1.0, 9.0], 2)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import torch
+
+from ..._wire import FieldError, TensorLimits
+from ...v1 import lossd_pb2
+from ..losses import Registry
+from ._batch import evaluate_batch, group_key
+
+__all__ = ["DEFAULT_BATCH_WINDOW_US", "DEFAULT_BATCH_WINDOW_ITEMS", "DynamicBatcher"]
+
+#: The default window, chosen by measurement (docs/performance.md, "Batching").
+DEFAULT_BATCH_WINDOW_US = 0
+#: Most calls evaluated together by the batcher.
+DEFAULT_BATCH_WINDOW_ITEMS = 256
+
+
+@dataclass
+class _Group:
+    items: list[lossd_pb2.EvaluateLossRequest] = field(default_factory=list)
+    waiters: list[asyncio.Future[bytes]] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+
+
+class DynamicBatcher:
+    """Pending groups of compatible EvaluateLoss calls, on one event loop (not thread-safe: the
+    servicer's coroutines call it)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        device: torch.device | None,
+        limits: TensorLimits | int,
+        window_us: int,
+        max_items: int = DEFAULT_BATCH_WINDOW_ITEMS,
+    ) -> None:
+        self._registry = registry
+        self._device = device
+        self._limits = limits
+        self._window_s = window_us / 1e6
+        self._max_items = max(1, max_items)
+        self._groups: dict[Hashable, _Group] = {}
+        #: The most calls evaluated together so far (tests and benchmarks read it).
+        self.largest = 0
+        #: Calls evaluated in groups of two or more.
+        self.batched_calls = 0
+
+    def key(self, request: lossd_pb2.EvaluateLossRequest) -> Hashable | None:
+        """The group a call joins, or ``None`` when it is evaluated on its own."""
+        return group_key(self._registry, request)
+
+    async def submit(self, key: Hashable, request: lossd_pb2.EvaluateLossRequest) -> bytes:
+        """The call's serialized reply once its group is evaluated; raises its ``FieldError``."""
+        loop = asyncio.get_running_loop()
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group()
+            group.timer = loop.call_later(self._window_s, self._flush, key, group)
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        group.items.append(request)
+        group.waiters.append(waiter)
+        if len(group.items) >= self._max_items:
+            self._flush(key, group)
+        return await waiter
+
+    def _flush(self, key: Hashable, group: _Group) -> None:
+        if self._groups.get(key) is not group:
+            return  # already evaluated
+        del self._groups[key]
+        if group.timer is not None:
+            group.timer.cancel()
+        self.largest = max(self.largest, len(group.items))
+        if len(group.items) > 1:
+            self.batched_calls += len(group.items)
+        try:
+            outcomes = evaluate_batch(self._registry, group.items, self._device, self._limits)
+        except Exception as e:  # evaluate_batch answers per item; this is a defect: every waiter gets it
+            outcomes = [e] * len(group.items)  # type: ignore[list-item]
+        for waiter, outcome in zip(group.waiters, outcomes):
+            if waiter.done():  # its call was cancelled while it waited
+                continue
+            if isinstance(outcome, (bytes, bytearray)):
+                waiter.set_result(bytes(outcome))
+            else:
+                waiter.set_exception(outcome if isinstance(outcome, FieldError) else RuntimeError(str(outcome)))

@@ -1,0 +1,209 @@
+"""Caps on every string and repeated field of a request, checked before any work is done with it.
+
+A name, a pattern, a map key or a string in ``params`` is at most :data:`MAX_STRING_BYTES`
+(1 KiB) of UTF-8; a repeated field or map holds at most :data:`MAX_ITEMS` entries (fewer where
+:data:`ITEM_CAPS` says so), and a repeated enum at most one entry per value of the enum. Tensor
+contents (``shape``, ``values``, ``raw``) are left to the wire rules (:mod:`lossd._wire`), other
+numeric lists to the rule that reads them (``hidden``: ``--max-layers``). One walk over the
+message's set fields, without copying anything: a 100 MB loss name or 2,000,000 ``states`` are
+refused from their lengths, before a lookup, a suggestion, a query or a job plan sees them.
+
+>>> from lossd.v1 import lossd_pb2, training_pb2
+>>> check_request(lossd_pb2.EvaluateLossRequest(loss="mse", grad_inputs=["input"]))
+>>> check_request(lossd_pb2.EvaluateLossRequest(loss="m" * 5000))
+Traceback (most recent call last):
+...
+lossd._wire.FieldError: loss: is 5000 characters long; names, patterns and other strings are at most 1024 bytes
+>>> check_request(training_pb2.ListJobsRequest(states=[1] * 10))
+Traceback (most recent call last):
+...
+lossd._wire.FieldError: states: has 10 entries; at most 7 (one per JobState value)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from ..._framing import wire_fields
+from ..._wire import FieldError
+from ...v1 import lossd_pb2
+
+__all__ = ["ITEM_CAPS", "MAX_ITEMS", "MAX_SCANNED_FIELDS", "MAX_STRING_BYTES", "check_request", "check_wire"]
+
+#: Longest string (UTF-8 bytes) in a request: names, patterns, map keys, strings in ``params``.
+MAX_STRING_BYTES = 1024
+#: Most entries in a repeated field or map without a cap of its own.
+MAX_ITEMS = 1024
+#: Repeated fields with a smaller cap (full field name: cap): each costs work per entry and per
+#: model parameter (``param_groups``' patterns are matched against every parameter name).
+ITEM_CAPS = {
+    "lossd.v1.OptimizerSpec.param_groups": 64,
+    "lossd.v1.ParamGroup.patterns": 256,  # as regularization's include/exclude (server/evaluation/_objective.py)
+    # a batch's items are bounded by --max-batch-items (RESOURCE_EXHAUSTED naming it: rpc/_batch.py),
+    # each item by the caps above; the walk is linear in the bytes received
+    "lossd.v1.EvaluateLossBatchRequest.items": 2**31 - 1,
+}
+
+#: Most wire fields :func:`check_wire` reads (about half a second of Python, which lets other threads
+#: run) before it leaves the rest of a message to protobuf's parser and :func:`check_request`.
+MAX_SCANNED_FIELDS = 500_000
+_LEN = 2  # wire type of strings, bytes and messages
+_MAX_DEPTH = 100  # protobuf's own recursion limit
+
+_STRING = FieldDescriptor.TYPE_STRING
+_MESSAGE = FieldDescriptor.TYPE_MESSAGE
+_ENUM = FieldDescriptor.TYPE_ENUM
+
+
+def _string(value: str, field: str, what: str = "") -> None:
+    if len(value) > MAX_STRING_BYTES:  # from the length alone, whatever the size of the string
+        shown = f"{len(value)} characters"
+    elif len(value) * 4 > MAX_STRING_BYTES and len(value.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES:
+        shown = f"{len(value.encode('utf-8', 'surrogatepass'))} bytes of UTF-8"  # a character is 1 to 4 bytes
+    else:
+        return
+    raise FieldError(field, f"{what}is {shown} long; names, patterns and other strings are at most "
+                    f"{MAX_STRING_BYTES} bytes")
+
+
+def _key(key: Any) -> str:
+    return str(key) if len(str(key)) <= 64 else f"{str(key)[:64]}..."
+
+
+def check_request(message: Message, field: str = "") -> None:
+    """Raise :class:`FieldError` (``INVALID_ARGUMENT``, naming the field) at the first string or
+    repeated field of ``message`` over its cap; see the module docstring."""
+    for fd, value in message.ListFields():
+        path = f"{field}.{fd.name}" if field else fd.name
+        if fd.is_repeated:
+            is_map = fd.message_type is not None and fd.message_type.GetOptions().map_entry
+            if fd.type not in (_STRING, _MESSAGE, _ENUM):
+                continue  # numbers: the wire rules (tensors) or the field's own rule
+            cap = ITEM_CAPS.get(fd.full_name, MAX_ITEMS)
+            enum = fd.enum_type if fd.type == _ENUM else None
+            if enum is not None:
+                cap = len(enum.values)
+            if len(value) > cap:
+                per = f" (one per {enum.name} value)" if enum is not None else ""
+                raise FieldError(path, f"has {len(value)} entries; at most {cap}{per}")
+            if fd.type == _ENUM:
+                continue
+            if is_map:
+                assert fd.message_type is not None
+                key_fd, value_fd = fd.message_type.fields_by_name["key"], fd.message_type.fields_by_name["value"]
+                for key in value:
+                    if key_fd.type == _STRING:
+                        _string(key, path, f"the key {_key(key)!r} ")
+                    if value_fd.type == _MESSAGE:
+                        _check_message(value[key], f"{path}.{_key(key)}")
+                    elif value_fd.type == _STRING:
+                        _string(value[key], f"{path}.{_key(key)}")
+            elif fd.type == _STRING:
+                for i, item in enumerate(value):
+                    _string(item, f"{path}[{i}]")
+            else:
+                for i, item in enumerate(value):
+                    _check_message(item, f"{path}[{i}]")
+        elif fd.type == _STRING:
+            _string(value, path)
+        elif fd.type == _MESSAGE:
+            _check_message(value, path)
+
+
+def _check_message(message: Message, field: str) -> None:
+    if isinstance(message, lossd_pb2.Tensor):  # its numbers: the wire rules (check_tensor); its dtype here
+        _string(message.dtype, f"{field}.dtype")
+        return
+    check_request(message, field)
+
+
+def check_wire(data: bytes, message: Descriptor) -> None:
+    """Refuse a serialized ``message`` whose strings (map keys included, at any depth) are over
+    :data:`MAX_STRING_BYTES`, from their length prefixes: before protobuf parses it, which validates
+    every string as UTF-8 holding the GIL (a 100 MB loss name: 0.3 s in which no other thread runs).
+
+    Only strings are checked here, and only within the first :data:`MAX_SCANNED_FIELDS` fields;
+    bytes it cannot read (malformed, groups) are left to the parser, and everything else to
+    :func:`check_request` on the parsed message.
+
+    >>> from lossd.v1 import lossd_pb2
+    >>> request = lossd_pb2.EvaluateLossRequest
+    >>> check_wire(request(loss="mse_loss").SerializeToString(), request.DESCRIPTOR)
+    >>> check_wire(request(loss="x" * 2000).SerializeToString(), request.DESCRIPTOR)
+    Traceback (most recent call last):
+    ...
+    lossd._wire.FieldError: loss: is 2000 bytes long; names, patterns and other strings are at most 1024 bytes
+    """
+    view = memoryview(data)
+    budget = [MAX_SCANNED_FIELDS]
+    try:
+        _scan(view, 0, len(view), message, "", budget, 0)
+    except FieldError:
+        raise
+    except (ValueError, IndexError):  # FieldError is a ValueError too
+        return  # not well-formed: protobuf's parser says so
+
+
+def _scan(view: memoryview, start: int, end: int, message: Descriptor, path: str, budget: list[int],
+          depth: int) -> bool:
+    """Walk one message's fields; ``False`` once the budget is spent (stop everywhere)."""
+    if depth > _MAX_DEPTH:
+        return False
+    seen: dict[int, int] = {}  # entries per repeated field so far: the index in the path
+    by_number = message.fields_by_number
+    for number, wire_type, _, value_start, after in wire_fields(view, start, end):
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        fd = by_number.get(number)
+        if fd is None or wire_type != _LEN or fd.type not in (_STRING, _MESSAGE):
+            continue  # numbers, bytes (tensor payloads), packed lists, unknown fields
+        name = f"{path}.{fd.name}" if path else fd.name
+        if fd.is_repeated:
+            index = seen.get(number, 0)
+            seen[number] = index + 1
+        if fd.type == _STRING:
+            if after - value_start > MAX_STRING_BYTES:
+                where = f"{name}[{index}]" if fd.is_repeated else name
+                raise FieldError(where, f"is {after - value_start} bytes long; names, patterns and other strings "
+                                 f"are at most {MAX_STRING_BYTES} bytes")
+            continue
+        entry = fd.message_type
+        assert entry is not None
+        if entry.GetOptions().map_entry:
+            if not _scan_map_entry(view, value_start, after, entry, name, budget, depth):
+                return False
+            continue
+        where = f"{name}[{index}]" if fd.is_repeated else name
+        if not _scan(view, value_start, after, entry, where, budget, depth + 1):
+            return False
+    return True
+
+
+def _scan_map_entry(view: memoryview, start: int, end: int, entry: Descriptor, path: str, budget: list[int],
+                    depth: int) -> bool:
+    key_fd, value_fd = entry.fields_by_name["key"], entry.fields_by_name["value"]
+    key = ""
+    for number, wire_type, _, value_start, after in wire_fields(view, start, end):
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        if wire_type != _LEN:
+            continue
+        if number == 1 and key_fd.type == _STRING:
+            key = bytes(view[value_start:min(after, value_start + 64)]).decode("utf-8", "replace")
+            if after - value_start > MAX_STRING_BYTES:
+                shown = key + "..." if after - value_start > 64 else key
+                raise FieldError(path, f"the key {shown!r} is {after - value_start} bytes long; names, patterns "
+                                 f"and other strings are at most {MAX_STRING_BYTES} bytes")
+        elif number == 2 and value_fd.type == _STRING and after - value_start > MAX_STRING_BYTES:
+            raise FieldError(f"{path}.{key}", f"is {after - value_start} bytes long; names, patterns and other "
+                             f"strings are at most {MAX_STRING_BYTES} bytes")
+        elif number == 2 and value_fd.type == _MESSAGE:
+            assert value_fd.message_type is not None
+            if not _scan(view, value_start, after, value_fd.message_type, f"{path}.{key}", budget, depth + 1):
+                return False
+    return True

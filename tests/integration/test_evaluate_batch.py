@@ -1,0 +1,323 @@
+"""EvaluateLossBatch and the dynamic batcher against a real server on an ephemeral port.
+
+- a batch of mixed losses answers every item in order, each exactly as EvaluateLoss answers
+  it alone (vectorized groups included, compared with local torch bit for bit), a bad item
+  with its own error;
+- the batch limits refuse RESOURCE_EXHAUSTED naming the flag, and the server goes on;
+- ``evaluate_many`` (sync and async) packs items into several batches, errors in place;
+- a batch past its deadline, or cancelled, stops between items;
+- ``--batch-window-us``: concurrent compatible calls are evaluated together, each answered
+  (and refused) as alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lossd.client import AsyncClient, Client, build_request
+from lossd.client import _client as sdk
+from lossd.v1 import lossd_pb2, lossd_pb2_grpc
+from support.servers import serve_in_thread
+from support.procstat import wait_for
+from support.slow_eval import BIG_REPLIES, calibrated_ctc, ctc_request
+
+
+@contextlib.contextmanager
+def lossd(**settings: Any) -> Iterator[tuple[str, Any]]:
+    """A server in this process with ``settings``, and its :class:`lossd.server.LossdServer`."""
+    from lossd.server import ServerConfig, create_server
+
+    made: dict[str, Any] = {}
+
+    async def build() -> Any:
+        config = ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
+                              data_dir=tempfile.mkdtemp(prefix="lossd-batch-"), **settings)
+        made["server"] = await create_server(config)
+        return made["server"]
+
+    with serve_in_thread(build) as port:
+        yield f"127.0.0.1:{port}", made["server"]
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[str, Any]]:
+    with lossd(workers=2, max_batch_items=64, max_batch_bytes=1 << 20) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def stub(served: tuple[str, Any]) -> Iterator[lossd_pb2_grpc.LossServiceStub]:
+    with grpc.insecure_channel(served[0], options=BIG_REPLIES) as channel:
+        yield lossd_pb2_grpc.LossServiceStub(channel)
+
+
+RNG = np.random.default_rng(7)
+
+
+def _f32(*shape: int) -> np.ndarray:
+    return (RNG.standard_normal(shape) * 10.0 ** RNG.integers(-3, 4, shape)).astype(np.float32)
+
+
+def _mixed_items() -> list[lossd_pb2.EvaluateLossRequest]:
+    """Vectorized groups, losses evaluated alone, and items refused for their own reasons."""
+    items = [build_request("mse", _f32(100), _f32(100))[0] for _ in range(6)]  # one group of 6
+    items += [build_request("l1_loss", _f32(3, 4), _f32(3, 4), grad_inputs=["y_pred"], reduction="sum")[0]
+              for _ in range(3)]  # another group
+    items.append(build_request("ce", _f32(4, 5), np.array([0, 4, 2, 1]))[0])  # not vectorized
+    items.append(build_request("mse", _f32(100), _f32(100), encoding="values")[0])  # values: alone
+    bad_raw = build_request("mse", _f32(100), _f32(100))[0]
+    bad_raw.inputs["y_true"].raw = bad_raw.inputs["y_true"].raw[:-4]  # wrong length, inside the mse group's key
+    items.append(bad_raw)
+    nan = [build_request("mse", _f32(5), _f32(5))[0] for _ in range(3)]
+    nan[1].inputs["y_pred"].raw = np.array([0, np.nan, 0, 0, 0], np.float32).tobytes()
+    items += nan  # a group with a NaN: each alone, only the NaN one refused
+    items.append(lossd_pb2.EvaluateLossRequest(loss="no_such_loss"))
+    items.append(build_request([{"loss": "mse", "weight": 0.5}, {"loss": "l1"}], _f32(8), _f32(8))[0])
+    items.append(build_request("mse", _f32(6), _f32(6), grad_output=np.ones(6, np.float32), reduction="none")[0])
+    items += [build_request("mse", _f32(100), _f32(100))[0] for _ in range(2)]  # more of the first group
+    items.append(build_request("mse", _f32(4), _f32(1))[0])  # computed with torch's broadcasting warning
+    items.append(build_request("kl_div", _f32(3), np.abs(_f32(3)), reduction="mean")[0])  # torch's own warning
+    return items
+
+
+def _without_timing(reply: lossd_pb2.EvaluateLossResponse) -> lossd_pb2.EvaluateLossResponse:
+    copy = lossd_pb2.EvaluateLossResponse()
+    copy.CopyFrom(reply)
+    copy.ClearField("timing")
+    return copy
+
+
+def test_a_mixed_batch_answers_each_item_as_evaluate_loss_does(
+        served: tuple[str, Any], stub: lossd_pb2_grpc.LossServiceStub) -> None:
+    items = _mixed_items()
+    reply = stub.EvaluateLossBatch(lossd_pb2.EvaluateLossBatchRequest(items=items), timeout=60)
+    assert len(reply.results) == len(items)
+    codes = []
+    for i, (item, result) in enumerate(zip(items, reply.results)):
+        try:
+            alone = stub.EvaluateLoss(item, timeout=60)
+        except grpc.RpcError as e:
+            assert result.HasField("error"), (i, e.details())
+            assert (result.error.code, result.error.message) == (e.code().name, e.details()), i
+            codes.append(result.error.code)
+            continue
+        assert result.HasField("response"), (i, result.error)
+        assert _without_timing(result.response) == _without_timing(alone), i
+        codes.append("OK")
+    assert codes == ["OK"] * 11 + ["INVALID_ARGUMENT", "OK", "INVALID_ARGUMENT", "OK", "NOT_FOUND", "OK", "OK",
+                                   "OK", "OK", "OK", "OK"]
+    # Each item carries its own warnings, and only its own.
+    warned = {i: list(r.response.warnings) for i, r in enumerate(reply.results) if r.response.warnings}
+    assert sorted(warned) == [20, 21], warned
+    assert "target size" in warned[20][0] and "reduction: 'mean'" in warned[21][0], warned
+    assert reply.results[11].error.field == "inputs.y_true.raw"
+    assert reply.results[13].error.field == "inputs.y_pred"
+    # The two groups were vectorized: one torch call each, whose time the members share equally.
+    for group in ((0, 1, 2, 3, 4, 5, 18, 19), (6, 7, 8)):
+        forward = {reply.results[i].response.timing.forward_ms for i in group}
+        assert len(forward) == 1, (group, forward)
+    assert reply.results[9].response.timing.forward_ms not in forward
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_a_vectorized_group_equals_local_torch_bit_for_bit(stub: lossd_pb2_grpc.LossServiceStub, dtype: str,
+                                                           reduction: str) -> None:
+    pairs = [(_f32(4, 25).astype(dtype), _f32(4, 25).astype(dtype)) for _ in range(20)]
+    items = [build_request("mse_loss", p, t, reduction=reduction)[0] for p, t in pairs]
+    reply = stub.EvaluateLossBatch(lossd_pb2.EvaluateLossBatchRequest(items=items), timeout=60)
+    for (p, t), result in zip(pairs, reply.results):
+        x, y = torch.from_numpy(p).requires_grad_(), torch.from_numpy(t).requires_grad_()
+        loss = F.mse_loss(x, y, reduction=reduction)
+        gx, gy = torch.autograd.grad(loss, [x, y], torch.ones_like(loss))
+        r = result.response
+        assert np.frombuffer(r.loss.raw, dtype).tobytes() == loss.detach().numpy().tobytes()
+        assert r.grads["y_pred"].raw == gx.numpy().tobytes() and r.grads["y_true"].raw == gy.numpy().tobytes()
+        if reduction != "none":
+            assert r.value == loss.item()
+
+
+def test_batch_limits_refuse_naming_the_flag_and_the_server_goes_on(stub: lossd_pb2_grpc.LossServiceStub) -> None:
+    one = build_request("mse", [1.0], [0.0])[0]
+    with pytest.raises(grpc.RpcError) as info:
+        stub.EvaluateLossBatch(lossd_pb2.EvaluateLossBatchRequest(items=[one] * 65), timeout=30)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "65 items" in info.value.details() and "--max-batch-items" in info.value.details()
+    big = build_request("mse", np.zeros(70_000, np.float32), np.zeros(70_000, np.float32))[0]  # 560 KB each
+    with pytest.raises(grpc.RpcError) as info:
+        stub.EvaluateLossBatch(lossd_pb2.EvaluateLossBatchRequest(items=[big, big]), timeout=30)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max-batch-bytes" in info.value.details(), info.value.details()
+    ok = stub.EvaluateLossBatch(lossd_pb2.EvaluateLossBatchRequest(items=[one] * 64), timeout=30)
+    assert [r.response.value for r in ok.results] == [1.0] * 64
+
+
+def _many_items(n: int) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = [{"loss": "mse", "y_pred": _f32(10), "y_true": _f32(10)} for _ in range(n)]
+    items[5] = {"loss": "mse", "y_pred": _f32(10), "y_true": _f32(3)}  # refused: shapes differ
+    items[17] = {"loss": "huber", "y_pred": _f32(4), "y_true": _f32(4), "delta": 0.5}
+    items[23] = {"loss": "nope", "y_pred": _f32(2), "y_true": _f32(2)}
+    return items
+
+
+def _check_many(client: Client, items: list[dict[str, Any]], out: list[Any]) -> None:
+    assert len(out) == len(items)
+    for i, (item, got) in enumerate(zip(items, out)):
+        if i in (5, 23):
+            assert got.item == i and got.code == (grpc.StatusCode.INVALID_ARGUMENT if i == 5 else grpc.StatusCode.NOT_FOUND)
+            continue
+        alone = client.evaluate(**item)
+        assert got.value == alone.value and got.loss_name == alone.loss_name, i
+        assert all(np.array_equal(got.grads[k], alone.grads[k]) for k in alone.grads), i
+
+
+def test_evaluate_many_packs_batches_and_keeps_errors_in_place(
+        served: tuple[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sdk, "MANY_BATCH_ITEMS", 7)  # 30 items: five batches, two in flight
+    items = _many_items(30)
+    with Client(served[0]) as client:
+        _check_many(client, items, client.evaluate_many(items))
+        with pytest.raises(Exception) as info:
+            client.evaluate_many(items, raise_on_error=True)
+        assert getattr(info.value, "item", None) == 5
+
+        async def run() -> list[Any]:
+            async with AsyncClient(served[0]) as ac:
+                return await ac.evaluate_many(items)
+
+        _check_many(client, items, asyncio.run(run()))
+
+
+def test_evaluate_many_refused_batch_names_the_flag(served: tuple[str, Any]) -> None:
+    """A server whose --max-batch-items is below what the SDK packs refuses the call, saying so."""
+    from lossd.client import ResourceExhausted
+
+    with Client(served[0]) as client, pytest.raises(ResourceExhausted) as info:
+        client.evaluate_many([{"loss": "mse", "y_pred": [1.0], "y_true": [0.0]}] * 100)
+    assert "--max-batch-items" in str(info.value)
+
+
+def _settled(read: Any, quiet_s: float = 1.0, limit_s: float = 60.0) -> int:
+    """``read()`` once it has stopped changing for ``quiet_s`` seconds."""
+    last, ends = read(), time.monotonic() + limit_s
+    while time.monotonic() < ends:
+        time.sleep(quiet_s)
+        now = read()
+        if now == last:
+            return int(now)
+        last = now
+    raise AssertionError(f"still changing after {limit_s} s: {last}")
+
+
+@pytest.mark.parametrize("how", ["deadline", "cancel"])
+def test_a_batch_that_ends_early_stops_between_items(how: str) -> None:
+    """60 items of about 0.25 s each (not vectorized: one at a time); the call ends after a few
+    seconds (its deadline, or the client cancels it once two items are done), and the batch
+    stops at the next item instead of running its 15 s to the end."""
+    with lossd(workers=1) as (address, server), grpc.insecure_channel(address, options=BIG_REPLIES) as channel:
+        stub = lossd_pb2_grpc.LossServiceStub(channel)
+        batch, _ = calibrated_ctc(stub, 0.25)
+        items = [ctc_request(batch)] * 60
+        request = lossd_pb2.EvaluateLossBatchRequest(items=items)
+        if how == "deadline":
+            with pytest.raises(grpc.RpcError) as info:
+                stub.EvaluateLossBatch(request, timeout=3.0)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        else:
+            call = stub.EvaluateLossBatch.future(request, timeout=120)
+            assert wait_for(lambda: server.loss_service.last_batch is not None
+                            and server.loss_service.last_batch.evaluated >= 2, 60)
+            call.cancel()
+            with pytest.raises(grpc.FutureCancelledError):
+                call.result()
+        control = server.loss_service.last_batch
+        assert control is not None, "the batch never started"
+        done = _settled(lambda: control.evaluated)
+        assert control.cancelled.is_set()
+        assert done < len(items) - 10, done  # stopped, not run to the end
+        # The thread is free again: a new batch is answered.
+        small = lossd_pb2.EvaluateLossBatchRequest(items=[build_request("mse", [2.0], [0.0])[0]])
+        assert stub.EvaluateLossBatch(small, timeout=60).results[0].response.value == 4.0
+
+
+def test_the_batch_window_evaluates_concurrent_calls_together_each_as_alone() -> None:
+    """Eight calls released at once within a 1 s window: evaluated in groups (the batcher saw
+    more than one call at a time), every reply bit-identical to local torch, and the one bad call
+    refused alone."""
+    pairs = [(_f32(100), _f32(100)) for _ in range(8)]
+    pairs[3] = (np.full(100, np.nan, np.float32), pairs[3][1])
+    with lossd(batch_window_us=1_000_000) as (address, server):
+        outcomes: list[Any] = [None] * len(pairs)
+        barrier = threading.Barrier(len(pairs))
+
+        def call(i: int) -> None:
+            with Client(address) as c:
+                c.evaluate("mse", [0.0], [0.0])  # connected before the barrier
+                barrier.wait()
+                try:
+                    outcomes[i] = c.evaluate("mse_loss", *pairs[i])
+                except Exception as e:  # noqa: BLE001 - the outcome under test
+                    outcomes[i] = e
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(pairs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        batcher = server.loss_service.batcher
+        assert batcher.largest >= 2 and batcher.batched_calls >= 2, (batcher.largest, batcher.batched_calls)
+    for i, ((p, t), got) in enumerate(zip(pairs, outcomes)):
+        if i == 3:
+            assert type(got).__name__ == "InvalidArgument" and "inputs.y_pred" in str(got), got
+            continue
+        x, y = torch.from_numpy(p).requires_grad_(), torch.from_numpy(t).requires_grad_()
+        loss = F.mse_loss(x, y)
+        gx, gy = torch.autograd.grad(loss, [x, y])
+        assert got.value == loss.item(), i
+        assert got.grads["y_pred"].tobytes() == gx.numpy().tobytes() and got.grads["y_true"].tobytes() == gy.numpy().tobytes()
+
+
+def test_evaluate_many_falls_back_to_the_stream_on_a_server_without_evaluate_loss_batch() -> None:
+    """A server from before EvaluateLossBatch (its servicer answers UNIMPLEMENTED, as the generated
+    base class does): evaluate_many sends the same items over EvaluateLossStream, same outcomes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lossd.server.losses import REGISTRY
+    from lossd.server.rpc import LossService
+
+    class Older(LossService):
+        EvaluateLossBatch = lossd_pb2_grpc.LossServiceServicer.EvaluateLossBatch  # type: ignore[assignment]
+
+    class Bare:
+        async def start(self) -> None:
+            await self.server.start()
+
+        async def close(self) -> None:
+            await self.server.stop(None)
+
+    async def build() -> Bare:
+        bare = Bare()
+        bare.server = grpc.aio.server()  # type: ignore[attr-defined]
+        lossd_pb2_grpc.add_LossServiceServicer_to_server(
+            Older(REGISTRY, ThreadPoolExecutor(1), torch.device("cpu"), 10**6), bare.server)  # type: ignore[attr-defined]
+        bare.port = bare.server.add_insecure_port("127.0.0.1:0")  # type: ignore[attr-defined]
+        return bare
+
+    items = _many_items(30)
+    with serve_in_thread(build) as port, Client(f"127.0.0.1:{port}") as client:
+        with pytest.raises(Exception) as info:
+            client.channel.unary_unary("/lossd.v1.LossService/EvaluateLossBatch")(b"", timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+        _check_many(client, items, client.evaluate_many(items))

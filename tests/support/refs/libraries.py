@@ -1,0 +1,370 @@
+"""Each "same numbers as the library" row of docs/losses.md, checked.
+
+``CHECKS`` maps a row's library call (as written in the registry's ``Equivalent``) to a
+function returning ``(tensors, library)``: the lossd inputs, and a callable computing the
+library's loss from those tensors. kornia and MONAI rows call the libraries themselves
+(they are in the dev extra); segmentation_models_pytorch, pytorch-toolbelt and torchvision
+do not install beside the pinned CPU torch, so their rows call references written from
+those libraries' published formulas (the ``smp_*`` / ``toolbelt_*`` functions here, and
+``refs/boxes.py``, ``refs/lovasz.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from support.parity import rand, randint, randn
+from support.refs import boxes as box_refs
+from support.refs import image as image_refs
+from support.refs import lovasz as lovasz_refs
+from support.refs.custom import mcc as mcc_ref
+
+F64 = torch.float64
+
+
+def _onehot(y, c):
+    return F.one_hot(y, c).movedim(-1, 1).to(F64)
+
+
+def _mask(*shape, seed):
+    return (rand(*shape, dtype=F64, seed=seed) > 0.5).to(F64)
+
+
+def smp_overlap(x, y, *, mode, alpha=0.5, beta=0.5, gamma=1.0, smooth=0.0, eps=1e-7, log_loss=False, classes=None,
+                ignore_index=None, class_weights=None, from_logits=True):
+    """segmentation_models_pytorch 0.6 DiceLoss / JaccardLoss / TverskyLoss, from its source's formulas."""
+    bs = y.shape[0]
+    if from_logits:
+        x = x.log_softmax(1).exp() if mode == "multiclass" else F.logsigmoid(x).exp()
+    c = x.shape[1]
+    if mode == "binary":
+        t, p = y.reshape(bs, 1, -1), x.reshape(bs, 1, -1)
+        if ignore_index is not None:
+            m = t != ignore_index
+            p, t = p * m, t * m
+    elif mode == "multiclass":
+        t, p = y.reshape(bs, -1), x.reshape(bs, c, -1)
+        if ignore_index is not None:
+            m = t != ignore_index
+            p = p * m.unsqueeze(1)
+            t = F.one_hot((t * m).long(), c).permute(0, 2, 1) * m.unsqueeze(1)
+        else:
+            t = F.one_hot(t, c).permute(0, 2, 1)
+    else:
+        t, p = y.reshape(bs, c, -1), x.reshape(bs, c, -1)
+        if ignore_index is not None:
+            m = t != ignore_index
+            p, t = p * m, t * m
+    t = t.to(p.dtype)
+    ps, ts = p.sum((0, 2)), t.sum((0, 2))
+    inter = (ps + ts - (p - t).abs().sum((0, 2))) / 2
+    score = (inter + smooth) / (inter + alpha * (ps - inter) + beta * (ts - inter) + smooth).clamp_min(eps)
+    loss = -torch.log(score.clamp_min(eps)) if log_loss else 1.0 - score
+    loss = loss * (ts > 0).to(loss.dtype)
+    w = None if class_weights is None else torch.tensor(class_weights, dtype=loss.dtype)
+    if classes is not None:
+        loss = loss[classes]
+        w = None if w is None else w[classes]
+    out = loss.mean() if w is None else (loss * w).sum() / w.sum()
+    return out ** gamma
+
+
+def toolbelt_overlap(x, y, *, mode, jaccard=False):
+    """pytorch-toolbelt DiceLoss / JaccardLoss: Σ p·t, empty classes zeroed."""
+    bs, c = x.shape[0], x.shape[1]
+    p = x.softmax(1) if mode == "multiclass" else torch.sigmoid(x)
+    t = F.one_hot(y.reshape(bs, -1), c).permute(0, 2, 1).to(F64) if mode == "multiclass" else y.reshape(bs, c, -1)
+    p = p.reshape(bs, c, -1)
+    inter, card = (p * t).sum((0, 2)), (p + t).sum((0, 2))
+    score = inter / (card - inter).clamp_min(1e-7) if jaccard else 2 * inter / card.clamp_min(1e-7)
+    return ((1 - score) * (t.sum((0, 2)) > 0)).mean()
+
+
+def smp_focal(x, y, *, alpha=None, gamma=2.0, from_logits=True, normalized=False, reduced_threshold=None,
+              reduction="mean", eps=1e-7):
+    """smp FocalLoss (binary/multilabel): p_t = exp(-BCE) on logits; probabilities clamped and turned into logits."""
+    if not from_logits:
+        x = torch.clamp(x, eps, 1 - eps)
+        x = torch.log(x / (1 - x))
+    logpt = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    pt = torch.exp(-logpt)
+    if reduced_threshold is None:
+        focal = (1.0 - pt).pow(gamma)
+    else:
+        focal = torch.where(pt < reduced_threshold, torch.ones_like(pt), ((1.0 - pt) / reduced_threshold).pow(gamma))
+    loss = focal * logpt
+    if alpha is not None:
+        loss = loss * (alpha * y + (1 - alpha) * (1 - y))
+    if normalized:
+        loss = loss / focal.sum().clamp_min(1e-6)
+    return loss.mean() if reduction == "mean" else loss.sum()
+
+
+def wing(x, y, width, curvature):
+    d = (y - x).abs()
+    c = width - width * math.log(1 + width / curvature)
+    return torch.where(d < width, width * torch.log1p(d / curvature), d - c).mean()
+
+
+def _seg(c=3, seed=1):
+    return {"input": randn(2, c, 4, 4, dtype=F64, seed=seed), "target": randint(c, 2, 4, 4, seed=seed + 1)}
+
+
+def _ml(c=3, seed=1):
+    return {"input": randn(2, c, 4, 4, dtype=F64, seed=seed), "target": _mask(2, c, 4, 4, seed=seed + 1)}
+
+
+def _kornia():
+    import kornia
+
+    return kornia
+
+
+def _monai():
+    import monai
+
+    return monai
+
+
+def _monai_losses():
+    import monai.losses
+
+    return monai.losses
+
+
+def _mono(t, c):
+    return _onehot(t["target"], c)
+
+
+CHECKS = {
+    # ---- dice_loss
+    "segmentation_models_pytorch.losses.DiceLoss(mode='multiclass')":
+        lambda: (_seg(), lambda t: smp_overlap(t["input"], t["target"], mode="multiclass")),
+    "segmentation_models_pytorch.losses.DiceLoss(mode='binary', smooth=1.0, log_loss=True)":
+        lambda: (_ml(1), lambda t: smp_overlap(t["input"], t["target"], mode="binary", smooth=1.0, log_loss=True)),
+    "segmentation_models_pytorch.losses.DiceLoss(mode='multilabel', classes=[1, 2], ignore_index=-1, "
+    "class_weights=[1.0, 2.0, 3.0])":
+        lambda: ({"input": randn(2, 3, 5, dtype=F64, seed=3),
+                  "target": torch.tensor([[[1.0, 0, -1, 1, 0], [0, 1, 1, -1, 0], [1, 1, 0, 0, -1]]] * 2, dtype=F64)},
+                 lambda t: smp_overlap(t["input"], t["target"], mode="multilabel", classes=[1, 2], ignore_index=-1,
+                                       class_weights=[1.0, 2.0, 3.0])),
+    "pytorch_toolbelt.losses.DiceLoss(mode='multiclass')":
+        lambda: (_seg(), lambda t: toolbelt_overlap(t["input"], t["target"], mode="multiclass")),
+    "kornia.losses.dice_loss(pred, target)":
+        lambda: (_seg(), lambda t: _kornia().losses.dice_loss(t["input"], t["target"])),
+    "kornia.losses.dice_loss(pred, target, average='macro', weight=w)":
+        lambda: (_seg(), lambda t: _kornia().losses.dice_loss(t["input"], t["target"], average="macro",
+                                                               weight=torch.tensor([1.0, 2.0, 0.5], dtype=F64))),
+    "monai.losses.DiceLoss(softmax=True, to_onehot_y=True)":
+        lambda: (_seg(), lambda t: _monai_losses().DiceLoss(softmax=True, to_onehot_y=True)(t["input"], t["target"].unsqueeze(1))),
+    "monai.losses.DiceLoss(sigmoid=True, batch=True, squared_pred=True, include_background=False)":
+        lambda: (_ml(), lambda t: _monai_losses().DiceLoss(sigmoid=True, batch=True, squared_pred=True,
+                                                          include_background=False)(t["input"], t["target"])),
+    "monai.losses.DiceLoss(sigmoid=True, soft_label=True, reduction='none')":
+        lambda: ({"input": randn(2, 3, 4, 4, dtype=F64, seed=5), "target": rand(2, 3, 4, 4, dtype=F64, seed=6)},
+                 lambda t: _monai_losses().DiceLoss(sigmoid=True, soft_label=True, reduction="none")(
+                     t["input"], t["target"]).reshape(2, 3)),
+    "monai.losses.MaskedDiceLoss(softmax=True)":
+        lambda: ({"input": randn(2, 3, 4, 4, dtype=F64, seed=1), "target": _onehot(randint(3, 2, 4, 4, seed=2), 3),
+                  "mask": _mask(2, 1, 4, 4, seed=48)},
+                 lambda t: _monai_losses().MaskedDiceLoss(softmax=True)(t["input"], t["target"], mask=t["mask"])),
+    "monai.losses.LogHausdorffDTLoss(sigmoid=True, include_background=True)":
+        lambda: ({"input": randn(2, 2, 5, 4, dtype=F64, seed=49), "target": _mask(2, 2, 5, 4, seed=50)},
+                 lambda t: _monai_losses().LogHausdorffDTLoss(sigmoid=True, include_background=True)(t["input"], t["target"])),
+    "monai.losses.DiceLoss(softmax=True, to_onehot_y=True, weight=w)":
+        lambda: (_seg(), lambda t: _monai_losses().DiceLoss(softmax=True, to_onehot_y=True, weight=[1.5, 3.0, 6.0])(
+            t["input"], t["target"].unsqueeze(1))),
+    # ---- jaccard_loss
+    "segmentation_models_pytorch.losses.JaccardLoss(mode='multiclass', smooth=1.0)":
+        lambda: (_seg(), lambda t: smp_overlap(t["input"], t["target"], mode="multiclass", alpha=1.0, beta=1.0, smooth=1.0)),
+    "pytorch_toolbelt.losses.JaccardLoss(mode='multilabel')":
+        lambda: (_ml(), lambda t: toolbelt_overlap(t["input"], t["target"], mode="multilabel", jaccard=True)),
+    "monai.losses.DiceLoss(sigmoid=True, jaccard=True)":
+        lambda: (_ml(), lambda t: _monai_losses().DiceLoss(sigmoid=True, jaccard=True)(t["input"], t["target"])),
+    # ---- tversky_loss, focal_tversky_loss
+    "segmentation_models_pytorch.losses.TverskyLoss(mode='multiclass', alpha=0.3, beta=0.7, gamma=1.5)":
+        lambda: (_seg(), lambda t: smp_overlap(t["input"], t["target"], mode="multiclass", alpha=0.3, beta=0.7, gamma=1.5)),
+    "kornia.losses.tversky_loss(pred, target, alpha=0.3, beta=0.7)":
+        lambda: ({"input": randn(3, 3, 2, 2, dtype=F64, seed=44), "target": torch.tensor([[[0, 0], [1, 1]], [[2, 2], [2, 0]], [[1, 1], [1, 1]]])}, lambda t: _kornia().losses.tversky_loss(t["input"], t["target"], alpha=0.3, beta=0.7)),
+    "monai.losses.TverskyLoss(softmax=True, to_onehot_y=True, alpha=0.3, beta=0.7)":
+        lambda: (_seg(), lambda t: _monai_losses().TverskyLoss(softmax=True, to_onehot_y=True, alpha=0.3, beta=0.7)(
+            t["input"], t["target"].unsqueeze(1))),
+    "segmentation_models_pytorch.losses.TverskyLoss(mode='binary', alpha=0.3, beta=0.7, gamma=0.75)":
+        lambda: (_ml(1), lambda t: smp_overlap(t["input"], t["target"], mode="binary", alpha=0.3, beta=0.7, gamma=0.75)),
+    # ---- generalized_dice_loss, mcc_loss
+    "monai.losses.GeneralizedDiceLoss(softmax=True, to_onehot_y=True)":
+        lambda: (_seg(), lambda t: _monai_losses().GeneralizedDiceLoss(softmax=True, to_onehot_y=True)(
+            t["input"], t["target"].unsqueeze(1))),
+    "monai.losses.GeneralizedDiceLoss(sigmoid=True, w_type='simple', batch=True)":
+        lambda: (_ml(), lambda t: _monai_losses().GeneralizedDiceLoss(sigmoid=True, w_type="simple", batch=True)(
+            t["input"], t["target"])),
+    "segmentation_models_pytorch.losses.MCCLoss()":
+        lambda: ({"input": rand(2, 1, 3, 3, dtype=F64, seed=7), "target": _mask(2, 1, 3, 3, seed=8)},
+                 lambda t: mcc_ref(t, {})),
+    "monai.losses.MCCLoss(sigmoid=True)":
+        lambda: (_ml(), lambda t: _monai_losses().MCCLoss(sigmoid=True)(t["input"], t["target"])),
+    "monai.losses.MCCLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True, reduction='none')":
+        lambda: (_seg(), lambda t: _monai_losses().MCCLoss(softmax=True, to_onehot_y=True, include_background=False,
+                                                          batch=True, reduction="none")(t["input"], t["target"].unsqueeze(1))),
+    # ---- sigmoid_focal_loss, softmax_focal_loss
+    "torchvision.ops.sigmoid_focal_loss(inputs, targets, reduction='mean')":
+        lambda: (_ml(), lambda t: _tv_focal(t["input"], t["target"])),
+    "kornia.losses.binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2.0, reduction='mean', pos_weight=pw)":
+        lambda: ({"input": randn(2, 3, 4, dtype=F64, seed=9), "target": rand(2, 3, 4, dtype=F64, seed=10)},
+                 lambda t: _kornia().losses.binary_focal_loss_with_logits(
+                     t["input"], t["target"], alpha=0.25, gamma=2.0, reduction="mean",
+                     pos_weight=torch.tensor([2.0, 0.5, 1.0], dtype=F64))),
+    "pytorch_toolbelt.losses.BinaryFocalLoss()":
+        lambda: ({"input": randn(2, 1, 5, dtype=F64, seed=63), "target": _mask(2, 1, 5, seed=64)},
+                 lambda t: smp_focal(t["input"], t["target"])),
+    "segmentation_models_pytorch.losses.FocalLoss(mode='binary', alpha=0.75, from_logits=False)":
+        lambda: ({"input": rand(2, 1, 6, dtype=F64, seed=67, low=0.02, high=0.98), "target": _mask(2, 1, 6, seed=68)},
+                 lambda t: smp_focal(t["input"], t["target"], alpha=0.75, from_logits=False)),
+    "segmentation_models_pytorch.losses.FocalLoss(mode='binary')":
+        lambda: ({"input": randn(2, 1, 5, dtype=F64, seed=11), "target": rand(2, 1, 5, dtype=F64, seed=12)},
+                 lambda t: smp_focal(t["input"], t["target"])),
+    "segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', alpha=0.25, from_logits=False, normalized=True)":
+        lambda: ({"input": rand(2, 3, 4, dtype=F64, seed=13, low=0.05, high=0.95), "target": _mask(2, 3, 4, seed=14)},
+                 lambda t: smp_focal(t["input"], t["target"], alpha=0.25, from_logits=False, normalized=True)),
+    "segmentation_models_pytorch.losses.FocalLoss(mode='binary', reduced_threshold=0.5, reduction='sum')":
+        lambda: ({"input": randn(8, dtype=F64, seed=15), "target": _mask(8, seed=16)},
+                 lambda t: smp_focal(t["input"], t["target"], reduced_threshold=0.5, reduction="sum")),
+    "segmentation_models_pytorch.losses.SoftBCEWithLogitsLoss(smooth_factor=0.1, pos_weight=pw)":
+        lambda: (_ml(), lambda t: _smp_soft_bce(t["input"], t["target"], 0.1, [2.0, 0.5, 1.0])),
+    "monai.losses.FocalLoss(gamma=2.0, alpha=0.25)":
+        lambda: ({"input": randn(2, 3, 4, dtype=F64, seed=17), "target": rand(2, 3, 4, dtype=F64, seed=18)},
+                 lambda t: _monai_losses().FocalLoss(gamma=2.0, alpha=0.25)(t["input"], t["target"])),
+    "monai.losses.FocalLoss(gamma=2.0, alpha=[0.25, 0.5, 0.75])":
+        lambda: (_ml(seed=69), lambda t: _monai_losses().FocalLoss(gamma=2.0, alpha=[0.25, 0.5, 0.75])(t["input"], t["target"])),
+    "monai.losses.FocalLoss(gamma=2.0, weight=w)":
+        lambda: (_ml(), lambda t: _monai_losses().FocalLoss(gamma=2.0, weight=[1.0, 2.0, 0.5])(t["input"], t["target"])),
+    "monai.losses.FocalLoss(gamma=2.0, reduction='sum')":
+        lambda: ({"input": randn(2, 3, 2, 2, dtype=F64, seed=45), "target": _mask(2, 3, 2, 2, seed=46)},
+                 lambda t: _monai_losses().FocalLoss(gamma=2.0, reduction="sum")(t["input"], t["target"])),
+    "segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', class_weights=w)":
+        lambda: (_ml(), lambda t: sum(w * smp_focal(t["input"][:, c], t["target"][:, c])
+                                      for c, w in enumerate([1.0, 3.0, 2.0])) / 6.0),
+    "kornia.losses.binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2.0, reduction='mean')":
+        lambda: ({"input": randn(2, 2, 2, dtype=F64, seed=47),
+                  "target": torch.tensor([[[1.0, -100], [0, 1]], [[-100, 0], [1, 0.5]]], dtype=F64)},
+                 lambda t: _kornia().losses.binary_focal_loss_with_logits(t["input"], t["target"], alpha=0.25, gamma=2.0,
+                                                                          reduction="mean")),
+    "monai.losses.FocalLoss(use_softmax=True, to_onehot_y=True, gamma=2.0)":
+        lambda: (_seg() | {"alpha": torch.full((3,), 1 / 3, dtype=F64)},
+                 lambda t: _monai_losses().FocalLoss(use_softmax=True, to_onehot_y=True, gamma=2.0)(
+                     t["input"], t["target"].unsqueeze(1))),
+    "kornia.losses.focal_loss(pred, target, alpha=None, gamma=2.0, reduction='sum')":
+        lambda: (_seg(), lambda t: _kornia().losses.focal_loss(t["input"], t["target"], alpha=None, gamma=2.0, reduction="sum")),
+    "kornia.losses.focal_loss(pred, target, alpha=0.5, weight=w, reduction='mean')":
+        lambda: (_seg() | {"alpha": torch.tensor([0.5, 1.0, 0.25], dtype=F64) * 0.5 / 3},
+                 lambda t: _kornia().losses.focal_loss(t["input"], t["target"], alpha=0.5, reduction="mean",
+                                                       weight=torch.tensor([0.5, 1.0, 0.25], dtype=F64))),
+    # ---- robust, wing
+    **{f"kornia.losses.{n}(img1, img2, reduction='mean')":
+       (lambda n=n: ({"input": 2 * randn(2, 3, dtype=F64, seed=19), "target": randn(2, 3, dtype=F64, seed=20)},
+                     lambda t: getattr(_kornia().losses, n)(t["input"], t["target"], reduction="mean")))
+       for n in ("charbonnier_loss", "welsch_loss", "cauchy_loss", "geman_mcclure_loss")},
+    "pytorch_toolbelt.losses.LogCoshLoss()":
+        lambda: ({"input": 30 * randn(3, 4, dtype=F64, seed=65), "target": randn(3, 4, dtype=F64, seed=66)},
+                 lambda t: (lambda d: (d + F.softplus(-2.0 * d) - math.log(2.0)).mean())(t["input"] - t["target"])),
+    "pytorch_toolbelt.losses.WingLoss(width=5, curvature=0.5, reduction='mean')":
+        lambda: ({"input": 4 * randn(3, 4, dtype=F64, seed=21), "target": randn(3, 4, dtype=F64, seed=22)},
+                 lambda t: wing(t["input"], t["target"], 5.0, 0.5)),
+    "segmentation_models_pytorch.losses._functional.wing_loss(output, target, width=2, curvature=1)":
+        lambda: ({"input": 4 * randn(3, 4, dtype=F64, seed=23), "target": randn(3, 4, dtype=F64, seed=24)},
+                 lambda t: wing(t["input"], t["target"], 2.0, 1.0)),
+    # ---- boxes
+    **{f"torchvision.ops.{n}(boxes1, boxes2, reduction='mean')":
+       (lambda n=n, k=k: ({"boxes1": box_refs._boxes(4, 5, F64), "boxes2": box_refs._boxes(4, 6, F64)},
+                          lambda t: box_refs._per_box(k)(t, {})))
+       for n, k in (("generalized_box_iou_loss", "giou"), ("distance_box_iou_loss", "diou"),
+                    ("complete_box_iou_loss", "ciou"))},
+    "monai.losses.BoxGIoULoss()":
+        lambda: ({"boxes1": box_refs._boxes(4, 5, F64), "boxes2": box_refs._boxes(4, 6, F64)},
+                 lambda t: _monai_losses().BoxGIoULoss()(t["boxes1"], t["boxes2"])),
+    # ---- contrastive
+    "monai.losses.ContrastiveLoss(temperature=0.5)":
+        lambda: ({"input": randn(4, 3, dtype=F64, seed=25), "target": randn(4, 3, dtype=F64, seed=26)},
+                 lambda t: _monai_losses().ContrastiveLoss(temperature=0.5)(t["input"], t["target"])),
+    "monai.losses.BarlowTwinsLoss(lambd=5e-3)":
+        lambda: ({"input": randn(5, 3, dtype=F64, seed=27), "target": randn(5, 3, dtype=F64, seed=28)},
+                 lambda t: _monai_losses().BarlowTwinsLoss(lambd=5e-3)(t["input"], t["target"])),
+    # ---- lovasz
+    "kornia.losses.lovasz_hinge_loss(pred, target)":
+        lambda: ({"input": randn(2, 1, 3, 3, dtype=F64, seed=29), "target": randint(2, 2, 3, 3, seed=30)},
+                 lambda t: _kornia().losses.lovasz_hinge_loss(t["input"], t["target"])),
+    "segmentation_models_pytorch.losses.LovaszLoss(mode='binary')":
+        lambda: ({"input": randn(2, 1, 3, 3, dtype=F64, seed=31), "target": randint(2, 2, 1, 3, 3, seed=32)},
+                 lambda t: lovasz_refs.hinge(t, {"per_image": False})),
+    "segmentation_models_pytorch.losses.LovaszLoss(mode='binary', per_image=True, ignore_index=255)":
+        lambda: ({"input": randn(2, 4, dtype=F64, seed=33), "target": torch.tensor([[1, 255, 0, 1], [0, 1, 255, 1]])},
+                 lambda t: lovasz_refs.hinge(t, {"per_image": True, "ignore_index": 255})),
+    "kornia.losses.lovasz_softmax_loss(pred, target)":
+        lambda: (_seg(), lambda t: _kornia().losses.lovasz_softmax_loss(t["input"], t["target"])),
+    "kornia.losses.lovasz_softmax_loss(pred, target, weight=w)":
+        lambda: (_seg(), lambda t: _kornia().losses.lovasz_softmax_loss(t["input"], t["target"],
+                                                                        weight=torch.tensor([1.0, 2.0, 0.5], dtype=F64))),
+    "segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass')":
+        lambda: (_seg(), lambda t: lovasz_refs.softmax(t, {})),
+    "segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass', per_image=True, ignore_index=-1)":
+        lambda: ({"input": randn(2, 3, 4, dtype=F64, seed=34), "target": torch.tensor([[0, -1, 2, 2], [1, 1, -1, 0]])},
+                 lambda t: lovasz_refs.softmax(t, {"per_image": True, "ignore_index": -1})),
+    # ---- image
+    "kornia.losses.ssim_loss(img1, img2, window_size=5)":
+        lambda: ({"input": rand(2, 2, 7, 6, dtype=F64, seed=35), "target": rand(2, 2, 7, 6, dtype=F64, seed=36)},
+                 lambda t: _kornia().losses.ssim_loss(t["input"], t["target"], window_size=5)),
+    "kornia.losses.ssim3d_loss(img1, img2, window_size=3)":
+        lambda: ({"input": rand(1, 2, 4, 5, 3, dtype=F64, seed=51), "target": rand(1, 2, 4, 5, 3, dtype=F64, seed=52)},
+                 lambda t: _kornia().losses.ssim3d_loss(t["input"], t["target"], window_size=3)),
+    "monai.losses.SSIMLoss(spatial_dims=3, win_size=3)":
+        lambda: ({"input": rand(2, 1, 4, 5, 4, dtype=F64, seed=53), "target": rand(2, 1, 4, 5, 4, dtype=F64, seed=54)},
+                 lambda t: _monai_losses().SSIMLoss(spatial_dims=3, win_size=3)(t["input"], t["target"])),
+    "kornia.losses.HausdorffERLoss(alpha=2.0, k=3)":
+        lambda: ({"input": image_refs._near_binary(55, F64, 2, 3, 6, 5), "target": randint(3, 2, 1, 6, 5, seed=57)},
+                 lambda t: _kornia().losses.HausdorffERLoss(alpha=2.0, k=3)(t["input"], t["target"])),
+    "kornia.losses.HausdorffERLoss3D(alpha=2.0, k=2)":
+        lambda: ({"input": image_refs._near_binary(58, F64, 2, 2, 4, 5, 4), "target": randint(2, 2, 1, 4, 5, 4, seed=60)},
+                 lambda t: _kornia().losses.HausdorffERLoss3D(alpha=2.0, k=2)(t["input"], t["target"])),
+    "kornia.losses.MS_SSIMLoss(sigmas=(0.5, 1.0, 2.0))":
+        lambda: ({"input": rand(2, 2, 7, 6, dtype=F64, seed=61), "target": rand(2, 2, 7, 6, dtype=F64, seed=62)},
+                 lambda t: _kornia().losses.MS_SSIMLoss(sigmas=(0.5, 1.0, 2.0))(t["input"], t["target"])),
+    "monai.losses.SSIMLoss(spatial_dims=2, win_size=5)":
+        lambda: ({"input": rand(2, 1, 8, 8, dtype=F64, seed=37), "target": rand(2, 1, 8, 8, dtype=F64, seed=38)},
+                 lambda t: _monai_losses().SSIMLoss(spatial_dims=2, win_size=5)(t["input"], t["target"])),
+    "monai.losses.SSIMLoss with monai.metrics.MultiScaleSSIMMetric(spatial_dims=2, kernel_size=3, "
+    "weights=(0.4, 0.6)): 1 - metric":
+        lambda: ({"input": rand(2, 1, 8, 8, dtype=F64, seed=39), "target": rand(2, 1, 8, 8, dtype=F64, seed=39) * 0.8 + 0.1},
+                 lambda t: _ms_ssim_monai(t)),
+    "monai.losses.HausdorffDTLoss(include_background=True)":
+        lambda: ({"input": rand(2, 2, 5, 4, dtype=F64, seed=40), "target": _mask(2, 2, 5, 4, seed=41)},
+                 lambda t: _monai_losses().HausdorffDTLoss(include_background=True)(t["input"], t["target"])),
+    "monai.losses.HausdorffDTLoss(softmax=True, to_onehot_y=True, batch=True)":
+        lambda: ({"input": randn(2, 3, 5, 4, dtype=F64, seed=42), "target": randint(3, 2, 5, 4, seed=43)},
+                 lambda t: _monai_losses().HausdorffDTLoss(softmax=True, to_onehot_y=True, batch=True)(
+                     t["input"], t["target"].unsqueeze(1))),
+}
+
+
+def _smp_soft_bce(x, y, smooth_factor, pos_weight):
+    """smp / pytorch-toolbelt SoftBCEWithLogitsLoss: smoothed targets, BCE with logits, mean."""
+    soft = (1 - y) * smooth_factor + y * (1 - smooth_factor)
+    pw = torch.tensor(pos_weight, dtype=x.dtype).view(-1, 1, 1)
+    return F.binary_cross_entropy_with_logits(x, soft, pos_weight=pw, reduction="mean")
+
+
+def _tv_focal(x, y, alpha=0.25, gamma=2.0):
+    """torchvision.ops.sigmoid_focal_loss as published, reduction 'mean'."""
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    return (ce * ((1 - p_t) ** gamma) * (alpha * y + (1 - alpha) * (1 - y))).mean()
+
+
+def _ms_ssim_monai(t):
+    from monai.metrics import MultiScaleSSIMMetric
+
+    metric = MultiScaleSSIMMetric(spatial_dims=2, kernel_size=3, weights=(0.4, 0.6))
+    return (1 - metric._compute_metric(t["input"], t["target"])).mean()

@@ -1,0 +1,122 @@
+"""Caps on strings and repeated fields (server/rpc/_caps.py), in this process: check_request on a
+parsed message, and check_wire on the bytes before protobuf parses them. Both name the same field
+for the same over-long string. Against a real server: tests/robustness/test_oversized_requests.py."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from google.protobuf.message import Message
+
+from lossd._wire import FieldError
+from lossd.server.rpc._caps import MAX_SCANNED_FIELDS, MAX_STRING_BYTES, check_request, check_wire
+from lossd.v1 import lossd_pb2, training_pb2
+
+LONG = "n" * (MAX_STRING_BYTES + 1)
+
+
+def _evaluate(**fields: object) -> lossd_pb2.EvaluateLossRequest:
+    return lossd_pb2.EvaluateLossRequest(**fields)  # type: ignore[arg-type]
+
+
+def _with_param(key: str, text: str) -> lossd_pb2.EvaluateLossRequest:
+    r = _evaluate(loss="mse_loss")
+    r.params[key] = text
+    return r
+
+
+def _with_parameter(name: str) -> lossd_pb2.EvaluateLossRequest:
+    r = _evaluate()
+    r.parameters[name].CopyFrom(lossd_pb2.Tensor(dtype="float32", shape=[1], values=[1.0]))
+    return r
+
+
+def _with_term(**term: object) -> lossd_pb2.EvaluateLossRequest:
+    r = _evaluate()
+    r.terms.add(loss="mse_loss")
+    r.terms.add(**term)  # type: ignore[arg-type]
+    return r
+
+
+#: (what, message, field named, words of the message)
+OVER_LONG: list[tuple[str, Message, str, str]] = [
+    ("loss name", _evaluate(loss=LONG), "loss", "1025"),
+    ("multi-byte UTF-8 name", _evaluate(loss="é" * 600), "loss", "1200 bytes"),
+    ("grad_inputs entry", _evaluate(loss="mse_loss", grad_inputs=["input", LONG]), "grad_inputs[1]", "1025"),
+    ("params key", _with_param(LONG, "x"), "params.fields", "the key 'nnnn"),
+    ("params string value", _with_param("reduction", LONG), "params.fields.reduction.string_value", "1025"),
+    ("parameters key", _with_parameter(LONG), "parameters", "the key 'nnnn"),
+    ("term's loss", _with_term(loss=LONG), "terms[1].loss", "1025"),
+    ("tensor dtype", _evaluate(inputs={"input": lossd_pb2.Tensor(dtype=LONG)}), "inputs.input.dtype", "1025"),
+    ("regularization pattern", _evaluate(regularization=lossd_pb2.Regularization(include=["*", LONG])),
+     "regularization.include[1]", "1025"),
+    ("job name", training_pb2.TrainJobRequest(name=LONG), "name", "1025"),
+    ("job id", training_pb2.GetJobRequest(job_id=LONG), "job_id", "1025"),
+]
+
+
+@pytest.mark.parametrize(("what", "message", "field", "words"), OVER_LONG, ids=[o[0] for o in OVER_LONG])
+def test_an_over_long_string_is_refused_naming_its_field(what: str, message: Message, field: str,
+                                                         words: str) -> None:
+    with pytest.raises(FieldError) as parsed:
+        check_request(message)
+    with pytest.raises(FieldError) as wire:
+        check_wire(message.SerializeToString(), message.DESCRIPTOR)
+    for error in (parsed.value, wire.value):
+        assert error.code == "INVALID_ARGUMENT"
+        assert error.field.startswith(field.split(".")[0])
+        assert f"at most {MAX_STRING_BYTES} bytes" in error.message
+    assert wire.value.field == field, wire.value
+    assert words in str(wire.value)
+
+
+def test_strings_at_the_cap_pass_both_checks() -> None:
+    edge = "n" * MAX_STRING_BYTES
+    for message in (_evaluate(loss=edge), _with_param(edge, edge), _with_parameter(edge), _with_term(loss=edge)):
+        check_request(message)
+        check_wire(message.SerializeToString(), message.DESCRIPTOR)
+
+
+def test_the_wire_check_finds_a_100_mb_string_from_its_length_alone() -> None:
+    data = _evaluate(loss="x" * 100_000_000).SerializeToString()
+    start = time.perf_counter()
+    with pytest.raises(FieldError, match="^loss: is 100000000 bytes long"):
+        check_wire(data, lossd_pb2.EvaluateLossRequest.DESCRIPTOR)
+    assert time.perf_counter() - start < 0.05  # no copy, no UTF-8 pass: a few field headers read
+
+
+def test_the_wire_check_leaves_malformed_bytes_and_big_tensors_to_the_parser() -> None:
+    check_wire(b"\x0a\xff\xff\xff\xff\x0f", lossd_pb2.EvaluateLossRequest.DESCRIPTOR)  # truncated: upb says so
+    check_wire(b"\x0b\x0c", lossd_pb2.EvaluateLossRequest.DESCRIPTOR)  # a group
+    big = _evaluate(loss="mse_loss", inputs={"input": lossd_pb2.Tensor(dtype="float32", shape=[10**6],
+                                                                       raw=bytes(4 * 10**6))})
+    check_wire(big.SerializeToString(), big.DESCRIPTOR)  # raw bytes are not strings
+
+
+def test_the_wire_check_stops_after_its_field_budget() -> None:
+    # More fields than the budget before the over-long string: left to check_request after the parse.
+    # (Concatenated messages merge: the loss name comes after the grad_inputs on the wire.)
+    data = _evaluate(grad_inputs=["g"] * (MAX_SCANNED_FIELDS + 1)).SerializeToString() + \
+        _evaluate(loss=LONG).SerializeToString()
+    check_wire(data, lossd_pb2.EvaluateLossRequest.DESCRIPTOR)
+    with pytest.raises(FieldError, match="^loss: is 1025 characters long"):
+        check_request(lossd_pb2.EvaluateLossRequest.FromString(data))
+
+
+def test_repeated_fields_are_capped_and_states_once_per_value() -> None:
+    every_state = [s for s in training_pb2.JobState.values()]
+    check_request(training_pb2.ListJobsRequest(states=every_state))
+    with pytest.raises(FieldError, match=r"^states: has 8 entries; at most 7 \(one per JobState value\)"):
+        check_request(training_pb2.ListJobsRequest(states=[*every_state, 2]))
+    with pytest.raises(FieldError, match="^grad_inputs: has 1025 entries; at most 1024"):
+        check_request(_evaluate(grad_inputs=["g"] * 1025))
+    groups = training_pb2.TrainJobRequest()
+    for _ in range(65):
+        groups.optimizer.param_groups.add(patterns=["*"])
+    with pytest.raises(FieldError, match=r"^optimizer.param_groups: has 65 entries; at most 64"):
+        check_request(groups)
+    patterns = training_pb2.TrainJobRequest()
+    patterns.optimizer.param_groups.add(patterns=["*"] * 257)
+    with pytest.raises(FieldError, match=r"^optimizer.param_groups\[0\].patterns: has 257 entries; at most 256"):
+        check_request(patterns)
