@@ -9,6 +9,8 @@
 #   make dist    build the sdist and the wheel into dist/
 #   make fuzz    over 10,000 generated requests against a real server (not in make test)
 #   make soak    16 clients for 60 s, 20 kill -9 restarts during training (not in make test)
+#   make replicas  replicas on a real PostgreSQL: kill -9, SIGSTOP, cancel, 200 jobs, a database
+#                restart, network partitions in namespaces (about 5 min; not in make test; CI runs it)
 #
 # Variables (make VAR=value ...):
 #   VENV         virtualenv to use/create (default .venv; absolute paths work)
@@ -52,7 +54,7 @@ FUZZ_EXAMPLES ?= 2500
 
 PROTOS := $(shell find proto -name '*.proto' -not -path '*/node_modules/*')
 
-.PHONY: help venv serve-venv run check test dist lint buf buf-lint proto clean distclean image image-test image-clean bench fuzz soak
+.PHONY: help venv serve-venv run check test dist lint buf buf-lint proto clean distclean image image-test image-clean bench fuzz soak replicas
 
 IMAGE ?= lossd:latest
 # docker when its daemon answers, else podman (evaluated only by `make image`)
@@ -106,6 +108,9 @@ fuzz: venv ## hypothesis-generated requests against a real server, FUZZ_EXAMPLES
 
 soak: venv ## 16 clients for 60 s, and 20 kill -9 restarts during training jobs (not in make test)
 	LOSSD_SOAK=1 $(BIN)/pytest tests/robustness/test_soak.py tests/robustness/test_crash.py $(PYTEST_ARGS)
+
+replicas: venv ## replicas on a real PostgreSQL: kill -9, SIGSTOP, partitions in network namespaces (~5 min; not in make test)
+	LOSSD_REPLICA_TESTS=1 $(BIN)/pytest -m replicas $(PYTEST_ARGS)
 
 lint: venv buf ## ruff (client, server, proto/lossd), mypy --strict (the whole lossd package), buf lint
 	$(BIN)/python tests/support/lint.py

@@ -11,6 +11,8 @@ Sections (all by default; ``--only wire,memory`` picks some):
 - ``training``: a TrainJob's samples/s at world_size 1 and 2 (data-parallel ranks), and the ratio;
 - ``processes``: the ``--processes`` prototype, 1 and 2 server processes sharing one port
   (SO_REUSEPORT), loaded from a client process of its own;
+- ``replicas``: submit → first event and submit → RUNNING of a small TrainJob with 1 and 3 replicas on a
+  PostgreSQL job store (skipped, saying why, without PostgreSQL's binaries);
 - ``batch``: EvaluateLossBatch (``evaluate_many``, 10,000 × mse_loss 100) vs an in-process torch
   loop, and the batch window (``--batch-window-us``) at 1 and 16 clients (``bench/_batch.py``).
 
@@ -37,7 +39,7 @@ from typing import Any
 
 from ._measure import REPO
 
-SECTIONS = ("wire", "encodings", "concurrency", "memory", "malloc", "training", "processes", "batch")
+SECTIONS = ("wire", "encodings", "concurrency", "memory", "malloc", "training", "processes", "replicas", "batch")
 
 
 def _shown(path: Path) -> str:
@@ -99,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     if "processes" in only:
         log("processes: 1 and 2 server processes on one port, the client in its own process")
         results["processes"] = _sections.processes([1, 2], 16, 4.0, args.quick)
+    if "replicas" in only:
+        log("replicas: submit -> first event with 1 and 3 replicas on a PostgreSQL job store")
+        results["replicas"] = _sections.replicas(args.quick)
     if "memory" in only:
         log("memory: peak RSS of lossd serve during one large evaluation")
         results["memory"] = _sections.memory(big, args.quick)

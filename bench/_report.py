@@ -192,6 +192,16 @@ def markdown(results: dict[str, Any]) -> str:
                   "| world_size | samples/s | ÷ world_size 1 | job wall s |", "|---|---|---|---|"]
         for ws in sorted(sps, key=int):
             lines.append(f"| {ws} | {sps[ws]:.0f} | {sps[ws] / sps[min(sps, key=int)]:.2f} | {wall[ws]:.2f} |")
+    r = results.get("replicas")
+    if r and "skipped" in r:
+        lines += ["", f"**Replicas on a PostgreSQL job store**: skipped ({r['skipped']})"]
+    elif r:
+        lines += ["", f"**Replicas on a PostgreSQL job store** (a small TrainJob, {r['jobs']} submitted one at a time, "
+                  "round robin; ms from submission)", "",
+                  "| replicas | first event p50 | p90 | RUNNING p50 | p90 |", "|---|---|---|---|---|"]
+        for n in ("1", "3"):
+            f, g = r[n]["first_event_ms"], r[n]["running_ms"]
+            lines.append(f"| {n} | {f['p50']:.1f} | {f['p90']:.1f} | {g['p50']:.1f} | {g['p90']:.1f} |")
     if results.get("malloc"):
         lines += ["", "**What the malloc tuning buys** (mse_loss, median ms, tuned and untuned servers side by side)",
                   "", "| elements | echo tuned | echo untuned | EvaluateLoss tuned | EvaluateLoss untuned | "

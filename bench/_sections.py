@@ -23,7 +23,7 @@ from ._measure import REPO, BenchServer, cpu_seconds, interleaved, percentile, p
 from ._server import ECHO, echo_payload
 from ._workloads import local_loop, workload
 
-__all__ = ["concurrency", "encodings", "malloc", "memory", "processes", "training", "wire"]
+__all__ = ["concurrency", "encodings", "malloc", "memory", "processes", "replicas", "training", "wire"]
 
 EVALUATE = EVALUATE_LOSS.path
 
@@ -279,3 +279,68 @@ def processes(counts: list[int], clients: int, seconds: float, quick: bool) -> l
                 row["server_cpu_ms_per_call"] = (sum(cpu_seconds(s.pid) for s in servers) - before) / row["calls"] * 1e3
                 rows.append(row)
     return rows
+
+
+def replicas(quick: bool) -> dict[str, Any]:
+    """Submit → first event (QUEUED) and submit → RUNNING (claimed, worker started) for a small TrainJob,
+    with 1 and with 3 ``lossd serve`` replicas sharing a PostgreSQL job store (started here with the machine's
+    initdb/pg_ctl, as the tests do: tests/support/postgres.py); jobs submitted one at a time, round robin
+    over the replicas, after a warm-up job on each (worker pools started); medians and p90 in ms.
+    ``{"skipped": why}`` where PostgreSQL cannot run here."""
+    import contextlib
+    import sys
+    from pathlib import Path
+
+    from lossd.v1 import training_pb2_grpc
+    from lossd.v1 import training_pb2 as pb
+
+    from ._measure import REPO
+
+    sys.path.insert(0, str(REPO / "tests"))
+    import grpc
+    from google.protobuf import json_format
+    from support.postgres import PostgresServer, unavailable_reason
+    from support.servers import ServedProcess
+
+    reason = unavailable_reason()
+    if reason:
+        return {"skipped": reason}
+    spec = {"model": {"linear": {}}, "data": {"builtin": {"name": "linear_regression", "params": {"n_samples": 64}}},
+            "loss": {"name": "mse"}, "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1, "batch_size": 16}
+    jobs = 6 if quick else 30
+    out: dict[str, Any] = {"jobs": jobs}
+    db = PostgresServer.start_new()
+    try:
+        for n in (1, 3):
+            url = db.fresh_database()
+            with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+                servers = [stack.enter_context(ServedProcess.start(
+                    Path(tmp), "--data-dir", str(Path(tmp) / f"r{i}"), env={"LOSSD_JOB_STORE": url}))
+                    for i in range(n)]
+                stubs = [training_pb2_grpc.TrainingServiceStub(stack.enter_context(grpc.insecure_channel(s.address)))
+                         for s in servers]
+
+                def submit(stub: Any) -> tuple[float, float]:
+                    request = json_format.ParseDict(spec, pb.TrainJobRequest())
+                    start = time.perf_counter()
+                    first = running = 0.0
+                    for reply in stub.TrainJob(request, timeout=120):
+                        now = time.perf_counter() - start
+                        first = first or now
+                        if reply.event.kind == pb.JOB_EVENT_KIND_STATE and reply.event.state == pb.JOB_STATE_RUNNING:
+                            running = now
+                    return first, running
+
+                for _ in range(2 * n):  # warm-up: every replica's worker pool (the claim decides who runs)
+                    for stub in stubs:
+                        submit(stub)
+                firsts, runnings = [], []
+                for i in range(jobs):
+                    first, running = submit(stubs[i % n])
+                    firsts.append(first * 1e3)
+                    runnings.append(running * 1e3)
+                out[str(n)] = {"first_event_ms": {"p50": statistics.median(firsts), "p90": percentile(firsts, 90)},
+                               "running_ms": {"p50": statistics.median(runnings), "p90": percentile(runnings, 90)}}
+    finally:
+        db.destroy()
+    return out

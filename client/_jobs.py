@@ -26,6 +26,7 @@ from ._calls import ClientBase, Method
 from ._errors import Unavailable
 from ._training import (
     CANCEL_JOB,
+    DELETE_JOB,
     GET_JOB,
     LIST_JOBS,
     TERMINAL_STATES,
@@ -201,6 +202,10 @@ class Jobs(ClientBase):
         """Stop a job; returns it once CANCELLED (or in the terminal state it reached first)."""
         return self._unary(CANCEL_JOB, training_pb2.CancelJobRequest(job_id=job_id), timeout).job
 
+    def delete_job(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
+        """Delete an ended job with its events and parameters; returns it as it was."""
+        return self._unary(DELETE_JOB, training_pb2.DeleteJobRequest(job_id=job_id), timeout).job
+
 
 class AsyncJobs(ClientBase):
     """The training methods of :class:`~lossd.client.AsyncClient`: ``await`` them, and
@@ -302,3 +307,7 @@ class AsyncJobs(ClientBase):
     async def cancel(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
         """Stop a job; returns it once it ended."""
         return (await self._unary(CANCEL_JOB, training_pb2.CancelJobRequest(job_id=job_id), timeout)).job
+
+    async def delete_job(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
+        """Delete an ended job with its events and parameters; returns it as it was."""
+        return (await self._unary(DELETE_JOB, training_pb2.DeleteJobRequest(job_id=job_id), timeout)).job

@@ -34,7 +34,7 @@ from ._codec import decode
 from ._extras import import_extra
 
 __all__ = [
-    "CANCEL_JOB", "GET_JOB", "LIST_JOBS", "TRAIN_JOB", "WATCH_JOB", "TERMINAL_STATES", "JobFollower",
+    "CANCEL_JOB", "DELETE_JOB", "GET_JOB", "LIST_JOBS", "TRAIN_JOB", "WATCH_JOB", "TERMINAL_STATES", "JobFollower",
     "Progress", "SpecLike", "TrainResult", "build_module", "epoch_summary", "jobs_table", "load_spec",
     "state_name", "unknown_field",
 ]
@@ -44,6 +44,7 @@ WATCH_JOB = Method(_methods.WATCH_JOB, training_pb2.WatchJobResponse.FromString)
 GET_JOB = Method(_methods.GET_JOB, training_pb2.GetJobResponse.FromString)
 LIST_JOBS = Method(_methods.LIST_JOBS, training_pb2.ListJobsResponse.FromString)
 CANCEL_JOB = Method(_methods.CANCEL_JOB, training_pb2.CancelJobResponse.FromString)
+DELETE_JOB = Method(_methods.DELETE_JOB, training_pb2.DeleteJobResponse.FromString)
 
 TERMINAL_STATES = frozenset(
     {training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED, training_pb2.JOB_STATE_CANCELLED}

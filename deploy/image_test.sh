@@ -2,7 +2,8 @@
 # make image-test: build the lossd image with podman and exercise it from the host.
 #
 # What it does (docs/deployment.md shows the same commands for a normal machine):
-#   1. podman, buildah, debootstrap, runc: installed with apt-get when missing (root).
+#   1. podman, buildah, debootstrap, runc (and postgresql, for step 6): installed
+#      with apt-get when missing (root).
 #   2. Base image: no registry here, so `debootstrap --variant=minbase bookworm`
 #      (+ python3, python3-venv) and `podman import` make one (cached).
 #   3. Wheels: HTTPS to the package index fails inside a container here, so pip
@@ -16,6 +17,14 @@
 #      `lossd health`, grpcurl list, an EvaluateLoss, a short TrainJob, a metrics
 #      scrape, the JSON access log; `podman stop` -> SIGTERM -> exit 0 within the
 #      grace period; a new container on the same volume finds the job.
+#   6. Two containers, one PostgreSQL job store (docs/scaling.md): a PostgreSQL
+#      server on the host (tests/support/postgres.py: initdb + pg_ctl on a free
+#      loopback port, as the postgres user), two containers on the host network
+#      with their own ports and volumes, LOSSD_JOB_STORE in their environment. A
+#      job submitted to one is seen by the other (GetJob); the owner is killed
+#      (podman kill, SIGKILL) mid-job; the other claims it once the 2 s lease
+#      lapses and ends it with the parameters, byte for byte, of an uninterrupted
+#      run; the database password is in no container's log.
 #
 # All podman state lives under .cache/image-test (--root/--runroot), git-ignored;
 # images stay cached between runs (IMAGE_TEST_FRESH=1 starts from nothing).
@@ -56,15 +65,19 @@ quiet_systemd() { "$@" 2> >(grep -v "unable to get systemd connection" >&2); }
 step "tools: podman buildah debootstrap runc"
 missing=()
 for tool in podman buildah debootstrap runc; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
+    type -P "$tool" >/dev/null || missing+=("$tool")  # -P: a file on PATH (podman is also a function here)
 done
+# PostgreSQL's binaries for step 6 (found as tests/support/postgres.py finds them)
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing+=(postgresql)
+fi
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
-        fail "missing ${missing[*]}: install them (Debian: apt-get install -y podman buildah debootstrap runc)"
+        fail "missing ${missing[*]}: install them (Debian: apt-get install -y ${missing[*]})"
     fi
     echo "installing ${missing[*]} with apt-get"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah debootstrap runc >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 for tool in "$PYTHON" "$GRPCURL" "$LOSSD"; do
     [[ -x $tool ]] || fail "$tool not found: run make venv (or set PYTHON to a venv with lossd[dev])"
@@ -78,10 +91,15 @@ if [[ ${IMAGE_TEST_FRESH:-0} == 1 ]]; then
 fi
 mkdir -p "$CACHE"
 
+PG_FOLDER=""                         # step 6's PostgreSQL server (removed on exit)
 cleanup() {
     if [[ ${IMAGE_TEST_KEEP:-0} != 1 ]]; then
-        podman rm -f -v "$NAME" >/dev/null 2>&1 || true
-        podman volume rm -f "$VOLUME" >/dev/null 2>&1 || true
+        podman rm -f -v "$NAME" "$NAME-pg-1" "$NAME-pg-2" >/dev/null 2>&1 || true
+        podman volume rm -f "$VOLUME" "$VOLUME-pg-1" "$VOLUME-pg-2" >/dev/null 2>&1 || true
+    fi
+    if [[ -n $PG_FOLDER ]]; then
+        "$PYTHON" tests/support/postgres.py destroy "$PG_FOLDER" || true
+        rm -rf "$(dirname "$PG_FOLDER")"
     fi
 }
 trap cleanup EXIT
@@ -113,10 +131,12 @@ else
 fi
 
 # --- 3. wheels --------------------------------------------------------------
-step "wheels for lossd[server,metrics] into $CACHE/wheels"
+# The postgres extra too: step 6 runs the image on a PostgreSQL job store.
+EXTRAS=server,metrics,postgres
+step "wheels for lossd[$EXTRAS] into $CACHE/wheels"
 download_wheels() {
     "$PYTHON" -m pip download --quiet --disable-pip-version-check -d "$CACHE/wheels" \
-        -c constraints.txt ".[server,metrics]" setuptools wheel 2>&1 | { grep -v "is ignored" || true; }
+        -c constraints.txt ".[$EXTRAS]" setuptools wheel 2>&1 | { grep -v "is ignored" || true; }
 }
 retry download_wheels || fail "pip download"
 ls "$CACHE"/wheels/torch-*.whl >/dev/null || fail "no torch wheel was downloaded"
@@ -126,6 +146,7 @@ step "podman build -> $IMAGE"
 podman build --isolation chroot --format docker --pull=never \
     --build-arg PYTHON_IMAGE="$BASE_IMAGE" \
     --build-arg WHEELS="$CACHE/wheels" \
+    --build-arg EXTRAS="$EXTRAS" \
     -t "$IMAGE" . >"$CACHE/build.log" 2>&1 \
     || { tail -40 "$CACHE/build.log"; fail "podman build (log: $CACHE/build.log)"; }
 grep -E "lossd.server ok" "$CACHE/build.log" || true
@@ -272,5 +293,90 @@ else
 fi
 quiet_systemd podman stop -t "$STOP_TIMEOUT" "$NAME" >/dev/null
 [[ $(podman inspect "$NAME" --format '{{.State.ExitCode}}') == 0 ]] || fail "second container: exit code not 0"
+
+# --- 6. two containers, one PostgreSQL job store ------------------------------
+step "two containers on one PostgreSQL job store: any replica answers, kill -9 of the owner, failover"
+pg_parent=$(mktemp -d /tmp/lossd-image-test-pg.XXXXXX)
+chmod 755 "$pg_parent"                # PostgreSQL runs as the postgres user
+pg_out=$("$PYTHON" tests/support/postgres.py start "$pg_parent") || fail "could not start PostgreSQL"
+PG_URL=$(sed -n 1p <<<"$pg_out")
+PG_FOLDER=$(sed -n 2p <<<"$pg_out")
+PG_PASSWORD=$("$PYTHON" -c 'import sys; from urllib.parse import urlsplit; print(urlsplit(sys.argv[1]).password)' "$PG_URL")
+echo "PostgreSQL at ${PG_URL/$PG_PASSWORD/***}"
+PG_PORTS=("$(free_port)" "$(free_port)")
+start_replica() {  # $1: 1 or 2; the host network: the database on the host's loopback, a port of its own
+    local name="$NAME-pg-$1" port=${PG_PORTS[$1 - 1]}
+    podman volume create "$VOLUME-pg-$1" >/dev/null 2>&1 || true
+    quiet_systemd podman run -d --name "$name" --network host \
+        --runtime runc --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 --read-only \
+        -v "$VOLUME-pg-$1:/data" \
+        -e LOSSD_PORT="$port" -e LOSSD_TOKEN="$TOKEN" -e LOSSD_JOB_STORE="$PG_URL" -e LOSSD_JOB_LEASE_S=2 \
+        "$IMAGE" >/dev/null
+    local deadline=$((SECONDS + 120))
+    until podman healthcheck run "$name" >/dev/null 2>&1; do
+        [[ $(podman inspect "$name" --format '{{.State.Running}}') == true ]] \
+            || { podman logs "$name" 2>&1 | tail -20; fail "$name exited before it was healthy"; }
+        ((SECONDS < deadline)) || { podman logs "$name" 2>&1 | tail -20; fail "$name not healthy within 120 s"; }
+        sleep 1
+    done
+    echo "$name healthy on 127.0.0.1:$port"
+}
+start_replica 1
+start_replica 2
+rpc() {  # $1: replica 1 or 2, $2: method, $3: request JSON; GRPCURL_ARGS: more grpcurl flags
+    # shellcheck disable=SC2086  # GRPCURL_ARGS: several words
+    "$GRPCURL" -plaintext -H "$AUTH" ${GRPCURL_ARGS:-} -d "$3" "127.0.0.1:${PG_PORTS[$1 - 1]}" \
+        "lossd.v1.TrainingService/$2"
+}
+# Some seconds of training, raw parameters (compared byte for byte).
+PG_SPEC='"model": {"mlp": {"hidden": [16, 8], "dropout": 0.1}},
+    "data": {"builtin": {"name": "moons", "params": {"n_samples": 2000, "noise": 0.2}}, "validation_fraction": 0.2},
+    "loss": {"name": "cross_entropy"}, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+    "schedule": {"cosine": {}}, "epochs": 40, "batch_size": 16, "seed": 7, "output_encoding": "TENSOR_ENCODING_RAW"'
+pg_job=$(rpc 1 TrainJob "{\"name\": \"image-test-failover\", \"detach\": true, $PG_SPEC}" \
+    | "$PYTHON" -c 'import json, sys; print(json.loads(sys.stdin.read())["event"]["job_id"])')
+echo "job $pg_job submitted to replica 1"
+owner=""
+epoch=0
+deadline=$((SECONDS + 120))
+until [[ -n $owner ]]; do   # the replica whose log says it started the job's worker, once an epoch ended
+    for i in 1 2; do
+        if podman logs "$NAME-pg-$i" 2>&1 | grep -q "job $pg_job started in worker pid"; then owner=$i; fi
+    done
+    if [[ -n $owner ]]; then
+        epoch=$(rpc $((3 - owner)) GetJob "{\"job_id\": \"$pg_job\"}" \
+            | "$PYTHON" -c 'import json, sys; print(json.loads(sys.stdin.read())["job"].get("epoch", 0))')
+        ((epoch >= 1)) || owner=""
+    fi
+    ((SECONDS < deadline)) || fail "job $pg_job did not reach its first epoch on either replica in 120 s"
+    [[ -n $owner ]] || sleep 0.5
+done
+other=$((3 - owner))
+echo "replica $owner runs it; replica $other sees epoch $epoch (GetJob): podman kill (SIGKILL) replica $owner"
+podman kill -s KILL "$NAME-pg-$owner" >/dev/null
+GRPCURL_ARGS="-max-time 300" rpc "$other" WatchJob "{\"job_id\": \"$pg_job\"}" >"$CACHE/pg-watch.json" \
+    || fail "WatchJob on replica $other"
+GRPCURL_ARGS="-max-time 300" rpc "$other" TrainJob "{\"name\": \"image-test-reference\", $PG_SPEC}" \
+    >"$CACHE/pg-reference.json" || fail "the reference TrainJob on replica $other"
+"$PYTHON" - "$CACHE/pg-watch.json" "$CACHE/pg-reference.json" <<'EOF'
+import json, sys
+def events(path):
+    return [e["event"] for e in json.loads("[" + open(path).read().replace("}\n{", "},\n{") + "]")]
+watched, reference = events(sys.argv[1]), events(sys.argv[2])
+assert [int(e["seq"]) for e in watched] == list(range(1, len(watched) + 1)), "events missing or out of order"
+states = [e["state"] for e in watched if e.get("kind") == "JOB_EVENT_KIND_STATE"]
+assert states[-1] == "JOB_STATE_SUCCEEDED" and "JOB_STATE_INTERRUPTED" in states, states
+assert states.count("JOB_STATE_SUCCEEDED") == 1, states
+final, ref = watched[-1], reference[-1]
+assert ref["state"] == "JOB_STATE_SUCCEEDED", ref["state"]
+assert final["parameters"] and final["parameters"] == ref["parameters"], "parameters differ from an uninterrupted run"
+print(f"job {final['job_id']}: {len(watched)} events, states {' -> '.join(s[10:] for s in states)}; "
+      f"parameters identical to an uninterrupted run ({len(final['parameters'])} tensors)")
+EOF
+for i in 1 2; do
+    if podman logs "$NAME-pg-$i" 2>&1 | grep -qF "$PG_PASSWORD"; then fail "the database password is in replica $i's log"; fi
+done
+quiet_systemd podman stop -t "$STOP_TIMEOUT" "$NAME-pg-$other" >/dev/null
+[[ $(podman inspect "$NAME-pg-$other" --format '{{.State.ExitCode}}') == 0 ]] || fail "replica $other: exit code not 0"
 
 printf '\nimage-test passed in %s s\n' "$((SECONDS - T0))"

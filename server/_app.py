@@ -44,6 +44,7 @@ from .losses import REGISTRY, Registry
 from .losses._plugins import load_plugin_setting
 from .rpc import LossService, add_loss_service
 from .training import JobManager, add_training_service
+from .training._store import StoreError
 
 __all__ = ["LossdServer", "ServerConfig", "build_parser", "create_server", "serve", "main"]
 
@@ -189,12 +190,20 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
     # Training: the job store under data_dir, unfinished jobs resumed, workers outside the serving path.
     jobs = await add_training_service(server, config.training(), registry, executor)
     loop = asyncio.get_running_loop()
+    trouble: set[str] = set()  # why TrainingService is NOT_SERVING: "store" unreachable, "disk" full
 
-    def storage(writable: bool) -> None:  # a full data directory: TrainingService alone turns NOT_SERVING
-        status = health_pb2.HealthCheckResponse.SERVING if writable else health_pb2.HealthCheckResponse.NOT_SERVING
+    async def show_training_health() -> None:  # on the loop: the status of the latest `trouble`
+        ok = not trouble
+        await health_servicer.set(TRAINING_SERVICE, health_pb2.HealthCheckResponse.SERVING if ok
+                                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def training_health(reason: str, ok: bool) -> None:  # from any thread: LossService is unaffected
+        (trouble.discard if ok else trouble.add)(reason)
         if not jobs.closing:
-            asyncio.run_coroutine_threadsafe(health_servicer.set(TRAINING_SERVICE, status), loop)
-    jobs.on_storage = storage
+            asyncio.run_coroutine_threadsafe(show_training_health(), loop)
+
+    jobs.on_store_health = lambda ok: training_health("store", ok)  # the job store came or went
+    jobs.on_storage = lambda writable: training_health("disk", writable)  # a full data directory
     if observability is not None:
         observability.start(config.host)  # the metrics endpoint, if any
     return LossdServer(server, port, config, device, security, executor, health_servicer, gate, limiter, jobs,
@@ -286,8 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         configure_logging(config.log_level, config.log_format)
         asyncio.run(serve(config))
-    except SettingError as e:  # a LOSSD_* variable that does not parse; ConfigError, SecurityError, a busy
-        # address, a data directory in use
+    except (SettingError, StoreError) as e:  # a LOSSD_* variable that does not parse; ConfigError, SecurityError,
+        # a busy address, a data directory in use; StoreError: the job store is unreachable, or newer than
+        # this lossd (its URL's password masked)
         print(f"lossd serve: error: {e}", file=sys.stderr, flush=True)
         return 2
     # The drain closed what the server owns (jobs, store, listener, metrics). Exit now: calls

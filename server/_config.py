@@ -44,6 +44,7 @@ from ._security import Security, resolve_security
 from .interceptors import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONCURRENT_STREAMS
 from .rpc import DEFAULT_BATCH_WINDOW_US, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, BatchLimits
 from .training import TrainingConfig, TrainingLimits
+from .training._manager import DEFAULT_LEASE_S, DEFAULT_RETENTION_S
 
 __all__ = ["GROUPS", "SETTING", "SETTINGS", "ServerConfig", "build_parser", "config_from_args"]
 
@@ -59,6 +60,31 @@ GROUPS = {
 }
 
 _limits = TrainingLimits()
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: a number of seconds, or one with a unit s, m, h or d; finite, >= 0.
+
+    >>> parse_duration("30d"), parse_duration("90"), parse_duration("1.5h")
+    (2592000.0, 90.0, 5400.0)
+    """
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    scale = units.get(value[-1:], 0)
+    try:
+        seconds = float(value[:-1] if scale else value) * (scale or 1)
+    except ValueError:
+        raise ValueError("not a duration; give seconds, or a number with s, m, h or d (e.g. 30d)") from None
+    if not 0 <= seconds < float("inf"):
+        raise ValueError("must be a finite duration >= 0 (0: keep ended jobs)")
+    return seconds
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not 0 < seconds < float("inf"):
+        raise ValueError("must be a number of seconds > 0")
+    return seconds
 
 #: Every server setting, in the order ``lossd serve --help`` lists them.
 SETTINGS: tuple[Setting[Any], ...] = (
@@ -97,6 +123,17 @@ SETTINGS: tuple[Setting[Any], ...] = (
             "see docs/performance.md", "--no-malloc-tuning"),
     Setting("data_dir", "LOSSD_DATA_DIR", str, ".lossd",
             "folder for training jobs: SQLite store and checkpoints", "--data-dir"),
+    Setting("job_store", "LOSSD_JOB_STORE", str, "",
+            "where training jobs are stored: unset, SQLite in --data-dir; postgresql://USER:PASSWORD@HOST/DB for "
+            "a database that several replicas share (needs lossd[postgres]; docs/scaling.md); give a password "
+            "through the variable, not the flag (arguments show in `ps`); it is masked in every message",
+            "--job-store", metavar="URL"),
+    Setting("job_lease_s", "LOSSD_JOB_LEASE_S", _positive_seconds, DEFAULT_LEASE_S,
+            "seconds a replica's claim on a running job lasts without renewal: a dead replica's jobs resume "
+            "elsewhere after about this long", "--job-lease-s"),
+    Setting("job_retention", "LOSSD_JOB_RETENTION", parse_duration, DEFAULT_RETENTION_S,
+            "delete ended jobs with their events and parameters this long after they ended: seconds, or a "
+            "number with s, m, h or d (30d); 0 keeps them", "--job-retention", metavar="DURATION"),
     Setting("max_jobs", "LOSSD_MAX_JOBS", int, max(1, (os.cpu_count() or 2) // 2),
             "training jobs running at once", "--max-jobs"),
     Setting("max_queued_jobs", "LOSSD_MAX_QUEUED_JOBS", int, 32, "training jobs waiting for a slot",
@@ -211,6 +248,9 @@ class ServerConfig:
     max_layer_width: int = _from_table("max_layer_width")
     max_job_restarts: int = _from_table("max_job_restarts")
     rdzv_endpoint: str = _from_table("rdzv_endpoint")
+    job_store: str = _from_table("job_store", repr=False)  # may hold a password: never shown
+    job_lease_s: float = _from_table("job_lease_s")
+    job_retention: float = _from_table("job_retention")
     token: str | None = _from_table("token", repr=False)  # never shown
     token_file: str | None = _from_table("token_file")
     tls_cert: str | None = _from_table("tls_cert")
@@ -244,7 +284,8 @@ class ServerConfig:
                                 max_world_size=self.max_world_size, max_classes=self.max_classes,
                                 max_layers=self.max_layers, max_layer_width=self.max_layer_width)
         return TrainingConfig(Path(self.data_dir), self.max_jobs, self.max_queued_jobs, limits, self.plugins,
-                              rdzv_endpoint=self.rdzv_endpoint, max_job_restarts=self.max_job_restarts)
+                              rdzv_endpoint=self.rdzv_endpoint, job_store=self.job_store, lease_s=self.job_lease_s,
+                              retention_s=self.job_retention, max_job_restarts=self.max_job_restarts)
 
     def security(self) -> Security:
         """The security part, checked (the exposure rule); raises :class:`SecurityError`."""

@@ -51,6 +51,7 @@ __all__ = [
     "GET_JOB",
     "LIST_JOBS",
     "CANCEL_JOB",
+    "DELETE_JOB",
     "HEALTH_CHECK",
     "from_descriptor",
 ]
@@ -148,3 +149,4 @@ WATCH_JOB = _method(_TRAINING, "WatchJob")
 GET_JOB = _method(_TRAINING, "GetJob")
 LIST_JOBS = _method(_TRAINING, "ListJobs")
 CANCEL_JOB = _method(_TRAINING, "CancelJob")
+DELETE_JOB = _method(_TRAINING, "DeleteJob")

@@ -8,7 +8,8 @@ a job meets them:
 - ``_data``, ``_model``, ``_optim``, ``_metrics``: data sets, models, optimizers/schedules, metrics
 - ``_manager``: the queue, worker processes, events, cancel, resume, shutdown
 - ``_worker``: the worker process entry point; ``_engine``: the deterministic training loop
-- ``_store``: SQLite (jobs, events, results); ``_checkpoint``: atomic checkpoints
+- ``_store``: the ``JobStore`` protocol and SQLite (jobs, events, results, leases); ``_pgstore``: PostgreSQL;
+  ``_checkpoint``: atomic checkpoints
 
 docs/training.md describes the spec, events, states and the durability design.
 
@@ -23,7 +24,7 @@ from ._engine import Control, run_job
 from ._manager import JobManager, TrainingConfig
 from ._service import TrainingService, add_training_service
 from ._spec import JobPlan, TrainingLimits, plan_job
-from ._store import JobStore
+from ._store import JobStore, SQLiteJobStore
 
 __all__ = [
     "BUILTINS",
@@ -32,6 +33,7 @@ __all__ = [
     "JobManager",
     "JobPlan",
     "JobStore",
+    "SQLiteJobStore",
     "ModelPlan",
     "TrainingConfig",
     "TrainingLimits",

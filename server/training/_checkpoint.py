@@ -22,7 +22,19 @@ from typing import Any
 
 import torch
 
-__all__ = ["DISK_FULL", "disk_full", "save_checkpoint", "load_checkpoint", "remove_checkpoint"]
+__all__ = ["CHECKPOINT_MESSAGE", "DISK_FULL", "checkpoint_message", "disk_full", "save_checkpoint",
+           "save_checkpoint_bytes", "load_checkpoint", "remove_checkpoint"]
+
+#: Prefix of a worker's message that carries its checkpoint file's bytes (with a shared job store, which keeps
+#: checkpoints): the event that follows it is stored with it. A serialized ``JobEvent`` never starts with a zero
+#: byte (it would be a field numbered 0, which protobuf does not allow), so the two cannot be confused.
+CHECKPOINT_MESSAGE = b"\x00"
+
+
+def checkpoint_message(path: Path) -> bytes:
+    """The message that sends the checkpoint at ``path`` (just written by this process) to the server."""
+    return CHECKPOINT_MESSAGE + path.read_bytes()
+
 
 #: What a job's INTERRUPTED event and a refused TrainJob say while the data directory is full.
 DISK_FULL = "data directory full"
@@ -39,10 +51,19 @@ def disk_full(error: BaseException) -> bool:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Replace ``path`` with ``state`` so that a crash at any moment leaves the old or the new file, whole."""
+    _replace(path, lambda f: torch.save(state, f))
+
+
+def save_checkpoint_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with a checkpoint's bytes (one read from a shared job store), as atomically."""
+    _replace(path, lambda f: f.write(data))
+
+
+def _replace(path: Path, write: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

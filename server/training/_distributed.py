@@ -69,7 +69,8 @@ from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, start_pr
 from ...v1 import training_pb2
 from ..losses import REGISTRY
 from ..losses._plugins import load_plugin_setting
-from ._engine import Control, RankFailure, World, run_job
+from ._checkpoint import CHECKPOINT_MESSAGE, checkpoint_message
+from ._engine import Control, RankFailure, World, follows_checkpoint, run_job
 from ._spec import JobPlan, TrainingLimits, plan_job
 from ._store import FINAL_STATES
 
@@ -98,6 +99,9 @@ class _SharedFlag:
 class _SharedControl:
     def __init__(self, flags: Any) -> None:
         self.cancel, self.interrupt = _SharedFlag(flags, 0), _SharedFlag(flags, 1)
+
+    def wait_for_lease(self) -> None:
+        """Ranks do not wait on the lease: the worker that started them is stopped when it is lost."""
 
 
 def _die_with_parent() -> None:
@@ -152,7 +156,8 @@ class Rendezvous:
 
 
 def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint: str | None, digest: str,
-               flags: Any, life: Connection, events: Connection | None, inherited: list[Connection]) -> None:
+               flags: Any, life: Connection, events: Connection | None, inherited: list[Connection],
+               share_checkpoints: bool = False) -> None:
     """One rank (a forked child of the worker): join the process group, train, report errors on ``life``."""
     _die_with_parent()
     # SIGTERM ends a rank at once, even blocked in a gloo collective: fork copied the launcher's Python
@@ -168,6 +173,8 @@ def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint
     def emit(event: training_pb2.JobEvent) -> None:
         assert events is not None
         try:
+            if share_checkpoints and checkpoint and follows_checkpoint(event):
+                events.send_bytes(checkpoint_message(Path(checkpoint)))
             events.send_bytes(event.SerializeToString())
         except OSError:
             os._exit(3)  # the worker is gone
@@ -206,7 +213,8 @@ def _failed(job_id: str, message: str) -> bytes:
 
 
 def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], None],
-                      control: Any, digest: str, job_id: str, rdzv_endpoint: str = "") -> None:
+                      control: Any, digest: str, job_id: str, rdzv_endpoint: str = "",
+                      share_checkpoints: bool = False) -> None:
     """Train ``plan`` on ``plan.world_size`` ranks; ``send`` forwards rank 0's serialized events.
 
     With ``plan.nodes`` > 1, this machine runs ranks ``0 … world_size/nodes − 1`` and waits (up to
@@ -218,7 +226,8 @@ def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[by
         folder = tempfile.mkdtemp(prefix=f"lossd-store-{job_id}-")  # mode 0700: this user's only
         try:
             _run_ranks(plan, checkpoint, send, control, digest, job_id,
-                       Rendezvous("", 0, "", 0, plan.world_size, store_file=os.path.join(folder, "store")))
+                       Rendezvous("", 0, "", 0, plan.world_size, store_file=os.path.join(folder, "store")),
+                       share_checkpoints)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
@@ -243,7 +252,7 @@ def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[by
         time.sleep(0.2)
     local = plan.world_size // plan.nodes
     _run_ranks(plan, checkpoint, send, control, digest, job_id,
-               Rendezvous(host, port, store.get(group).decode(), 0, local))
+               Rendezvous(host, port, store.get(group).decode(), 0, local), share_checkpoints)
 
 
 def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str) -> str:
@@ -274,7 +283,7 @@ def join_job(spec: training_pb2.TrainJobRequest, job_id: str, rdzv_endpoint: str
 
 
 def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], None], control: Any, digest: str,
-               job_id: str, rdzv: Rendezvous) -> None:
+               job_id: str, rdzv: Rendezvous, share_checkpoints: bool = False) -> None:
     """Fork this machine's ranks and relay for them (see the module docstring)."""
     size, local = plan.world_size, rdzv.local
     ctx = multiprocessing.get_context("fork")
@@ -288,12 +297,15 @@ def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], N
         rank = rdzv.first_rank + r
         others = [c for i, (_, c) in enumerate(lives) if i != r] + ([] if rank == 0 else [events_w])
         args[r] = (rank, size, rdzv, plan, str(checkpoint) if checkpoint else None, digest, flags,
-                   lives[r][1], events_w if rank == 0 else None, ours + others)
+                   lives[r][1], events_w if rank == 0 else None, ours + others, share_checkpoints)
     log_dir = tempfile.mkdtemp(prefix=f"lossd-ranks-{job_id}-")
     sent_final = False
 
     def forward(data: bytes) -> None:
         nonlocal sent_final
+        if data.startswith(CHECKPOINT_MESSAGE):  # rank 0's checkpoint, for the event after it
+            send(data)
+            return
         event = training_pb2.JobEvent.FromString(data)
         event.job_id = job_id
         if event.kind == training_pb2.JOB_EVENT_KIND_STATE and event.state in FINAL_STATES:

@@ -69,6 +69,7 @@ __all__ = [
     "Flag",
     "RankFailure",
     "World",
+    "follows_checkpoint",
     "run_job",
     "spec_digest",
     "epoch_seed",
@@ -83,10 +84,21 @@ CHECKPOINT_FORMAT = 1
 
 @dataclass
 class Control:
-    """Requests from the server to a running job, checked before every step."""
+    """Requests from the server to a running job, checked before every step.
+
+    ``lease_until`` (``time.monotonic()``, the same clock in every process of the machine): the server's
+    lease on the job holds until then; a one-process run does not take a step past it until the server
+    renews it (a server frozen past its lease lets its worker compute nothing more).
+    """
 
     cancel: threading.Event = field(default_factory=threading.Event)
     interrupt: threading.Event = field(default_factory=threading.Event)
+    lease_until: float = math.inf
+
+    def wait_for_lease(self) -> None:
+        """Return once the lease holds, or a cancel or interrupt was asked for."""
+        while time.monotonic() > self.lease_until and not (self.cancel.is_set() or self.interrupt.is_set()):
+            time.sleep(0.02)
 
 
 class Flag(Protocol):
@@ -105,6 +117,9 @@ class Controls(Protocol):
     @property
     def interrupt(self) -> Flag: ...
 
+    def wait_for_lease(self) -> None:
+        """Return once the server's lease on the job holds (or a cancel or interrupt was asked for)."""
+
 
 @dataclass(frozen=True)
 class World:
@@ -116,6 +131,13 @@ class World:
 
 class RankFailure(RuntimeError):
     """A rank cannot go on (e.g. the loss refused its shard); the launcher ends the job FAILED with this text."""
+
+
+def follows_checkpoint(event: training_pb2.JobEvent) -> bool:
+    """Whether the run wrote its checkpoint just before emitting ``event`` (an epoch's end, an interrupt), so
+    that a shared job store can keep that checkpoint with the event."""
+    return event.kind == Kind.JOB_EVENT_KIND_EPOCH or (
+        event.kind == Kind.JOB_EVENT_KIND_STATE and event.state == State.JOB_STATE_INTERRUPTED)
 
 
 def spec_digest(spec_bytes: bytes) -> str:
@@ -377,12 +399,14 @@ class _Run:
             for b in range(p.step_in_epoch, steps_per_epoch):
                 if world is not None:  # the ranks look at the flags together, in the step's all_reduce
                     rng_before = torch.get_rng_state()
-                elif self.control.cancel.is_set():
-                    self._cancelled()
-                    return
-                elif self.control.interrupt.is_set():
-                    self._interrupted()
-                    return
+                else:
+                    self.control.wait_for_lease()
+                    if self.control.cancel.is_set():
+                        self._cancelled()
+                        return
+                    if self.control.interrupt.is_set():
+                        self._interrupted()
+                        return
                 index = mine[b * local_bs:(b + 1) * local_bs]
                 step = p.global_step + 1
                 output = self.net(self.x_train[index])

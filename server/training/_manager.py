@@ -1,19 +1,30 @@
 """The job manager: validation, the queue, worker processes, events, cancel, resume and shutdown.
 
 Lives in the server process. ``submit`` validates a spec (on the server's
-thread pool), stores the job and its QUEUED event, and starts a worker when
-one of the ``max_jobs`` slots is free; at most ``max_queued_jobs`` wait. Each
-running job has a worker process and a monitor thread that reads the
-worker's events, numbers and stores them (``JobStore``) and wakes the
-watchers. Watchers (``watch``) read stored events from the database and wait
-for a wake-up when they have seen them all, so a slow client costs nothing
-but its position, and a re-attaching client sees exactly what a live one saw.
+thread pool) and stores the job and its QUEUED event; at most
+``max_queued_jobs`` wait. The queue is the store: whenever one of the
+``max_jobs`` slots is free (after a submit, when a job ends, and every lease
+tick), the manager claims the oldest waiting jobs (``JobStore.claim``: an
+owner, a lease, a new generation) and starts a worker for each. Each running
+job has a worker process and a monitor thread that reads the worker's
+events, stores them under the job's lease (``JobStore.append_event``; with a
+shared store, the checkpoint the worker wrote just before goes with the
+event) and wakes the watchers. A lease thread renews the leases every
+``lease_s / 4`` (at most 1 s), reads cancel requests that other replicas
+stored, and stops the worker of a job whose lease was lost (another replica
+claimed it) or could not be renewed in time: such a replica never writes
+about that job again, the store refuses it (fencing by generation).
 
-At start, jobs the database shows RUNNING (the server died under them) get
-an INTERRUPTED event and are queued again with QUEUED and INTERRUPTED ones,
-oldest first; a worker resumes from the job's last checkpoint. ``close``
-asks running workers to checkpoint and stop (INTERRUPTED), for the next
-start to resume.
+Watchers (``watch``) read stored events from the store and wait for a
+wake-up (from this process, a NOTIFY from another replica, or the store's
+polling interval) when they have seen them all, so a slow client costs
+nothing but its position, and a re-attaching client sees exactly what a live
+one saw.
+
+A job claimed while the store shows it RUNNING (its owner died) first gets
+an INTERRUPTED event; its worker resumes from the job's last checkpoint.
+``close`` asks running workers to checkpoint and stop (INTERRUPTED) and
+gives their jobs back, for another replica or the next start to resume.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -48,9 +60,18 @@ from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
 from ..losses import Registry
 from ..rpc import decode_tensor, encode_tensor
-from ._checkpoint import DISK_FULL, disk_full, remove_checkpoint
+from ._checkpoint import CHECKPOINT_MESSAGE, DISK_FULL, disk_full, remove_checkpoint, save_checkpoint_bytes
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
-from ._store import FINAL_STATES, TERMINAL_STATES, JobRow, JobStore
+from ._store import (
+    FINAL_STATES,
+    TERMINAL_STATES,
+    Claim,
+    JobRow,
+    Lease,
+    LeaseLost,
+    StoreUnavailable,
+)
+from ._stores import open_store
 from ._worker import worker_main
 
 __all__ = ["JobManager", "TrainingConfig", "JOB_ID"]
@@ -62,10 +83,19 @@ JOB_ID = re.compile(r"[0-9a-f]{12}")
 STATE = training_pb2.JOB_EVENT_KIND_STATE
 #: Seconds a worker gets to act on a cancel (or, on shutdown, an interrupt) before it is killed.
 STOP_GRACE_S = 10.0
+#: Default ``--job-lease-s``: how long a replica's claim on a job lasts without renewal (docs/scaling.md,
+#: "Choosing the lease"). A dead replica's jobs resume elsewhere after at most this long.
+DEFAULT_LEASE_S = 10.0
+#: Default ``--job-retention``: ended jobs, their events and parameters are deleted this long after they ended.
+DEFAULT_RETENTION_S = 30 * 86400.0
+#: Seconds between two retention sweeps (each deletes at most 1000 jobs).
+RETENTION_SWEEP_S = 60.0
 #: On shutdown, the last seconds of the grace period left for killing workers that did not stop and recording it.
 KILL_MARGIN_S = 1.0
 #: Seconds between attempts to write held events while the data directory is full.
 STORAGE_RETRY_S = 1.0
+
+
 def is_disk_full(error: BaseException) -> bool:
     """Whether ``error`` says the data directory's file system is full (SQLite's SQLITE_FULL, ENOSPC, EDQUOT).
 
@@ -88,6 +118,12 @@ class TrainingConfig:
     plugins: str = "none"
     #: HOST:PORT of the c10d TCPStore this server hosts for jobs with ``nodes`` > 1 ("": none).
     rdzv_endpoint: str = ""
+    #: Where jobs are stored: "" (SQLite in data_dir) or a postgresql:// URL shared by replicas.
+    job_store: str = ""
+    #: Seconds a claim on a job lasts unless renewed (renewed every lease_s / 4, at most every second).
+    lease_s: float = DEFAULT_LEASE_S
+    #: Seconds after its end that an ended job is deleted with its events and parameters (0: never).
+    retention_s: float = DEFAULT_RETENTION_S
     #: Times a job whose worker was killed (SIGKILL: the OOM killer) resumes from its checkpoint before it fails.
     max_job_restarts: int = 1
 
@@ -114,6 +150,10 @@ class _Running:
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # set on the event loop when the job settled
     cancel_requested: bool = False
     interrupt_requested: bool = False
+    lease: Lease | None = None
+    #: time.monotonic() by which the lease must be renewed, else this replica stops the worker (it may lapse)
+    lease_deadline: float = float("inf")
+    lost: bool = False  # the lease is gone: write nothing more about the job
     restart: bool = False  # the worker was killed (-9) and the job goes on from its checkpoint
     disk_full: bool = False  # interrupted because the data directory filled up: re-queued, resumed when space returns
 
@@ -160,12 +200,25 @@ class JobManager:
             raise SettingError(f"--data-dir {data_dir} (env LOSSD_DATA_DIR): cannot use it as the data directory "
                                f"({e.strerror or e}); give a folder this user can create and write") from None
         self._checkpoints = data_dir / "checkpoints"
-        self.store = JobStore(data_dir / "jobs.sqlite3")
+        try:
+            self.store = open_store(config.job_store, data_dir,
+                                    max_checkpoint_bytes=_checkpoint_bound(config.limits.max_parameters),
+                                    timeout_s=min(5.0, config.lease_s / 2))
+        except BaseException:
+            self._lock_file.release()
+            raise
+        #: This replica's name in the store's ``owner`` column (host, pid and a random part: a restart is new).
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._tick_s = min(config.lease_s / 4, 1.0)
         self._rdzv_store = _rendezvous_store(config.rdzv_endpoint) if config.rdzv_endpoint else None
         self._ctx = _mp_context()
         self._lock = threading.RLock()
-        self._queue: deque[str] = deque()
         self._running: dict[str, _Running] = {}
+        self._ticker_stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        #: Whether the store answered at the last lease tick (TrainingService's health follows it).
+        self.store_ok = True
+        self.on_store_health: Any = None  # called (on the event loop) with True/False when it changes
         self._waiters: dict[str, asyncio.Event] = {}
         self._steps_seen: dict[str, int] = {}  # last step reported per job, for the step-rate metric
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -190,29 +243,25 @@ class JobManager:
         that never trains never pays for it.
         """
         self._loop = asyncio.get_running_loop()
+        self.store.subscribe(self._wake)
         await self._loop.run_in_executor(self._executor, self._recover)
+        self._ticker = threading.Thread(target=self._tick_loop, daemon=True, name="lossd-job-leases")
+        self._ticker.start()
 
     def _recover(self) -> None:
         self._sweep_checkpoints()
         with self._lock:
-            for row in self.store.unfinished():
-                if row.state == training_pb2.JOB_STATE_RUNNING:
-                    self._record(row.job_id, training_pb2.JobEvent(
-                        kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED, epochs=row.epochs,
-                        epoch=row.epoch, step=row.step, total_steps=row.total_steps,
-                        message="the server stopped while the job ran; it resumes from its last checkpoint"))
-                self._queue.append(row.job_id)
-                log.info("job %s (%s) queued to resume", row.job_id, training_pb2.JobState.Name(row.state))
             self._schedule()
 
     def _sweep_checkpoints(self) -> None:
         """Delete checkpoints (and temp files) of jobs that ended or are unknown: a server stopped
-        just as a job ended, or killed while a worker wrote, leaves them behind."""
+        just as a job ended, or killed while a worker wrote, leaves them behind. With a shared store
+        every local file is a copy (the store has the job's checkpoint): all of them go."""
         for path in self._checkpoints.iterdir():
             job_id = path.name.lstrip(".").split(".", 1)[0]
             if not JOB_ID.fullmatch(job_id):
                 continue  # not a name this server makes: not ours to delete
-            row = self.store.get_job(job_id)
+            row = None if self.store.shares_checkpoints else self.store.get_job(job_id)
             if row is None or row.terminal:
                 remove_checkpoint(self._checkpoint(job_id))
                 log.info("removed the leftover checkpoint of job %s", job_id)
@@ -221,7 +270,7 @@ class JobManager:
         """Stop: running workers checkpoint and end INTERRUPTED (killed after ``timeout``); watchers end."""
         if self._closing:
             return
-        self._closing = True
+        self._closing = True  # the lease thread keeps renewing (and claims nothing) until the workers ended
         with self._lock:
             running = list(self._running.values())
             for job in running:
@@ -246,6 +295,9 @@ class JobManager:
         if self._watchers:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._no_watchers.wait(), 2.0)
+        self._ticker_stop.set()
+        if self._ticker is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._ticker.join, 5.0)
         self.store.close()
         self._lock_file.release()
 
@@ -258,7 +310,10 @@ class JobManager:
         if self._full:
             raise _full_error()
         assert self._loop is not None
-        return await self._loop.run_in_executor(self._executor, self._submit, request)
+        try:
+            return await self._loop.run_in_executor(self._executor, self._submit, request)
+        except StoreUnavailable as e:
+            raise FieldError("", f"{e}; retry shortly", "UNAVAILABLE") from None
 
     def _submit(self, request: training_pb2.TrainJobRequest) -> str:
         plan = plan_job(request, self._registry, self.config.limits)
@@ -268,7 +323,7 @@ class JobManager:
                             "FAILED_PRECONDITION")
         check_loss_accepts_model(plan)
         with self._lock:
-            waiting = len(self._queue)
+            waiting = self.store.count_waiting()
             if len(self._running) >= self.config.max_jobs and waiting >= self.config.max_queued_jobs:
                 raise FieldError(
                     "",
@@ -298,47 +353,96 @@ class JobManager:
                 + (f"; {plan.world_size} data-parallel ranks" if plan.world_size > 1 else "")
                 + (f" on {plan.nodes} machines (the others join with: lossd join {job_id} --rdzv-endpoint "
                    f"{self.config.rdzv_endpoint})" if plan.nodes > 1 else "")))
-            self._queue.append(job_id)
-            self._schedule()
+            with contextlib.suppress(StoreUnavailable):  # the job waits in the store; a later tick claims it
+                self._schedule()
         return job_id
 
     def _schedule(self) -> None:
-        """Give free slots to queued jobs (caller holds the lock); each starts in a launcher thread,
+        """Claim waiting jobs for the free slots (caller holds the lock); each starts in a launcher thread,
         so that nobody waits on a process start (seconds while the forkserver is still importing torch)."""
-        while self._queue and len(self._running) < self.config.max_jobs and not self._closing and not self._full:
-            job_id = self._queue.popleft()
-            row = self.store.get_job(job_id, with_spec=True)
-            if row is None or row.terminal:
-                continue
-            job = self._running[job_id] = _Running(job_id)
-            threading.Thread(target=self._launch, args=(job, row), daemon=True, name=f"lossd-launch-{job_id}").start()
+        free = self.config.max_jobs - len(self._running)
+        if free <= 0 or self._closing or self._full:  # a full data directory: nothing starts
+            return
+        started = time.monotonic()
+        for claim in self.store.claim(self.owner, self.config.lease_s, free):
+            earlier = self._running.get(claim.row.job_id)
+            if earlier is not None:  # this server stalled past its own lease and claimed the job again
+                self._lose(earlier, "its lease lapsed and this server claimed the job again")
+            job = self._running[claim.row.job_id] = _Running(claim.row.job_id, lease=claim.lease,
+                                                               lease_deadline=started + self.config.lease_s)
+            threading.Thread(target=self._launch, args=(job, claim), daemon=True,
+                             name=f"lossd-launch-{job.job_id}").start()
 
-    def _launch(self, job: _Running, row: JobRow) -> None:
+    def _prepare(self, job: _Running, claim: Claim) -> None:
+        """Before the worker starts: a job whose owner died gets its INTERRUPTED event; with a shared
+        store, the job's checkpoint comes from the store (a local file may be stale or missing)."""
+        row = claim.row
+        if row.state == training_pb2.JOB_STATE_RUNNING:
+            with self._lock:
+                self._record(row.job_id, training_pb2.JobEvent(
+                    kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED, epochs=row.epochs, epoch=row.epoch,
+                    step=row.step, total_steps=row.total_steps,
+                    message=f"the server running the job stopped ({row.owner or 'unknown'}); it resumes from its "
+                    "last checkpoint"), lease=claim.lease)
+        log.info("job %s (%s) claimed by %s, generation %d", row.job_id, training_pb2.JobState.Name(row.state),
+                 self.owner, claim.lease.generation)
+        if self.store.shares_checkpoints:
+            path = self._checkpoint(row.job_id)
+            data = self.store.checkpoint(row.job_id)
+            if data is None:
+                remove_checkpoint(path)
+            else:
+                save_checkpoint_bytes(path, data)
+
+    def _launch(self, job: _Running, claim: Claim) -> None:
         """Start the worker process for ``job``, then relay its events (this thread becomes its monitor)."""
+        row = claim.row
+        try:
+            self._prepare(job, claim)
+        except Exception as e:  # another replica has it now, the store is gone, a local write failed: let go
+            if isinstance(e, (LeaseLost, StoreUnavailable)):
+                log.warning("job %s: not started (%s)", job.job_id, e)
+            else:
+                log.exception("job %s: not started", job.job_id)
+            with self._lock:
+                self._forget(job)
+            with contextlib.suppress(Exception):
+                self.store.release(claim.lease)  # any replica may try again (a lost lease is not ours to free)
+            self._settled(job)
+            return
+        with self._lock:
+            if job.lost:  # claimed anew meanwhile (by another server, or by this one after a stall)
+                self._forget(job)
+                self._settled(job)
+                return
         try:
             control_r, control_w = self._ctx.Pipe(duplex=False)
             events_r, events_w = self._ctx.Pipe(duplex=False)
             process = self._ctx.Process(
                 target=worker_main, name=f"lossd-job-{row.job_id}", daemon=True,
                 args=(row.job_id, row.spec, str(self._checkpoint(row.job_id)), self.config.plugins, control_r,
-                      events_w, self.config.rdzv_endpoint),
+                      events_w, self.config.rdzv_endpoint, self.store.shares_checkpoints),
             )
             process.start()
         except Exception as e:  # e.g. the OS refused a process
             log.exception("could not start a worker for job %s", job.job_id)
             with self._lock:
-                self._running.pop(job.job_id, None)
+                self._forget(job)
                 with contextlib.suppress(Exception):
                     self._record(job.job_id, training_pb2.JobEvent(
                         kind=STATE, state=training_pb2.JOB_STATE_FAILED,
-                        message=f"could not start a worker process ({type(e).__name__})"))
-                self._schedule()
+                        message=f"could not start a worker process ({type(e).__name__})"), lease=job.lease)
+                with contextlib.suppress(StoreUnavailable):
+                    self._schedule()
             self._settled(job)
             return
         control_r.close()
         events_w.close()
         with self._lock:
             job.process, job.control, job.events = process, control_w, events_r
+            if job.lost:  # lost while the process started: it must take no step
+                process.kill()
+            self._send_lease(job)
             for wanted, message in ((job.interrupt_requested, b"interrupt"), (job.cancel_requested, b"cancel")):
                 if wanted:
                     with contextlib.suppress(OSError):
@@ -355,21 +459,33 @@ class JobManager:
         """Relay one worker's events until it ends; then settle the job's state and start the next."""
         assert job.events is not None and job.control is not None
         ended = False
+        failure = ""  # why the store refused what the worker sent
+        checkpoint: bytes | None = None
         try:
             while True:
-                event = training_pb2.JobEvent.FromString(job.events.recv_bytes())
+                data = job.events.recv_bytes()
+                if data.startswith(CHECKPOINT_MESSAGE):  # the checkpoint the next event follows (shared store)
+                    checkpoint = data[len(CHECKPOINT_MESSAGE):]
+                    continue
+                event = training_pb2.JobEvent.FromString(data)
                 final = event.kind == STATE and event.state in FINAL_STATES
-                with self._lock:
-                    if final and event.state == training_pb2.JOB_STATE_INTERRUPTED and \
-                            event.message.startswith(DISK_FULL) and not job.interrupt_requested:
+                if final and event.state == training_pb2.JOB_STATE_INTERRUPTED and \
+                        event.message.startswith(DISK_FULL) and not job.interrupt_requested:
+                    with self._lock:
                         job.disk_full = True  # its checkpoint did not fit: the directory is full
                         self._storage_full(OSError(errno.ENOSPC, "the worker could not write its checkpoint"))
-                    self._record(job.job_id, event)
+                if not self._record_running(job, event, checkpoint):
+                    break  # the lease is lost: the worker is stopped, nothing more is written
+                checkpoint = None
                 if final:
                     ended = True
                     break
         except (EOFError, OSError):
             pass
+        except ValueError as e:  # refused by the store (a checkpoint over the --max-parameters bound)
+            failure = str(e)
+            log.error("job %s: %s", job.job_id, failure)
+            job.process.kill()
         except Exception:
             log.exception("job %s: bad message from its worker", job.job_id)
         job.process.join(STOP_GRACE_S)
@@ -379,8 +495,11 @@ class JobManager:
         job.events.close()
         job.control.close()
         with self._lock:
-            self._running.pop(job.job_id, None)
-            if not ended:
+            current = self._forget(job)
+            if job.lost:
+                log.warning("job %s: this server's lease was lost; its worker was stopped and another server "
+                            "resumes the job", job.job_id)
+            elif not ended:
                 code = job.process.exitcode
                 if job.cancel_requested:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_CANCELLED,
@@ -405,19 +524,131 @@ class JobManager:
                     )
                     job.restart = True
                 else:
-                    event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_FAILED,
-                                                  message=_exit_reason(code, self._restarts.get(job.job_id, 0),
-                                                                       self.config.max_job_restarts))
+                    event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_FAILED, message=failure
+                                                  or _exit_reason(code, self._restarts.get(job.job_id, 0),
+                                                                  self.config.max_job_restarts))
                 with contextlib.suppress(Exception):
-                    self._record(job.job_id, event)
-            if (job.disk_full or job.restart) and not self._closing and not job.cancel_requested:
-                self._queue.appendleft(job.job_id)  # resumes from its checkpoint (when space returns)
-            row = self.store.get_job(job.job_id) if not self._closing else None
+                    self._record(job.job_id, event, lease=job.lease)
+            row = None
+            with contextlib.suppress(StoreUnavailable):
+                row = self.store.get_job(job.job_id) if not self._closing else None
+                # INTERRUPTED (shutting down, a restart after a kill -9, a full data directory): released,
+                # any replica (this one first, at the _schedule below) resumes it from its checkpoint
+                if job.lease is not None and not job.lost and (row is None or not row.terminal):
+                    self.store.release(job.lease)
+            if current and (self.store.shares_checkpoints or (row is not None and row.terminal)):
+                remove_checkpoint(self._checkpoint(job.job_id))  # (not the working copy of a new claim)
             if row is not None and row.terminal:
-                remove_checkpoint(self._checkpoint(job.job_id))
                 self._restarts.pop(job.job_id, None)
-            self._schedule()
+            with contextlib.suppress(StoreUnavailable):
+                self._schedule()
         self._settled(job)
+
+    def _record_running(self, job: _Running, event: training_pb2.JobEvent, checkpoint: bytes | None) -> bool:
+        """Store a running job's event under its lease; while the store is unavailable, try again until the
+        lease's deadline. ``False`` (the worker killed) once the lease is lost."""
+        while True:
+            if job.lost:
+                return False
+            try:
+                with self._lock:
+                    self._record(job.job_id, event, lease=job.lease, checkpoint=checkpoint)
+                return True
+            except LeaseLost as e:
+                self._lose(job, str(e))
+                return False
+            except StoreUnavailable as e:
+                if time.monotonic() > job.lease_deadline:
+                    self._lose(job, f"the store was unavailable past the lease ({e})")
+                    return False
+                time.sleep(0.2)
+
+    def _forget(self, job: _Running) -> bool:
+        """Take ``job`` out of the running jobs (caller holds the lock), unless a newer claim of the same job
+        replaced it there; whether it was the current one."""
+        if self._running.get(job.job_id) is not job:
+            return False
+        del self._running[job.job_id]
+        return True
+
+    @staticmethod
+    def _send_lease(job: _Running) -> None:
+        """Tell the worker until when (``time.monotonic()``) the lease holds: it takes no step past that."""
+        if job.control is not None and job.lease_deadline != float("inf"):
+            with contextlib.suppress(OSError):
+                job.control.send_bytes(b"lease %r" % job.lease_deadline)
+
+    def _lose(self, job: _Running, why: str) -> None:
+        """The lease on ``job`` is gone (or may be): stop its worker now; nothing more is written about it."""
+        if job.lost:
+            return
+        job.lost = True
+        log.warning("job %s: lease lost (%s): stopping its worker", job.job_id, why)
+        if job.process is not None:
+            with contextlib.suppress(Exception):
+                job.process.kill()
+
+    def _tick_loop(self) -> None:
+        """Every tick: renew this replica's leases (acting on cancel requests and lost leases), then claim
+        waiting jobs for free slots; track whether the store answers."""
+        swept = 0.0
+        while not self._ticker_stop.wait(self._tick_s):
+            self._tick()
+            if self.config.retention_s > 0 and time.monotonic() - swept > RETENTION_SWEEP_S:
+                swept = time.monotonic()
+                with contextlib.suppress(StoreUnavailable):
+                    if n := self.store.delete_ended_before(time.time() - self.config.retention_s):
+                        log.info("deleted %d jobs that ended over %.0f s ago (--job-retention)", n,
+                                 self.config.retention_s)
+
+    def _tick(self) -> None:
+        with self._lock:
+            jobs = [job for job in self._running.values() if job.lease is not None and not job.lost]
+        started = time.monotonic()
+        try:
+            outcome = self.store.renew(self.owner, [job.lease for job in jobs if job.lease is not None],
+                                       self.config.lease_s) if jobs else {}
+            with self._lock:
+                for job in jobs:
+                    state = outcome.get(job.job_id, "lost")
+                    if state == "lost":
+                        self._lose(job, "another server claimed the job")
+                        continue
+                    if started > job.lease_deadline - self.config.lease_s / 2:
+                        log.warning("job %s: lease renewed late (%.1f s of its %.1f s left); the server is "
+                                    "overloaded or the store slow", job.job_id, job.lease_deadline - started,
+                                    self.config.lease_s)
+                    job.lease_deadline = started + self.config.lease_s
+                    self._send_lease(job)
+                    if state == "cancel" and not job.cancel_requested:
+                        job.cancel_requested = True
+                        if job.control is not None:
+                            with contextlib.suppress(OSError):
+                                job.control.send_bytes(b"cancel")
+                if not self._closing:
+                    self._schedule()
+            self._store_health(True)
+        except StoreUnavailable as e:
+            self._store_health(False, str(e))
+            now = time.monotonic()
+            for job in jobs:
+                if now > job.lease_deadline:  # it may have lapsed: another replica may hold it now
+                    self._lose(job, "the lease could not be renewed in time")
+        except Exception:
+            log.exception("job lease tick failed")
+
+    def _store_health(self, ok: bool, why: str = "") -> None:
+        if ok == self.store_ok:
+            return
+        self.store_ok = ok
+        if ok:
+            log.warning("job store reachable again: TrainingService serves")
+        else:
+            log.error("job store unavailable (%s): TrainingService answers UNAVAILABLE until it is back", why)
+        loop, hook = self._loop, self.on_store_health
+        if hook is not None and loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(hook, ok)
 
     def _settled(self, job: _Running) -> None:
         loop = self._loop
@@ -425,18 +656,20 @@ class JobManager:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(job.ended.set)
 
-    def _record(self, job_id: str, event: training_pb2.JobEvent) -> training_pb2.JobEvent:
-        """Store an event (its parameters into results) and wake the job's watchers."""
+    def _record(self, job_id: str, event: training_pb2.JobEvent, *, lease: Lease | None = None,
+                checkpoint: bytes | None = None) -> training_pb2.JobEvent:
+        """Store an event (its parameters into results; under ``lease`` when the job runs here) and wake
+        the job's watchers."""
         parameters = None
-        if event.parameters:
+        if event.parameters:  # the caller's event stays whole (a refused write may be tried again)
             parameters = training_pb2.JobEvent()
             for name in event.parameters:
                 parameters.parameters[name].CopyFrom(event.parameters[name])
-            event.ClearField("parameters")
+            event = _without_parameters(event)
         if self._held:  # in order: nothing is written while earlier events wait
             return self._hold(job_id, event, parameters)
         try:
-            stored = self.store.append_event(job_id, event, parameters)
+            stored = self.store.append_event(job_id, event, parameters, lease=lease, checkpoint=checkpoint)
         except Exception as e:
             if not is_disk_full(e):
                 raise
@@ -502,7 +735,8 @@ class JobManager:
                 self._full = False
                 log.info("the data directory has space again: held job events written, jobs resume")
                 self._notify_storage(True)
-                self._schedule()
+                with contextlib.suppress(StoreUnavailable):  # else the store's own recovery schedules
+                    self._schedule()
                 return
 
     def _probe_space(self) -> None:
@@ -549,7 +783,8 @@ class JobManager:
                 _metrics.add_job_steps(event.step - previous)
             self._steps_seen[job_id] = event.step
         if event.kind == STATE:
-            _metrics.set_jobs_by_state(self.store.count_by_state())
+            with contextlib.suppress(StoreUnavailable):  # the event is stored: a lost count must not retry it
+                _metrics.set_jobs_by_state(self.store.count_by_state())
             if event.state in TERMINAL_STATES:
                 self._steps_seen.pop(job_id, None)
 
@@ -568,8 +803,12 @@ class JobManager:
     # -- queries --------------------------------------------------------------------------------
 
     async def _io(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on a thread; a store that does not answer is UNAVAILABLE (the SDK retries it)."""
         assert self._loop is not None
-        return await self._loop.run_in_executor(None, fn, *args)
+        try:
+            return await self._loop.run_in_executor(None, fn, *args)
+        except StoreUnavailable as e:
+            raise FieldError("", f"{e}; retry shortly", "UNAVAILABLE") from None
 
     async def job(self, job_id: str, with_spec: bool = False) -> JobRow:
         """The job's row; ``FieldError`` INVALID_ARGUMENT / NOT_FOUND for a bad or unknown id."""
@@ -655,7 +894,11 @@ class JobManager:
             row = await self._io(self.store.get_job, job_id)
             if row is None or (row.terminal and last >= row.last_seq):
                 return
-            await waiter.wait()
+            if self.store.poll_s is None:
+                await waiter.wait()
+            else:  # other replicas write too: a NOTIFY wakes it, else it reads again after poll_s
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), self.store.poll_s)
 
     async def cancel(self, job_id: str) -> JobRow:
         """Cancel a job that has not ended; returns its row once it has."""
@@ -663,28 +906,43 @@ class JobManager:
         if row.terminal:
             raise FieldError("job_id", f"job {job_id} already ended {training_pb2.JobState.Name(row.state)[10:]}; "
                             "only queued, running or interrupted jobs can be cancelled", "FAILED_PRECONDITION")
-        assert self._loop is not None
-        job = await self._loop.run_in_executor(None, self._cancel, job_id)
+        job, outcome = await self._io(self._cancel, job_id)
         if job is not None and not await _ended(job, STOP_GRACE_S) and job.process is not None:
             job.process.kill()
             await _ended(job, STOP_GRACE_S)
+        if outcome == "requested":  # another replica runs it: it reads the request at its next lease tick
+            deadline = time.monotonic() + STOP_GRACE_S + self.config.lease_s
+            while not (await self.job(job_id)).terminal and (left := deadline - time.monotonic()) > 0:
+                waiter = self._waiters.setdefault(job_id, asyncio.Event())  # woken by its events (NOTIFY)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), min(left, self.store.poll_s or 0.5))
         return await self.job(job_id)
 
-    def _cancel(self, job_id: str) -> _Running | None:
+    def _cancel(self, job_id: str) -> tuple[_Running | None, str]:
+        """Cancel here when this replica runs the job, else through the store: ``(job, outcome)``."""
         with self._lock:
-            if job_id in self._queue:
-                self._queue.remove(job_id)
-                self._record(job_id, training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_CANCELLED,
-                                                           message="cancelled before it ran"))
-                remove_checkpoint(self._checkpoint(job_id))
-                return None
             job = self._running.get(job_id)
             if job is not None:
                 job.cancel_requested = True
                 if job.control is not None:
                     with contextlib.suppress(OSError):
                         job.control.send_bytes(b"cancel")
-            return job
+                return job, "local"
+            outcome = self.store.request_cancel(job_id, "cancelled before it ran")
+            if outcome == "cancelled":
+                remove_checkpoint(self._checkpoint(job_id))
+                self._wake(job_id)
+            return None, outcome
+
+    async def delete(self, job_id: str) -> JobRow:
+        """Delete an ended job with its events and parameters; returns it as it was."""
+        row = await self.job(job_id)
+        deleted: JobRow | None = await self._io(self.store.delete_job, job_id) if row.terminal else None
+        if deleted is None:
+            state = training_pb2.JobState.Name((await self.job(job_id)).state)[10:]
+            raise FieldError("job_id", f"job {job_id} is {state}: only ended jobs (SUCCEEDED, FAILED, CANCELLED) "
+                            "can be deleted; cancel it first", "FAILED_PRECONDITION")
+        return deleted
 
     @property
     def closing(self) -> bool:
@@ -737,6 +995,19 @@ async def _ended(job: _Running, timeout: float) -> bool:
     except asyncio.TimeoutError:
         return False
     return True
+
+
+def _without_parameters(event: training_pb2.JobEvent) -> training_pb2.JobEvent:
+    copy = training_pb2.JobEvent()
+    copy.CopyFrom(event)
+    copy.ClearField("parameters")
+    return copy
+
+
+def _checkpoint_bound(max_parameters: int) -> int:
+    """Largest checkpoint a shared store accepts: parameters, up to three optimizer tensors per parameter
+    (Adam's moments and more), float64 at worst, plus 16 MiB for RNG states, history and structure."""
+    return max_parameters * 8 * 4 + (16 << 20)
 
 
 def _encoded(parameters: Any, encoding: str) -> dict[str, lossd_pb2.Tensor]:

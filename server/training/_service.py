@@ -29,7 +29,7 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: FieldError)
 
 
 class TrainingService(training_pb2_grpc.TrainingServiceServicer):
-    """Serves TrainJob, WatchJob, GetJob, ListJobs and CancelJob from a :class:`JobManager`."""
+    """Serves TrainJob, WatchJob, GetJob, ListJobs, CancelJob and DeleteJob from a :class:`JobManager`."""
 
     def __init__(self, manager: JobManager) -> None:
         self._jobs = manager
@@ -94,7 +94,10 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
             if s not in training_pb2.JobState.values() or s == training_pb2.JOB_STATE_UNSPECIFIED:
                 await _abort(context, FieldError(f"states[{i}]", f"{s} is not a job state"))
         states = sorted(set(request.states))
-        rows = await self._jobs.list_jobs(states, request.limit or DEFAULT_LIST_LIMIT)
+        try:
+            rows = await self._jobs.list_jobs(states, request.limit or DEFAULT_LIST_LIMIT)
+        except FieldError as e:  # the job store is unavailable
+            await _abort(context, e)
         return training_pb2.ListJobsResponse(jobs=[r.to_proto() for r in rows])
 
     async def CancelJob(self, request: training_pb2.CancelJobRequest,
@@ -104,6 +107,14 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
         except FieldError as e:
             await _abort(context, e)
         return training_pb2.CancelJobResponse(job=row.to_proto())
+
+    async def DeleteJob(self, request: training_pb2.DeleteJobRequest,
+                        context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.DeleteJobResponse:
+        try:
+            row = await self._jobs.delete(request.job_id)
+        except FieldError as e:
+            await _abort(context, e)
+        return training_pb2.DeleteJobResponse(job=row.to_proto())
 
 
 async def add_training_service(server: grpc.aio.Server, config: TrainingConfig, registry: Registry,

@@ -1,20 +1,30 @@
-"""The job store: jobs, their events and their results in SQLite (WAL) under the data directory.
+"""The job store: jobs, their events, results and leases. A :class:`JobStore` protocol, two implementations.
 
-One connection, used from several threads under a lock (the server is the
-only writer; workers send events to it). ``synchronous=NORMAL`` in WAL mode:
-a committed event survives the server being killed (``kill -9``); a power
-cut may lose the last few. Events are stored as serialized ``JobEvent``
-messages; a terminal event's parameters go to ``results`` (raw float bytes)
-and are attached again when the event is read::
+- :class:`SQLiteJobStore` (the embedded default): one SQLite file (WAL) under
+  ``--data-dir``, written by one server (the manager holds the data
+  directory's lock); checkpoints stay files beside it.
+- ``PostgresJobStore`` (``_pgstore.py``, ``--job-store postgresql://…``):
+  shared by replicas; checkpoints live in the database too.
+
+Each job has an owner (the replica running it), ``lease_until`` and a
+``generation`` that each claim increases. A replica claims waiting jobs
+(:meth:`JobStore.claim`), renews its leases while they run
+(:meth:`JobStore.renew`), and every write about a running job carries its
+:class:`Lease`: the store refuses it (:class:`LeaseLost`) once another claim
+has happened since, so a replica that was paused past its lease never writes
+again. Events are numbered (``seq``) in the transaction that stores them;
+a terminal event's parameters go to ``results``::
 
     >>> import tempfile
     >>> from lossd.v1 import training_pb2 as pb
-    >>> store = JobStore(Path(tempfile.mkdtemp()) / "jobs.sqlite3")
+    >>> store = SQLiteJobStore(Path(tempfile.mkdtemp()) / "jobs.sqlite3")
     >>> store.create_job("0123456789ab", "demo", b"", epochs=2, total_steps=10, encoding="values")
     >>> store.append_event("0123456789ab", pb.JobEvent(kind=pb.JOB_EVENT_KIND_STATE, state=pb.JOB_STATE_QUEUED)).seq
     1
-    >>> store.get_job("0123456789ab").state == pb.JOB_STATE_QUEUED
-    True
+    >>> [(c.row.job_id, c.lease.generation) for c in store.claim("replica-a", 30.0, 4)]
+    [('0123456789ab', 1)]
+    >>> store.renew("replica-a", [Lease("0123456789ab", 1)], 30.0)
+    {'0123456789ab': 'ok'}
     >>> [e.seq for e in store.events_after("0123456789ab", 0)]
     [1]
 """
@@ -25,57 +35,45 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from ...v1 import training_pb2
 
-__all__ = ["FINAL_STATES", "JobRow", "JobStore", "TERMINAL_STATES"]
+__all__ = ["FINAL_STATES", "Claim", "JobRow", "JobStore", "Lease", "LeaseLost", "SQLiteJobStore", "StoreError",
+           "StoreUnavailable", "TERMINAL_STATES", "WAITING_STATES"]
 
 #: States a job never leaves.
 TERMINAL_STATES = frozenset({training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED,
                              training_pb2.JOB_STATE_CANCELLED})
 #: States a worker's run ends in: the terminal ones, and INTERRUPTED (the job resumes at the next start).
 FINAL_STATES = TERMINAL_STATES | {training_pb2.JOB_STATE_INTERRUPTED}
+#: States of a job that no replica runs and that any may claim.
+WAITING_STATES = (training_pb2.JOB_STATE_QUEUED, training_pb2.JOB_STATE_INTERRUPTED)
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id      TEXT PRIMARY KEY,
-    name        TEXT NOT NULL,
-    state       INTEGER NOT NULL,
-    message     TEXT NOT NULL DEFAULT '',
-    created     REAL NOT NULL,
-    updated     REAL NOT NULL,
-    epochs      INTEGER NOT NULL,
-    total_steps INTEGER NOT NULL,
-    epoch       INTEGER NOT NULL DEFAULT 0,
-    step        INTEGER NOT NULL DEFAULT 0,
-    loss        REAL NOT NULL DEFAULT 0,
-    metrics     TEXT NOT NULL DEFAULT '{}',
-    last_seq    INTEGER NOT NULL DEFAULT 0,
-    resumes     INTEGER NOT NULL DEFAULT 0,
-    encoding    TEXT NOT NULL,
-    spec        BLOB NOT NULL,
-    world_size  INTEGER NOT NULL DEFAULT 1
-);
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created);
-CREATE TABLE IF NOT EXISTS events (
-    job_id TEXT NOT NULL,
-    seq    INTEGER NOT NULL,
-    kind   INTEGER NOT NULL,
-    state  INTEGER NOT NULL,
-    data   BLOB NOT NULL,
-    PRIMARY KEY (job_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS results (
-    job_id     TEXT PRIMARY KEY,
-    state      INTEGER NOT NULL,
-    parameters BLOB NOT NULL
-);
-"""
+STATE = training_pb2.JOB_EVENT_KIND_STATE
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as it is (e.g. its schema is newer than this lossd); the server refuses to start."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The database does not answer now (a lost connection); calls may be retried once it is back."""
+
+
+class LeaseLost(RuntimeError):
+    """A write about a job carried a lease that is no longer the job's: another replica claimed it since."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claim on one job: its id and the generation the claim got. Every write about the running job carries it."""
+
+    job_id: str
+    generation: int
 
 
 @dataclass
@@ -99,6 +97,7 @@ class JobRow:
     encoding: str
     world_size: int = 1
     spec: bytes = field(repr=False, default=b"")
+    owner: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -129,18 +128,181 @@ class JobRow:
         return job
 
 
+@dataclass
+class Claim:
+    """A job this replica now owns: its row as it was before the claim (with the spec; ``owner`` is who held it
+    before, if anyone) and its lease."""
+
+    row: JobRow
+    lease: Lease
+
+
+class JobStore(Protocol):
+    """What the job manager needs from a store (SQLite or PostgreSQL)."""
+
+    #: Whether checkpoints live in the store (PostgreSQL) rather than in files under --data-dir (SQLite).
+    shares_checkpoints: bool
+    #: Seconds between a watcher's reads when nothing woke it (None: every write wakes it, one process).
+    poll_s: float | None
+
+    def close(self) -> None: ...
+
+    def create_job(self, job_id: str, name: str, spec: bytes, *, epochs: int, total_steps: int, encoding: str,
+                   world_size: int = 1) -> None: ...
+
+    def append_event(self, job_id: str, event: training_pb2.JobEvent,
+                     parameters: training_pb2.JobEvent | None = None, *, lease: Lease | None = None,
+                     checkpoint: bytes | None = None) -> training_pb2.JobEvent: ...
+
+    def events_after(self, job_id: str, after_seq: int, limit: int = 256) -> list[training_pb2.JobEvent]: ...
+
+    def result(self, job_id: str) -> training_pb2.JobEvent | None: ...
+
+    def get_job(self, job_id: str, with_spec: bool = False) -> JobRow | None: ...
+
+    def list_jobs(self, states: Iterable[int] = (), limit: int = 100) -> list[JobRow]: ...
+
+    def job_ids(self, limit: int = 1000) -> list[str]: ...
+
+    def count_by_state(self) -> dict[int, int]: ...
+
+    def count_waiting(self) -> int: ...
+
+    def claim(self, owner: str, lease_s: float, limit: int) -> list[Claim]: ...
+
+    def renew(self, owner: str, leases: Sequence[Lease], lease_s: float) -> dict[str, str]: ...
+
+    def release(self, lease: Lease) -> None: ...
+
+    def request_cancel(self, job_id: str, message: str) -> str: ...
+
+    def checkpoint(self, job_id: str) -> bytes | None: ...
+
+    def subscribe(self, wake: Callable[[str], None]) -> None: ...
+
+    def delete_job(self, job_id: str) -> JobRow | None: ...
+
+    def delete_ended_before(self, cutoff: float, limit: int = 1000) -> int: ...
+
+
+_JOB_COLUMNS = """
+    job_id      TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    state       INTEGER NOT NULL,
+    message     TEXT NOT NULL DEFAULT '',
+    created     REAL NOT NULL,
+    updated     REAL NOT NULL,
+    epochs      INTEGER NOT NULL,
+    total_steps INTEGER NOT NULL,
+    epoch       INTEGER NOT NULL DEFAULT 0,
+    step        INTEGER NOT NULL DEFAULT 0,
+    loss        REAL NOT NULL DEFAULT 0,
+    metrics     TEXT NOT NULL DEFAULT '{}',
+    last_seq    INTEGER NOT NULL DEFAULT 0,
+    resumes     INTEGER NOT NULL DEFAULT 0,
+    encoding    TEXT NOT NULL,
+    spec        BLOB NOT NULL"""
+
+#: SQLite schema migrations: ``_SQLITE_MIGRATIONS[i]`` takes a store from version ``i`` to ``i + 1``
+#: (``PRAGMA user_version``). Version 1 had no ``world_size`` column at first: its step adds it when missing.
+_SQLITE_MIGRATIONS: list[str] = [
+    f"""
+    CREATE TABLE IF NOT EXISTS jobs ({_JOB_COLUMNS},
+        world_size  INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created);
+    CREATE TABLE IF NOT EXISTS events (
+        job_id TEXT NOT NULL,
+        seq    INTEGER NOT NULL,
+        kind   INTEGER NOT NULL,
+        state  INTEGER NOT NULL,
+        data   BLOB NOT NULL,
+        PRIMARY KEY (job_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS results (
+        job_id     TEXT PRIMARY KEY,
+        state      INTEGER NOT NULL,
+        parameters BLOB NOT NULL
+    );
+    """,
+    """
+    ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    """,
+]
+#: The schema version this lossd writes (both stores).
+SCHEMA_VERSION = len(_SQLITE_MIGRATIONS)
+
 _COLUMNS = ("job_id, name, state, message, created, updated, epochs, total_steps, epoch, step, loss, metrics, "
-            "last_seq, resumes, encoding, world_size")
+            "last_seq, resumes, encoding, world_size, owner")
+_N_COLUMNS = 17
 
 
 def _row(r: Sequence[Any], spec: bytes = b"") -> JobRow:
     """A ``jobs`` row (columns in :data:`_COLUMNS` order) as a :class:`JobRow`."""
+    metrics = r[11] if isinstance(r[11], dict) else json.loads(r[11])
     return JobRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
-                  json.loads(r[11]), r[12], r[13], r[14], r[15], spec)
+                  metrics, r[12], r[13], r[14], r[15], bytes(spec), r[16])
 
 
-class JobStore:
-    """Jobs, events and results in one SQLite file; safe to call from several threads."""
+def newer_schema(found: int, where: str) -> StoreError:
+    """The refusal for a store written by a newer lossd."""
+    return StoreError(f"{where} has job store schema version {found}, newer than this lossd's {SCHEMA_VERSION}: "
+                      "it was written by a newer lossd; run that version (or newer)")
+
+
+def already_stored(event: training_pb2.JobEvent, job_id: str, last_seq: int, updated: float,
+                   stored: Callable[[], bytes]) -> bool:
+    """Whether the job's last stored event (``stored()``, numbered ``last_seq``) is ``event`` itself: a write
+    repeated because the first one's commit was never acknowledged (the connection dropped just then). Then
+    ``event`` gets that seq and nothing is written again. ``updated`` (the row's, the last event's time) keeps
+    the extra read to writes that may be repeats. One rule for both stores.
+    """
+    if not last_seq or updated != event.time.ToNanoseconds() / 1e9:
+        return False
+    candidate = training_pb2.JobEvent()
+    candidate.CopyFrom(event)
+    candidate.job_id, candidate.seq = job_id, last_seq
+    if training_pb2.JobEvent.FromString(stored()) != candidate:
+        return False
+    event.job_id, event.seq = job_id, last_seq
+    return True
+
+
+def event_updates(event: training_pb2.JobEvent, state: int) -> tuple[list[str], list[object]]:
+    """The ``jobs`` columns an event changes (``SET`` clauses with ``?`` placeholders) and their values.
+
+    ``state`` is the job's state before the event. One rule for both stores.
+    """
+    sets = ["last_seq = ?", "updated = ?"]
+    args: list[object] = [event.seq, event.time.ToNanoseconds() / 1e9]
+    if event.kind == STATE:
+        sets += ["state = ?", "message = ?"]
+        args += [event.state, event.message]
+        if event.state == training_pb2.JOB_STATE_RUNNING and state == training_pb2.JOB_STATE_INTERRUPTED:
+            sets.append("resumes = resumes + 1")
+    if event.step or event.epoch:
+        sets += ["epoch = ?", "step = ?", "loss = ?"]
+        args += [event.epoch, event.step, event.loss]
+    if event.metrics:
+        sets.append("metrics = ?")
+        args.append(json.dumps(dict(event.metrics), sort_keys=True))
+    return sets, args
+
+
+class SQLiteJobStore:
+    """Jobs, events and results in one SQLite file; safe to call from several threads of one server.
+
+    One connection under a lock. ``synchronous=NORMAL`` in WAL mode: a committed
+    event survives the server being killed (``kill -9``); a power cut may lose the
+    last few. Only one server opens the file (the manager holds ``<data-dir>/lock``),
+    so leases left by a previous run of this server are void at open.
+    """
+
+    shares_checkpoints = False
+    poll_s: float | None = None
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -149,15 +311,29 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise RuntimeError(f"{path.name} has job store schema {version}; this lossd knows {SCHEMA_VERSION}")
         with self._lock:
-            self._db.executescript(_SCHEMA)
+            self._migrate()
+            self._db.execute("UPDATE jobs SET owner = '', lease_until = 0 WHERE owner != ''")
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise newer_schema(version, str(self.path))
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SQLITE_MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version={target}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if version == 1:  # a version-1 store from before data-parallel jobs: every job had one process
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-            if "world_size" not in columns:  # a store from before data-parallel jobs: every job had one process
+            if "world_size" not in columns:
                 self._db.execute("ALTER TABLE jobs ADD COLUMN world_size INTEGER NOT NULL DEFAULT 1")
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         """Close the database (checkpointing the WAL)."""
@@ -175,45 +351,51 @@ class JobStore:
                 (job_id, name, now, now, epochs, total_steps, encoding, spec, world_size))
 
     def append_event(self, job_id: str, event: training_pb2.JobEvent,
-                     parameters: training_pb2.JobEvent | None = None) -> training_pb2.JobEvent:
+                     parameters: training_pb2.JobEvent | None = None, *, lease: Lease | None = None,
+                     checkpoint: bytes | None = None) -> training_pb2.JobEvent:
         """Number ``event`` (the job's next seq), store it and update the job's row, in one transaction.
 
-        ``parameters`` (a terminal event's parameters, raw) go to ``results``. Returns the stored event.
+        ``parameters`` (a terminal event's parameters, raw) go to ``results``. With ``lease``, refused
+        (:class:`LeaseLost`) unless it is still the job's. ``checkpoint`` is not kept here (files).
+        Returns the stored event.
         """
-        if not event.HasField("time"):
-            event.time.GetCurrentTime()
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                state, last_seq = db.execute("SELECT state, last_seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-                event.job_id = job_id
-                event.seq = last_seq + 1
-                sets = ["last_seq = ?", "updated = ?"]
-                args: list[object] = [event.seq, event.time.ToNanoseconds() / 1e9]
-                if event.kind == training_pb2.JOB_EVENT_KIND_STATE:
-                    sets += ["state = ?", "message = ?"]
-                    args += [event.state, event.message]
-                    if event.state == training_pb2.JOB_STATE_RUNNING and state == training_pb2.JOB_STATE_INTERRUPTED:
-                        sets.append("resumes = resumes + 1")
-                if event.step or event.epoch:
-                    sets += ["epoch = ?", "step = ?", "loss = ?"]
-                    args += [event.epoch, event.step, event.loss]
-                if event.metrics:
-                    sets.append("metrics = ?")
-                    args.append(json.dumps(dict(event.metrics), sort_keys=True))
-                db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE job_id = ?", (*args, job_id))
-                db.execute("INSERT INTO events (job_id, seq, kind, state, data) VALUES (?, ?, ?, ?, ?)",
-                           (job_id, event.seq, event.kind, event.state, event.SerializeToString()))
-                if parameters is not None:
-                    db.execute("INSERT OR REPLACE INTO results (job_id, state, parameters) VALUES (?, ?, ?)",
-                               (job_id, event.state, parameters.SerializeToString()))
+                self._append(job_id, event, parameters, lease)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:  # a failed COMMIT (SQLITE_FULL) has already rolled back
                     db.execute("ROLLBACK")
                 raise
         return event
+
+    def _append(self, job_id: str, event: training_pb2.JobEvent, parameters: training_pb2.JobEvent | None,
+                lease: Lease | None) -> None:
+        """``append_event`` inside the caller's transaction (the caller holds the lock)."""
+        db = self._db
+        if not event.HasField("time"):
+            event.time.GetCurrentTime()
+        state, last_seq, generation, updated = db.execute(
+            "SELECT state, last_seq, generation, updated FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if lease is not None and lease.generation != generation:
+            raise LeaseLost(f"job {job_id} was claimed again (generation {generation}, this write's "
+                            f"{lease.generation})")
+        if lease is not None and already_stored(event, job_id, last_seq, updated, lambda: db.execute(
+                "SELECT data FROM events WHERE job_id = ? AND seq = ?", (job_id, last_seq)).fetchone()[0]):
+            return
+        event.job_id = job_id
+        event.seq = last_seq + 1
+        sets, args = event_updates(event, state)
+        if event.kind == STATE and event.state in TERMINAL_STATES:
+            sets.append("owner = '', lease_until = 0")
+        db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE job_id = ?", (*args, job_id))
+        db.execute("INSERT INTO events (job_id, seq, kind, state, data) VALUES (?, ?, ?, ?, ?)",
+                   (job_id, event.seq, event.kind, event.state, event.SerializeToString()))
+        if parameters is not None:
+            db.execute("INSERT OR REPLACE INTO results (job_id, state, parameters) VALUES (?, ?, ?)",
+                       (job_id, event.state, parameters.SerializeToString()))
 
     def events_after(self, job_id: str, after_seq: int, limit: int = 256) -> list[training_pb2.JobEvent]:
         """Stored events with ``seq > after_seq``, oldest first, at most ``limit``."""
@@ -236,7 +418,7 @@ class JobStore:
             r = self._db.execute(f"SELECT {cols} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if r is None:
             return None
-        return _row(r, r[16] if with_spec else b"")
+        return _row(r, r[_N_COLUMNS] if with_spec else b"")
 
     def list_jobs(self, states: Iterable[int] = (), limit: int = 100) -> list[JobRow]:
         """Jobs, newest first, optionally only those in ``states``."""
@@ -246,14 +428,6 @@ class JobStore:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY created DESC, job_id LIMIT ?",
                                     (*wanted, limit)).fetchall()
         return [_row(r) for r in rows]
-
-    def unfinished(self) -> list[JobRow]:
-        """Jobs not in a terminal state, oldest first, with their specs (to resume after a start)."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS}, spec FROM jobs WHERE state NOT IN (?, ?, ?) ORDER BY created, job_id",
-                tuple(TERMINAL_STATES)).fetchall()
-        return [_row(r, r[16]) for r in rows]
 
     def job_ids(self, limit: int = 1000) -> list[str]:
         """Recent job ids (for "did you mean" in NOT_FOUND errors)."""
@@ -266,6 +440,128 @@ class JobStore:
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {int(state): int(n) for state, n in rows}
+
+    def count_waiting(self) -> int:
+        """Jobs that nobody runs and that have not ended (the queue's length)."""
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state NOT IN (0, ?, ?, ?) AND "
+                                   "(owner = '' OR lease_until < ?)", (*TERMINAL_STATES, time.time())).fetchone()
+        return int(row[0])
+
+    def claim(self, owner: str, lease_s: float, limit: int) -> list[Claim]:
+        """Take up to ``limit`` jobs that nobody holds (not ended; no owner, or a lapsed lease), oldest first:
+        each gets ``owner``, a lease of ``lease_s`` seconds and the next generation."""
+        if limit <= 0:
+            return []
+        now = time.time()
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    f"SELECT {_COLUMNS}, spec FROM jobs WHERE state NOT IN (0, ?, ?, ?) "
+                    "AND (owner = '' OR lease_until < ?) ORDER BY created, job_id LIMIT ?",
+                    (*TERMINAL_STATES, now, limit)).fetchall()
+                claims = []
+                for r in rows:
+                    generation = db.execute(
+                        "UPDATE jobs SET owner = ?, lease_until = ?, generation = generation + 1 WHERE job_id = ? "
+                        "RETURNING generation", (owner, now + lease_s, r[0])).fetchone()[0]
+                    claims.append(Claim(_row(r, r[_N_COLUMNS]), Lease(r[0], int(generation))))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return claims
+
+    def renew(self, owner: str, leases: Sequence[Lease], lease_s: float) -> dict[str, str]:
+        """Extend ``leases`` by ``lease_s`` from now; per job ``"ok"``, ``"cancel"`` (renewed, and a cancel
+        was requested) or ``"lost"`` (another claim happened: stop the worker, write nothing more)."""
+        now = time.time()
+        out = {}
+        with self._lock:
+            for lease in leases:
+                r = self._db.execute(
+                    "UPDATE jobs SET lease_until = ?, owner = ? WHERE job_id = ? AND generation = ? "
+                    "RETURNING cancel_requested", (now + lease_s, owner, lease.job_id, lease.generation)).fetchone()
+                out[lease.job_id] = "lost" if r is None else ("cancel" if r[0] else "ok")
+        return out
+
+    def release(self, lease: Lease) -> None:
+        """Give a job back (after its worker ended): no owner, so any replica may claim it at once."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET owner = '', lease_until = 0 WHERE job_id = ? AND generation = ?",
+                             (lease.job_id, lease.generation))
+
+    def request_cancel(self, job_id: str, message: str) -> str:
+        """Cancel a job: ``"cancelled"`` when nobody held it (its CANCELLED event is stored now, and its
+        generation moves on so that no claim in flight writes), ``"requested"`` when an owner holds it (it
+        reads the request with its next renewal), ``"ended"`` when it had already ended."""
+        now = time.time()
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                state, owner, lease_until = db.execute(
+                    "SELECT state, owner, lease_until FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                if state in TERMINAL_STATES:
+                    outcome = "ended"
+                elif owner != "" and lease_until >= now:
+                    db.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
+                    outcome = "requested"
+                else:
+                    db.execute("UPDATE jobs SET generation = generation + 1 WHERE job_id = ?", (job_id,))
+                    self._append(job_id, training_pb2.JobEvent(
+                        kind=STATE, state=training_pb2.JOB_STATE_CANCELLED, message=message), None, None)
+                    outcome = "cancelled"
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return outcome
+
+    def checkpoint(self, job_id: str) -> bytes | None:
+        """Checkpoints are files with SQLite (``shares_checkpoints`` is false): always ``None``."""
+        return None
+
+    def subscribe(self, wake: Callable[[str], None]) -> None:
+        """Nothing to subscribe to: every write comes from this process, which wakes its own watchers."""
+
+    def delete_job(self, job_id: str) -> JobRow | None:
+        """Delete an ended job with its events and result; returns its row as it was, or ``None`` when it
+        does not exist or has not ended (it stays)."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                r = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                row = _row(r) if r is not None else None
+                if row is not None and row.terminal:
+                    for table in ("events", "results", "jobs"):
+                        db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return row if row is not None and row.terminal else None
+
+    def delete_ended_before(self, cutoff: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` jobs that ended before ``cutoff`` (seconds since the epoch), with their
+        events and results (``--job-retention``); returns how many."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [r[0] for r in db.execute(
+                    "SELECT job_id FROM jobs WHERE state IN (?, ?, ?) AND updated < ? ORDER BY updated LIMIT ?",
+                    (*TERMINAL_STATES, cutoff, limit))]
+                for table in ("events", "results", "jobs"):
+                    db.executemany(f"DELETE FROM {table} WHERE job_id = ?", [(i,) for i in ids])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return len(ids)
 
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``"ok"`` for a sound database."""

@@ -6,10 +6,15 @@ starts in tens of milliseconds instead of paying torch's imports; ``spawn``
 elsewhere) with two one-way pipes:
 
 - events, worker -> server: each message is one serialized ``JobEvent``
-  (protobuf bytes, never pickles); the server numbers and stores them.
+  (protobuf bytes, never pickles); the server numbers and stores them. With
+  a shared job store (``share_checkpoints``), an epoch's and an interrupt's
+  event is preceded by the checkpoint written just before it
+  (``_checkpoint.checkpoint_message``), which the server stores with it.
 - control, server -> worker: ``b"cancel"`` (stop before the next step, end
-  CANCELLED) or ``b"interrupt"`` (checkpoint at the next step boundary, end
-  INTERRUPTED; the server is shutting down).
+  CANCELLED), ``b"interrupt"`` (checkpoint at the next step boundary, end
+  INTERRUPTED; the server is shutting down) or ``b"lease <t>"`` (the server's
+  lease on the job holds until ``time.monotonic()`` reaches ``t``; a
+  one-process job takes no step past it until the next such message).
 
 The worker dies with the server: end-of-file on the control pipe (the server
 is gone, even after ``kill -9``) ends the process at once, and on Linux the
@@ -33,9 +38,9 @@ from ..._wire import FieldError
 from ...v1 import training_pb2
 from ..losses import REGISTRY
 from ..losses._plugins import load_plugin_setting
-from ._checkpoint import DISK_FULL, disk_full
+from ._checkpoint import DISK_FULL, checkpoint_message, disk_full
 from ._distributed import _die_with_parent, _failed, run_data_parallel
-from ._engine import Control, run_job, spec_digest
+from ._engine import Control, follows_checkpoint, run_job, spec_digest
 from ._spec import TrainingLimits, plan_job
 
 __all__ = ["worker_main"]
@@ -61,6 +66,8 @@ def _listen(control_conn: Connection, control: Control, done: threading.Event, p
             control.cancel.set()
         elif message == b"interrupt":
             control.interrupt.set()
+        elif message.startswith(b"lease "):  # b"lease <time.monotonic() until which the server holds the job>"
+            control.lease_until = float(message[6:])
 
 
 def worker_main(
@@ -71,6 +78,7 @@ def worker_main(
     control_conn: Connection,
     events_conn: Connection,
     rdzv_endpoint: str = "",
+    share_checkpoints: bool = False,
 ) -> None:
     """Run job ``job_id`` (its spec as serialized ``TrainJobRequest`` bytes) and report through ``events_conn``."""
     _die_with_parent()
@@ -88,6 +96,8 @@ def worker_main(
 
     def emit(event: training_pb2.JobEvent) -> None:
         event.job_id = job_id
+        if share_checkpoints and follows_checkpoint(event):
+            send(checkpoint_message(Path(checkpoint)))
         send(event.SerializeToString())
 
     try:
@@ -101,7 +111,8 @@ def worker_main(
             # This process starts the ranks: the server starts it as a daemon (so that it never outlives
             # the server's exit), and a daemonic process may not have children. The ranks die with it.
             multiprocessing.current_process().daemon = False
-            run_data_parallel(plan, Path(checkpoint), send, control, spec_digest(spec_bytes), job_id, rdzv_endpoint)
+            run_data_parallel(plan, Path(checkpoint), send, control, spec_digest(spec_bytes), job_id, rdzv_endpoint,
+                              share_checkpoints)
         else:
             run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes))
     except FieldError as e:

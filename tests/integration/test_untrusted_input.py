@@ -169,7 +169,8 @@ def test_job_ids_are_never_paths(client: Client, data_dir: Path, tmp_path: Path)
     for job_id in ids:
         for call in (lambda i: stub.GetJob(pb.GetJobRequest(job_id=i), timeout=10),
                      lambda i: list(stub.WatchJob(pb.WatchJobRequest(job_id=i), timeout=10)),
-                     lambda i: stub.CancelJob(pb.CancelJobRequest(job_id=i), timeout=10)):
+                     lambda i: stub.CancelJob(pb.CancelJobRequest(job_id=i), timeout=10),
+                     lambda i: stub.DeleteJob(pb.DeleteJobRequest(job_id=i), timeout=10)):
             with pytest.raises(grpc.RpcError) as info:
                 call(job_id)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (job_id, info.value.details())

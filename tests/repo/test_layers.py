@@ -45,6 +45,8 @@ FUNCTION_LEVEL_IMPORTS: dict[tuple[str, str], str] = {
     ("lossd.server.training._manager", "fcntl"): "Linux-only",
     ("lossd.server.training._manager", "torch.distributed"): "the store of a multi-machine job only",
     ("lossd.server.training._distributed", "ctypes"): "Linux-only",
+    ("lossd.server.training._pgstore", "psycopg"): "the postgres extra, only for a postgresql:// job store",
+    ("lossd.server.training._pgstore", "psycopg_pool"): "the postgres extra, only for a postgresql:// job store",
 }
 
 

@@ -14,20 +14,24 @@ from pathlib import Path
 
 import grpc
 import pytest
+import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lossd.v1 import lossd_pb2_grpc, training_pb2_grpc
-from support.procstat import cpu_seconds, wait_for
+from support.gated_loss import LossGate
+from support.procstat import alive, wait_for
 from support.servers import ServedProcess
-from support.slow_eval import BIG_REPLIES, calibrated_ctc, ctc_request, torch_ctc_value
 from support.training import request as train_request
 from support.training import small_spec
 
 pytestmark = pytest.mark.slow
 
-#: The grace period the server gets (--grace), and the evaluation time aimed at (well inside it).
-GRACE_S = 3.0
-EVAL_S = 1.2
+#: The grace period the server gets (--grace) while the test observes the drain around a call that
+#: waits at its gate: ample for a few health checks and refused calls on a loaded machine. It costs
+#: nothing when all goes well (the process exits once the call, let through, has ended).
+GRACE_S = 10.0
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def _check(address: str, service: str = "") -> int:
@@ -42,71 +46,75 @@ def _refusal(call: object) -> grpc.RpcError:
     return info.value
 
 
-def test_sigterm_during_evaluate_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with ServedProcess.start(tmp_path, "--grace", str(GRACE_S)) as served:
-        pid = served.proc.pid
-        channel = grpc.insecure_channel(served.address, options=BIG_REPLIES)
-        stub = lossd_pb2_grpc.LossServiceStub(channel)
-        batch, took = calibrated_ctc(stub, EVAL_S)
-        assert took < GRACE_S / 2, f"this machine is too loaded for the test: one evaluation took {took:.1f}s"
+def _torch_value() -> float:
+    a = {k: torch.from_numpy(v) for k, v in LossGate.arrays().items()}
+    return torch.nn.functional.mse_loss(a["input"], a["target"]).item()
 
-        done_at: list[float] = []
-        busy = cpu_seconds(pid)
-        call = stub.EvaluateLoss.future(ctc_request(batch), timeout=60)
-        call.add_done_callback(lambda _: done_at.append(time.monotonic()))
-        # SIGTERM once the server is computing (its CPU time grows), not while the request travels.
-        assert wait_for(lambda: cpu_seconds(pid) - busy >= 0.1, 30), "the evaluation did not start"
+
+def test_sigterm_during_evaluate_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gate = LossGate(tmp_path)
+    with ServedProcess.start(tmp_path, "--grace", str(GRACE_S), env=gate.env) as served:
+        channel = grpc.insecure_channel(served.address)
+        stub = lossd_pb2_grpc.LossServiceStub(channel)
+        call = stub.EvaluateLoss.future(gate.request(), timeout=60)
+        # SIGTERM once the server computes the call (it waits at the gate), not while the request travels.
+        assert gate.wait_entered(30), "the evaluation did not start"
         assert not call.done()
         sent = time.monotonic()
         served.proc.send_signal(signal.SIGTERM)
 
         # While the call runs: health answers NOT_SERVING on a new connection...
-        assert wait_for(lambda: _check(served.address) == health_pb2.HealthCheckResponse.NOT_SERVING, 2)
-        assert _check(served.address, "lossd.v1.LossService") == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert wait_for(lambda: _check(served.address) == NOT_SERVING, 5), "health still SERVING after SIGTERM"
+        assert _check(served.address, "lossd.v1.LossService") == NOT_SERVING
         # ...and every other new call is refused, saying why.
         with grpc.insecure_channel(served.address) as fresh:
             refused = [
-                _refusal(lambda: lossd_pb2_grpc.LossServiceStub(fresh).EvaluateLoss(ctc_request(1), timeout=5)),
+                _refusal(lambda: lossd_pb2_grpc.LossServiceStub(fresh).EvaluateLoss(gate.request(), timeout=5)),
                 _refusal(lambda: list(training_pb2_grpc.TrainingServiceStub(fresh).TrainJob(
                     train_request(small_spec()), timeout=5))),
             ]
         for error in refused:
             assert error.code() == grpc.StatusCode.UNAVAILABLE, error
             assert "shutting down" in (error.details() or ""), error.details()
-        observed = time.monotonic()
-        assert not done_at or done_at[0] > observed, "the call ended before the drain was observed"
-        served.proc.send_signal(signal.SIGTERM)  # a second signal changes nothing
+        assert not call.done(), "the call ended while it waited at its gate"
+        # A second signal changes nothing: the server still drains (it answers, NOT_SERVING) and the
+        # call still waits.
+        served.proc.send_signal(signal.SIGTERM)
+        assert _check(served.address) == NOT_SERVING
+        assert alive(served.proc.pid) and not call.done()
 
+        opened = time.monotonic()
+        gate.open()
         reply = call.result()  # the call in flight completes
+        ended = time.monotonic()
         assert served.proc.wait(GRACE_S + 1) == 0
         exited = time.monotonic()
         channel.close()
     with capsys.disabled():
-        print(f"\ndrain: ctc_loss batch {batch} took {took:.2f}s; after SIGTERM the call ended at "
-              f"{done_at[0] - sent:.2f}s and the process exited at {exited - sent:.2f}s (grace {GRACE_S}s)")
-    assert reply.value == pytest.approx(torch_ctc_value(batch), rel=1e-5)
-    assert done_at[0] - sent < GRACE_S
+        print(f"\ndrain: the drain was observed {opened - sent:.2f}s after SIGTERM; the call, let through then, "
+              f"ended at {ended - sent:.2f}s and the process exited at {exited - sent:.2f}s (grace {GRACE_S}s)")
+    assert reply.value == _torch_value()
+    assert ended - sent < GRACE_S
     assert exited - sent <= GRACE_S + 1, f"exited {exited - sent:.2f}s after SIGTERM"
     assert any("lossd stopped" in line for line in served.log), "".join(served.log)
 
 
 def test_sigterm_cancels_what_outlasts_the_grace_period_and_still_exits_in_time(tmp_path: Path) -> None:
-    """An evaluation longer than the grace period is cancelled at its end; the thread computing it
-    (which nothing can interrupt) does not hold the process past grace + 1 s."""
+    """An evaluation longer than the grace period (it waits at a gate the test opens only once the
+    process has exited) is cancelled at its end; the thread computing it (which nothing can
+    interrupt) does not hold the process past grace + 1 s."""
     grace = 0.3
-    with ServedProcess.start(tmp_path, "--grace", str(grace)) as served:
-        pid = served.proc.pid
-        channel = grpc.insecure_channel(served.address, options=BIG_REPLIES)
+    gate = LossGate(tmp_path)
+    with ServedProcess.start(tmp_path, "--grace", str(grace), env=gate.env) as served:
+        channel = grpc.insecure_channel(served.address)
         stub = lossd_pb2_grpc.LossServiceStub(channel)
-        batch, took = calibrated_ctc(stub, 1.0)
-        assert took > 2 * grace
-        busy = cpu_seconds(pid)
-        call = stub.EvaluateLoss.future(ctc_request(batch), timeout=60)
-        assert wait_for(lambda: cpu_seconds(pid) - busy >= 0.1, 30)
+        call = stub.EvaluateLoss.future(gate.request(), timeout=60)
+        assert gate.wait_entered(30), "the evaluation did not start"
         sent = time.monotonic()
         served.proc.send_signal(signal.SIGTERM)
         assert served.proc.wait(grace + 5) == 0
         exited = time.monotonic()
+        gate.open()  # too late: nothing is left to let through
         with pytest.raises(grpc.RpcError) as info:
             call.result()
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -83,10 +83,12 @@ class ServedProcess:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, workdir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[ServedProcess]:
+    def start(cls, workdir: Path, *args: str, env: dict[str, str] | None = None,
+              prefix: tuple[str, ...] = ()) -> Iterator[ServedProcess]:
+        """``prefix``: a command that runs the server (``("ip", "netns", "exec", "ns1")``); it must exec it."""
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOSSD_DEVICE": "cpu", **(env or {})}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lossd.server", "--port", "0", *args],
+            [*prefix, sys.executable, "-m", "lossd.server", "--port", "0", *args],
             cwd=workdir, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         log: list[str] = []

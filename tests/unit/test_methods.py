@@ -30,7 +30,7 @@ def test_table_covers_every_method_of_the_descriptors() -> None:
         for method in service.methods
     }
     table = {(m.service, m.name, m.kind.startswith("stream_"), m.kind.endswith("_stream")) for m in METHODS}
-    assert table == described and len(METHODS) == len(described) == 9
+    assert table == described and len(METHODS) == len(described) == 10
     assert set(BY_PATH) == {m.path for m in METHODS} | {HEALTH_CHECK.path}
 
 
@@ -66,8 +66,8 @@ def test_retry_policy_is_the_idempotent_methods_with_one_request() -> None:
 
 def test_sdk_calls_read_the_table() -> None:
     calls = [_calls.LIST_LOSSES, _calls.EVALUATE_LOSS, _calls.EVALUATE_LOSS_STREAM, _calls.EVALUATE_LOSS_BATCH,
-             _training.TRAIN_JOB,
-             _training.WATCH_JOB, _training.GET_JOB, _training.LIST_JOBS, _training.CANCEL_JOB]
+             _training.TRAIN_JOB, _training.WATCH_JOB, _training.GET_JOB, _training.LIST_JOBS, _training.CANCEL_JOB,
+             _training.DELETE_JOB]
     assert [c.rpc for c in calls] == list(METHODS)
     for call in calls:
         service = lossd_pb2.DESCRIPTOR.pool.FindServiceByName(call.rpc.service)

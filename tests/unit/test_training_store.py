@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lossd.server.training import JobStore
+from lossd.server.training import SQLiteJobStore as JobStore
 from lossd.server.training._checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from lossd.v1 import lossd_pb2
 from lossd.v1 import training_pb2 as pb
@@ -60,7 +60,7 @@ def test_resumes_results_and_unfinished_jobs(tmp_path: Path) -> None:
     store.append_event(ids[1], _state(pb.JOB_STATE_SUCCEEDED), parameters=result)
     assert store.result(ids[1]).parameters["w"].raw == b"\x00\x00\x80?"  # type: ignore[union-attr]
     assert store.result(ids[0]) is None
-    assert [r.job_id for r in store.unfinished()] == [ids[0], ids[2]]
+    assert [c.row.job_id for c in store.claim("replica", 30.0, 10)] == [ids[0], ids[2]]  # not ended, oldest first
     assert [r.job_id for r in store.list_jobs([pb.JOB_STATE_SUCCEEDED])] == [ids[1]]
     assert {r.job_id for r in store.list_jobs()} == set(ids)
     job = store.get_job(ids[0])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from lossd.server.training._store import JobStore
+from lossd.server.training._store import SQLiteJobStore as JobStore
 
 #: The jobs table as lossd created it before data-parallel jobs (no world_size column).
 OLD_JOBS_TABLE = """

@@ -60,6 +60,11 @@ class TrainingServiceStub:
                 request_serializer=lossd_dot_v1_dot_training__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=lossd_dot_v1_dot_training__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/lossd.v1.TrainingService/DeleteJob',
+                request_serializer=lossd_dot_v1_dot_training__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=lossd_dot_v1_dot_training__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -108,6 +113,16 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteJob(self, request, context):
+        """DeleteJob deletes an ended job (SUCCEEDED, FAILED or CANCELLED) with its
+        events and parameters; a job that has not ended is refused
+        (FAILED_PRECONDITION: cancel it first). Ended jobs are also deleted by
+        the server after its retention period (`lossd serve --job-retention`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +150,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=lossd_dot_v1_dot_training__pb2.CancelJobRequest.FromString,
                     response_serializer=lossd_dot_v1_dot_training__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=lossd_dot_v1_dot_training__pb2.DeleteJobRequest.FromString,
+                    response_serializer=lossd_dot_v1_dot_training__pb2.DeleteJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +293,33 @@ class TrainingService:
             '/lossd.v1.TrainingService/CancelJob',
             lossd_dot_v1_dot_training__pb2.CancelJobRequest.SerializeToString,
             lossd_dot_v1_dot_training__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lossd.v1.TrainingService/DeleteJob',
+            lossd_dot_v1_dot_training__pb2.DeleteJobRequest.SerializeToString,
+            lossd_dot_v1_dot_training__pb2.DeleteJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1260,6 +1260,46 @@ export declare type CancelJobResponse = Message<"lossd.v1.CancelJobResponse"> & 
 export declare const CancelJobResponseSchema: GenMessage<CancelJobResponse>;
 
 /**
+ * DeleteJobRequest names the ended job to delete.
+ *
+ * @generated from message lossd.v1.DeleteJobRequest
+ */
+export declare type DeleteJobRequest = Message<"lossd.v1.DeleteJobRequest"> & {
+  /**
+   * The job.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+};
+
+/**
+ * Describes the message lossd.v1.DeleteJobRequest.
+ * Use `create(DeleteJobRequestSchema)` to create a new message.
+ */
+export declare const DeleteJobRequestSchema: GenMessage<DeleteJobRequest>;
+
+/**
+ * DeleteJobResponse is the job as it was when it was deleted.
+ *
+ * @generated from message lossd.v1.DeleteJobResponse
+ */
+export declare type DeleteJobResponse = Message<"lossd.v1.DeleteJobResponse"> & {
+  /**
+   * The deleted job (without its spec).
+   *
+   * @generated from field: lossd.v1.Job job = 1;
+   */
+  job?: Job | undefined;
+};
+
+/**
+ * Describes the message lossd.v1.DeleteJobResponse.
+ * Use `create(DeleteJobResponseSchema)` to create a new message.
+ */
+export declare const DeleteJobResponseSchema: GenMessage<DeleteJobResponse>;
+
+/**
  * JobState is where a job is in its life.
  *
  * @generated from enum lossd.v1.JobState
@@ -1434,6 +1474,19 @@ export declare const TrainingService: GenService<{
     methodKind: "unary";
     input: typeof CancelJobRequestSchema;
     output: typeof CancelJobResponseSchema;
+  },
+  /**
+   * DeleteJob deletes an ended job (SUCCEEDED, FAILED or CANCELLED) with its
+   * events and parameters; a job that has not ended is refused
+   * (FAILED_PRECONDITION: cancel it first). Ended jobs are also deleted by
+   * the server after its retention period (`lossd serve --job-retention`).
+   *
+   * @generated from rpc lossd.v1.TrainingService.DeleteJob
+   */
+  deleteJob: {
+    methodKind: "unary";
+    input: typeof DeleteJobRequestSchema;
+    output: typeof DeleteJobResponseSchema;
   },
 }>;
 

@@ -1,0 +1,359 @@
+"""The job store's contract, on both implementations (SQLite in a folder, PostgreSQL on a real server the tests
+start): claims, renewals, fencing by generation, cancel requests, checkpoints; schema versions; concurrent
+claims from several replicas; an unreachable database at start (exit 2, password masked)."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lossd.server.training._store import (
+    JobStore,
+    LeaseLost,
+    SQLiteJobStore,
+    StoreError,
+)
+from lossd.server.training._stores import open_store
+from lossd.v1 import training_pb2 as pb
+
+
+def _state(state: int, **kw: Any) -> pb.JobEvent:
+    return pb.JobEvent(kind=pb.JOB_EVENT_KIND_STATE, state=state, **kw)
+
+
+def _queued(store: JobStore, job_id: str) -> None:
+    store.create_job(job_id, "", b"spec", epochs=1, total_steps=1, encoding="raw")
+    store.append_event(job_id, _state(pb.JOB_STATE_QUEUED))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    if request.param == "sqlite":
+        s: JobStore = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    else:
+        s = open_store(request.getfixturevalue("postgres").fresh_database(), tmp_path)
+    yield s
+    s.close()
+
+
+def test_claims_leases_and_fencing(store: JobStore) -> None:
+    a, b, c = "00000000000a", "00000000000b", "00000000000c"
+    for job in (a, b, c):
+        _queued(store, job)
+    first = store.claim("replica-1", 30.0, 2)
+    assert [(x.row.job_id, x.lease.generation, x.row.spec) for x in first] == [(a, 1, b"spec"), (b, 1, b"spec")]
+    assert [x.row.job_id for x in store.claim("replica-2", 30.0, 5)] == [c]  # held jobs are not claimed again
+    assert store.claim("replica-2", 30.0, 5) == [] and store.count_waiting() == 0
+    lease_a = first[0].lease
+    store.append_event(a, _state(pb.JOB_STATE_RUNNING), lease=lease_a)
+    assert store.renew("replica-1", [lease_a], 30.0) == {a: "ok"}
+    # The lease lapses (renewed for 0 s): another replica claims the job, and the first one is fenced off.
+    store.renew("replica-1", [lease_a], -1.0)
+    again = store.claim("replica-2", 30.0, 5)
+    assert [(x.row.job_id, x.row.state, x.row.owner, x.lease.generation) for x in again] == [
+        (a, pb.JOB_STATE_RUNNING, "replica-1", 2)]  # the row as it was: who held it before
+    with pytest.raises(LeaseLost):
+        store.append_event(a, pb.JobEvent(kind=pb.JOB_EVENT_KIND_EPOCH, epoch=1, step=1), lease=lease_a,
+                           checkpoint=b"stale")
+    assert store.renew("replica-1", [lease_a], 30.0) == {a: "lost"}
+    assert [e.seq for e in store.events_after(a, 0)] == [1, 2]  # the refused write left nothing
+    new = again[0].lease
+    store.append_event(a, pb.JobEvent(kind=pb.JOB_EVENT_KIND_EPOCH, epoch=1, step=1), lease=new, checkpoint=b"ck1")
+    if store.shares_checkpoints:
+        assert store.checkpoint(a) == b"ck1"
+    else:
+        assert store.checkpoint(a) is None  # files, with SQLite
+    store.append_event(a, _state(pb.JOB_STATE_SUCCEEDED), lease=new)
+    row = store.get_job(a)
+    assert row is not None and row.terminal and row.owner == "" and row.last_seq == 4
+    assert store.checkpoint(a) is None  # gone with the job's end
+
+
+def test_cancel_waiting_and_held_jobs(store: JobStore) -> None:
+    waiting, held = "00000000001a", "00000000001b"
+    _queued(store, held)
+    _queued(store, waiting)
+    claim = store.claim("owner", 30.0, 1)[0]
+    assert claim.row.job_id == held
+    assert store.request_cancel(waiting, "cancelled before it ran") == "cancelled"
+    assert [(e.state, e.message) for e in store.events_after(waiting, 1)] == [
+        (pb.JOB_STATE_CANCELLED, "cancelled before it ran")]
+    assert store.claim("other", 30.0, 5) == []  # a cancelled job is never claimed
+    assert store.request_cancel(held, "x") == "requested"  # the owner reads it with its lease
+    assert store.renew("owner", [claim.lease], 30.0) == {held: "cancel"}
+    store.append_event(held, _state(pb.JOB_STATE_CANCELLED), lease=claim.lease)
+    assert store.request_cancel(held, "x") == "ended"
+
+
+def test_released_jobs_are_claimed_at_once(store: JobStore) -> None:
+    job = "00000000002a"
+    _queued(store, job)
+    claim = store.claim("one", 300.0, 1)[0]
+    store.append_event(job, _state(pb.JOB_STATE_INTERRUPTED), lease=claim.lease)
+    store.release(claim.lease)
+    (again,) = store.claim("two", 300.0, 1)
+    assert (again.row.state, again.lease.generation) == (pb.JOB_STATE_INTERRUPTED, 2)
+
+
+def test_concurrent_claims_take_each_job_once(postgres: Any, tmp_path: Path) -> None:
+    url = postgres.fresh_database()
+    stores = [open_store(url, tmp_path) for _ in range(3)]
+    try:
+        ids = [f"{i:012x}" for i in range(60)]
+        for job in ids:
+            _queued(stores[0], job)
+        taken: dict[int, list[str]] = {i: [] for i in range(3)}
+        barrier = threading.Barrier(3)
+
+        def claimer(i: int) -> None:
+            barrier.wait()
+            while claims := stores[i].claim(f"r{i}", 60.0, 3):
+                taken[i].extend(c.row.job_id for c in claims)
+
+        threads = [threading.Thread(target=claimer, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        everything = [j for i in range(3) for j in taken[i]]
+        assert sorted(everything) == ids  # each exactly once
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_schema_newer_than_this_lossd_refuses_to_start(postgres: Any, tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    SQLiteJobStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(StoreError, match="schema version 99, newer than this lossd's"):
+        SQLiteJobStore(path)
+    import psycopg
+
+    url = postgres.fresh_database()
+    open_store(url, tmp_path).close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE lossd_schema SET version = 99")
+    with pytest.raises(StoreError, match="schema version 99, newer than this lossd's") as info:
+        open_store(url, tmp_path)
+    assert postgres.password not in str(info.value) and "***" in str(info.value)
+
+
+def test_an_old_sqlite_store_is_migrated(tmp_path: Path) -> None:
+    """A version-1 store (no lease columns) gets them; its unfinished jobs can be claimed."""
+    path = tmp_path / "jobs.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript("""
+            CREATE TABLE jobs (job_id TEXT PRIMARY KEY, name TEXT NOT NULL, state INTEGER NOT NULL,
+                message TEXT NOT NULL DEFAULT '', created REAL NOT NULL, updated REAL NOT NULL,
+                epochs INTEGER NOT NULL, total_steps INTEGER NOT NULL, epoch INTEGER NOT NULL DEFAULT 0,
+                step INTEGER NOT NULL DEFAULT 0, loss REAL NOT NULL DEFAULT 0, metrics TEXT NOT NULL DEFAULT '{}',
+                last_seq INTEGER NOT NULL DEFAULT 0, resumes INTEGER NOT NULL DEFAULT 0, encoding TEXT NOT NULL,
+                spec BLOB NOT NULL, world_size INTEGER NOT NULL DEFAULT 1);
+            CREATE TABLE events (job_id TEXT NOT NULL, seq INTEGER NOT NULL, kind INTEGER NOT NULL,
+                state INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (job_id, seq)) WITHOUT ROWID;
+            CREATE TABLE results (job_id TEXT PRIMARY KEY, state INTEGER NOT NULL, parameters BLOB NOT NULL);
+            INSERT INTO jobs (job_id, name, state, created, updated, epochs, total_steps, encoding, spec, last_seq)
+                VALUES ('0123456789ab', 'old', 2, 0, 0, 3, 30, 'values', x'', 0);
+            PRAGMA user_version=1;
+        """)
+    store = SQLiteJobStore(path)
+    (claim,) = store.claim("me", 30.0, 5)
+    assert (claim.row.name, claim.row.state, claim.lease.generation) == ("old", pb.JOB_STATE_RUNNING, 1)
+    store.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_serve_exits_2_naming_an_unreachable_store_with_its_password_masked(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://lossd:hunter2secret@127.0.0.1:{port}/jobs"
+    proc = subprocess.run([sys.executable, "-m", "lossd.server", "--port", "0", "--data-dir", str(tmp_path / "d")],
+                          env={**__import__("os").environ, "LOSSD_JOB_STORE": url, "LOSSD_DEVICE": "cpu"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "hunter2secret" not in proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lossd serve: error: the job store "
+                                                   f"postgresql://lossd:***@127.0.0.1:{port}/jobs is unreachable")
+
+
+def test_delete_and_retention(store: JobStore) -> None:
+    ended, running, old = "00000000003a", "00000000003b", "00000000003c"
+    for job in (ended, running, old):
+        _queued(store, job)
+    result = pb.JobEvent()
+    result.parameters["w"].raw = b"\x00\x00\x80?"
+    store.append_event(ended, _state(pb.JOB_STATE_SUCCEEDED), parameters=result)
+    store.append_event(old, _state(pb.JOB_STATE_FAILED))
+    store.claim("me", 30.0, 5)  # `running` is held
+    assert store.delete_job(running) is None and store.get_job(running) is not None  # not ended: it stays
+    row = store.delete_job(ended)
+    assert row is not None and row.job_id == ended and row.state == pb.JOB_STATE_SUCCEEDED
+    assert store.get_job(ended) is None and store.events_after(ended, 0) == [] and store.result(ended) is None
+    assert store.delete_job(ended) is None
+    import time
+
+    assert store.delete_ended_before(time.time() - 3600) == 0  # ended within the hour: kept
+    assert store.delete_ended_before(time.time() + 1) == 1  # ended before now + 1 s: old goes, running stays
+    assert store.get_job(old) is None and store.events_after(old, 0) == []
+    assert [r.job_id for r in store.list_jobs()] == [running]
+
+
+def test_the_config_never_shows_the_job_store_password() -> None:
+    from lossd.server import ServerConfig
+
+    config = ServerConfig(job_store="postgresql://lossd:hunter2secret@db:5432/jobs")
+    assert "hunter2secret" not in repr(config) and "hunter2secret" not in str(config)
+
+
+def test_a_store_url_of_another_kind_is_refused_with_its_password_masked(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"is not a postgresql:// URL") as info:
+        open_store("mysql://lossd:hunter2secret@db/jobs", tmp_path)
+    assert "hunter2secret" not in str(info.value) and "***" in str(info.value)
+
+
+def test_an_event_stored_by_one_replica_wakes_the_listeners_of_another(postgres: Any, tmp_path: Path) -> None:
+    """LISTEN/NOTIFY: a store's ``subscribe`` callback runs for events that another store (replica) writes."""
+    url = postgres.fresh_database()
+    writer, listener = open_store(url, tmp_path), open_store(url, tmp_path)
+    woken: list[str] = []
+    ready = threading.Event()
+
+    def wake(job_id: str) -> None:
+        woken.append(job_id)
+        ready.set()
+
+    try:
+        listener.subscribe(wake)
+        job = "0000000000a1"
+        # The listener thread LISTENs on its own connection: write until it has seen one (its start is a race).
+        _queued(writer, job)
+        for _ in range(100):
+            if ready.wait(0.2):
+                break
+            writer.append_event(job, pb.JobEvent(kind=pb.JOB_EVENT_KIND_STEP, step=1))
+        assert ready.is_set() and set(woken) == {job}
+    finally:
+        writer.close()
+        listener.close()
+
+
+def test_a_watcher_whose_notifications_are_lost_reads_the_store_every_half_second(postgres: Any,
+                                                                                   tmp_path: Path) -> None:
+    """The polling fallback: a replica that gets no NOTIFY (its listener is off here) still sees another
+    replica's events, because its watchers read the store again after at most ``poll_s`` (0.5 s)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lossd.server.losses import REGISTRY
+    from lossd.server.training import TrainingConfig
+    from lossd.server.training._manager import JobManager
+
+    url = postgres.fresh_database()
+    other = open_store(url, tmp_path)  # another replica, writing
+    job = "0000000000b2"
+    _queued(other, job)
+
+    async def scenario(manager: JobManager) -> list[pb.JobEvent]:
+        manager.store.subscribe = lambda wake: None  # type: ignore[method-assign]  # no notifications at all
+        await manager.start()
+        seen: list[pb.JobEvent] = []
+        writes = [_state(pb.JOB_STATE_RUNNING), pb.JobEvent(kind=pb.JOB_EVENT_KIND_STEP, step=1),
+                  _state(pb.JOB_STATE_SUCCEEDED)]
+        try:
+            async for event in manager.watch(job, 0):
+                seen.append(event)
+                if writes:  # the next write only once the watcher waits again
+                    await asyncio.sleep(0.1)
+                    other.append_event(job, writes.pop(0))
+        finally:
+            await manager.close()
+        return seen
+
+    with ThreadPoolExecutor(2) as executor:
+        manager = JobManager(TrainingConfig(tmp_path / "replica", max_jobs=0, job_store=url), REGISTRY, executor)
+        assert manager.store.poll_s is not None and manager.store.poll_s <= 0.5
+        seen = asyncio.run(asyncio.wait_for(scenario(manager), 60))
+    other.close()
+    assert [(e.seq, e.kind, e.state) for e in seen] == [
+        (1, pb.JOB_EVENT_KIND_STATE, pb.JOB_STATE_QUEUED), (2, pb.JOB_EVENT_KIND_STATE, pb.JOB_STATE_RUNNING),
+        (3, pb.JOB_EVENT_KIND_STEP, 0), (4, pb.JOB_EVENT_KIND_STATE, pb.JOB_STATE_SUCCEEDED)]
+
+
+def test_a_replica_stalled_inside_a_transaction_does_not_keep_its_jobs(postgres: Any, tmp_path: Path) -> None:
+    """A replica paused (SIGSTOP) or cut off in the middle of a write holds the job's row lock; claims skip
+    locked rows, so the database ends such a session after the store's timeout and the job can be taken."""
+    url = postgres.fresh_database()
+    stalled, other = open_store(url, tmp_path, timeout_s=1.0), open_store(url, tmp_path, timeout_s=1.0)
+    job = "0000000000c3"
+    try:
+        _queued(stalled, job)
+        (claim,) = stalled.claim("stalled", 0.2, 1)
+        pool = stalled._pool  # type: ignore[attr-defined]  # the store's own connections and settings
+        with pytest.raises(Exception) as ended, pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT 1 FROM lossd_jobs WHERE job_id = %s FOR UPDATE", (job,))  # the lock of a write
+            assert other.claim("other", 5.0, 1) == []  # its lease lapsed, but the row is locked: skipped
+            threading.Event().wait(2.5)  # the replica stalls: no command for longer than the timeout
+            conn.execute("SELECT 1")
+        assert "idle-in-transaction" in str(ended.value) or "terminat" in str(ended.value), ended.value
+        (taken,) = other.claim("other", 5.0, 1)
+        assert taken.row.job_id == job and taken.lease.generation == claim.lease.generation + 1
+    finally:
+        stalled.close()
+        other.close()
+
+
+def test_a_checkpoint_over_the_bound_is_refused_and_nothing_is_stored(postgres: Any, tmp_path: Path) -> None:
+    """PostgreSQL keeps checkpoints in bytea, bounded by what --max-parameters allows (the manager passes it)."""
+    store = open_store(postgres.fresh_database(), tmp_path, max_checkpoint_bytes=64)
+    job = "0000000000d4"
+    try:
+        _queued(store, job)
+        (claim,) = store.claim("replica-1", 30.0, 1)
+        epoch = pb.JobEvent(kind=pb.JOB_EVENT_KIND_EPOCH, epoch=1, step=1)
+        with pytest.raises(ValueError, match="65 bytes, over the 64 that --max-parameters allows"):
+            store.append_event(job, epoch, lease=claim.lease, checkpoint=b"x" * 65)
+        assert store.checkpoint(job) is None and [e.seq for e in store.events_after(job, 0)] == [1]
+        store.append_event(job, epoch, lease=claim.lease, checkpoint=b"x" * 64)
+        assert store.checkpoint(job) == b"x" * 64
+    finally:
+        store.close()
+
+
+def test_a_write_repeated_after_a_lost_acknowledgement_is_stored_once(store: JobStore) -> None:
+    """The manager writes an event again when the store did not answer; if the first attempt had committed
+    (the connection dropped before the acknowledgement), the repeat stores nothing: seq stays gap-free and a
+    job keeps one terminal event."""
+    job = "0000000000e5"
+    _queued(store, job)
+    (claim,) = store.claim("replica-1", 30.0, 1)
+    step = pb.JobEvent(kind=pb.JOB_EVENT_KIND_STEP, step=1, loss=0.5)
+    step.time.GetCurrentTime()  # as the worker stamps its events
+    first = pb.JobEvent()
+    first.CopyFrom(step)
+    assert store.append_event(job, first, lease=claim.lease).seq == 2
+    again = pb.JobEvent()
+    again.CopyFrom(step)
+    assert store.append_event(job, again, lease=claim.lease).seq == 2  # the repeat: the stored event's seq
+    later = pb.JobEvent()
+    later.CopyFrom(step)
+    later.time.nanos = (later.time.nanos + 1) % 1_000_000_000  # the same content at another moment is new
+    assert store.append_event(job, later, lease=claim.lease).seq == 3
+    done = _state(pb.JOB_STATE_SUCCEEDED)
+    done.time.GetCurrentTime()
+    for _ in range(2):
+        repeat = pb.JobEvent()
+        repeat.CopyFrom(done)
+        assert store.append_event(job, repeat, lease=claim.lease).seq == 4
+    assert [e.seq for e in store.events_after(job, 0)] == [1, 2, 3, 4]
