@@ -44,12 +44,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from support.gated import RefuseFirst, start_gated
+from support.gated_loss import LossGate
+from support.servers import ServedProcess
 
 from lossd.client import Client, EvaluateResult, Unavailable, build_request
 from lossd.v1 import lossd_pb2_grpc
-from support.gated import RefuseFirst, start_gated
-from support.servers import ServedProcess
-from support.gated_loss import LossGate
 
 EVALUATE = "/lossd.v1.LossService/EvaluateLoss"
 THREADS, PER_THREAD = 4, 250
