@@ -7,8 +7,9 @@ replica served each call, and ``attempt`` (from gRPC's
 
 - Every way to name several targets balances ``round_robin`` over both.
 - A request above gRPC's default 256 KiB retry buffer is retried (gated server).
-- A replica killed while it computes a ~2 s evaluation: the call moves on (lossd
-  sends no response headers before the reply, so gRPC has not committed it).
+- A replica killed while it computes an evaluation (held at a gate the test never opens,
+  support/gated_loss.py): the call moves on (lossd sends no response headers before the
+  reply, so gRPC has not committed it).
 - A replica drained by SIGTERM leaves the rotation (client-side health checking).
 - 1,000 evaluations from 4 threads; at call 500 one replica is stopped (SIGSTOP,
   so calls pile up in flight on it: progress halts only once every thread waits
@@ -43,16 +44,25 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from support.gated import RefuseFirst, start_gated
+from support.gated_loss import LossGate
+from support.servers import ServedProcess
 
 from lossd.client import Client, EvaluateResult, Unavailable, build_request
 from lossd.v1 import lossd_pb2_grpc
-from support.gated import RefuseFirst, start_gated
-from support.servers import ServedProcess
-from support.slow_eval import BIG_REPLIES, calibrated_ctc, ctc_request, torch_ctc_value
 
 EVALUATE = "/lossd.v1.LossService/EvaluateLoss"
 THREADS, PER_THREAD = 4, 250
+DRAIN_CALLS = 40  # calls made while a draining replica's gated call holds its drain open
 BIG = 70_000  # float32 elements per input: a 560 KB request, above gRPC's default 256 KiB retry buffer
+#: Each replica's gate (its ``gated_mse_loss`` computes once the test opens it), by address.
+GATES: dict[str, LossGate] = {}
+
+
+def gated_value() -> float:
+    """What local torch says the loss of :meth:`LossGate.request` is."""
+    a = {k: torch.from_numpy(v) for k, v in LossGate.arrays().items()}
+    return F.mse_loss(a["input"], a["target"]).item()
 
 
 def served_calls(proc: ServedProcess) -> Counter[tuple[str, int]]:
@@ -80,19 +90,23 @@ def settled(proc: ServedProcess, expected: int, timeout: float = 10) -> Counter[
 
 @contextlib.contextmanager
 def replicas(tmp: Path, n: int = 2) -> Iterator[list[ServedProcess]]:
-    """``n`` servers, each with its own working and data directory, logging JSON access lines;
-    started side by side (most of a start is importing torch)."""
-    managers = []
+    """``n`` servers, each with its own working and data directory, logging JSON access lines,
+    serving ``gated_mse_loss`` behind its own gate (``GATES[address]``); started side by side
+    (most of a start is importing torch)."""
+    managers, gates = [], []
     for i in range(n):
         (tmp / f"r{i}").mkdir()
+        gates.append(LossGate(tmp / f"r{i}"))
         managers.append(ServedProcess.start(tmp / f"r{i}", "--data-dir", str(tmp / f"r{i}" / "data"),
-                                            "--log-format", "json"))
+                                            "--log-format", "json", env=gates[-1].env))
     with contextlib.ExitStack() as stack, ThreadPoolExecutor(n) as pool:
         futures = [pool.submit(m.__enter__) for m in managers]
         for m, f in zip(managers, futures):
             if f.exception() is None:
                 stack.push(m.__exit__)  # stopped on exit, also when another one failed to start
-        yield [f.result() for f in futures]
+        procs = [f.result() for f in futures]
+        GATES.update((p.address, g) for p, g in zip(procs, gates))
+        yield procs
 
 
 @pytest.fixture(scope="module")
@@ -203,13 +217,14 @@ def test_a_large_request_is_retried() -> None:
 def test_a_call_killed_mid_evaluation_moves_on(servers: list[ServedProcess]) -> None:
     """gRPC retries a call only until response headers arrive; lossd's unary handlers send none
     before the reply. So a replica killed while it computes leaves the call retryable: two
-    ~2 s ctc_loss evaluations go out together (round_robin: one per replica), the third replica
-    is killed 0.5 s in, and both calls return the value of local torch, one as a second attempt.
-    Kills the module's third replica."""
+    evaluations go out together (round_robin: one per replica); the third replica's waits at its
+    gate, which the test never opens, and the replica is killed once it has started computing
+    it; both calls return the value of local torch, one as a second attempt on the survivor
+    (whose gate is open). Kills the module's third replica."""
     victim, survivor = servers[2], servers[1]
-    with grpc.insecure_channel(victim.address, options=BIG_REPLIES) as channel:
-        batch, took = calibrated_ctc(lossd_pb2_grpc.LossServiceStub(channel), target_s=2.0)
-    expected = torch_ctc_value(batch)
+    gate = GATES[victim.address]
+    GATES[survivor.address].open()
+    expected = gated_value()
     before = served_calls(survivor)
     with Client([victim.address, survivor.address]) as client:
         for _ in range(4):  # both subchannels connected, so the next two picks differ
@@ -218,18 +233,20 @@ def test_a_call_killed_mid_evaluation_moves_on(servers: list[ServedProcess]) -> 
 
         def slow(i: int) -> None:
             try:
-                results[i] = client.evaluate_request(ctc_request(batch)).value
+                results[i] = client.evaluate_request(gate.request(), timeout=120).value
             except Exception as e:  # reported below
                 results[i] = e
 
         threads = [threading.Thread(target=slow, args=(i,)) for i in range(2)]
         for t in threads:
             t.start()
-        time.sleep(min(0.5, took / 4))
+        # Killed while it computes (it waits at the gate), not while the request travels.
+        assert gate.wait_entered(30), "the victim never started its evaluation"
         os.kill(victim.proc.pid, signal.SIGKILL)
         for t in threads:
             t.join(120)
-    assert results == [pytest.approx(expected, rel=1e-5)] * 2, (results, expected, batch, took)
+    # float32 sums over 16,384 elements may split differently over the server's threads
+    assert results == [pytest.approx(expected, rel=1e-6, abs=0)] * 2, (results, expected)
     assert victim.proc.wait(10) == -signal.SIGKILL
     after = settled(survivor, sum(before.values()) + 4) - before
     assert after[("OK", 2)] == 1, after
@@ -242,24 +259,34 @@ def test_a_draining_replica_leaves_the_rotation(servers: list[ServedProcess]) ->
     picking it within moments instead of having half the calls refused and retried. Kills the
     module's fourth replica."""
     victim, survivor = servers[3], servers[1]
-    with grpc.insecure_channel(victim.address, options=BIG_REPLIES) as pinned:
+    gate = GATES[victim.address]
+    with grpc.insecure_channel(victim.address) as pinned:
         stub = lossd_pb2_grpc.LossServiceStub(pinned)
-        batch, took = calibrated_ctc(stub, target_s=2.0)
         before = [served_calls(victim), served_calls(survivor)]
         with Client([victim.address, survivor.address]) as client:
             for _ in range(4):
                 client.evaluate("mse", [1.0], [0.0])
-            slow = stub.EvaluateLoss.future(ctc_request(batch), timeout=120)  # keeps the drain open
-            time.sleep(min(0.5, took / 4))
+            slow = stub.EvaluateLoss.future(gate.request(), timeout=120)  # keeps the drain open
+            # SIGTERM once the victim computes the call (it waits at the gate), not while it travels.
+            assert gate.wait_entered(30), "the pinned evaluation did not start"
             os.kill(victim.proc.pid, signal.SIGTERM)
             failures: list[str] = []
             calls = 0
-            while victim.proc.poll() is None and calls < 5000:
+
+            def call() -> None:
+                nonlocal calls
                 try:
                     assert client.evaluate("mse", [2.0], [0.0]).value == 4.0
                 except Exception as e:
                     failures.append(repr(e))
                 calls += 1
+
+            for _ in range(DRAIN_CALLS):  # while the drain is held open by the gated call
+                call()
+            assert victim.proc.poll() is None and not slow.done(), "the drain ended before its call"
+            gate.open()
+            while victim.proc.poll() is None and calls < 5000:
+                call()
         assert slow.result().HasField("loss"), "the call in flight was not let finish"
     assert victim.proc.wait(30) == 0
     assert failures == [], failures[:3]
@@ -267,7 +294,6 @@ def test_a_draining_replica_leaves_the_rotation(servers: list[ServedProcess]) ->
     served = settled(survivor, sum(before[1].values()) + calls) - before[1]
     # Without health checking, 11 of 27 calls during the drain were refused (and retried).
     assert refused <= 3 and served[("OK", 2)] == refused, (refused, served, calls)
-    assert calls >= 20, (calls, took)  # the drain lasted as long as the pinned call
 
 
 # --- failover -------------------------------------------------------------------------------
