@@ -11,7 +11,7 @@ lossd_events, '<job id>'``; a listener connection wakes the watchers of this
 replica (they also poll every :data:`POLL_S` seconds, for notifications lost
 with a connection).
 
-Needs ``pip install 'lossd[postgres]'`` (psycopg 3 and psycopg-pool). The
+Needs psycopg 3 and psycopg-pool (``pip install '.[postgres]'`` in the lossd clone). The
 URL's password never appears in a message (:func:`mask_url`)::
 
     >>> mask_url("postgresql://lossd:s3cret@db:5432/jobs")
@@ -144,8 +144,8 @@ class PostgresJobStore:
             import psycopg
             from psycopg_pool import ConnectionPool
         except ImportError as e:
-            raise StoreError("--job-store postgresql://… needs the PostgreSQL driver: "
-                             "pip install 'lossd[postgres]'") from e
+            raise StoreError("--job-store postgresql://… needs the PostgreSQL driver: pip install "
+                             "psycopg[binary] psycopg-pool (or pip install '.[postgres]' in the lossd clone)") from e
         self._psycopg = psycopg
         self.url = url
         self.masked = mask_url(url)
