@@ -41,11 +41,22 @@ __all__ = ["INLINE_PARSE_BYTES", "LargeRequests", "TENSOR_METHODS", "Unparsed", 
 #: largest request of a method that carries no tensors (all but :data:`TENSOR_METHODS`): within the
 #: caps such a request is a few KiB, so a larger one is refused from its length, unparsed.
 INLINE_PARSE_BYTES = 64 * 1024
-#: Methods whose requests carry tensors (up to --max-message-bytes).
-TENSOR_METHODS = frozenset({"/lossd.v1.LossService/EvaluateLoss", "/lossd.v1.LossService/EvaluateLossStream",
-                            "/lossd.v1.LossService/EvaluateLossBatch", "/lossd.v1.TrainingService/TrainJob"})
 #: The request message of each of lossd's methods, by path.
 _REQUESTS: dict[str, Descriptor] = {f"/{s.full_name}/{m.name}": m.input_type for s in SERVICES for m in s.methods}
+
+
+def _carries_tensors(message: Descriptor, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether ``message`` holds a ``lossd.v1.Tensor`` at any depth (read from the descriptors, so a
+    new RPC that carries tensors is never refused as oversized by mistake)."""
+    if message.full_name == "lossd.v1.Tensor":
+        return True
+    return any(f.message_type is not None and f.message_type.full_name not in seen
+               and _carries_tensors(f.message_type, seen | {message.full_name}) for f in message.fields)
+
+
+#: Methods whose requests carry tensors (up to --max-message-bytes): EvaluateLoss, EvaluateLossStream,
+#: EvaluateLossBatch, TrainJob.
+TENSOR_METHODS = frozenset(path for path, message in _REQUESTS.items() if _carries_tensors(message))
 
 
 class Unparsed:
