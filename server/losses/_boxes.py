@@ -1,5 +1,8 @@
 """Bounding-box regression losses with torchvision.ops' formulas: generalized, distance and
-complete IoU. Boxes are ``(x1, y1, x2, y2)`` with ``x1 <= x2`` and ``y1 <= y2``.
+complete IoU. Boxes are ``(x1, y1, x2, y2)`` with ``x1 <= x2`` and ``y1 <= y2``; the generalized IoU
+also takes 3-D boxes ``(x1, y1, z1, x2, y2, z2)`` (MONAI's BoxGIoULoss), where its formula carries over
+(volumes for areas). Distance and complete IoU stay 2-D: torchvision and the papers define them on
+2-D boxes (CIoU's aspect-ratio term has no 3-D form), and no library of the field ships a 3-D one.
 
 >>> import torch
 >>> b = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
@@ -19,7 +22,8 @@ __all__ = ["generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_io
 
 _INPUTS = (
     Input(
-        "boxes1", "prediction", differentiable=True, aliases=("y_pred", "input"), doc="boxes (N, 4) or (4), x1 y1 x2 y2"
+        "boxes1", "prediction", differentiable=True, aliases=("y_pred", "input"),
+        doc="boxes (N, 4) or (4), x1 y1 x2 y2 (generalized IoU also (N, 6) or (6), x1 y1 z1 x2 y2 z2)"
     ),
     Input("boxes2", "target", differentiable=True, aliases=("y_true", "target"), doc="boxes, same shape"),
 )
@@ -35,21 +39,33 @@ def _example(dt: torch.dtype) -> dict[str, object]:
             "boxes2": torch.tensor([[1.0, 1.0, 3.0, 3.0], [1.5, 0.5, 3.0, 3.5], [2.0, 2.0, 3.0, 3.0]], dtype=dt)}
 
 
-def _check(boxes1: torch.Tensor, boxes2: torch.Tensor, strict: bool) -> None:
-    require(boxes1.shape[-1:] == (4,) and boxes1.dim() <= 2, "inputs.boxes1",
-            f"must be (N, 4) or (4), got shape {list(boxes1.shape)}")
+def _check(boxes1: torch.Tensor, boxes2: torch.Tensor, strict: bool, three_d: bool = False) -> None:
+    sizes = (4, 6) if three_d else (4,)
+    shapes = "(N, 4) or (4), or 3-D boxes (N, 6) or (6)" if three_d else "(N, 4) or (4)"
+    require(boxes1.dim() in (1, 2) and boxes1.shape[-1] in sizes, "inputs.boxes1",
+            f"must be {shapes}, got shape {list(boxes1.shape)}")
     require(boxes2.shape == boxes1.shape, "inputs.boxes2",
             f"shape {list(boxes2.shape)} must equal boxes1's {list(boxes1.shape)} (one target per box)")
+    d = boxes1.shape[-1] // 2
+    axes = "xyz"[:d]
     for name, b in (("boxes1", boxes1), ("boxes2", boxes2)):
-        x1, y1, x2, y2 = b.unbind(-1)
-        ok = ((x2 > x1) & (y2 > y1)) if strict else ((x2 >= x1) & (y2 >= y1))
-        rule = "x1 < x2 and y1 < y2" if strict else "x1 <= x2 and y1 <= y2"
-        require(bool(ok.all()), f"inputs.{name}", f"boxes must be (x1, y1, x2, y2) with {rule}")
+        lo, hi = b[..., :d], b[..., d:]
+        ok = (hi > lo) if strict else (hi >= lo)
+        op = "<" if strict else "<="
+        rule = " and ".join(f"{a}1 {op} {a}2" for a in axes)
+        corners = ", ".join([f"{a}1" for a in axes] + [f"{a}2" for a in axes])
+        require(bool(ok.all()), f"inputs.{name}", f"boxes must be ({corners}) with {rule}")
 
 
 def _iou_and_enclosure(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-    """(iou, union, enclosing box area, enclosing box corners)."""
+    """(iou, union, enclosing box area (volume in 3-D), enclosing box corners (2-D only, else empty))."""
+    if boxes1.shape[-1] == 6:
+        lo1, hi1, lo2, hi2 = boxes1[..., :3], boxes1[..., 3:], boxes2[..., :3], boxes2[..., 3:]
+        inter = (torch.minimum(hi1, hi2) - torch.maximum(lo1, lo2)).clamp_min(0).prod(-1)
+        union = (hi1 - lo1).prod(-1) + (hi2 - lo2).prod(-1) - inter
+        enclosure = (torch.maximum(hi1, hi2) - torch.minimum(lo1, lo2)).prod(-1)
+        return inter / (union + eps), union, enclosure, ()
     x1, y1, x2, y2 = boxes1.unbind(-1)
     u1, v1, u2, v2 = boxes2.unbind(-1)
     w = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp_min(0)
@@ -83,16 +99,19 @@ def _center_term(
     "generalized_box_iou_loss",
     aliases=("GIoULoss", "giou_loss", "generalized_iou_loss"),
     inputs=_INPUTS, params=_PARAMS,
-    description="1 - GIoU: 1 - IoU + (area of the enclosing box not covered by the union) / (enclosing area).",
+    description="1 - GIoU: 1 - IoU + (area of the enclosing box not covered by the union) / (enclosing area); "
+    "2-D boxes or 3-D boxes (volumes).",
     source="lossd (Rezatofighi et al. 2019; torchvision.ops.generalized_box_iou_loss formula)",
     example=_example,
     equivalents=(Equivalent("torchvision.ops.generalized_box_iou_loss(boxes1, boxes2, reduction='mean')", {}, ""),
                  Equivalent("monai.losses.BoxGIoULoss()", {"eps": 1.1920928955078125e-07},
-                            "2-D boxes (N, 4) in MONAI's StandardMode (x1 y1 x2 y2); MONAI computes in float32")),
+                            "2-D boxes (N, 4) in MONAI's StandardMode (x1 y1 x2 y2); MONAI computes in float32"),
+                 Equivalent("monai.losses.BoxGIoULoss() on 3-D boxes", {"eps": 1.1920928955078125e-07},
+                            "3-D boxes (N, 6) in MONAI's StandardMode (x1 y1 z1 x2 y2 z2); MONAI computes in float32")),
 )
 def generalized_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, reduction: str, eps: float) -> torch.Tensor:
-    """``1 - (IoU - (C - U) / (C + eps))``, ``IoU = I / (U + eps)``; C the enclosing box's area."""
-    _check(boxes1, boxes2, strict=False)
+    """``1 - (IoU - (C - U) / (C + eps))``, ``IoU = I / (U + eps)``; C the enclosing box's area (volume)."""
+    _check(boxes1, boxes2, strict=False, three_d=True)
     iou, union, area_c, _ = _iou_and_enclosure(boxes1, boxes2, eps)
     return _reduce(1 - iou + (area_c - union) / (area_c + eps), reduction)
 

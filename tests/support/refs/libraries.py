@@ -285,6 +285,9 @@ CHECKS = {
     "monai.losses.BoxGIoULoss()":
         lambda: ({"boxes1": box_refs._boxes(4, 5, F64), "boxes2": box_refs._boxes(4, 6, F64)},
                  lambda t: _monai_losses().BoxGIoULoss()(t["boxes1"], t["boxes2"])),
+    "monai.losses.BoxGIoULoss() on 3-D boxes":
+        lambda: ({"boxes1": box_refs.boxes_3d(6, 9, F64), "boxes2": box_refs.boxes_3d(6, 10, F64)},
+                 lambda t: _monai_losses().BoxGIoULoss()(t["boxes1"], t["boxes2"])),
     # ---- contrastive
     "monai.losses.ContrastiveLoss(temperature=0.5)":
         lambda: ({"input": randn(4, 3, dtype=F64, seed=25), "target": randn(4, 3, dtype=F64, seed=26)},
