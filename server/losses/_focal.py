@@ -228,6 +228,21 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
             min_exclusive=True,
             nullable=True,
         ),
+        Param(
+            "class_alpha",
+            "float_list",
+            None,
+            "Per class (dim 1): multiplies the loss of elements whose target is exactly 1, others weigh 1 "
+            "(MONAI FocalLoss with a sequence alpha, soft targets too). Replaces alpha: send alpha -1. null: off.",
+            nullable=True,
+        ),
+        Param(
+            "average_space",
+            "bool",
+            False,
+            "With reduction 'sum': average each (sample, class) over its spatial elements (dims 2 on; with "
+            "ignore_index, over its kept ones) before summing (MONAI FocalLoss reduction='sum').",
+        ),
     ),
     description="Focal loss on logits (torchvision.ops.sigmoid_focal_loss; RetinaNet).",
     source="torchvision.ops.sigmoid_focal_loss (formula); kornia, smp, MONAI variants as parameters",
@@ -261,15 +276,16 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
             "pw shaped (C, 1, …) so it is per class; pytorch-toolbelt's SoftBCEWithLogitsLoss too; with "
             "ignore_index they average over every element: reduction 'sum' with weight = 1 / elements",
         ),
-        Equivalent(
-            "monai.losses.FocalLoss(gamma=2.0, alpha=0.25)",
-            {"focal_form": "logit"},
-            "MONAI's reduction 'sum' first averages space: not expressible",
-        ),
+        Equivalent("monai.losses.FocalLoss(gamma=2.0, alpha=0.25)", {"focal_form": "logit"}, ""),
         Equivalent(
             "monai.losses.FocalLoss(gamma=2.0, alpha=[0.25, 0.5, 0.75])",
-            {"focal_form": "logit", "alpha": -1.0, "pos_weight": [0.25, 0.5, 0.75]},
-            "MONAI's per-class alpha weighs targets equal to 1 only: 0/1 targets",
+            {"focal_form": "logit", "alpha": -1.0, "class_alpha": [0.25, 0.5, 0.75]},
+            "soft targets too: MONAI's per-class alpha weighs the elements whose target is exactly 1",
+        ),
+        Equivalent(
+            "monai.losses.FocalLoss(gamma=2.0, alpha=0.25, reduction='sum')",
+            {"focal_form": "logit", "reduction": "sum", "average_space": True},
+            "input and target (N, C, *spatial): MONAI's sum averages space first",
         ),
         Equivalent(
             "monai.losses.FocalLoss(gamma=2.0, weight=w)",
@@ -279,7 +295,7 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
         Equivalent(
             "monai.losses.FocalLoss(gamma=2.0, reduction='sum')",
             {"focal_form": "logit", "alpha": -1.0, "reduction": "sum", "weight": [0.25, 0.25, 0.25]},
-            "MONAI's sum first averages space: weight = 1 / pixels per class (here 4 pixels, 3 classes)",
+            "or average_space true; without it, weight = 1 / pixels per class (here 4 pixels, 3 classes)",
         ),
         Equivalent(
             "segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', class_weights=w)",
@@ -296,7 +312,8 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
 def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float, gamma: float, reduction: str,
                        focal_form: str, from_logits: bool, eps: float, ignore_index: int | None,
                        pos_weight: list[float] | None, weight: list[float] | None, label_smoothing: float,
-                       normalized: bool, reduced_threshold: float | None) -> torch.Tensor:
+                       normalized: bool, reduced_threshold: float | None, class_alpha: list[float] | None,
+                       average_space: bool) -> torch.Tensor:
     """``ce = BCEWithLogits(x, t)``, ``p = sigmoid(x)``, ``p_t = p*t + (1-p)*(1-t)``;
     loss = ``ce * (1-p_t)^gamma``, times ``alpha*t + (1-alpha)*(1-t)`` when ``alpha >= 0``.
 
@@ -313,11 +330,17 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
     )
     require(not (focal_form == "split" and (normalized or reduced_threshold is not None)), "params.focal_form",
             "'split' has no single focal factor: normalized and reduced_threshold need another form")
+    require(class_alpha is None or alpha < 0, "params.class_alpha", "replaces the scalar alpha: send alpha -1 with it")
+    require(not average_space or reduction == "sum", "params.average_space", "needs reduction 'sum'")
+    require(not average_space or input.dim() >= 3, "params.average_space",
+            f"needs input (N, C, *spatial) with at least one spatial dim, got shape {list(input.shape)}")
+    ca = _class_vector(class_alpha, input, "params.class_alpha")
     if label_smoothing:
         target = target * (1 - label_smoothing) + (1 - target) * label_smoothing
     pw = _class_vector(pos_weight, input, "params.pos_weight")
     w = _class_vector(weight, input, "params.weight")
-    simple = keep is None and pw is None and w is None and not normalized and reduced_threshold is None and from_logits
+    simple = (keep is None and pw is None and w is None and ca is None and not normalized and reduced_threshold is None
+              and from_logits and not average_space)
     if simple and gamma == 0 and alpha < 0:  # plain BCE-with-logits: let torch reduce, so grads match it bit for bit
         return F.binary_cross_entropy_with_logits(input, target, reduction=reduction)
     x = input
@@ -356,6 +379,8 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
             loss = loss * focal
         if alpha >= 0:
             loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    if ca is not None:
+        loss = torch.where(target == 1, ca * loss, loss)
     if w is not None:
         loss = w * loss
     if keep is not None:
@@ -366,6 +391,11 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
         loss = loss / kept_focal.sum().clamp_min(1e-6)
     if reduction == "mean" and keep is not None:
         return loss.sum() / keep.sum()
+    if average_space:
+        space = tuple(range(2, loss.dim()))
+        if keep is None:
+            return loss.mean(space).sum()
+        return (loss.sum(space) / keep.sum(space).clamp_min(1)).sum()
     return reduce(loss, reduction)
 
 

@@ -27,8 +27,10 @@ GRADCHECK = [
 
 
 def _hard_labels(t: torch.Tensor) -> bool:
-    """0/1 labels (and ignore_index values) sit on the edge of their domain; finite differences would leave it."""
-    return bool((t == t.round()).all())
+    """0/1 labels (and ignore_index values) sit on the edge of their domain, and soft labels in [0, 1] with some
+    exactly 0 or 1 (MONAI's per-class alpha weighs the 1s) on the edge or a step; finite differences would leave it."""
+    in_unit = bool(((t >= 0) & (t <= 1)).all())
+    return bool((t == t.round()).all()) or (in_unit and bool(((t == 0) | (t == 1)).any()))
 
 
 @pytest.mark.parametrize(("name", "case"), GRADCHECK)
@@ -201,6 +203,14 @@ def test_tversky_with_half_weights_is_dice() -> None:
          "params.pos_weight", "one value per class"),
         ("complete_box_iou_loss", {"boxes1": torch.tensor([[0.0, 0.0, 1.0, 0.0]]), "boxes2": torch.tensor([[0.0, 0.0, 1.0, 1.0]])},
          {}, "inputs.boxes1", "y1 < y2"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(2, 3)}, {"class_alpha": [1.0, 2.0, 3.0]},
+         "params.class_alpha", "alpha -1"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(2, 3)},
+         {"class_alpha": [1.0, 2.0], "alpha": -1.0}, "params.class_alpha", "one value per class"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2, 3, 4), "target": torch.zeros(2, 3, 4)}, {"average_space": True},
+         "params.average_space", "reduction 'sum'"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(2, 3)},
+         {"average_space": True, "reduction": "sum"}, "params.average_space", "spatial dim"),
         ("distance_box_iou_loss", {"boxes1": torch.zeros(2, 6), "boxes2": torch.zeros(2, 6)}, {}, "inputs.boxes1",
          "(N, 4) or (4)"),
         ("generalized_box_iou_loss", {"boxes1": torch.tensor([[0.0, 0, 2, 1, 1, 1]]), "boxes2": torch.ones(1, 6)}, {},

@@ -65,12 +65,19 @@ def sigmoid_focal(t, p):
         loss = ce * focal
         if alpha >= 0:
             loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+    if p.get("class_alpha"):  # MONAI: alpha[c] where the target is 1, else 1
+        ca = torch.tensor(p["class_alpha"], dtype=x.dtype).view(shape)
+        loss = loss * torch.where(y == 1, ca, torch.ones_like(ca))
     loss = torch.where(keep, w * loss, torch.zeros_like(loss))
     if p.get("normalized"):
         loss = loss / torch.clamp(torch.where(keep, focal, torch.zeros_like(focal)).sum(), min=1e-6)
     red = p.get("reduction", "mean")
     if red == "mean":
         return loss.sum() / keep.sum()
+    if p.get("average_space"):
+        n, c = loss.shape[:2]
+        per = loss.reshape(n, c, -1).sum(-1) / keep.reshape(n, c, -1).sum(-1).clamp_min(1)
+        return per.sum()
     return _reduce(loss, red)
 
 
@@ -352,6 +359,13 @@ _OVERLAP_CONVENTIONS = [
          params={"mode": "multiclass", "aggregation": "per_sample"}),
 ]
 
+def _soft_with_ones(*shape, dt, seed):
+    """Soft labels in [0, 1] with every third element exactly 1 (MONAI's per-class alpha weighs those only)."""
+    t = rand(*shape, dtype=torch.float64, seed=seed).reshape(-1)
+    t[::3] = 1.0
+    return t.reshape(shape).to(dt)
+
+
 CASES = {
     "binary_focal_loss": [
         Case("defaults", lambda dt: {"input": _probs(3, 4, dt=dt, seed=1), "target": _mask(3, 4, dt=dt, seed=2)}),
@@ -376,6 +390,16 @@ CASES = {
              params={"focal_form": "exp_bce", "reduced_threshold": 0.5, "alpha": -1.0}),
         Case("label-smoothing", lambda dt: {"input": randn(2, 3, dtype=dt, seed=12), "target": _mask(2, 3, dt=dt, seed=13)},
              params={"label_smoothing": 0.1, "gamma": 0.0, "alpha": -1.0, "pos_weight": [2.0, 0.5, 1.0]}),
+        Case("monai-class-alpha-soft", lambda dt: {"input": randn(2, 3, 4, dtype=dt, seed=14),
+                                                   "target": _soft_with_ones(2, 3, 4, dt=dt, seed=15)},
+             params={"focal_form": "logit", "alpha": -1.0, "class_alpha": [0.25, 0.5, 0.75]}),
+        Case("monai-sum-averages-space", lambda dt: {"input": randn(2, 3, 2, 3, dtype=dt, seed=16),
+                                                     "target": _mask(2, 3, 2, 3, dt=dt, seed=17)},
+             params={"focal_form": "logit", "average_space": True, "reduction": "sum"}, reductions=("sum",)),
+        Case("average-space-ignore", lambda dt: {"input": randn(2, 2, 4, dtype=dt, seed=18),
+                                                 "target": torch.tensor([[[1.0, -1, 0, 1], [-1, -1, 0, 1]],
+                                                                         [[0.0, 0, 1, -1], [1, 1, 1, 1]]], dtype=dt)},
+             params={"average_space": True, "ignore_index": -1, "reduction": "sum"}, reductions=("sum",)),
     ],
     "softmax_focal_loss": [
         Case("defaults", lambda dt: {"input": randn(5, 4, dtype=dt, seed=1), "target": randint(4, 5, seed=2)}),

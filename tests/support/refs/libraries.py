@@ -29,6 +29,13 @@ def _onehot(y, c):
     return F.one_hot(y, c).movedim(-1, 1).to(F64)
 
 
+def _soft_ones(*shape, seed):
+    """Soft labels with every third element exactly 1."""
+    t = rand(*shape, dtype=F64, seed=seed).reshape(-1)
+    t[::3] = 1.0
+    return t.reshape(shape)
+
+
 def _mask(*shape, seed):
     return (rand(*shape, dtype=F64, seed=seed) > 0.5).to(F64)
 
@@ -238,7 +245,11 @@ CHECKS = {
         lambda: ({"input": randn(2, 3, 4, dtype=F64, seed=17), "target": rand(2, 3, 4, dtype=F64, seed=18)},
                  lambda t: _monai_losses().FocalLoss(gamma=2.0, alpha=0.25)(t["input"], t["target"])),
     "monai.losses.FocalLoss(gamma=2.0, alpha=[0.25, 0.5, 0.75])":
-        lambda: (_ml(seed=69), lambda t: _monai_losses().FocalLoss(gamma=2.0, alpha=[0.25, 0.5, 0.75])(t["input"], t["target"])),
+        lambda: ({"input": randn(2, 3, 4, 4, dtype=F64, seed=69), "target": _soft_ones(2, 3, 4, 4, seed=70)},
+                 lambda t: _monai_losses().FocalLoss(gamma=2.0, alpha=[0.25, 0.5, 0.75])(t["input"], t["target"])),
+    "monai.losses.FocalLoss(gamma=2.0, alpha=0.25, reduction='sum')":
+        lambda: ({"input": randn(2, 3, 3, 2, dtype=F64, seed=71), "target": rand(2, 3, 3, 2, dtype=F64, seed=72)},
+                 lambda t: _monai_losses().FocalLoss(gamma=2.0, alpha=0.25, reduction="sum")(t["input"], t["target"])),
     "monai.losses.FocalLoss(gamma=2.0, weight=w)":
         lambda: (_ml(), lambda t: _monai_losses().FocalLoss(gamma=2.0, weight=[1.0, 2.0, 0.5])(t["input"], t["target"])),
     "monai.losses.FocalLoss(gamma=2.0, reduction='sum')":
