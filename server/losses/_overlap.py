@@ -53,6 +53,15 @@ _OVERLAP_INPUTS = (
           doc="(N or 1, 1, *): multiplies probabilities and targets after the activation (MONAI's MaskedDiceLoss)"),
 )
 
+_MASK_TARGET = Param(
+    "mask_target",
+    "string",
+    "one_hot",
+    "How inputs.mask meets the target: 'one_hot' multiplies the one-hot target (masked pixels count nowhere); "
+    "'class_indices' multiplies class indices before the one-hot, so masked pixels count as class 0 with "
+    "probability 0 (MONAI MaskedDiceLoss with to_onehot_y=True; multiclass, class-index target, mask of 0/1).",
+    choices=("one_hot", "class_indices"),
+)
 _MODE = Param("mode", "string", "binary", "'binary', 'multiclass' (softmax over dim 1) or 'multilabel' (sigmoid).",
               choices=("binary", "multiclass", "multilabel"))
 _FROM_LOGITS = Param(
@@ -119,7 +128,7 @@ def _smoothing(smooth_doc: str, smooth_default: float = 0.0, eps_default: float 
 
 def _overlap_params(*extra: Param, smooth_doc: str = "Added to numerator and denominator.") -> tuple[Param, ...]:
     return (_MODE, _FROM_LOGITS, *_smoothing(smooth_doc), *extra, _IGNORE, _INCLUDE_BG, _CLASSES, _CLASS_WEIGHTS,
-            _SOFT_LABEL, _SQUARED, _AGGREGATION, _EMPTY, _LOG_LOSS, _OVERLAP_REDUCTION)
+            _SOFT_LABEL, _SQUARED, _AGGREGATION, _EMPTY, _LOG_LOSS, _OVERLAP_REDUCTION, _MASK_TARGET)
 
 
 @dataclass(frozen=True)
@@ -134,9 +143,15 @@ class OverlapStats:
 
 
 def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_logits: bool, ignore_index: int | None,
-                   mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probs, target) as (N, C, S) with ignored elements zeroed in both, both times ``mask``."""
+                   mask: torch.Tensor | None = None, mask_target: str = "one_hot") -> tuple[torch.Tensor, torch.Tensor]:
+    """(probs, target) as (N, C, S) with ignored elements zeroed in both, both times ``mask`` (``mask_target``
+    'class_indices': the mask multiplies the class indices before the one-hot, MONAI's MaskedDiceLoss)."""
     require(input.dim() >= 1 and input.shape[0] > 0, "inputs.input", "needs a non-empty batch dimension")
+    by_index = mask_target == "class_indices"
+    if by_index:
+        require(mask is not None, "params.mask_target", "'class_indices' needs inputs.mask")
+        require(mode == "multiclass" and not target.is_floating_point(), "params.mask_target",
+                "'class_indices' needs mode 'multiclass' and a class-index target (N, *)")
     n = input.shape[0]
     keep: torch.Tensor | None = None
     if mode == "multiclass":
@@ -159,9 +174,18 @@ def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
             if ignore_index is not None:
                 keep = (target != ignore_index).reshape(n, 1, -1)
                 target = torch.where(target == ignore_index, torch.zeros_like(target), target)
+            if by_index:
+                assert mask is not None
+                _check_mask(mask, input)
+                require(bool(((mask == 0) | (mask == 1)).all()), "inputs.mask",
+                        "values must be 0 or 1 with mask_target 'class_indices' (they multiply class indices)")
+                target = torch.where(mask.squeeze(1) == 0, torch.zeros_like(target), target)
             onehot = F.one_hot(target, n_classes).movedim(-1, 1).to(input.dtype)
         probs = input.softmax(dim=1) if from_logits else input
-        if mask is not None:
+        if by_index:
+            assert mask is not None
+            probs = probs * mask
+        elif mask is not None:
             probs, onehot = _masked(probs, onehot, mask, input)
     else:
         require_same_shape(input, target, f"{mode} targets are a mask shaped like input")
@@ -195,12 +219,16 @@ def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
     return probs, onehot
 
 
-def _masked(probs: torch.Tensor, onehot: torch.Tensor, mask: torch.Tensor, input: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_mask(mask: torch.Tensor, input: torch.Tensor) -> None:
     expected = f"[{input.shape[0]} or 1, 1, {', '.join(map(str, input.shape[2:]))}]"
     require(input.dim() >= 2 and mask.dim() == input.dim() and mask.shape[0] in (1, input.shape[0])
             and mask.shape[1] == 1 and mask.shape[2:] == input.shape[2:], "inputs.mask",
             f"shape {list(mask.shape)} must be {expected} (one value per pixel, every class)")
+
+
+def _masked(probs: torch.Tensor, onehot: torch.Tensor, mask: torch.Tensor, input: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_mask(mask, input)
     return probs * mask, onehot * mask
 
 
@@ -228,10 +256,10 @@ def _kept_classes(n_classes: int, mode: str, include_background: bool, classes: 
 
 def overlap_stats(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logits: bool, ignore_index: int | None,
                   include_background: bool, classes: Sequence[int] | None, class_weights: Sequence[float] | None,
-                  soft_label: bool, squared_pred: bool, aggregation: str, mask: torch.Tensor | None = None
-                  ) -> OverlapStats:
+                  soft_label: bool, squared_pred: bool, aggregation: str, mask: torch.Tensor | None = None,
+                  mask_target: str = "one_hot") -> OverlapStats:
     """Intersection and sums per unit of ``aggregation``: (C,) pooled, (N, C) per_sample, (N,) micro."""
-    probs, onehot = _probabilities(input, target, mode, from_logits, ignore_index, mask)
+    probs, onehot = _probabilities(input, target, mode, from_logits, ignore_index, mask, mask_target)
     kept = _kept_classes(probs.shape[1], mode, include_background, classes, class_weights)
     weights = None
     if class_weights is not None:
@@ -394,8 +422,14 @@ _DICE_EQUIVALENTS = (
     Equivalent(
         "monai.losses.MaskedDiceLoss(softmax=True)",
         {"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0},
-        "one-hot target; send MONAI's mask as input mask (N, 1, *). (With to_onehot_y MONAI masks the class "
-        "indices, so masked pixels count as class 0: not expressible.)",
+        "one-hot target; send MONAI's mask as input mask (N, 1, *)",
+    ),
+    Equivalent(
+        "monai.losses.MaskedDiceLoss(softmax=True, to_onehot_y=True)",
+        {"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0,
+         "mask_target": "class_indices"},
+        "target (N, *) class indices, mask (N, 1, *) of 0/1: MONAI masks the class indices, so masked pixels "
+        "count as class 0",
     ),
     Equivalent(
         "monai.losses.DiceLoss(softmax=True, to_onehot_y=True, weight=w)",
@@ -446,11 +480,13 @@ def dice_loss(
     empty_classes: str,
     log_loss: bool,
     reduction: str,
+    mask_target: str,
 ) -> torch.Tensor:
     """Per unit ``1 - (2*I + smooth_nr) / max(P + T + smooth_dr, eps)``; units and their mean per ``aggregation``."""
     s = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
                       include_background=include_background, classes=classes, class_weights=class_weights,
-                      soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation, mask=mask)
+                      soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation, mask=mask,
+                      mask_target=mask_target)
     nr, dr = _smooths(smooth, smooth_nr, smooth_dr)
     score = (2 * s.tp + nr) / (s.p + s.t + dr).clamp_min(eps)
     return _finish(score, s, eps=eps, log_loss=log_loss, empty_classes=empty_classes, reduction=reduction)
@@ -504,11 +540,13 @@ def jaccard_loss(
     empty_classes: str,
     log_loss: bool,
     reduction: str,
+    mask_target: str,
 ) -> torch.Tensor:
     """Per unit ``1 - (I + smooth_nr) / max(P + T - I + smooth_dr, eps)``."""
     s = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
                       include_background=include_background, classes=classes, class_weights=class_weights,
-                      soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation, mask=mask)
+                      soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation, mask=mask,
+                      mask_target=mask_target)
     nr, dr = _smooths(smooth, smooth_nr, smooth_dr)
     score = (s.tp + nr) / (s.p + s.t - s.tp + dr).clamp_min(eps)
     return _finish(score, s, eps=eps, log_loss=log_loss, empty_classes=empty_classes, reduction=reduction)
@@ -557,13 +595,15 @@ def _tversky(
     empty_classes: str,
     log_loss: bool,
     reduction: str,
+    mask_target: str,
 ) -> torch.Tensor:
     """Per unit ``(1 - (I + smooth_nr) / max(I + alpha*FP + beta*FN + smooth_dr, eps))^gamma``,
     ``FP = P - I``, ``FN = T - I``; the power is guarded (finite gradient where the loss is 0)."""
     require(gamma_on == "each" or reduction == "mean", "params.gamma_on", "'mean' needs reduction 'mean'")
     s = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
                       include_background=include_background, classes=classes, class_weights=class_weights,
-                      soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation, mask=mask)
+                      soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation, mask=mask,
+                      mask_target=mask_target)
     nr, dr = _smooths(smooth, smooth_nr, smooth_dr)
     score = (s.tp + nr) / (s.tp + alpha * (s.p - s.tp) + beta * (s.t - s.tp) + dr).clamp_min(eps)
     return _finish(score, s, eps=eps, log_loss=log_loss, empty_classes=empty_classes, reduction=reduction,

@@ -122,7 +122,12 @@ def _overlap_inputs(t, p):
     probs, onehot, keep = (v.reshape(n, c, -1) for v in (probs, onehot, keep))
     if t.get("mask") is not None:  # (N or 1, 1, *): after the activation
         m = t["mask"].reshape(t["mask"].shape[0], 1, -1)
-        probs, onehot = probs * m, onehot * m
+        if p.get("mask_target") == "class_indices":  # MONAI: class index times mask, so masked pixels are class 0
+            background = torch.zeros_like(onehot)
+            background[:, 0] = 1.0
+            probs, onehot = probs * m, torch.where(m == 0, background, onehot)
+        else:
+            probs, onehot = probs * m, onehot * m
     return probs * keep, onehot * keep
 
 
@@ -354,6 +359,11 @@ _OVERLAP_CONVENTIONS = [
     Case("monai-mask", lambda dt: {"input": randn(2, 3, 2, 3, dtype=dt, seed=21), "target": randint(3, 2, 2, 3, seed=22),
                                    "mask": _mask(1, 1, 2, 3, dt=dt, seed=23)},
          params={"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0}),
+    Case("monai-mask-class-indices", lambda dt: {"input": randn(2, 3, 2, 3, dtype=dt, seed=24),
+                                                 "target": randint(3, 2, 2, 3, seed=25),
+                                                 "mask": _mask(2, 1, 2, 3, dt=dt, seed=26)},
+         params={"mode": "multiclass", "aggregation": "per_sample", "smooth_nr": 1e-5, "smooth_dr": 1e-5, "eps": 0.0,
+                 "mask_target": "class_indices"}),
     Case("softmax-one-hot-target", lambda dt: {"input": randn(2, 3, 4, dtype=dt, seed=18),
                                                "target": torch.nn.functional.one_hot(randint(3, 2, 4, seed=19), 3).movedim(-1, 1).to(dt)},
          params={"mode": "multiclass", "aggregation": "per_sample"}),

@@ -178,6 +178,11 @@ CHECKS = {
         lambda: ({"input": randn(2, 3, 4, 4, dtype=F64, seed=1), "target": _onehot(randint(3, 2, 4, 4, seed=2), 3),
                   "mask": _mask(2, 1, 4, 4, seed=48)},
                  lambda t: _monai_losses().MaskedDiceLoss(softmax=True)(t["input"], t["target"], mask=t["mask"])),
+    "monai.losses.MaskedDiceLoss(softmax=True, to_onehot_y=True)":
+        lambda: ({"input": randn(2, 3, 4, 4, dtype=F64, seed=73), "target": randint(3, 2, 4, 4, seed=74),
+                  "mask": _mask(2, 1, 4, 4, seed=75)},
+                 lambda t: _monai_losses().MaskedDiceLoss(softmax=True, to_onehot_y=True)(
+                     t["input"], t["target"].unsqueeze(1), mask=t["mask"])),
     "monai.losses.LogHausdorffDTLoss(sigmoid=True, include_background=True)":
         lambda: ({"input": randn(2, 2, 5, 4, dtype=F64, seed=49), "target": _mask(2, 2, 5, 4, seed=50)},
                  lambda t: _monai_losses().LogHausdorffDTLoss(sigmoid=True, include_background=True)(t["input"], t["target"])),
