@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import (  # noqa: F401  (register the built-ins)
     _boxes,
+    _cldice,
     _classification,
     _custom,
     _embedding,
@@ -20,6 +21,7 @@ from . import (  # noqa: F401  (register the built-ins)
     _regression,
     _robust,
     _sequence,
+    _wasserstein_dice,
 )
 from ._dtypes import TORCH_DTYPES, WIRE_NAMES
 from ._registry import (

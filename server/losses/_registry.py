@@ -75,7 +75,7 @@ InputRole = Literal[
     "anchor", "positive example", "negative example", "negatives", "input lengths", "target lengths",
     "first embedding", "second embedding", "first score", "second score", "first tensor", "second tensor",
     "projection weight", "projection bias", "head weight", "head bias", "tail projection weight",
-    "tail output weight",
+    "tail output weight", "class distances", "auxiliary variable",
 ]
 #: What ``reduction='mean'`` divides by: ``count``, the number of per-sample terms; ``weight``,
 #: the total class weight of the samples kept (a ``weight`` input, a non-negative

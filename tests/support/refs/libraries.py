@@ -124,6 +124,9 @@ def _ml(c=3, seed=1):
     return {"input": randn(2, c, 4, 4, dtype=F64, seed=seed), "target": _mask(2, c, 4, 4, seed=seed + 1)}
 
 
+_GWDL_M = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.5], [1.0, 0.5, 0.0]], dtype=F64)
+
+
 def _kornia():
     import kornia
 
@@ -189,6 +192,29 @@ CHECKS = {
     "monai.losses.DiceLoss(softmax=True, to_onehot_y=True, weight=w)":
         lambda: (_seg(), lambda t: _monai_losses().DiceLoss(softmax=True, to_onehot_y=True, weight=[1.5, 3.0, 6.0])(
             t["input"], t["target"].unsqueeze(1))),
+    # ---- generalized_wasserstein_dice_loss
+    "monai.losses.GeneralizedWassersteinDiceLoss(dist_matrix=M)":
+        lambda: (_seg() | {"dist_matrix": _GWDL_M},
+                 lambda t: _monai_losses().GeneralizedWassersteinDiceLoss(dist_matrix=_GWDL_M)(t["input"], t["target"])),
+    "monai.losses.GeneralizedWassersteinDiceLoss(dist_matrix=M, weighting_mode='GDL', reduction='none')":
+        lambda: (_seg(seed=76) | {"dist_matrix": _GWDL_M},
+                 lambda t: _monai_losses().GeneralizedWassersteinDiceLoss(dist_matrix=_GWDL_M, weighting_mode="GDL",
+                                                                          reduction="none")(t["input"], t["target"])),
+    # ---- soft_cldice_loss, soft_dice_cldice_loss
+    "monai.losses.SoftclDiceLoss()":
+        lambda: ({"input": rand(2, 2, 7, 6, dtype=F64, seed=77, low=0.01, high=0.99), "target": _mask(2, 2, 7, 6, seed=78)},
+                 lambda t: _monai_losses().SoftclDiceLoss()(t["input"], t["target"])),
+    "monai.losses.SoftclDiceLoss(iter_=2, softmax=True, to_onehot_y=True, include_background=False)":
+        lambda: ({"input": randn(2, 3, 5, 4, 6, dtype=F64, seed=79), "target": randint(3, 2, 5, 4, 6, seed=80)},
+                 lambda t: _monai_losses().SoftclDiceLoss(iter_=2, softmax=True, to_onehot_y=True, include_background=False)(
+                     t["input"], t["target"].unsqueeze(1))),
+    "monai.losses.SoftDiceclDiceLoss()":
+        lambda: ({"input": rand(2, 2, 7, 6, dtype=F64, seed=81, low=0.01, high=0.99), "target": _mask(2, 2, 7, 6, seed=82)},
+                 lambda t: _monai_losses().SoftDiceclDiceLoss()(t["input"], t["target"])),
+    "monai.losses.SoftDiceclDiceLoss(iter_=5, alpha=0.3, sigmoid=True, reduction='sum')":
+        lambda: ({"input": randn(2, 2, 4, 5, 6, dtype=F64, seed=83), "target": _mask(2, 2, 4, 5, 6, seed=84)},
+                 lambda t: _monai_losses().SoftDiceclDiceLoss(iter_=5, alpha=0.3, sigmoid=True, reduction="sum")(
+                     t["input"], t["target"])),
     # ---- jaccard_loss
     "segmentation_models_pytorch.losses.JaccardLoss(mode='multiclass', smooth=1.0)":
         lambda: (_seg(), lambda t: smp_overlap(t["input"], t["target"], mode="multiclass", alpha=1.0, beta=1.0, smooth=1.0)),
