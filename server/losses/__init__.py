@@ -21,6 +21,7 @@ from . import (  # noqa: F401  (register the built-ins)
     _regression,
     _robust,
     _sequence,
+    _unified_focal,
     _wasserstein_dice,
 )
 from ._dtypes import TORCH_DTYPES, WIRE_NAMES

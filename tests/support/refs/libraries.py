@@ -127,6 +127,18 @@ def _ml(c=3, seed=1):
 _GWDL_M = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.5], [1.0, 0.5, 0.0]], dtype=F64)
 
 
+def _p2(n, c, *spatial, seed):
+    """(N, 2, *) probabilities: background 1 - p, foreground p."""
+    fore = rand(n, 1, *spatial, dtype=F64, seed=seed, low=0.02, high=0.98)
+    return torch.cat([1 - fore, fore], 1)
+
+
+def _unified():
+    import monai.losses.unified_focal_loss
+
+    return monai.losses.unified_focal_loss
+
+
 def _kornia():
     import kornia
 
@@ -215,6 +227,28 @@ CHECKS = {
         lambda: ({"input": randn(2, 2, 4, 5, 6, dtype=F64, seed=83), "target": _mask(2, 2, 4, 5, 6, seed=84)},
                  lambda t: _monai_losses().SoftDiceclDiceLoss(iter_=5, alpha=0.3, sigmoid=True, reduction="sum")(
                      t["input"], t["target"])),
+    # ---- asymmetric_focal_loss, asymmetric_focal_tversky_loss, asymmetric_unified_focal_loss
+    "monai.losses.unified_focal_loss.AsymmetricFocalLoss()":
+        lambda: ({"input": _p2(2, 2, 4, 5, seed=85), "target": _onehot(randint(2, 2, 4, 5, seed=86), 2)},
+                 lambda t: _unified().AsymmetricFocalLoss()(t["input"], t["target"])),
+    "monai.losses.unified_focal_loss.AsymmetricFocalLoss(to_onehot_y=True, delta=0.6, gamma=1.5, reduction='sum')":
+        lambda: ({"input": _p2(2, 2, 4, 5, seed=87), "target": randint(2, 2, 4, 5, seed=88)},
+                 lambda t: _unified().AsymmetricFocalLoss(to_onehot_y=True, delta=0.6, gamma=1.5, reduction="sum")(
+                     t["input"], t["target"].unsqueeze(1))),
+    "monai.losses.unified_focal_loss.AsymmetricFocalTverskyLoss()":
+        lambda: ({"input": _p2(2, 2, 4, 5, seed=89), "target": _onehot(randint(2, 2, 4, 5, seed=90), 2)},
+                 lambda t: _unified().AsymmetricFocalTverskyLoss()(t["input"], t["target"])),
+    "monai.losses.unified_focal_loss.AsymmetricFocalTverskyLoss(to_onehot_y=True, reduction='none')":
+        lambda: ({"input": _p2(2, 2, 4, 5, seed=91), "target": randint(2, 2, 4, 5, seed=92)},
+                 lambda t: _unified().AsymmetricFocalTverskyLoss(to_onehot_y=True, reduction="none")(
+                     t["input"], t["target"].unsqueeze(1))),
+    "monai.losses.AsymmetricUnifiedFocalLoss()":
+        lambda: ({"input": rand(2, 1, 4, 5, dtype=F64, seed=93, low=0.02, high=0.98), "target": _mask(2, 1, 4, 5, seed=94)},
+                 lambda t: _monai_losses().AsymmetricUnifiedFocalLoss()(t["input"], t["target"])),
+    "monai.losses.AsymmetricUnifiedFocalLoss(to_onehot_y=True, weight=0.3, gamma=0.25, delta=0.6)":
+        lambda: ({"input": _p2(2, 2, 3, 3, 2, seed=95), "target": randint(2, 2, 3, 3, 2, seed=96)},
+                 lambda t: _monai_losses().AsymmetricUnifiedFocalLoss(to_onehot_y=True, weight=0.3, gamma=0.25, delta=0.6)(
+                     t["input"], t["target"].unsqueeze(1))),
     # ---- jaccard_loss
     "segmentation_models_pytorch.losses.JaccardLoss(mode='multiclass', smooth=1.0)":
         lambda: (_seg(), lambda t: smp_overlap(t["input"], t["target"], mode="multiclass", alpha=1.0, beta=1.0, smooth=1.0)),
