@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 from . import (  # noqa: F401  (register the built-ins)
+    _auc,
     _boxes,
+    _calibration,
     _cldice,
     _classification,
     _custom,

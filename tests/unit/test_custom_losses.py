@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from lossd.server import evaluate
 from lossd.server.losses import REGISTRY, LossError
 from support.refs import CASES
-from support.refs import boxes, cldice, custom, image, lovasz, robust, unified_focal, wasserstein_dice
+from support.refs import (auc, boxes, calibration, cldice, custom, image, lovasz, robust, unified_focal,
+                          wasserstein_dice)
 
 #: Every loss lossd defines (not a torch.nn loss): their references are formulas, not torch calls.
 CUSTOM = {name: ref for module in (custom, robust, boxes, image, lovasz, cldice, wasserstein_dice,
-                                                   unified_focal)
+                                                   unified_focal, calibration, auc)
           for name, ref in module.REFERENCES.items()}
 
 # CIoU's trade-off weight alpha is a constant by definition (no gradient, as in the paper and torchvision),

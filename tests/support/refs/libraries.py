@@ -139,6 +139,21 @@ def _unified():
     return monai.losses.unified_focal_loss
 
 
+def _aucm(kwargs, seed):
+    """Scores, labels and the auxiliary variables, and MONAI's AUCMLoss holding the same a, b, alpha."""
+    aux = {"a": torch.tensor(0.3, dtype=F64), "b": torch.tensor(-0.2, dtype=F64), "alpha": torch.tensor(0.7, dtype=F64)}
+    tensors = {"input": randn(10, 1, dtype=F64, seed=seed), "target": _mask(10, 1, seed=seed + 1), **aux}
+
+    def library(t):
+        module = _monai_losses().AUCMLoss(**kwargs).double()
+        with torch.no_grad():
+            for name in aux:
+                getattr(module, name).copy_(t[name])
+        return module(t["input"], t["target"])
+
+    return tensors, library
+
+
 def _kornia():
     import kornia
 
@@ -249,6 +264,16 @@ CHECKS = {
         lambda: ({"input": _p2(2, 2, 3, 3, 2, seed=95), "target": randint(2, 2, 3, 3, 2, seed=96)},
                  lambda t: _monai_losses().AsymmetricUnifiedFocalLoss(to_onehot_y=True, weight=0.3, gamma=0.25, delta=0.6)(
                      t["input"], t["target"].unsqueeze(1))),
+    # ---- nacl_loss, aucm_loss
+    "monai.losses.NACLLoss(classes=3, dim=2)":
+        lambda: (_seg(seed=97), lambda t: _monai_losses().NACLLoss(classes=3, dim=2)(t["input"], t["target"])),
+    "monai.losses.NACLLoss(classes=3, dim=3, kernel_ops='gaussian', distance_type='l2', alpha=0.5, sigma=0.8)":
+        lambda: ({"input": randn(2, 3, 4, 5, 3, dtype=F64, seed=98), "target": randint(3, 2, 4, 5, 3, seed=99)},
+                 lambda t: _monai_losses().NACLLoss(classes=3, dim=3, kernel_ops="gaussian", distance_type="l2", alpha=0.5,
+                                                    sigma=0.8)(t["input"], t["target"])),
+    "monai.losses.AUCMLoss()": lambda: _aucm({}, seed=100),
+    "monai.losses.AUCMLoss(margin=0.6, imratio=0.3)": lambda: _aucm({"margin": 0.6, "imratio": 0.3}, seed=101),
+    "monai.losses.AUCMLoss(version='v2')": lambda: _aucm({"version": "v2"}, seed=102),
     # ---- jaccard_loss
     "segmentation_models_pytorch.losses.JaccardLoss(mode='multiclass', smooth=1.0)":
         lambda: (_seg(), lambda t: smp_overlap(t["input"], t["target"], mode="multiclass", alpha=1.0, beta=1.0, smooth=1.0)),
