@@ -42,13 +42,17 @@ def _two_channels(input: torch.Tensor, target: torch.Tensor, epsilon: float) -> 
     """(clamped probabilities, one-hot target), both (N, 2, S)."""
     require(input.dim() >= 2 and input.shape[0] > 0 and input.shape[1] in (1, 2), "inputs.input",
             f"must be (N, 2, *) or (N, 1, *) (binary segmentation), got shape {list(input.shape)}")
-    require(bool(((input >= 0) & (input <= 1)).all()), "inputs.input", "probabilities must lie in [0, 1] (NaN is refused)")
+    require(
+        bool(((input >= 0) & (input <= 1)).all()), "inputs.input", "probabilities must lie in [0, 1] (NaN is refused)"
+    )
     n = input.shape[0]
     if target.is_floating_point():
         require(target.shape == input.shape, "inputs.target",
                 f"shape {list(target.shape)} must be {list(input.shape)} (one-hot or mask) or "
                 f"{[n, *input.shape[2:]]} (class indices)")
-        require(bool(((target >= 0) & (target <= 1)).all()), "inputs.target", "values must lie in [0, 1] (NaN is refused)")
+        require(
+            bool(((target >= 0) & (target <= 1)).all()), "inputs.target", "values must lie in [0, 1] (NaN is refused)"
+        )
         onehot = target.to(input.dtype)
         if input.shape[1] == 1:
             onehot = torch.cat([1 - onehot, onehot], dim=1)
@@ -99,17 +103,28 @@ def _example(dt: torch.dtype) -> dict[str, object]:
         _DELTA,
         Param("gamma", "float", 2.0, "Focal exponent of the background term.", min=0.0),
         _EPSILON,
-        Param("reduction", "string", "mean", "'mean' or 'sum' over samples, both classes and space, or 'none' "
-              "(N, 2, *).", choices=("none", "mean", "sum")),
+        Param(
+            "reduction",
+            "string",
+            "mean",
+            "'mean' or 'sum' over samples, both classes and space, or 'none' (N, 2, *).",
+            choices=("none", "mean", "sum"),
+        ),
     ),
     description="Asymmetric focal loss (Yeung et al. 2022): background (1 - delta)(1 - p0)^gamma · CE, foreground "
     "delta · CE, not suppressed.",
     source="lossd (Yeung et al. 2022; MONAI AsymmetricFocalLoss conventions)",
     example=_example,
     equivalents=(
-        Equivalent("monai.losses.unified_focal_loss.AsymmetricFocalLoss()", {}, "input (N, 2, *) probabilities, target one-hot"),
-        Equivalent("monai.losses.unified_focal_loss.AsymmetricFocalLoss(to_onehot_y=True, delta=0.6, gamma=1.5, reduction='sum')",
-                   {"delta": 0.6, "gamma": 1.5, "reduction": "sum"}, "target (N, *) class indices 0/1"),
+        Equivalent(
+            "monai.losses.unified_focal_loss.AsymmetricFocalLoss()", {}, "input (N, 2, *) probabilities, target one-hot"
+        ),
+        Equivalent(
+            "monai.losses.unified_focal_loss.AsymmetricFocalLoss(to_onehot_y=True, delta=0.6, gamma=1.5, "
+            "reduction='sum')",
+            {"delta": 0.6, "gamma": 1.5, "reduction": "sum"},
+            "target (N, *) class indices 0/1",
+        ),
     ),
 )
 def asymmetric_focal_loss(input: torch.Tensor, target: torch.Tensor, *, delta: float, gamma: float, epsilon: float,
@@ -131,18 +146,30 @@ def asymmetric_focal_loss(input: torch.Tensor, target: torch.Tensor, *, delta: f
         _DELTA,
         Param("gamma", "float", 0.75, "The foreground term is (1 - TI)^(1 - gamma); at most 1.", min=0.0, max=1.0),
         _EPSILON,
-        Param("reduction", "string", "mean", "'mean' or 'sum' over samples and both classes, or 'none' (N, 2).",
-              choices=("none", "mean", "sum")),
+        Param(
+            "reduction",
+            "string",
+            "mean",
+            "'mean' or 'sum' over samples and both classes, or 'none' (N, 2).",
+            choices=("none", "mean", "sum"),
+        ),
     ),
-    description="Asymmetric focal Tversky loss (Yeung et al. 2022): background 1 - TI, foreground (1 - TI)^(1 - gamma), "
-    "per sample; FN weighted delta, FP 1 - delta.",
+    description="Asymmetric focal Tversky loss (Yeung et al. 2022): background 1 - TI, foreground "
+    "(1 - TI)^(1 - gamma), per sample; FN weighted delta, FP 1 - delta.",
     source="lossd (Yeung et al. 2022; MONAI AsymmetricFocalTverskyLoss conventions)",
     notes="The foreground power is guarded: its gradient is 0, not NaN, on a perfect prediction.",
     example=_example,
     equivalents=(
-        Equivalent("monai.losses.unified_focal_loss.AsymmetricFocalTverskyLoss()", {}, "input (N, 2, *) probabilities, target one-hot"),
-        Equivalent("monai.losses.unified_focal_loss.AsymmetricFocalTverskyLoss(to_onehot_y=True, reduction='none')",
-                   {"reduction": "none"}, "target (N, *) class indices 0/1"),
+        Equivalent(
+            "monai.losses.unified_focal_loss.AsymmetricFocalTverskyLoss()",
+            {},
+            "input (N, 2, *) probabilities, target one-hot",
+        ),
+        Equivalent(
+            "monai.losses.unified_focal_loss.AsymmetricFocalTverskyLoss(to_onehot_y=True, reduction='none')",
+            {"reduction": "none"},
+            "target (N, *) class indices 0/1",
+        ),
     ),
 )
 def asymmetric_focal_tversky_loss(input: torch.Tensor, target: torch.Tensor, *, delta: float, gamma: float,

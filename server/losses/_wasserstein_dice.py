@@ -21,7 +21,9 @@ __all__ = ["generalized_wasserstein_dice_loss"]
 
 def _example(dt: torch.dtype) -> dict[str, object]:
     return {
-        "input": torch.tensor([[[2.0, -1.0], [0.5, 0.1], [-1.0, 1.5]], [[0.3, 1.0], [1.2, -0.4], [0.0, 0.2]]], dtype=dt),
+        "input": torch.tensor(
+            [[[2.0, -1.0], [0.5, 0.1], [-1.0, 1.5]], [[0.3, 1.0], [1.2, -0.4], [0.0, 0.2]]], dtype=dt
+        ),
         "target": torch.tensor([[0, 2], [1, 1]]),
         "dist_matrix": torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.5], [1.0, 0.5, 0.0]], dtype=dt),
     }
