@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import (  # noqa: F401  (register the built-ins)
     _auc,
+    _boundary,
     _boxes,
     _calibration,
     _classification,

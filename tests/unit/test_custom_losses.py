@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from lossd.server import evaluate
 from lossd.server.losses import REGISTRY, LossError
 from support.refs import CASES
-from support.refs import (auc, boxes, calibration, cldice, custom, image, lovasz, robust, unified_focal,
+from support.refs import (auc, boundary, boxes, calibration, cldice, custom, image, lovasz, robust, unified_focal,
                           wasserstein_dice)
 
 #: Every loss lossd defines (not a torch.nn loss): their references are formulas, not torch calls.
 CUSTOM = {name: ref for module in (custom, robust, boxes, image, lovasz, cldice, wasserstein_dice,
-                                                   unified_focal, calibration, auc)
+                                                   unified_focal, calibration, auc, boundary)
           for name, ref in module.REFERENCES.items()}
 
 # CIoU's trade-off weight alpha is a constant by definition (no gradient, as in the paper and torchvision),
@@ -255,6 +255,10 @@ def test_tversky_with_half_weights_is_dice() -> None:
         ("aucm_loss", {"input": torch.zeros(4, 1), "target": torch.zeros(4, 1), "a": torch.zeros(2)}, {}, "inputs.a",
          "one number"),
         ("aucm_loss", {"input": torch.zeros(0, 1), "target": torch.zeros(0, 1)}, {}, "inputs.input", "at least one"),
+        ("boundary_loss", {"input": torch.zeros(64, 1, 128, 128), "target": torch.zeros(64, 1, 128, 128)}, {},
+         "inputs.input", "at most"),
+        ("boundary_loss", {"input": torch.zeros(2, 3, 4, 4), "target": torch.full((2, 4, 4), 3)}, {}, "inputs.target",
+         "[0, 3)"),
         ("distance_box_iou_loss", {"boxes1": torch.zeros(2, 6), "boxes2": torch.zeros(2, 6)}, {}, "inputs.boxes1",
          "(N, 4) or (4)"),
         ("generalized_box_iou_loss", {"boxes1": torch.tensor([[0.0, 0, 2, 1, 1, 1]]), "boxes2": torch.ones(1, 6)}, {},

@@ -274,6 +274,14 @@ CHECKS = {
     "monai.losses.AUCMLoss()": lambda: _aucm({}, seed=100),
     "monai.losses.AUCMLoss(margin=0.6, imratio=0.3)": lambda: _aucm({"margin": 0.6, "imratio": 0.3}, seed=101),
     "monai.losses.AUCMLoss(version='v2')": lambda: _aucm({"version": "v2"}, seed=102),
+    # ---- boundary_loss
+    "monai.losses.BoundaryLoss()":
+        lambda: ({"input": rand(2, 2, 6, 5, dtype=F64, seed=103), "target": _mask(2, 2, 6, 5, seed=104)},
+                 lambda t: _monai_losses().BoundaryLoss()(t["input"], t["target"])),
+    "monai.losses.BoundaryLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True, reduction='none')":
+        lambda: ({"input": randn(2, 3, 4, 5, 3, dtype=F64, seed=105), "target": randint(3, 2, 4, 5, 3, seed=106)},
+                 lambda t: _monai_losses().BoundaryLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True,
+                                                        reduction="none")(t["input"], t["target"].unsqueeze(1))),
     # ---- jaccard_loss
     "segmentation_models_pytorch.losses.JaccardLoss(mode='multiclass', smooth=1.0)":
         lambda: (_seg(), lambda t: smp_overlap(t["input"], t["target"], mode="multiclass", alpha=1.0, beta=1.0, smooth=1.0)),
