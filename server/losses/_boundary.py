@@ -5,7 +5,7 @@ The distance maps are exact Euclidean, computed in torch (no gradient: they depe
 >>> import torch
 >>> target = torch.zeros(1, 1, 1, 4)
 >>> target[..., :2] = 1.0
->>> signed_distance_map(target > 0.5).flatten().tolist()  # inside: -(distance - 1), outside: distance
+>>> (signed_distance_map(target > 0.5) + 0.0).flatten().tolist()  # inside -(distance - 1), outside distance
 [-1.0, 0.0, 1.0, 2.0]
 """
 
@@ -67,7 +67,8 @@ def signed_distance_map(mask: torch.Tensor) -> torch.Tensor:
         "target": torch.tensor([[[[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]]], dtype=dt),
     },
     equivalents=(
-        Equivalent("monai.losses.BoundaryLoss()", {}, "input holds probabilities; MONAI holds the distances in float32"),
+        Equivalent("monai.losses.BoundaryLoss()", {},
+                   "input holds probabilities; MONAI holds the distances in float32"),
         Equivalent("monai.losses.BoundaryLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True, "
                    "reduction='none')",
                    {"activation": "softmax", "include_background": False, "batch": True, "reduction": "none"},
