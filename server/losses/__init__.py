@@ -24,6 +24,7 @@ from . import (  # noqa: F401  (register the built-ins)
     _regression,
     _robust,
     _sequence,
+    _spectral,
     _unified_focal,
     _wasserstein_dice,
 )

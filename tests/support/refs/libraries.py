@@ -282,6 +282,14 @@ CHECKS = {
         lambda: ({"input": randn(2, 3, 4, 5, 3, dtype=F64, seed=105), "target": randint(3, 2, 4, 5, 3, seed=106)},
                  lambda t: _monai_losses().BoundaryLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True,
                                                         reduction="none")(t["input"], t["target"].unsqueeze(1))),
+    # ---- jukebox_loss
+    "monai.losses.JukeboxLoss(spatial_dims=2)":
+        lambda: ({"input": randn(2, 3, 5, 6, dtype=F64, seed=107), "target": randn(2, 3, 5, 6, dtype=F64, seed=108)},
+                 lambda t: _monai_losses().JukeboxLoss(spatial_dims=2)(t["input"], t["target"])),
+    "monai.losses.JukeboxLoss(spatial_dims=3, fft_signal_size=(2, 6, 4, 4), fft_norm='forward', reduction='sum')":
+        lambda: ({"input": randn(2, 2, 5, 4, 3, dtype=F64, seed=109), "target": randn(2, 2, 5, 4, 3, dtype=F64, seed=110)},
+                 lambda t: _monai_losses().JukeboxLoss(spatial_dims=3, fft_signal_size=(2, 6, 4, 4), fft_norm="forward",
+                                                       reduction="sum")(t["input"], t["target"])),
     # ---- jaccard_loss
     "segmentation_models_pytorch.losses.JaccardLoss(mode='multiclass', smooth=1.0)":
         lambda: (_seg(), lambda t: smp_overlap(t["input"], t["target"], mode="multiclass", alpha=1.0, beta=1.0, smooth=1.0)),
