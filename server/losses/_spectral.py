@@ -89,7 +89,7 @@ def jukebox_loss(input: torch.Tensor, target: torch.Tensor, *, fft_signal_size: 
     # torch's CPU FFT has no float16 / bfloat16: those run in float32, the result in the input's dtype
     wide = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else None
     x, y = (input, target) if wide is None else (input.to(wide), target.to(wide))
-    loss = (torch.fft.fftn(y, s=fft_signal_size, dim=dims, norm=fft_norm).abs()
-            - torch.fft.fftn(x, s=fft_signal_size, dim=dims, norm=fft_norm).abs()) ** 2
-    loss = loss.to(input.dtype)
+    amplitude_y: torch.Tensor = torch.fft.fftn(y, s=fft_signal_size, dim=dims, norm=fft_norm).abs()
+    amplitude_x: torch.Tensor = torch.fft.fftn(x, s=fft_signal_size, dim=dims, norm=fft_norm).abs()
+    loss = ((amplitude_y - amplitude_x) ** 2).to(input.dtype)
     return loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
