@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (register the built-ins)
     _classification,
     _cldice,
     _custom,
+    _deformation,
     _embedding,
     _focal,
     _image,

@@ -290,6 +290,17 @@ CHECKS = {
         lambda: ({"input": randn(2, 2, 5, 4, 3, dtype=F64, seed=109), "target": randn(2, 2, 5, 4, 3, dtype=F64, seed=110)},
                  lambda t: _monai_losses().JukeboxLoss(spatial_dims=3, fft_signal_size=(2, 6, 4, 4), fft_norm="forward",
                                                        reduction="sum")(t["input"], t["target"])),
+    # ---- bending_energy_loss, diffusion_loss
+    "monai.losses.BendingEnergyLoss()":
+        lambda: ({"input": randn(2, 2, 5, 6, dtype=F64, seed=111)}, lambda t: _monai_losses().BendingEnergyLoss()(t["input"])),
+    "monai.losses.BendingEnergyLoss(normalize=True, reduction='none')":
+        lambda: ({"input": randn(1, 3, 4, 5, 6, dtype=F64, seed=112)},
+                 lambda t: _monai_losses().BendingEnergyLoss(normalize=True, reduction="none")(t["input"])),
+    "monai.losses.DiffusionLoss()":
+        lambda: ({"input": randn(2, 2, 5, 6, dtype=F64, seed=113)}, lambda t: _monai_losses().DiffusionLoss()(t["input"])),
+    "monai.losses.DiffusionLoss(normalize=True, reduction='sum')":
+        lambda: ({"input": randn(1, 3, 4, 5, 6, dtype=F64, seed=114)},
+                 lambda t: _monai_losses().DiffusionLoss(normalize=True, reduction="sum")(t["input"])),
     # ---- jaccard_loss
     "segmentation_models_pytorch.losses.JaccardLoss(mode='multiclass', smooth=1.0)":
         lambda: (_seg(), lambda t: smp_overlap(t["input"], t["target"], mode="multiclass", alpha=1.0, beta=1.0, smooth=1.0)),
