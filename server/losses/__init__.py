@@ -22,6 +22,7 @@ from . import (  # noqa: F401  (register the built-ins)
     _lovasz,
     _overlap,
     _projection,
+    _registration,
     _regression,
     _robust,
     _sequence,

@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from lossd.server import evaluate
 from lossd.server.losses import REGISTRY, LossError
 from support.refs import CASES
-from support.refs import (auc, boundary, boxes, calibration, cldice, custom, deformation, image, lovasz, robust,
-                          spectral, unified_focal, wasserstein_dice)
+from support.refs import (auc, boundary, boxes, calibration, cldice, custom, deformation, image, lovasz, registration,
+                          robust, spectral, unified_focal, wasserstein_dice)
 
 #: Every loss lossd defines (not a torch.nn loss): their references are formulas, not torch calls.
 CUSTOM = {name: ref for module in (custom, robust, boxes, image, lovasz, cldice, wasserstein_dice,
-                                                   unified_focal, calibration, auc, boundary, spectral, deformation)
+                                                   unified_focal, calibration, auc, boundary, spectral, deformation,
+                                                   registration)
           for name, ref in module.REFERENCES.items()}
 
 # CIoU's trade-off weight alpha is a constant by definition (no gradient, as in the paper and torchvision),
@@ -267,6 +268,10 @@ def test_tversky_with_half_weights_is_dice() -> None:
          {"fft_signal_size": [3, 10**7]}, "params.fft_signal_size", "at most"),
         ("bending_energy_loss", {"input": torch.zeros(2, 1, 5, 5)}, {}, "inputs.input", "one per spatial dim: 2"),
         ("diffusion_loss", {"input": torch.zeros(2, 2, 2, 5)}, {}, "inputs.input", "must all be > 2"),
+        ("lncc_loss", {"input": torch.zeros(2, 1, 5), "target": torch.zeros(2, 1, 5)}, {"kernel_size": 4},
+         "params.kernel_size", "odd"),
+        ("lncc_loss", {"input": torch.zeros(2, 1, 5), "target": torch.zeros(2, 1, 5)}, {"smooth_dr": 0.0},
+         "params.smooth_dr", "> 0"),
         ("distance_box_iou_loss", {"boxes1": torch.zeros(2, 6), "boxes2": torch.zeros(2, 6)}, {}, "inputs.boxes1",
          "(N, 4) or (4)"),
         ("generalized_box_iou_loss", {"boxes1": torch.tensor([[0.0, 0, 2, 1, 1, 1]]), "boxes2": torch.ones(1, 6)}, {},

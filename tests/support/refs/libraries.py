@@ -301,6 +301,16 @@ CHECKS = {
     "monai.losses.DiffusionLoss(normalize=True, reduction='sum')":
         lambda: ({"input": randn(1, 3, 4, 5, 6, dtype=F64, seed=114)},
                  lambda t: _monai_losses().DiffusionLoss(normalize=True, reduction="sum")(t["input"])),
+    # ---- local_normalized_cross_correlation_loss
+    "monai.losses.LocalNormalizedCrossCorrelationLoss(spatial_dims=2)":
+        lambda: ({"input": rand(2, 2, 6, 7, dtype=F64, seed=115), "target": rand(2, 2, 6, 7, dtype=F64, seed=116)},
+                 lambda t: _monai_losses().LocalNormalizedCrossCorrelationLoss(spatial_dims=2)(t["input"], t["target"])),
+    "monai.losses.LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=5, kernel_type='gaussian', "
+    "reduction='none')":
+        lambda: ({"input": rand(1, 2, 5, 6, 4, dtype=F64, seed=117), "target": rand(1, 2, 5, 6, 4, dtype=F64, seed=118)},
+                 lambda t: _monai_losses().LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=5,
+                                                                               kernel_type="gaussian", reduction="none")(
+                     t["input"], t["target"])),
     # ---- jaccard_loss
     "segmentation_models_pytorch.losses.JaccardLoss(mode='multiclass', smooth=1.0)":
         lambda: (_seg(), lambda t: smp_overlap(t["input"], t["target"], mode="multiclass", alpha=1.0, beta=1.0, smooth=1.0)),
