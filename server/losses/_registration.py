@@ -1,6 +1,7 @@
-"""Image similarity for registration: the local normalized cross-correlation (MONAI's
-LocalNormalizedCrossCorrelationLoss, from DeepReg): the squared correlation of prediction and target
-within a moving window, negated and averaged. 1-D, 2-D and 3-D images (N, C, *spatial).
+"""Image similarity for registration (MONAI's, from DeepReg): the local normalized cross-correlation
+(the squared correlation of prediction and target within a moving window, negated and averaged; 1-D,
+2-D and 3-D images (N, C, *spatial)) and the global mutual information of their intensities
+(Parzen-window histograms, Gaussian or B-spline).
 
 >>> import torch
 >>> img = torch.arange(16.0).reshape(1, 1, 4, 4) % 5
@@ -16,7 +17,10 @@ import torch.nn.functional as F
 
 from ._registry import Equivalent, Input, Param, register_loss, require, require_same_shape
 
-__all__ = ["local_normalized_cross_correlation_loss"]
+__all__ = ["global_mutual_information_loss", "local_normalized_cross_correlation_loss"]
+
+#: Most Parzen weights (N × pixels × bins) one request's histograms may hold.
+MAX_PARZEN_WEIGHTS = 2**25
 
 
 def _window(kernel_size: int, kernel_type: str) -> torch.Tensor:
@@ -105,3 +109,96 @@ def local_normalized_cross_correlation_loss(input: torch.Tensor, target: torch.T
     p_var = torch.max(p2_sum - p_avg * p_sum, floor)
     ncc = (cross * cross + smooth_nr) / (t_var * p_var)
     return -ncc if reduction == "none" else (-ncc.sum() if reduction == "sum" else -ncc.mean())
+
+
+def _parzen_gaussian(img: torch.Tensor, num_bins: int, sigma_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights (N, S, bins), probabilities (N, 1, bins)): Gaussian windows on bins spread over [0, 1]."""
+    centers = torch.linspace(0.0, 1.0, num_bins, dtype=torch.float64)
+    sigma = (centers[1:] - centers[:-1]).mean() * sigma_ratio if num_bins > 1 else torch.tensor(float("nan"))
+    preterm = (1 / (2 * sigma**2)).to(img.dtype)
+    x = img.clamp(0, 1).reshape(img.shape[0], -1, 1)
+    weight = torch.exp(-preterm * (x - centers.to(img.dtype).view(1, 1, -1)) ** 2)
+    weight = weight / weight.sum(dim=-1, keepdim=True)
+    return weight, weight.mean(dim=-2, keepdim=True)
+
+
+def _parzen_b_spline(img: torch.Tensor, num_bins: int, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ITK's B-spline Parzen windows (cubic, or the box for order 0) on bins spanning the batch's range,
+    padded by 2 bins on each side."""
+    padding = 2
+    bin_size = (img.max() - img.min()) / (num_bins - 2 * padding)
+    norm_min = img.min() / bin_size - padding
+    term = (img / bin_size - norm_min).clamp(padding, num_bins - padding - 1).reshape(img.shape[0], -1, 1)
+    bins = torch.arange(num_bins, device=img.device).reshape(1, 1, -1)
+    distance = (bins - term).abs()
+    if order == 0:
+        weight = (distance < 0.5).to(img.dtype) + (distance == 0.5).to(img.dtype) * 0.5
+    else:
+        weight = ((4 - 6 * distance**2 + 3 * distance**3) * (distance < 1) / 6
+                  + (2 - distance) ** 3 * ((distance >= 1) & (distance < 2)) / 6)
+    weight = weight / weight.sum(dim=-1, keepdim=True)
+    return weight, weight.mean(dim=-2, keepdim=True)
+
+
+@register_loss(
+    "global_mutual_information_loss",
+    aliases=("GlobalMutualInformationLoss", "gmi_loss"),
+    refuses=("a target shaped unlike input, or no pixels", "histograms past the weight limit",
+             "b-spline windows on a constant batch (no intensity range)"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred", "pred"),
+              doc="images (N, *): each sample's elements are its intensity samples (in [0, 1] for 'gaussian')"),
+        Input("target", "target", aliases=("y_true",), doc="images shaped like input"),
+    ),
+    params=(
+        Param("kernel_type", "string", "gaussian", "Parzen window: 'gaussian' (intensities clamped to [0, 1]) or "
+              "'b-spline' (cubic for input, box for target, bins over the batch's range; ITK).",
+              choices=("gaussian", "b-spline")),
+        Param("num_bins", "int", 23, "Histogram bins (b-spline: more than 4).", min=2, max=256),
+        Param("sigma_ratio", "float", 0.5, "Gaussian width in bin spacings.", min=0.0, min_exclusive=True),
+        Param("smooth_nr", "float", 1e-7, "Added to the joint probability inside the log.", min=0.0),
+        Param("smooth_dr", "float", 1e-7, "Added to the product of the marginals, and to the ratio.", min=0.0,
+              min_exclusive=True),
+        Param("reduction", "string", "mean", "'mean' or 'sum' over samples, or 'none' (N).",
+              choices=("none", "mean", "sum")),
+    ),
+    description="Global mutual information loss: minus the mutual information of input and target intensities "
+    "from Parzen-window histograms, per sample (MONAI GlobalMutualInformationLoss).",
+    source="lossd (Mattes et al. 2003, DeepReg; MONAI GlobalMutualInformationLoss conventions)",
+    notes=f"MI = Σ p_ab · log((p_ab + nr) / (p_a p_b + dr) + dr). The weights take N·pixels·bins memory: at most "
+    f"{MAX_PARZEN_WEIGHTS} (INVALID_ARGUMENT past it).",
+    example=lambda dt: {
+        "input": torch.tensor([[[0.1, 0.5, 0.9], [0.4, 0.8, 0.3]], [[0.7, 0.2, 0.6], [0.3, 0.3, 0.9]]], dtype=dt),
+        "target": torch.tensor([[[0.2, 0.4, 1.0], [0.5, 0.7, 0.2]], [[0.9, 0.1, 0.5], [0.2, 0.4, 0.8]]], dtype=dt),
+    },
+    equivalents=(
+        Equivalent("monai.losses.GlobalMutualInformationLoss()", {},
+                   "intensities in [0, 1]; MONAI holds its bin centres in float32"),
+        Equivalent("monai.losses.GlobalMutualInformationLoss(kernel_type='b-spline', num_bins=16, reduction='none')",
+                   {"kernel_type": "b-spline", "num_bins": 16, "reduction": "none"}, ""),
+    ),
+)
+def global_mutual_information_loss(input: torch.Tensor, target: torch.Tensor, *, kernel_type: str, num_bins: int,
+                                   sigma_ratio: float, smooth_nr: float, smooth_dr: float,
+                                   reduction: str) -> torch.Tensor:
+    """``-MI(input, target)`` per sample (see notes)."""
+    require_same_shape(input, target, "the intensities are paired element by element")
+    require(input.dim() >= 1 and input.numel() > 0, "inputs.input", "needs a batch of at least one element")
+    weights = input.numel() * num_bins
+    require(weights <= MAX_PARZEN_WEIGHTS, "inputs.input",
+            f"histograms of shape {list(input.shape)} with {num_bins} bins take {weights} weights; at most "
+            f"{MAX_PARZEN_WEIGHTS} are allowed")
+    if kernel_type == "gaussian":
+        wa, pa = _parzen_gaussian(input, num_bins, sigma_ratio)
+        wb, pb = _parzen_gaussian(target, num_bins, sigma_ratio)
+    else:
+        require(num_bins > 4, "params.num_bins", "b-spline windows need more than 4 bins (2 pad each side)")
+        for name, img in (("input", input), ("target", target)):
+            require(bool(img.max() > img.min()), f"inputs.{name}",
+                    "b-spline windows need a range of intensities (max > min over the batch)")
+        wa, pa = _parzen_b_spline(input, num_bins, 3)
+        wb, pb = _parzen_b_spline(target, num_bins, 0)
+    pab = torch.bmm(wa.permute(0, 2, 1), wb.to(wa)).div(wa.shape[1])
+    papb = torch.bmm(pa.permute(0, 2, 1), pb.to(pa))
+    mi = (pab * torch.log((pab + smooth_nr) / (papb + smooth_dr) + smooth_dr)).sum(dim=(1, 2))
+    return -mi if reduction == "none" else (-mi.sum() if reduction == "sum" else -mi.mean())

@@ -311,6 +311,13 @@ CHECKS = {
                  lambda t: _monai_losses().LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=5,
                                                                                kernel_type="gaussian", reduction="none")(
                      t["input"], t["target"])),
+    "monai.losses.GlobalMutualInformationLoss()":
+        lambda: ({"input": rand(2, 1, 6, 7, dtype=F64, seed=119), "target": rand(2, 1, 6, 7, dtype=F64, seed=120)},
+                 lambda t: _monai_losses().GlobalMutualInformationLoss()(t["input"], t["target"])),
+    "monai.losses.GlobalMutualInformationLoss(kernel_type='b-spline', num_bins=16, reduction='none')":
+        lambda: ({"input": randn(3, 2, 5, dtype=F64, seed=121), "target": randn(3, 2, 5, dtype=F64, seed=122)},
+                 lambda t: _monai_losses().GlobalMutualInformationLoss(kernel_type="b-spline", num_bins=16,
+                                                                       reduction="none")(t["input"], t["target"])),
     # ---- jaccard_loss
     "segmentation_models_pytorch.losses.JaccardLoss(mode='multiclass', smooth=1.0)":
         lambda: (_seg(), lambda t: smp_overlap(t["input"], t["target"], mode="multiclass", alpha=1.0, beta=1.0, smooth=1.0)),
