@@ -142,6 +142,7 @@ def _parzen_b_spline(img: torch.Tensor, num_bins: int, order: int) -> tuple[torc
 
 @register_loss(
     "global_mutual_information_loss",
+    batch_coupled=True,  # 'b-spline' spans its bins over the whole batch's intensity range
     aliases=("GlobalMutualInformationLoss", "gmi_loss"),
     refuses=("a target shaped unlike input, or no pixels", "histograms past the weight limit",
              "b-spline windows on a constant batch (no intensity range)"),

@@ -63,7 +63,7 @@ def test_a_weight_normalized_mean_is_refused_with_weights() -> None:
 
 def test_the_built_in_registrations_say_which_losses_do_not_shard() -> None:
     assert [s.name for s in REGISTRY if s.batch_coupled] == [
-        "aucm_loss", "barlow_twins_loss", "dice_loss", "focal_tversky_loss", "generalized_dice_loss", "hausdorff_dt_loss",
+        "aucm_loss", "barlow_twins_loss", "dice_loss", "focal_tversky_loss", "generalized_dice_loss", "global_mutual_information_loss", "hausdorff_dt_loss",
         "info_nce_loss", "jaccard_loss", "lovasz_hinge_loss", "lovasz_softmax_loss", "mcc_loss", "nt_xent_loss",
         "tversky_loss"]
     assert [s.name for s in REGISTRY if s.mean_normalizer == "weight"] == [
