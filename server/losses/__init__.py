@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from . import (  # noqa: F401  (register the built-ins)
+    _adversarial,
     _auc,
     _boundary,
     _boxes,

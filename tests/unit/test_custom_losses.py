@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from lossd.server import evaluate
 from lossd.server.losses import REGISTRY, LossError
 from support.refs import CASES
-from support.refs import (auc, boundary, boxes, calibration, cldice, custom, deformation, image, lovasz, registration,
-                          robust, spectral, unified_focal, wasserstein_dice)
+from support.refs import (adversarial, auc, boundary, boxes, calibration, cldice, custom, deformation, image, lovasz,
+                          registration, robust, spectral, unified_focal, wasserstein_dice)
 
 #: Every loss lossd defines (not a torch.nn loss): their references are formulas, not torch calls.
 CUSTOM = {name: ref for module in (custom, robust, boxes, image, lovasz, cldice, wasserstein_dice,
                                                    unified_focal, calibration, auc, boundary, spectral, deformation,
-                                                   registration)
+                                                   registration, adversarial)
           for name, ref in module.REFERENCES.items()}
 
 # CIoU's trade-off weight alpha is a constant by definition (no gradient, as in the paper and torchvision),
@@ -276,6 +276,8 @@ def test_tversky_with_half_weights_is_dice() -> None:
          "inputs.input", "max > min"),
         ("gmi_loss", {"input": torch.zeros(64, 1, 128, 128), "target": torch.zeros(64, 1, 128, 128)}, {"num_bins": 256},
          "inputs.input", "at most"),
+        ("patch_adversarial_loss", {"input": torch.zeros(2, 3)}, {"target_is_real": False, "for_discriminator": False},
+         "params.target_is_real", "generator"),
         ("distance_box_iou_loss", {"boxes1": torch.zeros(2, 6), "boxes2": torch.zeros(2, 6)}, {}, "inputs.boxes1",
          "(N, 4) or (4)"),
         ("generalized_box_iou_loss", {"boxes1": torch.tensor([[0.0, 0, 2, 1, 1, 1]]), "boxes2": torch.ones(1, 6)}, {},

@@ -318,6 +318,18 @@ CHECKS = {
         lambda: ({"input": randn(3, 2, 5, dtype=F64, seed=121), "target": randn(3, 2, 5, dtype=F64, seed=122)},
                  lambda t: _monai_losses().GlobalMutualInformationLoss(kernel_type="b-spline", num_bins=16,
                                                                        reduction="none")(t["input"], t["target"])),
+    # ---- patch_adversarial_loss
+    "monai.losses.PatchAdversarialLoss()(x, target_is_real=True, for_discriminator=True)":
+        lambda: ({"input": randn(2, 1, 4, 4, dtype=F64, seed=123)},
+                 lambda t: _monai_losses().PatchAdversarialLoss()(t["input"], target_is_real=True, for_discriminator=True)),
+    "monai.losses.PatchAdversarialLoss(criterion='bce', reduction='sum')(x, target_is_real=False, for_discriminator=True)":
+        lambda: ({"input": randn(2, 1, 4, 4, dtype=F64, seed=124)},
+                 lambda t: _monai_losses().PatchAdversarialLoss(criterion="bce", reduction="sum")(
+                     t["input"], target_is_real=False, for_discriminator=True)),
+    "monai.losses.PatchAdversarialLoss(criterion='hinge')(x, target_is_real=True, for_discriminator=False)":
+        lambda: ({"input": randn(2, 1, 4, 4, dtype=F64, seed=125)},
+                 lambda t: _monai_losses().PatchAdversarialLoss(criterion="hinge")(
+                     t["input"], target_is_real=True, for_discriminator=False)),
     # ---- jaccard_loss
     "segmentation_models_pytorch.losses.JaccardLoss(mode='multiclass', smooth=1.0)":
         lambda: (_seg(), lambda t: smp_overlap(t["input"], t["target"], mode="multiclass", alpha=1.0, beta=1.0, smooth=1.0)),
