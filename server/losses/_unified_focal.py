@@ -30,8 +30,8 @@ _INPUTS = (
 )
 _DELTA = Param("delta", "float", 0.7, "Weight of the foreground (class 1); the background gets 1 - delta.",
                min=0.0, max=1.0)
-_EPSILON = Param("epsilon", "float", 1e-7, "Probabilities are clamped to [epsilon, 1 - epsilon]; also smooths the "
-                 "Tversky index.", min=0.0, max=0.5, max_exclusive=True)
+_EPSILON = Param("epsilon", "float", 1e-7, "Probabilities are clamped to [epsilon, 1 - epsilon] (> 0: keeps log p "
+                 "finite); also smooths the Tversky index.", min=0.0, min_exclusive=True, max=0.5, max_exclusive=True)
 _REFUSES = (
     "an input not shaped (N, 1, *) or (N, 2, *), or probabilities outside [0, 1]",
     "a target not shaped like input (values in [0, 1]) or (N, *) (class indices 0 or 1)",

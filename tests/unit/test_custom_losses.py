@@ -80,6 +80,35 @@ def test_fractional_gamma_tversky_on_a_perfect_prediction_has_finite_gradients(
     assert r.loss.item() == 0.0 and torch.isfinite(r.grads["input"]).all()
 
 
+_SATURATED = torch.tensor([[[[40.0, -40.0], [-40.0, 40.0]], [[-40.0, 40.0], [40.0, -40.0]]]], dtype=torch.float64)
+_HARD = (_SATURATED > 0).double()
+
+
+@pytest.mark.parametrize(
+    ("name", "inputs", "params"),
+    [
+        ("asymmetric_focal_tversky_loss", {"input": _HARD, "target": _HARD}, {"gamma": 0.5}),
+        ("asymmetric_unified_focal_loss", {"input": _HARD, "target": _HARD}, {"epsilon": 1e-12}),
+        ("asymmetric_focal_loss", {"input": _HARD, "target": _HARD}, {"gamma": 0.5}),
+        ("sigmoid_focal_loss", {"input": _SATURATED, "target": _HARD},
+         {"focal_form": "logit", "alpha": -1.0, "class_alpha": [0.3, 0.7], "gamma": 0.5}),
+        ("generalized_wasserstein_dice_loss", {"input": 2 * _SATURATED, "target": _HARD[:, 1].long(),
+                                               "dist_matrix": torch.tensor([[0.0, 1.0], [1.0, 0.0]])}, {}),
+        ("soft_cldice_loss", {"input": _HARD, "target": _HARD}, {}),
+        ("soft_dice_cldice_loss", {"input": _SATURATED, "target": _HARD}, {"activation": "softmax"}),
+        ("jukebox_loss", {"input": torch.zeros(1, 2, 3, 3), "target": torch.ones(1, 2, 3, 3)}, {}),
+        ("local_normalized_cross_correlation_loss", {"input": torch.ones(1, 1, 4, 4), "target": torch.ones(1, 1, 4, 4)},
+         {}),
+        ("global_mutual_information_loss", {"input": _HARD, "target": _HARD}, {}),
+    ],
+)
+def test_new_losses_have_finite_gradients_on_saturated_or_perfect_inputs(
+        name: str, inputs: dict[str, torch.Tensor], params: dict[str, Any]) -> None:
+    """Perfect predictions, saturated logits, zero FFT amplitudes, flat windows: no NaN gradient."""
+    r = evaluate(REGISTRY, name, inputs, params)
+    assert torch.isfinite(r.loss).all() and all(torch.isfinite(g).all() for g in r.grads.values()), (r.loss, r.grads)
+
+
 @pytest.mark.parametrize(("name", "means"), [("FocalLoss", ("sigmoid_focal_loss", "softmax_focal_loss")),
                                              ("focal_loss", ("sigmoid_focal_loss", "softmax_focal_loss")),
                                              ("MS_SSIMLoss", ("ms_ssim_loss", "ms_ssim_l1_loss")),
@@ -253,6 +282,8 @@ def test_tversky_with_half_weights_is_dice() -> None:
         ("nacl_loss", {"input": torch.zeros(2, 3, 4, 4), "target": torch.zeros(2, 4, dtype=torch.long)}, {},
          "inputs.target", "[2, 4, 4]"),
         ("aucm_loss", {"input": torch.zeros(4, 1), "target": torch.full((4, 1), 0.5)}, {}, "inputs.target", "0 or 1"),
+        ("asymmetric_focal_loss", {"input": torch.full((2, 2, 4), 0.5), "target": torch.zeros(2, 2, 4)},
+         {"epsilon": 0.0}, "params.epsilon", "(0, 0.5)"),
         ("aucm_loss", {"input": torch.zeros(4, 1), "target": torch.zeros(4, 1), "a": torch.zeros(2)}, {}, "inputs.a",
          "one number"),
         ("aucm_loss", {"input": torch.zeros(0, 1), "target": torch.zeros(0, 1)}, {}, "inputs.input", "at least one"),
