@@ -18,10 +18,11 @@ from lossd._wire import FieldError
 from lossd.server import evaluate
 from lossd.server.losses import REGISTRY, LossSpec
 
-#: Where a non-finite gradient is the true derivative, not a defect: (loss, variant, input).
+#: Where the loss is not differentiable, so a non-finite gradient is no defect: (loss, variant, input).
 TRUE_DERIVATIVE = {
-    # d/d target of BCE on a probability of exactly 0 or 1 is log(0): torch's own binary_cross_entropy
-    # gives +-inf there; the focal factor (1 - p_t)^gamma is 0 at that point, and 0 * inf is NaN.
+    # d/d target of BCE at a probability of exactly 0 or 1 is -log(0): infinite (torch clamps the forward
+    # value at 100 but its own binary_cross_entropy gives +-inf for the target's gradient there); the focal
+    # factor (1 - p_t)^gamma is 0 at that point, and 0 * inf is NaN.
     ("binary_focal_loss", "perfect", "target"), ("binary_focal_loss", "zeros", "target"),
 }
 
