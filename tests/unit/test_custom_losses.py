@@ -52,7 +52,7 @@ def test_gradcheck_float64(name: str, case: Any) -> None:
 def test_fractional_gamma_with_saturated_logits_has_finite_gradients(gamma: float) -> None:
     logits = torch.tensor([40.0, -40.0, 20.0, 0.3], dtype=torch.float32)
     target = torch.tensor([1.0, 0.0, 1.0, 1.0])
-    r = evaluate(REGISTRY, "focal", {"input": logits, "target": target}, {"gamma": gamma})
+    r = evaluate(REGISTRY, "sigmoid_focal_loss", {"input": logits, "target": target}, {"gamma": gamma})
     assert torch.isfinite(r.loss) and torch.isfinite(r.grads["input"]).all()
     probs = torch.tensor([1.0, 0.0, 0.999999, 0.6])
     r = evaluate(REGISTRY, "binary_focal_loss", {"input": probs, "target": target}, {"gamma": gamma})
@@ -76,6 +76,8 @@ def test_fractional_gamma_tversky_on_a_perfect_prediction_has_finite_gradients(
 
 @pytest.mark.parametrize(("name", "means"), [("FocalLoss", ("sigmoid_focal_loss", "softmax_focal_loss")),
                                              ("focal_loss", ("sigmoid_focal_loss", "softmax_focal_loss")),
+                                             ("focal", ("sigmoid_focal_loss", "softmax_focal_loss", "binary_focal_loss")),
+                                             ("CrossEntropyFocalLoss", ("sigmoid_focal_loss", "softmax_focal_loss")),
                                              ("MS_SSIMLoss", ("ms_ssim_loss", "ms_ssim_l1_loss")),
                                              ("iou_loss", ("jaccard_loss", "generalized_box_iou_loss")),
                                              ("IoULoss", ("jaccard_loss", "complete_box_iou_loss")),
@@ -218,6 +220,14 @@ def test_tversky_with_half_weights_is_dice() -> None:
          "params.smooth_dr", "eps or smooth_dr must be > 0"),
         ("info_nce_loss", {"query": torch.ones(3, 4), "positive_key": torch.ones(3, 4)}, {"temperature": 0.0},
          "params.temperature", "> 0"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2, 3, 4), "target": torch.zeros(2, 4)}, {"mode": "multiclass"},
+         "inputs.target", "class indices (an integer dtype)"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2, 3, 4), "target": torch.zeros(2, 5, dtype=torch.long)},
+         {"mode": "multiclass"}, "inputs.target", "must be [2, 4]"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2, 3, 4), "target": torch.full((2, 4), 3)},
+         {"mode": "multiclass", "ignore_index": -1}, "inputs.target", "[0, 3) or equal ignore_index (-1)"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(2, 3)},
+         {"activation": "softmax", "focal_form": "exp_bce"}, "params.activation", "focal_form 'linear'"),
     ],
 )
 def test_rules_name_field(name: str, inputs: dict[str, torch.Tensor], params: dict[str, Any], field: str, rule: str) -> None:

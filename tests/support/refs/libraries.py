@@ -103,6 +103,28 @@ def smp_focal(x, y, *, alpha=None, gamma=2.0, from_logits=True, normalized=False
     return loss.mean() if reduction == "mean" else loss.sum()
 
 
+def smp_focal_multiclass(x, y, *, ignore_index=None):
+    """smp FocalLoss(mode='multiclass'): per class, a binary focal loss (p_t = exp(-BCE)) of logit x_c against
+    [y == c] over the pixels not ignored, averaged; then the mean over classes."""
+    keep = torch.ones_like(y, dtype=torch.bool) if ignore_index is None else y != ignore_index
+    losses = [smp_focal(x[:, c][keep], (y[keep] == c).to(x.dtype)) for c in range(x.shape[1])]
+    return torch.stack(losses).mean()
+
+
+def toolbelt_focal(x, y, *, gamma=2.0, ignore_index=-100, softmax=True):
+    """pytorch-toolbelt 0.8: FocalLoss (= CrossEntropyFocalLoss) with softmax=True: the focal factor's p from the
+    softmax over classes, BCE with logits per class, summed over classes, ignored pixels zeroed, mean over every
+    pixel. BinaryFocalLoss (softmax=False): sigmoid p_t per element, ignored elements zeroed, mean over elements."""
+    keep = y != ignore_index
+    onehot = _onehot(torch.where(keep, y, torch.zeros_like(y)), x.shape[1])
+    p = torch.softmax(x, 1) if softmax else torch.sigmoid(x)
+    one_minus_pt = (1 - onehot) * p + onehot * (1 - p)
+    loss = one_minus_pt ** gamma * F.binary_cross_entropy_with_logits(x, onehot, reduction="none")
+    if softmax:
+        return (loss.sum(1) * keep).mean()
+    return (loss * keep.unsqueeze(1)).mean()
+
+
 def wing(x, y, width, curvature):
     d = (y - x).abs()
     c = width - width * math.log(1 + width / curvature)
@@ -247,6 +269,16 @@ CHECKS = {
     "segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', class_weights=w)":
         lambda: (_ml(), lambda t: sum(w * smp_focal(t["input"][:, c], t["target"][:, c])
                                       for c, w in enumerate([1.0, 3.0, 2.0])) / 6.0),
+    "segmentation_models_pytorch.losses.FocalLoss(mode='multiclass', ignore_index=255)":
+        lambda: ({"input": randn(2, 3, 2, 3, dtype=F64, seed=70),
+                  "target": torch.tensor([[[0, 1, 255], [2, 2, 1]], [[255, 0, 0], [1, 255, 2]]])},
+                 lambda t: smp_focal_multiclass(t["input"], t["target"], ignore_index=255)),
+    "pytorch_toolbelt.losses.FocalLoss(ignore_index=-1)":
+        lambda: ({"input": randn(2, 3, 2, 2, dtype=F64, seed=71), "target": torch.tensor([[[0, 1], [-1, 2]], [[2, -1], [1, 0]]])},
+                 lambda t: toolbelt_focal(t["input"], t["target"], ignore_index=-1)),
+    "pytorch_toolbelt.losses.BinaryFocalLoss(ignore_index=-1)":
+        lambda: ({"input": randn(2, 2, 4, dtype=F64, seed=72), "target": torch.tensor([[0, 1, -1, 1], [1, -1, 0, 0]])},
+                 lambda t: toolbelt_focal(t["input"], t["target"], ignore_index=-1, softmax=False)),
     "kornia.losses.binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2.0, reduction='mean')":
         lambda: ({"input": randn(2, 2, 2, dtype=F64, seed=47),
                   "target": torch.tensor([[[1.0, -100], [0, 1]], [[-100, 0], [1, 0.5]]], dtype=F64)},
