@@ -20,6 +20,7 @@ from . import (  # noqa: F401  (register the built-ins)
     _regression,
     _robust,
     _sequence,
+    _similarity,
 )
 from ._dtypes import TORCH_DTYPES, WIRE_NAMES
 from ._registry import (

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from lossd.server import evaluate
 from lossd.server.losses import REGISTRY, LossError
 from support.refs import CASES
-from support.refs import boxes, custom, image, lovasz, robust
+from support.refs import boxes, custom, image, lovasz, robust, similarity
 
 #: Every loss lossd defines (not a torch.nn loss): their references are formulas, not torch calls.
-CUSTOM = {name: ref for module in (custom, robust, boxes, image, lovasz) for name, ref in module.REFERENCES.items()}
+CUSTOM = {name: ref for module in (custom, robust, boxes, image, lovasz, similarity) for name, ref in module.REFERENCES.items()}
 
 # CIoU's trade-off weight alpha is a constant by definition (no gradient, as in the paper and torchvision),
 # so its gradient is not the derivative of its value; the parity test checks it against the reference's autograd.

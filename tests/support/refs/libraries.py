@@ -344,6 +344,35 @@ CHECKS = {
     "segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass', per_image=True, ignore_index=-1)":
         lambda: ({"input": randn(2, 3, 4, dtype=F64, seed=34), "target": torch.tensor([[0, -1, 2, 2], [1, 1, -1, 0]])},
                  lambda t: lovasz_refs.softmax(t, {"per_image": True, "ignore_index": -1})),
+    # ---- psnr, total variation, mutual information (kornia)
+    "kornia.losses.psnr_loss(image, target, max_val=2.0)":
+        lambda: ({"input": rand(2, 3, 4, dtype=F64, seed=80), "target": rand(2, 3, 4, dtype=F64, seed=81)},
+                 lambda t: _kornia().losses.psnr_loss(t["input"], t["target"], max_val=2.0)),
+    "kornia.losses.PSNRLoss(max_val=1.0)":
+        lambda: ({"input": rand(5, dtype=F64, seed=82), "target": rand(5, dtype=F64, seed=83)},
+                 lambda t: _kornia().losses.PSNRLoss(max_val=1.0)(t["input"], t["target"])),
+    "kornia.losses.TotalVariation()(img)":
+        lambda: ({"input": randn(2, 3, 4, 5, dtype=F64, seed=84)}, lambda t: _kornia().losses.TotalVariation()(t["input"])),
+    "kornia.losses.total_variation(img, reduction='mean')":
+        lambda: ({"input": randn(2, 4, 3, dtype=F64, seed=85)},
+                 lambda t: _kornia().losses.total_variation(t["input"], reduction="mean")),
+    "kornia.losses.mutual_information_loss(input, target)":
+        lambda: ({"input": rand(3, 40, dtype=F64, seed=86), "target": rand(3, 40, dtype=F64, seed=87)},
+                 lambda t: _kornia().losses.mutual_information_loss(t["input"], t["target"])),
+    "kornia.losses.mutual_information_loss_2d(input, target, num_bins=16)":
+        lambda: ({"input": rand(2, 2, 5, 4, dtype=F64, seed=88), "target": rand(2, 2, 5, 4, dtype=F64, seed=89)},
+                 lambda t: _kornia().losses.mutual_information_loss_2d(t["input"], t["target"], num_bins=16)),
+    "kornia.losses.MILossFromRef3D(target, kernel_function=MIKernel.truncated_gaussian, window_radius=2.0)(input)":
+        lambda: ({"input": rand(2, 3, 4, 3, dtype=F64, seed=90), "target": rand(2, 3, 4, 3, dtype=F64, seed=91)},
+                 lambda t: _kornia().losses.MILossFromRef3D(
+                     t["target"], kernel_function=_kornia().losses.MIKernel.truncated_gaussian, window_radius=2.0)(
+                     t["input"])),
+    "kornia.losses.normalized_mutual_information_loss_2d(input, target)":
+        lambda: ({"input": rand(2, 6, 5, dtype=F64, seed=92), "target": rand(2, 6, 5, dtype=F64, seed=93)},
+                 lambda t: _kornia().losses.normalized_mutual_information_loss_2d(t["input"], t["target"])),
+    "kornia.losses.NMILossFromRef(target, num_bins=32)(input)":
+        lambda: ({"input": rand(2, 30, dtype=F64, seed=94), "target": rand(2, 30, dtype=F64, seed=95)},
+                 lambda t: _kornia().losses.NMILossFromRef(t["target"], num_bins=32)(t["input"])),
     # ---- image
     "kornia.losses.ssim_loss(img1, img2, window_size=5)":
         lambda: ({"input": rand(2, 2, 7, 6, dtype=F64, seed=35), "target": rand(2, 2, 7, 6, dtype=F64, seed=36)},
