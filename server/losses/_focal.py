@@ -353,7 +353,8 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
             keep = target != ignore_index
             target = torch.where(keep, target, torch.zeros_like(target))
     if activation == "softmax":
-        require(input.dim() >= 2, "params.activation", f"'softmax' needs input (N, C, *), got shape {list(input.shape)}")
+        require(input.dim() >= 2, "params.activation",
+                f"'softmax' needs input (N, C, *), got shape {list(input.shape)}")
         require(focal_form == "linear", "params.activation", "'softmax' needs focal_form 'linear' (its p_t formula)")
         require(from_logits, "params.activation", "'softmax' needs from_logits true (logits over dim 1)")
     require_unit_interval(

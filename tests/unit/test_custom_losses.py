@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from lossd.server import evaluate
 from lossd.server.losses import REGISTRY, LossError
 from support.refs import CASES
-from support.refs import boxes, custom, image, lovasz, robust, similarity
+from support.refs import boundary, boxes, custom, image, lovasz, robust, robust_classification, similarity
 
 #: Every loss lossd defines (not a torch.nn loss): their references are formulas, not torch calls.
-CUSTOM = {name: ref for module in (custom, robust, boxes, image, lovasz, similarity) for name, ref in module.REFERENCES.items()}
+CUSTOM = {name: ref for module in (custom, robust, boxes, image, lovasz, similarity, robust_classification, boundary)
+          for name, ref in module.REFERENCES.items()}
 
 # CIoU's trade-off weight alpha is a constant by definition (no gradient, as in the paper and torchvision),
 # so its gradient is not the derivative of its value; the parity test checks it against the reference's autograd.
@@ -139,6 +140,59 @@ def test_mcc_on_a_perfect_prediction_is_zero_with_finite_gradients(params: dict[
         assert r.loss.tolist() == [[0.0], [0.0]]
 
 
+@pytest.mark.parametrize(("t1", "t2"), [(0.5, 0.5), (1.0, 0.7), (0.8, 1.5), (0.0, 0.9)])
+def test_bi_tempered_with_saturated_logits_has_finite_gradients(t1: float, t2: float) -> None:
+    """t2 < 1 has finite support: other classes get p = 0 exactly, where log_t(p) has an infinite derivative."""
+    x = torch.tensor([[30.0, -30.0, -30.0], [0.2, 0.1, -0.3]], dtype=torch.float64)
+    r = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x, "target": torch.tensor([0, 2])},
+                 {"t1": t1, "t2": t2, "num_iters": 30})
+    assert torch.isfinite(r.loss) and torch.isfinite(r.grads["input"]).all()
+
+
+def test_bi_tempered_with_both_temperatures_1_is_cross_entropy() -> None:
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 3, 1, 1, 2])
+    r = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x, "target": y}, {})
+    torch.testing.assert_close(r.loss, F.cross_entropy(x, y))
+
+
+def test_bi_tempered_gradient_is_the_converged_one() -> None:
+    """The escort gradient is exact at convergence: after enough steps it equals finite differences of the value."""
+    x, y = torch.randn(3, 4, dtype=torch.float64), torch.tensor([0, 3, 1])
+    params = {"t1": 0.7, "t2": 1.6, "num_iters": 100}
+    r = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x, "target": y}, params)
+    step = torch.zeros_like(x)
+    step[1, 2] = 1e-6
+    up = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x + step, "target": y}, params).loss
+    down = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x - step, "target": y}, params).loss
+    assert abs(float((up - down) / 2e-6) - float(r.grads["input"][1, 2])) < 1e-7
+
+
+def test_psnr_of_identical_images_is_minus_infinity_with_zero_gradient() -> None:
+    x = torch.rand(2, 3, dtype=torch.float64)
+    r = evaluate(REGISTRY, "psnr_loss", {"input": x, "target": x.clone()}, {})
+    assert r.loss.item() == -float("inf") and torch.equal(r.grads["input"], torch.zeros_like(x))
+
+
+def test_mutual_information_of_a_constant_signal_is_zero_with_finite_gradients() -> None:
+    x, y = torch.full((2, 10), 0.5, dtype=torch.float64), torch.rand(2, 10, dtype=torch.float64)
+    r = evaluate(REGISTRY, "mutual_information_loss", {"input": x, "target": y}, {"num_bins": 8})
+    torch.testing.assert_close(r.loss, torch.zeros(2, dtype=torch.float64), atol=1e-12, rtol=0)
+    assert torch.isfinite(r.grads["input"]).all() and torch.isfinite(r.grads["target"]).all()
+
+
+def test_boundary_loss_is_negative_on_a_perfect_prediction_and_its_map_is_kervadecs() -> None:
+    from lossd.server.losses._boundary import signed_distance_map
+
+    mask = torch.zeros(1, 5, 5, dtype=torch.bool)
+    mask[0, 1:4, 1:4] = True
+    field = signed_distance_map(mask)[0]
+    assert field[2, 2].item() == -1.0 and field[1, 1].item() == 0.0 and field[0, 0].item() == pytest.approx(2 ** 0.5)
+    assert field[4, 2].item() == 1.0
+    target = mask.unsqueeze(1).double()
+    r = evaluate(REGISTRY, "boundary_loss", {"input": target.clone(), "target": target}, {})
+    assert r.loss.item() == -1.0 / 25 and torch.isfinite(r.grads["input"]).all()
+
+
 def test_distance_field_is_exact_euclidean() -> None:
     from lossd.server.losses._image import distance_field
 
@@ -228,6 +282,37 @@ def test_tversky_with_half_weights_is_dice() -> None:
          {"mode": "multiclass", "ignore_index": -1}, "inputs.target", "[0, 3) or equal ignore_index (-1)"),
         ("sigmoid_focal_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(2, 3)},
          {"activation": "softmax", "focal_form": "exp_bce"}, "params.activation", "focal_form 'linear'"),
+        ("psnr_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(3, 2)}, {}, "inputs.target", "same shape"),
+        ("psnr_loss", {"input": torch.zeros(2), "target": torch.ones(2)}, {"max_val": 0.0}, "params.max_val", "> 0"),
+        ("total_variation_loss", {"input": torch.zeros(4)}, {}, "inputs.input", "(*, H, W)"),
+        ("mutual_information_loss", {"input": torch.zeros(4), "target": torch.zeros(4)}, {"signal_dims": 2},
+         "inputs.input", "at least signal_dims (2)"),
+        ("mutual_information_loss", {"input": torch.zeros(4, 5), "target": torch.zeros(4, 6)}, {},
+         "inputs.target", "same shape"),
+        ("mutual_information_loss", {"input": torch.zeros(65, 4096), "target": torch.zeros(65, 4096)}, {},
+         "inputs.input", "at most 16777216"),
+        ("normalized_mutual_information_loss", {"input": torch.zeros(4), "target": torch.zeros(4)}, {"num_bins": 1},
+         "params.num_bins", "[2, 1024]"),
+        ("bi_tempered_logistic_loss", {"input": torch.zeros(2, 3), "target": torch.tensor([0, 3])}, {},
+         "inputs.target", "[0, 3)"),
+        ("bi_tempered_logistic_loss", {"input": torch.zeros(2, 1), "target": torch.tensor([0, 0])}, {},
+         "inputs.input", "C >= 2"),
+        ("bi_tempered_logistic_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(2, 3)},
+         {"ignore_index": -1}, "params.ignore_index", "class-index targets"),
+        ("bi_tempered_logistic_loss", {"input": torch.zeros(2, 3), "target": torch.tensor([0, 1])}, {"t1": 1.5},
+         "params.t1", "[0, 1]"),
+        ("bi_tempered_logistic_loss", {"input": torch.zeros(2, 2), "target": torch.zeros(2, 2)}, {"mode": "binary"},
+         "inputs.input", "(N, 1, *)"),
+        ("balanced_binary_cross_entropy_with_logits", {"input": torch.zeros(2, 3), "target": torch.zeros(3)}, {},
+         "inputs.target", "input's shape"),
+        ("boundary_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(2, 3)}, {}, "inputs.input",
+         "1 to 3 spatial"),
+        ("boundary_loss", {"input": torch.zeros(1, 2, 3, 3), "target": torch.zeros(1, 2, 3, 3),
+                           "distance": torch.zeros(1, 2, 3)}, {}, "inputs.distance", "must equal input's"),
+        ("boundary_loss", {"input": torch.zeros(1, 1, 3, 3), "target": torch.zeros(1, 1, 3, 3)},
+         {"include_background": False}, "params.include_background", "more than one channel"),
+        ("boundary_loss", {"input": torch.zeros(64, 1, 128, 128), "target": torch.zeros(64, 1, 128, 128)}, {},
+         "inputs.input", "send distance"),
     ],
 )
 def test_rules_name_field(name: str, inputs: dict[str, torch.Tensor], params: dict[str, Any], field: str, rule: str) -> None:

@@ -373,6 +373,17 @@ CHECKS = {
     "kornia.losses.NMILossFromRef(target, num_bins=32)(input)":
         lambda: ({"input": rand(2, 30, dtype=F64, seed=94), "target": rand(2, 30, dtype=F64, seed=95)},
                  lambda t: _kornia().losses.NMILossFromRef(t["target"], num_bins=32)(t["input"])),
+    # ---- boundary (MONAI computes its distance maps in float32)
+    "monai.losses.BoundaryLoss(softmax=True, to_onehot_y=True)":
+        lambda: ({"input": randn(2, 3, 5, 4, dtype=F64, seed=110), "target": randint(3, 2, 5, 4, seed=111)},
+                 lambda t: _monai_losses().BoundaryLoss(softmax=True, to_onehot_y=True)(t["input"], t["target"].unsqueeze(1))),
+    "monai.losses.BoundaryLoss(sigmoid=True, include_background=False, batch=True, reduction='none')":
+        lambda: ({"input": randn(2, 3, 4, 4, dtype=F64, seed=112), "target": _mask(2, 3, 4, 4, seed=113)},
+                 lambda t: _monai_losses().BoundaryLoss(sigmoid=True, include_background=False, batch=True,
+                                                       reduction="none")(t["input"], t["target"])),
+    "monai.losses.BoundaryLoss()":
+        lambda: ({"input": rand(1, 2, 3, 4, 3, dtype=F64, seed=114), "target": _mask(1, 2, 3, 4, 3, seed=115)},
+                 lambda t: _monai_losses().BoundaryLoss()(t["input"], t["target"])),
     # ---- image
     "kornia.losses.ssim_loss(img1, img2, window_size=5)":
         lambda: ({"input": rand(2, 2, 7, 6, dtype=F64, seed=35), "target": rand(2, 2, 7, 6, dtype=F64, seed=36)},
@@ -429,3 +440,85 @@ def _ms_ssim_monai(t):
 
     metric = MultiScaleSSIMMetric(spatial_dims=2, kernel_size=3, weights=(0.4, 0.6))
     return (1 - metric._compute_metric(t["input"], t["target"])).mean()
+
+
+# ---- pytorch-toolbelt 0.8: bi-tempered logistic loss and balanced BCE, from its published formulas
+
+
+def _log_t(u, t):
+    return torch.log(u) if t == 1 else (u ** (1 - t) - 1) / (1 - t)
+
+
+def _exp_t(u, t):
+    return torch.exp(u) if t == 1 else torch.clamp(1 + (1 - t) * u, min=0) ** (1 / (1 - t))
+
+
+class _TemperedNormalization(torch.autograd.Function):
+    """λ over the last dim: toolbelt's fixed point (t > 1) or bisection (t < 1); backward: the escorts."""
+
+    @staticmethod
+    def forward(ctx, a, t, iters):
+        mu = a.max(-1, keepdim=True).values
+        a0 = a - mu
+        if t > 1:
+            z = a0
+            for _ in range(iters):
+                z = a0 * _exp_t(z, t).sum(-1, keepdim=True) ** (1 - t)
+            lam = -_log_t(1 / _exp_t(z, t).sum(-1, keepdim=True), t) + mu
+        else:
+            dim = (a0 > -1 / (1 - t)).to(a.dtype).sum(-1, keepdim=True)
+            lo, hi = torch.zeros_like(mu), -_log_t(1 / dim, t)
+            for _ in range(iters):
+                mid = (lo + hi) / 2
+                up = (_exp_t(a0 - mid, t).sum(-1, keepdim=True) < 1).to(a.dtype)
+                lo, hi = lo * up + (1 - up) * mid, hi * (1 - up) + up * mid
+            lam = (lo + hi) / 2 + mu
+        ctx.save_for_backward(a, lam)
+        ctx.t = t
+        return lam
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, lam = ctx.saved_tensors
+        e = _exp_t(a - lam, ctx.t) ** ctx.t
+        return e / e.sum(-1, keepdim=True) * grad, None, None
+
+
+def toolbelt_bi_tempered(x, labels, *, t1, t2, smoothing=0.0, iters=5):
+    """pytorch-toolbelt bi_tempered_logistic_loss, reduction 'none': classes on the last dim."""
+    c = x.shape[-1]
+    y = labels if labels.dim() == x.dim() else F.one_hot(labels, c).to(x.dtype)
+    if smoothing > 0:
+        y = (1 - smoothing * c / (c - 1)) * y + smoothing / (c - 1)
+    p = torch.softmax(x, -1) if t2 == 1 else _exp_t(x - _TemperedNormalization.apply(x, t2, iters), t2)
+    return (y * _log_t(y + 1e-10, t1) - y * _log_t(p, t1) - y ** (2 - t1) / (2 - t1) + p ** (2 - t1) / (2 - t1)).sum(-1)
+
+
+def toolbelt_balanced_bce(x, y, *, gamma=1.0, ignore_index=None, reduction="mean"):
+    pos, neg = (y == 1).sum().to(x.dtype), (y == 0).sum().to(x.dtype)
+    w = (neg / (pos + neg + 1e-7)) ** gamma
+    loss = -((w ** gamma) * y * torch.log(torch.sigmoid(x)) + ((1 - w) ** gamma) * (1 - y) * torch.log(1 - torch.sigmoid(x)))
+    if ignore_index is not None:
+        loss = loss * (y != ignore_index)
+    return loss.mean() if reduction == "mean" else loss.sum()
+
+
+CHECKS.update({
+    "pytorch_toolbelt.losses.BiTemperedLogisticLoss(t1=0.8, t2=1.4, smoothing=0.1)":
+        lambda: ({"input": randn(5, 4, dtype=F64, seed=100), "target": randint(4, 5, seed=101)},
+                 lambda t: toolbelt_bi_tempered(t["input"], t["target"], t1=0.8, t2=1.4, smoothing=0.1).mean()),
+    "pytorch_toolbelt.losses.bi_tempered_logistic_loss(activations, labels, t1=0.5, t2=0.7, num_iters=8, reduction='sum')":
+        lambda: ({"input": 2 * randn(4, 3, dtype=F64, seed=102), "target": _onehot(randint(3, 4, seed=103), 3)},
+                 lambda t: toolbelt_bi_tempered(t["input"], t["target"], t1=0.5, t2=0.7, iters=8).sum()),
+    "pytorch_toolbelt.losses.BinaryBiTemperedLogisticLoss(t1=0.9, t2=1.2)":
+        lambda: ({"input": randn(3, 1, 4, dtype=F64, seed=104), "target": _mask(3, 1, 4, seed=105)},
+                 lambda t: toolbelt_bi_tempered(torch.cat([-t["input"], t["input"]], 1).moveaxis(1, -1),
+                                                torch.cat([1 - t["target"], t["target"]], 1).moveaxis(1, -1),
+                                                t1=0.9, t2=1.2).mean()),
+    "pytorch_toolbelt.losses.BalancedBCEWithLogitsLoss()":
+        lambda: ({"input": randn(2, 5, dtype=F64, seed=106), "target": _mask(2, 5, seed=107)},
+                 lambda t: toolbelt_balanced_bce(t["input"], t["target"])),
+    "pytorch_toolbelt.losses.BalancedBCEWithLogitsLoss(gamma=2.0, ignore_index=-1, reduction='sum')":
+        lambda: ({"input": randn(2, 4, dtype=F64, seed=108), "target": torch.tensor([[1.0, 0, -1, 0], [0, -1, 1, 0]], dtype=F64)},
+                 lambda t: toolbelt_balanced_bce(t["input"], t["target"], gamma=2.0, ignore_index=-1, reduction="sum")),
+})
