@@ -44,6 +44,7 @@ def _register(name: str, aliases: tuple[str, ...], description: str, formula: st
     loss.__doc__ = f"Per element {formula}, ``x = (input - target) / scale``."
     register_loss(
         name, aliases=aliases, inputs=_INPUTS, params=(_SCALE, REDUCTION), description=description,
+        refuses=("a target shaped unlike the input",),
         source=f"lossd (Barron 2019; {kornia} formula)", example=_example,
         equivalents=(Equivalent(f"{kornia}(img1, img2, reduction='mean')", {}, ""),),
     )(loss)
@@ -71,6 +72,7 @@ geman_mcclure_loss = _register(
 @register_loss(
     "wing_loss",
     aliases=("WingLoss", "wing"),
+    refuses=("a target shaped unlike the input",),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="predicted coordinates, any shape"),
         Input("target", "target", differentiable=True, aliases=("y_true",), doc="true coordinates, same shape"),
