@@ -16,8 +16,11 @@ EvaluateLoss call it stands beside.
 ``grpc.so_reuseport`` deliberately, and ``--also-port P`` listens on ``P`` too:
 several such processes share one port, the kernel spreading connections among them.
 
-Run: ``python -m bench._server [--no-malloc-tuning] [--reuseport [--also-port P]]``; it prints its port
-and the bare echo's.
+The process sets ``sys.setswitchinterval`` as ``lossd serve`` does (``--switch-interval-s`` to try
+another), and ``--batch-window-us`` is ``lossd serve``'s flag.
+
+Run: ``python -m bench._server [--no-malloc-tuning] [--reuseport [--also-port P]] [--batch-window-us W]``;
+it prints its port and the bare echo's.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ import sys
 import tempfile
 
 import grpc
+
+from lossd.server._app import SWITCH_INTERVAL_S
+from lossd.server.rpc._batching import DEFAULT_BATCH_WINDOW_US
 
 __all__ = ["ECHO", "ECHO_STREAM", "echo_payload", "main"]
 
@@ -65,6 +71,7 @@ async def _serve(args: argparse.Namespace) -> None:
         config = ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none", data_dir=data_dir)
         if args.workers:
             config.workers = args.workers
+        config.batch_window_us = args.batch_window_us
         options = [("grpc.so_reuseport", 1)] if args.reuseport else []
         server = await create_server(config, extra_options=options)
         handlers = {
@@ -104,7 +111,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--reuseport", action="store_true", help="set grpc.so_reuseport (the --processes prototype)")
     parser.add_argument("--also-port", type=int, default=0, help="listen on this port too (with --reuseport)")
+    parser.add_argument("--batch-window-us", type=int, default=DEFAULT_BATCH_WINDOW_US)
+    parser.add_argument("--switch-interval-s", type=float, default=SWITCH_INTERVAL_S,
+                        help="sys.setswitchinterval, as lossd serve sets it")
     args = parser.parse_args()
+    sys.setswitchinterval(args.switch_interval_s)
     if not args.no_malloc_tuning:
         from lossd._malloc import tune_malloc
 

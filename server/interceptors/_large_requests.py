@@ -100,6 +100,8 @@ def _check(request: Any) -> None:
     message = getattr(request, "message", request)  # EvaluateLoss: a ReceivedRequest around the message
     if isinstance(message, Message):
         check_request(message)
+        if message is not request:
+            request.caps_checked = True  # the evaluation need not check them again
 
 
 async def _ready(request: Any, check: bool) -> Any:

@@ -81,6 +81,9 @@ class DynamicBatcher:
         self.largest = 0
         #: Calls evaluated in groups of two or more.
         self.batched_calls = 0
+        #: Groups evaluated, and the calls in them (their ratio: calls per torch call).
+        self.groups = 0
+        self.calls = 0
 
     def key(self, request: lossd_pb2.EvaluateLossRequest) -> Hashable | None:
         """The group a call joins, or ``None`` when it is evaluated on its own."""
@@ -107,6 +110,8 @@ class DynamicBatcher:
         if group.timer is not None:
             group.timer.cancel()
         self.largest = max(self.largest, len(group.items))
+        self.groups += 1
+        self.calls += len(group.items)
         if len(group.items) > 1:
             self.batched_calls += len(group.items)
         try:

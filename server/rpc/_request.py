@@ -85,6 +85,7 @@ def handle_evaluate_bytes(
     limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
     payloads: dict[str, memoryview] | None = None,
     plans: Plans | None = None,
+    caps_checked: bool = False,
 ) -> bytes:
     """Serve one ``EvaluateLossRequest``: the serialized ``EvaluateLossResponse``.
 
@@ -99,7 +100,9 @@ def handle_evaluate_bytes(
     (:func:`lossd._wire.check_tensors`; an int is the per-tensor element limit).
     NaN and infinite values are refused unless the request sets ``allow_non_finite``.
     ``plans`` (a service's :class:`~lossd.server.rpc._plan.Plans`) lets a request whose
-    signature was validated before skip straight to decoding and computing.
+    signature was validated before skip straight to decoding and computing. ``caps_checked``: the
+    caller has checked the request's strings and repeated fields (:func:`~._caps.check_request`; the
+    LargeRequests interceptor does, for every EvaluateLoss call), so they are not checked again.
     """
     key = signature(request, payloads) if plans is not None else None
     if key is not None:
@@ -108,9 +111,10 @@ def handle_evaluate_bytes(
         if plan is not None:
             # A planned signature skips the checks decode_request makes, but not the caps (strings,
             # repeated fields): they hold on every request, and are checked before the payloads are read.
-            check_request(request)
+            if not caps_checked:
+                check_request(request)
             return _run_plan(plan, request, payloads, device, time.perf_counter())
-    decoded = decode_request(registry, request, limits, payloads)
+    decoded = decode_request(registry, request, limits, payloads, caps_checked)
     encoding = reply_encoding(request, decoded.encodings)
     if decoded.objective:
         if decoded.grad_output is not None:
@@ -169,11 +173,13 @@ def decode_request(
     request: lossd_pb2.EvaluateLossRequest,
     limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
     payloads: dict[str, memoryview] | None = None,
+    caps_checked: bool = False,
 ) -> Decoded:
     """Steps 1-2 of an evaluation: the loss is known, the tensors obey the wire rules and the
     limits (decoded without copying ``raw`` bytes), and are finite unless ``allow_non_finite``."""
     start = time.perf_counter()
-    check_request(request)  # strings and repeated fields within their caps, before anything reads them
+    if not caps_checked:
+        check_request(request)  # strings and repeated fields within their caps, before anything reads them
     objective = bool(request.terms) or bool(request.parameters) or request.HasField("regularization")
     if request.terms and (request.loss or request.params.fields):
         raise FieldError("terms", "set either loss/params or terms, not both")

@@ -149,9 +149,9 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
 
     async def _run(self, request: lossd_pb2.EvaluateLossRequest | ReceivedRequest) -> bytes:
         """The serialized reply: computed right here when small, else on the thread pool."""
-        message, payloads = (request.message, request.payloads) if isinstance(request, ReceivedRequest) else (
-            request, None)
-        args = (self._registry, message, self._device, self._limits, payloads, self.plans)
+        message, payloads, checked = (request.message, request.payloads, request.caps_checked) if isinstance(
+            request, ReceivedRequest) else (request, None, False)
+        args = (self._registry, message, self._device, self._limits, payloads, self.plans, checked)
         small = self._inline(message)
         key = self.batcher.key(message) if self.batcher is not None and small and not payloads else None
         if key is not None:
@@ -292,11 +292,14 @@ class ReceivedRequest:
     received message (:func:`lossd._framing.split_payloads`); attributes read
     through to the message, so interceptors and logs see a request."""
 
-    __slots__ = ("message", "payloads")
+    __slots__ = ("message", "payloads", "caps_checked")
 
     def __init__(self, message: lossd_pb2.EvaluateLossRequest, payloads: dict[str, memoryview]) -> None:
         self.message = message
         self.payloads = payloads
+        #: Set by the LargeRequests interceptor once it has checked the message's caps, so that the
+        #: evaluation does not check them a second time.
+        self.caps_checked = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.message, name)

@@ -120,3 +120,55 @@ def test_repeated_fields_are_capped_and_states_once_per_value() -> None:
     patterns.optimizer.param_groups.add(patterns=["*"] * 257)
     with pytest.raises(FieldError, match=r"^optimizer.param_groups\[0\].patterns: has 257 entries; at most 256"):
         check_request(patterns)
+
+
+def test_an_evaluate_loss_call_has_its_caps_checked_once_and_in_process_callers_still_get_the_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LargeRequests interceptor checks every EvaluateLoss request and marks it, so the
+    evaluation does not walk its fields again; a caller that hands a message straight to the
+    evaluation (stream items, batches, other code) still has it checked there."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import grpc
+
+    from lossd.server.interceptors import _large_requests
+    from lossd.server.losses import REGISTRY
+    from lossd.server.rpc import _request, _service
+    from lossd.server.rpc._plan import Plans
+
+    calls: list[str] = []
+
+    def counting(message: Message) -> None:
+        calls.append(type(message).__name__)
+        check_request(message)
+
+    monkeypatch.setattr(_large_requests, "check_request", counting)
+    monkeypatch.setattr(_request, "check_request", counting)
+    request = _evaluate(loss="mse_loss", inputs={
+        "input": lossd_pb2.Tensor(dtype="float32", shape=[1], raw=b"\0\0\x80?"),
+        "target": lossd_pb2.Tensor(dtype="float32", shape=[1], raw=b"\0\0\0\0")})
+    data = request.SerializeToString()
+
+    seen: list[object] = []
+
+    async def behavior(req: object, context: object) -> bytes:
+        seen.append(req)
+        assert isinstance(req, _service.ReceivedRequest)
+        return _request.handle_evaluate_bytes(REGISTRY, req.message, None, 10**6, req.payloads, Plans(),
+                                              req.caps_checked)
+
+    handler = grpc.unary_unary_rpc_method_handler(behavior, request_deserializer=_service._parse_evaluate_request)
+    wrapped = _large_requests.LargeRequests().wrap(handler, "/lossd.v1.LossService/EvaluateLoss")
+    context = SimpleNamespace(abort=None)
+    for _ in range(2):  # the second call takes the planned path
+        reply = asyncio.run(wrapped.unary_unary(wrapped.request_deserializer(data), context))
+        assert lossd_pb2.EvaluateLossResponse.FromString(reply).value == 1.0
+    assert calls == ["EvaluateLossRequest"] * 2, calls  # once per call, by the interceptor
+    calls.clear()
+    plans = Plans()
+    for _ in range(2):
+        _request.handle_evaluate_bytes(REGISTRY, request, None, 10**6, None, plans)
+    assert calls == ["EvaluateLossRequest"] * 2, calls  # checked by the evaluation when nobody did before
+    with pytest.raises(FieldError, match="loss"):
+        _request.handle_evaluate_bytes(REGISTRY, _evaluate(loss=LONG), None, 10**6, None, plans)
