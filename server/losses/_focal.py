@@ -132,7 +132,7 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
         "alpha > 1, gamma < 0",
     ),
     mean_normalizer="weight",  # with ignore_index, 'mean' divides by the count of kept elements
-    aliases=("SigmoidFocalLoss", "BinaryFocalLossWithLogits", "binary_focal_loss_with_logits"),
+    aliases=("SigmoidFocalLoss",),
     inputs=(
         Input(
             "input",
@@ -309,6 +309,11 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
             "smp's Σ w·(class mean) / Σ w: weight = w · C / Σ w (here w = [1, 3, 2])",
         ),
         Equivalent(
+            "kornia.losses.BinaryFocalLossWithLogits(alpha=0.25)",
+            {"focal_form": "split", "ignore_index": -100, "reduction": "none"},
+            "kornia's defaults: per element, -100 ignored (its loss there is 0)",
+        ),
+        Equivalent(
             "segmentation_models_pytorch.losses.FocalLoss(mode='multiclass', ignore_index=255)",
             {"mode": "multiclass", "ignore_index": 255, "alpha": -1.0, "focal_form": "exp_bce"},
             "input (N, C, *) logits, target (N, *) class indices; smp's mean of the class means over the kept pixels",
@@ -444,6 +449,14 @@ register_split_name("FocalLoss", "sigmoid_focal_loss (logits, one probability pe
 register_split_name("focal", "sigmoid_focal_loss (logits, one probability per element: torchvision, smp, "
                     "pytorch-toolbelt, MONAI), softmax_focal_loss (logits over classes, class-index targets: kornia) "
                     "or binary_focal_loss (probabilities, the seed's FocalLoss)")
+# kornia's names: the same loss as sigmoid_focal_loss, with other defaults (per element, -100 ignored, kornia's
+# soft-target form); the alias would have given other numbers for soft targets, silently.
+for _name in ("BinaryFocalLossWithLogits", "binary_focal_loss_with_logits"):
+    register_split_name(_name, "sigmoid_focal_loss with focal_form 'split', ignore_index -100 and reduction 'none' "
+                        "(kornia's defaults; alpha 0.25 and gamma 2 are the same)")
+register_split_name("multiclass_focal_loss", "softmax_focal_loss (softmax cross-entropy form: kornia focal_loss, "
+                    "MONAI use_softmax) or sigmoid_focal_loss with mode 'multiclass' (a binary focal term per class: "
+                    "smp FocalLoss(mode='multiclass'); pytorch-toolbelt's with activation 'softmax')")
 register_split_name("CrossEntropyFocalLoss", "sigmoid_focal_loss with mode 'multiclass', activation 'softmax', "
                     "alpha -1 (pytorch-toolbelt's CrossEntropyFocalLoss: softmax focal factor, per-class BCE, summed "
                     "over classes), or softmax_focal_loss (the softmax cross-entropy form, kornia)")
@@ -470,7 +483,7 @@ def _softmax_example(dt: torch.dtype) -> dict[str, object]:
         "gamma < 0",
     ),
     mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
-    aliases=("SoftmaxFocalLoss", "multiclass_focal_loss"),
+    aliases=("SoftmaxFocalLoss",),
     inputs=(
         Input(
             "input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits, (N, C) or (N, C, d1, ..., dK)"

@@ -52,7 +52,7 @@ def _register(name: str, aliases: tuple[str, ...], description: str, formula: st
 
 
 charbonnier_loss = _register(
-    "charbonnier_loss", ("CharbonnierLoss", "charbonnier", "pseudo_huber_loss"),
+    "charbonnier_loss", ("CharbonnierLoss", "charbonnier"),
     "Charbonnier (L1-L2, pseudo-Huber): sqrt(x² + 1) - 1.", "``sqrt(x² + 1) - 1``",
     "kornia.losses.charbonnier_loss", lambda x: torch.sqrt(x * x + 1) - 1)
 welsch_loss = _register(

@@ -80,6 +80,8 @@ def test_fractional_gamma_tversky_on_a_perfect_prediction_has_finite_gradients(
                                              ("focal", ("sigmoid_focal_loss", "softmax_focal_loss", "binary_focal_loss")),
                                              ("CrossEntropyFocalLoss", ("sigmoid_focal_loss", "softmax_focal_loss")),
                                              ("SSIMLoss", ("ssim_loss", "'one_minus'", "'valid'")),
+                                             ("BinaryFocalLossWithLogits", ("sigmoid_focal_loss", "'split'", "-100")),
+                                             ("multiclass_focal_loss", ("softmax_focal_loss", "mode 'multiclass'")),
                                              ("LovaszSoftmaxLoss", ("lovasz_softmax_loss", "per_image true")),
                                              ("lovasz_softmax", ("lovasz_softmax_loss", "from_logits false")),
                                              ("MS_SSIMLoss", ("ms_ssim_loss", "ms_ssim_l1_loss")),
@@ -95,7 +97,7 @@ def test_split_names_are_not_found_and_name_each_meaning(name: str, means: tuple
 
 @pytest.mark.parametrize(("alias", "canonical"), [
     ("nt_xent", "nt_xent_loss"), ("NTXentLoss", "nt_xent_loss"), ("focal_tversky_loss", "focal_tversky_loss"),
-    ("BinaryFocalLossWithLogits", "sigmoid_focal_loss"), ("InfoNCE", "info_nce_loss"), ("GIoULoss", "generalized_box_iou_loss"),
+    ("SigmoidFocalLoss", "sigmoid_focal_loss"), ("InfoNCE", "info_nce_loss"), ("GIoULoss", "generalized_box_iou_loss"),
     ("PSNRLoss", "psnr_loss"), ("TotalVariation", "total_variation_loss"), ("total_variation", "total_variation_loss"),
     ("MILossFromRef", "mutual_information_loss"), ("NMILossFromRef", "normalized_mutual_information_loss"),
     ("BiTemperedLogisticLoss", "bi_tempered_logistic_loss"), ("BoundaryLoss", "boundary_loss"),
@@ -105,9 +107,10 @@ def test_aliases_mean_what_the_field_means(alias: str, canonical: str) -> None:
     assert REGISTRY.get(alias).name == canonical
 
 
-@pytest.mark.parametrize("name", ["ssim", "ms_ssim", "mutual_information", "TVLoss"])
+@pytest.mark.parametrize("name", ["ssim", "ms_ssim", "mutual_information", "TVLoss", "pseudo_huber_loss"])
 def test_metric_names_are_no_loss_aliases(name: str) -> None:
-    """The field's ``ssim``/``ms_ssim`` return the similarity itself, not a loss; ``TVLoss`` means several formulas."""
+    """The field's ``ssim``/``ms_ssim`` return the similarity itself, not a loss; ``TVLoss`` means several formulas;
+    pseudo-Huber with δ is δ²(√(1 + (x/δ)²) - 1), which charbonnier_loss's scale is not."""
     with pytest.raises(LossError) as err:
         REGISTRY.get(name)
     assert err.value.code == "NOT_FOUND"

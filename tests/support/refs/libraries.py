@@ -269,6 +269,9 @@ CHECKS = {
     "segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', class_weights=w)":
         lambda: (_ml(), lambda t: sum(w * smp_focal(t["input"][:, c], t["target"][:, c])
                                       for c, w in enumerate([1.0, 3.0, 2.0])) / 6.0),
+    "kornia.losses.BinaryFocalLossWithLogits(alpha=0.25)":
+        lambda: ({"input": randn(2, 3, dtype=F64, seed=73), "target": torch.tensor([[1.0, 0.3, -100], [0.0, 1, 0.8]], dtype=F64)},
+                 lambda t: _kornia().losses.BinaryFocalLossWithLogits(alpha=0.25)(t["input"], t["target"])),
     "segmentation_models_pytorch.losses.FocalLoss(mode='multiclass', ignore_index=255)":
         lambda: ({"input": randn(2, 3, 2, 3, dtype=F64, seed=70),
                   "target": torch.tensor([[[0, 1, 255], [2, 2, 1]], [[255, 0, 0], [1, 255, 2]]])},
