@@ -1,5 +1,6 @@
 """Image similarity and smoothness losses with kornia's conventions: negative PSNR, total variation,
-and the (normalized) mutual information of a Parzen-window joint histogram.
+the (normalized) mutual information of a Parzen-window joint histogram, the KL and Jensen-Shannon
+divergences of heatmaps, and the image-aware inverse depth smoothness loss.
 
 >>> import torch
 >>> x = torch.tensor([[0.0, 1.0], [1.0, 3.0]])
@@ -21,6 +22,9 @@ __all__ = [
     "total_variation_loss",
     "mutual_information_loss",
     "normalized_mutual_information_loss",
+    "kl_div_loss_2d",
+    "js_div_loss_2d",
+    "inverse_depth_smoothness_loss",
     "MAX_HISTOGRAM_WORK",
 ]
 
@@ -239,3 +243,115 @@ def normalized_mutual_information_loss(input: torch.Tensor, target: torch.Tensor
     h_x, h_y, h_xy = _entropies(input, target, signal_dims, kernel, num_bins, window_radius)
     loss = (-(h_x + h_y) / h_xy).to(input.dtype)
     return _reduce_last(loss, reduction)
+
+
+def _kl_per_map(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) per (N, C) map over its pixels, 0·log 0 = 0: where p is 0 (and q finite, >= 0) the term is 0
+    with no gradient."""
+    n, c = p.shape[:2]
+    p, q = p.reshape(n * c, -1), q.reshape(n * c, -1)
+    nothing = (p == 0) & (q >= 0) & torch.isfinite(q)
+    p, q = p.masked_fill(nothing, 1.0), q.masked_fill(nothing, 1.0)
+    return F.kl_div(q.log(), p, reduction="none").sum(-1).view(n, c)
+
+
+_HEATMAPS = (
+    Input("input", "prediction", differentiable=True, aliases=("y_pred", "pred"),
+          doc="heatmaps (N, C, H, W): each map a distribution over its pixels (values >= 0)"),
+    Input("target", "target", differentiable=True, aliases=("y_true",), doc="heatmaps, the input's shape"),
+)
+_HEATMAP_REFUSES = ("inputs not (N, C, H, W)", "a target shaped unlike the input", "negative values")
+_HEATMAP_REDUCTION = Param("reduction", "string", "mean", "'mean' or 'sum' over maps, or 'none' (N, C).",
+                           choices=("none", "mean", "sum"))
+
+
+def _check_heatmaps(input: torch.Tensor, target: torch.Tensor) -> None:
+    require(input.dim() == 4, "inputs.input", f"must be heatmaps (N, C, H, W), got shape {list(input.shape)}")
+    require_same_shape(input, target, "each map is compared with its own target map")
+    require(bool((input >= 0).all()), "inputs.input", "heatmaps must be >= 0 (NaN is refused)")
+    require(bool((target >= 0).all()), "inputs.target", "heatmaps must be >= 0 (NaN is refused)")
+
+
+def _heatmap_example(dt: torch.dtype) -> dict[str, object]:
+    return {"input": torch.tensor([[[[0.1, 0.2], [0.3, 0.4]]]], dtype=dt),
+            "target": torch.tensor([[[[0.25, 0.25], [0.0, 0.5]]]], dtype=dt)}
+
+
+@register_loss(
+    "kl_div_loss_2d",
+    refuses=_HEATMAP_REFUSES,
+    inputs=_HEATMAPS,
+    params=(_HEATMAP_REDUCTION,),
+    description="KL divergence KL(target ‖ input) of each heatmap, summed over its pixels (kornia kl_div_loss_2d).",
+    source="lossd (kornia kl_div_loss_2d formula)",
+    notes="0·log 0 = 0 where the target is 0; the maps are not renormalised. A target pixel > 0 where the input is 0 "
+    "gives +inf.",
+    example=_heatmap_example,
+    equivalents=(Equivalent("kornia.losses.kl_div_loss_2d(pred, target)", {}, ""),),
+)
+def kl_div_loss_2d(input: torch.Tensor, target: torch.Tensor, *, reduction: str) -> torch.Tensor:
+    """``Σ_pixels t·(log t - log p)`` per map."""
+    _check_heatmaps(input, target)
+    return _reduce_last(_kl_per_map(target, input), reduction)
+
+
+@register_loss(
+    "js_div_loss_2d",
+    refuses=_HEATMAP_REFUSES,
+    inputs=_HEATMAPS,
+    params=(_HEATMAP_REDUCTION,),
+    description="Jensen-Shannon divergence of each heatmap pair: ½KL(t ‖ m) + ½KL(p ‖ m), m = (p + t) / 2 "
+    "(kornia js_div_loss_2d).",
+    source="lossd (kornia js_div_loss_2d formula)",
+    notes="Half precision is computed in float32 (kornia). Bounded by log 2 per map for distributions.",
+    example=_heatmap_example,
+    equivalents=(Equivalent("kornia.losses.js_div_loss_2d(pred, target, reduction='sum')", {"reduction": "sum"}, ""),),
+)
+def js_div_loss_2d(input: torch.Tensor, target: torch.Tensor, *, reduction: str) -> torch.Tensor:
+    """``½KL(t ‖ m) + ½KL(p ‖ m)`` per map, ``m = (p + t) / 2``."""
+    _check_heatmaps(input, target)
+    half = input.dtype in (torch.float16, torch.bfloat16)
+    p, t = (input.float(), target.float()) if half else (input, target)
+    m = 0.5 * (p + t)
+    loss = (0.5 * _kl_per_map(t, m) + 0.5 * _kl_per_map(p, m)).to(torch.promote_types(input.dtype, target.dtype))
+    return _reduce_last(loss, reduction)
+
+
+@register_loss(
+    "inverse_depth_smoothness_loss",
+    aliases=("InverseDepthSmoothnessLoss",),
+    refuses=("inputs not (N, C, H, W)", "an image whose (H, W) differ from the inverse depth's",
+             "batch sizes that differ (unless one is 1)", "H or W below 2 (no differences to average)"),
+    inputs=(
+        Input("input", "prediction", differentiable=True, aliases=("y_pred", "idepth"),
+              doc="inverse depth (N, 1, H, W)"),
+        Input("target", "target", differentiable=True, aliases=("y_true", "image"),
+              doc="the image (N, 3, H, W) whose edges lower the penalty"),
+    ),
+    params=(),
+    description="Edge-aware smoothness of an inverse depth map: mean |∂x d|·exp(-mean_c |∂x I|) + the same in y.",
+    source="lossd (Godard et al. 2017; kornia inverse_depth_smoothness_loss formula)",
+    notes="Forward differences; each of the two means is over its own differences. The image is not normalised "
+    "(expected in [0, 1]).",
+    example=lambda dt: {"input": torch.tensor([[[[0.5, 0.6, 0.9], [0.4, 0.5, 0.7]]]], dtype=dt),
+                        "target": torch.tensor([[[[0.1, 0.2, 0.8], [0.1, 0.3, 0.9]]]], dtype=dt).repeat(1, 3, 1, 1)},
+    equivalents=(
+        Equivalent("kornia.losses.InverseDepthSmoothnessLoss()", {}, "idepth (N, 1, H, W), image (N, 3, H, W)"),
+    ),
+)
+def inverse_depth_smoothness_loss(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``mean|∂x d · exp(-mean_c|∂x I|)| + mean|∂y d · exp(-mean_c|∂y I|)|``."""
+    require(input.dim() == 4, "inputs.input", f"must be (N, 1, H, W), got shape {list(input.shape)}")
+    require(target.dim() == 4, "inputs.target", f"must be an image (N, C, H, W), got shape {list(target.shape)}")
+    require(input.shape[2:] == target.shape[2:], "inputs.target",
+            f"(H, W) {list(target.shape[2:])} must equal the inverse depth's {list(input.shape[2:])}")
+    require(input.shape[0] == target.shape[0] or 1 in (input.shape[0], target.shape[0]), "inputs.target",
+            f"batch size {target.shape[0]} must equal the inverse depth's {input.shape[0]} (or one of them be 1)")
+    require(min(input.shape[2:]) >= 2, "inputs.input", f"H and W must be at least 2, got {list(input.shape[2:])}")
+    terms = []
+    for dim in (3, 2):
+        n = input.shape[dim]
+        d = input.narrow(dim, 0, n - 1) - input.narrow(dim, 1, n - 1)
+        edge = (target.narrow(dim, 0, n - 1) - target.narrow(dim, 1, n - 1)).abs().mean(dim=1, keepdim=True)
+        terms.append((d * torch.exp(-edge)).abs().mean())
+    return terms[0] + terms[1]

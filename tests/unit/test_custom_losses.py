@@ -185,6 +185,16 @@ def test_bi_tempered_gradient_is_the_converged_one() -> None:
     assert abs(float((up - down) / 2e-6) - float(r.grads["input"][1, 2])) < 1e-7
 
 
+def test_heatmap_divergences_with_empty_pixels_have_finite_gradients() -> None:
+    """0·log 0 = 0: target pixels of 0 (and, for JS, pixels 0 in both maps) add nothing and no NaN."""
+    p = torch.tensor([[[[0.5, 0.5], [0.0, 0.0]]]], dtype=torch.float64)
+    t = torch.tensor([[[[0.25, 0.25], [0.5, 0.0]]]], dtype=torch.float64)
+    for name in ("kl_div_loss_2d", "js_div_loss_2d"):
+        r = evaluate(REGISTRY, name, {"input": t, "target": p}, {})
+        assert torch.isfinite(r.loss) and torch.isfinite(r.grads["input"]).all() and torch.isfinite(r.grads["target"]).all()
+    assert evaluate(REGISTRY, "js_div_loss_2d", {"input": p, "target": p.clone()}, {}).loss.item() == 0.0
+
+
 def test_psnr_of_identical_images_is_minus_infinity_with_zero_gradient() -> None:
     x = torch.rand(2, 3, dtype=torch.float64)
     r = evaluate(REGISTRY, "psnr_loss", {"input": x, "target": x.clone()}, {})
@@ -311,6 +321,14 @@ def test_tversky_with_half_weights_is_dice() -> None:
          "inputs.input", "at most 16777216"),
         ("normalized_mutual_information_loss", {"input": torch.zeros(4), "target": torch.zeros(4)}, {"num_bins": 1},
          "params.num_bins", "[2, 1024]"),
+        ("kl_div_loss_2d", {"input": torch.full((1, 1, 2, 2), 0.25), "target": torch.full((1, 1, 2, 2), -0.25)}, {},
+         "inputs.target", ">= 0"),
+        ("js_div_loss_2d", {"input": torch.zeros(2, 4), "target": torch.zeros(2, 4)}, {}, "inputs.input",
+         "(N, C, H, W)"),
+        ("inverse_depth_smoothness_loss", {"input": torch.zeros(1, 1, 3, 4), "target": torch.zeros(1, 3, 4, 3)}, {},
+         "inputs.target", "(H, W)"),
+        ("inverse_depth_smoothness_loss", {"input": torch.zeros(1, 1, 1, 4), "target": torch.zeros(1, 3, 1, 4)}, {},
+         "inputs.input", "at least 2"),
         ("bi_tempered_logistic_loss", {"input": torch.zeros(2, 3), "target": torch.tensor([0, 3])}, {},
          "inputs.target", "[0, 3)"),
         ("bi_tempered_logistic_loss", {"input": torch.zeros(2, 1), "target": torch.tensor([0, 0])}, {},

@@ -387,6 +387,17 @@ CHECKS = {
     "monai.losses.BoundaryLoss()":
         lambda: ({"input": rand(1, 2, 3, 4, 3, dtype=F64, seed=114), "target": _mask(1, 2, 3, 4, 3, seed=115)},
                  lambda t: _monai_losses().BoundaryLoss()(t["input"], t["target"])),
+    "kornia.losses.kl_div_loss_2d(pred, target)":
+        lambda: ({"input": torch.softmax(randn(2, 3, 16, dtype=F64, seed=96), -1).reshape(2, 3, 4, 4),
+                  "target": torch.softmax(randn(2, 3, 16, dtype=F64, seed=97), -1).reshape(2, 3, 4, 4) * (rand(2, 3, 4, 4, dtype=F64, seed=98) > 0.2)},
+                 lambda t: _kornia().losses.kl_div_loss_2d(t["input"], t["target"])),
+    "kornia.losses.js_div_loss_2d(pred, target, reduction='sum')":
+        lambda: ({"input": torch.softmax(randn(2, 2, 12, dtype=F64, seed=99), -1).reshape(2, 2, 3, 4),
+                  "target": torch.softmax(randn(2, 2, 12, dtype=F64, seed=116), -1).reshape(2, 2, 3, 4)},
+                 lambda t: _kornia().losses.js_div_loss_2d(t["input"], t["target"], reduction="sum")),
+    "kornia.losses.InverseDepthSmoothnessLoss()":
+        lambda: ({"input": rand(2, 1, 4, 5, dtype=F64, seed=117), "target": rand(2, 3, 4, 5, dtype=F64, seed=118)},
+                 lambda t: _kornia().losses.InverseDepthSmoothnessLoss()(t["input"], t["target"])),
     # ---- image
     "kornia.losses.ssim_loss(img1, img2, window_size=5)":
         lambda: ({"input": rand(2, 2, 7, 6, dtype=F64, seed=35), "target": rand(2, 2, 7, 6, dtype=F64, seed=36)},

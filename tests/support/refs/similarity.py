@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from support.parity import Case, Reference, rand
+from support.parity import Case, Reference, rand, randn
 
 
 def _red(loss, p, default="none"):
@@ -78,14 +78,53 @@ def normalized_mutual_information(t, p):
     return _red(-(hx + hy) / hxy, p)
 
 
+def _kl(p, q):
+    """Σ p·log(p / q) per map, 0·log 0 = 0."""
+    terms = torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p)) / q), torch.zeros_like(p))
+    return terms.sum((-1, -2))
+
+
+def kl_2d(t, p):
+    return _red(_kl(t["target"], t["input"]), p, "mean")
+
+
+def js_2d(t, p):
+    m = (t["input"] + t["target"]) / 2
+    return _red(_kl(t["target"], m) / 2 + _kl(t["input"], m) / 2, p, "mean")
+
+
+def depth_smoothness(t, p):
+    d, img = t["input"], t["target"]
+    dx, dy = d[..., :, :-1] - d[..., :, 1:], d[..., :-1, :] - d[..., 1:, :]
+    wx = torch.exp(-(img[..., :, :-1] - img[..., :, 1:]).abs().mean(1, keepdim=True))
+    wy = torch.exp(-(img[..., :-1, :] - img[..., 1:, :]).abs().mean(1, keepdim=True))
+    return (dx * wx).abs().mean() + (dy * wy).abs().mean()
+
+
 REFERENCES = {
+    "kl_div_loss_2d": Reference(kl_2d, None, exact=False),
+    "js_div_loss_2d": Reference(js_2d, None, exact=False),
+    "inverse_depth_smoothness_loss": Reference(depth_smoothness, None, exact=False),
     "psnr_loss": Reference(psnr, None, exact=False),
     "total_variation_loss": Reference(total_variation, None, exact=False),
     "mutual_information_loss": Reference(mutual_information, None, exact=False),
     "normalized_mutual_information_loss": Reference(normalized_mutual_information, None, exact=False),
 }
 
+def _heatmaps(seed, dt, *shape):
+    return torch.softmax(randn(*shape[:2], shape[2] * shape[3], dtype=torch.float64, seed=seed), -1).reshape(shape).to(dt)
+
+
 CASES = {
+    "kl_div_loss_2d": [
+        Case("maps", lambda dt: {"input": _heatmaps(11, dt, 2, 2, 3, 3), "target": _heatmaps(12, dt, 2, 2, 3, 3)}),
+    ],
+    "js_div_loss_2d": [
+        Case("maps", lambda dt: {"input": _heatmaps(13, dt, 1, 3, 2, 3), "target": _heatmaps(14, dt, 1, 3, 2, 3)}),
+    ],
+    "inverse_depth_smoothness_loss": [
+        Case("rgb", lambda dt: {"input": rand(2, 1, 3, 4, dtype=dt, seed=15), "target": rand(2, 3, 3, 4, dtype=dt, seed=16)}),
+    ],
     "psnr_loss": [
         Case("range-2", lambda dt: {"input": rand(2, 3, 4, dtype=dt, seed=1), "target": rand(2, 3, 4, dtype=dt, seed=2)},
              params={"max_val": 2.0}),
