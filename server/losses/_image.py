@@ -278,7 +278,7 @@ def distance_field(mask: torch.Tensor) -> torch.Tensor:
 @register_loss(
     "hausdorff_dt_loss",
     batch_coupled=True,  # log=true takes the log of the batch mean
-    aliases=("HausdorffDTLoss", "hausdorff_dt"),
+    aliases=("hausdorff_dt",),
     refuses=("an input not (N, C, H, W) or (N, C, H, W, D)", "mode 'binary' with more than one channel",
              "targets not shaped as mode says (a mask shaped like input; multiclass: class indices (N, *) or "
              "one-hot), outside [0, 1] or outside [0, C)", "probabilities outside [0, 1] with from_logits false",
@@ -551,6 +551,9 @@ for _name in ("hausdorff_loss", "HausdorffLoss"):
 # kornia's SSIMLoss is (1 - SSIM) / 2 with reflected borders, MONAI's 1 - SSIM over full windows: one loss, two
 # conventions far apart (a factor 2), so the class name is no alias. ssim and ms_ssim name the similarity itself
 # (kornia.metrics.ssim, pytorch_msssim.ssim), not a loss: no alias either.
+# MONAI's HausdorffDTLoss leaves channel 0 out by default (include_background=False); lossd's default keeps it.
+register_split_name("HausdorffDTLoss", "hausdorff_dt_loss with include_background false (MONAI's default; with one "
+                    "channel MONAI ignores it: send the default, true)")
 register_split_name("SSIMLoss", "ssim_loss with its defaults (kornia.losses.SSIMLoss: (1 - SSIM) / 2, reflected "
                     "borders) or with padding 'valid', form 'one_minus', eps 0 (monai.losses.SSIMLoss: 1 - SSIM)")
 for _name in ("MS_SSIMLoss", "MSSSIMLoss"):

@@ -80,6 +80,7 @@ def test_fractional_gamma_tversky_on_a_perfect_prediction_has_finite_gradients(
                                              ("focal", ("sigmoid_focal_loss", "softmax_focal_loss", "binary_focal_loss")),
                                              ("CrossEntropyFocalLoss", ("sigmoid_focal_loss", "softmax_focal_loss")),
                                              ("SSIMLoss", ("ssim_loss", "'one_minus'", "'valid'")),
+                                             ("HausdorffDTLoss", ("hausdorff_dt_loss", "include_background false")),
                                              ("BinaryFocalLossWithLogits", ("sigmoid_focal_loss", "'split'", "-100")),
                                              ("multiclass_focal_loss", ("softmax_focal_loss", "mode 'multiclass'")),
                                              ("LovaszSoftmaxLoss", ("lovasz_softmax_loss", "per_image true")),
