@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from . import (  # noqa: F401  (register the built-ins)
+    _boundary,
     _boxes,
     _classification,
     _custom,
@@ -19,7 +20,9 @@ from . import (  # noqa: F401  (register the built-ins)
     _projection,
     _regression,
     _robust,
+    _robust_classification,
     _sequence,
+    _similarity,
 )
 from ._dtypes import TORCH_DTYPES, WIRE_NAMES
 from ._registry import (
