@@ -170,7 +170,7 @@ class RemoteLoss(nn.Module):
 
     Args:
         loss: a loss name or alias (``"cross_entropy"``, ``"CrossEntropyLoss"``,
-            ``"focal"``), the terms of a composite objective
+            ``"sigmoid_focal_loss"``), the terms of a composite objective
             (``[{"loss": "bce_with_logits", "weight": 0.5}, {"loss": "dice"}]``), or a
             configured ``torch.nn`` loss module (``nn.CrossEntropyLoss(weight=w,
             label_smoothing=0.1)``): its settings and buffers are read, never pickled,

@@ -32,7 +32,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .. import __version__
 from .._malloc import tune_malloc
-from .._settings import SettingError
+from .._settings import SettingError, env_name, flag_name
 from ..v1 import lossd_pb2, training_pb2
 from ._config import ServerConfig, build_parser, config_from_args
 from ._connections import connection_options
@@ -41,7 +41,7 @@ from ._security import ConfigError, Security, describe
 from .evaluation import resolve_device
 from .interceptors import ConcurrencyLimiter, DrainGate, Observability, build_interceptors, build_observability
 from .losses import REGISTRY, Registry
-from .losses._plugins import load_plugin_setting
+from .losses._plugins import ENTRY_POINT_GROUP, load_plugin_setting, missing_plugins
 from .rpc import LossService, add_loss_service
 from .training import JobManager, add_training_service
 from .training._store import StoreError
@@ -137,6 +137,11 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
         reason = _why_not_bindable(config.host, config.port, probe=True)
         if reason:
             raise ConfigError(f"cannot listen on {config.host}:{config.port}: {reason}")
+    missing = missing_plugins(config.plugins)
+    if missing:  # named by the operator: a typo must not start a server without its losses
+        raise ConfigError(f"{flag_name('plugins')} {config.plugins!r} (env {env_name('plugins')}): "
+                          f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed "
+                          f"(no entry point of group {ENTRY_POINT_GROUP}); use all, none or installed names")
     load_plugin_setting(config.plugins, registry)
     options = [
         *extra_options,  # first: gRPC takes an argument's first occurrence

@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/support is importable as `support`
 
+from support.dist import build_dist  # noqa: E402
 from support.servers import ServedProcess, start_in_process  # noqa: E402
 
 #: The replica scenarios (``@pytest.mark.replicas``: PostgreSQL failovers, network partitions) take minutes:
@@ -43,6 +44,12 @@ def server_address() -> Iterator[str]:
 def served_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedProcess]:
     with ServedProcess.start(tmp_path_factory.mktemp("served")) as proc:
         yield proc
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``make dist``'s sdist and wheel, built once for the session (tests/support/dist.py)."""
+    yield build_dist(tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture()

@@ -27,6 +27,7 @@ _INPUTS = (
     ),
     Input("boxes2", "target", differentiable=True, aliases=("y_true", "target"), doc="boxes, same shape"),
 )
+_REFUSES = ("boxes1 not (N, 4) or (4)", "boxes2 shaped unlike boxes1", "a box with x1 > x2 or y1 > y2")
 _PARAMS = (
     Param("reduction", "string", "mean", "'none' (one loss per box), 'mean' (default here; torchvision's is 'none'; "
           "0 for no boxes) or 'sum'.", choices=("none", "mean", "sum")),
@@ -98,6 +99,7 @@ def _center_term(
 @register_loss(
     "generalized_box_iou_loss",
     aliases=("GIoULoss", "giou_loss", "generalized_iou_loss"),
+    refuses=_REFUSES,
     inputs=_INPUTS, params=_PARAMS,
     description="1 - GIoU: 1 - IoU + (area of the enclosing box not covered by the union) / (enclosing area); "
     "2-D boxes or 3-D boxes (volumes).",
@@ -119,6 +121,7 @@ def generalized_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, redu
 @register_loss(
     "distance_box_iou_loss",
     aliases=("DIoULoss", "diou_loss", "distance_iou_loss"),
+    refuses=_REFUSES,
     inputs=_INPUTS, params=_PARAMS,
     description="1 - DIoU: 1 - IoU + (distance of the centres)² / (diagonal of the enclosing box)².",
     source="lossd (Zheng et al. 2020; torchvision.ops.distance_box_iou_loss formula)",
@@ -135,6 +138,7 @@ def distance_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, reducti
 @register_loss(
     "complete_box_iou_loss",
     aliases=("CIoULoss", "ciou_loss", "complete_iou_loss"),
+    refuses=(*_REFUSES[:2], "a box with x1 >= x2 or y1 >= y2 (its aspect ratio is undefined)"),
     inputs=_INPUTS, params=_PARAMS,
     description="1 - CIoU: DIoU loss + alpha·v, v the aspect-ratio mismatch, alpha = v / (1 - IoU + v) (no gradient).",
     source="lossd (Zheng et al. 2020; torchvision.ops.complete_box_iou_loss formula)",

@@ -34,6 +34,8 @@ def _quantile_example(dt: torch.dtype) -> dict[str, object]:
 @register_loss(
     "quantile_loss",
     aliases=("QuantileLoss", "pinball_loss", "pinball"),
+    refuses=("an input shaped unlike the target (one quantile) or unlike the target's shape plus one column per "
+             "quantile (several)",),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",),
               doc="predictions: target's shape for one quantile, or (*target.shape, Q) for Q quantiles"),
@@ -101,6 +103,8 @@ def _info_nce_example(dt: torch.dtype) -> dict[str, object]:
     "info_nce_loss",
     batch_coupled=True,  # each query's negatives are the batch's other keys
     aliases=("InfoNCE", "InfoNCELoss", "info_nce"),
+    refuses=("a query not (N, D) with N >= 1", "a positive_key shaped unlike the query",
+             "negative_keys not (M, D) (unpaired) or (N, M, D) (paired)"),
     inputs=(
         Input("query", "prediction", differentiable=True, aliases=("y_pred", "input"), doc="embeddings (N, D)"),
         Input(
@@ -205,6 +209,7 @@ def _require_two_views(input: torch.Tensor, target: torch.Tensor, min_rows: int)
     "nt_xent_loss",
     batch_coupled=True,  # each embedding's negatives are the batch's other embeddings
     aliases=("NTXentLoss", "nt_xent", "simclr_loss"),
+    refuses=("an input not (N, D) with N >= 1", "a target shaped unlike the input"),
     inputs=_TWO_VIEWS,
     params=(
         Param("temperature", "float", 0.5, "Softmax temperature τ.", min=0.0, min_exclusive=True),
@@ -234,6 +239,8 @@ def nt_xent_loss(input: torch.Tensor, target: torch.Tensor, *, temperature: floa
     "barlow_twins_loss",
     batch_coupled=True,  # the cross-correlation is standardised over the batch
     aliases=("BarlowTwinsLoss", "barlow_twins"),
+    refuses=("an input not (N, D) with N >= 2 (the standardisation needs two samples)",
+             "a target shaped unlike the input"),
     inputs=_TWO_VIEWS,
     params=(
         Param("lambd", "float", 5e-3, "Weight of the off-diagonal (redundancy) terms.", min=0.0),

@@ -126,10 +126,13 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
     refuses=(
         "an input shaped unlike the target",
         "labels outside [0, 1] other than ignore_index",
+        "mode 'multiclass': targets not integer class indices (N, *) in [0, C) or ignore_index",
+        "activation 'softmax' without an input (N, C, *), with a focal_form other than 'linear' or from_logits false",
+        "per-class values (pos_weight, weight) not one per class of dim 1",
         "alpha > 1, gamma < 0",
     ),
     mean_normalizer="weight",  # with ignore_index, 'mean' divides by the count of kept elements
-    aliases=("SigmoidFocalLoss", "focal", "BinaryFocalLossWithLogits", "binary_focal_loss_with_logits"),
+    aliases=("SigmoidFocalLoss",),
     inputs=(
         Input(
             "input",
@@ -141,9 +144,10 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
         Input(
             "target",
             "target",
+            kind="float|int",
             differentiable=True,
             aliases=("y_true",),
-            doc="labels in [0, 1] (or ignore_index), same shape",
+            doc="labels in [0, 1] (or ignore_index), same shape; mode 'multiclass': class indices (N, *)",
         ),
     ),
     params=(
@@ -243,6 +247,24 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
             "With reduction 'sum': average each (sample, class) over its spatial elements (dims 2 on; with "
             "ignore_index, over its kept ones) before summing (MONAI FocalLoss reduction='sum').",
         ),
+        Param(
+            "mode",
+            "string",
+            "binary",
+            "'binary' and 'multilabel': target shaped like input, elementwise; 'multiclass': target holds class "
+            "indices (N, *), one-hot over dim 1 of input, ignore_index leaves a pixel out of every class (smp's and "
+            "pytorch-toolbelt's mode='multiclass': a binary focal term per class).",
+            choices=("binary", "multilabel", "multiclass"),
+        ),
+        Param(
+            "activation",
+            "string",
+            "sigmoid",
+            "Where the focal factor's probability comes from: 'sigmoid' of each logit, or 'softmax' over dim 1 "
+            "(pytorch-toolbelt's activation='softmax' and its FocalLoss / CrossEntropyFocalLoss); the cross-entropy "
+            "term stays BCE with logits. 'softmax' needs focal_form 'linear'.",
+            choices=("sigmoid", "softmax"),
+        ),
     ),
     description="Focal loss on logits (torchvision.ops.sigmoid_focal_loss; RetinaNet).",
     source="torchvision.ops.sigmoid_focal_loss (formula); kornia, smp, MONAI variants as parameters",
@@ -303,6 +325,29 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
             "smp's Σ w·(class mean) / Σ w: weight = w · C / Σ w (here w = [1, 3, 2])",
         ),
         Equivalent(
+            "kornia.losses.BinaryFocalLossWithLogits(alpha=0.25)",
+            {"focal_form": "split", "ignore_index": -100, "reduction": "none"},
+            "kornia's defaults: per element, -100 ignored (its loss there is 0)",
+        ),
+        Equivalent(
+            "segmentation_models_pytorch.losses.FocalLoss(mode='multiclass', ignore_index=255)",
+            {"mode": "multiclass", "ignore_index": 255, "alpha": -1.0, "focal_form": "exp_bce"},
+            "input (N, C, *) logits, target (N, *) class indices; smp's mean of the class means over the kept pixels",
+        ),
+        Equivalent(
+            "pytorch_toolbelt.losses.FocalLoss(ignore_index=-1)",
+            {"mode": "multiclass", "activation": "softmax", "alpha": -1.0, "ignore_index": -1, "reduction": "sum",
+             "weight": [0.125, 0.125, 0.125]},
+            "toolbelt 0.8's FocalLoss is CrossEntropyFocalLoss; its mean divides by every pixel, ignored ones "
+            "included: reduction 'sum' with weight = 1 / (N·pixels) per class (here 2·2·2)",
+        ),
+        Equivalent(
+            "pytorch_toolbelt.losses.BinaryFocalLoss(ignore_index=-1)",
+            {"mode": "multiclass", "alpha": -1.0, "ignore_index": -1, "reduction": "sum", "weight": [0.0625] * 2},
+            "target (N, *) class indices, one-hot by toolbelt; its mean divides by every element, ignored ones "
+            "included: reduction 'sum' with weight = 1 / (N·C·pixels) (here 2·2·4)",
+        ),
+        Equivalent(
             "kornia.losses.binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2.0, reduction='mean')",
             {"focal_form": "split", "ignore_index": -100, "reduction": "sum", "weight": [0.125, 0.125]},
             "kornia's mean counts ignored (-100) elements: reduction 'sum' with weight = 1 / elements (here 8)",
@@ -313,18 +358,26 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
                        focal_form: str, from_logits: bool, eps: float, ignore_index: int | None,
                        pos_weight: list[float] | None, weight: list[float] | None, label_smoothing: float,
                        normalized: bool, reduced_threshold: float | None, class_alpha: list[float] | None,
-                       average_space: bool) -> torch.Tensor:
+                       average_space: bool, mode: str, activation: str) -> torch.Tensor:
     """``ce = BCEWithLogits(x, t)``, ``p = sigmoid(x)``, ``p_t = p*t + (1-p)*(1-t)``;
     loss = ``ce * (1-p_t)^gamma``, times ``alpha*t + (1-alpha)*(1-t)`` when ``alpha >= 0``.
 
     With ``gamma=0`` and ``alpha<0`` this is exactly ``binary_cross_entropy_with_logits``.
     The other forms, weights, ``ignore_index`` and the smp options are in the parameter docs.
     """
-    require_same_shape(input, target, "the loss is elementwise")
     keep = None
-    if ignore_index is not None:
-        keep = target != ignore_index
-        target = torch.where(keep, target, torch.zeros_like(target))
+    if mode == "multiclass":
+        target, keep = _one_hot_classes(input, target, ignore_index)
+    else:
+        require_same_shape(input, target, "the loss is elementwise")
+        if ignore_index is not None:
+            keep = target != ignore_index
+            target = torch.where(keep, target, torch.zeros_like(target))
+    if activation == "softmax":
+        require(input.dim() >= 2, "params.activation",
+                f"'softmax' needs input (N, C, *), got shape {list(input.shape)}")
+        require(focal_form == "linear", "params.activation", "'softmax' needs focal_form 'linear' (its p_t formula)")
+        require(from_logits, "params.activation", "'softmax' needs from_logits true (logits over dim 1)")
     require_unit_interval(
         target, "inputs.target", "labels" + (f" (other than ignore_index {ignore_index})" if keep is not None else "")
     )
@@ -364,7 +417,7 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
         loss = F.binary_cross_entropy_with_logits(x, target, reduction="none", pos_weight=pw)
         if gamma != 0 or reduced_threshold is not None or normalized:
             if focal_form == "linear":  # 1 - p_t without cancellation: p + t - 2pt
-                p = torch.sigmoid(x)
+                p = torch.softmax(x, dim=1) if activation == "softmax" else torch.sigmoid(x)
                 q = (p + target - 2 * p * target).clamp_min(0)
             elif focal_form == "exp_bce":
                 bce = loss if pw is None else F.binary_cross_entropy_with_logits(x, target, reduction="none")
@@ -399,9 +452,43 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
     return reduce(loss, reduction)
 
 
+def _one_hot_classes(input: torch.Tensor, target: torch.Tensor, ignore_index: int | None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class indices (N, *) → (one-hot shaped like input, kept elements or None); ignored pixels: every class."""
+    require(input.dim() >= 2, "inputs.input", f"mode 'multiclass' needs input (N, C, *), got shape {list(input.shape)}")
+    require(not (target.is_floating_point() or target.is_complex() or target.dtype == torch.bool), "inputs.target",
+            f"mode 'multiclass' takes class indices (an integer dtype), got {str(target.dtype).replace('torch.', '')}")
+    expected = [input.shape[0], *input.shape[2:]]
+    require(list(target.shape) == expected, "inputs.target", f"shape {list(target.shape)} must be {expected} "
+            "(class indices for input (N, C, *))")
+    target = target.long()
+    require_class_indices(target, input.shape[1], ignore_index)
+    keep = None
+    if ignore_index is not None:
+        kept = target != ignore_index
+        target = torch.where(kept, target, torch.zeros_like(target))
+        keep = kept.unsqueeze(1).expand(input.shape)
+    return F.one_hot(target, input.shape[1]).movedim(-1, 1).to(input.dtype), keep
+
+
 register_split_name("FocalLoss", "sigmoid_focal_loss (logits, one probability per element: torchvision, smp, "
+                    "MONAI; smp mode='multiclass': mode 'multiclass'; pytorch-toolbelt 0.8's FocalLoss, which is its "
+                    "CrossEntropyFocalLoss: mode 'multiclass', activation 'softmax'), softmax_focal_loss (logits over "
+                    "classes, class-index targets: kornia) or binary_focal_loss (probabilities, the seed's FocalLoss)")
+register_split_name("focal", "sigmoid_focal_loss (logits, one probability per element: torchvision, smp, "
                     "pytorch-toolbelt, MONAI), softmax_focal_loss (logits over classes, class-index targets: kornia) "
                     "or binary_focal_loss (probabilities, the seed's FocalLoss)")
+# kornia's names: the same loss as sigmoid_focal_loss, with other defaults (per element, -100 ignored, kornia's
+# soft-target form); the alias would have given other numbers for soft targets, silently.
+for _name in ("BinaryFocalLossWithLogits", "binary_focal_loss_with_logits"):
+    register_split_name(_name, "sigmoid_focal_loss with focal_form 'split', ignore_index -100 and reduction 'none' "
+                        "(kornia's defaults; alpha 0.25 and gamma 2 are the same)")
+register_split_name("multiclass_focal_loss", "softmax_focal_loss (softmax cross-entropy form: kornia focal_loss, "
+                    "MONAI use_softmax) or sigmoid_focal_loss with mode 'multiclass' (a binary focal term per class: "
+                    "smp FocalLoss(mode='multiclass'); pytorch-toolbelt's with activation 'softmax')")
+register_split_name("CrossEntropyFocalLoss", "sigmoid_focal_loss with mode 'multiclass', activation 'softmax', "
+                    "alpha -1 (pytorch-toolbelt's CrossEntropyFocalLoss: softmax focal factor, per-class BCE, summed "
+                    "over classes), or softmax_focal_loss (the softmax cross-entropy form, kornia)")
 register_split_name("BinaryFocalLoss", "sigmoid_focal_loss (logits: pytorch-toolbelt BinaryFocalLoss; with "
                     "focal_form 'exp_bce', alpha -1) or binary_focal_loss (probabilities, the seed's FocalLoss)")
 register_split_name("focal_loss", "sigmoid_focal_loss (torchvision.ops.sigmoid_focal_loss) or softmax_focal_loss "
@@ -425,7 +512,7 @@ def _softmax_example(dt: torch.dtype) -> dict[str, object]:
         "gamma < 0",
     ),
     mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
-    aliases=("SoftmaxFocalLoss", "multiclass_focal_loss"),
+    aliases=("SoftmaxFocalLoss",),
     inputs=(
         Input(
             "input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits, (N, C) or (N, C, d1, ..., dK)"

@@ -112,7 +112,10 @@ _WINDOW = (
 
 @register_loss(
     "ssim_loss",
-    aliases=("SSIMLoss", "ssim"),
+    aliases=(),
+    refuses=("inputs not (N, C, H, W) or (N, C, D, H, W)", "a target shaped unlike the input",
+             "an even window_size", "images smaller than the window (window_size // 2 + 1 a side with padding "
+             "'same', window_size with 'valid')"),
     inputs=_IMAGES,
     params=(
         *_WINDOW,
@@ -178,7 +181,9 @@ _MS_WEIGHTS = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]
 
 @register_loss(
     "ms_ssim_loss",
-    aliases=("ms_ssim", "multiscale_ssim_loss"),
+    aliases=("multiscale_ssim_loss",),
+    refuses=("inputs not (N, C, H, W)", "a target shaped unlike the input", "an even window_size",
+             "images smaller than (window_size - 1)·2^(scales - 1) + 1 a side"),
     inputs=_IMAGES,
     params=(
         *_WINDOW,
@@ -273,7 +278,12 @@ def distance_field(mask: torch.Tensor) -> torch.Tensor:
 @register_loss(
     "hausdorff_dt_loss",
     batch_coupled=True,  # log=true takes the log of the batch mean
-    aliases=("HausdorffDTLoss", "hausdorff_dt"),
+    aliases=("hausdorff_dt",),
+    refuses=("an input not (N, C, H, W) or (N, C, H, W, D)", "mode 'binary' with more than one channel",
+             "targets not shaped as mode says (a mask shaped like input; multiclass: class indices (N, *) or "
+             "one-hot), outside [0, 1] or outside [0, C)", "probabilities outside [0, 1] with from_logits false",
+             "include_background false with one channel",
+             f"distance transforms of more than {MAX_DISTANCE_WORK} steps (N·C·pixels·Σ sides)"),
     inputs=(
         Input(
             "input",
@@ -386,6 +396,8 @@ def _erosion_kernel(dims: int, like: torch.Tensor) -> torch.Tensor:
 @register_loss(
     "hausdorff_er_loss",
     aliases=("HausdorffERLoss", "hausdorff_er", "HausdorffERLoss3D"),
+    refuses=("an input not (N, C, H, W) or (N, C, D, H, W)",
+             "targets not class indices (N, *spatial) or (N, 1, *spatial) in [0, C)"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",),
               doc="probabilities per class (N, C, H, W) or (N, C, D, H, W)"),
@@ -453,6 +465,7 @@ def hausdorff_er_loss(
 @register_loss(
     "ms_ssim_l1_loss",
     aliases=("ms_ssim_l1", "MSSSIML1Loss"),
+    refuses=("inputs not (N, C, H, W)", "a target shaped unlike the input"),
     inputs=_IMAGES,
     params=(
         Param(
@@ -535,6 +548,14 @@ def ms_ssim_l1_loss(input: torch.Tensor, target: torch.Tensor, *, sigmas: list[f
 for _name in ("hausdorff_loss", "HausdorffLoss"):
     register_split_name(_name, "hausdorff_dt_loss (distance transforms: MONAI HausdorffDTLoss) or hausdorff_er_loss "
                         "(morphological erosion: kornia HausdorffERLoss), both Karimi & Salcudean 2019")
+# kornia's SSIMLoss is (1 - SSIM) / 2 with reflected borders, MONAI's 1 - SSIM over full windows: one loss, two
+# conventions far apart (a factor 2), so the class name is no alias. ssim and ms_ssim name the similarity itself
+# (kornia.metrics.ssim, pytorch_msssim.ssim), not a loss: no alias either.
+# MONAI's HausdorffDTLoss leaves channel 0 out by default (include_background=False); lossd's default keeps it.
+register_split_name("HausdorffDTLoss", "hausdorff_dt_loss with include_background false (MONAI's default; with one "
+                    "channel MONAI ignores it: send the default, true)")
+register_split_name("SSIMLoss", "ssim_loss with its defaults (kornia.losses.SSIMLoss: (1 - SSIM) / 2, reflected "
+                    "borders) or with padding 'valid', form 'one_minus', eps 0 (monai.losses.SSIMLoss: 1 - SSIM)")
 for _name in ("MS_SSIMLoss", "MSSSIMLoss"):
     register_split_name(_name, "ms_ssim_loss (1 - MS-SSIM, Wang et al. 2003: pytorch-msssim, MONAI's metric) or "
                         "ms_ssim_l1_loss (MS-SSIM blended with L1, Zhao et al. 2017: kornia.losses.MS_SSIMLoss)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import Equivalent, Input, Param, register_loss, require, require_class_indices
+from ._registry import Equivalent, Input, Param, register_loss, register_split_name, require, require_class_indices
 
 __all__ = ["lovasz_hinge_loss", "lovasz_softmax_loss"]
 
@@ -45,6 +45,8 @@ def _hinge_flat(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     "lovasz_hinge_loss",
     batch_coupled=True,  # sorts the errors of the batch as one image with per_image false
     aliases=("LovaszHingeLoss", "lovasz_hinge"),
+    refuses=("an empty batch", "a target not shaped like input without its channel",
+             "labels other than 0 and 1 (or ignore_index)"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits (N, *) or (N, 1, *)"),
         Input("target", "target", kind="float|int", aliases=("y_true",),
@@ -98,7 +100,10 @@ def _softmax_flat(probs: torch.Tensor, labels: torch.Tensor, classes: str, weigh
 @register_loss(
     "lovasz_softmax_loss",
     batch_coupled=True,  # sorts the errors of the batch as one image (per_image false, the default)
-    aliases=("LovaszSoftmaxLoss", "lovasz_softmax"),
+    aliases=(),
+    refuses=("an input not (N, C, *) with N >= 1", "targets not (N, *)",
+             "class indices outside [0, C) other than ignore_index", "class_weights not one per class",
+             "probabilities outside [0, 1] with from_logits false"),
     inputs=(
         Input(
             "input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits (or probabilities) (N, C, *)"
@@ -176,3 +181,12 @@ def lovasz_softmax_loss(input: torch.Tensor, target: torch.Tensor, *, per_image:
     return torch.stack(
         [_softmax_flat(p[k], y[k], classes, class_weights) for p, y, k in zip(probs, labels, keep)]
     ).mean()
+
+
+# The class and function names carry their library's defaults, which differ from each other: pointers, not aliases.
+register_split_name("LovaszSoftmaxLoss", "lovasz_softmax_loss with per_image true and classes 'all' (kornia's "
+                    "LovaszSoftmaxLoss and lovasz_softmax_loss defaults); its own defaults are smp's LovaszLoss "
+                    "(mode 'multiclass': per_image false, classes 'present')")
+register_split_name("lovasz_softmax", "lovasz_softmax_loss with from_logits false (Berman et al.'s lovasz_softmax "
+                    "takes probabilities; per_image false, classes 'present' as here), or kornia's form: per_image "
+                    "true, classes 'all'")

@@ -103,6 +103,24 @@ _OVERLAP_REDUCTION = Param(
 )
 
 
+#: What every overlap loss refuses (its (b) rules, as docs/losses.md lists them).
+_TARGET_REFUSES = (
+    "an empty batch",
+    "binary/multilabel: a target shaped unlike the input, or values outside [0, 1] other than ignore_index",
+    "multiclass: an input without a class dimension (N, C, *); targets neither class indices (N, *) in [0, C) "
+    "(or ignore_index) nor one-hot / class probabilities in [0, 1] shaped like input; ignore_index with a float "
+    "target",
+    "probabilities outside [0, 1] with from_logits false",
+)
+_MASK_REFUSES = ("a mask not shaped (N or 1, 1, *spatial)",)
+_CLASS_REFUSES = (
+    "class_weights not one per class of input, negative or all 0",
+    "classes outside [0, C), repeated, or leaving no class (include_background false counted); selecting "
+    "classes in mode 'binary'",
+)
+_OVERLAP_REFUSES = _TARGET_REFUSES + _MASK_REFUSES + _CLASS_REFUSES
+
+
 def _smoothing(smooth_doc: str, smooth_default: float = 0.0, eps_default: float = 1e-7) -> tuple[Param, ...]:
     return (
         Param("smooth", "float", smooth_default, smooth_doc, min=0.0),
@@ -452,6 +470,7 @@ _DICE_EQUIVALENTS = (
     "dice_loss",
     batch_coupled=True,  # pooled over the batch by default (aggregation); per_sample/micro would shard
     aliases=("DiceLoss", "dice"),
+    refuses=_OVERLAP_REFUSES,
     inputs=_OVERLAP_INPUTS,
     params=_overlap_params(),
     description="1 - Dice coefficient (2|X∩Y| / (|X|+|Y|)), averaged over classes.",
@@ -496,6 +515,7 @@ def dice_loss(
     "jaccard_loss",
     batch_coupled=True,  # pooled over the batch by default (aggregation); per_sample/micro would shard
     aliases=("JaccardLoss", "jaccard"),
+    refuses=_OVERLAP_REFUSES,
     inputs=_OVERLAP_INPUTS,
     params=_overlap_params(),
     description="1 - Jaccard index (|X∩Y| / |X∪Y|, soft IoU), averaged over classes.",
@@ -614,6 +634,7 @@ register_loss(
     "tversky_loss",
     batch_coupled=True,  # pooled over the batch by default (aggregation); per_sample/micro would shard
     aliases=("TverskyLoss", "tversky"),
+    refuses=(*_OVERLAP_REFUSES, "gamma_on 'mean' with a reduction other than 'mean'"),
     inputs=_OVERLAP_INPUTS,
     params=_tversky_params(0.5, 0.5, 1.0),
     description="(1 - Tversky index)^gamma with FP weight alpha, FN weight beta; alpha=beta=0.5 is Dice.",
@@ -637,6 +658,7 @@ register_loss(
     "focal_tversky_loss",
     batch_coupled=True,  # pooled over the batch by default (aggregation); per_sample/micro would shard
     aliases=("FocalTverskyLoss", "focal_tversky"),
+    refuses=(*_OVERLAP_REFUSES, "gamma_on 'mean' with a reduction other than 'mean'"),
     inputs=_OVERLAP_INPUTS,
     params=_tversky_params(0.3, 0.7, 0.75),
     description="Focal Tversky loss (Abraham & Khan 2019): per class (1 - TI)^0.75, FN weighted 0.7, FP 0.3.",
@@ -656,6 +678,7 @@ register_loss(
     "generalized_dice_loss",
     batch_coupled=True,  # aggregation "pooled" sums over the batch before dividing
     aliases=("GeneralizedDiceLoss", "generalised_dice_loss", "generalized_dice"),
+    refuses=(*_TARGET_REFUSES, *_MASK_REFUSES, "include_background false in mode 'binary' or with one class"),
     inputs=_OVERLAP_INPUTS,
     params=(
         _MODE,
@@ -746,6 +769,8 @@ def generalized_dice_loss(
     "mcc_loss",
     batch_coupled=True,  # pooled over the batch by default (aggregation)
     aliases=("MCCLoss", "mcc"),
+    refuses=(*_TARGET_REFUSES, "include_background false in mode 'binary' or with one class",
+             "eps and smooth_dr both 0 (the coefficient is 0/0 where a prediction or target is empty)"),
     inputs=_OVERLAP_INPUTS[:2],
     params=(
         _MODE,

@@ -26,7 +26,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 from ._registry import REGISTRY, Registry, staging
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginResult", "load_plugins", "load_plugin_setting"]
+__all__ = ["ENTRY_POINT_GROUP", "PluginResult", "load_plugins", "load_plugin_setting", "missing_plugins"]
 
 ENTRY_POINT_GROUP = "lossd.losses"
 
@@ -77,6 +77,20 @@ def load_plugin_setting(setting: str, registry: Registry = REGISTRY) -> list[Plu
         return []
     names = None if choice == "all" else [n.strip() for n in setting.split(",") if n.strip()]
     return load_plugins(registry, names)
+
+
+def missing_plugins(setting: str) -> list[str]:
+    """The names a ``--plugins`` value lists that no installed package provides (``all`` and
+    ``none`` name nothing); ``lossd serve`` refuses to start with any.
+
+    >>> missing_plugins("none"), missing_plugins("no-such-plugin")
+    ([], ['no-such-plugin'])
+    """
+    choice = setting.strip().lower()
+    if choice in ("all", "none"):
+        return []
+    installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted({n.strip() for n in setting.split(",") if n.strip()} - installed)
 
 
 def _load_one(registry: Registry, ep: EntryPoint) -> PluginResult:

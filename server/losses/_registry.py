@@ -456,8 +456,8 @@ class Registry:
         canonical = self._names.get(_key(name))
         if canonical is None:
             if _key(name) in self._split:
-                raise FieldError("loss", f"{name!r} names different losses in different libraries: "
-                                f"{self._split[_key(name)]} (ListLosses lists them all)", "NOT_FOUND")
+                raise FieldError("loss", f"{name!r} means different losses or defaults in different libraries, so "
+                                f"it is no alias: {self._split[_key(name)]} (ListLosses lists them all)", "NOT_FOUND")
             if not name:
                 raise FieldError("loss", "is empty; name a loss (see ListLosses)")
             close = difflib.get_close_matches(_key(name), list(self._names), n=4, cutoff=0.5)
@@ -506,7 +506,8 @@ def staging() -> Iterator[Registry]:
 def register_split_name(name: str, why: str, registry: Registry | None = None) -> None:
     """Make ``name`` a NOT_FOUND whose message says which lossd losses it may mean (``why``).
 
-    For names the field uses for different losses (``FocalLoss``): no alias, a pointer.
+    For names the field uses for different losses (``FocalLoss``), or a library's name whose defaults give other
+    numbers than the lossd loss's (``SSIMLoss``, ``BinaryFocalLossWithLogits``): no alias, a pointer.
     """
     (_TARGET.get() if registry is None else registry).add_split_name(name, why)
 

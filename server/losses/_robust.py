@@ -44,6 +44,7 @@ def _register(name: str, aliases: tuple[str, ...], description: str, formula: st
     loss.__doc__ = f"Per element {formula}, ``x = (input - target) / scale``."
     register_loss(
         name, aliases=aliases, inputs=_INPUTS, params=(_SCALE, REDUCTION), description=description,
+        refuses=("a target shaped unlike the input",),
         source=f"lossd (Barron 2019; {kornia} formula)", example=_example,
         equivalents=(Equivalent(f"{kornia}(img1, img2, reduction='mean')", {}, ""),),
     )(loss)
@@ -51,7 +52,7 @@ def _register(name: str, aliases: tuple[str, ...], description: str, formula: st
 
 
 charbonnier_loss = _register(
-    "charbonnier_loss", ("CharbonnierLoss", "charbonnier", "pseudo_huber_loss"),
+    "charbonnier_loss", ("CharbonnierLoss", "charbonnier"),
     "Charbonnier (L1-L2, pseudo-Huber): sqrt(x² + 1) - 1.", "``sqrt(x² + 1) - 1``",
     "kornia.losses.charbonnier_loss", lambda x: torch.sqrt(x * x + 1) - 1)
 welsch_loss = _register(
@@ -71,6 +72,7 @@ geman_mcclure_loss = _register(
 @register_loss(
     "wing_loss",
     aliases=("WingLoss", "wing"),
+    refuses=("a target shaped unlike the input",),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="predicted coordinates, any shape"),
         Input("target", "target", differentiable=True, aliases=("y_true",), doc="true coordinates, same shape"),

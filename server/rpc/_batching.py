@@ -10,8 +10,11 @@ bit-identical), when the first of these happens:
 - ``window_us`` microseconds have passed since its first call arrived;
 - it holds ``max_items`` calls.
 
-So a call waits at most the window (a lone client's latency grows by it, no more), and
-under concurrency the calls that arrive within one window share one torch call.
+So a call waits at most the window, and under concurrency the calls that arrive within one
+window share one torch call. A call that arrives more than a window after the previous one,
+with no group of its kind pending, has nobody to wait for: it is evaluated at once, as with
+the window off (:meth:`DynamicBatcher.should_wait`). A lone client therefore waits only when
+it calls more often than once per window.
 
 Every call gets its own reply or its own error, as if it had been evaluated alone. A call
 cancelled while it waits leaves the group (its item is still evaluated with the others and
@@ -34,6 +37,7 @@ its reply dropped). With ``window_us=0`` the batcher is off and nothing here run
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
@@ -84,10 +88,25 @@ class DynamicBatcher:
         #: Groups evaluated, and the calls in them (their ratio: calls per torch call).
         self.groups = 0
         self.calls = 0
+        #: Calls evaluated at once, with nobody to wait for (see :meth:`should_wait`).
+        self.alone = 0
+        self._last_arrival = -float("inf")
 
     def key(self, request: lossd_pb2.EvaluateLossRequest) -> Hashable | None:
         """The group a call joins, or ``None`` when it is evaluated on its own."""
         return group_key(self._registry, request)
+
+    def should_wait(self, key: Hashable) -> bool:
+        """Whether a call of group ``key`` arriving now should wait for company (then :meth:`submit` it):
+        when its group is pending, or when the previous call arrived less than a window ago. Else it
+        is evaluated at once by the caller, as with the window off, and counted in ``alone``."""
+        now = time.monotonic()
+        recent = now - self._last_arrival < self._window_s
+        self._last_arrival = now
+        if recent or key in self._groups:
+            return True
+        self.alone += 1
+        return False
 
     async def submit(self, key: Hashable, request: lossd_pb2.EvaluateLossRequest) -> bytes:
         """The call's serialized reply once its group is evaluated; raises its ``FieldError``."""

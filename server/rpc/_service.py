@@ -154,8 +154,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         args = (self._registry, message, self._device, self._limits, payloads, self.plans, checked)
         small = self._inline(message)
         key = self.batcher.key(message) if self.batcher is not None and small and not payloads else None
-        if key is not None:
-            assert self.batcher is not None
+        if key is not None and self.batcher is not None and self.batcher.should_wait(key):
             reply = await self.batcher.submit(key, message)
         elif small:
             reply = handle_evaluate_bytes(*args)

@@ -545,3 +545,12 @@ def test_serve_runs_the_server_until_sigterm(tmp_path):  # type: ignore[no-untyp
 )
 def test_parse_param(text, expected):  # type: ignore[no-untyped-def]
     assert parse_param(text) == expected
+
+
+def test_serve_refuses_a_plugin_that_is_not_installed_in_one_line(tmp_path):  # type: ignore[no-untyped-def]
+    proc = run_tool([*_script(), "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+                     "--plugins", "nosuch"], timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == "" and proc.stderr == (
+        "lossd serve: error: --plugins 'nosuch' (env LOSSD_PLUGINS): nosuch is not installed "
+        "(no entry point of group lossd.losses); use all, none or installed names\n"), proc.stderr

@@ -1,63 +1,28 @@
 """``make dist`` and a user's install: the sdist builds a wheel that installs into a fresh
 virtualenv without torch and whose client and ``lossd`` command work against a real server.
 
-The build is ``make dist``'s (``python -m build``: an sdist, then the wheel from that
-sdist, so a file the sdist forgets fails here), from a copy of the sources so that the
-working tree gets no ``build/`` or ``*.egg-info``. The install runs in a folder that
+The build is ``make dist``'s, once per session (the ``dist`` fixture, tests/support/dist.py: an
+sdist, then the wheel from that sdist, so a file the sdist forgets fails here). The install runs in a folder that
 holds an empty ``lossd/``: a regular install is not shadowed by it (README, "Installing"),
 while the editable install of ``make run`` is, from the folder above a clone named
 ``lossd``, exactly as the README warns.
-Slow (two isolated builds and an install: about a minute), and part of ``make test``.
+Slow (the build, shared with tests/repo/test_packaging.py, and an install: about a minute), and
+part of ``make test``.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tarfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.dist import REPO, run_checked
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _run(cmd: list[str], timeout: float, **kw: Any) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kw)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result
-
-
-def _dist_command() -> list[str]:
-    """The command of ``make dist`` (after ``$(BIN)/python``), read from the Makefile."""
-    makefile = (REPO / "Makefile").read_text()
-    target = re.search(r"^dist:.*\n((?:\t.*\n)+)", makefile, re.M)
-    assert target, "the Makefile has no dist target"
-    (line,) = [x.strip() for x in target.group(1).splitlines() if "-m build" in x]
-    assert line == "$(BIN)/python -m build --outdir dist .", line
-    return ["-m", "build", "--outdir", "dist", "."]
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    src = tmp_path_factory.mktemp("dist") / "lossd"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist", "node_modules")
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE", "constraints.txt"):
-        if (REPO / name).is_file():
-            shutil.copy2(REPO / name, src / name)
-    for folder in ("proto", "client", "server"):
-        shutil.copytree(REPO / folder, src / folder, ignore=ignore)
-    _run([sys.executable, *_dist_command()], timeout=600, cwd=src)
-    yield src / "dist"
 
 
 def test_dist_holds_an_sdist_and_a_wheel(dist: Path) -> None:
@@ -74,12 +39,25 @@ CLIENT = textwrap.dedent(
     """
     import importlib.util, sys
     assert importlib.util.find_spec("torch") is None, "torch is installed in the client-only venv"
-    import lossd
+    import lossd, lossd.client
     from lossd.client import Client
+    assert "torch" not in sys.modules, "importing lossd.client imported torch"
     with Client() as client:
         r = client.evaluate("cross_entropy", [[10.0, 0.0, -10.0], [8.0, 8.0, 8.0]], [0, 2],
                             reduction="sum", label_smoothing=0.1)
-    assert "torch" not in sys.modules
+    assert "torch" not in sys.modules, "the client imported torch"
+    msg = lossd.client.encode([1.0, 2.0])
+    assert (msg.dtype, list(msg.shape), len(msg.raw)) == ("float32", [2], 8), msg
+    assert lossd.client.decode(msg).tolist() == [1.0, 2.0] and lossd.Client is Client
+    lossd.client.AsyncClient("127.0.0.1:1")
+    from lossd.client._errors import from_status_name  # google.rpc (googleapis-common-protos) is there
+    assert from_status_name("INVALID_ARGUMENT", "x: y", "x").violations[0].field == "x"
+    try:
+        import lossd.client.torch
+    except ModuleNotFoundError as e:
+        assert e.name == "torch", e
+    else:
+        raise AssertionError("lossd.client.torch imported without torch")
     print(lossd.__version__, lossd.__file__, r.value, r.grads["y_pred"].shape)
     """
 )
@@ -89,17 +67,17 @@ def test_wheel_installs_without_torch_and_its_client_works(dist: Path, served_pr
     (wheel,) = dist.glob("lossd-*.whl")
     venv = tmp_path / "venv"
     # No pip inside the new venv (faster); this interpreter's pip installs into it.
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], timeout=120)
+    run_checked([sys.executable, "-m", "venv", "--without-pip", str(venv)], timeout=120)
     py, lossd = venv / "bin" / "python", venv / "bin" / "lossd"
-    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--disable-pip-version-check",
+    run_checked([sys.executable, "-m", "pip", "--python", str(py), "install", "--disable-pip-version-check",
           "-c", str(REPO / "constraints.txt"), str(wheel)], timeout=300)
     work = tmp_path / "work"
     (work / "lossd").mkdir(parents=True)  # a folder named like the package: no shadowing
     env = {**os.environ, "LOSSD_TARGET": served_process.address}
-    out = _run([str(py), "-c", CLIENT], timeout=120, cwd=work, env=env).stdout.split()
+    out = run_checked([str(py), "-c", CLIENT], timeout=120, cwd=work, env=env).stdout.split()
     assert out[0] == "0.1.0" and out[1].startswith(str(venv)), out
     assert float(out[2]) == pytest.approx(2.0986578464508057, rel=1e-6) and out[3:] == ["(2,", "3)"], out
-    assert _run([str(lossd), "health"], timeout=60, cwd=work, env=env).stdout == "SERVING\n"
+    assert run_checked([str(lossd), "health"], timeout=60, cwd=work, env=env).stdout == "SERVING\n"
     proc = subprocess.run([str(lossd), "serve"], capture_output=True, text=True, timeout=60, cwd=work, env=env)
     assert proc.returncode == 2 and "pip install '.[server]'" in proc.stderr, proc.stderr
 

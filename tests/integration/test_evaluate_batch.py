@@ -289,6 +289,17 @@ def test_the_batch_window_evaluates_concurrent_calls_together_each_as_alone() ->
         assert got.grads["y_pred"].tobytes() == gx.numpy().tobytes() and got.grads["y_true"].tobytes() == gy.numpy().tobytes()
 
 
+def test_a_call_with_nobody_to_wait_for_is_evaluated_at_once() -> None:
+    """Calls more than a window apart, one at a time: none waits for company (the batcher counts
+    each as alone and forms no group), and each reply is torch's."""
+    with lossd(batch_window_us=50_000) as (address, server), Client(address) as c:
+        for x in (1.0, 2.0, 3.0):
+            time.sleep(0.1)  # twice the window since the previous call arrived
+            assert c.evaluate("mse_loss", [x], [0.0]).value == x * x
+        batcher = server.loss_service.batcher
+        assert (batcher.alone, batcher.groups) == (3, 0), (batcher.alone, batcher.groups)
+
+
 def test_evaluate_many_falls_back_to_the_stream_on_a_server_without_evaluate_loss_batch() -> None:
     """A server from before EvaluateLossBatch (its servicer answers UNIMPLEMENTED, as the generated
     base class does): evaluate_many sends the same items over EvaluateLossStream, same outcomes."""

@@ -12,12 +12,13 @@ from lossd.server import evaluate
 from lossd.server.losses import REGISTRY, LossError
 from support.refs import CASES
 from support.refs import (adversarial, auc, boundary, boxes, calibration, cldice, custom, deformation, image, lovasz,
-                          registration, robust, spectral, unified_focal, wasserstein_dice)
+                          registration, robust, robust_classification, similarity, spectral, unified_focal,
+                          wasserstein_dice)
 
 #: Every loss lossd defines (not a torch.nn loss): their references are formulas, not torch calls.
-CUSTOM = {name: ref for module in (custom, robust, boxes, image, lovasz, cldice, wasserstein_dice,
-                                                   unified_focal, calibration, auc, boundary, spectral, deformation,
-                                                   registration, adversarial)
+CUSTOM = {name: ref for module in (custom, robust, boxes, image, lovasz, similarity, robust_classification, boundary,
+                                   cldice, wasserstein_dice, unified_focal, calibration, auc, spectral, deformation,
+                                   registration, adversarial)
           for name, ref in module.REFERENCES.items()}
 
 # CIoU's trade-off weight alpha is a constant by definition (no gradient, as in the paper and torchvision),
@@ -58,7 +59,7 @@ def test_gradcheck_float64(name: str, case: Any) -> None:
 def test_fractional_gamma_with_saturated_logits_has_finite_gradients(gamma: float) -> None:
     logits = torch.tensor([40.0, -40.0, 20.0, 0.3], dtype=torch.float32)
     target = torch.tensor([1.0, 0.0, 1.0, 1.0])
-    r = evaluate(REGISTRY, "focal", {"input": logits, "target": target}, {"gamma": gamma})
+    r = evaluate(REGISTRY, "sigmoid_focal_loss", {"input": logits, "target": target}, {"gamma": gamma})
     assert torch.isfinite(r.loss) and torch.isfinite(r.grads["input"]).all()
     probs = torch.tensor([1.0, 0.0, 0.999999, 0.6])
     r = evaluate(REGISTRY, "binary_focal_loss", {"input": probs, "target": target}, {"gamma": gamma})
@@ -111,6 +112,14 @@ def test_new_losses_have_finite_gradients_on_saturated_or_perfect_inputs(
 
 @pytest.mark.parametrize(("name", "means"), [("FocalLoss", ("sigmoid_focal_loss", "softmax_focal_loss")),
                                              ("focal_loss", ("sigmoid_focal_loss", "softmax_focal_loss")),
+                                             ("focal", ("sigmoid_focal_loss", "softmax_focal_loss", "binary_focal_loss")),
+                                             ("CrossEntropyFocalLoss", ("sigmoid_focal_loss", "softmax_focal_loss")),
+                                             ("SSIMLoss", ("ssim_loss", "'one_minus'", "'valid'")),
+                                             ("HausdorffDTLoss", ("hausdorff_dt_loss", "include_background false")),
+                                             ("BinaryFocalLossWithLogits", ("sigmoid_focal_loss", "'split'", "-100")),
+                                             ("multiclass_focal_loss", ("softmax_focal_loss", "mode 'multiclass'")),
+                                             ("LovaszSoftmaxLoss", ("lovasz_softmax_loss", "per_image true")),
+                                             ("lovasz_softmax", ("lovasz_softmax_loss", "from_logits false")),
                                              ("MS_SSIMLoss", ("ms_ssim_loss", "ms_ssim_l1_loss")),
                                              ("iou_loss", ("jaccard_loss", "generalized_box_iou_loss")),
                                              ("IoULoss", ("jaccard_loss", "complete_box_iou_loss")),
@@ -124,10 +133,23 @@ def test_split_names_are_not_found_and_name_each_meaning(name: str, means: tuple
 
 @pytest.mark.parametrize(("alias", "canonical"), [
     ("nt_xent", "nt_xent_loss"), ("NTXentLoss", "nt_xent_loss"), ("focal_tversky_loss", "focal_tversky_loss"),
-    ("BinaryFocalLossWithLogits", "sigmoid_focal_loss"), ("InfoNCE", "info_nce_loss"), ("GIoULoss", "generalized_box_iou_loss"),
+    ("SigmoidFocalLoss", "sigmoid_focal_loss"), ("InfoNCE", "info_nce_loss"), ("GIoULoss", "generalized_box_iou_loss"),
+    ("PSNRLoss", "psnr_loss"), ("TotalVariation", "total_variation_loss"), ("total_variation", "total_variation_loss"),
+    ("MILossFromRef", "mutual_information_loss"), ("NMILossFromRef", "normalized_mutual_information_loss"),
+    ("BiTemperedLogisticLoss", "bi_tempered_logistic_loss"), ("BoundaryLoss", "boundary_loss"),
+    ("BalancedBCEWithLogitsLoss", "balanced_binary_cross_entropy_with_logits"),
 ])
 def test_aliases_mean_what_the_field_means(alias: str, canonical: str) -> None:
     assert REGISTRY.get(alias).name == canonical
+
+
+@pytest.mark.parametrize("name", ["ssim", "ms_ssim", "mutual_information", "TVLoss", "pseudo_huber_loss"])
+def test_metric_names_are_no_loss_aliases(name: str) -> None:
+    """The field's ``ssim``/``ms_ssim`` return the similarity itself, not a loss; ``TVLoss`` means several formulas;
+    pseudo-Huber with δ is δ²(√(1 + (x/δ)²) - 1), which charbonnier_loss's scale is not."""
+    with pytest.raises(LossError) as err:
+        REGISTRY.get(name)
+    assert err.value.code == "NOT_FOUND"
 
 
 def test_focal_tversky_defaults_are_not_dice() -> None:
@@ -170,6 +192,69 @@ def test_mcc_on_a_perfect_prediction_is_zero_with_finite_gradients(params: dict[
     assert torch.isfinite(r.grads["input"]).all()
     if params:
         assert r.loss.tolist() == [[0.0], [0.0]]
+
+
+@pytest.mark.parametrize(("t1", "t2"), [(0.5, 0.5), (1.0, 0.7), (0.8, 1.5), (0.0, 0.9)])
+def test_bi_tempered_with_saturated_logits_has_finite_gradients(t1: float, t2: float) -> None:
+    """t2 < 1 has finite support: other classes get p = 0 exactly, where log_t(p) has an infinite derivative."""
+    x = torch.tensor([[30.0, -30.0, -30.0], [0.2, 0.1, -0.3]], dtype=torch.float64)
+    r = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x, "target": torch.tensor([0, 2])},
+                 {"t1": t1, "t2": t2, "num_iters": 30})
+    assert torch.isfinite(r.loss) and torch.isfinite(r.grads["input"]).all()
+
+
+def test_bi_tempered_with_both_temperatures_1_is_cross_entropy() -> None:
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 3, 1, 1, 2])
+    r = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x, "target": y}, {})
+    torch.testing.assert_close(r.loss, F.cross_entropy(x, y))
+
+
+def test_bi_tempered_gradient_is_the_converged_one() -> None:
+    """The escort gradient is exact at convergence: after enough steps it equals finite differences of the value."""
+    x, y = torch.randn(3, 4, dtype=torch.float64), torch.tensor([0, 3, 1])
+    params = {"t1": 0.7, "t2": 1.6, "num_iters": 100}
+    r = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x, "target": y}, params)
+    step = torch.zeros_like(x)
+    step[1, 2] = 1e-6
+    up = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x + step, "target": y}, params).loss
+    down = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x - step, "target": y}, params).loss
+    assert abs(float((up - down) / 2e-6) - float(r.grads["input"][1, 2])) < 1e-7
+
+
+def test_heatmap_divergences_with_empty_pixels_have_finite_gradients() -> None:
+    """0·log 0 = 0: target pixels of 0 (and, for JS, pixels 0 in both maps) add nothing and no NaN."""
+    p = torch.tensor([[[[0.5, 0.5], [0.0, 0.0]]]], dtype=torch.float64)
+    t = torch.tensor([[[[0.25, 0.25], [0.5, 0.0]]]], dtype=torch.float64)
+    for name in ("kl_div_loss_2d", "js_div_loss_2d"):
+        r = evaluate(REGISTRY, name, {"input": t, "target": p}, {})
+        assert torch.isfinite(r.loss) and torch.isfinite(r.grads["input"]).all() and torch.isfinite(r.grads["target"]).all()
+    assert evaluate(REGISTRY, "js_div_loss_2d", {"input": p, "target": p.clone()}, {}).loss.item() == 0.0
+
+
+def test_psnr_of_identical_images_is_minus_infinity_with_zero_gradient() -> None:
+    x = torch.rand(2, 3, dtype=torch.float64)
+    r = evaluate(REGISTRY, "psnr_loss", {"input": x, "target": x.clone()}, {})
+    assert r.loss.item() == -float("inf") and torch.equal(r.grads["input"], torch.zeros_like(x))
+
+
+def test_mutual_information_of_a_constant_signal_is_zero_with_finite_gradients() -> None:
+    x, y = torch.full((2, 10), 0.5, dtype=torch.float64), torch.rand(2, 10, dtype=torch.float64)
+    r = evaluate(REGISTRY, "mutual_information_loss", {"input": x, "target": y}, {"num_bins": 8})
+    torch.testing.assert_close(r.loss, torch.zeros(2, dtype=torch.float64), atol=1e-12, rtol=0)
+    assert torch.isfinite(r.grads["input"]).all() and torch.isfinite(r.grads["target"]).all()
+
+
+def test_boundary_loss_is_negative_on_a_perfect_prediction_and_its_map_is_kervadecs() -> None:
+    from lossd.server.losses._boundary import signed_distance_map
+
+    mask = torch.zeros(1, 5, 5, dtype=torch.bool)
+    mask[0, 1:4, 1:4] = True
+    field = signed_distance_map(mask)[0]
+    assert field[2, 2].item() == -1.0 and field[1, 1].item() == 0.0 and field[0, 0].item() == pytest.approx(2 ** 0.5)
+    assert field[4, 2].item() == 1.0
+    target = mask.unsqueeze(1).double()
+    r = evaluate(REGISTRY, "boundary_loss", {"input": target.clone(), "target": target}, {})
+    assert r.loss.item() == -1.0 / 25 and torch.isfinite(r.grads["input"]).all()
 
 
 def test_distance_field_is_exact_euclidean() -> None:
@@ -287,10 +372,6 @@ def test_tversky_with_half_weights_is_dice() -> None:
         ("aucm_loss", {"input": torch.zeros(4, 1), "target": torch.zeros(4, 1), "a": torch.zeros(2)}, {}, "inputs.a",
          "one number"),
         ("aucm_loss", {"input": torch.zeros(0, 1), "target": torch.zeros(0, 1)}, {}, "inputs.input", "at least one"),
-        ("boundary_loss", {"input": torch.zeros(64, 1, 128, 128), "target": torch.zeros(64, 1, 128, 128)}, {},
-         "inputs.input", "at most"),
-        ("boundary_loss", {"input": torch.zeros(2, 3, 4, 4), "target": torch.full((2, 4, 4), 3)}, {}, "inputs.target",
-         "[0, 3)"),
         ("jukebox_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(2, 3)}, {}, "inputs.input",
          "1 to 3 spatial dims"),
         ("jukebox_loss", {"input": torch.zeros(2, 3, 4), "target": torch.zeros(2, 3, 4)}, {"fft_signal_size": [3]},
@@ -330,6 +411,53 @@ def test_tversky_with_half_weights_is_dice() -> None:
          "params.smooth_dr", "eps or smooth_dr must be > 0"),
         ("info_nce_loss", {"query": torch.ones(3, 4), "positive_key": torch.ones(3, 4)}, {"temperature": 0.0},
          "params.temperature", "> 0"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2, 3, 4), "target": torch.zeros(2, 4)}, {"mode": "multiclass"},
+         "inputs.target", "class indices (an integer dtype)"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2, 3, 4), "target": torch.zeros(2, 5, dtype=torch.long)},
+         {"mode": "multiclass"}, "inputs.target", "must be [2, 4]"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2, 3, 4), "target": torch.full((2, 4), 3)},
+         {"mode": "multiclass", "ignore_index": -1}, "inputs.target", "[0, 3) or equal ignore_index (-1)"),
+        ("sigmoid_focal_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(2, 3)},
+         {"activation": "softmax", "focal_form": "exp_bce"}, "params.activation", "focal_form 'linear'"),
+        ("psnr_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(3, 2)}, {}, "inputs.target", "same shape"),
+        ("psnr_loss", {"input": torch.zeros(2), "target": torch.ones(2)}, {"max_val": 0.0}, "params.max_val", "> 0"),
+        ("total_variation_loss", {"input": torch.zeros(4)}, {}, "inputs.input", "(*, H, W)"),
+        ("mutual_information_loss", {"input": torch.zeros(4), "target": torch.zeros(4)}, {"signal_dims": 2},
+         "inputs.input", "at least signal_dims (2)"),
+        ("mutual_information_loss", {"input": torch.zeros(4, 5), "target": torch.zeros(4, 6)}, {},
+         "inputs.target", "same shape"),
+        ("mutual_information_loss", {"input": torch.zeros(65, 4096), "target": torch.zeros(65, 4096)}, {},
+         "inputs.input", "at most 16777216"),
+        ("normalized_mutual_information_loss", {"input": torch.zeros(4), "target": torch.zeros(4)}, {"num_bins": 1},
+         "params.num_bins", "[2, 1024]"),
+        ("kl_div_loss_2d", {"input": torch.full((1, 1, 2, 2), 0.25), "target": torch.full((1, 1, 2, 2), -0.25)}, {},
+         "inputs.target", ">= 0"),
+        ("js_div_loss_2d", {"input": torch.zeros(2, 4), "target": torch.zeros(2, 4)}, {}, "inputs.input",
+         "(N, C, H, W)"),
+        ("inverse_depth_smoothness_loss", {"input": torch.zeros(1, 1, 3, 4), "target": torch.zeros(1, 3, 4, 3)}, {},
+         "inputs.target", "(H, W)"),
+        ("inverse_depth_smoothness_loss", {"input": torch.zeros(1, 1, 1, 4), "target": torch.zeros(1, 3, 1, 4)}, {},
+         "inputs.input", "at least 2"),
+        ("bi_tempered_logistic_loss", {"input": torch.zeros(2, 3), "target": torch.tensor([0, 3])}, {},
+         "inputs.target", "[0, 3)"),
+        ("bi_tempered_logistic_loss", {"input": torch.zeros(2, 1), "target": torch.tensor([0, 0])}, {},
+         "inputs.input", "C >= 2"),
+        ("bi_tempered_logistic_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(2, 3)},
+         {"ignore_index": -1}, "params.ignore_index", "class-index targets"),
+        ("bi_tempered_logistic_loss", {"input": torch.zeros(2, 3), "target": torch.tensor([0, 1])}, {"t1": 1.5},
+         "params.t1", "[0, 1]"),
+        ("bi_tempered_logistic_loss", {"input": torch.zeros(2, 2), "target": torch.zeros(2, 2)}, {"mode": "binary"},
+         "inputs.input", "(N, 1, *)"),
+        ("balanced_binary_cross_entropy_with_logits", {"input": torch.zeros(2, 3), "target": torch.zeros(3)}, {},
+         "inputs.target", "input's shape"),
+        ("boundary_loss", {"input": torch.zeros(2, 3), "target": torch.zeros(2, 3)}, {}, "inputs.input",
+         "1 to 3 spatial"),
+        ("boundary_loss", {"input": torch.zeros(1, 2, 3, 3), "target": torch.zeros(1, 2, 3, 3),
+                           "distance": torch.zeros(1, 2, 3)}, {}, "inputs.distance", "must equal input's"),
+        ("boundary_loss", {"input": torch.zeros(1, 1, 3, 3), "target": torch.zeros(1, 1, 3, 3)},
+         {"include_background": False}, "params.include_background", "more than one channel"),
+        ("boundary_loss", {"input": torch.zeros(64, 1, 128, 128), "target": torch.zeros(64, 1, 128, 128)}, {},
+         "inputs.input", "send distance"),
     ],
 )
 def test_rules_name_field(name: str, inputs: dict[str, torch.Tensor], params: dict[str, Any], field: str, rule: str) -> None:

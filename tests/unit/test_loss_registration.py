@@ -63,9 +63,10 @@ def test_a_weight_normalized_mean_is_refused_with_weights() -> None:
 
 def test_the_built_in_registrations_say_which_losses_do_not_shard() -> None:
     assert [s.name for s in REGISTRY if s.batch_coupled] == [
-        "aucm_loss", "barlow_twins_loss", "dice_loss", "focal_tversky_loss", "generalized_dice_loss", "global_mutual_information_loss", "hausdorff_dt_loss",
+        "aucm_loss", "balanced_binary_cross_entropy_with_logits", "barlow_twins_loss", "dice_loss",
+        "focal_tversky_loss", "generalized_dice_loss", "global_mutual_information_loss", "hausdorff_dt_loss",
         "info_nce_loss", "jaccard_loss", "lovasz_hinge_loss", "lovasz_softmax_loss", "mcc_loss", "nt_xent_loss",
-        "tversky_loss"]
+        "psnr_loss", "tversky_loss"]
     assert [s.name for s in REGISTRY if s.mean_normalizer == "weight"] == [
         "cross_entropy", "linear_cross_entropy", "nll_loss", "sigmoid_focal_loss", "softmax_focal_loss"]
 

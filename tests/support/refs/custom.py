@@ -34,6 +34,9 @@ def sigmoid_focal(t, p):
     ignore, thr = p.get("ignore_index"), p.get("reduced_threshold")
     keep = torch.ones_like(y, dtype=torch.bool) if ignore is None else y != ignore
     y = torch.where(keep, y, torch.zeros_like(y))
+    if p.get("mode") == "multiclass":  # class indices: one-hot over dim 1, an ignored pixel in every class
+        y = torch.stack([(y == c) for c in range(x.shape[1])], 1).to(x.dtype)
+        keep = keep.unsqueeze(1).expand(x.shape)
     sf = p.get("label_smoothing", 0.0)
     y = (1 - y) * sf + y * (1 - sf)
     if not p.get("from_logits", True):
@@ -53,7 +56,8 @@ def sigmoid_focal(t, p):
     else:
         ce = -(pw * y * torch.log(prob) + (1 - y) * torch.log(1 - prob))
         if form == "linear":
-            one_minus_pt = 1 - (prob * y + (1 - prob) * (1 - y))
+            q = torch.softmax(x, 1) if p.get("activation") == "softmax" else prob
+            one_minus_pt = 1 - (q * y + (1 - q) * (1 - y))
         elif form == "exp_bce":
             one_minus_pt = 1 - torch.exp(y * torch.log(prob) + (1 - y) * torch.log(1 - prob))
         else:
@@ -410,6 +414,12 @@ CASES = {
                                                  "target": torch.tensor([[[1.0, -1, 0, 1], [-1, -1, 0, 1]],
                                                                          [[0.0, 0, 1, -1], [1, 1, 1, 1]]], dtype=dt)},
              params={"average_space": True, "ignore_index": -1, "reduction": "sum"}, reductions=("sum",)),
+        Case("multiclass-ignore", lambda dt: {"input": randn(2, 3, 4, dtype=dt, seed=14),
+                                              "target": torch.tensor([[0, 2, -1, 1], [1, -1, 2, 0]])},
+             params={"mode": "multiclass", "ignore_index": -1, "focal_form": "exp_bce", "alpha": -1.0}),
+        Case("multiclass-softmax", lambda dt: {"input": randn(2, 3, 2, 2, dtype=dt, seed=15),
+                                               "target": randint(3, 2, 2, 2, seed=16)},
+             params={"mode": "multiclass", "activation": "softmax", "gamma": 1.5, "weight": [1.0, 2.0, 0.5]}),
     ],
     "softmax_focal_loss": [
         Case("defaults", lambda dt: {"input": randn(5, 4, dtype=dt, seed=1), "target": randint(4, 5, seed=2)}),

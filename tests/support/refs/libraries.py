@@ -110,6 +110,28 @@ def smp_focal(x, y, *, alpha=None, gamma=2.0, from_logits=True, normalized=False
     return loss.mean() if reduction == "mean" else loss.sum()
 
 
+def smp_focal_multiclass(x, y, *, ignore_index=None):
+    """smp FocalLoss(mode='multiclass'): per class, a binary focal loss (p_t = exp(-BCE)) of logit x_c against
+    [y == c] over the pixels not ignored, averaged; then the mean over classes."""
+    keep = torch.ones_like(y, dtype=torch.bool) if ignore_index is None else y != ignore_index
+    losses = [smp_focal(x[:, c][keep], (y[keep] == c).to(x.dtype)) for c in range(x.shape[1])]
+    return torch.stack(losses).mean()
+
+
+def toolbelt_focal(x, y, *, gamma=2.0, ignore_index=-100, softmax=True):
+    """pytorch-toolbelt 0.8: FocalLoss (= CrossEntropyFocalLoss) with softmax=True: the focal factor's p from the
+    softmax over classes, BCE with logits per class, summed over classes, ignored pixels zeroed, mean over every
+    pixel. BinaryFocalLoss (softmax=False): sigmoid p_t per element, ignored elements zeroed, mean over elements."""
+    keep = y != ignore_index
+    onehot = _onehot(torch.where(keep, y, torch.zeros_like(y)), x.shape[1])
+    p = torch.softmax(x, 1) if softmax else torch.sigmoid(x)
+    one_minus_pt = (1 - onehot) * p + onehot * (1 - p)
+    loss = one_minus_pt ** gamma * F.binary_cross_entropy_with_logits(x, onehot, reduction="none")
+    if softmax:
+        return (loss.sum(1) * keep).mean()
+    return (loss * keep.unsqueeze(1)).mean()
+
+
 def wing(x, y, width, curvature):
     d = (y - x).abs()
     c = width - width * math.log(1 + width / curvature)
@@ -274,14 +296,6 @@ CHECKS = {
     "monai.losses.AUCMLoss()": lambda: _aucm({}, seed=100),
     "monai.losses.AUCMLoss(margin=0.6, imratio=0.3)": lambda: _aucm({"margin": 0.6, "imratio": 0.3}, seed=101),
     "monai.losses.AUCMLoss(version='v2')": lambda: _aucm({"version": "v2"}, seed=102),
-    # ---- boundary_loss
-    "monai.losses.BoundaryLoss()":
-        lambda: ({"input": rand(2, 2, 6, 5, dtype=F64, seed=103), "target": _mask(2, 2, 6, 5, seed=104)},
-                 lambda t: _monai_losses().BoundaryLoss()(t["input"], t["target"])),
-    "monai.losses.BoundaryLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True, reduction='none')":
-        lambda: ({"input": randn(2, 3, 4, 5, 3, dtype=F64, seed=105), "target": randint(3, 2, 4, 5, 3, seed=106)},
-                 lambda t: _monai_losses().BoundaryLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True,
-                                                        reduction="none")(t["input"], t["target"].unsqueeze(1))),
     # ---- jukebox_loss
     "monai.losses.JukeboxLoss(spatial_dims=2)":
         lambda: ({"input": randn(2, 3, 5, 6, dtype=F64, seed=107), "target": randn(2, 3, 5, 6, dtype=F64, seed=108)},
@@ -404,6 +418,19 @@ CHECKS = {
     "segmentation_models_pytorch.losses.FocalLoss(mode='multilabel', class_weights=w)":
         lambda: (_ml(), lambda t: sum(w * smp_focal(t["input"][:, c], t["target"][:, c])
                                       for c, w in enumerate([1.0, 3.0, 2.0])) / 6.0),
+    "kornia.losses.BinaryFocalLossWithLogits(alpha=0.25)":
+        lambda: ({"input": randn(2, 3, dtype=F64, seed=73), "target": torch.tensor([[1.0, 0.3, -100], [0.0, 1, 0.8]], dtype=F64)},
+                 lambda t: _kornia().losses.BinaryFocalLossWithLogits(alpha=0.25)(t["input"], t["target"])),
+    "segmentation_models_pytorch.losses.FocalLoss(mode='multiclass', ignore_index=255)":
+        lambda: ({"input": randn(2, 3, 2, 3, dtype=F64, seed=70),
+                  "target": torch.tensor([[[0, 1, 255], [2, 2, 1]], [[255, 0, 0], [1, 255, 2]]])},
+                 lambda t: smp_focal_multiclass(t["input"], t["target"], ignore_index=255)),
+    "pytorch_toolbelt.losses.FocalLoss(ignore_index=-1)":
+        lambda: ({"input": randn(2, 3, 2, 2, dtype=F64, seed=71), "target": torch.tensor([[[0, 1], [-1, 2]], [[2, -1], [1, 0]]])},
+                 lambda t: toolbelt_focal(t["input"], t["target"], ignore_index=-1)),
+    "pytorch_toolbelt.losses.BinaryFocalLoss(ignore_index=-1)":
+        lambda: ({"input": randn(2, 2, 4, dtype=F64, seed=72), "target": torch.tensor([[0, 1, -1, 1], [1, -1, 0, 0]])},
+                 lambda t: toolbelt_focal(t["input"], t["target"], ignore_index=-1, softmax=False)),
     "kornia.losses.binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2.0, reduction='mean')":
         lambda: ({"input": randn(2, 2, 2, dtype=F64, seed=47),
                   "target": torch.tensor([[[1.0, -100], [0, 1]], [[-100, 0], [1, 0.5]]], dtype=F64)},
@@ -472,6 +499,57 @@ CHECKS = {
     "segmentation_models_pytorch.losses.LovaszLoss(mode='multiclass', per_image=True, ignore_index=-1)":
         lambda: ({"input": randn(2, 3, 4, dtype=F64, seed=34), "target": torch.tensor([[0, -1, 2, 2], [1, 1, -1, 0]])},
                  lambda t: lovasz_refs.softmax(t, {"per_image": True, "ignore_index": -1})),
+    # ---- psnr, total variation, mutual information (kornia)
+    "kornia.losses.psnr_loss(image, target, max_val=2.0)":
+        lambda: ({"input": rand(2, 3, 4, dtype=F64, seed=80), "target": rand(2, 3, 4, dtype=F64, seed=81)},
+                 lambda t: _kornia().losses.psnr_loss(t["input"], t["target"], max_val=2.0)),
+    "kornia.losses.PSNRLoss(max_val=1.0)":
+        lambda: ({"input": rand(5, dtype=F64, seed=82), "target": rand(5, dtype=F64, seed=83)},
+                 lambda t: _kornia().losses.PSNRLoss(max_val=1.0)(t["input"], t["target"])),
+    "kornia.losses.TotalVariation()(img)":
+        lambda: ({"input": randn(2, 3, 4, 5, dtype=F64, seed=84)}, lambda t: _kornia().losses.TotalVariation()(t["input"])),
+    "kornia.losses.total_variation(img, reduction='mean')":
+        lambda: ({"input": randn(2, 4, 3, dtype=F64, seed=85)},
+                 lambda t: _kornia().losses.total_variation(t["input"], reduction="mean")),
+    "kornia.losses.mutual_information_loss(input, target)":
+        lambda: ({"input": rand(3, 40, dtype=F64, seed=86), "target": rand(3, 40, dtype=F64, seed=87)},
+                 lambda t: _kornia().losses.mutual_information_loss(t["input"], t["target"])),
+    "kornia.losses.mutual_information_loss_2d(input, target, num_bins=16)":
+        lambda: ({"input": rand(2, 2, 5, 4, dtype=F64, seed=88), "target": rand(2, 2, 5, 4, dtype=F64, seed=89)},
+                 lambda t: _kornia().losses.mutual_information_loss_2d(t["input"], t["target"], num_bins=16)),
+    "kornia.losses.MILossFromRef3D(target, kernel_function=MIKernel.truncated_gaussian, window_radius=2.0)(input)":
+        lambda: ({"input": rand(2, 3, 4, 3, dtype=F64, seed=90), "target": rand(2, 3, 4, 3, dtype=F64, seed=91)},
+                 lambda t: _kornia().losses.MILossFromRef3D(
+                     t["target"], kernel_function=_kornia().losses.MIKernel.truncated_gaussian, window_radius=2.0)(
+                     t["input"])),
+    "kornia.losses.normalized_mutual_information_loss_2d(input, target)":
+        lambda: ({"input": rand(2, 6, 5, dtype=F64, seed=92), "target": rand(2, 6, 5, dtype=F64, seed=93)},
+                 lambda t: _kornia().losses.normalized_mutual_information_loss_2d(t["input"], t["target"])),
+    "kornia.losses.NMILossFromRef(target, num_bins=32)(input)":
+        lambda: ({"input": rand(2, 30, dtype=F64, seed=94), "target": rand(2, 30, dtype=F64, seed=95)},
+                 lambda t: _kornia().losses.NMILossFromRef(t["target"], num_bins=32)(t["input"])),
+    # ---- boundary (MONAI computes its distance maps in float32)
+    "monai.losses.BoundaryLoss(softmax=True, to_onehot_y=True)":
+        lambda: ({"input": randn(2, 3, 5, 4, dtype=F64, seed=110), "target": randint(3, 2, 5, 4, seed=111)},
+                 lambda t: _monai_losses().BoundaryLoss(softmax=True, to_onehot_y=True)(t["input"], t["target"].unsqueeze(1))),
+    "monai.losses.BoundaryLoss(sigmoid=True, include_background=False, batch=True, reduction='none')":
+        lambda: ({"input": randn(2, 3, 4, 4, dtype=F64, seed=112), "target": _mask(2, 3, 4, 4, seed=113)},
+                 lambda t: _monai_losses().BoundaryLoss(sigmoid=True, include_background=False, batch=True,
+                                                       reduction="none")(t["input"], t["target"])),
+    "monai.losses.BoundaryLoss()":
+        lambda: ({"input": rand(1, 2, 3, 4, 3, dtype=F64, seed=114), "target": _mask(1, 2, 3, 4, 3, seed=115)},
+                 lambda t: _monai_losses().BoundaryLoss()(t["input"], t["target"])),
+    "kornia.losses.kl_div_loss_2d(pred, target)":
+        lambda: ({"input": torch.softmax(randn(2, 3, 16, dtype=F64, seed=96), -1).reshape(2, 3, 4, 4),
+                  "target": torch.softmax(randn(2, 3, 16, dtype=F64, seed=97), -1).reshape(2, 3, 4, 4) * (rand(2, 3, 4, 4, dtype=F64, seed=98) > 0.2)},
+                 lambda t: _kornia().losses.kl_div_loss_2d(t["input"], t["target"])),
+    "kornia.losses.js_div_loss_2d(pred, target, reduction='sum')":
+        lambda: ({"input": torch.softmax(randn(2, 2, 12, dtype=F64, seed=99), -1).reshape(2, 2, 3, 4),
+                  "target": torch.softmax(randn(2, 2, 12, dtype=F64, seed=116), -1).reshape(2, 2, 3, 4)},
+                 lambda t: _kornia().losses.js_div_loss_2d(t["input"], t["target"], reduction="sum")),
+    "kornia.losses.InverseDepthSmoothnessLoss()":
+        lambda: ({"input": rand(2, 1, 4, 5, dtype=F64, seed=117), "target": rand(2, 3, 4, 5, dtype=F64, seed=118)},
+                 lambda t: _kornia().losses.InverseDepthSmoothnessLoss()(t["input"], t["target"])),
     # ---- image
     "kornia.losses.ssim_loss(img1, img2, window_size=5)":
         lambda: ({"input": rand(2, 2, 7, 6, dtype=F64, seed=35), "target": rand(2, 2, 7, 6, dtype=F64, seed=36)},
@@ -528,3 +606,85 @@ def _ms_ssim_monai(t):
 
     metric = MultiScaleSSIMMetric(spatial_dims=2, kernel_size=3, weights=(0.4, 0.6))
     return (1 - metric._compute_metric(t["input"], t["target"])).mean()
+
+
+# ---- pytorch-toolbelt 0.8: bi-tempered logistic loss and balanced BCE, from its published formulas
+
+
+def _log_t(u, t):
+    return torch.log(u) if t == 1 else (u ** (1 - t) - 1) / (1 - t)
+
+
+def _exp_t(u, t):
+    return torch.exp(u) if t == 1 else torch.clamp(1 + (1 - t) * u, min=0) ** (1 / (1 - t))
+
+
+class _TemperedNormalization(torch.autograd.Function):
+    """λ over the last dim: toolbelt's fixed point (t > 1) or bisection (t < 1); backward: the escorts."""
+
+    @staticmethod
+    def forward(ctx, a, t, iters):
+        mu = a.max(-1, keepdim=True).values
+        a0 = a - mu
+        if t > 1:
+            z = a0
+            for _ in range(iters):
+                z = a0 * _exp_t(z, t).sum(-1, keepdim=True) ** (1 - t)
+            lam = -_log_t(1 / _exp_t(z, t).sum(-1, keepdim=True), t) + mu
+        else:
+            dim = (a0 > -1 / (1 - t)).to(a.dtype).sum(-1, keepdim=True)
+            lo, hi = torch.zeros_like(mu), -_log_t(1 / dim, t)
+            for _ in range(iters):
+                mid = (lo + hi) / 2
+                up = (_exp_t(a0 - mid, t).sum(-1, keepdim=True) < 1).to(a.dtype)
+                lo, hi = lo * up + (1 - up) * mid, hi * (1 - up) + up * mid
+            lam = (lo + hi) / 2 + mu
+        ctx.save_for_backward(a, lam)
+        ctx.t = t
+        return lam
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, lam = ctx.saved_tensors
+        e = _exp_t(a - lam, ctx.t) ** ctx.t
+        return e / e.sum(-1, keepdim=True) * grad, None, None
+
+
+def toolbelt_bi_tempered(x, labels, *, t1, t2, smoothing=0.0, iters=5):
+    """pytorch-toolbelt bi_tempered_logistic_loss, reduction 'none': classes on the last dim."""
+    c = x.shape[-1]
+    y = labels if labels.dim() == x.dim() else F.one_hot(labels, c).to(x.dtype)
+    if smoothing > 0:
+        y = (1 - smoothing * c / (c - 1)) * y + smoothing / (c - 1)
+    p = torch.softmax(x, -1) if t2 == 1 else _exp_t(x - _TemperedNormalization.apply(x, t2, iters), t2)
+    return (y * _log_t(y + 1e-10, t1) - y * _log_t(p, t1) - y ** (2 - t1) / (2 - t1) + p ** (2 - t1) / (2 - t1)).sum(-1)
+
+
+def toolbelt_balanced_bce(x, y, *, gamma=1.0, ignore_index=None, reduction="mean"):
+    pos, neg = (y == 1).sum().to(x.dtype), (y == 0).sum().to(x.dtype)
+    w = (neg / (pos + neg + 1e-7)) ** gamma
+    loss = -((w ** gamma) * y * torch.log(torch.sigmoid(x)) + ((1 - w) ** gamma) * (1 - y) * torch.log(1 - torch.sigmoid(x)))
+    if ignore_index is not None:
+        loss = loss * (y != ignore_index)
+    return loss.mean() if reduction == "mean" else loss.sum()
+
+
+CHECKS.update({
+    "pytorch_toolbelt.losses.BiTemperedLogisticLoss(t1=0.8, t2=1.4, smoothing=0.1)":
+        lambda: ({"input": randn(5, 4, dtype=F64, seed=100), "target": randint(4, 5, seed=101)},
+                 lambda t: toolbelt_bi_tempered(t["input"], t["target"], t1=0.8, t2=1.4, smoothing=0.1).mean()),
+    "pytorch_toolbelt.losses.bi_tempered_logistic_loss(activations, labels, t1=0.5, t2=0.7, num_iters=8, reduction='sum')":
+        lambda: ({"input": 2 * randn(4, 3, dtype=F64, seed=102), "target": _onehot(randint(3, 4, seed=103), 3)},
+                 lambda t: toolbelt_bi_tempered(t["input"], t["target"], t1=0.5, t2=0.7, iters=8).sum()),
+    "pytorch_toolbelt.losses.BinaryBiTemperedLogisticLoss(t1=0.9, t2=1.2)":
+        lambda: ({"input": randn(3, 1, 4, dtype=F64, seed=104), "target": _mask(3, 1, 4, seed=105)},
+                 lambda t: toolbelt_bi_tempered(torch.cat([-t["input"], t["input"]], 1).moveaxis(1, -1),
+                                                torch.cat([1 - t["target"], t["target"]], 1).moveaxis(1, -1),
+                                                t1=0.9, t2=1.2).mean()),
+    "pytorch_toolbelt.losses.BalancedBCEWithLogitsLoss()":
+        lambda: ({"input": randn(2, 5, dtype=F64, seed=106), "target": _mask(2, 5, seed=107)},
+                 lambda t: toolbelt_balanced_bce(t["input"], t["target"])),
+    "pytorch_toolbelt.losses.BalancedBCEWithLogitsLoss(gamma=2.0, ignore_index=-1, reduction='sum')":
+        lambda: ({"input": randn(2, 4, dtype=F64, seed=108), "target": torch.tensor([[1.0, 0, -1, 0], [0, -1, 1, 0]], dtype=F64)},
+                 lambda t: toolbelt_balanced_bce(t["input"], t["target"], gamma=2.0, ignore_index=-1, reduction="sum")),
+})
