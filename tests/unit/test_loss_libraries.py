@@ -47,3 +47,30 @@ def test_row_gives_the_library_numbers(name, row) -> None:
         torch.testing.assert_close(result.grads[first], grad.to(result.grads[first].dtype), rtol=max(rtol, 1e-7), atol=max(rtol, 1e-7))
     else:
         assert go.shape == result.loss.shape
+
+
+def test_no_library_check_is_written_twice() -> None:
+    """CHECKS is written as dict literals (its definition and ``CHECKS.update({...})``): a key written
+    twice silently drops the first check, whose row would then be checked by the other's code."""
+    import ast
+    import collections
+    from pathlib import Path
+
+    import support.refs.libraries as libraries
+
+    literals = []
+    for node in ast.walk(ast.parse(Path(libraries.__file__).read_text())):
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "CHECKS":
+            literals.append(node.value)
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) == "CHECKS.update":
+            literals.extend(node.args)
+    assert literals and all(isinstance(d, ast.Dict) for d in literals)
+    keys = []
+    for d in literals:
+        for k, v in zip(d.keys, d.values):  # type: ignore[attr-defined]
+            if k is not None:
+                keys.append(ast.literal_eval(k))
+            else:  # **{...}: the keys that expression gives, in the module's namespace
+                keys.extend(eval(compile(ast.Expression(v), "<checks>", "eval"), vars(libraries)))  # noqa: S307
+    assert not [k for k, n in collections.Counter(keys).items() if n > 1]
+    assert len(keys) == len(CHECKS)  # every check is written in one of those literals
