@@ -72,11 +72,7 @@ def load_plugin_setting(setting: str, registry: Registry = REGISTRY) -> list[Plu
     >>> load_plugin_setting("none")
     []
     """
-    choice = setting.strip().lower()
-    if choice == "none":
-        return []
-    names = None if choice == "all" else [n.strip() for n in setting.split(",") if n.strip()]
-    return load_plugins(registry, names)
+    return load_plugins(registry, _named(setting))
 
 
 def missing_plugins(setting: str) -> list[str]:
@@ -86,11 +82,18 @@ def missing_plugins(setting: str) -> list[str]:
     >>> missing_plugins("none"), missing_plugins("no-such-plugin")
     ([], ['no-such-plugin'])
     """
-    choice = setting.strip().lower()
-    if choice in ("all", "none"):
-        return []
     installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    return sorted({n.strip() for n in setting.split(",") if n.strip()} - installed)
+    return sorted(set(_named(setting) or ()) - installed)
+
+
+def _named(setting: str) -> list[str] | None:
+    """The plugin names a ``--plugins`` value lists: None for ``all``, [] for ``none``."""
+    choice = setting.strip().lower()
+    if choice == "all":
+        return None
+    if choice == "none":
+        return []
+    return [n.strip() for n in setting.split(",") if n.strip()]
 
 
 def _load_one(registry: Registry, ep: EntryPoint) -> PluginResult:

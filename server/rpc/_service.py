@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import torch
@@ -41,10 +42,15 @@ __all__ = [
 ]
 
 log = logging.getLogger("lossd.server")
+_T = TypeVar("_T")
 
 #: Requests with at most this many tensor bytes are evaluated on the event loop: for a small
 #: evaluation the hop to a worker thread costs more CPU than the evaluation (docs/performance.md).
 INLINE_MAX_BYTES = 16 * 1024
+#: A loss whose evaluation on the event loop took more CPU than this, twice in a row, goes to the thread pool
+#: from then on,
+#: however small its tensors (a multi-scale SSIM or a clDice of a few KiB takes milliseconds).
+INLINE_MAX_CPU_S = 0.001
 
 
 def describe_loss(spec: LossSpec) -> lossd_pb2.LossInfo:
@@ -126,6 +132,9 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self.replies_as_bytes = False
         #: Validated signatures, reused by later requests of the same signature (docs/performance.md).
         self.plans = Plans()
+        #: Loss names (as requested) that took over INLINE_MAX_CPU_S on the event loop: evaluated on the pool.
+        self.slow_losses: set[str] = set()
+        self._slow_once: set[str] = set()  # ... in their latest call
 
     async def ListLosses(
         self, request: lossd_pb2.ListLossesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -140,12 +149,28 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
     def _inline(self, message: lossd_pb2.EvaluateLossRequest, size: int | None = None) -> bool:
         """Whether to evaluate ``message`` on the event loop: a single loss (no objective: its terms,
         parameters and patterns can be many) with at most ``inline_max_bytes`` of tensors and as
-        much of everything else; anything more may take over a millisecond and goes to the pool."""
-        if message.terms or message.parameters or message.HasField("regularization"):
+        much of everything else, of a loss not found slow before (``slow_losses``); anything more may
+        take over a millisecond and goes to the pool."""
+        if message.terms or message.parameters or message.HasField("regularization") or (
+                message.loss in self.slow_losses):
             return False
         if (payload_bytes(message) if size is None else size) > self._inline_max_bytes:
             return False
         return message.ByteSize() <= self._inline_max_bytes
+
+    def _on_loop(self, loss: str, work: Callable[..., _T], *args: Any) -> _T:
+        """``work(*args)``, run here on the event loop; ``loss``, a name the registry knows, joins
+        ``slow_losses`` once two calls of it in a row took over :data:`INLINE_MAX_CPU_S` of CPU (a
+        loss's first call pays its warm-up, and any call may meet a garbage collection)."""
+        cpu = time.thread_time()
+        result = work(*args)
+        if time.thread_time() - cpu <= INLINE_MAX_CPU_S:
+            self._slow_once.discard(loss)
+        elif loss in self._slow_once:
+            self.slow_losses.add(loss)
+        elif loss in self._registry:
+            self._slow_once.add(loss)
+        return result
 
     async def _run(self, request: lossd_pb2.EvaluateLossRequest | ReceivedRequest) -> bytes:
         """The serialized reply: computed right here when small, else on the thread pool."""
@@ -157,7 +182,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         if key is not None and self.batcher is not None and self.batcher.should_wait(key):
             reply = await self.batcher.submit(key, message)
         elif small:
-            reply = handle_evaluate_bytes(*args)
+            reply = self._on_loop(message.loss, handle_evaluate_bytes, *args)
         else:
             reply = await asyncio.get_running_loop().run_in_executor(self._executor, handle_evaluate_bytes, *args)
         if len(reply) > self._max_message_bytes:
@@ -228,7 +253,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                 async for item in request_iterator:
                     size = payload_bytes(item.request)
                     if self._inline(item.request, size):
-                        await in_flight.put((self._stream_reply(item), 0))
+                        await in_flight.put((self._on_loop(item.request.loss, self._stream_reply, item), 0))
                     else:
                         await budget.acquire(size)
                         await in_flight.put((loop.run_in_executor(self._executor, self._stream_reply, item), size))

@@ -197,3 +197,34 @@ def test_extra_options_go_first_so_a_deliberate_so_reuseport_wins(tmp_path):
                 await server.close()
 
     assert asyncio.run(run()) == (True, False, False)
+
+
+def test_a_loss_that_takes_milliseconds_on_the_loop_goes_to_the_thread_pool_from_then_on(tmp_path):
+    """A small request is evaluated on the event loop; a loss that took over a millisecond of CPU
+    there twice in a row (a clDice of 50 skeleton iterations on 40×40 images: tens of ms) is marked
+    slow, and later calls of it go to the thread pool (the loop stays free), with the same numbers."""
+    from support.servers import serve_in_thread
+
+    from lossd.server import ServerConfig, create_server, evaluate
+    from lossd.server.losses import REGISTRY
+
+    made = {}
+
+    async def build():
+        made["server"] = await create_server(ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
+                                                          data_dir=str(tmp_path / "data")))
+        return made["server"]
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 40, 40, generator=g)
+    y = (torch.rand(1, 1, 40, 40, generator=g) > 0.5).float()
+    assert (x.numel() + y.numel()) * 4 <= INLINE_MAX_BYTES  # small enough for the loop
+    expected = evaluate(REGISTRY, "soft_cldice_loss", {"input": x, "target": y}, {"iter_": 50})
+    with serve_in_thread(build) as port, Client(f"127.0.0.1:{port}") as c:
+        service = made["server"].loss_service
+        c.evaluate("mse_loss", [1.0], [0.0])
+        for i in range(3):  # on the loop twice, then on the pool
+            got = c.evaluate("soft_cldice_loss", inputs={"input": x.numpy(), "target": y.numpy()}, iter_=50)
+            assert got.value == expected.loss.item()
+            assert got.grads["input"].tobytes() == expected.grads["input"].numpy().tobytes()
+            assert ("soft_cldice_loss" in service.slow_losses) == (i >= 1), (i, service.slow_losses)

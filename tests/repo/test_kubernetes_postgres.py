@@ -8,31 +8,10 @@ a headless Service selects exactly these pods; and the pod is the main Deploymen
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import yaml
+from support.kubernetes import K8S, container, objects
 
-REPO = Path(__file__).resolve().parents[2]
-K8S = REPO / "deploy" / "kubernetes"
 SHARED = K8S / "postgres"
-
-
-def _objects(folder: Path) -> dict[str, dict[str, Any]]:
-    by_kind: dict[str, dict[str, Any]] = {}
-    for path in sorted(folder.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc is not None:
-                assert doc["kind"] not in by_kind
-                by_kind[doc["kind"]] = doc
-    return by_kind
-
-
-def _container(deployment: dict[str, Any]) -> dict[str, Any]:
-    (c,) = deployment["spec"]["template"]["spec"]["containers"]
-    return c  # type: ignore[no-any-return]
 
 
 def test_kustomization_lists_every_manifest() -> None:
@@ -41,17 +20,17 @@ def test_kustomization_lists_every_manifest() -> None:
 
 
 def test_replicas_roll_and_keep_no_volume() -> None:
-    spec = _objects(SHARED)["Deployment"]["spec"]
+    spec = objects(SHARED)["Deployment"]["spec"]
     assert spec["replicas"] >= 2
     assert spec["strategy"]["type"] == "RollingUpdate" and spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
-    mounts = {m["mountPath"]: m["name"] for m in _container(_objects(SHARED)["Deployment"])["volumeMounts"]}
+    mounts = {m["mountPath"]: m["name"] for m in container(objects(SHARED)["Deployment"])["volumeMounts"]}
     assert "emptyDir" in volumes[mounts["/data"]]
     assert not any("persistentVolumeClaim" in v for v in volumes.values())
 
 
 def test_the_job_store_url_comes_from_a_secret() -> None:
-    env = {e["name"]: e for e in _container(_objects(SHARED)["Deployment"])["env"]}
+    env = {e["name"]: e for e in container(objects(SHARED)["Deployment"])["env"]}
     store = env["LOSSD_JOB_STORE"]
     assert "value" not in store and store["valueFrom"]["secretKeyRef"] == {"name": "lossd-job-store", "key": "url"}
     assert float(env["LOSSD_JOB_LEASE_S"]["value"]) > 0
@@ -60,31 +39,31 @@ def test_the_job_store_url_comes_from_a_secret() -> None:
 
 
 def test_readiness_follows_the_training_service() -> None:
-    probe = _container(_objects(SHARED)["Deployment"])["readinessProbe"]
+    probe = container(objects(SHARED)["Deployment"])["readinessProbe"]
     assert probe["grpc"]["service"] == "lossd.v1.TrainingService"
 
 
 def test_headless_service_selects_only_these_replicas() -> None:
-    mine, main = _objects(SHARED), _objects(K8S)
+    mine, main = objects(SHARED), objects(K8S)
     service, deployment = mine["Service"], mine["Deployment"]
     assert service["spec"]["clusterIP"] == "None"
     selector = service["spec"]["selector"]
     assert selector == deployment["spec"]["selector"]["matchLabels"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert all(labels[k] == v for k, v in selector.items())
-    for other in (main["Deployment"], _objects(K8S / "replicas")["Deployment"]):
+    for other in (main["Deployment"], objects(K8S / "replicas")["Deployment"]):
         other_labels = other["spec"]["template"]["metadata"]["labels"]
         assert not all(other_labels.get(k) == v for k, v in selector.items())
     assert f"dns:///{service['metadata']['name']}." in (SHARED / "kustomization.yaml").read_text()
 
 
 def test_same_pod_as_the_main_deployment_otherwise() -> None:
-    a, b = _container(_objects(SHARED)["Deployment"]), _container(_objects(K8S)["Deployment"])
+    a, b = container(objects(SHARED)["Deployment"]), container(objects(K8S)["Deployment"])
     for key in ("image", "ports", "resources", "startupProbe", "livenessProbe", "securityContext", "volumeMounts"):
         assert a[key] == b[key], key
     shared_env = [e for e in a["env"] if e["name"] not in ("LOSSD_JOB_STORE", "LOSSD_JOB_LEASE_S")]
     assert shared_env == b["env"]
-    pod_a = _objects(SHARED)["Deployment"]["spec"]["template"]["spec"]
-    pod_b = _objects(K8S)["Deployment"]["spec"]["template"]["spec"]
+    pod_a = objects(SHARED)["Deployment"]["spec"]["template"]["spec"]
+    pod_b = objects(K8S)["Deployment"]["spec"]["template"]["spec"]
     for key in ("securityContext", "terminationGracePeriodSeconds", "automountServiceAccountToken"):
         assert pod_a[key] == pod_b[key], key

@@ -10,33 +10,12 @@ the two cannot drift apart unnoticed.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import yaml
+from support.kubernetes import K8S, container, objects
 
 from lossd.client import ClientConfig
 
-REPO = Path(__file__).resolve().parents[2]
-K8S = REPO / "deploy" / "kubernetes"
 REPLICAS = K8S / "replicas"
-
-
-def _objects(folder: Path) -> dict[str, dict[str, Any]]:
-    by_kind: dict[str, dict[str, Any]] = {}
-    for path in sorted(folder.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc is not None:
-                assert doc["kind"] not in by_kind, f"two {doc['kind']} objects in {folder.name}"
-                by_kind[doc["kind"]] = doc
-    return by_kind
-
-
-def _container(deployment: dict[str, Any]) -> dict[str, Any]:
-    (c,) = deployment["spec"]["template"]["spec"]["containers"]
-    return c  # type: ignore[no-any-return]
 
 
 def test_kustomization_lists_every_manifest() -> None:
@@ -45,7 +24,7 @@ def test_kustomization_lists_every_manifest() -> None:
 
 
 def test_headless_service_selects_only_the_replicas() -> None:
-    replicas, main = _objects(REPLICAS), _objects(K8S)
+    replicas, main = objects(REPLICAS), objects(K8S)
     service, deployment = replicas["Service"], replicas["Deployment"]
     assert set(replicas) == {"Service", "Deployment"}
     assert service["spec"]["clusterIP"] == "None"
@@ -61,7 +40,7 @@ def test_headless_service_selects_only_the_replicas() -> None:
 
 
 def test_the_documented_target_balances() -> None:
-    service = _objects(REPLICAS)["Service"]
+    service = objects(REPLICAS)["Service"]
     target = f"dns:///{service['metadata']['name']}.default.svc.cluster.local:{service['spec']['ports'][0]['port']}"
     config = ClientConfig.from_env(target, environ={})
     assert config.service_config()["loadBalancingConfig"] == [{"round_robin": {}}]
@@ -69,20 +48,20 @@ def test_the_documented_target_balances() -> None:
 
 
 def test_no_job_store_and_rolling_updates() -> None:
-    deployment = _objects(REPLICAS)["Deployment"]
+    deployment = objects(REPLICAS)["Deployment"]
     spec = deployment["spec"]
     assert spec["replicas"] >= 2
     assert spec["strategy"]["type"] == "RollingUpdate"
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
-    mounts = {m["mountPath"]: m["name"] for m in _container(deployment)["volumeMounts"]}
+    mounts = {m["mountPath"]: m["name"] for m in container(deployment)["volumeMounts"]}
     assert "emptyDir" in volumes[mounts["/data"]]
     assert not any("persistentVolumeClaim" in v for v in volumes.values())
 
 
 def test_same_pod_as_the_job_store_deployment_otherwise() -> None:
-    mine, main = _objects(REPLICAS)["Deployment"], _objects(K8S)["Deployment"]
-    a, b = _container(mine), _container(main)
+    mine, main = objects(REPLICAS)["Deployment"], objects(K8S)["Deployment"]
+    a, b = container(mine), container(main)
     for key in ("image", "ports", "env", "resources", "startupProbe", "livenessProbe", "readinessProbe",
                 "securityContext", "volumeMounts"):
         assert a[key] == b[key], key
