@@ -34,7 +34,9 @@ from ._binding import (
 )
 from ._warnings import capture
 
-__all__ = ["Binding", "Evaluation", "bind", "call_backward", "call_loss", "evaluate", "resolve_device", "run_bound"]
+__all__ = [
+    "Binding", "Evaluation", "bind", "call_backward", "call_loss", "detached", "evaluate", "resolve_device", "run_bound",
+]
 
 
 @dataclass
@@ -158,7 +160,23 @@ def run_bound(
     elif grad_output is not None:
         _grad_output(out, grad_output)  # still validate it
     backward_s = time.perf_counter() - start
-    return Evaluation(spec, out.detach(), grads, forward_s, backward_s)
+    return Evaluation(spec, detached(out), grads, forward_s, backward_s)
+
+
+def detached(out: torch.Tensor) -> torch.Tensor:
+    """``out`` without its graph, holding no more memory than its own elements: torch's reduced losses
+    can be views of the unreduced buffer (``mse_loss`` with ``reduction='mean'`` returns a 0-d tensor
+    whose storage is the whole squared-error buffer, 40 MB at 10**7 float32 elements), which would
+    otherwise stay allocated until the reply is sent. The copy is of the same bits.
+
+    >>> x = torch.arange(4.0)
+    >>> detached(x[0]).untyped_storage().nbytes(), detached(x).untyped_storage().nbytes()
+    (4, 16)
+    """
+    out = out.detach()
+    if out.untyped_storage().nbytes() > out.numel() * out.element_size():
+        return out.clone()
+    return out
 
 
 #: torch's C++ names of the integer and bool dtypes, as its "not implemented for 'Long'" errors spell them.

@@ -30,7 +30,7 @@ import grpc
 from ..._settings import env_name, flag_name
 from .._security import ConfigError
 from ._chain import StageInterceptor
-from ._handlers import OPEN_PREFIXES, Context, Handler, is_open, shape_of
+from ._handlers import OPEN_PREFIXES, Context, Handler, is_open, shape_of, streams_requests
 
 __all__ = ["DEFAULT_MAX_CONCURRENT_RPCS", "DEFAULT_MAX_CONCURRENT_STREAMS", "ConcurrencyLimiter", "Slots"]
 
@@ -84,7 +84,7 @@ class ConcurrencyLimiter(StageInterceptor):
         """``handler`` holding a slot while it runs (exempt methods: as it is)."""
         if is_open(method, self._exempt):
             return handler
-        streaming = handler.request_streaming or handler.response_streaming
+        streaming = streams_requests(handler, method) or handler.response_streaming
         return _limited(handler, self.streams if streaming else self.rpcs)
 
 

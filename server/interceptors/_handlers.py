@@ -28,9 +28,12 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from ..._methods import HEALTH_CHECK
+from ..._methods import BY_PATH, HEALTH_CHECK
 
-__all__ = ["OPEN_PREFIXES", "Context", "Continuation", "Handler", "Shape", "is_open", "refusing_handler", "shape_of"]
+__all__ = [
+    "OPEN_PREFIXES", "Context", "Continuation", "Handler", "Shape", "is_open", "refusing_handler", "shape_of",
+    "streams_requests",
+]
 
 #: A method handler, a call's context and an interceptor's ``continuation``, as the interceptors
 #: see them: grpc's stubs are generic over request and reply types, which vary by method.
@@ -99,6 +102,18 @@ def shape_of(handler: Handler) -> Shape | None:
                 return None
             return Shape(kind, behavior, handler, factory)
     return None  # pragma: no cover - a handler always has one behavior
+
+
+def streams_requests(handler: Handler, method: str) -> bool:
+    """Whether ``method``'s calls stream their requests by the contract (lossd's ``.proto``), whatever the
+    handler's shape: EvaluateLoss is unary although ``add_loss_service`` registers it client-streaming (to
+    read its one message without gRPC keeping the bytes); other methods, by their handler.
+
+    >>> streams_requests(grpc.stream_unary_rpc_method_handler(None), "/lossd.v1.LossService/EvaluateLoss")
+    False
+    """
+    rpc = BY_PATH.get(method)
+    return rpc.kind.startswith("stream_") if rpc is not None else bool(handler.request_streaming)
 
 
 def refusing_handler(handler: Handler | None, code: grpc.StatusCode,

@@ -33,7 +33,7 @@ from ..._wire import FieldError
 from ..rpc._caps import check_request, check_wire
 from ..rpc._status import rich_status
 from ._chain import StageInterceptor
-from ._handlers import Context, Handler, shape_of
+from ._handlers import Context, Handler, shape_of, streams_requests
 
 __all__ = ["INLINE_PARSE_BYTES", "LargeRequests", "TENSOR_METHODS", "Unparsed", "deferring"]
 
@@ -116,9 +116,22 @@ async def _ready(request: Any, check: bool) -> Any:
     return request
 
 
-async def _parsed_items(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _parsed_items(requests: AsyncIterator[Any], check: bool) -> AsyncIterator[Any]:
+    """Each item parsed (and, when ``check``, its caps checked: a unary method's one request)."""
     async for item in requests:
-        yield await _ready(item, check=False)
+        try:
+            request = await _ready(item, check)
+        except FieldError:
+            _drop(item)
+            raise
+        yield request
+
+
+def _drop(request: Any) -> None:
+    """Let go of a refused request's bytes: the refusal's traceback holds this call's frames in a
+    reference cycle, which lives until the next garbage collection (else 100 MB per refused 100 MB request)."""
+    if isinstance(request, Unparsed):
+        request.data = b""
 
 
 class LargeRequests(StageInterceptor):
@@ -134,18 +147,16 @@ class LargeRequests(StageInterceptor):
         if shape is None:
             return handler
         behavior, streaming_in = shape.behavior, shape.streaming_in
+        unary = not streams_requests(handler, method)  # a unary method's one request: its caps checked here
 
         async def ready(request: Any, context: Context) -> Any:
             if streaming_in:
-                return _parsed_items(request)
+                return _parsed_items(request, unary)
             try:
                 return await _ready(request, check=True)
             except FieldError as e:
                 status = rich_status(e)
-            # The refusal's traceback holds this call's frames in a reference cycle, which lives until the
-            # next garbage collection: drop the received bytes now (else 100 MB per refused 100 MB request).
-            if isinstance(request, Unparsed):
-                request.data = b""
+            _drop(request)
             await context.abort_with_status(status)
 
         if shape.is_gen:

@@ -204,6 +204,14 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                                 f"internal error evaluating {clip(repr(request.loss), 200)}; see server log")
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def evaluate_one(
+        self, requests: AsyncIterator[lossd_pb2.EvaluateLossRequest | ReceivedRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> lossd_pb2.EvaluateLossResponse | bytes:
+        """EvaluateLoss as :func:`add_loss_service` registers it: from a request stream that must hold
+        exactly one message (:func:`_only_request`), so that gRPC keeps no reference to the received bytes."""
+        return await self.EvaluateLoss(await _only_request(requests, context), context)
+
     async def EvaluateLossBatch(
         self, request: lossd_pb2.EvaluateLossBatchRequest, context: grpc.aio.ServicerContext[Any, Any],
         control: BatchControl | None = None,
@@ -333,6 +341,31 @@ def _parse_evaluate_request(data: bytes) -> ReceivedRequest:
     return ReceivedRequest(*split_payloads(data, lossd_pb2.EvaluateLossRequest))
 
 
+async def _only_request(requests: AsyncIterator[_T], context: grpc.aio.ServicerContext[Any, Any]) -> _T:
+    """The one message of a unary call's request stream; the end of the stream is read before the
+    message is returned, so every iterator on the way has let go of it."""
+    it = aiter(requests)
+    status = None
+    try:
+        first = await anext(it)
+    except StopAsyncIteration:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "EvaluateLoss takes one request message; none came")
+    except FieldError as e:
+        status = rich_status(e)
+    if status is None:
+        try:
+            await anext(it)
+        except StopAsyncIteration:
+            return first
+        except FieldError as e:
+            status = rich_status(e)
+        if status is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "EvaluateLoss takes one request message; a second one came")
+    await context.abort_with_status(status)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class _ByteBudget:
     """At most ``limit`` bytes in flight; an item larger than that runs alone.
 
@@ -367,8 +400,8 @@ def add_loss_service(service: LossService, server: Any) -> None:
             request_deserializer=lossd_pb2.ListLossesRequest.FromString,
             response_serializer=lossd_pb2.ListLossesResponse.SerializeToString,
         ),
-        EVALUATE_LOSS.name: grpc.unary_unary_rpc_method_handler(
-            service.EvaluateLoss,
+        EVALUATE_LOSS.name: grpc.stream_unary_rpc_method_handler(
+            service.evaluate_one,
             request_deserializer=_parse_evaluate_request,
             response_serializer=_serialized,
         ),
