@@ -35,7 +35,8 @@ from ._binding import (
 from ._warnings import capture
 
 __all__ = [
-    "Binding", "Evaluation", "bind", "call_backward", "call_loss", "detached", "evaluate", "resolve_device", "run_bound",
+    "Binding", "Evaluation", "bind", "call_backward", "call_loss", "detached", "evaluate", "resolve_device",
+    "run_bound",
 ]
 
 
