@@ -37,7 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import grpc
 
-from ._handlers import Continuation, Handler, refusing_handler
+from ._handlers import Continuation, Handler, as_unary, read_to_end, refusing_handler
 
 __all__ = ["InterceptorChain", "Refusal", "Stage", "StageInterceptor"]
 
@@ -95,11 +95,20 @@ class InterceptorChain(grpc.aio.ServerInterceptor):
     async def _wrap(self, handler: Handler | None, details: grpc.HandlerCallDetails, stages: Sequence[Any]
                     ) -> Handler | None:
         method = str(details.method)
+        if handler is not None and read_to_end(handler, method) and all(_is_stage(s) for s in stages):
+            # A unary method served as client-streaming (EvaluateLoss): the stages wrap it as unary.
+            return as_unary(handler, lambda unary: self._wrap_stages(unary, method, stages))
         for stage in reversed(stages):  # innermost first: the outermost stage wraps last
             if not _is_stage(stage):
                 handler = await stage.intercept_service(_returning(handler), details)
             elif handler is not None:
                 handler = stage.wrap(handler, method)
+        return handler
+
+    @staticmethod
+    def _wrap_stages(handler: Handler, method: str, stages: Sequence[Any]) -> Handler:
+        for stage in reversed(stages):
+            handler = stage.wrap(handler, method)
         return handler
 
     async def intercept_service(

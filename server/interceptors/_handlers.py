@@ -29,10 +29,11 @@ from typing import Any, TypeAlias
 import grpc
 
 from ..._methods import BY_PATH, HEALTH_CHECK
+from ..rpc._service import only_request
 
 __all__ = [
-    "OPEN_PREFIXES", "Context", "Continuation", "Handler", "Shape", "is_open", "refusing_handler", "shape_of",
-    "streams_requests",
+    "OPEN_PREFIXES", "Context", "Continuation", "Handler", "Shape", "as_unary", "is_open", "read_to_end",
+    "refusing_handler", "shape_of", "streams_requests",
 ]
 
 #: A method handler, a call's context and an interceptor's ``continuation``, as the interceptors
@@ -114,6 +115,50 @@ def streams_requests(handler: Handler, method: str) -> bool:
     """
     rpc = BY_PATH.get(method)
     return rpc.kind.startswith("stream_") if rpc is not None else bool(handler.request_streaming)
+
+
+def read_to_end(handler: Handler, method: str) -> bool:
+    """Whether ``handler`` serves a unary method (by the contract) as client-streaming, to read its one
+    message to the end of the stream (``add_loss_service``'s EvaluateLoss): the interceptors then wrap it
+    as the unary handler it stands for (:func:`as_unary`), and the chain turns the result back."""
+    return (bool(handler.request_streaming) and not handler.response_streaming
+            and handler.request_deserializer is not None and not streams_requests(handler, method))
+
+
+def as_unary(handler: Handler, wrap: Callable[[Handler], Handler]) -> Handler:
+    """``handler`` (one that :func:`read_to_end`) as a unary handler, wrapped by ``wrap`` (the interceptors),
+    and turned back into a client-streaming one that reads the one message (``only_request``) first."""
+    streamed: Any = handler.stream_unary
+
+    async def unary(request: Any, context: Context) -> Any:
+        return await streamed(_One(request), context)
+
+    wrapped = wrap(grpc.unary_unary_rpc_method_handler(
+        unary, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer))
+    inner: Any = wrapped.unary_unary
+
+    async def reading(requests: AsyncIterator[Any], context: Context) -> Any:
+        return await inner(await only_request(requests, context), context)
+
+    return grpc.stream_unary_rpc_method_handler(
+        reading, request_deserializer=wrapped.request_deserializer, response_serializer=wrapped.response_serializer)
+
+
+class _One:
+    """An async iterator over one request (the behavior of a :func:`read_to_end` handler takes a stream)."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: Any) -> None:
+        self._request = [request]
+
+    def __aiter__(self) -> _One:
+        return self
+
+    async def __anext__(self) -> Any:
+        if not self._request:
+            raise StopAsyncIteration
+        return self._request.pop()
 
 
 def refusing_handler(handler: Handler | None, code: grpc.StatusCode,

@@ -153,7 +153,9 @@ class LargeRequests(StageInterceptor):
             if streaming_in:
                 return _parsed_items(request, unary)
             try:
-                return await _ready(request, check=True)
+                parsed = await _ready(request, check=True)
+                _drop(request)  # this frame holds `request` for the whole call; the parsed one holds the payloads
+                return parsed
             except FieldError as e:
                 status = rich_status(e)
             _drop(request)

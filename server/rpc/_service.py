@@ -38,7 +38,7 @@ from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
 
 __all__ = [
-    "INLINE_MAX_BYTES", "LossService", "ReceivedRequest", "add_loss_service", "describe_loss",
+    "INLINE_MAX_BYTES", "LossService", "ReceivedRequest", "add_loss_service", "describe_loss", "only_request",
 ]
 
 log = logging.getLogger("lossd.server")
@@ -209,8 +209,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> lossd_pb2.EvaluateLossResponse | bytes:
         """EvaluateLoss as :func:`add_loss_service` registers it: from a request stream that must hold
-        exactly one message (:func:`_only_request`), so that gRPC keeps no reference to the received bytes."""
-        return await self.EvaluateLoss(await _only_request(requests, context), context)
+        exactly one message (:func:`only_request`), so that gRPC keeps no reference to the received bytes."""
+        return await self.EvaluateLoss(await only_request(requests, context), context)
 
     async def EvaluateLossBatch(
         self, request: lossd_pb2.EvaluateLossBatchRequest, context: grpc.aio.ServicerContext[Any, Any],
@@ -341,9 +341,10 @@ def _parse_evaluate_request(data: bytes) -> ReceivedRequest:
     return ReceivedRequest(*split_payloads(data, lossd_pb2.EvaluateLossRequest))
 
 
-async def _only_request(requests: AsyncIterator[_T], context: grpc.aio.ServicerContext[Any, Any]) -> _T:
-    """The one message of a unary call's request stream; the end of the stream is read before the
-    message is returned, so every iterator on the way has let go of it."""
+async def only_request(requests: AsyncIterator[_T], context: grpc.aio.ServicerContext[Any, Any]) -> _T:
+    """The one message of a unary call's request stream (EvaluateLoss, as :func:`add_loss_service` registers
+    it); the end of the stream is read before the message is returned, so every iterator on the way (gRPC's
+    own) has let go of it. No message, or a second one: ``INVALID_ARGUMENT``."""
     it = aiter(requests)
     status = None
     try:

@@ -103,3 +103,52 @@ def test_a_plain_interceptor_among_the_stages_runs_per_call_around_the_stages_in
     refused = _intercept(chain, _details(EVALUATE))
     assert seen[-1] is refused and refused.request_deserializer is None  # the plain one sees the refusal
     assert _intercept(chain, _details("/no.Such/Method"), None) is not None and seen[-1] is not None
+
+
+def test_evaluate_loss_served_client_streaming_is_wrapped_as_the_unary_call_it_is() -> None:
+    """add_loss_service serves EvaluateLoss client-streaming (gRPC then keeps no reference to the received
+    bytes): the stages wrap it as unary (the unary concurrency limit, no per-item generators), and gRPC gets
+    back a client-streaming handler that reads exactly one message."""
+    seen: list[Any] = []
+
+    async def streamed(requests: Any, context: Any) -> Any:
+        seen.extend([r async for r in requests])
+        return "reply"
+
+    limiter = ConcurrencyLimiter(4, 2)
+    [chain] = build_interceptors(DrainGate(), limiter, token=TOKEN)
+    handler = grpc.stream_unary_rpc_method_handler(streamed, request_deserializer=bytes.decode)
+    wrapped = _intercept(chain, _details(EVALUATE), handler)
+    assert wrapped.request_streaming and not wrapped.response_streaming
+    assert _intercept(chain, _details(EVALUATE), handler) is wrapped  # built once per method
+
+    async def requests(*items: bytes) -> Any:
+        for item in items:
+            yield wrapped.request_deserializer(item)
+
+    context = SimpleNamespace(invocation_metadata=lambda: (), peer=lambda: "test", add_done_callback=lambda cb: None)
+
+    in_flight = []
+
+    async def counting(requests: Any, context: Any) -> Any:
+        in_flight.append(limiter.rpcs.in_flight)
+        return await streamed(requests, context)
+    counted = _intercept(chain, _details(EVALUATE),
+                         grpc.stream_unary_rpc_method_handler(counting, request_deserializer=bytes.decode))
+    reply = asyncio.run(counted.stream_unary(requests(b"one"), context))
+    assert reply == "reply" and seen == ["one"] and in_flight == [1]  # a unary slot, not a stream's
+
+    class Aborted(Exception):
+        pass
+
+    async def abort(code: Any, details: str) -> None:
+        raise Aborted(code, details)
+
+    for items, why in (((b"a", b"b"), "a second one came"), ((), "none came")):
+        context.abort = abort
+        try:
+            asyncio.run(wrapped.stream_unary(requests(*items), context))
+        except Aborted as e:
+            assert e.args == (grpc.StatusCode.INVALID_ARGUMENT, f"EvaluateLoss takes one request message; {why}")
+        else:
+            raise AssertionError("not refused")

@@ -1,0 +1,70 @@
+"""EvaluateLoss is a unary call, served client-streaming (``add_loss_service``) so that gRPC keeps no
+reference to the received request once it is parsed (docs/performance.md, "Peak RSS"). What a unary
+call must still be, checked through a real server: exactly one request message (none, or a second one, is
+``INVALID_ARGUMENT`` at once, small or large), the same answer to every unary client, and the caps of a
+large request checked before it is evaluated. Cancellation and deadlines: tests/robustness/test_cancellation.py.
+"""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lossd.client import build_request
+from lossd.v1 import lossd_pb2
+
+PATH = "/lossd.v1.LossService/EvaluateLoss"
+
+
+def _request(n: int) -> bytes:
+    x = np.arange(n, dtype=np.float32)
+    return build_request("mse_loss", x, np.zeros(n, dtype=np.float32))[0].SerializeToString()
+
+
+@pytest.fixture()
+def channel(server_address: str):  # type: ignore[no-untyped-def]
+    with grpc.insecure_channel(server_address, options=[("grpc.max_send_message_length", -1),
+                                                        ("grpc.max_receive_message_length", -1)]) as ch:
+        yield ch
+
+
+@pytest.mark.parametrize("n", [4, 100_000], ids=["small", "large"])  # large: over 64 KiB, parsed off the loop
+def test_a_second_request_message_is_refused(channel: grpc.Channel, n: int) -> None:
+    request = _request(n)
+    with pytest.raises(grpc.RpcError) as err:
+        channel.stream_unary(PATH)(iter([request, request]), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "EvaluateLoss takes one request message; a second one came"
+    reply = lossd_pb2.EvaluateLossResponse.FromString(channel.stream_unary(PATH)(iter([request]), timeout=30))
+    assert reply.loss_name == "mse_loss" and set(reply.grads) == {"y_pred", "y_true"}
+
+
+def test_no_request_message_is_refused_at_once(channel: grpc.Channel) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        channel.stream_unary(PATH)(iter([]), timeout=30)  # grpc's unary handler waited for the deadline
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "EvaluateLoss takes one request message; none came"
+
+
+@pytest.mark.parametrize("n", [4, 100_000], ids=["small", "large"])
+def test_unary_and_one_message_stream_clients_get_the_same_bytes(channel: grpc.Channel, n: int) -> None:
+    request = _request(n)
+    unary = channel.unary_unary(PATH)(request, timeout=30)
+    streamed = channel.stream_unary(PATH)(iter([request]), timeout=30)
+    a, b = (lossd_pb2.EvaluateLossResponse.FromString(r) for r in (unary, streamed))
+    a.ClearField("timing")
+    b.ClearField("timing")
+    x = torch.arange(n, dtype=torch.float32)
+    assert a == b and a.value == float(F.mse_loss(x, torch.zeros(n)))
+
+
+def test_a_large_request_over_a_cap_is_refused_naming_the_field(channel: grpc.Channel) -> None:
+    message = lossd_pb2.EvaluateLossRequest.FromString(_request(100_000))
+    message.inputs["x" * 2000].CopyFrom(message.inputs["y_true"])  # a map key over the 1 KiB string cap
+    with pytest.raises(grpc.RpcError) as err:
+        channel.unary_unary(PATH)(message.SerializeToString(), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("inputs")
