@@ -51,7 +51,7 @@ from ._batch import evaluate_batch, group_key
 __all__ = ["DEFAULT_BATCH_WINDOW_US", "DEFAULT_BATCH_WINDOW_ITEMS", "DynamicBatcher"]
 
 #: The default window, chosen by measurement (docs/performance.md, "Batching").
-DEFAULT_BATCH_WINDOW_US = 1000
+DEFAULT_BATCH_WINDOW_US = 2000
 #: Most calls evaluated together by the batcher.
 DEFAULT_BATCH_WINDOW_ITEMS = 256
 
