@@ -149,7 +149,11 @@ def check_wire(data: bytes, message: Descriptor) -> None:
 
 def _scan(view: memoryview, start: int, end: int, message: Descriptor, path: str, budget: list[int],
           depth: int) -> bool:
-    """Walk one message's fields; ``False`` once the budget is spent (stop everywhere)."""
+    """Walk one message's fields; ``False`` once the budget is spent (stop everywhere). A message of at
+    most :data:`MAX_STRING_BYTES` bytes holds no longer string: it is not walked (a batch of small items
+    costs one step per item)."""
+    if end - start <= MAX_STRING_BYTES:
+        return True
     if depth > _MAX_DEPTH:
         return False
     seen: dict[int, int] = {}  # entries per repeated field so far: the index in the path
@@ -185,6 +189,8 @@ def _scan(view: memoryview, start: int, end: int, message: Descriptor, path: str
 
 def _scan_map_entry(view: memoryview, start: int, end: int, entry: Descriptor, path: str, budget: list[int],
                     depth: int) -> bool:
+    if end - start <= MAX_STRING_BYTES:  # neither its key nor its value can be over the cap
+        return True
     key_fd, value_fd = entry.fields_by_name["key"], entry.fields_by_name["value"]
     key = ""
     for number, wire_type, _, value_start, after in wire_fields(view, start, end):

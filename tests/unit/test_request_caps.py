@@ -94,6 +94,20 @@ def test_the_wire_check_leaves_malformed_bytes_and_big_tensors_to_the_parser() -
     check_wire(big.SerializeToString(), big.DESCRIPTOR)  # raw bytes are not strings
 
 
+def test_the_wire_check_skips_small_items_but_finds_a_long_string_in_a_batch_item() -> None:
+    # A message of at most MAX_STRING_BYTES bytes cannot hold a longer string: not walked. The item
+    # after 1000 small ones that does hold one is still named with its index.
+    small = _evaluate(loss="mse_loss", inputs={"input": lossd_pb2.Tensor(dtype="float32", shape=[100],
+                                                                         raw=bytes(400))})
+    assert len(small.SerializeToString()) <= MAX_STRING_BYTES
+    batch = lossd_pb2.EvaluateLossBatchRequest(items=[small] * 1000)
+    check_wire(batch.SerializeToString(), batch.DESCRIPTOR)
+    batch.items.add(loss="mse_loss", inputs={"input": lossd_pb2.Tensor(dtype=LONG)})
+    with pytest.raises(FieldError) as wire:
+        check_wire(batch.SerializeToString(), batch.DESCRIPTOR)
+    assert wire.value.field == "items[1000].inputs.input.dtype"
+
+
 def test_the_wire_check_stops_after_its_field_budget() -> None:
     # More fields than the budget before the over-long string: left to check_request after the parse.
     # (Concatenated messages merge: the loss name comes after the grad_inputs on the wire.)
