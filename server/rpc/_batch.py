@@ -37,7 +37,7 @@ import torch
 
 from ..._framing import Buffer, field_number, join, length_delimited, map_entry, tensor_body, varint
 from ..._settings import env_name, flag_name
-from ..._wire import DTYPES, FieldError, TensorLimits, check_tensors, reply_too_large
+from ..._wire import DTYPES, FieldError, TensorLayout, TensorLimits, check_tensors, reply_too_large
 from ...v1 import lossd_pb2
 from ..evaluation import StackedEvaluation, evaluate_stacked
 from ..losses import TORCH_DTYPES, Registry
@@ -215,8 +215,8 @@ def _evaluate_group(
     control: BatchControl,
 ) -> None:
     """Stack the members' raw payloads (the wire rules checked once for the shared dtypes and
-    shapes, and each member's payload length), evaluate them in one call and frame each reply
-    from the stacked results. A member that sent ``values`` or a payload of the wrong length,
+    shapes, and each member's payload length), evaluate them in one call per chunk of under
+    :data:`GRAIN_ELEMENTS` elements and frame each reply from the stacked results. A member that sent ``values`` or a payload of the wrong length,
     and the whole group when it cannot be vectorized exactly (or holds a non-finite value),
     is evaluated alone: that also gives each member its own refusal."""
     start = time.perf_counter()
@@ -237,6 +237,40 @@ def _evaluate_group(
                 payloads[i] = raws
             else:
                 alone.append(i)
+    for i in alone:
+        _check(control)
+        outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
+        control.evaluated += 1
+    chunk = max(1, (GRAIN_ELEMENTS - 1) // max([1, *(layout.numel for layout in layouts)])) if payloads else 1
+    members = list(payloads)
+    for at in range(0, len(members), chunk):
+        _check(control)
+        _evaluate_chunk(registry, items, {i: payloads[i] for i in members[at:at + chunk]}, names, layouts,
+                        device, limits, outcomes, control, start)
+        start = time.perf_counter()
+
+
+#: torch runs an op on fewer elements than this (its grain size, ``at::internal::GRAIN_SIZE``) on the
+#: calling thread. A group is evaluated in chunks below it: a larger stack is split across torch's
+#: threads, whose hand-offs cost more CPU than they save for small items on a busy machine (and on 2
+#: cores the other one is the client's).
+GRAIN_ELEMENTS = 32768
+
+
+def _evaluate_chunk(
+    registry: Registry,
+    items: Sequence[lossd_pb2.EvaluateLossRequest],
+    payloads: dict[int, list[bytes]],
+    names: list[str],
+    layouts: Sequence[TensorLayout],
+    device: torch.device | None,
+    limits: TensorLimits | int,
+    outcomes: list[Outcome | None],
+    control: BatchControl,
+    start: float,
+) -> None:
+    """One chunk of a group, stacked and evaluated in one call (each member alone when that fails)."""
+    first = items[next(iter(payloads))]
     result = None
     if len(payloads) > 1:
         stacked = {
@@ -250,17 +284,15 @@ def _evaluate_group(
             result = evaluate_stacked(registry, first.loss, stacked, struct_to_dict(first.params),
                                       list(first.grad_inputs), device, first.strict)
     if result is None:  # each alone, each with its own refusal if any
-        alone = sorted([*alone, *payloads])
-        payloads = {}
-    for i in alone:
-        _check(control)
-        outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
-        control.evaluated += 1
-    if result is not None:
-        encodings = [reply_encoding(items[i], {"raw"}) for i in payloads]
-        for i, reply in zip(payloads, _stacked_replies(result, encodings, decode_s)):
-            outcomes[i] = reply
+        for i in payloads:
+            _check(control)
+            outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
             control.evaluated += 1
+        return
+    encodings = [reply_encoding(items[i], {"raw"}) for i in payloads]
+    for i, reply in zip(payloads, _stacked_replies(result, encodings, decode_s)):
+        outcomes[i] = reply
+        control.evaluated += 1
 
 
 def _finite(t: torch.Tensor) -> bool:
