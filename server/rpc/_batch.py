@@ -29,7 +29,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +40,7 @@ from ..._settings import env_name, flag_name
 from ..._wire import DTYPES, FieldError, TensorLayout, TensorLimits, check_tensors, reply_too_large
 from ...v1 import lossd_pb2
 from ..evaluation import StackedEvaluation, evaluate_stacked
-from ..losses import TORCH_DTYPES, Registry
+from ..losses import TORCH_DTYPES, LossSpec, Registry
 from ._request import handle_evaluate_bytes, reply_encoding, struct_to_dict
 from ._status import MAX_FIELD_BYTES, MAX_MESSAGE_BYTES, clip
 from ._tensors import payload_array
@@ -73,9 +73,11 @@ def _limit_text(setting: str) -> str:
     return f"{flag_name(setting)}, env {env_name(setting)}"
 
 
-def check_batch(items: Sequence[lossd_pb2.EvaluateLossRequest], limits: BatchLimits) -> None:
+def check_batch(items: Sequence[lossd_pb2.EvaluateLossRequest], limits: BatchLimits,
+                sizes: Iterable[int] | None = None) -> None:
     """Refuse a batch over ``limits`` (``RESOURCE_EXHAUSTED`` naming the flag), from counts and
-    shapes alone: nothing is decoded first.
+    shapes alone: nothing is decoded first. ``sizes``: each item's :func:`payload_bytes`, when the
+    caller has them (:func:`evaluate_batch` computes them once per group).
 
     >>> check_batch([lossd_pb2.EvaluateLossRequest()] * 3, BatchLimits(max_items=2))
     Traceback (most recent call last):
@@ -88,8 +90,8 @@ def check_batch(items: Sequence[lossd_pb2.EvaluateLossRequest], limits: BatchLim
                                   f"({_limit_text('max_batch_items')}): send fewer per batch "
                                   "(the SDK's evaluate_many packs them)", "RESOURCE_EXHAUSTED")
     total = 0
-    for item in items:
-        total += payload_bytes(item)
+    for size in map(payload_bytes, items) if sizes is None else sizes:
+        total += size
         if total > limits.max_bytes:
             raise FieldError("items", f"the batch carries over {limits.max_bytes} bytes of tensors; the server "
                                       f"takes at most {limits.max_bytes} ({_limit_text('max_batch_bytes')}): "
@@ -126,19 +128,28 @@ class BatchCancelled(Exception):
     """The batch's call ended (cancelled, past its deadline) before every item was evaluated."""
 
 
-def group_key(registry: Registry, item: lossd_pb2.EvaluateLossRequest) -> Hashable | None:
+def group_key(registry: Registry, item: lossd_pb2.EvaluateLossRequest,
+              specs: dict[str, LossSpec | None] | None = None) -> Hashable | None:
     """What items must share to be evaluated together: loss, params, wanted gradients, input names,
     dtypes and shapes, ``allow_non_finite`` and ``strict``. ``None`` for an item that is evaluated
-    alone (an objective, a ``grad_output``, an unknown loss or one not registered ``vectorized``)."""
+    alone (an objective, a ``grad_output``, an unknown loss or one not registered ``vectorized``).
+    ``specs``: the registry's answers by loss name so far (a batch looks each name up once)."""
     if item.terms or item.parameters or item.HasField("regularization") or item.HasField("grad_output"):
         return None
-    try:
-        spec = registry.get(item.loss)
-    except FieldError:
+    name = item.loss
+    if specs is not None and name in specs:
+        spec = specs[name]
+    else:
+        try:
+            spec = registry.get(name)
+        except FieldError:
+            spec = None
+        if specs is not None:
+            specs[name] = spec
+    if spec is None or not spec.vectorized:
         return None
-    if not spec.vectorized:
-        return None
-    tensors = tuple(sorted((name, t.dtype, tuple(t.shape)) for name, t in item.inputs.items()))
+    inputs = item.inputs
+    tensors = tuple(sorted((k, t.dtype, tuple(t.shape)) for k in inputs for t in (inputs[k],)))
     return (spec.name, item.params.SerializeToString(deterministic=True), tuple(item.grad_inputs), tensors,
             item.allow_non_finite, item.strict)
 
@@ -150,19 +161,38 @@ def evaluate_batch(
     limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
     control: BatchControl | None = None,
     max_reply_bytes: int | None = None,
+    batch_limits: BatchLimits | None = None,
 ) -> list[Outcome]:
     """Every item's outcome, in item order; raises :class:`BatchCancelled` when ``control`` is
     cancelled midway. An item whose reply alone would not fit in ``max_reply_bytes`` (the
-    message limit) answers ``RESOURCE_EXHAUSTED`` instead, as it would in a stream."""
+    message limit) answers ``RESOURCE_EXHAUSTED`` instead, as it would in a stream. With
+    ``batch_limits``, a batch over them is refused (:func:`check_batch`, ``FieldError``) before
+    any item is decoded; the tensor bytes are counted once per group."""
     control = control or BatchControl()
+    if batch_limits is not None:
+        check_batch(items, batch_limits, sizes=())  # the count, before the walk
     groups: dict[Hashable, list[int]] = {}
     alone: list[int] = []
+    specs: dict[str, LossSpec | None] = {}
+    sizes: list[int] = []
+    group_sizes: dict[Hashable, int] = {}
     for i, item in enumerate(items):
-        key = group_key(registry, item)
+        key = group_key(registry, item, specs)
         if key is None:
             alone.append(i)
-        else:
-            groups.setdefault(key, []).append(i)
+            if batch_limits is not None:
+                sizes.append(payload_bytes(item))
+            continue
+        members = groups.get(key)
+        if members is None:
+            members = groups[key] = []
+            if batch_limits is not None:  # a group shares its dtypes and shapes: its items' sizes
+                group_sizes[key] = payload_bytes(item)
+        members.append(i)
+        if batch_limits is not None:
+            sizes.append(group_sizes[key])
+    if batch_limits is not None:
+        check_batch(items, batch_limits, sizes)
     outcomes: list[Outcome | None] = [None] * len(items)
     for members in groups.values():
         if len(members) == 1:
@@ -363,13 +393,18 @@ def batch_reply(outcomes: Sequence[Outcome]) -> bytes:
     """The serialized ``EvaluateLossBatchResponse``: each reply's bytes framed as they are, each
     refusal as an ``Error`` (code, message, field; clipped as EvaluateLoss clips them)."""
     pieces: list[Buffer] = []
+    heads: dict[int, bytes] = {}  # a reply's two tags and lengths depend on its length alone
     for outcome in outcomes:
         if isinstance(outcome, FieldError):
             field = clip(outcome.field, MAX_FIELD_BYTES)
             message = clip(outcome.message, MAX_MESSAGE_BYTES)
             error = lossd_pb2.Error(code=outcome.code, message=f"{field}: {message}" if field else message, field=field)
-            body = length_delimited(_ERROR, [error.SerializeToString()])
-        else:
-            body = length_delimited(_RESPONSE, [outcome])
-        pieces += length_delimited(_RESULTS, body)
+            pieces += length_delimited(_RESULTS, length_delimited(_ERROR, [error.SerializeToString()]))
+            continue
+        head = heads.get(len(outcome))
+        if head is None:
+            inner = length_delimited(_RESPONSE, [outcome])[0]
+            head = heads[len(outcome)] = length_delimited(_RESULTS, [inner, outcome])[0] + inner
+        pieces.append(head)
+        pieces.append(outcome)
     return join(pieces)
