@@ -108,21 +108,24 @@ class EvaluateResult:
 
         Each of the reply's ``warnings`` is re-emitted with ``warnings.warn(msg, ServerWarning)``.
         """
-        emit_server_warnings(reply.warnings)
+        set_fields = {fd.name: value for fd, value in reply.ListFields()}  # read once; the empty ones skipped
+        warnings = list(set_fields.get("warnings", ()))
+        emit_server_warnings(warnings)
         raw = payloads or {}
-        grads = reply.grads
-        parameter_grads = reply.parameter_grads
+        grads = set_fields.get("grads", {})
+        parameter_grads = set_fields.get("parameter_grads", {})
+        timing = set_fields.get("timing")
         return cls(
-            value=reply.value if reply.HasField("value") else None,
-            loss=decode(reply.loss, as_torch, raw.get("loss"), layouts),
+            value=set_fields.get("value"),
+            loss=decode(set_fields["loss"] if "loss" in set_fields else reply.loss, as_torch, raw.get("loss"), layouts),
             grads={k: decode(grads[k], as_torch, raw.get(f"grads.{k}"), layouts) for k in sorted(grads)},
-            loss_name=reply.loss_name,
-            timing={f.name: value for f, value in reply.timing.ListFields()},  # the fields set, as MessageToDict
-            parts=dict(sorted(reply.parts.items())),
+            loss_name=set_fields.get("loss_name", ""),
+            timing={f.name: value for f, value in timing.ListFields()} if timing else {},  # as MessageToDict
+            parts=dict(sorted(set_fields["parts"].items())) if "parts" in set_fields else {},
             parameter_grads={k: decode(parameter_grads[k], as_torch, raw.get(f"parameter_grads.{k}"), layouts)
-                             for k in sorted(parameter_grads)} if parameter_grads else {},
-            regularized=list(reply.regularized),
-            warnings=list(reply.warnings),
+                             for k in sorted(parameter_grads)},
+            regularized=list(set_fields.get("regularized", ())),
+            warnings=warnings,
         )
 
     @classmethod
