@@ -13,7 +13,8 @@ import torch
 
 from lossd._framing import field_number, join, length_delimited, map_entry, tensor_body
 from lossd.client import build_request
-from lossd.client._client import EvaluateResult, ItemFramer, frame_request, pack_many
+from lossd._wire import FieldError
+from lossd.client._client import EvaluateResult, ItemFramer, batch_outcomes, frame_request, pack_many
 from lossd.v1 import lossd_pb2
 
 rng = np.random.default_rng(0)
@@ -114,3 +115,29 @@ def test_a_bad_item_is_refused_as_build_request_refuses_it_naming_its_index() ->
         ItemFramer(False).frame(3, {"y_pred": X})
     with pytest.raises(TypeError, match="unknown term keys"):
         ItemFramer(False).frame(0, {"loss": [{"loss": "mse", "bogus": 1}], "y_pred": X, "y_true": X})
+
+
+def test_batch_replies_decode_as_each_reply_alone_with_each_header_checked_once() -> None:
+    replies = []
+    for k in range(3):
+        reply = lossd_pb2.EvaluateLossResponse(loss_name="mse_loss", value=float(k), timing={"forward_ms": 0.5})
+        reply.loss.CopyFrom(lossd_pb2.Tensor(dtype="float32", raw=np.float32(k).tobytes()))
+        for name in ("y_pred", "y_true"):
+            reply.grads[name].CopyFrom(lossd_pb2.Tensor(dtype="float32", shape=[3, 4], raw=(X * k).tobytes()))
+        replies.append(reply)
+    batch = lossd_pb2.EvaluateLossBatchResponse(results=[lossd_pb2.EvaluateLossBatchResult(response=r)
+                                                         for r in replies])
+    got = batch_outcomes(batch, 0, [False] * 3, raise_on_error=False)
+    for k, (result, reply) in enumerate(zip(got, replies)):
+        want = EvaluateResult.from_response(reply)
+        assert isinstance(result, EvaluateResult)
+        assert (result.value, result.loss_name, result.timing) == (want.value, want.loss_name, want.timing) == (
+            float(k), "mse_loss", {"forward_ms": 0.5})
+        for a, b in [(result.loss, want.loss), *((result.grads[n], want.grads[n]) for n in want.grads)]:
+            assert a.tobytes() == b.tobytes() and a.shape == b.shape and a.dtype == b.dtype
+            assert not a.flags.writeable  # numpy results are read-only, decoded from the cache or not
+    # A later reply whose payload does not fit its (known) header is still refused by the wire rule.
+    replies[2].grads["y_true"].raw = replies[2].grads["y_true"].raw[:-4]
+    batch.results[2].response.CopyFrom(replies[2])
+    with pytest.raises(FieldError, match=r"tensor\.raw: has 44 bytes; shape \[3, 4\] of float32 needs"):
+        batch_outcomes(batch, 0, [False] * 3, raise_on_error=False)
