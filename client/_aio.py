@@ -40,8 +40,8 @@ from ._client import (
     MANY_IN_FLIGHT,
     EvaluateResult,
     Evaluating,
-    ManyRequests,
     ItemFramer,
+    ManyRequests,
     Packed,
     batch_outcomes,
     iter_prepared,
@@ -163,7 +163,8 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
         order, like :meth:`Client.evaluate_many <lossd.client.Client.evaluate_many>`:
         ``await c.evaluate_many(items)``."""
         framer = ItemFramer(as_torch)
-        flags, it, seen = framer.flags, iter(requests), []  # seen: for a server without EvaluateLossBatch
+        flags, it = framer.flags, iter(requests)
+        seen: list[Any] = []  # the items read so far, for a server without EvaluateLossBatch
         source = (framer.frame(i, item) for i, item in enumerate(kept(it, seen)))
         deadline = self.config.deadline(timeout, EVALUATE_LOSS_BATCH.default_deadline)
         ends = None if deadline is None else time.monotonic() + deadline

@@ -22,7 +22,15 @@ import numpy as np
 from google.protobuf import struct_pb2
 
 from .._framing import (
-    Buffer, field_number, join, length_delimited, map_entry, split_payloads, tensor_body, varint, wire_fields,
+    Buffer,
+    field_number,
+    join,
+    length_delimited,
+    map_entry,
+    split_payloads,
+    tensor_body,
+    varint,
+    wire_fields,
 )
 from ..v1 import lossd_pb2
 from ._calls import (
@@ -751,7 +759,8 @@ class Client(Evaluating[EvaluateResult], Jobs):
         (4.0, 'InvalidArgument', 1)
         """
         framer = ItemFramer(as_torch)
-        flags, it, seen = framer.flags, iter(requests), []  # seen: for a server without EvaluateLossBatch
+        flags, it = framer.flags, iter(requests)
+        seen: list[Any] = []  # the items read so far, for a server without EvaluateLossBatch
         source = (framer.frame(i, item) for i, item in enumerate(kept(it, seen)))
         deadline = self.config.deadline(timeout, EVALUATE_LOSS_BATCH.default_deadline)
         ends = None if deadline is None else time.monotonic() + deadline

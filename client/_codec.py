@@ -147,10 +147,10 @@ def decode(msg: lossd_pb2.Tensor, as_torch: bool = False, raw: bytes | memoryvie
         if known is not None:
             data = msg.raw if raw is None else raw
             if len(data) == known[1] and known[1] and not msg.values:  # raw views here are cast to bytes
-                arr = np.frombuffer(data, dtype=known[0]).reshape(key[1])
+                fast = np.frombuffer(data, dtype=known[0]).reshape(key[1])
                 if not isinstance(data, bytes):  # a view of bytes (read-only already) or a caller's buffer
-                    arr.flags.writeable = False  # setting it costs a microsecond
-                return arr
+                    fast.flags.writeable = False  # setting it costs a microsecond
+                return fast
     layout = check_tensor(msg, "tensor", max_elements=sys.maxsize, raw=raw)
     info = DTYPES[layout.dtype]
     if layouts is not None and layout.encoding == "raw" and info.numpy is not None:

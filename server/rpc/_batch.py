@@ -246,9 +246,10 @@ def _evaluate_group(
 ) -> None:
     """Stack the members' raw payloads (the wire rules checked once for the shared dtypes and
     shapes, and each member's payload length), evaluate them in one call per chunk of under
-    :data:`GRAIN_ELEMENTS` elements and frame each reply from the stacked results. A member that sent ``values`` or a payload of the wrong length,
-    and the whole group when it cannot be vectorized exactly (or holds a non-finite value),
-    is evaluated alone: that also gives each member its own refusal."""
+    :data:`GRAIN_ELEMENTS` elements and frame each reply from the stacked results. A member that
+    sent ``values`` or a payload of the wrong length, and the whole chunk when it cannot be
+    vectorized exactly (or holds a non-finite value), is evaluated alone: that also gives each
+    member its own refusal."""
     start = time.perf_counter()
     first = items[members[0]]
     names = sorted(first.inputs)
@@ -387,6 +388,7 @@ def _stacked_replies(result: StackedEvaluation, encodings: list[str], decode_s: 
 _RESULTS = field_number(lossd_pb2.EvaluateLossBatchResponse, "results")
 _RESPONSE = field_number(lossd_pb2.EvaluateLossBatchResult, "response")
 _ERROR = field_number(lossd_pb2.EvaluateLossBatchResult, "error")
+_RESULTS_TAG, _RESPONSE_TAG = varint(_RESULTS << 3 | 2), varint(_RESPONSE << 3 | 2)  # length-delimited
 
 
 def batch_reply(outcomes: Sequence[Outcome]) -> bytes:
@@ -403,8 +405,8 @@ def batch_reply(outcomes: Sequence[Outcome]) -> bytes:
             continue
         head = heads.get(len(outcome))
         if head is None:
-            inner = length_delimited(_RESPONSE, [outcome])[0]
-            head = heads[len(outcome)] = length_delimited(_RESULTS, [inner, outcome])[0] + inner
+            inner = _RESPONSE_TAG + varint(len(outcome))
+            head = heads[len(outcome)] = _RESULTS_TAG + varint(len(inner) + len(outcome)) + inner
         pieces.append(head)
         pieces.append(outcome)
     return join(pieces)

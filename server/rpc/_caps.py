@@ -122,7 +122,7 @@ def _check_message(message: Message, field: str) -> None:
     check_request(message, field)
 
 
-def _small_within_caps(message: Descriptor) -> bool:
+def _small_within_caps(message: Any) -> bool:
     """Whether every message of this type of at most :data:`MAX_STRING_BYTES` bytes is within the
     caps: its strings are that short, and a repeated string, message or map entry takes two bytes
     at least, so no such field has more than ``MAX_STRING_BYTES // 2`` entries. Not so where a cap
