@@ -47,10 +47,13 @@ _T = TypeVar("_T")
 #: Requests with at most this many tensor bytes are evaluated on the event loop: for a small
 #: evaluation the hop to a worker thread costs more CPU than the evaluation (docs/performance.md).
 INLINE_MAX_BYTES = 16 * 1024
-#: A loss whose evaluation on the event loop took more CPU than this, twice in a row, goes to the thread pool
-#: from then on,
-#: however small its tensors (a multi-scale SSIM or a clDice of a few KiB takes milliseconds).
+#: A loss whose evaluation on the event loop took more CPU than this :data:`SLOW_IN_A_ROW` times in a row
+#: goes to the thread pool from then on, however small its tensors (a multi-scale SSIM or a clDice of
+#: a few KiB takes milliseconds; a 100-element mse_loss 0.1-0.5 ms, up to 1.9 ms under load) ...
 INLINE_MAX_CPU_S = 0.001
+#: ... not counting its first :data:`SLOW_WARMUP` calls (the first builds the plan, and the first calls
+#: of a loss pay torch's and numpy's warm-up: over 1 ms for mse_loss).
+SLOW_IN_A_ROW, SLOW_WARMUP = 3, 2
 
 
 def describe_loss(spec: LossSpec) -> lossd_pb2.LossInfo:
@@ -134,7 +137,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self.plans = Plans()
         #: Loss names (as requested) that took over INLINE_MAX_CPU_S on the event loop: evaluated on the pool.
         self.slow_losses: set[str] = set()
-        self._slow_once: set[str] = set()  # ... in their latest call
+        self._loop_calls: dict[str, int] = {}  # per loss: calls on the loop so far (up to SLOW_WARMUP) ...
+        self._slow_streak: dict[str, int] = {}  # ... and how many of the latest in a row were slow
 
     async def ListLosses(
         self, request: lossd_pb2.ListLossesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -160,16 +164,22 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
 
     def _on_loop(self, loss: str, work: Callable[..., _T], *args: Any) -> _T:
         """``work(*args)``, run here on the event loop; ``loss``, a name the registry knows, joins
-        ``slow_losses`` once two calls of it in a row took over :data:`INLINE_MAX_CPU_S` of CPU (a
-        loss's first call pays its warm-up, and any call may meet a garbage collection)."""
+        ``slow_losses`` once :data:`SLOW_IN_A_ROW` calls of it in a row after its first
+        :data:`SLOW_WARMUP` took over :data:`INLINE_MAX_CPU_S` of CPU (any call may meet a garbage
+        collection or a busy machine)."""
         cpu = time.thread_time()
         result = work(*args)
-        if time.thread_time() - cpu <= INLINE_MAX_CPU_S:
-            self._slow_once.discard(loss)
-        elif loss in self._slow_once:
+        slow = time.thread_time() - cpu > INLINE_MAX_CPU_S
+        seen = self._loop_calls.get(loss, 0)
+        if seen < SLOW_WARMUP:
+            if loss in self._registry:
+                self._loop_calls[loss] = seen + 1
+        elif not slow:
+            self._slow_streak.pop(loss, None)
+        elif (streak := self._slow_streak.get(loss, 0) + 1) >= SLOW_IN_A_ROW:
             self.slow_losses.add(loss)
-        elif loss in self._registry:
-            self._slow_once.add(loss)
+        else:
+            self._slow_streak[loss] = streak
         return result
 
     async def _run(self, request: lossd_pb2.EvaluateLossRequest | ReceivedRequest) -> bytes:
@@ -179,7 +189,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         args = (self._registry, message, self._device, self._limits, payloads, self.plans, checked)
         small = self._inline(message)
         key = self.batcher.key(message) if self.batcher is not None and small and not payloads else None
-        if key is not None and self.batcher is not None and self.batcher.should_wait(key):
+        if key is not None and self.batcher is not None and self.batcher.arrive(key):
             reply = await self.batcher.submit(key, message)
         elif small:
             reply = self._on_loop(message.loss, handle_evaluate_bytes, *args)
