@@ -147,7 +147,9 @@ def decode(msg: lossd_pb2.Tensor, as_torch: bool = False, raw: bytes | memoryvie
         if known is not None:
             data = msg.raw if raw is None else raw
             if len(data) == known[1] and known[1] and not msg.values:  # raw views here are cast to bytes
-                fast = np.frombuffer(data, dtype=known[0]).reshape(key[1])
+                fast = np.frombuffer(data, dtype=known[0])
+                if len(key[1]) != 1:  # frombuffer's array is 1-d
+                    fast = fast.reshape(key[1])
                 if not isinstance(data, bytes):  # a view of bytes (read-only already) or a caller's buffer
                     fast.flags.writeable = False  # setting it costs a microsecond
                 return fast

@@ -14,7 +14,9 @@ import torch
 from lossd._framing import field_number, join, length_delimited, map_entry, tensor_body
 from lossd.client import build_request
 from lossd._wire import FieldError
-from lossd.client._client import EvaluateResult, ItemFramer, batch_outcomes, frame_request, pack_many
+from lossd.client._client import (
+    EvaluateResult, ItemFramer, _timing, batch_outcomes, frame_request, pack_many,
+)
 from lossd.v1 import lossd_pb2
 
 rng = np.random.default_rng(0)
@@ -141,3 +143,11 @@ def test_batch_replies_decode_as_each_reply_alone_with_each_header_checked_once(
     batch.results[2].response.CopyFrom(replies[2])
     with pytest.raises(FieldError, match=r"tensor\.raw: has 44 bytes; shape \[3, 4\] of float32 needs"):
         batch_outcomes(batch, 0, [False] * 3, raise_on_error=False)
+
+
+@pytest.mark.parametrize("timing", [{}, {"forward_ms": 0.5, "encode_ms": -0.0, "decode_ms": float("nan")},
+                                    {"backward_ms": 1e-300, "decode_ms": 0.0}])
+def test_a_replys_timing_lists_the_fields_listfields_lists(timing: dict[str, float]) -> None:
+    message = lossd_pb2.Timing(**timing)
+    got, want = _timing(message), {f.name: v for f, v in message.ListFields()}
+    assert list(got) == list(want) and repr(got) == repr(want)  # -0.0 and nan included, 0.0 not
