@@ -262,9 +262,10 @@ def _evaluate_group(
     else:
         sizes = [layout.numel * DTYPES[layout.dtype].itemsize for layout in layouts]
         for i in members:
-            raws = [items[i].inputs[n].raw for n in names]
-            if all(len(raw) == size for raw, size in zip(raws, sizes)) and not any(
-                    items[i].inputs[n].values for n in names):
+            inputs = items[i].inputs
+            tensors = [inputs[n] for n in names]
+            raws = [t.raw for t in tensors]
+            if [len(raw) for raw in raws] == sizes and not any(t.values for t in tensors):
                 payloads[i] = raws
             else:
                 alone.append(i)
