@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -50,7 +51,7 @@ from ._batch import evaluate_batch, group_key
 __all__ = ["DEFAULT_BATCH_WINDOW_US", "DEFAULT_BATCH_WINDOW_ITEMS", "DynamicBatcher"]
 
 #: The default window, chosen by measurement (docs/performance.md, "Batching").
-DEFAULT_BATCH_WINDOW_US = 0
+DEFAULT_BATCH_WINDOW_US = 1000
 #: Most calls evaluated together by the batcher.
 DEFAULT_BATCH_WINDOW_ITEMS = 256
 
@@ -89,29 +90,31 @@ class DynamicBatcher:
         self.calls = 0
         #: Calls evaluated at once, with nobody to wait for (see :meth:`arrive`).
         self.alone = 0
-        #: Calls counted by :meth:`arrive` whose RPC has not ended.
-        self.in_flight = 0
+        self._in_flight: set[asyncio.Task[Any]] = set()
 
     def key(self, request: lossd_pb2.EvaluateLossRequest) -> Hashable | None:
         """The group a call joins, or ``None`` when it is evaluated on its own."""
         return group_key(self._registry, request)
 
     def arrive(self, key: Hashable) -> bool:
-        """Count a call of group ``key`` in flight until its RPC's task ends, and say whether it
-        should wait for company (then :meth:`submit` it): when its group is pending or another
-        call is in flight. Else it is evaluated at once by the caller, as with the window off,
-        and counted in ``alone``."""
-        wait = self.in_flight > 0 or key in self._groups
+        """Count the calling task (a call's RPC) in flight until it ends, and say whether a call of
+        group ``key`` should wait for company (then :meth:`submit` it): when its group is pending or
+        another task is in flight. Else it is evaluated at once by the caller, as with the window
+        off, and counted in ``alone``."""
         task = asyncio.current_task()
-        if task is not None:
-            self.in_flight += 1
-            task.add_done_callback(self._ended)
+        others = len(self._in_flight) - (task in self._in_flight)
+        wait = others > 0 or key in self._groups
+        if task is not None and task not in self._in_flight:
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
         if not wait:
             self.alone += 1
         return wait
 
-    def _ended(self, task: asyncio.Task[object]) -> None:
-        self.in_flight -= 1
+    @property
+    def in_flight(self) -> int:
+        """Tasks counted by :meth:`arrive` that have not ended."""
+        return len(self._in_flight)
 
     async def submit(self, key: Hashable, request: lossd_pb2.EvaluateLossRequest) -> bytes:
         """The call's serialized reply once its group is evaluated; raises its ``FieldError``."""

@@ -49,8 +49,8 @@ _T = TypeVar("_T")
 INLINE_MAX_BYTES = 16 * 1024
 #: A loss whose evaluation on the event loop took more CPU than this :data:`SLOW_IN_A_ROW` times in a row
 #: goes to the thread pool from then on, however small its tensors (a multi-scale SSIM or a clDice of
-#: a few KiB takes milliseconds; a 100-element mse_loss 0.1-0.5 ms, up to 1.9 ms under load) ...
-INLINE_MAX_CPU_S = 0.001
+#: a few KiB takes 2-9 ms; a 100-element mse_loss 0.1-0.5 ms, up to 2.3 ms on a busy machine) ...
+INLINE_MAX_CPU_S = 0.002
 #: ... not counting its first :data:`SLOW_WARMUP` calls (the first builds the plan, and the first calls
 #: of a loss pay torch's and numpy's warm-up: over 1 ms for mse_loss).
 SLOW_IN_A_ROW, SLOW_WARMUP = 3, 2
@@ -154,7 +154,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         """Whether to evaluate ``message`` on the event loop: a single loss (no objective: its terms,
         parameters and patterns can be many) with at most ``inline_max_bytes`` of tensors and as
         much of everything else, of a loss not found slow before (``slow_losses``); anything more may
-        take over a millisecond and goes to the pool."""
+        take milliseconds and goes to the pool."""
         if message.terms or message.parameters or message.HasField("regularization") or (
                 message.loss in self.slow_losses):
             return False

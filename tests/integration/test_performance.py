@@ -200,7 +200,7 @@ def test_extra_options_go_first_so_a_deliberate_so_reuseport_wins(tmp_path):
 
 
 def test_a_loss_that_takes_milliseconds_on_the_loop_goes_to_the_thread_pool_from_then_on(tmp_path):
-    """A small request is evaluated on the event loop; a loss that took over a millisecond of CPU
+    """A small request is evaluated on the event loop; a loss that took over 2 ms of CPU
     there three times in a row after its first two calls (a clDice of 50 skeleton iterations on
     40×40 images: tens of ms) is marked slow, and later calls of it go to the thread pool (the
     loop stays free), with the same numbers."""
