@@ -451,7 +451,11 @@ def pack_many(
             parts, length = [data], len(data)
         else:
             parts, length = request
-        head = _ITEM_HEADS[length] if length < 4096 else _ITEM_TAG + varint(length)
+        head = _ITEM_HEADS.get(length)
+        if head is None:
+            head = _ITEM_TAG + varint(length)
+            if length < 4096:
+                _ITEM_HEADS[length] = head
         n = len(head) + length
         if pieces and (i - start >= max_items or size + n > max_bytes):
             yield Packed(start, i - start, join(pieces))
@@ -466,7 +470,7 @@ def pack_many(
 #: One serialized ``EvaluateLossRequest`` as pieces to join (bytes, or arrays' memory), and its length.
 Framed = tuple[list[Any], int]
 _ITEM_TAG = varint(_ITEMS << 3 | 2)
-_ITEM_HEADS = [_ITEM_TAG + varint(n) for n in range(4096)]  # an item's tag and length, for most lengths
+_ITEM_HEADS: dict[int, bytes] = {}  # an item's tag and length, by length (the small ones, as they come)
 #: ``build_request``'s own parameters: a dict item's other keys are inputs (arrays) or loss parameters.
 _NAMED = frozenset(inspect.signature(build_request).parameters) - {"params_and_inputs"}
 #: Options :class:`ItemFramer` keys its cache on (any other named argument: through ``build_request``).
