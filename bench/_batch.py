@@ -9,7 +9,8 @@
   threads (calls/s, p99, server CPU per call): what the window buys under concurrency.
 
 Each part starts its own ``python -m lossd.server`` (the window is a server flag), so this
-module depends on nothing else in bench/ but the measuring helpers.
+module depends on nothing else in bench/ but the measuring helpers. ``python -m bench._batch
+--many`` runs the ``evaluate_many`` part alone (about 15 s; docs untouched).
 """
 
 from __future__ import annotations
@@ -147,11 +148,11 @@ def window(windows: tuple[int, ...], seconds: float, rounds: int = 4) -> list[di
     return rows
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    """Both parts; ``quick``: fewer items, shorter runs."""
+def run(quick: bool = False, windows: bool = True) -> dict[str, Any]:
+    """Both parts (``windows=False``: ``evaluate_many`` alone); ``quick``: fewer items, shorter runs."""
     return {
         "evaluate_many": evaluate_many(2_000 if quick else 10_000, 100, 1 if quick else 3),
-        "window": window(WINDOWS_US, 1.0 if quick else 4.0),
+        "window": window(WINDOWS_US, 1.0 if quick else 4.0) if windows else [],
     }
 
 
@@ -188,6 +189,10 @@ def markdown(results: dict[str, Any]) -> str:
         "server + client |", "|---|---|---|---|---|",
         f"| evaluations/s | {m['torch_per_s']:.0f} | {m['evaluate_many_per_s']:.0f} | {m['many_over_torch']:.2f} | "
         f"{m['server_cpu_ms']:.3f} + {m['client_cpu_ms']:.3f} |",
+    ]
+    if not b["window"]:
+        return "\n".join(lines) + "\n"
+    lines += [
         "", "**The batch window** (`--batch-window-us`; `evaluate` of mse_loss on 100 elements; client threads of "
         "one process, each with its own channel)", "",
         "| window µs | clients | calls/s | p50 ms | p99 ms | server CPU ms per call |", "|---|---|---|---|---|---|",
@@ -198,10 +203,10 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # python -m bench._batch [--quick]: this section alone
+if __name__ == "__main__":  # python -m bench._batch [--quick] [--many]: this section alone (--many: evaluate_many only)
     import json
     import sys
 
-    found = {"batch": run("--quick" in sys.argv)}
+    found = {"batch": run("--quick" in sys.argv, windows="--many" not in sys.argv)}
     print(markdown(found))
     print(json.dumps(targets(found), indent=1))

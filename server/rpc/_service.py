@@ -31,7 +31,7 @@ from ..._methods import EVALUATE_LOSS, EVALUATE_LOSS_BATCH, EVALUATE_LOSS_STREAM
 from ..._wire import DEFAULT_MAX_MESSAGE_BYTES, FieldError, TensorLimits, reply_too_large
 from ...v1 import lossd_pb2, lossd_pb2_grpc
 from ..losses import LossSpec, Registry
-from ._batch import BatchCancelled, BatchControl, BatchLimits, batch_reply, check_batch, evaluate_batch, payload_bytes
+from ._batch import BatchCancelled, BatchControl, BatchLimits, batch_reply, evaluate_batch, payload_bytes
 from ._batching import DEFAULT_BATCH_WINDOW_US, DynamicBatcher
 from ._plan import Plans
 from ._request import handle_evaluate_bytes
@@ -223,11 +223,11 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         control = control or BatchControl()
         self.last_batch = control
         try:
-            check_batch(request.items, self._batch_limits)
             loop = asyncio.get_running_loop()
-            try:
+            try:  # the limits are checked there too (check_batch), before any item is decoded
                 outcomes = await loop.run_in_executor(self._executor, evaluate_batch, self._registry, request.items,
-                                                      self._device, self._limits, control, self._max_message_bytes)
+                                                      self._device, self._limits, control, self._max_message_bytes,
+                                                      self._batch_limits)
             finally:
                 control.cancelled.set()  # the call is over, whichever way: no more items
             reply = batch_reply(outcomes)
