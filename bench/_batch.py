@@ -9,11 +9,14 @@
   threads (calls/s, p99, server CPU per call): what the window buys under concurrency.
 
 Each part starts its own ``python -m lossd.server`` (the window is a server flag), so this
-module depends on nothing else in bench/ but the measuring helpers.
+module depends on nothing else in bench/ but the measuring helpers. ``python -m bench._batch
+--many`` runs the ``evaluate_many`` part alone (about 15 s; docs untouched).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import tempfile
 import threading
@@ -26,8 +29,10 @@ from ._measure import BenchServer, cpu_seconds, percentile
 
 __all__ = ["WINDOWS_US", "markdown", "run", "targets"]
 
-#: The windows measured (microseconds); 0 is off.
-WINDOWS_US = (0, 200, 1000, 5000)
+#: The windows measured (microseconds); 0 is off, DEFAULT_BATCH_WINDOW_US is the default ...
+WINDOWS_US = (0, 1000, 2000, 5000)
+#: ... each with this many client threads.
+WINDOW_CLIENTS = (1, 4, 16)
 
 
 def _server(data_dir: str, *args: str) -> Any:
@@ -112,27 +117,42 @@ def _clients(address: str, k: int, seconds: float, w: tuple[np.ndarray, np.ndarr
     flat = [x for lat in latencies for x in lat]
     return {"clients": k, "calls_per_s": len(flat) / elapsed, "p50_ms": percentile(flat, 50) * 1e3,
             "p99_ms": percentile(flat, 99) * 1e3,
-            "server_cpu_ms_per_call": (cpu_seconds(pid) - server_cpu) / len(flat) * 1e3}
+            "server_cpu_ms_per_call": (cpu_seconds(pid) - server_cpu) / len(flat) * 1e3,
+            "calls": len(flat), "seconds": elapsed, "server_cpu_s": cpu_seconds(pid) - server_cpu, "latencies": flat}
 
 
-def window(windows: tuple[int, ...], seconds: float) -> list[dict[str, Any]]:
-    """One server per window: 1 client, then 16, calling evaluate(mse_loss, 100 elements)."""
+def window(windows: tuple[int, ...], seconds: float, rounds: int = 4) -> list[dict[str, Any]]:
+    """One server per window, all running: 1, 4 and 16 clients calling evaluate(mse_loss, 100
+    elements), ``seconds`` per server and client count (twice that for one client), in ``rounds``
+    slices taken in turns (a busy machine slows every window alike)."""
     rng = np.random.default_rng(2)
     w = (rng.standard_normal(100, dtype=np.float32), rng.standard_normal(100, dtype=np.float32))
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="lossd-bench-") as data_dir:
+    slices: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="lossd-bench-") as data_dir, contextlib.ExitStack() as stack:
+        servers = {}
         for us in windows:
-            with _server(data_dir, "--batch-window-us", str(us)) as server:
-                for k in (1, 16):
-                    rows.append({"window_us": us, **_clients(server.address, k, seconds, w, server.pid)})
+            os.makedirs(f"{data_dir}/{us}")
+            servers[us] = stack.enter_context(_server(f"{data_dir}/{us}", "--batch-window-us", str(us)))
+        for _ in range(rounds):
+            for k in WINDOW_CLIENTS:
+                for us, server in servers.items():
+                    slices.setdefault((us, k), []).append(  # one client twice as long: its p99 is the target
+                        _clients(server.address, k, seconds / rounds * (2 if k == 1 else 1), w, server.pid))
+    rows = []
+    for (us, k), parts in sorted(slices.items()):
+        calls = sum(p["calls"] for p in parts)
+        flat = sorted(x for p in parts for x in p["latencies"])
+        rows.append({"window_us": us, "clients": k, "calls_per_s": calls / sum(p["seconds"] for p in parts),
+                     "p50_ms": percentile(flat, 50) * 1e3, "p99_ms": percentile(flat, 99) * 1e3,
+                     "server_cpu_ms_per_call": sum(p["server_cpu_s"] for p in parts) / calls * 1e3})
     return rows
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    """Both parts; ``quick``: fewer items, shorter runs."""
+def run(quick: bool = False, windows: bool = True) -> dict[str, Any]:
+    """Both parts (``windows=False``: ``evaluate_many`` alone); ``quick``: fewer items, shorter runs."""
     return {
         "evaluate_many": evaluate_many(2_000 if quick else 10_000, 100, 1 if quick else 3),
-        "window": window(WINDOWS_US, 1.0 if quick else 4.0),
+        "window": window(WINDOWS_US, 1.0 if quick else 4.0) if windows else [],
     }
 
 
@@ -169,6 +189,10 @@ def markdown(results: dict[str, Any]) -> str:
         "server + client |", "|---|---|---|---|---|",
         f"| evaluations/s | {m['torch_per_s']:.0f} | {m['evaluate_many_per_s']:.0f} | {m['many_over_torch']:.2f} | "
         f"{m['server_cpu_ms']:.3f} + {m['client_cpu_ms']:.3f} |",
+    ]
+    if not b["window"]:
+        return "\n".join(lines) + "\n"
+    lines += [
         "", "**The batch window** (`--batch-window-us`; `evaluate` of mse_loss on 100 elements; client threads of "
         "one process, each with its own channel)", "",
         "| window µs | clients | calls/s | p50 ms | p99 ms | server CPU ms per call |", "|---|---|---|---|---|---|",
@@ -179,10 +203,10 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # python -m bench._batch [--quick]: this section alone
+if __name__ == "__main__":  # python -m bench._batch [--quick] [--many]: this section alone (--many: evaluate_many only)
     import json
     import sys
 
-    found = {"batch": run("--quick" in sys.argv)}
+    found = {"batch": run("--quick" in sys.argv, windows="--many" not in sys.argv)}
     print(markdown(found))
     print(json.dumps(targets(found), indent=1))

@@ -40,6 +40,7 @@ from ._client import (
     MANY_IN_FLIGHT,
     EvaluateResult,
     Evaluating,
+    ItemFramer,
     ManyRequests,
     Packed,
     batch_outcomes,
@@ -161,9 +162,10 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
         """Many evaluations packed in ``EvaluateLossBatch`` calls (two in flight), outcomes in request
         order, like :meth:`Client.evaluate_many <lossd.client.Client.evaluate_many>`:
         ``await c.evaluate_many(items)``."""
-        flags: list[bool] = []
-        prepared: list[lossd_pb2.EvaluateLossRequest] = []  # kept for a server without EvaluateLossBatch
-        source = iter_prepared(requests, as_torch, flags)
+        framer = ItemFramer(as_torch)
+        flags, it = framer.flags, iter(requests)
+        seen: list[Any] = []  # the items read so far, for a server without EvaluateLossBatch
+        source = (framer.frame(i, item) for i, item in enumerate(kept(it, seen)))
         deadline = self.config.deadline(timeout, EVALUATE_LOSS_BATCH.default_deadline)
         ends = None if deadline is None else time.monotonic() + deadline
         call = self._callable(self.channel, EVALUATE_LOSS_BATCH)
@@ -176,7 +178,7 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
 
         try:
             with raising_lossd_errors():
-                for packed in pack_many(kept(source, prepared)):
+                for packed in pack_many(source):
                     left = None if ends is None else max(0.0, ends - time.monotonic())
                     in_flight.append((packed, call(packed.body, timeout=left, metadata=self.config.metadata() or None)))
                     if len(in_flight) >= MANY_IN_FLIGHT:
@@ -187,8 +189,9 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
             if out:
                 raise
             left = None if ends is None else max(0.0, ends - time.monotonic())
-            outcome = outcome_by_id(flags, raise_on_error)  # a server before EvaluateLossBatch
-            rest = stream_requests(itertools.chain(prepared, source))
+            flags = []  # a server before EvaluateLossBatch: every item over the stream
+            rest = stream_requests(iter_prepared(itertools.chain(seen, it), as_torch, flags))
+            outcome = outcome_by_id(flags, raise_on_error)
             return [r async for r in self._stream(EVALUATE_LOSS_STREAM, rest, left, outcome)]
         finally:
             for _, pending in in_flight:

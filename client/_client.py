@@ -12,15 +12,27 @@ import collections
 import functools
 import inspect
 import itertools
+import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, overload
 
 import grpc
+import numpy as np
 from google.protobuf import struct_pb2
 
-from .._framing import Buffer, field_number, join, length_delimited, map_entry, split_payloads, wire_fields
+from .._framing import (
+    Buffer,
+    field_number,
+    join,
+    length_delimited,
+    map_entry,
+    split_payloads,
+    tensor_body,
+    varint,
+    wire_fields,
+)
 from ..v1 import lossd_pb2
 from ._calls import (
     EVALUATE_LOSS,
@@ -32,7 +44,7 @@ from ._calls import (
     Method,
     stream_requests,
 )
-from ._codec import ArrayLike, decode, encode, is_torch_tensor, raw_parts
+from ._codec import _NUMPY_TO_WIRE, ArrayLike, Layouts, decode, encode, is_torch_tensor, raw_parts
 from ._config import DEFAULT_TARGET
 from ._errors import LossdError, Unimplemented, from_status_name, raising_lossd_errors
 from ._health import health_request, health_status
@@ -44,6 +56,8 @@ __all__ = [
     "Client",
     "EvaluateResult",
     "Evaluating",
+    "Framed",
+    "ItemFramer",
     "LossSpecifier",
     "ManyRequests",
     "Packed",
@@ -95,25 +109,29 @@ class EvaluateResult:
 
     @classmethod
     def from_response(cls, reply: lossd_pb2.EvaluateLossResponse, as_torch: bool = False,
-                      payloads: Mapping[str, memoryview] | None = None) -> EvaluateResult:
+                      payloads: Mapping[str, memoryview] | None = None,
+                      layouts: Layouts | None = None) -> EvaluateResult:
         """Decode a reply message. Its maps come sorted by name (protobuf map order is random).
-        ``payloads``: tensors' ``raw`` bytes kept outside the message, by field path.
+        ``payloads``: tensors' ``raw`` bytes kept outside the message, by field path; ``layouts``:
+        tensor headers checked before (:func:`~lossd.client._codec.decode`).
 
         Each of the reply's ``warnings`` is re-emitted with ``warnings.warn(msg, ServerWarning)``.
         """
-        emit_server_warnings(reply.warnings)
+        warnings = list(reply.warnings)
+        emit_server_warnings(warnings)
         raw = payloads or {}
+        grads, parameter_grads, parts = reply.grads, reply.parameter_grads, reply.parts
         return cls(
             value=reply.value if reply.HasField("value") else None,
-            loss=decode(reply.loss, as_torch, raw.get("loss")),
-            grads={k: decode(reply.grads[k], as_torch, raw.get(f"grads.{k}")) for k in sorted(reply.grads)},
+            loss=decode(reply.loss, as_torch, raw.get("loss"), layouts),
+            grads={k: decode(grads[k], as_torch, raw.get(f"grads.{k}"), layouts) for k in sorted(grads)},
             loss_name=reply.loss_name,
-            timing={f.name: value for f, value in reply.timing.ListFields()},  # the fields set, as MessageToDict
-            parts=dict(sorted(reply.parts.items())),
-            parameter_grads={k: decode(reply.parameter_grads[k], as_torch, raw.get(f"parameter_grads.{k}"))
-                             for k in sorted(reply.parameter_grads)},
+            timing=_timing(reply.timing),
+            parts=dict(sorted(parts.items())) if len(parts) else {},
+            parameter_grads={k: decode(parameter_grads[k], as_torch, raw.get(f"parameter_grads.{k}"), layouts)
+                             for k in sorted(parameter_grads)} if len(parameter_grads) else {},
             regularized=list(reply.regularized),
-            warnings=list(reply.warnings),
+            warnings=warnings,
         )
 
     @classmethod
@@ -122,6 +140,16 @@ class EvaluateResult:
         they are in ``data`` (:func:`lossd._framing.split_payloads`), which numpy results then view."""
         reply, payloads = split_payloads(data, lossd_pb2.EvaluateLossResponse)
         return cls.from_response(reply, as_torch, payloads)
+
+
+_TIMING_FIELDS = tuple(f.name for f in lossd_pb2.Timing.DESCRIPTOR.fields)
+
+
+def _timing(timing: lossd_pb2.Timing) -> dict[str, float]:
+    """The fields set (non-zero bits: -0.0 included), as ``ListFields`` and MessageToDict list them,
+    read field by field (``ListFields`` costs several times as much)."""
+    return {name: v for name in _TIMING_FIELDS
+            if (v := getattr(timing, name)) != 0 or math.copysign(1.0, v) < 0}
 
 
 #: A loss name, or the terms of a composite objective: ``[{"loss": "bce", "weight": 0.5}, ...]``.
@@ -359,11 +387,12 @@ def prepare_many(
 
 
 def iter_prepared(
-    requests: ManyRequests, as_torch: bool, flags: list[bool]
+    requests: ManyRequests, as_torch: bool, flags: list[bool], start: int = 0
 ) -> Iterator[lossd_pb2.EvaluateLossRequest]:
     """:func:`prepare_many` one request at a time (``evaluate_many`` packs a batch while the server
-    computes the previous one), appending each one's torch flag to ``flags``."""
-    for i, item in enumerate(requests):
+    computes the previous one), appending each one's torch flag to ``flags``; the first is
+    ``requests[start]`` in errors."""
+    for i, item in enumerate(requests, start):
         if isinstance(item, lossd_pb2.EvaluateLossRequest):
             flags.append(as_torch)
             yield item
@@ -398,13 +427,14 @@ class Packed:
 
 
 def pack_many(
-    requests: Iterable[lossd_pb2.EvaluateLossRequest],
+    requests: Iterable[lossd_pb2.EvaluateLossRequest | Framed],
     max_items: int | None = None,
     max_bytes: int | None = None,
 ) -> Iterator[Packed]:
-    """Consecutive batches of ``requests``, each at most ``max_items`` items and ``max_bytes``
-    bytes (a larger item alone; defaults :data:`MANY_BATCH_ITEMS`, :data:`MANY_BATCH_BYTES`),
-    serialized by framing each item's bytes once.
+    """Consecutive batches of ``requests`` (messages, or items :class:`ItemFramer` serialized), each
+    at most ``max_items`` items and ``max_bytes`` bytes (a larger item alone; defaults
+    :data:`MANY_BATCH_ITEMS`, :data:`MANY_BATCH_BYTES`), framed around each item's bytes: its
+    payloads are copied once, by the batch's join.
 
     >>> reqs = [build_request("mse", [float(x)], [0.0])[0] for x in range(5)]
     >>> [(p.start, p.count) for p in pack_many(reqs, max_items=2)]
@@ -412,19 +442,127 @@ def pack_many(
     """
     max_items = MANY_BATCH_ITEMS if max_items is None else max_items
     max_bytes = MANY_BATCH_BYTES if max_bytes is None else max_bytes
-    pieces: list[bytes | memoryview] = []
+    pieces: list[Buffer] = []
     start = size = count = 0
     for i, request in enumerate(requests):
         count = i + 1
-        item = length_delimited(_ITEMS, [request.SerializeToString()])
-        n = sum(map(len, item))
+        if isinstance(request, lossd_pb2.EvaluateLossRequest):
+            data = request.SerializeToString()
+            parts, length = [data], len(data)
+        else:
+            parts, length = request
+        head = _ITEM_HEADS.get(length)
+        if head is None:
+            head = _ITEM_TAG + varint(length)
+            if length < 4096:
+                _ITEM_HEADS[length] = head
+        n = len(head) + length
         if pieces and (i - start >= max_items or size + n > max_bytes):
             yield Packed(start, i - start, join(pieces))
             pieces, start, size = [], i, 0
-        pieces += item
+        pieces.append(head)
+        pieces += parts
         size += n
     if pieces:
         yield Packed(start, count - start, join(pieces))
+
+
+#: One serialized ``EvaluateLossRequest`` as pieces to join (bytes, or arrays' memory), and its length.
+Framed = tuple[list[Any], int]
+_ITEM_TAG = varint(_ITEMS << 3 | 2)
+_ITEM_HEADS: dict[int, bytes] = {}  # an item's tag and length, by length (the small ones, as they come)
+#: ``build_request``'s own parameters: a dict item's other keys are inputs (arrays) or loss parameters.
+_NAMED = frozenset(inspect.signature(build_request).parameters) - {"params_and_inputs"}
+#: Options :class:`ItemFramer` keys its cache on (any other named argument: through ``build_request``).
+_FRAMED_OPTIONS = frozenset({"grad_inputs", "allow_non_finite", "strict", "encoding"})
+_SCALARS = (bool, int, float, str)
+
+
+class ItemFramer:
+    """``evaluate_many``'s items serialized: the bytes upb writes for :func:`build_request`'s message
+    (deterministic), as :class:`Framed` pieces around the arrays' own memory.
+
+    A dict whose ``loss`` is a name, whose inputs are C-contiguous numpy arrays in a wire dtype
+    and whose other values are scalars (loss parameters, ``allow_non_finite``, ``strict``) or
+    ``grad_inputs`` names is framed from two caches of this framer: the bytes of everything but
+    the inputs by loss and options (built once by :func:`build_request`), and each input's map
+    entry up to its payload by name, dtype and shape. Everything else (prepared messages, lists,
+    torch tensors, objectives, ``values``) goes through :func:`build_request`. ``flags`` gets each
+    item's torch flag (as :func:`iter_prepared`).
+
+    >>> framer, flags = ItemFramer(False), []
+    >>> parts, n = framer.frame(0, {"loss": "mse", "y_pred": np.ones(2, np.float32), "y_true": np.zeros(2, np.float32)})
+    >>> join(parts) == build_request("mse", np.ones(2, np.float32), np.zeros(2, np.float32))[0].SerializeToString(
+    ...     deterministic=True)
+    True
+    """
+
+    def __init__(self, as_torch: bool, flags: list[bool] | None = None) -> None:
+        self._as_torch = as_torch
+        self.flags = [] if flags is None else flags
+        self._heads: dict[Hashable, tuple[bytes, bytes]] = {}
+        self._entries: dict[tuple[str, str, tuple[int, ...]], bytes] = {}  # by name, dtype.str, shape
+
+    def frame(self, index: int, item: lossd_pb2.EvaluateLossRequest | Mapping[str, Any]) -> Framed:
+        """Item ``index``'s :class:`Framed` bytes; its torch flag is appended to ``flags``."""
+        framed = self._framed(item) if type(item) is dict else None
+        if framed is not None:
+            self.flags.append(self._as_torch)
+            return framed
+        request = next(iter_prepared([item], self._as_torch, self.flags, index))
+        data = request.SerializeToString(deterministic=True)
+        return [data], len(data)
+
+    def _framed(self, item: dict[str, Any]) -> Framed | None:
+        loss = item.get("loss")
+        if type(loss) is not str:
+            return None
+        arrays: dict[str, np.ndarray[Any, Any]] = {}
+        options: list[tuple[str, type, Any]] = []
+        for k, v in item.items():
+            if k == "loss":
+                continue
+            kind = type(v)
+            if kind is np.ndarray and (k == "y_pred" or k == "y_true" or k not in _NAMED):
+                arrays[k] = v
+            elif kind in _SCALARS and (k not in _NAMED or k in _FRAMED_OPTIONS):
+                options.append((k, kind, v))
+            elif k == "grad_inputs" and kind in (list, tuple) and all(type(n) is str for n in v):
+                options.append((k, tuple, tuple(v)))
+            else:
+                return None
+        if item.get("encoding", "raw") != "raw":
+            return None
+        options.sort()
+        key = (loss, tuple(options))
+        head = self._heads.get(key)
+        if head is None:
+            request, _ = build_request(loss, **{k: v for k, _, v in options})
+            data = memoryview(request.SerializeToString(deterministic=True))
+            split = next((start for number, _, start, _, _ in wire_fields(data, 0, len(data)) if number > _INPUTS),
+                         len(data))
+            head = self._heads[key] = (bytes(data[:split]), bytes(data[split:]))
+        pieces: list[Any] = [head[0]]
+        size = len(head[0]) + len(head[1])
+        for k in sorted(arrays):
+            v = arrays[k]
+            prefix = self._entries.get((k, v.dtype.str, v.shape)) if v.flags.c_contiguous else None
+            if prefix is None:
+                wire = _NUMPY_TO_WIRE.get(v.dtype)
+                if wire is None or not v.flags.c_contiguous:  # converted (copied) as evaluate converts it
+                    entry = map_entry(_INPUTS, k, raw_parts(v))
+                    pieces += entry
+                    size += sum(map(len, entry))
+                    continue
+                entry = map_entry(_INPUTS, k, tensor_body(wire, v.shape, v, "raw"))
+                prefix = self._entries[(k, v.dtype.str, v.shape)] = join(entry[:-1] if v.nbytes else entry)
+            pieces.append(prefix)
+            size += len(prefix)
+            if v.nbytes:
+                pieces.append(v)
+                size += v.nbytes
+        pieces.append(head[1])
+        return pieces, size
 
 
 def batch_outcomes(
@@ -433,9 +571,10 @@ def batch_outcomes(
     """The outcomes of one batch whose first item is ``start``: results, and errors whose
     ``item`` is the index in the whole ``evaluate_many`` call (raised when ``raise_on_error``)."""
     out: list[EvaluateResult | LossdError] = []
+    layouts: Layouts = {}  # the items of a batch mostly share their shapes: each checked once
     for k, result in enumerate(reply.results):
         if result.HasField("response"):
-            out.append(EvaluateResult.from_response(result.response, flags[start + k]))
+            out.append(EvaluateResult.from_response(result.response, flags[start + k], layouts=layouts))
             continue
         error = from_status_name(result.error.code, result.error.message, result.error.field, start + k)
         if raise_on_error:
@@ -444,8 +583,7 @@ def batch_outcomes(
     return out
 
 
-def kept(requests: Iterator[lossd_pb2.EvaluateLossRequest],
-          kept: list[lossd_pb2.EvaluateLossRequest]) -> Iterator[lossd_pb2.EvaluateLossRequest]:
+def kept(requests: Iterator[T], kept: list[T]) -> Iterator[T]:
     """``requests``, each also appended to ``kept`` as it goes by."""
     for request in requests:
         kept.append(request)
@@ -632,9 +770,10 @@ class Client(Evaluating[EvaluateResult], Jobs):
         >>> out[0].value, type(out[1]).__name__, out[1].item  # doctest: +SKIP
         (4.0, 'InvalidArgument', 1)
         """
-        flags: list[bool] = []
-        prepared: list[lossd_pb2.EvaluateLossRequest] = []  # kept for a server without EvaluateLossBatch
-        source = iter_prepared(requests, as_torch, flags)
+        framer = ItemFramer(as_torch)
+        flags, it = framer.flags, iter(requests)
+        seen: list[Any] = []  # the items read so far, for a server without EvaluateLossBatch
+        source = (framer.frame(i, item) for i, item in enumerate(kept(it, seen)))
         deadline = self.config.deadline(timeout, EVALUATE_LOSS_BATCH.default_deadline)
         ends = None if deadline is None else time.monotonic() + deadline
         call = self._callable(self.channel, EVALUATE_LOSS_BATCH)
@@ -647,7 +786,7 @@ class Client(Evaluating[EvaluateResult], Jobs):
 
         try:
             with raising_lossd_errors():
-                for packed in pack_many(kept(source, prepared)):
+                for packed in pack_many(source):
                     left = None if ends is None else max(0.0, ends - time.monotonic())
                     in_flight.append((packed, call.future(packed.body, timeout=left,
                                                           metadata=self.config.metadata() or None)))
@@ -659,8 +798,9 @@ class Client(Evaluating[EvaluateResult], Jobs):
             if out:
                 raise
             left = None if ends is None else max(0.0, ends - time.monotonic())
-            outcome = outcome_by_id(flags, raise_on_error)  # a server before EvaluateLossBatch
-            rest = itertools.chain(prepared, source)
+            flags = []  # a server before EvaluateLossBatch: every item over the stream
+            rest = iter_prepared(itertools.chain(seen, it), as_torch, flags)
+            outcome = outcome_by_id(flags, raise_on_error)
             return list(self._stream(EVALUATE_LOSS_STREAM, stream_requests(rest), left, outcome))
         finally:
             for _, future in in_flight:

@@ -29,7 +29,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,10 +37,10 @@ import torch
 
 from ..._framing import Buffer, field_number, join, length_delimited, map_entry, tensor_body, varint
 from ..._settings import env_name, flag_name
-from ..._wire import DTYPES, FieldError, TensorLimits, check_tensors, reply_too_large
+from ..._wire import DTYPES, FieldError, TensorLayout, TensorLimits, check_tensors, reply_too_large
 from ...v1 import lossd_pb2
 from ..evaluation import StackedEvaluation, evaluate_stacked
-from ..losses import TORCH_DTYPES, Registry
+from ..losses import TORCH_DTYPES, LossSpec, Registry
 from ._request import handle_evaluate_bytes, reply_encoding, struct_to_dict
 from ._status import MAX_FIELD_BYTES, MAX_MESSAGE_BYTES, clip
 from ._tensors import payload_array
@@ -73,9 +73,11 @@ def _limit_text(setting: str) -> str:
     return f"{flag_name(setting)}, env {env_name(setting)}"
 
 
-def check_batch(items: Sequence[lossd_pb2.EvaluateLossRequest], limits: BatchLimits) -> None:
+def check_batch(items: Sequence[lossd_pb2.EvaluateLossRequest], limits: BatchLimits,
+                sizes: Iterable[int] | None = None) -> None:
     """Refuse a batch over ``limits`` (``RESOURCE_EXHAUSTED`` naming the flag), from counts and
-    shapes alone: nothing is decoded first.
+    shapes alone: nothing is decoded first. ``sizes``: each item's :func:`payload_bytes`, when the
+    caller has them (:func:`evaluate_batch` computes them once per group).
 
     >>> check_batch([lossd_pb2.EvaluateLossRequest()] * 3, BatchLimits(max_items=2))
     Traceback (most recent call last):
@@ -88,8 +90,8 @@ def check_batch(items: Sequence[lossd_pb2.EvaluateLossRequest], limits: BatchLim
                                   f"({_limit_text('max_batch_items')}): send fewer per batch "
                                   "(the SDK's evaluate_many packs them)", "RESOURCE_EXHAUSTED")
     total = 0
-    for item in items:
-        total += payload_bytes(item)
+    for size in map(payload_bytes, items) if sizes is None else sizes:
+        total += size
         if total > limits.max_bytes:
             raise FieldError("items", f"the batch carries over {limits.max_bytes} bytes of tensors; the server "
                                       f"takes at most {limits.max_bytes} ({_limit_text('max_batch_bytes')}): "
@@ -126,19 +128,28 @@ class BatchCancelled(Exception):
     """The batch's call ended (cancelled, past its deadline) before every item was evaluated."""
 
 
-def group_key(registry: Registry, item: lossd_pb2.EvaluateLossRequest) -> Hashable | None:
+def group_key(registry: Registry, item: lossd_pb2.EvaluateLossRequest,
+              specs: dict[str, LossSpec | None] | None = None) -> Hashable | None:
     """What items must share to be evaluated together: loss, params, wanted gradients, input names,
     dtypes and shapes, ``allow_non_finite`` and ``strict``. ``None`` for an item that is evaluated
-    alone (an objective, a ``grad_output``, an unknown loss or one not registered ``vectorized``)."""
+    alone (an objective, a ``grad_output``, an unknown loss or one not registered ``vectorized``).
+    ``specs``: the registry's answers by loss name so far (a batch looks each name up once)."""
     if item.terms or item.parameters or item.HasField("regularization") or item.HasField("grad_output"):
         return None
-    try:
-        spec = registry.get(item.loss)
-    except FieldError:
+    name = item.loss
+    if specs is not None and name in specs:
+        spec = specs[name]
+    else:
+        try:
+            spec = registry.get(name)
+        except FieldError:
+            spec = None
+        if specs is not None:
+            specs[name] = spec
+    if spec is None or not spec.vectorized:
         return None
-    if not spec.vectorized:
-        return None
-    tensors = tuple(sorted((name, t.dtype, tuple(t.shape)) for name, t in item.inputs.items()))
+    inputs = item.inputs
+    tensors = tuple(sorted((k, t.dtype, tuple(t.shape)) for k in inputs for t in (inputs[k],)))
     return (spec.name, item.params.SerializeToString(deterministic=True), tuple(item.grad_inputs), tensors,
             item.allow_non_finite, item.strict)
 
@@ -150,19 +161,38 @@ def evaluate_batch(
     limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
     control: BatchControl | None = None,
     max_reply_bytes: int | None = None,
+    batch_limits: BatchLimits | None = None,
 ) -> list[Outcome]:
     """Every item's outcome, in item order; raises :class:`BatchCancelled` when ``control`` is
     cancelled midway. An item whose reply alone would not fit in ``max_reply_bytes`` (the
-    message limit) answers ``RESOURCE_EXHAUSTED`` instead, as it would in a stream."""
+    message limit) answers ``RESOURCE_EXHAUSTED`` instead, as it would in a stream. With
+    ``batch_limits``, a batch over them is refused (:func:`check_batch`, ``FieldError``) before
+    any item is decoded; the tensor bytes are counted once per group."""
     control = control or BatchControl()
+    if batch_limits is not None:
+        check_batch(items, batch_limits, sizes=())  # the count, before the walk
     groups: dict[Hashable, list[int]] = {}
     alone: list[int] = []
+    specs: dict[str, LossSpec | None] = {}
+    sizes: list[int] = []
+    group_sizes: dict[Hashable, int] = {}
     for i, item in enumerate(items):
-        key = group_key(registry, item)
+        key = group_key(registry, item, specs)
         if key is None:
             alone.append(i)
-        else:
-            groups.setdefault(key, []).append(i)
+            if batch_limits is not None:
+                sizes.append(payload_bytes(item))
+            continue
+        members = groups.get(key)
+        if members is None:
+            members = groups[key] = []
+            if batch_limits is not None:  # a group shares its dtypes and shapes: its items' sizes
+                group_sizes[key] = payload_bytes(item)
+        members.append(i)
+        if batch_limits is not None:
+            sizes.append(group_sizes[key])
+    if batch_limits is not None:
+        check_batch(items, batch_limits, sizes)
     outcomes: list[Outcome | None] = [None] * len(items)
     for members in groups.values():
         if len(members) == 1:
@@ -215,10 +245,11 @@ def _evaluate_group(
     control: BatchControl,
 ) -> None:
     """Stack the members' raw payloads (the wire rules checked once for the shared dtypes and
-    shapes, and each member's payload length), evaluate them in one call and frame each reply
-    from the stacked results. A member that sent ``values`` or a payload of the wrong length,
-    and the whole group when it cannot be vectorized exactly (or holds a non-finite value),
-    is evaluated alone: that also gives each member its own refusal."""
+    shapes, and each member's payload length), evaluate them in one call per chunk of under
+    :data:`GRAIN_ELEMENTS` elements and frame each reply from the stacked results. A member that
+    sent ``values`` or a payload of the wrong length, and the whole chunk when it cannot be
+    vectorized exactly (or holds a non-finite value), is evaluated alone: that also gives each
+    member its own refusal."""
     start = time.perf_counter()
     first = items[members[0]]
     names = sorted(first.inputs)
@@ -231,12 +262,47 @@ def _evaluate_group(
     else:
         sizes = [layout.numel * DTYPES[layout.dtype].itemsize for layout in layouts]
         for i in members:
-            raws = [items[i].inputs[n].raw for n in names]
-            if all(len(raw) == size for raw, size in zip(raws, sizes)) and not any(
-                    items[i].inputs[n].values for n in names):
+            inputs = items[i].inputs
+            tensors = [inputs[n] for n in names]
+            raws = [t.raw for t in tensors]
+            if [len(raw) for raw in raws] == sizes and not any(t.values for t in tensors):
                 payloads[i] = raws
             else:
                 alone.append(i)
+    for i in alone:
+        _check(control)
+        outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
+        control.evaluated += 1
+    chunk = max(1, (GRAIN_ELEMENTS - 1) // max([1, *(layout.numel for layout in layouts)])) if payloads else 1
+    members = list(payloads)
+    for at in range(0, len(members), chunk):
+        _check(control)
+        _evaluate_chunk(registry, items, {i: payloads[i] for i in members[at:at + chunk]}, names, layouts,
+                        device, limits, outcomes, control, start)
+        start = time.perf_counter()
+
+
+#: torch runs an op on fewer elements than this (its grain size, ``at::internal::GRAIN_SIZE``) on the
+#: calling thread. A group is evaluated in chunks below it: a larger stack is split across torch's
+#: threads, whose hand-offs cost more CPU than they save for small items on a busy machine (and on 2
+#: cores the other one is the client's).
+GRAIN_ELEMENTS = 32768
+
+
+def _evaluate_chunk(
+    registry: Registry,
+    items: Sequence[lossd_pb2.EvaluateLossRequest],
+    payloads: dict[int, list[bytes]],
+    names: list[str],
+    layouts: Sequence[TensorLayout],
+    device: torch.device | None,
+    limits: TensorLimits | int,
+    outcomes: list[Outcome | None],
+    control: BatchControl,
+    start: float,
+) -> None:
+    """One chunk of a group, stacked and evaluated in one call (each member alone when that fails)."""
+    first = items[next(iter(payloads))]
     result = None
     if len(payloads) > 1:
         stacked = {
@@ -250,17 +316,15 @@ def _evaluate_group(
             result = evaluate_stacked(registry, first.loss, stacked, struct_to_dict(first.params),
                                       list(first.grad_inputs), device, first.strict)
     if result is None:  # each alone, each with its own refusal if any
-        alone = sorted([*alone, *payloads])
-        payloads = {}
-    for i in alone:
-        _check(control)
-        outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
-        control.evaluated += 1
-    if result is not None:
-        encodings = [reply_encoding(items[i], {"raw"}) for i in payloads]
-        for i, reply in zip(payloads, _stacked_replies(result, encodings, decode_s)):
-            outcomes[i] = reply
+        for i in payloads:
+            _check(control)
+            outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
             control.evaluated += 1
+        return
+    encodings = [reply_encoding(items[i], {"raw"}) for i in payloads]
+    for i, reply in zip(payloads, _stacked_replies(result, encodings, decode_s)):
+        outcomes[i] = reply
+        control.evaluated += 1
 
 
 def _finite(t: torch.Tensor) -> bool:
@@ -325,19 +389,25 @@ def _stacked_replies(result: StackedEvaluation, encodings: list[str], decode_s: 
 _RESULTS = field_number(lossd_pb2.EvaluateLossBatchResponse, "results")
 _RESPONSE = field_number(lossd_pb2.EvaluateLossBatchResult, "response")
 _ERROR = field_number(lossd_pb2.EvaluateLossBatchResult, "error")
+_RESULTS_TAG, _RESPONSE_TAG = varint(_RESULTS << 3 | 2), varint(_RESPONSE << 3 | 2)  # length-delimited
 
 
 def batch_reply(outcomes: Sequence[Outcome]) -> bytes:
     """The serialized ``EvaluateLossBatchResponse``: each reply's bytes framed as they are, each
     refusal as an ``Error`` (code, message, field; clipped as EvaluateLoss clips them)."""
     pieces: list[Buffer] = []
+    heads: dict[int, bytes] = {}  # a reply's two tags and lengths depend on its length alone
     for outcome in outcomes:
         if isinstance(outcome, FieldError):
             field = clip(outcome.field, MAX_FIELD_BYTES)
             message = clip(outcome.message, MAX_MESSAGE_BYTES)
             error = lossd_pb2.Error(code=outcome.code, message=f"{field}: {message}" if field else message, field=field)
-            body = length_delimited(_ERROR, [error.SerializeToString()])
-        else:
-            body = length_delimited(_RESPONSE, [outcome])
-        pieces += length_delimited(_RESULTS, body)
+            pieces += length_delimited(_RESULTS, length_delimited(_ERROR, [error.SerializeToString()]))
+            continue
+        head = heads.get(len(outcome))
+        if head is None:
+            inner = _RESPONSE_TAG + varint(len(outcome))
+            head = heads[len(outcome)] = _RESULTS_TAG + varint(len(inner) + len(outcome)) + inner
+        pieces.append(head)
+        pieces.append(outcome)
     return join(pieces)

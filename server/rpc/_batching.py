@@ -11,10 +11,10 @@ bit-identical), when the first of these happens:
 - it holds ``max_items`` calls.
 
 So a call waits at most the window, and under concurrency the calls that arrive within one
-window share one torch call. A call that arrives more than a window after the previous one,
-with no group of its kind pending, has nobody to wait for: it is evaluated at once, as with
-the window off (:meth:`DynamicBatcher.should_wait`). A lone client therefore waits only when
-it calls more often than once per window.
+window share one torch call. A call waits only when there is company to wait for: its group
+is pending, or another batchable call is in flight (its RPC under way, reply included; see
+:meth:`DynamicBatcher.arrive`). A lone client's call comes after its previous call's RPC has
+ended, so it is evaluated at once, as with the window off, however often it calls.
 
 Every call gets its own reply or its own error, as if it had been evaluated alone. A call
 cancelled while it waits leaves the group (its item is still evaluated with the others and
@@ -37,9 +37,9 @@ its reply dropped). With ``window_us=0`` the batcher is off and nothing here run
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -51,7 +51,7 @@ from ._batch import evaluate_batch, group_key
 __all__ = ["DEFAULT_BATCH_WINDOW_US", "DEFAULT_BATCH_WINDOW_ITEMS", "DynamicBatcher"]
 
 #: The default window, chosen by measurement (docs/performance.md, "Batching").
-DEFAULT_BATCH_WINDOW_US = 0
+DEFAULT_BATCH_WINDOW_US = 2000
 #: Most calls evaluated together by the batcher.
 DEFAULT_BATCH_WINDOW_ITEMS = 256
 
@@ -88,25 +88,33 @@ class DynamicBatcher:
         #: Groups evaluated, and the calls in them (their ratio: calls per torch call).
         self.groups = 0
         self.calls = 0
-        #: Calls evaluated at once, with nobody to wait for (see :meth:`should_wait`).
+        #: Calls evaluated at once, with nobody to wait for (see :meth:`arrive`).
         self.alone = 0
-        self._last_arrival = -float("inf")
+        self._in_flight: set[asyncio.Task[Any]] = set()
 
     def key(self, request: lossd_pb2.EvaluateLossRequest) -> Hashable | None:
         """The group a call joins, or ``None`` when it is evaluated on its own."""
         return group_key(self._registry, request)
 
-    def should_wait(self, key: Hashable) -> bool:
-        """Whether a call of group ``key`` arriving now should wait for company (then :meth:`submit` it):
-        when its group is pending, or when the previous call arrived less than a window ago. Else it
-        is evaluated at once by the caller, as with the window off, and counted in ``alone``."""
-        now = time.monotonic()
-        recent = now - self._last_arrival < self._window_s
-        self._last_arrival = now
-        if recent or key in self._groups:
-            return True
-        self.alone += 1
-        return False
+    def arrive(self, key: Hashable) -> bool:
+        """Count the calling task (a call's RPC) in flight until it ends, and say whether a call of
+        group ``key`` should wait for company (then :meth:`submit` it): when its group is pending or
+        another task is in flight. Else it is evaluated at once by the caller, as with the window
+        off, and counted in ``alone``."""
+        task = asyncio.current_task()
+        others = len(self._in_flight) - (task in self._in_flight)
+        wait = others > 0 or key in self._groups
+        if task is not None and task not in self._in_flight:
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        if not wait:
+            self.alone += 1
+        return wait
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks counted by :meth:`arrive` that have not ended."""
+        return len(self._in_flight)
 
     async def submit(self, key: Hashable, request: lossd_pb2.EvaluateLossRequest) -> bytes:
         """The call's serialized reply once its group is evaluated; raises its ``FieldError``."""

@@ -117,7 +117,34 @@ def _check_message(message: Message, field: str) -> None:
     if isinstance(message, lossd_pb2.Tensor):  # its numbers: the wire rules (check_tensor); its dtype here
         _string(message.dtype, f"{field}.dtype")
         return
+    if _small_within_caps(message.DESCRIPTOR) and message.ByteSize() <= MAX_STRING_BYTES:
+        return  # a batch's small items: one size each instead of a walk
     check_request(message, field)
+
+
+def _small_within_caps(message: Any) -> bool:
+    """Whether every message of this type of at most :data:`MAX_STRING_BYTES` bytes is within the
+    caps: its strings are that short, and a repeated string, message or map entry takes two bytes
+    at least, so no such field has more than ``MAX_STRING_BYTES // 2`` entries. Not so where a cap
+    is lower (:data:`ITEM_CAPS`) or for a repeated enum (packed: one byte an entry), at any depth."""
+    known = _SMALL_WITHIN_CAPS.get(message.full_name)
+    if known is None:
+        known = _SMALL_WITHIN_CAPS[message.full_name] = _within(message, set())
+    return known
+
+
+_SMALL_WITHIN_CAPS: dict[str, bool] = {}
+
+
+def _within(message: Descriptor, seen: set[str]) -> bool:
+    seen.add(message.full_name)
+    for fd in message.fields:
+        if fd.is_repeated and (fd.type == _ENUM or ITEM_CAPS.get(fd.full_name, MAX_ITEMS) < MAX_STRING_BYTES // 2):
+            return False
+        sub = fd.message_type
+        if sub is not None and sub.full_name not in seen and not _within(sub, seen):
+            return False
+    return True
 
 
 def check_wire(data: bytes, message: Descriptor) -> None:
@@ -149,7 +176,11 @@ def check_wire(data: bytes, message: Descriptor) -> None:
 
 def _scan(view: memoryview, start: int, end: int, message: Descriptor, path: str, budget: list[int],
           depth: int) -> bool:
-    """Walk one message's fields; ``False`` once the budget is spent (stop everywhere)."""
+    """Walk one message's fields; ``False`` once the budget is spent (stop everywhere). A message of at
+    most :data:`MAX_STRING_BYTES` bytes holds no longer string: it is not walked (a batch of small items
+    costs one step per item)."""
+    if end - start <= MAX_STRING_BYTES:
+        return True
     if depth > _MAX_DEPTH:
         return False
     seen: dict[int, int] = {}  # entries per repeated field so far: the index in the path
@@ -185,6 +216,8 @@ def _scan(view: memoryview, start: int, end: int, message: Descriptor, path: str
 
 def _scan_map_entry(view: memoryview, start: int, end: int, entry: Descriptor, path: str, budget: list[int],
                     depth: int) -> bool:
+    if end - start <= MAX_STRING_BYTES:  # neither its key nor its value can be over the cap
+        return True
     key_fd, value_fd = entry.fields_by_name["key"], entry.fields_by_name["value"]
     key = ""
     for number, wire_type, _, value_start, after in wire_fields(view, start, end):

@@ -31,7 +31,7 @@ from ..._methods import EVALUATE_LOSS, EVALUATE_LOSS_BATCH, EVALUATE_LOSS_STREAM
 from ..._wire import DEFAULT_MAX_MESSAGE_BYTES, FieldError, TensorLimits, reply_too_large
 from ...v1 import lossd_pb2, lossd_pb2_grpc
 from ..losses import LossSpec, Registry
-from ._batch import BatchCancelled, BatchControl, BatchLimits, batch_reply, check_batch, evaluate_batch, payload_bytes
+from ._batch import BatchCancelled, BatchControl, BatchLimits, batch_reply, evaluate_batch, payload_bytes
 from ._batching import DEFAULT_BATCH_WINDOW_US, DynamicBatcher
 from ._plan import Plans
 from ._request import handle_evaluate_bytes
@@ -47,10 +47,13 @@ _T = TypeVar("_T")
 #: Requests with at most this many tensor bytes are evaluated on the event loop: for a small
 #: evaluation the hop to a worker thread costs more CPU than the evaluation (docs/performance.md).
 INLINE_MAX_BYTES = 16 * 1024
-#: A loss whose evaluation on the event loop took more CPU than this, twice in a row, goes to the thread pool
-#: from then on,
-#: however small its tensors (a multi-scale SSIM or a clDice of a few KiB takes milliseconds).
-INLINE_MAX_CPU_S = 0.001
+#: A loss whose evaluation on the event loop took more CPU than this :data:`SLOW_IN_A_ROW` times in a row
+#: goes to the thread pool from then on, however small its tensors (a multi-scale SSIM or a clDice of
+#: a few KiB takes 2-9 ms; a 100-element mse_loss 0.1-0.5 ms, up to 2.3 ms on a busy machine) ...
+INLINE_MAX_CPU_S = 0.002
+#: ... not counting its first :data:`SLOW_WARMUP` calls (the first builds the plan, and the first calls
+#: of a loss pay torch's and numpy's warm-up: over 1 ms for mse_loss).
+SLOW_IN_A_ROW, SLOW_WARMUP = 3, 2
 
 
 def describe_loss(spec: LossSpec) -> lossd_pb2.LossInfo:
@@ -134,7 +137,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self.plans = Plans()
         #: Loss names (as requested) that took over INLINE_MAX_CPU_S on the event loop: evaluated on the pool.
         self.slow_losses: set[str] = set()
-        self._slow_once: set[str] = set()  # ... in their latest call
+        self._loop_calls: dict[str, int] = {}  # per loss: calls on the loop so far (up to SLOW_WARMUP) ...
+        self._slow_streak: dict[str, int] = {}  # ... and how many of the latest in a row were slow
 
     async def ListLosses(
         self, request: lossd_pb2.ListLossesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -150,7 +154,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         """Whether to evaluate ``message`` on the event loop: a single loss (no objective: its terms,
         parameters and patterns can be many) with at most ``inline_max_bytes`` of tensors and as
         much of everything else, of a loss not found slow before (``slow_losses``); anything more may
-        take over a millisecond and goes to the pool."""
+        take milliseconds and goes to the pool."""
         if message.terms or message.parameters or message.HasField("regularization") or (
                 message.loss in self.slow_losses):
             return False
@@ -160,16 +164,22 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
 
     def _on_loop(self, loss: str, work: Callable[..., _T], *args: Any) -> _T:
         """``work(*args)``, run here on the event loop; ``loss``, a name the registry knows, joins
-        ``slow_losses`` once two calls of it in a row took over :data:`INLINE_MAX_CPU_S` of CPU (a
-        loss's first call pays its warm-up, and any call may meet a garbage collection)."""
+        ``slow_losses`` once :data:`SLOW_IN_A_ROW` calls of it in a row after its first
+        :data:`SLOW_WARMUP` took over :data:`INLINE_MAX_CPU_S` of CPU (any call may meet a garbage
+        collection or a busy machine)."""
         cpu = time.thread_time()
         result = work(*args)
-        if time.thread_time() - cpu <= INLINE_MAX_CPU_S:
-            self._slow_once.discard(loss)
-        elif loss in self._slow_once:
+        slow = time.thread_time() - cpu > INLINE_MAX_CPU_S
+        seen = self._loop_calls.get(loss, 0)
+        if seen < SLOW_WARMUP:
+            if loss in self._registry:
+                self._loop_calls[loss] = seen + 1
+        elif not slow:
+            self._slow_streak.pop(loss, None)
+        elif (streak := self._slow_streak.get(loss, 0) + 1) >= SLOW_IN_A_ROW:
             self.slow_losses.add(loss)
-        elif loss in self._registry:
-            self._slow_once.add(loss)
+        else:
+            self._slow_streak[loss] = streak
         return result
 
     async def _run(self, request: lossd_pb2.EvaluateLossRequest | ReceivedRequest) -> bytes:
@@ -179,7 +189,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         args = (self._registry, message, self._device, self._limits, payloads, self.plans, checked)
         small = self._inline(message)
         key = self.batcher.key(message) if self.batcher is not None and small and not payloads else None
-        if key is not None and self.batcher is not None and self.batcher.should_wait(key):
+        if key is not None and self.batcher is not None and self.batcher.arrive(key):
             reply = await self.batcher.submit(key, message)
         elif small:
             reply = self._on_loop(message.loss, handle_evaluate_bytes, *args)
@@ -221,11 +231,11 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         control = control or BatchControl()
         self.last_batch = control
         try:
-            check_batch(request.items, self._batch_limits)
             loop = asyncio.get_running_loop()
-            try:
+            try:  # the limits are checked there too (check_batch), before any item is decoded
                 outcomes = await loop.run_in_executor(self._executor, evaluate_batch, self._registry, request.items,
-                                                      self._device, self._limits, control, self._max_message_bytes)
+                                                      self._device, self._limits, control, self._max_message_bytes,
+                                                      self._batch_limits)
             finally:
                 control.cancelled.set()  # the call is over, whichever way: no more items
             reply = batch_reply(outcomes)

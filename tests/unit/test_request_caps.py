@@ -10,7 +10,9 @@ import pytest
 from google.protobuf.message import Message
 
 from lossd._wire import FieldError
-from lossd.server.rpc._caps import MAX_SCANNED_FIELDS, MAX_STRING_BYTES, check_request, check_wire
+from lossd.server.rpc._caps import (
+    MAX_ITEMS, MAX_SCANNED_FIELDS, MAX_STRING_BYTES, _small_within_caps, check_request, check_wire,
+)
 from lossd.v1 import lossd_pb2, training_pb2
 
 LONG = "n" * (MAX_STRING_BYTES + 1)
@@ -92,6 +94,35 @@ def test_the_wire_check_leaves_malformed_bytes_and_big_tensors_to_the_parser() -
     big = _evaluate(loss="mse_loss", inputs={"input": lossd_pb2.Tensor(dtype="float32", shape=[10**6],
                                                                        raw=bytes(4 * 10**6))})
     check_wire(big.SerializeToString(), big.DESCRIPTOR)  # raw bytes are not strings
+
+
+def test_the_wire_check_skips_small_items_but_finds_a_long_string_in_a_batch_item() -> None:
+    # A message of at most MAX_STRING_BYTES bytes cannot hold a longer string: not walked. The item
+    # after 1000 small ones that does hold one is still named with its index.
+    small = _evaluate(loss="mse_loss", inputs={"input": lossd_pb2.Tensor(dtype="float32", shape=[100],
+                                                                         raw=bytes(400))})
+    assert len(small.SerializeToString()) <= MAX_STRING_BYTES
+    batch = lossd_pb2.EvaluateLossBatchRequest(items=[small] * 1000)
+    check_wire(batch.SerializeToString(), batch.DESCRIPTOR)
+    batch.items.add(loss="mse_loss", inputs={"input": lossd_pb2.Tensor(dtype=LONG)})
+    with pytest.raises(FieldError) as wire:
+        check_wire(batch.SerializeToString(), batch.DESCRIPTOR)
+    assert wire.value.field == "items[1000].inputs.input.dtype"
+
+
+def test_small_batch_items_are_sized_not_walked_where_no_small_message_can_be_over_a_cap() -> None:
+    # At most MAX_STRING_BYTES bytes: no longer string, and at most half as many entries in a repeated
+    # field; a type with a lower cap (or a repeated enum) at any depth is always walked.
+    assert _small_within_caps(lossd_pb2.EvaluateLossRequest.DESCRIPTOR)
+    assert not _small_within_caps(training_pb2.ListJobsRequest.DESCRIPTOR)  # states: one per JobState value
+    assert not _small_within_caps(training_pb2.TrainJobRequest.DESCRIPTOR)  # param_groups: 64
+    small = _evaluate(loss="mse_loss", grad_inputs=["y_pred"] * 100)
+    assert small.ByteSize() <= MAX_STRING_BYTES
+    batch = lossd_pb2.EvaluateLossBatchRequest(items=[small] * 1000)
+    check_request(batch)
+    batch.items.add(loss="mse_loss", grad_inputs=["g"] * (MAX_ITEMS + 1))
+    with pytest.raises(FieldError, match=r"^items\[1000\]\.grad_inputs: has 1025 entries"):
+        check_request(batch)
 
 
 def test_the_wire_check_stops_after_its_field_budget() -> None:

@@ -1,5 +1,5 @@
 """The SDK frames requests around the arrays' own memory (``frame_request``, what
-``Client.evaluate`` sends): the bytes must be exactly those upb serializes for the same
+``Client.evaluate`` sends; ``ItemFramer`` and ``pack_many``, what ``evaluate_many`` sends): the bytes must be exactly those upb serializes for the same
 request (deterministic map order), and replies decoded from bytes must equal those decoded
 from the parsed message."""
 
@@ -13,7 +13,10 @@ import torch
 
 from lossd._framing import field_number, join, length_delimited, map_entry, tensor_body
 from lossd.client import build_request
-from lossd.client._client import EvaluateResult, frame_request
+from lossd._wire import FieldError
+from lossd.client._client import (
+    EvaluateResult, ItemFramer, _timing, batch_outcomes, frame_request, pack_many,
+)
 from lossd.v1 import lossd_pb2
 
 rng = np.random.default_rng(0)
@@ -64,3 +67,87 @@ def test_reply_from_bytes_is_the_reply_from_the_message() -> None:
         assert not got.grads[name].flags.writeable
     torch_result = EvaluateResult.from_bytes(data, as_torch=True)
     assert torch.equal(torch_result.grads["y_pred"], torch.from_numpy(BIG))
+
+
+#: evaluate_many's dict items: framed from the framer's caches (numpy inputs, scalar options) or
+#: through build_request (lists, torch, objectives, values, prepared messages), mixed in one batch.
+MANY_ITEMS: list[Any] = [
+    {"loss": "mse", "y_pred": X, "y_true": X},
+    {"loss": "mse", "y_pred": X * 2, "y_true": X},  # the same caches again
+    {"loss": "mse_loss", "y_true": X, "y_pred": X, "reduction": "sum", "grad_inputs": ["y_pred"]},
+    {"loss": "mse_loss", "y_true": X, "y_pred": X, "grad_inputs": ("y_true",), "allow_non_finite": True,
+     "strict": True},
+    {"loss": "huber", "y_pred": X, "y_true": X, "delta": 2, "reduction": "mean"},
+    {"loss": "huber", "y_pred": X, "y_true": X, "delta": 2.0},  # 2 and 2.0: one cache entry each
+    {"loss": "ce", "y_pred": X, "y_true": rng.integers(0, 4, 3), "weight": np.ones(4, np.float32),
+     "label_smoothing": 0.1},
+    {"loss": "mse", "y_pred": BIG, "y_true": BIG[::-1]},  # not contiguous: copied once
+    {"loss": "mse", "y_pred": X.astype(">f4"), "y_true": X.astype(np.float64)},
+    {"loss": "mse", "y_pred": np.float32(1) * np.ones((), np.float32), "y_true": np.zeros((), np.float32)},
+    {"loss": "mse", "y_pred": X[:0], "y_true": X[:0]},
+    {"loss": "mse", "y_pred": [1.0, 2.0], "y_true": [0.0, 0.0]},
+    {"loss": "mse", "y_pred": torch.tensor(X), "y_true": torch.tensor(X)},
+    {"loss": "mse", "y_pred": X, "y_true": X, "encoding": "values"},
+    {"loss": "mse", "y_pred": X, "y_true": X, "grad_output": np.ones((3, 4), np.float32), "reduction": "none"},
+    {"loss": [{"loss": "mse", "weight": 0.5}, {"loss": "l1"}], "y_pred": X, "y_true": X},
+    build_request("mse", X, X, reduction="sum")[0],
+]
+
+
+def test_evaluate_many_items_are_framed_as_upb_serializes_them() -> None:
+    framer = ItemFramer(False)
+    for i, item in enumerate(MANY_ITEMS):
+        parts, length = framer.frame(i, item)
+        if isinstance(item, lossd_pb2.EvaluateLossRequest):
+            request, is_torch = item, False
+        else:
+            request, is_torch = build_request(**item)
+        assert join(parts) == request.SerializeToString(deterministic=True), i
+        assert length == len(join(parts)), i
+        assert framer.flags[i] == is_torch, i
+    packed = list(pack_many((ItemFramer(False).frame(i, item) for i, item in enumerate(MANY_ITEMS))))
+    assert len(packed) == 1
+    expected = lossd_pb2.EvaluateLossBatchRequest(
+        items=[m if isinstance(m, lossd_pb2.EvaluateLossRequest) else build_request(**m)[0] for m in MANY_ITEMS])
+    assert packed[0].body == expected.SerializeToString(deterministic=True)
+
+
+def test_a_bad_item_is_refused_as_build_request_refuses_it_naming_its_index() -> None:
+    with pytest.raises(TypeError, match=r"requests\[3\]: a dict of evaluate\(\) arguments needs 'loss'"):
+        ItemFramer(False).frame(3, {"y_pred": X})
+    with pytest.raises(TypeError, match="unknown term keys"):
+        ItemFramer(False).frame(0, {"loss": [{"loss": "mse", "bogus": 1}], "y_pred": X, "y_true": X})
+
+
+def test_batch_replies_decode_as_each_reply_alone_with_each_header_checked_once() -> None:
+    replies = []
+    for k in range(3):
+        reply = lossd_pb2.EvaluateLossResponse(loss_name="mse_loss", value=float(k), timing={"forward_ms": 0.5})
+        reply.loss.CopyFrom(lossd_pb2.Tensor(dtype="float32", raw=np.float32(k).tobytes()))
+        for name in ("y_pred", "y_true"):
+            reply.grads[name].CopyFrom(lossd_pb2.Tensor(dtype="float32", shape=[3, 4], raw=(X * k).tobytes()))
+        replies.append(reply)
+    batch = lossd_pb2.EvaluateLossBatchResponse(results=[lossd_pb2.EvaluateLossBatchResult(response=r)
+                                                         for r in replies])
+    got = batch_outcomes(batch, 0, [False] * 3, raise_on_error=False)
+    for k, (result, reply) in enumerate(zip(got, replies)):
+        want = EvaluateResult.from_response(reply)
+        assert isinstance(result, EvaluateResult)
+        assert (result.value, result.loss_name, result.timing) == (want.value, want.loss_name, want.timing) == (
+            float(k), "mse_loss", {"forward_ms": 0.5})
+        for a, b in [(result.loss, want.loss), *((result.grads[n], want.grads[n]) for n in want.grads)]:
+            assert a.tobytes() == b.tobytes() and a.shape == b.shape and a.dtype == b.dtype
+            assert not a.flags.writeable  # numpy results are read-only, decoded from the cache or not
+    # A later reply whose payload does not fit its (known) header is still refused by the wire rule.
+    replies[2].grads["y_true"].raw = replies[2].grads["y_true"].raw[:-4]
+    batch.results[2].response.CopyFrom(replies[2])
+    with pytest.raises(FieldError, match=r"tensor\.raw: has 44 bytes; shape \[3, 4\] of float32 needs"):
+        batch_outcomes(batch, 0, [False] * 3, raise_on_error=False)
+
+
+@pytest.mark.parametrize("timing", [{}, {"forward_ms": 0.5, "encode_ms": -0.0, "decode_ms": float("nan")},
+                                    {"backward_ms": 1e-300, "decode_ms": 0.0}])
+def test_a_replys_timing_lists_the_fields_listfields_lists(timing: dict[str, float]) -> None:
+    message = lossd_pb2.Timing(**timing)
+    got, want = _timing(message), {f.name: v for f, v in message.ListFields()}
+    assert list(got) == list(want) and repr(got) == repr(want)  # -0.0 and nan included, 0.0 not

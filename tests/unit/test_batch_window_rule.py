@@ -1,0 +1,68 @@
+"""When a call waits for company under ``--batch-window-us`` (``DynamicBatcher.arrive``): only
+when its group is pending or another call's RPC (task) is in flight, never for its own task."""
+
+from __future__ import annotations
+
+import asyncio
+
+from lossd.server.losses import REGISTRY
+from lossd.server.rpc import DynamicBatcher
+from lossd.v1 import lossd_pb2
+
+
+def _request(x: float) -> lossd_pb2.EvaluateLossRequest:
+    def t(v: float) -> lossd_pb2.Tensor:
+        return lossd_pb2.Tensor(dtype="float32", shape=[1], values=[v])
+    return lossd_pb2.EvaluateLossRequest(loss="mse_loss", inputs={"y_pred": t(x), "y_true": t(0.0)})
+
+
+def test_a_task_calling_again_is_not_company_and_an_ended_task_no_longer_counts() -> None:
+    async def main() -> list[object]:
+        batcher = DynamicBatcher(REGISTRY, None, 10, window_us=1000)
+        key = batcher.key(_request(1.0))
+        seen = [batcher.arrive(key), batcher.arrive(key), batcher.in_flight]  # one task, twice
+
+        other_started, release = asyncio.Event(), asyncio.Event()
+
+        async def other_call() -> None:
+            batcher.arrive(key)
+            other_started.set()
+            await release.wait()
+
+        other = asyncio.create_task(other_call())
+        await other_started.wait()
+        seen += [batcher.in_flight, batcher.arrive(key)]  # another call under way: company
+        release.set()
+        await other
+        await asyncio.sleep(0)  # its done callbacks run
+        seen += [batcher.in_flight, batcher.arrive(key), batcher.alone]
+        return seen
+
+    assert asyncio.run(main()) == [False, False, 1, 2, True, 1, False, 3]
+
+
+def test_calls_that_find_company_wait_and_are_evaluated_together() -> None:
+    async def main() -> tuple[list[float], int, int]:
+        batcher = DynamicBatcher(REGISTRY, None, 10, window_us=100_000)
+        key = batcher.key(_request(0.0))
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def under_way() -> None:  # another RPC in flight, of any kind
+            batcher.arrive(key)
+            started.set()
+            await release.wait()
+
+        async def call(x: float) -> float:
+            request = _request(x)
+            assert batcher.arrive(batcher.key(request))
+            reply = await batcher.submit(batcher.key(request), request)
+            return lossd_pb2.EvaluateLossResponse.FromString(reply).value
+
+        background = asyncio.create_task(under_way())
+        await started.wait()
+        values = list(await asyncio.gather(call(1.0), call(3.0)))
+        release.set()
+        await background
+        return values, batcher.largest, batcher.alone
+
+    assert asyncio.run(main()) == ([1.0, 9.0], 2, 1)  # the background call's arrival was alone
