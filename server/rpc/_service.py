@@ -10,7 +10,10 @@ the reply bytes :func:`~lossd.server.rpc.handle_evaluate_bytes` framed
 around the gradients' memory (EvaluateLossStream, each item's), without parsing
 and re-serializing them.
 (Registered with the generated ``add_LossServiceServicer_to_server`` it still
-works, at the price of that round trip.)
+works, at the price of that round trip.) ``add_loss_service`` serves EvaluateLoss
+client-streaming (:func:`only_request`: one message, then the end of the stream), so
+that gRPC keeps no reference to the received bytes once they are parsed; the wire and
+the contract are those of a unary call.
 """
 
 from __future__ import annotations
