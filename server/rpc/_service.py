@@ -355,9 +355,13 @@ def _parse_evaluate_request(data: bytes) -> ReceivedRequest:
 
 
 async def only_request(requests: AsyncIterator[_T], context: grpc.aio.ServicerContext[Any, Any]) -> _T:
-    """The one message of a unary call's request stream (EvaluateLoss, as :func:`add_loss_service` registers
-    it); the end of the stream is read before the message is returned, so every iterator on the way (gRPC's
-    own) has let go of it. No message, or a second one: ``INVALID_ARGUMENT``."""
+    """The one message of a unary call's request stream (EvaluateLoss, as :func:`add_loss_service` registers it). No
+    message: ``INVALID_ARGUMENT``. For a request with payloads split off or left unparsed (64 KiB and more:
+    :func:`lossd._framing.split_payloads`, the LargeRequests interceptor) the end of the stream is read before the
+    message is returned, so every iterator on the way (gRPC's own) has let go of its bytes, and a second message
+    is ``INVALID_ARGUMENT``; a small one is returned at once, as gRPC's unary handler would (reading the end of
+    the stream costs a small call about a fifth more server CPU), and a second message is not read.
+    """
     it = aiter(requests)
     status = None
     try:
@@ -366,6 +370,8 @@ async def only_request(requests: AsyncIterator[_T], context: grpc.aio.ServicerCo
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "EvaluateLoss takes one request message; none came")
     except FieldError as e:
         status = rich_status(e)
+    if status is None and isinstance(first, ReceivedRequest) and not first.payloads:
+        return first
     if status is None:
         try:
             await anext(it)
