@@ -102,24 +102,27 @@ def encodings(server: BenchServer, sizes: list[int], quick: bool) -> list[dict[s
     return rows
 
 
-def concurrency(server: BenchServer, levels: list[int], seconds: float, quick: bool) -> list[dict[str, Any]]:
+def concurrency(server: BenchServer, levels: list[int], seconds: float, quick: bool,
+                rounds: int = 4) -> list[dict[str, Any]]:
     """``k`` client threads, each with its own ``Client`` (channel), calling
-    ``evaluate("mse_loss", 100 elements)`` back to back; and the echo at the top level."""
-    from lossd.client import Client
+    ``evaluate("mse_loss", 100 elements)`` back to back; and the echo at the top level. Every
+    level and the echo run ``seconds`` in all, in ``rounds`` slices taken in turns, so that a
+    host whose speed drifts over minutes slows each of them alike."""
+    from lossd.client import Client, build_request
 
     if quick:
-        seconds = min(seconds, 1.0)
+        seconds, rounds = min(seconds, 1.0), 1
     w = workload("mse_loss", 100)
-    rows = []
+    size = len(build_request(w.loss, w.y_pred, w.y_true)[0].SerializeToString())
+    payload = echo_payload(size, size)
 
-    def run(k: int, call_factory: Callable[[Any], Callable[[], object]], label: str, address: str = server.address
-            ) -> None:
+    def run(k: int, call_factory: Callable[[Any], Callable[[], object]], address: str) -> dict[str, Any]:
         clients = [Client(address, timeout=60) for _ in range(k)]
         calls = [call_factory(c) for c in clients]
         for c in calls:
             c()
         latencies: list[list[float]] = [[] for _ in range(k)]
-        stop = time.perf_counter() + seconds
+        stop = time.perf_counter() + seconds / rounds
         barrier = threading.Barrier(k + 1)
 
         def worker(i: int) -> None:
@@ -136,17 +139,28 @@ def concurrency(server: BenchServer, levels: list[int], seconds: float, quick: b
         start, server_cpu, client_cpu = time.perf_counter(), cpu_seconds(server.pid), time.process_time()
         for t in threads:
             t.join()
-        elapsed = time.perf_counter() - start
-        flat = [x for lat in latencies for x in lat]
-        rows.append({"what": label, "clients": k, "calls_per_s": len(flat) / elapsed,
-                     "p50_ms": percentile(flat, 50) * 1e3, "p99_ms": percentile(flat, 99) * 1e3,
-                     "server_cpu_ms_per_call": (cpu_seconds(server.pid) - server_cpu) / len(flat) * 1e3,
-                     "client_cpu_ms_per_call": (time.process_time() - client_cpu) / len(flat) * 1e3})
+        out = {"elapsed": time.perf_counter() - start, "server_cpu": cpu_seconds(server.pid) - server_cpu,
+               "client_cpu": time.process_time() - client_cpu, "latencies": [x for lat in latencies for x in lat]}
         for c in clients:
             c.close()
+        return out
 
-    for k in levels:
-        run(k, lambda c: (lambda: c.evaluate(w.loss, w.y_pred, w.y_true)), "evaluate")
+    runs: list[tuple[str, int, Callable[[Any], Callable[[], object]], str]] = [
+        ("evaluate", k, lambda c: (lambda: c.evaluate(w.loss, w.y_pred, w.y_true)), server.address) for k in levels]
+    runs.append(("echo", max(levels), lambda c: functools.partial(c.channel.unary_unary(ECHO), payload),
+                 server.echo_address))
+    slices: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for _ in range(rounds):
+        for label, k, factory, address in runs:
+            slices.setdefault((label, k), []).append(run(k, factory, address))
+    rows = []
+    for (label, k), parts in slices.items():
+        flat = sorted(x for p in parts for x in p["latencies"])
+        calls = len(flat)
+        rows.append({"what": label, "clients": k, "calls_per_s": calls / sum(p["elapsed"] for p in parts),
+                     "p50_ms": percentile(flat, 50) * 1e3, "p99_ms": percentile(flat, 99) * 1e3,
+                     "server_cpu_ms_per_call": sum(p["server_cpu"] for p in parts) / calls * 1e3,
+                     "client_cpu_ms_per_call": sum(p["client_cpu"] for p in parts) / calls * 1e3})
     # The reference: the same forward and backward in this process, one thread, as fast as it goes.
     loop, done = local_loop(w), 0
     start, cpu = time.perf_counter(), time.process_time()
@@ -154,14 +168,10 @@ def concurrency(server: BenchServer, levels: list[int], seconds: float, quick: b
         loop()
         done += 1
     elapsed = time.perf_counter() - start
-    rows.append({"what": "torch", "clients": 1, "calls_per_s": done / elapsed, "p50_ms": elapsed / done * 1e3,
-                 "p99_ms": elapsed / done * 1e3, "server_cpu_ms_per_call": 0.0,
-                 "client_cpu_ms_per_call": (time.process_time() - cpu) / done * 1e3})
-    from lossd.client import build_request
-
-    size = len(build_request(w.loss, w.y_pred, w.y_true)[0].SerializeToString())
-    payload = echo_payload(size, size)
-    run(max(levels), lambda c: functools.partial(c.channel.unary_unary(ECHO), payload), "echo", server.echo_address)
+    rows.insert(len(levels), {"what": "torch", "clients": 1, "calls_per_s": done / elapsed,
+                              "p50_ms": elapsed / done * 1e3, "p99_ms": elapsed / done * 1e3,
+                              "server_cpu_ms_per_call": 0.0,
+                              "client_cpu_ms_per_call": (time.process_time() - cpu) / done * 1e3})
     return rows
 
 
