@@ -81,6 +81,17 @@ class ServedProcess:
     address: str
     log: list[str]
 
+    def report(self, lines: int = 40) -> str:
+        """The server's state and the tail of its output, for a failure message.
+
+        >>> served.report()  # doctest: +SKIP
+        'server pid 4242 (127.0.0.1:40123): exited with code -9; its last 40 lines of output:\n...'
+        """
+        code = self.proc.poll()
+        state = "still running" if code is None else f"exited with code {code}"
+        return (f"server pid {self.proc.pid} ({self.address}): {state}; its last {lines} lines of output:\n"
+                + "".join(list(self.log)[-lines:]))
+
     @classmethod
     @contextlib.contextmanager
     def start(cls, workdir: Path, *args: str, env: dict[str, str] | None = None,
@@ -108,6 +119,9 @@ class ServedProcess:
         served = cls(proc, address, log)
         try:
             yield served
+        except BaseException as e:  # a failing test shows what the server said, and whether it still runs
+            e.add_note(served.report())
+            raise
         finally:
             if proc.poll() is None:
                 proc.terminate()
