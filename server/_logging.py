@@ -97,9 +97,16 @@ def emit(message: str) -> None:
     """Print a lifecycle line on stdout ("listening on", "stopped"): as is, or as JSON.
 
     Tools and tests read these lines; in JSON mode they stay parseable and keep
-    the same ``message``.
+    the same ``message``. The line and its newline go out in one write: ``print``
+    writes them separately on an unbuffered stdout (``PYTHONUNBUFFERED``), and a
+    log line that another thread wrote in between (stderr, the same pipe) was
+    read as part of the port (``:40397`` + ``2026-12-04 …`` → port 403972026).
+
+    >>> emit("lossd 0.1.0 listening on 127.0.0.1:40397")
+    lossd 0.1.0 listening on 127.0.0.1:40397
     """
     if _current_format == "json":
         record = logging.LogRecord("lossd.server", logging.INFO, __file__, 0, message, None, None)
         message = JsonFormatter().format(record)
-    print(message, flush=True)
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()

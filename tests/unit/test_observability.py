@@ -9,13 +9,14 @@ import io
 import json
 import logging
 import sys
+from typing import Any
 
 import grpc
 import pytest
 
 from lossd._settings import SettingError
-from lossd.server import _metrics
-from lossd.server._logging import JsonFormatter, access_fields, configure_logging
+from lossd.server import _logging, _metrics
+from lossd.server._logging import JsonFormatter, access_fields, configure_logging, emit
 from lossd.server._metrics import Metrics, add_job_steps, set_jobs_by_state
 from lossd.server.interceptors._observability import ObservabilityInterceptor, build_observability, request_id_from
 from lossd.server.losses import REGISTRY
@@ -45,6 +46,36 @@ def test_plain_format_appends_fields() -> None:
     with pytest.raises(ValueError, match="plain, json"):
         configure_logging("INFO", "yaml", logger=logging.getLogger("lossd.test.plain"))
 
+
+
+class _Writes(io.RawIOBase):
+    """A raw stream that keeps each ``write``: the write(2) calls the process would make."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_a_lifecycle_line_goes_out_in_one_write(monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    """Under PYTHONUNBUFFERED stdout is a write-through text layer on the raw file (as here): a line written in two
+    parts let another thread's log line (stderr, the same pipe) in between, and a reader took ``:40397`` followed by
+    ``2026-12-04 …`` for port 403972026 (the kill -9 restart test: connection refused)."""
+    raw = _Writes()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="utf-8", write_through=True))
+    monkeypatch.setattr(_logging, "_current_format", fmt)
+    emit("lossd 0.1.0 listening on 127.0.0.1:40397")
+    sys.stdout.flush()
+    assert len(raw.writes) == 1 and raw.writes[0].endswith(b"\n") and raw.writes[0].count(b"\n") == 1, raw.writes
+    line = raw.writes[0].decode()
+    assert (json.loads(line)["message"] if fmt == "json" else line.rstrip("\n")) == \
+        "lossd 0.1.0 listening on 127.0.0.1:40397"
 
 @pytest.mark.parametrize(("metadata", "expected"), [
     ([("x-request-id", "abc-123_X.y")], "abc-123_X.y"),
