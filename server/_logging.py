@@ -102,6 +102,8 @@ def emit(message: str) -> None:
     log line that another thread wrote in between (stderr, the same pipe) was
     read as part of the port (``:40397`` + ``2026-12-04 …`` → port 403972026).
 
+    >>> import io, logging
+    >>> _ = configure_logging("INFO", "plain", stream=io.StringIO(), logger=logging.getLogger("doctest"))
     >>> emit("lossd 0.1.0 listening on 127.0.0.1:40397")
     lossd 0.1.0 listening on 127.0.0.1:40397
     """
