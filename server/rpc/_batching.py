@@ -3,7 +3,7 @@
 A small EvaluateLoss call (tensors evaluated on the event loop, see ``INLINE_MAX_BYTES``)
 of a loss registered ``vectorized`` joins the pending group of calls that share its
 :func:`~lossd.server.rpc._batch.group_key` (loss, params, dtypes, shapes, wanted
-gradients). A group is evaluated, by :func:`~lossd.server.rpc._batch.evaluate_batch`,
+gradients). A group is evaluated, by :func:`~lossd.server.rpc._batch.evaluate_group`,
 the same path as EvaluateLossBatch (one vectorized torch call where that is
 bit-identical), when the first of these happens:
 
@@ -46,7 +46,8 @@ import torch
 from ..._wire import FieldError, TensorLimits
 from ...v1 import lossd_pb2
 from ..losses import Registry
-from ._batch import evaluate_batch, group_key
+from ._batch import evaluate_group, group_key
+from ._plan import Plans
 
 __all__ = ["DEFAULT_BATCH_WINDOW_US", "DEFAULT_BATCH_WINDOW_ITEMS", "DynamicBatcher"]
 
@@ -74,8 +75,11 @@ class DynamicBatcher:
         limits: TensorLimits | int,
         window_us: int,
         max_items: int = DEFAULT_BATCH_WINDOW_ITEMS,
+        plans: Plans | None = None,
     ) -> None:
         self._registry = registry
+        #: The service's validated signatures: a call left alone when the window closes uses them.
+        self._plans = plans
         self._device = device
         self._limits = limits
         self._window_s = window_us / 1e6
@@ -142,8 +146,8 @@ class DynamicBatcher:
         if len(group.items) > 1:
             self.batched_calls += len(group.items)
         try:
-            outcomes = evaluate_batch(self._registry, group.items, self._device, self._limits)
-        except Exception as e:  # evaluate_batch answers per item; this is a defect: every waiter gets it
+            outcomes = evaluate_group(self._registry, group.items, self._device, self._limits, self._plans)
+        except Exception as e:  # evaluate_group answers per item; this is a defect: every waiter gets it
             outcomes = [e] * len(group.items)  # type: ignore[list-item]
         for waiter, outcome in zip(group.waiters, outcomes):
             if waiter.done():  # its call was cancelled while it waited

@@ -129,15 +129,15 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self._max_message_bytes = max_message_bytes
         #: EvaluateLossBatch: most items and tensor bytes in one batch.
         self._batch_limits = batch_limits
+        #: Validated signatures, reused by later requests of the same signature (docs/performance.md).
+        self.plans = Plans()
         #: Dynamic batching of small concurrent EvaluateLoss calls (``--batch-window-us``; None: off).
-        self.batcher = (DynamicBatcher(registry, device, self._limits, batch_window_us)
+        self.batcher = (DynamicBatcher(registry, device, self._limits, batch_window_us, plans=self.plans)
                         if batch_window_us > 0 else None)
         #: The progress of the latest EvaluateLossBatch (tests read it).
         self.last_batch: BatchControl | None = None
         #: Set by add_loss_service: EvaluateLoss may answer with serialized bytes.
         self.replies_as_bytes = False
-        #: Validated signatures, reused by later requests of the same signature (docs/performance.md).
-        self.plans = Plans()
         #: Loss names (as requested) that took over INLINE_MAX_CPU_S on the event loop: evaluated on the pool.
         self.slow_losses: set[str] = set()
         self._loop_calls: dict[str, int] = {}  # per loss: calls on the loop so far (up to SLOW_WARMUP) ...
