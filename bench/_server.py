@@ -33,7 +33,7 @@ import tempfile
 
 import grpc
 
-from lossd.server._app import SWITCH_INTERVAL_S
+from lossd.server._app import SWITCH_INTERVAL_S, freeze_startup_heap
 from lossd.server.rpc._batching import DEFAULT_BATCH_WINDOW_US
 
 __all__ = ["ECHO", "ECHO_STREAM", "echo_payload", "main"]
@@ -90,6 +90,7 @@ async def _serve(args: argparse.Namespace) -> None:
         bare.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("lossd.bench.Echo", handlers),))
         echo_port = bare.add_insecure_port("127.0.0.1:0")
         await bare.start()
+        freeze_startup_heap()  # as lossd serve does
         port = server.port
         if args.also_port:
             port = server.grpc_server.add_insecure_port(f"127.0.0.1:{args.also_port}")

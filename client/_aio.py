@@ -117,7 +117,7 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
         self, request: lossd_pb2.EvaluateLossRequest | bytes, *, as_torch: bool = False, timeout: float | None = None
     ) -> EvaluateResult:
         """Send a prepared ``EvaluateLossRequest`` (or its bytes): ``await c.evaluate_request(request)``."""
-        return EvaluateResult.from_bytes(await self._unary(EVALUATE_LOSS, request, timeout), as_torch)
+        return self._decode_reply(await self._unary(EVALUATE_LOSS, request, timeout), as_torch)
 
     @overload
     def evaluate_stream(

@@ -79,6 +79,8 @@ __all__ = [
 R = TypeVar("R")
 T = TypeVar("T")
 ResultT = TypeVar("ResultT")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @dataclass
@@ -135,11 +137,12 @@ class EvaluateResult:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes, as_torch: bool = False) -> EvaluateResult:
+    def from_bytes(cls, data: bytes, as_torch: bool = False, layouts: Layouts | None = None) -> EvaluateResult:
         """Decode a serialized reply; a large one is parsed with its tensors' payloads left where
-        they are in ``data`` (:func:`lossd._framing.split_payloads`), which numpy results then view."""
+        they are in ``data`` (:func:`lossd._framing.split_payloads`), which numpy results then view.
+        ``layouts`` as in :meth:`from_response`."""
         reply, payloads = split_payloads(data, lossd_pb2.EvaluateLossResponse)
-        return cls.from_response(reply, as_torch, payloads)
+        return cls.from_response(reply, as_torch, payloads, layouts)
 
 
 _TIMING_FIELDS = tuple(f.name for f in lossd_pb2.Timing.DESCRIPTOR.fields)
@@ -497,15 +500,17 @@ class ItemFramer:
     True
     """
 
-    def __init__(self, as_torch: bool, flags: list[bool] | None = None) -> None:
+    def __init__(self, as_torch: bool, flags: list[bool] | None = None, max_cached: int | None = None) -> None:
         self._as_torch = as_torch
         self.flags = [] if flags is None else flags
         self._heads: dict[Hashable, tuple[bytes, bytes]] = {}
         self._entries: dict[tuple[str, str, tuple[int, ...]], bytes] = {}  # by name, dtype.str, shape
+        #: Each cache is emptied before it would hold more than this (a client's framer lives long).
+        self._max_cached = max_cached
 
     def frame(self, index: int, item: lossd_pb2.EvaluateLossRequest | Mapping[str, Any]) -> Framed:
         """Item ``index``'s :class:`Framed` bytes; its torch flag is appended to ``flags``."""
-        framed = self._framed(item) if type(item) is dict else None
+        framed = self.framed(item) if type(item) is dict else None
         if framed is not None:
             self.flags.append(self._as_torch)
             return framed
@@ -513,7 +518,9 @@ class ItemFramer:
         data = request.SerializeToString(deterministic=True)
         return [data], len(data)
 
-    def _framed(self, item: dict[str, Any]) -> Framed | None:
+    def framed(self, item: dict[str, Any]) -> Framed | None:
+        """``item``'s :class:`Framed` bytes from the caches, or ``None`` when it must go through
+        :func:`build_request` (see the class docstring); ``flags`` is left as it is."""
         loss = item.get("loss")
         if type(loss) is not str:
             return None
@@ -541,7 +548,7 @@ class ItemFramer:
             data = memoryview(request.SerializeToString(deterministic=True))
             split = next((start for number, _, start, _, _ in wire_fields(data, 0, len(data)) if number > _INPUTS),
                          len(data))
-            head = self._heads[key] = (bytes(data[:split]), bytes(data[split:]))
+            head = self._cache(self._heads)[key] = (bytes(data[:split]), bytes(data[split:]))
         pieces: list[Any] = [head[0]]
         size = len(head[0]) + len(head[1])
         for k in sorted(arrays):
@@ -555,7 +562,7 @@ class ItemFramer:
                     size += sum(map(len, entry))
                     continue
                 entry = map_entry(_INPUTS, k, tensor_body(wire, v.shape, v, "raw"))
-                prefix = self._entries[(k, v.dtype.str, v.shape)] = join(entry[:-1] if v.nbytes else entry)
+                prefix = self._cache(self._entries)[(k, v.dtype.str, v.shape)] = join(entry[:-1] if v.nbytes else entry)
             pieces.append(prefix)
             size += len(prefix)
             if v.nbytes:
@@ -563,6 +570,12 @@ class ItemFramer:
                 size += v.nbytes
         pieces.append(head[1])
         return pieces, size
+
+    def _cache(self, cache: dict[_K, _V]) -> dict[_K, _V]:
+        """``cache``, emptied first when it is full (``max_cached``)."""
+        if self._max_cached is not None and len(cache) >= self._max_cached:
+            cache.clear()
+        return cache
 
 
 def batch_outcomes(
@@ -595,6 +608,24 @@ class Evaluating(ClientBase, Generic[ResultT]):
     the client's ``evaluate_request``, which returns a result (``Client``) or an
     awaitable of one (``AsyncClient``)."""
 
+    #: Requests of numpy arrays and scalar options are framed from this client's caches of their
+    #: fixed parts (the bytes are :func:`frame_request`'s), replies decoded with ``_layouts``.
+    _CACHED = 64
+
+    @functools.cached_property
+    def _framer(self) -> ItemFramer:
+        return ItemFramer(False, max_cached=self._CACHED)
+
+    @functools.cached_property
+    def _layouts(self) -> Layouts:
+        """Reply tensor headers checked before (:func:`~lossd.client._codec.decode`), emptied when full."""
+        return {}
+
+    def _decode_reply(self, data: bytes, as_torch: bool) -> EvaluateResult:
+        if len(self._layouts) >= self._CACHED:
+            self._layouts.clear()
+        return EvaluateResult.from_bytes(data, as_torch, self._layouts)
+
     def evaluate(
         self,
         loss: LossSpecifier,
@@ -620,7 +651,13 @@ class Evaluating(ClientBase, Generic[ResultT]):
         extra = [n for group in shared if set(group) & set(asked) for n in group if n not in asked]
         if extra:
             kwargs = {**kwargs, "grad_inputs": [*asked, *extra]}
-        request, as_torch = frame_request(loss, y_pred, y_true, **kwargs)
+        item = {"loss": loss, **({} if y_pred is None else {"y_pred": y_pred}),
+                **({} if y_true is None else {"y_true": y_true}), **kwargs}
+        framed = self._framer.framed(item) if type(loss) is str else None
+        if framed is not None:  # numpy arrays and scalar options: framed from this client's caches
+            request, as_torch = join(framed[0]), False
+        else:
+            request, as_torch = frame_request(loss, y_pred, y_true, **kwargs)
         outcome = self.evaluate_request(request, as_torch=as_torch, timeout=timeout)
         if not shared:
             return outcome
@@ -706,7 +743,7 @@ class Client(Evaluating[EvaluateResult], Jobs):
         >>> client.evaluate_request(request, as_torch=as_torch).value   # doctest: +SKIP
         9.0
         """
-        return EvaluateResult.from_bytes(self._unary(EVALUATE_LOSS, request, timeout), as_torch)
+        return self._decode_reply(self._unary(EVALUATE_LOSS, request, timeout), as_torch)
 
     @overload
     def evaluate_stream(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import os
 import signal
@@ -46,7 +47,7 @@ from .rpc import LossService, add_loss_service
 from .training import JobManager, add_training_service
 from .training._store import StoreError
 
-__all__ = ["LossdServer", "ServerConfig", "build_parser", "create_server", "serve", "main"]
+__all__ = ["LossdServer", "ServerConfig", "build_parser", "create_server", "freeze_startup_heap", "serve", "main"]
 
 log = logging.getLogger("lossd.server")
 
@@ -263,10 +264,24 @@ def _warm_up(device: torch.device) -> None:
     torch.autograd.grad((x * x).sum(), x)
 
 
+def freeze_startup_heap() -> None:
+    """Collect the garbage once, then leave every object alive (torch's, the registry's, gRPC's: about
+    300,000) out of later collections (``gc.freeze``). A full collection walks every tracked object,
+    holding the event loop for it: about 150 ms of a 2-CPU machine with them, microseconds without.
+    Called once the server is built, before it serves (``lossd serve``; the benchmark's server).
+
+    >>> freeze_startup_heap(); gc.get_freeze_count() > 100_000  # doctest: +SKIP
+    True
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
     """Serve until SIGTERM or SIGINT, then drain (:meth:`LossdServer.drain`) for at most ``grace_s``
     seconds; True when every call in flight had ended by itself by then."""
     server = await create_server(config, registry)
+    freeze_startup_heap()
     await server.start()
     log.info("lossd %s serving %d losses on %s:%d (device %s)", __version__, len(registry), config.host,
              server.port, server.device)

@@ -109,7 +109,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     Setting("max_batch_bytes", "LOSSD_MAX_BATCH_BYTES", int, DEFAULT_MAX_BATCH_BYTES,
             "most tensor bytes in one EvaluateLossBatch, all items together", "--max-batch-bytes"),
     Setting("batch_window_us", "LOSSD_BATCH_WINDOW_US", int, DEFAULT_BATCH_WINDOW_US,
-            "microseconds a small EvaluateLoss call of a vectorized loss that finds other calls in flight "
+            "microseconds a small EvaluateLoss call of a vectorized loss that finds compatible calls in flight "
             "may wait for compatible ones to be evaluated with them (dynamic batching); 0 turns it off",
             "--batch-window-us", metavar="US"),
     Setting("reflection", "LOSSD_REFLECTION", parse_bool, True, "turn off server reflection", "--no-reflection"),

@@ -466,6 +466,14 @@ class Registry:
             raise FieldError("loss", f"no loss named {name!r}{hint} (ListLosses lists them all)", "NOT_FOUND")
         return self._specs[canonical]
 
+    def canonical(self, name: str) -> str | None:
+        """The canonical name of the loss called ``name`` or one of its aliases; ``None`` when unknown.
+
+        >>> REGISTRY.canonical("MSE"), REGISTRY.canonical("no_such_loss")
+        ('mse_loss', None)
+        """
+        return self._names.get(_key(name))
+
     def __iter__(self) -> Iterator[LossSpec]:
         return iter(sorted(self._specs.values(), key=lambda s: s.name))
 

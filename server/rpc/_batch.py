@@ -41,13 +41,14 @@ from ..._wire import DTYPES, FieldError, TensorLayout, TensorLimits, check_tenso
 from ...v1 import lossd_pb2
 from ..evaluation import StackedEvaluation, evaluate_stacked
 from ..losses import TORCH_DTYPES, LossSpec, Registry
+from ._plan import Plans
 from ._request import handle_evaluate_bytes, reply_encoding, struct_to_dict
 from ._status import MAX_FIELD_BYTES, MAX_MESSAGE_BYTES, clip
 from ._tensors import payload_array
 
 __all__ = [
     "DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "BatchControl", "BatchLimits", "Outcome", "batch_reply",
-    "check_batch", "evaluate_batch", "group_key", "payload_bytes",
+    "check_batch", "evaluate_batch", "evaluate_group", "group_key", "payload_bytes",
 ]
 
 log = logging.getLogger("lossd.server")
@@ -206,6 +207,30 @@ def evaluate_batch(
         control.evaluated += 1
     if max_reply_bytes is not None:
         outcomes = [_fits(o, max_reply_bytes) for o in outcomes]
+    return [o for o in outcomes if o is not None]
+
+
+def evaluate_group(
+    registry: Registry,
+    items: Sequence[lossd_pb2.EvaluateLossRequest],
+    device: torch.device | None = None,
+    limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
+    plans: Plans | None = None,
+) -> list[Outcome]:
+    """The outcomes of ``items`` that share one :func:`group_key` (the dynamic batcher's groups, keyed as
+    they arrived), in order: :func:`evaluate_batch` without grouping them again. One item is evaluated
+    alone, with ``plans`` (the service's validated signatures), as EvaluateLoss evaluates it.
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> t = lambda x: lossd_pb2.Tensor(dtype="float32", shape=[1], values=[x])
+    >>> items = [lossd_pb2.EvaluateLossRequest(loss="mse", inputs={"y_pred": t(x), "y_true": t(0.0)}) for x in (1, 3)]
+    >>> [lossd_pb2.EvaluateLossResponse.FromString(r).value for r in evaluate_group(REGISTRY, items)]
+    [1.0, 9.0]
+    """
+    if len(items) == 1:
+        return [_one(functools.partial(handle_evaluate_bytes, registry, items[0], device, limits, None, plans), 0)]
+    outcomes: list[Outcome | None] = [None] * len(items)
+    _evaluate_group(registry, items, list(range(len(items))), device, limits, outcomes, BatchControl())
     return [o for o in outcomes if o is not None]
 
 

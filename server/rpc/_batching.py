@@ -3,7 +3,7 @@
 A small EvaluateLoss call (tensors evaluated on the event loop, see ``INLINE_MAX_BYTES``)
 of a loss registered ``vectorized`` joins the pending group of calls that share its
 :func:`~lossd.server.rpc._batch.group_key` (loss, params, dtypes, shapes, wanted
-gradients). A group is evaluated, by :func:`~lossd.server.rpc._batch.evaluate_batch`,
+gradients). A group is evaluated, by :func:`~lossd.server.rpc._batch.evaluate_group`,
 the same path as EvaluateLossBatch (one vectorized torch call where that is
 bit-identical), when the first of these happens:
 
@@ -12,7 +12,7 @@ bit-identical), when the first of these happens:
 
 So a call waits at most the window, and under concurrency the calls that arrive within one
 window share one torch call. A call waits only when there is company to wait for: its group
-is pending, or another batchable call is in flight (its RPC under way, reply included; see
+is pending, or another call of its group is in flight (its RPC under way, reply included; see
 :meth:`DynamicBatcher.arrive`). A lone client's call comes after its previous call's RPC has
 ended, so it is evaluated at once, as with the window off, however often it calls.
 
@@ -37,6 +37,7 @@ its reply dropped). With ``window_us=0`` the batcher is off and nothing here run
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,8 @@ import torch
 from ..._wire import FieldError, TensorLimits
 from ...v1 import lossd_pb2
 from ..losses import Registry
-from ._batch import evaluate_batch, group_key
+from ._batch import evaluate_group, group_key
+from ._plan import Plans
 
 __all__ = ["DEFAULT_BATCH_WINDOW_US", "DEFAULT_BATCH_WINDOW_ITEMS", "DynamicBatcher"]
 
@@ -74,8 +76,11 @@ class DynamicBatcher:
         limits: TensorLimits | int,
         window_us: int,
         max_items: int = DEFAULT_BATCH_WINDOW_ITEMS,
+        plans: Plans | None = None,
     ) -> None:
         self._registry = registry
+        #: The service's validated signatures: a call left alone when the window closes uses them.
+        self._plans = plans
         self._device = device
         self._limits = limits
         self._window_s = window_us / 1e6
@@ -90,31 +95,40 @@ class DynamicBatcher:
         self.calls = 0
         #: Calls evaluated at once, with nobody to wait for (see :meth:`arrive`).
         self.alone = 0
-        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._in_flight: dict[Hashable, set[asyncio.Task[Any]]] = {}  # by group key
 
     def key(self, request: lossd_pb2.EvaluateLossRequest) -> Hashable | None:
         """The group a call joins, or ``None`` when it is evaluated on its own."""
         return group_key(self._registry, request)
 
     def arrive(self, key: Hashable) -> bool:
-        """Count the calling task (a call's RPC) in flight until it ends, and say whether a call of
-        group ``key`` should wait for company (then :meth:`submit` it): when its group is pending or
-        another task is in flight. Else it is evaluated at once by the caller, as with the window
-        off, and counted in ``alone``."""
+        """Count the calling task (a call's RPC) in flight in group ``key`` until it ends, and say
+        whether its call should wait for company (then :meth:`submit` it): when its group is pending
+        or another task of its group is in flight (calls of other groups cannot join it). Else it is
+        evaluated at once by the caller, as with the window off, and counted in ``alone``."""
         task = asyncio.current_task()
-        others = len(self._in_flight) - (task in self._in_flight)
-        wait = others > 0 or key in self._groups
-        if task is not None and task not in self._in_flight:
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+        tasks = self._in_flight.get(key)
+        if tasks is None:
+            tasks = self._in_flight[key] = set()
+        wait = len(tasks) - (task in tasks) > 0 or key in self._groups
+        if task is not None and task not in tasks:
+            tasks.add(task)
+            task.add_done_callback(functools.partial(self._ended, key))
         if not wait:
             self.alone += 1
         return wait
 
+    def _ended(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+        tasks = self._in_flight.get(key)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._in_flight[key]
+
     @property
     def in_flight(self) -> int:
         """Tasks counted by :meth:`arrive` that have not ended."""
-        return len(self._in_flight)
+        return sum(map(len, self._in_flight.values()))
 
     async def submit(self, key: Hashable, request: lossd_pb2.EvaluateLossRequest) -> bytes:
         """The call's serialized reply once its group is evaluated; raises its ``FieldError``."""
@@ -142,8 +156,8 @@ class DynamicBatcher:
         if len(group.items) > 1:
             self.batched_calls += len(group.items)
         try:
-            outcomes = evaluate_batch(self._registry, group.items, self._device, self._limits)
-        except Exception as e:  # evaluate_batch answers per item; this is a defect: every waiter gets it
+            outcomes = evaluate_group(self._registry, group.items, self._device, self._limits, self._plans)
+        except Exception as e:  # evaluate_group answers per item; this is a defect: every waiter gets it
             outcomes = [e] * len(group.items)  # type: ignore[list-item]
         for waiter, outcome in zip(group.waiters, outcomes):
             if waiter.done():  # its call was cancelled while it waited

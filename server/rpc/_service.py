@@ -129,16 +129,16 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self._max_message_bytes = max_message_bytes
         #: EvaluateLossBatch: most items and tensor bytes in one batch.
         self._batch_limits = batch_limits
+        #: Validated signatures, reused by later requests of the same signature (docs/performance.md).
+        self.plans = Plans()
         #: Dynamic batching of small concurrent EvaluateLoss calls (``--batch-window-us``; None: off).
-        self.batcher = (DynamicBatcher(registry, device, self._limits, batch_window_us)
+        self.batcher = (DynamicBatcher(registry, device, self._limits, batch_window_us, plans=self.plans)
                         if batch_window_us > 0 else None)
         #: The progress of the latest EvaluateLossBatch (tests read it).
         self.last_batch: BatchControl | None = None
         #: Set by add_loss_service: EvaluateLoss may answer with serialized bytes.
         self.replies_as_bytes = False
-        #: Validated signatures, reused by later requests of the same signature (docs/performance.md).
-        self.plans = Plans()
-        #: Loss names (as requested) that took over INLINE_MAX_CPU_S on the event loop: evaluated on the pool.
+        #: Losses (canonical names) that took over INLINE_MAX_CPU_S on the event loop: evaluated on the pool.
         self.slow_losses: set[str] = set()
         self._loop_calls: dict[str, int] = {}  # per loss: calls on the loop so far (up to SLOW_WARMUP) ...
         self._slow_streak: dict[str, int] = {}  # ... and how many of the latest in a row were slow
@@ -159,24 +159,26 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         much of everything else, of a loss not found slow before (``slow_losses``); anything more may
         take milliseconds and goes to the pool."""
         if message.terms or message.parameters or message.HasField("regularization") or (
-                message.loss in self.slow_losses):
+                self.slow_losses and self._registry.canonical(message.loss) in self.slow_losses):
             return False
         if (payload_bytes(message) if size is None else size) > self._inline_max_bytes:
             return False
         return message.ByteSize() <= self._inline_max_bytes
 
-    def _on_loop(self, loss: str, work: Callable[..., _T], *args: Any) -> _T:
-        """``work(*args)``, run here on the event loop; ``loss``, a name the registry knows, joins
-        ``slow_losses`` once :data:`SLOW_IN_A_ROW` calls of it in a row after its first
-        :data:`SLOW_WARMUP` took over :data:`INLINE_MAX_CPU_S` of CPU (any call may meet a garbage
-        collection or a busy machine)."""
+    def _on_loop(self, name: str, work: Callable[..., _T], *args: Any) -> _T:
+        """``work(*args)``, run here on the event loop; the loss called ``name`` (any of its names; one
+        the registry does not know is not counted) joins ``slow_losses`` once :data:`SLOW_IN_A_ROW`
+        calls of it in a row after its first :data:`SLOW_WARMUP` took over :data:`INLINE_MAX_CPU_S`
+        of CPU (any call may meet a garbage collection or a busy machine)."""
         cpu = time.thread_time()
         result = work(*args)
         slow = time.thread_time() - cpu > INLINE_MAX_CPU_S
+        loss = self._registry.canonical(name)
+        if loss is None:
+            return result
         seen = self._loop_calls.get(loss, 0)
         if seen < SLOW_WARMUP:
-            if loss in self._registry:
-                self._loop_calls[loss] = seen + 1
+            self._loop_calls[loss] = seen + 1
         elif not slow:
             self._slow_streak.pop(loss, None)
         elif (streak := self._slow_streak.get(loss, 0) + 1) >= SLOW_IN_A_ROW:

@@ -53,3 +53,29 @@ def test_a_group_over_several_chunks_answers_each_item_as_alone(n: int, reductio
     forward = [lossd_pb2.EvaluateLossResponse.FromString(outcomes[i]).timing.forward_ms for i in members]
     chunks = [forward[at:at + per_chunk] for at in range(0, len(forward), per_chunk)]
     assert all(len(set(c)) == 1 for c in chunks), "each chunk's time is shared by its members"
+
+
+def test_a_batcher_group_is_evaluated_as_evaluate_batch_would_and_one_call_with_the_plans() -> None:
+    """``evaluate_group`` (the dynamic batcher's groups, already keyed): the replies of
+    ``evaluate_batch``; a group of one is evaluated alone through the service's plans."""
+    from lossd.server.rpc._batch import evaluate_group
+    from lossd.server.rpc._plan import Plans
+
+    rng = np.random.default_rng(5)
+    items = [build_request("mse_loss", rng.standard_normal(10, dtype=np.float32),
+                           rng.standard_normal(10, dtype=np.float32), reduction="sum")[0] for _ in range(4)]
+    items.append(build_request("mse_loss", [float("nan")] * 10, [0.0] * 10, reduction="sum")[0])  # refused alone
+    grouped, batched = evaluate_group(REGISTRY, items), evaluate_batch(REGISTRY, items)
+    assert [o if isinstance(o, bytes) else None for o in grouped] != [None] * 5
+    for got, want in zip(grouped, batched):
+        assert type(got) is type(want)
+        if isinstance(want, bytes):
+            assert _without_timing(got) == _without_timing(want)
+        else:
+            assert (got.code, got.field, got.message) == (want.code, want.field, want.message)
+    plans = Plans()
+    for _ in range(2):
+        (alone,) = evaluate_group(REGISTRY, items[:1], plans=plans)
+        assert isinstance(alone, bytes)
+        assert _without_timing(alone) == _without_timing(handle_evaluate_bytes(REGISTRY, items[0]))
+    assert len(plans) == 1

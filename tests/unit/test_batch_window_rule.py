@@ -1,5 +1,6 @@
 """When a call waits for company under ``--batch-window-us`` (``DynamicBatcher.arrive``): only
-when its group is pending or another call's RPC (task) is in flight, never for its own task."""
+when its group is pending or another call's RPC (task) of its group is in flight, never for its own
+task nor for calls of other groups."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from lossd.server.rpc import DynamicBatcher
 from lossd.v1 import lossd_pb2
 
 
-def _request(x: float) -> lossd_pb2.EvaluateLossRequest:
+def _request(x: float, loss: str = "mse_loss") -> lossd_pb2.EvaluateLossRequest:
     def t(v: float) -> lossd_pb2.Tensor:
         return lossd_pb2.Tensor(dtype="float32", shape=[1], values=[v])
-    return lossd_pb2.EvaluateLossRequest(loss="mse_loss", inputs={"y_pred": t(x), "y_true": t(0.0)})
+    return lossd_pb2.EvaluateLossRequest(loss=loss, inputs={"y_pred": t(x), "y_true": t(0.0)})
 
 
 def test_a_task_calling_again_is_not_company_and_an_ended_task_no_longer_counts() -> None:
@@ -47,7 +48,7 @@ def test_calls_that_find_company_wait_and_are_evaluated_together() -> None:
         key = batcher.key(_request(0.0))
         started, release = asyncio.Event(), asyncio.Event()
 
-        async def under_way() -> None:  # another RPC in flight, of any kind
+        async def under_way() -> None:  # another RPC of the group in flight
             batcher.arrive(key)
             started.set()
             await release.wait()
@@ -66,3 +67,36 @@ def test_calls_that_find_company_wait_and_are_evaluated_together() -> None:
         return values, batcher.largest, batcher.alone
 
     assert asyncio.run(main()) == ([1.0, 9.0], 2, 1)  # the background call's arrival was alone
+
+
+def test_a_call_of_another_group_in_flight_is_no_company() -> None:
+    async def main() -> list[object]:
+        batcher = DynamicBatcher(REGISTRY, None, 10, window_us=100_000)
+        mse, l1 = batcher.key(_request(1.0)), batcher.key(_request(1.0, "l1_loss"))
+        assert mse is not None and l1 is not None and mse != l1
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def other_loss() -> None:
+            batcher.arrive(l1)
+            started.set()
+            await release.wait()
+
+        async def mse_call() -> bool:
+            return batcher.arrive(mse)
+
+        background = asyncio.create_task(other_loss())
+        await started.wait()
+        seen: list[object] = [await asyncio.create_task(mse_call())]  # alone: evaluated at once
+        await asyncio.sleep(0)  # its done callbacks run
+        seen.append(batcher.in_flight)  # the l1 call's
+        seen.append(await asyncio.create_task(other_loss_company(batcher, l1)))  # the l1 call in flight is company
+        release.set()
+        await background
+        await asyncio.sleep(0)
+        seen.append(batcher.in_flight)
+        return seen
+
+    async def other_loss_company(batcher: DynamicBatcher, key: object) -> bool:
+        return batcher.arrive(key)
+
+    assert asyncio.run(main()) == [False, 1, True, 0]

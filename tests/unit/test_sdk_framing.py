@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lossd._framing import field_number, join, length_delimited, map_entry, tensor_body
-from lossd.client import build_request
+from lossd.client import Client, build_request
 from lossd._wire import FieldError
 from lossd.client._client import (
     EvaluateResult, ItemFramer, _timing, batch_outcomes, frame_request, pack_many,
@@ -151,3 +151,47 @@ def test_a_replys_timing_lists_the_fields_listfields_lists(timing: dict[str, flo
     message = lossd_pb2.Timing(**timing)
     got, want = _timing(message), {f.name: v for f, v in message.ListFields()}
     assert list(got) == list(want) and repr(got) == repr(want)  # -0.0 and nan included, 0.0 not
+
+
+class _Sent(Exception):
+    """Raised by :class:`_Recording` with the bytes ``evaluate`` would have sent."""
+
+
+class _Recording(Client):
+    def evaluate_request(self, request: Any, *, as_torch: bool = False, timeout: float | None = None) -> Any:
+        raise _Sent(request, as_torch)
+
+
+def _unshared(value: Any) -> Any:
+    """A copy of an array (evaluate sums the gradients of one array passed twice), else ``value``."""
+    return value.clone() if isinstance(value, torch.Tensor) else value.copy() if isinstance(value, np.ndarray) else value
+
+
+@pytest.mark.parametrize("item", [m for m in MANY_ITEMS if isinstance(m, dict)], ids=lambda m: str(id(m))[-4:])
+def test_client_evaluate_sends_upbs_bytes_from_its_caches_cold_and_warm(item: dict[str, Any]) -> None:
+    """``Client.evaluate`` frames numpy requests from the client's framer (its caches cold, then
+    warm) and the rest through ``frame_request``: the bytes are upb's either way."""
+    client = _Recording("127.0.0.1:1")
+    kwargs = {k: _unshared(v) if k == "y_true" else v for k, v in item.items() if k != "loss"}
+    request, is_torch = build_request(item["loss"], **kwargs)
+    for _ in range(2):
+        with pytest.raises(_Sent) as sent:
+            client.evaluate(item["loss"], **kwargs)
+        assert sent.value.args == (request.SerializeToString(deterministic=True), is_torch)
+
+
+def test_a_clients_caches_stay_bounded() -> None:
+    client = _Recording("127.0.0.1:1")
+    for n in range(3 * client._CACHED):
+        x = np.ones(n + 1, np.float32)
+        with pytest.raises(_Sent) as sent:
+            client.evaluate("mse", x, np.zeros(n + 1, np.float32), delta=float(n))
+        assert sent.value.args[0] == build_request("mse", x, np.zeros(n + 1, np.float32), delta=float(n))[0] \
+            .SerializeToString(deterministic=True)
+        reply = lossd_pb2.EvaluateLossResponse(loss_name="mse_loss", value=float(n))
+        reply.loss.CopyFrom(lossd_pb2.Tensor(dtype="float32", raw=np.float32(n).tobytes()))
+        reply.grads["y_pred"].CopyFrom(lossd_pb2.Tensor(dtype="float32", shape=[n + 1], raw=(x * n).tobytes()))
+        got = client._decode_reply(reply.SerializeToString(), False)
+        assert got.grads["y_pred"].shape == (n + 1,) and got.grads["y_pred"].tobytes() == (x * n).tobytes()
+    assert len(client._framer._heads) <= client._CACHED and len(client._framer._entries) <= client._CACHED
+    assert 0 < len(client._layouts) <= client._CACHED

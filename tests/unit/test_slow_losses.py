@@ -12,6 +12,7 @@ import torch
 from lossd.server.losses import REGISTRY
 from lossd.server.rpc import LossService
 from lossd.server.rpc._service import INLINE_MAX_CPU_S, SLOW_IN_A_ROW, SLOW_WARMUP
+from lossd.v1 import lossd_pb2
 
 
 def _burn(seconds: float) -> str:
@@ -50,3 +51,16 @@ def test_a_loss_slow_in_a_row_after_its_warm_up_goes_to_the_pool_and_others_stay
     for _ in range(SLOW_WARMUP + SLOW_IN_A_ROW):  # a name the registry does not know is never kept
         service._on_loop("no_such_loss", _burn, SLOW)
     assert service.slow_losses == {"soft_cldice_loss"}
+
+
+def test_a_loss_is_judged_once_whichever_of_its_names_the_calls_use() -> None:
+    service = _service()
+    names = ["soft_cldice_loss", "SoftclDiceLoss", "cldice_loss", "soft_cldice"]
+    for i in range(SLOW_WARMUP + SLOW_IN_A_ROW):
+        assert not service.slow_losses, i
+        service._on_loop(names[i % len(names)], _burn, SLOW)
+    assert service.slow_losses == {"soft_cldice_loss"}  # its canonical name: every alias goes to the pool
+    t = lambda: lossd_pb2.Tensor(dtype="float32", shape=[1], values=[0.0])  # noqa: E731
+    for name in names:
+        assert not service._inline(lossd_pb2.EvaluateLossRequest(loss=name, inputs={"input": t(), "target": t()}))
+    assert service._inline(lossd_pb2.EvaluateLossRequest(loss="mse", inputs={"input": t(), "target": t()}))
