@@ -6,7 +6,9 @@
   in the same run; the ratio of rates is the target (≥ 0.5, moonshot ≥ 1).
 - ``window``: ``lossd serve --batch-window-us W`` for several W: one client calling
   ``evaluate`` back to back (p50/p99: a lone call waits at most the window), and 16 client
-  threads (calls/s, p99, server CPU per call): what the window buys under concurrency.
+  threads (calls/s, p99, server CPU per call): what the window buys under concurrency. Each
+  server serves its metrics (``--metrics-port 0``): the share of calls that waited and the
+  calls per group come from its ``lossd_batch_window_*`` counters.
 
 Each part starts its own ``python -m lossd.server`` (the window is a server flag), so this
 module depends on nothing else in bench/ but the measuring helpers. ``python -m bench._batch
@@ -17,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import statistics
 import tempfile
 import threading
 import time
+import urllib.request
 from typing import Any
 
 import numpy as np
@@ -86,6 +90,26 @@ def evaluate_many(count: int, n: int, reps: int) -> dict[str, Any]:
     }
 
 
+def _metrics_url(server: BenchServer) -> str:
+    """The metrics URL a ``lossd.server --metrics-port 0`` prints after its "listening on" line."""
+    assert server.proc.stdout is not None
+    for _ in range(50):
+        m = re.search(r"metrics on (http://\S+/metrics)", server.proc.stdout.readline())
+        if m:
+            return m.group(1)
+    raise RuntimeError("the server printed no 'metrics on' line")
+
+
+def _window_counts(url: str | None) -> dict[str, float]:
+    """The server's batch-window counters (none with the window off)."""
+    if url is None:
+        return {}
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    found = re.findall(r'^lossd_batch_window_(calls_total\{way="(\w+)"\}|groups_total) (\S+)$', text, re.M)
+    return {way or "groups": float(value) for _, way, value in found}
+
+
 def _clients(address: str, k: int, seconds: float, w: tuple[np.ndarray, np.ndarray], pid: int) -> dict[str, Any]:
     from lossd.client import Client
 
@@ -129,22 +153,29 @@ def window(windows: tuple[int, ...], seconds: float, rounds: int = 4) -> list[di
     w = (rng.standard_normal(100, dtype=np.float32), rng.standard_normal(100, dtype=np.float32))
     slices: dict[tuple[int, int], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="lossd-bench-") as data_dir, contextlib.ExitStack() as stack:
-        servers = {}
+        servers, urls = {}, {}
         for us in windows:
             os.makedirs(f"{data_dir}/{us}")
-            servers[us] = stack.enter_context(_server(f"{data_dir}/{us}", "--batch-window-us", str(us)))
+            servers[us] = stack.enter_context(_server(f"{data_dir}/{us}", "--batch-window-us", str(us),
+                                                      "--metrics-port", "0"))
+            urls[us] = _metrics_url(servers[us]) if us else None
         for _ in range(rounds):
             for k in WINDOW_CLIENTS:
                 for us, server in servers.items():
-                    slices.setdefault((us, k), []).append(  # one client twice as long: its p99 is the target
-                        _clients(server.address, k, seconds / rounds * (2 if k == 1 else 1), w, server.pid))
+                    before = _window_counts(urls[us])  # one client twice as long: its p99 is the target
+                    part = _clients(server.address, k, seconds / rounds * (2 if k == 1 else 1), w, server.pid)
+                    after = _window_counts(urls[us])
+                    part["counts"] = {key: after[key] - before.get(key, 0.0) for key in after}
+                    slices.setdefault((us, k), []).append(part)
     rows = []
     for (us, k), parts in sorted(slices.items()):
         calls = sum(p["calls"] for p in parts)
         flat = sorted(x for p in parts for x in p["latencies"])
+        counts = {key: sum(p["counts"].get(key, 0.0) for p in parts) for key in ("at_once", "waited", "groups")}
         rows.append({"window_us": us, "clients": k, "calls_per_s": calls / sum(p["seconds"] for p in parts),
                      "p50_ms": percentile(flat, 50) * 1e3, "p99_ms": percentile(flat, 99) * 1e3,
-                     "server_cpu_ms_per_call": sum(p["server_cpu_s"] for p in parts) / calls * 1e3})
+                     "server_cpu_ms_per_call": sum(p["server_cpu_s"] for p in parts) / calls * 1e3,
+                     "window": counts if us else None})
     return rows
 
 
@@ -171,8 +202,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for (us, k), r in sorted(rows.items()):
         if k == 1 and us and base:
             grew = r["p99_ms"] - base["p99_ms"]
+            c = r.get("window") or {}
+            waited = f" ({c['waited']:.0f} of {c['waited'] + c['at_once']:.0f} calls waited)" if c else ""
             out.append({"target": f"p99 at one client grows by at most the window ({us} µs)",
-                        "goal": f"≤ {us / 1e3:g} ms", "measured": f"{grew:+.2f} ms", "met": grew <= us / 1e3})
+                        "goal": f"≤ {us / 1e3:g} ms", "measured": f"{grew:+.2f} ms{waited}", "met": grew <= us / 1e3})
     return out
 
 
@@ -195,11 +228,15 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "", "**The batch window** (`--batch-window-us`; `evaluate` of mse_loss on 100 elements; client threads of "
         "one process, each with its own channel)", "",
-        "| window µs | clients | calls/s | p50 ms | p99 ms | server CPU ms per call |", "|---|---|---|---|---|---|",
+        "| window µs | clients | calls/s | p50 ms | p99 ms | server CPU ms per call | calls that waited | "
+        "calls per group |", "|---|---|---|---|---|---|---|---|",
     ]
     for r in b["window"]:
+        c = r.get("window")
+        waited = f"{c['waited'] / max(1.0, c['waited'] + c['at_once']):.0%}" if c else "-"
+        per_group = f"{c['waited'] / c['groups']:.1f}" if c and c["groups"] else "-"
         lines.append(f"| {r['window_us']} | {r['clients']} | {r['calls_per_s']:.0f} | {r['p50_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {r['server_cpu_ms_per_call']:.3f} |")
+                     f"{r['p99_ms']:.2f} | {r['server_cpu_ms_per_call']:.3f} | {waited} | {per_group} |")
     return "\n".join(lines) + "\n"
 
 

@@ -168,6 +168,8 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
                           max_message_bytes=config.max_message_bytes, batch_limits=config.batch_limits(),
                           batch_window_us=config.batch_window_us)
     add_loss_service(service, server)  # EvaluateLoss replies go out as framed bytes
+    if observability is not None and observability.metrics is not None and service.batcher is not None:
+        observability.metrics.watch_batcher(service.batcher)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

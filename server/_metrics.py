@@ -21,6 +21,11 @@ The gRPC metrics follow go-grpc-prometheus' names, so existing dashboards fit:
 ``lossd_jobs``                         training jobs by state (QUEUED, RUNNING, ...)
 ``lossd_job_steps_total``              optimizer steps done by training jobs: the step
                                        rate is ``rate(lossd_job_steps_total[1m])``
+``lossd_batch_window_calls_total``     small EvaluateLoss calls under ``--batch-window-us``,
+                                       by ``way``: ``at_once`` (nobody to wait for) or
+                                       ``waited`` (in a group)
+``lossd_batch_window_groups_total``    the groups the waiting calls formed, one torch
+                                       call each (waited calls ÷ groups: the mean group)
 ``lossd_build_info``                   version (a constant 1 with a label)
 =====================================  =====================================================
 
@@ -135,6 +140,11 @@ class Metrics:
         """The metrics in Prometheus' text format (what ``/metrics`` answers)."""
         return str(self._prom.generate_latest(self.registry).decode())
 
+    def watch_batcher(self, batcher: Any) -> None:
+        """Export ``batcher``'s counters (a :class:`~lossd.server.rpc.DynamicBatcher`: ``alone``,
+        ``calls``, ``groups``) as ``lossd_batch_window_*``, read at each scrape: nothing per call."""
+        self.registry.register(_BatcherCollector(batcher))
+
     def set_jobs(self, counts: Mapping[int, int] | Mapping[str, int]) -> None:
         """Set ``lossd_jobs``: every state to its count in ``counts``, 0 when absent."""
         given = {_state_name(k): n for k, n in counts.items()}
@@ -148,6 +158,26 @@ class Metrics:
         if self._http is not None:
             self._http.close()
             self._http = None
+
+
+class _BatcherCollector:
+    """The dynamic batcher's counters as Prometheus counters, read when scraped."""
+
+    def __init__(self, batcher: Any) -> None:
+        self._batcher = batcher
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        b = self._batcher
+        calls = CounterMetricFamily(
+            "lossd_batch_window_calls", "Small EvaluateLoss calls under --batch-window-us: evaluated at once "
+            "(nobody to wait for) or waited in a group.", labels=["way"])
+        calls.add_metric(["at_once"], b.alone)
+        calls.add_metric(["waited"], b.calls)
+        yield calls
+        yield CounterMetricFamily("lossd_batch_window_groups", "Groups of waiting calls evaluated, one torch call "
+                                  "each (waited calls / groups: the mean group).", value=b.groups)
 
 
 #: Connections the metrics endpoint serves at once; more are closed as they arrive.

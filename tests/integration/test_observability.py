@@ -160,6 +160,15 @@ def test_evaluations_per_canonical_loss(scenario: Scenario) -> None:
     assert not any(name == "lossd_evaluations_total" and ("loss", "zzz") in labels for name, labels in s)
 
 
+def test_the_batch_window_counts_a_lone_clients_calls_as_evaluated_at_once(scenario: Scenario) -> None:
+    """Two small mse calls one after the other (the default window): neither waits, no group forms
+    (the unknown loss and the stream item are not the window's)."""
+    s = _samples(scenario.metrics_text)
+    assert _value(s, "lossd_batch_window_calls_total", way="at_once") == 2
+    assert _value(s, "lossd_batch_window_calls_total", way="waited") == 0
+    assert _value(s, "lossd_batch_window_groups_total") == 0
+
+
 def test_message_bytes_are_exact(scenario: Scenario) -> None:
     s = _samples(scenario.metrics_text)
     io = {"grpc_service": "lossd.v1.LossService", "grpc_method": "EvaluateLoss"}

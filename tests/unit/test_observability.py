@@ -228,3 +228,21 @@ def test_interceptor_status_codes() -> None:
 
 def test_metrics_module_all() -> None:
     assert set(_metrics.__all__) >= {"Metrics", "set_jobs_by_state", "add_job_steps"}
+
+
+def test_the_batchers_counters_are_read_when_scraped() -> None:
+    from types import SimpleNamespace
+
+    from lossd.server._metrics import Metrics
+
+    batcher = SimpleNamespace(alone=3, calls=10, groups=4)
+    m = Metrics()
+    try:
+        m.watch_batcher(batcher)
+        batcher.alone, batcher.calls, batcher.groups = 5, 16, 6  # read at the scrape, not at registration
+        text = m.exposition()
+    finally:
+        m.close()
+    assert 'lossd_batch_window_calls_total{way="at_once"} 5.0' in text
+    assert 'lossd_batch_window_calls_total{way="waited"} 16.0' in text
+    assert "lossd_batch_window_groups_total 6.0" in text
