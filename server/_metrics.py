@@ -143,7 +143,7 @@ class Metrics:
     def watch_batcher(self, batcher: Any) -> None:
         """Export ``batcher``'s counters (a :class:`~lossd.server.rpc.DynamicBatcher`: ``alone``,
         ``calls``, ``groups``) as ``lossd_batch_window_*``, read at each scrape: nothing per call."""
-        self.registry.register(_BatcherCollector(batcher))
+        self.registry.register(_BatcherCollector(batcher, self._prom.metrics_core.CounterMetricFamily))
 
     def set_jobs(self, counts: Mapping[int, int] | Mapping[str, int]) -> None:
         """Set ``lossd_jobs``: every state to its count in ``counts``, 0 when absent."""
@@ -163,20 +163,19 @@ class Metrics:
 class _BatcherCollector:
     """The dynamic batcher's counters as Prometheus counters, read when scraped."""
 
-    def __init__(self, batcher: Any) -> None:
+    def __init__(self, batcher: Any, family: Any) -> None:
         self._batcher = batcher
+        self._family = family  # prometheus_client's CounterMetricFamily (the metrics extra)
 
     def collect(self) -> Any:
-        from prometheus_client.core import CounterMetricFamily
-
-        b = self._batcher
-        calls = CounterMetricFamily(
+        b, family = self._batcher, self._family
+        calls = family(
             "lossd_batch_window_calls", "Small EvaluateLoss calls under --batch-window-us: evaluated at once "
             "(nobody to wait for) or waited in a group.", labels=["way"])
         calls.add_metric(["at_once"], b.alone)
         calls.add_metric(["waited"], b.calls)
         yield calls
-        yield CounterMetricFamily("lossd_batch_window_groups", "Groups of waiting calls evaluated, one torch call "
+        yield family("lossd_batch_window_groups", "Groups of waiting calls evaluated, one torch call "
                                   "each (waited calls / groups: the mean group).", value=b.groups)
 
 
