@@ -651,9 +651,9 @@ class Evaluating(ClientBase, Generic[ResultT]):
         extra = [n for group in shared if set(group) & set(asked) for n in group if n not in asked]
         if extra:
             kwargs = {**kwargs, "grad_inputs": [*asked, *extra]}
-        item = {"loss": loss, **({} if y_pred is None else {"y_pred": y_pred}),
-                **({} if y_true is None else {"y_true": y_true}), **kwargs}
-        framed = self._framer.framed(item) if type(loss) is str else None
+        framed = self._framer.framed({"loss": loss, **({} if y_pred is None else {"y_pred": y_pred}),
+                                      **({} if y_true is None else {"y_true": y_true}), **kwargs}
+                                     ) if type(loss) is str else None
         if framed is not None:  # numpy arrays and scalar options: framed from this client's caches
             request, as_torch = join(framed[0]), False
         else:
