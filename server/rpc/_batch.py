@@ -44,7 +44,7 @@ from ..losses import TORCH_DTYPES, LossSpec, Registry
 from ._plan import Plans
 from ._request import handle_evaluate_bytes, reply_encoding, struct_to_dict
 from ._status import MAX_FIELD_BYTES, MAX_MESSAGE_BYTES, clip
-from ._tensors import payload_array
+from ._tensors import payload_array, probably_finite
 
 __all__ = [
     "DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "BatchControl", "BatchLimits", "Outcome", "batch_reply",
@@ -336,7 +336,7 @@ def _evaluate_chunk(
             .reshape(len(payloads), *layout.shape)
             for k, (name, layout) in enumerate(zip(names, layouts))
         }
-        if first.allow_non_finite or all(_finite(t) for t in stacked.values()):
+        if first.allow_non_finite or all(map(probably_finite, stacked.values())):
             decode_s = (time.perf_counter() - start) / len(payloads)
             result = evaluate_stacked(registry, first.loss, stacked, struct_to_dict(first.params),
                                       list(first.grad_inputs), device, first.strict)
@@ -352,32 +352,41 @@ def _evaluate_chunk(
         control.evaluated += 1
 
 
-def _finite(t: torch.Tensor) -> bool:
-    """No NaN or infinity (the sum of finite numbers is finite unless it overflows: then ``False``
-    too, and the members are checked one by one)."""
-    return not t.is_floating_point() or t.numel() == 0 or bool(torch.isfinite(t.sum()))
-
-
 _REPLY_FIELDS = {name: field_number(lossd_pb2.EvaluateLossResponse, name) for name in ("loss", "grads", "timing")}
 _VALUE_TAG = varint(field_number(lossd_pb2.EvaluateLossResponse, "value") << 3 | 1)  # fixed64
 
 
 class _Rows:
-    """The framed field of one stacked tensor, row by row: a constant prefix, then row ``i``'s bytes."""
+    """The framed field of one stacked tensor, row by row: a constant prefix, then row ``i``'s bytes.
+    ``grad``: the input whose gradient it is (an entry of ``grads``), ``None`` for the loss."""
 
-    def __init__(self, tensor: torch.Tensor, encoding: str, frame: Callable[[list[Buffer]], list[Buffer]]) -> None:
+    def __init__(self, tensor: torch.Tensor, encoding: str, grad: str | None = None) -> None:
         name, arr = payload_array(tensor, encoding)
         n = arr.shape[0]
         self._rows = arr.reshape(-1).data.cast("B") if arr.size else memoryview(b"")
         self._size = len(self._rows) // n if n else 0
-        pieces = frame(tensor_body(name, tuple(tensor.shape[1:]), arr[:1],
-                                   "values" if encoding == "values" else "raw"))
-        self._prefix = join(pieces[:-1]) if self._size else join(pieces)
+        key = (grad, name, tuple(tensor.shape[1:]), encoding, self._size)
+        prefix = _PREFIXES.get(key)
+        if prefix is None:  # the same for every group of this signature
+            body = tensor_body(name, key[2], arr[:1], "values" if encoding == "values" else "raw")
+            pieces = (length_delimited(_REPLY_FIELDS["loss"], body) if grad is None
+                      else map_entry(_REPLY_FIELDS["grads"], grad, body))
+            prefix = join(pieces[:-1]) if self._size else join(pieces)
+            if len(_PREFIXES) >= _MAX_PREFIXES:
+                _PREFIXES.clear()
+            _PREFIXES[key] = prefix
+        self._prefix = prefix
 
     def row(self, i: int) -> list[Buffer]:
         if not self._size:
             return [self._prefix]
         return [self._prefix, self._rows[i * self._size:(i + 1) * self._size]]
+
+
+#: :class:`_Rows` prefixes by field (a gradient's input, None: the loss), dtype, row shape, encoding and row
+#: bytes: they depend on nothing else.
+_PREFIXES: dict[tuple[str | None, str, tuple[int, ...], str, int], bytes] = {}
+_MAX_PREFIXES = 1024
 
 
 def _stacked_replies(result: StackedEvaluation, encodings: list[str], decode_s: float) -> list[bytes]:
@@ -391,11 +400,7 @@ def _stacked_replies(result: StackedEvaluation, encodings: list[str], decode_s: 
               if result.loss.dim() == 1 else None)
     rows: dict[str, list[_Rows]] = {}
     for encoding in set(encodings):
-        rows[encoding] = [_Rows(result.loss, encoding, lambda body: length_delimited(_REPLY_FIELDS["loss"], body))]
-        rows[encoding] += [
-            _Rows(g, encoding, lambda body, key=key: map_entry(_REPLY_FIELDS["grads"], key, body))  # type: ignore[misc]
-            for key, g in result.grads.items()
-        ]
+        rows[encoding] = [_Rows(result.loss, encoding), *(_Rows(g, encoding, key) for key, g in result.grads.items())]
     bodies = []
     for i, encoding in enumerate(encodings):
         pieces: list[Buffer] = [head]

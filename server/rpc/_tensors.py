@@ -37,7 +37,7 @@ from ...v1 import lossd_pb2
 from ..losses import TORCH_DTYPES, WIRE_NAMES
 
 __all__ = ["check_finite", "decode_tensor", "decode_tensors", "encode_tensor", "from_raw", "payload_array",
-           "tensor_parts"]
+           "probably_finite", "tensor_parts"]
 
 #: Payloads smaller than this are copied on decode, larger ones wrapped in place.
 _COPY_BELOW = 1 << 16
@@ -125,6 +125,22 @@ _NUMPY_FINITE_BELOW = 1 << 14
 _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
+def probably_finite(tensor: torch.Tensor) -> bool:
+    """``True`` when ``tensor`` holds no NaN or infinity (or is not floating-point), in one pass that
+    allocates nothing; ``False`` may also mean finite numbers whose sum overflows (then look closer,
+    as :func:`check_finite` does).
+
+    >>> probably_finite(torch.tensor([1.0, 2.0])), probably_finite(torch.tensor([1.0, float("nan")]))
+    (True, False)
+    """
+    n = tensor.numel()
+    if n == 0 or not (tensor.is_floating_point() or tensor.is_complex()):
+        return True
+    if n < _NUMPY_FINITE_BELOW and tensor.dtype in _NUMPY_FLOATS and tensor.device.type == "cpu":
+        return bool(np.isfinite(tensor.detach().numpy()).all())
+    return bool(torch.isfinite(tensor.sum()))
+
+
 def check_finite(tensor: torch.Tensor, field: str, allow: str) -> None:
     """Refuse a floating-point ``tensor`` holding NaN or infinity: the one non-finite rule.
 
@@ -140,13 +156,7 @@ def check_finite(tensor: torch.Tensor, field: str, allow: str) -> None:
     lossd._wire.FieldError: inputs.input: contains Inf at flat index 1 (the first non-finite value); \
 NaN and infinite values are refused: no way
     """
-    n = tensor.numel()
-    if n == 0 or not (tensor.is_floating_point() or tensor.is_complex()):
-        return
-    if n < _NUMPY_FINITE_BELOW and tensor.dtype in _NUMPY_FLOATS and tensor.device.type == "cpu":
-        if np.isfinite(tensor.detach().numpy()).all():
-            return
-    elif bool(torch.isfinite(tensor.sum())):
+    if probably_finite(tensor):
         return
     flat = tensor.reshape(-1)
     bad = torch.logical_not(torch.isfinite(flat)).nonzero()

@@ -79,3 +79,55 @@ def test_a_batcher_group_is_evaluated_as_evaluate_batch_would_and_one_call_with_
         assert isinstance(alone, bytes)
         assert _without_timing(alone) == _without_timing(handle_evaluate_bytes(REGISTRY, items[0]))
     assert len(plans) == 1
+
+
+def test_groups_of_other_signatures_one_after_another_each_answer_as_alone() -> None:
+    """A reply's framing (its fields' constant prefixes, cached per signature) is that of its own group:
+    groups that differ only in row shape, dtype, encoding, gradient names or reduction, evaluated in turn
+    (and again, from the cache), answer every item as EvaluateLoss answers it alone."""
+    from lossd.server.rpc._batch import evaluate_group
+
+    rng = np.random.default_rng(11)
+
+    def group(shape: tuple[int, ...], dtype: str, encoding: int = 0, **options: Any
+              ) -> list[lossd_pb2.EvaluateLossRequest]:
+        items = [build_request("mse_loss", rng.standard_normal(shape).astype(dtype),
+                               rng.standard_normal(shape).astype(dtype), **options)[0] for _ in range(3)]
+        for item in items:
+            item.output_encoding = encoding
+        return items
+
+    groups = [
+        group((6,), "float32"), group((2, 3), "float32"), group((3, 2), "float32"), group((6,), "float64"),
+        group((6,), "float32", lossd_pb2.TENSOR_ENCODING_VALUES), group((6,), "float32", reduction="none"),
+        group((6,), "float16", reduction="sum"), group((6,), "float32", grad_inputs=["y_pred"]),
+    ]
+    renamed = [lossd_pb2.EvaluateLossRequest() for _ in range(3)]  # the same tensors under torch's own names
+    for message, source in zip(renamed, groups[0]):
+        message.CopyFrom(source)
+        message.inputs["input"].CopyFrom(source.inputs["y_pred"])
+        message.inputs["target"].CopyFrom(source.inputs["y_true"])
+        del message.inputs["y_pred"], message.inputs["y_true"]
+    groups.append(renamed)
+    for _ in range(2):
+        for items in groups:
+            for item, outcome in zip(items, evaluate_group(REGISTRY, items)):
+                assert isinstance(outcome, bytes), outcome
+                assert _without_timing(outcome) == _without_timing(handle_evaluate_bytes(REGISTRY, item))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_a_group_holding_a_non_finite_value_answers_that_item_with_its_refusal(dtype: str) -> None:
+    from lossd.server.rpc._batch import evaluate_group
+
+    t = lambda *v: lossd_pb2.Tensor(dtype=dtype, shape=[len(v)], values=v)  # noqa: E731
+    items = [lossd_pb2.EvaluateLossRequest(loss="mse", inputs={"y_pred": t(x, 1.0), "y_true": t(0.0, 0.0)})
+             for x in (1.0, float("inf"), 2.0)]
+    for item in items:  # raw payloads, as the SDK sends them: the group is stacked from them
+        for tensor in item.inputs.values():
+            tensor.raw = torch.tensor(list(tensor.values), dtype=getattr(torch, dtype)).view(torch.uint8).numpy().tobytes()
+            del tensor.values[:]
+    outcomes = evaluate_group(REGISTRY, items)
+    assert isinstance(outcomes[0], bytes) and isinstance(outcomes[2], bytes)
+    assert getattr(outcomes[1], "field", None) == "inputs.y_pred" and "Inf" in outcomes[1].message
+    assert _without_timing(outcomes[2]) == _without_timing(handle_evaluate_bytes(REGISTRY, items[2]))
