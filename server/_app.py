@@ -320,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingError, StoreError) as e:  # a LOSSD_* variable that does not parse; ConfigError, SecurityError,
         # a busy address, a data directory in use; StoreError: the job store is unreachable, or newer than
         # this lossd (its URL's password masked)
-        print(f"lossd serve: error: {e}", file=sys.stderr, flush=True)
+        sys.stderr.write(f"lossd serve: error: {e}\n")  # one write, as emit() writes its lines
+        sys.stderr.flush()
         return 2
     # The drain closed what the server owns (jobs, store, listener, metrics). Exit now: calls
     # cancelled at the end of the grace period may leave evaluations on threads that nothing can

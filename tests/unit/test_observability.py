@@ -77,6 +77,19 @@ def test_a_lifecycle_line_goes_out_in_one_write(monkeypatch: pytest.MonkeyPatch,
     assert (json.loads(line)["message"] if fmt == "json" else line.rstrip("\n")) == \
         "lossd 0.1.0 listening on 127.0.0.1:40397"
 
+def test_the_serve_error_line_goes_out_in_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lossd serve: error: …`` (exit 2) is one write too: tools read it from the same pipe as the logs."""
+    from lossd.server import main
+
+    raw = _Writes()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, encoding="utf-8", write_through=True))
+    monkeypatch.setenv("LOSSD_METRICS_PORT", "not-a-port")
+    assert main([]) == 2
+    sys.stderr.flush()
+    assert len(raw.writes) == 1 and raw.writes[0].count(b"\n") == 1, raw.writes
+    assert raw.writes[0].startswith(b"lossd serve: error: ") and b"LOSSD_METRICS_PORT" in raw.writes[0]
+
+
 @pytest.mark.parametrize(("metadata", "expected"), [
     ([("x-request-id", "abc-123_X.y")], "abc-123_X.y"),
     ([("other", "v"), ("x-request-id", "a" * 64)], "a" * 64),
