@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import tempfile
 import threading
 import time
@@ -223,13 +224,19 @@ def _settled(read: Any, quiet_s: float = 1.0, limit_s: float = 60.0) -> int:
 
 @pytest.mark.parametrize("how", ["deadline", "cancel"])
 def test_a_batch_that_ends_early_stops_between_items(how: str) -> None:
-    """60 items of about 0.25 s each (not vectorized: one at a time); the call ends after a few
-    seconds (its deadline, or the client cancels it once two items are done), and the batch
-    stops at the next item instead of running its 15 s to the end."""
+    """At least 60 items of about 0.125 s each (not vectorized: one at a time), enough for twice the
+    3 s deadline; the call ends after a few seconds (its deadline, or the client cancels it once two
+    items are done), and the batch stops at the next item instead of running to the end.
+
+    The items' size is bounded (``max_batch``, at most 100 MiB in all), so that the batch stays within
+    ``--max-batch-bytes`` (128 MiB) however fast the machine is: calibrated to 0.25 s, a fast moment
+    once made 60 items of 148 MiB, refused RESOURCE_EXHAUSTED instead of running into the deadline."""
     with lossd(workers=1) as (address, server), grpc.insecure_channel(address, options=BIG_REPLIES) as channel:
         stub = lossd_pb2_grpc.LossServiceStub(channel)
-        batch, _ = calibrated_ctc(stub, 0.25)
-        items = [ctc_request(batch)] * 60
+        batch, took = calibrated_ctc(stub, 0.125, max_batch=10)
+        item = ctc_request(batch)
+        count = min(max(60, math.ceil(6.0 / max(took, 1e-3))), (100 << 20) // item.ByteSize())
+        items = [item] * count
         request = lossd_pb2.EvaluateLossBatchRequest(items=items)
         if how == "deadline":
             with pytest.raises(grpc.RpcError) as info:
