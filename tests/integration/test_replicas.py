@@ -346,7 +346,13 @@ def test_1000_evaluations_survive_a_replica_killed_halfway(servers: list[ServedP
         for t in threads:
             t.join(120)
         assert not any(t.is_alive() for t in threads)
-        assert failures == [], failures[:5]
+        # A call whose reply had begun to arrive when the replica stopped has committed and is not
+        # retried (docs/scaling.md, "What a retry can save"): only thread 0's replies (above 256 KiB,
+        # several HTTP/2 flow-control windows) take long enough on the wire to be caught so, and only
+        # its one call in flight. Every other call moves on (CI once: thread 0, call 56, "Stream removed
+        # (recvmsg:Connection reset by peer)").
+        committed = [f for f in failures if f.startswith("thread 0 call ") and "Unavailable(" in f]
+        assert len(committed) <= 1 and failures == committed, failures[:5]
         assert done[0] == THREADS * PER_THREAD
 
         # New streams go to the survivor (a stream open on the dead replica would raise Unavailable).
