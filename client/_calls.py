@@ -166,6 +166,8 @@ class ClientBase:
 
     def _open(self, grpc_module: Any) -> Any:
         """The channel, opened on first use with ``grpc`` or ``grpc.aio`` (same signatures)."""
+        if self._channel is not None:  # opened: no lock needed to read it
+            return self._channel
         with self._opening:
             if self._channel is None:
                 kwargs = {"options": self.config.channel_options(), "compression": self.config.channel_compression()}

@@ -46,7 +46,7 @@ from ._calls import (
 )
 from ._codec import _NUMPY_TO_WIRE, ArrayLike, Layouts, decode, encode, is_torch_tensor, raw_parts
 from ._config import DEFAULT_TARGET
-from ._errors import LossdError, Unimplemented, from_status_name, raising_lossd_errors
+from ._errors import LossdError, Unimplemented, from_rpc_error, from_status_name, raising_lossd_errors
 from ._health import health_request, health_status
 from ._jobs import Jobs
 from ._modules import accepted, is_module, module_request, param_value
@@ -119,8 +119,10 @@ class EvaluateResult:
 
         Each of the reply's ``warnings`` is re-emitted with ``warnings.warn(msg, ServerWarning)``.
         """
-        warnings = list(reply.warnings)
-        emit_server_warnings(warnings)
+        # len() first: iterating a upb repeated field ends in an IndexError, formatted even when empty.
+        warnings = list(reply.warnings) if len(reply.warnings) else []
+        if warnings:
+            emit_server_warnings(warnings)
         raw = payloads or {}
         grads, parameter_grads, parts = reply.grads, reply.parameter_grads, reply.parts
         return cls(
@@ -132,7 +134,7 @@ class EvaluateResult:
             parts=dict(sorted(parts.items())) if len(parts) else {},
             parameter_grads={k: decode(parameter_grads[k], as_torch, raw.get(f"parameter_grads.{k}"), layouts)
                              for k in sorted(parameter_grads)} if len(parameter_grads) else {},
-            regularized=list(reply.regularized),
+            regularized=list(reply.regularized) if len(reply.regularized) else [],
             warnings=warnings,
         )
 
@@ -345,7 +347,9 @@ def _sum_shared(result: EvaluateResult, shared: list[list[str]], extra: Sequence
 
 def _is_array(v: Any) -> bool:
     """Arrays, tensors and lists are inputs; scalars and strings are parameters."""
-    return is_torch_tensor(v) or hasattr(v, "__array_interface__") or isinstance(v, (list, tuple))
+    # numpy first: hasattr(array, "__array_interface__") builds the interface's dict (a microsecond).
+    return type(v) is np.ndarray or is_torch_tensor(v) or hasattr(v, "__array_interface__") or isinstance(
+        v, (list, tuple))
 
 
 def stream_outcome(
@@ -646,7 +650,8 @@ class Evaluating(ClientBase, Generic[ResultT]):
         (``grad_inputs`` naming one of them asks for all of them, and returns the one named).
         """
         shared = _shared_inputs({"y_pred": y_pred, "y_true": y_true, **dict(kwargs.get("inputs") or {}),
-                                 **{k: v for k, v in kwargs.items() if _is_array(v)}})
+                                 **{k: v for k, v in kwargs.items() if _is_array(v)}}
+                                ) if kwargs or (y_pred is y_true and y_pred is not None) else []
         asked = list(kwargs.get("grad_inputs") or ())
         extra = [n for group in shared if set(group) & set(asked) for n in group if n not in asked]
         if extra:
@@ -707,8 +712,10 @@ class Client(Evaluating[EvaluateResult], Jobs):
             self._channel.close()
 
     def _unary(self, method: Method[R], request: Any, timeout: float | None) -> R:
-        with raising_lossd_errors():
+        try:  # raising_lossd_errors, without a context manager's cost on every call
             reply: R = self._callable(self.channel, method)(request, **self._call_options(method, timeout))
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from e
         return reply
 
     def _stream(

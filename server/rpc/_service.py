@@ -153,15 +153,15 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         ]
         return lossd_pb2.ListLossesResponse(losses=[describe_loss(s) for s in specs])
 
-    def _inline(self, message: lossd_pb2.EvaluateLossRequest, size: int | None = None) -> bool:
+    def _inline(self, message: lossd_pb2.EvaluateLossRequest) -> bool:
         """Whether to evaluate ``message`` on the event loop: a single loss (no objective: its terms,
-        parameters and patterns can be many) with at most ``inline_max_bytes`` of tensors and as
-        much of everything else, of a loss not found slow before (``slow_losses``); anything more may
-        take milliseconds and goes to the pool."""
+        parameters and patterns can be many) of a loss not found slow before (``slow_losses``), whose
+        message is at most ``inline_max_bytes`` with its tensors in it (not split off: see :meth:`_run`).
+        That bounds the tensors too: a tensor's data is on the wire, its raw bytes or 8 bytes a number,
+        never fewer bytes than the tensor holds, and one whose data disagrees with its shape is refused
+        before anything is allocated. Anything more may take milliseconds and goes to the pool."""
         if message.terms or message.parameters or message.HasField("regularization") or (
                 self.slow_losses and self._registry.canonical(message.loss) in self.slow_losses):
-            return False
-        if (payload_bytes(message) if size is None else size) > self._inline_max_bytes:
             return False
         return message.ByteSize() <= self._inline_max_bytes
 
@@ -192,8 +192,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         message, payloads, checked = (request.message, request.payloads, request.caps_checked) if isinstance(
             request, ReceivedRequest) else (request, None, False)
         args = (self._registry, message, self._device, self._limits, payloads, self.plans, checked)
-        small = self._inline(message)
-        key = self.batcher.key(message) if self.batcher is not None and small and not payloads else None
+        small = not payloads and self._inline(message)  # split-off payloads: a large request
+        key = self.batcher.key(message) if self.batcher is not None and small else None
         if key is not None and self.batcher is not None and self.batcher.arrive(key):
             reply = await self.batcher.submit(key, message)
         elif small:
@@ -274,10 +274,10 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         async def read() -> None:
             try:
                 async for item in request_iterator:
-                    size = payload_bytes(item.request)
-                    if self._inline(item.request, size):
+                    if self._inline(item.request):
                         await in_flight.put((self._on_loop(item.request.loss, self._stream_reply, item), 0))
                     else:
+                        size = payload_bytes(item.request)
                         await budget.acquire(size)
                         await in_flight.put((loop.run_in_executor(self._executor, self._stream_reply, item), size))
             finally:

@@ -1,16 +1,24 @@
-"""The rule that moves a loss off the event loop (``LossService._on_loop``): a loss whose small
-evaluations take over ``INLINE_MAX_CPU_S`` of CPU, ``SLOW_IN_A_ROW`` calls in a row after its
-first ``SLOW_WARMUP``, goes to the thread pool; warm-up calls and a lone slow call do not count."""
+"""Where an evaluation runs. Small requests (``LossService._inline``: a message of at most
+``INLINE_MAX_BYTES``, its tensors in it) run on the event loop, others on the thread pool. And the rule
+that moves a loss off the event loop (``LossService._on_loop``): a loss whose small evaluations take
+over ``INLINE_MAX_CPU_S`` of CPU, ``SLOW_IN_A_ROW`` calls in a row after its first ``SLOW_WARMUP``, goes
+to the thread pool; warm-up calls and a lone slow call do not count."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+import pytest
 import torch
 
+from lossd._framing import split_payloads
+from lossd._wire import FieldError
+from lossd.client import build_request
 from lossd.server.losses import REGISTRY
-from lossd.server.rpc import LossService
+from lossd.server.rpc import INLINE_MAX_BYTES, LossService, ReceivedRequest
 from lossd.server.rpc._service import INLINE_MAX_CPU_S, SLOW_IN_A_ROW, SLOW_WARMUP
 from lossd.v1 import lossd_pb2
 
@@ -64,3 +72,58 @@ def test_a_loss_is_judged_once_whichever_of_its_names_the_calls_use() -> None:
     for name in names:
         assert not service._inline(lossd_pb2.EvaluateLossRequest(loss=name, inputs={"input": t(), "target": t()}))
     assert service._inline(lossd_pb2.EvaluateLossRequest(loss="mse", inputs={"input": t(), "target": t()}))
+
+
+class _Recording(ThreadPoolExecutor):
+    """A pool that counts the work submitted to it."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.submitted = 0
+
+    def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        self.submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+def _on_pool(request: lossd_pb2.EvaluateLossRequest | ReceivedRequest) -> tuple[bool, float]:
+    """Whether ``request`` was evaluated on the thread pool (window off), and its loss value."""
+    pool = _Recording()
+    service = LossService(REGISTRY, pool, torch.device("cpu"), 10**8, batch_window_us=0)
+    reply = lossd_pb2.EvaluateLossResponse.FromString(asyncio.run(service._run(request)))
+    return pool.submitted == 1, reply.value
+
+
+def _mse(n: int, encoding: str = "raw") -> lossd_pb2.EvaluateLossRequest:
+    x = np.linspace(-1, 1, n, dtype=np.float32)
+    return build_request("mse_loss", x, np.zeros_like(x), encoding=encoding)[0]
+
+
+def test_small_requests_run_on_the_loop_and_large_ones_on_the_pool_whatever_their_encoding() -> None:
+    elements = INLINE_MAX_BYTES // 4
+    for encoding in ("raw", "values"):
+        for n, pooled in [(100, False), (elements // 2 - 64, encoding == "values"), (elements, True)]:
+            request = _mse(n, encoding)
+            assert _on_pool(request)[0] is pooled, (encoding, n)
+            assert (request.ByteSize() > INLINE_MAX_BYTES) is pooled  # the message's size decides
+
+
+def test_a_request_whose_payloads_were_split_off_goes_to_the_pool() -> None:
+    request = _mse(100)
+    received = ReceivedRequest(*split_payloads(request.SerializeToString(), lossd_pb2.EvaluateLossRequest,
+                                               min_bytes=0))
+    assert received.payloads and received.message.ByteSize() < 100  # the message alone looks tiny
+    assert _on_pool(received) == (True, _on_pool(request)[1])
+
+
+def test_a_small_message_declaring_a_huge_tensor_is_refused_on_the_loop_before_any_allocation() -> None:
+    request = _mse(100)
+    request.inputs["y_pred"].shape[:] = [10**8]  # 400 MB declared, 400 bytes sent
+    request.inputs["y_true"].shape[:] = [10**8]
+    pool = _Recording()
+    service = LossService(REGISTRY, pool, torch.device("cpu"), 10**9, batch_window_us=0)
+    start = time.perf_counter()
+    with pytest.raises(FieldError, match=r"inputs\.y_(pred|true)") as refused:
+        asyncio.run(service._run(request))
+    assert time.perf_counter() - start < 1.0 and pool.submitted == 0
+    assert "needs" in str(refused.value)  # the length rule, checked before decoding
