@@ -95,16 +95,16 @@ def _limited(handler: Handler, slots: Slots) -> Handler:
         return handler
     behavior = shape.behavior
 
-    def take(context: Context) -> Callable[[], None] | None:
+    def take(context: Context, when_done: bool) -> Callable[[], None] | None:
         release = slots.acquire()
-        if release is not None:  # also released when the call ends any other way
+        if release is not None and when_done:  # also released when the call ends any other way
             # grpc's stubs type the callback as a class, not a Protocol: no function matches it.
             context.add_done_callback(lambda _context: release())  # type: ignore[arg-type]
         return release
 
     if shape.is_gen:
         async def limited_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            release = take(context)
+            release = take(context, True)  # a stream's generator may be left unclosed: its call's end releases too
             if release is None:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, slots.refusal())
                 return
@@ -118,7 +118,7 @@ def _limited(handler: Handler, slots: Slots) -> Handler:
         return shape.rebuild(limited_stream)
 
     async def limited(request: Any, context: Context) -> Any:
-        release = take(context)
+        release = take(context, False)  # the finally below releases on every way out, cancellation included
         if release is None:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, slots.refusal())
         try:

@@ -84,28 +84,27 @@ def _guarded(handler: Handler, method: str) -> Handler:
         return handler  # a synchronous handler (none in lossd) keeps gRPC's own answer
     behavior, streaming_in = shape.behavior, shape.streaming_in
 
-    async def checked(request: Any, context: Context) -> Any:
-        """The request, or a stream of them that raises ``_MalformedItem`` at a bad item."""
+    def checked(request: Any) -> Any:
+        """The request, or a stream of them that raises ``_MalformedItem`` at a bad item; a unary call's
+        malformed request raises it at once (a plain function: no coroutine per call)."""
         if streaming_in:
             return _checked(request)
         if isinstance(request, Malformed):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+            raise _MalformedItem(str(request))
         return request
 
     if shape.is_gen:
         async def guarded_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            request = await checked(request, context)
             try:
-                async for reply in behavior(request, context):
+                async for reply in behavior(checked(request), context):
                     yield reply
             except _MalformedItem as e:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         new: Any = guarded_stream
     else:
         async def guarded(request: Any, context: Context) -> Any:
-            request = await checked(request, context)
             try:
-                return await behavior(request, context)
+                return await behavior(checked(request), context)
             except _MalformedItem as e:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         new = guarded

@@ -75,7 +75,11 @@ def _key(key: Any) -> str:
 
 def check_request(message: Message, field: str = "") -> None:
     """Raise :class:`FieldError` (``INVALID_ARGUMENT``, naming the field) at the first string or
-    repeated field of ``message`` over its cap; see the module docstring."""
+    repeated field of ``message`` over its cap; see the module docstring. A message of at most
+    :data:`MAX_STRING_BYTES` bytes of a type whose small messages are within the caps (most: see
+    :func:`_small_within_caps`) is passed from its size, without a walk."""
+    if _small_within_caps(message.DESCRIPTOR) and message.ByteSize() <= MAX_STRING_BYTES:
+        return
     for fd, value in message.ListFields():
         path = f"{field}.{fd.name}" if field else fd.name
         if fd.is_repeated:
@@ -117,9 +121,7 @@ def _check_message(message: Message, field: str) -> None:
     if isinstance(message, lossd_pb2.Tensor):  # its numbers: the wire rules (check_tensor); its dtype here
         _string(message.dtype, f"{field}.dtype")
         return
-    if _small_within_caps(message.DESCRIPTOR) and message.ByteSize() <= MAX_STRING_BYTES:
-        return  # a batch's small items: one size each instead of a walk
-    check_request(message, field)
+    check_request(message, field)  # a batch's small items: one size each instead of a walk
 
 
 def _small_within_caps(message: Any) -> bool:

@@ -125,6 +125,24 @@ def test_small_batch_items_are_sized_not_walked_where_no_small_message_can_be_ov
         check_request(batch)
 
 
+def test_a_small_request_is_sized_not_walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A small EvaluateLoss call (100 float32 elements) costs one ByteSize; a larger one is walked.
+    from lossd.server.rpc import _caps
+
+    walked: list[str] = []
+    real = _caps._string
+    monkeypatch.setattr(_caps, "_string", lambda value, field, *a: (walked.append(field), real(value, field, *a)))
+    raw = bytes(400)
+    tensor = lossd_pb2.Tensor(dtype="float32", shape=[100], raw=raw)
+    small = _evaluate(loss="mse_loss", inputs={"y_pred": tensor, "y_true": tensor})
+    assert small.ByteSize() <= MAX_STRING_BYTES
+    check_request(small)
+    assert walked == []
+    tensor.raw = raw * 2
+    check_request(_evaluate(loss="mse_loss", inputs={"y_pred": tensor, "y_true": tensor}))
+    assert sorted(walked) == ["inputs", "inputs", "inputs.y_pred.dtype", "inputs.y_true.dtype", "loss"]  # any map order
+
+
 def test_the_wire_check_stops_after_its_field_budget() -> None:
     # More fields than the budget before the over-long string: left to check_request after the parse.
     # (Concatenated messages merge: the loss name comes after the grad_inputs on the wire.)
