@@ -365,7 +365,7 @@ class _Rows:
         n = arr.shape[0]
         self._rows = arr.reshape(-1).data.cast("B") if arr.size else memoryview(b"")
         self._size = len(self._rows) // n if n else 0
-        key = (grad, name, tuple(tensor.shape[1:]), encoding, self._size)
+        key = (grad, name, tuple(tensor.shape[1:]), encoding)  # these determine the row's size too
         prefix = _PREFIXES.get(key)
         if prefix is None:  # the same for every group of this signature
             body = tensor_body(name, key[2], arr[:1], "values" if encoding == "values" else "raw")
@@ -383,9 +383,9 @@ class _Rows:
         return [self._prefix, self._rows[i * self._size:(i + 1) * self._size]]
 
 
-#: :class:`_Rows` prefixes by field (a gradient's input, None: the loss), dtype, row shape, encoding and row
-#: bytes: they depend on nothing else.
-_PREFIXES: dict[tuple[str | None, str, tuple[int, ...], str, int], bytes] = {}
+#: :class:`_Rows` prefixes by field (a gradient's input, None: the loss), dtype, row shape and encoding: they
+#: depend on nothing else.
+_PREFIXES: dict[tuple[str | None, str, tuple[int, ...], str], bytes] = {}
 _MAX_PREFIXES = 1024
 
 
