@@ -29,7 +29,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from ..._methods import BY_PATH, HEALTH_CHECK
-from ..rpc._service import only_request
+from ..rpc._service import OneRequest, only_request
 
 __all__ = [
     "OPEN_PREFIXES", "Context", "Continuation", "Handler", "Shape", "as_unary", "is_open", "read_to_end",
@@ -131,7 +131,7 @@ def as_unary(handler: Handler, wrap: Callable[[Handler], Handler]) -> Handler:
     streamed: Any = handler.stream_unary
 
     async def unary(request: Any, context: Context) -> Any:
-        return await streamed(_One(request), context)
+        return await streamed(OneRequest(request), context)
 
     wrapped = wrap(grpc.unary_unary_rpc_method_handler(
         unary, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer))
@@ -142,23 +142,6 @@ def as_unary(handler: Handler, wrap: Callable[[Handler], Handler]) -> Handler:
 
     return grpc.stream_unary_rpc_method_handler(
         reading, request_deserializer=wrapped.request_deserializer, response_serializer=wrapped.response_serializer)
-
-
-class _One:
-    """An async iterator over one request (the behavior of a :func:`read_to_end` handler takes a stream)."""
-
-    __slots__ = ("_request",)
-
-    def __init__(self, request: Any) -> None:
-        self._request = [request]
-
-    def __aiter__(self) -> _One:
-        return self
-
-    async def __anext__(self) -> Any:
-        if not self._request:
-            raise StopAsyncIteration
-        return self._request.pop()
 
 
 def refusing_handler(handler: Handler | None, code: grpc.StatusCode,

@@ -41,7 +41,8 @@ from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
 
 __all__ = [
-    "INLINE_MAX_BYTES", "LossService", "ReceivedRequest", "add_loss_service", "describe_loss", "only_request",
+    "INLINE_MAX_BYTES", "LossService", "OneRequest", "ReceivedRequest", "add_loss_service", "describe_loss",
+    "only_request",
 ]
 
 log = logging.getLogger("lossd.server")
@@ -220,7 +221,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def evaluate_one(
-        self, requests: AsyncIterator[lossd_pb2.EvaluateLossRequest | ReceivedRequest],
+        self, requests: AsyncIterator[lossd_pb2.EvaluateLossRequest | ReceivedRequest] | OneRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> lossd_pb2.EvaluateLossResponse | bytes:
         """EvaluateLoss as :func:`add_loss_service` registers it: from a request stream that must hold
@@ -356,32 +357,68 @@ def _parse_evaluate_request(data: bytes) -> ReceivedRequest:
     return ReceivedRequest(*split_payloads(data, lossd_pb2.EvaluateLossRequest))
 
 
-async def only_request(requests: AsyncIterator[_T], context: grpc.aio.ServicerContext[Any, Any]) -> _T:
+class OneRequest:
+    """A request stream of one message already read: the interceptor chain reads EvaluateLoss's one
+    message before its stages see the call (``as_unary``), then hands it to the servicer's
+    client-streaming behavior as this. :func:`only_request` returns it without reading again;
+    any other behavior may iterate it.
+
+    >>> async def messages():
+    ...     return [m async for m in OneRequest("m")]
+    >>> asyncio.run(messages())
+    ['m']
+    """
+
+    __slots__ = ("request", "_read")
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self._read = False
+
+    def __aiter__(self) -> OneRequest:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._read:
+            raise StopAsyncIteration
+        self._read = True
+        return self.request
+
+
+async def only_request(requests: AsyncIterator[_T] | OneRequest,
+                       context: grpc.aio.ServicerContext[Any, Any]) -> _T:
     """The one message of a unary call's request stream (EvaluateLoss, as :func:`add_loss_service` registers it). No
     message: ``INVALID_ARGUMENT``. For a request with payloads split off or left unparsed (64 KiB and more:
     :func:`lossd._framing.split_payloads`, the LargeRequests interceptor) the end of the stream is read before the
     message is returned, so every iterator on the way (gRPC's own) has let go of its bytes, and a second message
     is ``INVALID_ARGUMENT``; a small one is returned at once, as gRPC's unary handler would (reading the end of
     the stream costs a small call about a fifth more server CPU), and a second message is not read.
+
+    gRPC's stream is read with ``context.read()``, which is what its request iterator does inside: an iterator
+    left before its end is an async generator that asyncio closes in a task of its own, scheduled from the
+    garbage collector through ``call_soon_threadsafe`` (a wake-up of the loop): that was one more task and one
+    more loop turn for every small call.
     """
-    it = aiter(requests)
+    if isinstance(requests, OneRequest):
+        return requests.request  # type: ignore[no-any-return]
     status = None
+    first: Any = grpc.aio.EOF
     try:
-        first = await anext(it)
-    except StopAsyncIteration:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "EvaluateLoss takes one request message; none came")
+        first = await context.read()
     except FieldError as e:
         status = rich_status(e)
+    if status is None and first is grpc.aio.EOF:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "EvaluateLoss takes one request message; none came")
     if status is None and isinstance(first, ReceivedRequest) and not first.payloads:
-        return first
+        return first  # type: ignore[return-value]
     if status is None:
         try:
-            await anext(it)
-        except StopAsyncIteration:
-            return first
+            second = await context.read()
         except FieldError as e:
             status = rich_status(e)
-        if status is None:
+        else:
+            if second is grpc.aio.EOF:
+                return first  # type: ignore[no-any-return]
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "EvaluateLoss takes one request message; a second one came")
     await context.abort_with_status(status)

@@ -7,6 +7,8 @@ request checked before it is evaluated. Cancellation and deadlines: tests/robust
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import numpy as np
 import pytest
@@ -73,3 +75,55 @@ def test_a_large_request_over_a_cap_is_refused_naming_the_field(channel: grpc.Ch
         channel.unary_unary(PATH)(message.SerializeToString(), timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith("inputs")
+
+
+def test_a_small_call_schedules_no_task_of_its_own_to_close_the_request_stream(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A small request is answered from its first message without reading the end of the stream. Read through
+    gRPC's request iterator, that left an async generator unfinished, which asyncio closes in a task of its own
+    scheduled through ``call_soon_threadsafe`` (a wake-up of the loop): a task and a loop turn more for every
+    call. ``only_request`` reads with ``context.read()`` instead. Counted on a real server sharing the test's
+    loop with an async client: across 50 calls no task is created from another thread and none closes an
+    async generator."""
+    import asyncio
+    from collections import Counter
+
+    from lossd.client import AsyncClient
+    from lossd.server import ServerConfig, create_server
+
+    async def run() -> Counter[str]:
+        loop = asyncio.get_running_loop()
+        seen: Counter[str] = Counter()
+        create_task, call_soon_threadsafe = loop.create_task, loop.call_soon_threadsafe
+
+        def counting_task(coro: Any, **kwargs: Any) -> Any:
+            seen["task " + (getattr(coro, "__qualname__", None) or type(coro).__name__)] += 1
+            return create_task(coro, **kwargs)
+
+        def counting_threadsafe(callback: Any, *args: Any, **kwargs: Any) -> Any:
+            if callback == loop.create_task:  # asyncio's finalizer of an async generator
+                seen["create_task from another thread"] += 1
+            return call_soon_threadsafe(callback, *args, **kwargs)
+
+        server = await create_server(ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
+                                                  data_dir=str(tmp_path / "data")))
+        await server.start()
+        try:
+            async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+                x = np.arange(100, dtype=np.float32)
+                await client.evaluate("mse_loss", x, x + 1)  # warm-up: the plan, the channel
+                loop.create_task, loop.call_soon_threadsafe = counting_task, counting_threadsafe  # type: ignore[method-assign]
+                try:
+                    for _ in range(50):
+                        got = await client.evaluate("mse_loss", x, x + 1)
+                        assert got.value == 1.0
+                    await asyncio.sleep(0.2)  # anything scheduled by the calls has run
+                finally:
+                    loop.create_task, loop.call_soon_threadsafe = create_task, call_soon_threadsafe  # type: ignore[method-assign]
+        finally:
+            await server.close()
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen["task _handle_exceptions"] == 50, seen  # gRPC's own task for each call: the count is seen
+    assert seen["create_task from another thread"] == 0, seen
+    assert not [name for name in seen if "athrow" in name or "aclose" in name], seen

@@ -122,9 +122,15 @@ def test_evaluate_loss_served_client_streaming_is_wrapped_as_the_unary_call_it_i
     assert wrapped.request_streaming and not wrapped.response_streaming
     assert _intercept(chain, _details(EVALUATE), handler) is wrapped  # built once per method
 
-    async def requests(*items: bytes) -> Any:
-        for item in items:
-            yield wrapped.request_deserializer(item)
+    def requests(*items: bytes) -> Any:
+        """The call's request stream, as gRPC's context reads it (``context.read()``: the deserialized
+        messages, then EOF); returns the stream the behavior is given, which must not be iterated."""
+        pending = [wrapped.request_deserializer(item) for item in items]
+
+        async def read() -> Any:
+            return pending.pop(0) if pending else grpc.aio.EOF
+        context.read = read
+        return None
 
     context = SimpleNamespace(invocation_metadata=lambda: (), peer=lambda: "test", add_done_callback=lambda cb: None)
 
