@@ -25,7 +25,7 @@ def load(address: str, clients: int, seconds: float, what: str) -> dict[str, Any
     from lossd.client import Client, build_request
 
     from ._measure import percentile
-    from ._server import ECHO, echo_payload
+    from ._echo import ECHO, echo_payload
     from ._workloads import workload
 
     w = workload("mse_loss", 100)

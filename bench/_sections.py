@@ -20,7 +20,7 @@ import numpy as np
 from lossd._methods import EVALUATE_LOSS
 
 from ._measure import REPO, BenchServer, cpu_seconds, interleaved, percentile, proc_status_kib, summary
-from ._server import ECHO, echo_payload
+from ._echo import ECHO, echo_payload
 from ._workloads import local_loop, workload
 
 __all__ = ["concurrency", "encodings", "malloc", "memory", "processes", "replicas", "training", "wire"]

@@ -8,7 +8,7 @@ the lossd server itself, through its interceptors, for the ``processes`` section
 servers share one port.)
 
 The echo method takes raw bytes whose first 8 (little-endian) say how many
-bytes to answer with, and answers with that many bytes of the request (the
+bytes to answer with, and answers with that many bytes of the request (``bench._echo``; the
 request itself when the sizes match): the same payload in and out as the
 EvaluateLoss call it stands beside.
 
@@ -36,31 +36,18 @@ import grpc
 from lossd.server._app import SWITCH_INTERVAL_S, freeze_startup_heap
 from lossd.server.rpc._batching import DEFAULT_BATCH_WINDOW_US
 
-__all__ = ["ECHO", "ECHO_STREAM", "echo_payload", "main"]
+from ._echo import answer
 
-ECHO = "/lossd.bench.Echo/Echo"
-ECHO_STREAM = "/lossd.bench.Echo/EchoStream"
-
-
-def echo_payload(request_size: int, reply_size: int) -> bytes:
-    """An echo request of ``request_size`` bytes asking for ``reply_size`` bytes back."""
-    return reply_size.to_bytes(8, "little") + bytes(max(0, request_size - 8))
-
-
-def _answer(request: bytes) -> bytes:
-    n = int.from_bytes(request[:8], "little")
-    if n == len(request):
-        return request
-    return request[:n] if n < len(request) else request + bytes(n - len(request))
+__all__ = ["main"]
 
 
 async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-    return _answer(request)
+    return answer(request)
 
 
 async def _echo_stream(requests, context):  # type: ignore[no-untyped-def]
     async for request in requests:
-        yield _answer(request)
+        yield answer(request)
 
 
 async def _serve(args: argparse.Namespace) -> None:
