@@ -30,7 +30,10 @@ __all__ = ["main"]
 _SDK = """
 import functools, json, sys
 from bench._measure import interleaved, summary
-from bench._echo import ECHO, echo_payload
+try:
+    from bench._echo import ECHO, echo_payload
+except ImportError:  # a checkout from before bench/_echo.py
+    from bench._server import ECHO, echo_payload
 from bench._workloads import workload
 from lossd.client import Client, build_request
 from lossd._malloc import tune_malloc
