@@ -124,6 +124,6 @@ def test_a_small_call_schedules_no_task_of_its_own_to_close_the_request_stream(t
         return seen
 
     seen = asyncio.run(run())
-    assert seen["task _handle_exceptions"] == 50, seen  # gRPC's own task for each call: the count is seen
+    assert seen["task _handle_exceptions"] >= 50, seen  # gRPC's own task for each call: the counting works
     assert seen["create_task from another thread"] == 0, seen
     assert not [name for name in seen if "athrow" in name or "aclose" in name], seen
