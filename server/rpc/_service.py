@@ -390,14 +390,14 @@ async def only_request(requests: AsyncIterator[_T] | OneRequest,
     """The one message of a unary call's request stream (EvaluateLoss, as :func:`add_loss_service` registers it). No
     message: ``INVALID_ARGUMENT``. For a request with payloads split off or left unparsed (64 KiB and more:
     :func:`lossd._framing.split_payloads`, the LargeRequests interceptor) the end of the stream is read before the
-    message is returned, so every iterator on the way (gRPC's own) has let go of its bytes, and a second message
-    is ``INVALID_ARGUMENT``; a small one is returned at once, as gRPC's unary handler would (reading the end of
-    the stream costs a small call about a fifth more server CPU), and a second message is not read.
+    message is returned, and a second message is ``INVALID_ARGUMENT``; a small one is returned at once, as gRPC's
+    unary handler would (reading the end of the stream costs a small call about a fifth more server CPU), and a
+    second message is not read.
 
-    gRPC's stream is read with ``context.read()``, which is what its request iterator does inside: an iterator
-    left before its end is an async generator that asyncio closes in a task of its own, scheduled from the
-    garbage collector through ``call_soon_threadsafe`` (a wake-up of the loop): that was one more task and one
-    more loop turn for every small call.
+    gRPC's stream is read with ``context.read()``, which is what its request iterator does inside, and which
+    keeps no reference to the message once returned. The iterator, left before its end, is an async generator
+    that asyncio closes in a task of its own, scheduled from the garbage collector through
+    ``call_soon_threadsafe`` (a wake-up of the loop): one more task and loop turn for every small call.
     """
     if isinstance(requests, OneRequest):
         return requests.request  # type: ignore[no-any-return]
