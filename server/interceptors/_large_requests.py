@@ -92,14 +92,14 @@ def _parse_and_check(item: Unparsed, check: bool) -> Any:
         check_wire(item.data, item.message)  # an over-long string, before protobuf validates it holding the GIL
     request = item.parse(item.data)
     if check:
-        _check(request)
+        _check(request, len(item.data))  # too large to be sized: walked
     return request
 
 
-def _check(request: Any) -> None:
+def _check(request: Any, received: int = 0) -> None:
     message = getattr(request, "message", request)  # EvaluateLoss: a ReceivedRequest around the message
     if isinstance(message, Message):
-        check_request(message)
+        check_request(message, at_least=received)
         if message is not request:
             request.caps_checked = True  # the evaluation need not check them again
 

@@ -41,7 +41,7 @@ from ..evaluation import (
     run_bound,
 )
 from ..losses import Registry, strictness
-from ._caps import check_request
+from ._caps import check_request, tensor_data_bytes
 from ._plan import Plan, PlanInput, Plans, signature
 from ._tensors import check_finite, decode_tensors, encode_tensor, from_raw, tensor_parts
 
@@ -112,7 +112,7 @@ def handle_evaluate_bytes(
             # A planned signature skips the checks decode_request makes, but not the caps (strings,
             # repeated fields): they hold on every request, and are checked before the payloads are read.
             if not caps_checked:
-                check_request(request)
+                check_request(request, at_least=tensor_data_bytes(request))
             return _run_plan(plan, request, payloads, device, time.perf_counter())
     decoded = decode_request(registry, request, limits, payloads, caps_checked)
     encoding = reply_encoding(request, decoded.encodings)
@@ -179,7 +179,8 @@ def decode_request(
     limits (decoded without copying ``raw`` bytes), and are finite unless ``allow_non_finite``."""
     start = time.perf_counter()
     if not caps_checked:
-        check_request(request)  # strings and repeated fields within their caps, before anything reads them
+        # strings and repeated fields within their caps, before anything reads them
+        check_request(request, at_least=tensor_data_bytes(request))
     objective = bool(request.terms) or bool(request.parameters) or request.HasField("regularization")
     if request.terms and (request.loss or request.params.fields):
         raise FieldError("terms", "set either loss/params or terms, not both")

@@ -36,6 +36,7 @@ from ...v1 import lossd_pb2, lossd_pb2_grpc
 from ..losses import LossSpec, Registry
 from ._batch import BatchCancelled, BatchControl, BatchLimits, batch_reply, evaluate_batch, payload_bytes
 from ._batching import DEFAULT_BATCH_WINDOW_US, DynamicBatcher
+from ._caps import tensor_data_bytes
 from ._plan import Plans
 from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
@@ -154,17 +155,23 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         ]
         return lossd_pb2.ListLossesResponse(losses=[describe_loss(s) for s in specs])
 
-    def _inline(self, message: lossd_pb2.EvaluateLossRequest) -> bool:
+    def _inline(self, message: lossd_pb2.EvaluateLossRequest, size: int | None = None) -> bool:
         """Whether to evaluate ``message`` on the event loop: a single loss (no objective: its terms,
         parameters and patterns can be many) of a loss not found slow before (``slow_losses``), whose
         message is at most ``inline_max_bytes`` with its tensors in it (not split off: see :meth:`_run`).
         That bounds the tensors too: a tensor's data is on the wire, its raw bytes or 8 bytes a number,
         never fewer bytes than the tensor holds, and one whose data disagrees with its shape is refused
-        before anything is allocated. Anything more may take milliseconds and goes to the pool."""
+        before anything is allocated. Anything more may take milliseconds and goes to the pool.
+        ``size``: the message's received bytes; without it (a stream item) the message is sized once
+        its tensors' data is known to be small, for ``ByteSize`` serializes it here on the loop."""
         if message.terms or message.parameters or message.HasField("regularization") or (
                 self.slow_losses and self._registry.canonical(message.loss) in self.slow_losses):
             return False
-        return message.ByteSize() <= self._inline_max_bytes
+        if size is None:
+            if tensor_data_bytes(message) > self._inline_max_bytes:
+                return False
+            size = message.ByteSize()
+        return size <= self._inline_max_bytes
 
     def _on_loop(self, name: str, work: Callable[..., _T], *args: Any) -> _T:
         """``work(*args)``, run here on the event loop; the loss called ``name`` (any of its names; one
@@ -190,10 +197,11 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
 
     async def _run(self, request: lossd_pb2.EvaluateLossRequest | ReceivedRequest) -> bytes:
         """The serialized reply: computed right here when small, else on the thread pool."""
-        message, payloads, checked = (request.message, request.payloads, request.caps_checked) if isinstance(
-            request, ReceivedRequest) else (request, None, False)
+        message, payloads, checked, size = (
+            request.message, request.payloads, request.caps_checked, request.size,
+        ) if isinstance(request, ReceivedRequest) else (request, None, False, None)
         args = (self._registry, message, self._device, self._limits, payloads, self.plans, checked)
-        small = not payloads and self._inline(message)  # split-off payloads: a large request
+        small = not payloads and self._inline(message, size)  # split-off payloads: a large request
         key = self.batcher.key(message) if self.batcher is not None and small else None
         if key is not None and self.batcher is not None and self.batcher.arrive(key):
             reply = await self.batcher.submit(key, message)
@@ -340,11 +348,14 @@ class ReceivedRequest:
     received message (:func:`lossd._framing.split_payloads`); attributes read
     through to the message, so interceptors and logs see a request."""
 
-    __slots__ = ("message", "payloads", "caps_checked")
+    __slots__ = ("message", "payloads", "caps_checked", "size")
 
-    def __init__(self, message: lossd_pb2.EvaluateLossRequest, payloads: dict[str, memoryview]) -> None:
+    def __init__(self, message: lossd_pb2.EvaluateLossRequest, payloads: dict[str, memoryview],
+                 size: int | None = None) -> None:
         self.message = message
         self.payloads = payloads
+        #: The bytes received, when known: the message's size without serializing it again.
+        self.size = size
         #: Set by the LargeRequests interceptor once it has checked the message's caps, so that the
         #: evaluation does not check them a second time.
         self.caps_checked = False
@@ -354,7 +365,7 @@ class ReceivedRequest:
 
 
 def _parse_evaluate_request(data: bytes) -> ReceivedRequest:
-    return ReceivedRequest(*split_payloads(data, lossd_pb2.EvaluateLossRequest))
+    return ReceivedRequest(*split_payloads(data, lossd_pb2.EvaluateLossRequest), len(data))
 
 
 class OneRequest:

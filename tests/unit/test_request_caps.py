@@ -188,9 +188,9 @@ def test_an_evaluate_loss_call_has_its_caps_checked_once_and_in_process_callers_
 
     calls: list[str] = []
 
-    def counting(message: Message) -> None:
+    def counting(message: Message, at_least: int = 0) -> None:
         calls.append(type(message).__name__)
-        check_request(message)
+        check_request(message, at_least=at_least)
 
     monkeypatch.setattr(_large_requests, "check_request", counting)
     monkeypatch.setattr(_request, "check_request", counting)
@@ -221,3 +221,34 @@ def test_an_evaluate_loss_call_has_its_caps_checked_once_and_in_process_callers_
     assert calls == ["EvaluateLossRequest"] * 2, calls  # checked by the evaluation when nobody did before
     with pytest.raises(FieldError, match="loss"):
         _request.handle_evaluate_bytes(REGISTRY, _evaluate(loss=LONG), None, 10**6, None, plans)
+
+
+class _Sizing:
+    """A message that records whether it was asked its ``ByteSize`` (which serializes it, holding the GIL)."""
+
+    def __init__(self, message: Message) -> None:
+        self._message, self.sized = message, False
+
+    def ByteSize(self) -> int:  # noqa: N802 - protobuf's name
+        self.sized = True
+        return self._message.ByteSize()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._message, name)
+
+
+def test_a_request_known_to_be_large_is_walked_without_being_serialized_to_size_it() -> None:
+    # ByteSize of a 100 MB message holds the GIL for about 0.12 s; a caller that knows the message is
+    # large (its received bytes, its tensors' data) says so, and the caps are checked by the walk alone.
+    from lossd.server.rpc._caps import tensor_data_bytes
+
+    tensor = lossd_pb2.Tensor(dtype="float32", shape=[1_000_000], raw=bytes(4_000_000))
+    large = _Sizing(_evaluate(loss="mse_loss", inputs={"y_pred": tensor, "y_true": tensor}))
+    assert tensor_data_bytes(large) == 8_000_000  # type: ignore[arg-type]
+    check_request(large, at_least=tensor_data_bytes(large))  # type: ignore[arg-type]
+    assert not large.sized
+    small = _Sizing(_evaluate(loss="mse_loss"))
+    check_request(small, at_least=tensor_data_bytes(small))  # type: ignore[arg-type]
+    assert small.sized  # a small one is still passed from its size
+    with pytest.raises(FieldError, match="^loss"):
+        check_request(_evaluate(loss=LONG, inputs={"y_pred": tensor}), at_least=4_000_000)

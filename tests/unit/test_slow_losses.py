@@ -127,3 +127,27 @@ def test_a_small_message_declaring_a_huge_tensor_is_refused_on_the_loop_before_a
         asyncio.run(service._run(request))
     assert time.perf_counter() - start < 1.0 and pool.submitted == 0
     assert "needs" in str(refused.value)  # the length rule, checked before decoding
+
+
+def test_a_large_message_is_not_serialized_on_the_loop_to_be_sized() -> None:
+    """A stream item (no received size) whose tensors' data alone is over the inline limit goes to the pool
+    without ``ByteSize`` (which serializes it holding the GIL: 0.12 s for 100 MB); a received request is
+    sized by its received bytes."""
+    service = LossService(REGISTRY, ThreadPoolExecutor(1), torch.device("cpu"), 10**9, batch_window_us=0)
+    large = _mse(INLINE_MAX_BYTES)  # 4× the limit in raw bytes
+
+    class Sizing:
+        sized = False
+
+        def ByteSize(self) -> int:  # noqa: N802 - protobuf's name
+            Sizing.sized = True
+            return large.ByteSize()
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(large, name)
+
+    assert not service._inline(Sizing()) and not Sizing.sized  # type: ignore[arg-type]
+    small = _mse(100)
+    assert service._inline(small)
+    received = ReceivedRequest(small, {}, INLINE_MAX_BYTES + 1)
+    assert not service._inline(received.message, received.size)  # its received bytes decide
