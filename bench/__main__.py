@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             results["encodings"] = _sections.encodings(server, [10**4, 10**5 if args.quick else 10**6], args.quick)
         if "concurrency" in only:
             log("concurrency: 1, 4, 16 clients")
-            results["concurrency"] = _sections.concurrency(server, [1, 4, 16], 4.0, args.quick)
+            results["concurrency"] = _sections.concurrency(server, [1, 4, 16], 8.0, args.quick, rounds=8)
         if "malloc" in only:
             log("malloc: tuned vs untuned server")
             results["malloc"] = _sections.malloc(server, [10**6 if not args.quick else 10**5, big], args.quick)
