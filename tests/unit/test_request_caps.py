@@ -252,3 +252,37 @@ def test_a_request_known_to_be_large_is_walked_without_being_serialized_to_size_
     assert small.sized  # a small one is still passed from its size
     with pytest.raises(FieldError, match="^loss"):
         check_request(_evaluate(loss=LONG, inputs={"y_pred": tensor}), at_least=4_000_000)
+
+
+def test_each_part_of_a_request_is_sized_at_most_once_on_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ByteSize serializes the message it sizes. A part found larger than the shortcut is walked to its
+    # leaves, its own parts never sized: else every level of a nested list serializes the same bytes again
+    # (a 22 MB request nesting a list 40 deep took 2.5 s of check_request, holding the GIL).
+    from lossd.server.rpc import _caps
+
+    sized: list[str] = []
+    real = _caps.check_request
+
+    def recording(message: Message, field: str = "", at_least: int = 0) -> None:
+        if at_least <= MAX_STRING_BYTES:
+            sized.append(field)
+        real(message, field, at_least)
+
+    monkeypatch.setattr(_caps, "check_request", recording)
+    nested: list[object] = [0.5] * 1000
+    for _ in range(30):
+        nested = [nested]
+    deep = _evaluate(loss="mse_loss")
+    deep.params.update({"x": nested})
+    small = _evaluate(loss="mse_loss", grad_inputs=["y_pred"])
+    batch = lossd_pb2.EvaluateLossBatchRequest(items=[small, deep, small])
+    for message, at_least in ((deep, 0), (deep, deep.ByteSize()), (batch, batch.ByteSize())):
+        sized.clear()
+        recording(message, at_least=at_least)
+        assert sized, "nothing was sized"
+        on_one_path = [(a, b) for a in sized for b in sized if a != b and b.startswith(a)]
+        assert on_one_path == [], f"sized again below a sized part: {on_one_path[:3]}"
+    assert sized == ["items[0]", "items[1]", "items[2]"]  # a batch's items: one size each, not a walk
+    deep.params.update({"x": [nested, [0.5] * (MAX_ITEMS + 1)]})  # the caps still hold below the sized part
+    with pytest.raises(FieldError, match=r"^params\.fields\.x\.list_value\.values\[1\]\.list_value\.values: has 1025"):
+        check_request(deep)
