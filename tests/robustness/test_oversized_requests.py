@@ -8,6 +8,7 @@ passes over the reproducers, at least 10 s of health checks (about 30 s in all).
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -188,3 +189,37 @@ def test_reproducers_are_refused_fast_without_growth_or_stalling_health(
         assert after - before < RSS_GROWTH_MB, f"server RSS {before:.0f} -> {after:.0f} MiB"
         assert len(latencies) >= 100
         assert p99(latencies) < HEALTH_P99_S, f"health p99 {p99(latencies) * 1000:.1f} ms"
+
+
+def _nested_params(depth: int, numbers: int) -> bytes:
+    """An EvaluateLoss request whose ``params`` nest a list ``depth`` deep around ``numbers`` numbers,
+    framed by hand (``Struct.update`` takes seconds for millions of numbers)."""
+    def field(number: int, body: bytes) -> bytes:  # length-delimited
+        return _varint(number << 3 | 2) + _varint(len(body)) + body
+
+    value = field(6, (b"\x0a\x09\x11" + struct.pack("<d", 0.5)) * numbers)  # Value.list_value of numbers
+    for _ in range(depth):
+        value = field(6, field(1, value))  # Value.list_value = ListValue(values=[value])
+    params = field(1, field(1, b"x") + field(2, value))  # Struct.fields["x"] = value
+    number = lossd_pb2.EvaluateLossRequest.DESCRIPTOR.fields_by_name["params"].number
+    return lossd_pb2.EvaluateLossRequest(loss="mse_loss").SerializeToString() + field(number, params)
+
+
+def test_a_deeply_nested_params_list_is_refused_without_sizing_each_level(tmp_path: Path) -> None:
+    # 44 MB of params nesting a list 45 deep: the caps check sized every level of it (serializing the
+    # same bytes 45 times, about 7 s holding the GIL); it sizes each part at most once on its path.
+    body = _nested_params(45, 4_000_000)
+    with ServedProcess.start(tmp_path, "--data-dir", str(tmp_path / "data"), "--plugins", "none") as served, \
+            grpc.insecure_channel(served.address, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
+        _evaluate(channel, lossd_pb2.EvaluateLossRequest(loss="mse_loss", inputs={
+            "input": lossd_pb2.Tensor(dtype="float32", shape=[1], values=[1.0]),
+            "target": lossd_pb2.Tensor(dtype="float32", shape=[1], values=[0.0])}).SerializeToString())
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            _evaluate(channel, body)
+        took = time.monotonic() - start
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        assert (info.value.details() or "").startswith("params.fields.x.list_value.values[0]"), info.value.details()
+        assert "has 4000000 entries; at most 1024" in (info.value.details() or "")
+        assert took < REFUSED_WITHIN_S, f"refused in {took:.1f} s"
+        assert served.proc.poll() is None
