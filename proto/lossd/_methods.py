@@ -42,6 +42,7 @@ __all__ = [
     "METHODS",
     "BY_PATH",
     "SERVICES",
+    "REQUEST_TYPES",
     "LIST_LOSSES",
     "EVALUATE_LOSS",
     "EVALUATE_LOSS_STREAM",
@@ -125,6 +126,11 @@ SERVICES: tuple[descriptor.ServiceDescriptor, ...] = (
 
 #: Every method of :data:`SERVICES`, in declaration order.
 METHODS: tuple[Rpc, ...] = tuple(from_descriptor(m) for s in SERVICES for m in s.methods)
+
+#: The request message of each method of :data:`SERVICES`, by path.
+REQUEST_TYPES: dict[str, descriptor.Descriptor] = {
+    f"/{s.full_name}/{m.name}": m.input_type for s in SERVICES for m in s.methods
+}
 
 #: The standard health check (the SDK's ``health()``): not in lossd's descriptors.
 HEALTH_CHECK = Rpc("grpc.health.v1.Health", "Check", "unary_unary", idempotent=True)

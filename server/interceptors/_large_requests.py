@@ -28,7 +28,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
-from ..._methods import SERVICES
+from ..._methods import REQUEST_TYPES
 from ..._wire import FieldError
 from ..rpc._caps import check_request, check_wire
 from ..rpc._status import rich_status
@@ -41,8 +41,6 @@ __all__ = ["INLINE_PARSE_BYTES", "LargeRequests", "TENSOR_METHODS", "Unparsed", 
 #: largest request of a method that carries no tensors (all but :data:`TENSOR_METHODS`): within the
 #: caps such a request is a few KiB, so a larger one is refused from its length, unparsed.
 INLINE_PARSE_BYTES = 64 * 1024
-#: The request message of each of lossd's methods, by path.
-_REQUESTS: dict[str, Descriptor] = {f"/{s.full_name}/{m.name}": m.input_type for s in SERVICES for m in s.methods}
 
 
 def _carries_tensors(message: Descriptor, seen: frozenset[str] = frozenset()) -> bool:
@@ -56,7 +54,7 @@ def _carries_tensors(message: Descriptor, seen: frozenset[str] = frozenset()) ->
 
 #: Methods whose requests carry tensors (up to --max-message-bytes): EvaluateLoss, EvaluateLossStream,
 #: EvaluateLossBatch, TrainJob.
-TENSOR_METHODS = frozenset(path for path, message in _REQUESTS.items() if _carries_tensors(message))
+TENSOR_METHODS = frozenset(path for path, message in REQUEST_TYPES.items() if _carries_tensors(message))
 
 
 class Unparsed:
@@ -171,4 +169,4 @@ class LargeRequests(StageInterceptor):
                 return await behavior(await ready(request, context), context)
             new = unary_behavior
         return shape.rebuild(new, request_deserializer=deferring(handler.request_deserializer, method in TENSOR_METHODS,
-                                                                 _REQUESTS.get(method)))
+                                                                 REQUEST_TYPES.get(method)))

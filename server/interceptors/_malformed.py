@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 
+from ..._methods import REQUEST_TYPES
 from ._chain import StageInterceptor
 from ._handlers import Context, Handler, shape_of
 
@@ -114,9 +115,9 @@ def _guarded(handler: Handler, method: str) -> Handler:
 
 
 def _expected(deserialize: Callable[[bytes], Any], method: str) -> str:
-    """What the request should have been: its message type when the deserializer is a
-    message's ``FromString``, else the method's request."""
-    descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+    """What the request should have been: its message type (a method of lossd's contract, or a
+    deserializer that is a message's ``FromString``), else the method's request."""
+    descriptor = REQUEST_TYPES.get(method) or getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
     name = getattr(descriptor, "full_name", None)
     if isinstance(name, str):
         return f"{name} message"

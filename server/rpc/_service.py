@@ -42,7 +42,8 @@ from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
 
 __all__ = [
-    "INLINE_MAX_BYTES", "LossService", "OneRequest", "ReceivedRequest", "add_loss_service", "describe_loss",
+    "INLINE_MAX_BYTES", "LossService", "OneRequest", "ReceivedItem", "ReceivedRequest", "add_loss_service",
+    "describe_loss",
     "only_request",
 ]
 
@@ -162,8 +163,9 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         That bounds the tensors too: a tensor's data is on the wire, its raw bytes or 8 bytes a number,
         never fewer bytes than the tensor holds, and one whose data disagrees with its shape is refused
         before anything is allocated. Anything more may take milliseconds and goes to the pool.
-        ``size``: the message's received bytes; without it (a stream item) the message is sized once
-        its tensors' data is known to be small, for ``ByteSize`` serializes it here on the loop."""
+        ``size``: the message's received bytes, or a bound above them (a stream item's); without it the
+        message is sized once its tensors' data is known to be small, for ``ByteSize`` serializes it here
+        on the loop (a request of small tensors may still carry megabytes of ``params``)."""
         if message.terms or message.parameters or message.HasField("regularization") or (
                 self.slow_losses and self._registry.canonical(message.loss) in self.slow_losses):
             return False
@@ -268,7 +270,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
 
     async def EvaluateLossStream(
         self,
-        request_iterator: AsyncIterator[lossd_pb2.EvaluateLossStreamRequest],
+        request_iterator: AsyncIterator[lossd_pb2.EvaluateLossStreamRequest | ReceivedItem],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[lossd_pb2.EvaluateLossStreamResponse | bytes]:
         """Pipelined: a reader task starts each item as it arrives (up to the window), small
@@ -283,7 +285,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         async def read() -> None:
             try:
                 async for item in request_iterator:
-                    if self._inline(item.request):
+                    if self._inline(item.request, item.size if isinstance(item, ReceivedItem) else None):
                         await in_flight.put((self._on_loop(item.request.loss, self._stream_reply, item), 0))
                     else:
                         size = payload_bytes(item.request)
@@ -316,7 +318,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                 if entry is not None and isinstance(entry[0], asyncio.Future):
                     entry[0].cancel()
 
-    def _stream_reply(self, item: lossd_pb2.EvaluateLossStreamRequest) -> _StreamReply:
+    def _stream_reply(self, item: lossd_pb2.EvaluateLossStreamRequest | ReceivedItem) -> _StreamReply:
         """One stream item's reply (on the thread pool): its response, or its error; a response
         stays the framed bytes when the service was registered by :func:`add_loss_service`."""
         try:
@@ -366,6 +368,29 @@ class ReceivedRequest:
 
 def _parse_evaluate_request(data: bytes) -> ReceivedRequest:
     return ReceivedRequest(*split_payloads(data, lossd_pb2.EvaluateLossRequest), len(data))
+
+
+class ReceivedItem:
+    """An ``EvaluateLossStreamRequest`` and the bytes it came in: a bound on its request's size found
+    without serializing it (:meth:`LossService._inline`); attributes read through to the message.
+
+    >>> item = _parse_stream_item(lossd_pb2.EvaluateLossStreamRequest(id="a").SerializeToString())
+    >>> item.id, item.size
+    ('a', 3)
+    """
+
+    __slots__ = ("message", "size")
+
+    def __init__(self, message: lossd_pb2.EvaluateLossStreamRequest, size: int) -> None:
+        self.message = message
+        self.size = size
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.message, name)
+
+
+def _parse_stream_item(data: bytes) -> ReceivedItem:
+    return ReceivedItem(lossd_pb2.EvaluateLossStreamRequest.FromString(data), len(data))
 
 
 class OneRequest:
@@ -461,8 +486,9 @@ class _ByteBudget:
 def add_loss_service(service: LossService, server: Any) -> None:
     """Register ``service`` on a grpc.aio ``server``, like the generated
     ``add_LossServiceServicer_to_server``, except that EvaluateLoss reads its
-    request's tensor payloads in place (:class:`ReceivedRequest`), and EvaluateLoss and
-    EvaluateLossStream send the reply bytes the service framed as they are."""
+    request's tensor payloads in place (:class:`ReceivedRequest`), EvaluateLossStream's items come
+    with their received size (:class:`ReceivedItem`), and EvaluateLoss and EvaluateLossStream send
+    the reply bytes the service framed as they are."""
     service.replies_as_bytes = True
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         LIST_LOSSES.name: grpc.unary_unary_rpc_method_handler(
@@ -482,7 +508,7 @@ def add_loss_service(service: LossService, server: Any) -> None:
         ),
         EVALUATE_LOSS_STREAM.name: grpc.stream_stream_rpc_method_handler(
             service.EvaluateLossStream,
-            request_deserializer=lossd_pb2.EvaluateLossStreamRequest.FromString,
+            request_deserializer=_parse_stream_item,
             response_serializer=_serialized,
         ),
     }

@@ -109,3 +109,46 @@ def test_served_process_stops_cleanly_on_signal(tmp_path, sig):
         served.proc.send_signal(sig)
         assert served.proc.wait(20) == 0
     assert any("lossd stopped" in line for line in served.log), "".join(served.log)
+
+
+def test_a_stream_item_is_placed_by_its_received_size_not_by_serializing_it(tmp_path, monkeypatch):
+    """Whether an EvaluateLossStream item runs on the event loop is decided from the bytes it came in
+    (``ReceivedItem.size``): a request of small tensors may carry megabytes of ``params``, which
+    ``ByteSize`` would serialize on the loop holding the GIL. Checked on a real server sharing the test's
+    loop: every item's size reaches the rule, and an item of 100 tensor elements with 220 KB of params
+    goes to the thread pool (its reply: the refusal of the unknown param)."""
+    import asyncio
+
+    from lossd.client import AsyncClient
+    from lossd.server import ServerConfig, create_server
+    from lossd.server.rpc import LossService
+
+    placed: list[tuple[int | None, bool]] = []
+    inline = LossService._inline
+
+    def recording(self, message, size=None):  # type: ignore[no-untyped-def]
+        placed.append((size, inline(self, message, size)))
+        return placed[-1][1]
+
+    monkeypatch.setattr(LossService, "_inline", recording)
+    x = np.arange(100, dtype=np.float32)
+    small = build_request("mse_loss", x, x + 1)[0]
+    padded = build_request("mse_loss", x, x + 1)[0]
+    padded.params.update({"pad": [0.5] * 20_000})
+
+    async def run() -> list[object]:
+        server = await create_server(ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
+                                                  data_dir=str(tmp_path / "data")))
+        await server.start()
+        try:
+            async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+                return [r async for r in client.evaluate_stream([small, padded, small], raise_on_error=False)]
+        finally:
+            await server.close()
+
+    results = asyncio.run(run())
+    assert [r.value for r in results if isinstance(r, EvaluateResult)] == [1.0, 1.0]
+    assert isinstance(results[1], InvalidArgument) and results[1].field.startswith("params"), results[1]
+    assert [inline for _, inline in placed] == [True, False, True], placed
+    assert all(size is not None and size >= small.ByteSize() for size, _ in placed), placed
+    assert placed[1][0] > padded.ByteSize() - 100, placed

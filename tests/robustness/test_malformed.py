@@ -13,7 +13,7 @@ GARBAGE = b"\xff\xff\xff\x07"
 
 
 @pytest.mark.parametrize(("method", "kind", "expected"), [
-    ("/lossd.v1.LossService/EvaluateLoss", "unary_unary", "lossd.v1.LossService/EvaluateLoss request"),
+    ("/lossd.v1.LossService/EvaluateLoss", "unary_unary", "lossd.v1.EvaluateLossRequest message"),
     ("/lossd.v1.LossService/ListLosses", "unary_unary", "lossd.v1.ListLossesRequest message"),
     ("/lossd.v1.LossService/EvaluateLossBatch", "unary_unary", "lossd.v1.EvaluateLossBatchRequest message"),
     ("/lossd.v1.TrainingService/GetJob", "unary_unary", "lossd.v1.GetJobRequest message"),
