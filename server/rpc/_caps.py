@@ -32,8 +32,8 @@ from ..._wire import FieldError
 from ...v1 import lossd_pb2
 
 __all__ = [
-    "ITEM_CAPS", "MAX_ITEMS", "MAX_SCANNED_FIELDS", "MAX_STRING_BYTES", "check_request", "check_wire",
-    "tensor_data_bytes",
+    "ITEM_CAPS", "MAX_ITEMS", "MAX_SCANNED_FIELDS", "MAX_STRING_BYTES", "SIZED_PARTS_MAX_BYTES", "check_request",
+    "check_wire", "tensor_data_bytes",
 ]
 
 #: Longest string (UTF-8 bytes) in a request: names, patterns, map keys, strings in ``params``.
@@ -50,6 +50,10 @@ ITEM_CAPS = {
     "lossd.v1.EvaluateLossBatchRequest.items": 2**31 - 1,
 }
 
+#: A message known to reach more bytes than this has its parts walked, not sized: ``ByteSize`` of one
+#: part would serialize up to all of it holding the GIL (about 1.2 ms a MB). ``evaluate_many``'s
+#: batches are at most this (``MANY_BATCH_BYTES``), so their small items are each passed from one size.
+SIZED_PARTS_MAX_BYTES = 8 * 1024 * 1024
 #: Most wire fields :func:`check_wire` reads (about half a second of Python, which lets other threads
 #: run) before it leaves the rest of a message to protobuf's parser and :func:`check_request`.
 MAX_SCANNED_FIELDS = 500_000
@@ -87,14 +91,16 @@ def check_request(message: Message, field: str = "", at_least: int = 0) -> None:
 
     A message is sized at most once on any path from the request to a field: one found larger is
     walked to its leaves, its parts never sized. Sizing each nested part again would serialize the
-    same bytes once per level (a 22 MB request nesting a list 40 deep took 2.5 s).
+    same bytes once per level (a 22 MB request nesting a list 40 deep took 2.5 s). The parts of a
+    message known to reach :data:`SIZED_PARTS_MAX_BYTES` are walked too, never sized: one of them
+    may hold nearly all of it (a batch of one 100 MB item).
     """
     if at_least <= MAX_STRING_BYTES and _small_within_caps(message.DESCRIPTOR):
         if message.ByteSize() <= MAX_STRING_BYTES:
             return
         _walk(message, field, size_parts=False)
     else:
-        _walk(message, field, size_parts=True)
+        _walk(message, field, size_parts=at_least <= SIZED_PARTS_MAX_BYTES)
 
 
 def _walk(message: Message, field: str, size_parts: bool) -> None:

@@ -11,7 +11,8 @@ from google.protobuf.message import Message
 
 from lossd._wire import FieldError
 from lossd.server.rpc._caps import (
-    MAX_ITEMS, MAX_SCANNED_FIELDS, MAX_STRING_BYTES, _small_within_caps, check_request, check_wire,
+    MAX_ITEMS, MAX_SCANNED_FIELDS, MAX_STRING_BYTES, SIZED_PARTS_MAX_BYTES, _small_within_caps, check_request,
+    check_wire,
 )
 from lossd.v1 import lossd_pb2, training_pb2
 
@@ -283,6 +284,12 @@ def test_each_part_of_a_request_is_sized_at_most_once_on_its_path(monkeypatch: p
         on_one_path = [(a, b) for a in sized for b in sized if a != b and b.startswith(a)]
         assert on_one_path == [], f"sized again below a sized part: {on_one_path[:3]}"
     assert sized == ["items[0]", "items[1]", "items[2]"]  # a batch's items: one size each, not a walk
+    sized.clear()  # a message known to be larger: one part may hold nearly all of it, so none is sized
+    recording(batch, at_least=SIZED_PARTS_MAX_BYTES + 1)
+    assert sized == []
+    batch.items.add(loss="mse_loss", grad_inputs=["g"] * (MAX_ITEMS + 1))
+    with pytest.raises(FieldError, match=r"^items\[3\]\.grad_inputs: has 1025 entries"):
+        recording(batch, at_least=SIZED_PARTS_MAX_BYTES + 1)
     deep.params.update({"x": [nested, [0.5] * (MAX_ITEMS + 1)]})  # the caps still hold below the sized part
     with pytest.raises(FieldError, match=r"^params\.fields\.x\.list_value\.values\[1\]\.list_value\.values: has 1025"):
         check_request(deep)
