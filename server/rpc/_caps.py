@@ -153,14 +153,23 @@ def _check_message(message: Message, field: str, size_parts: bool) -> None:
         _walk(message, field, size_parts=False)
 
 
+_INPUTS_CAP = ITEM_CAPS.get(lossd_pb2.EvaluateLossRequest.DESCRIPTOR.fields_by_name["inputs"].full_name, MAX_ITEMS)
+
+
 def tensor_data_bytes(request: lossd_pb2.EvaluateLossRequest) -> int:
     """The bytes of data an EvaluateLoss request's inputs carry (their ``raw`` bytes, 8 a number in
     ``values``): a size the message reaches, found without serializing it.
 
+    Called before the caps are checked, so it does not loop over more inputs than the caps allow: a
+    request with more is at least 2 bytes an entry (its tag and length), and is refused by the walk.
+
     >>> tensor_data_bytes(lossd_pb2.EvaluateLossRequest(inputs={"x": lossd_pb2.Tensor(raw=bytes(12), values=[1.0])}))
     20
     """
-    return sum(len(t.raw) + 8 * len(t.values) for t in request.inputs.values())
+    inputs = request.inputs
+    if len(inputs) > _INPUTS_CAP:
+        return 2 * len(inputs)
+    return sum(len(t.raw) + 8 * len(t.values) for t in inputs.values())
 
 
 def _small_within_caps(message: Any) -> bool:

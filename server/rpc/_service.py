@@ -42,7 +42,7 @@ from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
 
 __all__ = [
-    "INLINE_MAX_BYTES", "LossService", "OneRequest", "ReceivedItem", "ReceivedRequest", "add_loss_service",
+    "INLINE_MAX_BYTES", "LossService", "OneRequest", "Received", "ReceivedRequest", "add_loss_service",
     "describe_loss",
     "only_request",
 ]
@@ -270,7 +270,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
 
     async def EvaluateLossStream(
         self,
-        request_iterator: AsyncIterator[lossd_pb2.EvaluateLossStreamRequest | ReceivedItem],
+        request_iterator: AsyncIterator[lossd_pb2.EvaluateLossStreamRequest | Received],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[lossd_pb2.EvaluateLossStreamResponse | bytes]:
         """Pipelined: a reader task starts each item as it arrives (up to the window), small
@@ -285,7 +285,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         async def read() -> None:
             try:
                 async for item in request_iterator:
-                    if self._inline(item.request, item.size if isinstance(item, ReceivedItem) else None):
+                    if self._inline(item.request, item.size if isinstance(item, Received) else None):
                         await in_flight.put((self._on_loop(item.request.loss, self._stream_reply, item), 0))
                     else:
                         size = payload_bytes(item.request)
@@ -318,7 +318,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                 if entry is not None and isinstance(entry[0], asyncio.Future):
                     entry[0].cancel()
 
-    def _stream_reply(self, item: lossd_pb2.EvaluateLossStreamRequest | ReceivedItem) -> _StreamReply:
+    def _stream_reply(self, item: lossd_pb2.EvaluateLossStreamRequest | Received) -> _StreamReply:
         """One stream item's reply (on the thread pool): its response, or its error; a response
         stays the framed bytes when the service was registered by :func:`add_loss_service`."""
         try:
@@ -345,34 +345,11 @@ _STREAM_RESPONSE = field_number(lossd_pb2.EvaluateLossStreamResponse, "response"
 _StreamReply: TypeAlias = "lossd_pb2.EvaluateLossStreamResponse | bytes"
 
 
-class ReceivedRequest:
-    """An ``EvaluateLossRequest`` parsed with its tensors' ``raw`` bytes left in the
-    received message (:func:`lossd._framing.split_payloads`); attributes read
-    through to the message, so interceptors and logs see a request."""
-
-    __slots__ = ("message", "payloads", "caps_checked", "size")
-
-    def __init__(self, message: lossd_pb2.EvaluateLossRequest, payloads: dict[str, memoryview],
-                 size: int | None = None) -> None:
-        self.message = message
-        self.payloads = payloads
-        #: The bytes received, when known: the message's size without serializing it again.
-        self.size = size
-        #: Set by the LargeRequests interceptor once it has checked the message's caps, so that the
-        #: evaluation does not check them a second time.
-        self.caps_checked = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.message, name)
-
-
-def _parse_evaluate_request(data: bytes) -> ReceivedRequest:
-    return ReceivedRequest(*split_payloads(data, lossd_pb2.EvaluateLossRequest), len(data))
-
-
-class ReceivedItem:
-    """An ``EvaluateLossStreamRequest`` and the bytes it came in: a bound on its request's size found
-    without serializing it (:meth:`LossService._inline`); attributes read through to the message.
+class Received:
+    """A message parsed from the bytes it came in, with their count (``size``, when known): the
+    message's size found without serializing it (:meth:`LossService._inline`); attributes read
+    through to the message, so interceptors and logs see it. EvaluateLossStream's items come as
+    this (:func:`add_loss_service`); EvaluateLoss's requests as :class:`ReceivedRequest`.
 
     >>> item = _parse_stream_item(lossd_pb2.EvaluateLossStreamRequest(id="a").SerializeToString())
     >>> item.id, item.size
@@ -381,7 +358,7 @@ class ReceivedItem:
 
     __slots__ = ("message", "size")
 
-    def __init__(self, message: lossd_pb2.EvaluateLossStreamRequest, size: int) -> None:
+    def __init__(self, message: Any, size: int | None = None) -> None:
         self.message = message
         self.size = size
 
@@ -389,8 +366,27 @@ class ReceivedItem:
         return getattr(self.message, name)
 
 
-def _parse_stream_item(data: bytes) -> ReceivedItem:
-    return ReceivedItem(lossd_pb2.EvaluateLossStreamRequest.FromString(data), len(data))
+class ReceivedRequest(Received):
+    """An ``EvaluateLossRequest`` parsed with its tensors' ``raw`` bytes left in the
+    received message (:func:`lossd._framing.split_payloads`)."""
+
+    __slots__ = ("payloads", "caps_checked")
+
+    def __init__(self, message: lossd_pb2.EvaluateLossRequest, payloads: dict[str, memoryview],
+                 size: int | None = None) -> None:
+        super().__init__(message, size)
+        self.payloads = payloads
+        #: Set by the LargeRequests interceptor once it has checked the message's caps, so that the
+        #: evaluation does not check them a second time.
+        self.caps_checked = False
+
+
+def _parse_evaluate_request(data: bytes) -> ReceivedRequest:
+    return ReceivedRequest(*split_payloads(data, lossd_pb2.EvaluateLossRequest), len(data))
+
+
+def _parse_stream_item(data: bytes) -> Received:
+    return Received(lossd_pb2.EvaluateLossStreamRequest.FromString(data), len(data))
 
 
 class OneRequest:
@@ -487,7 +483,7 @@ def add_loss_service(service: LossService, server: Any) -> None:
     """Register ``service`` on a grpc.aio ``server``, like the generated
     ``add_LossServiceServicer_to_server``, except that EvaluateLoss reads its
     request's tensor payloads in place (:class:`ReceivedRequest`), EvaluateLossStream's items come
-    with their received size (:class:`ReceivedItem`), and EvaluateLoss and EvaluateLossStream send
+    with their received size (:class:`Received`), and EvaluateLoss and EvaluateLossStream send
     the reply bytes the service framed as they are."""
     service.replies_as_bytes = True
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {

@@ -113,7 +113,7 @@ def test_served_process_stops_cleanly_on_signal(tmp_path, sig):
 
 def test_a_stream_item_is_placed_by_its_received_size_not_by_serializing_it(tmp_path, monkeypatch):
     """Whether an EvaluateLossStream item runs on the event loop is decided from the bytes it came in
-    (``ReceivedItem.size``): a request of small tensors may carry megabytes of ``params``, which
+    (``Received.size``): a request of small tensors may carry megabytes of ``params``, which
     ``ByteSize`` would serialize on the loop holding the GIL. Checked on a real server sharing the test's
     loop: every item's size reaches the rule, and an item of 100 tensor elements with 220 KB of params
     goes to the thread pool (its reply: the refusal of the unknown param)."""

@@ -293,3 +293,19 @@ def test_each_part_of_a_request_is_sized_at_most_once_on_its_path(monkeypatch: p
     deep.params.update({"x": [nested, [0.5] * (MAX_ITEMS + 1)]})  # the caps still hold below the sized part
     with pytest.raises(FieldError, match=r"^params\.fields\.x\.list_value\.values\[1\]\.list_value\.values: has 1025"):
         check_request(deep)
+
+
+def test_the_tensor_data_bound_does_not_loop_over_more_inputs_than_the_caps_allow() -> None:
+    # tensor_data_bytes runs before the caps are checked: past the cap it bounds the size from the
+    # entry count (2 bytes an entry at least), and the walk refuses the request.
+    from lossd.server.rpc._caps import tensor_data_bytes
+
+    many = _evaluate(loss="mse_loss")
+    for i in range(MAX_ITEMS + 1):
+        many.inputs[f"x{i}"].raw = bytes(4)
+    assert tensor_data_bytes(many) == 2 * (MAX_ITEMS + 1)
+    del many.inputs["x0"]
+    assert tensor_data_bytes(many) == 4 * MAX_ITEMS
+    with pytest.raises(FieldError, match="^inputs: has 1025 entries"):
+        many.inputs["x0"].raw = bytes(4)
+        check_request(many, at_least=tensor_data_bytes(many))
