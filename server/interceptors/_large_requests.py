@@ -7,8 +7,10 @@ every field. :class:`LargeRequests`, the outermost server interceptor, gives gRP
 deserializer that keeps a message of more than :data:`INLINE_PARSE_BYTES` as it came
 (:class:`Unparsed`) and parses it on a thread of the default executor, where the caps are
 checked too, before the call's first interceptor sees it (an over-long string is refused from its
-length prefix before the parse: :func:`~lossd.server.rpc._caps.check_wire`); smaller messages are parsed and
-checked right away, in well under a millisecond. A request over a cap ends the call with
+length prefix before the parse: :func:`~lossd.server.rpc._caps.check_wire`); smaller messages are parsed
+right away, and their caps checked there in at most :data:`~lossd.server.rpc._caps.LOOP_CHECK_STEPS`
+steps (well under a millisecond), or on a thread when they need more (a crafted 35 KB ``params``
+nesting lists: 14,000 steps, 14 ms). A request over a cap ends the call with
 ``INVALID_ARGUMENT`` naming the field. Stream items (EvaluateLossStream) are parsed the same
 way; their caps are checked as each is evaluated (a refused item is an ``Error`` reply).
 Handlers without a deserializer (calls refused before parsing: authentication, drain) are
@@ -30,7 +32,8 @@ from google.protobuf.message import Message
 
 from ..._methods import REQUEST_TYPES
 from ..._wire import FieldError
-from ..rpc._caps import check_request, check_wire
+from ..rpc._caps import LOOP_CHECK_STEPS, WalkTooLong, check_request, check_wire
+from ..rpc._service import Received
 from ..rpc._status import rich_status
 from ._chain import StageInterceptor
 from ._handlers import Context, Handler, shape_of, streams_requests
@@ -94,23 +97,30 @@ def _parse_and_check(item: Unparsed, check: bool) -> Any:
     return request
 
 
-def _check(request: Any, received: int = 0) -> None:
+def _check(request: Any, received: int = 0, max_steps: int | None = None) -> None:
+    """Check ``request``'s caps (``received``: its size, when known); raises :class:`FieldError`, or
+    :class:`WalkTooLong` past ``max_steps``."""
     message = getattr(request, "message", request)  # EvaluateLoss: a ReceivedRequest around the message
     if isinstance(message, Message):
-        check_request(message, at_least=received)
+        check_request(message, at_least=received, max_steps=max_steps)
         if message is not request:
             request.caps_checked = True  # the evaluation need not check them again
 
 
 async def _ready(request: Any, check: bool) -> Any:
     """``request`` parsed (off the loop when it came as :class:`Unparsed`) and, when ``check``, its
-    caps checked; raises :class:`FieldError` over a cap."""
+    caps checked (off the loop when that takes more than :data:`LOOP_CHECK_STEPS`); raises
+    :class:`FieldError` over a cap."""
     if isinstance(request, Unparsed) and request.parse is None:
         return _parse_and_check(request, check)  # refused from its length
     if isinstance(request, Unparsed):
         return await asyncio.get_running_loop().run_in_executor(None, _parse_and_check, request, check)
     if check:
-        _check(request)
+        received = (request.size or 0) if isinstance(request, Received) else 0  # known without sizing it
+        try:
+            _check(request, received, LOOP_CHECK_STEPS)
+        except WalkTooLong:
+            await asyncio.get_running_loop().run_in_executor(None, _check, request, received)
     return request
 
 

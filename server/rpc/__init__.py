@@ -24,7 +24,14 @@ from ._batch import (
 )
 from ._batching import DEFAULT_BATCH_WINDOW_US, DynamicBatcher
 from ._request import FRAME_FROM_BYTES, handle_evaluate, handle_evaluate_bytes, struct_to_dict
-from ._service import INLINE_MAX_BYTES, LossService, ReceivedRequest, add_loss_service, describe_loss
+from ._service import (
+    INLINE_MAX_BYTES,
+    INLINE_MAX_ENTRIES,
+    LossService,
+    ReceivedRequest,
+    add_loss_service,
+    describe_loss,
+)
 from ._status import clip, rich_status
 from ._tensors import check_finite, decode_tensor, decode_tensors, encode_tensor, tensor_parts
 
@@ -40,6 +47,7 @@ __all__ = [
     "check_batch",
     "evaluate_batch",
     "INLINE_MAX_BYTES",
+    "INLINE_MAX_ENTRIES",
     "LossService",
     "ReceivedRequest",
     "add_loss_service",

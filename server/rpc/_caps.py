@@ -8,6 +8,11 @@ numeric lists to the rule that reads them (``hidden``: ``--max-layers``). One wa
 message's set fields, without copying anything: a 100 MB loss name or 2,000,000 ``states`` are
 refused from their lengths, before a lookup, a suggestion, a query or a job plan sees them.
 
+The walk costs about a microsecond a step (a message walked or sized, an entry of a repeated field or
+map), and a crafted request of 64 KiB can need 30,000 steps. Where time is dear (the event loop),
+``max_steps`` bounds it: past them :class:`WalkTooLong` says nothing is known yet, and the caller
+checks the message again without a bound, off the loop.
+
 >>> from lossd.v1 import lossd_pb2, training_pb2
 >>> check_request(lossd_pb2.EvaluateLossRequest(loss="mse", grad_inputs=["input"]))
 >>> check_request(lossd_pb2.EvaluateLossRequest(loss="m" * 5000))
@@ -32,8 +37,8 @@ from ..._wire import FieldError
 from ...v1 import lossd_pb2
 
 __all__ = [
-    "ITEM_CAPS", "MAX_ITEMS", "MAX_SCANNED_FIELDS", "MAX_STRING_BYTES", "SIZED_PARTS_MAX_BYTES", "check_request",
-    "check_wire", "tensor_data_bytes",
+    "ITEM_CAPS", "LOOP_CHECK_STEPS", "MAX_ITEMS", "MAX_SCANNED_FIELDS", "MAX_STRING_BYTES", "SIZED_PARTS_MAX_BYTES",
+    "WalkTooLong", "check_request", "check_wire", "tensor_data_bytes",
 ]
 
 #: Longest string (UTF-8 bytes) in a request: names, patterns, map keys, strings in ``params``.
@@ -57,6 +62,10 @@ SIZED_PARTS_MAX_BYTES = 8 * 1024 * 1024
 #: Most wire fields :func:`check_wire` reads (about half a second of Python, which lets other threads
 #: run) before it leaves the rest of a message to protobuf's parser and :func:`check_request`.
 MAX_SCANNED_FIELDS = 500_000
+#: Most steps of the walk (a message walked or sized, an entry of a repeated field or map) taken on the
+#: event loop: about 0.3 ms. A valid EvaluateLoss request takes one to ten; a request that needs more
+#: (a crafted 35 KB ``params``: 14,000 steps, 14 ms) is checked on a thread (LargeRequests).
+LOOP_CHECK_STEPS = 256
 _LEN = 2  # wire type of strings, bytes and messages
 _MAX_DEPTH = 100  # protobuf's own recursion limit
 
@@ -80,7 +89,11 @@ def _key(key: Any) -> str:
     return str(key) if len(str(key)) <= 64 else f"{str(key)[:64]}..."
 
 
-def check_request(message: Message, field: str = "", at_least: int = 0) -> None:
+class WalkTooLong(Exception):
+    """:func:`check_request` needed more than its ``max_steps``: the message's caps are not known yet."""
+
+
+def check_request(message: Message, field: str = "", at_least: int = 0, max_steps: int | None = None) -> None:
     """Raise :class:`FieldError` (``INVALID_ARGUMENT``, naming the field) at the first string or
     repeated field of ``message`` over its cap; see the module docstring. A message of at most
     :data:`MAX_STRING_BYTES` bytes of a type whose small messages are within the caps (most: see
@@ -94,19 +107,35 @@ def check_request(message: Message, field: str = "", at_least: int = 0) -> None:
     same bytes once per level (a 22 MB request nesting a list 40 deep took 2.5 s). The parts of a
     message known to reach :data:`SIZED_PARTS_MAX_BYTES` are walked too, never sized: one of them
     may hold nearly all of it (a batch of one 100 MB item).
+
+    ``max_steps``: raise :class:`WalkTooLong` rather than take more steps (module docstring); a cap
+    found broken within them is still a :class:`FieldError`.
     """
+    _check(message, field, at_least, None if max_steps is None else [max_steps])
+
+
+def _check(message: Message, field: str, at_least: int, budget: list[int] | None) -> None:
     if at_least <= MAX_STRING_BYTES and _small_within_caps(message.DESCRIPTOR):
+        _spend(budget, 1)
         if message.ByteSize() <= MAX_STRING_BYTES:
             return
-        _walk(message, field, size_parts=False)
+        _walk(message, field, False, budget)
     else:
-        _walk(message, field, size_parts=at_least <= SIZED_PARTS_MAX_BYTES)
+        _walk(message, field, at_least <= SIZED_PARTS_MAX_BYTES, budget)
 
 
-def _walk(message: Message, field: str, size_parts: bool) -> None:
+def _spend(budget: list[int] | None, steps: int) -> None:
+    if budget is not None:
+        budget[0] -= steps
+        if budget[0] < 0:
+            raise WalkTooLong
+
+
+def _walk(message: Message, field: str, size_parts: bool, budget: list[int] | None) -> None:
     """Check every set field of ``message``; its sub-messages are passed from their size (each
     sized once, a batch's small items: one size each instead of a walk) when ``size_parts``,
-    else walked."""
+    else walked. ``budget``: the steps left (``None``: no bound)."""
+    _spend(budget, 1)
     for fd, value in message.ListFields():
         path = f"{field}.{fd.name}" if field else fd.name
         if fd.is_repeated:
@@ -122,6 +151,7 @@ def _walk(message: Message, field: str, size_parts: bool) -> None:
                 raise FieldError(path, f"has {len(value)} entries; at most {cap}{per}")
             if fd.type == _ENUM:
                 continue
+            _spend(budget, len(value))
             if is_map:
                 assert fd.message_type is not None
                 key_fd, value_fd = fd.message_type.fields_by_name["key"], fd.message_type.fields_by_name["value"]
@@ -129,7 +159,7 @@ def _walk(message: Message, field: str, size_parts: bool) -> None:
                     if key_fd.type == _STRING:
                         _string(key, path, f"the key {_key(key)!r} ")
                     if value_fd.type == _MESSAGE:
-                        _check_message(value[key], f"{path}.{_key(key)}", size_parts)
+                        _check_message(value[key], f"{path}.{_key(key)}", size_parts, budget)
                     elif value_fd.type == _STRING:
                         _string(value[key], f"{path}.{_key(key)}")
             elif fd.type == _STRING:
@@ -137,20 +167,20 @@ def _walk(message: Message, field: str, size_parts: bool) -> None:
                     _string(item, f"{path}[{i}]")
             else:
                 for i, item in enumerate(value):
-                    _check_message(item, f"{path}[{i}]", size_parts)
+                    _check_message(item, f"{path}[{i}]", size_parts, budget)
         elif fd.type == _STRING:
             _string(value, path)
         elif fd.type == _MESSAGE:
-            _check_message(value, path, size_parts)
+            _check_message(value, path, size_parts, budget)
 
 
-def _check_message(message: Message, field: str, size_parts: bool) -> None:
+def _check_message(message: Message, field: str, size_parts: bool, budget: list[int] | None) -> None:
     if isinstance(message, lossd_pb2.Tensor):  # its numbers: the wire rules (check_tensor); its dtype here
         _string(message.dtype, f"{field}.dtype")
     elif size_parts:
-        check_request(message, field)
+        _check(message, field, 0, budget)
     else:
-        _walk(message, field, size_parts=False)
+        _walk(message, field, False, budget)
 
 
 _INPUTS_CAP = ITEM_CAPS.get(lossd_pb2.EvaluateLossRequest.DESCRIPTOR.fields_by_name["inputs"].full_name, MAX_ITEMS)

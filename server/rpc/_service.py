@@ -36,15 +36,14 @@ from ...v1 import lossd_pb2, lossd_pb2_grpc
 from ..losses import LossSpec, Registry
 from ._batch import BatchCancelled, BatchControl, BatchLimits, batch_reply, evaluate_batch, payload_bytes
 from ._batching import DEFAULT_BATCH_WINDOW_US, DynamicBatcher
-from ._caps import tensor_data_bytes
+from ._caps import MAX_STRING_BYTES, tensor_data_bytes
 from ._plan import Plans
 from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
 
 __all__ = [
-    "INLINE_MAX_BYTES", "LossService", "OneRequest", "Received", "ReceivedRequest", "add_loss_service",
-    "describe_loss",
-    "only_request",
+    "INLINE_MAX_BYTES", "INLINE_MAX_ENTRIES", "LossService", "OneRequest", "Received", "ReceivedRequest",
+    "add_loss_service", "describe_loss", "only_request",
 ]
 
 log = logging.getLogger("lossd.server")
@@ -53,6 +52,8 @@ _T = TypeVar("_T")
 #: Requests with at most this many tensor bytes are evaluated on the event loop: for a small
 #: evaluation the hop to a worker thread costs more CPU than the evaluation (docs/performance.md).
 INLINE_MAX_BYTES = 16 * 1024
+#: ... and at most this many ``inputs`` and ``grad_inputs`` entries in all (a loss takes a few).
+INLINE_MAX_ENTRIES = 32
 #: A loss whose evaluation on the event loop took more CPU than this :data:`SLOW_IN_A_ROW` times in a row
 #: goes to the thread pool from then on, however small its tensors (a multi-scale SSIM or a clDice of
 #: a few KiB takes 2-9 ms; a 100-element mse_loss 0.1-0.5 ms, up to 2.3 ms on a busy machine) ...
@@ -162,18 +163,25 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         message is at most ``inline_max_bytes`` with its tensors in it (not split off: see :meth:`_run`).
         That bounds the tensors too: a tensor's data is on the wire, its raw bytes or 8 bytes a number,
         never fewer bytes than the tensor holds, and one whose data disagrees with its shape is refused
-        before anything is allocated. Anything more may take milliseconds and goes to the pool.
-        ``size``: the message's received bytes, or a bound above them (a stream item's); without it the
-        message is sized once its tensors' data is known to be small, for ``ByteSize`` serializes it here
-        on the loop (a request of small tensors may still carry megabytes of ``params``)."""
+        before anything is allocated. Its per-entry work is bounded too: at most :data:`INLINE_MAX_ENTRIES`
+        inputs and ``grad_inputs`` (1,024 ``grad_inputs`` took 11 ms), ``params`` of at most
+        ``MAX_STRING_BYTES`` (about a microsecond a value to check and to read: a crafted 35 KB took 21 ms).
+        Anything more may take milliseconds and goes to the pool. ``size``: the message's received
+        bytes, or a bound above them (a stream item's); without it the message is sized once its
+        tensors' data is known to be small, for ``ByteSize`` serializes it here on the loop (a request
+        of small tensors may still carry megabytes of ``params``)."""
         if message.terms or message.parameters or message.HasField("regularization") or (
                 self.slow_losses and self._registry.canonical(message.loss) in self.slow_losses):
+            return False
+        if len(message.inputs) + len(message.grad_inputs) > INLINE_MAX_ENTRIES:
             return False
         if size is None:
             if tensor_data_bytes(message) > self._inline_max_bytes:
                 return False
             size = message.ByteSize()
-        return size <= self._inline_max_bytes
+        if size > self._inline_max_bytes:
+            return False
+        return size <= MAX_STRING_BYTES or message.params.ByteSize() <= MAX_STRING_BYTES
 
     def _on_loop(self, name: str, work: Callable[..., _T], *args: Any) -> _T:
         """``work(*args)``, run here on the event loop; the loss called ``name`` (any of its names; one

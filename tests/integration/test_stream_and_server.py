@@ -152,3 +152,89 @@ def test_a_stream_item_is_placed_by_its_received_size_not_by_serializing_it(tmp_
     assert [inline for _, inline in placed] == [True, False, True], placed
     assert all(size is not None and size >= small.ByteSize() for size, _ in placed), placed
     assert placed[1][0] > padded.ByteSize() - 100, placed
+
+
+def test_a_small_request_that_is_long_to_walk_is_checked_and_evaluated_off_the_event_loop(tmp_path, monkeypatch):
+    """A request of at most 64 KiB is parsed on the event loop and its caps checked there, in at most
+    ``LOOP_CHECK_STEPS`` steps; a crafted one that needs more (14 KB of ``params`` nesting lists: about
+    5,600 steps, 6 ms) is checked on a thread, and evaluated on one too (``params`` over 1 KiB, although
+    the request is small enough to be evaluated on the loop), as is a stream item like it. Checked on a real server sharing the test's loop: where each check and each
+    evaluation ran, and that the crafted requests get their refusals (an unknown param, a list over its
+    cap) while small ones are answered."""
+    import asyncio
+
+    from google.protobuf import struct_pb2
+
+    from lossd.client import AsyncClient
+    from lossd.server import ServerConfig, create_server
+    from lossd.server.interceptors import _large_requests
+    from lossd.server.rpc import INLINE_MAX_BYTES, LossService, _caps
+
+    loop_thread = threading.get_ident()
+    checks: list[tuple[bool, int | None]] = []  # (on the loop thread, max_steps)
+    real_check = _large_requests.check_request
+
+    def recording_check(message, at_least=0, max_steps=None):  # type: ignore[no-untyped-def]
+        checks.append((threading.get_ident() == loop_thread, max_steps))
+        real_check(message, at_least=at_least, max_steps=max_steps)
+
+    evaluated: list[bool] = []  # on the loop thread
+    real_on_loop = LossService._on_loop
+
+    def recording_on_loop(self, name, work, *args):  # type: ignore[no-untyped-def]
+        evaluated.append(True)
+        return real_on_loop(self, name, work, *args)
+
+    monkeypatch.setattr(_large_requests, "check_request", recording_check)
+    monkeypatch.setattr(LossService, "_on_loop", recording_on_loop)
+    x = np.arange(100, dtype=np.float32)
+    small = build_request("mse_loss", x, x + 1)[0]
+    nested = struct_pb2.Value(number_value=1.0)
+    for _ in range(4):
+        nested = struct_pb2.Value(list_value=struct_pb2.ListValue(values=[nested]))
+    crafted = build_request("mse_loss", x, x + 1)[0]
+    for i in range(400):
+        crafted.params.fields[f"k{i}"].CopyFrom(nested)
+    over_cap = build_request("mse_loss", x, x + 1)[0]
+    over_cap.CopyFrom(crafted)
+    over_cap.params["k0"] = list(range(_caps.MAX_ITEMS + 1))
+    assert small.ByteSize() <= _caps.MAX_STRING_BYTES < crafted.ByteSize() <= INLINE_MAX_BYTES
+    assert over_cap.ByteSize() <= 64 * 1024  # parsed on the loop
+
+    async def run() -> list[object]:
+        server = await create_server(ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
+                                                  data_dir=str(tmp_path / "data"), batch_window_us=0))
+        await server.start()
+        outcomes: list[object] = []
+        try:
+            async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+                for request in (small, crafted, over_cap):
+                    try:
+                        outcomes.append(await client.evaluate_request(request))
+                    except InvalidArgument as e:
+                        outcomes.append(e)
+                    outcomes.append(len(evaluated))
+                outcomes.append([r async for r in client.evaluate_stream([small, crafted, small], raise_on_error=False)])
+                outcomes.append(len(evaluated))
+        finally:
+            await server.close()
+        return outcomes
+
+    small_reply, after_small, crafted_reply, after_crafted, over_reply, after_over, streamed, after_stream = (
+        asyncio.run(run()))
+    assert isinstance(small_reply, EvaluateResult) and small_reply.value == 1.0
+    assert after_small == 1  # evaluated on the loop
+    assert isinstance(crafted_reply, InvalidArgument) and crafted_reply.field.startswith("params.k"), crafted_reply
+    assert "has no parameter" in str(crafted_reply)
+    assert isinstance(over_reply, InvalidArgument), over_reply
+    assert over_reply.field == "params.fields.k0.list_value.values", over_reply.field
+    assert after_crafted == after_over == 1  # neither evaluated on the loop
+    # small: checked on the loop within the steps; the crafted ones: tried there, then on a thread
+    steps = _caps.LOOP_CHECK_STEPS
+    assert checks[0] == (True, steps), checks
+    assert checks[1:3] == [(True, steps), (False, None)], checks
+    # over_cap: its broken list may come early in the map's order (refused on the loop) or not
+    assert checks[3:] in ([(True, steps)], [(True, steps), (False, None)]), checks
+    assert [r.value for r in streamed if isinstance(r, EvaluateResult)] == [1.0, 1.0]
+    assert isinstance(streamed[1], InvalidArgument) and streamed[1].field.startswith("params.k"), streamed[1]
+    assert after_stream == after_over + 2  # the two small items on the loop, the crafted one on a thread

@@ -11,8 +11,8 @@ from google.protobuf.message import Message
 
 from lossd._wire import FieldError
 from lossd.server.rpc._caps import (
-    MAX_ITEMS, MAX_SCANNED_FIELDS, MAX_STRING_BYTES, SIZED_PARTS_MAX_BYTES, _small_within_caps, check_request,
-    check_wire,
+    LOOP_CHECK_STEPS, MAX_ITEMS, MAX_SCANNED_FIELDS, MAX_STRING_BYTES, SIZED_PARTS_MAX_BYTES, WalkTooLong,
+    _small_within_caps, check_request, check_wire,
 )
 from lossd.v1 import lossd_pb2, training_pb2
 
@@ -189,9 +189,9 @@ def test_an_evaluate_loss_call_has_its_caps_checked_once_and_in_process_callers_
 
     calls: list[str] = []
 
-    def counting(message: Message, at_least: int = 0) -> None:
+    def counting(message: Message, at_least: int = 0, max_steps: int | None = None) -> None:
         calls.append(type(message).__name__)
-        check_request(message, at_least=at_least)
+        check_request(message, at_least=at_least, max_steps=max_steps)
 
     monkeypatch.setattr(_large_requests, "check_request", counting)
     monkeypatch.setattr(_request, "check_request", counting)
@@ -262,14 +262,14 @@ def test_each_part_of_a_request_is_sized_at_most_once_on_its_path(monkeypatch: p
     from lossd.server.rpc import _caps
 
     sized: list[str] = []
-    real = _caps.check_request
+    real = _caps._check  # each message check_request sizes or walks, the request and its parts
 
-    def recording(message: Message, field: str = "", at_least: int = 0) -> None:
+    def recording(message: Message, field: str = "", at_least: int = 0, budget: list[int] | None = None) -> None:
         if at_least <= MAX_STRING_BYTES:
             sized.append(field)
-        real(message, field, at_least)
+        real(message, field, at_least, budget)
 
-    monkeypatch.setattr(_caps, "check_request", recording)
+    monkeypatch.setattr(_caps, "_check", recording)
     nested: list[object] = [0.5] * 1000
     for _ in range(30):
         nested = [nested]
@@ -309,3 +309,52 @@ def test_the_tensor_data_bound_does_not_loop_over_more_inputs_than_the_caps_allo
     with pytest.raises(FieldError, match="^inputs: has 1025 entries"):
         many.inputs["x0"].raw = bytes(4)
         check_request(many, at_least=tensor_data_bytes(many))
+
+
+def _nested_params(keys: int, depth: int) -> lossd_pb2.EvaluateLossRequest:
+    """``params`` of ``keys`` keys, each a list nested ``depth`` deep around one number: a few bytes a
+    message, each walked (about 14,000 steps for 1,000 keys 4 deep, in 35 KB)."""
+    from google.protobuf import struct_pb2
+
+    value = struct_pb2.Value(number_value=1.0)
+    for _ in range(depth):
+        value = struct_pb2.Value(list_value=struct_pb2.ListValue(values=[value]))
+    request = _evaluate(loss="mse_loss")
+    for i in range(keys):
+        request.params.fields[f"k{i}"].CopyFrom(value)
+    return request
+
+
+def test_max_steps_bounds_the_walk_and_a_cap_broken_within_them_is_still_refused() -> None:
+    """With ``max_steps`` the walk stops with WalkTooLong instead of taking more (nothing is known of the
+    caps then: the caller checks again without a bound, off the event loop); a small valid request takes
+    a step or a few, and a cap found broken within the steps is a FieldError as without them."""
+    tensor = lossd_pb2.Tensor(dtype="float32", shape=[100], raw=bytes(400))
+    small = _evaluate(loss="mse_loss", inputs={"input": tensor, "target": tensor}, grad_inputs=["input"])
+    small.params["reduction"] = "sum"
+    for at_least in (0, small.ByteSize()):
+        check_request(small, at_least=at_least, max_steps=1)  # one size: within the caps
+    medium = _evaluate(loss="mse_loss", inputs={"input": lossd_pb2.Tensor(dtype="float32", raw=bytes(40_000))})
+    check_request(medium, at_least=medium.ByteSize(), max_steps=8)
+
+    crafted = _nested_params(1000, 4)
+    assert MAX_STRING_BYTES < crafted.ByteSize() <= 64 * 1024
+    with pytest.raises(WalkTooLong):
+        check_request(crafted, at_least=crafted.ByteSize(), max_steps=LOOP_CHECK_STEPS)
+    check_request(crafted, at_least=crafted.ByteSize())  # within the caps: only long to walk
+
+    broken = _nested_params(1000, 4)
+    broken.loss = LONG  # the request's own field: read before its params
+    with pytest.raises(FieldError, match="^loss: "):
+        check_request(broken, max_steps=LOOP_CHECK_STEPS)
+    beyond = _nested_params(1000, 4)
+    beyond.params["k0"] = list(range(MAX_ITEMS + 1))  # where in the map's order: unknown
+    with pytest.raises((FieldError, WalkTooLong)):
+        check_request(beyond, max_steps=LOOP_CHECK_STEPS)
+    with pytest.raises(FieldError, match=r"^params\.fields\.k0\.list_value\.values: has 1025 entries"):
+        check_request(beyond)
+    # A repeated field's entries are steps too, refused from its length before they are counted.
+    with pytest.raises(WalkTooLong):
+        check_request(_evaluate(grad_inputs=["gg"] * 400), max_steps=LOOP_CHECK_STEPS)  # 1.6 KB
+    with pytest.raises(FieldError, match="grad_inputs: has 1025 entries"):
+        check_request(_evaluate(grad_inputs=["g"] * (MAX_ITEMS + 1)), max_steps=LOOP_CHECK_STEPS)

@@ -18,7 +18,7 @@ from lossd._framing import split_payloads
 from lossd._wire import FieldError
 from lossd.client import build_request
 from lossd.server.losses import REGISTRY
-from lossd.server.rpc import INLINE_MAX_BYTES, LossService, ReceivedRequest
+from lossd.server.rpc import INLINE_MAX_BYTES, INLINE_MAX_ENTRIES, LossService, ReceivedRequest
 from lossd.server.rpc._service import INLINE_MAX_CPU_S, SLOW_IN_A_ROW, SLOW_WARMUP
 from lossd.v1 import lossd_pb2
 
@@ -151,3 +151,25 @@ def test_a_large_message_is_not_serialized_on_the_loop_to_be_sized() -> None:
     assert service._inline(small)
     received = ReceivedRequest(small, {}, INLINE_MAX_BYTES + 1)
     assert not service._inline(received.message, received.size)  # its received bytes decide
+
+
+def test_a_small_message_with_many_entries_or_large_params_is_evaluated_on_the_pool() -> None:
+    """Work that grows with the entries of a request, not its tensors, is bounded on the loop too: at most
+    INLINE_MAX_ENTRIES inputs and grad_inputs in all (1,024 grad_inputs took 11 ms to evaluate), and
+    params of at most 1 KiB (a crafted 35 KB took 21 ms to check and read); a request within both stays."""
+    service = LossService(REGISTRY, ThreadPoolExecutor(1), torch.device("cpu"), 10**9, batch_window_us=0)
+    within = _mse(100)
+    within.grad_inputs.extend(["input"] * (INLINE_MAX_ENTRIES - len(within.inputs)))
+    within.params["reduction"] = "sum"
+    within.params["pad"] = "p" * 900  # a 1 KiB Struct at most: at most a few hundred values
+    assert within.params.ByteSize() <= 1024 < within.ByteSize() <= INLINE_MAX_BYTES
+    assert service._inline(within) and service._inline(within, within.ByteSize())
+    entries = _mse(100)
+    entries.CopyFrom(within)
+    entries.grad_inputs.append("input")
+    assert not service._inline(entries) and not service._inline(entries, entries.ByteSize())
+    params = _mse(100)
+    params.CopyFrom(within)
+    params.params["more"] = [1.0] * 20
+    assert params.ByteSize() <= INLINE_MAX_BYTES
+    assert not service._inline(params) and not service._inline(params, params.ByteSize())
