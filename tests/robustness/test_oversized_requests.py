@@ -72,6 +72,18 @@ def _objective_with_long_names() -> bytes:
     return r.SerializeToString()
 
 
+def _nested_params(entries: int) -> bytes:
+    """mse_loss with ``params.x`` a list of ``entries`` lists nested 4 deep: about 20 bytes and 9 steps of
+    the caps walk an entry, all within 64 KiB (parsed on the event loop, walked on a thread)."""
+    x = [0.5, 1.0, 2.0, 3.0]
+    r = lossd_pb2.EvaluateLossRequest(loss="mse_loss", inputs={
+        "input": lossd_pb2.Tensor(dtype="float32", shape=[4], values=x),
+        "target": lossd_pb2.Tensor(dtype="float32", shape=[4], values=x)})
+    r.params.update({"x": [[[[1.0]]]] * entries})
+    assert r.ByteSize() <= 64 * 1024
+    return r.SerializeToString()
+
+
 def _states(n: int) -> bytes:
     return b"\x0a" + _varint(n) + b"\x02" * n  # ListJobsRequest.states, packed: n times RUNNING
 
@@ -111,6 +123,10 @@ REPRODUCERS: list[tuple[str, Callable[[grpc.Channel, bytes], None], bytes, str, 
     ("20,000,000 states", _list_jobs, _states(20_000_000), "INVALID_ARGUMENT", "", "carries no tensors"),
     ("64 terms x 1000 parameters, 5,000-character names", _evaluate, _objective_with_long_names(),
      "INVALID_ARGUMENT", "parameters", "at most 1024 bytes"),
+    ("params: 700 lists nested 4 deep", _evaluate, _nested_params(700), "INVALID_ARGUMENT", "params.x",
+     "has no parameter 'x'"),
+    ("params: 1025 lists nested 4 deep", _evaluate, _nested_params(1025), "INVALID_ARGUMENT",
+     "params.fields.x.list_value.values", "has 1025 entries"),
     ("output_encoding 7", _train, _job(output_encoding=7), "INVALID_ARGUMENT", "output_encoding",
      "TENSOR_ENCODING_VALUES"),
 ]
