@@ -38,7 +38,7 @@ from ...v1 import lossd_pb2
 
 __all__ = [
     "ITEM_CAPS", "LOOP_CHECK_STEPS", "MAX_ITEMS", "MAX_SCANNED_FIELDS", "MAX_STRING_BYTES", "SIZED_PARTS_MAX_BYTES",
-    "WalkTooLong", "check_request", "check_wire", "tensor_data_bytes",
+    "WalkTooLong", "check_request", "check_wire", "item_cap", "tensor_data_bytes",
 ]
 
 #: Longest string (UTF-8 bytes) in a request: names, patterns, map keys, strings in ``params``.
@@ -142,10 +142,8 @@ def _walk(message: Message, field: str, size_parts: bool, budget: list[int] | No
             is_map = fd.message_type is not None and fd.message_type.GetOptions().map_entry
             if fd.type not in (_STRING, _MESSAGE, _ENUM):
                 continue  # numbers: the wire rules (tensors) or the field's own rule
-            cap = ITEM_CAPS.get(fd.full_name, MAX_ITEMS)
+            cap = item_cap(fd)
             enum = fd.enum_type if fd.type == _ENUM else None
-            if enum is not None:
-                cap = len(enum.values)
             if len(value) > cap:
                 per = f" (one per {enum.name} value)" if enum is not None else ""
                 raise FieldError(path, f"has {len(value)} entries; at most {cap}{per}")
@@ -183,7 +181,19 @@ def _check_message(message: Message, field: str, size_parts: bool, budget: list[
         _walk(message, field, False, budget)
 
 
-_INPUTS_CAP = ITEM_CAPS.get(lossd_pb2.EvaluateLossRequest.DESCRIPTOR.fields_by_name["inputs"].full_name, MAX_ITEMS)
+def item_cap(fd: Any) -> int:
+    """The most entries the caps allow in the repeated field or map ``fd`` (a repeated enum: one per value).
+    Code that reads a request before its caps are checked loops over no more than this.
+
+    >>> item_cap(lossd_pb2.EvaluateLossRequest.DESCRIPTOR.fields_by_name["inputs"])
+    1024
+    """
+    if fd.type == _ENUM and fd.enum_type is not None:
+        return len(fd.enum_type.values)
+    return ITEM_CAPS.get(fd.full_name, MAX_ITEMS)
+
+
+_INPUTS_CAP = item_cap(lossd_pb2.EvaluateLossRequest.DESCRIPTOR.fields_by_name["inputs"])
 
 
 def tensor_data_bytes(request: lossd_pb2.EvaluateLossRequest) -> int:

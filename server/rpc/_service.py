@@ -295,8 +295,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                 async for item in request_iterator:
                     if self._inline(item.request, item.size if isinstance(item, Received) else None):
                         await in_flight.put((self._on_loop(item.request.loss, self._stream_reply, item), 0))
-                    else:
-                        size = payload_bytes(item.request)
+                    else:  # what it holds while it waits: its received bytes (at least its tensors' bytes)
+                        size = item.size if isinstance(item, Received) and item.size else payload_bytes(item.request)
                         await budget.acquire(size)
                         await in_flight.put((loop.run_in_executor(self._executor, self._stream_reply, item), size))
             finally:

@@ -238,3 +238,46 @@ def test_a_small_request_that_is_long_to_walk_is_checked_and_evaluated_off_the_e
     assert [r.value for r in streamed if isinstance(r, EvaluateResult)] == [1.0, 1.0]
     assert isinstance(streamed[1], InvalidArgument) and streamed[1].field.startswith("params.k"), streamed[1]
     assert after_stream == after_over + 2  # the two small items on the loop, the crafted one on a thread
+
+
+def test_a_stream_item_of_5_million_dims_is_refused_without_holding_the_event_loop(tmp_path, monkeypatch):
+    """An EvaluateLossStream item waits for the stream's byte budget on the event loop before its caps
+    and wire rules are checked. It is charged the bytes it came in (what it holds while it waits), so
+    a tensor declaring 5,000,000 dims in 5 MB is not read there (that took 0.8 s); the item is refused
+    naming its shape, and the stream goes on. Checked on a real server sharing the test's loop."""
+    import asyncio
+
+    from lossd.client import AsyncClient
+    from lossd.server import ServerConfig, create_server
+    from lossd.server.rpc import _service
+
+    charged: list[int] = []
+    acquire = _service._ByteBudget.acquire
+
+    async def recording(self, size):  # type: ignore[no-untyped-def]
+        charged.append(size)
+        await acquire(self, size)
+
+    monkeypatch.setattr(_service._ByteBudget, "acquire", recording)
+    x = np.arange(100, dtype=np.float32)
+    small = build_request("mse_loss", x, x + 1)[0]
+    dims = build_request("mse_loss", x, x + 1)[0]
+    dims.inputs["y_pred"].shape[:] = [1] * 5_000_000
+    dims.inputs["y_pred"].raw = b"\0\0\0\0"
+
+    async def run() -> list[object]:
+        server = await create_server(ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
+                                                  data_dir=str(tmp_path / "data")))
+        await server.start()
+        try:
+            async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+                return [r async for r in client.evaluate_stream([small, dims, small], raise_on_error=False)]
+        finally:
+            await server.close()
+
+    results = asyncio.run(run())
+    assert [r.value for r in results if isinstance(r, EvaluateResult)] == [1.0, 1.0]
+    assert isinstance(results[1], InvalidArgument), results[1]
+    assert results[1].field.startswith("inputs.y_pred"), results[1]
+    assert "64" in str(results[1]), results[1]  # the dims cap
+    assert len(charged) == 1 and dims.ByteSize() <= charged[0] <= dims.ByteSize() + 64, charged  # its received bytes
