@@ -15,6 +15,31 @@ from lossd.client import Client, EvaluateResult, InvalidArgument, LossdError, No
 from lossd.server.losses import REGISTRY
 
 
+def _on_this_loop(tmp_path, calls, **settings):  # type: ignore[no-untyped-def]
+    """``await calls(client)`` against a real server started on this test's own event loop (so that
+    server code the test patched records where it ran), with an AsyncClient; the server closed after."""
+    import asyncio
+
+    from lossd.client import AsyncClient
+    from lossd.server import ServerConfig, create_server
+
+    async def run():  # type: ignore[no-untyped-def]
+        server = await create_server(ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
+                                                  data_dir=str(tmp_path / "data"), **settings))
+        await server.start()
+        try:
+            async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+                return await calls(client)
+        finally:
+            await server.close()
+
+    return asyncio.run(run())
+
+
+async def _stream(client, requests):  # type: ignore[no-untyped-def]
+    return [r async for r in client.evaluate_stream(requests, raise_on_error=False)]
+
+
 def test_stream_replies_in_order_with_per_item_errors(client):
     requests = []
     expected = []
@@ -117,10 +142,7 @@ def test_a_stream_item_is_placed_by_its_received_size_not_by_serializing_it(tmp_
     ``ByteSize`` would serialize on the loop holding the GIL. Checked on a real server sharing the test's
     loop: every item's size reaches the rule, and an item of 100 tensor elements with 220 KB of params
     goes to the thread pool (its reply: the refusal of the unknown param)."""
-    import asyncio
 
-    from lossd.client import AsyncClient
-    from lossd.server import ServerConfig, create_server
     from lossd.server.rpc import LossService
 
     placed: list[tuple[int | None, bool]] = []
@@ -136,17 +158,7 @@ def test_a_stream_item_is_placed_by_its_received_size_not_by_serializing_it(tmp_
     padded = build_request("mse_loss", x, x + 1)[0]
     padded.params.update({"pad": [0.5] * 20_000})
 
-    async def run() -> list[object]:
-        server = await create_server(ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
-                                                  data_dir=str(tmp_path / "data")))
-        await server.start()
-        try:
-            async with AsyncClient(f"127.0.0.1:{server.port}") as client:
-                return [r async for r in client.evaluate_stream([small, padded, small], raise_on_error=False)]
-        finally:
-            await server.close()
-
-    results = asyncio.run(run())
+    results = _on_this_loop(tmp_path, lambda client: _stream(client, [small, padded, small]))
     assert [r.value for r in results if isinstance(r, EvaluateResult)] == [1.0, 1.0]
     assert isinstance(results[1], InvalidArgument) and results[1].field.startswith("params"), results[1]
     assert [inline for _, inline in placed] == [True, False, True], placed
@@ -158,15 +170,12 @@ def test_a_small_request_that_is_long_to_walk_is_checked_and_evaluated_off_the_e
     """A request of at most 64 KiB is parsed on the event loop and its caps checked there, in at most
     ``LOOP_CHECK_STEPS`` steps; a crafted one that needs more (14 KB of ``params`` nesting lists: about
     5,600 steps, 6 ms) is checked on a thread, and evaluated on one too (``params`` over 1 KiB, although
-    the request is small enough to be evaluated on the loop), as is a stream item like it. Checked on a real server sharing the test's loop: where each check and each
-    evaluation ran, and that the crafted requests get their refusals (an unknown param, a list over its
-    cap) while small ones are answered."""
-    import asyncio
+    the request is small enough to be evaluated on the loop), as is a stream item like it. Checked on a
+    real server sharing the test's loop: where each check and each evaluation ran, and that the crafted
+    requests get their refusals (an unknown param, a list over its cap) while small ones are answered."""
 
     from google.protobuf import struct_pb2
 
-    from lossd.client import AsyncClient
-    from lossd.server import ServerConfig, create_server
     from lossd.server.interceptors import _large_requests
     from lossd.server.rpc import INLINE_MAX_BYTES, LossService, _caps
 
@@ -201,27 +210,20 @@ def test_a_small_request_that_is_long_to_walk_is_checked_and_evaluated_off_the_e
     assert small.ByteSize() <= _caps.MAX_STRING_BYTES < crafted.ByteSize() <= INLINE_MAX_BYTES
     assert over_cap.ByteSize() <= 64 * 1024  # parsed on the loop
 
-    async def run() -> list[object]:
-        server = await create_server(ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
-                                                  data_dir=str(tmp_path / "data"), batch_window_us=0))
-        await server.start()
+    async def calls(client) -> list[object]:  # type: ignore[no-untyped-def]
         outcomes: list[object] = []
-        try:
-            async with AsyncClient(f"127.0.0.1:{server.port}") as client:
-                for request in (small, crafted, over_cap):
-                    try:
-                        outcomes.append(await client.evaluate_request(request))
-                    except InvalidArgument as e:
-                        outcomes.append(e)
-                    outcomes.append(len(evaluated))
-                outcomes.append([r async for r in client.evaluate_stream([small, crafted, small], raise_on_error=False)])
-                outcomes.append(len(evaluated))
-        finally:
-            await server.close()
+        for request in (small, crafted, over_cap):
+            try:
+                outcomes.append(await client.evaluate_request(request))
+            except InvalidArgument as e:
+                outcomes.append(e)
+            outcomes.append(len(evaluated))
+        outcomes.append(await _stream(client, [small, crafted, small]))
+        outcomes.append(len(evaluated))
         return outcomes
 
     small_reply, after_small, crafted_reply, after_crafted, over_reply, after_over, streamed, after_stream = (
-        asyncio.run(run()))
+        _on_this_loop(tmp_path, calls, batch_window_us=0))
     assert isinstance(small_reply, EvaluateResult) and small_reply.value == 1.0
     assert after_small == 1  # evaluated on the loop
     assert isinstance(crafted_reply, InvalidArgument) and crafted_reply.field.startswith("params.k"), crafted_reply
@@ -245,10 +247,7 @@ def test_a_stream_item_of_5_million_dims_is_refused_without_holding_the_event_lo
     and wire rules are checked. It is charged the bytes it came in (what it holds while it waits), so
     a tensor declaring 5,000,000 dims in 5 MB is not read there (that took 0.8 s); the item is refused
     naming its shape, and the stream goes on. Checked on a real server sharing the test's loop."""
-    import asyncio
 
-    from lossd.client import AsyncClient
-    from lossd.server import ServerConfig, create_server
     from lossd.server.rpc import _service
 
     charged: list[int] = []
@@ -265,17 +264,7 @@ def test_a_stream_item_of_5_million_dims_is_refused_without_holding_the_event_lo
     dims.inputs["y_pred"].shape[:] = [1] * 5_000_000
     dims.inputs["y_pred"].raw = b"\0\0\0\0"
 
-    async def run() -> list[object]:
-        server = await create_server(ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
-                                                  data_dir=str(tmp_path / "data")))
-        await server.start()
-        try:
-            async with AsyncClient(f"127.0.0.1:{server.port}") as client:
-                return [r async for r in client.evaluate_stream([small, dims, small], raise_on_error=False)]
-        finally:
-            await server.close()
-
-    results = asyncio.run(run())
+    results = _on_this_loop(tmp_path, lambda client: _stream(client, [small, dims, small]))
     assert [r.value for r in results if isinstance(r, EvaluateResult)] == [1.0, 1.0]
     assert isinstance(results[1], InvalidArgument), results[1]
     assert results[1].field.startswith("inputs.y_pred"), results[1]
