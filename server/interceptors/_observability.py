@@ -38,6 +38,7 @@ from ..._methods import BY_PATH, EVALUATE_LOSS, EVALUATE_LOSS_STREAM
 from .._logging import access_fields
 from .._metrics import Metrics
 from ..losses import Registry
+from ..rpc._caps import MAX_STRING_BYTES
 from ._chain import StageInterceptor
 from ._handlers import Context, Handler, shape_of
 
@@ -232,8 +233,9 @@ class ObservabilityInterceptor(StageInterceptor):
         if getattr(request, "terms", None):
             return "objective"
         name = getattr(request, "loss", "")
-        if isinstance(name, str):
-            return self._registry.get(name).name if name in self._registry else "unknown"
+        if isinstance(name, str):  # a stream item's, not checked yet, may be over the caps: not looked up
+            known = len(name) <= MAX_STRING_BYTES and name in self._registry
+            return self._registry.get(name).name if known else "unknown"
         name = getattr(name, "name", "")  # e.g. TrainJobRequest.loss is a message with a name
         return self._registry.get(name).name if isinstance(name, str) and name in self._registry else ""
 

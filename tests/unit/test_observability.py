@@ -259,3 +259,19 @@ def test_the_batchers_counters_are_read_when_scraped() -> None:
     assert 'lossd_batch_window_calls_total{way="at_once"} 5.0' in text
     assert 'lossd_batch_window_calls_total{way="waited"} 16.0' in text
     assert "lossd_batch_window_groups_total 6.0" in text
+
+
+def test_a_loss_name_over_the_caps_is_labelled_unknown_without_a_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An EvaluateLossStream item reaches the interceptor before its caps are checked: a loss name over
+    them (100 MB took 0.2 s in the registry's lookup, on the event loop) is labelled "unknown" unread."""
+    from lossd.server.rpc._caps import MAX_STRING_BYTES
+    from lossd.v1 import lossd_pb2
+
+    interceptor = ObservabilityInterceptor(Metrics(), False, REGISTRY)
+    looked_up: list[str] = []
+    monkeypatch.setattr(type(REGISTRY), "__contains__", lambda self, name: looked_up.append(name) or True)
+    long_name = "mse_loss" + " " * MAX_STRING_BYTES
+    assert interceptor._loss_label(lossd_pb2.EvaluateLossRequest(loss=long_name)) == "unknown"
+    assert looked_up == []
+    assert interceptor._loss_label(lossd_pb2.EvaluateLossRequest(loss="mse_loss" + " " * 100)) == "mse_loss"
+    assert len(looked_up) == 1

@@ -173,3 +173,25 @@ def test_a_small_message_with_many_entries_or_large_params_is_evaluated_on_the_p
     params.params["more"] = [1.0] * 20
     assert params.ByteSize() <= INLINE_MAX_BYTES
     assert not service._inline(params) and not service._inline(params, params.ByteSize())
+
+
+def test_the_loss_name_is_read_last_and_only_for_a_small_message() -> None:
+    """A stream item's caps are not checked when the placement rule runs on the event loop: its loss name
+    may be 100 MB (0.05 s to read, 0.1 s to look up), so it is read only once the message is known to
+    be small."""
+    service = LossService(REGISTRY, ThreadPoolExecutor(1), torch.device("cpu"), 10**9, batch_window_us=0)
+    service.slow_losses.add("l1_loss")
+    large = _mse(INLINE_MAX_BYTES)
+    read: list[str] = []
+
+    class Recording:
+        def __getattr__(self, name: str) -> object:
+            read.append(name)
+            return getattr(large, name)
+
+    assert not service._inline(Recording(), large.ByteSize())  # type: ignore[arg-type]
+    assert "loss" not in read, read
+    small = _mse(100)
+    assert service._inline(small, small.ByteSize())
+    small.loss = "l1_loss"
+    assert not service._inline(small, small.ByteSize())  # slow: read, and found
