@@ -38,7 +38,7 @@ from ...v1 import lossd_pb2
 
 __all__ = [
     "ITEM_CAPS", "LOOP_CHECK_STEPS", "MAX_ITEMS", "MAX_SCANNED_FIELDS", "MAX_STRING_BYTES", "SIZED_PARTS_MAX_BYTES",
-    "WalkTooLong", "check_request", "check_wire", "item_cap", "tensor_data_bytes",
+    "WalkTooLong", "check_request", "check_string", "check_wire", "item_cap", "tensor_data_bytes",
 ]
 
 #: Longest string (UTF-8 bytes) in a request: names, patterns, map keys, strings in ``params``.
@@ -74,7 +74,12 @@ _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 _ENUM = FieldDescriptor.TYPE_ENUM
 
 
-def _string(value: str, field: str, what: str = "") -> None:
+def check_string(value: str, field: str, what: str = "") -> None:
+    """Raise :class:`FieldError` naming ``field`` when ``value`` is over :data:`MAX_STRING_BYTES` of UTF-8,
+    found from its length alone when it can be (a 100 MB string is not encoded).
+
+    >>> check_string("mse_loss", "loss")
+    """
     if len(value) > MAX_STRING_BYTES:  # from the length alone, whatever the size of the string
         shown = f"{len(value)} characters"
     elif len(value) * 4 > MAX_STRING_BYTES and len(value.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES:
@@ -155,26 +160,26 @@ def _walk(message: Message, field: str, size_parts: bool, budget: list[int] | No
                 key_fd, value_fd = fd.message_type.fields_by_name["key"], fd.message_type.fields_by_name["value"]
                 for key in value:
                     if key_fd.type == _STRING:
-                        _string(key, path, f"the key {_key(key)!r} ")
+                        check_string(key, path, f"the key {_key(key)!r} ")
                     if value_fd.type == _MESSAGE:
                         _check_message(value[key], f"{path}.{_key(key)}", size_parts, budget)
                     elif value_fd.type == _STRING:
-                        _string(value[key], f"{path}.{_key(key)}")
+                        check_string(value[key], f"{path}.{_key(key)}")
             elif fd.type == _STRING:
                 for i, item in enumerate(value):
-                    _string(item, f"{path}[{i}]")
+                    check_string(item, f"{path}[{i}]")
             else:
                 for i, item in enumerate(value):
                     _check_message(item, f"{path}[{i}]", size_parts, budget)
         elif fd.type == _STRING:
-            _string(value, path)
+            check_string(value, path)
         elif fd.type == _MESSAGE:
             _check_message(value, path, size_parts, budget)
 
 
 def _check_message(message: Message, field: str, size_parts: bool, budget: list[int] | None) -> None:
     if isinstance(message, lossd_pb2.Tensor):  # its numbers: the wire rules (check_tensor); its dtype here
-        _string(message.dtype, f"{field}.dtype")
+        check_string(message.dtype, f"{field}.dtype")
     elif size_parts:
         _check(message, field, 0, budget)
     else:

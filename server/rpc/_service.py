@@ -36,7 +36,7 @@ from ...v1 import lossd_pb2, lossd_pb2_grpc
 from ..losses import LossSpec, Registry
 from ._batch import BatchCancelled, BatchControl, BatchLimits, batch_reply, evaluate_batch, payload_bytes
 from ._batching import DEFAULT_BATCH_WINDOW_US, DynamicBatcher
-from ._caps import MAX_STRING_BYTES, tensor_data_bytes
+from ._caps import MAX_STRING_BYTES, check_string, tensor_data_bytes
 from ._plan import Plans
 from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
@@ -331,6 +331,11 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
     def _stream_reply(self, item: lossd_pb2.EvaluateLossStreamRequest | Received) -> _StreamReply:
         """One stream item's reply (on the thread pool): its response, or its error; a response
         stays the framed bytes when the service was registered by :func:`add_loss_service`."""
+        try:
+            check_string(item.id, "id")  # the item's own string; its request's caps: checked by the evaluation
+        except FieldError as e:  # answered without echoing it
+            error = lossd_pb2.Error(code=e.code, message=str(e), field=e.field)
+            return lossd_pb2.EvaluateLossStreamResponse(error=error)
         try:
             reply = handle_evaluate_bytes(self._registry, item.request, self._device, self._limits, None, self.plans)
         except FieldError as e:

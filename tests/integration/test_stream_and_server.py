@@ -270,3 +270,23 @@ def test_a_stream_item_of_5_million_dims_is_refused_without_holding_the_event_lo
     assert results[1].field.startswith("inputs.y_pred"), results[1]
     assert "64" in str(results[1]), results[1]  # the dims cap
     assert len(charged) == 1 and dims.ByteSize() <= charged[0] <= dims.ByteSize() + 64, charged  # its received bytes
+
+
+def test_a_stream_item_id_over_the_caps_is_refused_without_being_echoed(tmp_path):
+    """A stream item's own ``id`` is a string like any other: at most 1 KiB. One over it gets an error
+    reply naming ``id``, which does not echo it back (a 5 MB id was echoed in full); the stream goes on."""
+    x = np.arange(100, dtype=np.float32)
+    requests = [build_request("mse_loss", x, x + 1)[0] for _ in range(3)]
+
+    async def calls(client):  # type: ignore[no-untyped-def]
+        ids = ["a", "b" * 5_000_000, "c"]
+        stream = lossd_pb2_grpc.LossServiceStub(client.channel).EvaluateLossStream(
+            lossd_pb2.EvaluateLossStreamRequest(id=i, request=r) for i, r in zip(ids, requests))
+        return [reply async for reply in stream]
+
+    from lossd.v1 import lossd_pb2, lossd_pb2_grpc
+
+    replies = _on_this_loop(tmp_path, calls)
+    assert [r.id for r in replies] == ["a", "", "c"]
+    assert replies[0].response.value == replies[2].response.value == 1.0
+    assert replies[1].error.field == "id" and "5000000 characters" in replies[1].error.message, replies[1]

@@ -131,8 +131,8 @@ def test_a_small_request_is_sized_not_walked(monkeypatch: pytest.MonkeyPatch) ->
     from lossd.server.rpc import _caps
 
     walked: list[str] = []
-    real = _caps._string
-    monkeypatch.setattr(_caps, "_string", lambda value, field, *a: (walked.append(field), real(value, field, *a)))
+    real = _caps.check_string
+    monkeypatch.setattr(_caps, "check_string", lambda value, field, *a: (walked.append(field), real(value, field, *a)))
     raw = bytes(400)
     tensor = lossd_pb2.Tensor(dtype="float32", shape=[100], raw=raw)
     small = _evaluate(loss="mse_loss", inputs={"y_pred": tensor, "y_true": tensor})
