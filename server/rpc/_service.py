@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeAlias, TypeVar
 
@@ -259,12 +259,9 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         try:
             loop = asyncio.get_running_loop()
             try:  # the limits are checked there too (check_batch), before any item is decoded
-                outcomes = await loop.run_in_executor(self._executor, evaluate_batch, self._registry, request.items,
-                                                      self._device, self._limits, control, self._max_message_bytes,
-                                                      self._batch_limits)
+                reply = await loop.run_in_executor(self._executor, self._batch_reply, request.items, control)
             finally:
                 control.cancelled.set()  # the call is over, whichever way: no more items
-            reply = batch_reply(outcomes)
             if len(reply) > self._max_message_bytes:  # each item fits, all together do not
                 raise FieldError("", reply_too_large(len(reply), self._max_message_bytes)
                                  + "; or send fewer items per batch", "RESOURCE_EXHAUSTED")
@@ -277,6 +274,12 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
             log.exception("EvaluateLossBatch failed")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error evaluating a batch; see server log")
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _batch_reply(self, items: Sequence[lossd_pb2.EvaluateLossRequest], control: BatchControl) -> bytes:
+        """A batch's serialized reply, its items evaluated and framed here on the pool (the framing of an
+        8 MiB batch's replies takes 7 ms: not on the event loop)."""
+        return batch_reply(evaluate_batch(self._registry, items, self._device, self._limits, control,
+                                          self._max_message_bytes, self._batch_limits))
 
     async def EvaluateLossStream(
         self,

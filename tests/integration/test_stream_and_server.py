@@ -13,27 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lossd.client import Client, EvaluateResult, InvalidArgument, LossdError, NotFound, build_request
 from lossd.server.losses import REGISTRY
-
-
-def _on_this_loop(tmp_path, calls, **settings):  # type: ignore[no-untyped-def]
-    """``await calls(client)`` against a real server started on this test's own event loop (so that
-    server code the test patched records where it ran), with an AsyncClient; the server closed after."""
-    import asyncio
-
-    from lossd.client import AsyncClient
-    from lossd.server import ServerConfig, create_server
-
-    async def run():  # type: ignore[no-untyped-def]
-        server = await create_server(ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
-                                                  data_dir=str(tmp_path / "data"), **settings))
-        await server.start()
-        try:
-            async with AsyncClient(f"127.0.0.1:{server.port}") as client:
-                return await calls(client)
-        finally:
-            await server.close()
-
-    return asyncio.run(run())
+from support.servers import on_this_loop
 
 
 async def _stream(client, requests):  # type: ignore[no-untyped-def]
@@ -136,7 +116,7 @@ def test_served_process_stops_cleanly_on_signal(tmp_path, sig):
     assert any("lossd stopped" in line for line in served.log), "".join(served.log)
 
 
-def test_a_stream_item_is_placed_by_its_received_size_not_by_serializing_it(tmp_path, monkeypatch):
+def test_a_stream_item_is_placed_by_its_received_size_not_by_serializing_it(monkeypatch):
     """Whether an EvaluateLossStream item runs on the event loop is decided from the bytes it came in
     (``Received.size``): a request of small tensors may carry megabytes of ``params``, which
     ``ByteSize`` would serialize on the loop holding the GIL. Checked on a real server sharing the test's
@@ -158,7 +138,7 @@ def test_a_stream_item_is_placed_by_its_received_size_not_by_serializing_it(tmp_
     padded = build_request("mse_loss", x, x + 1)[0]
     padded.params.update({"pad": [0.5] * 20_000})
 
-    results = _on_this_loop(tmp_path, lambda client: _stream(client, [small, padded, small]))
+    results = on_this_loop(lambda client: _stream(client, [small, padded, small]))
     assert [r.value for r in results if isinstance(r, EvaluateResult)] == [1.0, 1.0]
     assert isinstance(results[1], InvalidArgument) and results[1].field.startswith("params"), results[1]
     assert [inline for _, inline in placed] == [True, False, True], placed
@@ -166,7 +146,7 @@ def test_a_stream_item_is_placed_by_its_received_size_not_by_serializing_it(tmp_
     assert placed[1][0] > padded.ByteSize() - 100, placed
 
 
-def test_a_small_request_that_is_long_to_walk_is_checked_and_evaluated_off_the_event_loop(tmp_path, monkeypatch):
+def test_a_small_request_that_is_long_to_walk_is_checked_and_evaluated_off_the_event_loop(monkeypatch):
     """A request of at most 64 KiB is parsed on the event loop and its caps checked there, in at most
     ``LOOP_CHECK_STEPS`` steps; a crafted one that needs more (14 KB of ``params`` nesting lists: about
     5,600 steps, 6 ms) is checked on a thread, and evaluated on one too (``params`` over 1 KiB, although
@@ -223,7 +203,7 @@ def test_a_small_request_that_is_long_to_walk_is_checked_and_evaluated_off_the_e
         return outcomes
 
     small_reply, after_small, crafted_reply, after_crafted, over_reply, after_over, streamed, after_stream = (
-        _on_this_loop(tmp_path, calls, batch_window_us=0))
+        on_this_loop(calls, batch_window_us=0))
     assert isinstance(small_reply, EvaluateResult) and small_reply.value == 1.0
     assert after_small == 1  # evaluated on the loop
     assert isinstance(crafted_reply, InvalidArgument) and crafted_reply.field.startswith("params.k"), crafted_reply
@@ -242,7 +222,7 @@ def test_a_small_request_that_is_long_to_walk_is_checked_and_evaluated_off_the_e
     assert after_stream == after_over + 2  # the two small items on the loop, the crafted one on a thread
 
 
-def test_a_stream_item_of_5_million_dims_is_refused_without_holding_the_event_loop(tmp_path, monkeypatch):
+def test_a_stream_item_of_5_million_dims_is_refused_without_holding_the_event_loop(monkeypatch):
     """An EvaluateLossStream item waits for the stream's byte budget on the event loop before its caps
     and wire rules are checked. It is charged the bytes it came in (what it holds while it waits), so
     a tensor declaring 5,000,000 dims in 5 MB is not read there (that took 0.8 s); the item is refused
@@ -264,7 +244,7 @@ def test_a_stream_item_of_5_million_dims_is_refused_without_holding_the_event_lo
     dims.inputs["y_pred"].shape[:] = [1] * 5_000_000
     dims.inputs["y_pred"].raw = b"\0\0\0\0"
 
-    results = _on_this_loop(tmp_path, lambda client: _stream(client, [small, dims, small]))
+    results = on_this_loop(lambda client: _stream(client, [small, dims, small]))
     assert [r.value for r in results if isinstance(r, EvaluateResult)] == [1.0, 1.0]
     assert isinstance(results[1], InvalidArgument), results[1]
     assert results[1].field.startswith("inputs.y_pred"), results[1]
@@ -272,7 +252,7 @@ def test_a_stream_item_of_5_million_dims_is_refused_without_holding_the_event_lo
     assert len(charged) == 1 and dims.ByteSize() <= charged[0] <= dims.ByteSize() + 64, charged  # its received bytes
 
 
-def test_a_stream_item_id_over_the_caps_is_refused_without_being_echoed(tmp_path):
+def test_a_stream_item_id_over_the_caps_is_refused_without_being_echoed():
     """A stream item's own ``id`` is a string like any other: at most 1 KiB. One over it gets an error
     reply naming ``id``, which does not echo it back (a 5 MB id was echoed in full); the stream goes on."""
     x = np.arange(100, dtype=np.float32)
@@ -286,7 +266,7 @@ def test_a_stream_item_id_over_the_caps_is_refused_without_being_echoed(tmp_path
 
     from lossd.v1 import lossd_pb2, lossd_pb2_grpc
 
-    replies = _on_this_loop(tmp_path, calls)
+    replies = on_this_loop(calls)
     assert [r.id for r in replies] == ["a", "", "c"]
     assert replies[0].response.value == replies[2].response.value == 1.0
     assert replies[1].error.field == "id" and "5000000 characters" in replies[1].error.message, replies[1]

@@ -34,6 +34,26 @@ def start_in_process(**config: object) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
 
 
+def on_this_loop(calls: Callable[[Any], Awaitable[Any]], **config: object) -> Any:
+    """``await calls(client)`` against a real server started on the caller's own event loop (``asyncio.run``
+    here), with an AsyncClient, the server closed after: server code a test patched then runs where the
+    test can see which thread ran it (the loop's: the calling thread)."""
+    from lossd.client import AsyncClient
+    from lossd.server import ServerConfig, create_server
+
+    async def run() -> Any:
+        settings = {"device": "cpu", "plugins": "none", "data_dir": tempfile.mkdtemp(prefix="lossd-data-"), **config}
+        server = await create_server(ServerConfig(host="127.0.0.1", port=0, **settings))  # type: ignore[arg-type]
+        await server.start()
+        try:
+            async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+                return await calls(client)
+        finally:
+            await server.close()
+
+    return asyncio.run(run())
+
+
 @contextlib.contextmanager
 def serve_in_thread(build: Callable[[], Awaitable[Any]]) -> Iterator[int]:
     """Run the server that ``build()`` makes (a :class:`lossd.server.LossdServer`, or anything with
