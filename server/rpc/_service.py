@@ -165,7 +165,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         never fewer bytes than the tensor holds, and one whose data disagrees with its shape is refused
         before anything is allocated. Its per-entry work is bounded too: at most :data:`INLINE_MAX_ENTRIES`
         inputs and ``grad_inputs`` (1,024 ``grad_inputs`` took 11 ms), ``params`` of at most
-        ``MAX_STRING_BYTES`` (about a microsecond a value to check and to read: a crafted 35 KB took 21 ms).
+        ``MAX_STRING_BYTES`` (about a microsecond a value to check and to read: 16 KB nesting lists, 11 ms).
         Anything more may take milliseconds and goes to the pool. ``size``: the message's received
         bytes, or a bound above them (a stream item's); without it the message is sized once its
         tensors' data is known to be small, for ``ByteSize`` serializes it here on the loop (a request
