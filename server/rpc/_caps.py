@@ -234,7 +234,7 @@ _SMALL_WITHIN_CAPS: dict[str, bool] = {}
 def _within(message: Descriptor, seen: set[str]) -> bool:
     seen.add(message.full_name)
     for fd in message.fields:
-        if fd.is_repeated and (fd.type == _ENUM or ITEM_CAPS.get(fd.full_name, MAX_ITEMS) < MAX_STRING_BYTES // 2):
+        if fd.is_repeated and (fd.type == _ENUM or item_cap(fd) < MAX_STRING_BYTES // 2):
             return False
         sub = fd.message_type
         if sub is not None and sub.full_name not in seen and not _within(sub, seen):

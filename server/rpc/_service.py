@@ -336,22 +336,18 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         stays the framed bytes when the service was registered by :func:`add_loss_service`."""
         try:
             check_string(item.id, "id")  # the item's own string; its request's caps: checked by the evaluation
-        except FieldError as e:  # answered without echoing it
-            error = lossd_pb2.Error(code=e.code, message=str(e), field=e.field)
-            return lossd_pb2.EvaluateLossStreamResponse(error=error)
+        except FieldError as e:
+            return _stream_error("", e)  # not echoed
         try:
             reply = handle_evaluate_bytes(self._registry, item.request, self._device, self._limits, None, self.plans)
         except FieldError as e:
-            error = lossd_pb2.Error(code=e.code, message=str(e), field=e.field)
-            return lossd_pb2.EvaluateLossStreamResponse(id=item.id, error=error)
+            return _stream_error(item.id, e)
         except Exception:
             log.exception("EvaluateLossStream item %r failed", item.id)
-            error = lossd_pb2.Error(code="INTERNAL", message="internal error; see server log")
-            return lossd_pb2.EvaluateLossStreamResponse(id=item.id, error=error)
+            return _stream_error(item.id, FieldError("", "internal error; see server log", "INTERNAL"))
         if len(reply) + len(item.id) + 16 > self._max_message_bytes:  # 16: the item's own framing
             message = reply_too_large(len(reply), self._max_message_bytes)
-            error = lossd_pb2.Error(code="RESOURCE_EXHAUSTED", message=message)
-            return lossd_pb2.EvaluateLossStreamResponse(id=item.id, error=error)
+            return _stream_error(item.id, FieldError("", message, "RESOURCE_EXHAUSTED"))
         # Wrap the framed reply without re-encoding it: id, then the response's bytes.
         head = lossd_pb2.EvaluateLossStreamResponse(id=item.id).SerializeToString()
         framed = join([head, *length_delimited(_STREAM_RESPONSE, [reply])])
@@ -359,6 +355,12 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
 
 
 _STREAM_RESPONSE = field_number(lossd_pb2.EvaluateLossStreamResponse, "response")
+
+
+def _stream_error(item_id: str, e: FieldError) -> lossd_pb2.EvaluateLossStreamResponse:
+    """A stream item's ``Error`` reply for ``e``."""
+    return lossd_pb2.EvaluateLossStreamResponse(id=item_id, error=lossd_pb2.Error(code=e.code, message=str(e),
+                                                                                  field=e.field))
 #: A stream item's reply: the message, or its serialized bytes (see ``replies_as_bytes``).
 _StreamReply: TypeAlias = "lossd_pb2.EvaluateLossStreamResponse | bytes"
 
