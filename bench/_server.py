@@ -16,8 +16,10 @@ EvaluateLoss call it stands beside.
 ``grpc.so_reuseport`` deliberately, and ``--also-port P`` listens on ``P`` too:
 several such processes share one port, the kernel spreading connections among them.
 
-The process sets ``sys.setswitchinterval`` as ``lossd serve`` does (``--switch-interval-s`` to try
-another), and ``--batch-window-us`` is ``lossd serve``'s flag.
+Like ``lossd serve``, the process sets OpenMP's wait policy before torch loads
+(``lossd.server._openmp``; an ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` in its environment wins)
+and ``sys.setswitchinterval`` (``--switch-interval-s`` to try another); ``--batch-window-us`` is
+``lossd serve``'s flag.
 
 Run: ``python -m bench._server [--no-malloc-tuning] [--reuseport [--also-port P]] [--batch-window-us W]``;
 it prints its port and the bare echo's.
@@ -33,10 +35,14 @@ import tempfile
 
 import grpc
 
-from lossd.server._app import SWITCH_INTERVAL_S, freeze_startup_heap
-from lossd.server.rpc._batching import DEFAULT_BATCH_WINDOW_US
+from lossd.server._openmp import quiet_openmp
 
-from ._echo import answer
+quiet_openmp()  # as lossd serve does, before torch loads
+
+from lossd.server._app import SWITCH_INTERVAL_S, freeze_startup_heap  # noqa: E402 - after quiet_openmp
+from lossd.server.rpc._batching import DEFAULT_BATCH_WINDOW_US  # noqa: E402
+
+from ._echo import answer  # noqa: E402
 
 __all__ = ["main"]
 

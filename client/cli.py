@@ -452,6 +452,9 @@ def result_to_json(result: EvaluateResult) -> str:
 
 def _serve(rest: list[str]) -> int:
     try:
+        from ..server._openmp import quiet_openmp
+
+        quiet_openmp()  # before the server imports torch
         from ..server._app import main as serve_main
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] in _SERVER_EXTRA_MODULES:

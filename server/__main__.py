@@ -2,6 +2,10 @@
 
 import sys
 
-from ._app import main
+from ._openmp import quiet_openmp
+
+quiet_openmp()  # before anything imports torch
+
+from ._app import main  # noqa: E402 - after quiet_openmp
 
 sys.exit(main())

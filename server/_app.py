@@ -38,6 +38,7 @@ from ..v1 import lossd_pb2, training_pb2
 from ._config import ServerConfig, build_parser, config_from_args
 from ._connections import connection_options
 from ._logging import configure_logging, emit
+from ._openmp import OPENMP_SETTINGS, openmp_policy
 from ._security import ConfigError, Security, describe
 from .evaluation import resolve_device
 from .interceptors import ConcurrencyLimiter, DrainGate, Observability, build_interceptors, build_observability
@@ -288,6 +289,7 @@ async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
     log.info("lossd %s serving %d losses on %s:%d (device %s)", __version__, len(registry), config.host,
              server.port, server.device)
     log.info("security: %s", describe(server.security))
+    _log_openmp_policy()
     emit(f"lossd {__version__} listening on {config.host}:{server.port}")
     if server.observability is not None and server.observability.metrics_port is not None:
         emit(f"lossd metrics on http://{config.host}:{server.observability.metrics_port}/metrics")
@@ -303,6 +305,18 @@ async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
         log.warning("calls still running after the %.1fs grace period were cancelled", config.grace_s)
     emit("lossd stopped")
     return clean
+
+
+def _log_openmp_policy() -> None:
+    """Say which OpenMP wait policy the process runs with (lossd.server._openmp): a warning when it has
+    none, which happens when torch was imported before the entry point could set one."""
+    policy = openmp_policy()
+    if policy is None:
+        wanted = " ".join(f"{k}={v}" for k, v in OPENMP_SETTINGS.items())
+        log.warning("OpenMP's workers spin after each parallel region, taking a CPU from gRPC: torch was imported "
+                    "before the server could set %s; set it in the environment (docs/performance.md)", wanted)
+    else:
+        log.info("OpenMP wait policy: %s", policy)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

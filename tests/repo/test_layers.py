@@ -23,7 +23,7 @@ from support.lint import REPO, _package_dirs
 
 #: The parts of ``lossd.server`` by rank: a part may import only parts of a lower rank.
 SERVER_LAYERS: dict[str, int] = {
-    "losses": 0, "_security": 0, "_logging": 0, "_metrics": 0,
+    "losses": 0, "_security": 0, "_logging": 0, "_metrics": 0, "_openmp": 0,
     "evaluation": 1, "_connections": 1,
     "rpc": 2,
     "training": 3, "interceptors": 3,
@@ -41,6 +41,7 @@ FUNCTION_LEVEL_IMPORTS: dict[tuple[str, str], str] = {
     ("lossd.client._plot", "matplotlib.figure"): "the plot extra",
     ("lossd.client.cli", "lossd.client._plot"): "the plot extra",
     ("lossd.client.cli", "lossd.server._app"): "`lossd serve` needs the server extra",
+    ("lossd.client.cli", "lossd.server._openmp"): "`lossd serve` sets OpenMP's wait policy before torch loads",
     ("lossd.server._metrics", "prometheus_client"): "the metrics extra",
     ("lossd.server.training._manager", "fcntl"): "Linux-only",
     ("lossd.server.training._manager", "torch.distributed"): "the store of a multi-machine job only",

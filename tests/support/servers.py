@@ -95,7 +95,7 @@ def serve_in_thread(build: Callable[[], Awaitable[Any]]) -> Iterator[int]:
 
 @dataclass
 class ServedProcess:
-    """``python -m lossd.server`` on an ephemeral port, with its output."""
+    """``python -m lossd.server`` (or another ``command``) on an ephemeral port, with its output."""
 
     proc: subprocess.Popen[str]
     address: str
@@ -115,11 +115,13 @@ class ServedProcess:
     @classmethod
     @contextlib.contextmanager
     def start(cls, workdir: Path, *args: str, env: dict[str, str] | None = None,
-              prefix: tuple[str, ...] = ()) -> Iterator[ServedProcess]:
-        """``prefix``: a command that runs the server (``("ip", "netns", "exec", "ns1")``); it must exec it."""
+              prefix: tuple[str, ...] = (), command: tuple[str, ...] = (sys.executable, "-m", "lossd.server"),
+              ) -> Iterator[ServedProcess]:
+        """``prefix``: a command that runs the server (``("ip", "netns", "exec", "ns1")``); it must exec it.
+        ``command``: the server's own command (``lossd serve``: ``(".venv/bin/lossd", "serve")``)."""
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOSSD_DEVICE": "cpu", **(env or {})}
         proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "lossd.server", "--port", "0", *args],
+            [*prefix, *command, "--port", "0", *args],
             cwd=workdir, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         log: list[str] = []
