@@ -140,6 +140,39 @@ def test_raw_tensors_travel_bit_for_bit(node: str, server_address: str) -> None:
     assert torch.equal(torch.tensor(out["grad"], dtype=torch.float32), grad.flatten())
 
 
+COMPLEX_SCRIPT = """
+import { createLossdClient, tensor, toArray, TensorEncoding } from "@lossd/client";
+const { target, input } = JSON.parse(await new Promise((resolve) => {
+  let text = ""; process.stdin.on("data", (c) => (text += c)).on("end", () => resolve(text));
+}));
+const client = createLossdClient({ target });
+const reply = await client.evaluateLoss({
+  loss: "l1_loss",
+  inputs: { input: tensor("complex64", [3], new Float32Array(input)),
+            target: tensor("complex64", [3], new Float32Array(6)) },
+  gradInputs: ["input"],
+  outputEncoding: TensorEncoding.RAW,
+});
+const grad = reply.grads.input;
+console.log(JSON.stringify({ value: reply.value, dtype: grad.dtype, raw: grad.raw.length, grad: [...toArray(grad)] }));
+"""
+
+
+def test_complex_tensors_travel_bit_for_bit(node: str, server_address: str) -> None:
+    """complex64 in and out as raw (real, imaginary) float32 pairs, against torch's own l1_loss."""
+    x = torch.tensor([3 + 4j, -1j, 0.25 - 0.5j], dtype=torch.complex64)
+    request = {"target": server_address, "input": torch.view_as_real(x).flatten().tolist()}
+    result = _run([node, "--input-type=module", "-e", COMPLEX_SCRIPT], stdin=json.dumps(request))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    leaf = x.clone().requires_grad_(True)
+    loss = F.l1_loss(leaf, torch.zeros(3, dtype=torch.complex64))
+    (grad,) = torch.autograd.grad(loss, leaf)
+    assert out["value"] == loss.item()
+    assert (out["dtype"], out["raw"]) == ("complex64", 3 * 8)
+    assert torch.equal(torch.tensor(out["grad"], dtype=torch.float32), torch.view_as_real(grad).flatten())
+
+
 def test_docs_show_the_example_as_it_runs(node: str, server_address: str) -> None:
     """docs/clients.md shows examples/evaluate.mjs verbatim, and its console session runs as written."""
     doc = (REPO / "docs" / "clients.md").read_text(encoding="utf-8")

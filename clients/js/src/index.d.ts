@@ -51,14 +51,17 @@ export declare function createLossdClient(options?: LossdClientOptions): LossdCl
 /** Throws a TypeError naming the path of a key that is not a field or a value of the wrong kind. */
 export declare function checkRequest(schema: DescMessage, init: unknown, path?: string): void;
 
-export type Dtype = "float64" | "float32" | "float16" | "bfloat16" | "int64" | "int32" | "int16" | "int8" | "uint8" | "bool";
+export type Dtype = "float64" | "float32" | "float16" | "bfloat16" | "complex64" | "complex128" | "int64" | "int32"
+  | "int16" | "int8" | "uint8" | "bool";
 
-/** A Tensor init: typed arrays as raw little-endian bytes, plain arrays as `values`. */
+/** A Tensor init: typed arrays as raw little-endian bytes, plain arrays as `values` (a complex element:
+ * two numbers, real then imaginary). */
 export declare function tensor(
   dtype: Dtype, shape: Array<number | bigint>, data: ArrayLike<number> | BigInt64Array,
 ): { dtype: Dtype; shape: bigint[]; raw?: Uint8Array; values?: number[] };
 
-/** A Tensor's elements in C order (float16 and bfloat16 as Float32Array). */
+/** A Tensor's elements in C order (float16 and bfloat16 as Float32Array; complex64 and complex128 as
+ * Float32Array and Float64Array of two numbers per element, real then imaginary). */
 export declare function toArray(
   t: Pick<Tensor, "dtype" | "raw" | "values">,
 ): Float64Array | Float32Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array;

@@ -287,11 +287,13 @@ function describe(value) {
 
 // ---- tensors ---------------------------------------------------------------
 
-// dtype -> [typed array that holds its elements, bytes per element]
+// dtype -> [typed array that holds its numbers, bytes per element, numbers per element]; a complex
+// element is two numbers, its real then its imaginary part (torch's and numpy's layout)
 const DTYPES = {
-  float64: [Float64Array, 8], float32: [Float32Array, 4], float16: [null, 2], bfloat16: [null, 2],
-  int64: [BigInt64Array, 8], int32: [Int32Array, 4], int16: [Int16Array, 2], int8: [Int8Array, 1],
-  uint8: [Uint8Array, 1], bool: [Uint8Array, 1],
+  float64: [Float64Array, 8, 1], float32: [Float32Array, 4, 1], float16: [null, 2, 1], bfloat16: [null, 2, 1],
+  complex64: [Float32Array, 8, 2], complex128: [Float64Array, 16, 2],
+  int64: [BigInt64Array, 8, 1], int32: [Int32Array, 4, 1], int16: [Int16Array, 2, 1], int8: [Int8Array, 1, 1],
+  uint8: [Uint8Array, 1, 1], bool: [Uint8Array, 1, 1],
 };
 const LITTLE_ENDIAN = endianness() === "LE";
 
@@ -309,28 +311,35 @@ function checkedShape(shape) {
  *
  * A typed array of the dtype's own kind (Float32Array for float32, BigInt64Array for
  * int64, ...) travels as `raw` little-endian bytes; a plain array of numbers as `values`
- * (any dtype, including float16 and bfloat16, which have no typed array).
+ * (any dtype, including float16 and bfloat16, which have no typed array). A complex
+ * element is two numbers, its real then its imaginary part: complex64 data is a
+ * Float32Array (complex128: Float64Array) or a plain array of 2 × numel(shape) numbers.
  *
- * @param {string} dtype torch spelling: float32, float64, float16, bfloat16, int64, int32, int16, int8, uint8, bool
+ * @param {string} dtype torch spelling: float32, float64, float16, bfloat16, complex64, complex128,
+ *   int64, int32, int16, int8, uint8, bool
  * @param {Array<number | bigint>} shape e.g. [2, 3]; [] for a scalar
  * @param {ArrayLike<number> | BigInt64Array} data numel(shape) elements in C order
  * @example
  *   tensor("float32", [2], new Float32Array([0.5, 2]))  // {dtype: "float32", shape: [2n], raw: Uint8Array(8)}
  *   tensor("int64", [2], [0, 2])                         // {dtype: "int64", shape: [2n], values: [0, 2]}
+ *   tensor("complex64", [1], new Float32Array([3, 4]))  // 3+4i: {dtype: "complex64", shape: [1n], raw: Uint8Array(8)}
  */
 export function tensor(dtype, shape, data) {
   const spec = DTYPES[dtype];
   if (spec === undefined) throw new TypeError(`tensor: unknown dtype ${JSON.stringify(dtype)}; known: ${Object.keys(DTYPES).join(", ")}`);
   const dims = checkedShape(shape);
   const numel = dims.reduce((a, b) => a * b, 1n);
-  if (BigInt(data.length) !== numel) throw new TypeError(`tensor: shape [${dims.join(", ")}] has ${numel} elements, data has ${data.length}`);
+  const [ArrayType, itemsize, parts] = spec;
+  if (BigInt(data.length) !== numel * BigInt(parts)) {
+    const what = parts === 1 ? `${numel} elements` : `${numel} elements, ${numel * BigInt(parts)} numbers (real, imaginary)`;
+    throw new TypeError(`tensor: shape [${dims.join(", ")}] has ${what}, data has ${data.length}`);
+  }
   if (Array.isArray(data)) return { dtype, shape: dims, values: data.map(Number) };
-  const [ArrayType, itemsize] = spec;
   if (ArrayType === null || !(data instanceof ArrayType)) {
     throw new TypeError(`tensor: ${dtype} data must be ${ArrayType ? ArrayType.name : "an array of numbers"}, got ${data?.constructor?.name}`);
   }
   const raw = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
-  if (!LITTLE_ENDIAN) swapBytes(raw, itemsize);
+  if (!LITTLE_ENDIAN) swapBytes(raw, itemsize / parts);
   return { dtype, shape: dims, raw };
 }
 
@@ -338,7 +347,8 @@ export function tensor(dtype, shape, data) {
  * The elements of a Tensor message (a reply's `loss` or `grads[name]`) as a typed array in C order.
  *
  * float32/float16/bfloat16 → Float32Array (exact), float64 → Float64Array, int64 → BigInt64Array,
- * bool → Uint8Array, other integers → their typed array.
+ * bool → Uint8Array, other integers → their typed array; complex64 → Float32Array and complex128 →
+ * Float64Array of two numbers per element (real, imaginary).
  *
  * @param {{dtype: string, shape: bigint[], raw?: Uint8Array, values?: number[]}} t
  * @example
@@ -347,15 +357,15 @@ export function tensor(dtype, shape, data) {
 export function toArray(t) {
   const spec = DTYPES[t.dtype];
   if (spec === undefined) throw new TypeError(`toArray: unknown dtype ${JSON.stringify(t.dtype)}`);
-  const [ArrayType, itemsize] = spec;
+  const [ArrayType, itemsize, parts] = spec;
   if (t.values !== undefined && t.values.length > 0) {
     if (ArrayType === BigInt64Array) return BigInt64Array.from(t.values, (v) => BigInt(v));
     return (ArrayType ?? Float32Array).from(t.values);
   }
   const raw = (t.raw ?? new Uint8Array(0)).slice(); // a copy: aligned, and ours to swap
   if (raw.length % itemsize !== 0) throw new TypeError(`toArray: ${raw.length} raw bytes is not a whole number of ${t.dtype}`);
-  if (!LITTLE_ENDIAN) swapBytes(raw, itemsize);
-  if (ArrayType !== null) return new ArrayType(raw.buffer, 0, raw.length / itemsize);
+  if (!LITTLE_ENDIAN) swapBytes(raw, itemsize / parts);
+  if (ArrayType !== null) return new ArrayType(raw.buffer, 0, (raw.length / itemsize) * parts);
   const halves = new Uint16Array(raw.buffer, 0, raw.length / 2);
   return Float32Array.from(halves, t.dtype === "bfloat16" ? (h) => bfloat16ToFloat(h) : (h) => float16ToFloat(h));
 }

@@ -83,6 +83,21 @@ test("typed arrays travel as raw little-endian bytes and come back exactly", () 
   assert.throws(() => tensor("float32", [-1n], []), /got -1/);
 });
 
+test("complex64 and complex128 travel as (real, imaginary) pairs and come back exactly", () => {
+  const c64 = new Float32Array([3, 4, 0, -1]); // 3+4i, -1i
+  const t = tensor("complex64", [2], c64);
+  assert.equal(t.raw.length, 16);
+  assert.deepEqual([...t.raw.subarray(0, 8)], [0x00, 0x00, 0x40, 0x40, 0x00, 0x00, 0x80, 0x40]); // 3.0f, 4.0f
+  assert.deepEqual(toArray(t), c64);
+  const c128 = new Float64Array([0.1, -0.2]);
+  assert.deepEqual(toArray(tensor("complex128", [], c128)), c128);
+  assert.deepEqual(tensor("complex64", [1], [3, 4]), { dtype: "complex64", shape: [1n], values: [3, 4] });
+  assert.deepEqual(toArray({ dtype: "complex128", shape: [1n], values: [3, 4] }), new Float64Array([3, 4]));
+  assert.throws(() => tensor("complex64", [2], new Float32Array(2)),
+    /shape \[2\] has 2 elements, 4 numbers \(real, imaginary\), data has 2/);
+  assert.throws(() => tensor("complex128", [1], new Float32Array(2)), /complex128 data must be Float64Array/);
+});
+
 test("float16 and bfloat16 raw bytes decode to float32 exactly", () => {
   // float16: 1.0 = 0x3c00, -2.0 = 0xc000, 65504 = 0x7bff, smallest subnormal 2^-24 = 0x0001
   const f16 = new Uint8Array([0x00, 0x3c, 0x00, 0xc0, 0xff, 0x7b, 0x01, 0x00]);
