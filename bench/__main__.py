@@ -23,7 +23,10 @@ It writes ``bench/results/latest.json`` and ``latest.md`` and rewrites the
 results part of ``docs/performance.md`` (``--no-docs``: leave it).
 ``--quick`` runs small sizes and few repetitions (a smoke test, ~1 minute).
 The bench client process applies the same malloc tuning as the server
-(``--no-client-malloc-tuning`` to not).
+(``--no-client-malloc-tuning`` to not), and the same OpenMP wait policy
+(``lossd.server._openmp``, before torch loads): the wire table's in-process torch
+loop runs in turn with the calls, and OpenMP's default left a worker spinning
+after it into the next call, which was the echo's.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from lossd.server._openmp import quiet_openmp
 
 from ._measure import REPO
 
@@ -67,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         from lossd._malloc import tune_malloc
 
         tune_malloc()
+    quiet_openmp()  # before torch loads here (the module docstring says why); the servers inherit it
     from . import _batch, _sections
     from ._measure import BenchServer
     from ._report import machine, markdown, targets, update_docs
