@@ -2,10 +2,11 @@
 
 torch runs a large tensor operation on OpenMP threads (GNU libgomp in torch's Linux wheels). By
 default each worker spins for a while after every parallel region (libgomp: 300,000 iterations), in
-case another region follows. In a server, that spin takes a CPU from whatever comes next: after a
-10^6-element ``mse_loss`` the worker spun while gRPC sent the reply and the client read it, and the
-reply took 6.2–8.3 ms to reach the client against the echo's 4.6–5.3 ms for the same bytes; with the
-policy ``PASSIVE`` it took as long as the echo's (docs/performance.md, "OpenMP's wait policy").
+case another region follows (about 10 ms of a CPU on a 2-CPU cloud VM). In a server, that spin takes a
+CPU from whatever comes next: after a 10^6-element ``mse_loss`` the worker spun while gRPC sent the
+reply and the client read it, and the reply took 5.9–8.4 ms to reach the client against 4.5–5.7 ms
+for an echo of the same bytes; with the policy ``PASSIVE`` it took as long as the echo's
+(docs/performance.md, "OpenMP's wait policy").
 
 libgomp reads its environment once, when ``import torch`` loads it, so :func:`quiet_openmp` must run
 before that: the server's entry points (``python -m lossd.server``, ``lossd serve``) call it first.
