@@ -361,6 +361,8 @@ def _stream_error(item_id: str, e: FieldError) -> lossd_pb2.EvaluateLossStreamRe
     """A stream item's ``Error`` reply for ``e``."""
     return lossd_pb2.EvaluateLossStreamResponse(id=item_id, error=lossd_pb2.Error(code=e.code, message=str(e),
                                                                                   field=e.field))
+
+
 #: A stream item's reply: the message, or its serialized bytes (see ``replies_as_bytes``).
 _StreamReply: TypeAlias = "lossd_pb2.EvaluateLossStreamResponse | bytes"
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from support.procstat import wait_for
 from support.servers import ServedProcess
+
+from lossd.server._openmp import OPENMP_VARIABLES
 
 ENTRY_POINTS = {
     "python -m lossd.server": (sys.executable, "-m", "lossd.server"),
@@ -31,18 +33,16 @@ def _spin_count(served: ServedProcess) -> int:
 
 def _logged(served: ServedProcess, pattern: str) -> str:
     """The server's first log line matching ``pattern`` (logging is on stderr, which the log holds)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for line in list(served.log):
-            if re.search(pattern, line):
-                return line
-        time.sleep(0.05)
-    raise AssertionError(f"no log line matches {pattern!r}")
+    def matching() -> list[str]:
+        return [line for line in list(served.log) if re.search(pattern, line)]
+
+    assert wait_for(lambda: bool(matching()), 10), f"no log line matches {pattern!r}"
+    return matching()[0]
 
 
 @pytest.fixture
 def no_chosen_policy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+    for name in OPENMP_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
 
