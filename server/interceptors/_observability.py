@@ -89,6 +89,8 @@ class _Method:
     name: str
     kind: str  # unary, server_stream, client_stream, bidi_stream
     children: dict[str, Any] = field(default_factory=dict)
+    #: By status code: the ``handled`` counter's and the latency histogram's children, made once.
+    finished: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,8 +99,8 @@ class _Call:
 
     method: _Method
     start: float
-    request_id: str
-    peer: str
+    request_id: str = ""  # these three are read for the access log only
+    peer: str = ""
     attempt: int = 1
     loss: str = ""
     job_id: str = ""
@@ -116,6 +118,7 @@ class ObservabilityInterceptor(StageInterceptor):
         self._access = access
         self._registry = registry
         self._methods: dict[str, _Method] = {}
+        self._evaluations: dict[tuple[str, str], Any] = {}  # lossd_evaluations_total's children by (loss, code)
 
     def wrap(self, handler: Handler, method: str) -> Handler:
         """``handler`` counted, timed and logged per call."""
@@ -213,8 +216,11 @@ class ObservabilityInterceptor(StageInterceptor):
         return coro_behavior
 
     def _begin(self, method: _Method, context: Context) -> _Call:
-        metadata = context.invocation_metadata()
-        call = _Call(method, time.perf_counter(), request_id_from(metadata), context.peer(), attempt_from(metadata))
+        if self._access:
+            metadata = context.invocation_metadata()
+            call = _Call(method, time.perf_counter(), request_id_from(metadata), context.peer(), attempt_from(metadata))
+        else:  # metrics alone: nothing of the call's identity is needed
+            call = _Call(method, time.perf_counter())
         if self._metrics is not None:
             method.children["started"].inc()
         # grpc's stubs type the callback as a class, not a Protocol: no function matches it.
@@ -269,12 +275,21 @@ class ObservabilityInterceptor(StageInterceptor):
             loss = call.pending.popleft()
             error = reply.error.code if not isinstance(reply, bytes) and reply.HasField("error") else ""
             if self._metrics is not None:
-                self._metrics.evaluations.labels(loss=loss, code=error or "OK").inc()
+                self._evaluation(loss, error or "OK").inc()
         elif not call.job_id:
             event = getattr(reply, "event", None)  # TrainJobResponse: the job id arrives with the first event
             job_id = getattr(event, "job_id", "") if event is not None else ""
             if isinstance(job_id, str) and job_id:
                 call.job_id = job_id
+
+    def _evaluation(self, loss: str, code: str) -> Any:
+        """``lossd_evaluations_total``'s child for ``loss`` and ``code``, made once (both bounded: canonical
+        names, ``objective``, ``unknown``; status code names)."""
+        child = self._evaluations.get((loss, code))
+        if child is None:
+            assert self._metrics is not None
+            child = self._evaluations[(loss, code)] = self._metrics.evaluations.labels(loss=loss, code=code)
+        return child
 
     def _finish(self, call: _Call, context: Any) -> None:
         try:
@@ -287,11 +302,15 @@ class ObservabilityInterceptor(StageInterceptor):
         elapsed = time.perf_counter() - call.start
         method = call.method
         if self._metrics is not None:
-            rpc = method.children["rpc"]
-            self._metrics.handled.labels(**rpc, grpc_code=code).inc()
-            self._metrics.latency.labels(**rpc, grpc_code=code).observe(elapsed)
+            finished = method.finished.get(code)
+            if finished is None:
+                rpc = method.children["rpc"]
+                finished = method.finished[code] = (self._metrics.handled.labels(**rpc, grpc_code=code),
+                                                    self._metrics.latency.labels(**rpc, grpc_code=code))
+            finished[0].inc()
+            finished[1].observe(elapsed)
             if method.path == _EVALUATE and call.loss:
-                self._metrics.evaluations.labels(loss=call.loss, code=code).inc()
+                self._evaluation(call.loss, code).inc()
         if self._access:
             loss = call.loss or ",".join(call.losses)
             fields: dict[str, Any] = {
