@@ -24,6 +24,46 @@ def test_unknown_loss_is_not_found_with_close_names():
     assert "did you mean: cross_entropy" in err.value.message
 
 
+@pytest.mark.parametrize(("typo", "meant"), [
+    ("mse_los", "mse_loss"), ("MSELos", "mse_loss"), ("kl_div_los", "kl_div"), ("huber_los", "huber_loss"),
+    ("smooth_l1_los", "smooth_l1_loss"), ("binary_cross_entropi", "binary_cross_entropy"),
+    ("sigmoid_focal_los", "sigmoid_focal_loss"),
+])
+def test_a_typo_suggests_the_loss_first(typo, meant):
+    with pytest.raises(LossError) as err:
+        REGISTRY.get(typo)
+    assert f"did you mean: {meant}" in err.value.message
+
+
+def test_suggestions_are_worked_out_once_per_unknown_name_and_kept_within_a_bound(monkeypatch):
+    """An unknown name is refused on the event loop and once per batch item: its "did you mean" is kept,
+    so repeating the name costs a lookup; the kept answers are bounded and forgotten when a loss is added."""
+    from lossd.server.losses import _registry
+
+    calls = []
+    real = _registry._close_matches
+    monkeypatch.setattr(_registry, "_close_matches", lambda word, bigrams: calls.append(word) or real(word, bigrams))
+    monkeypatch.setattr(_registry, "KEPT_HINTS", 3)
+    reg = Registry()
+    register_loss("a_loss", inputs=(Input("input", "prediction"),), description="d", example=_example,
+                  registry=reg)(lambda input: input.sum())
+    messages = set()
+    for _ in range(5):
+        with pytest.raises(LossError) as err:
+            reg.get("a_los")
+        messages.add(err.value.message)
+    assert calls == ["a_los"] and messages == {"no loss named 'a_los'; did you mean: a_loss? (ListLosses lists them all)"}
+    for name in ("b1", "b2", "b3", "b4"):
+        with pytest.raises(LossError):
+            reg.get(name)
+    assert len(reg._hints) <= 3
+    register_loss("a_lost", inputs=(Input("input", "prediction"),), description="d", example=_example,
+                  registry=reg)(lambda input: input.sum())
+    with pytest.raises(LossError) as err:
+        reg.get("a_los")
+    assert "did you mean: a_loss, a_lost?" in err.value.message or "did you mean: a_lost, a_loss?" in err.value.message
+
+
 def test_empty_loss_name_is_invalid():
     with pytest.raises(LossError) as err:
         REGISTRY.get("")
