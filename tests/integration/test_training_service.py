@@ -230,6 +230,22 @@ def test_bad_job_requests(stub: training_pb2_grpc.TrainingServiceStub, call: Any
     assert info.value.code() == code and info.value.details().startswith(details), info.value.details()
 
 
+def test_a_mistyped_job_id_is_answered_with_the_id_meant(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    job_id = submit(stub, small_spec())
+    flip = {c: "0" if c != "0" else "1" for c in "0123456789abcdef"}
+    typos = (flip[job_id[0]] + job_id[1:], job_id[:6] + flip[job_id[6]] + job_id[7:], job_id[:11] + flip[job_id[11]])
+    for typo in typos:  # one character mistyped at the start, in the middle, at the end
+        with pytest.raises(grpc.RpcError) as info:
+            stub.GetJob(pb.GetJobRequest(job_id=typo), timeout=10)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        # best first (the module's other jobs have random ids: one could follow it, rarely)
+        assert info.value.details().startswith(f"job_id: no job {typo!r}; did you mean {job_id}"), info.value.details()
+    unrelated = "".join(flip[c] for c in job_id)  # every character differs
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetJob(pb.GetJobRequest(job_id=unrelated), timeout=10)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND and job_id not in info.value.details()
+
+
 def test_a_watcher_that_joins_late_sees_everything(stub: training_pb2_grpc.TrainingServiceStub) -> None:
     job_id = submit(stub, MEDIUM)
     results: dict[str, list[pb.JobEvent]] = {}
