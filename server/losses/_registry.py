@@ -449,8 +449,7 @@ class Registry:
         self._specs[spec.name] = spec
         for n in (spec.name, *spec.aliases):
             self._names[_key(n)] = spec.name
-        self._hints.clear()  # a new name may be closer
-        self._bigrams.clear()
+        self._hints, self._bigrams = {}, {}  # a new name may be closer (new dicts: a lookup in flight keeps its own)
         return spec
 
     def get(self, name: str) -> LossSpec:
@@ -481,7 +480,7 @@ class Registry:
         hint = self._hints.get(key)
         if hint is None:
             if len(self._hints) >= KEPT_HINTS:
-                self._hints.clear()
+                self._hints = {}
             if not self._bigrams:
                 self._bigrams = {n: _bigrams(n) for n in self._names}
             close = _close_matches(key, self._bigrams)
@@ -538,8 +537,10 @@ def _close_matches(word: str, bigrams: Mapping[str, frozenset[str]], shortlist: 
     scored = []
     for name in heapq.nlargest(shortlist, bigrams, key=shared):
         matcher.set_seq1(name)
-        if matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff and matcher.ratio() >= cutoff:
-            scored.append((matcher.ratio(), name))
+        if matcher.real_quick_ratio() < cutoff or matcher.quick_ratio() < cutoff:  # difflib's cheap upper bounds
+            continue
+        if (ratio := matcher.ratio()) >= cutoff:
+            scored.append((ratio, name))
     return [name for _, name in heapq.nlargest(n, scored)]
 
 
