@@ -457,8 +457,8 @@ class Registry:
 
         Raises :class:`FieldError` (NOT_FOUND) listing the closest names.
         """
-        canonical = self._names.get(_key(name))
-        if canonical is None:
+        spec = self.find(name)
+        if spec is None:
             if _key(name) in self._split:
                 raise FieldError("loss", f"{name!r} means different losses or defaults in different libraries, so "
                                 f"it is no alias: {self._split[_key(name)]} (ListLosses lists them all)", "NOT_FOUND")
@@ -467,7 +467,17 @@ class Registry:
             close = self._close_names(_key(name))
             hint = f"; did you mean: {', '.join(close)}?" if close else ""
             raise FieldError("loss", f"no loss named {name!r}{hint} (ListLosses lists them all)", "NOT_FOUND")
-        return self._specs[canonical]
+        return spec
+
+    def find(self, name: str) -> LossSpec | None:
+        """The loss called ``name`` or one of its aliases; ``None`` when unknown (no message is built: for
+        a caller that only needs to know, such as the batch window's grouping).
+
+        >>> REGISTRY.find("MSE").name, REGISTRY.find("no_such_loss")
+        ('mse_loss', None)
+        """
+        canonical = self._names.get(_key(name))
+        return None if canonical is None else self._specs[canonical]
 
     def _close_names(self, key: str) -> tuple[str, ...]:
         """The canonical names of at most four known names closest to the unknown ``key``, best first.

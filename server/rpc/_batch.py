@@ -160,8 +160,7 @@ def group_key(registry: Registry, item: lossd_pb2.EvaluateLossRequest,
     if specs is not None and name in specs:
         spec = specs[name]
     else:
-        canonical = registry.canonical(name)  # an unknown name: no "did you mean" worked out to group it
-        spec = registry.get(canonical) if canonical is not None else None
+        spec = registry.find(name)  # an unknown name: no "did you mean" worked out to group it
         if specs is not None:
             specs[name] = spec
     if spec is None or not spec.vectorized:
