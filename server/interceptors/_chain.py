@@ -17,7 +17,10 @@ installs. Each rule is a :class:`Stage` with two parts:
 Per call the chain costs one ``intercept_service``: the admission checks,
 then a dictionary hit. A refused call gets a refusing handler wrapped by the
 stages before the one that refused it (observability sees refused calls),
-exactly as the interceptors nested one in another did.
+exactly as the interceptors nested one in another did. A refused call to a
+method the server does not serve is wrapped as :data:`UNKNOWN_METHOD`: the
+path is the client's to choose, and stages keep things per method
+(observability's metric labels), which must not grow with made-up paths.
 
 A plain ``grpc.aio.ServerInterceptor`` (no ``admit``/``wrap``) may sit among the
 stages too: it is run per call, as gRPC would run it, around what the stages
@@ -39,10 +42,14 @@ import grpc
 
 from ._handlers import Continuation, Handler, as_unary, read_to_end, refusing_handler
 
-__all__ = ["InterceptorChain", "Refusal", "Stage", "StageInterceptor"]
+__all__ = ["UNKNOWN_METHOD", "InterceptorChain", "Refusal", "Stage", "StageInterceptor"]
 
 #: A call refused at admission: its status code and message.
 Refusal = tuple[grpc.StatusCode, str]
+
+#: The method the stages are given for a refused call to a method the server does not serve (its
+#: metric labels: service and method ``unknown``), whatever path the client sent.
+UNKNOWN_METHOD = "/unknown/unknown"
 
 
 class Stage(Protocol):
@@ -92,9 +99,9 @@ class InterceptorChain(grpc.aio.ServerInterceptor):
     def __repr__(self) -> str:
         return f"InterceptorChain({', '.join(type(s).__name__ for s in self.stages)})"
 
-    async def _wrap(self, handler: Handler | None, details: grpc.HandlerCallDetails, stages: Sequence[Any]
-                    ) -> Handler | None:
-        method = str(details.method)
+    async def _wrap(self, handler: Handler | None, details: grpc.HandlerCallDetails, stages: Sequence[Any],
+                    method: str | None = None) -> Handler | None:
+        method = str(details.method) if method is None else method
         if handler is not None and read_to_end(handler, method) and all(_is_stage(s) for s in stages):
             # A unary method served as client-streaming (EvaluateLoss): the stages wrap it as unary.
             return as_unary(handler, lambda unary: self._wrap_stages(unary, method, stages))
@@ -118,7 +125,9 @@ class InterceptorChain(grpc.aio.ServerInterceptor):
         for i, admit in enumerate(self._admits):
             refusal = admit(handler_call_details) if admit is not None else None
             if refusal is not None:
-                return await self._wrap(refusing_handler(handler, *refusal), handler_call_details, self.stages[:i])
+                method = str(handler_call_details.method) if handler is not None else UNKNOWN_METHOD
+                return await self._wrap(refusing_handler(handler, *refusal), handler_call_details, self.stages[:i],
+                                        method)
         if handler is None:
             return await self._wrap(None, handler_call_details, self.stages[:self._cut])
         method = str(handler_call_details.method)

@@ -18,6 +18,7 @@ from lossd.server.interceptors import (
     MalformedRequests,
     build_interceptors,
 )
+from lossd.server.interceptors._chain import UNKNOWN_METHOD, StageInterceptor
 
 EVALUATE = "/lossd.v1.LossService/EvaluateLoss"
 HEALTH = "/grpc.health.v1.Health/Check"
@@ -158,3 +159,23 @@ def test_evaluate_loss_served_client_streaming_is_wrapped_as_the_unary_call_it_i
             assert e.args == (grpc.StatusCode.INVALID_ARGUMENT, f"EvaluateLoss takes one request message; {why}")
         else:
             raise AssertionError("not refused")
+
+
+def test_a_refused_call_to_a_method_not_served_is_wrapped_under_one_name() -> None:
+    """The stages outside the refusing one see UNKNOWN_METHOD, not the client's made-up path (what they
+    keep per method, such as metric labels, would grow with every path); served methods keep theirs."""
+    seen: list[str] = []
+
+    class Recorder(StageInterceptor):
+        def wrap(self, handler: Any, method: str) -> Any:
+            seen.append(method)
+            return handler
+
+    gate = DrainGate()
+    chain = InterceptorChain([Recorder(), gate, BearerTokenInterceptor(TOKEN)])
+    for k in range(3):
+        assert _intercept(chain, _details(f"/made.up/M{k}", token=None), None) is not None
+    _intercept(chain, _details(EVALUATE, token=None))
+    gate.close()
+    _intercept(chain, _details("/made.up/Drained"), None)
+    assert seen == [UNKNOWN_METHOD] * 3 + [EVALUATE, UNKNOWN_METHOD]
