@@ -21,6 +21,8 @@ exactly as the interceptors nested one in another did. A refused call to a
 method the server does not serve is wrapped as :data:`UNKNOWN_METHOD`: the
 path is the client's to choose, and stages keep things per method
 (observability's metric labels), which must not grow with made-up paths.
+What the stages make is :func:`~._handlers.ending_cleanly`: an aborted call
+holds none of its frames once it ends.
 
 A plain ``grpc.aio.ServerInterceptor`` (no ``admit``/``wrap``) may sit among the
 stages too: it is run per call, as gRPC would run it, around what the stages
@@ -40,7 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import grpc
 
-from ._handlers import Continuation, Handler, as_unary, read_to_end, refusing_handler
+from ._handlers import Continuation, Handler, as_unary, ending_cleanly, read_to_end, refusing_handler
 
 __all__ = ["UNKNOWN_METHOD", "InterceptorChain", "Refusal", "Stage", "StageInterceptor"]
 
@@ -100,17 +102,22 @@ class InterceptorChain(grpc.aio.ServerInterceptor):
         return f"InterceptorChain({', '.join(type(s).__name__ for s in self.stages)})"
 
     async def _wrap(self, handler: Handler | None, details: grpc.HandlerCallDetails, stages: Sequence[Any],
-                    method: str | None = None) -> Handler | None:
+                    method: str | None = None, clean: bool = False) -> Handler | None:
+        """``handler`` wrapped by ``stages``; ``clean``: what the stages made is :func:`ending_cleanly` (before any
+        plain interceptor among them, which gets it as it would from gRPC)."""
         method = str(details.method) if method is None else method
         if handler is not None and read_to_end(handler, method) and all(_is_stage(s) for s in stages):
             # A unary method served as client-streaming (EvaluateLoss): the stages wrap it as unary.
-            return as_unary(handler, lambda unary: self._wrap_stages(unary, method, stages))
+            handler = as_unary(handler, lambda unary: self._wrap_stages(unary, method, stages))
+            return ending_cleanly(handler) if clean else handler
         for stage in reversed(stages):  # innermost first: the outermost stage wraps last
             if not _is_stage(stage):
+                if clean and handler is not None:
+                    handler, clean = ending_cleanly(handler), False
                 handler = await stage.intercept_service(_returning(handler), details)
             elif handler is not None:
                 handler = stage.wrap(handler, method)
-        return handler
+        return ending_cleanly(handler) if clean and handler is not None else handler
 
     @staticmethod
     def _wrap_stages(handler: Handler, method: str, stages: Sequence[Any]) -> Handler:
@@ -127,7 +134,7 @@ class InterceptorChain(grpc.aio.ServerInterceptor):
             if refusal is not None:
                 method = str(handler_call_details.method) if handler is not None else UNKNOWN_METHOD
                 return await self._wrap(refusing_handler(handler, *refusal), handler_call_details, self.stages[:i],
-                                        method)
+                                        method, clean=True)
         if handler is None:
             return await self._wrap(None, handler_call_details, self.stages[:self._cut])
         method = str(handler_call_details.method)
@@ -135,7 +142,7 @@ class InterceptorChain(grpc.aio.ServerInterceptor):
         if cached is not None and cached[0] is handler:
             wrapped = cached[1]
         else:
-            inner = await self._wrap(handler, handler_call_details, self.stages[self._cut:])
+            inner = await self._wrap(handler, handler_call_details, self.stages[self._cut:], clean=True)
             assert inner is not None  # stages wrap a handler into a handler
             wrapped = inner
             self._wrapped[method] = (handler, wrapped)

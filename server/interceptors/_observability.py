@@ -104,7 +104,9 @@ class _Call:
     attempt: int = 1
     loss: str = ""
     job_id: str = ""
-    error: BaseException | None = None
+    #: The status an exception that ended the call stands for (:func:`_raised`), not the exception: its
+    #: traceback holds this call's frames, and so this record, a cycle the collector frees late.
+    raised: str | None = None
     items: int = 0
     pending: deque[str] = field(default_factory=deque)  # stream items' losses awaiting replies
     losses: dict[str, None] = field(default_factory=dict)  # every loss seen (streams), in order
@@ -200,7 +202,7 @@ class ObservabilityInterceptor(StageInterceptor):
                         self._observe_reply(call, reply)
                         yield reply
                 except BaseException as e:
-                    call.error = e
+                    call.raised = _raised(e)
                     raise
                 finally:
                     await agen.aclose()
@@ -211,7 +213,7 @@ class ObservabilityInterceptor(StageInterceptor):
             try:
                 return await behavior(request, context)
             except BaseException as e:
-                call.error = e
+                call.raised = _raised(e)
                 raise
         return coro_behavior
 
@@ -298,7 +300,7 @@ class ObservabilityInterceptor(StageInterceptor):
             log.debug("could not record %s", call.method.name, exc_info=True)
 
     def _record(self, call: _Call, context: Any) -> None:
-        code = _status(context, call.error)
+        code = _status(context, call.raised)
         elapsed = time.perf_counter() - call.start
         method = call.method
         if self._metrics is not None:
@@ -328,15 +330,20 @@ class ObservabilityInterceptor(StageInterceptor):
             access_log.info("%s %s", method.name, code, extra=access_fields(**fields))
 
 
-def _status(context: Any, error: BaseException | None) -> str:
-    """The call's final status code name."""
+def _raised(error: BaseException) -> str | None:
+    """The status a call ended by ``error`` has when gRPC has set none: ``None`` for a stream closed early."""
+    if isinstance(error, GeneratorExit):
+        return None
+    return "CANCELLED" if isinstance(error, asyncio.CancelledError) else "UNKNOWN"
+
+
+def _status(context: Any, raised: str | None) -> str:
+    """The call's final status code name (``raised``: :func:`_raised` of what ended it, if anything did)."""
     code = context.code()
     if code is not None:
         return _code_name(code)
-    if error is not None and not isinstance(error, GeneratorExit):
-        if isinstance(error, asyncio.CancelledError):
-            return "CANCELLED"
-        return "UNKNOWN"
+    if raised is not None:
+        return raised
     if context.cancelled():
         return "CANCELLED"
     return "OK"
