@@ -219,7 +219,7 @@ class JobManager:
         #: Whether the store answered at the last lease tick (TrainingService's health follows it).
         self.store_ok = True
         self.on_store_health: Any = None  # called (on the event loop) with True/False when it changes
-        self._waiters: dict[str, asyncio.Event] = {}
+        self._waiters: dict[str, set[asyncio.Event]] = {}  # by job: the events its next event sets (_waiter)
         self._steps_seen: dict[str, int] = {}  # last step reported per job, for the step-rate metric
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False  # no new jobs or starts
@@ -289,8 +289,9 @@ class JobManager:
             await _ended(job, max(0.0, deadline - time.monotonic()))
         # Watchers send the events stored so far (the INTERRUPTED ones included), then end their streams.
         self._drained = True
-        for event in self._waiters.values():
-            event.set()
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
         self._waiters.clear()
         if self._watchers:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -370,6 +371,8 @@ class JobManager:
                 self._lose(earlier, "its lease lapsed and this server claimed the job again")
             job = self._running[claim.row.job_id] = _Running(claim.row.job_id, lease=claim.lease,
                                                                lease_deadline=started + self.config.lease_s)
+            if not claim.row.step:  # a fresh start: its steps count from 0 (_count)
+                self._steps_seen[job.job_id] = 0
             threading.Thread(target=self._launch, args=(job, claim), daemon=True,
                              name=f"lossd-launch-{job.job_id}").start()
 
@@ -569,6 +572,7 @@ class JobManager:
         if self._running.get(job.job_id) is not job:
             return False
         del self._running[job.job_id]
+        self._steps_seen.pop(job.job_id, None)
         return True
 
     @staticmethod
@@ -772,12 +776,11 @@ class JobManager:
     def _count(self, job_id: str, event: training_pb2.JobEvent) -> None:
         """Feed the job metrics (no-ops while metrics are off): jobs by state, steps done.
 
-        Steps are counted from a job's QUEUED event on; a job resumed after a restart
-        counts from its first event in this process.
+        Steps are counted while the job runs here: from its start (:meth:`_schedule`), or for a job
+        resumed after a restart from its first event in this process; the count is dropped when the
+        job ends or leaves this server (:meth:`_forget`).
         """
-        if event.kind == STATE and event.state == training_pb2.JOB_STATE_QUEUED:
-            self._steps_seen[job_id] = 0
-        if event.step:
+        if event.step and job_id in self._running:
             previous = self._steps_seen.get(job_id)
             if previous is not None:
                 _metrics.add_job_steps(event.step - previous)
@@ -796,9 +799,22 @@ class JobManager:
             loop.call_soon_threadsafe(self._set_waiter, job_id)
 
     def _set_waiter(self, job_id: str) -> None:
-        event = self._waiters.pop(job_id, None)
-        if event is not None:
+        for event in self._waiters.pop(job_id, ()):
             event.set()
+
+    def _waiter(self, job_id: str) -> asyncio.Event:
+        """A new event that the job's next event sets (:meth:`_wake`); the caller drops it when done
+        (:meth:`_unwait`), so that nothing is kept for a job nobody waits on."""
+        event = asyncio.Event()
+        self._waiters.setdefault(job_id, set()).add(event)
+        return event
+
+    def _unwait(self, job_id: str, event: asyncio.Event) -> None:
+        events = self._waiters.get(job_id)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._waiters[job_id]
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -875,34 +891,41 @@ class JobManager:
 
     async def _watch(self, job_id: str, after_seq: int, wanted: str) -> AsyncIterator[training_pb2.JobEvent]:
         last = after_seq
-        while True:
-            waiter = self._waiters.setdefault(job_id, asyncio.Event())
-            events: list[training_pb2.JobEvent] = await self._io(self.store.events_after, job_id, last)
-            if not events and self._held:  # the data directory is full: events held in memory
-                events = self._held_after(job_id, last)
-            for event in events:
-                last = event.seq
-                terminal = event.kind == STATE and event.state in TERMINAL_STATES
-                if terminal and event.state != training_pb2.JOB_STATE_FAILED:
-                    result = await self._io(self.store.result, job_id)
-                    if result is not None:
-                        for name, t in _encoded(result.parameters, wanted).items():
-                            event.parameters[name].CopyFrom(t)
-                yield event
-                if terminal:
+        waiter: asyncio.Event | None = None
+        try:
+            while True:
+                if waiter is not None:
+                    self._unwait(job_id, waiter)
+                waiter = self._waiter(job_id)  # before reading: an event stored meanwhile sets it
+                events: list[training_pb2.JobEvent] = await self._io(self.store.events_after, job_id, last)
+                if not events and self._held:  # the data directory is full: events held in memory
+                    events = self._held_after(job_id, last)
+                for event in events:
+                    last = event.seq
+                    terminal = event.kind == STATE and event.state in TERMINAL_STATES
+                    if terminal and event.state != training_pb2.JOB_STATE_FAILED:
+                        result = await self._io(self.store.result, job_id)
+                        if result is not None:
+                            for name, t in _encoded(result.parameters, wanted).items():
+                                event.parameters[name].CopyFrom(t)
+                    yield event
+                    if terminal:
+                        return
+                if events:
+                    continue
+                if self._drained:
                     return
-            if events:
-                continue
-            if self._drained:
-                return
-            row = await self._io(self.store.get_job, job_id)
-            if row is None or (row.terminal and last >= row.last_seq):
-                return
-            if self.store.poll_s is None:
-                await waiter.wait()
-            else:  # other replicas write too: a NOTIFY wakes it, else it reads again after poll_s
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), self.store.poll_s)
+                row = await self._io(self.store.get_job, job_id)
+                if row is None or (row.terminal and last >= row.last_seq):
+                    return
+                if self.store.poll_s is None:
+                    await waiter.wait()
+                else:  # other replicas write too: a NOTIFY wakes it, else it reads again after poll_s
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(waiter.wait(), self.store.poll_s)
+        finally:
+            if waiter is not None:
+                self._unwait(job_id, waiter)
 
     async def cancel(self, job_id: str) -> JobRow:
         """Cancel a job that has not ended; returns its row once it has."""
@@ -917,9 +940,12 @@ class JobManager:
         if outcome == "requested":  # another replica runs it: it reads the request at its next lease tick
             deadline = time.monotonic() + STOP_GRACE_S + self.config.lease_s
             while not (await self.job(job_id)).terminal and (left := deadline - time.monotonic()) > 0:
-                waiter = self._waiters.setdefault(job_id, asyncio.Event())  # woken by its events (NOTIFY)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), min(left, self.store.poll_s or 0.5))
+                waiter = self._waiter(job_id)  # woken by its events (NOTIFY)
+                try:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(waiter.wait(), min(left, self.store.poll_s or 0.5))
+                finally:
+                    self._unwait(job_id, waiter)
         return await self.job(job_id)
 
     def _cancel(self, job_id: str) -> tuple[_Running | None, str]:

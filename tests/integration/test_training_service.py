@@ -261,3 +261,39 @@ def test_a_watcher_that_joins_late_sees_everything(stub: training_pb2_grpc.Train
         t.join(120)
     assert results["w0"] == results["w1"] == results["w2"]
     assert results["w0"][-1].state == pb.JOB_STATE_SUCCEEDED
+
+
+def test_jobs_leave_no_bookkeeping_once_they_and_their_watchers_are_done(tmp_path: Any) -> None:
+    """The manager's per-job entries (a watcher's wake-up event, a job's step count) end with the watcher and
+    the job: a WatchJob of an ended job, and a queued job cancelled before it ran, each left one for the
+    server's life (about 1 KB a job, however many were deleted)."""
+    from lossd.server import ServerConfig, create_server
+    from support.servers import serve_in_thread
+
+    box: dict[str, Any] = {}
+
+    async def build() -> Any:
+        box["server"] = await create_server(ServerConfig(
+            host="127.0.0.1", port=0, device="cpu", plugins="none", data_dir=str(tmp_path), max_jobs=1))
+        return box["server"]
+
+    with serve_in_thread(build) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = training_pb2_grpc.TrainingServiceStub(channel)
+        done = run(stub, small_spec())[-1]
+        assert done.state == pb.JOB_STATE_SUCCEEDED
+        busy = submit(stub, LONG)  # holds the one slot: the jobs below stay queued
+        for _ in range(5):
+            queued = submit(stub, small_spec())
+            assert stub.CancelJob(pb.CancelJobRequest(job_id=queued), timeout=30).job.state == pb.JOB_STATE_CANCELLED
+            assert watch(stub, queued)[-1].state == pb.JOB_STATE_CANCELLED
+            assert watch(stub, done.job_id)[-1].state == pb.JOB_STATE_SUCCEEDED
+            stub.DeleteJob(pb.DeleteJobRequest(job_id=queued), timeout=30)
+        wait_running(stub, busy)
+        stub.CancelJob(pb.CancelJobRequest(job_id=busy), timeout=60)
+        assert watch(stub, busy)[-1].state == pb.JOB_STATE_CANCELLED
+        manager = box["server"].jobs
+        deadline = time.monotonic() + 10
+        while manager.watchers and time.monotonic() < deadline:  # a stream ends on the server just after its last event
+            time.sleep(0.05)
+        assert manager.watchers == 0
+        assert manager._waiters == {} and manager._steps_seen == {}
