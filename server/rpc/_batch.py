@@ -266,11 +266,15 @@ def _check(control: BatchControl) -> None:
 
 
 def _one(work: Callable[[], bytes], index: int) -> Outcome:
-    """``work()``'s reply, or its refusal; an unexpected failure is logged and answers ``INTERNAL``."""
+    """``work()``'s reply, or its refusal; an unexpected failure is logged and answers ``INTERNAL``.
+
+    A refusal is kept without its traceback: its frames lead back (``f_back``) to the frame holding
+    the outcomes, and so to the refusal itself, a cycle that would keep the whole batch's requests
+    and tensors until a full garbage collection (tests/integration/test_call_memory.py)."""
     try:
         return work()
     except FieldError as e:
-        return e
+        return e.with_traceback(None)
     except Exception:
         log.exception("EvaluateLossBatch item %d failed", index)
         return FieldError("", "internal error; see server log", "INTERNAL")

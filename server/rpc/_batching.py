@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,8 @@ from ...v1 import lossd_pb2
 from ..losses import Registry
 from ._batch import evaluate_group, group_key
 from ._plan import Plans
+
+log = logging.getLogger("lossd.server")
 
 __all__ = ["DEFAULT_BATCH_WINDOW_US", "DEFAULT_BATCH_WINDOW_ITEMS", "DynamicBatcher"]
 
@@ -142,7 +145,10 @@ class DynamicBatcher:
         group.waiters.append(waiter)
         if len(group.items) >= self._max_items:
             self._flush(key, group)
-        return await waiter
+        try:
+            return await waiter
+        finally:  # a refusal raised here holds this frame (its traceback), the future holds the refusal
+            del waiter, group
 
     def _flush(self, key: Hashable, group: _Group) -> None:
         if self._groups.get(key) is not group:
@@ -158,7 +164,8 @@ class DynamicBatcher:
         try:
             outcomes = evaluate_group(self._registry, group.items, self._device, self._limits, self._plans)
         except Exception as e:  # evaluate_group answers per item; this is a defect: every waiter gets it
-            outcomes = [e] * len(group.items)  # type: ignore[list-item]
+            log.exception("evaluating a batch window's group of %d calls failed", len(group.items))
+            outcomes = [e.with_traceback(None)] * len(group.items)  # type: ignore[list-item]
         for waiter, outcome in zip(group.waiters, outcomes):
             if waiter.done():  # its call was cancelled while it waited
                 continue

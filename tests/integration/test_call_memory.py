@@ -109,6 +109,38 @@ def test_refused_calls_leave_no_cycle_holding_their_requests(address: str) -> No
     assert not _held(garbage), _held(garbage)[:20]
 
 
+def test_refusals_evaluated_in_groups_leave_no_cycle_holding_their_requests(address: str) -> None:
+    """Items of an EvaluateLossBatch, and concurrent small calls that the batch window evaluates together:
+    a refusal kept as an item's outcome, or set on a waiting call's future, held its frames, which lead
+    back to the outcomes and the futures, and so to itself."""
+    with grpc.insecure_channel(address) as channel:
+        stub = lossd_pb2_grpc.LossServiceStub(channel)
+        call = channel.unary_unary(EVALUATE)
+        codes: list[str] = []
+
+        def client(k: int) -> None:
+            for i in range(20):
+                try:
+                    call(_request(100, nan_at_end=(i + k) % 2 == 0), metadata=AUTH, timeout=60)
+                    codes.append("OK")
+                except grpc.RpcError as e:
+                    codes.append(e.code().name)
+
+        def calls() -> None:
+            items = [lossd_pb2.EvaluateLossRequest.FromString(_request(100, nan_at_end=k % 2 == 0)) for k in range(20)]
+            reply = stub.EvaluateLossBatch(lossd_pb2.EvaluateLossBatchRequest(items=items), metadata=AUTH, timeout=60)
+            assert [r.HasField("error") for r in reply.results] == [k % 2 == 0 for k in range(20)]
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        garbage = _garbage_after(calls)
+    assert sorted(set(codes)) == ["INVALID_ARGUMENT", "OK"]
+    assert not _held(garbage), _held(garbage)[:20]
+
+
 def test_cancelled_calls_leave_no_cycle_holding_their_requests(address: str) -> None:
     """Streams cancelled after their first reply, and a unary call cancelled mid-evaluation."""
     def item(k: int, n: int) -> lossd_pb2.EvaluateLossStreamRequest:
