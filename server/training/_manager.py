@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -219,7 +219,7 @@ class JobManager:
         #: Whether the store answered at the last lease tick (TrainingService's health follows it).
         self.store_ok = True
         self.on_store_health: Any = None  # called (on the event loop) with True/False when it changes
-        self._waiters: dict[str, set[asyncio.Event]] = {}  # by job: the events its next event sets (_waiter)
+        self._waiters: dict[str, set[asyncio.Event]] = {}  # by job: the events its next event sets (_waiting)
         self._steps_seen: dict[str, int] = {}  # last step reported per job, for the step-rate metric
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False  # no new jobs or starts
@@ -802,19 +802,20 @@ class JobManager:
         for event in self._waiters.pop(job_id, ()):
             event.set()
 
-    def _waiter(self, job_id: str) -> asyncio.Event:
-        """A new event that the job's next event sets (:meth:`_wake`); the caller drops it when done
-        (:meth:`_unwait`), so that nothing is kept for a job nobody waits on."""
+    @contextlib.contextmanager
+    def _waiting(self, job_id: str) -> Iterator[asyncio.Event]:
+        """A new event that the job's next event sets (:meth:`_wake`), dropped when the block ends however
+        it ends, so that nothing is kept for a job nobody waits on."""
         event = asyncio.Event()
         self._waiters.setdefault(job_id, set()).add(event)
-        return event
-
-    def _unwait(self, job_id: str, event: asyncio.Event) -> None:
-        events = self._waiters.get(job_id)
-        if events is not None:
-            events.discard(event)
-            if not events:
-                del self._waiters[job_id]
+        try:
+            yield event
+        finally:
+            events = self._waiters.get(job_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._waiters[job_id]
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -891,12 +892,8 @@ class JobManager:
 
     async def _watch(self, job_id: str, after_seq: int, wanted: str) -> AsyncIterator[training_pb2.JobEvent]:
         last = after_seq
-        waiter: asyncio.Event | None = None
-        try:
-            while True:
-                if waiter is not None:
-                    self._unwait(job_id, waiter)
-                waiter = self._waiter(job_id)  # before reading: an event stored meanwhile sets it
+        while True:
+            with self._waiting(job_id) as waiter:  # before reading: an event stored meanwhile sets it
                 events: list[training_pb2.JobEvent] = await self._io(self.store.events_after, job_id, last)
                 if not events and self._held:  # the data directory is full: events held in memory
                     events = self._held_after(job_id, last)
@@ -923,9 +920,6 @@ class JobManager:
                 else:  # other replicas write too: a NOTIFY wakes it, else it reads again after poll_s
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(waiter.wait(), self.store.poll_s)
-        finally:
-            if waiter is not None:
-                self._unwait(job_id, waiter)
 
     async def cancel(self, job_id: str) -> JobRow:
         """Cancel a job that has not ended; returns its row once it has."""
@@ -940,12 +934,8 @@ class JobManager:
         if outcome == "requested":  # another replica runs it: it reads the request at its next lease tick
             deadline = time.monotonic() + STOP_GRACE_S + self.config.lease_s
             while not (await self.job(job_id)).terminal and (left := deadline - time.monotonic()) > 0:
-                waiter = self._waiter(job_id)  # woken by its events (NOTIFY)
-                try:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(waiter.wait(), min(left, self.store.poll_s or 0.5))
-                finally:
-                    self._unwait(job_id, waiter)
+                with self._waiting(job_id) as waiter, contextlib.suppress(asyncio.TimeoutError):  # woken by NOTIFY
+                    await asyncio.wait_for(waiter.wait(), min(left, self.store.poll_s or 0.5))
         return await self.job(job_id)
 
     def _cancel(self, job_id: str) -> tuple[_Running | None, str]:
