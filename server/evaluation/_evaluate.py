@@ -35,7 +35,7 @@ from ._binding import (
 from ._warnings import capture
 
 __all__ = [
-    "Binding", "Evaluation", "bind", "call_backward", "call_loss", "detached", "evaluate", "resolve_device",
+    "Binding", "Evaluation", "bind", "call_backward", "call_loss", "compact", "evaluate", "resolve_device",
     "run_bound",
 ]
 
@@ -161,21 +161,28 @@ def run_bound(
     elif grad_output is not None:
         _grad_output(out, grad_output)  # still validate it
     backward_s = time.perf_counter() - start
-    return Evaluation(spec, detached(out), grads, forward_s, backward_s)
+    return Evaluation(spec, out.detach(), grads, forward_s, backward_s)
 
 
-def detached(out: torch.Tensor) -> torch.Tensor:
-    """``out`` without its graph, holding no more memory than its own elements: torch's reduced losses
-    can be views of the unreduced buffer (``mse_loss`` with ``reduction='mean'`` returns a 0-d tensor
-    whose storage is the whole squared-error buffer, 40 MB at 10**7 float32 elements), which would
-    otherwise stay allocated until the reply is sent. The copy is of the same bits.
+#: :func:`compact` copies a loss out of a storage at least this much larger than its elements. Below it,
+#: the memory held is small and the copy (one more node in the graph) would cost about 4 µs a call.
+COMPACT_MIN_EXCESS_BYTES = 64 * 1024
 
-    >>> x = torch.arange(4.0)
-    >>> detached(x[0]).untyped_storage().nbytes(), detached(x).untyped_storage().nbytes()
-    (4, 16)
+
+def compact(out: torch.Tensor) -> torch.Tensor:
+    """``out``, not holding on to a large buffer beyond its own elements: torch's reduced losses can be
+    views of the unreduced buffer (``mse_loss`` with ``reduction='mean'`` returns a 0-d tensor whose
+    storage is the whole squared-error buffer, 40 MB at 10**7 float32 elements), which would otherwise
+    stay allocated through the backward and until the reply is sent. The copy is of the same bits, and
+    keeps the graph: a clone's gradient is its upstream gradient, unchanged.
+
+    >>> big = torch.zeros(10**5)
+    >>> compact(big[0]).untyped_storage().nbytes(), compact(big[:2]).untyped_storage().nbytes()
+    (4, 8)
+    >>> compact(torch.arange(4.0)[0]).untyped_storage().nbytes()  # a small excess stays
+    16
     """
-    out = out.detach()
-    if out.untyped_storage().nbytes() > out.numel() * out.element_size():
+    if out.untyped_storage().nbytes() - out.numel() * out.element_size() >= COMPACT_MIN_EXCESS_BYTES:
         return out.clone()
     return out
 
@@ -189,7 +196,8 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
     """``spec``'s function on bound inputs — tensors, or an input's Python form from
     :func:`split_scalars` — (``None`` for each absent optional one) and params; torch's own
     errors become ``FieldError`` (``UNIMPLEMENTED`` for what torch cannot do on this server,
-    else ``INVALID_ARGUMENT``)."""
+    else ``INVALID_ARGUMENT``). The output is :func:`compact`, so that the backward runs without the
+    unreduced buffer a reduced loss may be a view of."""
     inputs: dict[str, Any] = {i.name: None for i in spec.inputs}
     inputs.update(tensors)
     try:
@@ -200,7 +208,7 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
         raise _torch_refusal(spec.name, "rejected the inputs", e) from e
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"loss {spec.name} returned {type(out).__name__}, not a tensor")
-    return out
+    return compact(out)
 
 
 def call_backward(

@@ -27,7 +27,7 @@ import torch
 from ..._wire import FieldError
 from ..losses import LossSpec, Registry, strictness
 from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, has_grad, legacy_reduction, split_scalars
-from ._evaluate import Evaluation, call_backward, call_loss, detached
+from ._evaluate import Evaluation, call_backward, call_loss
 from ._warnings import capture
 
 __all__ = [
@@ -261,7 +261,7 @@ def _evaluate_objective(
             into = grads if k < len(leaves) else parameter_grads
             into[name] = g
     backward_s = time.perf_counter() - start
-    return Evaluation(specs[0], detached(objective), grads, forward_s, backward_s, parts, parameter_grads, covered,
+    return Evaluation(specs[0], objective.detach(), grads, forward_s, backward_s, parts, parameter_grads, covered,
                       loss_name)
 
 
