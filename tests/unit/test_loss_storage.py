@@ -1,6 +1,7 @@
 """An evaluation's loss holds its own elements only: torch's reduced losses can be views of the
 unreduced buffer (mse_loss's mean: a 0-d result over the whole squared-error buffer), which would stay
-allocated through the backward and until the reply is sent (docs/performance.md, "Peak RSS"). The copy keeps the same bits."""
+allocated through the backward and until the reply is sent (docs/performance.md, item 5). The copy
+keeps the same bits."""
 
 from __future__ import annotations
 
