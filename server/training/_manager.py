@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -871,7 +871,9 @@ class JobManager:
             return {}
         return _encoded(result.parameters, reply_encoding(encoding, row.encoding))
 
-    async def watch(self, job_id: str, after_seq: int, encoding: int = 0) -> AsyncIterator[training_pb2.JobEvent]:
+    async def watch(
+        self, job_id: str, after_seq: int, encoding: int = 0
+    ) -> AsyncGenerator[training_pb2.JobEvent, None]:
         """Stored events after ``after_seq``, then live ones, until the terminal event (or the server stops)."""
         row = await self.job(job_id)
         if after_seq < 0:
@@ -880,8 +882,11 @@ class JobManager:
         self._watchers += 1
         self._no_watchers.clear()
         try:
-            async for event in self._watch(job_id, after_seq, wanted):
-                yield event
+            # Closed here, not by the garbage collector's hook a loop turn or two later: its wake-up event
+            # is dropped before this stream counts as ended.
+            async with contextlib.aclosing(self._watch(job_id, after_seq, wanted)) as events:
+                async for event in events:
+                    yield event
         except sqlite3.ProgrammingError:  # the store closed under a watcher that did not keep up
             if not self._closing:
                 raise
@@ -890,7 +895,7 @@ class JobManager:
             if not self._watchers:
                 self._no_watchers.set()
 
-    async def _watch(self, job_id: str, after_seq: int, wanted: str) -> AsyncIterator[training_pb2.JobEvent]:
+    async def _watch(self, job_id: str, after_seq: int, wanted: str) -> AsyncGenerator[training_pb2.JobEvent, None]:
         last = after_seq
         while True:
             with self._waiting(job_id) as waiter:  # before reading: an event stored meanwhile sets it

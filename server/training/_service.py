@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import Executor
 from typing import Any, NoReturn
 
@@ -35,16 +36,18 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
         self._jobs = manager
 
     async def _follow(self, job_id: str, after_seq: int, encoding: int,
-                      context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[training_pb2.JobEvent]:
+                      context: grpc.aio.ServicerContext[Any, Any]) -> AsyncGenerator[training_pb2.JobEvent, None]:
         last = after_seq
         try:
-            async for event in self._jobs.watch(job_id, after_seq, encoding):
-                last = event.seq
-                yield event
-                if event.kind == training_pb2.JOB_EVENT_KIND_STATE and event.state in (
-                        training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED,
-                        training_pb2.JOB_STATE_CANCELLED):
-                    return
+            # aclosing: the manager's watch ends (its bookkeeping with it) when this does, not when collected.
+            async with contextlib.aclosing(self._jobs.watch(job_id, after_seq, encoding)) as events:
+                async for event in events:
+                    last = event.seq
+                    yield event
+                    if event.kind == training_pb2.JOB_EVENT_KIND_STATE and event.state in (
+                            training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED,
+                            training_pb2.JOB_STATE_CANCELLED):
+                        return
         except FieldError as e:
             await _abort(context, e)
         if not self._jobs.closing:
@@ -62,15 +65,18 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
         except Exception:
             log.exception("TrainJob: validating the spec failed")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error validating the job spec; see server log")
-        async for event in self._follow(job_id, 0, request.output_encoding, context):
-            yield training_pb2.TrainJobResponse(event=event)
-            if request.detach:
-                return
+        async with contextlib.aclosing(self._follow(job_id, 0, request.output_encoding, context)) as events:
+            async for event in events:
+                yield training_pb2.TrainJobResponse(event=event)
+                if request.detach:
+                    return
 
     async def WatchJob(self, request: training_pb2.WatchJobRequest,
                        context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[training_pb2.WatchJobResponse]:
-        async for event in self._follow(request.job_id, request.after_seq, request.output_encoding, context):
-            yield training_pb2.WatchJobResponse(event=event)
+        async with contextlib.aclosing(
+                self._follow(request.job_id, request.after_seq, request.output_encoding, context)) as events:
+            async for event in events:
+                yield training_pb2.WatchJobResponse(event=event)
 
     async def GetJob(self, request: training_pb2.GetJobRequest,
                      context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.GetJobResponse:

@@ -112,3 +112,36 @@ def test_leftover_checkpoints_of_ended_or_unknown_jobs_are_swept_at_start(tmp_pa
         assert sorted(p.name for p in folder.iterdir()) == [f"{unfinished}.pt", "notes.txt"]
         manager.store.close()
         manager._lock_file.release()
+
+
+def test_a_watch_left_early_drops_its_wake_up_event_when_it_is_closed(tmp_path: Path) -> None:
+    """A consumer that stops reading a job's events and closes the stream (TrainJob with ``detach``,
+    a follower after the terminal event, a cancelled call) ends the manager's inner watch with it: its
+    wake-up event is gone when ``aclose`` returns, not when the garbage collector's hook closes the
+    inner generator a loop turn or two later (the race behind a flaky bookkeeping test)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lossd.server.losses import REGISTRY
+    from lossd.server.training import TrainingConfig
+    from lossd.server.training._manager import JobManager
+
+    with ThreadPoolExecutor(1) as executor:
+        manager = JobManager(TrainingConfig(tmp_path), REGISTRY, executor)
+        job = "00000000000a"
+        manager.store.create_job(job, "", b"", epochs=1, total_steps=1, encoding="raw")
+        manager.store.append_event(job, _state(pb.JOB_STATE_QUEUED))
+
+        async def leave_early() -> None:
+            manager._loop = asyncio.get_running_loop()
+            events = manager.watch(job, 0)
+            first = await events.__anext__()
+            assert first.state == pb.JOB_STATE_QUEUED and manager._waiters and manager.watchers == 1
+            await events.aclose()
+            assert manager._waiters == {} and manager.watchers == 0
+
+        try:
+            asyncio.run(leave_early())
+        finally:
+            manager.store.close()
+            manager._lock_file.release()
