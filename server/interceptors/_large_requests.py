@@ -171,8 +171,12 @@ class LargeRequests(StageInterceptor):
 
         if shape.is_gen:
             async def stream_behavior(request: Any, context: Context) -> AsyncIterator[Any]:
-                async for reply in behavior(await ready(request, context), context):
-                    yield reply
+                replies = behavior(await ready(request, context), context)
+                try:
+                    async for reply in replies:
+                        yield reply
+                finally:  # closed with this stream, as every stage closes what it wraps
+                    await replies.aclose()
             new: Any = stream_behavior
         else:
             async def unary_behavior(request: Any, context: Context) -> Any:

@@ -778,7 +778,7 @@ class JobManager:
 
         Steps are counted while the job runs here: from its start (:meth:`_schedule`), or for a job
         resumed after a restart from its first event in this process; the count is dropped when the
-        job ends or leaves this server (:meth:`_forget`).
+        job leaves this server's running jobs, however it ends (:meth:`_forget`).
         """
         if event.step and job_id in self._running:
             previous = self._steps_seen.get(job_id)
@@ -788,8 +788,6 @@ class JobManager:
         if event.kind == STATE:
             with contextlib.suppress(StoreUnavailable):  # the event is stored: a lost count must not retry it
                 _metrics.set_jobs_by_state(self.store.count_by_state())
-            if event.state in TERMINAL_STATES:
-                self._steps_seen.pop(job_id, None)
 
     def _wake(self, job_id: str) -> None:
         loop = self._loop

@@ -15,6 +15,7 @@ from ...v1 import training_pb2, training_pb2_grpc
 from ..losses import Registry
 from ..rpc import rich_status
 from ._manager import JobManager, TrainingConfig
+from ._store import TERMINAL_STATES
 
 __all__ = ["TrainingService", "add_training_service"]
 
@@ -44,9 +45,7 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
                 async for event in events:
                     last = event.seq
                     yield event
-                    if event.kind == training_pb2.JOB_EVENT_KIND_STATE and event.state in (
-                            training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED,
-                            training_pb2.JOB_STATE_CANCELLED):
+                    if event.kind == training_pb2.JOB_EVENT_KIND_STATE and event.state in TERMINAL_STATES:
                         return
         except FieldError as e:
             await _abort(context, e)
