@@ -96,14 +96,16 @@ def _guarded(handler: Handler, method: str) -> Handler:
 
     if shape.is_gen:
         async def guarded_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            replies = behavior(checked(request), context)
+            replies = None
             try:
+                replies = behavior(checked(request), context)  # a malformed unary request raises here
                 async for reply in replies:
                     yield reply
             except _MalformedItem as e:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             finally:  # closed with this stream, as every stage closes what it wraps
-                await replies.aclose()
+                if replies is not None:
+                    await replies.aclose()
         new: Any = guarded_stream
     else:
         async def guarded(request: Any, context: Context) -> Any:
