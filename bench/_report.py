@@ -57,6 +57,8 @@ def _wire_targets(results: dict[str, Any]) -> list[Target]:
             if row["loss"] == "mse_loss":  # float32 in and out: issue #13's SDK figure
                 out.append(_target(f"Client.evaluate ÷ echo, {size} float32", "≤ 1.3", f"{row['sdk_over_echo']:.2f}",
                                    row["sdk_over_echo"] <= 1.3))
+                out.append(_target(f"its floor: (echo + torch in-process + one copy of the arrays) ÷ echo, {size}",
+                                   "-", f"{row['floor_over_echo']:.2f}", None))
             out.append(_target(f"EvaluateLoss (server side) ÷ echo, {size}", "≤ 1.3",
                                f"{row['evaluate_over_echo']:.2f}", row["evaluate_over_echo"] <= 1.3))
     return out
@@ -143,15 +145,16 @@ def markdown(results: dict[str, Any]) -> str:
             "", "**EvaluateLoss next to a bare echo of the same bytes** (median ms; server stages from the "
             "reply's `timing`)", "",
             "| loss | elements | request MB | echo | EvaluateLoss | ÷ echo | SDK evaluate | ÷ echo | "
-            "torch in-process | server decode / fwd / bwd / encode |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "torch in-process | one copy | floor ÷ echo | server decode / fwd / bwd / encode |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in results["wire"]:
             t = r["server_timing_ms"]
             lines.append(
                 f"| {r['loss']} | 10^{len(str(r['n'])) - 1} | {r['request_bytes'] / 1e6:.3g} | {_ms(r['echo_ms'])} | "
                 f"{_ms(r['evaluate_ms'])} | {r['evaluate_over_echo']:.2f} | {_ms(r['sdk_ms'])} | "
-                f"{r['sdk_over_echo']:.2f} | {_ms(r['torch_ms'])} | {t['decode_ms']:.2g} / {t['forward_ms']:.2g} / "
+                f"{r['sdk_over_echo']:.2f} | {_ms(r['torch_ms'])} | {_ms(r['copy_ms'])} | {r['floor_over_echo']:.2f} | "
+                f"{t['decode_ms']:.2g} / {t['forward_ms']:.2g} / "
                 f"{t['backward_ms']:.2g} / {t['encode_ms']:.2g} |")
     if results.get("encodings"):
         lines += ["", "**raw bytes vs `values` numbers** (`Client.evaluate`, mse_loss, median ms)", "",

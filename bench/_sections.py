@@ -59,7 +59,10 @@ def wire(server: BenchServer, sizes: list[int], losses: list[str], quick: bool) 
     ``evaluate``: EvaluateLoss with the request already serialized and the reply
     left as bytes, as the echo client does: what the server adds. ``sdk``:
     ``Client.evaluate`` from numpy arrays to numpy results, client work included.
-    ``torch``: the same forward and backward in this process.
+    ``torch``: the same forward and backward in this process. ``copy``: one copy of the
+    arrays' bytes, the least a client of grpcio (which sends ``bytes`` only) must do.
+    ``floor_over_echo``: (echo + torch + copy) ÷ echo, what the SDK's ratio would be if
+    everything else lossd does cost nothing.
     """
     from lossd.client import Client, build_request
 
@@ -79,13 +82,15 @@ def wire(server: BenchServer, sizes: list[int], losses: list[str], quick: bool) 
                     "evaluate": functools.partial(_keep_timing, timings, evaluate, request),
                     "sdk": functools.partial(client.evaluate, w.loss, w.y_pred, w.y_true),
                     "torch": local_loop(w),
+                    "copy": functools.partial(b"".join, [w.y_pred.data, w.y_true.data]),
                 }, _reps(n, quick))
                 med = {k: summary(v)["median_ms"] for k, v in samples.items()}
                 rows.append({
                     "loss": loss, "n": n, "request_bytes": len(request), "reply_bytes": len(reply),
                     "echo_ms": med["echo"], "evaluate_ms": med["evaluate"], "sdk_ms": med["sdk"],
-                    "torch_ms": med["torch"], "server_timing_ms": _median_timing(timings),
+                    "torch_ms": med["torch"], "copy_ms": med["copy"], "server_timing_ms": _median_timing(timings),
                     "evaluate_over_echo": med["evaluate"] / med["echo"], "sdk_over_echo": med["sdk"] / med["echo"],
+                    "floor_over_echo": (med["echo"] + med["torch"] + med["copy"]) / med["echo"],
                     "samples": {k: summary(v) for k, v in samples.items()},
                 })
     return rows
