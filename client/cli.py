@@ -50,7 +50,7 @@ from ._codec import encode
 from ._config import SETTINGS
 from ._errors import LossdError, NotFound, Unavailable
 from ._extras import EXTRAS, MissingExtra
-from ._training import TrainResult, jobs_table, state_name
+from ._training import TERMINAL_STATES, TrainResult, jobs_table, state_name
 from ._warnings import ServerWarning
 
 __all__ = ["main", "build_parser", "parse_param", "format_losses_table", "format_result", "result_to_json"]
@@ -578,6 +578,8 @@ def _join(client: Client, args: argparse.Namespace) -> int:
         raise CliError(f"joining a job runs training ranks here: it needs the server extra "
                        f"({EXTRAS['server']}): {e}") from None
     job = client.get_job(args.job_id, timeout=args.timeout)
+    if job.state in TERMINAL_STATES:
+        raise CliError(f"job {job.job_id} has ended ({state_name(job.state)}): there is nothing to join")
     print(f"joining job {job.job_id} ({job.spec.world_size} ranks on {job.spec.nodes} machines) through "
           f"{args.rdzv_endpoint}", file=sys.stderr, flush=True)
     message = distributed.join_job(job.spec, job.job_id, args.rdzv_endpoint,

@@ -74,7 +74,8 @@ from ._engine import Control, RankFailure, World, follows_checkpoint, run_job
 from ._spec import JobPlan, TrainingLimits, plan_job
 from ._store import FINAL_STATES
 
-__all__ = ["JOIN_TIMEOUT", "RANK_TIMEOUT", "Rendezvous", "join_data_parallel", "join_job", "run_data_parallel"]
+__all__ = ["JOIN_TIMEOUT", "RANK_TIMEOUT", "Rendezvous", "forget_rendezvous", "join_data_parallel", "join_job",
+           "run_data_parallel"]
 
 log = logging.getLogger("lossd.server.training")
 
@@ -198,6 +199,14 @@ def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint
 def _keys(job_id: str) -> tuple[str, str]:
     """The store keys of a multi-node job's rendezvous: the joined-machines counter, the group's prefix."""
     return f"lossd/{job_id}/joined", f"lossd/{job_id}/group"
+
+
+def forget_rendezvous(store: Any, job_id: str) -> None:
+    """Drop a multi-node job's rendezvous keys from the server's ``store`` once its worker has ended, so that
+    the next start of the job (a resume on this server) counts its machines afresh: else the resumed worker
+    found the last run's count, started its ranks without waiting, and ``lossd join`` was turned away."""
+    for key in _keys(job_id):
+        store.delete_key(key)
 
 
 def _endpoint(endpoint: str) -> tuple[str, int]:

@@ -61,6 +61,7 @@ from .. import _metrics
 from ..losses import Registry
 from ..rpc import decode_tensor, encode_tensor
 from ._checkpoint import CHECKPOINT_MESSAGE, DISK_FULL, disk_full, remove_checkpoint, save_checkpoint_bytes
+from ._distributed import forget_rendezvous
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
 from ._store import (
     FINAL_STATES,
@@ -497,6 +498,7 @@ class JobManager:
             job.process.join(5)
         job.events.close()
         job.control.close()
+        self._forget_rendezvous(job.job_id)  # before the job can start again
         with self._lock:
             current = self._forget(job)
             if job.lost:
@@ -565,6 +567,16 @@ class JobManager:
                     self._lose(job, f"the store was unavailable past the lease ({e})")
                     return False
                 time.sleep(0.2)
+
+    def _forget_rendezvous(self, job_id: str) -> None:
+        """Reset a multi-node job's meeting point on this server's rendezvous store (a no-op for other jobs,
+        and without ``--rdzv-endpoint``): see :func:`~._distributed.forget_rendezvous`."""
+        if self._rdzv_store is None:
+            return
+        try:
+            forget_rendezvous(self._rdzv_store, job_id)
+        except Exception:  # the store runs in this process; a failure only keeps a stale count
+            log.exception("job %s: could not reset its rendezvous keys", job_id)
 
     def _forget(self, job: _Running) -> bool:
         """Take ``job`` out of the running jobs (caller holds the lock), unless a newer claim of the same job

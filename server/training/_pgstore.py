@@ -387,11 +387,13 @@ class PostgresJobStore:
 
     def request_cancel(self, job_id: str, message: str) -> str:
         """Cancel a job: ``"cancelled"`` (nobody held it: CANCELLED stored now), ``"requested"`` (its owner
-        reads it with its next renewal) or ``"ended"``."""
+        reads it with its next renewal), ``"ended"`` or ``"gone"`` (deleted since its caller read it)."""
         with self._tx() as db:
-            state, owner, held = db.execute(
-                f"SELECT state, owner, lease_until >= {_NOW} FROM lossd_jobs WHERE job_id = %s FOR UPDATE",
-                (job_id,)).fetchone()
+            row = db.execute(f"SELECT state, owner, lease_until >= {_NOW} FROM lossd_jobs WHERE job_id = %s "
+                             "FOR UPDATE", (job_id,)).fetchone()
+            if row is None:
+                return "gone"
+            state, owner, held = row
             if state in TERMINAL_STATES:
                 return "ended"
             if owner and held:

@@ -521,6 +521,9 @@ def plan_job(
     """Validate ``request`` and build its data; raises :class:`FieldError` naming the field at fault."""
     limits = limits or TrainingLimits()
     reply_encoding(request.output_encoding, "values")  # an unknown number: refused before any work
+    if "\x00" in request.name:  # PostgreSQL's text cannot hold it: both job stores refuse it alike
+        raise FieldError("name", "contains a NUL character (U+0000); a job's name is a label for listings, "
+                         "text without NUL")
     _check_tensor_limits(request, limits)
     model = _model(request, limits)
     if request.epochs < 1:

@@ -496,15 +496,18 @@ class SQLiteJobStore:
     def request_cancel(self, job_id: str, message: str) -> str:
         """Cancel a job: ``"cancelled"`` when nobody held it (its CANCELLED event is stored now, and its
         generation moves on so that no claim in flight writes), ``"requested"`` when an owner holds it (it
-        reads the request with its next renewal), ``"ended"`` when it had already ended."""
+        reads the request with its next renewal), ``"ended"`` when it had already ended, ``"gone"`` when
+        there is no such job (it ended and was deleted since its caller read it)."""
         now = time.time()
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                state, owner, lease_until = db.execute(
-                    "SELECT state, owner, lease_until FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-                if state in TERMINAL_STATES:
+                row = db.execute("SELECT state, owner, lease_until FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                state, owner, lease_until = row or (None, "", 0.0)
+                if row is None:
+                    outcome = "gone"
+                elif state in TERMINAL_STATES:
                     outcome = "ended"
                 elif owner != "" and lease_until >= now:
                     db.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))

@@ -91,6 +91,9 @@ def test_cancel_waiting_and_held_jobs(store: JobStore) -> None:
     assert store.renew("owner", [claim.lease], 30.0) == {held: "cancel"}
     store.append_event(held, _state(pb.JOB_STATE_CANCELLED), lease=claim.lease)
     assert store.request_cancel(held, "x") == "ended"
+    # A cancel that read the job before it ended and was deleted (retention, DeleteJob) finds no row.
+    assert store.delete_job(held) is not None
+    assert store.request_cancel(held, "x") == "gone"
 
 
 def test_released_jobs_are_claimed_at_once(store: JobStore) -> None:
@@ -357,3 +360,28 @@ def test_a_write_repeated_after_a_lost_acknowledgement_is_stored_once(store: Job
         repeat.CopyFrom(done)
         assert store.append_event(job, repeat, lease=claim.lease).seq == 4
     assert [e.seq for e in store.events_after(job, 0)] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_job_name_with_a_nul_is_refused_alike_on_both_stores(kind: str, tmp_path: Path,
+                                                               request: pytest.FixtureRequest) -> None:
+    """PostgreSQL's text cannot hold a NUL (its driver raised, and the call was answered INTERNAL); SQLite's can.
+    The spec's rules refuse it for both, naming the field, before any work; a name either can hold is kept."""
+    import grpc
+
+    from lossd.v1 import training_pb2_grpc
+    from support.servers import start_in_process
+    from support.training import request as job_request
+    from support.training import small_spec
+
+    store = "" if kind == "sqlite" else request.getfixturevalue("postgres").fresh_database()
+    with start_in_process(job_store=store, data_dir=str(tmp_path / "data")) as address, \
+            grpc.insecure_channel(address) as channel:
+        stub = training_pb2_grpc.TrainingServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.TrainJob(job_request(small_spec(name="nightly\x00run", detach=True)), timeout=60))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+        assert refused.value.details().startswith("name: contains a NUL character"), refused.value.details()
+        kept = [r.event for r in stub.TrainJob(job_request(small_spec(name="nightly run ✓", detach=True)),
+                                                timeout=60)][0]
+        assert stub.GetJob(pb.GetJobRequest(job_id=kept.job_id), timeout=30).job.name == "nightly run ✓"

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import torch.distributed
 
 from lossd.client import Client
 from lossd.v1 import training_pb2_grpc
@@ -323,6 +325,41 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _rendezvous(endpoint: str) -> Any:
+    """A client of the rendezvous store a server hosts on ``endpoint``."""
+    host, port = endpoint.rsplit(":", 1)
+    return torch.distributed.TCPStore(host, int(port), is_master=False, timeout=datetime.timedelta(seconds=10))
+
+
+def _rendezvous_keys(store: Any, job_id: str) -> tuple[int, bool]:
+    """What a job's keys on a rendezvous store hold: (machines counted as joined, the run's group prefix set)."""
+    from lossd.server.training._distributed import _keys
+
+    joined, group = _keys(job_id)
+    return int(store.add(joined, 0)), store.check([group])
+
+
+def test_a_machine_past_the_count_is_turned_away_and_a_reset_counts_afresh() -> None:
+    """On the server's store (hosted as ``lossd serve --rdzv-endpoint`` hosts it): a machine beyond the
+    job's ``nodes`` is turned away before it runs anything; :func:`forget_rendezvous` (the manager calls
+    it when the job's worker ends) leaves the next start of the job a count of 0."""
+    from lossd.server.losses import REGISTRY
+    from lossd.server.training import plan_job
+    from lossd.server.training._distributed import _keys, forget_rendezvous, join_data_parallel
+    from lossd.server.training._manager import _rendezvous_store
+
+    endpoint = f"127.0.0.1:{_free_port()}"
+    store = _rendezvous_store(endpoint)
+    job_id = "0123456789ab"
+    joined, group = _keys(job_id)
+    store.add(joined, 1)  # the one other machine of the run before
+    store.set(group, f"lossd/{job_id}/run1/")
+    plan = plan_job(request({**SPEC, "world_size": 2, "nodes": 2}), REGISTRY)
+    assert join_data_parallel(plan, job_id, endpoint) == f"job {job_id} already has its 2 machines"
+    forget_rendezvous(store, job_id)
+    assert _rendezvous_keys(store, job_id) == (0, False)
+
+
 @pytest.mark.slow
 def test_two_machines_on_loopback_train_what_one_machine_does(stub: training_pb2_grpc.TrainingServiceStub,
                                                               tmp_path: Path) -> None:
@@ -337,7 +374,10 @@ def test_two_machines_on_loopback_train_what_one_machine_does(stub: training_pb2
         queued = next(stream).event
         assert queued.message.endswith(f"; 2 data-parallel ranks on 2 machines (the others join with: lossd join "
                                        f"{queued.job_id} --rdzv-endpoint {endpoint})"), queued.message
-        time.sleep(1.0)
+        rendezvous = _rendezvous(endpoint)
+        # Its worker sets the run's group prefix as it starts waiting (a worker still starting up when the
+        # cancel comes is stopped instead: "cancelled (the worker was stopped)").
+        assert wait_for(lambda: _rendezvous_keys(rendezvous, queued.job_id)[1], 60)
         assert remote.CancelJob(pb.CancelJobRequest(job_id=queued.job_id), timeout=30).job.state == \
             pb.JOB_STATE_CANCELLED
         final = [r.event for r in stream][-1]
@@ -350,10 +390,13 @@ def test_two_machines_on_loopback_train_what_one_machine_does(stub: training_pb2
         assert joiner.stdout.strip() == f"{job_id} joined: this machine's ranks finished"
         final = [r.event for r in remote.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=60)][-1]
         assert final.state == pb.JOB_STATE_SUCCEEDED, final.message
-        # Once the job has its machines, a third one is turned away.
+        # Once the job has ended, its meeting point is reset (a resumed run counts its machines afresh) and
+        # a machine that comes late is told the job has ended.
+        assert _rendezvous_keys(rendezvous, job_id) == (0, False)
         late = run_tool([tool_path("lossd", ""), "--target", address, "join", job_id, "--rdzv-endpoint", endpoint],
                         env=tool_env(), timeout=120)
-        assert late.returncode == 2 and f"job {job_id} already has its 2 machines" in late.stderr, late.stderr
+        assert late.returncode == 2, late.stderr
+        assert f"job {job_id} has ended (SUCCEEDED): there is nothing to join" in late.stderr, late.stderr
     one_machine = _run(stub, {**SPEC, "world_size": 2})[-1]
     assert final.parameters == one_machine.parameters  # the same two ranks, over TCP between "machines"
     assert _max_diff(final, _run(stub, SPEC)[-1]) < TOLERANCE

@@ -147,6 +147,7 @@ REFUSALS = [
     ({"model": {"mlp": {"hidden": [4], "dropout": 1.0}}}, "INVALID_ARGUMENT", "model.mlp.dropout", "[0, 1)"),
     ({"model": {"linear": {"output_activation": "softplus"}}}, "INVALID_ARGUMENT", "model.linear.output_activation",
      "'sigmoid'"),
+    ({"name": "nightly\x00run"}, "INVALID_ARGUMENT", "name", "NUL character"),
     ({"epochs": 0}, "INVALID_ARGUMENT", "epochs", ">= 1"),
     ({"batch_size": -1}, "INVALID_ARGUMENT", "batch_size", ">= 1"),
     ({"seed": -5}, "INVALID_ARGUMENT", "seed", ">= 0"),
