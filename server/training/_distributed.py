@@ -44,6 +44,7 @@ backend pickles its state, so it is not used). See docs/scaling.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import multiprocessing
@@ -196,6 +197,13 @@ def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint
         raise
 
 
+#: How often another machine's ``lossd join`` asks the server's store whether the run it joined has ended,
+#: how long its ranks then get to end by themselves, and how long one question may wait for an answer.
+RUN_CHECK_S = 1.0
+RUN_ENDED_GRACE_S = 10.0
+RUN_CHECK_TIMEOUT = timedelta(seconds=5)
+
+
 def _keys(job_id: str) -> tuple[str, str]:
     """The store keys of a multi-node job's rendezvous: the joined-machines counter, the group's prefix."""
     return f"lossd/{job_id}/joined", f"lossd/{job_id}/group"
@@ -275,9 +283,21 @@ def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str) -> str:
         return f"job {job_id} already has its {plan.nodes} machines"
     local = plan.world_size // plan.nodes
     prefix = store.get(group).decode()  # set by the server's worker when the job starts (waits until then)
+    store.set_timeout(RUN_CHECK_TIMEOUT)  # from now on only run_ended reads it, and must not wait long
     failures: list[bytes] = []
-    _run_ranks(plan, None, failures.append, Control(), "", job_id, Rendezvous(host, port, prefix, node * local, local))
+    _run_ranks(plan, None, failures.append, Control(), "", job_id, Rendezvous(host, port, prefix, node * local, local),
+               run_ended=functools.partial(_run_ended, store, group, prefix))
     return training_pb2.JobEvent.FromString(failures[-1]).message if failures else ""
+
+
+def _run_ended(store: Any, group: str, prefix: str) -> bool:
+    """Whether the server's run of the job that this machine joined (its group ``prefix``) has ended: the
+    server deletes the key when the job's worker ends (:func:`forget_rendezvous`), and a new run sets a new
+    prefix. A store that does not answer within :data:`RUN_CHECK_TIMEOUT` counts as not ended."""
+    try:
+        return not store.check([group]) or store.get(group).decode() != prefix
+    except (RuntimeError, OSError):  # DistStoreError (a timeout: deleted between check and get), no store
+        return False
 
 
 def join_job(spec: training_pb2.TrainJobRequest, job_id: str, rdzv_endpoint: str, plugins: str = "all") -> str:
@@ -292,8 +312,12 @@ def join_job(spec: training_pb2.TrainJobRequest, job_id: str, rdzv_endpoint: str
 
 
 def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], None], control: Any, digest: str,
-               job_id: str, rdzv: Rendezvous, share_checkpoints: bool = False) -> None:
-    """Fork this machine's ranks and relay for them (see the module docstring)."""
+               job_id: str, rdzv: Rendezvous, share_checkpoints: bool = False,
+               run_ended: Callable[[], bool] | None = None) -> None:
+    """Fork this machine's ranks and relay for them (see the module docstring). ``run_ended`` (another
+    machine's ranks): whether the server's run of the job has ended; once it has, the ranks get
+    :data:`RUN_ENDED_GRACE_S` to end by themselves, and are then stopped (a rank blocked in a gloo
+    collective may not notice that its peer on the server died, and would wait :data:`RANK_TIMEOUT`)."""
     size, local = plan.world_size, rdzv.local
     ctx = multiprocessing.get_context("fork")
     flags = ctx.RawArray("b", 2)
@@ -340,14 +364,26 @@ def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], N
              rdzv.first_rank + local - 1, size, (time.perf_counter() - started) * 1e3,
              " ".join(str(p) for p in context.pids().values()))
     result = None
+    checked, ended = time.monotonic(), None  # when run_ended was last asked, and when it first said so
+    stranded = False  # the ranks outlived the server's run (run_ended) and are stopped
     try:
         while result is None:
             flags[0], flags[1] = int(control.cancel.is_set()), int(control.interrupt.is_set())
             drain(0.05, 0.05)  # bounded: the flags and the ranks' health are looked at every 50 ms
             result = context.wait(0)
+            if result is None and run_ended is not None and time.monotonic() - checked >= RUN_CHECK_S:
+                checked = time.monotonic()
+                if ended is None:
+                    ended = checked if run_ended() else None
+                elif checked - ended >= RUN_ENDED_GRACE_S:
+                    stranded = True
+                    break
         drain(30.0, 0.2)
     finally:
-        context.close()
+        if stranded:  # killed: a rank blocked in a collective has nothing to save, and may not take SIGTERM
+            context.close(signal.SIGKILL)
+        else:
+            context.close()
         # Exit codes as the ranks left (elastic's ``_poll`` stops the others when it sees the first failure).
         processes = getattr(getattr(context, "_pc", None), "processes", None) or []
         exits = {r: (p.pid, p.exitcode) for r, p in enumerate(processes)}
@@ -363,6 +399,11 @@ def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], N
         return
     if result is not None and not result.is_failed() and rdzv.first_rank:
         return  # another machine's ranks: rank 0, on the server, reports
+    if stranded:
+        send(_failed(job_id, f"the server's run of job {job_id} ended while this machine's ranks were still "
+                     "running (its worker stopped: the job ended, was cancelled or interrupted, or is restarting); "
+                     "they were stopped. If the job resumes, run lossd join again"))
+        return
     send(_failed(job_id, _failure(job_id, errors, exits, rdzv.first_rank)))
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -358,6 +359,61 @@ def test_a_machine_past_the_count_is_turned_away_and_a_reset_counts_afresh() -> 
     assert join_data_parallel(plan, job_id, endpoint) == f"job {job_id} already has its 2 machines"
     forget_rendezvous(store, job_id)
     assert _rendezvous_keys(store, job_id) == (0, False)
+
+
+@pytest.mark.slow
+def test_a_two_machine_job_restarted_after_a_kill_9_waits_for_its_machines_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The worker of a job that trains on two machines is killed (the OOM killer's SIGKILL): the server
+    restarts it (--max-job-restarts), and the new run counts its machines from 0, so the other machine's
+    ``lossd join``, run again, joins it and training goes on. (The count of the run before made the new
+    worker start its ranks without waiting, and turned the second ``lossd join`` away.)
+
+    The other machine's rank is stopped (SIGSTOP) before the kill, so that it cannot notice that its peer
+    died, as a rank blocked in a gloo collective sometimes cannot (it then waited RANK_TIMEOUT, 300 s):
+    its ``lossd join`` stops it once the server's run has ended, and says so."""
+    caplog.set_level(logging.INFO, logger="lossd.server.training")
+    endpoint = f"127.0.0.1:{_free_port()}"
+    joiners: list[subprocess.Popen[str]] = []
+    with start_in_process(rdzv_endpoint=endpoint, data_dir=str(tmp_path / "data")) as address, \
+            grpc.insecure_channel(address) as channel:
+        remote = training_pb2_grpc.TrainingServiceStub(channel)
+        job_id = [r.event for r in remote.TrainJob(request({**LONG, "nodes": 2, "detach": True}), timeout=30)][0].job_id
+        join = [tool_path("lossd", ""), "--target", address, "join", job_id, "--rdzv-endpoint", endpoint]
+        try:
+            joiners.append(subprocess.Popen(join, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            text=True))
+            stream = remote.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=240)
+            _until_step(stream, 5)  # both machines train
+            os.kill(_ranks(joiners[0].pid, 1)[0], signal.SIGSTOP)
+            os.kill(_worker_pid(caplog, job_id), signal.SIGKILL)
+            _, err = joiners[0].communicate(timeout=120)
+            assert joiners[0].returncode == 2, err
+            assert f"the server's run of job {job_id} ended while this machine's ranks were still running" in err, err
+            rendezvous = _rendezvous(endpoint)
+            # The restarted worker waits: its own group prefix is set and no machine is counted.
+            assert wait_for(lambda: _rendezvous_keys(rendezvous, job_id) == (0, True), 60), \
+                _rendezvous_keys(rendezvous, job_id)
+            joiners.append(subprocess.Popen(join, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            text=True))
+            events = []
+            for reply in stream:
+                events.append(reply.event)
+                if reply.event.kind == pb.JOB_EVENT_KIND_STATE and reply.event.state == pb.JOB_STATE_RUNNING:
+                    break
+            assert [e.state for e in events if e.kind == pb.JOB_EVENT_KIND_STATE] == [
+                pb.JOB_STATE_INTERRUPTED, pb.JOB_STATE_RUNNING], events
+            assert "restart 1 of at most 1" in events[0].message, events[0].message
+            resumed = events[-1].step
+            _until_step(stream, resumed + 5)  # the two machines train again
+            assert remote.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=60).job.state == \
+                pb.JOB_STATE_CANCELLED
+            joiners[1].communicate(timeout=120)
+        finally:
+            for joiner in joiners:
+                if joiner.poll() is None:
+                    joiner.kill()
+                    joiner.communicate()
 
 
 @pytest.mark.slow
