@@ -293,11 +293,12 @@ def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str) -> str:
 def _run_ended(store: Any, group: str, prefix: str) -> bool:
     """Whether the server's run of the job that this machine joined (its group ``prefix``) has ended: the
     server deletes the key when the job's worker ends (:func:`forget_rendezvous`), and a new run sets a new
-    prefix. A store that does not answer within :data:`RUN_CHECK_TIMEOUT` counts as not ended."""
+    prefix. A store that cannot answer (the server is gone; or a timeout of :data:`RUN_CHECK_TIMEOUT`: the
+    key went between ``check`` and ``get``) counts as ended too; :func:`_run_ranks` asks twice."""
     try:
         return not store.check([group]) or store.get(group).decode() != prefix
-    except (RuntimeError, OSError):  # DistStoreError (a timeout: deleted between check and get), no store
-        return False
+    except (RuntimeError, OSError):  # DistStoreError, DistNetworkError
+        return True
 
 
 def join_job(spec: training_pb2.TrainJobRequest, job_id: str, rdzv_endpoint: str, plugins: str = "all") -> str:
@@ -316,8 +317,8 @@ def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], N
                run_ended: Callable[[], bool] | None = None) -> None:
     """Fork this machine's ranks and relay for them (see the module docstring). ``run_ended`` (another
     machine's ranks): whether the server's run of the job has ended; once it has, the ranks get
-    :data:`RUN_ENDED_GRACE_S` to end by themselves, and are then stopped (a rank blocked in a gloo
-    collective may not notice that its peer on the server died, and would wait :data:`RANK_TIMEOUT`)."""
+    :data:`RUN_ENDED_GRACE_S` to end by themselves, and are then stopped if it still has (a rank blocked in
+    a gloo collective may not notice that its peer on the server died, and would wait :data:`RANK_TIMEOUT`)."""
     size, local = plan.world_size, rdzv.local
     ctx = multiprocessing.get_context("fork")
     flags = ctx.RawArray("b", 2)
@@ -376,8 +377,10 @@ def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], N
                 if ended is None:
                     ended = checked if run_ended() else None
                 elif checked - ended >= RUN_ENDED_GRACE_S:
-                    stranded = True
-                    break
+                    if run_ended():  # still so: not a moment's loss of the store
+                        stranded = True
+                        break
+                    ended = None
         drain(30.0, 0.2)
     finally:
         if stranded:  # killed: a rank blocked in a collective has nothing to save, and may not take SIGTERM

@@ -361,6 +361,30 @@ def test_a_machine_past_the_count_is_turned_away_and_a_reset_counts_afresh() -> 
     assert _rendezvous_keys(store, job_id) == (0, False)
 
 
+def test_a_joined_machine_knows_when_the_servers_run_of_the_job_has_ended() -> None:
+    """What ``lossd join`` asks the server's store every second (``_run_ended``): its run's group prefix is
+    still the job's; not when the key is gone (the worker ended), holds a new run's prefix, or the store
+    itself is gone (the server is)."""
+    import gc
+
+    from lossd.server.training._distributed import RUN_CHECK_TIMEOUT, _keys, _run_ended
+    from lossd.server.training._manager import _rendezvous_store
+
+    endpoint = f"127.0.0.1:{_free_port()}"
+    server = _rendezvous_store(endpoint)
+    store = _rendezvous(endpoint)
+    store.set_timeout(RUN_CHECK_TIMEOUT)
+    _, group = _keys("0123456789ab")
+    assert _run_ended(store, group, "lossd/0123456789ab/run1/")  # gone (or not set yet)
+    server.set(group, "lossd/0123456789ab/run1/")
+    assert not _run_ended(store, group, "lossd/0123456789ab/run1/")
+    server.set(group, "lossd/0123456789ab/run2/")
+    assert _run_ended(store, group, "lossd/0123456789ab/run1/")
+    del server
+    gc.collect()
+    assert _run_ended(store, group, "lossd/0123456789ab/run2/")  # no store to ask
+
+
 @pytest.mark.slow
 def test_a_two_machine_job_restarted_after_a_kill_9_waits_for_its_machines_again(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
