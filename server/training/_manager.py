@@ -339,22 +339,24 @@ class JobManager:
             job_id = secrets.token_hex(6)
             while self.store.get_job(job_id) is not None:
                 job_id = secrets.token_hex(6)
-            try:
-                self.store.create_job(job_id, request.name, request.SerializeToString(), epochs=plan.epochs,
-                                      total_steps=plan.total_steps, encoding=plan.encoding,
-                                      world_size=plan.world_size)
-            except Exception as e:
-                if not is_disk_full(e):
-                    raise
-                self._storage_full(e)
-                raise _full_error() from None
-            self._record(job_id, training_pb2.JobEvent(
+            queued = training_pb2.JobEvent(
                 kind=STATE, state=training_pb2.JOB_STATE_QUEUED, epochs=plan.epochs, total_steps=plan.total_steps,
                 message=f"queued: {plan.total_steps} steps ({plan.epochs} epochs of {len(plan.train_index)} "
                 f"samples, batch {plan.batch_size}); {len(plan.val_index)} validation samples"
                 + (f"; {plan.world_size} data-parallel ranks" if plan.world_size > 1 else "")
                 + (f" on {plan.nodes} machines (the others join with: lossd join {job_id} --rdzv-endpoint "
-                   f"{self.config.rdzv_endpoint})" if plan.nodes > 1 else "")))
+                   f"{self.config.rdzv_endpoint})" if plan.nodes > 1 else ""))
+            try:  # the row and its QUEUED event in one transaction (no event is held: the directory is not full)
+                self.store.create_job(job_id, request.name, request.SerializeToString(), epochs=plan.epochs,
+                                      total_steps=plan.total_steps, encoding=plan.encoding,
+                                      world_size=plan.world_size, first=queued)
+            except Exception as e:
+                if not is_disk_full(e):
+                    raise
+                self._storage_full(e)
+                raise _full_error() from None
+            self._count(job_id, queued)
+            self._wake(job_id)
             with contextlib.suppress(StoreUnavailable):  # the job waits in the store; a later tick claims it
                 self._schedule()
         return job_id

@@ -237,14 +237,17 @@ class PostgresJobStore:
     # -- jobs and events ------------------------------------------------------------------------
 
     def create_job(self, job_id: str, name: str, spec: bytes, *, epochs: int, total_steps: int, encoding: str,
-                   world_size: int = 1) -> None:
-        """Insert a new job (state unspecified until its first event)."""
+                   world_size: int = 1, first: training_pb2.JobEvent | None = None) -> None:
+        """Insert a new job, with its ``first`` event (numbered and stored as by ``append_event``) in the same
+        transaction: a job is never left without one (state unspecified, which nothing claims or deletes)."""
         now = time.time()
         with self._tx() as db:
             db.execute(
                 "INSERT INTO lossd_jobs (job_id, name, state, created, updated, epochs, total_steps, encoding, spec, "
                 "world_size) VALUES (%s, %s, 0, %s, %s, %s, %s, %s, %s, %s)",
                 (job_id, name, now, now, epochs, total_steps, encoding, spec, world_size))
+            if first is not None:
+                self._append(db, job_id, first, None, None, None)
 
     def append_event(self, job_id: str, event: training_pb2.JobEvent,
                      parameters: training_pb2.JobEvent | None = None, *, lease: Lease | None = None,

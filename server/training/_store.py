@@ -148,7 +148,7 @@ class JobStore(Protocol):
     def close(self) -> None: ...
 
     def create_job(self, job_id: str, name: str, spec: bytes, *, epochs: int, total_steps: int, encoding: str,
-                   world_size: int = 1) -> None: ...
+                   world_size: int = 1, first: training_pb2.JobEvent | None = None) -> None: ...
 
     def append_event(self, job_id: str, event: training_pb2.JobEvent,
                      parameters: training_pb2.JobEvent | None = None, *, lease: Lease | None = None,
@@ -341,14 +341,25 @@ class SQLiteJobStore:
             self._db.close()
 
     def create_job(self, job_id: str, name: str, spec: bytes, *, epochs: int, total_steps: int, encoding: str,
-                   world_size: int = 1) -> None:
-        """Insert a new job (state unspecified until its first event)."""
+                   world_size: int = 1, first: training_pb2.JobEvent | None = None) -> None:
+        """Insert a new job, with its ``first`` event (numbered and stored as by ``append_event``) in the same
+        transaction: a job is never left without one (state unspecified, which nothing claims or deletes)."""
         now = time.time()
         with self._lock:
-            self._db.execute(
-                "INSERT INTO jobs (job_id, name, state, created, updated, epochs, total_steps, encoding, spec, "
-                "world_size) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, name, now, now, epochs, total_steps, encoding, spec, world_size))
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "INSERT INTO jobs (job_id, name, state, created, updated, epochs, total_steps, encoding, spec, "
+                    "world_size) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, name, now, now, epochs, total_steps, encoding, spec, world_size))
+                if first is not None:
+                    self._append(job_id, first, None, None)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:  # a failed COMMIT (SQLITE_FULL) has already rolled back
+                    db.execute("ROLLBACK")
+                raise
 
     def append_event(self, job_id: str, event: training_pb2.JobEvent,
                      parameters: training_pb2.JobEvent | None = None, *, lease: Lease | None = None,

@@ -96,6 +96,27 @@ def test_cancel_waiting_and_held_jobs(store: JobStore) -> None:
     assert store.request_cancel(held, "x") == "gone"
 
 
+def test_a_job_is_stored_with_its_first_event_or_not_at_all(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row and its QUEUED event are one transaction: a database lost between them left a row in state
+    0 (unspecified) that nothing claims, retention skips and DeleteJob refuses."""
+    store.create_job("00000000003a", "", b"spec", epochs=1, total_steps=1, encoding="raw",
+                     first=_state(pb.JOB_STATE_QUEUED, message="queued"))
+    row = store.get_job("00000000003a")
+    assert row is not None and row.state == pb.JOB_STATE_QUEUED
+    assert [(e.seq, e.message) for e in store.events_after("00000000003a", 0)] == [(1, "queued")]
+
+    def lost(*args: Any, **kwargs: Any) -> None:
+        raise OSError("the database went away")
+
+    monkeypatch.setattr(store, "_append", lost)
+    with pytest.raises(OSError):
+        store.create_job("00000000003b", "", b"spec", epochs=1, total_steps=1, encoding="raw",
+                         first=_state(pb.JOB_STATE_QUEUED))
+    monkeypatch.undo()
+    assert store.get_job("00000000003b") is None
+    assert [c.row.job_id for c in store.claim("owner", 30.0, 5)] == ["00000000003a"]
+
+
 def test_released_jobs_are_claimed_at_once(store: JobStore) -> None:
     job = "00000000002a"
     _queued(store, job)
