@@ -31,11 +31,12 @@ a terminal event's parameters go to ``results``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -315,21 +316,30 @@ class SQLiteJobStore:
             self._migrate()
             self._db.execute("UPDATE jobs SET owner = '', lease_until = 0 WHERE owner != ''")
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (the caller holds the lock), rolled back on any error; a failed
+        ``COMMIT`` (``SQLITE_FULL``) has rolled back already."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise newer_schema(version, str(self.path))
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction() as db:
                 for statement in _SQLITE_MIGRATIONS[target - 1].split(";"):
                     if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version={target}")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={target}")
         if version == 1:  # a version-1 store from before data-parallel jobs: every job had one process
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
             if "world_size" not in columns:
@@ -345,21 +355,13 @@ class SQLiteJobStore:
         """Insert a new job, with its ``first`` event (numbered and stored as by ``append_event``) in the same
         transaction: a job is never left without one (state unspecified, which nothing claims or deletes)."""
         now = time.time()
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute(
-                    "INSERT INTO jobs (job_id, name, state, created, updated, epochs, total_steps, encoding, spec, "
-                    "world_size) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
-                    (job_id, name, now, now, epochs, total_steps, encoding, spec, world_size))
-                if first is not None:
-                    self._append(job_id, first, None, None)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:  # a failed COMMIT (SQLITE_FULL) has already rolled back
-                    db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (job_id, name, state, created, updated, epochs, total_steps, encoding, spec, "
+                "world_size) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, name, now, now, epochs, total_steps, encoding, spec, world_size))
+            if first is not None:
+                self._append(job_id, first, None, None)
 
     def append_event(self, job_id: str, event: training_pb2.JobEvent,
                      parameters: training_pb2.JobEvent | None = None, *, lease: Lease | None = None,
@@ -370,16 +372,8 @@ class SQLiteJobStore:
         (:class:`LeaseLost`) unless it is still the job's. ``checkpoint`` is not kept here (files).
         Returns the stored event.
         """
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                self._append(job_id, event, parameters, lease)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:  # a failed COMMIT (SQLITE_FULL) has already rolled back
-                    db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction():
+            self._append(job_id, event, parameters, lease)
         return event
 
     def _append(self, job_id: str, event: training_pb2.JobEvent, parameters: training_pb2.JobEvent | None,
@@ -465,24 +459,17 @@ class SQLiteJobStore:
         if limit <= 0:
             return []
         now = time.time()
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = db.execute(
-                    f"SELECT {_COLUMNS}, spec FROM jobs WHERE state NOT IN (0, ?, ?, ?) "
-                    "AND (owner = '' OR lease_until < ?) ORDER BY created, job_id LIMIT ?",
-                    (*TERMINAL_STATES, now, limit)).fetchall()
-                claims = []
-                for r in rows:
-                    generation = db.execute(
-                        "UPDATE jobs SET owner = ?, lease_until = ?, generation = generation + 1 WHERE job_id = ? "
-                        "RETURNING generation", (owner, now + lease_s, r[0])).fetchone()[0]
-                    claims.append(Claim(_row(r, r[_N_COLUMNS]), Lease(r[0], int(generation))))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS}, spec FROM jobs WHERE state NOT IN (0, ?, ?, ?) "
+                "AND (owner = '' OR lease_until < ?) ORDER BY created, job_id LIMIT ?",
+                (*TERMINAL_STATES, now, limit)).fetchall()
+            claims = []
+            for r in rows:
+                generation = db.execute(
+                    "UPDATE jobs SET owner = ?, lease_until = ?, generation = generation + 1 WHERE job_id = ? "
+                    "RETURNING generation", (owner, now + lease_s, r[0])).fetchone()[0]
+                claims.append(Claim(_row(r, r[_N_COLUMNS]), Lease(r[0], int(generation))))
         return claims
 
     def renew(self, owner: str, leases: Sequence[Lease], lease_s: float) -> dict[str, str]:
@@ -510,28 +497,21 @@ class SQLiteJobStore:
         reads the request with its next renewal), ``"ended"`` when it had already ended, ``"gone"`` when
         there is no such job (it ended and was deleted since its caller read it)."""
         now = time.time()
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT state, owner, lease_until FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-                state, owner, lease_until = row or (None, "", 0.0)
-                if row is None:
-                    outcome = "gone"
-                elif state in TERMINAL_STATES:
-                    outcome = "ended"
-                elif owner != "" and lease_until >= now:
-                    db.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
-                    outcome = "requested"
-                else:
-                    db.execute("UPDATE jobs SET generation = generation + 1 WHERE job_id = ?", (job_id,))
-                    self._append(job_id, training_pb2.JobEvent(
-                        kind=STATE, state=training_pb2.JOB_STATE_CANCELLED, message=message), None, None)
-                    outcome = "cancelled"
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction() as db:
+            row = db.execute("SELECT state, owner, lease_until FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            state, owner, lease_until = row or (None, "", 0.0)
+            if row is None:
+                outcome = "gone"
+            elif state in TERMINAL_STATES:
+                outcome = "ended"
+            elif owner != "" and lease_until >= now:
+                db.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
+                outcome = "requested"
+            else:
+                db.execute("UPDATE jobs SET generation = generation + 1 WHERE job_id = ?", (job_id,))
+                self._append(job_id, training_pb2.JobEvent(
+                    kind=STATE, state=training_pb2.JOB_STATE_CANCELLED, message=message), None, None)
+                outcome = "cancelled"
         return outcome
 
     def checkpoint(self, job_id: str) -> bytes | None:
@@ -544,37 +524,23 @@ class SQLiteJobStore:
     def delete_job(self, job_id: str) -> JobRow | None:
         """Delete an ended job with its events and result; returns its row as it was, or ``None`` when it
         does not exist or has not ended (it stays)."""
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                r = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-                row = _row(r) if r is not None else None
-                if row is not None and row.terminal:
-                    for table in ("events", "results", "jobs"):
-                        db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction() as db:
+            r = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            row = _row(r) if r is not None else None
+            if row is not None and row.terminal:
+                for table in ("events", "results", "jobs"):
+                    db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
         return row if row is not None and row.terminal else None
 
     def delete_ended_before(self, cutoff: float, limit: int = 1000) -> int:
         """Delete up to ``limit`` jobs that ended before ``cutoff`` (seconds since the epoch), with their
         events and results (``--job-retention``); returns how many."""
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                ids = [r[0] for r in db.execute(
-                    "SELECT job_id FROM jobs WHERE state IN (?, ?, ?) AND updated < ? ORDER BY updated LIMIT ?",
-                    (*TERMINAL_STATES, cutoff, limit))]
-                for table in ("events", "results", "jobs"):
-                    db.executemany(f"DELETE FROM {table} WHERE job_id = ?", [(i,) for i in ids])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction() as db:
+            ids = [r[0] for r in db.execute(
+                "SELECT job_id FROM jobs WHERE state IN (?, ?, ?) AND updated < ? ORDER BY updated LIMIT ?",
+                (*TERMINAL_STATES, cutoff, limit))]
+            for table in ("events", "results", "jobs"):
+                db.executemany(f"DELETE FROM {table} WHERE job_id = ?", [(i,) for i in ids])
         return len(ids)
 
     def integrity_check(self) -> str:
