@@ -239,7 +239,8 @@ class PostgresJobStore:
     def create_job(self, job_id: str, name: str, spec: bytes, *, epochs: int, total_steps: int, encoding: str,
                    world_size: int = 1, first: training_pb2.JobEvent | None = None) -> None:
         """Insert a new job, with its ``first`` event (numbered and stored as by ``append_event``) in the same
-        transaction: a job is never left without one (state unspecified, which nothing claims or deletes)."""
+        transaction, so that the job is never left without one: state unspecified, which nothing claims or
+        deletes (the manager always gives it; without it the state stays unspecified until one is appended)."""
         now = time.time()
         with self._tx() as db:
             db.execute(

@@ -353,7 +353,8 @@ class SQLiteJobStore:
     def create_job(self, job_id: str, name: str, spec: bytes, *, epochs: int, total_steps: int, encoding: str,
                    world_size: int = 1, first: training_pb2.JobEvent | None = None) -> None:
         """Insert a new job, with its ``first`` event (numbered and stored as by ``append_event``) in the same
-        transaction: a job is never left without one (state unspecified, which nothing claims or deletes)."""
+        transaction, so that the job is never left without one: state unspecified, which nothing claims or
+        deletes (the manager always gives it; without it the state stays unspecified until one is appended)."""
         now = time.time()
         with self._lock, self._transaction() as db:
             db.execute(
@@ -497,22 +498,20 @@ class SQLiteJobStore:
         reads the request with its next renewal), ``"ended"`` when it had already ended, ``"gone"`` when
         there is no such job (it ended and was deleted since its caller read it)."""
         now = time.time()
-        with self._lock, self._transaction() as db:
+        with self._lock, self._transaction() as db:  # a return commits, as the end of the block does
             row = db.execute("SELECT state, owner, lease_until FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-            state, owner, lease_until = row or (None, "", 0.0)
             if row is None:
-                outcome = "gone"
-            elif state in TERMINAL_STATES:
-                outcome = "ended"
-            elif owner != "" and lease_until >= now:
+                return "gone"
+            state, owner, lease_until = row
+            if state in TERMINAL_STATES:
+                return "ended"
+            if owner != "" and lease_until >= now:
                 db.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
-                outcome = "requested"
-            else:
-                db.execute("UPDATE jobs SET generation = generation + 1 WHERE job_id = ?", (job_id,))
-                self._append(job_id, training_pb2.JobEvent(
-                    kind=STATE, state=training_pb2.JOB_STATE_CANCELLED, message=message), None, None)
-                outcome = "cancelled"
-        return outcome
+                return "requested"
+            db.execute("UPDATE jobs SET generation = generation + 1 WHERE job_id = ?", (job_id,))
+            self._append(job_id, training_pb2.JobEvent(
+                kind=STATE, state=training_pb2.JOB_STATE_CANCELLED, message=message), None, None)
+            return "cancelled"
 
     def checkpoint(self, job_id: str) -> bytes | None:
         """Checkpoints are files with SQLite (``shares_checkpoints`` is false): always ``None``."""
