@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -19,6 +20,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,13 +229,46 @@ RESUMED = {**SPEC, "model": {"mlp": {"hidden": [8, 4], "dropout": 0.1, "output_a
 
 
 def test_a_graceful_stop_checkpoints_mid_epoch_and_the_next_start_resumes_exactly(
-        stub: training_pb2_grpc.TrainingServiceStub, tmp_path: Path) -> None:
-    spec = {**RESUMED, "step_events_per_second": 1000}
+        stub: training_pb2_grpc.TrainingServiceStub, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The stop reaches the ranks at a step they are known to be at: both are stopped (SIGSTOP) mid-epoch,
+    and once no step event follows, the last one names the step they completed (every step but an epoch's
+    last sends one). Only then is the server stopped, and the ranks go on once the interrupt has reached them:
+    they see it at their next step or the one after (one may have read the flags before it was stopped)."""
+    caplog.set_level(logging.INFO, logger="lossd.server.training")
+    spec = {**RESUMED, "step_events_per_second": 1e9}
     data = str(tmp_path / "data")
     with start_in_process(data_dir=data) as address, grpc.insecure_channel(address) as channel:
-        job_id = _until_step(training_pb2_grpc.TrainingServiceStub(channel).TrainJob(request(spec), timeout=60),
-                             45)[0].job_id
-    # Leaving the block stopped the server: the ranks checkpointed at a step boundary (mid-epoch 2).
+        events: list[pb.JobEvent] = []
+
+        def read() -> None:
+            with contextlib.suppress(grpc.RpcError):  # the stream ends with the server
+                for reply in training_pb2_grpc.TrainingServiceStub(channel).TrainJob(request(spec), timeout=120):
+                    events.append(reply.event)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        assert wait_for(lambda: any(e.step > 31 for e in events), 60, 0.01), events[-1:]  # epoch 2 has begun
+        ranks = _ranks(_worker_pid(caplog, events[0].job_id), 2)
+        for _ in range(20):
+            for pid in ranks:
+                os.kill(pid, signal.SIGSTOP)
+            seen = -1
+            while seen != len(events):  # quiet for 0.5 s: no step is under way
+                seen = len(events)
+                time.sleep(0.5)
+            stopped_at = max(e.step for e in events)
+            if 1 <= stopped_at % 30 <= 26:  # the checkpoint (this step or one of the next two) is mid-epoch
+                break
+            for pid in ranks:
+                os.kill(pid, signal.SIGCONT)
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"the ranks were never stopped mid-epoch: {events[-1]}")
+        # Leaving the block stops the server: its interrupt reaches the worker, which passes it to the ranks
+        # within 50 ms; they go on after 2.5 s, of the 10 s the shutdown gives them to checkpoint.
+        threading.Timer(2.5, lambda: [os.kill(pid, signal.SIGCONT) for pid in ranks]).start()
+    reader.join(30)
+    job_id = events[0].job_id
     with start_in_process(data_dir=data) as address, grpc.insecure_channel(address) as channel:
         history = [r.event for r in training_pb2_grpc.TrainingServiceStub(channel).WatchJob(
             pb.WatchJobRequest(job_id=job_id), timeout=120)]
@@ -241,7 +276,8 @@ def test_a_graceful_stop_checkpoints_mid_epoch_and_the_next_start_resumes_exactl
     assert [s for s, _ in states] == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_INTERRUPTED,
                                       pb.JOB_STATE_RUNNING, pb.JOB_STATE_SUCCEEDED], states
     step = int(re.search(r"checkpoint at step (\d+)", states[2][1]).group(1))  # type: ignore[union-attr]
-    assert step % 30 and states[3][1].startswith(f"resumed from the checkpoint at step {step}: "), states
+    assert stopped_at <= step <= stopped_at + 2 and step % 30, (stopped_at, states)
+    assert states[3][1].startswith(f"resumed from the checkpoint at step {step}: "), states
     reference = _run(stub, spec)[-1]
     assert history[-1].parameters == reference.parameters  # every float, exactly
     assert list(history[-1].history) == list(reference.history)
