@@ -349,7 +349,8 @@ class JobManager:
             try:  # the row and its QUEUED event in one transaction (no event is held: the directory is not full)
                 self.store.create_job(job_id, request.name, request.SerializeToString(), epochs=plan.epochs,
                                       total_steps=plan.total_steps, encoding=plan.encoding,
-                                      world_size=plan.world_size, first=queued)
+                                      world_size=plan.world_size, first=queued,
+                                      rdzv_endpoint=self.config.rdzv_endpoint if plan.nodes > 1 else "")
             except Exception as e:
                 if not is_disk_full(e):
                     raise
@@ -368,7 +369,7 @@ class JobManager:
         if free <= 0 or self._closing or self._full:  # a full data directory: nothing starts
             return
         started = time.monotonic()
-        for claim in self.store.claim(self.owner, self.config.lease_s, free):
+        for claim in self.store.claim(self.owner, self.config.lease_s, free, self.config.rdzv_endpoint):
             earlier = self._running.get(claim.row.job_id)
             if earlier is not None:  # this server stalled past its own lease and claimed the job again
                 self._lose(earlier, "its lease lapsed and this server claimed the job again")

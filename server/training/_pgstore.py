@@ -107,6 +107,8 @@ _MIGRATIONS: list[str] = [
         data       BYTEA NOT NULL
     );
     """,
+    # A multi-node job's rendezvous (the endpoint its machines join): only the replica serving it claims the job.
+    "ALTER TABLE lossd_jobs ADD COLUMN rdzv_endpoint TEXT NOT NULL DEFAULT ''",
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 #: The advisory lock id that serializes migrations when replicas start together.
@@ -237,16 +239,17 @@ class PostgresJobStore:
     # -- jobs and events ------------------------------------------------------------------------
 
     def create_job(self, job_id: str, name: str, spec: bytes, *, epochs: int, total_steps: int, encoding: str,
-                   world_size: int = 1, first: training_pb2.JobEvent | None = None) -> None:
+                   world_size: int = 1, first: training_pb2.JobEvent | None = None, rdzv_endpoint: str = "") -> None:
         """Insert a new job, with its ``first`` event (numbered and stored as by ``append_event``) in the same
         transaction, so that the job is never left without one: state unspecified, which nothing claims or
-        deletes (the manager always gives it; without it the state stays unspecified until one is appended)."""
+        deletes (the manager always gives it; without it the state stays unspecified until one is appended).
+        A job with an ``rdzv_endpoint`` is claimed only by a replica serving that rendezvous."""
         now = time.time()
         with self._tx() as db:
             db.execute(
                 "INSERT INTO lossd_jobs (job_id, name, state, created, updated, epochs, total_steps, encoding, spec, "
-                "world_size) VALUES (%s, %s, 0, %s, %s, %s, %s, %s, %s, %s)",
-                (job_id, name, now, now, epochs, total_steps, encoding, spec, world_size))
+                "world_size, rdzv_endpoint) VALUES (%s, %s, 0, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (job_id, name, now, now, epochs, total_steps, encoding, spec, world_size, rdzv_endpoint))
             if first is not None:
                 self._append(db, job_id, first, None, None, None)
 
@@ -349,8 +352,9 @@ class PostgresJobStore:
 
     # -- leases ---------------------------------------------------------------------------------
 
-    def claim(self, owner: str, lease_s: float, limit: int) -> list[Claim]:
-        """Take up to ``limit`` jobs nobody holds, oldest first (``FOR UPDATE SKIP LOCKED``)."""
+    def claim(self, owner: str, lease_s: float, limit: int, rdzv_endpoint: str = "") -> list[Claim]:
+        """Take up to ``limit`` jobs nobody holds, oldest first (``FOR UPDATE SKIP LOCKED``): those on one
+        machine, and multi-node jobs whose rendezvous is ``rdzv_endpoint`` (this replica's)."""
         if limit <= 0:
             return []
         cols = ", ".join(f"j.{c.strip()}" for c in _COLUMNS.split(","))
@@ -358,10 +362,10 @@ class PostgresJobStore:
             rows = db.execute(
                 f"UPDATE lossd_jobs j SET owner = %s, lease_until = {_NOW} + %s, generation = j.generation + 1 "
                 f"FROM (SELECT job_id, owner FROM lossd_jobs WHERE state NOT IN (0, 3, 4, 5) "
-                f"AND (owner = '' OR lease_until < {_NOW}) ORDER BY created, job_id LIMIT %s "
-                "FOR UPDATE SKIP LOCKED) c "
+                f"AND (owner = '' OR lease_until < {_NOW}) AND rdzv_endpoint IN ('', %s) "
+                "ORDER BY created, job_id LIMIT %s FOR UPDATE SKIP LOCKED) c "
                 f"WHERE j.job_id = c.job_id RETURNING {cols}, j.spec, j.generation, c.owner",
-                (owner, lease_s, limit)).fetchall()
+                (owner, lease_s, rdzv_endpoint, limit)).fetchall()
         rows.sort(key=lambda r: (r[4], r[0]))
         # The row's owner is the previous one (who ran the job, if anyone), as with SQLite.
         return [

@@ -149,7 +149,8 @@ class JobStore(Protocol):
     def close(self) -> None: ...
 
     def create_job(self, job_id: str, name: str, spec: bytes, *, epochs: int, total_steps: int, encoding: str,
-                   world_size: int = 1, first: training_pb2.JobEvent | None = None) -> None: ...
+                   world_size: int = 1, first: training_pb2.JobEvent | None = None,
+                   rdzv_endpoint: str = "") -> None: ...
 
     def append_event(self, job_id: str, event: training_pb2.JobEvent,
                      parameters: training_pb2.JobEvent | None = None, *, lease: Lease | None = None,
@@ -169,7 +170,7 @@ class JobStore(Protocol):
 
     def count_waiting(self) -> int: ...
 
-    def claim(self, owner: str, lease_s: float, limit: int) -> list[Claim]: ...
+    def claim(self, owner: str, lease_s: float, limit: int, rdzv_endpoint: str = "") -> list[Claim]: ...
 
     def renew(self, owner: str, leases: Sequence[Lease], lease_s: float) -> dict[str, str]: ...
 
@@ -232,6 +233,8 @@ _SQLITE_MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
     """,
+    # A multi-node job's rendezvous (the endpoint its machines join): only a server serving it claims the job.
+    "ALTER TABLE jobs ADD COLUMN rdzv_endpoint TEXT NOT NULL DEFAULT '';",
 ]
 #: The schema version this lossd writes (both stores).
 SCHEMA_VERSION = len(_SQLITE_MIGRATIONS)
@@ -351,16 +354,17 @@ class SQLiteJobStore:
             self._db.close()
 
     def create_job(self, job_id: str, name: str, spec: bytes, *, epochs: int, total_steps: int, encoding: str,
-                   world_size: int = 1, first: training_pb2.JobEvent | None = None) -> None:
+                   world_size: int = 1, first: training_pb2.JobEvent | None = None, rdzv_endpoint: str = "") -> None:
         """Insert a new job, with its ``first`` event (numbered and stored as by ``append_event``) in the same
         transaction, so that the job is never left without one: state unspecified, which nothing claims or
-        deletes (the manager always gives it; without it the state stays unspecified until one is appended)."""
+        deletes (the manager always gives it; without it the state stays unspecified until one is appended).
+        A job with an ``rdzv_endpoint`` is claimed only by a server serving that rendezvous."""
         now = time.time()
         with self._lock, self._transaction() as db:
             db.execute(
                 "INSERT INTO jobs (job_id, name, state, created, updated, epochs, total_steps, encoding, spec, "
-                "world_size) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, name, now, now, epochs, total_steps, encoding, spec, world_size))
+                "world_size, rdzv_endpoint) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, name, now, now, epochs, total_steps, encoding, spec, world_size, rdzv_endpoint))
             if first is not None:
                 self._append(job_id, first, None, None)
 
@@ -454,17 +458,18 @@ class SQLiteJobStore:
                                    "(owner = '' OR lease_until < ?)", (*TERMINAL_STATES, time.time())).fetchone()
         return int(row[0])
 
-    def claim(self, owner: str, lease_s: float, limit: int) -> list[Claim]:
+    def claim(self, owner: str, lease_s: float, limit: int, rdzv_endpoint: str = "") -> list[Claim]:
         """Take up to ``limit`` jobs that nobody holds (not ended; no owner, or a lapsed lease), oldest first:
-        each gets ``owner``, a lease of ``lease_s`` seconds and the next generation."""
+        each gets ``owner``, a lease of ``lease_s`` seconds and the next generation. Multi-node jobs are taken
+        only when their rendezvous is ``rdzv_endpoint`` (this server's): their machines join there."""
         if limit <= 0:
             return []
         now = time.time()
         with self._lock, self._transaction() as db:
             rows = db.execute(
                 f"SELECT {_COLUMNS}, spec FROM jobs WHERE state NOT IN (0, ?, ?, ?) "
-                "AND (owner = '' OR lease_until < ?) ORDER BY created, job_id LIMIT ?",
-                (*TERMINAL_STATES, now, limit)).fetchall()
+                "AND (owner = '' OR lease_until < ?) AND rdzv_endpoint IN ('', ?) ORDER BY created, job_id LIMIT ?",
+                (*TERMINAL_STATES, now, rdzv_endpoint, limit)).fetchall()
             claims = []
             for r in rows:
                 generation = db.execute(

@@ -127,6 +127,18 @@ def test_released_jobs_are_claimed_at_once(store: JobStore) -> None:
     assert (again.row.state, again.lease.generation) == (pb.JOB_STATE_INTERRUPTED, 2)
 
 
+def test_a_multi_node_job_is_claimed_only_where_its_machines_join(store: JobStore) -> None:
+    """A job stored with a rendezvous endpoint is claimed only by a replica hosting it; other jobs by any."""
+    one, two = "00000000004a", "00000000004b"
+    store.create_job(one, "", b"spec", epochs=1, total_steps=1, encoding="raw", first=_state(pb.JOB_STATE_QUEUED))
+    store.create_job(two, "", b"spec", epochs=1, total_steps=1, encoding="raw", world_size=2,
+                     first=_state(pb.JOB_STATE_QUEUED), rdzv_endpoint="10.0.0.1:29400")
+    assert [c.row.job_id for c in store.claim("no-rendezvous", 30.0, 5)] == [one]
+    assert store.claim("another-rendezvous", 30.0, 5, "10.0.0.2:29400") == []
+    assert store.count_waiting() == 1  # it waits for its replica
+    assert [c.row.job_id for c in store.claim("its-rendezvous", 30.0, 5, "10.0.0.1:29400")] == [two]
+
+
 def test_concurrent_claims_take_each_job_once(postgres: Any, tmp_path: Path) -> None:
     url = postgres.fresh_database()
     stores = [open_store(url, tmp_path) for _ in range(3)]
@@ -194,7 +206,29 @@ def test_an_old_sqlite_store_is_migrated(tmp_path: Path) -> None:
     (claim,) = store.claim("me", 30.0, 5)
     assert (claim.row.name, claim.row.state, claim.lease.generation) == ("old", pb.JOB_STATE_RUNNING, 1)
     store.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_a_version_1_postgresql_store_is_migrated(postgres: Any, tmp_path: Path) -> None:
+    """A database at schema version 1 (no rendezvous column) gets the column; its jobs stay claimable."""
+    import psycopg
+
+    from lossd.server.training._pgstore import _MIGRATIONS, SCHEMA_VERSION
+
+    url = postgres.fresh_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_MIGRATIONS[0])
+        conn.execute("CREATE TABLE lossd_schema (version INTEGER NOT NULL); INSERT INTO lossd_schema VALUES (1)")
+        conn.execute("INSERT INTO lossd_jobs (job_id, name, state, created, updated, epochs, total_steps, encoding, "
+                     "spec, world_size) VALUES ('0123456789ab', 'old', 2, 0, 0, 3, 30, 'values', '', 2)")
+    store = open_store(url, tmp_path)
+    try:
+        (claim,) = store.claim("me", 30.0, 5)
+        assert (claim.row.name, claim.row.state, claim.row.world_size) == ("old", pb.JOB_STATE_RUNNING, 2)
+    finally:
+        store.close()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version FROM lossd_schema").fetchone() == (SCHEMA_VERSION,) == (2,)
 
 
 def test_serve_exits_2_naming_an_unreachable_store_with_its_password_masked(tmp_path: Path) -> None:

@@ -376,6 +376,35 @@ def _rendezvous_keys(store: Any, job_id: str) -> tuple[int, bool]:
     return int(store.add(joined, 0)), store.check([group])
 
 
+def test_a_multi_node_job_waits_for_a_server_that_hosts_its_rendezvous(tmp_path: Path) -> None:
+    """A multi-node job is stored with its rendezvous (where its machines were told to join) and claimed only
+    by a server hosting that one: started again without ``--rdzv-endpoint`` (or, with PostgreSQL, a replica
+    hosting another), a server leaves it waiting instead of failing it, and the one hosting it takes it up."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    data = str(tmp_path / "data")
+    with start_in_process(rdzv_endpoint=endpoint, data_dir=data) as address, \
+            grpc.insecure_channel(address) as channel:
+        job_id = [r.event for r in training_pb2_grpc.TrainingServiceStub(channel).TrainJob(
+            request({**SPEC, "world_size": 2, "nodes": 2, "detach": True}), timeout=30)][0].job_id
+        assert wait_for(lambda: _rendezvous_keys(_rendezvous(endpoint), job_id)[1], 60)  # waiting for its machine
+    # Leaving the block interrupted it. A server without the rendezvous runs a later one-machine job to its
+    # end: claims take the oldest job first, so each claim it made passed the multi-node job over.
+    with start_in_process(data_dir=data) as address, grpc.insecure_channel(address) as channel:
+        remote = training_pb2_grpc.TrainingServiceStub(channel)
+        assert [r.event for r in remote.TrainJob(request(SPEC), timeout=120)][-1].state == pb.JOB_STATE_SUCCEEDED
+        job = remote.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30).job
+        assert job.state == pb.JOB_STATE_INTERRUPTED, job  # before: FAILED, "internal error ... (ValueError)"
+    with start_in_process(rdzv_endpoint=endpoint, data_dir=data) as address, \
+            grpc.insecure_channel(address) as channel:
+        remote = training_pb2_grpc.TrainingServiceStub(channel)
+        assert wait_for(lambda: _rendezvous_keys(_rendezvous(endpoint), job_id)[1], 60)  # its machines may join
+        assert remote.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30).job.state == pb.JOB_STATE_CANCELLED
+        history = [r.event for r in remote.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=60)]
+    assert [e.state for e in history if e.kind == pb.JOB_EVENT_KIND_STATE] == \
+        [pb.JOB_STATE_QUEUED, pb.JOB_STATE_INTERRUPTED, pb.JOB_STATE_CANCELLED], history
+    assert history[-1].message == "stopped while waiting for machines to join (0 of 1)", history[-1]
+
+
 def test_a_machine_past_the_count_is_turned_away_and_a_reset_counts_afresh() -> None:
     """On the server's store (hosted as ``lossd serve --rdzv-endpoint`` hosts it): a machine beyond the
     job's ``nodes`` is turned away before it runs anything; :func:`forget_rendezvous` (the manager calls
