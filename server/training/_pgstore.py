@@ -108,7 +108,11 @@ _MIGRATIONS: list[str] = [
     );
     """,
     # A multi-node job's rendezvous (the endpoint its machines join): only the replica serving it claims the job.
-    "ALTER TABLE lossd_jobs ADD COLUMN rdzv_endpoint TEXT NOT NULL DEFAULT ''",
+    # ListJobs' newest-first order, read from an index instead of sorting every row.
+    """
+    ALTER TABLE lossd_jobs ADD COLUMN rdzv_endpoint TEXT NOT NULL DEFAULT '';
+    CREATE INDEX lossd_jobs_by_created ON lossd_jobs (created DESC, job_id);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 #: The advisory lock id that serializes migrations when replicas start together.

@@ -139,6 +139,22 @@ def test_a_multi_node_job_is_claimed_only_where_its_machines_join(store: JobStor
     assert [c.row.job_id for c in store.claim("its-rendezvous", 30.0, 5, "10.0.0.1:29400")] == [two]
 
 
+def test_the_newest_jobs_are_listed_from_an_index(store: JobStore) -> None:
+    """ListJobs (newest first) and the "did you mean" lookup read an index, not a sort of every job."""
+    for i in range(3):
+        _queued(store, f"00000000005{i}")
+    newest = "SELECT job_id FROM {} ORDER BY created DESC, job_id LIMIT 2"
+    if isinstance(store, SQLiteJobStore):
+        plan = str(store._db.execute("EXPLAIN QUERY PLAN " + newest.format("jobs")).fetchall())
+        assert "USING COVERING INDEX jobs_by_created" in plan and "TEMP B-TREE" not in plan, plan
+    else:
+        with store._tx() as db:  # type: ignore[attr-defined]
+            db.execute("SET LOCAL enable_seqscan = off")  # three rows: the planner would rather scan them
+            plan = str(db.execute("EXPLAIN " + newest.format("lossd_jobs")).fetchall())
+        assert "lossd_jobs_by_created" in plan and "Sort" not in plan, plan
+    assert [r.job_id for r in store.list_jobs(limit=2)] == ["000000000052", "000000000051"]
+
+
 def test_concurrent_claims_take_each_job_once(postgres: Any, tmp_path: Path) -> None:
     url = postgres.fresh_database()
     stores = [open_store(url, tmp_path) for _ in range(3)]
