@@ -231,20 +231,21 @@ def _failed(job_id: str, message: str) -> bytes:
 
 def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], None],
                       control: Any, digest: str, job_id: str, rdzv_endpoint: str = "",
-                      share_checkpoints: bool = False) -> None:
+                      share_checkpoints: bool = False, scratch: str | None = None) -> None:
     """Train ``plan`` on ``plan.world_size`` ranks; ``send`` forwards rank 0's serialized events.
 
     With ``plan.nodes`` > 1, this machine runs ranks ``0 … world_size/nodes − 1`` and waits (up to
     :data:`JOIN_TIMEOUT`, or a cancel) for ``nodes − 1`` machines to join on ``rdzv_endpoint``.
     Returns after the job's terminal (or INTERRUPTED) event was sent; when a rank fails first, sends a
-    FAILED event naming the rank and its error, after stopping the other ranks.
+    FAILED event naming the rank and its error, after stopping the other ranks. Temporary folders are made
+    in ``scratch`` (which the server deletes once this process has ended, even if it was killed).
     """
     if plan.nodes == 1:
-        folder = tempfile.mkdtemp(prefix=f"lossd-store-{job_id}-")  # mode 0700: this user's only
+        folder = tempfile.mkdtemp(prefix=f"lossd-store-{job_id}-", dir=scratch)  # mode 0700: this user's only
         try:
             _run_ranks(plan, checkpoint, send, control, digest, job_id,
                        Rendezvous("", 0, "", 0, plan.world_size, store_file=os.path.join(folder, "store")),
-                       share_checkpoints)
+                       share_checkpoints, scratch=scratch)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
@@ -269,7 +270,7 @@ def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[by
         time.sleep(0.2)
     local = plan.world_size // plan.nodes
     _run_ranks(plan, checkpoint, send, control, digest, job_id,
-               Rendezvous(host, port, store.get(group).decode(), 0, local), share_checkpoints)
+               Rendezvous(host, port, store.get(group).decode(), 0, local), share_checkpoints, scratch=scratch)
 
 
 def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str) -> str:
@@ -314,7 +315,7 @@ def join_job(spec: training_pb2.TrainJobRequest, job_id: str, rdzv_endpoint: str
 
 def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], None], control: Any, digest: str,
                job_id: str, rdzv: Rendezvous, share_checkpoints: bool = False,
-               run_ended: Callable[[], bool] | None = None) -> None:
+               run_ended: Callable[[], bool] | None = None, scratch: str | None = None) -> None:
     """Fork this machine's ranks and relay for them (see the module docstring). ``run_ended`` (another
     machine's ranks): whether the server's run of the job has ended; once it has, the ranks get
     :data:`RUN_ENDED_GRACE_S` to end by themselves, and are then stopped if it still has (a rank blocked in
@@ -332,7 +333,7 @@ def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], N
         others = [c for i, (_, c) in enumerate(lives) if i != r] + ([] if rank == 0 else [events_w])
         args[r] = (rank, size, rdzv, plan, str(checkpoint) if checkpoint else None, digest, flags,
                    lives[r][1], events_w if rank == 0 else None, ours + others, share_checkpoints)
-    log_dir = tempfile.mkdtemp(prefix=f"lossd-ranks-{job_id}-")
+    log_dir = tempfile.mkdtemp(prefix=f"lossd-ranks-{job_id}-", dir=scratch)
     sent_final = False
 
     def forward(data: bytes) -> None:

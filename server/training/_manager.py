@@ -40,10 +40,12 @@ import multiprocessing.context
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -157,6 +159,8 @@ class _Running:
     lost: bool = False  # the lease is gone: write nothing more about the job
     restart: bool = False  # the worker was killed (-9) and the job goes on from its checkpoint
     disk_full: bool = False  # interrupted because the data directory filled up: re-queued, resumed when space returns
+    #: the worker's temporary folder (a data-parallel job's rendezvous file and rank logs), deleted when it ends
+    scratch: str | None = None
 
 
 class _DataDirLock:
@@ -423,16 +427,20 @@ class JobManager:
                 self._settled(job)
                 return
         try:
+            if row.world_size > 1:  # a worker killed -9 cannot delete its ranks' files: this server does
+                job.scratch = tempfile.mkdtemp(prefix=f"lossd-job-{row.job_id}-")
             control_r, control_w = self._ctx.Pipe(duplex=False)
             events_r, events_w = self._ctx.Pipe(duplex=False)
             process = self._ctx.Process(
                 target=worker_main, name=f"lossd-job-{row.job_id}", daemon=True,
                 args=(row.job_id, row.spec, str(self._checkpoint(row.job_id)), self.config.plugins, control_r,
-                      events_w, self.config.rdzv_endpoint, self.store.shares_checkpoints),
+                      events_w, self.config.rdzv_endpoint, self.store.shares_checkpoints, job.scratch),
             )
             process.start()
         except Exception as e:  # e.g. the OS refused a process
             log.exception("could not start a worker for job %s", job.job_id)
+            if job.scratch:
+                shutil.rmtree(job.scratch, ignore_errors=True)
             with self._lock:
                 self._forget(job)
                 with contextlib.suppress(Exception):
@@ -501,6 +509,8 @@ class JobManager:
             job.process.join(5)
         job.events.close()
         job.control.close()
+        if job.scratch:  # its ranks die with the worker (PR_SET_PDEATHSIG)
+            shutil.rmtree(job.scratch, ignore_errors=True)
         self._forget_rendezvous(job.job_id)  # before the job can start again
         with self._lock:
             current = self._forget(job)

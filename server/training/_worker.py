@@ -79,8 +79,11 @@ def worker_main(
     events_conn: Connection,
     rdzv_endpoint: str = "",
     share_checkpoints: bool = False,
+    scratch: str | None = None,
 ) -> None:
-    """Run job ``job_id`` (its spec as serialized ``TrainJobRequest`` bytes) and report through ``events_conn``."""
+    """Run job ``job_id`` (its spec as serialized ``TrainJobRequest`` bytes) and report through ``events_conn``.
+    Temporary files (a data-parallel job's rendezvous file and rank logs) go in ``scratch``, a folder the
+    server deletes when this process ends, however it ends (the system's temporary folder when ``None``)."""
     _die_with_parent()
     torch.set_num_threads(JOB_THREADS)
     control, done, planning = Control(), threading.Event(), threading.Event()
@@ -112,7 +115,7 @@ def worker_main(
             # the server's exit), and a daemonic process may not have children. The ranks die with it.
             multiprocessing.current_process().daemon = False
             run_data_parallel(plan, Path(checkpoint), send, control, spec_digest(spec_bytes), job_id, rdzv_endpoint,
-                              share_checkpoints)
+                              share_checkpoints, scratch)
         else:
             run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes))
     except FieldError as e:

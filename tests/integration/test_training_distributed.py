@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -212,6 +213,34 @@ def test_cancel_and_a_killed_rank_leave_no_rank_running(stub: training_pb2_grpc.
     assert re.fullmatch(rf"rank 1 \(pid {max(ranks)}\) was killed by signal 9; the other ranks were stopped",
                         final.message), final.message
     assert _gone([worker, *ranks])
+
+
+def test_a_killed_worker_leaves_no_temporary_folder(stub: training_pb2_grpc.TrainingServiceStub,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A data-parallel job's rendezvous file and rank logs are in a folder the server makes for the worker and
+    deletes when it ends: a worker killed -9, which cannot clean up, leaves nothing behind."""
+    caplog.set_level(logging.INFO, logger="lossd.server.training")
+    stream = stub.TrainJob(request(LONG), timeout=120)
+    job_id = _until_step(stream, 20)[0].job_id
+    worker = _worker_pid(caplog, job_id)
+    ranks = _ranks(worker, 2)
+
+    def folders() -> list[str]:
+        return sorted(p.name for p in Path(tempfile.gettempdir()).glob(f"lossd-*-{job_id}-*"))
+
+    def workers() -> list[str]:
+        return re.findall(rf"job {job_id} started in worker pid (\d+)", caplog.text)
+
+    first = folders()
+    assert [f.split(job_id)[0] for f in first] == ["lossd-job-"], first  # the store and logs are inside
+    os.kill(worker, signal.SIGKILL)  # the job starts again (--max-job-restarts 1) in a new worker and folder
+    assert wait_for(lambda: len(workers()) == 2, 60), workers()
+    assert _gone([worker, *ranks])
+    again = folders()
+    assert len(again) == 1 and again != first, (first, again)
+    assert stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30).job.state == pb.JOB_STATE_CANCELLED
+    assert [r.event for r in stream][-1].state == pb.JOB_STATE_CANCELLED
+    assert folders() == []  # deleted before the job's last event is stored
 
 
 def test_a_nan_on_the_ranks_fails_the_job_at_one_step(stub: training_pb2_grpc.TrainingServiceStub) -> None:
