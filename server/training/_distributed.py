@@ -197,11 +197,15 @@ def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint
         raise
 
 
-#: How often another machine's ``lossd join`` asks the server's store whether the run it joined has ended,
-#: how long its ranks then get to end by themselves, and how long one question may wait for an answer.
+#: How often each side of a multi-node job asks the server's store about the other (``lossd join``: it checks
+#: in, and asks whether the run it joined has ended; the server's worker: whether every joined machine still
+#: checks in), how long a trouble must last before the ranks are stopped, and how long one question may wait.
 RUN_CHECK_S = 1.0
 RUN_ENDED_GRACE_S = 10.0
 RUN_CHECK_TIMEOUT = timedelta(seconds=5)
+#: A joined machine that has not checked in for this long is lost (frozen, cut off, powered off): its peers'
+#: collectives would wait :data:`RANK_TIMEOUT` for it, so the server's worker stops the job's ranks instead.
+MACHINE_SILENT_S = 10.0
 
 
 def _keys(job_id: str) -> tuple[str, str]:
@@ -209,11 +213,23 @@ def _keys(job_id: str) -> tuple[str, str]:
     return f"lossd/{job_id}/joined", f"lossd/{job_id}/group"
 
 
+def _check_in_key(prefix: str, node: int) -> str:
+    """The counter a joined machine (``node`` ≥ 1) of the run with group ``prefix`` adds to every
+    :data:`RUN_CHECK_S`."""
+    return f"{prefix}alive/{node}"
+
+
 def forget_rendezvous(store: Any, job_id: str) -> None:
     """Drop a multi-node job's rendezvous keys from the server's ``store`` once its worker has ended, so that
     the next start of the job (a resume on this server) counts its machines afresh: else the resumed worker
-    found the last run's count, started its ranks without waiting, and ``lossd join`` was turned away."""
-    for key in _keys(job_id):
+    found the last run's count, started its ranks without waiting, and ``lossd join`` was turned away. The
+    joined machines' check-in counters go too (the process group's own keys stay: the store cannot list them)."""
+    joined, group = _keys(job_id)
+    if store.check([group]):
+        prefix = store.get(group).decode()
+        for node in range(1, int(store.add(joined, 0)) + 1):
+            store.delete_key(_check_in_key(prefix, node))
+    for key in (joined, group):
         store.delete_key(key)
 
 
@@ -269,8 +285,9 @@ def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[by
             return
         time.sleep(0.2)
     local = plan.world_size // plan.nodes
-    _run_ranks(plan, checkpoint, send, control, digest, job_id,
-               Rendezvous(host, port, store.get(group).decode(), 0, local), share_checkpoints, scratch=scratch)
+    prefix = store.get(group).decode()
+    _run_ranks(plan, checkpoint, send, control, digest, job_id, Rendezvous(host, port, prefix, 0, local),
+               share_checkpoints, stop_reason=_SilentMachines(store, prefix, plan.nodes, local), scratch=scratch)
 
 
 def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str) -> str:
@@ -287,8 +304,47 @@ def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str) -> str:
     store.set_timeout(RUN_CHECK_TIMEOUT)  # from now on only run_ended reads it, and must not wait long
     failures: list[bytes] = []
     _run_ranks(plan, None, failures.append, Control(), "", job_id, Rendezvous(host, port, prefix, node * local, local),
-               run_ended=functools.partial(_run_ended, store, group, prefix))
+               stop_reason=functools.partial(_joined_run_check, store, group, prefix, node, job_id))
     return training_pb2.JobEvent.FromString(failures[-1]).message if failures else ""
+
+
+def _joined_run_check(store: Any, group: str, prefix: str, node: int, job_id: str) -> str:
+    """``lossd join``'s question every :data:`RUN_CHECK_S`: check in (the server's worker watches for it,
+    :class:`_SilentMachines`), then ``""`` while the server's run it joined goes on, else why its ranks stop."""
+    with contextlib.suppress(RuntimeError, OSError):  # a store that cannot answer: _run_ended says so
+        store.add(_check_in_key(prefix, node), 1)
+    if not _run_ended(store, group, prefix):
+        return ""
+    return (f"the server's run of job {job_id} ended while this machine's ranks were still running (its worker "
+            "stopped: the job ended, was cancelled or interrupted, or is restarting); they were stopped. If the "
+            "job resumes, run lossd join again")
+
+
+class _SilentMachines:
+    """The server's worker's question every :data:`RUN_CHECK_S`: ``""`` while every joined machine of the
+    run with group ``prefix`` checks in, else which one has not for :data:`MACHINE_SILENT_S` (counted from
+    this object's making for a machine not heard from yet)."""
+
+    def __init__(self, store: Any, prefix: str, nodes: int, local: int) -> None:
+        self._store, self._prefix, self._local = store, prefix, local
+        now = time.monotonic()
+        self._seen = {node: (0, now) for node in range(1, nodes)}  # node: (its count, when it last changed)
+
+    def __call__(self) -> str:
+        now = time.monotonic()
+        for node, (count, since) in self._seen.items():
+            try:
+                current = int(self._store.add(_check_in_key(self._prefix, node), 0))
+            except (RuntimeError, OSError):  # the server's own store: this worker dies with the server
+                return ""
+            if current != count:
+                self._seen[node] = (current, now)
+            elif now - since >= MACHINE_SILENT_S:
+                first, last = node * self._local, (node + 1) * self._local - 1
+                ranks = f"rank {first}" if first == last else f"ranks {first}-{last}"
+                return (f"machine {node} ({ranks}) has not been heard from for {now - since:.0f} s (frozen, cut "
+                        "off or gone: its lossd join checks in every second); the job's ranks were stopped")
+        return ""
 
 
 def _run_ended(store: Any, group: str, prefix: str) -> bool:
@@ -315,11 +371,13 @@ def join_job(spec: training_pb2.TrainJobRequest, job_id: str, rdzv_endpoint: str
 
 def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], None], control: Any, digest: str,
                job_id: str, rdzv: Rendezvous, share_checkpoints: bool = False,
-               run_ended: Callable[[], bool] | None = None, scratch: str | None = None) -> None:
-    """Fork this machine's ranks and relay for them (see the module docstring). ``run_ended`` (another
-    machine's ranks): whether the server's run of the job has ended; once it has, the ranks get
-    :data:`RUN_ENDED_GRACE_S` to end by themselves, and are then stopped if it still has (a rank blocked in
-    a gloo collective may not notice that its peer on the server died, and would wait :data:`RANK_TIMEOUT`)."""
+               stop_reason: Callable[[], str] | None = None, scratch: str | None = None) -> None:
+    """Fork this machine's ranks and relay for them (see the module docstring). ``stop_reason`` (a multi-node
+    job's), asked every :data:`RUN_CHECK_S`: ``""``, or why the ranks must stop (on another machine, the
+    server's run of the job ended; on the server, a joined machine went silent). Once it has said so for
+    :data:`RUN_ENDED_GRACE_S` in a row (the ranks may end by themselves meanwhile), the ranks are killed and
+    the job fails with that reason: a rank blocked in a gloo collective does not always notice that a peer
+    on another machine died, and would wait :data:`RANK_TIMEOUT`."""
     size, local = plan.world_size, rdzv.local
     ctx = multiprocessing.get_context("fork")
     flags = ctx.RawArray("b", 2)
@@ -366,25 +424,23 @@ def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], N
              rdzv.first_rank + local - 1, size, (time.perf_counter() - started) * 1e3,
              " ".join(str(p) for p in context.pids().values()))
     result = None
-    checked, ended = time.monotonic(), None  # when run_ended was last asked, and when it first said so
-    stranded = False  # the ranks outlived the server's run (run_ended) and are stopped
+    checked, since = time.monotonic(), None  # when stop_reason was last asked, and since when it says stop
+    stopped = ""  # why the ranks were stopped (stop_reason)
     try:
         while result is None:
             flags[0], flags[1] = int(control.cancel.is_set()), int(control.interrupt.is_set())
             drain(0.05, 0.05)  # bounded: the flags and the ranks' health are looked at every 50 ms
             result = context.wait(0)
-            if result is None and run_ended is not None and time.monotonic() - checked >= RUN_CHECK_S:
+            if result is None and stop_reason is not None and time.monotonic() - checked >= RUN_CHECK_S:
                 checked = time.monotonic()
-                if ended is None:
-                    ended = checked if run_ended() else None
-                elif checked - ended >= RUN_ENDED_GRACE_S:
-                    if run_ended():  # still so: not a moment's loss of the store
-                        stranded = True
-                        break
-                    ended = None
+                reason = stop_reason()
+                since = None if not reason else (checked if since is None else since)
+                if since is not None and checked - since >= RUN_ENDED_GRACE_S:  # not a moment's loss
+                    stopped = reason
+                    break
         drain(30.0, 0.2)
     finally:
-        if stranded:  # killed: a rank blocked in a collective has nothing to save, and may not take SIGTERM
+        if stopped:  # killed: a rank blocked in a collective has nothing to save, and may not take SIGTERM
             context.close(signal.SIGKILL)
         else:
             context.close()
@@ -403,10 +459,8 @@ def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], N
         return
     if result is not None and not result.is_failed() and rdzv.first_rank:
         return  # another machine's ranks: rank 0, on the server, reports
-    if stranded:
-        send(_failed(job_id, f"the server's run of job {job_id} ended while this machine's ranks were still "
-                     "running (its worker stopped: the job ended, was cancelled or interrupted, or is restarting); "
-                     "they were stopped. If the job resumes, run lossd join again"))
+    if stopped:
+        send(_failed(job_id, stopped))
         return
     send(_failed(job_id, _failure(job_id, errors, exits, rdzv.first_rank)))
 

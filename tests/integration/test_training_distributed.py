@@ -479,6 +479,37 @@ def test_a_joined_machine_knows_when_the_servers_run_of_the_job_has_ended() -> N
     assert _run_ended(store, group, "lossd/0123456789ab/run2/")  # no store to ask
 
 
+def test_the_server_knows_which_joined_machine_went_silent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the server's worker asks its store every second (``_SilentMachines``): each joined machine's
+    check-in counter moved within MACHINE_SILENT_S (here 0.3 s), counted from the run's start for a machine
+    not heard from yet; a silent one is named with its ranks; one that checks in again is no longer."""
+    from lossd.server.training import _distributed
+    from lossd.server.training._manager import _rendezvous_store
+
+    monkeypatch.setattr(_distributed, "MACHINE_SILENT_S", 0.3)
+    endpoint = f"127.0.0.1:{_free_port()}"
+    server = _rendezvous_store(endpoint)
+    prefix = "lossd/0123456789ab/run1/"
+    watch = _distributed._SilentMachines(server, prefix, nodes=3, local=2)
+    group = _distributed._keys("0123456789ab")[1]
+    server.set(group, prefix)
+    clients = {node: _rendezvous(endpoint) for node in (1, 2)}  # each machine's lossd join
+    joined = [lambda node=node: _distributed._joined_run_check(clients[node], group, prefix, node, "0123456789ab")
+              for node in (1, 2)]
+    assert [check() for check in joined] == ["", ""] and watch() == ""
+    time.sleep(0.4)
+    joined[0]()  # machine 1 checks in; machine 2 does not
+    assert re.fullmatch(r"machine 2 \(ranks 4-5\) has not been heard from for 0 s \(frozen, cut off or gone: its "
+                        r"lossd join checks in every second\); the job's ranks were stopped", watch()), watch()
+    joined[1]()
+    assert watch() == ""
+    # Once the job's worker has ended, its keys go, the counters with them.
+    server.add(_distributed._keys("0123456789ab")[0], 2)
+    _distributed.forget_rendezvous(server, "0123456789ab")
+    keys = [*_distributed._keys("0123456789ab"), *(_distributed._check_in_key(prefix, node) for node in (1, 2))]
+    assert [server.check([key]) for key in keys] == [False] * 4
+
+
 @pytest.mark.slow
 def test_a_two_machine_job_restarted_after_a_kill_9_waits_for_its_machines_again(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -532,6 +563,47 @@ def test_a_two_machine_job_restarted_after_a_kill_9_waits_for_its_machines_again
                 if joiner.poll() is None:
                     joiner.kill()
                     joiner.communicate()
+
+
+def test_a_machine_that_goes_silent_fails_the_job_within_seconds(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The other machine freezes (its ``lossd join`` and its rank SIGSTOPped: as a machine cut off or powered
+    off, whose sockets never close). The server's rank, blocked in the step's collective, would wait
+    RANK_TIMEOUT (300 s); the server's worker sees the machine stop checking in and fails the job within
+    MACHINE_SILENT_S + RUN_ENDED_GRACE_S, naming the machine."""
+    from lossd.server.training._distributed import MACHINE_SILENT_S, RUN_ENDED_GRACE_S
+
+    caplog.set_level(logging.INFO, logger="lossd.server.training")
+    endpoint = f"127.0.0.1:{_free_port()}"
+    with start_in_process(rdzv_endpoint=endpoint, data_dir=str(tmp_path / "data")) as address, \
+            grpc.insecure_channel(address) as channel:
+        remote = training_pb2_grpc.TrainingServiceStub(channel)
+        job_id = [r.event for r in remote.TrainJob(request({**LONG, "nodes": 2, "detach": True}), timeout=30)][0].job_id
+        joiner = subprocess.Popen([tool_path("lossd", ""), "--target", address, "join", job_id, "--rdzv-endpoint",
+                                   endpoint], env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        frozen = [joiner.pid]
+        try:
+            stream = remote.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=240)
+            _until_step(stream, 5)  # both machines train
+            worker = _worker_pid(caplog, job_id)
+            ours = _ranks(worker, 1)
+            frozen += _ranks(joiner.pid, 1)
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            stopped = time.monotonic()
+            final = [r.event for r in stream][-1]
+            took = time.monotonic() - stopped
+            assert final.state == pb.JOB_STATE_FAILED, final
+            assert re.fullmatch(r"machine 1 \(rank 1\) has not been heard from for \d+ s \(frozen, cut off or gone: "
+                                r"its lossd join checks in every second\); the job's ranks were stopped",
+                                final.message), final.message
+            assert MACHINE_SILENT_S + RUN_ENDED_GRACE_S - 2 < took < 60, took  # not RANK_TIMEOUT's 300 s
+            assert _gone([worker, *ours])
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            joiner.communicate()
 
 
 @pytest.mark.slow
