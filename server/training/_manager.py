@@ -427,13 +427,16 @@ class JobManager:
                 self._settled(job)
                 return
         try:
+            checkpoint = str(self._checkpoint(row.job_id))  # checks the id, which names files and folders
             if row.world_size > 1:  # a worker killed -9 cannot delete its ranks' files: this server does
+                for stale in Path(tempfile.gettempdir()).glob(f"lossd-job-{row.job_id}-*"):  # a server killed -9
+                    shutil.rmtree(stale, ignore_errors=True)
                 job.scratch = tempfile.mkdtemp(prefix=f"lossd-job-{row.job_id}-")
             control_r, control_w = self._ctx.Pipe(duplex=False)
             events_r, events_w = self._ctx.Pipe(duplex=False)
             process = self._ctx.Process(
                 target=worker_main, name=f"lossd-job-{row.job_id}", daemon=True,
-                args=(row.job_id, row.spec, str(self._checkpoint(row.job_id)), self.config.plugins, control_r,
+                args=(row.job_id, row.spec, checkpoint, self.config.plugins, control_r,
                       events_w, self.config.rdzv_endpoint, self.store.shares_checkpoints, job.scratch),
             )
             process.start()

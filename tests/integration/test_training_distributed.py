@@ -331,6 +331,8 @@ def test_kill_9_mid_job_then_restart_resumes_to_the_uninterrupted_result(
         served.proc.wait(10)
     assert _gone([worker, *ranks]), "a rank outlived the server"
     assert (data / "checkpoints" / f"{job_id}.pt").is_file()
+    left = sorted(Path(tempfile.gettempdir()).glob(f"lossd-job-{job_id}-*"))  # nothing deleted it
+    assert len(left) == 1, left
 
     with ServedProcess.start(tmp_path, "--data-dir", str(data)) as served, \
             grpc.insecure_channel(served.address) as channel:
@@ -346,6 +348,7 @@ def test_kill_9_mid_job_then_restart_resumes_to_the_uninterrupted_result(
         while (data / "checkpoints" / f"{job_id}.pt").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not (data / "checkpoints" / f"{job_id}.pt").exists()
+        assert not left[0].exists()  # the restarted server deleted it when it claimed the job again
     reference = _run(stub, spec)[-1]  # uninterrupted, on the module's (in-process) server
     assert history[-1].parameters == reference.parameters  # every float, exactly
     assert list(history[-1].history) == list(reference.history)
