@@ -529,7 +529,7 @@ class ItemFramer:
         if type(loss) is not str:
             return None
         arrays: dict[str, np.ndarray[Any, Any]] = {}
-        options: list[tuple[str, type, Any]] = []
+        options: list[tuple[str, type, Any, str | None]] = []  # (name, type, value, a float's bits)
         for k, v in item.items():
             if k == "loss":
                 continue
@@ -537,9 +537,9 @@ class ItemFramer:
             if kind is np.ndarray and (k == "y_pred" or k == "y_true" or k not in _NAMED):
                 arrays[k] = v
             elif kind in _SCALARS and (k not in _NAMED or k in _FRAMED_OPTIONS):
-                options.append((k, kind, v))
+                options.append((k, kind, v, v.hex() if kind is float else None))  # -0.0 == 0.0, not alike
             elif k == "grad_inputs" and kind in (list, tuple) and all(type(n) is str for n in v):
-                options.append((k, tuple, tuple(v)))
+                options.append((k, tuple, tuple(v), None))
             else:
                 return None
         if item.get("encoding", "raw") != "raw":
@@ -548,7 +548,7 @@ class ItemFramer:
         key = (loss, tuple(options))
         head = self._heads.get(key)
         if head is None:
-            request, _ = build_request(loss, **{k: v for k, _, v in options})
+            request, _ = build_request(loss, **{k: v for k, _, v, _ in options})
             data = memoryview(request.SerializeToString(deterministic=True))
             split = next((start for number, _, start, _, _ in wire_fields(data, 0, len(data)) if number > _INPUTS),
                          len(data))

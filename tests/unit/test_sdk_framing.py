@@ -91,6 +91,10 @@ MANY_ITEMS: list[Any] = [
     {"loss": "mse", "y_pred": X, "y_true": X, "grad_output": np.ones((3, 4), np.float32), "reduction": "none"},
     {"loss": [{"loss": "mse", "weight": 0.5}, {"loss": "l1"}], "y_pred": X, "y_true": X},
     build_request("mse", X, X, reduction="sum")[0],
+    # Equal values that are not alike: each its own cached head (-0.0 went out as 0.0 after a 0.0).
+    {"loss": "huber_loss", "y_pred": X, "y_true": X, "delta": 0.0},
+    {"loss": "huber_loss", "y_pred": X, "y_true": X, "delta": -0.0},
+    {"loss": "huber_loss", "y_pred": X, "y_true": X, "delta": 0.0},
 ]
 
 
