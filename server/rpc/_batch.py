@@ -77,8 +77,8 @@ def _limit_text(setting: str) -> str:
 
 def check_batch(items: Sequence[lossd_pb2.EvaluateLossRequest], limits: BatchLimits,
                 sizes: Iterable[int] | None = None) -> None:
-    """Refuse a batch over ``limits`` (``RESOURCE_EXHAUSTED`` naming the flag), from counts and
-    shapes alone: nothing is decoded first. ``sizes``: each item's :func:`payload_bytes`, when the
+    """Refuse a batch over ``limits`` (``RESOURCE_EXHAUSTED`` naming the flag), from counts, shapes and
+    data lengths alone: nothing is decoded first. ``sizes``: each item's :func:`payload_bytes`, when the
     caller has them (:func:`evaluate_batch` computes them once per group).
 
     >>> check_batch([lossd_pb2.EvaluateLossRequest()] * 3, BatchLimits(max_items=2))
@@ -95,28 +95,38 @@ def check_batch(items: Sequence[lossd_pb2.EvaluateLossRequest], limits: BatchLim
     for size in map(payload_bytes, items) if sizes is None else sizes:
         total += size
         if total > limits.max_bytes:
-            raise FieldError("items", f"the batch carries over {limits.max_bytes} bytes of tensors; the server "
-                                      f"takes at most {limits.max_bytes} ({_limit_text('max_batch_bytes')}): "
-                                      "send fewer per batch (the SDK's evaluate_many packs them)",
-                             "RESOURCE_EXHAUSTED")
+            break
+    else:
+        return
+    # Over by its shapes: counted again by what the tensors' data can fill (a shape that its data cannot is
+    # that item's own refusal, and is never decoded), before the whole batch is refused.
+    if sum(payload_bytes(item, held=True) for item in items) > limits.max_bytes:
+        raise FieldError("items", f"the batch carries over {limits.max_bytes} bytes of tensors; the server "
+                                  f"takes at most {limits.max_bytes} ({_limit_text('max_batch_bytes')}): "
+                                  "send fewer per batch (the SDK's evaluate_many packs them)",
+                         "RESOURCE_EXHAUSTED")
 
 
 _TENSOR_FIELDS = tuple((name, lossd_pb2.EvaluateLossRequest.DESCRIPTOR.fields_by_name[name])
                        for name in ("inputs", "parameters"))
 
 
-def payload_bytes(request: lossd_pb2.EvaluateLossRequest) -> int:
-    """Tensor bytes a request's shapes and dtypes declare (payloads untouched).
+def payload_bytes(request: lossd_pb2.EvaluateLossRequest, held: bool = False) -> int:
+    """Tensor bytes a request's shapes and dtypes declare (payloads untouched); with ``held``, each
+    tensor counts at most what its data can fill (a shape of 10^9 float32 over two numbers counts 8: such a
+    tensor is its own item's refusal, and never decoded).
 
     It may run before the request's caps and wire rules are checked, so it reads no more than they
     allow: a map with more entries than its cap, or a tensor with more than ``MAX_DIMS`` dims, counts
     0 (the request is refused before anything is allocated). Else 5,000,000 dims in a 5 MB message
     took 0.8 s here.
 
-    >>> t = lossd_pb2.Tensor(dtype="float32", shape=[2, 3])
+    >>> t = lossd_pb2.Tensor(dtype="float32", shape=[2, 3], raw=bytes(24))
+    >>> liar = lossd_pb2.Tensor(dtype="float32", shape=[10**9], values=[1.0, 2.0])
     >>> payload_bytes(lossd_pb2.EvaluateLossRequest(inputs={"x": t})), payload_bytes(
+    ...     lossd_pb2.EvaluateLossRequest(inputs={"x": liar}), held=True), payload_bytes(
     ...     lossd_pb2.EvaluateLossRequest(inputs={"x": lossd_pb2.Tensor(shape=[1] * (MAX_DIMS + 1))}))
-    (24, 0)
+    (24, 8, 0)
     """
     tensors = []
     for name, fd in _TENSOR_FIELDS:
@@ -130,7 +140,10 @@ def payload_bytes(request: lossd_pb2.EvaluateLossRequest) -> int:
         if len(t.shape) > MAX_DIMS:
             continue
         info = DTYPES.get(t.dtype)
-        total += math.prod(max(0, int(d)) for d in t.shape) * (info.itemsize if info else 8)
+        itemsize = info.itemsize if info else 8
+        declared = math.prod(max(0, int(d)) for d in t.shape) * itemsize
+        # values: a number an element (two if complex), whatever the dtype
+        total += min(declared, len(t.raw) if t.raw else len(t.values) * itemsize) if held else declared
     return total
 
 
@@ -296,14 +309,18 @@ def _evaluate_group(
     vectorized exactly (or holds a non-finite value), is evaluated alone: that also gives each
     member its own refusal."""
     start = time.perf_counter()
-    first = items[members[0]]
-    names = sorted(first.inputs)
+    names = sorted(items[members[0]].inputs)
     alone: list[int] = []
     payloads: dict[int, list[bytes]] = {}
-    try:
-        layouts = check_tensors([(f"inputs.{n}", first.inputs[n], None) for n in names], limits)
-    except FieldError:
-        alone = members  # the same shapes for all: each gets the refusal
+    layouts: Sequence[TensorLayout] = ()
+    for i in members:  # the shared dtypes and shapes, from the first member whose data agrees with them
+        try:
+            layouts = check_tensors([(f"inputs.{n}", items[i].inputs[n], None) for n in names], limits)
+            break
+        except FieldError:
+            continue
+    if not layouts:
+        alone = members  # no member passes the wire rules: each gets its refusal
     else:
         sizes = [layout.numel * DTYPES[layout.dtype].itemsize for layout in layouts]
         for i in members:
@@ -346,7 +363,22 @@ def _evaluate_chunk(
     control: BatchControl,
     start: float,
 ) -> None:
-    """One chunk of a group, stacked and evaluated in one call (each member alone when that fails)."""
+    """One chunk of a group, stacked and evaluated in one call (each member alone when that fails).
+
+    Only finite stacks are: NaN's bits (sign, payload) come out of a stacked reduction unlike out of
+    the loss's own (float16 and bfloat16 ``mean``), and the item's other values are refused anyway
+    unless it allows them. A member whose ``output_encoding`` is refused gets that refusal alone;
+    the others' replies do not depend on it (the group key leaves the encoding out)."""
+    encodings: dict[int, str] = {}
+    for i in payloads:
+        try:
+            encodings[i] = reply_encoding(items[i], {"raw"})
+        except FieldError as e:
+            outcomes[i] = e.with_traceback(None)
+            control.evaluated += 1
+    payloads = {i: p for i, p in payloads.items() if i in encodings}
+    if not payloads:
+        return
     first = items[next(iter(payloads))]
     result = None
     if len(payloads) > 1:
@@ -356,20 +388,38 @@ def _evaluate_chunk(
             .reshape(len(payloads), *layout.shape)
             for k, (name, layout) in enumerate(zip(names, layouts))
         }
-        if first.allow_non_finite or all(map(probably_finite, stacked.values())):
+        if all(map(_finite, stacked.values())):
             decode_s = (time.perf_counter() - start) / len(payloads)
-            result = evaluate_stacked(registry, first.loss, stacked, struct_to_dict(first.params),
-                                      list(first.grad_inputs), device, first.strict)
+            result = _stacked(registry, first, stacked, device)
     if result is None:  # each alone, each with its own refusal if any
         for i in payloads:
             _check(control)
             outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
             control.evaluated += 1
         return
-    encodings = [reply_encoding(items[i], {"raw"}) for i in payloads]
-    for i, reply in zip(payloads, _stacked_replies(result, encodings, decode_s)):
+    for i, reply in zip(payloads, _stacked_replies(result, list(encodings.values()), decode_s)):
         outcomes[i] = reply
         control.evaluated += 1
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    """No NaN or infinity in ``tensor``: :func:`probably_finite`, and an exact look when its sum overflows."""
+    return probably_finite(tensor) or bool(torch.isfinite(tensor).all())
+
+
+def _stacked(registry: Registry, first: lossd_pb2.EvaluateLossRequest, stacked: dict[str, torch.Tensor],
+             device: torch.device | None) -> StackedEvaluation | None:
+    """:func:`evaluate_stacked` of a chunk whose members share ``first``'s loss, params and options; ``None``
+    (each member alone, with its own refusal or reply) when the params are refused or anything fails."""
+    try:
+        return evaluate_stacked(registry, first.loss, stacked, struct_to_dict(first.params),
+                                list(first.grad_inputs), device, first.strict)
+    except FieldError:  # e.g. a NaN number in params: every member has it, and is refused alone
+        return None
+    except Exception:  # a defect: evaluated alone, every member still gets its own answer
+        log.exception("a vectorized evaluation of %d items failed; evaluating them one by one",
+                      len(next(iter(stacked.values()))))
+        return None
 
 
 _REPLY_FIELDS = {name: field_number(lossd_pb2.EvaluateLossResponse, name) for name in ("loss", "grads", "timing")}

@@ -150,6 +150,34 @@ def test_a_vectorized_group_equals_local_torch_bit_for_bit(stub: lossd_pb2_grpc.
             assert r.value == loss.item()
 
 
+def test_an_items_own_refusal_leaves_the_rest_of_the_batch_answered(stub: lossd_pb2_grpc.LossServiceStub) -> None:
+    """In one vectorized group: a member's refused output_encoding, params every member shares that the
+    server refuses (a NaN), and a shape its data cannot fill (counted at its data's bytes, not its
+    shape's, against --max-batch-bytes) are each that item's refusal, as EvaluateLoss alone gives it;
+    before, each failed the whole call (the third as RESOURCE_EXHAUSTED)."""
+    items = [build_request("mse_loss", _f32(4, 25), _f32(4, 25))[0] for _ in range(6)]
+    items[1].output_encoding = 99  # type: ignore[assignment]
+    for i in (3, 4):
+        items[i].params.update({"reduction": "sum"})
+        items[i].params.fields["reduction"].number_value = math.nan
+    liar = build_request("mse_loss", _f32(2), _f32(2))[0]
+    for name in ("y_pred", "y_true"):
+        liar.inputs[name].shape[:] = [10**6]  # 4 MB by its shape, over the module server's 1 MiB
+    items.append(liar)
+    reply = stub.EvaluateLossBatch(lossd_pb2.EvaluateLossBatchRequest(items=items), timeout=60)
+    outcomes = []
+    for i, (item, result) in enumerate(zip(items, reply.results)):
+        try:
+            alone = stub.EvaluateLoss(item, timeout=60)
+        except grpc.RpcError as e:
+            assert (result.error.code, result.error.message) == (e.code().name, e.details()), i
+            outcomes.append(result.error.field)
+            continue
+        assert _without_timing(result.response) == _without_timing(alone), i
+        outcomes.append("OK")
+    assert outcomes == ["OK", "output_encoding", "OK", "params", "params", "OK", "inputs.y_pred.raw"], outcomes
+
+
 def test_batch_limits_refuse_naming_the_flag_and_the_server_goes_on(stub: lossd_pb2_grpc.LossServiceStub) -> None:
     one = build_request("mse", [1.0], [0.0])[0]
     with pytest.raises(grpc.RpcError) as info:

@@ -131,3 +131,89 @@ def test_a_group_holding_a_non_finite_value_answers_that_item_with_its_refusal(d
     assert isinstance(outcomes[0], bytes) and isinstance(outcomes[2], bytes)
     assert getattr(outcomes[1], "field", None) == "inputs.y_pred" and "Inf" in outcomes[1].message
     assert _without_timing(outcomes[2]) == _without_timing(handle_evaluate_bytes(REGISTRY, items[2]))
+
+
+def _raw_items(dtype: str, rows: list[tuple[float, ...]], target: tuple[float, ...] = (0.5, -0.5),
+               **fields: Any) -> list[lossd_pb2.EvaluateLossRequest]:
+    """mse items (``y_pred`` a row, ``y_true`` the target), their payloads raw, as the SDK sends them: a group
+    is stacked from them."""
+    def tensor(*v: float) -> lossd_pb2.Tensor:
+        raw = torch.tensor(v, dtype=getattr(torch, dtype)).view(torch.uint8).numpy().tobytes()
+        return lossd_pb2.Tensor(dtype=dtype, shape=[len(v)], raw=raw)
+    return [lossd_pb2.EvaluateLossRequest(loss="mse", inputs={"y_pred": tensor(*row), "y_true": tensor(*target)},
+                                          **fields) for row in rows]
+
+
+def test_one_items_refused_encoding_or_params_leave_the_others_of_its_group_answered() -> None:
+    """A member's output_encoding (not in the group key) is its own refusal, and params every member shares
+    but the server refuses (a NaN) are each member's: nothing fails the whole batch or window group, which
+    before answered every caller with the one item's error."""
+    from lossd.server.rpc._batch import evaluate_group
+
+    items = _raw_items("float32", [(1.0, 2.0), (3.0, 4.0), (5.0, 6.0)])
+    items[1].output_encoding = 99  # type: ignore[assignment]
+    for outcomes in (evaluate_batch(REGISTRY, items), evaluate_group(REGISTRY, items)):
+        assert getattr(outcomes[1], "field", None) == "output_encoding", outcomes[1]
+        for i in (0, 2):
+            assert _without_timing(outcomes[i]) == _without_timing(handle_evaluate_bytes(REGISTRY, items[i]))
+    nan_params = _raw_items("float32", [(1.0, 2.0), (3.0, 4.0)])
+    for item in nan_params:
+        item.params.update({"reduction": "sum"})
+        item.params.fields["reduction"].number_value = float("nan")
+    for outcomes in (evaluate_batch(REGISTRY, nan_params), evaluate_group(REGISTRY, nan_params)):
+        assert [getattr(o, "field", None) for o in outcomes] == ["params", "params"], outcomes
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_a_group_with_nan_allowed_answers_each_item_with_the_bits_it_gets_alone(dtype: str) -> None:
+    """With allow_non_finite, a non-finite stack is not vectorized: a stacked mean gave float16's NaN as
+    7e00 and bfloat16's as ffff where the loss alone (and local torch) gives 7fff and 7fc0."""
+    row = (float("nan"), 1.0, 2.0, 3.0)
+    items = _raw_items(dtype, [row, (1.0, 2.0, 3.0, 4.0)], target=(0.0,) * 4, allow_non_finite=True)
+    outcomes = evaluate_batch(REGISTRY, items)
+    for i, item in enumerate(items):
+        assert _without_timing(outcomes[i]) == _without_timing(handle_evaluate_bytes(REGISTRY, item)), i
+    x = torch.tensor(row, dtype=getattr(torch, dtype))
+    local = torch.nn.functional.mse_loss(x, torch.zeros_like(x)).reshape(1).view(torch.uint8).numpy().tobytes()
+    assert lossd_pb2.EvaluateLossResponse.FromString(outcomes[0]).loss.raw == local
+
+
+def test_a_shape_its_data_cannot_fill_is_its_items_refusal_not_the_batchs() -> None:
+    """The batch's bytes limit counts what the tensors' data can fill once their shapes put it over: an item
+    declaring 40,000,000 float32 over 8 bytes is refused alone (INVALID_ARGUMENT), and a group whose first
+    member is such an item is still stacked for the others."""
+    from lossd.server.rpc._batch import BatchLimits, check_batch
+
+    liar = _raw_items("float32", [(1.0, 2.0)])[0]
+    liar.inputs["y_pred"].shape[:] = [40_000_000]
+    liar.inputs["y_true"].shape[:] = [40_000_000]
+    good = _raw_items("float32", [(1.0, 2.0), (3.0, 4.0)])
+    limits = BatchLimits(max_bytes=1 << 20)
+    outcomes = evaluate_batch(REGISTRY, [good[0], liar, good[1]], batch_limits=limits)
+    assert getattr(outcomes[1], "code", None) == "INVALID_ARGUMENT" and "raw" in outcomes[1].field, outcomes[1]
+    assert all(isinstance(outcomes[i], bytes) for i in (0, 2))
+    honest = _raw_items("float32", [(1.0, 2.0)] * 2)
+    honest[0].inputs["y_pred"].shape[:] = [300_000]  # its data says 2 elements: refused alone
+    honest[1].inputs["y_pred"].raw = bytes(1_200_000)
+    honest[1].inputs["y_pred"].shape[:] = [300_000]
+    honest[1].inputs["y_true"].raw = bytes(1_200_000)
+    honest[1].inputs["y_true"].shape[:] = [300_000]
+    with pytest.raises(Exception, match="the batch carries over 1048576 bytes"):  # 2.4 MB held: still over
+        check_batch(honest, limits, [_batch.payload_bytes(i) for i in honest])
+
+
+def test_a_group_whose_first_member_has_short_data_is_still_stacked(monkeypatch: pytest.MonkeyPatch) -> None:
+    stacked: list[int] = []
+
+    def counted(registry: Any, loss: str, tensors: dict[str, torch.Tensor], *args: Any) -> Any:
+        stacked.append(len(tensors["y_pred"]))
+        return evaluate_stacked(registry, loss, tensors, *args)
+
+    monkeypatch.setattr(_batch, "evaluate_stacked", counted)
+    items = _raw_items("float32", [(1.0, 2.0), (3.0, 4.0), (5.0, 6.0)])
+    items[0].inputs["y_pred"].raw = items[0].inputs["y_pred"].raw[:4]  # 4 bytes for 2 float32
+    outcomes = evaluate_batch(REGISTRY, items)
+    assert getattr(outcomes[0], "field", None) == "inputs.y_pred.raw", outcomes[0]
+    assert stacked == [2]  # the other two, in one call
+    for i in (1, 2):
+        assert _without_timing(outcomes[i]) == _without_timing(handle_evaluate_bytes(REGISTRY, items[i]))
