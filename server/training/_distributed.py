@@ -301,7 +301,7 @@ def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str) -> str:
         return f"job {job_id} already has its {plan.nodes} machines"
     local = plan.world_size // plan.nodes
     prefix = store.get(group).decode()  # set by the server's worker when the job starts (waits until then)
-    store.set_timeout(RUN_CHECK_TIMEOUT)  # from now on only run_ended reads it, and must not wait long
+    store.set_timeout(RUN_CHECK_TIMEOUT)  # from now on only _joined_run_check uses it: no long waits
     failures: list[bytes] = []
     _run_ranks(plan, None, failures.append, Control(), "", job_id, Rendezvous(host, port, prefix, node * local, local),
                stop_reason=functools.partial(_joined_run_check, store, group, prefix, node, job_id))
