@@ -125,12 +125,19 @@ def add_penalties(
     return objective
 
 
+#: The objective's own parts (the data loss, the penalties): no term may be called so.
+RESERVED_PARTS = frozenset({"loss", "l1", "l2"})
+
+
 def _term_names(terms: Sequence[Term], specs: Sequence[LossSpec]) -> list[str]:
     names: list[str] = []
-    taken: set[str] = set()
+    taken: set[str] = set(RESERVED_PARTS)  # a loss named so (a plugin's) becomes "<name>#2"
     last: dict[str, int] = {}  # base -> the last "#k" tried: the ones before it are all taken (linear time)
     for i, (term, spec) in enumerate(zip(terms, specs)):
         base = term.name or spec.name
+        if term.name in RESERVED_PARTS:
+            raise FieldError(f"terms[{i}].name", f"{term.name!r} is reserved: the parts name the data loss and the "
+                            f"penalties so ({', '.join(sorted(RESERVED_PARTS))})")
         name, k = base, last.get(base, 1)
         if k > 1:
             name = f"{base}#{k}"
@@ -199,11 +206,11 @@ def _evaluate_objective(
     reads = [_term_reads(i, term, spec, inputs) for i, (term, spec) in enumerate(zip(terms, specs))]
 
     for sent in inputs:
-        if not any(sent in plan for plan in reads):
+        if not any(_reads(plan, sent) for plan in reads):
             raise FieldError(f"inputs.{sent}", f"no term uses an input called {sent!r}")
     differentiable = {s for s, t in inputs.items() if has_grad(t)
-                      and any(s in plan and (d := spec.input(plan[s][0])) is not None and d.differentiable
-                              for plan, spec in zip(reads, specs))}
+                      and any((d := spec.input(n)) is not None and d.differentiable
+                              for plan, spec in zip(reads, specs) for n in _reads(plan, s))}
     wanted = set(differentiable)
     if grad_inputs:
         wanted = set()
@@ -231,7 +238,10 @@ def _evaluate_objective(
                 kwargs = bind_params(spec, term_params, refused=DEPRECATED_PARAMS)
             except FieldError as e:
                 raise FieldError(prefix(i) + e.field, e.message, e.code) from e
-            out = call_loss(spec, {**bound, **scalars}, kwargs)
+            try:
+                out = call_loss(spec, {**bound, **scalars}, kwargs)
+            except FieldError as e:
+                raise _in_term(e, prefix(i), spec, reads[i]) from e
             if out.dim() != 0:
                 raise FieldError(f"{prefix(i)}params.reduction",
                                 f"{spec.name} gives shape {list(out.shape)}; objectives need scalar losses "
@@ -267,9 +277,16 @@ def _evaluate_objective(
 
 def _term_reads(i: int, term: Term, spec: LossSpec, inputs: Mapping[str, torch.Tensor]
                 ) -> dict[str, tuple[str, str]]:
-    """For one term: request input name -> (the loss input name it feeds, transform or "")."""
+    """For one term: the name its loss gets an input by -> (the request input it reads, transform or "").
+    The term's ``inputs`` map routes loss inputs to request inputs (one request input may feed several:
+    ``l1_loss(x, x)``); a request input it does not route feeds the loss input of its own name, if any.
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> x = torch.ones(2)
+    >>> _term_reads(0, Term("l1_loss", inputs={"input": "x", "target": "x"}), REGISTRY.get("l1_loss"), {"x": x})
+    {'input': ('x', ''), 'target': ('x', '')}
+    """
     plan: dict[str, tuple[str, str]] = {}
-    renamed: dict[str, str] = {}
     for own, sent in term.inputs.items():
         inp = spec.input(own)
         if inp is None:
@@ -277,13 +294,12 @@ def _term_reads(i: int, term: Term, spec: LossSpec, inputs: Mapping[str, torch.T
                             f"(its inputs: {', '.join(x.name for x in spec.inputs)})")
         if sent not in inputs:
             raise FieldError(f"terms[{i}].inputs.{own}", f"reads {sent!r}, which the request does not send")
-        if inp.name in renamed.values():
+        if inp.name in plan:
             raise FieldError(f"terms[{i}].inputs.{own}", f"{inp.name!r} is named twice")
-        renamed[sent] = inp.name
+        plan[inp.name] = (sent, "")
+    routed = {sent for sent, _ in plan.values()}
     for sent in inputs:
-        if sent in renamed:
-            plan[sent] = (renamed[sent], "")
-        elif (inp := spec.input(sent)) is not None and inp.name not in renamed.values():
+        if sent not in routed and (inp := spec.input(sent)) is not None and inp.name not in plan:
             plan[sent] = (sent, "")
     for own, transform in term.transforms.items():
         inp = spec.input(own)
@@ -292,18 +308,36 @@ def _term_reads(i: int, term: Term, spec: LossSpec, inputs: Mapping[str, torch.T
             raise FieldError(field_name, f"{spec.name} has no input called {own!r}")
         if transform not in TRANSFORMS:
             raise FieldError(field_name, f"is {transform!r}; must be one of {list(TRANSFORMS)}")
-        source = next((s for s, (name, _) in plan.items() if (spec.input(name) or inp).name == inp.name), None)
-        if source is None:
+        name = next((n for n in plan if (spec.input(n) or inp).name == inp.name), None)
+        if name is None:
             raise FieldError(field_name, f"{inp.name!r} reads no request input")
-        plan[source] = (plan[source][0], transform)
+        plan[name] = (plan[name][0], transform)
     return plan
+
+
+def _in_term(e: FieldError, prefix: str, spec: LossSpec, plan: Mapping[str, tuple[str, str]]) -> FieldError:
+    """A refusal from inside one term's loss, as the request names things: ``inputs.<the request input
+    read>``, the term and the loss's name for it in the message; anything else under the term's prefix."""
+    if not prefix:
+        return e
+    own = e.field.removeprefix("inputs.")
+    sent = next((s for n, (s, _) in plan.items() if (inp := spec.input(n)) is not None and inp.name == own),
+                None) if e.field.startswith("inputs.") else None
+    if sent is None:
+        return FieldError(prefix + e.field if e.field else prefix.rstrip("."), e.message, e.code)
+    return FieldError(f"inputs.{sent}", f"{prefix.rstrip('.')} ({spec.name}, as its {own}): {e.message}", e.code)
+
+
+def _reads(plan: Mapping[str, tuple[str, str]], sent: str) -> list[str]:
+    """The names under which one term's loss gets request input ``sent`` (:func:`_term_reads`)."""
+    return [name for name, (s, _) in plan.items() if s == sent]
 
 
 def _term_tensors(spec: LossSpec, plan: Mapping[str, tuple[str, str]], tensors: Mapping[str, torch.Tensor]
                   ) -> dict[str, torch.Tensor]:
     """The tensors one term's loss receives, transforms applied (fields name the term)."""
     out: dict[str, torch.Tensor] = {}
-    for sent, (name, transform) in plan.items():
+    for name, (sent, transform) in plan.items():
         t = tensors[sent]
         field_name = f"transforms.{name}"  # the caller adds the term's prefix
         if transform in ("softmax", "log_softmax", "sigmoid"):
@@ -313,7 +347,7 @@ def _term_tensors(spec: LossSpec, plan: Mapping[str, tuple[str, str]], tensors: 
                 raise FieldError(field_name, f"{transform} is over dim 1: needs (N, C, *), got shape {list(t.shape)}")
             t = torch.sigmoid(t) if transform == "sigmoid" else getattr(t, transform)(dim=1)
         elif transform == "one_hot":
-            first = next((tensors[s] for s, (n, _) in plan.items()
+            first = next((tensors[s] for n, (s, _) in plan.items()
                           if (spec.input(n) or spec.inputs[-1]).name == spec.inputs[0].name), None)
             if t.is_floating_point() or t.dtype == torch.bool:
                 raise FieldError(field_name, f"one_hot needs integer class indices, got {str(t.dtype)[6:]}")
@@ -356,6 +390,11 @@ def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Te
         if not t.is_floating_point():
             raise FieldError(f"parameters.{name}", "must have a floating-point dtype")
     if (reg.l1 or reg.l2) and not covered_parameters(parameters, reg):
-        raise FieldError(
-            "regularization.include", f"covers none of the parameters sent ({', '.join(sorted(parameters))})"
-        )
+        sent = ", ".join(sorted(parameters))
+        if reg.include:
+            raise FieldError("regularization.include", f"covers none of the parameters sent ({sent})")
+        if reg.exclude:
+            raise FieldError("regularization.exclude", f"leaves none of the parameters sent ({sent})")
+        raise FieldError("regularization", f"covers none of the parameters sent ({sent}): without include or "
+                        "exclude it skips biases (names ending in bias) and tensors of fewer than 2 dims; name "
+                        "the ones to cover in include")

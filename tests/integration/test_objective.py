@@ -123,7 +123,12 @@ def test_one_sgd_step_with_weight_decay_equals_step_on_l2_objective(client):
     ({"loss": "mse", "regularization": {"l2": 1.0}, "parameters": {"w": torch.ones(2, 2, dtype=torch.long)}},
      InvalidArgument, "parameters.w"),
     ({"loss": "mse", "regularization": {"l2": 1.0}, "parameters": {"b": torch.ones(2)}}, InvalidArgument,
-     "regularization.include"),
+     "regularization"),  # the default rule skips 1-d tensors: no include or exclude to name
+    ({"loss": "mse", "regularization": {"l2": 1.0, "include": ["w*"]}, "parameters": {"b": torch.ones(2, 2)}},
+     InvalidArgument, "regularization.include"),
+    ({"loss": "mse", "regularization": {"l2": 1.0, "exclude": ["*"]}, "parameters": {"b": torch.ones(2, 2)}},
+     InvalidArgument, "regularization.exclude"),
+    ({"loss": [{"loss": "mse", "name": "l2"}]}, InvalidArgument, "terms[0].name"),
     ({"loss": "mse", "parameters": {"w": torch.ones(2)}, "grad_output": torch.ones(2, 3)}, InvalidArgument,
      "grad_output"),
 ])

@@ -80,3 +80,40 @@ def test_term_input_rules_name_the_field(term: Term, field: str, rule: str) -> N
     with pytest.raises(LossError) as err:
         evaluate_objective(REGISTRY, [Term("cross_entropy"), term], {"input": X, "target": Y})
     assert err.value.field == field and rule in err.value.message, str(err.value)
+
+
+def test_one_request_input_may_feed_two_inputs_of_a_term() -> None:
+    """A term's map may route one request input to two of its loss's inputs (``l1_loss(x, x)``): the
+    plan was keyed by the request input, so one entry overwrote the other, and which loss was computed
+    (``l1(x, target)`` or ``l1(input, x)``) depended on the map's order in the process."""
+    x, a, b = (randn(5, dtype=torch.float64, seed=s) for s in (4, 5, 6))
+    for order in (("input", "target"), ("target", "input")):
+        term = Term("l1_loss", inputs={k: "x" for k in order}, name="same")
+        r = evaluate_objective(REGISTRY, [term, Term("mse_loss", name="pair")], {"x": x, "input": a, "target": b})
+        leaves = {k: t.clone().requires_grad_() for k, t in {"x": x, "input": a, "target": b}.items()}
+        expected = torch.nn.functional.l1_loss(leaves["x"], leaves["x"]) + torch.nn.functional.mse_loss(
+            leaves["input"], leaves["target"])
+        grads = torch.autograd.grad(expected, list(leaves.values()))
+        assert r.loss.item() == expected.item() and r.parts["same"] == 0.0, (order, r.parts)
+        for k, g in zip(leaves, grads):
+            assert torch.equal(r.grads[k], g), k
+
+
+def test_a_refusal_inside_a_terms_loss_names_the_term_and_the_request_input() -> None:
+    bad = randint(5, 2, 4, 4, seed=7)  # class 4 of 3
+    with pytest.raises(LossError) as err:
+        evaluate_objective(REGISTRY, [Term("dice_loss", params=MONAI_DICE),
+                                      Term("cross_entropy", inputs={"target": "bad"})],
+                           {"input": X, "target": Y, "bad": bad})
+    assert err.value.field == "inputs.bad", str(err.value)
+    assert err.value.message.startswith("terms[1] (cross_entropy, as its target): class indices must lie in"), \
+        err.value.message
+
+
+@pytest.mark.parametrize("name", ["loss", "l1", "l2"])
+def test_a_term_may_not_take_the_name_of_an_objective_part(name: str) -> None:
+    """The parts name the data loss and the penalties so: a term called l2 was overwritten by the penalty."""
+    with pytest.raises(LossError) as err:
+        evaluate_objective(REGISTRY, [Term("cross_entropy", name=name), Term("dice_loss", params=MONAI_DICE)],
+                           {"input": X, "target": Y})
+    assert err.value.field == "terms[0].name" and "is reserved" in err.value.message, str(err.value)
