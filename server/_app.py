@@ -167,7 +167,7 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
     device = _device(config.device)
     service = LossService(registry, executor, device, config.tensor_limits(),
                           max_message_bytes=config.max_message_bytes, batch_limits=config.batch_limits(),
-                          batch_window_us=config.batch_window_us)
+                          batch_window_us=config.batch_window_us, stream_threads=config.workers)
     add_loss_service(service, server)  # EvaluateLoss replies go out as framed bytes
     if observability is not None and observability.metrics is not None and service.batcher is not None:
         observability.metrics.watch_batcher(service.batcher)

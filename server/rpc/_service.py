@@ -19,6 +19,7 @@ the contract are those of a unary call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -114,6 +115,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         *,
         stream_window: int = 8,
         stream_window_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        stream_threads: int = 2,
         inline_max_bytes: int = INLINE_MAX_BYTES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         batch_limits: BatchLimits = BatchLimits(),  # noqa: B008 - frozen
@@ -124,10 +126,13 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self._device = device
         #: Size limits on a request's tensors (an int: the per-tensor element limit).
         self._limits = TensorLimits.of(max_tensor_elements)
-        #: EvaluateLossStream: items in flight at most, and their tensor bytes at most
-        #: (an item larger than that still runs, alone).
+        #: EvaluateLossStream: items in flight at most, and the bytes they hold at most (a request's
+        #: until its reply is computed, then the reply's until it is sent; an item larger than that still
+        #: runs, alone), and items of one stream computing at once (the pool's threads: the replies of
+        #: those are what a stream may hold beyond the bytes).
         self._stream_window = max(1, stream_window)
         self._stream_window_bytes = stream_window_bytes
+        self._stream_threads = max(1, stream_threads)
         self._inline_max_bytes = inline_max_bytes
         #: Replies over this size are refused with RESOURCE_EXHAUSTED saying how to raise it.
         self._max_message_bytes = max_message_bytes
@@ -289,21 +294,37 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         """Pipelined: a reader task starts each item as it arrives (up to the window), small
         ones right away on the loop, others on the thread pool, while this generator sends
         finished replies in request order. A failed item becomes an ``Error`` reply; the
-        stream goes on."""
+        stream goes on. What a stream holds is bounded (:class:`_ByteBudget`): each item's
+        request bytes until its reply is computed, then the reply's until it is sent, so a client
+        that reads slowly stops the reader instead of piling up replies (a few KB of request can
+        ask for megabytes of reply: ``reduction='none'`` over broadcast shapes)."""
         loop = asyncio.get_running_loop()
-        in_flight: asyncio.Queue[tuple[_StreamReply | asyncio.Future[_StreamReply], int] | None] = asyncio.Queue(
+        in_flight: asyncio.Queue[_StreamReply | asyncio.Future[_StreamReply] | None] = asyncio.Queue(
             self._stream_window)
         budget = _ByteBudget(self._stream_window_bytes)
+        computing = asyncio.Semaphore(self._stream_threads)
+
+        def computed(size: int, future: asyncio.Future[_StreamReply]) -> None:
+            computing.release()
+            budget.release(size)
+            if not future.cancelled() and future.exception() is None:
+                budget.charge(_reply_bytes(future.result()))
 
         async def read() -> None:
             try:
                 async for item in request_iterator:
                     if self._inline(item.request, item.size if isinstance(item, Received) else None):
-                        await in_flight.put((self._on_loop(item.request.loss, self._stream_reply, item), 0))
+                        await budget.acquire(0)  # while the replies held fill the window
+                        reply = self._on_loop(item.request.loss, self._stream_reply, item)
+                        budget.charge(_reply_bytes(reply))
+                        await in_flight.put(reply)
                     else:  # what it holds while it waits: its received bytes (at least its tensors' bytes)
                         size = item.size if isinstance(item, Received) and item.size else payload_bytes(item.request)
                         await budget.acquire(size)
-                        await in_flight.put((loop.run_in_executor(self._executor, self._stream_reply, item), size))
+                        await computing.acquire()
+                        future = loop.run_in_executor(self._executor, self._stream_reply, item)
+                        future.add_done_callback(functools.partial(computed, size))
+                        await in_flight.put(future)
             finally:
                 if not in_flight.full():  # when full, the sender sees the reader done once it drains
                     in_flight.put_nowait(None)
@@ -316,11 +337,9 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                 entry = await in_flight.get()
                 if entry is None:
                     break
-                reply, size = entry
-                if isinstance(reply, asyncio.Future):
-                    reply = await reply
-                    budget.release(size)
+                reply = await entry if isinstance(entry, asyncio.Future) else entry
                 yield reply
+                budget.release(_reply_bytes(reply))
             await reader  # a failed read (say, a malformed message) ends the call with its error
         finally:
             reader.cancel()
@@ -328,8 +347,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
             # items still waiting for a thread are dropped (one already computing finishes).
             while not in_flight.empty():
                 entry = in_flight.get_nowait()
-                if entry is not None and isinstance(entry[0], asyncio.Future):
-                    entry[0].cancel()
+                if isinstance(entry, asyncio.Future):
+                    entry.cancel()
 
     def _stream_reply(self, item: lossd_pb2.EvaluateLossStreamRequest | Received) -> _StreamReply:
         """One stream item's reply (on the thread pool): its response, or its error; a response
@@ -499,6 +518,14 @@ class _ByteBudget:
     def release(self, size: int) -> None:
         self._used -= size
         self._freed.set()
+
+    def charge(self, size: int) -> None:
+        """Count ``size`` bytes held now (a computed reply), without waiting: the next :meth:`acquire` waits."""
+        self._used += size
+
+
+def _reply_bytes(reply: _StreamReply) -> int:
+    return len(reply) if isinstance(reply, bytes) else reply.ByteSize()
 
 
 def add_loss_service(service: LossService, server: Any) -> None:

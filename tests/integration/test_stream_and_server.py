@@ -249,6 +249,7 @@ def test_a_stream_item_of_5_million_dims_is_refused_without_holding_the_event_lo
     assert isinstance(results[1], InvalidArgument), results[1]
     assert results[1].field.startswith("inputs.y_pred"), results[1]
     assert "64" in str(results[1]), results[1]  # the dims cap
+    charged = [size for size in charged if size]  # the small ones, evaluated on the loop, wait for replies only
     assert len(charged) == 1 and dims.ByteSize() <= charged[0] <= dims.ByteSize() + 64, charged  # its received bytes
 
 
@@ -270,3 +271,53 @@ def test_a_stream_item_id_over_the_caps_is_refused_without_being_echoed():
     assert [r.id for r in replies] == ["a", "", "c"]
     assert replies[0].response.value == replies[2].response.value == 1.0
     assert replies[1].error.field == "id" and "5000000 characters" in replies[1].error.message, replies[1]
+
+
+def test_a_stream_read_slowly_holds_replies_within_its_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few KB of request can ask for a megabyte of reply (``reduction='none'`` over (N, 1) and (1, N)).
+    The stream's byte window counts the replies computed and not yet sent, so a client that sends fast and
+    reads nothing holds the server at one reply past its window (1 MiB here), not a reply per item in flight
+    (10 computed before, with 8 items in flight). The client's flow-control window stays at its initial size
+    (no BDP probing), so that gRPC itself takes no reply into its buffers."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lossd.server.rpc import _service
+    from lossd.v1 import lossd_pb2
+    from support.servers import serve_in_thread
+
+    computed = []
+    evaluate = _service.handle_evaluate_bytes
+    monkeypatch.setattr(_service, "handle_evaluate_bytes", lambda *a, **k: computed.append(1) or evaluate(*a, **k))
+
+    class Served:  # a LossService with a 1 MiB stream window, served as lossd serves it
+        port = 0
+
+        async def start(self) -> None:
+            self.server = grpc.aio.server()
+            service = _service.LossService(REGISTRY, ThreadPoolExecutor(2), None, 10**8, stream_window_bytes=1 << 20)
+            _service.add_loss_service(service, self.server)
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+            await self.server.start()
+
+        async def close(self) -> None:
+            await self.server.stop(None)
+
+    async def build() -> Served:
+        return Served()
+
+    n = 512  # a reply of n * n float32: 1 MiB
+    item, _ = build_request("mse_loss", inputs={"input": np.ones((n, 1), np.float32),
+                                                "target": np.zeros((1, n), np.float32)}, reduction="none")
+    with serve_in_thread(build) as port, \
+            grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.http2.bdp_probe", 0)]) as channel:
+        call = channel.stream_stream("/lossd.v1.LossService/EvaluateLossStream",
+                                     request_serializer=lambda m: m.SerializeToString(),
+                                     response_deserializer=lossd_pb2.EvaluateLossStreamResponse.FromString)
+        replies = call(iter(lossd_pb2.EvaluateLossStreamRequest(id=str(i), request=item) for i in range(40)),
+                       timeout=60)
+        time.sleep(2)  # read nothing
+        assert 1 <= len(computed) <= 3, len(computed)
+        got = list(replies)
+    assert [r.id for r in got] == [str(i) for i in range(40)]
+    assert all(np.frombuffer(r.response.loss.raw, np.float32).size == n * n for r in got)
