@@ -204,7 +204,7 @@ def build_request(
     terms: Sequence[Mapping[str, Any]] = () if isinstance(loss, str) else loss
     request = lossd_pb2.EvaluateLossRequest(
         loss=loss if isinstance(loss, str) else "",
-        inputs={k: encode(v, encoding) for k, v in tensors.items()},
+        inputs={k: encode(v, encoding, f"inputs.{k}") for k, v in tensors.items()},
         grad_inputs=list(grad_inputs),
         allow_non_finite=allow_non_finite,
         strict=strict,
@@ -212,7 +212,7 @@ def build_request(
     if all_params:
         request.params.CopyFrom(struct)
     if grad_output is not None:
-        request.grad_output.CopyFrom(encode(grad_output, encoding))
+        request.grad_output.CopyFrom(encode(grad_output, encoding, "grad_output"))
     for term in terms:
         unknown = set(term) - {"loss", "weight", "params", "name", "inputs", "transforms"}
         if unknown:
@@ -224,7 +224,7 @@ def build_request(
         if term.get("params"):
             t.params.update(dict(term["params"]))
     for name, value in (parameters or {}).items():
-        request.parameters[name].CopyFrom(encode(value, encoding))
+        request.parameters[name].CopyFrom(encode(value, encoding, f"parameters.{name}"))
     if regularization is not None:
         request.regularization.CopyFrom(lossd_pb2.Regularization(**regularization))
     as_torch = any(is_torch_tensor(v) for v in [*tensors.values(), *(parameters or {}).values()])
@@ -262,12 +262,13 @@ def frame_request(
     # upb writes fields by number and, deterministic, map entries by key.
     light, as_torch = build_request(loss, params=all_params, **kept)
     framed: dict[int, list[Buffer]] = {
-        _INPUTS: [piece for k in sorted(tensors) for piece in map_entry(_INPUTS, k, raw_parts(tensors[k]))],
+        _INPUTS: [piece for k in sorted(tensors)
+                  for piece in map_entry(_INPUTS, k, raw_parts(tensors[k], f"inputs.{k}"))],
         _PARAMETERS: [piece for k in sorted(parameters or {})
-                      for piece in map_entry(_PARAMETERS, k, raw_parts((parameters or {})[k]))],
+                      for piece in map_entry(_PARAMETERS, k, raw_parts((parameters or {})[k], f"parameters.{k}"))],
     }
     if grad_output is not None:
-        framed[_GRAD_OUTPUT] = length_delimited(_GRAD_OUTPUT, raw_parts(grad_output))
+        framed[_GRAD_OUTPUT] = length_delimited(_GRAD_OUTPUT, raw_parts(grad_output, "grad_output"))
     head = memoryview(light.SerializeToString(deterministic=True))
     pieces: list[Buffer] = []
     for number, _, start, _, end in wire_fields(head, 0, len(head)):
@@ -407,7 +408,10 @@ def iter_prepared(
         kwargs = dict(item)
         if "loss" not in kwargs:
             raise TypeError(f"requests[{i}]: a dict of evaluate() arguments needs 'loss'")
-        request, is_torch = build_request(kwargs.pop("loss"), **kwargs)
+        try:
+            request, is_torch = build_request(kwargs.pop("loss"), **kwargs)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"requests[{i}]: {e}") from None
         flags.append(as_torch or is_torch)
         yield request
 
@@ -440,8 +444,9 @@ def pack_many(
 ) -> Iterator[Packed]:
     """Consecutive batches of ``requests`` (messages, or items :class:`ItemFramer` serialized), each
     at most ``max_items`` items and ``max_bytes`` bytes (a larger item alone; defaults
-    :data:`MANY_BATCH_ITEMS`, :data:`MANY_BATCH_BYTES`), framed around each item's bytes: its
-    payloads are copied once, by the batch's join.
+    :data:`MANY_BATCH_ITEMS`, :data:`MANY_BATCH_BYTES`), framed around each item's bytes (an
+    :class:`ItemFramer` item holds a copy of its arrays' bytes, taken when it was framed: a generator
+    may refill one array for every item) and joined once per batch.
 
     >>> reqs = [build_request("mse", [float(x)], [0.0])[0] for x in range(5)]
     >>> [(p.start, p.count) for p in pack_many(reqs, max_items=2)]
@@ -514,7 +519,10 @@ class ItemFramer:
 
     def frame(self, index: int, item: lossd_pb2.EvaluateLossRequest | Mapping[str, Any]) -> Framed:
         """Item ``index``'s :class:`Framed` bytes; its torch flag is appended to ``flags``."""
-        framed = self.framed(item) if type(item) is dict else None
+        try:
+            framed = self.framed(item) if type(item) is dict else None
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"requests[{index}]: {e}") from None
         if framed is not None:
             self.flags.append(self._as_torch)
             return framed
@@ -561,7 +569,7 @@ class ItemFramer:
             if prefix is None:
                 wire = _NUMPY_TO_WIRE.get(v.dtype)
                 if wire is None or not v.flags.c_contiguous:  # converted (copied) as evaluate converts it
-                    entry = map_entry(_INPUTS, k, raw_parts(v))
+                    entry = map_entry(_INPUTS, k, raw_parts(v, f"inputs.{k}"))
                     pieces += entry
                     size += sum(map(len, entry))
                     continue
@@ -569,8 +577,8 @@ class ItemFramer:
                 prefix = self._cache(self._entries)[(k, v.dtype.str, v.shape)] = join(entry[:-1] if v.nbytes else entry)
             pieces.append(prefix)
             size += len(prefix)
-            if v.nbytes:
-                pieces.append(v)
+            if v.nbytes:  # a copy now: the caller may fill the same array for its next item
+                pieces.append(v.tobytes())
                 size += v.nbytes
         pieces.append(head[1])
         return pieces, size

@@ -41,30 +41,36 @@ def is_torch_tensor(x: object) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def _default_int(values: np.ndarray) -> np.ndarray:
-    return values.astype(np.int64) if values.dtype.kind in "iu" and values.dtype not in _NUMPY_TO_WIRE else values
+def _default_int(values: np.ndarray, field: str = "") -> np.ndarray:
+    """Integers of a dtype the wire lacks (uint16, uint32, uint64, ...) as int64; refused when one does not fit."""
+    if values.dtype.kind not in "iu" or values.dtype in _NUMPY_TO_WIRE:
+        return values
+    if values.dtype.kind == "u" and values.size and int(values.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"{field}{': ' if field else ''}cannot send {values.dtype} values above 2**63 - 1 (the "
+                         f"wire's widest integer is int64): found {int(values.max())}")
+    return values.astype(np.int64)
 
 
-def encode(x: ArrayLike, encoding: str = "raw") -> lossd_pb2.Tensor:
+def encode(x: ArrayLike, encoding: str = "raw", field: str = "") -> lossd_pb2.Tensor:
     """Encode an array-like as a Tensor message.
 
     Python floats become float32 (torch's default dtype), Python complex
     numbers complex64 and Python ints int64; numpy and torch arrays keep
     their dtype. ``encoding`` is ``raw`` (bytes) or ``values`` (numbers; a
-    complex element is two, real then imaginary).
+    complex element is two, real then imaginary). ``field`` (``inputs.y_pred``) prefixes a refusal.
 
     >>> m = encode([[1, 2, 3]], "values")
     >>> m.dtype, list(m.shape), list(m.values)
     ('int64', [1, 3], [1.0, 2.0, 3.0])
     """
     if encoding == "values":
-        name, shape, values = _wire_array(x, values=True)
+        name, shape, values = _wire_array(x, values=True, field=field)
         return tensor_message(tensor_body(name, shape, values, "values"))
-    name, shape, arr = _wire_array(x)
+    name, shape, arr = _wire_array(x, field=field)
     return lossd_pb2.Tensor(dtype=name, shape=shape, raw=arr.tobytes())
 
 
-def raw_parts(x: ArrayLike) -> list[Buffer]:
+def raw_parts(x: ArrayLike, field: str = "") -> list[Buffer]:
     """The fields of ``x``'s ``raw`` Tensor message as wire pieces over the array's own memory
     (copied only when ``x`` is not already C-contiguous little-endian in its wire dtype):
     the bytes upb would serialize for :func:`encode`'s message, without the copies.
@@ -72,38 +78,39 @@ def raw_parts(x: ArrayLike) -> list[Buffer]:
     >>> b"".join(raw_parts([1.0])) == encode([1.0]).SerializeToString()
     True
     """
-    name, shape, arr = _wire_array(x)
+    name, shape, arr = _wire_array(x, field=field)
     return tensor_body(name, shape, arr, "raw")
 
 
-def _wire_array(x: ArrayLike, values: bool = False) -> tuple[str, tuple[int, ...], np.ndarray]:
+def _wire_array(x: ArrayLike, values: bool = False, field: str = "") -> tuple[str, tuple[int, ...], np.ndarray]:
     """``x``'s wire dtype name, shape and C-contiguous little-endian array of elements: in the
     wire dtype (bfloat16 as its int16 bits), or float64 when ``values`` (complex: real and imaginary
     parts). The one place for the
     SDK's dtype rules."""
     if is_torch_tensor(x):
         torch = sys.modules["torch"]
-        t = x.detach().cpu()
+        t = x.detach().cpu().resolve_conj().resolve_neg()  # the values, not a view's lazy conjugate or negation
         name = str(t.dtype).removeprefix("torch.")
         if name not in DTYPES:
-            raise TypeError(f"cannot send dtype {t.dtype}; supported: {', '.join(DTYPES)}")
+            raise TypeError(f"{field}{': ' if field else ''}cannot send dtype {t.dtype}; "
+                            f"supported: {', '.join(DTYPES)}")
         if values:
             t = torch.view_as_real(t.to(torch.complex128)) if t.is_complex() else t.to(torch.float64)
         elif t.dtype == torch.bfloat16:
             t = t.view(torch.int16)  # numpy has no bfloat16; the bytes are the same
         return name, tuple(x.shape), t.contiguous().numpy()
-    if isinstance(x, np.ndarray):
-        arr = x
+    if isinstance(x, (np.ndarray, np.generic)):  # a numpy scalar keeps its dtype, as an array does
+        arr = np.asarray(x)
     else:
         arr = np.asarray(x)
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
         elif arr.dtype == np.complex128:
             arr = arr.astype(np.complex64)
-    arr = _default_int(arr)
+    arr = _default_int(arr, field)
     wire = _NUMPY_TO_WIRE.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
     if wire is None:
-        raise TypeError(f"cannot send dtype {arr.dtype}; supported: {', '.join(DTYPES)}")
+        raise TypeError(f"{field}{': ' if field else ''}cannot send dtype {arr.dtype}; supported: {', '.join(DTYPES)}")
     if values:
         return wire, arr.shape, _values(arr)
     dtype = np.dtype(DTYPES[wire].numpy)

@@ -82,7 +82,10 @@ def load_spec(spec: SpecLike) -> training_pb2.TrainJobRequest:
         text = path.read_text()
         if path.suffix.lower() in (".yaml", ".yml"):
             yaml: Any = import_extra("yaml", f"reading the YAML spec {path}")
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise ValueError(f"{path}: not valid YAML: {e}") from None
         else:
             try:
                 data = json.loads(text)

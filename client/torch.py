@@ -14,15 +14,20 @@ autograd, scaled by the incoming gradient::
 Round trips per forward + backward:
 
 * a scalar loss (``reduction`` ``mean``/``sum``, composite objectives,
-  regularization): **one** call; backward multiplies the returned gradients by
-  ``grad_output`` (a scalar).
+  regularization): **one** call when ``grad_output`` is 1 (``loss.backward()``).
+  Otherwise (``(loss / accum_steps).backward()``) a single loss makes **one more**
+  call that sends ``grad_output``, so that the gradients are torch's own to the
+  bit (the forward's gradients times ``grad_output`` round differently); an
+  objective's gradients (the server takes no ``grad_output`` for one) are
+  multiplied by it.
 * a non-scalar loss (``reduction='none'``): the forward call returns the loss
   (and gradients for an all-ones ``grad_output``); backward reuses them when
   ``grad_output`` is all ones (``loss.sum().backward()``), else makes **one
   more** call that sends ``grad_output`` and gets the vector-Jacobian product.
   That call resends the inputs as they were at forward time.
 
-Double backward (gradients of gradients) is not supported.
+Double backward (gradients of gradients, ``create_graph=True``) is refused with a
+``RuntimeError``: the gradients the server sends carry no graph.
 """
 
 from __future__ import annotations
@@ -55,6 +60,12 @@ class _Call:
         self.request = lossd_pb2.EvaluateLossRequest()
         self.result: EvaluateResult | None = None
 
+    @property
+    def objective(self) -> bool:
+        """Terms, parameters or regularization: the server's reply is for ``grad_output`` 1 only."""
+        r = self.request
+        return bool(r.terms or r.parameters or r.HasField("regularization"))
+
     def evaluate(self, grad_output: torch.Tensor | None = None) -> EvaluateResult:
         request = self.request
         if grad_output is not None:
@@ -76,15 +87,18 @@ class _RemoteLossFunction(torch.autograd.Function):
         return loss.to(device=tensors[0].device)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if torch.is_grad_enabled():  # backward(create_graph=True): the engine enables grad mode for it
+            raise RuntimeError("a remote loss has no double backward (create_graph=True): the gradients the "
+                               "server sends carry no graph; compute that part of the objective locally")
         call: _Call = ctx.call
         result = call.result
         assert result is not None
         scale: torch.Tensor | None = None
-        if result.value is not None:  # a scalar loss: d(loss)/dx, times the scalar grad_output
+        ones = bool((grad_output == 1).all())  # then the forward's gradients (for ones) are the answer
+        if result.value is not None and not ones and call.objective:  # the server takes no grad_output for one
             scale = grad_output
-        elif not bool((grad_output == 1).all()):  # else the forward's grads (for ones) are the VJP
+        elif not ones:  # a single loss: the server applies grad_output as torch's own backward does
             result = call.evaluate(grad_output.detach().cpu())
         found = [result.grads.get(n) for n in call.input_names]
         found += [result.parameter_grads.get(n) for n in call.parameter_names]
@@ -156,7 +170,8 @@ def remote_loss(
         loss, inputs=named_inputs, params=params,
         # Only the gradients autograd needs; none (torch.no_grad, frozen inputs) sends [], which
         # the server reads as "all" -- the protocol cannot ask for none.
-        grad_inputs=[n for n, t in named_inputs.items() if t.requires_grad and t.is_floating_point()],
+        grad_inputs=[n for n, t in named_inputs.items()
+                     if t.requires_grad and (t.is_floating_point() or t.is_complex())],
         parameters=named_params or None, regularization=regularization, allow_non_finite=allow_non_finite,
         strict=strict,
     )

@@ -184,3 +184,46 @@ def test_float32_and_repr(client: Client) -> None:
     F.cross_entropy(x2, y, label_smoothing=0.2).backward()
     assert out.dtype == torch.float32 and torch.equal(x.grad, x2.grad)
     assert "label_smoothing=0.2" in repr(criterion) and client.target in repr(criterion)
+
+
+@pytest.mark.parametrize("loss", ["l1_loss", "cross_entropy", "binary_cross_entropy_with_logits"])
+def test_a_scaled_loss_gets_torchs_own_gradients_bit_for_bit(counting: CountingClient, loss: str) -> None:
+    """``(loss * 0.1).backward()`` (gradient accumulation, loss weights): a single loss asks the server again
+    with that grad_output, as torch's own backward applies it; the forward's gradients times 0.1 rounded
+    differently (80 of 80 elements of l1_loss's, 29 of 80 of bce_with_logits')."""
+    torch.manual_seed(3)
+    x = torch.randn(16, 5)
+    y = torch.randint(0, 5, (16,)) if loss == "cross_entropy" else torch.rand(16, 5)
+    xr, xl = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (remote_loss(loss, xr, y, client=counting) * 0.1).backward()
+    (getattr(F, loss)(xl, y) * 0.1).backward()
+    assert torch.equal(xr.grad, xl.grad)
+    assert counting.calls == 2  # the forward, and one more with grad_output 0.1
+    xr.grad = None
+    remote_loss(loss, xr, y, client=counting).backward()
+    assert counting.calls == 3  # grad_output 1: the forward's gradients
+
+
+def test_double_backward_is_refused_not_silently_wrong(client: Client) -> None:
+    """A gradient penalty through a remote loss: its gradients carry no graph, so the penalty's own gradient
+    was silently missing (x.grad off by 0.006)."""
+    x = torch.randn(8, 3, requires_grad=True)
+    out = remote_loss("mse_loss", x, torch.zeros(8, 3), client=client)
+    with pytest.raises(RuntimeError, match="no double backward"):
+        torch.autograd.grad(out, x, create_graph=True)
+
+
+def test_complex_and_view_bit_inputs(client: Client) -> None:
+    """A complex input that requires grad gets its gradient next to a float one (it was left out of
+    grad_inputs), and tensors with torch's lazy conjugate or negative bit are sent as their values."""
+    torch.manual_seed(4)
+    z = torch.randn(6, dtype=torch.complex64)
+    t = torch.randn(6)
+    zr, tr = z.clone().requires_grad_(), t.clone().requires_grad_()
+    zl, tl = z.clone().requires_grad_(), t.clone().requires_grad_()
+    remote_loss("l1_loss", zr, tr, client=client).backward()
+    F.l1_loss(zl, tl).backward()
+    assert zr.grad is not None and torch.equal(zr.grad, zl.grad) and torch.equal(tr.grad, tl.grad)
+    for view in (z.conj(), torch._neg_view(t)):
+        assert view.is_conj() or view.is_neg()
+        assert client.evaluate("l1_loss", view, t).value == F.l1_loss(view.resolve_conj().resolve_neg(), t).item()

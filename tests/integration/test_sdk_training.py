@@ -4,6 +4,7 @@ with training: parity with the raw stub, re-attaching, spec forms, progress, the
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import json
 import subprocess
@@ -109,6 +110,13 @@ def test_spec_errors_name_the_field(tmp_path: Path, client: Client, monkeypatch:
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="bad.json: not valid JSON"):
         load_spec(tmp_path / "bad.json")
+    if importlib.util.find_spec("yaml") is not None:  # a YAML error is a clean refusal, not a traceback
+        (tmp_path / "bad.yaml").write_text("epochs: [2\n")
+        with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
+            load_spec(tmp_path / "bad.yaml")
+        (tmp_path / "tag.yaml").write_text('!!python/object/apply:os.system ["echo no"]\n')
+        with pytest.raises(ValueError, match="tag.yaml: not valid YAML: could not determine a constructor"):
+            load_spec(tmp_path / "tag.yaml")  # safe_load: nothing runs
     (tmp_path / "s.yml").write_text("epochs: 2\n")
     monkeypatch.setitem(sys.modules, "yaml", None)
     with pytest.raises(MissingExtra, match="s.yml needs yaml, which is not installed: pip install pyyaml"):

@@ -199,3 +199,29 @@ def test_a_clients_caches_stay_bounded() -> None:
         assert got.grads["y_pred"].shape == (n + 1,) and got.grads["y_pred"].tobytes() == (x * n).tobytes()
     assert len(client._framer._heads) <= client._CACHED and len(client._framer._entries) <= client._CACHED
     assert 0 < len(client._layouts) <= client._CACHED
+
+
+def test_evaluate_many_items_hold_their_own_bytes_when_the_caller_reuses_an_array() -> None:
+    """A generator that refills one array for every item: each item is framed with a copy of the array's
+    bytes (the batch was joined later, so every item sent the last values)."""
+    buf = np.zeros(3, np.float32)
+
+    def items() -> Any:
+        for i in range(4):
+            buf[:] = i
+            yield {"loss": "mse", "y_pred": buf, "y_true": np.zeros(3, np.float32)}
+
+    framer = ItemFramer(False)
+    (packed,) = pack_many(framer.frame(i, item) for i, item in enumerate(items()))
+    sent = lossd_pb2.EvaluateLossBatchRequest.FromString(packed.body)
+    assert [np.frombuffer(item.inputs["y_pred"].raw, np.float32)[0] for item in sent.items] == [0, 1, 2, 3]
+
+
+def test_numpy_scalars_keep_their_dtype_and_unfit_integers_are_refused_naming_the_input() -> None:
+    request, _ = build_request("huber_loss", np.float64(2.5), np.float64(0.0), inputs={"delta": np.float64(0.1)})
+    assert [request.inputs[k].dtype for k in ("y_pred", "y_true", "delta")] == ["float64"] * 3
+    with pytest.raises(ValueError, match=r"inputs.y_true: cannot send uint64 values above 2\*\*63 - 1"):
+        build_request("mse", [1.0, 2.0], np.array([2**64 - 1, 3], np.uint64))
+    assert build_request("mse", [1.0], np.array([7], np.uint64))[0].inputs["y_true"].dtype == "int64"
+    with pytest.raises(TypeError, match=r"requests\[1\]: inputs.y_pred: cannot send dtype float128"):
+        ItemFramer(False).frame(1, {"loss": "mse", "y_pred": np.ones(2, np.longdouble), "y_true": X})
