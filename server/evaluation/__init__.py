@@ -33,6 +33,7 @@ from ._objective import (
     add_penalties,
     check_patterns,
     covered_parameters,
+    covers_nothing,
     evaluate_objective,
 )
 from ._vectorized import MAX_ITEM_ELEMENTS, StackedEvaluation, evaluate_stacked
@@ -57,6 +58,7 @@ __all__ = [
     "capture_warnings",
     "check_patterns",
     "covered_parameters",
+    "covers_nothing",
     "evaluate",
     "evaluate_objective",
     "evaluate_stacked",

@@ -204,7 +204,7 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
         out = spec.fn(**inputs, **kwargs)
     except FieldError:
         raise
-    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+    except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError) as e:  # ArithmeticError: overflows
         raise _torch_refusal(spec.name, "rejected the inputs", e) from e
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"loss {spec.name} returned {type(out).__name__}, not a tensor")

@@ -390,11 +390,19 @@ def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Te
         if not t.is_floating_point():
             raise FieldError(f"parameters.{name}", "must have a floating-point dtype")
     if (reg.l1 or reg.l2) and not covered_parameters(parameters, reg):
-        sent = ", ".join(sorted(parameters))
-        if reg.include:
-            raise FieldError("regularization.include", f"covers none of the parameters sent ({sent})")
-        if reg.exclude:
-            raise FieldError("regularization.exclude", f"leaves none of the parameters sent ({sent})")
-        raise FieldError("regularization", f"covers none of the parameters sent ({sent}): without include or "
-                        "exclude it skips biases (names ending in bias) and tensors of fewer than 2 dims; name "
-                        "the ones to cover in include")
+        raise covers_nothing(reg, f"the parameters sent ({', '.join(sorted(parameters))})")
+
+
+def covers_nothing(reg: Regularization, what: str) -> FieldError:
+    """The refusal of a regularization that covers none of ``what`` (the parameters sent, a model's),
+    naming the field that decided it: ``include``, ``exclude``, or neither (the default rule).
+
+    >>> print(covers_nothing(Regularization(l2=1, exclude=("*",)), "the model's parameters (w)"))
+    regularization.exclude: leaves none of the model's parameters (w)
+    """
+    if reg.include:
+        return FieldError("regularization.include", f"covers none of {what}")
+    if reg.exclude:
+        return FieldError("regularization.exclude", f"leaves none of {what}")
+    return FieldError("regularization", f"covers none of {what}: without include or exclude it skips biases (names "
+                      "ending in bias) and tensors of fewer than 2 dims; name the ones to cover in include")

@@ -286,6 +286,8 @@ class Param:
             if not float(value).is_integer():
                 raise FieldError(field_name, f"must be an integer, got {value!r}")
             number: int | float = int(value)
+            if not -(2**63) <= number < 2**63:  # torch takes int64 (1e20 overflowed inside the loss: INTERNAL)
+                raise FieldError(field_name, f"is {value!r}; must fit in a 64-bit integer")
         else:
             number = float(value)
             if math.isnan(number):

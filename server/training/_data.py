@@ -273,7 +273,8 @@ def _finite(t: torch.Tensor, field: str) -> None:
 
 
 def split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(train, validation)`` indices: a seeded permutation, the first ``round(n * fraction)`` held out.
+    """``(train, validation)`` indices: a seeded permutation, the first ``round(n * fraction)`` held out (at
+    least one when ``fraction`` is above 0: a fraction asks for a validation split).
 
     >>> train, val = split(10, 0.3, seed=0)
     >>> len(train), len(val), sorted(train.tolist() + val.tolist()) == list(range(10))

@@ -499,8 +499,12 @@ class _Run:
         if self.reporter:  # the ranks hold the same model: rank 0 evaluates it once
             metrics = evaluate_split(self.model, self.x_train, self.t_train, self.l_train, plan.metrics, "train",
                                      threshold)
-            metrics.update(evaluate_split(self.model, self.x_val, self.t_val, self.l_val, plan.metrics, "val",
-                                          threshold, loss=plan.loss))
+            try:
+                metrics.update(evaluate_split(self.model, self.x_val, self.t_val, self.l_val, plan.metrics, "val",
+                                              threshold, loss=plan.loss))
+            except FieldError as e:  # the job fails saying where (the worker reports it)
+                raise FieldError(e.field, f"the loss refused the validation split at the end of epoch {p.epoch + 1}: "
+                                 f"{e.message}", e.code) from e
         steps = p.sums.get("steps", 1.0)
         summary = {
             "epoch": p.epoch + 1, "loss": p.sums.get("objective", 0.0) / steps,

@@ -47,7 +47,14 @@ from ..._wire import (
     reply_encoding,
 )
 from ...v1 import training_pb2
-from ..evaluation import DEPRECATED_PARAMS, Regularization, bind_params, check_patterns, covered_parameters
+from ..evaluation import (
+    DEPRECATED_PARAMS,
+    Regularization,
+    bind_params,
+    check_patterns,
+    covered_parameters,
+    covers_nothing,
+)
 from ..losses import LossSpec, Registry
 from ..rpc import check_finite, decode_tensor, struct_to_dict
 from ._data import BUILTINS, NO_NON_FINITE, Dataset, bind_builtin_params, make_inline, split
@@ -268,7 +275,15 @@ def _data(
                          limits.max_tensor_elements, "max_tensor_elements")
         seed = params["seed"] if params["seed"] is not None else request.seed
         size = _DataSize(n, d, k, 0) if builtin.classification else _DataSize(n, d, 0, k)
-        return size, lambda: builtin.make(params, torch.Generator().manual_seed(seed)), ""
+
+        def make() -> Dataset:  # refused as inline data is when it is not finite, naming what made it so
+            made = builtin.make(params, torch.Generator().manual_seed(seed))
+            for t in (made.x, made.y):
+                if t is not None:
+                    check_finite(t, "data.builtin.params", "these parameters make values beyond float32's range")
+            return made
+
+        return size, make, ""
     inline = data.inline
     encodings = set()
     tensors = {}
@@ -567,7 +582,7 @@ def plan_job(
     check_patterns(reg)
     covered = covered_parameters(shapes, reg) if (reg.l1 or reg.l2) else []
     if (reg.l1 or reg.l2) and not covered:
-        raise FieldError("regularization.include", f"covers none of the model's parameters ({', '.join(names)})")
+        raise covers_nothing(reg, f"the model's parameters ({', '.join(names)})")
     optimizer = _optimizer(request, names)
     schedule = _schedule(request, request.epochs)
     metrics = _metrics(request, dataset, target)
@@ -656,25 +671,35 @@ def _with_warnings(plan: JobPlan) -> JobPlan:
 
 
 def check_loss_accepts_model(plan: JobPlan) -> None:
-    """Run the loss once on the model's output for a few samples (zero weights, no RNG), so that a
-    shape or dtype mismatch is refused at submission rather than failing the job."""
+    """Run the loss on the model's output for a few samples (zero weights, no RNG), so that a shape or
+    dtype mismatch is refused at submission rather than failing the job; and on as many samples as the
+    smallest batch the job gives it (an epoch's last batch on a rank, the validation split), when fewer:
+    a loss that needs two rows refused a last batch of one at step 6."""
     model = build_model(plan.model, plan.in_features, plan.out_features, device="meta").to_empty(device="cpu")
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
     model.eval()
-    index = plan.train_index[: min(4, len(plan.train_index))]
-    out = model(plan.data.x[index])
-    try:
-        with torch.enable_grad():
-            value = plan.loss(out.detach().requires_grad_(True), plan.target[index])
-    except FieldError as e:
-        raise FieldError("loss.name", f"{plan.loss.spec.name} refuses the model output {list(out.shape)} with the "
-                        f"target {list(plan.target[index].shape)}: {e}") from e
-    except (RuntimeError, ValueError, IndexError, TypeError) as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FieldError("loss.name", f"{plan.loss.spec.name} fails on the model output {list(out.shape)} with the "
-                        f"target {list(plan.target[index].shape)}: {text}") from e
-    if value.dim() != 0:
-        raise FieldError("loss.params.reduction", f"{plan.loss.spec.name} gives shape {list(value.shape)}; training "
-                        "needs a scalar loss ('mean' or 'sum')")
+    first = min(4, len(plan.train_index))
+    per_rank = len(plan.train_index) // plan.world_size
+    last = per_rank % (plan.batch_size // plan.world_size)
+    sizes = [(first, "")]
+    for size, what in ((last, f"the last batch of each epoch ({last} per rank)"),
+                       (len(plan.val_index), f"the validation split ({len(plan.val_index)})")):
+        if 0 < size < first:
+            sizes.append((size, f" on {what}"))
+    for size, where in sizes:
+        index = plan.train_index[:size]
+        out = model(plan.data.x[index])
+        shapes = f"the model output {list(out.shape)} with the target {list(plan.target[index].shape)}{where}"
+        try:
+            with torch.enable_grad():
+                value = plan.loss(out.detach().requires_grad_(True), plan.target[index])
+        except FieldError as e:
+            raise FieldError("loss.name", f"{plan.loss.spec.name} refuses {shapes}: {e}") from e
+        except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError) as e:
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise FieldError("loss.name", f"{plan.loss.spec.name} fails on {shapes}: {text}") from e
+        if value.dim() != 0:
+            raise FieldError("loss.params.reduction", f"{plan.loss.spec.name} gives shape {list(value.shape)}; "
+                            "training needs a scalar loss ('mean' or 'sum')")

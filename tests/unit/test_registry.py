@@ -120,6 +120,8 @@ def test_param_coercion(param, value, expected):
     ("param", "value", "rule"),
     [
         (Param("n", "int", 1, "d"), 1.5, "must be an integer"),
+        (Param("n", "int", 1, "d"), 1e20, "must fit in a 64-bit integer"),  # overflowed inside torch: INTERNAL
+        (Param("n", "int", 1, "d"), -(2.0**63) - 4096, "must fit in a 64-bit integer"),
         (Param("n", "int", 1, "d"), "3", "must be an integer"),
         (Param("x", "float", 1.0, "d", min=0.0, max=1.0), -0.1, "[0, 1]"),
         (Param("x", "float", 1.0, "d", min=0.0, min_exclusive=True), 0.0, "> 0"),
@@ -166,3 +168,20 @@ def test_staging_collects_registrations_without_touching_the_registry():
         register_loss("staged_only", inputs=(Input("input", "prediction"),), description="d", example=_example)(
             lambda input: input.sum())
     assert "staged_only" in staged and "staged_only" not in REGISTRY and len(REGISTRY) == before
+
+
+@pytest.mark.parametrize(("loss", "params"), [("cross_entropy", {"ignore_index": 1e20}),
+                                              ("nll_loss", {"ignore_index": -1e20}), ("psnr_loss", {"max_val": 1e308})])
+def test_a_param_that_overflows_inside_the_loss_is_a_refusal_not_internal(loss: str, params: dict) -> None:
+    """Found by the 2026-12-05 audit: an OverflowError inside the loss answered INTERNAL."""
+    import numpy as np
+
+    from lossd.client import build_request
+    from lossd.server.rpc import handle_evaluate_bytes
+
+    image = loss == "psnr_loss"
+    x = np.zeros((1, 1, 4, 4) if image else (2, 3), np.float32)
+    request, _ = build_request(loss, x, np.zeros_like(x) if image else np.array([0, 1]), **params)
+    with pytest.raises(LossError) as err:
+        handle_evaluate_bytes(REGISTRY, request)
+    assert err.value.code == "INVALID_ARGUMENT", str(err.value)

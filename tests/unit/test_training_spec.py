@@ -211,6 +211,21 @@ REFUSALS = [
     ({"regularization": {"l2": 0.1, "include": ["conv*"]}}, "INVALID_ARGUMENT", "regularization.include",
      "covers none"),
     ({"step_events_per_second": -1}, "INVALID_ARGUMENT", "step_events_per_second", ">= 0"),
+    # Found by the 2026-12-05 audit: INTERNAL, a FAILED job, or the wrong field before.
+    ({"regularization": {"l2": 0.1, "exclude": ["*"]}}, "INVALID_ARGUMENT", "regularization.exclude", "leaves none"),
+    ({"data": {"builtin": {"name": "rings", "params": {"seed": 1e20}}}}, "INVALID_ARGUMENT",
+     "data.builtin.params.seed", "64-bit integer"),
+    ({"loss": {"name": "cross_entropy", "params": {"ignore_index": 1e20}}, "model": {"mlp": {"hidden": [4]}}},
+     "INVALID_ARGUMENT", "loss.params.ignore_index", "64-bit integer"),
+    ({"loss": {"name": "mse"}, "metrics": [],
+      "data": {"builtin": {"name": "linear_regression", "params": {"n_samples": 40, "noise": 1e39}}}},
+     "INVALID_ARGUMENT", "data.builtin.params", "beyond float32's range"),
+    ({"loss": {"name": "barlow_twins_loss"}, "metrics": [], "batch_size": 8,
+      "data": {"builtin": {"name": "linear_regression", "params": {"n_samples": 41}}}},
+     "INVALID_ARGUMENT", "loss.name", "on the last batch of each epoch (1 per rank)"),
+    ({"loss": {"name": "barlow_twins_loss"}, "metrics": [],
+      "data": {"builtin": {"name": "linear_regression", "params": {"n_samples": 51}}, "validation_fraction": 0.01}},
+     "INVALID_ARGUMENT", "loss.name", "on the validation split (1)"),
 ]
 
 
