@@ -180,8 +180,9 @@ def _class_vector(values: list[float] | None, input: torch.Tensor, field: str) -
             "eps",
             "float",
             1e-7,
-            "The clamp of probabilities when from_logits is false.",
+            "The clamp of probabilities when from_logits is false (above 0: the logit of 0 or 1 is infinite).",
             min=0.0,
+            min_exclusive=True,
             max=0.5,
             max_exclusive=True,
         ),
@@ -403,8 +404,9 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
             "inputs.input",
             "probabilities must lie in [0, 1] (from_logits=false)",
         )
-        p = input.clamp(eps, 1 - eps)
-        x = torch.log(p / (1 - p))
+        # float32 for half types: 1 - 1e-7 rounds to 1 there, and the logit of 1 is inf (NaN loss at p = 1)
+        p = (input.float() if input.dtype in (torch.float16, torch.bfloat16) else input).clamp(eps, 1 - eps)
+        x = torch.log(p / (1 - p)).to(input.dtype)
     focal: torch.Tensor | None = None
     if focal_form == "split":
         log_p, log_1mp = F.logsigmoid(x), F.logsigmoid(-x)

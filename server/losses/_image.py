@@ -168,12 +168,16 @@ _WINDOW = (
 )
 def ssim_loss(input: torch.Tensor, target: torch.Tensor, *, window_size: int, sigma: float, max_val: float, k1: float,
               k2: float, eps: float, padding: str, form: str, reduction: str) -> torch.Tensor:
-    """``SSIM = (2μxμy + c1)(2σxy + c2) / ((μx² + μy² + c1)(σx² + σy² + c2) + eps)`` per pixel."""
+    """``SSIM = (2μxμy + c1)(2σxy + c2) / ((μx² + μy² + c1)(σx² + σy² + c2) + eps)`` per pixel. Half-precision
+    inputs are computed in float32 and the loss cast back (their variances cancel, as in ms_ssim_loss)."""
     _check_images(input, target, window_size, padding, volumes=True)
-    ssim, _ = _ssim_maps(input, target, _gaussian(window_size, sigma, input), (k1 * max_val) ** 2,
+    half = input.dtype in (torch.float16, torch.bfloat16)
+    x, y = (input.float(), target.float()) if half else (input, target)
+    ssim, _ = _ssim_maps(x, y, _gaussian(window_size, sigma, x), (k1 * max_val) ** 2,
                          (k2 * max_val) ** 2, eps, padding)
     loss = torch.clamp((1 - ssim) / 2, 0, 1) if form == "half" else 1 - ssim
-    return loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
+    loss = loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
+    return loss.to(input.dtype) if half else loss
 
 
 _MS_WEIGHTS = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]

@@ -625,6 +625,9 @@ def _tversky(
                       soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation, mask=mask,
                       mask_target=mask_target)
     nr, dr = _smooths(smooth, smooth_nr, smooth_dr)
+    require(gamma == 1 or nr <= dr, "params.smooth_nr",
+            f"is {nr}, above smooth_dr {dr}: the index can then pass 1, and a power gamma {gamma} of the negative "
+            "1 - index is NaN (gamma 1 computes it)")
     score = (s.tp + nr) / (s.tp + alpha * (s.p - s.tp) + beta * (s.t - s.tp) + dr).clamp_min(eps)
     return _finish(score, s, eps=eps, log_loss=log_loss, empty_classes=empty_classes, reduction=reduction,
                    gamma=gamma, gamma_on=gamma_on)
@@ -755,11 +758,12 @@ def generalized_dice_loss(
     t = s.t.detach()
     if w_type == "uniform":
         w = torch.ones_like(t)
-    else:
-        w = torch.where(t > 0, 1 / (t * t if w_type == "square" else t).clamp_min(torch.finfo(t.dtype).tiny),
-                        torch.zeros_like(t))
+    else:  # in float32 for half types, as MONAI: 1/T² of 256 half pixels overflowed to a weight of 0
+        tw = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+        w = torch.where(tw > 0, 1 / (tw * tw if w_type == "square" else tw).clamp_min(torch.finfo(tw.dtype).tiny),
+                        torch.zeros_like(tw))
         largest = w.amax(dim=-1, keepdim=True)
-        w = torch.where(t > 0, w, largest.expand_as(w))
+        w = torch.where(tw > 0, w, largest.expand_as(w)).to(t.dtype)
     score = (2 * (s.tp * w).sum(-1) + smooth_nr) / ((s.p + s.t) * w).sum(-1).add(smooth_dr)
     loss = (1 - score).reshape(-1)
     return loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
