@@ -411,9 +411,19 @@ def iter_prepared(
         try:
             request, is_torch = build_request(kwargs.pop("loss"), **kwargs)
         except (TypeError, ValueError) as e:
-            raise type(e)(f"requests[{i}]: {e}") from None
+            raise _at_item(e, i) from None
         flags.append(as_torch or is_torch)
         yield request
+
+
+def _at_item(e: TypeError | ValueError, index: int) -> Exception:
+    """``e`` naming ``requests[index]`` first: a plain ``TypeError`` or ``ValueError`` (one message); any other
+    kind (a subclass with its own fields) as it is.
+
+    >>> str(_at_item(TypeError("inputs.y_pred: cannot send dtype float128"), 2))
+    'requests[2]: inputs.y_pred: cannot send dtype float128'
+    """
+    return type(e)(f"requests[{index}]: {e}") if type(e) in (TypeError, ValueError) else e
 
 
 #: ``evaluate_many`` packs at most this many items into one EvaluateLossBatch (the server's
@@ -522,7 +532,7 @@ class ItemFramer:
         try:
             framed = self.framed(item) if type(item) is dict else None
         except (TypeError, ValueError) as e:
-            raise type(e)(f"requests[{index}]: {e}") from None
+            raise _at_item(e, index) from None
         if framed is not None:
             self.flags.append(self._as_torch)
             return framed

@@ -41,13 +41,18 @@ def is_torch_tensor(x: object) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def _named(field: str, message: str) -> str:
+    """``message`` after the field it is about (``inputs.y_pred: ...``), when there is one."""
+    return f"{field}: {message}" if field else message
+
+
 def _default_int(values: np.ndarray, field: str = "") -> np.ndarray:
     """Integers of a dtype the wire lacks (uint16, uint32, uint64, ...) as int64; refused when one does not fit."""
     if values.dtype.kind not in "iu" or values.dtype in _NUMPY_TO_WIRE:
         return values
     if values.dtype.kind == "u" and values.size and int(values.max()) > np.iinfo(np.int64).max:
-        raise ValueError(f"{field}{': ' if field else ''}cannot send {values.dtype} values above 2**63 - 1 (the "
-                         f"wire's widest integer is int64): found {int(values.max())}")
+        raise ValueError(_named(field, f"cannot send {values.dtype} values above 2**63 - 1 (the wire's widest "
+                                f"integer is int64): found {int(values.max())}"))
     return values.astype(np.int64)
 
 
@@ -92,8 +97,7 @@ def _wire_array(x: ArrayLike, values: bool = False, field: str = "") -> tuple[st
         t = x.detach().cpu().resolve_conj().resolve_neg()  # the values, not a view's lazy conjugate or negation
         name = str(t.dtype).removeprefix("torch.")
         if name not in DTYPES:
-            raise TypeError(f"{field}{': ' if field else ''}cannot send dtype {t.dtype}; "
-                            f"supported: {', '.join(DTYPES)}")
+            raise TypeError(_named(field, f"cannot send dtype {t.dtype}; supported: {', '.join(DTYPES)}"))
         if values:
             t = torch.view_as_real(t.to(torch.complex128)) if t.is_complex() else t.to(torch.float64)
         elif t.dtype == torch.bfloat16:
@@ -110,7 +114,7 @@ def _wire_array(x: ArrayLike, values: bool = False, field: str = "") -> tuple[st
     arr = _default_int(arr, field)
     wire = _NUMPY_TO_WIRE.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
     if wire is None:
-        raise TypeError(f"{field}{': ' if field else ''}cannot send dtype {arr.dtype}; supported: {', '.join(DTYPES)}")
+        raise TypeError(_named(field, f"cannot send dtype {arr.dtype}; supported: {', '.join(DTYPES)}"))
     if values:
         return wire, arr.shape, _values(arr)
     dtype = np.dtype(DTYPES[wire].numpy)

@@ -24,6 +24,7 @@ from ._registry import (
     require_class_indices,
     require_same_shape,
     require_unit_interval,
+    widened,
 )
 
 __all__ = ["modulating_factor"]
@@ -405,7 +406,7 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: floa
             "probabilities must lie in [0, 1] (from_logits=false)",
         )
         # float32 for half types: 1 - 1e-7 rounds to 1 there, and the logit of 1 is inf (NaN loss at p = 1)
-        p = (input.float() if input.dtype in (torch.float16, torch.bfloat16) else input).clamp(eps, 1 - eps)
+        p = widened(input).clamp(eps, 1 - eps)
         x = torch.log(p / (1 - p)).to(input.dtype)
     focal: torch.Tensor | None = None
     if focal_form == "split":

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ._overlap import _probabilities, guarded_power  # the masks and activations of the overlap losses
 from ._registry import (
+    HALF_DTYPES,
     Equivalent,
     Input,
     LossError,
@@ -30,6 +31,7 @@ from ._registry import (
     register_split_name,
     require,
     require_class_indices,
+    widened,
 )
 
 __all__ = [
@@ -171,8 +173,8 @@ def ssim_loss(input: torch.Tensor, target: torch.Tensor, *, window_size: int, si
     """``SSIM = (2μxμy + c1)(2σxy + c2) / ((μx² + μy² + c1)(σx² + σy² + c2) + eps)`` per pixel. Half-precision
     inputs are computed in float32 and the loss cast back (their variances cancel, as in ms_ssim_loss)."""
     _check_images(input, target, window_size, padding, volumes=True)
-    half = input.dtype in (torch.float16, torch.bfloat16)
-    x, y = (input.float(), target.float()) if half else (input, target)
+    half = input.dtype in HALF_DTYPES
+    x, y = widened(input), widened(target)
     ssim, _ = _ssim_maps(x, y, _gaussian(window_size, sigma, x), (k1 * max_val) ** 2,
                          (k2 * max_val) ** 2, eps, padding)
     loss = torch.clamp((1 - ssim) / 2, 0, 1) if form == "half" else 1 - ssim
@@ -230,8 +232,7 @@ def ms_ssim_loss(input: torch.Tensor, target: torch.Tensor, *, window_size: int,
     """Per image and channel ``Π_{j<M} relu(mean cs_j)^w_j · relu(mean ssim_M)^w_M``; loss ``1 -`` that.
     Half-precision inputs are computed in float32 and the loss cast back."""
     _check_images(input, target, window_size, "valid", scales=len(weights))
-    half = input.dtype in (torch.float16, torch.bfloat16)  # variances of small windows cancel in 8-11 bits
-    x, y = (input.float(), target.float()) if half else (input, target)
+    x, y = widened(input), widened(target)  # variances of small windows cancel in 8-11 bits
     g = _gaussian(window_size, sigma, x)
     c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
     factors = []
@@ -518,8 +519,7 @@ def ms_ssim_l1_loss(input: torch.Tensor, target: torch.Tensor, *, sigmas: list[f
     ``|x - y|`` blurred by the largest window, averaged over channels: L1;
     loss = ``compensation · (alpha · (1 - MS-SSIM) + (1 - alpha) · L1 / L)``."""
     _check_images(input, target, 1, "same")
-    half = input.dtype in (torch.float16, torch.bfloat16)
-    x, y = (input.float(), target.float()) if half else (input, target)
+    x, y = widened(input), widened(target)
     pad = int(2 * sigmas[-1])
     size = 2 * pad + 1
     coords = torch.arange(size, dtype=x.dtype, device=x.device) - size // 2

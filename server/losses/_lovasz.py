@@ -14,7 +14,17 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import Equivalent, Input, Param, register_loss, register_split_name, require, require_class_indices
+from ._registry import (
+    HALF_DTYPES,
+    Equivalent,
+    Input,
+    Param,
+    register_loss,
+    register_split_name,
+    require,
+    require_class_indices,
+    widened,
+)
 
 __all__ = ["lovasz_hinge_loss", "lovasz_softmax_loss"]
 
@@ -31,8 +41,8 @@ def _jaccard_steps(gt_sorted: torch.Tensor) -> torch.Tensor:
     >>> len(set(_jaccard_steps(torch.ones(300, dtype=torch.bfloat16)).tolist()))  # 300 equal steps of 1/300
     1
     """
-    if gt_sorted.dtype in (torch.float16, torch.bfloat16):
-        return _jaccard_steps(gt_sorted.float()).to(gt_sorted.dtype)
+    if gt_sorted.dtype in HALF_DTYPES:
+        return _jaccard_steps(widened(gt_sorted)).to(gt_sorted.dtype)
     total = gt_sorted.sum()
     intersection = total - gt_sorted.cumsum(0)
     union = total + (1 - gt_sorted).cumsum(0)

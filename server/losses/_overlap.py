@@ -39,6 +39,7 @@ from ._registry import (
     require,
     require_class_indices,
     require_same_shape,
+    widened,
 )
 
 __all__ = ["OverlapStats", "overlap_stats", "guarded_power"]
@@ -759,7 +760,7 @@ def generalized_dice_loss(
     if w_type == "uniform":
         w = torch.ones_like(t)
     else:  # in float32 for half types, as MONAI: 1/T² of 256 half pixels overflowed to a weight of 0
-        tw = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+        tw = widened(t)
         w = torch.where(tw > 0, 1 / (tw * tw if w_type == "square" else tw).clamp_min(torch.finfo(tw.dtype).tiny),
                         torch.zeros_like(tw))
         largest = w.amax(dim=-1, keepdim=True)

@@ -64,6 +64,8 @@ __all__ = [
     "same_shape",
     "unit_interval",
     "strictness",
+    "HALF_DTYPES",
+    "widened",
 ]
 
 ParamType = Literal["float", "int", "bool", "string", "int_list", "float_list", "object"]
@@ -87,6 +89,19 @@ MeanNormalizer = Literal["count", "weight"]
 #: The error a loss raises for a refused field: the one field error type,
 #: :class:`lossd._wire.FieldError`, by the name loss modules and operator plugins import.
 LossError = FieldError
+
+
+#: Floating dtypes with too few bits to count, sum or cancel in: losses that do so compute them in float32.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def widened(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when its dtype is one of :data:`HALF_DTYPES`, else ``t`` itself.
+
+    >>> widened(torch.ones(1, dtype=torch.bfloat16)).dtype, widened(torch.ones(1, dtype=torch.float64)).dtype
+    (torch.float32, torch.float64)
+    """
+    return t.float() if t.dtype in HALF_DTYPES else t
 
 
 def require(condition: bool | torch.Tensor, field: str, message: str) -> None:

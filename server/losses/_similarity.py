@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._registry import Equivalent, Input, Param, register_loss, require, require_same_shape
+from ._registry import Equivalent, Input, Param, register_loss, require, require_same_shape, widened
 
 __all__ = [
     "psnr_loss",
@@ -152,8 +152,7 @@ def _entropies(input: torch.Tensor, target: torch.Tensor, signal_dims: int, kern
             f"{math.prod(lead)} signals of {length} samples × {num_bins} bins take {work} kernel evaluations; "
             f"at most {MAX_HISTOGRAM_WORK} are allowed")
     eps = torch.finfo(input.dtype).eps
-    half = input.dtype in (torch.float16, torch.bfloat16)
-    x, y = (input.float(), target.float()) if half else (input, target)
+    x, y = widened(input), widened(target)
     x, y = x.reshape(*lead, length), y.reshape(*lead, length)
     centres = torch.arange(num_bins, dtype=x.dtype, device=x.device).unsqueeze(-1)
     k = _KERNELS[kernel]
@@ -310,8 +309,7 @@ def kl_div_loss_2d(input: torch.Tensor, target: torch.Tensor, *, reduction: str)
 def js_div_loss_2d(input: torch.Tensor, target: torch.Tensor, *, reduction: str) -> torch.Tensor:
     """``½KL(t ‖ m) + ½KL(p ‖ m)`` per map, ``m = (p + t) / 2``."""
     _check_heatmaps(input, target)
-    half = input.dtype in (torch.float16, torch.bfloat16)
-    p, t = (input.float(), target.float()) if half else (input, target)
+    p, t = widened(input), widened(target)
     m = 0.5 * (p + t)
     loss = (0.5 * _kl_per_map(t, m) + 0.5 * _kl_per_map(p, m)).to(torch.promote_types(input.dtype, target.dtype))
     return _reduce_last(loss, reduction)

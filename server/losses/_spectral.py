@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import Equivalent, Input, Param, register_loss, require, require_same_shape
+from ._registry import Equivalent, Input, Param, register_loss, require, require_same_shape, widened
 
 __all__ = ["jukebox_loss"]
 
@@ -87,8 +87,7 @@ def jukebox_loss(input: torch.Tensor, target: torch.Tensor, *, fft_signal_size: 
         require(total <= cap, "params.fft_signal_size",
                 f"makes FFTs of {total} elements (N × the sizes); at most {cap} (2^24 or the input's size)")
     # torch's CPU FFT has no float16 / bfloat16: those run in float32, the result in the input's dtype
-    wide = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else None
-    x, y = (input, target) if wide is None else (input.to(wide), target.to(wide))
+    x, y = widened(input), widened(target)
     amplitude_y: torch.Tensor = torch.fft.fftn(y, s=fft_signal_size, dim=dims, norm=fft_norm).abs()
     amplitude_x: torch.Tensor = torch.fft.fftn(x, s=fft_signal_size, dim=dims, norm=fft_norm).abs()
     loss = ((amplitude_y - amplitude_x) ** 2).to(input.dtype)

@@ -45,7 +45,7 @@ from ._caps import item_cap
 from ._plan import Plans
 from ._request import handle_evaluate_bytes, reply_encoding, struct_to_dict
 from ._status import MAX_FIELD_BYTES, MAX_MESSAGE_BYTES, clip
-from ._tensors import payload_array, probably_finite
+from ._tensors import all_finite, payload_array
 
 __all__ = [
     "DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "BatchControl", "BatchLimits", "Outcome", "batch_reply",
@@ -388,7 +388,7 @@ def _evaluate_chunk(
             .reshape(len(payloads), *layout.shape)
             for k, (name, layout) in enumerate(zip(names, layouts))
         }
-        if all(map(_finite, stacked.values())):
+        if all(map(all_finite, stacked.values())):
             decode_s = (time.perf_counter() - start) / len(payloads)
             result = _stacked(registry, first, stacked, device)
     if result is None:  # each alone, each with its own refusal if any
@@ -400,11 +400,6 @@ def _evaluate_chunk(
     for i, reply in zip(payloads, _stacked_replies(result, list(encodings.values()), decode_s)):
         outcomes[i] = reply
         control.evaluated += 1
-
-
-def _finite(tensor: torch.Tensor) -> bool:
-    """No NaN or infinity in ``tensor``: :func:`probably_finite`, and an exact look when its sum overflows."""
-    return probably_finite(tensor) or bool(torch.isfinite(tensor).all())
 
 
 def _stacked(registry: Registry, first: lossd_pb2.EvaluateLossRequest, stacked: dict[str, torch.Tensor],
