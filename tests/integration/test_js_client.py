@@ -202,7 +202,8 @@ const outcome = async (options) => {
   try { return { value: (await createLossdClient({ target, tls, ...options }).evaluateLoss(request)).value }; }
   catch (err) { return describeError(err); }
 };
-console.log(JSON.stringify([await outcome({ token }), await outcome({ token: "wrong-token-0123456789" })]));
+console.log(JSON.stringify([await outcome({ token }), await outcome({ token: "wrong-token-0123456789" }),
+  await outcome({ token, tls: { ...tls, serverName: "wrong.example" } })]));
 """
 
 
@@ -218,6 +219,48 @@ def test_token_and_mutual_tls(node: str, tmp_path: Path) -> None:
                    "key": str(pki.client_key)}
         result = _run([node, "--input-type=module", "-e", SECURE_SCRIPT], stdin=json.dumps(request))
     assert result.returncode == 0, result.stdout + result.stderr
-    good, wrong = json.loads(result.stdout)
+    good, wrong, unverified = json.loads(result.stdout)
     assert good == {"value": 4.0}
     assert wrong["code"] == "UNAUTHENTICATED" and wrong["fieldViolations"] == []
+    # a certificate that does not name the server: the connection fails below gRPC, UNAVAILABLE as in
+    # the Python SDK (Connect itself says INTERNAL, which the README keeps for server bugs)
+    assert unverified["code"] == "UNAVAILABLE" and "wrong.example" in unverified["message"], unverified
+
+
+STREAMS_SCRIPT = """
+import { createLossdClient, describeError, JobState, tensor } from "@lossd/client";
+const { target } = JSON.parse(await new Promise((resolve) => {
+  let text = ""; process.stdin.on("data", (c) => (text += c)).on("end", () => resolve(text));
+}));
+// a default deadline of 1 ms, which every unary call would run out of: the server streams are exempt
+const client = createLossdClient({ target, timeoutMs: 1 });
+const spec = { model: { kind: { case: "linear", value: {} } },
+  data: { source: { case: "builtin", value: { name: "linear_regression" } } },
+  loss: { name: "mse_loss" }, optimizer: { name: "sgd", lr: 0.01 }, epochs: 2, batchSize: 64, seed: 1n };
+const out = {};
+try {
+  let last;
+  for await (const m of client.trainJob(spec)) last = m.event;
+  out.train = JobState[last.state];
+} catch (err) { out.train = describeError(err); }
+out.unary = await client.listLosses({}, { timeoutMs: Infinity }).then((r) => r.losses.length > 0, (e) => describeError(e));
+const bad = { loss: "mse_loss", grad_inputs: ["input"],
+  inputs: { input: tensor("float32", [1], [1]), target: tensor("float32", [1], [0]) } };
+try {
+  for await (const m of client.evaluateLossStream([{ id: "a", request: bad }], { timeoutMs: 60000 })) out.stream = m.id;
+} catch (err) { out.stream = { type: err.constructor.name, message: err.message }; }
+console.log(JSON.stringify(out));
+"""
+
+
+def test_deadlines_and_stream_refusals(node: str, server_address: str) -> None:
+    """The client's ``timeoutMs`` is every call's deadline but the server streams' (a training job outlives
+    it), a call's own ``timeoutMs: Infinity`` is none, and a refused request inside ``evaluateLossStream`` is
+    the ``TypeError`` it is, not the ``INTERNAL`` Connect makes of it."""
+    result = _run([node, "--input-type=module", "-e", STREAMS_SCRIPT], stdin=json.dumps({"target": server_address}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    assert out["train"] == "SUCCEEDED", out
+    assert out["unary"] is True, out
+    assert out["stream"]["type"] == "TypeError", out
+    assert out["stream"]["message"].startswith("EvaluateLossStreamRequest.request.grad_inputs is not a field"), out

@@ -2,11 +2,12 @@
 import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
 import type { CallOptions } from "@connectrpc/connect";
 import type {
-  EvaluateLossRequestSchema, EvaluateLossResponse, EvaluateLossStreamRequestSchema, EvaluateLossStreamResponse,
-  ListLossesRequestSchema, ListLossesResponse, Tensor,
+  EvaluateLossBatchRequestSchema, EvaluateLossBatchResponse, EvaluateLossRequestSchema, EvaluateLossResponse,
+  EvaluateLossStreamRequestSchema, EvaluateLossStreamResponse, ListLossesRequestSchema, ListLossesResponse, Tensor,
 } from "./gen/lossd/v1/lossd_pb.js";
 import type {
-  CancelJobRequestSchema, CancelJobResponse, GetJobRequestSchema, GetJobResponse, ListJobsRequestSchema,
+  CancelJobRequestSchema, CancelJobResponse, DeleteJobRequestSchema, DeleteJobResponse, GetJobRequestSchema, GetJobResponse,
+  ListJobsRequestSchema,
   ListJobsResponse, TrainJobRequestSchema, TrainJobResponse, WatchJobRequestSchema, WatchJobResponse,
 } from "./gen/lossd/v1/training_pb.js";
 
@@ -24,9 +25,10 @@ export interface LossdClientOptions {
   token?: string;
   /** TLS, with an optional CA, client certificate and key (mutual TLS); default plaintext. */
   tls?: boolean | { ca?: string | Uint8Array; cert?: string | Uint8Array; key?: string | Uint8Array; serverName?: string };
-  /** Default deadline of every call. */
+  /** Default deadline (ms) of every call but the server streams (trainJob, watchJob); a call's own
+   * `timeoutMs` wins; `Infinity` (there or per call): none. */
   timeoutMs?: number;
-  /** Largest message sent or received; default 256 MiB, as the server. */
+  /** Largest message sent or received (1 to 2^32 - 1 bytes); default 256 MiB, as the server. */
   maxMessageBytes?: number;
 }
 
@@ -35,6 +37,9 @@ type Init<S extends DescMessage> = MessageInitShape<S>;
 export interface LossdClient {
   listLosses(request: Init<typeof ListLossesRequestSchema>, options?: CallOptions): Promise<ListLossesResponse>;
   evaluateLoss(request: Init<typeof EvaluateLossRequestSchema>, options?: CallOptions): Promise<EvaluateLossResponse>;
+  evaluateLossBatch(
+    request: Init<typeof EvaluateLossBatchRequestSchema>, options?: CallOptions,
+  ): Promise<EvaluateLossBatchResponse>;
   evaluateLossStream(
     requests: AsyncIterable<Init<typeof EvaluateLossStreamRequestSchema>>, options?: CallOptions,
   ): AsyncIterable<EvaluateLossStreamResponse>;
@@ -43,6 +48,7 @@ export interface LossdClient {
   getJob(request: Init<typeof GetJobRequestSchema>, options?: CallOptions): Promise<GetJobResponse>;
   listJobs(request: Init<typeof ListJobsRequestSchema>, options?: CallOptions): Promise<ListJobsResponse>;
   cancelJob(request: Init<typeof CancelJobRequestSchema>, options?: CallOptions): Promise<CancelJobResponse>;
+  deleteJob(request: Init<typeof DeleteJobRequestSchema>, options?: CallOptions): Promise<DeleteJobResponse>;
 }
 
 /** A client for every lossd RPC on one HTTP/2 connection; requests are checked before sending. */
@@ -63,7 +69,7 @@ export declare function tensor(
 /** A Tensor's elements in C order (float16 and bfloat16 as Float32Array; complex64 and complex128 as
  * Float32Array and Float64Array of two numbers per element, real then imaginary). */
 export declare function toArray(
-  t: Pick<Tensor, "dtype" | "raw" | "values">,
+  t: Pick<Tensor, "dtype" | "raw" | "values"> & { shape?: Array<number | bigint> },
 ): Float64Array | Float32Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array;
 
 export interface ErrorDescription {

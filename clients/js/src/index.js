@@ -38,19 +38,23 @@ const SERVICES = [LossService, TrainingService];
 /**
  * A client for every lossd RPC (LossService and TrainingService) on one HTTP/2 connection.
  *
- * Methods are the RPCs in lowerCamelCase: `evaluateLoss`, `listLosses`,
- * `evaluateLossStream`, `trainJob`, `watchJob`, `getJob`, `listJobs`, `cancelJob`.
- * Unary methods return a promise of the reply, server-streaming ones an async
- * iterable; each takes a plain object (checked by `checkRequest`) and Connect's
- * call options ({timeoutMs, headers, signal}).
+ * Methods are the RPCs in lowerCamelCase: `listLosses`, `evaluateLoss`, `evaluateLossBatch`,
+ * `evaluateLossStream`, `trainJob`, `watchJob`, `getJob`, `listJobs`, `cancelJob`, `deleteJob`.
+ * Unary methods return a promise of the reply, streaming ones an async iterable; each
+ * takes a plain object (checked by `checkRequest`; `evaluateLossStream` an iterable of
+ * them) and Connect's call options ({timeoutMs, headers, signal}). `timeoutMs` is the
+ * default deadline of every call but the server streams (`trainJob`, `watchJob` follow a
+ * job for as long as it runs), as in the Python SDK; a call's own `timeoutMs` wins, and
+ * `Infinity` means no deadline.
  *
  * @param {object} [options]
  * @param {string} [options.target] "host:port"; default `$LOSSD_TARGET`, else 127.0.0.1:50051
  * @param {string} [options.token] bearer token, sent as `authorization: Bearer <token>`
  * @param {boolean | {ca?: string | Buffer, cert?: string | Buffer, key?: string | Buffer, serverName?: string}} [options.tls]
  *   TLS (with an optional CA, client certificate and key for mutual TLS); default plaintext
- * @param {number} [options.timeoutMs] default deadline of every call
- * @param {number} [options.maxMessageBytes] largest message sent or received
+ * @param {number} [options.timeoutMs] default deadline of every call but the server streams, in ms
+ *   (at most 2^31 - 1; `Infinity` or none: no deadline)
+ * @param {number} [options.maxMessageBytes] largest message sent or received (1 to 2^32 - 1 bytes)
  * @example
  *   const client = createLossdClient({ target: "127.0.0.1:50051" });
  *   const { value } = await client.evaluateLoss({ loss: "l1", inputs: { input: tensor("float32", [2], [1, 2]), target: tensor("float32", [2], [0, 0]) } });
@@ -65,6 +69,13 @@ export function createLossdClient(options = {}) {
   }
   if (typeof target !== "string" || !/^[^/\s]+:\d+$/.test(target)) {
     throw new TypeError(`createLossdClient: target must be "host:port", got ${JSON.stringify(target)}`);
+  }
+  checkTimeout(timeoutMs, "createLossdClient: timeoutMs");
+  if (typeof tls !== "boolean" && !isPlainObject(tls)) {
+    throw new TypeError(`createLossdClient: tls must be a boolean or {ca, cert, key, serverName}, got ${describe(tls)}`);
+  }
+  if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 1 || maxMessageBytes > 2 ** 32 - 1) {
+    throw new TypeError(`createLossdClient: maxMessageBytes must be an integer from 1 to 2^32 - 1, got ${describe(maxMessageBytes)}`);
   }
   const nodeOptions = {};
   if (tls && typeof tls === "object") {
@@ -87,7 +98,6 @@ export function createLossdClient(options = {}) {
     baseUrl: `${tls ? "https" : "http"}://${target}`,
     interceptors,
     nodeOptions,
-    defaultTimeoutMs: timeoutMs,
     readMaxBytes: maxMessageBytes,
     writeMaxBytes: maxMessageBytes,
   });
@@ -95,36 +105,83 @@ export function createLossdClient(options = {}) {
   for (const service of SERVICES) {
     const raw = createClient(service, transport);
     for (const method of service.methods) {
-      client[method.localName] = checkedMethod(method, raw[method.localName]);
+      // the server streams follow a job for as long as it runs: no default deadline (as the Python SDK)
+      const deadline = method.methodKind === "server_streaming" ? undefined : timeoutMs;
+      client[method.localName] = checkedMethod(method, raw[method.localName], deadline);
     }
   }
   return client;
 }
 
-function checkedMethod(method, call) {
+/** A timeout in ms: undefined or Infinity (none), or a positive number Node's timers can hold. */
+function checkTimeout(ms, what) {
+  if (ms === undefined || ms === Infinity) return;
+  if (typeof ms !== "number" || !(ms > 0) || ms > 2 ** 31 - 1) {
+    throw new TypeError(`${what} must be a number of milliseconds from 1 to 2^31 - 1, or Infinity for none, got ${describe(ms)}`);
+  }
+}
+
+/** Connect's call options with the deadline this call gets: its own `timeoutMs`, else `fallback`. */
+function withDeadline(callOptions, fallback) {
+  if (callOptions !== undefined && !isPlainObject(callOptions)) {
+    throw new TypeError(`call options must be a plain object ({timeoutMs, headers, signal}), got ${describe(callOptions)}`);
+  }
+  const { timeoutMs = fallback, ...rest } = callOptions ?? {};
+  checkTimeout(timeoutMs, "timeoutMs");
+  return timeoutMs === undefined || timeoutMs === Infinity ? rest : { ...rest, timeoutMs };
+}
+
+function checkedMethod(method, call, timeoutMs) {
   const where = method.input.name; // error paths read EvaluateLossRequest.grad_inputs
   if (method.methodKind === "unary") {
     return async (request, callOptions) => {
       checkRequest(method.input, request, where);
-      return call(request, callOptions);
+      return call(request, withDeadline(callOptions, timeoutMs));
     };
   }
   if (method.methodKind === "server_streaming") {
     return (request, callOptions) => {
       checkRequest(method.input, request, where); // throws at the call, before any iteration
-      return call(request, callOptions);
+      return call(request, withDeadline(callOptions, timeoutMs));
     };
   }
-  // client and bidi streaming: check each request as it is sent
-  return (requests, callOptions) => call((async function* checked() {
-    for await (const request of requests) {
-      checkRequest(method.input, request, where);
-      yield request;
-    }
-  })(), callOptions);
+  // client and bidi streaming: each request is checked as it is sent. Connect ends the call as
+  // INTERNAL when the request iterable throws; the caller gets the iterable's own error instead
+  // (the TypeError of a refused request, or whatever the caller's iterable threw).
+  return (requests, callOptions) => {
+    const options = withDeadline(callOptions, timeoutMs);
+    let thrown;
+    const replies = call((async function* checked() {
+      try {
+        for await (const request of requests) {
+          checkRequest(method.input, request, where);
+          yield request;
+        }
+      } catch (err) {
+        thrown = { err };
+        throw err;
+      }
+    })(), options);
+    const own = (err) => { throw thrown ? thrown.err : err; };
+    if (method.methodKind === "client_streaming") return replies.catch(own);
+    return (async function* rethrown() {
+      try {
+        yield* replies;
+      } catch (err) {
+        own(err);
+      }
+    })();
+  };
 }
 
 const JSON_TYPES = new Set(["google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"]);
+// [least, greatest] of each integer scalar type
+const INT_RANGES = new Map([
+  ...[ScalarType.INT64, ScalarType.SINT64, ScalarType.SFIXED64].map((t) => [t, [-(2n ** 63n), 2n ** 63n - 1n]]),
+  ...[ScalarType.UINT64, ScalarType.FIXED64].map((t) => [t, [0n, 2n ** 64n - 1n]]),
+  ...[ScalarType.INT32, ScalarType.SINT32, ScalarType.SFIXED32].map((t) => [t, [-(2n ** 31n), 2n ** 31n - 1n]]),
+  ...[ScalarType.UINT32, ScalarType.FIXED32].map((t) => [t, [0n, 2n ** 32n - 1n]]),
+]);
 const INT64 = new Set([ScalarType.INT64, ScalarType.UINT64, ScalarType.SINT64, ScalarType.FIXED64, ScalarType.SFIXED64]);
 const FLOAT = new Set([ScalarType.DOUBLE, ScalarType.FLOAT]);
 
@@ -238,9 +295,15 @@ function checkEnum(desc, value, path) {
 }
 
 function checkScalar(type, value, path) {
-  if (INT64.has(type)) {
-    if (typeof value === "bigint" || (typeof value === "number" && Number.isSafeInteger(value))) return;
-    fail(path, `must be a bigint or a safe integer, got ${describe(value)}`);
+  if (INT_RANGES.has(type)) {
+    const whole = INT64.has(type) ? typeof value === "bigint" || (typeof value === "number" && Number.isSafeInteger(value))
+      : typeof value === "number" && Number.isInteger(value);
+    if (!whole) fail(path, `must be ${INT64.has(type) ? "a bigint or a safe integer" : "an integer"}, got ${describe(value)}`);
+    const [least, greatest] = INT_RANGES.get(type);
+    if (BigInt(value) < least || BigInt(value) > greatest) {
+      fail(path, `must be from ${least} to ${greatest} (${ScalarType[type].toLowerCase()}), got ${String(value)}`);
+    }
+    return;
   }
   if (FLOAT.has(type)) {
     if (typeof value !== "number") fail(path, `must be a number, got ${describe(value)}`);
@@ -258,7 +321,7 @@ function checkScalar(type, value, path) {
     if (!(value instanceof Uint8Array)) fail(path, `must be a Uint8Array, got ${describe(value)}`);
     return;
   }
-  if (!(typeof value === "number" && Number.isInteger(value))) fail(path, `must be an integer, got ${describe(value)}`); // 32-bit ints
+  fail(path, `has an unsupported scalar type ${ScalarType[type]}`);
 }
 
 function checkJson(value, path) {
@@ -295,15 +358,28 @@ const DTYPES = {
   int64: [BigInt64Array, 8, 1], int32: [Int32Array, 4, 1], int16: [Int16Array, 2, 1], int8: [Int8Array, 1, 1],
   uint8: [Uint8Array, 1, 1], bool: [Uint8Array, 1, 1],
 };
+const INTEGER_DTYPES = new Set(["int64", "int32", "int16", "int8", "uint8"]);
 const LITTLE_ENDIAN = endianness() === "LE";
 
-function checkedShape(shape) {
-  if (!Array.isArray(shape)) throw new TypeError("tensor: shape must be an array of non-negative integers");
+function checkedShape(shape, what = "tensor") {
+  if (!Array.isArray(shape)) throw new TypeError(`${what}: shape must be an array of non-negative integers`);
   return shape.map((d) => {
     const whole = typeof d === "bigint" || (typeof d === "number" && Number.isSafeInteger(d));
-    if (!whole || d < 0) throw new TypeError(`tensor: dimensions must be non-negative integers, got ${String(d)}`);
+    if (!whole || d < 0 || BigInt(d) > 2n ** 63n - 1n) {
+      throw new TypeError(`${what}: dimensions must be integers from 0 to 2^63 - 1, got ${String(d)}`);
+    }
     return BigInt(d);
   });
+}
+
+/** A plain array's element as the double `values` carries: a number (bool: also true/false; integer
+ * dtypes: also a bigint a double holds exactly), never a string, null or object coerced. */
+function valueOf(dtype, v, i) {
+  if (typeof v === "number") return v;
+  if (typeof v === "boolean" && dtype === "bool") return Number(v);
+  if (typeof v === "bigint" && INTEGER_DTYPES.has(dtype) && v >= -(2n ** 53n) && v <= 2n ** 53n) return Number(v);
+  const also = dtype === "bool" ? " or a boolean" : INTEGER_DTYPES.has(dtype) ? " or a bigint within ±2^53 (larger: a BigInt64Array)" : "";
+  throw new TypeError(`tensor: data[${i}] must be a number${also}, got ${describe(v)}`);
 }
 
 /**
@@ -334,7 +410,7 @@ export function tensor(dtype, shape, data) {
     const what = parts === 1 ? `${numel} elements` : `${numel} elements, ${numel * BigInt(parts)} numbers (real, imaginary)`;
     throw new TypeError(`tensor: shape [${dims.join(", ")}] has ${what}, data has ${data.length}`);
   }
-  if (Array.isArray(data)) return { dtype, shape: dims, values: data.map(Number) };
+  if (Array.isArray(data)) return { dtype, shape: dims, values: data.map((v, i) => valueOf(dtype, v, i)) };
   if (ArrayType === null || !(data instanceof ArrayType)) {
     throw new TypeError(`tensor: ${dtype} data must be ${ArrayType ? ArrayType.name : "an array of numbers"}, got ${data?.constructor?.name}`);
   }
@@ -348,7 +424,8 @@ export function tensor(dtype, shape, data) {
  *
  * float32/float16/bfloat16 → Float32Array (exact), float64 → Float64Array, int64 → BigInt64Array,
  * bool → Uint8Array, other integers → their typed array; complex64 → Float32Array and complex128 →
- * Float64Array of two numbers per element (real, imaginary).
+ * Float64Array of two numbers per element (real, imaginary). A tensor whose data does not fill
+ * its shape exactly, or that has both `raw` and `values`, is a TypeError.
  *
  * @param {{dtype: string, shape: bigint[], raw?: Uint8Array, values?: number[]}} t
  * @example
@@ -358,11 +435,21 @@ export function toArray(t) {
   const spec = DTYPES[t.dtype];
   if (spec === undefined) throw new TypeError(`toArray: unknown dtype ${JSON.stringify(t.dtype)}`);
   const [ArrayType, itemsize, parts] = spec;
-  if (t.values !== undefined && t.values.length > 0) {
-    if (ArrayType === BigInt64Array) return BigInt64Array.from(t.values, (v) => BigInt(v));
-    return (ArrayType ?? Float32Array).from(t.values);
-  }
+  const values = t.values ?? [];
   const raw = (t.raw ?? new Uint8Array(0)).slice(); // a copy: aligned, and ours to swap
+  if (values.length > 0 && raw.length > 0) throw new TypeError("toArray: the tensor has both raw and values; a Tensor has one");
+  if (t.shape !== undefined) { // a Tensor message's shape ([] for a scalar) says how many numbers there are
+    const numel = checkedShape(t.shape, "toArray").reduce((a, b) => a * b, 1n);
+    const have = values.length > 0 ? BigInt(values.length) : BigInt(raw.length) / BigInt(itemsize / parts);
+    if (have !== numel * BigInt(parts) || raw.length % itemsize !== 0) {
+      throw new TypeError(`toArray: shape [${t.shape.join(", ")}] has ${numel} ${t.dtype} elements; the tensor has `
+        + (values.length > 0 ? `${values.length} values` : `${raw.length} raw bytes`));
+    }
+  }
+  if (values.length > 0) {
+    if (ArrayType === BigInt64Array) return BigInt64Array.from(values, (v) => BigInt(v));
+    return (ArrayType ?? Float32Array).from(values);
+  }
   if (raw.length % itemsize !== 0) throw new TypeError(`toArray: ${raw.length} raw bytes is not a whole number of ${t.dtype}`);
   if (!LITTLE_ENDIAN) swapBytes(raw, itemsize / parts);
   if (ArrayType !== null) return new ArrayType(raw.buffer, 0, (raw.length / itemsize) * parts);
@@ -399,7 +486,8 @@ const GRPC_CODE_NAMES = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEAD
 
 /**
  * A failed call as plain data: the gRPC code name, the server's message and the
- * google.rpc.BadRequest field violations from the `grpc-status-details-bin` trailer.
+ * google.rpc.BadRequest field violations from the `grpc-status-details-bin` trailer. A
+ * connection that failed below gRPC (TLS, a refused socket) is UNAVAILABLE, as in gRPC.
  * Anything else (the TypeError of a request that failed its check) is thrown again.
  *
  * @param {unknown} err what a client method threw
@@ -414,5 +502,12 @@ export function describeError(err) {
   const e = err;
   const fieldViolations = e.findDetails(BadRequestSchema)
     .flatMap((b) => b.fieldViolations.map(({ field, description }) => ({ field, description })));
-  return { code: GRPC_CODE_NAMES[e.code] ?? Code[e.code] ?? String(e.code), message: e.rawMessage, fieldViolations };
+  // A connection that failed below gRPC (TLS: a certificate or protocol mismatch; a refused or reset
+  // socket) carries Node's error as its cause: Connect calls some of them INTERNAL, which the
+  // README's table reserves for server bugs; gRPC and the Python SDK call them UNAVAILABLE.
+  const cause = e.cause;
+  const unreachable = cause instanceof Error && typeof cause.code === "string" && cause.name !== "AbortError"
+    && (e.code === Code.Internal || e.code === Code.Unknown || e.code === Code.Unavailable);
+  const code = unreachable ? "UNAVAILABLE" : GRPC_CODE_NAMES[e.code] ?? Code[e.code] ?? String(e.code);
+  return { code, message: e.rawMessage, fieldViolations };
 }

@@ -79,7 +79,7 @@ test("typed arrays travel as raw little-endian bytes and come back exactly", () 
   assert.deepEqual(tensor("float32", [], [1.5]), { dtype: "float32", shape: [], values: [1.5] });
   assert.throws(() => tensor("float32", [3], new Float32Array(2)), /shape \[3\] has 3 elements, data has 2/);
   assert.throws(() => tensor("float32", [2], new Float64Array(2)), /float32 data must be Float32Array/);
-  assert.throws(() => tensor("float32", [2.5], [1, 2]), /dimensions must be non-negative integers, got 2.5/);
+  assert.throws(() => tensor("float32", [2.5], [1, 2]), /dimensions must be integers from 0 to 2\^63 - 1, got 2.5/);
   assert.throws(() => tensor("float32", [-1n], []), /got -1/);
 });
 
@@ -105,4 +105,60 @@ test("float16 and bfloat16 raw bytes decode to float32 exactly", () => {
   // bfloat16: 1.0 = 0x3f80, -0.5 = 0xbf00
   const bf16 = new Uint8Array([0x80, 0x3f, 0x00, 0xbf]);
   assert.deepEqual([...toArray({ dtype: "bfloat16", shape: [2n], raw: bf16 })], [1, -0.5]);
+});
+
+test("the types declare every method the client has", async () => {
+  const { readFileSync } = await import("node:fs");
+  const dts = readFileSync(new URL("../src/index.d.ts", import.meta.url), "utf8");
+  const body = dts.slice(dts.indexOf("export interface LossdClient {"));
+  const declared = [...body.slice(0, body.indexOf("\n}")).matchAll(/^ {2}(\w+)\(/gm)].map((m) => m[1]).sort();
+  assert.deepEqual(declared, Object.keys(createLossdClient({ target: "127.0.0.1:9" })).sort());
+});
+
+test("integers are checked against their field's range before sending", () => {
+  assert.throws(() => checkRequest(TrainJobRequestSchema, { epochs: 2 ** 31 }),
+    /TrainJobRequest\.epochs must be from -2147483648 to 2147483647 \(int32\), got 2147483648/);
+  assert.throws(() => checkRequest(TrainJobRequestSchema, { seed: 2n ** 63n }), /TrainJobRequest\.seed must be from .* \(int64\)/);
+  checkRequest(TrainJobRequestSchema, { epochs: 2 ** 31 - 1, seed: -(2n ** 63n) });
+  assert.throws(() => checkRequest(TrainJobRequestSchema, { epochs: 1.5 }), /epochs must be an integer, got number 1.5/);
+  assert.throws(() => tensor("float32", [2n ** 63n], []), /dimensions must be integers from 0 to 2\^63 - 1, got 9223372036854775808/);
+});
+
+test("plain-array elements must be numbers: nothing is coerced", () => {
+  for (const [dtype, data, what] of [["float32", ["1.5", 2], /data\[0\] must be a number, got string "1.5"/],
+    ["float32", [null, 1], /data\[0\] must be a number, got null/], ["float64", [1, [2]], /data\[1\] must be a number, got Array/],
+    ["float32", [true, 1], /data\[0\] must be a number, got boolean true/],
+    ["int64", [2n ** 60n + 1n, 1], /data\[0\] must be a number or a bigint within ±2\^53 \(larger: a BigInt64Array\)/]]) {
+    assert.throws(() => tensor(dtype, [2], data), { name: "TypeError", message: what });
+  }
+  assert.deepEqual(tensor("bool", [2], [true, 0]).values, [1, 0]);
+  assert.deepEqual(tensor("int64", [2], [2n ** 53n, -3]).values, [2 ** 53, -3]);
+  assert.deepEqual(tensor("float32", [2], [NaN, -Infinity]).values, [NaN, -Infinity]); // the server's to refuse
+});
+
+test("client options are checked: timeoutMs, tls, maxMessageBytes", () => {
+  for (const [options, what] of [[{ timeoutMs: -1 }, /timeoutMs must be a number of milliseconds from 1 to 2\^31 - 1, or Infinity for none, got number -1/],
+    [{ timeoutMs: NaN }, /timeoutMs must be/], [{ timeoutMs: "60000" }, /timeoutMs must be .*got string "60000"/],
+    [{ timeoutMs: 2 ** 31 }, /timeoutMs must be/], [{ tls: "no" }, /tls must be a boolean or \{ca, cert, key, serverName\}, got string "no"/],
+    [{ maxMessageBytes: 0 }, /maxMessageBytes must be an integer from 1 to 2\^32 - 1, got number 0/]]) {
+    assert.throws(() => createLossdClient({ target: "127.0.0.1:9", ...options }), { name: "TypeError", message: what });
+  }
+  createLossdClient({ target: "127.0.0.1:9", timeoutMs: Infinity, tls: false, maxMessageBytes: 2 ** 32 - 1 });
+});
+
+test("a call's own timeoutMs is checked too", async () => {
+  const client = createLossdClient({ target: "127.0.0.1:9" });
+  const refused = await client.listLosses({}, { timeoutMs: -5 }).catch((err) => err);
+  assert.ok(refused instanceof TypeError && /^timeoutMs must be/.test(refused.message), String(refused));
+  assert.throws(() => client.watchJob({ jobId: "x" }, "fast"), /call options must be a plain object/);
+});
+
+test("toArray refuses data that does not fill the shape, or raw and values both", () => {
+  assert.throws(() => toArray({ dtype: "float32", shape: [3n], raw: new Uint8Array(8) }),
+    /shape \[3\] has 3 float32 elements; the tensor has 8 raw bytes/);
+  assert.throws(() => toArray({ dtype: "float32", shape: [2n], values: [1, 2, 3] }), /the tensor has 3 values/);
+  assert.throws(() => toArray({ dtype: "float32", shape: [1n], values: [1], raw: new Uint8Array(4) }), /both raw and values/);
+  assert.deepEqual(toArray({ dtype: "complex64", shape: [1n], raw: new Uint8Array(8) }), new Float32Array(2));
+  assert.deepEqual(toArray({ dtype: "float32", shape: [0n, 3n], raw: new Uint8Array(0) }), new Float32Array(0));
+  assert.deepEqual(toArray({ dtype: "float64", shape: [], values: [2] }), new Float64Array([2]));
 });
