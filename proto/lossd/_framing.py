@@ -189,8 +189,11 @@ def _tensor_fields(message_class: Any) -> dict[int, tuple[str, bool]]:
     return fields
 
 
-def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+def _read_varint(view: memoryview, pos: int, max_bytes: int = 10) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it; ``ValueError`` past ``max_bytes`` bytes (upb's
+    limits: 10 for a value, 5 for a tag or a length, which upb refuses longer as corrupt)."""
     result = shift = 0
+    end = pos + max_bytes
     while True:
         b = view[pos]
         pos += 1
@@ -198,7 +201,7 @@ def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
         if b < 0x80:
             return result, pos
         shift += 7
-        if shift > 63:
+        if pos >= end:
             raise ValueError("varint too long")
 
 
@@ -212,13 +215,15 @@ def wire_fields(view: memoryview, start: int, end: int) -> Any:
     """
     pos = start
     while pos < end:
-        key, p = _read_varint(view, pos)
+        key, p = _read_varint(view, pos, 5)
         number, wire_type = key >> 3, key & 7
         if wire_type == 0:
             _, after = _read_varint(view, p)
             value_start = p
         elif wire_type == _LEN:
-            n, value_start = _read_varint(view, p)
+            n, value_start = _read_varint(view, p, 5)
+            if n >= 1 << 31:
+                raise ValueError("length past 2 GiB")
             after = value_start + n
         elif wire_type in (1, 5):
             value_start, after = p, p + (8 if wire_type == 1 else 4)
@@ -266,8 +271,9 @@ def _split(view: memoryview, tensor_fields: dict[int, tuple[str, bool]]) -> tupl
         value: list[Buffer] = []
         raw = None
         for n, wt, _, v_start, v_after in wire_fields(view, value_start, after):
-            if n == 1 and wt == _LEN:
+            if n == 1 and wt == _LEN:  # the last key counts, but upb refuses any that is not UTF-8
                 key = bytes(view[v_start:v_after])
+                key.decode("utf-8")
             elif n == 2 and wt == _LEN:  # repeated value fields merge: concatenate them
                 parts, found = _strip_raw(view, v_start, v_after)
                 value += parts

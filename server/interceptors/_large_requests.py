@@ -37,6 +37,7 @@ from ..rpc._service import Received
 from ..rpc._status import rich_status
 from ._chain import StageInterceptor
 from ._handlers import Context, Handler, shape_of, streams_requests
+from ._malformed import Malformed
 
 __all__ = ["INLINE_PARSE_BYTES", "LargeRequests", "TENSOR_METHODS", "Unparsed", "deferring"]
 
@@ -125,13 +126,17 @@ async def _ready(request: Any, check: bool) -> Any:
 
 
 async def _parsed_items(requests: AsyncIterator[Any], check: bool) -> AsyncIterator[Any]:
-    """Each item parsed (and, when ``check``, its caps checked: a unary method's one request)."""
+    """Each item parsed (and, when ``check``, its caps checked: a unary method's one request). An item
+    refused here comes as :class:`~._malformed.Malformed`, which the innermost stage turns into the
+    call's ``INVALID_ARGUMENT`` whatever servicer reads the stream (raised into gRPC's reflection
+    servicer, the refusal was ``UNKNOWN`` naming lossd's exception class)."""
     async for item in requests:
         try:
             request = await _ready(item, check)
-        except FieldError:
+        except FieldError as e:
             _drop(item)
-            raise
+            yield Malformed(str(e))
+            return
         yield request
 
 

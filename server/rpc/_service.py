@@ -460,42 +460,29 @@ class OneRequest:
 
 async def only_request(requests: AsyncIterator[_T] | OneRequest,
                        context: grpc.aio.ServicerContext[Any, Any]) -> _T:
-    """The one message of a unary call's request stream (EvaluateLoss, as :func:`add_loss_service` registers it). No
-    message: ``INVALID_ARGUMENT``. For a request with payloads split off or left unparsed (64 KiB and more:
-    :func:`lossd._framing.split_payloads`, the LargeRequests interceptor) the end of the stream is read before the
-    message is returned, and a second message is ``INVALID_ARGUMENT``; a small one is returned at once, as gRPC's
-    unary handler would (reading the end of the stream costs a small call about a fifth more server CPU), and a
-    second message is not read.
+    """The one message of a unary call's request stream (EvaluateLoss, as :func:`add_loss_service` registers it),
+    returned as soon as it has come, as gRPC's unary handler would: a second message is not read. No message:
+    ``INVALID_ARGUMENT``.
+
+    The end of the stream is not waited for. It was, for requests of 64 KiB and more (to refuse a second
+    message): a client that sent its message and never half-closed held the call, its bytes and none of the
+    limits' slots (those are taken once the message is read), and a drain did not count it.
 
     gRPC's stream is read with ``context.read()``, which is what its request iterator does inside, and which
     keeps no reference to the message once returned. The iterator, left before its end, is an async generator
     that asyncio closes in a task of its own, scheduled from the garbage collector through
-    ``call_soon_threadsafe`` (a wake-up of the loop): one more task and loop turn for every small call.
+    ``call_soon_threadsafe`` (a wake-up of the loop): one more task and loop turn for every call.
     """
     if isinstance(requests, OneRequest):
         return requests.request  # type: ignore[no-any-return]
-    status = None
-    first: Any = grpc.aio.EOF
     try:
         first = await context.read()
     except FieldError as e:
-        status = rich_status(e)
-    if status is None and first is grpc.aio.EOF:
+        await context.abort_with_status(rich_status(e))
+        raise AssertionError("unreachable") from None  # pragma: no cover
+    if first is grpc.aio.EOF:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "EvaluateLoss takes one request message; none came")
-    if status is None and isinstance(first, ReceivedRequest) and not first.payloads:
-        return first  # type: ignore[return-value]
-    if status is None:
-        try:
-            second = await context.read()
-        except FieldError as e:
-            status = rich_status(e)
-        else:
-            if second is grpc.aio.EOF:
-                return first  # type: ignore[no-any-return]
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "EvaluateLoss takes one request message; a second one came")
-    await context.abort_with_status(status)
-    raise AssertionError("unreachable")  # pragma: no cover
+    return first  # type: ignore[no-any-return]
 
 
 class _ByteBudget:

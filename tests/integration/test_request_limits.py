@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 import torch
 
@@ -182,3 +183,25 @@ def test_a_worker_does_not_reapply_the_default_limits() -> None:
             assert seen[-1][0] == "JOB_STATE_RUNNING", seen
         finally:
             c.cancel(job_id)
+
+
+def test_a_stream_item_over_64_kib_of_a_method_without_tensors_is_invalid_argument(client: Client) -> None:
+    """Server reflection's request stream (grpcurl's) carries no tensors: an item over 64 KiB is refused from its
+    length. The refusal reached gRPC's reflection servicer as an exception raised by the request iterator, which
+    gRPC answered UNKNOWN, naming lossd's exception class, with an ERROR traceback in the log."""
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    from lossd.server.interceptors._large_requests import INLINE_PARSE_BYTES
+
+    call = client.channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    fine = reflection_pb2.ServerReflectionRequest(list_services="")
+    big = reflection_pb2.ServerReflectionRequest(file_containing_symbol="x" * (INLINE_PARSE_BYTES + 10))
+    assert [r.WhichOneof("message_response") for r in call(iter([fine]), timeout=30)] == ["list_services_response"]
+    with pytest.raises(grpc.RpcError) as info:
+        list(call(iter([fine, big]), timeout=30))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert "carries no tensors" in (info.value.details() or ""), info.value.details()
+    assert "FieldError" not in (info.value.details() or "")
+    assert_still_serves(client)

@@ -140,6 +140,47 @@ def test_split_of_invalid_utf8_key_raises_like_upb():
         split_payloads(data, Request, min_bytes=0)
 
 
+def _entry(key: bytes, tag: bytes = b"\x0a") -> bytes:
+    return join([tag, *_len_and(key), *length_delimited(2, [_tensor(1).SerializeToString()])])
+
+
+def _len_and(data: bytes) -> list[bytes]:
+    return [varint(len(data)), data]
+
+
+INPUTS = field_number(Request, "inputs")
+GOOD_ENTRY = _entry(b"x")
+
+
+@pytest.mark.parametrize("data", [
+    # the tag of `inputs` as a 6-byte varint: upb allows a tag 5 bytes at most
+    bytes([0x80 | (INPUTS << 3 | 2), 0x80, 0x80, 0x80, 0x80, 0x00]) + join(_len_and(GOOD_ENTRY)),
+    # the entry's length as a 6-byte varint
+    join([varint(INPUTS << 3 | 2), bytes([0x80 | len(GOOD_ENTRY), 0x80, 0x80, 0x80, 0x80, 0x00]), GOOD_ENTRY]),
+    # a raw payload's length as an 8-byte varint, inside the tensor
+    join(length_delimited(INPUTS, [join([*length_delimited(1, [b"x"]), *length_delimited(2, [
+        b"\x1a" + bytes([0x84, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00]) + b"\0\0\0\0"])])])),
+    # a map entry whose first key is not UTF-8 and whose last key is: upb refuses the first
+    join(length_delimited(INPUTS, [join([*length_delimited(1, [b"\xff"]), GOOD_ENTRY])])),
+])
+def test_split_refuses_what_upb_refuses(data):
+    """Bytes that upb refuses are refused, never rewritten into a message upb would accept (the split wrote
+    over-long varints back in their short form and kept only a map entry's last key, so a large request that
+    upb calls corrupt was evaluated)."""
+    with pytest.raises(DecodeError):
+        Request.FromString(data)
+    with pytest.raises(DecodeError):
+        split_payloads(data, Request, min_bytes=0)
+
+
+def test_split_takes_the_varints_upb_takes():
+    """A non-minimal tag or length of 5 bytes at most is valid protobuf: split as upb parses it."""
+    padded_tag = bytes([0x80 | (INPUTS << 3 | 2), 0x80, 0x80, 0x80, 0x00])
+    padded_len = bytes([0x80 | len(GOOD_ENTRY), 0x80, 0x80, 0x80, 0x00])
+    payloads = _check_split(padded_tag + padded_len + GOOD_ENTRY)
+    assert list(payloads) == ["inputs.x"] and len(payloads["inputs.x"]) == 4
+
+
 def test_small_messages_are_not_split():
     data = Request(inputs={"x": _tensor(4)}).SerializeToString()
     message, payloads = split_payloads(data, Request)
