@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ._registry import Equivalent, Input, Param, register_loss, require
+from ._registry import HALF_DTYPES, Equivalent, Input, Param, register_loss, require, widened
 
 __all__ = ["generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"]
 
@@ -79,10 +79,19 @@ def _iou_and_enclosure(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float
     return iou, union, area_c, corners
 
 
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+def _reduce(loss: torch.Tensor, reduction: str, dtype: torch.dtype) -> torch.Tensor:
+    """``loss`` reduced, then cast to ``dtype`` where that is a half type (computed in float32: :func:`_widened`)."""
     if reduction == "mean":
-        return loss.mean() if loss.numel() else loss.sum() * 0
-    return loss.sum() if reduction == "sum" else loss
+        loss = loss.mean() if loss.numel() else loss.sum() * 0
+    elif reduction == "sum":
+        loss = loss.sum()
+    return loss.to(dtype) if dtype in HALF_DTYPES else loss
+
+
+def _widened(boxes1: torch.Tensor, boxes2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:
+    """Both boxes in float32 where half (areas past 65504 overflowed float16: inf - inf), and the dtype torch would
+    have given the loss."""
+    return widened(boxes1), widened(boxes2), torch.promote_types(boxes1.dtype, boxes2.dtype)
 
 
 def _center_term(
@@ -114,8 +123,9 @@ def _center_term(
 def generalized_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, reduction: str, eps: float) -> torch.Tensor:
     """``1 - (IoU - (C - U) / (C + eps))``, ``IoU = I / (U + eps)``; C the enclosing box's area (volume)."""
     _check(boxes1, boxes2, strict=False, three_d=True)
+    boxes1, boxes2, dtype = _widened(boxes1, boxes2)
     iou, union, area_c, _ = _iou_and_enclosure(boxes1, boxes2, eps)
-    return _reduce(1 - iou + (area_c - union) / (area_c + eps), reduction)
+    return _reduce(1 - iou + (area_c - union) / (area_c + eps), reduction, dtype)
 
 
 @register_loss(
@@ -131,8 +141,9 @@ def generalized_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, redu
 def distance_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, reduction: str, eps: float) -> torch.Tensor:
     """``1 - IoU + d² / (c² + eps)``: d between the centres, c the enclosing box's diagonal."""
     _check(boxes1, boxes2, strict=False)
+    boxes1, boxes2, dtype = _widened(boxes1, boxes2)
     iou, _, _, corners = _iou_and_enclosure(boxes1, boxes2, eps)
-    return _reduce(1 - iou + _center_term(boxes1, boxes2, corners, eps), reduction)
+    return _reduce(1 - iou + _center_term(boxes1, boxes2, corners, eps), reduction, dtype)
 
 
 @register_loss(
@@ -149,10 +160,11 @@ def complete_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, reducti
     """DIoU loss ``+ alpha·v``, ``v = 4/π² (atan(w2/h2) - atan(w1/h1))²``, ``alpha = v / (1 - IoU + v + eps)``
     treated as a constant (no gradient), as in the paper and torchvision."""
     _check(boxes1, boxes2, strict=True)
+    boxes1, boxes2, dtype = _widened(boxes1, boxes2)
     iou, _, _, corners = _iou_and_enclosure(boxes1, boxes2, eps)
     x1, y1, x2, y2 = boxes1.unbind(-1)
     u1, v1, u2, v2 = boxes2.unbind(-1)
     v = (4 / math.pi**2) * (torch.atan((u2 - u1) / (v2 - v1)) - torch.atan((x2 - x1) / (y2 - y1))) ** 2
     with torch.no_grad():
         alpha = v / (1 - iou + v + eps)
-    return _reduce(1 - iou + _center_term(boxes1, boxes2, corners, eps) + alpha * v, reduction)
+    return _reduce(1 - iou + _center_term(boxes1, boxes2, corners, eps) + alpha * v, reduction, dtype)

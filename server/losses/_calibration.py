@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._registry import Equivalent, Input, Param, register_loss, require, require_class_indices
+from ._registry import HALF_DTYPES, Equivalent, Input, Param, register_loss, require, require_class_indices, widened
 
 __all__ = ["nacl_loss"]
 
@@ -89,15 +89,18 @@ def _smoothed_onehot(target: torch.Tensor, n_classes: int, dtype: torch.dtype, k
 )
 def nacl_loss(input: torch.Tensor, target: torch.Tensor, *, kernel_size: int, kernel_ops: str, distance_type: str,
               alpha: float, sigma: float) -> torch.Tensor:
-    """``cross_entropy(input, target) + alpha · mean(|filter(onehot(target)) - input|^(1 or 2))``."""
+    """``cross_entropy(input, target) + alpha · mean(|filter(onehot(target)) - input|^(1 or 2))``. Half precision is
+    computed in float32 and the loss cast back: torch's float16 cross-entropy broke past 65504 pixels (0, inf, NaN)."""
     require(input.dim() in (4, 5) and input.shape[0] > 0 and input.shape[1] > 0, "inputs.input",
             f"must be (N, C, H, W) or (N, C, D, H, W), got shape {list(input.shape)}")
     expected = [input.shape[0], *input.shape[2:]]
     require(list(target.shape) == expected, "inputs.target", f"shape {list(target.shape)} must be {expected}")
     require_class_indices(target, input.shape[1])
-    smoothed = _smoothed_onehot(target, input.shape[1], input.dtype, kernel_size, kernel_ops, sigma)
-    gap = smoothed - input
+    x = widened(input)
+    smoothed = _smoothed_onehot(target, input.shape[1], x.dtype, kernel_size, kernel_ops, sigma)
+    gap = smoothed - x
     penalty = gap.abs().mean() if distance_type == "l1" else gap.pow(2).mean()
-    return F.cross_entropy(input, target) + alpha * penalty
+    loss = F.cross_entropy(x, target) + alpha * penalty
+    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
 
 

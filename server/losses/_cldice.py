@@ -18,7 +18,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._registry import Equivalent, Input, Param, register_loss, require, require_class_indices, require_same_shape
+from ._registry import (
+    HALF_DTYPES,
+    Equivalent,
+    Input,
+    Param,
+    register_loss,
+    require,
+    require_class_indices,
+    require_same_shape,
+    widened,
+)
 
 __all__ = ["soft_skeleton", "soft_cldice_loss", "soft_dice_cldice_loss"]
 
@@ -79,7 +89,8 @@ _CL_PARAMS = (_ITER, _ACTIVATION, *_SMOOTHS, _INCLUDE_BG,
 
 def _prepare(input: torch.Tensor, target: torch.Tensor, activation: str,
              include_background: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities, target) shaped (N, C', *spatial), background dropped if asked."""
+    """(probabilities, target) shaped (N, C', *spatial) in input's dtype, background dropped if asked. An integer
+    target is a mask or one-hot when shaped like input (values 0 or 1), else class indices (N, *spatial)."""
     require(input.dim() in (4, 5) and input.shape[0] > 0 and input.shape[1] > 0, "inputs.input",
             f"must be (N, C, H, W) or (N, C, D, H, W), got shape {list(input.shape)}")
     c = input.shape[1]
@@ -91,13 +102,18 @@ def _prepare(input: torch.Tensor, target: torch.Tensor, activation: str,
             bool(((target >= 0) & (target <= 1)).all()), "inputs.target", "values must lie in [0, 1] (NaN is refused)"
         )
         onehot = target.to(input.dtype)
+    elif target.shape == input.shape:
+        require(bool(((target >= 0) & (target <= 1)).all()), "inputs.target",
+                "an integer target shaped like input is a mask or one-hot: its values must be 0 or 1")
+        onehot = target.to(input.dtype)
     else:
         expected = [input.shape[0], *input.shape[2:]]
         require(list(target.shape) == expected, "inputs.target",
-                f"shape {list(target.shape)} must be {expected} (class indices) or {list(input.shape)}")
+                f"shape {list(target.shape)} must be {expected} (class indices) or {list(input.shape)} (a mask or "
+                "one-hot)")
         require(c > 1, "inputs.target", "class indices need input with C > 1 classes")
         require_class_indices(target, c)
-        onehot = F.one_hot(target, c).movedim(-1, 1).to(input.dtype)
+        onehot = F.one_hot(target.long(), c).movedim(-1, 1).to(input.dtype)
     if activation == "sigmoid":
         probs = torch.sigmoid(input)
     elif activation == "softmax":
@@ -157,10 +173,12 @@ _REFUSES = (
 )
 def soft_cldice_loss(input: torch.Tensor, target: torch.Tensor, *, iter_: int, activation: str, smooth_nr: float,
                      smooth_dr: float, smooth: float, include_background: bool, reduction: str) -> torch.Tensor:
-    """Per sample clDice loss (see notes); shape (N) for 'none'."""
-    probs, onehot = _prepare(input, target, activation, include_background)
+    """Per sample clDice loss (see notes); shape (N) for 'none'. Half precision is computed in float32 and the loss
+    cast back (its sums over every pixel overflow float16)."""
+    probs, onehot = _prepare(widened(input), target, activation, include_background)
     loss = _cldice(probs, onehot, iter_, smooth_nr, smooth_dr, smooth)
-    return loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
+    loss = loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
+    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
 
 
 @register_loss(
@@ -188,11 +206,14 @@ def soft_cldice_loss(input: torch.Tensor, target: torch.Tensor, *, iter_: int, a
 def soft_dice_cldice_loss(input: torch.Tensor, target: torch.Tensor, *, iter_: int, alpha: float, activation: str,
                           smooth_nr: float, smooth_dr: float, smooth: float, include_background: bool,
                           reduction: str) -> torch.Tensor:
-    """``(1 - alpha)·dice + alpha·cldice``, each reduced by ``reduction`` first."""
-    probs, onehot = _prepare(input, target, activation, include_background)
+    """``(1 - alpha)·dice + alpha·cldice``, each reduced by ``reduction`` first. Half precision is computed in float32
+    and the loss cast back: Σ p + Σ t over 2^16 pixels overflowed float16 (a Dice term of 1, gradient 0)."""
+    probs, onehot = _prepare(widened(input), target, activation, include_background)
     dims = list(range(2, probs.dim()))
     dice = 1 - (2 * (probs * onehot).sum(dims) + smooth_nr) / (probs.sum(dims) + onehot.sum(dims) + smooth_dr)
     cl = _cldice(probs, onehot, iter_, smooth_nr, smooth_dr, smooth)
     if reduction == "sum":
-        return (1 - alpha) * dice.sum() + alpha * cl.sum()
-    return (1 - alpha) * dice.mean() + alpha * cl.mean()
+        loss = (1 - alpha) * dice.sum() + alpha * cl.sum()
+    else:
+        loss = (1 - alpha) * dice.mean() + alpha * cl.mean()
+    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss

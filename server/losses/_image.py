@@ -359,7 +359,9 @@ def distance_field(mask: torch.Tensor) -> torch.Tensor:
 )
 def hausdorff_dt_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float, mode: str, from_logits: bool,
                       include_background: bool, aggregation: str, reduction: str, log: bool) -> torch.Tensor:
-    """``mean((p - t)² · (dt(p > 0.5)^alpha + dt(t > 0.5)^alpha))`` per sample and channel (or channel)."""
+    """``mean((p - t)² · (dt(p > 0.5)^alpha + dt(t > 0.5)^alpha))`` per sample and channel (or channel). Half
+    precision keeps the distances and the per-pixel products in float32, as MONAI does (dt^alpha overflowed
+    float16), and casts the reduced loss back."""
     require(
         input.dim() in (4, 5), "inputs.input", f"must be (N, C, H, W) or (N, C, H, W, D), got shape {list(input.shape)}"
     )
@@ -378,14 +380,17 @@ def hausdorff_dt_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float
         require(probs.shape[1] > 1, "params.include_background", "needs more than one channel")
         probs, onehot = probs[:, 1:], onehot[:, 1:]
     n, c = probs.shape[:2]
+    p, t = widened(probs), widened(onehot)
     with torch.no_grad():
         pred_dt = distance_field((probs.detach() > 0.5).reshape(n * c, *spatial)).reshape(n, c, -1)
         target_dt = distance_field((onehot > 0.5).reshape(n * c, *spatial)).reshape(n, c, -1)
-        distance = (pred_dt.pow(alpha) + target_dt.pow(alpha)).to(input.dtype)
-    per_pixel = (probs - onehot) ** 2 * distance
+        distance = (pred_dt.pow(alpha) + target_dt.pow(alpha)).to(p.dtype)
+    per_pixel = (p - t) ** 2 * distance
     loss = per_pixel.mean(dim=2) if aggregation == "per_sample" else per_pixel.mean(dim=(0, 2))
     loss = loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
-    return torch.log1p(loss) if log else loss
+    loss = torch.log1p(loss) if log else loss
+    dtype = torch.promote_types(probs.dtype, onehot.dtype)
+    return loss.to(dtype) if dtype in HALF_DTYPES else loss
 
 
 def _erosion_kernel(dims: int, like: torch.Tensor) -> torch.Tensor:

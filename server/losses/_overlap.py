@@ -176,14 +176,15 @@ def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
     if mode == "multiclass":
         require(input.dim() >= 2, "inputs.input", f"multiclass needs (N, C, *), got shape {list(input.shape)}")
         n_classes = input.shape[1]
-        if target.is_floating_point():
+        if target.is_floating_point() or (target.shape == input.shape and not by_index):
             require_same_shape(input, target, "a float multiclass target is one-hot or class probabilities (N, C, *)")
             require(ignore_index is None, "params.ignore_index", "needs class-index targets in multiclass mode")
-            onehot = target
+            onehot = target if target.is_floating_point() else target.to(input.dtype)
             require(
                 bool(((onehot >= 0) & (onehot <= 1)).all()),
                 "inputs.target",
-                "values must lie in [0, 1] (NaN is refused)",
+                "values must lie in [0, 1] (NaN is refused)" if target.is_floating_point()
+                else "an integer target shaped like input is one-hot: its values must be 0 or 1",
             )
         else:
             expected = [n, *input.shape[2:]]
@@ -199,7 +200,7 @@ def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
                 require(bool(((mask == 0) | (mask == 1)).all()), "inputs.mask",
                         "values must be 0 or 1 with mask_target 'class_indices' (they multiply class indices)")
                 target = torch.where(mask.squeeze(1) == 0, torch.zeros_like(target), target)
-            onehot = F.one_hot(target, n_classes).movedim(-1, 1).to(input.dtype)
+            onehot = F.one_hot(target.long(), n_classes).movedim(-1, 1).to(input.dtype)
         probs = input.softmax(dim=1) if from_logits else input
         if by_index:
             assert mask is not None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._registry import Equivalent, Input, Param, register_loss, require, require_same_shape
+from ._registry import HALF_DTYPES, Equivalent, Input, Param, register_loss, require, require_same_shape, widened
 
 __all__ = ["global_mutual_information_loss", "local_normalized_cross_correlation_loss"]
 
@@ -91,24 +91,27 @@ def _filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 def local_normalized_cross_correlation_loss(input: torch.Tensor, target: torch.Tensor, *, kernel_size: int,
                                             kernel_type: str, smooth_nr: float, smooth_dr: float,
                                             reduction: str) -> torch.Tensor:
-    """``-(cross² + smooth_nr) / (var_t · var_p)`` per pixel (see notes)."""
+    """``-(cross² + smooth_nr) / (var_t · var_p)`` per pixel (see notes). Half precision is computed in float32 and
+    the loss cast back: window sums of squares and the window volume (41³) overflowed float16, and the variances
+    cancel."""
     require(3 <= input.dim() <= 5 and input.shape[1] > 0, "inputs.input",
             f"must be (N, C, *spatial) with 1 to 3 spatial dims, got shape {list(input.shape)}")
     require_same_shape(input, target, "the correlation is local, pixel by pixel")
     require(kernel_size % 2 == 1, "params.kernel_size", f"is {kernel_size}; must be odd (a centred window)")
+    x, y = widened(input), widened(target)
     kernel = _window(kernel_size, kernel_type).to(device=input.device)
-    volume = (kernel.sum() ** (input.dim() - 2)).to(input.dtype)
-    kernel = kernel.to(input.dtype)
-    t_sum, p_sum = _filter(target, kernel), _filter(input, kernel)
-    t2_sum, p2_sum, tp_sum = _filter(target * target, kernel), _filter(input * input, kernel), _filter(target * input,
-                                                                                                      kernel)
+    volume = (kernel.sum() ** (input.dim() - 2)).to(x.dtype)
+    kernel = kernel.to(x.dtype)
+    t_sum, p_sum = _filter(y, kernel), _filter(x, kernel)
+    t2_sum, p2_sum, tp_sum = _filter(y * y, kernel), _filter(x * x, kernel), _filter(y * x, kernel)
     t_avg, p_avg = t_sum / volume, p_sum / volume
     cross = tp_sum - p_avg * t_sum
-    floor = torch.as_tensor(smooth_dr, dtype=input.dtype, device=input.device)
+    floor = torch.as_tensor(smooth_dr, dtype=x.dtype, device=input.device)
     t_var = torch.max(t2_sum - t_avg * t_sum, floor)
     p_var = torch.max(p2_sum - p_avg * p_sum, floor)
     ncc = (cross * cross + smooth_nr) / (t_var * p_var)
-    return -ncc if reduction == "none" else (-ncc.sum() if reduction == "sum" else -ncc.mean())
+    loss = -ncc if reduction == "none" else (-ncc.sum() if reduction == "sum" else -ncc.mean())
+    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
 
 
 def _parzen_gaussian(img: torch.Tensor, num_bins: int, sigma_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,24 +185,27 @@ def _parzen_b_spline(img: torch.Tensor, num_bins: int, order: int) -> tuple[torc
 def global_mutual_information_loss(input: torch.Tensor, target: torch.Tensor, *, kernel_type: str, num_bins: int,
                                    sigma_ratio: float, smooth_nr: float, smooth_dr: float,
                                    reduction: str) -> torch.Tensor:
-    """``-MI(input, target)`` per sample (see notes)."""
+    """``-MI(input, target)`` per sample (see notes). Half precision is computed in float32 and the loss cast back:
+    smooth_nr and the joint probabilities underflow float16, and 1 / (p_ab + nr) overflowed (NaN gradients)."""
     require_same_shape(input, target, "the intensities are paired element by element")
     require(input.dim() >= 1 and input.numel() > 0, "inputs.input", "needs a batch of at least one element")
     weights = input.numel() * num_bins
     require(weights <= MAX_PARZEN_WEIGHTS, "inputs.input",
             f"histograms of shape {list(input.shape)} with {num_bins} bins take {weights} weights; at most "
             f"{MAX_PARZEN_WEIGHTS} are allowed")
+    x, y = widened(input), widened(target)
     if kernel_type == "gaussian":
-        wa, pa = _parzen_gaussian(input, num_bins, sigma_ratio)
-        wb, pb = _parzen_gaussian(target, num_bins, sigma_ratio)
+        wa, pa = _parzen_gaussian(x, num_bins, sigma_ratio)
+        wb, pb = _parzen_gaussian(y, num_bins, sigma_ratio)
     else:
         require(num_bins > 4, "params.num_bins", "b-spline windows need more than 4 bins (2 pad each side)")
-        for name, img in (("input", input), ("target", target)):
+        for name, img in (("input", x), ("target", y)):
             require(bool(img.max() > img.min()), f"inputs.{name}",
                     "b-spline windows need a range of intensities (max > min over the batch)")
-        wa, pa = _parzen_b_spline(input, num_bins, 3)
-        wb, pb = _parzen_b_spline(target, num_bins, 0)
+        wa, pa = _parzen_b_spline(x, num_bins, 3)
+        wb, pb = _parzen_b_spline(y, num_bins, 0)
     pab = torch.bmm(wa.permute(0, 2, 1), wb.to(wa)).div(wa.shape[1])
     papb = torch.bmm(pa.permute(0, 2, 1), pb.to(pa))
     mi = (pab * torch.log((pab + smooth_nr) / (papb + smooth_dr) + smooth_dr)).sum(dim=(1, 2))
-    return -mi if reduction == "none" else (-mi.sum() if reduction == "sum" else -mi.mean())
+    loss = -mi if reduction == "none" else (-mi.sum() if reduction == "sum" else -mi.mean())
+    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss

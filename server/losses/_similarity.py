@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._registry import Equivalent, Input, Param, register_loss, require, require_same_shape, widened
+from ._registry import HALF_DTYPES, Equivalent, Input, Param, register_loss, require, require_same_shape, widened
 
 __all__ = [
     "psnr_loss",
@@ -60,13 +60,16 @@ def _reduce_last(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     ),
 )
 def psnr_loss(input: torch.Tensor, target: torch.Tensor, *, max_val: float) -> torch.Tensor:
-    """``-10·log10(max_val² / mean((input - target)²))``; ``-inf`` with a zero gradient where the MSE is 0."""
+    """``-10·log10(max_val² / mean((input - target)²))``; ``-inf`` with a zero gradient where the MSE is 0.
+    Half precision is computed in float32 and the loss cast back: max_val² / MSE overflowed float16 past 48 dB."""
     require_same_shape(input, target, "PSNR compares images element by element")
-    mse = F.mse_loss(input, target)
+    mse = F.mse_loss(widened(input), widened(target))
     positive = mse > 0
     safe = torch.where(positive, mse, torch.ones_like(mse))
     loss = -10.0 * torch.log10(max_val**2 / safe)
-    return torch.where(positive, loss, torch.full_like(loss, -math.inf))
+    loss = torch.where(positive, loss, torch.full_like(loss, -math.inf))
+    dtype = torch.promote_types(input.dtype, target.dtype)
+    return loss.to(dtype) if dtype in HALF_DTYPES else loss
 
 
 @register_loss(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ._focal import modulating_factor
-from ._registry import Equivalent, Input, Param, register_loss, require, require_class_indices
+from ._registry import HALF_DTYPES, Equivalent, Input, Param, register_loss, require, require_class_indices, widened
 
 __all__ = ["asymmetric_focal_loss", "asymmetric_focal_tversky_loss", "asymmetric_unified_focal_loss"]
 
@@ -39,29 +39,31 @@ _REFUSES = (
 
 
 def _two_channels(input: torch.Tensor, target: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(clamped probabilities, one-hot target), both (N, 2, S)."""
+    """(clamped probabilities, one-hot target), both (N, 2, S). An integer target is a mask or one-hot when shaped
+    like input (values 0 or 1), else class indices (N, *)."""
     require(input.dim() >= 2 and input.shape[0] > 0 and input.shape[1] in (1, 2), "inputs.input",
             f"must be (N, 2, *) or (N, 1, *) (binary segmentation), got shape {list(input.shape)}")
     require(
         bool(((input >= 0) & (input <= 1)).all()), "inputs.input", "probabilities must lie in [0, 1] (NaN is refused)"
     )
     n = input.shape[0]
-    if target.is_floating_point():
+    if target.is_floating_point() or target.shape == input.shape:
         require(target.shape == input.shape, "inputs.target",
                 f"shape {list(target.shape)} must be {list(input.shape)} (one-hot or mask) or "
-                f"{[n, *input.shape[2:]]} (class indices)")
-        require(
-            bool(((target >= 0) & (target <= 1)).all()), "inputs.target", "values must lie in [0, 1] (NaN is refused)"
-        )
+                f"{[n, *input.shape[2:]]} (class indices, an integer dtype)")
+        rule = ("values must lie in [0, 1] (NaN is refused)" if target.is_floating_point()
+                else "an integer target shaped like input is a mask or one-hot: its values must be 0 or 1")
+        require(bool(((target >= 0) & (target <= 1)).all()), "inputs.target", rule)
         onehot = target.to(input.dtype)
         if input.shape[1] == 1:
             onehot = torch.cat([1 - onehot, onehot], dim=1)
     else:
         expected = [n, *input.shape[2:]]
         require(list(target.shape) == expected, "inputs.target",
-                f"shape {list(target.shape)} must be {expected} (class indices) or {list(input.shape)}")
+                f"shape {list(target.shape)} must be {expected} (class indices) or {list(input.shape)} (one-hot or "
+                "mask)")
         require_class_indices(target, 2)
-        onehot = torch.nn.functional.one_hot(target, 2).movedim(-1, 1).to(input.dtype)
+        onehot = torch.nn.functional.one_hot(target.long(), 2).movedim(-1, 1).to(input.dtype)
     if input.shape[1] == 1:
         input = torch.cat([1 - input, input], dim=1)
     probs = input.clamp(epsilon, 1 - epsilon)
@@ -77,7 +79,9 @@ def _focal_terms(probs: torch.Tensor, onehot: torch.Tensor, delta: float, gamma:
 
 def _tversky_terms(probs: torch.Tensor, onehot: torch.Tensor, delta: float, gamma: float,
                    epsilon: float) -> torch.Tensor:
-    """(N, 2): 1 - TI0 and (1 - TI1)^(1 - gamma), TI = (TP + eps) / (TP + delta FN + (1 - delta) FP + eps)."""
+    """(N, 2): 1 - TI0 and (1 - TI1)^(1 - gamma), TI = (TP + eps) / (TP + delta FN + (1 - delta) FP + eps); half
+    types sum in float32 (past 65504 pixels of a class they overflowed float16), so the terms are float32 then."""
+    probs, onehot = widened(probs), widened(onehot)
     tp = (onehot * probs).sum(-1)
     fn = (onehot * (1 - probs)).sum(-1)
     fp = ((1 - onehot) * probs).sum(-1)
@@ -174,10 +178,12 @@ def asymmetric_focal_loss(input: torch.Tensor, target: torch.Tensor, *, delta: f
 )
 def asymmetric_focal_tversky_loss(input: torch.Tensor, target: torch.Tensor, *, delta: float, gamma: float,
                                   epsilon: float, reduction: str) -> torch.Tensor:
-    """Per sample ``[1 - TI0, (1 - TI1)^(1 - gamma)]``; shape (N, 2) for 'none'."""
+    """Per sample ``[1 - TI0, (1 - TI1)^(1 - gamma)]``; shape (N, 2) for 'none'. Half precision sums in float32 and
+    the loss is cast back."""
     probs, onehot = _two_channels(input, target, epsilon)
     loss = _tversky_terms(probs, onehot, delta, gamma, epsilon)
-    return loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
+    loss = loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
+    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
 
 
 @register_loss(
@@ -211,4 +217,5 @@ def asymmetric_unified_focal_loss(input: torch.Tensor, target: torch.Tensor, *, 
     probs, onehot = _two_channels(input, target, epsilon)
     focal = _focal_terms(probs, onehot, delta, gamma).mean()
     tversky = _tversky_terms(probs, onehot, delta, gamma, epsilon).mean()
-    return weight * focal + (1 - weight) * tversky
+    loss = weight * focal + (1 - weight) * tversky
+    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss

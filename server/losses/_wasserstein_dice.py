@@ -14,7 +14,17 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import Equivalent, Input, Param, register_loss, require, require_class_indices, require_finite
+from ._registry import (
+    HALF_DTYPES,
+    Equivalent,
+    Input,
+    Param,
+    register_loss,
+    require,
+    require_class_indices,
+    require_finite,
+    widened,
+)
 
 __all__ = ["generalized_wasserstein_dice_loss"]
 
@@ -76,7 +86,9 @@ _M = "M = [[0, 1, 1], [1, 0, 0.5], [1, 0.5, 0]]"
 def generalized_wasserstein_dice_loss(input: torch.Tensor, target: torch.Tensor, dist_matrix: torch.Tensor, *,
                                       weighting_mode: str, smooth_nr: float, smooth_dr: float,
                                       reduction: str) -> torch.Tensor:
-    """Per sample ``1 - (2 TP + smooth_nr) / (denominator + smooth_dr)`` (see the notes); shape (N) for 'none'."""
+    """Per sample ``1 - (2 TP + smooth_nr) / (denominator + smooth_dr)`` (see the notes); shape (N) for 'none'.
+    Half precision is computed in float32 and the loss cast back: the sums over pixels and the class volumes
+    overflowed float16 (a loss of 1 with zero gradients)."""
     require(input.dim() >= 2 and input.shape[0] > 0 and input.shape[1] > 0, "inputs.input",
             f"must be (N, C, *) with N, C >= 1, got shape {list(input.shape)}")
     n, c = input.shape[:2]
@@ -89,18 +101,20 @@ def generalized_wasserstein_dice_loss(input: torch.Tensor, target: torch.Tensor,
     require(bool((dist_matrix >= 0).all()), "inputs.dist_matrix", "distances must be >= 0")
     largest = dist_matrix.max()
     require(bool(largest > 0), "inputs.dist_matrix", "must have an entry > 0 (it is divided by its largest)")
-    m = (dist_matrix / largest if bool(largest != 1) else dist_matrix).to(input.dtype)
-    probs = input.reshape(n, c, -1).softmax(dim=1)
+    x = widened(input)
+    m = (dist_matrix / largest if bool(largest != 1) else dist_matrix).to(x.dtype)
+    probs = x.reshape(n, c, -1).softmax(dim=1)
     flat = target.reshape(n, -1)
     wass = (m[flat] * probs.transpose(1, 2)).sum(-1)  # (N, S): Σ_c M[t, c] p_c
     if weighting_mode == "GDL":
-        volumes = torch.nn.functional.one_hot(flat, c).sum(1).to(input.dtype)  # (N, C)
+        volumes = torch.nn.functional.one_hot(flat, c).sum(1).to(x.dtype)  # (N, C)
         alpha_t = (1 / (volumes + 1)).gather(1, flat)
         true_pos = (alpha_t * (1 - wass)).sum(-1)
         denominator = (alpha_t * (2 - wass)).sum(-1)
     else:
-        alpha_t = (flat != 0).to(input.dtype)
+        alpha_t = (flat != 0).to(x.dtype)
         true_pos = (alpha_t * (1 - wass)).sum(-1)
         denominator = 2 * true_pos + wass.sum(-1)
     loss = 1 - (2 * true_pos + smooth_nr) / (denominator + smooth_dr)
-    return loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
+    loss = loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
+    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
