@@ -99,6 +99,8 @@ def _wire_array(x: ArrayLike, values: bool = False, field: str = "") -> tuple[st
         if name not in DTYPES:
             raise TypeError(_named(field, f"cannot send dtype {t.dtype}; supported: {', '.join(DTYPES)}"))
         if values:
+            if t.dtype == torch.int64:
+                _exact_in_float64(t.contiguous().numpy(), field)
             t = torch.view_as_real(t.to(torch.complex128)) if t.is_complex() else t.to(torch.float64)
         elif t.dtype == torch.bfloat16:
             t = t.view(torch.int16)  # numpy has no bfloat16; the bytes are the same
@@ -116,18 +118,50 @@ def _wire_array(x: ArrayLike, values: bool = False, field: str = "") -> tuple[st
     if wire is None:
         raise TypeError(_named(field, f"cannot send dtype {arr.dtype}; supported: {', '.join(DTYPES)}"))
     if values:
-        return wire, arr.shape, _values(arr)
+        return wire, arr.shape, _values(arr, field)
     dtype = np.dtype(DTYPES[wire].numpy)
     if arr.dtype != dtype or not arr.flags.c_contiguous:  # np.require costs microseconds even when it keeps arr
         arr = np.require(arr, dtype=dtype, requirements="C")  # 0-d stays 0-d
     return wire, arr.shape, arr
 
 
-def _values(arr: np.ndarray) -> np.ndarray:
+def _values(arr: np.ndarray, field: str = "") -> np.ndarray:
     """The float64 numbers ``values`` carries: one per element, two (real, imaginary) for complex."""
     if arr.dtype.kind == "c":
         return np.ascontiguousarray(arr, dtype="<c16").view("<f8")
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize == 8:
+        _exact_in_float64(arr, field)
     return np.ascontiguousarray(arr, dtype="<f8")
+
+
+#: Integers a float64 holds exactly, whatever their last bits: magnitude at most 2**53.
+_EXACT_INT = 2**53
+
+
+def _exact_in_float64(arr: np.ndarray, field: str = "") -> None:
+    """Refuse 64-bit integers that a float64 number (``values``) would round, naming the first.
+
+    >>> _exact_in_float64(np.array([2**53, -2**53, 2**60]))  # exact: kept
+    >>> _exact_in_float64(np.array([0, 2**53 + 1]), "inputs.target")
+    Traceback (most recent call last):
+    ...
+    ValueError: inputs.target: int64 value 9007199254740993 (flat index 1) cannot travel exactly with \
+encoding='values' (a float64 number holds integers exactly only up to 2**53 in magnitude); use encoding='raw'
+    """
+    big = (arr > _EXACT_INT) | (arr < -_EXACT_INT)
+    if not big.any():
+        return
+    flat = np.flatnonzero(big)
+    ints = arr.reshape(-1)[flat]
+    floats = ints.astype(np.float64)
+    # 2.0**63 and above does not fit back into int64 (numpy's cast would be undefined there): never exact
+    exact = (floats < 2.0**63) & (np.where(floats < 2.0**63, floats, 0).astype(np.int64) == ints)
+    if exact.all():
+        return
+    k = int(np.argmin(exact))
+    raise ValueError(_named(field, f"{arr.dtype} value {int(ints[k])} (flat index {int(flat[k])}) cannot travel "
+                                   "exactly with encoding='values' (a float64 number holds integers exactly only "
+                                   "up to 2**53 in magnitude); use encoding='raw'"))
 
 
 #: What :func:`decode` learned from a tensor header that passed :func:`~lossd._wire.check_tensor`:
@@ -166,19 +200,37 @@ def decode(msg: lossd_pb2.Tensor, as_torch: bool = False, raw: bytes | memoryvie
     info = DTYPES[layout.dtype]
     if layouts is not None and layout.encoding == "raw" and info.numpy is not None:
         layouts[(layout.dtype, layout.shape)] = (np.dtype(info.numpy), layout.numel * info.itemsize)
-    if layout.encoding == "values":
-        arr: np.ndarray[Any, Any] = np.asarray(msg.values, dtype=np.float64)
+    if info.numpy is None:  # bfloat16: its bits are the top half of a float32's
+        if layout.encoding == "values":
+            bits = _bfloat16_bits(np.asarray(msg.values, dtype=np.float64).astype(np.float32))
+        else:
+            bits = np.frombuffer(layout.raw, dtype="<u2")
+        if as_torch:  # from the bits: a conversion would not keep a NaN's sign and payload
+            torch = sys.modules["torch"]
+            t = torch.from_numpy(np.require(bits, dtype=np.int16, requirements=["C", "W"]))
+            return t.view(torch.bfloat16).reshape(layout.shape)
+        arr: np.ndarray[Any, Any] = (bits.astype(np.uint32) << 16).view(np.float32).reshape(layout.shape)
+    elif layout.encoding == "values":
+        arr = np.asarray(msg.values, dtype=np.float64)
         if info.kind == "complex":
             arr = arr.view(np.complex128)
-        arr = arr.astype(np.float32 if info.numpy is None else np.dtype(info.numpy)).reshape(layout.shape)
-    elif info.numpy is None:  # bfloat16: the top half of a float32
-        bits = np.frombuffer(layout.raw, dtype="<u2").astype(np.uint32) << 16
-        arr = bits.view(np.float32).reshape(layout.shape)
+        arr = arr.astype(np.dtype(info.numpy)).reshape(layout.shape)
     else:
         arr = np.frombuffer(layout.raw, dtype=np.dtype(info.numpy)).reshape(layout.shape)
     if as_torch:
         torch = sys.modules["torch"]
-        t = torch.from_numpy(np.require(arr, requirements=["C", "W"]))  # copies a read-only view; 0-d stays 0-d
-        return t.to(torch.bfloat16) if layout.dtype == "bfloat16" else t
+        return torch.from_numpy(np.require(arr, requirements=["C", "W"]))  # copies a read-only view; 0-d stays 0-d
     arr.flags.writeable = False
     return arr
+
+
+def _bfloat16_bits(f32: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (uint16) of float32 numbers, rounded to the nearest even as torch rounds; a NaN
+    keeps its sign and the top of its payload (``values`` carries a bfloat16 NaN's bits that way).
+
+    >>> [hex(b) for b in _bfloat16_bits(np.array([1.0, -np.nan, 1 + 2**-8, 1 + 3 * 2**-8], np.float32))]
+    ['0x3f80', '0xffc0', '0x3f80', '0x3f82']
+    """
+    u = np.ascontiguousarray(f32, dtype=np.float32).view(np.uint32)
+    rounded = (u + np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1))) >> 16
+    return np.where(np.isnan(f32), (u >> 16) | np.uint32(0x40), rounded).astype(np.uint16)

@@ -78,10 +78,11 @@ def bind_params(
 
 def legacy_reduction(spec: LossSpec, params: Mapping[str, Any]) -> dict[str, Any]:
     """torch's deprecated ``size_average`` / ``reduce`` turned into ``reduction`` as torch turns
-    them (they override ``reduction``), with torch's own deprecation warning.
+    them, with torch's own deprecation warning: when one of them is not null they override
+    ``reduction``; when every one sent is null they are ignored (``reduction`` stays), as in torch.
 
-    Only for a loss whose ``reduction`` takes 'none', 'mean' and 'sum'; elsewhere they stay
-    unknown parameters (:data:`DEPRECATED_PARAMS` says what to send instead).
+    Only for a loss whose torch functional takes them (``LossSpec.legacy_reduction``); any other
+    refuses them, null included, as torch raises a TypeError there.
 
     >>> from lossd.server.losses import REGISTRY
     >>> import warnings
@@ -89,17 +90,30 @@ def legacy_reduction(spec: LossSpec, params: Mapping[str, Any]) -> dict[str, Any
     ...     warnings.simplefilter("ignore")
     ...     legacy_reduction(REGISTRY.get("mse_loss"), {"size_average": False})
     {'reduction': 'sum'}
+    >>> legacy_reduction(REGISTRY.get("mse_loss"), {"size_average": None, "reduction": "none"})
+    {'reduction': 'none'}
+    >>> legacy_reduction(REGISTRY.get("huber_loss"), {"reduce": False})
+    Traceback (most recent call last):
+    ...
+    lossd._wire.FieldError: params.reduce: huber_loss does not take reduce \
+(torch.nn.functional.huber_loss has no such argument); use reduction
     """
     legacy = {k: params[k] for k in DEPRECATED_PARAMS if k in params}
-    p = spec.param("reduction")
-    if not legacy or p is None or not {"none", "mean", "sum"} <= set(p.choices):
+    if not legacy:
         return dict(params)
+    if not spec.legacy_reduction:
+        name = next(iter(legacy))
+        why = (f"{spec.source} has no such argument" if spec.source.startswith("torch.")
+               else "a deprecated argument of older torch losses only")
+        raise FieldError(f"params.{name}", f"{spec.name} does not take {name} ({why}); use reduction")
     for name, value in legacy.items():
         if value is not None and not isinstance(value, bool):
             raise FieldError(
                 f"params.{name}", f"must be true, false or null, got {value!r} ({DEPRECATED_PARAMS[name]})"
             )
     rest = {k: v for k, v in params.items() if k not in legacy}
+    if all(v is None for v in legacy.values()):  # torch: `if size_average is not None or reduce is not None`
+        return rest
     rest["reduction"] = _reduction.legacy_get_string(legacy.get("size_average"), legacy.get("reduce"))
     return rest
 

@@ -131,7 +131,9 @@ _IGNORE_INDEX = Param("ignore_index", "int", -100,
     ),
     description="Cross entropy between logits and class indices or class probabilities.",
     source="torch.nn.functional.cross_entropy",
-    notes="ignore_index applies to class-index targets only (torch refuses it with probability targets). "
+    legacy_reduction=True,
+    notes="ignore_index applies to class-index targets only: with probability targets it has no effect, and "
+    "one >= 0 is refused (as torch refuses it). "
     "With class-index targets the weighted 'mean' divides by the sum of the targets' weights.",
     example=_ce_example,
     domain=(_CE_PROBS, SMOOTHING),
@@ -157,8 +159,9 @@ def cross_entropy(
     if target.is_floating_point():
         require_same_shape(input, target, "class-probability targets have one probability per class")
         _CE_PROBS.check(((target >= 0) & (target <= 1)).all())
-        require(ignore_index == _IGNORE_INDEX.default, "params.ignore_index",
-                "applies to class-index targets only; leave it at -100 with class-probability targets")
+        require(ignore_index < 0, "params.ignore_index",
+                f"is {ignore_index}; it applies to class-index targets only, and torch refuses one >= 0 "
+                "with class-probability targets")
     else:
         target = target.to(torch.int64)  # torch takes int64 or uint8 class indices; lossd any integer dtype
         _class_targets(input, target, ignore_index)
@@ -187,6 +190,7 @@ def _nll_example(dt: torch.dtype) -> dict[str, object]:
     params=(REDUCTION, _IGNORE_INDEX),
     description="Negative log-likelihood of class indices given log-probabilities.",
     source="torch.nn.functional.nll_loss",
+    legacy_reduction=True,
     notes="The weighted 'mean' divides by the sum of the targets' weights.",
     example=_nll_example,
     refuses=(_CLASS_INDEX, "a weight not shaped (C)"),
@@ -235,6 +239,7 @@ def _bce_example(dt: torch.dtype) -> dict[str, object]:
     params=(REDUCTION,),
     description="Binary cross entropy between predicted probabilities and targets in [0, 1].",
     source="torch.nn.functional.binary_cross_entropy",
+    legacy_reduction=True,
     notes="Log terms are clamped at -100, as in torch.",
     example=_bce_example,
     refuses=("input probabilities or targets outside [0, 1] (torch's own errors)", "a target shaped unlike the "
@@ -275,6 +280,7 @@ def _bce_logits_example(dt: torch.dtype) -> dict[str, object]:
     params=(REDUCTION,),
     description="Sigmoid plus binary cross entropy in one numerically stable step, with pos_weight.",
     source="torch.nn.functional.binary_cross_entropy_with_logits",
+    legacy_reduction=True,
     example=_bce_logits_example,
     domain=(_BCE_TARGETS,),
     refuses=("a target shaped unlike the input (torch's own error)",
@@ -327,6 +333,7 @@ def _kl_example(dt: torch.dtype) -> dict[str, object]:
     ),
     description="Kullback-Leibler divergence KL(target || exp(input)), pointwise, reduced.",
     source="torch.nn.functional.kl_div",
+    legacy_reduction=True,
     notes="'mean' divides by the number of elements; 'batchmean' (the KL divergence) by the batch size. "
           "torch warns that 'mean' is not the KL divergence; the warning reaches the caller.",
     example=_kl_example,
@@ -369,6 +376,7 @@ def _mlsm_example(dt: torch.dtype) -> dict[str, object]:
     params=(REDUCTION,),
     description="Multi-label one-versus-all logistic loss, averaged over classes.",
     source="torch.nn.functional.multilabel_soft_margin_loss",
+    legacy_reduction=True,
     example=_mlsm_example,
     domain=(_LABELS, _MLSM_SHAPE),
     refuses=("a 0-d input (no class dimension)", "a target that does not broadcast (torch's own error)",
@@ -406,6 +414,7 @@ def _mlm_example(dt: torch.dtype) -> dict[str, object]:
     params=(REDUCTION,),
     description="Multi-label hinge loss between every target class and every non-target class.",
     source="torch.nn.functional.multilabel_margin_loss",
+    legacy_reduction=True,
     notes="Only the labels before the first -1 of each row count. An empty batch is refused "
           "unless reduction is 'none' (torch's CPU kernel returns uninitialised memory). "
           "float16/bfloat16: torch's CPU kernel has none (UNIMPLEMENTED on a CPU server).",
@@ -450,6 +459,7 @@ def _mm_example(dt: torch.dtype) -> dict[str, object]:
     ),
     description="Multi-class hinge loss (one target class per sample).",
     source="torch.nn.functional.multi_margin_loss",
+    legacy_reduction=True,
     notes="An empty batch is refused unless reduction is 'none' (torch's CPU kernel returns uninitialised memory). "
           "float16/bfloat16: torch's CPU kernel has none (UNIMPLEMENTED on a CPU server).",
     example=_mm_example,
@@ -490,6 +500,7 @@ def _sm_example(dt: torch.dtype) -> dict[str, object]:
     params=(REDUCTION,),
     description="Two-class logistic loss log(1 + exp(-target * input)) with targets +-1.",
     source="torch.nn.functional.soft_margin_loss",
+    legacy_reduction=True,
     example=_sm_example,
     domain=(SIGNS, same_shape(torch_warns=False)),
     refuses=("shapes that do not broadcast (torch's own error)",),

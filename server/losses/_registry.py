@@ -240,6 +240,10 @@ class Param:
     min_exclusive: bool = False
     max_exclusive: bool = False
     nullable: bool = False
+    #: A float that may be +-Infinity where torch takes it (a norm degree: ``p=inf`` is the max norm).
+    #: Only such a parameter lets an infinite number through ``params`` (server/rpc/_request.py,
+    #: ``struct_to_dict``); NaN is refused for every parameter.
+    infinite: bool = False
 
     def range_text(self) -> str:
         """The allowed range as people write it, e.g. ``[0, 1]`` or ``> 0``."""
@@ -415,6 +419,11 @@ class LossSpec:
     #: params, dtypes and shapes run as one call (EvaluateLossBatch, server/evaluation/_vectorized.py),
     #: bit-identical to one at a time (tests/unit/test_vectorized.py proves it per loss).
     vectorized: bool = False
+    #: torch's functional takes the deprecated ``size_average`` and ``reduce``: they become
+    #: ``reduction`` as torch makes them (server/evaluation/_binding.py, ``legacy_reduction``);
+    #: every other loss refuses them, as torch raises a TypeError for a functional without them.
+    #: tests/unit/test_torch_acceptance.py checks it against torch's signatures.
+    legacy_reduction: bool = False
     _by_input: dict[str, Input] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -640,6 +649,7 @@ def register_loss(
     domain: Sequence[Domain] = (),
     refuses: Sequence[str] = (),
     vectorized: bool = False,
+    legacy_reduction: bool = False,
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a loss function under ``name``.
@@ -654,6 +664,8 @@ def register_loss(
     kept samples' total class weight rather than their count. ``vectorized``: the loss
     is elementwise and reduced by a plain mean or sum, so a batch of same-shaped items
     may run as one call (only once tests/unit/test_vectorized.py proves it bit-identical).
+    ``legacy_reduction``: the torch functional takes the deprecated ``size_average`` and
+    ``reduce`` (elsewhere they are refused, as torch refuses them).
     The decorated object is a function ``(inputs..., *, params...) -> Tensor``
     or an ``nn.Module`` subclass (params to ``__init__``, inputs to ``forward``);
     it is returned unchanged. ``domain`` lists the loss's rules of kind (a)
@@ -681,6 +693,7 @@ def register_loss(
             domain=tuple(domain),
             refuses=tuple(refuses),
             vectorized=vectorized,
+            legacy_reduction=legacy_reduction,
         )
         (_TARGET.get() if registry is None else registry).add(spec)
         return fn

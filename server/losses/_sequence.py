@@ -34,8 +34,8 @@ def _ctc_example(dt: torch.dtype) -> dict[str, object]:
 
 def _lengths(t: torch.Tensor, name: str, batched: bool, n: int) -> torch.Tensor:
     field = f"inputs.{name}"
-    if batched:
-        require(t.dim() == 1 and t.shape[0] == n, field,
+    if batched:  # torch also takes a 0-d length for a batch of one
+        require((t.dim() == 1 and t.shape[0] == n) or (t.dim() == 0 and n == 1), field,
                 f"must have shape (N) = ({n}), one length per sequence; got {list(t.shape)}")
     else:
         require(t.numel() == 1 and t.dim() <= 1, field,
@@ -65,9 +65,11 @@ def _labels(labels: torch.Tensor, n_classes: int, blank: int) -> None:
               doc="labels in [0, C), never blank: padded (N, S) or concatenated (sum(target_lengths)); "
                   "unbatched: (target_length) or (1, S)"),
         Input("input_lengths", "input lengths", kind="int", scalar="int_list",
-              doc="length of each input, (N) or () unbatched; <= T; or a list of integers in params"),
+              doc="length of each input, (N), or () unbatched or when N = 1; <= T; "
+                  "or a list of integers in params"),
         Input("target_lengths", "target lengths", kind="int", scalar="int_list",
-              doc="length of each target, (N) or () unbatched; <= S when padded; or a list of integers in params"),
+              doc="length of each target, (N), or () unbatched or when N = 1; <= S when padded; "
+                  "or a list of integers in params"),
     ),
     params=(
         REDUCTION,
@@ -101,7 +103,8 @@ def ctc_loss(
 
     ``mean`` divides each loss by its target length (at least 1), then averages over the batch.
     Shapes: log_probs ``(T, N, C)`` or ``(T, C)``; targets ``(N, S)`` or ``(sum(target_lengths))``
-    (N = 1 when unbatched); input_lengths, target_lengths ``(N)`` or ``()``; output scalar, or ``(N)`` / ``()``
+    (N = 1 when unbatched); input_lengths, target_lengths ``(N)``, or ``()`` unbatched or when N = 1;
+    output scalar, or ``(N)`` / ``()``
     for ``reduction='none'``.
     """
     require(log_probs.dim() in (2, 3), "inputs.log_probs",

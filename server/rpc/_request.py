@@ -18,13 +18,14 @@ encodes the loss and gradients in the request's encoding. Every refusal is a
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from ..._framing import Buffer, field_number, join, length_delimited, map_entry
 from ..._wire import FieldError, TensorLimits
@@ -124,7 +125,7 @@ def handle_evaluate_bytes(
                 Term(
                     t.loss,
                     t.weight if t.HasField("weight") else 1.0,
-                    struct_to_dict(t.params, f"terms[{i}].params"),
+                    struct_to_dict(t.params, f"terms[{i}].params", registry, t.loss),
                     t.name,
                     dict(t.inputs),
                     dict(t.transforms),
@@ -132,14 +133,15 @@ def handle_evaluate_bytes(
                 for i, t in enumerate(request.terms)
             ]
         else:
-            terms = [Term(request.loss, 1.0, struct_to_dict(request.params))]
+            terms = [Term(request.loss, 1.0, struct_to_dict(request.params, "params", registry, request.loss))]
         r = request.regularization
         reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
         result = evaluate_objective(registry, terms, decoded.inputs, decoded.parameters, reg,
                                     list(request.grad_inputs), device, request.strict)
     else:
         with capture_warnings() as seen, strictness(request.strict):
-            binding, bound = bind(registry, request.loss, decoded.inputs, struct_to_dict(request.params),
+            binding, bound = bind(registry, request.loss, decoded.inputs,
+                                  struct_to_dict(request.params, "params", registry, request.loss),
                                   list(request.grad_inputs))
             plan = _plan(binding, decoded.inputs, bound, encoding, seen) if key is not None else None
             result = run_bound(binding, bound, decoded.grad_output, device)
@@ -282,11 +284,52 @@ def encode_reply(result: Evaluation, encoding: str, decode_s: float) -> bytes:
     return join(pieces)
 
 
-def struct_to_dict(message: Any, field: str = "params") -> dict[str, Any]:
-    """A ``google.protobuf.Struct`` as a dict; NaN/Infinity numbers are refused."""
+def struct_to_dict(
+    message: Any, field: str = "params", registry: Registry | None = None, loss: str = ""
+) -> dict[str, Any]:
+    """A ``google.protobuf.Struct`` as a dict; NaN/Infinity numbers are refused, except +-Infinity
+    as the value of a parameter of ``loss`` that declares it (``Param.infinite``: a norm degree).
+
+    >>> from google.protobuf import struct_pb2
+    >>> from lossd.server.losses import REGISTRY
+    >>> params = struct_pb2.Struct(fields={"p": struct_pb2.Value(number_value=float("inf"))})
+    >>> struct_to_dict(params, registry=REGISTRY, loss="pairwise_distance")
+    {'p': inf}
+    >>> struct_to_dict(params, registry=REGISTRY, loss="mse_loss")
+    Traceback (most recent call last):
+    ...
+    lossd._wire.FieldError: params: numbers must be finite (NaN and Infinity cannot be parameters): \
+Fail to serialize Infinity for Value.number_value, which would parse as string_value
+    """
     if not message.ByteSize():
         return {}
     try:
         return json_format.MessageToDict(message)
     except ValueError as e:
-        raise FieldError(field, f"numbers must be finite (NaN and Infinity cannot be parameters): {e}") from e
+        error = e
+    infinite = _infinite_params(message, registry, loss)
+    if infinite:  # the rest converted as before: any other non-finite number is refused as before
+        rest = struct_pb2.Struct()
+        rest.CopyFrom(message)
+        for name in infinite:
+            del rest.fields[name]
+        try:
+            others = json_format.MessageToDict(rest)
+        except ValueError as e:
+            error = e
+        else:
+            return {name: infinite[name] if name in infinite else others[name] for name in message.fields}
+    raise FieldError(field, f"numbers must be finite (NaN and Infinity cannot be parameters): {error}") from error
+
+
+def _infinite_params(message: Any, registry: Registry | None, loss: str) -> dict[str, float]:
+    """The +-Infinity numbers of ``message`` sent for parameters of ``loss`` that take them."""
+    spec = registry.find(loss) if registry is not None and loss else None
+    if spec is None:
+        return {}
+    out = {}
+    for p in spec.params:
+        value = message.fields[p.name] if p.infinite and p.name in message.fields else None
+        if value is not None and value.WhichOneof("kind") == "number_value" and math.isinf(value.number_value):
+            out[p.name] = value.number_value
+    return out

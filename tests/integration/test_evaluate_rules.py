@@ -129,8 +129,11 @@ def test_element_cap_refuses_before_allocating(client):
         client.evaluate_request(huge)
 
 
-def test_non_finite_parameter_numbers_are_refused(client):
-    request, _ = build_request("pairwise_distance", inputs={"x1": [[1.0, 2.0]], "x2": [[0.0, 0.0]]},
-                               params={"p": float("inf")})
+@pytest.mark.parametrize("params", [{"eps": float("inf")}, {"p": float("nan")},
+                                    {"p": float("inf"), "eps": float("-inf")}])
+def test_non_finite_parameter_numbers_are_refused(client, params):
+    # p = +-inf is torch's max (min) norm and is taken (tests/integration/test_torch_acceptance.py); no other
+    # parameter takes infinity, and none takes NaN
+    request, _ = build_request("pairwise_distance", inputs={"x1": [[1.0, 2.0]], "x2": [[0.0, 0.0]]}, params=params)
     with pytest.raises(InvalidArgument, match="params: numbers must be finite"):
         client.evaluate_request(request)
