@@ -214,7 +214,12 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
     jobs.on_store_health = lambda ok: training_health("store", ok)  # the job store came or went
     jobs.on_storage = lambda writable: training_health("disk", writable)  # a full data directory
     if observability is not None:
-        observability.start(config.host)  # the metrics endpoint, if any
+        try:
+            observability.start(config.host)  # the metrics endpoint, if any
+        except OSError as e:  # its port in use: one line and exit 2, as a busy gRPC port
+            await jobs.close()
+            executor.shutdown(wait=False)
+            raise ConfigError(str(e)) from None
     return LossdServer(server, port, config, device, security, executor, health_servicer, gate, limiter, jobs,
                        observability, service)
 

@@ -3,8 +3,10 @@ read from its ``LOSSD_*`` variable), the ``lossd serve`` flags (:func:`build_par
 each ends with its variable and default, generated) and the hints refusals give
 (:meth:`lossd._settings.Setting.hint`).
 
-A variable whose text does not parse refuses the start (``lossd serve`` exits 2 with one line
-naming the variable); booleans take ``1/0``, ``true/false``, ``yes/no``, ``on/off`` in any case::
+A variable whose text does not parse, or whose value is outside the setting's range (each setting's
+parser holds its range: a port 0..65535, a count >= 1, ...), refuses the start (``lossd serve`` exits 2
+with one line naming the variable; a flag's refusal names the flag and its variable); booleans take
+``1/0``, ``true/false``, ``yes/no``, ``on/off`` in any case::
 
     >>> ServerConfig.from_env({"LOSSD_REFLECTION": "off", "LOSSD_PORT": "0"}).reflection
     False
@@ -12,6 +14,10 @@ naming the variable); booleans take ``1/0``, ``true/false``, ``yes/no``, ``on/of
     Traceback (most recent call last):
     ...
     lossd._settings.SettingError: LOSSD_MALLOC_TUNING='sometimes': not a boolean; use 1/0, true/false, yes/no or on/off
+    >>> ServerConfig.from_env({"LOSSD_PORT": "70000"})
+    Traceback (most recent call last):
+    ...
+    lossd._settings.SettingError: LOSSD_PORT='70000': must be a whole number from 0 to 65535 (0 picks a free one)
     >>> SETTING["max_terms"].hint
     '--max-terms, env LOSSD_MAX_TERMS'
 
@@ -24,12 +30,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from .._settings import Setting, add_flags, optional, parse_bool
+from .._settings import Setting, add_flags, float_in, int_in, optional, parse_bool
 from .._wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_REQUEST_ELEMENTS,
@@ -38,8 +45,13 @@ from .._wire import (
     DEFAULT_MAX_TERMS,
     TensorLimits,
 )
-from ._connections import DEFAULT_KEEPALIVE_TIME_S, DEFAULT_KEEPALIVE_TIMEOUT_S, DEFAULT_MIN_PING_INTERVAL_S
-from ._logging import LOG_FORMATS
+from ._connections import (
+    DEFAULT_KEEPALIVE_TIME_S,
+    DEFAULT_KEEPALIVE_TIMEOUT_S,
+    DEFAULT_MIN_PING_INTERVAL_S,
+    HEALTH_HEADROOM,
+)
+from ._logging import LOG_FORMATS, parse_log_format, parse_log_level
 from ._security import Security, resolve_security
 from .interceptors import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONCURRENT_STREAMS
 from .rpc import DEFAULT_BATCH_WINDOW_US, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, BatchLimits
@@ -80,40 +92,69 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def _positive_seconds(text: str) -> float:
-    seconds = float(text)
-    if not 0 < seconds < float("inf"):
-        raise ValueError("must be a number of seconds > 0")
-    return seconds
+# -- the range of each number (a value outside refuses the start, naming the variable or the flag) --
+
+#: gRPC's integer arguments are C ints: a larger value raises OverflowError when the server is built.
+GRPC_INT_MAX = 2**31 - 1
+#: Any count that must be at least one: threads, jobs, most elements, items, bytes, ...
+_at_least_one = int_in(1)
+_count_or_zero = int_in(0)
+_port = int_in(0, 65535, "0 picks a free one")
+#: A limit on calls in flight: both limits and HEALTH_HEADROOM make gRPC's max_concurrent_streams.
+_calls_in_flight = int_in(1, (GRPC_INT_MAX - HEALTH_HEADROOM) // 2)
+#: gRPC takes keepalive times in whole milliseconds, a C int.
+_keepalive_seconds = float_in(0.001, GRPC_INT_MAX / 1000, unit="seconds")
+
+
+def parse_endpoint(text: str) -> str:
+    """``--rdzv-endpoint``: ``HOST:PORT`` with a port from 1 to 65535, or empty (off).
+
+    >>> parse_endpoint("10.0.0.5:29500"), parse_endpoint("")
+    ('10.0.0.5:29500', '')
+    >>> parse_endpoint("10.0.0.5")
+    Traceback (most recent call last):
+    ...
+    ValueError: not HOST:PORT (e.g. 10.0.0.5:29500)
+    """
+    if not text:
+        return text
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():  # as the training workers split it (training/_distributed.py)
+        raise ValueError("not HOST:PORT (e.g. 10.0.0.5:29500)")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError("the port must be a whole number from 1 to 65535")
+    return text
+
 
 #: Every server setting, in the order ``lossd serve --help`` lists them.
 SETTINGS: tuple[Setting[Any], ...] = (
     Setting("host", "LOSSD_HOST", str, "127.0.0.1", "address to bind", "--host"),
-    Setting("port", "LOSSD_PORT", int, 50051, "port; 0 picks a free one", "--port"),
+    Setting("port", "LOSSD_PORT", _port, 50051, "port; 0 picks a free one", "--port"),
     Setting("device", "LOSSD_DEVICE", str, "auto", "torch device: auto, cpu, cuda, cuda:1", "--device"),
-    Setting("workers", "LOSSD_WORKERS", int, min(4, os.cpu_count() or 1), "evaluation threads", "--workers"),
-    Setting("max_message_bytes", "LOSSD_MAX_MESSAGE_BYTES", int, DEFAULT_MAX_MESSAGE_BYTES,
+    Setting("workers", "LOSSD_WORKERS", _at_least_one, min(4, os.cpu_count() or 1), "evaluation threads", "--workers"),
+    Setting("max_message_bytes", "LOSSD_MAX_MESSAGE_BYTES", int_in(1, GRPC_INT_MAX), DEFAULT_MAX_MESSAGE_BYTES,
             "gRPC message size limit, both ways", "--max-message-bytes"),
-    Setting("max_tensor_elements", "LOSSD_MAX_TENSOR_ELEMENTS", int, DEFAULT_MAX_TENSOR_ELEMENTS,
+    Setting("max_tensor_elements", "LOSSD_MAX_TENSOR_ELEMENTS", _at_least_one, DEFAULT_MAX_TENSOR_ELEMENTS,
             "most elements in one tensor", "--max-tensor-elements"),
-    Setting("max_request_elements", "LOSSD_MAX_REQUEST_ELEMENTS", int, DEFAULT_MAX_REQUEST_ELEMENTS,
+    Setting("max_request_elements", "LOSSD_MAX_REQUEST_ELEMENTS", _at_least_one, DEFAULT_MAX_REQUEST_ELEMENTS,
             "most elements in all the tensors of one request", "--max-request-elements"),
-    Setting("max_tensors", "LOSSD_MAX_TENSORS", int, DEFAULT_MAX_TENSORS,
+    Setting("max_tensors", "LOSSD_MAX_TENSORS", _at_least_one, DEFAULT_MAX_TENSORS,
             "most tensors in one request: inputs, parameters, grad_output; a TrainJob's inline data and "
             "constant loss inputs", "--max-tensors"),
-    Setting("max_terms", "LOSSD_MAX_TERMS", int, DEFAULT_MAX_TERMS, "most terms in one composite objective",
+    Setting("max_terms", "LOSSD_MAX_TERMS", _at_least_one, DEFAULT_MAX_TERMS, "most terms in one composite objective",
             "--max-terms"),
     # -- EvaluateLossBatch and dynamic batching (server/rpc/_batch.py, _batching.py; docs/performance.md) --
-    Setting("max_batch_items", "LOSSD_MAX_BATCH_ITEMS", int, DEFAULT_MAX_BATCH_ITEMS,
+    Setting("max_batch_items", "LOSSD_MAX_BATCH_ITEMS", _at_least_one, DEFAULT_MAX_BATCH_ITEMS,
             "most items in one EvaluateLossBatch", "--max-batch-items"),
-    Setting("max_batch_bytes", "LOSSD_MAX_BATCH_BYTES", int, DEFAULT_MAX_BATCH_BYTES,
+    Setting("max_batch_bytes", "LOSSD_MAX_BATCH_BYTES", _at_least_one, DEFAULT_MAX_BATCH_BYTES,
             "most tensor bytes in one EvaluateLossBatch, all items together", "--max-batch-bytes"),
-    Setting("batch_window_us", "LOSSD_BATCH_WINDOW_US", int, DEFAULT_BATCH_WINDOW_US,
+    Setting("batch_window_us", "LOSSD_BATCH_WINDOW_US", int_in(0, note="0 turns it off"), DEFAULT_BATCH_WINDOW_US,
             "microseconds a small EvaluateLoss call of a vectorized loss that finds compatible calls in flight "
             "may wait for compatible ones to be evaluated with them (dynamic batching); 0 turns it off",
             "--batch-window-us", metavar="US"),
     Setting("reflection", "LOSSD_REFLECTION", parse_bool, True, "turn off server reflection", "--no-reflection"),
-    Setting("grace_s", "LOSSD_GRACE_S", float, 10.0, "seconds to drain in-flight calls on shutdown", "--grace"),
+    Setting("grace_s", "LOSSD_GRACE_S", float_in(0, unit="seconds"), 10.0,
+            "seconds to drain in-flight calls on shutdown", "--grace"),
     Setting("plugins", "LOSSD_PLUGINS", str, "all",
             "loss plugins (entry point group lossd.losses) to load: all, none, or a comma-separated list of names",
             "--plugins"),
@@ -128,44 +169,44 @@ SETTINGS: tuple[Setting[Any], ...] = (
             "a database that several replicas share (needs lossd[postgres]; docs/scaling.md); give a password "
             "through the variable, not the flag (arguments show in `ps`); it is masked in every message",
             "--job-store", metavar="URL"),
-    Setting("job_lease_s", "LOSSD_JOB_LEASE_S", _positive_seconds, DEFAULT_LEASE_S,
+    Setting("job_lease_s", "LOSSD_JOB_LEASE_S", float_in(0, above=True, unit="seconds"), DEFAULT_LEASE_S,
             "seconds a replica's claim on a running job lasts without renewal: a dead replica's jobs resume "
             "elsewhere after about this long", "--job-lease-s"),
     Setting("job_retention", "LOSSD_JOB_RETENTION", parse_duration, DEFAULT_RETENTION_S,
             "delete ended jobs with their events and parameters this long after they ended: seconds, or a "
             "number with s, m, h or d (30d); 0 keeps them", "--job-retention", metavar="DURATION"),
-    Setting("max_jobs", "LOSSD_MAX_JOBS", int, max(1, (os.cpu_count() or 2) // 2),
+    Setting("max_jobs", "LOSSD_MAX_JOBS", _at_least_one, max(1, (os.cpu_count() or 2) // 2),
             "training jobs running at once", "--max-jobs"),
-    Setting("max_queued_jobs", "LOSSD_MAX_QUEUED_JOBS", int, 32, "training jobs waiting for a slot",
-            "--max-queued-jobs"),
-    Setting("max_epochs", "LOSSD_MAX_EPOCHS", int, _limits.max_epochs, "most epochs per job", "--max-epochs"),
-    Setting("max_steps", "LOSSD_MAX_STEPS", int, _limits.max_steps, "most optimizer steps per job",
+    Setting("max_queued_jobs", "LOSSD_MAX_QUEUED_JOBS", int_in(0, note="0: none waits"), 32,
+            "training jobs waiting for a slot", "--max-queued-jobs"),
+    Setting("max_epochs", "LOSSD_MAX_EPOCHS", _at_least_one, _limits.max_epochs, "most epochs per job", "--max-epochs"),
+    Setting("max_steps", "LOSSD_MAX_STEPS", _at_least_one, _limits.max_steps, "most optimizer steps per job",
             "--max-steps"),
-    Setting("max_parameters", "LOSSD_MAX_PARAMETERS", int, _limits.max_parameters,
+    Setting("max_parameters", "LOSSD_MAX_PARAMETERS", _at_least_one, _limits.max_parameters,
             "largest model, in parameters", "--max-parameters"),
-    Setting("max_samples", "LOSSD_MAX_SAMPLES", int, _limits.max_samples,
+    Setting("max_samples", "LOSSD_MAX_SAMPLES", _at_least_one, _limits.max_samples,
             "largest training data set, in samples", "--max-samples"),
-    Setting("max_world_size", "LOSSD_MAX_WORLD_SIZE", int, _limits.max_world_size,
+    Setting("max_world_size", "LOSSD_MAX_WORLD_SIZE", _at_least_one, _limits.max_world_size,
             "most data-parallel processes (world_size) per training job", "--max-world-size"),
-    Setting("max_classes", "LOSSD_MAX_CLASSES", int, _limits.max_classes,
+    Setting("max_classes", "LOSSD_MAX_CLASSES", _at_least_one, _limits.max_classes,
             "most classes in a training job's classification data", "--max-classes"),
-    Setting("max_layers", "LOSSD_MAX_LAYERS", int, _limits.max_layers,
+    Setting("max_layers", "LOSSD_MAX_LAYERS", _at_least_one, _limits.max_layers,
             "most hidden layers of a training job's MLP", "--max-layers"),
-    Setting("max_layer_width", "LOSSD_MAX_LAYER_WIDTH", int, _limits.max_layer_width,
+    Setting("max_layer_width", "LOSSD_MAX_LAYER_WIDTH", _at_least_one, _limits.max_layer_width,
             "most units in one hidden layer of a training job's MLP", "--max-layer-width"),
-    Setting("max_job_restarts", "LOSSD_MAX_JOB_RESTARTS", int, 1,
+    Setting("max_job_restarts", "LOSSD_MAX_JOB_RESTARTS", _count_or_zero, 1,
             "times a job whose worker process was killed (SIGKILL, e.g. the OOM killer) resumes from its "
             "checkpoint before it fails", "--max-job-restarts"),
-    Setting("rdzv_endpoint", "LOSSD_RDZV_ENDPOINT", str, "",
+    Setting("rdzv_endpoint", "LOSSD_RDZV_ENDPOINT", parse_endpoint, "",
             "host the rendezvous (c10d TCPStore) that other machines join for training jobs with nodes > 1 "
             "(`lossd join`); unauthenticated: a trusted network only", "--rdzv-endpoint", metavar="HOST:PORT"),
-    Setting("metrics_port", "LOSSD_METRICS_PORT", optional(int), None,
+    Setting("metrics_port", "LOSSD_METRICS_PORT", optional(_port), None,
             "serve Prometheus metrics on this HTTP port (same host as gRPC); needs lossd[metrics]",
             "--metrics-port"),
-    Setting("log_format", "LOSSD_LOG_FORMAT", str, "plain",
+    Setting("log_format", "LOSSD_LOG_FORMAT", parse_log_format, "plain",
             "plain text, or json: one JSON object per line and an access line per RPC", "--log-format",
             choices=LOG_FORMATS),
-    Setting("log_level", "LOSSD_LOG_LEVEL", str, "INFO", "Python logging level", "--log-level"),
+    Setting("log_level", "LOSSD_LOG_LEVEL", parse_log_level, "INFO", "Python logging level", "--log-level"),
     # -- security (server/_security.py; docs/security.md) --
     Setting("token", "LOSSD_TOKEN", optional(str), None,
             "bearer token every call but health must carry; environment only: a flag would show it in `ps`",
@@ -184,25 +225,26 @@ SETTINGS: tuple[Setting[Any], ...] = (
     Setting("insecure", "LOSSD_INSECURE", parse_bool, False,
             "serve beyond loopback without authentication; logged as a warning", "--insecure", group=_SECURITY),
     # -- concurrency and connections (server/interceptors/_concurrency.py, server/_connections.py) --
-    Setting("max_concurrent_rpcs", "LOSSD_MAX_CONCURRENT_RPCS", int, DEFAULT_MAX_CONCURRENT_RPCS,
+    Setting("max_concurrent_rpcs", "LOSSD_MAX_CONCURRENT_RPCS", _calls_in_flight, DEFAULT_MAX_CONCURRENT_RPCS,
             "unary calls in flight at once, server-wide; more are refused with RESOURCE_EXHAUSTED; health "
             "checks are exempt", "--max-concurrent-rpcs", group=_CONNECTIONS, metavar="N"),
-    Setting("max_concurrent_streams", "LOSSD_MAX_CONCURRENT_STREAMS", int, DEFAULT_MAX_CONCURRENT_STREAMS,
+    Setting("max_concurrent_streams", "LOSSD_MAX_CONCURRENT_STREAMS", _calls_in_flight, DEFAULT_MAX_CONCURRENT_STREAMS,
             "streaming calls open at once (EvaluateLossStream, TrainJob, WatchJob), server-wide",
             "--max-concurrent-streams", group=_CONNECTIONS, metavar="N"),
-    Setting("keepalive_time_s", "LOSSD_KEEPALIVE_TIME_S", float, DEFAULT_KEEPALIVE_TIME_S,
+    Setting("keepalive_time_s", "LOSSD_KEEPALIVE_TIME_S", _keepalive_seconds, DEFAULT_KEEPALIVE_TIME_S,
             "ping a connection after this many idle seconds, to find dead peers", "--keepalive-time",
             group=_CONNECTIONS, metavar="S"),
-    Setting("keepalive_timeout_s", "LOSSD_KEEPALIVE_TIMEOUT_S", float, DEFAULT_KEEPALIVE_TIMEOUT_S,
+    Setting("keepalive_timeout_s", "LOSSD_KEEPALIVE_TIMEOUT_S", _keepalive_seconds, DEFAULT_KEEPALIVE_TIMEOUT_S,
             "drop a connection whose ping is not answered within this many seconds", "--keepalive-timeout",
             group=_CONNECTIONS, metavar="S"),
-    Setting("min_ping_interval_s", "LOSSD_MIN_PING_INTERVAL_S", float, DEFAULT_MIN_PING_INTERVAL_S,
+    Setting("min_ping_interval_s", "LOSSD_MIN_PING_INTERVAL_S", _keepalive_seconds, DEFAULT_MIN_PING_INTERVAL_S,
             "accept client keepalive pings this often at most; clients that ping more often are disconnected "
             "(GOAWAY too_many_pings)", "--min-ping-interval", group=_CONNECTIONS, metavar="S"),
 )
 
 #: The settings by name.
 SETTING: dict[str, Setting[Any]] = {s.name: s for s in SETTINGS}
+_BY_FLAG: dict[str, Setting[Any]] = {s.flag: s for s in SETTINGS if s.flag}
 
 
 def _from_table(name: str, **kwargs: Any) -> Any:
@@ -293,11 +335,40 @@ class ServerConfig:
                                 tls_key=self.tls_key, tls_client_ca=self.tls_client_ca, insecure=self.insecure)
 
 
+class _ServeParser(argparse.ArgumentParser):
+    """``lossd serve``'s parser: a refused argument is one line, no usage, as every refusal to start; a
+    flag's line names its variable too (``argument --port (env LOSSD_PORT): '70000': must be ...``)."""
+
+    def error(self, message: str) -> NoReturn:
+        flag = re.match(r"argument (--[\w-]+): ", message)
+        setting = _BY_FLAG.get(flag.group(1)) if flag else None
+        if flag and setting is not None:
+            message = f"argument {setting.flag} (env {setting.env}): {message[flag.end():]}"
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _flag_type(setting: Setting[Any]) -> Callable[[str], Any]:
+    """An argparse ``type``: the setting's own parser, its reason in argparse's error."""
+
+    def parse(text: str) -> Any:
+        try:
+            return setting.parse(text)
+        except (ValueError, TypeError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise argparse.ArgumentTypeError(f"{text!r}: {reason}") from None
+
+    parse.__name__ = getattr(setting.parse, "__name__", "value")
+    return parse
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Arguments of ``lossd serve``, one per setting with a flag; defaults come from ``LOSSD_*``
-    variables (``SettingError`` naming the variable when one does not parse)."""
-    parser = parser or argparse.ArgumentParser(prog="lossd serve", description="Run the lossd gRPC server.")
-    add_flags(parser, SETTINGS, groups=GROUPS)
+    variables (``SettingError`` naming the variable when one does not parse); a flag's value is read by
+    its setting's parser, and a refused one exits 2 with one line naming the flag."""
+    parser = parser or _ServeParser(prog="lossd serve", description="Run the lossd gRPC server.")
+    defaults = {s.name: s.from_env() for s in SETTINGS if s.flag is not None}  # SettingError naming the variable
+    flags = [s if s.is_switch else replace(s, parse=_flag_type(s)) for s in SETTINGS]
+    add_flags(parser, flags, defaults=defaults, groups=GROUPS)
     return parser
 
 

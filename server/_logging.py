@@ -23,10 +23,16 @@ import logging
 import sys
 from typing import IO, Any
 
-__all__ = ["LOG_FORMATS", "PLAIN_FORMAT", "JsonFormatter", "configure_logging", "access_fields", "emit"]
+__all__ = [
+    "LOG_FORMATS", "LOG_LEVELS", "PLAIN_FORMAT", "JsonFormatter", "configure_logging", "access_fields", "emit",
+    "parse_log_format", "parse_log_level",
+]
 
 #: The values of ``--log-format``.
 LOG_FORMATS = ("plain", "json")
+
+#: The levels of ``--log-level`` (any case; logging's aliases ``WARN`` and ``FATAL`` too).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NOTSET")
 
 #: The plain-text line format (the default).
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -36,6 +42,38 @@ _FIELDS = "lossd_fields"
 
 #: The format chosen by :func:`configure_logging` (read by :func:`emit`).
 _current_format = "plain"
+
+
+def parse_log_level(text: str) -> str:
+    """``--log-level``: a name of Python's logging levels, in any case, as logging spells it.
+
+    >>> parse_log_level(" debug "), parse_log_level("Warn")
+    ('DEBUG', 'WARN')
+    >>> parse_log_level("bogus")
+    Traceback (most recent call last):
+    ...
+    ValueError: not a logging level; use DEBUG, INFO, WARNING, ERROR, CRITICAL or NOTSET (any case)
+    """
+    name = text.strip().upper()
+    if not name or not isinstance(logging.getLevelName(name), int):  # a name logging knows maps to its number
+        raise ValueError(f"not a logging level; use {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]} (any case)")
+    return name
+
+
+def parse_log_format(text: str) -> str:
+    """``--log-format``: one of :data:`LOG_FORMATS` (any case).
+
+    >>> parse_log_format("JSON")
+    'json'
+    >>> parse_log_format("xml")
+    Traceback (most recent call last):
+    ...
+    ValueError: not a log format; use plain or json
+    """
+    name = text.strip().lower()
+    if name not in LOG_FORMATS:
+        raise ValueError(f"not a log format; use {' or '.join(LOG_FORMATS)}")
+    return name
 
 
 def access_fields(**fields: Any) -> dict[str, Any]:
@@ -82,6 +120,7 @@ def configure_logging(
     global _current_format
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format {fmt!r}: must be one of {', '.join(LOG_FORMATS)}")
+    name = parse_log_level(level)  # before anything changes: a bad level leaves the logger as it was
     _current_format = fmt
     target = logger if logger is not None else logging.getLogger()
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
@@ -89,7 +128,7 @@ def configure_logging(
     for old in list(target.handlers):
         target.removeHandler(old)
     target.addHandler(handler)
-    target.setLevel(level.upper())
+    target.setLevel(name)
     return target
 
 

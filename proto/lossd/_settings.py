@@ -42,6 +42,8 @@ __all__ = [
     "add_flags",
     "env_name",
     "flag_name",
+    "float_in",
+    "int_in",
     "optional",
     "parse_bool",
     "read_env",
@@ -70,6 +72,75 @@ def parse_bool(text: str) -> bool:
     if word in _FALSE:
         return False
     raise ValueError("not a boolean; use 1/0, true/false, yes/no or on/off")
+
+
+def int_in(low: int, high: int | None = None, note: str = "") -> Callable[[str], int]:
+    """The parser of a whole number from ``low`` to ``high`` (``None``: no upper bound); text that is
+    not a whole number, or one outside the range, is a ``ValueError`` that states the range (and
+    ``note``, what a special value means).
+
+    >>> port = int_in(0, 65535, "0 picks a free one")
+    >>> port(" 8080 "), port("0")
+    (8080, 0)
+    >>> port("70000")
+    Traceback (most recent call last):
+    ...
+    ValueError: must be a whole number from 0 to 65535 (0 picks a free one)
+    >>> int_in(1)("1.5")
+    Traceback (most recent call last):
+    ...
+    ValueError: not a whole number; must be a whole number >= 1
+    """
+    rule = f"must be a whole number from {low} to {high}" if high is not None else f"must be a whole number >= {low}"
+    rule += f" ({note})" if note else ""
+
+    def parse_int(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"not a whole number; {rule}") from None
+        if value < low or (high is not None and value > high):
+            raise ValueError(rule)
+        return value
+
+    parse_int.__name__ = "whole number"
+    return parse_int
+
+
+def float_in(low: float, high: float | None = None, *, above: bool = False, unit: str = "",
+             note: str = "") -> Callable[[str], float]:
+    """The parser of a finite number ``>= low`` (``> low`` when ``above``) and ``<= high`` (``None``:
+    any finite number); refusals state the range, in ``unit`` when given.
+
+    >>> grace = float_in(0, unit="seconds")
+    >>> grace("2.5"), grace("0")
+    (2.5, 0.0)
+    >>> grace("inf")
+    Traceback (most recent call last):
+    ...
+    ValueError: must be a finite number of seconds >= 0
+    >>> float_in(0, 10, above=True)("nan")
+    Traceback (most recent call last):
+    ...
+    ValueError: must be a finite number > 0 and <= 10
+    """
+    what = f"a finite number of {unit}" if unit else "a finite number"
+    rule = f"must be {what} {'>' if above else '>='} {low:.10g}"
+    rule += f" and <= {high:.10g}" if high is not None else ""
+    rule += f" ({note})" if note else ""
+
+    def parse_float(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"not a number; {rule}") from None
+        inside = (value > low if above else value >= low) and value <= (float("inf") if high is None else high)
+        if not inside or value == float("inf"):  # NaN compares False
+            raise ValueError(rule)
+        return value
+
+    parse_float.__name__ = "number"
+    return parse_float
 
 
 def optional(parse: Callable[[str], T]) -> Callable[[str], T | None]:

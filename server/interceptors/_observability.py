@@ -235,17 +235,20 @@ class ObservabilityInterceptor(StageInterceptor):
             yield item
 
     def _loss_label(self, request: Any) -> str:
-        """Canonical loss name of an EvaluateLossRequest: bounded label values only."""
+        """Canonical loss name of an EvaluateLossRequest: bounded label values only. A name the registry
+        cannot resolve (unknown, or one it refuses as ambiguous between libraries, such as ``focal``) is
+        ``unknown``: looked up with ``Registry.find``, which never raises."""
         if not hasattr(request, "loss"):
             return ""  # not a loss request (ListLosses, health, jobs by id)
         if getattr(request, "terms", None):
             return "objective"
         name = getattr(request, "loss", "")
         if isinstance(name, str):  # a stream item's, not checked yet, may be over the caps: not looked up
-            known = len(name) <= MAX_STRING_BYTES and name in self._registry
-            return self._registry.get(name).name if known else "unknown"
+            spec = self._registry.find(name) if len(name) <= MAX_STRING_BYTES else None
+            return spec.name if spec is not None else "unknown"
         name = getattr(name, "name", "")  # e.g. TrainJobRequest.loss is a message with a name
-        return self._registry.get(name).name if isinstance(name, str) and name in self._registry else ""
+        spec = self._registry.find(name) if isinstance(name, str) and len(name) <= MAX_STRING_BYTES else None
+        return spec.name if spec is not None else ""
 
     def _observe_request(self, call: _Call, request: Any) -> None:
         call.items += 1
@@ -255,13 +258,19 @@ class ObservabilityInterceptor(StageInterceptor):
             log.debug("could not read %s request for metrics", call.method.name, exc_info=True)
 
     def _read_request(self, call: _Call, request: Any) -> None:
-        inner = getattr(request, "request", None)  # EvaluateLossStreamRequest wraps the evaluation
-        loss = self._loss_label(inner if inner is not None and call.method.path == _EVALUATE_STREAM else request)
         if call.method.path == _EVALUATE_STREAM:
+            # Every item gets one reply, in order: an item whose label could not be read still takes its
+            # place in ``pending``, or each later reply would be counted under the item before it.
+            inner = getattr(request, "request", None)  # EvaluateLossStreamRequest wraps the evaluation
+            try:
+                loss = self._loss_label(inner if inner is not None else request)
+            except Exception:
+                log.debug("could not read the loss of an EvaluateLossStream item", exc_info=True)
+                loss = "unknown"
             call.pending.append(loss)
             call.losses[loss] = None
         else:
-            call.loss = loss
+            call.loss = self._loss_label(request)
         job_id = getattr(request, "job_id", "")
         if isinstance(job_id, str) and job_id:
             call.job_id = job_id

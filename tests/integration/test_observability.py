@@ -286,3 +286,38 @@ def test_made_up_methods_refused_at_admission_are_counted_under_one_name(tmp_pat
     assert _value(s, "grpc_server_handled_total", **unknown, grpc_code="UNAUTHENTICATED") == 101
     assert len(s) == series
     assert "made.up" not in text
+
+
+def test_ambiguous_loss_names_are_counted_and_logged_as_unknown(tmp_path: Path) -> None:
+    """``focal``, ``FocalLoss``, ``SSIMLoss``: names the registry knows but refuses (NOT_FOUND: they mean
+    different losses in different libraries). Such a call was not counted and its access line had no
+    loss; in a stream, every later reply was counted under the loss of the item after its own."""
+    with ServedProcess.start(tmp_path, "--metrics-port", "0", "--log-format", "json", "--plugins", "none") as proc:
+        url = _metrics_url(proc)
+        with grpc.insecure_channel(proc.address) as channel:
+            loss = lossd_pb2_grpc.LossServiceStub(channel)
+            for request_id, name in (("amb-unary-1", "focal"), ("amb-unary-2", "FocalLoss")):
+                with pytest.raises(grpc.RpcError) as e:
+                    loss.EvaluateLoss(_mse(name), metadata=_metadata(request_id), timeout=60)
+                assert e.value.code() == grpc.StatusCode.NOT_FOUND
+            names = ["mse_loss", "focal", "l1_loss", "SSIMLoss", "MSELoss"]
+            items = [lossd_pb2.EvaluateLossStreamRequest(id=str(k), request=_mse(n)) for k, n in enumerate(names)]
+            replies = list(loss.EvaluateLossStream(iter(items), metadata=_metadata("amb-stream-3"), timeout=60))
+            assert [r.error.code for r in replies] == ["", "NOT_FOUND", "", "NOT_FOUND", ""]
+        deadline = time.monotonic() + 10  # a call is recorded as its handler ends: wait for the stream's
+        while True:
+            s = _samples(urllib.request.urlopen(url, timeout=10).read().decode())
+            if _value(s, "grpc_server_handled_total", **STREAM, grpc_code="OK") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        proc.proc.terminate()
+        assert proc.proc.wait(30) == 0
+    assert _value(s, "lossd_evaluations_total", loss="unknown", code="NOT_FOUND") == 4  # 2 unary + 2 items
+    assert _value(s, "lossd_evaluations_total", loss="mse_loss", code="OK") == 2
+    assert _value(s, "lossd_evaluations_total", loss="l1_loss", code="OK") == 1
+    assert sum(v for (name, _), v in s.items() if name == "lossd_evaluations_total") == 7
+    records = [json.loads(line) for line in "".join(proc.log).splitlines() if line.strip()]
+    access = {r["request_id"]: r for r in records if r.get("logger") == "lossd.access"}
+    assert (access["amb-unary-1"]["loss"], access["amb-unary-1"]["status"]) == ("unknown", "NOT_FOUND")
+    assert access["amb-unary-2"]["loss"] == "unknown"
+    assert (access["amb-stream-3"]["loss"], access["amb-stream-3"]["items"]) == ("mse_loss,unknown,l1_loss", 5)

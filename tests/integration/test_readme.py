@@ -8,6 +8,9 @@ Conventions (the machinery is shared with docs/sdk.md: tests/support/markdown.py
   ``lossd`` and ``grpcurl``), the lines up to the next ``$ `` their expected
   output (stdout and stderr). ``127.0.0.1:50051`` is replaced by the test
   server's address.
+- The README's Deployment section is about the image, which needs a token: its console
+  examples run against a server started with ``LOSSD_TOKEN`` (``$TOKEN`` in them is that
+  token), from an environment without it.
 - ```bash blocks (``make run``, ``make test``, ``pip install``) are not run
   (tests/integration/test_dist.py builds and installs the wheel as ``make dist`` does).
 - Examples run in an empty folder that holds the clone's ``examples/`` and
@@ -23,11 +26,13 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.markdown import Example, fenced_blocks, markdown_examples, output_matches, report, run_python_example
+from support.servers import ServedProcess
 from support.tools import tool_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +43,23 @@ TRAINING_DOC = REPO / "docs" / "training.md"
 EXAMPLES = markdown_examples(README.read_text(encoding="utf-8"))
 #: The raw TrainJob stream and the generated-stub example live in docs/training.md, run the same way.
 ALL_EXAMPLES = EXAMPLES + markdown_examples(TRAINING_DOC.read_text(encoding="utf-8"), "docs/training.md")
+
+
+def _section(markdown: str, heading: str, next_heading: str) -> range:
+    """The 1-based lines from ``heading`` up to ``next_heading``."""
+    lines = markdown.splitlines()
+    start = lines.index(heading)
+    return range(start + 1, lines.index(next_heading, start) + 1)
+
+
+#: The README's lines about the token-protected image: their console examples run against a token server.
+TOKEN_SECTION = _section(README.read_text(encoding="utf-8"), "## Deployment", "### Beyond loopback: a token or mutual TLS")
+#: The token of that server (``$TOKEN`` in the examples).
+TOKEN = "readme-token-" + "0123456789abcdef"
+
+
+def _needs_token(ex: Example) -> bool:
+    return ex.source == "README.md" and ex.line in TOKEN_SECTION
 
 
 def _clone_like(tmp_path: Path) -> Path:
@@ -56,17 +78,50 @@ def test_python_example(ex: Example, served_process, tmp_path) -> None:  # type:
     run_python_example(ex, _clone_like(tmp_path), tool_env(LOSSD_TARGET=served_process.address))
 
 
-@pytest.mark.parametrize("ex", [e for e in ALL_EXAMPLES if e.kind == "console"], ids=_id)
-def test_console_example(ex: Example, served_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    argv = shlex.split(ex.code.replace(README_ADDRESS, served_process.address))
+def _run_console(ex: Example, address: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a console example against ``address`` from an environment without a token."""
+    argv = shlex.split(ex.code.replace(README_ADDRESS, address).replace("$TOKEN", TOKEN))
     assert argv[0] in ("lossd", "grpcurl"), f"{ex.source}:{ex.line}: only lossd and grpcurl commands are run"
-    proc = subprocess.run(
-        argv, cwd=_clone_like(tmp_path), env=tool_env(LOSSD_TARGET=served_process.address),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
-    )
+    env = {k: v for k, v in tool_env(LOSSD_TARGET=address).items() if k not in ("LOSSD_TOKEN", "LOSSD_TOKEN_FILE")}
+    return subprocess.run(argv, cwd=_clone_like(cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=120)
+
+
+def _check_console(ex: Example, proc: subprocess.CompletedProcess[str]) -> None:
     expected = ex.expected or ""
     assert proc.returncode == (1 if expected.startswith(("error:", "ERROR:")) else 0), report(ex, proc)
     assert output_matches(expected, proc.stdout), report(ex, proc)
+
+
+@pytest.mark.parametrize("ex", [e for e in ALL_EXAMPLES if e.kind == "console" and not _needs_token(e)], ids=_id)
+def test_console_example(ex: Example, served_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _check_console(ex, _run_console(ex, served_process.address, tmp_path))
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedProcess]:
+    """A server that wants a token, as the image does (``LOSSD_TOKEN``)."""
+    with ServedProcess.start(tmp_path_factory.mktemp("token-server"), "--plugins", "none",
+                             env={"LOSSD_TOKEN": TOKEN}) as served:
+        yield served
+
+
+@pytest.mark.parametrize("ex", [e for e in EXAMPLES if e.kind == "console" and _needs_token(e)], ids=_id)
+def test_console_example_against_a_token_server(ex: Example, token_server: ServedProcess, tmp_path: Path) -> None:
+    _check_console(ex, _run_console(ex, token_server.address, tmp_path))
+
+
+def test_the_token_servers_health_check_is_shown_as_it_works(token_server: ServedProcess, tmp_path: Path) -> None:
+    """The Deployment section shows health checks of the token-protected image: `lossd health` and grpcurl,
+    each without the call's token. A plain `grpcurl ... Health/Check` (shown there before) fails: grpcurl asks
+    reflection first, and reflection wants the token."""
+    shown = [e.code for e in EXAMPLES if e.kind == "console" and _needs_token(e)]
+    assert "lossd health" in shown
+    assert any(c.startswith("grpcurl ") and c.endswith(" grpc.health.v1.Health/Check") for c in shown), shown
+    plain = Example("console", f"grpcurl -plaintext {README_ADDRESS} grpc.health.v1.Health/Check", "", 0)
+    proc = _run_console(plain, token_server.address, tmp_path)
+    assert proc.returncode != 0 and "Unauthenticated" in proc.stdout, proc.stdout
+    assert plain.code not in shown
 
 
 def test_readme_has_examples_of_each_kind() -> None:

@@ -70,3 +70,103 @@ def test_a_value_that_does_not_parse_refuses_the_start(monkeypatch: pytest.Monke
     assert main(["--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"lossd serve: error: {env}={text!r}: ") and err.count("\n") == 1
+
+
+#: A value outside each setting's range (or not of its kind), by setting name: every one refuses the start,
+#: from its flag and from its variable alike. 0 is a valid port (a free one is picked), and a valid metrics
+#: port; a count of threads, jobs, elements or bytes is at least 1; gRPC's integer arguments are C ints.
+OUT_OF_RANGE = [
+    ("port", "70000"), ("port", "-1"), ("port", "http"),
+    ("workers", "0"), ("workers", "-1"), ("workers", "two"),
+    ("max_message_bytes", "0"), ("max_message_bytes", str(2**31)),
+    ("max_tensor_elements", "0"), ("max_request_elements", "0"), ("max_tensors", "0"), ("max_terms", "-3"),
+    ("max_batch_items", "0"), ("max_batch_bytes", "0"), ("batch_window_us", "-1"),
+    ("grace_s", "-1"), ("grace_s", "inf"), ("grace_s", "nan"),
+    ("job_lease_s", "0"), ("job_retention", "-1"),
+    ("max_jobs", "0"), ("max_jobs", "-1"), ("max_queued_jobs", "-1"),
+    ("max_epochs", "0"), ("max_steps", "0"), ("max_parameters", "0"), ("max_samples", "0"),
+    ("max_world_size", "0"), ("max_classes", "0"), ("max_layers", "0"), ("max_layer_width", "0"),
+    ("max_job_restarts", "-1"),
+    ("rdzv_endpoint", "10.0.0.5"), ("rdzv_endpoint", "10.0.0.5:70000"), ("rdzv_endpoint", ":29500"),
+    ("metrics_port", "70000"), ("metrics_port", "-1"),
+    ("log_format", "xml"), ("log_level", "bogus"), ("log_level", "10"),
+    ("max_concurrent_rpcs", "0"), ("max_concurrent_rpcs", str(2**31)), ("max_concurrent_streams", "0"),
+    ("keepalive_time_s", "0"), ("keepalive_time_s", "1e10"), ("keepalive_timeout_s", "-1"),
+    ("min_ping_interval_s", "nan"),
+]
+
+#: Edge values each setting takes.
+IN_RANGE = [
+    ("port", "0", 0), ("port", "65535", 65535), ("metrics_port", "0", 0), ("workers", "1", 1),
+    ("max_message_bytes", str(2**31 - 1), 2**31 - 1), ("max_queued_jobs", "0", 0), ("batch_window_us", "0", 0),
+    ("grace_s", "0", 0.0), ("max_job_restarts", "0", 0), ("log_level", "debug", "DEBUG"),
+    ("log_level", " Warning ", "WARNING"), ("log_format", "json", "json"), ("keepalive_time_s", "0.001", 0.001),
+    ("rdzv_endpoint", "10.0.0.5:29500", "10.0.0.5:29500"), ("rdzv_endpoint", "", ""),
+]
+
+
+@pytest.fixture()
+def never_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() as far as its settings: a value wrongly accepted fails here instead of starting a server."""
+    from lossd.server import _app
+
+    async def serve(config: ServerConfig) -> bool:
+        raise AssertionError(f"the server was started with {config!r}")
+
+    monkeypatch.setattr(_app, "serve", serve)
+    monkeypatch.setattr(_app, "tune_malloc", lambda: None)
+    monkeypatch.setattr(_app, "configure_logging", lambda *args, **kwargs: None)
+
+
+@pytest.mark.parametrize("name, text", OUT_OF_RANGE)
+def test_a_flag_out_of_range_exits_2_with_one_line_naming_it(never_serves: None, capsys: pytest.CaptureFixture[str],
+                                                             name: str, text: str) -> None:
+    setting = SETTING[name]
+    with pytest.raises(SystemExit) as exit_:
+        main([f"{setting.flag}={text}"])
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.endswith("\n"), err
+    assert err.startswith(f"lossd serve: error: argument {setting.flag} (env {setting.env}): {text!r}: "), err
+
+
+@pytest.mark.parametrize("name, text", OUT_OF_RANGE)
+def test_a_variable_out_of_range_exits_2_with_one_line_naming_it(never_serves: None, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str], name: str,
+                                                                 text: str) -> None:
+    setting = SETTING[name]
+    monkeypatch.setenv(setting.env, text)
+    with pytest.raises(SettingError, match=f"^{setting.env}="):
+        ServerConfig()
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"lossd serve: error: {setting.env}={text!r}: "), err
+
+
+@pytest.mark.parametrize("name, text, value", IN_RANGE)
+def test_the_edges_of_each_range_are_taken(monkeypatch: pytest.MonkeyPatch, name: str, text: str,
+                                           value: object) -> None:
+    setting = SETTING[name]
+    assert getattr(build_parser().parse_args([f"{setting.flag}={text}"]), name) == value
+    monkeypatch.setenv(setting.env, text)
+    assert getattr(ServerConfig(), name) == value
+
+
+def test_every_number_setting_has_a_range() -> None:
+    """A new numeric setting parsed by plain int or float (which take -1, inf and nan) fails here."""
+    numbers = [s for s in SETTINGS if type(s.default) in (int, float) or s.name == "metrics_port"]
+    assert len(numbers) > 25
+    for s in numbers:
+        for text in ("-1", "inf", "nan", "1e400"):
+            with pytest.raises(SettingError):
+                s.read(text)
+    covered = {name for name, _ in OUT_OF_RANGE}
+    assert {s.name for s in numbers} <= covered, sorted({s.name for s in numbers} - covered)
+
+
+def test_an_unknown_flag_is_one_line_too(never_serves: None, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--prot", "5"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "lossd serve: error: unrecognized arguments: --prot 5\n"

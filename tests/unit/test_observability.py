@@ -269,9 +269,61 @@ def test_a_loss_name_over_the_caps_is_labelled_unknown_without_a_lookup(monkeypa
 
     interceptor = ObservabilityInterceptor(Metrics(), False, REGISTRY)
     looked_up: list[str] = []
-    monkeypatch.setattr(type(REGISTRY), "__contains__", lambda self, name: looked_up.append(name) or True)
+    find = type(REGISTRY).find
+    monkeypatch.setattr(type(REGISTRY), "find", lambda self, name: looked_up.append(name) or find(self, name))
     long_name = "mse_loss" + " " * MAX_STRING_BYTES
     assert interceptor._loss_label(lossd_pb2.EvaluateLossRequest(loss=long_name)) == "unknown"
     assert looked_up == []
     assert interceptor._loss_label(lossd_pb2.EvaluateLossRequest(loss="mse_loss" + " " * 100)) == "mse_loss"
     assert len(looked_up) == 1
+
+
+#: Names the registry knows but refuses: each means different losses or defaults in different libraries.
+AMBIGUOUS = ["focal", "FocalLoss", "SSIMLoss"]
+
+
+@pytest.mark.parametrize("name", AMBIGUOUS)
+def test_an_ambiguous_loss_name_is_labelled_unknown(name: str) -> None:
+    """``name in registry`` is true for such a name and ``registry.get`` raises: the label was lost (the
+    exception swallowed), so the call was not counted and its access line had no loss."""
+    from lossd.v1 import lossd_pb2, training_pb2
+
+    assert name in REGISTRY and REGISTRY.find(name) is None  # what makes the name a trap
+    interceptor = ObservabilityInterceptor(Metrics(), False, REGISTRY)
+    assert interceptor._loss_label(lossd_pb2.EvaluateLossRequest(loss=name)) == "unknown"
+    assert interceptor._loss_label(lossd_pb2.EvaluateLossRequest(loss="MSELoss")) == "mse_loss"
+    job = training_pb2.TrainJobRequest(loss=training_pb2.TrainingLoss(name=name))
+    assert interceptor._loss_label(job) == ""  # a job's loss: no label rather than an error
+
+
+def test_stream_replies_are_counted_under_their_own_items_loss() -> None:
+    """Each EvaluateLossStream reply is counted under its item's loss, in order, even after an item whose
+    name is ambiguous (its label was never queued, so every later reply took the label of the item after
+    it, and the last reply went uncounted)."""
+    from lossd._methods import EVALUATE_LOSS, EVALUATE_LOSS_STREAM
+    from lossd.server.interceptors._observability import _Call, _Method
+    from lossd.v1 import lossd_pb2
+
+    metrics = Metrics()
+    interceptor = ObservabilityInterceptor(metrics, True, REGISTRY)
+    stream = _Call(_Method(EVALUATE_LOSS_STREAM.path, "lossd.v1.LossService", "EvaluateLossStream", "bidi_stream"),
+                   0.0)
+    names = ["mse", "focal", "l1", "SSIMLoss", "no_such_loss", "MSELoss"]
+    for k, name in enumerate(names):
+        interceptor._observe_request(stream, lossd_pb2.EvaluateLossStreamRequest(
+            id=str(k), request=lossd_pb2.EvaluateLossRequest(loss=name)))
+    assert list(stream.pending) == ["mse_loss", "unknown", "l1_loss", "unknown", "unknown", "mse_loss"]
+    assert list(stream.losses) == ["mse_loss", "unknown", "l1_loss"]  # the access line's loss field
+    for k, name in enumerate(names):
+        failed = REGISTRY.find(name) is None
+        error = lossd_pb2.Error(code="NOT_FOUND") if failed else None
+        interceptor._observe_reply(stream, lossd_pb2.EvaluateLossStreamResponse(id=str(k), error=error))
+    unary = _Call(_Method(EVALUATE_LOSS.path, "lossd.v1.LossService", "EvaluateLoss", "unary"), 0.0)
+    interceptor._observe_request(unary, lossd_pb2.EvaluateLossRequest(loss="FocalLoss"))
+    assert unary.loss == "unknown"
+    text = metrics.exposition()
+    metrics.close()
+    assert 'lossd_evaluations_total{code="OK",loss="mse_loss"} 2.0' in text
+    assert 'lossd_evaluations_total{code="OK",loss="l1_loss"} 1.0' in text
+    assert 'lossd_evaluations_total{code="NOT_FOUND",loss="unknown"} 3.0' in text
+    assert 'code="NOT_FOUND",loss="l1_loss"' not in text and 'code="OK",loss="unknown"' not in text

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from lossd._settings import Setting, SettingError, add_flags, optional, parse_bool, read_env
+from lossd._settings import Setting, SettingError, add_flags, float_in, int_in, optional, parse_bool, read_env
 
 SWITCH = Setting("reflection", "LOSSD_REFLECTION", parse_bool, True, "serve reflection", "--no-reflection")
 
@@ -57,3 +57,37 @@ def test_flags_come_from_the_table_with_generated_help() -> None:
     assert helps["reflection"] == "serve reflection (env LOSSD_REFLECTION=0)"
     assert helps["insecure"] == "no authentication (env LOSSD_INSECURE=1)"
     assert "token" not in helps
+
+
+@pytest.mark.parametrize("text, value", [("0", 0), ("65535", 65535), (" 80 ", 80), ("+7", 7)])
+def test_a_whole_number_in_range_is_taken(text: str, value: int) -> None:
+    assert int_in(0, 65535)(text) == value
+
+
+@pytest.mark.parametrize("text", ["-1", "65536", "1.5", "", "inf", "nan", "port"])
+def test_a_whole_number_out_of_range_is_refused_naming_the_variable_and_the_range(text: str) -> None:
+    port = Setting("port", "LOSSD_PORT", int_in(0, 65535, "0 picks a free one"), 50051, "port", "--port")
+    with pytest.raises(SettingError) as e:
+        port.from_env({"LOSSD_PORT": text})
+    assert str(e.value).startswith(f"LOSSD_PORT={text!r}: ")
+    assert str(e.value).endswith("must be a whole number from 0 to 65535 (0 picks a free one)")
+
+
+def test_a_whole_number_without_an_upper_bound() -> None:
+    assert int_in(1)(str(10**30)) == 10**30
+    with pytest.raises(ValueError, match=r"^must be a whole number >= 1$"):
+        int_in(1)("0")
+
+
+@pytest.mark.parametrize("text", ["-0.5", "inf", "-inf", "nan", "1e400", "ten"])
+def test_a_number_out_of_range_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"must be a finite number of seconds >= 0$"):
+        float_in(0, unit="seconds")(text)
+
+
+def test_a_number_with_an_open_low_end_and_a_high_end() -> None:
+    parse = float_in(0, 2.5, above=True)
+    assert parse("2.5") == 2.5 and parse("1e-9") == 1e-9
+    for text in ("0", "2.5000001"):
+        with pytest.raises(ValueError, match=r"^must be a finite number > 0 and <= 2.5$"):
+            parse(text)
