@@ -49,6 +49,9 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 60.0
 #: Attempts of an idempotent call that fails UNAVAILABLE (env ``LOSSD_MAX_ATTEMPTS``; gRPC caps it at 5).
 DEFAULT_MAX_ATTEMPTS = 5
+#: gRPC's largest message size and keepalive time: both become C ints (bytes, milliseconds).
+MAX_MESSAGE_BYTES = 2**31 - 1
+MAX_KEEPALIVE_S = (2**31 - 1) / 1000
 
 #: The methods gRPC retries on UNAVAILABLE, as (service, method): the idempotent ones that
 #: take one request message (``lossd._methods``, ``Rpc.retried``, says why not streams).
@@ -306,8 +309,14 @@ class ClientConfig:
             raise ValueError("cert_file and key_file (LOSSD_CERT_FILE, LOSSD_KEY_FILE) go together, for mTLS")
         token = _resolve_token(settings, given)
         keepalive = given["keepalive_s"]
-        if keepalive is not None and not keepalive > 0:
-            raise ValueError(f"keepalive_s: must be > 0 seconds, got {keepalive}")
+        if keepalive is not None and not 0 < keepalive <= MAX_KEEPALIVE_S:
+            raise ValueError(f"keepalive_s: must be > 0 and <= {MAX_KEEPALIVE_S} seconds (gRPC takes whole "
+                             f"milliseconds as a C int), got {keepalive}")
+        sent = given["max_message_bytes"]
+        max_bytes = DEFAULT_MAX_MESSAGE_BYTES if sent is None else int(sent)
+        if not 1 <= max_bytes <= MAX_MESSAGE_BYTES:
+            raise ValueError(f"max_message_bytes: must be from 1 to {MAX_MESSAGE_BYTES} (gRPC's largest), "
+                             f"got {max_bytes}")
         uses_tls = bool(given["tls"]) or given["ca_file"] is not None or given["cert_file"] is not None
         if given["tls"] is False and (given["ca_file"] or given["cert_file"]):
             raise ValueError("tls=False contradicts ca_file/cert_file")
@@ -323,8 +332,7 @@ class ClientConfig:
             server_name=given["server_name"],
             compression=None if compression_name is None else compression_name.lower(),
             keepalive_s=None if keepalive is None else float(keepalive),
-            max_message_bytes=(DEFAULT_MAX_MESSAGE_BYTES if given["max_message_bytes"] is None
-                               else int(given["max_message_bytes"])),
+            max_message_bytes=max_bytes,
             max_attempts=attempts,
             load_balancing=balancer,
             addresses=addresses,

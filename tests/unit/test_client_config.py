@@ -100,6 +100,10 @@ def test_no_deadline_and_per_call_deadlines() -> None:
     ({"load_balancing": "random"}, {}, "load_balancing: 'random'"),
     ({"cert_file": "c.pem"}, {}, "cert_file and key_file"),
     ({"keepalive_s": -1}, {}, "keepalive_s: must be > 0"),
+    # beyond gRPC's C ints: a traceback (OverflowError) from grpc's channel arguments before
+    ({"keepalive_s": 1e10}, {}, "keepalive_s: must be > 0 and <= 2147483.647 seconds"),
+    ({}, {"LOSSD_MAX_MESSAGE_BYTES": "3000000000"}, "max_message_bytes: must be from 1 to 2147483647"),
+    ({"max_message_bytes": 0}, {}, "max_message_bytes: must be from 1 to 2147483647"),
     ({"tls": False, "ca_file": "ca.pem"}, {}, "tls=False contradicts"),
     ({"target": ["a:1", "b:2"]}, {}, "several addresses must be IP:port literals"),
     ({"target": ["127.0.0.1:1", "[::1]:2"]}, {}, "of one family"),
