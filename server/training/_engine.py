@@ -71,6 +71,7 @@ __all__ = [
     "World",
     "follows_checkpoint",
     "run_job",
+    "stopped_event",
     "spec_digest",
     "epoch_seed",
     "rank_indices",
@@ -200,6 +201,63 @@ class _Progress:
     elapsed: float = 0.0  # seconds trained before this run
 
 
+def _read_checkpoint(path: Path, digest: str) -> tuple[dict[str, Any] | None, str]:
+    """The checkpoint at ``path`` if there is one and it belongs to the spec of ``digest``; else ``None`` and the
+    note a run that starts says (``started``, or why it starts over)."""
+    try:
+        state = load_checkpoint(path)
+    except Exception as e:  # a damaged file: the run is deterministic, so starting over gives the same result
+        return None, f"started over: the checkpoint could not be read ({type(e).__name__})"
+    if state is None:
+        return None, "started"
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("digest") != digest:
+        return None, "started over: the checkpoint belongs to another spec or format"
+    return state, ""
+
+
+def _set_loss(ev: training_pb2.JobEvent, sums: dict[str, float], history: list[dict[str, Any]]) -> None:
+    """The event's objective and parts: the running epoch's means, else the last finished epoch's."""
+    steps = sums.get("steps", 0.0)
+    if steps:
+        ev.loss = sums["objective"] / steps
+        ev.loss_parts.update({k: sums[k] / steps for k in ("loss", "l1", "l2") if k in sums})
+    elif history:
+        ev.loss = history[-1]["loss"]
+        ev.loss_parts.update(history[-1]["loss_parts"])
+
+
+def _add_history(ev: training_pb2.JobEvent, history: list[dict[str, Any]]) -> None:
+    for h in history:
+        ev.history.add(epoch=h["epoch"], loss=h["loss"], loss_parts=h["loss_parts"], metrics=h["metrics"], lr=h["lr"])
+
+
+def stopped_event(checkpoint: Path, digest: str, state: training_pb2.JobState, message: str, *, epochs: int,
+                  total_steps: int) -> training_pb2.JobEvent | None:
+    """The terminal event of a job that ends while no worker trains it (cancelled while it waited to resume,
+    or while its worker was still planning) as its checkpoint leaves it: the position, objective, metrics,
+    history, learning rates and parameters (raw) there. ``message`` may name ``{step}`` and ``{epoch}``.
+    ``None`` when the job never trained: no checkpoint of the spec of ``digest`` (one that cannot be read,
+    or belongs to another spec, would have been started over), or one from before the first step."""
+    saved, _ = _read_checkpoint(checkpoint, digest)
+    if saved is None or not saved.get("global_step"):
+        return None
+    step = int(saved["global_step"])
+    epoch = min(int(saved["epoch"]) + 1, epochs)
+    ev = training_pb2.JobEvent(kind=Kind.JOB_EVENT_KIND_STATE, state=state, epoch=epoch, epochs=epochs, step=step,
+                               total_steps=total_steps, message=message.format(step=step, epoch=epoch),
+                               metrics=saved["metrics"], elapsed_s=float(saved["elapsed"]), eta_s=0.0)
+    groups = saved["optimizer"]["param_groups"]
+    ev.lr = float(groups[0]["lr"])
+    if any(g.get("name") != "default" for g in groups):  # the spec has param_groups (as _Run._event)
+        ev.lrs.update({str(g["name"]): float(g["lr"]) for g in groups})
+    _set_loss(ev, saved["sums"], saved["history"])
+    _add_history(ev, saved["history"])
+    for name, t in saved["model"].items():
+        ev.parameters[name].CopyFrom(encode_tensor(t, "raw"))
+    ev.time.GetCurrentTime()
+    return ev
+
+
 def run_job(
     plan: JobPlan,
     checkpoint: Path | None,
@@ -261,13 +319,7 @@ class _Run:
         )
         if plan.optimizer.groups:
             ev.lrs.update({g["name"]: float(g["lr"]) for g in self.optimizer.param_groups})
-        steps = p.sums.get("steps", 0.0)
-        if steps:
-            ev.loss = p.sums["objective"] / steps
-            ev.loss_parts.update({k: p.sums[k] / steps for k in ("loss", "l1", "l2") if k in p.sums})
-        elif p.history:
-            ev.loss = p.history[-1]["loss"]
-            ev.loss_parts.update(p.history[-1]["loss_parts"])
+        _set_loss(ev, p.sums, p.history)
         if self.run_steps and now > 0:
             ev.samples_per_second = self.run_samples / now
             ev.eta_s = (plan.total_steps - p.global_step) * now / self.run_steps
@@ -277,10 +329,7 @@ class _Run:
     def _terminal(self, state: training_pb2.JobState, message: str, parameters: bool) -> None:
         ev = self._event(Kind.JOB_EVENT_KIND_STATE, state, message)
         ev.eta_s = 0.0
-        for h in self.progress.history:
-            ev.history.add(
-                epoch=h["epoch"], loss=h["loss"], loss_parts=h["loss_parts"], metrics=h["metrics"], lr=h["lr"]
-            )
+        _add_history(ev, self.progress.history)
         if parameters and self.reporter:
             for name, t in self.model.state_dict().items():  # the module's own names, no "module." prefix
                 ev.parameters[name].CopyFrom(encode_tensor(t, "raw"))
@@ -314,14 +363,9 @@ class _Run:
         """This process's checkpoint, if there is one and it belongs to this spec; else why not."""
         if self.checkpoint is None:
             return None, "started"
-        try:
-            state = load_checkpoint(self.checkpoint)
-        except Exception as e:  # a damaged file: the run is deterministic, so starting over gives the same result
-            return None, f"started over: the checkpoint could not be read ({type(e).__name__})"
+        state, note = _read_checkpoint(self.checkpoint, self.digest)
         if state is None:
-            return None, "started"
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("digest") != self.digest:
-            return None, "started over: the checkpoint belongs to another spec or format"
+            return None, note
         if self.world is not None and (state.get("world_size") != self.world.size
                                        or not isinstance(state.get("rng_ranks"), list)):
             return None, "started over: the checkpoint was written by another number of ranks"
@@ -364,6 +408,9 @@ class _Run:
             sums=dict(state["sums"]), metrics=dict(state["metrics"]), history=list(state["history"]),
             elapsed=state["elapsed"],
         )
+        if state["epoch"] >= self.plan.epochs:  # written at the last epoch's end: the job stopped before its end
+            return (f"resumed from the checkpoint at step {state['global_step']}: all {self.plan.epochs} epochs are "
+                    "done; only the final event remains")
         where = f"epoch {state['epoch'] + 1}" + (f", step {state['step_in_epoch'] + 1} of the epoch"
                                                  if state["step_in_epoch"] else "")
         return f"resumed from the checkpoint at step {state['global_step']}: continuing with {where}"
@@ -444,7 +491,15 @@ class _Run:
                     return
                 self.optimizer.zero_grad(set_to_none=True)
                 objective.backward()
-                self.optimizer.step()
+                try:
+                    self.optimizer.step()
+                except RuntimeError as e:  # plan_job refuses the settings that fail at once; a schedule's rounding
+                    if "without overflow" not in str(e):  # can still take a learning rate an ulp past float32
+                        raise
+                    rates = ", ".join(repr(float(g["lr"])) for g in self.optimizer.param_groups)
+                    self._fail(f"the optimizer's step {step} (epoch {p.epoch + 1}) does not fit in float32: "
+                               f"{str(e).strip()} (learning rate {rates})")
+                    return
                 p.global_step, p.step_in_epoch = step, b + 1
                 p.sums["steps"] = p.sums.get("steps", 0.0) + 1
                 p.sums["objective"] = p.sums.get("objective", 0.0) + value

@@ -64,6 +64,7 @@ from ..losses import Registry
 from ..rpc import decode_tensor, encode_tensor
 from ._checkpoint import CHECKPOINT_MESSAGE, DISK_FULL, disk_full, remove_checkpoint, save_checkpoint_bytes
 from ._distributed import forget_rendezvous
+from ._engine import spec_digest, stopped_event
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
 from ._store import (
     FINAL_STATES,
@@ -97,6 +98,12 @@ RETENTION_SWEEP_S = 60.0
 KILL_MARGIN_S = 1.0
 #: Seconds between attempts to write held events while the data directory is full.
 STORAGE_RETRY_S = 1.0
+#: The CANCELLED message of a job that had trained when it was cancelled without a worker training it (it waited
+#: to resume, or its worker was still planning): its checkpoint gives the parameters so far (``stopped_event``).
+CANCELLED_WAITING = "cancelled before it resumed, after step {step} (epoch {epoch}): the parameters of its checkpoint"
+#: The same when its worker had resumed it but was stopped (killed) rather than stopping at a step.
+CANCELLED_STOPPED = ("cancelled (the worker was stopped): the parameters of its last checkpoint, after step {step} "
+                     "(epoch {epoch})")
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -161,6 +168,12 @@ class _Running:
     disk_full: bool = False  # interrupted because the data directory filled up: re-queued, resumed when space returns
     #: the worker's temporary folder (a data-parallel job's rendezvous file and rank logs), deleted when it ends
     scratch: str | None = None
+    #: the job's spec digest and size (from its claim): a cancel that stops the worker ends the job as its
+    #: checkpoint leaves it (``stopped_event``)
+    digest: str = ""
+    epochs: int = 0
+    total_steps: int = 0
+    resumed: bool = False  # the worker sent its RUNNING event: it planned and (re)started training
 
 
 class _DataDirLock:
@@ -408,6 +421,7 @@ class JobManager:
     def _launch(self, job: _Running, claim: Claim) -> None:
         """Start the worker process for ``job``, then relay its events (this thread becomes its monitor)."""
         row = claim.row
+        job.digest, job.epochs, job.total_steps = spec_digest(row.spec), row.epochs, row.total_steps
         try:
             self._prepare(job, claim)
         except Exception as e:  # another replica has it now, the store is gone, a local write failed: let go
@@ -486,6 +500,8 @@ class JobManager:
                     checkpoint = data[len(CHECKPOINT_MESSAGE):]
                     continue
                 event = training_pb2.JobEvent.FromString(data)
+                if event.kind == STATE and event.state == training_pb2.JOB_STATE_RUNNING:
+                    job.resumed = True
                 final = event.kind == STATE and event.state in FINAL_STATES
                 if final and event.state == training_pb2.JOB_STATE_INTERRUPTED and \
                         event.message.startswith(DISK_FULL) and not job.interrupt_requested:
@@ -515,6 +531,10 @@ class JobManager:
         if job.scratch:  # its ranks die with the worker (PR_SET_PDEATHSIG)
             shutil.rmtree(job.scratch, ignore_errors=True)
         self._forget_rendezvous(job.job_id)  # before the job can start again
+        # A cancel that stopped the worker (still planning, or not stopping in time): the job ends as its
+        # checkpoint leaves it. Read before taking the lock (a checkpoint may be large).
+        read = not ended and job.cancel_requested and not job.lost
+        stopped = self._stopped_cancel(job) if read else None
         with self._lock:
             current = self._forget(job)
             if job.lost:
@@ -523,8 +543,9 @@ class JobManager:
             elif not ended:
                 code = job.process.exitcode
                 if job.cancel_requested:
-                    event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_CANCELLED,
-                                                  message="cancelled (the worker was stopped)")
+                    event = (stopped if read else self._stopped_cancel(job)) or training_pb2.JobEvent(
+                        kind=STATE, state=training_pb2.JOB_STATE_CANCELLED,
+                        message="cancelled (the worker was stopped)")
                 elif job.disk_full and not self._closing:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
                                                   message=f"{DISK_FULL}: the job resumes from its last checkpoint "
@@ -564,6 +585,17 @@ class JobManager:
             with contextlib.suppress(StoreUnavailable):
                 self._schedule()
         self._settled(job)
+
+    def _stopped_cancel(self, job: _Running) -> training_pb2.JobEvent | None:
+        """CANCELLED as the checkpoint of ``job`` (whose worker was stopped) leaves it: the parameters so far;
+        ``None`` when the job never trained (or its checkpoint cannot be read)."""
+        try:
+            return stopped_event(self._checkpoint(job.job_id), job.digest, training_pb2.JOB_STATE_CANCELLED,
+                                 CANCELLED_STOPPED if job.resumed else CANCELLED_WAITING, epochs=job.epochs,
+                                 total_steps=job.total_steps)
+        except Exception:  # a checkpoint of an unexpected shape: the job ends CANCELLED all the same
+            log.exception("job %s: could not read its checkpoint for the CANCELLED event", job.job_id)
+            return None
 
     def _record_running(self, job: _Running, event: training_pb2.JobEvent, checkpoint: bytes | None) -> bool:
         """Store a running job's event under its lease; while the store is unavailable, try again until the
@@ -970,20 +1002,57 @@ class JobManager:
         return await self.job(job_id)
 
     def _cancel(self, job_id: str) -> tuple[_Running | None, str]:
-        """Cancel here when this replica runs the job, else through the store: ``(job, outcome)``."""
+        """Cancel here when this replica runs the job, else through the store: ``(job, outcome)``.
+
+        A job that waits (queued, or interrupted) and has trained ends as its checkpoint leaves it, with the
+        parameters so far, where this server is the store's only writer (SQLite: nobody else claims or
+        writes, and this server claims under its lock); with a shared store the store cancels it, saying
+        after which step, without parameters (``request_cancel`` stores the event: docs/scaling.md)."""
         with self._lock:
-            job = self._running.get(job_id)
-            if job is not None:
-                job.cancel_requested = True
-                if job.control is not None:
-                    with contextlib.suppress(OSError):
-                        job.control.send_bytes(b"cancel")
-                return job, "local"
-            outcome = self.store.request_cancel(job_id, "cancelled before it ran")
+            if (job := self._running.get(job_id)) is not None:
+                return self._cancel_running(job), "local"
+        stopped = None
+        if not self.store.shares_checkpoints:
+            row = self.store.get_job(job_id, with_spec=True)
+            if row is not None and not row.terminal:  # read before the lock: a checkpoint may be large
+                try:
+                    stopped = stopped_event(self._checkpoint(job_id), spec_digest(row.spec),
+                                            training_pb2.JOB_STATE_CANCELLED, CANCELLED_WAITING, epochs=row.epochs,
+                                            total_steps=row.total_steps)
+                except Exception:
+                    log.exception("job %s: could not read its checkpoint for the CANCELLED event", job_id)
+        with self._lock:
+            if (job := self._running.get(job_id)) is not None:  # claimed meanwhile
+                return self._cancel_running(job), "local"
+            if stopped is not None:
+                row = self.store.get_job(job_id)
+                if row is None or row.terminal:
+                    return None, "gone" if row is None else "ended"
+                self._record(job_id, stopped)
+                if not self._held:  # else the next start removes it, once the event is stored
+                    remove_checkpoint(self._checkpoint(job_id))
+                return None, "cancelled"
+            row = self.store.get_job(job_id)
+            message = "cancelled before it ran"
+            if row is not None and row.step:
+                message = f"cancelled before it resumed, after step {row.step}: its checkpoint could not be used"
+                if self.store.shares_checkpoints:
+                    message = f"cancelled before it resumed, after step {row.step}"
+            outcome = self.store.request_cancel(job_id, message)
             if outcome == "cancelled":
                 remove_checkpoint(self._checkpoint(job_id))
                 self._wake(job_id)
             return None, outcome
+
+    @staticmethod
+    def _cancel_running(job: _Running) -> _Running:
+        """Ask the worker of ``job`` (running here) to stop before its next step (caller holds the lock)."""
+        job.cancel_requested = True
+        log.info("job %s: cancel requested", job.job_id)
+        if job.control is not None:
+            with contextlib.suppress(OSError):
+                job.control.send_bytes(b"cancel")
+        return job
 
     async def delete(self, job_id: str) -> JobRow:
         """Delete an ended job with its events and parameters; returns it as it was."""

@@ -491,6 +491,58 @@ def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> Optim
     return OptimizerPlan(name, settings, tuple(groups))
 
 
+#: float32's largest value. torch's optimizers hand the learning rate (Adam and AdamW: their first step's
+#: lr / (1 - betas[0])), weight_decay (not AdamW's: it scales the parameters) and Nesterov's momentum to the
+#: float32 parameters' kernels as float32 numbers, and torch refuses a larger one ("value cannot be converted
+#: to type float without overflow": the job failed as an internal error). Every other setting is used as a
+#: float64 number (a huge eps or lr_decay trains, or ends FAILED at a NaN loss). Measured on torch 2.13:
+#: tests/unit/test_training_spec.py, test_optimizer_numbers_beyond_float32_are_refused_where_torch_fails.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _largest_lr(name: str, settings: Mapping[str, Any]) -> tuple[float, str]:
+    """The largest learning rate torch's ``name`` can apply with ``settings`` (Adam's: the largest whose first
+    step fits; later steps are smaller, as 1 - beta1**t grows), and why."""
+    if name not in ("adam", "adamw"):
+        return FLOAT32_MAX, f"{name} applies it to the float32 parameters as a float32 number"
+    beta1 = float(settings.get("betas", (0.9, 0.999))[0])
+    lr = FLOAT32_MAX * (1 - beta1)  # the largest lr whose first step, lr / (1 - beta1) as torch computes it, fits
+    while lr / (1 - beta1) > FLOAT32_MAX:
+        lr = math.nextafter(lr, 0.0)
+    while math.nextafter(lr, math.inf) / (1 - beta1) <= FLOAT32_MAX:
+        lr = math.nextafter(lr, math.inf)
+    return lr, (f"{name}'s step moves the parameters by up to lr / (1 - betas[0]) (betas[0] {beta1!r}; the first "
+                f"step by exactly that), a float32 number (at most {FLOAT32_MAX!r})")
+
+
+def _check_float32_settings(optimizer: OptimizerPlan, schedule: SchedulePlan | None) -> None:
+    """Refuse the optimizer numbers torch would fail to convert to float32 at a step (see
+    ``FLOAT32_MAX``), naming the field: the optimizer's, each param group's, and the cosine schedule's
+    ``eta_min`` (the learning rate every group anneals to)."""
+    name, settings = optimizer.name, optimizer.settings
+    lr_limit, lr_why = _largest_lr(name, settings)
+    limits = {"lr": (lr_limit, lr_why)}
+    if name != "adamw":
+        limits["weight_decay"] = (FLOAT32_MAX, f"{name} adds weight_decay x the parameters to their gradient as a "
+                                  f"float32 number (at most {FLOAT32_MAX!r})")
+    if settings.get("nesterov"):
+        limits["momentum"] = (FLOAT32_MAX, "Nesterov's step adds momentum x the velocity to the gradient as a "
+                              f"float32 number (at most {FLOAT32_MAX!r})")
+    checked = [(f"optimizer.{key}", key, settings.get(key)) for key in ("lr", "weight_decay", "momentum")]
+    for i, group in enumerate(optimizer.groups):
+        checked += [(f"optimizer.param_groups[{i}].{key}", key, group.overrides.get(key))
+                    for key in ("lr", "weight_decay", "momentum")]
+    if schedule is not None and schedule.kind == "cosine":
+        checked.append(("schedule.cosine.eta_min", "lr", schedule.settings["eta_min"]))
+    for where, key, value in checked:
+        if value is None or key not in limits:
+            continue
+        limit, why = limits[key]
+        if value > limit:
+            towards = " (the learning rate every group anneals to)" if where.startswith("schedule.") else ""
+            raise FieldError(where, f"is {value!r}; must be <= {limit!r}{towards}: {why}")
+
+
 def _schedule(request: training_pb2.TrainJobRequest, epochs: int) -> SchedulePlan | None:
     kind = request.schedule.WhichOneof("kind")
     if kind is None:
@@ -585,6 +637,7 @@ def plan_job(
         raise covers_nothing(reg, f"the model's parameters ({', '.join(names)})")
     optimizer = _optimizer(request, names)
     schedule = _schedule(request, request.epochs)
+    _check_float32_settings(optimizer, schedule)
     metrics = _metrics(request, dataset, target)
     rate = DEFAULT_STEP_EVENTS_PER_SECOND
     if request.HasField("step_events_per_second"):
@@ -628,10 +681,27 @@ def _check_divisible(world_size: int, n_train: int, batch_size: int) -> None:
                         "trains on batch_size / world_size samples of every batch")
 
 
+#: Settings that make a loss that is otherwise a mean or sum of per-sample terms depend on the whole batch
+#: (the registration's ``batch_coupled`` names whole losses; these are one setting of a loss): the loss,
+#: the param, when the bound value couples the batch, how, and the value that does not. Found by
+#: splitting batches of every trainable loss in two and comparing (docs/scaling.md, "What is refused
+#: rather than approximated").
+_ONE_SIGNAL = "the model's whole output (batch x outputs) is one signal, whose histogram spans the batch"
+_BATCH_COUPLING_SETTINGS: tuple[tuple[str, str, Callable[[Any], bool], str, str], ...] = (
+    ("sigmoid_focal_loss", "normalized", bool, "it divides by the sum of the focal factors over the whole batch",
+     "false"),
+    ("mutual_information_loss", "signal_dims", lambda dims: dims >= 2, _ONE_SIGNAL, "1"),
+    ("normalized_mutual_information_loss", "signal_dims", lambda dims: dims >= 2, _ONE_SIGNAL, "1"),
+)
+
+
 def _check_shardable_loss(plan: JobPlan) -> None:
     """With several ranks, each computes the loss on its shard of a batch and DDP averages the gradients:
     that equals the whole batch's gradient only when the loss is a mean (or sum) of per-sample terms:
-    the registration says which losses are not (``batch_coupled``, ``mean_normalizer``)."""
+    the registration says which losses are not (``batch_coupled``, ``mean_normalizer``), and
+    ``_BATCH_COUPLING_SETTINGS`` which settings make one so. An ``ignore_index`` matters only where the
+    training split's targets hold it: the job's data is known here, so one that occurs nowhere in them (the
+    default -100 with class labels or 0/1 targets) leaves every batch's mean a plain mean and is accepted."""
     if plan.world_size == 1:
         return
     spec, reduction = plan.loss.spec, plan.reduction
@@ -640,16 +710,27 @@ def _check_shardable_loss(plan: JobPlan) -> None:
         raise FieldError("loss.name", f"{name} is not a mean or sum of per-sample terms, so its gradient on a "
                         f"batch is not the average of its gradients on the batch's shards; world_size "
                         f"{plan.world_size} would train another objective: use world_size 1")
+    for loss, param, couples, how, fine in _BATCH_COUPLING_SETTINGS:
+        value = plan.loss.kwargs.get(param)
+        if name == loss and couples(value):
+            shown = str(value).lower() if isinstance(value, bool) else repr(value)
+            raise FieldError(f"loss.params.{param}", f"{name} with {param} {shown}: {how}, so its value on a batch is "
+                            "not the mean or sum of its values on the batch's shards; world_size "
+                            f"{plan.world_size} would train another objective: use world_size 1 or {param} {fine}")
     if reduction == "mean" and spec.mean_normalizer == "weight":
         if "weight" in plan.loss.extras:
             raise FieldError("loss.inputs.weight", f"{name} with class weights and reduction 'mean' divides by the "
                             "batch's total weight, which differs between the ranks' shards; with world_size "
                             f"{plan.world_size} use reduction 'sum' or world_size 1")
         ignore_index = plan.loss.kwargs.get("ignore_index")
-        if isinstance(ignore_index, int) and ignore_index >= 0:
-            raise FieldError("loss.params.ignore_index", f"{name} with an ignore_index and reduction 'mean' divides "
-                            "by the batch's count of kept samples, which differs between the ranks' shards; with "
-                            f"world_size {plan.world_size} use reduction 'sum' or world_size 1")
+        if isinstance(ignore_index, int):
+            ignored = int((plan.target[plan.train_index] == ignore_index).sum())
+            if ignored:
+                raise FieldError("loss.params.ignore_index", f"{name} with ignore_index {ignore_index} and reduction "
+                                f"'mean' divides by the batch's count of kept elements, which differs between the "
+                                f"ranks' shards: {ignored} of the training split's target values are "
+                                f"{ignore_index}; with world_size {plan.world_size} use reduction 'sum' or "
+                                "world_size 1")
 
 
 def _with_warnings(plan: JobPlan) -> JobPlan:

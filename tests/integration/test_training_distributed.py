@@ -164,6 +164,16 @@ def test_a_sum_reduced_loss_counts_every_shard_once(stub: training_pb2_grpc.Trai
     ({"world_size": 2, "loss": {"name": "dice_loss"}}, "loss.name", "not a mean or sum of per-sample terms"),
     ({"world_size": 2, "loss": {"name": "cross_entropy", "inputs": {"weight": {"values": [1, 3], "shape": [2], "dtype": "float32"}}},
       "model": {"mlp": {"hidden": [8]}}}, "loss.inputs.weight", "divides by the batch's total weight"),
+    # Found by the 2026-12-05 audit: accepted, and trained another objective than world_size 1.
+    ({"world_size": 2, "loss": {"name": "sigmoid_focal_loss", "params": {"normalized": True}},
+      "model": {"mlp": {"hidden": [8]}}}, "loss.params.normalized",
+     "divides by the sum of the focal factors over the whole batch"),
+    ({"world_size": 2, "loss": {"name": "sigmoid_focal_loss", "params": {"ignore_index": -1}},
+      "model": {"mlp": {"hidden": [8]}}, "data": {"inline": {
+          "x": {"dtype": "float32", "shape": [8, 1], "values": [0, 1, 2, 3, 4, 5, 6, 7]},
+          "y": {"dtype": "float32", "shape": [8], "values": [0, 1, -1, 1, 0, -1, 1, 0]}}}, "batch_size": 4,
+      "metrics": []},
+     "loss.params.ignore_index", "2 of the training split's target values are -1"),
 ])
 def test_specs_world_size_cannot_shard_exactly_are_refused(stub: training_pb2_grpc.TrainingServiceStub,
                                                             overrides: dict[str, Any], field: str, words: str) -> None:
@@ -171,6 +181,19 @@ def test_specs_world_size_cannot_shard_exactly_are_refused(stub: training_pb2_gr
         _run(stub, small_spec(**overrides))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details().startswith(f"{field}: ") and words in info.value.details(), info.value.details()
+
+
+def test_an_ignore_index_no_target_holds_trains_what_world_size_1_does(
+        stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    """-1 marks no target of 0/1 data: the mean divides by every element on every shard, as at world_size 1."""
+    x = np.random.default_rng(5).standard_normal((200, 2)).astype(np.float32)
+    y = (x[:, 0] * x[:, 1] > 0).astype(np.float32)  # 0/1 floats: sigmoid_focal_loss's binary targets
+    data = {"inline": {"x": {"dtype": "float32", "shape": [200, 2], "values": x.ravel().tolist()},
+                       "y": {"dtype": "float32", "shape": [200], "values": y.tolist()}}}
+    spec = {**SPEC, "model": {"mlp": {"hidden": [8, 4]}}, "data": data, "metrics": ["mae"], "epochs": 2,
+            "batch_size": 20, "loss": {"name": "sigmoid_focal_loss", "params": {"ignore_index": -1}}}
+    one, two = _run(stub, spec)[-1], _run(stub, {**spec, "world_size": 2})[-1]
+    assert _max_diff(one, two) < TOLERANCE
 
 
 def test_world_size_over_the_limit_names_the_flag(stub: training_pb2_grpc.TrainingServiceStub) -> None:

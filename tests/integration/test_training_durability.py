@@ -4,6 +4,7 @@ run; SIGTERM checkpoints and exits 0; WatchJob replays the history; two servers 
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import signal
@@ -12,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
+import torch
 
 from lossd.v1 import training_pb2_grpc
 from lossd.v1 import training_pb2 as pb
@@ -169,4 +172,114 @@ def test_a_worker_killed_9_resumes_from_its_checkpoint_then_fails_saying_why(tmp
         assert states[3][1].startswith("resumed from the checkpoint at step"), states[3][1]
         assert re.fullmatch(r"the worker process was killed by signal 9 \(SIGKILL\) \(out of memory\?\) after 1 "
                             r"restart\(s\) from its checkpoint; --max-job-restarts is 1", states[4][1]), states[4][1]
+        channel.close()
+
+
+# -- cancelling a job no worker trains: the parameters of its checkpoint (the 2026-12-05 audit) -------
+
+#: Runs for minutes unless stopped: 30 steps an epoch.
+ENDLESS = small_spec(epochs=10_000, batch_size=10, metrics=[], step_events_per_second=50)
+
+
+def _checkpoint(data: Path, job_id: str) -> dict[str, Any]:
+    state = torch.load(data / "checkpoints" / f"{job_id}.pt", map_location="cpu", weights_only=True)
+    assert state["global_step"] > 0
+    return state
+
+
+def _ends_at_checkpoint(final: pb.JobEvent, state: dict[str, Any]) -> None:
+    """``final`` carries what the checkpoint ``state`` holds: its step, history and parameters, exactly."""
+    assert final.state == pb.JOB_STATE_CANCELLED, final.message
+    assert final.step == state["global_step"] and len(final.history) == len(state["history"]), final.message
+    assert sorted(final.parameters) == sorted(state["model"])
+    for name, t in state["model"].items():
+        sent = np.asarray(final.parameters[name].values, dtype=np.float32).reshape(tuple(final.parameters[name].shape))
+        assert np.array_equal(sent, t.numpy()), name
+
+
+def _stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (SIGSTOP takes effect as each is next scheduled)."""
+    tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    return bool(tasks) and all((t / "stat").read_text().rsplit(")", 1)[1].split()[0] in "Tt" for t in tasks)
+
+
+def _cancel(stub: training_pb2_grpc.TrainingServiceStub, job_id: str) -> None:
+    assert stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=60).job.state == pb.JOB_STATE_CANCELLED
+
+
+def _final(stub: training_pb2_grpc.TrainingServiceStub, job_id: str) -> pb.JobEvent:
+    """The job's terminal event, as WatchJob and GetJob give it."""
+    final = _events(stub, job_id)[-1]
+    assert final.kind == pb.JOB_EVENT_KIND_STATE and final.state == pb.JOB_STATE_CANCELLED
+    got = stub.GetJob(pb.GetJobRequest(job_id=job_id, include_parameters=True), timeout=10)
+    assert got.job.step == final.step and got.parameters == final.parameters
+    return final
+
+
+def test_cancelling_an_interrupted_job_ends_it_with_the_parameters_of_its_checkpoint(tmp_path: Path) -> None:
+    """Two jobs interrupted by a SIGTERM; the next server (one slot) resumes the older, the other waits. A
+    cancel of the waiting job, and one of the resuming job (its worker most likely still starting or planning,
+    which stops it at once; or the run, if it got there first, before its first step), end CANCELLED with
+    the parameters, step and history of their checkpoints: not step 0 without parameters, 'before it ran'."""
+    data = tmp_path / "data"
+    with ServedProcess.start(tmp_path, "--data-dir", str(data), "--max-jobs", "2") as served:
+        channel, stub = _stub(served.address)
+        older, newer = (next(iter(stub.TrainJob(request({**ENDLESS, "detach": True}), timeout=60))).event.job_id
+                        for _ in range(2))
+        for job_id in (older, newer):  # an epoch and a bit: a checkpoint at SIGTERM, mid-epoch
+            for reply in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=120):
+                if reply.event.step > 35:
+                    break
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(30) == 0
+        channel.close()
+    saved = {job_id: _checkpoint(data, job_id) for job_id in (older, newer)}
+
+    with ServedProcess.start(tmp_path, "--data-dir", str(data), "--max-jobs", "1") as served:
+        channel, stub = _stub(served.address)
+        _cancel(stub, newer)  # the slot is the older job's (claimed as the server started): this one waits
+        _cancel(stub, older)  # its worker starts (the forkserver takes seconds to start) or plans
+        waiting = _final(stub, newer)
+        _ends_at_checkpoint(waiting, saved[newer])
+        step, epoch = saved[newer]["global_step"], saved[newer]["epoch"] + 1
+        assert waiting.message == (f"cancelled before it resumed, after step {step} (epoch {epoch}): the parameters "
+                                   "of its checkpoint"), waiting.message
+        assert not (data / "checkpoints" / f"{newer}.pt").exists()
+        resuming = _final(stub, older)
+        _ends_at_checkpoint(resuming, saved[older])
+        step, epoch = saved[older]["global_step"], saved[older]["epoch"] + 1
+        assert resuming.message in (
+            f"cancelled before it resumed, after step {step} (epoch {epoch}): the parameters of its checkpoint",
+            f"cancelled after step {step} (epoch {epoch})"), resuming.message  # the worker, or the run, stopped
+        assert "before it ran" not in resuming.message
+        channel.close()
+
+
+def test_a_cancel_that_has_to_stop_the_worker_ends_with_the_parameters_of_its_last_checkpoint(
+        tmp_path: Path) -> None:
+    """A worker that does not act on the cancel (stopped here with SIGSTOP) is killed: the job ends CANCELLED
+    with the parameters of its last checkpoint (an epoch's end), saying so."""
+    data = tmp_path / "data"
+    with ServedProcess.start(tmp_path, "--data-dir", str(data)) as served:
+        channel, stub = _stub(served.address)
+        job_id = next(iter(stub.TrainJob(request({**ENDLESS, "detach": True}), timeout=60))).event.job_id
+        for reply in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=120):
+            if reply.event.step > 35:  # epoch 1's checkpoint is written, and five steps more taken
+                break
+        worker = _worker_pid(served, job_id)
+        os.kill(worker, signal.SIGSTOP)
+        assert wait_for(lambda: _stopped(worker), 10, 0.01)  # every thread: no checkpoint is written from here
+        saved = _checkpoint(data, job_id)  # an epoch's end (30 steps each); the worker went on from there
+        step, epoch = saved["global_step"], saved["epoch"] + 1
+        assert step % 30 == 0 and not saved["step_in_epoch"], step
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            cancelling = pool.submit(_cancel, stub, job_id)  # answers once the job has ended
+            assert wait_for(lambda: any(f"job {job_id}: cancel requested" in line for line in list(served.log)), 30,
+                            0.02)
+            os.kill(worker, signal.SIGKILL)  # what the server does itself after 10 s
+            cancelling.result(60)
+        final = _final(stub, job_id)
+        _ends_at_checkpoint(final, saved)
+        assert final.message == ("cancelled (the worker was stopped): the parameters of its last checkpoint, after "
+                                 f"step {step} (epoch {epoch})"), final.message
         channel.close()

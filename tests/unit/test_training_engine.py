@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from lossd.server.losses import REGISTRY
 from lossd.server.training import Control, build_model, plan_job, run_job
-from lossd.server.training._engine import epoch_seed, spec_digest
+from lossd.server.training._engine import epoch_seed, spec_digest, stopped_event
 from lossd.v1 import training_pb2 as pb
 from support.training import request, small_spec
 
@@ -148,6 +148,49 @@ def test_resume_from_an_epoch_checkpoint_after_a_crash(tmp_path: Path) -> None:
     resumed = train(RICH, ckpt)
     assert "step 20" in resumed[0].message and "epoch 3" in resumed[0].message, resumed[0].message
     assert params(resumed[-1]) == params(reference[-1])
+
+
+def test_resume_from_the_last_epochs_checkpoint_says_only_the_final_event_remains(tmp_path: Path) -> None:
+    """The server stopped between the last epoch's checkpoint and the job's end: no epoch is left to train
+    (the 2026-12-05 audit: it said 'continuing with epoch 5' for a 4-epoch job)."""
+    reference = train(RICH)
+    ckpt, saved = tmp_path / "job.pt", tmp_path / "after-the-last-epoch.pt"
+    train(RICH, ckpt, on_event=lambda e: e.kind == EPOCH and e.epoch == 4 and shutil.copy(ckpt, saved))
+    shutil.copy(saved, ckpt)
+    resumed = train(RICH, ckpt)
+    assert [(e.kind, e.state) for e in resumed] == [(STATE, pb.JOB_STATE_RUNNING), (STATE, pb.JOB_STATE_SUCCEEDED)]
+    assert resumed[0].message == ("resumed from the checkpoint at step 40: all 4 epochs are done; only the final "
+                                  "event remains"), resumed[0].message
+    assert params(resumed[-1]) == params(reference[-1])
+    assert list(resumed[-1].history) == list(reference[-1].history)
+
+
+@pytest.mark.parametrize("at_step", [7, 10])  # mid-epoch and at an epoch's end
+def test_a_job_stopped_at_its_checkpoint_ends_as_the_engine_would_have(tmp_path: Path, at_step: int) -> None:
+    """``stopped_event`` (a job cancelled while no worker trains it: it waited to resume, or its worker was
+    still planning) gives what the engine's own cancel at that step gives: the parameters so far, bit for
+    bit, the position, objective, metrics, learning rates and history."""
+    spec = {**RICH, "step_events_per_second": 1e9}
+    digest = spec_digest(request(spec).SerializeToString())
+    control = Control()
+    cancelled = train(spec, control=control, on_event=lambda e: e.step == at_step and control.cancel.set())[-1]
+    control, ckpt = Control(), tmp_path / "job.pt"
+    train(spec, ckpt, control, on_event=lambda e: e.step == at_step and control.interrupt.set())
+    stopped = stopped_event(ckpt, digest, pb.JOB_STATE_CANCELLED, "cancelled at step {step} (epoch {epoch})",
+                            epochs=4, total_steps=40)
+    assert stopped is not None and cancelled.state == stopped.state == pb.JOB_STATE_CANCELLED
+    assert params(stopped) == params(cancelled)
+    assert stopped.message == f"cancelled at step {at_step} (epoch {cancelled.epoch})"
+    for name in ("epoch", "epochs", "step", "total_steps", "loss", "lr", "eta_s"):
+        assert getattr(stopped, name) == getattr(cancelled, name), name
+    assert (dict(stopped.loss_parts), dict(stopped.lrs), dict(stopped.metrics)) == (
+        dict(cancelled.loss_parts), dict(cancelled.lrs), dict(cancelled.metrics))
+    assert list(stopped.history) == list(cancelled.history) and len(stopped.history) == at_step // 10
+    # No checkpoint, one of another spec, or a damaged one: the job never trained as far as anyone can tell.
+    assert stopped_event(tmp_path / "none.pt", digest, pb.JOB_STATE_CANCELLED, "", epochs=4, total_steps=40) is None
+    assert stopped_event(ckpt, "another spec", pb.JOB_STATE_CANCELLED, "", epochs=4, total_steps=40) is None
+    ckpt.write_bytes(b"damaged")
+    assert stopped_event(ckpt, digest, pb.JOB_STATE_CANCELLED, "", epochs=4, total_steps=40) is None
 
 
 def test_a_damaged_or_foreign_checkpoint_starts_over_with_the_same_result(tmp_path: Path) -> None:

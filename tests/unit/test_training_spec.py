@@ -12,8 +12,9 @@ import torch
 
 from lossd.client import encode
 from lossd.server.losses import REGISTRY, LossError
-from lossd.server.training import BUILTINS, TrainingLimits, make_builtin, plan_job
+from lossd.server.training import BUILTINS, Control, TrainingLimits, make_builtin, plan_job, run_job
 from lossd.server.training._spec import check_loss_accepts_model
+from lossd.v1 import training_pb2 as pb
 from google.protobuf import json_format
 from support.training import SEED_RINGS, request, small_spec
 
@@ -360,3 +361,225 @@ def test_l2_and_weight_decay_together_warn(optimizer: dict[str, Any], regulariza
 def test_request_json_round_trip_keeps_the_seed_spec() -> None:
     assert json_format.MessageToDict(request(SEED_RINGS), preserving_proto_field_name=True)["optimizer"] == {
         "name": "adam", "lr": 0.002}
+
+
+# -- world_size > 1: a loss whose value on a batch is not the mean or sum of its shards' is refused -----
+
+def _inline_y(y: torch.Tensor, features: int = 2) -> dict[str, Any]:
+    """Inline data for ``y`` (float: a regression target as given; integer: class labels), with seeded x."""
+    n = y.shape[0]
+    x = torch.randn(n, features, generator=torch.Generator().manual_seed(n))
+    dtype = "float32" if y.is_floating_point() else "int64"
+    return {"inline": {"x": {"dtype": "float32", "shape": [n, features], "values": x.flatten().tolist()},
+                       "y": {"dtype": dtype, "shape": list(y.shape), "values": y.flatten().tolist()}}}
+
+
+#: 0/1 targets (N, 1) with four elements marked -1 ("ignore"), and the same without them.
+_MARKED = torch.tensor([1, 0, -1, 1, 0, 0, -1, 1, 1, -1, 0, 0, 1, -1, 0, 1], dtype=torch.float32).unsqueeze(1)
+_UNMARKED = _MARKED.clamp_min(0)
+_LABELS = torch.tensor([0, 1, 2, 1, 0, 2, 2, 1, 0, 0, 1, 2, 1, 0, 2, 1])
+
+
+def _sharded(loss: dict[str, Any], y: torch.Tensor, world_size: int = 2) -> dict[str, Any]:
+    return small_spec(loss=loss, data=_inline_y(y), model={"mlp": {"hidden": [4]}}, metrics=[], batch_size=8,
+                      world_size=world_size)
+
+
+@pytest.mark.parametrize("loss, y, field, words", [
+    ({"name": "sigmoid_focal_loss", "params": {"normalized": True}}, _UNMARKED, "loss.params.normalized",
+     "divides by the sum of the focal factors over the whole batch"),
+    ({"name": "sigmoid_focal_loss", "params": {"normalized": True, "reduction": "sum"}}, _UNMARKED,
+     "loss.params.normalized", "use world_size 1 or normalized false"),
+    ({"name": "sigmoid_focal_loss", "params": {"ignore_index": -1}}, _MARKED, "loss.params.ignore_index",
+     "count of kept elements, which differs between the ranks' shards: 4 of the training split's target values "
+     "are -1"),
+    ({"name": "sigmoid_focal_loss", "params": {"ignore_index": 2, "mode": "multiclass"}}, _LABELS,
+     "loss.params.ignore_index", "target values are 2"),
+    ({"name": "cross_entropy", "params": {"ignore_index": 1}}, _LABELS, "loss.params.ignore_index",
+     "use reduction 'sum' or world_size 1"),
+    ({"name": "softmax_focal_loss", "params": {"ignore_index": 0}}, _LABELS, "loss.params.ignore_index",
+     "5 of the training split's target values are 0"),
+    ({"name": "mutual_information_loss", "params": {"signal_dims": 2, "reduction": "mean"}}, _MARKED,
+     "loss.params.signal_dims", "one signal, whose histogram spans the batch"),
+    ({"name": "normalized_mutual_information_loss", "params": {"signal_dims": 2, "reduction": "sum"}}, _MARKED,
+     "loss.params.signal_dims", "use world_size 1 or signal_dims 1"),
+])
+def test_world_size_refuses_loss_settings_whose_mean_depends_on_the_whole_batch(
+        loss: dict[str, Any], y: torch.Tensor, field: str, words: str) -> None:
+    check_loss_accepts_model(plan(_sharded(loss, y, world_size=1)))  # a job world_size 1 trains
+    e = refusal(_sharded(loss, y))
+    assert (e.code, e.field) == ("INVALID_ARGUMENT", field), str(e)
+    assert words in e.message, str(e)
+
+
+@pytest.mark.parametrize("loss, y", [
+    ({"name": "sigmoid_focal_loss", "params": {"ignore_index": -1}}, _UNMARKED),  # no target is -1
+    ({"name": "sigmoid_focal_loss", "params": {"ignore_index": -1, "reduction": "sum"}}, _MARKED),  # a sum
+    ({"name": "sigmoid_focal_loss", "params": {"normalized": False}}, _MARKED.abs()),
+    ({"name": "cross_entropy"}, _LABELS),  # -100, the default, is no class label
+    ({"name": "cross_entropy", "params": {"ignore_index": 7}}, _LABELS),
+    ({"name": "softmax_focal_loss"}, _LABELS),
+    ({"name": "mutual_information_loss", "params": {"signal_dims": 1, "reduction": "mean"}}, _MARKED),
+])
+def test_world_size_accepts_an_ignore_index_no_training_target_holds(loss: dict[str, Any], y: torch.Tensor) -> None:
+    p = plan(_sharded(loss, y))
+    check_loss_accepts_model(p)
+    assert p.world_size == 2
+
+
+def _trainable_losses() -> list[Any]:
+    out = []
+    for spec in REGISTRY:
+        target = next((i for i in spec.inputs if i.role == "target"), None)
+        extra = [i for i in spec.inputs if i.required and i is not spec.inputs[0] and i is not target]
+        if spec.inputs[0].role == "prediction" and target is not None and not extra and spec.param("reduction"):
+            out.append(spec)
+    return out
+
+
+def _guesses(shape: tuple[int, ...], g: torch.Generator) -> list[torch.Tensor]:
+    """Model outputs a loss may take: logits, probabilities, log-probabilities."""
+    logits = torch.randn(shape, generator=g)
+    return [logits, torch.sigmoid(logits), torch.log_softmax(logits, dim=1)]
+
+
+@pytest.mark.filterwarnings("ignore")  # DomainWarnings of losses fed targets outside their documented domain
+def test_world_size_accepts_a_loss_only_where_the_shards_add_up_to_the_batch() -> None:
+    """For every trainable loss, its default and documented parameter sets (and ignore_index values the data
+    holds), each reduction, and data of every target form: a job world_size 2 accepts computes, on any batch,
+    the mean (or the sum) of the loss on the batch's two halves, which is what DDP trains. Found
+    normalized, signal_dims and the ignore_index rule (the 2026-12-05 audit)."""
+    torch.set_num_threads(1)  # as in the worker; tiny tensors (a pool of threads made each call 100x slower here)
+    g = torch.Generator().manual_seed(0)
+    datasets = [request(_sharded({}, y)) for y in (_LABELS % 2, _LABELS, _MARKED, _UNMARKED,
+                                                    torch.randn(16, 3, generator=g), torch.rand(16, 1, generator=g))]
+    checked = set()
+    for spec in _trainable_losses():
+        example = spec.example(torch.float32).get("params", {}) if spec.example else {}
+        sets = [{}, dict(example), *({**example, **e.params} for e in spec.equivalents)]
+        if spec.param("ignore_index") is not None:
+            sets += [{"ignore_index": v} for v in (-1, 0, 1)]
+        for params in sets:
+            for reduction in ("mean", "sum"):
+                for data in datasets:
+                    job = pb.TrainJobRequest()
+                    job.CopyFrom(data)
+                    json_format.ParseDict({"name": spec.name, "params": {**params, "reduction": reduction}}, job.loss)
+                    try:  # refused (for world_size or another reason), or accepted: then it must add up
+                        p = plan_job(job, REGISTRY)
+                    except LossError:
+                        continue
+                    target = p.target[p.train_index]
+                    for output in _guesses((len(target), p.out_features), g):
+                        try:
+                            whole = p.loss(output, target)
+                            halves = [p.loss(output[i:i + 8], target[i:i + 8]) for i in (0, 8)]
+                        except (LossError, RuntimeError, ValueError):
+                            continue
+                        combined = (halves[0] + halves[1]) / (2 if reduction == "mean" else 1)
+                        if bool(torch.isfinite(whole)):
+                            assert torch.allclose(whole, combined, rtol=1e-5, atol=1e-6), (
+                                spec.name, params, reduction, list(target.shape), float(whole), float(combined))
+                            checked.add(spec.name)
+    assert len(checked) > 25, sorted(checked)
+
+
+# -- optimizer numbers beyond float32 ---------------------------------------------------------------
+
+F32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _adam_lr_limit(beta1: float) -> float:
+    """The largest lr whose first Adam step, lr / (1 - beta1) as torch computes it, is a float32 number."""
+    lr = F32_MAX * (1 - beta1)
+    while lr / (1 - beta1) > F32_MAX:
+        lr = math.nextafter(lr, 0)
+    while math.nextafter(lr, math.inf) / (1 - beta1) <= F32_MAX:
+        lr = math.nextafter(lr, math.inf)
+    return lr
+
+
+def _one_step(optimizer: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    return small_spec(**{"model": {"linear": {}}, "data": {"builtin": {"name": "moons", "params": {"n_samples": 8}}},
+                         "loss": {"name": "cross_entropy"}, "optimizer": optimizer, "metrics": [], "epochs": 1,
+                         "batch_size": 8, "step_events_per_second": 0, **overrides})
+
+
+def _run(p: Any) -> pb.JobEvent:
+    events: list[pb.JobEvent] = []
+    run_job(p, None, events.append, Control())
+    return events[-1]
+
+
+_GROUP = {"patterns": ["*.bias"]}
+_NESTEROV = {"name": "sgd", "lr": 0.1, "momentum": 0.5, "nesterov": True}
+
+
+@pytest.mark.parametrize("optimizer, field, limit, overrides", [
+    ({"name": "sgd"}, "optimizer.lr", F32_MAX, {}),
+    ({"name": "sgd", "lr": 0.1}, "optimizer.weight_decay", F32_MAX, {}),
+    ({"name": "sgd", "lr": 0.1, "param_groups": [_GROUP]}, "optimizer.param_groups[0].lr", F32_MAX, {}),
+    ({"name": "sgd", "lr": 0.1, "param_groups": [_GROUP]}, "optimizer.param_groups[0].weight_decay", F32_MAX, {}),
+    (_NESTEROV, "optimizer.momentum", F32_MAX, {}),
+    ({**_NESTEROV, "param_groups": [_GROUP]}, "optimizer.param_groups[0].momentum", F32_MAX, {}),
+    ({"name": "adam"}, "optimizer.lr", _adam_lr_limit(0.9), {}),
+    ({"name": "adam", "betas": [0.5, 0.9]}, "optimizer.lr", _adam_lr_limit(0.5), {}),
+    ({"name": "adam", "betas": [0.0, 0.9]}, "optimizer.lr", F32_MAX, {}),
+    ({"name": "adam", "lr": 0.01, "param_groups": [_GROUP]}, "optimizer.param_groups[0].lr", _adam_lr_limit(0.9),
+     {}),
+    ({"name": "adam"}, "optimizer.weight_decay", F32_MAX, {}),
+    ({"name": "adamw"}, "optimizer.lr", _adam_lr_limit(0.9), {}),
+    ({"name": "rmsprop"}, "optimizer.lr", F32_MAX, {}),
+    ({"name": "rmsprop"}, "optimizer.weight_decay", F32_MAX, {}),
+    ({"name": "adagrad"}, "optimizer.lr", F32_MAX, {}),
+    ({"name": "adagrad"}, "optimizer.weight_decay", F32_MAX, {}),
+    ({"name": "sgd", "lr": 1e-3}, "schedule.cosine.eta_min", F32_MAX, {"epochs": 2}),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_optimizer_numbers_beyond_float32_are_refused_where_torch_fails(
+        optimizer: dict[str, Any], field: str, limit: float, overrides: dict[str, Any]) -> None:
+    """The largest value torch's optimizer step converts to float32 is accepted and trains; the next float64
+    is refused naming the field: forced into a plan, it fails the job at that step (it was 'internal error in
+    the training worker (RuntimeError)', found by the 2026-12-05 audit)."""
+    torch.set_num_threads(1)
+
+    def spec(value: float) -> dict[str, Any]:
+        opt, extra = {**optimizer}, dict(overrides)
+        if field.startswith("schedule."):
+            extra["schedule"] = {"cosine": {"t_max": 1, "eta_min": value}}  # epoch 2 trains at eta_min
+        elif field.startswith("optimizer.param_groups[0]."):
+            opt["param_groups"] = [{**optimizer["param_groups"][0], field.rsplit(".", 1)[1]: value}]
+        else:
+            opt[field.rsplit(".", 1)[1]] = value
+        return _one_step(opt, **extra)
+
+    at_limit = _run(plan(spec(limit)))
+    assert "float32" not in at_limit.message, at_limit.message  # SUCCEEDED, or FAILED on a NaN loss
+    above = math.nextafter(limit, math.inf)
+    e = refusal(spec(above))
+    assert (e.code, e.field) == ("INVALID_ARGUMENT", field), str(e)
+    assert e.message.startswith(f"is {above!r}; must be <= {limit!r}"), e.message
+    forced = plan(spec(limit))  # the refused value, past plan_job: what the worker would have run
+    if field.startswith("schedule."):
+        forced = dataclasses.replace(forced, schedule=dataclasses.replace(
+            forced.schedule, settings={**forced.schedule.settings, "eta_min": above}))
+    elif field.startswith("optimizer.param_groups[0]."):
+        group = forced.optimizer.groups[0]
+        forced = dataclasses.replace(forced, optimizer=dataclasses.replace(forced.optimizer, groups=(
+            dataclasses.replace(group, overrides={**group.overrides, field.rsplit(".", 1)[1]: above}),)))
+    else:
+        forced = dataclasses.replace(forced, optimizer=dataclasses.replace(
+            forced.optimizer, settings={**forced.optimizer.settings, field.rsplit(".", 1)[1]: above}))
+    failed = _run(forced)
+    assert failed.state == pb.JOB_STATE_FAILED, failed.message
+    assert "does not fit in float32: value cannot be converted to type float without overflow" in failed.message
+
+
+@pytest.mark.parametrize("optimizer", [
+    {"name": "sgd", "lr": 0.1, "momentum": 1e300},  # momentum scales float64 numbers (without nesterov)
+    {"name": "adam", "eps": 1e300}, {"name": "rmsprop", "eps": 1e300, "momentum": 1e300},
+    {"name": "adagrad", "eps": 1e300, "lr_decay": 1e300}, {"name": "adamw", "weight_decay": 1e300},
+], ids=str)
+def test_optimizer_numbers_torch_takes_at_any_size_stay_accepted(optimizer: dict[str, Any]) -> None:
+    torch.set_num_threads(1)
+    final = _run(plan(_one_step(optimizer)))
+    assert final.state in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED) and "float32" not in final.message
