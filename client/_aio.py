@@ -15,11 +15,13 @@ running event loop::
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import functools
 import itertools
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar, overload
 
 import grpc
@@ -33,6 +35,7 @@ from ._calls import (
     HEALTH_CHECK,
     LIST_LOSSES,
     Method,
+    RequestSource,
     async_stream_requests,
     stream_requests,
 )
@@ -50,7 +53,7 @@ from ._client import (
     pack_many,
     stream_outcome,
 )
-from ._errors import LossdError, Unimplemented, raising_lossd_errors
+from ._errors import Cancelled, LossdError, Unimplemented, raising_lossd_errors
 from ._health import health_request, health_status
 from ._jobs import AsyncJobs
 
@@ -58,6 +61,18 @@ __all__ = ["AsyncClient"]
 
 R = TypeVar("R")
 T = TypeVar("T")
+
+
+def _task_cancelled(closed: bool) -> bool:
+    """Whether a ``CancelledError`` out of ``grpc.aio`` cancels the awaiting task itself (``task.cancel()``,
+    ``asyncio.wait_for``, ``asyncio.timeout``: it must propagate) rather than saying that gRPC cancelled the
+    call on the client's side (the client was closed). Python 3.10 cannot tell them apart (no
+    ``Task.cancelling``): there, only a closed client makes it the call's."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    if cancelling is None:
+        return not closed
+    return bool(cancelling() > 0)
 
 
 class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
@@ -87,12 +102,34 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
         return channel
 
     async def close(self) -> None:
-        """Close the channel; in-flight calls are cancelled."""
-        if self._channel is not None:
-            await self._channel.close()
+        """Close the channel; calls in flight end with :class:`~lossd.client.Cancelled`, as in
+        :meth:`Client.close <lossd.client.Client.close>`, and so does any later call."""
+        channel = self._take_channel()
+        if channel is not None:
+            await channel.close()
+
+    @contextlib.contextmanager
+    def _raising(self) -> Iterator[None]:
+        """:func:`~lossd.client._errors.raising_lossd_errors`, and the errors the sync client raises where
+        ``grpc.aio`` raises its own: :class:`~lossd.client.Cancelled` for a call that gRPC cancelled on the
+        client's side (the client was closed) while the awaiting task was not itself being cancelled (a
+        cancelled task still gets its ``CancelledError``), and for a call on a closed client."""
+        try:
+            with raising_lossd_errors():
+                yield
+        except asyncio.CancelledError:
+            if _task_cancelled(self._closed):
+                raise
+            if self._closed:
+                raise self._closed_error(in_flight=True) from None
+            raise Cancelled("the call was cancelled on the client's side") from None
+        except grpc.aio.UsageError:  # a call made on the channel after it closed
+            if self._closed:
+                raise self._closed_error() from None
+            raise
 
     async def _unary(self, method: Method[R], request: Any, timeout: float | None) -> R:
-        with raising_lossd_errors():
+        with self._raising():
             reply: R = await self._callable(self.channel, method)(request, **self._call_options(method, timeout))
         return reply
 
@@ -100,12 +137,17 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
         self, method: Method[R], request: Any, timeout: float | None, decode: Callable[[R], T]
     ) -> AsyncIterator[T]:
         """Decoded replies of a server- or bidi-streaming call, which is cancelled when
-        the caller stops iterating or ``decode`` raises."""
-        call = self._callable(self.channel, method)(request, **self._call_options(method, timeout))
+        the caller stops iterating or ``decode`` raises. A request iterator that raises ends
+        the requests; its exception is raised after the replies (:class:`RequestSource`)."""
+        source = RequestSource() if method.kind.startswith("stream_") else None
+        call = self._callable(self.channel, method)(request if source is None else source.wrap(request),
+                                                    **self._call_options(method, timeout))
         try:
-            with raising_lossd_errors():
+            with self._raising():
                 async for reply in call:
                     yield decode(reply)
+            if source is not None:
+                source.check()
         finally:
             call.cancel()
 
@@ -177,7 +219,7 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
             out.extend(batch_outcomes(await pending, packed.start, flags, raise_on_error))
 
         try:
-            with raising_lossd_errors():
+            with self._raising():
                 for packed in pack_many(source):
                     left = None if ends is None else max(0.0, ends - time.monotonic())
                     in_flight.append((packed, call(packed.body, timeout=left, metadata=self.config.metadata() or None)))

@@ -25,12 +25,14 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import grpc
 from google.protobuf import message
 
 from .. import _methods
 from .._methods import Kind, Rpc
 from ..v1 import lossd_pb2
 from ._config import ClientConfig
+from ._errors import Cancelled, LossdError
 
 __all__ = [
     "Method",
@@ -40,11 +42,13 @@ __all__ = [
     "EVALUATE_LOSS_STREAM",
     "EVALUATE_LOSS_BATCH",
     "HEALTH_CHECK",
+    "RequestSource",
     "stream_requests",
     "async_stream_requests",
 ]
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def _serialize(request: message.Message | bytes) -> bytes:
@@ -101,13 +105,70 @@ async def async_stream_requests(
         i += 1
 
 
+class RequestSource:
+    """The requests of a client-streaming call as gRPC reads them, guarded: an exception of the
+    caller's iterator ends the request stream (rather than cancelling the call, which is what gRPC
+    does with it, and which loses the replies already on their way), so that the server answers
+    every request read before it; :meth:`check`, called once the replies have ended, then raises
+    it as a :class:`~lossd.client.LossdError` with code ``UNKNOWN`` (what the sync gRPC client
+    raises for it), caused by the iterator's exception. Both clients behave the same.
+
+    >>> source = RequestSource()
+    >>> def requests():
+    ...     yield 1
+    ...     raise ValueError("no more")
+    >>> list(source.guard(requests()))
+    [1]
+    >>> source.check()
+    Traceback (most recent call last):
+    ...
+    lossd.client._errors.LossdError: UNKNOWN: Exception iterating requests: ValueError: no more (the requests \
+before it were answered)
+    """
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+
+    def guard(self, requests: Iterable[T]) -> Iterator[T]:
+        """``requests``, ending where they raise (the exception is kept)."""
+        try:
+            yield from requests
+        except Exception as e:
+            self.error = e
+
+    async def guard_async(self, requests: AsyncIterable[T]) -> AsyncIterator[T]:
+        """:meth:`guard` for an async iterable."""
+        try:
+            async for request in requests:
+                yield request
+        except Exception as e:
+            self.error = e
+
+    def wrap(self, requests: Any) -> Any:
+        """``requests`` (an iterable or an async iterable) guarded."""
+        return self.guard_async(requests) if isinstance(requests, AsyncIterable) else self.guard(requests)
+
+    def check(self) -> None:
+        """Raise the iterator's exception, if it raised one, as a ``LossdError`` (code ``UNKNOWN``)."""
+        if self.error is not None:
+            e = self.error
+            raise LossdError(f"Exception iterating requests: {type(e).__name__}: {e} (the requests before it were "
+                             f"answered)", grpc.StatusCode.UNKNOWN) from e
+
+
 class ClientBase:
     """Settings, channel construction and per-call options shared by both clients.
 
     Every argument has a ``LOSSD_*`` environment variable (see
     :class:`~lossd.client.ClientConfig`); the argument wins. The channel opens
     on first use, so constructing a client never blocks and never fails for
-    an unreachable server.
+    an unreachable server. A closed client stays closed: a call raises
+    :class:`~lossd.client.Cancelled` (as a call in flight when it closed does).
+
+    A client pickles (and deep-copies) as its :class:`~lossd.client.ClientConfig` alone, the
+    token included: the copy is a new client with the same settings, whose channel opens on its
+    first call (its TLS files are read then), so that a ``RemoteLoss``, or a model holding one,
+    can be deep-copied, pickled and ``torch.save``'d.
     """
 
     def __init__(
@@ -147,9 +208,25 @@ class ClientBase:
             options=options,
         )
         self._credentials = self.config.channel_credentials()  # reads the files now: errors show here
+        self._reset()
+
+    def _reset(self, credentials_read: bool = True) -> None:
+        """No channel yet (it opens on first use); ``credentials_read``: ``_credentials`` holds them."""
+        self._credentials_read = credentials_read
         self._channel: Any = None
+        self._closed = False
         self._callables: dict[str, Any] = {}
         self._opening = threading.Lock()  # threads sharing a Client open one channel
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Only the settings travel (the token too): no channel, lock, credentials or caches."""
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A new, unopened client with the pickled settings; TLS files are read when it opens."""
+        self.config = state["config"]
+        self._credentials = None
+        self._reset(credentials_read=False)
 
     @property
     def target(self) -> str:
@@ -164,18 +241,36 @@ class ClientBase:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config.target!r})"
 
+    def _closed_error(self, in_flight: bool = False) -> Cancelled:
+        """What a call on this closed client raises (``in_flight``: it was under way when the client closed)."""
+        if in_flight:
+            return Cancelled(f"the client of {self.config.target} was closed while the call was in flight")
+        return Cancelled(f"the client of {self.config.target} is closed: make a new client")
+
     def _open(self, grpc_module: Any) -> Any:
         """The channel, opened on first use with ``grpc`` or ``grpc.aio`` (same signatures)."""
         if self._channel is not None:  # opened: no lock needed to read it
             return self._channel
         with self._opening:
+            if self._closed:
+                raise self._closed_error()
             if self._channel is None:
+                if not self._credentials_read:  # an unpickled client reads its TLS files now
+                    self._credentials = self.config.channel_credentials()
+                    self._credentials_read = True
                 kwargs = {"options": self.config.channel_options(), "compression": self.config.channel_compression()}
                 if self._credentials is None:
                     self._channel = grpc_module.insecure_channel(self.config.target, **kwargs)
                 else:
                     self._channel = grpc_module.secure_channel(self.config.target, self._credentials, **kwargs)
             return self._channel
+
+    def _take_channel(self) -> Any:
+        """Mark the client closed and hand over its channel (``None`` if it never opened) to be closed."""
+        with self._opening:
+            self._closed = True
+            channel, self._channel = self._channel, None
+            return channel
 
     def _callable(self, channel: Any, method: Method[Any]) -> Any:
         """The channel's multi-callable for ``method``, made once."""

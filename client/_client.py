@@ -42,6 +42,7 @@ from ._calls import (
     LIST_LOSSES,
     ClientBase,
     Method,
+    RequestSource,
     stream_requests,
 )
 from ._codec import _NUMPY_TO_WIRE, ArrayLike, Layouts, decode, encode, is_torch_tensor, raw_parts
@@ -725,27 +726,43 @@ class Client(Evaluating[EvaluateResult], Jobs):
         return channel
 
     def close(self) -> None:
-        """Close the channel; in-flight calls are cancelled."""
-        if self._channel is not None:
-            self._channel.close()
+        """Close the channel; calls in flight end with :class:`~lossd.client.Cancelled`, and so does
+        any later call: a closed client stays closed."""
+        channel = self._take_channel()
+        if channel is not None:
+            channel.close()
 
     def _unary(self, method: Method[R], request: Any, timeout: float | None) -> R:
         try:  # raising_lossd_errors, without a context manager's cost on every call
             reply: R = self._callable(self.channel, method)(request, **self._call_options(method, timeout))
         except grpc.RpcError as e:
             raise from_rpc_error(e) from e
+        except ValueError:  # gRPC's "Cannot invoke RPC on closed channel!": closed by another thread meanwhile
+            if self._closed:
+                raise self._closed_error() from None
+            raise
         return reply
 
     def _stream(
         self, method: Method[R], request: Any, timeout: float | None, decode: Callable[[R], T]
     ) -> Iterator[T]:
         """Decoded replies of a server- or bidi-streaming call, which is cancelled when
-        the caller stops iterating or ``decode`` raises."""
-        call = self._callable(self.channel, method)(request, **self._call_options(method, timeout))
+        the caller stops iterating or ``decode`` raises. A request iterator that raises ends
+        the requests; its exception is raised after the replies (:class:`RequestSource`)."""
+        source = RequestSource() if method.kind.startswith("stream_") else None
+        try:
+            call = self._callable(self.channel, method)(request if source is None else source.guard(request),
+                                                        **self._call_options(method, timeout))
+        except ValueError:  # closed by another thread since self.channel
+            if self._closed:
+                raise self._closed_error() from None
+            raise
         try:
             with raising_lossd_errors():
                 for reply in call:
                     yield decode(reply)
+            if source is not None:
+                source.check()
         finally:
             call.cancel()
 
@@ -856,6 +873,10 @@ class Client(Evaluating[EvaluateResult], Jobs):
                         collect()
                 while in_flight:
                     collect()
+        except ValueError:  # gRPC's "Cannot invoke RPC on closed channel!": closed by another thread meanwhile
+            if self._closed:
+                raise self._closed_error(in_flight=True) from None
+            raise
         except Unimplemented:
             if out:
                 raise

@@ -5,8 +5,10 @@
 (into :class:`~lossd.client.AsyncClient`) differ only in how they wait; specs,
 results, progress and the re-attach bookkeeping are in ``_training.py``. A stream
 that fails with ``Unavailable`` after the job id is known is re-attached with
-``WatchJob(after_seq=<last seq seen>)`` (up to ``MAX_REATTACH`` times, with
-backoff), so a server restart or a dropped connection does not lose the job.
+``WatchJob(after_seq=<last seq seen>)`` (up to ``MAX_REATTACH`` times in a row, with
+backoff; the count starts over once a re-attached stream delivers an event), so a server
+restart or a dropped connection does not lose the job. A ``timeout`` bounds the whole
+of it, re-attaches included (``DeadlineExceeded``).
 
 >>> with Client() as c:                                     # doctest: +SKIP
 ...     job_id = c.submit("spec.json")
@@ -17,13 +19,14 @@ backoff), so a server restart or a dropped connection does not lose the job.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from ..v1 import training_pb2
 from ._calls import ClientBase, Method
-from ._errors import Unavailable
+from ._errors import DeadlineExceeded, Unavailable
 from ._training import (
     CANCEL_JOB,
     DELETE_JOB,
@@ -75,6 +78,25 @@ def _progress(progress: bool | Progress) -> Progress | None:
     return Progress() if progress else None
 
 
+def _ends(timeout: float | None) -> float | None:
+    """The ``time.monotonic()`` by which a job's streams must end: ``timeout`` bounds them all, re-attaches
+    included (``None`` or ``math.inf``: no deadline, the default of the training streams)."""
+    return None if timeout is None or math.isinf(timeout) else time.monotonic() + timeout
+
+
+def _reattach_wait(follower: JobFollower, error: Unavailable, ends: float | None) -> tuple[float, float | None]:
+    """The backoff before the next re-attach and the timeout the re-attached stream gets (what is left of
+    the caller's); ``DeadlineExceeded`` when the caller's timeout runs out before it could re-attach."""
+    wait = follower.backoff_s()
+    if ends is None:
+        return wait, None
+    left = ends - time.monotonic()
+    if left <= wait:
+        raise DeadlineExceeded(f"job {follower.job_id}: the timeout ran out while re-attaching after: {error.message}; "
+                               f"the job runs on: watch it with after_seq={follower.after_seq}") from error
+    return wait, left - wait
+
+
 def _train_request(spec: SpecLike, detach: bool, world_size: int | None = None) -> training_pb2.TrainJobRequest:
     request = load_spec(spec)
     request.detach = detach
@@ -95,7 +117,9 @@ class Jobs(ClientBase):
 
     def _follow(self, follower: JobFollower, events: Iterator[training_pb2.JobEvent], reattach: bool,
                 timeout: float | None) -> Iterator[training_pb2.JobEvent]:
-        """New events of ``events`` and, after ``Unavailable``, of re-attached WatchJob streams."""
+        """New events of ``events`` and, after ``Unavailable``, of re-attached WatchJob streams, all of
+        them within ``timeout`` from the first (:func:`_ends`)."""
+        ends = _ends(timeout)  # as the first stream starts: its deadline is ``timeout`` from its first read
         while True:
             try:
                 for event in events:
@@ -105,11 +129,12 @@ class Jobs(ClientBase):
                         if terminal:
                             return
                 return
-            except Unavailable:
+            except Unavailable as e:
                 if not reattach or not follower.may_reattach():
                     raise
-                time.sleep(follower.backoff_s())
-                events = self._stream(WATCH_JOB, follower.watch_request(), timeout, _event)
+                wait, left = _reattach_wait(follower, e, ends)
+                time.sleep(wait)
+                events = self._stream(WATCH_JOB, follower.watch_request(), left, _event)
 
     def train(self, spec: SpecLike, *, progress: bool | Progress = True, as_torch: bool = False,
               world_size: int | None = None, timeout: float | None = None) -> TrainResult:
@@ -119,8 +144,9 @@ class Jobs(ClientBase):
         ``progress`` shows a tqdm bar (``lossd[progress]``; without tqdm, a line per
         epoch on stderr). ``as_torch`` decodes the parameters to torch tensors.
         ``world_size`` (overriding the spec's) trains on that many data-parallel
-        processes (docs/scaling.md). ``timeout`` bounds the whole run (default: none). A FAILED job is returned,
-        not raised: check ``result.state``.
+        processes (docs/scaling.md). ``timeout`` bounds the whole run, re-attaches after a dropped stream
+        included (default: none): ``DeadlineExceeded`` when it runs out, while the job runs on. A FAILED job
+        is returned, not raised: check ``result.state``.
 
         >>> result = client.train({"model": {"linear": {}}, ...}, progress=False)  # doctest: +SKIP
         >>> result.state, result.metrics["val_accuracy"]                          # doctest: +SKIP
@@ -154,6 +180,7 @@ class Jobs(ClientBase):
               timeout: float | None = None) -> Iterator[training_pb2.JobEvent]:
         """The job's ``JobEvent`` messages after ``after_seq`` (stored ones first, then live ones)
         up to the terminal one; re-attaches after ``Unavailable`` unless ``reattach=False``.
+        ``timeout`` bounds the whole watch, re-attaches included (default: none).
 
         >>> [training_pb2.JobState.Name(e.state) for e in client.watch(job_id)][-1]  # doctest: +SKIP
         'JOB_STATE_SUCCEEDED'
@@ -220,6 +247,7 @@ class AsyncJobs(ClientBase):
 
     async def _follow(self, follower: JobFollower, events: AsyncIterator[training_pb2.JobEvent], reattach: bool,
                       timeout: float | None) -> AsyncIterator[training_pb2.JobEvent]:
+        ends = _ends(timeout)
         while True:
             try:
                 async for event in events:
@@ -229,11 +257,12 @@ class AsyncJobs(ClientBase):
                         if terminal:
                             return
                 return
-            except Unavailable:
+            except Unavailable as e:
                 if not reattach or not follower.may_reattach():
                     raise
-                await asyncio.sleep(follower.backoff_s())
-                events = self._stream(WATCH_JOB, follower.watch_request(), timeout, _event)
+                wait, left = _reattach_wait(follower, e, ends)
+                await asyncio.sleep(wait)
+                events = self._stream(WATCH_JOB, follower.watch_request(), left, _event)
 
     async def train(self, spec: SpecLike, *, progress: bool | Progress = False, as_torch: bool = False,
                     world_size: int | None = None, timeout: float | None = None) -> TrainResult:

@@ -49,7 +49,8 @@ DELETE_JOB = Method(_methods.DELETE_JOB, training_pb2.DeleteJobResponse.FromStri
 TERMINAL_STATES = frozenset(
     {training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED, training_pb2.JOB_STATE_CANCELLED}
 )
-#: How many times a stream is re-attached after ``Unavailable`` before the error is raised.
+#: How many times in a row a stream is re-attached after ``Unavailable`` before the error is raised; the
+#: count starts over once a re-attached stream delivers an event (:meth:`JobFollower.feed`).
 MAX_REATTACH = 10
 
 #: A job spec: the message, a JSON-style dict, or the path of a JSON or YAML file.
@@ -252,6 +253,7 @@ class JobFollower:
         self.job_id = job_id
         self.after_seq = after_seq
         self.final: training_pb2.JobEvent | None = None
+        #: Re-attaches since the last event: the budget of one outage (:data:`MAX_REATTACH`).
         self.reattached = 0
 
     @property
@@ -260,9 +262,14 @@ class JobFollower:
         return self.final is not None
 
     def feed(self, event: training_pb2.JobEvent) -> bool:
-        """Take one event; returns whether it is the terminal one (an already-seen ``seq`` is ignored)."""
+        """Take one event; returns whether it is the terminal one (an already-seen ``seq`` is ignored).
+
+        A new event means the stream works: the re-attach budget and backoff start over, so that
+        each outage gets all of them however many a long job lives through.
+        """
         if event.seq <= self.after_seq:
             return False
+        self.reattached = 0
         self.job_id = self.job_id or event.job_id
         self.after_seq = event.seq
         if event.kind == training_pb2.JOB_EVENT_KIND_STATE and event.state in TERMINAL_STATES:
@@ -280,15 +287,37 @@ class JobFollower:
                                             output_encoding=output_encoding)  # type: ignore[arg-type]
 
     def may_reattach(self) -> bool:
-        """Whether one more re-attach is allowed (counts it)."""
+        """Whether one more re-attach is allowed (counts it): :data:`MAX_REATTACH` in a row, without an
+        event between them.
+
+        >>> f = JobFollower("ab")
+        >>> [f.may_reattach() for _ in range(MAX_REATTACH + 1)][-2:], round(f.backoff_s(), 1)
+        ([True, False], 5.0)
+        >>> f.feed(training_pb2.JobEvent(job_id="ab", seq=7)), f.may_reattach(), f.backoff_s()
+        (False, True, 0.2)
+        """
         if not self.job_id or self.reattached >= MAX_REATTACH:
             return False
         self.reattached += 1
         return True
 
     def backoff_s(self) -> float:
-        """Seconds to wait before the current re-attach: 0.2, 0.4, ... up to 5."""
-        return float(min(5.0, 0.2 * 2 ** (self.reattached - 1)))
+        """Seconds to wait before the current re-attach: 0.2, 0.4, ... up to 5 (:func:`backoff_s`)."""
+        return backoff_s(self.reattached)
+
+
+def backoff_s(attempt: int) -> float:
+    """Seconds to wait before re-attach number ``attempt`` of one outage: 0.2 doubling up to 5.
+
+    >>> [backoff_s(k) for k in range(1, 7)]
+    [0.2, 0.4, 0.8, 1.6, 3.2, 5.0]
+    """
+    return float(min(5.0, 0.2 * 2 ** (attempt - 1)))
+
+
+#: How long one outage may last before ``train``/``watch`` give up: the backoffs of the
+#: :data:`MAX_REATTACH` re-attaches (about 31 s), plus the time the failed attempts themselves take.
+REATTACH_WINDOW_S = sum(backoff_s(k) for k in range(1, MAX_REATTACH + 1))
 
 
 def _format_metrics(values: Mapping[str, float]) -> str:

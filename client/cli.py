@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -50,10 +51,10 @@ from ._codec import encode
 from ._config import SETTINGS
 from ._errors import LossdError, NotFound, Unavailable
 from ._extras import EXTRAS, MissingExtra
-from ._training import TERMINAL_STATES, TrainResult, jobs_table, state_name
+from ._training import TERMINAL_STATES, Progress, TrainResult, jobs_table, state_name
 from ._warnings import ServerWarning
 
-__all__ = ["main", "build_parser", "parse_param", "format_losses_table", "format_result", "result_to_json"]
+__all__ = ["main", "build_parser", "parse_param", "format_losses_table", "format_result", "result_to_json", "to_json"]
 
 #: Modules that only the server extra provides.
 _SERVER_EXTRA_MODULES = {"torch", "grpc_health", "grpc_reflection"}
@@ -129,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--allow-non-finite", action="store_true",
         help="let NaN and Infinity (JSON NaN, Infinity, -Infinity) through to the loss; the server "
-        "refuses them by default",
+        "refuses them by default. The result writes them as protobuf's JSON does: \"NaN\", \"Infinity\", "
+        "\"-Infinity\" (strings)",
     )
     ev.add_argument(
         "--strict", action="store_true",
@@ -427,6 +429,30 @@ def _loss_blocks(rows: Sequence[tuple[list[str], ...]], width: int) -> str:
     return "\n".join(lines)
 
 
+def to_json(value: Any, **kwargs: Any) -> str:
+    """``json.dumps(value, **kwargs)``, strict JSON: a NaN or infinite float is written as protobuf's JSON
+    mapping writes it, the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, in every JSON the
+    CLI prints (``lossd eval``'s result, ``lossd watch``'s events, ``--json`` output).
+
+    >>> to_json({"value": float("nan"), "grads": [[1.0, float("-inf")]], "n": 2})
+    '{"value": "NaN", "grads": [[1.0, "-Infinity"]], "n": 2}'
+    """
+    return json.dumps(_proto_json_floats(value), allow_nan=False, **kwargs)
+
+
+def _proto_json_floats(value: Any) -> Any:
+    """``value`` with each non-finite float replaced by its protobuf JSON string (lists, tuples and dicts walked)."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {k: _proto_json_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_proto_json_floats(v) for v in value]
+    return value
+
+
 def _json_array(value: Any) -> Any:
     """An array as JSON numbers; a complex element as its [real, imaginary] pair."""
     if hasattr(value, "dtype") and value.dtype.kind == "c":
@@ -435,15 +461,26 @@ def _json_array(value: Any) -> Any:
 
 
 def result_to_json(result: EvaluateResult) -> str:
-    """``{"loss", "value", "loss_tensor", "grads"}`` as JSON: keys one per line, arrays on one."""
-    fields = {
-        "loss": json.dumps(result.loss_name),
-        "value": json.dumps(result.value),
-        "loss_tensor": json.dumps(_json_array(result.loss)),
+    """``{"loss", "value", "loss_tensor", "grads"}`` as JSON: keys one per line, arrays on one; NaN and
+    infinities as protobuf's JSON strings (:func:`to_json`), as ``lossd watch`` writes them.
+
+    >>> from lossd.client import EvaluateResult
+    >>> print(result_to_json(EvaluateResult(float("nan"), np.array(float("nan")), {}, "mse_loss")))
+    {
+      "loss": "mse_loss",
+      "value": "NaN",
+      "loss_tensor": "NaN",
+      "grads": {}
     }
-    grads = [f'    {json.dumps(k)}: {json.dumps(_json_array(v))}' for k, v in sorted(result.grads.items())]
+    """
+    fields = {
+        "loss": to_json(result.loss_name),
+        "value": to_json(result.value),
+        "loss_tensor": to_json(_json_array(result.loss)),
+    }
+    grads = [f'    {to_json(k)}: {to_json(_json_array(v))}' for k, v in sorted(result.grads.items())]
     fields["grads"] = "{\n" + ",\n".join(grads) + "\n  }" if grads else "{}"
-    return "{\n" + ",\n".join(f"  {json.dumps(k)}: {v}" for k, v in fields.items()) + "\n}"
+    return "{\n" + ",\n".join(f"  {to_json(k)}: {v}" for k, v in fields.items()) + "\n}"
 
 
 # ---------------------------------------------------------------------------
@@ -473,7 +510,7 @@ def _losses(client: Client, args: argparse.Namespace) -> int:
             )
             for info in losses
         ]
-        print(json.dumps(dicts, indent=2))
+        print(to_json(dicts, indent=2))
     else:
         print(format_losses_table(losses, None if args.wide else shutil.get_terminal_size().columns))
     return 0
@@ -515,16 +552,37 @@ def format_result(result: TrainResult) -> str:
 
 
 def _event_json(message: Any) -> str:
-    return json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True), sort_keys=True)
+    return to_json(json_format.MessageToDict(message, preserving_proto_field_name=True), sort_keys=True)
+
+
+class _TrainProgress(Progress):
+    """``lossd train``'s progress (none with ``--no-progress``), which also keeps the job's id: Ctrl-C
+    stops the client, not the job, and says so with the commands that reach it."""
+
+    def __init__(self, show: bool) -> None:
+        super().__init__(use_tqdm=None if show else False)
+        self.show = show
+        self.job_id = ""
+
+    def update(self, event: Any) -> None:
+        self.job_id = self.job_id or event.job_id
+        if self.show:
+            super().update(event)
 
 
 def _train(client: Client, args: argparse.Namespace) -> int:
+    progress = _TrainProgress(show=not args.no_progress)
     try:
         if args.detach:
             print(client.submit(args.spec, world_size=args.world_size, timeout=args.timeout))
             return 0
-        result = client.train(args.spec, progress=not args.no_progress, world_size=args.world_size,
-                              timeout=args.timeout)
+        result = client.train(args.spec, progress=progress, world_size=args.world_size, timeout=args.timeout)
+    except KeyboardInterrupt:
+        if progress.job_id:
+            job = progress.job_id
+            print(f"job {job} keeps running on the server: lossd watch {job} / lossd cancel {job}", file=sys.stderr,
+                  flush=True)
+        raise
     except OSError as e:
         raise CliError(f"{args.spec}: {e.strerror}") from None
     except ValueError as e:

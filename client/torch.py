@@ -202,10 +202,16 @@ class RemoteLoss(nn.Module):
         strict: refuse inputs outside the loss's documented domain (``InvalidArgument``)
             instead of computing them as torch does with a ``ServerWarning``.
         **params: the loss's parameters (``reduction="sum"``, ``label_smoothing=0.1``);
-            tensors (``weight=torch.tensor(...)``) are extra inputs, sent with every call.
+            tensors (``weight=torch.tensor(...)``) are extra inputs, sent with every call. They are
+            the module's buffers, as in ``nn.CrossEntropyLoss(weight=w)``: ``.double()`` and ``.to()``
+            convert them, ``state_dict()`` holds them.
 
     Shape: as the server's loss; ``forward(y_pred, y_true, **inputs)`` takes
     torch's argument order (prediction first) and extra inputs by name.
+
+    A ``RemoteLoss``, and a model holding one, can be deep-copied, pickled and
+    ``torch.save``'d: its client travels as its settings, the token included, and
+    the copy opens its own channel on its first call.
 
     Example::
 
@@ -231,13 +237,21 @@ class RemoteLoss(nn.Module):
         self.loss = loss
         self.client = client if client is not None else Client()
         self.params = {k: v for k, v in params.items() if not isinstance(v, torch.Tensor)}
-        self.constant_inputs = {k: v.detach() for k, v in params.items() if isinstance(v, torch.Tensor)}
+        # Buffers, as torch's loss modules hold weight and pos_weight: .double(), .to() and state_dict see them.
+        self._constant_names = [k for k, v in params.items() if isinstance(v, torch.Tensor)]
+        for name in self._constant_names:
+            self.register_buffer(name, params[name].detach())
         # In a tuple so that nn.Module does not adopt the model as a submodule.
         self._parameter_source: tuple[ParameterSource | None] = (parameters,)
         self.regularization = None if regularization is None else dict(regularization)
         self.timeout = timeout
         self.allow_non_finite = allow_non_finite
         self.strict = strict
+
+    @property
+    def constant_inputs(self) -> dict[str, torch.Tensor]:
+        """The tensors among the loss's parameters (``weight=...``), as they are now: the module's buffers."""
+        return {name: self._buffers[name] for name in self._constant_names}  # type: ignore[misc]
 
     def forward(self, y_pred: torch.Tensor, y_true: torch.Tensor | None = None, **inputs: torch.Tensor) -> torch.Tensor:
         """The loss of ``y_pred`` against ``y_true``; differentiable."""

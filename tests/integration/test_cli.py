@@ -192,6 +192,38 @@ def test_warnings_go_to_stderr_and_strict_refuses(lossd):  # type: ignore[no-unt
     assert "strict" in proc.stderr
 
 
+def _strict_json(text: str) -> object:
+    """``json.loads`` that refuses the NaN/Infinity tokens Python's json writes by default (not JSON)."""
+    def refuse(token: str) -> object:
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_eval_of_non_finite_values_prints_strict_json(lossd):  # type: ignore[no-untyped-def]
+    """--allow-non-finite: NaN and infinities as protobuf's JSON strings, as `lossd watch` writes them."""
+    out = _strict_json(_ok(lossd("eval", "mse", "--y-pred", "[NaN, Infinity, 1.0]", "--y-true", "[0.0, 0.0, 0.0]",
+                                 "--param", "reduction=none", "--allow-non-finite")))
+    assert out == {"loss": "mse_loss", "value": None, "loss_tensor": ["NaN", "Infinity", 1.0],
+                   "grads": {"y_pred": ["NaN", "Infinity", 2.0], "y_true": ["NaN", "-Infinity", -2.0]}}
+    out = _strict_json(_ok(lossd("eval", "mse", "--y-pred", "[NaN]", "--y-true", "[0.0]", "--allow-non-finite")))
+    assert out["value"] == "NaN"  # type: ignore[index]
+
+
+def test_json_output_writes_non_finite_floats_as_proto_json() -> None:
+    from lossd.client import EvaluateResult
+    from lossd.client.cli import _event_json, result_to_json
+    from lossd.v1 import training_pb2
+
+    inf = float("inf")
+    result = EvaluateResult(-inf, torch.tensor(-inf).numpy(), {"y_pred": torch.tensor([float("nan"), 1.5]).numpy()},
+                            "mse_loss")
+    assert _strict_json(result_to_json(result)) == {"loss": "mse_loss", "value": "-Infinity",
+                                                    "loss_tensor": "-Infinity", "grads": {"y_pred": ["NaN", 1.5]}}
+    event = training_pb2.JobEvent(job_id="ab", loss=float("nan"), metrics={"val_loss": inf})
+    assert _strict_json(_event_json(event)) == {"job_id": "ab", "loss": "NaN", "metrics": {"val_loss": "Infinity"}}
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -7,6 +7,9 @@ Round trips are counted on a client that counts its EvaluateLoss calls.
 
 from __future__ import annotations
 
+import copy
+import io
+import pickle
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -227,3 +230,49 @@ def test_complex_and_view_bit_inputs(client: Client) -> None:
     for view in (z.conj(), torch._neg_view(t)):
         assert view.is_conj() or view.is_neg()
         assert client.evaluate("l1_loss", view, t).value == F.l1_loss(view.resolve_conj().resolve_neg(), t).item()
+
+
+def test_tensor_parameters_are_buffers_like_torchs(client: Client) -> None:
+    """``RemoteLoss("cross_entropy", weight=w)`` holds ``w`` as nn.CrossEntropyLoss(weight=w) does: ``.double()``
+    converts it, ``state_dict`` has it, and the loss is torch's."""
+    w = torch.tensor([1.0, 2.0, 3.0])
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    y = torch.tensor([0, 2, 1, 0])
+    local = nn.CrossEntropyLoss(weight=w).double()
+    remote = RemoteLoss("cross_entropy", client=client, weight=w).double()
+    assert list(remote.state_dict()) == list(local.state_dict()) == ["weight"]
+    assert [name for name, _ in remote.named_buffers()] == ["weight"] and remote.weight.dtype == torch.float64
+    xr, xl = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = remote(xr, y)
+    expected = local(xl, y)
+    out.backward()
+    expected.backward()
+    assert out.item() == expected.item() and torch.equal(xr.grad, xl.grad)
+    fresh = RemoteLoss("cross_entropy", client=client, weight=torch.ones(3))
+    fresh.load_state_dict(remote.float().state_dict())
+    assert torch.equal(fresh.weight, w) and torch.equal(fresh.constant_inputs["weight"], w)
+    pos = RemoteLoss("bce_with_logits", client=client, pos_weight=torch.tensor([2.0]), weight=torch.tensor([0.5]))
+    assert sorted(pos.state_dict()) == sorted(nn.BCEWithLogitsLoss(weight=w, pos_weight=w).state_dict())
+
+
+def test_a_remote_loss_and_a_model_holding_one_copy_pickle_and_save(server_address: str) -> None:
+    """Its client travels as its settings; each copy opens a channel of its own and computes the same loss."""
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    y = torch.tensor([0, 2, 1, 0])
+    criterion = RemoteLoss("cross_entropy", client=Client(server_address), weight=torch.tensor([1.0, 2.0, 3.0]),
+                           label_smoothing=0.1)
+    model = nn.Sequential(nn.Linear(3, 3))
+    model.criterion = criterion
+    model.double()  # the weight buffer too
+    copies = [copy.deepcopy(criterion), pickle.loads(pickle.dumps(criterion))]  # before any call
+    expected = criterion(x, y).item()  # the channel is open now
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    copies += [copy.deepcopy(model).criterion, torch.load(buffer, weights_only=False).criterion]
+    for again in copies:
+        assert again.client is not criterion.client and again.client.config == criterion.client.config
+        assert torch.equal(again.weight, criterion.weight)
+        assert again(x, y).item() == expected
+        again.client.close()
+    criterion.client.close()

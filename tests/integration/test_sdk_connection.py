@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import pickle
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,6 +165,18 @@ def test_tls_with_a_ca_file(pki: Pki) -> None:
             c.list_losses(timeout=5)
         with Client(address, tls=True, max_attempts=1) as c, pytest.raises(Unavailable):  # unknown CA
             c.list_losses(timeout=5)
+
+
+def test_a_pickled_mtls_client_with_a_token_connects_as_the_original(pki: Pki) -> None:
+    """Pickling keeps the settings (files by path, the token by value); the copy reads its files when it opens."""
+    gate = RequireToken("s3cret-0123456789abcdef")
+    with start_gated([gate], credentials=_server_credentials(pki, mutual=True)) as address:
+        with Client(address, ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(pki.client_key),
+                    token=gate.token) as c:
+            assert c.evaluate("mse", [2.0], [0.0]).value == 4.0
+            again = pickle.loads(pickle.dumps(c))
+        with again:
+            assert again.evaluate("mse", [3.0], [0.0]).value == 9.0
 
 
 def test_mutual_tls_needs_the_client_certificate(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,10 +7,13 @@ import asyncio
 import importlib.util
 import io
 import json
+import signal
 import subprocess
 import struct
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +21,18 @@ import grpc
 import numpy as np
 import pytest
 
-from lossd.client import AsyncClient, Client, Progress, TrainResult, Unavailable, load_spec
+from lossd.client import (
+    AsyncClient,
+    Cancelled,
+    Client,
+    DeadlineExceeded,
+    Progress,
+    TrainResult,
+    Unavailable,
+    load_spec,
+)
 from lossd.client._extras import MissingExtra
-from lossd.client._training import TRAIN_JOB, build_module
+from lossd.client._training import MAX_REATTACH, TRAIN_JOB, WATCH_JOB, JobFollower, build_module
 from lossd.v1 import lossd_pb2, training_pb2_grpc
 from lossd.v1 import training_pb2 as pb
 from support.servers import start_in_process
@@ -174,6 +186,111 @@ def test_train_reattaches_after_a_dropped_stream(address: str, result: TrainResu
         np.testing.assert_array_equal(again.parameters[name], result.parameters[name])
 
 
+class DropsEveryStream(Client):
+    """Every stream (TrainJob, then each re-attached WatchJob) drops with UNAVAILABLE after 3 events, as
+    short server restarts or network blips would; each re-attach succeeds at once."""
+
+    drops = 0
+
+    def _stream(self, method: Any, request: Any, timeout: Any, decode: Any) -> Iterator[Any]:
+        for i, event in enumerate(super()._stream(method, request, timeout, decode)):
+            if i == 3:
+                self.drops += 1
+                raise Unavailable("connection dropped (test)")
+            yield event
+
+
+def test_the_reattach_budget_is_per_outage_not_per_run(address: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More drops than MAX_REATTACH over one run, each followed by events: train follows the job to its end."""
+    monkeypatch.setattr(JobFollower, "backoff_s", lambda self: 0.0)  # the count is under test, not the waits
+    spec = small_spec(epochs=40, step_events_per_second=0, metrics=[])  # QUEUED, RUNNING, 40 epochs, SUCCEEDED
+    with DropsEveryStream(address) as c:
+        r = c.train(spec, progress=False)
+    assert r.state == "SUCCEEDED" and [h["epoch"] for h in r.history] == list(range(1, 41))
+    assert c.drops > MAX_REATTACH
+
+
+class RecordsStreams(Client):
+    """Records each stream's method and timeout; drops the TrainJob stream after 3 events; ``outage``: after
+    its first event, and every WatchJob fails with UNAVAILABLE at once (a server that does not come back)."""
+
+    def __init__(self, *args: Any, outage: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outage = outage
+        self.streams: list[tuple[Any, Any]] = []
+
+    def _stream(self, method: Any, request: Any, timeout: Any, decode: Any) -> Iterator[Any]:
+        self.streams.append((method, timeout))
+        if method is WATCH_JOB and self.outage:
+            raise Unavailable("connection refused (test)")
+        for i, event in enumerate(super()._stream(method, request, timeout, decode)):
+            if method is TRAIN_JOB and i == (1 if self.outage else 3):
+                raise Unavailable("connection dropped (test)")
+            yield event
+
+
+class AsyncRecordsStreams(AsyncClient):
+    """:class:`RecordsStreams`'s recording and dropping, on the AsyncClient."""
+
+    streams: list[tuple[Any, Any]]
+
+    async def _stream(self, method: Any, request: Any, timeout: Any, decode: Any) -> AsyncIterator[Any]:
+        self.streams.append((method, timeout))
+        i = 0
+        async for event in super()._stream(method, request, timeout, decode):
+            if i == 3 and method is TRAIN_JOB:
+                raise Unavailable("connection dropped (test)")
+            i += 1
+            yield event
+
+
+def test_train_timeout_bounds_the_whole_run_reattaches_included(address: str) -> None:
+    """A re-attached stream gets what is left of train's timeout, not the whole of it again."""
+    with RecordsStreams(address) as c:
+        assert c.train(SPEC, progress=False, timeout=60).state == "SUCCEEDED"
+
+    async def main() -> list[tuple[Any, Any]]:
+        async with AsyncRecordsStreams(address) as ac:
+            ac.streams = []
+            assert (await ac.train(SPEC, timeout=60)).state == "SUCCEEDED"
+            return ac.streams
+
+    for streams in (c.streams, asyncio.run(main())):
+        (first, first_timeout), (then, left) = streams
+        assert (first, first_timeout, then) == (TRAIN_JOB, 60, WATCH_JOB)
+        assert 0 < left < 60
+
+
+def test_an_outage_longer_than_the_timeout_raises_deadline_exceeded(address: str, client: Client) -> None:
+    with RecordsStreams(address, outage=True) as c:
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceeded, match="the timeout ran out while re-attaching") as err:
+            c.train(SPEC, progress=False, timeout=2.0)
+        assert time.monotonic() - start < 3.0  # given up when the next backoff would overrun (not after 31 s)
+        assert isinstance(err.value.__cause__, Unavailable)
+        job_id = err.value.message.split()[1].rstrip(":")  # "job <id>: the timeout ran out ..."
+    assert client.get_result(job_id).state == "SUCCEEDED"  # the job ran on
+
+
+def test_a_watch_in_flight_when_the_client_closes_raises_cancelled_in_both_clients(client: Client) -> None:
+    job_id = client.submit(LONG)
+    try:
+        sync = Client(client.target)
+        with pytest.raises(Cancelled):
+            for _ in sync.watch(job_id):
+                sync.close()  # the stream is open: the next event never comes
+
+        async def main() -> None:
+            c = AsyncClient(client.target)
+            with pytest.raises(Cancelled, match="closed while the call was in flight"):
+                async for _ in c.watch(job_id):
+                    await c.close()
+
+        asyncio.run(main())
+    finally:
+        client.cancel(job_id)
+
+
 def test_async_client_trains_and_watches(address: str, result: TrainResult) -> None:
     async def main() -> tuple[TrainResult, list[pb.JobEvent], str]:
         async with AsyncClient(address) as c:
@@ -265,3 +382,40 @@ def test_cli_train_jobs_watch_cancel_plot(tmp_path: Path, address: str, result: 
     assert proc.returncode == 1 and "INVALID_ARGUMENT" in proc.stderr
     proc = lossd(address, "train", str(tmp_path / "missing.json"))
     assert proc.returncode == 2 and "missing.json" in proc.stderr
+
+
+def test_cli_train_interrupted_says_the_job_runs_on(tmp_path: Path, address: str, client: Client) -> None:
+    """Ctrl-C stops `lossd train`, not the job: stderr names the job and how to reach it."""
+    (tmp_path / "long.json").write_text(json.dumps(LONG))
+    proc = subprocess.Popen([tool_path("lossd", "pip install -e . creates it"), "--target", address, "train",
+                             str(tmp_path / "long.json")],
+                            env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    stderr = bytearray()
+    progressed = threading.Event()
+
+    def read() -> None:  # tqdm's bar ends no line: read what comes, as it comes
+        assert proc.stderr is not None
+        while chunk := proc.stderr.read1(4096):  # type: ignore[attr-defined]
+            stderr.extend(chunk)
+            if b"epoch " in stderr:
+                progressed.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    job_id = ""
+    try:
+        assert progressed.wait(60), stderr.decode()  # the progress shows an event: the job id is known
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+        reader.join(10)
+        jobs = [j for j in client.jobs(["QUEUED", "RUNNING"]) if f"job {j.job_id} keeps running" in stderr.decode()]
+        assert len(jobs) == 1, stderr.decode()
+        job_id = jobs[0].job_id
+        assert stderr.decode().rstrip().endswith(
+            f"job {job_id} keeps running on the server: lossd watch {job_id} / lossd cancel {job_id}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if job_id:
+            client.cancel(job_id)
