@@ -67,9 +67,11 @@ __all__ = [
     "Control",
     "Controls",
     "Flag",
+    "REPLAYED_EPOCH",
     "RankFailure",
     "World",
     "follows_checkpoint",
+    "missed_epochs",
     "run_job",
     "stopped_event",
     "spec_digest",
@@ -256,6 +258,36 @@ def stopped_event(checkpoint: Path, digest: str, state: training_pb2.JobState, m
         ev.parameters[name].CopyFrom(encode_tensor(t, "raw"))
     ev.time.GetCurrentTime()
     return ev
+
+
+#: The message of an EPOCH event stored from a checkpoint (:func:`missed_epochs`).
+REPLAYED_EPOCH = ("replayed from the job's checkpoint: its worker saved this epoch, but its server stopped before "
+                  "storing the event")
+
+
+def missed_epochs(checkpoint: Path, digest: str, stored: int, *, epochs: int,
+                  total_steps: int) -> list[training_pb2.JobEvent]:
+    """The EPOCH events of the epochs after ``stored`` (the last epoch whose event the store holds) that the
+    checkpoint has finished: a worker saves an epoch's checkpoint before it sends the event, so a server killed
+    between the two lost that event while the resumed run goes on from the next epoch (docs/training.md: every
+    epoch has its EPOCH event). Built from the epoch's history row: its objective, parts, metrics and learning
+    rate; the step is the epoch's last. None for a checkpoint of another spec, or none at all."""
+    saved, _ = _read_checkpoint(checkpoint, digest)
+    if saved is None:
+        return []
+    steps_per_epoch = total_steps // epochs if epochs else 0
+    out = []
+    for h in saved["history"]:
+        if int(h["epoch"]) <= stored:
+            continue
+        ev = training_pb2.JobEvent(kind=Kind.JOB_EVENT_KIND_EPOCH, state=State.JOB_STATE_RUNNING,
+                                   epoch=int(h["epoch"]), epochs=epochs, step=int(h["epoch"]) * steps_per_epoch,
+                                   total_steps=total_steps, message=REPLAYED_EPOCH, lr=float(h["lr"]),
+                                   loss=float(h["loss"]), metrics=h["metrics"])
+        ev.loss_parts.update(h["loss_parts"])
+        ev.time.GetCurrentTime()
+        out.append(ev)
+    return out
 
 
 def run_job(

@@ -64,7 +64,7 @@ from ..losses import Registry
 from ..rpc import decode_tensor, encode_tensor
 from ._checkpoint import CHECKPOINT_MESSAGE, DISK_FULL, disk_full, remove_checkpoint, save_checkpoint_bytes
 from ._distributed import forget_rendezvous
-from ._engine import spec_digest, stopped_event
+from ._engine import missed_epochs, spec_digest, stopped_event
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
 from ._store import (
     FINAL_STATES,
@@ -401,15 +401,6 @@ class JobManager:
         """Before the worker starts: a job whose owner died gets its INTERRUPTED event; with a shared
         store, the job's checkpoint comes from the store (a local file may be stale or missing)."""
         row = claim.row
-        if row.state == training_pb2.JOB_STATE_RUNNING:
-            with self._lock:
-                self._record(row.job_id, training_pb2.JobEvent(
-                    kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED, epochs=row.epochs, epoch=row.epoch,
-                    step=row.step, total_steps=row.total_steps,
-                    message=f"the server running the job stopped ({row.owner or 'unknown'}); it resumes from its "
-                    "last checkpoint"), lease=claim.lease)
-        log.info("job %s (%s) claimed by %s, generation %d", row.job_id, training_pb2.JobState.Name(row.state),
-                 self.owner, claim.lease.generation)
         if self.store.shares_checkpoints:
             path = self._checkpoint(row.job_id)
             data = self.store.checkpoint(row.job_id)
@@ -417,6 +408,32 @@ class JobManager:
                 remove_checkpoint(path)
             else:
                 save_checkpoint_bytes(path, data)
+        missed = self._missed_epochs(row) if row.state != training_pb2.JOB_STATE_QUEUED else []
+        with self._lock:
+            for event in missed:  # before the interruption: the worker finished them before it stopped
+                self._record(row.job_id, event, lease=claim.lease)
+            if row.state == training_pb2.JOB_STATE_RUNNING:
+                self._record(row.job_id, training_pb2.JobEvent(
+                    kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED, epochs=row.epochs, epoch=row.epoch,
+                    step=row.step, total_steps=row.total_steps,
+                    message=f"the server running the job stopped ({row.owner or 'unknown'}); it resumes from its "
+                    "last checkpoint"), lease=claim.lease)
+        log.info("job %s (%s) claimed by %s, generation %d", row.job_id, training_pb2.JobState.Name(row.state),
+                 self.owner, claim.lease.generation)
+
+    def _missed_epochs(self, row: JobRow) -> list[training_pb2.JobEvent]:
+        """The EPOCH events of epochs the job's checkpoint has finished but the store lacks (``missed_epochs``: a
+        server killed between a worker's checkpoint and the epoch's event), found by reading the job's events."""
+        stored, after = 0, 0
+        while events := self.store.events_after(row.job_id, after):
+            after = events[-1].seq
+            stored = max([stored, *(e.epoch for e in events if e.kind == training_pb2.JOB_EVENT_KIND_EPOCH)])
+        try:
+            return missed_epochs(self._checkpoint(row.job_id), spec_digest(row.spec), stored, epochs=row.epochs,
+                                 total_steps=row.total_steps)
+        except Exception:  # a checkpoint of an unexpected shape: the run starts over or resumes as it can
+            log.exception("job %s: could not read its checkpoint for the epochs it finished", row.job_id)
+            return []
 
     def _launch(self, job: _Running, claim: Claim) -> None:
         """Start the worker process for ``job``, then relay its events (this thread becomes its monitor)."""

@@ -283,3 +283,45 @@ def test_a_cancel_that_has_to_stop_the_worker_ends_with_the_parameters_of_its_la
         assert final.message == ("cancelled (the worker was stopped): the parameters of its last checkpoint, after "
                                  f"step {step} (epoch {epoch})"), final.message
         channel.close()
+
+
+def test_epochs_a_worker_saved_while_its_server_was_gone_get_their_events(tmp_path: Path) -> None:
+    """A worker saves an epoch's checkpoint before it sends the epoch's event: a server killed between the two
+    lost the event, and the resumed run went on from the next epoch, so those epochs had no EPOCH event
+    (docs/training.md: every epoch has one). Here the server is stopped (SIGSTOP) while its worker trains on
+    for two more epochs within its lease, then killed: the next server stores those epochs' events from the
+    checkpoint before the job resumes."""
+    data = tmp_path / "data"
+    with ServedProcess.start(tmp_path, "--data-dir", str(data)) as served:
+        channel, stub = _stub(served.address)
+        for reply in stub.TrainJob(request(SPEC), timeout=180):
+            if reply.event.kind == pb.JOB_EVENT_KIND_EPOCH and reply.event.epoch == 2:
+                job_id = reply.event.job_id
+                break
+        channel.close()
+        served.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert wait_for(lambda: _checkpoint(data, job_id)["epoch"] >= 4, 60, 0.02), "the worker did not train on"
+        finally:
+            served.proc.send_signal(signal.SIGKILL)
+            served.proc.wait(10)
+    saved = _checkpoint(data, job_id)["epoch"]
+
+    with ServedProcess.start(tmp_path, "--data-dir", str(data)) as served:
+        channel, stub = _stub(served.address)
+        history = _events(stub, job_id)
+        channel.close()
+    final = history[-1]
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.message
+    epochs = [e for e in history if e.kind == pb.JOB_EVENT_KIND_EPOCH]
+    assert [e.epoch for e in epochs] == list(range(1, 11)), [(e.epoch, e.message) for e in epochs]
+    replayed = [e for e in epochs if e.message.startswith("replayed from the job's checkpoint")]
+    assert [e.epoch for e in replayed] == list(range(3, saved + 1))
+    for e in replayed:  # what the epoch's history row says, and its last step
+        row = final.history[e.epoch - 1]
+        assert (e.loss, dict(e.metrics), e.lr, dict(e.loss_parts)) == (row.loss, dict(row.metrics), row.lr,
+                                                                       dict(row.loss_parts))
+        assert e.step == e.epoch * final.total_steps // 10
+    states = [e.state for e in history if e.kind == pb.JOB_EVENT_KIND_STATE]
+    assert states == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_INTERRUPTED, pb.JOB_STATE_RUNNING,
+                      pb.JOB_STATE_SUCCEEDED]
