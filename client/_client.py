@@ -520,8 +520,13 @@ class ItemFramer:
     True
     """
 
-    def __init__(self, as_torch: bool, flags: list[bool] | None = None, max_cached: int | None = None) -> None:
+    def __init__(self, as_torch: bool, flags: list[bool] | None = None, max_cached: int | None = None,
+                 copy_arrays: bool = True) -> None:
         self._as_torch = as_torch
+        #: Copy each array's bytes when the item is framed (``evaluate_many``: the caller may refill the array
+        #: before the batch is joined); ``False`` where the pieces are joined at once (``Client.evaluate``:
+        #: the join is the one copy).
+        self._copy_arrays = copy_arrays
         self.flags = [] if flags is None else flags
         self._heads: dict[Hashable, tuple[bytes, bytes]] = {}
         self._entries: dict[tuple[str, str, tuple[int, ...]], bytes] = {}  # by name, dtype.str, shape
@@ -588,8 +593,8 @@ class ItemFramer:
                 prefix = self._cache(self._entries)[(k, v.dtype.str, v.shape)] = join(entry[:-1] if v.nbytes else entry)
             pieces.append(prefix)
             size += len(prefix)
-            if v.nbytes:  # a copy now: the caller may fill the same array for its next item
-                pieces.append(v.tobytes())
+            if v.nbytes:  # a copy now (unless joined at once): the caller may fill the same array for its next item
+                pieces.append(v.tobytes() if self._copy_arrays else v)
                 size += v.nbytes
         pieces.append(head[1])
         return pieces, size
@@ -637,7 +642,7 @@ class Evaluating(ClientBase, Generic[ResultT]):
 
     @functools.cached_property
     def _framer(self) -> ItemFramer:
-        return ItemFramer(False, max_cached=self._CACHED)
+        return ItemFramer(False, max_cached=self._CACHED, copy_arrays=False)  # evaluate joins the pieces at once
 
     @functools.cached_property
     def _layouts(self) -> Layouts:

@@ -217,6 +217,17 @@ def test_evaluate_many_items_hold_their_own_bytes_when_the_caller_reuses_an_arra
     assert [np.frombuffer(item.inputs["y_pred"].raw, np.float32)[0] for item in sent.items] == [0, 1, 2, 3]
 
 
+def test_client_evaluate_frames_around_the_arrays_and_copies_them_once() -> None:
+    """``Client.evaluate`` joins its pieces at once, so its framer takes the arrays as they are: the join is
+    the one copy of the payload (issue #13, item 4). Since the evaluate_many fix above it copied each array when
+    framing too, and the join copied it again: two copies of every payload per call."""
+    client = Client("127.0.0.1:9")
+    x, y = np.arange(6, dtype=np.float32), np.zeros(6, np.float32)
+    pieces, size = client._framer.framed({"loss": "mse", "y_pred": x, "y_true": y})
+    assert sum(p is x for p in pieces) == 1 and sum(p is y for p in pieces) == 1
+    assert join(pieces) == build_request("mse", x, y)[0].SerializeToString(deterministic=True) and size == len(join(pieces))
+
+
 def test_numpy_scalars_keep_their_dtype_and_unfit_integers_are_refused_naming_the_input() -> None:
     request, _ = build_request("huber_loss", np.float64(2.5), np.float64(0.0), inputs={"delta": np.float64(0.1)})
     assert [request.inputs[k].dtype for k in ("y_pred", "y_true", "delta")] == ["float64"] * 3
