@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ._registry import (
+    HALF_DTYPES,
     Equivalent,
     Input,
     Param,
@@ -51,7 +52,8 @@ _OVERLAP_INPUTS = (
           doc="binary/multilabel: mask in [0, 1] shaped like input; multiclass: class indices (N, *) "
               "or one-hot/class probabilities shaped like input"),
     Input("mask", "element weight", required=False,
-          doc="(N or 1, 1, *): multiplies probabilities and targets after the activation (MONAI's MaskedDiceLoss)"),
+          doc="(N or 1, 1, *), values in [0, 1]: multiplies probabilities and targets after the activation "
+              "(MONAI's MaskedDiceLoss)"),
 )
 
 _MASK_TARGET = Param(
@@ -75,11 +77,14 @@ _CLASSES = Param(
     "classes", "int_list", None, "Only these class indices count (smp's classes); null: all.", nullable=True
 )
 _CLASS_WEIGHTS = Param("class_weights", "float_list", None,
-                       "One weight per class of input (C, background included): 'mean' is Σ w·loss / Σ w over "
-                       "classes, 'sum' and 'none' multiply. null: equal weights.", nullable=True)
+                       "One weight per class of input (C, background included). aggregation 'pooled' and "
+                       "'per_sample': 'mean' is Σ w·loss / Σ w over classes, 'sum' and 'none' multiply; 'micro': "
+                       "each class's terms enter the sample's sums once, weighted (I = Σ w·p·t, P = Σ w·p, "
+                       "T = Σ w·t; kornia's weighted micro Dice). null: equal weights.", nullable=True)
 _SOFT_LABEL = Param("soft_label", "bool", False, "Intersection Σ min(p, t) (right for soft labels; smp ≥ 0.5, MONAI "
                     "soft_label) instead of Σ p·t. Equal on 0/1 targets.")
-_SQUARED = Param("squared_pred", "bool", False, "Denominator from Σ p² and Σ t² (MONAI's squared_pred).")
+_SQUARED = Param("squared_pred", "bool", False, "Denominator from Σ p² and Σ t² (MONAI DiceLoss's squared_pred). "
+                 "The Tversky losses take it only with alpha = beta: Σ p² - Σ p·t (their FP) can be negative.")
 _AGGREGATION = Param("aggregation", "string", "pooled",
                      "'pooled': sums over batch and space, one score per class; 'per_sample': one per sample and class "
                      "(MONAI batch=False, kornia macro); 'micro': one per sample over all classes (kornia micro).",
@@ -113,7 +118,7 @@ _TARGET_REFUSES = (
     "target",
     "probabilities outside [0, 1] with from_logits false",
 )
-_MASK_REFUSES = ("a mask not shaped (N or 1, 1, *spatial)",)
+_MASK_REFUSES = ("a mask not shaped (N or 1, 1, *spatial), or with values outside [0, 1] (NaN included)",)
 _CLASS_REFUSES = (
     "class_weights not one per class of input, negative or all 0",
     "classes outside [0, C), repeated, or leaving no class (include_background false counted); selecting "
@@ -244,6 +249,8 @@ def _check_mask(mask: torch.Tensor, input: torch.Tensor) -> None:
     require(input.dim() >= 2 and mask.dim() == input.dim() and mask.shape[0] in (1, input.shape[0])
             and mask.shape[1] == 1 and mask.shape[2:] == input.shape[2:], "inputs.mask",
             f"shape {list(mask.shape)} must be {expected} (one value per pixel, every class)")
+    # A weight past 1 makes Σ p·t exceed Σ p (a score above 1), a negative one turns the sums' signs.
+    require(bool(((mask >= 0) & (mask <= 1)).all()), "inputs.mask", "values must lie in [0, 1] (NaN is refused)")
 
 
 def _masked(probs: torch.Tensor, onehot: torch.Tensor, mask: torch.Tensor, input: torch.Tensor
@@ -270,6 +277,8 @@ def _kept_classes(n_classes: int, mode: str, include_background: bool, classes: 
         require(len(set(kept)) == len(kept), "params.classes", "must not repeat a class")
     if not include_background:
         kept = [c for c in kept if c != 0]
+    if classes is None:  # include_background false is what left none: name the field sent
+        require(bool(kept), "params.include_background", "false leaves no class to score (input has one class)")
     require(bool(kept), "params.classes", "leaves no class to score")
     return kept
 
@@ -288,16 +297,18 @@ def overlap_stats(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_
         index = torch.tensor(kept, device=input.device)
         probs, onehot = probs.index_select(1, index), onehot.index_select(1, index)
         weights = weights.index_select(0, index) if weights is not None else None
-    if aggregation == "micro" and weights is not None:  # kornia: weighted probabilities and targets
-        probs, onehot = probs * weights.view(1, -1, 1), onehot * weights.view(1, -1, 1)
+    wprobs, wonehot = probs, onehot
+    if aggregation == "micro" and weights is not None:
+        # kornia's weighted micro Dice: each class's terms weighted once, I = Σ (w·p)·t, P = Σ w·p, T = Σ w·t
+        wprobs, wonehot = probs * weights.view(1, -1, 1), onehot * weights.view(1, -1, 1)
     dims = {"pooled": (0, 2), "per_sample": (2,), "micro": (1, 2)}[aggregation]
     if squared_pred:
-        tp, p, t = (probs * onehot).sum(dims), (probs * probs).sum(dims), (onehot * onehot).sum(dims)
+        tp, p, t = (wprobs * onehot).sum(dims), (wprobs * probs).sum(dims), (wonehot * onehot).sum(dims)
     elif soft_label:
-        p, t = probs.sum(dims), onehot.sum(dims)
-        tp = (p + t - (probs - onehot).abs().sum(dims)) / 2
+        p, t = wprobs.sum(dims), wonehot.sum(dims)
+        tp = (p + t - (wprobs - wonehot).abs().sum(dims)) / 2
     else:
-        tp, p, t = (probs * onehot).sum(dims), probs.sum(dims), onehot.sum(dims)
+        tp, p, t = (wprobs * onehot).sum(dims), wprobs.sum(dims), wonehot.sum(dims)
     return OverlapStats(tp, p, t, None if aggregation == "micro" else weights)
 
 
@@ -396,6 +407,19 @@ _DICE_EQUIVALENTS = (
         "pred (N, C, H, W) logits, target (N, H, W) class indices",
     ),
     Equivalent(
+        "kornia.losses.dice_loss(pred, target, weight=w)",
+        {
+            "mode": "multiclass",
+            "aggregation": "micro",
+            "smooth_nr": 0.0,
+            "smooth_dr": 1e-8,
+            "eps": 0.0,
+            "ignore_index": -100,
+            "class_weights": [1.0, 2.0, 0.5],
+        },
+        "class_weights = w",
+    ),
+    Equivalent(
         "kornia.losses.dice_loss(pred, target, average='macro', weight=w)",
         {
             "mode": "multiclass",
@@ -405,8 +429,9 @@ _DICE_EQUIVALENTS = (
             "eps": 0.0,
             "ignore_index": -100,
             "class_weights": [1.0, 2.0, 0.5],
+            "empty_classes": "skip",
         },
-        "class_weights = w",
+        "class_weights = w; kornia 0.9 leaves a class absent from a sample's target out of that sample's mean",
     ),
     Equivalent(
         "monai.losses.DiceLoss(softmax=True, to_onehot_y=True)",
@@ -580,6 +605,11 @@ for _name in ("iou_loss", "IoULoss"):
                         "generalized_box_iou_loss, distance_box_iou_loss, complete_box_iou_loss")
 
 
+_TVERSKY_REFUSES = (*_OVERLAP_REFUSES, "gamma_on 'mean' with a reduction other than 'mean'",
+                    "squared_pred with alpha != beta",
+                    "gamma other than 1 with the numerator's smoothing above the denominator's")
+
+
 def _tversky_params(alpha: float, beta: float, gamma: float) -> tuple[Param, ...]:
     return _overlap_params(
         Param("alpha", "float", alpha, "Weight of false positives.", min=0.0),
@@ -622,14 +652,17 @@ def _tversky(
     """Per unit ``(1 - (I + smooth_nr) / max(I + alpha*FP + beta*FN + smooth_dr, eps))^gamma``,
     ``FP = P - I``, ``FN = T - I``; the power is guarded (finite gradient where the loss is 0)."""
     require(gamma_on == "each" or reduction == "mean", "params.gamma_on", "'mean' needs reduction 'mean'")
+    require(not squared_pred or alpha == beta, "params.squared_pred",
+            f"needs alpha = beta (got {alpha}, {beta}): FP = Σ p² - Σ p·t can be negative, so the index can pass 1 "
+            "(MONAI's TverskyLoss has no squared_pred; alpha = beta = 0.5 is dice_loss's)")
     s = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
                       include_background=include_background, classes=classes, class_weights=class_weights,
                       soft_label=soft_label, squared_pred=squared_pred, aggregation=aggregation, mask=mask,
                       mask_target=mask_target)
     nr, dr = _smooths(smooth, smooth_nr, smooth_dr)
-    require(gamma == 1 or nr <= dr, "params.smooth_nr",
-            f"is {nr}, above smooth_dr {dr}: the index can then pass 1, and a power gamma {gamma} of the negative "
-            "1 - index is NaN (gamma 1 computes it)")
+    require(gamma == 1 or nr <= dr, "params.smooth_nr" if smooth_nr is not None else "params.smooth",
+            f"is {nr}, above {'smooth_dr' if smooth_dr is not None else 'smooth'} {dr}: the index can then pass 1, "
+            f"and a power gamma {gamma} of the negative 1 - index is NaN (gamma 1 computes it)")
     score = (s.tp + nr) / (s.tp + alpha * (s.p - s.tp) + beta * (s.t - s.tp) + dr).clamp_min(eps)
     return _finish(score, s, eps=eps, log_loss=log_loss, empty_classes=empty_classes, reduction=reduction,
                    gamma=gamma, gamma_on=gamma_on)
@@ -639,7 +672,7 @@ register_loss(
     "tversky_loss",
     batch_coupled=True,  # pooled over the batch by default (aggregation); per_sample/micro would shard
     aliases=("TverskyLoss", "tversky"),
-    refuses=(*_OVERLAP_REFUSES, "gamma_on 'mean' with a reduction other than 'mean'"),
+    refuses=_TVERSKY_REFUSES,
     inputs=_OVERLAP_INPUTS,
     params=_tversky_params(0.5, 0.5, 1.0),
     description="(1 - Tversky index)^gamma with FP weight alpha, FN weight beta; alpha=beta=0.5 is Dice.",
@@ -663,7 +696,7 @@ register_loss(
     "focal_tversky_loss",
     batch_coupled=True,  # pooled over the batch by default (aggregation); per_sample/micro would shard
     aliases=("FocalTverskyLoss", "focal_tversky"),
-    refuses=(*_OVERLAP_REFUSES, "gamma_on 'mean' with a reduction other than 'mean'"),
+    refuses=_TVERSKY_REFUSES,
     inputs=_OVERLAP_INPUTS,
     params=_tversky_params(0.3, 0.7, 0.75),
     description="Focal Tversky loss (Abraham & Khan 2019): per class (1 - TI)^0.75, FN weighted 0.7, FP 0.3.",
@@ -811,7 +844,8 @@ def generalized_dice_loss(
     description="1 - Matthews correlation coefficient of soft TP, TN, FP, FN, per class (binary: one class).",
     source="lossd (Abhishek & Hamarneh 2021; smp and MONAI MCCLoss conventions as parameters)",
     notes="A unit with FP = FN = 0 (a perfect prediction, counts after eps) has loss 0, the coefficient's limit "
-    "(MONAI); eps or smooth_dr must be > 0, else the coefficient is 0/0 where a prediction or target is empty.",
+    "(MONAI); eps or smooth_dr must be > 0, else the coefficient is 0/0 where a prediction or target is empty. "
+    "Half precision is computed in float32 and the loss cast back.",
     example=lambda dt: {
         "input": torch.tensor([[0.9, 0.2, 0.6], [0.1, 0.7, 0.4]], dtype=dt),
         "target": torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=dt),
@@ -844,7 +878,9 @@ def mcc_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logit
     ``1 - (TP·TN - FP·FN + smooth_nr) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN) + smooth_dr)``, 0 where FP = FN = 0."""
     require(eps > 0 or smooth_dr > 0, "params.smooth_dr",
             "eps or smooth_dr must be > 0 (otherwise the coefficient is 0/0 where a prediction or target is empty)")
-    probs, onehot = _probabilities(input, target, mode, from_logits, None)
+    # Half inputs in float32: the denominator's product of eps-sized counts (1.6e-6 for a perfect prediction)
+    # underflows float16, and the square root's gradient overflows (NaN).
+    probs, onehot = _probabilities(widened(input), target, mode, from_logits, None)
     kept = _kept_classes(probs.shape[1], mode, include_background, None, None)
     if kept is not None:
         index = torch.tensor(kept, device=input.device)
@@ -857,5 +893,5 @@ def mcc_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logit
     perfect = (fp == 0) & (fn == 0)
     denominator = torch.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn) + smooth_dr)
     safe = torch.where(perfect, torch.ones_like(denominator), denominator)
-    loss = torch.where(perfect, torch.zeros_like(safe), 1 - (tp * tn - fp * fn + smooth_nr) / safe)
-    return reduce(loss, reduction)
+    loss = reduce(torch.where(perfect, torch.zeros_like(safe), 1 - (tp * tn - fp * fn + smooth_nr) / safe), reduction)
+    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss

@@ -20,7 +20,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._registry import REDUCTION, Equivalent, Input, Param, register_loss, require, require_class_indices
+from ._registry import (
+    HALF_DTYPES,
+    REDUCTION,
+    Equivalent,
+    Input,
+    Param,
+    register_loss,
+    require,
+    require_class_indices,
+    widened,
+)
 
 __all__ = ["bi_tempered_logistic_loss", "balanced_binary_cross_entropy_with_logits", "tempered_softmax"]
 
@@ -187,7 +197,8 @@ def bi_tempered_logistic_loss(input: torch.Tensor, target: torch.Tensor, *, t1: 
     "negatives, negatives by the fraction of positives.",
     source="lossd (Xie & Tu 2015; pytorch-toolbelt balanced_binary_cross_entropy_with_logits formula)",
     notes="The counts are of target elements equal to 1 and to 0 over the whole request (soft labels count as "
-    "neither), denominator + 1e-7; they carry no gradient.",
+    "neither), denominator + 1e-7; they carry no gradient. Half precision is computed in float32 and the loss cast "
+    "back.",
     example=lambda dt: {"input": torch.tensor([[1.5, -0.5, 0.2, -2.0]], dtype=dt),
                         "target": torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=dt)},
     equivalents=(
@@ -202,11 +213,13 @@ def balanced_binary_cross_entropy_with_logits(input: torch.Tensor, target: torch
     per element ``-(β^gamma · t · log σ(x) + (1 - β)^gamma · (1 - t) · log σ(-x))``."""
     require(target.shape == input.shape, "inputs.target",
             f"must have the input's shape {list(input.shape)}, got {list(target.shape)} (the loss is elementwise)")
+    x = widened(input)  # half precision in float32: counts past 2048 (float16) or 256 (bfloat16) were rounded
     with torch.no_grad():
         positives, negatives = (target == 1).sum(), (target == 0).sum()
-        beta = (negatives.to(input.dtype) / ((positives + negatives).to(input.dtype) + 1e-7)).pow(gamma)
-    t = target.to(input.dtype)
-    loss = -(beta.pow(gamma) * t * F.logsigmoid(input) + (1 - beta).pow(gamma) * (1 - t) * F.logsigmoid(-input))
+        beta = (negatives.to(x.dtype) / ((positives + negatives).to(x.dtype) + 1e-7)).pow(gamma)
+    t = target.to(x.dtype)
+    loss = -(beta.pow(gamma) * t * F.logsigmoid(x) + (1 - beta).pow(gamma) * (1 - t) * F.logsigmoid(-x))
     if ignore_index is not None:
         loss = torch.where(target == ignore_index, torch.zeros_like(loss), loss)
-    return loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
+    loss = loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
+    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss

@@ -3,12 +3,14 @@ float32, a probability of exactly 1, and parameter combinations that made NaN si
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 import torch
 
 from lossd.client import build_request
+from lossd.server.evaluation import evaluate
 from lossd.server.losses import REGISTRY, LossError
 from lossd.server.rpc import handle_evaluate
 from lossd.v1 import lossd_pb2
@@ -232,3 +234,120 @@ def test_focal_tversky_sums_over_many_half_pixels_do_not_overflow(loss: str) -> 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 2, 400, 400, generator=g)
     _close_to_float64(loss, x / x.sum(1, keepdim=True), (torch.rand(1, 400, 400, generator=g) > 0.1).long())
+
+
+@pytest.mark.parametrize("loss", ["dice_loss", "jaccard_loss", "tversky_loss", "focal_tversky_loss",
+                                  "generalized_dice_loss"])
+@pytest.mark.parametrize("value", [2.0, -2.0, float("nan")])
+def test_overlap_losses_refuse_a_mask_outside_0_1(loss: str, value: float) -> None:
+    """The mask multiplies probabilities and targets: a weight of 2 made Σ p·t pass Σ p (focal Tversky NaN), -2 made
+    dice_loss -287999999."""
+    x, t = torch.full((1, 1, 4), 0.9, dtype=torch.float64), torch.ones(1, 1, 4, dtype=torch.float64)
+    mask = torch.full((1, 1, 4), value, dtype=torch.float64)
+    with pytest.raises(LossError, match=r"\[0, 1\]") as err:  # evaluate: NaN past the wire's finiteness check
+        evaluate(REGISTRY, loss, {"input": x, "target": t, "mask": mask}, {"from_logits": False})
+    assert err.value.field == "inputs.mask"
+    reply = _evaluate(loss, x, t, mask=mask.clamp(0, 1).nan_to_num(0.5) * 0.5, from_logits=False)
+    assert 0 <= reply.value <= 1
+
+
+@pytest.mark.parametrize("loss", ["tversky_loss", "focal_tversky_loss"])
+def test_tversky_squared_pred_needs_alpha_equal_to_beta(loss: str) -> None:
+    """FP = Σ p² - Σ p·t is negative for p = 0.5, t = 1: the index passed 1 (loss -1, or NaN with gamma 0.75);
+    with alpha = beta the denominator is I + alpha·Σ (p - t)², and alpha = beta = 0.5 is dice_loss's."""
+    x, t = torch.full((1, 1, 4), 0.5, dtype=torch.float64), torch.ones(1, 1, 4, dtype=torch.float64)
+    for params in ({"alpha": 1.0, "beta": 0.0}, {"alpha": 0.3, "beta": 0.7, "gamma": 0.75}):
+        with pytest.raises(LossError, match="alpha = beta") as err:
+            _evaluate(loss, x, t, from_logits=False, squared_pred=True, **params)
+        assert err.value.field == "params.squared_pred"
+    g = torch.Generator().manual_seed(4)
+    x, t = torch.randn(2, 3, 5, dtype=torch.float64, generator=g), torch.randint(0, 3, (2, 5), generator=g)
+    both = {"mode": "multiclass", "squared_pred": True}
+    tversky = _evaluate(loss, x, t, alpha=0.5, beta=0.5, gamma=1.0, **both)
+    dice = _evaluate("dice_loss", x, t, **both)
+    assert tversky.value == pytest.approx(dice.value, rel=1e-12)
+    assert torch.allclose(_grad(tversky), _grad(dice), rtol=1e-10, atol=1e-14)
+
+
+def test_micro_class_weights_weigh_each_class_once() -> None:
+    """'micro' multiplied probabilities and targets by the weights, so the intersection carried w²: with weights 3
+    the focal Tversky index passed 1 and the loss was NaN. A uniform weight now leaves the index as it is."""
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 3, 4, dtype=torch.float64, generator=g), torch.randint(0, 3, (2, 4), generator=g)
+    for loss in ("focal_tversky_loss", "tversky_loss", "dice_loss", "jaccard_loss"):
+        plain = _evaluate(loss, x, t, mode="multiclass", aggregation="micro")
+        weighted = _evaluate(loss, x, t, mode="multiclass", aggregation="micro", class_weights=[3.0, 3.0, 3.0])
+        assert weighted.value == pytest.approx(plain.value, rel=1e-12), loss
+        assert torch.allclose(_grad(weighted), _grad(plain), rtol=1e-9, atol=1e-14), loss
+
+
+@pytest.mark.parametrize(("loss", "params"), [("generalized_dice_loss", {}), ("mcc_loss", {}), ("dice_loss", {}),
+                                              ("tversky_loss", {})])
+def test_no_class_left_names_include_background(loss: str, params: dict[str, Any]) -> None:
+    """include_background false with one class was refused as 'params.classes: leaves no class to score', a field
+    generalized_dice_loss and mcc_loss do not have and no request sent."""
+    x, t = torch.full((2, 1, 4), 0.5, dtype=torch.float64), torch.ones(2, 1, 4, dtype=torch.float64)
+    with pytest.raises(LossError, match="no class to score") as err:
+        _evaluate(loss, x, t, mode="multilabel", include_background=False, from_logits=False, **params)
+    assert err.value.field == "params.include_background"
+    if loss == "dice_loss":  # classes sent: that field is named
+        with pytest.raises(LossError, match="no class to score") as err:
+            _evaluate(loss, torch.zeros(2, 2, 4), torch.zeros(2, 2, 4), mode="multilabel", include_background=False,
+                      classes=[0])
+        assert err.value.field == "params.classes"
+
+
+def test_tversky_smoothing_refusal_names_the_field_sent() -> None:
+    """smooth=1 with smooth_dr=0 (smooth_nr not sent) was refused as params.smooth_nr."""
+    x, t = torch.tensor([[[4.0, -4.0, 4.0, -4.0]]]), torch.tensor([[[1.0, 0.0, 1.0, 0.0]]])
+    with pytest.raises(LossError, match="above smooth_dr 0.0") as err:
+        _evaluate("focal_tversky_loss", x, t, smooth=1.0, smooth_dr=0.0)
+    assert err.value.field == "params.smooth"
+    with pytest.raises(LossError, match="above smooth 0.0") as err:
+        _evaluate("focal_tversky_loss", x, t, smooth_nr=1.0)
+    assert err.value.field == "params.smooth_nr"
+
+
+@pytest.mark.parametrize(("n", "dtype"), [(1000, torch.bfloat16), (70000, torch.float16)])
+def test_balanced_bce_counts_half_batches_in_float32(n: int, dtype: torch.dtype) -> None:
+    """The class counts were cast to the half dtype before β: bfloat16 6% off at 1000 elements, float16 NaN past
+    65504."""
+    t = torch.zeros(n)
+    t[:10] = 1
+    _close_to_float64("balanced_binary_cross_entropy_with_logits", torch.linspace(-2, 2, n), t, dtype)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("loss", ["charbonnier_loss", "welsch_loss", "cauchy_loss", "geman_mcclure_loss"])
+def test_robust_losses_of_half_residuals_are_computed_in_float32(loss: str, dtype: torch.dtype) -> None:
+    """x² overflowed float16 from |x| = 256: charbonnier inf and Cauchy inf for 299 and 10.7, Geman-McClure NaN for 2
+    (kornia computes half in float32)."""
+    x = torch.tensor([300.0, -400.0, 1e-3, 2.5, -0.7])
+    _close_to_float64(loss, x, torch.zeros(5), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_robust_losses_past_the_range_of_the_square(dtype: torch.dtype) -> None:
+    """2x²/(x² + 4) was inf/inf = NaN once x² overflowed (Geman-McClure is bounded by 2; kornia's is NaN too),
+    Charbonnier and Cauchy inf for finite losses, and sqrt(x² + 1) - 1 cancelled to 0 below 1e-4 in float32."""
+    big = 1e20 if dtype == torch.float32 else 1e160
+    x, t = torch.tensor([big, -big], dtype=dtype), torch.zeros(2, dtype=dtype)
+    expected = {"geman_mcclure_loss": ([2.0, 2.0], [0.0, 0.0]), "charbonnier_loss": ([big - 1, big - 1], [1.0, -1.0]),
+                "cauchy_loss": ([2 * math.log(big) - math.log(2)] * 2, [2 / big, -2 / big])}
+    for loss, (values, grads) in expected.items():
+        reply = _evaluate(loss, x, t, reduction="none")
+        from lossd.client._codec import decode
+
+        got = torch.as_tensor(decode(reply.loss).copy()).double()
+        assert torch.allclose(got, torch.tensor(values, dtype=torch.float64), rtol=1e-6), (loss, got)
+        assert torch.allclose(_grad(reply), torch.tensor(grads, dtype=torch.float64), rtol=1e-6, atol=0), loss
+    small = torch.tensor([1e-4, 5e-9], dtype=dtype)
+    reply = _evaluate("charbonnier_loss", small, torch.zeros(2, dtype=dtype), reduction="sum")
+    assert reply.value == pytest.approx(5e-9 + 1.25e-17, rel=1e-6)
+
+
+@pytest.mark.parametrize("target", [1.0, 0.999])
+def test_mcc_of_a_perfect_half_prediction_has_a_finite_gradient(target: float) -> None:
+    """The eps-sized counts' product (1.6e-6) under the square root: NaN gradients in float16 with default params."""
+    _close_to_float64("mcc_loss", torch.full((1, 64), target), torch.ones(1, 64), grad_tol=5e-3)
+    _close_to_float64("mcc_loss", torch.full((1, 64), target), torch.ones(1, 64), torch.bfloat16, value_tol=0.02)

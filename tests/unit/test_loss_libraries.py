@@ -8,7 +8,8 @@ import torch
 
 from lossd.server import evaluate
 from lossd.server.losses import REGISTRY
-from support.refs.libraries import CHECKS
+from support.parity import randn
+from support.refs.libraries import CHECKS, _seg_absent
 
 ROWS = [pytest.param(spec.name, e, id=f"{spec.name}-{i}") for spec in REGISTRY for i, e in enumerate(spec.equivalents)]
 
@@ -74,3 +75,27 @@ def test_no_library_check_is_written_twice() -> None:
                 keys.extend(eval(compile(ast.Expression(v), "<checks>", "eval"), vars(libraries)))  # noqa: S307
     assert not [k for k, n in collections.Counter(keys).items() if n > 1]
     assert len(keys) == len(CHECKS)  # every check is written in one of those literals
+
+
+@pytest.mark.parametrize("weight", [None, [1.0, 2.0, 0.5], [2.0, 2.0, 2.0], [0.0, 1.0, 1.0]])
+@pytest.mark.parametrize("average", ["micro", "macro"])
+def test_kornia_dice_weights_and_absent_classes(average, weight) -> None:
+    """kornia 0.9's dice_loss: 'micro' weights each class's terms once (2Σ w·p·t / (Σ w·p + Σ w·t); lossd weighted
+    the intersection twice: 0.65 for 0.73, and a uniform [2, 2, 2] halved the loss), 'macro' leaves a class absent
+    from a sample's target out of its mean (lossd's documented row scored it: 0.74 for 0.62). A sample with only
+    class 1, one without class 2, ignored pixels, a wholly ignored sample and a present class of weight 0."""
+    kornia = pytest.importorskip("kornia")
+    tensors = _seg_absent(seed=5)
+    tensors["target"] = torch.cat([tensors["target"], torch.full((1, 4, 4), -100)])  # every pixel ignored
+    tensors["input"] = torch.cat([tensors["input"], randn(1, 3, 4, 4, dtype=torch.float64, seed=7)])
+    params = {"mode": "multiclass", "aggregation": "micro" if average == "micro" else "per_sample", "smooth_nr": 0.0,
+              "smooth_dr": 1e-8, "eps": 0.0, "ignore_index": -100, "class_weights": weight}
+    if average == "macro":
+        params["empty_classes"] = "skip"
+    result = evaluate(REGISTRY, "dice_loss", tensors, params, grad_inputs=["input"])
+    x = tensors["input"].clone().requires_grad_()
+    w = None if weight is None else torch.tensor(weight, dtype=torch.float64)
+    expected = kornia.losses.dice_loss(x, tensors["target"], average=average, weight=w)
+    (grad,) = torch.autograd.grad(expected, x)
+    torch.testing.assert_close(result.loss, expected.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(result.grads["input"], grad, rtol=1e-9, atol=1e-12)

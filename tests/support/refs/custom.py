@@ -150,12 +150,12 @@ def overlap(kind):
         weights = p.get("class_weights")
         wk = None if weights is None else torch.tensor([weights[c] for c in classes], dtype=probs.dtype)
 
-        def unit(pk, tk):
+        def unit(pk, tk, wu=1.0):  # wu: per-element class weights ('micro'), each term weighted once (kornia)
             if p.get("squared_pred"):
-                tp, pp, tt = (pk * tk).sum(), (pk ** 2).sum(), (tk ** 2).sum()
+                tp, pp, tt = (wu * pk * tk).sum(), (wu * pk ** 2).sum(), (wu * tk ** 2).sum()
             else:
-                tp = torch.minimum(pk, tk).sum() if p.get("soft_label") else (pk * tk).sum()
-                pp, tt = pk.sum(), tk.sum()
+                tp = (wu * torch.minimum(pk, tk)).sum() if p.get("soft_label") else (wu * pk * tk).sum()
+                pp, tt = (wu * pk).sum(), (wu * tk).sum()
             fp, fn = pp - tp, tt - tp
             if kind == "dice":
                 score = (2 * tp + nr) / torch.clamp(2 * tp + fp + fn + dr, min=eps)
@@ -177,8 +177,9 @@ def overlap(kind):
                                   for i in range(probs.shape[0])])
         else:
             scale = torch.ones(len(classes), dtype=probs.dtype) if wk is None else wk
-            losses = torch.stack([unit((probs[i, classes] * scale[:, None]).reshape(-1),
-                                       (onehot[i, classes] * scale[:, None]).reshape(-1)) for i in range(probs.shape[0])])
+            losses = torch.stack([unit(probs[i, classes].reshape(-1), onehot[i, classes].reshape(-1),
+                                       scale[:, None].expand(-1, probs.shape[-1]).reshape(-1))
+                                  for i in range(probs.shape[0])])
             wk = None
         red = p.get("reduction", "mean")
         if p.get("empty_classes") == "skip" and red == "mean":  # kornia 0.9: the class mean over present classes

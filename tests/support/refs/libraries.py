@@ -142,6 +142,17 @@ def _seg(c=3, seed=1):
     return {"input": randn(2, c, 4, 4, dtype=F64, seed=seed), "target": randint(c, 2, 4, 4, seed=seed + 1)}
 
 
+def _seg_absent(seed=1):
+    """(3, 3, 4, 4) logits and class indices that leave classes out of samples, where kornia's 'macro' Dice skips
+    them (_seg's random labels nearly always hold every class): sample 0 has no class 2, sample 1 only class 1, and
+    sample 2 has a row of kornia's ignore_index -100."""
+    target = randint(3, 3, 4, 4, seed=seed + 1)
+    target[0][target[0] == 2] = 0
+    target[1] = 1
+    target[2, 0] = -100
+    return {"input": randn(3, 3, 4, 4, dtype=F64, seed=seed), "target": target}
+
+
 def _ml(c=3, seed=1):
     return {"input": randn(2, c, 4, 4, dtype=F64, seed=seed), "target": _mask(2, c, 4, 4, seed=seed + 1)}
 
@@ -214,9 +225,12 @@ CHECKS = {
         lambda: (_seg(), lambda t: toolbelt_overlap(t["input"], t["target"], mode="multiclass")),
     "kornia.losses.dice_loss(pred, target)":
         lambda: (_seg(), lambda t: _kornia().losses.dice_loss(t["input"], t["target"])),
+    "kornia.losses.dice_loss(pred, target, weight=w)":
+        lambda: (_seg_absent(), lambda t: _kornia().losses.dice_loss(t["input"], t["target"],
+                                                                      weight=torch.tensor([1.0, 2.0, 0.5], dtype=F64))),
     "kornia.losses.dice_loss(pred, target, average='macro', weight=w)":
-        lambda: (_seg(), lambda t: _kornia().losses.dice_loss(t["input"], t["target"], average="macro",
-                                                               weight=torch.tensor([1.0, 2.0, 0.5], dtype=F64))),
+        lambda: (_seg_absent(), lambda t: _kornia().losses.dice_loss(t["input"], t["target"], average="macro",
+                                                                      weight=torch.tensor([1.0, 2.0, 0.5], dtype=F64))),
     "monai.losses.DiceLoss(softmax=True, to_onehot_y=True)":
         lambda: (_seg(), lambda t: _monai_losses().DiceLoss(softmax=True, to_onehot_y=True)(t["input"], t["target"].unsqueeze(1))),
     "monai.losses.DiceLoss(sigmoid=True, batch=True, squared_pred=True, include_background=False)":
