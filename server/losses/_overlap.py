@@ -158,12 +158,18 @@ def _overlap_params(*extra: Param, smooth_doc: str = "Added to numerator and den
 @dataclass(frozen=True)
 class OverlapStats:
     """Per unit (class, sample × class, or sample): ``tp`` (intersection), ``p`` and ``t`` (the sums
-    of prediction and target, squared with ``squared_pred``), and the class weights (or None)."""
+    of prediction and target, squared with ``squared_pred``), and the class weights (or None); in float32
+    for half inputs, whose loss is cast back to ``dtype`` (sums over 65504 pixels overflowed float16)."""
 
     tp: torch.Tensor
     p: torch.Tensor
     t: torch.Tensor
     weights: torch.Tensor | None
+    dtype: torch.dtype
+
+    def narrowed(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` in the input's dtype where that is a half type (computed in float32)."""
+        return loss.to(self.dtype) if self.dtype in HALF_DTYPES else loss
 
 
 def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_logits: bool, ignore_index: int | None,
@@ -287,7 +293,9 @@ def overlap_stats(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_
                   include_background: bool, classes: Sequence[int] | None, class_weights: Sequence[float] | None,
                   soft_label: bool, squared_pred: bool, aggregation: str, mask: torch.Tensor | None = None,
                   mask_target: str = "one_hot") -> OverlapStats:
-    """Intersection and sums per unit of ``aggregation``: (C,) pooled, (N, C) per_sample, (N,) micro."""
+    """Intersection and sums per unit of ``aggregation``: (C,) pooled, (N, C) per_sample, (N,) micro; half
+    inputs (and targets) are counted in float32."""
+    dtype, input, target = input.dtype, widened(input), widened(target)
     probs, onehot = _probabilities(input, target, mode, from_logits, ignore_index, mask, mask_target)
     kept = _kept_classes(probs.shape[1], mode, include_background, classes, class_weights)
     weights = None
@@ -309,7 +317,7 @@ def overlap_stats(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_
         tp = (p + t - (wprobs - wonehot).abs().sum(dims)) / 2
     else:
         tp, p, t = (wprobs * onehot).sum(dims), wprobs.sum(dims), wonehot.sum(dims)
-    return OverlapStats(tp, p, t, None if aggregation == "micro" else weights)
+    return OverlapStats(tp, p, t, None if aggregation == "micro" else weights, dtype)
 
 
 def guarded_power(q: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -327,7 +335,13 @@ def guarded_power(q: torch.Tensor, gamma: float) -> torch.Tensor:
 
 def _finish(score: torch.Tensor, stats: OverlapStats, *, eps: float, log_loss: bool, empty_classes: str,
             reduction: str, gamma: float = 1.0, gamma_on: str = "each") -> torch.Tensor:
-    """Per-unit loss from the score, then weights, empty units and the reduction."""
+    """Per-unit loss from the score, then weights, empty units and the reduction; in the input's dtype."""
+    return stats.narrowed(_reduced(score, stats, eps=eps, log_loss=log_loss, empty_classes=empty_classes,
+                                   reduction=reduction, gamma=gamma, gamma_on=gamma_on))
+
+
+def _reduced(score: torch.Tensor, stats: OverlapStats, *, eps: float, log_loss: bool, empty_classes: str,
+             reduction: str, gamma: float, gamma_on: str) -> torch.Tensor:
     loss = -torch.log(score.clamp_min(eps)) if log_loss else 1 - score
     if gamma_on == "each":
         loss = guarded_power(loss, gamma)
@@ -801,7 +815,7 @@ def generalized_dice_loss(
         w = torch.where(tw > 0, w, largest.expand_as(w)).to(t.dtype)
     score = (2 * (s.tp * w).sum(-1) + smooth_nr) / ((s.p + s.t) * w).sum(-1).add(smooth_dr)
     loss = (1 - score).reshape(-1)
-    return loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
+    return s.narrowed(loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean()))
 
 
 @register_loss(
