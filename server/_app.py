@@ -43,8 +43,8 @@ from ._security import ConfigError, Security, describe
 from .evaluation import resolve_device
 from .interceptors import ConcurrencyLimiter, DrainGate, Observability, build_interceptors, build_observability
 from .losses import REGISTRY, Registry
-from .losses._plugins import ENTRY_POINT_GROUP, load_plugin_setting, missing_plugins
-from .rpc import LossService, add_loss_service
+from .losses._plugins import ENTRY_POINT_GROUP, load_plugin_setting, missing_plugins, refused_named
+from .rpc import LossService, add_loss_service, describe_loss
 from .training import JobManager, add_training_service
 from .training._store import StoreError
 
@@ -144,7 +144,12 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
         raise ConfigError(f"{flag_name('plugins')} {config.plugins!r} (env {env_name('plugins')}): "
                           f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed "
                           f"(no entry point of group {ENTRY_POINT_GROUP}); use all, none or installed names")
-    load_plugin_setting(config.plugins, registry)
+    # Each plugin loss must publish (ListLosses); a plugin named in --plugins that is refused stops the start.
+    refused = refused_named(config.plugins, load_plugin_setting(config.plugins, registry, vet=describe_loss))
+    if refused:
+        raise ConfigError(f"{flag_name('plugins')} {config.plugins!r} (env {env_name('plugins')}): "
+                          + "; ".join(f"plugin {r.name!r} ({r.value}) {r.error}" for r in refused)
+                          + " (see the log); fix it, or leave it out")
     options = [
         *extra_options,  # first: gRPC takes an argument's first occurrence
         # gRPC sets SO_REUSEPORT by default: a second server on the same address would share the port

@@ -25,7 +25,18 @@ from ._binding import (
     params_from_tensors,
     split_scalars,
 )
-from ._evaluate import Binding, Evaluation, bind, call_backward, call_loss, evaluate, resolve_device, run_bound
+from ._evaluate import (
+    Binding,
+    Evaluation,
+    LossCrashed,
+    bind,
+    call_backward,
+    call_loss,
+    escaped,
+    evaluate,
+    resolve_device,
+    run_bound,
+)
 from ._objective import (
     MAX_PATTERNS,
     Regularization,
@@ -46,6 +57,7 @@ __all__ = [
     "Binding",
     "Evaluation",
     "HasParams",
+    "LossCrashed",
     "Regularization",
     "StackedEvaluation",
     "Term",
@@ -59,6 +71,7 @@ __all__ = [
     "check_patterns",
     "covered_parameters",
     "covers_nothing",
+    "escaped",
     "evaluate",
     "evaluate_objective",
     "evaluate_stacked",

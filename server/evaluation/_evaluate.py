@@ -13,6 +13,8 @@ tests and the parity harness call; it raises
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +37,34 @@ from ._binding import (
 from ._warnings import capture
 
 __all__ = [
-    "Binding", "Evaluation", "bind", "call_backward", "call_loss", "compact", "evaluate", "resolve_device",
-    "run_bound",
+    "Binding", "Evaluation", "LossCrashed", "bind", "call_backward", "call_loss", "compact", "escaped", "evaluate",
+    "resolve_device", "run_bound",
 ]
+
+
+class LossCrashed(RuntimeError):
+    """A loss's code raised what no caller may let through (:func:`escaped`); the original is its cause.
+    Callers answer it as any internal error: ``INTERNAL``, "see server log", the traceback logged."""
+
+
+def escaped(name: str, e: BaseException, interrupts: bool = True) -> LossCrashed | None:
+    """A :class:`LossCrashed` for ``e``, raised by loss ``name``'s code, when ``e`` must not leave it, else
+    None (raise ``e`` as it is): a ``BaseException`` that is no ``Exception`` (``SystemExit``,
+    ``KeyboardInterrupt``, ``GeneratorExit``: they would stop the server) other than
+    ``asyncio.CancelledError``, and ``StopIteration`` / ``StopAsyncIteration`` (a coroutine turns them
+    into a RuntimeError, a ``Future`` cannot carry them: the call would never end). ``interrupts=False``
+    lets ``KeyboardInterrupt`` through: in a training worker it is a real Ctrl-C to the process group.
+
+    >>> escaped("demo", SystemExit(3))
+    LossCrashed('loss demo raised SystemExit: 3')
+    >>> escaped("demo", ValueError("x")) is None, escaped("demo", KeyboardInterrupt(), interrupts=False) is None
+    (True, True)
+    """
+    if isinstance(e, (StopIteration, StopAsyncIteration)) or not (
+        isinstance(e, (Exception, asyncio.CancelledError)) or (not interrupts and isinstance(e, KeyboardInterrupt))
+    ):
+        return LossCrashed(f"loss {name} raised {type(e).__name__}: {e}")
+    return None
 
 
 @dataclass
@@ -115,6 +142,9 @@ class Binding:
     scalars: dict[str, Any] = field(default_factory=dict)
     #: Names of sent tensors that were parameters, read by value.
     tensor_params: frozenset[str] = frozenset()
+    #: ``kwargs`` or ``scalars`` hold a list or a dict: each :func:`run_bound` passes copies, so that a loss
+    #: changing one changes nothing for the next call of a kept binding (or for a param's default).
+    fresh: bool = False
 
 
 def bind(
@@ -129,7 +159,8 @@ def bind(
     tensors, sent_as = bind_inputs(spec, inputs, scalars)
     kwargs = bind_params(spec, params, refused=DEPRECATED_PARAMS)
     wanted = grad_targets(spec, tensors, sent_as, grad_inputs)
-    return Binding(spec, sent_as, kwargs, frozenset(wanted), scalars, frozenset(sent_params)), tensors
+    fresh = spec.mutable_values and any(isinstance(v, (list, dict)) for v in (*kwargs.values(), *scalars.values()))
+    return Binding(spec, sent_as, kwargs, frozenset(wanted), scalars, frozenset(sent_params), fresh), tensors
 
 
 def run_bound(
@@ -139,6 +170,9 @@ def run_bound(
     """The loss forward and backward of a bound call (``tensors`` by canonical name, as :func:`bind`
     returns them)."""
     spec, sent_as, kwargs, wanted = binding.spec, binding.sent_as, binding.kwargs, binding.wanted
+    scalars = binding.scalars
+    if binding.fresh:
+        kwargs, scalars = _copies(kwargs), _copies(scalars)
     if device is not None and device.type != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
     leaves = {}
@@ -150,7 +184,7 @@ def run_bound(
 
     start = time.perf_counter()
     with torch.enable_grad():
-        out = call_loss(spec, {**tensors, **binding.scalars}, kwargs)
+        out = call_loss(spec, {**tensors, **scalars}, kwargs)
     forward_s = time.perf_counter() - start
 
     grads: dict[str, torch.Tensor] = {}
@@ -162,6 +196,13 @@ def run_bound(
         _grad_output(out, grad_output)  # still validate it
     backward_s = time.perf_counter() - start
     return Evaluation(spec, out.detach(), grads, forward_s, backward_s)
+
+
+def _copies(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with a copy of each list (of numbers: a list param's, or an input's Python form) and each
+    dict (an ``object`` param's, deeply)."""
+    return {k: copy.deepcopy(v) if isinstance(v, dict) else [*v] if isinstance(v, list) else v
+            for k, v in values.items()}
 
 
 #: :func:`compact` copies a loss out of a storage at least this much larger than its elements. Below it,
@@ -206,6 +247,10 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
         raise
     except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError) as e:  # ArithmeticError: overflows
         raise _torch_refusal(spec.name, "rejected the inputs", e) from e
+    except BaseException as e:  # SystemExit, StopIteration...: an internal error, never the server's end
+        if (crash := escaped(spec.name, e)) is None:
+            raise
+        raise crash from e
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"loss {spec.name} returned {type(out).__name__}, not a tensor")
     return compact(out)
@@ -230,6 +275,10 @@ def call_backward(
         except (RuntimeError, ValueError, TypeError) as e:
             raise _torch_refusal(name, "has no gradient for these inputs (torch's backward fails, as it would "
                                        "locally; inputs of one dtype avoid it)", e, "grad_inputs") from e
+        except BaseException as e:  # a loss's own backward (an autograd.Function) raising SystemExit...
+            if (crash := escaped(name, e)) is None:
+                raise
+            raise crash from e
     return [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, found)]
 
 

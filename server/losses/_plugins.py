@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
-from ._registry import REGISTRY, Registry, staging
+from ._registry import REGISTRY, LossSpec, Registry, staging
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginResult", "load_plugins", "load_plugin_setting", "missing_plugins"]
+__all__ = [
+    "ENTRY_POINT_GROUP", "PluginResult", "load_plugin_setting", "load_plugins", "missing_plugins", "refused_named",
+]
 
 ENTRY_POINT_GROUP = "lossd.losses"
 
@@ -45,10 +47,14 @@ class PluginResult:
     error: str = ""
 
 
-def load_plugins(registry: Registry = REGISTRY, only: Sequence[str] | None = None) -> list[PluginResult]:
+def load_plugins(registry: Registry = REGISTRY, only: Sequence[str] | None = None,
+                 vet: Callable[[LossSpec], object] | None = None) -> list[PluginResult]:
     """Load the ``lossd.losses`` entry points (all, or those named in ``only``) into ``registry``.
 
-    Idempotent per process: an entry point already loaded is reported, not reloaded.
+    A plugin whose import fails (``sys.exit()`` included), whose ``Param`` is invalid (refused when it
+    registers: :meth:`Registry.add`), whose loss ``vet`` raises for (the server passes what publishes it in
+    ``ListLosses``) or whose name clashes is refused whole and logged by name. Idempotent per process: an
+    entry point already loaded is reported, not reloaded.
     """
     results = []
     wanted = set(only) if only is not None else None
@@ -58,7 +64,7 @@ def load_plugins(registry: Registry = REGISTRY, only: Sequence[str] | None = Non
         if ep.name in _loaded:
             results.append(_loaded[ep.name])
             continue
-        result = _load_one(registry, ep)
+        result = _load_one(registry, ep, vet)
         _loaded[ep.name] = result
         results.append(result)
     for missing in sorted((wanted or set()) - {r.name for r in results}):
@@ -66,13 +72,26 @@ def load_plugins(registry: Registry = REGISTRY, only: Sequence[str] | None = Non
     return results
 
 
-def load_plugin_setting(setting: str, registry: Registry = REGISTRY) -> list[PluginResult]:
+def load_plugin_setting(setting: str, registry: Registry = REGISTRY,
+                        vet: Callable[[LossSpec], object] | None = None) -> list[PluginResult]:
     """Load the plugins a ``--plugins`` / ``LOSSD_PLUGINS`` value names: ``all``, ``none`` or ``a,b``.
 
     >>> load_plugin_setting("none")
     []
     """
-    return load_plugins(registry, _named(setting))
+    return load_plugins(registry, _named(setting), vet)
+
+
+def refused_named(setting: str, results: Sequence[PluginResult]) -> list[PluginResult]:
+    """The plugins that a ``--plugins`` value names explicitly (not ``all``) and that were refused:
+    ``lossd serve`` refuses to start with any, as with a name not installed.
+
+    >>> refused_named("a", [PluginResult("a", "m", error="failed to load: x"), PluginResult("b", "n", ("l",))])
+    [PluginResult(name='a', value='m', losses=(), error='failed to load: x')]
+    >>> refused_named("all", [PluginResult("a", "m", error="failed to load: x")])
+    []
+    """
+    return [r for r in results if r.error] if _named(setting) is not None else []
 
 
 def missing_plugins(setting: str) -> list[str]:
@@ -96,23 +115,34 @@ def _named(setting: str) -> list[str] | None:
     return [n.strip() for n in setting.split(",") if n.strip()]
 
 
-def _load_one(registry: Registry, ep: EntryPoint) -> PluginResult:
+def _load_one(registry: Registry, ep: EntryPoint, vet: Callable[[LossSpec], object] | None = None) -> PluginResult:
     name, value = ep.name, ep.value
     dist = getattr(getattr(ep, "dist", None), "name", None) or name
     try:
         with staging() as staged:
             ep.load()
-    except Exception as e:  # noqa: BLE001 - a broken plugin must not stop the server
-        log.error("plugin %r (%s) failed to load: %s", name, value, e)
-        return PluginResult(name, value, error=f"failed to load: {e}")
+    except KeyboardInterrupt:
+        raise  # a real Ctrl-C while the server starts
+    except BaseException as e:  # noqa: BLE001 - a broken plugin (sys.exit() included) must not stop the server
+        why = f"{type(e).__name__}({e})" if not isinstance(e, Exception) else str(e)
+        log.error("plugin %r (%s) failed to load: %s", name, value, why, exc_info=True)
+        return PluginResult(name, value, error=f"failed to load: {why}")
     specs = list(staged)
+    if vet is not None:
+        for spec in specs:
+            try:
+                vet(spec)
+            except Exception as e:  # noqa: BLE001 - refused whole, as a clash is
+                error = f"refused: loss {spec.name!r} cannot be described: {type(e).__name__}: {e}"
+                log.error("plugin %r (%s) %s", name, value, error)
+                return PluginResult(name, value, error=error)
     clashes = sorted(n for s in specs for n in (s.name, *s.aliases) if n in registry)
     if clashes:
         error = f"refused: names already registered: {', '.join(clashes)}"
         log.error("plugin %r (%s) %s", name, value, error)
         return PluginResult(name, value, error=error)
     for spec in specs:
-        registry.add(dataclasses.replace(spec, source=spec.source or f"plugin {dist} ({value})"))
+        registry.add(dataclasses.replace(spec, source=spec.source or f"plugin {dist} ({value})", inline=False))
     added = tuple(s.name for s in specs)
     log.info("plugin %r (%s) added losses: %s", name, value, ", ".join(added) or "none")
     return PluginResult(name, value, added)

@@ -33,7 +33,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -245,6 +245,29 @@ class Param:
     #: ``struct_to_dict``); NaN is refused for every parameter.
     infinite: bool = False
 
+    def check(self) -> None:
+        """Refuse (``ValueError``) a declaration that a request could not meet or ``ListLosses`` could not
+        publish: a type that is no :data:`ParamType`, or a default (other than ``None``) that the param's own
+        :meth:`coerce` refuses — of the wrong type, outside its choices or range, NaN, a tensor — or an infinite
+        one where the param does not take infinity. :meth:`Registry.add` checks every param it is given.
+
+        >>> Param("eps", "float", -1.0, "", min=0.0).check()
+        Traceback (most recent call last):
+        ...
+        ValueError: param 'eps': default -1.0 is refused: params.eps: is -1.0; must be >= 0
+        """
+        if self.type not in get_args(ParamType):
+            raise ValueError(f"param {self.name!r}: type {self.type!r} is not one of {list(get_args(ParamType))}")
+        if self.default is None:
+            return
+        try:
+            self.coerce(self.default)
+        except FieldError as e:
+            raise ValueError(f"param {self.name!r}: default {self.default!r} is refused: {e}") from None
+        numbers = self.default if self.type.endswith("_list") else [self.default]
+        if not self.infinite and self.type in ("float", "float_list") and any(math.isinf(x) for x in numbers):
+            raise ValueError(f"param {self.name!r}: default {self.default!r} is infinite; declare infinite=True")
+
     def range_text(self) -> str:
         """The allowed range as people write it, e.g. ``[0, 1]`` or ``> 0``."""
         lo, hi = self.min, self.max
@@ -424,13 +447,22 @@ class LossSpec:
     #: every other loss refuses them, as torch raises a TypeError for a functional without them.
     #: tests/unit/test_torch_acceptance.py checks it against torch's signatures.
     legacy_reduction: bool = False
+    #: A small request of it may be evaluated on the event loop (server/rpc/_service.py). The plugin loader
+    #: sets False for an operator plugin's losses: their cost is unknown, and one that sleeps or waits on
+    #: I/O takes no CPU, so the rule that moves a slow loss off the loop would never see it.
+    inline: bool = True
     _by_input: dict[str, Input] = field(default_factory=dict, compare=False, repr=False)
+    #: A param or an input's Python form may be a list or an object (a dict), which the loss could change:
+    #: each evaluation then gets its own copies (server/evaluation/_evaluate.py, ``Binding.fresh``).
+    mutable_values: bool = field(default=False, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for i in self.inputs:
             self._by_input[i.name] = i
             for a in i.aliases:
                 self._by_input[a] = i
+        kinds = {p.type for p in self.params} | {i.scalar for i in self.inputs}
+        object.__setattr__(self, "mutable_values", bool(kinds & {"int_list", "float_list", "object"}))
 
     def input(self, name: str) -> Input | None:
         """The input called ``name`` (canonical or alias), or ``None``."""
@@ -460,14 +492,24 @@ class Registry:
     def add_split_name(self, name: str, why: str) -> None:
         """Refuse ``name`` as an alias because the field uses it for different losses; ``why`` names them."""
         key = _key(name)
+        if not key:
+            raise ValueError(f"loss name {name!r} is empty once normalised")
         if key in self._names:
             raise ValueError(f"loss name {name!r} is already registered (by {self._names[key]!r})")
         self._split[key] = why
 
     def add(self, spec: LossSpec) -> LossSpec:
-        """Add ``spec``; a name or alias that is already taken is refused."""
+        """Add ``spec``; a name or alias that is already taken, or empty once normalised (``"torch.nn."``, which
+        would take ``loss=""``), is refused, and so is a param :meth:`Param.check` refuses."""
+        for p in spec.params:
+            try:
+                p.check()
+            except ValueError as e:
+                raise ValueError(f"loss {spec.name!r}: {e}") from None
         for n in (spec.name, *spec.aliases):
             key = _key(n)
+            if not key:
+                raise ValueError(f"loss name {n!r} is empty once normalised")
             if key in self._split:
                 raise ValueError(f"loss name {n!r} is a split name ({self._split[key]})")
             if key in self._names:

@@ -77,6 +77,8 @@ def describe_loss(spec: LossSpec) -> lossd_pb2.LossInfo:
             default.number_value = float(p.default)
         elif isinstance(p.default, str):
             default.string_value = p.default
+        elif isinstance(p.default, dict):  # an "object" param's: published as the object, not its keys
+            default.struct_value.update(p.default)
         else:
             default.list_value.extend(list(p.default))
         params.append(
@@ -147,8 +149,10 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self.last_batch: BatchControl | None = None
         #: Set by add_loss_service: EvaluateLoss may answer with serialized bytes.
         self.replies_as_bytes = False
-        #: Losses (canonical names) that took over INLINE_MAX_CPU_S on the event loop: evaluated on the pool.
-        self.slow_losses: set[str] = set()
+        #: Losses (canonical names) evaluated on the pool however small the request: those that took over
+        #: INLINE_MAX_CPU_S on the event loop, and from the start those never to run there (``LossSpec.inline``
+        #: False: the plugins' losses, whose time may be spent sleeping or waiting, which no CPU clock sees).
+        self.slow_losses: set[str] = {s.name for s in registry if not s.inline}
         self._loop_calls: dict[str, int] = {}  # per loss: calls on the loop so far (up to SLOW_WARMUP) ...
         self._slow_streak: dict[str, int] = {}  # ... and how many of the latest in a row were slow
 

@@ -49,11 +49,13 @@ from ..._wire import (
 from ...v1 import training_pb2
 from ..evaluation import (
     DEPRECATED_PARAMS,
+    LossCrashed,
     Regularization,
     bind_params,
     check_patterns,
     covered_parameters,
     covers_nothing,
+    escaped,
 )
 from ..losses import LossSpec, Registry
 from ..rpc import check_finite, decode_tensor, struct_to_dict
@@ -125,7 +127,13 @@ class LossPlan:
         tensors.update(self.extras)
         tensors[self.prediction] = output
         tensors[self.target] = target
-        out: torch.Tensor = self.spec.fn(**tensors, **self.kwargs)
+        try:
+            out: torch.Tensor = self.spec.fn(**tensors, **self.kwargs)
+        except BaseException as e:  # SystemExit, StopIteration...: a LossCrashed. KeyboardInterrupt passes:
+            # in a training worker it is a real Ctrl-C (the submission check, in the server, converts it)
+            if (crash := escaped(self.spec.name, e, interrupts=False)) is None:
+                raise
+            raise crash from e
         return out
 
 
@@ -778,9 +786,13 @@ def check_loss_accepts_model(plan: JobPlan) -> None:
                 value = plan.loss(out.detach().requires_grad_(True), plan.target[index])
         except FieldError as e:
             raise FieldError("loss.name", f"{plan.loss.spec.name} refuses {shapes}: {e}") from e
+        except LossCrashed:
+            raise  # an internal error (TrainJob answers INTERNAL), not the spec's fault
         except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError) as e:
             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FieldError("loss.name", f"{plan.loss.spec.name} fails on {shapes}: {text}") from e
+        except KeyboardInterrupt as e:  # raised by the loss: this runs in the server, whose Ctrl-C is a drain
+            raise LossCrashed(f"loss {plan.loss.spec.name} raised KeyboardInterrupt: {e}") from e
         if value.dim() != 0:
             raise FieldError("loss.params.reduction", f"{plan.loss.spec.name} gives shape {list(value.shape)}; "
                             "training needs a scalar loss ('mean' or 'sum')")

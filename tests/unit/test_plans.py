@@ -114,3 +114,57 @@ def test_complex_inputs_are_planned_bit_identically() -> None:
         z = (rng.standard_normal(4) + 1j * rng.standard_normal(4)).astype(np.complex64)
         request, _ = build_request("l1_loss", z, np.zeros(4, np.complex64))
         assert _reply(request, plans) == _reply(request, None)
+
+
+def _appending_registry():  # type: ignore[no-untyped-def]
+    """A registry with a loss that changes the list and the object it is given (a plugin's defect)."""
+    import torch
+
+    from lossd.server.losses import Input, Param, Registry, register_loss
+
+    reg = Registry()
+
+    @register_loss("appending_loss", inputs=(Input("input", "prediction", differentiable=True), Input("target", "target")),
+                   params=(Param("weights", "float_list", [1.0], "summed, then appended to"),
+                           Param("options", "object", None, "count read, then raised", nullable=True)),
+                   description="d", example=lambda dt: {}, registry=reg)
+    def appending_loss(input, target, *, weights, options):  # type: ignore[no-untyped-def]
+        scale = sum(weights) + (options or {}).get("count", 0)
+        weights.append(1.0)
+        if options is not None:
+            options["count"] = options.get("count", 0) + 1
+        return ((input - target) ** 2).sum() * scale
+
+    return reg
+
+
+@pytest.mark.parametrize("params", [{"weights": [1.0]}, {}, {"options": {"count": 0}}, {"weights": [0.5, 0.5]}],
+                         ids=["sent-list", "default-list", "sent-object", "two-weights"])
+@pytest.mark.parametrize("encoding", ["raw", "values"])
+def test_a_loss_that_changes_its_params_changes_nothing_for_the_next_call(params: dict, encoding: str) -> None:
+    """Found by the plugin audit: a kept plan passed the same list to every request of its signature (5, 10, 15, 20
+    instead of 5 each), and a param's default list was the declared one, changed for every later call."""
+    reg = _appending_registry()
+    plans = Plans()
+    x, y = np.array([1.0, 2.0], np.float32), np.zeros(2, np.float32)
+    values = []
+    for _ in range(4):
+        request, _ = build_request("appending_loss", inputs={"input": x, "target": y}, params=params, encoding=encoding)
+        values.append(lossd_pb2.EvaluateLossResponse.FromString(handle_evaluate_bytes(reg, request, plans=plans)).value)
+    assert values == [5.0] * 4
+    assert len(plans) == (1 if encoding == "raw" else 0)
+    assert reg.get("appending_loss").params[0].default == [1.0]
+
+
+def test_only_a_binding_with_a_list_or_object_copies_it() -> None:
+    """The copies are decided once, when the binding (a plan's) is made: a loss without list or object params,
+    or one whose are absent (null), passes its kwargs as they are."""
+    import torch
+
+    from lossd.server.evaluation import bind
+
+    t = {"input": torch.ones(2), "target": torch.zeros(2)}
+    assert not bind(REGISTRY, "mse_loss", t, {})[0].fresh and not REGISTRY.get("mse_loss").mutable_values
+    reg = _appending_registry()
+    assert bind(reg, "appending_loss", t, {})[0].fresh  # the default list
+    assert bind(reg, "appending_loss", t, {"options": {"count": 1}})[0].fresh

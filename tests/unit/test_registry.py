@@ -185,3 +185,183 @@ def test_a_param_that_overflows_inside_the_loss_is_a_refusal_not_internal(loss: 
     with pytest.raises(LossError) as err:
         handle_evaluate_bytes(REGISTRY, request)
     assert err.value.code == "INVALID_ARGUMENT", str(err.value)
+
+
+# -- operator plugins: what a loss's code may raise, what the loader refuses (tests/plugins/lossd_faulty_plugin) --
+
+FAULTY = __import__("pathlib").Path(__file__).resolve().parents[1] / "plugins" / "lossd_faulty_plugin"
+
+
+@pytest.fixture
+def load_faulty(monkeypatch):  # type: ignore[no-untyped-def]
+    """``load(entry_point_name, registry, vet=None)``: the loader's outcome for one of the faulty plugin's entry
+    points, its modules imported afresh (each test registers them anew)."""
+    import sys
+    from importlib.metadata import EntryPoint
+
+    from lossd.server.losses._plugins import ENTRY_POINT_GROUP, _load_one
+
+    monkeypatch.syspath_prepend(str(FAULTY))
+    from lossd_faulty_plugin import ENTRY_POINTS
+
+    def load(name, registry, vet=None):  # type: ignore[no-untyped-def]
+        for module in [m for m in sys.modules if m.startswith("lossd_faulty_plugin.")]:
+            monkeypatch.delitem(sys.modules, module)
+        return _load_one(registry, EntryPoint(name, ENTRY_POINTS[name], ENTRY_POINT_GROUP), vet)
+
+    return load
+
+
+ESCAPING = ["SystemExit", "KeyboardInterrupt", "GeneratorExit", "StopIteration", "StopAsyncIteration"]
+
+
+@pytest.mark.parametrize("what", ESCAPING)
+@pytest.mark.parametrize("loss", ["raising_loss", "raising_backward_loss"])
+def test_what_a_loss_raises_that_would_stop_the_server_is_an_internal_error(load_faulty, loss, what):
+    """Found by the plugin audit: SystemExit, KeyboardInterrupt or GeneratorExit from a plugin loss (forward or
+    backward) stopped the server; StopIteration on the thread pool left the call hanging to its deadline."""
+    from lossd.server.evaluation import LossCrashed, evaluate
+
+    reg = Registry()
+    assert load_faulty("faulty", reg).error == ""
+    with pytest.raises(LossCrashed, match=f"loss {loss} raised {what}") as err:
+        evaluate(reg, loss, {"input": torch.ones(2), "target": torch.zeros(2)}, {"what": what})
+    assert type(err.value.__cause__).__name__ == what  # the traceback the server logs is the loss's own
+
+
+def test_a_losss_own_exceptions_and_cancellation_pass_unchanged(load_faulty):
+    import asyncio
+
+    from lossd.server.evaluation import escaped, evaluate
+
+    reg = Registry()
+    load_faulty("faulty", reg)
+    with pytest.raises(KeyError):  # any Exception: INTERNAL, as before
+        evaluate(reg, "raising_loss", {"input": torch.ones(2), "target": torch.zeros(2)}, {"what": "KeyError"})
+    assert escaped("x", asyncio.CancelledError()) is None and escaped("x", ValueError()) is None
+
+    class Custom(BaseException):
+        pass
+
+    assert escaped("x", Custom()) is not None
+
+
+def test_a_training_loss_converts_what_would_end_the_job_but_lets_a_workers_ctrl_c_through(load_faulty):
+    """The engine runs the loss in a worker process, where KeyboardInterrupt is a real Ctrl-C to the process
+    group: it passes (the worker ends; the job resumes from its checkpoint at the next start). The submission
+    check runs in the server, whose Ctrl-C is a drain, not a KeyboardInterrupt: there it is an internal error."""
+    import dataclasses
+
+    from lossd.server.evaluation import LossCrashed
+    from lossd.server.training import TrainingLimits, plan_job
+    from lossd.server.training._spec import LossPlan, check_loss_accepts_model
+    from support.training import SEED_RINGS, request
+
+    reg = Registry()
+    load_faulty("faulty", reg)
+    spec = reg.get("raising_loss")
+    out, target = torch.zeros(3, 1), torch.zeros(3, 1)
+    with pytest.raises(LossCrashed, match="SystemExit"):
+        LossPlan(spec, {"what": "SystemExit"}, "input", "target")(out, target)
+    with pytest.raises(KeyboardInterrupt):
+        LossPlan(spec, {"what": "KeyboardInterrupt"}, "input", "target")(out, target)
+    job = plan_job(request(SEED_RINGS), REGISTRY, TrainingLimits())
+    for what in ESCAPING:
+        crashing = dataclasses.replace(job, loss=LossPlan(spec, {"what": what}, "input", "target"))
+        with pytest.raises(LossCrashed, match=what):  # TrainJob answers INTERNAL, not INVALID_ARGUMENT
+            check_loss_accepts_model(crashing)
+
+
+def test_a_plugin_that_exits_at_import_is_refused_by_name(load_faulty, caplog):
+    """Found by the plugin audit: sys.exit() in a plugin module stopped the server, no line naming the plugin."""
+    reg = Registry()
+    result = load_faulty("exits", reg)
+    assert result.error == "failed to load: SystemExit(3)" and not result.losses and len(reg) == 0
+    assert "plugin 'exits' (lossd_faulty_plugin.exits) failed to load: SystemExit(3)" in caplog.text
+
+
+@pytest.mark.parametrize(("param", "rule"), [
+    (Param("mode", "string", "bogus", "", choices=("a", "b")), "must be one of ['a', 'b']"),
+    (Param("eps", "float", -1.0, "", min=0.0), "must be >= 0"),
+    (Param("k", "int", "three", "", min=0.0), "must be an integer"),
+    (Param("x", "float", float("nan"), ""), "NaN"),
+    (Param("x", "float", float("inf"), ""), "declare infinite=True"),
+    (Param("w", "float_list", torch.tensor([1.0, 2.0]), ""), "must be a non-empty list of numbers"),
+    (Param("w", "float_list", [1.0, "a"], ""), "must be a number"),
+    (Param("o", "object", [1], ""), "must be an object"),
+    (Param("z", "complex", 1, ""), "type 'complex' is not one of"),  # type: ignore[arg-type]
+])
+def test_a_param_no_request_could_meet_is_refused_at_registration(param, rule):
+    """Found by the plugin audit: one float_list default that was a tensor broke ListLosses for every loss, and
+    defaults outside their choices or range were published and passed to the loss."""
+    with pytest.raises(ValueError, match=f"loss 'p_loss': param {param.name!r}: .*{__import__('re').escape(rule)}"):
+        register_loss("p_loss", inputs=(Input("input", "prediction"),), params=(param,), description="d",
+                      example=_example, registry=Registry())(lambda input, **kw: input.sum())
+
+
+def test_every_built_in_param_passes_its_own_rules():
+    for spec in REGISTRY:
+        for p in spec.params:
+            p.check()
+    Param("p", "float", float("inf"), "", infinite=True).check()
+    Param("o", "object", {"a": [1]}, "").check()
+
+
+def test_a_plugin_with_a_bad_param_or_a_loss_that_cannot_be_published_is_refused_whole(load_faulty, caplog):
+    reg = Registry()
+    result = load_faulty("badparam", reg)
+    assert result.error.startswith("failed to load: loss 'bad_default_loss': param 'weights': default tensor")
+    assert len(reg) == 0 and "plugin 'badparam'" in caplog.text  # fine_loss is not added either
+
+    def vet(spec):  # type: ignore[no-untyped-def]
+        if spec.name == "sleepy_loss":
+            raise ValueError("no")
+
+    result = load_faulty("faulty", reg, vet)
+    assert result.error == "refused: loss 'sleepy_loss' cannot be described: ValueError: no" and len(reg) == 0
+
+
+def test_the_server_vets_plugin_losses_with_what_publishes_them():
+    """``describe_loss`` publishes an object default as the object (it published its keys as a list)."""
+    from lossd.server.rpc import describe_loss
+
+    reg = Registry()
+    register_loss("o_loss", inputs=(Input("input", "prediction"),), description="d", example=_example, registry=reg,
+                  params=(Param("o", "object", {"a": [1, 2]}, ""),))(lambda input, o: input.sum())
+    info = describe_loss(reg.get("o_loss"))
+    assert __import__("google.protobuf.json_format").protobuf.json_format.MessageToDict(info.params[0].default) == \
+        {"a": [1, 2]}
+    register_loss("t_loss", inputs=(Input("input", "prediction"),), description="d", example=_example, registry=reg,
+                  params=(Param("o", "object", {"a": torch.ones(1)}, ""),))(lambda input, o: input.sum())
+    with pytest.raises((ValueError, TypeError)):
+        describe_loss(reg.get("t_loss"))
+
+
+def test_plugin_losses_are_marked_never_to_run_on_the_event_loop(load_faulty):
+    reg = Registry()
+    result = load_faulty("faulty", reg)
+    assert set(result.losses) == {"raising_loss", "raising_backward_loss", "sleepy_loss", "appending_loss"}
+    assert not any(s.inline for s in reg) and all(s.inline for s in REGISTRY)
+    assert all(s.source == "plugin faulty (lossd_faulty_plugin.losses)" for s in reg)
+
+
+@pytest.mark.parametrize("alias", ["torch.nn.", "nn.functional.", "", "  ", "F."])
+def test_a_name_empty_once_normalised_is_refused(alias, load_faulty):
+    """Found by the plugin audit: the alias 'torch.nn.' was accepted and took loss=""."""
+    reg = Registry()
+    with pytest.raises(ValueError, match="is empty once normalised"):
+        register_loss("some_loss", aliases=(alias,), inputs=(Input("input", "prediction"),), description="d",
+                      example=_example, registry=reg)(lambda input: input.sum())
+    with pytest.raises(ValueError, match="is empty once normalised"):
+        reg.add_split_name(alias, "why")
+    assert "some_loss" not in reg
+    result = load_faulty("emptyalias", reg)
+    assert "empty once normalised" in result.error and "empty_alias_loss" not in reg
+
+
+def test_a_plugin_named_in_the_setting_and_refused_is_reported():
+    from lossd.server.losses._plugins import PluginResult, refused_named
+
+    results = [PluginResult("a", "m", error="failed to load: x"), PluginResult("b", "n", ("b_loss",))]
+    assert refused_named("a,b", results) == results[:1]
+    assert refused_named("all", results) == [] and refused_named("none", []) == []

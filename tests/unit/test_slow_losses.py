@@ -195,3 +195,65 @@ def test_the_loss_name_is_read_last_and_only_for_a_small_message() -> None:
     assert service._inline(small, small.ByteSize())
     small.loss = "l1_loss"
     assert not service._inline(small, small.ByteSize())  # slow: read, and found
+
+
+def _plugin_registry(inline: bool = False):  # type: ignore[no-untyped-def]
+    """The built-in losses and a plugin's ``sleepy_loss`` (``LossSpec.inline`` False, as the plugin loader
+    adds it) that sleeps ``seconds`` and raises ``raise`` when it is given: time no CPU clock sees."""
+    import dataclasses
+
+    from lossd.server.losses import Input, Param, Registry, register_loss
+
+    reg = Registry()
+    for spec in REGISTRY:
+        reg.add(spec)
+    staged = Registry()
+
+    @register_loss("sleepy_loss", inputs=(Input("input", "prediction", differentiable=True), Input("target", "target")),
+                   params=(Param("seconds", "float", 0.0, "sleep", min=0.0), Param("raise", "string", "", "")),
+                   description="d", example=lambda dt: {}, registry=staged)
+    def sleepy_loss(input, target, *, seconds, **raising):  # type: ignore[no-untyped-def]
+        time.sleep(seconds)
+        if raising["raise"] == "StopIteration":
+            raise StopIteration("raised by a plugin loss")
+        return ((input - target) ** 2).sum()
+
+    reg.add(dataclasses.replace(staged.get("sleepy_loss"), inline=inline))
+    return reg
+
+
+def _sleepy(n: int, **params: object) -> lossd_pb2.EvaluateLossRequest:
+    x = np.linspace(-1, 1, n, dtype=np.float32)
+    return build_request("sleepy_loss", inputs={"input": x, "target": np.zeros_like(x)}, params=params)[0]
+
+
+def test_a_plugin_loss_never_runs_on_the_loop_however_small_and_idle_its_calls() -> None:
+    """Found by the plugin audit: the rule counts CPU time, so a plugin loss that sleeps (or waits on I/O) held
+    the event loop on every small call — every other call, health checks and a drain waited. A plugin's loss
+    (unknown cost) goes to the pool from its first call; a built-in one stays on the loop."""
+    pool = _Recording()
+    service = LossService(_plugin_registry(), pool, torch.device("cpu"), 10**8, batch_window_us=0)
+    assert service.slow_losses == {"sleepy_loss"}
+
+    async def calls() -> list[float]:
+        replies = [await service._run(_sleepy(2, seconds=0.01)) for _ in range(SLOW_WARMUP + SLOW_IN_A_ROW + 1)]
+        return [lossd_pb2.EvaluateLossResponse.FromString(r).value for r in replies]
+
+    assert asyncio.run(calls()) == [2.0] * (SLOW_WARMUP + SLOW_IN_A_ROW + 1)  # (-1)² + 1²
+    assert pool.submitted == SLOW_WARMUP + SLOW_IN_A_ROW + 1
+    assert not service._inline(_sleepy(2)) and service._inline(_mse(100))
+    assert LossService(_plugin_registry(inline=True), pool, torch.device("cpu"), 10**8).slow_losses == set()
+
+
+def test_a_stop_iteration_from_a_loss_on_the_pool_ends_the_call() -> None:
+    """Found by the plugin audit: StopIteration cannot be raised into a Future, so a call evaluated on the
+    thread pool whose loss raised it never ended (until its deadline). It is an internal error now."""
+    from lossd.server.evaluation import LossCrashed
+
+    service = LossService(_plugin_registry(), ThreadPoolExecutor(1), torch.device("cpu"), 10**8, batch_window_us=0)
+
+    async def call() -> bytes:
+        return await asyncio.wait_for(service._run(_sleepy(INLINE_MAX_BYTES, **{"raise": "StopIteration"})), 5)
+
+    with pytest.raises(LossCrashed, match="loss sleepy_loss raised StopIteration"):
+        asyncio.run(call())
