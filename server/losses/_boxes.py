@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ._registry import HALF_DTYPES, Equivalent, Input, Param, register_loss, require, widened
+from ._registry import Equivalent, Input, Param, narrowed, register_loss, require, widened
 
 __all__ = ["generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"]
 
@@ -85,7 +85,7 @@ def _reduce(loss: torch.Tensor, reduction: str, dtype: torch.dtype) -> torch.Ten
         loss = loss.mean() if loss.numel() else loss.sum() * 0
     elif reduction == "sum":
         loss = loss.sum()
-    return loss.to(dtype) if dtype in HALF_DTYPES else loss
+    return narrowed(loss, dtype)
 
 
 def _widened(boxes1: torch.Tensor, boxes2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._registry import HALF_DTYPES, Equivalent, Input, Param, register_loss, require, require_class_indices, widened
+from ._registry import Equivalent, Input, Param, narrowed, register_loss, require, require_class_indices, widened
 
 __all__ = ["nacl_loss"]
 
@@ -101,6 +101,6 @@ def nacl_loss(input: torch.Tensor, target: torch.Tensor, *, kernel_size: int, ke
     gap = smoothed - x
     penalty = gap.abs().mean() if distance_type == "l1" else gap.pow(2).mean()
     loss = F.cross_entropy(x, target) + alpha * penalty
-    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
+    return narrowed(loss, input.dtype)
 
 

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from ._registry import (
-    HALF_DTYPES,
     Equivalent,
     Input,
     Param,
+    narrowed,
     register_loss,
     require,
     require_class_indices,
@@ -178,7 +178,7 @@ def soft_cldice_loss(input: torch.Tensor, target: torch.Tensor, *, iter_: int, a
     probs, onehot = _prepare(widened(input), target, activation, include_background)
     loss = _cldice(probs, onehot, iter_, smooth_nr, smooth_dr, smooth)
     loss = loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
-    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
+    return narrowed(loss, input.dtype)
 
 
 @register_loss(
@@ -216,4 +216,4 @@ def soft_dice_cldice_loss(input: torch.Tensor, target: torch.Tensor, *, iter_: i
         loss = (1 - alpha) * dice.sum() + alpha * cl.sum()
     else:
         loss = (1 - alpha) * dice.mean() + alpha * cl.mean()
-    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
+    return narrowed(loss, input.dtype)

@@ -27,6 +27,7 @@ from ._registry import (
     Input,
     LossError,
     Param,
+    narrowed,
     register_loss,
     register_split_name,
     require,
@@ -390,7 +391,7 @@ def hausdorff_dt_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float
     loss = loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
     loss = torch.log1p(loss) if log else loss
     dtype = torch.promote_types(probs.dtype, onehot.dtype)
-    return loss.to(dtype) if dtype in HALF_DTYPES else loss
+    return narrowed(loss, dtype)
 
 
 def _erosion_kernel(dims: int, like: torch.Tensor) -> torch.Tensor:

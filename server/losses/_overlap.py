@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from ._registry import (
-    HALF_DTYPES,
     Equivalent,
     Input,
     Param,
+    narrowed,
     reduce,
     register_loss,
     register_split_name,
@@ -169,7 +169,7 @@ class OverlapStats:
 
     def narrowed(self, loss: torch.Tensor) -> torch.Tensor:
         """``loss`` in the input's dtype where that is a half type (computed in float32)."""
-        return loss.to(self.dtype) if self.dtype in HALF_DTYPES else loss
+        return narrowed(loss, self.dtype)
 
 
 def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_logits: bool, ignore_index: int | None,
@@ -908,4 +908,4 @@ def mcc_loss(input: torch.Tensor, target: torch.Tensor, *, mode: str, from_logit
     denominator = torch.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn) + smooth_dr)
     safe = torch.where(perfect, torch.ones_like(denominator), denominator)
     loss = reduce(torch.where(perfect, torch.zeros_like(safe), 1 - (tp * tn - fp * fn + smooth_nr) / safe), reduction)
-    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
+    return narrowed(loss, input.dtype)

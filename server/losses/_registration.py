@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._registry import HALF_DTYPES, Equivalent, Input, Param, register_loss, require, require_same_shape, widened
+from ._registry import Equivalent, Input, Param, narrowed, register_loss, require, require_same_shape, widened
 
 __all__ = ["global_mutual_information_loss", "local_normalized_cross_correlation_loss"]
 
@@ -111,7 +111,7 @@ def local_normalized_cross_correlation_loss(input: torch.Tensor, target: torch.T
     p_var = torch.max(p2_sum - p_avg * p_sum, floor)
     ncc = (cross * cross + smooth_nr) / (t_var * p_var)
     loss = -ncc if reduction == "none" else (-ncc.sum() if reduction == "sum" else -ncc.mean())
-    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
+    return narrowed(loss, input.dtype)
 
 
 def _parzen_gaussian(img: torch.Tensor, num_bins: int, sigma_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,4 +208,4 @@ def global_mutual_information_loss(input: torch.Tensor, target: torch.Tensor, *,
     papb = torch.bmm(pa.permute(0, 2, 1), pb.to(pa))
     mi = (pab * torch.log((pab + smooth_nr) / (papb + smooth_dr) + smooth_dr)).sum(dim=(1, 2))
     loss = -mi if reduction == "none" else (-mi.sum() if reduction == "sum" else -mi.mean())
-    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
+    return narrowed(loss, input.dtype)

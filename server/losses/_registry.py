@@ -65,7 +65,7 @@ __all__ = [
     "unit_interval",
     "strictness",
     "HALF_DTYPES",
-    "widened",
+    "narrowed", "widened",
 ]
 
 ParamType = Literal["float", "int", "bool", "string", "int_list", "float_list", "object"]
@@ -102,6 +102,16 @@ def widened(t: torch.Tensor) -> torch.Tensor:
     (torch.float32, torch.float64)
     """
     return t.float() if t.dtype in HALF_DTYPES else t
+
+
+def narrowed(loss: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``loss`` (computed on :func:`widened` tensors) cast back to ``dtype`` when that is one of
+    :data:`HALF_DTYPES`, else ``loss`` itself.
+
+    >>> narrowed(torch.ones(1), torch.float16).dtype, narrowed(torch.ones(1), torch.int64).dtype
+    (torch.float16, torch.float32)
+    """
+    return loss.to(dtype) if dtype in HALF_DTYPES else loss
 
 
 def require(condition: bool | torch.Tensor, field: str, message: str) -> None:

@@ -20,11 +20,11 @@ from collections.abc import Callable
 import torch
 
 from ._registry import (
-    HALF_DTYPES,
     REDUCTION,
     Equivalent,
     Input,
     Param,
+    narrowed,
     reduce,
     register_loss,
     require,
@@ -54,7 +54,7 @@ def _register(name: str, aliases: tuple[str, ...], description: str, formula: st
         dtype = torch.promote_types(input.dtype, target.dtype)
         x = widened(input) - widened(target)  # half precision in float32, as kornia: x² overflowed float16 at 256
         out = reduce(rho(x if scale == 1 else x / scale), reduction)
-        return out.to(dtype) if dtype in HALF_DTYPES else out
+        return narrowed(out, dtype)
 
     loss.__name__ = name
     loss.__doc__ = f"Per element {formula}, ``x = (input - target) / scale``."

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from ._registry import (
-    HALF_DTYPES,
     REDUCTION,
     Equivalent,
     Input,
     Param,
+    narrowed,
     register_loss,
     require,
     require_class_indices,
@@ -222,4 +222,4 @@ def balanced_binary_cross_entropy_with_logits(input: torch.Tensor, target: torch
     if ignore_index is not None:
         loss = torch.where(target == ignore_index, torch.zeros_like(loss), loss)
     loss = loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
-    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
+    return narrowed(loss, input.dtype)

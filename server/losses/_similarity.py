@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._registry import HALF_DTYPES, Equivalent, Input, Param, register_loss, require, require_same_shape, widened
+from ._registry import Equivalent, Input, Param, narrowed, register_loss, require, require_same_shape, widened
 
 __all__ = [
     "psnr_loss",
@@ -69,7 +69,7 @@ def psnr_loss(input: torch.Tensor, target: torch.Tensor, *, max_val: float) -> t
     loss = -10.0 * torch.log10(max_val**2 / safe)
     loss = torch.where(positive, loss, torch.full_like(loss, -math.inf))
     dtype = torch.promote_types(input.dtype, target.dtype)
-    return loss.to(dtype) if dtype in HALF_DTYPES else loss
+    return narrowed(loss, dtype)
 
 
 @register_loss(

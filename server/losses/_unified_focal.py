@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ._focal import modulating_factor
-from ._registry import HALF_DTYPES, Equivalent, Input, Param, register_loss, require, require_class_indices, widened
+from ._registry import Equivalent, Input, Param, narrowed, register_loss, require, require_class_indices, widened
 
 __all__ = ["asymmetric_focal_loss", "asymmetric_focal_tversky_loss", "asymmetric_unified_focal_loss"]
 
@@ -183,7 +183,7 @@ def asymmetric_focal_tversky_loss(input: torch.Tensor, target: torch.Tensor, *, 
     probs, onehot = _two_channels(input, target, epsilon)
     loss = _tversky_terms(probs, onehot, delta, gamma, epsilon)
     loss = loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
-    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
+    return narrowed(loss, input.dtype)
 
 
 @register_loss(
@@ -218,4 +218,4 @@ def asymmetric_unified_focal_loss(input: torch.Tensor, target: torch.Tensor, *, 
     focal = _focal_terms(probs, onehot, delta, gamma).mean()
     tversky = _tversky_terms(probs, onehot, delta, gamma, epsilon).mean()
     loss = weight * focal + (1 - weight) * tversky
-    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
+    return narrowed(loss, input.dtype)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 
 from ._registry import (
-    HALF_DTYPES,
     Equivalent,
     Input,
     Param,
+    narrowed,
     register_loss,
     require,
     require_class_indices,
@@ -117,4 +117,4 @@ def generalized_wasserstein_dice_loss(input: torch.Tensor, target: torch.Tensor,
         denominator = 2 * true_pos + wass.sum(-1)
     loss = 1 - (2 * true_pos + smooth_nr) / (denominator + smooth_dr)
     loss = loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
-    return loss.to(input.dtype) if input.dtype in HALF_DTYPES else loss
+    return narrowed(loss, input.dtype)
