@@ -34,12 +34,14 @@ def _ctc_example(dt: torch.dtype) -> dict[str, object]:
 
 def _lengths(t: torch.Tensor, name: str, batched: bool, n: int) -> torch.Tensor:
     field = f"inputs.{name}"
-    if batched:  # torch also takes a 0-d length for a batch of one
-        require((t.dim() == 1 and t.shape[0] == n) or (t.dim() == 0 and n == 1), field,
-                f"must have shape (N) = ({n}), one length per sequence; got {list(t.shape)}")
+    # torch reads the lengths flat: any shape of N elements (a 0-d one for a batch of one, (N, 1), ...)
+    if batched:
+        require(t.numel() == n, field,
+                f"must have shape (N) = ({n}), one length per sequence (any shape of {n} elements, as torch "
+                f"takes it); got {list(t.shape)}")
     else:
-        require(t.numel() == 1 and t.dim() <= 1, field,
-                f"must be a scalar (or shape (1)) for unbatched log_probs (T, C); got {list(t.shape)}")
+        require(t.numel() == 1, field,
+                f"must be a scalar (or any shape of one element) for unbatched log_probs (T, C); got {list(t.shape)}")
     flat = t.reshape(-1)
     require((flat >= 0).all(), field, "lengths must be >= 0")
     return flat
@@ -65,11 +67,11 @@ def _labels(labels: torch.Tensor, n_classes: int, blank: int) -> None:
               doc="labels in [0, C), never blank: padded (N, S) or concatenated (sum(target_lengths)); "
                   "unbatched: (target_length) or (1, S)"),
         Input("input_lengths", "input lengths", kind="int", scalar="int_list",
-              doc="length of each input, (N), or () unbatched or when N = 1; <= T; "
-                  "or a list of integers in params"),
+              doc="length of each input, (N) (any shape of N elements, read flat as torch reads it), or () "
+                  "unbatched or when N = 1; <= T; or a list of integers in params"),
         Input("target_lengths", "target lengths", kind="int", scalar="int_list",
-              doc="length of each target, (N), or () unbatched or when N = 1; <= S when padded; "
-                  "or a list of integers in params"),
+              doc="length of each target, (N) (any shape of N elements, read flat), or () unbatched or when "
+                  "N = 1; <= S when padded; or a list of integers in params"),
     ),
     params=(
         REDUCTION,

@@ -216,6 +216,22 @@ def test_ctc_batch_of_one_takes_0d_lengths(reduction: str, dtype: torch.dtype, i
     same(r.grads["log_probs"], grads["log_probs"])
 
 
+@pytest.mark.parametrize(("input_lengths", "target_lengths"), [
+    (torch.tensor([[6], [5]]), torch.tensor([[4], [3]])), (torch.tensor([[6, 5]]), torch.tensor([4, 3])),
+    (torch.tensor([6, 5]).reshape(2, 1, 1), torch.tensor([[4, 3]])),
+])
+def test_ctc_lengths_of_any_shape_holding_n_elements_as_torch_reads_them(input_lengths: torch.Tensor,
+                                                                          target_lengths: torch.Tensor) -> None:
+    """torch reads the lengths flat: (N, 1), (1, N), (N, 1, 1) all work there, and were refused here."""
+    log_probs, targets = _ctc(2)
+    tensors = {"log_probs": log_probs, "targets": targets, "input_lengths": input_lengths,
+               "target_lengths": target_lengths}
+    expected, grads, _ = _torch(F.ctc_loss, tensors, {}, ("log_probs",))
+    r = evaluate(REGISTRY, "ctc_loss", tensors, {})
+    same(r.loss, expected)
+    same(r.grads["log_probs"], grads["log_probs"])
+
+
 def test_ctc_0d_lengths_refused_for_a_larger_batch_as_torch_refuses_them() -> None:
     log_probs, targets = _ctc(2)
     tensors = {"log_probs": log_probs, "targets": targets, "input_lengths": torch.tensor(6),
