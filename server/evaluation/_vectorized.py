@@ -37,7 +37,7 @@ import torch
 from ..._wire import FieldError
 from ..losses import LossSpec, Registry, strictness
 from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets
-from ._evaluate import Evaluation, call_loss
+from ._evaluate import Evaluation, call_loss, escaped
 from ._warnings import capture
 
 __all__ = ["MAX_ITEM_ELEMENTS", "StackedEvaluation", "evaluate_stacked"]
@@ -120,7 +120,12 @@ def evaluate_stacked(
             start = time.perf_counter()
             found: Sequence[torch.Tensor | None] = (None,) * len(leaves)
             if leaves and out.requires_grad:
-                found = torch.autograd.grad(out, list(leaves.values()), torch.ones_like(out), allow_unused=True)
+                try:
+                    found = torch.autograd.grad(out, list(leaves.values()), torch.ones_like(out), allow_unused=True)
+                except BaseException as e:  # a loss's own backward raising SystemExit...: one by one, then INTERNAL
+                    if (crash := escaped(spec.name, e)) is None:
+                        raise
+                    raise crash from e
             backward_s = time.perf_counter() - start
     except (FieldError, RuntimeError, ValueError, TypeError, IndexError):
         return None

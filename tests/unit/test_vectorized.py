@@ -11,6 +11,8 @@ is proved, the group is refused (``None``: the caller evaluates one by one).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -79,3 +81,30 @@ def _pair(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> dict[st
 def test_groups_outside_the_proof_are_evaluated_one_by_one(why: str, loss: str, inputs: dict[str, torch.Tensor],
                                                            params: dict[str, str]) -> None:
     assert evaluate_stacked(REGISTRY, loss, inputs, params, ()) is None, why
+
+
+def test_a_vectorized_loss_whose_backward_raises_system_exit_falls_back_without_escaping() -> None:
+    """A loss's own backward (an autograd.Function, a plugin's) raising SystemExit in the stacked call
+    escaped evaluate_stacked and would have ended the server; it falls back to one-by-one evaluation,
+    where call_backward answers it as an internal error (LossCrashed)."""
+    from lossd.server.evaluation import LossCrashed, evaluate
+    from lossd.server.losses import REDUCTION, Input, Registry, register_loss
+
+    class Exits(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+            return x * 2
+
+        @staticmethod
+        def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+            raise SystemExit(3)
+
+    reg = Registry()
+    register_loss("exits_loss", inputs=(Input("input", "prediction", differentiable=True), Input("target", "target")),
+                  params=(REDUCTION,), description="d", vectorized=True, registry=reg,
+                  example=lambda dt: {"input": torch.ones(2, dtype=dt), "target": torch.zeros(2, dtype=dt)})(
+        lambda input, target, *, reduction: Exits.apply(input - target).mean() if reduction == "mean"
+        else Exits.apply(input - target))
+    assert evaluate_stacked(reg, "exits_loss", _pair((4,)), {"reduction": "none"}, ("input",)) is None
+    with pytest.raises(LossCrashed, match="raised SystemExit"):
+        evaluate(reg, "exits_loss", {"input": torch.ones(4), "target": torch.zeros(4)}, {"reduction": "none"})
