@@ -21,7 +21,8 @@ __all__ = ["EXTRAS", "MissingExtra", "import_extra"]
 
 #: How to install each optional part: the package alone, or the clone's extra.
 EXTRAS: dict[str, str] = {
-    "server": "pip install '.[server]' in the lossd clone (torch, grpcio-reflection, grpcio-health-checking)",
+    "server": ("pip install '.[server]' in the lossd clone (torch, grpcio-reflection, grpcio-health-checking, "
+               "grpcio-status)"),
     "torch": "pip install torch (or pip install '.[server]' in the lossd clone)",
     "plot": "pip install matplotlib (or pip install '.[plot]' in the lossd clone)",
     "progress": "pip install tqdm (or pip install '.[progress]' in the lossd clone)",

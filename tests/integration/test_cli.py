@@ -455,7 +455,7 @@ def test_serve_without_server_extra_says_what_to_install():
     proc = run_tool([sys.executable, "-c", code])
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("lossd serve needs the server extra: pip install '.[server]' in the lossd clone "
-                                   "(torch, grpcio-reflection, grpcio-health-checking)")
+                                   "(torch, grpcio-reflection, grpcio-health-checking, grpcio-status)")
 
 
 def test_serve_help_is_the_servers():
