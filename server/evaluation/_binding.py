@@ -19,6 +19,7 @@ Every refusal is a :class:`~lossd.server.losses.FieldError` naming the field.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -54,11 +55,13 @@ class HasParams(Protocol):
 def bind_params(
     owner: HasParams, sent: Mapping[str, Any], prefix: str = "", refused: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """``sent`` coerced against ``owner.params``, with the defaults of those not sent.
+    """``sent`` coerced against ``owner.params``, with the defaults of those not sent (a list or dict default
+    copied: a loss that changes what it is given must not change the declared default for every later call).
 
     Errors name ``{prefix}params.<name>``; a name in ``refused`` is refused with its text.
     """
-    out = {p.name: p.default for p in owner.params}
+    out = {p.name: copy.deepcopy(p.default) if isinstance(p.default, (list, dict)) else p.default
+           for p in owner.params}
     for name, value in sent.items():
         p = next((q for q in owner.params if q.name == name), None)
         if p is None:

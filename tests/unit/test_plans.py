@@ -168,3 +168,17 @@ def test_only_a_binding_with_a_list_or_object_copies_it() -> None:
     reg = _appending_registry()
     assert bind(reg, "appending_loss", t, {})[0].fresh  # the default list
     assert bind(reg, "appending_loss", t, {"options": {"count": 1}})[0].fresh
+
+
+def test_an_objective_term_that_changes_its_default_list_changes_nothing_for_the_next_call() -> None:
+    """Objective terms bind their params per request, but a param's default was the declared list itself: a loss
+    that appended to it changed the default for every later call (noticed by the plugin fix)."""
+    import torch
+
+    from lossd.server.evaluation import Term, evaluate_objective
+
+    reg = _appending_registry()
+    inputs = {"input": torch.tensor([1.0, 2.0]), "target": torch.zeros(2)}
+    values = [float(evaluate_objective(reg, [Term("appending_loss", 1.0, {})], inputs, {}, None, []).loss)
+              for _ in range(3)]
+    assert values == [5.0] * 3 and reg.get("appending_loss").params[0].default == [1.0]
