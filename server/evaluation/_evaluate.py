@@ -13,7 +13,6 @@ tests and the parity harness call; it raises
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import time
 from collections.abc import Mapping, Sequence
@@ -50,10 +49,12 @@ class LossCrashed(RuntimeError):
 def escaped(name: str, e: BaseException, interrupts: bool = True) -> LossCrashed | None:
     """A :class:`LossCrashed` for ``e``, raised by loss ``name``'s code, when ``e`` must not leave it, else
     None (raise ``e`` as it is): a ``BaseException`` that is no ``Exception`` (``SystemExit``,
-    ``KeyboardInterrupt``, ``GeneratorExit``: they would stop the server) other than
-    ``asyncio.CancelledError``, and ``StopIteration`` / ``StopAsyncIteration`` (a coroutine turns them
-    into a RuntimeError, a ``Future`` cannot carry them: the call would never end). ``interrupts=False``
-    lets ``KeyboardInterrupt`` through: in a training worker it is a real Ctrl-C to the process group.
+    ``KeyboardInterrupt``, ``GeneratorExit``: they would stop the server; ``asyncio.CancelledError``: loss
+    code runs synchronously, so a cancellation of the call never comes out of it, and one the loss raised
+    left the call unanswered, uncounted by the limits and the drain), and ``StopIteration`` /
+    ``StopAsyncIteration`` (a coroutine turns them into a RuntimeError, a ``Future`` cannot carry them: the
+    call would never end). ``interrupts=False`` lets ``KeyboardInterrupt`` through: in a training worker it
+    is a real Ctrl-C to the process group.
 
     >>> escaped("demo", SystemExit(3))
     LossCrashed('loss demo raised SystemExit: 3')
@@ -61,7 +62,7 @@ def escaped(name: str, e: BaseException, interrupts: bool = True) -> LossCrashed
     (True, True)
     """
     if isinstance(e, (StopIteration, StopAsyncIteration)) or not (
-        isinstance(e, (Exception, asyncio.CancelledError)) or (not interrupts and isinstance(e, KeyboardInterrupt))
+        isinstance(e, Exception) or (not interrupts and isinstance(e, KeyboardInterrupt))
     ):
         return LossCrashed(f"loss {name} raised {type(e).__name__}: {e}")
     return None

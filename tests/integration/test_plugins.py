@@ -71,7 +71,7 @@ def test_plugins_can_be_chosen_or_disabled(plugin_site: Path, tmp_path: Path) ->
 
 FAULTY = Path(__file__).resolve().parents[1] / "plugins" / "lossd_faulty_plugin"
 #: What a loss's code may raise that would have stopped the server (or, StopIteration, hung a pooled call).
-ESCAPING = ["SystemExit", "KeyboardInterrupt", "GeneratorExit", "StopIteration"]
+ESCAPING = ["SystemExit", "KeyboardInterrupt", "GeneratorExit", "StopIteration", "CancelledError"]
 
 
 @pytest.fixture(scope="module")

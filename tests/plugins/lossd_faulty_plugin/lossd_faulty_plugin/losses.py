@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ TARGET = Input("target", "target")
 #: What ``raising_loss`` and ``raising_backward_loss`` raise, by the name their ``what`` param takes.
 RAISES: dict[str, type[BaseException]] = {
     e.__name__: e for e in (SystemExit, KeyboardInterrupt, GeneratorExit, StopIteration, StopAsyncIteration,
-                            KeyError)
+                            asyncio.CancelledError, KeyError)
 }
 WHAT = Param("what", "string", "SystemExit", "the exception to raise", choices=tuple(RAISES))
 
