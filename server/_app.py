@@ -201,6 +201,13 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
     if port == 0:
         executor.shutdown(wait=False)
         raise ConfigError(f"cannot listen on {address}: {_why_not_bindable(config.host, config.port)}")
+    if observability is not None:  # the metrics endpoint, if any: before training, which resumes jobs
+        try:
+            observability.start(config.host)
+        except OSError as e:  # its port in use: one line and exit 2, as a busy gRPC port
+            await server.stop(None)  # gives the gRPC port back
+            executor.shutdown(wait=False)
+            raise ConfigError(str(e)) from None
     # Training: the job store under data_dir, unfinished jobs resumed, workers outside the serving path.
     jobs = await add_training_service(server, config.training(), registry, executor)
     loop = asyncio.get_running_loop()
@@ -218,13 +225,6 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
 
     jobs.on_store_health = lambda ok: training_health("store", ok)  # the job store came or went
     jobs.on_storage = lambda writable: training_health("disk", writable)  # a full data directory
-    if observability is not None:
-        try:
-            observability.start(config.host)  # the metrics endpoint, if any
-        except OSError as e:  # its port in use: one line and exit 2, as a busy gRPC port
-            await jobs.close()
-            executor.shutdown(wait=False)
-            raise ConfigError(str(e)) from None
     return LossdServer(server, port, config, device, security, executor, health_servicer, gate, limiter, jobs,
                        observability, service)
 

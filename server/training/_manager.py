@@ -413,9 +413,11 @@ class JobManager:
             for event in missed:  # before the interruption: the worker finished them before it stopped
                 self._record(row.job_id, event, lease=claim.lease)
             if row.state == training_pb2.JOB_STATE_RUNNING:
+                # where the job stood: its last replayed epoch's end when there is one (never behind it)
+                epoch, step = (missed[-1].epoch, missed[-1].step) if missed else (row.epoch, row.step)
                 self._record(row.job_id, training_pb2.JobEvent(
-                    kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED, epochs=row.epochs, epoch=row.epoch,
-                    step=row.step, total_steps=row.total_steps,
+                    kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED, epochs=row.epochs, epoch=epoch,
+                    step=step, total_steps=row.total_steps,
                     message=f"the server running the job stopped ({row.owner or 'unknown'}); it resumes from its "
                     "last checkpoint"), lease=claim.lease)
         log.info("job %s (%s) claimed by %s, generation %d", row.job_id, training_pb2.JobState.Name(row.state),

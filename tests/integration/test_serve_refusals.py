@@ -107,3 +107,5 @@ def test_a_busy_metrics_port_exits_2_with_one_line(tmp_path: Path) -> None:
     assert refused.returncode == 2, refused
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"lossd serve: error: could not serve metrics on 127.0.0.1:{port} (--metrics-port)")
+    # refused before the job store opened: it would have resumed (and then interrupted) the jobs waiting there
+    assert not (tmp_path / "data" / "jobs.sqlite3").exists()

@@ -325,3 +325,5 @@ def test_epochs_a_worker_saved_while_its_server_was_gone_get_their_events(tmp_pa
     states = [e.state for e in history if e.kind == pb.JOB_EVENT_KIND_STATE]
     assert states == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_INTERRUPTED, pb.JOB_STATE_RUNNING,
                       pb.JOB_STATE_SUCCEEDED]
+    steps = [e.step for e in history]
+    assert steps == sorted(steps), steps  # the INTERRUPTED event stands at the last replayed epoch, not behind it
