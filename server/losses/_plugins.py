@@ -9,8 +9,10 @@ in a module named by an entry point of the group ``lossd.losses``::
 
 At start the server imports each entry point (``lossd serve --plugins``
 chooses which; ``none`` disables them). A plugin is taken whole or refused:
-if any of its names or aliases clashes with a loss already registered, none
-of its losses are added and the server logs why.
+if its import fails or exits (``sys.exit()``), it declares a ``Param`` that the
+Param's own rules refuse, one of its losses cannot be described, or any of its
+names or aliases clashes with a loss already registered, none of its losses are
+added and the server logs why.
 
 >>> [r.name for r in load_plugins(only=["no-such-plugin"])]
 []

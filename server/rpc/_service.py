@@ -11,9 +11,9 @@ around the gradients' memory (EvaluateLossStream, each item's), without parsing
 and re-serializing them.
 (Registered with the generated ``add_LossServiceServicer_to_server`` it still
 works, at the price of that round trip.) ``add_loss_service`` serves EvaluateLoss
-client-streaming (:func:`only_request`: one message, then, for 64 KiB and more, the end
-of the stream), so that gRPC keeps no reference to large received bytes once parsed; the wire and
-the contract are those of a unary call.
+client-streaming (:func:`only_request`: the one message, read as gRPC's unary handler reads it;
+the end of the stream is not waited for), so that gRPC keeps no reference to large received bytes
+once parsed; the wire and the contract are those of a unary call.
 """
 
 from __future__ import annotations
