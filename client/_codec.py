@@ -105,10 +105,8 @@ def _wire_array(x: ArrayLike, values: bool = False, field: str = "") -> tuple[st
         elif t.dtype == torch.bfloat16:
             t = t.view(torch.int16)  # numpy has no bfloat16; the bytes are the same
         return name, tuple(x.shape), t.contiguous().numpy()
-    if isinstance(x, (np.ndarray, np.generic)):  # a numpy scalar keeps its dtype, as an array does
-        arr = np.asarray(x)
-    else:
-        arr = np.asarray(x)
+    arr = np.asarray(x)
+    if not isinstance(x, (np.ndarray, np.generic)):  # Python numbers and lists; numpy keeps its dtype
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
         elif arr.dtype == np.complex128:

@@ -27,6 +27,7 @@ from ._registry import (
     require,
     require_class_indices,
     require_same_shape,
+    require_unit_target,
     widened,
 )
 
@@ -96,15 +97,9 @@ def _prepare(input: torch.Tensor, target: torch.Tensor, activation: str,
     c = input.shape[1]
     require(activation != "softmax" or c > 1, "params.activation", "'softmax' needs C > 1 (over one class it is 1)")
     require(include_background or c > 1, "params.include_background", "false needs C > 1")
-    if target.is_floating_point():
+    if target.is_floating_point() or target.shape == input.shape:
         require_same_shape(input, target, "a float target is a mask or one-hot shaped like input")
-        require(
-            bool(((target >= 0) & (target <= 1)).all()), "inputs.target", "values must lie in [0, 1] (NaN is refused)"
-        )
-        onehot = target.to(input.dtype)
-    elif target.shape == input.shape:
-        require(bool(((target >= 0) & (target <= 1)).all()), "inputs.target",
-                "an integer target shaped like input is a mask or one-hot: its values must be 0 or 1")
+        require_unit_target(target, "a mask or one-hot")
         onehot = target.to(input.dtype)
     else:
         expected = [input.shape[0], *input.shape[2:]]

@@ -40,6 +40,7 @@ from ._registry import (
     require,
     require_class_indices,
     require_same_shape,
+    require_unit_target,
     widened,
 )
 
@@ -190,13 +191,8 @@ def _probabilities(input: torch.Tensor, target: torch.Tensor, mode: str, from_lo
         if target.is_floating_point() or (target.shape == input.shape and not by_index):
             require_same_shape(input, target, "a float multiclass target is one-hot or class probabilities (N, C, *)")
             require(ignore_index is None, "params.ignore_index", "needs class-index targets in multiclass mode")
+            require_unit_target(target, "one-hot")
             onehot = target if target.is_floating_point() else target.to(input.dtype)
-            require(
-                bool(((onehot >= 0) & (onehot <= 1)).all()),
-                "inputs.target",
-                "values must lie in [0, 1] (NaN is refused)" if target.is_floating_point()
-                else "an integer target shaped like input is one-hot: its values must be 0 or 1",
-            )
         else:
             expected = [n, *input.shape[2:]]
             require(list(target.shape) == expected, "inputs.target",

@@ -56,6 +56,7 @@ __all__ = [
     "register_split_name",
     "require",
     "require_class_indices",
+    "require_unit_target",
     "require_finite",
     "require_same_shape",
     "require_unit_interval",
@@ -155,6 +156,22 @@ def unit_interval(field: str = "inputs.target", what: str = "values") -> Domain:
 def require_unit_interval(tensor: torch.Tensor, field: str, what: str = "values") -> None:
     """Every element in [0, 1] (probabilities, soft labels); NaN fails too."""
     require(bool(((tensor >= 0) & (tensor <= 1)).all()), field, f"{what} must lie in [0, 1] (NaN is refused)")
+
+
+def require_unit_target(target: torch.Tensor, what: str, field: str = "inputs.target") -> None:
+    """A target shaped like the input (a mask, one-hot or probabilities): a float one's values lie in [0, 1]
+    (NaN is refused), an integer one's are 0 or 1 (it is ``what``: "one-hot", "a mask or one-hot").
+
+    >>> require_unit_target(torch.tensor([0, 2]), "one-hot")
+    Traceback (most recent call last):
+    ...
+    lossd._wire.FieldError: inputs.target: an integer target shaped like input is one-hot: its values must be 0 or 1
+    """
+    if target.is_floating_point():
+        require_unit_interval(target, field)
+    else:
+        require(bool(((target >= 0) & (target <= 1)).all()), field,
+                f"an integer target shaped like input is {what}: its values must be 0 or 1")
 
 
 def require_class_indices(

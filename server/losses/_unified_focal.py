@@ -18,7 +18,17 @@ from __future__ import annotations
 import torch
 
 from ._focal import modulating_factor
-from ._registry import Equivalent, Input, Param, narrowed, register_loss, require, require_class_indices, widened
+from ._registry import (
+    Equivalent,
+    Input,
+    Param,
+    narrowed,
+    register_loss,
+    require,
+    require_class_indices,
+    require_unit_target,
+    widened,
+)
 
 __all__ = ["asymmetric_focal_loss", "asymmetric_focal_tversky_loss", "asymmetric_unified_focal_loss"]
 
@@ -51,9 +61,7 @@ def _two_channels(input: torch.Tensor, target: torch.Tensor, epsilon: float) -> 
         require(target.shape == input.shape, "inputs.target",
                 f"shape {list(target.shape)} must be {list(input.shape)} (one-hot or mask) or "
                 f"{[n, *input.shape[2:]]} (class indices, an integer dtype)")
-        rule = ("values must lie in [0, 1] (NaN is refused)" if target.is_floating_point()
-                else "an integer target shaped like input is a mask or one-hot: its values must be 0 or 1")
-        require(bool(((target >= 0) & (target <= 1)).all()), "inputs.target", rule)
+        require_unit_target(target, "a mask or one-hot")
         onehot = target.to(input.dtype)
         if input.shape[1] == 1:
             onehot = torch.cat([1 - onehot, onehot], dim=1)
