@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["REPO", "BenchServer", "cpu_seconds", "interleaved", "percentile", "proc_status_kib", "summary"]
+__all__ = ["REPO", "BenchServer", "cpu_seconds", "interleaved", "percentile", "proc_status_kib", "summary",
+           "thread_cpu_seconds"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,6 +84,25 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU time a process's threads have used so far, by role: ``loop`` (the main thread,
+    where the server's event loop runs), ``grpc`` (gRPC's own threads, named ``event_engine``...) and
+    ``other`` (everything else: the evaluation pool and torch's OpenMP workers, which carry no names the
+    kernel sees). Threads that ended are not counted."""
+    out = {"loop": 0.0, "grpc": 0.0, "other": 0.0}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:  # ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        role = "loop" if int(tid) == pid else "grpc" if name.startswith(("event_engine", "grpc")) else "other"
+        out[role] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 def interleaved(calls: Mapping[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, list[float]]:

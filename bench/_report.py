@@ -156,6 +156,19 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{r['sdk_over_echo']:.2f} | {_ms(r['torch_ms'])} | {_ms(r['copy_ms'])} | {r['floor_over_echo']:.2f} | "
                 f"{t['decode_ms']:.2g} / {t['forward_ms']:.2g} / "
                 f"{t['backward_ms']:.2g} / {t['encode_ms']:.2g} |")
+        by_thread = [r for r in results["wire"] if r.get("server_cpu_ms")]
+        if by_thread:
+            lines += ["", "**Where the server's CPU goes, large calls** (CPU ms per call, series of each in turn; "
+                      "`loop`: the event loop's thread; `grpc`: gRPC's threads; `other`: the evaluation pool and "
+                      "torch's OpenMP workers)", "",
+                      "| loss | elements | echo loop / grpc / other | EvaluateLoss loop / grpc / other | added |",
+                      "|---|---|---|---|---|"]
+            for r in by_thread:
+                e, v = r["server_cpu_ms"]["echo"], r["server_cpu_ms"]["evaluate"]
+                lines.append(f"| {r['loss']} | 10^{len(str(r['n'])) - 1} | "
+                             f"{e['loop']:.2g} / {e['grpc']:.2g} / {e['other']:.2g} | "
+                             f"{v['loop']:.2g} / {v['grpc']:.2g} / {v['other']:.2g} | "
+                             f"{sum(v.values()) - sum(e.values()):+.2g} |")
     if results.get("encodings"):
         lines += ["", "**raw bytes vs `values` numbers** (`Client.evaluate`, mse_loss, median ms)", "",
                   "| elements | raw | values | values ÷ raw |", "|---|---|---|---|"]

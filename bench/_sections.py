@@ -19,7 +19,8 @@ import numpy as np
 
 from lossd._methods import EVALUATE_LOSS
 
-from ._measure import REPO, BenchServer, cpu_seconds, interleaved, percentile, proc_status_kib, summary
+from ._measure import (REPO, BenchServer, cpu_seconds, interleaved, percentile, proc_status_kib, summary,
+                       thread_cpu_seconds)
 from ._echo import ECHO, echo_payload
 from ._workloads import local_loop, workload
 
@@ -52,6 +53,23 @@ def _keep_timing(into: list[Any], fn: Callable[[Any], bytes], arg: Any) -> None:
     into.append(split_payloads(fn(arg), lossd_pb2.EvaluateLossResponse)[0].timing)
 
 
+def _cpu_by_thread(pid: int, calls: dict[str, Callable[[], object]], reps: int,
+                   rounds: int = 3) -> dict[str, dict[str, float]]:
+    """The server's CPU ms per call of each of ``calls``, by thread role (``thread_cpu_seconds``): ``reps``
+    calls of one, then of the next, ``rounds`` times in turn (CPU time is counted in clock ticks, so a
+    series is summed rather than one call sampled)."""
+    total: dict[str, dict[str, float]] = {name: {} for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            before = thread_cpu_seconds(pid)
+            for _ in range(reps):
+                fn()
+            after = thread_cpu_seconds(pid)
+            for role in after:
+                total[name][role] = total[name].get(role, 0.0) + after[role] - before[role]
+    return {name: {role: v / (reps * rounds) * 1e3 for role, v in roles.items()} for name, roles in total.items()}
+
+
 def wire(server: BenchServer, sizes: list[int], losses: list[str], quick: bool) -> list[dict[str, Any]]:
     """EvaluateLoss next to a bare echo of the same bytes, per loss and size.
 
@@ -62,7 +80,9 @@ def wire(server: BenchServer, sizes: list[int], losses: list[str], quick: bool) 
     ``torch``: the same forward and backward in this process. ``copy``: one copy of the
     arrays' bytes, the least a client of grpcio (which sends ``bytes`` only) must do.
     ``floor_over_echo``: (echo + torch + copy) ÷ echo, what the SDK's ratio would be if
-    everything else lossd does cost nothing.
+    everything else lossd does cost nothing. From 10^6 elements, ``server_cpu_ms``: the server's
+    CPU per call of the echo and of EvaluateLoss by thread (event loop, gRPC, the rest), which shows
+    where what EvaluateLoss adds is spent.
     """
     from lossd.client import Client, build_request
 
@@ -85,10 +105,14 @@ def wire(server: BenchServer, sizes: list[int], losses: list[str], quick: bool) 
                     "copy": functools.partial(b"".join, [w.y_pred.data, w.y_true.data]),
                 }, _reps(n, quick))
                 med = {k: summary(v)["median_ms"] for k, v in samples.items()}
+                by_thread = _cpu_by_thread(server.pid, {"echo": functools.partial(echo, payload),
+                                                        "evaluate": functools.partial(evaluate, request)},
+                                           max(3, _reps(n, quick) // 3)) if n >= min(10**6, max(sizes)) else None
                 rows.append({
                     "loss": loss, "n": n, "request_bytes": len(request), "reply_bytes": len(reply),
                     "echo_ms": med["echo"], "evaluate_ms": med["evaluate"], "sdk_ms": med["sdk"],
                     "torch_ms": med["torch"], "copy_ms": med["copy"], "server_timing_ms": _median_timing(timings),
+                    "server_cpu_ms": by_thread,
                     "evaluate_over_echo": med["evaluate"] / med["echo"], "sdk_over_echo": med["sdk"] / med["echo"],
                     "floor_over_echo": (med["echo"] + med["torch"] + med["copy"]) / med["echo"],
                     "samples": {k: summary(v) for k, v in samples.items()},
