@@ -37,7 +37,7 @@ from .._settings import SettingError, env_name, flag_name
 from ..v1 import lossd_pb2, training_pb2
 from ._config import ServerConfig, build_parser, config_from_args
 from ._connections import connection_options
-from ._logging import configure_logging, emit
+from ._logging import configure_logging, emit, guard_grpc_logger
 from ._openmp import OPENMP_SETTINGS, openmp_policy
 from ._security import ConfigError, Security, describe
 from .evaluation import resolve_device
@@ -161,6 +161,7 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
         *connection_options(config.max_concurrent_rpcs, config.max_concurrent_streams, config.keepalive_time_s,
                             config.keepalive_timeout_s, config.min_ping_interval_s),
     ]
+    guard_grpc_logger()  # gRPC logs a non-UTF-8 metadata value (a token) whole, on every call
     observability = build_observability(registry, metrics_port=config.metrics_port, log_format=config.log_format)
     limiter = ConcurrencyLimiter(config.max_concurrent_rpcs, config.max_concurrent_streams)
     gate = DrainGate()  # counts calls in flight; refuses new ones once the server drains (UNAVAILABLE)

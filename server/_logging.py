@@ -25,7 +25,7 @@ from typing import IO, Any
 
 __all__ = [
     "LOG_FORMATS", "LOG_LEVELS", "PLAIN_FORMAT", "JsonFormatter", "configure_logging", "access_fields", "emit",
-    "parse_log_format", "parse_log_level",
+    "guard_grpc_logger", "parse_log_format", "parse_log_level",
 ]
 
 #: The values of ``--log-format``.
@@ -107,6 +107,54 @@ class _PlainFormatter(logging.Formatter):
             pairs = " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, ""))
             text = f"{text} {pairs}" if pairs else text
         return text
+
+
+class _GrpcRecords(logging.Filter):
+    """Two kinds of record from gRPC's own logger (``grpc._cython.cygrpc``) that lossd rewrites:
+
+    - a metadata value that is not UTF-8: gRPC logs it whole, with a traceback, on every call that carries
+      one (``Invalid encoding on b'...'``) and reads it as latin-1, so a bearer token with a stray byte
+      would be logged in clear. The first such record becomes one WARNING without the value; later ones
+      are dropped.
+    - ``ExecuteBatchError raised in core by servicer method [...]``: a handler finished a call that gRPC
+      had already ended itself (a compressed message over the size limit once inflated, whose client has
+      RESOURCE_EXHAUSTED; or a client gone). An ERROR with a traceback of gRPC's frames for a request
+      answered as it should be; it becomes one INFO line naming the method.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.undecodable = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Invalid encoding on "):
+            self.undecodable += 1
+            if self.undecodable > 1:
+                return False
+            _rewrite(record, logging.WARNING, "a call's metadata held a value that is not UTF-8 (gRPC reads it "
+                     "as latin-1); metadata values are not logged, and this is said once")
+        elif message.startswith("ExecuteBatchError raised in core by servicer method"):
+            method = message.rpartition("[")[2].rstrip("]")
+            _rewrite(record, logging.INFO, f"{method}: gRPC had ended the call before its handler answered "
+                     "(a message over the size limit once inflated, or the client gone)")
+        return True
+
+
+def _rewrite(record: logging.LogRecord, level: int, message: str) -> None:
+    record.msg, record.args, record.exc_info, record.exc_text = message, (), None, None
+    record.levelno, record.levelname = level, logging.getLevelName(level)
+
+
+#: gRPC's logger that the filter above guards.
+_GRPC_LOGGER = "grpc._cython.cygrpc"
+
+
+def guard_grpc_logger() -> None:
+    """Install :class:`_GrpcRecords` on gRPC's logger, once per process (``create_server`` does)."""
+    grpc_logger = logging.getLogger(_GRPC_LOGGER)
+    if not any(isinstance(f, _GrpcRecords) for f in grpc_logger.filters):
+        grpc_logger.addFilter(_GrpcRecords())
 
 
 def configure_logging(

@@ -6,7 +6,8 @@ gives the order). On SIGTERM (or SIGINT) :meth:`lossd.server.LossdServer.drain` 
 turns health ``NOT_SERVING``, lets running training jobs checkpoint, then waits
 (:meth:`DrainGate.wait_idle`) until the calls already running have finished — at most the
 grace period — while the listener stays open: health checks keep answering (``NOT_SERVING``),
-and every other new call ends at once with ``UNAVAILABLE`` and a message saying so (a client
+server reflection is neither waited for nor refused (a client holds its stream open, idle), and
+every other new call ends at once with ``UNAVAILABLE`` and a message saying so (a client
 with several targets retries elsewhere). Only then does the server stop. A refused call's
 request is not parsed.
 
@@ -29,7 +30,7 @@ from typing import Any
 import grpc
 
 from ._chain import Refusal, StageInterceptor
-from ._handlers import OPEN_PREFIXES, Context, Handler, is_open, shape_of
+from ._handlers import UNDRAINED_PREFIXES, Context, Handler, is_open, shape_of
 
 __all__ = ["DRAINING_MESSAGE", "DrainGate"]
 
@@ -38,10 +39,10 @@ DRAINING_MESSAGE = ("the server is shutting down and takes no new calls; retry o
                     "or after it restarts (health reports NOT_SERVING)")
 
 class DrainGate(StageInterceptor):
-    """Counts calls in flight (the health service's aside); after :meth:`close`, refuses new
-    calls with ``UNAVAILABLE`` but those whose method starts with one of ``open_prefixes``."""
+    """Counts calls in flight (health and reflection aside: ``UNDRAINED_PREFIXES``); after :meth:`close`,
+    refuses new calls with ``UNAVAILABLE`` but those whose method starts with one of ``open_prefixes``."""
 
-    def __init__(self, open_prefixes: tuple[str, ...] = OPEN_PREFIXES) -> None:
+    def __init__(self, open_prefixes: tuple[str, ...] = UNDRAINED_PREFIXES) -> None:
         self._open = open_prefixes
         self._in_flight = 0
         self._changed: asyncio.Event | None = None  # made on the server's loop when first needed
@@ -51,11 +52,11 @@ class DrainGate(StageInterceptor):
 
     @property
     def in_flight(self) -> int:
-        """Calls running now (health calls not counted)."""
+        """Calls running now (health and reflection calls not counted)."""
         return self._in_flight
 
     def close(self) -> None:
-        """Refuse every new call from now on (health aside)."""
+        """Refuse every new call from now on (health and reflection aside)."""
         self.draining = True
 
     async def wait_idle(self, timeout: float) -> bool:

@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
+from grpc_reflection.v1alpha.reflection import SERVICE_NAME as REFLECTION_SERVICE
 
 from ..._methods import BY_PATH, HEALTH_CHECK
 from ..rpc._service import OneRequest, only_request
 
 __all__ = [
-    "OPEN_PREFIXES", "Context", "Continuation", "Handler", "Shape", "as_unary", "ending_cleanly", "is_open",
-    "read_to_end", "refusing_handler", "shape_of", "streams_requests",
+    "OPEN_PREFIXES", "UNDRAINED_PREFIXES", "Context", "Continuation", "Handler", "Shape", "as_unary",
+    "ending_cleanly", "is_open", "read_to_end", "refusing_handler", "shape_of", "streams_requests",
 ]
 
 #: A method handler, a call's context and an interceptor's ``continuation``, as the interceptors
@@ -46,6 +47,11 @@ Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler
 #: Methods callable without credentials, never limited and never refused while draining:
 #: the standard health service, for probes and load balancers.
 OPEN_PREFIXES = (f"/{HEALTH_CHECK.service}/",)
+
+#: Methods a drain neither waits for nor refuses: the open ones, and server reflection, whose stream a
+#: client such as grpcurl holds open, idle, between its questions (waiting for it would hold every
+#: shutdown for its whole grace period). Reflection still needs the token and takes a stream slot.
+UNDRAINED_PREFIXES = (*OPEN_PREFIXES, f"/{REFLECTION_SERVICE}/")
 
 #: (kind, handler attribute, factory), in the order gRPC's handlers are checked.
 _KINDS = (

@@ -29,6 +29,7 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 import torch
 from google.protobuf import struct_pb2
+from grpc._cython import cygrpc  # type: ignore[attr-defined]  # ExecuteBatchError, not in grpc's stubs
 
 from ..._framing import field_number, join, length_delimited, split_payloads
 from ..._methods import EVALUATE_LOSS, EVALUATE_LOSS_BATCH, EVALUATE_LOSS_STREAM, LIST_LOSSES
@@ -485,7 +486,10 @@ async def only_request(requests: AsyncIterator[_T] | OneRequest,
         await context.abort_with_status(rich_status(e))
         raise AssertionError("unreachable") from None  # pragma: no cover
     if first is grpc.aio.EOF:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "EvaluateLoss takes one request message; none came")
+        try:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "EvaluateLoss takes one request message; none came")
+        except cygrpc.ExecuteBatchError:  # gRPC ended the call itself: its message was over the size limit
+            raise asyncio.CancelledError() from None  # once inflated; the client has RESOURCE_EXHAUSTED
     return first  # type: ignore[no-any-return]
 
 

@@ -240,6 +240,31 @@ def test_refusal_says_what_is_expected_and_echoes_nothing(token_server: str) -> 
     assert "not valid" in str(wrong.value) and WRONG not in str(wrong.value) and TOKEN not in str(wrong.value)
 
 
+def test_metadata_that_is_not_utf8_never_puts_the_token_in_the_log(tmp_path: Path) -> None:
+    """gRPC logs a non-UTF-8 metadata value whole, with a traceback, on every call that carries one: a token
+    with a stray byte would be logged in clear. The server logs one warning without the value instead."""
+    from lossd.v1 import lossd_pb2
+    from support import rawh2
+
+    (tmp_path / "token").write_text(TOKEN)
+    request = lossd_pb2.EvaluateLossRequest(loss="mse", inputs={
+        "y_pred": lossd_pb2.Tensor(dtype="float32", shape=[1], values=[2.0]),
+        "y_true": lossd_pb2.Tensor(dtype="float32", shape=[1], values=[0.0])}).SerializeToString()
+    bearer = b"Bearer " + TOKEN.encode()
+    with ServedProcess.start(tmp_path, "--token-file", str(tmp_path / "token"), "--log-format", "json") as served:
+        for headers in ([(b"authorization", bearer + b"\x80")],  # refused, and its value undecodable
+                        [(b"authorization", bearer), (b"x-note", b"\xff" + TOKEN.encode())],  # served
+                        [(b"authorization", b"Bearer \xfe" + TOKEN.encode())]):
+            assert b"grpc-status" in rawh2.call(served.address, "/lossd.v1.LossService/EvaluateLoss", headers,
+                                                 request)
+        with Client(served.address, token=TOKEN) as c:
+            assert c.evaluate("mse", [2.0], [0.0]).value == 4.0  # and it still serves
+    log = "".join(served.log)
+    assert TOKEN not in log and "Traceback" not in log, log
+    warnings = [line for line in served.log if "not UTF-8" in line]
+    assert len(warnings) == 1 and json.loads(warnings[0])["level"] == "WARNING", log
+
+
 def test_the_sdk_with_the_token_uses_every_kind_of_call(token_server: str) -> None:
     with Client(token_server, token=TOKEN) as c:
         assert c.evaluate("mse", [2.0], [0.0]).value == 4.0

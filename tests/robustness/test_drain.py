@@ -9,7 +9,9 @@ next start: tests/integration/test_training_durability.py.)
 from __future__ import annotations
 
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -142,3 +144,31 @@ def test_sigterm_while_a_worker_plans_holds_the_grace_period(tmp_path: Path) -> 
         assert served.proc.wait(grace + 10) == 0
         exited = time.monotonic()
     assert exited - sent <= grace + 1, f"exited {exited - sent:.2f}s after SIGTERM (grace {grace}s)"
+
+
+def test_an_idle_reflection_stream_does_not_hold_the_drain(tmp_path: Path) -> None:
+    """grpcurl holds its reflection stream open, idle, between questions: a drain does not wait for it
+    (it would hold every shutdown for the whole grace period), and the stream ends with the server."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    grace = 8.0
+    done = threading.Event()
+
+    def questions() -> Iterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        done.wait(60)  # then idle, the stream left open
+
+    with ServedProcess.start(tmp_path, "--grace", str(grace)) as served, \
+            grpc.insecure_channel(served.address) as channel:
+        stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(questions(), timeout=60)
+        try:
+            assert next(stream).list_services_response.service  # the stream is open and answered
+            sent = time.monotonic()
+            served.proc.send_signal(signal.SIGTERM)
+            assert served.proc.wait(grace + 5) == 0
+            assert time.monotonic() - sent < grace / 2, "the drain waited for the idle reflection stream"
+            with pytest.raises(grpc.RpcError):
+                next(stream)
+        finally:
+            done.set()
+    assert not any("were cancelled" in line for line in served.log), "".join(served.log)

@@ -239,3 +239,30 @@ def test_a_deeply_nested_params_list_is_refused_without_sizing_each_level(tmp_pa
         assert "has 4000000 entries; at most 1024" in (info.value.details() or "")
         assert took < REFUSED_WITHIN_S, f"refused in {took:.1f} s"
         assert served.proc.poll() is None
+
+
+def test_a_compressed_request_over_the_limit_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    """gRPC refuses a compressed message that inflates past --max-message-bytes before the handler reads
+    it (4 MB of zeros, a few KiB gzipped): RESOURCE_EXHAUSTED, and the handler, which then reads no
+    message, must not log an ERROR traceback for answering a call already ended. (A fresh channel per
+    call: the refusal then races the handler's start, which is when the traceback showed.)"""
+    zeros = lossd_pb2.Tensor(dtype="float32", shape=[10**6], raw=bytes(4 * 10**6))
+    body = lossd_pb2.EvaluateLossRequest(loss="mse_loss", inputs={"input": zeros, "target": zeros})
+    with ServedProcess.start(tmp_path, "--max-message-bytes", str(2**20)) as served:
+        for method in ("EvaluateLoss", "EvaluateLossBatch", "EvaluateLossStream"):
+            message = body if method != "EvaluateLossBatch" else lossd_pb2.EvaluateLossBatchRequest(items=[body])
+            for _ in range(20):
+                with grpc.insecure_channel(served.address, compression=grpc.Compression.Gzip) as channel, \
+                        pytest.raises(grpc.RpcError) as refused:
+                    if method == "EvaluateLossStream":
+                        list(channel.stream_stream(f"/lossd.v1.LossService/{method}")(
+                            iter([message.SerializeToString()]), timeout=30))
+                    else:
+                        channel.unary_unary(f"/lossd.v1.LossService/{method}")(message.SerializeToString(),
+                                                                                timeout=30)
+                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+        with grpc.insecure_channel(served.address) as channel:  # still serving
+            assert channel.unary_unary("/lossd.v1.LossService/ListLosses")(b"", timeout=30)
+        time.sleep(0.5)  # the server's log lines of the last calls
+    log = "".join(served.log)
+    assert "Traceback" not in log and "ExecuteBatchError" not in log, log
