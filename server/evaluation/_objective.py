@@ -8,7 +8,7 @@ over the covered parameters, so the L2 gradient ``l2 * theta`` is exactly what
     >>> from lossd.server.losses import REGISTRY
     >>> r = evaluate_objective(
     ...     REGISTRY, [Term("mse")], {"y_pred": torch.tensor([1.0]), "y_true": torch.tensor([0.0])},
-    ...     parameters={"fc.weight": torch.tensor([[2.0]])}, regularization=Regularization(l2=0.5))
+    ...     parameters={"fc.weight": torch.tensor([[2.0]])}, regularization=Regularization(l2=0.5), plain=True)
     >>> r.parts, r.parameter_grads["fc.weight"].tolist()
     ({'loss': 1.0, 'l2': 1.0}, [[1.0]])
 """
@@ -161,6 +161,8 @@ def evaluate_objective(
     grad_inputs: Sequence[str] = (),
     device: torch.device | None = None,
     strict: bool = False,
+    *,
+    plain: bool = False,
 ) -> Evaluation:
     """Evaluate a weighted sum of scalar losses plus L1/L2 penalties, with gradients.
 
@@ -168,9 +170,24 @@ def evaluate_objective(
     inputs it declares. Gradients are returned for inputs that some term can
     differentiate, and for every parameter. Warnings are captured and
     ``strict`` applies as in :func:`~lossd.server.evaluation.evaluate`.
+
+    ``plain``: the request named one loss with ``loss``/``params`` (regularized or with
+    parameters), not ``terms``; ``terms`` is then that one loss, refusals name ``params.…``
+    and ``parts`` has no entry of its own for it (its value is the ``loss`` part). Otherwise
+    the request sent ``terms`` — even one — so refusals name ``terms[i].…`` and ``parts``
+    holds every term's own (unweighted) value.
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> x = {"input": torch.tensor([1.0, 3.0]), "target": torch.zeros(2)}
+    >>> evaluate_objective(REGISTRY, [Term("mse_loss", 2.0)], x).parts
+    {'mse_loss': 5.0}
+    >>> evaluate_objective(REGISTRY, [Term("mse_loss")], x, plain=True).parts
+    {}
     """
+    if plain and len(terms) != 1:
+        raise ValueError(f"a plain request is one loss, not {len(terms)} terms")
     with capture() as seen, strictness(strict):
-        result = _evaluate_objective(registry, terms, inputs, parameters, regularization, grad_inputs, device)
+        result = _evaluate_objective(registry, terms, inputs, parameters, regularization, grad_inputs, device, plain)
     result.warnings = seen
     return result
 
@@ -183,15 +200,15 @@ def _evaluate_objective(
     regularization: Regularization | None,
     grad_inputs: Sequence[str],
     device: torch.device | None,
+    plain: bool,
 ) -> Evaluation:
     parameters = dict(parameters or {})
     reg = regularization or Regularization()
     if not terms:
         raise FieldError("terms", "name at least one loss")
-    named = len(terms) > 1 or bool(terms[0].name)
 
-    def prefix(i: int) -> str:
-        return f"terms[{i}]." if named else ""
+    def prefix(i: int) -> str:  # where a term's fields are: a plain request's loss is the request's own
+        return "" if plain else f"terms[{i}]."
 
     specs = []
     for i, term in enumerate(terms):
@@ -256,8 +273,8 @@ def _evaluate_objective(
         if reg.l1 or reg.l2 or parameters:
             parts["loss"] = data_loss.detach().item()
         objective = add_penalties(objective, [param_leaves[n] for n in covered], reg, parts)
-    if len(terms) == 1 and not terms[0].name:
-        parts.pop(names[0], None)  # one plain term: its value is the "loss" part
+    if plain:
+        parts.pop(names[0], None)  # no term was sent: the loss's value is the "loss" part
     forward_s = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -137,7 +137,7 @@ def handle_evaluate_bytes(
         r = request.regularization
         reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
         result = evaluate_objective(registry, terms, decoded.inputs, decoded.parameters, reg,
-                                    list(request.grad_inputs), device, request.strict)
+                                    list(request.grad_inputs), device, request.strict, plain=not request.terms)
     else:
         with capture_warnings() as seen, strictness(request.strict):
             binding, bound = bind(registry, request.loss, decoded.inputs,

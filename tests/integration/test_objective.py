@@ -43,6 +43,20 @@ def test_composite_bce_plus_dice(client):
     assert set(r.grads) == {"y_pred", "y_true"}  # bce's target is differentiable, so y_true gets one
 
 
+def test_one_weighted_term_keeps_its_unweighted_part(client):
+    """One term is a composite objective too: `parts` has its own value (it came back empty, and a weighted
+    term's unweighted value was lost); the value and gradients are torch's, bit for bit."""
+    x = X.clone().requires_grad_()
+    mse = F.mse_loss(x, Y)
+    (g,) = torch.autograd.grad(2.0 * mse, x)
+    r = client.evaluate([{"loss": "mse", "weight": 2.0}], X, Y)
+    assert r.parts == {"mse_loss": mse.item()} and r.value == (2.0 * mse).item()
+    assert torch.equal(torch.as_tensor(r.grads["y_pred"]), g)
+    plain = client.evaluate("mse", X, Y, parameters={"w": torch.ones(2, 2, dtype=torch.float64)},
+                            regularization={"l2": 0.5})
+    assert plain.parts == {"loss": mse.item(), "l2": 1.0}  # a loss named by `loss` has no part of its own
+
+
 def test_same_loss_twice_gets_numbered_parts(client):
     r = client.evaluate([{"loss": "mse"}, {"loss": "mse", "params": {"reduction": "sum"}}], X, Y)
     assert set(r.parts) == {"mse_loss", "mse_loss#2"}
@@ -117,6 +131,10 @@ def test_one_sgd_step_with_weight_decay_equals_step_on_l2_objective(client):
      "terms[1].params.beta"),
     ({"loss": [{"loss": "mse", "name": "a"}, {"loss": "l1_loss", "name": "a"}]}, InvalidArgument, "terms[1].name"),
     ({"loss": [{"loss": "mse", "weight": float("nan")}]}, InvalidArgument, "terms[0].weight"),
+    # one term is still a term: the request has no top-level params (it was taken for a plain request)
+    ({"loss": [{"loss": "mse", "params": {"reduction": "none"}}]}, InvalidArgument, "terms[0].params.reduction"),
+    ({"loss": "mse", "params": {"reduction": "none"}, "parameters": {"w": torch.ones(2, 2)}}, InvalidArgument,
+     "params.reduction"),
     ({"loss": "mse", "regularization": {"l1": -1.0}, "parameters": {"w": torch.ones(2, 2)}}, InvalidArgument,
      "regularization.l1"),
     ({"loss": "mse", "regularization": {"l2": 1.0}}, InvalidArgument, "parameters"),

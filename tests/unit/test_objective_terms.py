@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from lossd.client import build_request
+from lossd.client._codec import decode
 from lossd.server.evaluation import evaluate_objective
 from lossd.server.evaluation._objective import Term
 from lossd.server.losses import REGISTRY, LossError
@@ -117,3 +120,83 @@ def test_a_term_may_not_take_the_name_of_an_objective_part(name: str) -> None:
         evaluate_objective(REGISTRY, [Term("cross_entropy", name=name), Term("dice_loss", params=MONAI_DICE)],
                            {"input": X, "target": Y})
     assert err.value.field == "terms[0].name" and "is reserved" in err.value.message, str(err.value)
+
+
+def _through_the_rpc_layer(loss, *args, **kwargs):
+    """The request the SDK sends for ``loss`` (a name or terms), served by the RPC layer (no server)."""
+    from lossd.server.rpc._request import handle_evaluate
+
+    request, _ = build_request(loss, *args, **kwargs)
+    return handle_evaluate(REGISTRY, request)
+
+
+A = torch.tensor([1.0, 3.0], dtype=torch.float64)
+B = torch.tensor([0.0, 0.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("weight", [1.0, 2.0])
+def test_one_term_has_its_own_unweighted_part(weight: float) -> None:
+    """A request with one term was taken for a plain one (a loss name): its `parts` came back empty, and a
+    weighted term's own value was lost. The value and the gradients are torch's, bit for bit, as before."""
+    reply = _through_the_rpc_layer([{"loss": "mse", "weight": weight}], A, B)
+    x = A.clone().requires_grad_()
+    mse = F.mse_loss(x, B)
+    expected = mse if weight == 1.0 else weight * mse
+    (g,) = torch.autograd.grad(expected, x)
+    assert dict(reply.parts) == {"mse_loss": mse.item()}
+    assert reply.value == expected.item()
+    assert torch.equal(decode(reply.grads["y_pred"], as_torch=True), g)
+
+
+def test_one_term_with_regularization_has_its_part_and_the_loss_part() -> None:
+    w = torch.tensor([[2.0]], dtype=torch.float64)
+    reply = _through_the_rpc_layer([{"loss": "mse", "weight": 2.0}], A, B, parameters={"fc.weight": w},
+                                   regularization={"l2": 0.5})
+    assert dict(reply.parts) == {"mse_loss": 5.0, "loss": 10.0, "l2": 1.0}
+    assert reply.value == 11.0
+
+
+def test_a_plain_regularized_loss_has_no_part_of_its_own() -> None:
+    """A loss named by `loss` (not a term): its value is the `loss` part, as before."""
+    w = torch.tensor([[2.0]], dtype=torch.float64)
+    reply = _through_the_rpc_layer("mse", A, B, parameters={"fc.weight": w}, regularization={"l2": 0.5})
+    assert dict(reply.parts) == {"loss": 5.0, "l2": 1.0} and reply.value == 6.0
+
+
+@pytest.mark.parametrize(("term", "field"), [
+    ({"loss": "mse", "params": {"reduction": "none"}}, "terms[0].params.reduction"),
+    ({"loss": "mse", "params": {"beta": 1}}, "terms[0].params.beta"),
+    ({"loss": "mse", "transforms": {"y_pred": "one_hot"}}, "terms[0].transforms.y_pred"),
+])
+def test_a_one_term_refusal_names_the_term(term: dict, field: str) -> None:
+    """The request has no top-level `params`: a refusal of its one term names `terms[0]`, as for several terms."""
+    with pytest.raises(LossError) as err:
+        _through_the_rpc_layer([term], A, B, regularization=None)
+    assert err.value.field == field, str(err.value)
+
+
+def test_a_refusal_inside_a_lone_terms_loss_names_the_term_and_the_request_input() -> None:
+    with pytest.raises(LossError) as err:
+        _through_the_rpc_layer([{"loss": "cross_entropy"}], inputs={"input": X, "target": randint(5, 2, 4, 4, seed=7)})
+    assert err.value.field == "inputs.target", str(err.value)
+    assert err.value.message.startswith("terms[0] (cross_entropy, as its target): class indices must lie in"), \
+        err.value.message
+
+
+@pytest.mark.parametrize(("params", "field"), [({"reduction": "none"}, "params.reduction"),
+                                               ({"beta": 1}, "params.beta")])
+def test_a_plain_regularized_loss_refusal_names_the_requests_params(params: dict, field: str) -> None:
+    with pytest.raises(LossError) as err:
+        _through_the_rpc_layer("mse", A, B, params=params, parameters={"w": torch.ones(2, 2, dtype=torch.float64)})
+    assert err.value.field == field, str(err.value)
+
+
+def test_evaluate_objective_takes_terms_unless_told_the_request_was_plain() -> None:
+    x = {"input": A, "target": B}
+    assert evaluate_objective(REGISTRY, [Term("mse_loss", 2.0)], x).parts == {"mse_loss": 5.0}
+    assert evaluate_objective(REGISTRY, [Term("mse_loss")], x, plain=True).parts == {}
+    with pytest.raises(LossError) as err:
+        evaluate_objective(REGISTRY, [Term("mse_loss", params={"reduction": "none"})], x)
+    assert err.value.field == "terms[0].params.reduction"
+    with pytest.raises(ValueError, match="one loss"):
+        evaluate_objective(REGISTRY, [Term("mse_loss"), Term("l1_loss")], x, plain=True)
