@@ -18,7 +18,14 @@ the caller, see ``_distributed``): the model is wrapped in
 taking its ``batch_size / size`` samples of every global batch; the step's
 loss terms and the cancel/interrupt flags are summed across the ranks in one
 ``all_reduce`` after the forward pass, so every rank stops at the same step;
+at each epoch's end (and at a cancel or an interrupt) one more ``all_reduce``
+tells them whether the parameters are all finite, so every rank fails together;
 only rank 0 reports and writes checkpoints (with every rank's RNG state).
+
+A NaN or infinite objective ends the job FAILED at the step that computed it
+(before its backward pass); parameters that an optimizer step made non-finite
+end it FAILED at the epoch's end, before its checkpoint (no checkpoint and no
+terminal event ever holds them).
 
     >>> from google.protobuf import json_format
     >>> from lossd.v1 import training_pb2
@@ -543,17 +550,27 @@ class _Run:
                 if b + 1 < steps_per_epoch and now - last_emit >= interval:
                     last_emit = now
                     self.emit(self._event(Kind.JOB_EVENT_KIND_STEP, State.JOB_STATE_RUNNING))
+            if not self._parameters_finite():  # before the epoch's checkpoint, metrics and the terminal event
+                self._fail_parameters()
+                return
             self._end_epoch()
         self._terminal(State.JOB_STATE_SUCCEEDED, f"finished {plan.epochs} epochs ({p.global_step} steps)",
                        parameters=True)
 
     def _cancelled(self) -> None:
         p = self.progress
+        if not self._parameters_finite():  # a cancel never hands back NaN parameters as "the parameters so far"
+            self._fail_parameters()
+            return
         self._terminal(State.JOB_STATE_CANCELLED, f"cancelled after step {p.global_step} (epoch {p.epoch + 1})",
                        parameters=True)
 
     def _interrupted(self) -> None:
-        """Checkpoint at this step boundary and end INTERRUPTED (the server is shutting down)."""
+        """Checkpoint at this step boundary and end INTERRUPTED (the server is shutting down); parameters
+        that are no longer finite end the job FAILED instead (no checkpoint holds them)."""
+        if not self._parameters_finite():
+            self._fail_parameters()
+            return
         self._save()
         self.emit(self._event(Kind.JOB_EVENT_KIND_STATE, State.JOB_STATE_INTERRUPTED,
                               f"server shutting down: checkpoint at step {self.progress.global_step}; the job "
@@ -613,6 +630,24 @@ class _Run:
         self._save()  # before the event: an epoch the server has heard of always has its checkpoint
         event.elapsed_s = self._elapsed()
         self.emit(event)
+
+    def _parameters_finite(self) -> bool:
+        """Whether every parameter is finite (no NaN, no infinity). A step's loss is checked before its
+        backward pass, so the step that makes the parameters non-finite is the one no loss check sees
+        when it is the last of the job or of an epoch: this runs once per epoch, before the epoch's
+        checkpoint, and before a cancel's or an interrupt's. With ``world``, the ranks decide together
+        (one ``all_reduce`` of the flag), so that every rank stops at the same point, as at a NaN loss."""
+        bad = any(not bool(torch.isfinite(t).all()) for t in self.model.parameters())
+        if self.world is None:
+            return not bad
+        flag = torch.tensor([float(bad)], dtype=torch.float64)
+        dist.all_reduce(flag)
+        return not float(flag)
+
+    def _fail_parameters(self) -> None:
+        p = self.progress
+        self._fail(f"parameters became NaN or infinite by step {p.global_step} (epoch {p.epoch + 1}): the "
+                   "optimizer's update made them non-finite")
 
     def _fail(self, reason: str) -> None:
         self._terminal(State.JOB_STATE_FAILED, reason, parameters=False)

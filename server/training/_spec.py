@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -431,16 +431,18 @@ def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> Optim
         takers = [n for n, (_, acc) in OPTIMIZERS.items() if key in acc]
         raise FieldError(f"optimizer.{key}", f"{name} has no setting {key!r} (it is for {', '.join(takers)})")
     settings: dict[str, Any] = {}
-    if o.HasField("lr"):
-        settings["lr"] = _finite(o.lr, "optimizer.lr", 0.0, lo_open=True)
+    if o.HasField("lr"):  # >= 0, as torch: 0 leaves the parameters where they are
+        settings["lr"] = _finite(o.lr, "optimizer.lr", 0.0)
     if o.HasField("weight_decay"):
         settings["weight_decay"] = _finite(o.weight_decay, "optimizer.weight_decay", 0.0)
     if o.HasField("momentum"):
         settings["momentum"] = _finite(o.momentum, "optimizer.momentum", 0.0)
-    if o.HasField("dampening"):
-        settings["dampening"] = _finite(o.dampening, "optimizer.dampening", 0.0, 1.0)
+    if o.HasField("dampening"):  # any finite number, as torch (its float32 limit: _check_float32_settings)
+        settings["dampening"] = _finite(o.dampening, "optimizer.dampening")
     if o.nesterov:
         settings["nesterov"] = True
+        # torch checks the optimizer's own momentum and dampening, not a group's: a group with momentum 0
+        # takes plain steps (torch skips Nesterov's look-ahead where there is no momentum)
         if settings.get("momentum", 0.0) <= 0 or settings.get("dampening", 0.0) != 0:
             raise FieldError("optimizer.nesterov", "needs momentum > 0 and dampening 0")
     if o.betas:
@@ -469,22 +471,16 @@ def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> Optim
             if not p:
                 raise FieldError(f"{field}.patterns[{k}]", "is empty")
         overrides: dict[str, float] = {}
-        if g.HasField("lr"):
-            overrides["lr"] = _finite(g.lr, f"{field}.lr", 0.0, lo_open=True)
+        if g.HasField("lr"):  # 0 freezes the group's parameters, as in torch
+            overrides["lr"] = _finite(g.lr, f"{field}.lr", 0.0)
         if g.HasField("weight_decay"):
             overrides["weight_decay"] = _finite(g.weight_decay, f"{field}.weight_decay", 0.0)
         if g.HasField("momentum"):
             if "momentum" not in accepted:
                 raise FieldError(f"{field}.momentum", f"{name} has no momentum")
             overrides["momentum"] = _finite(g.momentum, f"{field}.momentum", 0.0)
-            if settings.get("nesterov") and overrides["momentum"] <= 0:
-                raise FieldError(f"{field}.momentum", "must be > 0 with nesterov")
         groups.append(GroupPlan(g.name or f"param_groups[{i}]", tuple(g.patterns), overrides))
-    labels = [g.name for g in groups]
-    for i, label in enumerate(labels):
-        if label == "default" or label in labels[:i]:
-            raise FieldError(f"optimizer.param_groups[{i}].name", f"{label!r} is taken; group names must be unique "
-                            "and not 'default'")
+    _check_group_names(o.param_groups)
     _, per_group, clashes = assign_groups(names, groups)
     for i, matched in enumerate(per_group):
         if not matched and not any(c[2] == i for c in clashes):
@@ -497,6 +493,30 @@ def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> Optim
         raise FieldError(f"optimizer.param_groups[{j}].patterns",
                         f"{pname} is also matched by param_groups[{i}]; every parameter must land in exactly one group")
     return OptimizerPlan(name, settings, tuple(groups))
+
+
+def _check_group_names(entries: Sequence[training_pb2.ParamGroup]) -> None:
+    """Every group's label (its ``name``, else ``param_groups[i]``) is unique and not ``default``. A clash is
+    refused at a name the request set: an explicit name that is another unnamed group's default label is
+    that name's fault, not the unnamed group's."""
+    unnamed = {f"param_groups[{k}]": k for k, g in enumerate(entries) if not g.name}
+    seen: dict[str, int] = {}
+    for i, g in enumerate(entries):
+        field, name = f"optimizer.param_groups[{i}].name", g.name
+        if not name:
+            continue
+        if name == "default":
+            raise FieldError(field, "'default' is taken: it labels the default group (the parameters no "
+                            "param_groups entry matches); group names must be unique and not 'default'")
+        if name in seen:
+            raise FieldError(field, f"{name!r} is taken by param_groups[{seen[name]}]; group names must be unique "
+                            "and not 'default'")
+        if name in unnamed:
+            k = unnamed[name]
+            raise FieldError(field, f"{name!r} is taken: it is the default label of param_groups[{k}], which has no "
+                            "name (a group without a name is labelled param_groups[i]); group names must be unique "
+                            "and not 'default'")
+        seen[name] = i
 
 
 #: float32's largest value. torch's optimizers hand the learning rate (Adam and AdamW: their first step's
@@ -549,6 +569,14 @@ def _check_float32_settings(optimizer: OptimizerPlan, schedule: SchedulePlan | N
         if value > limit:
             towards = " (the learning rate every group anneals to)" if where.startswith("schedule.") else ""
             raise FieldError(where, f"is {value!r}; must be <= {limit!r}{towards}: {why}")
+    # SGD's momentum step adds (1 - dampening) x the gradient to the velocity as a float32 number, from its
+    # second step, in every group with momentum (torch accepts any dampening; without momentum it is unused).
+    dampening = settings.get("dampening")
+    momenta = [settings.get("momentum", 0.0), *(g.overrides.get("momentum", 0.0) for g in optimizer.groups)]
+    if dampening is not None and any(m > 0 for m in momenta) and abs(1.0 - dampening) > FLOAT32_MAX:
+        raise FieldError("optimizer.dampening", f"is {dampening!r}; must be in [{-FLOAT32_MAX!r}, {FLOAT32_MAX!r}] "
+                         "with momentum: sgd's momentum step adds (1 - dampening) x the gradient to the velocity as "
+                         f"a float32 number (at most {FLOAT32_MAX!r} in size)")
 
 
 def _schedule(request: training_pb2.TrainJobRequest, epochs: int) -> SchedulePlan | None:
@@ -741,6 +769,18 @@ def _check_shardable_loss(plan: JobPlan) -> None:
                                 "world_size 1")
 
 
+#: How an L2 term and each optimizer's weight_decay add up (torch 2.13's update rules). sgd, adam, rmsprop
+#: and adagrad add weight_decay x theta to the gradient before their own scaling, as the L2 term's gradient
+#: is; adamw's decay is decoupled: it multiplies theta by 1 - lr x weight_decay, outside Adam's scaling.
+_STACKING: Mapping[str, str] = {
+    "sgd": "for sgd, the gradient gets l2*theta + weight_decay*theta",
+    **{name: f"for {name}, the gradient gets l2*theta + weight_decay*theta, which {name}'s per-parameter scaling "
+       "then treats alike" for name in ("adam", "rmsprop", "adagrad")},
+    "adamw": ("for adamw, the L2 term's gradient l2*theta goes through Adam's scaling while weight_decay, "
+              "decoupled, shrinks theta by lr*weight_decay*theta at each step"),
+}
+
+
 def _with_warnings(plan: JobPlan) -> JobPlan:
     """Warn when an L2 term and optimizer weight decay apply to the same parameters (they stack)."""
     if not plan.regularization.l2:
@@ -754,8 +794,7 @@ def _with_warnings(plan: JobPlan) -> JobPlan:
     if not decayed:
         return plan
     text = (f"regularization.l2 ({plan.regularization.l2:g}) and the optimizer's weight_decay both apply to "
-            f"{', '.join(sorted(decayed))}: they stack (for {plan.optimizer.name}, the gradient gets "
-            "l2*theta + weight_decay*theta); use one of them")
+            f"{', '.join(sorted(decayed))}: they stack ({_STACKING[plan.optimizer.name]}); use one of them")
     return dataclasses.replace(plan, warnings=(*plan.warnings, text))
 
 

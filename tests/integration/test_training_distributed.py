@@ -275,6 +275,22 @@ def test_a_nan_on_the_ranks_fails_the_job_at_one_step(stub: training_pb2_grpc.Tr
     assert re.fullmatch(r"loss became (NaN|infinite) at step \d+ \(epoch 1\)", final.message), final.message
 
 
+def test_parameters_made_non_finite_fail_the_job_on_every_rank_at_the_epochs_end(
+        stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    """One step per epoch whose AdamW decay (weight_decay 1e300) makes the parameters NaN or infinite with a
+    finite loss: the ranks agree (one all_reduce of the check) and the job ends FAILED at that epoch's end,
+    without parameters (it ended SUCCEEDED with them, the 2026-12-05 audit)."""
+    spec = small_spec(model={"linear": {}}, metrics=[], world_size=2, step_events_per_second=0, epochs=2,
+                      data={"builtin": {"name": "linear_regression", "params": {"n_samples": 200}}},
+                      loss={"name": "mse_loss"}, optimizer={"name": "adamw", "lr": 0.1, "weight_decay": 1e300},
+                      batch_size=200)
+    events = [r.event for r in stub.TrainJob(request(spec), timeout=120)]
+    final = events[-1]
+    assert final.state == pb.JOB_STATE_FAILED and not final.parameters, final.message
+    assert final.message.startswith("parameters became NaN or infinite by step 1 (epoch 1)"), final.message
+    assert pb.JOB_EVENT_KIND_EPOCH not in [e.kind for e in events]
+
+
 #: Dropout (every rank's RNG is in the checkpoint), momentum, a schedule, L1/L2: 6 epochs of 30 steps.
 RESUMED = {**SPEC, "model": {"mlp": {"hidden": [8, 4], "dropout": 0.1, "output_activation": "sigmoid"}},
            "world_size": 2, "epochs": 6, "batch_size": 10}

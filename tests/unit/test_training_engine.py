@@ -332,3 +332,187 @@ def test_models_and_activations() -> None:
 
 def test_epoch_seed_is_documented() -> None:
     assert epoch_seed(42, 3) == 42 * 1_000_003 + 3
+
+
+# -- parameters an optimizer step made non-finite (the 2026-12-05 audit: SUCCEEDED with NaN parameters) ------
+
+def _diverging(**overrides: Any) -> dict[str, Any]:
+    """A linear regression whose first AdamW step makes every parameter NaN or infinite (weight_decay 1e300
+    multiplies them by 1 - lr * 1e300), with a finite loss at that step: one step per epoch."""
+    return small_spec(**{"model": {"linear": {}}, "loss": {"name": "mse"}, "metrics": [],
+                         "data": {"builtin": {"name": "linear_regression", "params": {"n_samples": 200}}},
+                         "optimizer": {"name": "adamw", "lr": 0.1, "weight_decay": 1e300},
+                         "batch_size": 1000, "step_events_per_second": 0, **overrides})
+
+
+_NON_FINITE = r"parameters became NaN or infinite by step {} \(epoch {}\): the optimizer's update made them non-finite"
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_a_step_that_makes_the_parameters_non_finite_fails_the_job_at_its_epochs_end(epochs: int) -> None:
+    """The job's last step (epochs 1) left them in the SUCCEEDED event; an epoch's last step (epochs 2) let the
+    next epoch's first loss find them a step later. Now the epoch's end fails the job, without parameters and
+    before the epoch's event, metrics and checkpoint."""
+    import re
+    events = train(_diverging(epochs=epochs))
+    final = events[-1]
+    assert final.state == pb.JOB_STATE_FAILED and not final.parameters, final.message
+    assert re.fullmatch(_NON_FINITE.format(1, 1), final.message), final.message
+    assert final.step == 1 and EPOCH not in [e.kind for e in events] and not final.history
+
+
+def test_no_checkpoint_holds_parameters_that_are_not_finite(tmp_path: Path) -> None:
+    """A sigmoid output keeps the loss finite while the parameters grow: AdamW's decay (lr * weight_decay =
+    1e20) makes them about 1e19 at step 1 (epoch 1 ends and checkpoints) and overflows them at step 2. The
+    checkpoint stays epoch 1's, with finite parameters; the job ends FAILED at epoch 2's end."""
+    import re
+    ckpt = tmp_path / "job.pt"
+    spec = _diverging(model={"linear": {"output_activation": "sigmoid"}}, epochs=2,
+                      optimizer={"name": "adamw", "lr": 0.1, "weight_decay": 1e21})
+    events = train(spec, ckpt)
+    final = events[-1]
+    assert final.state == pb.JOB_STATE_FAILED and not final.parameters, final.message
+    assert re.fullmatch(_NON_FINITE.format(2, 2), final.message), final.message
+    assert [e.epoch for e in events if e.kind == EPOCH] == [1] and [h.epoch for h in final.history] == [1]
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 1 and saved["global_step"] == 1
+    assert all(bool(torch.isfinite(t).all()) for t in saved["model"].values())
+    assert max(float(t.abs().max()) for t in saved["model"].values()) > 1e18  # huge, not yet infinite
+
+
+@pytest.mark.parametrize("stop", ["cancel", "interrupt"])
+def test_a_cancel_or_interrupt_after_such_a_step_fails_the_job_without_parameters(tmp_path: Path,
+                                                                                  stop: str) -> None:
+    """Two steps per epoch, stopped after the first (which made the parameters NaN): a cancel handed them
+    back as "the parameters so far", an interrupt wrote them to the checkpoint the job resumes from."""
+    import re
+    control, ckpt = Control(), tmp_path / "job.pt"
+
+    def on_event(e: pb.JobEvent) -> None:
+        if e.kind == STEP:
+            getattr(control, stop).set()
+
+    events = train(_diverging(batch_size=75, step_events_per_second=1e9), ckpt, control, on_event)
+    final = events[-1]
+    assert final.state == pb.JOB_STATE_FAILED and not final.parameters, final.message
+    assert re.fullmatch(_NON_FINITE.format(1, 1), final.message), final.message
+    assert not ckpt.exists()
+
+
+def test_a_job_whose_parameters_stay_finite_is_unchanged_by_the_check() -> None:
+    """The check reads the parameters, nothing more: a job still equals itself run twice and is not failed."""
+    spec = {**RICH, "epochs": 2}
+    a, b = train(spec)[-1], train(spec)[-1]
+    assert a.state == b.state == pb.JOB_STATE_SUCCEEDED and params(a) == params(b)
+
+
+# -- settings torch accepts: lr 0 (freezing a group), any dampening, Nesterov with a group without momentum ---
+
+def _linear_regression_loop(epochs: int, make_optimizer: Any) -> tuple[dict[str, torch.Tensor],
+                                                                      dict[str, torch.Tensor]]:
+    """A plain torch loop, written from the documented rules: an MLP (3 → 4 tanh → 1) on linear_regression
+    (200 samples, seed 3), a quarter held out, batches of 50 in each epoch's seeded order, MSE. Returns the
+    initial and the final parameters."""
+    from lossd.server.training import make_builtin
+    data = make_builtin("linear_regression", {"n_samples": 200}, default_seed=3)
+    assert data.y is not None
+    perm = torch.randperm(200, generator=torch.Generator().manual_seed(3))
+    x, y = data.x[perm[50:]], data.y[perm[50:]]
+    torch.manual_seed(3)
+    model = torch.nn.Sequential()
+    model.add_module("fc1", torch.nn.Linear(3, 4))
+    model.add_module("act1", torch.nn.Tanh())
+    model.add_module("out", torch.nn.Linear(4, 1))
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    opt = make_optimizer(model)
+    for epoch in range(epochs):
+        order = torch.randperm(150, generator=torch.Generator().manual_seed(3 * 1_000_003 + epoch))
+        for b in range(0, 150, 50):
+            i = order[b:b + 50]
+            loss = F.mse_loss(model(x[i]), y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return initial, dict(model.state_dict())
+
+
+def _groups(model: torch.nn.Module, *groups: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """torch's groups as lossd builds them: the unmatched parameters first, then each (prefix, settings)."""
+    named = dict(model.named_parameters())
+    taken = {n for prefix, _ in groups for n in named if n.startswith(prefix)}
+    out: list[dict[str, Any]] = [{"params": [t for n, t in named.items() if n not in taken]}]
+    out += [{"params": [t for n, t in named.items() if n.startswith(prefix)], **settings} for prefix, settings in groups]
+    return out
+
+
+#: (lossd optimizer, the same torch optimizer, names lr 0 leaves unchanged). Each was refused before
+#: (lr > 0, dampening in [0, 1], a group's momentum > 0 with nesterov); torch accepts every one of them.
+TORCH_ACCEPTS = {
+    "sgd lr 0": ({"name": "sgd", "lr": 0.0, "momentum": 0.9, "weight_decay": 0.01},
+                 lambda m: torch.optim.SGD(m.parameters(), lr=0.0, momentum=0.9, weight_decay=0.01),
+                 ["fc1.weight", "fc1.bias", "out.weight", "out.bias"]),
+    "sgd freezes fc1 (group lr 0)": (
+        {"name": "sgd", "lr": 0.1, "momentum": 0.9, "param_groups": [{"patterns": ["fc1.*"], "lr": 0.0}]},
+        lambda m: torch.optim.SGD(_groups(m, ("fc1.", {"lr": 0.0})), lr=0.1, momentum=0.9),
+        ["fc1.weight", "fc1.bias"]),
+    "adam freezes out (group lr 0)": (
+        {"name": "adam", "lr": 0.01, "weight_decay": 0.01, "param_groups": [{"patterns": ["out.*"], "lr": 0}]},
+        lambda m: torch.optim.Adam(_groups(m, ("out.", {"lr": 0.0})), lr=0.01, weight_decay=0.01),
+        ["out.weight", "out.bias"]),
+    "adamw lr 0": ({"name": "adamw", "lr": 0.0}, lambda m: torch.optim.AdamW(m.parameters(), lr=0.0),
+                   ["fc1.weight", "fc1.bias", "out.weight", "out.bias"]),
+    "sgd dampening -0.5": ({"name": "sgd", "lr": 0.05, "momentum": 0.9, "dampening": -0.5},
+                           lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, dampening=-0.5), []),
+    "sgd dampening 1.5": ({"name": "sgd", "lr": 0.05, "momentum": 0.9, "dampening": 1.5},
+                          lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, dampening=1.5), []),
+    "sgd nesterov, a group without momentum": (
+        {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True,
+         "param_groups": [{"patterns": ["out.*"], "momentum": 0.0}]},
+        lambda m: torch.optim.SGD(_groups(m, ("out.", {"momentum": 0.0})), lr=0.05, momentum=0.9, nesterov=True),
+        []),
+}
+
+
+@pytest.mark.parametrize("case", list(TORCH_ACCEPTS))
+def test_settings_torch_accepts_train_what_torch_trains_bit_for_bit(case: str) -> None:
+    optimizer, make_optimizer, frozen = TORCH_ACCEPTS[case]
+    spec = small_spec(model={"mlp": {"hidden": [4], "activation": "tanh"}}, loss={"name": "mse"}, metrics=[],
+                      data={"builtin": {"name": "linear_regression", "params": {"n_samples": 200}},
+                            "validation_fraction": 0.25},
+                      optimizer=optimizer, epochs=3, batch_size=50, step_events_per_second=0)
+    final = train(spec)[-1]
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.message
+    initial, expected = _linear_regression_loop(3, make_optimizer)
+    got = as_tensors(final)
+    assert got.keys() == expected.keys() == {"fc1.weight", "fc1.bias", "out.weight", "out.bias"}
+    for name in got:
+        assert torch.equal(got[name], expected[name]), name
+        assert torch.equal(got[name], initial[name]) == (name in frozen), name  # lr 0: left where they were
+
+
+def test_the_penalties_are_one_flat_sum_as_documented() -> None:
+    """docs/training.md said training computes the penalties "exactly as for EvaluateLoss"; it sums one
+    flattened torch.cat of the covered tensors, as a plain torch loop writes it, while EvaluateLoss sums
+    tensor by tensor (docs/objectives.md): with seed 0 the two l1 values differ in the last bit. The engine's
+    numbers stay (resume and the plain-loop tests rely on them); the documents say what it does."""
+    from lossd.server.evaluation import Regularization, add_penalties
+    spec = small_spec(model={"mlp": {"hidden": [7, 5], "activation": "tanh"}}, loss={"name": "mse"}, metrics=[],
+                      data={"builtin": {"name": "linear_regression", "params": {"n_samples": 200}}},
+                      regularization={"l1": 0.1, "l2": 0.1}, optimizer={"name": "sgd", "lr": 0.01}, seed=0,
+                      epochs=1, batch_size=1000, step_events_per_second=0)
+    final = train(spec)[-1]
+    (epoch,) = final.history  # one step: the epoch's parts are the first step's, on the initial parameters
+    torch.manual_seed(0)
+    model = build_model(plan_job(request(spec), REGISTRY).model, 3, 1)
+    named = dict(model.named_parameters())
+    covered = [named[n].detach() for n in sorted(named) if n.endswith(".weight")]
+    flat = torch.cat([t.reshape(-1) for t in covered])
+    assert epoch.loss_parts["l1"] == float(0.1 * flat.abs().sum())
+    assert epoch.loss_parts["l2"] == float(0.5 * 0.1 * flat.pow(2).sum())
+    by_tensor: dict[str, float] = {}
+    add_penalties(torch.tensor(0.0), covered, Regularization(l1=0.1, l2=0.1), by_tensor)  # EvaluateLoss's sums
+    assert by_tensor["l1"] != epoch.loss_parts["l1"]
+    assert by_tensor["l1"] == pytest.approx(epoch.loss_parts["l1"], rel=1e-6)
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text(encoding="utf-8")
+    assert "exactly as for EvaluateLoss" not in doc
+    assert "flattened into one tensor (`torch.cat`) and summed once" in doc and "differ in the last bits" in doc

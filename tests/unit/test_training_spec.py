@@ -187,7 +187,13 @@ REFUSALS = [
     ({"optimizer": {"name": "adam", "betas": [0.9, 0.99, 0.9]}}, "INVALID_ARGUMENT", "optimizer.betas", "two"),
     ({"optimizer": {"name": "adam", "betas": [0.9, 1.0]}}, "INVALID_ARGUMENT", "optimizer.betas[1]", "[0, 1)"),
     ({"optimizer": {"name": "sgd", "nesterov": True}}, "INVALID_ARGUMENT", "optimizer.nesterov", "momentum > 0"),
-    ({"optimizer": {"name": "sgd", "lr": 0}}, "INVALID_ARGUMENT", "optimizer.lr", "> 0"),
+    ({"optimizer": {"name": "sgd", "lr": -0.1}}, "INVALID_ARGUMENT", "optimizer.lr", "must be >= 0"),
+    ({"optimizer": {"name": "sgd", "param_groups": [{"patterns": ["*.bias"], "lr": -1}]}}, "INVALID_ARGUMENT",
+     "optimizer.param_groups[0].lr", "must be >= 0"),
+    ({"optimizer": {"name": "sgd", "momentum": 0.9, "dampening": "NaN"}}, "INVALID_ARGUMENT", "optimizer.dampening",
+     "must be finite"),
+    ({"optimizer": {"name": "sgd", "momentum": 0.9, "dampening": 0.1, "nesterov": True}}, "INVALID_ARGUMENT",
+     "optimizer.nesterov", "dampening 0"),  # torch refuses it too (on the optimizer's own settings)
     ({"optimizer": {"name": "sgd", "weight_decay": -0.1}}, "INVALID_ARGUMENT", "optimizer.weight_decay", ">= 0"),
     ({"optimizer": {"name": "sgd", "param_groups": [{}]}}, "INVALID_ARGUMENT", "optimizer.param_groups[0].patterns",
      "at least one"),
@@ -199,6 +205,18 @@ REFUSALS = [
      "optimizer.param_groups[0].momentum", "adam has no momentum"),
     ({"optimizer": {"name": "sgd", "param_groups": [{"patterns": ["*.bias"], "name": "default"}]}},
      "INVALID_ARGUMENT", "optimizer.param_groups[0].name", "taken"),
+    ({"optimizer": {"name": "sgd", "param_groups": [{"patterns": ["*.bias"], "name": "a"},
+                                                    {"patterns": ["*.weight"], "name": "a"}]}},
+     "INVALID_ARGUMENT", "optimizer.param_groups[1].name", "'a' is taken by param_groups[0]"),
+    # An explicit name that is an unnamed group's default label is refused at that name, whichever comes
+    # first (it was blamed on the unnamed group's name, a field the request never set).
+    ({"optimizer": {"name": "sgd", "param_groups": [{"patterns": ["*.bias"], "name": "param_groups[1]"},
+                                                    {"patterns": ["*.weight"]}]}},
+     "INVALID_ARGUMENT", "optimizer.param_groups[0].name",
+     "'param_groups[1]' is taken: it is the default label of param_groups[1], which has no name"),
+    ({"optimizer": {"name": "sgd", "param_groups": [{"patterns": ["*.bias"]},
+                                                    {"patterns": ["*.weight"], "name": "param_groups[0]"}]}},
+     "INVALID_ARGUMENT", "optimizer.param_groups[1].name", "the default label of param_groups[0]"),
     ({"schedule": {"step": {}}}, "INVALID_ARGUMENT", "schedule.step.step_size", ">= 1"),
     ({"schedule": {"exponential": {}}}, "INVALID_ARGUMENT", "schedule.exponential.gamma", "(0, 1]"),
     ({"schedule": {"cosine": {"eta_min": -1}}}, "INVALID_ARGUMENT", "schedule.cosine.eta_min", ">= 0"),
@@ -356,6 +374,55 @@ def test_l2_and_weight_decay_together_warn(optimizer: dict[str, Any], regulariza
     else:
         (text,) = p.warnings
         assert "stack" in text and ", ".join(warned) in text, text
+
+
+def test_group_names_that_clash_with_no_label_are_accepted() -> None:
+    """A group may take its own default label, or another group's when that group has a name of its own."""
+    p = plan(small_spec(optimizer={"name": "sgd", "lr": 0.1, "param_groups": [
+        {"patterns": ["*.bias"], "name": "param_groups[1]"}, {"patterns": ["fc1.weight"], "name": "first"},
+        {"patterns": ["out.weight"], "name": "param_groups[2]"}]}))
+    assert [g.name for g in p.optimizer.groups] == ["param_groups[1]", "first", "param_groups[2]"]
+
+
+#: The warning's account of how an L2 term and each optimizer's weight_decay stack.
+_STACKING = {
+    "sgd": "(for sgd, the gradient gets l2*theta + weight_decay*theta)",
+    "adam": "(for adam, the gradient gets l2*theta + weight_decay*theta, which adam's per-parameter scaling then "
+            "treats alike)",
+    "rmsprop": "(for rmsprop, the gradient gets l2*theta + weight_decay*theta, which rmsprop's per-parameter "
+               "scaling then treats alike)",
+    "adagrad": "(for adagrad, the gradient gets l2*theta + weight_decay*theta, which adagrad's per-parameter "
+               "scaling then treats alike)",
+    "adamw": "(for adamw, the L2 term's gradient l2*theta goes through Adam's scaling while weight_decay, "
+             "decoupled, shrinks theta by lr*weight_decay*theta at each step)",
+}
+
+
+@pytest.mark.parametrize("name", list(_STACKING))
+def test_the_stacking_warning_says_what_each_optimizers_weight_decay_does(name: str) -> None:
+    """The sentence was "the gradient gets l2*theta + weight_decay*theta" for adamw too, whose decay is
+    decoupled (the 2026-12-05 audit). Each sentence is checked against torch's step: weight_decay wd is the
+    same step as the gradient plus wd*theta (sgd, adam, rmsprop, adagrad), or (adamw) as theta times
+    1 - lr*wd followed by the step without decay."""
+    (text,) = plan(small_spec(optimizer={"name": name, "lr": 0.1, "weight_decay": 0.05},
+                              regularization={"l2": 0.01})).warnings
+    assert f"they stack {_STACKING[name]}; use one of them" in text, text
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+           "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}[name]
+    theta0 = torch.tensor([0.5, -1.5, 2.0], dtype=torch.float64)
+    grad = torch.tensor([0.25, 0.5, -1.0], dtype=torch.float64)
+    decayed = theta0.clone().requires_grad_(True)
+    decayed.grad = grad.clone()
+    cls([decayed], lr=0.1, weight_decay=0.05).step()
+    plain = theta0.clone().requires_grad_(True)
+    if name == "adamw":
+        with torch.no_grad():
+            plain.mul_(1 - 0.1 * 0.05)
+        plain.grad = grad.clone()
+    else:
+        plain.grad = grad + 0.05 * theta0
+    cls([plain], lr=0.1, weight_decay=0.0).step()
+    torch.testing.assert_close(decayed, plain, rtol=1e-15, atol=1e-15)
 
 
 def test_request_json_round_trip_keeps_the_seed_spec() -> None:
@@ -572,6 +639,37 @@ def test_optimizer_numbers_beyond_float32_are_refused_where_torch_fails(
     failed = _run(forced)
     assert failed.state == pb.JOB_STATE_FAILED, failed.message
     assert "does not fit in float32: value cannot be converted to type float without overflow" in failed.message
+
+
+def _two_steps(optimizer: dict[str, Any]) -> dict[str, Any]:
+    return _one_step(optimizer, batch_size=4)  # 8 samples: SGD's momentum uses dampening from its second step
+
+
+@pytest.mark.parametrize("limit", [F32_MAX, -F32_MAX])
+def test_dampening_is_any_number_whose_one_minus_fits_in_float32(limit: float) -> None:
+    """torch accepts any dampening (lossd refused outside [0, 1]); with momentum its step adds (1 - dampening) x
+    the gradient as a float32 number, so |1 - dampening| beyond float32's largest value fails at the second
+    step: refused naming the field. Without momentum, torch never uses it: any finite value trains."""
+    torch.set_num_threads(1)
+    sgd = {"name": "sgd", "lr": 1e-3, "momentum": 0.5}
+    at_limit = _run(plan(_two_steps({**sgd, "dampening": limit})))
+    assert at_limit.step == 2 and "float32" not in at_limit.message, at_limit.message  # SUCCEEDED or a NaN loss
+    beyond = math.nextafter(limit, math.copysign(math.inf, limit))
+    e = refusal(_two_steps({**sgd, "dampening": beyond}))
+    assert (e.code, e.field) == ("INVALID_ARGUMENT", "optimizer.dampening"), str(e)
+    assert e.message.startswith(f"is {beyond!r}; must be in [{-F32_MAX!r}, {F32_MAX!r}] with momentum"), e.message
+    # A group with momentum uses the optimizer's dampening too.
+    grouped = {"name": "sgd", "lr": 1e-3, "dampening": beyond, "param_groups": [{"patterns": ["*.bias"],
+                                                                                  "momentum": 0.5}]}
+    assert refusal(_two_steps(grouped)).field == "optimizer.dampening"
+    forced = plan(_two_steps({**sgd, "dampening": limit}))
+    forced = dataclasses.replace(forced, optimizer=dataclasses.replace(
+        forced.optimizer, settings={**forced.optimizer.settings, "dampening": beyond}))
+    failed = _run(forced)
+    assert failed.state == pb.JOB_STATE_FAILED and failed.step == 1, failed.message
+    assert "does not fit in float32: value cannot be converted to type float without overflow" in failed.message
+    without_momentum = _run(plan(_two_steps({"name": "sgd", "lr": 1e-3, "dampening": beyond})))
+    assert without_momentum.state == pb.JOB_STATE_SUCCEEDED, without_momentum.message
 
 
 @pytest.mark.parametrize("optimizer", [

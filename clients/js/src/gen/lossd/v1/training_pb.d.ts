@@ -436,7 +436,8 @@ export declare type OptimizerSpec = Message<"lossd.v1.OptimizerSpec"> & {
   name: string;
 
   /**
-   * Learning rate (> 0); default torch's (1e-3; rmsprop and adagrad 1e-2).
+   * Learning rate (>= 0, as torch; 0 leaves the parameters unchanged);
+   * default torch's (1e-3; rmsprop and adagrad 1e-2).
    *
    * @generated from field: optional double lr = 2;
    */
@@ -467,7 +468,8 @@ export declare type OptimizerSpec = Message<"lossd.v1.OptimizerSpec"> & {
   dampening?: number | undefined;
 
   /**
-   * Nesterov momentum (sgd; needs momentum > 0 and dampening 0).
+   * Nesterov momentum (sgd; needs momentum > 0 and dampening 0 here, as
+   * torch; a param group may set momentum 0, and takes plain steps).
    *
    * @generated from field: bool nesterov = 6;
    */
