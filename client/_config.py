@@ -40,6 +40,7 @@ __all__ = [
     "ENVIRONMENT",
     "SETTINGS",
     "SETTINGS_BY_NAME",
+    "check_range",
     "normalize_target",
 ]
 
@@ -225,6 +226,40 @@ def _env_value(setting: str, text: str) -> Any:
     return SETTINGS_BY_NAME[setting].read(text)
 
 
+#: The ranges of the numeric settings, one rule each, whatever gave the value (an argument, a
+#: ``LOSSD_*`` variable, a ``lossd`` flag): (the value's type, whether a value is inside, the rule).
+_RANGES: dict[str, tuple[Callable[[Any], Any], Callable[[Any], bool], str]] = {
+    "timeout": (float, lambda v: v > 0, "must be > 0 seconds (inf for no deadline)"),
+    "max_attempts": (int, lambda v: v >= 1, "must be >= 1 (1 turns retries off)"),
+    "keepalive_s": (float, lambda v: 0 < v <= MAX_KEEPALIVE_S,
+                    f"must be > 0 and <= {MAX_KEEPALIVE_S} seconds (gRPC takes whole milliseconds as a C int)"),
+    "max_message_bytes": (int, lambda v: 1 <= v <= MAX_MESSAGE_BYTES,
+                          f"must be from 1 to {MAX_MESSAGE_BYTES} (gRPC's largest)"),
+}
+
+
+def check_range(setting: str, value: Any) -> Any:
+    """``value`` as the setting's type, if inside the setting's range (a setting without one:
+    ``value`` as it is); else a ``ValueError`` stating the rule, naming neither the setting nor
+    where the value came from: the caller does (:meth:`ClientConfig.from_env` the argument or the
+    variable, ``lossd`` the flag).
+
+    >>> check_range("max_attempts", 3), check_range("target", "h:1")
+    (3, 'h:1')
+    >>> check_range("max_attempts", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: must be >= 1 (1 turns retries off)
+    """
+    if setting not in _RANGES:
+        return value
+    kind, inside, rule = _RANGES[setting]
+    number = kind(value)
+    if not inside(number):  # NaN is inside no range
+        raise ValueError(rule)
+    return number
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """Resolved connection settings; build one with :meth:`from_env`.
@@ -288,35 +323,38 @@ class ClientConfig:
         env = os.environ if environ is None else environ
         given: dict[str, Any] = {setting: settings.get(setting) for setting in ENVIRONMENT}
         given["target"] = target
+        from_environment: set[str] = set()
         for setting, value in given.items():
             text = env.get(ENVIRONMENT[setting], "")
             if value is None and text.strip():
                 given[setting] = _env_value(setting, text)
+                from_environment.add(setting)
+
+        def in_range(setting: str, default: Any) -> Any:
+            """The setting's value (``default`` when unset), checked; an error names the argument, and
+            the variable too when the value came from it (``max_attempts (LOSSD_MAX_ATTEMPTS): ...``)."""
+            if given[setting] is None:
+                return default
+            try:
+                return check_range(setting, given[setting])
+            except ValueError as e:
+                name = f"{setting} ({ENVIRONMENT[setting]})" if setting in from_environment else setting
+                raise ValueError(f"{name}: {e}, got {given[setting]}") from None
+
         resolved, addresses = normalize_target(DEFAULT_TARGET if given["target"] is None else given["target"])
-        timeout_s = DEFAULT_TIMEOUT if given["timeout"] is None else float(given["timeout"])
-        if timeout_s <= 0 or math.isnan(timeout_s):
-            raise ValueError(f"timeout: must be > 0 seconds (math.inf for no deadline), got {timeout_s}")
+        timeout_s = in_range("timeout", DEFAULT_TIMEOUT)
         compression_name = given["compression"]
         if compression_name is not None and compression_name.lower() not in _COMPRESSION:
             raise ValueError(f"compression: {compression_name!r} is not one of {', '.join(_COMPRESSION)}")
         balancer = given["load_balancing"]
         if balancer is not None and balancer not in _BALANCERS:
             raise ValueError(f"load_balancing: {balancer!r} is not one of {', '.join(_BALANCERS)}")
-        attempts = DEFAULT_MAX_ATTEMPTS if given["max_attempts"] is None else int(given["max_attempts"])
-        if attempts < 1:
-            raise ValueError(f"max_attempts: must be >= 1 (1 turns retries off), got {attempts}")
+        attempts = in_range("max_attempts", DEFAULT_MAX_ATTEMPTS)
         if (given["cert_file"] is None) != (given["key_file"] is None):
             raise ValueError("cert_file and key_file (LOSSD_CERT_FILE, LOSSD_KEY_FILE) go together, for mTLS")
         token = _resolve_token(settings, given)
-        keepalive = given["keepalive_s"]
-        if keepalive is not None and not 0 < keepalive <= MAX_KEEPALIVE_S:
-            raise ValueError(f"keepalive_s: must be > 0 and <= {MAX_KEEPALIVE_S} seconds (gRPC takes whole "
-                             f"milliseconds as a C int), got {keepalive}")
-        sent = given["max_message_bytes"]
-        max_bytes = DEFAULT_MAX_MESSAGE_BYTES if sent is None else int(sent)
-        if not 1 <= max_bytes <= MAX_MESSAGE_BYTES:
-            raise ValueError(f"max_message_bytes: must be from 1 to {MAX_MESSAGE_BYTES} (gRPC's largest), "
-                             f"got {max_bytes}")
+        keepalive = in_range("keepalive_s", None)
+        max_bytes = in_range("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
         uses_tls = bool(given["tls"]) or given["ca_file"] is not None or given["cert_file"] is not None
         if given["tls"] is False and (given["ca_file"] or given["cert_file"]):
             raise ValueError("tls=False contradicts ca_file/cert_file")
@@ -331,7 +369,7 @@ class ClientConfig:
             key_file=given["key_file"],
             server_name=given["server_name"],
             compression=None if compression_name is None else compression_name.lower(),
-            keepalive_s=None if keepalive is None else float(keepalive),
+            keepalive_s=keepalive,
             max_message_bytes=max_bytes,
             max_attempts=attempts,
             load_balancing=balancer,

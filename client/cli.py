@@ -48,7 +48,7 @@ from .._wire import DTYPES
 from ..v1 import lossd_pb2
 from ._client import Client, EvaluateResult
 from ._codec import encode
-from ._config import SETTINGS
+from ._config import SETTINGS, check_range
 from ._errors import LossdError, NotFound, Unavailable
 from ._extras import EXTRAS, MissingExtra
 from ._training import TERMINAL_STATES, Progress, TrainResult, jobs_table, state_name
@@ -66,6 +66,10 @@ _CONNECTION = tuple(s for s in SETTINGS if s.flag)
 _VALUE_OPTIONS = tuple(s.flag for s in _CONNECTION if not s.is_switch)
 #: Where ``lossd serve`` and ``make run`` listen: the hint when no server answers.
 _START_HINT = "start one with `lossd serve` (`make run` in the lossd clone), or point --target / LOSSD_TARGET at one"
+#: What gRPC's detail holds when something answered but the TLS handshake failed: the peer closed the
+#: connection (a client without TLS, or without the certificate a mutual-TLS server wants), or the
+#: handshake itself failed (our --tls against plaintext, a certificate not trusted, a wrong name).
+_TLS_FAILURES = ("socket closed", "tls handshake", "ssl", "certificate", "hostname verification")
 
 
 class CliError(Exception):
@@ -195,11 +199,12 @@ class _WithConnectionFlags:
 
 
 def _flag_type(setting: Setting[Any]) -> Callable[[str], Any]:
-    """An argparse ``type``: the setting's own parser, its error as argparse's."""
+    """An argparse ``type``: the setting's own parser and range (the SDK's rules), its error as
+    argparse's, which names the flag (``argument --max-attempts: '0': must be >= 1 ...``)."""
 
     def parse(text: str) -> Any:
         try:
-            return setting.parse(text)
+            return check_range(setting.name, setting.parse(text))
         except ValueError as e:
             raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
 
@@ -400,11 +405,11 @@ def format_losses_table(losses: Sequence[lossd_pb2.LossInfo], width: int | None 
     if width is not None:
         # The name column never wraps; the others shrink, the one with the most room
         # above its longest item first, down to that item.
-        longest = [max(len(h), *(len(item) + 1 for r in rows for item in r[k])) for k, h in enumerate(header)]
+        longest = [max([len(h), *(len(item) + 1 for r in rows for item in r[k])]) for k, h in enumerate(header)]
         while sum(widths) + 2 * 3 > width:
             k = max(range(1, 4), key=lambda j: widths[j] - longest[j])
             if widths[k] <= longest[k]:
-                return _loss_blocks(rows, width) + "\n" + footer
+                return "\n".join(filter(None, (_loss_blocks(rows, width), footer)))
             widths[k] -= 1
     lines = ["  ".join(h.ljust(widths[k]) if k < 3 else h for k, h in enumerate(header)).rstrip()]
     for row in rows:
@@ -652,11 +657,29 @@ _COMMANDS = {"health": _health, "losses": _losses, "eval": _eval, "train": _trai
              "cancel": _cancel, "plot": _plot, "join": _join}
 
 
-def _unavailable_text(e: Unavailable, target: str) -> str:
-    """An UNAVAILABLE error with the target tried and, when nothing answered, how to start a server."""
+def _tls_text(target: str, lowered: str, tls: bool) -> str:
+    """What went wrong, and what to check, when a server answered at ``target`` but no TLS connection came
+    of it (``lowered``: gRPC's detail; ``tls``: whether we spoke TLS)."""
+    if "wrong_version_number" in lowered:
+        return (f"the TLS handshake with {target} failed: the server there does not speak TLS: drop --tls / "
+                "--ca-file / --cert-file (LOSSD_TLS, LOSSD_CA_FILE, LOSSD_CERT_FILE) for a plaintext server")
+    if tls:
+        return (f"the TLS handshake with {target} failed: check --ca-file (the CA of the server's certificate), "
+                "--cert-file and --key-file (a server with mutual TLS wants a client certificate from its CA) "
+                "and --server-name")
+    return (f"a server at {target} closed the connection: if it serves TLS, give --ca-file (or --tls for a "
+            "certificate the system trusts), and --cert-file and --key-file for mutual TLS")
+
+
+def _unavailable_text(e: Unavailable, target: str, tls: bool) -> str:
+    """An UNAVAILABLE error with the target tried and, when nothing answered, how to start a server, or,
+    when a server answered but the TLS handshake failed, which TLS settings to check (``tls``: ours)."""
     text = f"{e} (target {target})"
     lowered = e.message.lower()
-    if "failed to connect" in lowered or "connection refused" in lowered or "dns resolution failed" in lowered:
+    # "failed to connect": no connection was made (a call cut off later may say "Socket closed" too)
+    if "failed to connect" in lowered and any(failure in lowered for failure in _TLS_FAILURES):
+        text = f"UNAVAILABLE: {_tls_text(target, lowered, tls)} ({e.message})"
+    elif "failed to connect" in lowered or "connection refused" in lowered or "dns resolution failed" in lowered:
         text = f"UNAVAILABLE: no lossd server answers at {target}: {_START_HINT} ({e.message})"
     return text
 
@@ -695,7 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MissingExtra as e:
         parser.exit(2, f"lossd {args.command}: error: {e}\n")
     except Unavailable as e:
-        print(f"error: {_unavailable_text(e, client.target)}", file=sys.stderr)
+        print(f"error: {_unavailable_text(e, client.target, client.config.tls)}", file=sys.stderr)
         return 1
     except LossdError as e:
         print(f"error: {e}", file=sys.stderr)

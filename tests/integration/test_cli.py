@@ -23,6 +23,8 @@ from lossd.client import Client
 from lossd.client.cli import format_losses_table, parse_param
 from lossd.server.losses import REGISTRY
 from lossd.v1 import lossd_pb2
+from support.certs import make_pki
+from support.servers import start_in_process
 from support.tools import run_tool, tool_env, tool_path
 
 LOGITS = [[10.0, 0.0, -10.0], [8.0, 8.0, 8.0]]
@@ -250,6 +252,55 @@ def test_unreachable_server_is_unavailable_naming_the_target_and_how_to_start_on
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
 
 
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):  # type: ignore[no-untyped-def]
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _unavailable_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The CLI's one error line (gRPC's own handshake log lines may come before it)."""
+    assert proc.returncode == 1, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error: ")]
+    return line
+
+
+def test_a_failed_tls_handshake_says_which_tls_settings_to_check(pki, served_process):  # type: ignore[no-untyped-def]
+    """A server answers but no TLS connection comes of it: which TLS settings to check, one line, not
+    "no lossd server answers ...: start one with `lossd serve`"."""
+    lossd = [*_script(), "--max-attempts", "1", "--timeout", "10"]
+    client_tls = ["--ca-file", str(pki.ca), "--cert-file", str(pki.client_cert), "--key-file", str(pki.client_key)]
+    with start_in_process(tls_cert=str(pki.server_cert), tls_key=str(pki.server_key),
+                          tls_client_ca=str(pki.ca)) as address:
+        assert _ok(run_tool([*lossd, "--target", address, *client_tls, "health"])) == "SERVING\n"
+        # mutual TLS without a client certificate: the server closes the connection ("Socket closed")
+        no_cert = _unavailable_line(run_tool([*lossd, "--target", address, "--ca-file", str(pki.ca), "health"]))
+        # plaintext against a TLS server: the same closed connection
+        plaintext = _unavailable_line(run_tool([*lossd, "--target", address, "health"]))
+    # TLS against a plaintext server: the handshake fails (WRONG_VERSION_NUMBER)
+    not_tls = _unavailable_line(run_tool([*lossd, "--target", served_process.address, *client_tls, "health"]))
+    assert no_cert.startswith(f"error: UNAVAILABLE: the TLS handshake with {address} failed: check --ca-file"), no_cert
+    assert "--cert-file and --key-file" in no_cert and "Socket closed" in no_cert, no_cert
+    assert plaintext.startswith(f"error: UNAVAILABLE: a server at {address} closed the connection: if it serves "
+                                "TLS, give --ca-file"), plaintext
+    assert not_tls.startswith(f"error: UNAVAILABLE: the TLS handshake with {served_process.address} failed: the "
+                              "server there does not speak TLS: drop --tls"), not_tls
+    assert "WRONG_VERSION_NUMBER" in not_tls, not_tls
+    for line in (no_cert, plaintext, not_tls):
+        assert "`lossd serve`" not in line and "no lossd server answers" not in line, line
+
+
+def test_a_connection_cut_during_a_call_is_not_called_a_tls_failure() -> None:
+    """"Socket closed" after the connection was made (a server killed mid-call) is no handshake: the
+    TLS hint is for connections that never came to be ("failed to connect ...")."""
+    from lossd.client._errors import Unavailable
+    from lossd.client.cli import _unavailable_text
+
+    assert _unavailable_text(Unavailable("Socket closed"), "h:1", False) == "UNAVAILABLE: Socket closed (target h:1)"
+    refused = Unavailable("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+                          "Failed to connect to remote host: Connection refused")
+    assert "no lossd server answers at h:1" in _unavailable_text(refused, "h:1", True)
+
+
 # ---------------------------------------------------------------------------
 # losses
 
@@ -286,6 +337,24 @@ def test_losses_filter(lossd):  # type: ignore[no-untyped-def]
     names = [line.split()[0] for line in lines[1:-1]]
     expected = [s.name for s in REGISTRY if any("mse" in n.lower() for n in (s.name, *s.aliases))]
     assert names == expected and "mse_loss" in names
+
+
+@pytest.mark.parametrize("width", [None, 120, 20])
+def test_losses_table_of_no_loss_is_its_count(width) -> None:  # type: ignore[no-untyped-def]
+    """No row at all (a --filter that matches nothing): the count line, as for any other list."""
+    lines = format_losses_table([], width).splitlines()
+    assert lines[-1] == "0 losses; [name] marks an optional input"
+    # the header where it fits (as in --wide), nothing where it does not: never an empty line
+    header = "NAME  ALIASES  INPUTS  PARAMS (defaults)"
+    assert lines[:-1] == ([header] if width is None or width >= len(header) else []), lines
+
+
+def test_losses_filter_that_matches_nothing(lossd):  # type: ignore[no-untyped-def]
+    wide = _ok(lossd("losses", "--filter", "no-such-loss-zzz", "--wide"))
+    assert wide.splitlines()[-1] == "0 losses; [name] marks an optional input", wide
+    proc = lossd("losses", "--filter", "no-such-loss-zzz", env=tool_env(COLUMNS="100"))
+    assert _ok(proc) == wide and proc.stderr == "", proc.stderr  # no traceback; as --wide prints it
+    assert json.loads(_ok(lossd("losses", "--filter", "no-such-loss-zzz", "--json"))) == []
 
 
 def test_losses_json_round_trips_to_loss_info(lossd, served_process):  # type: ignore[no-untyped-def]
@@ -340,13 +409,32 @@ def test_client_settings_that_only_variables_reached_have_flags(served_process):
 @pytest.mark.parametrize("env, message", [
     ({"LOSSD_TLS": "maybe"}, "LOSSD_TLS='maybe': not a boolean; use 1/0, true/false, yes/no or on/off"),
     ({"LOSSD_TIMEOUT": "soon"}, "LOSSD_TIMEOUT='soon'"),
-    ({"LOSSD_MAX_ATTEMPTS": "0"}, "max_attempts: must be >= 1"),
+    # out of range: the variable is named too, as a value that does not parse names it
+    ({"LOSSD_MAX_ATTEMPTS": "0"}, "max_attempts (LOSSD_MAX_ATTEMPTS): must be >= 1 (1 turns retries off), got 0"),
+    ({"LOSSD_KEEPALIVE_S": "0"}, "keepalive_s (LOSSD_KEEPALIVE_S): must be > 0"),
+    ({"LOSSD_MAX_MESSAGE_BYTES": "0"}, "max_message_bytes (LOSSD_MAX_MESSAGE_BYTES): must be from 1 to 2147483647"),
+    ({"LOSSD_TIMEOUT": "-1"}, "timeout (LOSSD_TIMEOUT): must be > 0 seconds"),
 ])
 def test_bad_setting_is_one_line_and_exit_2(env, message):  # type: ignore[no-untyped-def]
     proc = run_tool([*_script(), "health"], env=tool_env(**env))
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("lossd: error: ") and message in proc.stderr, proc.stderr
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-attempts", "0", "argument --max-attempts: '0': must be >= 1 (1 turns retries off)"),
+    ("--keepalive", "0", "argument --keepalive: '0': must be > 0 and <= 2147483.647 seconds"),
+    ("--max-message-bytes", "0", "argument --max-message-bytes: '0': must be from 1 to 2147483647"),
+    ("--timeout", "-1", "argument --timeout: '-1': must be > 0 seconds"),
+])
+def test_out_of_range_flag_names_the_flag(flag: str, value: str, message: str) -> None:
+    """The SDK's range, refused as argparse refuses a flag that does not parse: naming the flag, not
+    the SDK's keyword; before the command or after it."""
+    for argv in ([flag, value, "health"], ["health", flag, value]):
+        proc = run_tool([*_script(), "--target", "127.0.0.1:1", *argv])
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr, proc.stderr
 
 
 def _buffered_env() -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import re
 
 import grpc
 import pytest
@@ -102,7 +103,8 @@ def test_no_deadline_and_per_call_deadlines() -> None:
     ({"keepalive_s": -1}, {}, "keepalive_s: must be > 0"),
     # beyond gRPC's C ints: a traceback (OverflowError) from grpc's channel arguments before
     ({"keepalive_s": 1e10}, {}, "keepalive_s: must be > 0 and <= 2147483.647 seconds"),
-    ({}, {"LOSSD_MAX_MESSAGE_BYTES": "3000000000"}, "max_message_bytes: must be from 1 to 2147483647"),
+    ({}, {"LOSSD_MAX_MESSAGE_BYTES": "3000000000"},
+     "max_message_bytes (LOSSD_MAX_MESSAGE_BYTES): must be from 1 to 2147483647"),
     ({"max_message_bytes": 0}, {}, "max_message_bytes: must be from 1 to 2147483647"),
     ({"tls": False, "ca_file": "ca.pem"}, {}, "tls=False contradicts"),
     ({"target": ["a:1", "b:2"]}, {}, "several addresses must be IP:port literals"),
@@ -110,8 +112,29 @@ def test_no_deadline_and_per_call_deadlines() -> None:
     ({"target": []}, {}, "no address"),
 ])
 def test_bad_settings_name_the_setting(kwargs: dict[str, object], env: dict[str, str], message: str) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         ClientConfig.from_env(environ=env, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("setting", "value", "variable", "text", "rule"), [
+    ("max_attempts", 0, "LOSSD_MAX_ATTEMPTS", "0", "must be >= 1 (1 turns retries off), got 0"),
+    ("timeout", -1, "LOSSD_TIMEOUT", "-1", "must be > 0 seconds (inf for no deadline), got -1"),
+    ("timeout", math.nan, "LOSSD_TIMEOUT", "nan", "must be > 0 seconds (inf for no deadline), got nan"),
+    ("keepalive_s", 0, "LOSSD_KEEPALIVE_S", "0", "must be > 0 and <= 2147483.647 seconds"),
+    ("max_message_bytes", 0, "LOSSD_MAX_MESSAGE_BYTES", "0", "must be from 1 to 2147483647 (gRPC's largest), got 0"),
+])
+def test_out_of_range_names_where_the_value_came_from(setting: str, value: object, variable: str, text: str,
+                                                      rule: str) -> None:
+    """One rule per setting; an argument's error names the argument, a variable's the variable too
+    (as a value that does not parse, or a file that cannot be read, does)."""
+    with pytest.raises(ValueError) as from_argument:
+        ClientConfig.from_env(environ={}, **{setting: value})  # type: ignore[arg-type]
+    assert str(from_argument.value).startswith(f"{setting}: {rule}"), from_argument.value
+    with pytest.raises(ValueError) as from_variable:
+        ClientConfig.from_env(environ={variable: text})
+    assert str(from_variable.value).startswith(f"{setting} ({variable}): {rule}"), from_variable.value
+    # the argument wins over a bad variable: nothing is refused
+    assert ClientConfig.from_env(environ={variable: text}, **{setting: 2}) is not None  # type: ignore[arg-type]
 
 
 def test_targets() -> None:
