@@ -15,11 +15,11 @@ Round trips per forward + backward:
 
 * a scalar loss (``reduction`` ``mean``/``sum``, composite objectives,
   regularization): **one** call when ``grad_output`` is 1 (``loss.backward()``).
-  Otherwise (``(loss / accum_steps).backward()``) a single loss makes **one more**
-  call that sends ``grad_output``, so that the gradients are torch's own to the
-  bit (the forward's gradients times ``grad_output`` round differently); an
-  objective's gradients (the server takes no ``grad_output`` for one) are
-  multiplied by it.
+  Otherwise (``(loss / accum_steps).backward()``, ``(0.5 * objective).backward()``)
+  backward makes **one more** call that sends ``grad_output``, so that the
+  server backpropagates it through the loss (an objective: through each weighted
+  term and penalty) as torch's own backward does, and the gradients are torch's
+  own to the bit (the forward's gradients times ``grad_output`` round differently).
 * a non-scalar loss (``reduction='none'``): the forward call returns the loss
   (and gradients for an all-ones ``grad_output``); backward reuses them when
   ``grad_output`` is all ones (``loss.sum().backward()``), else makes **one
@@ -60,12 +60,6 @@ class _Call:
         self.request = lossd_pb2.EvaluateLossRequest()
         self.result: EvaluateResult | None = None
 
-    @property
-    def objective(self) -> bool:
-        """Terms, parameters or regularization: the server's reply is for ``grad_output`` 1 only."""
-        r = self.request
-        return bool(r.terms or r.parameters or r.HasField("regularization"))
-
     def evaluate(self, grad_output: torch.Tensor | None = None) -> EvaluateResult:
         request = self.request
         if grad_output is not None:
@@ -76,7 +70,7 @@ class _Call:
 
 
 class _RemoteLossFunction(torch.autograd.Function):
-    """Autograd node: forward calls the server, backward scales (or asks for) the gradients."""
+    """Autograd node: forward calls the server, backward reuses (or asks again for) the gradients."""
 
     @staticmethod
     def forward(ctx: Any, call: _Call, *tensors: torch.Tensor) -> torch.Tensor:
@@ -94,11 +88,8 @@ class _RemoteLossFunction(torch.autograd.Function):
         call: _Call = ctx.call
         result = call.result
         assert result is not None
-        scale: torch.Tensor | None = None
-        ones = bool((grad_output == 1).all())  # then the forward's gradients (for ones) are the answer
-        if result.value is not None and not ones and call.objective:  # the server takes no grad_output for one
-            scale = grad_output
-        elif not ones:  # a single loss: the server applies grad_output as torch's own backward does
+        if not bool((grad_output == 1).all()):  # ones: the forward's gradients are the answer
+            # A loss or an objective alike: the server applies grad_output as torch's own backward does.
             result = call.evaluate(grad_output.detach().cpu())
         found = [result.grads.get(n) for n in call.input_names]
         found += [result.parameter_grads.get(n) for n in call.parameter_names]
@@ -107,8 +98,7 @@ class _RemoteLossFunction(torch.autograd.Function):
             if not needed or g is None:
                 grads.append(None)
             else:  # back where the input lives (the server's replies are CPU tensors)
-                g = g.to(device=device, dtype=dtype)
-                grads.append(g if scale is None else g * scale.to(device))
+                grads.append(g.to(device=device, dtype=dtype))
         return tuple(grads)
 
 

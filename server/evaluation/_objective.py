@@ -163,6 +163,7 @@ def evaluate_objective(
     strict: bool = False,
     *,
     plain: bool = False,
+    grad_output: torch.Tensor | None = None,
 ) -> Evaluation:
     """Evaluate a weighted sum of scalar losses plus L1/L2 penalties, with gradients.
 
@@ -177,6 +178,12 @@ def evaluate_objective(
     the request sent ``terms`` — even one — so refusals name ``terms[i].…`` and ``parts``
     holds every term's own (unweighted) value.
 
+    ``grad_output``: the upstream gradient of the objective, a 0-d floating-point tensor (shape
+    ``[]``, as ``torch.autograd.grad`` takes for a scalar output; anything else is refused naming
+    ``grad_output``); the gradients are then ``torch.autograd.grad(objective, leaves, grad_output)``,
+    torch's own backward of ``grad_output * objective`` to the bit. ``None`` is 1. The objective's
+    value is unchanged.
+
     >>> from lossd.server.losses import REGISTRY
     >>> x = {"input": torch.tensor([1.0, 3.0]), "target": torch.zeros(2)}
     >>> evaluate_objective(REGISTRY, [Term("mse_loss", 2.0)], x).parts
@@ -187,7 +194,8 @@ def evaluate_objective(
     if plain and len(terms) != 1:
         raise ValueError(f"a plain request is one loss, not {len(terms)} terms")
     with capture() as seen, strictness(strict):
-        result = _evaluate_objective(registry, terms, inputs, parameters, regularization, grad_inputs, device, plain)
+        result = _evaluate_objective(registry, terms, inputs, parameters, regularization, grad_inputs, device, plain,
+                                     grad_output)
     result.warnings = seen
     return result
 
@@ -201,6 +209,7 @@ def _evaluate_objective(
     grad_inputs: Sequence[str],
     device: torch.device | None,
     plain: bool,
+    grad_output: torch.Tensor | None = None,
 ) -> Evaluation:
     parameters = dict(parameters or {})
     reg = regularization or Regularization()
@@ -242,6 +251,7 @@ def _evaluate_objective(
     leaves = {s: place(t).detach().requires_grad_(True) for s, t in inputs.items() if s in wanted}
     tensors = {s: leaves.get(s, place(t)) for s, t in inputs.items()}
     param_leaves = {n: place(t).detach().requires_grad_(True) for n, t in parameters.items()}
+    _check_grad_output(grad_output)  # before the forward: its work would be thrown away
 
     start = time.perf_counter()
     parts: dict[str, float] = {}
@@ -283,13 +293,33 @@ def _evaluate_objective(
     grads: dict[str, torch.Tensor] = {}
     parameter_grads: dict[str, torch.Tensor] = {}
     if targets:
-        found = call_backward(loss_name, objective, targets)
+        upstream = None if grad_output is None else grad_output.to(device=objective.device, dtype=objective.dtype)
+        found = call_backward(loss_name, objective, targets, upstream)
         for k, (name, g) in enumerate(zip([*leaves, *param_leaves], found)):
             into = grads if k < len(leaves) else parameter_grads
             into[name] = g
     backward_s = time.perf_counter() - start
     return Evaluation(specs[0], objective.detach(), grads, forward_s, backward_s, parts, parameter_grads, covered,
                       loss_name)
+
+
+def _check_grad_output(grad_output: torch.Tensor | None) -> None:
+    """Refuse an upstream gradient that ``torch.autograd.grad`` would not take for a real scalar objective:
+    one of another shape than ``[]`` (one element of shape ``[1]`` too, as torch refuses it), or not of a
+    floating-point dtype. Non-finite values were refused with the request's other tensors.
+
+    >>> _check_grad_output(torch.tensor([0.5, 2.0]))
+    Traceback (most recent call last):
+    ...
+    lossd._wire.FieldError: grad_output: has shape [2]; an objective is a scalar (shape [])
+    """
+    if grad_output is None:
+        return
+    if grad_output.dim() != 0:
+        raise FieldError("grad_output", f"has shape {list(grad_output.shape)}; an objective is a scalar (shape [])")
+    if not grad_output.is_floating_point():
+        raise FieldError("grad_output", f"must have a floating-point dtype (an objective is real), got "
+                                        f"{str(grad_output.dtype).removeprefix('torch.')}")
 
 
 def _term_reads(i: int, term: Term, spec: LossSpec, inputs: Mapping[str, torch.Tensor]

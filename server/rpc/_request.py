@@ -118,8 +118,6 @@ def handle_evaluate_bytes(
     decoded = decode_request(registry, request, limits, payloads, caps_checked)
     encoding = reply_encoding(request, decoded.encodings)
     if decoded.objective:
-        if decoded.grad_output is not None:
-            raise FieldError("grad_output", "is only for a single non-scalar loss; objectives are scalar")
         if request.terms:
             terms = [
                 Term(
@@ -137,7 +135,8 @@ def handle_evaluate_bytes(
         r = request.regularization
         reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
         result = evaluate_objective(registry, terms, decoded.inputs, decoded.parameters, reg,
-                                    list(request.grad_inputs), device, request.strict, plain=not request.terms)
+                                    list(request.grad_inputs), device, request.strict, plain=not request.terms,
+                                    grad_output=decoded.grad_output)
     else:
         with capture_warnings() as seen, strictness(request.strict):
             binding, bound = bind(registry, request.loss, decoded.inputs,

@@ -189,3 +189,97 @@ def test_terms_with_their_own_inputs_and_transforms_over_grpc(client):
     (g,) = torch.autograd.grad(dice + focal, x)
     assert r.value == pytest.approx((dice + focal).item(), rel=1e-12)
     torch.testing.assert_close(r.grads["input"], g)
+
+
+def _objective_request(dtype: torch.dtype = torch.float32) -> tuple[list[dict], dict[str, torch.Tensor], dict]:
+    """Weighted terms plus L1 and L2 over a model's parameters (the default rule covers the weights)."""
+    model = _model().to(dtype)
+    terms = [{"loss": "mse", "weight": 0.3}, {"loss": "smooth_l1_loss", "weight": 0.7, "params": {"beta": 0.5}}]
+    return terms, {n: p.detach() for n, p in model.named_parameters()}, {"l1": 1e-3, "l2": 0.37}
+
+
+def _local_objective(x: torch.Tensor, y: torch.Tensor, params: dict[str, torch.Tensor]
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The objective as the server computes it, and its parts: weight * loss per term, then l1, then l2, summed
+    tensor by tensor over the covered parameters in the order of their names."""
+    covered = [params[n] for n in sorted(params) if n.endswith("weight")]
+    mse, smooth = F.mse_loss(x, y), F.smooth_l1_loss(x, y, beta=0.5)
+    data = 0.3 * mse + 0.7 * smooth
+    l1 = 1e-3 * sum(p.abs().sum() for p in covered)
+    l2 = 0.5 * 0.37 * sum(p.pow(2).sum() for p in covered)
+    parts = {"mse_loss": mse, "smooth_l1_loss": smooth, "loss": data, "l1": l1, "l2": l2}
+    return data + l1 + l2, {k: v.item() for k, v in parts.items()}
+
+
+@pytest.mark.parametrize("grad_output", [None, 1.0, 3.0, 1 / 3, -0.1])
+def test_an_objective_takes_grad_output_as_torchs_backward_does(client, grad_output):
+    """``grad_output`` (shape []) is backpropagated through each weighted term and penalty, as
+    ``torch.autograd.grad(objective, leaves, grad_output)`` does: the gradients are torch's to the bit (the server
+    refused it, and the SDK multiplied the gradients for 1 by it, which rounds differently). The value and the parts
+    stay the objective's; without grad_output the reply is as before: the gradients of the objective itself."""
+    terms, params, reg = _objective_request()
+    x, y = X.float(), Y.float()
+    sent = {} if grad_output is None else {"grad_output": torch.tensor(grad_output)}
+    r = client.evaluate(terms, x, y, parameters=params, regularization=reg, **sent)
+    xl = x.clone().requires_grad_()
+    local = {n: p.clone().requires_grad_() for n, p in params.items()}
+    objective, parts = _local_objective(xl, y, local)
+    upstream = None if grad_output is None else torch.tensor(grad_output)
+    # materialize_grads: zeros for the parameters the penalties do not cover (the biases), as the server sends
+    gx, *gp = torch.autograd.grad(objective, [xl, *local.values()], upstream, materialize_grads=True)
+    assert (r.value, r.parts) == (objective.item(), parts)
+    assert torch.equal(torch.as_tensor(r.grads["y_pred"]), gx)
+    for name, g in zip(local, gp):
+        assert torch.equal(torch.as_tensor(r.parameter_grads[name]), g), name
+    if grad_output in (None, 1.0):  # an explicit 1 is no grad_output
+        other = client.evaluate(terms, x, y, parameters=params, regularization=reg,
+                                **({} if grad_output else {"grad_output": torch.tensor(1.0)}))
+        assert (other.value, other.parts) == (r.value, r.parts)
+        assert all(torch.equal(torch.as_tensor(other.grads[n]), torch.as_tensor(r.grads[n])) for n in r.grads)
+        assert all(torch.equal(torch.as_tensor(other.parameter_grads[n]), torch.as_tensor(r.parameter_grads[n]))
+                   for n in r.parameter_grads)
+
+
+def test_an_objectives_grad_output_of_another_dtype_is_cast_as_torch_casts_it(client):
+    """A float32 grad_output for a float64 objective: torch's backward casts it to the objective's dtype."""
+    terms, params, reg = _objective_request(torch.float64)
+    go = torch.tensor(0.3, dtype=torch.float32)
+    r = client.evaluate(terms, X, Y, parameters=params, regularization=reg, grad_output=go)
+    xl = X.clone().requires_grad_()
+    local = {n: p.clone().requires_grad_() for n, p in params.items()}
+    gx, *gp = torch.autograd.grad(_local_objective(xl, Y, local)[0], [xl, *local.values()], go,
+                                  materialize_grads=True)
+    assert torch.equal(torch.as_tensor(r.grads["y_pred"]), gx)
+    assert all(torch.equal(torch.as_tensor(r.parameter_grads[n]), g) for n, g in zip(local, gp))
+
+
+@pytest.mark.parametrize("objective", ["terms", "regularized"])
+@pytest.mark.parametrize(("grad_output", "message"), [
+    (torch.tensor([0.5, 2.0]), "grad_output: has shape [2]; an objective is a scalar (shape [])"),
+    (torch.tensor([3.0]), "grad_output: has shape [1]; an objective is a scalar (shape [])"),  # as torch refuses
+    (torch.ones(2, 3), "grad_output: has shape [2, 3]; an objective is a scalar (shape [])"),
+    (torch.tensor(3), "grad_output: must have a floating-point dtype (an objective is real), got int64"),
+    (torch.tensor(True), "grad_output: must have a floating-point dtype (an objective is real), got bool"),
+    (torch.tensor(1 + 0j), "grad_output: must have a floating-point dtype (an objective is real), got complex64"),
+    (torch.tensor(float("nan")), "grad_output: contains NaN at flat index 0 (the first non-finite value)"),
+    (torch.tensor(float("-inf")), "grad_output: contains -Inf at flat index 0 (the first non-finite value)"),
+])
+def test_an_objectives_grad_output_is_refused_naming_it(client, objective, grad_output, message):
+    terms, params, reg = _objective_request(torch.float64)
+    loss = terms if objective == "terms" else "mse"
+    with pytest.raises(InvalidArgument) as err:
+        client.evaluate(loss, X, Y, parameters=params, regularization=reg, grad_output=grad_output)
+    assert err.value.field == "grad_output" and err.value.message.startswith(message), err.value.message
+
+
+def test_an_objectives_non_finite_grad_output_is_computed_when_allowed(client):
+    """With allow_non_finite, a NaN grad_output gives what torch gives: NaN gradients, the value unchanged."""
+    terms, params, reg = _objective_request(torch.float64)
+    r = client.evaluate(terms, X, Y, parameters=params, regularization=reg, grad_output=torch.tensor(float("nan")),
+                        allow_non_finite=True)
+    local = {n: p.clone() for n, p in params.items()}
+    assert r.value == _local_objective(X, Y, local)[0].item()
+    assert torch.isnan(torch.as_tensor(r.grads["y_pred"])).all()
+    for n in params:  # the uncovered biases get zeros, as before
+        g = torch.as_tensor(r.parameter_grads[n])
+        assert bool(torch.isnan(g).all() if n.endswith("weight") else (g == 0).all()), n

@@ -276,3 +276,45 @@ def test_a_remote_loss_and_a_model_holding_one_copy_pickle_and_save(server_addre
         assert again(x, y).item() == expected
         again.client.close()
     criterion.client.close()
+
+
+@pytest.mark.parametrize("upstream", ["0.5 *", "* tensor(3.0)", "/ 3"])
+def test_a_scaled_objective_gets_torchs_own_gradients_bit_for_bit(counting: CountingClient, upstream: str) -> None:
+    """``(0.5 * objective).backward()``: the objective (weighted terms, L1 and L2 over a model's parameters) asks
+    the server again with that grad_output, which backpropagates it through each weighted term and penalty as
+    torch's own backward does. The client used to multiply the forward's gradients by it, which rounded
+    differently: with ``* tensor(3.0)``, 17 of 40 input, 7 of 15 weight and 2 of 3 bias gradient elements; with
+    ``/ 3``, 6, 7 and 2 (a power of two like 0.5 scales exactly either way)."""
+    terms = [{"loss": "mse", "weight": 0.3}, {"loss": "smooth_l1_loss", "weight": 0.7, "params": {"beta": 0.5}}]
+    l1, l2 = 1e-3, 0.37
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(8, 5, generator=g)
+    t = torch.randn(8, 3, generator=g)
+    torch.manual_seed(12)
+    remote, local = nn.Linear(5, 3), nn.Linear(5, 3)
+    local.load_state_dict(remote.state_dict())
+    xr, xl = x.clone().requires_grad_(), x.clone().requires_grad_()
+
+    def scaled(objective: torch.Tensor) -> torch.Tensor:
+        if upstream == "0.5 *":
+            return 0.5 * objective
+        return objective * torch.tensor(3.0) if upstream == "* tensor(3.0)" else objective / 3
+
+    criterion = RemoteLoss(terms, client=counting, parameters=remote, regularization={"l1": l1, "l2": l2})
+    out = criterion(remote(xr), t)
+    scaled(out).backward()
+    # The same objective as the server computes it: weight * loss per term, then the penalties over the
+    # covered parameters (the weight: the default rule skips biases), l1 first.
+    pred = local(xl)
+    data = 0.3 * F.mse_loss(pred, t) + 0.7 * F.smooth_l1_loss(pred, t, beta=0.5)
+    covered = [local.weight]
+    expected = data + l1 * sum(p.abs().sum() for p in covered) + 0.5 * l2 * sum(p.pow(2).sum() for p in covered)
+    scaled(expected).backward()
+    assert out.item() == expected.item()  # the reply's value is still the objective's
+    assert torch.equal(xr.grad, xl.grad), f"{int((xr.grad != xl.grad).sum())} of {xr.grad.numel()} differ"
+    for (name, p), (_, q) in zip(remote.named_parameters(), local.named_parameters()):
+        assert torch.equal(p.grad, q.grad), f"{name}: {int((p.grad != q.grad).sum())} of {p.numel()} differ"
+    assert counting.calls == 2  # the forward, and one more with grad_output
+    # grad_output 1 still reuses the forward's gradients: no second call.
+    criterion(remote(xr), t).backward()
+    assert counting.calls == 3

@@ -113,6 +113,10 @@ export declare type EvaluateLossRequest = Message<"lossd.v1.EvaluateLossRequest"
    * Upstream gradient for the backward pass, shaped like the loss. Needed
    * only for a non-scalar loss (reduction "none"): the returned grads are
    * then the vector-Jacobian product. Default: ones shaped like the loss.
+   * A scalar loss takes one of shape [], and so does a composite or
+   * regularized objective (`terms`, `parameters` or `regularization` set;
+   * floating-point): its grads are torch's backward of grad_output through
+   * each weighted term and penalty, bit for bit. `value` stays the loss's.
    *
    * @generated from field: lossd.v1.Tensor grad_output = 5;
    */
