@@ -61,6 +61,9 @@ def save_checkpoint_bytes(path: Path, data: bytes) -> None:
 
 def _replace(path: Path, write: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # The folder is made at start (``<data-dir>/checkpoints``); made again here when it was removed since
+    # (a clean-up while the server runs): else every later job failed on its first checkpoint.
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(tmp, "wb") as f:
             write(f)

@@ -60,6 +60,8 @@ from ..._settings import SettingError, flag_name
 from ..._wire import FieldError, reply_encoding
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
+from .._logging import JsonFormatter
+from ..evaluation import capture_warnings
 from ..losses import Registry
 from ..rpc import decode_tensor, encode_tensor
 from ._checkpoint import CHECKPOINT_MESSAGE, DISK_FULL, disk_full, remove_checkpoint, save_checkpoint_bytes
@@ -149,6 +151,14 @@ def _mp_context() -> multiprocessing.context.ForkServerContext | multiprocessing
         ctx.set_forkserver_preload(["lossd.server.training._worker"])
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def _log_settings() -> tuple[str, int]:
+    """The log format and level a worker follows: this process's, as ``configure_logging`` set its root logger
+    (``--log-format``, ``--log-level``); plain where no handler formats JSON."""
+    root = logging.getLogger()
+    json_lines = any(isinstance(handler.formatter, JsonFormatter) for handler in root.handlers)
+    return ("json" if json_lines else "plain"), root.getEffectiveLevel()
 
 
 @dataclass
@@ -270,6 +280,7 @@ class JobManager:
         self._sweep_checkpoints()
         with self._lock:
             self._schedule()
+        self._count_states()  # the jobs this data directory (or the shared store) holds, before any event
 
     def _sweep_checkpoints(self) -> None:
         """Delete checkpoints (and temp files) of jobs that ended or are unknown: a server stopped
@@ -340,7 +351,8 @@ class JobManager:
             raise FieldError("nodes", f"is {plan.nodes}: a job on several machines needs a server started with "
                             "--rdzv-endpoint HOST:PORT (the rendezvous the other machines join)",
                             "FAILED_PRECONDITION")
-        check_loss_accepts_model(plan)
+        with capture_warnings():  # torch's warnings on this trial run (kl_div's reduction='mean') are not
+            check_loss_accepts_model(plan)  # written raw to stderr: the job's worker logs them as it runs
         with self._lock:
             waiting = self.store.count_waiting()
             if len(self._running) >= self.config.max_jobs and waiting >= self.config.max_queued_jobs:
@@ -470,7 +482,8 @@ class JobManager:
             process = self._ctx.Process(
                 target=worker_main, name=f"lossd-job-{row.job_id}", daemon=True,
                 args=(row.job_id, row.spec, checkpoint, self.config.plugins, control_r,
-                      events_w, self.config.rdzv_endpoint, self.store.shares_checkpoints, job.scratch),
+                      events_w, self.config.rdzv_endpoint, self.store.shares_checkpoints, job.scratch,
+                      _log_settings()),
             )
             process.start()
         except Exception as e:  # e.g. the OS refused a process
@@ -683,6 +696,7 @@ class JobManager:
                     if n := self.store.delete_ended_before(time.time() - self.config.retention_s):
                         log.info("deleted %d jobs that ended over %.0f s ago (--job-retention)", n,
                                  self.config.retention_s)
+                        self._count_states()
 
     def _tick(self) -> None:
         with self._lock:
@@ -865,8 +879,14 @@ class JobManager:
                 _metrics.add_job_steps(event.step - previous)
             self._steps_seen[job_id] = event.step
         if event.kind == STATE:
-            with contextlib.suppress(StoreUnavailable):  # the event is stored: a lost count must not retry it
-                _metrics.set_jobs_by_state(self.store.count_by_state())
+            self._count_states()
+
+    def _count_states(self) -> None:
+        """Set ``lossd_jobs`` from the store: after recovery at start, a state change (a waiting job's cancel
+        too, which the store writes), a deletion (DeleteJob, ``--job-retention``). A store that does not answer
+        leaves it as it was: what changed is stored, and a lost count must not retry it."""
+        with contextlib.suppress(StoreUnavailable):
+            _metrics.set_jobs_by_state(self.store.count_by_state())
 
     def _wake(self, job_id: str) -> None:
         loop = self._loop
@@ -1061,6 +1081,7 @@ class JobManager:
             if outcome == "cancelled":
                 remove_checkpoint(self._checkpoint(job_id))
                 self._wake(job_id)
+                self._count_states()  # the store wrote its CANCELLED event (not through _record)
             return None, outcome
 
     @staticmethod
@@ -1081,6 +1102,7 @@ class JobManager:
             state = training_pb2.JobState.Name((await self.job(job_id)).state)[10:]
             raise FieldError("job_id", f"job {job_id} is {state}: only ended jobs (SUCCEEDED, FAILED, CANCELLED) "
                             "can be deleted; cancel it first", "FAILED_PRECONDITION")
+        await self._io(self._count_states)
         return deleted
 
     @property

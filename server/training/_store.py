@@ -261,6 +261,32 @@ def newer_schema(found: int, where: str) -> StoreError:
                       "it was written by a newer lossd; run that version (or newer)")
 
 
+#: SQLite's error names (``sqlite3.Error.sqlite_errorname``, Python 3.11+) of a file that may be a sound store
+#: that this process cannot use now: opening, permissions, locks, I/O, a full disk.
+_ACCESS_ERRORS = ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY", "SQLITE_BUSY", "SQLITE_LOCKED",
+                  "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_AUTH")
+
+
+def unusable_sqlite(path: Path, error: sqlite3.Error) -> StoreError:
+    """The refusal to start on a ``jobs.sqlite3`` that SQLite refuses: one line naming ``--data-dir``, the file
+    and SQLite's message (the server exits 2, as for any data directory it cannot use).
+
+    >>> error = unusable_sqlite(Path("/srv/lossd/jobs.sqlite3"), sqlite3.DatabaseError("file is not a database"))
+    >>> print(str(error).replace(": /", ":\\n/").replace("; ", ";\\n"))
+    --data-dir /srv/lossd (env LOSSD_DATA_DIR):
+    /srv/lossd/jobs.sqlite3 is not a lossd job store or is damaged (SQLite: file is not a database);
+    move it aside to start with an empty store
+    """
+    where = f"--data-dir {path.parent} (env LOSSD_DATA_DIR)"
+    name = getattr(error, "sqlite_errorname", "") or ""
+    if isinstance(error, sqlite3.OperationalError) and (name.startswith(_ACCESS_ERRORS) or not name):
+        return StoreError(f"{where}: cannot use {path} as the job store (SQLite: {error}); it must be a file this "
+                          "user can read and write, in a folder with free space; or move it aside to start with "
+                          "an empty store")
+    return StoreError(f"{where}: {path} is not a lossd job store or is damaged (SQLite: {error}); move it aside "
+                      "to start with an empty store")
+
+
 def already_stored(event: training_pb2.JobEvent, job_id: str, last_seq: int, updated: float,
                    stored: Callable[[], bytes]) -> bool:
     """Whether the job's last stored event (``stored()``, numbered ``last_seq``) is ``event`` itself: a write
@@ -315,13 +341,22 @@ class SQLiteJobStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
-            self._migrate()
-            self._db.execute("UPDATE jobs SET owner = '', lease_until = 0 WHERE owner != ''")
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        except sqlite3.Error as e:  # a folder where the file should be, a file this user cannot open
+            raise unusable_sqlite(path, e) from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            with self._lock:
+                self._migrate()
+                self._db.execute("UPDATE jobs SET owner = '', lease_until = 0 WHERE owner != ''")
+        except BaseException as e:
+            self._db.close()
+            if isinstance(e, sqlite3.Error):  # not a database, a damaged one, another program's tables
+                raise unusable_sqlite(path, e) from None
+            raise
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

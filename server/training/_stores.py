@@ -29,7 +29,8 @@ def open_store(url: str, data_dir: Path, *, max_checkpoint_bytes: int = 0, timeo
 
     ``timeout_s`` bounds every wait on the database (connecting, an unanswered packet). Raises
     :class:`StoreError` for a URL of another kind, a missing driver, an unreachable database (its
-    message names the URL with the password masked) or a schema newer than this lossd.
+    message names the URL with the password masked), a ``jobs.sqlite3`` SQLite cannot open or read (not a
+    database, damaged, a folder) or a schema newer than this lossd.
     """
     if not url:
         return SQLiteJobStore(data_dir / "jobs.sqlite3")

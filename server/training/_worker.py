@@ -16,6 +16,12 @@ elsewhere) with two one-way pipes:
   lease on the job holds until ``time.monotonic()`` reaches ``t``; a
   one-process job takes no step past it until the next such message).
 
+The worker logs as the server does (``--log-level``, ``--log-format``: the
+server passes them): its records, Python's and torch's warnings
+(``logging.captureWarnings``) and the traceback of an internal error are lines
+in the server's format on the stderr they share, so that with
+``--log-format json`` every line is still one JSON object.
+
 The worker dies with the server: end-of-file on the control pipe (the server
 is gone, even after ``kill -9``) ends the process at once, and on Linux the
 kernel also kills it when its parent dies (``PR_SET_PDEATHSIG``). Nothing is
@@ -24,10 +30,10 @@ lost by that: the job resumes from its last checkpoint at the next start.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
-import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -36,6 +42,7 @@ import torch._dynamo  # noqa: F401  (torch.optim imports it on the first step: ~
 
 from ..._wire import FieldError
 from ...v1 import training_pb2
+from .._logging import configure_logging
 from ..losses import REGISTRY
 from ..losses._plugins import load_plugin_setting
 from ._checkpoint import DISK_FULL, checkpoint_message, disk_full
@@ -44,6 +51,8 @@ from ._engine import Control, follows_checkpoint, run_job, spec_digest
 from ._spec import TrainingLimits, plan_job
 
 __all__ = ["worker_main"]
+
+log = logging.getLogger("lossd.server.training")
 
 #: Threads per job: one keeps CPU kernels deterministic and leaves cores to other jobs and the server.
 JOB_THREADS = 1
@@ -80,10 +89,17 @@ def worker_main(
     rdzv_endpoint: str = "",
     share_checkpoints: bool = False,
     scratch: str | None = None,
+    log_settings: tuple[str, int] | None = None,
 ) -> None:
     """Run job ``job_id`` (its spec as serialized ``TrainJobRequest`` bytes) and report through ``events_conn``.
     Temporary files (a data-parallel job's rendezvous file and rank logs) go in ``scratch``, a folder the
-    server deletes when this process ends, however it ends (the system's temporary folder when ``None``)."""
+    server deletes when this process ends, however it ends (the system's temporary folder when ``None``).
+    ``log_settings``: the server's log format and level (``("json", logging.INFO)``), which this process's
+    logging and warnings follow (``None``: left as they are)."""
+    if log_settings is not None:
+        log_format, level = log_settings
+        configure_logging("NOTSET", log_format).setLevel(level)  # the level as a number: any the server has
+        logging.captureWarnings(True)  # torch's warnings (kl_div's reduction='mean') as log records
     _die_with_parent()
     torch.set_num_threads(JOB_THREADS)
     control, done, planning = Control(), threading.Event(), threading.Event()
@@ -122,7 +138,7 @@ def worker_main(
         send(_failed(job_id, str(e)))
     except OSError as e:
         if not disk_full(e):
-            traceback.print_exc()
+            log.exception("job %s: internal error in the training worker", job_id)
             send(_failed(job_id, f"internal error in the training worker ({type(e).__name__}); see the server log"))
         else:  # the server holds the job until space returns, then it resumes from its last checkpoint
             send(training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
@@ -130,7 +146,7 @@ def worker_main(
                                        "the job resumes from its last checkpoint once space is freed"
                                        ).SerializeToString())
     except Exception as e:
-        traceback.print_exc()
+        log.exception("job %s: internal error in the training worker", job_id)
         send(_failed(job_id, f"internal error in the training worker ({type(e).__name__}); see the server log"))
     finally:
         done.set()
