@@ -37,7 +37,7 @@ from .._settings import SettingError, env_name, flag_name
 from ..v1 import lossd_pb2, training_pb2
 from ._config import ServerConfig, build_parser, config_from_args
 from ._connections import connection_options
-from ._logging import configure_logging, emit, guard_grpc_logger
+from ._logging import JsonFormatter, configure_logging, emit, guard_grpc_logger
 from ._openmp import OPENMP_SETTINGS, openmp_policy
 from ._security import ConfigError, Security, describe
 from .evaluation import resolve_device
@@ -92,7 +92,8 @@ class LossdServer:
         """Shut down gracefully within ``grace_s`` seconds; True when every call in flight had ended
         by itself (none was cancelled by the deadline).
 
-        In order: new calls refused ``UNAVAILABLE`` (the drain gate), health ``NOT_SERVING``
+        In order: new calls refused ``UNAVAILABLE`` (the drain gate), open EvaluateLossStreams read no
+        more items (each ends ``UNAVAILABLE`` once those it read are answered), health ``NOT_SERVING``
         (``HealthServicer.enter_graceful_shutdown``); running training jobs checkpoint and stop,
         INTERRUPTED (resumed at the next start), which ends their TrainJob/WatchJob streams; calls
         in flight finish; the server stops (what still runs at the deadline is cancelled); the
@@ -104,6 +105,8 @@ class LossdServer:
             return max(0.0, deadline - time.monotonic())
 
         self.gate.close()
+        if self.loss_service is not None:  # open EvaluateLossStreams end once their items are answered
+            self.loss_service.end_streams()
         await self.health.enter_graceful_shutdown()
         await self.jobs.close(left())
         idle = await self.gate.wait_idle(left())
@@ -135,10 +138,11 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
     argument (measured: ``so_reuseport`` 0 then 1 is 0), so these win: the bench's ``processes``
     prototype sets ``grpc.so_reuseport`` there, deliberately (docs/performance.md)."""
     security = config.security()  # first: a server that may not start should not load anything
-    if config.port:  # a busy address: one line and exit 2, before anything loads (gRPC would log its own errors)
-        reason = _why_not_bindable(config.host, config.port, probe=True)
-        if reason:
-            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {reason}")
+    # A busy address, or a host it cannot bind (port 0 too: any port of a host it can bind will do): one line
+    # and exit 2, before anything loads (gRPC would log its own errors)
+    reason = _why_not_bindable(config.host, config.port, probe=True)
+    if reason:
+        raise ConfigError(f"cannot listen on {config.host}:{config.port}: {reason}")
     missing = missing_plugins(config.plugins)
     if missing:  # named by the operator: a typo must not start a server without its losses
         raise ConfigError(f"{flag_name('plugins')} {config.plugins!r} (env {env_name('plugins')}): "
@@ -170,6 +174,47 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
                                       observability=observability.interceptor if observability else None)
     server = grpc.aio.server(options=options, interceptors=interceptors)
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lossd-eval")
+    taken = _Taken(server, executor, observability)
+    try:
+        return await _assemble(config, registry, security, observability, gate, limiter, taken)
+    except BaseException:  # a start refused (a port, the metrics port, a data directory in use...) or interrupted
+        await taken.give_back()
+        raise
+
+
+@dataclass
+class _Taken:
+    """What :func:`create_server` has taken so far, given back when the start is refused after all."""
+
+    server: grpc.aio.Server
+    executor: ThreadPoolExecutor
+    observability: Observability | None
+    bound: bool = False  # the gRPC port
+    jobs: JobManager | None = None
+
+    async def give_back(self) -> None:
+        """The job manager, the bound port, the evaluation threads, the metrics endpoint: each whatever
+        became of the others."""
+        if self.jobs is not None:
+            try:
+                await self.jobs.close()
+            except Exception:  # the refusal is what the caller hears; this is for the log
+                log.exception("closing the job manager of a refused start failed")
+        try:
+            if self.bound:  # gRPC closes a bound listener only when a started server stops (stop() alone keeps it)
+                await self.server.start()
+            await self.server.stop(None)
+        except Exception:
+            log.exception("stopping the gRPC server of a refused start failed")
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.observability is not None:
+            self.observability.close()  # the metrics endpoint: its port and thread
+
+
+async def _assemble(config: ServerConfig, registry: Registry, security: Security, observability: Observability | None,
+                    gate: DrainGate, limiter: ConcurrencyLimiter, taken: _Taken) -> LossdServer:
+    """The rest of :func:`create_server`, on the server and the thread pool it made (``taken``)."""
+    server, executor = taken.server, taken.executor
     device = _device(config.device)
     service = LossService(registry, executor, device, config.tensor_limits(),
                           max_message_bytes=config.max_message_bytes, batch_limits=config.batch_limits(),
@@ -200,17 +245,16 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
     except RuntimeError:  # grpc: "Failed to bind to address ..."
         port = 0
     if port == 0:
-        executor.shutdown(wait=False)
         raise ConfigError(f"cannot listen on {address}: {_why_not_bindable(config.host, config.port)}")
+    taken.bound = True
     if observability is not None:  # the metrics endpoint, if any: before training, which resumes jobs
         try:
             observability.start(config.host)
         except OSError as e:  # its port in use: one line and exit 2, as a busy gRPC port
-            await server.stop(None)  # gives the gRPC port back
-            executor.shutdown(wait=False)
             raise ConfigError(str(e)) from None
     # Training: the job store under data_dir, unfinished jobs resumed, workers outside the serving path.
     jobs = await add_training_service(server, config.training(), registry, executor)
+    taken.jobs = jobs
     loop = asyncio.get_running_loop()
     trouble: set[str] = set()  # why TrainingService is NOT_SERVING: "store" unreachable, "disk" full
 
@@ -256,8 +300,9 @@ def _why_not_bindable(host: str, port: int, probe: bool = False) -> str:
     ['the address is already in use (another lossd server, or another program, listens there)',
      'choose another --port (LOSSD_PORT) or stop that process']
     """
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # gRPC's "[::1]" is "::1"
     try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(name or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as e:
         return f"cannot resolve the host {host!r} ({e.strerror or e})"
     for family, kind, proto, _, sockaddr in infos:
@@ -295,27 +340,40 @@ async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
     """Serve until SIGTERM or SIGINT, then drain (:meth:`LossdServer.drain`) for at most ``grace_s``
     seconds; True when every call in flight had ended by itself by then."""
     server = await create_server(config, registry)
-    freeze_startup_heap()
-    await server.start()
-    log.info("lossd %s serving %d losses on %s:%d (device %s)", __version__, len(registry), config.host,
-             server.port, server.device)
-    log.info("security: %s", describe(server.security))
-    _log_openmp_policy()
-    emit(f"lossd {__version__} listening on {config.host}:{server.port}")
-    if server.observability is not None and server.observability.metrics_port is not None:
-        emit(f"lossd metrics on http://{config.host}:{server.observability.metrics_port}/metrics")
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    try:  # a Ctrl-C before the signal handlers are in place cancels this task: what was built is closed
+        freeze_startup_heap()
+        await server.start()
+        log.info("lossd %s serving %d losses on %s:%d (device %s)", __version__, len(registry), config.host,
+                 server.port, server.device)
+        log.info("security: %s", describe(server.security))
+        _log_openmp_policy()
+        emit(f"lossd {__version__} listening on {config.host}:{server.port}")
+        if server.observability is not None and server.observability.metrics_port is not None:
+            emit(f"lossd metrics on http://{config.host}:{server.observability.metrics_port}/metrics")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    except BaseException:
+        await server.close()
+        raise
     await stop.wait()
     log.info("shutting down: draining for up to %.1fs", config.grace_s)
     clean = await server.drain(config.grace_s)
     if not clean:
         log.warning("calls still running after the %.1fs grace period were cancelled", config.grace_s)
+    await _settle(STRAGGLER_S)
     emit("lossd stopped")
     return clean
+
+
+async def _settle(timeout: float) -> None:
+    """Let the tasks still running (the handlers of calls the server has just cancelled, ending) finish, for
+    at most ``timeout`` seconds: ``asyncio.run`` would cancel them as it returns, and gRPC prints a traceback
+    for each handler cancelled that way."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=timeout)
 
 
 def _log_openmp_policy() -> None:
@@ -332,9 +390,12 @@ def _log_openmp_policy() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lossd serve`` and ``python -m lossd.server``."""
+    log_format = "plain"  # of the one line of a refusal: JSON once --log-format json is read
     try:
         # Every setting has a flag but the token, which comes from LOSSD_TOKEN only (arguments show in `ps`).
-        config = config_from_args(build_parser().parse_args(argv))
+        args = build_parser().parse_args(argv)
+        log_format = getattr(args, "log_format", log_format)
+        config = config_from_args(args)
         if config.malloc_tuning:
             tune_malloc()  # before the server's threads start allocating
         # A thread parsing a large request (server/interceptors/_large_requests.py) holds the GIL for up to
@@ -345,9 +406,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingError, StoreError) as e:  # a LOSSD_* variable that does not parse; ConfigError, SecurityError,
         # a busy address, a data directory in use; StoreError: the job store is unreachable, or newer than
         # this lossd (its URL's password masked)
-        sys.stderr.write(f"lossd serve: error: {e}\n")  # one write, as emit() writes its lines
-        sys.stderr.flush()
+        _say(f"lossd serve: error: {e}", log_format, logging.ERROR)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before serve() installed its signal handlers: what it built is closed
+        _say("lossd serve: interrupted (SIGINT) while starting; stopped", log_format, logging.WARNING)
+        code = 130
+    else:
+        code = 0
     # The drain closed what the server owns (jobs, store, listener, metrics). Exit now: calls
     # cancelled at the end of the grace period may leave evaluations on threads that nothing can
     # interrupt, and the interpreter's and libtorch's teardown takes seconds on a loaded machine;
@@ -355,4 +420,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
+
+
+def _say(message: str, log_format: str, level: int) -> None:
+    """One line on stderr, in one write (as emit() writes its lines): as is, or JSON with ``--log-format json``."""
+    if log_format == "json":
+        message = JsonFormatter().format(logging.LogRecord("lossd.server", level, __file__, 0, message, None, None))
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()

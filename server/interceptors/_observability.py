@@ -347,15 +347,31 @@ def _raised(error: BaseException) -> str | None:
 
 
 def _status(context: Any, raised: str | None) -> str:
-    """The call's final status code name (``raised``: :func:`_raised` of what ended it, if anything did)."""
+    """The call's final status code name (``raised``: :func:`_raised` of what ended it, if anything did).
+    A call cancelled once its deadline had passed is ``DEADLINE_EXCEEDED``, as its client sees it (and as
+    go-grpc-prometheus counts it); gRPC cancels the handler either way."""
     code = context.code()
     if code is not None:
         return _code_name(code)
-    if raised is not None:
+    if raised is not None and raised != "CANCELLED":
         return raised
-    if context.cancelled():
-        return "CANCELLED"
-    return "OK"
+    if raised is None and not context.cancelled():
+        return "OK"
+    # cancelled (its handler was: context.cancelled() is still False when this runs)
+    return "DEADLINE_EXCEEDED" if _past_deadline(context) else "CANCELLED"
+
+
+#: A call cancelled with at most this long left of its deadline was cancelled by it: the client cancels the call
+#: (RST_STREAM) when its own copy of the deadline passes, which may reach the server a few milliseconds before
+#: the server's copy (measured: 1 call in 20 on one machine, 2 ms early).
+DEADLINE_SLACK_S = 0.1
+
+
+def _past_deadline(context: Any) -> bool:
+    """Whether the call had a deadline and it has passed, give or take :data:`DEADLINE_SLACK_S`
+    (``time_remaining()``: ``None`` without one)."""
+    left = context.time_remaining()
+    return left is not None and left <= DEADLINE_SLACK_S
 
 
 class Observability:

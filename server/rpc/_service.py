@@ -44,12 +44,17 @@ from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
 
 __all__ = [
-    "INLINE_MAX_BYTES", "INLINE_MAX_ENTRIES", "LossService", "OneRequest", "Received", "ReceivedRequest",
-    "add_loss_service", "describe_loss", "only_request",
+    "INLINE_MAX_BYTES", "INLINE_MAX_ENTRIES", "STREAM_DRAINING_MESSAGE", "LossService", "OneRequest", "Received",
+    "ReceivedRequest", "add_loss_service", "describe_loss", "only_request",
 ]
 
 log = logging.getLogger("lossd.server")
 _T = TypeVar("_T")
+
+#: How an EvaluateLossStream open when the server drains ends (UNAVAILABLE), once the items it had read are answered.
+STREAM_DRAINING_MESSAGE = ("the server is shutting down and reads no more items on this stream; those without a "
+                           "reply were not evaluated: send them on a new stream, to another server or after it "
+                           "restarts (health reports NOT_SERVING)")
 
 #: Requests with at most this many tensor bytes are evaluated on the event loop: for a small
 #: evaluation the hop to a worker thread costs more CPU than the evaluation (docs/performance.md).
@@ -156,6 +161,10 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self.slow_losses: set[str] = {s.name for s in registry if not s.inline}
         self._loop_calls: dict[str, int] = {}  # per loss: calls on the loop so far (up to SLOW_WARMUP) ...
         self._slow_streak: dict[str, int] = {}  # ... and how many of the latest in a row were slow
+        #: EvaluateLossStream: set by :meth:`end_streams` (the server drains); the readers of open streams
+        #: that wait for their next item now (cancelled by it: their streams end once their items are answered).
+        self._streams_ending = False
+        self._idle_readers: set[asyncio.Task[bool]] = set()
 
     async def ListLosses(
         self, request: lossd_pb2.ListLossesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -302,7 +311,9 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         stream goes on. What a stream holds is bounded (:class:`_ByteBudget`): each item's
         request bytes until its reply is computed, then the reply's until it is sent, so a client
         that reads slowly stops the reader instead of piling up replies (a few KB of request can
-        ask for megabytes of reply: ``reduction='none'`` over broadcast shapes)."""
+        ask for megabytes of reply: ``reduction='none'`` over broadcast shapes). Once the server drains
+        (:meth:`end_streams`) it reads no more items: those read are answered, then the call ends
+        ``UNAVAILABLE``."""
         loop = asyncio.get_running_loop()
         in_flight: asyncio.Queue[_StreamReply | asyncio.Future[_StreamReply] | None] = asyncio.Queue(
             self._stream_window)
@@ -315,9 +326,22 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
             if not future.cancelled() and future.exception() is None:
                 budget.charge(_reply_bytes(future.result()))
 
-        async def read() -> None:
+        async def read() -> bool:  # True: it stopped reading because the server drains
+            items, me = request_iterator.__aiter__(), asyncio.current_task()
+            assert me is not None
             try:
-                async for item in request_iterator:
+                while not self._streams_ending:
+                    self._idle_readers.add(me)
+                    try:
+                        item = await items.__anext__()
+                    except StopAsyncIteration:
+                        return False
+                    except asyncio.CancelledError:
+                        if not self._streams_ending:
+                            raise
+                        break  # cancelled by end_streams while it waited: no item was taken
+                    finally:
+                        self._idle_readers.discard(me)
                     if self._inline(item.request, item.size if isinstance(item, Received) else None):
                         await budget.acquire(0)  # while the replies held fill the window
                         reply = self._on_loop(item.request.loss, self._stream_reply, item)
@@ -330,6 +354,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                         future = loop.run_in_executor(self._executor, self._stream_reply, item)
                         future.add_done_callback(functools.partial(computed, size))
                         await in_flight.put(future)
+                return True
             finally:
                 if not in_flight.full():  # when full, the sender sees the reader done once it drains
                     in_flight.put_nowait(None)
@@ -345,7 +370,9 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                 reply = await entry if isinstance(entry, asyncio.Future) else entry
                 yield reply
                 budget.release(_reply_bytes(reply))
-            await reader  # a failed read (say, a malformed message) ends the call with its error
+            # A failed read (say, a malformed message) ends the call with its error; one the drain stopped, so.
+            if await reader:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, STREAM_DRAINING_MESSAGE)
         finally:
             reader.cancel()
             # A call that ends early (cancelled, past its deadline, failed) leaves no work behind:
@@ -354,6 +381,14 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                 entry = in_flight.get_nowait()
                 if isinstance(entry, asyncio.Future):
                     entry.cancel()
+
+    def end_streams(self) -> None:
+        """The server drains: every EvaluateLossStream open now or later stops reading items and, once
+        those it has read are answered, ends ``UNAVAILABLE`` (:data:`STREAM_DRAINING_MESSAGE`), so that an
+        idle stream does not hold the drain for its whole grace period."""
+        self._streams_ending = True
+        for reader in list(self._idle_readers):
+            reader.cancel()
 
     def _stream_reply(self, item: lossd_pb2.EvaluateLossStreamRequest | Received) -> _StreamReply:
         """One stream item's reply (on the thread pool): its response, or its error; a response

@@ -21,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lossd.v1 import lossd_pb2, lossd_pb2_grpc, training_pb2, training_pb2_grpc
+from support.gated_loss import LossGate
 from support.servers import ServedProcess
 
 #: Distinctive values that must never reach the log.
@@ -321,3 +322,62 @@ def test_ambiguous_loss_names_are_counted_and_logged_as_unknown(tmp_path: Path) 
     assert (access["amb-unary-1"]["loss"], access["amb-unary-1"]["status"]) == ("unknown", "NOT_FOUND")
     assert access["amb-unary-2"]["loss"] == "unknown"
     assert (access["amb-stream-3"]["loss"], access["amb-stream-3"]["items"]) == ("mse_loss,unknown,l1_loss", 5)
+
+
+def test_a_training_workers_lines_are_json_too(tmp_path: Path) -> None:
+    """A job whose loss makes torch warn (kl_div's reduction='mean'), with ``--log-format json``: the warning,
+    raised in the job's worker process (and in the server's trial run of the loss at submission), was written
+    as Python's two plain lines; it is now a JSON line from the worker (logger ``py.warnings``)."""
+    from support.training import request, small_spec
+
+    spec = request(small_spec(loss={"name": "kl_div", "params": {"reduction": "mean"}}, epochs=1))
+    with ServedProcess.start(tmp_path, "--log-format", "json", "--plugins", "none",
+                             "--data-dir", str(tmp_path / "data")) as proc:
+        with grpc.insecure_channel(proc.address) as channel:
+            events = [r.event for r in training_pb2_grpc.TrainingServiceStub(channel).TrainJob(spec, timeout=120)]
+        assert events[-1].state == training_pb2.JOB_STATE_SUCCEEDED, events[-1].message
+        proc.proc.terminate()
+        assert proc.proc.wait(30) == 0
+    records = [json.loads(line) for line in "".join(proc.log).splitlines() if line.strip()]  # raises on plain text
+    warned = [r for r in records if r["logger"] == "py.warnings"]
+    assert len(warned) == 1 and warned[0]["level"] == "WARNING", warned
+    assert "UserWarning: reduction: 'mean' divides the total loss" in warned[0]["message"]
+
+
+def test_calls_past_their_deadline_are_counted_and_logged_as_deadline_exceeded(tmp_path: Path) -> None:
+    """An EvaluateLoss and an EvaluateLossStream that outlast their deadline (their evaluation waits at a gate):
+    the client has DEADLINE_EXCEEDED, and so do ``grpc_server_handled_total``, ``lossd_evaluations_total`` and
+    the access line (they said CANCELLED: gRPC cancels the handler either way; go-grpc-prometheus counts
+    DEADLINE_EXCEEDED). A call its client cancels stays CANCELLED (tests/unit/test_observability.py)."""
+    gate = LossGate(tmp_path)
+    with ServedProcess.start(tmp_path, "--metrics-port", "0", "--log-format", "json", "--workers", "4",
+                             env=gate.env) as proc:
+        url = _metrics_url(proc)
+        try:
+            with grpc.insecure_channel(proc.address) as channel:
+                loss = lossd_pb2_grpc.LossServiceStub(channel)
+                with pytest.raises(grpc.RpcError) as unary:
+                    loss.EvaluateLoss(gate.request(), metadata=_metadata("late-unary-1"), timeout=1.0)
+                item = lossd_pb2.EvaluateLossStreamRequest(id="a", request=gate.request())
+                with pytest.raises(grpc.RpcError) as stream:
+                    list(loss.EvaluateLossStream(iter([item]), metadata=_metadata("late-stream-2"), timeout=1.0))
+            assert unary.value.code() == stream.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            deadline = time.monotonic() + 10  # a call is recorded as its handler ends
+            while True:
+                s = _samples(urllib.request.urlopen(url, timeout=10).read().decode())
+                both = [_value(s, "grpc_server_handled_total", **m, grpc_code="DEADLINE_EXCEEDED")
+                        for m in (EVALUATE, STREAM)]
+                if both == [1, 1] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        finally:
+            gate.open()
+    assert both == [1, 1], (both, "".join(proc.log))
+    for method in (EVALUATE, STREAM):
+        assert _value(s, "grpc_server_handled_total", **method, grpc_code="CANCELLED") == 0
+    assert _value(s, "lossd_evaluations_total", loss="gated_mse_loss", code="DEADLINE_EXCEEDED") == 1
+    assert _value(s, "lossd_evaluations_total", loss="gated_mse_loss", code="CANCELLED") == 0
+    records = [json.loads(line) for line in "".join(proc.log).splitlines() if line.strip()]
+    access = {r["request_id"]: r for r in records if r.get("logger") == "lossd.access"}
+    assert access["late-unary-1"]["status"] == "DEADLINE_EXCEEDED", access["late-unary-1"]
+    assert access["late-stream-2"]["status"] == "DEADLINE_EXCEEDED", access["late-stream-2"]

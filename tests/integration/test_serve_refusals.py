@@ -1,13 +1,18 @@
 """``lossd serve`` refuses to start on a busy address or a data directory in use: exit status 2 and
-one line saying why (no traceback); and a running server does not share its port (SO_REUSEPORT off)."""
+one line saying why (no traceback; JSON with ``--log-format json``), having given back what it had taken;
+and a running server does not share its port (SO_REUSEPORT off)."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +21,8 @@ from support.servers import ServedProcess
 pytestmark = pytest.mark.slow
 
 
-def _serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LOSSD_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
+def _serve(tmp_path: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LOSSD_DEVICE": "cpu", "PYTHONUNBUFFERED": "1", **env_vars}
     return subprocess.run([sys.executable, "-m", "lossd.server", "--plugins", "none", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -109,3 +114,207 @@ def test_a_busy_metrics_port_exits_2_with_one_line(tmp_path: Path) -> None:
     assert lines[0].startswith(f"lossd serve: error: could not serve metrics on 127.0.0.1:{port} (--metrics-port)")
     # refused before the job store opened: it would have resumed (and then interrupted) the jobs waiting there
     assert not (tmp_path / "data" / "jobs.sqlite3").exists()
+
+
+def _damaged_stores(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Data directories whose ``jobs.sqlite3`` SQLite refuses, with the start of what the refusal says of it."""
+    from lossd.server.training._store import SQLiteJobStore
+
+    garbage, truncated, folder = (tmp_path / name for name in ("garbage", "truncated", "folder"))
+    garbage.mkdir()
+    (garbage / "jobs.sqlite3").write_bytes(os.urandom(8192))
+    truncated.mkdir()
+    store = SQLiteJobStore(truncated / "jobs.sqlite3")  # a real store, cut short (a copy that stopped midway)
+    store.create_job("0123456789ab", "cut", b"", epochs=1, total_steps=1, encoding="values")
+    store.close()
+    whole = (truncated / "jobs.sqlite3").read_bytes()
+    (truncated / "jobs.sqlite3").write_bytes(whole[:12000])
+    (folder / "jobs.sqlite3").mkdir(parents=True)
+    return {
+        "file is not a database": (garbage, "is not a lossd job store or is damaged"),
+        "database disk image is malformed": (truncated, "is not a lossd job store or is damaged"),
+        "unable to open database file": (folder, "cannot use"),
+    }
+
+
+def test_a_damaged_job_store_exits_2_with_one_line(tmp_path: Path) -> None:
+    """A ``jobs.sqlite3`` that is not a database, a truncated one, a folder in its place: one line naming
+    --data-dir, the file and SQLite's message, exit 2 (was a 35-line traceback, exit 1). Side by side."""
+    cases = _damaged_stores(tmp_path)
+    started = {sqlite: subprocess.Popen(
+        [sys.executable, "-m", "lossd.server", "--plugins", "none", "--port", "0", "--data-dir", str(data)],
+        cwd=tmp_path, env={**os.environ, "LOSSD_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for sqlite, (data, _) in cases.items()}
+    try:
+        for sqlite, proc in started.items():
+            data, says = cases[sqlite]
+            out = proc.communicate(timeout=120)[0]
+            lines = out.strip().splitlines()
+            assert (proc.returncode, len(lines)) == (2, 1), (sqlite, out)
+            assert "Traceback" not in out
+            assert lines[0].startswith(f"lossd serve: error: --data-dir {data} (env LOSSD_DATA_DIR): "), lines
+            assert says in lines[0] and str(data / "jobs.sqlite3") in lines[0], lines
+            assert f"(SQLite: {sqlite})" in lines[0] and lines[0].endswith("move it aside to start with an empty "
+                                                                           "store"), lines
+    finally:
+        for proc in started.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return int(s.getsockname()[1])
+
+
+def test_a_refused_create_server_gives_back_its_port_metrics_endpoint_and_threads(tmp_path: Path) -> None:
+    """A start refused after the gRPC port is bound and the metrics endpoint serves (here: a data directory
+    in use, found when training is added) gives all of it back before it raises: the metrics endpoint
+    answered on, and its thread, the bound port and the evaluation threads outlived the refusal."""
+    import asyncio
+    import threading
+
+    from lossd._settings import SettingError
+    from lossd.server import ServerConfig, create_server
+
+    data = str(tmp_path / "data")
+
+    def config(**kw: Any) -> ServerConfig:
+        return ServerConfig(host="127.0.0.1", device="cpu", plugins="none", data_dir=data, **kw)
+
+    async def refused_start() -> tuple[int, int, set[int]]:
+        first = await create_server(config(port=0))  # holds the data directory
+        try:
+            before = {t.ident for t in threading.enumerate()}
+            port, metrics_port = _free_port(), _free_port()
+            with pytest.raises(SettingError, match="is in use by another lossd server"):
+                await create_server(config(port=port, metrics_port=metrics_port))
+            return port, metrics_port, before
+        finally:
+            await first.close()
+
+    port, metrics_port, before = asyncio.run(refused_start())
+
+    def left() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+
+    deadline = time.monotonic() + 10  # the evaluation threads end once they see the pool shut down
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left(), f"threads the refused start left running: {left()}"
+    for taken in (port, metrics_port):
+        with socket.socket() as probe:  # bound as gRPC and the metrics endpoint bind: no SO_REUSEPORT
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", taken))  # OSError (in use) when the refusal kept it
+
+
+def test_with_json_logs_a_refusal_is_one_json_line(tmp_path: Path) -> None:
+    """``--log-format json``: the refusal's one line is JSON too (it was plain text among JSON lines)."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        refused = _serve(tmp_path, "--port", str(port), "--log-format", "json", "--data-dir", str(tmp_path / "d"))
+    assert refused.returncode == 2, refused
+    assert refused.stdout == "", refused
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    record = json.loads(lines[0])
+    assert record["level"] == "ERROR" and record["logger"] == "lossd.server", record
+    assert record["message"].startswith(f"lossd serve: error: cannot listen on 127.0.0.1:{port}: the address is "
+                                        "already in use"), record
+
+
+def test_a_host_it_cannot_bind_is_refused_in_one_line_with_port_0_too(tmp_path: Path) -> None:
+    """``--port 0`` on an address this machine does not have (TEST-NET-3): lossd's one line, before gRPC
+    tries and prints its own (``E… add_port.cc … Failed to add port``): the bind probe skipped port 0."""
+    refused = _serve(tmp_path, "--host", "203.0.113.7", "--port", "0", "--data-dir", str(tmp_path / "d"),
+                     "--log-level", "error",  # not the warning about a token over plaintext
+                     LOSSD_TOKEN="a-token-for-a-host-beyond-loopback")
+    lines = (refused.stdout + refused.stderr).strip().splitlines()
+    assert refused.returncode == 2, refused
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("lossd serve: error: cannot listen on 203.0.113.7:0: "), lines
+    assert not (tmp_path / "d").exists()  # refused before anything was made
+
+
+def test_a_bracketed_ipv6_host_with_port_0_serves(tmp_path: Path) -> None:
+    """gRPC's ``[::1]`` form of a host passes the bind probe (which port 0 now goes through too)."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.create_server(("::1", 0), family=socket.AF_INET6):
+            pass
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with ServedProcess.start(tmp_path, "--host", "[::1]", "--plugins", "none",
+                             "--data-dir", str(tmp_path / "d")) as served:
+        assert served.address.startswith("[::1]:"), served.address
+
+
+#: A plugin whose import holds the start (``<gate>/loading``, then waits for ``<gate>/go``): a moment inside
+#: ``main`` (logging configured, the event loop running) before the signal handlers are in place.
+_START_GATE_PLUGIN = '''
+import os, time
+from pathlib import Path
+
+import torch
+
+from lossd.server.losses import Input, register_loss
+
+_gate = Path(os.environ["LOSSD_TEST_START_GATE"])
+(_gate / "loading").touch()
+_deadline = time.monotonic() + 60
+while not (_gate / "go").exists() and time.monotonic() < _deadline:
+    time.sleep(0.005)
+
+
+@register_loss("start_gate_mse_loss", inputs=(Input("input", "prediction", differentiable=True, doc="p"),
+                                               Input("target", "target", doc="t")),
+               description="mse_loss", example=lambda dt: {"input": torch.ones(2, dtype=dt),
+                                                           "target": torch.zeros(2, dtype=dt)})
+def start_gate_mse_loss(input, target):
+    return torch.nn.functional.mse_loss(input, target)
+'''
+
+
+def test_ctrl_c_while_starting_exits_130_with_one_line(tmp_path: Path) -> None:
+    """SIGINT before the server has installed its signal handlers (here: while a plugin loads) stops the start
+    with one line (JSON with ``--log-format json``) and exit status 130; it was a KeyboardInterrupt traceback."""
+    started = {}
+    for fmt in ("plain", "json"):
+        root = tmp_path / fmt
+        gate, site = root / "gate", root / "site"
+        gate.mkdir(parents=True)
+        dist = site / "lossd_start_gate-1.0.0.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lossd-start-gate\nVersion: 1.0.0\n")
+        (dist / "entry_points.txt").write_text("[lossd.losses]\nstart_gate = lossd_start_gate\n")
+        (site / "lossd_start_gate.py").write_text(_START_GATE_PLUGIN)
+        env = {**os.environ, "LOSSD_DEVICE": "cpu", "PYTHONUNBUFFERED": "1", "LOSSD_TEST_START_GATE": str(gate),
+               "PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)}
+        started[fmt] = gate, subprocess.Popen(
+            [sys.executable, "-m", "lossd.server", "--port", "0", "--plugins", "start_gate", "--log-format", fmt,
+             "--log-level", "warning", "--data-dir", str(root / "data")],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for gate, proc in started.values():
+            deadline = time.monotonic() + 120
+            while not (gate / "loading").exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert (gate / "loading").exists(), proc.communicate(timeout=30)
+            proc.send_signal(signal.SIGINT)
+            (gate / "go").touch()
+        for fmt, (_, proc) in started.items():
+            out, err = proc.communicate(timeout=120)
+            lines = (out + err).strip().splitlines()
+            assert proc.returncode == 130, (fmt, proc.returncode, out, err)
+            assert "Traceback" not in out + err, (fmt, out, err)
+            assert len(lines) == 1, (fmt, lines)
+            said = json.loads(lines[0])["message"] if fmt == "json" else lines[0]
+            assert said.startswith("lossd serve: interrupted"), (fmt, lines)
+            assert "listening on" not in out
+    finally:
+        for _, proc in started.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -8,6 +8,8 @@ next start: tests/integration/test_training_durability.py.)
 
 from __future__ import annotations
 
+import json
+import queue
 import signal
 import threading
 import time
@@ -19,7 +21,7 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lossd.v1 import lossd_pb2_grpc, training_pb2_grpc
+from lossd.v1 import lossd_pb2, lossd_pb2_grpc, training_pb2_grpc
 from support.gated_loss import LossGate
 from support.procstat import alive, wait_for
 from support.servers import ServedProcess
@@ -123,6 +125,9 @@ def test_sigterm_cancels_what_outlasts_the_grace_period_and_still_exits_in_time(
         channel.close()
     assert exited - sent <= grace + 1, f"exited {exited - sent:.2f}s after SIGTERM"
     assert any("were cancelled" in line for line in served.log), "".join(served.log)
+    # the cancelled call's handler ends before serve() returns: asyncio.run cancelled it, and gRPC printed a
+    # traceback of its own (asyncio.CancelledError, after "lossd stopped")
+    assert "Traceback" not in "".join(served.log), "".join(served.log)
 
 
 def test_sigterm_while_a_worker_plans_holds_the_grace_period(tmp_path: Path) -> None:
@@ -171,4 +176,89 @@ def test_an_idle_reflection_stream_does_not_hold_the_drain(tmp_path: Path) -> No
                 next(stream)
         finally:
             done.set()
+    assert not any("were cancelled" in line for line in served.log), "".join(served.log)
+
+
+def _small_item(item_id: str) -> lossd_pb2.EvaluateLossStreamRequest:
+    def tensor(values: list[float]) -> lossd_pb2.Tensor:
+        return lossd_pb2.Tensor(dtype="float32", shape=[len(values)], values=values)
+
+    return lossd_pb2.EvaluateLossStreamRequest(id=item_id, request=lossd_pb2.EvaluateLossRequest(
+        loss="mse_loss", inputs={"input": tensor([1.0, 2.0]), "target": tensor([0.0, 0.0])}))
+
+
+def _held_open(first: list[lossd_pb2.EvaluateLossStreamRequest],
+               more: queue.Queue[lossd_pb2.EvaluateLossStreamRequest | None],
+               ) -> Iterator[lossd_pb2.EvaluateLossStreamRequest]:
+    """``first``, then what the test puts in ``more``, the stream left open (idle) until it puts ``None``."""
+    yield from first
+    while (item := more.get()) is not None:
+        yield item
+
+
+@pytest.mark.parametrize("attempt", range(3))  # the traceback at the exit came 4 times in 5
+def test_an_idle_evaluate_loss_stream_ends_unavailable_and_does_not_hold_the_drain(tmp_path: Path,
+                                                                                    attempt: int) -> None:
+    """An EvaluateLossStream open and idle, its items answered, at SIGTERM: it ends ``UNAVAILABLE`` saying the
+    server is shutting down, and the process exits 0 at once. It held the drain for the whole grace period,
+    was then cancelled, and gRPC often printed a traceback for it after "lossd stopped" (a plain-text
+    ``asyncio.CancelledError`` among the JSON lines: asyncio.run cancelled its task as serve() returned)."""
+    grace = 8.0
+    more: queue.Queue[lossd_pb2.EvaluateLossStreamRequest | None] = queue.Queue()
+    with ServedProcess.start(tmp_path, "--grace", str(grace), "--log-format", "json", "--plugins", "none") as served, \
+            grpc.insecure_channel(served.address) as channel:
+        stream = lossd_pb2_grpc.LossServiceStub(channel).EvaluateLossStream(
+            _held_open([_small_item("1")], more), timeout=60)
+        try:
+            assert next(stream).id == "1"  # answered; the stream stays open, idle
+            sent = time.monotonic()
+            served.proc.send_signal(signal.SIGTERM)
+            code = served.proc.wait(grace + 5)
+            exited = time.monotonic()
+            with pytest.raises(grpc.RpcError) as ended:
+                next(stream)
+        finally:
+            more.put(None)
+    assert code == 0
+    assert exited - sent < grace / 2, f"exited {exited - sent:.2f}s after SIGTERM: the drain waited for the stream"
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+    assert "shutting down" in (ended.value.details() or ""), ended.value.details()
+    out = "".join(served.log)
+    assert "Traceback" not in out, out
+    for line in out.splitlines():
+        json.loads(line)  # every line, to the last, is JSON
+    assert any("lossd stopped" in line for line in served.log), out
+    assert not any("were cancelled" in line for line in served.log), out
+
+
+def test_an_evaluate_loss_stream_answers_its_items_in_flight_before_it_ends(tmp_path: Path) -> None:
+    """SIGTERM while a stream's item computes (it waits at its gate): the stream is not ended under it; once the
+    item is answered the stream ends ``UNAVAILABLE``, and the process exits 0 without waiting for the grace."""
+    gate = LossGate(tmp_path)
+    more: queue.Queue[lossd_pb2.EvaluateLossStreamRequest | None] = queue.Queue()
+    gated = lossd_pb2.EvaluateLossStreamRequest(id="2", request=gate.request())
+    with ServedProcess.start(tmp_path, "--grace", str(GRACE_S), env=gate.env) as served, \
+            grpc.insecure_channel(served.address) as channel:
+        stream = lossd_pb2_grpc.LossServiceStub(channel).EvaluateLossStream(
+            _held_open([_small_item("1"), gated], more), timeout=60)
+        try:
+            assert next(stream).id == "1"
+            assert gate.wait_entered(30), "the gated item did not start"
+            sent = time.monotonic()
+            served.proc.send_signal(signal.SIGTERM)
+            assert wait_for(lambda: _check(served.address) == NOT_SERVING, 5), "health still SERVING after SIGTERM"
+            assert alive(served.proc.pid), "the drain did not wait for the item in flight"
+            gate.open()
+            reply = next(stream)  # the item in flight is answered...
+            with pytest.raises(grpc.RpcError) as ended:  # ...then the stream ends
+                next(stream)
+            code = served.proc.wait(GRACE_S + 1)
+            exited = time.monotonic()
+        finally:
+            more.put(None)
+    assert reply.id == "2" and reply.response.value == _torch_value(), reply
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+    assert "shutting down" in (ended.value.details() or ""), ended.value.details()
+    assert code == 0
+    assert exited - sent < GRACE_S, f"exited {exited - sent:.2f}s after SIGTERM (grace {GRACE_S}s)"
     assert not any("were cancelled" in line for line in served.log), "".join(served.log)

@@ -197,6 +197,7 @@ async def _served_statuses() -> tuple[str, dict[str, grpc.StatusCode]]:
         "Raise": grpc.unary_unary_rpc_method_handler(_raise, _identity, _identity),
         "Abort": grpc.unary_unary_rpc_method_handler(_abort, _identity, _identity),
         "Slow": grpc.unary_unary_rpc_method_handler(_slow, _identity, _identity),
+        "Late": grpc.unary_unary_rpc_method_handler(_slow, _identity, _identity),
         "Echo": grpc.unary_stream_rpc_method_handler(_echo_stream, _identity, _identity),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.T", handlers),))
@@ -213,6 +214,10 @@ async def _served_statuses() -> tuple[str, dict[str, grpc.StatusCode]]:
             call = channel.unary_unary("/test.T/Slow")(b"x", timeout=10)
             await asyncio.sleep(0.2)
             call.cancel()
+            try:  # past its deadline: the client has DEADLINE_EXCEEDED, and so must the metrics
+                await channel.unary_unary("/test.T/Late")(b"x", timeout=0.3)
+            except grpc.aio.AioRpcError as e:
+                codes["Late"] = e.code()
             replies = [r async for r in channel.unary_stream("/test.T/Echo")(b"abc", timeout=10)]
             assert replies == [b"abc"] * 3
         await asyncio.sleep(0.3)  # done callbacks
@@ -224,7 +229,8 @@ async def _served_statuses() -> tuple[str, dict[str, grpc.StatusCode]]:
 
 def test_interceptor_status_codes() -> None:
     text, codes = asyncio.run(_served_statuses())
-    assert codes == {"Raise": grpc.StatusCode.UNKNOWN, "Abort": grpc.StatusCode.INVALID_ARGUMENT}
+    assert codes == {"Raise": grpc.StatusCode.UNKNOWN, "Abort": grpc.StatusCode.INVALID_ARGUMENT,
+                     "Late": grpc.StatusCode.DEADLINE_EXCEEDED}
 
     def handled(method: str, kind: str, code: str) -> str:
         return (f'grpc_server_handled_total{{grpc_code="{code}",grpc_method="{method}",'
@@ -232,7 +238,8 @@ def test_interceptor_status_codes() -> None:
 
     assert handled("Raise", "unary", "UNKNOWN") in text
     assert handled("Abort", "unary", "INVALID_ARGUMENT") in text
-    assert handled("Slow", "unary", "CANCELLED") in text
+    assert handled("Slow", "unary", "CANCELLED") in text  # cancelled by its client
+    assert handled("Late", "unary", "DEADLINE_EXCEEDED") in text  # was CANCELLED
     assert handled("Echo", "server_stream", "OK") in text
     assert ('grpc_server_msg_sent_total{grpc_method="Echo",grpc_service="test.T",'
             'grpc_type="server_stream"} 3.0') in text
@@ -327,3 +334,24 @@ def test_stream_replies_are_counted_under_their_own_items_loss() -> None:
     assert 'lossd_evaluations_total{code="OK",loss="l1_loss"} 1.0' in text
     assert 'lossd_evaluations_total{code="NOT_FOUND",loss="unknown"} 3.0' in text
     assert 'code="NOT_FOUND",loss="l1_loss"' not in text and 'code="OK",loss="unknown"' not in text
+
+
+def test_a_call_cancelled_at_its_deadline_is_deadline_exceeded() -> None:
+    """A handler cancelled once its deadline has passed (or within ``DEADLINE_SLACK_S`` of it: the client's
+    cancel, sent as its own copy of the deadline passes, can arrive just before the server's) ended with
+    DEADLINE_EXCEEDED, as the client sees it; cancelled earlier, or without a deadline, it is CANCELLED."""
+    from types import SimpleNamespace
+
+    from lossd.server.interceptors._observability import DEADLINE_SLACK_S, _status
+
+    def context(left: float | None, cancelled: bool = False) -> Any:
+        return SimpleNamespace(code=lambda: None, cancelled=lambda: cancelled, time_remaining=lambda: left)
+
+    assert _status(context(0.0), "CANCELLED") == "DEADLINE_EXCEEDED"
+    assert _status(context(DEADLINE_SLACK_S / 20), "CANCELLED") == "DEADLINE_EXCEEDED"
+    assert _status(context(0.0, cancelled=True), None) == "DEADLINE_EXCEEDED"
+    assert _status(context(5.0), "CANCELLED") == "CANCELLED"
+    assert _status(context(None), "CANCELLED") == "CANCELLED"
+    assert _status(context(None, cancelled=True), None) == "CANCELLED"
+    assert _status(context(0.0), "UNKNOWN") == "UNKNOWN"  # a handler that raised is what it was
+    assert _status(context(0.0), None) == "OK"
