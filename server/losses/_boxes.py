@@ -58,9 +58,19 @@ def _check(boxes1: torch.Tensor, boxes2: torch.Tensor, strict: bool, three_d: bo
         require(bool(ok.all()), f"inputs.{name}", f"boxes must be ({corners}) with {rule}")
 
 
-def _iou_and_enclosure(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float
+def _iou_and_enclosure(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float, masked: bool = False
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-    """(iou, union, enclosing box area (volume in 3-D), enclosing box corners (2-D only, else empty))."""
+    """(iou, union, enclosing box area (volume in 3-D), enclosing box corners (2-D only, else empty)).
+
+    The two forms of the intersection have the same value and differ where an overlap's side is exactly 0
+    (touching boxes, a box of zero width): its sides clamped at 0 (``masked`` false: MONAI's box_pair_giou;
+    the clamp's subgradient at 0 lets the other side through) or the product kept only where both sides are
+    ``> 0`` (``masked``, 2-D: torchvision.ops' ``_loss_inter_union``; no gradient there).
+
+    >>> a, b = torch.tensor([0.0, 0.0, 1.0, 1.0], requires_grad=True), torch.tensor([1.0, 0.0, 2.0, 1.0])
+    >>> [torch.autograd.grad(_iou_and_enclosure(a, b, 0.0, m)[0], a)[0][2].item() for m in (False, True)]
+    [0.5, 0.0]
+    """
     if boxes1.shape[-1] == 6:
         lo1, hi1, lo2, hi2 = boxes1[..., :3], boxes1[..., 3:], boxes2[..., :3], boxes2[..., 3:]
         inter = (torch.minimum(hi1, hi2) - torch.maximum(lo1, lo2)).clamp_min(0).prod(-1)
@@ -69,9 +79,12 @@ def _iou_and_enclosure(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float
         return inter / (union + eps), union, enclosure, ()
     x1, y1, x2, y2 = boxes1.unbind(-1)
     u1, v1, u2, v2 = boxes2.unbind(-1)
-    w = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp_min(0)
-    h = (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp_min(0)
-    inter = w * h
+    w = torch.minimum(x2, u2) - torch.maximum(x1, u1)
+    h = torch.minimum(y2, v2) - torch.maximum(y1, v1)
+    if masked:
+        inter = torch.where((w > 0) & (h > 0), w * h, torch.zeros_like(w))
+    else:
+        inter = w.clamp_min(0) * h.clamp_min(0)
     union = (x2 - x1) * (y2 - y1) + (u2 - u1) * (v2 - v1) - inter
     iou = inter / (union + eps)
     corners = (torch.minimum(x1, u1), torch.minimum(y1, v1), torch.maximum(x2, u2), torch.maximum(y2, v2))
@@ -113,6 +126,11 @@ def _center_term(
     description="1 - GIoU: 1 - IoU + (area of the enclosing box not covered by the union) / (enclosing area); "
     "2-D boxes or 3-D boxes (volumes).",
     source="lossd (Rezatofighi et al. 2019; torchvision.ops.generalized_box_iou_loss formula)",
+    notes="Where a side of the overlap is exactly 0 (touching boxes, a box of zero width or height) the gradient is "
+    "MONAI's BoxGIoULoss's: the overlap's sides are clamped at 0, and the clamp's subgradient there lets the other "
+    "side's through. torchvision.ops.generalized_box_iou_loss counts the intersection only where both sides are > 0, "
+    "so its gradient there differs (the value does not); distance_box_iou_loss and complete_box_iou_loss, which "
+    "only torchvision defines, follow torchvision.",
     example=_example,
     equivalents=(Equivalent("torchvision.ops.generalized_box_iou_loss(boxes1, boxes2, reduction='mean')", {}, ""),
                  Equivalent("monai.losses.BoxGIoULoss()", {"eps": 1.1920928955078125e-07},
@@ -135,6 +153,9 @@ def generalized_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, redu
     inputs=_INPUTS, params=_PARAMS,
     description="1 - DIoU: 1 - IoU + (distance of the centres)² / (diagonal of the enclosing box)².",
     source="lossd (Zheng et al. 2020; torchvision.ops.distance_box_iou_loss formula)",
+    notes="Where a side of the overlap is exactly 0 (touching boxes, a box of zero width or height) the gradient is "
+    "torchvision's: the intersection counts only where both sides are > 0, so it gives no gradient there "
+    "(generalized_box_iou_loss follows MONAI instead).",
     example=_example,
     equivalents=(Equivalent("torchvision.ops.distance_box_iou_loss(boxes1, boxes2, reduction='mean')", {}, ""),),
 )
@@ -142,7 +163,7 @@ def distance_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, reducti
     """``1 - IoU + d² / (c² + eps)``: d between the centres, c the enclosing box's diagonal."""
     _check(boxes1, boxes2, strict=False)
     boxes1, boxes2, dtype = _widened(boxes1, boxes2)
-    iou, _, _, corners = _iou_and_enclosure(boxes1, boxes2, eps)
+    iou, _, _, corners = _iou_and_enclosure(boxes1, boxes2, eps, masked=True)
     return _reduce(1 - iou + _center_term(boxes1, boxes2, corners, eps), reduction, dtype)
 
 
@@ -153,6 +174,9 @@ def distance_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, reducti
     inputs=_INPUTS, params=_PARAMS,
     description="1 - CIoU: DIoU loss + alpha·v, v the aspect-ratio mismatch, alpha = v / (1 - IoU + v) (no gradient).",
     source="lossd (Zheng et al. 2020; torchvision.ops.complete_box_iou_loss formula)",
+    notes="Where a side of the overlap is exactly 0 (touching boxes) the gradient is torchvision's: the "
+    "intersection counts only where both sides are > 0, so it gives no gradient there "
+    "(generalized_box_iou_loss follows MONAI instead).",
     example=_example,
     equivalents=(Equivalent("torchvision.ops.complete_box_iou_loss(boxes1, boxes2, reduction='mean')", {}, ""),),
 )
@@ -161,7 +185,7 @@ def complete_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, *, reducti
     treated as a constant (no gradient), as in the paper and torchvision."""
     _check(boxes1, boxes2, strict=True)
     boxes1, boxes2, dtype = _widened(boxes1, boxes2)
-    iou, _, _, corners = _iou_and_enclosure(boxes1, boxes2, eps)
+    iou, _, _, corners = _iou_and_enclosure(boxes1, boxes2, eps, masked=True)
     x1, y1, x2, y2 = boxes1.unbind(-1)
     u1, v1, u2, v2 = boxes2.unbind(-1)
     v = (4 / math.pi**2) * (torch.atan((u2 - u1) / (v2 - v1)) - torch.atan((x2 - x1) / (y2 - y1))) ** 2

@@ -4,10 +4,13 @@ All three down-weight easy examples by ``(1 - p_t) ** gamma``. For
 ``0 < gamma < 1`` the naive power has an infinite derivative where
 ``p_t == 1`` (saturated logits), which turns gradients into NaN; the
 modulating factor here is computed with a guarded base so gradients stay
-finite and exact elsewhere.
+finite and exact elsewhere. The binary form's cross-entropy has the same
+trap in its target's gradient (:class:`_BinaryCrossEntropy`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +49,46 @@ def modulating_factor(q: torch.Tensor, gamma: float) -> torch.Tensor:
 _GAMMA = Param("gamma", "float", 2.0, "Focusing parameter: how strongly easy examples are down-weighted.", min=0.0)
 
 
+class _BinaryCrossEntropy(torch.autograd.Function):
+    """``F.binary_cross_entropy(input, target, reduction="none")``: torch's value and input gradient, bit for bit,
+    and for the target the derivative of that value, ``max(log(1 - p), -100) - max(log p, -100)`` (the logs
+    clamped as torch's forward clamps them).
+
+    torch's own target gradient is ``-logit(p)``: the same where neither log is clamped (and kept there, bit
+    for bit), but ±inf at a probability of exactly 0 or 1, so NaN once multiplied by the focal factor, which
+    is 0 at a perfect prediction (the limit there is 0).
+
+    >>> p = torch.tensor([1.0, 0.0], requires_grad=True)
+    >>> t = p.detach().clone().requires_grad_()
+    >>> torch.autograd.grad(_binary_cross_entropy(p, t).sum(), t)[0].tolist()
+    [-100.0, 100.0]
+    """
+
+    @staticmethod
+    def forward(ctx: Any, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(input, target)
+        return F.binary_cross_entropy(input, target, reduction="none")
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        input, target = ctx.saved_tensors
+        grad_input = grad_target = None
+        if ctx.needs_input_grad[0]:  # what autograd calls for torch's binary_cross_entropy (reduction 'none': 0)
+            grad_input = torch.ops.aten.binary_cross_entropy_backward(grad, input, target, None, 0)
+        if ctx.needs_input_grad[1]:
+            log_p, log_q = input.log(), torch.log1p(-input)
+            clamped = (log_p.clamp_min(-100) - log_q.clamp_min(-100)).neg()
+            slope = torch.where((log_p >= -100) & (log_q >= -100), torch.logit(input).neg(), clamped)
+            grad_target = (grad * slope).to(target.dtype)
+        return grad_input, grad_target
+
+
+def _binary_cross_entropy(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:class:`_BinaryCrossEntropy` applied (``Function.apply`` is untyped in torch's stubs)."""
+    out: torch.Tensor = _BinaryCrossEntropy.apply(input, target)  # type: ignore[no-untyped-call]
+    return out
+
+
 
 def _binary_example(dt: torch.dtype) -> dict[str, object]:
     return {
@@ -74,6 +117,9 @@ def _binary_example(dt: torch.dtype) -> dict[str, object]:
     ),
     description="Focal loss on probabilities (the seed's FocalLoss): alpha_t * (1 - p_t)^gamma * BCE.",
     source="lossd (seed's FocalLoss)",
+    notes="The target's gradient is the derivative of the value as computed, BCE's logs clamped at -100 as torch "
+    "clamps them: finite at probabilities of 0 and 1, and 0 at a perfect prediction (torch's "
+    "binary_cross_entropy gives -logit(p) there, ±inf, and inf · 0 is NaN). Value and input gradient are torch's.",
     example=_binary_example,
     equivalents=(
         Equivalent(
@@ -95,7 +141,7 @@ def binary_focal_loss(
     require_same_shape(input, target, "the loss is elementwise")
     require_unit_interval(input, "inputs.input", "probabilities")
     require_unit_interval(target, "inputs.target", "labels")
-    bce = F.binary_cross_entropy(input, target, reduction="none")
+    bce = _binary_cross_entropy(input, target)  # the target's gradient finite at probabilities of 0 and 1
     p_t = target * input + (1 - target) * (1 - input)
     alpha_t = target * alpha + (1 - target) * (1 - alpha)
     return reduce(alpha_t * modulating_factor(1 - p_t, gamma) * bce, reduction)

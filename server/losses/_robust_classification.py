@@ -7,11 +7,16 @@ no closed form for ``t2 != 1``. It is found iteratively without autograd (a fixe
 the converged constant (implicit differentiation: the escort distribution ``p^t2 / Σ p^t2``), as
 the paper's reference code and pytorch-toolbelt define it.
 
+``log_t1(p)`` is computed from ``log p`` (``log_softmax`` for ``t2 == 1``, the tempered exponential's
+own logarithm otherwise), never from ``p``: a true class whose probability underflows to 0 keeps a
+finite loss and finite gradients (toolbelt's ``log_t(p)`` gives inf and NaN there). With
+``t1 == t2 == 1`` and class indices (no smoothing) the loss is torch's ``cross_entropy``, bit for bit:
+
 >>> import torch
->>> x, y = torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([0])
+>>> x, y = torch.tensor([[2.0, 0.5, -1.0], [-50.0, 50.0, 50.0]]), torch.tensor([0, 0])
 >>> ce = torch.nn.functional.cross_entropy(x, y)
->>> bool(torch.isclose(bi_tempered_logistic_loss(x, y, t1=1.0, t2=1.0, label_smoothing=0.0, num_iters=5,
-...      ignore_index=None, mode="multiclass", reduction="mean"), ce))
+>>> torch.equal(bi_tempered_logistic_loss(x, y, t1=1.0, t2=1.0, label_smoothing=0.0, num_iters=5,
+...             ignore_index=None, mode="multiclass", reduction="mean"), ce)
 True
 """
 
@@ -32,11 +37,24 @@ from ._registry import (
     widened,
 )
 
-__all__ = ["bi_tempered_logistic_loss", "balanced_binary_cross_entropy_with_logits", "tempered_softmax"]
+__all__ = ["bi_tempered_logistic_loss", "balanced_binary_cross_entropy_with_logits", "tempered_softmax",
+           "tempered_log_softmax"]
 
 
 def _log_t(u: torch.Tensor, t: float) -> torch.Tensor:
     return u.log() if t == 1 else (u.pow(1 - t) - 1) / (1 - t)
+
+
+def _log_t_of_log(log_u: torch.Tensor, t: float) -> torch.Tensor:
+    """``log_t(u, t)`` from ``log u``: ``(u^(1-t) - 1) / (1 - t) = (exp((1-t)·log u) - 1) / (1 - t)``, finite (and
+    of finite slope) where ``u`` underflows to 0 or is 0 (``log u = -inf``: ``-1 / (1 - t)``, slope 0) for ``t < 1``.
+    ``exp(z) - 1`` rather than ``expm1(z)``: torch's derivative of ``expm1`` is ``expm1(z) + 1``, 0 once
+    ``expm1(z)`` rounds to -1 (float32 from ``z < -17``), where the slope ``exp(z)`` is not.
+
+    >>> _log_t_of_log(torch.tensor([0.0, float("-inf")]), 0.5).tolist()
+    [0.0, -2.0]
+    """
+    return log_u if t == 1 else (torch.exp((1 - t) * log_u) - 1) / (1 - t)
 
 
 def _exp_t(u: torch.Tensor, t: float) -> torch.Tensor:
@@ -67,14 +85,30 @@ def tempered_softmax(a: torch.Tensor, t: float, num_iters: int) -> torch.Tensor:
     >>> [round(p, 6) for p in tempered_softmax(torch.tensor([[0.0, 0.0]]), 1.5, 5)[0].tolist()]
     [0.5, 0.5]
     """
+    return tempered_log_softmax(a, t, num_iters)[0]
+
+
+def tempered_log_softmax(a: torch.Tensor, t: float, num_iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(:func:`tempered_softmax`, its logarithm computed in log space): ``log_softmax`` for ``t == 1``, else
+    ``log1p((1-t)(a - λ)) / (1 - t)``, ``-inf`` outside the finite support of ``t < 1`` (there ``p`` is 0).
+
+    >>> p, log_p = tempered_log_softmax(torch.tensor([[0.0, -3000.0]]), 1.01, 5)  # p = 31^-100: 0 in float32
+    >>> p[0, 1].item(), round(log_p[0, 1].item(), 2)
+    (0.0, -343.4)
+    """
     if t == 1:
-        return a.softmax(dim=1)
+        return a.softmax(dim=1), a.log_softmax(dim=1)
     with torch.no_grad():
         lam = _normalization(a, t, num_iters)
         escort = _exp_t(a - lam, t).pow(t)
         escort = escort / escort.sum(1, keepdim=True)
     lam = lam + (escort * (a - a.detach())).sum(1, keepdim=True)  # value λ, gradient the escort
-    return _exp_t(a - lam, t)
+    z = (1 - t) * (a - lam)
+    probs = torch.relu(1 + z).pow(1 / (1 - t))  # _exp_t(a - lam, t)
+    inside = z > -1  # t > 1: always (up to the normalization's approximation); t < 1: the support
+    log_probs = torch.where(inside, torch.log1p(torch.where(inside, z, torch.zeros_like(z))) / (1 - t),
+                            torch.full_like(z, float("-inf")))
+    return probs, log_probs
 
 
 @register_loss(
@@ -114,7 +148,11 @@ def tempered_softmax(a: torch.Tensor, t: float, num_iters: int) -> torch.Tensor:
     "t1 = t2 = 1 is cross-entropy.",
     source="lossd (Amid et al. 2019; pytorch-toolbelt bi_tempered_logistic_loss formula)",
     notes="The gradient is that of the converged normalization (the escort distribution), as in the paper's code "
-    "and pytorch-toolbelt; with few num_iters it is not the derivative of the approximate value.",
+    "and pytorch-toolbelt; with few num_iters it is not the derivative of the approximate value. log_t1(p) is "
+    "computed from log p (log_softmax for t2 = 1), so a class whose probability underflows to 0 keeps a finite "
+    "loss and finite gradients where pytorch-toolbelt's log_t1(p) gives inf or NaN (with t2 < 1, a true class "
+    "outside the finite support still has an infinite loss for t1 = 1). With t1 = t2 = 1, class indices, no "
+    "label_smoothing and no ignore_index the loss is torch's cross_entropy, bit for bit.",
     example=lambda dt: {"input": torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 1.5]], dtype=dt),
                         "target": torch.tensor([0, 2]), "params": {"t1": 0.8, "t2": 1.2}},
     equivalents=(
@@ -161,13 +199,22 @@ def bi_tempered_logistic_loss(input: torch.Tensor, target: torch.Tensor, *, t1: 
                 keep = target != ignore_index
                 target = torch.where(keep, target, torch.zeros_like(target))
             labels = F.one_hot(target, input.shape[1]).movedim(-1, 1).to(input.dtype)
+    if t1 == t2 == 1 and label_smoothing == 0 and not target.is_floating_point() and mode == "multiclass":
+        # Σ y·log y - y·log p - y + p with one-hot y is -log p_y (Σ p = 1): torch's cross_entropy, bit for bit
+        if keep is None and reduction != "none":
+            return F.cross_entropy(input, target, reduction=reduction)
+        loss = F.cross_entropy(input, target, reduction="none")
+        if keep is not None:
+            loss = torch.where(keep, loss, torch.zeros_like(loss))
+        return loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
     c = labels.shape[1]
     if label_smoothing > 0:
         labels = (1 - label_smoothing * c / (c - 1)) * labels + label_smoothing / (c - 1)
-    probs = tempered_softmax(input, t2, num_iters)
+    probs, log_probs = tempered_log_softmax(input, t2, num_iters)
     present = labels > 0  # y·log_t(p) is 0 where y = 0, even where p = 0 (finite support)
-    safe = torch.where(present, probs, torch.ones_like(probs))
-    cross = torch.where(present, labels * (_log_t(labels + 1e-10, t1) - _log_t(safe, t1)), torch.zeros_like(probs))
+    safe = torch.where(present, log_probs, torch.zeros_like(log_probs))
+    cross = torch.where(present, labels * (_log_t(labels + 1e-10, t1) - _log_t_of_log(safe, t1)),
+                        torch.zeros_like(probs))
     loss = (cross - labels.pow(2 - t1) / (2 - t1) + probs.pow(2 - t1) / (2 - t1)).sum(1)
     if keep is not None:
         loss = torch.where(keep, loss, torch.zeros_like(loss))

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from lossd.server import evaluate
 from lossd.server.losses import REGISTRY, LossError
+from lossd.server.losses._focal import modulating_factor
 from support.refs import CASES
 from support.refs import (adversarial, auc, boundary, boxes, calibration, cldice, custom, deformation, image, lovasz,
                           registration, robust, robust_classification, similarity, spectral, unified_focal,
@@ -221,6 +222,50 @@ def test_bi_tempered_gradient_is_the_converged_one() -> None:
     assert abs(float((up - down) / 2e-6) - float(r.grads["input"][1, 2])) < 1e-7
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_bi_tempered_with_both_temperatures_1_is_cross_entropy_bit_for_bit(reduction: str, dtype: torch.dtype) -> None:
+    """The documented equivalence holds exactly: torch's own log_softmax path, as cross_entropy's (it was
+    Σ y·log(y + 1e-10) - y·log p - y + p: 1e-10 and a rounding of Σ p - 1 off)."""
+    x = (torch.randn(6, 4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3).to(dtype)
+    x[0, :, 0] = torch.tensor([-50.0, 50.0, 50.0, 0.0])  # the true class's probability underflows in float32
+    y = torch.randint(0, 4, (6, 3), generator=torch.Generator().manual_seed(1))
+    y[0, 0] = 0
+    r = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x, "target": y}, {"reduction": reduction})
+    xl = x.clone().requires_grad_()
+    expected = F.cross_entropy(xl, y, reduction=reduction)
+    (g,) = torch.autograd.grad(expected, xl, torch.ones_like(expected))
+    assert torch.equal(r.loss, expected.detach()) and torch.equal(r.grads["input"], g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("t1", "t2"), [(1.0, 1.0), (0.8, 1.0), (0.5, 1.0), (1.0, 1.01), (0.8, 1.01), (0.7, 1.5)])
+def test_bi_tempered_with_an_underflowing_true_class_is_finite(dtype: torch.dtype, t1: float, t2: float) -> None:
+    """The true class's probability underflows to 0 (float32 logits [-50, 50, 50]: p = 1.9e-44, [-500, 500, 500]
+    with t2 = 1.01: p = 1001^-100): log_t1(p) of 0 gave an infinite loss (t1 = 1) or NaN gradients (t1 < 1).
+    Computed from log p, loss and gradients are finite and those of float64 logits, where p does not underflow."""
+    big = 500.0 if t2 != 1 else 50.0
+    x = torch.tensor([[-big, big, big], [0.3, -0.2, 1.1]])
+    y, params = torch.tensor([0, 2]), {"t1": t1, "t2": t2, "num_iters": 50, "reduction": "none"}
+    r = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x.to(dtype), "target": y}, params)
+    exact = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x.double(), "target": y}, params)
+    assert torch.isfinite(r.loss).all() and torch.isfinite(r.grads["input"]).all()
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(r.loss.double(), exact.loss, rtol=tol, atol=tol)
+    torch.testing.assert_close(r.grads["input"].double(), exact.grads["input"], rtol=tol, atol=tol)
+    if t1 == 1.0 and t2 == 1.0:  # the documented cross_entropy: 100.69, gradients [-1, 1/2, 1/2]
+        assert r.grads["input"][0].tolist() == [-1.0, 0.5, 0.5]
+
+
+def test_bi_tempered_outside_the_finite_support_is_still_infinite_for_t1_1() -> None:
+    """t2 < 1 gives a true class far below the others p = 0 exactly; -log 0 is an infinite loss, as it should be."""
+    x, y = torch.tensor([[-100.0, 100.0, 100.0]]), torch.tensor([0])
+    r = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x, "target": y}, {"t1": 1.0, "t2": 0.7})
+    assert r.loss.item() == float("inf")
+    bounded = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x, "target": y}, {"t1": 0.8, "t2": 0.7})
+    assert torch.isfinite(bounded.loss) and torch.isfinite(bounded.grads["input"]).all()
+
+
 def test_heatmap_divergences_with_empty_pixels_have_finite_gradients() -> None:
     """0·log 0 = 0: target pixels of 0 (and, for JS, pixels 0 in both maps) add nothing and no NaN."""
     p = torch.tensor([[[[0.5, 0.5], [0.0, 0.0]]]], dtype=torch.float64)
@@ -288,6 +333,105 @@ def test_binary_focal_is_the_seed_formula() -> None:
     expected = torch.mean(alpha_factor * torch.pow(1.0 - p_t, 2.0) * bce)
     r = evaluate(REGISTRY, "binary_focal_loss", {"y_pred": y_pred, "y_true": y_true}, {})
     torch.testing.assert_close(r.loss, expected)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's bits as integers: equal NaNs compare equal, -0.0 and 0.0 do not."""
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def _seed_focal(p: torch.Tensor, t: torch.Tensor, target_grad: bool) -> tuple[torch.Tensor, ...]:
+    """The seed's formula with torch's own binary_cross_entropy: value, input gradient (and target gradient)."""
+    p, t = p.clone().requires_grad_(), t.clone().requires_grad_(target_grad)
+    bce = F.binary_cross_entropy(p, t, reduction="none")
+    p_t = t * p + (1 - t) * (1 - p)
+    alpha = t * 0.75 + (1 - t) * 0.25
+    loss = alpha * modulating_factor(1 - p_t, 2.0) * bce
+    leaves = (p, t) if target_grad else (p,)
+    return (loss.detach(), *torch.autograd.grad(loss.sum(), leaves))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_binary_focal_target_gradient_on_a_perfect_prediction_is_zero(dtype: torch.dtype) -> None:
+    """torch's binary_cross_entropy gives the target -logit(p): ±inf at p = 0 or 1, times the focal factor 0 is
+    NaN. The derivative of the (clamped) value is finite, and the limit of a near-perfect prediction is 0."""
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=dtype)
+    r = evaluate(REGISTRY, "binary_focal_loss", {"y_pred": y, "y_true": y.clone()}, {})
+    assert r.loss.item() == 0.0
+    assert r.grads["y_pred"].tolist() == [0.0] * 4 and r.grads["y_true"].tolist() == [0.0] * 4
+    near = evaluate(REGISTRY, "binary_focal_loss", {"y_pred": (y - 1e-6).abs(), "y_true": y}, {})
+    assert float(near.grads["y_true"].abs().max()) < 1e-9
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_binary_focal_is_torch_bce_bit_for_bit_with_a_finite_target_gradient(dtype: torch.dtype) -> None:
+    """Value and input gradient are torch's binary_cross_entropy's, bit for bit, probabilities of exactly 0 and
+    1 included (float16's input gradient NaN there too: torch's clamp of p(1 - p) at 1e-12 is 0 in float16);
+    the target's gradient is torch's where that is finite and the clamped value's derivative (log p
+    and log(1 - p) clamped at -100) where torch's is ±inf or NaN."""
+    g = torch.Generator().manual_seed(3)
+    p = torch.rand(400, generator=g, dtype=torch.float64)
+    t = torch.rand(400, generator=g, dtype=torch.float64)
+    k = torch.randint(0, 4, (400,), generator=g)
+    p = torch.where(k == 0, 0.0, torch.where(k == 1, 1.0, p)).to(dtype)
+    t = torch.where(k == 2, p.double(), torch.where(torch.rand(400, generator=g) < 0.5, t.round(), t)).to(dtype)
+    r = evaluate(REGISTRY, "binary_focal_loss", {"input": p, "target": t}, {"reduction": "none"})
+    value, grad_p = _seed_focal(p, t, target_grad=False)
+    assert torch.equal(_bits(r.loss), _bits(value)) and torch.equal(_bits(r.grads["input"]), _bits(grad_p))
+    _, _, torch_grad_t = _seed_focal(p, t, target_grad=True)
+    finite = torch.isfinite(torch_grad_t)
+    assert torch.equal(_bits(r.grads["target"][finite]), _bits(torch_grad_t[finite]))
+    assert torch.isfinite(r.grads["target"]).all() and not finite.all()
+    slope = (torch.log1p(-p).clamp_min(-100) - p.log().clamp_min(-100)).double()
+    alpha = t.double() * 0.75 + (1 - t.double()) * 0.25
+    q = (1 - (t.double() * p.double() + (1 - t.double()) * (1 - p.double()))).clamp_min(0)
+    # where torch's is not finite, p is 0 or 1: the focal path's d/dt is alpha_t'·q²·bce + alpha_t·2q·(1 - 2p)·bce
+    bce = F.binary_cross_entropy(p, t, reduction="none").double()
+    expected = alpha * q ** 2 * slope + 0.5 * q ** 2 * bce + alpha * 2 * q * (1 - 2 * p.double()) * bce
+    torch.testing.assert_close(r.grads["target"][~finite].double(), expected[~finite], rtol=2e-2, atol=1e-2)
+
+
+_TOUCHING = {  # boxes1, boxes2: an overlap with a side exactly 0, or a predicted box of zero width
+    "touching-x": ([0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 2.0, 1.0]),
+    "touching-x-taller": ([0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 2.0, 2.0]),
+    "touching-corner": ([0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 2.0, 2.0]),
+    "zero-width-inside": ([1.0, 1.0, 1.0, 2.0], [0.0, 0.0, 2.0, 3.0]),
+}
+
+
+@pytest.mark.parametrize("loss", ["distance_box_iou_loss", "complete_box_iou_loss"])
+@pytest.mark.parametrize("case", list(_TOUCHING))
+def test_diou_and_ciou_gradients_at_a_zero_overlap_side_are_torchvision_s(loss: str, case: str) -> None:
+    """torchvision's _loss_inter_union counts the intersection only where both sides are > 0: no gradient at
+    touching boxes. The clamp at 0 let the other side through (diou [0, 0, 1, 1] vs [1, 0, 2, 1]: d/dx2 -0.70
+    for torchvision's -0.20)."""
+    b1, b2 = (torch.tensor([b], dtype=torch.float64) for b in _TOUCHING[case])
+    if loss == "complete_box_iou_loss" and case.startswith("zero-width"):
+        return  # refused: its aspect ratio is undefined
+    r = evaluate(REGISTRY, loss, {"boxes1": b1, "boxes2": b2}, {})
+    leaves = {"boxes1": b1.clone().requires_grad_(), "boxes2": b2.clone().requires_grad_()}
+    expected = boxes.REFERENCES[loss].functional(leaves, {})
+    g1, g2 = torch.autograd.grad(expected, (leaves["boxes1"], leaves["boxes2"]))
+    assert r.loss.item() == expected.item()
+    torch.testing.assert_close(r.grads["boxes1"], g1, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(r.grads["boxes2"], g2, rtol=1e-12, atol=1e-15)
+    if case == "touching-x":
+        assert abs(r.grads["boxes1"][0, 2].item() - -0.2) < 1e-6
+
+
+def test_giou_gradient_at_touching_boxes_is_monai_s() -> None:
+    """generalized_box_iou_loss keeps MONAI's BoxGIoULoss's subgradient (the overlap's sides clamped at 0), which
+    differs there from torchvision's (-1/3 for d/dx2, torchvision -1/4); its notes say so. The numbers are MONAI
+    1.x's (tests/support/refs/libraries.py checks the library where it installs)."""
+    b1, b2 = torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[1.0, 0.0, 2.0, 2.0]])
+    r = evaluate(REGISTRY, "generalized_box_iou_loss", {"boxes1": b1, "boxes2": b2}, {"eps": 1.1920928955078125e-07})
+    assert r.loss.item() == 1.25
+    torch.testing.assert_close(r.grads["boxes1"], torch.tensor([[-0.125, 0.0625, -1 / 3, -0.25]]))
+    assert "MONAI" in REGISTRY.get("generalized_box_iou_loss").notes
+    monai = pytest.importorskip("monai.losses")
+    x = b1.clone().requires_grad_()
+    (g,) = torch.autograd.grad(monai.BoxGIoULoss()(x, b2), x)
+    torch.testing.assert_close(r.grads["boxes1"], g)
 
 
 def test_tversky_with_half_weights_is_dice() -> None:

@@ -19,12 +19,10 @@ from lossd.server import evaluate
 from lossd.server.losses import REGISTRY, LossSpec
 
 #: Where the loss is not differentiable, so a non-finite gradient is no defect: (loss, variant, input).
-TRUE_DERIVATIVE = {
-    # d/d target of BCE at a probability of exactly 0 or 1 is -log(0): infinite (torch clamps the forward
-    # value at 100 but its own binary_cross_entropy gives +-inf for the target's gradient there); the focal
-    # factor (1 - p_t)^gamma is 0 at that point, and 0 * inf is NaN.
-    ("binary_focal_loss", "perfect", "target"), ("binary_focal_loss", "zeros", "target"),
-}
+#: None today. binary_focal_loss's target at probabilities of exactly 0 or 1 ("perfect", "zeros") was listed:
+#: torch's binary_cross_entropy gives it -logit(p), ±inf, and times the focal factor 0 NaN; but the value is
+#: computed with log p and log(1 - p) clamped at -100, whose derivative is finite (0 at a perfect prediction).
+TRUE_DERIVATIVE: set[tuple[str, str, str]] = set()
 
 
 def _defined_by_lossd(spec: LossSpec) -> bool:
