@@ -34,6 +34,7 @@ from ._evaluate import (
     call_loss,
     escaped,
     evaluate,
+    param_copies,
     resolve_device,
     run_bound,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "grad_targets",
     "has_grad",
     "legacy_reduction",
+    "param_copies",
     "params_from_tensors",
     "resolve_device",
     "run_bound",

@@ -37,7 +37,7 @@ from ._warnings import capture
 
 __all__ = [
     "Binding", "Evaluation", "LossCrashed", "bind", "call_backward", "call_loss", "compact", "escaped", "evaluate",
-    "resolve_device", "run_bound",
+    "param_copies", "resolve_device", "run_bound",
 ]
 
 
@@ -173,7 +173,7 @@ def run_bound(
     spec, sent_as, kwargs, wanted = binding.spec, binding.sent_as, binding.kwargs, binding.wanted
     scalars = binding.scalars
     if binding.fresh:
-        kwargs, scalars = _copies(kwargs), _copies(scalars)
+        kwargs, scalars = param_copies(kwargs), param_copies(scalars)
     if device is not None and device.type != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
     leaves = {}
@@ -199,9 +199,15 @@ def run_bound(
     return Evaluation(spec, out.detach(), grads, forward_s, backward_s)
 
 
-def _copies(values: Mapping[str, Any]) -> dict[str, Any]:
+def param_copies(values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` with a copy of each list (of numbers: a list param's, or an input's Python form) and each
-    dict (an ``object`` param's, deeply)."""
+    dict (an ``object`` param's, deeply): what one call of a loss gets, so that a loss that changes what it is
+    given changes nothing for the next call (``LossSpec.mutable_values``).
+
+    >>> declared = {"weights": [1.0], "p": 2.0}
+    >>> param_copies(declared)["weights"] is declared["weights"]
+    False
+    """
     return {k: copy.deepcopy(v) if isinstance(v, dict) else [*v] if isinstance(v, list) else v
             for k, v in values.items()}
 

@@ -56,6 +56,7 @@ from ..evaluation import (
     covered_parameters,
     covers_nothing,
     escaped,
+    param_copies,
 )
 from ..losses import LossSpec, Registry
 from ..rpc import check_finite, decode_tensor, struct_to_dict
@@ -127,8 +128,11 @@ class LossPlan:
         tensors.update(self.extras)
         tensors[self.prediction] = output
         tensors[self.target] = target
+        # each step's own copies of list and dict params: a loss that changed them would change every later
+        # step, and a resumed job (whose plan starts from the declared values) would no longer match
+        kwargs = param_copies(self.kwargs) if self.spec.mutable_values else self.kwargs
         try:
-            out: torch.Tensor = self.spec.fn(**tensors, **self.kwargs)
+            out: torch.Tensor = self.spec.fn(**tensors, **kwargs)
         except BaseException as e:  # SystemExit, StopIteration...: a LossCrashed. KeyboardInterrupt passes:
             # in a training worker it is a real Ctrl-C (the submission check, in the server, converts it)
             if (crash := escaped(self.spec.name, e, interrupts=False)) is None:

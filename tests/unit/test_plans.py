@@ -182,3 +182,19 @@ def test_an_objective_term_that_changes_its_default_list_changes_nothing_for_the
     values = [float(evaluate_objective(reg, [Term("appending_loss", 1.0, {})], inputs, {}, None, []).loss)
               for _ in range(3)]
     assert values == [5.0] * 3 and reg.get("appending_loss").params[0].default == [1.0]
+
+
+def test_a_training_loss_that_changes_its_list_param_changes_nothing_for_the_next_step() -> None:
+    """A training job's LossPlan gave every step the same list and dict objects: a loss that changed them
+    changed the job's later steps, and a resumed job (planned again from the declared values) no longer
+    matched an uninterrupted one."""
+    import torch
+
+    from lossd.server.evaluation import bind_params
+    from lossd.server.training._spec import LossPlan
+
+    spec = _appending_registry().get("appending_loss")
+    plan = LossPlan(spec, bind_params(spec, {"weights": [1.0, 1.0], "options": {"count": 0}}), "input", "target")
+    values = [float(plan(torch.tensor([1.0, 2.0]), torch.zeros(2))) for _ in range(3)]
+    assert values == [10.0] * 3
+    assert plan.kwargs["weights"] == [1.0, 1.0] and plan.kwargs["options"] == {"count": 0}
