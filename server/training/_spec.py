@@ -746,7 +746,8 @@ def _check_shardable_loss(plan: JobPlan) -> None:
         return
     spec, reduction = plan.loss.spec, plan.reduction
     name = spec.name
-    if reduction not in ("mean", "sum") or spec.batch_coupled:
+    # batchmean (kl_div's sum / batch size) is a mean over the shard's samples: the ranks' shards are equal
+    if reduction not in ("mean", "sum", "batchmean") or spec.batch_coupled:
         raise FieldError("loss.name", f"{name} is not a mean or sum of per-sample terms, so its gradient on a "
                         f"batch is not the average of its gradients on the batch's shards; world_size "
                         f"{plan.world_size} would train another objective: use world_size 1")

@@ -196,6 +196,21 @@ def test_an_ignore_index_no_target_holds_trains_what_world_size_1_does(
     assert _max_diff(one, two) < TOLERANCE
 
 
+def test_kl_div_batchmean_trains_what_world_size_1_does(stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    """batchmean divides a shard's sum by the shard's batch size; the shards are equal, so DDP's average of
+    the ranks' gradients is the whole batch's (it was refused as not a mean)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((200, 2)).astype(np.float32)
+    y = np.exp(x) / np.exp(x).sum(1, keepdims=True)  # soft targets: probabilities over 2 classes
+    data = {"inline": {"x": {"dtype": "float32", "shape": [200, 2], "values": x.ravel().tolist()},
+                       "y": {"dtype": "float32", "shape": [200, 2], "values": y.astype(np.float32).ravel().tolist()}}}
+    spec = {**SPEC, "model": {"mlp": {"hidden": [8]}}, "data": data, "metrics": [], "epochs": 2, "batch_size": 20,
+            "loss": {"name": "kl_div", "params": {"reduction": "batchmean"}}}
+    one, two = _run(stub, spec)[-1], _run(stub, {**spec, "world_size": 2})[-1]
+    assert _max_diff(one, two) < TOLERANCE
+    assert two.history[-1].loss_parts["loss"] == pytest.approx(one.history[-1].loss_parts["loss"], rel=1e-5)
+
+
 def test_world_size_over_the_limit_names_the_flag(stub: training_pb2_grpc.TrainingServiceStub) -> None:
     with pytest.raises(grpc.RpcError) as info:
         _run(stub, small_spec(world_size=6))
