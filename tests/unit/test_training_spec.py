@@ -681,3 +681,22 @@ def test_optimizer_numbers_torch_takes_at_any_size_stay_accepted(optimizer: dict
     torch.set_num_threads(1)
     final = _run(plan(_one_step(optimizer)))
     assert final.state in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED) and "float32" not in final.message
+
+
+def test_a_training_loss_param_that_takes_infinity_takes_it_in_a_job_too() -> None:
+    """``Param.infinite`` (a norm degree) lets +-Infinity through EvaluateLoss's params; a job's loss.params
+    refused it ("numbers must be finite") for the same loss."""
+    from lossd.server.losses import Input, Param, Registry, register_loss
+    from lossd.server.training._spec import plan_job
+    from support.training import request, small_spec
+
+    reg = Registry()
+
+    @register_loss("norm_loss", inputs=(Input("input", "prediction", differentiable=True), Input("target", "target")),
+                   params=(Param("p", "float", 2.0, "norm degree; inf: the max norm", infinite=True),),
+                   description="d", example=lambda dt: {}, registry=reg)
+    def norm_loss(input, target, *, p):  # type: ignore[no-untyped-def]
+        return torch.linalg.vector_norm(input.reshape(-1) - target.reshape(-1), ord=p)
+
+    spec = small_spec(loss={"name": "norm_loss", "params": {"p": math.inf}}, metrics=[])
+    assert plan_job(request(spec), reg).loss.kwargs["p"] == math.inf
