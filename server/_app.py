@@ -343,6 +343,10 @@ async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     try:  # a Ctrl-C before the signal handlers are in place cancels this task: what was built is closed
+        # The handlers first: a signal from here on (say, right after "listening on", which tools read as
+        # ready) drains the server, once it has started, instead of killing it
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         freeze_startup_heap()
         await server.start()
         log.info("lossd %s serving %d losses on %s:%d (device %s)", __version__, len(registry), config.host,
@@ -352,8 +356,6 @@ async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
         emit(f"lossd {__version__} listening on {config.host}:{server.port}")
         if server.observability is not None and server.observability.metrics_port is not None:
             emit(f"lossd metrics on http://{config.host}:{server.observability.metrics_port}/metrics")
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
     except BaseException:
         await server.close()
         raise

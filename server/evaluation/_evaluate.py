@@ -46,24 +46,21 @@ class LossCrashed(RuntimeError):
     Callers answer it as any internal error: ``INTERNAL``, "see server log", the traceback logged."""
 
 
-def escaped(name: str, e: BaseException, interrupts: bool = True) -> LossCrashed | None:
+def escaped(name: str, e: BaseException) -> LossCrashed | None:
     """A :class:`LossCrashed` for ``e``, raised by loss ``name``'s code, when ``e`` must not leave it, else
     None (raise ``e`` as it is): a ``BaseException`` that is no ``Exception`` (``SystemExit``,
     ``KeyboardInterrupt``, ``GeneratorExit``: they would stop the server; ``asyncio.CancelledError``: loss
     code runs synchronously, so a cancellation of the call never comes out of it, and one the loss raised
     left the call unanswered, uncounted by the limits and the drain), and ``StopIteration`` /
     ``StopAsyncIteration`` (a coroutine turns them into a RuntimeError, a ``Future`` cannot carry them: the
-    call would never end). ``interrupts=False`` lets ``KeyboardInterrupt`` through: in a training worker it
-    is a real Ctrl-C to the process group.
+    call would never end). (A training worker ignores SIGINT: a ``KeyboardInterrupt`` there is the loss's too.)
 
     >>> escaped("demo", SystemExit(3))
     LossCrashed('loss demo raised SystemExit: 3')
-    >>> escaped("demo", ValueError("x")) is None, escaped("demo", KeyboardInterrupt(), interrupts=False) is None
-    (True, True)
+    >>> escaped("demo", ValueError("x")) is None
+    True
     """
-    if isinstance(e, (StopIteration, StopAsyncIteration)) or not (
-        isinstance(e, Exception) or (not interrupts and isinstance(e, KeyboardInterrupt))
-    ):
+    if isinstance(e, (StopIteration, StopAsyncIteration)) or not isinstance(e, Exception):
         return LossCrashed(f"loss {name} raised {type(e).__name__}: {e}")
     return None
 

@@ -107,6 +107,10 @@ class _Call:
     #: The status an exception that ended the call stands for (:func:`_raised`), not the exception: its
     #: traceback holds this call's frames, and so this record, a cycle the collector frees late.
     raised: str | None = None
+    #: A stream's reply generator: False while it runs, True once it ran to its end (None: not a stream).
+    #: gRPC abandons the generator of a call it gives up (a client's cancel, the server's stop) and runs the
+    #: done callback before closing it, so a call whose generator never ended was not answered OK.
+    replied: bool | None = None
     items: int = 0
     pending: deque[str] = field(default_factory=deque)  # stream items' losses awaiting replies
     losses: dict[str, None] = field(default_factory=dict)  # every loss seen (streams), in order
@@ -196,11 +200,13 @@ class ObservabilityInterceptor(StageInterceptor):
         if is_gen:
             async def gen_behavior(request: Any, context: Context) -> AsyncIterator[Any]:
                 call, request = prepare(request, context)
+                call.replied = False
                 agen = behavior(request, context)
                 try:
                     async for reply in agen:
                         self._observe_reply(call, reply)
                         yield reply
+                    call.replied = True
                 except BaseException as e:
                     call.raised = _raised(e)
                     raise
@@ -309,7 +315,7 @@ class ObservabilityInterceptor(StageInterceptor):
             log.debug("could not record %s", call.method.name, exc_info=True)
 
     def _record(self, call: _Call, context: Any) -> None:
-        code = _status(context, call.raised)
+        code = _status(context, "CANCELLED" if call.raised is None and call.replied is False else call.raised)
         elapsed = time.perf_counter() - call.start
         method = call.method
         if self._metrics is not None:
@@ -340,7 +346,8 @@ class ObservabilityInterceptor(StageInterceptor):
 
 
 def _raised(error: BaseException) -> str | None:
-    """The status a call ended by ``error`` has when gRPC has set none: ``None`` for a stream closed early."""
+    """The status a call ended by ``error`` has when gRPC has set none: ``None`` for a stream closed early
+    (which :attr:`_Call.replied` tells)."""
     if isinstance(error, GeneratorExit):
         return None
     return "CANCELLED" if isinstance(error, asyncio.CancelledError) else "UNKNOWN"

@@ -133,9 +133,9 @@ class LossPlan:
         kwargs = param_copies(self.kwargs) if self.spec.mutable_values else self.kwargs
         try:
             out: torch.Tensor = self.spec.fn(**tensors, **kwargs)
-        except BaseException as e:  # SystemExit, StopIteration...: a LossCrashed. KeyboardInterrupt passes:
-            # in a training worker it is a real Ctrl-C (the submission check, in the server, converts it)
-            if (crash := escaped(self.spec.name, e, interrupts=False)) is None:
+        except BaseException as e:  # SystemExit, KeyboardInterrupt, StopIteration...: a LossCrashed (a worker
+            # ignores SIGINT, so a KeyboardInterrupt here is the loss's own)
+            if (crash := escaped(self.spec.name, e)) is None:
                 raise
             raise crash from e
         return out
@@ -836,8 +836,6 @@ def check_loss_accepts_model(plan: JobPlan) -> None:
         except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError) as e:
             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FieldError("loss.name", f"{plan.loss.spec.name} fails on {shapes}: {text}") from e
-        except KeyboardInterrupt as e:  # raised by the loss: this runs in the server, whose Ctrl-C is a drain
-            raise LossCrashed(f"loss {plan.loss.spec.name} raised KeyboardInterrupt: {e}") from e
         if value.dim() != 0:
             raise FieldError("loss.params.reduction", f"{plan.loss.spec.name} gives shape {list(value.shape)}; "
                             "training needs a scalar loss ('mean' or 'sum')")

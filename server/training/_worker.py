@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -101,6 +102,12 @@ def worker_main(
         configure_logging("NOTSET", log_format).setLevel(level)  # the level as a number: any the server has
         logging.captureWarnings(True)  # torch's warnings (kl_div's reduction='mean') as log records
     _die_with_parent()
+    # A terminal's Ctrl-C (SIGINT) and a service manager's stop (SIGTERM to the whole process group) reach this
+    # process too. The server relays its shutdown over the control pipe, and the job then checkpoints at its
+    # step and ends INTERRUPTED; at their defaults the signals killed it first (a KeyboardInterrupt traceback,
+    # raw on stderr, and the step's checkpoint lost). The ranks of a data-parallel job take SIGTERM back.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(JOB_THREADS)
     control, done, planning = Control(), threading.Event(), threading.Event()
     planning.set()

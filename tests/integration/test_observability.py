@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -381,3 +383,43 @@ def test_calls_past_their_deadline_are_counted_and_logged_as_deadline_exceeded(t
     access = {r["request_id"]: r for r in records if r.get("logger") == "lossd.access"}
     assert access["late-unary-1"]["status"] == "DEADLINE_EXCEEDED", access["late-unary-1"]
     assert access["late-stream-2"]["status"] == "DEADLINE_EXCEEDED", access["late-stream-2"]
+
+
+def test_a_stream_cancelled_while_its_replies_wait_to_be_sent_is_counted_cancelled(tmp_path: Path) -> None:
+    """A client that reads no replies, then cancels: gRPC gives up the stream's reply generator (it is blocked
+    sending) and runs the call's done callback before closing it, so nothing had ended it yet: the call was
+    counted and logged OK, a status its client never saw."""
+    x = np.random.default_rng(0).standard_normal(10**6).astype(np.float32)
+    tensor = lossd_pb2.Tensor(dtype="float32", shape=[x.size], raw=x.tobytes())
+    sent = threading.Event()
+
+    def items() -> Iterator[lossd_pb2.EvaluateLossStreamRequest]:
+        for i in range(20):
+            yield lossd_pb2.EvaluateLossStreamRequest(id=str(i), request=lossd_pb2.EvaluateLossRequest(
+                loss="mse_loss", inputs={"input": tensor, "target": tensor}, grad_inputs=["input"]))
+        sent.set()
+        sent.wait(30)  # then idle, the stream open
+
+    with ServedProcess.start(tmp_path, "--metrics-port", "0", "--log-format", "json") as proc:
+        url = _metrics_url(proc)
+        with grpc.insecure_channel(proc.address) as channel:
+            call = lossd_pb2_grpc.LossServiceStub(channel).EvaluateLossStream(
+                items(), metadata=_metadata("unread-stream-1"), timeout=60)
+            time.sleep(3)  # the server answers what fits its flow-control window and blocks on the rest
+            call.cancel()
+            with pytest.raises(grpc.RpcError) as ended:
+                list(call)
+        sent.set()
+        assert ended.value.code() == grpc.StatusCode.CANCELLED
+        deadline = time.monotonic() + 10
+        while True:
+            s = _samples(urllib.request.urlopen(url, timeout=10).read().decode())
+            cancelled = _value(s, "grpc_server_handled_total", **STREAM, grpc_code="CANCELLED")
+            if cancelled == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert cancelled == 1 and _value(s, "grpc_server_handled_total", **STREAM, grpc_code="OK") == 0, \
+        "".join(proc.log)
+    records = [json.loads(line) for line in "".join(proc.log).splitlines() if line.strip()]
+    access = {r["request_id"]: r for r in records if r.get("logger") == "lossd.access"}
+    assert access["unread-stream-1"]["status"] == "CANCELLED", access["unread-stream-1"]

@@ -262,3 +262,84 @@ def test_an_evaluate_loss_stream_answers_its_items_in_flight_before_it_ends(tmp_
     assert code == 0
     assert exited - sent < GRACE_S, f"exited {exited - sent:.2f}s after SIGTERM (grace {GRACE_S}s)"
     assert not any("were cancelled" in line for line in served.log), "".join(served.log)
+
+
+def test_a_signal_as_soon_as_it_says_listening_drains_it(tmp_path: Path) -> None:
+    """Tools read "listening on" as ready; the signal handlers were installed only after that line (and the
+    metrics endpoint's): a SIGTERM sent as the line is read killed the process (-15), undrained."""
+    import os
+    import subprocess
+    import sys
+
+    for run in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lossd.server", "--port", "0", "--metrics-port", "0", "--plugins", "none",
+             "--data-dir", str(tmp_path / str(run))], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "LOSSD_DEVICE": "cpu"})
+        assert proc.stdout is not None
+        out = []
+        for line in proc.stdout:  # the signal goes the moment the line is read, as a supervisor's would
+            out.append(line)
+            if "listening on" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        out += proc.stdout.readlines()
+        assert proc.wait(15) == 0 and "lossd stopped" in "".join(out), "".join(out)
+
+
+def test_ctrl_c_to_the_process_group_interrupts_a_job_at_its_step_without_a_traceback(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C sends SIGINT to the whole process group: the job's worker too. It raised
+    KeyboardInterrupt (a raw traceback, not JSON) and died before the server's interrupt reached it, so the
+    job lost its step's checkpoint. The worker ignores it now: the drain interrupts the job at its step."""
+    import os
+    import subprocess
+    import sys
+
+    from google.protobuf import json_format
+
+    from lossd.v1 import training_pb2
+
+    spec = small_spec(epochs=10000, batch_size=10, metrics=[], step_events_per_second=0)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOSSD_DEVICE": "cpu"}
+    cmd = [sys.executable, "-m", "lossd.server", "--port", "0", "--plugins", "none", "--log-format", "json",
+           "--max-epochs", "100000", "--data-dir", str(tmp_path / "data")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)  # its own process group, as a terminal's foreground job
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "listening on" in line:
+            break
+    address = json.loads(lines[-1])["message"].rsplit(" ", 1)[1]
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = training_pb2_grpc.TrainingServiceStub(channel)
+            request = json_format.ParseDict({**spec, "detach": True}, training_pb2.TrainJobRequest())
+            job_id = next(iter(stub.TrainJob(request, timeout=60))).event.job_id
+            for reply in stub.WatchJob(training_pb2.WatchJobRequest(job_id=job_id), timeout=60):
+                if reply.event.kind == training_pb2.JOB_EVENT_KIND_EPOCH:
+                    break
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    reader.join(5)
+    assert not [line for line in lines if not line.startswith("{")], "".join(lines)
+    assert "Traceback" not in "".join(lines)
+    with ServedProcess.start(tmp_path, "--data-dir", str(tmp_path / "data"), "--plugins", "none",
+                             "--max-epochs", "100000") as served, grpc.insecure_channel(served.address) as channel:
+        stub = training_pb2_grpc.TrainingServiceStub(channel)
+        seen = []
+        for reply in stub.WatchJob(training_pb2.WatchJobRequest(job_id=job_id), timeout=60):
+            seen.append(reply.event)
+            if reply.event.state == training_pb2.JOB_STATE_RUNNING and any(
+                    e.state == training_pb2.JOB_STATE_INTERRUPTED for e in seen):
+                break
+        stub.CancelJob(training_pb2.CancelJobRequest(job_id=job_id), timeout=30)
+    interrupted = [e.message for e in seen if e.state == training_pb2.JOB_STATE_INTERRUPTED]
+    assert interrupted and interrupted[-1].startswith("server shutting down: checkpoint at step"), interrupted
