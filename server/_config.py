@@ -195,8 +195,8 @@ SETTINGS: tuple[Setting[Any], ...] = (
     Setting("max_layer_width", "LOSSD_MAX_LAYER_WIDTH", _at_least_one, _limits.max_layer_width,
             "most units in one hidden layer of a training job's MLP", "--max-layer-width"),
     Setting("max_job_restarts", "LOSSD_MAX_JOB_RESTARTS", _count_or_zero, 1,
-            "times a job whose worker process was killed (SIGKILL, e.g. the OOM killer) resumes from its "
-            "checkpoint before it fails", "--max-job-restarts"),
+            "times a job whose worker process was killed (SIGKILL, e.g. the OOM killer, or with its "
+            "forkserver) resumes from its checkpoint before it fails", "--max-job-restarts"),
     Setting("rdzv_endpoint", "LOSSD_RDZV_ENDPOINT", parse_endpoint, "",
             "host the rendezvous (c10d TCPStore) that other machines join for training jobs with nodes > 1 "
             "(`lossd join`); unauthenticated: a trusted network only", "--rdzv-endpoint", metavar="HOST:PORT"),

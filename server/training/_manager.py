@@ -100,6 +100,9 @@ RETENTION_SWEEP_S = 60.0
 KILL_MARGIN_S = 1.0
 #: Seconds between attempts to write held events while the data directory is full.
 STORAGE_RETRY_S = 1.0
+#: On shutdown, the longest wait for the store calls of RPCs in flight (GetJob, a watcher's read, a cancel) to
+#: finish before the store closes; what starts later, or is still running then, answers UNAVAILABLE.
+IO_DRAIN_S = 2.0
 #: The CANCELLED message of a job that had trained when it was cancelled without a worker training it (it waited
 #: to resume, or its worker was still planning): its checkpoint gives the parameters so far (``stopped_event``).
 CANCELLED_WAITING = "cancelled before it resumed, after step {step} (epoch {epoch}): the parameters of its checkpoint"
@@ -184,6 +187,7 @@ class _Running:
     epochs: int = 0
     total_steps: int = 0
     resumed: bool = False  # the worker sent its RUNNING event: it planned and (re)started training
+    forkserver: int | None = None  # the pid of the forkserver that forked the worker (None: spawn)
 
 
 class _DataDirLock:
@@ -261,6 +265,11 @@ class JobManager:
         self._restarts: dict[str, int] = {}  # worker restarts after a kill -9, per job, in this process
         #: Called with False when the data directory fills up and True when space returns (health).
         self.on_storage: Any = None
+        #: The store calls of RPCs running now (:meth:`_counted`), which ``close`` lets finish before it closes
+        #: the store; ``_store_closed`` (under the condition's lock) once it has begun to close it.
+        self._io_idle = threading.Condition()
+        self._io_calls = 0
+        self._store_closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -328,8 +337,19 @@ class JobManager:
         self._ticker_stop.set()
         if self._ticker is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._ticker.join, 5.0)
-        self.store.close()
+        await asyncio.get_running_loop().run_in_executor(None, self._close_store)
         self._lock_file.release()
+
+    def _close_store(self) -> None:
+        """Close the store once the RPCs' store calls in flight have ended (at most ``IO_DRAIN_S``): calls
+        still in flight then, and those that come later, answer UNAVAILABLE (:meth:`_io`), never a closed
+        database's error."""
+        with self._io_idle:
+            if not self._io_idle.wait_for(lambda: not self._io_calls, IO_DRAIN_S):
+                log.warning("closing the job store with %d calls still reading it (they answer UNAVAILABLE)",
+                            self._io_calls)
+            self._store_closed = True
+        self.store.close()
 
     # -- submit, schedule, run ------------------------------------------------------------------
 
@@ -339,11 +359,8 @@ class JobManager:
             raise FieldError("", "the server is shutting down; submit the job again after it restarts", "UNAVAILABLE")
         if self._full:
             raise _full_error()
-        assert self._loop is not None
-        try:
-            return await self._loop.run_in_executor(self._executor, self._submit, request)
-        except StoreUnavailable as e:
-            raise FieldError("", f"{e}; retry shortly", "UNAVAILABLE") from None
+        return str(await self._io(self._submit, request, executor=self._executor,
+                                  closed="the server is shutting down; submit the job again after it restarts"))
 
     def _submit(self, request: training_pb2.TrainJobRequest) -> str:
         plan = plan_job(request, self._registry, self.config.limits)
@@ -486,6 +503,7 @@ class JobManager:
                       _log_settings()),
             )
             process.start()
+            job.forkserver = _forkserver_pid(self._ctx)
         except Exception as e:  # e.g. the OS refused a process
             log.exception("could not start a worker for job %s", job.job_id)
             if job.scratch:
@@ -586,13 +604,13 @@ class JobManager:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
                                                   message="server shutting down; the job resumes from its last "
                                                   "checkpoint when the server restarts")
-                elif code == -signal.SIGKILL and self._restarts.get(job.job_id, 0) < self.config.max_job_restarts:
+                elif (killed := _killed_from_outside(code, job.forkserver, self._ctx)) and not failure and \
+                        self._restarts.get(job.job_id, 0) < self.config.max_job_restarts:
                     self._restarts[job.job_id] = self._restarts.get(job.job_id, 0) + 1
                     event = training_pb2.JobEvent(
                         kind=STATE,
                         state=training_pb2.JOB_STATE_INTERRUPTED,
-                        message=f"the worker process was killed (signal 9: out of memory?); "
-                        f"restart {self._restarts[job.job_id]} of at most "
+                        message=f"{killed}; restart {self._restarts[job.job_id]} of at most "
                         f"{self.config.max_job_restarts} ({flag_name('max_job_restarts')}): the job "
                         "resumes from its last checkpoint",
                     )
@@ -600,7 +618,7 @@ class JobManager:
                 else:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_FAILED, message=failure
                                                   or _exit_reason(code, self._restarts.get(job.job_id, 0),
-                                                                  self.config.max_job_restarts))
+                                                                  self.config.max_job_restarts, killed))
                 with contextlib.suppress(Exception):
                     self._record(job.job_id, event, lease=job.lease)
             row = None
@@ -916,27 +934,62 @@ class JobManager:
 
     # -- queries --------------------------------------------------------------------------------
 
-    async def _io(self, fn: Any, *args: Any) -> Any:
-        """``fn(*args)`` on a thread; a store that does not answer is UNAVAILABLE (the SDK retries it)."""
+    async def _io(self, fn: Any, *args: Any, executor: Executor | None = None,
+                  closed: str = "the server is shutting down; retry") -> Any:
+        """``fn(*args)`` on a thread (of ``executor``; the loop's default one); a store that does not answer is
+        UNAVAILABLE (the SDK retries it), and so is a call that meets the store closed by the shutdown
+        (``closed``: the message), never a closed database's error (UNKNOWN)."""
         assert self._loop is not None
         try:
-            return await self._loop.run_in_executor(None, fn, *args)
+            return await self._loop.run_in_executor(executor, self._counted, fn, *args)
         except StoreUnavailable as e:
             raise FieldError("", f"{e}; retry shortly", "UNAVAILABLE") from None
+        except FieldError:
+            raise
+        except Exception:  # sqlite3.ProgrammingError ("Cannot operate on a closed database"), a closed pool
+            if not self._store_closed:
+                raise
+            raise ShuttingDown("", closed, "UNAVAILABLE") from None
+
+    def _counted(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, counted among the calls :meth:`_close_store` waits for; refused (:class:`ShuttingDown`)
+        once the store is closing."""
+        with self._io_idle:
+            if self._store_closed:
+                raise _StoreClosed
+            self._io_calls += 1
+        try:
+            return fn(*args)
+        finally:
+            with self._io_idle:
+                self._io_calls -= 1
+                if not self._io_calls:
+                    self._io_idle.notify_all()
 
     async def job(self, job_id: str, with_spec: bool = False) -> JobRow:
         """The job's row; ``FieldError`` INVALID_ARGUMENT / NOT_FOUND for a bad or unknown id."""
-        if not JOB_ID.fullmatch(job_id):
-            shown = repr(job_id) if len(job_id) <= 64 else f"{job_id[:64]!r}... ({len(job_id)} characters)"
-            raise FieldError("job_id", f"{shown} is not a job id (12 lowercase hex digits, as in the job's events)")
+        _check_id(job_id)
         row: JobRow | None = await self._io(self.store.get_job, job_id, with_spec)
-        if row is not None and self._held:
-            row = self._with_held(row)
         if row is None:
-            close = await self._io(self._close_ids, job_id)
-            hint = f"; did you mean {', '.join(close)}?" if close else " (ListJobs lists the jobs)"
-            raise FieldError("job_id", f"no job {job_id!r}{hint}", "NOT_FOUND")
-        return row
+            raise await self._not_found(job_id)
+        return self._with_held(row) if self._held else row
+
+    async def job_with_parameters(self, job_id: str, encoding: int,
+                                  with_spec: bool = True) -> tuple[JobRow, dict[str, lossd_pb2.Tensor]]:
+        """The job's row and, once it ended, its trained parameters encoded as asked (default: as its spec
+        says), read together: a job deleted meanwhile is NOT_FOUND, never its row without its parameters."""
+        _check_id(job_id)
+        found = await self._io(self.store.job_and_result, job_id, with_spec)
+        if found is None:
+            raise await self._not_found(job_id)
+        row, result = found
+        parameters = {} if result is None else _encoded(result.parameters, reply_encoding(encoding, row.encoding))
+        return (self._with_held(row) if self._held else row), parameters
+
+    async def _not_found(self, job_id: str) -> FieldError:
+        close = await self._io(self._close_ids, job_id)
+        hint = f"; did you mean {', '.join(close)}?" if close else " (ListJobs lists the jobs)"
+        return FieldError("job_id", f"no job {job_id!r}{hint}", "NOT_FOUND")
 
     def _with_held(self, row: JobRow) -> JobRow:
         """``row`` as its held events (a full data directory) leave it: state, message, last seq."""
@@ -961,13 +1014,6 @@ class JobManager:
         rows: list[JobRow] = await self._io(self.store.list_jobs, states, limit)
         return rows
 
-    async def parameters(self, row: JobRow, encoding: int) -> dict[str, lossd_pb2.Tensor]:
-        """The ended job's trained parameters, encoded as asked (default: as its spec says)."""
-        result: training_pb2.JobEvent | None = await self._io(self.store.result, row.job_id)
-        if result is None:
-            return {}
-        return _encoded(result.parameters, reply_encoding(encoding, row.encoding))
-
     async def watch(
         self, job_id: str, after_seq: int, encoding: int = 0
     ) -> AsyncGenerator[training_pb2.JobEvent, None]:
@@ -984,9 +1030,8 @@ class JobManager:
             async with contextlib.aclosing(self._watch(job_id, after_seq, wanted)) as events:
                 async for event in events:
                     yield event
-        except sqlite3.ProgrammingError:  # the store closed under a watcher that did not keep up
-            if not self._closing:
-                raise
+        except ShuttingDown:  # the store closed under a watcher that did not keep up: the stream ends as
+            pass  # the shutdown ends it (UNAVAILABLE, naming the WatchJob call that re-attaches)
         finally:
             self._watchers -= 1
             if not self._watchers:
@@ -1003,8 +1048,11 @@ class JobManager:
                     last = event.seq
                     terminal = event.kind == STATE and event.state in TERMINAL_STATES
                     if terminal and event.state != training_pb2.JOB_STATE_FAILED:
-                        result = await self._io(self.store.result, job_id)
-                        if result is not None:
+                        # the parameters with the row: a job deleted since its events were read has neither
+                        found = await self._io(self.store.job_and_result, job_id)
+                        if found is None:
+                            raise _deleted(job_id)
+                        if (result := found[1]) is not None:
                             for name, t in _encoded(result.parameters, wanted).items():
                                 event.parameters[name].CopyFrom(t)
                     yield event
@@ -1015,7 +1063,9 @@ class JobManager:
                 if self._drained:
                     return
                 row = await self._io(self.store.get_job, job_id)
-                if row is None or (row.terminal and last >= row.last_seq):
+                if row is None:  # deleted under the watcher (its events too): what it sent is not the history
+                    raise _deleted(job_id)
+                if row.terminal and last >= row.last_seq:
                     return
                 if self.store.poll_s is None:
                     await waiter.wait()
@@ -1095,13 +1145,28 @@ class JobManager:
         return job
 
     async def delete(self, job_id: str) -> JobRow:
-        """Delete an ended job with its events and parameters; returns it as it was."""
+        """Delete an ended job with its events and parameters; returns it as it was.
+
+        The store deletes only an ended job, atomically; a job read as running that has ended by the time
+        its refusal is worded (it ended between the two reads) is deleted then. A refusal names the state
+        that refused it; a job deleted meanwhile (another DeleteJob, ``--job-retention``) is NOT_FOUND."""
         row = await self.job(job_id)
         deleted: JobRow | None = await self._io(self.store.delete_job, job_id) if row.terminal else None
-        if deleted is None:
-            state = training_pb2.JobState.Name((await self.job(job_id)).state)[10:]
-            raise FieldError("job_id", f"job {job_id} is {state}: only ended jobs (SUCCEEDED, FAILED, CANCELLED) "
-                            "can be deleted; cancel it first", "FAILED_PRECONDITION")
+        if deleted is None:  # it had not ended, or it ended since (deleted now), or another call deleted it
+            stored: JobRow | None = await self._io(self.store.get_job, job_id)  # as the store's delete sees it
+            if stored is not None and not stored.terminal:
+                held = self._with_held(stored) if self._held else stored
+                if held.terminal:  # its end is held in memory: the data directory is full
+                    raise FieldError("job_id", f"job {job_id} ended {training_pb2.JobState.Name(held.state)[10:]} "
+                                     f"but its end is not stored yet ({DISK_FULL}): delete it once space is freed",
+                                     "FAILED_PRECONDITION")
+                raise FieldError("job_id", f"job {job_id} is {training_pb2.JobState.Name(stored.state)[10:]}: only "
+                                 "ended jobs (SUCCEEDED, FAILED, CANCELLED) can be deleted; cancel it first",
+                                 "FAILED_PRECONDITION")
+            if stored is not None:  # it ended since the first read
+                deleted = await self._io(self.store.delete_job, job_id)
+            if deleted is None:  # deleted by another call meanwhile
+                raise await self._not_found(job_id)
         await self._io(self._count_states)
         return deleted
 
@@ -1122,13 +1187,79 @@ class JobManager:
             return list(self._running)
 
 
+class ShuttingDown(FieldError):
+    """UNAVAILABLE: the call met the job store closed (or closing) by the server's shutdown."""
+
+
+class _StoreClosed(Exception):
+    """A store call that came once the shutdown had begun to close the store (:meth:`JobManager._counted`)."""
+
+
+def _check_id(job_id: str) -> None:
+    """``FieldError`` (INVALID_ARGUMENT) unless ``job_id`` looks like a job id; checked before any lookup."""
+    if not JOB_ID.fullmatch(job_id):
+        shown = repr(job_id) if len(job_id) <= 64 else f"{job_id[:64]!r}... ({len(job_id)} characters)"
+        raise FieldError("job_id", f"{shown} is not a job id (12 lowercase hex digits, as in the job's events)")
+
+
+def _deleted(job_id: str) -> FieldError:
+    """NOT_FOUND for a job that went (with its events and parameters) while a stream sent its events."""
+    return FieldError("job_id", f"job {job_id} was deleted (DeleteJob or --job-retention) while it was being "
+                      "watched", "NOT_FOUND")
+
+
 def _full_error() -> FieldError:
     return FieldError("", f"{DISK_FULL}: the server cannot store new jobs until space is freed in its data directory "
                      "(--data-dir); running jobs resume then", "RESOURCE_EXHAUSTED")
 
 
-def _exit_reason(code: int | None, restarts: int, max_restarts: int) -> str:
-    """Why a job failed when its worker ended without a final event."""
+#: The exit status a forkserver's process gets when the forkserver died before it could report it
+#: (``multiprocessing.popen_forkserver``): its workers died with it (``PR_SET_PDEATHSIG``).
+LOST_EXIT_STATUS = 255
+
+
+def _forkserver_pid(ctx: Any) -> int | None:
+    """The pid of the forkserver that forks ``ctx``'s processes now (``None``: ``spawn``, or not known)."""
+    if ctx.get_start_method() != "forkserver":
+        return None
+    forkserver = sys.modules.get("multiprocessing.forkserver")  # loaded by the context's first start
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    return pid if isinstance(pid, int) else None
+
+
+def _forkserver_gone(pid: int, ctx: Any) -> bool:
+    """Whether the forkserver ``pid`` has died: another one runs now (multiprocessing started it again for a
+    later process), or the process is gone or a zombie (killed, not yet reaped)."""
+    if _forkserver_pid(ctx) != pid:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return not os.path.isdir("/proc/self")  # no /proc: nothing known (not Linux)
+    return state in ("Z", "X")
+
+
+def _killed_from_outside(code: int | None, forkserver: int | None, ctx: Any) -> str:
+    """What killed a worker that ended without a final event, when it is something outside the job, so that the
+    job resumes from its checkpoint (``--max-job-restarts``): SIGKILL (the OOM killer), or the death of the
+    forkserver that forked it (killed: its workers die with it, and their exit status is lost, 255). ``""`` for
+    anything else (the job's own crash: it fails)."""
+    if code == -signal.SIGKILL:
+        return "the worker process was killed (signal 9: out of memory?)"
+    if code == LOST_EXIT_STATUS and forkserver is not None:
+        if _forkserver_gone(forkserver, ctx):
+            return (f"the worker's forkserver (pid {forkserver}) was killed, and the worker with it (its exit "
+                    "status was lost)")
+        return "the worker process ended without an exit status (its forkserver may have been killed)"
+    return ""
+
+
+def _exit_reason(code: int | None, restarts: int, max_restarts: int, killed: str = "") -> str:
+    """Why a job failed when its worker ended without a final event (``killed``: from outside, as
+    :func:`_killed_from_outside` says, once the restarts are spent)."""
+    if killed and code != -signal.SIGKILL:
+        return f"{killed} after {restarts} restart(s) from its checkpoint; --max-job-restarts is {max_restarts}"
     if code is not None and code < 0:
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
         text = f"the worker process was killed by signal {-code} ({name})"

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from ...v1 import training_pb2
 from ._store import (
     _COLUMNS,
+    _JOINED_COLUMNS,
     _N_COLUMNS,
     STATE,
     TERMINAL_STATES,
@@ -44,6 +45,7 @@ from ._store import (
     StoreError,
     StoreUnavailable,
     _row,
+    _row_and_result,
     already_stored,
     event_updates,
 )
@@ -324,6 +326,16 @@ class PostgresJobStore:
         if r is None:
             return None
         return _row(r, r[_N_COLUMNS] if with_spec else b"")
+
+    def job_and_result(self, job_id: str, with_spec: bool = False,
+                       ) -> tuple[JobRow, training_pb2.JobEvent | None] | None:
+        """The job's row and its stored parameters, in one statement (one snapshot: two ``SELECT``s in a READ
+        COMMITTED transaction could see a deletion between them); ``None`` when there is no such job."""
+        with self._tx() as db:
+            r = db.execute(f"SELECT {_JOINED_COLUMNS}{', j.spec' if with_spec else ''}, r.parameters "
+                           "FROM lossd_jobs j LEFT JOIN lossd_results r ON r.job_id = j.job_id WHERE j.job_id = %s",
+                           (job_id,)).fetchone()
+        return None if r is None else _row_and_result(r, with_spec)
 
     def list_jobs(self, states: Iterable[int] = (), limit: int = 100) -> list[JobRow]:
         """Jobs, newest first, optionally only those in ``states``."""

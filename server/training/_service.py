@@ -47,7 +47,7 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
                     yield event
                     if event.kind == training_pb2.JOB_EVENT_KIND_STATE and event.state in TERMINAL_STATES:
                         return
-        except FieldError as e:
+        except FieldError as e:  # NOT_FOUND too: the job was deleted while its events were sent
             await _abort(context, e)
         if not self._jobs.closing:
             return  # nothing after `after_seq`: the job had already ended
@@ -80,11 +80,14 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
     async def GetJob(self, request: training_pb2.GetJobRequest,
                      context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.GetJobResponse:
         try:
-            row = await self._jobs.job(request.job_id, with_spec=True)
+            if not request.include_parameters:
+                row = await self._jobs.job(request.job_id, with_spec=True)
+                return training_pb2.GetJobResponse(job=row.to_proto(with_spec=True))
+            # the row and its parameters read together: a job deleted meanwhile is NOT_FOUND, not parameterless
+            row, parameters = await self._jobs.job_with_parameters(request.job_id, request.output_encoding)
             reply = training_pb2.GetJobResponse(job=row.to_proto(with_spec=True))
-            if request.include_parameters:
-                for name, t in (await self._jobs.parameters(row, request.output_encoding)).items():
-                    reply.parameters[name].CopyFrom(t)
+            for name, t in parameters.items():
+                reply.parameters[name].CopyFrom(t)
             return reply
         except FieldError as e:
             await _abort(context, e)

@@ -162,6 +162,9 @@ class JobStore(Protocol):
 
     def get_job(self, job_id: str, with_spec: bool = False) -> JobRow | None: ...
 
+    def job_and_result(self, job_id: str, with_spec: bool = False,
+                       ) -> tuple[JobRow, training_pb2.JobEvent | None] | None: ...
+
     def list_jobs(self, states: Iterable[int] = (), limit: int = 100) -> list[JobRow]: ...
 
     def job_ids(self, limit: int = 1000) -> list[str]: ...
@@ -255,6 +258,18 @@ def _row(r: Sequence[Any], spec: bytes = b"") -> JobRow:
                   metrics, r[12], r[13], r[14], r[15], bytes(spec), r[16])
 
 
+#: :data:`_COLUMNS` of the ``jobs`` table aliased ``j`` (a join with another table that has some of its names).
+_JOINED_COLUMNS = ", ".join(f"j.{c.strip()}" for c in _COLUMNS.split(","))
+
+
+def _row_and_result(r: Sequence[Any], with_spec: bool) -> tuple[JobRow, training_pb2.JobEvent | None]:
+    """A row of :data:`_JOINED_COLUMNS`, then ``spec`` when ``with_spec``, then the result's ``parameters``
+    (``NULL``: none), as ``job_and_result`` returns it. One rule for both stores."""
+    row = _row(r, r[_N_COLUMNS] if with_spec else b"")
+    parameters = r[-1]
+    return row, None if parameters is None else training_pb2.JobEvent.FromString(bytes(parameters))
+
+
 def newer_schema(found: int, where: str) -> StoreError:
     """The refusal for a store written by a newer lossd."""
     return StoreError(f"{where} has job store schema version {found}, newer than this lossd's {SCHEMA_VERSION}: "
@@ -332,7 +347,8 @@ class SQLiteJobStore:
     One connection under a lock. ``synchronous=NORMAL`` in WAL mode: a committed
     event survives the server being killed (``kill -9``); a power cut may lose the
     last few. Only one server opens the file (the manager holds ``<data-dir>/lock``),
-    so leases left by a previous run of this server are void at open.
+    so leases left by a previous run of this server are void at open (their owner is
+    kept: a claim's row names who held the job before, as with PostgreSQL).
     """
 
     shares_checkpoints = False
@@ -351,7 +367,10 @@ class SQLiteJobStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             with self._lock:
                 self._migrate()
-                self._db.execute("UPDATE jobs SET owner = '', lease_until = 0 WHERE owner != ''")
+                # The leases of a previous run of this server are void: its jobs are claimable at once. The
+                # owner stays until the next claim, which reads it (the row before the claim): a job found
+                # RUNNING (its server was killed) gets an INTERRUPTED event naming that server.
+                self._db.execute("UPDATE jobs SET lease_until = 0 WHERE lease_until != 0")
         except BaseException as e:
             self._db.close()
             if isinstance(e, sqlite3.Error):  # not a database, a damaged one, another program's tables
@@ -468,6 +487,17 @@ class SQLiteJobStore:
         if r is None:
             return None
         return _row(r, r[_N_COLUMNS] if with_spec else b"")
+
+    def job_and_result(self, job_id: str, with_spec: bool = False,
+                       ) -> tuple[JobRow, training_pb2.JobEvent | None] | None:
+        """The job's row and its stored parameters (as :meth:`result`), read together in one statement: a
+        job deleted meanwhile (DeleteJob, ``--job-retention``) is ``None``, never a row without the result it
+        had. ``None`` when there is no such job."""
+        with self._lock:
+            r = self._db.execute(f"SELECT {_JOINED_COLUMNS}{', j.spec' if with_spec else ''}, r.parameters "
+                                 "FROM jobs j LEFT JOIN results r ON r.job_id = j.job_id WHERE j.job_id = ?",
+                                 (job_id,)).fetchone()
+        return None if r is None else _row_and_result(r, with_spec)
 
     def list_jobs(self, states: Iterable[int] = (), limit: int = 100) -> list[JobRow]:
         """Jobs, newest first, optionally only those in ``states``."""

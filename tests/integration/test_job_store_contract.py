@@ -284,6 +284,28 @@ def test_delete_and_retention(store: JobStore) -> None:
     assert [r.job_id for r in store.list_jobs()] == [running]
 
 
+def test_a_job_and_its_result_are_read_together(store: JobStore) -> None:
+    """``job_and_result``: the row and the stored parameters in one read (GetJob with parameters, a watcher's
+    terminal event), so that a job deleted meanwhile is gone whole, never a row without its result."""
+    ended, failed, waiting = "00000000004a", "00000000004b", "00000000004c"
+    for job in (ended, failed, waiting):
+        _queued(store, job)
+    result = pb.JobEvent()
+    result.parameters["w"].raw = b"\x00\x00\x80?"
+    store.append_event(ended, _state(pb.JOB_STATE_SUCCEEDED), parameters=result)
+    store.append_event(failed, _state(pb.JOB_STATE_FAILED))
+    found = store.job_and_result(ended, with_spec=True)
+    assert found is not None
+    row, parameters = found
+    assert (row.job_id, row.state, row.last_seq, row.spec) == (ended, pb.JOB_STATE_SUCCEEDED, 2, b"spec")
+    assert row == store.get_job(ended, with_spec=True) and parameters == store.result(ended) == result
+    for job, state in ((failed, pb.JOB_STATE_FAILED), (waiting, pb.JOB_STATE_QUEUED)):
+        found = store.job_and_result(job)
+        assert found is not None and found[0].state == state and found[0].spec == b"" and found[1] is None
+    assert store.delete_job(ended) is not None
+    assert store.job_and_result(ended) is None and store.job_and_result("00000000004f") is None
+
+
 def test_the_config_never_shows_the_job_store_password() -> None:
     from lossd.server import ServerConfig
 

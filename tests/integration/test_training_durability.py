@@ -72,6 +72,8 @@ def test_kill_9_mid_job_then_restart_resumes_with_identical_parameters(tmp_path:
                 break  # the epoch-2 checkpoint is on disk before this event is sent
         job_id = before[0].job_id
         worker = _worker_pid(served, job_id)
+        owner = next(m.group(1) for line in list(served.log)
+                     if (m := re.search(rf"job {job_id} \(JOB_STATE_QUEUED\) claimed by (\S+),", line)))
         served.proc.send_signal(signal.SIGKILL)
         served.proc.wait(10)
         channel.close()
@@ -92,6 +94,9 @@ def test_kill_9_mid_job_then_restart_resumes_with_identical_parameters(tmp_path:
         assert [s for s, _ in states] == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_INTERRUPTED,
                                           pb.JOB_STATE_RUNNING, pb.JOB_STATE_SUCCEEDED], (states, "".join(served.log))
         assert states[3][1].startswith("resumed from the checkpoint at step"), states[3][1]
+        # the server that ran it, by its name in the store (it read "(unknown)": the restart cleared the owner)
+        assert states[2][1] == (f"the server running the job stopped ({owner}); it resumes from its last "
+                                "checkpoint"), states[2][1]
         final = history[-1]
         assert [h.epoch for h in final.history] == list(range(1, 11))
         job = stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10).job

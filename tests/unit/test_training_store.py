@@ -145,3 +145,31 @@ def test_a_watch_left_early_drops_its_wake_up_event_when_it_is_closed(tmp_path: 
         finally:
             manager.store.close()
             manager._lock_file.release()
+
+
+def test_a_job_found_running_at_open_keeps_its_owner_until_it_is_claimed(tmp_path: Path) -> None:
+    """A server killed (-9) while it ran a job leaves the row RUNNING with its name as owner. The next open voids
+    the lease (the job is claimable at once) but keeps the owner, so that the claim's row says who ran it: the
+    INTERRUPTED event names that server (docs/training.md). The open cleared the owner, and it read "unknown"."""
+    from lossd.server.training._store import Lease
+
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    store.create_job("00000000000a", "", b"spec", epochs=1, total_steps=1, encoding="raw")
+    store.append_event("00000000000a", _state(pb.JOB_STATE_QUEUED))
+    [claim] = store.claim("host-1-aaaaaa", 30.0, 5)
+    store.append_event("00000000000a", _state(pb.JOB_STATE_RUNNING), lease=claim.lease)
+    store.close()  # killed: nothing released
+
+    store = JobStore(path)
+    assert store.count_waiting() == 1  # the dead server's lease is void: the job waits to be claimed
+    assert store.request_cancel("00000000000b", "") == "gone"
+    [again] = store.claim("host-2-bbbbbb", 30.0, 5)
+    assert (again.row.state, again.row.owner, again.lease) == (pb.JOB_STATE_RUNNING, "host-1-aaaaaa",
+                                                               Lease("00000000000a", 2))
+    assert store.get_job("00000000000a").owner == "host-2-bbbbbb"  # type: ignore[union-attr]
+    store.close()
+
+    store = JobStore(path)  # a job found waiting (not held) at open is cancelled at once, not requested
+    assert store.request_cancel("00000000000a", "cancelled before it resumed") == "cancelled"
+    store.close()
