@@ -494,10 +494,12 @@ def result_to_json(result: EvaluateResult) -> str:
 
 def _serve(rest: list[str]) -> int:
     try:
+        from ..server._logging import interrupts_deferred
         from ..server._openmp import quiet_openmp
 
-        quiet_openmp()  # before the server imports torch
-        from ..server._app import main as serve_main
+        with interrupts_deferred():  # a Ctrl-C while torch and the server load: one line and exit 130, once loaded
+            quiet_openmp()  # before the server imports torch
+            from ..server._app import main as serve_main
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] in _SERVER_EXTRA_MODULES:
             print(_SERVER_EXTRA_HINT, file=sys.stderr)

@@ -37,7 +37,7 @@ from .._settings import SettingError, env_name, flag_name
 from ..v1 import lossd_pb2, training_pb2
 from ._config import ServerConfig, build_parser, config_from_args
 from ._connections import connection_options
-from ._logging import JsonFormatter, configure_logging, emit, guard_grpc_logger
+from ._logging import STARTUP_INTERRUPTED, JsonFormatter, configure_logging, emit, guard_grpc_logger
 from ._openmp import OPENMP_SETTINGS, openmp_policy
 from ._security import ConfigError, Security, describe
 from .evaluation import resolve_device
@@ -411,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"lossd serve: error: {e}", log_format, logging.ERROR)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before serve() installed its signal handlers: what it built is closed
-        _say("lossd serve: interrupted (SIGINT) while starting; stopped", log_format, logging.WARNING)
+        _say(STARTUP_INTERRUPTED, log_format, logging.WARNING)
         code = 130
     else:
         code = 0

@@ -17,16 +17,50 @@ tokens: an access line carries only the fields :mod:`._observability` picks.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
+import os
+import signal
 import sys
-from typing import IO, Any
+from collections.abc import Iterator
+from typing import IO, Any, NoReturn
 
 __all__ = [
     "LOG_FORMATS", "LOG_LEVELS", "PLAIN_FORMAT", "JsonFormatter", "configure_logging", "access_fields", "emit",
-    "guard_grpc_logger", "parse_log_format", "parse_log_level",
+    "STARTUP_INTERRUPTED", "exit_interrupted_while_starting", "guard_grpc_logger", "interrupts_deferred",
+    "parse_log_format", "parse_log_level",
 ]
+
+#: The one line of a server stopped by Ctrl-C while it starts (exit 130): while its modules load
+#: (``python -m lossd.server``, ``lossd serve``) or before its signal handlers are in place (``main``).
+STARTUP_INTERRUPTED = "lossd serve: interrupted (SIGINT) while starting; stopped"
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """While the server's modules load (torch): a Ctrl-C is noted, not raised, and ends the start once they
+    have loaded (:func:`exit_interrupted_while_starting`). Raised, it came before any handler of lossd's (an
+    import traceback, status -2), or inside torch's C++ initialisers, which abort the process (status -6).
+    Main thread only (``python -m lossd.server``, ``lossd serve``)."""
+    noted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if noted:
+        exit_interrupted_while_starting()
+
+
+def exit_interrupted_while_starting() -> NoReturn:
+    """Say :data:`STARTUP_INTERRUPTED` on stderr, in one write, and exit 130 at once (the interpreter's
+    teardown, with torch half imported, would take seconds and may print more)."""
+    sys.stderr.write(STARTUP_INTERRUPTED + "\n")
+    sys.stderr.flush()
+    os._exit(130)
+
 
 #: The values of ``--log-format``.
 LOG_FORMATS = ("plain", "json")

@@ -102,10 +102,13 @@ def worker_main(
         configure_logging("NOTSET", log_format).setLevel(level)  # the level as a number: any the server has
         logging.captureWarnings(True)  # torch's warnings (kl_div's reduction='mean') as log records
     _die_with_parent()
-    # A terminal's Ctrl-C (SIGINT) and a service manager's stop (SIGTERM to the whole process group) reach this
-    # process too. The server relays its shutdown over the control pipe, and the job then checkpoints at its
-    # step and ends INTERRUPTED; at their defaults the signals killed it first (a KeyboardInterrupt traceback,
-    # raw on stderr, and the step's checkpoint lost). The ranks of a data-parallel job take SIGTERM back.
+    # A terminal's Ctrl-C (SIGINT to the foreground process group) and a stop sent to the server's group must
+    # reach the server only: it relays its shutdown over the control pipe, and the job then checkpoints at its
+    # step and ends INTERRUPTED. Reached, the worker died first (a KeyboardInterrupt traceback, raw on stderr,
+    # and the step's checkpoint lost), and a data-parallel job, whose launcher (torch's start_processes)
+    # handles both signals by raising, failed. So the worker leads a process group of its own, which its
+    # ranks join, and ignores both (a signal sent to it alone: the ranks take SIGTERM back).
+    os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(JOB_THREADS)

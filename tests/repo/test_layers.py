@@ -42,6 +42,7 @@ FUNCTION_LEVEL_IMPORTS: dict[tuple[str, str], str] = {
     ("lossd.client.cli", "lossd.client._plot"): "the plot extra",
     ("lossd.client.cli", "lossd.server._app"): "`lossd serve` needs the server extra",
     ("lossd.client.cli", "lossd.server._openmp"): "`lossd serve` sets OpenMP's wait policy before torch loads",
+    ("lossd.client.cli", "lossd.server._logging"): "`lossd serve` defers a Ctrl-C while the server loads",
     ("lossd.server._metrics", "prometheus_client"): "the metrics extra",
     ("lossd.server.training._manager", "fcntl"): "Linux-only",
     ("lossd.server.training._manager", "torch.distributed"): "the store of a multi-machine job only",

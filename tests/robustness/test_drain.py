@@ -287,10 +287,14 @@ def test_a_signal_as_soon_as_it_says_listening_drains_it(tmp_path: Path) -> None
         assert proc.wait(15) == 0 and "lossd stopped" in "".join(out), "".join(out)
 
 
-def test_ctrl_c_to_the_process_group_interrupts_a_job_at_its_step_without_a_traceback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_ctrl_c_to_the_process_group_interrupts_a_job_at_its_step_without_a_traceback(tmp_path: Path,
+                                                                                      world_size: int) -> None:
     """A terminal's Ctrl-C sends SIGINT to the whole process group: the job's worker too. It raised
     KeyboardInterrupt (a raw traceback, not JSON) and died before the server's interrupt reached it, so the
-    job lost its step's checkpoint. The worker ignores it now: the drain interrupts the job at its step."""
+    job lost its step's checkpoint; with world_size 2, torch's launcher in the worker turned it into an error
+    and the job FAILED. The worker leads a process group of its own now: the drain interrupts the job at its
+    step."""
     import os
     import subprocess
     import sys
@@ -299,7 +303,7 @@ def test_ctrl_c_to_the_process_group_interrupts_a_job_at_its_step_without_a_trac
 
     from lossd.v1 import training_pb2
 
-    spec = small_spec(epochs=10000, batch_size=10, metrics=[], step_events_per_second=0)
+    spec = small_spec(epochs=10000, batch_size=10, metrics=[], step_events_per_second=0, world_size=world_size)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOSSD_DEVICE": "cpu"}
     cmd = [sys.executable, "-m", "lossd.server", "--port", "0", "--plugins", "none", "--log-format", "json",
            "--max-epochs", "100000", "--data-dir", str(tmp_path / "data")]
