@@ -13,6 +13,7 @@ True
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import gc
 import logging
@@ -37,7 +38,14 @@ from .._settings import SettingError, env_name, flag_name
 from ..v1 import lossd_pb2, training_pb2
 from ._config import ServerConfig, build_parser, config_from_args
 from ._connections import connection_options
-from ._logging import STARTUP_INTERRUPTED, JsonFormatter, configure_logging, emit, guard_grpc_logger
+from ._logging import (
+    STARTUP_INTERRUPTED,
+    JsonFormatter,
+    configure_logging,
+    emit,
+    guard_grpc_logger,
+    parse_log_format,
+)
 from ._openmp import OPENMP_SETTINGS, openmp_policy
 from ._security import ConfigError, Security, describe
 from .evaluation import resolve_device
@@ -392,7 +400,9 @@ def _log_openmp_policy() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lossd serve`` and ``python -m lossd.server``."""
-    log_format = "plain"  # of the one line of a refusal: JSON once --log-format json is read
+    log_format = "plain"  # of the one line of a refusal: JSON once --log-format json is read, and from the start
+    with contextlib.suppress(ValueError):  # with LOSSD_LOG_FORMAT=json (a container's bad LOSSD_* value is read
+        log_format = parse_log_format(os.environ.get(env_name("log_format"), log_format))  # with the flags)
     try:
         # Every setting has a flag but the token, which comes from LOSSD_TOKEN only (arguments show in `ps`).
         args = build_parser().parse_args(argv)

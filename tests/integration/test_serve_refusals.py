@@ -209,6 +209,17 @@ def test_a_refused_create_server_gives_back_its_port_metrics_endpoint_and_thread
             probe.bind(("127.0.0.1", taken))  # OSError (in use) when the refusal kept it
 
 
+def test_with_json_logs_from_the_environment_a_bad_variable_is_one_json_line(tmp_path: Path) -> None:
+    """LOSSD_LOG_FORMAT=json, as a container sets it: a bad LOSSD_* value is refused as the flags are read,
+    before ``--log-format`` was known, and the line was plain text."""
+    refused = _serve(tmp_path, "--data-dir", str(tmp_path / "d"), LOSSD_LOG_FORMAT="json", LOSSD_WORKERS="0")
+    assert refused.returncode == 2 and refused.stdout == "", refused
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    record = json.loads(lines[0])
+    assert record["level"] == "ERROR" and "LOSSD_WORKERS" in record["message"], record
+
+
 def test_with_json_logs_a_refusal_is_one_json_line(tmp_path: Path) -> None:
     """``--log-format json``: the refusal's one line is JSON too (it was plain text among JSON lines)."""
     with socket.create_server(("127.0.0.1", 0)) as busy:
