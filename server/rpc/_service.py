@@ -327,11 +327,12 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                 budget.charge(_reply_bytes(future.result()))
 
         async def read() -> bool:  # True: it stopped reading because the server drains
-            items, me = request_iterator.__aiter__(), asyncio.current_task()
-            assert me is not None
+            # (The task is looked up, never kept in a local: an error leaving this frame would hold the frame,
+            # and through it the task that holds the error: a cycle holding the call's requests.)
+            items = request_iterator.__aiter__()
             try:
                 while not self._streams_ending:
-                    self._idle_readers.add(me)
+                    self._idle_readers.add(asyncio.current_task())  # type: ignore[arg-type]
                     try:
                         item = await items.__anext__()
                     except StopAsyncIteration:
@@ -341,7 +342,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                             raise
                         break  # cancelled by end_streams while it waited: no item was taken
                     finally:
-                        self._idle_readers.discard(me)
+                        self._idle_readers.discard(asyncio.current_task())
                     if self._inline(item.request, item.size if isinstance(item, Received) else None):
                         await budget.acquire(0)  # while the replies held fill the window
                         reply = self._on_loop(item.request.loss, self._stream_reply, item)
