@@ -203,10 +203,11 @@ class Jobs(ClientBase):
         return self._unary(GET_JOB, training_pb2.GetJobRequest(job_id=job_id), timeout).job
 
     def get_result(self, job_id: str, *, as_torch: bool = False, timeout: float | None = None) -> TrainResult:
-        """The :class:`~lossd.client.TrainResult` of a job, waiting for its end if it still runs."""
+        """The :class:`~lossd.client.TrainResult` of a job, waiting for its end if it still runs (at most
+        ``timeout`` seconds, re-attaches included; default: no deadline)."""
         job = self.get_job(job_id, timeout=timeout)
         final = None
-        for event in self.watch(job_id, max(0, job.last_seq - 1)):
+        for event in self.watch(job_id, max(0, job.last_seq - 1), timeout=timeout):
             final = event
         if final is None or final.state not in TERMINAL_STATES:
             raise Unavailable(f"job {job_id}: the stream ended before the job did")
@@ -312,7 +313,7 @@ class AsyncJobs(ClientBase):
         """A job's result, waiting for its end."""
         job = await self.get_job(job_id, timeout=timeout)
         final = None
-        async for event in self.watch(job_id, max(0, job.last_seq - 1)):
+        async for event in self.watch(job_id, max(0, job.last_seq - 1), timeout=timeout):
             final = event
         if final is None or final.state not in TERMINAL_STATES:
             raise Unavailable(f"job {job_id}: the stream ended before the job did")

@@ -164,6 +164,20 @@ def test_submit_watch_get_jobs_cancel(client: Client) -> None:
     assert client.get_result(job_id).state == "CANCELLED"
 
 
+def test_get_result_of_a_running_job_waits_at_most_its_timeout(client: Client) -> None:
+    """``timeout`` went to the GetJob call only: the watch for the job's end had no deadline."""
+    from lossd.client import DeadlineExceeded
+
+    job_id = client.submit(LONG)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            client.get_result(job_id, timeout=1.0)
+        assert time.monotonic() - started < 10
+    finally:
+        client.cancel(job_id)
+
+
 class DroppingClient(Client):
     """Drops the TrainJob stream with UNAVAILABLE after a few events, as a restarting server would."""
 
