@@ -330,6 +330,11 @@ class ClientConfig:
                 given[setting] = _env_value(setting, text)
                 from_environment.add(setting)
 
+        def named(setting: str) -> str:
+            """The setting as an error names it: the argument, and the variable too when the value came
+            from it (``ca_file (LOSSD_CA_FILE)``)."""
+            return f"{setting} ({ENVIRONMENT[setting]})" if setting in from_environment else setting
+
         def in_range(setting: str, default: Any) -> Any:
             """The setting's value (``default`` when unset), checked; an error names the argument, and
             the variable too when the value came from it (``max_attempts (LOSSD_MAX_ATTEMPTS): ...``)."""
@@ -338,8 +343,7 @@ class ClientConfig:
             try:
                 return check_range(setting, given[setting])
             except ValueError as e:
-                name = f"{setting} ({ENVIRONMENT[setting]})" if setting in from_environment else setting
-                raise ValueError(f"{name}: {e}, got {given[setting]}") from None
+                raise ValueError(f"{named(setting)}: {e}, got {given[setting]}") from None
 
         resolved, addresses = normalize_target(DEFAULT_TARGET if given["target"] is None else given["target"])
         timeout_s = in_range("timeout", DEFAULT_TIMEOUT)
@@ -351,13 +355,17 @@ class ClientConfig:
             raise ValueError(f"load_balancing: {balancer!r} is not one of {', '.join(_BALANCERS)}")
         attempts = in_range("max_attempts", DEFAULT_MAX_ATTEMPTS)
         if (given["cert_file"] is None) != (given["key_file"] is None):
-            raise ValueError("cert_file and key_file (LOSSD_CERT_FILE, LOSSD_KEY_FILE) go together, for mTLS")
+            present, absent = ("cert_file", "key_file") if given["key_file"] is None else ("key_file", "cert_file")
+            raise ValueError(f"cert_file and key_file go together, for mTLS: {named(present)} is set, {absent} "
+                             f"({ENVIRONMENT[absent]}) is not")
         token = _resolve_token(settings, given)
         keepalive = in_range("keepalive_s", None)
         max_bytes = in_range("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
         uses_tls = bool(given["tls"]) or given["ca_file"] is not None or given["cert_file"] is not None
         if given["tls"] is False and (given["ca_file"] or given["cert_file"]):
-            raise ValueError("tls=False contradicts ca_file/cert_file")
+            implies = "ca_file" if given["ca_file"] else "cert_file"
+            raise ValueError(f"{named('tls')} is off, which contradicts {named(implies)}: a CA or client "
+                             "certificate means TLS")
         return cls(
             target=resolved,
             timeout=None if math.isinf(timeout_s) else timeout_s,
