@@ -327,7 +327,8 @@ class ServerConfig:
                                 max_layers=self.max_layers, max_layer_width=self.max_layer_width)
         return TrainingConfig(Path(self.data_dir), self.max_jobs, self.max_queued_jobs, limits, self.plugins,
                               rdzv_endpoint=self.rdzv_endpoint, job_store=self.job_store, lease_s=self.job_lease_s,
-                              retention_s=self.job_retention, max_job_restarts=self.max_job_restarts)
+                              retention_s=self.job_retention, max_job_restarts=self.max_job_restarts,
+                              log_format=self.log_format, log_level=self.log_level)
 
     def security(self) -> Security:
         """The security part, checked (the exposure rule); raises :class:`SecurityError`."""

@@ -60,7 +60,6 @@ from ..._settings import SettingError, flag_name
 from ..._wire import FieldError, reply_encoding
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
-from .._logging import JsonFormatter
 from ..evaluation import capture_warnings
 from ..losses import Registry
 from ..rpc import decode_tensor, encode_tensor
@@ -141,6 +140,9 @@ class TrainingConfig:
     retention_s: float = DEFAULT_RETENTION_S
     #: Times a job whose worker was killed (SIGKILL: the OOM killer) resumes from its checkpoint before it fails.
     max_job_restarts: int = 1
+    #: The server's ``--log-format`` and ``--log-level``, which its workers log in too.
+    log_format: str = "plain"
+    log_level: str = "INFO"
 
 
 def _mp_context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
@@ -154,14 +156,6 @@ def _mp_context() -> multiprocessing.context.ForkServerContext | multiprocessing
         ctx.set_forkserver_preload(["lossd.server.training._worker"])
         return ctx
     return multiprocessing.get_context("spawn")
-
-
-def _log_settings() -> tuple[str, int]:
-    """The log format and level a worker follows: this process's, as ``configure_logging`` set its root logger
-    (``--log-format``, ``--log-level``); plain where no handler formats JSON."""
-    root = logging.getLogger()
-    json_lines = any(isinstance(handler.formatter, JsonFormatter) for handler in root.handlers)
-    return ("json" if json_lines else "plain"), root.getEffectiveLevel()
 
 
 @dataclass
@@ -500,7 +494,7 @@ class JobManager:
                 target=worker_main, name=f"lossd-job-{row.job_id}", daemon=True,
                 args=(row.job_id, row.spec, checkpoint, self.config.plugins, control_r,
                       events_w, self.config.rdzv_endpoint, self.store.shares_checkpoints, job.scratch,
-                      _log_settings()),
+                      (self.config.log_format, logging.getLevelName(self.config.log_level))),
             )
             process.start()
             job.forkserver = _forkserver_pid(self._ctx)
