@@ -454,6 +454,13 @@ def _rendezvous(endpoint: str) -> Any:
     return torch.distributed.TCPStore(host, int(port), is_master=False, timeout=datetime.timedelta(seconds=10))
 
 
+def _set(store: Any, key: str, value: str) -> None:
+    """``store.set`` and wait until the store has applied it: a TCPStore client does not wait for its set to
+    be answered, so another client's ``check`` right after could still miss it (seen under load in CI)."""
+    store.set(key, value)
+    assert store.get(key).decode() == value  # answered on the same connection, after the set
+
+
 def _rendezvous_keys(store: Any, job_id: str) -> tuple[int, bool]:
     """What a job's keys on a rendezvous store hold: (machines counted as joined, the run's group prefix set)."""
     from lossd.server.training._distributed import _keys
@@ -527,9 +534,9 @@ def test_a_joined_machine_knows_when_the_servers_run_of_the_job_has_ended() -> N
     store.set_timeout(RUN_CHECK_TIMEOUT)
     _, group = _keys("0123456789ab")
     assert _run_ended(store, group, "lossd/0123456789ab/run1/")  # gone (or not set yet)
-    server.set(group, "lossd/0123456789ab/run1/")
+    _set(server, group, "lossd/0123456789ab/run1/")
     assert not _run_ended(store, group, "lossd/0123456789ab/run1/")
-    server.set(group, "lossd/0123456789ab/run2/")
+    _set(server, group, "lossd/0123456789ab/run2/")
     assert _run_ended(store, group, "lossd/0123456789ab/run1/")
     del server
     gc.collect()
@@ -549,7 +556,7 @@ def test_the_server_knows_which_joined_machine_went_silent(monkeypatch: pytest.M
     prefix = "lossd/0123456789ab/run1/"
     watch = _distributed._SilentMachines(server, prefix, nodes=3, local=2)
     group = _distributed._keys("0123456789ab")[1]
-    server.set(group, prefix)
+    _set(server, group, prefix)
     clients = {node: _rendezvous(endpoint) for node in (1, 2)}  # each machine's lossd join
     joined = [lambda node=node: _distributed._joined_run_check(clients[node], group, prefix, node, "0123456789ab")
               for node in (1, 2)]
