@@ -72,8 +72,11 @@ def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.
         time.sleep(interval)
 
 
-def settle(read: Callable[[], int], target: int, timeout: float) -> int:
-    """Poll ``read()`` until it is at most ``target`` or ``timeout`` passes; its last value."""
+def settle(read: Callable[[], float], target: float, timeout: float) -> float:
+    """Poll ``read()`` until it is at most ``target`` or ``timeout`` passes; its last value.
+
+    >>> settle(lambda: rss_mb(pid), before + 100, timeout=3.0)  # doctest: +SKIP
+    """
     value = read()
     deadline = time.monotonic() + timeout
     while value > target and time.monotonic() < deadline:
