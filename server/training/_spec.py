@@ -456,10 +456,10 @@ def _optimizer(request: training_pb2.TrainJobRequest, names: list[str]) -> Optim
         settings["betas"] = tuple(
             _finite(b, f"optimizer.betas[{i}]", 0.0, 1.0, hi_open=True) for i, b in enumerate(o.betas)
         )
-    if o.HasField("eps"):
-        settings["eps"] = _finite(o.eps, "optimizer.eps", 0.0, lo_open=True)
-    if o.HasField("alpha"):
-        settings["alpha"] = _finite(o.alpha, "optimizer.alpha", 0.0, 1.0)
+    if o.HasField("eps"):  # >= 0, as torch (0 may divide by zero: the job then ends FAILED at a NaN)
+        settings["eps"] = _finite(o.eps, "optimizer.eps", 0.0)
+    if o.HasField("alpha"):  # >= 0, as torch (above 1 its square average can turn negative: NaN, FAILED)
+        settings["alpha"] = _finite(o.alpha, "optimizer.alpha", 0.0)
     if o.centered:
         settings["centered"] = True
     if o.amsgrad:
@@ -548,12 +548,14 @@ def _largest_lr(name: str, settings: Mapping[str, Any]) -> tuple[float, str]:
                 f"step by exactly that), a float32 number (at most {FLOAT32_MAX!r})")
 
 
-def _check_float32_settings(optimizer: OptimizerPlan, schedule: SchedulePlan | None) -> None:
+def _check_float32_settings(optimizer: OptimizerPlan, schedule: SchedulePlan | None, epochs: int) -> None:
     """Refuse the optimizer numbers torch would fail to convert to float32 at a step (see
-    ``FLOAT32_MAX``), naming the field: the optimizer's, each param group's, and the cosine schedule's
-    ``eta_min`` (the learning rate every group anneals to)."""
+    ``FLOAT32_MAX``), naming the field: the optimizer's, each param group's, the cosine schedule's
+    ``eta_min`` (the learning rate every group anneals to), and a ``gamma`` above 1 that grows a
+    learning rate past the limit by the job's last epoch."""
     name, settings = optimizer.name, optimizer.settings
     lr_limit, lr_why = _largest_lr(name, settings)
+    _check_scheduled_growth(optimizer, schedule, epochs, lr_limit, lr_why)
     limits = {"lr": (lr_limit, lr_why)}
     if name != "adamw":
         limits["weight_decay"] = (FLOAT32_MAX, f"{name} adds weight_decay x the parameters to their gradient as a "
@@ -584,6 +586,32 @@ def _check_float32_settings(optimizer: OptimizerPlan, schedule: SchedulePlan | N
                          f"a float32 number (at most {FLOAT32_MAX!r} in size)")
 
 
+def _check_scheduled_growth(optimizer: OptimizerPlan, schedule: SchedulePlan | None, epochs: int,
+                            limit: float, why: str) -> None:
+    """A step or exponential schedule with ``gamma`` > 1 multiplies every group's learning rate by
+    ``gamma`` at each decay (torch takes any gamma): refuse one whose largest learning rate would pass
+    ``limit`` in the job's last epoch, naming the schedule's ``gamma`` (compared in log space, as
+    ``gamma ** decays`` may not fit a float)."""
+    if schedule is None or schedule.kind == "cosine" or schedule.settings["gamma"] <= 1:
+        return
+    gamma = schedule.settings["gamma"]
+    decays = (epochs - 1) // schedule.settings["step_size"] if schedule.kind == "step" else epochs - 1
+    default_lr = optimizer.settings.get("lr", _torch_default_lr(optimizer.name))
+    top = max([default_lr, *(g.overrides.get("lr", default_lr) for g in optimizer.groups)])
+    if decays < 1 or top == 0 or math.log(top) + decays * math.log(gamma) <= math.log(limit):
+        return
+    raise FieldError(f"schedule.{schedule.kind}.gamma", f"is {gamma!r}; {decays} decays take the learning rate "
+                     f"{top!r} past {limit!r} by the job's last epoch (epoch {epochs}): {why}")
+
+
+def _torch_default_lr(name: str) -> float:
+    """The learning rate torch's optimizer ``name`` uses when none is given."""
+    import inspect
+
+    cls, _ = OPTIMIZERS[name]
+    return float(inspect.signature(cls).parameters["lr"].default)
+
+
 def _schedule(request: training_pb2.TrainJobRequest, epochs: int) -> SchedulePlan | None:
     kind = request.schedule.WhichOneof("kind")
     if kind is None:
@@ -592,7 +620,7 @@ def _schedule(request: training_pb2.TrainJobRequest, epochs: int) -> SchedulePla
         s = request.schedule.step
         if s.step_size < 1:
             raise FieldError("schedule.step.step_size", f"is {s.step_size}; must be >= 1 (epochs)")
-        gamma = _finite(s.gamma, "schedule.step.gamma", 0.0, 1.0, lo_open=True) if s.HasField("gamma") else 0.1
+        gamma = _finite(s.gamma, "schedule.step.gamma", 0.0) if s.HasField("gamma") else 0.1  # torch: any
         return SchedulePlan("step", {"step_size": s.step_size, "gamma": gamma})
     if kind == "cosine":
         c = request.schedule.cosine
@@ -600,10 +628,11 @@ def _schedule(request: training_pb2.TrainJobRequest, epochs: int) -> SchedulePla
             raise FieldError("schedule.cosine.t_max", f"is {c.t_max}; must be >= 1 (epochs), or 0 for the job's epochs")
         return SchedulePlan("cosine", {"T_max": c.t_max or epochs,
                                        "eta_min": _finite(c.eta_min, "schedule.cosine.eta_min", 0.0)})
-    e = request.schedule.exponential
-    return SchedulePlan(
-        "exponential", {"gamma": _finite(e.gamma, "schedule.exponential.gamma", 0.0, 1.0, lo_open=True)}
-    )
+    gamma = request.schedule.exponential.gamma
+    if gamma == 0:  # torch takes 0, but this field has no default and 0 is what "not set" reads as
+        raise FieldError("schedule.exponential.gamma", "is 0 (not set); must be > 0: the factor the learning rate "
+                         "is multiplied by every epoch, e.g. 0.9")
+    return SchedulePlan("exponential", {"gamma": _finite(gamma, "schedule.exponential.gamma", 0.0, lo_open=True)})
 
 
 def _metrics(request: training_pb2.TrainJobRequest, dataset: Dataset, target: torch.Tensor) -> tuple[str, ...]:
@@ -678,7 +707,7 @@ def plan_job(
         raise covers_nothing(reg, f"the model's parameters ({', '.join(names)})")
     optimizer = _optimizer(request, names)
     schedule = _schedule(request, request.epochs)
-    _check_float32_settings(optimizer, schedule)
+    _check_float32_settings(optimizer, schedule, request.epochs)
     metrics = _metrics(request, dataset, target)
     rate = DEFAULT_STEP_EVENTS_PER_SECOND
     if request.HasField("step_events_per_second"):

@@ -218,7 +218,13 @@ REFUSALS = [
                                                     {"patterns": ["*.weight"], "name": "param_groups[0]"}]}},
      "INVALID_ARGUMENT", "optimizer.param_groups[1].name", "the default label of param_groups[0]"),
     ({"schedule": {"step": {}}}, "INVALID_ARGUMENT", "schedule.step.step_size", ">= 1"),
-    ({"schedule": {"exponential": {}}}, "INVALID_ARGUMENT", "schedule.exponential.gamma", "(0, 1]"),
+    ({"schedule": {"exponential": {}}}, "INVALID_ARGUMENT", "schedule.exponential.gamma", "is 0 (not set); must be > 0"),
+    ({"schedule": {"exponential": {"gamma": -0.5}}}, "INVALID_ARGUMENT", "schedule.exponential.gamma", "> 0"),
+    ({"schedule": {"step": {"step_size": 1, "gamma": -0.5}}}, "INVALID_ARGUMENT", "schedule.step.gamma", ">= 0"),
+    ({"optimizer": {"name": "adam", "eps": -1e-8}}, "INVALID_ARGUMENT", "optimizer.eps", ">= 0"),
+    ({"optimizer": {"name": "rmsprop", "alpha": -0.1}}, "INVALID_ARGUMENT", "optimizer.alpha", ">= 0"),
+    ({"optimizer": {"name": "sgd", "param_groups": [{"patterns": ["*.bias"], "lr": -0.1}]}},
+     "INVALID_ARGUMENT", "optimizer.param_groups[0].lr", ">= 0"),
     ({"schedule": {"cosine": {"eta_min": -1}}}, "INVALID_ARGUMENT", "schedule.cosine.eta_min", ">= 0"),
     ({"metrics": ["f1"]}, "INVALID_ARGUMENT", "metrics[0]", "accuracy, mae, rmse"),
     ({"metrics": ["accuracy", "accuracy"]}, "INVALID_ARGUMENT", "metrics[1]", "twice"),
@@ -681,6 +687,62 @@ def test_optimizer_numbers_torch_takes_at_any_size_stay_accepted(optimizer: dict
     torch.set_num_threads(1)
     final = _run(plan(_one_step(optimizer)))
     assert final.state in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED) and "float32" not in final.message
+
+
+@pytest.mark.parametrize("spec", [
+    {"optimizer": {"name": "adam", "eps": 0.0}}, {"optimizer": {"name": "adamw", "eps": 0.0}},
+    {"optimizer": {"name": "rmsprop", "eps": 0.0}}, {"optimizer": {"name": "adagrad", "eps": 0.0}},
+    {"optimizer": {"name": "rmsprop", "alpha": 1.5}},
+    {"optimizer": {"name": "sgd", "lr": 0.1}, "schedule": {"step": {"step_size": 1, "gamma": 0.0}}, "epochs": 3},
+    {"optimizer": {"name": "sgd", "lr": 0.1}, "schedule": {"step": {"step_size": 1, "gamma": 2.0}}, "epochs": 3},
+    {"optimizer": {"name": "sgd", "lr": 0.1}, "schedule": {"exponential": {"gamma": 1.5}}, "epochs": 3},
+], ids=str)
+def test_settings_torch_takes_beyond_the_usual_ranges_are_accepted(spec: dict[str, Any]) -> None:
+    """torch takes eps 0, an rmsprop alpha above 1 and any schedule gamma (lossd refused them: eps > 0, alpha
+    in [0, 1], gamma in (0, 1]); the job runs, and follows torch's learning rates."""
+    torch.set_num_threads(1)
+    p = plan(_one_step(spec["optimizer"], **{k: v for k, v in spec.items() if k != "optimizer"}))
+    final = _run(p)
+    assert final.state in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED) and "float32" not in final.message
+    if "schedule" in spec:
+        events: list[pb.JobEvent] = []
+        run_job(p, None, events.append, Control())
+        lrs = [e.lr for e in events if e.kind == pb.JOB_EVENT_KIND_EPOCH]
+        model = torch.nn.Linear(2, 2)
+        sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+        kind = next(iter(spec["schedule"]))
+        scheduler = (torch.optim.lr_scheduler.StepLR(sgd, 1, gamma=spec["schedule"]["step"]["gamma"]) if kind == "step"
+                     else torch.optim.lr_scheduler.ExponentialLR(sgd, gamma=spec["schedule"]["exponential"]["gamma"]))
+        expected = []
+        for _ in range(3):
+            expected.append(sgd.param_groups[0]["lr"])
+            sgd.step()
+            scheduler.step()
+        assert lrs == expected, (lrs, expected)
+
+
+@pytest.mark.parametrize("kind, schedule", [
+    ("exponential", {"exponential": {"gamma": 1e21}}),
+    ("step", {"step": {"step_size": 1, "gamma": 1e21}}),
+])
+def test_a_gamma_that_grows_the_learning_rate_past_float32_is_refused(kind: str, schedule: dict[str, Any]) -> None:
+    """lr 1e-3 x (1e21)^2 = 1e39 in the third epoch: torch's step cannot convert it to float32 and the job
+    fails there; refused naming the gamma. Two epochs (one decay, 1e18) train."""
+    torch.set_num_threads(1)
+    sgd = {"name": "sgd", "lr": 1e-3}
+    assert "float32" not in _run(plan(_one_step(sgd, schedule=schedule, epochs=2))).message
+    e = refusal(_one_step(sgd, schedule=schedule, epochs=3))
+    assert (e.code, e.field) == ("INVALID_ARGUMENT", f"schedule.{kind}.gamma"), str(e)
+    assert e.message.startswith("is 1e+21; 2 decays take the learning rate 0.001 past 3.4028234663852886e+38 by the "
+                                "job's last epoch (epoch 3)"), e.message
+    forced = dataclasses.replace(plan(_one_step(sgd, schedule=schedule, epochs=2)), epochs=3)
+    failed = _run(forced)
+    assert failed.state == pb.JOB_STATE_FAILED, failed.message
+    assert "does not fit in float32: value cannot be converted to type float without overflow" in failed.message
+    # The default lr (torch's, 1e-3 for sgd) and a group's lr grow too.
+    assert refusal(_one_step({"name": "sgd"}, schedule=schedule, epochs=3)).field == f"schedule.{kind}.gamma"
+    grouped = {"name": "sgd", "lr": 1e-30, "param_groups": [{"patterns": ["*.bias"], "lr": 1e-3}]}
+    assert refusal(_one_step(grouped, schedule=schedule, epochs=3)).field == f"schedule.{kind}.gamma"
 
 
 def test_a_training_loss_param_that_takes_infinity_takes_it_in_a_job_too() -> None:

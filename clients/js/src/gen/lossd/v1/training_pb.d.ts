@@ -484,14 +484,14 @@ export declare type OptimizerSpec = Message<"lossd.v1.OptimizerSpec"> & {
   betas: number[];
 
   /**
-   * Term added to the denominator (adam, adamw, rmsprop, adagrad), > 0.
+   * Term added to the denominator (adam, adamw, rmsprop, adagrad), >= 0.
    *
    * @generated from field: optional double eps = 8;
    */
   eps?: number | undefined;
 
   /**
-   * Smoothing constant (rmsprop), in [0, 1].
+   * Smoothing constant (rmsprop), >= 0 (torch's rule; usually below 1).
    *
    * @generated from field: optional double alpha = 9;
    */
@@ -643,7 +643,7 @@ export declare type StepSchedule = Message<"lossd.v1.StepSchedule"> & {
   stepSize: number;
 
   /**
-   * Decay factor in (0, 1]; default 0.1.
+   * Factor (>= 0; above 1 the rate grows, as in torch); default 0.1.
    *
    * @generated from field: optional double gamma = 2;
    */
@@ -691,7 +691,7 @@ export declare const CosineScheduleSchema: GenMessage<CosineSchedule>;
  */
 export declare type ExponentialSchedule = Message<"lossd.v1.ExponentialSchedule"> & {
   /**
-   * Decay factor in (0, 1].
+   * Factor (> 0; above 1 the rate grows, as in torch).
    *
    * @generated from field: double gamma = 1;
    */
