@@ -817,14 +817,16 @@ _STACKING: Mapping[str, str] = {
 
 
 def _with_warnings(plan: JobPlan) -> JobPlan:
-    """Warn when an L2 term and optimizer weight decay apply to the same parameters (they stack)."""
+    """Warn when an L2 term and optimizer weight decay apply to the same parameters (they stack); not for
+    a group with ``lr`` 0, whose parameters neither term moves."""
     if not plan.regularization.l2:
         return plan
     default, per_group, _ = assign_groups(list(plan.covered), plan.optimizer.groups)
     base = plan.optimizer.settings.get("weight_decay", 0.01 if plan.optimizer.name == "adamw" else 0.0)
-    decayed = [n for n in default if base > 0]
+    base_lr = plan.optimizer.settings.get("lr", _torch_default_lr(plan.optimizer.name))
+    decayed = [n for n in default if base > 0 and base_lr > 0]
     for g, names in zip(plan.optimizer.groups, per_group):
-        if g.overrides.get("weight_decay", base) > 0:
+        if g.overrides.get("weight_decay", base) > 0 and g.overrides.get("lr", base_lr) > 0:
             decayed += names
     if not decayed:
         return plan

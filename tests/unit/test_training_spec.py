@@ -371,6 +371,11 @@ def test_decay_on_weights_not_biases_is_expressible() -> None:
     ({"name": "sgd", "param_groups": [{"patterns": ["*.bias"], "weight_decay": 0.1}]}, {"l2": 0.01}, []),
     ({"name": "sgd", "param_groups": [{"patterns": ["out.*"], "weight_decay": 0.1}]}, {"l2": 0.01}, ["out.weight"]),
     ({"name": "sgd", "weight_decay": 0.01}, {"l1": 0.01}, []),
+    # A group with lr 0 is frozen: neither term moves its parameters, so nothing stacks there.
+    ({"name": "sgd", "weight_decay": 0.01, "param_groups": [{"patterns": ["fc1.*"], "lr": 0}]}, {"l2": 0.01},
+     ["out.weight"]),
+    ({"name": "adamw", "lr": 0, "param_groups": [{"patterns": ["fc1.*"], "lr": 0.1}]}, {"l2": 0.01}, ["fc1.weight"]),
+    ({"name": "adamw", "lr": 0}, {"l2": 0.01}, []),
 ])
 def test_l2_and_weight_decay_together_warn(optimizer: dict[str, Any], regularization: dict[str, Any],
                                            warned: list[str]) -> None:
@@ -379,7 +384,7 @@ def test_l2_and_weight_decay_together_warn(optimizer: dict[str, Any], regulariza
         assert p.warnings == ()
     else:
         (text,) = p.warnings
-        assert "stack" in text and ", ".join(warned) in text, text
+        assert "stack" in text and f"apply to {', '.join(warned)}: they stack" in text, text
 
 
 def test_group_names_that_clash_with_no_label_are_accepted() -> None:
