@@ -216,6 +216,10 @@ def make_inline(x: torch.Tensor, y: torch.Tensor, num_classes: int = 0, field: s
     >>> d.num_classes, d.labels.tolist()
     (2, [0, 1, 1])
     """
+    for name, t in (("x", x), ("y", y)):
+        if t.is_complex():  # torch's layers and losses refuse complex numbers; float32 would drop the imaginary part
+            raise FieldError(f"{field}.{name}", f"is {str(t.dtype).replace('torch.', '')}; a training job's data "
+                             "must be real (floating-point, integer or bool)")
     if x.dim() == 1:
         x = x.unsqueeze(1)
     if x.dim() != 2:

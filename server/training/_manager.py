@@ -356,7 +356,19 @@ class JobManager:
         return str(await self._io(self._submit, request, executor=self._executor,
                                   closed="the server is shutting down; submit the job again after it restarts"))
 
+    def _queue_full(self) -> FieldError | None:
+        """The refusal of a job that would find the queue full, else ``None``."""
+        waiting = self.store.count_waiting()
+        if len(self._running) < self.config.max_jobs or waiting < self.config.max_queued_jobs:
+            return None
+        return FieldError("", f"{len(self._running)} jobs are running and {waiting} are queued; the server "
+                          f"queues at most {self.config.max_queued_jobs} ({flag_name('max_queued_jobs')}) behind "
+                          f"{self.config.max_jobs} running ({flag_name('max_jobs')}): retry later",
+                          "RESOURCE_EXHAUSTED")
+
     def _submit(self, request: training_pb2.TrainJobRequest) -> str:
+        if (full := self._queue_full()) is not None:  # before planning, which may build a large data set;
+            raise full  # asked again under the lock once the job is planned
         plan = plan_job(request, self._registry, self.config.limits)
         if plan.nodes > 1 and self._rdzv_store is None:
             raise FieldError("nodes", f"is {plan.nodes}: a job on several machines needs a server started with "
@@ -365,15 +377,8 @@ class JobManager:
         with capture_warnings():  # torch's warnings on this trial run (kl_div's reduction='mean') are not
             check_loss_accepts_model(plan)  # written raw to stderr: the job's worker logs them as it runs
         with self._lock:
-            waiting = self.store.count_waiting()
-            if len(self._running) >= self.config.max_jobs and waiting >= self.config.max_queued_jobs:
-                raise FieldError(
-                    "",
-                    f"{len(self._running)} jobs are running and {waiting} are queued; the server "
-                    f"queues at most {self.config.max_queued_jobs} ({flag_name('max_queued_jobs')}) behind "
-                    f"{self.config.max_jobs} running ({flag_name('max_jobs')}): retry later",
-                    "RESOURCE_EXHAUSTED",
-                )
+            if (full := self._queue_full()) is not None:
+                raise full
             if self._full:
                 raise _full_error()
             job_id = secrets.token_hex(6)

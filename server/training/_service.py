@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from ..._wire import FieldError
+from ..._wire import FieldError, reply_encoding
 from ...v1 import training_pb2, training_pb2_grpc
 from ..losses import Registry
 from ..rpc import rich_status
@@ -80,6 +80,7 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
     async def GetJob(self, request: training_pb2.GetJobRequest,
                      context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.GetJobResponse:
         try:
+            reply_encoding(request.output_encoding, "values")  # an unknown number: refused, with or without a result
             if not request.include_parameters:
                 row = await self._jobs.job(request.job_id, with_spec=True)
                 return training_pb2.GetJobResponse(job=row.to_proto(with_spec=True))

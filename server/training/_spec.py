@@ -334,7 +334,7 @@ def _loss(
         raise FieldError("loss.name", f"{spec.name} takes {needs}; a training loss must take the model output "
                         "(prediction) and a target, plus optional constant inputs")
     try:
-        kwargs = bind_params(spec, struct_to_dict(request.loss.params, "loss.params", registry, spec.name),
+        kwargs = bind_params(spec, struct_to_dict(request.loss.params, "params", registry, spec.name),
                              refused=DEPRECATED_PARAMS)
     except FieldError as e:
         raise FieldError(f"loss.{e.field}", e.message, e.code) from e

@@ -165,6 +165,11 @@ def test_the_queue_its_limit_and_cancelling_a_queued_job(stub: training_pb2_grpc
             run(stub, LONG, detach=True)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "--max-queued-jobs" in info.value.details() and "2 are queued" in info.value.details()
+        # A full queue refuses before the spec is planned (planning may build a data set of GBs for
+        # nothing): a spec that planning would refuse gets the queue's refusal too.
+        with pytest.raises(grpc.RpcError) as info:
+            run(stub, {**LONG, "loss": {"name": "no_such_loss"}}, detach=True)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
         only_queued = stub.ListJobs(pb.ListJobsRequest(states=[pb.JOB_STATE_QUEUED]), timeout=10).jobs
         assert {j.job_id for j in only_queued} == set(queued)
         reply = stub.CancelJob(pb.CancelJobRequest(job_id=queued[0]), timeout=10)
@@ -222,6 +227,12 @@ def test_bad_specs_are_refused_before_anything_runs(stub: training_pb2_grpc.Trai
      "job_id: '' is not a job id"),
     (lambda s: s.ListJobs(pb.ListJobsRequest(limit=5000), timeout=10), grpc.StatusCode.INVALID_ARGUMENT,
      "limit: is 5000"),
+    # an unknown encoding is refused before the job is looked up, with or without its parameters
+    (lambda s: s.GetJob(pb.GetJobRequest(job_id="0123456789ab", output_encoding=99), timeout=10),  # type: ignore
+     grpc.StatusCode.INVALID_ARGUMENT, "output_encoding: is 99"),
+    (lambda s: s.GetJob(pb.GetJobRequest(job_id="0123456789ab", output_encoding=99, include_parameters=True),
+                        timeout=10),  # type: ignore[arg-type]
+     grpc.StatusCode.INVALID_ARGUMENT, "output_encoding: is 99"),
 ])
 def test_bad_job_requests(stub: training_pb2_grpc.TrainingServiceStub, call: Any, code: grpc.StatusCode,
                           details: str) -> None:

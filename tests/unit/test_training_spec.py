@@ -694,6 +694,32 @@ def test_optimizer_numbers_torch_takes_at_any_size_stay_accepted(optimizer: dict
     assert final.state in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED) and "float32" not in final.message
 
 
+def test_a_loss_params_refusal_names_the_field_once() -> None:
+    """It said ``loss.loss.params: numbers must be finite``."""
+    r = request(small_spec(loss={"name": "cross_entropy"}))
+    r.loss.params["label_smoothing"] = float("inf")
+    with pytest.raises(LossError) as info:
+        plan_job(r, REGISTRY, TrainingLimits())
+    assert info.value.field == "loss.params" and info.value.message.startswith("numbers must be finite"), info.value
+
+
+@pytest.mark.parametrize("which", ["x", "y"])
+def test_complex_inline_data_is_refused(which: str) -> None:
+    """torch's layers and losses refuse complex numbers; a complex x lost its imaginary part (float32) and a
+    complex y became class labels."""
+    x = torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0]])
+    y = torch.tensor([0.7, 1.2, 0.3])
+    data = {"x": x, "y": y, which: (x if which == "x" else y).to(torch.complex64) + 1j}
+    r = request(small_spec(loss={"name": "mse_loss"}))
+    r.data.inline.x.CopyFrom(encode(data["x"].numpy()))
+    r.data.inline.y.CopyFrom(encode(data["y"].numpy()))
+    with pytest.raises(LossError) as info:
+        plan_job(r, REGISTRY, TrainingLimits())
+    e = info.value
+    assert (e.code, e.field) == ("INVALID_ARGUMENT", f"data.inline.{which}"), str(e)
+    assert e.message.startswith("is complex64; a training job's data must be real"), e.message
+
+
 @pytest.mark.parametrize("spec", [
     {"optimizer": {"name": "adam", "eps": 0.0}}, {"optimizer": {"name": "adamw", "eps": 0.0}},
     {"optimizer": {"name": "rmsprop", "eps": 0.0}}, {"optimizer": {"name": "adagrad", "eps": 0.0}},
