@@ -39,6 +39,7 @@ from ._evaluate import (
     run_bound,
 )
 from ._objective import (
+    MAX_PATTERN_CHARS,
     MAX_PATTERNS,
     Regularization,
     Term,
@@ -47,6 +48,7 @@ from ._objective import (
     covered_parameters,
     covers_nothing,
     evaluate_objective,
+    glob_matcher,
 )
 from ._vectorized import MAX_ITEM_ELEMENTS, StackedEvaluation, evaluate_stacked
 from ._warnings import capture as capture_warnings
@@ -55,6 +57,7 @@ __all__ = [
     "DEPRECATED_PARAMS",
     "MAX_ITEM_ELEMENTS",
     "MAX_PATTERNS",
+    "MAX_PATTERN_CHARS",
     "Binding",
     "Evaluation",
     "HasParams",
@@ -76,6 +79,7 @@ __all__ = [
     "evaluate",
     "evaluate_objective",
     "evaluate_stacked",
+    "glob_matcher",
     "grad_targets",
     "has_grad",
     "legacy_reduction",

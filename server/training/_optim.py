@@ -15,12 +15,13 @@ settings). The seed's "weight decay on weights, not on biases"::
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from ..evaluation import glob_matcher
 
 __all__ = [
     "OPTIMIZERS",
@@ -81,8 +82,9 @@ def assign_groups(
     default: list[str] = []
     per_group: list[list[str]] = [[] for _ in groups]
     clashes: list[tuple[str, int, int]] = []
+    matchers = [glob_matcher(g.patterns) for g in groups]
     for name in names:
-        hits = [i for i, g in enumerate(groups) if any(fnmatch.fnmatchcase(name, p) for p in g.patterns)]
+        hits = [i for i, matches in enumerate(matchers) if matches(name)]
         if not hits:
             default.append(name)
         else:

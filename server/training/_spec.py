@@ -701,7 +701,8 @@ def plan_job(
     reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
     for key in ("l1", "l2"):
         _finite(getattr(reg, key), f"regularization.{key}", 0.0)
-    check_patterns(reg)
+    check_patterns(reg, [(f"optimizer.param_groups[{i}].patterns", g.patterns)
+                         for i, g in enumerate(request.optimizer.param_groups)])
     covered = covered_parameters(shapes, reg) if (reg.l1 or reg.l2) else []
     if (reg.l1 or reg.l2) and not covered:
         raise covers_nothing(reg, f"the model's parameters ({', '.join(names)})")

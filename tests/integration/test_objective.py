@@ -149,6 +149,10 @@ def test_one_sgd_step_with_weight_decay_equals_step_on_l2_objective(client):
     ({"loss": [{"loss": "mse", "name": "l2"}]}, InvalidArgument, "terms[0].name"),
     ({"loss": "mse", "parameters": {"w": torch.ones(2)}, "grad_output": torch.ones(2, 3)}, InvalidArgument,
      "grad_output"),
+    # 16 KiB of glob patterns in all, refused before any is compiled (crafted ones cost ~10 ms each)
+    ({"loss": "mse", "regularization": {"l2": 1.0, "include": ["w*"] + ["*a" * 512] * 15,
+                                        "exclude": ["*b" * 512]}, "parameters": {"w": torch.ones(2, 2)}},
+     InvalidArgument, "regularization.exclude[0]"),
 ])
 def test_objective_errors_name_the_field(client, kwargs, error, field):
     loss = kwargs.pop("loss")

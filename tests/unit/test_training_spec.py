@@ -694,6 +694,26 @@ def test_optimizer_numbers_torch_takes_at_any_size_stay_accepted(optimizer: dict
     assert final.state in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED) and "float32" not in final.message
 
 
+def test_glob_patterns_are_bounded_in_all_before_any_is_compiled() -> None:
+    """64 groups x 256 patterns of 1 KiB were compiled one by one (fnmatch, ~10 ms each for ``*a*a...``,
+    kept in its cache for good) before "matches no parameter": minutes of a pool thread per request."""
+    import time
+
+    crafted = ["*" + "a*" * 511 + str(i) for i in range(20)]  # distinct: no cache helps
+    spec = small_spec(regularization={"l2": 0.01, "include": ["*.weight"]},
+                      optimizer={"name": "sgd", "param_groups": [{"patterns": crafted[:8]},
+                                                                 {"patterns": ["*.bias", *crafted[8:]]}]})
+    start = time.monotonic()
+    e = refusal(spec)
+    assert (e.code, e.field) == ("INVALID_ARGUMENT", "optimizer.param_groups[1].patterns[8]"), str(e)
+    assert e.message.startswith("brings the request's glob patterns to 16404 characters; at most 16384 in all"), e.message
+    assert time.monotonic() - start < 5
+    from lossd.server.training._optim import assign_groups
+    groups = plan(small_spec(optimizer={"name": "sgd", "param_groups": [{"patterns": ["fc[!2].*", "out.b?as"]}]}))
+    assert assign_groups(["fc1.weight", "fc2.weight", "out.bias"], groups.optimizer.groups)[1] == [
+        ["fc1.weight", "out.bias"]]
+
+
 def test_a_loss_params_refusal_names_the_field_once() -> None:
     """It said ``loss.loss.params: numbers must be finite``."""
     r = request(small_spec(loss={"name": "cross_entropy"}))
