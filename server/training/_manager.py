@@ -709,11 +709,16 @@ class JobManager:
             self._tick()
             if self.config.retention_s > 0 and time.monotonic() - swept > RETENTION_SWEEP_S:
                 swept = time.monotonic()
-                with contextlib.suppress(StoreUnavailable):
+                try:  # nothing may end this thread: without it, no lease is renewed and running jobs stall
                     if n := self.store.delete_ended_before(time.time() - self.config.retention_s):
                         log.info("deleted %d jobs that ended over %.0f s ago (--job-retention)", n,
                                  self.config.retention_s)
                         self._count_states()
+                except StoreUnavailable:
+                    pass  # the tick says so (store health); the next sweep tries again
+                except Exception:
+                    log.exception("deleting old jobs (--job-retention) failed; trying again in %.0f s",
+                                  RETENTION_SWEEP_S)
 
     def _tick(self) -> None:
         with self._lock:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -28,6 +29,24 @@ DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 100, 1000
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: FieldError) -> NoReturn:
     await context.abort_with_status(rich_status(error))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+_Unary = TypeVar("_Unary", bound=Callable[..., Awaitable[Any]])
+
+
+def _internal_when_unexpected(method: _Unary) -> _Unary:
+    """``method`` (a unary RPC) with an exception nobody mapped logged with its traceback and answered
+    INTERNAL, without its text: gRPC answered UNKNOWN with the exception's class and message."""
+    @functools.wraps(method)
+    async def answered(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("%s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the server log")
+    return answered  # type: ignore[return-value]
 
 
 class TrainingService(training_pb2_grpc.TrainingServiceServicer):
@@ -77,6 +96,7 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
             async for event in events:
                 yield training_pb2.WatchJobResponse(event=event)
 
+    @_internal_when_unexpected
     async def GetJob(self, request: training_pb2.GetJobRequest,
                      context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.GetJobResponse:
         try:
@@ -93,6 +113,7 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
         except FieldError as e:
             await _abort(context, e)
 
+    @_internal_when_unexpected
     async def ListJobs(self, request: training_pb2.ListJobsRequest,
                        context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.ListJobsResponse:
         if request.limit < 0 or request.limit > MAX_LIST_LIMIT:
@@ -109,6 +130,7 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
             await _abort(context, e)
         return training_pb2.ListJobsResponse(jobs=[r.to_proto() for r in rows])
 
+    @_internal_when_unexpected
     async def CancelJob(self, request: training_pb2.CancelJobRequest,
                         context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.CancelJobResponse:
         try:
@@ -117,6 +139,7 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
             await _abort(context, e)
         return training_pb2.CancelJobResponse(job=row.to_proto())
 
+    @_internal_when_unexpected
     async def DeleteJob(self, request: training_pb2.DeleteJobRequest,
                         context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.DeleteJobResponse:
         try:

@@ -410,6 +410,36 @@ def test_a_replica_stalled_inside_a_transaction_does_not_keep_its_jobs(postgres:
         other.close()
 
 
+def test_a_database_that_cannot_take_writes_is_unavailable_and_dropped_connections_are_replaced(
+        postgres: Any, tmp_path: Path) -> None:
+    """A database that refuses writes (a read-only standby after a failover) raises psycopg's InternalError,
+    not an OperationalError: it reached clients as UNKNOWN or INTERNAL, left TrainingService SERVING and
+    killed the lease thread. It is StoreUnavailable (UNAVAILABLE, health NOT_SERVING) as a lost database is.
+    And connections the database dropped (a restart, an administrator) are replaced before a call gets them:
+    each idle one failed one call after the database was back."""
+    import psycopg
+
+    from lossd.server.training._store import StoreUnavailable
+
+    url = postgres.fresh_database()
+    name = url.rsplit("/", 1)[1]
+    store = open_store(url, tmp_path)
+    job = "0000000000d1"
+    try:
+        _queued(store, job)
+        with psycopg.connect(postgres.url, autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        row = store.get_job(job)  # on a new connection: the pool's own was dropped
+        assert row is not None and row.state == pb.JOB_STATE_QUEUED
+        for write in (lambda: store.request_cancel(job, "cancelled"), lambda: store.delete_ended_before(1e12),
+                      lambda: _queued(store, "0000000000d2")):
+            with pytest.raises(StoreUnavailable, match="read-only transaction"):
+                write()
+    finally:
+        store.close()
+
+
 def test_a_checkpoint_over_the_bound_is_refused_and_nothing_is_stored(postgres: Any, tmp_path: Path) -> None:
     """PostgreSQL keeps checkpoints in bytea, bounded by what --max-parameters allows (the manager passes it)."""
     store = open_store(postgres.fresh_database(), tmp_path, max_checkpoint_bytes=64)

@@ -8,6 +8,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -82,6 +83,35 @@ def test_lossd_jobs_counts_the_jobs_of_the_store(tmp_path: Path, monkeypatch: py
             assert not training_pb2_grpc.TrainingServiceStub(ch).ListJobs(pb.ListJobsRequest(), timeout=30).jobs
     finally:
         metrics.close()
+
+
+def test_a_retention_sweep_that_fails_leaves_the_lease_thread_running(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep runs on the thread that renews leases and claims jobs: an error it did not expect (a full
+    disk's sqlite3.OperationalError; PostgreSQL's read-only standby) ended that thread for good, and running
+    jobs stalled at their lease's end."""
+    import sqlite3
+    import threading
+
+    from lossd.server.training._store import SQLiteJobStore
+
+    sweeps: list[float] = []
+
+    def failing(self: Any, cutoff: float, limit: int = 1000) -> int:
+        sweeps.append(cutoff)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(SQLiteJobStore, "delete_ended_before", failing)
+    with start_in_process(data_dir=str(tmp_path / "data"), job_retention=60.0) as address, \
+            grpc.insecure_channel(address) as channel:
+        deadline = time.monotonic() + 30
+        while not sweeps and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sweeps, "no retention sweep ran"
+        time.sleep(1.5)  # a tick or two after the failed sweep
+        assert any(t.name == "lossd-job-leases" and t.is_alive() for t in threading.enumerate())
+        stub = training_pb2_grpc.TrainingServiceStub(channel)
+        assert _run(stub, small_spec(epochs=1)).state == pb.JOB_STATE_SUCCEEDED
 
 
 def test_jobs_run_after_the_checkpoints_folder_was_removed(tmp_path: Path) -> None:

@@ -308,3 +308,26 @@ def test_jobs_leave_no_bookkeeping_once_they_and_their_watchers_are_done(tmp_pat
             time.sleep(0.05)
         assert manager.watchers == 0
         assert manager._waiters == {} and manager._steps_seen == {}
+
+
+@pytest.mark.parametrize("method, call", [
+    ("cancel", lambda s: s.CancelJob(pb.CancelJobRequest(job_id="0123456789ab"), timeout=10)),
+    ("delete", lambda s: s.DeleteJob(pb.DeleteJobRequest(job_id="0123456789ab"), timeout=10)),
+    ("list_jobs", lambda s: s.ListJobs(pb.ListJobsRequest(), timeout=10)),
+    ("job", lambda s: s.GetJob(pb.GetJobRequest(job_id="0123456789ab"), timeout=10)),
+])
+def test_an_unexpected_error_is_internal_without_its_text(monkeypatch: pytest.MonkeyPatch, method: str,
+                                                          call: Any) -> None:
+    """gRPC answered an exception no code mapped UNKNOWN, with its class and message (a psycopg error named
+    the statement: "Unexpected <class 'psycopg.errors.ReadOnlySqlTransaction'>: cannot execute DELETE ...")."""
+    from lossd.server.training._manager import JobManager
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret detail of the store")
+
+    monkeypatch.setattr(JobManager, method, broken)
+    with start_in_process() as address, grpc.insecure_channel(address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            call(training_pb2_grpc.TrainingServiceStub(channel))
+    assert info.value.code() == grpc.StatusCode.INTERNAL, info.value
+    assert "internal error in" in info.value.details() and "secret" not in info.value.details()
