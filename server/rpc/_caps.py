@@ -37,7 +37,7 @@ from ..._wire import FieldError
 from ...v1 import lossd_pb2
 
 __all__ = [
-    "ITEM_CAPS", "LOOP_CHECK_STEPS", "MAX_ITEMS", "MAX_SCANNED_FIELDS", "MAX_STRING_BYTES", "SIZED_PARTS_MAX_BYTES",
+    "ITEM_CAPS", "LOOP_CHECK_STEPS", "MAX_ITEMS", "MAX_PARAM_VALUES", "MAX_SCANNED_FIELDS", "MAX_STRING_BYTES", "SIZED_PARTS_MAX_BYTES",
     "WalkTooLong", "check_request", "check_string", "check_wire", "item_cap", "tensor_data_bytes",
 ]
 
@@ -55,6 +55,11 @@ ITEM_CAPS = {
     "lossd.v1.EvaluateLossBatchRequest.items": 2**31 - 1,
 }
 
+#: Most values in one ``params`` Struct, counted at every depth (each number, string, list and nested
+#: struct): the Struct is converted whole before its keys are bound, about 4 microseconds a value, so
+#: 1024 lists of 1024 numbers (11 MB, within every list's cap) took 4 s and 120 MB to refuse an unknown
+#: key. Parameters are options; data goes in tensors.
+MAX_PARAM_VALUES = 16_384
 #: A message known to reach more bytes than this has its parts walked, not sized: ``ByteSize`` of one
 #: part would serialize up to all of it holding the GIL (about 1.2 ms a MB). ``evaluate_many``'s
 #: batches are at most this (``MANY_BATCH_BYTES``), so their small items are each passed from one size.
@@ -72,6 +77,7 @@ _MAX_DEPTH = 100  # protobuf's own recursion limit
 _STRING = FieldDescriptor.TYPE_STRING
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 _ENUM = FieldDescriptor.TYPE_ENUM
+_STRUCT = "google.protobuf.Struct"
 
 
 def check_string(value: str, field: str, what: str = "") -> None:
@@ -174,7 +180,37 @@ def _walk(message: Message, field: str, size_parts: bool, budget: list[int] | No
         elif fd.type == _STRING:
             check_string(value, path)
         elif fd.type == _MESSAGE:
+            if fd.message_type is not None and fd.message_type.full_name == _STRUCT \
+                    and not message.DESCRIPTOR.full_name.startswith("google."):
+                _check_param_values(value, path, budget)  # a request's params (not a Struct inside one)
             _check_message(value, path, size_parts, budget)
+
+
+def _check_param_values(params: Message, field: str, budget: list[int] | None) -> None:
+    """Refuse a ``params`` Struct of more than :data:`MAX_PARAM_VALUES` values at all depths, counting
+    no further than one past the cap. A list or struct over its own entry cap is left to the walk, which
+    refuses it naming it."""
+    fields = params.fields  # type: ignore[attr-defined]
+    if len(fields) > MAX_ITEMS:
+        return
+    left, pending = MAX_PARAM_VALUES, list(fields.values())
+    while pending:
+        value = pending.pop()
+        left -= 1
+        _spend(budget, 1)
+        if left < 0:
+            raise FieldError(field, f"holds more than {MAX_PARAM_VALUES} values in all (each number, string, list "
+                             "and nested struct counted); parameters are options: send data as tensors")
+        kind = value.WhichOneof("kind")
+        if kind == "list_value":
+            inner = value.list_value.values
+        elif kind == "struct_value":
+            inner = value.struct_value.fields.values()
+        else:
+            continue
+        if len(inner) > MAX_ITEMS:
+            return
+        pending.extend(inner)
 
 
 def _check_message(message: Message, field: str, size_parts: bool, budget: list[int] | None) -> None:

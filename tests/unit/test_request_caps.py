@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 
 from lossd._wire import FieldError
 from lossd.server.rpc._caps import (
-    LOOP_CHECK_STEPS, MAX_ITEMS, MAX_SCANNED_FIELDS, MAX_STRING_BYTES, SIZED_PARTS_MAX_BYTES, WalkTooLong,
+    LOOP_CHECK_STEPS, MAX_ITEMS, MAX_PARAM_VALUES, MAX_SCANNED_FIELDS, MAX_STRING_BYTES, SIZED_PARTS_MAX_BYTES, WalkTooLong,
     _small_within_caps, check_request, check_wire,
 )
 from lossd.v1 import lossd_pb2, training_pb2
@@ -72,6 +72,45 @@ def test_an_over_long_string_is_refused_naming_its_field(what: str, message: Mes
         assert f"at most {MAX_STRING_BYTES} bytes" in error.message
     assert wire.value.field == field, wire.value
     assert words in str(wire.value)
+
+
+def _params_of(n_lists: int, per_list: int = MAX_ITEMS) -> dict[str, object]:
+    return {f"k{i}": [0.5] * per_list for i in range(n_lists)}
+
+
+def _train_with(where: str, params: dict[str, object]) -> training_pb2.TrainJobRequest:
+    r = training_pb2.TrainJobRequest()
+    (r.loss.params if where == "loss" else r.data.builtin.params).update(params)
+    return r
+
+
+def _batch_item_with(params: dict[str, object]) -> lossd_pb2.EvaluateLossBatchRequest:
+    r = lossd_pb2.EvaluateLossBatchRequest()
+    r.items.add(loss="mse_loss").params.update(params)
+    return r
+
+
+@pytest.mark.parametrize(("message", "field"), [
+    (lambda p: _evaluate(loss="mse_loss", params=p), "params"),
+    (lambda p: _evaluate(terms=[lossd_pb2.LossTerm(loss="mse_loss", params=p)]), "terms[0].params"),
+    (lambda p: _train_with("loss", p), "loss.params"),
+    (lambda p: _train_with("data", p), "data.builtin.params"),
+    (_batch_item_with, "items[0].params"),
+], ids=["params", "term", "job loss", "job data", "batch item"])
+def test_params_hold_a_bounded_number_of_values_in_all(message: object, field: str) -> None:
+    """Every list within its 1024 entries, but 1024 of them (11 MB): the Struct was converted whole (4 s,
+    120 MB) before an unknown key was refused. At most MAX_PARAM_VALUES values, nested ones counted."""
+    make = message  # type: ignore[assignment]
+    within = MAX_PARAM_VALUES // (MAX_ITEMS + 1)  # each list is itself a value
+    check_request(make(_params_of(within)))  # type: ignore[operator]
+    nested = make({"outer": {"inner": [[0.5] * 64] * 300}})  # type: ignore[operator]  # 300 x 65 + 3 values
+    start = time.monotonic()
+    for over in (make(_params_of(within + 1)), nested, make(_params_of(1000))):  # type: ignore[operator]
+        with pytest.raises(FieldError) as info:
+            check_request(over, at_least=over.ByteSize())
+        assert info.value.field == field and info.value.message.startswith(
+            f"holds more than {MAX_PARAM_VALUES} values in all"), info.value
+    assert time.monotonic() - start < 2
 
 
 def test_strings_at_the_cap_pass_both_checks() -> None:
