@@ -54,8 +54,8 @@ from ..evaluation import (
     bind_params,
     check_patterns,
     covered_parameters,
+    call_loss,
     covers_nothing,
-    escaped,
     param_copies,
 )
 from ..losses import LossSpec, Registry
@@ -130,15 +130,12 @@ class LossPlan:
         tensors[self.target] = target
         # each step's own copies of list and dict params: a loss that changed them would change every later
         # step, and a resumed job (whose plan starts from the declared values) would no longer match
-        kwargs = param_copies(self.kwargs) if self.spec.mutable_values else self.kwargs
-        try:
-            out: torch.Tensor = self.spec.fn(**tensors, **kwargs)
-        except BaseException as e:  # SystemExit, KeyboardInterrupt, StopIteration...: a LossCrashed (a worker
-            # ignores SIGINT, so a KeyboardInterrupt here is the loss's own)
-            if (crash := escaped(self.spec.name, e)) is None:
-                raise
-            raise crash from e
-        return out
+        kwargs = param_copies(self.kwargs) if self.spec.mutable_values else dict(self.kwargs)
+        # as EvaluateLoss calls it: torch's own errors (a batch-coupled loss's N x N matrix that cannot be
+        # allocated) are a FieldError, and the job fails saying so, not "internal error in the training
+        # worker"; SystemExit, StopIteration...: a LossCrashed (a worker ignores SIGINT, so a
+        # KeyboardInterrupt here is the loss's own)
+        return call_loss(self.spec, tensors, kwargs)
 
 
 @dataclass(frozen=True)

@@ -813,3 +813,28 @@ def test_a_training_loss_param_that_takes_infinity_takes_it_in_a_job_too() -> No
 
     spec = small_spec(loss={"name": "norm_loss", "params": {"p": math.inf}}, metrics=[])
     assert plan_job(request(spec), reg).loss.kwargs["p"] == math.inf
+
+
+def test_a_loss_that_torch_fails_on_a_full_batch_fails_the_job_saying_so() -> None:
+    """A batch-coupled loss (nt_xent's N x N similarities) passes the submission check on a few samples and
+    then cannot allocate its matrix for a full batch: torch's RuntimeError ended the job "internal error in
+    the training worker (RuntimeError)". It is the loss refusing the batch, as in EvaluateLoss."""
+    from lossd.server.losses import Input, Registry, register_loss
+
+    reg = Registry()
+
+    @register_loss("pairs_loss", inputs=(Input("input", "prediction", differentiable=True), Input("target", "target")),
+                   description="d", example=lambda dt: {}, registry=reg)
+    def pairs_loss(input, target):  # type: ignore[no-untyped-def]
+        if input.shape[0] > 8:  # as DefaultCPUAllocator says for 640 GB
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 640000000000 bytes")
+        return ((input - target) ** 2).mean()
+
+    spec = small_spec(loss={"name": "pairs_loss"}, model={"linear": {}}, metrics=[],
+                      data={"builtin": {"name": "linear_regression", "params": {"n_samples": 64}}}, batch_size=32)
+    p = plan_job(request(spec), reg)
+    check_loss_accepts_model(p)  # 4 samples: accepted
+    final = _run(p)
+    assert final.state == pb.JOB_STATE_FAILED, final
+    assert final.message.startswith("the loss refused the batch at step 1: ") and "can't allocate memory" in \
+        final.message and "internal error" not in final.message, final.message
