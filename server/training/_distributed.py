@@ -325,13 +325,14 @@ class _SilentMachines:
     run with group ``prefix`` checks in, else which one has not for :data:`MACHINE_SILENT_S` (counted from
     this object's making for a machine not heard from yet)."""
 
-    def __init__(self, store: Any, prefix: str, nodes: int, local: int) -> None:
-        self._store, self._prefix, self._local = store, prefix, local
-        now = time.monotonic()
+    def __init__(self, store: Any, prefix: str, nodes: int, local: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._store, self._prefix, self._local, self._clock = store, prefix, local, clock
+        now = clock()
         self._seen = {node: (0, now) for node in range(1, nodes)}  # node: (its count, when it last changed)
 
     def __call__(self) -> str:
-        now = time.monotonic()
+        now = self._clock()
         for node, (count, since) in self._seen.items():
             try:
                 current = int(self._store.add(_check_in_key(self._prefix, node), 0))

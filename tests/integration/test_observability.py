@@ -391,14 +391,13 @@ def test_a_stream_cancelled_while_its_replies_wait_to_be_sent_is_counted_cancell
     counted and logged OK, a status its client never saw."""
     x = np.random.default_rng(0).standard_normal(10**6).astype(np.float32)
     tensor = lossd_pb2.Tensor(dtype="float32", shape=[x.size], raw=x.tobytes())
-    sent = threading.Event()
+    cancelled_here = threading.Event()
 
     def items() -> Iterator[lossd_pb2.EvaluateLossStreamRequest]:
         for i in range(20):
             yield lossd_pb2.EvaluateLossStreamRequest(id=str(i), request=lossd_pb2.EvaluateLossRequest(
                 loss="mse_loss", inputs={"input": tensor, "target": tensor}, grad_inputs=["input"]))
-        sent.set()
-        sent.wait(30)  # then idle, the stream open
+        cancelled_here.wait(30)  # then idle, the stream open, until the call is cancelled
 
     with ServedProcess.start(tmp_path, "--metrics-port", "0", "--log-format", "json") as proc:
         url = _metrics_url(proc)
@@ -409,7 +408,7 @@ def test_a_stream_cancelled_while_its_replies_wait_to_be_sent_is_counted_cancell
             call.cancel()
             with pytest.raises(grpc.RpcError) as ended:
                 list(call)
-        sent.set()
+        cancelled_here.set()
         assert ended.value.code() == grpc.StatusCode.CANCELLED
         deadline = time.monotonic() + 10
         while True:

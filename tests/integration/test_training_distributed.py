@@ -554,14 +554,15 @@ def test_the_server_knows_which_joined_machine_went_silent(monkeypatch: pytest.M
     endpoint = f"127.0.0.1:{_free_port()}"
     server = _rendezvous_store(endpoint)
     prefix = "lossd/0123456789ab/run1/"
-    watch = _distributed._SilentMachines(server, prefix, nodes=3, local=2)
+    now = [100.0]  # the watch's clock, moved by hand: a real one read "1 s" once the test lost 0.1 s of CPU
+    watch = _distributed._SilentMachines(server, prefix, nodes=3, local=2, clock=lambda: now[0])
     group = _distributed._keys("0123456789ab")[1]
     _set(server, group, prefix)
     clients = {node: _rendezvous(endpoint) for node in (1, 2)}  # each machine's lossd join
     joined = [lambda node=node: _distributed._joined_run_check(clients[node], group, prefix, node, "0123456789ab")
               for node in (1, 2)]
     assert [check() for check in joined] == ["", ""] and watch() == ""
-    time.sleep(0.4)
+    now[0] += 0.4
     joined[0]()  # machine 1 checks in; machine 2 does not
     assert re.fullmatch(r"machine 2 \(ranks 4-5\) has not been heard from for 0 s \(frozen, cut off or gone: its "
                         r"lossd join checks in every second\); the job's ranks were stopped", watch()), watch()
