@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +87,18 @@ def settled(proc: ServedProcess, expected: int, timeout: float = 10) -> Counter[
         time.sleep(0.05)
         counts = served_calls(proc)
     return counts
+
+
+def warm_both(client: Any, servers: Sequence[ServedProcess], timeout: float = 30) -> None:
+    """Call until every one of ``servers`` has served one of ``client``'s calls: each subchannel is READY,
+    so round_robin's next picks alternate (a fixed count of warm-up calls assumed it)."""
+    before = [sum(served_calls(p).values()) for p in servers]
+    deadline = time.monotonic() + timeout
+    while True:
+        client.evaluate("mse", [1.0], [0.0])
+        if all(sum(settled(p, n + 1, 0.5).values()) > n for p, n in zip(servers, before)):
+            return
+        assert time.monotonic() < deadline, "a replica served none of the warm-up calls"
 
 
 @contextlib.contextmanager
@@ -226,10 +238,9 @@ def test_a_call_killed_mid_evaluation_moves_on(servers: list[ServedProcess]) -> 
     gate = GATES[victim.address]
     GATES[survivor.address].open()
     expected = gated_value()
-    before = served_calls(survivor)
     with Client([victim.address, survivor.address]) as client:
-        for _ in range(4):  # both subchannels connected, so the next two picks differ
-            client.evaluate("mse", [1.0], [0.0])
+        warm_both(client, [victim, survivor])  # both subchannels connected, so the next two picks differ
+        before = served_calls(survivor)
         results: list[Any] = [None, None]
 
         def slow(i: int) -> None:
@@ -249,9 +260,8 @@ def test_a_call_killed_mid_evaluation_moves_on(servers: list[ServedProcess]) -> 
     # float32 sums over 16,384 elements may split differently over the server's threads
     assert results == [pytest.approx(expected, rel=1e-6, abs=0)] * 2, (results, expected)
     assert victim.proc.wait(10) == -signal.SIGKILL
-    # The retried call's access line: waited for by itself (how the four warm-up calls split over the
-    # two replicas depends on when each subchannel became ready, so the survivor's line count does not
-    # tell when the retry's line has arrived).
+    # The retried call's access line: waited for by itself (warm-up lines may still be arriving, so the
+    # survivor's line count does not tell when the retry's line has arrived).
     assert wait_for(lambda: (served_calls(survivor) - before)[("OK", 2)] >= 1, 10), served_calls(survivor) - before
     assert (served_calls(survivor) - before)[("OK", 2)] == 1, served_calls(survivor) - before
 
@@ -268,8 +278,8 @@ def test_a_draining_replica_leaves_the_rotation(servers: list[ServedProcess]) ->
         stub = lossd_pb2_grpc.LossServiceStub(pinned)
         before = [served_calls(victim), served_calls(survivor)]
         with Client([victim.address, survivor.address]) as client:
-            for _ in range(4):
-                client.evaluate("mse", [1.0], [0.0])
+            warm_both(client, [victim, survivor])
+            before = [served_calls(victim), served_calls(survivor)]
             slow = stub.EvaluateLoss.future(gate.request(), timeout=120)  # keeps the drain open
             # SIGTERM once the victim computes the call (it waits at the gate), not while it travels.
             assert gate.wait_entered(30), "the pinned evaluation did not start"
