@@ -324,7 +324,8 @@ class ServerConfig:
         limits = TrainingLimits(self.max_epochs, self.max_steps, self.max_parameters, self.max_samples,
                                 self.max_tensor_elements, self.max_request_elements, self.max_tensors,
                                 max_world_size=self.max_world_size, max_classes=self.max_classes,
-                                max_layers=self.max_layers, max_layer_width=self.max_layer_width)
+                                max_layers=self.max_layers, max_layer_width=self.max_layer_width,
+                                max_message_bytes=self.max_message_bytes)
         return TrainingConfig(Path(self.data_dir), self.max_jobs, self.max_queued_jobs, limits, self.plugins,
                               rdzv_endpoint=self.rdzv_endpoint, job_store=self.job_store, lease_s=self.job_lease_s,
                               retention_s=self.job_retention, max_job_restarts=self.max_job_restarts,

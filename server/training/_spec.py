@@ -38,6 +38,7 @@ import torch
 from ..._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
 from ..._settings import flag_name
 from ..._wire import (
+    DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_REQUEST_ELEMENTS,
     DEFAULT_MAX_TENSOR_ELEMENTS,
     DEFAULT_MAX_TENSORS,
@@ -87,6 +88,7 @@ class TrainingLimits:
     max_classes: int = 100_000  # classes of a classification data set (keyword only)
     max_layers: int = 100  # hidden layers of an MLP (keyword only)
     max_layer_width: int = 100_000  # units of one hidden layer (keyword only)
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # what the job's result must fit in (keyword only)
 
     @property
     def tensors(self) -> TensorLimits:
@@ -399,6 +401,11 @@ def _target(dataset: Dataset, form: str) -> torch.Tensor:
     return dataset.labels
 
 
+#: Bytes allowed in a job's result message beyond its parameters' numbers and the spec: tensor names and
+#: headers, metrics, messages (a small model's terminal event is about 1 KB).
+RESULT_OVERHEAD_BYTES = 64 * 1024
+
+
 def _check_sizes(request: training_pb2.TrainJobRequest, model: ModelPlan, size: _DataSize, out_features: int,
                  limits: TrainingLimits) -> None:
     """Everything the job would allocate, from sizes alone, against the limits: before any of it is built.
@@ -414,6 +421,14 @@ def _check_sizes(request: training_pb2.TrainJobRequest, model: ModelPlan, size: 
     if n_params > limits.max_parameters:
         raise _limit("model", f"the number of parameters of the model ({size.features} inputs, {out_features} "
                      "outputs)", n_params, limits.max_parameters, "max_parameters")
+    # The trained parameters come back in one message (the terminal event; GetJob's, with the spec), 8
+    # bytes each as values, the encoding any reader may ask for: a result over the server's message
+    # limit could never be read (RESOURCE_EXHAUSTED "Sent message larger than max" on every try).
+    result = RESULT_OVERHEAD_BYTES + request.ByteSize() + 8 * n_params
+    if result > limits.max_message_bytes:
+        raise _limit("model", f"the job's result (its {n_params} parameters as 8-byte values, with the spec and "
+                     f"{RESULT_OVERHEAD_BYTES} bytes for the rest), in bytes,", result, limits.max_message_bytes,
+                     "max_message_bytes")
     rows = max(min(request.batch_size or DEFAULT_BATCH_SIZE, size.samples), min(CHUNK, size.samples))
     activations = rows * (sum(model.hidden) + out_features)
     if activations > limits.max_tensor_elements:

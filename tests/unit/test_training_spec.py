@@ -838,3 +838,20 @@ def test_a_loss_that_torch_fails_on_a_full_batch_fails_the_job_saying_so() -> No
     assert final.state == pb.JOB_STATE_FAILED, final
     assert final.message.startswith("the loss refused the batch at step 1: ") and "can't allocate memory" in \
         final.message and "internal error" not in final.message, final.message
+
+
+def test_a_job_whose_result_cannot_fit_the_message_limit_is_refused() -> None:
+    """With --max-message-bytes 300000, an MLP of 40,000 parameters trained and SUCCEEDED, but its result
+    (320 KB as values) could never be read: every TrainJob stream, WatchJob and GetJob with parameters
+    ended "Sent message larger than max". Refused at submission naming the flag; a spec near the limit
+    too (GetJob sends it back with the parameters)."""
+    wide = small_spec(model={"mlp": {"hidden": [200], "output_activation": "sigmoid"}},
+                      data={"builtin": {"name": "blobs", "params": {"n_samples": 100, "n_features": 200}}},
+                      loss={"name": "cross_entropy"}, metrics=[])
+    e = refusal(wide, max_message_bytes=300_000)
+    assert (e.code, e.field) == ("RESOURCE_EXHAUSTED", "model"), str(e)
+    assert "the job's result" in e.message and "--max-message-bytes" in e.message, e.message
+    assert plan(wide, max_message_bytes=400_000 + 64 * 1024)  # 40,601 parameters x 8 bytes fit
+    small = small_spec(name="x" * 1000)
+    assert plan(small, max_message_bytes=80_000)
+    assert refusal(small, max_message_bytes=66_000).field == "model"  # 64 KiB + the spec + 8 x 33 parameters
