@@ -100,10 +100,9 @@ class LossdServer:
         """Shut down gracefully within ``grace_s`` seconds; True when every call in flight had ended
         by itself (none was cancelled by the deadline).
 
-        In order: health ``NOT_SERVING`` (``HealthServicer.enter_graceful_shutdown``: clients that watch
-        it stop picking this server), new calls refused ``UNAVAILABLE`` (the drain gate), open
-        EvaluateLossStreams read no more items (each ends ``UNAVAILABLE`` once those it read are
-        answered); running training jobs checkpoint and stop,
+        In order: new calls refused ``UNAVAILABLE`` (the drain gate), open EvaluateLossStreams read no
+        more items (each ends ``UNAVAILABLE`` once those it read are answered), health ``NOT_SERVING``
+        (``HealthServicer.enter_graceful_shutdown``); running training jobs checkpoint and stop,
         INTERRUPTED (resumed at the next start), which ends their TrainJob/WatchJob streams; calls
         in flight finish; the server stops (what still runs at the deadline is cancelled); the
         evaluation threads take no more work; the metrics endpoint closes.
@@ -113,12 +112,10 @@ class LossdServer:
         def left() -> float:
             return max(0.0, deadline - time.monotonic())
 
-        # NOT_SERVING first: a call sent before the health watchers hear it is still served rather than
-        # refused (a round_robin client with health checking had up to a few calls refused per drain)
-        await self.health.enter_graceful_shutdown()
         self.gate.close()
         if self.loss_service is not None:  # open EvaluateLossStreams end once their items are answered
             self.loss_service.end_streams()
+        await self.health.enter_graceful_shutdown()
         await self.jobs.close(left())
         idle = await self.gate.wait_idle(left())
         await self.grpc_server.stop(min(left(), STRAGGLER_S) if idle else left())
