@@ -27,6 +27,7 @@ lossd._wire.FieldError: states: has 10 entries; at most 7 (one per JobState valu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -37,8 +38,9 @@ from ..._wire import FieldError
 from ...v1 import lossd_pb2
 
 __all__ = [
-    "ITEM_CAPS", "LOOP_CHECK_STEPS", "MAX_ITEMS", "MAX_PARAM_VALUES", "MAX_SCANNED_FIELDS", "MAX_STRING_BYTES", "SIZED_PARTS_MAX_BYTES",
-    "WalkTooLong", "check_request", "check_string", "check_wire", "item_cap", "tensor_data_bytes",
+    "ITEM_CAPS", "LOOP_CHECK_STEPS", "MAX_ITEMS", "MAX_PARAM_VALUES", "MAX_SCANNED_FIELDS", "MAX_STRING_BYTES",
+    "SIZED_PARTS_MAX_BYTES", "WalkTooLong", "check_request", "check_string", "check_wire", "item_cap",
+    "tensor_data_bytes",
 ]
 
 #: Longest string (UTF-8 bytes) in a request: names, patterns, map keys, strings in ``params``.
@@ -55,10 +57,12 @@ ITEM_CAPS = {
     "lossd.v1.EvaluateLossBatchRequest.items": 2**31 - 1,
 }
 
-#: Most values in one ``params`` Struct, counted at every depth (each number, string, list and nested
-#: struct): the Struct is converted whole before its keys are bound, about 4 microseconds a value, so
-#: 1024 lists of 1024 numbers (11 MB, within every list's cap) took 4 s and 120 MB to refuse an unknown
-#: key. Parameters are options; data goes in tensors.
+#: Most values in the ``params`` of one request (an evaluation: its params and every term's together; a
+#: training job: ``loss.params`` and ``data.builtin.params``), counted at every depth (each number,
+#: string, list and nested struct): a Struct is converted whole before its keys are bound, about 4
+#: microseconds a value, so 1024 lists of 1024 numbers (11 MB, within every list's cap) took 4 s and
+#: 120 MB to refuse an unknown key. Parameters are options; data goes in tensors. (Each item of a batch or
+#: a stream is a request of its own.)
 MAX_PARAM_VALUES = 16_384
 #: A message known to reach more bytes than this has its parts walked, not sized: ``ByteSize`` of one
 #: part would serialize up to all of it holding the GIL (about 1.2 ms a MB). ``evaluate_many``'s
@@ -77,7 +81,6 @@ _MAX_DEPTH = 100  # protobuf's own recursion limit
 _STRING = FieldDescriptor.TYPE_STRING
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 _ENUM = FieldDescriptor.TYPE_ENUM
-_STRUCT = "google.protobuf.Struct"
 
 
 def check_string(value: str, field: str, what: str = "") -> None:
@@ -147,8 +150,12 @@ def _walk(message: Message, field: str, size_parts: bool, budget: list[int] | No
     sized once, a batch's small items: one size each instead of a walk) when ``size_parts``,
     else walked. ``budget``: the steps left (``None``: no bound)."""
     _spend(budget, 1)
+    scope = _PARAM_STRUCTS.get(message.DESCRIPTOR.full_name)
     for fd, value in message.ListFields():
         path = f"{field}.{fd.name}" if field else fd.name
+        if scope is not None and fd.name in scope[0]:  # before the first field that holds params
+            _check_param_values(scope[1](message), field, budget)
+            scope = None
         if fd.is_repeated:
             is_map = fd.message_type is not None and fd.message_type.GetOptions().map_entry
             if fd.type not in (_STRING, _MESSAGE, _ENUM):
@@ -180,37 +187,53 @@ def _walk(message: Message, field: str, size_parts: bool, budget: list[int] | No
         elif fd.type == _STRING:
             check_string(value, path)
         elif fd.type == _MESSAGE:
-            if fd.message_type is not None and fd.message_type.full_name == _STRUCT \
-                    and not message.DESCRIPTOR.full_name.startswith("google."):
-                _check_param_values(value, path, budget)  # a request's params (not a Struct inside one)
             _check_message(value, path, size_parts, budget)
 
 
-def _check_param_values(params: Message, field: str, budget: list[int] | None) -> None:
-    """Refuse a ``params`` Struct of more than :data:`MAX_PARAM_VALUES` values at all depths, counting
-    no further than one past the cap. A list or struct over its own entry cap is left to the walk, which
-    refuses it naming it."""
-    fields = params.fields  # type: ignore[attr-defined]
-    if len(fields) > MAX_ITEMS:
-        return
-    left, pending = MAX_PARAM_VALUES, list(fields.values())
-    while pending:
-        value = pending.pop()
-        left -= 1
-        _spend(budget, 1)
-        if left < 0:
-            raise FieldError(field, f"holds more than {MAX_PARAM_VALUES} values in all (each number, string, list "
-                             "and nested struct counted); parameters are options: send data as tensors")
-        kind = value.WhichOneof("kind")
-        if kind == "list_value":
-            inner = value.list_value.values
-        elif kind == "struct_value":
-            inner = value.struct_value.fields.values()
-        else:
-            continue
-        if len(inner) > MAX_ITEMS:
+def _terms_params(request: Any) -> list[tuple[str, Message]]:
+    terms = request.terms if len(request.terms) <= item_cap(request.DESCRIPTOR.fields_by_name["terms"]) else []
+    return [("params", request.params), *((f"terms[{i}].params", t.params) for i, t in enumerate(terms))]
+
+
+#: The fields of each kind of request that hold ``params``, and its ``params`` Structs named as fields: one
+#: budget of :data:`MAX_PARAM_VALUES` for all of them (terms over their cap are left to the walk, which
+#: refuses them).
+_PARAM_STRUCTS: dict[str, tuple[frozenset[str], Callable[[Any], list[tuple[str, Message]]]]] = {
+    "lossd.v1.EvaluateLossRequest": (frozenset({"params", "terms"}), _terms_params),
+    "lossd.v1.TrainJobRequest": (frozenset({"loss", "data"}), lambda r: [
+        ("loss.params", r.loss.params), ("data.builtin.params", r.data.builtin.params)]),
+}
+
+
+def _check_param_values(structs: list[tuple[str, Message]], field: str, budget: list[int] | None) -> None:
+    """Refuse a request whose ``params`` Structs hold more than :data:`MAX_PARAM_VALUES` values in all, at
+    every depth, naming the Struct where the count passed it; counting stops one past the cap. A list or
+    struct over its own entry cap is left to the walk, which refuses it naming it."""
+    left = MAX_PARAM_VALUES
+    for name, params in structs:
+        fields = params.fields  # type: ignore[attr-defined]
+        if len(fields) > MAX_ITEMS:
             return
-        pending.extend(inner)
+        pending = list(fields.values())
+        while pending:
+            value = pending.pop()
+            left -= 1
+            _spend(budget, 1)
+            if left < 0:
+                where = f"{field}.{name}" if field else name
+                raise FieldError(where, f"brings the request's params to more than {MAX_PARAM_VALUES} values (each "
+                                 "number, string, list and nested struct counted, every term's too); parameters "
+                                 "are options: send data as tensors")
+            kind = value.WhichOneof("kind")
+            if kind == "list_value":
+                inner = value.list_value.values
+            elif kind == "struct_value":
+                inner = value.struct_value.fields.values()
+            else:
+                continue
+            if len(inner) > MAX_ITEMS:
+                return
+            pending.extend(inner)
 
 
 def _check_message(message: Message, field: str, size_parts: bool, budget: list[int] | None) -> None:

@@ -109,8 +109,24 @@ def test_params_hold_a_bounded_number_of_values_in_all(message: object, field: s
         with pytest.raises(FieldError) as info:
             check_request(over, at_least=over.ByteSize())
         assert info.value.field == field and info.value.message.startswith(
-            f"holds more than {MAX_PARAM_VALUES} values in all"), info.value
+            f"brings the request's params to more than {MAX_PARAM_VALUES} values"), info.value
     assert time.monotonic() - start < 2
+
+
+def test_the_params_of_every_term_of_a_request_share_one_budget() -> None:
+    """64 terms of 16,000 values each (11 MB) were each within a per-Struct cap, and were converted whole
+    (5 s) before a key was refused: the request's params and its terms' count together. A batch's items
+    are requests of their own."""
+    many = _evaluate(params={"a": [0.5] * 10}, terms=[
+        lossd_pb2.LossTerm(loss="mse_loss", params=_params_of(15)) for _ in range(64)])
+    with pytest.raises(FieldError) as info:
+        check_request(many, at_least=many.ByteSize())
+    assert info.value.field == "terms[1].params", info.value  # 11 + 15,375 values, then term 1 passes the cap
+    few = _evaluate(params={"a": [0.5] * 10}, terms=[
+        lossd_pb2.LossTerm(loss="mse_loss", params={"b": [0.5] * 200}) for _ in range(64)])
+    check_request(few, at_least=few.ByteSize())  # 11 + 64 x 201 values
+    batch = lossd_pb2.EvaluateLossBatchRequest(items=[_evaluate(loss="mse_loss", params=_params_of(15))] * 3)
+    check_request(batch, at_least=batch.ByteSize())
 
 
 def test_strings_at_the_cap_pass_both_checks() -> None:
