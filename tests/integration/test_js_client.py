@@ -264,3 +264,41 @@ def test_deadlines_and_stream_refusals(node: str, server_address: str) -> None:
     assert out["unary"] is True, out
     assert out["stream"]["type"] == "TypeError", out
     assert out["stream"]["message"].startswith("EvaluateLossStreamRequest.request.grad_inputs is not a field"), out
+
+
+ABANDONED_UPLOAD_SCRIPT = """
+import { createLossdClient, describeError, tensor } from "@lossd/client";
+const { target } = JSON.parse(await new Promise((resolve) => {
+  let text = ""; process.stdin.on("data", (c) => (text += c)).on("end", () => resolve(text));
+}));
+const client = createLossdClient({ target });
+const n = 4_000_000;  // two float32 inputs: a 32 MB request, more than Node's default session memory (10 MB)
+const big = { loss: "mse", inputs: { input: tensor("float32", [n], new Float32Array(n)),
+  target: tensor("float32", [n], new Float32Array(n)) } };
+const small = { loss: "mse", inputs: { input: tensor("float32", [1], [3]), target: tensor("float32", [1], [0]) } };
+const outcome = (p) => Promise.race([p.then((r) => r.value, (e) => describeError(e).code),
+  new Promise((resolve) => setTimeout(() => resolve("no answer in 10 s"), 10000))]);
+const out = { warm: await outcome(client.evaluateLoss(small)) };
+out.deadline = await outcome(client.evaluateLoss(big, { timeoutMs: 20 }));
+const ac = new AbortController();
+setTimeout(() => ac.abort(), 20);
+out.aborted = await outcome(client.evaluateLoss(big, { signal: ac.signal }));
+out.after = [];
+for (let i = 0; i < 3; i++) out.after.push(await outcome(client.evaluateLoss(small)));
+console.log(JSON.stringify(out));
+process.exit(0);
+"""
+
+
+def test_a_call_abandoned_while_its_large_request_is_sent_leaves_the_client_usable(node: str,
+                                                                                  server_address: str) -> None:
+    """A deadline or an abort that fired while a request over 10 MB was still being sent left the unsent rest
+    charged to Node's HTTP/2 session (maxSessionMemory, 10 MB by default): every later call on that client
+    failed UNAVAILABLE "NGHTTP2_ENHANCE_YOUR_CALM", or hung. The client gives the session room for two
+    messages of its largest size."""
+    result = _run([node, "--input-type=module", "-e", ABANDONED_UPLOAD_SCRIPT],
+                  stdin=json.dumps({"target": server_address}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    assert out["warm"] == 9 and out["deadline"] == "DEADLINE_EXCEEDED" and out["aborted"] == "CANCELLED", out
+    assert out["after"] == [9, 9, 9], out

@@ -77,7 +77,11 @@ export function createLossdClient(options = {}) {
   if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 1 || maxMessageBytes > 2 ** 32 - 1) {
     throw new TypeError(`createLossdClient: maxMessageBytes must be an integer from 1 to 2^32 - 1, got ${describe(maxMessageBytes)}`);
   }
-  const nodeOptions = {};
+  // Node's HTTP/2 session refuses new streams (ENHANCE_YOUR_CALM) once the data it holds passes
+  // maxSessionMemory (MB, default 10): the unsent rest of a large request whose call timed out or was
+  // aborted stays charged to the session, so every later call on this client failed. Room for two
+  // messages of the largest size.
+  const nodeOptions = { maxSessionMemory: Math.max(10, Math.ceil((2 * maxMessageBytes) / 2 ** 20)) };
   if (tls && typeof tls === "object") {
     for (const [k, v] of Object.entries(tls)) {
       if (v === undefined) continue;
