@@ -183,10 +183,8 @@ class PostgresJobStore:
         except Exception as e:
             raise StoreError(f"the job store {self.masked} is unreachable: {self._clean(e)}") from None
         # The wait for a pooled connection stays CONNECT_TIMEOUT_S: under load, calls queue for connections.
-        # check: a pooled connection the database dropped (a restart) is replaced before a call gets it, not
-        # failed once per idle connection after the database is back.
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=CONNECT_TIMEOUT_S,
-                                    name="lossd-jobs", kwargs=self._connect_args, check=ConnectionPool.check_connection)
+                                    name="lossd-jobs", kwargs=self._connect_args)
         try:
             self._pool.open(wait=True, timeout=max(timeout_s, CONNECT_TIMEOUT_S))
             self._migrate()
@@ -208,15 +206,18 @@ class PostgresJobStore:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Any]:
         """A connection in a transaction (committed on success). A database that is lost, or cannot take the
-        transaction now, is :class:`StoreUnavailable`: ``OperationalError`` (connection, timeouts),
-        ``InternalError`` (SQLSTATE 25 and 57: a read-only standby after a failover, the idle-in-transaction
-        timeout of a paused replica, an administrator's shutdown) and ``InterfaceError``. Errors in lossd's
-        own statements or data (``ProgrammingError``, ``DataError``, ``IntegrityError``) are raised as they are."""
+        transaction now, is :class:`StoreUnavailable`: ``OperationalError`` (connection, timeouts, an
+        administrator's shutdown), ``InterfaceError``, and SQLSTATE class 25 (``InternalError``: a read-only
+        standby after a failover, the idle-in-transaction timeout of a paused replica). Other errors (lossd's
+        own statements or data; XX: the database's internal errors) are raised as they are."""
+        psycopg = self._psycopg
         try:
             with self._pool.connection() as conn:
                 with conn.transaction():
                     yield conn
-        except (self._psycopg.OperationalError, self._psycopg.InternalError, self._psycopg.InterfaceError) as e:
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg.InternalError) as e:
+            if isinstance(e, psycopg.InternalError) and not (e.sqlstate or "").startswith("25"):
+                raise
             raise StoreUnavailable(f"the job store {self.masked} is unavailable: {self._clean(e)}") from None
 
     def _migrate(self) -> None:
