@@ -560,14 +560,14 @@ def _largest_lr(name: str, settings: Mapping[str, Any]) -> tuple[float, str]:
                 f"step by exactly that), a float32 number (at most {FLOAT32_MAX!r})")
 
 
-def _check_float32_settings(optimizer: OptimizerPlan, schedule: SchedulePlan | None, epochs: int) -> None:
+def _check_float32_settings(optimizer: OptimizerPlan, schedule: SchedulePlan | None, epochs: int,
+                            steps_per_epoch: int) -> None:
     """Refuse the optimizer numbers torch would fail to convert to float32 at a step (see
     ``FLOAT32_MAX``), naming the field: the optimizer's, each param group's, the cosine schedule's
-    ``eta_min`` (the learning rate every group anneals to), and a ``gamma`` above 1 that grows a
-    learning rate past the limit by the job's last epoch."""
+    ``eta_min`` (the learning rate every group anneals to), then a ``gamma`` above 1 that grows a
+    learning rate past the limit in a later epoch."""
     name, settings = optimizer.name, optimizer.settings
     lr_limit, lr_why = _largest_lr(name, settings)
-    _check_scheduled_growth(optimizer, schedule, epochs, lr_limit, lr_why)
     limits = {"lr": (lr_limit, lr_why)}
     if name != "adamw":
         limits["weight_decay"] = (FLOAT32_MAX, f"{name} adds weight_decay x the parameters to their gradient as a "
@@ -596,24 +596,35 @@ def _check_float32_settings(optimizer: OptimizerPlan, schedule: SchedulePlan | N
         raise FieldError("optimizer.dampening", f"is {dampening!r}; must be in [{-FLOAT32_MAX!r}, {FLOAT32_MAX!r}] "
                          "with momentum: sgd's momentum step adds (1 - dampening) x the gradient to the velocity as "
                          f"a float32 number (at most {FLOAT32_MAX!r} in size)")
+    _check_scheduled_growth(optimizer, schedule, epochs, steps_per_epoch)
 
 
 def _check_scheduled_growth(optimizer: OptimizerPlan, schedule: SchedulePlan | None, epochs: int,
-                            limit: float, why: str) -> None:
+                            steps_per_epoch: int) -> None:
     """A step or exponential schedule with ``gamma`` > 1 multiplies every group's learning rate by
-    ``gamma`` at each decay (torch takes any gamma): refuse one whose largest learning rate would pass
-    ``limit`` in the job's last epoch, naming the schedule's ``gamma`` (compared in log space, as
-    ``gamma ** decays`` may not fit a float)."""
+    ``gamma`` at each decay (torch takes any gamma): refuse one that takes the largest learning rate past
+    what the optimizer's step can convert to float32 in some epoch, naming the schedule's ``gamma``. For
+    Adam and AdamW that is ``lr / (1 - beta1**t)`` at the epoch's first step ``t`` (:func:`_largest_lr`
+    at ``t`` = 1), else ``lr``. Compared in log space: ``gamma ** decays`` may not fit a float."""
     if schedule is None or schedule.kind == "cosine" or schedule.settings["gamma"] <= 1:
         return
     gamma = schedule.settings["gamma"]
-    decays = (epochs - 1) // schedule.settings["step_size"] if schedule.kind == "step" else epochs - 1
     default_lr = optimizer.settings.get("lr", _torch_default_lr(optimizer.name))
     top = max([default_lr, *(g.overrides.get("lr", default_lr) for g in optimizer.groups)])
-    if decays < 1 or top == 0 or math.log(top) + decays * math.log(gamma) <= math.log(limit):
+    if top == 0:
         return
-    raise FieldError(f"schedule.{schedule.kind}.gamma", f"is {gamma!r}; {decays} decays take the learning rate "
-                     f"{top!r} past {limit!r} by the job's last epoch (epoch {epochs}): {why}")
+    beta1 = float(optimizer.settings.get("betas", (0.9, 0.999))[0]) if optimizer.name in ("adam", "adamw") else 0.0
+    every = schedule.settings["step_size"] if schedule.kind == "step" else 1
+    for epoch in range(every, epochs, every):  # the epochs whose learning rate one more decay raised
+        decays = epoch // every
+        first_step = epoch * steps_per_epoch + 1
+        correction = -math.log1p(-beta1 ** first_step) if beta1 else 0.0  # -log(1 - beta1**t), >= 0
+        if math.log(top) + decays * math.log(gamma) + correction > math.log(FLOAT32_MAX):
+            step = (f"its step, lr / (1 - betas[0]**t) at the epoch's first step t = {first_step}"
+                    if beta1 else "its step's learning rate")
+            raise FieldError(f"schedule.{schedule.kind}.gamma", f"is {gamma!r}; {decays} decays take the learning "
+                             f"rate {top!r} past what {optimizer.name} can apply in epoch {epoch + 1} of {epochs}: "
+                             f"{step}, a float32 number (at most {FLOAT32_MAX!r})")
 
 
 def _torch_default_lr(name: str) -> float:
@@ -720,7 +731,7 @@ def plan_job(
         raise covers_nothing(reg, f"the model's parameters ({', '.join(names)})")
     optimizer = _optimizer(request, names)
     schedule = _schedule(request, request.epochs)
-    _check_float32_settings(optimizer, schedule, request.epochs)
+    _check_float32_settings(optimizer, schedule, request.epochs, -(-len(train_index) // batch_size))
     metrics = _metrics(request, dataset, target)
     rate = DEFAULT_STEP_EVENTS_PER_SECOND
     if request.HasField("step_events_per_second"):
@@ -831,15 +842,17 @@ _STACKING: Mapping[str, str] = {
 
 def _with_warnings(plan: JobPlan) -> JobPlan:
     """Warn when an L2 term and optimizer weight decay apply to the same parameters (they stack); not for
-    a group with ``lr`` 0, whose parameters neither term moves."""
+    a group frozen by ``lr`` 0, whose parameters neither term moves (a cosine schedule with ``eta_min``
+    > 0 raises every group's rate towards it: nothing stays frozen there)."""
     if not plan.regularization.l2:
         return plan
     default, per_group, _ = assign_groups(list(plan.covered), plan.optimizer.groups)
     base = plan.optimizer.settings.get("weight_decay", 0.01 if plan.optimizer.name == "adamw" else 0.0)
     base_lr = plan.optimizer.settings.get("lr", _torch_default_lr(plan.optimizer.name))
-    decayed = [n for n in default if base > 0 and base_lr > 0]
+    thaws = plan.schedule is not None and plan.schedule.kind == "cosine" and plan.schedule.settings["eta_min"] > 0
+    decayed = [n for n in default if base > 0 and (base_lr > 0 or thaws)]
     for g, names in zip(plan.optimizer.groups, per_group):
-        if g.overrides.get("weight_decay", base) > 0 and g.overrides.get("lr", base_lr) > 0:
+        if g.overrides.get("weight_decay", base) > 0 and (g.overrides.get("lr", base_lr) > 0 or thaws):
             decayed += names
     if not decayed:
         return plan

@@ -376,10 +376,16 @@ def test_decay_on_weights_not_biases_is_expressible() -> None:
      ["out.weight"]),
     ({"name": "adamw", "lr": 0, "param_groups": [{"patterns": ["fc1.*"], "lr": 0.1}]}, {"l2": 0.01}, ["fc1.weight"]),
     ({"name": "adamw", "lr": 0}, {"l2": 0.01}, []),
+    # ...unless a cosine schedule raises its rate towards an eta_min > 0
+    ({"name": "adamw", "lr": 0, "schedule": {"cosine": {"eta_min": 0.05}}}, {"l2": 0.01},
+     ["fc1.weight", "out.weight"]),
 ])
 def test_l2_and_weight_decay_together_warn(optimizer: dict[str, Any], regularization: dict[str, Any],
                                            warned: list[str]) -> None:
-    p = plan(small_spec(optimizer=optimizer, regularization=regularization))
+    optimizer = dict(optimizer)
+    schedule = optimizer.pop("schedule", None)
+    p = plan(small_spec(optimizer=optimizer, regularization=regularization,
+                        **({"schedule": schedule} if schedule else {})))
     if not warned:
         assert p.warnings == ()
     else:
@@ -784,8 +790,8 @@ def test_a_gamma_that_grows_the_learning_rate_past_float32_is_refused(kind: str,
     assert "float32" not in _run(plan(_one_step(sgd, schedule=schedule, epochs=2))).message
     e = refusal(_one_step(sgd, schedule=schedule, epochs=3))
     assert (e.code, e.field) == ("INVALID_ARGUMENT", f"schedule.{kind}.gamma"), str(e)
-    assert e.message.startswith("is 1e+21; 2 decays take the learning rate 0.001 past 3.4028234663852886e+38 by the "
-                                "job's last epoch (epoch 3)"), e.message
+    assert e.message.startswith("is 1e+21; 2 decays take the learning rate 0.001 past what sgd can apply in epoch 3 "
+                                "of 3: its step's learning rate, a float32 number"), e.message
     forced = dataclasses.replace(plan(_one_step(sgd, schedule=schedule, epochs=2)), epochs=3)
     failed = _run(forced)
     assert failed.state == pb.JOB_STATE_FAILED, failed.message
@@ -794,6 +800,23 @@ def test_a_gamma_that_grows_the_learning_rate_past_float32_is_refused(kind: str,
     assert refusal(_one_step({"name": "sgd"}, schedule=schedule, epochs=3)).field == f"schedule.{kind}.gamma"
     grouped = {"name": "sgd", "lr": 1e-30, "param_groups": [{"patterns": ["*.bias"], "lr": 1e-3}]}
     assert refusal(_one_step(grouped, schedule=schedule, epochs=3)).field == f"schedule.{kind}.gamma"
+    # An lr already over the limit is refused naming it, not the gamma that would grow it further.
+    assert refusal(_one_step({"name": "sgd", "lr": 1e39}, schedule=schedule, epochs=3)).field == "optimizer.lr"
+
+
+def test_adams_growing_learning_rate_is_judged_at_each_epochs_first_step() -> None:
+    """Adam's step is lr / (1 - beta1**t): by epoch 3's first step (t = 3) that is 5e37 / 0.271 = 1.85e38,
+    which fits in float32, so torch trains it; it was refused by the first step's limit (3.4e37)."""
+    torch.set_num_threads(1)
+    adam = {"name": "adam", "lr": 5e-3}
+    schedule = {"exponential": {"gamma": 1e20}}
+    final = _run(plan(_one_step(adam, schedule=schedule, epochs=3)))
+    assert "float32" not in final.message, final.message
+    e = refusal(_one_step({"name": "adam", "lr": 1e-2}, schedule=schedule, epochs=3))  # 1e38 / 0.271 = 3.7e38
+    assert e.field == "schedule.exponential.gamma" and "epoch 3 of 3" in e.message and "t = 3" in e.message, e
+    forced = dataclasses.replace(plan(_one_step({"name": "adam", "lr": 1e-2}, schedule=schedule, epochs=2)), epochs=3)
+    failed = _run(forced)
+    assert failed.state == pb.JOB_STATE_FAILED and "does not fit in float32" in failed.message, failed.message
 
 
 def test_a_training_loss_param_that_takes_infinity_takes_it_in_a_job_too() -> None:
