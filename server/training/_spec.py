@@ -685,6 +685,10 @@ def plan_job(
         raise FieldError("name", "contains a NUL character (U+0000); a job's name is a label for listings, "
                          "text without NUL")
     _check_tensor_limits(request, limits)
+    r = request.regularization
+    reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
+    check_patterns(reg, [(f"optimizer.param_groups[{i}].patterns", g.patterns)  # before any data is built
+                         for i, g in enumerate(request.optimizer.param_groups)])
     model = _model(request, limits)
     if request.epochs < 1:
         raise FieldError("epochs", f"is {request.epochs}{' (not set)' if request.epochs == 0 else ''}; must be >= 1: "
@@ -720,12 +724,8 @@ def plan_job(
 
     shapes = dict(build_model(model, in_features, out_features, device="meta").named_parameters())
     names = list(shapes)
-    r = request.regularization
-    reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
     for key in ("l1", "l2"):
         _finite(getattr(reg, key), f"regularization.{key}", 0.0)
-    check_patterns(reg, [(f"optimizer.param_groups[{i}].patterns", g.patterns)
-                         for i, g in enumerate(request.optimizer.param_groups)])
     covered = covered_parameters(shapes, reg) if (reg.l1 or reg.l2) else []
     if (reg.l1 or reg.l2) and not covered:
         raise covers_nothing(reg, f"the model's parameters ({', '.join(names)})")

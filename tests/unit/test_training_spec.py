@@ -714,6 +714,8 @@ def test_glob_patterns_are_bounded_in_all_before_any_is_compiled() -> None:
     assert (e.code, e.field) == ("INVALID_ARGUMENT", "optimizer.param_groups[1].patterns[8]"), str(e)
     assert e.message.startswith("brings the request's glob patterns to 16404 characters; at most 16384 in all"), e.message
     assert time.monotonic() - start < 5
+    # before the data set is built (a data set refused later, or a large one, is not looked at)
+    assert refusal({**spec, "data": {"builtin": {"name": "no_such_set"}}}).field == e.field
     from lossd.server.training._optim import assign_groups
     groups = plan(small_spec(optimizer={"name": "sgd", "param_groups": [{"patterns": ["fc[!2].*", "out.b?as"]}]}))
     assert assign_groups(["fc1.weight", "fc2.weight", "out.bias"], groups.optimizer.groups)[1] == [
