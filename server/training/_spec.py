@@ -27,6 +27,7 @@ The plan holds the generated data, so the server (to validate) and the worker
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -53,9 +54,9 @@ from ..evaluation import (
     LossCrashed,
     Regularization,
     bind_params,
+    call_loss,
     check_patterns,
     covered_parameters,
-    call_loss,
     covers_nothing,
     param_copies,
 )
@@ -629,8 +630,6 @@ def _check_scheduled_growth(optimizer: OptimizerPlan, schedule: SchedulePlan | N
 
 def _torch_default_lr(name: str) -> float:
     """The learning rate torch's optimizer ``name`` uses when none is given."""
-    import inspect
-
     cls, _ = OPTIMIZERS[name]
     return float(inspect.signature(cls).parameters["lr"].default)
 
