@@ -40,11 +40,11 @@ from ._config import ServerConfig, build_parser, config_from_args
 from ._connections import connection_options
 from ._logging import (
     STARTUP_INTERRUPTED,
-    JsonFormatter,
     configure_logging,
     emit,
     guard_grpc_logger,
     parse_log_format,
+    say_line,
 )
 from ._openmp import OPENMP_SETTINGS, openmp_policy
 from ._security import ConfigError, Security, describe
@@ -418,10 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingError, StoreError) as e:  # a LOSSD_* variable that does not parse; ConfigError, SecurityError,
         # a busy address, a data directory in use; StoreError: the job store is unreachable, or newer than
         # this lossd (its URL's password masked)
-        _say(f"lossd serve: error: {e}", log_format, logging.ERROR)
+        say_line(f"lossd serve: error: {e}", log_format, logging.ERROR)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before serve() installed its signal handlers: what it built is closed
-        _say(STARTUP_INTERRUPTED, log_format, logging.WARNING)
+        say_line(STARTUP_INTERRUPTED, log_format, logging.WARNING)
         code = 130
     else:
         code = 0
@@ -434,10 +434,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stderr.flush()
     os._exit(code)
 
-
-def _say(message: str, log_format: str, level: int) -> None:
-    """One line on stderr, in one write (as emit() writes its lines): as is, or JSON with ``--log-format json``."""
-    if log_format == "json":
-        message = JsonFormatter().format(logging.LogRecord("lossd.server", level, __file__, 0, message, None, None))
-    sys.stderr.write(message + "\n")
-    sys.stderr.flush()

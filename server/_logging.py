@@ -30,7 +30,7 @@ from typing import IO, Any, NoReturn
 __all__ = [
     "LOG_FORMATS", "LOG_LEVELS", "PLAIN_FORMAT", "JsonFormatter", "configure_logging", "access_fields", "emit",
     "STARTUP_INTERRUPTED", "exit_interrupted_while_starting", "guard_grpc_logger", "interrupts_deferred",
-    "parse_log_format", "parse_log_level",
+    "parse_log_format", "parse_log_level", "say_line",
 ]
 
 #: The one line of a server stopped by Ctrl-C while it starts (exit 130): while its modules load
@@ -55,11 +55,22 @@ def interrupts_deferred() -> Iterator[None]:
 
 
 def exit_interrupted_while_starting() -> NoReturn:
-    """Say :data:`STARTUP_INTERRUPTED` on stderr, in one write, and exit 130 at once (the interpreter's
+    """Say :data:`STARTUP_INTERRUPTED` on stderr (:func:`say_line`) and exit 130 at once (the interpreter's
     teardown, with torch half imported, would take seconds and may print more)."""
-    sys.stderr.write(STARTUP_INTERRUPTED + "\n")
-    sys.stderr.flush()
+    say_line(STARTUP_INTERRUPTED)
     os._exit(130)
+
+
+def say_line(message: str, log_format: str = "plain", level: int = logging.WARNING) -> None:
+    """One line on stderr, in one write (as :func:`emit` writes its lines): as is, or JSON with
+    ``--log-format json``; for what is said before logging is set up, or without it (a refused start).
+
+    >>> say_line("lossd serve: error: --port: is -1")  # doctest: +SKIP
+    """
+    if log_format == "json":
+        message = JsonFormatter().format(logging.LogRecord("lossd.server", level, __file__, 0, message, None, None))
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
 
 
 #: The values of ``--log-format``.

@@ -253,7 +253,7 @@ def _evaluate_objective(
         if not math.isfinite(term.weight):
             raise FieldError(f"terms[{i}].weight", "must be a finite number")
     names = _term_names(terms, specs)
-    _check_regularization(reg, parameters)
+    covered = _check_regularization(reg, parameters)
     reads = [_term_reads(i, term, spec, inputs) for i, (term, spec) in enumerate(zip(terms, specs))]
 
     for sent in inputs:
@@ -303,7 +303,6 @@ def _evaluate_objective(
             total = weighted if total is None else total + weighted
         assert total is not None
         data_loss = total
-        covered = covered_parameters(param_leaves, reg) if (reg.l1 or reg.l2) else []
         objective = data_loss
         if reg.l1 or reg.l2 or parameters:
             parts["loss"] = data_loss.detach().item()
@@ -460,7 +459,8 @@ def check_patterns(reg: Regularization, others: Sequence[tuple[str, Sequence[str
                                  f"most {MAX_PATTERN_CHARS} in all (regularization and param_groups together)")
 
 
-def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Tensor]) -> None:
+def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Tensor]) -> list[str]:
+    """Refuse a bad regularization; the names of the parameters it covers (none without l1 or l2)."""
     check_patterns(reg)
     for key in ("l1", "l2"):
         value = getattr(reg, key)
@@ -471,8 +471,10 @@ def _check_regularization(reg: Regularization, parameters: Mapping[str, torch.Te
     for name, t in parameters.items():
         if not t.is_floating_point():
             raise FieldError(f"parameters.{name}", "must have a floating-point dtype")
-    if (reg.l1 or reg.l2) and not covered_parameters(parameters, reg):
+    covered = covered_parameters(parameters, reg) if (reg.l1 or reg.l2) else []
+    if (reg.l1 or reg.l2) and not covered:
         raise covers_nothing(reg, f"the parameters sent ({', '.join(sorted(parameters))})")
+    return covered
 
 
 def covers_nothing(reg: Regularization, what: str) -> FieldError:

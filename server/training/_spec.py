@@ -610,7 +610,7 @@ def _check_scheduled_growth(optimizer: OptimizerPlan, schedule: SchedulePlan | N
     if schedule is None or schedule.kind == "cosine" or schedule.settings["gamma"] <= 1:
         return
     gamma = schedule.settings["gamma"]
-    default_lr = optimizer.settings.get("lr", _torch_default_lr(optimizer.name))
+    default_lr = optimizer.settings.get("lr", _torch_default(optimizer.name, "lr"))
     top = max([default_lr, *(g.overrides.get("lr", default_lr) for g in optimizer.groups)])
     if top == 0:
         return
@@ -628,10 +628,10 @@ def _check_scheduled_growth(optimizer: OptimizerPlan, schedule: SchedulePlan | N
                              f"{step}, a float32 number (at most {FLOAT32_MAX!r})")
 
 
-def _torch_default_lr(name: str) -> float:
-    """The learning rate torch's optimizer ``name`` uses when none is given."""
+def _torch_default(name: str, setting: str) -> float:
+    """What torch's optimizer ``name`` uses for ``setting`` (``lr``, ``weight_decay``) when none is given."""
     cls, _ = OPTIMIZERS[name]
-    return float(inspect.signature(cls).parameters["lr"].default)
+    return float(inspect.signature(cls).parameters[setting].default)
 
 
 def _schedule(request: training_pb2.TrainJobRequest, epochs: int) -> SchedulePlan | None:
@@ -716,7 +716,8 @@ def plan_job(
         raise FieldError("data.validation_fraction", f"leaves no training sample out of {len(dataset)}")
     batch_size = min(request.batch_size or DEFAULT_BATCH_SIZE, len(train_index))
     _check_divisible(world_size, len(train_index), batch_size)
-    steps = request.epochs * -(-len(train_index) // batch_size)
+    steps_per_epoch = -(-len(train_index) // batch_size)
+    steps = request.epochs * steps_per_epoch
     if steps > limits.max_steps:
         raise _limit("epochs", f"{request.epochs} epochs of {len(train_index)} samples in batches of {batch_size} "
                      "make a total of optimizer steps that", steps, limits.max_steps, "max_steps")
@@ -730,7 +731,7 @@ def plan_job(
         raise covers_nothing(reg, f"the model's parameters ({', '.join(names)})")
     optimizer = _optimizer(request, names)
     schedule = _schedule(request, request.epochs)
-    _check_float32_settings(optimizer, schedule, request.epochs, -(-len(train_index) // batch_size))
+    _check_float32_settings(optimizer, schedule, request.epochs, steps_per_epoch)
     metrics = _metrics(request, dataset, target)
     rate = DEFAULT_STEP_EVENTS_PER_SECOND
     if request.HasField("step_events_per_second"):
@@ -846,8 +847,8 @@ def _with_warnings(plan: JobPlan) -> JobPlan:
     if not plan.regularization.l2:
         return plan
     default, per_group, _ = assign_groups(list(plan.covered), plan.optimizer.groups)
-    base = plan.optimizer.settings.get("weight_decay", 0.01 if plan.optimizer.name == "adamw" else 0.0)
-    base_lr = plan.optimizer.settings.get("lr", _torch_default_lr(plan.optimizer.name))
+    base = plan.optimizer.settings.get("weight_decay", _torch_default(plan.optimizer.name, "weight_decay"))
+    base_lr = plan.optimizer.settings.get("lr", _torch_default(plan.optimizer.name, "lr"))
     thaws = plan.schedule is not None and plan.schedule.kind == "cosine" and plan.schedule.settings["eta_min"] > 0
     decayed = [n for n in default if base > 0 and (base_lr > 0 or thaws)]
     for g, names in zip(plan.optimizer.groups, per_group):
