@@ -24,8 +24,9 @@ results part of ``docs/performance.md`` (``--no-docs``: leave it).
 ``--quick`` runs small sizes and few repetitions (a smoke test, ~1 minute).
 The bench client process applies the same malloc tuning as the server
 (``--no-client-malloc-tuning`` to not), and the same OpenMP wait policy
-(``lossd.server._openmp``, before torch loads): the wire table's in-process torch
-loop runs in turn with the calls, and OpenMP's default left a worker spinning
+(``lossd.server._openmp``, before torch loads), which its child processes
+inherit: the wire table's torch reference (``bench._reference``, a process of its
+own) runs in turn with the calls, and OpenMP's default left a worker spinning
 after it into the next call, which was the echo's.
 """
 
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     with BenchServer.start() as server:
         if "wire" in only:
             log("wire: EvaluateLoss vs echo")
-            results["wire"] = _sections.wire(server, sizes, ["mse_loss", "cross_entropy"], args.quick)
+            results["wire"] = _sections.wire(server, sizes, ["mse_loss", "cross_entropy"], args.quick,
+                                             malloc_tuning=not args.no_client_malloc_tuning)
         if "encodings" in only:
             log("encodings: raw vs values")
             results["encodings"] = _sections.encodings(server, [10**4, 10**5 if args.quick else 10**6], args.quick)

@@ -22,6 +22,7 @@ from lossd._methods import EVALUATE_LOSS
 from ._measure import (REPO, BenchServer, cpu_seconds, interleaved, percentile, proc_status_kib, summary,
                        thread_cpu_seconds)
 from ._echo import ECHO, echo_payload
+from ._reference import Reference
 from ._workloads import local_loop, workload
 
 __all__ = ["concurrency", "encodings", "malloc", "memory", "processes", "replicas", "training", "wire"]
@@ -70,14 +71,16 @@ def _cpu_by_thread(pid: int, calls: dict[str, Callable[[], object]], reps: int,
     return {name: {role: v / (reps * rounds) * 1e3 for role, v in roles.items()} for name, roles in total.items()}
 
 
-def wire(server: BenchServer, sizes: list[int], losses: list[str], quick: bool) -> list[dict[str, Any]]:
+def wire(server: BenchServer, sizes: list[int], losses: list[str], quick: bool,
+         malloc_tuning: bool = True) -> list[dict[str, Any]]:
     """EvaluateLoss next to a bare echo of the same bytes, per loss and size.
 
     ``echo``: the request's size in, the reply's size out, through the same server.
     ``evaluate``: EvaluateLoss with the request already serialized and the reply
     left as bytes, as the echo client does: what the server adds. ``sdk``:
     ``Client.evaluate`` from numpy arrays to numpy results, client work included.
-    ``torch``: the same forward and backward in this process. ``copy``: one copy of the
+    ``torch``: the same forward and backward without gRPC, in a process of its own (:mod:`._reference`
+    says why), set up as this one (``malloc_tuning``: whether this process's malloc is tuned). ``copy``: one copy of the
     arrays' bytes, the least a client of grpcio (which sends ``bytes`` only) must do.
     ``floor_over_echo``: (echo + torch + copy) ÷ echo, what the SDK's ratio would be if
     everything else lossd does cost nothing. From 10^6 elements, ``server_cpu_ms``: the server's
@@ -87,12 +90,14 @@ def wire(server: BenchServer, sizes: list[int], losses: list[str], quick: bool) 
     from lossd.client import Client, build_request
 
     rows = []
-    with Client(server.address, timeout=600) as client, Client(server.echo_address, timeout=600) as bare:
+    with Client(server.address, timeout=600) as client, Client(server.echo_address, timeout=600) as bare, \
+            Reference.start(malloc_tuning) as reference:
         echo = bare.channel.unary_unary(ECHO)
         evaluate = client.channel.unary_unary(EVALUATE)
         for loss in losses:
             for n in sizes:
                 w = workload(loss, n)
+                reference.use(loss, n)
                 request = build_request(loss, w.y_pred, w.y_true)[0].SerializeToString()
                 reply = evaluate(request)
                 payload = echo_payload(len(request), len(reply))
@@ -101,7 +106,7 @@ def wire(server: BenchServer, sizes: list[int], losses: list[str], quick: bool) 
                     "echo": functools.partial(echo, payload),
                     "evaluate": functools.partial(_keep_timing, timings, evaluate, request),
                     "sdk": functools.partial(client.evaluate, w.loss, w.y_pred, w.y_true),
-                    "torch": local_loop(w),
+                    "torch": reference,
                     "copy": functools.partial(b"".join, [w.y_pred.data, w.y_true.data]),
                 }, _reps(n, quick))
                 med = {k: summary(v)["median_ms"] for k, v in samples.items()}

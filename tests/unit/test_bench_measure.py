@@ -1,4 +1,5 @@
-"""The bench's per-thread CPU split (``bench._measure.thread_cpu_seconds``) puts work where it ran."""
+"""The bench's measuring helpers: the per-thread CPU split puts work where it ran; a contender timed
+in another process (the torch reference) is sampled as it measured itself."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, where bench/ lives
 
-from bench._measure import cpu_seconds, thread_cpu_seconds  # noqa: E402
+from bench._measure import Timed, cpu_seconds, interleaved, thread_cpu_seconds  # noqa: E402
+from bench._reference import Reference  # noqa: E402
 
 
 def _burn(seconds: float) -> None:
@@ -36,3 +38,20 @@ def test_thread_cpu_counts_the_main_thread_as_the_loop_and_the_rest_as_other():
     assert after["loop"] - before["loop"] >= 0.25
     assert after["other"] - before["other"] >= 0.25
     assert sum(after.values()) <= cpu_seconds(pid) + 0.02
+
+
+def test_interleaved_samples_a_contender_that_timed_itself_as_its_own_seconds():
+    samples = interleaved({"timed": lambda: Timed(2.5), "untimed": lambda: time.sleep(0.002)}, reps=3)
+    assert samples["timed"] == [2.5, 2.5, 2.5]
+    assert all(0.002 <= s < 2.5 for s in samples["untimed"])
+
+
+def test_the_torch_reference_runs_the_workload_in_a_process_of_its_own():
+    with Reference.start() as reference:
+        reference.use("mse_loss", 10**6)
+        first = reference()
+        reference.use("cross_entropy", 10**3)
+        second = reference()
+    assert isinstance(first, Timed) and isinstance(second, Timed)
+    assert 0 < first < 10 and 0 < second < 10
+    assert reference._proc.returncode == 0  # the end of its input ended it
