@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -212,13 +213,40 @@ class PostgresJobStore:
         own statements or data; XX: the database's internal errors) are raised as they are."""
         psycopg = self._psycopg
         try:
-            with self._pool.connection() as conn:
-                with conn.transaction():
-                    yield conn
+            with self._live_connection() as conn, conn.transaction():
+                yield conn
         except (psycopg.OperationalError, psycopg.InterfaceError, psycopg.InternalError) as e:
             if isinstance(e, psycopg.InternalError) and not (e.sqlstate or "").startswith("25"):
                 raise
             raise StoreUnavailable(f"the job store {self.masked} is unavailable: {self._clean(e)}") from None
+
+    @contextlib.contextmanager
+    def _live_connection(self) -> Iterator[Any]:
+        """A pooled connection the database has not dropped. A database restart (or an administrator's
+        ``pg_terminate_backend``) ends every session, and each idle pooled connection then failed the one call
+        that got it (UNAVAILABLE, which grpcurl and raw stubs do not retry) before the pool replaced it. Now
+        a dropped one is noticed before it is used (:meth:`_dropped`: no round trip) and closed (the pool
+        replaces it), and the next is taken. During an outage the pool's
+        own wait for a new connection, bounded by its timeout, is what a call meets, as before."""
+        for _ in range(self._pool.max_size):
+            with self._pool.connection() as conn:
+                if not self._dropped(conn):
+                    yield conn
+                    return
+                conn.close()  # returned closed: the pool discards it and opens another
+        with self._pool.connection() as conn:
+            yield conn
+
+    @staticmethod
+    def _dropped(conn: Any) -> bool:
+        """Whether the database has ended idle ``conn``: it sent something (a session it ends gets its notice,
+        then the end of the stream), where an idle pooled session is sent nothing. Looked at without waiting;
+        nothing is sent. A rare message of another kind costs one new connection, nothing else."""
+        if conn.closed:
+            return True
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
     def _migrate(self) -> None:
         with self._tx() as db:

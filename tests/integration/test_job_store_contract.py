@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,19 @@ def _state(state: int, **kw: Any) -> pb.JobEvent:
 def _queued(store: JobStore, job_id: str) -> None:
     store.create_job(job_id, "", b"spec", epochs=1, total_steps=1, encoding="raw")
     store.append_event(job_id, _state(pb.JOB_STATE_QUEUED))
+
+
+def _end_sessions(admin: Any, database: str) -> int:
+    """End every session on ``database`` (as a restart does) and wait until their processes are gone, so that
+    their sockets are closed (``pg_terminate_backend`` only signals them). Returns how many there were."""
+    ended = [pid for (pid,) in admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,))]
+    admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (ended,))
+    for _ in range(200):
+        if not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (ended,)).fetchone():
+            return len(ended)
+        time.sleep(0.05)
+    raise AssertionError(f"the sessions {ended} did not end in 10 s")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -427,13 +441,10 @@ def test_a_database_that_cannot_take_writes_is_unavailable(postgres: Any, tmp_pa
         _queued(store, job)
         with psycopg.connect(postgres.url, autocommit=True) as admin:
             admin.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        row = None
-        for _ in range(20):  # each pooled connection the database dropped fails one call, then is replaced
-            with contextlib.suppress(StoreUnavailable):
-                row = store.get_job(job)  # new sessions: read-only, and reads work
-                break
-        assert row is not None and row.state == pb.JOB_STATE_QUEUED
+            _end_sessions(admin, name)
+        for _ in range(3):  # the pooled connections the database dropped are replaced before a call gets them
+            row = store.get_job(job)  # new sessions: read-only, and reads work
+            assert row is not None and row.state == pb.JOB_STATE_QUEUED
         for write in (lambda: store.request_cancel(job, "cancelled"), lambda: store.delete_ended_before(1e12),
                       lambda: _queued(store, "0000000000d2")):
             with pytest.raises(StoreUnavailable, match="read-only transaction"):
@@ -510,3 +521,30 @@ def test_a_job_name_with_a_nul_is_refused_alike_on_both_stores(kind: str, tmp_pa
         kept = [r.event for r in stub.TrainJob(job_request(small_spec(name="nightly run ✓", detach=True)),
                                                 timeout=60)][0]
         assert stub.GetJob(pb.GetJobRequest(job_id=kept.job_id), timeout=30).job.name == "nightly run ✓"
+
+
+def test_pooled_connections_the_database_dropped_are_replaced_before_a_call_gets_them(postgres: Any,
+                                                                                     tmp_path: Path) -> None:
+    """A database restart ends every session (as ``pg_terminate_backend`` does here), and each idle pooled
+    connection then failed the one call that got it with StoreUnavailable (UNAVAILABLE to a client, which
+    grpcurl and raw stubs do not retry) before the pool replaced it. A dropped connection is now noticed, without
+    a round trip, before a call gets it."""
+    import psycopg
+
+    url = postgres.fresh_database()
+    name = url.rsplit("/", 1)[1]
+    store = open_store(url, tmp_path)
+    job = "0000000000e1"
+    try:
+        _queued(store, job)
+        pool = store._pool  # type: ignore[attr-defined]
+        with contextlib.ExitStack() as held:  # four idle connections in the pool
+            for _ in range(4):
+                held.enter_context(pool.connection())
+        with psycopg.connect(postgres.url, autocommit=True) as admin:
+            assert _end_sessions(admin, name) >= 4
+        for _ in range(6):
+            assert store.get_job(job).state == pb.JOB_STATE_QUEUED
+        assert store.request_cancel(job, "cancelled")  # a write too
+    finally:
+        store.close()
