@@ -46,6 +46,7 @@ from ._client import (
     ItemFramer,
     ManyRequests,
     Packed,
+    SharedSums,
     batch_outcomes,
     iter_prepared,
     kept,
@@ -204,8 +205,8 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
         """Many evaluations packed in ``EvaluateLossBatch`` calls (two in flight), outcomes in request
         order, like :meth:`Client.evaluate_many <lossd.client.Client.evaluate_many>`:
         ``await c.evaluate_many(items)``."""
-        framer = ItemFramer(as_torch)
-        flags, it = framer.flags, iter(requests)
+        framer, sums = ItemFramer(as_torch), SharedSums()
+        flags, it = framer.flags, iter(sums.items(requests))
         seen: list[Any] = []  # the items read so far, for a server without EvaluateLossBatch
         source = (framer.frame(i, item) for i, item in enumerate(kept(it, seen)))
         deadline = self.config.deadline(timeout, EVALUATE_LOSS_BATCH.default_deadline)
@@ -234,11 +235,11 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
             flags = []  # a server before EvaluateLossBatch: every item over the stream
             rest = stream_requests(iter_prepared(itertools.chain(seen, it), as_torch, flags))
             outcome = outcome_by_id(flags, raise_on_error)
-            return [r async for r in self._stream(EVALUATE_LOSS_STREAM, rest, left, outcome)]
+            return sums.apply([r async for r in self._stream(EVALUATE_LOSS_STREAM, rest, left, outcome)])
         finally:
             for _, pending in in_flight:
                 pending.cancel()
-        return out
+        return sums.apply(out)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The server's ``grpc.health.v1`` status, like :meth:`Client.health <lossd.client.Client.health>`."""

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import array
 import collections
 import functools
 import inspect
@@ -199,9 +200,6 @@ def build_request(
     ('ce', ['y_pred', 'y_true'], {'label_smoothing': 0.1}, False)
     """
     loss, tensors, all_params = _split_arguments(loss, y_pred, y_true, inputs, params, params_and_inputs)
-    struct = struct_pb2.Struct()
-    if all_params:
-        struct.update(all_params)
     terms: Sequence[Mapping[str, Any]] = () if isinstance(loss, str) else loss
     request = lossd_pb2.EvaluateLossRequest(
         loss=loss if isinstance(loss, str) else "",
@@ -211,7 +209,7 @@ def build_request(
         strict=strict,
     )
     if all_params:
-        request.params.CopyFrom(struct)
+        request.params.CopyFrom(params_struct(all_params, "params"))
     if grad_output is not None:
         request.grad_output.CopyFrom(encode(grad_output, encoding, "grad_output"))
     for term in terms:
@@ -223,13 +221,50 @@ def build_request(
         if "weight" in term:
             t.weight = float(term["weight"])
         if term.get("params"):
-            t.params.update(dict(term["params"]))
+            field = f"terms[{len(request.terms) - 1}].params"
+            t.params.CopyFrom(params_struct({k: param_value(k, v) for k, v in dict(term["params"]).items()}, field))
     for name, value in (parameters or {}).items():
         request.parameters[name].CopyFrom(encode(value, encoding, f"parameters.{name}"))
     if regularization is not None:
         request.regularization.CopyFrom(lossd_pb2.Regularization(**regularization))
     as_torch = any(is_torch_tensor(v) for v in [*tensors.values(), *(parameters or {}).values()])
     return request, as_torch
+
+
+def params_struct(params: Mapping[str, Any], field: str) -> struct_pb2.Struct:
+    """``params`` (as :func:`~._modules.param_value` leaves them) as a ``Struct``; a value JSON cannot
+    carry is a ``TypeError`` naming its key in ``field``.
+
+    >>> params_struct({"margin": 0.5}, "params")["margin"]
+    0.5
+    >>> params_struct({"margin": 1j}, "params")
+    Traceback (most recent call last):
+    ...
+    TypeError: params.margin: cannot send a complex as a parameter; parameters are numbers, strings, ...
+    """
+    struct = struct_pb2.Struct()
+    for key, value in params.items():
+        try:
+            struct.update({key: value})
+        except (TypeError, ValueError):
+            leaf = _unsendable(value)
+            raise TypeError(f"{field}.{key}: cannot send a {type(leaf).__qualname__} as a parameter; parameters "
+                            "are numbers, strings, booleans, None, and lists and dicts of them") from None
+    return struct
+
+
+def _unsendable(value: Any) -> Any:
+    """The first part of ``value`` that a ``Struct`` cannot hold (``value`` itself when none is found)."""
+    if isinstance(value, (list, tuple)):
+        parts = list(value)
+    elif isinstance(value, dict):
+        parts = list(value.values())
+    else:
+        return value
+    for part in parts:
+        if part is not None and not isinstance(part, (bool, int, float, str)):
+            return _unsendable(part)
+    return value
 
 
 def frame_request(
@@ -296,28 +331,38 @@ def _split_arguments(
     params: Mapping[str, Any] | None, params_and_inputs: Mapping[str, Any],
 ) -> tuple[LossSpecifier, dict[str, ArrayLike], dict[str, Any]]:
     """``build_request``'s arguments as (loss name or terms, inputs by name, loss parameters); a
-    torch loss module gives its name, parameters and tensors."""
+    torch loss module gives its name, parameters and tensors, which explicit arguments override
+    (whether either was given as a tensor or a parameter). A name given twice explicitly
+    (``y_pred`` and ``inputs["y_pred"]``, ``beta=`` and ``params["beta"]``) is a ``TypeError``."""
+    module_params: dict[str, Any] = {}
+    module_tensors: dict[str, Any] = {}
     if is_module(loss):
         loss, module_params, module_tensors = module_request(loss)
-        params = {**module_params, **(params or {})}
-        inputs = {**module_tensors, **(inputs or {})}
     elif not isinstance(loss, str) and not (
             isinstance(loss, Sequence) and all(isinstance(t, Mapping) for t in loss)):
         raise TypeError(f"cannot send a {type(loss).__module__}.{type(loss).__qualname__} as a loss; "
                         f"the loss must be {accepted()}")
-    tensors: dict[str, ArrayLike] = dict(inputs or {})
-    if y_pred is not None:
-        tensors["y_pred"] = y_pred
-    if y_true is not None:
-        tensors["y_true"] = y_true
-    all_params: dict[str, Any] = dict(params or {})
+    given: dict[str, ArrayLike] = dict(inputs or {})
+    explicit: dict[str, Any] = dict(params or {})
+    for name, value in (("y_pred", y_pred), ("y_true", y_true)):
+        if value is not None:
+            if name in given:
+                raise TypeError(f"{name} was given twice: as an argument and in inputs")
+            given[name] = value
     for k, v in params_and_inputs.items():
         if k in _NOT_PARAMS:
             continue
+        if k in given or k in explicit:
+            raise TypeError(f"{k} was given twice: as a keyword argument and in {'inputs' if k in given else 'params'}")
         if _is_array(v):
-            tensors[k] = v
+            given[k] = v
         else:
-            all_params[k] = v
+            explicit[k] = v
+    both = sorted(given.keys() & explicit.keys())
+    if both:
+        raise TypeError(f"{both[0]} was given twice: in inputs and in params")
+    tensors = {**{k: v for k, v in module_tensors.items() if k not in explicit}, **given}
+    all_params = {**{k: v for k, v in module_params.items() if k not in given}, **explicit}
     return loss, tensors, {k: param_value(k, v) for k, v in all_params.items()}
 
 
@@ -328,6 +373,47 @@ def _shared_inputs(named: Mapping[str, Any]) -> list[list[str]]:
         if value is not None and _is_array(value) and not isinstance(value, (list, tuple)):
             groups.setdefault(id(value), []).append(name)
     return [names for names in groups.values() if len(names) > 1]
+
+
+def _sharing(y_pred: Any, y_true: Any, kwargs: dict[str, Any]) -> tuple[list[list[str]], list[str], dict[str, Any]]:
+    """Among ``evaluate``'s arguments, the groups of input names bound to one array object (``loss(x, x)``),
+    the names added to ``grad_inputs`` so that each group's gradients can be summed (:func:`_sum_shared`),
+    and ``kwargs`` asking for them."""
+    shared = _shared_inputs({"y_pred": y_pred, "y_true": y_true, **dict(kwargs.get("inputs") or {}),
+                             **{k: v for k, v in kwargs.items() if k not in _NAMED and _is_array(v)}})
+    if not shared:
+        return [], [], kwargs
+    asked = list(kwargs.get("grad_inputs") or ())
+    extra = [n for group in shared if set(group) & set(asked) for n in group if n not in asked]
+    return shared, extra, ({**kwargs, "grad_inputs": [*asked, *extra]} if extra else kwargs)
+
+
+class SharedSums:
+    """``evaluate_many``'s dict items that pass one array object as several inputs (``{"y_pred": x,
+    "y_true": x}``): each is sent as :meth:`Evaluating.evaluate` sends it, and :meth:`apply` gives each
+    name the sum of the group's gradients, as ``evaluate`` (and local autograd) does."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[list[list[str]], list[str]]] = {}
+
+    def items(self, requests: ManyRequests) -> Iterator[lossd_pb2.EvaluateLossRequest | Mapping[str, Any]]:
+        """``requests``, the dicts that share an array asking for every gradient to sum."""
+        for i, item in enumerate(requests):
+            if isinstance(item, Mapping) and ("inputs" in item or len({id(v) for v in item.values()}) < len(item)):
+                rest = {k: v for k, v in item.items() if k not in ("y_pred", "y_true")}
+                shared, extra, rest = _sharing(item.get("y_pred"), item.get("y_true"), rest)
+                if shared:
+                    self._items[i] = (shared, extra)
+                    item = {**{k: item[k] for k in ("y_pred", "y_true") if k in item}, **rest}
+            yield item
+
+    def apply(self, outcomes: list[EvaluateResult | LossdError]) -> list[EvaluateResult | LossdError]:
+        """``outcomes`` in request order, each shared array's gradients summed."""
+        for i, (shared, extra) in self._items.items():
+            outcome = outcomes[i] if i < len(outcomes) else None
+            if isinstance(outcome, EvaluateResult):
+                _sum_shared(outcome, shared, extra)
+        return outcomes
 
 
 def _sum_shared(result: EvaluateResult, shared: list[list[str]], extra: Sequence[str] = ()) -> EvaluateResult:
@@ -348,10 +434,12 @@ def _sum_shared(result: EvaluateResult, shared: list[list[str]], extra: Sequence
 
 
 def _is_array(v: Any) -> bool:
-    """Arrays, tensors and lists are inputs; scalars and strings are parameters."""
+    """Arrays (numpy and its scalars, torch, anything ``np.asarray`` reads: ``__array__``, buffers), lists
+    and tuples are inputs; Python scalars and strings (``np.str_`` too) are parameters."""
     # numpy first: hasattr(array, "__array_interface__") builds the interface's dict (a microsecond).
-    return type(v) is np.ndarray or is_torch_tensor(v) or hasattr(v, "__array_interface__") or isinstance(
-        v, (list, tuple))
+    return type(v) is np.ndarray or is_torch_tensor(v) or (
+        not isinstance(v, (str, bytes)) and (hasattr(v, "__array_interface__") or hasattr(v, "__array__"))
+    ) or isinstance(v, (list, tuple, memoryview, array.array))
 
 
 def stream_outcome(
@@ -673,13 +761,10 @@ class Evaluating(ClientBase, Generic[ResultT]):
         each of its names, the sum of their gradients: what local autograd puts in ``x.grad``
         (``grad_inputs`` naming one of them asks for all of them, and returns the one named).
         """
-        shared = _shared_inputs({"y_pred": y_pred, "y_true": y_true, **dict(kwargs.get("inputs") or {}),
-                                 **{k: v for k, v in kwargs.items() if _is_array(v)}}
-                                ) if kwargs or (y_pred is y_true and y_pred is not None) else []
-        asked = list(kwargs.get("grad_inputs") or ())
-        extra = [n for group in shared if set(group) & set(asked) for n in group if n not in asked]
-        if extra:
-            kwargs = {**kwargs, "grad_inputs": [*asked, *extra]}
+        shared: list[list[str]] = []
+        extra: list[str] = []
+        if kwargs or (y_pred is y_true and y_pred is not None):
+            shared, extra, kwargs = _sharing(y_pred, y_true, kwargs)
         framed = self._framer.framed({"loss": loss, **({} if y_pred is None else {"y_pred": y_pred}),
                                       **({} if y_true is None else {"y_true": y_true}), **kwargs}
                                      ) if type(loss) is str else None
@@ -854,8 +939,8 @@ class Client(Evaluating[EvaluateResult], Jobs):
         >>> out[0].value, type(out[1]).__name__, out[1].item  # doctest: +SKIP
         (4.0, 'InvalidArgument', 1)
         """
-        framer = ItemFramer(as_torch)
-        flags, it = framer.flags, iter(requests)
+        framer, sums = ItemFramer(as_torch), SharedSums()
+        flags, it = framer.flags, iter(sums.items(requests))
         seen: list[Any] = []  # the items read so far, for a server without EvaluateLossBatch
         source = (framer.frame(i, item) for i, item in enumerate(kept(it, seen)))
         deadline = self.config.deadline(timeout, EVALUATE_LOSS_BATCH.default_deadline)
@@ -889,11 +974,11 @@ class Client(Evaluating[EvaluateResult], Jobs):
             flags = []  # a server before EvaluateLossBatch: every item over the stream
             rest = iter_prepared(itertools.chain(seen, it), as_torch, flags)
             outcome = outcome_by_id(flags, raise_on_error)
-            return list(self._stream(EVALUATE_LOSS_STREAM, stream_requests(rest), left, outcome))
+            return sums.apply(list(self._stream(EVALUATE_LOSS_STREAM, stream_requests(rest), left, outcome)))
         finally:
             for _, future in in_flight:
                 future.cancel()
-        return out
+        return sums.apply(out)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The server's ``grpc.health.v1`` status: ``SERVING``, ``NOT_SERVING``, ...

@@ -94,6 +94,11 @@ def _wire_array(x: ArrayLike, values: bool = False, field: str = "") -> tuple[st
     SDK's dtype rules."""
     if is_torch_tensor(x):
         torch = sys.modules["torch"]
+        if x.layout != torch.strided:
+            raise TypeError(_named(field, f"cannot send a {str(x.layout).removeprefix('torch.')} tensor; "
+                                          "send its .to_dense()"))
+        if x.is_meta:
+            raise TypeError(_named(field, "cannot send a tensor on the meta device: it holds no data"))
         t = x.detach().cpu().resolve_conj().resolve_neg()  # the values, not a view's lazy conjugate or negation
         name = str(t.dtype).removeprefix("torch.")
         if name not in DTYPES:
@@ -105,12 +110,15 @@ def _wire_array(x: ArrayLike, values: bool = False, field: str = "") -> tuple[st
         elif t.dtype == torch.bfloat16:
             t = t.view(torch.int16)  # numpy has no bfloat16; the bytes are the same
         return name, tuple(x.shape), t.contiguous().numpy()
-    arr = np.asarray(x)
-    if not isinstance(x, (np.ndarray, np.generic)):  # Python numbers and lists; numpy keeps its dtype
-        if arr.dtype == np.float64:
-            arr = arr.astype(np.float32)
-        elif arr.dtype == np.complex128:
-            arr = arr.astype(np.complex64)
+    try:
+        arr = np.asarray(x)
+    except ValueError as e:  # a ragged list
+        raise ValueError(_named(field, f"cannot read it as an array: {e}")) from None
+    # Python numbers and lists of them: torch's default dtypes, as torch.tensor(x) gives; anything typed (numpy,
+    # buffers, __array__) keeps its dtype, and so does a list holding a double-precision numpy or torch value
+    # (torch.tensor([np.float64(1)]) is float64).
+    if arr.dtype in (np.float64, np.complex128) and isinstance(x, (float, complex, list, tuple)) and not _has_double(x):
+        arr = arr.astype(np.float32 if arr.dtype == np.float64 else np.complex64)
     arr = _default_int(arr, field)
     wire = _NUMPY_TO_WIRE.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
     if wire is None:
@@ -121,6 +129,21 @@ def _wire_array(x: ArrayLike, values: bool = False, field: str = "") -> tuple[st
     if arr.dtype != dtype or not arr.flags.c_contiguous:  # np.require costs microseconds even when it keeps arr
         arr = np.require(arr, dtype=dtype, requirements="C")  # 0-d stays 0-d
     return wire, arr.shape, arr
+
+
+def _has_double(x: Any) -> bool:
+    """Whether nested lists ``x`` hold a numpy or torch value of a 64-bit float or 128-bit complex dtype
+    (whose dtype torch.tensor(x) keeps), rather than Python numbers only.
+
+    >>> _has_double([1.0, [np.float64(2.0)]]), _has_double([1.0, np.float32(2.0)]), _has_double(memoryview(b""))
+    (True, False, False)
+    """
+    if isinstance(x, (list, tuple)):
+        return any(_has_double(v) for v in x)
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        return False
+    return str(dtype).removeprefix("torch.") in ("float64", "complex128")
 
 
 def _values(arr: np.ndarray, field: str = "") -> np.ndarray:

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 __all__ = ["KNOWN_MODULES", "accepted", "is_module", "module_request", "param_value"]
 
 
@@ -108,15 +110,24 @@ def module_request(module: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
 
 
 def param_value(name: str, value: Any) -> Any:
-    """A parameter as JSON can carry it: torch's option dataclasses (``LinearCrossEntropyOptions``) as
-    objects, dtypes by name, a ``TripletMarginWithDistanceLoss`` distance by the server's name for it.
+    """A parameter as JSON can carry it: numpy scalars and 0-d torch tensors as Python numbers, strings
+    and booleans (lists and dicts of them too), torch's option dataclasses (``LinearCrossEntropyOptions``)
+    as objects, dtypes by name, a ``TripletMarginWithDistanceLoss`` distance by the server's name for it.
 
-    >>> param_value("reduction", "sum")
-    'sum'
+    >>> param_value("reduction", "sum"), param_value("ignore_index", np.int64(2)), param_value("w", [np.float32(0.5)])
+    ('sum', 2, [0.5])
     """
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [param_value(name, v) for v in value]
+    if isinstance(value, dict):
+        return {k: param_value(k, v) for k, v in value.items()}
     torch = sys.modules.get("torch")
     if torch is None:
         return value
+    if isinstance(value, torch.Tensor) and value.dim() == 0:
+        return value.item()
     if name == "distance_function" and not isinstance(value, str):
         return _distance_name(value, torch)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -142,8 +142,10 @@ def params_from_tensors(
         elif t.numel() == 1 and not t.is_complex():
             params[name] = t.item()
         else:
+            why = "a complex tensor is not a real number" if t.is_complex() else \
+                f"a tensor of shape {list(t.shape)} is not one number"
             raise FieldError(f"inputs.{name}", f"{name!r} is a parameter of {spec.name} ({p.describe()}); "
-                            f"send it in params (a tensor of shape {list(t.shape)} is not one number)")
+                            f"send it in params ({why})")
     return rest, params
 
 

@@ -153,6 +153,9 @@ def bind(
     :func:`bind_inputs` leaves them)."""
     spec = registry.get(loss)
     inputs, sent_params = params_from_tensors(spec, inputs)
+    twice = sorted(sent_params.keys() & params.keys())
+    if twice:
+        raise FieldError(f"inputs.{twice[0]}", f"{twice[0]!r} was sent twice: as a tensor in inputs and in params")
     params, scalars = split_scalars(spec, legacy_reduction(spec, {**params, **sent_params}))
     tensors, sent_as = bind_inputs(spec, inputs, scalars)
     kwargs = bind_params(spec, params, refused=DEPRECATED_PARAMS)
