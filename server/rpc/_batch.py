@@ -151,10 +151,33 @@ def payload_bytes(request: lossd_pb2.EvaluateLossRequest, held: bool = False) ->
 class BatchControl:
     """Shared with the thread evaluating a batch: set ``cancelled`` and it stops before the next
     group or item (the call was cancelled or ran past its deadline); ``evaluated`` counts the
-    items done."""
+    items done. With ``reply_limit`` (the message limit), :meth:`done` keeps the batch's reply
+    within it as the items are evaluated."""
 
     cancelled: threading.Event = field(default_factory=threading.Event)
     evaluated: int = 0
+    reply_limit: int | None = None
+    #: Bytes of the batch's reply so far.
+    reply_bytes: int = 0
+
+    def done(self, outcome: Outcome) -> Outcome:
+        """Count an item done: its outcome, or ``RESOURCE_EXHAUSTED`` when its reply alone would not fit in
+        the message limit (as it would answer in a stream). A batch whose replies so far no longer fit
+        together is refused now, rather than once every item's reply is held: a request of small items
+        whose replies are large (``reduction="none"`` over broadcast shapes: 4 KB in, 1 MB out) made the
+        server hold them all (300 items: 639 MB, at the default limit) before refusing them."""
+        self.evaluated += 1
+        limit = self.reply_limit
+        if limit is None:
+            return outcome
+        if isinstance(outcome, bytes) and len(outcome) + _ITEM_FRAMING > limit:
+            outcome = FieldError("", reply_too_large(len(outcome), limit), "RESOURCE_EXHAUSTED")
+        self.reply_bytes += (len(outcome) if isinstance(outcome, bytes) else _error(outcome).ByteSize()) + _ITEM_FRAMING
+        if self.reply_bytes > limit:
+            raise FieldError("", f"the reply is over the message limit of {limit} bytes after {self.evaluated} "
+                             f"items (at least {self.reply_bytes} bytes); send fewer items per batch, or "
+                             + reply_too_large(self.reply_bytes, limit).split("; ", 1)[1], "RESOURCE_EXHAUSTED")
+        return outcome
 
 
 class BatchCancelled(Exception):
@@ -195,10 +218,13 @@ def evaluate_batch(
 ) -> list[Outcome]:
     """Every item's outcome, in item order; raises :class:`BatchCancelled` when ``control`` is
     cancelled midway. An item whose reply alone would not fit in ``max_reply_bytes`` (the
-    message limit) answers ``RESOURCE_EXHAUSTED`` instead, as it would in a stream. With
-    ``batch_limits``, a batch over them is refused (:func:`check_batch`, ``FieldError``) before
-    any item is decoded; the tensor bytes are counted once per group."""
+    message limit) answers ``RESOURCE_EXHAUSTED`` instead, as it would in a stream, and a batch
+    whose replies together pass it is refused (``FieldError``) as soon as they do
+    (:meth:`BatchControl.done`). With ``batch_limits``, a batch over them is refused
+    (:func:`check_batch`, ``FieldError``) before any item is decoded; the tensor bytes are counted
+    once per group."""
     control = control or BatchControl()
+    control.reply_limit = max_reply_bytes
     if batch_limits is not None:
         check_batch(items, batch_limits, sizes=())  # the count, before the walk
     groups: dict[Hashable, list[int]] = {}
@@ -232,10 +258,8 @@ def evaluate_batch(
         _evaluate_group(registry, items, members, device, limits, outcomes, control)
     for i in sorted(alone):
         _check(control)
-        outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
-        control.evaluated += 1
-    if max_reply_bytes is not None:
-        outcomes = [_fits(o, max_reply_bytes) for o in outcomes]
+        outcomes[i] = control.done(_one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits),
+                                        i))
     return [o for o in outcomes if o is not None]
 
 
@@ -261,12 +285,6 @@ def evaluate_group(
     outcomes: list[Outcome | None] = [None] * len(items)
     _evaluate_group(registry, items, list(range(len(items))), device, limits, outcomes, BatchControl())
     return [o for o in outcomes if o is not None]
-
-
-def _fits(outcome: Outcome | None, limit: int) -> Outcome | None:
-    if isinstance(outcome, bytes) and len(outcome) + _ITEM_FRAMING > limit:
-        return FieldError("", reply_too_large(len(outcome), limit), "RESOURCE_EXHAUSTED")
-    return outcome
 
 
 #: Bytes an item's reply takes in the batch reply besides its own: two tags and two lengths.
@@ -333,8 +351,8 @@ def _evaluate_group(
                 alone.append(i)
     for i in alone:
         _check(control)
-        outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
-        control.evaluated += 1
+        outcomes[i] = control.done(_one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits),
+                                        i))
     chunk = max(1, (GRAIN_ELEMENTS - 1) // max([1, *(layout.numel for layout in layouts)])) if payloads else 1
     members = list(payloads)
     for at in range(0, len(members), chunk):
@@ -374,8 +392,7 @@ def _evaluate_chunk(
         try:
             encodings[i] = reply_encoding(items[i], {"raw"})
         except FieldError as e:
-            outcomes[i] = e.with_traceback(None)
-            control.evaluated += 1
+            outcomes[i] = control.done(e.with_traceback(None))
     payloads = {i: p for i, p in payloads.items() if i in encodings}
     if not payloads:
         return
@@ -394,12 +411,11 @@ def _evaluate_chunk(
     if result is None:  # each alone, each with its own refusal if any
         for i in payloads:
             _check(control)
-            outcomes[i] = _one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits), i)
-            control.evaluated += 1
+            outcomes[i] = control.done(_one(functools.partial(handle_evaluate_bytes, registry, items[i], device,
+                                                              limits), i))
         return
     for i, reply in zip(payloads, _stacked_replies(result, list(encodings.values()), decode_s)):
-        outcomes[i] = reply
-        control.evaluated += 1
+        outcomes[i] = control.done(reply)
 
 
 def _stacked(registry: Registry, first: lossd_pb2.EvaluateLossRequest, stacked: dict[str, torch.Tensor],
@@ -487,6 +503,13 @@ _ERROR = field_number(lossd_pb2.EvaluateLossBatchResult, "error")
 _RESULTS_TAG, _RESPONSE_TAG = varint(_RESULTS << 3 | 2), varint(_RESPONSE << 3 | 2)  # length-delimited
 
 
+def _error(refusal: FieldError) -> lossd_pb2.Error:
+    """An item's refusal as its ``Error`` (code, message, field; clipped as EvaluateLoss clips them)."""
+    field = clip(refusal.field, MAX_FIELD_BYTES)
+    message = clip(refusal.message, MAX_MESSAGE_BYTES)
+    return lossd_pb2.Error(code=refusal.code, message=f"{field}: {message}" if field else message, field=field)
+
+
 def batch_reply(outcomes: Sequence[Outcome]) -> bytes:
     """The serialized ``EvaluateLossBatchResponse``: each reply's bytes framed as they are, each
     refusal as an ``Error`` (code, message, field; clipped as EvaluateLoss clips them)."""
@@ -494,10 +517,7 @@ def batch_reply(outcomes: Sequence[Outcome]) -> bytes:
     heads: dict[int, bytes] = {}  # a reply's two tags and lengths depend on its length alone
     for outcome in outcomes:
         if isinstance(outcome, FieldError):
-            field = clip(outcome.field, MAX_FIELD_BYTES)
-            message = clip(outcome.message, MAX_MESSAGE_BYTES)
-            error = lossd_pb2.Error(code=outcome.code, message=f"{field}: {message}" if field else message, field=field)
-            pieces += length_delimited(_RESULTS, length_delimited(_ERROR, [error.SerializeToString()]))
+            pieces += length_delimited(_RESULTS, length_delimited(_ERROR, [_error(outcome).SerializeToString()]))
             continue
         head = heads.get(len(outcome))
         if head is None:

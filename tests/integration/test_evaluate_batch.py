@@ -406,3 +406,25 @@ def test_a_batch_is_evaluated_and_its_reply_framed_off_the_event_loop(monkeypatc
     assert [r.value for r in results] == [F.mse_loss(torch.from_numpy(x + i), torch.from_numpy(x)).item()
                                           for i in range(50)]
     assert threads == [False], threads
+
+
+@pytest.mark.parametrize("vectorized", [True, False], ids=["one-group", "each-alone"])
+def test_a_batch_whose_replies_outgrow_the_message_limit_stops_when_they_do(vectorized: bool) -> None:
+    """Small items with large replies (``reduction="none"`` over broadcast shapes: 4 KB in, 1 MB out):
+    every reply was computed and held before the batch was refused (300 items: 639 MB held at the
+    default limit). The batch now stops once its replies pass the limit: here after 8 of 150 (one
+    vectorized chunk of them computed at most)."""
+    from lossd._wire import FieldError
+    from lossd.server.losses import REGISTRY
+    from lossd.server.rpc._batch import BatchControl, evaluate_batch
+
+    x, y = _f32(512, 1), _f32(1, 512)
+    grad_output = None if vectorized else np.ones((512, 512), np.float32)  # an item with one is evaluated alone
+    items = [build_request("mse_loss", x, y, reduction="none", grad_output=grad_output)[0]
+             for _ in range(150 if vectorized else 12)]
+    control = BatchControl()
+    with pytest.raises(FieldError, match=r"over the message limit of 8388608 bytes after 8 items .* send fewer items"):
+        evaluate_batch(REGISTRY, items, limits=10**7, control=control, max_reply_bytes=8 << 20)
+    assert control.evaluated == 8
+    fits = evaluate_batch(REGISTRY, items[:7], limits=10**7, max_reply_bytes=8 << 20)
+    assert all(isinstance(o, bytes) for o in fits) and len(fits) == 7
