@@ -451,6 +451,14 @@ class JobManager:
         log.info("job %s (%s) claimed by %s, generation %d", row.job_id, training_pb2.JobState.Name(row.state),
                  self.owner, claim.lease.generation)
 
+    def _stood(self, job_id: str) -> tuple[int, int]:
+        """(epoch, step) of the job's last stored event; (0, 0) when the store cannot say now."""
+        with contextlib.suppress(StoreUnavailable):
+            row = self.store.get_job(job_id)
+            if row is not None:
+                return row.epoch, row.step
+        return 0, 0
+
     def _missed_epochs(self, row: JobRow) -> list[training_pb2.JobEvent]:
         """The EPOCH events of epochs the job's checkpoint has finished but the store lacks (``missed_epochs``: a
         server killed between a worker's checkpoint and the epoch's event), found by reading the job's events."""
@@ -584,6 +592,7 @@ class JobManager:
         # checkpoint leaves it. Read before taking the lock (a checkpoint may be large).
         read = not ended and job.cancel_requested and not job.lost
         stopped = self._stopped_cancel(job) if read else None
+        stood = self._stood(job.job_id) if not ended and not job.lost else (0, 0)
         with self._lock:
             current = self._forget(job)
             if job.lost:
@@ -618,6 +627,9 @@ class JobManager:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_FAILED, message=failure
                                                   or _exit_reason(code, self._restarts.get(job.job_id, 0),
                                                                   self.config.max_job_restarts, killed))
+                if not event.epochs:  # built here: where the job stood, as every event says
+                    event.epochs, event.total_steps = job.epochs, job.total_steps
+                    event.epoch, event.step = stood
                 with contextlib.suppress(Exception):
                     self._record(job.job_id, event, lease=job.lease)
             row = None
