@@ -332,8 +332,8 @@ def _split_arguments(
 ) -> tuple[LossSpecifier, dict[str, ArrayLike], dict[str, Any]]:
     """``build_request``'s arguments as (loss name or terms, inputs by name, loss parameters); a
     torch loss module gives its name, parameters and tensors, which explicit arguments override
-    (whether either was given as a tensor or a parameter). A name given twice explicitly
-    (``y_pred`` and ``inputs["y_pred"]``, ``beta=`` and ``params["beta"]``) is a ``TypeError``."""
+    (whether either was given as a tensor or a parameter). A name given twice as the same kind
+    (``y_pred`` and ``inputs["y_pred"]``, ``beta=0.5`` and ``params["beta"]``) is a ``TypeError``."""
     module_params: dict[str, Any] = {}
     module_tensors: dict[str, Any] = {}
     if is_module(loss):
@@ -352,15 +352,12 @@ def _split_arguments(
     for k, v in params_and_inputs.items():
         if k in _NOT_PARAMS:
             continue
-        if k in given or k in explicit:
-            raise TypeError(f"{k} was given twice: as a keyword argument and in {'inputs' if k in given else 'params'}")
-        if _is_array(v):
-            given[k] = v
-        else:
-            explicit[k] = v
-    both = sorted(given.keys() & explicit.keys())
-    if both:
-        raise TypeError(f"{both[0]} was given twice: in inputs and in params")
+        kind, into = ("inputs", given) if _is_array(v) else ("params", explicit)
+        if k in into:
+            raise TypeError(f"{k} was given twice: as a keyword argument and in {kind}")
+        into[k] = v
+    # One name may be an input and a parameter (adaptive_log_softmax's head_bias tensor and its head_bias
+    # switch); a parameter sent as a tensor and in params is the server's refusal.
     tensors = {**{k: v for k, v in module_tensors.items() if k not in explicit}, **given}
     all_params = {**{k: v for k, v in module_params.items() if k not in given}, **explicit}
     return loss, tensors, {k: param_value(k, v) for k, v in all_params.items()}

@@ -126,15 +126,16 @@ def test_tensors_without_plain_data_are_refused_naming_the_argument(client: Any,
 
 def test_a_name_given_twice_is_refused(client: Any) -> None:
     """``y_pred`` and ``inputs["y_pred"]``: the positional one won silently. A parameter sent both as a tensor
-    and in params: the tensor won silently on the server."""
+    and in params: the tensor won silently on the server. (A name that is both an input and a parameter of
+    its loss, adaptive_log_softmax's ``head_bias``, is sent both ways: tests/integration/test_validation_projection.py.)"""
     with pytest.raises(TypeError, match="y_pred was given twice: as an argument and in inputs"):
         client.evaluate("mse_loss", [1.0], [0.0], inputs={"y_pred": [5.0]})
     with pytest.raises(TypeError, match="beta was given twice: as a keyword argument and in params"):
-        client.evaluate("smooth_l1_loss", [1.0], [0.0], beta=np.float64(0.5), params={"beta": 0.9})
-    request, _ = build_request("smooth_l1_loss", [1.0], [0.0], params={"beta": 0.9})
-    request.inputs["beta"].CopyFrom(build_request("smooth_l1_loss", [1.0], [0.5])[0].inputs["y_true"])
+        client.evaluate("smooth_l1_loss", [1.0], [0.0], beta=0.5, params={"beta": 0.9})
+    with pytest.raises(TypeError, match="weight was given twice: as a keyword argument and in inputs"):
+        client.evaluate("cross_entropy", LOGITS, LABELS, weight=[1.0, 1.0, 1.0], inputs={"weight": [2.0, 1.0, 1.0]})
     with pytest.raises(InvalidArgument, match="inputs.beta: 'beta' was sent twice: as a tensor in inputs and in params"):
-        client.evaluate_request(request)
+        client.evaluate("smooth_l1_loss", [1.0], [0.0], beta=np.float64(0.5), params={"beta": 0.9})
     # a module's setting is overridden by an explicit argument, whichever way either is given
     expected = F.huber_loss(torch.tensor([3.0]), torch.tensor([0.0]), delta=2.0).item()
     assert client.evaluate(nn.HuberLoss(delta=1.0), [3.0], [0.0], delta=np.float64(2.0)).value == expected
