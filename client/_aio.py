@@ -106,8 +106,26 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
         """Close the channel; calls in flight end with :class:`~lossd.client.Cancelled`, as in
         :meth:`Client.close <lossd.client.Client.close>`, and so does any later call."""
         channel = self._take_channel()
+        for waiting in self._waits:
+            if not waiting.done():
+                waiting.set_result(None)
         if channel is not None:
             await channel.close()
+
+    async def _backoff(self, seconds: float) -> None:
+        woken = asyncio.get_running_loop().create_future()
+        self._waits.add(woken)
+        try:
+            await asyncio.wait([woken], timeout=seconds)
+        finally:
+            self._waits.discard(woken)
+        if self._closed:
+            raise self._closed_error(in_flight=True)
+
+    @functools.cached_property
+    def _waits(self) -> set[asyncio.Future[None]]:
+        """Job streams waiting to re-attach (:meth:`_backoff`), which close() wakes."""
+        return set()
 
     @contextlib.contextmanager
     def _raising(self) -> Iterator[None]:

@@ -215,6 +215,8 @@ class ClientBase:
         self._credentials_read = credentials_read
         self._channel: Any = None
         self._closed = False
+        #: Set by close(): wakes a job stream waiting to re-attach.
+        self._closing = threading.Event()
         self._callables: dict[str, Any] = {}
         self._opening = threading.Lock()  # threads sharing a Client open one channel
 
@@ -269,6 +271,7 @@ class ClientBase:
         """Mark the client closed and hand over its channel (``None`` if it never opened) to be closed."""
         with self._opening:
             self._closed = True
+            self._closing.set()
             channel, self._channel = self._channel, None
             return channel
 

@@ -50,6 +50,11 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 60.0
 #: Attempts of an idempotent call that fails UNAVAILABLE (env ``LOSSD_MAX_ATTEMPTS``; gRPC caps it at 5).
 DEFAULT_MAX_ATTEMPTS = 5
+#: gRPC's most attempts of a call: a retry policy's ``maxAttempts`` above it is cut to it.
+GRPC_MAX_ATTEMPTS = 5
+#: A longer deadline is no deadline: gRPC counts deadlines in nanoseconds in a signed 64-bit clock, and one
+#: past it (about 7.4e9 s from now) fails every call at once with DEADLINE_EXCEEDED.
+MAX_DEADLINE_S = 1e9
 #: gRPC's largest message size and keepalive time: both become C ints (bytes, milliseconds).
 MAX_MESSAGE_BYTES = 2**31 - 1
 MAX_KEEPALIVE_S = (2**31 - 1) / 1000
@@ -397,16 +402,18 @@ class ClientConfig:
         return self.addresses > 1 or self.target.startswith("dns:")
 
     def deadline(self, timeout: float | None, default: bool = True) -> float | None:
-        """A call's deadline in seconds: ``timeout`` when given (``math.inf``: none), else the
-        client's default for calls that take one (``default``), else none.
+        """A call's deadline in seconds: ``timeout`` when given (``math.inf``, or over
+        :data:`MAX_DEADLINE_S`: none), else the client's default for calls that take one
+        (``default``), else none.
 
         >>> cfg = ClientConfig(timeout=60.0)
         >>> cfg.deadline(None), cfg.deadline(5), cfg.deadline(float("inf")), cfg.deadline(None, default=False)
         (60.0, 5, None, None)
+        >>> cfg.deadline(1e10)  # past gRPC's clock: none
         """
         if timeout is None:
-            return self.timeout if default else None
-        return None if math.isinf(timeout) else timeout
+            timeout = self.timeout if default else None
+        return None if timeout is None or timeout > MAX_DEADLINE_S else timeout
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """Metadata sent with every call: the bearer token, when set."""
@@ -434,7 +441,7 @@ class ClientConfig:
             config["methodConfig"] = [{
                 "name": [{"service": s, "method": m} for s, m in RETRIED_METHODS],
                 "retryPolicy": {
-                    "maxAttempts": self.max_attempts,
+                    "maxAttempts": min(self.max_attempts, GRPC_MAX_ATTEMPTS),
                     "initialBackoff": "0.1s",
                     "maxBackoff": "5s",
                     "backoffMultiplier": 2,

@@ -18,7 +18,6 @@ of it, re-attaches included (``DeadlineExceeded``).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -84,16 +83,22 @@ def _ends(timeout: float | None) -> float | None:
     return None if timeout is None or math.isinf(timeout) else time.monotonic() + timeout
 
 
+#: A re-attach is not tried with less than this left of the caller's timeout.
+_LAST_TRY_S = 0.05
+
+
 def _reattach_wait(follower: JobFollower, error: Unavailable, ends: float | None) -> tuple[float, float | None]:
     """The backoff before the next re-attach and the timeout the re-attached stream gets (what is left of
-    the caller's); ``DeadlineExceeded`` when the caller's timeout runs out before it could re-attach."""
+    the caller's); the backoff is cut short to leave that stream half of what is left, so that re-attaches
+    go on until the caller's timeout has run out: then ``DeadlineExceeded``."""
     wait = follower.backoff_s()
     if ends is None:
         return wait, None
     left = ends - time.monotonic()
-    if left <= wait:
+    if left <= _LAST_TRY_S:
         raise DeadlineExceeded(f"job {follower.job_id}: the timeout ran out while re-attaching after: {error.message}; "
                                f"the job runs on: watch it with after_seq={follower.after_seq}") from error
+    wait = min(wait, left / 2)
     return wait, left - wait
 
 
@@ -133,7 +138,8 @@ class Jobs(ClientBase):
                 if not reattach or not follower.may_reattach():
                     raise
                 wait, left = _reattach_wait(follower, e, ends)
-                time.sleep(wait)
+                if self._closing.wait(wait):  # close() wakes the wait
+                    raise self._closed_error(in_flight=True) from e
                 events = self._stream(WATCH_JOB, follower.watch_request(), left, _event)
 
     def train(self, spec: SpecLike, *, progress: bool | Progress = True, as_torch: bool = False,
@@ -171,8 +177,8 @@ class Jobs(ClientBase):
 
         >>> job_id = client.submit("spec.yaml")   # doctest: +SKIP
         """
-        for event in self._stream(TRAIN_JOB, _train_request(spec, detach=True, world_size=world_size), timeout,
-                                  _event):
+        request = _train_request(spec, detach=True, world_size=world_size)
+        for event in self._stream(TRAIN_JOB, request, self.config.deadline(timeout), _event):  # one reply: a deadline
             return event.job_id
         raise Unavailable("TrainJob ended without its QUEUED event")
 
@@ -242,6 +248,10 @@ class AsyncJobs(ClientBase):
     async def _unary(self, method: Method[R], request: Any, timeout: float | None) -> R:
         raise NotImplementedError
 
+    async def _backoff(self, seconds: float) -> None:
+        """Wait ``seconds`` before a re-attach; a close() meanwhile ends the wait with ``Cancelled``."""
+        raise NotImplementedError
+
     def _stream(self, method: Method[R], request: Any, timeout: float | None,
                 decode: Callable[[R], T]) -> AsyncIterator[T]:
         raise NotImplementedError
@@ -262,7 +272,7 @@ class AsyncJobs(ClientBase):
                 if not reattach or not follower.may_reattach():
                     raise
                 wait, left = _reattach_wait(follower, e, ends)
-                await asyncio.sleep(wait)
+                await self._backoff(wait)
                 events = self._stream(WATCH_JOB, follower.watch_request(), left, _event)
 
     async def train(self, spec: SpecLike, *, progress: bool | Progress = False, as_torch: bool = False,
@@ -285,7 +295,8 @@ class AsyncJobs(ClientBase):
 
     async def submit(self, spec: SpecLike, *, world_size: int | None = None, timeout: float | None = None) -> str:
         """Submit without waiting; returns the job id."""
-        stream = self._stream(TRAIN_JOB, _train_request(spec, detach=True, world_size=world_size), timeout, _event)
+        request = _train_request(spec, detach=True, world_size=world_size)
+        stream = self._stream(TRAIN_JOB, request, self.config.deadline(timeout), _event)  # one reply: a deadline
         try:
             async for event in stream:
                 return event.job_id

@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import math
 import pickle
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -22,7 +25,9 @@ import pytest
 
 from lossd.client import (
     AsyncClient,
+    Cancelled,
     Client,
+    ClientConfig,
     DeadlineExceeded,
     FieldViolation,
     InvalidArgument,
@@ -277,3 +282,119 @@ def test_sdk_surfaces_field_violations(client: Client) -> None:
 def test_unreadable_tls_file_names_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"ca_file \(LOSSD_CA_FILE\): cannot read"):
         Client("127.0.0.1:1", ca_file=str(tmp_path / "missing.pem"))
+
+
+# --- deadlines and closing around job streams (an audit, 2026-12-05) ----------------------------
+
+
+@pytest.fixture()
+def silent_listener() -> Iterator[str]:
+    """A port that accepts connections and never answers: every call waits for its deadline."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def _closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens once it is closed
+
+
+SPEC = {"model": {"linear": {}}, "data": {"builtin": {"name": "moons"}}, "loss": {"name": "cross_entropy"},
+        "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1}
+
+
+def test_submit_has_the_clients_deadline(silent_listener: str) -> None:
+    """submit waits for one reply (the job id) but had no deadline at all, as the training streams have none:
+    against a stalled server it hung forever, with the client's timeout, LOSSD_TIMEOUT or neither."""
+    with Client(silent_listener, timeout=0.5) as c:
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            _in_thread(lambda: c.submit(SPEC), 20)
+        assert time.monotonic() - start < 5
+
+    async def submit() -> None:
+        async with AsyncClient(silent_listener, timeout=0.5) as c:
+            await asyncio.wait_for(c.submit(SPEC), 20)
+
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        asyncio.run(submit())
+    assert time.monotonic() - start < 5
+
+
+def _in_thread(fn: Any, limit: float) -> Any:
+    """``fn()`` in a thread, re-raising its exception; a call still running after ``limit`` s fails the test."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            out["error"] = e
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(limit)
+    assert not thread.is_alive(), f"still waiting after {limit} s"
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def test_a_watch_re_attaches_until_its_whole_timeout_has_run_out() -> None:
+    """Nothing listening: ``watch(timeout=3)`` gave up after 1.4 s, when the next backoff was longer than
+    what was left, instead of trying again with what was left."""
+    with Client(_closed_port(), max_attempts=1) as c:
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceeded, match="the timeout ran out while re-attaching"):
+            list(c.watch("0123456789ab", timeout=3))
+        assert 2.8 <= time.monotonic() - start < 4.5
+
+
+def test_close_ends_a_job_streams_wait_to_re_attach_at_once() -> None:
+    """A watch waiting between re-attaches noticed close() only when its backoff ended (up to 5 s)."""
+    c = Client(_closed_port(), max_attempts=1)
+    closed: dict[str, float] = {}
+
+    def close() -> None:
+        closed["at"] = time.monotonic()
+        c.close()
+    threading.Timer(2.0, close).start()
+    with pytest.raises(Cancelled):
+        _in_thread(lambda: list(c.watch("0123456789ab", timeout=60)), 20)
+    assert time.monotonic() - closed["at"] < 0.5
+
+    async def watch() -> float:
+        ac = AsyncClient(_closed_port(), max_attempts=1)
+
+        async def close_later() -> float:
+            await asyncio.sleep(2.0)
+            await ac.close()
+            return time.monotonic()
+        closing = asyncio.create_task(close_later())
+        with pytest.raises(Cancelled):
+            async for _ in ac.watch("0123456789ab", timeout=60):
+                pass
+        return time.monotonic() - await closing
+    assert asyncio.run(watch()) < 0.5
+
+
+def test_a_timeout_past_grpcs_clock_is_no_deadline(server_address: str) -> None:
+    """Over about 7.4e9 s, gRPC's deadline overflowed and every call failed DEADLINE_EXCEEDED at once."""
+    with Client(server_address, timeout=1e10) as c:
+        assert c.health() == "SERVING"
+        assert c.evaluate("mse", [1.0], [0.0], timeout=1e12).value == 1.0
+
+
+def test_max_attempts_over_grpcs_five_counts_as_five(server_address: str) -> None:
+    """gRPC clamps maxAttempts at 5 with an ERROR line per channel, and refused a service config of 2**31 or
+    more: every call failed InvalidArgument ('errors validating service config')."""
+    policy = ClientConfig(max_attempts=2**31).service_config()["methodConfig"][0]["retryPolicy"]
+    assert policy["maxAttempts"] == 5
+    with Client(server_address, max_attempts=2**31) as c:
+        assert c.evaluate("mse", [1.0], [0.0]).value == 1.0
