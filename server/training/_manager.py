@@ -717,8 +717,11 @@ class JobManager:
         """Every tick: renew this replica's leases (acting on cancel requests and lost leases), then claim
         waiting jobs for free slots; track whether the store answers."""
         swept = 0.0
+        reaps = os.getpid() == 1  # a container without an init: nothing else reaps what is handed to PID 1
         while not self._ticker_stop.wait(self._tick_s):
             self._tick()
+            if reaps:
+                reap_orphans()
             if self.config.retention_s > 0 and time.monotonic() - swept > RETENTION_SWEEP_S:
                 swept = time.monotonic()
                 try:  # nothing may end this thread: without it, no lease is renewed and running jobs stall
@@ -1269,6 +1272,36 @@ def _killed_from_outside(code: int | None, forkserver: int | None, ctx: Any) -> 
                     "status was lost)")
         return "the worker process ended without an exit status (its forkserver may have been killed)"
     return ""
+
+
+def reap_orphans() -> int:
+    """Reap this process's ended children that nothing else waits for: processes handed to it when their
+    parent died (a killed worker's data-parallel ranks, a killed forkserver's workers), which lead or share
+    a job's process group. Its own children (the forkserver, multiprocessing's resource tracker) are in its
+    own group, and multiprocessing waits for them. Where ``lossd serve`` is PID 1 (a container without an
+    init) every orphan is handed to it, and each stayed a zombie for the container's life. Returns how many
+    were reaped.
+
+    >>> reap_orphans()
+    0
+    """
+    me, group, reaped = os.getpid(), os.getpgrp(), 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc (not Linux)
+        return 0
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                state, ppid, pgrp = f.read().rsplit(")", 1)[1].split()[:3]
+        except OSError:  # gone meanwhile
+            continue
+        if state == "Z" and int(ppid) == me and int(pgrp) != group:
+            with contextlib.suppress(ChildProcessError):
+                reaped += bool(os.waitpid(int(name), os.WNOHANG)[0])
+    return reaped
 
 
 def _exit_reason(code: int | None, restarts: int, max_restarts: int, killed: str = "") -> str:

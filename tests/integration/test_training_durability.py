@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
+import shutil
 import signal
 import sqlite3
 from pathlib import Path
@@ -182,6 +183,52 @@ def test_a_worker_killed_9_resumes_from_its_checkpoint_then_fails_saying_why(tmp
         assert states[3][1].startswith("resumed from the checkpoint at step"), states[3][1]
         assert re.fullmatch(r"the worker process was killed by signal 9 \(SIGKILL\) \(out of memory\?\) after 1 "
                             r"restart\(s\) from its checkpoint; --max-job-restarts is 1", states[4][1]), states[4][1]
+        channel.close()
+
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (zombies included), by host pid."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(name))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
+def test_as_pid_1_the_server_reaps_the_workers_a_killed_forkserver_leaves(tmp_path: Path) -> None:
+    """In a container without an init the server is PID 1, and every process whose parent dies is handed to
+    it: a worker whose forkserver was killed (the OOM killer) dies with it and stayed a zombie for the
+    container's life (a killed worker's ranks too), one PID slot each. The server reaps them (an audit,
+    2026-12-05). Here PID 1 of a PID namespace of its own."""
+    prefix = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
+    long = {**SPEC, "epochs": 200}
+    with ServedProcess.start(tmp_path, "--data-dir", str(tmp_path / "data"), "--job-lease-s", "2",
+                             prefix=prefix) as served:
+        (server,) = _children(served.proc.pid)  # unshare's child: PID 1 inside
+        channel, stub = _stub(served.address)
+        for reply in stub.TrainJob(request(long), timeout=180):
+            if reply.event.kind == pb.JOB_EVENT_KIND_STEP:
+                break  # training: its worker runs
+        (forkserver,) = [p for p in _children(server) if "forkserver" in _cmdline(p)]
+        (worker,) = _children(forkserver)
+        os.kill(forkserver, signal.SIGKILL)  # the worker dies with it (PR_SET_PDEATHSIG), handed to PID 1
+        assert wait_for(lambda: not os.path.exists(f"/proc/{worker}"), 20, 0.1), (
+            f"worker {worker} left as {open(f'/proc/{worker}/stat').read()!r}\n{served.report()}")
         channel.close()
 
 
