@@ -57,6 +57,8 @@ PROTOS := $(shell find proto -name '*.proto' -not -path '*/node_modules/*')
 .PHONY: help venv serve-venv run check test dist lint buf buf-lint proto clean distclean image image-test image-clean bench fuzz soak replicas
 
 IMAGE ?= lossd:latest
+#: lossd extras the image installs (empty: the Dockerfile's default, server,metrics)
+EXTRAS ?=
 # docker when its daemon answers, else podman (evaluated only by `make image`)
 ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
 
@@ -139,8 +141,8 @@ docs: venv ## regenerate docs/losses.md from the loss registry
 proto: venv ## regenerate the committed stubs next to each .proto
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=proto --pyi_out=proto --grpc_python_out=proto $(PROTOS)
 
-image: ## build the container image IMAGE with ENGINE (docker or podman), installing from the package indexes
-	$(ENGINE) build $(if $(findstring podman,$(ENGINE)),--format docker) -t $(IMAGE) .
+image: ## build the container image IMAGE with ENGINE (docker or podman), installing from the package indexes (EXTRAS=server,metrics,postgres for a PostgreSQL job store)
+	$(ENGINE) build $(if $(findstring podman,$(ENGINE)),--format docker) $(if $(EXTRAS),--build-arg EXTRAS=$(EXTRAS)) -t $(IMAGE) .
 
 image-test: venv ## build the image with podman (offline wheels) and run it: health, grpcurl, TrainJob, SIGTERM, restart
 	PYTHON="$(abspath $(BIN))/python" bash deploy/image_test.sh

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,29 @@ def test_resources(container: dict[str, Any]) -> None:
     resources = container["resources"]
     assert {"cpu", "memory"} <= resources["requests"].keys()
     assert "memory" in resources["limits"]
+
+
+def test_jobs_and_threads_are_sized_to_the_cpu_limit() -> None:
+    """LOSSD_MAX_JOBS and LOSSD_WORKERS default to counts of the node's CPUs (Python reads no cgroup quota):
+    unset, a 32-CPU node ran 16 jobs in the pod's 2 CPUs (an audit, 2026-12-05). Every Deployment sets them."""
+    for path in sorted(K8S.glob("**/deployment.yaml")):
+        (deployment,) = [d for d in _load(str(path.relative_to(K8S))) if d["kind"] == "Deployment"]
+        (c,) = deployment["spec"]["template"]["spec"]["containers"]
+        cpus = float(c["resources"]["limits"]["cpu"])
+        env = _env(c)
+        assert 1 <= int(env["LOSSD_MAX_JOBS"]) <= max(1, cpus // 2), path
+        assert 1 <= int(env["LOSSD_WORKERS"]) <= cpus, path
+
+
+def test_make_image_passes_extras_to_the_build() -> None:
+    """The PostgreSQL manifest needs an image with the postgres extra: `make image EXTRAS=...` builds one
+    (the docs said `make image --build-arg ...`, which make refuses)."""
+    out = subprocess.run(["make", "-n", "image", "ENGINE=podman", "EXTRAS=server,metrics,postgres"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert "--build-arg EXTRAS=server,metrics,postgres" in out, out
+    plain = subprocess.run(["make", "-n", "image", "ENGINE=podman"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout
+    assert "--build-arg" not in plain, plain
 
 
 def test_security_context(manifests: dict[str, dict[str, Any]], container: dict[str, Any]) -> None:
