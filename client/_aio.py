@@ -113,6 +113,8 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
             await channel.close()
 
     async def _backoff(self, seconds: float) -> None:
+        if self._closed:
+            raise self._closed_error(in_flight=True)
         woken = asyncio.get_running_loop().create_future()
         self._waits.add(woken)
         try:

@@ -342,13 +342,8 @@ def _split_arguments(
             isinstance(loss, Sequence) and all(isinstance(t, Mapping) for t in loss)):
         raise TypeError(f"cannot send a {type(loss).__module__}.{type(loss).__qualname__} as a loss; "
                         f"the loss must be {accepted()}")
-    given: dict[str, ArrayLike] = dict(inputs or {})
+    given = named_inputs(y_pred, y_true, inputs)
     explicit: dict[str, Any] = dict(params or {})
-    for name, value in (("y_pred", y_pred), ("y_true", y_true)):
-        if value is not None:
-            if name in given:
-                raise TypeError(f"{name} was given twice: as an argument and in inputs")
-            given[name] = value
     for k, v in params_and_inputs.items():
         if k in _NOT_PARAMS:
             continue
@@ -358,9 +353,31 @@ def _split_arguments(
         into[k] = v
     # One name may be an input and a parameter (adaptive_log_softmax's head_bias tensor and its head_bias
     # switch); a parameter sent as a tensor and in params is the server's refusal.
-    tensors = {**{k: v for k, v in module_tensors.items() if k not in explicit}, **given}
-    all_params = {**{k: v for k, v in module_params.items() if k not in given}, **explicit}
+    tensors, all_params = under_explicit(module_tensors, module_params, given, explicit)
     return loss, tensors, {k: param_value(k, v) for k, v in all_params.items()}
+
+
+def named_inputs(y_pred: Any, y_true: Any, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``inputs`` with ``y_pred`` and ``y_true`` (when given); one of them also in ``inputs`` is a ``TypeError``."""
+    given = dict(inputs or {})
+    for name, value in (("y_pred", y_pred), ("y_true", y_true)):
+        if value is not None:
+            if name in given:
+                raise TypeError(f"{name} was given twice: as an argument and in inputs")
+            given[name] = value
+    return given
+
+
+def under_explicit(module_tensors: Mapping[str, Any], module_params: Mapping[str, Any], inputs: Mapping[str, Any],
+                   params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tensors, params): a torch loss module's tensors and settings, each overridden by an explicit input or
+    parameter of its name, whichever way either was given (a setting sent as a tensor, a buffer as ``None``).
+
+    >>> under_explicit({"weight": "w"}, {"reduction": "mean"}, {"y_pred": "x"}, {"weight": None})
+    ({'y_pred': 'x'}, {'reduction': 'mean', 'weight': None})
+    """
+    tensors = {**{k: v for k, v in module_tensors.items() if k not in params}, **inputs}
+    return tensors, {**{k: v for k, v in module_params.items() if k not in inputs}, **params}
 
 
 def _shared_inputs(named: Mapping[str, Any]) -> list[list[str]]:

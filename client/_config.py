@@ -48,10 +48,10 @@ __all__ = [
 DEFAULT_TARGET = "127.0.0.1:50051"
 #: Default deadline of a call, in seconds (env ``LOSSD_TIMEOUT``; training streams have none).
 DEFAULT_TIMEOUT = 60.0
-#: Attempts of an idempotent call that fails UNAVAILABLE (env ``LOSSD_MAX_ATTEMPTS``; gRPC caps it at 5).
-DEFAULT_MAX_ATTEMPTS = 5
 #: gRPC's most attempts of a call: a retry policy's ``maxAttempts`` above it is cut to it.
 GRPC_MAX_ATTEMPTS = 5
+#: Attempts of an idempotent call that fails UNAVAILABLE (env ``LOSSD_MAX_ATTEMPTS``): gRPC's most.
+DEFAULT_MAX_ATTEMPTS = GRPC_MAX_ATTEMPTS
 #: A longer deadline is no deadline: gRPC counts deadlines in nanoseconds in a signed 64-bit clock, and one
 #: past it (about 7.4e9 s from now) fails every call at once with DEADLINE_EXCEEDED.
 MAX_DEADLINE_S = 1e9

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..v1 import lossd_pb2
-from ._client import Client, EvaluateResult, LossSpecifier, build_request
+from ._client import Client, EvaluateResult, LossSpecifier, build_request, named_inputs, under_explicit
 from ._codec import encode
 from ._modules import module_request
 
@@ -146,26 +146,24 @@ def remote_loss(
     >>> out.backward(); w.grad                                      # doctest: +SKIP
     tensor([-0.5000,  1.0000])
     """
-    module_inputs: dict[str, torch.Tensor] = {}
+    given = named_inputs(y_pred, y_true, inputs)
     if isinstance(loss, nn.Module):  # its buffers and parameters are inputs: parameters get their gradients
         loss, module_params, module_inputs = module_request(loss)
-        params = {**module_params, **(params or {})}
-    named_inputs = {"y_pred": y_pred, **({} if y_true is None else {"y_true": y_true}), **module_inputs,
-                    **dict(inputs or {})}
+        given, params = under_explicit(module_inputs, module_params, given, dict(params or {}))
     named_params = _named_parameters(parameters)
     call = _Call(client, timeout)
-    call.input_names = list(named_inputs)
+    call.input_names = list(given)
     call.parameter_names = list(named_params)
     call.request, _ = build_request(
-        loss, inputs=named_inputs, params=params,
+        loss, inputs=given, params=params,
         # Only the gradients autograd needs; none (torch.no_grad, frozen inputs) sends [], which
         # the server reads as "all" -- the protocol cannot ask for none.
-        grad_inputs=[n for n, t in named_inputs.items()
+        grad_inputs=[n for n, t in given.items()
                      if t.requires_grad and (t.is_floating_point() or t.is_complex())],
         parameters=named_params or None, regularization=regularization, allow_non_finite=allow_non_finite,
         strict=strict,
     )
-    tensors = [*named_inputs.values(), *named_params.values()]
+    tensors = [*given.values(), *named_params.values()]
     out: torch.Tensor = _RemoteLossFunction.apply(call, *tensors)  # type: ignore[no-untyped-call]
     return out
 

@@ -71,14 +71,20 @@ def explain_message_limit(text: str) -> str:
     return f"{text}; {_RAISE_LIMIT[m.group(1).lower()]}; both sides must allow a message"
 
 
-def reply_too_large(size: int, limit: int) -> str:
-    """The message for a reply the server cannot send: its size, the limit, the fix.
+def reply_too_large(size: int, limit: int, items: int = 0) -> str:
+    """The message for a reply the server cannot send: its size, the limit, the fix. ``items``: a batch's
+    reply, refused once its first ``items`` items' replies (``size`` bytes) pass the limit.
 
     >>> reply_too_large(300, 200).split("; ")[0]
     'the reply is 300 bytes, over the message limit of 200 bytes'
+    >>> reply_too_large(300, 200, items=3).split("; ")[:2]
+    ['the reply is over the message limit of 200 bytes after 3 items (300 bytes)', 'send fewer items per batch']
     """
-    return (f"the reply is {size} bytes, over the message limit of {limit} bytes; {_RAISE_LIMIT['server']}, "
-            f"and the client's if it is lower, or ask for fewer gradients (grad_inputs)")
+    what = (f"the reply is over the message limit of {limit} bytes after {items} items ({size} bytes); "
+            "send fewer items per batch" if items else f"the reply is {size} bytes, over the message limit of "
+            f"{limit} bytes")
+    return (f"{what}; {_RAISE_LIMIT['server']}, and the client's if it is lower, "
+            "or ask for fewer gradients (grad_inputs)")
 #: Largest number of elements accepted in one tensor unless configured.
 DEFAULT_MAX_TENSOR_ELEMENTS = 50_000_000
 #: Largest number of elements in all the tensors of one request unless configured: two

@@ -170,13 +170,11 @@ class BatchControl:
         limit = self.reply_limit
         if limit is None:
             return outcome
-        if isinstance(outcome, bytes) and len(outcome) + _ITEM_FRAMING > limit:
+        if isinstance(outcome, bytes) and _framed(len(outcome)) > limit:
             outcome = FieldError("", reply_too_large(len(outcome), limit), "RESOURCE_EXHAUSTED")
-        self.reply_bytes += (len(outcome) if isinstance(outcome, bytes) else _error(outcome).ByteSize()) + _ITEM_FRAMING
+        self.reply_bytes += _framed(len(outcome) if isinstance(outcome, bytes) else _error(outcome).ByteSize())
         if self.reply_bytes > limit:
-            raise FieldError("", f"the reply is over the message limit of {limit} bytes after {self.evaluated} "
-                             f"items (at least {self.reply_bytes} bytes); send fewer items per batch, or "
-                             + reply_too_large(self.reply_bytes, limit).split("; ", 1)[1], "RESOURCE_EXHAUSTED")
+            raise FieldError("", reply_too_large(self.reply_bytes, limit, items=self.evaluated), "RESOURCE_EXHAUSTED")
         return outcome
 
 
@@ -287,8 +285,11 @@ def evaluate_group(
     return [o for o in outcomes if o is not None]
 
 
-#: Bytes an item's reply takes in the batch reply besides its own: two tags and two lengths.
-_ITEM_FRAMING = 12
+def _framed(size: int) -> int:
+    """The bytes an item's reply (or its ``Error``) of ``size`` bytes takes in the batch reply: framed as a
+    result (:func:`batch_reply`: two tags and two lengths around it)."""
+    inner = len(_RESPONSE_TAG) + len(varint(size)) + size  # _ERROR's tag is as long
+    return len(_RESULTS_TAG) + len(varint(inner)) + inner
 
 
 def _check(control: BatchControl) -> None:
@@ -501,6 +502,7 @@ _RESULTS = field_number(lossd_pb2.EvaluateLossBatchResponse, "results")
 _RESPONSE = field_number(lossd_pb2.EvaluateLossBatchResult, "response")
 _ERROR = field_number(lossd_pb2.EvaluateLossBatchResult, "error")
 _RESULTS_TAG, _RESPONSE_TAG = varint(_RESULTS << 3 | 2), varint(_RESPONSE << 3 | 2)  # length-delimited
+assert len(varint(_ERROR << 3 | 2)) == len(_RESPONSE_TAG)  # _framed counts either
 
 
 def _error(refusal: FieldError) -> lossd_pb2.Error:

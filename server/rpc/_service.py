@@ -272,7 +272,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         control: BatchControl | None = None,
     ) -> lossd_pb2.EvaluateLossBatchResponse | bytes:
         """Every item's outcome in order (server/rpc/_batch.py), computed on the thread pool. A call
-        that ends early (cancelled, past its deadline) stops its batch before the next item."""
+        that ends early (cancelled, past its deadline) stops its batch before the next item; one whose
+        replies pass the message limit together, as soon as they do (``BatchControl.done``)."""
         control = control or BatchControl()
         self.last_batch = control
         try:
@@ -281,9 +282,6 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                 reply = await loop.run_in_executor(self._executor, self._batch_reply, request.items, control)
             finally:
                 control.cancelled.set()  # the call is over, whichever way: no more items
-            if len(reply) > self._max_message_bytes:  # each item fits, all together do not
-                raise FieldError("", reply_too_large(len(reply), self._max_message_bytes)
-                                 + "; or send fewer items per batch", "RESOURCE_EXHAUSTED")
             return reply if self.replies_as_bytes else lossd_pb2.EvaluateLossBatchResponse.FromString(reply)
         except FieldError as e:
             await context.abort_with_status(rich_status(e))

@@ -441,23 +441,24 @@ class JobManager:
             for event in missed:  # before the interruption: the worker finished them before it stopped
                 self._record(row.job_id, event, lease=claim.lease)
             if row.state == training_pb2.JOB_STATE_RUNNING:
-                # where the job stood: its last replayed epoch's end when there is one (never behind it)
-                epoch, step = (missed[-1].epoch, missed[-1].step) if missed else (row.epoch, row.step)
+                # where the job stood: its last replayed epoch's end when there is one (never behind it); its loss
+                # too, which the store sets with epoch and step
+                last = missed[-1] if missed else row
                 self._record(row.job_id, training_pb2.JobEvent(
-                    kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED, epochs=row.epochs, epoch=epoch,
-                    step=step, total_steps=row.total_steps,
+                    kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED, epochs=row.epochs, epoch=last.epoch,
+                    step=last.step, loss=last.loss, total_steps=row.total_steps,
                     message=f"the server running the job stopped ({row.owner or 'unknown'}); it resumes from its "
                     "last checkpoint"), lease=claim.lease)
         log.info("job %s (%s) claimed by %s, generation %d", row.job_id, training_pb2.JobState.Name(row.state),
                  self.owner, claim.lease.generation)
 
-    def _stood(self, job_id: str) -> tuple[int, int]:
-        """(epoch, step) of the job's last stored event; (0, 0) when the store cannot say now."""
+    def _stood(self, job_id: str) -> tuple[int, int, float]:
+        """(epoch, step, loss) of the job's last stored event; zeros when the store cannot say now."""
         with contextlib.suppress(StoreUnavailable):
             row = self.store.get_job(job_id)
             if row is not None:
-                return row.epoch, row.step
-        return 0, 0
+                return row.epoch, row.step, row.loss
+        return 0, 0, 0.0
 
     def _missed_epochs(self, row: JobRow) -> list[training_pb2.JobEvent]:
         """The EPOCH events of epochs the job's checkpoint has finished but the store lacks (``missed_epochs``: a
@@ -592,7 +593,7 @@ class JobManager:
         # checkpoint leaves it. Read before taking the lock (a checkpoint may be large).
         read = not ended and job.cancel_requested and not job.lost
         stopped = self._stopped_cancel(job) if read else None
-        stood = self._stood(job.job_id) if not ended and not job.lost else (0, 0)
+        stood = self._stood(job.job_id) if not ended and not job.lost else (0, 0, 0.0)
         with self._lock:
             current = self._forget(job)
             if job.lost:
@@ -627,9 +628,9 @@ class JobManager:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_FAILED, message=failure
                                                   or _exit_reason(code, self._restarts.get(job.job_id, 0),
                                                                   self.config.max_job_restarts, killed))
-                if not event.epochs:  # built here: where the job stood, as every event says
-                    event.epochs, event.total_steps = job.epochs, job.total_steps
-                    event.epoch, event.step = stood
+                if not event.epochs:  # built here: where the job stood, as every event says (and the store
+                    event.epochs, event.total_steps = job.epochs, job.total_steps  # keeps its loss: it sets
+                    event.epoch, event.step, event.loss = stood  # epoch, step and loss together)
                 with contextlib.suppress(Exception):
                     self._record(job.job_id, event, lease=job.lease)
             row = None

@@ -428,3 +428,21 @@ def test_a_batch_whose_replies_outgrow_the_message_limit_stops_when_they_do(vect
     assert control.evaluated == 8
     fits = evaluate_batch(REGISTRY, items[:7], limits=10**7, max_reply_bytes=8 << 20)
     assert all(isinstance(o, bytes) for o in fits) and len(fits) == 7
+
+
+def test_a_batch_reply_exactly_at_the_message_limit_is_sent() -> None:
+    """The running total counts each item's framing exactly (replies and errors): a batch whose reply is the
+    limit's size fits, one byte less refuses it (the first version counted 12 bytes an item, and refused
+    replies gRPC could send)."""
+    from lossd._wire import FieldError
+    from lossd.server.losses import REGISTRY
+    from lossd.server.rpc._batch import BatchControl, batch_reply, evaluate_batch
+
+    items = [build_request("huber_loss", _f32(3), _f32(3))[0] for _ in range(50)]
+    items[7] = build_request("nope", _f32(1), _f32(1))[0]  # an error among the replies
+    control = BatchControl()
+    size = len(batch_reply(evaluate_batch(REGISTRY, items, control=control, max_reply_bytes=1 << 30)))
+    assert control.reply_bytes == size
+    assert len(batch_reply(evaluate_batch(REGISTRY, items, max_reply_bytes=size))) == size
+    with pytest.raises(FieldError, match=f"over the message limit of {size - 1} bytes after 50 items"):
+        evaluate_batch(REGISTRY, items, max_reply_bytes=size - 1)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lossd.client import AsyncClient, InvalidArgument, build_request
-from lossd.client.torch import RemoteLoss
+from lossd.client.torch import RemoteLoss, remote_loss
 
 LOGITS = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [1.0, -1.0, 0.0]], np.float32)
 LABELS = np.array([0, 2, 1])
@@ -136,9 +136,15 @@ def test_a_name_given_twice_is_refused(client: Any) -> None:
         client.evaluate("cross_entropy", LOGITS, LABELS, weight=[1.0, 1.0, 1.0], inputs={"weight": [2.0, 1.0, 1.0]})
     with pytest.raises(InvalidArgument, match="inputs.beta: 'beta' was sent twice: as a tensor in inputs and in params"):
         client.evaluate("smooth_l1_loss", [1.0], [0.0], beta=np.float64(0.5), params={"beta": 0.9})
-    # a module's setting is overridden by an explicit argument, whichever way either is given
+    # a module's setting is overridden by an explicit argument, whichever way either is given: in evaluate
+    # and in RemoteLoss (whose own merge sent both, which the server now refuses)
     expected = F.huber_loss(torch.tensor([3.0]), torch.tensor([0.0]), delta=2.0).item()
     assert client.evaluate(nn.HuberLoss(delta=1.0), [3.0], [0.0], delta=np.float64(2.0)).value == expected
+    logits, labels = torch.from_numpy(LOGITS), torch.from_numpy(LABELS)
+    loss = RemoteLoss(nn.CrossEntropyLoss(label_smoothing=0.1), client=client, label_smoothing=torch.tensor(0.2))
+    assert loss(logits, labels).item() == F.cross_entropy(logits, labels, label_smoothing=0.2).item()
+    with pytest.raises(TypeError, match="y_pred was given twice"):
+        remote_loss("mse_loss", torch.ones(1), torch.zeros(1), client=client, inputs={"y_pred": torch.ones(1)})
 
 
 def test_a_complex_one_element_tensor_for_a_parameter_is_refused_as_complex(client: Any) -> None:

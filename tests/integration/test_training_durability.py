@@ -176,10 +176,14 @@ def test_a_worker_killed_9_resumes_from_its_checkpoint_then_fails_saying_why(tmp
                                           pb.JOB_STATE_RUNNING, pb.JOB_STATE_FAILED], states
         assert "killed (signal 9" in states[2][1] and "restart 1 of at most 1 (--max-job-restarts)" in states[2][1]
         # where the job stood, as every event says (it said epoch 0/0, step 0/0: a progress bar went back to 0)
-        for made in [e for e in history if e.kind == pb.JOB_EVENT_KIND_STATE][2::2]:  # INTERRUPTED, FAILED
+        states_events = [e for e in history if e.kind == pb.JOB_EVENT_KIND_STATE]
+        for made in states_events[2::2]:  # INTERRUPTED, FAILED
             before = history[history.index(made) - 1]
             assert (made.epochs, made.total_steps) == (long["epochs"], history[0].total_steps), made
-            assert (made.epoch, made.step) == (before.epoch, before.step) and made.step > 0, (made, before)
+            assert (made.epoch, made.step, made.loss) == (before.epoch, before.step, before.loss), (made, before)
+            assert made.step > 0 and made.loss > 0  # the store sets the job's loss with its step: not to 0
+        job = stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10).job
+        assert job.loss == states_events[-1].loss > 0
         assert states[3][1].startswith("resumed from the checkpoint at step"), states[3][1]
         assert re.fullmatch(r"the worker process was killed by signal 9 \(SIGKILL\) \(out of memory\?\) after 1 "
                             r"restart\(s\) from its checkpoint; --max-job-restarts is 1", states[4][1]), states[4][1]
