@@ -19,6 +19,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -182,6 +183,10 @@ def normalize_target(target: str | Sequence[str]) -> tuple[str, int]:
         addresses = [a.strip() for a in target]
     if not addresses:
         raise ValueError("target: no address given")
+    for address in addresses:  # gRPC takes a port number modulo 65536: 98813 reached port 33277
+        port = address.rpartition(":")[2]
+        if ":" in address and re.fullmatch(r"[+-]?\d+", port) and not 0 <= int(port) <= 65535:
+            raise ValueError(f"target: port {port} of {address!r} is not in 0-65535")
     if len(addresses) == 1:
         return addresses[0], 1
     schemes = {_ip_scheme(a) for a in addresses}
@@ -203,6 +208,15 @@ def _read(path: str | None, setting: str) -> bytes | None:
         raise ValueError(f"{setting} ({ENVIRONMENT[setting]}): cannot read {path!r}: {e.strerror}") from None
 
 
+def _read_pem(path: str | None, setting: str) -> bytes | None:
+    """A certificate or key file: PEM (``-----BEGIN``), else a ``ValueError`` naming the setting (gRPC's own
+    failure showed as 'no lossd server answers', with an ERROR line of its own)."""
+    data = _read(path, setting)
+    if data is not None and b"-----BEGIN " not in data:
+        raise ValueError(f"{setting} ({ENVIRONMENT[setting]}): {path!r} is not a PEM file (no -----BEGIN line)")
+    return data
+
+
 def _read_token(path: str) -> str:
     data = _read(path, "token_file") or b""
     try:
@@ -211,6 +225,14 @@ def _read_token(path: str) -> str:
         raise ValueError(f"token_file (LOSSD_TOKEN_FILE): {path!r} does not hold a printable ASCII token") from None
     if not token:
         raise ValueError(f"token_file (LOSSD_TOKEN_FILE): {path!r} is empty")
+    return _printable(token, f"token_file (LOSSD_TOKEN_FILE): {path!r}")
+
+
+def _printable(token: str, where: str) -> str:
+    """``token`` when it is printable ASCII (what gRPC metadata carries), else a ``ValueError`` saying ``where``
+    (a control character reached gRPC, which answered INTERNAL: Invalid metadata)."""
+    if not all(" " <= c <= "~" for c in token):
+        raise ValueError(f"{where}: the token must be printable ASCII")
     return token
 
 
@@ -219,7 +241,7 @@ def _resolve_token(arguments: Mapping[str, Any], given: Mapping[str, Any]) -> st
     environment (``LOSSD_TOKEN``, else ``LOSSD_TOKEN_FILE``); a file is read now."""
     for source in (arguments, given):
         if source.get("token"):
-            return str(source["token"])
+            return _printable(str(source["token"]), "token (LOSSD_TOKEN)")
         if source.get("token_file"):
             return _read_token(str(source["token_file"]))
     return None
@@ -491,7 +513,7 @@ class ClientConfig:
         if not self.tls:
             return None
         return grpc.ssl_channel_credentials(
-            root_certificates=_read(self.ca_file, "ca_file"),
-            private_key=_read(self.key_file, "key_file"),
-            certificate_chain=_read(self.cert_file, "cert_file"),
+            root_certificates=_read_pem(self.ca_file, "ca_file"),
+            private_key=_read_pem(self.key_file, "key_file"),
+            certificate_chain=_read_pem(self.cert_file, "cert_file"),
         )

@@ -69,7 +69,26 @@ _START_HINT = "start one with `lossd serve` (`make run` in the lossd clone), or 
 #: What gRPC's detail holds when something answered but the TLS handshake failed: the peer closed the
 #: connection (a client without TLS, or without the certificate a mutual-TLS server wants), or the
 #: handshake itself failed (our --tls against plaintext, a certificate not trusted, a wrong name).
-_TLS_FAILURES = ("socket closed", "tls handshake", "ssl", "certificate", "hostname verification")
+_TLS_FAILURES = ("socket closed", "tls handshake", "ssl", "certificate", "hostname verification",
+                 "security handshaker")
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (the protobuf field's range); argparse names the
+    flag in its refusal (a value beyond the field's range was a traceback, or named another flag)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text}: must be from {low} to {high}")
+        return value
+    return parse
+
+
+def _path(text: str) -> str:
+    """An argparse type: a path that is not empty (``--out ''`` wrote ``./.png``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
 
 
 class CliError(Exception):
@@ -156,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "PyYAML), show its progress on stderr and print the final metrics.")
     train.add_argument("spec", help="path of the job spec (.json, .yaml, .yml)")
     train.add_argument("--detach", action="store_true", help="only submit: print the job id and return")
-    train.add_argument("--world-size", type=int, default=None, metavar="N",
+    train.add_argument("--world-size", type=_bounded(1, 2**31 - 1), default=None, metavar="N",
                        help="train on N data-parallel processes (overrides the spec's world_size; docs/scaling.md)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
     train.add_argument("--json", action="store_true", help="print the terminal event as JSON instead of a table")
@@ -164,11 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="list training jobs, newest first")
     jobs.add_argument("--state", action="append", default=[], metavar="STATE",
                       help="only jobs in this state, e.g. RUNNING (repeatable)")
-    jobs.add_argument("--limit", type=int, default=0, help="at most this many jobs (default 100)")
+    jobs.add_argument("--limit", type=_bounded(0, 2**31 - 1), default=0, help="at most this many jobs (default 100)")
 
     watch = sub.add_parser("watch", help="follow a job's events to its end, one JSON object per line")
     watch.add_argument("job_id")
-    watch.add_argument("--after-seq", type=int, default=0, help="only events after this sequence number")
+    watch.add_argument("--after-seq", type=_bounded(0, 2**63 - 1), default=0,
+                       help="only events after this sequence number")
 
     cancel = sub.add_parser("cancel", help="stop a training job")
     cancel.add_argument("job_id")
@@ -181,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="draw a job's loss, metrics and learning rate per epoch (lossd[plot])")
     plot.add_argument("job_id")
-    plot.add_argument("--out", required=True, metavar="PATH", help="image file to write, e.g. curve.png")
+    plot.add_argument("--out", required=True, type=_path, metavar="PATH", help="image file to write, e.g. curve.png")
     return parser
 
 
@@ -256,6 +276,8 @@ def parse_param(text: str) -> tuple[str, Any]:
         value: Any = json.loads(raw)
     except ValueError:
         value = raw
+    except RecursionError:
+        raise CliError(f"--param {key.strip()}: nested too deeply") from None
     return key.strip(), value
 
 
@@ -264,6 +286,8 @@ def _parse_json_array(option: str, text: str) -> Any:
         return json.loads(text)
     except ValueError as e:
         raise CliError(f"{option}: not valid JSON ({e}): {text!r}") from None
+    except RecursionError:
+        raise CliError(f"{option}: nested too deeply") from None
 
 
 def _tensor(option: str, value: Any, dtype: str | None) -> lossd_pb2.Tensor:
@@ -539,7 +563,9 @@ def _eval(client: Client, args: argparse.Namespace) -> int:
 
 def _health(client: Client, args: argparse.Namespace) -> int:
     try:
-        status = client.health(args.service, timeout=args.timeout or 5.0)
+        # the flag, else LOSSD_TIMEOUT, else 5 s (not the client's default minute: a probe is quick)
+        timeout = args.timeout or (client.timeout if os.environ.get("LOSSD_TIMEOUT") else None) or 5.0
+        status = client.health(args.service, timeout=timeout)
     except NotFound as e:
         e.message = f"the server has no health status for service {args.service!r}"
         raise
@@ -706,14 +732,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(args_list)
+    for name, value in vars(args).items():  # an argument of bytes that are not UTF-8 (Python keeps them as
+        for text in value if isinstance(value, list) else [value]:  # surrogates, which nothing can send)
+            if isinstance(text, str) and not text.isascii() and _surrogates(text):
+                parser.exit(2, f"lossd: error: {_argument(parser, name)}: not valid UTF-8: {text!r}\n")
     try:
         client = Client(**{s.name: getattr(args, s.name) for s in _CONNECTION})
-    except ValueError as e:  # a connection setting (--ca-file, LOSSD_TIMEOUT, ...)
+    except (ValueError, UnicodeError) as e:  # a connection setting (--ca-file, LOSSD_TIMEOUT, ...)
         parser.exit(2, f"lossd: error: {e}\n")
     try:
         with client:
             status = _COMMANDS[args.command](client, args)
-            sys.stdout.flush()  # a reader gone is found here, not in the interpreter's last flush
+            if sys.stdout is not None:  # a reader gone is found here, not in the interpreter's last flush
+                sys.stdout.flush()
             return status
     except CliError as e:
         parser.exit(2, f"lossd {args.command}: error: {e}\n")
@@ -727,9 +758,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return _quiet_broken_pipe()
+    except OSError as e:  # stdout closed, a full disk
+        print(f"lossd {args.command}: error: writing the output: {e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _argument(parser: argparse.ArgumentParser, dest: str) -> str:
+    """How the user wrote the argument stored as ``dest``: its flag (``--param``), or its name."""
+    for action in parser._actions:  # subcommands' actions are in their own parsers: the name then
+        if action.dest == dest and action.option_strings:
+            return action.option_strings[-1]
+    return f"--{dest.replace('_', '-')}" if dest not in ("loss", "job_id", "spec", "command") else dest
 
 
 if __name__ == "__main__":
