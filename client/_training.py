@@ -409,11 +409,26 @@ class Progress:
             self._bar = None
 
 
+def printable(text: str) -> str:
+    """``text`` with every unprintable character escaped as Python writes it (``\\n``, ``\\x1b``).
+
+    >>> printable("ok\\tname")
+    'ok\\\\tname'
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def jobs_table(jobs: Sequence[training_pb2.Job]) -> str:
-    """A text table of jobs (``lossd jobs``)."""
+    """A text table of jobs (``lossd jobs``); a name's unprintable characters escaped (any submitter names
+    a job: a newline forged a row, an escape sequence reached the reader's terminal).
+
+    >>> print(jobs_table([training_pb2.Job(job_id="0123456789ab", name="a\\nb\\x1b[31m")]))
+    JOB           STATE        EPOCH  LOSS  RANKS  NAME
+    0123456789ab  UNSPECIFIED  0/0    0     1      a\\nb\\x1b[31m
+    """
     rows = [("JOB", "STATE", "EPOCH", "LOSS", "RANKS", "NAME")]
     for j in jobs:
         rows.append((j.job_id, state_name(j.state), f"{j.epoch}/{j.epochs}", f"{j.loss:.4g}", str(j.world_size or 1),
-                     j.name))
+                     printable(j.name)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

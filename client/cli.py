@@ -51,7 +51,7 @@ from ._codec import encode
 from ._config import SETTINGS, check_range
 from ._errors import LossdError, NotFound, Unavailable
 from ._extras import EXTRAS, MissingExtra
-from ._training import TERMINAL_STATES, Progress, TrainResult, jobs_table, state_name
+from ._training import TERMINAL_STATES, Progress, TrainResult, jobs_table, printable, state_name
 from ._warnings import ServerWarning
 
 __all__ = ["main", "build_parser", "parse_param", "format_losses_table", "format_result", "result_to_json", "to_json"]
@@ -579,7 +579,7 @@ def format_result(result: TrainResult) -> str:
             ("loss", f"{result.loss:.6g}")]
     rows += [(k, f"{v:.6g}") for k, v in result.metrics.items()]
     if result.message:
-        rows.append(("message", result.message))
+        rows.append(("message", printable(result.message)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 

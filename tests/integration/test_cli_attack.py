@@ -5,6 +5,7 @@ traceback, and nothing that expands or runs for long.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -117,12 +118,37 @@ def test_output_that_cannot_be_written_is_no_traceback(served_process: Any) -> N
     assert closed.returncode == 0 and closed.stderr == "", closed.stderr
 
 
-def test_health_takes_lossd_timeout(served_process: Any) -> None:
-    """The flag was taken, the variable ignored (README: a flag and its variable are the same setting)."""
-    proc = _lossd("health", target=served_process.address, env={"LOSSD_TIMEOUT": "0.000001"})
+def test_health_takes_lossd_timeout() -> None:
+    """The flag was taken, the variable ignored (README: a flag and its variable are the same setting): against
+    a port that never answers, health waited its own 5 s whatever LOSSD_TIMEOUT said."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        start = time.monotonic()
+        proc = _lossd("health", target=f"127.0.0.1:{silent.getsockname()[1]}", env={"LOSSD_TIMEOUT": "1"})
+        took = time.monotonic() - start
     assert proc.returncode == 1 and "DEADLINE_EXCEEDED" in proc.stderr, proc.stderr
+    assert took < 4.5, took  # the CLI's start (about 1 s) and a 1 s deadline, not 5 s
 
 
 def test_plot_to_an_empty_path_is_refused(served_process: Any) -> None:
     proc = _lossd("plot", "0123456789ab", "--out", "", target=served_process.address)
     assert proc.returncode == 2 and "argument --out" in proc.stderr and "an empty path" in proc.stderr, proc.stderr
+
+
+def test_a_job_name_cannot_forge_rows_or_reach_the_terminal(served_process: Any) -> None:
+    """Any submitter names a job: a newline forged a row of `lossd jobs`, an escape sequence reached the
+    reader's terminal. Unprintable characters are printed escaped."""
+    from lossd.client import Client
+
+    spec = {"name": "forged\n0123456789ab  SUCCEEDED\x1b[31m", "model": {"linear": {}},
+            "data": {"builtin": {"name": "rings", "params": {"n_positive": 8, "n_negative": 8}}},
+            "loss": {"name": "binary_cross_entropy_with_logits"}, "optimizer": {"name": "sgd", "lr": 0.1},
+            "epochs": 1, "batch_size": 8}
+    with Client(served_process.address) as c:
+        job_id = c.submit(spec)
+        c.cancel(job_id)
+    out = _lossd("jobs", target=served_process.address).stdout
+    assert "\x1b" not in out and not any(line.startswith("0123456789ab") for line in out.splitlines()), out
+    (row,) = [line for line in out.splitlines() if line.startswith(job_id)]
+    assert row.endswith("forged\\n0123456789ab  SUCCEEDED\\x1b[31m"), row
