@@ -39,7 +39,7 @@ def test_a_copy_of_a_closed_client_is_open() -> None:
 
 def test_an_unpickled_client_reads_its_tls_files_when_it_opens(tmp_path) -> None:  # type: ignore[no-untyped-def]
     ca = tmp_path / "ca.pem"
-    ca.write_text("not a certificate, but readable\n")
+    ca.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate, but readable PEM\n-----END CERTIFICATE-----\n")
     data = pickle.dumps(Client("127.0.0.1:1", ca_file=str(ca)))
     ca.unlink()
     client = pickle.loads(data)  # loading needs no file: a model holding it loads anywhere
