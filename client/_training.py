@@ -28,6 +28,7 @@ from google.protobuf import json_format
 
 from .. import _methods
 from .._model import ModelPlan, build_model
+from .._wire import DEFAULT_MAX_MESSAGE_BYTES
 from ..v1 import training_pb2
 from ._calls import Method
 from ._codec import decode
@@ -66,8 +67,8 @@ def state_name(state: int) -> str:
     return training_pb2.JobState.Name(state).removeprefix("JOB_STATE_")
 
 
-#: The largest spec file read: a request beyond gRPC's default message limit could not be sent anyway.
-MAX_SPEC_BYTES = 256 * 1024 * 1024
+#: The largest spec file read: a request beyond the default message limit could not be sent anyway.
+MAX_SPEC_BYTES = DEFAULT_MAX_MESSAGE_BYTES
 
 
 def _spec_text(path: Path) -> str:

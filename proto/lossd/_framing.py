@@ -58,7 +58,7 @@ __all__ = [
     "split_payloads",
     "tensor_body",
     "tensor_message",
-    "varint",
+    "varint", "varint_size",
     "wire_fields",
 ]
 
@@ -67,6 +67,15 @@ Buffer = bytes | memoryview
 
 _LEN = 2  # wire type of strings, bytes, messages and packed repeated fields
 _ONE_BYTE = [bytes((i,)) for i in range(128)]
+
+
+def varint_size(n: int) -> int:
+    """How many bytes :func:`varint` takes for a non-negative ``n``, without making them.
+
+    >>> [varint_size(n) == len(varint(n)) for n in (0, 127, 128, 16383, 16384, 2**63)]
+    [True, True, True, True, True, True]
+    """
+    return max(1, (n.bit_length() + 6) // 7)
 
 
 def varint(n: int) -> bytes:

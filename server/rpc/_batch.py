@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..._framing import Buffer, field_number, join, length_delimited, map_entry, tensor_body, varint
+from ..._framing import Buffer, field_number, join, length_delimited, map_entry, tensor_body, varint, varint_size
 from ..._settings import env_name, flag_name
 from ..._wire import DTYPES, MAX_DIMS, FieldError, TensorLayout, TensorLimits, check_tensors, reply_too_large
 from ...v1 import lossd_pb2
@@ -288,8 +288,8 @@ def evaluate_group(
 def _framed(size: int) -> int:
     """The bytes an item's reply (or its ``Error``) of ``size`` bytes takes in the batch reply: framed as a
     result (:func:`batch_reply`: two tags and two lengths around it)."""
-    inner = len(_RESPONSE_TAG) + len(varint(size)) + size  # _ERROR's tag is as long
-    return len(_RESULTS_TAG) + len(varint(inner)) + inner
+    inner = len(_RESPONSE_TAG) + varint_size(size) + size  # _ERROR's tag is as long
+    return len(_RESULTS_TAG) + varint_size(inner) + inner
 
 
 def _check(control: BatchControl) -> None:

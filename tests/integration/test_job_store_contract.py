@@ -36,6 +36,18 @@ def _queued(store: JobStore, job_id: str) -> None:
     store.append_event(job_id, _state(pb.JOB_STATE_QUEUED))
 
 
+@contextlib.contextmanager
+def _postgres_store_with(postgres: Any, tmp_path: Path, job: str) -> Iterator[tuple[JobStore, str]]:
+    """A PostgreSQL store on a database of its own holding queued ``job``, and the database's name; closed after."""
+    url = postgres.fresh_database()
+    store = open_store(url, tmp_path)
+    try:
+        _queued(store, job)
+        yield store, url.rsplit("/", 1)[1]
+    finally:
+        store.close()
+
+
 def _end_sessions(admin: Any, database: str) -> int:
     """End every session on ``database`` (as a restart does) and wait until their processes are gone, so that
     their sockets are closed (``pg_terminate_backend`` only signals them). Returns how many there were."""
@@ -433,12 +445,8 @@ def test_a_database_that_cannot_take_writes_is_unavailable(postgres: Any, tmp_pa
 
     from lossd.server.training._store import StoreUnavailable
 
-    url = postgres.fresh_database()
-    name = url.rsplit("/", 1)[1]
-    store = open_store(url, tmp_path)
     job = "0000000000d1"
-    try:
-        _queued(store, job)
+    with _postgres_store_with(postgres, tmp_path, job) as (store, name):
         with psycopg.connect(postgres.url, autocommit=True) as admin:
             admin.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
             _end_sessions(admin, name)
@@ -449,8 +457,6 @@ def test_a_database_that_cannot_take_writes_is_unavailable(postgres: Any, tmp_pa
                       lambda: _queued(store, "0000000000d2")):
             with pytest.raises(StoreUnavailable, match="read-only transaction"):
                 write()
-    finally:
-        store.close()
 
 
 def test_a_checkpoint_over_the_bound_is_refused_and_nothing_is_stored(postgres: Any, tmp_path: Path) -> None:
@@ -531,12 +537,8 @@ def test_pooled_connections_the_database_dropped_are_replaced_before_a_call_gets
     a round trip, before a call gets it."""
     import psycopg
 
-    url = postgres.fresh_database()
-    name = url.rsplit("/", 1)[1]
-    store = open_store(url, tmp_path)
     job = "0000000000e1"
-    try:
-        _queued(store, job)
+    with _postgres_store_with(postgres, tmp_path, job) as (store, name):
         pool = store._pool  # type: ignore[attr-defined]
         with contextlib.ExitStack() as held:  # four idle connections in the pool
             for _ in range(4):
@@ -546,5 +548,3 @@ def test_pooled_connections_the_database_dropped_are_replaced_before_a_call_gets
         for _ in range(6):
             assert store.get_job(job).state == pb.JOB_STATE_QUEUED
         assert store.request_cancel(job, "cancelled")  # a write too
-    finally:
-        store.close()
