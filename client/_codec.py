@@ -118,7 +118,8 @@ def _wire_array(x: ArrayLike, values: bool = False, field: str = "") -> tuple[st
     # buffers, __array__) keeps its dtype, and so does a list holding a double-precision numpy or torch value
     # (torch.tensor([np.float64(1)]) is float64).
     if arr.dtype in (np.float64, np.complex128) and isinstance(x, (float, complex, list, tuple)) and not _has_double(x):
-        arr = arr.astype(np.float32 if arr.dtype == np.float64 else np.complex64)
+        with np.errstate(over="ignore"):  # a number beyond float32 becomes Inf, silently, as in torch.tensor(x)
+            arr = arr.astype(np.float32 if arr.dtype == np.float64 else np.complex64)
     arr = _default_int(arr, field)
     wire = _NUMPY_TO_WIRE.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
     if wire is None:

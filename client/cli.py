@@ -84,6 +84,16 @@ def _bounded(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+class _Once(argparse.Action):
+    """An option that takes one value: given twice, the command refuses it (``store`` kept the last)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if getattr(namespace, self.dest) is not None:
+            parser.exit(2, f"{parser.prog}: error: {option_string}: given twice\n")  # one line, as CliError's
+        setattr(namespace, self.dest, values)
+
+
 def _path(text: str) -> str:
     """An argparse type: a path that is not empty (``--out ''`` wrote ``./.png``)."""
     if not text.strip():
@@ -131,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype overrides.",
     )
     ev.add_argument("loss", help="loss name or alias, e.g. cross_entropy, CrossEntropyLoss, ce")
-    ev.add_argument("--y-pred", metavar="JSON", help="the prediction (torch's first argument, 'input')")
-    ev.add_argument("--y-true", metavar="JSON", help="the target (torch's second argument, 'target')")
+    ev.add_argument("--y-pred", action=_Once, metavar="JSON", help="the prediction (torch's first argument, 'input')")
+    ev.add_argument("--y-true", action=_Once, metavar="JSON", help="the target (torch's second argument, 'target')")
     ev.add_argument(
         "--input", action="append", default=[], metavar="NAME=JSON",
         help="another input tensor by torch's argument name, e.g. weight='[1.0, 2.0]' (repeatable)",
@@ -162,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         "[0, 1], ...) instead of computing them as torch does with a warning",
     )
     ev.add_argument(
-        "--grad-output", metavar="JSON",
+        "--grad-output", action=_Once, metavar="JSON",
         help="upstream gradient shaped like the loss (for reduction=none): grads become a "
         "vector-Jacobian product",
     )
@@ -270,6 +280,7 @@ def _split_command(argv: list[str]) -> tuple[int, str | None]:
 def parse_param(text: str) -> tuple[str, Any]:
     """``key=value`` with ``value`` parsed as JSON when it parses, else kept as a string."""
     key, sep, raw = text.partition("=")
+    key = key.strip()
     if not sep or not key:
         raise CliError(f"--param {text!r}: expected KEY=VALUE, e.g. reduction=sum")
     try:
@@ -277,8 +288,8 @@ def parse_param(text: str) -> tuple[str, Any]:
     except ValueError:
         value = raw
     except RecursionError:
-        raise CliError(f"--param {key.strip()}: nested too deeply") from None
-    return key.strip(), value
+        raise CliError(f"--param {key}: nested too deeply") from None
+    return key, value
 
 
 def _parse_json_array(option: str, text: str) -> Any:
@@ -298,6 +309,8 @@ def _tensor(option: str, value: Any, dtype: str | None) -> lossd_pb2.Tensor:
     """
     try:
         msg = encode(value, "values")
+        if dtype is None and msg.dtype == "float32":  # the numbers as typed: the server rounds them to float32
+            dtype = msg.dtype                          # and names one beyond its range (encode made it Inf)
         if dtype is not None:
             exact = np.asarray(value)
             if exact.dtype.kind not in "biuf":
@@ -337,9 +350,16 @@ def _build_eval_request(args: argparse.Namespace) -> lossd_pb2.EvaluateLossReque
         if name not in arrays and not (name == "grad_output" and args.grad_output is not None):
             given = ", ".join([*arrays, *(["grad_output"] if args.grad_output is not None else [])])
             raise CliError(f"--dtype {name}: no such input given (given: {given or 'none'})")
+        if name in dtypes:
+            raise CliError(f"--dtype {name}: given twice")
         dtypes[name] = dtype
 
-    params = dict(parse_param(p) for p in args.param)
+    params: dict[str, Any] = {}
+    for item in args.param:
+        key, value = parse_param(item)
+        if key in params:
+            raise CliError(f"--param {key}: given twice")
+        params[key] = value
     request = lossd_pb2.EvaluateLossRequest(
         loss=args.loss,
         inputs={name: _tensor(opt, value, dtypes.get(name)) for name, (opt, value) in arrays.items()},

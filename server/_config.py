@@ -106,6 +106,24 @@ _calls_in_flight = int_in(1, (GRPC_INT_MAX - HEALTH_HEADROOM) // 2)
 _keepalive_seconds = float_in(0.001, GRPC_INT_MAX / 1000, unit="seconds")
 
 
+def parse_host(text: str) -> str:
+    """``--host``: the address to bind, not empty and without spaces or control characters.
+
+    >>> parse_host("0.0.0.0"), parse_host("::1")
+    ('0.0.0.0', '::1')
+    >>> parse_host("")
+    Traceback (most recent call last):
+    ...
+    ValueError: must not be empty: 127.0.0.1 (this machine only), 0.0.0.0 (every IPv4 interface) or a host name
+    """
+    if not text:
+        raise ValueError("must not be empty: 127.0.0.1 (this machine only), 0.0.0.0 (every IPv4 interface) "
+                         "or a host name")
+    if not text.isprintable() or " " in text:
+        raise ValueError("must not hold spaces or control characters")
+    return text
+
+
 def parse_endpoint(text: str) -> str:
     """``--rdzv-endpoint``: ``HOST:PORT`` with a port from 1 to 65535, or empty (off).
 
@@ -128,7 +146,7 @@ def parse_endpoint(text: str) -> str:
 
 #: Every server setting, in the order ``lossd serve --help`` lists them.
 SETTINGS: tuple[Setting[Any], ...] = (
-    Setting("host", "LOSSD_HOST", str, "127.0.0.1", "address to bind", "--host"),
+    Setting("host", "LOSSD_HOST", parse_host, "127.0.0.1", "address to bind", "--host"),
     Setting("port", "LOSSD_PORT", _port, 50051, "port; 0 picks a free one", "--port"),
     Setting("device", "LOSSD_DEVICE", str, "auto", "torch device: auto, cpu, cuda, cuda:1", "--device"),
     Setting("workers", "LOSSD_WORKERS", _at_least_one, min(4, os.cpu_count() or 1), "evaluation threads", "--workers"),

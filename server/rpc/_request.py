@@ -195,10 +195,10 @@ def decode_request(
     if request.HasField("grad_output"):
         wire.append(("grad_output", request.grad_output))
     decoded = decode_tensors([(path, msg, sent.get(path)) for path, msg in wire], limits, len(request.terms))
-    for (path, _), (tensor, enc) in zip(wire, decoded):
+    for (path, msg), (tensor, enc) in zip(wire, decoded):
         encodings.add(enc)
         if not request.allow_non_finite:
-            check_finite(tensor, path, _ALLOW_NON_FINITE)
+            check_finite(tensor, path, _ALLOW_NON_FINITE, msg.values if enc == "values" else None)
     tensors = {path: tensor for (path, _), (tensor, _) in zip(wire, decoded)}
     del decoded
     inputs = {path.partition(".")[2]: t for path, t in tensors.items() if path.startswith("inputs.")}

@@ -18,7 +18,9 @@ callers that want one.
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -151,19 +153,25 @@ def all_finite(tensor: torch.Tensor) -> bool:
     return probably_finite(tensor) or bool(torch.isfinite(tensor).all())
 
 
-def check_finite(tensor: torch.Tensor, field: str, allow: str) -> None:
+def check_finite(tensor: torch.Tensor, field: str, allow: str, sent: Sequence[float] | None = None) -> None:
     """Refuse a floating-point ``tensor`` holding NaN or infinity: the one non-finite rule.
 
     The message names ``field``, what was found and its first flat index, and
     ``allow`` (how to let such values through, or that nothing can). One pass
     over the memory (:func:`probably_finite`); only a tensor that fails it pays
-    for the exact scan.
+    for the exact scan. ``sent``: the ``values`` the tensor was decoded from, if any; a finite
+    number there that the dtype cannot hold (torch makes it infinite) is named as such.
 
     >>> check_finite(torch.tensor([0.0, float("inf"), float("nan")]), "inputs.input", "no way")
     Traceback (most recent call last):
     ...
     lossd._wire.FieldError: inputs.input: contains Inf at flat index 1 (the first non-finite value); \
 NaN and infinite values are refused: no way
+    >>> check_finite(torch.tensor([1e39]), "inputs.input", "no way", sent=[1e39])
+    Traceback (most recent call last):
+    ...
+    lossd._wire.FieldError: inputs.input: the value at flat index 0, 1e+39, is beyond float32's range \
+(largest finite 3.4028234663852886e+38) and becomes Inf; send the tensor as float64, or: no way
     """
     if all_finite(tensor):
         return
@@ -173,6 +181,14 @@ NaN and infinite values are refused: no way
         found = "NaN" if bool(torch.isnan(flat[i])) else "Inf"
     else:
         found = "NaN" if bool(torch.isnan(flat[i])) else ("Inf" if float(flat[i]) > 0 else "-Inf")
+    if sent is not None and found != "NaN":
+        numbers = sent[2 * i:2 * i + 2] if tensor.is_complex() else sent[i:i + 1]
+        if all(math.isfinite(v) for v in numbers):
+            shown = ", ".join(repr(v) for v in numbers)
+            largest = torch.finfo(tensor.dtype).max
+            raise FieldError(field, f"the value at flat index {i}, {shown}, is beyond {WIRE_NAMES[tensor.dtype]}'s "
+                                    f"range (largest finite {largest!r}) and becomes {found}; send the tensor as "
+                                    f"{'complex128' if tensor.is_complex() else 'float64'}, or: {allow}")
     raise FieldError(field, f"contains {found} at flat index {i} (the first non-finite value); "
                     f"NaN and infinite values are refused: {allow}")
 

@@ -5,6 +5,7 @@ traceback, and nothing that expands or runs for long.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from support.tools import run_tool, tool_env, tool_path
 
@@ -152,3 +154,33 @@ def test_a_job_name_cannot_forge_rows_or_reach_the_terminal(served_process: Any)
     assert "\x1b" not in out and not any(line.startswith("0123456789ab") for line in out.splitlines()), out
     (row,) = [line for line in out.splitlines() if line.startswith(job_id)]
     assert row.endswith("forged\\n0123456789ab  SUCCEEDED\\x1b[31m"), row
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--y-pred", "[1.0]", "--y-pred", "[2.0]", "--y-true", "[0.0]"], "--y-pred: given twice"),
+    (["--y-pred", "[1.0]", "--y-true", "[0.0]", "--y-true", "[1.0]"], "--y-true: given twice"),
+    (["--y-pred", "[1.0]", "--y-true", "[0.0]", "--grad-output", "1.0", "--grad-output", "2.0"],
+     "--grad-output: given twice"),
+    (["--y-pred", "[1.0]", "--y-true", "[0.0]", "--dtype", "y_pred=float64", "--dtype", "y_pred=float16"],
+     "--dtype y_pred: given twice"),
+    (["--y-pred", "[1.0]", "--y-true", "[0.0]", "--param", "reduction=sum", "--param", "reduction =mean"],
+     "--param reduction: given twice"),
+    (["--y-pred", "[1.0]", "--y-true", "[0.0]", "--param", " =sum"], "expected KEY=VALUE"),
+], ids=["y-pred", "y-true", "grad-output", "dtype", "param", "blank-key"])
+def test_a_value_given_twice_is_refused_not_replaced(served_process: Any, args: list[str], said: str) -> None:
+    """A second --y-pred, --dtype or --param silently replaced the first, while a second --input was refused;
+    a key of spaces passed the empty-key check and reached the server as ``params.``."""
+    _refused(_lossd("eval", "mse", *args, target=served_process.address), 2, said)
+
+
+def test_a_decimal_beyond_float32_is_named_as_such(served_process: Any) -> None:
+    """1e39 became Inf in the CLI (with numpy's overflow warning on stderr), and the server's refusal advised
+    --allow-non-finite: the numbers now travel as typed, and the server names the one that does not fit."""
+    proc = _lossd("eval", "mse", "--y-pred", "[0.5, 1e39]", "--y-true", "[0.0, 0.0]", target=served_process.address)
+    _refused(proc, 1, "inputs.y_pred: the value at flat index 1, 1e+39, is beyond float32's range",
+             "send the tensor as float64")
+    proc = _lossd("eval", "mse", "--y-pred", "[0.5, 1e39]", "--y-true", "[0.0, 0.0]", "--dtype", "y_pred=float64",
+                  "--dtype", "y_true=float64", target=served_process.address)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    local = torch.nn.functional.mse_loss(torch.tensor([0.5, 1e39], dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    assert json.loads(proc.stdout)["value"] == float(local)

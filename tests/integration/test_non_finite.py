@@ -77,11 +77,32 @@ def test_parameters_and_grad_output_are_refused_by_default(client: Client) -> No
         "mse", torch.zeros(2), torch.ones(2), reduction="none", grad_output=with_bad((2,), 0, INF)))
 
 
-def test_a_float64_number_too_large_for_float32_is_refused_as_inf(client: Client) -> None:
-    request = lossd_pb2.EvaluateLossRequest(loss="mse", inputs={
-        "input": lossd_pb2.Tensor(dtype="float32", shape=[2], values=[0.0, 1e300]),
-        "target": lossd_pb2.Tensor(dtype="float32", shape=[2], values=[0.0, 0.0])})
-    refused(client, "inputs.input", "Inf", 1, lambda: client.evaluate_request(request))
+@pytest.mark.parametrize(("dtype", "sent", "said"), [
+    ("float32", [0.0, 1e300], "the value at flat index 1, 1e+300, is beyond float32's range (largest finite "
+     "3.4028234663852886e+38) and becomes Inf; send the tensor as float64"),
+    ("float16", [0.0, -7e4], "the value at flat index 1, -70000.0, is beyond float16's range (largest finite "
+     "65504.0) and becomes -Inf; send the tensor as float64"),
+    ("complex64", [0.0, 0.0, 1.0, 1e39], "the value at flat index 1, 1.0, 1e+39, is beyond complex64's range "
+     "(largest finite 3.4028234663852886e+38) and becomes Inf; send the tensor as complex128"),
+    ("float32", [0.0, float("inf")], "contains Inf at flat index 1 (the first non-finite value)"),
+], ids=["float32", "float16", "complex64", "sent-as-inf"])
+def test_a_finite_number_beyond_its_dtype_is_refused_naming_the_overflow(client: Client, dtype: str,
+                                                                         sent: list[float], said: str) -> None:
+    """torch turns it into an infinity; the refusal said "contains Inf" of a number the client sent finite."""
+    shape = [len(sent) // (2 if dtype.startswith("complex") else 1)]
+    for field in ("input", "target"):
+        other = "target" if field == "input" else "input"
+        request = lossd_pb2.EvaluateLossRequest(loss="mse", inputs={
+            field: lossd_pb2.Tensor(dtype=dtype, shape=shape, values=sent),
+            other: lossd_pb2.Tensor(dtype=dtype, shape=shape, values=[0.0] * len(sent))})
+        with pytest.raises(InvalidArgument) as info:
+            client.evaluate_request(request)
+        assert info.value.field == f"inputs.{field}" and said in info.value.message, info.value.message
+        assert "--allow-non-finite" in info.value.message, info.value.message
+        request.allow_non_finite = True  # then evaluated as torch converts it
+        if dtype != "complex64":
+            assert math.isinf(client.evaluate_request(request).value)
+    assert_still_serves(client)
 
 
 def local(loss: str, inputs: dict[str, torch.Tensor], grad_output: torch.Tensor | None = None,

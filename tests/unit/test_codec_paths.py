@@ -116,3 +116,13 @@ def test_small_and_large_replies_carry_the_same_fields(n, encoding):
     assert torch.equal(decode_tensor(reply.grads["y_pred"], "g")[0], grad)
     assert sorted(reply.grads) == ["y_pred", "y_true"]
 
+
+
+@pytest.mark.parametrize("encoding", ["raw", "values"])
+def test_a_python_float_beyond_float32_becomes_inf_silently_as_in_torch(encoding: str) -> None:
+    """numpy's "overflow encountered in cast" reached the caller's stderr; torch.tensor([1e39]) says nothing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sent = decode(encode([1.0, 1e39, -1e39], encoding))
+        expected = torch.tensor([1.0, 1e39, -1e39])
+    assert sent.dtype == np.float32 and np.array_equal(sent, expected.numpy())
