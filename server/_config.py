@@ -55,6 +55,7 @@ from ._logging import LOG_FORMATS, parse_log_format, parse_log_level
 from ._security import Security, resolve_security
 from .interceptors import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONCURRENT_STREAMS
 from .rpc import DEFAULT_BATCH_WINDOW_US, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, BatchLimits
+from .rpc._caps import MAX_ITEMS
 from .training import TrainingConfig, TrainingLimits
 from .training._manager import DEFAULT_LEASE_S, DEFAULT_RETENTION_S
 
@@ -100,6 +101,9 @@ GRPC_INT_MAX = 2**31 - 1
 _at_least_one = int_in(1)
 _count_or_zero = int_in(0)
 _port = int_in(0, 65535, "0 picks a free one")
+#: A count of a request's map or repeated field (terms, tensors): the wire's own cap on every such field
+#: (MAX_ITEMS) refuses more first, so a larger setting would never apply.
+_wire_count = int_in(1, MAX_ITEMS, "the cap on any repeated field or map of a request")
 #: A limit on calls in flight: both limits and HEALTH_HEADROOM make gRPC's max_concurrent_streams.
 _calls_in_flight = int_in(1, (GRPC_INT_MAX - HEALTH_HEADROOM) // 2)
 #: gRPC takes keepalive times in whole milliseconds, a C int.
@@ -156,10 +160,10 @@ SETTINGS: tuple[Setting[Any], ...] = (
             "most elements in one tensor", "--max-tensor-elements"),
     Setting("max_request_elements", "LOSSD_MAX_REQUEST_ELEMENTS", _at_least_one, DEFAULT_MAX_REQUEST_ELEMENTS,
             "most elements in all the tensors of one request", "--max-request-elements"),
-    Setting("max_tensors", "LOSSD_MAX_TENSORS", _at_least_one, DEFAULT_MAX_TENSORS,
+    Setting("max_tensors", "LOSSD_MAX_TENSORS", _wire_count, DEFAULT_MAX_TENSORS,
             "most tensors in one request: inputs, parameters, grad_output; a TrainJob's inline data and "
             "constant loss inputs", "--max-tensors"),
-    Setting("max_terms", "LOSSD_MAX_TERMS", _at_least_one, DEFAULT_MAX_TERMS, "most terms in one composite objective",
+    Setting("max_terms", "LOSSD_MAX_TERMS", _wire_count, DEFAULT_MAX_TERMS, "most terms in one composite objective",
             "--max-terms"),
     # -- EvaluateLossBatch and dynamic batching (server/rpc/_batch.py, _batching.py; docs/performance.md) --
     Setting("max_batch_items", "LOSSD_MAX_BATCH_ITEMS", _at_least_one, DEFAULT_MAX_BATCH_ITEMS,

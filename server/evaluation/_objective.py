@@ -15,12 +15,14 @@ over the covered parameters, so the L2 gradient ``l2 * theta`` is exactly what
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import math
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,14 +157,32 @@ RESERVED_PARTS = frozenset({"loss", "l1", "l2"})
 
 
 def _term_names(terms: Sequence[Term], specs: Sequence[LossSpec]) -> list[str]:
-    names: list[str] = []
-    taken: set[str] = set(RESERVED_PARTS)  # a loss named so (a plugin's) becomes "<name>#2"
-    last: dict[str, int] = {}  # base -> the last "#k" tried: the ones before it are all taken (linear time)
-    for i, (term, spec) in enumerate(zip(terms, specs)):
-        base = term.name or spec.name
+    """Each term's part name: its own ``name``, else its loss's (``<loss>#2``, ``#3``, ... for the loss's
+    later terms), never a name another term gives itself, whatever the order.
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> mse, l1 = REGISTRY.get("mse_loss"), REGISTRY.get("l1_loss")
+    >>> _term_names([Term("mse_loss"), Term("mse_loss"), Term("l1_loss", name="mse_loss#2")], [mse, mse, l1])
+    ['mse_loss', 'mse_loss#3', 'mse_loss#2']
+    """
+    explicit: dict[str, int] = {}
+    for i, term in enumerate(terms):  # first: an automatic name may not take one a later term gives itself
         if term.name in RESERVED_PARTS:
             raise FieldError(f"terms[{i}].name", f"{term.name!r} is reserved: the parts name the data loss and the "
                             f"penalties so ({', '.join(sorted(RESERVED_PARTS))})")
+        if term.name:
+            if term.name in explicit:
+                raise FieldError(f"terms[{i}].name", f"{term.name!r} is also the name of terms[{explicit[term.name]}]; "
+                                 "names must be unique")
+            explicit[term.name] = i
+    names: list[str] = []
+    taken: set[str] = {*RESERVED_PARTS, *explicit}  # a loss named so (a plugin's) becomes "<name>#2"
+    last: dict[str, int] = {}  # base -> the last "#k" tried: the ones before it are all taken (linear time)
+    for term, spec in zip(terms, specs):
+        if term.name:
+            names.append(term.name)
+            continue
+        base = spec.name
         name, k = base, last.get(base, 1)
         if k > 1:
             name = f"{base}#{k}"
@@ -170,8 +190,6 @@ def _term_names(terms: Sequence[Term], specs: Sequence[LossSpec]) -> list[str]:
             k += 1
             name = f"{base}#{k}"
         last[base] = k
-        if term.name and name != base:
-            raise FieldError(f"terms[{i}].name", f"{term.name!r} is used by two terms; names must be unique")
         names.append(name)
         taken.add(name)
     return names
@@ -266,8 +284,11 @@ def _evaluate_objective(
     if grad_inputs:
         wanted = set()
         for k, sent in enumerate(grad_inputs):
-            if sent not in differentiable:
-                raise FieldError(f"grad_inputs[{k}]", f"{sent!r} is not a differentiable input of this request")
+            if plain and sent not in inputs and (own := specs[0].input(sent)) is not None:
+                sent = next((s for s in inputs if (d := specs[0].input(s)) is not None and d.name == own.name), sent)
+            if sent not in differentiable:  # (a plain request's loss takes its inputs' aliases, as evaluate does)
+                raise FieldError(f"grad_inputs[{k}]", f"{grad_inputs[k]!r} is not a differentiable input of this "
+                                 "request")
             wanted.add(sent)
 
     def place(t: torch.Tensor) -> torch.Tensor:
@@ -282,22 +303,30 @@ def _evaluate_objective(
     parts: dict[str, float] = {}
     total: torch.Tensor | None = None
     with torch.enable_grad():
-        for i, (term, spec, name) in enumerate(zip(terms, specs, names)):
+        calls = []  # every term bound (its transforms applied) before any loss runs: a refusal of the last
+        for i, (term, spec) in enumerate(zip(terms, specs)):  # term costs no forward of the others
             try:
-                mine = _term_tensors(spec, reads[i], tensors)
-                term_params, scalars = split_scalars(spec, legacy_reduction(spec, term.params))
-                bound, _ = bind_inputs(spec, mine, scalars)
-                kwargs = bind_params(spec, term_params, refused=DEPRECATED_PARAMS)
+                with _warnings_of_term(prefix(i), spec, reads[i]):
+                    mine = _term_tensors(spec, reads[i], tensors)
+                    term_params, scalars = split_scalars(spec, legacy_reduction(spec, term.params))
+                    bound, _ = bind_inputs(spec, mine, scalars)
+                    calls.append(({**bound, **scalars}, bind_params(spec, term_params, refused=DEPRECATED_PARAMS)))
             except FieldError as e:
                 raise FieldError(prefix(i) + e.field, e.message, e.code) from e
+        for i, (term, spec, name, (bound, kwargs)) in enumerate(zip(terms, specs, names, calls)):
             try:
-                out = call_loss(spec, {**bound, **scalars}, kwargs)
+                with _warnings_of_term(prefix(i), spec, reads[i]):
+                    out = call_loss(spec, bound, kwargs)
             except FieldError as e:
                 raise _in_term(e, prefix(i), spec, reads[i]) from e
             if out.dim() != 0:
                 raise FieldError(f"{prefix(i)}params.reduction",
                                 f"{spec.name} gives shape {list(out.shape)}; objectives need scalar losses "
                                 "(use reduction 'mean' or 'sum')")
+            if out.is_complex():
+                raise FieldError(prefix(i).rstrip(".") or "inputs",
+                                 f"{spec.name} gives a complex value; an objective is a real number (send real "
+                                 "inputs, or evaluate the loss alone)")
             parts[name] = out.detach().item()
             weighted = out if term.weight == 1.0 else term.weight * out
             total = weighted if total is None else total + weighted
@@ -397,6 +426,21 @@ def _in_term(e: FieldError, prefix: str, spec: LossSpec, plan: Mapping[str, tupl
     if sent is None:
         return FieldError(prefix + e.field if e.field else prefix.rstrip("."), e.message, e.code)
     return FieldError(f"inputs.{sent}", f"{prefix.rstrip('.')} ({spec.name}, as its {own}): {e.message}", e.code)
+
+
+@contextlib.contextmanager
+def _warnings_of_term(prefix: str, spec: LossSpec, plan: Mapping[str, tuple[str, str]]) -> Iterator[None]:
+    """Pass on the warnings raised inside the block (one term's binding or loss) as the request names things:
+    one about an input of the loss (``inputs.target: ...``) names the request input read and the term, as
+    :func:`_in_term` names a refusal (two terms' targets read from two inputs are two warnings)."""
+    with capture() as seen:
+        yield
+    for text in seen:
+        field_name, sep, message = text.partition(": ")
+        if prefix and sep and field_name.startswith("inputs.") and " " not in field_name:
+            e = _in_term(FieldError(field_name, message), prefix, spec, plan)
+            text = f"{e.field}: {e.message}"
+        warnings.warn(text, stacklevel=1)  # to the request's capture
 
 
 def _reads(plan: Mapping[str, tuple[str, str]], sent: str) -> list[str]:

@@ -287,3 +287,24 @@ def test_an_objectives_non_finite_grad_output_is_computed_when_allowed(client):
     for n in params:  # the uncovered biases get zeros, as before
         g = torch.as_tensor(r.parameter_grads[n])
         assert bool(torch.isnan(g).all() if n.endswith("weight") else (g == 0).all()), n
+
+
+@pytest.mark.parametrize("grad_output", [None, torch.tensor(1.0)], ids=["no-grad-output", "grad-output"])
+@pytest.mark.parametrize("objective", ["terms", "regularized"])
+def test_a_complex_valued_objective_is_refused_naming_the_term(client, server_address, objective, grad_output):
+    """poisson_nll_loss of complex inputs is complex: with a real grad_output the backward ran (torch itself
+    refuses that pair) and the complex part reached a map of doubles: INTERNAL (an audit, 2026-12-06)."""
+    x = torch.tensor([1 + 2j, 0.5 - 1j], dtype=torch.complex64)
+    y = torch.tensor([1 + 0j, 2 + 0j], dtype=torch.complex64)
+    kwargs = {"grad_output": grad_output} if grad_output is not None else {}
+    if objective == "terms":
+        loss, field = [{"loss": "poisson_nll_loss"}], "terms[0]"
+    else:
+        loss, field = "poisson_nll_loss", "inputs"
+        kwargs.update(parameters={"w": torch.ones(2, 2)}, regularization={"l2": 0.5})
+    with pytest.raises(InvalidArgument) as err:
+        client.evaluate(loss, x, y, **kwargs)
+    assert err.value.field == field, err.value.message
+    assert "poisson_nll_loss gives a complex value; an objective is a real number" in err.value.message
+    outcome, = client.evaluate_many([{"loss": loss, "y_pred": x, "y_true": y, **kwargs}])  # a batch item's own
+    assert isinstance(outcome, InvalidArgument) and outcome.field == field, outcome
