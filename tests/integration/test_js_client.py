@@ -19,9 +19,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import grpc
 import pytest
 import torch
 import torch.nn.functional as F
+from lossd.v1 import training_pb2, training_pb2_grpc
 from support.markdown import fenced_blocks, markdown_examples, output_matches
 
 REPO = Path(__file__).resolve().parents[2]
@@ -203,7 +205,8 @@ const outcome = async (options) => {
   catch (err) { return describeError(err); }
 };
 console.log(JSON.stringify([await outcome({ token }), await outcome({ token: "wrong-token-0123456789" }),
-  await outcome({ token, tls: { ...tls, serverName: "wrong.example" } })]));
+  await outcome({ token, tls: { ...tls, serverName: "wrong.example" } }), await outcome({ token, tls: { ca: tls.ca } }),
+  await outcome({ token, tls: false })]));
 """
 
 
@@ -219,12 +222,16 @@ def test_token_and_mutual_tls(node: str, tmp_path: Path) -> None:
                    "key": str(pki.client_key)}
         result = _run([node, "--input-type=module", "-e", SECURE_SCRIPT], stdin=json.dumps(request))
     assert result.returncode == 0, result.stdout + result.stderr
-    good, wrong, unverified = json.loads(result.stdout)
+    good, wrong, unverified, no_client_cert, plaintext = json.loads(result.stdout)
     assert good == {"value": 4.0}
     assert wrong["code"] == "UNAUTHENTICATED" and wrong["fieldViolations"] == []
     # a certificate that does not name the server: the connection fails below gRPC, UNAVAILABLE as in
     # the Python SDK (Connect itself says INTERNAL, which the README keeps for server bugs)
     assert unverified["code"] == "UNAVAILABLE" and "wrong.example" in unverified["message"], unverified
+    # the server refuses the handshake (no client certificate) or a plaintext client at its TLS port: the
+    # stream is reset before any response, which Connect calls CANCELLED, as if the caller had cancelled
+    assert no_client_cert["code"] == "UNAVAILABLE", no_client_cert
+    assert plaintext["code"] == "UNAVAILABLE", plaintext
 
 
 STREAMS_SCRIPT = """
@@ -264,6 +271,54 @@ def test_deadlines_and_stream_refusals(node: str, server_address: str) -> None:
     assert out["unary"] is True, out
     assert out["stream"]["type"] == "TypeError", out
     assert out["stream"]["message"].startswith("EvaluateLossStreamRequest.request.grad_inputs is not a field"), out
+
+
+STREAM_LIFECYCLE_SCRIPT = """
+import { createLossdClient, describeError, tensor } from "@lossd/client";
+const { target } = JSON.parse(await new Promise((resolve) => {
+  let text = ""; process.stdin.on("data", (c) => (text += c)).on("end", () => resolve(text));
+}));
+const client = createLossdClient({ target });
+const out = {};
+// made now, iterated later: Connect started the call at once, and its refusal was an unhandled rejection
+// that ended the process, try/catch or not
+const late = client.watchJob({ jobId: "not-a-job" });
+const lateStream = client.evaluateLossStream([], { timeoutMs: 1 });
+await new Promise((resolve) => setTimeout(resolve, 300));
+try { for await (const reply of late) out.late = reply; } catch (err) { out.late = describeError(err).code; }
+try { for await (const reply of lateStream) out.lateStream = reply; out.lateStream ??= "ended"; }
+catch (err) { out.lateStream = describeError(err).code; }
+// a break cancels the call: it stayed open (the server following it) and the process never exited
+const item = { loss: "mse", inputs: { input: tensor("float32", [1], [3]), target: tensor("float32", [1], [0]) } };
+out.items = [];
+for await (const reply of client.evaluateLossStream([{ id: "a", request: item }, { id: "b", request: item }])) {
+  out.items.push(reply.id);
+  break;
+}
+const spec = { model: { kind: { case: "linear", value: {} } },
+  data: { source: { case: "builtin", value: { name: "linear_regression" } } },
+  loss: { name: "mse_loss" }, optimizer: { name: "sgd", lr: 0.01 }, epochs: 200, batchSize: 8, seed: 1n };
+for await (const reply of client.trainJob(spec)) {
+  out.job = reply.event.jobId;
+  break;
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def test_a_stream_starts_when_iterated_and_a_break_cancels_it(node: str, server_address: str) -> None:
+    """A stream iterated after its call failed crashed the process (an unhandled rejection, a try/catch around
+    the loop notwithstanding), and a ``break`` out of a stream left its HTTP/2 stream open: the process never
+    exited (an audit, 2026-12-06). The script ends by itself, with no ``process.exit``."""
+    result = _run([node, "--input-type=module", "-e", STREAM_LIFECYCLE_SCRIPT],
+                  stdin=json.dumps({"target": server_address}), timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    assert out["late"] == "INVALID_ARGUMENT" and out["lateStream"] in ("ended", "DEADLINE_EXCEEDED"), out
+    assert out["items"] == ["a"] and out["job"], out
+    with grpc.insecure_channel(server_address) as channel:  # the job outlives its stream, as documented
+        stub = training_pb2_grpc.TrainingServiceStub(channel)
+        stub.CancelJob(training_pb2.CancelJobRequest(job_id=out["job"]), timeout=30)
 
 
 ABANDONED_UPLOAD_SCRIPT = """

@@ -41,7 +41,8 @@ export interface LossdClient {
     request: Init<typeof EvaluateLossBatchRequestSchema>, options?: CallOptions,
   ): Promise<EvaluateLossBatchResponse>;
   evaluateLossStream(
-    requests: AsyncIterable<Init<typeof EvaluateLossStreamRequestSchema>>, options?: CallOptions,
+    requests: AsyncIterable<Init<typeof EvaluateLossStreamRequestSchema>> | Iterable<Init<typeof EvaluateLossStreamRequestSchema>>,
+    options?: CallOptions,
   ): AsyncIterable<EvaluateLossStreamResponse>;
   trainJob(request: Init<typeof TrainJobRequestSchema>, options?: CallOptions): AsyncIterable<TrainJobResponse>;
   watchJob(request: Init<typeof WatchJobRequestSchema>, options?: CallOptions): AsyncIterable<WatchJobResponse>;
@@ -51,7 +52,8 @@ export interface LossdClient {
   deleteJob(request: Init<typeof DeleteJobRequestSchema>, options?: CallOptions): Promise<DeleteJobResponse>;
 }
 
-/** A client for every lossd RPC on one HTTP/2 connection; requests are checked before sending. */
+/** A client for every lossd RPC on one HTTP/2 connection; requests are checked before sending. A stream
+ * call starts at its first `next()` and is cancelled when the caller stops iterating early (`break`). */
 export declare function createLossdClient(options?: LossdClientOptions): LossdClient;
 
 /** Throws a TypeError naming the path of a key that is not a field or a value of the wrong kind. */
@@ -63,7 +65,9 @@ export type Dtype = "float64" | "float32" | "float16" | "bfloat16" | "complex64"
 /** A Tensor init: typed arrays as raw little-endian bytes, plain arrays as `values` (a complex element:
  * two numbers, real then imaginary). */
 export declare function tensor(
-  dtype: Dtype, shape: Array<number | bigint>, data: ArrayLike<number> | BigInt64Array,
+  dtype: Dtype, shape: Array<number | bigint>,
+  data: ArrayLike<number | bigint | boolean> | Float64Array | Float32Array | BigInt64Array | Int32Array | Int16Array
+    | Int8Array | Uint8Array,
 ): { dtype: Dtype; shape: bigint[]; raw?: Uint8Array; values?: number[] };
 
 /** A Tensor's elements in C order (float16 and bfloat16 as Float32Array; complex64 and complex128 as

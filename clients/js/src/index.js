@@ -67,8 +67,8 @@ export function createLossdClient(options = {}) {
     throw new TypeError(`createLossdClient: unknown option ${unknown.map((k) => JSON.stringify(k)).join(", ")}; `
       + "known: target, token, tls, timeoutMs, maxMessageBytes");
   }
-  if (typeof target !== "string" || !/^[^/\s]+:\d+$/.test(target)) {
-    throw new TypeError(`createLossdClient: target must be "host:port", got ${JSON.stringify(target)}`);
+  if (!validTarget(target)) {
+    throw new TypeError(`createLossdClient: target must be "host:port" (an IPv6 address in brackets: "[::1]:50051"), got ${describe(target)}`);
   }
   checkTimeout(timeoutMs, "createLossdClient: timeoutMs");
   if (typeof tls !== "boolean" && !isPlainObject(tls)) {
@@ -85,9 +85,18 @@ export function createLossdClient(options = {}) {
   if (tls && typeof tls === "object") {
     for (const [k, v] of Object.entries(tls)) {
       if (v === undefined) continue;
-      if (k === "serverName") nodeOptions.servername = v;
-      else if (k === "ca" || k === "cert" || k === "key") nodeOptions[k] = v;
-      else throw new TypeError(`createLossdClient: unknown tls option ${JSON.stringify(k)}; known: ca, cert, key, serverName`);
+      if (k === "serverName") {
+        if (typeof v !== "string" || v === "") throw new TypeError(`createLossdClient: tls.serverName must be a non-empty string, got ${describe(v)}`);
+        nodeOptions.servername = v;
+      } else if (k === "ca" || k === "cert" || k === "key") {
+        if (typeof v !== "string" && !(v instanceof Uint8Array)) {
+          throw new TypeError(`createLossdClient: tls.${k} must be PEM text (a string) or its bytes (a Buffer or Uint8Array), got ${describe(v)}`);
+        }
+        nodeOptions[k] = v;
+      } else throw new TypeError(`createLossdClient: unknown tls option ${JSON.stringify(k)}; known: ca, cert, key, serverName`);
+    }
+    if ((nodeOptions.cert === undefined) !== (nodeOptions.key === undefined)) {
+      throw new TypeError(`createLossdClient: tls.cert and tls.key go together (mutual TLS): tls.${nodeOptions.cert === undefined ? "cert" : "key"} is missing`);
     }
   }
   const interceptors = [];
@@ -115,6 +124,19 @@ export function createLossdClient(options = {}) {
     }
   }
   return client;
+}
+
+/** `host:port`, a port from 1 to 65535, nothing a URL reads otherwise (`#`, `?`, `@`, `\\` moved the
+ * port or the host: `127.0.0.1#:50051` went to port 80). */
+function validTarget(target) {
+  if (typeof target !== "string" || !/^[^/\\\s#?@]+:\d+$/.test(target)) return false;
+  const port = Number(target.slice(target.lastIndexOf(":") + 1));
+  if (!(port >= 1 && port <= 65535)) return false;
+  try {
+    return new URL(`http://${target}`).port === (port === 80 ? "" : String(port)); // 80: http's default
+  } catch {
+    return false; // ::1:50051 (an IPv6 address without brackets)
+  }
 }
 
 /** A timeout in ms: undefined or Infinity (none), or a positive number Node's timers can hold. */
@@ -146,7 +168,8 @@ function checkedMethod(method, call, timeoutMs) {
   if (method.methodKind === "server_streaming") {
     return (request, callOptions) => {
       checkRequest(method.input, request, where); // throws at the call, before any iteration
-      return call(request, withDeadline(callOptions, timeoutMs));
+      const options = withDeadline(callOptions, timeoutMs);
+      return replyStream((signal) => call(request, { ...options, signal }), options.signal);
     };
   }
   // client and bidi streaming: each request is checked as it is sent. Connect ends the call as
@@ -155,7 +178,7 @@ function checkedMethod(method, call, timeoutMs) {
   return (requests, callOptions) => {
     const options = withDeadline(callOptions, timeoutMs);
     let thrown;
-    const replies = call((async function* checked() {
+    const checked = (async function* checked() {
       try {
         for await (const request of requests) {
           checkRequest(method.input, request, where);
@@ -165,17 +188,32 @@ function checkedMethod(method, call, timeoutMs) {
         thrown = { err };
         throw err;
       }
-    })(), options);
-    const own = (err) => { throw thrown ? thrown.err : err; };
-    if (method.methodKind === "client_streaming") return replies.catch(own);
-    return (async function* rethrown() {
-      try {
-        yield* replies;
-      } catch (err) {
-        own(err);
-      }
     })();
+    const own = (err) => { throw thrown ? thrown.err : err; };
+    if (method.methodKind === "client_streaming") return call(checked, options).catch(own);
+    return replyStream((signal) => call(checked, { ...options, signal }), options.signal, own);
   };
+}
+
+/**
+ * The replies of a streaming call as an async iterable that starts the call at its first `next()`
+ * (Connect starts it at once: an error before the caller iterated was an unhandled rejection, which
+ * ends a Node process however the iteration is guarded) and cancels it when the caller stops early
+ * (`break`, `return`, a throw in the loop: Connect's iterable drops `return()`, so the HTTP/2
+ * stream stayed open, the server kept following it and the process never exited).
+ */
+function replyStream(start, callerSignal, onError = (err) => { throw err; }) {
+  return (async function* replies() {
+    const stop = new AbortController();
+    const signal = callerSignal ? AbortSignal.any([stop.signal, callerSignal]) : stop.signal;
+    try {
+      yield* start(signal);
+    } catch (err) {
+      onError(err);
+    } finally {
+      stop.abort(); // after the last reply a no-op; before it, the call's cancellation
+    }
+  })();
 }
 
 const JSON_TYPES = new Set(["google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"]);
@@ -348,6 +386,7 @@ function checkJson(value, path) {
 function describe(value) {
   if (value === null) return "null";
   if (typeof value === "bigint") return `${value}n`;
+  if (value === undefined) return "undefined";
   if (typeof value === "object") return value.constructor?.name ?? "object";
   return `${typeof value} ${JSON.stringify(value) ?? String(value)}`;
 }
@@ -379,7 +418,12 @@ function checkedShape(shape, what = "tensor") {
 /** A plain array's element as the double `values` carries: a number (bool: also true/false; integer
  * dtypes: also a bigint a double holds exactly), never a string, null or object coerced. */
 function valueOf(dtype, v, i) {
-  if (typeof v === "number") return v;
+  if (typeof v === "number") {
+    if (INTEGER_DTYPES.has(dtype) && Number.isInteger(v) && !Number.isSafeInteger(v)) {
+      throw new TypeError(`tensor: data[${i}] is ${v}, beyond ±(2^53 - 1), where a JavaScript number holds integers exactly; use a bigint or a BigInt64Array`);
+    }
+    return v;
+  }
   if (typeof v === "boolean" && dtype === "bool") return Number(v);
   if (typeof v === "bigint" && INTEGER_DTYPES.has(dtype) && v >= -(2n ** 53n) && v <= 2n ** 53n) return Number(v);
   const also = dtype === "bool" ? " or a boolean" : INTEGER_DTYPES.has(dtype) ? " or a bigint within ±2^53 (larger: a BigInt64Array)" : "";
@@ -410,11 +454,14 @@ export function tensor(dtype, shape, data) {
   const dims = checkedShape(shape);
   const numel = dims.reduce((a, b) => a * b, 1n);
   const [ArrayType, itemsize, parts] = spec;
+  if (!Array.isArray(data) && !ArrayBuffer.isView(data)) {
+    throw new TypeError(`tensor: data must be an array or a typed array, got ${describe(data)}`);
+  }
   if (BigInt(data.length) !== numel * BigInt(parts)) {
     const what = parts === 1 ? `${numel} elements` : `${numel} elements, ${numel * BigInt(parts)} numbers (real, imaginary)`;
     throw new TypeError(`tensor: shape [${dims.join(", ")}] has ${what}, data has ${data.length}`);
   }
-  if (Array.isArray(data)) return { dtype, shape: dims, values: data.map((v, i) => valueOf(dtype, v, i)) };
+  if (Array.isArray(data)) return { dtype, shape: dims, values: Array.from(data, (v, i) => valueOf(dtype, v, i)) };
   if (ArrayType === null || !(data instanceof ArrayType)) {
     throw new TypeError(`tensor: ${dtype} data must be ${ArrayType ? ArrayType.name : "an array of numbers"}, got ${data?.constructor?.name}`);
   }
@@ -426,7 +473,7 @@ export function tensor(dtype, shape, data) {
 /**
  * The elements of a Tensor message (a reply's `loss` or `grads[name]`) as a typed array in C order.
  *
- * float32/float16/bfloat16 → Float32Array (exact), float64 → Float64Array, int64 → BigInt64Array,
+ * float32/float16/bfloat16 → Float32Array (exact, a NaN's sign and payload too), float64 → Float64Array, int64 → BigInt64Array,
  * bool → Uint8Array, other integers → their typed array; complex64 → Float32Array and complex128 →
  * Float64Array of two numbers per element (real, imaginary). A tensor whose data does not fill
  * its shape exactly, or that has both `raw` and `values`, is a TypeError.
@@ -458,28 +505,31 @@ export function toArray(t) {
   if (!LITTLE_ENDIAN) swapBytes(raw, itemsize / parts);
   if (ArrayType !== null) return new ArrayType(raw.buffer, 0, (raw.length / itemsize) * parts);
   const halves = new Uint16Array(raw.buffer, 0, raw.length / 2);
-  return Float32Array.from(halves, t.dtype === "bfloat16" ? (h) => bfloat16ToFloat(h) : (h) => float16ToFloat(h));
+  const out = new Float32Array(halves.length);
+  const bits = new Uint32Array(out.buffer); // bits, not numbers: a NaN keeps its sign and payload
+  const widen = t.dtype === "bfloat16" ? (h) => h << 16 : float16Bits;
+  for (let i = 0; i < halves.length; i++) bits[i] = widen(halves[i]);
+  return out;
 }
 
 function swapBytes(bytes, itemsize) {
   for (let i = 0; i < bytes.length; i += itemsize) bytes.subarray(i, i + itemsize).reverse();
 }
 
-const F32 = new Float32Array(1);
-const U32 = new Uint32Array(F32.buffer);
-
-function bfloat16ToFloat(h) {
-  U32[0] = h << 16;
-  return F32[0];
-}
-
-function float16ToFloat(h) {
-  const sign = h & 0x8000 ? -1 : 1;
+/** The float32 bits of a float16's bits: the same number (every float16 is a float32), or the same NaN. */
+function float16Bits(h) {
+  const sign = (h & 0x8000) << 16;
   const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+  let frac = h & 0x3ff;
+  if (exp === 0x1f) return (sign | 0x7f800000 | (frac << 13)) >>> 0; // infinity, or NaN and its payload
+  if (exp !== 0) return (sign | ((exp + 112) << 23) | (frac << 13)) >>> 0;
+  if (frac === 0) return sign >>> 0; // ±0
+  let shift = 0; // a subnormal: frac · 2^-24, normalized
+  while ((frac & 0x400) === 0) {
+    frac <<= 1;
+    shift++;
+  }
+  return (sign | ((113 - shift) << 23) | ((frac & 0x3ff) << 13)) >>> 0;
 }
 
 // ---- errors ----------------------------------------------------------------
@@ -510,8 +560,12 @@ export function describeError(err) {
   // socket) carries Node's error as its cause: Connect calls some of them INTERNAL, which the
   // README's table reserves for server bugs; gRPC and the Python SDK call them UNAVAILABLE.
   const cause = e.cause;
-  const unreachable = cause instanceof Error && typeof cause.code === "string" && cause.name !== "AbortError"
-    && (e.code === Code.Internal || e.code === Code.Unknown || e.code === Code.Unavailable);
+  const aborted = cause instanceof Error && cause.name === "AbortError";
+  const unreachable = (cause instanceof Error && typeof cause.code === "string" && !aborted
+    && (e.code === Code.Internal || e.code === Code.Unknown || e.code === Code.Unavailable))
+    // the peer reset the stream before any response (a mutual-TLS server refusing the handshake, a
+    // plaintext client at a TLS port): Connect says CANCELLED, which only the caller's own abort is
+    || (e.code === Code.Canceled && !aborted && [...e.metadata.keys()].length === 0);
   const code = unreachable ? "UNAVAILABLE" : GRPC_CODE_NAMES[e.code] ?? Code[e.code] ?? String(e.code);
   return { code, message: e.rawMessage, fieldViolations };
 }

@@ -162,3 +162,38 @@ test("toArray refuses data that does not fill the shape, or raw and values both"
   assert.deepEqual(toArray({ dtype: "float32", shape: [0n, 3n], raw: new Uint8Array(0) }), new Float32Array(0));
   assert.deepEqual(toArray({ dtype: "float64", shape: [], values: [2] }), new Float64Array([2]));
 });
+
+test("float16 and bfloat16 NaNs keep their sign and payload", () => {
+  const raw = new Uint8Array(new Uint16Array([0x7c01, 0xfe00, 0x7fff, 0x7c00]).buffer);
+  assert.deepEqual([...new Uint32Array(toArray({ dtype: "float16", shape: [4n], raw }).buffer)],
+    [0x7f802000, 0xffc00000, 0x7fffe000, 0x7f800000]); // a signalling NaN, -NaN, a payload, +Inf
+  assert.deepEqual([...new Uint32Array(toArray({ dtype: "bfloat16", shape: [4n], raw }).buffer)],
+    [0x7c010000, 0xfe000000, 0x7fff0000, 0x7c000000]);
+});
+
+test("tls options are checked when the client is made: types, and cert with key", () => {
+  for (const [tls, what] of [[{ ca: 5 }, /tls\.ca must be PEM text \(a string\) or its bytes .*got number 5/],
+    [{ ca: "x", cert: "c" }, /tls\.cert and tls\.key go together \(mutual TLS\): tls\.key is missing/],
+    [{ key: new Uint8Array(1) }, /tls\.cert is missing/], [{ serverName: "" }, /tls\.serverName must be a non-empty string/]]) {
+    assert.throws(() => createLossdClient({ target: "127.0.0.1:9", tls }), { name: "TypeError", message: what });
+  }
+  createLossdClient({ target: "127.0.0.1:9", tls: { ca: "x", cert: new Uint8Array(1), key: "k", serverName: "a.example" } });
+});
+
+test("a target is host:port that a URL keeps: nothing moves the port or the host", () => {
+  for (const target of ["127.0.0.1#:35023", "user@127.0.0.1:50051", "::1:50051", "host:99999", "host:0",
+    "127.0.0.1:50051,127.0.0.1:50052", "a?b:1", "", 50051]) {
+    assert.throws(() => createLossdClient({ target }), { name: "TypeError", message: /target must be "host:port"/ }, String(target));
+  }
+  for (const target of ["127.0.0.1:50051", "[::1]:50051", "Localhost:8080", "lossd.example:80"]) createLossdClient({ target });
+});
+
+test("tensor data: whole numbers beyond 2^53, holes and non-arrays are refused naming the data", () => {
+  assert.throws(() => tensor("int64", [1], [9007199254740993]), /data\[0\] is 9007199254740992, beyond ±\(2\^53 - 1\).*use a bigint or a BigInt64Array/);
+  assert.deepEqual(tensor("int64", [2], [2 ** 53 - 1, -(2 ** 53 - 1)]).values, [2 ** 53 - 1, -(2 ** 53 - 1)]);
+  assert.deepEqual(tensor("float32", [1], [2 ** 60]).values, [2 ** 60]); // a float dtype takes any number
+  // eslint-disable-next-line no-sparse-arrays
+  assert.throws(() => tensor("float32", [3], [1, , 3]), /data\[1\] must be a number, got undefined$/);
+  assert.throws(() => tensor("float32", [2], null), /data must be an array or a typed array, got null/);
+  assert.throws(() => tensor("float32", [0], undefined), /data must be an array or a typed array, got undefined/);
+});
