@@ -226,7 +226,8 @@ async def _assemble(config: ServerConfig, registry: Registry, security: Security
     device = _device(config.device)
     service = LossService(registry, executor, device, config.tensor_limits(),
                           max_message_bytes=config.max_message_bytes, batch_limits=config.batch_limits(),
-                          batch_window_us=config.batch_window_us, stream_threads=config.workers)
+                          batch_window_us=config.batch_window_us, stream_threads=config.workers,
+                          stream_window_bytes=config.max_message_bytes)
     add_loss_service(service, server)  # EvaluateLoss replies go out as framed bytes
     if observability is not None and observability.metrics is not None and service.batcher is not None:
         observability.metrics.watch_batcher(service.batcher)

@@ -321,3 +321,24 @@ def test_a_stream_read_slowly_holds_replies_within_its_window(monkeypatch: pytes
         got = list(replies)
     assert [r.id for r in got] == [str(i) for i in range(40)]
     assert all(np.frombuffer(r.response.loss.raw, np.float32).size == n * n for r in got)
+
+
+def test_a_streams_byte_window_is_the_servers_message_limit(monkeypatch):
+    """docs/performance.md: at most --max-message-bytes of a stream's items are in flight. The server was
+    built without it, so the window stayed 256 MiB: a server at 5 MB held 11 unread replies (46 MB) of a
+    stream whose client read nothing (an audit, 2026-12-06)."""
+    from lossd.server.rpc import _service
+
+    limits: list[int] = []
+    init = _service._ByteBudget.__init__
+
+    def recording(self, limit):  # type: ignore[no-untyped-def]
+        limits.append(limit)
+        init(self, limit)
+
+    monkeypatch.setattr(_service._ByteBudget, "__init__", recording)
+    x = np.arange(100, dtype=np.float32)
+    results = on_this_loop(lambda client: _stream(client, [build_request("mse_loss", x, x + 1)[0]]),
+                           max_message_bytes=5_000_000)
+    assert [r.value for r in results] == [1.0]
+    assert limits == [5_000_000], limits
