@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
@@ -68,6 +69,31 @@ INLINE_MAX_CPU_S = 0.002
 #: ... not counting its first :data:`SLOW_WARMUP` calls (the first builds the plan, and the first calls
 #: of a loss pay torch's and numpy's warm-up: over 1 ms for mse_loss).
 SLOW_IN_A_ROW, SLOW_WARMUP = 3, 2
+#: A call on the loop that took more CPU than this (ten times INLINE_MAX_CPU_S: no busy machine makes a small
+#: call's own CPU time so long) adds it to its loss's debt, which drains at INLINE_DEBT_DRAIN seconds a second;
+#: a debt over INLINE_MAX_DEBT_S sends the loss to the pool at once. Without it, slow calls that alternated
+#: with fast ones of the same loss never made a streak, and each held the loop (0.14 s each, indefinitely).
+INLINE_HARD_CPU_S, INLINE_MAX_DEBT_S, INLINE_DEBT_DRAIN = 0.02, 0.1, 0.02
+#: A small request whose inputs broadcast to more elements than this is evaluated on the pool: 16 KiB of
+#: [1, 4000] and [4000, 1] float16 make 16 million (0.14 s); 2^18 elements of an elementwise loss take about
+#: a millisecond.
+INLINE_MAX_ELEMENTS = 1 << 18
+
+
+def broadcast_elements(shapes: Sequence[Sequence[int]]) -> int:
+    """The elements of ``shapes`` broadcast together (torch's and numpy's rule), or of the largest when they
+    do not broadcast (a loss that takes such inputs does not combine them elementwise).
+
+    >>> broadcast_elements([(1, 4000), (4000, 1)]), broadcast_elements([(8, 10), (8,)]), broadcast_elements([(3,), ()])
+    (16000000, 80, 3)
+    """
+    elements = 1
+    for k in range(1, max(map(len, shapes), default=0) + 1):
+        sizes = {shape[-k] for shape in shapes if len(shape) >= k} - {1}
+        if len(sizes) > 1:
+            return max(math.prod(shape) for shape in shapes)
+        elements *= sizes.pop() if sizes else 1
+    return elements
 
 
 def describe_loss(spec: LossSpec) -> lossd_pb2.LossInfo:
@@ -161,6 +187,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self.slow_losses: set[str] = {s.name for s in registry if not s.inline}
         self._loop_calls: dict[str, int] = {}  # per loss: calls on the loop so far (up to SLOW_WARMUP) ...
         self._slow_streak: dict[str, int] = {}  # ... and how many of the latest in a row were slow
+        self._loop_debt: dict[str, tuple[float, float]] = {}  # ... and its very slow time owed, and since when
         #: EvaluateLossStream: set by :meth:`end_streams` (the server drains); the readers of open streams
         #: that wait for their next item now (cancelled by it: their streams end once their items are answered).
         self._streams_ending = False
@@ -201,6 +228,11 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
             return False
         if size > MAX_STRING_BYTES and message.params.ByteSize() > MAX_STRING_BYTES:
             return False
+        # inputs that broadcast: the work grows with the product of their sizes, not their bytes. The shapes
+        # are read only when the bytes allow that (a byte an element, at most): not for a 100-element mse_loss
+        if (n := len(message.inputs)) > 1 and (size // n + 1) ** n > INLINE_MAX_ELEMENTS and \
+                broadcast_elements([t.shape for t in message.inputs.values()]) > INLINE_MAX_ELEMENTS:
+            return False
         # the loss name last: a stream item's is not checked yet, and reading 100 MB of it takes 0.05 s
         return not (self.slow_losses and self._registry.canonical(message.loss) in self.slow_losses)
 
@@ -211,20 +243,29 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         of CPU (any call may meet a garbage collection or a busy machine)."""
         cpu = time.thread_time()
         result = work(*args)
-        slow = time.thread_time() - cpu > INLINE_MAX_CPU_S
+        spent = time.thread_time() - cpu
         loss = self._registry.canonical(name)
         if loss is None:
             return result
         seen = self._loop_calls.get(loss, 0)
         if seen < SLOW_WARMUP:
             self._loop_calls[loss] = seen + 1
-        elif not slow:
+        elif spent <= INLINE_MAX_CPU_S:
             self._slow_streak.pop(loss, None)
-        elif (streak := self._slow_streak.get(loss, 0) + 1) >= SLOW_IN_A_ROW:
+        elif (streak := self._slow_streak.get(loss, 0) + 1) >= SLOW_IN_A_ROW or \
+                (spent > INLINE_HARD_CPU_S and self._owe(loss, spent) > INLINE_MAX_DEBT_S):
             self.slow_losses.add(loss)
         else:
             self._slow_streak[loss] = streak
         return result
+
+    def _owe(self, loss: str, spent: float) -> float:
+        """The loss's debt of very slow loop time (see :data:`INLINE_HARD_CPU_S`), ``spent`` added."""
+        now = time.monotonic()
+        debt, since = self._loop_debt.get(loss, (0.0, now))
+        debt = max(0.0, debt - (now - since) * INLINE_DEBT_DRAIN) + spent
+        self._loop_debt[loss] = (debt, now)
+        return debt
 
     async def _run(self, request: lossd_pb2.EvaluateLossRequest | ReceivedRequest) -> bytes:
         """The serialized reply: computed right here when small, else on the thread pool."""

@@ -19,7 +19,9 @@ from lossd._wire import FieldError
 from lossd.client import build_request
 from lossd.server.losses import REGISTRY
 from lossd.server.rpc import INLINE_MAX_BYTES, INLINE_MAX_ENTRIES, LossService, ReceivedRequest
-from lossd.server.rpc._service import INLINE_MAX_CPU_S, SLOW_IN_A_ROW, SLOW_WARMUP
+from lossd.server.rpc._service import (
+    INLINE_HARD_CPU_S, INLINE_MAX_CPU_S, INLINE_MAX_DEBT_S, SLOW_IN_A_ROW, SLOW_WARMUP,
+)
 from lossd.v1 import lossd_pb2
 
 
@@ -106,6 +108,45 @@ def test_small_requests_run_on_the_loop_and_large_ones_on_the_pool_whatever_thei
             request = _mse(n, encoding)
             assert _on_pool(request)[0] is pooled, (encoding, n)
             assert (request.ByteSize() > INLINE_MAX_BYTES) is pooled  # the message's size decides
+
+
+def test_a_small_request_whose_inputs_broadcast_to_millions_goes_to_the_pool() -> None:
+    """16 KiB of float16 [1, 4000] and [4000, 1] broadcast to 16 million elements (0.14 s of mse_loss): a stream
+    of such items, each followed by a fast one, held the event loop (an audit, 2026-12-06)."""
+    x = np.linspace(-1, 1, 4000, dtype=np.float16)
+    wide = build_request("mse_loss", x.reshape(1, -1), x.reshape(-1, 1), reduction="sum")[0]
+    assert wide.ByteSize() < INLINE_MAX_BYTES
+    pooled, value = _on_pool(wide)
+    assert pooled and value == float(torch.nn.functional.mse_loss(
+        torch.from_numpy(x).reshape(1, -1), torch.from_numpy(x).reshape(-1, 1), reduction="sum"))
+    same = build_request("mse_loss", x.reshape(1, -1), x.reshape(1, -1) * 0, reduction="sum")[0]
+    assert not _on_pool(same)[0]  # the same bytes, nothing broadcast: on the loop
+    small = build_request("mse_loss", x[:16].reshape(1, -1), x[:16].reshape(-1, 1))[0]
+    assert not _on_pool(small)[0]  # broadcast to 256 elements: on the loop
+
+
+def test_very_slow_calls_send_their_loss_to_the_pool_however_they_alternate_with_fast_ones() -> None:
+    """The streak rule counts slow calls in a row: slow, fast, slow, fast, ... never made one, while each slow
+    call held the loop as long as it liked. A call over INLINE_HARD_CPU_S adds its time to its loss's debt."""
+    service = _service()
+    for _ in range(SLOW_WARMUP):
+        service._on_loop("mse_loss", _burn, FAST)
+    hard = 2.25 * INLINE_HARD_CPU_S  # 3 of them pass the debt by a third, 2 stay under it by a tenth
+    for i in range(int(INLINE_MAX_DEBT_S // hard) + 1):
+        assert "mse_loss" not in service.slow_losses, i
+        service._on_loop("mse_loss", _burn, hard)
+        service._on_loop("mse_loss", _burn, FAST)
+    assert service.slow_losses == {"mse_loss"}
+    other = _service()  # a few very slow calls far apart are forgiven (INLINE_DEBT_DRAIN a second)
+    for _ in range(SLOW_WARMUP):
+        other._on_loop("mse_loss", _burn, FAST)
+    other._on_loop("mse_loss", _burn, hard)
+    debt, since = other._loop_debt["mse_loss"]
+    other._loop_debt["mse_loss"] = (debt, since - 3600)  # an hour ago
+    for _ in range(int(INLINE_MAX_DEBT_S // hard)):
+        other._on_loop("mse_loss", _burn, hard)
+        other._on_loop("mse_loss", _burn, FAST)
+    assert other.slow_losses == set()
 
 
 def test_a_request_whose_payloads_were_split_off_goes_to_the_pool() -> None:
