@@ -153,23 +153,22 @@ def as_unary(handler: Handler, wrap: Callable[[Handler], Handler]) -> Handler:
 
 def refusing_handler(handler: Handler | None, code: grpc.StatusCode,
                      message: str) -> Handler:
-    """A handler of ``handler``'s kind (bidirectional streaming when unknown) that ends every
-    call with ``code`` and ``message`` without reading or parsing its request."""
+    """A handler that ends every call with ``code`` and ``message`` without reading or parsing its request:
+    of ``handler``'s response kind (streaming when unknown), and always request-streaming, which the wire
+    does not show. A unary handler gets its request once the whole message has arrived, so a refusal of
+    that kind waited for it: a caller without the token held up to ``--max-message-bytes`` per stream of
+    the server's memory (4 streams of 40 MB: +153 MB) until it sent the rest, or forever."""
 
-    async def refuse(request: Any, context: Context) -> Any:
+    async def refuse(requests: Any, context: Context) -> Any:
         await context.abort(code, message)
 
-    async def refuse_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+    async def refuse_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
         await context.abort(code, message)
         yield  # pragma: no cover - makes this an async generator
 
-    streaming_in = handler is None or handler.request_streaming
-    streaming_out = handler is None or handler.response_streaming
-    if streaming_out:
-        make = grpc.stream_stream_rpc_method_handler if streaming_in else grpc.unary_stream_rpc_method_handler
-        return make(refuse_stream)
-    make = grpc.stream_unary_rpc_method_handler if streaming_in else grpc.unary_unary_rpc_method_handler
-    return make(refuse)
+    if handler is None or handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse_stream)
+    return grpc.stream_unary_rpc_method_handler(refuse)
 
 
 def ending_cleanly(handler: Handler) -> Handler:

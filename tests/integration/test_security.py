@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -507,3 +509,43 @@ def test_cli_token_file(token_server: str, tmp_path: Path) -> None:
     refused = run_tool([lossd, "--target", token_server, "losses"], env=tool_env())
     assert refused.returncode == 1 and refused.stderr.startswith("error: UNAUTHENTICATED"), refused.stderr
     assert "LOSSD_TOKEN_FILE" in refused.stderr  # the message says how to send it
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def _h2_literal(name: bytes, value: bytes) -> bytes:  # HPACK: a literal header, not indexed, no Huffman
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+@pytest.mark.parametrize("method", ["/lossd.v1.LossService/ListLosses", "/lossd.v1.TrainingService/GetJob",
+                                    "/lossd.v1.TrainingService/WatchJob", "/lossd.v1.LossService/EvaluateLoss"])
+def test_a_call_without_the_token_is_refused_before_its_message_arrives(token_server: str, method: str) -> None:
+    """The refusal of a method whose request is one message was a unary handler, which gRPC calls once the
+    whole message has arrived: a caller without the token that declared 100 MB and sent 40 MB held them in
+    the server's memory (4 such streams: +153 MB) for as long as it liked (an audit, 2026-12-06). Raw HTTP/2
+    here: the message declares 1 MB and sends 1 KB; the refusal must come without the rest."""
+    host, _, port = token_server.rpartition(":")
+    headers = b"".join(_h2_literal(k, v) for k, v in [
+        (b":method", b"POST"), (b":scheme", b"http"), (b":path", method.encode()), (b":authority", b"lossd"),
+        (b"content-type", b"application/grpc"), (b"te", b"trailers")])
+    message = b"\x00" + (1 << 20).to_bytes(4, "big") + b"\x0a" + b"\x00" * 1023  # 1 MB declared, 1 KB sent
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0, b"")
+                     + _h2_frame(1, 4, 1, headers) + _h2_frame(0, 0, 1, message))
+        received, answered, deadline = b"", False, time.monotonic() + 10
+        while not answered and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+            while len(received) >= 9 and len(received) >= 9 + int.from_bytes(received[:3], "big"):
+                size, kind, flags = int.from_bytes(received[:3], "big"), received[3], received[4]
+                stream = int.from_bytes(received[5:9], "big") & 0x7FFFFFFF
+                if kind == 4 and not flags & 1:
+                    sock.sendall(_h2_frame(4, 1, 0, b""))  # acknowledge the server's settings
+                if stream == 1 and kind in (1, 3):  # response headers (the status in trailers) or a reset
+                    answered = True
+                received = received[9 + size:]
+    assert answered, f"{method}: no answer while the message was incomplete"

@@ -349,3 +349,43 @@ def test_ctrl_c_while_its_modules_load_exits_130_with_one_line(tmp_path: Path, c
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in out + err, (proc.returncode, out, err)
     assert (out + err).strip().splitlines() == [STARTUP_INTERRUPTED], (out, err)
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_failed_tls_handshakes_leave_json_logs_json(tmp_path: Path, entry: str) -> None:
+    """docs/deployment.md: with --log-format json every line is one JSON object. gRPC logged each failed TLS
+    handshake at INFO in plain text, and anyone who can connect can fail one (200 lines in 0.05 s, an audit,
+    2026-12-06): the server's entry points set GRPC_VERBOSITY=ERROR before gRPC loads, unless it is set."""
+    from support.certs import make_pki
+
+    pki = make_pki(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    proc = subprocess.Popen([*ENTRY_POINTS[entry], "--plugins", "none", "--port", str(port), "--log-format", "json",
+                             "--data-dir", str(tmp_path / "data"), "--tls-cert", str(pki.server_cert),
+                             "--tls-key", str(pki.server_key), "--insecure"], cwd=tmp_path,
+                            env={**env, "LOSSD_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:  # until it listens
+            lines.append(line)
+            if "listening on" in line:
+                break
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"GARBAGE\r\n\r\n")
+                sock.recv(64)  # the server's answer: a TLS alert, or the close
+        proc.send_signal(signal.SIGTERM)
+        lines += proc.communicate(timeout=60)[0].splitlines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, lines
+    plain = [line for line in lines if line.strip() and not line.startswith("{")]
+    assert plain == [], plain
+    assert all(json.loads(line) for line in lines if line.strip())

@@ -35,6 +35,7 @@ SERVER_LAYERS: dict[str, int] = {
 #: (module, what it imports) inside a function, and why that is not at the top.
 FUNCTION_LEVEL_IMPORTS: dict[tuple[str, str], str] = {
     ("lossd", "lossd.client"): "lazy re-export of the SDK (`lossd.Client`)",
+    ("lossd.console", "lossd.client.cli"): "`lossd serve` sets gRPC's log verbosity before the SDK imports gRPC",
     ("lossd._model", "torch"): "the SDK has no torch unless it builds a model",
     ("lossd.client._training", "torch"): "TrainResult.state_dict: torch only when asked for tensors",
     ("lossd.client._training", "lossd.client._plot"): "matplotlib (the plot extra) only when plotting",

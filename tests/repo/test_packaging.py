@@ -100,4 +100,4 @@ def test_wheel_declares_the_lossd_script(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         (ep,) = [n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt")]
         text = zf.read(ep).decode()
-    assert re.search(r"^lossd\s*=\s*lossd\.client\.cli:main\s*$", text, re.M), text
+    assert re.search(r"^lossd\s*=\s*lossd\.console:main\s*$", text, re.M), text  # (it calls lossd.client.cli.main)

@@ -79,8 +79,13 @@ def test_a_refused_call_is_still_counted_by_the_stages_outside_the_refusing_one(
             seen.append((gate.in_flight, code))
             raise RuntimeError("aborted")
 
+    async def nothing_sent() -> Any:  # a refusal reads nothing: request-streaming, whatever the method's kind
+        raise AssertionError("the refusal read the request")
+        yield  # pragma: no cover
+
+    assert handler.unary_unary is None and handler.stream_unary is not None
     try:
-        asyncio.run(handler.unary_unary(b"", Context()))
+        asyncio.run(handler.stream_unary(nothing_sent(), Context()))
     except RuntimeError:
         pass
     assert seen == [(1, grpc.StatusCode.UNAUTHENTICATED)] and gate.in_flight == 0
