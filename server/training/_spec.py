@@ -597,6 +597,11 @@ def _check_float32_settings(optimizer: OptimizerPlan, schedule: SchedulePlan | N
         raise FieldError("optimizer.dampening", f"is {dampening!r}; must be in [{-FLOAT32_MAX!r}, {FLOAT32_MAX!r}] "
                          "with momentum: sgd's momentum step adds (1 - dampening) x the gradient to the velocity as "
                          f"a float32 number (at most {FLOAT32_MAX!r} in size)")
+    # RMSprop's step multiplies the squared gradient by 1 - alpha, a float32 number (and lerps by it, centered)
+    alpha = settings.get("alpha")
+    if name == "rmsprop" and alpha is not None and abs(1.0 - alpha) > FLOAT32_MAX:
+        raise FieldError("optimizer.alpha", f"is {alpha!r}; must be <= {FLOAT32_MAX + 1.0!r}: rmsprop's step "
+                         f"uses 1 - alpha as a float32 number (at most {FLOAT32_MAX!r} in size)")
     _check_scheduled_growth(optimizer, schedule, epochs, steps_per_epoch)
 
 
@@ -724,8 +729,12 @@ def plan_job(
 
     shapes = dict(build_model(model, in_features, out_features, device="meta").named_parameters())
     names = list(shapes)
-    for key in ("l1", "l2"):
-        _finite(getattr(reg, key), f"regularization.{key}", 0.0)
+    for key, factor in (("l1", 1.0), ("l2", 0.5)):  # the penalty l1 x sum|p| (0.5 x l2 x sum p^2): float32, as
+        value = _finite(getattr(reg, key), f"regularization.{key}", 0.0)  # the parameters: inf from the start
+        if value * factor > FLOAT32_MAX:
+            raise FieldError(f"regularization.{key}", f"is {value!r}; must be <= {FLOAT32_MAX / factor!r}: the "
+                             f"penalty{' (0.5 x l2 x the sum of squares)' if factor != 1.0 else ''} is a float32 "
+                             "number, like the model's parameters, and would be infinite at the first step")
     covered = covered_parameters(shapes, reg) if (reg.l1 or reg.l2) else []
     if (reg.l1 or reg.l2) and not covered:
         raise covers_nothing(reg, f"the model's parameters ({', '.join(names)})")
@@ -896,3 +905,28 @@ def check_loss_accepts_model(plan: JobPlan) -> None:
         if value.dim() != 0:
             raise FieldError("loss.params.reduction", f"{plan.loss.spec.name} gives shape {list(value.shape)}; "
                             "training needs a scalar loss ('mean' or 'sum')")
+    _check_output_range(plan, model(plan.data.x[plan.train_index[:first]]), plan.target[plan.train_index[:first]])
+
+
+#: Outputs a model certainly produces, by its output activation, beyond the zeros of the trial above: none's are any
+#: real numbers, tanh's lie in (-1, 1) (sigmoid's, softmax's and log_softmax's are what zero weights give, in kind).
+_OUTPUT_PROBES: dict[str, tuple[float, ...]] = {"": (-1.0, 2.0), "none": (-1.0, 2.0), "tanh": (-0.5, 0.5)}
+
+
+def _check_output_range(plan: JobPlan, out: torch.Tensor, target: torch.Tensor) -> None:
+    """Refuse a loss that refuses outputs the model's activation produces (a loss that takes probabilities in
+    [0, 1] on raw outputs): the zero-weight trial gives 0 (0.5 after a sigmoid), inside [0, 1], and the job
+    FAILED at its first step."""
+    activation = plan.model.output_activation
+    for probe in _OUTPUT_PROBES.get(activation, ()):
+        try:
+            with torch.enable_grad():
+                plan.loss(torch.full_like(out, probe).requires_grad_(True), target)
+        except FieldError as e:
+            gives = "any real number" if activation in ("", "none") else "values in (-1, 1)"
+            raise FieldError(f"model.{plan.model.kind}.output_activation",
+                             f"is {activation or 'none'!r}, which gives {gives}, and {plan.loss.spec.name} refuses "
+                             f"{probe!r}: {e}; choose an output activation whose values the loss takes (sigmoid: "
+                             "(0, 1); softmax: rows that sum to 1), or a loss that takes logits") from e
+        except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError):
+            pass  # not the loss's verdict on the values: the trial above judged the shapes and dtypes

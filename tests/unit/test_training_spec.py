@@ -102,10 +102,31 @@ def test_every_builtin_documents_its_parameters() -> None:
 def test_target_and_output_size_follow_the_data_and_the_loss(
     data: dict[str, Any], loss: str, out: int, target_dtype: torch.dtype, target_shape: tuple[int, ...]
 ) -> None:
-    p = plan(small_spec(data=data, loss={"name": loss}, model={"linear": {}}, metrics=[]))
+    probabilities = {"output_activation": "sigmoid"} if loss == "binary_focal_loss" else {}  # it takes [0, 1]
+    p = plan(small_spec(data=data, loss={"name": loss}, model={"linear": probabilities}, metrics=[]))
     assert p.out_features == out
     assert p.target.dtype == target_dtype and tuple(p.target.shape) == target_shape
     check_loss_accepts_model(p)
+
+
+@pytest.mark.parametrize(("loss", "model", "field"), [
+    ("binary_focal_loss", {"linear": {}}, "model.linear.output_activation"),
+    ("binary_cross_entropy", {"mlp": {"hidden": [4], "output_activation": "tanh"}}, "model.mlp.output_activation"),
+    ("binary_cross_entropy", {"linear": {"output_activation": "none"}}, "model.linear.output_activation"),
+])
+def test_a_loss_of_probabilities_on_outputs_beyond_them_is_refused_at_submission(
+        loss: str, model: dict[str, Any], field: str) -> None:
+    """The trial ran the loss on zero weights' output, 0 (0.5 after a sigmoid): inside [0, 1], so a loss that
+    takes probabilities was accepted on a model with no (or a tanh) output activation, and the job FAILED at
+    its first step, for every seed (an audit, 2026-12-06)."""
+    data = {"builtin": {"name": "rings", "params": {"n_positive": 5, "n_negative": 5}}}
+    e = refusal(small_spec(data=data, loss={"name": loss}, model=model, metrics=[]))
+    assert (e.code, e.field) == ("INVALID_ARGUMENT", field), str(e)
+    assert "probabilities must lie in [0, 1]" in e.message and "sigmoid" in e.message, e.message
+    kind = next(iter(model))
+    fine = {kind: {**model[kind], "output_activation": "sigmoid"}}  # what the message advises: trains
+    assert _run(plan(small_spec(data=data, loss={"name": loss}, model=fine, metrics=[]))).state == \
+        pb.JOB_STATE_SUCCEEDED
 
 
 def test_inline_data_labels_values_and_raw() -> None:
@@ -615,6 +636,8 @@ _NESTEROV = {"name": "sgd", "lr": 0.1, "momentum": 0.5, "nesterov": True}
     ({"name": "adamw"}, "optimizer.lr", _adam_lr_limit(0.9), {}),
     ({"name": "rmsprop"}, "optimizer.lr", F32_MAX, {}),
     ({"name": "rmsprop"}, "optimizer.weight_decay", F32_MAX, {}),
+    ({"name": "rmsprop", "lr": 0.01}, "optimizer.alpha", F32_MAX + 1.0, {}),  # 1 - alpha: accepted, then FAILED
+    ({"name": "rmsprop", "lr": 0.01, "centered": True}, "optimizer.alpha", F32_MAX + 1.0, {}),
     ({"name": "adagrad"}, "optimizer.lr", F32_MAX, {}),
     ({"name": "adagrad"}, "optimizer.weight_decay", F32_MAX, {}),
     ({"name": "sgd", "lr": 1e-3}, "schedule.cosine.eta_min", F32_MAX, {"epochs": 2}),
@@ -880,3 +903,17 @@ def test_a_job_whose_result_cannot_fit_the_message_limit_is_refused() -> None:
     small = small_spec(name="x" * 1000)
     assert plan(small, max_message_bytes=80_000)
     assert refusal(small, max_message_bytes=66_000).field == "model"  # 64 KiB + the spec + 8 x 33 parameters
+
+
+@pytest.mark.parametrize(("key", "limit"), [("l1", F32_MAX), ("l2", 2 * F32_MAX)])
+def test_a_penalty_factor_beyond_float32_is_refused(key: str, limit: float) -> None:
+    """l1 1e39 was accepted, and the job FAILED at its first step ("loss became infinite"): the penalty
+    (l1 x sum|p|, 0.5 x l2 x sum p^2) is a float32 number like the parameters (an audit, 2026-12-06)."""
+    torch.set_num_threads(1)
+    spec = _one_step({"name": "sgd", "lr": 1e-6})
+    above = math.nextafter(limit, math.inf)
+    e = refusal({**spec, "regularization": {key: above, "include": ["*"]}})
+    assert (e.code, e.field) == ("INVALID_ARGUMENT", f"regularization.{key}"), str(e)
+    assert e.message.startswith(f"is {above!r}; must be <= {limit!r}"), e.message
+    at_limit = _run(plan({**spec, "regularization": {key: limit, "include": ["*"]}}))
+    assert "float32" not in at_limit.message, at_limit.message  # trains, or ends FAILED at an infinite loss
