@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import ssl
 from dataclasses import dataclass, field
 
 import grpc
@@ -145,10 +146,41 @@ def _credentials(cert: str | None, key: str | None, client_ca: str | None) -> gr
         return None
     pair = (_read_file(key, "--tls-key", "LOSSD_TLS_KEY"), _read_file(cert, "--tls-cert", "LOSSD_TLS_CERT"))
     ca = _read_file(client_ca, "--tls-client-ca", "LOSSD_TLS_CLIENT_CA") if client_ca is not None else None
+    _check_pem(cert, key, client_ca)
     try:
         return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
     except Exception as e:  # grpc checks little here; bad PEM surfaces at bind time
         raise SecurityError(f"--tls-cert/--tls-key: {e}") from None
+
+
+def _check_pem(cert: str, key: str, client_ca: str | None) -> None:
+    """Refuse TLS files gRPC would refuse only when it binds the port, after the server has loaded ("could not
+    bind", naming no flag): certificates that are not PEM, a key that is not PEM or not the certificate's."""
+
+    def no_password() -> bytes:
+        raise ValueError("the key is encrypted")  # gRPC takes no password: never a prompt on the terminal
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    for path, setting, env in ((cert, "--tls-cert", "LOSSD_TLS_CERT"),
+                               (client_ca, "--tls-client-ca", "LOSSD_TLS_CLIENT_CA")):
+        if path is not None:
+            try:
+                context.load_verify_locations(cafile=path)
+            except (ssl.SSLError, ValueError) as e:
+                raise SecurityError(f"{setting} ({env}): {path!r} holds no PEM certificate ({_reason(e)})") from None
+    try:
+        context.load_cert_chain(cert, key, password=no_password)
+    except (ssl.SSLError, ValueError) as e:
+        raise SecurityError(f"--tls-key (LOSSD_TLS_KEY): {key!r} is not an unencrypted PEM private key of the "
+                            f"--tls-cert certificate ({_reason(e)})") from None
+
+
+def _reason(e: Exception) -> str:
+    """OpenSSL's reason (``KEY_VALUES_MISMATCH``: "key values mismatch"), else what the error says."""
+    reason = getattr(e, "reason", None)
+    if reason:
+        return str(reason).replace("_", " ").lower()
+    return "not PEM, or encrypted" if isinstance(e, ssl.SSLError) else str(e)
 
 
 def resolve_security(

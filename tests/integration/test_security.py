@@ -549,3 +549,26 @@ def test_a_call_without_the_token_is_refused_before_its_message_arrives(token_se
                     answered = True
                 received = received[9 + size:]
     assert answered, f"{method}: no answer while the message was incomplete"
+
+
+@pytest.mark.parametrize(("files", "flag", "said"), [
+    ({"tls_cert": "garbage"}, "--tls-cert (LOSSD_TLS_CERT)", "holds no PEM certificate"),
+    ({"tls_key": "garbage"}, "--tls-key (LOSSD_TLS_KEY)", "is not an unencrypted PEM private key"),
+    ({"tls_key": "client_key"}, "--tls-key (LOSSD_TLS_KEY)", "key values mismatch"),
+    ({"tls_client_ca": "garbage"}, "--tls-client-ca (LOSSD_TLS_CLIENT_CA)", "holds no PEM certificate"),
+], ids=["cert", "key", "another-key", "client-ca"])
+def test_tls_files_grpc_would_refuse_are_refused_at_start_naming_the_flag(
+        pki: Pki, tmp_path: Path, files: dict[str, str], flag: str, said: str) -> None:
+    """gRPC refused them only when binding, after the server had loaded: "cannot listen on 127.0.0.1:0: gRPC
+    could not bind it", naming the port (an audit, 2026-12-06)."""
+    from lossd.server import ServerConfig
+    from lossd.server._security import SecurityError
+
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    paths = {"garbage": str(garbage), "client_key": str(pki.client_key)}
+    settings = {"tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key), "tls_client_ca": str(pki.ca),
+                **{k: paths[v] for k, v in files.items()}}
+    with pytest.raises(SecurityError) as refused:
+        ServerConfig(token=None, token_file=None, **settings).security()
+    assert str(refused.value).startswith(flag) and said in str(refused.value), str(refused.value)
