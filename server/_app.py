@@ -37,7 +37,7 @@ from .._malloc import tune_malloc
 from .._settings import SettingError, env_name, flag_name
 from ..v1 import lossd_pb2, training_pb2
 from ._config import ServerConfig, build_parser, config_from_args
-from ._connections import connection_options
+from ._connections import connection_options, raise_open_files
 from ._logging import (
     STARTUP_INTERRUPTED,
     configure_logging,
@@ -414,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A thread parsing a large request (server/interceptors/_large_requests.py) holds the GIL for up to
         # this long before the event loop gets it back: 5 ms by default, which a health check pays per step.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        raise_open_files()  # a connection is a file: up to the hard limit, not the soft 1024
         configure_logging(config.log_level, config.log_format)
         asyncio.run(serve(config))
     except (SettingError, StoreError) as e:  # a LOSSD_* variable that does not parse; ConfigError, SecurityError,

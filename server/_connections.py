@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MIN_PING_INTERVAL_S",
     "HEALTH_HEADROOM",
     "connection_options",
+    "raise_open_files",
 ]
 
 DEFAULT_KEEPALIVE_TIME_S = 60.0
@@ -60,3 +61,19 @@ def connection_options(max_rpcs: int, max_streams: int, keepalive_time_s: float,
         ("grpc.http2.max_ping_strikes", 2),
     ]
 
+
+def raise_open_files(most: int = 1 << 20) -> int | None:
+    """Raise this process's soft limit on open files to its hard one (at most ``most``), and return it (None
+    where there is no such limit). Every connection is a file: at systemd's soft default, 1024, a caller
+    without the token held them all with idle connections, and no one else could connect (an audit,
+    2026-12-06). The hard limit is the operator's (``LimitNOFILE=``, ``ulimit -Hn``, the container's)."""
+    try:
+        import resource  # not on Windows
+    except ImportError:  # pragma: no cover
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = most if hard == resource.RLIM_INFINITY else min(hard, most)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return wanted

@@ -5,7 +5,8 @@ calls against ``max_concurrent_rpcs``, streaming calls (``EvaluateLossStream``,
 ``TrainJob``, ``WatchJob``) against ``max_concurrent_streams``. A call over
 its limit ends ``RESOURCE_EXHAUSTED`` at once, with a message naming the
 limit, its value and its flag; it takes no slot and runs no servicer code.
-The health service is exempt, so probes are never starved by a busy server.
+The health service is exempt, so probes are never starved by a busy server; its ``Watch`` streams,
+which live as long as their caller likes, are capped at :data:`MAX_HEALTH_WATCHES` of their own.
 
 HTTP/2 streams per connection and keepalive are gRPC server arguments:
 :func:`lossd.server._connections.connection_options`.
@@ -32,10 +33,16 @@ from .._security import ConfigError
 from ._chain import StageInterceptor
 from ._handlers import OPEN_PREFIXES, Context, Handler, is_open, shape_of, streams_requests
 
-__all__ = ["DEFAULT_MAX_CONCURRENT_RPCS", "DEFAULT_MAX_CONCURRENT_STREAMS", "ConcurrencyLimiter", "Slots"]
+__all__ = ["DEFAULT_MAX_CONCURRENT_RPCS", "DEFAULT_MAX_CONCURRENT_STREAMS", "MAX_HEALTH_WATCHES", "ConcurrencyLimiter",
+           "Slots"]
 
 DEFAULT_MAX_CONCURRENT_RPCS = 256
 DEFAULT_MAX_CONCURRENT_STREAMS = 64
+#: Health ``Watch`` streams open at once, server-wide. Health is open (no token) and exempt from the limits
+#: above, and an open Watch holds about 23 KB: 3,732 from a caller without the token took 87 MB (an audit,
+#: 2026-12-06). Probes (Kubernetes, load balancers, ``lossd health``) use ``Check``, which stays unlimited.
+MAX_HEALTH_WATCHES = 1024
+_WATCH = "/grpc.health.v1.Health/Watch"
 
 
 @dataclass
@@ -47,6 +54,8 @@ class Slots:
     what: str
     in_flight: int = 0
     refused: int = 0
+    #: What to do instead, for a limit that is not a setting (its refusal then names no flag).
+    instead: str = ""
 
     def acquire(self) -> Callable[[], None] | None:
         """Take a slot: its release function (idempotent), or None when all are taken."""
@@ -64,6 +73,8 @@ class Slots:
 
     def refusal(self) -> str:
         """The RESOURCE_EXHAUSTED message: the limit, its value, its flag and variable."""
+        if self.instead:
+            return f"too many {self.what} in flight: at most {self.limit}; {self.instead}"
         return (f"too many {self.what} in flight: {self.setting} is {self.limit} "
                 f"({flag_name(self.setting)}, {env_name(self.setting)}); try again when calls finish, "
                 "or raise the limit")
@@ -72,18 +83,22 @@ class Slots:
 class ConcurrencyLimiter(StageInterceptor):
     """Server-wide limits on unary calls and on streaming calls in flight; health is exempt."""
 
-    def __init__(self, max_rpcs: int, max_streams: int, exempt: tuple[str, ...] = OPEN_PREFIXES) -> None:
+    def __init__(self, max_rpcs: int, max_streams: int, exempt: tuple[str, ...] = OPEN_PREFIXES,
+                 max_watches: int | None = None) -> None:
         for name, value in (("max_concurrent_rpcs", max_rpcs), ("max_concurrent_streams", max_streams)):
             if value < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {value}")
         self.rpcs = Slots("max_concurrent_rpcs", max_rpcs, "calls")
         self.streams = Slots("max_concurrent_streams", max_streams, "streams")
+        #: Open health Watch streams (:data:`MAX_HEALTH_WATCHES`), the one open method that stays open.
+        self.watches = Slots("", MAX_HEALTH_WATCHES if max_watches is None else max_watches, "health Watch streams",
+                             instead="probe with Check, or close a Watch")
         self._exempt = exempt
 
     def wrap(self, handler: Handler, method: str) -> Handler:
         """``handler`` holding a slot while it runs (exempt methods: as it is)."""
         if is_open(method, self._exempt):
-            return handler
+            return _limited(handler, self.watches) if method == _WATCH else handler
         streaming = streams_requests(handler, method) or handler.response_streaming
         return _limited(handler, self.streams if streaming else self.rpcs)
 

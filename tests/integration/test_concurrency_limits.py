@@ -298,3 +298,38 @@ def test_keepalive_finds_a_dead_peer_and_frees_its_stream() -> None:
             channel.close()
         with Client(address) as client:
             assert client.evaluate("mse", [1.0], [0.0]).value == 1.0
+
+
+def test_open_health_watch_streams_are_capped_and_check_stays_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Health is open (no token) and exempt from the limits; each open Watch holds memory, and 3,732 of them from
+    a caller without the token took 87 MB (an audit, 2026-12-06). Watches beyond MAX_HEALTH_WATCHES (2 here)
+    are RESOURCE_EXHAUSTED; Check, what probes use, is never refused; a closed Watch frees its place."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from lossd.server.interceptors import _concurrency
+    from support.servers import start_in_process
+
+    monkeypatch.setattr(_concurrency, "MAX_HEALTH_WATCHES", 2)
+    with start_in_process(token="a-token-long-enough-0123456789") as address, grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        watches = [stub.Watch(health_pb2.HealthCheckRequest(), timeout=60) for _ in range(2)]
+        assert [next(w).status for w in watches] == [health_pb2.HealthCheckResponse.SERVING] * 2
+        with pytest.raises(grpc.RpcError) as refused:
+            next(stub.Watch(health_pb2.HealthCheckRequest(), timeout=60))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+        assert "health Watch streams in flight: at most 2; probe with Check" in refused.value.details()
+        for _ in range(5):
+            assert stub.Check(health_pb2.HealthCheckRequest(), timeout=30).status == \
+                health_pb2.HealthCheckResponse.SERVING
+        watches[0].cancel()
+        deadline = time.monotonic() + 10
+        while True:  # the cancelled stream's place is given back when the server sees its end
+            again = stub.Watch(health_pb2.HealthCheckRequest(), timeout=60)
+            try:
+                assert next(again).status == health_pb2.HealthCheckResponse.SERVING
+                break
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline, e
+                time.sleep(0.05)
+        again.cancel()
+        watches[1].cancel()

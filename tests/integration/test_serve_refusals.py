@@ -389,3 +389,34 @@ def test_failed_tls_handshakes_leave_json_logs_json(tmp_path: Path, entry: str) 
     plain = [line for line in lines if line.strip() and not line.startswith("{")]
     assert plain == [], plain
     assert all(json.loads(line) for line in lines if line.strip())
+
+
+def test_the_server_raises_its_open_files_limit_to_the_hard_one(tmp_path: Path) -> None:
+    """Every connection is a file: at a soft limit of 1024 (systemd's default) a caller without the token held
+    them all with idle connections and health checks timed out (an audit, 2026-12-06). The server raises its
+    soft limit to the hard one at start."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard limit here is {hard}: nothing to raise")
+    expected = (1 << 20) if hard == resource.RLIM_INFINITY else min(hard, 1 << 20)
+
+    def low() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    proc = subprocess.Popen([*ENTRY_POINTS["python -m lossd.server"], "--plugins", "none", "--port", "0",
+                             "--data-dir", str(tmp_path / "data")], cwd=tmp_path, preexec_fn=low,
+                            env={**os.environ, "LOSSD_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "listening on" in line:
+                break
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        (row,) = [line for line in limits.splitlines() if line.startswith("Max open files")]
+        assert row.split()[3] == str(expected), row
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)

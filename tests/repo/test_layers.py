@@ -46,6 +46,7 @@ FUNCTION_LEVEL_IMPORTS: dict[tuple[str, str], str] = {
     ("lossd.client.cli", "lossd.server._logging"): "`lossd serve` defers a Ctrl-C while the server loads",
     ("lossd.server._metrics", "prometheus_client"): "the metrics extra",
     ("lossd.server.training._manager", "fcntl"): "Linux-only",
+    ("lossd.server._connections", "resource"): "Unix-only (the open-files limit)",
     ("lossd.server.training._manager", "torch.distributed"): "the store of a multi-machine job only",
     ("lossd.server.training._distributed", "ctypes"): "Linux-only",
     ("lossd.server.training._pgstore", "psycopg"): "the postgres extra, only for a postgresql:// job store",
