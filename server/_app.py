@@ -224,9 +224,6 @@ async def _assemble(config: ServerConfig, registry: Registry, security: Security
     """The rest of :func:`create_server`, on the server and the thread pool it made (``taken``)."""
     server, executor = taken.server, taken.executor
     device = _device(config.device)
-    # torch warns some things once per process (TORCH_WARN_ONCE: a complex input cast to real, ...): only the
-    # first request was told; each request's warnings are captured, each kept once (evaluation/_warnings.py)
-    torch.set_warn_always(True)
     service = LossService(registry, executor, device, config.tensor_limits(),
                           max_message_bytes=config.max_message_bytes, batch_limits=config.batch_limits(),
                           batch_window_us=config.batch_window_us, stream_threads=config.workers,

@@ -99,22 +99,11 @@ def install() -> None:
             warnings.showwarning = _showwarning
 
 
-#: Forgets which warnings Python's once-per-location registries have shown (CPython's, private: None elsewhere).
-_forget_shown = getattr(warnings, "_filters_mutated", None)
-
-
 @contextlib.contextmanager
 def capture() -> Iterator[list[str]]:
-    """Record this thread's warnings inside the block: the texts, each once, in order.
-
-    A warning raised from C (torch's) passes Python's filters before ``showwarning`` sees it, and the default
-    filter shows it once per code location for the process's life: only the first request that raised it
-    was told. Each capture therefore starts with the registries forgotten (as a change of filters does).
-    """
+    """Record this thread's warnings inside the block: the texts, each once, in order."""
     if warnings.warn is not _warn or warnings.showwarning is not _showwarning:
         install()
-    if _forget_shown is not None:
-        _forget_shown()
     outer = _sink()
     sink: list[str] = []
     _local.sink = sink

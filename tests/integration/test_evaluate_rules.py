@@ -137,18 +137,3 @@ def test_non_finite_parameter_numbers_are_refused(client, params):
     request, _ = build_request("pairwise_distance", inputs={"x1": [[1.0, 2.0]], "x2": [[0.0, 0.0]]}, params=params)
     with pytest.raises(InvalidArgument, match="params: numbers must be finite"):
         client.evaluate_request(request)
-
-
-def test_every_request_is_told_its_warnings_not_only_the_first(served_process) -> None:  # type: ignore[no-untyped-def]
-    """torch raises some warnings once per process (TORCH_WARN_ONCE), and Python's default filter shows a warning
-    from C once per code location: only the first request in the server's life that cast a complex target to
-    real was told its imaginary part was dropped (an audit, 2026-12-06). A server of its own (a process with
-    Python's default filters, not pytest's), each identical request gets the same warnings."""
-    from lossd.client import Client
-
-    x = torch.rand(1, 1, 4, 4, dtype=torch.float64)
-    y = torch.zeros(1, 1, 4, 4, dtype=torch.complex64)
-    with Client(served_process.address) as client, pytest.warns(UserWarning):
-        told = [client.evaluate("jaccard_loss", x, y).warnings for _ in range(3)]
-    assert len(told[0]) == 1 and "Casting complex values to real discards the imaginary part" in told[0][0], told
-    assert told == [told[0]] * 3, told
