@@ -6,7 +6,8 @@ sent something wrong; retrying it will not help) and a look at the server's insi
 :class:`MalformedRequests` (the innermost server interceptor) parses each request itself;
 a message that does not parse — a unary request, or any item of a request stream — ends the
 call ``INVALID_ARGUMENT`` naming the message type and the parser's reason. No servicer code
-runs for it.
+runs for it. The exception is an EvaluateLossStream item: it gets an error reply of its own (empty
+``id``) and the stream goes on, as that method's contract says.
 
 >>> from lossd.v1 import lossd_pb2
 >>> parse = parsing(lossd_pb2.ListLossesRequest.FromString, "lossd.v1.ListLossesRequest message")
@@ -23,7 +24,9 @@ from typing import Any
 
 import grpc
 
-from ..._methods import REQUEST_TYPES
+from ..._methods import EVALUATE_LOSS_STREAM, REQUEST_TYPES
+from ..._wire import FieldError
+from ..rpc._service import RefusedItem
 from ._chain import StageInterceptor
 from ._handlers import Context, Handler, shape_of
 
@@ -62,10 +65,15 @@ class _MalformedItem(Exception):
     collide with a reply being sent)."""
 
 
-async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _checked(requests: AsyncIterator[Any], method: str) -> AsyncIterator[Any]:
+    """The items, raising :class:`_MalformedItem` at one that did not parse; EvaluateLossStream's such item
+    comes as a :class:`~lossd.server.rpc.RefusedItem`, which its servicer answers with an error reply and goes
+    on (its contract: a bad request yields a reply carrying an error; the stream stays open)."""
     async for item in requests:
         if isinstance(item, Malformed):
-            raise _MalformedItem(str(item))
+            if method != EVALUATE_LOSS_STREAM.path:
+                raise _MalformedItem(str(item))
+            item = RefusedItem(FieldError("", str(item)))
         yield item
 
 
@@ -89,7 +97,7 @@ def _guarded(handler: Handler, method: str) -> Handler:
         """The request, or a stream of them that raises ``_MalformedItem`` at a bad item; a unary call's
         malformed request raises it at once (a plain function: no coroutine per call)."""
         if streaming_in:
-            return _checked(request)
+            return _checked(request, method)
         if isinstance(request, Malformed):
             raise _MalformedItem(str(request))
         return request

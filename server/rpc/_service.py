@@ -382,6 +382,10 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                         break  # cancelled by end_streams while it waited: no item was taken
                     finally:
                         self._idle_readers.discard(asyncio.current_task())
+                    if isinstance(item, RefusedItem):
+                        await budget.acquire(0)  # while the replies held fill the window
+                        await in_flight.put(_stream_error("", item.error))
+                        continue
                     if self._inline(item.request, item.size if isinstance(item, Received) else None):
                         await budget.acquire(0)  # while the replies held fill the window
                         reply = self._on_loop(item.request.loss, self._stream_reply, item)
@@ -460,6 +464,17 @@ def _stream_error(item_id: str, e: FieldError) -> lossd_pb2.EvaluateLossStreamRe
     """A stream item's ``Error`` reply for ``e``."""
     return lossd_pb2.EvaluateLossStreamResponse(id=item_id, error=lossd_pb2.Error(code=e.code, message=str(e),
                                                                                   field=e.field))
+
+
+class RefusedItem:
+    """An EvaluateLossStream item refused before it reached the servicer (bytes that are not an
+    ``EvaluateLossStreamRequest``): answered with an ``Error`` reply (no ``id``: none could be read), and
+    the stream goes on, as the contract says of a bad request (the interceptors make it of a ``Malformed``)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: FieldError) -> None:
+        self.error = error
 
 
 #: A stream item's reply: the message, or its serialized bytes (see ``replies_as_bytes``).
