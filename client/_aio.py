@@ -54,7 +54,7 @@ from ._client import (
     pack_many,
     stream_outcome,
 )
-from ._errors import Cancelled, LossdError, Unimplemented, raising_lossd_errors
+from ._errors import Cancelled, LossdError, ResourceExhausted, Unimplemented, raising_lossd_errors
 from ._health import health_request, health_status
 from ._jobs import AsyncJobs
 
@@ -248,11 +248,13 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
                         await collect()
                 while in_flight:
                     await collect()
-        except Unimplemented:
-            if out:
+        except (Unimplemented, ResourceExhausted) as e:
+            if out or (isinstance(e, ResourceExhausted) and (e.field != "items" or e.item is not None)):
                 raise
             left = None if ends is None else max(0.0, ends - time.monotonic())
-            flags = []  # a server before EvaluateLossBatch: every item over the stream
+            # a server before EvaluateLossBatch, or whose --max-batch-items / --max-batch-bytes refused the first
+            # batch (a limit below MANY_BATCH_ITEMS, MANY_BATCH_BYTES): every item over the stream
+            flags = []
             rest = stream_requests(iter_prepared(itertools.chain(seen, it), as_torch, flags))
             outcome = outcome_by_id(flags, raise_on_error)
             return sums.apply([r async for r in self._stream(EVALUATE_LOSS_STREAM, rest, left, outcome)])

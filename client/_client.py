@@ -48,7 +48,14 @@ from ._calls import (
 )
 from ._codec import _NUMPY_TO_WIRE, ArrayLike, Layouts, decode, encode, is_torch_tensor, raw_parts
 from ._config import DEFAULT_TARGET
-from ._errors import LossdError, Unimplemented, from_rpc_error, from_status_name, raising_lossd_errors
+from ._errors import (
+    LossdError,
+    ResourceExhausted,
+    Unimplemented,
+    from_rpc_error,
+    from_status_name,
+    raising_lossd_errors,
+)
 from ._health import health_request, health_status
 from ._jobs import Jobs
 from ._modules import accepted, is_module, module_request, param_value
@@ -981,11 +988,13 @@ class Client(Evaluating[EvaluateResult], Jobs):
             if self._closed:
                 raise self._closed_error(in_flight=True) from None
             raise
-        except Unimplemented:
-            if out:
+        except (Unimplemented, ResourceExhausted) as e:
+            if out or (isinstance(e, ResourceExhausted) and (e.field != "items" or e.item is not None)):
                 raise
             left = None if ends is None else max(0.0, ends - time.monotonic())
-            flags = []  # a server before EvaluateLossBatch: every item over the stream
+            # a server before EvaluateLossBatch, or whose --max-batch-items / --max-batch-bytes refused the first
+            # batch (a limit below MANY_BATCH_ITEMS, MANY_BATCH_BYTES): every item over the stream
+            flags = []
             rest = iter_prepared(itertools.chain(seen, it), as_torch, flags)
             outcome = outcome_by_id(flags, raise_on_error)
             return sums.apply(list(self._stream(EVALUATE_LOSS_STREAM, stream_requests(rest), left, outcome)))

@@ -85,12 +85,12 @@ def check_batch(items: Sequence[lossd_pb2.EvaluateLossRequest], limits: BatchLim
     Traceback (most recent call last):
     ...
     lossd._wire.FieldError: items: 3 items in one batch; the server takes at most 2 \
-(--max-batch-items, env LOSSD_MAX_BATCH_ITEMS): send fewer per batch (the SDK's evaluate_many packs them)
+(--max-batch-items, env LOSSD_MAX_BATCH_ITEMS): send fewer per batch (the SDK's evaluate_many then streams them)
     """
     if len(items) > limits.max_items:
         raise FieldError("items", f"{len(items)} items in one batch; the server takes at most {limits.max_items} "
                                   f"({_limit_text('max_batch_items')}): send fewer per batch "
-                                  "(the SDK's evaluate_many packs them)", "RESOURCE_EXHAUSTED")
+                                  "(the SDK's evaluate_many then streams them)", "RESOURCE_EXHAUSTED")
     total = 0
     for size in map(payload_bytes, items) if sizes is None else sizes:
         total += size
@@ -103,7 +103,7 @@ def check_batch(items: Sequence[lossd_pb2.EvaluateLossRequest], limits: BatchLim
     if sum(payload_bytes(item, held=True) for item in items) > limits.max_bytes:
         raise FieldError("items", f"the batch carries over {limits.max_bytes} bytes of tensors; the server "
                                   f"takes at most {limits.max_bytes} ({_limit_text('max_batch_bytes')}): "
-                                  "send fewer per batch (the SDK's evaluate_many packs them)",
+                                  "send fewer per batch (the SDK's evaluate_many then streams them)",
                          "RESOURCE_EXHAUSTED")
 
 

@@ -27,7 +27,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lossd.client import AsyncClient, Client, build_request
+from lossd.client import AsyncClient, Client, NotFound, build_request
 from lossd.client import _client as sdk
 from lossd.v1 import lossd_pb2, lossd_pb2_grpc
 from support.servers import on_this_loop, serve_in_thread
@@ -229,13 +229,33 @@ def test_evaluate_many_packs_batches_and_keeps_errors_in_place(
         _check_many(client, items, asyncio.run(run()))
 
 
-def test_evaluate_many_refused_batch_names_the_flag(served: tuple[str, Any]) -> None:
-    """A server whose --max-batch-items is below what the SDK packs refuses the call, saying so."""
-    from lossd.client import ResourceExhausted
+def test_evaluate_many_streams_the_items_a_server_refuses_to_batch(served: tuple[str, Any]) -> None:
+    """A server whose --max-batch-items (here 64) is below what the SDK packs refuses the batch, naming the flag;
+    evaluate_many failed with it, and its advice, "send fewer per batch", was nothing the SDK lets a caller do.
+    It now sends the items over EvaluateLossStream, as to a server without EvaluateLossBatch (an audit,
+    2026-12-06): the same outcomes, sync and async, an item's own error in its place."""
+    items: list[Any] = [{"loss": "mse", "y_pred": [float(i)], "y_true": [0.0]} for i in range(100)]
+    items[7] = {"loss": "no_such_loss", "y_pred": [1.0], "y_true": [0.0]}
+    with grpc.insecure_channel(served[0]) as channel:  # the refusal itself, as the SDK meets it
+        with pytest.raises(grpc.RpcError) as refused:
+            lossd_pb2_grpc.LossServiceStub(channel).EvaluateLossBatch(lossd_pb2.EvaluateLossBatchRequest(
+                items=[build_request(i["loss"], i["y_pred"], i["y_true"])[0] for i in items[8:]]), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--max-batch-items" in refused.value.details() and "then streams them" in refused.value.details()
 
-    with Client(served[0]) as client, pytest.raises(ResourceExhausted) as info:
-        client.evaluate_many([{"loss": "mse", "y_pred": [1.0], "y_true": [0.0]}] * 100)
-    assert "--max-batch-items" in str(info.value)
+    def check(outcomes: list[Any]) -> None:
+        assert len(outcomes) == 100
+        assert isinstance(outcomes[7], NotFound) and outcomes[7].item == 7, outcomes[7]
+        assert [o.value for i, o in enumerate(outcomes) if i != 7] == [float(i * i) for i in range(100) if i != 7]
+
+    with Client(served[0]) as client:
+        check(client.evaluate_many(items))
+
+    async def run() -> list[Any]:
+        async with AsyncClient(served[0]) as ac:
+            return await ac.evaluate_many(items)
+
+    check(asyncio.run(run()))
 
 
 def _settled(read: Any, quiet_s: float = 1.0, limit_s: float = 60.0) -> int:
