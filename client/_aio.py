@@ -53,8 +53,9 @@ from ._client import (
     outcome_by_id,
     pack_many,
     stream_outcome,
+    streams_instead,
 )
-from ._errors import Cancelled, LossdError, ResourceExhausted, Unimplemented, raising_lossd_errors
+from ._errors import Cancelled, LossdError, raising_lossd_errors
 from ._health import health_request, health_status
 from ._jobs import AsyncJobs
 
@@ -248,16 +249,16 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
                         await collect()
                 while in_flight:
                     await collect()
-        except (Unimplemented, ResourceExhausted) as e:
-            if out or (isinstance(e, ResourceExhausted) and (e.field != "items" or e.item is not None)):
+        except LossdError as e:
+            if not streams_instead(e, out):
                 raise
+            for _, pending in in_flight:  # the batches sent after the refused one: streamed below
+                pending.cancel()
             left = None if ends is None else max(0.0, ends - time.monotonic())
-            # a server before EvaluateLossBatch, or whose --max-batch-items / --max-batch-bytes refused the first
-            # batch (a limit below MANY_BATCH_ITEMS, MANY_BATCH_BYTES): every item over the stream
-            flags = []
-            rest = stream_requests(iter_prepared(itertools.chain(seen, it), as_torch, flags))
+            done, flags = len(out), [False] * len(out)  # the items answered so far keep their outcomes
+            rest = stream_requests(iter_prepared(itertools.chain(seen[done:], it), as_torch, flags), done)
             outcome = outcome_by_id(flags, raise_on_error)
-            return sums.apply([r async for r in self._stream(EVALUATE_LOSS_STREAM, rest, left, outcome)])
+            return sums.apply(out + [r async for r in self._stream(EVALUATE_LOSS_STREAM, rest, left, outcome)])
         finally:
             for _, pending in in_flight:
                 pending.cancel()

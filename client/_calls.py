@@ -89,9 +89,10 @@ EVALUATE_LOSS_BATCH = Method(_methods.EVALUATE_LOSS_BATCH, lossd_pb2.EvaluateLos
 HEALTH_CHECK = Method(_methods.HEALTH_CHECK, bytes)
 
 
-def stream_requests(requests: Iterable[lossd_pb2.EvaluateLossRequest]) -> Iterator[lossd_pb2.EvaluateLossStreamRequest]:
-    """Wrap requests as stream items whose ``id`` is their index."""
-    for i, r in enumerate(requests):
+def stream_requests(requests: Iterable[lossd_pb2.EvaluateLossRequest],
+                    start: int = 0) -> Iterator[lossd_pb2.EvaluateLossStreamRequest]:
+    """Wrap requests as stream items whose ``id`` is their index (counted from ``start``)."""
+    for i, r in enumerate(requests, start):
         yield lossd_pb2.EvaluateLossStreamRequest(id=str(i), request=r)
 
 

@@ -79,6 +79,7 @@ __all__ = [
     "pack_many",
     "prepare_many",
     "stream_outcome",
+    "streams_instead",
     "DEFAULT_TARGET",
     "MANY_BATCH_ITEMS",
     "MANY_BATCH_BYTES",
@@ -474,6 +475,18 @@ def stream_outcome(
     if raise_on_error:
         raise error
     return error
+
+
+def streams_instead(error: LossdError, answered: Sequence[Any]) -> bool:
+    """Whether ``evaluate_many`` sends the rest of its items over ``EvaluateLossStream`` after ``error``: the
+    server has no ``EvaluateLossBatch`` (then nothing was ``answered``), or its ``--max-batch-items`` /
+    ``--max-batch-bytes`` refused a whole batch (a limit below ``MANY_BATCH_ITEMS``, ``MANY_BATCH_BYTES``:
+    field ``items``, no item of its own); the items ``answered`` before it keep their outcomes."""
+    if error.item is not None:  # one item's own error (raise_on_error)
+        return False
+    if isinstance(error, Unimplemented):
+        return not answered
+    return isinstance(error, ResourceExhausted) and error.field == "items"
 
 
 def outcome_by_id(
@@ -988,16 +1001,17 @@ class Client(Evaluating[EvaluateResult], Jobs):
             if self._closed:
                 raise self._closed_error(in_flight=True) from None
             raise
-        except (Unimplemented, ResourceExhausted) as e:
-            if out or (isinstance(e, ResourceExhausted) and (e.field != "items" or e.item is not None)):
+        except LossdError as e:
+            if not streams_instead(e, out):
                 raise
+            for _, future in in_flight:  # the batches sent after the refused one: streamed below
+                future.cancel()
             left = None if ends is None else max(0.0, ends - time.monotonic())
-            # a server before EvaluateLossBatch, or whose --max-batch-items / --max-batch-bytes refused the first
-            # batch (a limit below MANY_BATCH_ITEMS, MANY_BATCH_BYTES): every item over the stream
-            flags = []
-            rest = iter_prepared(itertools.chain(seen, it), as_torch, flags)
+            done, flags = len(out), [False] * len(out)  # the items answered so far keep their outcomes
+            rest = iter_prepared(itertools.chain(seen[done:], it), as_torch, flags)
             outcome = outcome_by_id(flags, raise_on_error)
-            return sums.apply(list(self._stream(EVALUATE_LOSS_STREAM, stream_requests(rest), left, outcome)))
+            return sums.apply(out + list(self._stream(EVALUATE_LOSS_STREAM, stream_requests(rest, done), left,
+                                                      outcome)))
         finally:
             for _, future in in_flight:
                 future.cancel()

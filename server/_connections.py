@@ -75,5 +75,8 @@ def raise_open_files(most: int = 1 << 20) -> int | None:
     wanted = most if hard == resource.RLIM_INFINITY else min(hard, most)
     if soft == resource.RLIM_INFINITY or soft >= wanted:
         return soft
-    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):  # a platform with a lower ceiling of its own (macOS: OPEN_MAX): keep the limit
+        return soft
     return wanted

@@ -161,6 +161,7 @@ def _check_pem(cert: str, key: str, client_ca: str | None) -> None:
         raise ValueError("the key is encrypted")  # gRPC takes no password: never a prompt on the terminal
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL's policy (RSA-1024, SHA-1 signatures) is not gRPC's
     for path, setting, env in ((cert, "--tls-cert", "LOSSD_TLS_CERT"),
                                (client_ca, "--tls-client-ca", "LOSSD_TLS_CLIENT_CA")):
         if path is not None:

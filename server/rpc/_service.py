@@ -384,7 +384,9 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
                         self._idle_readers.discard(asyncio.current_task())
                     if isinstance(item, RefusedItem):
                         await budget.acquire(0)  # while the replies held fill the window
-                        await in_flight.put(_stream_error("", item.error))
+                        refused = _stream_error("", item.error)
+                        budget.charge(_reply_bytes(refused))  # the sender releases what it sends
+                        await in_flight.put(refused)
                         continue
                     if self._inline(item.request, item.size if isinstance(item, Received) else None):
                         await budget.acquire(0)  # while the replies held fill the window

@@ -466,3 +466,36 @@ def test_a_batch_reply_exactly_at_the_message_limit_is_sent() -> None:
     assert len(batch_reply(evaluate_batch(REGISTRY, items, max_reply_bytes=size))) == size
     with pytest.raises(FieldError, match=f"over the message limit of {size - 1} bytes after 50 items"):
         evaluate_batch(REGISTRY, items, max_reply_bytes=size - 1)
+
+
+def test_evaluate_many_streams_the_rest_when_a_later_batch_is_refused(served: tuple[str, Any],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches are cut by bytes too: a large first item goes alone, and the next batch of small ones passes
+    --max-batch-items (64 here). Only a refused first batch was streamed: this one failed the call, while the
+    refusal said the SDK streams them (the review of 2026-12-06). The items answered keep their outcomes, the
+    rest go over the stream, each error with its own index."""
+    monkeypatch.setattr(sdk, "MANY_BATCH_BYTES", 64 * 1024)
+    big = np.linspace(-1, 1, 10_000, dtype=np.float32)  # 80 KB of tensors: a batch of its own
+    items: list[Any] = [{"loss": "mse", "y_pred": big, "y_true": big * 0}]
+    items += [{"loss": "mse", "y_pred": [float(i)], "y_true": [0.0]} for i in range(1, 101)]
+    items[50] = {"loss": "no_such_loss", "y_pred": [1.0], "y_true": [0.0]}
+    expected = float(np.mean(big.astype(np.float64) ** 2).astype(np.float32))
+
+    def check(outcomes: list[Any]) -> None:
+        assert len(outcomes) == 101
+        assert outcomes[0].value == pytest.approx(expected, rel=1e-6)
+        assert isinstance(outcomes[50], NotFound) and outcomes[50].item == 50, outcomes[50]
+        assert [o.value for i, o in enumerate(outcomes) if i not in (0, 50)] == \
+            [float(i * i) for i in range(1, 101) if i != 50]
+
+    with Client(served[0]) as client:
+        check(client.evaluate_many(items))
+        with pytest.raises(NotFound) as first_error:  # raise_on_error: the item's own error, as ever
+            client.evaluate_many(items, raise_on_error=True)
+        assert first_error.value.item == 50
+
+    async def run() -> list[Any]:
+        async with AsyncClient(served[0]) as ac:
+            return await ac.evaluate_many(items)
+
+    check(asyncio.run(run()))

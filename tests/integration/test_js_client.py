@@ -302,6 +302,12 @@ for await (const reply of client.trainJob(spec)) {
   out.job = reply.event.jobId;
   break;
 }
+// the caller's own signal still stops a stream (linked to the one a break aborts)
+const caller = new AbortController();
+try {
+  for await (const reply of client.watchJob({ jobId: out.job }, { signal: caller.signal })) caller.abort();
+  out.aborted = "not stopped";
+} catch (err) { out.aborted = describeError(err).code; }
 console.log(JSON.stringify(out));
 """
 
@@ -315,7 +321,7 @@ def test_a_stream_starts_when_iterated_and_a_break_cancels_it(node: str, server_
     assert result.returncode == 0, result.stdout + result.stderr
     out = json.loads(result.stdout)
     assert out["late"] == "INVALID_ARGUMENT" and out["lateStream"] in ("ended", "DEADLINE_EXCEEDED"), out
-    assert out["items"] == ["a"] and out["job"], out
+    assert out["items"] == ["a"] and out["job"] and out["aborted"] == "CANCELLED", out
     with grpc.insecure_channel(server_address) as channel:  # the job outlives its stream, as documented
         stub = training_pb2_grpc.TrainingServiceStub(channel)
         stub.CancelJob(training_pb2.CancelJobRequest(job_id=out["job"]), timeout=30)

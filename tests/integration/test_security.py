@@ -572,3 +572,29 @@ def test_tls_files_grpc_would_refuse_are_refused_at_start_naming_the_flag(
     with pytest.raises(SecurityError) as refused:
         ServerConfig(token=None, token_file=None, **settings).security()
     assert str(refused.value).startswith(flag) and said in str(refused.value), str(refused.value)
+
+
+def test_tls_files_grpc_serves_are_accepted_however_old_their_algorithms(tmp_path: Path) -> None:
+    """Python's ssl applies OpenSSL's security level (no RSA-1024 keys, no SHA-1 signatures); gRPC does not, and
+    serves such a certificate: the start-up check refused it, blaming the key (the review of 2026-12-06)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    from lossd.server import ServerConfig
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    (tmp_path / "old.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "old.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    security = ServerConfig(token=None, token_file=None, tls_cert=str(tmp_path / "old.crt"),
+                            tls_key=str(tmp_path / "old.key")).security()
+    assert security.tls

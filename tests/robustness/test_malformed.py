@@ -4,6 +4,8 @@ class in it); the server keeps serving."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 
@@ -58,3 +60,32 @@ def test_a_malformed_stream_item_gets_its_own_error_and_the_stream_goes_on(serve
     assert error.code == "INVALID_ARGUMENT", error
     assert error.message.startswith("the request is not a valid lossd.v1.EvaluateLossStreamRequest message"), error
     assert "<class" not in error.message and "DecodeError" not in error.message, error
+
+
+def test_malformed_stream_items_leave_the_streams_byte_window_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each error reply of a malformed item was released by the sender without having been charged: the window
+    grew by its size (20,000 one-byte items: 0.9 of a 4 MiB window of credit, for unread replies to fill; the
+    review of 2026-12-06). Every byte charged is released: the budget ends where it began."""
+    from lossd.server.rpc import _service
+    from support.servers import on_this_loop
+
+    budgets: list[Any] = []
+    init = _service._ByteBudget.__init__
+
+    def recording(self: Any, limit: int) -> None:
+        budgets.append(self)
+        init(self, limit)
+
+    monkeypatch.setattr(_service._ByteBudget, "__init__", recording)
+    x = lossd_pb2.Tensor(dtype="float32", shape=[1], values=[3.0])
+    good = lossd_pb2.EvaluateLossStreamRequest(id="a", request=lossd_pb2.EvaluateLossRequest(
+        loss="mse", inputs={"input": x, "target": x})).SerializeToString()
+
+    async def calls(client: Any) -> list[Any]:
+        call = client.channel.stream_stream("/lossd.v1.LossService/EvaluateLossStream",
+                                            response_deserializer=lossd_pb2.EvaluateLossStreamResponse.FromString)
+        return [r async for r in call(iter([GARBAGE] * 50 + [good]), timeout=30)]
+
+    replies = on_this_loop(calls)
+    assert len(replies) == 51 and replies[-1].id == "a"
+    assert len(budgets) == 1 and budgets[0]._used == 0, budgets[0]._used

@@ -205,12 +205,16 @@ function checkedMethod(method, call, timeoutMs) {
 function replyStream(start, callerSignal, onError = (err) => { throw err; }) {
   return (async function* replies() {
     const stop = new AbortController();
-    const signal = callerSignal ? AbortSignal.any([stop.signal, callerSignal]) : stop.signal;
+    // the caller's signal stops the call too (linked by hand: AbortSignal.any needs Node 20.3)
+    const follow = () => stop.abort(callerSignal.reason);
+    if (callerSignal?.aborted) follow();
+    else callerSignal?.addEventListener("abort", follow, { once: true });
     try {
-      yield* start(signal);
+      yield* start(stop.signal);
     } catch (err) {
       onError(err);
     } finally {
+      callerSignal?.removeEventListener("abort", follow);
       stop.abort(); // after the last reply a no-op; before it, the call's cancellation
     }
   })();
