@@ -251,7 +251,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
             "unary calls in flight at once, server-wide; more are refused with RESOURCE_EXHAUSTED; health "
             "checks are exempt", "--max-concurrent-rpcs", group=_CONNECTIONS, metavar="N"),
     Setting("max_concurrent_streams", "LOSSD_MAX_CONCURRENT_STREAMS", _calls_in_flight, DEFAULT_MAX_CONCURRENT_STREAMS,
-            "streaming calls open at once (EvaluateLossStream, TrainJob, WatchJob), server-wide",
+            "streaming calls open at once (EvaluateLossStream, TrainJob, WatchJob, server reflection), server-wide",
             "--max-concurrent-streams", group=_CONNECTIONS, metavar="N"),
     Setting("keepalive_time_s", "LOSSD_KEEPALIVE_TIME_S", _keepalive_seconds, DEFAULT_KEEPALIVE_TIME_S,
             "ping a connection after this many idle seconds, to find dead peers", "--keepalive-time",
