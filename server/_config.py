@@ -128,6 +128,22 @@ def parse_host(text: str) -> str:
     return text
 
 
+def parse_plugins(text: str) -> str:
+    """``--plugins``: ``all``, ``none`` or names separated by commas; one that names nothing (an empty variable,
+    ``","``) is refused rather than loading no plugin without a word.
+
+    >>> parse_plugins("all"), parse_plugins("a, b")
+    ('all', 'a, b')
+    >>> parse_plugins(" , ")
+    Traceback (most recent call last):
+    ...
+    ValueError: names no plugin: give all, none, or names separated by commas
+    """
+    if text.strip().lower() not in ("all", "none") and not any(n.strip() for n in text.split(",")):
+        raise ValueError("names no plugin: give all, none, or names separated by commas")
+    return text
+
+
 def parse_endpoint(text: str) -> str:
     """``--rdzv-endpoint``: ``HOST:PORT`` with a port from 1 to 65535, or empty (off).
 
@@ -177,7 +193,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     Setting("reflection", "LOSSD_REFLECTION", parse_bool, True, "turn off server reflection", "--no-reflection"),
     Setting("grace_s", "LOSSD_GRACE_S", float_in(0, unit="seconds"), 10.0,
             "seconds to drain in-flight calls on shutdown", "--grace"),
-    Setting("plugins", "LOSSD_PLUGINS", str, "all",
+    Setting("plugins", "LOSSD_PLUGINS", parse_plugins, "all",
             "loss plugins (entry point group lossd.losses) to load: all, none, or a comma-separated list of names",
             "--plugins"),
     # glibc malloc keeps freed large buffers for reuse (lossd._malloc); applied by main() only.

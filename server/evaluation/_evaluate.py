@@ -190,6 +190,9 @@ def run_bound(
 
     grads: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
+    if leaves and spec.plugin and not out.requires_grad:
+        raise LossCrashed(f"loss {spec.name} (a plugin) returned a value with no gradient (detached, or computed "
+                          f"outside autograd) for its differentiable inputs {', '.join(map(repr, leaves))}")
     if leaves:
         found = call_backward(spec.name, out, list(leaves.values()), _grad_output(out, grad_output))
         grads = {sent_as[name]: g for name, g in zip(leaves, found)}
@@ -248,11 +251,14 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
     unreduced buffer a reduced loss may be a view of."""
     inputs: dict[str, Any] = {i.name: None for i in spec.inputs}
     inputs.update(tensors)
+    versions = {k: t._version for k, t in tensors.items() if isinstance(t, torch.Tensor)} if spec.plugin else {}
     try:
         out = spec.fn(**inputs, **kwargs)
     except FieldError:
         raise
     except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError) as e:  # ArithmeticError: overflows
+        if spec.plugin and isinstance(e, _PLUGIN_MISTAKES):  # never torch's verdict on the inputs: the plugin's
+            raise LossCrashed(f"loss {spec.name} (a plugin) raised {type(e).__name__}: {e}") from e  # own bug
         raise _torch_refusal(spec.name, "rejected the inputs", e) from e
     except BaseException as e:  # SystemExit, StopIteration...: an internal error, never the server's end
         if (crash := escaped(spec.name, e)) is None:
@@ -260,7 +266,16 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
         raise crash from e
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"loss {spec.name} returned {type(out).__name__}, not a tensor")
+    for name, version in versions.items():  # the next term of an objective reads the same tensor
+        if tensors[name]._version != version:
+            raise LossCrashed(f"loss {spec.name} (a plugin) wrote to its input {name!r}; a loss must not change "
+                              "its inputs")
     return compact(out)
+
+
+#: What a plugin's own code raises, not torch on bad inputs (inputs are tensors and params are checked
+#: before the call): a signature it does not have, arithmetic on None, a division by zero, a recursion.
+_PLUGIN_MISTAKES = (TypeError, ArithmeticError, RecursionError)
 
 
 def call_backward(

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
-from ._registry import REGISTRY, LossSpec, Registry, staging
+from ._registry import REGISTRY, LossSpec, Registry, check_signature, staging
 
 __all__ = [
     "ENTRY_POINT_GROUP", "PluginResult", "load_plugin_setting", "load_plugins", "missing_plugins", "refused_named",
@@ -130,21 +130,23 @@ def _load_one(registry: Registry, ep: EntryPoint, vet: Callable[[LossSpec], obje
         log.error("plugin %r (%s) failed to load: %s", name, value, why, exc_info=True)
         return PluginResult(name, value, error=f"failed to load: {why}")
     specs = list(staged)
-    if vet is not None:
-        for spec in specs:
-            try:
+    for spec in specs:
+        try:
+            check_signature(spec)
+            if vet is not None:
                 vet(spec)
-            except Exception as e:  # noqa: BLE001 - refused whole, as a clash is
-                error = f"refused: loss {spec.name!r} cannot be described: {type(e).__name__}: {e}"
-                log.error("plugin %r (%s) %s", name, value, error)
-                return PluginResult(name, value, error=error)
+        except Exception as e:  # noqa: BLE001 - refused whole, as a clash is
+            error = f"refused: loss {spec.name!r} cannot be served: {type(e).__name__}: {e}"
+            log.error("plugin %r (%s) %s", name, value, error)
+            return PluginResult(name, value, error=error)
     clashes = sorted(n for s in specs for n in (s.name, *s.aliases) if n in registry)
     if clashes:
         error = f"refused: names already registered: {', '.join(clashes)}"
         log.error("plugin %r (%s) %s", name, value, error)
         return PluginResult(name, value, error=error)
     for spec in specs:
-        registry.add(dataclasses.replace(spec, source=spec.source or f"plugin {dist} ({value})", inline=False))
+        registry.add(dataclasses.replace(spec, source=spec.source or f"plugin {dist} ({value})", inline=False,
+                                         plugin=True))
     added = tuple(s.name for s in specs)
     log.info("plugin %r (%s) added losses: %s", name, value, ", ".join(added) or "none")
     return PluginResult(name, value, added)

@@ -52,6 +52,7 @@ __all__ = [
     "REGISTRY",
     "REDUCTION",
     "LossError",
+    "check_signature",
     "register_loss",
     "register_split_name",
     "require",
@@ -478,6 +479,10 @@ class LossSpec:
     #: sets False for an operator plugin's losses: their cost is unknown, and one that sleeps or waits on
     #: I/O takes no CPU, so the rule that moves a slow loss off the loop would never see it.
     inline: bool = True
+    #: An operator plugin's loss (set by the plugin loader): its own code's mistakes (a TypeError, a
+    #: ZeroDivisionError, writing to its inputs, an output with no gradient) are internal errors, logged,
+    #: not the client's (server/evaluation/_evaluate.py, ``call_loss``).
+    plugin: bool = False
     _by_input: dict[str, Input] = field(default_factory=dict, compare=False, repr=False)
     #: A param or an input's Python form may be a list or an object (a dict), which the loss could change:
     #: each evaluation then gets its own copies (server/evaluation/_evaluate.py, ``Binding.fresh``).
@@ -698,7 +703,35 @@ def _module_loss(cls: type, inputs: Sequence[Input], params: Sequence[Param]) ->
 
     call.__name__ = cls.__name__
     call.__doc__ = cls.__doc__
+    call.__lossd_module__ = cls  # type: ignore[attr-defined]  # for check_signature
     return call
+
+
+def check_signature(spec: LossSpec) -> None:
+    """Raise ``TypeError`` when ``spec``'s function cannot take its declared inputs and params, as
+    :func:`~lossd.server.evaluation.call_loss` passes them (every input by name, absent optional ones as
+    ``None``; an ``nn.Module``: params to ``__init__``, the required inputs to ``forward`` in order).
+
+    >>> import dataclasses
+    >>> def f(input, target, *, reduction): ...
+    >>> spec = LossSpec("f", f, (Input("input", ""), Input("target", "")), (REDUCTION,), "", lambda dt: {})
+    >>> check_signature(spec)
+    >>> check_signature(dataclasses.replace(spec, params=(REDUCTION, Param("alpha", "float", 1.0, ""))))
+    Traceback (most recent call last):
+    ...
+    TypeError: loss f: its function does not take the declared inputs and params: got an unexpected keyword ...
+    """
+    params = {p.name: p.default for p in spec.params}
+    cls = getattr(spec.fn, "__lossd_module__", None)
+    try:
+        if cls is None:
+            inspect.signature(spec.fn).bind(**{i.name: None for i in spec.inputs}, **params)
+        else:
+            inspect.signature(cls).bind(**params)
+            inspect.signature(cls.forward).bind(None, *[None for i in spec.inputs if i.required])
+    except TypeError as e:
+        raise TypeError(f"loss {spec.name}: its function does not take the declared inputs and params: "
+                        f"{e}") from None
 
 
 def register_loss(

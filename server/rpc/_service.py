@@ -295,9 +295,10 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         except FieldError as e:
             await context.abort_with_status(rich_status(e))
         except Exception:
-            log.exception("EvaluateLoss failed for loss %r", request.loss)
+            loss = request.loss or "+".join(t.loss for t in request.terms[:8])  # an objective: its terms
+            log.exception("EvaluateLoss failed for loss %r", loss)
             await context.abort(grpc.StatusCode.INTERNAL,
-                                f"internal error evaluating {clip(repr(request.loss), 200)}; see server log")
+                                f"internal error evaluating {clip(repr(loss), 200)}; see server log")
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def evaluate_one(

@@ -93,6 +93,7 @@ OUT_OF_RANGE = [
     ("max_concurrent_rpcs", "0"), ("max_concurrent_rpcs", str(2**31)), ("max_concurrent_streams", "0"),
     ("keepalive_time_s", "0"), ("keepalive_time_s", "1e10"), ("keepalive_timeout_s", "-1"),
     ("min_ping_interval_s", "nan"),
+    ("plugins", ""), ("plugins", " , "),  # named no plugin: loaded none, without a word
     ("max_terms", "1025"), ("max_tensors", "2000"),  # the wire caps every list at 1024: ignored silently above
     ("host", ""), ("host", " "), ("host", "127.0.0.1\n"),  # '' said "refusing to serve on  without authentication"
 ]
@@ -104,7 +105,7 @@ IN_RANGE = [
     ("grace_s", "0", 0.0), ("max_job_restarts", "0", 0), ("log_level", "debug", "DEBUG"),
     ("log_level", " Warning ", "WARNING"), ("log_format", "json", "json"), ("keepalive_time_s", "0.001", 0.001),
     ("rdzv_endpoint", "10.0.0.5:29500", "10.0.0.5:29500"), ("rdzv_endpoint", "", ""),
-    ("max_terms", "1024", 1024), ("max_tensors", "1024", 1024),
+    ("max_terms", "1024", 1024), ("max_tensors", "1024", 1024), ("plugins", "none", "none"), ("plugins", "a,b", "a,b"),
     ("host", "0.0.0.0", "0.0.0.0"), ("host", "::", "::"), ("host", "localhost", "localhost"),
 ]
 

@@ -319,7 +319,7 @@ def test_a_plugin_with_a_bad_param_or_a_loss_that_cannot_be_published_is_refused
             raise ValueError("no")
 
     result = load_faulty("faulty", reg, vet)
-    assert result.error == "refused: loss 'sleepy_loss' cannot be described: ValueError: no" and len(reg) == 0
+    assert result.error == "refused: loss 'sleepy_loss' cannot be served: ValueError: no" and len(reg) == 0
 
 
 def test_the_server_vets_plugin_losses_with_what_publishes_them():
@@ -366,3 +366,71 @@ def test_a_plugin_named_in_the_setting_and_refused_is_reported():
     results = [PluginResult("a", "m", error="failed to load: x"), PluginResult("b", "n", ("b_loss",))]
     assert refused_named("a,b", results) == results[:1]
     assert refused_named("all", results) == [] and refused_named("none", []) == []
+
+
+def test_a_plugin_whose_function_does_not_take_its_declared_params_is_refused_at_start(load_faulty):
+    """Its every call failed as the client's "rejected the inputs: ... unexpected keyword argument 'alpha'",
+    and nothing was logged (the plugin audit, 2026-12-06)."""
+    reg = Registry()
+    result = load_faulty("badsignature", reg)
+    assert "undeclared_param_loss" not in reg
+    assert result.error.startswith("refused: loss 'undeclared_param_loss' cannot be served: TypeError: loss "
+                                   "undeclared_param_loss: its function does not take the declared inputs and "
+                                   "params"), result.error
+
+
+@pytest.mark.parametrize(("loss", "said"), [
+    ("dividing_loss", "raised ZeroDivisionError"),
+    ("none_arithmetic_loss", "raised TypeError: unsupported operand"),
+    ("inplace_target_loss", "wrote to its input 'target'"),
+    ("detached_loss", "returned a value with no gradient"),
+])
+def test_a_plugins_own_mistakes_are_internal_errors_not_the_clients(load_faulty, loss: str, said: str) -> None:
+    """They were INVALID_ARGUMENT "rejected the inputs", unlogged (a division by zero, arithmetic on None), a
+    built-in term of the same objective computed on the target the plugin had changed (9801 for 1), or zero
+    gradients returned as right (the plugin audit, 2026-12-06). A LossCrashed is answered INTERNAL, logged."""
+    from lossd.server.evaluation import LossCrashed, evaluate, evaluate_objective
+    from lossd.server.evaluation._objective import Term
+
+    reg = Registry()
+    assert load_faulty("mistakes", reg).error == ""
+    assert reg.get(loss).plugin and not REGISTRY.get("mse_loss").plugin
+    inputs = {"input": torch.ones(2), "target": torch.zeros(2)}
+    with pytest.raises(LossCrashed, match=f"loss {loss} \\(a plugin\\) {said}"):
+        evaluate(reg, loss, dict(inputs), {})
+    for terms in ([Term(loss), Term("mse_loss")], [Term("mse_loss"), Term(loss)]):
+        reg_all = Registry()
+        load_faulty("mistakes", reg_all)
+        reg_all.add(REGISTRY.get("mse_loss"))
+        with pytest.raises(LossCrashed, match=f"loss {loss} \\(a plugin\\)"):
+            evaluate_objective(reg_all, terms, {"input": torch.ones(2), "target": torch.zeros(2)})
+
+
+def test_an_internal_error_in_an_objective_names_its_terms(load_faulty) -> None:
+    """The INTERNAL message named the request's ``loss``, empty for an objective: "internal error evaluating ''"."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from lossd.server.rpc import LossService
+    from lossd.v1 import lossd_pb2
+
+    reg = Registry()
+    load_faulty("mistakes", reg)
+    reg.add(REGISTRY.get("mse_loss"))
+    aborted: list[tuple[grpc.StatusCode, str]] = []
+
+    class Context:
+        async def abort(self, code: grpc.StatusCode, message: str) -> None:
+            aborted.append((code, message))
+            raise RuntimeError("aborted")
+
+    t = lossd_pb2.Tensor(dtype="float32", shape=[2], values=[1.0, 2.0])
+    request = lossd_pb2.EvaluateLossRequest(terms=[lossd_pb2.LossTerm(loss="mse_loss"),
+                                                   lossd_pb2.LossTerm(loss="dividing_loss")],
+                                            inputs={"input": t, "target": t})
+    service = LossService(reg, ThreadPoolExecutor(1), torch.device("cpu"), 10**6, batch_window_us=0)
+    with pytest.raises(RuntimeError, match="aborted"):
+        asyncio.run(service.EvaluateLoss(request, Context()))  # type: ignore[arg-type]
+    assert aborted == [(grpc.StatusCode.INTERNAL, "internal error evaluating 'mse_loss+dividing_loss'; see server log")]

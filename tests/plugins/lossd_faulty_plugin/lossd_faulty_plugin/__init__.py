@@ -11,4 +11,6 @@ ENTRY_POINTS = {
     "exits": "lossd_faulty_plugin.exits",
     "badparam": "lossd_faulty_plugin.bad_param",
     "emptyalias": "lossd_faulty_plugin.empty_alias",
+    "mistakes": "lossd_faulty_plugin.mistakes",
+    "badsignature": "lossd_faulty_plugin.bad_signature",
 }
