@@ -75,6 +75,10 @@ class _RemoteLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, call: _Call, *tensors: torch.Tensor) -> torch.Tensor:
         call.result = call.evaluate()
+        # Saved, though backward does not read them: torch's own checks then apply, as to a local loss (a
+        # second backward without retain_graph is an error, not gradients counted twice; an input changed in
+        # place since the forward is refused).
+        ctx.save_for_backward(*tensors)
         ctx.call = call
         ctx.placement = [(t.device, t.dtype) for t in tensors]
         loss: torch.Tensor = call.result.loss
@@ -85,6 +89,7 @@ class _RemoteLossFunction(torch.autograd.Function):
         if torch.is_grad_enabled():  # backward(create_graph=True): the engine enables grad mode for it
             raise RuntimeError("a remote loss has no double backward (create_graph=True): the gradients the "
                                "server sends carry no graph; compute that part of the objective locally")
+        ctx.saved_tensors  # noqa: B018 - raises where torch would: the graph freed, an input changed in place
         call: _Call = ctx.call
         result = call.result
         assert result is not None
@@ -147,6 +152,10 @@ def remote_loss(
     tensor([-0.5000,  1.0000])
     """
     given = named_inputs(y_pred, y_true, inputs)
+    if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in given.values()):
+        raise RuntimeError("a remote loss cannot run under torch.func transforms (grad, vmap, jacrev, ...): its "
+                           "inputs carry no data the client can send; compute that part locally, or use "
+                           "torch.autograd")
     if isinstance(loss, nn.Module):  # its buffers and parameters are inputs: parameters get their gradients
         loss, module_params, module_inputs = module_request(loss)
         given, params = under_explicit(module_inputs, module_params, given, dict(params or {}))
@@ -229,7 +238,11 @@ class RemoteLoss(nn.Module):
         self._constant_names = [k for k, v in params.items() if isinstance(v, torch.Tensor)]
         for name in self._constant_names:
             self.register_buffer(name, params[name].detach())
-        # In a tuple so that nn.Module does not adopt the model as a submodule.
+        # In a tuple so that nn.Module does not adopt the model as a submodule. An iterable of pairs
+        # (``model.named_parameters()``, a generator) is read once, here: read at the first call, the second
+        # call had no parameters ("regularization needs the parameter tensors it applies to").
+        if parameters is not None and not isinstance(parameters, (nn.Module, Mapping)):
+            parameters = dict(parameters)
         self._parameter_source: tuple[ParameterSource | None] = (parameters,)
         self.regularization = None if regularization is None else dict(regularization)
         self.timeout = timeout

@@ -318,3 +318,53 @@ def test_a_scaled_objective_gets_torchs_own_gradients_bit_for_bit(counting: Coun
     # grad_output 1 still reuses the forward's gradients: no second call.
     criterion(remote(xr), t).backward()
     assert counting.calls == 3
+
+
+def test_named_parameters_as_the_parameter_source_serves_every_step(client: Client) -> None:
+    """RemoteLoss(parameters=model.named_parameters()) kept the generator and read it up at the first call: the
+    second step had no parameters ("regularization needs the parameter tensors it applies to"), and the module
+    could not be pickled (the RemoteLoss audit, 2026-12-06)."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1).double()
+    crit = RemoteLoss("mse", client=client, parameters=model.named_parameters(), regularization={"l2": 0.1})
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64)
+    for _ in range(3):
+        model.zero_grad()
+        crit(model(x), y).backward()
+        local = model.weight.detach().clone().requires_grad_()
+        bias = model.bias.detach().clone().requires_grad_()
+        expected = F.mse_loss(x @ local.T + bias, y) + 0.5 * 0.1 * (local.pow(2).sum())
+        gw, = torch.autograd.grad(expected, [local])
+        assert torch.allclose(model.weight.grad, gw, rtol=1e-12, atol=0)
+    pickle.dumps(crit)  # a dict of tensors, not a generator
+
+
+def test_a_second_backward_without_retain_graph_is_refused_as_torch_refuses_it(client: Client) -> None:
+    """The second backward counted the gradients twice, silently; torch raises. An input changed in place
+    between forward and backward is refused too, as torch refuses it (the RemoteLoss audit, 2026-12-06)."""
+    a = torch.tensor([1.0, 2.0], requires_grad=True)
+    out = remote_loss("mse", a, torch.zeros(2), client=client)
+    out.backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        out.backward()
+    assert a.grad is not None and a.grad.tolist() == [1.0, 2.0]
+    kept = remote_loss("mse", a, torch.zeros(2), client=client)
+    kept.backward(retain_graph=True)
+    kept.backward()  # retain_graph: twice, summed, as torch
+    assert a.grad.tolist() == [3.0, 6.0]
+    b = torch.tensor([1.0, 2.0], requires_grad=True)
+    c = b * 1  # a non-leaf, changed in place before the backward
+    changed = remote_loss("mse", c, torch.zeros(2), client=client)
+    with torch.no_grad():
+        c.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        changed.backward()
+
+
+def test_torch_func_transforms_get_a_clear_error(client: Client) -> None:
+    """torch.func.grad / vmap over a RemoteLoss failed deep in the encoder: "Cannot access data pointer of Tensor
+    that doesn't have storage"."""
+    with pytest.raises(RuntimeError, match="cannot run under torch.func transforms"):
+        torch.func.grad(lambda x: remote_loss("mse", x, torch.zeros(2), client=client))(torch.ones(2))
+    with pytest.raises(RuntimeError, match="cannot run under torch.func transforms"):
+        torch.func.vmap(lambda x: remote_loss("mse", x, torch.zeros(2), client=client))(torch.ones(3, 2))
