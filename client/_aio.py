@@ -256,7 +256,7 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
                 pending.cancel()
             left = None if ends is None else max(0.0, ends - time.monotonic())
             done, flags = len(out), [False] * len(out)  # the items answered so far keep their outcomes
-            rest = stream_requests(iter_prepared(itertools.chain(seen[done:], it), as_torch, flags), done)
+            rest = stream_requests(iter_prepared(itertools.chain(seen[done:], it), as_torch, flags, done), done)
             outcome = outcome_by_id(flags, raise_on_error)
             return sums.apply(out + [r async for r in self._stream(EVALUATE_LOSS_STREAM, rest, left, outcome)])
         finally:

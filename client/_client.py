@@ -1008,7 +1008,7 @@ class Client(Evaluating[EvaluateResult], Jobs):
                 future.cancel()
             left = None if ends is None else max(0.0, ends - time.monotonic())
             done, flags = len(out), [False] * len(out)  # the items answered so far keep their outcomes
-            rest = iter_prepared(itertools.chain(seen[done:], it), as_torch, flags)
+            rest = iter_prepared(itertools.chain(seen[done:], it), as_torch, flags, done)
             outcome = outcome_by_id(flags, raise_on_error)
             return sums.apply(out + list(self._stream(EVALUATE_LOSS_STREAM, stream_requests(rest, done), left,
                                                       outcome)))

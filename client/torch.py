@@ -75,10 +75,11 @@ class _RemoteLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, call: _Call, *tensors: torch.Tensor) -> torch.Tensor:
         call.result = call.evaluate()
-        # Saved, though backward does not read them: torch's own checks then apply, as to a local loss (a
-        # second backward without retain_graph is an error, not gradients counted twice; an input changed in
-        # place since the forward is refused).
-        ctx.save_for_backward(*tensors)
+        # The differentiable ones saved, though backward does not read them: torch's own checks then apply,
+        # as to a local loss (a second backward without retain_graph is an error, not gradients counted twice;
+        # such an input changed in place since the forward is refused). Not the others: a target changed in
+        # place, or made under inference_mode, is fine locally (torch does not save what it does not need).
+        ctx.save_for_backward(*(t for t in tensors if t.requires_grad))
         ctx.call = call
         ctx.placement = [(t.device, t.dtype) for t in tensors]
         loss: torch.Tensor = call.result.loss

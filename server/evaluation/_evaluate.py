@@ -14,7 +14,9 @@ tests and the parity harness call; it raises
 from __future__ import annotations
 
 import copy
+import logging
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +36,8 @@ from ._binding import (
     split_scalars,
 )
 from ._warnings import capture
+
+log = logging.getLogger("lossd.server")
 
 __all__ = [
     "Binding", "Evaluation", "LossCrashed", "bind", "call_backward", "call_loss", "compact", "escaped", "evaluate",
@@ -191,8 +195,7 @@ def run_bound(
     grads: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
     if leaves and spec.plugin and not out.requires_grad:
-        raise LossCrashed(f"loss {spec.name} (a plugin) returned a value with no gradient (detached, or computed "
-                          f"outside autograd) for its differentiable inputs {', '.join(map(repr, leaves))}")
+        no_gradient(spec, [sent_as[name] for name in leaves])
     if leaves:
         found = call_backward(spec.name, out, list(leaves.values()), _grad_output(out, grad_output))
         grads = {sent_as[name]: g for name, g in zip(leaves, found)}
@@ -257,8 +260,9 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
     except FieldError:
         raise
     except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError) as e:  # ArithmeticError: overflows
-        if spec.plugin and isinstance(e, _PLUGIN_MISTAKES):  # never torch's verdict on the inputs: the plugin's
-            raise LossCrashed(f"loss {spec.name} (a plugin) raised {type(e).__name__}: {e}") from e  # own bug
+        if spec.plugin and isinstance(e, _MAYBE_PLUGIN_MISTAKES):
+            _tell_operator(spec, type(e).__name__, f"refused a request with {type(e).__name__}: {e} (the client "
+                           "is told its inputs were rejected; if the plugin's own code is at fault, fix it)", e)
         raise _torch_refusal(spec.name, "rejected the inputs", e) from e
     except BaseException as e:  # SystemExit, StopIteration...: an internal error, never the server's end
         if (crash := escaped(spec.name, e)) is None:
@@ -273,9 +277,29 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
     return compact(out)
 
 
-#: What a plugin's own code raises, not torch on bad inputs (inputs are tensors and params are checked
-#: before the call): a signature it does not have, arithmetic on None, a division by zero, a recursion.
-_PLUGIN_MISTAKES = (TypeError, ArithmeticError, RecursionError)
+#: What a plugin's own code may raise (arithmetic on None, a division by zero, a recursion), as torch may on
+#: a client's inputs (``torch.finfo`` of an integer tensor, an overflowing param): answered as a refusal of the
+#: inputs, and told to the operator once per loss and kind (the plugin audit, 2026-12-06).
+_MAYBE_PLUGIN_MISTAKES = (TypeError, ArithmeticError, RecursionError)
+_TOLD: set[tuple[str, str]] = set()
+
+
+def _tell_operator(spec: LossSpec, kind: str, what: str, e: BaseException | None = None) -> None:
+    """Log a plugin loss's doubtful outcome once per loss and ``kind`` (clients could repeat it at will)."""
+    if (spec.name, kind) not in _TOLD:
+        _TOLD.add((spec.name, kind))
+        log.warning("loss %s (a plugin, %s) %s", spec.name, spec.source, what, exc_info=e)
+
+
+def no_gradient(spec: LossSpec, names: Sequence[str]) -> None:
+    """A plugin's loss returned a value with no graph while gradients of ``names`` (differentiable inputs) were
+    wanted: they are zeros, which the reply's warnings say (a constant on a batch with nothing to learn is
+    legitimate; a value computed outside autograd is the plugin's mistake, which the operator is told)."""
+    text = (f"{spec.name}: the loss value does not depend on {', '.join(map(repr, names))} (it has no gradient "
+            "graph): their gradients are zeros")
+    warnings.warn(text, stacklevel=2)
+    _tell_operator(spec, "no gradient", f"returned a value with no gradient for {', '.join(map(repr, names))}; "
+                   "if it was computed outside autograd (.detach(), .item(), numpy), its gradients are zeros")
 
 
 def call_backward(

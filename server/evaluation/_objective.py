@@ -31,7 +31,7 @@ import torch
 from ..._wire import FieldError
 from ..losses import LossSpec, Registry, strictness
 from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, has_grad, legacy_reduction, split_scalars
-from ._evaluate import Evaluation, LossCrashed, call_backward, call_loss
+from ._evaluate import Evaluation, call_backward, call_loss, no_gradient
 from ._warnings import capture
 
 __all__ = [
@@ -323,10 +323,10 @@ def _evaluate_objective(
                 raise FieldError(f"{prefix(i)}params.reduction",
                                 f"{spec.name} gives shape {list(out.shape)}; objectives need scalar losses "
                                 "(use reduction 'mean' or 'sum')")
-            if spec.plugin and not out.requires_grad and any(
-                    isinstance(t, torch.Tensor) and t.requires_grad for t in bound.values()):
-                raise LossCrashed(f"loss {spec.name} (a plugin) returned a value with no gradient (detached, or "
-                                  "computed outside autograd) for its differentiable inputs")
+            if spec.plugin and not out.requires_grad and (wanted_here := [
+                    n for n, t in bound.items() if isinstance(t, torch.Tensor) and t.requires_grad
+                    and (d := spec.input(n)) is not None and d.differentiable]):
+                no_gradient(spec, wanted_here)
             if out.is_complex():
                 raise FieldError(prefix(i).rstrip(".") or "inputs",
                                  f"{spec.name} gives a complex value; an objective is a real number (send real "

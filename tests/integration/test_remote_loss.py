@@ -368,3 +368,20 @@ def test_torch_func_transforms_get_a_clear_error(client: Client) -> None:
         torch.func.grad(lambda x: remote_loss("mse", x, torch.zeros(2), client=client))(torch.ones(2))
     with pytest.raises(RuntimeError, match="cannot run under torch.func transforms"):
         torch.func.vmap(lambda x: remote_loss("mse", x, torch.zeros(2), client=client))(torch.ones(3, 2))
+
+
+def test_a_target_changed_in_place_or_made_in_inference_mode_is_fine_as_locally(client: Client) -> None:
+    """Saving every input made a target changed in place before backward, or made under inference_mode (a
+    teacher's labels), an error that local torch does not raise (the review of 2026-12-06): only the inputs
+    that require grad are saved."""
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    target = torch.zeros(2)
+    out = remote_loss("l1_loss", x, target, client=client)
+    target.add_(5)  # torch's l1_loss saves its inputs, but lossd reads the gradients the forward got
+    out.backward()
+    assert x.grad is not None and x.grad.tolist() == [0.5, 0.5]
+    with torch.inference_mode():
+        labels = torch.zeros(2)
+    y = torch.tensor([1.0, 2.0], requires_grad=True)
+    remote_loss("l1_loss", y, labels, client=client).backward()
+    assert y.grad is not None and y.grad.tolist() == [0.5, 0.5]
