@@ -54,6 +54,7 @@ from ._connections import (
 from ._logging import LOG_FORMATS, parse_log_format, parse_log_level
 from ._security import Security, resolve_security
 from .interceptors import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONCURRENT_STREAMS
+from .losses._plugins import plugin_names
 from .rpc import DEFAULT_BATCH_WINDOW_US, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, BatchLimits
 from .rpc._caps import MAX_ITEMS
 from .training import TrainingConfig, TrainingLimits
@@ -139,7 +140,7 @@ def parse_plugins(text: str) -> str:
     ...
     ValueError: names no plugin: give all, none, or names separated by commas
     """
-    if text.strip().lower() not in ("all", "none") and not any(n.strip() for n in text.split(",")):
+    if plugin_names(text) == [] and text.strip().lower() != "none":  # the loader's own reading of the value
         raise ValueError("names no plugin: give all, none, or names separated by commas")
     return text
 

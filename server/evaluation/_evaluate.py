@@ -254,7 +254,7 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
     unreduced buffer a reduced loss may be a view of."""
     inputs: dict[str, Any] = {i.name: None for i in spec.inputs}
     inputs.update(tensors)
-    versions = {k: t._version for k, t in tensors.items() if isinstance(t, torch.Tensor)} if spec.plugin else {}
+    versions = {k: t._version for k, t in tensors.items() if isinstance(t, torch.Tensor)} if spec.plugin else None
     try:
         out = spec.fn(**inputs, **kwargs)
     except FieldError:
@@ -270,10 +270,11 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
         raise crash from e
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"loss {spec.name} returned {type(out).__name__}, not a tensor")
-    for name, version in versions.items():  # the next term of an objective reads the same tensor
-        if tensors[name]._version != version:
-            raise LossCrashed(f"loss {spec.name} (a plugin) wrote to its input {name!r}; a loss must not change "
-                              "its inputs")
+    if versions is not None:  # a plugin's: the next term of an objective reads the same tensors
+        for name, version in versions.items():
+            if tensors[name]._version != version:
+                raise LossCrashed(f"loss {spec.name} (a plugin) wrote to its input {name!r}; a loss must not "
+                                  "change its inputs")
     return compact(out)
 
 

@@ -29,7 +29,8 @@ from importlib.metadata import EntryPoint, entry_points
 from ._registry import REGISTRY, LossSpec, Registry, check_signature, staging
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "PluginResult", "load_plugin_setting", "load_plugins", "missing_plugins", "refused_named",
+    "ENTRY_POINT_GROUP", "PluginResult", "load_plugin_setting", "load_plugins", "missing_plugins", "plugin_names",
+    "refused_named",
 ]
 
 ENTRY_POINT_GROUP = "lossd.losses"
@@ -81,7 +82,7 @@ def load_plugin_setting(setting: str, registry: Registry = REGISTRY,
     >>> load_plugin_setting("none")
     []
     """
-    return load_plugins(registry, _named(setting), vet)
+    return load_plugins(registry, plugin_names(setting), vet)
 
 
 def refused_named(setting: str, results: Sequence[PluginResult]) -> list[PluginResult]:
@@ -93,7 +94,7 @@ def refused_named(setting: str, results: Sequence[PluginResult]) -> list[PluginR
     >>> refused_named("all", [PluginResult("a", "m", error="failed to load: x")])
     []
     """
-    return [r for r in results if r.error] if _named(setting) is not None else []
+    return [r for r in results if r.error] if plugin_names(setting) is not None else []
 
 
 def missing_plugins(setting: str) -> list[str]:
@@ -104,10 +105,10 @@ def missing_plugins(setting: str) -> list[str]:
     ([], ['no-such-plugin'])
     """
     installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    return sorted(set(_named(setting) or ()) - installed)
+    return sorted(set(plugin_names(setting) or ()) - installed)
 
 
-def _named(setting: str) -> list[str] | None:
+def plugin_names(setting: str) -> list[str] | None:
     """The plugin names a ``--plugins`` value lists: None for ``all``, [] for ``none``."""
     choice = setting.strip().lower()
     if choice == "all":
