@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from lossd.client._errors import DeadlineExceeded, ResourceExhausted, Unavailabl
 from lossd.server import ServerConfig, create_server
 from lossd.server.losses import REGISTRY, Input, Registry, register_loss
 from lossd.v1 import lossd_pb2
-from support.servers import serve_in_thread
+from support.servers import scratch_dir, serve_in_thread
 
 #: Elements of a gated call's input: above the inline size (16 KiB), so it runs on the pool.
 GATED_ELEMENTS = 8192
@@ -68,13 +67,13 @@ def serve(registry: Registry = REGISTRY, **config: Any) -> Iterator[tuple[str, A
     built: dict[str, Any] = {}
 
     async def build() -> Any:
-        settings = {"device": "cpu", "plugins": "none", "data_dir": tempfile.mkdtemp(prefix="lossd-data-"),
+        settings = {"device": "cpu", "plugins": "none", "data_dir": data_dir,
                     "workers": 6, **config}
         server = await create_server(ServerConfig(host="127.0.0.1", port=0, **settings), registry)
         built["server"] = server
         return server
 
-    with serve_in_thread(build) as port:
+    with scratch_dir("lossd-data-") as data_dir, serve_in_thread(build) as port:
         yield f"127.0.0.1:{port}", built["server"]
 
 

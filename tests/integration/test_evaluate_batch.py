@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from lossd.client import AsyncClient, Client, NotFound, build_request
 from lossd.client import _client as sdk
 from lossd.v1 import lossd_pb2, lossd_pb2_grpc
-from support.servers import on_this_loop, serve_in_thread
+from support.servers import on_this_loop, scratch_dir, serve_in_thread
 from support.procstat import wait_for
 from support.slow_eval import BIG_REPLIES, calibrated_ctc, ctc_request
 
@@ -44,11 +43,11 @@ def lossd(**settings: Any) -> Iterator[tuple[str, Any]]:
 
     async def build() -> Any:
         config = ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
-                              data_dir=tempfile.mkdtemp(prefix="lossd-batch-"), **settings)
+                              data_dir=data_dir, **settings)
         made["server"] = await create_server(config)
         return made["server"]
 
-    with serve_in_thread(build) as port:
+    with scratch_dir("lossd-batch-") as data_dir, serve_in_thread(build) as port:
         yield f"127.0.0.1:{port}", made["server"]
 
 

@@ -12,7 +12,6 @@ import dataclasses
 import os
 import re
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from lossd._wire import FieldError
 from lossd.v1 import training_pb2_grpc
 from lossd.v1 import training_pb2 as pb
 from support.procstat import wait_for
-from support.servers import ServedProcess, serve_in_thread
+from support.servers import ServedProcess, scratch_dir, serve_in_thread
 from support.training import request as job_request
 from support.training import small_spec
 
@@ -43,11 +42,12 @@ def _served(**config: object) -> Iterator[tuple[training_pb2_grpc.TrainingServic
     served: dict[str, Any] = {}
 
     async def build() -> Any:
-        settings = {"device": "cpu", "plugins": "none", "data_dir": tempfile.mkdtemp(prefix="lossd-data-"), **config}
+        settings = {"device": "cpu", "plugins": "none", "data_dir": data_dir, **config}
         served["server"] = await create_server(ServerConfig(host="127.0.0.1", port=0, **settings))  # type: ignore[arg-type]
         return served["server"]
 
-    with serve_in_thread(build) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with scratch_dir("lossd-data-") as data_dir, serve_in_thread(build) as port, \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield training_pb2_grpc.TrainingServiceStub(channel), served["server"], f"127.0.0.1:{port}"
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from lossd.v1 import lossd_pb2, lossd_pb2_grpc
 from lossd.v1 import training_pb2 as pb
 from lossd.v1 import training_pb2_grpc
 from support.procstat import children, settle, threads, wait_for
-from support.servers import ServedProcess, serve_in_thread
+from support.servers import ServedProcess, scratch_dir, serve_in_thread
 from support.slow_eval import BIG_REPLIES, ctc_request
 from support.training import request, small_spec
 
@@ -44,11 +43,11 @@ def in_process_server() -> Iterator[tuple[str, Any]]:
 
     async def build() -> Any:
         config = ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none", workers=2,
-                              data_dir=tempfile.mkdtemp(prefix="lossd-cancel-"))
+                              data_dir=data_dir)
         made["server"] = await create_server(config)
         return made["server"]
 
-    with serve_in_thread(build) as port:
+    with scratch_dir("lossd-cancel-") as data_dir, serve_in_thread(build) as port:
         yield f"127.0.0.1:{port}", made["server"]
 
 

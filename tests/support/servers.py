@@ -27,10 +27,10 @@ def start_in_process(**config: object) -> Iterator[str]:
         # The suite compares with local CPU torch bit for bit, so the server computes on the CPU too.
         # Plugins installed in the venv must not leak into the registry the tests read.
         # Training jobs get a fresh data directory unless the test names one.
-        settings = {"device": "cpu", "plugins": "none", "data_dir": tempfile.mkdtemp(prefix="lossd-data-"), **config}
+        settings = {"device": "cpu", "plugins": "none", "data_dir": data_dir, **config}
         return await create_server(ServerConfig(host="127.0.0.1", port=0, **settings))  # type: ignore[arg-type]
 
-    with serve_in_thread(build) as port:
+    with scratch_dir("lossd-data-") as data_dir, serve_in_thread(build) as port:
         yield f"127.0.0.1:{port}"
 
 
@@ -41,8 +41,8 @@ def on_this_loop(calls: Callable[[Any], Awaitable[Any]], **config: object) -> An
     from lossd.client import AsyncClient
     from lossd.server import ServerConfig, create_server
 
-    async def run() -> Any:
-        settings = {"device": "cpu", "plugins": "none", "data_dir": tempfile.mkdtemp(prefix="lossd-data-"), **config}
+    async def run(data_dir: str) -> Any:
+        settings = {"device": "cpu", "plugins": "none", "data_dir": data_dir, **config}
         server = await create_server(ServerConfig(host="127.0.0.1", port=0, **settings))  # type: ignore[arg-type]
         await server.start()
         try:
@@ -51,7 +51,16 @@ def on_this_loop(calls: Callable[[Any], Awaitable[Any]], **config: object) -> An
         finally:
             await server.close()
 
-    return asyncio.run(run())
+    with scratch_dir("lossd-data-") as data_dir:
+        return asyncio.run(run(data_dir))
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[str]:
+    """A fresh directory under the system's temporary folder (a server's ``data_dir``), removed with
+    everything in it on exit: each test server left its job database and checkpoints behind."""
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as path:
+        yield path
 
 
 @contextlib.contextmanager
