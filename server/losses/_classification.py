@@ -20,6 +20,8 @@ from ._registry import (
     Domain,
     Input,
     Param,
+    class_indices,
+    in_unit_interval,
     param_bound,
     register_loss,
     require,
@@ -163,7 +165,7 @@ def cross_entropy(
                 f"is {ignore_index}; it applies to class-index targets only, and torch refuses one >= 0 "
                 "with class-probability targets")
     else:
-        target = target.to(torch.int64)  # torch takes int64 or uint8 class indices; lossd any integer dtype
+        target = class_indices(target)  # torch takes int64 or uint8 class indices; lossd any integer dtype
         _class_targets(input, target, ignore_index)
     return F.cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
                            label_smoothing=label_smoothing)
@@ -299,7 +301,7 @@ def binary_cross_entropy_with_logits(
     Shapes: input (*), target (*) the same; weight and pos_weight broadcastable to them.
     """
     require_same_shape(input, target, "torch refuses a different shape")
-    _BCE_TARGETS.check(((target >= 0) & (target <= 1)).all())
+    _BCE_TARGETS.check(in_unit_interval(target))
     _broadcasts_to(weight, input, "inputs.weight", "the input's shape")
     _broadcasts_to(pos_weight, input, "inputs.pos_weight", "(C), one weight per class")
     return F.binary_cross_entropy_with_logits(input, target, weight, reduction=reduction, pos_weight=pos_weight)
@@ -391,7 +393,7 @@ def multilabel_soft_margin_loss(
     """
     require(input.dim() >= 1, "inputs.input", "must have a class dimension: shape (N, C) or (C)")
     _MLSM_SHAPE.check(target.shape == input.shape)
-    _LABELS.check(((target >= 0) & (target <= 1)).all())
+    _LABELS.check(in_unit_interval(target))
     _broadcasts_to(weight, input, "inputs.weight", "(C), one weight per class")
     return F.multilabel_soft_margin_loss(input, target, weight, reduction=reduction)
 

@@ -21,7 +21,16 @@ from torch.func import functional_call
 from torch.nn.modules.linear_cross_entropy_options import LinearCrossEntropyOptions
 
 from ._classification import SMOOTHING
-from ._registry import REDUCTION, Input, LossError, Param, register_loss, require, require_class_indices
+from ._registry import (
+    REDUCTION,
+    Input,
+    LossError,
+    Param,
+    class_indices,
+    register_loss,
+    require,
+    require_class_indices,
+)
 
 __all__ = ["MAX_CLUSTERS"]
 
@@ -314,7 +323,7 @@ def linear_cross_entropy(
                 f"class-probability targets must have the logits' shape {list(logits_shape)}; "
                 f"got {list(target.shape)}")
     else:
-        target = target.to(torch.int64)  # torch takes int64 class indices; lossd any integer dtype
+        target = class_indices(target)  # torch takes int64 class indices; lossd any integer dtype
         require_class_indices(target, n_classes, -100 if ignore_index is None else ignore_index)
     return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias, weight=weight,
                                   reduction=reduction, ignore_index=ignore_index,

@@ -57,6 +57,8 @@ __all__ = [
     "register_split_name",
     "require",
     "require_class_indices",
+    "class_indices",
+    "in_unit_interval",
     "require_unit_target",
     "require_finite",
     "require_same_shape",
@@ -152,6 +154,34 @@ def param_bound(name: str, rule: str, outside: str) -> Domain:
 def unit_interval(field: str = "inputs.target", what: str = "values") -> Domain:
     """The (a) rule "``field`` lies in [0, 1]": the formula is defined outside it."""
     return Domain(field, f"{what} lie in [0, 1]", "other values enter torch's formula as they are")
+
+
+def in_unit_interval(tensor: torch.Tensor) -> bool:
+    """Whether every element lies in [0, 1] (NaN does not); a complex one's imaginary parts must be 0 (torch
+    computes some losses with complex targets, and orders no complex numbers: ``>=`` raised).
+
+    >>> in_unit_interval(torch.tensor([0.0, 1.0])), in_unit_interval(torch.tensor([1 + 0j, 0.5j]))
+    (True, False)
+    """
+    if tensor.is_complex():
+        return bool((tensor.imag == 0).all()) and in_unit_interval(tensor.real)
+    return bool(((tensor >= 0) & (tensor <= 1)).all())
+
+
+def class_indices(target: torch.Tensor, field: str = "inputs.target") -> torch.Tensor:
+    """A target of class indices as torch takes them (int64), from any integer dtype; a complex or bool one is
+    refused, as torch refuses it (a cast would drop the imaginary part, and read True as class 1).
+
+    >>> class_indices(torch.tensor([1, 0], dtype=torch.int16)).dtype
+    torch.int64
+    >>> class_indices(torch.tensor([True, False]))
+    Traceback (most recent call last):
+    ...
+    lossd._wire.FieldError: inputs.target: class indices must have an integer dtype, got bool
+    """
+    require(not (target.is_complex() or target.dtype == torch.bool), field,
+            f"class indices must have an integer dtype, got {str(target.dtype).removeprefix('torch.')}")
+    return target.to(torch.int64)
 
 
 def require_unit_interval(tensor: torch.Tensor, field: str, what: str = "values") -> None:
@@ -277,7 +307,8 @@ class Param:
         """Refuse (``ValueError``) a declaration that a request could not meet or ``ListLosses`` could not
         publish: a type that is no :data:`ParamType`, or a default (other than ``None``) that the param's own
         :meth:`coerce` refuses — of the wrong type, outside its choices or range, NaN, a tensor — or an infinite
-        one where the param does not take infinity. :meth:`Registry.add` checks every param it is given.
+        one where the param does not take infinity; ``choices`` on a param that is not a string, a range on one
+        that is not a number, or a range no value is in. :meth:`Registry.add` checks every param it is given.
 
         >>> Param("eps", "float", -1.0, "", min=0.0).check()
         Traceback (most recent call last):
@@ -286,6 +317,13 @@ class Param:
         """
         if self.type not in get_args(ParamType):
             raise ValueError(f"param {self.name!r}: type {self.type!r} is not one of {list(get_args(ParamType))}")
+        if self.choices and self.type != "string":  # coerce reads choices of a string only: others went unchecked
+            raise ValueError(f"param {self.name!r}: choices are for a string param, not a {self.type}")
+        if (self.min is not None or self.max is not None) and self.type not in _NUMERIC:
+            raise ValueError(f"param {self.name!r}: a range (min, max) is for numbers, not a {self.type}")
+        if self.min is not None and self.max is not None and (
+                self.min > self.max or (self.min == self.max and (self.min_exclusive or self.max_exclusive))):
+            raise ValueError(f"param {self.name!r}: the range {self.range_text()} holds no value")
         if self.default is None:
             return
         try:
@@ -368,6 +406,10 @@ class Param:
         ):
             raise FieldError(field_name, f"is {value!r}; must be {self._within()}")
         return number
+
+
+#: The param types a range (``min``, ``max``) applies to: :meth:`Param.coerce` checks each number against it.
+_NUMERIC = ("int", "float", "int_list", "float_list")
 
 
 def _num(x: float) -> str:
@@ -532,12 +574,23 @@ class Registry:
 
     def add(self, spec: LossSpec) -> LossSpec:
         """Add ``spec``; a name or alias that is already taken, or empty once normalised (``"torch.nn."``, which
-        would take ``loss=""``), is refused, and so is a param :meth:`Param.check` refuses."""
+        would take ``loss=""``), is refused, and so is a param :meth:`Param.check` refuses, and a name that
+        two params, two inputs (names and aliases), or a param and an input with a Python form (sent in ``params``
+        too) share: a request could not tell which it meant."""
         for p in spec.params:
             try:
                 p.check()
             except ValueError as e:
                 raise ValueError(f"loss {spec.name!r}: {e}") from None
+        for namespace in ([(f"param {p.name!r}", (p.name,)) for p in spec.params]
+                          + [(f"input {i.name!r}", (i.name, *i.aliases)) for i in spec.inputs if i.scalar],
+                          [(f"input {i.name!r}", (i.name, *i.aliases)) for i in spec.inputs]):
+            declared: dict[str, int] = {}
+            for k, (what, names) in enumerate(namespace):
+                for n in names:
+                    if declared.setdefault(n, k) != k:
+                        raise ValueError(f"loss {spec.name!r}: {what} takes the name {n!r} of "
+                                         f"{namespace[declared[n]][0]}")
         for n in (spec.name, *spec.aliases):
             key = _key(n)
             if not key:

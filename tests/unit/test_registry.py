@@ -291,6 +291,12 @@ def test_a_plugin_that_exits_at_import_is_refused_by_name(load_faulty, caplog):
     (Param("w", "float_list", [1.0, "a"], ""), "must be a number"),
     (Param("o", "object", [1], ""), "must be an object"),
     (Param("z", "complex", 1, ""), "type 'complex' is not one of"),  # type: ignore[arg-type]
+    # Published by ListLosses, never applied by coerce (a second plugin audit, 2026-12-06):
+    (Param("k", "int", 1, "", choices=("1", "2")), "choices are for a string param, not a int"),
+    (Param("flag", "bool", False, "", min=0.0), "a range (min, max) is for numbers, not a bool"),
+    (Param("eps", "float", None, "", min=1.0, max=0.0, nullable=True), "the range [1, 0] holds no value"),
+    (Param("eps", "float", None, "", min=1.0, max=1.0, max_exclusive=True, nullable=True),
+     "the range [1, 1) holds no value"),
 ])
 def test_a_param_no_request_could_meet_is_refused_at_registration(param, rule):
     """Found by the plugin audit: one float_list default that was a tensor broke ListLosses for every loss, and
@@ -298,6 +304,27 @@ def test_a_param_no_request_could_meet_is_refused_at_registration(param, rule):
     with pytest.raises(ValueError, match=f"loss 'p_loss': param {param.name!r}: .*{__import__('re').escape(rule)}"):
         register_loss("p_loss", inputs=(Input("input", "prediction"),), params=(param,), description="d",
                       example=_example, registry=Registry())(lambda input, **kw: input.sum())
+
+
+@pytest.mark.parametrize(("inputs", "params", "said"), [
+    ((Input("input", "prediction"),), (Param("beta", "float", 1.0, ""), Param("beta", "float", 2.0, "")),
+     "param 'beta' takes the name 'beta' of param 'beta'"),
+    ((Input("input", "prediction"), Input("target", "target", aliases=("input",))), (),
+     "input 'target' takes the name 'input' of input 'input'"),
+    ((Input("input", "prediction", aliases=("x",)), Input("target", "target", aliases=("x",))), (),
+     "input 'target' takes the name 'x' of input 'input'"),
+    ((Input("input", "prediction"), Input("var", "variance", scalar="float")), (Param("var", "float", 1.0, ""),),
+     "input 'var' takes the name 'var' of param 'var'"),
+])
+def test_a_name_two_declarations_share_is_refused_at_registration(inputs, params, said) -> None:
+    """A request could not tell which one it meant: the later declaration silently won (an input's alias), or
+    the param did (a param named like an input sent in params); ListLosses published both."""
+    with pytest.raises(ValueError, match=f"loss 'p_loss': {__import__('re').escape(said)}"):
+        register_loss("p_loss", inputs=inputs, params=params, description="d",
+                      example=_example, registry=Registry())(lambda input, target=None, **kw: input.sum())
+    # A param named like an input's alias is no clash where the input has no Python form (params never carry it):
+    # adaptive_log_softmax_with_loss's bool head_bias and its input head.bias (alias head_bias).
+    assert REGISTRY.get("adaptive_log_softmax_with_loss").param("head_bias") is not None
 
 
 def test_every_built_in_param_passes_its_own_rules():

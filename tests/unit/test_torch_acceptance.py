@@ -423,3 +423,46 @@ def test_struct_to_dict_keeps_order_and_other_values() -> None:
         "eps": 0.5, "p": -math.inf, "keepdim": True}
     with pytest.raises(FieldError, match="numbers must be finite"):
         struct_to_dict(params)  # no loss named: no parameter takes Infinity
+
+
+# ------------------------------------------------ 7. complex and bool targets (an audit, 2026-12-06)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "linear_cross_entropy"])
+@pytest.mark.parametrize("target", [torch.tensor([1 + 0.5j, 2]), torch.tensor([1.7 + 0j, 0], dtype=torch.complex128),
+                                    torch.tensor([True, False])])
+def test_class_index_targets_torch_refuses_are_refused(loss: str, target: torch.Tensor) -> None:
+    """torch refuses a complex or bool class-index target; lossd cast it to int64 (1.7 + 0j became class 1, True
+    class 1) and answered a number, strict or not."""
+    x = _x(2, 3)
+    tensors = {"input": x, "target": target}
+    if loss == "linear_cross_entropy":
+        tensors = {"input": _x(2, 4), "linear_weight": _x(3, 4, seed=1), "target": target}
+    with pytest.raises(RuntimeError, match="expected (scalar type Long|target dtype to be Long)"):
+        getattr(F, loss)(*tensors.values())
+    with pytest.raises(FieldError, match=r"^inputs\.target: class indices must have an integer dtype, got "
+                                         f"{str(target.dtype).removeprefix('torch.')}$"):
+        evaluate(REGISTRY, loss, tensors, {})
+
+
+@pytest.mark.parametrize(("loss", "fn"), [("binary_cross_entropy_with_logits", F.binary_cross_entropy_with_logits),
+                                          ("multilabel_soft_margin_loss", F.multilabel_soft_margin_loss)])
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.int64])
+def test_complex_targets_get_torchs_own_answer(loss: str, fn: Any, input_dtype: torch.dtype) -> None:
+    """lossd's own [0, 1] check compared complex numbers (which torch does not order) and refused the call as
+    UNIMPLEMENTED with '"ge_cpu" not implemented', blaming torch for lossd's check. Now torch decides: it
+    refuses the gradient of a complex output, or an integer input, as locally."""
+    x = torch.tensor([[1, -1]]).to(input_dtype)
+    target = torch.tensor([[1 + 0j, 0j]])
+    try:
+        expected, grads, _ = _torch(fn, {"input": x, "target": target}, {},
+                                    ("input", "target") if input_dtype.is_floating_point else ())
+    except RuntimeError as local:
+        with pytest.raises(FieldError) as remote:
+            evaluate(REGISTRY, loss, {"input": x, "target": target}, {})
+        assert remote.value.field == "inputs" and str(local).splitlines()[0] in remote.value.message, remote.value
+        return
+    r = evaluate(REGISTRY, loss, {"input": x, "target": target}, {})  # multilabel_soft_margin_loss, float input
+    same(r.loss, expected)
+    same(r.grads["input"], grads["input"])
+    same(r.grads["target"], grads["target"])
