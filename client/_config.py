@@ -378,7 +378,7 @@ class ClientConfig:
         if compression_name is not None and compression_name.lower() not in _COMPRESSION:
             raise ValueError(f"compression: {compression_name!r} is not one of {', '.join(_COMPRESSION)}")
         balancer = given["load_balancing"]
-        if balancer is not None and balancer not in _BALANCERS:
+        if balancer is not None and balancer.lower() not in _BALANCERS:  # any case, as from its variable
             raise ValueError(f"load_balancing: {balancer!r} is not one of {', '.join(_BALANCERS)}")
         attempts = in_range("max_attempts", DEFAULT_MAX_ATTEMPTS)
         if (given["cert_file"] is None) != (given["key_file"] is None):
@@ -407,7 +407,7 @@ class ClientConfig:
             keepalive_s=keepalive,
             max_message_bytes=max_bytes,
             max_attempts=attempts,
-            load_balancing=balancer,
+            load_balancing=None if balancer is None else balancer.lower(),
             addresses=addresses,
             options=tuple(options),
         )

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .._settings import Setting, add_flags, float_in, int_in, optional, parse_bool
+from .._settings import Setting, SettingError, add_flags, float_in, int_in, optional, parse_bool
 from .._wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_REQUEST_ELEMENTS,
@@ -343,6 +343,32 @@ class ServerConfig:
     keepalive_time_s: float = _from_table("keepalive_time_s")
     keepalive_timeout_s: float = _from_table("keepalive_timeout_s")
     min_ping_interval_s: float = _from_table("min_ping_interval_s")
+
+    def __post_init__(self) -> None:
+        """Check every field by its setting's own rule, as a flag or a variable is checked: a value given in code
+        is refused naming the field, where it reached gRPC or the limits unchecked (``max_concurrent_rpcs=2**31``
+        was an ``OverflowError`` when the server was built; ``max_message_bytes=0`` a server that took no call).
+
+        >>> ServerConfig(max_message_bytes=0)
+        Traceback (most recent call last):
+        ...
+        lossd._settings.SettingError: ServerConfig.max_message_bytes=0: must be a whole number from 1 to 2147483647 \
+(--max-message-bytes, env LOSSD_MAX_MESSAGE_BYTES)
+        """
+        hidden = {f.name for f in fields(self) if not f.repr}  # a token, a URL with a password
+        for setting in SETTINGS:
+            value = getattr(self, setting.name)
+            if value is None and setting.default is None:  # unset
+                continue
+            try:
+                if setting.is_switch != isinstance(value, bool):
+                    raise ValueError("must be true or false" if setting.is_switch else "must not be a bool")
+                if not setting.is_switch:
+                    setting.parse(os.fspath(value) if isinstance(value, os.PathLike) else str(value))
+            except (ValueError, TypeError) as e:
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                shown = "" if setting.name in hidden else f"={value!r}"
+                raise SettingError(f"ServerConfig.{setting.name}{shown}: {reason} ({setting.hint})") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **given: Any) -> ServerConfig:

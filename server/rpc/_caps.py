@@ -36,6 +36,7 @@ from google.protobuf.message import Message
 from ..._framing import wire_fields
 from ..._wire import FieldError
 from ...v1 import lossd_pb2
+from ..evaluation import MAX_PATTERNS
 
 __all__ = [
     "ITEM_CAPS", "LOOP_CHECK_STEPS", "MAX_ITEMS", "MAX_PARAM_VALUES", "MAX_SCANNED_FIELDS", "MAX_STRING_BYTES",
@@ -51,7 +52,9 @@ MAX_ITEMS = 1024
 #: model parameter (``param_groups``' patterns are matched against every parameter name).
 ITEM_CAPS = {
     "lossd.v1.OptimizerSpec.param_groups": 64,
-    "lossd.v1.ParamGroup.patterns": 256,  # as regularization's include/exclude (server/evaluation/_objective.py)
+    # the rule of regularization's include/exclude (server/evaluation/_objective.py), which are not capped here
+    # below MAX_ITEMS: a cap under MAX_STRING_BYTES // 2 would have every small EvaluateLoss request walked
+    "lossd.v1.ParamGroup.patterns": MAX_PATTERNS,
     # a batch's items are bounded by --max-batch-items (RESOURCE_EXHAUSTED naming it: rpc/_batch.py),
     # each item by the caps above; the walk is linear in the bytes received
     "lossd.v1.EvaluateLossBatchRequest.items": 2**31 - 1,

@@ -41,6 +41,10 @@ def test_every_setting_has_an_environment_variable() -> None:
     assert options["grpc.max_receive_message_length"] == options["grpc.max_send_message_length"] == 1024
     assert options["grpc.keepalive_time_ms"] == 30_000 and options["grpc.ssl_target_name_override"] == "lossd.internal"
     assert json.loads(options["grpc.service_config"])["loadBalancingConfig"] == [{"pick_first": {}}]
+    # A choice is read in any case, whether from its variable or as an argument (the argument had to be lower case)
+    for arg in ({"compression": "GZIP"}, {"load_balancing": "ROUND_Robin"}):
+        cfg = ClientConfig.from_env("h:1", environ={}, **arg)  # type: ignore[arg-type]
+        assert (cfg.compression, cfg.load_balancing) == (("gzip", None) if "compression" in arg else (None, "round_robin"))
     # The file settings are read when credentials are made (see test_unreadable...); all are named here.
     assert set(ENVIRONMENT) == {f for f in ClientConfig.__dataclass_fields__ if f not in ("addresses", "options")}
     assert all(v.startswith("LOSSD_") for v in ENVIRONMENT.values())

@@ -175,3 +175,37 @@ def test_an_unknown_flag_is_one_line_too(never_serves: None, capsys: pytest.Capt
         main(["--prot", "5"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == "lossd serve: error: unrecognized arguments: --prot 5\n"
+
+
+@pytest.mark.parametrize(("given", "said"), [
+    ({"max_concurrent_rpcs": 2**31}, "ServerConfig.max_concurrent_rpcs=2147483648: must be a whole number from 1 to "
+                                      "1073741815 (--max-concurrent-rpcs, env LOSSD_MAX_CONCURRENT_RPCS)"),
+    ({"max_message_bytes": 0}, "ServerConfig.max_message_bytes=0: must be a whole number from 1 to 2147483647"),
+    ({"max_tensors": 5000}, "ServerConfig.max_tensors=5000: must be a whole number from 1 to 1024"),
+    ({"workers": 2.5}, "ServerConfig.workers=2.5: not a whole number"),
+    ({"workers": True}, "ServerConfig.workers=True: must not be a bool"),
+    ({"reflection": "no"}, "ServerConfig.reflection='no': must be true or false"),
+    ({"grace_s": float("nan")}, "ServerConfig.grace_s=nan: must be a finite number of seconds >= 0"),
+    ({"host": ""}, "ServerConfig.host='': must not be empty"),
+    ({"token": 7}, None),  # str(7) is a token; shown nowhere: the check below covers hiding
+])
+def test_a_config_made_in_code_is_checked_by_each_settings_own_rule(given: dict[str, object], said: str | None) -> None:
+    """``ServerConfig`` is public (lossd.server): values given in code skipped the ranges a flag or a variable
+    is held to, and reached gRPC or the limits (2**31 concurrent calls: an OverflowError when the server was
+    built; max_message_bytes 0 or max_tensors above the wire's own cap: a server that started). An audit,
+    2026-12-06."""
+    if said is None:
+        ServerConfig(**given)  # type: ignore[arg-type]
+        return
+    with pytest.raises(SettingError) as info:
+        ServerConfig(**given)  # type: ignore[arg-type]
+    assert str(info.value).startswith(said), info.value
+
+
+def test_a_refused_config_value_that_may_hold_a_secret_is_not_shown() -> None:
+    with pytest.raises(SettingError) as info:
+        ServerConfig(job_store=b"postgresql://u:secret@h/db", max_jobs=0)  # type: ignore[arg-type]
+    assert str(info.value).startswith("ServerConfig.max_jobs=0: ")
+    for name in ("token", "job_store"):
+        field = next(f for f in dataclasses.fields(ServerConfig) if f.name == name)
+        assert not field.repr, name
