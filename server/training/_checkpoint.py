@@ -16,14 +16,17 @@ tensors and primitive containers::
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT_MESSAGE", "DISK_FULL", "checkpoint_message", "disk_full", "save_checkpoint",
+__all__ = ["CHECKPOINT_MESSAGE", "DISK_FULL", "checkpoint_message", "disk_full", "error_chain", "save_checkpoint",
            "save_checkpoint_bytes", "load_checkpoint", "remove_checkpoint"]
+
+log = logging.getLogger("lossd.server.training")
 
 #: Prefix of a worker's message that carries its checkpoint file's bytes (with a shared job store, which keeps
 #: checkpoints): the event that follows it is stored with it. A serialized ``JobEvent`` never starts with a zero
@@ -41,12 +44,35 @@ DISK_FULL = "data directory full"
 
 
 def disk_full(error: BaseException) -> bool:
-    """Whether ``error`` is the file system saying it is full (ENOSPC, EDQUOT).
+    """Whether ``error``, or an error it was raised from or while handling, is the file system saying it is
+    full (ENOSPC, EDQUOT): ``torch.save``'s zip writer answers a full disk with a ``RuntimeError`` ("unexpected
+    pos") raised while handling the ENOSPC, which read as a defect failed the job instead of interrupting it.
 
     >>> disk_full(OSError(errno.ENOSPC, "No space left on device")), disk_full(OSError(errno.EACCES, "no"))
     (True, False)
     """
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in error_chain(error))
+
+
+def error_chain(error: BaseException, most: int = 16) -> list[BaseException]:
+    """``error`` and the errors it was raised from or while handling (``__cause__``, ``__context__``), nearest
+    first, at most ``most``.
+
+    >>> try:
+    ...     try:
+    ...         raise OSError(28, "full")
+    ...     except OSError:
+    ...         raise RuntimeError("unexpected pos")
+    ... except RuntimeError as e:
+    ...     [type(x).__name__ for x in error_chain(e)]
+    ['RuntimeError', 'OSError']
+    """
+    chain: list[BaseException] = []
+    at: BaseException | None = error
+    while at is not None and len(chain) < most and not any(at is seen for seen in chain):
+        chain.append(at)
+        at = at.__cause__ or at.__context__
+    return chain
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -92,7 +118,10 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 
 
 def remove_checkpoint(path: Path) -> None:
-    """Delete the checkpoint and any temp file a killed writer left next to it."""
-    path.unlink(missing_ok=True)
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-        leftover.unlink(missing_ok=True)
+    """Delete the checkpoint and any temp file a killed writer left next to it. One that cannot be deleted (a
+    folder in its place) is logged and left: a start that swept it, or a CancelJob, failed on it."""
+    for leftover in (path, *path.parent.glob(f".{path.name}.*.tmp")):
+        try:
+            leftover.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("cannot delete %s (%s): remove it by hand", leftover, e.strerror or type(e).__name__)

@@ -56,6 +56,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from ..._settings import SettingError, flag_name
 from ..._wire import FieldError, reply_encoding
 from ...v1 import lossd_pb2, training_pb2
@@ -63,7 +65,14 @@ from .. import _metrics
 from ..evaluation import capture_warnings
 from ..losses import Registry
 from ..rpc import decode_tensor, encode_tensor
-from ._checkpoint import CHECKPOINT_MESSAGE, DISK_FULL, disk_full, remove_checkpoint, save_checkpoint_bytes
+from ._checkpoint import (
+    CHECKPOINT_MESSAGE,
+    DISK_FULL,
+    disk_full,
+    error_chain,
+    remove_checkpoint,
+    save_checkpoint_bytes,
+)
 from ._distributed import forget_rendezvous
 from ._engine import missed_epochs, spec_digest, stopped_event
 from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
@@ -116,9 +125,19 @@ def is_disk_full(error: BaseException) -> bool:
     >>> is_disk_full(sqlite3.OperationalError("database or disk is full")), is_disk_full(OSError(28, "No space"))
     (True, True)
     """
-    if isinstance(error, sqlite3.Error):
-        return getattr(error, "sqlite_errorcode", None) == 13 or "disk is full" in str(error)
-    return disk_full(error)
+    return disk_full(error) or any(isinstance(e, sqlite3.Error) and (
+        getattr(e, "sqlite_errorcode", None) == 13 or "disk is full" in str(e)) for e in error_chain(error))
+
+
+def is_damaged(error: BaseException) -> bool:
+    """Whether ``error`` says what the job store holds is damaged: SQLite's SQLITE_CORRUPT or SQLITE_NOTADB (a
+    page it had not read at start), or a stored event, spec or parameters that do not parse.
+
+    >>> is_damaged(sqlite3.DatabaseError("database disk image is malformed")), is_damaged(ValueError())
+    (True, False)
+    """
+    return isinstance(error, DecodeError) or (isinstance(error, sqlite3.DatabaseError) and (
+        getattr(error, "sqlite_errorcode", None) in (11, 26) or "malformed" in str(error)))
 
 
 @dataclass(frozen=True)
@@ -295,7 +314,7 @@ class JobManager:
                 continue  # not a name this server makes: not ours to delete
             row = None if self.store.shares_checkpoints else self.store.get_job(job_id)
             if row is None or row.terminal:
-                remove_checkpoint(self._checkpoint(job_id))
+                remove_checkpoint(self._checkpoint(job_id))  # (one it cannot delete is logged, and the start goes on)
                 log.info("removed the leftover checkpoint of job %s", job_id)
 
     async def close(self, timeout: float = STOP_GRACE_S) -> None:
@@ -966,10 +985,17 @@ class JobManager:
             raise FieldError("", f"{e}; retry shortly", "UNAVAILABLE") from None
         except FieldError:
             raise
-        except Exception:  # sqlite3.ProgrammingError ("Cannot operate on a closed database"), a closed pool
-            if not self._store_closed:
-                raise
-            raise ShuttingDown("", closed, "UNAVAILABLE") from None
+        except Exception as e:  # sqlite3.ProgrammingError ("Cannot operate on a closed database"), a closed pool
+            if self._store_closed:
+                raise ShuttingDown("", closed, "UNAVAILABLE") from None
+            if is_disk_full(e):  # a DeleteJob, whose deletion SQLite must write to its log first
+                raise FieldError("", f"{DISK_FULL}: the job store cannot record this until space is freed in its "
+                                 "data directory (--data-dir)", "RESOURCE_EXHAUSTED") from None
+            if is_damaged(e):  # damage that the start did not read (SQLite checks the pages it reads)
+                log.error("the job store is damaged: %s: %s", type(e).__name__, e)
+                raise FieldError("", "the job store is damaged where this call read it (see the server log); its "
+                                 "other jobs are served", "DATA_LOSS") from None
+            raise
 
     def _counted(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)``, counted among the calls :meth:`_close_store` waits for; refused (:class:`ShuttingDown`)

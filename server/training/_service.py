@@ -68,6 +68,11 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
                         return
         except FieldError as e:  # NOT_FOUND too: the job was deleted while its events were sent
             await _abort(context, e)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # as the unary methods (_internal_when_unexpected): not UNKNOWN naming the class
+            log.exception("sending the events of job %s failed", job_id)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error sending the job's events; see the server log")
         if not self._jobs.closing:
             return  # nothing after `after_seq`: the job had already ended
         # The watch ended before the job did: the server is shutting down.

@@ -146,8 +146,8 @@ def worker_main(
             run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes))
     except FieldError as e:
         send(_failed(job_id, str(e)))
-    except OSError as e:
-        if not disk_full(e):
+    except Exception as e:
+        if not disk_full(e):  # (the full disk may be the cause of another error: torch.save's RuntimeError)
             log.exception("job %s: internal error in the training worker", job_id)
             send(_failed(job_id, f"internal error in the training worker ({type(e).__name__}); see the server log"))
         else:  # the server holds the job until space returns, then it resumes from its last checkpoint
@@ -155,9 +155,6 @@ def worker_main(
                                        job_id=job_id, message=f"{DISK_FULL}: the checkpoint could not be written; "
                                        "the job resumes from its last checkpoint once space is freed"
                                        ).SerializeToString())
-    except Exception as e:
-        log.exception("job %s: internal error in the training worker", job_id)
-        send(_failed(job_id, f"internal error in the training worker ({type(e).__name__}); see the server log"))
     finally:
         done.set()
         events_conn.close()

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import re
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.message import DecodeError
 
 from lossd._wire import FieldError
 from lossd.v1 import training_pb2_grpc
@@ -230,6 +232,35 @@ def test_delete_job_of_a_job_that_ended_between_its_reads_deletes_it() -> None:
         with pytest.raises(grpc.RpcError) as info:
             stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(("raised", "code", "said"), [
+    (sqlite3.OperationalError("database or disk is full"), grpc.StatusCode.RESOURCE_EXHAUSTED,
+     "data directory full: the job store cannot record this until space is freed"),
+    (sqlite3.DatabaseError("database disk image is malformed"), grpc.StatusCode.DATA_LOSS,
+     "the job store is damaged where this call read it"),
+    (DecodeError("Error parsing message with type 'lossd.v1.JobEvent'"), grpc.StatusCode.DATA_LOSS,
+     "the job store is damaged where this call read it"),
+])
+def test_a_full_or_damaged_store_is_said_so_by_every_job_call(raised: Exception, code: grpc.StatusCode,
+                                                                said: str) -> None:
+    """An audit filled the data directory and damaged pages of jobs.sqlite3 the start had not read: DeleteJob
+    (the way to free space) answered INTERNAL, WatchJob UNKNOWN with the exception's class ("Unexpected <class
+    'sqlite3.DatabaseError'>"), GetJob INTERNAL."""
+    with _served(max_jobs=1) as (stub, server, _):
+        job_id = _succeeded(stub)[0].job_id
+        store = server.jobs.store
+
+        def fails(*args: Any, **kwargs: Any) -> Any:
+            raise raised
+
+        store.delete_job = store.events_after = store.get_job = fails
+        for call in (lambda: stub.DeleteJob(pb.DeleteJobRequest(job_id=job_id), timeout=30),
+                     lambda: list(stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=30)),
+                     lambda: stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30)):
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert (info.value.code(), info.value.details()[:len(said)]) == (code, said), info.value
 
 
 # -- the job store closed under calls in flight (SIGTERM) ---------------------------------------------------

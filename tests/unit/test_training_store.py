@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -110,8 +111,44 @@ def test_leftover_checkpoints_of_ended_or_unknown_jobs_are_swept_at_start(tmp_pa
             (folder / name).write_bytes(b"x")
         manager._sweep_checkpoints()
         assert sorted(p.name for p in folder.iterdir()) == [f"{unfinished}.pt", "notes.txt"]
+        # A folder where a checkpoint or its temp file goes (an audit): the start raised IsADirectoryError on
+        # every try. It is logged and left; the rest is swept, and the sweep, a start's, goes on.
+        for name in (f".{unknown}.pt.1.tmp", f"{ended}.pt"):
+            (folder / name).mkdir()
+        (folder / f".{ended}.pt.7.tmp").write_bytes(b"x")
+        manager._sweep_checkpoints()
+        assert sorted(p.name for p in folder.iterdir()) == [f".{unknown}.pt.1.tmp", f"{ended}.pt",
+                                                             f"{unfinished}.pt", "notes.txt"]
         manager.store.close()
         manager._lock_file.release()
+
+
+def test_a_full_disk_under_torch_save_is_a_full_disk() -> None:
+    """torch.save's zip writer answers ENOSPC with a RuntimeError ("unexpected pos ...") raised while handling
+    it: the worker took that for a defect and failed the job, where a full data directory interrupts it (it
+    resumes once space is freed). An audit filled a tmpfs; here the file itself fills."""
+    import errno
+    import io
+
+    from lossd.server.training._checkpoint import disk_full
+
+    class Filling(io.RawIOBase):
+        def __init__(self, room: int) -> None:
+            self.room = room
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: Any) -> int:
+            if self.room < len(b):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.room -= len(b)
+            return len(b)
+
+    with pytest.raises(RuntimeError) as info:
+        torch.save({"w": torch.zeros(10_000)}, Filling(20_000))
+    assert disk_full(info.value)
+    assert not disk_full(RuntimeError("unexpected pos")) and not disk_full(OSError(errno.EIO, "I/O error"))
 
 
 def test_a_watch_left_early_drops_its_wake_up_event_when_it_is_closed(tmp_path: Path) -> None:
