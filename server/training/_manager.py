@@ -243,7 +243,8 @@ class JobManager:
             self._lock_file = _DataDirLock(data_dir)
         except OSError as e:
             raise SettingError(f"--data-dir {data_dir} (env LOSSD_DATA_DIR): cannot use it as the data directory "
-                               f"({e.strerror or e}); give a folder this user can create and write") from None
+                               f"({e.strerror or e}{f': {e.filename}' if e.filename else ''}); give a folder this "
+                               "user can create and write") from None
         self._checkpoints = data_dir / "checkpoints"
         try:
             self.store = open_store(config.job_store, data_dir,

@@ -607,7 +607,13 @@ def test_serve_refuses_a_data_directory_it_cannot_create_in_one_line(tmp_path): 
     data = tmp_path / "file" / "data"
     _serve_fails_in_one_line(["--port", "0", "--data-dir", str(data)], tmp_path,
                              f"--data-dir {data} (env LOSSD_DATA_DIR): cannot use it as the data directory (Not a "
-                             "directory); give a folder this user can create and write")
+                             f"directory: {data}); give a folder this user can create and write")
+    # the line names the path that failed, where it is one within the data directory (an audit: "(File exists)")
+    (tmp_path / "d2").mkdir()
+    (tmp_path / "d2" / "checkpoints").write_text("not a folder")
+    _serve_fails_in_one_line(["--port", "0", "--data-dir", str(tmp_path / "d2")], tmp_path,
+                             f"--data-dir {tmp_path / 'd2'} (env LOSSD_DATA_DIR): cannot use it as the data directory "
+                             f"(File exists: {tmp_path / 'd2' / 'checkpoints'}); give a folder")
 
 
 def test_serve_metrics_without_prometheus_client_in_one_line(tmp_path):  # type: ignore[no-untyped-def]
