@@ -8,10 +8,9 @@ Kept free of lossd's server (and so of torch): a load process imports only what 
 
 from __future__ import annotations
 
-__all__ = ["ECHO", "ECHO_STREAM", "answer", "echo_payload"]
+__all__ = ["ECHO", "answer", "echo_payload"]
 
 ECHO = "/lossd.bench.Echo/Echo"
-ECHO_STREAM = "/lossd.bench.Echo/EchoStream"
 
 
 def echo_payload(request_size: int, reply_size: int) -> bytes:

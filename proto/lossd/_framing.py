@@ -244,9 +244,6 @@ def wire_fields(view: memoryview, start: int, end: int) -> Any:
         pos = after
 
 
-_fields = wire_fields  # the name bench/ reads
-
-
 def _strip_raw(view: memoryview, start: int, end: int) -> tuple[list[Buffer], memoryview | None]:
     """A Tensor's fields without ``raw``, and its last ``raw`` (None when absent)."""
     kept: list[Buffer] = []

@@ -57,8 +57,8 @@ STREAM_DRAINING_MESSAGE = ("the server is shutting down and reads no more items 
                            "reply were not evaluated: send them on a new stream, to another server or after it "
                            "restarts (health reports NOT_SERVING)")
 
-#: Requests with at most this many tensor bytes are evaluated on the event loop: for a small
-#: evaluation the hop to a worker thread costs more CPU than the evaluation (docs/performance.md).
+#: Requests of at most this many bytes (as received; their tensors' data is in them) are evaluated on the event
+#: loop: for a small evaluation the hop to a worker thread costs more CPU than the evaluation (docs/performance.md).
 INLINE_MAX_BYTES = 16 * 1024
 #: ... and at most this many ``inputs`` and ``grad_inputs`` entries in all (a loss takes a few).
 INLINE_MAX_ENTRIES = 32

@@ -190,7 +190,6 @@ class _Running:
     #: time.monotonic() by which the lease must be renewed, else this replica stops the worker (it may lapse)
     lease_deadline: float = float("inf")
     lost: bool = False  # the lease is gone: write nothing more about the job
-    restart: bool = False  # the worker was killed (-9) and the job goes on from its checkpoint
     disk_full: bool = False  # interrupted because the data directory filled up: re-queued, resumed when space returns
     #: the worker's temporary folder (a data-parallel job's rendezvous file and rank logs), deleted when it ends
     scratch: str | None = None
@@ -643,7 +642,6 @@ class JobManager:
                         f"{self.config.max_job_restarts} ({flag_name('max_job_restarts')}): the job "
                         "resumes from its last checkpoint",
                     )
-                    job.restart = True
                 else:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_FAILED, message=failure
                                                   or _exit_reason(code, self._restarts.get(job.job_id, 0),
@@ -918,11 +916,6 @@ class JobManager:
         with self._lock:
             return [training_pb2.JobEvent.FromString(e.SerializeToString())
                     for j, e, _ in self._held if j == job_id and e.seq > after_seq]
-
-    @property
-    def storage_full(self) -> bool:
-        """Whether the data directory is full (events are held in memory; TrainingService NOT_SERVING)."""
-        return self._full
 
     def _count(self, job_id: str, event: training_pb2.JobEvent) -> None:
         """Feed the job metrics (no-ops while metrics are off): jobs by state, steps done.

@@ -272,11 +272,6 @@ class PostgresJobStore:
         if self._listener is not None:
             self._listener.join(2.0)
 
-    def ping(self) -> None:
-        """Raise :class:`StoreUnavailable` unless the database answers now."""
-        with self._tx() as db:
-            db.execute("SELECT 1")
-
     # -- jobs and events ------------------------------------------------------------------------
 
     def create_job(self, job_id: str, name: str, spec: bytes, *, epochs: int, total_steps: int, encoding: str,

@@ -44,15 +44,13 @@ from typing import Any, Protocol, cast
 from ...v1 import training_pb2
 
 __all__ = ["FINAL_STATES", "Claim", "JobRow", "JobStore", "Lease", "LeaseLost", "SQLiteJobStore", "StoreError",
-           "StoreUnavailable", "TERMINAL_STATES", "WAITING_STATES"]
+           "StoreUnavailable", "TERMINAL_STATES"]
 
 #: States a job never leaves.
 TERMINAL_STATES = frozenset({training_pb2.JOB_STATE_SUCCEEDED, training_pb2.JOB_STATE_FAILED,
                              training_pb2.JOB_STATE_CANCELLED})
 #: States a worker's run ends in: the terminal ones, and INTERRUPTED (the job resumes at the next start).
 FINAL_STATES = TERMINAL_STATES | {training_pb2.JOB_STATE_INTERRUPTED}
-#: States of a job that no replica runs and that any may claim.
-WAITING_STATES = (training_pb2.JOB_STATE_QUEUED, training_pb2.JOB_STATE_INTERRUPTED)
 
 STATE = training_pb2.JOB_EVENT_KIND_STATE
 
