@@ -345,9 +345,14 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
+class GrpcServerLost(RuntimeError):
+    """gRPC's server stopped by itself while lossd served (``lossd serve`` exits 1)."""
+
+
 async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
     """Serve until SIGTERM or SIGINT, then drain (:meth:`LossdServer.drain`) for at most ``grace_s``
-    seconds; True when every call in flight had ended by itself by then."""
+    seconds; True when every call in flight had ended by itself by then. Should gRPC's server stop by
+    itself, drain the same way, then raise :class:`GrpcServerLost`."""
     server = await create_server(config, registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -368,9 +373,24 @@ async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
     except BaseException:
         await server.close()
         raise
-    await stop.wait()
+    signalled = asyncio.ensure_future(stop.wait())
+    ended = asyncio.ensure_future(server.grpc_server.wait_for_termination())
+    await asyncio.wait({signalled, ended}, return_when=asyncio.FIRST_COMPLETED)
+    if not signalled.done():
+        # gRPC's server stopped by itself: grpcio's main loop ends on a request it cannot take (a method
+        # name that is not UTF-8, sent by anyone who reaches the port, before any interceptor), closing
+        # the listener while the process went on, serving nothing. Stop as for SIGTERM, and say so by
+        # the exit status, so that a supervisor (Kubernetes, systemd, Docker's restart policy) restarts it.
+        why = ended.exception() if not ended.cancelled() else None
+        log.critical("the gRPC server stopped by itself (%s); shutting down so that lossd is restarted",
+                     f"{type(why).__name__}: {why}" if why else "no reason given")
+    signalled.cancel()  # (not `ended`: cancelling a wait for gRPC's termination cancels its own shutdown)
     log.info("shutting down: draining for up to %.1fs", config.grace_s)
     clean = await server.drain(config.grace_s)
+    ended.add_done_callback(lambda f: f.cancelled() or f.exception())  # its error, if any, was logged above
+    if not stop.is_set():
+        emit("lossd stopped: the gRPC server had stopped by itself")
+        raise GrpcServerLost("the gRPC server stopped by itself (see the log); restart lossd")
     if not clean:
         log.warning("calls still running after the %.1fs grace period were cancelled", config.grace_s)
     await _settle(STRAGGLER_S)
@@ -425,6 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C before serve() installed its signal handlers: what it built is closed
         say_line(STARTUP_INTERRUPTED, log_format, logging.WARNING)
         code = 130
+    except GrpcServerLost as e:  # drained (jobs checkpointed, INTERRUPTED); a supervisor restarts the process
+        say_line(f"lossd serve: error: {e}", log_format, logging.ERROR)
+        code = 1
     else:
         code = 0
     # The drain closed what the server owns (jobs, store, listener, metrics). Exit now: calls

@@ -347,3 +347,21 @@ def test_ctrl_c_to_the_process_group_interrupts_a_job_at_its_step_without_a_trac
         stub.CancelJob(training_pb2.CancelJobRequest(job_id=job_id), timeout=30)
     interrupted = [e.message for e in seen if e.state == training_pb2.JOB_STATE_INTERRUPTED]
     assert interrupted and interrupted[-1].startswith("server shutting down: checkpoint at step"), interrupted
+
+
+def test_a_request_that_stops_grpcs_server_stops_lossd_for_its_supervisor(tmp_path: Path) -> None:
+    """grpcio's server loop ends on a method name that is not UTF-8 (grpcio 1.85; anyone who reaches the port
+    can send one, before any interceptor or token check): its listener closed and the process went on,
+    serving nothing, until something killed it (an audit, 2026-12-06). lossd drains as on SIGTERM, says why
+    and exits 1, so that Kubernetes, systemd or Docker's restart policy starts it again."""
+    from support.raw_http2 import send_headers_only
+
+    with ServedProcess.start(tmp_path, "--data-dir", str(tmp_path / "d"), "--plugins", "none",
+                             env={"LOSSD_TOKEN": "t0ken-of-this-test-0123456789"}) as served:
+        host, port = served.address.rsplit(":", 1)
+        send_headers_only(host, int(port), b"/\xff/m")
+        assert served.proc.wait(30) == 1
+        assert wait_for(lambda: "restart lossd\n" in "".join(served.log), 10), served.report()
+        text = "".join(served.log)
+        assert "the gRPC server stopped by itself (UnicodeDecodeError" in text, text
+        assert text.endswith("lossd serve: error: the gRPC server stopped by itself (see the log); restart lossd\n")
