@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +35,7 @@ from grpc_reflection.v1alpha import reflection
 from .. import __version__
 from .._malloc import tune_malloc
 from .._settings import SettingError, env_name, flag_name
-from ..v1 import lossd_pb2, training_pb2
+from ..v1 import lossd_pb2, training_pb2, training_pb2_grpc
 from ._config import ServerConfig, build_parser, config_from_args
 from ._connections import connection_options, raise_open_files
 from ._logging import (
@@ -53,7 +53,7 @@ from .interceptors import ConcurrencyLimiter, DrainGate, Observability, build_in
 from .losses import REGISTRY, Registry
 from .losses._plugins import ENTRY_POINT_GROUP, load_plugin_setting, missing_plugins, refused_named
 from .rpc import LossService, add_loss_service, describe_loss
-from .training import JobManager, add_training_service
+from .training import JobManager, TrainingService
 from .training._store import StoreError
 
 __all__ = ["LossdServer", "ServerConfig", "build_parser", "create_server", "freeze_startup_heap", "serve", "main"]
@@ -62,6 +62,7 @@ log = logging.getLogger("lossd.server")
 
 LOSS_SERVICE = lossd_pb2.DESCRIPTOR.services_by_name["LossService"].full_name
 TRAINING_SERVICE = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 #: How long a Python thread may hold the GIL while another waits for it (Python's default: 5 ms).
 SWITCH_INTERVAL_S = 0.0005
 
@@ -91,10 +92,21 @@ class LossdServer:
     observability: Observability | None = None
     #: The LossService servicer (its dynamic batcher, the progress of its latest batch).
     loss_service: LossService | None = None
+    #: A new grpc.aio server with every service of this one, bound to its port (see :meth:`replace_grpc_server`).
+    new_grpc_server: Callable[[], grpc.aio.Server] | None = None
 
     async def start(self) -> None:
         """Start serving (the listener was bound by :func:`create_server`)."""
         await self.grpc_server.start()
+
+    async def replace_grpc_server(self) -> None:
+        """Serve again from a new gRPC server, on the same port, with the same services, interceptors and
+        training jobs, after the one serving stopped by itself (grpcio's serving loop ends on some malformed
+        requests: :func:`serve`)."""
+        assert self.new_grpc_server is not None
+        server = self.new_grpc_server()
+        await server.start()
+        self.grpc_server = server
 
     async def drain(self, grace_s: float) -> bool:
         """Shut down gracefully within ``grace_s`` seconds; True when every call in flight had ended
@@ -180,11 +192,15 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
     # The order is fixed and explained in one place: lossd.server.interceptors.build_interceptors.
     interceptors = build_interceptors(gate, limiter, token=security.token,
                                       observability=observability.interceptor if observability else None)
-    server = grpc.aio.server(options=options, interceptors=interceptors)
+
+    def new_server() -> grpc.aio.Server:
+        return grpc.aio.server(options=options, interceptors=interceptors)
+
+    server = new_server()
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lossd-eval")
     taken = _Taken(server, executor, observability)
     try:
-        return await _assemble(config, registry, security, observability, gate, limiter, taken)
+        return await _assemble(config, registry, security, observability, gate, limiter, taken, new_server)
     except BaseException:  # a start refused (a port, the metrics port, a data directory in use...) or interrupted
         await taken.give_back()
         raise
@@ -220,41 +236,27 @@ class _Taken:
 
 
 async def _assemble(config: ServerConfig, registry: Registry, security: Security, observability: Observability | None,
-                    gate: DrainGate, limiter: ConcurrencyLimiter, taken: _Taken) -> LossdServer:
-    """The rest of :func:`create_server`, on the server and the thread pool it made (``taken``)."""
+                    gate: DrainGate, limiter: ConcurrencyLimiter, taken: _Taken,
+                    new_server: Callable[[], grpc.aio.Server]) -> LossdServer:
+    """The rest of :func:`create_server`, on the server and the thread pool it made (``taken``);
+    ``new_server()`` makes another such server (options and interceptors), for a replacement."""
     server, executor = taken.server, taken.executor
     device = _device(config.device)
     service = LossService(registry, executor, device, config.tensor_limits(),
                           max_message_bytes=config.max_message_bytes, batch_limits=config.batch_limits(),
                           batch_window_us=config.batch_window_us, stream_threads=config.workers,
                           stream_window_bytes=config.max_message_bytes)
-    add_loss_service(service, server)  # EvaluateLoss replies go out as framed bytes
     if observability is not None and observability.metrics is not None and service.batcher is not None:
         observability.metrics.watch_batcher(service.batcher)
 
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", LOSS_SERVICE, TRAINING_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-
-    names = [LOSS_SERVICE, TRAINING_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-    if config.reflection:
-        names.append(reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
 
     # The first backward pass starts torch's autograd engine (~0.4 s here): pay it now, not on a call.
     await asyncio.get_running_loop().run_in_executor(executor, _warm_up, device)
 
-    address = f"{config.host}:{config.port}"
-    try:
-        if security.credentials is not None:
-            port = server.add_secure_port(address, security.credentials)
-        else:
-            port = server.add_insecure_port(address)
-    except RuntimeError:  # grpc: "Failed to bind to address ..."
-        port = 0
-    if port == 0:
-        raise ConfigError(f"cannot listen on {address}: {_why_not_bindable(config.host, config.port)}")
+    port = _bind(server, config.host, config.port, security)
     taken.bound = True
     if observability is not None:  # the metrics endpoint, if any: before training, which resumes jobs
         try:
@@ -262,8 +264,26 @@ async def _assemble(config: ServerConfig, registry: Registry, security: Security
         except OSError as e:  # its port in use: one line and exit 2, as a busy gRPC port
             raise ConfigError(str(e)) from None
     # Training: the job store under data_dir, unfinished jobs resumed, workers outside the serving path.
-    jobs = await add_training_service(server, config.training(), registry, executor)
+    jobs = JobManager(config.training(), registry, executor)
     taken.jobs = jobs
+    await jobs.start()
+    training = TrainingService(jobs)
+
+    def add_services(to: grpc.aio.Server) -> None:  # every service, the same servicers, on a first or a new server
+        add_loss_service(service, to)  # EvaluateLoss replies go out as framed bytes
+        training_pb2_grpc.add_TrainingServiceServicer_to_server(training, to)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, to)
+        if config.reflection:
+            reflection.enable_server_reflection([LOSS_SERVICE, TRAINING_SERVICE, HEALTH_SERVICE,
+                                                 reflection.SERVICE_NAME], to)
+
+    def replacement() -> grpc.aio.Server:
+        again = new_server()
+        add_services(again)
+        _bind(again, config.host, port, security)
+        return again
+
+    add_services(server)
     loop = asyncio.get_running_loop()
     trouble: set[str] = set()  # why TrainingService is NOT_SERVING: "store" unreachable, "disk" full
 
@@ -280,7 +300,23 @@ async def _assemble(config: ServerConfig, registry: Registry, security: Security
     jobs.on_store_health = lambda ok: training_health("store", ok)  # the job store came or went
     jobs.on_storage = lambda writable: training_health("disk", writable)  # a full data directory
     return LossdServer(server, port, config, device, security, executor, health_servicer, gate, limiter, jobs,
-                       observability, service)
+                       observability, service, replacement)
+
+
+def _bind(server: grpc.aio.Server, host: str, port: int, security: Security) -> int:
+    """Bind ``server`` to ``host:port`` (TLS when ``security`` has credentials); the port bound, or a
+    :class:`ConfigError` saying why not."""
+    address = f"{host}:{port}"
+    try:
+        if security.credentials is not None:
+            bound = server.add_secure_port(address, security.credentials)
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpc: "Failed to bind to address ..."
+        bound = 0
+    if bound == 0:
+        raise ConfigError(f"cannot listen on {address}: {_why_not_bindable(host, port)}")
+    return int(bound)
 
 
 def _device(name: str) -> torch.device:
@@ -351,8 +387,9 @@ class GrpcServerLost(RuntimeError):
 
 async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
     """Serve until SIGTERM or SIGINT, then drain (:meth:`LossdServer.drain`) for at most ``grace_s``
-    seconds; True when every call in flight had ended by itself by then. Should gRPC's server stop by
-    itself, drain the same way, then raise :class:`GrpcServerLost`."""
+    seconds; True when every call in flight had ended by itself by then. Should gRPC's server stop by itself,
+    serve again from a new one (:func:`_serve_until_stopped`); when that fails, drain the same way, then raise
+    :class:`GrpcServerLost`."""
     server = await create_server(config, registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -373,29 +410,60 @@ async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
     except BaseException:
         await server.close()
         raise
-    signalled = asyncio.ensure_future(stop.wait())
-    ended = asyncio.ensure_future(server.grpc_server.wait_for_termination())
-    await asyncio.wait({signalled, ended}, return_when=asyncio.FIRST_COMPLETED)
-    if not signalled.done():
-        # gRPC's server stopped by itself: grpcio's main loop ends on a request it cannot take (a method
-        # name that is not UTF-8, sent by anyone who reaches the port, before any interceptor), closing
-        # the listener while the process went on, serving nothing. Stop as for SIGTERM, and say so by
-        # the exit status, so that a supervisor (Kubernetes, systemd, Docker's restart policy) restarts it.
-        why = ended.exception() if not ended.cancelled() else None
-        log.critical("the gRPC server stopped by itself (%s); shutting down so that lossd is restarted",
-                     f"{type(why).__name__}: {why}" if why else "no reason given")
-    signalled.cancel()  # (not `ended`: cancelling a wait for gRPC's termination cancels its own shutdown)
+    lost = await _serve_until_stopped(server, stop)
     log.info("shutting down: draining for up to %.1fs", config.grace_s)
     clean = await server.drain(config.grace_s)
-    ended.add_done_callback(lambda f: f.cancelled() or f.exception())  # its error, if any, was logged above
-    if not stop.is_set():
+    if lost:
         emit("lossd stopped: the gRPC server had stopped by itself")
-        raise GrpcServerLost("the gRPC server stopped by itself (see the log); restart lossd")
+        raise GrpcServerLost(f"the gRPC server stopped by itself {lost} (see the log); restart lossd")
     if not clean:
         log.warning("calls still running after the %.1fs grace period were cancelled", config.grace_s)
     await _settle(STRAGGLER_S)
     emit("lossd stopped")
     return clean
+
+
+#: gRPC servers replaced within :data:`REPLACED_WINDOW_S` seconds before lossd gives up and exits (status 1).
+MAX_REPLACED, REPLACED_WINDOW_S = 10, 60.0
+
+
+async def _serve_until_stopped(server: LossdServer, stop: asyncio.Event) -> str:
+    """Wait for ``stop``; "" then. gRPC's server can stop by itself: grpcio's serving loop ends on a request
+    it cannot take (a method name that is not UTF-8, sent by anyone who reaches the port, before any
+    interceptor or token check), closing the listener while the process goes on. lossd then serves again
+    from a new gRPC server on the same port, with the same services, interceptors and running jobs
+    (:meth:`LossdServer.replace_grpc_server`); after :data:`MAX_REPLACED` in :data:`REPLACED_WINDOW_S`
+    seconds, or when no new server can be made, it returns why, and ``serve`` drains and exits 1 for a
+    supervisor to restart the process."""
+    replaced: list[float] = []
+    while True:
+        signalled = asyncio.ensure_future(stop.wait())
+        ended = asyncio.ensure_future(server.grpc_server.wait_for_termination())
+        # (not cancelled once the server stops: cancelling a wait for termination cancels gRPC's own shutdown)
+        ended.add_done_callback(lambda f: f.cancelled() or f.exception())
+        await asyncio.wait({signalled, ended}, return_when=asyncio.FIRST_COMPLETED)
+        if signalled.done():
+            return ""
+        signalled.cancel()
+        why = ended.exception() if not ended.cancelled() else None
+        now = time.monotonic()
+        replaced = [t for t in replaced if now - t < REPLACED_WINDOW_S] + [now]
+        if len(replaced) > MAX_REPLACED:
+            log.critical("the gRPC server stopped by itself (%s), %d times in %.0f s: giving up", _reason(why),
+                         len(replaced), REPLACED_WINDOW_S)
+            return f"{len(replaced)} times in {REPLACED_WINDOW_S:.0f} s"
+        try:
+            await server.replace_grpc_server()
+        except Exception as e:
+            log.critical("the gRPC server stopped by itself (%s) and could not be replaced (%s)", _reason(why),
+                         _reason(e))
+            return "and could not be replaced"
+        log.critical("the gRPC server stopped by itself (%s); serving again from a new one on port %d",
+                     _reason(why), server.port)
+
+
+def _reason(error: BaseException | None) -> str:
+    return f"{type(error).__name__}: {error}" if error is not None else "no reason given"
 
 
 async def _settle(timeout: float) -> None:

@@ -22,7 +22,7 @@ from ..._model import ModelPlan, build_model
 from ._data import BUILTINS, Dataset, make_builtin
 from ._engine import Control, run_job
 from ._manager import JobManager, TrainingConfig
-from ._service import TrainingService, add_training_service
+from ._service import TrainingService
 from ._spec import JobPlan, TrainingLimits, plan_job
 from ._store import JobStore, SQLiteJobStore
 
@@ -38,7 +38,6 @@ __all__ = [
     "TrainingConfig",
     "TrainingLimits",
     "TrainingService",
-    "add_training_service",
     "build_model",
     "make_builtin",
     "plan_job",

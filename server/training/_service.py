@@ -6,19 +6,17 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from concurrent.futures import Executor
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 
 from ..._wire import FieldError, reply_encoding
 from ...v1 import training_pb2, training_pb2_grpc
-from ..losses import Registry
 from ..rpc import rich_status
-from ._manager import JobManager, TrainingConfig
+from ._manager import JobManager
 from ._store import TERMINAL_STATES
 
-__all__ = ["TrainingService", "add_training_service"]
+__all__ = ["TrainingService"]
 
 log = logging.getLogger("lossd.server.training")
 
@@ -152,12 +150,3 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
         except FieldError as e:
             await _abort(context, e)
         return training_pb2.DeleteJobResponse(job=row.to_proto())
-
-
-async def add_training_service(server: grpc.aio.Server, config: TrainingConfig, registry: Registry,
-                               executor: Executor) -> JobManager:
-    """Open the job store under ``config.data_dir``, recover unfinished jobs, and serve TrainingService."""
-    manager = JobManager(config, registry, executor)
-    await manager.start()
-    training_pb2_grpc.add_TrainingServiceServicer_to_server(TrainingService(manager), server)
-    return manager

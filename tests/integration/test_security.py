@@ -103,16 +103,20 @@ def test_binding_beyond_loopback_without_authentication_refuses_to_start(tmp_pat
     assert "Traceback" not in message
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", "", "192.0.2.10", "lossd.example.internal"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", "192.0.2.10", "lossd.example.internal"])
 def test_every_non_loopback_host_needs_authentication(host: str) -> None:
-    """create_server applies the rule before it loads or binds anything (the exit code: above)."""
+    """create_server applies the rule before it loads or binds anything (the exit code: above). (An empty
+    host, which gRPC binds on every interface, is refused before that, as --host refuses it.)"""
     import asyncio
 
+    from lossd._settings import SettingError
     from lossd.server import ServerConfig, create_server
     from lossd.server._security import SecurityError
 
     with pytest.raises(SecurityError, match="without authentication"):
         asyncio.run(create_server(ServerConfig(host=host, port=0, token=None, token_file=None, insecure=False)))
+    with pytest.raises(SettingError, match="^ServerConfig.host='': must not be empty"):
+        ServerConfig(host="", port=0, token=None, token_file=None, insecure=False)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "localhost", "::1", "[::1]", "::ffff:127.0.0.1"])

@@ -34,6 +34,8 @@ pytestmark = pytest.mark.slow
 #: waits at its gate: ample for a few health checks and refused calls on a loaded machine. It costs
 #: nothing when all goes well (the process exits once the call, let through, has ended).
 GRACE_S = 10.0
+#: A token for the servers that show an unauthenticated peer's reach.
+TOKEN = "t0ken-of-the-drain-tests-0123456789"
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -349,19 +351,58 @@ def test_ctrl_c_to_the_process_group_interrupts_a_job_at_its_step_without_a_trac
     assert interrupted and interrupted[-1].startswith("server shutting down: checkpoint at step"), interrupted
 
 
-def test_a_request_that_stops_grpcs_server_stops_lossd_for_its_supervisor(tmp_path: Path) -> None:
+def test_a_request_that_stops_grpcs_server_is_served_again_from_a_new_one(tmp_path: Path) -> None:
     """grpcio's server loop ends on a method name that is not UTF-8 (grpcio 1.85; anyone who reaches the port
     can send one, before any interceptor or token check): its listener closed and the process went on,
-    serving nothing, until something killed it (an audit, 2026-12-06). lossd drains as on SIGTERM, says why
-    and exits 1, so that Kubernetes, systemd or Docker's restart policy starts it again."""
+    serving nothing, until something killed it (an audit, 2026-12-06). lossd serves again from a new gRPC
+    server on the same port, with the same services and jobs, each time; a SIGTERM still drains it."""
     from support.raw_http2 import send_headers_only
 
     with ServedProcess.start(tmp_path, "--data-dir", str(tmp_path / "d"), "--plugins", "none",
-                             env={"LOSSD_TOKEN": "t0ken-of-this-test-0123456789"}) as served:
+                             env={"LOSSD_TOKEN": TOKEN}) as served:
         host, port = served.address.rsplit(":", 1)
-        send_headers_only(host, int(port), b"/\xff/m")
-        assert served.proc.wait(30) == 1
-        assert wait_for(lambda: "restart lossd\n" in "".join(served.log), 10), served.report()
-        text = "".join(served.log)
-        assert "the gRPC server stopped by itself (UnicodeDecodeError" in text, text
-        assert text.endswith("lossd serve: error: the gRPC server stopped by itself (see the log); restart lossd\n")
+        metadata = (("authorization", f"Bearer {TOKEN}"),)
+        for attempt in range(1, 4):
+            send_headers_only(host, int(port), b"/\xff/m")
+            assert wait_for(lambda: "".join(served.log).count("serving again from a new one") == attempt, 30, 0.05), \
+                served.report()
+            with grpc.insecure_channel(served.address) as channel:
+                reply = lossd_pb2_grpc.LossServiceStub(channel).EvaluateLoss(lossd_pb2.EvaluateLossRequest(
+                    loss="mse_loss", inputs={"input": lossd_pb2.Tensor(dtype="float32", shape=[2], values=[1, 2]),
+                                             "target": lossd_pb2.Tensor(dtype="float32", shape=[2], values=[0, 0])}),
+                    metadata=metadata, timeout=30, wait_for_ready=True)
+                assert reply.value == 2.5
+                health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+                assert health.status == health_pb2.HealthCheckResponse.SERVING
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(GRACE_S + 5) == 0, served.report()
+        assert "the gRPC server stopped by itself (UnicodeDecodeError" in "".join(served.log)
+
+
+def test_a_grpc_server_that_keeps_stopping_stops_lossd_for_its_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_REPLACED new gRPC servers within REPLACED_WINDOW_S, or when none can be made, serve() gives up
+    (it then drains and exits 1, for Kubernetes, systemd or a restart policy to start it again)."""
+    import asyncio
+
+    from lossd.server import _app
+
+    class Stopping:
+        async def wait_for_termination(self) -> None:
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    class Server:
+        grpc_server = Stopping()
+        port = 1
+        made = 0
+
+        async def replace_grpc_server(self) -> None:
+            if fails:
+                raise RuntimeError("Failed to bind to address")
+            self.made += 1
+            self.grpc_server = Stopping()
+
+    monkeypatch.setattr(_app, "MAX_REPLACED", 3)
+    for fails, said in ((False, "4 times in 60 s"), (True, "and could not be replaced")):
+        server = Server()
+        assert asyncio.run(_app._serve_until_stopped(server, asyncio.Event())) == said  # type: ignore[arg-type]
+        assert server.made == (0 if fails else 3)
