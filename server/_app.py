@@ -413,12 +413,12 @@ async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
     lost = await _serve_until_stopped(server, stop)
     log.info("shutting down: draining for up to %.1fs", config.grace_s)
     clean = await server.drain(config.grace_s)
-    if lost:
-        emit("lossd stopped: the gRPC server had stopped by itself")
-        raise GrpcServerLost(f"the gRPC server stopped by itself {lost} (see the log); restart lossd")
     if not clean:
         log.warning("calls still running after the %.1fs grace period were cancelled", config.grace_s)
     await _settle(STRAGGLER_S)
+    if lost:
+        emit("lossd stopped: the gRPC server had stopped by itself")
+        raise GrpcServerLost(f"the gRPC server stopped by itself {lost} (see the log); restart lossd")
     emit("lossd stopped")
     return clean
 

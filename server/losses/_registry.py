@@ -408,6 +408,8 @@ class Param:
         return number
 
 
+#: The floating-point dtypes a loss takes unless it declares fewer (``LossSpec.float_dtypes``).
+FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 #: The param types a range (``min``, ``max``) applies to: :meth:`Param.coerce` checks each number against it.
 _NUMERIC = ("int", "float", "int_list", "float_list")
 
@@ -496,7 +498,7 @@ class LossSpec:
     aliases: tuple[str, ...] = ()
     source: str = ""
     notes: str = ""
-    float_dtypes: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
+    float_dtypes: tuple[str, ...] = FLOAT_DTYPES
     equivalents: tuple[Equivalent, ...] = ()
     #: The value on a batch is not a mean or sum of per-sample terms, whatever the reduction
     #: (in-batch negatives): data-parallel training refuses it.
@@ -800,7 +802,7 @@ def register_loss(
     aliases: Sequence[str] = (),
     source: str = "",
     notes: str = "",
-    float_dtypes: Sequence[str] = ("float32", "float64", "float16", "bfloat16"),
+    float_dtypes: Sequence[str] = FLOAT_DTYPES,
     equivalents: Sequence[Equivalent] = (),
     batch_coupled: bool = False,
     mean_normalizer: MeanNormalizer = "count",
