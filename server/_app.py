@@ -423,8 +423,11 @@ async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
     return clean
 
 
-#: gRPC servers replaced within :data:`REPLACED_WINDOW_S` seconds before lossd gives up and exits (status 1).
+#: gRPC servers replaced within :data:`REPLACED_WINDOW_S` seconds before lossd gives up and exits (status 1): it
+#: gives up at the next stop after this many.
 MAX_REPLACED, REPLACED_WINDOW_S = 10, 60.0
+#: Seconds between two looks at whether gRPC's server still serves.
+SERVING_POLL_S = 0.25
 
 
 async def _serve_until_stopped(server: LossdServer, stop: asyncio.Event) -> str:
@@ -432,34 +435,56 @@ async def _serve_until_stopped(server: LossdServer, stop: asyncio.Event) -> str:
     it cannot take (a method name that is not UTF-8, sent by anyone who reaches the port, before any
     interceptor or token check), closing the listener while the process goes on. lossd then serves again
     from a new gRPC server on the same port, with the same services, interceptors and running jobs
-    (:meth:`LossdServer.replace_grpc_server`); after :data:`MAX_REPLACED` in :data:`REPLACED_WINDOW_S`
-    seconds, or when no new server can be made, it returns why, and ``serve`` drains and exits 1 for a
-    supervisor to restart the process."""
+    (:meth:`LossdServer.replace_grpc_server`), and ends the calls still open on the old one; after
+    :data:`MAX_REPLACED` in :data:`REPLACED_WINDOW_S` seconds, or when no new server can be made, it returns
+    why, and ``serve`` drains and exits 1 for a supervisor to restart the process."""
     replaced: list[float] = []
     while True:
-        signalled = asyncio.ensure_future(stop.wait())
-        ended = asyncio.ensure_future(server.grpc_server.wait_for_termination())
-        # (not cancelled once the server stops: cancelling a wait for termination cancels gRPC's own shutdown)
-        ended.add_done_callback(lambda f: f.cancelled() or f.exception())
-        await asyncio.wait({signalled, ended}, return_when=asyncio.FIRST_COMPLETED)
-        if signalled.done():
+        old = server.grpc_server
+        why = await _stopped_by_itself(old, stop)
+        if why is None:
             return ""
-        signalled.cancel()
-        why = ended.exception() if not ended.cancelled() else None
         now = time.monotonic()
         replaced = [t for t in replaced if now - t < REPLACED_WINDOW_S] + [now]
         if len(replaced) > MAX_REPLACED:
-            log.critical("the gRPC server stopped by itself (%s), %d times in %.0f s: giving up", _reason(why),
+            log.critical("the gRPC server stopped by itself (%s), %d times in %.0f s: giving up", why,
                          len(replaced), REPLACED_WINDOW_S)
             return f"{len(replaced)} times in {REPLACED_WINDOW_S:.0f} s"
         try:
             await server.replace_grpc_server()
         except Exception as e:
-            log.critical("the gRPC server stopped by itself (%s) and could not be replaced (%s)", _reason(why),
-                         _reason(e))
+            log.critical("the gRPC server stopped by itself (%s) and could not be replaced (%s)", why, _reason(e))
             return "and could not be replaced"
-        log.critical("the gRPC server stopped by itself (%s); serving again from a new one on port %d",
-                     _reason(why), server.port)
+        log.critical("the gRPC server stopped by itself (%s); serving again from a new one on port %d", why,
+                     server.port)
+        # Its calls still open (a health Watch, a stream) would hold it up to their end: they end now, and the
+        # clients' calls fail UNAVAILABLE or CANCELLED (the SDK retries the idempotent ones).
+        asyncio.ensure_future(old.stop(0)).add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+async def _stopped_by_itself(grpc_server: grpc.aio.Server, stop: asyncio.Event) -> str | None:
+    """``None`` once ``stop`` is set; why, once ``grpc_server`` stopped serving by itself. Its serving loop's
+    end shows at once in its core's ``is_running()`` (grpcio's, not public: tests/robustness/test_drain.py
+    pins it), while ``wait_for_termination()`` waits for every call still open on it (a health Watch with
+    no token held it, and the port closed, as long as it lasted)."""
+    core = getattr(grpc_server, "_server", None)
+    running = getattr(core, "is_running", None)
+    signalled = asyncio.ensure_future(stop.wait())
+    ended = asyncio.ensure_future(grpc_server.wait_for_termination())
+    # (not cancelled: cancelling a wait for termination cancels gRPC's own shutdown)
+    ended.add_done_callback(lambda f: f.cancelled() or f.exception())
+    try:
+        while not signalled.done():
+            await asyncio.wait({signalled, ended}, timeout=SERVING_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+            if signalled.done():
+                break
+            if ended.done():
+                return _reason(None if ended.cancelled() else ended.exception())
+            if running is not None and not running():
+                return "its serving loop ended: see the error gRPC logged above"
+        return None
+    finally:
+        signalled.cancel()
 
 
 def _reason(error: BaseException | None) -> str:

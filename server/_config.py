@@ -29,6 +29,7 @@ Configuration table (a test checks both).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -293,6 +294,23 @@ def _from_table(name: str, **kwargs: Any) -> Any:
     return field(default_factory=setting.from_env, **kwargs)
 
 
+def _read(setting: Setting[Any], value: Any) -> Any:
+    """``value``, given in code for ``setting``, as its parser reads its text (see ``ServerConfig``)."""
+    if value is None:  # not given: from its variable, else the default
+        return setting.from_env()
+    if setting.is_switch:
+        if type(value).__name__ not in ("bool", "bool_") and value not in (0, 1):  # (numpy's bool too)
+            raise ValueError("must be true or false")
+        return bool(value)
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        raise ValueError("must not be a bool")
+    if setting.name == "log_level" and isinstance(value, int):
+        value = logging.getLevelName(value)  # logging.DEBUG -> "DEBUG"; an unnamed number is refused below
+    elif isinstance(value, float) and value.is_integer() and isinstance(setting.default, int):
+        value = int(value)  # workers=2.0
+    return setting.parse(os.fspath(value) if isinstance(value, os.PathLike) else str(value))
+
+
 @dataclass
 class ServerConfig:
     """Server settings (see :data:`SETTINGS`); a field not given comes from its ``LOSSD_*`` variable."""
@@ -345,26 +363,26 @@ class ServerConfig:
     min_ping_interval_s: float = _from_table("min_ping_interval_s")
 
     def __post_init__(self) -> None:
-        """Check every field by its setting's own rule, as a flag or a variable is checked: a value given in code
-        is refused naming the field, where it reached gRPC or the limits unchecked (``max_concurrent_rpcs=2**31``
-        was an ``OverflowError`` when the server was built; ``max_message_bytes=0`` a server that took no call).
+        """Check every field by its setting's own rule and keep what that rule reads, as for a flag or a variable:
+        a value given in code is refused naming the field, where it reached gRPC or the limits unchecked
+        (``max_concurrent_rpcs=2**31`` was an ``OverflowError`` when the server was built; ``max_message_bytes=0``
+        a server that took no call). ``None`` is not given (its variable, else the default); a switch takes a
+        bool (or 0 and 1), a whole number an integral float, ``log_level`` logging's numbers (``logging.DEBUG``).
 
         >>> ServerConfig(max_message_bytes=0)
         Traceback (most recent call last):
         ...
         lossd._settings.SettingError: ServerConfig.max_message_bytes=0: must be a whole number from 1 to 2147483647 \
 (--max-message-bytes, env LOSSD_MAX_MESSAGE_BYTES)
+        >>> c = ServerConfig(log_level=10, log_format="JSON", job_retention="30d", workers=2.0, insecure=0)
+        >>> c.log_level, c.log_format, c.job_retention, c.workers, c.insecure
+        ('DEBUG', 'json', 2592000.0, 2, False)
         """
         hidden = {f.name for f in fields(self) if not f.repr}  # a token, a URL with a password
         for setting in SETTINGS:
             value = getattr(self, setting.name)
-            if value is None and setting.default is None:  # unset
-                continue
             try:
-                if setting.is_switch != isinstance(value, bool):
-                    raise ValueError("must be true or false" if setting.is_switch else "must not be a bool")
-                if not setting.is_switch:
-                    setting.parse(os.fspath(value) if isinstance(value, os.PathLike) else str(value))
+                setattr(self, setting.name, _read(setting, value))
             except (ValueError, TypeError) as e:
                 reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 shown = "" if setting.name in hidden else f"={value!r}"

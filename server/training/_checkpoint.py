@@ -117,11 +117,15 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     return state
 
 
-def remove_checkpoint(path: Path) -> None:
-    """Delete the checkpoint and any temp file a killed writer left next to it. One that cannot be deleted (a
-    folder in its place) is logged and left: a start that swept it, or a CancelJob, failed on it."""
+def remove_checkpoint(path: Path) -> bool:
+    """Delete the checkpoint and any temp file a killed writer left next to it; False when a folder is in the
+    place of one (logged and left: every start failed on it, IsADirectoryError in the sweep). Any other error
+    is raised: a checkpoint that should be gone and is not would be resumed from."""
+    gone = True
     for leftover in (path, *path.parent.glob(f".{path.name}.*.tmp")):
         try:
             leftover.unlink(missing_ok=True)
-        except OSError as e:
-            log.warning("cannot delete %s (%s): remove it by hand", leftover, e.strerror or type(e).__name__)
+        except IsADirectoryError:
+            log.warning("cannot delete %s: a folder is where a checkpoint goes; remove it by hand", leftover)
+            gone = False
+    return gone

@@ -314,8 +314,12 @@ class JobManager:
                 continue  # not a name this server makes: not ours to delete
             row = None if self.store.shares_checkpoints else self.store.get_job(job_id)
             if row is None or row.terminal:
-                remove_checkpoint(self._checkpoint(job_id))  # (one it cannot delete is logged, and the start goes on)
-                log.info("removed the leftover checkpoint of job %s", job_id)
+                try:
+                    if remove_checkpoint(self._checkpoint(job_id)):
+                        log.info("removed the leftover checkpoint of job %s", job_id)
+                except OSError as e:  # a leftover is not worth a start that fails
+                    log.warning("cannot delete the leftover checkpoint of job %s (%s)", job_id,
+                                e.strerror or type(e).__name__)
 
     async def close(self, timeout: float = STOP_GRACE_S) -> None:
         """Stop: running workers checkpoint and end INTERRUPTED (killed after ``timeout``); watchers end."""
