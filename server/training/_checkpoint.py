@@ -16,10 +16,11 @@ tensors and primitive containers::
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 
@@ -75,9 +76,36 @@ def error_chain(error: BaseException, most: int = 16) -> list[BaseException]:
     return chain
 
 
+#: What ends a checkpoint file after torch's own bytes: this tag and their SHA-256 (torch.load reads past it).
+#: A checkpoint whose digest does not match is damaged (a bit flipped on disk): the job starts over, where
+#: torch.load took it and the job ended with other parameters (an audit flipped one bit of a tensor).
+DIGEST_TAG = b"lossd-sha256"
+_TRAILER = len(DIGEST_TAG) + hashlib.sha256().digest_size
+
+
+class _Hashing:
+    """A file that hashes what is written to it (torch.save writes a file object through ``write``)."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.sha = f, hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        self.sha.update(data)
+        return int(self.f.write(data))
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Replace ``path`` with ``state`` so that a crash at any moment leaves the old or the new file, whole."""
-    _replace(path, lambda f: torch.save(state, f))
+    """Replace ``path`` with ``state``, then :data:`DIGEST_TAG` and the SHA-256 of torch's bytes, so that a crash at
+    any moment leaves the old or the new file, whole, and damage later is found when it is read."""
+    def write(f: Any) -> None:
+        hashing = _Hashing(f)
+        torch.save(state, cast(IO[bytes], hashing))
+        f.write(DIGEST_TAG + hashing.sha.digest())
+
+    _replace(path, write)
 
 
 def save_checkpoint_bytes(path: Path, data: bytes) -> None:
@@ -108,9 +136,26 @@ def _replace(path: Path, write: Any) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint at ``path``, or ``None`` when there is none."""
+    """The checkpoint at ``path``, or ``None`` when there is none; a ``ValueError`` when its bytes do not match
+    their SHA-256 (a file without one, from a lossd before it, is read as it is)."""
     if not path.is_file():
         return None
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size >= _TRAILER:
+            f.seek(size - _TRAILER)
+            trailer = f.read(_TRAILER)
+            if trailer.startswith(DIGEST_TAG):
+                f.seek(0)
+                sha, left = hashlib.sha256(), size - _TRAILER
+                while left:
+                    chunk = f.read(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    sha.update(chunk)
+                    left -= len(chunk)
+                if sha.digest() != trailer[len(DIGEST_TAG):]:
+                    raise ValueError(f"checkpoint {path.name} is damaged: its bytes do not match their SHA-256")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path.name} is not a dict")

@@ -80,6 +80,27 @@ def test_checkpoints_are_replaced_whole(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [] and load_checkpoint(path) is None
 
 
+def test_a_checkpoint_damaged_on_disk_is_found_when_it_is_read(tmp_path: Path) -> None:
+    """One flipped bit of a tensor: torch.load took it, and the resumed job ended with other parameters than
+    an uninterrupted run's (an audit). Its SHA-256, after torch's bytes, finds it: the job starts over."""
+    from lossd.server.training._checkpoint import DIGEST_TAG
+
+    path = tmp_path / "0123456789ab.pt"
+    save_checkpoint(path, {"epoch": 1, "w": torch.arange(1000, dtype=torch.float32)})
+    whole = path.read_bytes()
+    assert whole[-32 - len(DIGEST_TAG):-32] == DIGEST_TAG
+    data = whole.find(torch.arange(1000, dtype=torch.float32).numpy().tobytes())
+    assert data > 0
+    damaged = bytearray(whole)
+    damaged[data + 400] ^= 0x01  # one mantissa bit of one weight
+    path.write_bytes(bytes(damaged))
+    assert torch.load(path, weights_only=True)["w"][100] != 100  # torch reads it without a word
+    with pytest.raises(ValueError, match="0123456789ab.pt is damaged: its bytes do not match their SHA-256"):
+        load_checkpoint(path)
+    path.write_bytes(whole[:-(32 + len(DIGEST_TAG))])  # a checkpoint from before the digest: read as it is
+    assert load_checkpoint(path)["epoch"] == 1  # type: ignore[index]
+
+
 class _Payload:
     def __reduce__(self) -> tuple[object, tuple[str]]:
         return (print, ("pickled code ran",))
