@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -243,6 +244,10 @@ _SQLITE_MIGRATIONS: list[str] = [
 ]
 #: The schema version this lossd writes (both stores).
 SCHEMA_VERSION = len(_SQLITE_MIGRATIONS)
+#: Bytes the SQLite WAL is cut back to at each checkpoint (``journal_size_limit``).
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
+
+log = logging.getLogger("lossd.server.training")
 
 _COLUMNS = ("job_id, name, state, message, created, updated, epochs, total_steps, epoch, step, loss, metrics, "
             "last_seq, resumes, encoding, world_size, owner")
@@ -360,7 +365,13 @@ class SQLiteJobStore:
         except sqlite3.Error as e:  # a folder where the file should be, a file this user cannot open
             raise unusable_sqlite(path, e) from None
         try:
+            # Deleted jobs give their pages back to the file system (incremental_vacuum after each delete): set
+            # before the first table, so a store made by a lossd before it keeps SQLite's default (its pages are
+            # reused; VACUUM it offline to shrink it: docs/training.md).
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
+            # The WAL is cut back to this at each checkpoint (else it keeps the size of its largest transaction).
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             with self._lock:
@@ -601,7 +612,18 @@ class SQLiteJobStore:
             if row is not None and row.terminal:
                 for table in ("events", "results", "jobs"):
                     db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+        if row is not None and row.terminal:
+            self._reclaim()
         return row if row is not None and row.terminal else None
+
+    def _reclaim(self) -> None:
+        """Give the pages of deleted jobs back to the file system (a store made with ``auto_vacuum``; a no-op on
+        an older one). A failure is logged, never the deletion's: the pages stay free for later jobs."""
+        try:
+            with self._lock:  # (executescript: execute() frees one page per call; then the WAL goes to the file)
+                self._db.executescript("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
+        except sqlite3.Error as e:  # a full directory, say: freeing pages needs a little room in the WAL
+            log.warning("the job store could not give deleted jobs' space back yet: %s", e)
 
     def delete_ended_before(self, cutoff: float, limit: int = 1000) -> int:
         """Delete up to ``limit`` jobs that ended before ``cutoff`` (seconds since the epoch), with their
@@ -612,6 +634,8 @@ class SQLiteJobStore:
                 (*TERMINAL_STATES, cutoff, limit))]
             for table in ("events", "results", "jobs"):
                 db.executemany(f"DELETE FROM {table} WHERE job_id = ?", [(i,) for i in ids])
+        if ids:
+            self._reclaim()
         return len(ids)
 
     def integrity_check(self) -> str:
