@@ -243,6 +243,7 @@ def compact(out: torch.Tensor) -> torch.Tensor:
 
 #: torch's C++ names of the integer and bool dtypes, as its "not implemented for 'Long'" errors spell them.
 _INTEGER_NAMES = ("Long", "Int", "Short", "Char", "Byte", "Bool")
+_COMPLEX_NAMES = ("ComplexHalf", "ComplexFloat", "ComplexDouble")
 _UNSUPPORTED_MARKERS = ("not implemented for", "\"_vml_cpu\" not implemented", "unsupported dtype")
 
 
@@ -331,11 +332,13 @@ def call_backward(
 
 def _torch_refusal(name: str, what: str, e: Exception, field: str = "inputs") -> FieldError:
     """torch's own error as a ``FieldError``: ``UNIMPLEMENTED`` for what torch on this server
-    lacks (a floating dtype's kernel), else ``INVALID_ARGUMENT`` (no server computes integer
-    or bool inputs where torch has no kernel for them)."""
+    lacks (a floating dtype's kernel), else ``INVALID_ARGUMENT`` (no server computes integer,
+    bool or complex inputs where torch has no kernel for them)."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if any(f"'{n}'" in text for n in _INTEGER_NAMES):  # torch has no kernel for any server
         return FieldError(field, f"{name}: torch does not compute this for integer or bool inputs: {text}")
+    if any(f"'{n}'" in text for n in _COMPLEX_NAMES):  # no server computes it: often a range check ('ge' of a
+        return FieldError(field, f"{name} does not compute with complex values: {text}")  # complex: unordered)
     if any(m in text for m in _UNSUPPORTED_MARKERS):
         return FieldError(field, f"{name}: torch on this server cannot do this: {text}", "UNIMPLEMENTED")
     return FieldError(field, f"{name} {what}: {text}")

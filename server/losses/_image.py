@@ -97,10 +97,26 @@ def _check_images(input: torch.Tensor, target: torch.Tensor, window_size: int, p
         f"shape {list(target.shape)} must equal input's {list(input.shape)}",
     )
     require(window_size % 2 == 1, "params.window_size", f"must be odd, got {window_size}")
-    smallest = (window_size - 1) * 2 ** (scales - 1) + 1 if padding == "valid" or scales > 1 else window_size // 2 + 1
+    # valid windows at every scale: the image is halved (floored) scales - 1 times and must still hold a window
+    smallest = window_size * 2 ** (scales - 1) if padding == "valid" or scales > 1 else window_size // 2 + 1
     require(min(input.shape[2:]) >= smallest, "inputs.input",
             f"each spatial size must be at least {smallest} for window_size {window_size}"
             + (f" and {scales} scales" if scales > 1 else "") + f", got {list(input.shape[2:])}")
+
+
+#: The most of k1·max_val and k2·max_val: their squares, SSIM's c1 and c2, stay finite in float32 (1e300 overflowed
+#: Python's float: "(34, 'Numerical result out of range')" under the field inputs; an audit, 2026-12-06).
+MAX_K_RANGE = 1e18
+
+
+def _stabilizers(k1: float, k2: float, max_val: float) -> tuple[float, float]:
+    """SSIM's ``c1 = (k1·L)²`` and ``c2 = (k2·L)²``; refused naming the params when they would not be finite in
+    float32."""
+    for name, k in (("k1", k1), ("k2", k2)):
+        require(k * max_val <= MAX_K_RANGE, f"params.{name}",
+                f"{name}·max_val is {k * max_val:.3g}; must be at most {MAX_K_RANGE:g} ({name}·max_val squared "
+                "must be finite in float32)")
+    return (k1 * max_val) ** 2, (k2 * max_val) ** 2
 
 
 _WINDOW = (
@@ -176,21 +192,25 @@ def ssim_loss(input: torch.Tensor, target: torch.Tensor, *, window_size: int, si
     _check_images(input, target, window_size, padding, volumes=True)
     half = input.dtype in HALF_DTYPES
     x, y = widened(input), widened(target)
-    ssim, _ = _ssim_maps(x, y, _gaussian(window_size, sigma, x), (k1 * max_val) ** 2,
-                         (k2 * max_val) ** 2, eps, padding)
+    ssim, _ = _ssim_maps(x, y, _gaussian(window_size, sigma, x), *_stabilizers(k1, k2, max_val), eps, padding)
     loss = torch.clamp((1 - ssim) / 2, 0, 1) if form == "half" else 1 - ssim
     loss = loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
     return loss.to(input.dtype) if half else loss
 
 
 _MS_WEIGHTS = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]
+#: Most scales of ms_ssim_loss (weights) and ms_ssim_l1_loss (sigmas); the published ones use 5. And the largest
+#: σ of ms_ssim_l1_loss: its windows are 2·int(2σ)+1 wide (257 at most; kornia's default ends at 8, 33 wide),
+#: each pixel's work grows with it: σ = 3·10^5 held a worker 7.6 s for a 1×2×8×8 request, and larger ones
+#: asked the allocator for gigabytes (an audit, 2026-12-06).
+MAX_SCALES, MAX_SIGMA = 16, 64.0
 
 
 @register_loss(
     "ms_ssim_loss",
     aliases=("multiscale_ssim_loss",),
     refuses=("inputs not (N, C, H, W)", "a target shaped unlike the input", "an even window_size",
-             "images smaller than (window_size - 1)·2^(scales - 1) + 1 a side"),
+             "images smaller than window_size·2^(scales - 1) a side", f"more than {MAX_SCALES} weights (scales)"),
     inputs=_IMAGES,
     params=(
         *_WINDOW,
@@ -213,7 +233,7 @@ _MS_WEIGHTS = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]
     source="lossd (Wang et al. 2003; valid windows, per image and channel as pytorch-msssim)",
     notes="kornia's MS_SSIMLoss is a different loss (MS-SSIM blended with L1, Zhao et al. 2017): ms_ssim_l1_loss. "
     "Needs images of at "
-    "least (window_size - 1)·2^(scales-1) + 1 pixels a side.",
+    "least window_size·2^(scales-1) pixels a side (each halving floors).",
     example=lambda dt: {
         "input": torch.linspace(0, 1, 72, dtype=torch.float64).reshape(1, 2, 6, 6).to(dt),
         "target": torch.linspace(0, 1, 72, dtype=torch.float64).pow(2).reshape(1, 2, 6, 6).to(dt),
@@ -232,10 +252,11 @@ def ms_ssim_loss(input: torch.Tensor, target: torch.Tensor, *, window_size: int,
                  k1: float, k2: float, weights: list[float], reduction: str) -> torch.Tensor:
     """Per image and channel ``Π_{j<M} relu(mean cs_j)^w_j · relu(mean ssim_M)^w_M``; loss ``1 -`` that.
     Half-precision inputs are computed in float32 and the loss cast back."""
+    require(len(weights) <= MAX_SCALES, "params.weights", f"has {len(weights)} scales; at most {MAX_SCALES}")
     _check_images(input, target, window_size, "valid", scales=len(weights))
     x, y = widened(input), widened(target)  # variances of small windows cancel in 8-11 bits
     g = _gaussian(window_size, sigma, x)
-    c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
+    c1, c2 = _stabilizers(k1, k2, max_val)
     factors = []
     for j, w in enumerate(weights):
         ssim, cs = _ssim_maps(x, y, g, c1, c2, 0.0, "valid")
@@ -452,6 +473,10 @@ def hausdorff_er_loss(
         f"shape {list(target.shape)} must be {expected} (or with a channel of 1)",
     )
     require_class_indices(target, input.shape[1])
+    biggest = torch.finfo(input.dtype).max if input.is_floating_point() else math.inf
+    require(alpha * math.log(k) < math.log(biggest), "params.alpha",
+            f"the largest weight k^alpha = {k}^{alpha:g} must be finite in {str(input.dtype).removeprefix('torch.')} "
+            "(beyond it the loss is NaN)")
     spatial = tuple(range(2, input.dim()))
     onehot = F.one_hot(target, input.shape[1]).movedim(-1, 1).to(input.dtype)
     n, c = input.shape[:2]
@@ -483,9 +508,11 @@ def hausdorff_er_loss(
             "sigmas",
             "float_list",
             [0.5, 1.0, 2.0, 4.0, 8.0],
-            "Gaussian scales (one window each, no down-sampling); windows are 2·int(2·max σ) + 1 wide, zero-padded.",
+            f"Gaussian scales (one window each, no down-sampling; at most {MAX_SCALES}, each at most {MAX_SIGMA:g}); "
+            "windows are 2·int(2·σ) + 1 wide for the last σ (as kornia), zero-padded.",
             min=0.0,
             min_exclusive=True,
+            max=MAX_SIGMA,
         ),
         Param(
             "max_val", "float", 1.0, "Dynamic range L of the images (kornia's data_range).", min=0.0, min_exclusive=True
@@ -524,6 +551,7 @@ def ms_ssim_l1_loss(input: torch.Tensor, target: torch.Tensor, *, sigmas: list[f
     """Per pixel: ``l`` at the largest σ times ``Π_σ cs_σ``, averaged over channels: MS-SSIM;
     ``|x - y|`` blurred by the largest window, averaged over channels: L1;
     loss = ``compensation · (alpha · (1 - MS-SSIM) + (1 - alpha) · L1 / L)``."""
+    require(len(sigmas) <= MAX_SCALES, "params.sigmas", f"has {len(sigmas)} scales; at most {MAX_SCALES}")
     _check_images(input, target, 1, "same")
     x, y = widened(input), widened(target)
     pad = int(2 * sigmas[-1])
@@ -535,7 +563,7 @@ def ms_ssim_l1_loss(input: torch.Tensor, target: torch.Tensor, *, sigmas: list[f
         g = g / g.sum()
         windows.append(g)
     n, c, h, w = x.shape
-    c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
+    c1, c2 = _stabilizers(k1, k2, max_val)
 
     def blur(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         z = F.conv2d(z.reshape(n * c, 1, h, w), g.view(1, 1, size, 1), padding=(pad, 0))

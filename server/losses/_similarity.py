@@ -63,6 +63,8 @@ def psnr_loss(input: torch.Tensor, target: torch.Tensor, *, max_val: float) -> t
     """``-10·log10(max_val² / mean((input - target)²))``; ``-inf`` with a zero gradient where the MSE is 0.
     Half precision is computed in float32 and the loss cast back: max_val² / MSE overflowed float16 past 48 dB."""
     require_same_shape(input, target, "PSNR compares images element by element")
+    require(max_val <= 1e18, "params.max_val", f"is {max_val:g}; must be at most 1e18 (its square must be finite "
+            "in float32: 1e300 overflowed)")
     mse = F.mse_loss(widened(input), widened(target))
     positive = mse > 0
     safe = torch.where(positive, mse, torch.ones_like(mse))
