@@ -252,11 +252,10 @@ def normalized_mutual_information_loss(input: torch.Tensor, target: torch.Tensor
 def _kl_per_map(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """KL(p ‖ q) per (N, C) map over its pixels, 0·log 0 = 0: where p is 0 (and q finite, >= 0) the term is 0
     with no gradient."""
-    n, c = p.shape[:2]
-    p, q = p.reshape(n * c, -1), q.reshape(n * c, -1)
+    p, q = p.flatten(2), q.flatten(2)  # (N, C, pixels): an empty batch too (reshape(0, -1) is ambiguous)
     nothing = (p == 0) & (q >= 0) & torch.isfinite(q)
     p, q = p.masked_fill(nothing, 1.0), q.masked_fill(nothing, 1.0)
-    return F.kl_div(q.log(), p, reduction="none").sum(-1).view(n, c)
+    return F.kl_div(q.log(), p, reduction="none").sum(-1)
 
 
 _HEATMAPS = (

@@ -86,6 +86,10 @@ def jukebox_loss(input: torch.Tensor, target: torch.Tensor, *, fft_signal_size: 
         cap = max(_MAX_PADDED, input.numel())
         require(total <= cap, "params.fft_signal_size",
                 f"makes FFTs of {total} elements (N × the sizes); at most {cap} (2^24 or the input's size)")
+    if input.numel() == 0:  # MKL's FFT refuses an empty batch ("Inconsistent configuration parameters")
+        require(fft_signal_size is None, "params.fft_signal_size", "must be null for an empty input")
+        loss = (input - target) * 0  # as torch's own losses: the empty reduction (sum 0, mean NaN), zero gradients
+        return loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
     # torch's CPU FFT has no float16 / bfloat16: those run in float32, the result in the input's dtype
     x, y = widened(input), widened(target)
     amplitude_y: torch.Tensor = torch.fft.fftn(y, s=fft_signal_size, dim=dims, norm=fft_norm).abs()

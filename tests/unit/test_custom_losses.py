@@ -640,3 +640,19 @@ def test_a_custom_losss_bad_params_and_inputs_are_refused_naming_them(loss, inpu
     with pytest.raises(FieldError) as info:
         evaluate(REGISTRY, loss, inputs, params)
     assert (info.value.field, info.value.code) == (field, "INVALID_ARGUMENT") and says in info.value.message, info.value
+
+
+@pytest.mark.parametrize("loss", ["kl_div_loss_2d", "js_div_loss_2d", "jukebox_loss"])
+def test_an_empty_batch_reduces_as_torchs_own_losses_do(loss: str) -> None:
+    """N = 0 let torch's "cannot reshape tensor of 0 elements" (kl/js) and MKL's "Inconsistent configuration
+    parameters" (jukebox) out under the field inputs (an audit, 2026-12-06); torch's own losses give the empty
+    reduction: sum 0, mean NaN, 'none' empty, with gradients of the inputs' shapes."""
+    tensors, params = REGISTRY.get(loss).example_inputs(torch.float32)
+    empty = {k: v[:0] for k, v in tensors.items()}
+    expected = {"sum": F.mse_loss(torch.zeros(0), torch.zeros(0), reduction="sum"),
+                "mean": F.mse_loss(torch.zeros(0), torch.zeros(0))}
+    for reduction, value in expected.items():
+        r = evaluate(REGISTRY, loss, empty, {**params, "reduction": reduction})
+        assert torch.equal(r.loss, value) or (r.loss.isnan() and value.isnan()), (reduction, r.loss)
+        assert all(r.grads[k].shape == empty[k].shape for k in r.grads)
+    assert evaluate(REGISTRY, loss, empty, {**params, "reduction": "none"}).loss.numel() == 0
