@@ -46,6 +46,7 @@ from ._logging import (
     parse_log_format,
     say_line,
 )
+from ._metrics import count_grpc_server_replaced
 from ._openmp import OPENMP_SETTINGS, openmp_policy
 from ._security import ConfigError, Security, describe
 from .evaluation import resolve_device
@@ -459,6 +460,7 @@ async def _serve_until_stopped(server: LossdServer, stop: asyncio.Event) -> str:
         except Exception as e:
             log.critical("the gRPC server stopped by itself (%s) and could not be replaced (%s)", why, _reason(e))
             return "and could not be replaced"
+        count_grpc_server_replaced()
         log.critical("the gRPC server stopped by itself (%s, %d times in %.0f s); serving again from a new one on "
                      "port %d", why, len(stops), REPLACED_WINDOW_S, server.port)
         # Its calls still open (a health Watch, a stream) would hold it up to their end: they end now, and the

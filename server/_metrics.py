@@ -63,7 +63,7 @@ from .. import __version__
 from .._settings import SettingError
 from ..v1 import training_pb2
 
-__all__ = ["METRICS_EXTRA_HINT", "Metrics", "set_jobs_by_state", "add_job_steps"]
+__all__ = ["METRICS_EXTRA_HINT", "Metrics", "set_jobs_by_state", "add_job_steps", "count_grpc_server_replaced"]
 
 METRICS_EXTRA_HINT = ("--metrics-port (env LOSSD_METRICS_PORT): metrics need prometheus-client, which is not "
                       "installed: pip install prometheus-client (or pip install '.[metrics]' in the lossd clone)")
@@ -117,6 +117,9 @@ class Metrics:
             self.jobs.labels(state=state).set(0)
         self.job_steps = prom.Counter(
             "lossd_job_steps_total", "Optimizer steps done by training jobs.", registry=r)
+        self.grpc_servers_replaced = prom.Counter(
+            "lossd_grpc_servers_replaced_total", "gRPC servers that stopped by themselves (grpcio's serving loop "
+            "ended on a request) and were replaced by a new one on the same port.", registry=r)
         prom.Info("lossd_build", "lossd version.", registry=r).info({"version": __version__})
         self._http: MetricsEndpoint | None = None
         self.port: int | None = None
@@ -290,6 +293,14 @@ def set_jobs_by_state(counts: Mapping[int, int] | Mapping[str, int]) -> None:
         live = list(_LIVE)
     for m in live:
         m.set_jobs(counts)
+
+
+def count_grpc_server_replaced() -> None:
+    """For ``serve``: a gRPC server stopped by itself and a new one serves. A no-op without metrics."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for m in live:
+        m.grpc_servers_replaced.inc()
 
 
 def add_job_steps(n: int) -> None:

@@ -358,8 +358,13 @@ def test_a_request_that_stops_grpcs_server_is_served_again_from_a_new_one(tmp_pa
     server on the same port, with the same services and jobs, each time; a SIGTERM still drains it."""
     from support.raw_http2 import send_headers_only
 
-    with ServedProcess.start(tmp_path, "--data-dir", str(tmp_path / "d"), "--plugins", "none",
+    import re
+    import urllib.request
+
+    with ServedProcess.start(tmp_path, "--data-dir", str(tmp_path / "d"), "--plugins", "none", "--metrics-port", "0",
                              env={"LOSSD_TOKEN": TOKEN}) as served, grpc.insecure_channel(served.address) as held:
+        assert wait_for(lambda: "lossd metrics on http" in "".join(served.log), 10), served.report()
+        metrics = re.search(r"lossd metrics on (http://\S+)", "".join(served.log)).group(1)  # type: ignore[union-attr]
         host, port = served.address.rsplit(":", 1)
         metadata = (("authorization", f"Bearer {TOKEN}"),)
         for attempt in range(1, 4):
@@ -380,6 +385,8 @@ def test_a_request_that_stops_grpcs_server_is_served_again_from_a_new_one(tmp_pa
                 assert reply.value == 2.5
                 health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
                 assert health.status == health_pb2.HealthCheckResponse.SERVING
+        with urllib.request.urlopen(metrics, timeout=10) as scrape:
+            assert "lossd_grpc_servers_replaced_total 3.0" in scrape.read().decode()
         served.proc.send_signal(signal.SIGTERM)
         assert served.proc.wait(GRACE_S + 5) == 0, served.report()
         assert "the gRPC server stopped by itself (its serving loop ended: see the error gRPC logged above, 3 times " \
