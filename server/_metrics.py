@@ -276,6 +276,12 @@ class MetricsEndpoint:
             self._loop.close()
 
 
+def _live() -> list[Metrics]:
+    """The servers' collectors alive now (none while no server has metrics on)."""
+    with _LIVE_LOCK:
+        return list(_LIVE)
+
+
 def _state_name(state: str | int) -> str:
     name = training_pb2.JobState.Name(state) if isinstance(state, int) else str(state)
     return name.removeprefix("JOB_STATE_")
@@ -289,17 +295,13 @@ def set_jobs_by_state(counts: Mapping[int, int] | Mapping[str, int]) -> None:
     states absent from ``counts`` are set to 0. Call it whenever a job changes
     state. A no-op while no server has metrics on.
     """
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for m in live:
+    for m in _live():
         m.set_jobs(counts)
 
 
 def count_grpc_server_replaced() -> None:
     """For ``serve``: a gRPC server stopped by itself and a new one serves. A no-op without metrics."""
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for m in live:
+    for m in _live():
         m.grpc_servers_replaced.inc()
 
 
@@ -307,7 +309,5 @@ def add_job_steps(n: int) -> None:
     """For the training engine: ``n`` more optimizer steps were done. A no-op without metrics."""
     if n <= 0:
         return
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for m in live:
+    for m in _live():
         m.job_steps.inc(n)

@@ -179,8 +179,9 @@ def class_indices(target: torch.Tensor, field: str = "inputs.target") -> torch.T
     ...
     lossd._wire.FieldError: inputs.target: class indices must have an integer dtype, got bool
     """
-    require(not (target.is_complex() or target.dtype == torch.bool), field,
-            f"class indices must have an integer dtype, got {str(target.dtype).removeprefix('torch.')}")
+    if target.is_complex() or target.dtype == torch.bool:  # (the message built only then: every call passes here)
+        raise FieldError(field, "class indices must have an integer dtype, got "
+                         + str(target.dtype).removeprefix("torch."))
     return target.to(torch.int64)
 
 

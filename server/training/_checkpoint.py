@@ -140,26 +140,34 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     their SHA-256 (a file without one, from a lossd before it, is read as it is)."""
     if not path.is_file():
         return None
-    with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size >= _TRAILER:
-            f.seek(size - _TRAILER)
-            trailer = f.read(_TRAILER)
-            if trailer.startswith(DIGEST_TAG):
-                f.seek(0)
-                sha, left = hashlib.sha256(), size - _TRAILER
-                while left:
-                    chunk = f.read(min(left, 1 << 20))
-                    if not chunk:
-                        break
-                    sha.update(chunk)
-                    left -= len(chunk)
-                if sha.digest() != trailer[len(DIGEST_TAG):]:
-                    raise ValueError(f"checkpoint {path.name} is damaged: its bytes do not match their SHA-256")
+    if _digest_matches(path) is False:
+        raise ValueError(f"checkpoint {path.name} is damaged: its bytes do not match their SHA-256")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path.name} is not a dict")
     return state
+
+
+def _digest_matches(path: Path) -> bool | None:
+    """Whether the file's bytes before its trailer have the SHA-256 in it; ``None`` without a trailer. Read in
+    1 MiB pieces: a checkpoint may be hundreds of MB, which torch.load then reads again."""
+    with open(path, "rb") as f:
+        left = f.seek(0, os.SEEK_END) - _TRAILER
+        if left < 0:
+            return None
+        f.seek(left)
+        trailer = f.read()
+        if not trailer.startswith(DIGEST_TAG):
+            return None
+        f.seek(0)
+        sha = hashlib.sha256()
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:  # cut short while read
+                return False
+            sha.update(chunk)
+            left -= len(chunk)
+    return sha.digest() == trailer[len(DIGEST_TAG):]
 
 
 def remove_checkpoint(path: Path) -> bool:
