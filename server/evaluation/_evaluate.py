@@ -40,8 +40,8 @@ from ._warnings import capture
 log = logging.getLogger("lossd.server")
 
 __all__ = [
-    "Binding", "Evaluation", "LossCrashed", "bind", "call_backward", "call_loss", "compact", "escaped", "evaluate",
-    "param_copies", "resolve_device", "run_bound",
+    "Binding", "Evaluation", "LossCrashed", "bind", "call_backward", "call_loss", "check_param_range", "compact",
+    "escaped", "evaluate", "param_copies", "resolve_device", "run_bound",
 ]
 
 
@@ -253,6 +253,10 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
     errors become ``FieldError`` (``UNIMPLEMENTED`` for what torch cannot do on this server,
     else ``INVALID_ARGUMENT``). The output is :func:`compact`, so that the backward runs without the
     unreduced buffer a reduced loss may be a view of."""
+    if spec.ranged_params:  # in the widest floating dtype among the tensors (none: nothing to check)
+        dtypes = [t.dtype for t in tensors.values() if isinstance(t, torch.Tensor) and has_grad(t)]
+        if dtypes:
+            check_param_range(spec, kwargs, max(dtypes, key=lambda d: torch.finfo(d).max))
     inputs: dict[str, Any] = {i.name: None for i in spec.inputs}
     inputs.update(tensors)
     versions = {k: t._version for k, t in tensors.items() if isinstance(t, torch.Tensor)} if spec.plugin else None
@@ -264,7 +268,7 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
         if spec.plugin and isinstance(e, _MAYBE_PLUGIN_MISTAKES):
             _tell_operator(spec, type(e).__name__, f"refused a request with {type(e).__name__}: {e} (the client "
                            "is told its inputs were rejected; if the plugin's own code is at fault, fix it)", e)
-        raise _torch_refusal(spec.name, "rejected the inputs", e) from e
+        raise _torch_refusal(spec.name, _rejected(spec, tensors, e), e) from e
     except BaseException as e:  # SystemExit, StopIteration...: an internal error, never the server's end
         if (crash := escaped(spec.name, e)) is None:
             raise
@@ -328,6 +332,55 @@ def call_backward(
                 raise
             raise crash from e
     return [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, found)]
+
+
+def check_param_range(spec: LossSpec, kwargs: Mapping[str, Any], dtype: torch.dtype,
+                      fix: str = "send the inputs as float64 or a smaller value") -> None:
+    """Refuse a float param of a loss lossd defines (``LossSpec.ranged_params``) beyond the range of ``dtype``,
+    the one it computes in: it would become infinite there and the loss NaN. ``fix``: what the caller can do.
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> check_param_range(REGISTRY.get("dice_loss"), {"smooth": 1e39}, torch.float32)
+    Traceback (most recent call last):
+    ...
+    lossd._wire.FieldError: params.smooth: 1e+39 is beyond float32's range (largest finite 3.4028234663852886e+38), \
+the dtype dice_loss computes in, and would become inf there; send the inputs as float64 or a smaller value
+    """
+    largest = torch.finfo(dtype).max
+    for name in spec.ranged_params:
+        value = kwargs.get(name)
+        numbers = value if isinstance(value, list) else [value]
+        for k, v in enumerate(numbers):
+            if isinstance(v, float) and abs(v) > largest:
+                where = f"params.{name}" + (f"[{k}]" if isinstance(value, list) else "")
+                raise FieldError(where, f"{v!r} is beyond {WIRE_NAMES.get(dtype, str(dtype))}'s range (largest "
+                                        f"finite {largest!r}), the dtype {spec.name} computes in, and would become "
+                                        f"inf there; {fix}")
+
+
+_DTYPE_WORDS = ("dtype", "scalar type", "result type")
+
+
+def _rejected(spec: LossSpec, tensors: Mapping[str, Any], e: Exception) -> str:
+    """What to say of a forward torch refused: where the error is about dtypes and the tensor inputs
+    (class indices aside) came in different dtypes, which dtype each has; torch's own text
+    (``expected scalar type Double but found Float``) names neither the inputs nor the fix.
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> _rejected(REGISTRY.get("ssim_loss"), {"input": torch.zeros(1), "target": torch.zeros(1, dtype=torch.int64)},
+    ...           RuntimeError("expected scalar type Long but found Float"))
+    'rejected tensor inputs of different dtypes (input float32, target int64; send them in one floating-point dtype)'
+    """
+    dtypes = {}
+    for name, t in tensors.items():
+        declared = spec.input(name)
+        if isinstance(t, torch.Tensor) and declared is not None and (
+                declared.kind == "float" or (declared.kind == "float|int" and has_grad(t))):
+            dtypes[name] = WIRE_NAMES.get(t.dtype, str(t.dtype))
+    if len(set(dtypes.values())) < 2 or not any(w in str(e).lower() for w in _DTYPE_WORDS):
+        return "rejected the inputs"
+    got = ", ".join(f"{name} {dt}" for name, dt in dtypes.items())
+    return f"rejected tensor inputs of different dtypes ({got}; send them in one floating-point dtype)"
 
 
 def _torch_refusal(name: str, what: str, e: Exception, field: str = "inputs") -> FieldError:

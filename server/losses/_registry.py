@@ -532,6 +532,11 @@ class LossSpec:
     #: A param or an input's Python form may be a list or an object (a dict), which the loss could change:
     #: each evaluation then gets its own copies (server/evaluation/_evaluate.py, ``Binding.fresh``).
     mutable_values: bool = field(default=False, init=False, compare=False, repr=False)
+    #: A loss lossd defines (not torch's, not a plugin's): its float params enter its tensor arithmetic, so a value
+    #: beyond the inputs' dtype (``smooth=1e39`` on float32) is refused rather than turning the loss into NaN
+    #: (server/evaluation/_evaluate.py, ``check_param_range``). Names of its ``float`` and ``float_list`` params, but
+    #: those that take infinity (a norm degree).
+    ranged_params: tuple[str, ...] = field(default=(), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for i in self.inputs:
@@ -540,6 +545,9 @@ class LossSpec:
                 self._by_input[a] = i
         kinds = {p.type for p in self.params} | {i.scalar for i in self.inputs}
         object.__setattr__(self, "mutable_values", bool(kinds & {"int_list", "float_list", "object"}))
+        if not self.plugin and not self.source.startswith("torch."):
+            ranged = tuple(p.name for p in self.params if p.type in ("float", "float_list") and not p.infinite)
+            object.__setattr__(self, "ranged_params", ranged)
 
     def input(self, name: str) -> Input | None:
         """The input called ``name`` (canonical or alias), or ``None``."""

@@ -22,9 +22,12 @@ True
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from ._dtypes import WIRE_NAMES
 from ._registry import (
     REDUCTION,
     Equivalent,
@@ -120,6 +123,8 @@ def tempered_log_softmax(a: torch.Tensor, t: float, num_iters: int) -> tuple[tor
         "other than ignore_index; a float target (class probabilities) not shaped like input, outside [0, 1] or "
         "with ignore_index",
         "t1 outside [0, 1], t2 <= 0, label_smoothing outside [0, 1)",
+        "t2 > 1 with C^t2 (C classes, 2 in mode 'binary') not below the input dtype's largest finite value (the "
+        "normalization would overflow to NaN)",
     ),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred", "activations"),
@@ -208,6 +213,12 @@ def bi_tempered_logistic_loss(input: torch.Tensor, target: torch.Tensor, *, t1: 
             loss = torch.where(keep, loss, torch.zeros_like(loss))
         return loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
     c = labels.shape[1]
+    if t2 > 1 and input.is_floating_point():  # λ and the exp_t terms grow like C^(t2-1): past the range, NaN
+        largest = torch.finfo(input.dtype).max
+        require(t2 * math.log(c) < math.log(largest), "params.t2",
+                f"with {c} classes in {WIRE_NAMES[input.dtype]} must keep {c}^t2 below {largest:.4g} (t2 < "
+                f"{math.log(largest) / math.log(c):.4g}): the normalization grows like C^(t2-1) and would overflow "
+                "to NaN; send float64 or use a smaller t2")
     if label_smoothing > 0:
         labels = (1 - label_smoothing * c / (c - 1)) * labels + label_smoothing / (c - 1)
     probs, log_probs = tempered_log_softmax(input, t2, num_iters)

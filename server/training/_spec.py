@@ -55,6 +55,7 @@ from ..evaluation import (
     Regularization,
     bind_params,
     call_loss,
+    check_param_range,
     check_patterns,
     covered_parameters,
     covers_nothing,
@@ -336,6 +337,7 @@ def _loss(
     try:
         kwargs = bind_params(spec, struct_to_dict(request.loss.params, "params", registry, spec.name),
                              refused=DEPRECATED_PARAMS)
+        check_param_range(spec, kwargs, torch.float32, "a job trains in float32: use a smaller value")
     except FieldError as e:
         raise FieldError(f"loss.{e.field}", e.message, e.code) from e
     if kwargs.get("reduction") == "none":

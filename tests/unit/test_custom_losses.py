@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -624,13 +625,19 @@ def test_rules_name_field(name: str, inputs: dict[str, torch.Tensor], params: di
     ("ms_ssim_l1_loss", {"input": torch.rand(1, 2, 8, 8), "target": torch.rand(1, 2, 8, 8)},
      {"sigmas": [0.5] * 17}, "params.sigmas", "at most 16"),
     # huge finite params overflowed Python floats: "(34, 'Numerical result out of range')" under inputs
-    ("ssim_loss", {"input": torch.rand(1, 1, 16, 16), "target": torch.rand(1, 1, 16, 16)}, {"max_val": 1e300},
+    ("ssim_loss", {"input": torch.rand(1, 1, 16, 16, dtype=torch.float64),
+                   "target": torch.rand(1, 1, 16, 16, dtype=torch.float64)}, {"max_val": 1e300},
      "params.k1", "must be at most 1e+18"),
-    ("psnr_loss", {"input": torch.rand(4), "target": torch.rand(4)}, {"max_val": 1e300}, "params.max_val",
-     "must be at most 1e18"),
+    ("psnr_loss", {"input": torch.rand(4, dtype=torch.float64), "target": torch.rand(4, dtype=torch.float64)},
+     {"max_val": 1e300}, "params.max_val", "must be at most 1e18"),
     # (i + 1)^alpha past float32's largest: the loss was NaN, silently
     ("hausdorff_er_loss", {"input": torch.rand(1, 2, 8, 8), "target": torch.zeros(1, 8, 8, dtype=torch.long)},
      {"k": 100, "alpha": 20.0}, "params.alpha", "must be finite in float32"),
+    # 5^100 past float32's range: the normalization overflowed and the loss was NaN, silently (float64: finite)
+    ("bi_tempered_logistic_loss", {"input": torch.randn(4, 5), "target": torch.zeros(4, dtype=torch.long)},
+     {"t1": 0.8, "t2": 100.0}, "params.t2", "with 5 classes in float32 must keep 5^t2 below 3.403e+38 (t2 < 55.13)"),
+    ("bi_tempered_logistic_loss", {"input": torch.randn(4, 1, 3, dtype=torch.float16), "target": torch.ones(4, 1, 3)},
+     {"t2": 17.0, "mode": "binary"}, "params.t2", "with 2 classes in float16 must keep 2^t2 below"),
     # lossd's own range check on a complex input ('ge' is not defined for complex): UNIMPLEMENTED, blaming torch
     ("dice_loss", {"input": torch.rand(2, 3, 4).to(torch.complex64), "target": torch.zeros(2, 4, dtype=torch.long)},
      {"mode": "multiclass"}, "inputs", "dice_loss does not compute with complex values"),
@@ -640,6 +647,57 @@ def test_a_custom_losss_bad_params_and_inputs_are_refused_naming_them(loss, inpu
     with pytest.raises(FieldError) as info:
         evaluate(REGISTRY, loss, inputs, params)
     assert (info.value.field, info.value.code) == (field, "INVALID_ARGUMENT") and says in info.value.message, info.value
+
+
+@pytest.mark.parametrize(("loss", "params", "dtype", "field", "value"), [
+    ("dice_loss", {"smooth": 1e39}, torch.float32, "params.smooth", "1e+39"),
+    ("tversky_loss", {"alpha": 1e300}, torch.float32, "params.alpha", "1e+300"),
+    ("wing_loss", {"width": 7e4}, torch.float16, "params.width", "70000.0"),
+    ("dice_loss", {"class_weights": [0.5, -1e39]}, torch.float32, "params.class_weights[1]", "-1e+39"),
+])
+def test_a_float_param_beyond_the_inputs_dtype_is_refused(loss: str, params: dict[str, Any], dtype: torch.dtype,
+                                                          field: str, value: str) -> None:
+    """A param of a loss lossd defines that the inputs' dtype cannot hold made the loss NaN, silently (an audit,
+    2026-12-06: 30 params of 25 losses, ``smooth=1e39`` on float32 the first); in float64 the loss is finite."""
+    tensors, example = REGISTRY.get(loss).example_inputs(dtype)
+    with pytest.raises(FieldError) as info:
+        evaluate(REGISTRY, loss, tensors, {**example, **params})
+    assert info.value.field == field and info.value.message.startswith(f"{value} is beyond"), info.value
+    assert "send the inputs as float64 or a smaller value" in info.value.message
+
+
+def test_torchs_own_losses_take_any_float_param_as_torch_does() -> None:
+    """The range rule is lossd's: torch's huber_loss with delta=1e39 on float32 is torch's business (parity)."""
+    x = torch.rand(4)
+    r = evaluate(REGISTRY, "huber_loss", {"input": x, "target": torch.zeros(4)}, {"delta": 1e39})
+    assert torch.equal(r.loss, F.huber_loss(x, torch.zeros(4), delta=1e39))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("classes", [2, 5, 1000])
+def test_bi_tempered_is_finite_up_to_its_t2_bound(dtype: torch.dtype, classes: int) -> None:
+    """The t2 bound (C^t2 below the dtype's largest value) refuses only what would overflow: just below it, equal
+    logits (the largest normalization) and random ones give a finite loss and gradients."""
+    t2 = 0.999 * math.log(torch.finfo(dtype).max) / math.log(classes)
+    for x in (torch.zeros(3, classes, dtype=dtype), (5 * torch.randn(3, classes)).to(dtype)):
+        r = evaluate(REGISTRY, "bi_tempered_logistic_loss", {"input": x, "target": torch.zeros(3, dtype=torch.long)},
+                     {"t1": 0.8, "t2": t2})
+        assert bool(r.loss.isfinite()) and bool(r.grads["input"].isfinite().all()), (dtype, classes, r.loss)
+
+
+@pytest.mark.parametrize(("loss", "target", "says"), [
+    ("ssim_loss", torch.rand(1, 1, 16, 16, dtype=torch.float64), "input float32, target float64"),
+    ("ms_ssim_l1_loss", torch.ones(1, 1, 16, 16, dtype=torch.long), "input float32, target int64"),
+    ("binary_focal_loss", torch.ones(1, 1, 16, 16, dtype=torch.bool), "input float32, target bool"),
+])
+def test_inputs_of_different_dtypes_are_named_with_theirs(loss: str, target: torch.Tensor, says: str) -> None:
+    """torch's "expected scalar type Double but found Float" came out under ``inputs`` alone (an audit of lossd's
+    own losses, 2026-12-06): the refusal says which input has which dtype, and what to send."""
+    with pytest.raises(FieldError) as info:
+        evaluate(REGISTRY, loss, {"input": torch.rand(1, 1, 16, 16), "target": target}, {})
+    assert info.value.field == "inputs" and info.value.code == "INVALID_ARGUMENT", info.value
+    assert f"rejected tensor inputs of different dtypes ({says}; send them in one floating-point dtype)" in (
+        info.value.message), info.value
 
 
 @pytest.mark.parametrize("loss", ["kl_div_loss_2d", "js_div_loss_2d", "jukebox_loss"])

@@ -181,6 +181,10 @@ REFUSALS = [
      ">= 0"),
     ({"loss": {"name": "binary_focal_loss", "params": {"beta": 1}}}, "INVALID_ARGUMENT", "loss.params.beta",
      "valid parameters"),
+    # float32's range: the job ran with a NaN loss (2026-12-06)
+    ({"loss": {"name": "binary_focal_loss", "params": {"gamma": 1e39}}}, "INVALID_ARGUMENT", "loss.params.gamma",
+     "beyond float32's range (largest finite 3.4028234663852886e+38), the dtype binary_focal_loss computes in, and "
+     "would become inf there; a job trains in float32"),
     ({"loss": {"name": "binary_focal_loss", "params": {"reduction": "none"}}}, "INVALID_ARGUMENT",
      "loss.params.reduction", "scalar"),
     ({"loss": {"name": "binary_focal_loss", "inputs": {"weight": {"dtype": "float32", "shape": [1], "values": [1]}}}},
