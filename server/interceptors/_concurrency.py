@@ -31,7 +31,7 @@ import grpc
 from ..._settings import env_name, flag_name
 from .._security import ConfigError
 from ._chain import StageInterceptor
-from ._handlers import OPEN_PREFIXES, Context, Handler, is_open, shape_of, streams_requests
+from ._handlers import Context, Handler, is_open, shape_of, streams_requests
 
 __all__ = ["DEFAULT_MAX_CONCURRENT_RPCS", "DEFAULT_MAX_CONCURRENT_STREAMS", "MAX_HEALTH_WATCHES", "ConcurrencyLimiter",
            "Slots"]
@@ -83,21 +83,19 @@ class Slots:
 class ConcurrencyLimiter(StageInterceptor):
     """Server-wide limits on unary calls and on streaming calls in flight; health is exempt."""
 
-    def __init__(self, max_rpcs: int, max_streams: int, exempt: tuple[str, ...] = OPEN_PREFIXES,
-                 max_watches: int | None = None) -> None:
+    def __init__(self, max_rpcs: int, max_streams: int) -> None:
         for name, value in (("max_concurrent_rpcs", max_rpcs), ("max_concurrent_streams", max_streams)):
             if value < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {value}")
         self.rpcs = Slots("max_concurrent_rpcs", max_rpcs, "calls")
         self.streams = Slots("max_concurrent_streams", max_streams, "streams")
         #: Open health Watch streams (:data:`MAX_HEALTH_WATCHES`), the one open method that stays open.
-        self.watches = Slots("", MAX_HEALTH_WATCHES if max_watches is None else max_watches, "health Watch streams",
+        self.watches = Slots("", MAX_HEALTH_WATCHES, "health Watch streams",
                              instead="probe with Check, or close a Watch")
-        self._exempt = exempt
 
     def wrap(self, handler: Handler, method: str) -> Handler:
         """``handler`` holding a slot while it runs (exempt methods: as it is)."""
-        if is_open(method, self._exempt):
+        if is_open(method):
             return _limited(handler, self.watches) if method == _WATCH else handler
         streaming = streams_requests(handler, method) or handler.response_streaming
         return _limited(handler, self.streams if streaming else self.rpcs)

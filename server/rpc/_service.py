@@ -62,6 +62,8 @@ STREAM_DRAINING_MESSAGE = ("the server is shutting down and reads no more items 
 INLINE_MAX_BYTES = 16 * 1024
 #: ... and at most this many ``inputs`` and ``grad_inputs`` entries in all (a loss takes a few).
 INLINE_MAX_ENTRIES = 32
+#: EvaluateLossStream: items of one stream in flight at most.
+STREAM_WINDOW = 8
 #: A loss whose evaluation on the event loop took more CPU than this :data:`SLOW_IN_A_ROW` times in a row
 #: goes to the thread pool from then on, however small its tensors (a multi-scale SSIM or a clDice of
 #: a few KiB takes 2-9 ms; a 100-element mse_loss 0.1-0.5 ms, up to 2.3 ms on a busy machine) ...
@@ -147,10 +149,8 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         device: torch.device | None,
         max_tensor_elements: TensorLimits | int,
         *,
-        stream_window: int = 8,
         stream_window_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         stream_threads: int = 2,
-        inline_max_bytes: int = INLINE_MAX_BYTES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         batch_limits: BatchLimits = BatchLimits(),  # noqa: B008 - frozen
         batch_window_us: int = DEFAULT_BATCH_WINDOW_US,
@@ -160,14 +160,12 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         self._device = device
         #: Size limits on a request's tensors (an int: the per-tensor element limit).
         self._limits = TensorLimits.of(max_tensor_elements)
-        #: EvaluateLossStream: items in flight at most, and the bytes they hold at most (a request's
+        #: EvaluateLossStream: the bytes its items in flight (:data:`STREAM_WINDOW`) hold at most (a request's
         #: until its reply is computed, then the reply's until it is sent; an item larger than that still
-        #: runs, alone), and items of one stream computing at once (the pool's threads: the replies of
-        #: those are what a stream may hold beyond the bytes).
-        self._stream_window = max(1, stream_window)
+        #: runs, alone), and its items computing at once (the pool's threads: the replies of those are what a
+        #: stream may hold beyond the bytes).
         self._stream_window_bytes = stream_window_bytes
         self._stream_threads = max(1, stream_threads)
-        self._inline_max_bytes = inline_max_bytes
         #: Replies over this size are refused with RESOURCE_EXHAUSTED saying how to raise it.
         self._max_message_bytes = max_message_bytes
         #: EvaluateLossBatch: most items and tensor bytes in one batch.
@@ -221,10 +219,10 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         if len(message.inputs) + len(message.grad_inputs) > INLINE_MAX_ENTRIES:
             return False
         if size is None:
-            if tensor_data_bytes(message) > self._inline_max_bytes:
+            if tensor_data_bytes(message) > INLINE_MAX_BYTES:
                 return False
             size = message.ByteSize()
-        if size > self._inline_max_bytes:
+        if size > INLINE_MAX_BYTES:
             return False
         if size > MAX_STRING_BYTES and message.params.ByteSize() > MAX_STRING_BYTES:
             return False
@@ -355,8 +353,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         (:meth:`end_streams`) it reads no more items: those read are answered, then the call ends
         ``UNAVAILABLE``."""
         loop = asyncio.get_running_loop()
-        in_flight: asyncio.Queue[_StreamReply | asyncio.Future[_StreamReply] | None] = asyncio.Queue(
-            self._stream_window)
+        in_flight: asyncio.Queue[_StreamReply | asyncio.Future[_StreamReply] | None] = asyncio.Queue(STREAM_WINDOW)
         budget = _ByteBudget(self._stream_window_bytes)
         computing = asyncio.Semaphore(self._stream_threads)
 
