@@ -268,7 +268,8 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
         if spec.plugin and isinstance(e, _MAYBE_PLUGIN_MISTAKES):
             _tell_operator(spec, type(e).__name__, f"refused a request with {type(e).__name__}: {e} (the client "
                            "is told its inputs were rejected; if the plugin's own code is at fault, fix it)", e)
-        raise _torch_refusal(spec.name, _rejected(spec, tensors, e), e) from e
+        what, where = _rejected(spec, tensors, e)
+        raise _torch_refusal(spec.name, what, e, where) from e
     except BaseException as e:  # SystemExit, StopIteration...: an internal error, never the server's end
         if (crash := escaped(spec.name, e)) is None:
             raise
@@ -361,16 +362,25 @@ the dtype dice_loss computes in, and would become inf there; send the inputs as 
 _DTYPE_WORDS = ("dtype", "scalar type", "result type")
 
 
-def _rejected(spec: LossSpec, tensors: Mapping[str, Any], e: Exception) -> str:
-    """What to say of a forward torch refused: where the error is about dtypes and the tensor inputs
-    (class indices aside) came in different dtypes, which dtype each has; torch's own text
-    (``expected scalar type Double but found Float``) names neither the inputs nor the fix.
+def _rejected(spec: LossSpec, tensors: Mapping[str, Any], e: Exception) -> tuple[str, str]:
+    """What to say of a forward torch refused, and under which field: ``inputs.<name>`` for an input with a
+    dimension of size 0 past the batch (torch's "Kernel size can't be greater than actual input size" named
+    none); where the error is about dtypes and the tensor inputs (class indices aside) came in different dtypes,
+    which dtype each has (torch's "expected scalar type Double but found Float" named neither the inputs nor the
+    fix).
 
     >>> from lossd.server.losses import REGISTRY
     >>> _rejected(REGISTRY.get("ssim_loss"), {"input": torch.zeros(1), "target": torch.zeros(1, dtype=torch.int64)},
     ...           RuntimeError("expected scalar type Long but found Float"))
-    'rejected tensor inputs of different dtypes (input float32, target int64; send them in one floating-point dtype)'
+    ('rejected tensor inputs of different dtypes (input float32, target int64; send them in one floating-point \
+dtype)', 'inputs')
+    >>> _rejected(REGISTRY.get("ssim_loss"), {"input": torch.zeros(1, 1, 5, 0)}, RuntimeError("Kernel size ..."))
+    ('rejected input: it has a dimension of size 0 past the batch (shape [1, 1, 5, 0])', 'inputs.input')
     """
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and 0 in t.shape[1:]:
+            return f"rejected {name}: it has a dimension of size 0 past the batch (shape {list(t.shape)})", \
+                f"inputs.{name}"
     dtypes = {}
     for name, t in tensors.items():
         declared = spec.input(name)
@@ -378,9 +388,9 @@ def _rejected(spec: LossSpec, tensors: Mapping[str, Any], e: Exception) -> str:
                 declared.kind == "float" or (declared.kind == "float|int" and has_grad(t))):
             dtypes[name] = WIRE_NAMES.get(t.dtype, str(t.dtype))
     if len(set(dtypes.values())) < 2 or not any(w in str(e).lower() for w in _DTYPE_WORDS):
-        return "rejected the inputs"
+        return "rejected the inputs", "inputs"
     got = ", ".join(f"{name} {dt}" for name, dt in dtypes.items())
-    return f"rejected tensor inputs of different dtypes ({got}; send them in one floating-point dtype)"
+    return f"rejected tensor inputs of different dtypes ({got}; send them in one floating-point dtype)", "inputs"
 
 
 def _torch_refusal(name: str, what: str, e: Exception, field: str = "inputs") -> FieldError:

@@ -20,6 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ._dtypes import WIRE_NAMES
 from ._overlap import _probabilities, guarded_power  # the masks and activations of the overlap losses
 from ._registry import (
     HALF_DTYPES,
@@ -53,7 +54,21 @@ _IMAGES = (
 
 
 def _gaussian(window_size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
-    x = torch.arange(window_size, dtype=like.dtype, device=like.device) - (window_size - 1) / 2
+    """The normalized 1-D Gaussian window of ``window_size`` taps, in ``like``'s dtype (:func:`_gaussian_taps`)."""
+    return _gaussian_taps(torch.arange(window_size, dtype=like.dtype, device=like.device) - (window_size - 1) / 2,
+                          sigma)
+
+
+def _gaussian_taps(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The normalized Gaussian window at offsets ``x``. Where ``2·sigma²`` is below the dtype's smallest normal
+    number the window is the centre tap alone: the formula's own value there (every other tap's exponent is past
+    -10^37), which it computed as 0/0 = NaN at the centre once ``2·sigma²`` rounded to 0 (an audit, 2026-12-06).
+
+    >>> _gaussian(3, 1e-30, torch.zeros(1)).tolist(), _gaussian(3, 1e-19, torch.zeros(1)).tolist()
+    ([0.0, 1.0, 0.0], [0.0, 1.0, 0.0])
+    """
+    if 2 * sigma * sigma < torch.finfo(x.dtype).tiny:
+        return (x == 0).to(x.dtype)
     g = torch.exp(-(x * x) / (2 * sigma * sigma))
     return g / g.sum()
 
@@ -310,7 +325,9 @@ def distance_field(mask: torch.Tensor) -> torch.Tensor:
              "targets not shaped as mode says (a mask shaped like input; multiclass: class indices (N, *) or "
              "one-hot), outside [0, 1] or outside [0, C)", "probabilities outside [0, 1] with from_logits false",
              "include_background false with one channel",
-             f"distance transforms of more than {MAX_DISTANCE_WORK} steps (N·C·pixels·Σ sides)"),
+             f"distance transforms of more than {MAX_DISTANCE_WORK} steps (N·C·pixels·Σ sides)",
+             "an alpha for which a pixel's two distances^alpha add up beyond the dtype (float32 for half "
+             "precision)"),
     inputs=(
         Input(
             "input",
@@ -407,6 +424,12 @@ def hausdorff_dt_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float
         pred_dt = distance_field((probs.detach() > 0.5).reshape(n * c, *spatial)).reshape(n, c, -1)
         target_dt = distance_field((onehot > 0.5).reshape(n * c, *spatial)).reshape(n, c, -1)
         distance = (pred_dt.pow(alpha) + target_dt.pow(alpha)).to(p.dtype)
+        if not bool(distance.isfinite().all()):  # (p - t)² · inf is NaN where p = t
+            farthest = float(torch.maximum(pred_dt.max(), target_dt.max()))
+            raise LossError("params.alpha", f"is too large for these masks in {WIRE_NAMES[p.dtype]}: the sum of "
+                            f"two distances to the power {alpha:g} (the largest distance is {farthest:.4g}) is beyond "
+                            f"{torch.finfo(p.dtype).max:.4g}, and the loss would be NaN; use a smaller alpha or "
+                            "send float64")
     per_pixel = (p - t) ** 2 * distance
     loss = per_pixel.mean(dim=2) if aggregation == "per_sample" else per_pixel.mean(dim=(0, 2))
     loss = loss.mean() if reduction == "mean" else (loss.sum() if reduction == "sum" else loss)
@@ -557,11 +580,7 @@ def ms_ssim_l1_loss(input: torch.Tensor, target: torch.Tensor, *, sigmas: list[f
     pad = int(2 * sigmas[-1])
     size = 2 * pad + 1
     coords = torch.arange(size, dtype=x.dtype, device=x.device) - size // 2
-    windows = []
-    for sigma in sigmas:
-        g = torch.exp(-(coords * coords) / (2 * sigma * sigma))
-        g = g / g.sum()
-        windows.append(g)
+    windows = [_gaussian_taps(coords, sigma) for sigma in sigmas]
     n, c, h, w = x.shape
     c1, c2 = _stabilizers(k1, k2, max_val)
 

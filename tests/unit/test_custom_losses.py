@@ -638,6 +638,15 @@ def test_rules_name_field(name: str, inputs: dict[str, torch.Tensor], params: di
      {"t1": 0.8, "t2": 100.0}, "params.t2", "with 5 classes in float32 must keep 5^t2 below 3.403e+38 (t2 < 55.13)"),
     ("bi_tempered_logistic_loss", {"input": torch.randn(4, 1, 3, dtype=torch.float16), "target": torch.ones(4, 1, 3)},
      {"t2": 17.0, "mode": "binary"}, "params.t2", "with 2 classes in float16 must keep 2^t2 below"),
+    # a 64 x 64 mask's distances (up to 79) to the power 24 overflow float32: (p - t)^2 * inf was NaN where p = t
+    ("hausdorff_dt_loss", {"input": torch.nn.functional.pad(torch.full((1, 1, 8, 8), 0.95), (0, 56, 0, 56), value=0.05),
+                           "target": torch.nn.functional.pad(torch.ones(1, 1, 8, 8), (0, 56, 0, 56))},
+     {"alpha": 24.0}, "params.alpha", "the sum of two distances to the power 24 (the largest distance is 79.2)"),
+    # a spatial or channel size of 0: torch's "Kernel size can't be greater than actual input size" under inputs
+    ("hausdorff_er_loss", {"input": torch.rand(1, 2, 5, 0), "target": torch.zeros(1, 5, 0, dtype=torch.long)}, {},
+     "inputs.input", "rejected input: it has a dimension of size 0 past the batch (shape [1, 2, 5, 0])"),
+    ("boundary_loss", {"input": torch.rand(1, 0, 5, 5), "target": torch.rand(1, 0, 5, 5)}, {},
+     "inputs.input", "rejected input: it has a dimension of size 0 past the batch (shape [1, 0, 5, 5])"),
     # lossd's own range check on a complex input ('ge' is not defined for complex): UNIMPLEMENTED, blaming torch
     ("dice_loss", {"input": torch.rand(2, 3, 4).to(torch.complex64), "target": torch.zeros(2, 4, dtype=torch.long)},
      {"mode": "multiclass"}, "inputs", "dice_loss does not compute with complex values"),
@@ -671,6 +680,26 @@ def test_torchs_own_losses_take_any_float_param_as_torch_does() -> None:
     x = torch.rand(4)
     r = evaluate(REGISTRY, "huber_loss", {"input": x, "target": torch.zeros(4)}, {"delta": 1e39})
     assert torch.equal(r.loss, F.huber_loss(x, torch.zeros(4), delta=1e39))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize(("loss", "params"), [
+    ("ssim_loss", {"window_size": 3, "sigma": 1e-30}), ("ssim_loss", {"window_size": 3, "sigma": 1e-200}),
+    ("ms_ssim_l1_loss", {"sigmas": [1e-30, 1.0]}),
+])
+def test_a_vanishing_gaussian_sigma_is_the_centre_tap(dtype: torch.dtype, loss: str, params: dict[str, Any]) -> None:
+    """2·sigma² rounding to 0 made the window's centre 0/0 and the loss NaN (an audit, 2026-12-06); the window is
+    then its limit, the centre tap, as a sigma a little larger already gives (bit for bit)."""
+    torch.manual_seed(0)
+    x, y = torch.rand(1, 1, 32, 32, dtype=dtype), torch.rand(1, 1, 32, 32, dtype=dtype)
+    smaller = evaluate(REGISTRY, loss, {"input": x, "target": y}, params)
+    tiny = torch.finfo(dtype).tiny
+    larger = {k: (2 * tiny ** 0.5 if isinstance(v, float) and v < 1e-19 else v) for k, v in params.items()}
+    if "sigmas" in params:
+        larger["sigmas"] = [2 * tiny ** 0.5, 1.0]
+    reference = evaluate(REGISTRY, loss, {"input": x, "target": y}, larger)
+    assert bool(smaller.loss.isfinite()) and torch.equal(smaller.loss, reference.loss), (smaller.loss, reference.loss)
+    assert torch.equal(smaller.grads["input"], reference.grads["input"])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
