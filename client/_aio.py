@@ -21,6 +21,7 @@ import contextlib
 import functools
 import itertools
 import time
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar, overload
 
@@ -50,6 +51,7 @@ from ._client import (
     batch_outcomes,
     iter_prepared,
     kept,
+    many_batch_bytes,
     outcome_by_id,
     pack_many,
     stream_outcome,
@@ -99,9 +101,25 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
 
     @property
     def channel(self) -> grpc.aio.Channel:
-        """The underlying ``grpc.aio.Channel`` (opened on first use, in the running loop)."""
-        channel: grpc.aio.Channel = self._open(grpc.aio)
-        return channel
+        """The underlying ``grpc.aio.Channel`` (opened on first use, in the running loop; another loop's use is a
+        ``RuntimeError`` saying so, where grpc.aio said "Event loop is closed" or "attached to a different loop").
+        """
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self._channel is None:
+            channel: grpc.aio.Channel = self._open(grpc.aio)
+            self._opened_in = None if loop is None else weakref.ref(loop)
+            return channel
+        if loop is not None and self._opened_in is not None and self._opened_in() is not loop:
+            raise RuntimeError("this AsyncClient's channel belongs to the event loop it was first used in; make one "
+                               "AsyncClient per event loop (each asyncio.run() starts a new loop)")
+        opened: grpc.aio.Channel = self._open(grpc.aio)
+        return opened
+
+    #: The event loop the channel was opened in (a weak reference), once it was.
+    _opened_in: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
     async def close(self) -> None:
         """Close the channel; calls in flight end with :class:`~lossd.client.Cancelled`, as in
@@ -242,7 +260,7 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
 
         try:
             with self._raising():
-                for packed in pack_many(source):
+                for packed in pack_many(source, max_bytes=many_batch_bytes(self.config.max_message_bytes)):
                     left = None if ends is None else max(0.0, ends - time.monotonic())
                     in_flight.append((packed, call(packed.body, timeout=left, metadata=self.config.metadata() or None)))
                     if len(in_flight) >= MANY_IN_FLIGHT:

@@ -34,6 +34,7 @@ from .._framing import (
     varint,
     wire_fields,
 )
+from .._wire import over_message_limit
 from ..v1 import lossd_pb2
 from ._calls import (
     EVALUATE_LOSS,
@@ -75,6 +76,7 @@ __all__ = [
     "frame_request",
     "iter_prepared",
     "kept",
+    "many_batch_bytes",
     "outcome_by_id",
     "pack_many",
     "prepare_many",
@@ -207,6 +209,11 @@ def build_request(
     >>> request.loss, sorted(request.inputs), dict(request.params), as_torch
     ('ce', ['y_pred', 'y_true'], {'label_smoothing': 0.1}, False)
     """
+    if encoding not in ("raw", "values"):
+        raise ValueError(f"encoding: must be 'raw' or 'values', got {encoding!r}")
+    if isinstance(grad_inputs, str):  # list("y_pred") would ask for the gradients of 'y', '_', 'p', ...
+        raise TypeError(f"grad_inputs: a list of input names, got the string {grad_inputs!r} "
+                        f"(write [{grad_inputs!r}])")
     loss, tensors, all_params = _split_arguments(loss, y_pred, y_true, inputs, params, params_and_inputs)
     terms: Sequence[Mapping[str, Any]] = () if isinstance(loss, str) else loss
     request = lossd_pb2.EvaluateLossRequest(
@@ -220,14 +227,20 @@ def build_request(
         request.params.CopyFrom(params_struct(all_params, "params"))
     if grad_output is not None:
         request.grad_output.CopyFrom(encode(grad_output, encoding, "grad_output"))
-    for term in terms:
+    for k, term in enumerate(terms):
         unknown = set(term) - {"loss", "weight", "params", "name", "inputs", "transforms"}
         if unknown:
-            raise TypeError(f"unknown term keys {sorted(unknown)}; use loss, weight, params, name, inputs, transforms")
+            raise TypeError(f"terms[{k}]: unknown keys {sorted(unknown)}; use loss, weight, params, name, inputs, "
+                            "transforms")
+        if "loss" not in term:
+            raise TypeError(f"terms[{k}]: needs 'loss', the name of the term's loss")
         t = request.terms.add(loss=term["loss"], name=term.get("name", ""), inputs=dict(term.get("inputs", {})),
                               transforms=dict(term.get("transforms", {})))
         if "weight" in term:
-            t.weight = float(term["weight"])
+            try:
+                t.weight = float(term["weight"])
+            except (TypeError, ValueError):
+                raise TypeError(f"terms[{k}].weight: must be a number, got {term['weight']!r}") from None
         if term.get("params"):
             field = f"terms[{len(request.terms) - 1}].params"
             t.params.CopyFrom(params_struct({k: param_value(k, v) for k, v in dict(term["params"]).items()}, field))
@@ -481,12 +494,25 @@ def streams_instead(error: LossdError, answered: Sequence[Any]) -> bool:
     """Whether ``evaluate_many`` sends the rest of its items over ``EvaluateLossStream`` after ``error``: the
     server has no ``EvaluateLossBatch`` (then nothing was ``answered``), or its ``--max-batch-items`` /
     ``--max-batch-bytes`` refused a whole batch (a limit below ``MANY_BATCH_ITEMS``, ``MANY_BATCH_BYTES``:
-    field ``items``, no item of its own); the items ``answered`` before it keep their outcomes."""
+    field ``items``, no item of its own), or a batch or its reply passed a message limit (the server's
+    ``--max-message-bytes`` below the batch: over a stream each item travels in a message of its own, and one
+    still too large fails alone); the items ``answered`` before it keep their outcomes."""
     if error.item is not None:  # one item's own error (raise_on_error)
         return False
     if isinstance(error, Unimplemented):
         return not answered
-    return isinstance(error, ResourceExhausted) and error.field == "items"
+    return isinstance(error, ResourceExhausted) and (error.field == "items" or over_message_limit(error.message))
+
+
+def many_batch_bytes(max_message_bytes: int) -> int:
+    """The bytes ``evaluate_many`` packs into one batch: :data:`MANY_BATCH_BYTES`, or half the client's
+    message limit when that is lower (the reply, gradients included, is about as large as the request
+    or larger, and comes back under the same limit).
+
+    >>> many_batch_bytes(256 << 20) == MANY_BATCH_BYTES, many_batch_bytes(4 << 20)
+    (True, 2097152)
+    """
+    return min(MANY_BATCH_BYTES, max(1, max_message_bytes // 2))
 
 
 def outcome_by_id(
@@ -528,6 +554,9 @@ def iter_prepared(
             flags.append(as_torch)
             yield item
             continue
+        if not isinstance(item, Mapping):
+            raise TypeError(f"requests[{i}]: an item is an EvaluateLossRequest or a dict of evaluate() arguments, "
+                            f"got {type(item).__name__}")
         kwargs = dict(item)
         if "loss" not in kwargs:
             raise TypeError(f"requests[{i}]: a dict of evaluate() arguments needs 'loss'")
@@ -989,7 +1018,7 @@ class Client(Evaluating[EvaluateResult], Jobs):
 
         try:
             with raising_lossd_errors():
-                for packed in pack_many(source):
+                for packed in pack_many(source, max_bytes=many_batch_bytes(self.config.max_message_bytes)):
                     left = None if ends is None else max(0.0, ends - time.monotonic())
                     in_flight.append((packed, call.future(packed.body, timeout=left,
                                                           metadata=self.config.metadata() or None)))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import numbers
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -430,11 +431,19 @@ class ClientConfig:
 
         >>> cfg = ClientConfig(timeout=60.0)
         >>> cfg.deadline(None), cfg.deadline(5), cfg.deadline(float("inf")), cfg.deadline(None, default=False)
-        (60.0, 5, None, None)
+        (60.0, 5.0, None, None)
         >>> cfg.deadline(1e10)  # past gRPC's clock: none
+        >>> cfg.deadline(0)
+        Traceback (most recent call last):
+        ...
+        ValueError: timeout: must be > 0 seconds (inf for no deadline), got 0
         """
         if timeout is None:
             timeout = self.timeout if default else None
+        elif not (type(timeout) is float and 0 < timeout < math.inf):  # as the client's own: 0, NaN, "5" refused
+            if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0:
+                raise ValueError(f"timeout: {_RANGES['timeout'][2]}, got {timeout!r}")
+            timeout = float(timeout)
         return None if timeout is None or timeout > MAX_DEADLINE_S else timeout
 
     def metadata(self) -> tuple[tuple[str, str], ...]:

@@ -118,21 +118,27 @@ def load_spec(spec: SpecLike) -> training_pb2.TrainJobRequest:
                 data = yaml.load(text, Loader=_no_aliases(yaml))  # a SafeLoader; aliases refused
             except yaml.YAMLError as e:
                 raise ValueError(f"{path}: not valid YAML: {e}") from None
+            except RecursionError:  # PyYAML's scanner recurses per level of nesting
+                raise ValueError(f"{path}: nested too deeply") from None
         else:
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}: not valid JSON: {e}") from None
+            except RecursionError:  # json's decoder too: '[' * 1000 was a traceback from `lossd train`
+                raise ValueError(f"{path}: nested too deeply") from None
         if not isinstance(data, Mapping):
             raise ValueError(f"{path}: a spec is a JSON/YAML object, got {type(data).__name__}")
         spec = data
-    unknown = unknown_field(spec, training_pb2.TrainJobRequest.DESCRIPTOR)
-    if unknown:
-        raise ValueError(f"spec: {unknown}")
     try:
+        unknown = unknown_field(spec, training_pb2.TrainJobRequest.DESCRIPTOR)
+        if unknown:
+            raise ValueError(f"spec: {unknown}")
         return json_format.ParseDict(dict(spec), training_pb2.TrainJobRequest())
     except json_format.ParseError as e:
         raise ValueError(f"spec: {e}") from None
+    except RecursionError:  # a dict nested deeper than Python's recursion limit (ParseDict recurses)
+        raise ValueError("spec: nested too deeply") from None
 
 
 def unknown_field(data: Any, descriptor: Any, path: str = "") -> str | None:

@@ -29,6 +29,7 @@ __all__ = [
     "FieldError",
     "check_tensor",
     "explain_message_limit",
+    "over_message_limit",
     "reply_too_large",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_MAX_REQUEST_ELEMENTS",
@@ -71,6 +72,19 @@ def explain_message_limit(text: str) -> str:
     return f"{text}; {_RAISE_LIMIT[m.group(1).lower()]}; both sides must allow a message"
 
 
+def over_message_limit(text: str) -> bool:
+    """Whether an error's text says a message passed a size limit: gRPC's own (either side's) or a reply the
+    server refused to send (:func:`reply_too_large`).
+
+    >>> over_message_limit("SERVER: Received message larger than max (300 vs. 200)"), over_message_limit("no")
+    (True, False)
+    """
+    return _GRPC_LIMIT.search(text) is not None or _OVER_LIMIT in text
+
+
+_OVER_LIMIT = "over the message limit of"
+
+
 def reply_too_large(size: int, limit: int, items: int = 0) -> str:
     """The message for a reply the server cannot send: its size, the limit, the fix. ``items``: a batch's
     reply, refused once its first ``items`` items' replies (``size`` bytes) pass the limit.
@@ -80,9 +94,8 @@ def reply_too_large(size: int, limit: int, items: int = 0) -> str:
     >>> reply_too_large(300, 200, items=3).split("; ")[:2]
     ['the reply is over the message limit of 200 bytes after 3 items (300 bytes)', 'send fewer items per batch']
     """
-    what = (f"the reply is over the message limit of {limit} bytes after {items} items ({size} bytes); "
-            "send fewer items per batch" if items else f"the reply is {size} bytes, over the message limit of "
-            f"{limit} bytes")
+    what = (f"the reply is {_OVER_LIMIT} {limit} bytes after {items} items ({size} bytes); "
+            "send fewer items per batch" if items else f"the reply is {size} bytes, {_OVER_LIMIT} {limit} bytes")
     return (f"{what}; {_RAISE_LIMIT['server']}, and the client's if it is lower, "
             "or ask for fewer gradients (grad_inputs)")
 #: Largest number of elements accepted in one tensor unless configured.

@@ -127,6 +127,21 @@ def test_unreachable_server_is_unavailable() -> None:
         asyncio.run(main())
 
 
+def test_a_second_event_loop_is_told_to_make_its_own_client(server_address: str) -> None:
+    """asyncio.run() twice on one client said "Event loop is closed" (gRPC's channel is bound to the first loop;
+    two threads' loops: "attached to a different loop" and a never-awaited coroutine): the SDK audit, 2026-12-06."""
+    c = AsyncClient(server_address)
+    x = np.ones(3, np.float32)
+
+    async def once() -> float:
+        return (await c.evaluate("mse", x, x * 0)).value
+
+    assert asyncio.run(once()) == 1.0
+    with pytest.raises(RuntimeError, match="belongs to the event loop it was first used in; make one AsyncClient per "
+                                           "event loop"):
+        asyncio.run(once())
+
+
 def test_constructed_outside_a_running_loop() -> None:
     c = AsyncClient("127.0.0.1:1")  # no event loop here: the channel opens on first use
     assert c.target == "127.0.0.1:1"

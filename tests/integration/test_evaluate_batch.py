@@ -498,3 +498,25 @@ def test_evaluate_many_streams_the_rest_when_a_later_batch_is_refused(served: tu
             return await ac.evaluate_many(items)
 
     check(asyncio.run(run()))
+
+
+def test_evaluate_many_fits_its_batches_to_a_message_limit_below_them() -> None:
+    """``evaluate_many`` packed 8 MiB batches whatever the limits: a server's --max-message-bytes of 4 MiB
+    (gRPC's own default) refused the first batch ("Received message larger than max") and the whole call
+    failed, telling the user to raise a limit no item came near (the SDK audit, 2026-12-06). A server's
+    lower limit now sends the items over the stream, one message each; the client's own limit halves its
+    batches."""
+    x = np.arange(256, dtype=np.float32)
+    items = [{"loss": "mse", "y_pred": x + i, "y_true": x} for i in range(1500)]  # about 1.5 MB in all
+    expected = [float(i * i) for i in range(1500)]
+    with lossd(workers=2, max_message_bytes=1 << 20) as (address, _):
+        with Client(address) as client:
+            assert [r.value for r in client.evaluate_many(items)] == expected
+
+        async def run() -> list[Any]:
+            async with AsyncClient(address) as ac:
+                return await ac.evaluate_many(items)
+
+        assert [r.value for r in asyncio.run(run())] == expected
+    with lossd(workers=2) as (address, _), Client(address, max_message_bytes=1 << 20) as client:
+        assert [r.value for r in client.evaluate_many(items)] == expected

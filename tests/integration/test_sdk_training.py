@@ -129,6 +129,13 @@ def test_spec_errors_name_the_field(tmp_path: Path, client: Client, monkeypatch:
         (tmp_path / "tag.yaml").write_text('!!python/object/apply:os.system ["echo no"]\n')
         with pytest.raises(ValueError, match="tag.yaml: not valid YAML: could not determine a constructor"):
             load_spec(tmp_path / "tag.yaml")  # safe_load: nothing runs
+        (tmp_path / "deep.yaml").write_text("a: " + "[" * 100_000)  # PyYAML's scanner: a RecursionError
+        with pytest.raises(ValueError, match="deep.yaml: nested too deeply"):
+            load_spec(tmp_path / "deep.yaml")
+    # json's decoder: "[" * 1000 came out of `lossd train` as a RecursionError's traceback (the SDK audit, 2026-12-06)
+    (tmp_path / "deep.json").write_text('{"data": {"inline": {"x": ' + "[" * 1000 + "]" * 1000 + "}}}")
+    with pytest.raises(ValueError, match="deep.json: nested too deeply"):
+        load_spec(tmp_path / "deep.json")
     (tmp_path / "s.yml").write_text("epochs: 2\n")
     monkeypatch.setitem(sys.modules, "yaml", None)
     with pytest.raises(MissingExtra, match="s.yml needs yaml, which is not installed: pip install pyyaml"):

@@ -8,6 +8,7 @@ import math
 import re
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf import any_pb2, descriptor_pool
 from google.rpc import error_details_pb2, status_pb2
@@ -256,3 +257,16 @@ def test_replica_settings_balancing_retry_buffer_and_overrides() -> None:
     names = [name for name, _ in mine.channel_options()]
     assert names.count("grpc.per_rpc_retry_buffer_size") == 1
     assert dict(mine.channel_options())["grpc.per_rpc_retry_buffer_size"] == 7
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "5", True, None])
+def test_a_calls_own_timeout_is_checked_as_the_clients_is(timeout: object) -> None:
+    """``Client(timeout=0)`` was refused, ``evaluate(..., timeout=0)`` was not: it failed DeadlineExceeded in some
+    calls and not in others, NaN and -1 always, and "5" with a TypeError naming nothing (the SDK audit, 2026-12-06)."""
+    config = ClientConfig(timeout=60.0)
+    if timeout is None:
+        assert config.deadline(timeout) == 60.0 and config.deadline(np.float32(2)) == 2.0
+        assert config.deadline(math.inf) is None
+        return
+    with pytest.raises(ValueError, match=r"^timeout: must be > 0 seconds \(inf for no deadline\), got "):
+        config.deadline(timeout)  # type: ignore[arg-type]

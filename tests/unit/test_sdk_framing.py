@@ -119,8 +119,26 @@ def test_evaluate_many_items_are_framed_as_upb_serializes_them() -> None:
 def test_a_bad_item_is_refused_as_build_request_refuses_it_naming_its_index() -> None:
     with pytest.raises(TypeError, match=r"requests\[3\]: a dict of evaluate\(\) arguments needs 'loss'"):
         ItemFramer(False).frame(3, {"y_pred": X})
-    with pytest.raises(TypeError, match="unknown term keys"):
+    with pytest.raises(TypeError, match=r"requests\[0\]: terms\[0\]: unknown keys \['bogus'\]"):
         ItemFramer(False).frame(0, {"loss": [{"loss": "mse", "bogus": 1}], "y_pred": X, "y_true": X})
+
+
+@pytest.mark.parametrize(("call", "error"), [
+    # a bare KeyError: 'loss', and float()'s "could not convert string to float: 'abc'" (the SDK audit, 2026-12-06)
+    (lambda: build_request([{"weight": 1}], X, X), "terms[0]: needs 'loss', the name of the term's loss"),
+    (lambda: build_request([{"loss": "mse"}, {"loss": "mse", "weight": "abc"}], X, X),
+     "terms[1].weight: must be a number, got 'abc'"),
+    # list("y_pred"): the server was asked for the gradients of 'y', '_', 'p', ...
+    (lambda: build_request("mse", X, X, grad_inputs="y_pred"),
+     "grad_inputs: a list of input names, got the string 'y_pred' (write ['y_pred'])"),
+    (lambda: build_request("mse", X, X, encoding="bogus"), "encoding: must be 'raw' or 'values', got 'bogus'"),
+    (lambda: ItemFramer(False).frame(0, 5),  # "'int' object is not iterable"
+     "requests[0]: an item is an EvaluateLossRequest or a dict of evaluate() arguments, got int"),
+])
+def test_a_bad_argument_is_refused_naming_it(call: Any, error: str) -> None:
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    assert str(info.value) == error
 
 
 def test_batch_replies_decode_as_each_reply_alone_with_each_header_checked_once() -> None:
