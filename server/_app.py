@@ -113,10 +113,11 @@ class LossdServer:
         """Shut down gracefully within ``grace_s`` seconds; True when every call in flight had ended
         by itself (none was cancelled by the deadline).
 
-        In order: new calls refused ``UNAVAILABLE`` (the drain gate), open EvaluateLossStreams read no
-        more items (each ends ``UNAVAILABLE`` once those it read are answered), health ``NOT_SERVING``
-        (``HealthServicer.enter_graceful_shutdown``); running training jobs checkpoint and stop,
-        INTERRUPTED (resumed at the next start), which ends their TrainJob/WatchJob streams; calls
+        In order: new calls refused ``UNAVAILABLE`` (the drain gate), no queued job starts, open
+        EvaluateLossStreams read no more items (each ends ``UNAVAILABLE`` once those it read are answered),
+        health ``NOT_SERVING`` (``HealthServicer.enter_graceful_shutdown``); running training jobs checkpoint
+        and stop, INTERRUPTED (resumed at the next start; one still planning is given back QUEUED), which ends
+        their TrainJob/WatchJob streams; calls
         in flight finish; the server stops (what still runs at the deadline is cancelled); the
         evaluation threads take no more work; the metrics endpoint closes.
         """
@@ -126,6 +127,7 @@ class LossdServer:
             return max(0.0, deadline - time.monotonic())
 
         self.gate.close()
+        self.jobs.stop_starting()
         if self.loss_service is not None:  # open EvaluateLossStreams end once their items are answered
             self.loss_service.end_streams()
         await self.health.enter_graceful_shutdown()

@@ -268,6 +268,7 @@ class JobManager:
         self._steps_seen: dict[str, int] = {}  # last step reported per job, for the step-rate metric
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False  # no new jobs or starts
+        self._no_starts = False  # no starts (the drain began)
         self._drained = False  # workers gone: watchers send what is stored and end
         self._watchers = 0
         self._no_watchers = asyncio.Event()
@@ -321,11 +322,18 @@ class JobManager:
                     log.warning("cannot delete the leftover checkpoint of job %s (%s)", job_id,
                                 e.strerror or type(e).__name__)
 
+    def stop_starting(self) -> None:
+        """Start no more jobs: the drain's first step, before it waits for health to turn NOT_SERVING (a slot
+        freed meanwhile was given to a queued job, whose worker started during the drain: the job audit)."""
+        self._no_starts = True
+
     async def close(self, timeout: float = STOP_GRACE_S) -> None:
-        """Stop: running workers checkpoint and end INTERRUPTED (killed after ``timeout``); watchers end."""
+        """Stop: running workers checkpoint and end INTERRUPTED (killed after ``timeout``; one stopped before it
+        started training is given back as it was, QUEUED); watchers end."""
         if self._closing:
             return
-        self._closing = True  # the lease thread keeps renewing (and claims nothing) until the workers ended
+        self._closing = self._no_starts = True  # the lease thread keeps renewing (and claims nothing) until the
+        # workers ended
         with self._lock:
             running = list(self._running.values())
             for job in running:
@@ -434,7 +442,7 @@ class JobManager:
         """Claim waiting jobs for the free slots (caller holds the lock); each starts in a launcher thread,
         so that nobody waits on a process start (seconds while the forkserver is still importing torch)."""
         free = self.config.max_jobs - len(self._running)
-        if free <= 0 or self._closing or self._full:  # a full data directory: nothing starts
+        if free <= 0 or self._no_starts or self._full:  # a full data directory: nothing starts
             return
         started = time.monotonic()
         for claim in self.store.claim(self.owner, self.config.lease_s, free, self.config.rdzv_endpoint):
@@ -624,6 +632,7 @@ class JobManager:
                             "resumes the job", job.job_id)
             elif not ended:
                 code = job.process.exitcode
+                event: training_pb2.JobEvent | None
                 if job.cancel_requested:
                     event = (stopped if read else self._stopped_cancel(job)) or training_pb2.JobEvent(
                         kind=STATE, state=training_pb2.JOB_STATE_CANCELLED,
@@ -632,6 +641,8 @@ class JobManager:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
                                                   message=f"{DISK_FULL}: the job resumes from its last checkpoint "
                                                   "once space is freed")
+                elif (self._closing or job.interrupt_requested) and not job.resumed:
+                    event = None  # stopped before it started: given back as it was (QUEUED), no INTERRUPTED
                 elif self._closing or job.interrupt_requested:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
                                                   message="server shutting down; the job resumes from its last "
@@ -650,11 +661,12 @@ class JobManager:
                     event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_FAILED, message=failure
                                                   or _exit_reason(code, self._restarts.get(job.job_id, 0),
                                                                   self.config.max_job_restarts, killed))
-                if not event.epochs:  # built here: where the job stood, as every event says (and the store
-                    event.epochs, event.total_steps = job.epochs, job.total_steps  # keeps its loss: it sets
-                    event.epoch, event.step, event.loss = stood  # epoch, step and loss together)
-                with contextlib.suppress(Exception):
-                    self._record(job.job_id, event, lease=job.lease)
+                if event is not None and not event.epochs:  # built here: where the job stood, as every event
+                    event.epochs, event.total_steps = job.epochs, job.total_steps  # says (and the store keeps
+                    event.epoch, event.step, event.loss = stood  # its loss: it sets epoch, step and loss together)
+                if event is not None:
+                    with contextlib.suppress(Exception):
+                        self._record(job.job_id, event, lease=job.lease)
             row = None
             with contextlib.suppress(StoreUnavailable):
                 row = self.store.get_job(job.job_id) if not self._closing else None
@@ -1065,6 +1077,9 @@ class JobManager:
         row = await self.job(job_id)
         if after_seq < 0:
             raise FieldError("after_seq", f"is {after_seq}; must be >= 0")
+        if after_seq > row.last_seq:  # no event would ever come: the stream ended OK with none, like a success
+            raise FieldError("after_seq", f"is {after_seq}; job {job_id}'s events end at {row.last_seq} (re-attach "
+                             "with the seq of the last event received, 0 for all of them)")
         wanted = reply_encoding(encoding, row.encoding)
         self._watchers += 1
         self._no_watchers.clear()

@@ -10,6 +10,8 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
+from ..._framing import varint
+from ..._settings import flag_name
 from ..._wire import FieldError, reply_encoding
 from ...v1 import training_pb2, training_pb2_grpc
 from ..rpc import rich_status
@@ -131,7 +133,20 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
             rows = await self._jobs.list_jobs(states, request.limit or DEFAULT_LIST_LIMIT)
         except FieldError as e:  # the job store is unavailable
             await _abort(context, e)
-        return training_pb2.ListJobsResponse(jobs=[r.to_proto() for r in rows])
+        reply = training_pb2.ListJobsResponse(jobs=[r.to_proto() for r in rows])
+        limit = self._jobs.config.limits.max_message_bytes
+        if reply.ByteSize() > limit:  # gRPC's "Sent message larger than max" named nothing (the job audit, 2026-12-06)
+            size = fit = 0
+            for job in reply.jobs:
+                size += 1 + len(varint(job.ByteSize())) + job.ByteSize()
+                if size > limit:
+                    break
+                fit += 1
+            await _abort(context, FieldError("limit", f"the {len(rows)} newest jobs make a reply of "
+                                             f"{reply.ByteSize()} bytes, over the message limit of {limit} "
+                                             f"({flag_name('max_message_bytes')}); ask for at most {fit}",
+                                             "RESOURCE_EXHAUSTED"))
+        return reply
 
     @_internal_when_unexpected
     async def CancelJob(self, request: training_pb2.CancelJobRequest,

@@ -409,6 +409,17 @@ def _target(dataset: Dataset, form: str) -> torch.Tensor:
 RESULT_OVERHEAD_BYTES = 64 * 1024
 
 
+def epoch_summary_bytes(metrics: int) -> int:
+    """The most bytes one epoch adds to a job's result (an ``EpochSummary`` in the terminal event's history) with
+    ``metrics`` metrics: its framing, epoch, loss and lr, three loss parts, and a map entry for each metric and the
+    loss of each split (``train_``, ``val_``), named in at most 14 bytes (``train_accuracy``).
+
+    >>> epoch_summary_bytes(2)
+    241
+    """
+    return 4 + 6 + 9 + 9 + 3 * 17 + 2 * (metrics + 1) * 27
+
+
 def _check_sizes(request: training_pb2.TrainJobRequest, model: ModelPlan, size: _DataSize, out_features: int,
                  limits: TrainingLimits) -> None:
     """Everything the job would allocate, from sizes alone, against the limits: before any of it is built.
@@ -424,14 +435,17 @@ def _check_sizes(request: training_pb2.TrainJobRequest, model: ModelPlan, size: 
     if n_params > limits.max_parameters:
         raise _limit("model", f"the number of parameters of the model ({size.features} inputs, {out_features} "
                      "outputs)", n_params, limits.max_parameters, "max_parameters")
-    # The trained parameters come back in one message (the terminal event; GetJob's, with the spec), 8
-    # bytes each as values, the encoding any reader may ask for: a result over the server's message
-    # limit could never be read (RESOURCE_EXHAUSTED "Sent message larger than max" on every try).
-    result = RESULT_OVERHEAD_BYTES + request.ByteSize() + 8 * n_params
+    # The trained parameters come back in one message (the terminal event, with every epoch's summary;
+    # GetJob's, with the spec), 8 bytes each as values, the encoding any reader may ask for: a result over
+    # the server's message limit could never be read (RESOURCE_EXHAUSTED "Sent message larger than max" on
+    # every try). The field named: epochs where the history is larger than the parameters, else model.
+    values, history, spec = 8 * n_params, request.epochs * epoch_summary_bytes(len(request.metrics)), request.ByteSize()
+    result = RESULT_OVERHEAD_BYTES + values + history + spec
     if result > limits.max_message_bytes:
-        raise _limit("model", f"the job's result (its {n_params} parameters as 8-byte values, with the spec and "
-                     f"{RESULT_OVERHEAD_BYTES} bytes for the rest), in bytes,", result, limits.max_message_bytes,
-                     "max_message_bytes")
+        raise _limit("epochs" if history > values else "model",
+                     f"the job's result (its {n_params} parameters as 8-byte values, {values}; the history of "
+                     f"{request.epochs} epochs, at most {history}; the spec, {spec}; and {RESULT_OVERHEAD_BYTES} for "
+                     "the rest), in bytes,", result, limits.max_message_bytes, "max_message_bytes")
     rows = max(min(request.batch_size or DEFAULT_BATCH_SIZE, size.samples), min(CHUNK, size.samples))
     activations = rows * (sum(model.hidden) + out_features)
     if activations > limits.max_tensor_elements:

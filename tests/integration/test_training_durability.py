@@ -388,3 +388,26 @@ def test_epochs_a_worker_saved_while_its_server_was_gone_get_their_events(tmp_pa
                       pb.JOB_STATE_SUCCEEDED]
     steps = [e.step for e in history]
     assert steps == sorted(steps), steps  # the INTERRUPTED event stands at the last replayed epoch, not behind it
+
+
+def test_a_job_stopped_before_it_started_training_stays_queued(tmp_path: Path) -> None:
+    """A SIGTERM while a job's worker was still planning it (a slot freed just before the drain) recorded
+    QUEUED -> INTERRUPTED, "resumes from its last checkpoint", for a job that never ran and has none (the job
+    audit, 2026-12-06: 5 of 8 tries). It is given back as it was: QUEUED, its one event, resumed by the next start."""
+    data = tmp_path / "data"
+    slow = small_spec(data={"builtin": {"name": "blobs", "params": {"n_samples": 1_000_000, "n_features": 40}}},
+                      loss={"name": "cross_entropy"}, model={"linear": {}}, epochs=1, metrics=[])  # ~1 s to plan
+    with ServedProcess.start(tmp_path, "--data-dir", str(data)) as served:
+        channel, stub = _stub(served.address)
+        req = request(slow)
+        req.detach = True
+        (queued,) = [r.event for r in stub.TrainJob(req, timeout=60)]
+        assert wait_for(lambda: any(f"job {queued.job_id} started in worker pid" in line for line in served.log), 60)
+        served.proc.send_signal(signal.SIGTERM)  # the worker plans its data for a second yet: no RUNNING
+        assert served.proc.wait(60) == 0
+        channel.close()
+    with sqlite3.connect(data / "jobs.sqlite3") as db:
+        (state,) = db.execute("SELECT state FROM jobs WHERE job_id = ?", (queued.job_id,)).fetchone()
+        events = [pb.JobEvent.FromString(d) for (d,) in db.execute(
+            "SELECT data FROM events WHERE job_id = ? ORDER BY seq", (queued.job_id,))]
+    assert state == pb.JOB_STATE_QUEUED and [e.state for e in events] == [pb.JOB_STATE_QUEUED], events

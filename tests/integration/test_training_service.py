@@ -112,6 +112,12 @@ def test_watch_job_replays_exactly_what_the_stream_sent(stub: training_pb2_grpc.
     assert watch(stub, job_id) == events
     assert watch(stub, job_id, after_seq=3) == events[3:]
     assert watch(stub, job_id, after_seq=events[-1].seq) == []  # nothing after the end: the stream just ends
+    # past the last event: it ended OK with no event, which a client could not tell from a success (the job audit,
+    # 2026-12-06); a running job's too (it ended OK once the job ended)
+    with pytest.raises(grpc.RpcError) as past:
+        watch(stub, job_id, after_seq=events[-1].seq + 1)
+    assert past.value.code() == grpc.StatusCode.INVALID_ARGUMENT and past.value.details().startswith(
+        f"after_seq: is {events[-1].seq + 1}; job {job_id}'s events end at {events[-1].seq}"), past.value.details()
     raw = watch(stub, job_id, after_seq=events[-1].seq - 1, output_encoding=lossd_pb2.TENSOR_ENCODING_RAW)
     assert raw[0].parameters["out.bias"].raw and not raw[0].parameters["out.bias"].values
 
@@ -331,3 +337,61 @@ def test_an_unexpected_error_is_internal_without_its_text(monkeypatch: pytest.Mo
             call(training_pb2_grpc.TrainingServiceStub(channel))
     assert info.value.code() == grpc.StatusCode.INTERNAL, info.value
     assert "internal error in" in info.value.details() and "secret" not in info.value.details()
+
+
+def test_list_jobs_over_the_message_limit_is_refused_naming_limit() -> None:
+    """ListJobs built its reply with no budget: past --max-message-bytes gRPC answered "Sent message larger than
+    max", naming nothing (the job audit, 2026-12-06: 90 jobs of 1 KB names under a 100 kB limit). Refused naming
+    ``limit`` with how many fit; that many are listed."""
+    import dataclasses
+
+    from lossd.server import ServerConfig, create_server
+    from support.servers import scratch_dir, serve_in_thread
+
+    made: dict[str, Any] = {}
+
+    async def build() -> Any:
+        made["server"] = await create_server(ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
+                                                          data_dir=data_dir, max_jobs=1, max_queued_jobs=8))
+        return made["server"]
+
+    with scratch_dir("lossd-list-") as data_dir, serve_in_thread(build) as port, \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = training_pb2_grpc.TrainingServiceStub(channel)
+        ids = [submit(stub, small_spec(name=f"{i}" + "x" * 1000, epochs=1)) for i in range(5)]
+        jobs = made["server"].jobs
+        one = len(stub.ListJobs(pb.ListJobsRequest(limit=1), timeout=10).SerializeToString())
+        limits = dataclasses.replace(jobs.config.limits, max_message_bytes=3 * one + 10)  # three jobs fit
+        jobs.config = dataclasses.replace(jobs.config, limits=limits)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListJobs(pb.ListJobsRequest(), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+        assert refused.value.details().startswith("limit: the 5 newest jobs make a reply of ") and \
+            refused.value.details().endswith(f"over the message limit of {3 * one + 10} (--max-message-bytes); ask "
+                                             "for at most 3"), refused.value.details()
+        listed = [j.job_id for j in stub.ListJobs(pb.ListJobsRequest(limit=3), timeout=10).jobs]
+        assert len(listed) == 3 and set(listed) <= set(ids), listed
+
+
+def test_once_the_drain_begins_no_queued_job_starts() -> None:
+    """The drain closed the gate, then awaited health's NOT_SERVING before the job manager closed: a slot freed
+    meanwhile went to a queued job, whose worker started during the drain (the job audit, 2026-12-06: claims 1 ms
+    after "shutting down"). ``LossdServer.drain`` now stops starts first (``JobManager.stop_starting``)."""
+    from lossd.server import ServerConfig, create_server
+    from support.servers import scratch_dir, serve_in_thread
+
+    made: dict[str, Any] = {}
+
+    async def build() -> Any:
+        made["server"] = await create_server(ServerConfig(host="127.0.0.1", port=0, device="cpu", plugins="none",
+                                                          data_dir=data_dir, max_jobs=1))
+        return made["server"]
+
+    with scratch_dir("lossd-drain-") as data_dir, serve_in_thread(build) as port, \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = training_pb2_grpc.TrainingServiceStub(channel)
+        made["server"].jobs.stop_starting()
+        job_id = submit(stub, small_spec(epochs=1))
+        time.sleep(1.0)  # a start takes a few milliseconds
+        assert stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10).job.state == pb.JOB_STATE_QUEUED
+        assert not made["server"].jobs._running

@@ -906,7 +906,24 @@ def test_a_job_whose_result_cannot_fit_the_message_limit_is_refused() -> None:
     assert plan(wide, max_message_bytes=400_000 + 64 * 1024)  # 40,601 parameters x 8 bytes fit
     small = small_spec(name="x" * 1000)
     assert plan(small, max_message_bytes=80_000)
-    assert refusal(small, max_message_bytes=66_000).field == "model"  # 64 KiB + the spec + 8 x 33 parameters
+    # 64 KiB + the spec + 8 x 33 parameters + 2 epochs' summaries (the larger part: the field named)
+    assert refusal(small, max_message_bytes=66_000).field == "epochs"
+
+
+
+def test_a_job_whose_history_cannot_fit_the_message_limit_is_refused() -> None:
+    """The terminal event carries every epoch's summary (about 180 bytes with two metrics), which the check above
+    left out: 400 epochs of a model just under a 1 MiB limit SUCCEEDED, and its result could never be read (the
+    job audit, 2026-12-06). Refused naming epochs where the history is the larger part."""
+    from lossd.server.training._spec import epoch_summary_bytes
+
+    spec = small_spec(model={"linear": {}}, metrics=["rmse", "mae"], epochs=400,
+                      data={"builtin": {"name": "linear_regression", "params": {"n_samples": 40}}})
+    limit = 64 * 1024 + 400 * epoch_summary_bytes(2)
+    e = refusal(spec, max_message_bytes=limit)
+    assert (e.code, e.field) == ("RESOURCE_EXHAUSTED", "epochs") and "the history of 400 epochs, at most 96400" in \
+        e.message, e.message
+    assert plan(spec, max_message_bytes=limit + 2000)
 
 
 @pytest.mark.parametrize(("key", "limit"), [("l1", F32_MAX), ("l2", 2 * F32_MAX)])
