@@ -632,25 +632,25 @@ class JobManager:
                             "resumes the job", job.job_id)
             elif not ended:
                 code = job.process.exitcode
-                event: training_pb2.JobEvent | None
+                ending: training_pb2.JobEvent | None
                 if job.cancel_requested:
-                    event = (stopped if read else self._stopped_cancel(job)) or training_pb2.JobEvent(
+                    ending = (stopped if read else self._stopped_cancel(job)) or training_pb2.JobEvent(
                         kind=STATE, state=training_pb2.JOB_STATE_CANCELLED,
                         message="cancelled (the worker was stopped)")
                 elif job.disk_full and not self._closing:
-                    event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
+                    ending = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
                                                   message=f"{DISK_FULL}: the job resumes from its last checkpoint "
                                                   "once space is freed")
                 elif (self._closing or job.interrupt_requested) and not job.resumed:
-                    event = None  # stopped before it started: given back as it was (QUEUED), no INTERRUPTED
+                    ending = None  # stopped before it started: given back as it was (QUEUED), no INTERRUPTED
                 elif self._closing or job.interrupt_requested:
-                    event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
+                    ending = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_INTERRUPTED,
                                                   message="server shutting down; the job resumes from its last "
                                                   "checkpoint when the server restarts")
                 elif (killed := _killed_from_outside(code, job.forkserver, self._ctx)) and not failure and \
                         self._restarts.get(job.job_id, 0) < self.config.max_job_restarts:
                     self._restarts[job.job_id] = self._restarts.get(job.job_id, 0) + 1
-                    event = training_pb2.JobEvent(
+                    ending = training_pb2.JobEvent(
                         kind=STATE,
                         state=training_pb2.JOB_STATE_INTERRUPTED,
                         message=f"{killed}; restart {self._restarts[job.job_id]} of at most "
@@ -658,15 +658,15 @@ class JobManager:
                         "resumes from its last checkpoint",
                     )
                 else:
-                    event = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_FAILED, message=failure
+                    ending = training_pb2.JobEvent(kind=STATE, state=training_pb2.JOB_STATE_FAILED, message=failure
                                                   or _exit_reason(code, self._restarts.get(job.job_id, 0),
                                                                   self.config.max_job_restarts, killed))
-                if event is not None and not event.epochs:  # built here: where the job stood, as every event
-                    event.epochs, event.total_steps = job.epochs, job.total_steps  # says (and the store keeps
-                    event.epoch, event.step, event.loss = stood  # its loss: it sets epoch, step and loss together)
-                if event is not None:
+                if ending is not None and not ending.epochs:  # built here: where the job stood, as every event
+                    ending.epochs, ending.total_steps = job.epochs, job.total_steps  # says (and the store keeps
+                    ending.epoch, ending.step, ending.loss = stood  # its loss: it sets epoch, step and loss together)
+                if ending is not None:
                     with contextlib.suppress(Exception):
-                        self._record(job.job_id, event, lease=job.lease)
+                        self._record(job.job_id, ending, lease=job.lease)
             row = None
             with contextlib.suppress(StoreUnavailable):
                 row = self.store.get_job(job.job_id) if not self._closing else None
