@@ -1138,16 +1138,29 @@ class JobManager:
         if row.terminal:
             raise FieldError("job_id", f"job {job_id} already ended {training_pb2.JobState.Name(row.state)[10:]}; "
                             "only queued, running or interrupted jobs can be cancelled", "FAILED_PRECONDITION")
-        job, outcome = await self._io(self._cancel, job_id)
-        if job is not None and not await _ended(job, STOP_GRACE_S) and job.process is not None:
-            job.process.kill()
-            await _ended(job, STOP_GRACE_S)
-        if outcome == "requested":  # another replica runs it: it reads the request at its next lease tick
-            deadline = time.monotonic() + STOP_GRACE_S + self.config.lease_s
-            while not (await self.job(job_id)).terminal and (left := deadline - time.monotonic()) > 0:
-                with self._waiting(job_id) as waiter, contextlib.suppress(asyncio.TimeoutError):  # woken by NOTIFY
-                    await asyncio.wait_for(waiter.wait(), min(left, self.store.poll_s or 0.5))
-        return await self.job(job_id)
+        # Another replica runs it ("requested"): it reads the request at its next lease tick. One that died or is
+        # frozen never does: once its lease lapses the store cancels the job itself, so the request is made again
+        # at each wake-up (it answered OK with the job still RUNNING: the PostgreSQL audit, 2026-12-06).
+        deadline = time.monotonic() + STOP_GRACE_S + self.config.lease_s
+        while True:
+            job, outcome = await self._io(self._cancel, job_id)
+            if job is not None and not await _ended(job, STOP_GRACE_S) and job.process is not None:
+                job.process.kill()
+                await _ended(job, STOP_GRACE_S)
+            if outcome != "requested" or (left := deadline - time.monotonic()) <= 0:
+                break
+            with self._waiting(job_id) as waiter, contextlib.suppress(asyncio.TimeoutError):  # woken by NOTIFY
+                await asyncio.wait_for(waiter.wait(), min(left, self.store.poll_s or 0.5))
+            if (await self.job(job_id)).terminal:
+                break
+        row = await self.job(job_id)
+        if not row.terminal:
+            state = training_pb2.JobState.Name(row.state)[10:]
+            raise FieldError("job_id", f"job {job_id} is still {state}: its cancel is recorded, but the server "
+                             "running it has not stopped it yet; it ends CANCELLED when that server (or the one that "
+                             "takes the job over once its lease lapses) reads the request: watch the job, or call "
+                             "CancelJob again", "UNAVAILABLE")
+        return row
 
     def _cancel(self, job_id: str) -> tuple[_Running | None, str]:
         """Cancel here when this replica runs the job, else through the store: ``(job, outcome)``.

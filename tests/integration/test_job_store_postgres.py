@@ -223,6 +223,29 @@ def test_sigstop_past_the_lease_then_sigcont_no_second_run_no_stale_write(tmp_pa
         assert watched[-1].parameters == reference.parameters
 
 
+def test_cancel_of_a_job_whose_owner_is_frozen_ends_it_once_the_lease_lapses(tmp_path: Path, db_url: str) -> None:
+    """The owner is frozen (SIGSTOP) and the other replica is busy (--max-jobs 1), so nobody reads the request:
+    CancelJob through the other replica answered OK after 13-20 s with the job still RUNNING (the PostgreSQL
+    audit, 2026-12-06). It asks again at each wake-up, and once the frozen owner's lease lapses the store
+    cancels the job itself: CANCELLED, within the lease and a poll."""
+    with replicas(tmp_path, db_url, 2, "--max-jobs", "1") as servers:
+        stubs = [_stub(s) for s in servers]
+        jobs = [_submit(stubs[0], {**SPEC, "epochs": 500}) for _ in range(2)]
+        assert wait_for(lambda: all(_starts(servers, j) == 1 for j in jobs), 120, 0.05), _logs(servers)
+        owner, _ = _owner(servers, jobs[0])
+        other = 1 - owner
+        servers[owner].proc.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            job = stubs[other].CancelJob(pb.CancelJobRequest(job_id=jobs[0]), timeout=60).job
+            assert job.state == pb.JOB_STATE_CANCELLED, job
+            assert time.monotonic() - started < LEASE_S + 5, time.monotonic() - started
+        finally:
+            servers[owner].proc.send_signal(signal.SIGCONT)
+        assert stubs[other].CancelJob(pb.CancelJobRequest(job_id=jobs[1]), timeout=60).job.state == \
+            pb.JOB_STATE_CANCELLED
+
+
 @pytest.fixture(scope="module")
 def trio(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServedProcess]]:
     """Three replicas on one fresh database, for the tests that leave them running."""
