@@ -184,8 +184,11 @@ class PostgresJobStore:
         except Exception as e:
             raise StoreError(f"the job store {self.masked} is unreachable: {self._clean(e)}") from None
         # The wait for a pooled connection stays CONNECT_TIMEOUT_S: under load, calls queue for connections.
+        # A lost connection is retried for timeout_s, then given up: the next call that needs one tries at once.
+        # psycopg-pool's own default retried for 5 minutes with a doubling delay, so after an outage of 20 s the
+        # next try came up to 10 s after the database was back, and every call failed meanwhile (an audit).
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=CONNECT_TIMEOUT_S,
-                                    name="lossd-jobs", kwargs=self._connect_args)
+                                    name="lossd-jobs", kwargs=self._connect_args, reconnect_timeout=timeout_s)
         try:
             self._pool.open(wait=True, timeout=max(timeout_s, CONNECT_TIMEOUT_S))
             self._migrate()
