@@ -775,6 +775,8 @@ class JobManager:
             jobs = [job for job in self._running.values() if job.lease is not None and not job.lost]
         started = time.monotonic()
         try:
+            if not jobs:  # health is what the store answered: with nothing to renew, ask it something
+                self.store.ping()  # (SERVING went on through an outage of the database: the PostgreSQL audit)
             outcome = self.store.renew(self.owner, [job.lease for job in jobs if job.lease is not None],
                                        self.config.lease_s) if jobs else {}
             with self._lock:
@@ -992,6 +994,7 @@ class JobManager:
         try:
             return await self._loop.run_in_executor(executor, self._counted, fn, *args)
         except StoreUnavailable as e:
+            self._store_health(False, str(e))  # at once: the next tick that reaches the store says it is back
             raise FieldError("", f"{e}; retry shortly", "UNAVAILABLE") from None
         except FieldError:
             raise

@@ -422,6 +422,11 @@ class PostgresJobStore:
             for r in rows
         ]
 
+    def ping(self) -> None:
+        """``SELECT 1``: the lease tick's proof that the database answers when it has no lease to renew."""
+        with self._tx() as db:
+            db.execute("SELECT 1")
+
     def renew(self, owner: str, leases: Sequence[Lease], lease_s: float) -> dict[str, str]:
         """Extend ``leases``; per job ``"ok"``, ``"cancel"`` (a cancel was requested) or ``"lost"``."""
         if not leases:

@@ -176,6 +176,8 @@ class JobStore(Protocol):
 
     def renew(self, owner: str, leases: Sequence[Lease], lease_s: float) -> dict[str, str]: ...
 
+    def ping(self) -> None: ...
+
     def release(self, lease: Lease) -> None: ...
 
     def request_cancel(self, job_id: str, message: str) -> str: ...
@@ -555,6 +557,11 @@ class SQLiteJobStore:
                     "RETURNING generation", (owner, now + lease_s, r[0])).fetchone()[0]
                 claims.append(Claim(_row(r, r[_N_COLUMNS]), Lease(r[0], int(generation))))
         return claims
+
+    def ping(self) -> None:
+        """One trivial read: the lease tick's proof that the store answers when it has no lease to renew."""
+        with self._lock:
+            self._db.execute("SELECT 1").fetchone()
 
     def renew(self, owner: str, leases: Sequence[Lease], lease_s: float) -> dict[str, str]:
         """Extend ``leases`` by ``lease_s`` from now; per job ``"ok"``, ``"cancel"`` (renewed, and a cancel

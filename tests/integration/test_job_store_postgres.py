@@ -254,6 +254,34 @@ def test_the_store_answers_again_soon_after_the_database_returns(db_url: str, po
         store.close()
 
 
+def test_training_health_follows_the_database_through_an_outage(tmp_path: Path, db_url: str, postgres: Any) -> None:
+    """Two busy replicas (--max-jobs 1, a job each): once their jobs' leases were lost they had no lease to renew
+    and no free slot to claim for, so their ticks asked the database nothing and said SERVING through the rest of
+    a 20 s outage, and a readiness probe kept them in rotation (the PostgreSQL audit, 2026-12-06). Each tick now
+    asks the database something: NOT_SERVING for as long as it is down, SERVING soon after it is back."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with replicas(tmp_path, db_url, 2, "--max-jobs", "1") as servers:
+        jobs = [_submit(_stub(servers[0]), {**SPEC, "epochs": 500, "seed": seed}) for seed in (1, 2)]
+        assert wait_for(lambda: all(_starts(servers, j) == 1 for j in jobs), 120, 0.05), _logs(servers)
+        checks = [health_pb2_grpc.HealthStub(grpc.insecure_channel(s.address)) for s in servers]
+
+        def serving(i: int) -> bool:
+            request = health_pb2.HealthCheckRequest(service="lossd.v1.TrainingService")
+            return bool(checks[i].Check(request, timeout=10).status == health_pb2.HealthCheckResponse.SERVING)
+
+        postgres.stop()
+        try:
+            assert wait_for(lambda: not serving(0) and not serving(1), 30, 0.1), _logs(servers)
+            ends = time.monotonic() + 15  # the jobs' leases (2 s) are lost meanwhile
+            while time.monotonic() < ends:
+                assert not serving(0) and not serving(1), _logs(servers)
+                time.sleep(0.2)
+        finally:
+            postgres.start()
+        assert wait_for(lambda: serving(0) and serving(1), 15, 0.1), _logs(servers)
+
+
 def test_cancel_of_a_job_whose_owner_is_frozen_ends_it_once_the_lease_lapses(tmp_path: Path, db_url: str) -> None:
     """The owner is frozen (SIGSTOP) and the other replica is busy (--max-jobs 1), so nobody reads the request:
     CancelJob through the other replica answered OK after 13-20 s with the job still RUNNING (the PostgreSQL
