@@ -118,6 +118,15 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
+#: The columns of each table as the migrations above leave them, read once at start (``_migrate``).
+_READ_COLUMNS = {
+    "lossd_jobs": "job_id, name, state, message, created, updated, epochs, total_steps, epoch, step, loss, metrics, "
+                  "last_seq, resumes, encoding, spec, world_size, owner, lease_until, generation, cancel_requested, "
+                  "rdzv_endpoint",
+    "lossd_events": "job_id, seq, kind, state, data",
+    "lossd_results": "job_id, state, parameters",
+    "lossd_checkpoints": "job_id, generation, data",
+}
 #: The advisory lock id that serializes migrations when replicas start together.
 _MIGRATION_LOCK = 0x6C6F737364  # "lossd"
 _NOW = "extract(epoch from clock_timestamp())"
@@ -259,6 +268,9 @@ class PostgresJobStore:
             version = row[0] if row else 0
             if row is None:
                 db.execute("INSERT INTO lossd_schema (version) VALUES (0)")
+            if not isinstance(version, int):
+                raise StoreError(f"the job store {self.masked} cannot be used: its lossd_schema table holds "
+                                 f"{version!r}, not a schema version: it is not lossd's")
             if version > SCHEMA_VERSION:
                 raise StoreError(f"the job store {self.masked} has schema version {version}, newer than this "
                                  f"lossd's {SCHEMA_VERSION}: it was written by a newer lossd; run that version "
@@ -267,6 +279,16 @@ class PostgresJobStore:
                 db.execute(_MIGRATIONS[target - 1])
                 db.execute("UPDATE lossd_schema SET version = %s", (target,))
                 log.info("job store %s: schema migrated to version %d", self.masked, target)
+            # Every column lossd reads, read once: tables another program made (or dropped) under a lossd_schema
+            # that says they are lossd's answer here, not with a traceback from the first claim (an audit).
+            for table, columns in _READ_COLUMNS.items():
+                try:
+                    with db.transaction():  # a savepoint: the refusal below is the error, not an aborted tx
+                        db.execute(f"SELECT {columns} FROM {table} LIMIT 0")
+                except (self._psycopg.errors.UndefinedTable, self._psycopg.errors.UndefinedColumn) as e:
+                    raise StoreError(f"the job store {self.masked} cannot be used: lossd_schema says version "
+                                     f"{max(version, SCHEMA_VERSION)}, but its table {table} is not lossd's "
+                                     f"({e.diag.message_primary or type(e).__name__})") from None
 
     def close(self) -> None:
         """Stop the listener and close the pool."""

@@ -227,6 +227,34 @@ def test_a_schema_newer_than_this_lossd_refuses_to_start(postgres: Any, tmp_path
     assert postgres.password not in str(info.value) and "***" in str(info.value)
 
 
+@pytest.mark.parametrize("tables", [
+    "",  # lossd_schema alone: the tables were dropped, or never made
+    "CREATE TABLE lossd_jobs (id INTEGER, x TEXT)",  # another program's table of the same name
+])
+def test_a_database_whose_lossd_tables_are_not_lossds_refuses_to_start(postgres: Any, tmp_path: Path,
+                                                                       tables: str) -> None:
+    """A lossd_schema saying version 2 over missing or foreign tables started, then crashed the server with a
+    traceback from its first claim (UndefinedTable, UndefinedColumn: exit 1); a lossd_schema of text compared
+    '>' with an int (the PostgreSQL audit, 2026-12-06). One StoreError at start, naming what is wrong."""
+    import psycopg
+
+    url = postgres.fresh_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE lossd_schema (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO lossd_schema VALUES (2)")
+        if tables:
+            conn.execute(tables)
+    with pytest.raises(StoreError, match=r"cannot be used: lossd_schema says version 2, but its table lossd_jobs is "
+                                         r"not lossd's \((relation|column) .* does not exist\)$"):
+        open_store(url, tmp_path)
+    url = postgres.fresh_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE lossd_schema (version TEXT NOT NULL)")
+        conn.execute("INSERT INTO lossd_schema VALUES ('two')")
+    with pytest.raises(StoreError, match="its lossd_schema table holds 'two', not a schema version"):
+        open_store(url, tmp_path)
+
+
 def test_an_old_sqlite_store_is_migrated(tmp_path: Path) -> None:
     """A version-1 store (no lease columns) gets them; its unfinished jobs can be claimed."""
     path = tmp_path / "jobs.sqlite3"
