@@ -236,15 +236,20 @@ class JobManager:
         self._registry = registry
         self._executor = executor
         data_dir = Path(config.data_dir)
+        # A shared store's working copies have a folder of their own, which the start empties: a SQLite store's
+        # checkpoints in the same --data-dir (a server that ran on it before) were deleted as copies (an audit).
+        self._checkpoints = data_dir / ("checkpoints-shared" if config.job_store else "checkpoints")
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
-            (data_dir / "checkpoints").mkdir(exist_ok=True)
+            self._checkpoints.mkdir(exist_ok=True)
             self._lock_file = _DataDirLock(data_dir)
         except OSError as e:
             raise SettingError(f"--data-dir {data_dir} (env LOSSD_DATA_DIR): cannot use it as the data directory "
                                f"({e.strerror or e}{f': {e.filename}' if e.filename else ''}); give a folder this "
                                "user can create and write") from None
-        self._checkpoints = data_dir / "checkpoints"
+        if config.job_store and (data_dir / "jobs.sqlite3").exists():
+            log.warning("--data-dir %s also holds a SQLite job store (jobs.sqlite3); its jobs wait, with their "
+                        "checkpoints, for a server that runs on it (without --job-store)", data_dir)
         try:
             self.store = open_store(config.job_store, data_dir,
                                     max_checkpoint_bytes=_checkpoint_bound(config.limits.max_parameters),

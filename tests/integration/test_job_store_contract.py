@@ -576,3 +576,25 @@ def test_pooled_connections_the_database_dropped_are_replaced_before_a_call_gets
         for _ in range(6):
             assert store.get_job(job).state == pb.JOB_STATE_QUEUED
         assert store.request_cancel(job, "cancelled")  # a write too
+
+
+def test_a_postgres_start_keeps_the_checkpoints_of_a_sqlite_store_in_its_data_dir(
+        postgres: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A server started with --job-store postgresql://… on a --data-dir a SQLite server had used deleted that store's
+    checkpoints as leftover working copies: its interrupted job later started over from step 0 (the PostgreSQL
+    audit, 2026-12-06). A shared store's copies have their own folder; the SQLite store's are kept, with a warning."""
+    import logging
+
+    from support.servers import start_in_process
+
+    data = tmp_path / "data"
+    data.mkdir()
+    SQLiteJobStore(data / "jobs.sqlite3").close()
+    (data / "checkpoints").mkdir()
+    kept = data / "checkpoints" / "0123456789ab.pt"
+    kept.write_bytes(b"a SQLite job's checkpoint")
+    caplog.set_level(logging.WARNING, logger="lossd.server.training")
+    with start_in_process(data_dir=str(data), job_store=postgres.fresh_database()):
+        assert (data / "checkpoints-shared").is_dir()
+    assert kept.read_bytes() == b"a SQLite job's checkpoint"
+    assert any("also holds a SQLite job store (jobs.sqlite3)" in r.getMessage() for r in caplog.records)
