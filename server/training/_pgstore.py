@@ -184,7 +184,10 @@ class PostgresJobStore:
             "connect_timeout": max(2, round(timeout_s)), "tcp_user_timeout": int(timeout_s * 1000),
             "keepalives": 1, "keepalives_idle": max(1, round(timeout_s / 2)), "keepalives_interval": 1,
             "keepalives_count": 3,
-            "options": f"{given} -c idle_in_transaction_session_timeout={int(timeout_s * 1000)}".strip(),
+            # ... and a statement that waits on a lock (an administrator's LOCK TABLE, VACUUM FULL, ALTER TABLE) ends
+            # after timeout_s as unavailable: every call hung for as long as the lock was held (an audit).
+            "options": f"{given} -c idle_in_transaction_session_timeout={int(timeout_s * 1000)} "
+                       f"-c lock_timeout={int(timeout_s * 1000)}".strip(),
         }
         # The pool logs a warning per failed reconnect attempt; the manager says once that the store is gone.
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)

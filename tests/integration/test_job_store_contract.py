@@ -598,3 +598,26 @@ def test_a_postgres_start_keeps_the_checkpoints_of_a_sqlite_store_in_its_data_di
         assert (data / "checkpoints-shared").is_dir()
     assert kept.read_bytes() == b"a SQLite job's checkpoint"
     assert any("also holds a SQLite job store (jobs.sqlite3)" in r.getMessage() for r in caplog.records)
+
+
+def test_a_call_that_waits_on_a_lock_ends_unavailable(postgres: Any) -> None:
+    """An administrator's LOCK TABLE (VACUUM FULL, ALTER TABLE) held 15 s made every GetJob wait 12-15 s, with health
+    SERVING (the PostgreSQL audit, 2026-12-06): a lock wait ends after the store's timeout, as unavailable."""
+    import psycopg
+
+    from lossd.server.training._pgstore import PostgresJobStore
+    from lossd.server.training._store import StoreUnavailable
+
+    url = postgres.fresh_database()
+    store = PostgresJobStore(url, timeout_s=1.0)
+    try:
+        with psycopg.connect(url) as holder:
+            holder.execute("LOCK TABLE lossd_jobs IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="lock timeout"):
+                store.get_job("0123456789ab")
+            assert time.monotonic() - started < 4.0
+            holder.rollback()
+        assert store.get_job("0123456789ab") is None
+    finally:
+        store.close()
