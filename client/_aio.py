@@ -56,6 +56,7 @@ from ._client import (
     pack_many,
     stream_outcome,
     streams_instead,
+    time_left,
 )
 from ._errors import Cancelled, LossdError, raising_lossd_errors
 from ._health import health_request, health_status
@@ -272,7 +273,7 @@ class AsyncClient(Evaluating[Awaitable[EvaluateResult]], AsyncJobs):
                 raise
             for _, pending in in_flight:  # the batches sent after the refused one: streamed below
                 pending.cancel()
-            left = None if ends is None else max(0.0, ends - time.monotonic())
+            left = time_left(ends)
             done, flags = len(out), [False] * len(out)  # the items answered so far keep their outcomes
             rest = stream_requests(iter_prepared(itertools.chain(seen[done:], it), as_torch, flags, done), done)
             outcome = outcome_by_id(flags, raise_on_error)

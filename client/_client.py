@@ -50,6 +50,7 @@ from ._calls import (
 from ._codec import _NUMPY_TO_WIRE, ArrayLike, Layouts, decode, encode, is_torch_tensor, raw_parts
 from ._config import DEFAULT_TARGET
 from ._errors import (
+    DeadlineExceeded,
     LossdError,
     ResourceExhausted,
     Unimplemented,
@@ -80,6 +81,7 @@ __all__ = [
     "outcome_by_id",
     "pack_many",
     "prepare_many",
+    "time_left",
     "stream_outcome",
     "streams_instead",
     "DEFAULT_TARGET",
@@ -502,6 +504,21 @@ def streams_instead(error: LossdError, answered: Sequence[Any]) -> bool:
     if isinstance(error, Unimplemented):
         return not answered
     return isinstance(error, ResourceExhausted) and (error.field == "items" or over_message_limit(error.message))
+
+
+def time_left(ends: float | None) -> float | None:
+    """Seconds left until ``ends`` (a ``time.monotonic()`` deadline; ``None``: none) for the rest of a call made of
+    several (``evaluate_many``'s stream after its batches); none left is :class:`DeadlineExceeded`, as gRPC says.
+
+    >>> time_left(None), time_left(time.monotonic() + 60) > 59
+    (None, True)
+    """
+    if ends is None:
+        return None
+    left = ends - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceeded("Deadline Exceeded (the call's timeout passed before its items could be streamed)")
+    return left
 
 
 def many_batch_bytes(max_message_bytes: int) -> int:
@@ -1035,7 +1052,7 @@ class Client(Evaluating[EvaluateResult], Jobs):
                 raise
             for _, future in in_flight:  # the batches sent after the refused one: streamed below
                 future.cancel()
-            left = None if ends is None else max(0.0, ends - time.monotonic())
+            left = time_left(ends)
             done, flags = len(out), [False] * len(out)  # the items answered so far keep their outcomes
             rest = iter_prepared(itertools.chain(seen[done:], it), as_torch, flags, done)
             outcome = outcome_by_id(flags, raise_on_error)

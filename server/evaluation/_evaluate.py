@@ -253,10 +253,11 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
     errors become ``FieldError`` (``UNIMPLEMENTED`` for what torch cannot do on this server,
     else ``INVALID_ARGUMENT``). The output is :func:`compact`, so that the backward runs without the
     unreduced buffer a reduced loss may be a view of."""
-    if spec.ranged_params:  # in the widest floating dtype among the tensors (none: nothing to check)
+    if spec.ranged_params:  # float64 for float64 tensors, else float32 (most of lossd's losses compute half
+        # precision in float32: psnr_loss's max_val 65535 on float16 images is legitimate). No floating tensor: none.
         dtypes = [t.dtype for t in tensors.values() if isinstance(t, torch.Tensor) and has_grad(t)]
         if dtypes:
-            check_param_range(spec, kwargs, max(dtypes, key=lambda d: torch.finfo(d).max))
+            check_param_range(spec, kwargs, max([*dtypes, torch.float32], key=lambda d: torch.finfo(d).max))
     inputs: dict[str, Any] = {i.name: None for i in spec.inputs}
     inputs.update(tensors)
     versions = {k: t._version for k, t in tensors.items() if isinstance(t, torch.Tensor)} if spec.plugin else None
@@ -268,8 +269,7 @@ def call_loss(spec: LossSpec, tensors: Mapping[str, Any], kwargs: dict[str, Any]
         if spec.plugin and isinstance(e, _MAYBE_PLUGIN_MISTAKES):
             _tell_operator(spec, type(e).__name__, f"refused a request with {type(e).__name__}: {e} (the client "
                            "is told its inputs were rejected; if the plugin's own code is at fault, fix it)", e)
-        what, where = _rejected(spec, tensors, e)
-        raise _torch_refusal(spec.name, what, e, where) from e
+        raise _torch_refusal(spec.name, _rejected(spec, tensors, e), e) from e
     except BaseException as e:  # SystemExit, StopIteration...: an internal error, never the server's end
         if (crash := escaped(spec.name, e)) is None:
             raise
@@ -339,13 +339,15 @@ def check_param_range(spec: LossSpec, kwargs: Mapping[str, Any], dtype: torch.dt
                       fix: str = "send the inputs as float64 or a smaller value") -> None:
     """Refuse a float param of a loss lossd defines (``LossSpec.ranged_params``) beyond the range of ``dtype``,
     the one it computes in: it would become infinite there and the loss NaN. ``fix``: what the caller can do.
+    (Half-precision inputs are checked against float32: the losses that do not widen them to float32 can still
+    overflow in float16 with a param above 65504.)
 
     >>> from lossd.server.losses import REGISTRY
     >>> check_param_range(REGISTRY.get("dice_loss"), {"smooth": 1e39}, torch.float32)
     Traceback (most recent call last):
     ...
     lossd._wire.FieldError: params.smooth: 1e+39 is beyond float32's range (largest finite 3.4028234663852886e+38), \
-the dtype dice_loss computes in, and would become inf there; send the inputs as float64 or a smaller value
+the dtype dice_loss computes in here, and would become inf there; send the inputs as float64 or a smaller value
     """
     largest = torch.finfo(dtype).max
     for name in spec.ranged_params:
@@ -355,32 +357,30 @@ the dtype dice_loss computes in, and would become inf there; send the inputs as 
             if isinstance(v, float) and abs(v) > largest:
                 where = f"params.{name}" + (f"[{k}]" if isinstance(value, list) else "")
                 raise FieldError(where, f"{v!r} is beyond {WIRE_NAMES.get(dtype, str(dtype))}'s range (largest "
-                                        f"finite {largest!r}), the dtype {spec.name} computes in, and would become "
-                                        f"inf there; {fix}")
+                                        f"finite {largest!r}), the dtype {spec.name} computes in here, and would "
+                                        f"become inf there; {fix}")
 
 
 _DTYPE_WORDS = ("dtype", "scalar type", "result type")
 
 
-def _rejected(spec: LossSpec, tensors: Mapping[str, Any], e: Exception) -> tuple[str, str]:
-    """What to say of a forward torch refused, and under which field: ``inputs.<name>`` for an input with a
-    dimension of size 0 past the batch (torch's "Kernel size can't be greater than actual input size" named
-    none); where the error is about dtypes and the tensor inputs (class indices aside) came in different dtypes,
-    which dtype each has (torch's "expected scalar type Double but found Float" named neither the inputs nor the
-    fix).
+def _rejected(spec: LossSpec, tensors: Mapping[str, Any], e: Exception) -> str:
+    """What to say of a forward torch refused: which input has a dimension of size 0 past the batch (torch's
+    "Kernel size can't be greater than actual input size" named none; it may be a consequence, not the cause, so
+    the field stays ``inputs``); where the error is about dtypes and the tensor inputs (class indices aside) came in
+    different dtypes, which dtype each has (torch's "expected scalar type Double but found Float" named neither the
+    inputs nor the fix).
 
     >>> from lossd.server.losses import REGISTRY
     >>> _rejected(REGISTRY.get("ssim_loss"), {"input": torch.zeros(1), "target": torch.zeros(1, dtype=torch.int64)},
     ...           RuntimeError("expected scalar type Long but found Float"))
-    ('rejected tensor inputs of different dtypes (input float32, target int64; send them in one floating-point \
-dtype)', 'inputs')
+    'rejected tensor inputs of different dtypes (input float32, target int64; send them in one floating-point dtype)'
     >>> _rejected(REGISTRY.get("ssim_loss"), {"input": torch.zeros(1, 1, 5, 0)}, RuntimeError("Kernel size ..."))
-    ('rejected input: it has a dimension of size 0 past the batch (shape [1, 1, 5, 0])', 'inputs.input')
+    'rejected the inputs (input has a dimension of size 0 past the batch: shape [1, 1, 5, 0])'
     """
     for name, t in tensors.items():
         if isinstance(t, torch.Tensor) and 0 in t.shape[1:]:
-            return f"rejected {name}: it has a dimension of size 0 past the batch (shape {list(t.shape)})", \
-                f"inputs.{name}"
+            return f"rejected the inputs ({name} has a dimension of size 0 past the batch: shape {list(t.shape)})"
     dtypes = {}
     for name, t in tensors.items():
         declared = spec.input(name)
@@ -388,9 +388,9 @@ dtype)', 'inputs')
                 declared.kind == "float" or (declared.kind == "float|int" and has_grad(t))):
             dtypes[name] = WIRE_NAMES.get(t.dtype, str(t.dtype))
     if len(set(dtypes.values())) < 2 or not any(w in str(e).lower() for w in _DTYPE_WORDS):
-        return "rejected the inputs", "inputs"
+        return "rejected the inputs"
     got = ", ".join(f"{name} {dt}" for name, dt in dtypes.items())
-    return f"rejected tensor inputs of different dtypes ({got}; send them in one floating-point dtype)", "inputs"
+    return f"rejected tensor inputs of different dtypes ({got}; send them in one floating-point dtype)"
 
 
 def _torch_refusal(name: str, what: str, e: Exception, field: str = "inputs") -> FieldError:

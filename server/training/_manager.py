@@ -247,9 +247,14 @@ class JobManager:
             raise SettingError(f"--data-dir {data_dir} (env LOSSD_DATA_DIR): cannot use it as the data directory "
                                f"({e.strerror or e}{f': {e.filename}' if e.filename else ''}); give a folder this "
                                "user can create and write") from None
+        #: Working copies an earlier lossd kept in checkpoints/ with a shared store (no SQLite store here: copies
+        #: the database has), removed by the start's sweep as ``checkpoints-shared``'s are.
+        self._old_copies: Path | None = None
         if config.job_store and (data_dir / "jobs.sqlite3").exists():
             log.warning("--data-dir %s also holds a SQLite job store (jobs.sqlite3); its jobs wait, with their "
                         "checkpoints, for a server that runs on it (without --job-store)", data_dir)
+        elif config.job_store and (data_dir / "checkpoints").is_dir():
+            self._old_copies = data_dir / "checkpoints"
         try:
             self.store = open_store(config.job_store, data_dir,
                                     max_checkpoint_bytes=_checkpoint_bound(config.limits.max_parameters),
@@ -263,6 +268,7 @@ class JobManager:
         self._rdzv_store = _rendezvous_store(config.rdzv_endpoint) if config.rdzv_endpoint else None
         self._ctx = _mp_context()
         self._lock = threading.RLock()
+        self._health_lock = threading.Lock()
         self._running: dict[str, _Running] = {}
         self._ticker_stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -314,18 +320,19 @@ class JobManager:
         """Delete checkpoints (and temp files) of jobs that ended or are unknown: a server stopped
         just as a job ended, or killed while a worker wrote, leaves them behind. With a shared store
         every local file is a copy (the store has the job's checkpoint): all of them go."""
-        for path in self._checkpoints.iterdir():
-            job_id = path.name.lstrip(".").split(".", 1)[0]
-            if not JOB_ID.fullmatch(job_id):
-                continue  # not a name this server makes: not ours to delete
-            row = None if self.store.shares_checkpoints else self.store.get_job(job_id)
-            if row is None or row.terminal:
-                try:
-                    if remove_checkpoint(self._checkpoint(job_id)):
-                        log.info("removed the leftover checkpoint of job %s", job_id)
-                except OSError as e:  # a leftover is not worth a start that fails
-                    log.warning("cannot delete the leftover checkpoint of job %s (%s)", job_id,
-                                e.strerror or type(e).__name__)
+        for folder in (self._checkpoints, *([self._old_copies] if self._old_copies is not None else [])):
+            for path in folder.iterdir():
+                job_id = path.name.lstrip(".").split(".", 1)[0]
+                if not JOB_ID.fullmatch(job_id):
+                    continue  # not a name this server makes: not ours to delete
+                row = None if self.store.shares_checkpoints else self.store.get_job(job_id)
+                if row is None or row.terminal:
+                    try:
+                        if remove_checkpoint(folder / f"{job_id}.pt"):
+                            log.info("removed the leftover checkpoint of job %s", job_id)
+                    except OSError as e:  # a leftover is not worth a start that fails
+                        log.warning("cannot delete the leftover checkpoint of job %s (%s)", job_id,
+                                    e.strerror or type(e).__name__)
 
     def stop_starting(self) -> None:
         """Start no more jobs: the drain's first step, before it waits for health to turn NOT_SERVING (a slot
@@ -814,17 +821,20 @@ class JobManager:
             log.exception("job lease tick failed")
 
     def _store_health(self, ok: bool, why: str = "") -> None:
-        if ok == self.store_ok:
-            return
-        self.store_ok = ok
-        if ok:
-            log.warning("job store reachable again: TrainingService serves")
-        else:
-            log.error("job store unavailable (%s): TrainingService answers UNAVAILABLE until it is back", why)
-        loop, hook = self._loop, self.on_store_health
-        if hook is not None and loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(hook, ok)
+        """Say whether the store answers (health follows, on the event loop). The lease thread and the event loop
+        (a call the store failed) both say it: under one lock, so that the hooks run in the order of the changes."""
+        with self._health_lock:
+            if ok == self.store_ok:
+                return
+            self.store_ok = ok
+            if ok:
+                log.warning("job store reachable again: TrainingService serves")
+            else:
+                log.error("job store unavailable (%s): TrainingService answers UNAVAILABLE until it is back", why)
+            loop, hook = self._loop, self.on_store_health
+            if hook is not None and loop is not None and not loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(hook, ok)
 
     def _settled(self, job: _Running) -> None:
         loop = self._loop
@@ -1149,7 +1159,9 @@ class JobManager:
         # Another replica runs it ("requested"): it reads the request at its next lease tick. One that died or is
         # frozen never does: once its lease lapses the store cancels the job itself, so the request is made again
         # at each wake-up (it answered OK with the job still RUNNING: the PostgreSQL audit, 2026-12-06).
+        # Asked again every poll (not at every wake-up: the request's own NOTIFY wakes this wait too).
         deadline = time.monotonic() + STOP_GRACE_S + self.config.lease_s
+        poll = self.store.poll_s or 0.5
         while True:
             job, outcome = await self._io(self._cancel, job_id)
             if job is not None and not await _ended(job, STOP_GRACE_S) and job.process is not None:
@@ -1157,9 +1169,13 @@ class JobManager:
                 await _ended(job, STOP_GRACE_S)
             if outcome != "requested" or (left := deadline - time.monotonic()) <= 0:
                 break
-            with self._waiting(job_id) as waiter, contextlib.suppress(asyncio.TimeoutError):  # woken by NOTIFY
-                await asyncio.wait_for(waiter.wait(), min(left, self.store.poll_s or 0.5))
-            if (await self.job(job_id)).terminal:
+            again = time.monotonic() + min(left, poll)
+            ended = False
+            while not ended and (wait := again - time.monotonic()) > 0:
+                with self._waiting(job_id) as waiter, contextlib.suppress(asyncio.TimeoutError):  # woken by NOTIFY
+                    await asyncio.wait_for(waiter.wait(), wait)
+                ended = (await self.job(job_id)).terminal
+            if ended:
                 break
         row = await self.job(job_id)
         if not row.terminal:

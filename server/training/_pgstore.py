@@ -184,10 +184,9 @@ class PostgresJobStore:
             "connect_timeout": max(2, round(timeout_s)), "tcp_user_timeout": int(timeout_s * 1000),
             "keepalives": 1, "keepalives_idle": max(1, round(timeout_s / 2)), "keepalives_interval": 1,
             "keepalives_count": 3,
-            # ... and a statement that waits on a lock (an administrator's LOCK TABLE, VACUUM FULL, ALTER TABLE) ends
-            # after timeout_s as unavailable: every call hung for as long as the lock was held (an audit).
-            "options": f"{given} -c idle_in_transaction_session_timeout={int(timeout_s * 1000)} "
-                       f"-c lock_timeout={int(timeout_s * 1000)}".strip(),
+            # No lock_timeout: a lease renewal waits on the job's row while a large checkpoint is written under it,
+            # and must not fail for that (an administrator's LOCK TABLE makes calls wait: docs/scaling.md).
+            "options": f"{given} -c idle_in_transaction_session_timeout={int(timeout_s * 1000)}".strip(),
         }
         # The pool logs a warning per failed reconnect attempt; the manager says once that the store is gone.
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
@@ -483,9 +482,11 @@ class PostgresJobStore:
             state, owner, held = row
             if state in TERMINAL_STATES:
                 return "ended"
-            if owner and held:
-                db.execute("UPDATE lossd_jobs SET cancel_requested = true WHERE job_id = %s", (job_id,))
-                db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, job_id))
+            if owner and held:  # notified once: a request made again (CancelJob asks every poll) wakes nobody
+                asked = db.execute("UPDATE lossd_jobs SET cancel_requested = true WHERE job_id = %s AND NOT "
+                                   "cancel_requested", (job_id,)).rowcount
+                if asked:
+                    db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, job_id))
                 return "requested"
             db.execute("UPDATE lossd_jobs SET owner = '', lease_until = 0, generation = generation + 1 "
                        "WHERE job_id = %s", (job_id,))

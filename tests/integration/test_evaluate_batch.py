@@ -520,3 +520,26 @@ def test_evaluate_many_fits_its_batches_to_a_message_limit_below_them() -> None:
         assert [r.value for r in asyncio.run(run())] == expected
     with lossd(workers=2) as (address, _), Client(address, max_message_bytes=1 << 20) as client:
         assert [r.value for r in client.evaluate_many(items)] == expected
+
+
+def test_evaluate_many_whose_time_ran_out_before_its_stream_is_deadline_exceeded(
+        served: tuple[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream after a refused batch was given the time left, 0 once it had run out, which the per-call timeout
+    check refused: ValueError "timeout: must be > 0 seconds" for a call made with timeout=1.0 (the review of
+    2026-12-06). DeadlineExceeded, as gRPC says of a call out of time."""
+    import types
+
+    from lossd.client import DeadlineExceeded
+
+    jump = {"s": 0.0}
+    monkeypatch.setattr(sdk, "time", types.SimpleNamespace(monotonic=lambda: time.monotonic() + jump["s"]))
+    refused = sdk.streams_instead
+
+    def late(error: Any, answered: Any) -> bool:  # the refusal of the first batch took "2 s"
+        jump["s"] = 2.0
+        return refused(error, answered)
+
+    monkeypatch.setattr(sdk, "streams_instead", late)
+    items = [{"loss": "mse", "y_pred": [float(i)], "y_true": [0.0]} for i in range(100)]  # over --max-batch-items
+    with Client(served[0]) as client, pytest.raises(DeadlineExceeded):
+        client.evaluate_many(items, timeout=1.0)

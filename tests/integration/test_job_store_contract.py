@@ -600,24 +600,19 @@ def test_a_postgres_start_keeps_the_checkpoints_of_a_sqlite_store_in_its_data_di
     assert any("also holds a SQLite job store (jobs.sqlite3)" in r.getMessage() for r in caplog.records)
 
 
-def test_a_call_that_waits_on_a_lock_ends_unavailable(postgres: Any) -> None:
-    """An administrator's LOCK TABLE (VACUUM FULL, ALTER TABLE) held 15 s made every GetJob wait 12-15 s, with health
-    SERVING (the PostgreSQL audit, 2026-12-06): a lock wait ends after the store's timeout, as unavailable."""
-    import psycopg
 
-    from lossd.server.training._pgstore import PostgresJobStore
-    from lossd.server.training._store import StoreUnavailable
+def test_a_postgres_start_removes_the_copies_an_earlier_version_kept_in_checkpoints(postgres: Any,
+                                                                                    tmp_path: Path) -> None:
+    """Before checkpoints-shared, a replica's working copies were in checkpoints/ (the review of 2026-12-06: left
+    there for ever once the start swept only the new folder). Without a SQLite store in the data directory they are
+    copies the database has: the start removes them, and nothing else."""
+    from support.servers import start_in_process
 
-    url = postgres.fresh_database()
-    store = PostgresJobStore(url, timeout_s=1.0)
-    try:
-        with psycopg.connect(url) as holder:
-            holder.execute("LOCK TABLE lossd_jobs IN ACCESS EXCLUSIVE MODE")
-            started = time.monotonic()
-            with pytest.raises(StoreUnavailable, match="lock timeout"):
-                store.get_job("0123456789ab")
-            assert time.monotonic() - started < 4.0
-            holder.rollback()
-        assert store.get_job("0123456789ab") is None
-    finally:
-        store.close()
+    data = tmp_path / "data"
+    (data / "checkpoints").mkdir(parents=True)
+    copy, other = data / "checkpoints" / "0123456789ab.pt", data / "checkpoints" / "notes.txt"
+    copy.write_bytes(b"an old working copy")
+    other.write_text("not a checkpoint: not lossd's to delete")
+    with start_in_process(data_dir=str(data), job_store=postgres.fresh_database()):
+        pass
+    assert not copy.exists() and other.exists()

@@ -183,7 +183,7 @@ REFUSALS = [
      "valid parameters"),
     # float32's range: the job ran with a NaN loss (2026-12-06)
     ({"loss": {"name": "binary_focal_loss", "params": {"gamma": 1e39}}}, "INVALID_ARGUMENT", "loss.params.gamma",
-     "beyond float32's range (largest finite 3.4028234663852886e+38), the dtype binary_focal_loss computes in, and "
+     "beyond float32's range (largest finite 3.4028234663852886e+38), the dtype binary_focal_loss computes in here, and "
      "would become inf there; a job trains in float32"),
     ({"loss": {"name": "binary_focal_loss", "params": {"reduction": "none"}}}, "INVALID_ARGUMENT",
      "loss.params.reduction", "scalar"),
