@@ -43,7 +43,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from .. import __version__
-from .._settings import Setting
+from .._settings import Setting, parse_endpoint
 from .._wire import DTYPES
 from ..v1 import lossd_pb2
 from ._client import Client, EvaluateResult
@@ -688,13 +688,33 @@ def _join(client: Client, args: argparse.Namespace) -> int:
     except ModuleNotFoundError as e:
         raise CliError(f"joining a job runs training ranks here: it needs the server extra "
                        f"({EXTRAS['server']}): {e}") from None
+    try:
+        parse_endpoint(args.rdzv_endpoint)  # before anything is asked or built
+    except ValueError as e:
+        raise CliError(f"--rdzv-endpoint {args.rdzv_endpoint!r}: {e}") from None
     job = client.get_job(args.job_id, timeout=args.timeout)
     if job.state in TERMINAL_STATES:
         raise CliError(f"job {job.job_id} has ended ({state_name(job.state)}): there is nothing to join")
-    print(f"joining job {job.job_id} ({job.spec.world_size} ranks on {job.spec.nodes} machines) through "
-          f"{args.rdzv_endpoint}", file=sys.stderr, flush=True)
-    message = distributed.join_job(job.spec, job.job_id, args.rdzv_endpoint,
-                                   os.environ.get("LOSSD_PLUGINS", "all"))
+    if job.spec.nodes < 2:
+        raise CliError(f"job {job.job_id} runs on one machine (nodes {max(job.spec.nodes, 1)}): there is nothing "
+                       "to join")
+    print(f"joining job {job.job_id} ({max(job.spec.world_size, 1)} ranks on {job.spec.nodes} machines) through "
+          f"{args.rdzv_endpoint}; waiting for it to start", file=sys.stderr, flush=True)
+
+    def job_ended() -> str:  # asked while the job has not started: a job cancelled meanwhile never will
+        try:
+            state = client.get_job(job.job_id, timeout=args.timeout).state
+        except LossdError:
+            return ""  # the server is away for a moment: the wait goes on (its rendezvous says if it is gone)
+        return f"job {job.job_id} ended ({state_name(state)}) before it started" if state in TERMINAL_STATES else ""
+
+    try:
+        message = distributed.join_job(job.spec, job.job_id, args.rdzv_endpoint,
+                                       os.environ.get("LOSSD_PLUGINS", "all"), job_ended)
+    except (RuntimeError, OSError) as e:  # torch.distributed's own (DistNetworkError) past the checks above
+        text = str(e).strip()
+        raise CliError(f"joining job {job.job_id} failed: {text.splitlines()[0] if text else type(e).__name__}") \
+            from None
     if message:
         raise CliError(message)
     print(f"{job.job_id} joined: this machine's ranks finished")

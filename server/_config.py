@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .._settings import Setting, SettingError, add_flags, float_in, int_in, optional, parse_bool
+from .._settings import Setting, SettingError, add_flags, float_in, int_in, optional, parse_bool, parse_endpoint
 from .._wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_REQUEST_ELEMENTS,
@@ -143,26 +143,6 @@ def parse_plugins(text: str) -> str:
     """
     if plugin_names(text) == [] and text.strip().lower() != "none":  # the loader's own reading of the value
         raise ValueError("names no plugin: give all, none, or names separated by commas")
-    return text
-
-
-def parse_endpoint(text: str) -> str:
-    """``--rdzv-endpoint``: ``HOST:PORT`` with a port from 1 to 65535, or empty (off).
-
-    >>> parse_endpoint("10.0.0.5:29500"), parse_endpoint("")
-    ('10.0.0.5:29500', '')
-    >>> parse_endpoint("10.0.0.5")
-    Traceback (most recent call last):
-    ...
-    ValueError: not HOST:PORT (e.g. 10.0.0.5:29500)
-    """
-    if not text:
-        return text
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():  # as the training workers split it (training/_distributed.py)
-        raise ValueError("not HOST:PORT (e.g. 10.0.0.5:29500)")
-    if not 1 <= int(port) <= 65535:
-        raise ValueError("the port must be a whole number from 1 to 65535")
     return text
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "int_in",
     "optional",
     "parse_bool",
+    "parse_endpoint",
     "read_env",
 ]
 
@@ -72,6 +73,27 @@ def parse_bool(text: str) -> bool:
     if word in _FALSE:
         return False
     raise ValueError("not a boolean; use 1/0, true/false, yes/no or on/off")
+
+
+def parse_endpoint(text: str) -> str:
+    """``--rdzv-endpoint`` (``lossd serve`` and ``lossd join``): ``HOST:PORT`` with a port from 1 to 65535, or
+    empty (off).
+
+    >>> parse_endpoint("10.0.0.5:29500"), parse_endpoint("")
+    ('10.0.0.5:29500', '')
+    >>> parse_endpoint("10.0.0.5")
+    Traceback (most recent call last):
+    ...
+    ValueError: not HOST:PORT (e.g. 10.0.0.5:29500)
+    """
+    if not text:
+        return text
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError("not HOST:PORT (e.g. 10.0.0.5:29500)")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError("the port must be a whole number from 1 to 65535")
+    return text
 
 
 def int_in(low: int, high: int | None = None, note: str = "") -> Callable[[str], int]:

@@ -67,6 +67,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, start_processes
 
+from ..._settings import parse_endpoint
 from ...v1 import training_pb2
 from ..losses import REGISTRY
 from ..losses._plugins import load_plugin_setting
@@ -84,6 +85,10 @@ log = logging.getLogger("lossd.server.training")
 RANK_TIMEOUT = timedelta(seconds=300)
 #: How long a multi-node job waits for its other machines (and a joining machine for its job to start).
 JOIN_TIMEOUT = timedelta(seconds=600)
+#: How long ``lossd join`` tries to reach the rendezvous (a wrong --rdzv-endpoint waited JOIN_TIMEOUT, silently).
+JOIN_CONNECT_TIMEOUT = timedelta(seconds=30)
+#: How often a waiting ``lossd join`` asks the server whether its job has ended (cancelled before it started).
+JOB_CHECK_S = 2.0
 #: Threads per rank (as for one-process jobs).
 RANK_THREADS = 1
 
@@ -234,9 +239,13 @@ def forget_rendezvous(store: Any, job_id: str) -> None:
 
 
 def _endpoint(endpoint: str) -> tuple[str, int]:
-    host, _, port = endpoint.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"rendezvous endpoint {endpoint!r} is not HOST:PORT")
+    """``HOST:PORT`` (:func:`~lossd._settings.parse_endpoint`'s rule) as a host and a port."""
+    try:
+        host, _, port = parse_endpoint(endpoint).rpartition(":")
+    except ValueError as e:
+        raise ValueError(f"--rdzv-endpoint {endpoint!r}: {e}") from None
+    if not host:
+        raise ValueError("--rdzv-endpoint is empty: give the HOST:PORT of the server's --rdzv-endpoint")
     return host, int(port)
 
 
@@ -290,22 +299,67 @@ def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[by
                share_checkpoints, stop_reason=_SilentMachines(store, prefix, plan.nodes, local), scratch=scratch)
 
 
-def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str) -> str:
+def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str,
+                       job_ended: Callable[[], str] = lambda: "") -> str:
     """Run this machine's share of a multi-node job (``lossd join``); returns ``""`` once the ranks ended
-    well, else why not. The job's events and checkpoints stay with the server's rank 0."""
+    well, else why not. The job's events and checkpoints stay with the server's rank 0. Until the job starts it
+    waits (up to :data:`JOIN_TIMEOUT`), asking ``job_ended`` every :data:`JOB_CHECK_S` (``""``: it has not; else
+    why it will not start), and gives its machine's place back when it stops waiting (Ctrl-C included: the wait
+    polls, so the signal is seen; a join killed with -9 keeps its place until the job's run ends)."""
     host, port = _endpoint(rdzv_endpoint)
-    store = dist.TCPStore(host, port, is_master=False, timeout=JOIN_TIMEOUT)
+    try:
+        store = dist.TCPStore(host, port, is_master=False, timeout=JOIN_CONNECT_TIMEOUT)
+    except (RuntimeError, OSError) as e:  # DistNetworkError: nothing answers there, or not a rendezvous
+        return (f"no rendezvous answered at {rdzv_endpoint} within {JOIN_CONNECT_TIMEOUT.total_seconds():.0f} s "
+                f"(give the server's --rdzv-endpoint): {_first_line(e)}")
     joined, group = _keys(job_id)
-    node = int(store.add(joined, 1))
-    if node > plan.nodes - 1:
-        return f"job {job_id} already has its {plan.nodes} machines"
+    try:
+        node = int(store.add(joined, 1))
+        if node > plan.nodes - 1:
+            store.add(joined, -1)
+            return (f"job {job_id} already has its {plan.nodes} machines (a lossd join stopped with kill -9 while "
+                    "it waited keeps its place: cancel the job and submit it again)")
+        why = _wait_for_start(store, group, job_id, job_ended)
+    except BaseException as e:  # Ctrl-C while it waited, or the server's store went away: the place is given back
+        with contextlib.suppress(Exception):
+            store.add(joined, -1)
+        if isinstance(e, (RuntimeError, OSError)):
+            return f"the rendezvous at {rdzv_endpoint} stopped answering (the server stopped?): {_first_line(e)}"
+        raise
+    if why:
+        with contextlib.suppress(Exception):
+            store.add(joined, -1)
+        return why
     local = plan.world_size // plan.nodes
-    prefix = store.get(group).decode()  # set by the server's worker when the job starts (waits until then)
+    prefix = store.get(group).decode()  # set by the server's worker when the job starts
     store.set_timeout(RUN_CHECK_TIMEOUT)  # from now on only _joined_run_check uses it: no long waits
     failures: list[bytes] = []
     _run_ranks(plan, None, failures.append, Control(), "", job_id, Rendezvous(host, port, prefix, node * local, local),
                stop_reason=functools.partial(_joined_run_check, store, group, prefix, node, job_id))
     return training_pb2.JobEvent.FromString(failures[-1]).message if failures else ""
+
+
+def _wait_for_start(store: Any, group: str, job_id: str, job_ended: Callable[[], str]) -> str:
+    """Poll until the server's worker of ``job_id`` has started (its ``group`` key set): ``""``, else why not (the
+    job ended, or :data:`JOIN_TIMEOUT` passed). A blocking ``get`` here held Ctrl-C and outlived a cancelled job
+    for up to 10 minutes (an audit, 2026-12-06)."""
+    deadline = time.monotonic() + JOIN_TIMEOUT.total_seconds()
+    asked = time.monotonic()
+    while not store.check([group]):
+        if time.monotonic() - asked >= JOB_CHECK_S:
+            asked = time.monotonic()
+            if why := job_ended():
+                return why
+        if time.monotonic() > deadline:
+            return (f"job {job_id} did not start within {JOIN_TIMEOUT.total_seconds():.0f} s (it waits for a free "
+                    "slot on its server); run lossd join again")
+        time.sleep(0.2)
+    return ""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _joined_run_check(store: Any, group: str, prefix: str, node: int, job_id: str) -> str:
@@ -359,15 +413,18 @@ def _run_ended(store: Any, group: str, prefix: str) -> bool:
         return True
 
 
-def join_job(spec: training_pb2.TrainJobRequest, job_id: str, rdzv_endpoint: str, plugins: str = "all") -> str:
+def join_job(spec: training_pb2.TrainJobRequest, job_id: str, rdzv_endpoint: str, plugins: str = "all",
+             job_ended: Callable[[], str] = lambda: "") -> str:
     """``lossd join``: validate the job's spec as the server did (same data, same model), then run this
-    machine's ranks of it; returns ``""`` when they ended well, else why not."""
+    machine's ranks of it; returns ``""`` when they ended well, else why not (``job_ended``: see
+    :func:`join_data_parallel`)."""
+    _endpoint(rdzv_endpoint)  # a bad endpoint before the data is built
     load_plugin_setting(plugins, REGISTRY)
     plan = plan_job(spec, REGISTRY, TrainingLimits.accepted(max_world_size=max(spec.world_size, 1)))
     if plan.nodes < 2:
         return f"job {job_id} runs on one machine (nodes {spec.nodes or 1}): there is nothing to join"
     torch.set_num_threads(RANK_THREADS)
-    return join_data_parallel(plan, job_id, rdzv_endpoint)
+    return join_data_parallel(plan, job_id, rdzv_endpoint, job_ended)
 
 
 def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], None], control: Any, digest: str,

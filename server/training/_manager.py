@@ -265,7 +265,12 @@ class JobManager:
         #: This replica's name in the store's ``owner`` column (host, pid and a random part: a restart is new).
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._tick_s = min(config.lease_s / 4, 1.0)
-        self._rdzv_store = _rendezvous_store(config.rdzv_endpoint) if config.rdzv_endpoint else None
+        try:
+            self._rdzv_store = _rendezvous_store(config.rdzv_endpoint) if config.rdzv_endpoint else None
+        except BaseException:
+            self.store.close()
+            self._lock_file.release()
+            raise
         self._ctx = _mp_context()
         self._lock = threading.RLock()
         self._health_lock = threading.Lock()
@@ -1401,7 +1406,12 @@ def _rendezvous_store(endpoint: str) -> Any:
     import torch.distributed as dist
 
     host, _, port = endpoint.rpartition(":")
-    store = dist.TCPStore(host, int(port), None, True, wait_for_workers=False, multi_tenant=True)
+    try:
+        store = dist.TCPStore(host, int(port), None, True, wait_for_workers=False, multi_tenant=True)
+    except (RuntimeError, OSError) as e:  # DistNetworkError: the port is taken, the host not this machine's
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SettingError(f"--rdzv-endpoint {endpoint} (env LOSSD_RDZV_ENDPOINT): cannot listen there ({text}); "
+                           "choose another port, or stop the process that holds it") from None
     log.info("rendezvous for multi-node jobs on %s (c10d TCPStore)", endpoint)
     return store
 

@@ -514,9 +514,77 @@ def test_a_machine_past_the_count_is_turned_away_and_a_reset_counts_afresh() -> 
     store.add(joined, 1)  # the one other machine of the run before
     store.set(group, f"lossd/{job_id}/run1/")
     plan = plan_job(request({**SPEC, "world_size": 2, "nodes": 2}), REGISTRY)
-    assert join_data_parallel(plan, job_id, endpoint) == f"job {job_id} already has its 2 machines"
+    assert join_data_parallel(plan, job_id, endpoint).startswith(f"job {job_id} already has its 2 machines (a lossd "
+                                                                  "join stopped with kill -9 while it waited")
+    assert _rendezvous_keys(store, job_id) == (1, True)  # the machine turned away took no place
     forget_rendezvous(store, job_id)
     assert _rendezvous_keys(store, job_id) == (0, False)
+
+
+def test_a_join_that_stops_waiting_gives_its_place_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``lossd join`` stopped (Ctrl-C) while its job waited to start kept its place: the next join was turned away
+    ("already has its 2 machines") and the job failed 20 s after it started, its machine silent; and the wait was a
+    blocking get that held Ctrl-C and outlived a cancelled job for up to 10 minutes (the data-parallel audit,
+    2026-12-06). The wait polls, asks whether the job ended, and gives the place back however it stops."""
+    from lossd.server.losses import REGISTRY
+    from lossd.server.training import _distributed, plan_job
+    from lossd.server.training._manager import _rendezvous_store
+
+    monkeypatch.setattr(_distributed, "JOB_CHECK_S", 0.05)
+    endpoint = f"127.0.0.1:{_free_port()}"
+    store = _rendezvous_store(endpoint)
+    job_id = "0123456789ab"
+    plan = plan_job(request({**SPEC, "world_size": 2, "nodes": 2}), REGISTRY)
+    asked: list[int] = []
+
+    def cancelled() -> str:  # the server says so at the second question
+        asked.append(int(store.add(_distributed._keys(job_id)[0], 0)))
+        return f"job {job_id} ended (CANCELLED) before it started" if len(asked) > 1 else ""
+
+    assert _distributed.join_data_parallel(plan, job_id, endpoint, cancelled) == \
+        f"job {job_id} ended (CANCELLED) before it started"
+    assert asked == [1, 1] and _rendezvous_keys(store, job_id) == (0, False)  # counted while it waited, then not
+
+    def interrupted() -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _distributed.join_data_parallel(plan, job_id, endpoint, interrupted)
+    assert _rendezvous_keys(store, job_id) == (0, False)
+
+
+def test_a_join_whose_rendezvous_does_not_answer_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong --rdzv-endpoint waited 10 minutes in silence, then ended in a traceback (the data-parallel audit,
+    2026-12-06); a malformed one was a traceback too. Now: a clear line, the malformed one before anything is
+    asked of the server (its --target here is unreachable)."""
+    from lossd.server.losses import REGISTRY
+    from lossd.server.training import _distributed, plan_job
+
+    monkeypatch.setattr(_distributed, "JOIN_CONNECT_TIMEOUT", datetime.timedelta(seconds=1))
+    plan = plan_job(request({**SPEC, "world_size": 2, "nodes": 2}), REGISTRY)
+    nobody = f"127.0.0.1:{_free_port()}"
+    assert _distributed.join_data_parallel(plan, "0123456789ab", nobody).startswith(
+        f"no rendezvous answered at {nobody} within 1 s (give the server's --rdzv-endpoint): ")
+    proc = run_tool([tool_path("lossd", ""), "--target", "127.0.0.1:1", "join", "0123456789ab", "--rdzv-endpoint",
+                     "127.0.0.1:99999"], timeout=60)
+    assert (proc.returncode, proc.stderr) == (2, "lossd join: error: --rdzv-endpoint '127.0.0.1:99999': the port must "
+                                                 "be a whole number from 1 to 65535\n"), proc.stderr
+
+
+def test_a_rendezvous_port_in_use_refuses_the_start_in_one_line(tmp_path: Path) -> None:
+    """``lossd serve --rdzv-endpoint`` on a port in use died with a 20-line DistNetworkError traceback, exit 1
+    (the data-parallel audit, 2026-12-06), where --port in use is one line and exit 2."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        endpoint = f"127.0.0.1:{taken.getsockname()[1]}"
+        proc = run_tool([tool_path("lossd", ""), "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+                         "--rdzv-endpoint", endpoint], timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        f"lossd serve: error: --rdzv-endpoint {endpoint} (env LOSSD_RDZV_ENDPOINT): cannot listen there (") and \
+        proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_a_joined_machine_knows_when_the_servers_run_of_the_job_has_ended() -> None:
