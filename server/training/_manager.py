@@ -1163,8 +1163,8 @@ class JobManager:
                             "only queued, running or interrupted jobs can be cancelled", "FAILED_PRECONDITION")
         # Another replica runs it ("requested"): it reads the request at its next lease tick. One that died or is
         # frozen never does: once its lease lapses the store cancels the job itself, so the request is made again
-        # at each wake-up (it answered OK with the job still RUNNING: the PostgreSQL audit, 2026-12-06).
-        # Asked again every poll (not at every wake-up: the request's own NOTIFY wakes this wait too).
+        # every poll (it answered OK with the job still RUNNING: the PostgreSQL audit, 2026-12-06); not at every
+        # wake-up, which the request's own NOTIFY would cause.
         deadline = time.monotonic() + STOP_GRACE_S + self.config.lease_s
         poll = self.store.poll_s or 0.5
         while True:
