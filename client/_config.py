@@ -440,9 +440,10 @@ class ClientConfig:
         """
         if timeout is None:
             timeout = self.timeout if default else None
-        elif not (type(timeout) is float and 0 < timeout < math.inf):  # as the client's own: 0, NaN, "5" refused
-            if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0:
-                raise ValueError(f"timeout: {_RANGES['timeout'][2]}, got {timeout!r}")
+        elif not (type(timeout) is float and 0 < timeout < math.inf):  # the client's own rule: 0, NaN, "5" refused
+            _, inside, rule = _RANGES["timeout"]
+            if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not inside(timeout):
+                raise ValueError(f"timeout: {rule}, got {timeout!r}")
             timeout = float(timeout)
         return None if timeout is None or timeout > MAX_DEADLINE_S else timeout
 

@@ -43,7 +43,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from .. import __version__
-from .._settings import Setting, parse_endpoint
+from .._settings import Setting, first_line
 from .._wire import DTYPES
 from ..v1 import lossd_pb2
 from ._client import Client, EvaluateResult
@@ -689,15 +689,14 @@ def _join(client: Client, args: argparse.Namespace) -> int:
         raise CliError(f"joining a job runs training ranks here: it needs the server extra "
                        f"({EXTRAS['server']}): {e}") from None
     try:
-        parse_endpoint(args.rdzv_endpoint)  # before anything is asked or built
+        distributed.rendezvous_address(args.rdzv_endpoint)  # before anything is asked or built
     except ValueError as e:
-        raise CliError(f"--rdzv-endpoint {args.rdzv_endpoint!r}: {e}") from None
+        raise CliError(str(e)) from None
     job = client.get_job(args.job_id, timeout=args.timeout)
     if job.state in TERMINAL_STATES:
         raise CliError(f"job {job.job_id} has ended ({state_name(job.state)}): there is nothing to join")
-    if job.spec.nodes < 2:
-        raise CliError(f"job {job.job_id} runs on one machine (nodes {max(job.spec.nodes, 1)}): there is nothing "
-                       "to join")
+    if why := distributed.nothing_to_join(job.spec, job.job_id):  # before the line that says it joins
+        raise CliError(why)
     print(f"joining job {job.job_id} ({max(job.spec.world_size, 1)} ranks on {job.spec.nodes} machines) through "
           f"{args.rdzv_endpoint}; waiting for it to start", file=sys.stderr, flush=True)
 
@@ -712,9 +711,7 @@ def _join(client: Client, args: argparse.Namespace) -> int:
         message = distributed.join_job(job.spec, job.job_id, args.rdzv_endpoint,
                                        os.environ.get("LOSSD_PLUGINS", "all"), job_ended)
     except (RuntimeError, OSError) as e:  # torch.distributed's own (DistNetworkError) past the checks above
-        text = str(e).strip()
-        raise CliError(f"joining job {job.job_id} failed: {text.splitlines()[0] if text else type(e).__name__}") \
-            from None
+        raise CliError(f"joining job {job.job_id} failed: {first_line(e)}") from None
     if message:
         raise CliError(message)
     print(f"{job.job_id} joined: this machine's ranks finished")

@@ -37,7 +37,17 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .._settings import Setting, SettingError, add_flags, float_in, int_in, optional, parse_bool, parse_endpoint
+from .._settings import (
+    Setting,
+    SettingError,
+    add_flags,
+    first_line,
+    float_in,
+    int_in,
+    optional,
+    parse_bool,
+    parse_endpoint,
+)
 from .._wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_REQUEST_ELEMENTS,
@@ -364,7 +374,7 @@ class ServerConfig:
             try:
                 setattr(self, setting.name, _read(setting, value))
             except (ValueError, TypeError) as e:
-                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                reason = first_line(e)
                 shown = "" if setting.name in hidden else f"={value!r}"
                 raise SettingError(f"ServerConfig.{setting.name}{shown}: {reason} ({setting.hint})") from None
 
@@ -419,7 +429,7 @@ def _flag_type(setting: Setting[Any]) -> Callable[[str], Any]:
         try:
             return setting.parse(text)
         except (ValueError, TypeError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = first_line(e)
             raise argparse.ArgumentTypeError(f"{text!r}: {reason}") from None
 
     parse.__name__ = getattr(setting.parse, "__name__", "value")

@@ -41,6 +41,7 @@ __all__ = [
     "SettingError",
     "add_flags",
     "env_name",
+    "first_line",
     "flag_name",
     "float_in",
     "int_in",
@@ -73,6 +74,16 @@ def parse_bool(text: str) -> bool:
     if word in _FALSE:
         return False
     raise ValueError("not a boolean; use 1/0, true/false, yes/no or on/off")
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s text, or its type's name when it has none: what a one-line refusal quotes.
+
+    >>> first_line(ValueError("bad value\\nmore")), first_line(KeyError())
+    ('bad value', 'KeyError')
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def parse_endpoint(text: str) -> str:
@@ -234,7 +245,7 @@ class Setting(Generic[T]):
         try:
             return self.parse(text)
         except (ValueError, TypeError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = first_line(e)
             raise SettingError(f"{self.env}={text!r}: {reason}") from None
 
     def from_env(self, environ: Mapping[str, str] | None = None) -> T:

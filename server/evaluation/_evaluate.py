@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..._settings import first_line
 from ..._wire import FieldError
 from ..losses import WIRE_NAMES, LossSpec, Registry, strictness
 from ._binding import (
@@ -397,7 +398,7 @@ def _torch_refusal(name: str, what: str, e: Exception, field: str = "inputs") ->
     """torch's own error as a ``FieldError``: ``UNIMPLEMENTED`` for what torch on this server
     lacks (a floating dtype's kernel), else ``INVALID_ARGUMENT`` (no server computes integer,
     bool or complex inputs where torch has no kernel for them)."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = first_line(e)
     if any(f"'{n}'" in text for n in _INTEGER_NAMES):  # torch has no kernel for any server
         return FieldError(field, f"{name}: torch does not compute this for integer or bool inputs: {text}")
     if any(f"'{n}'" in text for n in _COMPLEX_NAMES):  # no server computes it: often a range check ('ge' of a

@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 
 from ..._methods import EVALUATE_LOSS_STREAM, REQUEST_TYPES
+from ..._settings import first_line
 from ..._wire import FieldError
 from ..rpc._service import RefusedItem
 from ._chain import StageInterceptor
@@ -53,7 +54,7 @@ def parsing(deserialize: Callable[[bytes], Any], what: str) -> Callable[[bytes],
         try:
             return deserialize(data)
         except Exception as e:  # protobuf's DecodeError, or a framing check of lossd's own
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = first_line(e)
             return Malformed(f"the request is not a valid {what}: {reason[:300]}")
 
     return parse

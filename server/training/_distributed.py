@@ -67,7 +67,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, start_processes
 
-from ..._settings import parse_endpoint
+from ..._settings import first_line, parse_endpoint
 from ...v1 import training_pb2
 from ..losses import REGISTRY
 from ..losses._plugins import load_plugin_setting
@@ -77,7 +77,7 @@ from ._spec import JobPlan, TrainingLimits, plan_job
 from ._store import FINAL_STATES
 
 __all__ = ["JOIN_TIMEOUT", "RANK_TIMEOUT", "Rendezvous", "forget_rendezvous", "join_data_parallel", "join_job",
-           "run_data_parallel"]
+           "nothing_to_join", "rendezvous_address", "run_data_parallel"]
 
 log = logging.getLogger("lossd.server.training")
 
@@ -238,8 +238,9 @@ def forget_rendezvous(store: Any, job_id: str) -> None:
         store.delete_key(key)
 
 
-def _endpoint(endpoint: str) -> tuple[str, int]:
-    """``HOST:PORT`` (:func:`~lossd._settings.parse_endpoint`'s rule) as a host and a port."""
+def rendezvous_address(endpoint: str) -> tuple[str, int]:
+    """``--rdzv-endpoint`` (:func:`~lossd._settings.parse_endpoint`'s rule) as a host and a port; a ``ValueError``
+    naming the flag (``lossd join`` asks it first, before anything else runs)."""
     try:
         host, _, port = parse_endpoint(endpoint).rpartition(":")
     except ValueError as e:
@@ -247,6 +248,12 @@ def _endpoint(endpoint: str) -> tuple[str, int]:
     if not host:
         raise ValueError("--rdzv-endpoint is empty: give the HOST:PORT of the server's --rdzv-endpoint")
     return host, int(port)
+
+
+def nothing_to_join(spec: training_pb2.TrainJobRequest, job_id: str) -> str:
+    """Why a ``lossd join`` of ``job_id`` has nothing to do (a job on one machine), else ``""``."""
+    return f"job {job_id} runs on one machine (nodes {max(spec.nodes, 1)}): there is nothing to join" \
+        if spec.nodes < 2 else ""
 
 
 def _failed(job_id: str, message: str) -> bytes:
@@ -274,7 +281,7 @@ def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[by
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
-    host, port = _endpoint(rdzv_endpoint)
+    host, port = rendezvous_address(rdzv_endpoint)
     store = dist.TCPStore(host, port, is_master=False, timeout=RANK_TIMEOUT)
     joined, group = _keys(job_id)
     store.set(group, f"lossd/{job_id}/{os.urandom(6).hex()}/")  # a fresh prefix per start of the job
@@ -306,29 +313,26 @@ def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str,
     waits (up to :data:`JOIN_TIMEOUT`), asking ``job_ended`` every :data:`JOB_CHECK_S` (``""``: it has not; else
     why it will not start), and gives its machine's place back when it stops waiting (Ctrl-C included: the wait
     polls, so the signal is seen; a join killed with -9 keeps its place until the job's run ends)."""
-    host, port = _endpoint(rdzv_endpoint)
+    host, port = rendezvous_address(rdzv_endpoint)
     try:
         store = dist.TCPStore(host, port, is_master=False, timeout=JOIN_CONNECT_TIMEOUT)
     except (RuntimeError, OSError) as e:  # DistNetworkError: nothing answers there, or not a rendezvous
         return (f"no rendezvous answered at {rdzv_endpoint} within {JOIN_CONNECT_TIMEOUT.total_seconds():.0f} s "
-                f"(give the server's --rdzv-endpoint): {_first_line(e)}")
+                f"(give the server's --rdzv-endpoint): {first_line(e)}")
     joined, group = _keys(job_id)
+    why = "interrupted"  # until the wait says otherwise: a Ctrl-C while it waits gives the place back too
     try:
         node = int(store.add(joined, 1))
-        if node > plan.nodes - 1:
-            store.add(joined, -1)
-            return (f"job {job_id} already has its {plan.nodes} machines (a lossd join stopped with kill -9 while "
-                    "it waited keeps its place: cancel the job and submit it again)")
-        why = _wait_for_start(store, group, job_id, job_ended)
-    except BaseException as e:  # Ctrl-C while it waited, or the server's store went away: the place is given back
-        with contextlib.suppress(Exception):
-            store.add(joined, -1)
-        if isinstance(e, (RuntimeError, OSError)):
-            return f"the rendezvous at {rdzv_endpoint} stopped answering (the server stopped?): {_first_line(e)}"
-        raise
+        why = (f"job {job_id} already has its {plan.nodes} machines (a lossd join stopped with kill -9 while it "
+               "waited keeps its place: cancel the job and submit it again)" if node > plan.nodes - 1
+               else _wait_for_start(store, group, job_id, job_ended))
+    except (RuntimeError, OSError) as e:  # DistNetworkError: the server's store went away
+        why = f"the rendezvous at {rdzv_endpoint} stopped answering (the server stopped?): {first_line(e)}"
+    finally:
+        if why:  # this machine does not run: its place goes back
+            with contextlib.suppress(Exception):
+                store.add(joined, -1)
     if why:
-        with contextlib.suppress(Exception):
-            store.add(joined, -1)
         return why
     local = plan.world_size // plan.nodes
     prefix = store.get(group).decode()  # set by the server's worker when the job starts
@@ -355,11 +359,6 @@ def _wait_for_start(store: Any, group: str, job_id: str, job_ended: Callable[[],
                     "slot on its server); run lossd join again")
         time.sleep(0.2)
     return ""
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _joined_run_check(store: Any, group: str, prefix: str, node: int, job_id: str) -> str:
@@ -418,11 +417,11 @@ def join_job(spec: training_pb2.TrainJobRequest, job_id: str, rdzv_endpoint: str
     """``lossd join``: validate the job's spec as the server did (same data, same model), then run this
     machine's ranks of it; returns ``""`` when they ended well, else why not (``job_ended``: see
     :func:`join_data_parallel`)."""
-    _endpoint(rdzv_endpoint)  # a bad endpoint before the data is built
+    rendezvous_address(rdzv_endpoint)  # a bad endpoint, a job on one machine: before the data is built
+    if why := nothing_to_join(spec, job_id):
+        return why
     load_plugin_setting(plugins, REGISTRY)
     plan = plan_job(spec, REGISTRY, TrainingLimits.accepted(max_world_size=max(spec.world_size, 1)))
-    if plan.nodes < 2:
-        return f"job {job_id} runs on one machine (nodes {spec.nodes or 1}): there is nothing to join"
     torch.set_num_threads(RANK_THREADS)
     return join_data_parallel(plan, job_id, rdzv_endpoint, job_ended)
 

@@ -58,7 +58,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from ..._settings import SettingError, flag_name
+from ..._settings import SettingError, first_line, flag_name
 from ..._wire import FieldError, reply_encoding
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
@@ -1409,9 +1409,8 @@ def _rendezvous_store(endpoint: str) -> Any:
     try:
         store = dist.TCPStore(host, int(port), None, True, wait_for_workers=False, multi_tenant=True)
     except (RuntimeError, OSError) as e:  # DistNetworkError: the port is taken, the host not this machine's
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SettingError(f"--rdzv-endpoint {endpoint} (env LOSSD_RDZV_ENDPOINT): cannot listen there ({text}); "
-                           "choose another port, or stop the process that holds it") from None
+        raise SettingError(f"--rdzv-endpoint {endpoint} (env LOSSD_RDZV_ENDPOINT): cannot listen there "
+                           f"({first_line(e)}); choose another port, or stop the process that holds it") from None
     log.info("rendezvous for multi-node jobs on %s (c10d TCPStore)", endpoint)
     return store
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from ..._framing import varint
+from ..._framing import varint_size
 from ..._settings import flag_name
 from ..._wire import FieldError, reply_encoding
 from ...v1 import training_pb2, training_pb2_grpc
@@ -134,18 +135,13 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
         except FieldError as e:  # the job store is unavailable
             await _abort(context, e)
         reply = training_pb2.ListJobsResponse(jobs=[r.to_proto() for r in rows])
-        limit = self._jobs.config.limits.max_message_bytes
-        if reply.ByteSize() > limit:  # gRPC's "Sent message larger than max" named nothing (the job audit, 2026-12-06)
-            size = fit = 0
-            for job in reply.jobs:
-                size += 1 + len(varint(job.ByteSize())) + job.ByteSize()
-                if size > limit:
-                    break
-                fit += 1
-            await _abort(context, FieldError("limit", f"the {len(rows)} newest jobs make a reply of "
-                                             f"{reply.ByteSize()} bytes, over the message limit of {limit} "
-                                             f"({flag_name('max_message_bytes')}); ask for at most {fit}",
-                                             "RESOURCE_EXHAUSTED"))
+        limit, size = self._jobs.config.limits.max_message_bytes, reply.ByteSize()
+        if size > limit:  # gRPC's "Sent message larger than max" named nothing (the job audit, 2026-12-06)
+            entries = itertools.accumulate(1 + varint_size(n) + n for n in (job.ByteSize() for job in reply.jobs))
+            fit = sum(1 for total in entries if total <= limit)  # (a repeated field: tag, length, message)
+            await _abort(context, FieldError("limit", f"the {len(rows)} newest jobs make a reply of {size} bytes, "
+                                             f"over the message limit of {limit} ({flag_name('max_message_bytes')}); "
+                                             f"ask for at most {fit}", "RESOURCE_EXHAUSTED"))
         return reply
 
     @_internal_when_unexpected

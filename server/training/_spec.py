@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from ..._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
-from ..._settings import flag_name
+from ..._settings import first_line, flag_name
 from ..._wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_REQUEST_ELEMENTS,
@@ -916,8 +916,7 @@ def check_loss_accepts_model(plan: JobPlan) -> None:
         except LossCrashed:
             raise  # an internal error (TrainJob answers INTERNAL), not the spec's fault
         except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError) as e:
-            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise FieldError("loss.name", f"{plan.loss.spec.name} fails on {shapes}: {text}") from e
+            raise FieldError("loss.name", f"{plan.loss.spec.name} fails on {shapes}: {first_line(e)}") from e
         if value.dim() != 0:
             raise FieldError("loss.params.reduction", f"{plan.loss.spec.name} gives shape {list(value.shape)}; "
                             "training needs a scalar loss ('mean' or 'sum')")
