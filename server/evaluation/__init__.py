@@ -51,7 +51,7 @@ from ._objective import (
     evaluate_objective,
     glob_matcher,
 )
-from ._vectorized import MAX_ITEM_ELEMENTS, StackedEvaluation, evaluate_stacked
+from ._vectorized import MAX_ITEM_ELEMENTS, StackedEvaluation, StackedPlan, evaluate_stacked, plan_stacked
 from ._warnings import capture as capture_warnings
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "LossCrashed",
     "Regularization",
     "StackedEvaluation",
+    "StackedPlan",
     "Term",
     "add_penalties",
     "bind",
@@ -87,6 +88,7 @@ __all__ = [
     "legacy_reduction",
     "param_copies",
     "params_from_tensors",
+    "plan_stacked",
     "resolve_device",
     "run_bound",
     "split_scalars",

@@ -40,7 +40,7 @@ from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets
 from ._evaluate import Evaluation, call_loss, escaped
 from ._warnings import capture
 
-__all__ = ["MAX_ITEM_ELEMENTS", "StackedEvaluation", "evaluate_stacked"]
+__all__ = ["MAX_ITEM_ELEMENTS", "StackedEvaluation", "StackedPlan", "evaluate_stacked", "plan_stacked"]
 
 #: Most elements per item of a vectorized group. torch reduces a tensor of more than
 #: 32768 elements (its grain size) in chunks across threads: one item alone would then be
@@ -72,6 +72,100 @@ class StackedEvaluation:
                            self.backward_s / n) for i in range(n)]
 
 
+@dataclass(frozen=True)
+class StackedPlan:
+    """What binding decided for a vectorized group (:func:`plan_stacked`): it depends on the loss, the
+    params, the wanted gradients and the inputs' names, dtypes and item shapes, not on the values or
+    the number of items, so a server keeps it for the next group of the same signature."""
+
+    spec: LossSpec
+    #: Sent name -> canonical name, for every input.
+    canonical: dict[str, str]
+    #: Canonical names of the inputs to differentiate.
+    wanted: tuple[str, ...]
+    #: The loss's keyword arguments, with ``reduction='none'``; ``reduction`` is the one sent.
+    kwargs: dict[str, Any]
+    reduction: str
+    strict: bool
+
+    def run(self, stacked: Mapping[str, torch.Tensor], device: torch.device | None = None) -> StackedEvaluation | None:
+        """Evaluate the items stacked along dimension 0 (keyed by sent name, with the dtypes and item shapes
+        the plan was made for): row ``i`` is item ``i``'s result, or ``None`` when torch refuses or warns
+        (evaluate the items one by one then: each gets its own error or warnings)."""
+        spec = self.spec
+        tensors: dict[str, torch.Tensor] = {}
+        leaves: dict[str, torch.Tensor] = {}
+        for sent, t in stacked.items():
+            name = self.canonical[sent]
+            if device is not None and device.type != "cpu":
+                t = t.to(device)
+            if name in self.wanted:
+                t = leaves[sent] = t.detach().requires_grad_(True)
+            tensors[name] = t
+        try:
+            with capture() as seen, strictness(self.strict):
+                start = time.perf_counter()
+                with torch.enable_grad():
+                    each = call_loss(spec, tensors, self.kwargs)
+                    dims = tuple(range(1, each.dim()))
+                    if self.reduction == "none" or not dims:  # 0-d items: mean and sum of one element are it
+                        out = each
+                    else:
+                        out = each.mean(dim=dims) if self.reduction == "mean" else each.sum(dim=dims)
+                forward_s = time.perf_counter() - start
+                start = time.perf_counter()
+                found: Sequence[torch.Tensor | None] = (None,) * len(leaves)
+                if leaves and out.requires_grad:
+                    try:
+                        found = torch.autograd.grad(out, list(leaves.values()), torch.ones_like(out),
+                                                    allow_unused=True)
+                    except BaseException as e:  # a loss's own backward raising SystemExit...: one by one
+                        if (crash := escaped(spec.name, e)) is None:
+                            raise
+                        raise crash from e
+                backward_s = time.perf_counter() - start
+        except (FieldError, RuntimeError, ValueError, TypeError, IndexError):
+            return None
+        if seen:  # a warning belongs to the items that raised it: evaluate one by one
+            return None
+        grads = {sent: torch.zeros_like(leaf) if g is None else g for (sent, leaf), g in zip(leaves.items(), found)}
+        return StackedEvaluation(spec, out.detach(), grads, forward_s, backward_s)
+
+
+def plan_stacked(
+    registry: Registry,
+    loss: str,
+    stacked: Mapping[str, torch.Tensor],
+    params: Mapping[str, Any],
+    grad_inputs: Sequence[str],
+    strict: bool = False,
+) -> StackedPlan | None:
+    """The :class:`StackedPlan` of items stacked as ``stacked`` (only their dtypes and shapes are read: meta
+    tensors do), or ``None`` when such a group cannot be vectorized exactly (evaluate the items one by one
+    then: that also reports each item's own error).
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> meta = torch.empty(8, 100, device="meta")
+    >>> plan_stacked(REGISTRY, "mse", {"y_pred": meta, "y_true": meta}, {}, ()).canonical
+    {'y_pred': 'input', 'y_true': 'target'}
+    >>> plan_stacked(REGISTRY, "mse", {"y_pred": meta, "y_true": meta}, {"reduction": "nope"}, ()) is None
+    True
+    """
+    try:
+        spec = registry.get(loss)
+        if not spec.vectorized:
+            return None
+        tensors, sent_as = bind_inputs(spec, stacked)
+        kwargs = bind_params(spec, params, refused=DEPRECATED_PARAMS)
+        wanted = grad_targets(spec, tensors, sent_as, grad_inputs)
+    except FieldError:
+        return None
+    if not _exact(spec.inputs, tensors, kwargs):
+        return None
+    return StackedPlan(spec, {sent: name for name, sent in sent_as.items()}, tuple(sorted(wanted)),
+                       {**kwargs, "reduction": "none"}, kwargs["reduction"], strict)
+
+
 def evaluate_stacked(
     registry: Registry,
     loss: str,
@@ -85,56 +179,9 @@ def evaluate_stacked(
     item ``i``'s tensor): row ``i`` of the result is bit-identical to
     :func:`~lossd.server.evaluation.evaluate` of item ``i`` alone, or ``None`` when the group
     cannot be vectorized exactly (evaluate the items one by one then: that also reports
-    each item's own error)."""
-    try:
-        spec = registry.get(loss)
-        if not spec.vectorized:
-            return None
-        tensors, sent_as = bind_inputs(spec, stacked)
-        kwargs = bind_params(spec, params, refused=DEPRECATED_PARAMS)
-        wanted = grad_targets(spec, tensors, sent_as, grad_inputs)
-    except FieldError:
-        return None
-    if not _exact(spec.inputs, tensors, kwargs):
-        return None
-    if device is not None and device.type != "cpu":
-        tensors = {k: v.to(device) for k, v in tensors.items()}
-    leaves = {}
-    for name, t in tensors.items():
-        if name in wanted:
-            t = t.detach().requires_grad_(True)
-            leaves[name] = t
-        tensors[name] = t
-    reduction = kwargs["reduction"]
-    try:
-        with capture() as seen, strictness(strict):
-            start = time.perf_counter()
-            with torch.enable_grad():
-                each = call_loss(spec, tensors, {**kwargs, "reduction": "none"})
-                dims = tuple(range(1, each.dim()))
-                if reduction == "none" or not dims:  # 0-d items: mean and sum of one element are the element
-                    out = each
-                else:
-                    out = each.mean(dim=dims) if reduction == "mean" else each.sum(dim=dims)
-            forward_s = time.perf_counter() - start
-            start = time.perf_counter()
-            found: Sequence[torch.Tensor | None] = (None,) * len(leaves)
-            if leaves and out.requires_grad:
-                try:
-                    found = torch.autograd.grad(out, list(leaves.values()), torch.ones_like(out), allow_unused=True)
-                except BaseException as e:  # a loss's own backward raising SystemExit...: one by one, then INTERNAL
-                    if (crash := escaped(spec.name, e)) is None:
-                        raise
-                    raise crash from e
-            backward_s = time.perf_counter() - start
-    except (FieldError, RuntimeError, ValueError, TypeError, IndexError):
-        return None
-    if seen:  # a warning belongs to the items that raised it: evaluate one by one
-        return None
-    grads = {
-        sent_as[name]: torch.zeros_like(leaf) if g is None else g for (name, leaf), g in zip(leaves.items(), found)
-    }
-    return StackedEvaluation(spec, out.detach(), grads, forward_s, backward_s)
+    each item's own error). :func:`plan_stacked`, then :meth:`StackedPlan.run`."""
+    plan = plan_stacked(registry, loss, stacked, params, grad_inputs, strict)
+    return None if plan is None else plan.run(stacked, device)
 
 
 def _exact(declared: Sequence[Any], tensors: Mapping[str, torch.Tensor], kwargs: Mapping[str, Any]) -> bool:

@@ -39,17 +39,17 @@ from ..._framing import Buffer, field_number, join, length_delimited, map_entry,
 from ..._settings import env_name, flag_name
 from ..._wire import DTYPES, MAX_DIMS, FieldError, TensorLayout, TensorLimits, check_tensors, reply_too_large
 from ...v1 import lossd_pb2
-from ..evaluation import StackedEvaluation, evaluate_stacked
+from ..evaluation import StackedEvaluation, StackedPlan, plan_stacked
 from ..losses import TORCH_DTYPES, LossSpec, Registry
 from ._caps import item_cap
-from ._plan import Plans
+from ._plan import Plan, Plans
 from ._request import handle_evaluate_bytes, reply_encoding, struct_to_dict
 from ._status import MAX_FIELD_BYTES, MAX_MESSAGE_BYTES, clip
 from ._tensors import all_finite, payload_array
 
 __all__ = [
-    "DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "BatchControl", "BatchLimits", "Outcome", "batch_reply",
-    "check_batch", "evaluate_batch", "evaluate_group", "group_key", "payload_bytes",
+    "DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "BatchControl", "BatchLimits", "GroupPlan", "Outcome",
+    "batch_reply", "check_batch", "evaluate_batch", "evaluate_group", "group_key", "payload_bytes",
 ]
 
 log = logging.getLogger("lossd.server")
@@ -213,6 +213,7 @@ def evaluate_batch(
     control: BatchControl | None = None,
     max_reply_bytes: int | None = None,
     batch_limits: BatchLimits | None = None,
+    group_plans: Plans[GroupPlan] | None = None,
 ) -> list[Outcome]:
     """Every item's outcome, in item order; raises :class:`BatchCancelled` when ``control`` is
     cancelled midway. An item whose reply alone would not fit in ``max_reply_bytes`` (the
@@ -220,7 +221,7 @@ def evaluate_batch(
     whose replies together pass it is refused (``FieldError``) as soon as they do
     (:meth:`BatchControl.done`). With ``batch_limits``, a batch over them is refused
     (:func:`check_batch`, ``FieldError``) before any item is decoded; the tensor bytes are counted
-    once per group."""
+    once per group. ``group_plans``: the service's :class:`GroupPlan` s, used and kept."""
     control = control or BatchControl()
     control.reply_limit = max_reply_bytes
     if batch_limits is not None:
@@ -248,12 +249,12 @@ def evaluate_batch(
     if batch_limits is not None:
         check_batch(items, batch_limits, sizes)
     outcomes: list[Outcome | None] = [None] * len(items)
-    for members in groups.values():
+    for key, members in groups.items():
         if len(members) == 1:
             alone.append(members[0])
             continue
         _check(control)
-        _evaluate_group(registry, items, members, device, limits, outcomes, control)
+        _evaluate_group(registry, items, members, device, limits, outcomes, control, group_plans, key)
     for i in sorted(alone):
         _check(control)
         outcomes[i] = control.done(_one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits),
@@ -266,11 +267,14 @@ def evaluate_group(
     items: Sequence[lossd_pb2.EvaluateLossRequest],
     device: torch.device | None = None,
     limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
-    plans: Plans | None = None,
+    plans: Plans[Plan] | None = None,
+    group_plans: Plans[GroupPlan] | None = None,
+    key: Hashable | None = None,
 ) -> list[Outcome]:
     """The outcomes of ``items`` that share one :func:`group_key` (the dynamic batcher's groups, keyed as
     they arrived), in order: :func:`evaluate_batch` without grouping them again. One item is evaluated
-    alone, with ``plans`` (the service's validated signatures), as EvaluateLoss evaluates it.
+    alone, with ``plans`` (the service's validated signatures), as EvaluateLoss evaluates it; a group
+    uses and keeps its :class:`GroupPlan` in ``group_plans`` under ``key`` (its :func:`group_key`).
 
     >>> from lossd.server.losses import REGISTRY
     >>> t = lambda x: lossd_pb2.Tensor(dtype="float32", shape=[1], values=[x])
@@ -281,7 +285,8 @@ def evaluate_group(
     if len(items) == 1:
         return [_one(functools.partial(handle_evaluate_bytes, registry, items[0], device, limits, None, plans), 0)]
     outcomes: list[Outcome | None] = [None] * len(items)
-    _evaluate_group(registry, items, list(range(len(items))), device, limits, outcomes, BatchControl())
+    _evaluate_group(registry, items, list(range(len(items))), device, limits, outcomes, BatchControl(), group_plans,
+                    key)
     return [o for o in outcomes if o is not None]
 
 
@@ -312,6 +317,46 @@ def _one(work: Callable[[], bytes], index: int) -> Outcome:
         return FieldError("", "internal error; see server log", "INTERNAL")
 
 
+@dataclass(frozen=True)
+class GroupPlan:
+    """What a group's signature (:func:`group_key`) decided, kept in a service's plans for its next group
+    (as :mod:`._plan` keeps one request's): the inputs' sent names in order, their layouts (the wire rules
+    passed) and payload sizes, the members per torch call, and the :class:`~lossd.server.evaluation.StackedPlan`
+    (``None``: such a group cannot be vectorized exactly, and each member is evaluated alone)."""
+
+    names: list[str]
+    layouts: Sequence[TensorLayout]
+    sizes: list[int]
+    chunk: int
+    stacked: StackedPlan | None
+
+
+def _group_plan(registry: Registry, items: Sequence[lossd_pb2.EvaluateLossRequest], members: list[int],
+                limits: TensorLimits | int) -> GroupPlan | None:
+    """The group's :class:`GroupPlan`, from the first member whose data passes the wire rules (the dtypes and
+    shapes are the group's), or ``None`` when none does (each member then gets its own refusal)."""
+    first = items[members[0]]
+    names = sorted(first.inputs)
+    for i in members:
+        try:
+            layouts = check_tensors([(f"inputs.{n}", items[i].inputs[n], None) for n in names], limits)
+            break
+        except FieldError:
+            continue
+    else:
+        return None
+    dtypes = [TORCH_DTYPES[layout.dtype] for layout in layouts]
+    meta = {n: torch.empty((1, *layout.shape), dtype=dtype, device="meta")  # binding reads dtypes and shapes
+            for n, layout, dtype in zip(names, layouts, dtypes)}
+    try:
+        stacked = plan_stacked(registry, first.loss, meta, struct_to_dict(first.params), list(first.grad_inputs),
+                               first.strict)
+    except FieldError:  # e.g. a NaN number in params: every member has it, and is refused alone
+        stacked = None
+    return GroupPlan(names, layouts, [layout.numel * dtype.itemsize for layout, dtype in zip(layouts, dtypes)],
+                     max(1, (GRAIN_ELEMENTS - 1) // max([1, *(layout.numel for layout in layouts)])), stacked)
+
+
 def _evaluate_group(
     registry: Registry,
     items: Sequence[lossd_pb2.EvaluateLossRequest],
@@ -320,33 +365,32 @@ def _evaluate_group(
     limits: TensorLimits | int,
     outcomes: list[Outcome | None],
     control: BatchControl,
+    group_plans: Plans[GroupPlan] | None = None,
+    key: Hashable | None = None,
 ) -> None:
     """Stack the members' raw payloads (the wire rules checked once for the shared dtypes and
     shapes, and each member's payload length), evaluate them in one call per chunk of under
     :data:`GRAIN_ELEMENTS` elements and frame each reply from the stacked results. A member that
     sent ``values`` or a payload of the wrong length, and the whole chunk when it cannot be
     vectorized exactly (or holds a non-finite value), is evaluated alone: that also gives each
-    member its own refusal."""
+    member its own refusal. ``group_plans``: the service's :class:`GroupPlan` s by group ``key``."""
     start = time.perf_counter()
-    names = sorted(items[members[0]].inputs)
+    plan = group_plans.get(key) if group_plans is not None and key is not None else None
+    if plan is None:
+        plan = _group_plan(registry, items, members, limits)
+        if plan is not None and group_plans is not None and key is not None:
+            group_plans.put(key, plan)
     alone: list[int] = []
     payloads: dict[int, list[bytes]] = {}
-    layouts: Sequence[TensorLayout] = ()
-    for i in members:  # the shared dtypes and shapes, from the first member whose data agrees with them
-        try:
-            layouts = check_tensors([(f"inputs.{n}", items[i].inputs[n], None) for n in names], limits)
-            break
-        except FieldError:
-            continue
-    if not layouts:
+    if plan is None:
         alone = members  # no member passes the wire rules: each gets its refusal
     else:
-        sizes = [layout.numel * DTYPES[layout.dtype].itemsize for layout in layouts]
+        names, sizes, vectorized = plan.names, plan.sizes, plan.stacked is not None
         for i in members:
             inputs = items[i].inputs
             tensors = [inputs[n] for n in names]
             raws = [t.raw for t in tensors]
-            if [len(raw) for raw in raws] == sizes and not any(t.values for t in tensors):
+            if vectorized and [len(raw) for raw in raws] == sizes and not any(t.values for t in tensors):
                 payloads[i] = raws
             else:
                 alone.append(i)
@@ -354,11 +398,12 @@ def _evaluate_group(
         _check(control)
         outcomes[i] = control.done(_one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits),
                                         i))
-    chunk = max(1, (GRAIN_ELEMENTS - 1) // max([1, *(layout.numel for layout in layouts)])) if payloads else 1
+    if plan is None or plan.stacked is None:
+        return
     members = list(payloads)
-    for at in range(0, len(members), chunk):
+    for at in range(0, len(members), plan.chunk):
         _check(control)
-        _evaluate_chunk(registry, items, {i: payloads[i] for i in members[at:at + chunk]}, names, layouts,
+        _evaluate_chunk(registry, items, {i: payloads[i] for i in members[at:at + plan.chunk]}, plan, plan.stacked,
                         device, limits, outcomes, control, start)
         start = time.perf_counter()
 
@@ -374,8 +419,8 @@ def _evaluate_chunk(
     registry: Registry,
     items: Sequence[lossd_pb2.EvaluateLossRequest],
     payloads: dict[int, list[bytes]],
-    names: list[str],
-    layouts: Sequence[TensorLayout],
+    plan: GroupPlan,
+    stacked_plan: StackedPlan,
     device: torch.device | None,
     limits: TensorLimits | int,
     outcomes: list[Outcome | None],
@@ -397,18 +442,17 @@ def _evaluate_chunk(
     payloads = {i: p for i, p in payloads.items() if i in encodings}
     if not payloads:
         return
-    first = items[next(iter(payloads))]
     result = None
     if len(payloads) > 1:
+        n = len(payloads)
         stacked = {
             name: torch.frombuffer(bytearray(b"".join(p[k] for p in payloads.values())) or bytearray(1),
-                                   dtype=TORCH_DTYPES[layout.dtype])[:len(payloads) * layout.numel]
-            .reshape(len(payloads), *layout.shape)
-            for k, (name, layout) in enumerate(zip(names, layouts))
+                                   dtype=TORCH_DTYPES[layout.dtype])[:n * layout.numel].reshape(n, *layout.shape)
+            for k, (name, layout) in enumerate(zip(plan.names, plan.layouts))
         }
         if all(map(all_finite, stacked.values())):
-            decode_s = (time.perf_counter() - start) / len(payloads)
-            result = _stacked(registry, first, stacked, device)
+            decode_s = (time.perf_counter() - start) / n
+            result = _stacked(stacked_plan, stacked, device)
     if result is None:  # each alone, each with its own refusal if any
         for i in payloads:
             _check(control)
@@ -419,15 +463,11 @@ def _evaluate_chunk(
         outcomes[i] = control.done(reply)
 
 
-def _stacked(registry: Registry, first: lossd_pb2.EvaluateLossRequest, stacked: dict[str, torch.Tensor],
-             device: torch.device | None) -> StackedEvaluation | None:
-    """:func:`evaluate_stacked` of a chunk whose members share ``first``'s loss, params and options; ``None``
-    (each member alone, with its own refusal or reply) when the params are refused or anything fails."""
+def _stacked(plan: StackedPlan, stacked: dict[str, torch.Tensor], device: torch.device | None
+             ) -> StackedEvaluation | None:
+    """:meth:`StackedPlan.run`; ``None`` (each member alone, with its own refusal or reply) when it fails."""
     try:
-        return evaluate_stacked(registry, first.loss, stacked, struct_to_dict(first.params),
-                                list(first.grad_inputs), device, first.strict)
-    except FieldError:  # e.g. a NaN number in params: every member has it, and is refused alone
-        return None
+        return plan.run(stacked, device)
     except Exception:  # a defect: evaluated alone, every member still gets its own answer
         log.exception("a vectorized evaluation of %d items failed; evaluating them one by one",
                       len(next(iter(stacked.values()))))

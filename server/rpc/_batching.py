@@ -48,8 +48,8 @@ import torch
 from ..._wire import FieldError, TensorLimits
 from ...v1 import lossd_pb2
 from ..losses import Registry
-from ._batch import evaluate_group, group_key
-from ._plan import Plans
+from ._batch import GroupPlan, evaluate_group, group_key
+from ._plan import Plan, Plans
 
 log = logging.getLogger("lossd.server")
 
@@ -79,11 +79,14 @@ class DynamicBatcher:
         limits: TensorLimits | int,
         window_us: int,
         max_items: int = DEFAULT_BATCH_WINDOW_ITEMS,
-        plans: Plans | None = None,
+        plans: Plans[Plan] | None = None,
+        group_plans: Plans[GroupPlan] | None = None,
     ) -> None:
         self._registry = registry
-        #: The service's validated signatures: a call left alone when the window closes uses them.
+        #: The service's validated signatures: a call left alone when the window closes uses them; a group
+        #: uses its signature's plan.
         self._plans = plans
+        self._group_plans = group_plans
         self._device = device
         self._limits = limits
         self._window_s = window_us / 1e6
@@ -162,7 +165,8 @@ class DynamicBatcher:
         if len(group.items) > 1:
             self.batched_calls += len(group.items)
         try:
-            outcomes = evaluate_group(self._registry, group.items, self._device, self._limits, self._plans)
+            outcomes = evaluate_group(self._registry, group.items, self._device, self._limits, self._plans,
+                                      self._group_plans, key)
         except Exception as e:  # evaluate_group answers per item; this is a defect: every waiter gets it
             log.exception("evaluating a batch window's group of %d calls failed", len(group.items))
             outcomes = [e.with_traceback(None)] * len(group.items)  # type: ignore[list-item]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -84,20 +84,24 @@ def signature(request: lossd_pb2.EvaluateLossRequest, payloads: dict[str, memory
         request.output_encoding, request.strict
 
 
-class Plans:
-    """The most recent :data:`MAX_PLANS` plans of one service, by signature (least recently used out).
+P = TypeVar("P")
+
+
+class Plans(Generic[P]):
+    """The most recent :data:`MAX_PLANS` plans of one service, by signature (least recently used out):
+    :class:`Plan` s of EvaluateLoss requests, or the group plans of :mod:`._batch`.
 
     Used from the event loop and the worker threads alike: a lost race only builds a plan twice.
     """
 
     def __init__(self, size: int = MAX_PLANS) -> None:
         self._size = size
-        self._plans: OrderedDict[Signature, Plan] = OrderedDict()
+        self._plans: OrderedDict[Any, P] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._plans)
 
-    def get(self, key: Signature) -> Plan | None:
+    def get(self, key: Any) -> P | None:
         plan = self._plans.get(key)
         if plan is not None:
             try:
@@ -106,7 +110,7 @@ class Plans:
                 pass
         return plan
 
-    def put(self, key: Signature, plan: Plan) -> None:
+    def put(self, key: Any, plan: P) -> None:
         self._plans[key] = plan
         while len(self._plans) > self._size:
             try:

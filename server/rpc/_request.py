@@ -85,7 +85,7 @@ def handle_evaluate_bytes(
     device: torch.device | None = None,
     limits: TensorLimits | int = TensorLimits(),  # noqa: B008 - frozen
     payloads: dict[str, memoryview] | None = None,
-    plans: Plans | None = None,
+    plans: Plans[Plan] | None = None,
     caps_checked: bool = False,
 ) -> bytes:
     """Serve one ``EvaluateLossRequest``: the serialized ``EvaluateLossResponse``.

@@ -37,10 +37,10 @@ from ..._methods import EVALUATE_LOSS, EVALUATE_LOSS_BATCH, EVALUATE_LOSS_STREAM
 from ..._wire import DEFAULT_MAX_MESSAGE_BYTES, FieldError, TensorLimits, reply_too_large
 from ...v1 import lossd_pb2, lossd_pb2_grpc
 from ..losses import LossSpec, Registry
-from ._batch import BatchCancelled, BatchControl, BatchLimits, batch_reply, evaluate_batch, payload_bytes
+from ._batch import BatchCancelled, BatchControl, BatchLimits, GroupPlan, batch_reply, evaluate_batch, payload_bytes
 from ._batching import DEFAULT_BATCH_WINDOW_US, DynamicBatcher
 from ._caps import MAX_STRING_BYTES, check_string, tensor_data_bytes
-from ._plan import Plans
+from ._plan import Plan, Plans
 from ._request import handle_evaluate_bytes
 from ._status import clip, rich_status
 
@@ -171,9 +171,12 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         #: EvaluateLossBatch: most items and tensor bytes in one batch.
         self._batch_limits = batch_limits
         #: Validated signatures, reused by later requests of the same signature (docs/performance.md).
-        self.plans = Plans()
+        self.plans: Plans[Plan] = Plans()
+        #: The same for groups of calls evaluated together (the batch window's, EvaluateLossBatch's).
+        self.group_plans: Plans[GroupPlan] = Plans()
         #: Dynamic batching of small concurrent EvaluateLoss calls (``--batch-window-us``; None: off).
-        self.batcher = (DynamicBatcher(registry, device, self._limits, batch_window_us, plans=self.plans)
+        self.batcher = (DynamicBatcher(registry, device, self._limits, batch_window_us, plans=self.plans,
+                                       group_plans=self.group_plans)
                         if batch_window_us > 0 else None)
         #: The progress of the latest EvaluateLossBatch (tests read it).
         self.last_batch: BatchControl | None = None
@@ -336,7 +339,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         """A batch's serialized reply, its items evaluated and framed here on the pool (the framing of an
         8 MiB batch's replies takes 7 ms: not on the event loop)."""
         return batch_reply(evaluate_batch(self._registry, items, self._device, self._limits, control,
-                                          self._max_message_bytes, self._batch_limits))
+                                          self._max_message_bytes, self._batch_limits, self.group_plans))
 
     async def EvaluateLossStream(
         self,

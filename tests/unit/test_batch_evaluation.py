@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from google.protobuf import struct_pb2
 
 from lossd.client import build_request
-from lossd.server.evaluation import evaluate_stacked
 from lossd.server.losses import REGISTRY
-from lossd.server.rpc import handle_evaluate_bytes
-from lossd.server.rpc import _batch
-from lossd.server.rpc._batch import GRAIN_ELEMENTS, evaluate_batch
+from lossd.server.rpc import _batch, handle_evaluate_bytes
+from lossd.server.rpc._batch import GRAIN_ELEMENTS, evaluate_batch, evaluate_group, group_key
+from lossd.server.rpc._plan import Plans
 from lossd.v1 import lossd_pb2
 
 
@@ -31,11 +31,13 @@ def test_a_group_over_several_chunks_answers_each_item_as_alone(n: int, reductio
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
 
-    def counted(registry: Any, loss: str, stacked: dict[str, torch.Tensor], *args: Any) -> Any:
-        calls.append(len(stacked["y_pred"]))
-        return evaluate_stacked(registry, loss, stacked, *args)
+    run = _batch._stacked
 
-    monkeypatch.setattr(_batch, "evaluate_stacked", counted)
+    def counted(plan: Any, stacked: dict[str, torch.Tensor], *args: Any) -> Any:
+        calls.append(len(stacked["y_pred"]))
+        return run(plan, stacked, *args)
+
+    monkeypatch.setattr(_batch, "_stacked", counted)
     rng = np.random.default_rng(n)
     per_chunk = (GRAIN_ELEMENTS - 1) // n
     count = 2 * per_chunk + 3  # three chunks, the last of 3
@@ -109,11 +111,47 @@ def test_groups_of_other_signatures_one_after_another_each_answer_as_alone() -> 
         message.inputs["target"].CopyFrom(source.inputs["y_true"])
         del message.inputs["y_pred"], message.inputs["y_true"]
     groups.append(renamed)
+    group_plans: Plans[Any] = Plans()  # and each signature's group plan, kept by the first group, used by the next
     for _ in range(2):
         for items in groups:
-            for item, outcome in zip(items, evaluate_group(REGISTRY, items)):
-                assert isinstance(outcome, bytes), outcome
-                assert _without_timing(outcome) == _without_timing(handle_evaluate_bytes(REGISTRY, item))
+            for plans in (None, group_plans):
+                outcomes = evaluate_group(REGISTRY, items, group_plans=plans, key=group_key(REGISTRY, items[0]))
+                for item, outcome in zip(items, outcomes):
+                    assert isinstance(outcome, bytes), outcome
+                    assert _without_timing(outcome) == _without_timing(handle_evaluate_bytes(REGISTRY, item))
+    assert len(group_plans) == len({group_key(REGISTRY, items[0]) for items in groups})  # the encoding is no part
+
+
+def test_a_kept_group_plan_serves_the_next_groups_of_its_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wire rules and the binding run for a signature's first group only; later groups of any size and
+    values answer as they would alone. A signature that cannot be vectorized keeps that verdict (each member
+    alone, with its refusal); one whose members all fail the wire rules keeps no plan."""
+    checked: list[int] = []
+    check = _batch.check_tensors
+    monkeypatch.setattr(_batch, "check_tensors", lambda *a: checked.append(1) or check(*a))
+    group_plans: Plans[Any] = Plans()
+    rng = np.random.default_rng(3)
+    for size in (3, 5, 2):
+        items = _raw_items("float32", [tuple(rng.standard_normal(2)) for _ in range(size)],
+                           params=struct_pb2.Struct(fields={"reduction": struct_pb2.Value(string_value="sum")}))
+        outcomes = evaluate_group(REGISTRY, items, group_plans=group_plans, key=group_key(REGISTRY, items[0]))
+        for item, outcome in zip(items, outcomes, strict=True):
+            assert isinstance(outcome, bytes), outcome
+            assert _without_timing(outcome) == _without_timing(handle_evaluate_bytes(REGISTRY, item))
+    assert len(checked) == 1 and len(group_plans) == 1
+    bogus = _raw_items("float32", [(1.0, 2.0)] * 3, params=struct_pb2.Struct(fields={"reduction": struct_pb2.Value(string_value="bogus")}))
+    key = group_key(REGISTRY, bogus[0])
+    for _ in range(2):
+        outcomes = evaluate_group(REGISTRY, bogus, group_plans=group_plans, key=key)
+        assert [getattr(o, "field", None) for o in outcomes] == ["params.reduction"] * 3, outcomes
+    kept = group_plans.get(key)
+    assert kept is not None and kept.stacked is None
+    short = _raw_items("float32", [(1.0, 2.0)] * 2)
+    for item in short:
+        item.inputs["y_pred"].raw = item.inputs["y_pred"].raw[:4]  # 4 bytes for 2 float32: every member refused
+    outcomes = evaluate_group(REGISTRY, short, group_plans=group_plans, key=group_key(REGISTRY, short[0]))
+    assert [getattr(o, "field", None) for o in outcomes] == ["inputs.y_pred.raw"] * 2, outcomes
+    assert group_plans.get(group_key(REGISTRY, short[0])) is None
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
@@ -205,11 +243,13 @@ def test_a_shape_its_data_cannot_fill_is_its_items_refusal_not_the_batchs() -> N
 def test_a_group_whose_first_member_has_short_data_is_still_stacked(monkeypatch: pytest.MonkeyPatch) -> None:
     stacked: list[int] = []
 
-    def counted(registry: Any, loss: str, tensors: dict[str, torch.Tensor], *args: Any) -> Any:
-        stacked.append(len(tensors["y_pred"]))
-        return evaluate_stacked(registry, loss, tensors, *args)
+    run = _batch._stacked
 
-    monkeypatch.setattr(_batch, "evaluate_stacked", counted)
+    def counted(plan: Any, tensors: dict[str, torch.Tensor], *args: Any) -> Any:
+        stacked.append(len(tensors["y_pred"]))
+        return run(plan, tensors, *args)
+
+    monkeypatch.setattr(_batch, "_stacked", counted)
     items = _raw_items("float32", [(1.0, 2.0), (3.0, 4.0), (5.0, 6.0)])
     items[0].inputs["y_pred"].raw = items[0].inputs["y_pred"].raw[:4]  # 4 bytes for 2 float32
     outcomes = evaluate_batch(REGISTRY, items)
