@@ -30,7 +30,15 @@ import torch
 
 from ..._wire import FieldError
 from ..losses import LossSpec, Registry, strictness
-from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, has_grad, legacy_reduction, split_scalars
+from ._binding import (
+    DEPRECATED_PARAMS,
+    bind_inputs,
+    bind_params,
+    check_work,
+    has_grad,
+    legacy_reduction,
+    split_scalars,
+)
 from ._evaluate import Evaluation, call_backward, call_loss, no_gradient
 from ._warnings import capture
 
@@ -304,12 +312,14 @@ def _evaluate_objective(
     total: torch.Tensor | None = None
     with torch.enable_grad():
         calls = []  # every term bound (its transforms applied) before any loss runs: a refusal of the last
+        built = 0  # what the terms so far build beyond their inputs (check_work), in all
         for i, (term, spec) in enumerate(zip(terms, specs)):  # term costs no forward of the others
             try:
                 with _warnings_of_term(prefix(i), spec, reads[i]):
                     mine = _term_tensors(spec, reads[i], tensors)
                     term_params, scalars = split_scalars(spec, legacy_reduction(spec, term.params))
                     bound, _ = bind_inputs(spec, mine, scalars)
+                    built += check_work(spec, {**bound, **scalars}, built)
                     calls.append(({**bound, **scalars}, bind_params(spec, term_params, refused=DEPRECATED_PARAMS)))
             except FieldError as e:
                 raise FieldError(prefix(i) + e.field, e.message, e.code) from e

@@ -35,6 +35,7 @@ from . import (  # noqa: F401  (register the built-ins)
 )
 from ._dtypes import TORCH_DTYPES, WIRE_NAMES
 from ._registry import (
+    MAX_LOSS_WORK,
     REDUCTION,
     REGISTRY,
     Domain,
@@ -45,6 +46,8 @@ from ._registry import (
     LossSpec,
     Param,
     Registry,
+    Work,
+    broadcast_elements,
     reduce,
     register_loss,
     require,
@@ -56,6 +59,7 @@ from ._registry import (
 )
 
 __all__ = [
+    "MAX_LOSS_WORK",
     "REDUCTION",
     "Domain",
     "DomainWarning",
@@ -68,6 +72,8 @@ __all__ = [
     "LossSpec",
     "Param",
     "Registry",
+    "Work",
+    "broadcast_elements",
     "reduce",
     "register_loss",
     "require",

@@ -6,6 +6,8 @@ contrastive losses (InfoNCE, SimCLR's NT-Xent, Barlow Twins). The overlap losses
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,7 @@ from ._registry import (
     Equivalent,
     Input,
     Param,
+    Work,
     reduce,
     register_loss,
     require,
@@ -22,6 +25,25 @@ from ._registry import (
 )
 
 __all__: list[str] = []
+
+
+def _rows(t: Any) -> int:
+    return int(t.shape[0]) if isinstance(t, torch.Tensor) and t.dim() >= 1 else 0
+
+
+def _info_nce_logits(bound: Mapping[str, Any]) -> int:
+    n, negatives = _rows(bound["query"]), bound.get("negative_keys")
+    if negatives is None:
+        return n * n  # each query against every key
+    return n * (1 + _rows(negatives)) if negatives.dim() == 2 else 0  # paired: no larger than the negatives
+
+
+#: The tensors the contrastive losses build, quadratic in their rows or features.
+_INFO_NCE_WORK = Work("the query-key logits (N² without negative_keys, N·(1 + M) with M unpaired ones)",
+                      "inputs.query", _info_nce_logits)
+_NT_XENT_WORK = Work("the (2N)² similarity matrix", "inputs.input", lambda bound: (2 * _rows(bound["input"])) ** 2)
+_BARLOW_WORK = Work("the D × D cross-correlation", "inputs.input",
+                    lambda bound: int(bound["input"].shape[-1]) ** 2 if bound["input"].dim() == 2 else 0)
 
 def _quantile_example(dt: torch.dtype) -> dict[str, object]:
     return {
@@ -136,6 +158,7 @@ def _info_nce_example(dt: torch.dtype) -> dict[str, object]:
     description="InfoNCE contrastive loss on L2-normalised embeddings (in-batch negatives by default).",
     source="lossd (van den Oord et al. 2018; info-nce-pytorch conventions)",
     example=_info_nce_example,
+    work=_INFO_NCE_WORK,
 )
 def info_nce_loss(query: torch.Tensor, positive_key: torch.Tensor, negative_keys: torch.Tensor | None, *,
                   temperature: float, reduction: str, negative_mode: str) -> torch.Tensor:
@@ -221,6 +244,7 @@ def _require_two_views(input: torch.Tensor, target: torch.Tensor, min_rows: int)
     notes="Symmetric over both views; info_nce_loss is the one-directional form (queries against keys).",
     example=_two_views_example,
     equivalents=(Equivalent("monai.losses.ContrastiveLoss(temperature=0.5)", {}, ""),),
+    work=_NT_XENT_WORK,
 )
 def nt_xent_loss(input: torch.Tensor, target: torch.Tensor, *, temperature: float, reduction: str) -> torch.Tensor:
     """``z = normalize([input; target])``, ``s = z zᵀ / τ`` without its diagonal; anchor k's positive is
@@ -253,6 +277,7 @@ def nt_xent_loss(input: torch.Tensor, target: torch.Tensor, *, temperature: floa
     source="lossd (Zbontar et al. 2021; MONAI BarlowTwinsLoss conventions)",
     example=_two_views_example,
     equivalents=(Equivalent("monai.losses.BarlowTwinsLoss(lambd=5e-3)", {}, ""),),
+    work=_BARLOW_WORK,
 )
 def barlow_twins_loss(input: torch.Tensor, target: torch.Tensor, *, lambd: float, normalization: str) -> torch.Tensor:
     """``C = ẑ1ᵀ ẑ2 / N`` of the standardised views; ``Σ_i (C_ii - 1)² + lambd · Σ_{i≠j} C_ij²``."""

@@ -28,7 +28,7 @@ import torch
 
 from ..._methods import EVALUATE_LOSS, LIST_LOSSES
 from ._dtypes import WIRE_NAMES
-from ._registry import REGISTRY, Input, LossSpec, Param, Registry
+from ._registry import MAX_LOSS_WORK, REGISTRY, Input, LossSpec, Param, Registry
 
 __all__ = ["render_losses_markdown", "example_request", "example_request_json", "grpcurl_command", "main"]
 
@@ -171,7 +171,9 @@ def _loss_section(spec: LossSpec) -> list[str]:
                + ("; ".join(_cell(d.describe()) for d in spec.domain) or "none"))
     why = ("torch would crash, read out of bounds, hang or return a meaningless number"
            if spec.source.startswith("torch.") else "outside the loss's definition")
-    out.append(f"- **Always refused** ({why}): " + ("; ".join(_cell(r) for r in spec.refuses) or "none"))
+    refuses = [*spec.refuses, *([f"{spec.work.what} past {MAX_LOSS_WORK} elements (RESOURCE_EXHAUSTED, "
+                                 "counted from the shapes before the loss runs)"] if spec.work else [])]
+    out.append(f"- **Always refused** ({why}): " + ("; ".join(_cell(r) for r in refuses) or "none"))
     out += ["", "**Inputs** (in torch's argument order)", ""]
     out += _table(("Name", "Role", "Dtype kind", "Gradient", "Required", "Aliases", "Description"),
                   (_input_row(i) for i in spec.inputs))

@@ -12,6 +12,8 @@ gradients are exactly the module's. Its weight inputs are named like the module'
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ from ._registry import (
     Input,
     LossError,
     Param,
+    Work,
     class_indices,
     register_loss,
     require,
@@ -250,8 +253,15 @@ def _lce_example(dt: torch.dtype) -> dict[str, object]:
     }
 
 
+def _logits(bound: Mapping[str, Any]) -> int:
+    """The elements of linear_cross_entropy's logits: ``(*input.shape[:-1], C, d1, ..., dK)``."""
+    input, weight = bound["input"], bound["linear_weight"]
+    return math.prod(input.shape[:-1]) * math.prod(weight.shape[:-1]) if input.dim() and weight.dim() >= 2 else 0
+
+
 @register_loss(
     "linear_cross_entropy",
+    work=Work("the logits (N · C · d1 ⋯ dK)", "inputs.linear_weight", _logits),
     mean_normalizer="weight",  # 'mean' divides by the total class weight of the samples kept
     aliases=("LinearCrossEntropyLoss",),
     inputs=(

@@ -43,6 +43,9 @@ __all__ = [
     "Domain",
     "DomainWarning",
     "Equivalent",
+    "MAX_LOSS_WORK",
+    "Work",
+    "broadcast_elements",
     "Input",
     "InputRole",
     "MeanNormalizer",
@@ -486,6 +489,47 @@ class Equivalent:
     note: str = ""
 
 
+#: Most elements a call's losses may build beyond their inputs (a similarity matrix, a lattice, a broadcast):
+#: 2^26, 256 MiB in float32, the (2N)² similarities of SimCLR's batch of 4096 pairs or Barlow Twins' 8192
+#: features; a graph holds a few such tensors. Counted from the shapes before any loss runs
+#: (server/evaluation/_binding.py, ``check_work``): 16 KB of embeddings asked for 800 MB and 2 s of CPU, 128 KB
+#: for 13 GB.
+MAX_LOSS_WORK = 1 << 26
+
+
+@dataclass(frozen=True)
+class Work:
+    """The largest tensor a loss builds, where it grows faster than its inputs: ``what`` names it (for the
+    refusal and the docs), ``field`` is the input whose size drives it, and ``elements`` counts it from the
+    bound inputs by canonical name (tensors, or an input's Python form; absent optional ones missing). Its
+    result for inputs the loss refuses does not matter: they are refused anyway.
+
+    >>> work = Work("the (2N)² similarities", "inputs.input", lambda t: (2 * t["input"].shape[0]) ** 2)
+    >>> work.elements({"input": torch.zeros(4, 8)})
+    64
+    """
+
+    what: str
+    field: str
+    elements: Callable[[Mapping[str, Any]], int]
+
+
+def broadcast_elements(shapes: Sequence[Sequence[int]]) -> int:
+    """The elements of ``shapes`` broadcast together (torch's and numpy's rule), or of the largest when they
+    do not broadcast (a loss that takes such inputs does not combine them elementwise).
+
+    >>> broadcast_elements([(1, 4000), (4000, 1)]), broadcast_elements([(8, 10), (8,)]), broadcast_elements([(3,), ()])
+    (16000000, 80, 3)
+    """
+    elements = 1
+    for k in range(1, max(map(len, shapes), default=0) + 1):
+        sizes = {shape[-k] for shape in shapes if len(shape) >= k} - {1}
+        if len(sizes) > 1:
+            return max(math.prod(shape) for shape in shapes)
+        elements *= sizes.pop() if sizes else 1
+    return elements
+
+
 @dataclass(frozen=True)
 class LossSpec:
     """A registered loss: everything ``ListLosses`` publishes, plus the function."""
@@ -524,6 +568,10 @@ class LossSpec:
     #: sets False for an operator plugin's losses: their cost is unknown, and one that sleeps or waits on
     #: I/O takes no CPU, so the rule that moves a slow loss off the loop would never see it.
     inline: bool = True
+    #: The largest tensor the loss builds, where it grows faster than the inputs (a similarity matrix, a
+    #: lattice): counted before the loss runs, refused past :data:`MAX_LOSS_WORK` (``check_work``), and such a
+    #: loss is never evaluated on the event loop (server/rpc/_service.py).
+    work: Work | None = None
     #: An operator plugin's loss (set by the plugin loader): its own code's mistakes (a TypeError, a
     #: ZeroDivisionError, writing to its inputs, an output with no gradient) are internal errors, logged,
     #: not the client's (server/evaluation/_evaluate.py, ``call_loss``).
@@ -819,6 +867,7 @@ def register_loss(
     refuses: Sequence[str] = (),
     vectorized: bool = False,
     legacy_reduction: bool = False,
+    work: Work | None = None,
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a loss function under ``name``.
@@ -834,7 +883,8 @@ def register_loss(
     is elementwise and reduced by a plain mean or sum, so a batch of same-shaped items
     may run as one call (only once tests/unit/test_vectorized.py proves it bit-identical).
     ``legacy_reduction``: the torch functional takes the deprecated ``size_average`` and
-    ``reduce`` (elsewhere they are refused, as torch refuses them).
+    ``reduce`` (elsewhere they are refused, as torch refuses them). ``work``: the
+    :class:`Work` of a loss that builds a tensor larger than its inputs (pairwise similarities).
     The decorated object is a function ``(inputs..., *, params...) -> Tensor``
     or an ``nn.Module`` subclass (params to ``__init__``, inputs to ``forward``);
     it is returned unchanged. ``domain`` lists the loss's rules of kind (a)
@@ -863,6 +913,7 @@ def register_loss(
             refuses=tuple(refuses),
             vectorized=vectorized,
             legacy_reduction=legacy_reduction,
+            work=work,
         )
         (_TARGET.get() if registry is None else registry).add(spec)
         return fn

@@ -7,10 +7,13 @@ Everything is checked here first, naming the input and the rule.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from ._registry import REDUCTION, Input, LossError, Param, register_loss, require
+from ._registry import REDUCTION, Input, LossError, Param, Work, register_loss, require
 
 __all__: list[str] = []
 
@@ -57,8 +60,25 @@ def _labels(labels: torch.Tensor, n_classes: int, blank: int) -> None:
             f"labels must not equal the blank index ({blank}); the blank is not a target symbol")
 
 
+def _lattice(bound: Mapping[str, Any]) -> int:
+    """The elements of ctc_loss's alignment lattice: T · N · (2S + 1), S the longest target (the lengths
+    sent, else the padded width or, concatenated, every label)."""
+    log_probs, targets, lengths = bound["log_probs"], bound["targets"], bound.get("target_lengths")
+    steps, batch = int(log_probs.shape[0]), int(log_probs.shape[1]) if log_probs.dim() == 3 else 1
+    if isinstance(lengths, torch.Tensor) and lengths.numel():
+        longest = int(lengths.max())
+    elif isinstance(lengths, (list, tuple)) and lengths:
+        longest = max(int(x) for x in lengths)
+    elif isinstance(lengths, int):
+        longest = lengths
+    else:
+        longest = int(targets.shape[-1]) if targets.dim() else 1
+    return steps * batch * (2 * max(0, longest) + 1)
+
+
 @register_loss(
     "ctc_loss",
+    work=Work("the alignment lattice (T · N · (2S + 1))", "inputs.targets", _lattice),
     aliases=("CTCLoss", "ctc"),
     inputs=(
         Input("log_probs", "prediction", differentiable=True, aliases=("y_pred",),

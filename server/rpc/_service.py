@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
@@ -36,7 +35,7 @@ from ..._framing import field_number, join, length_delimited, split_payloads
 from ..._methods import EVALUATE_LOSS, EVALUATE_LOSS_BATCH, EVALUATE_LOSS_STREAM, LIST_LOSSES
 from ..._wire import DEFAULT_MAX_MESSAGE_BYTES, FieldError, TensorLimits, reply_too_large
 from ...v1 import lossd_pb2, lossd_pb2_grpc
-from ..losses import LossSpec, Registry
+from ..losses import LossSpec, Registry, broadcast_elements
 from ._batch import BatchCancelled, BatchControl, BatchLimits, GroupPlan, batch_reply, evaluate_batch, payload_bytes
 from ._batching import DEFAULT_BATCH_WINDOW_US, DynamicBatcher
 from ._caps import MAX_STRING_BYTES, check_string, tensor_data_bytes
@@ -80,22 +79,6 @@ INLINE_HARD_CPU_S, INLINE_MAX_DEBT_S, INLINE_DEBT_DRAIN = 0.02, 0.1, 0.02
 #: [1, 4000] and [4000, 1] float16 make 16 million (0.14 s); 2^18 elements of an elementwise loss take about
 #: a millisecond.
 INLINE_MAX_ELEMENTS = 1 << 18
-
-
-def broadcast_elements(shapes: Sequence[Sequence[int]]) -> int:
-    """The elements of ``shapes`` broadcast together (torch's and numpy's rule), or of the largest when they
-    do not broadcast (a loss that takes such inputs does not combine them elementwise).
-
-    >>> broadcast_elements([(1, 4000), (4000, 1)]), broadcast_elements([(8, 10), (8,)]), broadcast_elements([(3,), ()])
-    (16000000, 80, 3)
-    """
-    elements = 1
-    for k in range(1, max(map(len, shapes), default=0) + 1):
-        sizes = {shape[-k] for shape in shapes if len(shape) >= k} - {1}
-        if len(sizes) > 1:
-            return max(math.prod(shape) for shape in shapes)
-        elements *= sizes.pop() if sizes else 1
-    return elements
 
 
 def describe_loss(spec: LossSpec) -> lossd_pb2.LossInfo:
@@ -185,7 +168,7 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         #: Losses (canonical names) evaluated on the pool however small the request: those that took over
         #: INLINE_MAX_CPU_S on the event loop, and from the start those never to run there (``LossSpec.inline``
         #: False: the plugins' losses, whose time may be spent sleeping or waiting, which no CPU clock sees).
-        self.slow_losses: set[str] = {s.name for s in registry if not s.inline}
+        self.slow_losses: set[str] = {s.name for s in registry if not s.inline or s.work is not None}
         self._loop_calls: dict[str, int] = {}  # per loss: calls on the loop so far (up to SLOW_WARMUP) ...
         self._slow_streak: dict[str, int] = {}  # ... and how many of the latest in a row were slow
         self._loop_debt: dict[str, tuple[float, float]] = {}  # ... and its very slow time owed, and since when
@@ -241,24 +224,33 @@ class LossService(lossd_pb2_grpc.LossServiceServicer):
         """``work(*args)``, run here on the event loop; the loss called ``name`` (any of its names; one
         the registry does not know is not counted) joins ``slow_losses`` once :data:`SLOW_IN_A_ROW`
         calls of it in a row after its first :data:`SLOW_WARMUP` took over :data:`INLINE_MAX_CPU_S`
-        of CPU (any call may meet a garbage collection or a busy machine)."""
+        of CPU (any call may meet a garbage collection or a busy machine), or at once when its very slow
+        calls, the first ones too, owe more than :data:`INLINE_MAX_DEBT_S`. A call that is refused counts
+        as one that answers: its work was done on the loop all the same."""
         cpu = time.thread_time()
-        result = work(*args)
-        spent = time.thread_time() - cpu
+        try:
+            return work(*args)
+        finally:
+            self._count_loop_time(name, time.thread_time() - cpu)
+
+    def _count_loop_time(self, name: str, spent: float) -> None:
+        """Count a call of the loss called ``name`` that took ``spent`` seconds of the loop's CPU (see
+        :meth:`_on_loop`)."""
         loss = self._registry.canonical(name)
         if loss is None:
-            return result
+            return
+        if spent > INLINE_HARD_CPU_S and self._owe(loss, spent) > INLINE_MAX_DEBT_S:
+            self.slow_losses.add(loss)
+            return
         seen = self._loop_calls.get(loss, 0)
         if seen < SLOW_WARMUP:
             self._loop_calls[loss] = seen + 1
         elif spent <= INLINE_MAX_CPU_S:
             self._slow_streak.pop(loss, None)
-        elif (streak := self._slow_streak.get(loss, 0) + 1) >= SLOW_IN_A_ROW or \
-                (spent > INLINE_HARD_CPU_S and self._owe(loss, spent) > INLINE_MAX_DEBT_S):
+        elif (streak := self._slow_streak.get(loss, 0) + 1) >= SLOW_IN_A_ROW:
             self.slow_losses.add(loss)
         else:
             self._slow_streak[loss] = streak
-        return result
 
     def _owe(self, loss: str, spent: float) -> float:
         """The loss's debt of very slow loop time (see :data:`INLINE_HARD_CPU_S`), ``spent`` added."""

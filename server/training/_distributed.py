@@ -224,15 +224,18 @@ def _check_in_key(prefix: str, node: int) -> str:
     return f"{prefix}alive/{node}"
 
 
-def forget_rendezvous(store: Any, job_id: str) -> None:
-    """Drop a multi-node job's rendezvous keys from the server's ``store`` once its worker has ended, so that
-    the next start of the job (a resume on this server) counts its machines afresh: else the resumed worker
-    found the last run's count, started its ranks without waiting, and ``lossd join`` was turned away. The
-    joined machines' check-in counters go too (the process group's own keys stay: the store cannot list them)."""
+def forget_rendezvous(store: Any, job_id: str, nodes: int) -> None:
+    """Drop the rendezvous keys of a job on ``nodes`` machines from the server's ``store`` once its worker has
+    ended, so that the next start of the job (a resume on this server) counts its machines afresh: else the
+    resumed worker found the last run's count, started its ranks without waiting, and ``lossd join`` was turned
+    away. The joined machines' check-in counters go too (the process group's own keys stay: the store cannot
+    list them): those of machines 1 to ``nodes`` - 1, the only ones that check in. Not as many as the store's
+    count says: anyone who reaches the port can set it, and a count of 10^12 kept the job's worker slot busy
+    deleting keys for good (an audit, 2026-12-06)."""
     joined, group = _keys(job_id)
     if store.check([group]):
         prefix = store.get(group).decode()
-        for node in range(1, int(store.add(joined, 0)) + 1):
+        for node in range(1, nodes):
             store.delete_key(_check_in_key(prefix, node))
     for key in (joined, group):
         store.delete_key(key)

@@ -200,6 +200,7 @@ class _Running:
     total_steps: int = 0
     resumed: bool = False  # the worker sent its RUNNING event: it planned and (re)started training
     forkserver: int | None = None  # the pid of the forkserver that forked the worker (None: spawn)
+    nodes: int = 1  # the machines it runs on (its spec's): the rendezvous keys to drop when it ends
 
 
 class _DataDirLock:
@@ -526,6 +527,7 @@ class JobManager:
         """Start the worker process for ``job``, then relay its events (this thread becomes its monitor)."""
         row = claim.row
         job.digest, job.epochs, job.total_steps = spec_digest(row.spec), row.epochs, row.total_steps
+        job.nodes = max(1, training_pb2.TrainJobRequest.FromString(row.spec).nodes)
         try:
             self._prepare(job, claim)
         except Exception as e:  # another replica has it now, the store is gone, a local write failed: let go
@@ -636,7 +638,7 @@ class JobManager:
         job.control.close()
         if job.scratch:  # its ranks die with the worker (PR_SET_PDEATHSIG)
             shutil.rmtree(job.scratch, ignore_errors=True)
-        self._forget_rendezvous(job.job_id)  # before the job can start again
+        self._forget_rendezvous(job.job_id, job.nodes)  # before the job can start again
         # A cancel that stopped the worker (still planning, or not stopping in time): the job ends as its
         # checkpoint leaves it. Read before taking the lock (a checkpoint may be large).
         read = not ended and job.cancel_requested and not job.lost
@@ -729,13 +731,13 @@ class JobManager:
                     return False
                 time.sleep(0.2)
 
-    def _forget_rendezvous(self, job_id: str) -> None:
+    def _forget_rendezvous(self, job_id: str, nodes: int) -> None:
         """Reset a multi-node job's meeting point on this server's rendezvous store (a no-op for other jobs,
         and without ``--rdzv-endpoint``): see :func:`~._distributed.forget_rendezvous`."""
-        if self._rdzv_store is None:
+        if self._rdzv_store is None or nodes < 2:
             return
         try:
-            forget_rendezvous(self._rdzv_store, job_id)
+            forget_rendezvous(self._rdzv_store, job_id, nodes)
         except Exception:  # the store runs in this process; a failure only keeps a stale count
             log.exception("job %s: could not reset its rendezvous keys", job_id)
 
@@ -1411,7 +1413,9 @@ def _rendezvous_store(endpoint: str) -> Any:
     except (RuntimeError, OSError) as e:  # DistNetworkError: the port is taken, the host not this machine's
         raise SettingError(f"--rdzv-endpoint {endpoint} (env LOSSD_RDZV_ENDPOINT): cannot listen there "
                            f"({first_line(e)}); choose another port, or stop the process that holds it") from None
-    log.info("rendezvous for multi-node jobs on %s (c10d TCPStore)", endpoint)
+    log.warning("rendezvous for multi-node jobs on %s (c10d TCPStore): port %s listens on every interface, "
+                "without authentication or encryption; let only the jobs' machines reach it (docs/security.md)",
+                endpoint, port)
     return store
 
 

@@ -517,7 +517,7 @@ def test_a_machine_past_the_count_is_turned_away_and_a_reset_counts_afresh() -> 
     assert join_data_parallel(plan, job_id, endpoint).startswith(f"job {job_id} already has its 2 machines (a lossd "
                                                                   "join stopped with kill -9 while it waited")
     assert _rendezvous_keys(store, job_id) == (1, True)  # the machine turned away took no place
-    forget_rendezvous(store, job_id)
+    forget_rendezvous(store, job_id, plan.nodes)
     assert _rendezvous_keys(store, job_id) == (0, False)
 
 
@@ -638,9 +638,17 @@ def test_the_server_knows_which_joined_machine_went_silent(monkeypatch: pytest.M
     assert watch() == ""
     # Once the job's worker has ended, its keys go, the counters with them.
     server.add(_distributed._keys("0123456789ab")[0], 2)
-    _distributed.forget_rendezvous(server, "0123456789ab")
+    _distributed.forget_rendezvous(server, "0123456789ab", 3)
     keys = [*_distributed._keys("0123456789ab"), *(_distributed._check_in_key(prefix, node) for node in (1, 2))]
     assert [server.check([key]) for key in keys] == [False] * 4
+    # The store's port takes anyone: a count an outsider set (10^12 machines joined) is not what the reset walks
+    # (it deleted keys for good, in the job's monitor thread, and the job's worker slot was never given back).
+    _set(server, group, prefix)
+    server.add(_distributed._keys("0123456789ab")[0], 10**12)
+    reset = threading.Thread(target=_distributed.forget_rendezvous, args=(server, "0123456789ab", 3), daemon=True)
+    reset.start()
+    reset.join(10)
+    assert not reset.is_alive() and [server.check([key]) for key in keys] == [False] * 4
 
 
 @pytest.mark.slow

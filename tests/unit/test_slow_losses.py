@@ -37,6 +37,16 @@ def _service() -> LossService:
     return LossService(REGISTRY, ThreadPoolExecutor(1), torch.device("cpu"), 10**6)
 
 
+#: The losses never evaluated on the loop: an operator plugin's, and those whose work grows faster than their
+#: inputs (``LossSpec.work``).
+NEVER = {s.name for s in REGISTRY if not s.inline or s.work is not None}
+
+
+def _found(service: LossService) -> set[str]:
+    """The losses the service has found slow."""
+    return service.slow_losses - NEVER
+
+
 SLOW, FAST = 3 * INLINE_MAX_CPU_S, 0.0
 
 
@@ -48,7 +58,7 @@ def test_warm_up_calls_and_interrupted_streaks_do_not_make_a_loss_slow() -> None
         for _ in range(SLOW_IN_A_ROW - 1):
             service._on_loop("mse_loss", _burn, SLOW)
         service._on_loop("mse_loss", _burn, FAST)  # a fast call ends the streak
-    assert service.slow_losses == set()
+    assert _found(service) == set()
 
 
 def test_a_loss_slow_in_a_row_after_its_warm_up_goes_to_the_pool_and_others_stay() -> None:
@@ -57,19 +67,19 @@ def test_a_loss_slow_in_a_row_after_its_warm_up_goes_to_the_pool_and_others_stay
         assert "soft_cldice_loss" not in service.slow_losses, i
         service._on_loop("soft_cldice_loss", _burn, SLOW)
         service._on_loop("mse_loss", _burn, FAST)
-    assert service.slow_losses == {"soft_cldice_loss"}
+    assert _found(service) == {"soft_cldice_loss"}
     for _ in range(SLOW_WARMUP + SLOW_IN_A_ROW):  # a name the registry does not know is never kept
         service._on_loop("no_such_loss", _burn, SLOW)
-    assert service.slow_losses == {"soft_cldice_loss"}
+    assert _found(service) == {"soft_cldice_loss"}
 
 
 def test_a_loss_is_judged_once_whichever_of_its_names_the_calls_use() -> None:
     service = _service()
     names = ["soft_cldice_loss", "SoftclDiceLoss", "cldice_loss", "soft_cldice"]
     for i in range(SLOW_WARMUP + SLOW_IN_A_ROW):
-        assert not service.slow_losses, i
+        assert not _found(service), i
         service._on_loop(names[i % len(names)], _burn, SLOW)
-    assert service.slow_losses == {"soft_cldice_loss"}  # its canonical name: every alias goes to the pool
+    assert _found(service) == {"soft_cldice_loss"}  # its canonical name: every alias goes to the pool
     t = lambda: lossd_pb2.Tensor(dtype="float32", shape=[1], values=[0.0])  # noqa: E731
     for name in names:
         assert not service._inline(lossd_pb2.EvaluateLossRequest(loss=name, inputs={"input": t(), "target": t()}))
@@ -136,7 +146,7 @@ def test_very_slow_calls_send_their_loss_to_the_pool_however_they_alternate_with
         assert "mse_loss" not in service.slow_losses, i
         service._on_loop("mse_loss", _burn, hard)
         service._on_loop("mse_loss", _burn, FAST)
-    assert service.slow_losses == {"mse_loss"}
+    assert _found(service) == {"mse_loss"}
     other = _service()  # a few very slow calls far apart are forgiven (INLINE_DEBT_DRAIN a second)
     for _ in range(SLOW_WARMUP):
         other._on_loop("mse_loss", _burn, FAST)
@@ -146,7 +156,7 @@ def test_very_slow_calls_send_their_loss_to_the_pool_however_they_alternate_with
     for _ in range(int(INLINE_MAX_DEBT_S // hard)):
         other._on_loop("mse_loss", _burn, hard)
         other._on_loop("mse_loss", _burn, FAST)
-    assert other.slow_losses == set()
+    assert _found(other) == set()
 
 
 def test_a_request_whose_payloads_were_split_off_goes_to_the_pool() -> None:
@@ -274,7 +284,7 @@ def test_a_plugin_loss_never_runs_on_the_loop_however_small_and_idle_its_calls()
     (unknown cost) goes to the pool from its first call; a built-in one stays on the loop."""
     pool = _Recording()
     service = LossService(_plugin_registry(), pool, torch.device("cpu"), 10**8, batch_window_us=0)
-    assert service.slow_losses == {"sleepy_loss"}
+    assert service.slow_losses - NEVER == {"sleepy_loss"}
 
     async def calls() -> list[float]:
         replies = [await service._run(_sleepy(2, seconds=0.01)) for _ in range(SLOW_WARMUP + SLOW_IN_A_ROW + 1)]
@@ -283,7 +293,7 @@ def test_a_plugin_loss_never_runs_on_the_loop_however_small_and_idle_its_calls()
     assert asyncio.run(calls()) == [2.0] * (SLOW_WARMUP + SLOW_IN_A_ROW + 1)  # (-1)² + 1²
     assert pool.submitted == SLOW_WARMUP + SLOW_IN_A_ROW + 1
     assert not service._inline(_sleepy(2)) and service._inline(_mse(100))
-    assert LossService(_plugin_registry(inline=True), pool, torch.device("cpu"), 10**8).slow_losses == set()
+    assert LossService(_plugin_registry(inline=True), pool, torch.device("cpu"), 10**8).slow_losses - NEVER == set()
 
 
 def test_a_stop_iteration_from_a_loss_on_the_pool_ends_the_call() -> None:
@@ -298,3 +308,34 @@ def test_a_stop_iteration_from_a_loss_on_the_pool_ends_the_call() -> None:
 
     with pytest.raises(LossCrashed, match="loss sleepy_loss raised StopIteration"):
         asyncio.run(call())
+
+
+def test_refused_calls_count_as_any_other_and_a_very_slow_first_call_sends_its_loss_to_the_pool() -> None:
+    """A call that raises (its request refused after the work was done: a grad_output of the wrong shape, found
+    once the forward had run) held the loop all the same: refused calls of two seconds each were never counted,
+    and held health checks indefinitely (an audit, 2026-12-06). Nor did a loss's first calls count, however slow."""
+    def refused(seconds: float) -> None:
+        _burn(seconds)
+        raise FieldError("grad_output", "has shape [2]; the loss has shape []")
+
+    service = _service()
+    for i in range(SLOW_WARMUP + SLOW_IN_A_ROW):
+        assert "soft_cldice_loss" not in service.slow_losses, i
+        with pytest.raises(FieldError):
+            service._on_loop("soft_cldice_loss", refused, SLOW)
+    assert _found(service) == {"soft_cldice_loss"}
+    with pytest.raises(FieldError):  # one first call past the debt: at once
+        service._on_loop("dice_loss", refused, INLINE_MAX_DEBT_S + INLINE_HARD_CPU_S)
+    assert _found(service) == {"soft_cldice_loss", "dice_loss"}
+    service._on_loop("jaccard_loss", _burn, 2 * INLINE_HARD_CPU_S)  # a first call that is merely slow: not yet
+    assert "jaccard_loss" not in service.slow_losses
+
+
+def test_losses_whose_work_outgrows_their_inputs_never_run_on_the_loop() -> None:
+    """nt_xent_loss on 16 KB of [N, 1] embeddings builds a (2N)² matrix (2 s of CPU at N = 4000): such losses
+    (``LossSpec.work``) are evaluated on the pool, however small the request."""
+    assert {"nt_xent_loss", "info_nce_loss", "barlow_twins_loss", "linear_cross_entropy", "ctc_loss"} <= NEVER
+    x = np.linspace(-1, 1, 32, dtype=np.float32).reshape(16, 2)
+    pooled, value = _on_pool(build_request("nt_xent_loss", x, x[::-1].copy())[0])
+    assert pooled and value == float(REGISTRY.get("nt_xent_loss").fn(
+        torch.from_numpy(x), torch.from_numpy(x[::-1].copy()), temperature=0.5, reduction="mean"))

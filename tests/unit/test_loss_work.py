@@ -1,0 +1,116 @@
+"""The work a call's losses build beyond their inputs (``LossSpec.work``, ``check_work``): a similarity matrix,
+an alignment lattice, a broadcast, counted from the shapes before any loss runs and refused past
+``MAX_LOSS_WORK`` elements (RESOURCE_EXHAUSTED naming the input). Found by an audit (2026-12-06): 16 KB of
+[4000, 1] embeddings made nt_xent_loss build 800 MB in 2 s of CPU; 128 KB would have asked for 13 GB."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from lossd._wire import FieldError
+from lossd.client import build_request
+from lossd.server.evaluation import _evaluate
+from lossd.server.evaluation._binding import check_work, loss_work
+from lossd.server.losses import MAX_LOSS_WORK, REGISTRY
+from lossd.server.rpc import handle_evaluate_bytes
+from lossd.v1 import lossd_pb2
+
+
+def meta(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.empty(*shape, dtype=dtype, device="meta")
+
+
+def _refused(loss: str, bound: dict[str, Any], field: str, before: int = 0) -> FieldError:
+    with pytest.raises(FieldError) as info:
+        check_work(REGISTRY.get(loss), bound, before)
+    assert (info.value.field, info.value.code) == (field, "RESOURCE_EXHAUSTED"), info.value
+    assert f"at most {MAX_LOSS_WORK} elements beyond its inputs" in info.value.message
+    return info.value
+
+
+# (loss, inputs at the limit, the same just over it, the input named): each loss's own count of what it builds.
+CASES = [
+    ("nt_xent_loss", {"input": meta(4096, 1), "target": meta(4096, 1)},
+     {"input": meta(4097, 1), "target": meta(4097, 1)}, "inputs.input"),  # (2N)²: SimCLR's 4096 pairs fit
+    ("barlow_twins_loss", {"input": meta(2, 8192), "target": meta(2, 8192)},
+     {"input": meta(2, 8193), "target": meta(2, 8193)}, "inputs.input"),  # D²: Barlow Twins' 8192 features fit
+    ("info_nce_loss", {"query": meta(8192, 1), "positive_key": meta(8192, 1)},
+     {"query": meta(8193, 1), "positive_key": meta(8193, 1)}, "inputs.query"),  # N² in-batch logits
+    ("info_nce_loss", {"query": meta(1024, 1), "positive_key": meta(1024, 1), "negative_keys": meta(65535, 1)},
+     {"query": meta(1025, 1), "positive_key": meta(1025, 1), "negative_keys": meta(65535, 1)}, "inputs.query"),
+    ("linear_cross_entropy", {"input": meta(4096, 1), "linear_weight": meta(16384, 1),
+                              "target": meta(4096, dtype=torch.int64)},
+     {"input": meta(4097, 1), "linear_weight": meta(16384, 1), "target": meta(4097, dtype=torch.int64)},
+     "inputs.linear_weight"),
+    ("ctc_loss", {"log_probs": meta(4096, 1, 2), "targets": meta(1, 8191, dtype=torch.int64)},
+     {"log_probs": meta(4097, 1, 2), "targets": meta(1, 8191, dtype=torch.int64)}, "inputs.targets"),
+    ("mse_loss", {"input": meta(1, 8192), "target": meta(8192, 1)},
+     {"input": meta(1, 8193), "target": meta(8192, 1)}, "inputs"),  # a broadcast
+]
+
+
+@pytest.mark.parametrize(("loss", "fits", "over", "field"), CASES, ids=[f"{c[0]}-{c[3]}" for c in CASES])
+def test_a_loss_builds_up_to_the_limit_and_is_refused_past_it(loss: str, fits: dict[str, Any], over: dict[str, Any],
+                                                               field: str) -> None:
+    assert check_work(REGISTRY.get(loss), fits) == MAX_LOSS_WORK or loss in ("info_nce_loss", "ctc_loss")
+    assert 0 < check_work(REGISTRY.get(loss), fits) <= MAX_LOSS_WORK
+    _refused(loss, over, field)
+
+
+def test_the_counts_are_the_tensors_the_losses_build() -> None:
+    """Each count is the size of the tensor the loss really builds (torch's, on small inputs)."""
+    x = torch.randn(6, 3)
+    assert loss_work(REGISTRY.get("nt_xent_loss"), {"input": x, "target": x})[0] == \
+        (torch.cat([x, x]) @ torch.cat([x, x]).T).numel()
+    assert loss_work(REGISTRY.get("barlow_twins_loss"), {"input": torch.randn(2, 9), "target": torch.randn(2, 9)}
+                     )[0] == 81
+    log_probs, targets = torch.randn(50, 2, 3).log_softmax(2), torch.ones(2, 7, dtype=torch.int64)
+    assert loss_work(REGISTRY.get("ctc_loss"), {"log_probs": log_probs, "targets": targets,
+                                                "target_lengths": torch.tensor([3, 4])})[0] == 50 * 2 * 9
+    assert loss_work(REGISTRY.get("ctc_loss"), {"log_probs": log_probs, "targets": targets})[0] == 50 * 2 * 15
+
+
+def test_what_is_no_larger_than_the_inputs_is_never_refused() -> None:
+    """However large the inputs the server's limits let through, a loss that builds nothing larger counts 0:
+    class indices broadcast with nothing, and shapes that do not broadcast are not combined elementwise."""
+    big = meta(10**9)
+    assert check_work(REGISTRY.get("mse_loss"), {"input": big, "target": big}) == 0
+    assert check_work(REGISTRY.get("cross_entropy"), {"input": meta(100_000, 1),
+                                                      "target": meta(100_000, dtype=torch.int64)}) == 0
+    assert check_work(REGISTRY.get("nt_xent_loss"), {"input": meta(3, 10**8), "target": meta(3, 10**8)}) == 0
+    assert check_work(REGISTRY.get("info_nce_loss"), {"query": meta(10, 4), "positive_key": meta(10, 4),
+                                                      "negative_keys": meta(10, 10**6, 4)}) == 0  # paired
+
+
+def test_an_objectives_terms_count_together() -> None:
+    x = meta(3000, 1)
+    built = check_work(REGISTRY.get("nt_xent_loss"), {"input": x, "target": x})
+    assert built == 6000 ** 2 < MAX_LOSS_WORK < 2 * built
+    message = _refused("nt_xent_loss", {"input": x, "target": x}, "inputs.input", before=built).message
+    assert f"in all (the objective's terms before this one: {built})" in message
+    t = lambda n: {"input": np.zeros((n, 1), np.float16), "target": np.zeros((n, 1), np.float16)}  # noqa: E731
+    shared = lossd_pb2.EvaluateLossRequest()  # two terms on the same inputs: each fits, together they do not
+    for name, value in t(3000).items():
+        shared.inputs[name].CopyFrom(build_request("nt_xent_loss", inputs={name: value})[0].inputs[name])
+    shared.terms.add(loss="nt_xent_loss", name="a")
+    shared.terms.add(loss="nt_xent_loss", name="b")
+    with pytest.raises(FieldError) as info:
+        handle_evaluate_bytes(REGISTRY, shared)
+    assert (info.value.field, info.value.code) == ("terms[1].inputs.input", "RESOURCE_EXHAUSTED"), info.value
+
+
+def test_a_request_over_the_limit_is_refused_before_its_loss_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(*args: Any) -> Any:
+        raise AssertionError("the loss ran")
+
+    monkeypatch.setattr(_evaluate, "call_loss", never)
+    x = np.zeros((6000, 1), np.float16)  # 24 KB of embeddings: a (2 · 6000)² matrix
+    with pytest.raises(FieldError) as info:
+        handle_evaluate_bytes(REGISTRY, build_request("nt_xent_loss", x, x)[0])
+    assert (info.value.field, info.value.code) == ("inputs.input", "RESOURCE_EXHAUSTED"), info.value
+    assert "the (2N)² similarity matrix, 144000000 elements, from inputs input [6000, 1], target [6000, 1]" in \
+        info.value.message
