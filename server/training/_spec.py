@@ -57,6 +57,7 @@ from ..evaluation import (
     call_loss,
     check_param_range,
     check_patterns,
+    check_work,
     covered_parameters,
     covers_nothing,
     param_copies,
@@ -921,6 +922,28 @@ def check_loss_accepts_model(plan: JobPlan) -> None:
             raise FieldError("loss.params.reduction", f"{plan.loss.spec.name} gives shape {list(value.shape)}; "
                             "training needs a scalar loss ('mean' or 'sum')")
     _check_output_range(plan, model(plan.data.x[plan.train_index[:first]]), plan.target[plan.train_index[:first]])
+    _check_loss_work(plan, out, plan.target[plan.train_index[:first]])
+
+
+def _check_loss_work(plan: JobPlan, out: torch.Tensor, target: torch.Tensor) -> None:
+    """Refuse a job whose loss would build more than ``MAX_LOSS_WORK`` elements beyond its inputs (``check_work``)
+    on the most rows it is given at once: a rank's share of a batch, or the whole validation split at each
+    epoch's end. A 350-byte spec of nt_xent_loss with a batch of 4,000 took a worker 1 GB (an audit, 2026-12-06),
+    and the validation split's (2N)² matrix is built in one piece."""
+    per_rank, val = plan.batch_size // plan.world_size, len(plan.val_index)
+    rows = max(per_rank, val)
+    bound = {**plan.loss.extras,
+             plan.loss.prediction: torch.empty((rows, *out.shape[1:]), dtype=out.dtype, device="meta"),
+             plan.loss.target: torch.empty((rows, *target.shape[1:]), dtype=target.dtype, device="meta")}
+    try:
+        check_work(plan.loss.spec, bound)
+    except FieldError as e:
+        if per_rank >= val:
+            field, where = "batch_size", f"a batch of {per_rank} samples" + (" per rank" if plan.world_size > 1 else "")
+        else:
+            field, where = "data.validation_fraction", f"the validation split ({val} samples), which it is given whole"
+        why = e.message.removesuffix(": send fewer rows per call")
+        raise FieldError(field, f"on {where}, {why}: make it smaller", e.code) from e
 
 
 #: Outputs a model certainly produces, by its output activation, beyond the zeros of the trial above: none's are any

@@ -938,3 +938,23 @@ def test_a_penalty_factor_beyond_float32_is_refused(key: str, limit: float) -> N
     assert e.message.startswith(f"is {above!r}; must be <= {limit!r}"), e.message
     at_limit = _run(plan({**spec, "regularization": {key: limit, "include": ["*"]}}))
     assert "float32" not in at_limit.message, at_limit.message  # trains, or ends FAILED at an infinite loss
+
+
+def test_a_loss_that_would_build_too_much_on_a_batch_or_the_validation_split_is_refused_at_submission() -> None:
+    """nt_xent_loss builds a (2N)² matrix of the N rows it is given: a 350-byte spec with a batch of 4,000 took a
+    worker 1 GB, and the validation split is given to the loss whole at each epoch's end (an audit, 2026-12-06).
+    Refused at submission past MAX_LOSS_WORK, naming the setting to lower; 4,096 rows fit."""
+    def spec(samples: int, batch: int, validation: float) -> dict[str, Any]:
+        return {"model": {"linear": {}}, "loss": {"name": "nt_xent_loss"}, "optimizer": {"name": "sgd"},
+                "data": {"builtin": {"name": "linear_regression", "params": {"n_samples": samples, "n_features": 1}},
+                         "validation_fraction": validation},
+                "batch_size": batch, "epochs": 1}
+
+    check_loss_accepts_model(plan(spec(5000, 4096, 0.0)))
+    e = refusal(spec(9000, 8192, 0.0))
+    assert (e.field, e.code) == ("batch_size", "RESOURCE_EXHAUSTED"), e
+    assert e.message.startswith("on a batch of 8192 samples, nt_xent_loss would build the (2N)² similarity matrix, "
+                                "268435456 elements"), e.message
+    e = refusal(spec(20000, 100, 0.5))
+    assert (e.field, e.code) == ("data.validation_fraction", "RESOURCE_EXHAUSTED"), e
+    assert e.message.startswith("on the validation split (10000 samples), which it is given whole, "), e.message
