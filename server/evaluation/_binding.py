@@ -220,22 +220,22 @@ def bind_inputs(
                 f"{spec.name} does not support {dt} on this server; supported: {', '.join(spec.float_dtypes)}",
                 "UNIMPLEMENTED",
             )
-    check_work(spec, {**tensors, **scalars})
     return tensors, sent_as
 
 
-def loss_work(spec: LossSpec, bound: Mapping[str, Any]) -> tuple[int, str, str]:
-    """``(elements, field, what)`` of the largest tensor ``spec`` builds from ``bound`` (canonical names) beyond
-    its inputs: its :class:`~lossd.server.losses.Work`'s, or the floating-point inputs' broadcast (a
-    [1, N] and an [N, 1] tensor are N² elements to an elementwise loss; class indices broadcast with nothing),
-    whichever is larger; ``(0, "", "")`` when neither passes the largest input."""
+def loss_work(spec: LossSpec, bound: Mapping[str, Any], params: Mapping[str, Any]) -> tuple[int, str, str]:
+    """``(elements, field, what)`` of the largest tensor ``spec`` builds from ``bound`` (canonical names) and its
+    bound ``params`` beyond its inputs: its :class:`~lossd.server.losses.Work`'s, or what its ``broadcasts``
+    inputs broadcast to (a [1, N] and an [N, 1] tensor are N² elements to an elementwise loss), whichever is
+    larger; ``(0, "", "")`` when neither passes the largest input."""
     tensors = [t for t in bound.values() if isinstance(t, torch.Tensor)]
     largest = max((t.numel() for t in tensors), default=0)
-    n = broadcast_elements([tuple(t.shape) for t in tensors if t.is_floating_point() or t.is_complex()])
-    field, what = "inputs", "their broadcast"
+    n = broadcast_elements([tuple(t.shape) for name in spec.broadcasts
+                            if isinstance(t := bound.get(name), torch.Tensor)]) if spec.broadcasts else 0
+    field, what = "inputs", "what its inputs broadcast to"
     if spec.work is not None:
         try:
-            counted = int(spec.work.elements(bound))
+            counted = int(spec.work.elements(bound, params))
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError):  # shapes it refuses
             counted = 0
         if counted > n:
@@ -243,22 +243,22 @@ def loss_work(spec: LossSpec, bound: Mapping[str, Any]) -> tuple[int, str, str]:
     return (n, field, what) if n > largest else (0, "", "")
 
 
-def check_work(spec: LossSpec, bound: Mapping[str, Any], before: int = 0) -> int:
+def check_work(spec: LossSpec, bound: Mapping[str, Any], params: Mapping[str, Any], before: int = 0) -> int:
     """Refuse a call whose losses would build more than :data:`~lossd.server.losses.MAX_LOSS_WORK` elements
     beyond their inputs (:func:`loss_work`; ``before``: what the objective's earlier terms build), from the
     shapes, before any loss runs; the elements this one builds.
 
     >>> from lossd.server.losses import REGISTRY
-    >>> check_work(REGISTRY.get("nt_xent_loss"), {"input": torch.zeros(8, 2), "target": torch.zeros(8, 2)})
+    >>> check_work(REGISTRY.get("nt_xent_loss"), {"input": torch.zeros(8, 2), "target": torch.zeros(8, 2)}, {})
     256
     >>> x = torch.empty(6000, 1, device="meta")
-    >>> check_work(REGISTRY.get("nt_xent_loss"), {"input": x, "target": x})  # doctest: +ELLIPSIS
+    >>> check_work(REGISTRY.get("nt_xent_loss"), {"input": x, "target": x}, {})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     lossd._wire.FieldError: inputs.input: nt_xent_loss would build the (2N)² similarity matrix, 144000000 \
 elements, from inputs input [6000, 1], target [6000, 1]; a call may build at most 67108864 elements beyond ...
     """
-    n, field, what = loss_work(spec, bound)
+    n, field, what = loss_work(spec, bound, params)
     if before + n > MAX_LOSS_WORK:
         shapes = ", ".join(f"{k} {list(t.shape)}" for k, t in bound.items() if isinstance(t, torch.Tensor))
         earlier = f" in all (the objective's terms before this one: {before})" if before else ""

@@ -30,6 +30,7 @@ from ._binding import (
     DEPRECATED_PARAMS,
     bind_inputs,
     bind_params,
+    check_work,
     grad_targets,
     has_grad,
     legacy_reduction,
@@ -164,6 +165,7 @@ def bind(
     params, scalars = split_scalars(spec, legacy_reduction(spec, {**params, **sent_params}))
     tensors, sent_as = bind_inputs(spec, inputs, scalars)
     kwargs = bind_params(spec, params, refused=DEPRECATED_PARAMS)
+    check_work(spec, {**tensors, **scalars}, kwargs)  # before anything is computed
     wanted = grad_targets(spec, tensors, sent_as, grad_inputs)
     fresh = spec.mutable_values and any(isinstance(v, (list, dict)) for v in (*kwargs.values(), *scalars.values()))
     return Binding(spec, sent_as, kwargs, frozenset(wanted), scalars, frozenset(sent_params), fresh), tensors

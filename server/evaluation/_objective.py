@@ -319,8 +319,9 @@ def _evaluate_objective(
                     mine = _term_tensors(spec, reads[i], tensors)
                     term_params, scalars = split_scalars(spec, legacy_reduction(spec, term.params))
                     bound, _ = bind_inputs(spec, mine, scalars)
-                    built += check_work(spec, {**bound, **scalars}, built)
-                    calls.append(({**bound, **scalars}, bind_params(spec, term_params, refused=DEPRECATED_PARAMS)))
+                    kwargs = bind_params(spec, term_params, refused=DEPRECATED_PARAMS)
+                    built += check_work(spec, {**bound, **scalars}, kwargs, built)
+                    calls.append(({**bound, **scalars}, kwargs))
             except FieldError as e:
                 raise FieldError(prefix(i) + e.field, e.message, e.code) from e
         for i, (term, spec, name, (bound, kwargs)) in enumerate(zip(terms, specs, names, calls)):

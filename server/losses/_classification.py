@@ -270,6 +270,7 @@ def _bce_logits_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "binary_cross_entropy_with_logits",
+    broadcasts=("input", "weight", "pos_weight"),
     aliases=("BCEWithLogitsLoss", "bce_with_logits", "bce_logits"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits, any shape"),
@@ -321,6 +322,7 @@ def _kl_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "kl_div",
+    broadcasts=("input", "target"),
     aliases=("KLDivLoss", "kl", "kl_div_loss"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="log-probabilities, any shape"),
@@ -494,6 +496,7 @@ def _sm_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "soft_margin_loss",
+    broadcasts=("input", "target"),
     aliases=("SoftMarginLoss", "soft_margin"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="scores, any shape"),

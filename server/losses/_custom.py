@@ -31,7 +31,7 @@ def _rows(t: Any) -> int:
     return int(t.shape[0]) if isinstance(t, torch.Tensor) and t.dim() >= 1 else 0
 
 
-def _info_nce_logits(bound: Mapping[str, Any]) -> int:
+def _info_nce_logits(bound: Mapping[str, Any], params: Mapping[str, Any]) -> int:
     n, negatives = _rows(bound["query"]), bound.get("negative_keys")
     if negatives is None:
         return n * n  # each query against every key
@@ -41,9 +41,10 @@ def _info_nce_logits(bound: Mapping[str, Any]) -> int:
 #: The tensors the contrastive losses build, quadratic in their rows or features.
 _INFO_NCE_WORK = Work("the query-key logits (N² without negative_keys, N·(1 + M) with M unpaired ones)",
                       "inputs.query", _info_nce_logits)
-_NT_XENT_WORK = Work("the (2N)² similarity matrix", "inputs.input", lambda bound: (2 * _rows(bound["input"])) ** 2)
+_NT_XENT_WORK = Work("the (2N)² similarity matrix", "inputs.input",
+                     lambda bound, params: (2 * _rows(bound["input"])) ** 2)
 _BARLOW_WORK = Work("the D × D cross-correlation", "inputs.input",
-                    lambda bound: int(bound["input"].shape[-1]) ** 2 if bound["input"].dim() == 2 else 0)
+                    lambda bound, params: int(bound["input"].shape[-1]) ** 2 if bound["input"].dim() == 2 else 0)
 
 def _quantile_example(dt: torch.dtype) -> dict[str, object]:
     return {

@@ -61,6 +61,7 @@ def _hinge_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "hinge_embedding_loss",
+    broadcasts=("input", "target"),
     aliases=("HingeEmbeddingLoss", "hinge_embedding"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",),
@@ -108,6 +109,7 @@ def _cosine_embedding_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "cosine_embedding_loss",
+    broadcasts=("input1", "input2"),
     aliases=("CosineEmbeddingLoss", "cosine_embedding"),
     inputs=(
         Input("input1", "first embedding", differentiable=True, aliases=("y_pred",),
@@ -156,6 +158,7 @@ def _ranking_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "margin_ranking_loss",
+    broadcasts=("input1", "input2", "target"),
     aliases=("MarginRankingLoss", "margin_ranking"),
     inputs=(
         Input("input1", "first score", differentiable=True, aliases=("y_pred",), doc="scores, (N) or ()"),
@@ -216,6 +219,7 @@ _DIFF_EPS = param_bound("eps", "eps >= 0", "torch adds a negative eps to the dif
 
 @register_loss(
     "triplet_margin_loss",
+    broadcasts=("anchor", "positive", "negative"),
     aliases=("TripletMarginLoss", "triplet_margin"),
     inputs=(_ANCHOR, _POSITIVE, _NEGATIVE),
     params=(
@@ -256,6 +260,7 @@ def triplet_margin_loss(
 
 @register_loss(
     "triplet_margin_with_distance_loss",
+    broadcasts=("anchor", "positive", "negative"),
     aliases=("TripletMarginWithDistanceLoss", "triplet_margin_with_distance"),
     inputs=(_ANCHOR, _POSITIVE, _NEGATIVE),
     params=(
@@ -317,6 +322,7 @@ def _pair_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "cosine_similarity",
+    broadcasts=("x1", "x2"),
     aliases=("CosineSimilarity",),
     inputs=(
         Input("x1", "first tensor", differentiable=True, aliases=("y_pred",), doc="any shape"),
@@ -346,6 +352,7 @@ def cosine_similarity(x1: torch.Tensor, x2: torch.Tensor, *, dim: int, eps: floa
 
 @register_loss(
     "pairwise_distance",
+    broadcasts=("x1", "x2"),
     aliases=("PairwiseDistance",),
     inputs=(
         Input("x1", "first tensor", differentiable=True, aliases=("y_pred",), doc="(N, D) or (D)"),

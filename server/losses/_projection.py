@@ -104,8 +104,20 @@ def _check_shape(t: torch.Tensor, name: str, expected: tuple[int, ...], why: str
             f"must have shape {list(expected)} ({why}); got {list(t.shape)}")
 
 
+def _adaptive_logits(bound: Mapping[str, Any], params: Mapping[str, Any]) -> int:
+    """The elements of adaptive_log_softmax's head logits (N × its rows) and of its largest tail's (N × that
+    cluster's size, at most: a tail sees the rows whose targets fall in its cluster)."""
+    input = bound["input"]
+    rows = math.prod(input.shape[:-1]) if input.dim() else 0
+    tails = [int(t.shape[0]) for name, t in bound.items()
+             if name.startswith("tail.") and name.endswith(".1.weight") and isinstance(t, torch.Tensor) and t.dim()]
+    return rows * (int(bound["head.weight"].shape[0]) + max(tails, default=0))
+
+
 @register_loss(
     "adaptive_log_softmax_with_loss",
+    work=Work("the head's and a tail's logits (N · (head rows + the largest cluster))", "inputs.input",
+              _adaptive_logits),
     aliases=("AdaptiveLogSoftmaxWithLoss", "adaptive_log_softmax"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",),
@@ -253,10 +265,20 @@ def _lce_example(dt: torch.dtype) -> dict[str, object]:
     }
 
 
-def _logits(bound: Mapping[str, Any]) -> int:
-    """The elements of linear_cross_entropy's logits: ``(*input.shape[:-1], C, d1, ..., dK)``."""
+def _logits(bound: Mapping[str, Any], params: Mapping[str, Any]) -> int:
+    """The elements of linear_cross_entropy's logits: ``(*input.shape[:-1], C, d1, ..., dK)``; with ``options``
+    (torch's chunked implementation, which never builds them whole) a chunk's, ``batch_chunk_size`` rows, and
+    nothing counted when torch sizes the chunks itself."""
     input, weight = bound["input"], bound["linear_weight"]
-    return math.prod(input.shape[:-1]) * math.prod(weight.shape[:-1]) if input.dim() and weight.dim() >= 2 else 0
+    if not input.dim() or weight.dim() < 2:
+        return 0
+    rows: int = math.prod(input.shape[:-1])
+    if (options := params.get("options")) is not None:
+        chunk = options.get("batch_chunk_size") if isinstance(options, dict) else None
+        if not isinstance(chunk, (int, float)) or isinstance(chunk, bool) or chunk < 1:
+            return 0
+        rows = min(rows, int(chunk))
+    return rows * int(math.prod(weight.shape[:-1]))
 
 
 @register_loss(

@@ -169,8 +169,8 @@ def _parzen_b_spline(img: torch.Tensor, num_bins: int, order: int) -> tuple[torc
     description="Global mutual information loss: minus the mutual information of input and target intensities "
     "from Parzen-window histograms, per sample (MONAI GlobalMutualInformationLoss).",
     source="lossd (Mattes et al. 2003, DeepReg; MONAI GlobalMutualInformationLoss conventions)",
-    notes=f"MI = Σ p_ab · log((p_ab + nr) / (p_a p_b + dr) + dr). The weights take N·pixels·bins memory: at most "
-    f"{MAX_PARZEN_WEIGHTS} (INVALID_ARGUMENT past it).",
+    notes=f"MI = Σ p_ab · log((p_ab + nr) / (p_a p_b + dr) + dr). The weights and the joint histograms take "
+    f"max(N·pixels, N·bins)·bins memory: at most {MAX_PARZEN_WEIGHTS} (INVALID_ARGUMENT past it).",
     example=lambda dt: {
         "input": torch.tensor([[[0.1, 0.5, 0.9], [0.4, 0.8, 0.3]], [[0.7, 0.2, 0.6], [0.3, 0.3, 0.9]]], dtype=dt),
         "target": torch.tensor([[[0.2, 0.4, 1.0], [0.5, 0.7, 0.2]], [[0.9, 0.1, 0.5], [0.2, 0.4, 0.8]]], dtype=dt),
@@ -189,10 +189,10 @@ def global_mutual_information_loss(input: torch.Tensor, target: torch.Tensor, *,
     smooth_nr and the joint probabilities underflow float16, and 1 / (p_ab + nr) overflowed (NaN gradients)."""
     require_same_shape(input, target, "the intensities are paired element by element")
     require(input.dim() >= 1 and input.numel() > 0, "inputs.input", "needs a batch of at least one element")
-    weights = input.numel() * num_bins
+    weights = max(input.numel(), input.shape[0] * num_bins) * num_bins  # the weights, and the N joint histograms
     require(weights <= MAX_PARZEN_WEIGHTS, "inputs.input",
-            f"histograms of shape {list(input.shape)} with {num_bins} bins take {weights} weights; at most "
-            f"{MAX_PARZEN_WEIGHTS} are allowed")
+            f"histograms of shape {list(input.shape)} with {num_bins} bins take {weights} weights and cells "
+            f"(max(N·pixels, N·bins) · bins); at most {MAX_PARZEN_WEIGHTS} are allowed")
     x, y = widened(input), widened(target)
     if kernel_type == "gaussian":
         wa, pa = _parzen_gaussian(x, num_bins, sigma_ratio)

@@ -501,17 +501,17 @@ MAX_LOSS_WORK = 1 << 26
 class Work:
     """The largest tensor a loss builds, where it grows faster than its inputs: ``what`` names it (for the
     refusal and the docs), ``field`` is the input whose size drives it, and ``elements`` counts it from the
-    bound inputs by canonical name (tensors, or an input's Python form; absent optional ones missing). Its
-    result for inputs the loss refuses does not matter: they are refused anyway.
+    bound inputs by canonical name (tensors, or an input's Python form; absent optional ones missing) and the
+    bound params. Its result for inputs the loss refuses does not matter: they are refused anyway.
 
-    >>> work = Work("the (2N)² similarities", "inputs.input", lambda t: (2 * t["input"].shape[0]) ** 2)
-    >>> work.elements({"input": torch.zeros(4, 8)})
+    >>> work = Work("the (2N)² similarities", "inputs.input", lambda t, p: (2 * t["input"].shape[0]) ** 2)
+    >>> work.elements({"input": torch.zeros(4, 8)}, {})
     64
     """
 
     what: str
     field: str
-    elements: Callable[[Mapping[str, Any]], int]
+    elements: Callable[[Mapping[str, Any], Mapping[str, Any]], int]
 
 
 def broadcast_elements(shapes: Sequence[Sequence[int]]) -> int:
@@ -572,6 +572,9 @@ class LossSpec:
     #: lattice): counted before the loss runs, refused past :data:`MAX_LOSS_WORK` (``check_work``), and such a
     #: loss is never evaluated on the event loop (server/rpc/_service.py).
     work: Work | None = None
+    #: The inputs torch combines elementwise, broadcasting them (``mse_loss``'s input, target and weight): what
+    #: they broadcast to is built and counted too (``check_work``: [1, N] and [N, 1] are N² elements).
+    broadcasts: tuple[str, ...] = ()
     #: An operator plugin's loss (set by the plugin loader): its own code's mistakes (a TypeError, a
     #: ZeroDivisionError, writing to its inputs, an output with no gradient) are internal errors, logged,
     #: not the client's (server/evaluation/_evaluate.py, ``call_loss``).
@@ -868,6 +871,7 @@ def register_loss(
     vectorized: bool = False,
     legacy_reduction: bool = False,
     work: Work | None = None,
+    broadcasts: Sequence[str] = (),
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a loss function under ``name``.
@@ -884,7 +888,8 @@ def register_loss(
     may run as one call (only once tests/unit/test_vectorized.py proves it bit-identical).
     ``legacy_reduction``: the torch functional takes the deprecated ``size_average`` and
     ``reduce`` (elsewhere they are refused, as torch refuses them). ``work``: the
-    :class:`Work` of a loss that builds a tensor larger than its inputs (pairwise similarities).
+    :class:`Work` of a loss that builds a tensor larger than its inputs (pairwise similarities);
+    ``broadcasts``: the inputs it combines elementwise with torch's broadcasting.
     The decorated object is a function ``(inputs..., *, params...) -> Tensor``
     or an ``nn.Module`` subclass (params to ``__init__``, inputs to ``forward``);
     it is returned unchanged. ``domain`` lists the loss's rules of kind (a)
@@ -914,6 +919,7 @@ def register_loss(
             vectorized=vectorized,
             legacy_reduction=legacy_reduction,
             work=work,
+            broadcasts=tuple(broadcasts),
         )
         (_TARGET.get() if registry is None else registry).add(spec)
         return fn

@@ -42,6 +42,7 @@ _SAME_SHAPE = same_shape()
 
 @register_loss(
     "l1_loss",
+    broadcasts=("input", "target", "weight"),
     aliases=("L1Loss", "l1", "mae"),
     inputs=(_PRED, _TARGET, _WEIGHT),
     params=(REDUCTION,),
@@ -65,6 +66,7 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | No
 
 @register_loss(
     "mse_loss",
+    broadcasts=("input", "target", "weight"),
     aliases=("MSELoss", "mse", "l2_loss"),
     inputs=(_PRED, _TARGET, _WEIGHT),
     params=(REDUCTION,),
@@ -88,6 +90,7 @@ def mse_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
 
 @register_loss(
     "smooth_l1_loss",
+    broadcasts=("input", "target"),
     aliases=("SmoothL1Loss", "smooth_l1"),
     inputs=(_PRED, _TARGET),
     params=(
@@ -112,6 +115,7 @@ def smooth_l1_loss(input: torch.Tensor, target: torch.Tensor, *, reduction: str,
 
 @register_loss(
     "huber_loss",
+    broadcasts=("input", "target", "weight"),
     aliases=("HuberLoss", "huber"),
     inputs=(_PRED, _TARGET, _WEIGHT),
     params=(
@@ -154,6 +158,7 @@ def _poisson_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "poisson_nll_loss",
+    broadcasts=("input", "target"),
     aliases=("PoissonNLLLoss", "poisson_nll"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",),
@@ -201,6 +206,7 @@ def _gaussian_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "gaussian_nll_loss",
+    broadcasts=("input", "target"),
     aliases=("GaussianNLLLoss", "gaussian_nll"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="predicted means, (N, *) or (*)"),

@@ -60,11 +60,12 @@ def _labels(labels: torch.Tensor, n_classes: int, blank: int) -> None:
             f"labels must not equal the blank index ({blank}); the blank is not a target symbol")
 
 
-def _lattice(bound: Mapping[str, Any]) -> int:
+def _lattice(bound: Mapping[str, Any], params: Mapping[str, Any]) -> int:
     """The elements of ctc_loss's alignment lattice: T · N · (2S + 1), S the longest target (the lengths
-    sent, else the padded width or, concatenated, every label)."""
+    sent, at most the padded width; concatenated targets: at most every label)."""
     log_probs, targets, lengths = bound["log_probs"], bound["targets"], bound.get("target_lengths")
     steps, batch = int(log_probs.shape[0]), int(log_probs.shape[1]) if log_probs.dim() == 3 else 1
+    width = int(targets.shape[-1]) if targets.dim() else 1  # padded: S; concatenated: every label
     if isinstance(lengths, torch.Tensor) and lengths.numel():
         longest = int(lengths.max())
     elif isinstance(lengths, (list, tuple)) and lengths:
@@ -72,8 +73,8 @@ def _lattice(bound: Mapping[str, Any]) -> int:
     elif isinstance(lengths, int):
         longest = lengths
     else:
-        longest = int(targets.shape[-1]) if targets.dim() else 1
-    return steps * batch * (2 * max(0, longest) + 1)
+        longest = width
+    return steps * batch * (2 * max(0, min(longest, width)) + 1)  # lengths past the targets: refused by the loss
 
 
 @register_loss(

@@ -152,10 +152,10 @@ def _entropies(input: torch.Tensor, target: torch.Tensor, signal_dims: int, kern
     lead = input.shape[: input.dim() - signal_dims]
     length = math.prod(input.shape[input.dim() - signal_dims:])
     require(length > 0, "inputs.input", "signals must not be empty")
-    work = math.prod(lead) * length * num_bins
+    work = math.prod(lead) * max(length, num_bins) * num_bins  # the kernel's weights, and the joint histograms
     require(work <= MAX_HISTOGRAM_WORK, "inputs.input",
-            f"{math.prod(lead)} signals of {length} samples × {num_bins} bins take {work} kernel evaluations; "
-            f"at most {MAX_HISTOGRAM_WORK} are allowed")
+            f"{math.prod(lead)} signals of {length} samples × {num_bins} bins take {work} kernel evaluations and "
+            f"histogram cells (signals × max(samples, bins) × bins); at most {MAX_HISTOGRAM_WORK} are allowed")
     eps = torch.finfo(input.dtype).eps
     x, y = widened(input), widened(target)
     x, y = x.reshape(*lead, length), y.reshape(*lead, length)
@@ -185,7 +185,8 @@ _MI_PARAMS = (
           choices=("none", "mean", "sum")),
 )
 _MI_REFUSES = ("a target shaped unlike the input", "fewer dimensions than signal_dims, or empty signals",
-               f"more than {MAX_HISTOGRAM_WORK} kernel evaluations (signals × samples × num_bins)")
+               f"more than {MAX_HISTOGRAM_WORK} kernel evaluations and joint histogram cells "
+               "(signals × max(samples, num_bins) × num_bins)")
 _MI_NOTES = ("Each signal is min-max normalised to the bins (so no data range is assumed); a signal whose range is at "
              "most the dtype's eps counts as constant. Half precision is computed in float32. kornia's masks "
              "(input_mask, target_mask) are not expressible; MONAI's GlobalMutualInformationLoss is another "

@@ -24,6 +24,7 @@ The server refuses a batch over its limits (:class:`BatchLimits`) as a whole, wi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -345,6 +346,7 @@ def _group_plan(registry: Registry, items: Sequence[lossd_pb2.EvaluateLossReques
             continue
     else:
         return None
+    layouts = [dataclasses.replace(layout, raw=b"") for layout in layouts]  # a kept plan holds no client's data
     dtypes = [TORCH_DTYPES[layout.dtype] for layout in layouts]
     meta = {n: torch.empty((1, *layout.shape), dtype=dtype, device="meta")  # binding reads dtypes and shapes
             for n, layout, dtype in zip(names, layouts, dtypes)}

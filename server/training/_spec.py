@@ -936,7 +936,7 @@ def _check_loss_work(plan: JobPlan, out: torch.Tensor, target: torch.Tensor) -> 
              plan.loss.prediction: torch.empty((rows, *out.shape[1:]), dtype=out.dtype, device="meta"),
              plan.loss.target: torch.empty((rows, *target.shape[1:]), dtype=target.dtype, device="meta")}
     try:
-        check_work(plan.loss.spec, bound)
+        check_work(plan.loss.spec, bound, plan.loss.kwargs)
     except FieldError as e:
         if per_rank >= val:
             field, where = "batch_size", f"a batch of {per_rank} samples" + (" per rank" if plan.world_size > 1 else "")

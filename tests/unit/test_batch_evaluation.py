@@ -146,6 +146,7 @@ def test_a_kept_group_plan_serves_the_next_groups_of_its_signature(monkeypatch: 
         assert [getattr(o, "field", None) for o in outcomes] == ["params.reduction"] * 3, outcomes
     kept = group_plans.get(key)
     assert kept is not None and kept.stacked is None
+    assert all(layout.raw == b"" for layout in kept.layouts)  # a kept plan holds no client's tensor bytes
     short = _raw_items("float32", [(1.0, 2.0)] * 2)
     for item in short:
         item.inputs["y_pred"].raw = item.inputs["y_pred"].raw[:4]  # 4 bytes for 2 float32: every member refused

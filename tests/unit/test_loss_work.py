@@ -24,9 +24,10 @@ def meta(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return torch.empty(*shape, dtype=dtype, device="meta")
 
 
-def _refused(loss: str, bound: dict[str, Any], field: str, before: int = 0) -> FieldError:
+def _refused(loss: str, bound: dict[str, Any], field: str, before: int = 0,
+             params: dict[str, Any] | None = None) -> FieldError:
     with pytest.raises(FieldError) as info:
-        check_work(REGISTRY.get(loss), bound, before)
+        check_work(REGISTRY.get(loss), bound, params or {}, before)
     assert (info.value.field, info.value.code) == (field, "RESOURCE_EXHAUSTED"), info.value
     assert f"at most {MAX_LOSS_WORK} elements beyond its inputs" in info.value.message
     return info.value
@@ -56,39 +57,76 @@ CASES = [
 @pytest.mark.parametrize(("loss", "fits", "over", "field"), CASES, ids=[f"{c[0]}-{c[3]}" for c in CASES])
 def test_a_loss_builds_up_to_the_limit_and_is_refused_past_it(loss: str, fits: dict[str, Any], over: dict[str, Any],
                                                                field: str) -> None:
-    assert check_work(REGISTRY.get(loss), fits) == MAX_LOSS_WORK or loss in ("info_nce_loss", "ctc_loss")
-    assert 0 < check_work(REGISTRY.get(loss), fits) <= MAX_LOSS_WORK
+    assert check_work(REGISTRY.get(loss), fits, {}) == MAX_LOSS_WORK or loss in ("info_nce_loss", "ctc_loss")
+    assert 0 < check_work(REGISTRY.get(loss), fits, {}) <= MAX_LOSS_WORK
     _refused(loss, over, field)
 
 
 def test_the_counts_are_the_tensors_the_losses_build() -> None:
     """Each count is the size of the tensor the loss really builds (torch's, on small inputs)."""
     x = torch.randn(6, 3)
-    assert loss_work(REGISTRY.get("nt_xent_loss"), {"input": x, "target": x})[0] == \
+    assert loss_work(REGISTRY.get("nt_xent_loss"), {"input": x, "target": x}, {})[0] == \
         (torch.cat([x, x]) @ torch.cat([x, x]).T).numel()
-    assert loss_work(REGISTRY.get("barlow_twins_loss"), {"input": torch.randn(2, 9), "target": torch.randn(2, 9)}
-                     )[0] == 81
+    assert loss_work(REGISTRY.get("barlow_twins_loss"), {"input": torch.randn(2, 9), "target": torch.randn(2, 9)},
+                     {})[0] == 81
     log_probs, targets = torch.randn(50, 2, 3).log_softmax(2), torch.ones(2, 7, dtype=torch.int64)
-    assert loss_work(REGISTRY.get("ctc_loss"), {"log_probs": log_probs, "targets": targets,
-                                                "target_lengths": torch.tensor([3, 4])})[0] == 50 * 2 * 9
-    assert loss_work(REGISTRY.get("ctc_loss"), {"log_probs": log_probs, "targets": targets})[0] == 50 * 2 * 15
+    ctc = REGISTRY.get("ctc_loss")
+    assert loss_work(ctc, {"log_probs": log_probs, "targets": targets, "target_lengths": torch.tensor([3, 4])},
+                     {})[0] == 50 * 2 * 9
+    assert loss_work(ctc, {"log_probs": log_probs, "targets": targets}, {})[0] == 50 * 2 * 15
+    # lengths past the padded targets: the loss's own refusal says so, not the count (the review)
+    assert loss_work(ctc, {"log_probs": log_probs, "targets": targets, "target_lengths": [3, 10**8]},
+                     {})[0] == 50 * 2 * 15
+    # linear_cross_entropy's chunked implementation builds batch_chunk_size rows of logits at a time
+    lce = {"input": meta(4200, 16), "linear_weight": meta(16384, 16), "target": meta(4200, dtype=torch.int64)}
+    assert loss_work(REGISTRY.get("linear_cross_entropy"), lce, {"options": {"batch_chunk_size": 512}})[0] == \
+        512 * 16384
+    _refused("linear_cross_entropy", lce, "inputs.linear_weight")
+    # adaptive_log_softmax_with_loss: the head's logits, and the largest tail's
+    alsm = {"input": meta(16384, 4), "head.weight": meta(16001, 4), "tail.0.1.weight": meta(50, 2)}
+    assert loss_work(REGISTRY.get("adaptive_log_softmax_with_loss"), alsm, {})[0] == 16384 * (16001 + 50)
 
 
 def test_what_is_no_larger_than_the_inputs_is_never_refused() -> None:
     """However large the inputs the server's limits let through, a loss that builds nothing larger counts 0:
     class indices broadcast with nothing, and shapes that do not broadcast are not combined elementwise."""
     big = meta(10**9)
-    assert check_work(REGISTRY.get("mse_loss"), {"input": big, "target": big}) == 0
+    assert check_work(REGISTRY.get("mse_loss"), {"input": big, "target": big}, {}) == 0
     assert check_work(REGISTRY.get("cross_entropy"), {"input": meta(100_000, 1),
-                                                      "target": meta(100_000, dtype=torch.int64)}) == 0
-    assert check_work(REGISTRY.get("nt_xent_loss"), {"input": meta(3, 10**8), "target": meta(3, 10**8)}) == 0
+                                                      "target": meta(100_000, dtype=torch.int64)}, {}) == 0
+    assert check_work(REGISTRY.get("nt_xent_loss"), {"input": meta(3, 10**8), "target": meta(3, 10**8)}, {}) == 0
     assert check_work(REGISTRY.get("info_nce_loss"), {"query": meta(10, 4), "positive_key": meta(10, 4),
-                                                      "negative_keys": meta(10, 10**6, 4)}) == 0  # paired
+                                                      "negative_keys": meta(10, 10**6, 4)}, {}) == 0  # paired
+
+
+# Shapes that would broadcast beyond every input, for losses that do not broadcast them (the review of the rule:
+# each was refused while torch computes it in O(N)).
+NOT_BROADCAST = [
+    ("info_nce_loss", {"query": meta(1024, 128), "positive_key": meta(1024, 128),
+                       "negative_keys": meta(1024, 1, 128)}, {"negative_mode": "paired"}),  # one hard negative each
+    ("gaussian_nll_loss", {"input": meta(10000, 1), "target": meta(10000, 1), "var": meta(10000)}, {}),
+    ("cosine_embedding_loss", {"input1": meta(10000, 1), "input2": meta(10000, 1), "target": meta(10000)}, {}),
+    ("cross_entropy", {"input": meta(100, 1000, 1), "target": meta(100, 1, dtype=torch.int64),
+                       "weight": meta(1000)}, {}),
+    ("nll_loss", {"input": meta(100, 1000, 1), "target": meta(100, 1, dtype=torch.int64), "weight": meta(1000)}, {}),
+]
+
+
+@pytest.mark.parametrize(("loss", "bound", "params"), NOT_BROADCAST, ids=[c[0] for c in NOT_BROADCAST])
+def test_only_the_inputs_a_loss_broadcasts_count_as_broadcast(loss: str, bound: dict[str, Any],
+                                                              params: dict[str, Any]) -> None:
+    assert check_work(REGISTRY.get(loss), bound, params) == 0
+
+
+def test_a_broadcast_counts_whatever_the_dtypes_sent() -> None:
+    """An int8 target of mse_loss broadcasts as a float one does (it was left out: 24 KB took 650 MB)."""
+    _refused("mse_loss", {"input": meta(1, 8200, dtype=torch.float16), "target": meta(8200, 1, dtype=torch.int8)},
+             "inputs")
 
 
 def test_an_objectives_terms_count_together() -> None:
     x = meta(3000, 1)
-    built = check_work(REGISTRY.get("nt_xent_loss"), {"input": x, "target": x})
+    built = check_work(REGISTRY.get("nt_xent_loss"), {"input": x, "target": x}, {})
     assert built == 6000 ** 2 < MAX_LOSS_WORK < 2 * built
     message = _refused("nt_xent_loss", {"input": x, "target": x}, "inputs.input", before=built).message
     assert f"in all (the objective's terms before this one: {built})" in message
@@ -114,3 +152,16 @@ def test_a_request_over_the_limit_is_refused_before_its_loss_runs(monkeypatch: p
     assert (info.value.field, info.value.code) == ("inputs.input", "RESOURCE_EXHAUSTED"), info.value
     assert "the (2N)² similarity matrix, 144000000 elements, from inputs input [6000, 1], target [6000, 1]" in \
         info.value.message
+
+
+def test_the_histogram_losses_count_their_joint_histograms() -> None:
+    """mutual_information_loss bounded signals × samples × bins, but its joint histograms are signals × bins²:
+    232 bytes asked 400 MB (the review). global_mutual_information_loss likewise (N × bins²)."""
+    x = torch.rand(16384, 1)
+    with pytest.raises(FieldError, match=r"16384 signals of 1 samples × 64 bins take 67108864 kernel evaluations "
+                                         r"and histogram cells"):
+        REGISTRY.get("mutual_information_loss").fn(x, x, signal_dims=1, kernel="gaussian", num_bins=64,
+                                                   window_radius=1.0, reduction="none")
+    with pytest.raises(FieldError, match=r"take 67108864 weights and cells"):
+        handle_evaluate_bytes(REGISTRY, build_request("global_mutual_information_loss", x.numpy(), x.numpy(),
+                                                      num_bins=64)[0])
