@@ -11,10 +11,24 @@ True
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from ._registry import Equivalent, Input, Param, narrowed, register_loss, require, require_class_indices, widened
+from ._registry import (
+    Equivalent,
+    Input,
+    Param,
+    Work,
+    narrowed,
+    register_loss,
+    require,
+    require_class_indices,
+    widened,
+)
 
 __all__ = ["nacl_loss"]
 
@@ -50,8 +64,23 @@ def _smoothed_onehot(target: torch.Tensor, n_classes: int, dtype: torch.dtype, k
     return out
 
 
+def _padded_onehot(bound: Mapping[str, Any], params: Mapping[str, Any]) -> int:
+    """The elements of nacl_loss's padded one-hot target: N · C · Π(side + window - 1), the window the mean
+    filter's kernel_size or the Gaussian's 8 sigma (a tiny volume padded by 30 on each side grows 30,000-fold)."""
+    input = bound["input"]
+    if input.dim() not in (4, 5):
+        return 0
+    if params["kernel_ops"] == "mean":
+        window = int(params["kernel_size"])
+    else:
+        window = 2 * int(max(float(params["sigma"]) * 4.0, 0.5) + 0.5) + 1
+    n, c, *spatial = (int(s) for s in input.shape)
+    return n * c * math.prod(side + window - 1 for side in spatial)
+
+
 @register_loss(
     "nacl_loss",
+    work=Work("the padded one-hot target (N · C · Π(side + window - 1))", "inputs.input", _padded_onehot),
     aliases=("NACLLoss", "nacl", "neighbor_aware_calibration_loss"),
     refuses=(
         "an input not shaped (N, C, H, W) or (N, C, D, H, W)",

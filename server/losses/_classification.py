@@ -369,6 +369,7 @@ def _mlsm_example(dt: torch.dtype) -> dict[str, object]:
 
 @register_loss(
     "multilabel_soft_margin_loss",
+    broadcasts=("input", "target"),
     aliases=("MultiLabelSoftMarginLoss", "multilabel_soft_margin"),
     inputs=(
         Input("input", "prediction", differentiable=True, aliases=("y_pred",), doc="logits, (N, C)"),

@@ -266,18 +266,20 @@ def _lce_example(dt: torch.dtype) -> dict[str, object]:
 
 
 def _logits(bound: Mapping[str, Any], params: Mapping[str, Any]) -> int:
-    """The elements of linear_cross_entropy's logits: ``(*input.shape[:-1], C, d1, ..., dK)``; with ``options``
-    (torch's chunked implementation, which never builds them whole) a chunk's, ``batch_chunk_size`` rows, and
-    nothing counted when torch sizes the chunks itself."""
-    input, weight = bound["input"], bound["linear_weight"]
+    """The elements of linear_cross_entropy's logits: ``(*input.shape[:-1], C, d1, ..., dK)``; where torch takes
+    its chunked path (``options`` set, a reduction it chunks, no label smoothing, class indices, no d1...dK), the
+    logits of one chunk of rows, as torch sizes it."""
+    input, weight, target = bound["input"], bound["linear_weight"], bound["target"]
     if not input.dim() or weight.dim() < 2:
         return 0
     rows: int = math.prod(input.shape[:-1])
-    if (options := params.get("options")) is not None:
-        chunk = options.get("batch_chunk_size") if isinstance(options, dict) else None
-        if not isinstance(chunk, (int, float)) or isinstance(chunk, bool) or chunk < 1:
-            return 0
-        rows = min(rows, int(chunk))
+    options = params.get("options")
+    if options is not None and weight.dim() == 2 and params["reduction"] in ("mean", "sum", "none") \
+            and params["label_smoothing"] == 0 and not (target.is_floating_point() or target.is_complex()):
+        device = torch.device("cpu") if input.device.type == "meta" else input.device
+        chunk = _lce_options(options)._adjust(num_batches=max(rows, 1), in_features=int(input.shape[-1]),
+                                              num_classes=int(weight.shape[0]), dtype=input.dtype, device=device)
+        rows = min(rows, int(chunk.batch_chunk_size))
     return rows * int(math.prod(weight.shape[:-1]))
 
 

@@ -14,7 +14,7 @@ import torch
 from lossd._wire import FieldError
 from lossd.client import build_request
 from lossd.server.evaluation import _evaluate
-from lossd.server.evaluation._binding import check_work, loss_work
+from lossd.server.evaluation._binding import bind_params, check_work, loss_work
 from lossd.server.losses import MAX_LOSS_WORK, REGISTRY
 from lossd.server.rpc import handle_evaluate_bytes
 from lossd.v1 import lossd_pb2
@@ -77,11 +77,20 @@ def test_the_counts_are_the_tensors_the_losses_build() -> None:
     # lengths past the padded targets: the loss's own refusal says so, not the count (the review)
     assert loss_work(ctc, {"log_probs": log_probs, "targets": targets, "target_lengths": [3, 10**8]},
                      {})[0] == 50 * 2 * 15
-    # linear_cross_entropy's chunked implementation builds batch_chunk_size rows of logits at a time
+    # linear_cross_entropy: torch's chunked path builds a chunk of rows of logits at a time, its reference path
+    # (no options, label smoothing, probabilities, a chunk of the whole batch) every row's
+    lce_spec = REGISTRY.get("linear_cross_entropy")
     lce = {"input": meta(4200, 16), "linear_weight": meta(16384, 16), "target": meta(4200, dtype=torch.int64)}
-    assert loss_work(REGISTRY.get("linear_cross_entropy"), lce, {"options": {"batch_chunk_size": 512}})[0] == \
-        512 * 16384
-    _refused("linear_cross_entropy", lce, "inputs.linear_weight")
+    lce_work = lambda **params: loss_work(lce_spec, lce, bind_params(lce_spec, params))[0]  # noqa: E731
+    assert lce_work(options={"batch_chunk_size": 512}) == 512 * 16384
+    assert lce_work(options={}) == 0  # torch sizes its chunks: 4 rows for 16 features, less than linear_weight
+    assert lce_work() == lce_work(options={"chunking_method": None}) == 4200 * 16384
+    assert lce_work(options={"batch_chunk_size": 512}, label_smoothing=0.1) == 4200 * 16384
+    _refused("linear_cross_entropy", lce, "inputs.linear_weight", params=bind_params(lce_spec, {}))
+    # nacl_loss pads the one-hot target by the window on every side
+    nacl = REGISTRY.get("nacl_loss")
+    assert loss_work(nacl, {"input": meta(1, 1024, 1, 1, 1), "target": meta(1, 1, 1, 1, dtype=torch.int64)},
+                     bind_params(nacl, {"kernel_size": 31}))[0] == 1024 * 31 ** 3
     # adaptive_log_softmax_with_loss: the head's logits, and the largest tail's
     alsm = {"input": meta(16384, 4), "head.weight": meta(16001, 4), "tail.0.1.weight": meta(50, 2)}
     assert loss_work(REGISTRY.get("adaptive_log_softmax_with_loss"), alsm, {})[0] == 16384 * (16001 + 50)
@@ -119,9 +128,11 @@ def test_only_the_inputs_a_loss_broadcasts_count_as_broadcast(loss: str, bound: 
 
 
 def test_a_broadcast_counts_whatever_the_dtypes_sent() -> None:
-    """An int8 target of mse_loss broadcasts as a float one does (it was left out: 24 KB took 650 MB)."""
+    """An int8 target of mse_loss broadcasts as a float one does (it was left out: 24 KB took 650 MB); so do
+    multilabel_soft_margin_loss's input and target (32 KB took 236 MB)."""
     _refused("mse_loss", {"input": meta(1, 8200, dtype=torch.float16), "target": meta(8200, 1, dtype=torch.int8)},
              "inputs")
+    _refused("multilabel_soft_margin_loss", {"input": meta(9000, 1), "target": meta(1, 9000)}, "inputs")
 
 
 def test_an_objectives_terms_count_together() -> None:
