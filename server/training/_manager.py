@@ -172,7 +172,7 @@ def _mp_context() -> multiprocessing.context.ForkServerContext | multiprocessing
     """
     if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["lossd.server.training._worker"])
+        ctx.set_forkserver_preload(["lossd.server.training._preload"])  # the worker's module, torch._dynamo
         return ctx
     return multiprocessing.get_context("spawn")
 

@@ -1,7 +1,7 @@
 """The worker process that runs one job, outside the server's serving path.
 
 The server starts it through :mod:`multiprocessing` (the ``forkserver``
-context where the platform has it: this module is preloaded there, so a job
+context where the platform has it: this module is preloaded there, by :mod:`._preload`, so a job
 starts in tens of milliseconds instead of paying torch's imports; ``spawn``
 elsewhere) with two one-way pipes:
 
@@ -39,7 +39,6 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import torch
-import torch._dynamo  # noqa: F401  (torch.optim imports it on the first step: ~2 s; pay it in the preload)
 
 from ..._wire import FieldError
 from ...v1 import training_pb2
