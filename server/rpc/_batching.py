@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,11 @@ __all__ = ["DEFAULT_BATCH_WINDOW_US", "DEFAULT_BATCH_WINDOW_ITEMS", "DynamicBatc
 DEFAULT_BATCH_WINDOW_US = 2000
 #: Most calls evaluated together by the batcher.
 DEFAULT_BATCH_WINDOW_ITEMS = 256
+#: A call in flight for longer than this is no company for a new call of its group: its reply was computed long
+#: ago, and it waits on its peer. One whose peer grants no flow-control window stays in flight as long as the
+#: connection lives, and made every lone caller of its signature wait the window at each call (an audit,
+#: 2026-12-06); 16 clients' calls take 5-20 ms from arrival to their RPC's end.
+STALE_COMPANY_S = 0.05
 
 
 @dataclass
@@ -101,7 +107,7 @@ class DynamicBatcher:
         self.calls = 0
         #: Calls evaluated at once, with nobody to wait for (see :meth:`arrive`).
         self.alone = 0
-        self._in_flight: dict[Hashable, set[asyncio.Task[Any]]] = {}  # by group key
+        self._in_flight: dict[Hashable, dict[asyncio.Task[Any], float]] = {}  # by group key: task -> its arrival
 
     def key(self, request: lossd_pb2.EvaluateLossRequest) -> Hashable | None:
         """The group a call joins, or ``None`` when it is evaluated on its own."""
@@ -110,15 +116,18 @@ class DynamicBatcher:
     def arrive(self, key: Hashable) -> bool:
         """Count the calling task (a call's RPC) in flight in group ``key`` until it ends, and say
         whether its call should wait for company (then :meth:`submit` it): when its group is pending
-        or another task of its group is in flight (calls of other groups cannot join it). Else it is
-        evaluated at once by the caller, as with the window off, and counted in ``alone``."""
+        or another task of its group arrived within :data:`STALE_COMPANY_S` and is in flight (calls of
+        other groups cannot join it). Else it is evaluated at once by the caller, as with the window off,
+        and counted in ``alone``."""
         task = asyncio.current_task()
         tasks = self._in_flight.get(key)
         if tasks is None:
-            tasks = self._in_flight[key] = set()
-        wait = len(tasks) - (task in tasks) > 0 or key in self._groups
+            tasks = self._in_flight[key] = {}
+        now = time.monotonic()
+        wait = key in self._groups or any(now - since < STALE_COMPANY_S for other, since in tasks.items()
+                                          if other is not task)
         if task is not None and task not in tasks:
-            tasks.add(task)
+            tasks[task] = now
             task.add_done_callback(functools.partial(self._ended, key))
         if not wait:
             self.alone += 1
@@ -127,7 +136,7 @@ class DynamicBatcher:
     def _ended(self, key: Hashable, task: asyncio.Task[Any]) -> None:
         tasks = self._in_flight.get(key)
         if tasks is not None:
-            tasks.discard(task)
+            tasks.pop(task, None)
             if not tasks:
                 del self._in_flight[key]
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from lossd.server.losses import REGISTRY
-from lossd.server.rpc import DynamicBatcher
+from lossd.server.rpc import DynamicBatcher, _batching
 from lossd.v1 import lossd_pb2
 
 
@@ -100,3 +102,38 @@ def test_a_call_of_another_group_in_flight_is_no_company() -> None:
         return batcher.arrive(key)
 
     assert asyncio.run(main()) == [False, 1, True, 0]
+
+
+def test_a_call_in_flight_for_long_is_no_company(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call whose reply cannot be sent (its peer grants no flow-control window) stays in flight as long as its
+    connection lives: it made every lone caller of its signature wait the window at each call (an audit,
+    2026-12-06). Past STALE_COMPANY_S in flight it is no company; a call that arrived just before is."""
+    now = [100.0]
+    monkeypatch.setattr(_batching.time, "monotonic", lambda: now[0])
+
+    async def main() -> list[object]:
+        batcher = DynamicBatcher(REGISTRY, None, 10, window_us=1000)
+        key = batcher.key(_request(1.0))
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def stalled() -> None:
+            batcher.arrive(key)
+            started.set()
+            await release.wait()
+
+        async def lone() -> bool:
+            return batcher.arrive(key)
+
+        background = asyncio.create_task(stalled())
+        await started.wait()
+        seen: list[object] = [await asyncio.create_task(lone())]  # it arrived just now: company
+        await asyncio.sleep(0)  # the lone call's done callbacks run
+        now[0] += 1.5 * _batching.STALE_COMPANY_S
+        seen.append(await asyncio.create_task(lone()))  # the stalled call is in flight still, but no company
+        await asyncio.sleep(0)
+        seen.append(batcher.in_flight)
+        release.set()
+        await background
+        return seen
+
+    assert asyncio.run(main()) == [True, False, 1]
