@@ -212,9 +212,9 @@ def test_extra_options_go_first_so_a_deliberate_so_reuseport_wins(tmp_path):
 
 def test_a_loss_that_takes_milliseconds_on_the_loop_goes_to_the_thread_pool_from_then_on(tmp_path):
     """A small request is evaluated on the event loop; a loss that took over 2 ms of CPU
-    there three times in a row after its first two calls, or 0.1 s in calls of over 20 ms, its first
-    ones too (a clDice of 50 skeleton iterations on 40×40 images: tens of ms a call), is marked slow,
-    and later calls of it go to the thread pool (the loop stays free), with the same numbers."""
+    there three times in a row after its first two calls (a clDice of 50 skeleton iterations on
+    40×40 images: tens of ms) is marked slow, and later calls of it go to the thread pool (the
+    loop stays free), with the same numbers."""
     from support.servers import serve_in_thread
 
     from lossd.server import ServerConfig, create_server, evaluate
@@ -235,10 +235,8 @@ def test_a_loss_that_takes_milliseconds_on_the_loop_goes_to_the_thread_pool_from
     with serve_in_thread(build) as port, Client(f"127.0.0.1:{port}") as c:
         service = made["server"].loss_service
         c.evaluate("mse_loss", [1.0], [0.0])
-        slow = []
-        for i in range(6):  # slow by its debt or by the streak (after two warm-up calls) at the latest, then pooled
+        for i in range(6):  # warm-up twice, judged slow three times on the loop, then on the pool
             got = c.evaluate("soft_cldice_loss", inputs={"input": x.numpy(), "target": y.numpy()}, iter_=50)
             assert got.value == expected.loss.item()
             assert got.grads["input"].tobytes() == expected.grads["input"].numpy().tobytes()
-            slow.append("soft_cldice_loss" in service.slow_losses)
-        assert slow[4:] == [True, True] and slow == sorted(slow), slow  # once slow, for good
+            assert ("soft_cldice_loss" in service.slow_losses) == (i >= 4), (i, service.slow_losses)
