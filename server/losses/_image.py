@@ -297,11 +297,21 @@ def _squared_distance_to(targets: torch.Tensor) -> torch.Tensor:
     for d in range(1, f.dim()):
         length = f.shape[d]
         offsets = torch.arange(length, dtype=torch.float64, device=f.device)
-        cost = (offsets.view(-1, 1) - offsets.view(1, -1)) ** 2  # (out index, source index)
         moved = f.movedim(d, -1)
         flat = moved.reshape(-1, length)
-        rows = max(1, _CHUNK // (length * length))
-        out = torch.cat([(flat[i:i + rows].unsqueeze(1) + cost).amin(-1) for i in range(0, flat.shape[0], rows)])
+        # pieces of at most _CHUNK elements (rows × output indices × source indices): a side of 6,000 pixels
+        # built a 6,000² cost matrix and as large a piece, 567 MB from a 30 KB request (an audit, 2026-12-06)
+        block = max(1, min(length, _CHUNK // length))  # output indices per piece
+        rows = max(1, _CHUNK // (length * block))
+        starts = range(0, length, block)
+
+        def cost(j: int) -> torch.Tensor:  # (out index, source index), out indices j to j + block
+            return (offsets[j:j + block].view(-1, 1) - offsets.view(1, -1)) ** 2
+
+        kept = [cost(j) for j in starts] if block == length else None  # the whole matrix fits in one piece
+        out = torch.cat([torch.cat([(flat[i:i + rows].unsqueeze(1) + (kept[k] if kept else cost(j))).amin(-1)
+                                    for k, j in enumerate(starts)], dim=1)
+                         for i in range(0, flat.shape[0], rows)])
         f = out.reshape(moved.shape).movedim(-1, d)
     return f
 

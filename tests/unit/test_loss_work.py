@@ -176,3 +176,29 @@ def test_the_histogram_losses_count_their_joint_histograms() -> None:
     with pytest.raises(FieldError, match=r"take 67108864 weights and cells"):
         handle_evaluate_bytes(REGISTRY, build_request("global_mutual_information_loss", x.numpy(), x.numpy(),
                                                       num_bins=64)[0])
+
+
+@pytest.mark.parametrize("shape", [(2, 37, 53), (1, 5, 7, 9), (1, 1, 300), (3, 16, 16)])
+def test_the_distance_transform_in_pieces_is_the_transform_in_one(shape: tuple[int, ...],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """hausdorff_dt_loss and boundary_loss built a side² cost matrix and as large a piece at once: 567 MB from a
+    30 KB request with a side of 6,000 (an audit, 2026-12-06). Pieces of at most _CHUNK elements now, cut along the
+    output index too: the same distances, bit for bit, whatever the piece size."""
+    from lossd.server.losses import _image
+
+    torch.manual_seed(len(shape))
+    amin, pieces = torch.Tensor.amin, []
+
+    def counted(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        pieces.append(self.numel())
+        return amin(self, *args, **kwargs)
+
+    for p in (0.0, 0.02, 0.5, 1.0):
+        mask = torch.rand(shape) < p
+        whole = _image._squared_distance_to(mask)
+        monkeypatch.setattr(_image, "_CHUNK", 7)  # a few output indices a piece: every side is cut
+        monkeypatch.setattr(torch.Tensor, "amin", counted)
+        assert torch.equal(_image._squared_distance_to(mask), whole), p
+        monkeypatch.undo()
+        assert max(pieces) <= max(shape), pieces  # one output index of one row a piece, never a side² matrix
+        pieces.clear()
