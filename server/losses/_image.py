@@ -290,6 +290,11 @@ MAX_DISTANCE_WORK = 2**27
 _CHUNK = 2**22
 
 
+def _cost(offsets: torch.Tensor, start: int, block: int) -> torch.Tensor:
+    """Squared distances from output indices ``start`` to ``start + block`` (rows) to every source index."""
+    return (offsets[start:start + block].view(-1, 1) - offsets.view(1, -1)) ** 2
+
+
 def _squared_distance_to(targets: torch.Tensor) -> torch.Tensor:
     """For (B, *spatial) booleans: squared Euclidean distance of each pixel to the nearest True pixel
     (inf where there is none). Exact: one brute-force min per spatial dimension."""
@@ -304,13 +309,9 @@ def _squared_distance_to(targets: torch.Tensor) -> torch.Tensor:
         block = max(1, min(length, _CHUNK // length))  # output indices per piece
         rows = max(1, _CHUNK // (length * block))
         starts = range(0, length, block)
-
-        def cost(j: int) -> torch.Tensor:  # (out index, source index), out indices j to j + block
-            return (offsets[j:j + block].view(-1, 1) - offsets.view(1, -1)) ** 2
-
-        kept = [cost(j) for j in starts] if block == length else None  # the whole matrix fits in one piece
-        out = torch.cat([torch.cat([(flat[i:i + rows].unsqueeze(1) + (kept[k] if kept else cost(j))).amin(-1)
-                                    for k, j in enumerate(starts)], dim=1)
+        kept = [_cost(offsets, j, block) for j in starts] if block == length else None  # the whole matrix fits
+        out = torch.cat([torch.cat([(flat[i:i + rows].unsqueeze(1) + (kept[k] if kept else _cost(offsets, j, block)))
+                                    .amin(-1) for k, j in enumerate(starts)], dim=1)
                          for i in range(0, flat.shape[0], rows)])
         f = out.reshape(moved.shape).movedim(-1, d)
     return f
