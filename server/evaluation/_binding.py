@@ -228,6 +228,8 @@ def loss_work(spec: LossSpec, bound: Mapping[str, Any], params: Mapping[str, Any
     bound ``params`` beyond its inputs: its :class:`~lossd.server.losses.Work`'s, or what its ``broadcasts``
     inputs broadcast to (a [1, N] and an [N, 1] tensor are N² elements to an elementwise loss), whichever is
     larger; ``(0, "", "")`` when neither passes the largest input."""
+    if spec.work is None and not spec.broadcasts:  # most losses: nothing to count
+        return 0, "", ""
     tensors = [t for t in bound.values() if isinstance(t, torch.Tensor)]
     largest = max((t.numel() for t in tensors), default=0)
     n = broadcast_elements([tuple(t.shape) for name in spec.broadcasts

@@ -384,15 +384,14 @@ def _evaluate_group(
             group_plans.put(key, plan)
     alone: list[int] = []
     payloads: dict[int, list[bytes]] = {}
-    if plan is None:
-        alone = members  # no member passes the wire rules: each gets its refusal
+    if plan is None or plan.stacked is None:
+        alone = members  # no member passes the wire rules, or the signature cannot be vectorized: each alone
     else:
-        names, sizes, vectorized = plan.names, plan.sizes, plan.stacked is not None
         for i in members:
             inputs = items[i].inputs
-            tensors = [inputs[n] for n in names]
+            tensors = [inputs[n] for n in plan.names]
             raws = [t.raw for t in tensors]
-            if vectorized and [len(raw) for raw in raws] == sizes and not any(t.values for t in tensors):
+            if [len(raw) for raw in raws] == plan.sizes and not any(t.values for t in tensors):
                 payloads[i] = raws
             else:
                 alone.append(i)
@@ -400,13 +399,13 @@ def _evaluate_group(
         _check(control)
         outcomes[i] = control.done(_one(functools.partial(handle_evaluate_bytes, registry, items[i], device, limits),
                                         i))
-    if plan is None or plan.stacked is None:
+    if plan is None or not payloads:
         return
     members = list(payloads)
     for at in range(0, len(members), plan.chunk):
         _check(control)
-        _evaluate_chunk(registry, items, {i: payloads[i] for i in members[at:at + plan.chunk]}, plan, plan.stacked,
-                        device, limits, outcomes, control, start)
+        _evaluate_chunk(registry, items, {i: payloads[i] for i in members[at:at + plan.chunk]}, plan, device, limits,
+                        outcomes, control, start)
         start = time.perf_counter()
 
 
@@ -422,7 +421,6 @@ def _evaluate_chunk(
     items: Sequence[lossd_pb2.EvaluateLossRequest],
     payloads: dict[int, list[bytes]],
     plan: GroupPlan,
-    stacked_plan: StackedPlan,
     device: torch.device | None,
     limits: TensorLimits | int,
     outcomes: list[Outcome | None],
@@ -454,7 +452,8 @@ def _evaluate_chunk(
         }
         if all(map(all_finite, stacked.values())):
             decode_s = (time.perf_counter() - start) / n
-            result = _stacked(stacked_plan, stacked, device)
+            assert plan.stacked is not None  # _evaluate_group stacks only signatures that can be vectorized
+            result = _stacked(plan.stacked, stacked, device)
     if result is None:  # each alone, each with its own refusal if any
         for i in payloads:
             _check(control)
