@@ -17,7 +17,9 @@ import contextlib
 import errno
 import gc
 import logging
+import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -572,8 +574,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # cancelled at the end of the grace period may leave evaluations on threads that nothing can
     # interrupt, and the interpreter's and libtorch's teardown takes seconds on a loaded machine;
     # neither may hold the exit past the grace period (docs/deployment.md).
+    _remove_multiprocessing_dir()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _remove_multiprocessing_dir() -> None:
+    """Remove multiprocessing's temporary directory (``pymp-*`` under ``TMPDIR``: the forkserver's socket),
+    which its exit handler would remove and ``os._exit`` skips: every server that had run a job left one."""
+    tempdir = getattr(multiprocessing.current_process(), "_config", {}).get("tempdir")
+    if tempdir:
+        shutil.rmtree(tempdir, ignore_errors=True)
 

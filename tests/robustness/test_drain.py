@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -306,7 +308,9 @@ def test_ctrl_c_to_the_process_group_interrupts_a_job_at_its_step_without_a_trac
     from lossd.v1 import training_pb2
 
     spec = small_spec(epochs=10000, batch_size=10, metrics=[], step_events_per_second=0, world_size=world_size)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOSSD_DEVICE": "cpu"}
+    # its own TMPDIR, short (a socket's path is at most 107 bytes), to see what the server leaves there
+    scratch = Path(tempfile.mkdtemp(prefix="lossd-tmp-"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOSSD_DEVICE": "cpu", "TMPDIR": str(scratch)}
     cmd = [sys.executable, "-m", "lossd.server", "--port", "0", "--plugins", "none", "--log-format", "json",
            "--max-epochs", "100000", "--data-dir", str(tmp_path / "data")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -330,10 +334,13 @@ def test_ctrl_c_to_the_process_group_interrupts_a_job_at_its_step_without_a_trac
                     break
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(30) == 0
+        # multiprocessing's directory (the forkserver's socket), which os._exit kept: one per server that ran a job
+        assert not list(scratch.glob("pymp-*")), list(scratch.iterdir())
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
     reader.join(5)
     assert not [line for line in lines if not line.startswith("{")], "".join(lines)
     assert "Traceback" not in "".join(lines)
