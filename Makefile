@@ -96,8 +96,8 @@ check: venv ## ruff + mypy --strict + tests/unit: the fast loop before a commit 
 fix: venv ## sort import blocks, re-wrap over-long statements (only those); lists what needs a hand
 	$(BIN)/python tests/support/lint.py fix
 
-test: venv buf ## the whole test suite (what CI runs)
-	BUF="$(abspath $(BUF))" $(BIN)/pytest $(PYTEST_ARGS)
+test: venv buf ## the whole test suite (what CI runs), then its 25 slowest tests
+	BUF="$(abspath $(BUF))" $(BIN)/pytest --durations=25 $(PYTEST_ARGS)
 
 dist: venv ## build the sdist and the wheel into dist/ (python -m build: the wheel is built from the sdist)
 	rm -rf dist
