@@ -18,10 +18,12 @@ from ._registry import (
     Input,
     Param,
     Work,
+    narrowed,
     reduce,
     register_loss,
     require,
     require_same_shape,
+    widened,
 )
 
 __all__: list[str] = []
@@ -276,14 +278,18 @@ def nt_xent_loss(input: torch.Tensor, target: torch.Tensor, *, temperature: floa
     ),
     description="Barlow Twins (Zbontar et al. 2021): Σ (1 - C_ii)² + λ Σ_{i≠j} C_ij², C the batch cross-correlation.",
     source="lossd (Zbontar et al. 2021; MONAI BarlowTwinsLoss conventions)",
+    notes="Half precision is computed in float32 and the loss cast back (MONAI computes C - I in float32).",
     example=_two_views_example,
     equivalents=(Equivalent("monai.losses.BarlowTwinsLoss(lambd=5e-3)", {}, ""),),
     work=_BARLOW_WORK,
 )
 def barlow_twins_loss(input: torch.Tensor, target: torch.Tensor, *, lambd: float, normalization: str) -> torch.Tensor:
-    """``C = ẑ1ᵀ ẑ2 / N`` of the standardised views; ``Σ_i (C_ii - 1)² + lambd · Σ_{i≠j} C_ij²``."""
+    """``C = ẑ1ᵀ ẑ2 / N`` of the standardised views; ``Σ_i (C_ii - 1)² + lambd · Σ_{i≠j} C_ij²``. Half precision is
+    computed in float32 and the loss cast back, as MONAI's ``C - eye`` (float32) does: ``Σ_{i≠j} C_ij²`` over D²
+    terms passed float16's 65504 (an inf loss, NaN gradients) where ``lambd`` times it is finite."""
     _require_two_views(input, target, 2)
-    n = input.shape[0]
+    n, dtype = input.shape[0], torch.promote_types(input.dtype, target.dtype)
+    input, target = widened(input), widened(target)
 
     def standardise(z: torch.Tensor) -> torch.Tensor:
         centred = z - z.mean(0)
@@ -295,4 +301,4 @@ def barlow_twins_loss(input: torch.Tensor, target: torch.Tensor, *, lambd: float
     diagonal = torch.diagonal(c)
     on = (diagonal - 1).pow(2).sum()
     off = c.pow(2).masked_fill(torch.eye(c.shape[0], dtype=torch.bool, device=c.device), 0).sum()
-    return on + lambd * off
+    return narrowed(on + lambd * off, dtype)

@@ -134,6 +134,8 @@ geman_mcclure_loss = _register(
     ),
     description="Wing loss for landmark regression (Feng et al. 2018): w·log(1 + |x|/ε) near 0, |x| - C beyond w.",
     source="lossd (Feng et al. 2018; smp/pytorch-toolbelt wing_loss conventions)",
+    notes="Half precision is computed in float32 and the loss cast back: w·log(1 + |x|/ε) passes float16's range "
+    "for a wide w where the mean does not.",
     example=_example,
     equivalents=(
         Equivalent("pytorch_toolbelt.losses.WingLoss(width=5, curvature=0.5, reduction='mean')", {}, ""),
@@ -147,9 +149,12 @@ geman_mcclure_loss = _register(
 def wing_loss(
     input: torch.Tensor, target: torch.Tensor, *, width: float, curvature: float, reduction: str
 ) -> torch.Tensor:
-    """``|x| < w``: ``w·log(1 + |x|/ε)``; else ``|x| - C`` with ``C = w - w·log(1 + w/ε)`` (continuous at w)."""
+    """``|x| < w``: ``w·log(1 + |x|/ε)``; else ``|x| - C`` with ``C = w - w·log(1 + w/ε)`` (continuous at w). Half
+    precision is computed in float32 and the loss cast back: ``w·log(1 + |x|/ε)`` passed float16's 65504 for a wide
+    ``w`` (30000) where the mean is finite, and so did ``target - input``."""
     require_same_shape(input, target, "the loss is elementwise")
     require(width > 0 and curvature > 0, "params.width", "width and curvature must be positive")
-    d = (target - input).abs()
+    dtype = torch.promote_types(input.dtype, target.dtype)
+    d = (widened(target) - widened(input)).abs()
     c = width - width * math.log1p(width / curvature)
-    return reduce(torch.where(d < width, width * torch.log1p(d / curvature), d - c), reduction)
+    return narrowed(reduce(torch.where(d < width, width * torch.log1p(d / curvature), d - c), reduction), dtype)

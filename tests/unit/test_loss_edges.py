@@ -168,6 +168,26 @@ def test_hausdorff_dt_distances_stay_in_float32_for_half_inputs() -> None:
 
 
 @pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("normalization", ["std", "batch_norm"])
+def test_barlow_twins_off_diagonal_sum_of_half_views_does_not_overflow(dtype: torch.dtype, normalization: str) -> None:
+    """Σ_{i≠j} C_ij² over D² terms passed 65504 in float16 before lambd weighted it: two samples of 1024 features
+    (every |C_ij| 1 with 'batch_norm', 1/2 with 'std') gave an inf loss and NaN gradients; 16 × 1024 an inf
+    loss for 1456 ('batch_norm'). MONAI sums C - I in float32."""
+    g = torch.Generator().manual_seed(0)
+    for n, d in ((2, 1024), (16, 1024)):
+        x, y = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+        _close_to_float64("barlow_twins_loss", x, y, dtype, normalization=normalization)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_a_wide_wings_half_terms_do_not_overflow(dtype: torch.dtype) -> None:
+    """width · log(1 + |x| / curvature) passed 65504 in float16 for width 30000: the mean was inf for 62346."""
+    g = torch.Generator().manual_seed(0)
+    x, t = 4 * torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    _close_to_float64("wing_loss", x, t, dtype, width=30000.0)
+
+
+@pytest.mark.parametrize("dtype", HALF)
 def test_lncc_window_sums_of_half_images_do_not_overflow(dtype: torch.dtype) -> None:
     """Window sums of x² for [0, 255] images and a 41³ window volume overflowed float16: NaN loss and gradients
     (bfloat16: the variances cancel, 2% off)."""
