@@ -179,6 +179,8 @@ def run_bound(
     returns them)."""
     spec, sent_as, kwargs, wanted = binding.spec, binding.sent_as, binding.kwargs, binding.wanted
     scalars = binding.scalars
+    if grad_output is not None:  # before the forward: its work would be thrown away
+        _check_grad_output_shape(grad_output, _output_shape(binding, tensors))
     if binding.fresh:
         kwargs, scalars = param_copies(kwargs), param_copies(scalars)
     if device is not None and device.type != "cpu":
@@ -410,11 +412,42 @@ def _torch_refusal(name: str, what: str, e: Exception, field: str = "inputs") ->
     return FieldError(field, f"{name} {what}: {text}")
 
 
+def _output_shape(binding: Binding, tensors: Mapping[str, torch.Tensor]) -> tuple[int, ...] | None:
+    """The shape of the bound loss's output, from its inputs' shapes and dtypes alone: its function run on meta
+    tensors (torch's own shape rules; no data, nothing allocated), its warnings discarded. ``None`` where that
+    cannot tell: a loss that reads its inputs' values (a class-index range, an ``.item()``), one that raises, and
+    a plugin's (the operator's code runs once a call).
+
+    >>> from lossd.server.losses import REGISTRY
+    >>> b, t = bind(REGISTRY, "mse", {"y_pred": torch.zeros(10**6, 3), "y_true": torch.zeros(3)}, {"reduction": "none"})
+    >>> _output_shape(b, t)
+    (1000000, 3)
+    """
+    spec = binding.spec
+    if spec.plugin:
+        return None
+    meta = {k: torch.empty(t.shape, dtype=t.dtype, device="meta") for k, t in tensors.items()}
+    inputs: dict[str, Any] = {i.name: None for i in spec.inputs}
+    inputs.update(meta)
+    inputs.update(param_copies(binding.scalars))
+    try:
+        with capture(), torch.no_grad():
+            out = spec.fn(**inputs, **param_copies(binding.kwargs))
+    except Exception:  # the forward itself then says what is wrong, in its own words
+        return None
+    return tuple(out.shape) if isinstance(out, torch.Tensor) else None
+
+
+def _check_grad_output_shape(grad_output: torch.Tensor, shape: Sequence[int] | None) -> None:
+    """Refuse ``grad_output`` unless it has ``shape``, the loss's (``None``: not known yet, nothing refused)."""
+    if shape is not None and tuple(grad_output.shape) != tuple(shape):
+        raise FieldError("grad_output", f"has shape {list(grad_output.shape)}; the loss has shape {list(shape)}")
+
+
 def _grad_output(out: torch.Tensor, grad_output: torch.Tensor | None) -> torch.Tensor:
     if grad_output is None:
         return torch.ones_like(out)
-    if tuple(grad_output.shape) != tuple(out.shape):
-        raise FieldError("grad_output", f"has shape {list(grad_output.shape)}; the loss has shape {list(out.shape)}")
+    _check_grad_output_shape(grad_output, out.shape)
     if not has_grad(grad_output):
         raise FieldError("grad_output", "must have a floating-point or complex dtype")
     if grad_output.is_complex() and not out.is_complex():

@@ -319,6 +319,7 @@ def _logits(bound: Mapping[str, Any], params: Mapping[str, Any]) -> int:
     example=_lce_example,
     domain=(SMOOTHING,),
     refuses=("class indices outside [0, C) other than ignore_index", "a weight not shaped (C)",
+             "class indices of a batched input not shaped (N, d1, ..., dK)",
              "class-probability targets not shaped like the logits, or with ignore_index set",
              "options with unknown keys or values LinearCrossEntropyOptions refuses"),
 )
@@ -357,6 +358,11 @@ def linear_cross_entropy(
                 f"class-probability targets must have the logits' shape {list(logits_shape)}; "
                 f"got {list(target.shape)}")
     else:
+        if input.dim() == 2:  # before the projection: torch refuses a mismatch only once it has the logits
+            batch = (input.shape[0], *linear_weight.shape[1:-1])
+            require(tuple(target.shape) == batch, "inputs.target",
+                    f"class indices must have shape {list(batch)} (input's batch N, then linear_weight's "
+                    f"d1, ..., dK); got {list(target.shape)}")
         target = class_indices(target)  # torch takes int64 class indices; lossd any integer dtype
         require_class_indices(target, n_classes, -100 if ignore_index is None else ignore_index)
     return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias, weight=weight,
