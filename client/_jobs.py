@@ -233,7 +233,8 @@ class Jobs(ClientBase):
         return [rows[k] for k in sorted(rows)]
 
     def cancel(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
-        """Stop a job; returns it once CANCELLED (or in the terminal state it reached first)."""
+        """Stop a job; returns it once CANCELLED (or in the terminal state it reached first). A job already
+        CANCELLED is returned as it is; one that ended SUCCEEDED or FAILED raises ``FailedPrecondition``."""
         return self._unary(CANCEL_JOB, training_pb2.CancelJobRequest(job_id=job_id), timeout).job
 
     def delete_job(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
@@ -346,7 +347,8 @@ class AsyncJobs(ClientBase):
         return [rows[k] for k in sorted(rows)]
 
     async def cancel(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
-        """Stop a job; returns it once it ended."""
+        """Stop a job; returns it once it ended (as :meth:`Jobs.cancel`: a job already CANCELLED is returned as it
+        is)."""
         return (await self._unary(CANCEL_JOB, training_pb2.CancelJobRequest(job_id=job_id), timeout)).job
 
     async def delete_job(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:

@@ -1158,8 +1158,11 @@ class JobManager:
                         await asyncio.wait_for(waiter.wait(), self.store.poll_s)
 
     async def cancel(self, job_id: str) -> JobRow:
-        """Cancel a job that has not ended; returns its row once it has."""
+        """Cancel a job that has not ended; returns its row once it has. A job already CANCELLED (a retry, or
+        a call beside the one that cancelled it) is returned as it is: cancelling is idempotent."""
         row = await self.job(job_id)
+        if row.state == training_pb2.JOB_STATE_CANCELLED:
+            return row
         if row.terminal:
             raise FieldError("job_id", f"job {job_id} already ended {training_pb2.JobState.Name(row.state)[10:]}; "
                             "only queued, running or interrupted jobs can be cancelled", "FAILED_PRECONDITION")

@@ -153,10 +153,47 @@ def test_cancel_a_running_job(stub: training_pb2_grpc.TrainingServiceStub) -> No
     final = events[-1]
     assert final.state == pb.JOB_STATE_CANCELLED and "cancelled after step" in final.message
     assert 0 < final.step < final.total_steps and final.parameters  # the parameters so far
+    # a retry (after a lost reply, a deadline) answers as the first call did: it was FAILED_PRECONDITION
+    assert stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=10).job == reply.job
+
+
+def test_cancel_job_is_idempotent_for_concurrent_calls_and_retries(
+        address: str, stub: training_pb2_grpc.TrainingServiceStub) -> None:
+    """Concurrent CancelJob calls of one job all answer OK with the job CANCELLED, as a retry does; one call
+    read the job after another had cancelled it and was refused FAILED_PRECONDITION "already ended CANCELLED".
+    A job that ended otherwise is still refused."""
+    import asyncio
+
+    done = run(stub, small_spec())[-1]
+    running = [submit(stub, LONG) for _ in range(2)]  # both slots: the jobs below stay queued
+    queued = [submit(stub, LONG) for _ in range(2)]
+
+    async def cancel_each(job_ids: list[str], calls: int) -> list[list[pb.Job]]:
+        async with grpc.aio.insecure_channel(address) as channel:
+            jobs = training_pb2_grpc.TrainingServiceStub(channel)
+            answers = []
+            for job_id in job_ids:
+                replies = await asyncio.gather(*(jobs.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30)
+                                                 for _ in range(calls)))
+                answers.append([r.job for r in replies])
+            return answers
+
+    try:
+        for job_id in running:
+            wait_running(stub, job_id)
+        for job_id, answers in zip(queued + running, asyncio.run(cancel_each(queued + running, 3)), strict=True):
+            assert {a.state for a in answers} == {pb.JOB_STATE_CANCELLED}, (job_id, answers)
+            assert all(a.last_seq == answers[0].last_seq for a in answers), answers  # one cancel, one event
+            again = stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=10).job
+            assert again.state == pb.JOB_STATE_CANCELLED and again.last_seq == answers[0].last_seq
+        assert [e.state for e in watch(stub, queued[0])] == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_CANCELLED]
+    finally:
+        for job_id in running + queued:
+            stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30)
     with pytest.raises(grpc.RpcError) as info:
-        stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=10)
+        stub.CancelJob(pb.CancelJobRequest(job_id=done.job_id), timeout=10)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "already ended CANCELLED" in info.value.details()
+    assert info.value.details().startswith(f"job_id: job {done.job_id} already ended SUCCEEDED"), info.value.details()
 
 
 def test_the_queue_its_limit_and_cancelling_a_queued_job(stub: training_pb2_grpc.TrainingServiceStub) -> None:
@@ -185,10 +222,7 @@ def test_the_queue_its_limit_and_cancelling_a_queued_job(stub: training_pb2_grpc
         wait_running(stub, queued[1])  # the freed slot goes to the next queued job
     finally:
         for job_id in running + queued:
-            try:
-                stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30)
-            except grpc.RpcError as e:
-                assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
+            stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30)  # ended CANCELLED: answered as such
 
 
 def test_inline_raw_data_gets_raw_parameters(stub: training_pb2_grpc.TrainingServiceStub) -> None:

@@ -107,7 +107,10 @@ class TrainingServiceServicer:
     def CancelJob(self, request, context):
         """CancelJob stops a queued, running or interrupted job; a running job
         stops within one optimizer step. Returns the job once it is CANCELLED
-        (or in the terminal state it reached first).
+        (or in the terminal state it reached first). It is idempotent: a job
+        already CANCELLED (a retry, or a call made beside the one that
+        cancelled it) is returned as it is; a job that ended SUCCEEDED or
+        FAILED is refused (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

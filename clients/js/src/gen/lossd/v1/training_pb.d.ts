@@ -1468,7 +1468,10 @@ export declare const TrainingService: GenService<{
   /**
    * CancelJob stops a queued, running or interrupted job; a running job
    * stops within one optimizer step. Returns the job once it is CANCELLED
-   * (or in the terminal state it reached first).
+   * (or in the terminal state it reached first). It is idempotent: a job
+   * already CANCELLED (a retry, or a call made beside the one that
+   * cancelled it) is returned as it is; a job that ended SUCCEEDED or
+   * FAILED is refused (FAILED_PRECONDITION).
    *
    * @generated from rpc lossd.v1.TrainingService.CancelJob
    */
