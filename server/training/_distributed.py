@@ -164,7 +164,7 @@ class Rendezvous:
 
 def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint: str | None, digest: str,
                flags: Any, life: Connection, events: Connection | None, inherited: list[Connection],
-               share_checkpoints: bool = False) -> None:
+               share_checkpoints: bool = False, reached_step: int = 0) -> None:
     """One rank (a forked child of the worker): join the process group, train, report errors on ``life``."""
     _die_with_parent()
     # SIGTERM ends a rank at once, even blocked in a gloo collective: fork copied the launcher's Python
@@ -191,7 +191,7 @@ def _rank_main(rank: int, size: int, rdzv: Rendezvous, plan: JobPlan, checkpoint
                                 pg_options=rdzv.gloo_options())
         try:
             run_job(plan, Path(checkpoint) if checkpoint else None, emit, _SharedControl(flags), digest,
-                    World(rank, size))
+                    World(rank, size), reached_step)
         finally:
             dist.destroy_process_group()
     except BaseException as e:
@@ -266,8 +266,9 @@ def _failed(job_id: str, message: str) -> bytes:
 
 def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], None],
                       control: Any, digest: str, job_id: str, rdzv_endpoint: str = "",
-                      share_checkpoints: bool = False, scratch: str | None = None) -> None:
-    """Train ``plan`` on ``plan.world_size`` ranks; ``send`` forwards rank 0's serialized events.
+                      share_checkpoints: bool = False, scratch: str | None = None, reached_step: int = 0) -> None:
+    """Train ``plan`` on ``plan.world_size`` ranks; ``send`` forwards rank 0's serialized events
+    (``reached_step``: as :func:`run_job`'s).
 
     With ``plan.nodes`` > 1, this machine runs ranks ``0 … world_size/nodes − 1`` and waits (up to
     :data:`JOIN_TIMEOUT`, or a cancel) for ``nodes − 1`` machines to join on ``rdzv_endpoint``.
@@ -280,7 +281,7 @@ def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[by
         try:
             _run_ranks(plan, checkpoint, send, control, digest, job_id,
                        Rendezvous("", 0, "", 0, plan.world_size, store_file=os.path.join(folder, "store")),
-                       share_checkpoints, scratch=scratch)
+                       share_checkpoints, scratch=scratch, reached_step=reached_step)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
@@ -306,7 +307,8 @@ def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[by
     local = plan.world_size // plan.nodes
     prefix = store.get(group).decode()
     _run_ranks(plan, checkpoint, send, control, digest, job_id, Rendezvous(host, port, prefix, 0, local),
-               share_checkpoints, stop_reason=_SilentMachines(store, prefix, plan.nodes, local), scratch=scratch)
+               share_checkpoints, stop_reason=_SilentMachines(store, prefix, plan.nodes, local), scratch=scratch,
+               reached_step=reached_step)
 
 
 def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str,
@@ -431,7 +433,8 @@ def join_job(spec: training_pb2.TrainJobRequest, job_id: str, rdzv_endpoint: str
 
 def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], None], control: Any, digest: str,
                job_id: str, rdzv: Rendezvous, share_checkpoints: bool = False,
-               stop_reason: Callable[[], str] | None = None, scratch: str | None = None) -> None:
+               stop_reason: Callable[[], str] | None = None, scratch: str | None = None,
+               reached_step: int = 0) -> None:
     """Fork this machine's ranks and relay for them (see the module docstring). ``stop_reason`` (a multi-node
     job's), asked every :data:`RUN_CHECK_S`: ``""``, or why the ranks must stop (on another machine, the
     server's run of the job ended; on the server, a joined machine went silent). Once it has said so for
@@ -450,7 +453,7 @@ def _run_ranks(plan: JobPlan, checkpoint: Path | None, send: Callable[[bytes], N
         rank = rdzv.first_rank + r
         others = [c for i, (_, c) in enumerate(lives) if i != r] + ([] if rank == 0 else [events_w])
         args[r] = (rank, size, rdzv, plan, str(checkpoint) if checkpoint else None, digest, flags,
-                   lives[r][1], events_w if rank == 0 else None, ours + others, share_checkpoints)
+                   lives[r][1], events_w if rank == 0 else None, ours + others, share_checkpoints, reached_step)
     log_dir = tempfile.mkdtemp(prefix=f"lossd-ranks-{job_id}-", dir=scratch)
     sent_final = False
 

@@ -210,6 +210,10 @@ class _Progress:
     elapsed: float = 0.0  # seconds trained before this run
 
 
+#: The RUNNING event's note of a run that starts with no checkpoint, as a job that has not trained before does.
+STARTED = "started"
+
+
 def _read_checkpoint(path: Path, digest: str) -> tuple[dict[str, Any] | None, str]:
     """The checkpoint at ``path`` if there is one and it belongs to the spec of ``digest``; else ``None`` and the
     note a run that starts says (``started``, or why it starts over)."""
@@ -218,7 +222,7 @@ def _read_checkpoint(path: Path, digest: str) -> tuple[dict[str, Any] | None, st
     except Exception as e:  # a damaged file: the run is deterministic, so starting over gives the same result
         return None, f"started over: the checkpoint could not be read ({type(e).__name__})"
     if state is None:
-        return None, "started"
+        return None, STARTED
     if state.get("format") != CHECKPOINT_FORMAT or state.get("digest") != digest:
         return None, "started over: the checkpoint belongs to another spec or format"
     return state, ""
@@ -304,22 +308,25 @@ def run_job(
     control: Controls,
     digest: str = "",
     world: World | None = None,
+    reached_step: int = 0,
 ) -> None:
     """Train ``plan`` to its end (or a cancel/interrupt), calling ``emit`` with every event.
 
     With ``checkpoint`` set, resumes from it when it exists (and belongs to
-    ``digest``), writes it at every epoch end and on an interrupt. Returns
+    ``digest``), writes it at every epoch end and on an interrupt; ``reached_step``, the step the job had
+    reached before (its store's), makes a run without a checkpoint say that it starts over. Returns
     after emitting the terminal (or INTERRUPTED) event; a failure is a FAILED event, not an exception
     (with ``world``, a failure of this rank alone raises :class:`RankFailure`). With ``world``, only
     rank 0 emits and writes the checkpoint.
     """
-    _Run(plan, checkpoint, emit, control, digest, world).run()
+    _Run(plan, checkpoint, emit, control, digest, world, reached_step).run()
 
 
 class _Run:
     def __init__(self, plan: JobPlan, checkpoint: Path | None, emit: Callable[[training_pb2.JobEvent], None],
-                 control: Controls, digest: str, world: World | None = None) -> None:
+                 control: Controls, digest: str, world: World | None = None, reached_step: int = 0) -> None:
         self.plan, self.checkpoint, self.control, self.digest, self.world = plan, checkpoint, control, digest, world
+        self.reached_step = reached_step
         self.reporter = world is None or world.rank == 0
         self.emit = emit if self.reporter else (lambda event: None)
         torch.manual_seed(plan.seed)
@@ -401,8 +408,11 @@ class _Run:
     def _checked(self) -> tuple[dict[str, Any] | None, str]:
         """This process's checkpoint, if there is one and it belongs to this spec; else why not."""
         if self.checkpoint is None:
-            return None, "started"
+            return None, STARTED
         state, note = _read_checkpoint(self.checkpoint, self.digest)
+        if state is None and note == STARTED and self.reached_step:  # trained before, yet no checkpoint
+            return None, (f"started over: the job had reached step {self.reached_step}, but it has no checkpoint to "
+                          f"resume from ({self.checkpoint.parent.name}/{self.checkpoint.name} is missing)")
         if state is None:
             return None, note
         if self.world is not None and (state.get("world_size") != self.world.size

@@ -558,7 +558,7 @@ class JobManager:
                 target=worker_main, name=f"lossd-job-{row.job_id}", daemon=True,
                 args=(row.job_id, row.spec, checkpoint, self.config.plugins, control_r,
                       events_w, self.config.rdzv_endpoint, self.store.shares_checkpoints, job.scratch,
-                      (self.config.log_format, logging.getLevelName(self.config.log_level))),
+                      (self.config.log_format, logging.getLevelName(self.config.log_level)), row.step),
             )
             process.start()
             job.forkserver = _forkserver_pid(self._ctx)

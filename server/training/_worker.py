@@ -90,12 +90,14 @@ def worker_main(
     share_checkpoints: bool = False,
     scratch: str | None = None,
     log_settings: tuple[str, int] | None = None,
+    reached_step: int = 0,
 ) -> None:
     """Run job ``job_id`` (its spec as serialized ``TrainJobRequest`` bytes) and report through ``events_conn``.
     Temporary files (a data-parallel job's rendezvous file and rank logs) go in ``scratch``, a folder the
     server deletes when this process ends, however it ends (the system's temporary folder when ``None``).
     ``log_settings``: the server's log format and level (``("json", logging.INFO)``), which this process's
-    logging and warnings follow (``None``: left as they are)."""
+    logging and warnings follow (``None``: left as they are). ``reached_step``: the step the job had reached before
+    this run (the store's), which a run without a checkpoint reports starting over from (``run_job``)."""
     if log_settings is not None:
         log_format, level = log_settings
         configure_logging("NOTSET", log_format).setLevel(level)  # the level as a number: any the server has
@@ -140,9 +142,9 @@ def worker_main(
             # the server's exit), and a daemonic process may not have children. The ranks die with it.
             multiprocessing.current_process().daemon = False
             run_data_parallel(plan, Path(checkpoint), send, control, spec_digest(spec_bytes), job_id, rdzv_endpoint,
-                              share_checkpoints, scratch)
+                              share_checkpoints, scratch, reached_step)
         else:
-            run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes))
+            run_job(plan, Path(checkpoint), emit, control, spec_digest(spec_bytes), reached_step=reached_step)
     except FieldError as e:
         send(_failed(job_id, str(e)))
     except Exception as e:

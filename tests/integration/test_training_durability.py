@@ -413,3 +413,37 @@ def test_a_job_stopped_before_it_started_training_stays_queued(tmp_path: Path) -
     if pb.JOB_STATE_RUNNING in [e.state for e in events]:  # planning the data takes about 1 s: rare
         pytest.skip("the worker started training before the stop reached it: the timing this test needs was missed")
     assert state == pb.JOB_STATE_QUEUED and [e.state for e in events] == [pb.JOB_STATE_QUEUED], events
+
+
+def test_a_job_whose_checkpoint_went_missing_starts_over_saying_so(tmp_path: Path) -> None:
+    """An interrupted job whose checkpoint was removed from the data directory before the restart starts over
+    from step 0, and its RUNNING event says why (it said "started", as a job that had never trained), with the
+    result of an uninterrupted run: the run is deterministic."""
+    data = tmp_path / "data"
+    with ServedProcess.start(tmp_path, "--data-dir", str(data)) as served:
+        channel, stub = _stub(served.address)
+        streamed = []
+        for reply in stub.TrainJob(request(SPEC), timeout=180):
+            streamed.append(reply.event)
+            if reply.event.kind == pb.JOB_EVENT_KIND_EPOCH and reply.event.epoch == 2:
+                break
+        job_id = streamed[0].job_id
+        served.proc.send_signal(signal.SIGTERM)  # checkpoints at the next step, ends the job INTERRUPTED
+        assert served.proc.wait(30) == 0
+        channel.close()
+    (data / "checkpoints" / f"{job_id}.pt").unlink()
+
+    with ServedProcess.start(tmp_path, "--data-dir", str(data)) as served:
+        channel, stub = _stub(served.address)
+        history = _events(stub, job_id)
+        states = [e for e in history if e.kind == pb.JOB_EVENT_KIND_STATE]
+        assert [e.state for e in states] == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_INTERRUPTED,
+                                             pb.JOB_STATE_RUNNING, pb.JOB_STATE_SUCCEEDED], states
+        reached = states[2].step  # where the SIGTERM's checkpoint was
+        assert reached > 0 and "checkpoint at step" in states[2].message, states[2]
+        assert states[3].step == 0 and states[3].message == (
+            f"started over: the job had reached step {reached}, but it has no checkpoint to resume from "
+            f"(checkpoints/{job_id}.pt is missing)"), states[3].message
+        assert history[-1].parameters == _reference(stub, SPEC).parameters  # the same result, every float
+        channel.close()
+

@@ -31,7 +31,7 @@ def _worker_whose_engine_fails(stderr: str, control: Connection, events: Connect
     os.dup2(fd, 2)
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115  (pytest's capture replaced it)
 
-    def engine(*args: Any) -> None:
+    def engine(*args: Any, **kwargs: Any) -> None:
         warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support size")
         raise RuntimeError("a bug in the engine")
 
