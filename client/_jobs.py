@@ -62,13 +62,26 @@ def _state(state: StateLike) -> int:
     return int(training_pb2.JobState.Value(name if name.startswith("JOB_STATE_") else f"JOB_STATE_{name}"))
 
 
-def list_jobs_request(states: Iterable[StateLike] = (), limit: int = 0) -> training_pb2.ListJobsRequest:
-    """A ``ListJobsRequest``; states by name or number.
+#: The most jobs a server lists in one page (ListJobs' ``page_size`` is clamped to it).
+MAX_PAGE_SIZE = 1000
 
-    >>> list_jobs_request(["running", "QUEUED"], limit=5).states
+
+def list_jobs_request(states: Iterable[StateLike] = (), page_size: int = 0,
+                      page_token: str = "") -> training_pb2.ListJobsRequest:
+    """A ``ListJobsRequest`` for one page; states by name or number.
+
+    >>> list_jobs_request(["running", "QUEUED"], page_size=5).states
     [2, 1]
     """
-    return training_pb2.ListJobsRequest(states=[_state(s) for s in states], limit=limit)  # type: ignore[misc]
+    return training_pb2.ListJobsRequest(states=[_state(s) for s in states],  # type: ignore[misc]
+                                        page_size=page_size, page_token=page_token)
+
+
+def _page_size(limit: int, listed: int) -> int:
+    """The page to ask for: what ``limit`` (0: no limit) leaves after ``listed`` jobs, at most a server's page."""
+    if limit < 0:
+        raise ValueError(f"limit is {limit}; must be >= 0 (0: every job)")
+    return min(limit - listed, MAX_PAGE_SIZE) if limit else MAX_PAGE_SIZE
 
 
 def _progress(progress: bool | Progress) -> Progress | None:
@@ -197,12 +210,20 @@ class Jobs(ClientBase):
 
     def jobs(self, states: Iterable[StateLike] = (), limit: int = 0, *,
              timeout: float | None = None) -> list[training_pb2.Job]:
-        """Jobs, newest first (``Job`` messages without specs), optionally only in ``states``.
+        """Jobs, newest first (``Job`` messages without specs), optionally only in ``states``: every one, or the
+        ``limit`` newest, read a page (ListJobs call) at a time; ``timeout`` bounds each call.
 
         >>> [j.job_id for j in client.jobs(["RUNNING"])]   # doctest: +SKIP
         ['3fa85f6457a1']
         """
-        return list(self._unary(LIST_JOBS, list_jobs_request(states, limit), timeout).jobs)
+        states, token = list(states), ""
+        jobs: list[training_pb2.Job] = []
+        while size := _page_size(limit, len(jobs)):
+            page = self._unary(LIST_JOBS, list_jobs_request(states, size, token), timeout)
+            jobs += page.jobs
+            if not (token := page.next_page_token):
+                break
+        return jobs
 
     def get_job(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
         """One job's summary and spec (a ``Job`` message)."""
@@ -314,8 +335,15 @@ class AsyncJobs(ClientBase):
 
     async def jobs(self, states: Iterable[StateLike] = (), limit: int = 0, *,
                    timeout: float | None = None) -> list[training_pb2.Job]:
-        """Jobs, newest first."""
-        return list((await self._unary(LIST_JOBS, list_jobs_request(states, limit), timeout)).jobs)
+        """Jobs, newest first: every one, or the ``limit`` newest, a page at a time (as :meth:`Jobs.jobs`)."""
+        states, token = list(states), ""
+        jobs: list[training_pb2.Job] = []
+        while size := _page_size(limit, len(jobs)):
+            page = await self._unary(LIST_JOBS, list_jobs_request(states, size, token), timeout)
+            jobs += page.jobs
+            if not (token := page.next_page_token):
+                break
+        return jobs
 
     async def get_job(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
         """One job's summary and spec."""

@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="list training jobs, newest first")
     jobs.add_argument("--state", action="append", default=[], metavar="STATE",
                       help="only jobs in this state, e.g. RUNNING (repeatable)")
-    jobs.add_argument("--limit", type=_bounded(0, 2**31 - 1), default=0, help="at most this many jobs (default 100)")
+    jobs.add_argument("--limit", type=_bounded(0, 2**31 - 1), default=0,
+                      help="at most this many jobs, the newest (default: every job, read a page at a time)")
 
     watch = sub.add_parser("watch", help="follow a job's events to its end, one JSON object per line")
     watch.add_argument("job_id")

@@ -1090,9 +1090,10 @@ class JobManager:
         near = [i for i in self.store.job_ids() if i.startswith(head) or i.endswith(tail)]
         return difflib.get_close_matches(job_id, near, n=3, cutoff=0.5)
 
-    async def list_jobs(self, states: Sequence[int], limit: int) -> list[JobRow]:
-        """Jobs, newest first."""
-        rows: list[JobRow] = await self._io(self.store.list_jobs, states, limit)
+    async def list_jobs(self, states: Sequence[int], limit: int,
+                        after: tuple[float, str] | None = None) -> list[JobRow]:
+        """Jobs, newest first; with ``after`` (a job's ``(created, job_id)``), those listed after it."""
+        rows: list[JobRow] = await self._io(self.store.list_jobs, states, limit, after)
         return rows
 
     async def watch(

@@ -394,14 +394,20 @@ class PostgresJobStore:
                            (job_id,)).fetchone()
         return None if r is None else _row_and_result(r, with_spec)
 
-    def list_jobs(self, states: Iterable[int] = (), limit: int = 100) -> list[JobRow]:
-        """Jobs, newest first, optionally only those in ``states``."""
+    def list_jobs(self, states: Iterable[int] = (), limit: int = 100,
+                  after: tuple[float, str] | None = None) -> list[JobRow]:
+        """Jobs, newest first, optionally only those in ``states``; with ``after``, those after that job
+        (as :meth:`SQLiteJobStore.list_jobs <lossd.server.training._store.SQLiteJobStore.list_jobs>`)."""
         wanted = list(states)
-        where = "WHERE state = ANY(%s)" if wanted else ""
-        args: tuple[Any, ...] = (wanted, limit) if wanted else (limit,)
+        where = ["state = ANY(%s)"] if wanted else []
+        args: list[Any] = [wanted] if wanted else []
+        if after is not None:
+            where.append("(created < %s OR (created = %s AND job_id > %s))")
+            args += [after[0], after[0], after[1]]
+        sql = f"WHERE {' AND '.join(where)}" if where else ""
         with self._tx() as db:
-            rows = db.execute(f"SELECT {_COLUMNS} FROM lossd_jobs {where} ORDER BY created DESC, job_id LIMIT %s",
-                              args).fetchall()
+            rows = db.execute(f"SELECT {_COLUMNS} FROM lossd_jobs {sql} ORDER BY created DESC, job_id LIMIT %s",
+                              (*args, limit)).fetchall()
         return [_row(r) for r in rows]
 
     def job_ids(self, limit: int = 1000) -> list[str]:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import functools
+import hashlib
 import itertools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+import math
+import struct
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -16,15 +21,63 @@ from ..._settings import flag_name
 from ..._wire import FieldError, reply_encoding
 from ...v1 import training_pb2, training_pb2_grpc
 from ..rpc import rich_status
-from ._manager import JobManager
-from ._store import TERMINAL_STATES
+from ._manager import JOB_ID, JobManager
+from ._store import TERMINAL_STATES, JobRow
 
 __all__ = ["TrainingService"]
 
 log = logging.getLogger("lossd.server.training")
 
-#: ListJobs' default and largest ``limit``.
+#: ListJobs' default and largest ``limit`` (and ``page_size``, which is clamped to it rather than refused).
 DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 100, 1000
+
+#: A page token's bytes before base64: version, the last listed job's ``created`` and id, then a check.
+_CURSOR = struct.Struct("<Bd12s")
+_CHECK = 8
+
+
+def _check(cursor: bytes, states: Sequence[int]) -> bytes:
+    """The check that ties a page token to its bytes and to the listing's ``states``: not a secret (the token
+    only names a position in a listing the caller may read), it makes an edited token or a token of another
+    filter a refusal rather than another page."""
+    return hashlib.sha256(cursor + bytes(repr([int(s) for s in states]), "ascii")).digest()[:_CHECK]
+
+
+def page_token(last: JobRow, states: Sequence[int]) -> str:
+    """The opaque ``next_page_token`` after ``last`` (base64url of the cursor and its check)."""
+    cursor = _CURSOR.pack(1, last.created, last.job_id.encode("ascii"))
+    return base64.urlsafe_b64encode(cursor + _check(cursor, states)).decode("ascii").rstrip("=")
+
+
+def read_page_token(token: str, states: Sequence[int]) -> tuple[float, str]:
+    """The ``(created, job_id)`` a :func:`page_token` holds; a ``FieldError`` naming ``page_token`` for one
+    that this server did not make for these ``states`` (malformed, edited, or of another filter)."""
+    refused = FieldError("page_token", "is not a next_page_token of a ListJobs call with these states; "
+                         "send it unchanged, with the same states, or leave it empty for the first page")
+    try:
+        data = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise refused from None
+    cursor, check = data[:-_CHECK], data[-_CHECK:]
+    if len(cursor) != _CURSOR.size or check != _check(cursor, states):
+        raise refused
+    version, created, job_id = _CURSOR.unpack(cursor)
+    if version != 1 or not math.isfinite(created) or not JOB_ID.fullmatch(job_id.decode("latin-1")):
+        raise refused
+    return created, job_id.decode("ascii")
+
+
+def _page_size(request: training_pb2.ListJobsRequest) -> int:
+    """Jobs in the page: ``page_size`` (AIP-158: default 100, clamped to 1000, negative refused), else the
+    older ``limit`` (over 1000 refused, as it always was)."""
+    if request.page_size < 0:
+        raise FieldError("page_size", f"is {request.page_size}; must be >= 0 (0: {DEFAULT_LIST_LIMIT}; "
+                         f"at most {MAX_LIST_LIMIT} are listed per page)")
+    if request.page_size:
+        return min(request.page_size, MAX_LIST_LIMIT)
+    if request.limit < 0 or request.limit > MAX_LIST_LIMIT:
+        raise FieldError("limit", f"is {request.limit}; must be in [1, {MAX_LIST_LIMIT}] (0: {DEFAULT_LIST_LIMIT})")
+    return request.limit or DEFAULT_LIST_LIMIT
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: FieldError) -> NoReturn:
@@ -122,24 +175,26 @@ class TrainingService(training_pb2_grpc.TrainingServiceServicer):
     @_internal_when_unexpected
     async def ListJobs(self, request: training_pb2.ListJobsRequest,
                        context: grpc.aio.ServicerContext[Any, Any]) -> training_pb2.ListJobsResponse:
-        if request.limit < 0 or request.limit > MAX_LIST_LIMIT:
-            await _abort(context, FieldError("limit", f"is {request.limit}; must be in [1, {MAX_LIST_LIMIT}] "
-                                            f"(0: {DEFAULT_LIST_LIMIT})"))
         # At most one entry per JobState value (server/rpc/_caps.py, before the call got here).
         for i, s in enumerate(request.states):
             if s not in training_pb2.JobState.values() or s == training_pb2.JOB_STATE_UNSPECIFIED:
                 await _abort(context, FieldError(f"states[{i}]", f"{s} is not a job state"))
         states = sorted(set(request.states))
         try:
-            rows = await self._jobs.list_jobs(states, request.limit or DEFAULT_LIST_LIMIT)
-        except FieldError as e:  # the job store is unavailable
+            size = _page_size(request)
+            after = read_page_token(request.page_token, states) if request.page_token else None
+            rows = await self._jobs.list_jobs(states, size + 1, after)  # one more: is there a next page?
+        except FieldError as e:  # a refused field, or the job store is unavailable
             await _abort(context, e)
-        reply = training_pb2.ListJobsResponse(jobs=[r.to_proto() for r in rows])
+        rows, more = rows[:size], len(rows) > size
+        reply = training_pb2.ListJobsResponse(jobs=[r.to_proto() for r in rows],
+                                              next_page_token=page_token(rows[-1], states) if more else "")
         limit, size = self._jobs.config.limits.max_message_bytes, reply.ByteSize()
         if size > limit:  # gRPC's "Sent message larger than max" named nothing (the job audit, 2026-12-06)
             entries = itertools.accumulate(1 + varint_size(n) + n for n in (job.ByteSize() for job in reply.jobs))
             fit = sum(1 for total in entries if total <= limit)  # (a repeated field: tag, length, message)
-            await _abort(context, FieldError("limit", f"the {len(rows)} newest jobs make a reply of {size} bytes, "
+            field = "page_size" if request.page_size else "limit"
+            await _abort(context, FieldError(field, f"the {len(rows)} newest jobs make a reply of {size} bytes, "
                                              f"over the message limit of {limit} ({flag_name('max_message_bytes')}); "
                                              f"ask for at most {fit}", "RESOURCE_EXHAUSTED"))
         return reply

@@ -164,7 +164,8 @@ class JobStore(Protocol):
     def job_and_result(self, job_id: str, with_spec: bool = False,
                        ) -> tuple[JobRow, training_pb2.JobEvent | None] | None: ...
 
-    def list_jobs(self, states: Iterable[int] = (), limit: int = 100) -> list[JobRow]: ...
+    def list_jobs(self, states: Iterable[int] = (), limit: int = 100,
+                  after: tuple[float, str] | None = None) -> list[JobRow]: ...
 
     def job_ids(self, limit: int = 1000) -> list[str]: ...
 
@@ -510,13 +511,20 @@ class SQLiteJobStore:
                                  (job_id,)).fetchone()
         return None if r is None else _row_and_result(r, with_spec)
 
-    def list_jobs(self, states: Iterable[int] = (), limit: int = 100) -> list[JobRow]:
-        """Jobs, newest first, optionally only those in ``states``."""
+    def list_jobs(self, states: Iterable[int] = (), limit: int = 100,
+                  after: tuple[float, str] | None = None) -> list[JobRow]:
+        """Jobs, newest first (``created DESC, job_id``), optionally only those in ``states``; with ``after``
+        (a listed job's ``(created, job_id)``), those that come after it in that order."""
         wanted = list(states)
-        where = f"WHERE state IN ({', '.join('?' * len(wanted))})" if wanted else ""
+        where = [f"state IN ({', '.join('?' * len(wanted))})"] if wanted else []
+        args: list[Any] = list(wanted)
+        if after is not None:
+            where.append("(created < ? OR (created = ? AND job_id > ?))")
+            args += [after[0], after[0], after[1]]
+        sql = f"WHERE {' AND '.join(where)}" if where else ""
         with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY created DESC, job_id LIMIT ?",
-                                    (*wanted, limit)).fetchall()
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs {sql} ORDER BY created DESC, job_id LIMIT ?",
+                                    (*args, limit)).fetchall()
         return [_row(r) for r in rows]
 
     def job_ids(self, limit: int = 1000) -> list[str]:

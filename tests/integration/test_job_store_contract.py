@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from unittest.mock import patch
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,30 @@ def test_the_newest_jobs_are_listed_from_an_index(store: JobStore) -> None:
     assert [r.job_id for r in store.list_jobs(limit=2)] == ["000000000052", "000000000051"]
 
 
+
+def test_list_jobs_pages_after_a_job_without_skipping_or_repeating(store: JobStore) -> None:
+    """ListJobs' pages: ``after`` a listed job's (created, job_id), the jobs after it in the listing's order;
+    jobs created while paging come before the cursor, so a later page neither skips nor repeats a job, even
+    with ties on ``created``."""
+
+    with patch.object(time, "time", return_value=1000.0):  # one instant: the order falls back to the id
+        for i in (3, 1, 2):
+            _queued(store, f"00000000000{i}")
+    for i in (4, 5):
+        _queued(store, f"00000000000{i}")
+    everything = [r.job_id for r in store.list_jobs(limit=100)]
+    assert everything[2:] == ["000000000001", "000000000002", "000000000003"]
+    paged: list[str] = []
+    after = None
+    while page := store.list_jobs(limit=2, after=after):
+        if not paged:
+            _queued(store, "00000000000a")  # newer than every listed job: not in a later page
+        paged += [r.job_id for r in page]
+        after = (page[-1].created, page[-1].job_id)
+    assert paged == everything
+    assert [r.job_id for r in store.list_jobs([pb.JOB_STATE_QUEUED], 1, (1000.0, "000000000001"))] == ["000000000002"]
+
+
 def test_concurrent_claims_take_each_job_once(postgres: Any, tmp_path: Path) -> None:
     url = postgres.fresh_database()
     stores = [open_store(url, tmp_path) for _ in range(3)]
@@ -331,7 +356,6 @@ def test_delete_and_retention(store: JobStore) -> None:
     assert row is not None and row.job_id == ended and row.state == pb.JOB_STATE_SUCCEEDED
     assert store.get_job(ended) is None and store.events_after(ended, 0) == [] and store.result(ended) is None
     assert store.delete_job(ended) is None
-    import time
 
     assert store.delete_ended_before(time.time() - 3600) == 0  # ended within the hour: kept
     assert store.delete_ended_before(time.time() + 1) == 1  # ended before now + 1 s: old goes, running stays

@@ -429,3 +429,48 @@ def test_once_the_drain_begins_no_queued_job_starts() -> None:
         time.sleep(1.0)  # a start takes a few milliseconds
         assert stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10).job.state == pb.JOB_STATE_QUEUED
         assert not made["server"].jobs._running
+
+
+def test_list_jobs_pages(address: str, stub: training_pb2_grpc.TrainingServiceStub,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """ListJobs pages (AIP-158): it listed every job of the store in one message, at most 1000. Pages of 2 list
+    what one page lists, a job submitted while paging is neither in a later page nor makes one repeat a job,
+    and a bad page_size or page_token is refused naming it."""
+    import base64
+
+    from lossd.client import Client, _jobs
+
+    for _ in range(3):
+        submit(stub, small_spec())
+    everything = [j.job_id for j in stub.ListJobs(pb.ListJobsRequest(page_size=1000), timeout=10).jobs]
+    assert len(everything) >= 3
+    paged: list[str] = []
+    token = ""
+    while True:
+        page = stub.ListJobs(pb.ListJobsRequest(page_size=2, page_token=token), timeout=10)
+        assert len(page.jobs) <= 2
+        paged += [j.job_id for j in page.jobs]
+        if not paged[2:]:  # after the first page: a job submitted now is newer than every listed one
+            newer = submit(stub, small_spec())
+        if not (token := page.next_page_token):
+            break
+    assert paged == everything and newer not in paged  # nothing skipped, nothing repeated, in order
+    assert stub.ListJobs(pb.ListJobsRequest(page_size=10**6), timeout=10).jobs[0].job_id == newer  # clamped
+
+    first = stub.ListJobs(pb.ListJobsRequest(page_size=1), timeout=10)
+    token = first.next_page_token
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    edited = base64.urlsafe_b64encode(raw[:5] + bytes([raw[5] ^ 1]) + raw[6:]).decode().rstrip("=")
+    for request_, field in [(pb.ListJobsRequest(page_size=-1), "page_size: is -1"),
+                            (pb.ListJobsRequest(page_token="../../etc/passwd"), "page_token: "),
+                            (pb.ListJobsRequest(page_token=edited), "page_token: "),
+                            (pb.ListJobsRequest(page_token=token, states=[pb.JOB_STATE_QUEUED]), "page_token: ")]:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ListJobs(request_, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
+        assert info.value.details().startswith(field), info.value.details()
+
+    monkeypatch.setattr(_jobs, "MAX_PAGE_SIZE", 2)  # the SDK and the CLI read every page
+    with Client(address) as client:
+        assert [j.job_id for j in client.jobs()] == [newer, *everything]
+        assert [j.job_id for j in client.jobs(limit=3)] == [newer, *everything][:3]

@@ -98,7 +98,8 @@ class TrainingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """ListJobs lists jobs, newest first.
+        """ListJobs lists jobs, newest first, a page at a time (AIP-158):
+        `page_size` jobs and a `next_page_token` that asks for the next page.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1175,7 +1175,7 @@ export declare type GetJobResponse = Message<"lossd.v1.GetJobResponse"> & {
 export declare const GetJobResponseSchema: GenMessage<GetJobResponse>;
 
 /**
- * ListJobsRequest filters the job list.
+ * ListJobsRequest filters the job list and asks for one page of it.
  *
  * @generated from message lossd.v1.ListJobsRequest
  */
@@ -1188,11 +1188,32 @@ export declare type ListJobsRequest = Message<"lossd.v1.ListJobsRequest"> & {
   states: JobState[];
 
   /**
-   * At most this many jobs, newest first; default 100, at most 1000.
+   * The older name of `page_size`, read when `page_size` is 0: at most this
+   * many jobs, newest first; default 100; over 1000 is refused.
    *
    * @generated from field: int32 limit = 2;
    */
   limit: number;
+
+  /**
+   * At most this many jobs in the page; 0: 100 (or `limit`); a larger
+   * number than 1000 is read as 1000; negative is refused. A page may hold
+   * fewer jobs than asked for and still have a next page.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of the previous page, with the same `states`
+   * (another filter is refused); empty: the first page. Jobs are ordered
+   * by submission time, newest first, so paging while jobs are submitted
+   * neither skips nor repeats a job listed earlier; those submitted after
+   * the first page are on a new listing's first page.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
 };
 
 /**
@@ -1202,7 +1223,7 @@ export declare type ListJobsRequest = Message<"lossd.v1.ListJobsRequest"> & {
 export declare const ListJobsRequestSchema: GenMessage<ListJobsRequest>;
 
 /**
- * ListJobsResponse lists jobs, newest first (without their specs).
+ * ListJobsResponse is one page of jobs, newest first (without their specs).
  *
  * @generated from message lossd.v1.ListJobsResponse
  */
@@ -1213,6 +1234,13 @@ export declare type ListJobsResponse = Message<"lossd.v1.ListJobsResponse"> & {
    * @generated from field: repeated lossd.v1.Job jobs = 1;
    */
   jobs: Job[];
+
+  /**
+   * The token of the next page (`page_token`); empty when there is none.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -1456,7 +1484,8 @@ export declare const TrainingService: GenService<{
     output: typeof GetJobResponseSchema;
   },
   /**
-   * ListJobs lists jobs, newest first.
+   * ListJobs lists jobs, newest first, a page at a time (AIP-158):
+   * `page_size` jobs and a `next_page_token` that asks for the next page.
    *
    * @generated from rpc lossd.v1.TrainingService.ListJobs
    */
