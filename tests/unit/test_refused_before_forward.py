@@ -12,23 +12,35 @@ import torch.nn.functional as F
 
 from lossd.client import build_request
 from lossd.server.losses import REGISTRY, LossError
+from lossd.server.evaluation import _evaluate
 from lossd.server.rpc import handle_evaluate
 
 
-def _count_forwards(monkeypatch: pytest.MonkeyPatch, name: str) -> list[tuple[int, ...]]:
-    """The input shapes of every call of ``torch.nn.functional.<name>`` on real (not meta) tensors."""
+def _count_forwards(monkeypatch: pytest.MonkeyPatch, name: str,
+                    meta: list[tuple[int, ...]] | None = None) -> list[tuple[int, ...]]:
+    """The input shapes of every call of ``torch.nn.functional.<name>`` on real tensors (on meta tensors: into
+    ``meta``)."""
     real: Callable[..., torch.Tensor] = getattr(F, name)
     calls: list[tuple[int, ...]] = []
 
     def counted(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if input.device.type != "meta":
             calls.append(tuple(input.shape))
+        elif meta is not None:
+            meta.append(tuple(input.shape))
         return real(input, *args, **kwargs)
 
     monkeypatch.setattr(F, name, counted)
     return calls
 
 
+@pytest.fixture
+def shape_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """grad_output's shape checked before the forward whatever the size (the rule's threshold is 2^20 elements)."""
+    monkeypatch.setattr(_evaluate, "SHAPE_FIRST_ELEMENTS", 0)
+
+
+@pytest.mark.usefixtures("shape_first")
 @pytest.mark.parametrize(("reduction", "shape", "loss_shape"), [("none", [4, 3], [5, 3]), ("none", [], [5, 3]),
                                                                 ("mean", [5, 3], [])])
 def test_a_grad_output_of_the_wrong_shape_is_refused_before_the_forward(
@@ -42,6 +54,25 @@ def test_a_grad_output_of_the_wrong_shape_is_refused_before_the_forward(
     assert calls == []
 
 
+def test_a_small_calls_grad_output_is_checked_after_its_forward_without_a_meta_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The meta run costs more than a small call's whole forward and backward: below SHAPE_FIRST_ELEMENTS a valid
+    call never pays it, and a wrong shape is refused after the forward, in the same words."""
+    meta: list[tuple[int, ...]] = []
+    calls = _count_forwards(monkeypatch, "mse_loss", meta)
+    x, y = torch.randn(5, 3), torch.randn(5, 3)
+    handle_evaluate(REGISTRY, build_request("mse_loss", x, y, reduction="none", grad_output=torch.ones(5, 3))[0])
+    with pytest.raises(LossError) as err:
+        handle_evaluate(REGISTRY, build_request("mse_loss", x, y, reduction="none", grad_output=torch.ones(4, 3))[0])
+    assert (err.value.field, err.value.message) == ("grad_output", "has shape [4, 3]; the loss has shape [5, 3]")
+    assert (calls, meta) == ([(5, 3), (5, 3)], [])
+    big = torch.zeros(_evaluate.SHAPE_FIRST_ELEMENTS)  # at the threshold: checked first
+    with pytest.raises(LossError) as err:
+        handle_evaluate(REGISTRY, build_request("mse_loss", big, big, reduction="none", grad_output=torch.ones(3))[0])
+    assert err.value.field == "grad_output" and len(calls) == 2 and meta == [tuple(big.shape)]
+
+
+@pytest.mark.usefixtures("shape_first")
 def test_a_grad_output_of_the_right_shape_gives_torchs_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _count_forwards(monkeypatch, "mse_loss")
     g = torch.Generator().manual_seed(0)
