@@ -134,8 +134,13 @@ def _stabilizers(k1: float, k2: float, max_val: float) -> tuple[float, float]:
     return (k1 * max_val) ** 2, (k2 * max_val) ** 2
 
 
+#: The widest SSIM window: each pixel's filtering grows with it (a window of 511 on a 256² image took 6 s of CPU from
+#: 262 KB; an audit, 2026-12-06). 65 costs about 3 times the default 11, and holds a Gaussian of σ up to 16 by
+#: kornia's 2·int(2σ) + 1 (its MS_SSIMLoss's widest default is 33).
+MAX_WINDOW = 65
+
 _WINDOW = (
-    Param("window_size", "int", 11, "Side of the Gaussian window (odd).", min=1),
+    Param("window_size", "int", 11, "Side of the Gaussian window (odd).", min=1, max=MAX_WINDOW),
     Param("sigma", "float", 1.5, "Standard deviation of the Gaussian window.", min=0.0, min_exclusive=True),
     Param("max_val", "float", 1.0, "Dynamic range L of the images (kornia max_val, MONAI data_range).",
           min=0.0, min_exclusive=True),
@@ -219,6 +224,10 @@ _MS_WEIGHTS = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]
 #: each pixel's work grows with it: σ = 3·10^5 held a worker 7.6 s for a 1×2×8×8 request, and larger ones
 #: asked the allocator for gigabytes (an audit, 2026-12-06).
 MAX_SCALES, MAX_SIGMA = 16, 64.0
+#: Most window taps a pixel of ms_ssim_l1_loss's scales together (scales × window width): five of the widest
+#: SSIM window. Each scale filters five maps with the window: 16 scales of 257 took 5 s from 393 KB (an audit,
+#: 2026-12-06); kornia's default, 5 scales of 33, is 165.
+MAX_SCALE_TAPS = 5 * MAX_WINDOW
 
 
 @register_loss(
@@ -535,7 +544,8 @@ def hausdorff_er_loss(
 @register_loss(
     "ms_ssim_l1_loss",
     aliases=("ms_ssim_l1", "MSSSIML1Loss"),
-    refuses=("inputs not (N, C, H, W)", "a target shaped unlike the input"),
+    refuses=("inputs not (N, C, H, W)", "a target shaped unlike the input",
+             f"more than {MAX_SCALE_TAPS} window taps a pixel (scales × the last σ's window width)"),
     inputs=_IMAGES,
     params=(
         Param(
@@ -543,7 +553,8 @@ def hausdorff_er_loss(
             "float_list",
             [0.5, 1.0, 2.0, 4.0, 8.0],
             f"Gaussian scales (one window each, no down-sampling; at most {MAX_SCALES}, each at most {MAX_SIGMA:g}); "
-            "windows are 2·int(2·σ) + 1 wide for the last σ (as kornia), zero-padded.",
+            "windows are 2·int(2·σ) + 1 wide for the last σ (as kornia), zero-padded; scales × that width at most "
+            f"{MAX_SCALE_TAPS}.",
             min=0.0,
             min_exclusive=True,
             max=MAX_SIGMA,
@@ -586,10 +597,13 @@ def ms_ssim_l1_loss(input: torch.Tensor, target: torch.Tensor, *, sigmas: list[f
     ``|x - y|`` blurred by the largest window, averaged over channels: L1;
     loss = ``compensation · (alpha · (1 - MS-SSIM) + (1 - alpha) · L1 / L)``."""
     require(len(sigmas) <= MAX_SCALES, "params.sigmas", f"has {len(sigmas)} scales; at most {MAX_SCALES}")
-    _check_images(input, target, 1, "same")
-    x, y = widened(input), widened(target)
     pad = int(2 * sigmas[-1])
     size = 2 * pad + 1
+    require(len(sigmas) * size <= MAX_SCALE_TAPS, "params.sigmas",
+            f"has {len(sigmas)} scales of {size}-wide windows (the last σ's, 2·int(2σ) + 1): {len(sigmas) * size} "
+            f"taps a pixel; at most {MAX_SCALE_TAPS} (scales × width)")
+    _check_images(input, target, 1, "same")
+    x, y = widened(input), widened(target)
     coords = torch.arange(size, dtype=x.dtype, device=x.device) - size // 2
     windows = [_gaussian_taps(coords, sigma) for sigma in sigmas]
     n, c, h, w = x.shape

@@ -9,23 +9,34 @@ the n-dimensional FFTs of input and target, over channels and space (Dhariwal et
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
-from ._registry import Equivalent, Input, Param, register_loss, require, require_same_shape, widened
+from ._registry import Equivalent, Input, Param, Work, register_loss, require, require_same_shape, widened
 
 __all__ = ["jukebox_loss"]
 
-#: Most elements the zero-padded FFTs of one request may hold (unless the input itself is larger).
-_MAX_PADDED = 2**24
+
+def _spectra(bound: Mapping[str, Any], params: Mapping[str, Any]) -> int:
+    """The reals of jukebox_loss's two complex spectra, alive together: 4 · N · Π ``fft_signal_size`` (its
+    zero-padding made 125 bytes of request build a 2^24-point FFT, 299 MB; an audit, 2026-12-06). Without it the
+    spectra are the input's size, bounded with it by the message size: 0."""
+    sizes = params.get("fft_signal_size")
+    return 0 if sizes is None else 4 * int(bound["input"].shape[0]) * math.prod(max(int(s), 0) for s in sizes)
+
 
 
 @register_loss(
     "jukebox_loss",
+    work=Work("the two complex spectra (4 · N · Π fft_signal_size reals)", "params.fft_signal_size", _spectra),
     aliases=("JukeboxLoss", "spectral_loss"),
     refuses=(
         "an input without channels and space (N, C, *spatial)",
         "a target shaped unlike input",
-        "an fft_signal_size not one positive size per channel and spatial dim, or padding past 2^24 elements",
+        "an fft_signal_size not one positive size per channel and spatial dim",
     ),
     inputs=(
         Input(
@@ -80,12 +91,6 @@ def jukebox_loss(input: torch.Tensor, target: torch.Tensor, *, fft_signal_size: 
     if fft_signal_size is not None:
         require(len(fft_signal_size) == len(dims) and all(s > 0 for s in fft_signal_size), "params.fft_signal_size",
                 f"needs one positive size per channel and spatial dim: {len(dims)}, got {fft_signal_size}")
-        total = input.shape[0]
-        for s in fft_signal_size:
-            total *= s
-        cap = max(_MAX_PADDED, input.numel())
-        require(total <= cap, "params.fft_signal_size",
-                f"makes FFTs of {total} elements (N × the sizes); at most {cap} (2^24 or the input's size)")
     if input.numel() == 0:  # MKL's FFT refuses an empty batch ("Inconsistent configuration parameters")
         require(fft_signal_size is None, "params.fft_signal_size", "must be null for an empty input")
         loss = (input - target) * 0  # as torch's own losses: the empty reduction (sum 0, mean NaN), zero gradients

@@ -212,9 +212,10 @@ def test_extra_options_go_first_so_a_deliberate_so_reuseport_wins(tmp_path):
 
 def test_a_loss_that_takes_milliseconds_on_the_loop_goes_to_the_thread_pool_from_then_on(tmp_path):
     """A small request is evaluated on the event loop; a loss that took over 2 ms of CPU
-    there three times in a row after its first two calls (a clDice of 50 skeleton iterations on
-    40×40 images: tens of ms) is marked slow, and later calls of it go to the thread pool (the
-    loop stays free), with the same numbers."""
+    there three times in a row after its first two calls (hausdorff_er_loss's 10 erosions of
+    40×40 images: tens of ms; soft_cldice_loss, which declares its work, goes to the pool from
+    the start) is marked slow, and later calls of it go to the thread pool (the loop stays free),
+    with the same numbers."""
     from support.servers import serve_in_thread
 
     from lossd.server import ServerConfig, create_server, evaluate
@@ -228,15 +229,15 @@ def test_a_loss_that_takes_milliseconds_on_the_loop_goes_to_the_thread_pool_from
         return made["server"]
 
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(1, 1, 40, 40, generator=g)
-    y = (torch.rand(1, 1, 40, 40, generator=g) > 0.5).float()
-    assert (x.numel() + y.numel()) * 4 <= INLINE_MAX_BYTES  # small enough for the loop
-    expected = evaluate(REGISTRY, "soft_cldice_loss", {"input": x, "target": y}, {"iter_": 50})
+    x = torch.rand(1, 2, 40, 40, generator=g)
+    y = torch.randint(0, 2, (1, 40, 40), generator=g, dtype=torch.int8)
+    assert x.numel() * 4 + y.numel() <= INLINE_MAX_BYTES  # small enough for the loop
+    expected = evaluate(REGISTRY, "hausdorff_er_loss", {"input": x, "target": y}, {})
     with serve_in_thread(build) as port, Client(f"127.0.0.1:{port}") as c:
         service = made["server"].loss_service
         c.evaluate("mse_loss", [1.0], [0.0])
         for i in range(6):  # warm-up twice, judged slow three times on the loop, then on the pool
-            got = c.evaluate("soft_cldice_loss", inputs={"input": x.numpy(), "target": y.numpy()}, iter_=50)
+            got = c.evaluate("hausdorff_er_loss", inputs={"input": x.numpy(), "target": y.numpy()})
             assert got.value == expected.loss.item()
             assert got.grads["input"].tobytes() == expected.grads["input"].numpy().tobytes()
-            assert ("soft_cldice_loss" in service.slow_losses) == (i >= 4), (i, service.slow_losses)
+            assert ("hausdorff_er_loss" in service.slow_losses) == (i >= 4), (i, service.slow_losses)

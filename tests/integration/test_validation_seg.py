@@ -48,8 +48,6 @@ def _p(*shape: int, seed: int = 0) -> torch.Tensor:
                                                                 "boxes2": torch.zeros(2, 6, dtype=f64)}),
     ("NACLLoss", "inputs.target", "[2, 4, 4]", {"input": _x(2, 3, 4, 4), "target": torch.zeros(2, 4, dtype=torch.long)}),
     ("AUCMLoss", "inputs.target", "0 or 1", {"input": _x(4, 1), "target": torch.full((4, 1), 0.5, dtype=f64)}),
-    ("jukebox_loss", "params.fft_signal_size", "at most", {"input": _x(2, 3, 4), "target": _x(2, 3, 4),
-                                                           "fft_signal_size": [3, 10**7]}),
     ("bending_energy_loss", "inputs.input", "one per spatial dim", {"input": _x(2, 1, 5, 5)}),
     ("LocalNormalizedCrossCorrelationLoss", "params.kernel_size", "odd", {"input": _p(2, 1, 5), "target": _p(2, 1, 5),
                                                                          "kernel_size": 4}),

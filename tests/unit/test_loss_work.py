@@ -52,6 +52,35 @@ CASES = [
     ("mse_loss", {"input": meta(1, 8192), "target": meta(8192, 1)},
      {"input": meta(1, 8193), "target": meta(8192, 1)}, "inputs"),  # a broadcast
 ]
+# The losses an audit (2026-12-06) found building or computing far more than their few-KB requests: (loss, inputs
+# and params at the limit, the same just over it, the field named).
+_VOLUME = {"input": meta(1, 2, 64, 64, 64), "target": meta(1, 2, 64, 64, 64)}
+_CLASSES = lambda n, c: {"input": meta(n, c, 1), "target": meta(n, 1, dtype=torch.int64)}  # noqa: E731
+AUDITED = [
+    # 4 · N · Π fft_signal_size: a 2^24-point FFT of a 1 × 1 × 4 input fits (125 bytes asked 299 MB), one more not
+    ("jukebox_loss", {"input": meta(1, 1, 4), "target": meta(1, 1, 4)}, {"fft_signal_size": [1, 2**24]},
+     {"input": meta(1, 1, 4), "target": meta(1, 1, 4)}, {"fft_signal_size": [1, 2**24 + 1]}, "params.fft_signal_size"),
+    # 32 · (iter_ + 1) · N · C · pixels: MONAI's default 3 iterations on a 1 × 2 × 64³ volume fit, 4 do not
+    ("soft_cldice_loss", _VOLUME, {"iter_": 3}, _VOLUME, {"iter_": 4}, "inputs.input"),
+    ("soft_dice_cldice_loss", _VOLUME, {"iter_": 3}, _VOLUME, {"iter_": 4}, "inputs.input"),
+    # the background left out is not skeletonized: one channel of 64³ fits 7 iterations
+    ("soft_cldice_loss", _VOLUME, {"iter_": 7, "include_background": False}, _VOLUME,
+     {"iter_": 8, "include_background": False}, "inputs.input"),
+    # a pass per class (and image, per_image true), 8192 elements' work each: 8,192 passes fit
+    ("lovasz_softmax_loss", _CLASSES(1, 8192), {}, _CLASSES(1, 8193), {}, "inputs.input"),
+    ("lovasz_softmax_loss", _CLASSES(64, 128), {"per_image": True}, _CLASSES(65, 128), {"per_image": True},
+     "inputs.input"),
+]
+
+
+@pytest.mark.parametrize(("loss", "fits", "fits_params", "over", "over_params", "field"), AUDITED,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(AUDITED)])
+def test_the_audited_losses_count_their_work(loss: str, fits: dict[str, Any], fits_params: dict[str, Any],
+                                             over: dict[str, Any], over_params: dict[str, Any], field: str) -> None:
+    spec = REGISTRY.get(loss)
+    assert check_work(spec, fits, bind_params(spec, fits_params)) == MAX_LOSS_WORK
+    _refused(loss, over, field, params=bind_params(spec, over_params))
+
 
 
 @pytest.mark.parametrize(("loss", "fits", "over", "field"), CASES, ids=[f"{c[0]}-{c[3]}" for c in CASES])
@@ -202,3 +231,70 @@ def test_the_distance_transform_in_pieces_is_the_transform_in_one(shape: tuple[i
         monkeypatch.undo()
         assert max(pieces) <= max(shape), pieces  # one output index of one row a piece, never a side² matrix
         pieces.clear()
+
+
+_h = np.float16
+# The audit's requests (2026-12-06), each a few KB, and what answered them: (loss, inputs, params, code, field).
+AUDIT_REQUESTS = [
+    ("jukebox_loss", {"input": np.zeros((1, 1, 4), _h), "target": np.zeros((1, 1, 4), _h)},
+     {"fft_signal_size": [1, 2**25]}, "RESOURCE_EXHAUSTED", "params.fft_signal_size"),
+    ("soft_cldice_loss", {"input": np.zeros((1, 1, 16, 16, 96), _h), "target": np.zeros((1, 1, 16, 16, 96), _h)},
+     {"iter_": 100}, "RESOURCE_EXHAUSTED", "inputs.input"),  # 98 KB asked 586 MB
+    ("lovasz_softmax_loss", {"input": np.zeros((1, 16384, 1), _h), "target": np.zeros((1, 1), np.int16)},
+     {"classes": "all"}, "RESOURCE_EXHAUSTED", "inputs.input"),  # 33 KB took 3 s
+    ("ssim_loss", {"input": np.zeros((1, 1, 256, 256), _h), "target": np.zeros((1, 1, 256, 256), _h)},
+     {"window_size": 511}, "INVALID_ARGUMENT", "params.window_size"),  # 262 KB took 6 s
+    ("ms_ssim_l1_loss", {"input": np.zeros((1, 3, 128, 128), _h), "target": np.zeros((1, 3, 128, 128), _h)},
+     {"sigmas": [64.0] * 16}, "INVALID_ARGUMENT", "params.sigmas"),  # 393 KB took 5 s
+]
+
+
+@pytest.mark.parametrize(("loss", "inputs", "params", "code", "field"), AUDIT_REQUESTS,
+                         ids=[c[0] for c in AUDIT_REQUESTS])
+def test_the_audits_requests_are_refused_before_their_loss_runs(monkeypatch: pytest.MonkeyPatch, loss: str,
+                                                                 inputs: dict[str, Any], params: dict[str, Any],
+                                                                 code: str, field: str) -> None:
+    """The work rule answers before the loss is called; a param rule of the loss's before it filters anything."""
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the loss ran")
+
+    if code == "RESOURCE_EXHAUSTED":
+        monkeypatch.setattr(_evaluate, "call_loss", never)
+    else:
+        monkeypatch.setattr(torch.nn.functional, "conv2d", never)
+    with pytest.raises(FieldError) as info:
+        handle_evaluate_bytes(REGISTRY, build_request(loss, inputs=inputs, params=params)[0])
+    assert (info.value.field, info.value.code) == (field, code), info.value
+
+
+def test_the_window_and_scale_rules_keep_the_published_settings() -> None:
+    """ssim_loss's window_size at most 65 (the default is 11); ms_ssim_l1_loss's scales × window width at most 325
+    (kornia's default sigmas, 5 windows of 33, are 165), each refused past it naming the param."""
+    x = torch.rand(1, 1, 40, 40, generator=torch.Generator().manual_seed(0))
+    for window in (11, 65):
+        handle_evaluate_bytes(REGISTRY, build_request("ssim_loss", x.numpy(), x.numpy(), window_size=window)[0])
+    with pytest.raises(FieldError, match=r"must be in \[1, 65\]") as info:
+        handle_evaluate_bytes(REGISTRY, build_request("ssim_loss", x.numpy(), x.numpy(), window_size=67)[0])
+    assert (info.value.field, info.value.code) == ("params.window_size", "INVALID_ARGUMENT")
+    for sigmas in ([0.5, 1.0, 2.0, 4.0, 8.0], [1.0] * 4 + [16.0], [1.0] * 15 + [4.75]):
+        handle_evaluate_bytes(REGISTRY, build_request("ms_ssim_l1_loss", x.numpy(), x.numpy(), sigmas=sigmas)[0])
+    for sigmas in ([1.0] * 5 + [16.0], [5.0] * 16):  # 6 × 65 = 390, 16 × 21 = 336
+        with pytest.raises(FieldError, match=r"taps a pixel; at most 325 \(scales × width\)") as info:
+            handle_evaluate_bytes(REGISTRY, build_request("ms_ssim_l1_loss", x.numpy(), x.numpy(), sigmas=sigmas)[0])
+        assert (info.value.field, info.value.code) == ("params.sigmas", "INVALID_ARGUMENT")
+
+
+def test_an_objectives_audited_terms_count_together() -> None:
+    """A loss's own count adds into an objective's total: two jukebox terms of 2^23-point FFTs fit (2^25 each), a
+    third does not; nor does a lovasz term after them, though each alone would."""
+    x = np.zeros((1, 1, 4), np.float16)
+    request = lossd_pb2.EvaluateLossRequest()
+    for name in ("input", "target"):
+        request.inputs[name].CopyFrom(build_request("jukebox_loss", inputs={name: x})[0].inputs[name])
+    for k in range(2):
+        request.terms.add(loss="jukebox_loss", name=f"j{k}").params.update({"fft_signal_size": [1, 2**23]})
+    handle_evaluate_bytes(REGISTRY, request)
+    request.terms.add(loss="jukebox_loss", name="j2").params.update({"fft_signal_size": [1, 2**23]})
+    with pytest.raises(FieldError) as info:
+        handle_evaluate_bytes(REGISTRY, request)
+    assert (info.value.field, info.value.code) == ("terms[2].params.fft_signal_size", "RESOURCE_EXHAUSTED"), info.value

@@ -64,22 +64,22 @@ def test_warm_up_calls_and_interrupted_streaks_do_not_make_a_loss_slow() -> None
 def test_a_loss_slow_in_a_row_after_its_warm_up_goes_to_the_pool_and_others_stay() -> None:
     service = _service()
     for i in range(SLOW_WARMUP + SLOW_IN_A_ROW):
-        assert "soft_cldice_loss" not in service.slow_losses, i
-        service._on_loop("soft_cldice_loss", _burn, SLOW)
+        assert "hausdorff_er_loss" not in service.slow_losses, i
+        service._on_loop("hausdorff_er_loss", _burn, SLOW)
         service._on_loop("mse_loss", _burn, FAST)
-    assert _found(service) == {"soft_cldice_loss"}
+    assert _found(service) == {"hausdorff_er_loss"}
     for _ in range(SLOW_WARMUP + SLOW_IN_A_ROW):  # a name the registry does not know is never kept
         service._on_loop("no_such_loss", _burn, SLOW)
-    assert _found(service) == {"soft_cldice_loss"}
+    assert _found(service) == {"hausdorff_er_loss"}
 
 
 def test_a_loss_is_judged_once_whichever_of_its_names_the_calls_use() -> None:
     service = _service()
-    names = ["soft_cldice_loss", "SoftclDiceLoss", "cldice_loss", "soft_cldice"]
+    names = ["hausdorff_er_loss", "HausdorffERLoss", "hausdorff_er", "HausdorffERLoss3D"]
     for i in range(SLOW_WARMUP + SLOW_IN_A_ROW):
         assert not _found(service), i
         service._on_loop(names[i % len(names)], _burn, SLOW)
-    assert _found(service) == {"soft_cldice_loss"}  # its canonical name: every alias goes to the pool
+    assert _found(service) == {"hausdorff_er_loss"}  # its canonical name: every alias goes to the pool
     t = lambda: lossd_pb2.Tensor(dtype="float32", shape=[1], values=[0.0])  # noqa: E731
     for name in names:
         assert not service._inline(lossd_pb2.EvaluateLossRequest(loss=name, inputs={"input": t(), "target": t()}))
@@ -320,15 +320,15 @@ def test_refused_calls_count_as_any_other() -> None:
 
     service = _service()
     for i in range(SLOW_WARMUP + SLOW_IN_A_ROW):
-        assert "soft_cldice_loss" not in service.slow_losses, i
+        assert "hausdorff_er_loss" not in service.slow_losses, i
         with pytest.raises(FieldError):
-            service._on_loop("soft_cldice_loss", refused, SLOW)
-    assert _found(service) == {"soft_cldice_loss"}
+            service._on_loop("hausdorff_er_loss", refused, SLOW)
+    assert _found(service) == {"hausdorff_er_loss"}
     for _ in range(SLOW_WARMUP):
         service._on_loop("dice_loss", _burn, FAST)
     with pytest.raises(FieldError):  # one refused call past the debt, after the warm-up: at once
         service._on_loop("dice_loss", refused, INLINE_MAX_DEBT_S + INLINE_HARD_CPU_S)
-    assert _found(service) == {"soft_cldice_loss", "dice_loss"}
+    assert _found(service) == {"hausdorff_er_loss", "dice_loss"}
 
 
 def test_a_first_call_on_the_loop_however_slow_is_its_warm_up() -> None:
