@@ -40,7 +40,7 @@ from lossd.server._openmp import quiet_openmp
 quiet_openmp()  # as lossd serve does, before torch loads
 
 from lossd.server._app import SWITCH_INTERVAL_S, freeze_startup_heap  # noqa: E402 - after quiet_openmp
-from lossd.server.rpc._batching import DEFAULT_BATCH_WINDOW_US  # noqa: E402
+from lossd.server._limits import DEFAULT_BATCH_WINDOW_US  # noqa: E402
 
 from ._echo import answer  # noqa: E402
 

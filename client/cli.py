@@ -544,13 +544,18 @@ def _serve(rest: list[str]) -> int:
 
         with interrupts_deferred():  # a Ctrl-C while torch and the server load: one line and exit 130, once loaded
             quiet_openmp()  # before the server imports torch
-            from ..server._app import main as serve_main
+            from ..server._config import read_command_line
+
+            config = read_command_line(rest)  # before torch loads: a refused flag (exit 2) or --help answers at once
+            if config is None:
+                return 2
+            from ..server._app import run
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] in _SERVER_EXTRA_MODULES:
             print(_SERVER_EXTRA_HINT, file=sys.stderr)
             return 2
         raise
-    return int(serve_main(rest))
+    return int(run(config))
 
 
 def _losses(client: Client, args: argparse.Namespace) -> int:

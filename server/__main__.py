@@ -12,6 +12,11 @@ from ._openmp import quiet_openmp  # noqa: E402
 
 with interrupts_deferred():  # a Ctrl-C while torch and the server load: one line and exit 130, once loaded
     quiet_openmp()  # before anything imports torch
-    from ._app import main
+    from ._config import read_command_line
 
-sys.exit(main())
+    config = read_command_line()  # before torch loads: a refused flag (exit 2) or --help answers at once
+    if config is None:
+        sys.exit(2)
+    from ._app import run
+
+sys.exit(run(config))

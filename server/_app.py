@@ -38,14 +38,13 @@ from .. import __version__
 from .._malloc import tune_malloc
 from .._settings import SettingError, env_name, flag_name
 from ..v1 import lossd_pb2, training_pb2, training_pb2_grpc
-from ._config import ServerConfig, build_parser, config_from_args
+from ._config import ServerConfig, read_command_line
 from ._connections import connection_options, raise_open_files
 from ._logging import (
     STARTUP_INTERRUPTED,
     configure_logging,
     emit,
     guard_grpc_logger,
-    parse_log_format,
     say_line,
 )
 from ._metrics import count_grpc_server_replaced
@@ -59,7 +58,7 @@ from .rpc import LossService, add_loss_service, describe_loss
 from .training import JobManager, TrainingService
 from .training._store import StoreError
 
-__all__ = ["LossdServer", "ServerConfig", "build_parser", "create_server", "freeze_startup_heap", "serve", "main"]
+__all__ = ["LossdServer", "ServerConfig", "create_server", "freeze_startup_heap", "main", "run", "serve"]
 
 log = logging.getLogger("lossd.server")
 
@@ -540,15 +539,19 @@ def _log_openmp_policy() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``lossd serve`` and ``python -m lossd.server``."""
-    log_format = "plain"  # of the one line of a refusal: JSON once --log-format json is read, and from the start
-    with contextlib.suppress(ValueError):  # with LOSSD_LOG_FORMAT=json (a container's bad LOSSD_* value is read
-        log_format = parse_log_format(os.environ.get(env_name("log_format"), log_format))  # with the flags)
+    """``lossd serve`` in this process: its arguments read (:func:`~._config.read_command_line`), then
+    :func:`run`. (The entry points, ``lossd serve`` and ``python -m lossd.server``, read them before they
+    import this module and torch, then call :func:`run`.)"""
+    config = read_command_line(argv)
+    return 2 if config is None else run(config)
+
+
+def run(config: ServerConfig) -> int:
+    """Serve ``config`` until SIGTERM or SIGINT (:func:`serve`), then exit the process: 0, or 1 when gRPC's
+    server was lost; a start refused returns 2 (one line on stderr), and a Ctrl-C before the signal handlers
+    are in place exits 130 (one line)."""
+    log_format = config.log_format  # of the one line of a refusal
     try:
-        # Every setting has a flag but the token, which comes from LOSSD_TOKEN only (arguments show in `ps`).
-        args = build_parser().parse_args(argv)
-        log_format = getattr(args, "log_format", log_format)
-        config = config_from_args(args)
         if config.malloc_tuning:
             tune_malloc()  # before the server's threads start allocating
         # A thread parsing a large request (server/interceptors/_large_requests.py) holds the GIL for up to
@@ -557,9 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise_open_files()  # a connection is a file: up to the hard limit, not the soft 1024
         configure_logging(config.log_level, config.log_format)
         asyncio.run(serve(config))
-    except (SettingError, StoreError) as e:  # a LOSSD_* variable that does not parse; ConfigError, SecurityError,
-        # a busy address, a data directory in use; StoreError: the job store is unreachable, or newer than
-        # this lossd (its URL's password masked)
+    except (SettingError, StoreError) as e:  # ConfigError, SecurityError, a device torch cannot use, a busy
+        # address, a data directory in use; StoreError: the job store is unreachable, or newer than this lossd
+        # (its URL's password masked)
         say_line(f"lossd serve: error: {e}", log_format, logging.ERROR)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before serve() installed its signal handlers: what it built is closed

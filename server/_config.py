@@ -29,10 +29,11 @@ Configuration table (a test checks both).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -62,16 +63,24 @@ from ._connections import (
     DEFAULT_MIN_PING_INTERVAL_S,
     HEALTH_HEADROOM,
 )
-from ._logging import LOG_FORMATS, parse_log_format, parse_log_level
+from ._limits import (
+    DEFAULT_BATCH_WINDOW_US,
+    DEFAULT_LEASE_S,
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_BATCH_ITEMS,
+    DEFAULT_MAX_CONCURRENT_RPCS,
+    DEFAULT_MAX_CONCURRENT_STREAMS,
+    DEFAULT_RETENTION_S,
+    MAX_ITEMS,
+    BatchLimits,
+    TrainingConfig,
+    TrainingLimits,
+    plugin_names,
+)
+from ._logging import LOG_FORMATS, parse_log_format, parse_log_level, say_line
 from ._security import Security, resolve_security
-from .interceptors import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONCURRENT_STREAMS
-from .losses._plugins import plugin_names
-from .rpc import DEFAULT_BATCH_WINDOW_US, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, BatchLimits
-from .rpc._caps import MAX_ITEMS
-from .training import TrainingConfig, TrainingLimits
-from .training._manager import DEFAULT_LEASE_S, DEFAULT_RETENTION_S
 
-__all__ = ["GROUPS", "SETTING", "SETTINGS", "ServerConfig", "build_parser", "config_from_args"]
+__all__ = ["GROUPS", "SETTING", "SETTINGS", "ServerConfig", "build_parser", "config_from_args", "read_command_line"]
 
 _SECURITY = "security"
 _CONNECTIONS = "concurrency and connections"
@@ -450,3 +459,21 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The config of parsed ``lossd serve`` arguments (settings without a flag: from the environment)."""
     return ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig) if hasattr(args, f.name)})
+
+
+def read_command_line(argv: Sequence[str] | None = None) -> ServerConfig | None:
+    """The config of ``lossd serve``'s arguments and ``LOSSD_*`` variables, read and checked before the server
+    (and torch) loads: the entry points call this first. A refused flag exits 2 here, with one line, and
+    ``--help`` 0 (argparse); a variable that does not parse is one line on stderr and ``None`` (exit 2) — JSON
+    with ``--log-format json``, or with ``LOSSD_LOG_FORMAT=json`` before the flags are read."""
+    log_format = "plain"
+    with contextlib.suppress(ValueError):  # a container's bad LOSSD_* value is read with the flags
+        log_format = parse_log_format(os.environ.get(SETTING["log_format"].env, log_format))
+    try:
+        # Every setting has a flag but the token, which comes from LOSSD_TOKEN only (arguments show in `ps`).
+        args = build_parser().parse_args(argv)
+        log_format = getattr(args, "log_format", log_format)
+        return config_from_args(args)
+    except SettingError as e:
+        say_line(f"lossd serve: error: {e}", log_format, logging.ERROR)
+        return None

@@ -36,7 +36,7 @@ import grpc
 
 from ._auth import BearerTokenInterceptor
 from ._chain import InterceptorChain, Stage, StageInterceptor
-from ._concurrency import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONCURRENT_STREAMS, ConcurrencyLimiter, Slots
+from ._concurrency import ConcurrencyLimiter, Slots
 from ._drain import DRAINING_MESSAGE, DrainGate
 from ._handlers import OPEN_PREFIXES, is_open, refusing_handler, shape_of
 from ._large_requests import LargeRequests
@@ -44,8 +44,6 @@ from ._malformed import MalformedRequests
 from ._observability import Observability, ObservabilityInterceptor, build_observability
 
 __all__ = [
-    "DEFAULT_MAX_CONCURRENT_RPCS",
-    "DEFAULT_MAX_CONCURRENT_STREAMS",
     "DRAINING_MESSAGE",
     "OPEN_PREFIXES",
     "BearerTokenInterceptor",

@@ -33,11 +33,8 @@ from .._security import ConfigError
 from ._chain import StageInterceptor
 from ._handlers import Context, Handler, is_open, shape_of, streams_requests
 
-__all__ = ["DEFAULT_MAX_CONCURRENT_RPCS", "DEFAULT_MAX_CONCURRENT_STREAMS", "MAX_HEALTH_WATCHES", "ConcurrencyLimiter",
-           "Slots"]
+__all__ = ["MAX_HEALTH_WATCHES", "ConcurrencyLimiter", "Slots"]
 
-DEFAULT_MAX_CONCURRENT_RPCS = 256
-DEFAULT_MAX_CONCURRENT_STREAMS = 64
 #: Health ``Watch`` streams open at once, server-wide. Health is open (no token) and exempt from the limits
 #: above, and an open Watch holds about 23 KB: 3,732 from a caller without the token took 87 MB (an audit,
 #: 2026-12-06). Probes (Kubernetes, load balancers, ``lossd health``) use ``Check``, which stays unlimited.

@@ -26,11 +26,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
+from .._limits import plugin_names
 from ._registry import REGISTRY, LossSpec, Registry, check_signature, staging
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "PluginResult", "load_plugin_setting", "load_plugins", "missing_plugins", "plugin_names",
-    "refused_named",
+    "ENTRY_POINT_GROUP", "PluginResult", "load_plugin_setting", "load_plugins", "missing_plugins", "refused_named",
 ]
 
 ENTRY_POINT_GROUP = "lossd.losses"
@@ -106,16 +106,6 @@ def missing_plugins(setting: str) -> list[str]:
     """
     installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
     return sorted(set(plugin_names(setting) or ()) - installed)
-
-
-def plugin_names(setting: str) -> list[str] | None:
-    """The plugin names a ``--plugins`` value lists: None for ``all``, [] for ``none``."""
-    choice = setting.strip().lower()
-    if choice == "all":
-        return None
-    if choice == "none":
-        return []
-    return [n.strip() for n in setting.split(",") if n.strip()]
 
 
 def _load_one(registry: Registry, ep: EntryPoint, vet: Callable[[LossSpec], object] | None = None) -> PluginResult:

@@ -13,16 +13,13 @@ a gRPC status (:mod:`._status`)::
 from __future__ import annotations
 
 from ._batch import (
-    DEFAULT_MAX_BATCH_BYTES,
-    DEFAULT_MAX_BATCH_ITEMS,
     BatchControl,
-    BatchLimits,
     batch_reply,
     check_batch,
     evaluate_batch,
     payload_bytes,
 )
-from ._batching import DEFAULT_BATCH_WINDOW_US, DynamicBatcher
+from ._batching import DynamicBatcher
 from ._request import FRAME_FROM_BYTES, handle_evaluate, handle_evaluate_bytes, struct_to_dict
 from ._service import (
     INLINE_MAX_BYTES,
@@ -36,12 +33,8 @@ from ._status import clip, rich_status
 from ._tensors import check_finite, decode_tensor, decode_tensors, encode_tensor, tensor_parts
 
 __all__ = [
-    "DEFAULT_BATCH_WINDOW_US",
-    "DEFAULT_MAX_BATCH_BYTES",
-    "DEFAULT_MAX_BATCH_ITEMS",
     "FRAME_FROM_BYTES",
     "BatchControl",
-    "BatchLimits",
     "DynamicBatcher",
     "batch_reply",
     "check_batch",

@@ -40,6 +40,7 @@ from ..._framing import Buffer, field_number, join, length_delimited, map_entry,
 from ..._settings import env_name, flag_name
 from ..._wire import DTYPES, MAX_DIMS, FieldError, TensorLayout, TensorLimits, check_tensors, reply_too_large
 from ...v1 import lossd_pb2
+from .._limits import BatchLimits
 from ..evaluation import StackedEvaluation, StackedPlan, plan_stacked
 from ..losses import TORCH_DTYPES, LossSpec, Registry
 from ._caps import item_cap
@@ -49,27 +50,14 @@ from ._status import MAX_FIELD_BYTES, MAX_MESSAGE_BYTES, clip
 from ._tensors import all_finite, payload_array
 
 __all__ = [
-    "DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "BatchControl", "BatchLimits", "GroupPlan", "Outcome",
+    "BatchControl", "GroupPlan", "Outcome",
     "batch_reply", "check_batch", "evaluate_batch", "evaluate_group", "group_key", "payload_bytes",
 ]
 
 log = logging.getLogger("lossd.server")
 
-#: Most items in one EvaluateLossBatch unless configured (``--max-batch-items``).
-DEFAULT_MAX_BATCH_ITEMS = 10_000
-#: Most tensor bytes (from shapes and dtypes) in one EvaluateLossBatch unless configured (``--max-batch-bytes``).
-DEFAULT_MAX_BATCH_BYTES = 128 * 1024 * 1024
-
 #: One item's outcome: its serialized ``EvaluateLossResponse``, or its refusal.
 Outcome = bytes | FieldError
-
-
-@dataclass(frozen=True)
-class BatchLimits:
-    """The server's limits on one EvaluateLossBatch (``--max-batch-items``, ``--max-batch-bytes``)."""
-
-    max_items: int = DEFAULT_MAX_BATCH_ITEMS
-    max_bytes: int = DEFAULT_MAX_BATCH_BYTES
 
 
 def _limit_text(setting: str) -> str:

@@ -54,10 +54,8 @@ from ._plan import Plan, Plans
 
 log = logging.getLogger("lossd.server")
 
-__all__ = ["DEFAULT_BATCH_WINDOW_US", "DEFAULT_BATCH_WINDOW_ITEMS", "DynamicBatcher"]
+__all__ = ["DEFAULT_BATCH_WINDOW_ITEMS", "DynamicBatcher"]
 
-#: The default window, chosen by measurement (docs/performance.md, "Batching").
-DEFAULT_BATCH_WINDOW_US = 2000
 #: Most calls evaluated together by the batcher.
 DEFAULT_BATCH_WINDOW_ITEMS = 256
 #: A call in flight for longer than this is no company for a new call of its group: its reply was computed long

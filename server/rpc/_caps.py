@@ -36,6 +36,7 @@ from google.protobuf.message import Message
 from ..._framing import wire_fields
 from ..._wire import FieldError
 from ...v1 import lossd_pb2
+from .._limits import MAX_ITEMS  # most entries in a repeated field or map without a cap of its own
 from ..evaluation import MAX_PATTERNS
 
 __all__ = [
@@ -46,8 +47,6 @@ __all__ = [
 
 #: Longest string (UTF-8 bytes) in a request: names, patterns, map keys, strings in ``params``.
 MAX_STRING_BYTES = 1024
-#: Most entries in a repeated field or map without a cap of its own.
-MAX_ITEMS = 1024
 #: Repeated fields with a smaller cap (full field name: cap): each costs work per entry and per
 #: model parameter (``param_groups``' patterns are matched against every parameter name).
 ITEM_CAPS = {

@@ -35,9 +35,10 @@ from ..._framing import field_number, join, length_delimited, split_payloads
 from ..._methods import EVALUATE_LOSS, EVALUATE_LOSS_BATCH, EVALUATE_LOSS_STREAM, LIST_LOSSES
 from ..._wire import DEFAULT_MAX_MESSAGE_BYTES, FieldError, TensorLimits, reply_too_large
 from ...v1 import lossd_pb2, lossd_pb2_grpc
+from .._limits import DEFAULT_BATCH_WINDOW_US, BatchLimits
 from ..losses import LossSpec, Registry, broadcast_elements
-from ._batch import BatchCancelled, BatchControl, BatchLimits, GroupPlan, batch_reply, evaluate_batch, payload_bytes
-from ._batching import DEFAULT_BATCH_WINDOW_US, DynamicBatcher
+from ._batch import BatchCancelled, BatchControl, GroupPlan, batch_reply, evaluate_batch, payload_bytes
+from ._batching import DynamicBatcher
 from ._caps import MAX_STRING_BYTES, check_string, tensor_data_bytes
 from ._plan import Plan, Plans
 from ._request import handle_evaluate_bytes

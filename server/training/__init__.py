@@ -19,11 +19,12 @@ docs/training.md describes the spec, events, states and the durability design.
 """
 
 from ..._model import ModelPlan, build_model
+from .._limits import TrainingConfig, TrainingLimits
 from ._data import BUILTINS, Dataset, make_builtin
 from ._engine import Control, run_job
-from ._manager import JobManager, TrainingConfig
+from ._manager import JobManager
 from ._service import TrainingService
-from ._spec import JobPlan, TrainingLimits, plan_job
+from ._spec import JobPlan, plan_job
 from ._store import JobStore, SQLiteJobStore
 
 __all__ = [

@@ -69,11 +69,12 @@ from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, start_pr
 
 from ..._settings import first_line, parse_endpoint
 from ...v1 import training_pb2
+from .._limits import TrainingLimits
 from ..losses import REGISTRY
 from ..losses._plugins import load_plugin_setting
 from ._checkpoint import CHECKPOINT_MESSAGE, checkpoint_message
 from ._engine import Control, RankFailure, World, follows_checkpoint, run_job
-from ._spec import JobPlan, TrainingLimits, plan_job
+from ._spec import JobPlan, plan_job
 from ._store import FINAL_STATES
 
 __all__ = ["JOIN_TIMEOUT", "RANK_TIMEOUT", "Rendezvous", "forget_rendezvous", "join_data_parallel", "join_job",

@@ -62,6 +62,7 @@ from ..._settings import SettingError, first_line, flag_name
 from ..._wire import FieldError, reply_encoding
 from ...v1 import lossd_pb2, training_pb2
 from .. import _metrics
+from .._limits import TrainingConfig
 from ..evaluation import capture_warnings
 from ..losses import Registry
 from ..rpc import decode_tensor, encode_tensor
@@ -75,7 +76,7 @@ from ._checkpoint import (
 )
 from ._distributed import forget_rendezvous
 from ._engine import missed_epochs, spec_digest, stopped_event
-from ._spec import TrainingLimits, check_loss_accepts_model, plan_job
+from ._spec import check_loss_accepts_model, plan_job
 from ._store import (
     FINAL_STATES,
     TERMINAL_STATES,
@@ -88,7 +89,7 @@ from ._store import (
 from ._stores import open_store
 from ._worker import worker_main
 
-__all__ = ["JobManager", "TrainingConfig", "JOB_ID"]
+__all__ = ["JobManager", "JOB_ID"]
 
 log = logging.getLogger("lossd.server.training")
 
@@ -97,11 +98,6 @@ JOB_ID = re.compile(r"[0-9a-f]{12}")
 STATE = training_pb2.JOB_EVENT_KIND_STATE
 #: Seconds a worker gets to act on a cancel (or, on shutdown, an interrupt) before it is killed.
 STOP_GRACE_S = 10.0
-#: Default ``--job-lease-s``: how long a replica's claim on a job lasts without renewal (docs/scaling.md,
-#: "Choosing the lease"). A dead replica's jobs resume elsewhere after at most this long.
-DEFAULT_LEASE_S = 10.0
-#: Default ``--job-retention``: ended jobs, their events and parameters are deleted this long after they ended.
-DEFAULT_RETENTION_S = 30 * 86400.0
 #: Seconds between two retention sweeps (each deletes at most 1000 jobs).
 RETENTION_SWEEP_S = 60.0
 #: On shutdown, the last seconds of the grace period left for killing workers that did not stop and recording it.
@@ -138,30 +134,6 @@ def is_damaged(error: BaseException) -> bool:
     """
     return isinstance(error, DecodeError) or (isinstance(error, sqlite3.DatabaseError) and (
         getattr(error, "sqlite_errorcode", None) in (11, 26) or "malformed" in str(error)))
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Where jobs live and how many may run; see ``lossd serve --help``."""
-
-    data_dir: Path = Path(".lossd")
-    max_jobs: int = 2
-    max_queued_jobs: int = 32
-    limits: TrainingLimits = field(default_factory=TrainingLimits)
-    plugins: str = "none"
-    #: HOST:PORT of the c10d TCPStore this server hosts for jobs with ``nodes`` > 1 ("": none).
-    rdzv_endpoint: str = ""
-    #: Where jobs are stored: "" (SQLite in data_dir) or a postgresql:// URL shared by replicas.
-    job_store: str = ""
-    #: Seconds a claim on a job lasts unless renewed (renewed every lease_s / 4, at most every second).
-    lease_s: float = DEFAULT_LEASE_S
-    #: Seconds after its end that an ended job is deleted with its events and parameters (0: never).
-    retention_s: float = DEFAULT_RETENTION_S
-    #: Times a job whose worker was killed (SIGKILL: the OOM killer) resumes from its checkpoint before it fails.
-    max_job_restarts: int = 1
-    #: The server's ``--log-format`` and ``--log-level``, which its workers log in too.
-    log_format: str = "plain"
-    log_level: str = "INFO"
 
 
 def _mp_context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:

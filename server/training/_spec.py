@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,17 +37,9 @@ import torch
 
 from ..._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
 from ..._settings import first_line, flag_name
-from ..._wire import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MAX_REQUEST_ELEMENTS,
-    DEFAULT_MAX_TENSOR_ELEMENTS,
-    DEFAULT_MAX_TENSORS,
-    FieldError,
-    TensorLimits,
-    check_tensors,
-    reply_encoding,
-)
+from ..._wire import FieldError, check_tensors, reply_encoding
 from ...v1 import training_pb2
+from .._limits import TrainingLimits
 from ..evaluation import (
     DEPRECATED_PARAMS,
     LossCrashed,
@@ -68,46 +59,12 @@ from ._data import BUILTINS, NO_NON_FINITE, Dataset, bind_builtin_params, make_i
 from ._metrics import CHUNK
 from ._optim import OPTIMIZERS, GroupPlan, OptimizerPlan, SchedulePlan, assign_groups
 
-__all__ = ["METRICS", "JobPlan", "LossPlan", "TrainingLimits", "check_loss_accepts_model", "plan_job"]
+__all__ = ["METRICS", "JobPlan", "LossPlan", "check_loss_accepts_model", "plan_job"]
 
 #: Metrics a job can ask for.
 METRICS = ("accuracy", "mae", "rmse")
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_STEP_EVENTS_PER_SECOND = 10.0
-
-
-@dataclass(frozen=True)
-class TrainingLimits:
-    """Server limits on a job; each names its ``lossd serve`` flag in errors."""
-
-    max_epochs: int = 10_000
-    max_steps: int = 1_000_000
-    max_parameters: int = 10_000_000
-    max_samples: int = 1_000_000
-    max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS
-    max_request_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS
-    max_tensors: int = DEFAULT_MAX_TENSORS
-    max_world_size: int = 8  # data-parallel ranks of one job (keyword only: fields are added above it)
-    max_classes: int = 100_000  # classes of a classification data set (keyword only)
-    max_layers: int = 100  # hidden layers of an MLP (keyword only)
-    max_layer_width: int = 100_000  # units of one hidden layer (keyword only)
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # what the job's result must fit in (keyword only)
-
-    @property
-    def tensors(self) -> TensorLimits:
-        """The limits on the request's tensors (inline data, constant loss inputs)."""
-        return TensorLimits(self.max_tensor_elements, self.max_request_elements, self.max_tensors)
-
-    @classmethod
-    def accepted(cls, **overrides: int) -> TrainingLimits:
-        """No size limits: for re-planning a job the server already accepted under its own limits
-        (a worker does not know them, and a restarted server's may be lower than they were).
-
-        >>> TrainingLimits.accepted(max_world_size=2).max_samples > 10**18
-        True
-        """
-        unbounded = {f.name: sys.maxsize for f in dataclasses.fields(cls)}
-        return cls(**{**unbounded, **overrides})
 
 
 def _limit(field: str, what: str, value: int, limit: int, setting: str) -> FieldError:

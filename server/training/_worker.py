@@ -42,13 +42,14 @@ import torch
 
 from ..._wire import FieldError
 from ...v1 import training_pb2
+from .._limits import TrainingLimits
 from .._logging import configure_logging
 from ..losses import REGISTRY
 from ..losses._plugins import load_plugin_setting
 from ._checkpoint import DISK_FULL, checkpoint_message, disk_full
 from ._distributed import _die_with_parent, _failed, run_data_parallel
 from ._engine import Control, follows_checkpoint, run_job, spec_digest
-from ._spec import TrainingLimits, plan_job
+from ._spec import plan_job
 
 __all__ = ["worker_main"]
 

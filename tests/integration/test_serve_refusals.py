@@ -82,7 +82,7 @@ OUT_OF_RANGE = [
 def test_a_setting_out_of_range_exits_2_with_one_line(tmp_path: Path) -> None:
     """README (Configuration): a value that does not parse stops the server at start, exit 2, one line naming
     it; these were a traceback (exit 1), a port taken modulo 65536, or a server whose jobs never ran. The
-    processes run side by side (each imports torch before it parses its arguments)."""
+    processes run side by side."""
     started = []
     for k, (entry, args, env, _) in enumerate(OUT_OF_RANGE):
         data = tmp_path / f"data{k}"

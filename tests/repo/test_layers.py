@@ -23,13 +23,14 @@ from support.lint import REPO, _package_dirs
 
 #: The parts of ``lossd.server`` by rank: a part may import only parts of a lower rank.
 SERVER_LAYERS: dict[str, int] = {
-    "losses": 0, "_security": 0, "_logging": 0, "_metrics": 0, "_openmp": 0,
-    "evaluation": 1, "_connections": 1,
-    "rpc": 2,
-    "training": 3, "interceptors": 3,
-    "_config": 4,
-    "_app": 5,
-    "__init__": 6, "__main__": 6,
+    "_limits": 0,
+    "losses": 1, "_security": 1, "_logging": 1, "_metrics": 1, "_openmp": 1,
+    "evaluation": 2, "_connections": 2,
+    "rpc": 3,
+    "training": 4, "interceptors": 4,
+    "_config": 5,
+    "_app": 6,
+    "__init__": 7, "__main__": 7,
 }
 
 #: (module, what it imports) inside a function, and why that is not at the top.
@@ -42,6 +43,7 @@ FUNCTION_LEVEL_IMPORTS: dict[tuple[str, str], str] = {
     ("lossd.client._plot", "matplotlib.figure"): "the plot extra",
     ("lossd.client.cli", "lossd.client._plot"): "the plot extra",
     ("lossd.client.cli", "lossd.server._app"): "`lossd serve` needs the server extra",
+    ("lossd.client.cli", "lossd.server._config"): "`lossd serve` reads its flags before the server (torch) loads",
     ("lossd.client.cli", "lossd.server._openmp"): "`lossd serve` sets OpenMP's wait policy before torch loads",
     ("lossd.client.cli", "lossd.server._logging"): "`lossd serve` defers a Ctrl-C while the server loads",
     ("lossd.server._metrics", "prometheus_client"): "the metrics extra",

@@ -221,7 +221,8 @@ def test_a_shape_its_data_cannot_fill_is_its_items_refusal_not_the_batchs() -> N
     """The batch's bytes limit counts what the tensors' data can fill once their shapes put it over: an item
     declaring 40,000,000 float32 over 8 bytes is refused alone (INVALID_ARGUMENT), and a group whose first
     member is such an item is still stacked for the others."""
-    from lossd.server.rpc._batch import BatchLimits, check_batch
+    from lossd.server._limits import BatchLimits
+    from lossd.server.rpc._batch import check_batch
 
     liar = _raw_items("float32", [(1.0, 2.0)])[0]
     liar.inputs["y_pred"].shape[:] = [40_000_000]
