@@ -73,8 +73,9 @@ def list_jobs_request(states: Iterable[StateLike] = (), page_size: int = 0,
     >>> list_jobs_request(["running", "QUEUED"], page_size=5).states
     [2, 1]
     """
+    # limit too, the older name of page_size, for a server from before paging (it reads no page_size)
     return training_pb2.ListJobsRequest(states=[_state(s) for s in states],  # type: ignore[misc]
-                                        page_size=page_size, page_token=page_token)
+                                        limit=page_size, page_size=page_size, page_token=page_token)
 
 
 def _page_size(limit: int, listed: int) -> int:
@@ -82,6 +83,25 @@ def _page_size(limit: int, listed: int) -> int:
     if limit < 0:
         raise ValueError(f"limit is {limit}; must be >= 0 (0: every job)")
     return min(limit - listed, MAX_PAGE_SIZE) if limit else MAX_PAGE_SIZE
+
+
+def _paged(jobs: list[training_pb2.Job], page: training_pb2.ListJobsResponse, limit: int, token: str) -> str:
+    """Add ``page``'s jobs to ``jobs`` (at most ``limit`` in all; 0: no limit); the token of the next page to read,
+    ``""`` when the listing is done. A page without jobs, or one that sends back the token that asked for it,
+    ends it too: lossd's server makes neither, and a server that did would keep the loop calling for ever.
+
+    >>> jobs = []
+    >>> _paged(jobs, training_pb2.ListJobsResponse(jobs=[training_pb2.Job()] * 3, next_page_token="t"), 2, "")
+    ''
+    >>> len(jobs), _paged(jobs, training_pb2.ListJobsResponse(next_page_token="u"), 0, "t")
+    (2, '')
+    """
+    jobs += page.jobs
+    if limit:
+        del jobs[limit:]  # a server from before paging reads limit, and may send up to 100 whatever is asked
+    following = page.next_page_token
+    done = not page.jobs or following == token or (limit and len(jobs) >= limit)
+    return "" if done else following
 
 
 def _progress(progress: bool | Progress) -> Progress | None:
@@ -218,12 +238,10 @@ class Jobs(ClientBase):
         """
         states, token = list(states), ""
         jobs: list[training_pb2.Job] = []
-        while size := _page_size(limit, len(jobs)):
-            page = self._unary(LIST_JOBS, list_jobs_request(states, size, token), timeout)
-            jobs += page.jobs
-            if not (token := page.next_page_token):
-                break
-        return jobs
+        while True:
+            page = self._unary(LIST_JOBS, list_jobs_request(states, _page_size(limit, len(jobs)), token), timeout)
+            if not (token := _paged(jobs, page, limit, token)):
+                return jobs
 
     def get_job(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
         """One job's summary and spec (a ``Job`` message)."""
@@ -338,12 +356,10 @@ class AsyncJobs(ClientBase):
         """Jobs, newest first: every one, or the ``limit`` newest, a page at a time (as :meth:`Jobs.jobs`)."""
         states, token = list(states), ""
         jobs: list[training_pb2.Job] = []
-        while size := _page_size(limit, len(jobs)):
-            page = await self._unary(LIST_JOBS, list_jobs_request(states, size, token), timeout)
-            jobs += page.jobs
-            if not (token := page.next_page_token):
-                break
-        return jobs
+        while True:
+            page = await self._unary(LIST_JOBS, list_jobs_request(states, _page_size(limit, len(jobs)), token), timeout)
+            if not (token := _paged(jobs, page, limit, token)):
+                return jobs
 
     async def get_job(self, job_id: str, *, timeout: float | None = None) -> training_pb2.Job:
         """One job's summary and spec."""

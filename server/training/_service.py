@@ -58,6 +58,8 @@ def read_page_token(token: str, states: Sequence[int]) -> tuple[float, str]:
         data = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError):
         raise refused from None
+    if base64.urlsafe_b64encode(data).decode("ascii").rstrip("=") != token:  # the decoder skips characters
+        raise refused  # outside its alphabet, and takes "+/" and padding: only the token as made is one
     cursor, check = data[:-_CHECK], data[-_CHECK:]
     if len(cursor) != _CURSOR.size or check != _check(cursor, states):
         raise refused

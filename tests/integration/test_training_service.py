@@ -464,6 +464,9 @@ def test_list_jobs_pages(address: str, stub: training_pb2_grpc.TrainingServiceSt
     for request_, field in [(pb.ListJobsRequest(page_size=-1), "page_size: is -1"),
                             (pb.ListJobsRequest(page_token="../../etc/passwd"), "page_token: "),
                             (pb.ListJobsRequest(page_token=edited), "page_token: "),
+                            # what base64's decoder skips (characters outside its alphabet) or takes (padding)
+                            (pb.ListJobsRequest(page_token=token[:5] + "!!**" + token[5:]), "page_token: "),
+                            (pb.ListJobsRequest(page_token=token + "=="), "page_token: "),
                             (pb.ListJobsRequest(page_token=token, states=[pb.JOB_STATE_QUEUED]), "page_token: ")]:
         with pytest.raises(grpc.RpcError) as info:
             stub.ListJobs(request_, timeout=10)
