@@ -30,10 +30,12 @@ A job with ``world_size`` N > 1 runs like this (one host)::
 Several machines (``nodes`` M > 1): the server hosts a c10d ``TCPStore`` at its
 ``--rdzv-endpoint``; the job's worker runs ranks ``0 … N/M − 1`` and waits
 until M − 1 machines have joined (:func:`join_job`, ``lossd join``: each takes
-the next index from the counter ``lossd/<job>/joined`` and runs its N/M ranks);
-all ranks form one process group under the prefix the worker put in
-``lossd/<job>/group``. Store keys are plain bytes (torch's c10d rendezvous
-backend pickles its state, so it is not used). See docs/scaling.md.
+the next index from the counter ``lossd/<job>/joined`` once the run waits, and runs its N/M ranks);
+all ranks form one process group under the prefix the worker put in ``lossd/<job>/group``. Before it takes
+a place, a joining machine compares its lossd and torch versions (and the job's loss plugin) with those the
+worker put in ``lossd/<job>/build`` (:func:`build_of`) and refuses to run a rank with any other (ranks of two
+torch builds may compute different numbers), saying why in ``lossd/<job>/refused`` too. Store keys are plain
+bytes (torch's c10d rendezvous backend pickles its state, so it is not used). See docs/scaling.md.
 
     >>> plan = plan_job(request_with_world_size_2, REGISTRY)               # doctest: +SKIP
     >>> run_data_parallel(plan, None, events.append, Control(), "", "0123456789ab")  # doctest: +SKIP
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import json
 import logging
 import multiprocessing
@@ -67,6 +70,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, start_processes
 
+from ... import __version__
 from ..._settings import first_line, parse_endpoint
 from ...v1 import training_pb2
 from .._limits import TrainingLimits
@@ -77,8 +81,8 @@ from ._engine import Control, RankFailure, World, follows_checkpoint, run_job
 from ._spec import JobPlan, plan_job
 from ._store import FINAL_STATES
 
-__all__ = ["JOIN_TIMEOUT", "RANK_TIMEOUT", "Rendezvous", "forget_rendezvous", "join_data_parallel", "join_job",
-           "nothing_to_join", "rendezvous_address", "run_data_parallel"]
+__all__ = ["JOIN_TIMEOUT", "RANK_TIMEOUT", "Rendezvous", "build_of", "forget_rendezvous", "join_data_parallel",
+           "join_job", "nothing_to_join", "rendezvous_address", "run_data_parallel"]
 
 log = logging.getLogger("lossd.server.training")
 
@@ -219,6 +223,48 @@ def _keys(job_id: str) -> tuple[str, str]:
     return f"lossd/{job_id}/joined", f"lossd/{job_id}/group"
 
 
+def _build_keys(job_id: str) -> tuple[str, str]:
+    """The store keys of a multi-node job's build check: what the server's machine runs (:func:`build_of`, set by
+    its worker before the group's prefix), and why the last machine that would not join refused."""
+    return f"lossd/{job_id}/build", f"lossd/{job_id}/refused"
+
+
+#: The longest refusal the server's worker repeats in the job's events (anyone who reaches the port can set it).
+REFUSAL_CHARS = 1000
+
+
+def build_of(plan: JobPlan) -> dict[str, str]:
+    """What every machine of ``plan``'s job must run alike for its ranks to compute the same numbers: lossd's
+    version, torch's (its release and the commit it was built from), and, when the job's loss is a plugin's, where
+    that loss comes from (the plugin's source and its distribution's version)."""
+    spec = plan.loss.spec
+    build = {"lossd": __version__, "torch": f"{torch.__version__} (git {getattr(torch.version, 'git_version', '?')})"}
+    if spec.plugin:
+        top = getattr(spec.fn, "__module__", "").partition(".")[0]
+        dists = sorted(set(importlib.metadata.packages_distributions().get(top, [])))
+        build["loss plugin"] = ", ".join([f"{spec.name} from {spec.source}",
+                                          *(f"{d} {importlib.metadata.version(d)}" for d in dists)])
+    return build
+
+
+def _build_mismatch(published: bytes, ours: dict[str, str], job_id: str) -> str:
+    """``""`` when the server's ``published`` build (:func:`build_of`, as JSON) is ``ours``, else why this
+    machine cannot join ``job_id`` (naming both sides of every difference)."""
+    try:
+        theirs = json.loads(published)
+        if not isinstance(theirs, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        theirs = {}
+    differ = [f"{key} {ours.get(key, 'none')} here, {theirs.get(key, 'none')} on the server"
+              for key in sorted(set(ours) | set(theirs)) if ours.get(key) != theirs.get(key)]
+    if not differ:
+        return ""
+    return (f"this machine cannot join job {job_id}: {'; '.join(differ)}. Every machine of a job must run the "
+            "server's lossd and torch (and the job's loss plugin), or the ranks may compute different numbers: "
+            "install those here and run lossd join again")
+
+
 def _check_in_key(prefix: str, node: int) -> str:
     """The counter a joined machine (``node`` ≥ 1) of the run with group ``prefix`` adds to every
     :data:`RUN_CHECK_S`."""
@@ -229,16 +275,17 @@ def forget_rendezvous(store: Any, job_id: str, nodes: int) -> None:
     """Drop the rendezvous keys of a job on ``nodes`` machines from the server's ``store`` once its worker has
     ended, so that the next start of the job (a resume on this server) counts its machines afresh: else the
     resumed worker found the last run's count, started its ranks without waiting, and ``lossd join`` was turned
-    away. The joined machines' check-in counters go too (the process group's own keys stay: the store cannot
-    list them): those of machines 1 to ``nodes`` - 1, the only ones that check in. Not as many as the store's
-    count says: anyone who reaches the port can set it, and a count of 10^12 kept the job's worker slot busy
-    deleting keys for good (an audit, 2026-12-06)."""
+    away. The build the worker published and a machine's refusal go too, and the joined machines' check-in
+    counters (the process group's own keys stay: the store cannot list them): those of machines 1 to
+    ``nodes`` - 1, the only ones that check in. Not as many as the store's count says: anyone who reaches the
+    port can set it, and a count of 10^12 kept the job's worker slot busy deleting keys for good (an audit,
+    2026-12-06)."""
     joined, group = _keys(job_id)
     if store.check([group]):
         prefix = store.get(group).decode()
         for node in range(1, nodes):
             store.delete_key(_check_in_key(prefix, node))
-    for key in (joined, group):
+    for key in (joined, group, *_build_keys(job_id)):
         store.delete_key(key)
 
 
@@ -289,10 +336,20 @@ def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[by
     host, port = rendezvous_address(rdzv_endpoint)
     store = dist.TCPStore(host, port, is_master=False, timeout=RANK_TIMEOUT)
     joined, group = _keys(job_id)
+    build, refused = _build_keys(job_id)
+    store.set(build, json.dumps(build_of(plan), sort_keys=True))  # before the group: a joiner reads it then
     store.set(group, f"lossd/{job_id}/{os.urandom(6).hex()}/")  # a fresh prefix per start of the job
     deadline = time.monotonic() + JOIN_TIMEOUT.total_seconds()
     log.info("job %s: waiting for %d machines to join on %s", job_id, plan.nodes - 1, rdzv_endpoint)
+    refusal = ""  # the last machine's that would not join
     while (count := store.add(joined, 0)) < plan.nodes - 1:
+        if store.check([refused]):  # a machine of another build said why it would not join: the job says so
+            refusal = store.get(refused)[:REFUSAL_CHARS].decode(errors="replace")
+            store.delete_key(refused)
+            log.warning("job %s: a machine would not join: %s", job_id, refusal)
+            send(training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_WARNING, state=training_pb2.JOB_STATE_QUEUED,
+                                       job_id=job_id, message=f"a machine would not join: {refusal}; still "
+                                       f"waiting for {plan.nodes - 1 - count} of {plan.nodes - 1}").SerializeToString())
         if control.cancel.is_set() or control.interrupt.is_set():
             state = training_pb2.JOB_STATE_CANCELLED if control.cancel.is_set() else training_pb2.JOB_STATE_INTERRUPTED
             send(training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_STATE, state=state, job_id=job_id,
@@ -302,7 +359,7 @@ def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[by
         if time.monotonic() > deadline:
             send(_failed(job_id, f"{count} of the {plan.nodes - 1} other machines joined within "
                          f"{JOIN_TIMEOUT.total_seconds():.0f} s (lossd join {job_id} --rdzv-endpoint "
-                         f"{rdzv_endpoint})"))
+                         f"{rdzv_endpoint})" + (f"; the last that would not join: {refusal}" if refusal else "")))
             return
         time.sleep(0.2)
     local = plan.world_size // plan.nodes
@@ -317,8 +374,9 @@ def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str,
     """Run this machine's share of a multi-node job (``lossd join``); returns ``""`` once the ranks ended
     well, else why not. The job's events and checkpoints stay with the server's rank 0. Until the job starts it
     waits (up to :data:`JOIN_TIMEOUT`), asking ``job_ended`` every :data:`JOB_CHECK_S` (``""``: it has not; else
-    why it will not start), and gives its machine's place back when it stops waiting (Ctrl-C included: the wait
-    polls, so the signal is seen; a join killed with -9 keeps its place until the job's run ends)."""
+    why it will not start; Ctrl-C is seen too: the wait polls). It takes its machine's place (the next index of the
+    run's counter) only once the run waits for its machines and this machine runs the build the server's worker
+    published (:func:`build_of`); a machine of another build refuses, before it runs a rank."""
     host, port = rendezvous_address(rdzv_endpoint)
     try:
         store = dist.TCPStore(host, port, is_master=False, timeout=JOIN_CONNECT_TIMEOUT)
@@ -326,27 +384,43 @@ def join_data_parallel(plan: JobPlan, job_id: str, rdzv_endpoint: str,
         return (f"no rendezvous answered at {rdzv_endpoint} within {JOIN_CONNECT_TIMEOUT.total_seconds():.0f} s "
                 f"(give the server's --rdzv-endpoint): {first_line(e)}")
     joined, group = _keys(job_id)
-    why = "interrupted"  # until the wait says otherwise: a Ctrl-C while it waits gives the place back too
+    why, placed = "interrupted", False
     try:
-        node = int(store.add(joined, 1))
-        why = (f"job {job_id} already has its {plan.nodes} machines (a lossd join stopped with kill -9 while it "
-               "waited keeps its place: cancel the job and submit it again)" if node > plan.nodes - 1
-               else _wait_for_start(store, group, job_id, job_ended))
+        # No place while it waits: the worker counts only machines that will run its ranks.
+        why = _wait_for_start(store, group, job_id, job_ended) or _refuse_other_builds(store, plan, job_id)
+        if not why:
+            prefix = store.get(group).decode()  # set by the server's worker when the job's run starts
+            why = "interrupted"  # until the checks below say otherwise: a Ctrl-C gives the place back too
+            node = int(store.add(joined, 1))
+            placed = True
+            why = (f"job {job_id} already has its {plan.nodes} machines" if node > plan.nodes - 1 else
+                   f"the server's run of job {job_id} ended as this machine joined; if the job resumes, run lossd "
+                   "join again" if _run_ended(store, group, prefix) else "")
     except (RuntimeError, OSError) as e:  # DistNetworkError: the server's store went away
         why = f"the rendezvous at {rdzv_endpoint} stopped answering (the server stopped?): {first_line(e)}"
     finally:
-        if why:  # this machine does not run: its place goes back
+        if why and placed:  # this machine does not run: its place goes back
             with contextlib.suppress(Exception):
                 store.add(joined, -1)
     if why:
         return why
     local = plan.world_size // plan.nodes
-    prefix = store.get(group).decode()  # set by the server's worker when the job starts
     store.set_timeout(RUN_CHECK_TIMEOUT)  # from now on only _joined_run_check uses it: no long waits
     failures: list[bytes] = []
     _run_ranks(plan, None, failures.append, Control(), "", job_id, Rendezvous(host, port, prefix, node * local, local),
                stop_reason=functools.partial(_joined_run_check, store, group, prefix, node, job_id))
     return training_pb2.JobEvent.FromString(failures[-1]).message if failures else ""
+
+
+def _refuse_other_builds(store: Any, plan: JobPlan, job_id: str) -> str:
+    """``""`` when this machine runs the build the server's worker of ``job_id`` published, else why not, which the
+    worker is also told (it repeats it in the job's events). A server that published none (an older lossd) differs
+    too."""
+    build, refused = _build_keys(job_id)
+    why = _build_mismatch(store.get(build) if store.check([build]) else b"", build_of(plan), job_id)
+    if why:
+        store.set(refused, why)
+    return why
 
 
 def _wait_for_start(store: Any, group: str, job_id: str, job_ended: Callable[[], str]) -> str:

@@ -30,8 +30,10 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import torch
 import torch.distributed
 
+import lossd
 from lossd.client import Client
 from lossd.v1 import training_pb2_grpc
 from lossd.v1 import training_pb2 as pb
@@ -501,31 +503,89 @@ def test_a_multi_node_job_waits_for_a_server_that_hosts_its_rendezvous(tmp_path:
 def test_a_machine_past_the_count_is_turned_away_and_a_reset_counts_afresh() -> None:
     """On the server's store (hosted as ``lossd serve --rdzv-endpoint`` hosts it): a machine beyond the
     job's ``nodes`` is turned away before it runs anything; :func:`forget_rendezvous` (the manager calls
-    it when the job's worker ends) leaves the next start of the job a count of 0."""
+    it when the job's worker ends) leaves the next start of the job a count of 0, and no build."""
     from lossd.server.losses import REGISTRY
     from lossd.server.training import plan_job
-    from lossd.server.training._distributed import _keys, forget_rendezvous, join_data_parallel
+    from lossd.server.training._distributed import _build_keys, _keys, build_of, forget_rendezvous, join_data_parallel
     from lossd.server.training._manager import _rendezvous_store
 
     endpoint = f"127.0.0.1:{_free_port()}"
     store = _rendezvous_store(endpoint)
     job_id = "0123456789ab"
     joined, group = _keys(job_id)
-    store.add(joined, 1)  # the one other machine of the run before
-    store.set(group, f"lossd/{job_id}/run1/")
     plan = plan_job(request({**SPEC, "world_size": 2, "nodes": 2}), REGISTRY)
-    assert join_data_parallel(plan, job_id, endpoint).startswith(f"job {job_id} already has its 2 machines (a lossd "
-                                                                  "join stopped with kill -9 while it waited")
+    store.add(joined, 1)  # the one other machine of the run before
+    store.set(_build_keys(job_id)[0], json.dumps(build_of(plan)))
+    store.set(group, f"lossd/{job_id}/run1/")
+    assert join_data_parallel(plan, job_id, endpoint) == f"job {job_id} already has its 2 machines"
     assert _rendezvous_keys(store, job_id) == (1, True)  # the machine turned away took no place
     forget_rendezvous(store, job_id, plan.nodes)
-    assert _rendezvous_keys(store, job_id) == (0, False)
+    assert _rendezvous_keys(store, job_id) == (0, False) and not store.check([_build_keys(job_id)[0]])
+
+
+def test_a_machine_of_another_build_refuses_to_join_and_the_job_says_so(tmp_path: Path) -> None:
+    """A ``lossd join`` whose lossd or torch differs from the server's trained with it, silently (the data-parallel
+    audit, 2026-12-06): ranks of two torch builds may compute different numbers. The server's worker publishes its
+    build with the run; a joiner of another exits 2 before it runs a rank, naming both versions, takes no place,
+    and the waiting job reports it as a WARNING. (Here the server's published build is made another's.)"""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    with start_in_process(rdzv_endpoint=endpoint, data_dir=str(tmp_path / "data")) as address, \
+            grpc.insecure_channel(address) as channel:
+        remote = training_pb2_grpc.TrainingServiceStub(channel)
+        job_id = [r.event for r in remote.TrainJob(request({**SPEC, "world_size": 2, "nodes": 2, "detach": True}),
+                                                   timeout=30)][0].job_id
+        rendezvous = _rendezvous(endpoint)
+        assert wait_for(lambda: _rendezvous_keys(rendezvous, job_id)[1], 60)  # the worker waits for its machine
+        keys = [f"lossd/{job_id}/build", f"lossd/{job_id}/refused"]  # the build it published, a refusal
+        build = json.loads(rendezvous.get(keys[0]))
+        assert build == {"lossd": lossd.__version__,
+                         "torch": f"{torch.__version__} (git {torch.version.git_version})"}, build
+        _set(rendezvous, keys[0], json.dumps({**build, "torch": "2.12.0+cpu (git 0123abc)"}))
+        joiner = run_tool([tool_path("lossd", ""), "--target", address, "join", job_id, "--rdzv-endpoint", endpoint],
+                          env=tool_env(), timeout=180)
+        refusal = (f"this machine cannot join job {job_id}: torch {build['torch']} here, 2.12.0+cpu (git 0123abc) on "
+                   "the server. Every machine of a job must run the server's lossd and torch (and the job's loss "
+                   "plugin), or the ranks may compute different numbers: install those here and run lossd join again")
+        assert (joiner.returncode, joiner.stdout) == (2, ""), joiner.stderr
+        assert joiner.stderr.endswith(f"lossd join: error: {refusal}\n"), joiner.stderr
+        stream = remote.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=120)
+        warning = next(r.event for r in stream if r.event.kind == pb.JOB_EVENT_KIND_WARNING)
+        assert warning.message == f"a machine would not join: {refusal}; still waiting for 1 of 1", warning.message
+        assert _rendezvous_keys(rendezvous, job_id) == (0, True)  # it took no place
+        assert remote.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30).job.state == pb.JOB_STATE_CANCELLED
+        assert [r.event for r in stream][-1].message == "stopped while waiting for machines to join (0 of 1)"
+        assert [rendezvous.check([key]) for key in keys] == [False, False]  # forgotten with the run
+
+
+def test_a_plugins_loss_is_part_of_the_build_every_machine_must_share() -> None:
+    """A job whose loss is an operator plugin's: where the loss comes from is part of the build the machines
+    compare (:func:`build_of`); a built-in loss adds nothing. Differences name both sides."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from lossd.server.losses import REGISTRY
+    from lossd.server.training import plan_job
+    from lossd.server.training._distributed import _build_mismatch, build_of
+
+    plan = plan_job(request({**SPEC, "world_size": 2, "nodes": 2}), REGISTRY)
+    ours = build_of(plan)
+    assert sorted(ours) == ["lossd", "torch"] and _build_mismatch(json.dumps(ours).encode(), ours, "j") == ""
+    spec = dataclasses.replace(plan.loss.spec, plugin=True, source="plugin acme-losses (acme.losses)")
+    plugin = build_of(SimpleNamespace(loss=SimpleNamespace(spec=spec)))  # type: ignore[arg-type]
+    # with the version of the distribution its function's package comes from (here lossd's own, as a stand-in)
+    assert plugin == {**ours, "loss plugin": f"{spec.name} from plugin acme-losses (acme.losses), "
+                                             f"lossd {lossd.__version__}"}, plugin
+    assert _build_mismatch(json.dumps(ours).encode(), plugin, "j").startswith(
+        f"this machine cannot join job j: loss plugin {plugin['loss plugin']} here, none on the server. ")
+    assert _build_mismatch(b"\xff not json", ours, "j").startswith(
+        f"this machine cannot join job j: lossd {lossd.__version__} here, none on the server; torch ")
 
 
 def test_a_join_that_stops_waiting_gives_its_place_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """A ``lossd join`` stopped (Ctrl-C) while its job waited to start kept its place: the next join was turned away
     ("already has its 2 machines") and the job failed 20 s after it started, its machine silent; and the wait was a
     blocking get that held Ctrl-C and outlived a cancelled job for up to 10 minutes (the data-parallel audit,
-    2026-12-06). The wait polls, asks whether the job ended, and gives the place back however it stops."""
+    2026-12-06). The wait polls, asks whether the job ended, and takes no place while it waits."""
     from lossd.server.losses import REGISTRY
     from lossd.server.training import _distributed, plan_job
     from lossd.server.training._manager import _rendezvous_store
@@ -543,7 +603,7 @@ def test_a_join_that_stops_waiting_gives_its_place_back(monkeypatch: pytest.Monk
 
     assert _distributed.join_data_parallel(plan, job_id, endpoint, cancelled) == \
         f"job {job_id} ended (CANCELLED) before it started"
-    assert asked == [1, 1] and _rendezvous_keys(store, job_id) == (0, False)  # counted while it waited, then not
+    assert asked == [0, 0] and _rendezvous_keys(store, job_id) == (0, False)  # not counted while it waited
 
     def interrupted() -> str:
         raise KeyboardInterrupt
