@@ -613,6 +613,46 @@ def test_a_join_that_stops_waiting_gives_its_place_back(monkeypatch: pytest.Monk
     assert _rendezvous_keys(store, job_id) == (0, False)
 
 
+@pytest.mark.slow
+def test_a_join_killed_9_while_its_job_waits_holds_no_place(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A ``lossd join`` killed with -9 while its job waited for a slot kept its place (it counted itself as it
+    began to wait): when the job started, its worker found its machine counted and started its ranks at once,
+    the ``lossd join`` run again was turned away ("already has its 2 machines"), and the job failed 20 s later
+    ("machine 1 ... has not been heard from"). Now a join takes its place only once the job's run waits for
+    its machines, so the second one joins and the job trains to its end."""
+    caplog.set_level(logging.INFO, logger="lossd.access")
+    endpoint = f"127.0.0.1:{_free_port()}"
+    with start_in_process(rdzv_endpoint=endpoint, data_dir=str(tmp_path / "data"), max_jobs=1,
+                          log_format="json") as address, \
+            grpc.insecure_channel(address) as channel:
+        remote = training_pb2_grpc.TrainingServiceStub(channel)
+        busy = [r.event for r in remote.TrainJob(request({**LONG, "world_size": 1, "detach": True}),
+                                                 timeout=30)][0].job_id  # holds the one slot
+        job_id = [r.event for r in remote.TrainJob(request({**SPEC, "world_size": 2, "nodes": 2, "detach": True}),
+                                                   timeout=30)][0].job_id
+        join = [tool_path("lossd", ""), "--target", address, "join", job_id, "--rdzv-endpoint", endpoint]
+        first = subprocess.Popen(join, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # Its second GetJob is the wait's question whether the job ended: it is waiting for the job to start.
+            assert wait_for(lambda: sum(r.getMessage() == "GetJob OK" for r in caplog.records) >= 2, 60)
+            rendezvous = _rendezvous(endpoint)
+            assert _rendezvous_keys(rendezvous, job_id) == (0, False)  # before: (1, False), its place taken
+            first.kill()
+            first.communicate()
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.communicate()
+        assert remote.CancelJob(pb.CancelJobRequest(job_id=busy), timeout=30).job.state == pb.JOB_STATE_CANCELLED
+        assert wait_for(lambda: _rendezvous_keys(rendezvous, job_id) == (0, True), 60)  # the run waits, no one counted
+        again = run_tool(join, env=tool_env(), timeout=180)
+        assert (again.returncode, again.stdout.strip()) == (0, f"{job_id} joined: this machine's ranks finished"), \
+            again.stderr
+        final = [r.event for r in remote.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=60)][-1]
+        assert final.state == pb.JOB_STATE_SUCCEEDED, final.message
+
+
 def test_a_join_whose_rendezvous_does_not_answer_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     """A wrong --rdzv-endpoint waited 10 minutes in silence, then ended in a traceback (the data-parallel audit,
     2026-12-06); a malformed one was a traceback too. Now: a clear line, the malformed one before anything is
