@@ -55,6 +55,7 @@ from .._wire import (
     DEFAULT_MAX_TENSOR_ELEMENTS,
     DEFAULT_MAX_TENSORS,
     DEFAULT_MAX_TERMS,
+    MAX_LOSS_WORK,
     TensorLimits,
 )
 from ._connections import (
@@ -182,6 +183,10 @@ SETTINGS: tuple[Setting[Any], ...] = (
             "constant loss inputs", "--max-tensors"),
     Setting("max_terms", "LOSSD_MAX_TERMS", _wire_count, DEFAULT_MAX_TERMS, "most terms in one composite objective",
             "--max-terms"),
+    Setting("max_loss_work", "LOSSD_MAX_LOSS_WORK", _at_least_one, MAX_LOSS_WORK,
+            "most elements a call's losses may build beyond their inputs (a similarity matrix, a lattice, a "
+            "broadcast; an objective's terms together; a TrainJob's loss on a batch or the validation split), "
+            "counted from the shapes before any loss runs", "--max-loss-work"),
     # -- EvaluateLossBatch and dynamic batching (server/rpc/_batch.py, _batching.py; docs/performance.md) --
     Setting("max_batch_items", "LOSSD_MAX_BATCH_ITEMS", _at_least_one, DEFAULT_MAX_BATCH_ITEMS,
             "most items in one EvaluateLossBatch", "--max-batch-items"),
@@ -323,6 +328,7 @@ class ServerConfig:
     max_request_elements: int = _from_table("max_request_elements")
     max_tensors: int = _from_table("max_tensors")
     max_terms: int = _from_table("max_terms")
+    max_loss_work: int = _from_table("max_loss_work")
     max_batch_items: int = _from_table("max_batch_items")
     max_batch_bytes: int = _from_table("max_batch_bytes")
     batch_window_us: int = _from_table("batch_window_us")
@@ -394,8 +400,9 @@ class ServerConfig:
         return cls(**values, **given)
 
     def tensor_limits(self) -> TensorLimits:
-        """The size limits on one request's tensors."""
-        return TensorLimits(self.max_tensor_elements, self.max_request_elements, self.max_tensors, self.max_terms)
+        """The size limits on one request's tensors, and on what its losses build beyond them."""
+        return TensorLimits(self.max_tensor_elements, self.max_request_elements, self.max_tensors, self.max_terms,
+                            self.max_loss_work)
 
     def batch_limits(self) -> BatchLimits:
         """The limits on one EvaluateLossBatch."""
@@ -407,7 +414,7 @@ class ServerConfig:
                                 self.max_tensor_elements, self.max_request_elements, self.max_tensors,
                                 max_world_size=self.max_world_size, max_classes=self.max_classes,
                                 max_layers=self.max_layers, max_layer_width=self.max_layer_width,
-                                max_message_bytes=self.max_message_bytes)
+                                max_message_bytes=self.max_message_bytes, max_loss_work=self.max_loss_work)
         return TrainingConfig(Path(self.data_dir), self.max_jobs, self.max_queued_jobs, limits, self.plugins,
                               rdzv_endpoint=self.rdzv_endpoint, job_store=self.job_store, lease_s=self.job_lease_s,
                               retention_s=self.job_retention, max_job_restarts=self.max_job_restarts,

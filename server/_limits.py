@@ -20,6 +20,7 @@ from .._wire import (
     DEFAULT_MAX_REQUEST_ELEMENTS,
     DEFAULT_MAX_TENSOR_ELEMENTS,
     DEFAULT_MAX_TENSORS,
+    MAX_LOSS_WORK,
     TensorLimits,
 )
 
@@ -76,6 +77,7 @@ class TrainingLimits:
     max_layers: int = 100  # hidden layers of an MLP (keyword only)
     max_layer_width: int = 100_000  # units of one hidden layer (keyword only)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # what the job's result must fit in (keyword only)
+    max_loss_work: int = MAX_LOSS_WORK  # what the loss builds beyond its inputs on a batch (keyword only)
 
     @property
     def tensors(self) -> TensorLimits:

@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_MAX_TENSOR_ELEMENTS",
     "DEFAULT_MAX_TERMS",
     "MAX_DIMS",
+    "MAX_LOSS_WORK",
     "TensorLimits",
     "check_tensors",
     "reply_encoding",
@@ -110,6 +111,12 @@ DEFAULT_MAX_TENSORS = 1024
 #: Most terms in one composite objective unless configured: each term evaluates a loss over
 #: the request's inputs, so the count bounds the work one small request can ask for.
 DEFAULT_MAX_TERMS = 64
+#: Most elements a call's losses may build beyond their inputs (a similarity matrix, a lattice, a broadcast)
+#: unless configured (``--max-loss-work``): 2^26, 256 MiB in float32, the (2N)² similarities of SimCLR's batch
+#: of 4096 pairs or Barlow Twins' 8192 features; a graph holds a few such tensors. Counted from the shapes
+#: before any loss runs (server/evaluation/_binding.py, ``check_work``): 16 KB of embeddings asked for 800 MB
+#: and 2 s of CPU, 128 KB for 13 GB.
+MAX_LOSS_WORK = 1 << 26
 #: Most dimensions a tensor may have (numpy's own limit): a wire rule, not a setting.
 MAX_DIMS = 64
 
@@ -128,16 +135,19 @@ def _hint(setting: str) -> str:
 
 @dataclass(frozen=True)
 class TensorLimits:
-    """The server's size limits on the tensors (and objective terms) of one request (``lossd serve`` flags).
+    """The server's size limits on the tensors (and objective terms) of one request, and on what its losses
+    build beyond them (``lossd serve`` flags).
 
-    >>> TensorLimits.of(1000)
-    TensorLimits(max_tensor_elements=1000, max_request_elements=100000000, max_tensors=1024, max_terms=64)
+    >>> TensorLimits.of(1000)  # doctest: +NORMALIZE_WHITESPACE
+    TensorLimits(max_tensor_elements=1000, max_request_elements=100000000, max_tensors=1024, max_terms=64,
+                 max_loss_work=67108864)
     """
 
     max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS
     max_request_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS
     max_tensors: int = DEFAULT_MAX_TENSORS
     max_terms: int = DEFAULT_MAX_TERMS
+    max_loss_work: int = MAX_LOSS_WORK
 
     @classmethod
     def of(cls, limits: TensorLimits | int) -> TensorLimits:

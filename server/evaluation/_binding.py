@@ -26,8 +26,9 @@ from typing import Any, Protocol
 import torch
 from torch.nn import _reduction
 
+from ..._settings import env_name, flag_name
 from ..._wire import FieldError
-from ..losses import MAX_LOSS_WORK, WIRE_NAMES, LossSpec, Param, broadcast_elements
+from ..losses import WIRE_NAMES, LossSpec, Param, broadcast_elements
 
 __all__ = [
     "DEPRECATED_PARAMS", "HasParams", "bind_inputs", "bind_params", "check_work", "grad_targets", "has_grad",
@@ -245,29 +246,36 @@ def loss_work(spec: LossSpec, bound: Mapping[str, Any], params: Mapping[str, Any
     return (n, field, what) if n > largest else (0, "", "")
 
 
-def check_work(spec: LossSpec, bound: Mapping[str, Any], params: Mapping[str, Any], before: int = 0) -> int:
-    """Refuse a call whose losses would build more than :data:`~lossd.server.losses.MAX_LOSS_WORK` elements
-    beyond their inputs (:func:`loss_work`; ``before``: what the objective's earlier terms build), from the
-    shapes, before any loss runs; the elements this one builds.
+def check_work(spec: LossSpec, bound: Mapping[str, Any], params: Mapping[str, Any], before: int = 0, *,
+               limit: int) -> int:
+    """Refuse a call whose losses would build more than ``limit`` elements beyond their inputs (the server's
+    ``--max-loss-work``, default :data:`~lossd._wire.MAX_LOSS_WORK`; :func:`loss_work`; ``before``: what the
+    objective's earlier terms build), from the shapes, before any loss runs; the elements this one builds.
 
     >>> from lossd.server.losses import REGISTRY
-    >>> check_work(REGISTRY.get("nt_xent_loss"), {"input": torch.zeros(8, 2), "target": torch.zeros(8, 2)}, {})
+    >>> nt_xent = REGISTRY.get("nt_xent_loss")
+    >>> check_work(nt_xent, {"input": torch.zeros(8, 2), "target": torch.zeros(8, 2)}, {}, limit=1000)
     256
     >>> x = torch.empty(6000, 1, device="meta")
-    >>> check_work(REGISTRY.get("nt_xent_loss"), {"input": x, "target": x}, {})  # doctest: +ELLIPSIS
+    >>> check_work(nt_xent, {"input": x, "target": x}, {}, limit=2**26)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     lossd._wire.FieldError: inputs.input: nt_xent_loss would build the (2N)² similarity matrix, 144000000 \
-elements, from inputs input [6000, 1], target [6000, 1]; a call may build at most 67108864 elements beyond ...
+elements, from inputs input [6000, 1], target [6000, 1]; a call may build at most 67108864 elements beyond \
+its inputs (--max-loss-work, env LOSSD_MAX_LOSS_WORK): send fewer rows per call
     """
     n, field, what = loss_work(spec, bound, params)
-    if before + n > MAX_LOSS_WORK:
+    if before + n > limit:
         shapes = ", ".join(f"{k} {list(t.shape)}" for k, t in bound.items() if isinstance(t, torch.Tensor))
         earlier = f" in all (the objective's terms before this one: {before})" if before else ""
         raise FieldError(field, f"{spec.name} would build {what}, {n} elements, from inputs {shapes}; a call may "
-                                f"build at most {MAX_LOSS_WORK} elements beyond its inputs{earlier}: send fewer rows "
-                                "per call", "RESOURCE_EXHAUSTED")
+                                f"build at most {limit} elements beyond its inputs ({_WORK_HINT}){earlier}: send "
+                                "fewer rows per call", "RESOURCE_EXHAUSTED")
     return n
+
+
+#: The setting that raises or lowers :func:`check_work`'s limit, named in its refusals.
+_WORK_HINT = f"{flag_name('max_loss_work')}, env {env_name('max_loss_work')}"
 
 
 def _input_list(spec: LossSpec) -> str:

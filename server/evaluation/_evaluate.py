@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..._settings import first_line
-from ..._wire import FieldError
+from ..._wire import MAX_LOSS_WORK, FieldError
 from ..losses import WIRE_NAMES, LossSpec, Registry, strictness
 from ._binding import (
     DEPRECATED_PARAMS,
@@ -108,8 +108,11 @@ def evaluate(
     grad_output: torch.Tensor | None = None,
     device: torch.device | None = None,
     strict: bool = False,
+    *,
+    max_loss_work: int = MAX_LOSS_WORK,
 ) -> Evaluation:
-    """Validate, run the loss forward, and backward for the requested inputs.
+    """Validate, run the loss forward, and backward for the requested inputs (``max_loss_work``: the most
+    elements the loss may build beyond them, :func:`check_work`).
 
     Warnings raised meanwhile (torch's, and lossd's :class:`~lossd.server.losses.Domain`
     warnings) are captured for this call alone, whatever other threads do, and
@@ -122,7 +125,7 @@ def evaluate(
 This will likely lead to incorrect results due to broadcasting. Please ensure they have the same size.']
     """
     with capture() as seen, strictness(strict):
-        binding, tensors = bind(registry, loss, inputs, params, grad_inputs)
+        binding, tensors = bind(registry, loss, inputs, params, grad_inputs, max_loss_work=max_loss_work)
         result = run_bound(binding, tensors, grad_output, device)
     result.warnings = seen
     return result
@@ -149,14 +152,17 @@ class Binding:
     #: ``kwargs`` or ``scalars`` hold a list or a dict: each :func:`run_bound` passes copies, so that a loss
     #: changing one changes nothing for the next call of a kept binding (or for a param's default).
     fresh: bool = False
+    #: The elements the loss builds beyond its inputs (:func:`check_work`): a kept binding is reused only
+    #: under a limit at least this.
+    work: int = 0
 
 
 def bind(
     registry: Registry, loss: str, inputs: Mapping[str, torch.Tensor], params: Mapping[str, Any],
-    grad_inputs: Sequence[str] = (),
+    grad_inputs: Sequence[str] = (), *, max_loss_work: int = MAX_LOSS_WORK,
 ) -> tuple[Binding, dict[str, torch.Tensor]]:
     """Validate a call: its :class:`Binding` and the input tensors by canonical name (as
-    :func:`bind_inputs` leaves them)."""
+    :func:`bind_inputs` leaves them); the loss may build at most ``max_loss_work`` elements beyond them."""
     spec = registry.get(loss)
     inputs, sent_params = params_from_tensors(spec, inputs)
     twice = sorted(sent_params.keys() & params.keys())
@@ -165,10 +171,10 @@ def bind(
     params, scalars = split_scalars(spec, legacy_reduction(spec, {**params, **sent_params}))
     tensors, sent_as = bind_inputs(spec, inputs, scalars)
     kwargs = bind_params(spec, params, refused=DEPRECATED_PARAMS)
-    check_work(spec, {**tensors, **scalars}, kwargs)  # before anything is computed
+    work = check_work(spec, {**tensors, **scalars}, kwargs, limit=max_loss_work)  # before anything is computed
     wanted = grad_targets(spec, tensors, sent_as, grad_inputs)
     fresh = spec.mutable_values and any(isinstance(v, (list, dict)) for v in (*kwargs.values(), *scalars.values()))
-    return Binding(spec, sent_as, kwargs, frozenset(wanted), scalars, frozenset(sent_params), fresh), tensors
+    return Binding(spec, sent_as, kwargs, frozenset(wanted), scalars, frozenset(sent_params), fresh, work), tensors
 
 
 def run_bound(

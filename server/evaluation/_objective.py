@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..._wire import FieldError
+from ..._wire import MAX_LOSS_WORK, FieldError
 from ..losses import LossSpec, Registry, strictness
 from ._binding import (
     DEPRECATED_PARAMS,
@@ -215,6 +215,7 @@ def evaluate_objective(
     *,
     plain: bool = False,
     grad_output: torch.Tensor | None = None,
+    max_loss_work: int = MAX_LOSS_WORK,
 ) -> Evaluation:
     """Evaluate a weighted sum of scalar losses plus L1/L2 penalties, with gradients.
 
@@ -235,6 +236,9 @@ def evaluate_objective(
     torch's own backward of ``grad_output * objective`` to the bit. ``None`` is 1. The objective's
     value is unchanged.
 
+    ``max_loss_work``: the most elements the terms together may build beyond their inputs
+    (:func:`~lossd.server.evaluation.check_work`, each term's added to the earlier ones').
+
     >>> from lossd.server.losses import REGISTRY
     >>> x = {"input": torch.tensor([1.0, 3.0]), "target": torch.zeros(2)}
     >>> evaluate_objective(REGISTRY, [Term("mse_loss", 2.0)], x).parts
@@ -246,7 +250,7 @@ def evaluate_objective(
         raise ValueError(f"a plain request is one loss, not {len(terms)} terms")
     with capture() as seen, strictness(strict):
         result = _evaluate_objective(registry, terms, inputs, parameters, regularization, grad_inputs, device, plain,
-                                     grad_output)
+                                     grad_output, max_loss_work)
     result.warnings = seen
     return result
 
@@ -261,6 +265,7 @@ def _evaluate_objective(
     device: torch.device | None,
     plain: bool,
     grad_output: torch.Tensor | None = None,
+    max_loss_work: int = MAX_LOSS_WORK,
 ) -> Evaluation:
     parameters = dict(parameters or {})
     reg = regularization or Regularization()
@@ -320,7 +325,7 @@ def _evaluate_objective(
                     term_params, scalars = split_scalars(spec, legacy_reduction(spec, term.params))
                     bound, _ = bind_inputs(spec, mine, scalars)
                     kwargs = bind_params(spec, term_params, refused=DEPRECATED_PARAMS)
-                    built += check_work(spec, {**bound, **scalars}, kwargs, built)
+                    built += check_work(spec, {**bound, **scalars}, kwargs, built, limit=max_loss_work)
                     calls.append(({**bound, **scalars}, kwargs))
             except FieldError as e:
                 raise FieldError(prefix(i) + e.field, e.message, e.code) from e

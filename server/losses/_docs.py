@@ -172,12 +172,13 @@ def _loss_section(spec: LossSpec) -> list[str]:
     why = ("torch would crash, read out of bounds, hang or return a meaningless number"
            if spec.source.startswith("torch.") else "outside the loss's definition")
     refuses = [*spec.refuses]
+    counted = ("RESOURCE_EXHAUSTED, counted from the shapes before the loss runs; the default limit, which a server "
+               "sets with `--max-loss-work`")
     if spec.work:
-        refuses.append(f"{spec.work.what} past {MAX_LOSS_WORK} elements (RESOURCE_EXHAUSTED, counted from the "
-                       "shapes before the loss runs)")
+        refuses.append(f"{spec.work.what} past {MAX_LOSS_WORK} elements ({counted})")
     if spec.broadcasts:
         refuses.append(f"{', '.join(spec.broadcasts)} broadcasting to more than {MAX_LOSS_WORK} elements and more "
-                       "than the largest input (RESOURCE_EXHAUSTED, counted from the shapes before the loss runs)")
+                       f"than the largest input ({counted})")
     out.append(f"- **Always refused** ({why}): " + ("; ".join(_cell(r) for r in refuses) or "none"))
     out += ["", "**Inputs** (in torch's argument order)", ""]
     out += _table(("Name", "Role", "Dtype kind", "Gradient", "Required", "Aliases", "Description"),

@@ -37,7 +37,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from ..._wire import FieldError
+from ..._wire import MAX_LOSS_WORK, FieldError  # MAX_LOSS_WORK: --max-loss-work's default
 
 __all__ = [
     "Domain",
@@ -489,14 +489,6 @@ class Equivalent:
     note: str = ""
 
 
-#: Most elements a call's losses may build beyond their inputs (a similarity matrix, a lattice, a broadcast):
-#: 2^26, 256 MiB in float32, the (2N)² similarities of SimCLR's batch of 4096 pairs or Barlow Twins' 8192
-#: features; a graph holds a few such tensors. Counted from the shapes before any loss runs
-#: (server/evaluation/_binding.py, ``check_work``): 16 KB of embeddings asked for 800 MB and 2 s of CPU, 128 KB
-#: for 13 GB.
-MAX_LOSS_WORK = 1 << 26
-
-
 @dataclass(frozen=True)
 class Work:
     """The largest tensor a loss builds, where it grows faster than its inputs: ``what`` names it (for the
@@ -569,8 +561,9 @@ class LossSpec:
     #: I/O takes no CPU, so the rule that moves a slow loss off the loop would never see it.
     inline: bool = True
     #: The largest tensor the loss builds, where it grows faster than the inputs (a similarity matrix, a
-    #: lattice): counted before the loss runs, refused past :data:`MAX_LOSS_WORK` (``check_work``), and such a
-    #: loss is never evaluated on the event loop (server/rpc/_service.py).
+    #: lattice): counted before the loss runs, refused past the server's ``--max-loss-work`` (default
+    #: :data:`MAX_LOSS_WORK`; ``check_work``), and such a loss is never evaluated on the event loop
+    #: (server/rpc/_service.py).
     work: Work | None = None
     #: The inputs torch combines elementwise, broadcasting them (``mse_loss``'s input, target and weight): what
     #: they broadcast to is built and counted too (``check_work``: [1, N] and [N, 1] are N² elements).

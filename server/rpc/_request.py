@@ -98,18 +98,21 @@ def handle_evaluate_bytes(
     are wrapped without a copy, and the dict is emptied once the loss is
     computed so that the received bytes can be freed before the reply is built.
     ``limits`` bound the request's tensors before any is decoded
-    (:func:`lossd._wire.check_tensors`; an int is the per-tensor element limit).
+    (:func:`lossd._wire.check_tensors`; an int is the per-tensor element limit), and what its losses
+    build beyond them before any runs (``max_loss_work``, :func:`~lossd.server.evaluation.check_work`).
     NaN and infinite values are refused unless the request sets ``allow_non_finite``.
     ``plans`` (a service's :class:`~lossd.server.rpc._plan.Plans`) lets a request whose
-    signature was validated before skip straight to decoding and computing. ``caps_checked``: the
+    signature was validated before skip straight to decoding and computing (unless its loss builds more
+    than ``limits`` allow: it is bound again, and refused). ``caps_checked``: the
     caller has checked the request's strings and repeated fields (:func:`~._caps.check_request`; the
     LargeRequests interceptor does, for every EvaluateLoss call), so they are not checked again.
     """
+    limits = TensorLimits.of(limits)
     key = signature(request, payloads) if plans is not None else None
     if key is not None:
         assert plans is not None
         plan = plans.get(key)
-        if plan is not None:
+        if plan is not None and plan.binding.work <= limits.max_loss_work:  # (kept under a higher limit: bind)
             # A planned signature skips the checks decode_request makes, but not the caps (strings,
             # repeated fields): they hold on every request, and are checked before the payloads are read.
             if not caps_checked:
@@ -136,12 +139,12 @@ def handle_evaluate_bytes(
         reg = Regularization(r.l1, r.l2, tuple(r.include), tuple(r.exclude))
         result = evaluate_objective(registry, terms, decoded.inputs, decoded.parameters, reg,
                                     list(request.grad_inputs), device, request.strict, plain=not request.terms,
-                                    grad_output=decoded.grad_output)
+                                    grad_output=decoded.grad_output, max_loss_work=limits.max_loss_work)
     else:
         with capture_warnings() as seen, strictness(request.strict):
             binding, bound = bind(registry, request.loss, decoded.inputs,
                                   struct_to_dict(request.params, "params", registry, request.loss),
-                                  list(request.grad_inputs))
+                                  list(request.grad_inputs), max_loss_work=limits.max_loss_work)
             plan = _plan(binding, decoded.inputs, bound, encoding, seen) if key is not None else None
             result = run_bound(binding, bound, decoded.grad_output, device)
         result.warnings = seen

@@ -395,8 +395,10 @@ class JobManager:
             raise FieldError("nodes", f"is {plan.nodes}: a job on several machines needs a server started with "
                             "--rdzv-endpoint HOST:PORT (the rendezvous the other machines join)",
                             "FAILED_PRECONDITION")
-        with capture_warnings():  # torch's warnings on this trial run (kl_div's reduction='mean') are not
-            check_loss_accepts_model(plan)  # written raw to stderr: the job's worker logs them as it runs
+        # torch's warnings on this trial run (kl_div's reduction='mean') are not written raw to stderr: the
+        # job's worker logs them as it runs
+        with capture_warnings():
+            check_loss_accepts_model(plan, self.config.limits.max_loss_work)
         with self._lock:
             if (full := self._queue_full()) is not None:
                 raise full

@@ -37,7 +37,7 @@ import torch
 
 from ..._model import ACTIVATIONS, OUTPUT_ACTIVATIONS, ModelPlan, build_model, count_parameters
 from ..._settings import first_line, flag_name
-from ..._wire import FieldError, check_tensors, reply_encoding
+from ..._wire import MAX_LOSS_WORK, FieldError, check_tensors, reply_encoding
 from ...v1 import training_pb2
 from .._limits import TrainingLimits
 from ..evaluation import (
@@ -844,11 +844,12 @@ def _with_warnings(plan: JobPlan) -> JobPlan:
     return dataclasses.replace(plan, warnings=(*plan.warnings, text))
 
 
-def check_loss_accepts_model(plan: JobPlan) -> None:
+def check_loss_accepts_model(plan: JobPlan, max_loss_work: int = MAX_LOSS_WORK) -> None:
     """Run the loss on the model's output for a few samples (zero weights, no RNG), so that a shape or
     dtype mismatch is refused at submission rather than failing the job; and on as many samples as the
     smallest batch the job gives it (an epoch's last batch on a rank, the validation split), when fewer:
-    a loss that needs two rows refused a last batch of one at step 6."""
+    a loss that needs two rows refused a last batch of one at step 6. The most rows it is given at once
+    may build at most ``max_loss_work`` elements beyond them (``--max-loss-work``)."""
     model = build_model(plan.model, plan.in_features, plan.out_features, device="meta").to_empty(device="cpu")
     with torch.no_grad():
         for p in model.parameters():
@@ -879,11 +880,11 @@ def check_loss_accepts_model(plan: JobPlan) -> None:
             raise FieldError("loss.params.reduction", f"{plan.loss.spec.name} gives shape {list(value.shape)}; "
                             "training needs a scalar loss ('mean' or 'sum')")
     _check_output_range(plan, model(plan.data.x[plan.train_index[:first]]), plan.target[plan.train_index[:first]])
-    _check_loss_work(plan, out, plan.target[plan.train_index[:first]])
+    _check_loss_work(plan, out, plan.target[plan.train_index[:first]], max_loss_work)
 
 
-def _check_loss_work(plan: JobPlan, out: torch.Tensor, target: torch.Tensor) -> None:
-    """Refuse a job whose loss would build more than ``MAX_LOSS_WORK`` elements beyond its inputs (``check_work``)
+def _check_loss_work(plan: JobPlan, out: torch.Tensor, target: torch.Tensor, max_loss_work: int) -> None:
+    """Refuse a job whose loss would build more than ``max_loss_work`` elements beyond its inputs (``check_work``)
     on the most rows it is given at once: a rank's share of a batch, or the whole validation split at each
     epoch's end. A 350-byte spec of nt_xent_loss with a batch of 4,000 took a worker 1 GB (an audit, 2026-12-06),
     and the validation split's (2N)² matrix is built in one piece."""
@@ -893,7 +894,7 @@ def _check_loss_work(plan: JobPlan, out: torch.Tensor, target: torch.Tensor) -> 
              plan.loss.prediction: torch.empty((rows, *out.shape[1:]), dtype=out.dtype, device="meta"),
              plan.loss.target: torch.empty((rows, *target.shape[1:]), dtype=target.dtype, device="meta")}
     try:
-        check_work(plan.loss.spec, bound, plan.loss.kwargs)
+        check_work(plan.loss.spec, bound, plan.loss.kwargs, limit=max_loss_work)
     except FieldError as e:
         if per_rank >= val:
             field, where = "batch_size", f"a batch of {per_rank} samples" + (" per rank" if plan.world_size > 1 else "")

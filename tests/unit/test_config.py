@@ -24,7 +24,7 @@ def test_the_table_and_the_config_name_the_same_settings() -> None:
     assert SETTING["token"].flag is None  # environment only: a flag would show the token in `ps`
 
 
-@pytest.mark.parametrize("name", ["max_tensor_elements", "max_request_elements", "max_tensors", "max_terms",
+@pytest.mark.parametrize("name", ["max_tensor_elements", "max_request_elements", "max_tensors", "max_terms", "max_loss_work",
                                   "max_concurrent_rpcs", "max_concurrent_streams", "max_samples", "max_epochs",
                                   "max_steps", "max_parameters", "max_world_size", "max_jobs", "max_queued_jobs",
                                   "max_classes", "max_layers", "max_layer_width", "max_job_restarts"])
@@ -80,6 +80,7 @@ OUT_OF_RANGE = [
     ("workers", "0"), ("workers", "-1"), ("workers", "two"),
     ("max_message_bytes", "0"), ("max_message_bytes", str(2**31)),
     ("max_tensor_elements", "0"), ("max_request_elements", "0"), ("max_tensors", "0"), ("max_terms", "-3"),
+    ("max_loss_work", "0"), ("max_loss_work", "-1"), ("max_loss_work", "2.5"),
     ("max_batch_items", "0"), ("max_batch_bytes", "0"), ("batch_window_us", "-1"),
     ("grace_s", "-1"), ("grace_s", "inf"), ("grace_s", "nan"),
     ("job_lease_s", "0"), ("job_retention", "-1"),
@@ -105,7 +106,8 @@ IN_RANGE = [
     ("grace_s", "0", 0.0), ("max_job_restarts", "0", 0), ("log_level", "debug", "DEBUG"),
     ("log_level", " Warning ", "WARNING"), ("log_format", "json", "json"), ("keepalive_time_s", "0.001", 0.001),
     ("rdzv_endpoint", "10.0.0.5:29500", "10.0.0.5:29500"), ("rdzv_endpoint", "", ""),
-    ("max_terms", "1024", 1024), ("max_tensors", "1024", 1024), ("plugins", "none", "none"), ("plugins", "a,b", "a,b"),
+    ("max_terms", "1024", 1024), ("max_tensors", "1024", 1024), ("max_loss_work", "1", 1),
+    ("max_loss_work", str(2**40), 2**40), ("plugins", "none", "none"), ("plugins", "a,b", "a,b"),
     ("host", "0.0.0.0", "0.0.0.0"), ("host", "::", "::"), ("host", "localhost", "localhost"),
 ]
 

@@ -5,6 +5,7 @@ an alignment lattice, a broadcast, counted from the shapes before any loss runs 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -14,10 +15,15 @@ import torch
 from lossd._wire import FieldError
 from lossd.client import build_request
 from lossd.server.evaluation import _evaluate
-from lossd.server.evaluation._binding import bind_params, check_work, loss_work
+from lossd.server.evaluation import _binding
+from lossd.server.evaluation._binding import bind_params, loss_work
 from lossd.server.losses import MAX_LOSS_WORK, REGISTRY
 from lossd.server.rpc import handle_evaluate_bytes
 from lossd.v1 import lossd_pb2
+
+
+#: The rule at the server's default limit (--max-loss-work).
+check_work = functools.partial(_binding.check_work, limit=MAX_LOSS_WORK)
 
 
 def meta(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -16,6 +16,7 @@ from lossd._wire import (
     DEFAULT_MAX_REQUEST_ELEMENTS,
     DEFAULT_MAX_TENSORS,
     MAX_DIMS,
+    MAX_LOSS_WORK,
     TensorLimits,
     FieldError,
     check_tensor,
@@ -158,8 +159,10 @@ def test_defaults_and_settings() -> None:
     limits = ServerConfig().tensor_limits()
     assert (limits.max_request_elements, limits.max_tensors) == (DEFAULT_MAX_REQUEST_ELEMENTS, DEFAULT_MAX_TENSORS)
     assert limits.max_request_elements >= 2 * limits.max_tensor_elements  # two largest tensors fit one request
-    args = build_parser().parse_args(["--max-request-elements", "123", "--max-tensors", "7", "--max-terms", "2"])
-    assert (args.max_request_elements, args.max_tensors, args.max_terms) == (123, 7, 2)
+    assert limits.max_loss_work == MAX_LOSS_WORK == 2**26
+    args = build_parser().parse_args(["--max-request-elements", "123", "--max-tensors", "7", "--max-terms", "2",
+                                      "--max-loss-work", "9"])
+    assert (args.max_request_elements, args.max_tensors, args.max_terms, args.max_loss_work) == (123, 7, 2, 9)
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,9 +170,11 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("LOSSD_MAX_TENSORS", "9")
     monkeypatch.setenv("LOSSD_MAX_TENSOR_ELEMENTS", "500")
     monkeypatch.setenv("LOSSD_MAX_TERMS", "5")
-    assert ServerConfig().tensor_limits() == TensorLimits(500, 1000, 9, 5)
+    monkeypatch.setenv("LOSSD_MAX_LOSS_WORK", "77")
+    assert ServerConfig().tensor_limits() == TensorLimits(500, 1000, 9, 5, 77)
     training = ServerConfig().training().limits
     assert training.tensors == TensorLimits(500, 1000, 9)  # a job has no objective terms
+    assert training.max_loss_work == 77  # the job's loss on a batch (TrainJob submission)
 
 
 # -- the non-finite rule --------------------------------------------------------------------------
