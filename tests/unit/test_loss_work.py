@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from lossd._wire import FieldError
+from lossd._wire import FieldError, TensorLimits
 from lossd.client import build_request
 from lossd.server.evaluation import _evaluate
 from lossd.server.evaluation import _binding
 from lossd.server.evaluation._binding import bind_params, loss_work
 from lossd.server.losses import MAX_LOSS_WORK, REGISTRY
 from lossd.server.rpc import handle_evaluate_bytes
+from lossd.server.rpc._plan import Plan, Plans
 from lossd.v1 import lossd_pb2
 
 
@@ -304,3 +305,21 @@ def test_an_objectives_audited_terms_count_together() -> None:
     with pytest.raises(FieldError) as info:
         handle_evaluate_bytes(REGISTRY, request)
     assert (info.value.field, info.value.code) == ("terms[2].params.fft_signal_size", "RESOURCE_EXHAUSTED"), info.value
+
+
+def test_the_limit_is_the_callers_and_a_kept_plan_does_not_pass_a_lower_one() -> None:
+    """``--max-loss-work`` reaches the rule as ``TensorLimits.max_loss_work``: 33 rows of nt_xent_loss build
+    66² = 4356 elements, over a limit of 4096 and under 4356. A plan kept under the higher limit (the same
+    signature, the same service's plans) is not taken under the lower one: the request is bound again and
+    refused."""
+    x = np.zeros((33, 4), np.float32)
+    req = build_request("nt_xent_loss", x, x)[0]
+    plans: Plans[Plan] = Plans()
+    handle_evaluate_bytes(REGISTRY, req, limits=TensorLimits(max_loss_work=4356), plans=plans)
+    assert len(plans) == 1 and handle_evaluate_bytes(REGISTRY, req, limits=TensorLimits(max_loss_work=4356),
+                                                     plans=plans)
+    with pytest.raises(FieldError) as info:
+        handle_evaluate_bytes(REGISTRY, req, limits=TensorLimits(max_loss_work=4355), plans=plans)
+    assert (info.value.field, info.value.code) == ("inputs.input", "RESOURCE_EXHAUSTED"), info.value
+    assert "4356 elements" in info.value.message and "at most 4355 elements beyond its inputs (--max-loss-work, env " \
+        "LOSSD_MAX_LOSS_WORK)" in info.value.message
