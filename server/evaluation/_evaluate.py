@@ -185,7 +185,7 @@ def run_bound(
     returns them)."""
     spec, sent_as, kwargs, wanted = binding.spec, binding.sent_as, binding.kwargs, binding.wanted
     scalars = binding.scalars
-    if grad_output is not None and sum(t.numel() for t in tensors.values()) >= SHAPE_FIRST_ELEMENTS:
+    if grad_output is not None and binding.work + sum(t.numel() for t in tensors.values()) >= SHAPE_FIRST_ELEMENTS:
         _check_grad_output_shape(grad_output, _output_shape(binding, tensors))  # before a forward worth saving
     if binding.fresh:
         kwargs, scalars = param_copies(kwargs), param_copies(scalars)
@@ -419,9 +419,10 @@ def _torch_refusal(name: str, what: str, e: Exception, field: str = "inputs") ->
 
 
 #: A ``grad_output`` is checked against the loss's shape before the forward (:func:`_output_shape`) when the
-#: call's tensors hold at least this many elements; below, after it. The meta run costs 0.25–0.7 ms whatever
-#: the size (more than a 10^5-element mse_loss's forward and backward), so every small call with a
-#: ``grad_output`` would pay it to spare a refused call a forward that costs less.
+#: call's tensors and what its loss builds beyond them (``Binding.work``: a similarity matrix, a broadcast) hold
+#: at least this many elements; below, after it. The meta run costs 0.25–0.7 ms whatever the size (more than a
+#: 10^5-element mse_loss's forward and backward), so every small call with a ``grad_output`` would pay it to
+#: spare a refused call a forward that costs less; 32 KB of nt_xent_loss's rows build 64M elements.
 SHAPE_FIRST_ELEMENTS = 1 << 20
 
 

@@ -72,6 +72,22 @@ def test_a_small_calls_grad_output_is_checked_after_its_forward_without_a_meta_r
     assert err.value.field == "grad_output" and len(calls) == 2 and meta == [tuple(big.shape)]
 
 
+def test_a_small_input_whose_loss_builds_much_has_its_grad_output_checked_before_the_forward(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """nt_xent_loss builds a (2N)² similarity matrix from N rows: what it builds counts toward the threshold,
+    not only its inputs (4,000 rows of 8, 128 KB, built 64M elements before the refusal: 550 MB, 0.74 s)."""
+    calls: list[str] = []
+    real = _evaluate.call_loss
+    monkeypatch.setattr(_evaluate, "call_loss", lambda spec, *args: calls.append(spec.name) or real(spec, *args))
+    x = torch.randn(600, 8)  # 9,600 elements; the matrix (2N)², 1,440,000
+    with pytest.raises(LossError) as err:
+        handle_evaluate(REGISTRY, build_request("nt_xent_loss", x, x + 1, grad_output=torch.ones(3))[0])
+    assert (err.value.field, err.value.message) == ("grad_output", "has shape [3]; the loss has shape []")
+    assert calls == []
+    handle_evaluate(REGISTRY, build_request("nt_xent_loss", x, x + 1, grad_output=torch.tensor(2.0))[0])
+    assert calls == ["nt_xent_loss"]
+
+
 @pytest.mark.usefixtures("shape_first")
 def test_a_grad_output_of_the_right_shape_gives_torchs_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _count_forwards(monkeypatch, "mse_loss")
