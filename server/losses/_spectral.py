@@ -22,10 +22,12 @@ __all__ = ["jukebox_loss"]
 
 def _spectra(bound: Mapping[str, Any], params: Mapping[str, Any]) -> int:
     """The reals of jukebox_loss's two complex spectra, alive together: 4 · N · Π ``fft_signal_size`` (its
-    zero-padding made 125 bytes of request build a 2^24-point FFT, 299 MB; an audit, 2026-12-06). Without it the
-    spectra are the input's size, bounded with it by the message size: 0."""
-    sizes = params.get("fft_signal_size")
-    return 0 if sizes is None else 4 * int(bound["input"].shape[0]) * math.prod(max(int(s), 0) for s in sizes)
+    zero-padding made 125 bytes of request build a 2^24-point FFT, 299 MB; an audit, 2026-12-06). Spectra of no
+    more points than a sample holds (no ``fft_signal_size``, or one that pads nothing) are bounded with the input
+    by the message size: 0, whether the size is sent or left out."""
+    sizes, x = params.get("fft_signal_size"), bound["input"]
+    points = None if sizes is None else math.prod(max(int(s), 0) for s in sizes)
+    return 0 if points is None or points <= math.prod(x.shape[1:]) else 4 * int(x.shape[0]) * points
 
 
 

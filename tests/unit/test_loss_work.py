@@ -98,6 +98,18 @@ def test_a_loss_builds_up_to_the_limit_and_is_refused_past_it(loss: str, fits: d
     _refused(loss, over, field)
 
 
+def test_a_jukebox_fft_of_the_inputs_own_size_counts_nothing_sent_or_not() -> None:
+    """Spectra no larger than a sample are bounded with the input: an fft_signal_size equal to a large input's own
+    shape was refused (16 × 2 × 600,000, 14 s of stereo audio) where the same FFT without it was not (review)."""
+    spec, audio = REGISTRY.get("jukebox_loss"), meta(16, 2, 600_000)
+    for sizes in (None, [2, 600_000], [2, 300_000]):
+        assert loss_work(spec, {"input": audio, "target": audio}, bind_params(spec, {"fft_signal_size": sizes}))[0] \
+            == 0
+    padded = bind_params(spec, {"fft_signal_size": [2, 600_001]})  # one point of padding: the spectra count
+    assert loss_work(spec, {"input": audio, "target": audio}, padded)[0] == 4 * 16 * 2 * 600_001
+    _refused("jukebox_loss", {"input": audio, "target": audio}, "params.fft_signal_size", params=padded)
+
+
 def test_the_counts_are_the_tensors_the_losses_build() -> None:
     """Each count is the size of the tensor the loss really builds (torch's, on small inputs)."""
     x = torch.randn(6, 3)
