@@ -28,6 +28,7 @@ from google.protobuf import json_format
 
 from .. import _methods
 from .._model import ModelPlan, build_model
+from .._settings import printable
 from .._wire import DEFAULT_MAX_MESSAGE_BYTES
 from ..v1 import training_pb2
 from ._calls import Method
@@ -396,7 +397,8 @@ class Progress:
                     flush=True,
                 )
             elif event.kind == training_pb2.JOB_EVENT_KIND_WARNING or event.state in TERMINAL_STATES:
-                print(f"{state_name(event.state)}: {event.message}".rstrip(": "), file=self.stream, flush=True)
+                line = f"{state_name(event.state)}: {printable(event.message)}".rstrip(": ")
+                print(line, file=self.stream, flush=True)
             return
         if event.total_steps and self._bar is None:
             self._bar = self._tqdm(total=event.total_steps, unit="step", file=self.stream, leave=True)
@@ -407,22 +409,13 @@ class Progress:
         self._bar.set_postfix_str(f"loss={event.loss:.4g} {_format_metrics(event.metrics)}".strip(), refresh=False)
         self._bar.refresh()
         if event.kind == training_pb2.JOB_EVENT_KIND_WARNING:
-            self._bar.write(f"warning: {event.message}", file=self.stream)
+            self._bar.write(f"warning: {printable(event.message)}", file=self.stream)
 
     def close(self) -> None:
         """Close the bar."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-def printable(text: str) -> str:
-    """``text`` with every unprintable character escaped as Python writes it (``\\n``, ``\\x1b``).
-
-    >>> printable("ok\\tname")
-    'ok\\\\tname'
-    """
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def jobs_table(jobs: Sequence[training_pb2.Job]) -> str:

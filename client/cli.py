@@ -43,7 +43,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from .. import __version__
-from .._settings import Setting, first_line
+from .._settings import Setting, first_line, printable
 from .._wire import DTYPES
 from ..v1 import lossd_pb2
 from ._client import Client, EvaluateResult
@@ -51,7 +51,7 @@ from ._codec import encode
 from ._config import SETTINGS, check_range
 from ._errors import LossdError, NotFound, Unavailable
 from ._extras import EXTRAS, MissingExtra
-from ._training import TERMINAL_STATES, Progress, TrainResult, jobs_table, printable, state_name
+from ._training import TERMINAL_STATES, Progress, TrainResult, jobs_table, state_name
 from ._warnings import ServerWarning
 
 __all__ = ["main", "build_parser", "parse_param", "format_losses_table", "format_result", "result_to_json", "to_json"]

@@ -42,6 +42,7 @@ __all__ = [
     "add_flags",
     "env_name",
     "first_line",
+    "printable",
     "flag_name",
     "float_in",
     "int_in",
@@ -84,6 +85,17 @@ def first_line(error: BaseException) -> str:
     """
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def printable(text: str) -> str:
+    """``text`` with every unprintable character escaped as Python writes it (``\\n``, ``\\x1b``): for text from
+    outside (a job's name, a rendezvous peer's line) shown in a terminal or a plain log, where a newline forges a
+    line and an escape sequence reaches the reader's terminal.
+
+    >>> printable("ok\\tname")
+    'ok\\\\tname'
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def parse_endpoint(text: str) -> str:

@@ -71,7 +71,7 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, start_processes
 
 from ... import __version__
-from ..._settings import first_line, parse_endpoint
+from ..._settings import first_line, parse_endpoint, printable
 from ...v1 import training_pb2
 from .._limits import TrainingLimits
 from ..losses import REGISTRY
@@ -229,8 +229,12 @@ def _build_keys(job_id: str) -> tuple[str, str]:
     return f"lossd/{job_id}/build", f"lossd/{job_id}/refused"
 
 
-#: The longest refusal the server's worker repeats in the job's events (anyone who reaches the port can set it).
+#: The longest refusal the server's worker repeats in its log and the job's events, its unprintable characters
+#: escaped (anyone who reaches the port can set it: a newline forged a log line, an escape sequence reached the
+#: terminal of the user following the job).
 REFUSAL_CHARS = 1000
+#: The longest value of the server's published build that a joining machine quotes (the store's, anyone's).
+BUILD_VALUE_CHARS = 200
 
 
 def build_of(plan: JobPlan) -> dict[str, str]:
@@ -247,6 +251,23 @@ def build_of(plan: JobPlan) -> dict[str, str]:
     return build
 
 
+def _take_refusal(store: Any, key: str) -> str:
+    """The line a machine that would not join left under ``key`` (``""``: none), taken out of the store: its
+    unprintable characters escaped, at most :data:`REFUSAL_CHARS`, for the log and the job's events.
+
+    >>> class Store(dict):
+    ...     check = lambda self, keys: all(k in self for k in keys)
+    ...     get, delete_key = dict.__getitem__, dict.pop
+    >>> _take_refusal(Store(k=b"torch 2.12 here\\n2026-12-06 ERROR forged\\x1b[2J"), "k")
+    'torch 2.12 here\\\\n2026-12-06 ERROR forged\\\\x1b[2J'
+    """
+    if not store.check([key]):
+        return ""
+    line = printable(store.get(key)[:4 * REFUSAL_CHARS].decode(errors="replace"))[:REFUSAL_CHARS]
+    store.delete_key(key)
+    return line
+
+
 def _build_mismatch(published: bytes, ours: dict[str, str], job_id: str) -> str:
     """``""`` when the server's ``published`` build (:func:`build_of`, as JSON) is ``ours``, else why this
     machine cannot join ``job_id`` (naming both sides of every difference)."""
@@ -256,8 +277,14 @@ def _build_mismatch(published: bytes, ours: dict[str, str], job_id: str) -> str:
             raise ValueError("not an object")
     except ValueError:
         theirs = {}
-    differ = [f"{key} {ours.get(key, 'none')} here, {theirs.get(key, 'none')} on the server"
-              for key in sorted(set(ours) | set(theirs)) if ours.get(key) != theirs.get(key)]
+    def shown(value: object) -> str:  # the store's text, as anyone may have set it: escaped, clipped
+        return "none" if value is None else printable(str(value))[:BUILD_VALUE_CHARS]
+
+    extra = sorted(key for key in theirs if key not in ours)  # ours first: the store's may be many
+    differ = [f"{shown(key)} {shown(ours.get(key))} here, {shown(theirs.get(key))} on the server"
+              for key in [*sorted(ours), *extra[:1]] if ours.get(key) != theirs.get(key)]
+    if extra[1:]:
+        differ.append(f"{len(extra) - 1} more on the server")
     if not differ:
         return ""
     return (f"this machine cannot join job {job_id}: {'; '.join(differ)}. Every machine of a job must run the "
@@ -343,9 +370,8 @@ def run_data_parallel(plan: JobPlan, checkpoint: Path | None, send: Callable[[by
     log.info("job %s: waiting for %d machines to join on %s", job_id, plan.nodes - 1, rdzv_endpoint)
     refusal = ""  # the last machine's that would not join
     while (count := store.add(joined, 0)) < plan.nodes - 1:
-        if store.check([refused]):  # a machine of another build said why it would not join: the job says so
-            refusal = store.get(refused)[:REFUSAL_CHARS].decode(errors="replace")
-            store.delete_key(refused)
+        if line := _take_refusal(store, refused):  # a machine of another build said why it would not join
+            refusal = line
             log.warning("job %s: a machine would not join: %s", job_id, refusal)
             send(training_pb2.JobEvent(kind=training_pb2.JOB_EVENT_KIND_WARNING, state=training_pb2.JOB_STATE_QUEUED,
                                        job_id=job_id, message=f"a machine would not join: {refusal}; still "

@@ -581,6 +581,43 @@ def test_a_plugins_loss_is_part_of_the_build_every_machine_must_share() -> None:
         f"this machine cannot join job j: lossd {lossd.__version__} here, none on the server; torch ")
 
 
+def test_a_rendezvous_peers_text_is_escaped_and_clipped_wherever_it_is_shown() -> None:
+    """Anyone who reaches the rendezvous port can write the build a joining machine compares and the refusal the
+    server's worker relays: a newline forged a log line, an escape sequence reached the terminal of the user
+    following the job (``lossd train``), and 5,000 characters came back whole (review, 2026-12-06)."""
+    import io
+
+    from lossd.client import Progress
+    from lossd.server.training._distributed import BUILD_VALUE_CHARS, REFUSAL_CHARS, _build_mismatch, _take_refusal
+    from lossd.v1 import training_pb2 as pb
+
+    forged = "2.12\n2026-12-06 15:00:00,000 ERROR lossd.server: FORGED\x1b[2J\x1b[31m" + "x" * 5000
+    ours = {"lossd": lossd.__version__, "torch": "2.13.0+cpu"}
+    why = _build_mismatch(json.dumps({"lossd": lossd.__version__, "torch": forged,
+                                      **{f"extra{i}": "y" for i in range(100)}}).encode(), ours, "j")
+    assert why.isprintable() and "torch 2.13.0+cpu here, 2.12\\n2026-12-06 15:00:00,000 ERROR" in why, why
+    assert "\\x1b[2J" in why and len(why) < 3 * BUILD_VALUE_CHARS + 400, len(why)  # a few differences, clipped
+
+    class Store(dict[str, bytes]):
+        def check(self, keys: list[str]) -> bool:
+            return all(k in self for k in keys)
+
+        def get(self, key: str) -> bytes:  # type: ignore[override]
+            return self[key]
+
+        def delete_key(self, key: str) -> None:
+            del self[key]
+
+    store = Store(refused=forged.encode() * 100)
+    line = _take_refusal(store, "refused")
+    assert line.isprintable() and line.startswith("2.12\\n2026-12-06") and len(line) == REFUSAL_CHARS
+    assert "refused" not in store and _take_refusal(store, "refused") == ""
+
+    out = io.StringIO()  # what lossd train prints of a WARNING event carrying such a line
+    Progress(stream=out, use_tqdm=False).update(pb.JobEvent(kind=pb.JOB_EVENT_KIND_WARNING, message=forged[:80]))
+    assert out.getvalue().count("\n") == 1 and "\x1b" not in out.getvalue(), out.getvalue()
+
+
 def test_a_join_that_stops_waiting_gives_its_place_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """A ``lossd join`` stopped (Ctrl-C) while its job waited to start kept its place: the next join was turned away
     ("already has its 2 machines") and the job failed 20 s after it started, its machine silent; and the wait was a
