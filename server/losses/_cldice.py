@@ -167,6 +167,12 @@ _REFUSES = (
 )
 
 
+#: What one call may hold under the default work limit (the soft skeleton's graph, counted as its work).
+_SIZES = ("Under the default --max-loss-work (2^26), N · C · pixels may be at most 2^26 / (32 · (iter_ + 1)): "
+          "at the default 3 iterations a 4 × 2 × 256² batch or a 1 × 2 × 64³ volume; a server sets a larger "
+          "limit for more.")
+
+
 @register_loss(
     "soft_cldice_loss",
     work=_WORK,
@@ -178,7 +184,7 @@ _REFUSES = (
     "of soft skeletons, one per sample.",
     source="lossd (Shit et al. 2021; MONAI SoftclDiceLoss conventions)",
     notes="Tprec = (Σ skel(p)·t + nr) / (Σ skel(p) + dr), Tsens = (Σ skel(t)·p + nr) / (Σ skel(t) + dr), sums "
-    "over classes and space of each sample.",
+    "over classes and space of each sample. " + _SIZES,
     example=_example,
     equivalents=(
         Equivalent("monai.losses.SoftclDiceLoss()", {}, "input holds probabilities (N, C, H, W) or (N, C, D, H, W)"),
@@ -212,7 +218,7 @@ def soft_cldice_loss(input: torch.Tensor, target: torch.Tensor, *, iter_: int, a
     ),
     description="(1 - alpha)·soft Dice + alpha·soft clDice (Shit et al. 2021), MONAI's SoftDiceclDiceLoss.",
     source="lossd (Shit et al. 2021; MONAI SoftDiceclDiceLoss conventions)",
-    notes="The Dice term is MONAI's DiceLoss per sample and class: 1 - (2 Σ p·t + nr) / (Σ p + Σ t + dr).",
+    notes="The Dice term is MONAI's DiceLoss per sample and class: 1 - (2 Σ p·t + nr) / (Σ p + Σ t + dr). " + _SIZES,
     example=_example,
     equivalents=(
         Equivalent("monai.losses.SoftDiceclDiceLoss()", {}, "input holds probabilities"),
