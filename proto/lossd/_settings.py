@@ -42,13 +42,13 @@ __all__ = [
     "add_flags",
     "env_name",
     "first_line",
-    "printable",
     "flag_name",
     "float_in",
     "int_in",
     "optional",
     "parse_bool",
     "parse_endpoint",
+    "printable",
     "read_env",
 ]
 
