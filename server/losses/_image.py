@@ -317,10 +317,10 @@ def _squared_distance_to(targets: torch.Tensor) -> torch.Tensor:
         # built a 6,000² cost matrix and as large a piece, 567 MB from a 30 KB request (an audit, 2026-12-06)
         block = max(1, min(length, _CHUNK // length))  # output indices per piece
         rows = max(1, _CHUNK // (length * block))
-        starts = range(0, length, block)
-        kept = [_cost(offsets, j, block) for j in starts] if block == length else None  # the whole matrix fits
-        out = torch.cat([torch.cat([(flat[i:i + rows].unsqueeze(1) + (kept[k] if kept else _cost(offsets, j, block)))
-                                    .amin(-1) for k, j in enumerate(starts)], dim=1)
+        whole = _cost(offsets, 0, length) if block == length else None  # the whole matrix fits: built once
+        out = torch.cat([torch.cat([(flat[i:i + rows].unsqueeze(1) + (_cost(offsets, j, block) if whole is None
+                                                                      else whole)).amin(-1)
+                                    for j in range(0, length, block)], dim=1)
                          for i in range(0, flat.shape[0], rows)])
         f = out.reshape(moved.shape).movedim(-1, d)
     return f

@@ -5,6 +5,7 @@ task nor for calls of other groups."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable
 
 import pytest
 
@@ -19,21 +20,35 @@ def _request(x: float, loss: str = "mse_loss") -> lossd_pb2.EvaluateLossRequest:
     return lossd_pb2.EvaluateLossRequest(loss=loss, inputs={"y_pred": t(x), "y_true": t(0.0)})
 
 
+async def _held(batcher: DynamicBatcher, key: Hashable) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """Another call's RPC (a task of its own) in flight in group ``key`` until the returned event is set."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def under_way() -> None:
+        batcher.arrive(key)
+        started.set()
+        await release.wait()
+
+    task = asyncio.create_task(under_way())
+    await started.wait()
+    return task, release
+
+
+async def _arrives(batcher: DynamicBatcher, key: Hashable) -> bool:
+    """Whether a new call (a task of its own) arriving in group ``key`` waits for company."""
+    return await asyncio.create_task(_arrive(batcher, key))
+
+
+async def _arrive(batcher: DynamicBatcher, key: Hashable) -> bool:
+    return batcher.arrive(key)
+
+
 def test_a_task_calling_again_is_not_company_and_an_ended_task_no_longer_counts() -> None:
     async def main() -> list[object]:
         batcher = DynamicBatcher(REGISTRY, None, 10, window_us=1000)
         key = batcher.key(_request(1.0))
         seen = [batcher.arrive(key), batcher.arrive(key), batcher.in_flight]  # one task, twice
-
-        other_started, release = asyncio.Event(), asyncio.Event()
-
-        async def other_call() -> None:
-            batcher.arrive(key)
-            other_started.set()
-            await release.wait()
-
-        other = asyncio.create_task(other_call())
-        await other_started.wait()
+        other, release = await _held(batcher, key)
         seen += [batcher.in_flight, batcher.arrive(key)]  # another call under way: company
         release.set()
         await other
@@ -48,12 +63,6 @@ def test_calls_that_find_company_wait_and_are_evaluated_together() -> None:
     async def main() -> tuple[list[float], int, int]:
         batcher = DynamicBatcher(REGISTRY, None, 10, window_us=100_000)
         key = batcher.key(_request(0.0))
-        started, release = asyncio.Event(), asyncio.Event()
-
-        async def under_way() -> None:  # another RPC of the group in flight
-            batcher.arrive(key)
-            started.set()
-            await release.wait()
 
         async def call(x: float) -> float:
             request = _request(x)
@@ -61,8 +70,7 @@ def test_calls_that_find_company_wait_and_are_evaluated_together() -> None:
             reply = await batcher.submit(batcher.key(request), request)
             return lossd_pb2.EvaluateLossResponse.FromString(reply).value
 
-        background = asyncio.create_task(under_way())
-        await started.wait()
+        background, release = await _held(batcher, key)  # another RPC of the group in flight
         values = list(await asyncio.gather(call(1.0), call(3.0)))
         release.set()
         await background
@@ -76,30 +84,16 @@ def test_a_call_of_another_group_in_flight_is_no_company() -> None:
         batcher = DynamicBatcher(REGISTRY, None, 10, window_us=100_000)
         mse, l1 = batcher.key(_request(1.0)), batcher.key(_request(1.0, "l1_loss"))
         assert mse is not None and l1 is not None and mse != l1
-        started, release = asyncio.Event(), asyncio.Event()
-
-        async def other_loss() -> None:
-            batcher.arrive(l1)
-            started.set()
-            await release.wait()
-
-        async def mse_call() -> bool:
-            return batcher.arrive(mse)
-
-        background = asyncio.create_task(other_loss())
-        await started.wait()
-        seen: list[object] = [await asyncio.create_task(mse_call())]  # alone: evaluated at once
+        background, release = await _held(batcher, l1)
+        seen: list[object] = [await _arrives(batcher, mse)]  # alone: evaluated at once
         await asyncio.sleep(0)  # its done callbacks run
         seen.append(batcher.in_flight)  # the l1 call's
-        seen.append(await asyncio.create_task(other_loss_company(batcher, l1)))  # the l1 call in flight is company
+        seen.append(await _arrives(batcher, l1))  # the l1 call in flight is company
         release.set()
         await background
         await asyncio.sleep(0)
         seen.append(batcher.in_flight)
         return seen
-
-    async def other_loss_company(batcher: DynamicBatcher, key: object) -> bool:
-        return batcher.arrive(key)
 
     assert asyncio.run(main()) == [False, 1, True, 0]
 
@@ -114,22 +108,11 @@ def test_a_call_in_flight_for_long_is_no_company(monkeypatch: pytest.MonkeyPatch
     async def main() -> list[object]:
         batcher = DynamicBatcher(REGISTRY, None, 10, window_us=1000)
         key = batcher.key(_request(1.0))
-        started, release = asyncio.Event(), asyncio.Event()
-
-        async def stalled() -> None:
-            batcher.arrive(key)
-            started.set()
-            await release.wait()
-
-        async def lone() -> bool:
-            return batcher.arrive(key)
-
-        background = asyncio.create_task(stalled())
-        await started.wait()
-        seen: list[object] = [await asyncio.create_task(lone())]  # it arrived just now: company
+        background, release = await _held(batcher, key)  # a call that will stall
+        seen: list[object] = [await _arrives(batcher, key)]  # it arrived just now: company
         await asyncio.sleep(0)  # the lone call's done callbacks run
         now[0] += 1.5 * _batching.STALE_COMPANY_S
-        seen.append(await asyncio.create_task(lone()))  # the stalled call is in flight still, but no company
+        seen.append(await _arrives(batcher, key))  # the stalled call is in flight still, but no company
         await asyncio.sleep(0)
         seen.append(batcher.in_flight)
         release.set()
