@@ -37,7 +37,7 @@ import torch
 from ..._wire import FieldError
 from ..losses import LossSpec, Registry, strictness
 from ._binding import DEPRECATED_PARAMS, bind_inputs, bind_params, grad_targets
-from ._evaluate import Evaluation, call_loss, escaped
+from ._evaluate import Evaluation, autograd_grad, call_loss, escaped
 from ._warnings import capture
 
 __all__ = ["MAX_ITEM_ELEMENTS", "StackedEvaluation", "StackedPlan", "evaluate_stacked", "plan_stacked"]
@@ -117,8 +117,7 @@ class StackedPlan:
                 found: Sequence[torch.Tensor | None] = (None,) * len(leaves)
                 if leaves and out.requires_grad:
                     try:
-                        found = torch.autograd.grad(out, list(leaves.values()), torch.ones_like(out),
-                                                    allow_unused=True)
+                        found = autograd_grad(out, list(leaves.values()), torch.ones_like(out))
                     except BaseException as e:  # a loss's own backward raising SystemExit...: one by one
                         if (crash := escaped(spec.name, e)) is None:
                             raise

@@ -433,12 +433,15 @@ def _evaluate_chunk(
     result = None
     if len(payloads) > 1:
         n = len(payloads)
-        stacked = {
-            name: torch.frombuffer(bytearray(b"".join(p[k] for p in payloads.values())) or bytearray(1),
-                                   dtype=TORCH_DTYPES[layout.dtype])[:n * layout.numel].reshape(n, *layout.shape)
-            for k, (name, layout) in enumerate(zip(plan.names, plan.layouts))
-        }
-        if all(map(all_finite, stacked.values())):
+        # One buffer for every input (a vectorized signature has one dtype), input after input, each input's
+        # members in order; checked for NaN and infinity in one pass.
+        flat = torch.frombuffer(bytearray(b"".join(p[k] for k in range(len(plan.names)) for p in payloads.values())),
+                                dtype=TORCH_DTYPES[plan.layouts[0].dtype])
+        if all_finite(flat):
+            stacked, at = {}, 0
+            for name, layout in zip(plan.names, plan.layouts):
+                stacked[name] = flat[at:at + n * layout.numel].view(n, *layout.shape)
+                at += n * layout.numel
             decode_s = (time.perf_counter() - start) / n
             assert plan.stacked is not None  # _evaluate_group stacks only signatures that can be vectorized
             result = _stacked(plan.stacked, stacked, device)
