@@ -355,17 +355,18 @@ def autograd_grad(
 ) -> Sequence[torch.Tensor | None]:
     """``torch.autograd.grad(out, leaves, upstream, allow_unused=True)``: the same engine, the same numbers.
 
-    Where the checks its Python makes are known to pass (plain tensors, no torch function mode, ``upstream``
+    Where the checks its Python makes are known to pass (plain CPU tensors, no torch function mode, ``upstream``
     of ``out``'s shape and of a kind the engine takes for it, or ``None`` for a real scalar ``out``: ones, as
     torch makes them), the engine is called as that Python calls it: those checks cost about 25 µs a call,
     half a small ``mse_loss``'s whole forward and backward (docs/performance.md). Anything else goes through
-    ``torch.autograd.grad``, which raises what it raises (``tests/unit/test_autograd_grad.py``).
+    ``torch.autograd.grad``, which raises what it raises (``tests/unit/test_autograd_grad.py``); so does a
+    CUDA output, whose backward runs on the device's threads, where torch also hands over its Python context.
 
     >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
     >>> autograd_grad((x * x).sum(), [x, torch.zeros(1, requires_grad=True)])
     (tensor([2., 4.]), None)
     """
-    plain = type(out) is torch.Tensor and not out.is_nested
+    plain = type(out) is torch.Tensor and out.device.type == "cpu" and not out.is_nested
     if plain and upstream is None and out.numel() == 1 and out.dtype.is_floating_point:
         upstream = torch.ones_like(out, memory_format=torch.preserve_format)  # torch.autograd.grad's own
     if (
