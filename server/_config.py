@@ -130,6 +130,14 @@ _wire_count = int_in(1, MAX_ITEMS, "the cap on any repeated field or map of a re
 _calls_in_flight = int_in(1, (GRPC_INT_MAX - HEALTH_HEADROOM) // 2)
 #: gRPC takes keepalive times in whole milliseconds, a C int.
 _keepalive_seconds = float_in(0.001, GRPC_INT_MAX / 1000, unit="seconds")
+#: The most ``--max-loss-work`` may be: 2^40 elements, 4 TiB in float32, and a loss's graph holds a few tensors
+#: of the size counted, so no one machine builds that much; a higher limit would refuse nothing a server could
+#: build and only turn the check off (10^20 did). A request can still ask for more, so the check still refuses:
+#: the largest message (2^31 - 1 bytes) carries an input and a target of nearly 2^28 float32 rows, whose (2N)²
+#: similarities in nt_xent_loss count nearly 2^58. Counts stay far inside int64 (torch's sizes): an objective's
+#: 1024 terms at the limit count 2^50 together.
+MAX_LOSS_WORK_CEILING = 1 << 40
+_loss_work = int_in(1, MAX_LOSS_WORK_CEILING, "2^40, 4 TiB of float32: more than one machine holds")
 
 
 def parse_host(text: str) -> str:
@@ -183,10 +191,11 @@ SETTINGS: tuple[Setting[Any], ...] = (
             "constant loss inputs", "--max-tensors"),
     Setting("max_terms", "LOSSD_MAX_TERMS", _wire_count, DEFAULT_MAX_TERMS, "most terms in one composite objective",
             "--max-terms"),
-    Setting("max_loss_work", "LOSSD_MAX_LOSS_WORK", _at_least_one, MAX_LOSS_WORK,
+    Setting("max_loss_work", "LOSSD_MAX_LOSS_WORK", _loss_work, MAX_LOSS_WORK,
             "most elements a call's losses may build beyond their inputs (a similarity matrix, a lattice, a "
             "broadcast; an objective's terms together; a TrainJob's loss on a batch or the validation split), "
-            "counted from the shapes before any loss runs", "--max-loss-work"),
+            "counted from the shapes before any loss runs; at most 2^40 (1099511627776): 4 TiB of float32, more "
+            "than one machine holds, so a higher limit would only turn the check off", "--max-loss-work"),
     # -- EvaluateLossBatch and dynamic batching (server/rpc/_batch.py, _batching.py; docs/performance.md) --
     Setting("max_batch_items", "LOSSD_MAX_BATCH_ITEMS", _at_least_one, DEFAULT_MAX_BATCH_ITEMS,
             "most items in one EvaluateLossBatch", "--max-batch-items"),

@@ -76,6 +76,11 @@ OUT_OF_RANGE = [
     ("python -m lossd.server", [], {"LOSSD_MAX_MESSAGE_BYTES": "0"},
      "LOSSD_MAX_MESSAGE_BYTES='0': must be a whole number from 1 to 2147483647"),
     ("python -m lossd.server", [], {"LOSSD_WORKERS": "-1"}, "LOSSD_WORKERS='-1': must be a whole number >= 1"),
+    ("lossd serve", ["--max-loss-work", str(10**20)], {},
+     "argument --max-loss-work (env LOSSD_MAX_LOSS_WORK): '100000000000000000000': must be a whole number from 1 "
+     "to 1099511627776 (2^40"),
+    ("python -m lossd.server", [], {"LOSSD_MAX_LOSS_WORK": str(2**40 + 1)},
+     "LOSSD_MAX_LOSS_WORK='1099511627777': must be a whole number from 1 to 1099511627776 (2^40"),
 ]
 
 

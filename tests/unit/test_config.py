@@ -81,6 +81,7 @@ OUT_OF_RANGE = [
     ("max_message_bytes", "0"), ("max_message_bytes", str(2**31)),
     ("max_tensor_elements", "0"), ("max_request_elements", "0"), ("max_tensors", "0"), ("max_terms", "-3"),
     ("max_loss_work", "0"), ("max_loss_work", "-1"), ("max_loss_work", "2.5"),
+    ("max_loss_work", str(2**40 + 1)), ("max_loss_work", str(10**20)),  # past 2^40 (4 TiB): the check turned off
     ("max_batch_items", "0"), ("max_batch_bytes", "0"), ("batch_window_us", "-1"),
     ("grace_s", "-1"), ("grace_s", "inf"), ("grace_s", "nan"),
     ("job_lease_s", "0"), ("job_retention", "-1"),
