@@ -81,8 +81,10 @@ class TrainingLimits:
 
     @property
     def tensors(self) -> TensorLimits:
-        """The limits on the request's tensors (inline data, constant loss inputs)."""
-        return TensorLimits(self.max_tensor_elements, self.max_request_elements, self.max_tensors)
+        """The limits on the request's tensors (inline data, constant loss inputs), and the job's loss work (which
+        submission reads from ``max_loss_work`` itself: ``check_loss_accepts_model``)."""
+        return TensorLimits(self.max_tensor_elements, self.max_request_elements, self.max_tensors,
+                            max_loss_work=self.max_loss_work)
 
     @classmethod
     def accepted(cls, **overrides: int) -> TrainingLimits:

@@ -173,7 +173,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("LOSSD_MAX_LOSS_WORK", "77")
     assert ServerConfig().tensor_limits() == TensorLimits(500, 1000, 9, 5, 77)
     training = ServerConfig().training().limits
-    assert training.tensors == TensorLimits(500, 1000, 9)  # a job has no objective terms
+    assert training.tensors == TensorLimits(500, 1000, 9, max_loss_work=77)  # a job has no objective terms
     assert training.max_loss_work == 77  # the job's loss on a batch (TrainJob submission)
 
 
