@@ -47,11 +47,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import multiprocessing
 import os
+import pkgutil
 import shutil
 import signal
 import sys
@@ -239,16 +242,48 @@ BUILD_VALUE_CHARS = 200
 
 def build_of(plan: JobPlan) -> dict[str, str]:
     """What every machine of ``plan``'s job must run alike for its ranks to compute the same numbers: lossd's
-    version, torch's (its release and the commit it was built from), and, when the job's loss is a plugin's, where
-    that loss comes from (the plugin's source and its distribution's version)."""
+    version and source (:func:`lossd_source`), torch's (its release and the commit it was built from), and, when the
+    job's loss is a plugin's, where that loss comes from (the plugin's source and its distribution's version)."""
     spec = plan.loss.spec
-    build = {"lossd": __version__, "torch": f"{torch.__version__} (git {getattr(torch.version, 'git_version', '?')})"}
+    build = {"lossd": f"{__version__} (source {lossd_source()})",
+             "torch": f"{torch.__version__} (git {getattr(torch.version, 'git_version', '?')})"}
     if spec.plugin:
         top = getattr(spec.fn, "__module__", "").partition(".")[0]
         dists = sorted(set(importlib.metadata.packages_distributions().get(top, [])))
         build["loss plugin"] = ", ".join([f"{spec.name} from {spec.source}",
                                           *(f"{d} {importlib.metadata.version(d)}" for d in dists)])
     return build
+
+
+def lossd_modules() -> list[tuple[str, Path]]:
+    """Every module of lossd (its ``lossd``, ``lossd.client`` and ``lossd.server`` packages, walked) by name, with
+    its file: the same names and bytes whether lossd is a wheel or a checkout installed in place."""
+    names = set()
+    for top in ("lossd", "lossd.client", "lossd.server"):
+        names.add(top)
+        names.update(info.name for info in pkgutil.walk_packages(importlib.import_module(top).__path__, f"{top}."))
+    found = ((name, importlib.util.find_spec(name)) for name in sorted(names))
+    return [(name, Path(spec.origin)) for name, spec in found if spec is not None and spec.origin is not None]
+
+
+def source_digest(modules: list[tuple[str, bytes]]) -> str:
+    """The first 16 hex digits of the SHA-256 of ``modules`` (name, source) in order.
+
+    >>> source_digest([("lossd.a", b"x = 1")]) != source_digest([("lossd.a", b"x = 2")])
+    True
+    """
+    digest = hashlib.sha256()
+    for name, source in modules:
+        digest.update(f"{name} {len(source)}\n".encode())
+        digest.update(source)
+    return digest.hexdigest()[:16]
+
+
+@functools.cache
+def lossd_source() -> str:
+    """:func:`source_digest` of lossd's modules (:func:`lossd_modules`): two machines whose lossd differs in any line
+    differ here, where lossd's version (the same between releases) does not."""
+    return source_digest([(name, path.read_bytes()) for name, path in lossd_modules()])
 
 
 def _take_refusal(store: Any, key: str) -> str:

@@ -528,6 +528,8 @@ def test_a_machine_of_another_build_refuses_to_join_and_the_job_says_so(tmp_path
     audit, 2026-12-06): ranks of two torch builds may compute different numbers. The server's worker publishes its
     build with the run; a joiner of another exits 2 before it runs a rank, naming both versions, takes no place,
     and the waiting job reports it as a WARNING. (Here the server's published build is made another's.)"""
+    from lossd.server.training._distributed import lossd_source
+
     endpoint = f"127.0.0.1:{_free_port()}"
     with start_in_process(rdzv_endpoint=endpoint, data_dir=str(tmp_path / "data")) as address, \
             grpc.insecure_channel(address) as channel:
@@ -538,7 +540,7 @@ def test_a_machine_of_another_build_refuses_to_join_and_the_job_says_so(tmp_path
         assert wait_for(lambda: _rendezvous_keys(rendezvous, job_id)[1], 60)  # the worker waits for its machine
         keys = [f"lossd/{job_id}/build", f"lossd/{job_id}/refused"]  # the build it published, a refusal
         build = json.loads(rendezvous.get(keys[0]))
-        assert build == {"lossd": lossd.__version__,
+        assert build == {"lossd": f"{lossd.__version__} (source {lossd_source()})",
                          "torch": f"{torch.__version__} (git {torch.version.git_version})"}, build
         _set(rendezvous, keys[0], json.dumps({**build, "torch": "2.12.0+cpu (git 0123abc)"}))
         joiner = run_tool([tool_path("lossd", ""), "--target", address, "join", job_id, "--rdzv-endpoint", endpoint],
@@ -565,7 +567,7 @@ def test_a_plugins_loss_is_part_of_the_build_every_machine_must_share() -> None:
 
     from lossd.server.losses import REGISTRY
     from lossd.server.training import plan_job
-    from lossd.server.training._distributed import _build_mismatch, build_of
+    from lossd.server.training._distributed import _build_mismatch, build_of, lossd_source
 
     plan = plan_job(request({**SPEC, "world_size": 2, "nodes": 2}), REGISTRY)
     ours = build_of(plan)
@@ -577,8 +579,31 @@ def test_a_plugins_loss_is_part_of_the_build_every_machine_must_share() -> None:
                                              f"lossd {lossd.__version__}"}, plugin
     assert _build_mismatch(json.dumps(ours).encode(), plugin, "j").startswith(
         f"this machine cannot join job j: loss plugin {plugin['loss plugin']} here, none on the server. ")
+    assert ours["lossd"] == f"{lossd.__version__} (source {lossd_source()})"
     assert _build_mismatch(b"\xff not json", ours, "j").startswith(
-        f"this machine cannot join job j: lossd {lossd.__version__} here, none on the server; torch ")
+        f"this machine cannot join job j: lossd {ours['lossd']} here, none on the server; torch ")
+
+
+def test_lossds_own_source_is_part_of_the_build() -> None:
+    """lossd's version is the same in every commit between releases, so two machines whose lossd differed in any
+    line looked alike to the join check. The build names a digest of every lossd module's source: each file of
+    the lossd packages is in it, and one more line in one of them makes another build, refused naming both."""
+    from lossd.server.losses import REGISTRY
+    from lossd.server.training import plan_job
+    from lossd.server.training._distributed import _build_mismatch, build_of, lossd_modules, lossd_source, source_digest
+
+    repo = Path(__file__).resolve().parents[2]
+    files = {p for d in ("server", "client", "proto/lossd") for p in (repo / d).rglob("*.py") if "__pycache__" not in p.parts}
+    modules = lossd_modules()
+    assert {path.resolve() for _, path in modules} == files
+    sources = [(name, path.read_bytes()) for name, path in modules]
+    assert source_digest(sources) == lossd_source()
+    edited = [(n, s + b"# one more line\n" if n == "lossd.server.losses._regression" else s) for n, s in sources]
+    ours = build_of(plan_job(request({**SPEC, "world_size": 2, "nodes": 2}), REGISTRY))
+    theirs = {**ours, "lossd": f"{lossd.__version__} (source {source_digest(edited)})"}
+    assert theirs != ours
+    assert _build_mismatch(json.dumps(theirs).encode(), ours, "j").startswith(
+        f"this machine cannot join job j: lossd {ours['lossd']} here, {theirs['lossd']} on the server. ")
 
 
 def test_a_rendezvous_peers_text_is_escaped_and_clipped_wherever_it_is_shown() -> None:
