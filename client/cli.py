@@ -546,8 +546,9 @@ def _serve(rest: list[str]) -> int:
             quiet_openmp()  # before the server imports torch
             from ..server._config import read_command_line
 
-            config = read_command_line(rest)  # before torch loads: a refused flag (exit 2) or --help answers at once
-            if config is None:
+            # Before torch loads: a refused flag or security setting (exit 2) or --help answers at once
+            read = read_command_line(rest)
+            if read is None:
                 return 2
             from ..server._app import run
     except ModuleNotFoundError as e:
@@ -555,7 +556,7 @@ def _serve(rest: list[str]) -> int:
             print(_SERVER_EXTRA_HINT, file=sys.stderr)
             return 2
         raise
-    return int(run(config))
+    return int(run(*read))
 
 
 def _losses(client: Client, args: argparse.Namespace) -> int:

@@ -14,9 +14,10 @@ with interrupts_deferred():  # a Ctrl-C while torch and the server load: one lin
     quiet_openmp()  # before anything imports torch
     from ._config import read_command_line
 
-    config = read_command_line()  # before torch loads: a refused flag (exit 2) or --help answers at once
-    if config is None:
+    # Before torch loads: a refused flag or security setting (exit 2) or --help answers at once
+    read = read_command_line()
+    if read is None:
         sys.exit(2)
     from ._app import run
 
-sys.exit(run(config))
+sys.exit(run(*read))

@@ -49,7 +49,7 @@ from ._logging import (
 )
 from ._metrics import count_grpc_server_replaced
 from ._openmp import OPENMP_SETTINGS, openmp_policy
-from ._security import ConfigError, Security, describe
+from ._security import ConfigError, Security, describe, log_warnings
 from .evaluation import resolve_device
 from .interceptors import ConcurrencyLimiter, DrainGate, Observability, build_interceptors, build_observability
 from .losses import REGISTRY, Registry
@@ -156,12 +156,19 @@ STRAGGLER_S = 1.0
 
 
 async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
-                        extra_options: Sequence[tuple[str, Any]] = ()) -> LossdServer:
+                        extra_options: Sequence[tuple[str, Any]] = (), *,
+                        security: Security | None = None) -> LossdServer:
     """A configured server, bound (``port=0``: ephemeral) but not yet started. ``extra_options``: more
     gRPC server arguments, placed before lossd's own because gRPC takes the first occurrence of an
     argument (measured: ``so_reuseport`` 0 then 1 is 0), so these win: the bench's ``processes``
-    prototype sets ``grpc.so_reuseport`` there, deliberately (docs/performance.md)."""
-    security = config.security()  # first: a server that may not start should not load anything
+    prototype sets ``grpc.so_reuseport`` there, deliberately (docs/performance.md). ``security``: the
+    config's, already checked (:meth:`ServerConfig.check_security`; the entry points check it before torch
+    loads), so that its token file is read once; None checks it here."""
+    # First: a server that may not start should not load anything. Its warnings are logged here, once.
+    if security is None:
+        security = config.security()
+    else:
+        log_warnings(config.host, security)
     # A busy address, or a host it cannot bind (port 0 too: any port of a host it can bind will do): one line
     # and exit 2, before anything loads (gRPC would log its own errors)
     reason = _why_not_bindable(config.host, config.port, probe=True)
@@ -406,12 +413,12 @@ class GrpcServerLost(RuntimeError):
     """gRPC's server stopped by itself while lossd served (``lossd serve`` exits 1)."""
 
 
-async def serve(config: ServerConfig, registry: Registry = REGISTRY) -> bool:
+async def serve(config: ServerConfig, registry: Registry = REGISTRY, *, security: Security | None = None) -> bool:
     """Serve until SIGTERM or SIGINT, then drain (:meth:`LossdServer.drain`) for at most ``grace_s``
     seconds; True when every call in flight had ended by itself by then. Should gRPC's server stop by itself,
     serve again from a new one (:func:`_serve_until_stopped`); when that fails, drain the same way, then raise
-    :class:`GrpcServerLost`."""
-    server = await create_server(config, registry)
+    :class:`GrpcServerLost`. ``security``: as for :func:`create_server`."""
+    server = await create_server(config, registry, security=security)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     try:  # a Ctrl-C before the signal handlers are in place cancels this task: what was built is closed
@@ -542,14 +549,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``lossd serve`` in this process: its arguments read (:func:`~._config.read_command_line`), then
     :func:`run`. (The entry points, ``lossd serve`` and ``python -m lossd.server``, read them before they
     import this module and torch, then call :func:`run`.)"""
-    config = read_command_line(argv)
-    return 2 if config is None else run(config)
+    read = read_command_line(argv)
+    return 2 if read is None else run(*read)
 
 
-def run(config: ServerConfig) -> int:
+def run(config: ServerConfig, security: Security | None = None) -> int:
     """Serve ``config`` until SIGTERM or SIGINT (:func:`serve`), then exit the process: 0, or 1 when gRPC's
     server was lost; a start refused returns 2 (one line on stderr), and a Ctrl-C before the signal handlers
-    are in place exits 130 (one line)."""
+    are in place exits 130 (one line). ``security``: as for :func:`create_server` (the entry points pass what
+    :func:`~._config.read_command_line` checked)."""
     log_format = config.log_format  # of the one line of a refusal
     try:
         if config.malloc_tuning:
@@ -559,7 +567,7 @@ def run(config: ServerConfig) -> int:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         raise_open_files()  # a connection is a file: up to the hard limit, not the soft 1024
         configure_logging(config.log_level, config.log_format)
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, security=security))
     except (SettingError, StoreError) as e:  # ConfigError, SecurityError, a device torch cannot use, a busy
         # address, a data directory in use; StoreError: the job store is unreachable, or newer than this lossd
         # (its URL's password masked)

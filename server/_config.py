@@ -79,7 +79,7 @@ from ._limits import (
     plugin_names,
 )
 from ._logging import LOG_FORMATS, parse_log_format, parse_log_level, say_line
-from ._security import Security, resolve_security
+from ._security import Security, check_security, resolve_security
 
 __all__ = ["GROUPS", "SETTING", "SETTINGS", "ServerConfig", "build_parser", "config_from_args", "read_command_line"]
 
@@ -429,8 +429,14 @@ class ServerConfig:
                               retention_s=self.job_retention, max_job_restarts=self.max_job_restarts,
                               log_format=self.log_format, log_level=self.log_level)
 
+    def check_security(self) -> Security:
+        """The security part, checked (the exposure rule; the token and TLS files read), logging nothing; raises
+        :class:`SecurityError`."""
+        return check_security(self.host, token=self.token, token_file=self.token_file, tls_cert=self.tls_cert,
+                              tls_key=self.tls_key, tls_client_ca=self.tls_client_ca, insecure=self.insecure)
+
     def security(self) -> Security:
-        """The security part, checked (the exposure rule); raises :class:`SecurityError`."""
+        """:meth:`check_security`, its warnings logged (``--insecure``, a token over plaintext)."""
         return resolve_security(self.host, token=self.token, token_file=self.token_file, tls_cert=self.tls_cert,
                                 tls_key=self.tls_key, tls_client_ca=self.tls_client_ca, insecure=self.insecure)
 
@@ -477,11 +483,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig) if hasattr(args, f.name)})
 
 
-def read_command_line(argv: Sequence[str] | None = None) -> ServerConfig | None:
-    """The config of ``lossd serve``'s arguments and ``LOSSD_*`` variables, read and checked before the server
-    (and torch) loads: the entry points call this first. A refused flag exits 2 here, with one line, and
-    ``--help`` 0 (argparse); a variable that does not parse is one line on stderr and ``None`` (exit 2) — JSON
-    with ``--log-format json``, or with ``LOSSD_LOG_FORMAT=json`` before the flags are read."""
+def read_command_line(argv: Sequence[str] | None = None) -> tuple[ServerConfig, Security] | None:
+    """The config of ``lossd serve``'s arguments and ``LOSSD_*`` variables and its security, read and checked
+    before the server (and torch) loads: the entry points call this first, and hand both to
+    :func:`~._app.run` (the token file is read once). A refused flag exits 2 here, with one line, and
+    ``--help`` 0 (argparse); a variable that does not parse, or a security setting refused
+    (:meth:`ServerConfig.check_security`: the exposure rule, a token or TLS file), is one line on stderr and
+    ``None`` (exit 2) — JSON with ``--log-format json``, or with ``LOSSD_LOG_FORMAT=json`` before the flags are
+    read. Nothing is logged here: the warnings of a security let through are logged once the server starts."""
     log_format = "plain"
     with contextlib.suppress(ValueError):  # a container's bad LOSSD_* value is read with the flags
         log_format = parse_log_format(os.environ.get(SETTING["log_format"].env, log_format))
@@ -489,7 +498,8 @@ def read_command_line(argv: Sequence[str] | None = None) -> ServerConfig | None:
         # Every setting has a flag but the token, which comes from LOSSD_TOKEN only (arguments show in `ps`).
         args = build_parser().parse_args(argv)
         log_format = getattr(args, "log_format", log_format)
-        return config_from_args(args)
-    except SettingError as e:
+        config = config_from_args(args)
+        return config, config.check_security()
+    except SettingError as e:  # SecurityError too
         say_line(f"lossd serve: error: {e}", log_format, logging.ERROR)
         return None

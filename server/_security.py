@@ -1,8 +1,11 @@
 """Who may call the server: the exposure rule, the bearer token, TLS and mutual TLS.
 
-:func:`resolve_security` turns the server's security settings into a
+:func:`check_security` turns the server's security settings into a
 :class:`Security` (the token's bytes, the TLS credentials) or refuses them
-with a :class:`SecurityError` that says what to set. It holds the one
+with a :class:`SecurityError` that says what to set, logging nothing (the
+entry points call it before logging is configured and torch loads);
+:func:`log_warnings` says, once the server starts, what it lets through;
+:func:`resolve_security` does both. :func:`check_security` holds the one
 exposure rule: a server bound beyond loopback (anything but ``127.0.0.0/8``,
 ``::1`` and ``localhost``) needs authentication — a bearer token, or mutual
 TLS (a client CA: every caller shows a certificate it signed) — unless
@@ -16,7 +19,7 @@ False
 >>> resolve_security("0.0.0.0", token="0123456789abcdef-example").authenticates
 True
 >>> try:
-...     resolve_security("0.0.0.0")
+...     check_security("0.0.0.0")
 ... except SecurityError as e:
 ...     print(str(e)[:54])
 refusing to serve on 0.0.0.0 without authentication: a
@@ -38,8 +41,10 @@ __all__ = [
     "ConfigError",
     "Security",
     "SecurityError",
+    "check_security",
     "describe",
     "is_loopback",
+    "log_warnings",
     "read_token",
     "resolve_security",
 ]
@@ -184,6 +189,49 @@ def _reason(e: Exception) -> str:
     return "not PEM, or encrypted" if isinstance(e, ssl.SSLError) else str(e)
 
 
+def check_security(
+    host: str,
+    *,
+    token: str | None = None,
+    token_file: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_client_ca: str | None = None,
+    insecure: bool = False,
+) -> Security:
+    """The server's :class:`Security` for binding ``host``, or a :class:`SecurityError`; logs nothing, so that
+    the entry points can check it before logging is configured and torch loads (it reads the token and TLS
+    files, and imports neither).
+
+    The exposure rule lives here: beyond loopback, no token and no mutual TLS
+    refuses to start, unless ``insecure``. A token over plaintext beyond
+    loopback is allowed (behind a TLS-terminating proxy, or in a cluster
+    network). :func:`log_warnings` says both when the server starts.
+    """
+    secret = read_token(token, token_file)
+    credentials = _credentials(tls_cert, tls_key, tls_client_ca)
+    security = Security(token=secret, credentials=credentials, tls=credentials is not None,
+                        mutual_tls=tls_client_ca is not None, insecure=insecure)
+    if not is_loopback(host) and not security.authenticates and not insecure:
+        raise SecurityError(f"refusing to serve on {host} without authentication: a server reachable "
+                            f"from other machines must check its callers; {HOW_TO_AUTHENTICATE}")
+    return security
+
+
+def log_warnings(host: str, security: Security) -> None:
+    """Log the warnings of a :class:`Security` that :func:`check_security` let serve on ``host``: beyond loopback,
+    no authentication (``--insecure``), or a bearer token over plaintext."""
+    if is_loopback(host):
+        return
+    if not security.authenticates:
+        log.warning("WARNING: --insecure: serving on %s WITHOUT AUTHENTICATION: anyone who can reach this "
+                    "port can evaluate losses and run training jobs%s", host,
+                    "" if security.tls else ", over plaintext")
+    elif not security.tls:
+        log.warning("serving on %s with a bearer token over plaintext: the token travels in clear; "
+                    "terminate TLS in front of the server or set --tls-cert/--tls-key", host)
+
+
 def resolve_security(
     host: str,
     *,
@@ -194,29 +242,11 @@ def resolve_security(
     tls_client_ca: str | None = None,
     insecure: bool = False,
 ) -> Security:
-    """The server's :class:`Security` for binding ``host``, or a :class:`SecurityError`.
-
-    The exposure rule lives here: beyond loopback, no token and no mutual TLS
-    refuses to start, unless ``insecure`` (logged as a warning). A token over
-    plaintext beyond loopback is allowed (behind a TLS-terminating proxy, or in
-    a cluster network) and logged as a warning.
-    """
-    secret = read_token(token, token_file)
-    credentials = _credentials(tls_cert, tls_key, tls_client_ca)
-    security = Security(token=secret, credentials=credentials, tls=credentials is not None,
-                        mutual_tls=tls_client_ca is not None, insecure=insecure)
-    if is_loopback(host):
-        return security
-    if not security.authenticates:
-        if not insecure:
-            raise SecurityError(f"refusing to serve on {host} without authentication: a server reachable "
-                                f"from other machines must check its callers; {HOW_TO_AUTHENTICATE}")
-        log.warning("WARNING: --insecure: serving on %s WITHOUT AUTHENTICATION: anyone who can reach this "
-                    "port can evaluate losses and run training jobs%s", host,
-                    "" if security.tls else ", over plaintext")
-    elif not security.tls:
-        log.warning("serving on %s with a bearer token over plaintext: the token travels in clear; "
-                    "terminate TLS in front of the server or set --tls-cert/--tls-key", host)
+    """:func:`check_security`, then :func:`log_warnings`: the :class:`Security` for binding ``host``, or a
+    :class:`SecurityError`."""
+    security = check_security(host, token=token, token_file=token_file, tls_cert=tls_cert, tls_key=tls_key,
+                              tls_client_ca=tls_client_ca, insecure=insecure)
+    log_warnings(host, security)
     return security
 
 
