@@ -10,7 +10,9 @@ ever connect to 127.0.0.1.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -163,6 +165,84 @@ def test_insecure_overrides_with_a_loud_warning(tmp_path: Path) -> None:
             assert c.evaluate("mse", [1.0], [0.0]).value == 1.0  # no token asked for
     log = "".join(served.log)
     assert "WARNING" in log and "WITHOUT AUTHENTICATION" in log, log
+
+
+#: The warnings of a security let through beyond loopback: (flags, variables, log format, the warning's start).
+WARNINGS = {
+    "--insecure": (["--host", "0.0.0.0", "--insecure"], {}, "plain",
+                   "WARNING: --insecure: serving on 0.0.0.0 WITHOUT AUTHENTICATION: anyone who can reach this port"),
+    "token over plaintext": (["--host", "0.0.0.0"], {"LOSSD_TOKEN": TOKEN}, "json",
+                             "serving on 0.0.0.0 with a bearer token over plaintext: the token travels in clear"),
+}
+
+#: ``lossd serve`` and ``python -m lossd.server``.
+ENTRY_POINTS = {"lossd serve": (str(Path(sys.executable).with_name("lossd")), "serve"),
+                "python -m lossd.server": (sys.executable, "-m", "lossd.server")}
+
+
+@pytest.mark.parametrize("case", list(WARNINGS))
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_a_security_let_through_is_warned_once_in_the_log_format(tmp_path: Path, entry: str, case: str) -> None:
+    """The entry points check the security before logging is configured (and torch loads), and that check logs
+    nothing: its warnings come once, from the server as it starts, in the log's format. (Logged by the check,
+    they came out twice, the first time unformatted, before logging was configured.)"""
+    args, env, fmt, warning = WARNINGS[case]
+    with ServedProcess.start(tmp_path, *args, "--log-format", fmt, "--data-dir", str(tmp_path / "data"),
+                             env=_env(**env), command=ENTRY_POINTS[entry]) as served:
+        pass  # the warnings come before "listening on"; the log is whole once the server has stopped
+    lines = [line for line in "".join(served.log).splitlines() if line.strip()]
+    said = [line for line in lines if warning in line]
+    assert len(said) == 1, lines
+    if fmt == "json":
+        records = [json.loads(line) for line in lines]  # every line one JSON object: none logged unformatted
+        (record,) = [r for r in records if warning in r["message"]]
+        assert (record["level"], record["logger"]) == ("WARNING", "lossd.server"), record
+    else:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING lossd\.server: " + re.escape(warning) + ".*",
+                            said[0]), said
+
+
+def test_the_security_check_logs_nothing_and_its_warnings_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """``check_security`` (the rule, which the entry points apply before logging is configured) logs nothing;
+    ``resolve_security`` is the same check and its one warning."""
+    from lossd.server._security import check_security, resolve_security
+
+    caplog.set_level(logging.DEBUG)
+    for token, insecure in ((None, True), (TOKEN, False)):  # --insecure; a token over plaintext
+        caplog.clear()
+        check_security("0.0.0.0", token=token, insecure=insecure)
+        assert caplog.records == []
+        resolve_security("0.0.0.0", token=token, insecure=insecure)
+        assert [(r.levelname, r.name) for r in caplog.records] == [("WARNING", "lossd.server")], caplog.text
+
+
+def test_the_entry_points_read_the_token_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/security.md: the token file is read once, at start. The entry points check it before torch loads
+    (``read_command_line``) and the server they start takes what was read: a file that reads once (a pipe,
+    ``--token-file <(...)``) would be empty the second time. Here the file is gone by then."""
+    import asyncio
+
+    from lossd.server import create_server
+    from lossd.server._config import read_command_line
+
+    for name in SECURITY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "token"
+    path.write_text(TOKEN)
+    read = read_command_line(["--host", "0.0.0.0", "--port", "0", "--token-file", str(path), "--device", "cpu",
+                              "--plugins", "none", "--data-dir", str(tmp_path / "data")])
+    assert read is not None
+    config, security = read
+    path.unlink()
+
+    async def served_token() -> bytes | None:
+        server = await create_server(config, security=security)
+        try:
+            return server.security.token
+        finally:
+            await server.close()
+
+    assert asyncio.run(served_token()) == TOKEN.encode()
 
 
 def test_loopback_needs_no_authentication(served_process: ServedProcess) -> None:
