@@ -6,7 +6,7 @@ last one (a stamp in ``node_modules``). The checks: the committed generated code
 example prints torch's number for non-default ``params`` written as a plain object (the
 ``@grpc/proto-loader`` way silently dropped them and printed the defaults' 0.5493);
 an invalid parameter comes back as a field-level ``google.rpc.BadRequest``; raw tensor
-bytes travel both ways bit for bit. Skipped, saying why, only where node or npm is absent.
+bytes travel both ways bit for bit; ``listAllJobs`` lists what ``listJobs`` does. Skipped, saying why, only where node or npm is absent.
 """
 
 from __future__ import annotations
@@ -352,6 +352,39 @@ def test_a_stream_starts_when_iterated_and_a_break_cancels_it(node: str, tmp_pat
     assert left == 0, f"{left} calls of the script still in flight"
     assert out["late"] == "INVALID_ARGUMENT", out
     assert out["items"] == ["a"] and out["job"] and out["aborted"] == "CANCELLED", out
+
+
+LIST_ALL_JOBS_SCRIPT = """
+import { createLossdClient, JobState } from "@lossd/client";
+const { target } = JSON.parse(await new Promise((resolve) => {
+  let text = ""; process.stdin.on("data", (c) => (text += c)).on("end", () => resolve(text));
+}));
+const client = createLossdClient({ target, timeoutMs: 30000 });
+const spec = { model: { kind: { case: "linear", value: {} } },
+  data: { source: { case: "builtin", value: { name: "linear_regression" } } },
+  loss: { name: "mse_loss" }, optimizer: { name: "sgd", lr: 0.01 }, epochs: 200, batchSize: 8, seed: 1n, detach: true };
+const submitted = [];
+for (let i = 0; i < 3; i++) for await (const reply of client.trainJob(spec)) submitted.push(reply.event.jobId);
+for (const jobId of submitted) await client.cancelJob({ jobId });
+const ids = (jobs) => jobs.map((j) => j.jobId);
+const cancelled = await client.listAllJobs({ states: [JobState.CANCELLED] });
+console.log(JSON.stringify({ submitted,
+  all: ids(await client.listAllJobs()), page: ids((await client.listJobs({ pageSize: 1000 })).jobs),
+  two: ids(await client.listAllJobs({ limit: 2 })),
+  cancelled: ids(cancelled), otherStates: cancelled.filter((j) => j.state !== JobState.CANCELLED).length }));
+"""
+
+
+def test_list_all_jobs_against_the_server(node: str, server_address: str) -> None:
+    """``listAllJobs`` reads lossd's ListJobs as the raw call does: every job newest first, or the ``limit``
+    newest (its paging rules are checked against stand-in servers in the client's own node tests)."""
+    result = _run([node, "--input-type=module", "-e", LIST_ALL_JOBS_SCRIPT], stdin=json.dumps({"target": server_address}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    assert len(out["page"]) < 1000, out  # the whole listing fits in one raw page, to compare with
+    assert out["all"] == out["page"] and set(out["submitted"]) <= set(out["all"]), out
+    assert out["two"] == out["page"][:2], out
+    assert set(out["submitted"]) <= set(out["cancelled"]) and out["otherStates"] == 0, out
 
 
 ABANDONED_UPLOAD_SCRIPT = """

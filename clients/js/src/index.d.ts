@@ -7,7 +7,7 @@ import type {
 } from "./gen/lossd/v1/lossd_pb.js";
 import type {
   CancelJobRequestSchema, CancelJobResponse, DeleteJobRequestSchema, DeleteJobResponse, GetJobRequestSchema, GetJobResponse,
-  ListJobsRequestSchema,
+  Job, JobState, ListJobsRequestSchema,
   ListJobsResponse, TrainJobRequestSchema, TrainJobResponse, WatchJobRequestSchema, WatchJobResponse,
 } from "./gen/lossd/v1/training_pb.js";
 
@@ -48,6 +48,10 @@ export interface LossdClient {
   watchJob(request: Init<typeof WatchJobRequestSchema>, options?: CallOptions): AsyncIterable<WatchJobResponse>;
   getJob(request: Init<typeof GetJobRequestSchema>, options?: CallOptions): Promise<GetJobResponse>;
   listJobs(request: Init<typeof ListJobsRequestSchema>, options?: CallOptions): Promise<ListJobsResponse>;
+  /** Jobs, newest first: every one, or the `limit` newest (0: every one), read a `listJobs` page at a time
+   * (as the Python SDK's `jobs()`); a page without jobs, or one that sends back the token that asked for it,
+   * ends the listing. `options` go to each call. */
+  listAllJobs(request?: { states?: JobState[]; limit?: number }, options?: CallOptions): Promise<Job[]>;
   cancelJob(request: Init<typeof CancelJobRequestSchema>, options?: CallOptions): Promise<CancelJobResponse>;
   deleteJob(request: Init<typeof DeleteJobRequestSchema>, options?: CallOptions): Promise<DeleteJobResponse>;
 }

@@ -1,5 +1,5 @@
 // A thin lossd client for Node: gRPC over HTTP/2 (Connect for Node), messages
-// from the committed protoc-gen-es code in ./gen, and three things the
+// from the committed protoc-gen-es code in ./gen, and four things the
 // generated code does not do:
 //
 // 1. Every request is checked before it is sent: a key that is not a field
@@ -10,6 +10,7 @@
 //    message (raw bytes are little-endian, C-contiguous).
 // 3. `describeError()` turns a failed call into {code, message, fieldViolations},
 //    decoding google.rpc.BadRequest from the `grpc-status-details-bin` trailer.
+// 4. `client.listAllJobs()` reads every page of ListJobs, as the Python SDK's `jobs()`.
 //
 //   import { createLossdClient } from "@lossd/client";
 //   const client = createLossdClient({ target: "127.0.0.1:50051" });
@@ -39,7 +40,8 @@ const SERVICES = [LossService, TrainingService];
  * A client for every lossd RPC (LossService and TrainingService) on one HTTP/2 connection.
  *
  * Methods are the RPCs in lowerCamelCase: `listLosses`, `evaluateLoss`, `evaluateLossBatch`,
- * `evaluateLossStream`, `trainJob`, `watchJob`, `getJob`, `listJobs`, `cancelJob`, `deleteJob`.
+ * `evaluateLossStream`, `trainJob`, `watchJob`, `getJob`, `listJobs`, `cancelJob`, `deleteJob`;
+ * `listAllJobs` reads every page of `listJobs` (or the `limit` newest jobs).
  * Unary methods return a promise of the reply, streaming ones an async iterable; each
  * takes a plain object (checked by `checkRequest`; `evaluateLossStream` an iterable of
  * them) and Connect's call options ({timeoutMs, headers, signal}). `timeoutMs` is the
@@ -123,7 +125,48 @@ export function createLossdClient(options = {}) {
       client[method.localName] = checkedMethod(method, raw[method.localName], deadline);
     }
   }
+  client.listAllJobs = (request, callOptions) => listAllJobs(client.listJobs, request, callOptions);
   return client;
+}
+
+/** The most jobs a server lists in one page (ListJobs' `pageSize` is clamped to it). */
+const MAX_PAGE_SIZE = 1000;
+
+/**
+ * Jobs, newest first (without their specs), optionally only in `states`: every one, or the `limit`
+ * newest (0: every one), read a page (a `listJobs` call) at a time, as the Python SDK's `Client.jobs()`.
+ * Each call asks for a page of what `limit` leaves (at most 1000) as `pageSize` and as `limit`, its older
+ * name, which a server from before paging reads instead. A page without jobs, or one whose
+ * `nextPageToken` is the token that asked for it, ends the listing too: lossd's server sends neither, and
+ * a server that did would keep the loop calling for ever. `callOptions` (`timeoutMs`, ...) go to each call.
+ *
+ * @param {Function} listJobs the client's checked `listJobs`
+ * @param {{states?: number[], limit?: number}} [request] states as JobState numbers (`JobState.RUNNING`)
+ * @example
+ *   const running = await client.listAllJobs({ states: [JobState.RUNNING] });
+ *   const newest = await client.listAllJobs({ limit: 10 });
+ */
+async function listAllJobs(listJobs, request = {}, callOptions = undefined) {
+  if (!isPlainObject(request)) throw new TypeError(`listAllJobs: the request must be a plain object ({states, limit}), got ${describe(request)}`);
+  const { states = [], limit = 0, ...rest } = request;
+  const unknown = Object.keys(rest);
+  if (unknown.length) {
+    throw new TypeError(`listAllJobs: unknown option ${unknown.map((k) => JSON.stringify(k)).join(", ")}; known: states, limit`);
+  }
+  if (!Number.isSafeInteger(limit) || limit < 0) {
+    throw new TypeError(`listAllJobs: limit must be an integer >= 0 (0: every job), got ${describe(limit)}`);
+  }
+  const jobs = [];
+  let token = "";
+  for (;;) {
+    const pageSize = limit ? Math.min(limit - jobs.length, MAX_PAGE_SIZE) : MAX_PAGE_SIZE;
+    const page = await listJobs({ states, limit: pageSize, pageSize, pageToken: token }, callOptions);
+    jobs.push(...page.jobs);
+    if (limit) jobs.length = Math.min(jobs.length, limit); // a server may send more than it was asked for
+    const next = page.nextPageToken;
+    if (!next || !page.jobs.length || next === token || (limit && jobs.length >= limit)) return jobs;
+    token = next;
+  }
 }
 
 /** `host:port`, a port from 1 to 65535, nothing a URL reads otherwise (`#`, `?`, `@`, `\\` moved the

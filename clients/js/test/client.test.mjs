@@ -1,11 +1,16 @@
-// The client's own rules, without a server: requests are checked before they
-// are sent (nothing is silently left out) and tensors convert exactly.
+// The client's own rules, without a lossd server: requests are checked before they
+// are sent (nothing is silently left out), tensors convert exactly, and listAllJobs
+// pages through a stand-in TrainingService (an in-process Connect server).
 // Run: npm test (tests/integration/test_js_client.py runs it in `make test`).
 import assert from "node:assert/strict";
+import { createServer } from "node:http2";
 import { test } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
-  checkRequest, createLossdClient, describeError, EvaluateLossRequestSchema, TensorEncoding, tensor, toArray, TrainJobRequestSchema,
+  checkRequest, createLossdClient, describeError, EvaluateLossRequestSchema, JobState, TensorEncoding, tensor, toArray,
+  TrainingService, TrainJobRequestSchema,
 } from "@lossd/client";
 
 const seed = () => ({
@@ -196,4 +201,96 @@ test("tensor data: whole numbers beyond 2^53, holes and non-arrays are refused n
   assert.throws(() => tensor("float32", [3], [1, , 3]), /data\[1\] must be a number, got undefined$/);
   assert.throws(() => tensor("float32", [2], null), /data must be an array or a typed array, got null/);
   assert.throws(() => tensor("float32", [0], undefined), /data must be an array or a typed array, got undefined/);
+});
+
+// ---- listAllJobs against stand-in servers ------------------------------------
+
+/** The stand-in servers' jobs, newest first. */
+const JOBS = Array.from({ length: 250 }, (_, i) => ({ jobId: i.toString(16).padStart(12, "0") }));
+
+/** A client of a stand-in TrainingService whose ListJobs is `answer(request)`; the requests it got in `calls`.
+ * A 51st call is refused (RESOURCE_EXHAUSTED): a listing that never ends fails rather than hangs the tests. */
+async function standIn(answer, run) {
+  const calls = [];
+  const server = createServer(connectNodeAdapter({
+    routes: (router) => router.service(TrainingService, {
+      listJobs(request) {
+        calls.push({ states: request.states, limit: request.limit, pageSize: request.pageSize, pageToken: request.pageToken });
+        if (calls.length > 50) throw new ConnectError("called too often", Code.ResourceExhausted);
+        return answer(request);
+      },
+    }),
+  }));
+  const sessions = new Set();
+  server.on("session", (session) => sessions.add(session));
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  try {
+    return await run(createLossdClient({ target: `127.0.0.1:${server.address().port}`, timeoutMs: 10_000 }), calls);
+  } finally {
+    const closed = new Promise((resolve) => server.close(resolve));
+    for (const session of sessions) session.destroy(); // the client keeps its connection open: close waits for it
+    await closed;
+  }
+}
+
+/** A paging server that sends at most 7 jobs a page (fewer than asked for, as a page may), after the token's index. */
+function sevenAPage(request) {
+  const start = request.pageToken ? Number(request.pageToken.slice("after-".length)) : 0;
+  const end = Math.min(start + Math.min(request.pageSize || 100, 7), JOBS.length);
+  return { jobs: JOBS.slice(start, end), nextPageToken: end < JOBS.length ? `after-${end}` : "" };
+}
+
+/** A server from before paging: the `limit` (0: 100) newest jobs and no token, whatever `pageSize` says. */
+const beforePaging = (request) => ({ jobs: JOBS.slice(0, request.limit || 100) });
+
+const ids = (jobs) => jobs.map((j) => j.jobId);
+
+test("listAllJobs reads every page, each job once and in order, sending limit beside pageSize", async () => {
+  await standIn(sevenAPage, async (client, calls) => {
+    assert.deepEqual(ids(await client.listAllJobs({ states: [JobState.SUCCEEDED, JobState.FAILED] })), ids(JOBS));
+    assert.equal(calls.length, Math.ceil(JOBS.length / 7));
+    assert.deepEqual(calls.slice(0, 2), [
+      { states: [JobState.SUCCEEDED, JobState.FAILED], limit: 1000, pageSize: 1000, pageToken: "" },
+      { states: [JobState.SUCCEEDED, JobState.FAILED], limit: 1000, pageSize: 1000, pageToken: "after-7" }]);
+    calls.length = 0;
+    // the limit newest, each page asking for what is left of it
+    assert.deepEqual(ids(await client.listAllJobs({ limit: 20 })), ids(JOBS.slice(0, 20)));
+    assert.deepEqual(calls.map((c) => [c.pageSize, c.limit, c.pageToken]), [[20, 20, ""], [13, 13, "after-7"], [6, 6, "after-14"]]);
+  });
+});
+
+test("listAllJobs against a server from before paging (or one sending more than asked) gives at most limit jobs", async () => {
+  for (const limit of [5, 150, 0]) {
+    await standIn(beforePaging, async (client, calls) => {
+      // 0: every job, asked as a page of 1,000, which such a server reads as its limit (not its default 100)
+      assert.deepEqual(ids(await client.listAllJobs({ limit })), ids(JOBS.slice(0, limit || undefined)));
+      assert.equal(calls.length, 1);
+    });
+  }
+  // one that sends more than it was asked for: still the limit newest
+  await standIn(() => ({ jobs: JOBS.slice(0, 100) }), async (client) => {
+    assert.deepEqual(ids(await client.listAllJobs({ limit: 5 })), ids(JOBS.slice(0, 5)));
+  });
+});
+
+test("listAllJobs ends on a page that sends back its own token, or a page without jobs", async () => {
+  await standIn(() => ({ jobs: JOBS.slice(0, 1), nextPageToken: "again" }), async (client, calls) => {
+    assert.deepEqual(ids(await client.listAllJobs()), ids([JOBS[0], JOBS[0]]));
+    assert.deepEqual(calls.map((c) => c.pageToken), ["", "again"]);
+  });
+  await standIn((request) => ({ jobs: [], nextPageToken: `${request.pageToken}x` }), async (client, calls) => {
+    assert.deepEqual(await client.listAllJobs(), []);
+    assert.equal(calls.length, 1);
+  });
+});
+
+test("listAllJobs checks its request before any call", async () => {
+  const client = createLossdClient({ target: "127.0.0.1:9" });
+  for (const [request, what] of [[{ limit: -1 }, /limit must be an integer >= 0 \(0: every job\), got number -1/],
+    [{ limit: 2.5 }, /limit must be/], [{ limit: 5n }, /limit must be .*got 5n/], [{ limt: 5 }, /unknown option "limt"; known: states, limit/],
+    [{ states: "RUNNING" }, /ListJobsRequest\.states must be an array/], [{ states: [9] }, /ListJobsRequest\.states\[0\] must be a lossd\.v1\.JobState number/],
+    [[], /the request must be a plain object/]]) {
+    const refused = await client.listAllJobs(request).catch((err) => err);
+    assert.ok(refused instanceof TypeError && what.test(refused.message), `${JSON.stringify(request, (k, v) => (typeof v === "bigint" ? `${v}n` : v))}: ${refused}`);
+  }
 });
