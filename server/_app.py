@@ -49,7 +49,7 @@ from ._logging import (
 )
 from ._metrics import count_grpc_server_replaced
 from ._openmp import OPENMP_SETTINGS, openmp_policy
-from ._security import ConfigError, Security, describe, log_warnings
+from ._security import ConfigError, Security, check_exposure, describe, log_warnings
 from .evaluation import resolve_device
 from .interceptors import ConcurrencyLimiter, DrainGate, Observability, build_interceptors, build_observability
 from .losses import REGISTRY, Registry
@@ -162,12 +162,14 @@ async def create_server(config: ServerConfig, registry: Registry = REGISTRY,
     gRPC server arguments, placed before lossd's own because gRPC takes the first occurrence of an
     argument (measured: ``so_reuseport`` 0 then 1 is 0), so these win: the bench's ``processes``
     prototype sets ``grpc.so_reuseport`` there, deliberately (docs/performance.md). ``security``: the
-    config's, already checked (:meth:`ServerConfig.check_security`; the entry points check it before torch
-    loads), so that its token file is read once; None checks it here."""
+    config's, already read (:meth:`ServerConfig.check_security`; the entry points check it before torch
+    loads), so that its token file is read once; the exposure rule is applied to it again here for the config's
+    host; None reads and checks it here."""
     # First: a server that may not start should not load anything. Its warnings are logged here, once.
     if security is None:
         security = config.security()
     else:
+        check_exposure(config.host, security, config.insecure)
         log_warnings(config.host, security)
     # A busy address, or a host it cannot bind (port 0 too: any port of a host it can bind will do): one line
     # and exit 2, before anything loads (gRPC would log its own errors)

@@ -79,7 +79,7 @@ from ._limits import (
     plugin_names,
 )
 from ._logging import LOG_FORMATS, parse_log_format, parse_log_level, say_line
-from ._security import Security, check_security, resolve_security
+from ._security import Security, check_security, log_warnings
 
 __all__ = ["GROUPS", "SETTING", "SETTINGS", "ServerConfig", "build_parser", "config_from_args", "read_command_line"]
 
@@ -437,8 +437,9 @@ class ServerConfig:
 
     def security(self) -> Security:
         """:meth:`check_security`, its warnings logged (``--insecure``, a token over plaintext)."""
-        return resolve_security(self.host, token=self.token, token_file=self.token_file, tls_cert=self.tls_cert,
-                                tls_key=self.tls_key, tls_client_ca=self.tls_client_ca, insecure=self.insecure)
+        security = self.check_security()
+        log_warnings(self.host, security)
+        return security
 
 
 class _ServeParser(argparse.ArgumentParser):

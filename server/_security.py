@@ -4,8 +4,8 @@
 :class:`Security` (the token's bytes, the TLS credentials) or refuses them
 with a :class:`SecurityError` that says what to set, logging nothing (the
 entry points call it before logging is configured and torch loads);
-:func:`log_warnings` says, once the server starts, what it lets through;
-:func:`resolve_security` does both. :func:`check_security` holds the one
+:func:`log_warnings` says, once the server starts, what it lets through
+(``ServerConfig.security`` does both). :func:`check_exposure` is the one
 exposure rule: a server bound beyond loopback (anything but ``127.0.0.0/8``,
 ``::1`` and ``localhost``) needs authentication — a bearer token, or mutual
 TLS (a client CA: every caller shows a certificate it signed) — unless
@@ -14,9 +14,9 @@ authenticates nobody, so it does not count.
 
 >>> is_loopback("127.0.0.1"), is_loopback("[::1]"), is_loopback("localhost"), is_loopback("0.0.0.0")
 (True, True, True, False)
->>> resolve_security("127.0.0.1").authenticates
+>>> check_security("127.0.0.1").authenticates
 False
->>> resolve_security("0.0.0.0", token="0123456789abcdef-example").authenticates
+>>> check_security("0.0.0.0", token="0123456789abcdef-example").authenticates
 True
 >>> try:
 ...     check_security("0.0.0.0")
@@ -41,12 +41,12 @@ __all__ = [
     "ConfigError",
     "Security",
     "SecurityError",
+    "check_exposure",
     "check_security",
     "describe",
     "is_loopback",
     "log_warnings",
     "read_token",
-    "resolve_security",
 ]
 
 log = logging.getLogger("lossd.server")
@@ -212,10 +212,25 @@ def check_security(
     credentials = _credentials(tls_cert, tls_key, tls_client_ca)
     security = Security(token=secret, credentials=credentials, tls=credentials is not None,
                         mutual_tls=tls_client_ca is not None, insecure=insecure)
+    check_exposure(host, security, insecure)
+    return security
+
+
+def check_exposure(host: str, security: Security, insecure: bool) -> None:
+    """The exposure rule: a :class:`SecurityError` for serving ``host`` beyond loopback with a ``security`` that
+    authenticates no caller, unless ``insecure``. (:func:`check_security` applies it; so does ``create_server`` to
+    a :class:`Security` it is handed.)
+
+    >>> check_exposure("0.0.0.0", Security(), insecure=True)
+    >>> try:
+    ...     check_exposure("0.0.0.0", Security(), insecure=False)
+    ... except SecurityError as e:
+    ...     print(str(e)[:54])
+    refusing to serve on 0.0.0.0 without authentication: a
+    """
     if not is_loopback(host) and not security.authenticates and not insecure:
         raise SecurityError(f"refusing to serve on {host} without authentication: a server reachable "
                             f"from other machines must check its callers; {HOW_TO_AUTHENTICATE}")
-    return security
 
 
 def log_warnings(host: str, security: Security) -> None:
@@ -230,24 +245,6 @@ def log_warnings(host: str, security: Security) -> None:
     elif not security.tls:
         log.warning("serving on %s with a bearer token over plaintext: the token travels in clear; "
                     "terminate TLS in front of the server or set --tls-cert/--tls-key", host)
-
-
-def resolve_security(
-    host: str,
-    *,
-    token: str | None = None,
-    token_file: str | None = None,
-    tls_cert: str | None = None,
-    tls_key: str | None = None,
-    tls_client_ca: str | None = None,
-    insecure: bool = False,
-) -> Security:
-    """:func:`check_security`, then :func:`log_warnings`: the :class:`Security` for binding ``host``, or a
-    :class:`SecurityError`."""
-    security = check_security(host, token=token, token_file=token_file, tls_cert=tls_cert, tls_key=tls_key,
-                              tls_client_ca=tls_client_ca, insecure=insecure)
-    log_warnings(host, security)
-    return security
 
 
 def describe(security: Security) -> str:

@@ -32,10 +32,10 @@ Several machines (``nodes`` M > 1): the server hosts a c10d ``TCPStore`` at its
 until M − 1 machines have joined (:func:`join_job`, ``lossd join``: each takes
 the next index from the counter ``lossd/<job>/joined`` once the run waits, and runs its N/M ranks);
 all ranks form one process group under the prefix the worker put in ``lossd/<job>/group``. Before it takes
-a place, a joining machine compares its lossd and torch versions (and the job's loss plugin) with those the
-worker put in ``lossd/<job>/build`` (:func:`build_of`) and refuses to run a rank with any other (ranks of two
-torch builds may compute different numbers), saying why in ``lossd/<job>/refused`` too. Store keys are plain
-bytes (torch's c10d rendezvous backend pickles its state, so it is not used). See docs/scaling.md.
+a place, a joining machine compares its lossd (version and source) and torch build (and the job's loss plugin)
+with those the worker put in ``lossd/<job>/build`` (:func:`build_of`) and refuses to run a rank with any other
+(ranks of two torch builds may compute different numbers), saying why in ``lossd/<job>/refused`` too. Store
+keys are plain bytes (torch's c10d rendezvous backend pickles its state, so it is not used). See docs/scaling.md.
 
     >>> plan = plan_job(request_with_world_size_2, REGISTRY)               # doctest: +SKIP
     >>> run_data_parallel(plan, None, events.append, Control(), "", "0123456789ab")  # doctest: +SKIP

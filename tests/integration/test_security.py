@@ -107,16 +107,20 @@ def test_binding_beyond_loopback_without_authentication_refuses_to_start(tmp_pat
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", "192.0.2.10", "lossd.example.internal"])
 def test_every_non_loopback_host_needs_authentication(host: str) -> None:
-    """create_server applies the rule before it loads or binds anything (the exit code: above). (An empty
-    host, which gRPC binds on every interface, is refused before that, as --host refuses it.)"""
+    """create_server applies the rule before it loads or binds anything (the exit code: above), to a
+    ``Security`` it is handed too (one read for loopback, or made in code: a review found the rule skipped
+    and a false ``--insecure`` warning logged). (An empty host, which gRPC binds on every interface, is
+    refused before that, as --host refuses it.)"""
     import asyncio
 
     from lossd._settings import SettingError
     from lossd.server import ServerConfig, create_server
-    from lossd.server._security import SecurityError
+    from lossd.server._security import Security, SecurityError
 
-    with pytest.raises(SecurityError, match="without authentication"):
-        asyncio.run(create_server(ServerConfig(host=host, port=0, token=None, token_file=None, insecure=False)))
+    config = ServerConfig(host=host, port=0, token=None, token_file=None, insecure=False)
+    for security in (None, Security(), ServerConfig(host="127.0.0.1").check_security()):
+        with pytest.raises(SecurityError, match="without authentication"):
+            asyncio.run(create_server(config, security=security))
     with pytest.raises(SettingError, match="^ServerConfig.host='': must not be empty"):
         ServerConfig(host="", port=0, token=None, token_file=None, insecure=False)
 
@@ -204,15 +208,16 @@ def test_a_security_let_through_is_warned_once_in_the_log_format(tmp_path: Path,
 
 def test_the_security_check_logs_nothing_and_its_warnings_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     """``check_security`` (the rule, which the entry points apply before logging is configured) logs nothing;
-    ``resolve_security`` is the same check and its one warning."""
-    from lossd.server._security import check_security, resolve_security
+    ``ServerConfig.security`` is the same check and its one warning."""
+    from lossd.server._config import ServerConfig
+    from lossd.server._security import check_security
 
     caplog.set_level(logging.DEBUG)
     for token, insecure in ((None, True), (TOKEN, False)):  # --insecure; a token over plaintext
         caplog.clear()
         check_security("0.0.0.0", token=token, insecure=insecure)
         assert caplog.records == []
-        resolve_security("0.0.0.0", token=token, insecure=insecure)
+        ServerConfig(host="0.0.0.0", token=token, insecure=insecure).security()
         assert [(r.levelname, r.name) for r in caplog.records] == [("WARNING", "lossd.server")], caplog.text
 
 

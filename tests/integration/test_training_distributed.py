@@ -590,10 +590,17 @@ def test_lossds_own_source_is_part_of_the_build() -> None:
     the lossd packages is in it, and one more line in one of them makes another build, refused naming both."""
     from lossd.server.losses import REGISTRY
     from lossd.server.training import plan_job
-    from lossd.server.training._distributed import _build_mismatch, build_of, lossd_modules, lossd_source, source_digest
+    from lossd.server.training._distributed import (
+        _build_mismatch,
+        build_of,
+        lossd_modules,
+        lossd_source,
+        source_digest,
+    )
 
     repo = Path(__file__).resolve().parents[2]
-    files = {p for d in ("server", "client", "proto/lossd") for p in (repo / d).rglob("*.py") if "__pycache__" not in p.parts}
+    files = {p for d in ("server", "client", "proto/lossd") for p in (repo / d).rglob("*.py")
+             if "__pycache__" not in p.parts}
     modules = lossd_modules()
     assert {path.resolve() for _, path in modules} == files
     sources = [(name, path.read_bytes()) for name, path in modules]

@@ -144,6 +144,24 @@ def test_no_upstream_for_other_outputs_is_refused_by_torch(output: str, torch_gr
     assert len(torch_grad_calls) == 1
 
 
+def test_no_leaves_are_refused_by_torch(torch_grad_calls: list[Any]) -> None:
+    """(The server always has a leaf; the engine alone would answer an internal assertion.)"""
+    out, _, upstream = _case_rows()
+    expected = _refusal(lambda: torch.autograd.grad(out, [], upstream, allow_unused=True))
+    torch_grad_calls.clear()
+    assert _refusal(lambda: autograd_grad(out, [], upstream)) == expected
+    assert len(torch_grad_calls) == 1
+
+
+def test_nothing_is_left_behind(torch_grad_calls: list[Any]) -> None:
+    """As torch.autograd.grad: the graph is freed, and nothing accumulates in the leaves' ``.grad``."""
+    out, leaves, upstream = _case_rows()
+    autograd_grad(out, leaves, upstream)
+    assert torch_grad_calls == []
+    assert [leaf.grad for leaf in leaves] == [None, None]
+    assert "second time" in _refusal(lambda: autograd_grad(out, leaves, upstream))
+
+
 def test_a_leaf_without_requires_grad_is_refused_by_the_engine_as_by_torch() -> None:
     out, (x, _), upstream = _case_rows()
     stray = torch.ones(3)
