@@ -85,7 +85,8 @@ from ._spec import JobPlan, plan_job
 from ._store import FINAL_STATES
 
 __all__ = ["JOIN_TIMEOUT", "RANK_TIMEOUT", "Rendezvous", "build_of", "forget_rendezvous", "join_data_parallel",
-           "join_job", "nothing_to_join", "rendezvous_address", "run_data_parallel"]
+           "join_job", "lossd_modules", "lossd_source", "nothing_to_join", "rendezvous_address", "run_data_parallel",
+           "source_digest"]
 
 log = logging.getLogger("lossd.server.training")
 
